@@ -1,0 +1,449 @@
+//! The HTTP/JSON edge of Mercato.
+//!
+//! Every route comes from a `google.api.http` annotation in `proto/` ([`routes`]); a request is matched
+//! against the route table, checked at the edge against the method's access rule (token verified against
+//! the auth service's keys), turned into the gRPC request message ([`transcode`]), sent to the owning service
+//! with the caller's token and request id, and its answer turned back into JSON. Errors of every kind share
+//! one JSON body ([`error`]). Before any of that, the caller's rate limit is checked ([`ratelimit`]).
+
+pub mod api_keys;
+pub mod error;
+pub mod openapi;
+pub mod ratelimit;
+pub mod routes;
+pub mod template;
+pub mod transcode;
+pub mod upstream;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::connect_info::MockConnectInfo;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use http::{HeaderValue, StatusCode, header};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use platform::Settings;
+use platform::auth::TokenVerifier;
+use platform::config::IpNet;
+use platform::descriptors::{AccessPolicy, grpc_path};
+use platform::telemetry::REQUEST_ID_HEADER;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::Code;
+use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tracing::Instrument;
+
+use crate::api_keys::ApiKeyResolver;
+use crate::error::ApiError;
+use crate::ratelimit::{Decision, RateLimiter};
+use crate::routes::{Lookup, RouteError, RouteTable};
+use crate::upstream::Upstreams;
+
+/// Largest accepted request body, in bytes.
+pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+
+/// Starting the gateway failed.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The contracts' routes are unusable.
+    #[error(transparent)]
+    Routes(#[from] RouteError),
+    /// The contracts could not be read.
+    #[error(transparent)]
+    Descriptors(#[from] platform::descriptors::DescriptorError),
+    /// An upstream URL is unusable.
+    #[error("upstream: {0}")]
+    Upstream(#[from] tonic::transport::Error),
+    /// The rate-limit settings are unusable.
+    #[error("rate limits: {0}")]
+    RateLimits(String),
+    /// Serving failed.
+    #[error("serving HTTP: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// What every request handler shares.
+#[derive(Clone)]
+pub struct Gateway {
+    table: Arc<RouteTable>,
+    policy: Arc<AccessPolicy>,
+    upstreams: Upstreams,
+    verifier: Arc<TokenVerifier>,
+    api_keys: Arc<ApiKeyResolver>,
+    /// The upstreams `/readyz` waits for; `None` means every upstream with a route.
+    ready_upstreams: Option<Arc<Vec<String>>>,
+    /// The OpenAPI document, rendered once at start.
+    openapi: Arc<bytes::Bytes>,
+    limiter: Arc<RateLimiter>,
+    trusted_proxies: Arc<Vec<IpNet>>,
+}
+
+/// The route key of `/openapi.json` for rate limits (probes are never limited).
+pub const OPENAPI_ROUTE: &str = "GET /openapi.json";
+
+/// The route label of a served request, for metrics and logs.
+#[derive(Debug, Clone)]
+struct RouteLabel(String);
+
+impl Gateway {
+    /// A gateway whose upstreams and key source are the services the settings point at.
+    pub fn new(settings: &Settings) -> Result<Self, GatewayError> {
+        let table = RouteTable::from_contracts()?;
+        let upstreams = Upstreams::connect(&table.upstreams(), settings)?;
+        let auth = platform::grpc::channel(&settings.service_url("auth"))?;
+        let mut known: Vec<String> =
+            table.routes().iter().map(|r| format!("{} {}", r.method, r.template.as_str())).collect();
+        known.push(OPENAPI_ROUTE.to_owned());
+        let unknown: Vec<&String> = settings.rate_limits.routes.keys().filter(|key| !known.contains(key)).collect();
+        if !unknown.is_empty() {
+            return Err(GatewayError::RateLimits(format!(
+                "MERCATO_RATE_LIMITS names no route of the gateway: {unknown:?}; route keys are \"<METHOD> <template>\" as in /openapi.json"
+            )));
+        }
+        let limiter = RateLimiter::from_settings(settings)
+            .map_err(|e| GatewayError::RateLimits(format!("MERCATO_REDIS_URL is unusable: {e}")))?;
+        Ok(Self {
+            limiter: Arc::new(limiter),
+            trusted_proxies: Arc::new(settings.trusted_proxies.clone()),
+            openapi: Arc::new(openapi::render(&table)),
+            table: Arc::new(table),
+            policy: Arc::new(AccessPolicy::from_contracts()?),
+            upstreams,
+            verifier: Arc::new(TokenVerifier::from_auth_service(auth.clone())),
+            api_keys: Arc::new(ApiKeyResolver::new(auth)),
+            ready_upstreams: None,
+        })
+    }
+
+    /// Makes `/readyz` wait only for these upstreams (those `mercato up` runs); routes to others answer 503
+    /// until they exist.
+    pub fn ready_when_serving(mut self, upstreams: &[&str]) -> Self {
+        self.ready_upstreams = Some(Arc::new(upstreams.iter().map(|u| (*u).to_owned()).collect()));
+        self
+    }
+
+    /// Limits with `limiter` instead of the one the settings describe (tests: another Redis key prefix).
+    pub fn with_rate_limiter(mut self, limiter: RateLimiter) -> Self {
+        self.limiter = Arc::new(limiter);
+        self
+    }
+
+    /// The axum router: probes, then every transcoded route. Serve it with
+    /// `into_make_service_with_connect_info::<SocketAddr>()` so rate limits see the client's address.
+    pub fn router(self, settings: &Settings) -> Router {
+        let mut router = Router::new()
+            .route("/healthz", get(|| async { "ok" }))
+            .route("/readyz", get(readyz))
+            .route("/openapi.json", get(openapi_limited))
+            .fallback(transcode_handler)
+            .with_state(self)
+            .layer(tower_http::compression::CompressionLayer::new().gzip(true).br(true));
+        if !settings.cors_origins.is_empty() {
+            let origins: Vec<HeaderValue> =
+                settings.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+            router = router.layer(
+                tower_http::cors::CorsLayer::new()
+                    .allow_origin(origins)
+                    .allow_methods(tower_http::cors::Any)
+                    .allow_headers([
+                        header::AUTHORIZATION,
+                        header::CONTENT_TYPE,
+                        header::HeaderName::from_static("idempotency-key"),
+                        header::HeaderName::from_static(api_keys::HEADER),
+                        header::HeaderName::from_static(REQUEST_ID_HEADER),
+                    ])
+                    .expose_headers([header::HeaderName::from_static(REQUEST_ID_HEADER)]),
+            );
+        }
+        router.layer(middleware::from_fn(observe))
+    }
+}
+
+/// Serves the gateway on `listener` until `shutdown` is cancelled; in-flight requests finish first.
+pub async fn serve(
+    listener: TcpListener,
+    settings: &Settings,
+    shutdown: CancellationToken,
+) -> Result<(), GatewayError> {
+    serve_gateway(listener, Gateway::new(settings)?, settings, shutdown).await
+}
+
+/// Serves an already built gateway on `listener` until `shutdown` is cancelled.
+pub async fn serve_gateway(
+    listener: TcpListener,
+    gateway: Gateway,
+    settings: &Settings,
+    shutdown: CancellationToken,
+) -> Result<(), GatewayError> {
+    let app = gateway.router(settings).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+    Ok(())
+}
+
+/// Request id in and out, a span for every log line of the request, and per-route metrics.
+async fn observe(mut request: Request, next: Next) -> Response {
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128)
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        request.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    let method = request.method().clone();
+    let span = tracing::info_span!("http", %method, path = %request.uri().path(), request_id = %request_id);
+    let started = Instant::now();
+    let mut response = next.run(request).instrument(span.clone()).await;
+    let elapsed = started.elapsed().as_secs_f64();
+    let route =
+        response.extensions().get::<RouteLabel>().map(|r| r.0.clone()).unwrap_or_else(|| "unmatched".to_owned());
+    let status = response.status().as_u16().to_string();
+    metrics::counter!("http_server_requests_total", "method" => method.to_string(), "route" => route.clone(), "status" => status.clone()).increment(1);
+    metrics::histogram!("http_server_request_duration_seconds", "method" => method.to_string(), "route" => route.clone()).record(elapsed);
+    span.in_scope(|| tracing::info!(%status, %route, elapsed_ms = elapsed * 1000.0, "request served"));
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+/// Ready when every upstream service answers its health check with SERVING.
+async fn readyz(State(gateway): State<Gateway>) -> Response {
+    let mut not_ready = Vec::new();
+    let awaited = |name: &String| gateway.ready_upstreams.as_ref().is_none_or(|list| list.contains(name));
+    for (name, channel) in gateway.upstreams.iter().filter(|(name, _)| awaited(name)) {
+        let mut client = HealthClient::new(channel.clone());
+        let check = client.check(HealthCheckRequest { service: String::new() });
+        let serving = matches!(
+            tokio::time::timeout(Duration::from_secs(2), check).await,
+            Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32
+        );
+        if !serving {
+            not_ready.push(name.clone());
+        }
+    }
+    not_ready.sort();
+    if not_ready.is_empty() {
+        (StatusCode::OK, axum::Json(serde_json::json!({"status": "ready"}))).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            axum::Json(serde_json::json!({"status": "not ready", "waitingFor": not_ready})),
+        )
+            .into_response()
+    }
+}
+
+async fn transcode_handler(State(gateway): State<Gateway>, request: Request) -> Response {
+    let path = request.uri().path().to_owned();
+    let (route, bound) = match gateway.table.lookup(request.method(), &path) {
+        Lookup::Found(route, bound) => (route.clone(), bound),
+        Lookup::WrongMethod(allowed) => {
+            let allow = allowed.iter().map(http::Method::as_str).collect::<Vec<_>>().join(", ");
+            return ApiError::http(
+                StatusCode::METHOD_NOT_ALLOWED,
+                Code::Unimplemented,
+                format!("{} is not allowed here", request.method()),
+            )
+            .with_header(header::ALLOW, &allow)
+            .into_response();
+        }
+        Lookup::NotFound => {
+            return ApiError::http(StatusCode::NOT_FOUND, Code::NotFound, format!("no route for {path}"))
+                .into_response();
+        }
+    };
+    let label = RouteLabel(format!("{} {}", route.method, route.template.as_str()));
+    // Before the caller is resolved or any service is called: refused floods cost no upstream work.
+    let decision = match rate_limit(&gateway, &label.0, request.headers(), peer(&request)).await {
+        Ok(decision) => decision,
+        Err(mut refused) => {
+            refused.extensions_mut().insert(label);
+            return refused;
+        }
+    };
+    let mut response = match call(&gateway, &route, &bound, request).await {
+        Ok(response) => response,
+        Err(error) => error.into_response(),
+    };
+    add_rate_limit_headers(&mut response, decision.as_ref());
+    response.extensions_mut().insert(label);
+    response
+}
+
+/// `/openapi.json`, under the default budget.
+async fn openapi_limited(State(gateway): State<Gateway>, request: Request) -> Response {
+    let decision = match rate_limit(&gateway, OPENAPI_ROUTE, request.headers(), peer(&request)).await {
+        Ok(decision) => decision,
+        Err(refused) => return refused,
+    };
+    let mut response = openapi::handler(State(gateway)).await;
+    add_rate_limit_headers(&mut response, decision.as_ref());
+    response
+}
+
+/// Charges the caller's budget for `route`: the decision (`None` when limits are off), or the 429 answer.
+async fn rate_limit(
+    gateway: &Gateway,
+    route: &str,
+    headers: &http::HeaderMap,
+    peer: Option<SocketAddr>,
+) -> Result<Option<Decision>, Response> {
+    let identity = rate_limit_identity(gateway, headers, peer).await;
+    let Some(decision) = gateway.limiter.check(route, &identity).await else { return Ok(None) };
+    if decision.allowed {
+        return Ok(Some(decision));
+    }
+    metrics::counter!("mercato_ratelimit_rejected_total", "route" => route.to_owned()).increment(1);
+    let retry = decision.retry_after.as_secs_f64();
+    let mut error = ApiError::http(
+        StatusCode::TOO_MANY_REQUESTS,
+        Code::ResourceExhausted,
+        format!("too many requests; retry in {:.0} s", retry.ceil().max(1.0)),
+    );
+    error.details.push(serde_json::json!({
+        "@type": "type.googleapis.com/google.rpc.RetryInfo",
+        "retryDelay": format!("{:.3}s", retry),
+    }));
+    let mut response = error.into_response();
+    add_rate_limit_headers(&mut response, Some(&decision));
+    Err(response)
+}
+
+/// The TCP peer, when the app is served with connect info (or tests mock it).
+fn peer(request: &Request) -> Option<SocketAddr> {
+    let extensions = request.extensions();
+    extensions
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0)
+        .or_else(|| extensions.get::<MockConnectInfo<SocketAddr>>().map(|m| m.0))
+}
+
+fn add_rate_limit_headers(response: &mut Response, decision: Option<&Decision>) {
+    for (name, value) in decision.map(Decision::headers).unwrap_or_default() {
+        response.headers_mut().insert(name, value);
+    }
+}
+
+/// Whom a request is charged to: a known API key (hashed), else a valid bearer token's subject, else the
+/// client IP.
+async fn rate_limit_identity(gateway: &Gateway, headers: &http::HeaderMap, peer: Option<SocketAddr>) -> String {
+    use sha2::{Digest, Sha256};
+    if let Some(key) = headers.get(api_keys::HEADER).and_then(|v| v.to_str().ok())
+        && gateway.api_keys.is_known(key).await
+    {
+        let digest = Sha256::digest(key.as_bytes());
+        return format!("key:{}", digest.iter().take(16).map(|b| format!("{b:02x}")).collect::<String>());
+    }
+    if let Some(token) =
+        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(platform::auth::bearer_token)
+        && let Ok(claims) = gateway.verifier.verify(token).await
+    {
+        return format!("user:{}", claims.sub);
+    }
+    match ratelimit::client_ip(peer, headers, &gateway.trusted_proxies) {
+        Some(ip) => format!("ip:{ip}"),
+        None => "ip:unknown".to_owned(),
+    }
+}
+
+async fn call(
+    gateway: &Gateway,
+    route: &routes::Route,
+    bound: &[(String, String)],
+    request: Request,
+) -> Result<Response, ApiError> {
+    let method_path = grpc_path(&route.grpc);
+    let (parts, body) = request.into_parts();
+    let authorization = caller_authorization(gateway, &parts.headers).await?;
+    let authorization = authorization.as_deref();
+    // The edge check: refused callers never reach a service, and the service checks again.
+    platform::auth::authorize(&gateway.verifier, &gateway.policy, &method_path, authorization)
+        .await
+        .map_err(|status| ApiError::from_status(&status))?;
+
+    let body = read_body(body, &parts.headers).await?;
+    let message = transcode::build_request(route, bound, parts.uri.query(), &body)?;
+
+    let mut grpc_request = tonic::Request::new(transcode::encode(&message));
+    let metadata = grpc_request.metadata_mut();
+    if let Some(value) = authorization.and_then(|v| v.parse().ok()) {
+        metadata.insert("authorization", value);
+    }
+    if let Some(value) = parts.headers.get(REQUEST_ID_HEADER).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
+    {
+        metadata.insert(REQUEST_ID_HEADER, value);
+    }
+    if let Some(value) = parts.headers.get("idempotency-key").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
+    {
+        metadata.insert("idempotency-key", value);
+    }
+    let bytes = gateway
+        .upstreams
+        .unary(&route.upstream, &method_path, grpc_request)
+        .await
+        .map_err(|status| ApiError::from_status(&status))?;
+    let json = transcode::render_response(route, &bytes)?;
+    let mut response = Response::new(Body::from(json));
+    *response.status_mut() = route.success;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    Ok(response)
+}
+
+/// The caller's `authorization` value: the header as sent, or the bearer token an `X-API-Key` exchanges for.
+async fn caller_authorization(gateway: &Gateway, headers: &http::HeaderMap) -> Result<Option<String>, ApiError> {
+    let bearer = headers.get(header::AUTHORIZATION).map(|v| v.to_str().unwrap_or_default().to_owned());
+    let Some(key) = headers.get(api_keys::HEADER) else { return Ok(bearer) };
+    if bearer.is_some() {
+        return Err(ApiError::bad_field("X-API-Key", "send either an API key or an Authorization header, not both"));
+    }
+    let key = key.to_str().map_err(|_| ApiError::bad_field("X-API-Key", "is not a valid header value"))?;
+    let token = gateway.api_keys.token_for(key).await.map_err(|status| ApiError::from_status(&status))?;
+    Ok(Some(format!("Bearer {token}")))
+}
+
+async fn read_body(body: Body, headers: &http::HeaderMap) -> Result<bytes::Bytes, ApiError> {
+    let declared_too_big = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n > MAX_BODY_BYTES);
+    let too_big = || {
+        ApiError::http(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Code::InvalidArgument,
+            format!("request body is larger than {MAX_BODY_BYTES} bytes"),
+        )
+    };
+    if declared_too_big {
+        return Err(too_big());
+    }
+    let collected = Limited::new(body, MAX_BODY_BYTES).collect().await.map_err(|e| {
+        if e.downcast_ref::<LengthLimitError>().is_some() {
+            too_big()
+        } else {
+            ApiError::http(StatusCode::BAD_REQUEST, Code::InvalidArgument, "could not read the request body")
+        }
+    })?;
+    let bytes = collected.to_bytes();
+    if !bytes.is_empty() {
+        let content_type =
+            headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+        if !content_type.starts_with("application/json") {
+            return Err(ApiError::http(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                Code::InvalidArgument,
+                "request bodies must be application/json",
+            ));
+        }
+    }
+    Ok(bytes)
+}

@@ -1,0 +1,87 @@
+//! Calling a service's gRPC method with an already-encoded request: a pass-through codec and the channels
+//! to each upstream service.
+
+use std::collections::HashMap;
+
+use bytes::{Buf, BufMut, Bytes};
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::transport::Channel;
+use tonic::{Request, Status};
+
+/// A codec that moves protobuf bytes unchanged: the gateway encodes and decodes with dynamic messages.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawCodec;
+
+/// Encoder half of [`RawCodec`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawEncoder;
+
+/// Decoder half of [`RawCodec`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RawDecoder;
+
+impl Codec for RawCodec {
+    type Encode = Bytes;
+    type Decode = Bytes;
+    type Encoder = RawEncoder;
+    type Decoder = RawDecoder;
+    fn encoder(&mut self) -> Self::Encoder {
+        RawEncoder
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawDecoder
+    }
+}
+
+impl Encoder for RawEncoder {
+    type Item = Bytes;
+    type Error = Status;
+    fn encode(&mut self, item: Bytes, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        dst.put(item);
+        Ok(())
+    }
+}
+
+impl Decoder for RawDecoder {
+    type Item = Bytes;
+    type Error = Status;
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<Bytes>, Status> {
+        Ok(Some(src.copy_to_bytes(src.remaining())))
+    }
+}
+
+/// Channels to the services, by name (`auth`, `catalog`, ...).
+#[derive(Debug, Clone, Default)]
+pub struct Upstreams {
+    channels: HashMap<String, Channel>,
+}
+
+impl Upstreams {
+    /// Lazily connected channels to each named service at the URL the settings give.
+    pub fn connect(names: &[String], settings: &platform::Settings) -> Result<Self, tonic::transport::Error> {
+        let mut channels = HashMap::new();
+        for name in names {
+            channels.insert(name.clone(), platform::grpc::channel(&settings.service_url(name))?);
+        }
+        Ok(Self { channels })
+    }
+
+    /// The channel to a service.
+    pub fn get(&self, name: &str) -> Option<Channel> {
+        self.channels.get(name).cloned()
+    }
+
+    /// Every service and its channel.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &Channel)> {
+        self.channels.iter()
+    }
+
+    /// Calls a unary method with an encoded request; returns the encoded response.
+    pub async fn unary(&self, service: &str, path: &str, request: Request<Bytes>) -> Result<Bytes, Status> {
+        let channel = self.get(service).ok_or_else(|| Status::unavailable(format!("no route to {service}")))?;
+        let path = http::uri::PathAndQuery::try_from(path).map_err(|_| Status::internal("bad method path"))?;
+        let mut grpc = tonic::client::Grpc::new(channel);
+        grpc.ready().await.map_err(|_| Status::unavailable(format!("{service} is unavailable")))?;
+        Ok(grpc.unary(request, path, RawCodec).await?.into_inner())
+    }
+}

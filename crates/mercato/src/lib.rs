@@ -1,0 +1,290 @@
+//! Composition of the platform in one process: bind every listener, start every service and the gateway,
+//! stop them together. The `mercato` binary is a thin CLI over this; end-to-end tests use it directly.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+pub mod probe;
+
+use anyhow::Context;
+use platform::Settings;
+use platform::events::{AmqpBus, EventBus, GatedBus, InProcessBus};
+use platform::metrics::Readiness;
+use tokio::net::TcpListener;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+/// The services `mercato up` runs, in start order (auth first: the others fetch its keys).
+pub const SERVICES: &[&str] =
+    &[auth::NAME, catalog::NAME, cart::NAME, orders::NAME, payments::NAME, ledger::NAME, refunds::NAME];
+
+/// How to start the platform.
+#[derive(Debug, Clone, Default)]
+pub struct UpOptions {
+    /// Seed the demo catalog when it is empty.
+    pub demo: bool,
+    /// Bind every listener on 127.0.0.1 port 0 (tests), ignoring the addresses in the settings.
+    pub ephemeral_ports: bool,
+}
+
+/// A running platform.
+#[derive(Debug)]
+pub struct Running {
+    /// Where the gateway listens.
+    pub gateway: SocketAddr,
+    /// Where `/metrics`, `/healthz` and `/readyz` of the process listen.
+    pub metrics: SocketAddr,
+    /// Where each service's gRPC server listens.
+    pub services: Vec<(&'static str, SocketAddr)>,
+    /// The settings as the services got them (URLs point at the bound addresses).
+    pub settings: Settings,
+    readiness: Readiness,
+    tasks: JoinSet<(&'static str, anyhow::Result<()>)>,
+    shutdown: CancellationToken,
+}
+
+async fn bind(addr: SocketAddr, ephemeral: bool, what: &str) -> anyhow::Result<TcpListener> {
+    let addr = if ephemeral { SocketAddr::from(([127, 0, 0, 1], 0)) } else { addr };
+    TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for {what}"))
+}
+
+/// The address a service listens on in `up`: the host and port of its URL.
+fn service_addr(settings: &Settings, service: &str) -> anyhow::Result<SocketAddr> {
+    let url = settings.service_url(service);
+    let authority = url.split("://").nth(1).unwrap_or(&url).trim_end_matches('/');
+    let authority = authority.replace("localhost", "127.0.0.1");
+    authority.parse().with_context(|| {
+        format!("MERCATO_{}_URL={url}: `up` needs an IP address and port to listen on", service.to_uppercase())
+    })
+}
+
+/// Starts every service and the gateway in this process. Returns once every listener is bound.
+pub async fn up(mut settings: Settings, options: UpOptions, shutdown: CancellationToken) -> anyhow::Result<Running> {
+    // Every service runs in this process: secrets not given are made up for this run only.
+    for (service, _) in platform::config::SERVICE_PORTS {
+        settings.service_secrets.entry((*service).to_owned()).or_insert_with(platform::auth::generate_secret);
+    }
+    let mut listeners = Vec::new();
+    for service in SERVICES {
+        let listener = bind(service_addr(&settings, service)?, options.ephemeral_ports, service).await?;
+        let addr = listener.local_addr()?;
+        settings.service_urls.insert((*service).to_owned(), format!("http://{addr}"));
+        listeners.push((*service, listener, addr));
+    }
+    let http = bind(settings.http_addr, options.ephemeral_ports, "the gateway").await?;
+    let metrics = bind(settings.metrics_addr, options.ephemeral_ports, "metrics").await?;
+    settings.http_addr = http.local_addr()?;
+    settings.metrics_addr = metrics.local_addr()?;
+
+    if options.demo {
+        let added = catalog::seed_demo(&settings).await.context("seeding the demo catalog")?;
+        if added > 0 {
+            tracing::info!(products = added, "seeded the demo catalog");
+        }
+    }
+
+    // One bus for the whole process: every service's relay publishes to it and its consumers subscribe to it.
+    // Through RabbitMQ when configured, else in this process. Either way the gate stays closed until every
+    // service serves, so every consumer has subscribed before the first event (perhaps left in an outbox by an
+    // earlier run) is published.
+    let backend: Arc<dyn EventBus> = match &settings.amqp_url {
+        Some(url) => Arc::new(AmqpBus::connect(url, "mercato").await.context("connecting to RabbitMQ")?),
+        None => Arc::new(InProcessBus::new()),
+    };
+    let gate = Arc::new(GatedBus::closed(backend));
+    let bus: Arc<dyn EventBus> = gate.clone();
+    let readiness = Readiness::new();
+    let mut tasks = JoinSet::new();
+    let mut services = Vec::new();
+    for (service, listener, addr) in listeners {
+        services.push((service, addr));
+        let (settings, bus, stop) = (settings.clone(), bus.clone(), shutdown.clone());
+        tasks.spawn(async move { (service, run_service(service, listener, settings, bus, stop).await) });
+    }
+    {
+        let (settings, stop) = (settings.clone(), shutdown.clone());
+        tasks.spawn(async move {
+            let served = match gateway::Gateway::new(&settings) {
+                Ok(edge) => gateway::serve_gateway(http, edge.ready_when_serving(SERVICES), &settings, stop).await,
+                Err(e) => Err(e),
+            };
+            ("gateway", served.map_err(Into::into))
+        });
+    }
+    {
+        let (router, stop) = (platform::metrics::router(readiness.clone()), shutdown.clone());
+        tasks.spawn(async move {
+            let served = axum::serve(metrics, router).with_graceful_shutdown(stop.cancelled_owned()).await;
+            ("metrics", served.map_err(Into::into))
+        });
+    }
+    let urls: Vec<String> = SERVICES.iter().map(|s| settings.service_url(s)).collect();
+    tokio::spawn(open_when_serving(gate, urls, shutdown.clone()));
+    readiness.set(true);
+    Ok(Running {
+        gateway: settings.http_addr,
+        metrics: settings.metrics_addr,
+        services,
+        settings,
+        readiness,
+        tasks,
+        shutdown,
+    })
+}
+
+impl Running {
+    /// Waits until every server has stopped. If one fails, the others are told to stop and its error is
+    /// returned.
+    pub async fn wait(mut self) -> anyhow::Result<()> {
+        let mut first_error = None;
+        while let Some(joined) = self.tasks.join_next().await {
+            let (name, result) = joined.context("a server task panicked")?;
+            if let Err(e) = result {
+                tracing::error!(server = name, error = %format!("{e:#}"), "server stopped with an error");
+                self.readiness.set(false);
+                self.shutdown.cancel();
+                first_error.get_or_insert(e.context(format!("{name} failed")));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    /// Asks every server to stop.
+    pub fn stop(&self) {
+        self.readiness.set(false);
+        self.shutdown.cancel();
+    }
+}
+
+/// Runs one service (or the gateway) on its own, as `mercato serve <name>` does.
+pub async fn serve_one(name: &str, settings: Settings, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let readiness = Readiness::new();
+    let metrics = TcpListener::bind(settings.metrics_addr)
+        .await
+        .with_context(|| format!("cannot listen on {} for metrics", settings.metrics_addr))?;
+    let metrics_task = {
+        let (router, stop) = (platform::metrics::router(readiness.clone()), shutdown.clone());
+        tokio::spawn(async move { axum::serve(metrics, router).with_graceful_shutdown(stop.cancelled_owned()).await })
+    };
+    let result = if name == "gateway" {
+        let http = TcpListener::bind(settings.http_addr)
+            .await
+            .with_context(|| format!("cannot listen on {} for the gateway", settings.http_addr))?;
+        println!("gateway listening on http://{}", http.local_addr()?);
+        readiness.set(true);
+        gateway::serve(http, &settings, shutdown.clone()).await.map_err(anyhow::Error::from)
+    } else {
+        let port = platform::config::default_grpc_port(name)
+            .filter(|_| SERVICES.contains(&name))
+            .with_context(|| format!("unknown service {name:?}; expected one of: gateway, {}", SERVICES.join(", ")))?;
+        let addr = settings.grpc_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], port)));
+        let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for {name}"))?;
+        println!("{name} gRPC listening on {}", listener.local_addr()?);
+        readiness.set(true);
+        // Without a broker, events of a lone service reach only consumers in the same process.
+        let bus: Arc<dyn EventBus> = match &settings.amqp_url {
+            Some(url) => Arc::new(AmqpBus::connect(url, "mercato").await.context("connecting to RabbitMQ")?),
+            None => Arc::new(InProcessBus::new()),
+        };
+        run_service(name, listener, settings, bus, shutdown.clone()).await
+    };
+    shutdown.cancel();
+    let _ = metrics_task.await;
+    result
+}
+
+/// Opens `bus` once every service at `urls` answers its health check with SERVING.
+async fn open_when_serving(bus: Arc<GatedBus>, urls: Vec<String>, shutdown: CancellationToken) {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    for url in urls {
+        let Ok(channel) = platform::grpc::channel(&url) else { continue };
+        let mut client = HealthClient::new(channel);
+        loop {
+            let check = client.check(HealthCheckRequest { service: String::new() }).await;
+            if check.is_ok_and(|r| r.get_ref().status == ServingStatus::Serving as i32) {
+                break;
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(std::time::Duration::from_millis(20)) => {}
+            }
+        }
+    }
+    bus.open();
+    tracing::debug!("event bus open: every service serves");
+}
+
+/// Runs service `name` on `listener` until `shutdown` is cancelled.
+async fn run_service(
+    name: &str,
+    listener: TcpListener,
+    settings: Settings,
+    bus: Arc<dyn EventBus>,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    match name {
+        "auth" => auth::run(listener, settings, bus, shutdown).await?,
+        "catalog" => catalog::run(listener, settings, bus, shutdown).await?,
+        "cart" => cart::run(listener, settings, bus, shutdown).await?,
+        "ledger" => ledger::run(listener, settings, shutdown).await?,
+        "payments" => payments::run(listener, settings, bus, shutdown).await?,
+        "orders" => orders::run(listener, settings, bus, shutdown).await?,
+        "refunds" => refunds::run(listener, settings, bus, shutdown).await?,
+        other => anyhow::bail!("unknown service {other:?}"),
+    }
+    Ok(())
+}
+
+/// Applies the migrations of the named services (all when empty).
+pub async fn migrate(settings: &Settings, only: &[String]) -> anyhow::Result<Vec<&'static str>> {
+    if let Some(unknown) = only.iter().find(|s| !SERVICES.contains(&s.as_str())) {
+        anyhow::bail!("unknown service {unknown:?}; expected one of: {}", SERVICES.join(", "));
+    }
+    let mut done = Vec::new();
+    for service in SERVICES {
+        if !only.is_empty() && !only.iter().any(|s| s == service) {
+            continue;
+        }
+        match *service {
+            "auth" => auth::migrate(settings).await?,
+            "catalog" => catalog::migrate(settings).await?,
+            "cart" => cart::migrate(settings).await?,
+            "ledger" => ledger::migrate(settings).await?,
+            "payments" => payments::migrate(settings).await?,
+            "orders" => orders::migrate(settings).await?,
+            "refunds" => refunds::migrate(settings).await?,
+            other => anyhow::bail!("no migrations known for {other}"),
+        }
+        done.push(*service);
+    }
+    Ok(done)
+}
+
+/// An order still in checkout after this long is reported by the audit as stuck.
+pub const ORDER_STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
+/// Checks the books against the facts; returns every violation found (none means the books are sound).
+///
+/// Today: every ledger transaction balances per currency, every stored balance equals the sum of its
+/// postings, every captured payment and refund has its ledger transaction, and no payment is refunded beyond
+/// what was captured, every confirmed order has its payment, and no order is stuck in checkout.
+pub async fn audit(settings: &Settings) -> anyhow::Result<Vec<String>> {
+    let mut violations = Vec::new();
+    let db = platform::Db::open(settings, ledger::NAME).await?;
+    let found = ledger::audit(&db).await;
+    db.close().await;
+    violations.extend(found?.into_iter().map(|v| format!("ledger: {v}")));
+    let db = platform::Db::open(settings, payments::NAME).await?;
+    let found = payments::audit(&db).await;
+    db.close().await;
+    violations.extend(found?.into_iter().map(|v| format!("payments: {v}")));
+    let db = platform::Db::open(settings, orders::NAME).await?;
+    let found = orders::audit(&db, ORDER_STUCK_AFTER).await;
+    db.close().await;
+    violations.extend(found?.into_iter().map(|v| format!("orders: {v}")));
+    let db = platform::Db::open(settings, refunds::NAME).await?;
+    let found = refunds::audit(&db).await;
+    db.close().await;
+    violations.extend(found?.into_iter().map(|v| format!("refunds: {v}")));
+    Ok(violations)
+}

@@ -1,0 +1,632 @@
+//! Typed settings from `MERCATO_*` environment variables, validated at start.
+//!
+//! Every problem is collected and reported at once, one line per variable, so an operator fixes a bad
+//! deployment in one round instead of one restart per typo.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The services of the platform with their default gRPC ports; the blueprint's table of ports.
+pub const SERVICE_PORTS: &[(&str, u16)] = &[
+    ("auth", 50051),
+    ("users", 50052),
+    ("catalog", 50053),
+    ("cart", 50054),
+    ("orders", 50055),
+    ("payments", 50056),
+    ("ledger", 50057),
+    ("refunds", 50058),
+    ("deliveries", 50059),
+    ("notifications", 50060),
+    ("analytics", 50061),
+    ("support", 50062),
+];
+
+/// Default gRPC port of a service, if it is one of the platform's.
+pub fn default_grpc_port(service: &str) -> Option<u16> {
+    SERVICE_PORTS.iter().find(|(name, _)| *name == service).map(|(_, port)| *port)
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One JSON object per line (the default when stdout is not a terminal).
+    Json,
+    /// Human-readable lines.
+    Pretty,
+}
+
+/// Every setting Mercato reads, parsed and validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Gateway HTTP listen address (`MERCATO_HTTP_ADDR`).
+    pub http_addr: SocketAddr,
+    /// Metrics and probes listen address (`MERCATO_METRICS_ADDR`).
+    pub metrics_addr: SocketAddr,
+    /// gRPC listen address for `mercato serve` (`MERCATO_GRPC_ADDR`); the service's default port when unset.
+    pub grpc_addr: Option<SocketAddr>,
+    /// Where clients reach each service (`MERCATO_<SERVICE>_URL`), e.g. `http://127.0.0.1:50053`.
+    pub service_urls: HashMap<String, String>,
+    /// Directory for SQLite files and blobs (`MERCATO_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// PostgreSQL server URL shared by all services (`MERCATO_DATABASE_URL`).
+    pub database_url: Option<String>,
+    /// Per-service database URLs (`MERCATO_<SERVICE>_DATABASE_URL`), taking precedence over `database_url`.
+    pub service_database_urls: HashMap<String, String>,
+    /// RabbitMQ URL (`MERCATO_AMQP_URL`); the in-process bus when unset.
+    pub amqp_url: Option<String>,
+    /// Redis URL (`MERCATO_REDIS_URL`); in-memory when unset.
+    pub redis_url: Option<String>,
+    /// SMTP URL for outgoing mail (`MERCATO_SMTP_URL`); mail is logged, not sent, when unset.
+    pub smtp_url: Option<String>,
+    /// Origins allowed by CORS (`MERCATO_CORS_ORIGINS`, comma-separated).
+    pub cors_origins: Vec<String>,
+    /// Client secrets of the services for the client-credentials grant (`MERCATO_<SERVICE>_CLIENT_SECRET`).
+    /// Each service reads its own; auth reads all. `mercato up` makes up the missing ones in memory.
+    pub service_secrets: HashMap<String, String>,
+    /// First administrator's email (`MERCATO_ADMIN_EMAIL`).
+    pub admin_email: Option<String>,
+    /// First administrator's password (`MERCATO_ADMIN_PASSWORD`).
+    pub admin_password: Option<String>,
+    /// Log filter in `tracing` syntax (`MERCATO_LOG`), e.g. `info,sqlx=warn`.
+    pub log_filter: String,
+    /// Log format (`MERCATO_LOG_FORMAT`); JSON unless stdout is a terminal.
+    pub log_format: Option<LogFormat>,
+    /// The gateway's rate-limit budgets (`MERCATO_RATE_LIMITS`); strict login and register limits by default.
+    pub rate_limits: RateLimits,
+    /// Proxies whose `X-Forwarded-For` the gateway believes (`MERCATO_TRUSTED_PROXIES`, IPs or CIDRs,
+    /// comma-separated); none by default, so the client is the TCP peer.
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// A request budget: a steady rate of `count` requests per `period`, and up to `burst` requests at once after
+/// a quiet spell. The gateway enforces it with GCRA, so it behaves like a token bucket of `burst` tokens
+/// refilled at `count / period`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quota {
+    /// Requests per `period` at the steady rate (at least 1).
+    pub count: u32,
+    /// The period `count` is measured over.
+    pub period: Duration,
+    /// Requests allowed back to back (at least 1).
+    pub burst: u32,
+}
+
+impl Quota {
+    /// `count` requests per `period` with a burst of `burst`.
+    pub const fn new(count: u32, period: Duration, burst: u32) -> Self {
+        Self { count, period, burst }
+    }
+
+    /// The time one request costs at the steady rate (`period / count`), at least a microsecond.
+    pub fn emission_interval(&self) -> Duration {
+        (self.period / self.count.max(1)).max(Duration::from_micros(1))
+    }
+}
+
+impl FromStr for Quota {
+    type Err = String;
+
+    /// `<count>/<period>[:<burst>]`, the period a unit (`s`, `min`, `h`) optionally preceded by a number:
+    /// `20/s:40`, `5/min`, `100/10s:20`. Without a burst, the burst is `count`.
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let expected = "expected <count>/<s|min|h>[:<burst>], e.g. 5/min:5";
+        let (rate, burst) = match raw.split_once(':') {
+            Some((rate, burst)) => (rate, Some(burst)),
+            None => (raw, None),
+        };
+        let (count, period) = rate.split_once('/').ok_or_else(|| expected.to_owned())?;
+        let count: u32 =
+            count.trim().parse().map_err(|_| format!("count {:?} is not a number; {expected}", count.trim()))?;
+        let period = period.trim();
+        let digits = period.len() - period.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+        let (multiple, unit) = period.split_at(digits);
+        let multiple: u32 = if multiple.is_empty() { 1 } else { multiple.parse().map_err(|_| expected.to_owned())? };
+        let unit_secs = match unit {
+            "s" | "sec" => 1,
+            "m" | "min" => 60,
+            "h" | "hour" => 3600,
+            _ => return Err(format!("period {period:?} has no unit s, min or h; {expected}")),
+        };
+        let burst = match burst {
+            Some(b) => b.trim().parse().map_err(|_| format!("burst {:?} is not a number; {expected}", b.trim()))?,
+            None => count,
+        };
+        if count == 0 || burst == 0 || multiple == 0 {
+            return Err(format!("count, period and burst must be at least 1; {expected}"));
+        }
+        Ok(Self { count, period: Duration::from_secs(u64::from(multiple) * unit_secs), burst })
+    }
+}
+
+/// The gateway's rate-limit budgets, per identity (API key, user or client IP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimits {
+    /// Whether the gateway limits at all (`MERCATO_RATE_LIMITS=off` turns limits off).
+    pub enabled: bool,
+    /// The budget every route without its own shares, per identity.
+    pub default: Quota,
+    /// Routes with a budget of their own, by route key `"<METHOD> <template>"` (e.g. `POST /v1/auth/login`).
+    pub routes: BTreeMap<String, Quota>,
+}
+
+/// The budget of routes without their own: 20 requests a second, bursts of 40.
+pub const DEFAULT_QUOTA: Quota = Quota::new(20, Duration::from_secs(1), 40);
+
+/// Budgets that apply even when `MERCATO_RATE_LIMITS` does not mention them: logins and registrations are
+/// slow (password hashing) and the target of credential stuffing.
+pub const DEFAULT_ROUTE_QUOTAS: &[(&str, Quota)] = &[
+    ("POST /v1/auth/login", Quota::new(5, Duration::from_secs(60), 5)),
+    ("POST /v1/auth/register", Quota::new(10, Duration::from_secs(60), 10)),
+];
+
+impl Default for RateLimits {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            default: DEFAULT_QUOTA,
+            routes: DEFAULT_ROUTE_QUOTAS.iter().map(|(route, quota)| ((*route).to_owned(), *quota)).collect(),
+        }
+    }
+}
+
+impl RateLimits {
+    /// The budget of a route key, or the default.
+    pub fn quota(&self, route: &str) -> Quota {
+        self.routes.get(route).copied().unwrap_or(self.default)
+    }
+}
+
+impl FromStr for RateLimits {
+    type Err = String;
+
+    /// `off`, or comma-separated `<key>=<quota>` entries where the key is `default` or a route key
+    /// (`POST /v1/auth/login`); entries override the defaults, which stay for routes not mentioned.
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let mut limits = Self::default();
+        if raw.trim() == "off" {
+            limits.enabled = false;
+            return Ok(limits);
+        }
+        let mut problems = Vec::new();
+        for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            // Templates may hold `=` (`{name=shelves/*}`), quotas never do.
+            let Some((key, quota)) = entry.rsplit_once('=') else {
+                problems.push(format!("{entry:?}: expected <route>=<quota>, e.g. POST /v1/auth/login=5/min:5"));
+                continue;
+            };
+            let key = key.split_whitespace().collect::<Vec<_>>().join(" ");
+            let quota = match quota.parse::<Quota>() {
+                Ok(q) => q,
+                Err(problem) => {
+                    problems.push(format!("{entry:?}: {problem}"));
+                    continue;
+                }
+            };
+            if key == "default" {
+                limits.default = quota;
+                continue;
+            }
+            match key.split_once(' ') {
+                Some((method, path))
+                    if ["GET", "POST", "PUT", "PATCH", "DELETE"].contains(&method) && path.starts_with('/') =>
+                {
+                    limits.routes.insert(key, quota);
+                }
+                _ => problems.push(format!(
+                    "{entry:?}: {key:?} is not a route; expected default or \"<METHOD> <template>\", e.g. POST /v1/auth/login"
+                )),
+            }
+        }
+        if problems.is_empty() { Ok(limits) } else { Err(problems.join("; ")) }
+    }
+}
+
+/// An IP network: an address and a prefix length (`10.0.0.0/8`, `fd00::/8`); a bare address is a network of
+/// one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct IpNet {
+    addr: IpAddr,
+    prefix: u8,
+}
+
+impl IpNet {
+    /// Whether `ip` is in this network (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.addr, ip.to_canonical()) {
+            (IpAddr::V4(net), IpAddr::V4(ip)) => {
+                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                u32::from(net) & mask == u32::from(ip) & mask
+            }
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                u128::from(net) & mask == u128::from(ip) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl FromStr for IpNet {
+    type Err = String;
+
+    /// `10.0.0.1`, `10.0.0.0/8`, `::1` or `fd00::/8`.
+    fn from_str(raw: &str) -> Result<Self, Self::Err> {
+        let expected = || format!("{raw:?} is not an IP address or CIDR, e.g. 10.0.0.0/8");
+        let (addr, prefix) = match raw.split_once('/') {
+            Some((addr, prefix)) => (addr, Some(prefix)),
+            None => (raw, None),
+        };
+        let addr = addr.parse::<IpAddr>().map_err(|_| expected())?.to_canonical();
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            Some(p) => p.parse::<u8>().ok().filter(|p| *p <= max).ok_or_else(expected)?,
+            None => max,
+        };
+        Ok(Self { addr, prefix })
+    }
+}
+
+impl fmt::Display for IpNet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.addr, self.prefix)
+    }
+}
+
+/// One invalid setting: the variable and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettingError {
+    /// The environment variable, e.g. `MERCATO_HTTP_ADDR`.
+    pub variable: String,
+    /// What is wrong and what is expected.
+    pub problem: String,
+}
+
+/// Every invalid setting found, reported together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError(pub Vec<SettingError>);
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "invalid setting {}: {}", e.variable, e.problem)?;
+        }
+        Ok(())
+    }
+}
+
+/// Names and meanings of the settings, for `--help` texts and docs.
+pub const SETTINGS_HELP: &str = "\
+Settings (environment variables):
+  MERCATO_HTTP_ADDR              gateway HTTP address            [default: 127.0.0.1:8080]
+  MERCATO_METRICS_ADDR           /metrics, /healthz, /readyz     [default: 127.0.0.1:9090]
+  MERCATO_GRPC_ADDR              gRPC address for `serve`        [default: 127.0.0.1:<service port>]
+  MERCATO_<SERVICE>_URL          where clients reach a service   [default: http://127.0.0.1:<service port>]
+  MERCATO_DATA_DIR               SQLite files and blobs          [default: ./mercato-data]
+  MERCATO_DATABASE_URL           PostgreSQL server URL; each service uses database mercato_<service>
+  MERCATO_<SERVICE>_DATABASE_URL database URL of one service (overrides MERCATO_DATABASE_URL)
+  MERCATO_AMQP_URL               RabbitMQ URL                    [default: in-process bus]
+  MERCATO_REDIS_URL              Redis URL                       [default: in-memory]
+  MERCATO_SMTP_URL               SMTP URL for outgoing mail      [default: mail is logged]
+  MERCATO_CORS_ORIGINS           comma-separated allowed origins [default: none]
+  MERCATO_RATE_LIMITS            gateway budgets per API key, user or client IP, comma-separated
+                                 <route>=<count>/<s|min|h>[:<burst>], or off
+                                 [default: default=20/s:40,POST /v1/auth/login=5/min:5,POST /v1/auth/register=10/min:10]
+  MERCATO_TRUSTED_PROXIES        IPs/CIDRs whose X-Forwarded-For is believed [default: none]
+  MERCATO_<SERVICE>_CLIENT_SECRET a service's secret for service tokens (32+ characters) [`up`: generated]
+  MERCATO_ADMIN_EMAIL            first administrator, created at start if absent
+  MERCATO_ADMIN_PASSWORD         its password (8 to 128 characters)
+  MERCATO_LOG                    log filter                      [default: info]
+  MERCATO_LOG_FORMAT             json or pretty                  [default: json, pretty on a terminal]
+Ports: auth 50051, users 50052, catalog 50053, cart 50054, orders 50055, payments 50056, ledger 50057,
+refunds 50058, deliveries 50059, notifications 50060, analytics 50061, support 50062.";
+
+impl Settings {
+    /// Reads the settings from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads the settings from the given variables (only `MERCATO_*` ones are looked at).
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let vars: HashMap<String, String> =
+            vars.into_iter().filter(|(k, v)| k.starts_with("MERCATO_") && !v.is_empty()).collect();
+        let mut errors = Vec::new();
+        let mut fail = |variable: &str, problem: String| {
+            errors.push(SettingError { variable: variable.to_owned(), problem });
+        };
+
+        let mut addr = |name: &str, default: Option<&str>| -> Option<SocketAddr> {
+            let raw = vars.get(name).map(String::as_str).or(default)?;
+            match raw.parse() {
+                Ok(a) => Some(a),
+                Err(_) => {
+                    fail(
+                        name,
+                        format!("{raw:?} is not an address; expected host:port with an IP, e.g. 127.0.0.1:8080"),
+                    );
+                    None
+                }
+            }
+        };
+        let http_addr = addr("MERCATO_HTTP_ADDR", Some("127.0.0.1:8080"));
+        let metrics_addr = addr("MERCATO_METRICS_ADDR", Some("127.0.0.1:9090"));
+        let grpc_addr = addr("MERCATO_GRPC_ADDR", None);
+
+        let mut service_urls = HashMap::new();
+        let mut service_database_urls = HashMap::new();
+        let mut service_secrets = HashMap::new();
+        for (service, port) in SERVICE_PORTS {
+            let upper = service.to_ascii_uppercase();
+            let url_var = format!("MERCATO_{upper}_URL");
+            let url = vars.get(&url_var).cloned().unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                fail(&url_var, format!("{url:?} is not a URL; expected http://host:port"));
+            }
+            service_urls.insert((*service).to_owned(), url);
+            let db_var = format!("MERCATO_{upper}_DATABASE_URL");
+            if let Some(url) = vars.get(&db_var) {
+                if !is_database_url(url) {
+                    fail(&db_var, "expected a postgres:// or sqlite: URL".to_owned());
+                }
+                service_database_urls.insert((*service).to_owned(), url.clone());
+            }
+            let secret_var = format!("MERCATO_{upper}_CLIENT_SECRET");
+            if let Some(secret) = vars.get(&secret_var) {
+                if secret.len() < 32 {
+                    fail(&secret_var, "must be at least 32 characters (e.g. `openssl rand -hex 32`)".to_owned());
+                }
+                service_secrets.insert((*service).to_owned(), secret.clone());
+            }
+        }
+
+        let database_url = vars.get("MERCATO_DATABASE_URL").cloned();
+        if let Some(url) = &database_url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            fail("MERCATO_DATABASE_URL", "expected a PostgreSQL server URL, e.g. postgres://user@host:5432".to_owned());
+        }
+        let amqp_url = vars.get("MERCATO_AMQP_URL").cloned();
+        if let Some(url) = &amqp_url
+            && !(url.starts_with("amqp://") || url.starts_with("amqps://"))
+        {
+            fail("MERCATO_AMQP_URL", "expected amqp://user:pass@host:port".to_owned());
+        }
+        let redis_url = vars.get("MERCATO_REDIS_URL").cloned();
+        if let Some(url) = &redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            fail("MERCATO_REDIS_URL", "expected redis://host:port".to_owned());
+        }
+        let smtp_url = vars.get("MERCATO_SMTP_URL").cloned();
+        if let Some(url) = &smtp_url
+            && !(url.starts_with("smtp://") || url.starts_with("smtps://"))
+        {
+            fail("MERCATO_SMTP_URL", "expected smtp://user:pass@host:port or smtps://...".to_owned());
+        }
+
+        let cors_origins: Vec<String> = vars
+            .get("MERCATO_CORS_ORIGINS")
+            .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default();
+        for origin in &cors_origins {
+            if !(origin.starts_with("http://") || origin.starts_with("https://")) {
+                fail(
+                    "MERCATO_CORS_ORIGINS",
+                    format!("{origin:?} is not an origin; expected e.g. https://shop.example.com"),
+                );
+            }
+        }
+
+        let rate_limits = match vars.get("MERCATO_RATE_LIMITS") {
+            None => RateLimits::default(),
+            Some(raw) => raw.parse().unwrap_or_else(|problem| {
+                fail("MERCATO_RATE_LIMITS", problem);
+                RateLimits::default()
+            }),
+        };
+        let mut trusted_proxies = Vec::new();
+        for entry in vars.get("MERCATO_TRUSTED_PROXIES").into_iter().flat_map(|v| v.split(',')).map(str::trim) {
+            match entry.parse::<IpNet>() {
+                Ok(net) => trusted_proxies.push(net),
+                Err(_) if entry.is_empty() => {}
+                Err(problem) => fail("MERCATO_TRUSTED_PROXIES", problem),
+            }
+        }
+
+        let admin_email = vars.get("MERCATO_ADMIN_EMAIL").cloned();
+        let admin_password = vars.get("MERCATO_ADMIN_PASSWORD").cloned();
+        match (&admin_email, &admin_password) {
+            (Some(_), None) => fail("MERCATO_ADMIN_PASSWORD", "must be set when MERCATO_ADMIN_EMAIL is".to_owned()),
+            (None, Some(_)) => fail("MERCATO_ADMIN_EMAIL", "must be set when MERCATO_ADMIN_PASSWORD is".to_owned()),
+            _ => {}
+        }
+
+        let log_format = match vars.get("MERCATO_LOG_FORMAT").map(String::as_str) {
+            None => None,
+            Some("json") => Some(LogFormat::Json),
+            Some("pretty") => Some(LogFormat::Pretty),
+            Some(other) => {
+                fail("MERCATO_LOG_FORMAT", format!("{other:?} is not a format; expected json or pretty"));
+                None
+            }
+        };
+
+        match (http_addr, metrics_addr) {
+            (Some(http_addr), Some(metrics_addr)) if errors.is_empty() => Ok(Settings {
+                http_addr,
+                metrics_addr,
+                grpc_addr,
+                service_urls,
+                data_dir: vars
+                    .get("MERCATO_DATA_DIR")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| PathBuf::from("./mercato-data")),
+                database_url,
+                service_database_urls,
+                amqp_url,
+                redis_url,
+                smtp_url,
+                cors_origins,
+                service_secrets,
+                admin_email,
+                admin_password,
+                log_filter: vars.get("MERCATO_LOG").cloned().unwrap_or_else(|| "info".to_owned()),
+                log_format,
+                rate_limits,
+                trusted_proxies,
+            }),
+            _ => Err(ConfigError(errors)),
+        }
+    }
+
+    /// Where clients reach `service`.
+    pub fn service_url(&self, service: &str) -> String {
+        self.service_urls
+            .get(service)
+            .cloned()
+            .unwrap_or_else(|| format!("http://127.0.0.1:{}", default_grpc_port(service).unwrap_or(50050)))
+    }
+}
+
+fn is_database_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://") || url.starts_with("sqlite:")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    #[test]
+    fn defaults_match_the_blueprint() {
+        let s = Settings::from_vars(vars(&[])).expect("defaults are valid");
+        assert_eq!(s.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.metrics_addr.to_string(), "127.0.0.1:9090");
+        assert_eq!(s.service_url("auth"), "http://127.0.0.1:50051");
+        assert_eq!(s.service_url("catalog"), "http://127.0.0.1:50053");
+        assert_eq!(s.data_dir, PathBuf::from("./mercato-data"));
+        assert!(s.database_url.is_none());
+    }
+
+    #[test]
+    fn every_bad_setting_is_reported_with_its_variable() {
+        let err = Settings::from_vars(vars(&[
+            ("MERCATO_HTTP_ADDR", "localhost"),
+            ("MERCATO_DATABASE_URL", "mysql://x"),
+            ("MERCATO_LOG_FORMAT", "xml"),
+            ("MERCATO_ADMIN_EMAIL", "a@b.c"),
+        ]))
+        .expect_err("invalid");
+        let names: Vec<_> = err.0.iter().map(|e| e.variable.as_str()).collect();
+        assert_eq!(
+            names,
+            ["MERCATO_HTTP_ADDR", "MERCATO_DATABASE_URL", "MERCATO_ADMIN_PASSWORD", "MERCATO_LOG_FORMAT"]
+        );
+        let text = err.to_string();
+        assert_eq!(text.lines().count(), 4);
+        assert!(text.contains("invalid setting MERCATO_HTTP_ADDR: \"localhost\" is not an address"));
+    }
+
+    #[test]
+    fn service_urls_and_databases_can_be_overridden() {
+        let s = Settings::from_vars(vars(&[
+            ("MERCATO_CATALOG_URL", "http://catalog:50053"),
+            ("MERCATO_AUTH_DATABASE_URL", "postgres://db/auth"),
+            ("MERCATO_CORS_ORIGINS", "https://a.example, https://b.example"),
+        ]))
+        .expect("valid");
+        assert_eq!(s.service_url("catalog"), "http://catalog:50053");
+        assert_eq!(s.service_database_urls["auth"], "postgres://db/auth");
+        assert_eq!(s.cors_origins, ["https://a.example", "https://b.example"]);
+    }
+
+    #[test]
+    fn service_secrets_must_be_long() {
+        let short = Settings::from_vars(vars(&[("MERCATO_ORDERS_CLIENT_SECRET", "hunter2")])).expect_err("short");
+        assert_eq!(short.0[0].variable, "MERCATO_ORDERS_CLIENT_SECRET");
+        let long = "x".repeat(32);
+        let s = Settings::from_vars(vars(&[("MERCATO_ORDERS_CLIENT_SECRET", &long)])).expect("valid");
+        assert_eq!(s.service_secrets["orders"], long);
+    }
+
+    #[test]
+    fn rate_limits_default_to_strict_logins() {
+        let s = Settings::from_vars(vars(&[])).expect("valid");
+        assert!(s.rate_limits.enabled);
+        assert_eq!(s.rate_limits.default, Quota::new(20, Duration::from_secs(1), 40));
+        assert_eq!(s.rate_limits.quota("POST /v1/auth/login"), Quota::new(5, Duration::from_secs(60), 5));
+        assert_eq!(s.rate_limits.quota("POST /v1/auth/register"), Quota::new(10, Duration::from_secs(60), 10));
+        assert_eq!(s.rate_limits.quota("GET /v1/products"), s.rate_limits.default);
+        assert!(s.trusted_proxies.is_empty());
+    }
+
+    #[test]
+    fn rate_limits_parse_and_override_the_defaults() {
+        let s = Settings::from_vars(vars(&[(
+            "MERCATO_RATE_LIMITS",
+            "default=100/10s:20, GET /v1/products=50/min , POST /v1/auth/login=3/h:2, GET /v1/{name=shelves/*}=1/s",
+        )]))
+        .expect("valid");
+        let limits = s.rate_limits;
+        assert_eq!(limits.default, Quota::new(100, Duration::from_secs(10), 20));
+        assert_eq!(limits.quota("GET /v1/products"), Quota::new(50, Duration::from_secs(60), 50));
+        assert_eq!(limits.quota("POST /v1/auth/login"), Quota::new(3, Duration::from_secs(3600), 2));
+        assert_eq!(limits.quota("POST /v1/auth/register"), Quota::new(10, Duration::from_secs(60), 10));
+        assert_eq!(limits.quota("GET /v1/{name=shelves/*}"), Quota::new(1, Duration::from_secs(1), 1));
+        assert_eq!(limits.default.emission_interval(), Duration::from_millis(100));
+        let off = Settings::from_vars(vars(&[("MERCATO_RATE_LIMITS", "off")])).expect("valid");
+        assert!(!off.rate_limits.enabled);
+    }
+
+    #[test]
+    fn bad_rate_limits_name_the_variable_and_the_entry() {
+        for (raw, needle) in [
+            ("default=20/s:40,POST /v1/auth/login=5/fortnight", "\"POST /v1/auth/login=5/fortnight\""),
+            ("default=0/s", "at least 1"),
+            ("default=20/s:x", "burst \"x\""),
+            ("login=5/min", "\"login\" is not a route"),
+            ("POST /v1/auth/login", "expected <route>=<quota>"),
+            ("get /v1/products=1/s", "is not a route"),
+        ] {
+            let err = Settings::from_vars(vars(&[("MERCATO_RATE_LIMITS", raw)])).expect_err(raw);
+            let text = err.to_string();
+            assert_eq!(text.lines().count(), 1, "{text}");
+            assert!(text.starts_with("invalid setting MERCATO_RATE_LIMITS: "), "{text}");
+            assert!(text.contains(needle), "{raw}: {text}");
+        }
+    }
+
+    #[test]
+    fn trusted_proxies_are_ips_or_cidrs() {
+        let s = Settings::from_vars(vars(&[("MERCATO_TRUSTED_PROXIES", "10.0.0.0/8, 192.168.1.7,fd00::/8")]))
+            .expect("valid");
+        let [private, single, v6] = s.trusted_proxies[..] else { panic!("three networks") };
+        assert!(private.contains("10.1.2.3".parse().expect("ip")));
+        assert!(private.contains("::ffff:10.1.2.3".parse().expect("ip")), "IPv4-mapped addresses count");
+        assert!(!private.contains("11.0.0.1".parse().expect("ip")));
+        assert!(single.contains("192.168.1.7".parse().expect("ip")));
+        assert!(!single.contains("192.168.1.8".parse().expect("ip")));
+        assert!(v6.contains("fd12::1".parse().expect("ip")));
+        assert!(!v6.contains("10.1.2.3".parse().expect("ip")));
+        assert_eq!(private.to_string(), "10.0.0.0/8");
+        let all: IpNet = "0.0.0.0/0".parse().expect("cidr");
+        assert!(all.contains("8.8.8.8".parse().expect("ip")));
+
+        let err =
+            Settings::from_vars(vars(&[("MERCATO_TRUSTED_PROXIES", "10.0.0.0/33,proxy.local")])).expect_err("invalid");
+        assert_eq!(err.0.len(), 2);
+        assert!(err.0.iter().all(|e| e.variable == "MERCATO_TRUSTED_PROXIES"));
+        assert!(err.to_string().contains("\"proxy.local\" is not an IP address"));
+    }
+}

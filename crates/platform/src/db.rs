@@ -1,0 +1,202 @@
+//! Storage: SQLite by default (one file per service in the data directory), PostgreSQL when a database URL
+//! is set (one database per service, created if missing). Migrations are embedded in each service and applied
+//! at start.
+//!
+//! Services write their SQL once, in the subset both engines share (`$1` parameters, TEXT, BIGINT, BOOLEAN,
+//! times as BIGINT microseconds), and run it through [`with_db!`](crate::with_db), which expands the same code
+//! for either pool.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::migrate::Migrator;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection, PgPool, SqlitePool};
+
+use crate::config::Settings;
+
+/// A service's database.
+#[derive(Debug, Clone)]
+pub enum Db {
+    /// An embedded SQLite file.
+    Sqlite(SqlitePool),
+    /// A PostgreSQL database.
+    Postgres(PgPool),
+}
+
+/// Runs the same block against whichever pool a [`Db`] holds: `with_db!(db, pool => query.fetch_one(pool).await)`.
+#[macro_export]
+macro_rules! with_db {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::db::Db::Sqlite($pool) => $body,
+            $crate::db::Db::Postgres($pool) => $body,
+        }
+    };
+}
+
+/// Opening or migrating a database failed.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The URL or options were not understood.
+    #[error("bad database URL for {service}: {source}")]
+    Url {
+        /// The service.
+        service: String,
+        /// Why.
+        source: sqlx::Error,
+    },
+    /// The database could not be reached or created.
+    #[error("cannot open the database of {service}: {source}")]
+    Connect {
+        /// The service.
+        service: String,
+        /// Why.
+        source: sqlx::Error,
+    },
+    /// The data directory could not be created.
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        /// The directory.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// A migration failed.
+    #[error("migrating the database of {service} failed: {source}")]
+    Migrate {
+        /// The service.
+        service: String,
+        /// Why.
+        source: sqlx::migrate::MigrateError,
+    },
+}
+
+/// The name of a service's database on a shared PostgreSQL server.
+pub fn database_name(service: &str) -> String {
+    format!("mercato_{service}")
+}
+
+impl Db {
+    /// Opens the database of `service` as the settings say: its own URL, else its database on the shared
+    /// PostgreSQL server, else `<data dir>/<service>.db`.
+    pub async fn open(settings: &Settings, service: &str) -> Result<Self, DbError> {
+        if let Some(url) = settings.service_database_urls.get(service) {
+            if url.starts_with("sqlite:") {
+                let options = SqliteConnectOptions::from_str(url)
+                    .map_err(|source| DbError::Url { service: service.to_owned(), source })?;
+                return Self::open_sqlite(options, service).await;
+            }
+            let options = PgConnectOptions::from_str(url)
+                .map_err(|source| DbError::Url { service: service.to_owned(), source })?;
+            let name = options.get_database().map_or_else(|| database_name(service), str::to_owned);
+            return Self::open_postgres_database(options, &name, service).await;
+        }
+        if let Some(url) = &settings.database_url {
+            return Self::open_postgres_server(url, &database_name(service), service).await;
+        }
+        std::fs::create_dir_all(&settings.data_dir)
+            .map_err(|source| DbError::DataDir { path: settings.data_dir.display().to_string(), source })?;
+        let options = SqliteConnectOptions::new().filename(settings.data_dir.join(format!("{service}.db")));
+        Self::open_sqlite(options, service).await
+    }
+
+    /// Opens database `name` on the PostgreSQL server at `server_url`, creating it if missing.
+    pub async fn open_postgres_server(server_url: &str, name: &str, service: &str) -> Result<Self, DbError> {
+        let server = PgConnectOptions::from_str(server_url)
+            .map_err(|source| DbError::Url { service: service.to_owned(), source })?;
+        Self::open_postgres_database(server, name, service).await
+    }
+
+    async fn open_postgres_database(server: PgConnectOptions, name: &str, service: &str) -> Result<Self, DbError> {
+        let connect_err = |source| DbError::Connect { service: service.to_owned(), source };
+        let mut admin = server.clone().database("postgres").connect().await.map_err(connect_err)?;
+        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
+            .bind(name)
+            .fetch_optional(&mut admin)
+            .await
+            .map_err(connect_err)?;
+        if exists.is_none() {
+            // The name is ours (mercato_<service> or a test name), never user input; quoted all the same.
+            let create = format!("CREATE DATABASE \"{}\"", name.replace('"', ""));
+            if let Err(e) = sqlx::query(&create).execute(&mut admin).await {
+                // Another replica may have created it between our check and our create.
+                let raced = e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == "42P04");
+                if !raced {
+                    return Err(connect_err(e));
+                }
+            }
+        }
+        let _ = admin.close().await;
+        Self::open_postgres(server.database(name), service).await
+    }
+
+    async fn open_postgres(options: PgConnectOptions, service: &str) -> Result<Self, DbError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(10)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options.log_statements(tracing::log::LevelFilter::Debug))
+            .await
+            .map_err(|source| DbError::Connect { service: service.to_owned(), source })?;
+        Ok(Db::Postgres(pool))
+    }
+
+    async fn open_sqlite(options: SqliteConnectOptions, service: &str) -> Result<Self, DbError> {
+        let options = options
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true)
+            .log_statements(tracing::log::LevelFilter::Debug);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(4)
+            .connect_with(options)
+            .await
+            .map_err(|source| DbError::Connect { service: service.to_owned(), source })?;
+        Ok(Db::Sqlite(pool))
+    }
+
+    /// Applies the service's embedded migrations that have not run yet.
+    pub async fn migrate(&self, migrator: &Migrator, service: &str) -> Result<(), DbError> {
+        let result = with_db!(self, pool => migrator.run(pool).await);
+        result.map_err(|source| DbError::Migrate { service: service.to_owned(), source })
+    }
+
+    /// `"sqlite"` or `"postgres"`, for logs.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
+        }
+    }
+
+    /// Closes every connection.
+    pub async fn close(&self) {
+        with_db!(self, pool => pool.close().await)
+    }
+}
+
+/// Ends a transaction by its outcome: commits when `result` is Ok, rolls back otherwise, and hands `result`
+/// back (a failed commit or rollback becomes the error instead).
+pub async fn finish<DB: sqlx::Database, T, E: From<sqlx::Error>>(
+    tx: sqlx::Transaction<'_, DB>,
+    result: Result<T, E>,
+) -> Result<T, E> {
+    match result {
+        Ok(value) => {
+            tx.commit().await?;
+            Ok(value)
+        }
+        Err(e) => {
+            tx.rollback().await?;
+            Err(e)
+        }
+    }
+}
+
+/// Whether an error is a violation of a unique constraint (on either engine).
+pub fn is_unique_violation(error: &sqlx::Error) -> bool {
+    error.as_database_error().is_some_and(|e| e.is_unique_violation())
+}

@@ -1,0 +1,119 @@
+//! Rich gRPC errors: `tonic::Status` with `google.rpc` details (field violations, error info), which the
+//! gateway turns into JSON for HTTP clients.
+
+use api::google::rpc;
+use prost::Message;
+use tonic::{Code, Status};
+
+/// One invalid field of a request: its name (as in the proto, dotted for nested fields) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldViolation {
+    /// Field path, e.g. `email` or `product.price.currency`.
+    pub field: String,
+    /// Why the value is rejected, in words a client developer understands.
+    pub description: String,
+}
+
+impl FieldViolation {
+    /// A violation of `field` for `description`.
+    pub fn new(field: impl Into<String>, description: impl Into<String>) -> Self {
+        Self { field: field.into(), description: description.into() }
+    }
+}
+
+fn any<M: Message>(type_name: &str, message: &M) -> prost_types::Any {
+    prost_types::Any { type_url: format!("type.googleapis.com/{type_name}"), value: message.encode_to_vec() }
+}
+
+/// A status with `code`, `message` and the given `google.rpc` details.
+fn with_details(code: Code, message: String, details: Vec<prost_types::Any>) -> Status {
+    let status = rpc::Status { code: code as i32, message: message.clone(), details };
+    Status::with_details(code, message, status.encode_to_vec().into())
+}
+
+/// INVALID_ARGUMENT naming every violated field (a `google.rpc.BadRequest` detail).
+pub fn invalid_argument(violations: Vec<FieldViolation>) -> Status {
+    let message = violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ");
+    let bad_request = rpc::BadRequest {
+        field_violations: violations
+            .into_iter()
+            .map(|v| rpc::bad_request::FieldViolation {
+                field: v.field,
+                description: v.description,
+                reason: String::new(),
+            })
+            .collect(),
+    };
+    with_details(Code::InvalidArgument, message, vec![any("google.rpc.BadRequest", &bad_request)])
+}
+
+/// A status with a machine-readable `reason` (a `google.rpc.ErrorInfo` detail in domain `mercato`).
+pub fn with_reason(code: Code, reason: &str, message: impl Into<String>) -> Status {
+    let info = rpc::ErrorInfo { reason: reason.to_owned(), domain: "mercato".to_owned(), metadata: Default::default() };
+    with_details(code, message.into(), vec![any("google.rpc.ErrorInfo", &info)])
+}
+
+/// Collects field violations while validating a request, then fails with all of them at once.
+#[derive(Debug, Default)]
+pub struct Violations(Vec<FieldViolation>);
+
+impl Violations {
+    /// No violations yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Records a violation of `field`.
+    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
+        self.0.push(FieldViolation::new(field, description));
+    }
+
+    /// Records a violation of `field` when `bad` holds.
+    pub fn check(&mut self, bad: bool, field: &str, description: &str) {
+        if bad {
+            self.add(field, description);
+        }
+    }
+
+    /// Whether nothing was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Ok when nothing was recorded, else INVALID_ARGUMENT with every violation.
+    pub fn into_result(self) -> Result<(), Status> {
+        if self.0.is_empty() { Ok(()) } else { Err(invalid_argument(self.0)) }
+    }
+
+    /// The recorded violations.
+    pub fn into_vec(self) -> Vec<FieldViolation> {
+        self.0
+    }
+}
+
+/// Decodes the `google.rpc.Status` carried in a status's details, if any.
+pub fn decode_details(status: &Status) -> Option<rpc::Status> {
+    if status.details().is_empty() {
+        return None;
+    }
+    rpc::Status::decode(status.details()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn invalid_argument_carries_every_field() {
+        let mut v = Violations::new();
+        v.add("email", "must be an email address");
+        v.add("password", "must be 8 to 128 characters");
+        let status = v.into_result().expect_err("two violations");
+        assert_eq!(status.code(), Code::InvalidArgument);
+        assert_eq!(status.message(), "email: must be an email address; password: must be 8 to 128 characters");
+        let details = decode_details(&status).expect("details");
+        assert_eq!(details.details[0].type_url, "type.googleapis.com/google.rpc.BadRequest");
+        let bad = rpc::BadRequest::decode(details.details[0].value.as_slice()).expect("decodes");
+        assert_eq!(bad.field_violations[1].field, "password");
+    }
+}

@@ -1,0 +1,31 @@
+//! The shared runtime of every Mercato service.
+//!
+//! - [`config`]: typed settings from `MERCATO_*` variables, validated at start.
+//! - [`telemetry`]: JSON logs with the request id of the call being served.
+//! - [`grpc`]: the gRPC server (health, reflection, access checks, metrics, graceful shutdown) and clients.
+//! - [`auth`]: access-token claims and their verification against the auth service's keys.
+//! - [`descriptors`]: the contracts as data (descriptor pool, access rules of methods).
+//! - [`db`]: SQLite or PostgreSQL per service, with embedded migrations.
+//! - [`error`]: rich gRPC errors (field violations, reasons).
+//! - [`events`]: transactional outbox, relay, in-process bus, inbox.
+//! - [`metrics`]: the Prometheus recorder, `/metrics`, `/healthz`, `/readyz`.
+//! - [`shutdown`]: signals to a cancellation token.
+//! - [`testkit`]: helpers for tests that need a real PostgreSQL.
+//!
+//! `platform` knows nothing about any particular service.
+
+pub mod auth;
+pub mod config;
+pub mod db;
+pub mod descriptors;
+pub mod error;
+pub mod events;
+pub mod grpc;
+pub mod metrics;
+pub mod shutdown;
+pub mod telemetry;
+pub mod testkit;
+pub mod time;
+
+pub use config::Settings;
+pub use db::Db;

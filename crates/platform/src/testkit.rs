@@ -1,0 +1,143 @@
+//! Helpers for tests that run against real backends.
+//!
+//! PostgreSQL tests read `MERCATO_TEST_DATABASE_URL` (a server URL). Without it they are skipped, except
+//! under `CI=true`, where a missing or unreachable server fails the test: CI never skips silently.
+
+use crate::db::{Db, DbError};
+
+/// Whether we run in CI (`CI=true`).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// A fresh, uniquely named PostgreSQL database for one test, or `None` when PostgreSQL tests are skipped.
+///
+/// # Panics
+/// Under `CI=true` when `MERCATO_TEST_DATABASE_URL` is unset or the server cannot be reached.
+#[allow(clippy::panic)]
+pub async fn postgres(service: &str) -> Option<Db> {
+    let url = match std::env::var("MERCATO_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ if in_ci() => {
+            panic!("CI=true but MERCATO_TEST_DATABASE_URL is not set: PostgreSQL tests cannot be skipped in CI")
+        }
+        _ => {
+            eprintln!("skipping the PostgreSQL variant: MERCATO_TEST_DATABASE_URL is not set");
+            return None;
+        }
+    };
+    let name = format!("mercato_test_{service}_{}", uuid::Uuid::now_v7().simple());
+    match Db::open_postgres_server(&url, &name, service).await {
+        Ok(db) => Some(db),
+        Err(DbError::Connect { source, .. }) | Err(DbError::Url { source, .. }) => {
+            panic!("MERCATO_TEST_DATABASE_URL={url} is unusable: {source}")
+        }
+        Err(other) => panic!("opening the test database failed: {other}"),
+    }
+}
+
+/// A fresh SQLite database in a new temporary directory (removed when the returned guard drops).
+pub async fn sqlite(service: &str) -> Result<(Db, TempDir), DbError> {
+    let dir = TempDir::new(service).map_err(|source| DbError::DataDir { path: "temp".to_owned(), source })?;
+    let mut settings = crate::Settings::from_vars(Vec::new())
+        .map_err(|e| DbError::DataDir { path: "settings".to_owned(), source: std::io::Error::other(e.to_string()) })?;
+    settings.data_dir = dir.path().to_path_buf();
+    let db = Db::open(&settings, service).await?;
+    Ok((db, dir))
+}
+
+/// A temporary directory removed on drop.
+#[derive(Debug)]
+pub struct TempDir(std::path::PathBuf);
+
+impl TempDir {
+    /// Creates a new empty directory under the system's temporary directory.
+    pub fn new(prefix: &str) -> std::io::Result<Self> {
+        let path = std::env::temp_dir().join(format!("mercato-{prefix}-{}", uuid::Uuid::now_v7().simple()));
+        std::fs::create_dir_all(&path)?;
+        Ok(Self(path))
+    }
+    /// The directory.
+    pub fn path(&self) -> &std::path::Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Signs access tokens for tests the way the auth service does (EdDSA, `kid`, Mercato's issuer and
+/// audience), and serves its public key as a [`KeySource`](crate::auth::KeySource).
+pub struct TestIssuer {
+    kid: String,
+    encoding: jsonwebtoken::EncodingKey,
+    jwk: api::auth::Jwk,
+}
+
+impl std::fmt::Debug for TestIssuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestIssuer").field("kid", &self.kid).finish_non_exhaustive()
+    }
+}
+
+impl TestIssuer {
+    /// A new issuer with a fresh Ed25519 key.
+    pub fn new() -> Result<Self, String> {
+        use base64::Engine;
+        use ed25519_dalek::pkcs8::EncodePrivateKey;
+        let signing = ed25519_dalek::SigningKey::generate(&mut rand::rngs::OsRng);
+        let der = signing.to_pkcs8_der().map_err(|e| e.to_string())?;
+        let kid = format!("test-{}", uuid::Uuid::now_v7().simple());
+        let x = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(signing.verifying_key().as_bytes());
+        Ok(Self {
+            encoding: jsonwebtoken::EncodingKey::from_ed_der(der.as_bytes()),
+            jwk: api::auth::Jwk {
+                kty: "OKP".into(),
+                crv: "Ed25519".into(),
+                x,
+                kid: kid.clone(),
+                alg: "EdDSA".into(),
+                r#use: "sig".into(),
+            },
+            kid,
+        })
+    }
+
+    /// A verifier that trusts this issuer's key.
+    pub fn verifier(self: &std::sync::Arc<Self>) -> std::sync::Arc<crate::auth::TokenVerifier> {
+        std::sync::Arc::new(crate::auth::TokenVerifier::new(self.clone()))
+    }
+
+    /// A valid 15-minute token for `subject` with `scopes` and `roles`.
+    pub fn token(&self, subject: &str, scopes: &[&str], roles: &[&str]) -> String {
+        let now = crate::time::now_secs();
+        self.sign(&crate::auth::Claims {
+            iss: crate::auth::ISSUER.into(),
+            aud: crate::auth::AUDIENCE.into(),
+            sub: subject.into(),
+            exp: now + 900,
+            iat: now,
+            nbf: now,
+            jti: uuid::Uuid::now_v7().to_string(),
+            scope: scopes.join(" "),
+            roles: roles.iter().map(|r| (*r).to_owned()).collect(),
+        })
+    }
+
+    /// Signs arbitrary claims (expired, wrong audience, ...) with this issuer's key.
+    pub fn sign(&self, claims: &crate::auth::Claims) -> String {
+        let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, claims, &self.encoding).unwrap_or_default()
+    }
+}
+
+impl crate::auth::KeySource for TestIssuer {
+    fn fetch(&self) -> futures::future::BoxFuture<'_, Result<Vec<api::auth::Jwk>, String>> {
+        let keys = vec![self.jwk.clone()];
+        Box::pin(async move { Ok(keys) })
+    }
+}

@@ -1,0 +1,328 @@
+//! The rules of accounts and tokens, free of I/O: validation, roles and scopes, refresh tokens, claims.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use platform::auth::{AUDIENCE, Claims, ISSUER};
+use platform::error::{FieldViolation, Violations};
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+
+/// Lifetime of an access token, in seconds.
+pub const ACCESS_TOKEN_TTL_SECS: i64 = 900;
+/// Lifetime of a refresh token, in microseconds (30 days).
+pub const REFRESH_TOKEN_TTL_MICROS: i64 = 30 * 24 * 3600 * 1_000_000;
+/// The `token_type` of every token pair.
+pub const TOKEN_TYPE: &str = "Bearer";
+
+/// Longest accepted email address, in characters (RFC 5321's path limit).
+pub const MAX_EMAIL_CHARS: usize = 254;
+/// Shortest accepted password, in characters.
+pub const MIN_PASSWORD_CHARS: usize = 8;
+/// Longest accepted password, in characters.
+pub const MAX_PASSWORD_CHARS: usize = 128;
+/// Longest accepted display name, in characters after trimming.
+pub const MAX_DISPLAY_NAME_CHARS: usize = 100;
+
+/// The role every registered account has.
+pub const ROLE_CUSTOMER: &str = "customer";
+/// The role of administrators.
+pub const ROLE_ADMIN: &str = "admin";
+
+/// Scopes of the customer role.
+pub const CUSTOMER_SCOPES: &[&str] = &["cart:write", "orders:read", "orders:write", "payment:write"];
+/// Scopes the admin role adds to the customer's.
+pub const ADMIN_SCOPES: &[&str] = &[
+    "catalog:write",
+    "inventory:write",
+    "inventory:reserve",
+    "ledger:read",
+    "ledger:write",
+    "refund:write",
+    "analytics:read",
+    "orders:admin",
+    "notifications:admin",
+];
+
+/// Lifetime of a service token, in seconds.
+pub const SERVICE_TOKEN_TTL_SECS: i64 = 300;
+
+/// The role of service tokens.
+pub const ROLE_SERVICE: &str = "service";
+
+/// What each service may do to others with its own token (client-credentials grant). A service not listed
+/// gets a token with no scopes: it can call only what any authenticated caller can.
+pub const SERVICE_SCOPES: &[(&str, &[&str])] = &[
+    ("orders", &["inventory:reserve", "payment:write", "payment:refund", "orders:admin", "cart:write"]),
+    ("payments", &["ledger:write"]),
+    ("refunds", &["ledger:write", "payment:refund"]),
+    ("notifications", &["orders:read"]),
+];
+
+/// The scopes of service `client_id`.
+pub fn service_scopes(client_id: &str) -> &'static [&'static str] {
+    SERVICE_SCOPES.iter().find(|(name, _)| *name == client_id).map_or(&[], |(_, scopes)| scopes)
+}
+
+/// The claims of a service token for `client_id`.
+pub fn service_claims(client_id: &str, now_secs: i64) -> Claims {
+    Claims {
+        iss: ISSUER.to_owned(),
+        aud: AUDIENCE.to_owned(),
+        sub: format!("service:{client_id}"),
+        exp: now_secs + SERVICE_TOKEN_TTL_SECS,
+        iat: now_secs,
+        nbf: now_secs,
+        jti: uuid::Uuid::now_v7().to_string(),
+        scope: service_scopes(client_id).join(" "),
+        roles: vec![ROLE_SERVICE.to_owned()],
+    }
+}
+
+/// Whether a presented client secret is the expected one. Both are hashed first, so the comparison takes
+/// the same time wherever they differ.
+pub fn secret_matches(presented: &str, expected: &str) -> bool {
+    use sha2::{Digest, Sha256};
+    !expected.is_empty() && Sha256::digest(presented.as_bytes()) == Sha256::digest(expected.as_bytes())
+}
+
+/// An email address as stored and compared: trimmed and lower-cased.
+pub fn normalize_email(raw: &str) -> String {
+    raw.trim().to_lowercase()
+}
+
+/// Why a normalised email address is not acceptable, if it is not.
+pub fn email_problem(email: &str) -> Option<&'static str> {
+    if email.is_empty() {
+        return Some("must not be empty");
+    }
+    if email.chars().count() > MAX_EMAIL_CHARS {
+        return Some("must be at most 254 characters");
+    }
+    if email.chars().any(char::is_whitespace) {
+        return Some("must not contain spaces");
+    }
+    let Some((local, domain)) = email.split_once('@') else {
+        return Some("must be an email address like name@example.com");
+    };
+    if local.is_empty() || domain.contains('@') {
+        return Some("must be an email address like name@example.com");
+    }
+    if !domain.contains('.') || domain.split('.').any(str::is_empty) {
+        return Some("must have a domain like example.com");
+    }
+    None
+}
+
+/// Why a password is not acceptable, if it is not. Passwords are taken as typed (never trimmed).
+pub fn password_problem(password: &str) -> Option<&'static str> {
+    let chars = password.chars().count();
+    (!(MIN_PASSWORD_CHARS..=MAX_PASSWORD_CHARS).contains(&chars)).then_some("must be 8 to 128 characters")
+}
+
+/// The display name as stored (trimmed), or why it is not acceptable.
+pub fn normalize_display_name(raw: &str) -> Result<String, &'static str> {
+    let name = raw.trim();
+    let chars = name.chars().count();
+    if !(1..=MAX_DISPLAY_NAME_CHARS).contains(&chars) {
+        return Err("must be 1 to 100 characters");
+    }
+    if name.chars().any(char::is_control) {
+        return Err("must not contain control characters");
+    }
+    Ok(name.to_owned())
+}
+
+/// A validated registration: normalised email and display name, and the password as typed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NewAccount {
+    /// Normalised email.
+    pub email: String,
+    /// The password, to be hashed.
+    pub password: String,
+    /// Trimmed display name.
+    pub display_name: String,
+}
+
+impl std::fmt::Debug for NewAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewAccount")
+            .field("email", &self.email)
+            .field("display_name", &self.display_name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Validates every field of a registration at once; the error names each invalid field.
+pub fn validate_registration(
+    email: &str,
+    password: &str,
+    display_name: &str,
+) -> Result<NewAccount, Vec<FieldViolation>> {
+    let mut violations = Violations::new();
+    let email = normalize_email(email);
+    if let Some(problem) = email_problem(&email) {
+        violations.add("email", problem);
+    }
+    if let Some(problem) = password_problem(password) {
+        violations.add("password", problem);
+    }
+    let display_name = normalize_display_name(display_name).unwrap_or_else(|problem| {
+        violations.add("display_name", problem);
+        String::new()
+    });
+    if violations.is_empty() {
+        Ok(NewAccount { email, password: password.to_owned(), display_name })
+    } else {
+        Err(violations.into_vec())
+    }
+}
+
+/// Roles as stored: space-separated.
+pub fn format_roles(roles: &[&str]) -> String {
+    roles.join(" ")
+}
+
+/// Stored roles as a list.
+pub fn parse_roles(stored: &str) -> Vec<String> {
+    stored.split_whitespace().map(str::to_owned).collect()
+}
+
+/// The scopes granted to someone with `roles`, without duplicates, in a stable order. Unknown roles grant
+/// nothing; admin includes everything a customer may do.
+pub fn scopes_for(roles: &[String]) -> Vec<&'static str> {
+    let has = |role: &str| roles.iter().any(|r| r == role);
+    let mut scopes = Vec::new();
+    if has(ROLE_CUSTOMER) || has(ROLE_ADMIN) {
+        scopes.extend_from_slice(CUSTOMER_SCOPES);
+    }
+    if has(ROLE_ADMIN) {
+        scopes.extend_from_slice(ADMIN_SCOPES);
+    }
+    scopes
+}
+
+/// A new opaque refresh token: 32 random bytes, base64url without padding.
+pub fn new_refresh_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// The stored form of a refresh token: SHA-256, lower-case hex. Refresh tokens carry 256 bits of entropy,
+/// so a fast hash is enough (no password-style stretching needed).
+pub fn hash_refresh_token(token: &str) -> String {
+    Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The claims of an access token for `user_id` with `roles`, issued at `now_secs`.
+pub fn access_claims(user_id: &str, roles: &[String], now_secs: i64) -> Claims {
+    Claims {
+        iss: ISSUER.to_owned(),
+        aud: AUDIENCE.to_owned(),
+        sub: user_id.to_owned(),
+        exp: now_secs + ACCESS_TOKEN_TTL_SECS,
+        iat: now_secs,
+        nbf: now_secs,
+        jti: uuid::Uuid::now_v7().to_string(),
+        scope: scopes_for(roles).join(" "),
+        roles: roles.to_vec(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_tokens_carry_their_service_scopes() {
+        let claims = service_claims("payments", 1_000);
+        assert_eq!((claims.sub.as_str(), claims.exp - claims.iat), ("service:payments", SERVICE_TOKEN_TTL_SECS));
+        assert!(claims.has_scope("ledger:write") && !claims.has_scope("catalog:write"));
+        assert_eq!(claims.roles, ["service"]);
+        assert_eq!(service_claims("nobody", 0).scope, "");
+        assert!(secret_matches("s3cret-s3cret", "s3cret-s3cret"));
+        assert!(!secret_matches("s3cret-s3creX", "s3cret-s3cret"));
+        assert!(!secret_matches("", ""));
+    }
+
+    #[test]
+    fn emails_are_trimmed_and_lower_cased() {
+        assert_eq!(normalize_email("  Alice@Example.COM "), "alice@example.com");
+    }
+
+    #[test]
+    fn email_validation() {
+        for good in ["a@b.co", "first.last+tag@mail.example.org"] {
+            assert_eq!(email_problem(good), None, "{good}");
+        }
+        let long = format!("{}@example.com", "a".repeat(250));
+        for bad in ["", "alice", "@example.com", "a@b@c.com", "a@localhost", "a b@c.com", "a@.com", "a@b.", &long] {
+            assert!(email_problem(bad).is_some(), "{bad:?} was accepted");
+        }
+        let exactly = format!("{}@example.com", "a".repeat(MAX_EMAIL_CHARS - "@example.com".len()));
+        assert_eq!(email_problem(&exactly), None);
+    }
+
+    #[test]
+    fn password_length_counts_characters() {
+        assert!(password_problem("1234567").is_some());
+        assert!(password_problem("12345678").is_none());
+        assert!(password_problem(&"x".repeat(128)).is_none());
+        assert!(password_problem(&"x".repeat(129)).is_some());
+        // Eight characters, sixteen bytes.
+        assert!(password_problem("éééééééé").is_none());
+        assert!(password_problem(&"é".repeat(128)).is_none());
+    }
+
+    #[test]
+    fn display_names_are_trimmed() {
+        assert_eq!(normalize_display_name("  Alice  "), Ok("Alice".to_owned()));
+        assert!(normalize_display_name("   ").is_err());
+        assert!(normalize_display_name(&"n".repeat(101)).is_err());
+        assert!(normalize_display_name(&"n".repeat(100)).is_ok());
+        assert!(normalize_display_name("a\u{0}b").is_err());
+    }
+
+    #[test]
+    fn registration_names_every_bad_field() {
+        let fields: Vec<String> =
+            validate_registration("nope", "short", " ").expect_err("invalid").into_iter().map(|v| v.field).collect();
+        assert_eq!(fields, ["email", "password", "display_name"]);
+        let ok = validate_registration(" Bob@Example.com", "correct horse", " Bob ").expect("valid");
+        assert_eq!((ok.email.as_str(), ok.display_name.as_str()), ("bob@example.com", "Bob"));
+    }
+
+    #[test]
+    fn roles_map_to_scopes() {
+        let customer = scopes_for(&parse_roles("customer"));
+        assert_eq!(customer, CUSTOMER_SCOPES);
+        let admin = scopes_for(&parse_roles("customer admin"));
+        assert!(admin.contains(&"catalog:write") && admin.contains(&"cart:write"));
+        assert_eq!(admin.len(), CUSTOMER_SCOPES.len() + ADMIN_SCOPES.len());
+        assert!(scopes_for(&parse_roles("stranger")).is_empty());
+        assert_eq!(format_roles(&[ROLE_CUSTOMER, ROLE_ADMIN]), "customer admin");
+    }
+
+    #[test]
+    fn refresh_tokens_are_random_and_hashed() {
+        let a = new_refresh_token();
+        let b = new_refresh_token();
+        assert_ne!(a, b);
+        assert_eq!(URL_SAFE_NO_PAD.decode(&a).expect("base64url").len(), 32);
+        let hash = hash_refresh_token(&a);
+        assert_eq!(hash.len(), 64);
+        assert!(hash.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_eq!(hash, hash_refresh_token(&a));
+        assert_eq!(hash_refresh_token("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+    }
+
+    #[test]
+    fn claims_live_fifteen_minutes() {
+        let claims = access_claims("u1", &parse_roles("customer"), 1_000);
+        assert_eq!((claims.iss.as_str(), claims.aud.as_str(), claims.sub.as_str()), (ISSUER, AUDIENCE, "u1"));
+        assert_eq!((claims.iat, claims.nbf, claims.exp), (1_000, 1_000, 1_900));
+        assert!(claims.has_scope("cart:write") && !claims.has_scope("catalog:write"));
+        assert_eq!(claims.roles, ["customer"]);
+        assert_eq!(uuid::Uuid::parse_str(&claims.jti).expect("uuid").get_version_num(), 7);
+    }
+}

@@ -1,0 +1,105 @@
+//! The one error type of the auth service, and how each case reaches a gRPC client.
+
+use platform::error::{FieldViolation, invalid_argument, with_reason};
+use tonic::{Code, Status};
+
+/// Everything that can go wrong in the auth service.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request has invalid fields; every one of them is named.
+    #[error("invalid request: {0:?}")]
+    Invalid(Vec<FieldViolation>),
+    /// Register with an email that already has an account.
+    #[error("an account with this email already exists")]
+    EmailTaken,
+    /// Login with an unknown email or a wrong password (deliberately indistinguishable).
+    #[error("invalid email or password")]
+    InvalidCredentials,
+    /// Refresh with a token that is unknown, expired, spent or revoked.
+    #[error("invalid refresh token")]
+    InvalidRefreshToken,
+    /// A service presented an unknown client id or a wrong secret.
+    #[error("invalid client credentials")]
+    InvalidClient,
+    /// The caller's account does not exist (any more).
+    #[error("user not found")]
+    UserNotFound,
+    /// The first administrator from the settings cannot be created as configured.
+    #[error("bad setting {variable}: {problem}")]
+    Setting {
+        /// The environment variable.
+        variable: &'static str,
+        /// What is wrong with it.
+        problem: String,
+    },
+    /// A query failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The database could not be opened or migrated.
+    #[error(transparent)]
+    Db(#[from] platform::db::DbError),
+    /// The gRPC server failed.
+    #[error(transparent)]
+    Serve(#[from] platform::grpc::ServeError),
+    /// Key material could not be generated, encoded, decoded or used to sign.
+    #[error("signing key: {0}")]
+    Key(String),
+    /// A password could not be hashed, or a stored hash is malformed.
+    #[error("password hashing: {0}")]
+    Password(String),
+    /// A blocking task (password hashing) panicked or was cancelled.
+    #[error("background task: {0}")]
+    Task(#[from] tokio::task::JoinError),
+}
+
+impl From<Error> for Status {
+    fn from(error: Error) -> Self {
+        match error {
+            Error::Invalid(violations) => invalid_argument(violations),
+            Error::EmailTaken => {
+                with_reason(Code::AlreadyExists, "EMAIL_TAKEN", "an account with this email already exists")
+            }
+            Error::InvalidCredentials => {
+                with_reason(Code::Unauthenticated, "INVALID_CREDENTIALS", "invalid email or password")
+            }
+            Error::InvalidRefreshToken => {
+                with_reason(Code::Unauthenticated, "INVALID_REFRESH_TOKEN", "invalid refresh token")
+            }
+            Error::InvalidClient => Status::unauthenticated("invalid client credentials"),
+            Error::UserNotFound => with_reason(Code::NotFound, "USER_NOT_FOUND", "user not found"),
+            internal @ (Error::Setting { .. }
+            | Error::Database(_)
+            | Error::Db(_)
+            | Error::Serve(_)
+            | Error::Key(_)
+            | Error::Password(_)
+            | Error::Task(_)) => {
+                // The details stay in our logs; clients never see SQL or key material errors.
+                tracing::error!(error = %internal, "internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_errors_do_not_leak() {
+        let status = Status::from(Error::Database(sqlx::Error::Protocol("SELECT secret FROM users".into())));
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("SELECT"));
+    }
+
+    #[test]
+    fn client_errors_keep_their_codes() {
+        assert_eq!(Status::from(Error::EmailTaken).code(), Code::AlreadyExists);
+        assert_eq!(Status::from(Error::InvalidCredentials).code(), Code::Unauthenticated);
+        assert_eq!(Status::from(Error::InvalidRefreshToken).code(), Code::Unauthenticated);
+        assert_eq!(Status::from(Error::UserNotFound).code(), Code::NotFound);
+        let invalid = Status::from(Error::Invalid(vec![FieldViolation::new("email", "bad")]));
+        assert_eq!(invalid.code(), Code::InvalidArgument);
+    }
+}

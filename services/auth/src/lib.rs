@@ -1,0 +1,151 @@
+//! The auth service of Mercato: accounts, sign-in, refresh-token rotation with reuse detection, and the
+//! Ed25519 keys that sign access tokens (published as JWKS).
+//!
+//! - [`api_keys`]: API keys' format and rules, pure; [`key_store`]: their SQL.
+//! - [`domain`]: the rules (validation, roles and scopes, refresh tokens, claims), pure.
+//! - [`passwords`]: Argon2id hashing off the async runtime.
+//! - [`keys`]: signing keys, their stored and JWK forms, signing.
+//! - [`store`]: all SQL, for SQLite and PostgreSQL.
+//! - [`grpc`]: the `AuthService` handlers.
+//! - [`events`]: what it publishes (`user.registered`, through the outbox).
+//! - [`error`]: the crate's error and its gRPC status.
+
+pub mod api_keys;
+pub mod domain;
+pub mod error;
+pub mod events;
+pub mod grpc;
+pub mod key_store;
+pub mod keys;
+pub mod passwords;
+pub mod store;
+
+use std::sync::Arc;
+
+use api::auth::auth_service_server::AuthServiceServer;
+use platform::auth::{StaticKeySource, TokenVerifier};
+use platform::events::{EventBus, Relay};
+use platform::grpc::GrpcService;
+use platform::{Db, Settings};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+pub use error::Error;
+
+use keys::{Keyring, SigningKey};
+use passwords::Hasher;
+use store::{Store, UserRow};
+
+/// The service's name: its database is `auth` (`mercato_auth` on a shared PostgreSQL server).
+pub const NAME: &str = "auth";
+
+/// The full gRPC name of the service.
+pub const GRPC_SERVICE: &str = "mercato.auth.v1.AuthService";
+
+/// The service's embedded migrations.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Display name of the first administrator created from the settings.
+pub const ADMIN_DISPLAY_NAME: &str = "Administrator";
+
+/// Opens the service's database as `settings` say and serves on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    listener: TcpListener,
+    settings: Settings,
+    bus: Arc<dyn EventBus>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let db = Db::open(&settings, NAME).await?;
+    serve(listener, db, &settings, bus, shutdown).await
+}
+
+/// Serves the auth service over `db` on `listener` until `shutdown` is cancelled: migrates, loads (or on the
+/// first start creates) the signing key, creates the first administrator from the settings if absent, then
+/// answers gRPC calls, verifying access tokens against its own keys. Its events go through the outbox to `bus`.
+pub async fn serve(
+    listener: TcpListener,
+    db: Db,
+    settings: &Settings,
+    bus: Arc<dyn EventBus>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    db.migrate(&MIGRATOR, NAME).await?;
+    let store = Store::new(db);
+    let keys = Arc::new(load_or_create_keys(&store).await?);
+    let hasher = Hasher::new().await?;
+    ensure_admin(&store, &hasher, settings).await?;
+
+    let verifier = Arc::new(TokenVerifier::new(Arc::new(StaticKeySource(keys.jwks.clone()))));
+    tracing::info!(kid = %keys.active.kid(), "auth service ready");
+    let relay = Relay::new(NAME, store.db().clone(), bus);
+    let service = grpc::Service::new(store, keys, hasher, relay.handle(), settings.service_secrets.clone());
+    let relay_stop = shutdown.child_token();
+    let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
+    let routes = tonic::service::Routes::new(AuthServiceServer::new(service));
+    let served =
+        platform::grpc::serve(GrpcService { routes, names: vec![GRPC_SERVICE] }, listener, verifier, shutdown.clone())
+            .await;
+    // The relay stops with the server; rows it did not publish stay in the outbox for the next start.
+    relay_stop.cancel();
+    let _ = relay_task.await;
+    Ok(served?)
+}
+
+/// Applies the service's migrations to the database the settings name, then closes it.
+pub async fn migrate(settings: &Settings) -> Result<(), Error> {
+    let db = Db::open(settings, NAME).await?;
+    let result = db.migrate(&MIGRATOR, NAME).await;
+    db.close().await;
+    Ok(result?)
+}
+
+/// The stored signing keys; on the very first start, a new key, generated and stored. When two replicas race
+/// on an empty database both keys are kept and published, and both replicas sign with the older one.
+async fn load_or_create_keys(store: &Store) -> Result<Keyring, Error> {
+    if let Some(ring) = Keyring::from_stored(&store.signing_keys().await?)? {
+        return Ok(ring);
+    }
+    let key = SigningKey::generate()?;
+    store.insert_signing_key(&key.to_stored(platform::time::now_micros())?).await?;
+    tracing::info!(kid = %key.kid(), "generated a new signing key");
+    Keyring::from_stored(&store.signing_keys().await?)?
+        .ok_or_else(|| Error::Key("the signing key just stored cannot be read back".to_owned()))
+}
+
+/// Creates the administrator named by `MERCATO_ADMIN_EMAIL` / `MERCATO_ADMIN_PASSWORD` unless an account
+/// with that email exists (an existing account is left as it is).
+async fn ensure_admin(store: &Store, hasher: &Hasher, settings: &Settings) -> Result<(), Error> {
+    let (Some(email), Some(password)) = (&settings.admin_email, &settings.admin_password) else {
+        return Ok(());
+    };
+    let email = domain::normalize_email(email);
+    if let Some(problem) = domain::email_problem(&email) {
+        return Err(Error::Setting { variable: "MERCATO_ADMIN_EMAIL", problem: problem.to_owned() });
+    }
+    if let Some(problem) = domain::password_problem(password) {
+        return Err(Error::Setting { variable: "MERCATO_ADMIN_PASSWORD", problem: problem.to_owned() });
+    }
+    if let Some(existing) = store.user_by_email(&email).await? {
+        if !domain::parse_roles(&existing.roles).iter().any(|r| r == domain::ROLE_ADMIN) {
+            tracing::warn!(user_id = %existing.id, "MERCATO_ADMIN_EMAIL names an existing account without the admin role; left unchanged");
+        }
+        return Ok(());
+    }
+    let admin = UserRow {
+        id: uuid::Uuid::now_v7().to_string(),
+        email,
+        password_hash: hasher.hash(password.clone()).await?,
+        display_name: ADMIN_DISPLAY_NAME.to_owned(),
+        roles: domain::format_roles(&[domain::ROLE_CUSTOMER, domain::ROLE_ADMIN]),
+        create_time: platform::time::now_micros(),
+    };
+    match store.insert_user(&admin, &events::user_registered(&admin)).await {
+        Ok(()) => {
+            tracing::info!(user_id = %admin.id, "created the first administrator");
+            Ok(())
+        }
+        // Another replica created it between our check and our insert.
+        Err(Error::EmailTaken) => Ok(()),
+        Err(e) => Err(e),
+    }
+}

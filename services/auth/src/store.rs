@@ -1,0 +1,282 @@
+//! All SQL of the auth service, written once for SQLite and PostgreSQL and run through `with_db!`.
+
+use platform::db::{Db, is_unique_violation};
+use platform::events::{self, NewEvent};
+use platform::with_db;
+
+use crate::error::Error;
+use crate::keys::StoredKey;
+
+/// A row of `users`.
+#[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct UserRow {
+    /// UUIDv7.
+    pub id: String,
+    /// Normalised email, unique.
+    pub email: String,
+    /// Argon2id PHC string.
+    pub password_hash: String,
+    /// Name shown to people.
+    pub display_name: String,
+    /// Space-separated roles.
+    pub roles: String,
+    /// Microseconds since the epoch.
+    pub create_time: i64,
+}
+
+impl std::fmt::Debug for UserRow {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserRow")
+            .field("id", &self.id)
+            .field("email", &self.email)
+            .field("display_name", &self.display_name)
+            .field("roles", &self.roles)
+            .field("create_time", &self.create_time)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A refresh token to store (hashed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewRefreshToken {
+    /// UUIDv7 of the row.
+    pub id: String,
+    /// SHA-256 hex of the token.
+    pub token_hash: String,
+    /// When it stops being accepted, microseconds.
+    pub expires_at: i64,
+}
+
+/// What happened to a refresh token presented for rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// The token was live and is now spent; its successor is stored. Carries the token's user as of now.
+    Rotated(UserRow),
+    /// The token had already been spent or revoked: its whole family is now revoked.
+    Reused,
+    /// Unknown or expired.
+    Invalid,
+}
+
+const USER_COLUMNS: &str = "id, email, password_hash, display_name, roles, create_time";
+
+/// The auth service's database.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Db,
+}
+
+impl Store {
+    /// A store over `db` (already migrated).
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Inserts a user and, in the same transaction, its `user.registered` event; [`Error::EmailTaken`] when
+    /// the email already has an account.
+    pub async fn insert_user(&self, user: &UserRow, registered: &NewEvent) -> Result<(), Error> {
+        let result: Result<(), sqlx::Error> = with_db!(&self.db, pool => {
+            async {
+                // The insert comes first so that the transaction takes SQLite's write lock at once.
+                let mut tx = pool.begin().await?;
+                sqlx::query(
+                    "INSERT INTO users (id, email, password_hash, display_name, roles, create_time) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&user.id)
+                .bind(&user.email)
+                .bind(&user.password_hash)
+                .bind(&user.display_name)
+                .bind(&user.roles)
+                .bind(user.create_time)
+                .execute(&mut *tx)
+                .await?;
+                events::enqueue(&mut *tx, crate::NAME, registered).await?;
+                tx.commit().await
+            }
+            .await
+        });
+        match result {
+            Ok(()) => Ok(()),
+            Err(e) if is_unique_violation(&e) => Err(Error::EmailTaken),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The user with this (normalised) email.
+    pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>, Error> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1");
+        let user = with_db!(&self.db, pool => {
+            sqlx::query_as::<_, UserRow>(&sql).bind(email).fetch_optional(pool).await?
+        });
+        Ok(user)
+    }
+
+    /// The user with this id.
+    pub async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, Error> {
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        let user = with_db!(&self.db, pool => {
+            sqlx::query_as::<_, UserRow>(&sql).bind(id).fetch_optional(pool).await?
+        });
+        Ok(user)
+    }
+
+    /// Every signing key, oldest first.
+    pub async fn signing_keys(&self) -> Result<Vec<StoredKey>, Error> {
+        let keys = with_db!(&self.db, pool => {
+            sqlx::query_as::<_, StoredKey>(
+                "SELECT kid, private_key_pkcs8, public_key, create_time FROM signing_keys ORDER BY create_time, kid",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(keys)
+    }
+
+    /// Stores a signing key.
+    pub async fn insert_signing_key(&self, key: &StoredKey) -> Result<(), Error> {
+        with_db!(&self.db, pool => {
+            sqlx::query(
+                "INSERT INTO signing_keys (kid, private_key_pkcs8, public_key, create_time) VALUES ($1, $2, $3, $4)",
+            )
+            .bind(&key.kid)
+            .bind(&key.private_key_pkcs8)
+            .bind(&key.public_key)
+            .bind(key.create_time)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Stores the first refresh token of a new family (a login) for `user_id`.
+    pub async fn insert_refresh_token(
+        &self,
+        token: &NewRefreshToken,
+        family_id: &str,
+        user_id: &str,
+        now: i64,
+    ) -> Result<(), Error> {
+        with_db!(&self.db, pool => {
+            sqlx::query(
+                "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, expires_at, create_time) \
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(&token.id)
+            .bind(family_id)
+            .bind(user_id)
+            .bind(&token.token_hash)
+            .bind(token.expires_at)
+            .bind(now)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Spends the token hashed as `presented` and stores `successor` in its family, in one transaction.
+    ///
+    /// The spend is the transaction's first statement and is conditional (live, unspent, unrevoked), so of
+    /// two concurrent presentations only one can win; on SQLite it also takes the write lock up front. A
+    /// token that exists but was already spent or revoked is a reuse: its whole family is revoked.
+    pub async fn rotate_refresh_token(
+        &self,
+        presented: &str,
+        successor: &NewRefreshToken,
+        now: i64,
+    ) -> Result<Rotation, Error> {
+        let rotation = with_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let spent = sqlx::query(
+                "UPDATE refresh_tokens SET used_at = $1 \
+                 WHERE token_hash = $2 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $1",
+            )
+            .bind(now)
+            .bind(presented)
+            .execute(&mut *tx)
+            .await?;
+            if spent.rows_affected() == 1 {
+                let (family_id, user_id) = sqlx::query_as::<_, (String, String)>(
+                    "SELECT family_id, user_id FROM refresh_tokens WHERE token_hash = $1",
+                )
+                .bind(presented)
+                .fetch_one(&mut *tx)
+                .await?;
+                let user = sqlx::query_as::<_, UserRow>(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+                    .bind(&user_id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                match user {
+                    None => {
+                        tx.rollback().await?;
+                        Rotation::Invalid
+                    }
+                    Some(user) => {
+                        sqlx::query(
+                            "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, expires_at, create_time) \
+                             VALUES ($1, $2, $3, $4, $5, $6)",
+                        )
+                        .bind(&successor.id)
+                        .bind(&family_id)
+                        .bind(&user_id)
+                        .bind(&successor.token_hash)
+                        .bind(successor.expires_at)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                        tx.commit().await?;
+                        Rotation::Rotated(user)
+                    }
+                }
+            } else {
+                let found = sqlx::query_as::<_, (String, Option<i64>, Option<i64>)>(
+                    "SELECT family_id, used_at, revoked_at FROM refresh_tokens WHERE token_hash = $1",
+                )
+                .bind(presented)
+                .fetch_optional(&mut *tx)
+                .await?;
+                match found {
+                    Some((family_id, used_at, revoked_at)) if used_at.is_some() || revoked_at.is_some() => {
+                        sqlx::query(
+                            "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
+                        )
+                        .bind(now)
+                        .bind(&family_id)
+                        .execute(&mut *tx)
+                        .await?;
+                        tx.commit().await?;
+                        tracing::warn!(family_id = %family_id, "refresh token reused: family revoked");
+                        Rotation::Reused
+                    }
+                    _ => {
+                        tx.rollback().await?;
+                        Rotation::Invalid
+                    }
+                }
+            }
+        });
+        Ok(rotation)
+    }
+
+    /// Revokes every token of the family of the token hashed as `presented`. Nothing happens for an unknown
+    /// token; revoking twice is harmless.
+    pub async fn revoke_family_of(&self, presented: &str, now: i64) -> Result<(), Error> {
+        with_db!(&self.db, pool => {
+            sqlx::query(
+                "UPDATE refresh_tokens SET revoked_at = $1 \
+                 WHERE revoked_at IS NULL \
+                 AND family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $2)",
+            )
+            .bind(now)
+            .bind(presented)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+}

@@ -1,0 +1,81 @@
+//! The cart service of Mercato: one cart per customer, priced at the catalog's current prices.
+//!
+//! - [`domain`]: the rules, free of I/O.
+//! - [`store`]: all SQL, the same on SQLite and PostgreSQL.
+//! - [`catalog`]: what the cart asks the catalog service, over gRPC.
+//! - [`grpc`]: `mercato.cart.v1.CartService` on top of them.
+//! - [`error`]: the crate's one error type and its mapping to gRPC statuses.
+
+pub mod catalog;
+pub mod domain;
+pub mod error;
+pub mod events;
+pub mod grpc;
+pub mod store;
+
+use std::sync::Arc;
+
+use api::mercato::cart::v1::cart_service_server::CartServiceServer;
+use platform::Settings;
+use platform::auth::TokenVerifier;
+use platform::db::Db;
+use platform::events::EventBus;
+use platform::grpc::GrpcService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+use tonic::transport::Channel;
+
+pub use error::Error;
+pub use grpc::CartApi;
+
+/// The service's name: its database, its settings and its logs go by it.
+pub const NAME: &str = "cart";
+
+/// The cart's schema migrations, embedded at build time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Runs the cart as configured: opens its database, trusts the auth service's keys, prices carts with the
+/// catalog at `MERCATO_CATALOG_URL`, and serves on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    listener: TcpListener,
+    settings: Settings,
+    bus: Arc<dyn EventBus>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let db = Db::open(&settings, NAME).await?;
+    db.migrate(&MIGRATOR, NAME).await?;
+    events::subscribe(bus.as_ref(), store::Store::new(db.clone()));
+    let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::channel(&settings.service_url("auth"))?));
+    let catalog = platform::grpc::channel(&settings.service_url("catalog"))?;
+    let result = serve(listener, db.clone(), verifier, catalog, shutdown).await;
+    db.close().await;
+    result
+}
+
+/// Migrates `db`, then serves the cart on `listener` with tokens checked by `verifier` and prices from the
+/// catalog behind `catalog`, until `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    db: Db,
+    verifier: Arc<TokenVerifier>,
+    catalog: Channel,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    db.migrate(&MIGRATOR, NAME).await?;
+    tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), "cart serving");
+    let service = GrpcService {
+        routes: tonic::service::Routes::new(CartServiceServer::new(CartApi::new(db, catalog))),
+        names: vec![<CartServiceServer<CartApi> as NamedService>::NAME],
+    };
+    platform::grpc::serve(service, listener, verifier, shutdown).await?;
+    Ok(())
+}
+
+/// Applies the cart's pending migrations to the configured database.
+pub async fn migrate(settings: &Settings) -> Result<(), Error> {
+    let db = Db::open(settings, NAME).await?;
+    let result = db.migrate(&MIGRATOR, NAME).await;
+    db.close().await;
+    Ok(result?)
+}

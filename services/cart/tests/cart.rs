@@ -1,0 +1,586 @@
+//! The cart over real gRPC, on SQLite and (when `MERCATO_TEST_DATABASE_URL` is set) PostgreSQL: each
+//! scenario is an async fn taking a `Db`, run once per engine.
+//!
+//! A service never depends on another service's crate, so the catalog here is a small in-memory stand-in
+//! served over real gRPC on its own port. It behaves as the real catalog does for anonymous callers:
+//! GetProduct hides inactive products (NOT_FOUND), GetInventory reports any product it knows. The real
+//! end-to-end path is covered by the workspace's tests/.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use api::catalog::catalog_service_server::{CatalogService, CatalogServiceServer};
+use api::catalog::{
+    AdjustInventoryRequest, AdjustInventoryResponse, CommitStockRequest, CommitStockResponse, CreateProductRequest,
+    CreateProductResponse, GetInventoryRequest, GetInventoryResponse, GetProductRequest, GetProductResponse, Inventory,
+    ListProductsRequest, ListProductsResponse, Product, ReleaseStockRequest, ReleaseStockResponse, ReserveStockRequest,
+    ReserveStockResponse, UpdateProductRequest, UpdateProductResponse,
+};
+use api::common::Money;
+use api::mercato::cart::v1::cart_service_client::CartServiceClient;
+use api::mercato::cart::v1::{
+    AddItemRequest, Cart, CartItem, ClearCartRequest, GetCartRequest, RemoveItemRequest, UpdateItemRequest,
+};
+use cart::store::{NewLine, Store};
+use platform::db::Db;
+use platform::testkit::TestIssuer;
+use prost::Message;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Response, Status};
+
+// ---------------------------------------------------------------------------------------------------------
+// The stand-in catalog.
+
+/// Products (with the units available) by id.
+#[derive(Clone, Default)]
+struct FakeCatalog {
+    products: Arc<Mutex<HashMap<String, (Product, i32)>>>,
+}
+
+impl FakeCatalog {
+    fn put(&self, id: &str, sku: &str, name: &str, currency: &str, cents: i64, stock: i32) {
+        let product = Product {
+            id: id.into(),
+            sku: sku.into(),
+            name: name.into(),
+            price: Some(Money { currency: currency.into(), amount_minor: cents }),
+            category: "test".into(),
+            active: true,
+            ..Product::default()
+        };
+        self.products.lock().expect("lock").insert(id.into(), (product, stock));
+    }
+
+    fn change(&self, id: &str, f: impl FnOnce(&mut Product, &mut i32)) {
+        let mut products = self.products.lock().expect("lock");
+        let (product, stock) = products.get_mut(id).expect("known product");
+        f(product, stock);
+    }
+
+    fn delete(&self, id: &str) {
+        self.products.lock().expect("lock").remove(id);
+    }
+}
+
+#[tonic::async_trait]
+impl CatalogService for FakeCatalog {
+    async fn get_product(&self, request: Request<GetProductRequest>) -> Result<Response<GetProductResponse>, Status> {
+        let id = request.into_inner().id;
+        match self.products.lock().expect("lock").get(&id) {
+            // Like the real catalog: inactive products do not exist for anonymous callers.
+            Some((product, _)) if product.active => {
+                Ok(Response::new(GetProductResponse { product: Some(product.clone()) }))
+            }
+            _ => Err(Status::not_found(format!("product {id} not found"))),
+        }
+    }
+
+    async fn get_inventory(
+        &self,
+        request: Request<GetInventoryRequest>,
+    ) -> Result<Response<GetInventoryResponse>, Status> {
+        let product_id = request.into_inner().product_id;
+        match self.products.lock().expect("lock").get(&product_id) {
+            Some((_, stock)) => Ok(Response::new(GetInventoryResponse {
+                inventory: Some(Inventory { product_id, on_hand: *stock, reserved: 0, available: *stock }),
+            })),
+            None => Err(Status::not_found(format!("product {product_id} not found"))),
+        }
+    }
+
+    async fn list_products(&self, _: Request<ListProductsRequest>) -> Result<Response<ListProductsResponse>, Status> {
+        Err(Status::unimplemented("not in the stand-in"))
+    }
+
+    async fn create_product(
+        &self,
+        _: Request<CreateProductRequest>,
+    ) -> Result<Response<CreateProductResponse>, Status> {
+        Err(Status::unimplemented("not in the stand-in"))
+    }
+
+    async fn update_product(
+        &self,
+        _: Request<UpdateProductRequest>,
+    ) -> Result<Response<UpdateProductResponse>, Status> {
+        Err(Status::unimplemented("not in the stand-in"))
+    }
+
+    async fn adjust_inventory(
+        &self,
+        _: Request<AdjustInventoryRequest>,
+    ) -> Result<Response<AdjustInventoryResponse>, Status> {
+        Err(Status::unimplemented("not in the stand-in"))
+    }
+
+    async fn reserve_stock(&self, _: Request<ReserveStockRequest>) -> Result<Response<ReserveStockResponse>, Status> {
+        Err(Status::unimplemented("not in the stand-in"))
+    }
+
+    async fn release_stock(&self, _: Request<ReleaseStockRequest>) -> Result<Response<ReleaseStockResponse>, Status> {
+        Err(Status::unimplemented("not in the stand-in"))
+    }
+
+    async fn commit_stock(&self, _: Request<CommitStockRequest>) -> Result<Response<CommitStockResponse>, Status> {
+        Err(Status::unimplemented("not in the stand-in"))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The cart, in-process on a port-0 listener, against the stand-in catalog on another.
+
+const COFFEE: &str = "p-coffee";
+const TEA: &str = "p-tea";
+const BOOK: &str = "p-book";
+const RETIRED: &str = "p-retired";
+
+type Client = CartServiceClient<Channel>;
+
+struct Server {
+    client: Client,
+    issuer: Arc<TestIssuer>,
+    catalog: FakeCatalog,
+    catalog_stop: CancellationToken,
+    catalog_task: JoinHandle<Result<(), tonic::transport::Error>>,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), cart::Error>>,
+}
+
+impl Server {
+    async fn start(db: Db) -> Self {
+        let catalog = FakeCatalog::default();
+        catalog.put(COFFEE, "COF-1", "Coffee", "EUR", 1450, 500);
+        catalog.put(TEA, "TEA-1", "Tea", "EUR", 500, 500);
+        catalog.put(BOOK, "BOOK-1", "Book", "USD", 2500, 500);
+        catalog.put(RETIRED, "OLD-1", "Retired", "EUR", 100, 500);
+        catalog.change(RETIRED, |p, _| p.active = false);
+
+        let catalog_listener = TcpListener::bind("127.0.0.1:0").await.expect("bind catalog");
+        let catalog_url = format!("http://{}", catalog_listener.local_addr().expect("addr"));
+        let catalog_stop = CancellationToken::new();
+        let stopping = catalog_stop.clone();
+        let catalog_task = tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(CatalogServiceServer::new(catalog.clone()))
+                .serve_with_incoming_shutdown(TcpListenerStream::new(catalog_listener), async move {
+                    stopping.cancelled().await
+                }),
+        );
+
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let issuer = Arc::new(TestIssuer::new().expect("issuer"));
+        let shutdown = CancellationToken::new();
+        let channel = platform::grpc::channel(&catalog_url).expect("catalog channel");
+        let task = tokio::spawn(cart::serve(listener, db, issuer.verifier(), channel, shutdown.clone()));
+        let url = format!("http://{addr}");
+        let mut attempt = 0;
+        let client = loop {
+            match Channel::from_shared(url.clone()).expect("url").connect().await {
+                Ok(channel) => break CartServiceClient::new(channel),
+                Err(e) if attempt < 50 => {
+                    attempt += 1;
+                    eprintln!("cart not up yet: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("cart did not come up: {e}"),
+            }
+        };
+        Self { client, issuer, catalog, catalog_stop, catalog_task, shutdown, task }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.expect("join").expect("served cleanly");
+        self.catalog_stop.cancel();
+        self.catalog_task.await.expect("join").expect("catalog served cleanly");
+    }
+
+    /// A shopper's token, as auth issues it.
+    fn customer(&self, id: &str) -> String {
+        self.issuer.token(id, &["cart:write", "orders:read", "orders:write", "payment:write"], &["customer"])
+    }
+
+    /// An administrator's token: they may act for others on orders.
+    fn admin(&self) -> String {
+        self.issuer.token("admin-1", &["cart:write", "orders:admin", "catalog:write"], &["admin"])
+    }
+
+    async fn get(&self, token: &str) -> Result<Cart, Status> {
+        let cart = self.client.clone().get_cart(with_token(GetCartRequest {}, token)).await?.into_inner().cart;
+        Ok(cart.expect("a cart"))
+    }
+
+    async fn add(&self, token: &str, product_id: &str, quantity: i32) -> Result<Cart, Status> {
+        let request = with_token(AddItemRequest { product_id: product_id.into(), quantity }, token);
+        Ok(self.client.clone().add_item(request).await?.into_inner().cart.expect("a cart"))
+    }
+
+    async fn update(&self, token: &str, product_id: &str, quantity: i32) -> Result<Cart, Status> {
+        let request = with_token(UpdateItemRequest { product_id: product_id.into(), quantity }, token);
+        Ok(self.client.clone().update_item(request).await?.into_inner().cart.expect("a cart"))
+    }
+
+    async fn remove(&self, token: &str, product_id: &str) -> Result<Cart, Status> {
+        let request = with_token(RemoveItemRequest { product_id: product_id.into() }, token);
+        Ok(self.client.clone().remove_item(request).await?.into_inner().cart.expect("a cart"))
+    }
+
+    async fn clear(&self, token: &str, customer_id: &str) -> Result<Cart, Status> {
+        let request = with_token(ClearCartRequest { customer_id: customer_id.into() }, token);
+        Ok(self.client.clone().clear_cart(request).await?.into_inner().cart.expect("a cart"))
+    }
+}
+
+fn with_token<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii token"));
+    request
+}
+
+fn money(currency: &str, amount_minor: i64) -> Money {
+    Money { currency: currency.into(), amount_minor }
+}
+
+fn eur(amount_minor: i64) -> Money {
+    money("EUR", amount_minor)
+}
+
+/// (product id, quantity) of every line, in order.
+fn lines(cart: &Cart) -> Vec<(&str, i32)> {
+    cart.items.iter().map(|i| (i.product_id.as_str(), i.quantity)).collect()
+}
+
+fn item<'a>(cart: &'a Cart, product_id: &str) -> &'a CartItem {
+    cart.items.iter().find(|i| i.product_id == product_id).expect("line in cart")
+}
+
+fn micros(cart: &Cart) -> i64 {
+    let t = cart.update_time.expect("update time");
+    t.seconds * 1_000_000 + i64::from(t.nanos / 1000)
+}
+
+/// The fields named by a status's BadRequest detail.
+fn bad_fields(status: &Status) -> Vec<String> {
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let details = platform::error::decode_details(status).expect("details");
+    let any = details.details.iter().find(|d| d.type_url.ends_with("google.rpc.BadRequest")).expect("BadRequest");
+    let bad = api::google::rpc::BadRequest::decode(any.value.as_slice()).expect("decodes");
+    bad.field_violations.into_iter().map(|v| v.field).collect()
+}
+
+/// The reason of a status's ErrorInfo detail.
+fn reason(status: &Status) -> String {
+    let details = platform::error::decode_details(status).expect("details");
+    let any = details.details.iter().find(|d| d.type_url.ends_with("google.rpc.ErrorInfo")).expect("ErrorInfo");
+    api::google::rpc::ErrorInfo::decode(any.value.as_slice()).expect("decodes").reason
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Scenarios.
+
+async fn add_merge_update_remove_clear(db: Db) {
+    let server = Server::start(db).await;
+    let alice = server.customer("alice");
+
+    let empty = server.get(&alice).await.expect("empty cart");
+    assert_eq!(empty, Cart { customer_id: "alice".into(), ..Cart::default() }, "no cart yet: empty, no time");
+
+    let cart = server.add(&alice, COFFEE, 2).await.expect("add");
+    assert_eq!(cart.customer_id, "alice");
+    assert_eq!(
+        cart.items,
+        vec![CartItem {
+            product_id: COFFEE.into(),
+            sku: "COF-1".into(),
+            name: "Coffee".into(),
+            quantity: 2,
+            unit_price: Some(eur(1450)),
+            line_total: Some(eur(2900)),
+            available: true,
+        }]
+    );
+    assert_eq!((cart.totals.clone(), cart.item_count), (vec![eur(2900)], 2));
+    let first_time = micros(&cart);
+    assert!(first_time > 1_600_000_000_000_000);
+
+    let cart = server.add(&alice, COFFEE, 3).await.expect("merge");
+    assert_eq!(lines(&cart), [(COFFEE, 5)], "adding again grows the line");
+    assert!(micros(&cart) > first_time);
+    let cart = server.add(&alice, TEA, 1).await.expect("second product");
+    assert_eq!(lines(&cart), [(COFFEE, 5), (TEA, 1)], "oldest first");
+    assert_eq!((cart.totals.clone(), cart.item_count), (vec![eur(5 * 1450 + 500)], 6));
+
+    let cart = server.update(&alice, TEA, 4).await.expect("update");
+    assert_eq!(lines(&cart), [(COFFEE, 5), (TEA, 4)]);
+    assert_eq!(item(&cart, TEA).line_total, Some(eur(2000)));
+    let err = server.update(&alice, BOOK, 1).await.expect_err("not in cart");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert_eq!(server.get(&alice).await.expect("get"), cart, "a failed update changes nothing");
+
+    let cart = server.remove(&alice, COFFEE).await.expect("remove");
+    assert_eq!(lines(&cart), [(TEA, 4)]);
+    assert_eq!(server.remove(&alice, COFFEE).await.expect_err("gone").code(), Code::NotFound);
+    assert_eq!(server.remove(&alice, "never-seen").await.expect_err("unknown").code(), Code::NotFound);
+
+    let before_clear = micros(&cart);
+    let cleared = server.clear(&alice, "").await.expect("clear");
+    assert!(cleared.items.is_empty() && cleared.totals.is_empty() && cleared.item_count == 0);
+    assert!(micros(&cleared) > before_clear);
+    assert_eq!(server.clear(&alice, "alice").await.expect("clear again, naming oneself").items, vec![]);
+    assert_eq!(server.get(&alice).await.expect("get").items, vec![]);
+    let cart = server.add(&alice, BOOK, 1).await.expect("add after clear");
+    assert_eq!(lines(&cart), [(BOOK, 1)]);
+    server.stop().await;
+}
+
+async fn quantity_limits(db: Db) {
+    let server = Server::start(db).await;
+    let alice = server.customer("alice");
+    assert_eq!(bad_fields(&server.add(&alice, COFFEE, 0).await.expect_err("0")), ["quantity"]);
+    assert_eq!(bad_fields(&server.add(&alice, COFFEE, 100).await.expect_err("100")), ["quantity"]);
+    assert_eq!(bad_fields(&server.add(&alice, COFFEE, -1).await.expect_err("-1")), ["quantity"]);
+    assert_eq!(bad_fields(&server.add(&alice, "", 1).await.expect_err("no product")), ["product_id"]);
+    assert_eq!(bad_fields(&server.add(&alice, "", 0).await.expect_err("both")), ["product_id", "quantity"]);
+    assert_eq!(bad_fields(&server.add(&alice, &"p".repeat(101), 1).await.expect_err("long id")), ["product_id"]);
+
+    assert_eq!(lines(&server.add(&alice, COFFEE, 97).await.expect("97")), [(COFFEE, 97)]);
+    let err = server.add(&alice, COFFEE, 5).await.expect_err("merge past 99");
+    assert_eq!(bad_fields(&err), ["quantity"]);
+    assert!(err.message().contains("97"), "{}", err.message());
+    assert_eq!(lines(&server.get(&alice).await.expect("get")), [(COFFEE, 97)], "a refused merge changes nothing");
+    assert_eq!(lines(&server.add(&alice, COFFEE, 2).await.expect("up to 99")), [(COFFEE, 99)]);
+    assert_eq!(bad_fields(&server.add(&alice, COFFEE, 1).await.expect_err("past 99")), ["quantity"]);
+
+    assert_eq!(bad_fields(&server.update(&alice, COFFEE, 0).await.expect_err("0")), ["quantity"]);
+    assert_eq!(bad_fields(&server.update(&alice, COFFEE, 100).await.expect_err("100")), ["quantity"]);
+    assert_eq!(bad_fields(&server.update(&alice, "", 5).await.expect_err("no product")), ["product_id"]);
+    assert_eq!(bad_fields(&server.remove(&alice, "").await.expect_err("no product")), ["product_id"]);
+    assert_eq!(lines(&server.update(&alice, COFFEE, 1).await.expect("down to 1")), [(COFFEE, 1)]);
+    server.stop().await;
+}
+
+async fn only_products_for_sale_can_be_added(db: Db) {
+    let server = Server::start(db).await;
+    let alice = server.customer("alice");
+    let err = server.add(&alice, RETIRED, 1).await.expect_err("inactive");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert_eq!(reason(&err), "PRODUCT_INACTIVE");
+    let err = server.add(&alice, "no-such-product", 1).await.expect_err("unknown");
+    assert_eq!(err.code(), Code::NotFound, "{err:?}");
+    assert_eq!(err.message(), "product no-such-product not found");
+    let cart = server.get(&alice).await.expect("get");
+    assert!(cart.items.is_empty() && cart.update_time.is_none(), "refused adds leave no cart behind");
+
+    // Out of stock can still be added (it shows as not available).
+    server.catalog.change(TEA, |_, stock| *stock = 0);
+    let cart = server.add(&alice, TEA, 1).await.expect("out of stock is addable");
+    assert!(!item(&cart, TEA).available);
+    server.stop().await;
+}
+
+async fn prices_and_availability_follow_the_catalog(db: Db) {
+    let server = Server::start(db).await;
+    let alice = server.customer("alice");
+    server.add(&alice, COFFEE, 2).await.expect("coffee");
+    server.add(&alice, BOOK, 1).await.expect("book");
+    let cart = server.add(&alice, TEA, 3).await.expect("tea");
+    assert_eq!(cart.totals, vec![eur(2 * 1450 + 3 * 500), money("USD", 2500)], "one total per currency, by code");
+    assert_eq!(cart.item_count, 6);
+
+    // A price change shows in the next read.
+    server.catalog.change(COFFEE, |p, _| {
+        p.price = Some(eur(1600));
+        p.name = "Coffee, new blend".into();
+    });
+    let cart = server.get(&alice).await.expect("get");
+    let coffee = item(&cart, COFFEE);
+    assert_eq!((coffee.unit_price.clone(), coffee.line_total.clone()), (Some(eur(1600)), Some(eur(3200))));
+    assert_eq!(coffee.name, "Coffee, new blend");
+    assert_eq!(cart.totals, vec![eur(3200 + 1500), money("USD", 2500)]);
+
+    // A product that becomes inactive stays in the cart, not available, in no total.
+    server.catalog.change(TEA, |p, _| p.active = false);
+    let cart = server.get(&alice).await.expect("get");
+    let tea = item(&cart, TEA);
+    assert!(!tea.available);
+    assert_eq!((tea.name.as_str(), tea.sku.as_str(), tea.quantity), ("Tea", "TEA-1", 3), "as last seen");
+    assert_eq!((&tea.unit_price, &tea.line_total), (&None, &None));
+    assert_eq!(cart.totals, vec![eur(3200), money("USD", 2500)]);
+    assert_eq!(cart.item_count, 6, "unavailable units still count");
+
+    // Not enough stock: priced, not available, in no total; the USD total disappears.
+    server.catalog.change(BOOK, |_, stock| *stock = 0);
+    let cart = server.get(&alice).await.expect("get");
+    let book = item(&cart, BOOK);
+    assert!(!book.available);
+    assert_eq!(book.unit_price, Some(money("USD", 2500)));
+    assert_eq!(cart.totals, vec![eur(3200)]);
+    server.catalog.change(COFFEE, |_, stock| *stock = 2);
+    assert!(item(&server.get(&alice).await.expect("get"), COFFEE).available, "exactly enough stock");
+
+    // A product the catalog no longer knows.
+    server.catalog.delete(COFFEE);
+    let cart = server.get(&alice).await.expect("get");
+    let coffee = item(&cart, COFFEE);
+    assert!(!coffee.available && coffee.unit_price.is_none());
+    assert_eq!(coffee.name, "Coffee", "the name when it was added");
+    assert!(cart.totals.is_empty());
+    assert_eq!(lines(&cart), [(COFFEE, 2), (BOOK, 1), (TEA, 3)]);
+
+    // Lines that are not for sale can still be changed and removed.
+    server.update(&alice, TEA, 1).await.expect("update inactive line");
+    let cart = server.remove(&alice, COFFEE).await.expect("remove deleted product");
+    assert_eq!(lines(&cart), [(BOOK, 1), (TEA, 1)]);
+    server.stop().await;
+}
+
+async fn carts_are_private(db: Db) {
+    let server = Server::start(db).await;
+    let alice = server.customer("alice");
+    let bob = server.customer("bob");
+    server.add(&alice, COFFEE, 1).await.expect("alice adds");
+    let bobs = server.get(&bob).await.expect("bob reads");
+    assert_eq!((bobs.customer_id.as_str(), bobs.items.len()), ("bob", 0), "bob does not see alice's cart");
+    server.add(&bob, TEA, 2).await.expect("bob adds");
+    assert_eq!(lines(&server.get(&alice).await.expect("alice")), [(COFFEE, 1)]);
+    assert_eq!(lines(&server.get(&bob).await.expect("bob")), [(TEA, 2)]);
+    // Alice cannot touch bob's line through the product id: she only ever reaches her own cart.
+    assert_eq!(server.remove(&alice, TEA).await.expect_err("not hers").code(), Code::NotFound);
+    assert_eq!(server.update(&alice, TEA, 5).await.expect_err("not hers").code(), Code::NotFound);
+
+    let err = server.clear(&alice, "bob").await.expect_err("alice clears bob");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert_eq!(lines(&server.get(&bob).await.expect("bob")), [(TEA, 2)], "bob's cart survives");
+    let cleared = server.clear(&server.admin(), "bob").await.expect("orders:admin clears bob's cart");
+    assert_eq!((cleared.customer_id.as_str(), cleared.items.len()), ("bob", 0));
+    assert_eq!(server.get(&bob).await.expect("bob").items, vec![]);
+    assert_eq!(lines(&server.get(&alice).await.expect("alice")), [(COFFEE, 1)], "only bob's was cleared");
+    let none = server.clear(&server.admin(), "nobody").await.expect("clearing a missing cart is fine");
+    assert!(none.items.is_empty() && none.update_time.is_none());
+
+    // No token, bad token, a token without cart:write.
+    let mut client = server.client.clone();
+    let err = client.get_cart(Request::new(GetCartRequest {})).await.expect_err("anonymous read");
+    assert_eq!(err.code(), Code::Unauthenticated);
+    let anonymous = Request::new(AddItemRequest { product_id: COFFEE.into(), quantity: 1 });
+    assert_eq!(client.add_item(anonymous).await.expect_err("anonymous add").code(), Code::Unauthenticated);
+    let anonymous = Request::new(ClearCartRequest::default());
+    assert_eq!(client.clear_cart(anonymous).await.expect_err("anonymous clear").code(), Code::Unauthenticated);
+    let forged = with_token(GetCartRequest {}, "not-a-token");
+    assert_eq!(client.get_cart(forged).await.expect_err("forged").code(), Code::Unauthenticated);
+    let reader = server.issuer.token("carol", &["orders:read"], &["customer"]);
+    assert_eq!(server.get(&reader).await.expect("reading needs no scope").customer_id, "carol");
+    let err = server.add(&reader, COFFEE, 1).await.expect_err("no cart:write");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    server.stop().await;
+}
+
+async fn concurrent_adds_never_pass_99(db: Db) {
+    let server = Arc::new(Server::start(db).await);
+    let alice = server.customer("alice");
+    let mut tasks = Vec::new();
+    for _ in 0..20 {
+        let server = server.clone();
+        let token = alice.clone();
+        tasks.push(tokio::spawn(async move { server.add(&token, COFFEE, 5).await }));
+    }
+    let mut successes = 0;
+    for task in tasks {
+        match task.await.expect("join") {
+            Ok(_) => successes += 1,
+            Err(status) => assert_eq!(bad_fields(&status), ["quantity"], "refused only for the limit"),
+        }
+    }
+    let cart = server.get(&alice).await.expect("get");
+    assert_eq!(lines(&cart), [(COFFEE, successes * 5)], "every success counted, nothing else");
+    assert_eq!(successes, 19, "adds are serialised: all fit until 95, the 20th would pass 99");
+    let Ok(server) = Arc::try_unwrap(server) else { panic!("server still shared") };
+    server.stop().await;
+}
+
+async fn a_missing_catalog_is_unavailable(db: Db) {
+    let server = Server::start(db).await;
+    let alice = server.customer("alice");
+    server.add(&alice, COFFEE, 1).await.expect("add");
+    // Stop the catalog; the cart's channel to it then fails to reconnect.
+    server.catalog_stop.cancel();
+    let Server { client, issuer, catalog, catalog_stop, catalog_task, shutdown, task } = server;
+    tokio::time::timeout(Duration::from_secs(20), catalog_task)
+        .await
+        .expect("the catalog stops")
+        .expect("join")
+        .expect("catalog stopped cleanly");
+    let server =
+        Server { client, issuer, catalog, catalog_stop, catalog_task: tokio::spawn(async { Ok(()) }), shutdown, task };
+    let err = server.get(&alice).await.expect_err("no prices without the catalog");
+    assert_eq!(err.code(), Code::Unavailable, "{err:?}");
+    assert!(!err.message().contains("127.0.0.1"), "{}", err.message());
+    assert_eq!(server.add(&alice, TEA, 1).await.expect_err("cannot check the product").code(), Code::Unavailable);
+    // An empty cart needs no prices.
+    assert_eq!(server.get(&server.customer("bob")).await.expect("empty cart").items, vec![]);
+    server.stop().await;
+}
+
+async fn a_cart_holds_at_most_100_products(db: Db) {
+    db.migrate(&cart::MIGRATOR, cart::NAME).await.expect("migrate");
+    let store = Store::new(db);
+    fn line(id: &str) -> NewLine<'_> {
+        NewLine { product_id: id, sku: "S", name: "N", quantity: 1 }
+    }
+    for i in 0..100 {
+        store.add("alice", &line(&format!("p{i:03}")), 1_000 + i).await.expect("within the limit");
+    }
+    let err = store.add("alice", &line("p100"), 2_000).await.expect_err("101st product");
+    assert_eq!(reason(&Status::from(err)), "CART_FULL");
+    store.add("alice", &line("p000"), 2_001).await.expect("more of a product already in the cart");
+    store.add("bob", &line("p100"), 2_002).await.expect("another customer's cart is separate");
+    let cart = store.cart("alice").await.expect("cart");
+    assert_eq!(cart.lines.len(), 100);
+    assert_eq!((cart.lines[0].product_id.as_str(), cart.lines[0].quantity), ("p000", 2));
+    assert_eq!(cart.update_time, Some(2_001));
+    // update time never goes backwards, even with an older clock.
+    store.clear("alice", 5).await.expect("clear");
+    let cart = store.cart("alice").await.expect("cart");
+    assert!(cart.lines.is_empty() && cart.update_time == Some(2_002));
+}
+
+/// Runs each scenario once on SQLite and once on PostgreSQL.
+macro_rules! on_both_engines {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let (db, _dir) = platform::testkit::sqlite("cart").await.expect("sqlite");
+                    super::$scenario(db).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let Some(db) = platform::testkit::postgres("cart").await else { return };
+                    super::$scenario(db).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_engines!(
+    add_merge_update_remove_clear,
+    quantity_limits,
+    only_products_for_sale_can_be_added,
+    prices_and_availability_follow_the_catalog,
+    carts_are_private,
+    concurrent_adds_never_pass_99,
+    a_missing_catalog_is_unavailable,
+    a_cart_holds_at_most_100_products,
+);

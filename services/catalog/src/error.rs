@@ -1,0 +1,108 @@
+//! The one error type of the catalog, and how it reaches clients.
+
+use platform::error::{FieldViolation, invalid_argument, with_reason};
+use tonic::{Code, Status};
+
+/// `ErrorInfo` reason when there is not enough stock for a reservation or an adjustment.
+pub const INSUFFICIENT_STOCK: &str = "INSUFFICIENT_STOCK";
+/// `ErrorInfo` reason when an inactive product is reserved.
+pub const PRODUCT_INACTIVE: &str = "PRODUCT_INACTIVE";
+/// `ErrorInfo` reason when a reservation was already settled the other way.
+pub const RESERVATION_SETTLED: &str = "RESERVATION_SETTLED";
+/// `ErrorInfo` reason when on hand would exceed what the wire type can carry.
+pub const STOCK_LIMIT: &str = "STOCK_LIMIT";
+
+/// Everything that can go wrong in the catalog.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The named thing does not exist (or is hidden from this caller).
+    #[error("{0}")]
+    NotFound(String),
+    /// A unique value (the sku) is taken.
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// The request is malformed; every offending field is named.
+    #[error("invalid request: {}", describe(.0))]
+    InvalidArgument(Vec<FieldViolation>),
+    /// The request is well-formed but the system's state refuses it.
+    #[error("{message}")]
+    FailedPrecondition {
+        /// Machine-readable reason, e.g. [`INSUFFICIENT_STOCK`].
+        reason: &'static str,
+        /// What happened, for people.
+        message: String,
+    },
+    /// The caller may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// A query failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The database could not be opened or migrated.
+    #[error(transparent)]
+    Db(#[from] platform::db::DbError),
+    /// The gRPC server failed.
+    #[error(transparent)]
+    Serve(#[from] platform::grpc::ServeError),
+    /// A gRPC client channel could not be built.
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+fn describe(violations: &[FieldViolation]) -> String {
+    violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ")
+}
+
+impl Error {
+    /// NOT_FOUND for product `id`.
+    pub fn product_not_found(id: &str) -> Self {
+        Self::NotFound(format!("product {id} not found"))
+    }
+
+    /// NOT_FOUND for reservation `id`.
+    pub fn reservation_not_found(id: &str) -> Self {
+        Self::NotFound(format!("reservation {id} not found"))
+    }
+
+    /// INVALID_ARGUMENT for one field.
+    pub fn invalid(violation: FieldViolation) -> Self {
+        Self::InvalidArgument(vec![violation])
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::NotFound(m) => Status::not_found(m),
+            Error::AlreadyExists(m) => Status::already_exists(m),
+            Error::InvalidArgument(v) => invalid_argument(v),
+            Error::FailedPrecondition { reason, message } => with_reason(Code::FailedPrecondition, reason, message),
+            Error::PermissionDenied(m) => Status::permission_denied(m),
+            // Internal details (SQL, connection strings) stay in our logs, never in a response.
+            internal @ (Error::Database(_) | Error::Db(_) | Error::Serve(_) | Error::Transport(_)) => {
+                tracing::error!(error = %internal, "internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_errors_do_not_leak() {
+        let status = Status::from(Error::Database(sqlx::Error::Protocol("SELECT secret FROM t".into())));
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("SELECT"));
+    }
+
+    #[test]
+    fn failed_preconditions_carry_their_reason() {
+        let status = Status::from(Error::FailedPrecondition { reason: INSUFFICIENT_STOCK, message: "no".into() });
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        let details = platform::error::decode_details(&status).expect("details");
+        assert_eq!(details.details[0].type_url, "type.googleapis.com/google.rpc.ErrorInfo");
+    }
+}

@@ -1,0 +1,250 @@
+//! The gRPC face of the catalog: wire messages in, domain rules, store, wire messages out.
+
+use api::catalog::catalog_service_server::CatalogService;
+use api::catalog::{
+    AdjustInventoryRequest, AdjustInventoryResponse, CommitStockRequest, CommitStockResponse, CreateProductRequest,
+    CreateProductResponse, GetInventoryRequest, GetInventoryResponse, GetProductRequest, GetProductResponse, Inventory,
+    ListProductsRequest, ListProductsResponse, Product, ReleaseStockRequest, ReleaseStockResponse, ReserveStockRequest,
+    ReserveStockResponse, UpdateProductRequest, UpdateProductResponse,
+};
+use api::common::Money;
+use platform::auth::{caller, optional_caller};
+use platform::db::Db;
+use platform::error::FieldViolation;
+use platform::time::{now_micros, timestamp};
+use tonic::{Request, Response, Status};
+
+use crate::domain::{self, Cursor, Price, ProductInput, ReservationStatus, Stock};
+use crate::error::Error;
+use crate::store::{ListQuery, ProductRow, Store};
+
+/// The scope that lets a caller manage products and see inactive ones.
+pub const CATALOG_WRITE: &str = "catalog:write";
+
+/// Implements `mercato.catalog.v1.CatalogService`.
+#[derive(Debug, Clone)]
+pub struct CatalogApi {
+    store: Store,
+}
+
+impl CatalogApi {
+    /// The service over a migrated database.
+    pub fn new(db: Db) -> Self {
+        Self { store: Store::new(db) }
+    }
+}
+
+fn product_to_wire(row: ProductRow) -> Product {
+    Product {
+        id: row.id,
+        sku: row.sku,
+        name: row.name,
+        description: row.description,
+        price: Some(Money { currency: row.price_currency, amount_minor: row.price_amount_minor }),
+        category: row.category,
+        active: row.active,
+        create_time: Some(timestamp(row.create_time)),
+        update_time: Some(timestamp(row.update_time)),
+    }
+}
+
+fn product_from_wire(product: Product) -> ProductInput {
+    ProductInput {
+        sku: product.sku,
+        name: product.name,
+        description: product.description,
+        price: product.price.map(|m| Price { currency: m.currency, amount_minor: m.amount_minor }),
+        category: product.category,
+        active: product.active,
+    }
+}
+
+fn inventory_to_wire(product_id: String, stock: Stock) -> Inventory {
+    // Stored counts are kept within int32 by the adjust rules; saturate rather than wrap all the same.
+    let narrow = |n: i64| i32::try_from(n).unwrap_or(if n < 0 { i32::MIN } else { i32::MAX });
+    Inventory {
+        product_id,
+        on_hand: narrow(stock.on_hand),
+        reserved: narrow(stock.reserved),
+        available: narrow(stock.available()),
+    }
+}
+
+fn status_to_wire(status: ReservationStatus) -> i32 {
+    let wire = match status {
+        ReservationStatus::Held => api::catalog::ReservationStatus::Held,
+        ReservationStatus::Released => api::catalog::ReservationStatus::Released,
+        ReservationStatus::Committed => api::catalog::ReservationStatus::Committed,
+    };
+    wire as i32
+}
+
+fn require(field: &str, value: &str) -> Result<(), Error> {
+    if value.is_empty() {
+        return Err(Error::invalid(FieldViolation::new(field, "is required")));
+    }
+    Ok(())
+}
+
+fn can_write<T>(request: &Request<T>) -> bool {
+    optional_caller(request).is_some_and(|c| c.has_scope(CATALOG_WRITE))
+}
+
+#[tonic::async_trait]
+impl CatalogService for CatalogApi {
+    async fn list_products(
+        &self,
+        request: Request<ListProductsRequest>,
+    ) -> Result<Response<ListProductsResponse>, Status> {
+        let writer = can_write(&request);
+        let req = request.into_inner();
+        if req.include_inactive && !writer {
+            return Err(Error::PermissionDenied(format!("include_inactive needs the scope {CATALOG_WRITE}")).into());
+        }
+        let mut violations = Vec::new();
+        let size = domain::page_size(req.page_size).unwrap_or_else(|v| {
+            violations.push(v);
+            domain::DEFAULT_PAGE_SIZE
+        });
+        let after = Cursor::decode(&req.page_token).unwrap_or_else(|v| {
+            violations.push(v);
+            None
+        });
+        if let Err(v) = domain::validate_query(&req.query) {
+            violations.push(v);
+        }
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument(violations).into());
+        }
+        // One row more than the page tells whether another page follows.
+        let mut rows = self
+            .store
+            .list_products(&ListQuery {
+                include_inactive: req.include_inactive,
+                category: req.category,
+                pattern: domain::like_pattern(&req.query),
+                after,
+                limit: size + 1,
+            })
+            .await?;
+        let more = rows.len() as i64 > size;
+        rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+        let next_page_token = match rows.last() {
+            Some(last) if more => last.cursor().encode(),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListProductsResponse {
+            products: rows.into_iter().map(product_to_wire).collect(),
+            next_page_token,
+        }))
+    }
+
+    async fn get_product(&self, request: Request<GetProductRequest>) -> Result<Response<GetProductResponse>, Status> {
+        let writer = can_write(&request);
+        let id = request.into_inner().id;
+        require("id", &id)?;
+        match self.store.get_product(&id).await? {
+            // Inactive products do not exist for customers.
+            Some(row) if row.active || writer => {
+                Ok(Response::new(GetProductResponse { product: Some(product_to_wire(row)) }))
+            }
+            _ => Err(Error::product_not_found(&id).into()),
+        }
+    }
+
+    async fn create_product(
+        &self,
+        request: Request<CreateProductRequest>,
+    ) -> Result<Response<CreateProductResponse>, Status> {
+        let Some(product) = request.into_inner().product else {
+            return Err(Error::invalid(FieldViolation::new("product", "is required")).into());
+        };
+        let fields = domain::validate_product(product_from_wire(product)).map_err(Error::InvalidArgument)?;
+        let id = uuid::Uuid::now_v7().to_string();
+        let row = self.store.create_product(&id, fields, now_micros()).await?;
+        tracing::info!(product_id = %row.id, sku = %row.sku, "product created");
+        Ok(Response::new(CreateProductResponse { product: Some(product_to_wire(row)) }))
+    }
+
+    async fn update_product(
+        &self,
+        request: Request<UpdateProductRequest>,
+    ) -> Result<Response<UpdateProductResponse>, Status> {
+        let req = request.into_inner();
+        require("id", &req.id)?;
+        let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
+        domain::check_update_mask(&paths).map_err(Error::InvalidArgument)?;
+        let input = product_from_wire(req.product.unwrap_or_default());
+        let row = self
+            .store
+            .update_product(&req.id, now_micros(), |current| {
+                domain::apply_update_mask(current, &input, &paths).map_err(Error::InvalidArgument)
+            })
+            .await?;
+        Ok(Response::new(UpdateProductResponse { product: Some(product_to_wire(row)) }))
+    }
+
+    async fn get_inventory(
+        &self,
+        request: Request<GetInventoryRequest>,
+    ) -> Result<Response<GetInventoryResponse>, Status> {
+        let product_id = request.into_inner().product_id;
+        require("product_id", &product_id)?;
+        let stock = self.store.inventory(&product_id).await?.ok_or_else(|| Error::product_not_found(&product_id))?;
+        Ok(Response::new(GetInventoryResponse { inventory: Some(inventory_to_wire(product_id, stock)) }))
+    }
+
+    async fn adjust_inventory(
+        &self,
+        request: Request<AdjustInventoryRequest>,
+    ) -> Result<Response<AdjustInventoryResponse>, Status> {
+        let actor = caller(&request)?.sub.clone();
+        let req = request.into_inner();
+        let mut violations = domain::validate_adjustment(req.delta, &req.reason).err().unwrap_or_default();
+        if req.product_id.is_empty() {
+            violations.insert(0, FieldViolation::new("product_id", "is required"));
+        }
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument(violations).into());
+        }
+        let stock = self
+            .store
+            .adjust_inventory(&req.product_id, i64::from(req.delta), &req.reason, &actor, now_micros())
+            .await?;
+        tracing::info!(product_id = %req.product_id, delta = req.delta, reason = %req.reason, "inventory adjusted");
+        Ok(Response::new(AdjustInventoryResponse { inventory: Some(inventory_to_wire(req.product_id, stock)) }))
+    }
+
+    async fn reserve_stock(
+        &self,
+        request: Request<ReserveStockRequest>,
+    ) -> Result<Response<ReserveStockResponse>, Status> {
+        let req = request.into_inner();
+        let lines: Vec<(String, i32)> = req.items.into_iter().map(|i| (i.product_id, i.quantity)).collect();
+        let items = domain::validate_reservation(&req.reservation_id, &lines).map_err(Error::InvalidArgument)?;
+        let status = self.store.reserve(&req.reservation_id, &items, now_micros()).await?;
+        Ok(Response::new(ReserveStockResponse { reservation_id: req.reservation_id, status: status_to_wire(status) }))
+    }
+
+    async fn release_stock(
+        &self,
+        request: Request<ReleaseStockRequest>,
+    ) -> Result<Response<ReleaseStockResponse>, Status> {
+        let actor = caller(&request)?.sub.clone();
+        let id = request.into_inner().reservation_id;
+        domain::validate_reservation_id(&id).map_err(Error::invalid)?;
+        self.store.settle(&id, ReservationStatus::Released, &actor, now_micros()).await?;
+        Ok(Response::new(ReleaseStockResponse { status: status_to_wire(ReservationStatus::Released) }))
+    }
+
+    async fn commit_stock(
+        &self,
+        request: Request<CommitStockRequest>,
+    ) -> Result<Response<CommitStockResponse>, Status> {
+        let actor = caller(&request)?.sub.clone();
+        let id = request.into_inner().reservation_id;
+        domain::validate_reservation_id(&id).map_err(Error::invalid)?;
+        self.store.settle(&id, ReservationStatus::Committed, &actor, now_micros()).await?;
+        Ok(Response::new(CommitStockResponse { status: status_to_wire(ReservationStatus::Committed) }))
+    }
+}

@@ -1,0 +1,92 @@
+//! The catalog service of Mercato: products, prices and stock, with reservations that never oversell.
+//!
+//! - [`domain`]: the rules, free of I/O.
+//! - [`store`]: all SQL, the same on SQLite and PostgreSQL.
+//! - [`grpc`]: `mercato.catalog.v1.CatalogService` on top of both.
+//! - [`error`]: the crate's one error type and its mapping to gRPC statuses.
+
+pub mod domain;
+pub mod error;
+pub mod events;
+pub mod grpc;
+mod seed;
+pub mod store;
+
+use std::sync::Arc;
+
+use api::catalog::catalog_service_server::CatalogServiceServer;
+use platform::Settings;
+use platform::auth::TokenVerifier;
+use platform::db::Db;
+use platform::events::EventBus;
+use platform::grpc::GrpcService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+
+pub use error::Error;
+pub use grpc::CatalogApi;
+
+/// The service's name: its database, its settings and its logs go by it.
+pub const NAME: &str = "catalog";
+
+/// The catalog's schema migrations, embedded at build time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Runs the catalog as configured: opens its database, trusts the auth service's keys, and serves on
+/// `listener` until `shutdown` is cancelled. Its consumers (see [`events`]) subscribe on `bus`.
+pub async fn run(
+    listener: TcpListener,
+    settings: Settings,
+    bus: Arc<dyn EventBus>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let db = Db::open(&settings, NAME).await?;
+    db.migrate(&MIGRATOR, NAME).await?;
+    events::subscribe(bus.as_ref(), store::Store::new(db.clone()));
+    let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::channel(&settings.service_url("auth"))?));
+    let result = serve(listener, db.clone(), verifier, shutdown).await;
+    db.close().await;
+    result
+}
+
+/// Migrates `db`, then serves the catalog on `listener` with tokens checked by `verifier` until `shutdown`
+/// is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    db: Db,
+    verifier: Arc<TokenVerifier>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    db.migrate(&MIGRATOR, NAME).await?;
+    tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), "catalog serving");
+    let service = GrpcService {
+        routes: tonic::service::Routes::new(CatalogServiceServer::new(CatalogApi::new(db))),
+        names: vec![<CatalogServiceServer<CatalogApi> as NamedService>::NAME],
+    };
+    platform::grpc::serve(service, listener, verifier, shutdown).await?;
+    Ok(())
+}
+
+/// Applies the catalog's pending migrations to the configured database.
+pub async fn migrate(settings: &Settings) -> Result<(), Error> {
+    let db = Db::open(settings, NAME).await?;
+    let result = db.migrate(&MIGRATOR, NAME).await;
+    db.close().await;
+    Ok(result?)
+}
+
+/// Fills an empty catalog with demo products (coffee, tea, books, kitchen, games, stationery) and their
+/// stock; returns how many were inserted, 0 when the catalog already had products.
+pub async fn seed_demo(settings: &Settings) -> Result<usize, Error> {
+    let db = Db::open(settings, NAME).await?;
+    let result = seed_demo_into(&db).await;
+    db.close().await;
+    result
+}
+
+/// [`seed_demo`] on an open database (migrated first).
+pub async fn seed_demo_into(db: &Db) -> Result<usize, Error> {
+    db.migrate(&MIGRATOR, NAME).await?;
+    seed::insert_demo(&store::Store::new(db.clone())).await
+}

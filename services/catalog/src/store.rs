@@ -1,0 +1,584 @@
+//! All SQL of the catalog. Every statement is written once, in the subset SQLite and PostgreSQL share, and
+//! run on whichever pool the [`Db`] holds through `with_db!`.
+//!
+//! Stock changes are single conditional UPDATEs (`... WHERE on_hand - reserved >= $1`), so the database,
+//! not a read-then-write in Rust, decides whether there is enough; every transaction writes first, so that
+//! on SQLite it takes the write lock up front instead of failing with SQLITE_BUSY when upgrading.
+
+use platform::db::finish;
+use platform::db::{Db, is_unique_violation};
+use platform::with_db;
+
+use crate::domain::{self, Cursor, MAX_STOCK, Price, ProductFields, ReservationStatus, ReserveItem, Stock};
+use crate::error::{Error, INSUFFICIENT_STOCK, PRODUCT_INACTIVE, RESERVATION_SETTLED, STOCK_LIMIT};
+
+/// Appends a row to the stock history (a macro: it runs on either engine's transaction).
+macro_rules! record_adjustment {
+    ($conn:expr, $product_id:expr, $delta:expr, $reason:expr, $actor:expr, $now:expr) => {
+        sqlx::query(
+            "INSERT INTO inventory_adjustments (id, product_id, delta, reason, actor, create_time) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(uuid::Uuid::now_v7().to_string())
+        .bind($product_id)
+        .bind($delta)
+        .bind($reason)
+        .bind($actor)
+        .bind($now)
+        .execute($conn)
+        .await?
+    };
+}
+
+/// Holds one reservation line inside the reservation's transaction, or fails the whole reservation.
+macro_rules! hold_item {
+    ($conn:expr, $reservation_id:expr, $item:expr, $now:expr) => {{
+        let item: &ReserveItem = $item;
+        let active = sqlx::query_scalar::<_, bool>("SELECT active FROM products WHERE id = $1")
+            .bind(&item.product_id)
+            .fetch_optional($conn)
+            .await?;
+        match active {
+            None => return Err(Error::product_not_found(&item.product_id)),
+            Some(false) => {
+                return Err(Error::FailedPrecondition {
+                    reason: PRODUCT_INACTIVE,
+                    message: format!("product {} is not for sale", item.product_id),
+                });
+            }
+            Some(true) => {}
+        }
+        // The availability check and the hold are one statement: no other transaction can slip in between.
+        let held = sqlx::query(
+            "UPDATE inventory SET reserved = reserved + $1, update_time = $2 \
+             WHERE product_id = $3 AND on_hand - reserved >= $1",
+        )
+        .bind(item.quantity)
+        .bind($now)
+        .bind(&item.product_id)
+        .execute($conn)
+        .await?;
+        if held.rows_affected() != 1 {
+            return Err(Error::FailedPrecondition {
+                reason: INSUFFICIENT_STOCK,
+                message: format!("not enough stock of product {} for {} units", item.product_id, item.quantity),
+            });
+        }
+        sqlx::query("INSERT INTO reservation_items (reservation_id, product_id, quantity) VALUES ($1, $2, $3)")
+            .bind($reservation_id)
+            .bind(&item.product_id)
+            .bind(item.quantity)
+            .execute($conn)
+            .await?;
+    }};
+}
+
+const PRODUCT_COLUMNS: &str =
+    "id, sku, name, description, price_currency, price_amount_minor, category, active, create_time, update_time";
+
+/// A stored product.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ProductRow {
+    /// UUIDv7.
+    pub id: String,
+    /// Unique stock keeping unit.
+    pub sku: String,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Price currency.
+    pub price_currency: String,
+    /// Price in minor units.
+    pub price_amount_minor: i64,
+    /// Category slug.
+    pub category: String,
+    /// Visible to customers.
+    pub active: bool,
+    /// Microseconds since the epoch.
+    pub create_time: i64,
+    /// Microseconds since the epoch.
+    pub update_time: i64,
+}
+
+impl ProductRow {
+    fn new(id: &str, fields: ProductFields, create_time: i64, update_time: i64) -> Self {
+        Self {
+            id: id.to_owned(),
+            sku: fields.sku,
+            name: fields.name,
+            description: fields.description,
+            price_currency: fields.price.currency,
+            price_amount_minor: fields.price.amount_minor,
+            category: fields.category,
+            active: fields.active,
+            create_time,
+            update_time,
+        }
+    }
+
+    /// The editable fields.
+    pub fn fields(&self) -> ProductFields {
+        ProductFields {
+            sku: self.sku.clone(),
+            name: self.name.clone(),
+            description: self.description.clone(),
+            price: Price { currency: self.price_currency.clone(), amount_minor: self.price_amount_minor },
+            category: self.category.clone(),
+            active: self.active,
+        }
+    }
+
+    /// The cursor of a page ending with this product.
+    pub fn cursor(&self) -> Cursor {
+        Cursor { create_time: self.create_time, id: self.id.clone() }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct StockRow {
+    on_hand: i64,
+    reserved: i64,
+}
+
+impl From<StockRow> for Stock {
+    fn from(r: StockRow) -> Self {
+        Stock { on_hand: r.on_hand, reserved: r.reserved }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ItemRow {
+    product_id: String,
+    quantity: i64,
+}
+
+/// What ListProducts asks of the store.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Also return inactive products.
+    pub include_inactive: bool,
+    /// Only this category, when not empty.
+    pub category: String,
+    /// A `LIKE` pattern (lower case, `!`-escaped) on name, description or sku.
+    pub pattern: Option<String>,
+    /// Start after this product.
+    pub after: Option<Cursor>,
+    /// At most this many rows.
+    pub limit: i64,
+}
+
+enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+fn sku_taken(error: sqlx::Error, sku: &str) -> Error {
+    if is_unique_violation(&error) {
+        Error::AlreadyExists(format!("a product with sku {sku} already exists"))
+    } else {
+        error.into()
+    }
+}
+
+/// The catalog's tables.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Db,
+}
+
+impl Store {
+    /// A store over `db` (already migrated).
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// Inserts a product and its empty inventory row.
+    pub async fn create_product(&self, id: &str, fields: ProductFields, now: i64) -> Result<ProductRow, Error> {
+        let row = ProductRow::new(id, fields, now, now);
+        let insert =
+            format!("INSERT INTO products ({PRODUCT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let result: Result<_, Error> = async {
+                sqlx::query(&insert)
+                    .bind(&row.id)
+                    .bind(&row.sku)
+                    .bind(&row.name)
+                    .bind(&row.description)
+                    .bind(&row.price_currency)
+                    .bind(row.price_amount_minor)
+                    .bind(&row.category)
+                    .bind(row.active)
+                    .bind(row.create_time)
+                    .bind(row.update_time)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| sku_taken(e, &row.sku))?;
+                sqlx::query("INSERT INTO inventory (product_id, on_hand, reserved, update_time) VALUES ($1, 0, 0, $2)")
+                    .bind(&row.id)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(())
+            }
+            .await;
+            finish(tx, result).await?
+        });
+        Ok(row)
+    }
+
+    /// The product `id`, if it exists.
+    pub async fn get_product(&self, id: &str) -> Result<Option<ProductRow>, Error> {
+        let sql = format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE id = $1");
+        let row = with_db!(&self.db, pool => {
+            sqlx::query_as::<_, ProductRow>(&sql).bind(id).fetch_optional(pool).await?
+        });
+        Ok(row)
+    }
+
+    /// Products newest first, after the cursor, filtered as asked.
+    pub async fn list_products(&self, q: &ListQuery) -> Result<Vec<ProductRow>, Error> {
+        let mut sql = format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE 1 = 1");
+        let mut args = Vec::new();
+        let mut arg = |a: Arg| {
+            args.push(a);
+            args.len()
+        };
+        if !q.include_inactive {
+            sql.push_str(" AND active = TRUE");
+        }
+        if !q.category.is_empty() {
+            let n = arg(Arg::Text(q.category.clone()));
+            sql.push_str(&format!(" AND category = ${n}"));
+        }
+        if let Some(pattern) = &q.pattern {
+            let n = arg(Arg::Text(pattern.clone()));
+            sql.push_str(&format!(
+                " AND (LOWER(name) LIKE ${n} ESCAPE '!' OR LOWER(description) LIKE ${n} ESCAPE '!' \
+                 OR LOWER(sku) LIKE ${n} ESCAPE '!')"
+            ));
+        }
+        if let Some(after) = &q.after {
+            // Keyset pagination: rows strictly after the cursor in (create_time DESC, id DESC) order.
+            let t = arg(Arg::Int(after.create_time));
+            let i = arg(Arg::Text(after.id.clone()));
+            sql.push_str(&format!(" AND (create_time < ${t} OR (create_time = ${t} AND id < ${i}))"));
+        }
+        let n = arg(Arg::Int(q.limit));
+        sql.push_str(&format!(" ORDER BY create_time DESC, id DESC LIMIT ${n}"));
+        let rows = with_db!(&self.db, pool => {
+            let mut query = sqlx::query_as::<_, ProductRow>(&sql);
+            for a in &args {
+                query = match a {
+                    Arg::Text(s) => query.bind(s.as_str()),
+                    Arg::Int(i) => query.bind(*i),
+                };
+            }
+            query.fetch_all(pool).await?
+        });
+        Ok(rows)
+    }
+
+    /// Changes product `id` to what `change` makes of its current fields. Compare-and-set on update_time, so
+    /// two concurrent partial updates cannot silently undo each other.
+    pub async fn update_product<F>(&self, id: &str, now: i64, change: F) -> Result<ProductRow, Error>
+    where
+        F: Fn(&ProductFields) -> Result<ProductFields, Error>,
+    {
+        loop {
+            let current = self.get_product(id).await?.ok_or_else(|| Error::product_not_found(id))?;
+            let next = change(&current.fields())?;
+            // Strictly later, even within one microsecond: update_time is also the version we compare on.
+            let update_time = now.max(current.update_time + 1);
+            let row = ProductRow::new(id, next, current.create_time, update_time);
+            let result = with_db!(&self.db, pool => {
+                sqlx::query(
+                    "UPDATE products SET sku = $1, name = $2, description = $3, price_currency = $4, \
+                     price_amount_minor = $5, category = $6, active = $7, update_time = $8 \
+                     WHERE id = $9 AND update_time = $10",
+                )
+                .bind(&row.sku)
+                .bind(&row.name)
+                .bind(&row.description)
+                .bind(&row.price_currency)
+                .bind(row.price_amount_minor)
+                .bind(&row.category)
+                .bind(row.active)
+                .bind(row.update_time)
+                .bind(id)
+                .bind(current.update_time)
+                .execute(pool)
+                .await
+                .map(|r| r.rows_affected())
+            });
+            if result.map_err(|e| sku_taken(e, &row.sku))? == 1 {
+                return Ok(row);
+            }
+            // Someone changed the product meanwhile: apply the change to their version.
+        }
+    }
+
+    /// How many products exist.
+    pub async fn count_products(&self) -> Result<i64, Error> {
+        let n = with_db!(&self.db, pool => {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM products").fetch_one(pool).await?
+        });
+        Ok(n)
+    }
+
+    /// The stock of product `product_id`, if the product exists.
+    pub async fn inventory(&self, product_id: &str) -> Result<Option<Stock>, Error> {
+        let row = with_db!(&self.db, pool => {
+            sqlx::query_as::<_, StockRow>("SELECT on_hand, reserved FROM inventory WHERE product_id = $1")
+                .bind(product_id)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(row.map(Stock::from))
+    }
+
+    /// Adds `delta` to on hand, recording why and who; on hand never falls below what is reserved.
+    pub async fn adjust_inventory(
+        &self,
+        product_id: &str,
+        delta: i64,
+        reason: &str,
+        actor: &str,
+        now: i64,
+    ) -> Result<Stock, Error> {
+        loop {
+            let updated = with_db!(&self.db, pool => {
+                let mut tx = pool.begin().await?;
+                let result: Result<_, Error> = async {
+                    // fetch_all, not fetch_optional: the statement must run to completion on SQLite.
+                    let rows = sqlx::query_as::<_, StockRow>(
+                        "UPDATE inventory SET on_hand = on_hand + $1, update_time = $2 \
+                         WHERE product_id = $3 AND on_hand + $1 >= reserved AND on_hand + $1 >= 0 \
+                         AND on_hand + $1 <= $4 RETURNING on_hand, reserved",
+                    )
+                    .bind(delta)
+                    .bind(now)
+                    .bind(product_id)
+                    .bind(MAX_STOCK)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let Some(row) = rows.into_iter().next() else {
+                        return Ok(None);
+                    };
+                    record_adjustment!(&mut *tx, product_id, delta, reason, actor, now);
+                    Ok(Some(Stock::from(row)))
+                }
+                .await;
+                finish(tx, result).await?
+            });
+            if let Some(stock) = updated {
+                return Ok(stock);
+            }
+            let current = self.inventory(product_id).await?.ok_or_else(|| Error::product_not_found(product_id))?;
+            match domain::adjust(current, delta) {
+                Err(domain::AdjustError::BelowReserved) => {
+                    return Err(Error::FailedPrecondition {
+                        reason: INSUFFICIENT_STOCK,
+                        message: format!(
+                            "cannot change the stock of product {product_id} by {delta}: {} on hand, {} reserved",
+                            current.on_hand, current.reserved
+                        ),
+                    });
+                }
+                Err(domain::AdjustError::TooLarge) => {
+                    return Err(Error::FailedPrecondition {
+                        reason: STOCK_LIMIT,
+                        message: format!("on hand of product {product_id} cannot exceed {MAX_STOCK}"),
+                    });
+                }
+                // The stock changed between our two statements and would now allow it: try again.
+                Ok(_) => {}
+            }
+        }
+    }
+
+    /// Puts `items` (product id, units) back on hand for the event `event_id`, once: a redelivered event
+    /// changes nothing and returns false. Products that no longer exist are skipped.
+    pub async fn restock(
+        &self,
+        event_id: &str,
+        items: &[(String, i64)],
+        reason: &str,
+        now: i64,
+    ) -> Result<bool, Error> {
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let result = async {
+                // The inbox row first: it is the write that takes SQLite's lock, and it decides "once".
+                if !platform::events::first_delivery(&mut *tx, crate::events::CONSUMER, event_id).await? {
+                    return Ok(false);
+                }
+                for (product_id, units) in items {
+                    let changed = sqlx::query(
+                        "UPDATE inventory SET on_hand = on_hand + $1, update_time = $2 \
+                         WHERE product_id = $3 AND on_hand + $1 <= $4",
+                    )
+                    .bind(*units)
+                    .bind(now)
+                    .bind(product_id)
+                    .bind(MAX_STOCK)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                    if changed == 1 {
+                        record_adjustment!(&mut *tx, product_id, *units, reason, "orders", now);
+                    }
+                }
+                Ok(true)
+            }
+            .await;
+            finish(tx, result).await
+        })
+    }
+
+    /// Holds `items` under `reservation_id`, all or none. A reservation id seen before returns that
+    /// reservation's status and holds nothing more.
+    pub async fn reserve(
+        &self,
+        reservation_id: &str,
+        items: &[ReserveItem],
+        now: i64,
+    ) -> Result<ReservationStatus, Error> {
+        let created = with_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            // The reservation row first: it takes SQLite's write lock and makes duplicates collide at once.
+            let inserted = sqlx::query(
+                "INSERT INTO reservations (id, status, create_time, update_time) VALUES ($1, $2, $3, $3)",
+            )
+            .bind(reservation_id)
+            .bind(ReservationStatus::Held.as_str())
+            .bind(now)
+            .execute(&mut *tx)
+            .await;
+            match inserted {
+                Err(e) if is_unique_violation(&e) => {
+                    tx.rollback().await?;
+                    false
+                }
+                Err(e) => {
+                    tx.rollback().await?;
+                    return Err(e.into());
+                }
+                Ok(_) => {
+                    let result = async {
+                        for item in items {
+                            hold_item!(&mut *tx, reservation_id, item, now);
+                        }
+                        Ok(())
+                    }
+                    .await;
+                    finish(tx, result).await?;
+                    true
+                }
+            }
+        });
+        if created {
+            return Ok(ReservationStatus::Held);
+        }
+        self.reservation_status(reservation_id).await?.ok_or_else(|| Error::reservation_not_found(reservation_id))
+    }
+
+    /// The status of reservation `id`, if it exists.
+    pub async fn reservation_status(&self, id: &str) -> Result<Option<ReservationStatus>, Error> {
+        let status = with_db!(&self.db, pool => {
+            sqlx::query_scalar::<_, String>("SELECT status FROM reservations WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        });
+        status
+            .map(|s| {
+                ReservationStatus::parse(&s)
+                    .ok_or_else(|| Error::Database(sqlx::Error::Protocol(format!("unknown reservation status {s}"))))
+            })
+            .transpose()
+    }
+
+    /// Moves reservation `id` to `target` (RELEASED or COMMITTED); repeating a done move is fine, moving a
+    /// reservation settled the other way is refused.
+    pub async fn settle(&self, id: &str, target: ReservationStatus, actor: &str, now: i64) -> Result<(), Error> {
+        // Terminates: nothing ever returns to HELD, so a lost race leaves a settled state to decide on.
+        loop {
+            let current = self.reservation_status(id).await?.ok_or_else(|| Error::reservation_not_found(id))?;
+            match domain::transition(current, target) {
+                domain::Transition::AlreadyDone => return Ok(()),
+                domain::Transition::Refused => {
+                    return Err(Error::FailedPrecondition {
+                        reason: RESERVATION_SETTLED,
+                        message: format!(
+                            "reservation {id} is {} and cannot become {}",
+                            current.as_str(),
+                            target.as_str()
+                        ),
+                    });
+                }
+                domain::Transition::Apply => {
+                    if self.apply_settlement(id, target, actor, now).await? {
+                        return Ok(());
+                    }
+                }
+            }
+        }
+    }
+
+    /// Settles a HELD reservation; false when it was no longer HELD.
+    async fn apply_settlement(
+        &self,
+        id: &str,
+        target: ReservationStatus,
+        actor: &str,
+        now: i64,
+    ) -> Result<bool, Error> {
+        let commit = target == ReservationStatus::Committed;
+        let sale = format!("sale: reservation {id}");
+        let applied = with_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let result: Result<_, Error> = async {
+                // The state change first, conditional on HELD: of two concurrent settlements only one moves stock.
+                let moved = sqlx::query(
+                    "UPDATE reservations SET status = $1, update_time = $2 WHERE id = $3 AND status = 'HELD'",
+                )
+                .bind(target.as_str())
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+                if moved.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                let items = sqlx::query_as::<_, ItemRow>(
+                    "SELECT product_id, quantity FROM reservation_items WHERE reservation_id = $1 ORDER BY product_id",
+                )
+                .bind(id)
+                .fetch_all(&mut *tx)
+                .await?;
+                for item in &items {
+                    let sold = if commit { item.quantity } else { 0 };
+                    sqlx::query(
+                        "UPDATE inventory SET on_hand = on_hand - $1, reserved = reserved - $2, update_time = $3 \
+                         WHERE product_id = $4",
+                    )
+                    .bind(sold)
+                    .bind(item.quantity)
+                    .bind(now)
+                    .bind(&item.product_id)
+                    .execute(&mut *tx)
+                    .await?;
+                    if commit {
+                        record_adjustment!(&mut *tx, &item.product_id, -item.quantity, &sale, actor, now);
+                    }
+                }
+                Ok(true)
+            }
+            .await;
+            finish(tx, result).await?
+        });
+        Ok(applied)
+    }
+}

@@ -1,0 +1,617 @@
+//! The catalog over real gRPC, on SQLite and (when `MERCATO_TEST_DATABASE_URL` is set) PostgreSQL: each
+//! scenario is an async fn taking a `Db`, run once per engine.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::catalog::catalog_service_client::CatalogServiceClient;
+use api::catalog::{
+    AdjustInventoryRequest, CommitStockRequest, CreateProductRequest, GetInventoryRequest, GetProductRequest,
+    Inventory, ListProductsRequest, ListProductsResponse, Product, ReleaseStockRequest, ReservationStatus,
+    ReserveStockRequest, StockItem, UpdateProductRequest,
+};
+use api::common::Money;
+use platform::db::Db;
+use platform::testkit::TestIssuer;
+use prost::Message;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+type Client = CatalogServiceClient<Channel>;
+
+/// The catalog running in-process on a port-0 listener.
+struct Server {
+    client: Client,
+    issuer: Arc<TestIssuer>,
+    db: Db,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), catalog::Error>>,
+}
+
+impl Server {
+    async fn start(db: Db) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let issuer = Arc::new(TestIssuer::new().expect("issuer"));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(catalog::serve(listener, db.clone(), issuer.verifier(), shutdown.clone()));
+        let url = format!("http://{addr}");
+        let mut attempt = 0;
+        let client = loop {
+            match Channel::from_shared(url.clone()).expect("url").connect().await {
+                Ok(channel) => break CatalogServiceClient::new(channel),
+                Err(e) if attempt < 50 => {
+                    attempt += 1;
+                    eprintln!("catalog not up yet: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("catalog did not come up: {e}"),
+            }
+        };
+        Self { client, issuer, db, shutdown, task }
+    }
+
+    /// A staff token with every catalog scope.
+    fn admin(&self) -> String {
+        self.issuer.token("admin-1", &["catalog:write", "inventory:write", "inventory:reserve"], &["admin"])
+    }
+
+    /// A shopper's token: no catalog scopes.
+    fn customer(&self) -> String {
+        self.issuer.token("customer-1", &["cart:write"], &["customer"])
+    }
+
+    /// The orders service's token: it reserves stock.
+    fn orders(&self) -> String {
+        self.issuer.token("svc-orders", &["inventory:reserve"], &["service"])
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.expect("join").expect("served cleanly");
+    }
+
+    async fn create(&self, product: Product) -> Product {
+        let request = with_token(CreateProductRequest { product: Some(product) }, &self.admin());
+        self.client.clone().create_product(request).await.expect("create").into_inner().product.expect("product")
+    }
+
+    async fn inventory(&self, product_id: &str) -> Inventory {
+        let request = Request::new(GetInventoryRequest { product_id: product_id.into() });
+        self.client.clone().get_inventory(request).await.expect("inventory").into_inner().inventory.expect("inv")
+    }
+
+    async fn adjust(&self, product_id: &str, delta: i32) -> Result<Inventory, Status> {
+        let request = with_token(
+            AdjustInventoryRequest { product_id: product_id.into(), delta, reason: "test".into() },
+            &self.admin(),
+        );
+        Ok(self.client.clone().adjust_inventory(request).await?.into_inner().inventory.unwrap_or_default())
+    }
+
+    async fn reserve(&self, reservation_id: &str, items: &[(&str, i32)]) -> Result<i32, Status> {
+        let items = items.iter().map(|(p, q)| StockItem { product_id: (*p).into(), quantity: *q }).collect();
+        let request = with_token(ReserveStockRequest { reservation_id: reservation_id.into(), items }, &self.orders());
+        Ok(self.client.clone().reserve_stock(request).await?.into_inner().status)
+    }
+
+    async fn release(&self, reservation_id: &str) -> Result<i32, Status> {
+        let request = with_token(ReleaseStockRequest { reservation_id: reservation_id.into() }, &self.orders());
+        Ok(self.client.clone().release_stock(request).await?.into_inner().status)
+    }
+
+    async fn commit(&self, reservation_id: &str) -> Result<i32, Status> {
+        let request = with_token(CommitStockRequest { reservation_id: reservation_id.into() }, &self.orders());
+        Ok(self.client.clone().commit_stock(request).await?.into_inner().status)
+    }
+
+    async fn list(&self, request: ListProductsRequest, token: Option<&str>) -> Result<ListProductsResponse, Status> {
+        let request = match token {
+            Some(t) => with_token(request, t),
+            None => Request::new(request),
+        };
+        Ok(self.client.clone().list_products(request).await?.into_inner())
+    }
+
+    async fn get(&self, id: &str, token: Option<&str>) -> Result<Product, Status> {
+        let request = GetProductRequest { id: id.into() };
+        let request = match token {
+            Some(t) => with_token(request, t),
+            None => Request::new(request),
+        };
+        Ok(self.client.clone().get_product(request).await?.into_inner().product.unwrap_or_default())
+    }
+}
+
+fn with_token<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii token"));
+    request
+}
+
+fn product(sku: &str, name: &str, category: &str, cents: i64) -> Product {
+    Product {
+        sku: sku.into(),
+        name: name.into(),
+        description: format!("{name}, described."),
+        price: Some(Money { currency: "EUR".into(), amount_minor: cents }),
+        category: category.into(),
+        active: true,
+        ..Product::default()
+    }
+}
+
+/// The fields named by a status's BadRequest detail.
+fn bad_fields(status: &Status) -> Vec<String> {
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let details = platform::error::decode_details(status).expect("details");
+    let any = details.details.iter().find(|d| d.type_url.ends_with("google.rpc.BadRequest")).expect("BadRequest");
+    let bad = api::google::rpc::BadRequest::decode(any.value.as_slice()).expect("decodes");
+    bad.field_violations.into_iter().map(|v| v.field).collect()
+}
+
+/// The reason of a status's ErrorInfo detail.
+fn reason(status: &Status) -> String {
+    let details = platform::error::decode_details(status).expect("details");
+    let any = details.details.iter().find(|d| d.type_url.ends_with("google.rpc.ErrorInfo")).expect("ErrorInfo");
+    api::google::rpc::ErrorInfo::decode(any.value.as_slice()).expect("decodes").reason
+}
+
+fn stock(inv: &Inventory) -> (i32, i32, i32) {
+    (inv.on_hand, inv.reserved, inv.available)
+}
+
+const HELD: i32 = ReservationStatus::Held as i32;
+const RELEASED: i32 = ReservationStatus::Released as i32;
+const COMMITTED: i32 = ReservationStatus::Committed as i32;
+
+async fn create_get_list_and_access(db: Db) {
+    let server = Server::start(db).await;
+    let mut sent = product("COF-ETH-250", "Ethiopia Yirgacheffe", "coffee", 1450);
+    sent.id = "chosen-by-client".into();
+    sent.create_time = Some(prost_types::Timestamp { seconds: 1, nanos: 0 });
+    let created = server.create(sent).await;
+    assert_ne!(created.id, "chosen-by-client");
+    assert!(uuid::Uuid::parse_str(&created.id).is_ok(), "a UUID: {}", created.id);
+    assert!(created.create_time.expect("time").seconds > 1_600_000_000);
+    assert_eq!(created.create_time, created.update_time);
+    assert_eq!(created.price, Some(Money { currency: "EUR".into(), amount_minor: 1450 }));
+
+    let fetched = server.get(&created.id, None).await.expect("anonymous get");
+    assert_eq!(fetched, created);
+    let listed = server.list(ListProductsRequest::default(), None).await.expect("list");
+    assert_eq!(listed.products, vec![created.clone()]);
+    assert_eq!(listed.next_page_token, "");
+    assert_eq!(stock(&server.inventory(&created.id).await), (0, 0, 0), "a new product has no stock");
+
+    let mut client = server.client.clone();
+    let duplicate = product("COF-ETH-250", "Another", "coffee", 100);
+    let err = client
+        .create_product(with_token(CreateProductRequest { product: Some(duplicate) }, &server.admin()))
+        .await
+        .expect_err("duplicate sku");
+    assert_eq!(err.code(), Code::AlreadyExists);
+
+    let mut invalid = product("has space", "", "Coffee Beans", -5);
+    invalid.price = Some(Money { currency: "eur".into(), amount_minor: -5 });
+    let err = client
+        .create_product(with_token(CreateProductRequest { product: Some(invalid) }, &server.admin()))
+        .await
+        .expect_err("invalid product");
+    assert_eq!(
+        bad_fields(&err),
+        ["product.sku", "product.name", "product.category", "product.price.currency", "product.price.amount_minor"]
+    );
+    let err = client
+        .create_product(with_token(CreateProductRequest { product: None }, &server.admin()))
+        .await
+        .expect_err("no product");
+    assert_eq!(bad_fields(&err), ["product"]);
+
+    let anonymous = Request::new(CreateProductRequest { product: Some(product("X-1", "X", "coffee", 1)) });
+    assert_eq!(client.create_product(anonymous).await.expect_err("anonymous").code(), Code::Unauthenticated);
+    let customer =
+        with_token(CreateProductRequest { product: Some(product("X-2", "X", "coffee", 1)) }, &server.customer());
+    assert_eq!(client.create_product(customer).await.expect_err("customer").code(), Code::PermissionDenied);
+
+    let missing = uuid::Uuid::now_v7().to_string();
+    let err = server.get(&missing, None).await.expect_err("unknown id");
+    assert_eq!(err.code(), Code::NotFound);
+    assert_eq!(err.message(), format!("product {missing} not found"));
+    assert_eq!(bad_fields(&server.get("", None).await.expect_err("empty id")), ["id"]);
+    let listed = server.list(ListProductsRequest::default(), None).await.expect("list");
+    assert_eq!(listed.products.len(), 1, "failed creates left nothing behind");
+    server.stop().await;
+}
+
+async fn pagination_and_filters(db: Db) {
+    let server = Server::start(db).await;
+    for i in 0..25 {
+        let category = if i % 2 == 0 { "tea" } else { "coffee" };
+        let mut p = product(&format!("PAGE-{i:03}"), &format!("Product {i}"), category, 100 + i);
+        if i == 7 {
+            p.name = "Golden MONKEY".into();
+        }
+        if i == 8 {
+            p.description = "100% arabica".into();
+        }
+        server.create(p).await;
+    }
+
+    let mut seen = Vec::new();
+    let mut sizes = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = server
+            .list(ListProductsRequest { page_size: 10, page_token: token.clone(), ..Default::default() }, None)
+            .await
+            .expect("page");
+        sizes.push(page.products.len());
+        seen.extend(page.products);
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+        assert!(sizes.len() < 5, "pagination does not end");
+    }
+    assert_eq!(sizes, [10, 10, 5]);
+    let ids: HashSet<&str> = seen.iter().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids.len(), 25, "no duplicates, no gaps");
+    let skus: Vec<&str> = seen.iter().map(|p| p.sku.as_str()).collect();
+    let newest_first: Vec<String> = (0..25).rev().map(|i| format!("PAGE-{i:03}")).collect();
+    assert_eq!(skus, newest_first, "newest first");
+
+    let all = server.list(ListProductsRequest::default(), None).await.expect("default size");
+    assert_eq!(all.products.len(), 20, "default page size");
+    let big = server.list(ListProductsRequest { page_size: 1000, ..Default::default() }, None).await.expect("clamped");
+    assert_eq!((big.products.len(), big.next_page_token.as_str()), (25, ""));
+
+    let tea = server
+        .list(ListProductsRequest { category: "tea".into(), page_size: 100, ..Default::default() }, None)
+        .await
+        .expect("category");
+    assert_eq!(tea.products.len(), 13);
+    assert!(tea.products.iter().all(|p| p.category == "tea"));
+
+    let query = |q: &str| ListProductsRequest { query: q.into(), page_size: 100, ..Default::default() };
+    let monkey = server.list(query("monkey"), None).await.expect("query");
+    assert_eq!(monkey.products.iter().map(|p| p.sku.as_str()).collect::<Vec<_>>(), ["PAGE-007"]);
+    let by_sku = server.list(query("page-01"), None).await.expect("sku query");
+    assert_eq!(by_sku.products.len(), 10, "PAGE-010 to PAGE-019");
+    let percent = server.list(query("0%"), None).await.expect("literal percent");
+    assert_eq!(percent.products.iter().map(|p| p.sku.as_str()).collect::<Vec<_>>(), ["PAGE-008"]);
+    let underscore = server.list(query("_"), None).await.expect("literal underscore");
+    assert!(underscore.products.is_empty(), "_ is not a wildcard");
+    let paged_filter = server
+        .list(ListProductsRequest { category: "coffee".into(), page_size: 5, ..Default::default() }, None)
+        .await
+        .expect("filtered page");
+    let rest = server
+        .list(
+            ListProductsRequest {
+                category: "coffee".into(),
+                page_size: 100,
+                page_token: paged_filter.next_page_token,
+                ..Default::default()
+            },
+            None,
+        )
+        .await
+        .expect("filtered rest");
+    assert_eq!(paged_filter.products.len() + rest.products.len(), 12);
+
+    let garbage = server
+        .list(ListProductsRequest { page_token: "not-a-token!".into(), ..Default::default() }, None)
+        .await
+        .expect_err("garbage token");
+    assert_eq!(bad_fields(&garbage), ["page_token"]);
+    let negative =
+        server.list(ListProductsRequest { page_size: -1, ..Default::default() }, None).await.expect_err("negative");
+    assert_eq!(bad_fields(&negative), ["page_size"]);
+    let inactive = ListProductsRequest { include_inactive: true, ..Default::default() };
+    let denied = server.list(inactive.clone(), None).await.expect_err("anonymous include_inactive");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let denied = server.list(inactive, Some(&server.customer())).await.expect_err("customer include_inactive");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    server.stop().await;
+}
+
+async fn update_and_visibility(db: Db) {
+    let server = Server::start(db).await;
+    let original = server.create(product("TEA-SEN-100", "Sencha", "tea", 1190)).await;
+    let other = server.create(product("TEA-ASS-250", "Assam", "tea", 890)).await;
+    let mut client = server.client.clone();
+    let update = |id: &str, product: Product, paths: &[&str]| UpdateProductRequest {
+        id: id.into(),
+        product: Some(product),
+        update_mask: Some(prost_types::FieldMask { paths: paths.iter().map(|p| (*p).to_owned()).collect() }),
+    };
+
+    let changes = Product {
+        sku: "IGNORED".into(),
+        name: "Japanese Sencha".into(),
+        description: "ignored".into(),
+        price: Some(Money { currency: "USD".into(), amount_minor: 1290 }),
+        category: "ignored".into(),
+        ..Product::default()
+    };
+    let updated = client
+        .update_product(with_token(update(&original.id, changes, &["name", "price.amount_minor"]), &server.admin()))
+        .await
+        .expect("update")
+        .into_inner()
+        .product
+        .expect("product");
+    assert_eq!(updated.name, "Japanese Sencha");
+    assert_eq!(updated.price, Some(Money { currency: "EUR".into(), amount_minor: 1290 }));
+    assert_eq!(
+        (&updated.sku, &updated.description, &updated.category, updated.active),
+        (&original.sku, &original.description, &original.category, true)
+    );
+    assert_eq!(updated.create_time, original.create_time);
+    let (before, after) = (original.update_time.expect("t"), updated.update_time.expect("t"));
+    assert!((after.seconds, after.nanos) > (before.seconds, before.nanos), "update_time moves forward");
+    assert_eq!(server.get(&original.id, None).await.expect("get"), updated, "the change is stored");
+
+    let err = client
+        .update_product(with_token(update(&original.id, Product::default(), &[]), &server.admin()))
+        .await
+        .expect_err("empty mask");
+    assert_eq!(bad_fields(&err), ["update_mask"]);
+    let err = client
+        .update_product(with_token(update(&original.id, Product::default(), &["id"]), &server.admin()))
+        .await
+        .expect_err("unknown path");
+    assert_eq!(bad_fields(&err), ["update_mask"]);
+    let err = client
+        .update_product(with_token(update(&original.id, Product::default(), &["price.currency"]), &server.admin()))
+        .await
+        .expect_err("invalid value");
+    assert_eq!(bad_fields(&err), ["product.price.currency"]);
+    let taken = Product { sku: other.sku.clone(), ..Product::default() };
+    let err = client
+        .update_product(with_token(update(&original.id, taken, &["sku"]), &server.admin()))
+        .await
+        .expect_err("sku taken");
+    assert_eq!(err.code(), Code::AlreadyExists);
+    let err = client
+        .update_product(with_token(update("nope", Product::default(), &["name"]), &server.admin()))
+        .await
+        .expect_err("unknown id");
+    assert_eq!(err.code(), Code::NotFound);
+    let err = client
+        .update_product(with_token(update(&original.id, Product::default(), &["active"]), &server.customer()))
+        .await
+        .expect_err("customer");
+    assert_eq!(err.code(), Code::PermissionDenied);
+
+    // Deactivate: customers no longer see it, staff still do.
+    let hidden = client
+        .update_product(with_token(update(&original.id, Product::default(), &["active"]), &server.admin()))
+        .await
+        .expect("deactivate")
+        .into_inner()
+        .product
+        .expect("product");
+    assert!(!hidden.active);
+    assert_eq!(server.get(&original.id, None).await.expect_err("anonymous").code(), Code::NotFound);
+    let customer = server.customer();
+    assert_eq!(server.get(&original.id, Some(&customer)).await.expect_err("customer").code(), Code::NotFound);
+    assert_eq!(server.get(&original.id, Some(&server.admin())).await.expect("staff"), hidden);
+    let public = server.list(ListProductsRequest::default(), None).await.expect("list");
+    assert_eq!(public.products.iter().map(|p| p.id.as_str()).collect::<Vec<_>>(), [other.id.as_str()]);
+    let staff = server
+        .list(ListProductsRequest { include_inactive: true, ..Default::default() }, Some(&server.admin()))
+        .await
+        .expect("staff list");
+    assert_eq!(staff.products.len(), 2);
+
+    server.adjust(&original.id, 5).await.expect("stock");
+    let err = server.reserve("order-inactive", &[(&original.id, 1)]).await.expect_err("inactive");
+    assert_eq!((err.code(), reason(&err).as_str()), (Code::FailedPrecondition, "PRODUCT_INACTIVE"));
+    server.stop().await;
+}
+
+async fn inventory_adjustments(db: Db) {
+    let server = Server::start(db).await;
+    let p = server.create(product("KIT-V60-02", "Dripper", "kitchen", 2490)).await;
+    assert_eq!(stock(&server.adjust(&p.id, 10).await.expect("up")), (10, 0, 10));
+    assert_eq!(stock(&server.adjust(&p.id, -3).await.expect("down")), (7, 0, 7));
+    assert_eq!(server.reserve("order-1", &[(&p.id, 5)]).await.expect("reserve"), HELD);
+    assert_eq!(stock(&server.inventory(&p.id).await), (7, 5, 2));
+
+    let err = server.adjust(&p.id, -3).await.expect_err("below reserved");
+    assert_eq!((err.code(), reason(&err).as_str()), (Code::FailedPrecondition, "INSUFFICIENT_STOCK"));
+    assert_eq!(stock(&server.inventory(&p.id).await), (7, 5, 2), "a refused adjustment changes nothing");
+    assert_eq!(stock(&server.adjust(&p.id, -2).await.expect("down to reserved")), (5, 5, 0));
+    assert_eq!(bad_fields(&server.adjust(&p.id, 0).await.expect_err("zero")), ["delta"]);
+    assert_eq!(bad_fields(&server.adjust("", 1).await.expect_err("no product")), ["product_id"]);
+    assert_eq!(server.adjust("missing", 1).await.expect_err("unknown").code(), Code::NotFound);
+    let err = server.adjust(&p.id, i32::MAX).await.expect_err("beyond int32");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+
+    let mut client = server.client.clone();
+    let request = AdjustInventoryRequest { product_id: p.id.clone(), delta: 1, reason: String::new() };
+    let err = client.adjust_inventory(with_token(request, &server.customer())).await.expect_err("customer");
+    assert_eq!(err.code(), Code::PermissionDenied);
+    let err = client
+        .get_inventory(Request::new(GetInventoryRequest { product_id: "missing".into() }))
+        .await
+        .expect_err("unknown product");
+    assert_eq!(err.code(), Code::NotFound);
+
+    // Every accepted change is in the stock history, with who made it.
+    let history: Vec<(i64, String)> = platform::with_db!(&server.db, pool => {
+        sqlx::query_as("SELECT delta, actor FROM inventory_adjustments WHERE product_id = $1 ORDER BY create_time")
+            .bind(&p.id)
+            .fetch_all(pool)
+            .await
+            .expect("history")
+    });
+    assert_eq!(history, [(10, "admin-1".to_owned()), (-3, "admin-1".to_owned()), (-2, "admin-1".to_owned())]);
+    server.stop().await;
+}
+
+async fn reservations_never_oversell(db: Db) {
+    let server = Server::start(db).await;
+    let p = server.create(product("GM-AZL-003", "Azul", "games", 3499)).await;
+    server.adjust(&p.id, 50).await.expect("stock");
+
+    let calls = (0..200).map(|i| {
+        let mut client = server.client.clone();
+        let request = with_token(
+            ReserveStockRequest {
+                reservation_id: format!("order-{i:03}"),
+                items: vec![StockItem { product_id: p.id.clone(), quantity: 1 }],
+            },
+            &server.orders(),
+        );
+        async move { (i, client.reserve_stock(request).await) }
+    });
+    let results = futures::future::join_all(calls).await;
+    let mut held = Vec::new();
+    for (i, result) in results {
+        match result {
+            Ok(response) => {
+                assert_eq!(response.get_ref().status, HELD);
+                held.push(format!("order-{i:03}"));
+            }
+            Err(status) => {
+                assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+                assert_eq!(reason(&status), "INSUFFICIENT_STOCK");
+            }
+        }
+    }
+    assert_eq!(held.len(), 50, "exactly the stock on hand is reserved");
+    assert_eq!(stock(&server.inventory(&p.id).await), (50, 50, 0));
+
+    // Commit 20, release 10.
+    for id in &held[..20] {
+        assert_eq!(server.commit(id).await.expect("commit"), COMMITTED);
+    }
+    assert_eq!(stock(&server.inventory(&p.id).await), (30, 30, 0));
+    for id in &held[20..30] {
+        assert_eq!(server.release(id).await.expect("release"), RELEASED);
+    }
+    assert_eq!(stock(&server.inventory(&p.id).await), (30, 20, 10));
+
+    // Repeats are idempotent and never move stock twice.
+    assert_eq!(server.reserve(&held[0], &[(&p.id, 1)]).await.expect("repeat committed"), COMMITTED);
+    assert_eq!(server.reserve(&held[20], &[(&p.id, 1)]).await.expect("repeat released"), RELEASED);
+    assert_eq!(server.reserve(&held[40], &[(&p.id, 1)]).await.expect("repeat held"), HELD);
+    assert_eq!(server.commit(&held[0]).await.expect("commit again"), COMMITTED);
+    assert_eq!(server.release(&held[20]).await.expect("release again"), RELEASED);
+    assert_eq!(stock(&server.inventory(&p.id).await), (30, 20, 10));
+
+    // Settled one way, a reservation cannot be settled the other.
+    let err = server.release(&held[0]).await.expect_err("release after commit");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    let err = server.commit(&held[20]).await.expect_err("commit after release");
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    assert_eq!(server.release("no-such-order").await.expect_err("unknown").code(), Code::NotFound);
+    assert_eq!(server.commit("no-such-order").await.expect_err("unknown").code(), Code::NotFound);
+
+    // Concurrent releases of one reservation give its stock back once.
+    let releases = (0..10).map(|_| server.release(&held[30]));
+    for result in futures::future::join_all(releases).await {
+        assert_eq!(result.expect("release"), RELEASED);
+    }
+    assert_eq!(stock(&server.inventory(&p.id).await), (30, 19, 11));
+
+    // All or nothing across items.
+    let q = server.create(product("GM-PDM-005", "Pandemic", "games", 3799)).await;
+    server.adjust(&q.id, 3).await.expect("stock");
+    let err = server.reserve("order-multi", &[(&p.id, 2), (&q.id, 5)]).await.expect_err("not enough of q");
+    assert_eq!((err.code(), reason(&err).as_str()), (Code::FailedPrecondition, "INSUFFICIENT_STOCK"));
+    assert!(err.message().contains(&q.id), "names the product: {}", err.message());
+    assert_eq!(stock(&server.inventory(&p.id).await), (30, 19, 11), "nothing held of p");
+    assert_eq!(server.reserve("order-multi", &[(&p.id, 2), (&q.id, 3)]).await.expect("now it fits"), HELD);
+    assert_eq!(stock(&server.inventory(&q.id).await), (3, 3, 0));
+    assert_eq!(stock(&server.inventory(&p.id).await), (30, 21, 9));
+
+    // The same reservation id sent many times at once (a retrying client) holds stock once.
+    let one = [(p.id.as_str(), 1)];
+    let duplicates = (0..20).map(|_| server.reserve("order-dup", &one));
+    for result in futures::future::join_all(duplicates).await {
+        assert_eq!(result.expect("duplicate reserve"), HELD);
+    }
+    assert_eq!(stock(&server.inventory(&p.id).await), (30, 22, 8));
+    let err = server.reserve("order-ghost", &[("no-such-product", 1)]).await.expect_err("unknown product");
+    assert_eq!(err.code(), Code::NotFound);
+
+    // Malformed reservations name their fields.
+    assert_eq!(bad_fields(&server.reserve("order-x", &[]).await.expect_err("no items")), ["items"]);
+    let err = server.reserve("order-x", &[(&p.id, 1), (&p.id, 0)]).await.expect_err("bad items");
+    assert_eq!(bad_fields(&err), ["items[1].product_id", "items[1].quantity"]);
+    assert_eq!(bad_fields(&server.reserve("", &[(&p.id, 1)]).await.expect_err("no id")), ["reservation_id"]);
+    let mut client = server.client.clone();
+    let request = with_token(ReserveStockRequest::default(), &server.customer());
+    assert_eq!(client.reserve_stock(request).await.expect_err("customer").code(), Code::PermissionDenied);
+    server.stop().await;
+}
+
+async fn seeding_is_idempotent(db: Db) {
+    let inserted = catalog::seed_demo_into(&db).await.expect("seed");
+    assert!(inserted >= 30, "seeded {inserted}");
+    assert_eq!(catalog::seed_demo_into(&db).await.expect("seed again"), 0);
+    let server = Server::start(db).await;
+    let all = server.list(ListProductsRequest { page_size: 100, ..Default::default() }, None).await.expect("list");
+    assert_eq!(all.products.len(), inserted);
+    let categories: HashSet<&str> = all.products.iter().map(|p| p.category.as_str()).collect();
+    assert!(categories.len() >= 5, "{categories:?}");
+    for p in &all.products {
+        let inv = server.inventory(&p.id).await;
+        assert!((5..=200).contains(&inv.on_hand), "{} has {} on hand", p.sku, inv.on_hand);
+        assert_eq!(p.price.as_ref().map(|m| m.currency.as_str()), Some("EUR"));
+    }
+    server.stop().await;
+}
+
+/// Runs each scenario once on SQLite and once on PostgreSQL.
+macro_rules! on_both_engines {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let (db, _dir) = platform::testkit::sqlite("catalog").await.expect("sqlite");
+                    super::$scenario(db).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let Some(db) = platform::testkit::postgres("catalog").await else { return };
+                    super::$scenario(db).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_engines!(
+    create_get_list_and_access,
+    pagination_and_filters,
+    update_and_visibility,
+    inventory_adjustments,
+    reservations_never_oversell,
+    seeding_is_idempotent,
+);
+
+#[tokio::test]
+async fn seed_demo_uses_the_configured_database() {
+    let dir = platform::testkit::TempDir::new("catalog-seed").expect("temp dir");
+    let vars = [("MERCATO_DATA_DIR".to_owned(), dir.path().display().to_string())];
+    let settings = platform::Settings::from_vars(vars).expect("settings");
+    catalog::migrate(&settings).await.expect("migrate");
+    let inserted = catalog::seed_demo(&settings).await.expect("seed");
+    assert!(inserted >= 30);
+    assert_eq!(catalog::seed_demo(&settings).await.expect("seed again"), 0);
+    assert!(dir.path().join("catalog.db").exists());
+}

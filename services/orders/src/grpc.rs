@@ -1,0 +1,390 @@
+//! The gRPC face of the orders service: wire messages in, domain rules, store and saga, wire messages out.
+
+use std::sync::Arc;
+
+use api::common::Money;
+use api::mercato::orders::v1::order_service_server::OrderService;
+use api::mercato::orders::v1::{
+    Address as WireAddress, CancelOrderRequest, CancelOrderResponse, CreateOrderItem, CreateOrderRequest,
+    CreateOrderResponse, GetOrderRequest, GetOrderResponse, ListOrdersRequest, ListOrdersResponse, Order as WireOrder,
+    OrderItem, OrderStatus,
+};
+use futures::future::try_join_all;
+use platform::auth::{Claims, caller};
+use platform::error::FieldViolation;
+use platform::time::{now_micros, timestamp};
+use prost::Message;
+use tonic::{Request, Response, Status as GrpcStatus};
+
+use crate::domain::{self, Address, Line, LineInput, Price, PricingError, Status, Step};
+use crate::error::{CART_EMPTY, Error, IDEMPOTENCY_KEY_REUSED, MIXED_CURRENCIES, ORDER_STATE, PRODUCT_UNAVAILABLE};
+use crate::events;
+use crate::ports::{PortError, SagaPorts};
+use crate::saga::Saga;
+use crate::store::{Change, ListQuery, Order, Store};
+
+/// The scope that lets a caller see and manage every customer's orders.
+pub const ORDERS_ADMIN: &str = "orders:admin";
+/// The gRPC metadata carrying the idempotency key (the `Idempotency-Key` HTTP header).
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+/// Implements `mercato.orders.v1.OrderService`.
+#[derive(Clone)]
+pub struct OrdersApi {
+    store: Store,
+    saga: Saga,
+    ports: Arc<dyn SagaPorts>,
+}
+
+impl std::fmt::Debug for OrdersApi {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OrdersApi").field("saga", &self.saga).finish_non_exhaustive()
+    }
+}
+
+impl OrdersApi {
+    /// The service over a migrated store, running checkouts with `saga` and pricing with `ports`.
+    pub fn new(store: Store, saga: Saga, ports: Arc<dyn SagaPorts>) -> Self {
+        Self { store, saga, ports }
+    }
+}
+
+/// Money on the wire.
+pub fn money(price: &Price) -> Money {
+    Money { currency: price.currency.clone(), amount_minor: price.amount_minor }
+}
+
+/// Order lines on the wire, in `currency`.
+pub fn lines_to_wire(lines: &[Line], currency: &str) -> Vec<OrderItem> {
+    lines
+        .iter()
+        .map(|l| OrderItem {
+            product_id: l.product_id.clone(),
+            sku: l.sku.clone(),
+            name: l.name.clone(),
+            quantity: l.quantity,
+            unit_price: Some(Money { currency: currency.to_owned(), amount_minor: l.unit_price_minor }),
+            line_total: Some(Money { currency: currency.to_owned(), amount_minor: l.total_minor() }),
+        })
+        .collect()
+}
+
+/// An address on the wire.
+pub fn address_to_wire(a: &Address) -> WireAddress {
+    WireAddress {
+        name: a.name.clone(),
+        line1: a.line1.clone(),
+        line2: a.line2.clone(),
+        city: a.city.clone(),
+        region: a.region.clone(),
+        postal_code: a.postal_code.clone(),
+        country: a.country.clone(),
+    }
+}
+
+fn address_from_wire(a: WireAddress) -> Address {
+    Address {
+        name: a.name,
+        line1: a.line1,
+        line2: a.line2,
+        city: a.city,
+        region: a.region,
+        postal_code: a.postal_code,
+        country: a.country,
+    }
+}
+
+fn status_to_wire(status: Status) -> OrderStatus {
+    match status {
+        Status::Pending => OrderStatus::Pending,
+        Status::Confirmed => OrderStatus::Confirmed,
+        Status::Failed => OrderStatus::Failed,
+        Status::Cancelled => OrderStatus::Cancelled,
+    }
+}
+
+fn status_from_wire(status: i32) -> Result<Option<Status>, FieldViolation> {
+    match OrderStatus::try_from(status) {
+        Ok(OrderStatus::Unspecified) => Ok(None),
+        Ok(OrderStatus::Pending) => Ok(Some(Status::Pending)),
+        Ok(OrderStatus::Confirmed) => Ok(Some(Status::Confirmed)),
+        Ok(OrderStatus::Failed) => Ok(Some(Status::Failed)),
+        Ok(OrderStatus::Cancelled) => Ok(Some(Status::Cancelled)),
+        Err(_) => Err(FieldViolation::new("status", "is not an order status")),
+    }
+}
+
+/// An order on the wire.
+pub fn order_to_wire(order: Order) -> WireOrder {
+    WireOrder {
+        items: lines_to_wire(&order.lines, &order.total.currency),
+        total: Some(money(&order.total)),
+        shipping_address: Some(address_to_wire(&order.address)),
+        status: status_to_wire(order.status) as i32,
+        id: order.id,
+        customer_id: order.customer_id,
+        payment_method: order.payment_method,
+        payment_id: order.payment_id,
+        // Only a failed order has a reason to show; a compensating one keeps it until it is FAILED.
+        failure_reason: if order.status == Status::Failed { order.failure_reason } else { String::new() },
+        create_time: Some(timestamp(order.create_time)),
+        update_time: Some(timestamp(order.update_time)),
+    }
+}
+
+fn is_admin(claims: &Claims) -> bool {
+    claims.has_scope(ORDERS_ADMIN)
+}
+
+fn upstream(what: &str, error: PortError) -> Error {
+    match error {
+        PortError::Transient(text) => {
+            tracing::warn!(error = %text, "{what} unavailable");
+            Error::Unavailable(format!("the {what} is unavailable; try again"))
+        }
+        PortError::Permanent(text) => Error::Upstream(format!("{what}: {text}")),
+    }
+}
+
+impl OrdersApi {
+    /// The order `id` if `claims` may see it (their own, or any for admins).
+    async fn visible(&self, id: &str, claims: &Claims) -> Result<Order, Error> {
+        if id.is_empty() {
+            return Err(Error::invalid(FieldViolation::new("id", "is required")));
+        }
+        match self.store.order(id).await? {
+            Some(order) if order.customer_id == claims.sub || is_admin(claims) => Ok(order),
+            // Another customer's order does not exist for this caller.
+            _ => Err(Error::order_not_found(id)),
+        }
+    }
+
+    /// Replays the order created earlier with the same key, or refuses a different request.
+    async fn replay(&self, id: &str, hash: &str) -> Result<WireOrder, Error> {
+        let order = self.store.order(id).await?.ok_or_else(|| Error::order_not_found(id))?;
+        if order.request_hash != hash {
+            return Err(Error::Rejected {
+                reason: IDEMPOTENCY_KEY_REUSED,
+                message: "this idempotency key was used for a different request".to_owned(),
+            });
+        }
+        self.settled(order).await
+    }
+
+    /// The order once its saga finished (or the wait ran out).
+    async fn settled(&self, order: Order) -> Result<WireOrder, Error> {
+        if order.status == Status::Pending || order.step == Step::Cancel {
+            self.saga.finish(&order.id).await;
+            let id = order.id;
+            let order = self.store.order(&id).await?.ok_or_else(|| Error::order_not_found(&id))?;
+            return Ok(order_to_wire(order));
+        }
+        Ok(order_to_wire(order))
+    }
+
+    /// The lines to order: the request's, or the caller's cart.
+    async fn lines(&self, asked: Vec<LineInput>, authorization: &str) -> Result<(Vec<LineInput>, bool), Error> {
+        if !asked.is_empty() {
+            return Ok((asked, false));
+        }
+        let cart = self.ports.cart(authorization).await.map_err(|e| upstream("cart", e))?;
+        if cart.is_empty() {
+            return Err(Error::FailedPrecondition {
+                reason: CART_EMPTY,
+                message: "your cart is empty; add items or name them in the order".to_owned(),
+            });
+        }
+        let lines = domain::normalize_lines(&cart).map_err(|_| Error::FailedPrecondition {
+            reason: CART_EMPTY,
+            message: "your cart cannot be ordered as it is".to_owned(),
+        })?;
+        Ok((lines, true))
+    }
+
+    /// Prices `lines` at the catalog now.
+    async fn price(&self, lines: &[LineInput], from_cart: bool) -> Result<domain::Priced, Error> {
+        let lookups = lines.iter().map(|l| async move {
+            let offer = self.ports.product(&l.product_id).await.map_err(|e| upstream("catalog", e))?;
+            offer.ok_or_else(|| {
+                if from_cart {
+                    Error::FailedPrecondition {
+                        reason: PRODUCT_UNAVAILABLE,
+                        message: format!("product {} in your cart is no longer sold; remove it", l.product_id),
+                    }
+                } else {
+                    Error::NotFound(format!("product {} not found", l.product_id))
+                }
+            })
+        });
+        let offers = try_join_all(lookups).await?;
+        domain::price(lines, &offers).map_err(|e| match e {
+            PricingError::Inactive(name) => {
+                Error::FailedPrecondition { reason: PRODUCT_UNAVAILABLE, message: format!("{name} is not for sale") }
+            }
+            PricingError::MixedCurrencies => Error::Rejected {
+                reason: MIXED_CURRENCIES,
+                message: "the items are priced in different currencies; order them separately".to_owned(),
+            },
+            PricingError::Overflow => Error::invalid(FieldViolation::new("items", "the total is too large")),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl OrderService for OrdersApi {
+    async fn create_order(
+        &self,
+        request: Request<CreateOrderRequest>,
+    ) -> Result<Response<CreateOrderResponse>, GrpcStatus> {
+        let claims = caller(&request)?.clone();
+        let header = request.metadata().get(IDEMPOTENCY_KEY_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
+        let authorization =
+            request.metadata().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let req = request.into_inner();
+
+        let mut violations = Vec::new();
+        let key = domain::idempotency_key(header.as_deref(), &req.idempotency_key).map_err(|v| violations.push(v)).ok();
+        let address = domain::validate_address(req.shipping_address.map(address_from_wire))
+            .map_err(|v| violations.extend(v))
+            .ok();
+        if let Err(v) = domain::validate_payment_method(&req.payment_method) {
+            violations.push(v);
+        }
+        let asked: Vec<LineInput> = req
+            .items
+            .iter()
+            .map(|i| LineInput { product_id: i.product_id.trim().to_owned(), quantity: i.quantity })
+            .collect();
+        let asked = domain::normalize_lines(&asked).map_err(|v| violations.extend(v)).ok();
+        let (Some(key), Some(address), Some(asked), true) = (key, address, asked, violations.is_empty()) else {
+            return Err(Error::InvalidArgument(violations).into());
+        };
+        let payment_method = req.payment_method.trim().to_owned();
+
+        // What the request means, without its key: equal fingerprints are replays.
+        let canonical = CreateOrderRequest {
+            shipping_address: Some(address_to_wire(&address)),
+            payment_method: payment_method.clone(),
+            items: asked
+                .iter()
+                .map(|l| CreateOrderItem { product_id: l.product_id.clone(), quantity: l.quantity })
+                .collect(),
+            idempotency_key: String::new(),
+        };
+        let hash = domain::fingerprint(&canonical.encode_to_vec());
+        if let Some(id) = self.store.id_by_key(&claims.sub, &key).await? {
+            return Ok(Response::new(CreateOrderResponse { order: Some(self.replay(&id, &hash).await?) }));
+        }
+
+        let (lines, from_cart) = self.lines(asked, &authorization).await?;
+        let priced = self.price(&lines, from_cart).await?;
+        let now = now_micros();
+        let order = Order {
+            id: uuid::Uuid::now_v7().to_string(),
+            customer_id: claims.sub.clone(),
+            status: Status::Pending,
+            step: Step::Reserve,
+            step_time: now,
+            lines: priced.lines,
+            total: priced.total,
+            address,
+            payment_method,
+            payment_id: String::new(),
+            failure_reason: String::new(),
+            cancel_reason: String::new(),
+            from_cart,
+            idempotency_key: key.clone(),
+            request_hash: hash.clone(),
+            create_time: now,
+            update_time: now,
+        };
+        if !self.store.insert_order(&order, &events::placed(&order)).await? {
+            // A concurrent request with the same key won the race.
+            let id = self.store.id_by_key(&claims.sub, &key).await?.ok_or_else(|| Error::order_not_found(&key))?;
+            return Ok(Response::new(CreateOrderResponse { order: Some(self.replay(&id, &hash).await?) }));
+        }
+        tracing::info!(order_id = %order.id, customer_id = %order.customer_id, from_cart, "order placed");
+        let order = self.settled(order).await?;
+        Ok(Response::new(CreateOrderResponse { order: Some(order) }))
+    }
+
+    async fn get_order(&self, request: Request<GetOrderRequest>) -> Result<Response<GetOrderResponse>, GrpcStatus> {
+        let claims = caller(&request)?.clone();
+        let order = self.visible(&request.into_inner().id, &claims).await?;
+        Ok(Response::new(GetOrderResponse { order: Some(order_to_wire(order)) }))
+    }
+
+    async fn list_orders(
+        &self,
+        request: Request<ListOrdersRequest>,
+    ) -> Result<Response<ListOrdersResponse>, GrpcStatus> {
+        let claims = caller(&request)?.clone();
+        let req = request.into_inner();
+        let mut violations = Vec::new();
+        let size = domain::page_size(req.page_size).unwrap_or_else(|v| {
+            violations.push(v);
+            domain::DEFAULT_PAGE_SIZE
+        });
+        let after = domain::Cursor::decode(&req.page_token).unwrap_or_else(|v| {
+            violations.push(v);
+            None
+        });
+        let status = status_from_wire(req.status).unwrap_or_else(|v| {
+            violations.push(v);
+            None
+        });
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument(violations).into());
+        }
+        let customer_id = if is_admin(&claims) {
+            Some(req.customer_id).filter(|c| !c.is_empty())
+        } else if req.customer_id.is_empty() || req.customer_id == claims.sub {
+            Some(claims.sub.clone())
+        } else {
+            return Err(
+                Error::PermissionDenied(format!("listing another customer's orders needs {ORDERS_ADMIN}")).into()
+            );
+        };
+        let mut rows = self.store.list(&ListQuery { customer_id, status, after, limit: size + 1 }).await?;
+        let more = rows.len() as i64 > size;
+        rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
+        let next_page_token = match rows.last() {
+            Some(last) if more => last.cursor().encode(),
+            _ => String::new(),
+        };
+        Ok(Response::new(ListOrdersResponse { orders: rows.into_iter().map(order_to_wire).collect(), next_page_token }))
+    }
+
+    async fn cancel_order(
+        &self,
+        request: Request<CancelOrderRequest>,
+    ) -> Result<Response<CancelOrderResponse>, GrpcStatus> {
+        let claims = caller(&request)?.clone();
+        let req = request.into_inner();
+        let reason = req.reason.trim().to_owned();
+        if reason.chars().count() > domain::MAX_TEXT {
+            return Err(
+                Error::invalid(FieldViolation::new("reason", format!("is longer than {}", domain::MAX_TEXT))).into()
+            );
+        }
+        let order = self.visible(&req.id, &claims).await?;
+        let refuse = |message: &str| Error::FailedPrecondition { reason: ORDER_STATE, message: message.to_owned() };
+        match (order.status, order.step) {
+            (Status::Pending, _) => return Err(refuse("checkout in progress; try again when it has finished").into()),
+            (Status::Failed, _) => return Err(refuse("the order failed; there is nothing to cancel").into()),
+            (Status::Cancelled, _) | (Status::Confirmed, Step::Cancel) => {}
+            (Status::Confirmed, _) => {
+                let reason = if reason.is_empty() { "cancelled by the customer".to_owned() } else { reason };
+                let change = Change { cancel_reason: Some(reason), ..Change::to(Status::Confirmed, Step::Cancel) };
+                // A concurrent cancel may have moved it first; either way the saga takes it from here.
+                self.store
+                    .advance(&order.id, (order.status, order.step), &change, None, "cancel asked", now_micros())
+                    .await?;
+            }
+        }
+        let id = order.id;
+        let order = self.store.order(&id).await?.ok_or_else(|| Error::order_not_found(&id))?;
+        let order = self.settled(order).await?;
+        Ok(Response::new(CancelOrderResponse { order: Some(order) }))
+    }
+}

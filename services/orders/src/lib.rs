@@ -1,0 +1,128 @@
+//! The orders service of Mercato: orders and the checkout saga.
+//!
+//! Checkout is an orchestrated saga with its state persisted in the orders database (see [`saga`]):
+//! reserve stock, capture the payment, commit the stock, confirm; on failure, compensate (release the
+//! stock, refund the payment). A crash at any step resumes when the service starts again.
+//!
+//! Cancelling a confirmed order refunds its payment and publishes `order.cancelled`; putting the sold units
+//! back in stock is the catalog's job when it consumes that event (the orders service holds
+//! `inventory:reserve`, not `inventory:write`).
+//!
+//! - [`domain`]: the rules, free of I/O.
+//! - [`store`]: all SQL, the same on SQLite and PostgreSQL.
+//! - [`ports`]: what it asks of the catalog, the cart and the payments service ([`SagaPorts`]).
+//! - [`saga`]: the checkout saga and its recovery.
+//! - [`grpc`]: the handlers of `mercato.orders.v1.OrderService`.
+//! - [`events`]: what it publishes (`order.*`, through the outbox).
+//! - [`error`]: the crate's one error type and its mapping to gRPC statuses.
+
+pub mod domain;
+pub mod error;
+pub mod events;
+pub mod grpc;
+pub mod ports;
+pub mod saga;
+pub mod store;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::mercato::orders::v1::order_service_server::OrderServiceServer;
+use platform::Settings;
+use platform::auth::{ServiceTokens, TokenVerifier};
+use platform::db::Db;
+use platform::events::{EventBus, Relay};
+use platform::grpc::GrpcService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+
+pub use error::Error;
+pub use grpc::OrdersApi;
+pub use ports::{Credentials, GrpcPorts, SagaPorts};
+pub use saga::SagaOptions;
+
+/// The service's name: its database, its settings, its service client id and its logs go by it.
+pub const NAME: &str = "orders";
+
+/// The orders service's schema migrations, embedded at build time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Runs the orders service as configured: opens its database, trusts the auth service's keys, reaches the
+/// catalog, cart and payments services at their configured URLs with this service's own tokens (client
+/// secret `MERCATO_ORDERS_CLIENT_SECRET`), publishes its events to `bus`, and serves on `listener` until
+/// `shutdown` is cancelled.
+pub async fn run(
+    listener: TcpListener,
+    settings: Settings,
+    bus: Arc<dyn EventBus>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let auth = platform::grpc::channel(&settings.service_url("auth"))?;
+    let tokens = ServiceTokens::from_settings(&settings, NAME, auth.clone()).ok_or_else(|| Error::Setting {
+        variable: "MERCATO_ORDERS_CLIENT_SECRET".to_owned(),
+        problem: "is not set: the orders service needs its client secret to reserve stock and take payments".to_owned(),
+    })?;
+    let ports = GrpcPorts::new(
+        platform::grpc::channel(&settings.service_url("catalog"))?,
+        platform::grpc::channel(&settings.service_url("cart"))?,
+        platform::grpc::channel(&settings.service_url("payments"))?,
+        Credentials::Service(Arc::new(tokens)),
+    );
+    let db = Db::open(&settings, NAME).await?;
+    let verifier = Arc::new(TokenVerifier::from_auth_service(auth));
+    let result = serve(listener, db.clone(), verifier, Arc::new(ports), bus, SagaOptions::default(), shutdown).await;
+    db.close().await;
+    result
+}
+
+/// Migrates `db`, resumes every checkout left in flight, then serves the orders service on `listener` with
+/// tokens checked by `verifier`, other services reached through `ports`, and events published to `bus`,
+/// until `shutdown` is cancelled. Saga runs still going at shutdown stop where they are and resume on the
+/// next start.
+pub async fn serve(
+    listener: TcpListener,
+    db: Db,
+    verifier: Arc<TokenVerifier>,
+    ports: Arc<dyn SagaPorts>,
+    bus: Arc<dyn EventBus>,
+    options: SagaOptions,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    db.migrate(&MIGRATOR, NAME).await?;
+    tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), "orders serving");
+    let store = store::Store::new(db.clone());
+    let relay = Relay::new(NAME, db, bus);
+    let background = shutdown.child_token();
+    let saga = saga::Saga::new(store.clone(), ports.clone(), relay.handle(), options, background.clone());
+    saga.spawn_recovery();
+    let relay_task = tokio::spawn(relay.run(background.clone()));
+    let api = OrdersApi::new(store, saga.clone(), ports);
+    let service = GrpcService {
+        routes: tonic::service::Routes::new(OrderServiceServer::new(api)),
+        names: vec![<OrderServiceServer<OrdersApi> as NamedService>::NAME],
+    };
+    let served = platform::grpc::serve(service, listener, verifier, shutdown).await;
+    // Sagas and the relay stop with the server; what they left resumes on the next start.
+    saga.shutdown().await;
+    background.cancel();
+    let _ = relay_task.await;
+    Ok(served?)
+}
+
+/// Applies the orders service's pending migrations to the configured database.
+pub async fn migrate(settings: &Settings) -> Result<(), Error> {
+    let db = Db::open(settings, NAME).await?;
+    let result = db.migrate(&MIGRATOR, NAME).await;
+    db.close().await;
+    Ok(result?)
+}
+
+/// Checks an open orders database (migrated first): lists, in words, orders whose checkout (or
+/// cancellation) has been stuck longer than `stuck_after`, and confirmed or cancelled orders without a
+/// payment id. Empty means all is well. Changes nothing but pending migrations.
+pub async fn audit(db: &Db, stuck_after: Duration) -> Result<Vec<String>, Error> {
+    db.migrate(&MIGRATOR, NAME).await?;
+    let stuck_before = platform::time::now_micros() - i64::try_from(stuck_after.as_micros()).unwrap_or(i64::MAX);
+    store::Store::new(db.clone()).audit(stuck_before).await
+}

@@ -1,0 +1,463 @@
+//! The checkout saga, orchestrated here with its state in the orders table (`status` + `saga_step`):
+//!
+//! 1. the order is created PENDING at step `reserve`, priced at the catalog, with `order.placed` (grpc.rs);
+//! 2. `reserve`: ReserveStock with the order id. Not enough stock → FAILED ("Sorry, <name> is out of
+//!    stock."), nothing to compensate;
+//! 3. `pay`: CreatePayment with key `order:<id>` for the customer. Declined → `release` with the payment's
+//!    reason;
+//! 4. `commit`: CommitStock. Refused → `refund` (refund id `order:<id>:compensation`) → `release`;
+//! 5. CONFIRMED with `order.confirmed` in one transaction, then the cart is cleared when the order came
+//!    from it (best effort: the cart also consumes `order.confirmed`).
+//!
+//! `release` gives the stock back and ends the order FAILED with `order.failed`. Cancelling a confirmed
+//! order is a step too (`cancel`: refund with id `order:<id>:cancel`, then CANCELLED with `order.cancelled`).
+//!
+//! A step's remote call happens before the step's state is persisted, so a crash in between repeats the
+//! call on resume; every call is idempotent by the ids above, so resuming is "run from the persisted step".
+//! Moves are compare-and-set on the step: when two runners drive one order only one moves it. Transient
+//! errors are retried with backoff; when they persist the order stays at its step and the recovery task
+//! resumes it later (at start for every in-flight order, then periodically for those whose step is older
+//! than [`SagaOptions::stuck_after`]).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use platform::events::{NewEvent, RelayHandle};
+use platform::time::now_micros;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::domain::{self, Price, Status, Step};
+use crate::error::Error;
+use crate::events;
+use crate::ports::{Commit, PaymentRequest, PortError, RefundRequest, Reservation, SagaPorts};
+use crate::store::{Change, Order, Store};
+
+/// Timing of the saga.
+#[derive(Debug, Clone)]
+pub struct SagaOptions {
+    /// How long CreateOrder and CancelOrder wait for the saga before answering the current state.
+    pub wait: Duration,
+    /// Attempts of one remote call on transient errors, within one run.
+    pub attempts: u32,
+    /// First pause between attempts; doubled each time, at most 5 s.
+    pub backoff: Duration,
+    /// How often the recovery task looks for stalled sagas.
+    pub recovery_interval: Duration,
+    /// A saga whose step is older than this is stalled: the recovery task resumes it.
+    pub stuck_after: Duration,
+}
+
+impl Default for SagaOptions {
+    fn default() -> Self {
+        Self {
+            wait: Duration::from_secs(20),
+            attempts: 5,
+            backoff: Duration::from_millis(200),
+            recovery_interval: Duration::from_secs(10),
+            stuck_after: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Longest pause between attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Runs sagas: at most one run per order in this process, every run tracked so shutdown can wait for it.
+#[derive(Clone)]
+pub struct Saga {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Saga {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Saga").field("options", &self.inner.options).finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    store: Store,
+    ports: Arc<dyn SagaPorts>,
+    relay: RelayHandle,
+    options: SagaOptions,
+    running: Mutex<HashMap<String, watch::Receiver<()>>>,
+    tracker: TaskTracker,
+    stop: CancellationToken,
+}
+
+/// How a step ended for this run.
+enum Next {
+    /// The order moved on: run the next step.
+    Continue,
+    /// Stop this run (finished, stalled, or another runner has it).
+    Stop,
+}
+
+impl Saga {
+    /// A saga runner over `store` calling `ports`; its runs stop when `stop` is cancelled.
+    pub fn new(
+        store: Store,
+        ports: Arc<dyn SagaPorts>,
+        relay: RelayHandle,
+        options: SagaOptions,
+        stop: CancellationToken,
+    ) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                store,
+                ports,
+                relay,
+                options,
+                running: Mutex::new(HashMap::new()),
+                tracker: TaskTracker::new(),
+                stop,
+            }),
+        }
+    }
+
+    /// The options.
+    pub fn options(&self) -> &SagaOptions {
+        &self.inner.options
+    }
+
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Receiver<()>>> {
+        self.inner.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Whether a run of order `id` is in progress in this process.
+    pub fn is_running(&self, id: &str) -> bool {
+        self.running().contains_key(id)
+    }
+
+    /// Starts a run of order `id` unless one is in progress; returns a receiver that closes when it ends.
+    pub fn start(&self, id: &str) -> watch::Receiver<()> {
+        let mut running = self.running();
+        if let Some(rx) = running.get(id) {
+            return rx.clone();
+        }
+        let (tx, rx) = watch::channel(());
+        running.insert(id.to_owned(), rx.clone());
+        drop(running);
+        let this = self.clone();
+        let id = id.to_owned();
+        self.inner.tracker.spawn(async move {
+            tokio::select! {
+                () = this.inner.stop.cancelled() => {
+                    tracing::info!(order_id = %id, "saga run stopped by shutdown; it resumes on the next start");
+                }
+                result = this.drive(&id) => {
+                    if let Err(error) = result {
+                        tracing::error!(order_id = %id, %error, "saga run failed; the recovery task will resume it");
+                    }
+                }
+            }
+            this.running().remove(&id);
+            drop(tx);
+        });
+        rx
+    }
+
+    /// Starts (or joins) the run of order `id` and waits for it to end, at most [`SagaOptions::wait`].
+    pub async fn finish(&self, id: &str) {
+        let mut done = self.start(id);
+        // `changed` fails once the run drops its sender: that is the end of the run.
+        let _ = tokio::time::timeout(self.inner.options.wait, done.changed()).await;
+    }
+
+    /// Resumes in-flight sagas: all of them (`older_than` = None, at start) or those whose step is older.
+    /// Returns how many runs were started.
+    pub async fn recover(&self, older_than: Option<Duration>) -> Result<usize, Error> {
+        let now = now_micros();
+        let before = older_than.map(|d| now - i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        let mut started = 0;
+        for (id, seen) in self.inner.store.in_flight(before).await? {
+            if self.is_running(&id) {
+                continue;
+            }
+            // Claiming moves the step time, so other replicas' scans leave this order alone for a while.
+            if !self.inner.store.claim(&id, seen, now).await? {
+                continue;
+            }
+            tracing::info!(order_id = %id, "resuming checkout saga");
+            self.start(&id);
+            started += 1;
+        }
+        Ok(started)
+    }
+
+    /// The recovery task: resumes every in-flight saga now, then stalled ones periodically, until stopped.
+    pub fn spawn_recovery(&self) {
+        let this = self.clone();
+        self.inner.tracker.spawn(async move {
+            let mut older_than = None;
+            loop {
+                match this.recover(older_than).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(resumed = n, "recovery resumed checkout sagas"),
+                    Err(error) => tracing::warn!(%error, "recovery scan failed"),
+                }
+                older_than = Some(this.inner.options.stuck_after);
+                tokio::select! {
+                    () = this.inner.stop.cancelled() => return,
+                    () = tokio::time::sleep(this.inner.options.recovery_interval) => {}
+                }
+            }
+        });
+    }
+
+    /// Stops every run (they resume on the next start) and waits for them to end.
+    pub async fn shutdown(&self) {
+        self.inner.stop.cancel();
+        self.inner.tracker.close();
+        self.inner.tracker.wait().await;
+    }
+
+    async fn drive(&self, id: &str) -> Result<(), Error> {
+        loop {
+            let Some(order) = self.inner.store.order(id).await? else {
+                return Ok(());
+            };
+            let next = match (order.status, order.step) {
+                (Status::Pending, Step::Reserve) => self.reserve(&order).await?,
+                (Status::Pending, Step::Pay) => self.pay(&order).await?,
+                (Status::Pending, Step::Commit) => self.commit(&order).await?,
+                (Status::Pending, Step::Refund) => self.refund(&order).await?,
+                (Status::Pending, Step::Release) => self.release(&order).await?,
+                (Status::Confirmed, Step::Cancel) => self.cancel(&order).await?,
+                _ => return Ok(()),
+            };
+            if let Next::Stop = next {
+                return Ok(());
+            }
+        }
+    }
+
+    /// Calls `f`, retrying transient errors with backoff up to [`SagaOptions::attempts`] times.
+    async fn call<T, F, Fut>(&self, what: &str, order_id: &str, f: F) -> Result<T, PortError>
+    where
+        F: Fn() -> Fut,
+        Fut: Future<Output = Result<T, PortError>>,
+    {
+        let mut delay = self.inner.options.backoff;
+        let mut attempt = 1;
+        loop {
+            match f().await {
+                Err(error) if error.is_transient() && attempt < self.inner.options.attempts => {
+                    tracing::warn!(order_id, step = what, attempt, %error, "transient error; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(MAX_BACKOFF);
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Persists a move; wakes the relay when it wrote an event. Continue when moved, Stop when another
+    /// runner moved the order first.
+    async fn advance(&self, order: &Order, change: Change, event: Option<NewEvent>, note: &str) -> Result<Next, Error> {
+        let moved = self
+            .inner
+            .store
+            .advance(&order.id, (order.status, order.step), &change, event.as_ref(), note, now_micros())
+            .await?;
+        if !moved {
+            tracing::info!(order_id = %order.id, step = order.step.as_str(), "another runner moved the order");
+            return Ok(Next::Stop);
+        }
+        tracing::info!(order_id = %order.id, from = order.step.as_str(), to = change.step.as_str(),
+            status = change.status.as_str(), note, "saga step");
+        if event.is_some() {
+            self.inner.relay.wake();
+        }
+        if matches!(change.status, Status::Confirmed | Status::Failed | Status::Cancelled) && change.step == Step::Done
+        {
+            metrics_count(change.status);
+        }
+        Ok(Next::Continue)
+    }
+
+    async fn fail(&self, order: &Order, reason: &str, note: &str) -> Result<Next, Error> {
+        let change = Change { failure_reason: Some(reason.to_owned()), ..Change::to(Status::Failed, Step::Done) };
+        let event = events::failed(order, reason, &order.payment_id);
+        self.advance(order, change, Some(event), note).await
+    }
+
+    fn stalled(order: &Order, error: &PortError) -> Next {
+        tracing::warn!(order_id = %order.id, step = order.step.as_str(), %error,
+            "saga stalled; the recovery task will resume it");
+        Next::Stop
+    }
+
+    fn name_of<'a>(order: &'a Order, product_id: Option<&str>) -> Option<&'a str> {
+        let product_id = product_id?;
+        order.lines.iter().find(|l| l.product_id == product_id).map(|l| l.name.as_str())
+    }
+
+    async fn reserve(&self, order: &Order) -> Result<Next, Error> {
+        let lines: Vec<_> = order
+            .lines
+            .iter()
+            .map(|l| domain::LineInput { product_id: l.product_id.clone(), quantity: l.quantity })
+            .collect();
+        let ports = &self.inner.ports;
+        match self.call("reserve", &order.id, || ports.reserve(&order.id, &lines)).await {
+            Ok(Reservation::Held) => {
+                let next = self.advance(order, Change::to(Status::Pending, Step::Pay), None, "stock held").await?;
+                if let Next::Stop = next {
+                    // Another runner failed the order while we held stock (e.g. stock freed up between its
+                    // attempt and ours): give ours back.
+                    let failed = self.inner.store.order(&order.id).await?.is_some_and(|o| o.status == Status::Failed);
+                    if failed && let Err(error) = ports.release(&order.id).await {
+                        tracing::warn!(order_id = %order.id, %error, "releasing a stray reservation failed");
+                    }
+                }
+                Ok(next)
+            }
+            Ok(Reservation::OutOfStock(product)) => {
+                let reason = domain::out_of_stock(Self::name_of(order, product.as_deref()));
+                self.fail(order, &reason, "out of stock").await
+            }
+            Ok(Reservation::NotForSale(product)) => {
+                let reason = domain::not_for_sale(Self::name_of(order, product.as_deref()));
+                self.fail(order, &reason, "product not for sale").await
+            }
+            Ok(Reservation::Released) => self.fail(order, domain::RESERVE_FAILED, "reservation already released").await,
+            Err(error @ PortError::Transient(_)) => Ok(Self::stalled(order, &error)),
+            Err(error) => {
+                tracing::error!(order_id = %order.id, %error, "reserving stock failed");
+                self.fail(order, domain::RESERVE_FAILED, "reserve failed").await
+            }
+        }
+    }
+
+    async fn pay(&self, order: &Order) -> Result<Next, Error> {
+        let request = PaymentRequest {
+            order_id: order.id.clone(),
+            customer_id: order.customer_id.clone(),
+            amount: order.total.clone(),
+            payment_method: order.payment_method.clone(),
+            idempotency_key: domain::payment_key(&order.id),
+        };
+        let ports = &self.inner.ports;
+        match self.call("pay", &order.id, || ports.pay(&request)).await {
+            Ok(payment) if payment.captured => {
+                let change =
+                    Change { payment_id: Some(payment.payment_id), ..Change::to(Status::Pending, Step::Commit) };
+                self.advance(order, change, None, "payment captured").await
+            }
+            Ok(payment) => {
+                let reason = if payment.failure_reason.trim().is_empty() {
+                    domain::PAYMENT_DECLINED.to_owned()
+                } else {
+                    payment.failure_reason
+                };
+                let change = Change {
+                    payment_id: Some(payment.payment_id),
+                    failure_reason: Some(reason),
+                    ..Change::to(Status::Pending, Step::Release)
+                };
+                self.advance(order, change, None, "payment failed").await
+            }
+            Err(error @ PortError::Transient(_)) => Ok(Self::stalled(order, &error)),
+            Err(error) => {
+                tracing::error!(order_id = %order.id, %error, "payment refused");
+                let change = Change {
+                    failure_reason: Some(domain::PAYMENT_ERROR.to_owned()),
+                    ..Change::to(Status::Pending, Step::Release)
+                };
+                self.advance(order, change, None, "payment refused").await
+            }
+        }
+    }
+
+    async fn commit(&self, order: &Order) -> Result<Next, Error> {
+        let ports = &self.inner.ports;
+        match self.call("commit", &order.id, || ports.commit(&order.id)).await {
+            Ok(Commit::Committed) => {
+                let event = events::confirmed(order);
+                let next =
+                    self.advance(order, Change::to(Status::Confirmed, Step::Done), Some(event), "stock sold").await?;
+                if matches!(next, Next::Continue) && order.from_cart {
+                    // Best effort: the cart also empties itself on order.confirmed.
+                    if let Err(error) =
+                        self.call("clear_cart", &order.id, || ports.clear_cart(&order.customer_id)).await
+                    {
+                        tracing::warn!(order_id = %order.id, %error, "clearing the cart failed");
+                    }
+                }
+                Ok(next)
+            }
+            Err(error @ PortError::Transient(_)) => Ok(Self::stalled(order, &error)),
+            refused => {
+                if let Err(error) = refused {
+                    tracing::error!(order_id = %order.id, %error, "committing stock failed");
+                }
+                let change = Change {
+                    failure_reason: Some(domain::COMMIT_FAILED.to_owned()),
+                    ..Change::to(Status::Pending, Step::Refund)
+                };
+                self.advance(order, change, None, "stock could not be sold").await
+            }
+        }
+    }
+
+    fn refund_request(order: &Order, refund_id: String, reason: &str) -> RefundRequest {
+        RefundRequest {
+            payment_id: order.payment_id.clone(),
+            refund_id,
+            amount: Price { currency: order.total.currency.clone(), amount_minor: order.total.amount_minor },
+            reason: reason.to_owned(),
+        }
+    }
+
+    async fn refund(&self, order: &Order) -> Result<Next, Error> {
+        let request = Self::refund_request(order, domain::compensation_refund_id(&order.id), "checkout compensation");
+        let ports = &self.inner.ports;
+        match self.call("refund", &order.id, || ports.refund(&request)).await {
+            Ok(()) => self.advance(order, Change::to(Status::Pending, Step::Release), None, "payment refunded").await,
+            Err(error) => {
+                // Money is at stake: never give up silently. The order stays here, resumed periodically, and
+                // `audit` lists it once it is older than the threshold.
+                tracing::error!(order_id = %order.id, %error, "refunding a compensated checkout failed");
+                Ok(Next::Stop)
+            }
+        }
+    }
+
+    async fn release(&self, order: &Order) -> Result<Next, Error> {
+        let ports = &self.inner.ports;
+        match self.call("release", &order.id, || ports.release(&order.id)).await {
+            Ok(()) => {}
+            Err(error @ PortError::Transient(_)) => return Ok(Self::stalled(order, &error)),
+            Err(error) => tracing::error!(order_id = %order.id, %error, "releasing stock failed; failing the order"),
+        }
+        let reason =
+            if order.failure_reason.is_empty() { domain::RESERVE_FAILED } else { order.failure_reason.as_str() };
+        self.fail(order, reason, "stock released").await
+    }
+
+    async fn cancel(&self, order: &Order) -> Result<Next, Error> {
+        let reason = if order.cancel_reason.is_empty() { "order cancelled" } else { order.cancel_reason.as_str() };
+        let request = Self::refund_request(order, domain::cancel_refund_id(&order.id), reason);
+        let ports = &self.inner.ports;
+        match self.call("cancel", &order.id, || ports.refund(&request)).await {
+            Ok(()) => {
+                let event = events::cancelled(order);
+                self.advance(order, Change::to(Status::Cancelled, Step::Done), Some(event), "refunded on cancel").await
+            }
+            Err(error) => {
+                tracing::error!(order_id = %order.id, %error, "refunding a cancelled order failed");
+                Ok(Next::Stop)
+            }
+        }
+    }
+}
+
+/// Counts settled orders by final status (`mercato_orders_total{status}`).
+fn metrics_count(status: Status) {
+    metrics::counter!("mercato_orders_total", "status" => status.as_str()).increment(1);
+}

@@ -1,0 +1,494 @@
+//! All SQL of the orders service. Every statement is written once, in the subset SQLite and PostgreSQL
+//! share, and run on whichever pool the [`Db`] holds through `with_db!`.
+//!
+//! Saga moves are compare-and-set on (status, saga_step): of two runners of one saga only one can move it,
+//! and the loser learns so. Every transaction writes first, so that on SQLite it takes the write lock up
+//! front instead of failing with SQLITE_BUSY when upgrading.
+
+use platform::db::finish;
+use platform::db::{Db, is_unique_violation};
+use platform::events::{NewEvent, enqueue};
+use platform::with_db;
+
+use crate::domain::{Address, Cursor, Line, Price, Status, Step};
+use crate::error::Error;
+
+const ORDER_COLUMNS: &str = "id, customer_id, status, saga_step, step_time, currency, total_minor, ship_name, \
+     ship_line1, ship_line2, ship_city, ship_region, ship_postal_code, ship_country, payment_method, payment_id, \
+     failure_reason, cancel_reason, from_cart, idempotency_key, request_hash, create_time, update_time";
+
+#[derive(sqlx::FromRow)]
+struct OrderRow {
+    id: String,
+    customer_id: String,
+    status: String,
+    saga_step: String,
+    step_time: i64,
+    currency: String,
+    total_minor: i64,
+    ship_name: String,
+    ship_line1: String,
+    ship_line2: String,
+    ship_city: String,
+    ship_region: String,
+    ship_postal_code: String,
+    ship_country: String,
+    payment_method: String,
+    payment_id: String,
+    failure_reason: String,
+    cancel_reason: String,
+    from_cart: bool,
+    idempotency_key: String,
+    request_hash: String,
+    create_time: i64,
+    update_time: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct LineRow {
+    order_id: String,
+    product_id: String,
+    sku: String,
+    name: String,
+    quantity: i64,
+    unit_price_minor: i64,
+}
+
+/// A stored order with its lines.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Order {
+    /// UUIDv7.
+    pub id: String,
+    /// The customer (user id).
+    pub customer_id: String,
+    /// What customers see.
+    pub status: Status,
+    /// Where the saga stands.
+    pub step: Step,
+    /// When the step was entered or last claimed (microseconds).
+    pub step_time: i64,
+    /// Lines, in the order placed.
+    pub lines: Vec<Line>,
+    /// Total.
+    pub total: Price,
+    /// Shipping address.
+    pub address: Address,
+    /// Payment method token.
+    pub payment_method: String,
+    /// The payment, once made; empty before.
+    pub payment_id: String,
+    /// Customer-readable failure reason; empty unless failing or FAILED.
+    pub failure_reason: String,
+    /// Why it was cancelled; empty unless cancelling or CANCELLED.
+    pub cancel_reason: String,
+    /// Placed from the customer's cart.
+    pub from_cart: bool,
+    /// The idempotency key it was created with.
+    pub idempotency_key: String,
+    /// Fingerprint of the creating request.
+    pub request_hash: String,
+    /// Microseconds since the epoch.
+    pub create_time: i64,
+    /// Microseconds since the epoch.
+    pub update_time: i64,
+}
+
+impl Order {
+    /// The cursor of a page ending with this order.
+    pub fn cursor(&self) -> Cursor {
+        Cursor { create_time: self.create_time, id: self.id.clone() }
+    }
+}
+
+fn corrupt(what: &str, value: &str) -> Error {
+    Error::Database(sqlx::Error::Protocol(format!("unknown {what} {value}")))
+}
+
+fn assemble(row: OrderRow, lines: Vec<Line>) -> Result<Order, Error> {
+    Ok(Order {
+        status: Status::parse(&row.status).ok_or_else(|| corrupt("order status", &row.status))?,
+        step: Step::parse(&row.saga_step).ok_or_else(|| corrupt("saga step", &row.saga_step))?,
+        id: row.id,
+        customer_id: row.customer_id,
+        step_time: row.step_time,
+        lines,
+        total: Price { currency: row.currency, amount_minor: row.total_minor },
+        address: Address {
+            name: row.ship_name,
+            line1: row.ship_line1,
+            line2: row.ship_line2,
+            city: row.ship_city,
+            region: row.ship_region,
+            postal_code: row.ship_postal_code,
+            country: row.ship_country,
+        },
+        payment_method: row.payment_method,
+        payment_id: row.payment_id,
+        failure_reason: row.failure_reason,
+        cancel_reason: row.cancel_reason,
+        from_cart: row.from_cart,
+        idempotency_key: row.idempotency_key,
+        request_hash: row.request_hash,
+        create_time: row.create_time,
+        update_time: row.update_time,
+    })
+}
+
+fn line(row: LineRow) -> Line {
+    Line {
+        product_id: row.product_id,
+        sku: row.sku,
+        name: row.name,
+        quantity: i32::try_from(row.quantity).unwrap_or(i32::MAX),
+        unit_price_minor: row.unit_price_minor,
+    }
+}
+
+/// A saga move: the state an order goes to, and what it records on the way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// New status.
+    pub status: Status,
+    /// New step.
+    pub step: Step,
+    /// Sets the payment id.
+    pub payment_id: Option<String>,
+    /// Sets the failure reason.
+    pub failure_reason: Option<String>,
+    /// Sets the cancel reason.
+    pub cancel_reason: Option<String>,
+}
+
+impl Change {
+    /// A move to `status` and `step` changing nothing else.
+    pub fn to(status: Status, step: Step) -> Self {
+        Self { status, step, payment_id: None, failure_reason: None, cancel_reason: None }
+    }
+}
+
+/// What ListOrders asks of the store.
+#[derive(Debug, Clone, Default)]
+pub struct ListQuery {
+    /// Only this customer's orders, when set.
+    pub customer_id: Option<String>,
+    /// Only orders in this state, when set.
+    pub status: Option<Status>,
+    /// Start after this order.
+    pub after: Option<Cursor>,
+    /// At most this many rows.
+    pub limit: i64,
+}
+
+enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// The orders service's tables.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Db,
+}
+
+impl Store {
+    /// A store over `db` (already migrated).
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Inserts a new order with its lines and its `order.placed` event, in one transaction. False when the
+    /// customer already used the order's idempotency key (nothing is written).
+    pub async fn insert_order(&self, order: &Order, placed: &NewEvent) -> Result<bool, Error> {
+        let insert = format!(
+            "INSERT INTO orders ({ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+             $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)"
+        );
+        let inserted = with_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let first = sqlx::query(&insert)
+                .bind(&order.id)
+                .bind(&order.customer_id)
+                .bind(order.status.as_str())
+                .bind(order.step.as_str())
+                .bind(order.step_time)
+                .bind(&order.total.currency)
+                .bind(order.total.amount_minor)
+                .bind(&order.address.name)
+                .bind(&order.address.line1)
+                .bind(&order.address.line2)
+                .bind(&order.address.city)
+                .bind(&order.address.region)
+                .bind(&order.address.postal_code)
+                .bind(&order.address.country)
+                .bind(&order.payment_method)
+                .bind(&order.payment_id)
+                .bind(&order.failure_reason)
+                .bind(&order.cancel_reason)
+                .bind(order.from_cart)
+                .bind(&order.idempotency_key)
+                .bind(&order.request_hash)
+                .bind(order.create_time)
+                .bind(order.update_time)
+                .execute(&mut *tx)
+                .await;
+            match first {
+                Err(e) if is_unique_violation(&e) => {
+                    tx.rollback().await?;
+                    false
+                }
+                Err(e) => {
+                    tx.rollback().await?;
+                    return Err(e.into());
+                }
+                Ok(_) => {
+                    let result: Result<_, Error> = async {
+                        for (n, l) in order.lines.iter().enumerate() {
+                            sqlx::query(
+                                "INSERT INTO order_items (order_id, line_no, product_id, sku, name, quantity, \
+                                 unit_price_minor) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                            )
+                            .bind(&order.id)
+                            .bind(i64::try_from(n).unwrap_or(i64::MAX))
+                            .bind(&l.product_id)
+                            .bind(&l.sku)
+                            .bind(&l.name)
+                            .bind(i64::from(l.quantity))
+                            .bind(l.unit_price_minor)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                        sqlx::query(
+                            "INSERT INTO saga_log (id, order_id, from_step, to_step, status, note, create_time) \
+                             VALUES ($1, $2, '', $3, $4, 'order placed', $5)",
+                        )
+                        .bind(uuid::Uuid::now_v7().to_string())
+                        .bind(&order.id)
+                        .bind(order.step.as_str())
+                        .bind(order.status.as_str())
+                        .bind(order.create_time)
+                        .execute(&mut *tx)
+                        .await?;
+                        enqueue(&mut *tx, crate::NAME, placed).await?;
+                        Ok(())
+                    }
+                    .await;
+                    finish(tx, result).await?;
+                    true
+                }
+            }
+        });
+        Ok(inserted)
+    }
+
+    /// The id of the order `customer_id` created with idempotency key `key`, if any.
+    pub async fn id_by_key(&self, customer_id: &str, key: &str) -> Result<Option<String>, Error> {
+        let id = with_db!(&self.db, pool => {
+            sqlx::query_scalar::<_, String>("SELECT id FROM orders WHERE customer_id = $1 AND idempotency_key = $2")
+                .bind(customer_id)
+                .bind(key)
+                .fetch_optional(pool)
+                .await?
+        });
+        Ok(id)
+    }
+
+    /// Order `id` with its lines, if it exists.
+    pub async fn order(&self, id: &str) -> Result<Option<Order>, Error> {
+        let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1");
+        let (row, lines) = with_db!(&self.db, pool => {
+            let row = sqlx::query_as::<_, OrderRow>(&sql).bind(id).fetch_optional(pool).await?;
+            let lines = sqlx::query_as::<_, LineRow>(
+                "SELECT order_id, product_id, sku, name, quantity, unit_price_minor FROM order_items \
+                 WHERE order_id = $1 ORDER BY line_no",
+            )
+            .bind(id)
+            .fetch_all(pool)
+            .await?;
+            (row, lines)
+        });
+        row.map(|row| assemble(row, lines.into_iter().map(line).collect())).transpose()
+    }
+
+    /// Orders newest first, after the cursor, filtered as asked, with their lines.
+    pub async fn list(&self, q: &ListQuery) -> Result<Vec<Order>, Error> {
+        let mut sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE 1 = 1");
+        let mut args = Vec::new();
+        let mut arg = |a: Arg| {
+            args.push(a);
+            args.len()
+        };
+        if let Some(customer) = &q.customer_id {
+            let n = arg(Arg::Text(customer.clone()));
+            sql.push_str(&format!(" AND customer_id = ${n}"));
+        }
+        if let Some(status) = q.status {
+            let n = arg(Arg::Text(status.as_str().to_owned()));
+            sql.push_str(&format!(" AND status = ${n}"));
+        }
+        if let Some(after) = &q.after {
+            let t = arg(Arg::Int(after.create_time));
+            let i = arg(Arg::Text(after.id.clone()));
+            sql.push_str(&format!(" AND (create_time < ${t} OR (create_time = ${t} AND id < ${i}))"));
+        }
+        let n = arg(Arg::Int(q.limit));
+        sql.push_str(&format!(" ORDER BY create_time DESC, id DESC LIMIT ${n}"));
+        let rows = with_db!(&self.db, pool => {
+            let mut query = sqlx::query_as::<_, OrderRow>(&sql);
+            for a in &args {
+                query = match a {
+                    Arg::Text(s) => query.bind(s.as_str()),
+                    Arg::Int(i) => query.bind(*i),
+                };
+            }
+            query.fetch_all(pool).await?
+        });
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders = (1..=rows.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        let lines_sql = format!(
+            "SELECT order_id, product_id, sku, name, quantity, unit_price_minor FROM order_items \
+             WHERE order_id IN ({placeholders}) ORDER BY order_id, line_no"
+        );
+        let line_rows = with_db!(&self.db, pool => {
+            let mut query = sqlx::query_as::<_, LineRow>(&lines_sql);
+            for row in &rows {
+                query = query.bind(row.id.as_str());
+            }
+            query.fetch_all(pool).await?
+        });
+        let mut by_order: std::collections::HashMap<String, Vec<Line>> = std::collections::HashMap::new();
+        for l in line_rows {
+            by_order.entry(l.order_id.clone()).or_default().push(line(l));
+        }
+        rows.into_iter()
+            .map(|row| {
+                let lines = by_order.remove(&row.id).unwrap_or_default();
+                assemble(row, lines)
+            })
+            .collect()
+    }
+
+    /// Moves order `id` from its (status, step) as `change` says, logging the move and enqueuing
+    /// `event` in the same transaction. False when the order was no longer there (another runner moved it).
+    pub async fn advance(
+        &self,
+        id: &str,
+        (from_status, from_step): (Status, Step),
+        change: &Change,
+        event: Option<&NewEvent>,
+        note: &str,
+        now: i64,
+    ) -> Result<bool, Error> {
+        let moved = with_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let result: Result<_, Error> = async {
+                let updated = sqlx::query(
+                    "UPDATE orders SET status = $1, saga_step = $2, step_time = $3, update_time = $3, \
+                     payment_id = COALESCE($4, payment_id), failure_reason = COALESCE($5, failure_reason), \
+                     cancel_reason = COALESCE($6, cancel_reason) \
+                     WHERE id = $7 AND status = $8 AND saga_step = $9",
+                )
+                .bind(change.status.as_str())
+                .bind(change.step.as_str())
+                .bind(now)
+                .bind(change.payment_id.as_deref())
+                .bind(change.failure_reason.as_deref())
+                .bind(change.cancel_reason.as_deref())
+                .bind(id)
+                .bind(from_status.as_str())
+                .bind(from_step.as_str())
+                .execute(&mut *tx)
+                .await?;
+                if updated.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "INSERT INTO saga_log (id, order_id, from_step, to_step, status, note, create_time) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(id)
+                .bind(from_step.as_str())
+                .bind(change.step.as_str())
+                .bind(change.status.as_str())
+                .bind(note)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                if let Some(event) = event {
+                    enqueue(&mut *tx, crate::NAME, event).await?;
+                }
+                Ok(true)
+            }
+            .await;
+            finish(tx, result).await?
+        });
+        Ok(moved)
+    }
+
+    /// Orders whose saga has work left (PENDING, or CONFIRMED while cancelling), with their step times;
+    /// only those whose step is older than `before` when given.
+    pub async fn in_flight(&self, before: Option<i64>) -> Result<Vec<(String, i64)>, Error> {
+        let before = before.unwrap_or(i64::MAX);
+        let rows = with_db!(&self.db, pool => {
+            sqlx::query_as::<_, (String, i64)>(
+                "SELECT id, step_time FROM orders WHERE (status = 'PENDING' OR saga_step = 'cancel') \
+                 AND step_time < $1 ORDER BY step_time, id",
+            )
+            .bind(before)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+
+    /// Claims a stalled saga for this runner: moves its step time from `seen` to `now`. False when someone
+    /// else claimed or moved it meanwhile.
+    pub async fn claim(&self, id: &str, seen: i64, now: i64) -> Result<bool, Error> {
+        let n = with_db!(&self.db, pool => {
+            sqlx::query("UPDATE orders SET step_time = $1 WHERE id = $2 AND step_time = $3")
+                .bind(now)
+                .bind(id)
+                .bind(seen)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    /// Problems in words: sagas stuck since before `stuck_before`, and confirmed or cancelled orders
+    /// without a payment.
+    pub async fn audit(&self, stuck_before: i64) -> Result<Vec<String>, Error> {
+        let (stuck, unpaid) = with_db!(&self.db, pool => {
+            let stuck = sqlx::query_as::<_, (String, String, String, i64)>(
+                "SELECT id, status, saga_step, step_time FROM orders \
+                 WHERE (status = 'PENDING' OR saga_step = 'cancel') AND step_time < $1 ORDER BY step_time, id",
+            )
+            .bind(stuck_before)
+            .fetch_all(pool)
+            .await?;
+            let unpaid = sqlx::query_as::<_, (String, String)>(
+                "SELECT id, status FROM orders WHERE status IN ('CONFIRMED', 'CANCELLED') AND payment_id = '' \
+                 ORDER BY id",
+            )
+            .fetch_all(pool)
+            .await?;
+            (stuck, unpaid)
+        });
+        let mut problems: Vec<String> = stuck
+            .into_iter()
+            .map(|(id, status, step, time)| {
+                format!("order {id} is stuck: {status} at saga step {step} since {time} (µs since the epoch)")
+            })
+            .collect();
+        problems.extend(unpaid.into_iter().map(|(id, status)| format!("order {id} is {status} without a payment")));
+        Ok(problems)
+    }
+}

@@ -1,0 +1,143 @@
+//! The gRPC face of payments: wire messages in, caller checks, the use cases, wire messages out.
+
+use api::common::Money;
+use api::mercato::payments::v1::payment_service_server::PaymentService;
+use api::mercato::payments::v1::{
+    CreatePaymentRequest, CreatePaymentResponse, GetPaymentRequest, GetPaymentResponse, Payment, PaymentStatus,
+    RefundPaymentRequest, RefundPaymentResponse,
+};
+use platform::auth::{Claims, caller};
+use platform::time::timestamp;
+use tonic::{Request, Response, Status};
+
+use crate::domain::{self, PaymentInput};
+use crate::error::Error;
+use crate::service::{Payments, RefundRequest};
+use crate::store::PaymentRow;
+
+/// The role of service callers (tokens from the client-credentials grant).
+pub const ROLE_SERVICE: &str = "service";
+/// The metadata key of the idempotency key (the `Idempotency-Key` HTTP header).
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+/// Implements `mercato.payments.v1.PaymentService`.
+#[derive(Debug, Clone)]
+pub struct PaymentsApi {
+    payments: Payments,
+}
+
+impl PaymentsApi {
+    /// The service over its logic.
+    pub fn new(payments: Payments) -> Self {
+        Self { payments }
+    }
+}
+
+fn is_service(claims: &Claims) -> bool {
+    claims.roles.iter().any(|r| r == ROLE_SERVICE)
+}
+
+/// The customer a CreatePayment charges: services name one in `customer_id`; anyone else is the customer,
+/// and naming somebody else is PERMISSION_DENIED.
+fn customer_of(claims: &Claims, customer_id: &str) -> Result<String, Error> {
+    if is_service(claims) {
+        if customer_id.is_empty() {
+            return Err(Error::invalid("customer_id", "is required when a service creates a payment"));
+        }
+        return Ok(customer_id.to_owned());
+    }
+    if !customer_id.is_empty() && customer_id != claims.sub {
+        return Err(Error::PermissionDenied("only services may create payments for another customer".to_owned()));
+    }
+    Ok(claims.sub.clone())
+}
+
+fn status_to_wire(status: domain::Status) -> i32 {
+    let wire = match status {
+        domain::Status::Captured => PaymentStatus::Captured,
+        domain::Status::Failed => PaymentStatus::Failed,
+        domain::Status::PartiallyRefunded => PaymentStatus::PartiallyRefunded,
+        domain::Status::Refunded => PaymentStatus::Refunded,
+    };
+    wire as i32
+}
+
+fn payment_to_wire(p: PaymentRow) -> Payment {
+    Payment {
+        amount: Some(Money { currency: p.currency.clone(), amount_minor: p.amount_minor }),
+        refunded_amount: Some(Money { currency: p.currency, amount_minor: p.refunded_minor }),
+        status: status_to_wire(p.status),
+        id: p.id,
+        order_id: p.order_id,
+        customer_id: p.customer_id,
+        payment_method: p.payment_method,
+        failure_reason: p.failure_reason,
+        failure_code: p.failure_code,
+        processor_reference: p.processor_reference,
+        create_time: Some(timestamp(p.create_time)),
+        update_time: Some(timestamp(p.update_time)),
+    }
+}
+
+#[tonic::async_trait]
+impl PaymentService for PaymentsApi {
+    async fn create_payment(
+        &self,
+        request: Request<CreatePaymentRequest>,
+    ) -> Result<Response<CreatePaymentResponse>, Status> {
+        let claims = caller(&request)?.clone();
+        let header = request.metadata().get(IDEMPOTENCY_KEY_HEADER).map(|v| v.to_str().map(str::to_owned));
+        let header = match header {
+            Some(Ok(value)) => Some(value),
+            Some(Err(_)) => return Err(Error::invalid("idempotency_key", "must be visible ASCII").into()),
+            None => None,
+        };
+        let req = request.into_inner();
+        let customer = customer_of(&claims, &req.customer_id)?;
+        let input = PaymentInput {
+            order_id: &req.order_id,
+            amount: req.amount.as_ref().map(|m| (m.currency.as_str(), m.amount_minor)),
+            payment_method: &req.payment_method,
+            key_header: header.as_deref(),
+            key_field: &req.idempotency_key,
+        };
+        let (new, key) = domain::validate_payment(&input, &customer).map_err(Error::InvalidArgument)?;
+        let payment = self.payments.create(&new, &key).await?;
+        Ok(Response::new(CreatePaymentResponse { payment: Some(payment_to_wire(payment)) }))
+    }
+
+    async fn get_payment(&self, request: Request<GetPaymentRequest>) -> Result<Response<GetPaymentResponse>, Status> {
+        let claims = caller(&request)?.clone();
+        let id = request.into_inner().id;
+        if id.is_empty() {
+            return Err(Error::invalid("id", "is required").into());
+        }
+        let payment = self
+            .payments
+            .get(&id)
+            .await?
+            // Someone else's payment is NOT_FOUND, as an unknown one: its existence is not revealed.
+            .filter(|p| claims.is_admin() || is_service(&claims) || p.customer_id == claims.sub)
+            .ok_or_else(|| Error::payment_not_found(&id))?;
+        Ok(Response::new(GetPaymentResponse { payment: Some(payment_to_wire(payment)) }))
+    }
+
+    async fn refund_payment(
+        &self,
+        request: Request<RefundPaymentRequest>,
+    ) -> Result<Response<RefundPaymentResponse>, Status> {
+        let req = request.into_inner();
+        let amount = req.amount.as_ref().map(|m| (m.currency.as_str(), m.amount_minor));
+        let (currency, amount_minor) =
+            domain::validate_refund(&req.payment_id, &req.refund_id, amount).map_err(Error::InvalidArgument)?;
+        let refund = RefundRequest {
+            payment_id: req.payment_id,
+            refund_id: req.refund_id,
+            currency,
+            amount_minor,
+            reason: req.reason,
+        };
+        let (payment, processor_reference) = self.payments.refund(&refund).await?;
+        Ok(Response::new(RefundPaymentResponse { payment: Some(payment_to_wire(payment)), processor_reference }))
+    }
+}

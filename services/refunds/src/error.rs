@@ -1,0 +1,118 @@
+//! The one error type of the refunds service, and how it reaches clients.
+
+use platform::error::{FieldViolation, invalid_argument, with_reason};
+use tonic::{Code, Status};
+
+/// `ErrorInfo` reason when an idempotency key is sent again with another request.
+pub const IDEMPOTENCY_KEY_REUSED: &str = "IDEMPOTENCY_KEY_REUSED";
+/// `ErrorInfo` reason when a refund would take the refunded total beyond the captured amount.
+pub const REFUND_EXCEEDS_CAPTURED: &str = "REFUND_EXCEEDS_CAPTURED";
+/// `ErrorInfo` reason when a payment cannot be refunded in its state (not captured, or fully refunded).
+pub const PAYMENT_NOT_REFUNDABLE: &str = "PAYMENT_NOT_REFUNDABLE";
+
+/// Everything that can go wrong in the refunds service.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The named thing does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is malformed; every offending field is named.
+    #[error("invalid request: {}", describe(.0))]
+    InvalidArgument(Vec<FieldViolation>),
+    /// The idempotency key was used before for another request.
+    #[error("{0}")]
+    KeyReused(String),
+    /// The caller may not do this.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// The request is well-formed but the payment's state refuses it.
+    #[error("{message}")]
+    FailedPrecondition {
+        /// Machine-readable reason, e.g. [`REFUND_EXCEEDS_CAPTURED`].
+        reason: &'static str,
+        /// What happened, for people.
+        message: String,
+    },
+    /// The payments service cannot be reached for now; retry later.
+    #[error("{0}")]
+    Unavailable(String),
+    /// Stored data is not what the service writes (a corrupted row).
+    #[error("corrupt data: {0}")]
+    Corrupt(String),
+    /// A query failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The database could not be opened or migrated.
+    #[error(transparent)]
+    Db(#[from] platform::db::DbError),
+    /// The gRPC server failed.
+    #[error(transparent)]
+    Serve(#[from] platform::grpc::ServeError),
+    /// A gRPC client channel could not be built.
+    #[error("gRPC transport: {0}")]
+    Transport(#[from] tonic::transport::Error),
+    /// A required setting is missing or wrong.
+    #[error("{variable}: {problem}")]
+    Setting {
+        /// The environment variable.
+        variable: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+fn describe(violations: &[FieldViolation]) -> String {
+    violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ")
+}
+
+impl Error {
+    /// INVALID_ARGUMENT for one field.
+    pub fn invalid(field: &str, description: impl Into<String>) -> Self {
+        Self::InvalidArgument(vec![FieldViolation::new(field, description)])
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::NotFound(m) => Status::not_found(m),
+            Error::InvalidArgument(v) => invalid_argument(v),
+            Error::KeyReused(m) => with_reason(Code::InvalidArgument, IDEMPOTENCY_KEY_REUSED, m),
+            Error::PermissionDenied(m) => Status::permission_denied(m),
+            Error::FailedPrecondition { reason, message } => with_reason(Code::FailedPrecondition, reason, message),
+            Error::Unavailable(m) => Status::unavailable(m),
+            // Internal details (SQL, connection strings, stored values) stay in our logs, never in a response.
+            internal @ (Error::Corrupt(_)
+            | Error::Database(_)
+            | Error::Db(_)
+            | Error::Serve(_)
+            | Error::Transport(_)
+            | Error::Setting { .. }) => {
+                tracing::error!(error = %internal, "internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_errors_do_not_leak() {
+        let status = Status::from(Error::Database(sqlx::Error::Protocol("SELECT secret FROM t".into())));
+        assert_eq!((status.code(), status.message()), (Code::Internal, "internal error"));
+    }
+
+    #[test]
+    fn reasons_travel_as_error_info() {
+        let status = Status::from(Error::KeyReused("no".into()));
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = platform::error::decode_details(&status).expect("details");
+        assert_eq!(details.details[0].type_url, "type.googleapis.com/google.rpc.ErrorInfo");
+        let status =
+            Status::from(Error::FailedPrecondition { reason: REFUND_EXCEEDS_CAPTURED, message: "too much".into() });
+        assert_eq!(status.code(), Code::FailedPrecondition);
+    }
+}

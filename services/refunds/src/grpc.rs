@@ -1,0 +1,125 @@
+//! The gRPC face of refunds: wire messages in, caller checks, the use cases, wire messages out.
+
+use api::common::Money;
+use api::mercato::refunds::v1::refund_service_server::RefundService;
+use api::mercato::refunds::v1::{
+    CreateRefundRequest, CreateRefundResponse, GetRefundRequest, GetRefundResponse, ListPaymentRefundsRequest,
+    ListPaymentRefundsResponse, Refund, RefundStatus,
+};
+use platform::auth::{Claims, caller};
+use platform::time::timestamp;
+use tonic::{Request, Response, Status};
+
+use crate::domain::{self, RefundInput};
+use crate::error::Error;
+use crate::service::Refunds;
+use crate::store::RefundRow;
+
+/// The role of service callers (tokens from the client-credentials grant).
+pub const ROLE_SERVICE: &str = "service";
+/// The scope that lets a caller create and read refunds.
+pub const SCOPE_REFUND_WRITE: &str = "refund:write";
+/// The metadata key of the idempotency key (the `Idempotency-Key` HTTP header).
+pub const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+/// Implements `mercato.refunds.v1.RefundService`.
+#[derive(Debug, Clone)]
+pub struct RefundsApi {
+    refunds: Refunds,
+}
+
+impl RefundsApi {
+    /// The service over its logic.
+    pub fn new(refunds: Refunds) -> Self {
+        Self { refunds }
+    }
+}
+
+/// Reading refunds is for holders of `refund:write` and for services.
+fn check_reader(claims: &Claims) -> Result<(), Error> {
+    if claims.has_scope(SCOPE_REFUND_WRITE) || claims.roles.iter().any(|r| r == ROLE_SERVICE) {
+        Ok(())
+    } else {
+        Err(Error::PermissionDenied(format!("reading refunds needs the scope {SCOPE_REFUND_WRITE}")))
+    }
+}
+
+fn status_to_wire(status: domain::Status) -> i32 {
+    let wire = match status {
+        domain::Status::Pending => RefundStatus::Pending,
+        domain::Status::Completed => RefundStatus::Completed,
+        domain::Status::Failed => RefundStatus::Failed,
+    };
+    wire as i32
+}
+
+fn refund_to_wire(r: RefundRow) -> Refund {
+    Refund {
+        amount: Some(Money { currency: r.currency, amount_minor: r.amount_minor }),
+        status: status_to_wire(r.status),
+        id: r.id,
+        payment_id: r.payment_id,
+        reason: r.reason,
+        failure_reason: r.failure_reason,
+        create_time: Some(timestamp(r.create_time)),
+        update_time: Some(timestamp(r.update_time)),
+    }
+}
+
+#[tonic::async_trait]
+impl RefundService for RefundsApi {
+    async fn create_refund(
+        &self,
+        request: Request<CreateRefundRequest>,
+    ) -> Result<Response<CreateRefundResponse>, Status> {
+        let requester = caller(&request)?.sub.clone();
+        let header = match request.metadata().get(IDEMPOTENCY_KEY_HEADER).map(|v| v.to_str().map(str::to_owned)) {
+            Some(Ok(value)) => Some(value),
+            Some(Err(_)) => return Err(Error::invalid("idempotency_key", "must be visible ASCII").into()),
+            None => None,
+        };
+        let req = request.into_inner();
+        let input = RefundInput {
+            payment_id: &req.payment_id,
+            amount: req.amount.as_ref().map(|m| (m.currency.as_str(), m.amount_minor)),
+            reason: &req.reason,
+            key_header: header.as_deref(),
+            key_field: &req.idempotency_key,
+        };
+        let (new, key) = domain::validate_refund(&input).map_err(Error::InvalidArgument)?;
+        let refund = self.refunds.create(&requester, &new, &key).await?;
+        Ok(Response::new(CreateRefundResponse { refund: Some(refund_to_wire(refund)) }))
+    }
+
+    async fn get_refund(&self, request: Request<GetRefundRequest>) -> Result<Response<GetRefundResponse>, Status> {
+        check_reader(caller(&request)?)?;
+        let id = request.into_inner().id;
+        if id.is_empty() {
+            return Err(Error::invalid("id", "is required").into());
+        }
+        let refund = self.refunds.get(&id).await?.ok_or_else(|| Error::NotFound(format!("refund {id} not found")))?;
+        Ok(Response::new(GetRefundResponse { refund: Some(refund_to_wire(refund)) }))
+    }
+
+    async fn list_payment_refunds(
+        &self,
+        request: Request<ListPaymentRefundsRequest>,
+    ) -> Result<Response<ListPaymentRefundsResponse>, Status> {
+        check_reader(caller(&request)?)?;
+        let req = request.into_inner();
+        if req.payment_id.is_empty() {
+            return Err(Error::invalid("payment_id", "is required").into());
+        }
+        let limit = domain::page_size(req.page_size).map_err(|v| Error::InvalidArgument(vec![v]))?;
+        let after = domain::page_token(&req.page_token).map_err(|v| Error::InvalidArgument(vec![v]))?;
+        // One more than the page tells whether there is a next page.
+        let mut rows = self.refunds.list(&req.payment_id, after, limit + 1).await?;
+        let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
+        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let next_page_token = if more { rows.last().map(|r| r.id.clone()).unwrap_or_default() } else { String::new() };
+        Ok(Response::new(ListPaymentRefundsResponse {
+            refunds: rows.into_iter().map(refund_to_wire).collect(),
+            next_page_token,
+        }))
+    }
+}

@@ -1,0 +1,590 @@
+//! The HTTP API as a client sees it: the blueprint's auth, catalog and inventory routes through the gateway,
+//! on SQLite and on PostgreSQL.
+
+use e2e::{Storage, TestPlatform};
+use serde_json::{Value, json};
+
+fn product(sku: &str, name: &str, category: &str, amount: &str) -> Value {
+    json!({
+        "sku": sku,
+        "name": name,
+        "description": format!("{name}, freshly made"),
+        "price": {"currency": "EUR", "amountMinor": amount},
+        "category": category,
+        "active": true
+    })
+}
+
+async fn shopping_flow(storage: Storage) {
+    let Some(p) = TestPlatform::start(storage).await else { return };
+    let admin = p.admin_token().await;
+    let customer = p.customer_token("shopper@example.com").await;
+
+    // Who am I.
+    let me = p.send("GET", "/v1/auth/me", Some(&customer), None).await;
+    assert_eq!(me.status, 200, "{}", me.json);
+    assert_eq!(me.json["email"], "shopper@example.com");
+    assert_eq!(me.json["roles"], json!(["customer"]));
+
+    // An admin creates a product: 201 with the proto3 JSON shape of the blueprint.
+    let created = p.send("POST", "/v1/products", Some(&admin), Some(product("TEA-1", "Green tea", "tea", "450"))).await;
+    assert_eq!(created.status, 201, "{}", created.json);
+    let id = created.json["id"].as_str().expect("id").to_owned();
+    assert_eq!(created.json["price"], json!({"currency": "EUR", "amountMinor": "450"}));
+    assert!(created.json["createTime"].as_str().is_some_and(|t| t.ends_with('Z')));
+
+    // Stock starts at zero; an admin adds some.
+    let inventory = p.send("GET", &format!("/v1/products/{id}/inventory"), None, None).await;
+    assert_eq!(inventory.json, json!({"productId": id, "onHand": 0, "reserved": 0, "available": 0}));
+    let adjusted = p
+        .send(
+            "POST",
+            &format!("/v1/products/{id}/inventory:adjust"),
+            Some(&admin),
+            Some(json!({"delta": 12, "reason": "restock"})),
+        )
+        .await;
+    assert_eq!(adjusted.status, 200, "{}", adjusted.json);
+    assert_eq!(adjusted.json["available"], 12);
+
+    // Anyone can browse.
+    let listed = p.send("GET", "/v1/products?category=tea&pageSize=10", None, None).await;
+    assert_eq!(listed.status, 200, "{}", listed.json);
+    assert_eq!(listed.json["products"][0]["id"], id.as_str());
+    let fetched = p.send("GET", &format!("/v1/products/{id}"), None, None).await;
+    assert_eq!(fetched.json["name"], "Green tea");
+
+    // PATCH changes only what the body names.
+    let patched = p.send("PATCH", &format!("/v1/products/{id}"), Some(&admin), Some(json!({"name": "Sencha"}))).await;
+    assert_eq!(patched.status, 200, "{}", patched.json);
+    assert_eq!((patched.json["name"].as_str(), patched.json["category"].as_str()), (Some("Sencha"), Some("tea")));
+
+    // Refusals, each with the one JSON error body.
+    let anonymous = p.send("POST", "/v1/products", None, Some(product("X-1", "X", "tea", "1"))).await;
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(anonymous.json["error"]["status"], "UNAUTHENTICATED");
+    assert!(anonymous.headers.get("www-authenticate").is_some());
+    let forbidden = p.send("POST", "/v1/products", Some(&customer), Some(product("X-1", "X", "tea", "1"))).await;
+    assert_eq!(forbidden.status, 403);
+    assert!(forbidden.json["error"]["message"].as_str().is_some_and(|m| m.contains("catalog:write")));
+    let duplicate = p.send("POST", "/v1/products", Some(&admin), Some(product("TEA-1", "Again", "tea", "1"))).await;
+    assert_eq!(duplicate.status, 409, "{}", duplicate.json);
+    let missing = p.send("GET", "/v1/products/no-such-product", None, None).await;
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.json["error"]["code"], 404);
+    let bad_token = p.send("GET", "/v1/auth/me", Some("not-a-token"), None).await;
+    assert_eq!(bad_token.status, 401);
+    let oversold = p
+        .send(
+            "POST",
+            &format!("/v1/products/{id}/inventory:adjust"),
+            Some(&admin),
+            Some(json!({"delta": -13, "reason": "loss"})),
+        )
+        .await;
+    assert_eq!(oversold.status, 400, "{}", oversold.json);
+
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn shopping_flow_on_sqlite() {
+    shopping_flow(Storage::Sqlite).await;
+}
+
+#[tokio::test]
+async fn shopping_flow_on_postgres() {
+    shopping_flow(Storage::Postgres).await;
+}
+
+#[tokio::test]
+async fn bad_input_gets_a_clear_error() {
+    let Some(p) = TestPlatform::start(Storage::Sqlite).await else { return };
+    let admin = p.admin_token().await;
+
+    // Malformed JSON.
+    let r = p.send_raw("POST", "/v1/auth/login", "application/json", b"{\"email\":".to_vec()).await;
+    assert_eq!(r.status, 400, "{}", r.json);
+    assert_eq!(r.json["error"]["status"], "INVALID_ARGUMENT");
+    // Unknown field, named.
+    let r = p.send("POST", "/v1/auth/login", None, Some(json!({"email": "a@b.co", "pasword": "x"}))).await;
+    assert_eq!(r.status, 400);
+    assert!(r.json["error"]["message"].as_str().is_some_and(|m| m.contains("pasword")), "{}", r.json);
+    // Wrong type, field named with its path.
+    let r = p
+        .send(
+            "POST",
+            "/v1/products",
+            Some(&admin),
+            Some(json!({"sku": "A", "price": {"currency": "EUR", "amountMinor": true}})),
+        )
+        .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(r.json["error"]["details"][0]["fieldViolations"][0]["field"], "product.price.amountMinor", "{}", r.json);
+    // Missing required fields: the service names each.
+    let r = p.send("POST", "/v1/auth/register", None, Some(json!({"email": "", "password": ""}))).await;
+    assert_eq!(r.status, 400);
+    let fields: Vec<&str> = r.json["error"]["details"][0]["fieldViolations"]
+        .as_array()
+        .map(|v| v.iter().filter_map(|f| f["field"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        fields.contains(&"email") && fields.contains(&"password") && fields.contains(&"display_name"),
+        "{}",
+        r.json
+    );
+    // Unknown query parameter, named.
+    let r = p.send("GET", "/v1/products?colour=red", None, None).await;
+    assert_eq!(r.status, 400);
+    assert!(r.json["error"]["message"].as_str().is_some_and(|m| m.contains("colour")));
+    // Oversize body.
+    let r = p.send_raw("POST", "/v1/auth/login", "application/json", vec![b' '; 2 * 1024 * 1024]).await;
+    assert_eq!(r.status, 413);
+    assert_eq!(r.json["error"]["code"], 413);
+    // Not JSON.
+    let r = p.send_raw("POST", "/v1/auth/login", "text/plain", b"hello".to_vec()).await;
+    assert_eq!(r.status, 415);
+    // No such route, and a known path with the wrong method.
+    let r = p.send("GET", "/v1/nothing-here", None, None).await;
+    assert_eq!((r.status, r.json["error"]["status"].as_str()), (404, Some("NOT_FOUND")));
+    let r = p.send("DELETE", "/v1/products", None, None).await;
+    assert_eq!(r.status, 405);
+    assert!(r.headers.get("allow").is_some_and(|v| v.to_str().unwrap_or("").contains("GET")));
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn edge_endpoints_ids_and_metrics() {
+    let Some(p) = TestPlatform::start(Storage::Sqlite).await else { return };
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(p.send("GET", path, None, None).await.status, 200, "{path}");
+    }
+    let jwks = p.send("GET", "/.well-known/jwks.json", None, None).await;
+    assert_eq!(jwks.status, 200);
+    let key = &jwks.json["keys"][0];
+    assert_eq!(
+        (key["kty"].as_str(), key["crv"].as_str(), key["alg"].as_str()),
+        (Some("OKP"), Some("Ed25519"), Some("EdDSA"))
+    );
+
+    // A request id given is echoed; one not given is made up.
+    let given =
+        p.http.get(format!("{}/v1/products", p.base)).header("x-request-id", "req-42").send().await.expect("sent");
+    assert_eq!(given.headers().get("x-request-id").and_then(|v| v.to_str().ok()), Some("req-42"));
+    let made = p.send("GET", "/v1/products", None, None).await;
+    assert!(made.headers.get("x-request-id").is_some_and(|v| !v.is_empty()));
+
+    // The metrics count requests per route and per RPC.
+    let metrics = p.metrics_text().await;
+    assert!(
+        metrics.contains("http_server_requests_total{method=\"GET\",route=\"GET /v1/products\",status=\"200\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains(
+        "grpc_server_requests_total{method=\"/mercato.catalog.v1.CatalogService/ListProducts\",code=\"Ok\"}"
+    ));
+    assert!(metrics.contains("http_server_request_duration_seconds_bucket"));
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn products_page_through_the_gateway() {
+    let Some(p) = TestPlatform::start(Storage::Sqlite).await else { return };
+    let admin = p.admin_token().await;
+    for i in 0..7 {
+        let r = p
+            .send(
+                "POST",
+                "/v1/products",
+                Some(&admin),
+                Some(product(&format!("B-{i}"), &format!("Book {i}"), "books", "1000")),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{}", r.json);
+    }
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let r = p.send("GET", &format!("/v1/products?pageSize=3&pageToken={token}"), None, None).await;
+        assert_eq!(r.status, 200, "{}", r.json);
+        for product in r.json["products"].as_array().into_iter().flatten() {
+            seen.push(product["sku"].as_str().unwrap_or_default().to_owned());
+        }
+        token = r.json["nextPageToken"].as_str().unwrap_or_default().to_owned();
+        if token.is_empty() {
+            break;
+        }
+    }
+    seen.sort();
+    assert_eq!(seen, (0..7).map(|i| format!("B-{i}")).collect::<Vec<_>>());
+    let r = p.send("GET", "/v1/products?query=book%205", None, None).await;
+    assert_eq!(r.json["products"].as_array().map(Vec::len), Some(1), "{}", r.json);
+    p.stop().await;
+}
+
+async fn ledger_books(storage: Storage) {
+    let Some(p) = TestPlatform::start(storage).await else { return };
+    let admin = p.admin_token().await;
+    let customer = p.customer_token("bookkeeper@example.com").await;
+    let cash = json!({"code": "assets:cash:eur", "name": "Cash", "type": "ACCOUNT_TYPE_ASSET", "currency": "EUR"});
+    let created = p.send("POST", "/v1/ledger/accounts", Some(&admin), Some(cash.clone())).await;
+    assert_eq!(created.status, 201, "{}", created.json);
+    assert_eq!(created.json["balance"], json!({"currency": "EUR", "amountMinor": "0"}));
+    let id = created.json["id"].as_str().expect("id").to_owned();
+    // Idempotent by code.
+    let again = p.send("POST", "/v1/ledger/accounts", Some(&admin), Some(cash)).await;
+    assert_eq!((again.status, again.json["id"].as_str()), (201, Some(id.as_str())), "{}", again.json);
+    let listed = p.send("GET", "/v1/ledger/accounts?currency=EUR", Some(&admin), None).await;
+    assert_eq!(listed.json["accounts"][0]["code"], "assets:cash:eur", "{}", listed.json);
+    let entries = p.send("GET", &format!("/v1/ledger/accounts/{id}/entries"), Some(&admin), None).await;
+    assert_eq!(entries.status, 200, "{}", entries.json);
+    // The books are for staff only.
+    assert_eq!(p.send("GET", "/v1/ledger/accounts", Some(&customer), None).await.status, 403);
+    assert_eq!(p.send("GET", "/v1/ledger/accounts", None, None).await.status, 401);
+    assert_eq!(p.send("GET", "/v1/ledger/transactions/none", Some(&admin), None).await.status, 404);
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn ledger_books_on_sqlite() {
+    ledger_books(Storage::Sqlite).await;
+}
+
+#[tokio::test]
+async fn ledger_books_on_postgres() {
+    ledger_books(Storage::Postgres).await;
+}
+
+#[tokio::test]
+async fn a_cart_priced_by_the_real_catalog() {
+    let Some(p) = TestPlatform::start(Storage::Sqlite).await else { return };
+    let admin = p.admin_token().await;
+    let alice = p.customer_token("alice@example.com").await;
+    let bob = p.customer_token("bob@example.com").await;
+    let made = p.send("POST", "/v1/products", Some(&admin), Some(product("MUG-1", "Mug", "kitchen", "1250"))).await;
+    let mug = made.json["id"].as_str().expect("id").to_owned();
+    let r =
+        p.send("POST", &format!("/v1/products/{mug}/inventory:adjust"), Some(&admin), Some(json!({"delta": 10}))).await;
+    assert_eq!(r.status, 200, "{}", r.json);
+
+    let added = p.send("POST", "/v1/cart/items", Some(&alice), Some(json!({"productId": mug, "quantity": 2}))).await;
+    assert_eq!(added.status, 200, "{}", added.json);
+    let again = p.send("POST", "/v1/cart/items", Some(&alice), Some(json!({"productId": mug, "quantity": 1}))).await;
+    assert_eq!(again.json["items"][0]["quantity"], 3, "{}", again.json);
+    assert_eq!(again.json["totals"], json!([{"currency": "EUR", "amountMinor": "3750"}]));
+
+    // A price change shows on the next read.
+    p.send(
+        "PATCH",
+        &format!("/v1/products/{mug}"),
+        Some(&admin),
+        Some(json!({"price": {"currency": "EUR", "amountMinor": "1000"}})),
+    )
+    .await;
+    let cart = p.send("GET", "/v1/cart", Some(&alice), None).await;
+    assert_eq!(cart.json["totals"], json!([{"currency": "EUR", "amountMinor": "3000"}]), "{}", cart.json);
+
+    // Bob's cart is his own, and empty; bad quantities are named.
+    let bobs = p.send("GET", "/v1/cart", Some(&bob), None).await;
+    assert_eq!(bobs.json["items"], json!([]), "{}", bobs.json);
+    let r = p.send("PATCH", &format!("/v1/cart/items/{mug}"), Some(&alice), Some(json!({"quantity": 100}))).await;
+    assert_eq!(r.status, 400);
+    assert!(r.json["error"]["message"].as_str().is_some_and(|m| m.contains("quantity")), "{}", r.json);
+    let r = p.send("DELETE", &format!("/v1/cart/items/{mug}"), Some(&alice), None).await;
+    assert_eq!((r.status, r.json["items"].clone()), (200, json!([])));
+    assert_eq!(p.send("GET", "/v1/cart", None, None).await.status, 401);
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn api_keys_work_at_the_edge_until_revoked() {
+    let Some(p) = TestPlatform::start(Storage::Sqlite).await else { return };
+    let admin = p.admin_token().await;
+    let made = p.send("POST", "/v1/products", Some(&admin), Some(product("KEY-1", "Key", "tools", "100"))).await;
+    let id = made.json["id"].as_str().expect("id").to_owned();
+    let created = p
+        .send(
+            "POST",
+            "/v1/auth/api-keys",
+            Some(&admin),
+            Some(json!({"name": "warehouse", "scopes": ["inventory:write"]})),
+        )
+        .await;
+    assert_eq!(created.status, 201, "{}", created.json);
+    let secret = created.json["secret"].as_str().expect("secret").to_owned();
+    let key_id = created.json["apiKey"]["id"].as_str().expect("key id").to_owned();
+
+    let adjust = format!("/v1/products/{id}/inventory:adjust");
+    let with_key = p.send_with("POST", &adjust, &[("x-api-key", &secret)], Some(json!({"delta": 3}))).await;
+    assert_eq!(with_key.status, 200, "{}", with_key.json);
+    // The key grants only its scopes.
+    let beyond =
+        p.send_with("POST", "/v1/products", &[("x-api-key", &secret)], Some(product("KEY-2", "K", "tools", "1"))).await;
+    assert_eq!(beyond.status, 403, "{}", beyond.json);
+    let bogus = p.send_with("POST", &adjust, &[("x-api-key", "mk_bogus")], Some(json!({"delta": 1}))).await;
+    assert_eq!(bogus.status, 401);
+
+    // Revoked, it stops working within seconds.
+    let revoked = p.send("POST", &format!("/v1/auth/api-keys/{key_id}:revoke"), Some(&admin), Some(json!({}))).await;
+    assert_eq!((revoked.status, revoked.json["revoked"].as_bool()), (200, Some(true)), "{}", revoked.json);
+    let mut status = 0;
+    for _ in 0..100 {
+        status = p.send_with("POST", &adjust, &[("x-api-key", &secret)], Some(json!({"delta": 1}))).await.status;
+        if status == 401 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(status, 401, "a revoked key still works after 10 s");
+    p.stop().await;
+}
+
+async fn payments_post_to_the_books(storage: Storage) {
+    let Some(p) = TestPlatform::start(storage).await else { return };
+    let admin = p.admin_token().await;
+    let customer = p.customer_token("payer@example.com").await;
+    let pay = |key: &'static str, method: &'static str, amount: &'static str| {
+        let body = json!({"orderId": "order-1", "amount": {"currency": "EUR", "amountMinor": amount}, "paymentMethod": method});
+        (key, body)
+    };
+    let (key, body) = pay("pay-1", "tok_visa", "2599");
+    let bearer = format!("Bearer {customer}");
+    let headers = [("authorization", bearer.as_str()), ("idempotency-key", key)];
+    let paid = p.send_with("POST", "/v1/payments", &headers, Some(body.clone())).await;
+    assert_eq!(paid.status, 201, "{}", paid.json);
+    assert_eq!(paid.json["status"], "PAYMENT_STATUS_CAPTURED");
+    let id = paid.json["id"].as_str().expect("id").to_owned();
+    // A retry with the same key replays; the same key with another body is refused.
+    let replay = p.send_with("POST", "/v1/payments", &headers, Some(body)).await;
+    assert_eq!(replay.json["id"], id.as_str());
+    let (_, other) = pay("pay-1", "tok_visa", "1");
+    let reused = p.send_with("POST", "/v1/payments", &headers, Some(other)).await;
+    assert_eq!(reused.status, 400, "{}", reused.json);
+
+    // A decline is a payment that failed, with a reason a customer can read.
+    let (key, body) = pay("pay-2", "tok_chargeDeclined", "500");
+    let declined = p
+        .send_with("POST", "/v1/payments", &[("authorization", bearer.as_str()), ("idempotency-key", key)], Some(body))
+        .await;
+    assert_eq!(declined.json["status"], "PAYMENT_STATUS_FAILED", "{}", declined.json);
+    assert_eq!(declined.json["failureReason"], "Your card was declined.");
+
+    // The capture is in the real ledger, balanced.
+    let mut posted = Value::Null;
+    for _ in 0..100 {
+        let r = p.send("GET", &format!("/v1/ledger/transactions/payment:{id}:capture"), Some(&admin), None).await;
+        if r.status == 200 {
+            posted = r.json;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let postings = posted["postings"].as_array().cloned().unwrap_or_default();
+    assert_eq!(postings.len(), 2, "{posted}");
+    let sum: i64 = postings.iter().filter_map(|p| p["amount"]["amountMinor"].as_str()?.parse::<i64>().ok()).sum();
+    assert_eq!(sum, 0);
+
+    // Refunds: 60% once, never more than was captured.
+    let refund = |key: &'static str| {
+        let body = json!({"paymentId": id, "amount": {"currency": "EUR", "amountMinor": "1559"}, "reason": "damaged"});
+        (key, body)
+    };
+    let admin_bearer = format!("Bearer {admin}");
+    let (key, body) = refund("refund-1");
+    let refunded = p
+        .send_with(
+            "POST",
+            "/v1/refunds",
+            &[("authorization", admin_bearer.as_str()), ("idempotency-key", key)],
+            Some(body),
+        )
+        .await;
+    assert_eq!(refunded.status, 201, "{}", refunded.json);
+    assert_eq!(refunded.json["status"], "REFUND_STATUS_COMPLETED", "{}", refunded.json);
+    let (key, body) = refund("refund-2");
+    let too_much = p
+        .send_with(
+            "POST",
+            "/v1/refunds",
+            &[("authorization", admin_bearer.as_str()), ("idempotency-key", key)],
+            Some(body),
+        )
+        .await;
+    assert_eq!(too_much.status, 400, "{}", too_much.json);
+    let listed = p.send("GET", &format!("/v1/payments/{id}/refunds"), Some(&admin), None).await;
+    assert_eq!(listed.json["refunds"].as_array().map(Vec::len), Some(1), "{}", listed.json);
+    let customer_refund = p
+        .send_with(
+            "POST",
+            "/v1/refunds",
+            &headers,
+            Some(json!({"paymentId": id, "amount": {"currency": "EUR", "amountMinor": "1"}})),
+        )
+        .await;
+    assert_eq!(customer_refund.status, 403, "customers cannot refund themselves");
+
+    // Another customer cannot see it.
+    let other = p.customer_token("other@example.com").await;
+    assert_eq!(p.send("GET", &format!("/v1/payments/{id}"), Some(&other), None).await.status, 404);
+    assert_eq!(p.send("GET", &format!("/v1/payments/{id}"), Some(&customer), None).await.status, 200);
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn payments_post_to_the_books_on_sqlite() {
+    payments_post_to_the_books(Storage::Sqlite).await;
+}
+
+#[tokio::test]
+async fn payments_post_to_the_books_on_postgres() {
+    payments_post_to_the_books(Storage::Postgres).await;
+}
+
+async fn checkout(storage: Storage) {
+    let Some(p) = TestPlatform::start(storage).await else { return };
+    let admin = p.admin_token().await;
+    let customer = p.customer_token("checkout@example.com").await;
+    let made = p.send("POST", "/v1/products", Some(&admin), Some(product("BEAN-1", "Beans", "coffee", "1200"))).await;
+    let beans = made.json["id"].as_str().expect("id").to_owned();
+    p.send("POST", &format!("/v1/products/{beans}/inventory:adjust"), Some(&admin), Some(json!({"delta": 5}))).await;
+    p.send("POST", "/v1/cart/items", Some(&customer), Some(json!({"productId": beans, "quantity": 2}))).await;
+
+    let address = json!({"name": "Ada", "line1": "1 Main St", "line2": "", "city": "Paris", "region": "", "postalCode": "75001", "country": "FR"});
+    let bearer = format!("Bearer {customer}");
+    let order = |key: &'static str, method: &'static str| {
+        let body = json!({"shippingAddress": address, "paymentMethod": method});
+        (key, body)
+    };
+    let (key, body) = order("checkout-1", "tok_visa");
+    let placed = p
+        .send_with("POST", "/v1/orders", &[("authorization", bearer.as_str()), ("idempotency-key", key)], Some(body))
+        .await;
+    assert_eq!(placed.status, 201, "{}", placed.json);
+    assert_eq!(placed.json["status"], "ORDER_STATUS_CONFIRMED", "{}", placed.json);
+    assert_eq!(placed.json["total"], json!({"currency": "EUR", "amountMinor": "2400"}));
+    let payment_id = placed.json["paymentId"].as_str().expect("payment").to_owned();
+
+    // Stock was sold, the cart emptied, the payment captured and booked.
+    let stock = p.send("GET", &format!("/v1/products/{beans}/inventory"), None, None).await;
+    assert_eq!(stock.json, json!({"productId": beans, "onHand": 3, "reserved": 0, "available": 3}));
+    let cart = p.send("GET", "/v1/cart", Some(&customer), None).await;
+    assert_eq!(cart.json["items"], json!([]), "{}", cart.json);
+    let payment = p.send("GET", &format!("/v1/payments/{payment_id}"), Some(&customer), None).await;
+    assert_eq!(payment.json["status"], "PAYMENT_STATUS_CAPTURED");
+
+    // A declined card leaves the order FAILED with a readable reason and the stock where it was.
+    let items = json!([{"productId": beans, "quantity": 1}]);
+    let declined_body = json!({"shippingAddress": address, "paymentMethod": "tok_chargeDeclined", "items": items});
+    let declined = p
+        .send_with(
+            "POST",
+            "/v1/orders",
+            &[("authorization", bearer.as_str()), ("idempotency-key", "checkout-2")],
+            Some(declined_body),
+        )
+        .await;
+    assert_eq!(declined.json["status"], "ORDER_STATUS_FAILED", "{}", declined.json);
+    assert_eq!(declined.json["failureReason"], "Your card was declined.");
+    let stock = p.send("GET", &format!("/v1/products/{beans}/inventory"), None, None).await;
+    assert_eq!(stock.json["available"], 3);
+
+    // Another customer cannot see the order; the owner can list it.
+    let other = p.customer_token("nosy@example.com").await;
+    let id = placed.json["id"].as_str().expect("order id");
+    assert_eq!(p.send("GET", &format!("/v1/orders/{id}"), Some(&other), None).await.status, 404);
+    let mine = p.send("GET", "/v1/orders", Some(&customer), None).await;
+    assert_eq!(mine.json["orders"].as_array().map(Vec::len), Some(2), "{}", mine.json);
+
+    // Cancelling refunds the payment and, through order.cancelled, puts the stock back.
+    let cancelled = p.send("POST", &format!("/v1/orders/{id}:cancel"), Some(&customer), Some(json!({}))).await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.json);
+    assert_eq!(cancelled.json["status"], "ORDER_STATUS_CANCELLED", "{}", cancelled.json);
+    let payment = p.send("GET", &format!("/v1/payments/{payment_id}"), Some(&customer), None).await;
+    assert_eq!(payment.json["status"], "PAYMENT_STATUS_REFUNDED", "{}", payment.json);
+    let mut available = Value::Null;
+    for _ in 0..100 {
+        available =
+            p.send("GET", &format!("/v1/products/{beans}/inventory"), None, None).await.json["available"].clone();
+        if available == 5 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(available, 5, "the cancelled units are back in stock");
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn checkout_on_sqlite() {
+    checkout(Storage::Sqlite).await;
+}
+
+#[tokio::test]
+async fn checkout_on_postgres() {
+    checkout(Storage::Postgres).await;
+}
+
+#[tokio::test]
+async fn logins_are_rate_limited_before_any_password_is_checked() {
+    let Some(p) = TestPlatform::start_with(Storage::Sqlite, &[]).await else { return };
+    let attempt = json!({"email": "victim@example.com", "password": "guess-guess"});
+    let mut statuses = Vec::new();
+    for _ in 0..7 {
+        let r = p.send("POST", "/v1/auth/login", None, Some(attempt.clone())).await;
+        if r.status == 429 {
+            assert!(r.headers.get("retry-after").is_some(), "429 without Retry-After");
+            assert_eq!(r.json["error"]["status"], "RESOURCE_EXHAUSTED");
+        } else {
+            assert!(r.headers.get("ratelimit-remaining").is_some(), "no RateLimit headers");
+        }
+        statuses.push(r.status);
+    }
+    // The default login budget is 5 a minute per client: wrong passwords first, then refusals.
+    assert_eq!(statuses, [401, 401, 401, 401, 401, 429, 429]);
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn every_service_answers_health_and_reflection_without_a_token() {
+    use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+
+    let Some(p) = TestPlatform::start(Storage::Sqlite).await else { return };
+    assert_eq!(p.services.len(), mercato::SERVICES.len());
+    for (name, addr) in &p.services {
+        let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+            .expect("url")
+            .connect()
+            .await
+            .expect("connects");
+        let health = HealthClient::new(channel.clone()).check(HealthCheckRequest { service: String::new() }).await;
+        assert_eq!(health.expect("health answers").get_ref().status, ServingStatus::Serving as i32, "{name}");
+
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut answers = ServerReflectionClient::new(channel.clone())
+            .server_reflection_info(tokio_stream::iter(vec![request]))
+            .await
+            .expect("reflection answers")
+            .into_inner();
+        let answer = answers.message().await.expect("stream").expect("one answer");
+        let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+            panic!("{name}: no list")
+        };
+        let names: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+        assert!(names.iter().any(|n| n.starts_with(&format!("mercato.{name}.v1."))), "{name} lists {names:?}");
+
+        // Anything else needs a token.
+        if *name == "auth" {
+            let mut auth = api::auth::auth_service_client::AuthServiceClient::new(channel);
+            let refused = auth.get_me(api::auth::GetMeRequest {}).await.expect_err("no token");
+            assert_eq!(refused.code(), tonic::Code::Unauthenticated);
+        }
+    }
+    p.stop().await;
+}
