@@ -31,8 +31,12 @@ pub struct TestPlatform {
     pub services: Vec<(&'static str, std::net::SocketAddr)>,
     /// The client.
     pub http: reqwest::Client,
+    /// The settings the services run with (their URLs point at the bound addresses).
+    pub settings: platform::Settings,
     shutdown: CancellationToken,
     running: Option<tokio::task::JoinHandle<()>>,
+    /// The broker URL and the prefix of this platform's exchanges and queues, when on RabbitMQ.
+    broker: Option<(String, String)>,
     _dir: TempDir,
 }
 
@@ -57,8 +61,29 @@ impl TestPlatform {
     }
 
     /// [`start`](Self::start) with extra settings.
-    #[allow(clippy::expect_used, clippy::panic)]
     pub async fn start_with(storage: Storage, extra: &[(&str, &str)]) -> Option<Self> {
+        Self::start_inner(storage, extra, None).await
+    }
+
+    /// [`start`](Self::start) with events on the RabbitMQ at `MERCATO_TEST_AMQP_URL`, under exchanges and queues
+    /// of its own that [`stop`](Self::stop) deletes; `None` when no broker is configured (under `CI=true` that
+    /// is a failure instead).
+    #[allow(clippy::panic)]
+    pub async fn start_on_rabbitmq(storage: Storage) -> Option<Self> {
+        let url = match std::env::var("MERCATO_TEST_AMQP_URL") {
+            Ok(url) if !url.is_empty() => url,
+            _ if platform::testkit::in_ci() => panic!("CI=true but MERCATO_TEST_AMQP_URL is not set"),
+            _ => return None,
+        };
+        let prefix = format!("mercato-e2e-{}", uuid::Uuid::now_v7().simple());
+        let extra = [("MERCATO_RATE_LIMITS", "off"), ("MERCATO_AMQP_URL", url.as_str())];
+        let mut platform = Self::start_inner(storage, &extra, Some(prefix.clone())).await?;
+        platform.broker = Some((url, prefix));
+        Some(platform)
+    }
+
+    #[allow(clippy::expect_used, clippy::panic)]
+    async fn start_inner(storage: Storage, extra: &[(&str, &str)], amqp_prefix: Option<String>) -> Option<Self> {
         let dir = TempDir::new("e2e").expect("temp dir");
         let mut vars: Vec<(String, String)> = extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect();
         vars.extend([
@@ -83,18 +108,28 @@ impl TestPlatform {
         }
         let settings = platform::Settings::from_vars(vars).expect("settings");
         let shutdown = CancellationToken::new();
-        let options = mercato::UpOptions { demo: false, ephemeral_ports: true };
+        let options = mercato::UpOptions { demo: false, ephemeral_ports: true, amqp_prefix };
         let running = mercato::up(settings, options, shutdown.clone()).await.expect("platform starts");
         let base = format!("http://{}", running.gateway);
         let services = running.services.clone();
         let metrics = format!("http://{}", running.metrics);
+        let settings = running.settings.clone();
         let task = tokio::spawn(async move {
             if let Err(e) = running.wait().await {
                 eprintln!("platform stopped with an error: {e:#}");
             }
         });
-        let platform =
-            Self { base, metrics, services, http: reqwest::Client::new(), shutdown, running: Some(task), _dir: dir };
+        let platform = Self {
+            base,
+            metrics,
+            services,
+            http: reqwest::Client::new(),
+            settings,
+            shutdown,
+            running: Some(task),
+            broker: None,
+            _dir: dir,
+        };
         platform.wait_ready().await;
         Some(platform)
     }
@@ -192,11 +227,51 @@ impl TestPlatform {
         r.text().await.expect("text")
     }
 
-    /// Stops the platform and waits for it.
+    /// Stops the platform and waits for it; on RabbitMQ, deletes its exchanges and queues.
     pub async fn stop(mut self) {
         self.shutdown.cancel();
         if let Some(task) = self.running.take() {
             let _ = task.await;
         }
+        if let Some((url, prefix)) = self.broker.take() {
+            delete_topology(&url, &prefix).await;
+        }
     }
+}
+
+impl Drop for TestPlatform {
+    /// A test that failed before [`stop`](TestPlatform::stop) still removes its exchanges and queues.
+    fn drop(&mut self) {
+        if let Some((url, prefix)) = self.broker.take() {
+            // A thread of its own: this may run inside the test's runtime, which cannot block on itself.
+            let _ = std::thread::spawn(move || {
+                if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    runtime.block_on(delete_topology(&url, &prefix));
+                }
+            })
+            .join();
+        }
+    }
+}
+
+/// Deletes the exchanges and the queues (and dead-letter queues) of every service under `prefix`.
+async fn delete_topology(url: &str, prefix: &str) {
+    use lapin::options::{ExchangeDeleteOptions, QueueDeleteOptions};
+    let Ok(connection) = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await else {
+        return;
+    };
+    for service in mercato::SERVICES {
+        for queue in [format!("{prefix}.{service}"), format!("{prefix}.{service}.dead")] {
+            // A channel per deletion: an error closes the channel it happened on.
+            if let Ok(channel) = connection.create_channel().await {
+                let _ = channel.queue_delete(queue.into(), QueueDeleteOptions::default()).await;
+            }
+        }
+    }
+    for exchange in [format!("{prefix}.events"), format!("{prefix}.dlx")] {
+        if let Ok(channel) = connection.create_channel().await {
+            let _ = channel.exchange_delete(exchange.into(), ExchangeDeleteOptions::default()).await;
+        }
+    }
+    let _ = connection.close(200, "done".into()).await;
 }

@@ -48,7 +48,7 @@ impl ApiKeyResolver {
         {
             return Ok(token.clone());
         }
-        let mut client = AuthServiceClient::new(self.auth.clone());
+        let mut client = AuthServiceClient::new(platform::grpc::TracedChannel::new(self.auth.clone()));
         let response = client.exchange_api_key(ExchangeApiKeyRequest { api_key: key.to_owned() }).await?.into_inner();
         let lifetime = Duration::from_secs(u64::try_from(response.expires_in).unwrap_or(0));
         let until = Instant::now() + REUSE_FOR.min(lifetime);

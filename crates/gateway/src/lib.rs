@@ -5,6 +5,10 @@
 //! the auth service's keys), turned into the gRPC request message ([`transcode`]), sent to the owning service
 //! with the caller's token and request id, and its answer turned back into JSON. Errors of every kind share
 //! one JSON body ([`error`]). Before any of that, the caller's rate limit is checked ([`ratelimit`]).
+//!
+//! Every request runs in a server span named `<METHOD> <route template>` that continues the caller's trace
+//! when it sends a W3C `traceparent`; the answer carries the span's own `traceparent`, which a user can quote
+//! in a support ticket, and calls to services carry it on in their metadata.
 
 pub mod api_keys;
 pub mod error;
@@ -33,6 +37,7 @@ use platform::auth::TokenVerifier;
 use platform::config::IpNet;
 use platform::descriptors::{AccessPolicy, grpc_path};
 use platform::telemetry::REQUEST_ID_HEADER;
+use platform::trace_context::{self, TRACEPARENT, TRACESTATE};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
@@ -137,6 +142,7 @@ impl Gateway {
     /// The axum router: probes, then every transcoded route. Serve it with
     /// `into_make_service_with_connect_info::<SocketAddr>()` so rate limits see the client's address.
     pub fn router(self, settings: &Settings) -> Router {
+        let observed = self.clone();
         let mut router = Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
@@ -157,11 +163,27 @@ impl Gateway {
                         header::HeaderName::from_static("idempotency-key"),
                         header::HeaderName::from_static(api_keys::HEADER),
                         header::HeaderName::from_static(REQUEST_ID_HEADER),
+                        header::HeaderName::from_static(TRACEPARENT),
+                        header::HeaderName::from_static(TRACESTATE),
                     ])
-                    .expose_headers([header::HeaderName::from_static(REQUEST_ID_HEADER)]),
+                    .expose_headers([
+                        header::HeaderName::from_static(REQUEST_ID_HEADER),
+                        header::HeaderName::from_static(TRACEPARENT),
+                    ]),
             );
         }
-        router.layer(middleware::from_fn(observe))
+        router.layer(middleware::from_fn_with_state(observed, observe))
+    }
+
+    /// The route template `path` matches for `method` (probes and `/openapi.json` included), for span names.
+    fn route_template(&self, method: &http::Method, path: &str) -> Option<String> {
+        if method == http::Method::GET && matches!(path, "/healthz" | "/readyz" | "/openapi.json") {
+            return Some(path.to_owned());
+        }
+        match self.table.lookup(method, path) {
+            Lookup::Found(route, _) => Some(route.template.as_str().to_owned()),
+            _ => None,
+        }
     }
 }
 
@@ -186,8 +208,9 @@ pub async fn serve_gateway(
     Ok(())
 }
 
-/// Request id in and out, a span for every log line of the request, and per-route metrics.
-async fn observe(mut request: Request, next: Next) -> Response {
+/// Request id in and out, the request's server span (for every log line and for the trace; its
+/// `traceparent` goes back to the client), and per-route metrics.
+async fn observe(State(gateway): State<Gateway>, mut request: Request, next: Next) -> Response {
     let request_id = request
         .headers()
         .get(REQUEST_ID_HEADER)
@@ -199,19 +222,43 @@ async fn observe(mut request: Request, next: Next) -> Response {
         request.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     let method = request.method().clone();
-    let span = tracing::info_span!("http", %method, path = %request.uri().path(), request_id = %request_id);
+    let template = gateway.route_template(&method, request.uri().path());
+    // Without a matching route the name is the method alone: paths would make every name unique.
+    let name = match &template {
+        Some(template) => format!("{method} {template}"),
+        None => method.to_string(),
+    };
+    let span = tracing::info_span!(
+        "http",
+        %method,
+        path = %request.uri().path(),
+        request_id = %request_id,
+        "otel.name" = %name,
+        "otel.kind" = "server",
+        "otel.status_code" = tracing::field::Empty,
+        "http.request.method" = %method,
+        "http.route" = template.as_deref(),
+        "url.path" = %request.uri().path(),
+        "http.response.status_code" = tracing::field::Empty,
+    );
+    trace_context::adopt_parent(&span, request.headers());
     let started = Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     let elapsed = started.elapsed().as_secs_f64();
     let route =
         response.extensions().get::<RouteLabel>().map(|r| r.0.clone()).unwrap_or_else(|| "unmatched".to_owned());
     let status = response.status().as_u16().to_string();
+    span.record("http.response.status_code", response.status().as_u16());
+    if response.status().is_server_error() {
+        span.record("otel.status_code", "error");
+    }
     metrics::counter!("http_server_requests_total", "method" => method.to_string(), "route" => route.clone(), "status" => status.clone()).increment(1);
     metrics::histogram!("http_server_request_duration_seconds", "method" => method.to_string(), "route" => route.clone()).record(elapsed);
     span.in_scope(|| tracing::info!(%status, %route, elapsed_ms = elapsed * 1000.0, "request served"));
     if let Ok(value) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
+    trace_context::inject(&span, response.headers_mut());
     response
 }
 

@@ -80,7 +80,8 @@ impl Upstreams {
     pub async fn unary(&self, service: &str, path: &str, request: Request<Bytes>) -> Result<Bytes, Status> {
         let channel = self.get(service).ok_or_else(|| Status::unavailable(format!("no route to {service}")))?;
         let path = http::uri::PathAndQuery::try_from(path).map_err(|_| Status::internal("bad method path"))?;
-        let mut grpc = tonic::client::Grpc::new(channel);
+        // The client span of the call, whose trace context goes to the service in the metadata.
+        let mut grpc = tonic::client::Grpc::new(platform::grpc::TracedChannel::new(channel));
         grpc.ready().await.map_err(|_| Status::unavailable(format!("{service} is unavailable")))?;
         Ok(grpc.unary(request, path, RawCodec).await?.into_inner())
     }

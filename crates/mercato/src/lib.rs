@@ -15,8 +15,20 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 /// The services `mercato up` runs, in start order (auth first: the others fetch its keys).
-pub const SERVICES: &[&str] =
-    &[auth::NAME, catalog::NAME, cart::NAME, orders::NAME, payments::NAME, ledger::NAME, refunds::NAME];
+pub const SERVICES: &[&str] = &[
+    auth::NAME,
+    catalog::NAME,
+    cart::NAME,
+    orders::NAME,
+    payments::NAME,
+    ledger::NAME,
+    refunds::NAME,
+    notifications::NAME,
+    analytics::NAME,
+];
+
+/// Prefix of Mercato's exchanges and queues on RabbitMQ (`mercato.events`, `mercato.<consumer>`, ...).
+pub const AMQP_PREFIX: &str = "mercato";
 
 /// How to start the platform.
 #[derive(Debug, Clone, Default)]
@@ -25,6 +37,8 @@ pub struct UpOptions {
     pub demo: bool,
     /// Bind every listener on 127.0.0.1 port 0 (tests), ignoring the addresses in the settings.
     pub ephemeral_ports: bool,
+    /// Prefix of the RabbitMQ exchanges and queues instead of `mercato` (tests sharing one broker).
+    pub amqp_prefix: Option<String>,
 }
 
 /// A running platform.
@@ -88,7 +102,10 @@ pub async fn up(mut settings: Settings, options: UpOptions, shutdown: Cancellati
     // service serves, so every consumer has subscribed before the first event (perhaps left in an outbox by an
     // earlier run) is published.
     let backend: Arc<dyn EventBus> = match &settings.amqp_url {
-        Some(url) => Arc::new(AmqpBus::connect(url, "mercato").await.context("connecting to RabbitMQ")?),
+        Some(url) => {
+            let prefix = options.amqp_prefix.as_deref().unwrap_or(AMQP_PREFIX);
+            Arc::new(AmqpBus::connect(url, prefix).await.context("connecting to RabbitMQ")?)
+        }
         None => Arc::new(InProcessBus::new()),
     };
     let gate = Arc::new(GatedBus::closed(backend));
@@ -183,7 +200,7 @@ pub async fn serve_one(name: &str, settings: Settings, shutdown: CancellationTok
         readiness.set(true);
         // Without a broker, events of a lone service reach only consumers in the same process.
         let bus: Arc<dyn EventBus> = match &settings.amqp_url {
-            Some(url) => Arc::new(AmqpBus::connect(url, "mercato").await.context("connecting to RabbitMQ")?),
+            Some(url) => Arc::new(AmqpBus::connect(url, AMQP_PREFIX).await.context("connecting to RabbitMQ")?),
             None => Arc::new(InProcessBus::new()),
         };
         run_service(name, listener, settings, bus, shutdown.clone()).await
@@ -226,10 +243,12 @@ async fn run_service(
         "auth" => auth::run(listener, settings, bus, shutdown).await?,
         "catalog" => catalog::run(listener, settings, bus, shutdown).await?,
         "cart" => cart::run(listener, settings, bus, shutdown).await?,
-        "ledger" => ledger::run(listener, settings, shutdown).await?,
+        "ledger" => ledger::run(listener, settings, bus, shutdown).await?,
         "payments" => payments::run(listener, settings, bus, shutdown).await?,
         "orders" => orders::run(listener, settings, bus, shutdown).await?,
         "refunds" => refunds::run(listener, settings, bus, shutdown).await?,
+        "notifications" => notifications::run(listener, settings, bus, shutdown).await?,
+        "analytics" => analytics::run(listener, settings, bus, shutdown).await?,
         other => anyhow::bail!("unknown service {other:?}"),
     }
     Ok(())
@@ -253,12 +272,18 @@ pub async fn migrate(settings: &Settings, only: &[String]) -> anyhow::Result<Vec
             "payments" => payments::migrate(settings).await?,
             "orders" => orders::migrate(settings).await?,
             "refunds" => refunds::migrate(settings).await?,
+            "notifications" => notifications::migrate(settings).await?,
+            "analytics" => analytics::migrate(settings).await?,
             other => anyhow::bail!("no migrations known for {other}"),
         }
         done.push(*service);
     }
     Ok(done)
 }
+
+/// A capture or refund changed this recently may still be on its way to the ledger (posted by the payments
+/// service's retry loop); the audit reports only older unposted ones.
+pub const POSTING_IN_FLIGHT: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// An order still in checkout after this long is reported by the audit as stuck.
 pub const ORDER_STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(15 * 60);
@@ -267,7 +292,8 @@ pub const ORDER_STUCK_AFTER: std::time::Duration = std::time::Duration::from_sec
 ///
 /// Today: every ledger transaction balances per currency, every stored balance equals the sum of its
 /// postings, every captured payment and refund has its ledger transaction, and no payment is refunded beyond
-/// what was captured, every confirmed order has its payment, and no order is stuck in checkout.
+/// what was captured, every confirmed order has its stock committed and its payment captured for its total,
+/// and no order is stuck in checkout.
 pub async fn audit(settings: &Settings) -> anyhow::Result<Vec<String>> {
     let mut violations = Vec::new();
     let db = platform::Db::open(settings, ledger::NAME).await?;
@@ -275,7 +301,7 @@ pub async fn audit(settings: &Settings) -> anyhow::Result<Vec<String>> {
     db.close().await;
     violations.extend(found?.into_iter().map(|v| format!("ledger: {v}")));
     let db = platform::Db::open(settings, payments::NAME).await?;
-    let found = payments::audit(&db).await;
+    let found = payments::audit_settled(&db, POSTING_IN_FLIGHT).await;
     db.close().await;
     violations.extend(found?.into_iter().map(|v| format!("payments: {v}")));
     let db = platform::Db::open(settings, orders::NAME).await?;
@@ -286,5 +312,45 @@ pub async fn audit(settings: &Settings) -> anyhow::Result<Vec<String>> {
     let found = refunds::audit(&db).await;
     db.close().await;
     violations.extend(found?.into_iter().map(|v| format!("refunds: {v}")));
+    violations.extend(audit_confirmed_orders(settings).await?);
+    Ok(violations)
+}
+
+/// Checks what no single service can: every confirmed order's stock was committed in the catalog, and its
+/// payment was captured, for that order and for the order's total.
+async fn audit_confirmed_orders(settings: &Settings) -> anyhow::Result<Vec<String>> {
+    let db = platform::Db::open(settings, orders::NAME).await?;
+    let confirmed = orders::confirmed_orders(&db).await;
+    db.close().await;
+    let db = platform::Db::open(settings, catalog::NAME).await?;
+    let committed = catalog::committed_reservations(&db).await;
+    db.close().await;
+    let db = platform::Db::open(settings, payments::NAME).await?;
+    let captured = payments::captured_payments(&db).await;
+    db.close().await;
+    let (confirmed, committed, captured) = (confirmed?, committed?, captured?);
+    let mut violations = Vec::new();
+    for order in confirmed {
+        if !committed.contains(&order.id) {
+            violations.push(format!("orders: order {} is confirmed but its stock was not committed", order.id));
+        }
+        match captured.get(&order.payment_id) {
+            None => violations.push(format!(
+                "orders: order {} is confirmed but payment {:?} was not captured",
+                order.id, order.payment_id
+            )),
+            Some(p) if p.order_id != order.id => {
+                violations
+                    .push(format!("orders: order {} is paid by payment {} of order {}", order.id, p.id, p.order_id));
+            }
+            Some(p) if (p.currency.as_str(), p.amount_minor) != (order.currency.as_str(), order.total_minor) => {
+                violations.push(format!(
+                    "orders: order {} totals {} {} but payment {} captured {} {}",
+                    order.id, order.total_minor, order.currency, p.id, p.amount_minor, p.currency
+                ));
+            }
+            Some(_) => {}
+        }
+    }
     Ok(violations)
 }

@@ -81,7 +81,18 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli, settings)) {
+    // The exporter runs on this runtime, so the provider is made inside it and flushed before it stops.
+    let export = platform::telemetry::TraceExport::from_env(&service_name(&cli.command));
+    let telemetry = match runtime.block_on(async { platform::telemetry::init(&settings, &export) }) {
+        Ok(telemetry) => telemetry,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    let outcome = runtime.block_on(run(cli, settings));
+    telemetry.shutdown();
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
@@ -90,8 +101,15 @@ fn main() -> ExitCode {
     }
 }
 
+/// The `service.name` of this process's traces unless OTEL_SERVICE_NAME says otherwise.
+fn service_name(command: &Command) -> String {
+    match command {
+        Command::Serve { service } => format!("mercato-{service}"),
+        _ => "mercato".to_owned(),
+    }
+}
+
 async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
-    platform::telemetry::init_logging(&settings);
     match cli.command {
         Command::Up { demo } => {
             let shutdown = platform::shutdown::on_signal();

@@ -109,7 +109,7 @@ impl GrpcKeySource {
 impl KeySource for GrpcKeySource {
     fn fetch(&self) -> BoxFuture<'_, Result<Vec<Jwk>, String>> {
         Box::pin(async move {
-            let mut client = AuthServiceClient::new(self.channel.clone());
+            let mut client = AuthServiceClient::new(crate::grpc::TracedChannel::new(self.channel.clone()));
             let response = client.get_jwks(GetJwksRequest {}).await.map_err(|s| s.message().to_owned())?;
             Ok(response.into_inner().keys)
         })
@@ -245,7 +245,7 @@ impl ServiceTokens {
         {
             return Ok(token.clone());
         }
-        let mut client = AuthServiceClient::new(self.channel.clone());
+        let mut client = AuthServiceClient::new(crate::grpc::TracedChannel::new(self.channel.clone()));
         let request = api::auth::IssueServiceTokenRequest {
             client_id: self.client_id.clone(),
             client_secret: self.secret.clone(),

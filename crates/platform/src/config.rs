@@ -63,6 +63,8 @@ pub struct Settings {
     pub redis_url: Option<String>,
     /// SMTP URL for outgoing mail (`MERCATO_SMTP_URL`); mail is logged, not sent, when unset.
     pub smtp_url: Option<String>,
+    /// Sender of outgoing mail (`MERCATO_MAIL_FROM`), a mailbox such as `Mercato <no-reply@example.com>`.
+    pub mail_from: String,
     /// Origins allowed by CORS (`MERCATO_CORS_ORIGINS`, comma-separated).
     pub cors_origins: Vec<String>,
     /// Client secrets of the services for the client-credentials grant (`MERCATO_<SERVICE>_CLIENT_SECRET`).
@@ -315,6 +317,7 @@ Settings (environment variables):
   MERCATO_AMQP_URL               RabbitMQ URL                    [default: in-process bus]
   MERCATO_REDIS_URL              Redis URL                       [default: in-memory]
   MERCATO_SMTP_URL               SMTP URL for outgoing mail      [default: mail is logged]
+  MERCATO_MAIL_FROM              sender of outgoing mail         [default: Mercato <no-reply@mercato.localhost>]
   MERCATO_CORS_ORIGINS           comma-separated allowed origins [default: none]
   MERCATO_RATE_LIMITS            gateway budgets per API key, user or client IP, comma-separated
                                  <route>=<count>/<s|min|h>[:<burst>], or off
@@ -411,6 +414,15 @@ impl Settings {
         {
             fail("MERCATO_SMTP_URL", "expected smtp://user:pass@host:port or smtps://...".to_owned());
         }
+        let mail_from = vars.get("MERCATO_MAIL_FROM").cloned().unwrap_or_else(|| DEFAULT_MAIL_FROM.to_owned());
+        if !is_mailbox(&mail_from) {
+            fail(
+                "MERCATO_MAIL_FROM",
+                format!(
+                    "{mail_from:?} is not a mailbox; expected e.g. Mercato <no-reply@example.com> or no-reply@example.com"
+                ),
+            );
+        }
 
         let cors_origins: Vec<String> = vars
             .get("MERCATO_CORS_ORIGINS")
@@ -474,6 +486,7 @@ impl Settings {
                 amqp_url,
                 redis_url,
                 smtp_url,
+                mail_from,
                 cors_origins,
                 service_secrets,
                 admin_email,
@@ -494,6 +507,26 @@ impl Settings {
             .cloned()
             .unwrap_or_else(|| format!("http://127.0.0.1:{}", default_grpc_port(service).unwrap_or(50050)))
     }
+}
+
+/// The sender of outgoing mail when `MERCATO_MAIL_FROM` is unset.
+pub const DEFAULT_MAIL_FROM: &str = "Mercato <no-reply@mercato.localhost>";
+
+/// `local@domain` or `Display Name <local@domain>`: one `@` between non-empty parts without spaces or
+/// angle brackets (the mail library checks the finer rules when it sends).
+fn is_mailbox(raw: &str) -> bool {
+    let raw = raw.trim();
+    let address = match raw.strip_suffix('>').and_then(|r| r.rsplit_once('<')) {
+        Some((name, address)) => {
+            if name.contains(['<', '>', '\r', '\n']) {
+                return false;
+            }
+            address
+        }
+        None => raw,
+    };
+    let valid_part = |p: &str| !p.is_empty() && !p.contains(|c: char| c.is_whitespace() || "<>@,;\"".contains(c));
+    matches!(address.split_once('@'), Some((local, domain)) if valid_part(local) && valid_part(domain) && !domain.starts_with('.') && !domain.ends_with('.'))
 }
 
 fn is_database_url(url: &str) -> bool {
@@ -549,6 +582,21 @@ mod tests {
         assert_eq!(s.service_url("catalog"), "http://catalog:50053");
         assert_eq!(s.service_database_urls["auth"], "postgres://db/auth");
         assert_eq!(s.cors_origins, ["https://a.example", "https://b.example"]);
+    }
+
+    #[test]
+    fn mail_from_is_a_mailbox() {
+        let s = Settings::from_vars(vars(&[])).expect("defaults");
+        assert_eq!(s.mail_from, "Mercato <no-reply@mercato.localhost>");
+        for good in ["shop@example.com", "Mein Shop <shop@example.com>", "\"Shop, Inc.\" <a.b+c@mail.example.com>"] {
+            let s = Settings::from_vars(vars(&[("MERCATO_MAIL_FROM", good)])).expect(good);
+            assert_eq!(s.mail_from, good);
+        }
+        for bad in ["shop", "Shop <shop>", "@example.com", "shop@", "a b@example.com", "Shop <a@b.c", "a@b@c.d"] {
+            let err = Settings::from_vars(vars(&[("MERCATO_MAIL_FROM", bad)])).expect_err(bad);
+            assert_eq!(err.0.len(), 1, "{bad}");
+            assert_eq!(err.0[0].variable, "MERCATO_MAIL_FROM", "{bad}");
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The gRPC server every service runs: its own routes plus the standard health service and reflection, the
-//! access check of [`AuthLayer`], per-RPC metrics and a log span carrying the request id, and graceful
-//! shutdown. Also the client side: lazily connected channels with timeouts.
+//! access check of [`AuthLayer`], per-RPC metrics and a server span (request id, trace context of the
+//! caller), and graceful shutdown. Also the client side: lazily connected channels with timeouts, and
+//! [`TracedChannel`], which gives every outgoing call a client span and passes its trace context on.
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -17,6 +18,7 @@ use tracing::Instrument;
 use crate::auth::{AuthLayer, TokenVerifier};
 use crate::descriptors::{AccessPolicy, DescriptorError};
 use crate::telemetry::REQUEST_ID_HEADER;
+use crate::trace_context;
 
 /// Starting or running a gRPC server failed.
 #[derive(Debug, thiserror::Error)]
@@ -86,8 +88,100 @@ pub fn channel(url: &str) -> Result<Channel, tonic::transport::Error> {
         .connect_lazy())
 }
 
+/// A client channel whose every call runs in a client span (`<package.Service>/<Method>`, the `rpc.*`
+/// attributes) and carries that span's `traceparent` in its metadata, so the callee's server span is its
+/// child. Wrap the channel once where a generated client is built: `FooClient::new(TracedChannel::new(ch))`.
+#[derive(Debug, Clone)]
+pub struct TracedChannel {
+    inner: Channel,
+}
+
+impl TracedChannel {
+    /// Traces the calls made over `channel`.
+    pub fn new(channel: Channel) -> Self {
+        Self { inner: channel }
+    }
+}
+
+impl From<Channel> for TracedChannel {
+    fn from(channel: Channel) -> Self {
+        Self::new(channel)
+    }
+}
+
+impl tower::Service<http::Request<tonic::body::Body>> for TracedChannel {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = tonic::transport::Error;
+    type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        tower::Service::poll_ready(&mut self.inner, cx)
+    }
+
+    fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
+        let (service, method) = split_path(request.uri().path());
+        let span = tracing::info_span!(
+            "grpc client",
+            "otel.name" = %format!("{service}/{method}"),
+            "otel.kind" = "client",
+            "otel.status_code" = tracing::field::Empty,
+            "rpc.system" = "grpc",
+            "rpc.service" = %service,
+            "rpc.method" = %method,
+            "rpc.grpc.status_code" = tracing::field::Empty,
+        );
+        trace_context::inject(&span, request.headers_mut());
+        let call = tower::Service::call(&mut self.inner, request);
+        let recorder = span.clone();
+        Box::pin(
+            async move {
+                let result = call.await;
+                // A unary error is a trailers-only response (status in the headers); a success sends its OK in
+                // the trailers, after this point.
+                let code = match &result {
+                    Ok(response) => status_in_headers(response.headers()).unwrap_or(tonic::Code::Ok),
+                    Err(_) => tonic::Code::Unavailable,
+                };
+                record_status(&recorder, code, false);
+                result
+            }
+            .instrument(span),
+        )
+    }
+}
+
+/// `/<package.Service>/<Method>` split into its service and method (the whole path as the service when it is
+/// not of that shape).
+fn split_path(path: &str) -> (&str, &str) {
+    path.trim_start_matches('/').split_once('/').unwrap_or((path, ""))
+}
+
+/// The gRPC status in response headers (present in a trailers-only response, that is an error).
+fn status_in_headers(headers: &http::HeaderMap) -> Option<tonic::Code> {
+    headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<i32>().ok()).map(tonic::Code::from)
+}
+
+/// Records `code` on a gRPC span; the span status is an error when the code says the server failed (on the
+/// server side) or the call failed at all (on the client side), as OpenTelemetry's gRPC conventions say.
+fn record_status(span: &tracing::Span, code: tonic::Code, server: bool) {
+    span.record("rpc.grpc.status_code", code as i32);
+    let server_fault = matches!(
+        code,
+        tonic::Code::Unknown
+            | tonic::Code::DeadlineExceeded
+            | tonic::Code::Unimplemented
+            | tonic::Code::Internal
+            | tonic::Code::Unavailable
+            | tonic::Code::DataLoss
+    );
+    if (server && server_fault) || (!server && code != tonic::Code::Ok) {
+        span.record("otel.status_code", "error");
+    }
+}
+
 /// Tower layer recording `grpc_server_requests_total` and `grpc_server_request_duration_seconds` per
-/// method and status code, and running each call inside a span with its request id.
+/// method and status code, and running each call inside a server span with its request id, whose parent is
+/// the caller's span when the request carries a `traceparent`.
 #[derive(Debug, Clone, Copy)]
 pub struct ObserveLayer;
 
@@ -128,7 +222,21 @@ where
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
             .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        let span = tracing::info_span!("grpc", method = %path, request_id = %request_id);
+        let (service, method) = split_path(&path);
+        let span = tracing::info_span!(
+            "grpc",
+            method = %path,
+            request_id = %request_id,
+            "otel.name" = %format!("{service}/{method}"),
+            "otel.kind" = "server",
+            "otel.status_code" = tracing::field::Empty,
+            "rpc.system" = "grpc",
+            "rpc.service" = %service,
+            "rpc.method" = %method,
+            "rpc.grpc.status_code" = tracing::field::Empty,
+        );
+        trace_context::adopt_parent(&span, request.headers());
+        let recorder = span.clone();
         Box::pin(
             async move {
                 let started = Instant::now();
@@ -136,14 +244,15 @@ where
                 // Unary errors travel as trailers-only responses, so the code is in the headers; a missing
                 // grpc-status header means the call succeeded (its OK comes in the trailers).
                 let code = match &result {
-                    Ok(response) => response
-                        .headers()
-                        .get("grpc-status")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<i32>().ok())
-                        .map(|c| format!("{:?}", tonic::Code::from(c)))
-                        .unwrap_or_else(|| "Ok".to_owned()),
-                    Err(_) => "Transport".to_owned(),
+                    Ok(response) => {
+                        let code = status_in_headers(response.headers()).unwrap_or(tonic::Code::Ok);
+                        record_status(&recorder, code, true);
+                        format!("{code:?}")
+                    }
+                    Err(_) => {
+                        record_status(&recorder, tonic::Code::Unknown, true);
+                        "Transport".to_owned()
+                    }
                 };
                 let elapsed = started.elapsed().as_secs_f64();
                 let labels = [("method", path), ("code", code.clone())];

@@ -1,7 +1,8 @@
 //! The shared runtime of every Mercato service.
 //!
 //! - [`config`]: typed settings from `MERCATO_*` variables, validated at start.
-//! - [`telemetry`]: JSON logs with the request id of the call being served.
+//! - [`telemetry`]: JSON logs with the request and trace ids of the call being served; OpenTelemetry traces.
+//! - [`trace_context`]: W3C trace context in and out of headers, gRPC metadata and event envelopes.
 //! - [`grpc`]: the gRPC server (health, reflection, access checks, metrics, graceful shutdown) and clients.
 //! - [`auth`]: access-token claims and their verification against the auth service's keys.
 //! - [`descriptors`]: the contracts as data (descriptor pool, access rules of methods).
@@ -26,6 +27,7 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod testkit;
 pub mod time;
+pub mod trace_context;
 
 pub use config::Settings;
 pub use db::Db;

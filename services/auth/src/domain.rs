@@ -29,7 +29,8 @@ pub const ROLE_CUSTOMER: &str = "customer";
 pub const ROLE_ADMIN: &str = "admin";
 
 /// Scopes of the customer role.
-pub const CUSTOMER_SCOPES: &[&str] = &["cart:write", "orders:read", "orders:write", "payment:write"];
+pub const CUSTOMER_SCOPES: &[&str] =
+    &["cart:write", "orders:read", "orders:write", "payment:write", "notifications:read"];
 /// Scopes the admin role adds to the customer's.
 pub const ADMIN_SCOPES: &[&str] = &[
     "catalog:write",
@@ -39,6 +40,7 @@ pub const ADMIN_SCOPES: &[&str] = &[
     "ledger:write",
     "refund:write",
     "analytics:read",
+    "analytics:admin",
     "orders:admin",
     "notifications:admin",
 ];
@@ -132,7 +134,42 @@ pub fn normalize_display_name(raw: &str) -> Result<String, &'static str> {
     Ok(name.to_owned())
 }
 
-/// A validated registration: normalised email and display name, and the password as typed.
+/// The locale of users who did not choose one.
+pub const DEFAULT_LOCALE: &str = "en";
+
+/// A BCP 47 language tag as stored ("en", "de-AT", "zh-Hant-TW"): the language lower-cased, a region
+/// upper-cased, `_` read as `-`; empty means [`DEFAULT_LOCALE`]. Only the shape is checked, not that the
+/// language exists: messages fall back to a language they have.
+pub fn normalize_locale(raw: &str) -> Result<String, &'static str> {
+    const PROBLEM: &str = "must be a language tag such as \"en\" or \"de-AT\"";
+    let raw = raw.trim();
+    if raw.is_empty() {
+        return Ok(DEFAULT_LOCALE.to_owned());
+    }
+    if raw.len() > 35 {
+        return Err(PROBLEM);
+    }
+    let mut parts = Vec::new();
+    for (i, part) in raw.split(['-', '_']).enumerate() {
+        let alphabetic = part.chars().all(|c| c.is_ascii_alphabetic());
+        let part = match (i, part.len()) {
+            (0, 2..=3) if alphabetic => part.to_ascii_lowercase(),
+            (0, _) => return Err(PROBLEM),
+            (_, 2) if alphabetic => part.to_ascii_uppercase(),
+            (_, 4) if alphabetic => {
+                let mut script = part.to_ascii_lowercase();
+                script[..1].make_ascii_uppercase();
+                script
+            }
+            (_, 1..=8) if part.chars().all(|c| c.is_ascii_alphanumeric()) => part.to_ascii_lowercase(),
+            _ => return Err(PROBLEM),
+        };
+        parts.push(part);
+    }
+    Ok(parts.join("-"))
+}
+
+/// A validated registration: normalised email, display name and locale, and the password as typed.
 #[derive(Clone, PartialEq, Eq)]
 pub struct NewAccount {
     /// Normalised email.
@@ -141,6 +178,8 @@ pub struct NewAccount {
     pub password: String,
     /// Trimmed display name.
     pub display_name: String,
+    /// Normalised language tag.
+    pub locale: String,
 }
 
 impl std::fmt::Debug for NewAccount {
@@ -148,6 +187,7 @@ impl std::fmt::Debug for NewAccount {
         f.debug_struct("NewAccount")
             .field("email", &self.email)
             .field("display_name", &self.display_name)
+            .field("locale", &self.locale)
             .finish_non_exhaustive()
     }
 }
@@ -157,6 +197,7 @@ pub fn validate_registration(
     email: &str,
     password: &str,
     display_name: &str,
+    locale: &str,
 ) -> Result<NewAccount, Vec<FieldViolation>> {
     let mut violations = Violations::new();
     let email = normalize_email(email);
@@ -170,8 +211,12 @@ pub fn validate_registration(
         violations.add("display_name", problem);
         String::new()
     });
+    let locale = normalize_locale(locale).unwrap_or_else(|problem| {
+        violations.add("locale", problem);
+        String::new()
+    });
     if violations.is_empty() {
-        Ok(NewAccount { email, password: password.to_owned(), display_name })
+        Ok(NewAccount { email, password: password.to_owned(), display_name, locale })
     } else {
         Err(violations.into_vec())
     }
@@ -275,6 +320,17 @@ mod tests {
     }
 
     #[test]
+    fn locales_are_language_tags() {
+        assert_eq!(normalize_locale(""), Ok("en".to_owned()));
+        assert_eq!(normalize_locale(" DE "), Ok("de".to_owned()));
+        assert_eq!(normalize_locale("de_at"), Ok("de-AT".to_owned()));
+        assert_eq!(normalize_locale("zh-hant-tw"), Ok("zh-Hant-TW".to_owned()));
+        for bad in ["e", "english", "en-", "de-AT!", "1a", &"en-x".repeat(10)] {
+            assert!(normalize_locale(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
     fn display_names_are_trimmed() {
         assert_eq!(normalize_display_name("  Alice  "), Ok("Alice".to_owned()));
         assert!(normalize_display_name("   ").is_err());
@@ -285,10 +341,14 @@ mod tests {
 
     #[test]
     fn registration_names_every_bad_field() {
-        let fields: Vec<String> =
-            validate_registration("nope", "short", " ").expect_err("invalid").into_iter().map(|v| v.field).collect();
-        assert_eq!(fields, ["email", "password", "display_name"]);
-        let ok = validate_registration(" Bob@Example.com", "correct horse", " Bob ").expect("valid");
+        let fields: Vec<String> = validate_registration("nope", "short", " ", "x")
+            .expect_err("invalid")
+            .into_iter()
+            .map(|v| v.field)
+            .collect();
+        assert_eq!(fields, ["email", "password", "display_name", "locale"]);
+        let ok = validate_registration(" Bob@Example.com", "correct horse", " Bob ", "").expect("valid");
+        assert_eq!(ok.locale, "en");
         assert_eq!((ok.email.as_str(), ok.display_name.as_str()), ("bob@example.com", "Bob"));
     }
 

@@ -10,7 +10,11 @@ pub const USER_REGISTERED: &str = "user.registered";
 
 /// The `user.registered` event of a new account.
 pub fn user_registered(user: &UserRow) -> NewEvent {
-    let payload =
-        UserRegistered { user_id: user.id.clone(), email: user.email.clone(), display_name: user.display_name.clone() };
+    let payload = UserRegistered {
+        user_id: user.id.clone(),
+        email: user.email.clone(),
+        display_name: user.display_name.clone(),
+        locale: user.locale.clone(),
+    };
     NewEvent::new(USER_REGISTERED, user.id.clone(), &payload)
 }

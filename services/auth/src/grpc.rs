@@ -109,6 +109,7 @@ pub fn user_to_wire(user: UserRow) -> User {
         id: user.id,
         email: user.email,
         display_name: user.display_name,
+        locale: user.locale,
     }
 }
 
@@ -120,14 +121,16 @@ fn expires_in() -> i32 {
 impl AuthService for Service {
     async fn register(&self, request: Request<RegisterRequest>) -> Result<Response<RegisterResponse>, Status> {
         let request = request.into_inner();
-        let account = domain::validate_registration(&request.email, &request.password, &request.display_name)
-            .map_err(Error::Invalid)?;
+        let account =
+            domain::validate_registration(&request.email, &request.password, &request.display_name, &request.locale)
+                .map_err(Error::Invalid)?;
         let user = UserRow {
             id: uuid::Uuid::now_v7().to_string(),
             email: account.email,
             password_hash: self.hasher.hash(account.password).await?,
             display_name: account.display_name,
             roles: domain::format_roles(&[domain::ROLE_CUSTOMER]),
+            locale: account.locale,
             create_time: now_micros(),
         };
         self.store.insert_user(&user, &events::user_registered(&user)).await?;

@@ -137,6 +137,7 @@ async fn ensure_admin(store: &Store, hasher: &Hasher, settings: &Settings) -> Re
         password_hash: hasher.hash(password.clone()).await?,
         display_name: ADMIN_DISPLAY_NAME.to_owned(),
         roles: domain::format_roles(&[domain::ROLE_CUSTOMER, domain::ROLE_ADMIN]),
+        locale: domain::DEFAULT_LOCALE.to_owned(),
         create_time: platform::time::now_micros(),
     };
     match store.insert_user(&admin, &events::user_registered(&admin)).await {

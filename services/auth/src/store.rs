@@ -20,6 +20,8 @@ pub struct UserRow {
     pub display_name: String,
     /// Space-separated roles.
     pub roles: String,
+    /// BCP 47 language tag for messages to the user.
+    pub locale: String,
     /// Microseconds since the epoch.
     pub create_time: i64,
 }
@@ -31,6 +33,7 @@ impl std::fmt::Debug for UserRow {
             .field("email", &self.email)
             .field("display_name", &self.display_name)
             .field("roles", &self.roles)
+            .field("locale", &self.locale)
             .field("create_time", &self.create_time)
             .finish_non_exhaustive()
     }
@@ -58,7 +61,7 @@ pub enum Rotation {
     Invalid,
 }
 
-const USER_COLUMNS: &str = "id, email, password_hash, display_name, roles, create_time";
+const USER_COLUMNS: &str = "id, email, password_hash, display_name, roles, locale, create_time";
 
 /// The auth service's database.
 #[derive(Debug, Clone)]
@@ -85,14 +88,15 @@ impl Store {
                 // The insert comes first so that the transaction takes SQLite's write lock at once.
                 let mut tx = pool.begin().await?;
                 sqlx::query(
-                    "INSERT INTO users (id, email, password_hash, display_name, roles, create_time) \
-                     VALUES ($1, $2, $3, $4, $5, $6)",
+                    "INSERT INTO users (id, email, password_hash, display_name, roles, locale, create_time) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
                 )
                 .bind(&user.id)
                 .bind(&user.email)
                 .bind(&user.password_hash)
                 .bind(&user.display_name)
                 .bind(&user.roles)
+                .bind(&user.locale)
                 .bind(user.create_time)
                 .execute(&mut *tx)
                 .await?;

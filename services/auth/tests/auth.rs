@@ -84,8 +84,12 @@ fn bearer<T>(message: T, token: &str) -> Request<T> {
 }
 
 async fn register(client: &mut Client, email: &str, password: &str, name: &str) -> Result<User, Status> {
-    let request =
-        RegisterRequest { email: email.to_owned(), password: password.to_owned(), display_name: name.to_owned() };
+    let request = RegisterRequest {
+        email: email.to_owned(),
+        password: password.to_owned(),
+        display_name: name.to_owned(),
+        locale: String::new(),
+    };
     Ok(client.register(request).await?.into_inner().user.expect("user"))
 }
 
@@ -205,7 +209,7 @@ async fn access_tokens_verify_against_jwks(db: Db) {
     assert_eq!(claims.nbf, claims.iat);
     assert!((claims.iat - platform::time::now_secs()).abs() < 60);
     assert_eq!(claims.roles, ["customer"]);
-    assert_eq!(claims.scope, "cart:write orders:read orders:write payment:write");
+    assert_eq!(claims.scope, "cart:write orders:read orders:write payment:write notifications:read");
     assert!(!claims.has_scope("catalog:write"));
 
     let other = login(&mut client, "carol@example.com", "carols password").await.expect("logs in again");

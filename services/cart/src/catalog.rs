@@ -8,6 +8,7 @@
 use api::catalog::catalog_service_client::CatalogServiceClient;
 use api::catalog::{GetInventoryRequest, GetProductRequest};
 use futures::{StreamExt, TryStreamExt};
+use platform::grpc::TracedChannel;
 use platform::telemetry::REQUEST_ID_HEADER;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
@@ -21,13 +22,13 @@ const CONCURRENCY: usize = 16;
 /// A client of the catalog service.
 #[derive(Debug, Clone)]
 pub struct Catalog {
-    client: CatalogServiceClient<Channel>,
+    client: CatalogServiceClient<TracedChannel>,
 }
 
 impl Catalog {
     /// A client over `channel` (see `platform::grpc::channel`).
     pub fn new(channel: Channel) -> Self {
-        Self { client: CatalogServiceClient::new(channel) }
+        Self { client: CatalogServiceClient::new(TracedChannel::new(channel)) }
     }
 
     /// What the catalog says about `product_id` now. `request_id` is passed on, so the catalog's logs of

@@ -1,13 +1,32 @@
-//! What the cart consumes: `order.confirmed` empties the cart an order was placed from. The orders service
-//! also clears it right away; this consumer is what makes it certain (the saga's call is best effort).
+//! What the cart publishes and consumes.
+//!
+//! It publishes `cart.item_added` (analytics counts carts started from it). It consumes `order.confirmed`,
+//! which empties the cart an order was placed from: the orders service also clears it right away; this
+//! consumer is what makes it certain (the saga's call is best effort).
 
 use std::sync::Arc;
 
+use api::mercato::cart::v1::CartItemAdded;
 use api::mercato::orders::v1::OrderConfirmed;
-use platform::events::{EventBus, EventEnvelope};
+use platform::events::{EventBus, EventEnvelope, NewEvent};
 use prost::Message;
 
 use crate::store::Store;
+
+/// Event type published when units of a product are put in a cart (payload `mercato.cart.v1.CartItemAdded`).
+pub const ITEM_ADDED: &str = "cart.item_added";
+
+/// The `cart.item_added` event of `quantity` units of `product_id` put in `customer_id`'s cart; its subject is
+/// the customer, so one customer's events arrive in order.
+pub fn item_added(customer_id: &str, product_id: &str, quantity: i32, cart_was_empty: bool) -> NewEvent {
+    let payload = CartItemAdded {
+        customer_id: customer_id.to_owned(),
+        product_id: product_id.to_owned(),
+        quantity,
+        cart_was_empty,
+    };
+    NewEvent::new(ITEM_ADDED, customer_id, &payload)
+}
 
 /// The cart's consumer name (its inbox and, on RabbitMQ, its queue).
 pub const CONSUMER: &str = "cart";

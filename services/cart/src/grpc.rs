@@ -8,6 +8,7 @@ use api::mercato::cart::v1::{
 };
 use platform::auth::caller;
 use platform::db::Db;
+use platform::events::RelayHandle;
 use platform::telemetry::REQUEST_ID_HEADER;
 use platform::time::{now_micros, timestamp};
 use tonic::transport::Channel;
@@ -27,12 +28,14 @@ pub const ORDERS_ADMIN: &str = "orders:admin";
 pub struct CartApi {
     store: Store,
     catalog: Catalog,
+    relay: RelayHandle,
 }
 
 impl CartApi {
-    /// The service over a migrated database, pricing carts with the catalog behind `catalog`.
-    pub fn new(db: Db, catalog: Channel) -> Self {
-        Self { store: Store::new(db), catalog: Catalog::new(catalog) }
+    /// The service over a migrated database, pricing carts with the catalog behind `catalog`; `relay` is woken
+    /// when events were written.
+    pub fn new(db: Db, catalog: Channel, relay: RelayHandle) -> Self {
+        Self { store: Store::new(db), catalog: Catalog::new(catalog), relay }
     }
 
     /// The cart of `customer_id` at the catalog's current prices.
@@ -100,6 +103,7 @@ impl CartService for CartApi {
         let line =
             NewLine { product_id: &req.product_id, sku: &listing.sku, name: &listing.name, quantity: req.quantity };
         self.store.add(&customer_id, &line, now_micros()).await?;
+        self.relay.wake();
         tracing::info!(customer_id = %customer_id, product_id = %req.product_id, quantity = req.quantity, "item added");
         let cart = self.priced(&customer_id, request_id.as_deref()).await?;
         Ok(Response::new(AddItemResponse { cart: Some(cart) }))
@@ -129,9 +133,8 @@ impl CartService for CartApi {
         let requested = request.into_inner().customer_id;
         let customer_id = domain::clear_target(&caller_id, may_act_for_others, &requested).map_err(|r| match r {
             ClearRefusal::Invalid(v) => Error::invalid(v),
-            ClearRefusal::Denied => {
-                Error::PermissionDenied(format!("clearing another customer's cart needs the scope {ORDERS_ADMIN}"))
-            }
+            // As with orders and payments, another customer's cart does not exist for the caller.
+            ClearRefusal::Denied => Error::NotFound(format!("customer {requested:?} has no cart you can see")),
         })?;
         self.store.clear(&customer_id, now_micros()).await?;
         tracing::info!(customer_id = %customer_id, by = %caller_id, "cart cleared");

@@ -19,7 +19,7 @@ use api::mercato::cart::v1::cart_service_server::CartServiceServer;
 use platform::Settings;
 use platform::auth::TokenVerifier;
 use platform::db::Db;
-use platform::events::EventBus;
+use platform::events::{EventBus, Relay};
 use platform::grpc::GrpcService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -48,28 +48,35 @@ pub async fn run(
     events::subscribe(bus.as_ref(), store::Store::new(db.clone()));
     let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::channel(&settings.service_url("auth"))?));
     let catalog = platform::grpc::channel(&settings.service_url("catalog"))?;
-    let result = serve(listener, db.clone(), verifier, catalog, shutdown).await;
+    let result = serve(listener, db.clone(), verifier, catalog, bus, shutdown).await;
     db.close().await;
     result
 }
 
 /// Migrates `db`, then serves the cart on `listener` with tokens checked by `verifier` and prices from the
-/// catalog behind `catalog`, until `shutdown` is cancelled.
+/// catalog behind `catalog`, publishing its events on `bus`, until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
     db: Db,
     verifier: Arc<TokenVerifier>,
     catalog: Channel,
+    bus: Arc<dyn EventBus>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     db.migrate(&MIGRATOR, NAME).await?;
     tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), "cart serving");
+    let relay = Relay::new(NAME, db.clone(), bus);
     let service = GrpcService {
-        routes: tonic::service::Routes::new(CartServiceServer::new(CartApi::new(db, catalog))),
+        routes: tonic::service::Routes::new(CartServiceServer::new(CartApi::new(db, catalog, relay.handle()))),
         names: vec![<CartServiceServer<CartApi> as NamedService>::NAME],
     };
-    platform::grpc::serve(service, listener, verifier, shutdown).await?;
-    Ok(())
+    let relay_stop = shutdown.child_token();
+    let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
+    let served = platform::grpc::serve(service, listener, verifier, shutdown).await;
+    // The relay stops with the server; rows it did not publish stay in the outbox for the next start.
+    relay_stop.cancel();
+    let _ = relay_task.await;
+    Ok(served?)
 }
 
 /// Applies the cart's pending migrations to the configured database.

@@ -99,11 +99,16 @@ impl Store {
 
     /// Adds `line.quantity` units of a product: a new line, or more units on the existing one as long as it
     /// stays within [`MAX_QUANTITY`]. A new product is refused when the cart already holds [`MAX_LINES`].
+    /// The `cart.item_added` event is written in the same transaction.
     pub async fn add(&self, customer_id: &str, line: &NewLine<'_>, now: i64) -> Result<(), Error> {
         with_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
             let result = async {
                 touch_cart!(&mut *tx, customer_id, now);
+                let lines_before = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM cart_items WHERE customer_id = $1")
+                    .bind(customer_id)
+                    .fetch_one(&mut *tx)
+                    .await?;
                 // The limit check and the merge are one statement: no concurrent add can slip in between.
                 let added = sqlx::query(
                     "INSERT INTO cart_items (customer_id, product_id, sku, name, quantity, add_time) \
@@ -142,6 +147,8 @@ impl Store {
                         message: format!("a cart holds at most {MAX_LINES} products"),
                     });
                 }
+                let added = crate::events::item_added(customer_id, line.product_id, line.quantity, lines_before == 0);
+                platform::events::enqueue(&mut *tx, crate::NAME, &added).await?;
                 Ok(())
             }
             .await;

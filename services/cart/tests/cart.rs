@@ -18,12 +18,14 @@ use api::catalog::{
     ReserveStockResponse, UpdateProductRequest, UpdateProductResponse,
 };
 use api::common::Money;
+use api::mercato::cart::v1::CartItemAdded;
 use api::mercato::cart::v1::cart_service_client::CartServiceClient;
 use api::mercato::cart::v1::{
     AddItemRequest, Cart, CartItem, ClearCartRequest, GetCartRequest, RemoveItemRequest, UpdateItemRequest,
 };
 use cart::store::{NewLine, Store};
 use platform::db::Db;
+use platform::events::{EventBus, EventEnvelope, InProcessBus};
 use platform::testkit::TestIssuer;
 use prost::Message;
 use tokio::net::TcpListener;
@@ -143,6 +145,8 @@ type Client = CartServiceClient<Channel>;
 
 struct Server {
     client: Client,
+    /// `cart.item_added` payloads as they were published, in order.
+    item_added: Arc<Mutex<Vec<CartItemAdded>>>,
     issuer: Arc<TestIssuer>,
     catalog: FakeCatalog,
     catalog_stop: CancellationToken,
@@ -177,7 +181,22 @@ impl Server {
         let issuer = Arc::new(TestIssuer::new().expect("issuer"));
         let shutdown = CancellationToken::new();
         let channel = platform::grpc::channel(&catalog_url).expect("catalog channel");
-        let task = tokio::spawn(cart::serve(listener, db, issuer.verifier(), channel, shutdown.clone()));
+        let bus = Arc::new(InProcessBus::new());
+        let item_added = Arc::new(Mutex::new(Vec::new()));
+        let recorded = item_added.clone();
+        bus.subscribe(
+            "test",
+            &[cart::events::ITEM_ADDED],
+            Arc::new(move |envelope: Arc<EventEnvelope>| {
+                let recorded = recorded.clone();
+                Box::pin(async move {
+                    let event = CartItemAdded::decode(envelope.data.as_slice()).map_err(|e| e.to_string())?;
+                    recorded.lock().expect("lock").push(event);
+                    Ok(())
+                })
+            }),
+        );
+        let task = tokio::spawn(cart::serve(listener, db, issuer.verifier(), channel, bus, shutdown.clone()));
         let url = format!("http://{addr}");
         let mut attempt = 0;
         let client = loop {
@@ -191,7 +210,7 @@ impl Server {
                 Err(e) => panic!("cart did not come up: {e}"),
             }
         };
-        Self { client, issuer, catalog, catalog_stop, catalog_task, shutdown, task }
+        Self { client, item_added, issuer, catalog, catalog_stop, catalog_task, shutdown, task }
     }
 
     async fn stop(self) {
@@ -339,6 +358,31 @@ async fn add_merge_update_remove_clear(db: Db) {
     server.stop().await;
 }
 
+async fn adding_items_publishes_cart_item_added(db: Db) {
+    let server = Server::start(db).await;
+    let ada = server.customer("ada");
+    server.add(&ada, COFFEE, 2).await.expect("first item");
+    server.add(&ada, TEA, 1).await.expect("second item");
+    server.add(&ada, COFFEE, 1).await.expect("more of the first");
+    server.add(&ada, COFFEE, 99).await.expect_err("over the limit: nothing added, nothing published");
+    server.clear(&ada, "").await.expect("clear");
+    server.add(&ada, TEA, 3).await.expect("a new cart");
+
+    let mut published = Vec::new();
+    for _ in 0..100 {
+        published = server.item_added.lock().expect("lock").clone();
+        if published.len() >= 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let seen: Vec<(&str, i32, bool)> =
+        published.iter().map(|e| (e.product_id.as_str(), e.quantity, e.cart_was_empty)).collect();
+    assert_eq!(seen, [(COFFEE, 2, true), (TEA, 1, false), (COFFEE, 1, false), (TEA, 3, true)]);
+    assert!(published.iter().all(|e| e.customer_id == "ada"));
+    server.stop().await;
+}
+
 async fn quantity_limits(db: Db) {
     let server = Server::start(db).await;
     let alice = server.customer("alice");
@@ -455,7 +499,7 @@ async fn carts_are_private(db: Db) {
     assert_eq!(server.update(&alice, TEA, 5).await.expect_err("not hers").code(), Code::NotFound);
 
     let err = server.clear(&alice, "bob").await.expect_err("alice clears bob");
-    assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
+    assert_eq!(err.code(), Code::NotFound, "another customer's cart does not exist for alice: {err:?}");
     assert_eq!(lines(&server.get(&bob).await.expect("bob")), [(TEA, 2)], "bob's cart survives");
     let cleared = server.clear(&server.admin(), "bob").await.expect("orders:admin clears bob's cart");
     assert_eq!((cleared.customer_id.as_str(), cleared.items.len()), ("bob", 0));
@@ -510,14 +554,14 @@ async fn a_missing_catalog_is_unavailable(db: Db) {
     server.add(&alice, COFFEE, 1).await.expect("add");
     // Stop the catalog; the cart's channel to it then fails to reconnect.
     server.catalog_stop.cancel();
-    let Server { client, issuer, catalog, catalog_stop, catalog_task, shutdown, task } = server;
+    let Server { client, item_added, issuer, catalog, catalog_stop, catalog_task, shutdown, task } = server;
     tokio::time::timeout(Duration::from_secs(20), catalog_task)
         .await
         .expect("the catalog stops")
         .expect("join")
         .expect("catalog stopped cleanly");
-    let server =
-        Server { client, issuer, catalog, catalog_stop, catalog_task: tokio::spawn(async { Ok(()) }), shutdown, task };
+    let catalog_task = tokio::spawn(async { Ok(()) });
+    let server = Server { client, item_added, issuer, catalog, catalog_stop, catalog_task, shutdown, task };
     let err = server.get(&alice).await.expect_err("no prices without the catalog");
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     assert!(!err.message().contains("127.0.0.1"), "{}", err.message());
@@ -576,6 +620,7 @@ macro_rules! on_both_engines {
 
 on_both_engines!(
     add_merge_update_remove_clear,
+    adding_items_publishes_cart_item_added,
     quantity_limits,
     only_products_for_sale_can_be_added,
     prices_and_availability_follow_the_catalog,

@@ -413,9 +413,27 @@ pub fn transition(current: ReservationStatus, target: ReservationStatus) -> Tran
     }
 }
 
+/// Below this many available units a product is low on stock (`inventory.low`).
+pub const LOW_STOCK_THRESHOLD: i64 = 5;
+
+/// Whether a change of available units from `before` to `after` crosses below `threshold`: the moment to say
+/// so once, rather than on every change while it stays low.
+pub fn fell_below(before: i64, after: i64, threshold: i64) -> bool {
+    before >= threshold && after < threshold
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn low_stock_is_reported_when_crossing_only() {
+        assert!(fell_below(5, 4, 5));
+        assert!(fell_below(10, 0, 5));
+        assert!(!fell_below(4, 3, 5), "already low");
+        assert!(!fell_below(10, 5, 5), "still at the threshold");
+        assert!(!fell_below(3, 8, 5), "restocked");
+    }
 
     fn good() -> ProductInput {
         ProductInput {

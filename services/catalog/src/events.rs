@@ -1,12 +1,64 @@
-//! What the catalog consumes: `order.cancelled` puts the sold units of a cancelled order back in stock.
+//! What the catalog publishes and consumes.
+//!
+//! Published, each in the transaction of its change: `product.created`, `product.updated`,
+//! `inventory.adjusted` (every change of units on hand) and `inventory.low` (available units fell below
+//! [`LOW_STOCK_THRESHOLD`](crate::domain::LOW_STOCK_THRESHOLD)). Consumed: `order.cancelled` puts the sold
+//! units of a cancelled order back in stock.
 
 use std::sync::Arc;
 
+use api::catalog::{InventoryAdjusted, InventoryLow, ProductCreated, ProductUpdated};
 use api::mercato::orders::v1::OrderCancelled;
-use platform::events::{EventBus, EventEnvelope};
+use platform::events::{EventBus, EventEnvelope, NewEvent};
 use prost::Message;
 
-use crate::store::Store;
+use crate::store::{ProductRow, Store};
+
+/// Event type of a new product.
+pub const PRODUCT_CREATED: &str = "product.created";
+/// Event type of a changed product.
+pub const PRODUCT_UPDATED: &str = "product.updated";
+/// Event type of a change of units on hand.
+pub const INVENTORY_ADJUSTED: &str = "inventory.adjusted";
+/// Event type of a product whose available units fell below the threshold.
+pub const INVENTORY_LOW: &str = "inventory.low";
+
+/// The `product.created` event of `row`.
+pub fn product_created(row: &ProductRow) -> NewEvent {
+    NewEvent::new(
+        PRODUCT_CREATED,
+        row.id.clone(),
+        &ProductCreated { product: Some(crate::grpc::product_to_wire(row.clone())) },
+    )
+}
+
+/// The `product.updated` event of `row` as it is now.
+pub fn product_updated(row: &ProductRow) -> NewEvent {
+    NewEvent::new(
+        PRODUCT_UPDATED,
+        row.id.clone(),
+        &ProductUpdated { product: Some(crate::grpc::product_to_wire(row.clone())) },
+    )
+}
+
+/// The `inventory.adjusted` event of adjustment `adjustment_id`.
+pub fn inventory_adjusted(adjustment_id: &str, product_id: &str, delta: i64, reason: &str, actor: &str) -> NewEvent {
+    let payload = InventoryAdjusted {
+        adjustment_id: adjustment_id.to_owned(),
+        product_id: product_id.to_owned(),
+        delta,
+        reason: reason.to_owned(),
+        actor: actor.to_owned(),
+    };
+    NewEvent::new(INVENTORY_ADJUSTED, product_id, &payload)
+}
+
+/// The `inventory.low` event of `product_id`, now at `available` units.
+pub fn inventory_low(product_id: &str, available: i64) -> NewEvent {
+    let payload =
+        InventoryLow { product_id: product_id.to_owned(), available, threshold: crate::domain::LOW_STOCK_THRESHOLD };
+    NewEvent::new(INVENTORY_LOW, product_id, &payload)
+}
 
 /// The catalog's consumer name (its inbox and, on RabbitMQ, its queue).
 pub const CONSUMER: &str = "catalog";

@@ -11,6 +11,7 @@ use api::common::Money;
 use platform::auth::{caller, optional_caller};
 use platform::db::Db;
 use platform::error::FieldViolation;
+use platform::events::RelayHandle;
 use platform::time::{now_micros, timestamp};
 use tonic::{Request, Response, Status};
 
@@ -25,16 +26,18 @@ pub const CATALOG_WRITE: &str = "catalog:write";
 #[derive(Debug, Clone)]
 pub struct CatalogApi {
     store: Store,
+    relay: RelayHandle,
 }
 
 impl CatalogApi {
-    /// The service over a migrated database.
-    pub fn new(db: Db) -> Self {
-        Self { store: Store::new(db) }
+    /// The service over a migrated database; `relay` is woken when events were written.
+    pub fn new(db: Db, relay: RelayHandle) -> Self {
+        Self { store: Store::new(db), relay }
     }
 }
 
-fn product_to_wire(row: ProductRow) -> Product {
+/// A stored product as the wire (and the events) show it.
+pub(crate) fn product_to_wire(row: ProductRow) -> Product {
     Product {
         id: row.id,
         sku: row.sku,
@@ -162,6 +165,7 @@ impl CatalogService for CatalogApi {
         let fields = domain::validate_product(product_from_wire(product)).map_err(Error::InvalidArgument)?;
         let id = uuid::Uuid::now_v7().to_string();
         let row = self.store.create_product(&id, fields, now_micros()).await?;
+        self.relay.wake();
         tracing::info!(product_id = %row.id, sku = %row.sku, "product created");
         Ok(Response::new(CreateProductResponse { product: Some(product_to_wire(row)) }))
     }
@@ -181,6 +185,7 @@ impl CatalogService for CatalogApi {
                 domain::apply_update_mask(current, &input, &paths).map_err(Error::InvalidArgument)
             })
             .await?;
+        self.relay.wake();
         Ok(Response::new(UpdateProductResponse { product: Some(product_to_wire(row)) }))
     }
 
@@ -211,6 +216,7 @@ impl CatalogService for CatalogApi {
             .store
             .adjust_inventory(&req.product_id, i64::from(req.delta), &req.reason, &actor, now_micros())
             .await?;
+        self.relay.wake();
         tracing::info!(product_id = %req.product_id, delta = req.delta, reason = %req.reason, "inventory adjusted");
         Ok(Response::new(AdjustInventoryResponse { inventory: Some(inventory_to_wire(req.product_id, stock)) }))
     }
@@ -223,6 +229,7 @@ impl CatalogService for CatalogApi {
         let lines: Vec<(String, i32)> = req.items.into_iter().map(|i| (i.product_id, i.quantity)).collect();
         let items = domain::validate_reservation(&req.reservation_id, &lines).map_err(Error::InvalidArgument)?;
         let status = self.store.reserve(&req.reservation_id, &items, now_micros()).await?;
+        self.relay.wake();
         Ok(Response::new(ReserveStockResponse { reservation_id: req.reservation_id, status: status_to_wire(status) }))
     }
 
@@ -234,6 +241,7 @@ impl CatalogService for CatalogApi {
         let id = request.into_inner().reservation_id;
         domain::validate_reservation_id(&id).map_err(Error::invalid)?;
         self.store.settle(&id, ReservationStatus::Released, &actor, now_micros()).await?;
+        self.relay.wake();
         Ok(Response::new(ReleaseStockResponse { status: status_to_wire(ReservationStatus::Released) }))
     }
 
@@ -245,6 +253,7 @@ impl CatalogService for CatalogApi {
         let id = request.into_inner().reservation_id;
         domain::validate_reservation_id(&id).map_err(Error::invalid)?;
         self.store.settle(&id, ReservationStatus::Committed, &actor, now_micros()).await?;
+        self.relay.wake();
         Ok(Response::new(CommitStockResponse { status: status_to_wire(ReservationStatus::Committed) }))
     }
 }

@@ -18,7 +18,7 @@ use api::catalog::catalog_service_server::CatalogServiceServer;
 use platform::Settings;
 use platform::auth::TokenVerifier;
 use platform::db::Db;
-use platform::events::EventBus;
+use platform::events::{EventBus, Relay};
 use platform::grpc::GrpcService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -45,27 +45,34 @@ pub async fn run(
     db.migrate(&MIGRATOR, NAME).await?;
     events::subscribe(bus.as_ref(), store::Store::new(db.clone()));
     let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::channel(&settings.service_url("auth"))?));
-    let result = serve(listener, db.clone(), verifier, shutdown).await;
+    let result = serve(listener, db.clone(), verifier, bus, shutdown).await;
     db.close().await;
     result
 }
 
-/// Migrates `db`, then serves the catalog on `listener` with tokens checked by `verifier` until `shutdown`
-/// is cancelled.
+/// Migrates `db`, then serves the catalog on `listener` with tokens checked by `verifier`, publishing its
+/// events on `bus`, until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
     db: Db,
     verifier: Arc<TokenVerifier>,
+    bus: Arc<dyn EventBus>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     db.migrate(&MIGRATOR, NAME).await?;
     tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), "catalog serving");
+    let relay = Relay::new(NAME, db.clone(), bus);
     let service = GrpcService {
-        routes: tonic::service::Routes::new(CatalogServiceServer::new(CatalogApi::new(db))),
+        routes: tonic::service::Routes::new(CatalogServiceServer::new(CatalogApi::new(db, relay.handle()))),
         names: vec![<CatalogServiceServer<CatalogApi> as NamedService>::NAME],
     };
-    platform::grpc::serve(service, listener, verifier, shutdown).await?;
-    Ok(())
+    let relay_stop = shutdown.child_token();
+    let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
+    let served = platform::grpc::serve(service, listener, verifier, shutdown).await;
+    // The relay stops with the server; rows it did not publish stay in the outbox for the next start.
+    relay_stop.cancel();
+    let _ = relay_task.await;
+    Ok(served?)
 }
 
 /// Applies the catalog's pending migrations to the configured database.
@@ -89,4 +96,11 @@ pub async fn seed_demo(settings: &Settings) -> Result<usize, Error> {
 pub async fn seed_demo_into(db: &Db) -> Result<usize, Error> {
     db.migrate(&MIGRATOR, NAME).await?;
     seed::insert_demo(&store::Store::new(db.clone())).await
+}
+
+/// The ids of the reservations whose stock was sold (committed): for an operator's audit, every confirmed
+/// order's id is among them.
+pub async fn committed_reservations(db: &Db) -> Result<std::collections::HashSet<String>, Error> {
+    db.migrate(&MIGRATOR, NAME).await?;
+    store::Store::new(db.clone()).committed_reservations().await
 }

@@ -14,20 +14,38 @@ use crate::error::{Error, INSUFFICIENT_STOCK, PRODUCT_INACTIVE, RESERVATION_SETT
 
 /// Appends a row to the stock history (a macro: it runs on either engine's transaction).
 macro_rules! record_adjustment {
-    ($conn:expr, $product_id:expr, $delta:expr, $reason:expr, $actor:expr, $now:expr) => {
+    ($conn:expr, $product_id:expr, $delta:expr, $reason:expr, $actor:expr, $now:expr) => {{
+        let adjustment_id = uuid::Uuid::now_v7().to_string();
         sqlx::query(
             "INSERT INTO inventory_adjustments (id, product_id, delta, reason, actor, create_time) \
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
-        .bind(uuid::Uuid::now_v7().to_string())
+        .bind(&adjustment_id)
         .bind($product_id)
         .bind($delta)
         .bind($reason)
         .bind($actor)
         .bind($now)
-        .execute($conn)
-        .await?
-    };
+        .execute(&mut *$conn)
+        .await?;
+        let adjusted = crate::events::inventory_adjusted(&adjustment_id, $product_id, $delta, $reason, $actor);
+        platform::events::enqueue(&mut *$conn, crate::NAME, &adjusted).await?;
+    }};
+}
+
+/// Publishes `inventory.low` (inside the caller's transaction) when taking `taken` available units of a
+/// product left it below the threshold where it was not before.
+macro_rules! report_low_stock {
+    ($conn:expr, $product_id:expr, $taken:expr) => {{
+        let available = sqlx::query_scalar::<_, i64>("SELECT on_hand - reserved FROM inventory WHERE product_id = $1")
+            .bind($product_id)
+            .fetch_one(&mut *$conn)
+            .await?;
+        if domain::fell_below(available + $taken, available, domain::LOW_STOCK_THRESHOLD) {
+            platform::events::enqueue(&mut *$conn, crate::NAME, &crate::events::inventory_low($product_id, available))
+                .await?;
+        }
+    }};
 }
 
 /// Holds one reservation line inside the reservation's transaction, or fails the whole reservation.
@@ -68,8 +86,9 @@ macro_rules! hold_item {
             .bind($reservation_id)
             .bind(&item.product_id)
             .bind(item.quantity)
-            .execute($conn)
+            .execute(&mut *$conn)
             .await?;
+        report_low_stock!($conn, item.product_id.as_str(), i64::from(item.quantity));
     }};
 }
 
@@ -220,6 +239,7 @@ impl Store {
                     .bind(now)
                     .execute(&mut *tx)
                     .await?;
+                platform::events::enqueue(&mut *tx, crate::NAME, &crate::events::product_created(&row)).await?;
                 Ok(())
             }
             .await;
@@ -292,27 +312,38 @@ impl Store {
             // Strictly later, even within one microsecond: update_time is also the version we compare on.
             let update_time = now.max(current.update_time + 1);
             let row = ProductRow::new(id, next, current.create_time, update_time);
-            let result = with_db!(&self.db, pool => {
-                sqlx::query(
-                    "UPDATE products SET sku = $1, name = $2, description = $3, price_currency = $4, \
-                     price_amount_minor = $5, category = $6, active = $7, update_time = $8 \
-                     WHERE id = $9 AND update_time = $10",
-                )
-                .bind(&row.sku)
-                .bind(&row.name)
-                .bind(&row.description)
-                .bind(&row.price_currency)
-                .bind(row.price_amount_minor)
-                .bind(&row.category)
-                .bind(row.active)
-                .bind(row.update_time)
-                .bind(id)
-                .bind(current.update_time)
-                .execute(pool)
-                .await
-                .map(|r| r.rows_affected())
+            let updated = with_db!(&self.db, pool => {
+                let mut tx = pool.begin().await?;
+                let result: Result<bool, Error> = async {
+                    let changed = sqlx::query(
+                        "UPDATE products SET sku = $1, name = $2, description = $3, price_currency = $4, \
+                         price_amount_minor = $5, category = $6, active = $7, update_time = $8 \
+                         WHERE id = $9 AND update_time = $10",
+                    )
+                    .bind(&row.sku)
+                    .bind(&row.name)
+                    .bind(&row.description)
+                    .bind(&row.price_currency)
+                    .bind(row.price_amount_minor)
+                    .bind(&row.category)
+                    .bind(row.active)
+                    .bind(row.update_time)
+                    .bind(id)
+                    .bind(current.update_time)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(|e| sku_taken(e, &row.sku))?
+                    .rows_affected();
+                    if changed != 1 {
+                        return Ok(false);
+                    }
+                    platform::events::enqueue(&mut *tx, crate::NAME, &crate::events::product_updated(&row)).await?;
+                    Ok(true)
+                }
+                .await;
+                finish(tx, result).await?
             });
-            if result.map_err(|e| sku_taken(e, &row.sku))? == 1 {
+            if updated {
                 return Ok(row);
             }
             // Someone changed the product meanwhile: apply the change to their version.
@@ -367,6 +398,9 @@ impl Store {
                         return Ok(None);
                     };
                     record_adjustment!(&mut *tx, product_id, delta, reason, actor, now);
+                    if delta < 0 {
+                        report_low_stock!(&mut *tx, product_id, -delta);
+                    }
                     Ok(Some(Stock::from(row)))
                 }
                 .await;
@@ -580,5 +614,17 @@ impl Store {
             finish(tx, result).await?
         });
         Ok(applied)
+    }
+}
+
+impl Store {
+    /// The ids of the reservations in state COMMITTED.
+    pub async fn committed_reservations(&self) -> Result<std::collections::HashSet<String>, Error> {
+        let ids = with_db!(&self.db, pool => {
+            sqlx::query_scalar::<_, String>("SELECT id FROM reservations WHERE status = 'COMMITTED'")
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(ids.into_iter().collect())
     }
 }

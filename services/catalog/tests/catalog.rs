@@ -11,8 +11,10 @@ use api::catalog::{
     Inventory, ListProductsRequest, ListProductsResponse, Product, ReleaseStockRequest, ReservationStatus,
     ReserveStockRequest, StockItem, UpdateProductRequest,
 };
+use api::catalog::{InventoryAdjusted, InventoryLow, ProductUpdated};
 use api::common::Money;
 use platform::db::Db;
+use platform::events::{EventBus, EventEnvelope, InProcessBus};
 use platform::testkit::TestIssuer;
 use prost::Message;
 use tokio::net::TcpListener;
@@ -23,9 +25,14 @@ use tonic::{Code, Request, Status};
 
 type Client = CatalogServiceClient<Channel>;
 
+/// An event as the catalog published it: type, subject and encoded payload.
+type Published = (String, String, Vec<u8>);
+
 /// The catalog running in-process on a port-0 listener.
 struct Server {
     client: Client,
+    /// Every event the catalog published, in order.
+    published: Arc<std::sync::Mutex<Vec<Published>>>,
     issuer: Arc<TestIssuer>,
     db: Db,
     shutdown: CancellationToken,
@@ -38,7 +45,28 @@ impl Server {
         let addr = listener.local_addr().expect("addr");
         let issuer = Arc::new(TestIssuer::new().expect("issuer"));
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(catalog::serve(listener, db.clone(), issuer.verifier(), shutdown.clone()));
+        let bus = Arc::new(InProcessBus::new());
+        let published = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = published.clone();
+        let types = [
+            catalog::events::PRODUCT_CREATED,
+            catalog::events::PRODUCT_UPDATED,
+            catalog::events::INVENTORY_ADJUSTED,
+            catalog::events::INVENTORY_LOW,
+        ];
+        bus.subscribe(
+            "test",
+            &types,
+            Arc::new(move |envelope: Arc<EventEnvelope>| {
+                let sink = sink.clone();
+                Box::pin(async move {
+                    let seen = (envelope.r#type.clone(), envelope.subject.clone(), envelope.data.clone());
+                    sink.lock().expect("lock").push(seen);
+                    Ok(())
+                })
+            }),
+        );
+        let task = tokio::spawn(catalog::serve(listener, db.clone(), issuer.verifier(), bus, shutdown.clone()));
         let url = format!("http://{addr}");
         let mut attempt = 0;
         let client = loop {
@@ -52,7 +80,7 @@ impl Server {
                 Err(e) => panic!("catalog did not come up: {e}"),
             }
         };
-        Self { client, issuer, db, shutdown, task }
+        Self { client, published, issuer, db, shutdown, task }
     }
 
     /// A staff token with every catalog scope.
@@ -595,7 +623,55 @@ macro_rules! on_both_engines {
     };
 }
 
+/// Every change is published: products created and updated, units on hand adjusted (by hand and by sales),
+/// and a product's available units falling below the threshold — once per crossing.
+async fn changes_are_published(db: Db) {
+    let server = Server::start(db).await;
+    let tea = server.create(product("TEA-9", "Tea", "tea", 450)).await;
+    let update = UpdateProductRequest {
+        product: Some(Product {
+            price: Some(Money { currency: "EUR".into(), amount_minor: 500 }),
+            ..Product::default()
+        }),
+        id: tea.id.clone(),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["price".into()] }),
+    };
+    server.client.clone().update_product(with_token(update, &server.admin())).await.expect("update");
+    server.adjust(&tea.id, 7).await.expect("stock");
+    server.reserve("order-1", &[(&tea.id, 2)]).await.expect("5 left: not yet low");
+    server.reserve("order-2", &[(&tea.id, 1)]).await.expect("4 left: low");
+    server.reserve("order-3", &[(&tea.id, 1)]).await.expect("3 left: still low, no second event");
+    server.commit("order-1").await.expect("sold");
+    server.release("order-2").await.expect("released");
+
+    let mut seen = Vec::new();
+    for _ in 0..100 {
+        seen = server.published.lock().expect("lock").clone();
+        if seen.len() >= 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let kinds: Vec<&str> = seen.iter().map(|(kind, _, _)| kind.as_str()).collect();
+    assert_eq!(
+        kinds,
+        ["product.created", "product.updated", "inventory.adjusted", "inventory.low", "inventory.adjusted"],
+        "in the order they happened"
+    );
+    assert!(seen.iter().all(|(_, subject, _)| *subject == tea.id), "each about the product");
+    let updated = ProductUpdated::decode(seen[1].2.as_slice()).expect("payload").product.expect("product");
+    assert_eq!(updated.price.map(|m| m.amount_minor), Some(500));
+    let stocked = InventoryAdjusted::decode(seen[2].2.as_slice()).expect("payload");
+    assert_eq!((stocked.delta, stocked.actor.as_str()), (7, "admin-1"));
+    let low = InventoryLow::decode(seen[3].2.as_slice()).expect("payload");
+    assert_eq!((low.available, low.threshold), (4, 5));
+    let sold = InventoryAdjusted::decode(seen[4].2.as_slice()).expect("payload");
+    assert_eq!((sold.delta, sold.reason.as_str()), (-2, "sale: reservation order-1"));
+    server.stop().await;
+}
+
 on_both_engines!(
+    changes_are_published,
     create_get_list_and_access,
     pagination_and_filters,
     update_and_visibility,

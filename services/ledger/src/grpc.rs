@@ -13,6 +13,7 @@ use api::mercato::ledger::v1::{
 use platform::auth::caller;
 use platform::db::Db;
 use platform::error::FieldViolation;
+use platform::events::RelayHandle;
 use platform::time::{now_micros, timestamp};
 use tonic::{Request, Response, Status};
 
@@ -24,12 +25,13 @@ use crate::store::{AccountQuery, AccountRow, EntryRow, Store, StoredTransaction}
 #[derive(Debug, Clone)]
 pub struct LedgerApi {
     store: Store,
+    relay: RelayHandle,
 }
 
 impl LedgerApi {
-    /// The service over a migrated database.
-    pub fn new(db: Db) -> Self {
-        Self { store: Store::new(db) }
+    /// The service over a migrated database; `relay` is woken when events were written.
+    pub fn new(db: Db, relay: RelayHandle) -> Self {
+        Self { store: Store::new(db), relay }
     }
 }
 
@@ -237,6 +239,7 @@ impl LedgerService for LedgerApi {
         let transaction = domain::validate_transaction(transaction_from_wire(request.into_inner()))
             .map_err(Error::InvalidArgument)?;
         let stored = self.store.record(&transaction, &actor, now_micros()).await?;
+        self.relay.wake();
         tracing::info!(
             transaction_id = %stored.transaction.id,
             postings = stored.transaction.postings.len(),

@@ -13,6 +13,7 @@
 
 pub mod domain;
 pub mod error;
+pub mod events;
 pub mod grpc;
 pub mod store;
 
@@ -22,6 +23,7 @@ use api::mercato::ledger::v1::ledger_service_server::LedgerServiceServer;
 use platform::Settings;
 use platform::auth::TokenVerifier;
 use platform::db::Db;
+use platform::events::{EventBus, Relay};
 use platform::grpc::GrpcService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -37,31 +39,43 @@ pub const NAME: &str = "ledger";
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Runs the ledger as configured: opens its database, trusts the auth service's keys, and serves on
-/// `listener` until `shutdown` is cancelled.
-pub async fn run(listener: TcpListener, settings: Settings, shutdown: CancellationToken) -> Result<(), Error> {
+/// `listener`, publishing its events on `bus`, until `shutdown` is cancelled.
+pub async fn run(
+    listener: TcpListener,
+    settings: Settings,
+    bus: Arc<dyn EventBus>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
     let db = Db::open(&settings, NAME).await?;
     let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::channel(&settings.service_url("auth"))?));
-    let result = serve(listener, db.clone(), verifier, shutdown).await;
+    let result = serve(listener, db.clone(), verifier, bus, shutdown).await;
     db.close().await;
     result
 }
 
-/// Migrates `db`, then serves the ledger on `listener` with tokens checked by `verifier` until `shutdown`
-/// is cancelled.
+/// Migrates `db`, then serves the ledger on `listener` with tokens checked by `verifier`, publishing its
+/// events on `bus`, until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
     db: Db,
     verifier: Arc<TokenVerifier>,
+    bus: Arc<dyn EventBus>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     db.migrate(&MIGRATOR, NAME).await?;
     tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), "ledger serving");
+    let relay = Relay::new(NAME, db.clone(), bus);
     let service = GrpcService {
-        routes: tonic::service::Routes::new(LedgerServiceServer::new(LedgerApi::new(db))),
+        routes: tonic::service::Routes::new(LedgerServiceServer::new(LedgerApi::new(db, relay.handle()))),
         names: vec![<LedgerServiceServer<LedgerApi> as NamedService>::NAME],
     };
-    platform::grpc::serve(service, listener, verifier, shutdown).await?;
-    Ok(())
+    let relay_stop = shutdown.child_token();
+    let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
+    let served = platform::grpc::serve(service, listener, verifier, shutdown).await;
+    // The relay stops with the server; rows it did not publish stay in the outbox for the next start.
+    relay_stop.cancel();
+    let _ = relay_task.await;
+    Ok(served?)
 }
 
 /// Applies the ledger's pending migrations to the configured database.

@@ -531,6 +531,8 @@ impl Store {
                             .execute(&mut *tx)
                             .await?;
                         }
+                        platform::events::enqueue(&mut *tx, crate::NAME, &crate::events::transaction_recorded(t, actor))
+                            .await?;
                         Ok(())
                     }
                     .await;

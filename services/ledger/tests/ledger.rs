@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api::common::Money;
+use api::mercato::ledger::v1::TransactionRecorded;
 use api::mercato::ledger::v1::ledger_service_client::LedgerServiceClient;
 use api::mercato::ledger::v1::{
     Account, AccountType, CreateAccountRequest, Entry, GetAccountRequest, GetTransactionRequest,
@@ -14,6 +15,7 @@ use api::mercato::ledger::v1::{
     Transaction,
 };
 use platform::db::Db;
+use platform::events::{EventBus, EventEnvelope, InProcessBus};
 use platform::testkit::TestIssuer;
 use prost::Message;
 use tokio::net::TcpListener;
@@ -27,6 +29,8 @@ type Client = LedgerServiceClient<Channel>;
 /// The ledger running in-process on a port-0 listener.
 struct Server {
     client: Client,
+    /// `ledger.transaction.recorded` payloads as they were published, in order.
+    recorded: Arc<std::sync::Mutex<Vec<TransactionRecorded>>>,
     issuer: Arc<TestIssuer>,
     db: Db,
     shutdown: CancellationToken,
@@ -39,7 +43,22 @@ impl Server {
         let addr = listener.local_addr().expect("addr");
         let issuer = Arc::new(TestIssuer::new().expect("issuer"));
         let shutdown = CancellationToken::new();
-        let task = tokio::spawn(ledger::serve(listener, db.clone(), issuer.verifier(), shutdown.clone()));
+        let bus = Arc::new(InProcessBus::new());
+        let recorded = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let sink = recorded.clone();
+        bus.subscribe(
+            "test",
+            &[ledger::events::TRANSACTION_RECORDED],
+            Arc::new(move |envelope: Arc<EventEnvelope>| {
+                let sink = sink.clone();
+                Box::pin(async move {
+                    let event = TransactionRecorded::decode(envelope.data.as_slice()).map_err(|e| e.to_string())?;
+                    sink.lock().expect("lock").push(event);
+                    Ok(())
+                })
+            }),
+        );
+        let task = tokio::spawn(ledger::serve(listener, db.clone(), issuer.verifier(), bus, shutdown.clone()));
         let url = format!("http://{addr}");
         let mut attempt = 0;
         let client = loop {
@@ -53,7 +72,7 @@ impl Server {
                 Err(e) => panic!("ledger did not come up: {e}"),
             }
         };
-        Self { client, issuer, db, shutdown, task }
+        Self { client, recorded, issuer, db, shutdown, task }
     }
 
     /// An administrator's token: ledger:read and ledger:write among others.
@@ -419,6 +438,23 @@ async fn idempotency_and_reversals(db: Db) {
         assert_eq!((err.code(), reason(&err).as_str()), (Code::AlreadyExists, "TRANSACTION_ID_REUSED"));
     }
     assert_eq!(server.balance(&cash.id).await, 941);
+
+    // The journal entry was published once, with its postings; the resends and refusals published nothing.
+    let mut published = Vec::new();
+    for _ in 0..100 {
+        published = server.recorded.lock().expect("lock").clone();
+        if !published.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let published_now = server.recorded.lock().expect("lock").clone();
+    assert_eq!(published_now, published, "nothing more arrives");
+    assert_eq!(published.len(), 1, "{published:?}");
+    assert_eq!(published[0].transaction_id, "capture-1");
+    assert_eq!(published[0].actor, "admin-1");
+    assert_eq!(published[0].postings, capture.postings);
 
     // A reversal must negate the original exactly.
     let reversal = |id: &str, postings: Vec<Posting>| RecordTransactionRequest {

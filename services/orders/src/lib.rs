@@ -126,3 +126,10 @@ pub async fn audit(db: &Db, stuck_after: Duration) -> Result<Vec<String>, Error>
     let stuck_before = platform::time::now_micros() - i64::try_from(stuck_after.as_micros()).unwrap_or(i64::MAX);
     store::Store::new(db.clone()).audit(stuck_before).await
 }
+
+/// Every confirmed order with its payment and total, for checks against the catalog and payments that only
+/// an operator's audit, reading every service's database, can make.
+pub async fn confirmed_orders(db: &Db) -> Result<Vec<store::ConfirmedOrder>, Error> {
+    db.migrate(&MIGRATOR, NAME).await?;
+    store::Store::new(db.clone()).confirmed().await
+}

@@ -17,6 +17,7 @@ use api::mercato::cart::v1::{ClearCartRequest, GetCartRequest};
 use api::mercato::payments::v1::payment_service_client::PaymentServiceClient;
 use api::mercato::payments::v1::{CreatePaymentRequest, PaymentStatus, RefundPaymentRequest};
 use platform::auth::ServiceTokens;
+use platform::grpc::TracedChannel;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
@@ -161,9 +162,9 @@ impl Credentials {
 /// The production ports: gRPC clients of the catalog, the cart and the payments service.
 #[derive(Debug, Clone)]
 pub struct GrpcPorts {
-    catalog: CatalogServiceClient<Channel>,
-    cart: CartServiceClient<Channel>,
-    payments: PaymentServiceClient<Channel>,
+    catalog: CatalogServiceClient<TracedChannel>,
+    cart: CartServiceClient<TracedChannel>,
+    payments: PaymentServiceClient<TracedChannel>,
     credentials: Credentials,
 }
 
@@ -171,9 +172,9 @@ impl GrpcPorts {
     /// Ports over the three channels, calling with `credentials` where a service token is needed.
     pub fn new(catalog: Channel, cart: Channel, payments: Channel, credentials: Credentials) -> Self {
         Self {
-            catalog: CatalogServiceClient::new(catalog),
-            cart: CartServiceClient::new(cart),
-            payments: PaymentServiceClient::new(payments),
+            catalog: CatalogServiceClient::new(TracedChannel::new(catalog)),
+            cart: CartServiceClient::new(TracedChannel::new(cart)),
+            payments: PaymentServiceClient::new(TracedChannel::new(payments)),
             credentials,
         }
     }

@@ -29,6 +29,7 @@ use platform::time::now_micros;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use crate::domain::{self, Price, Status, Step};
 use crate::error::Error;
@@ -143,6 +144,8 @@ impl Saga {
         drop(running);
         let this = self.clone();
         let id = id.to_owned();
+        // In the span of the request that started the run (if any), so its calls and events join its trace.
+        let span = tracing::Span::current();
         self.inner.tracker.spawn(async move {
             tokio::select! {
                 () = this.inner.stop.cancelled() => {
@@ -156,7 +159,7 @@ impl Saga {
             }
             this.running().remove(&id);
             drop(tx);
-        });
+        }.instrument(span));
         rx
     }
 

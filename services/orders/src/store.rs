@@ -184,6 +184,19 @@ enum Arg {
     Int(i64),
 }
 
+/// A confirmed order as the cross-service audit checks it against the catalog and payments.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ConfirmedOrder {
+    /// The order (and its stock reservation in the catalog).
+    pub id: String,
+    /// The payment that paid it.
+    pub payment_id: String,
+    /// ISO 4217 code of its total.
+    pub currency: String,
+    /// Its total in minor units.
+    pub total_minor: i64,
+}
+
 /// The orders service's tables.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -463,8 +476,20 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Problems in words: sagas stuck since before `stuck_before`, and confirmed or cancelled orders
-    /// without a payment.
+    /// Every CONFIRMED order with its payment and total, for the cross-service audit.
+    pub async fn confirmed(&self) -> Result<Vec<ConfirmedOrder>, Error> {
+        let rows = with_db!(&self.db, pool => {
+            sqlx::query_as::<_, ConfirmedOrder>(
+                "SELECT id, payment_id, currency, total_minor FROM orders WHERE status = 'CONFIRMED' ORDER BY id",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows)
+    }
+
+    /// What is wrong with the orders on their own, in words: orders stuck in checkout or cancellation since
+    /// before `stuck_before`, and confirmed or cancelled orders without a payment.
     pub async fn audit(&self, stuck_before: i64) -> Result<Vec<String>, Error> {
         let (stuck, unpaid) = with_db!(&self.db, pool => {
             let stuck = sqlx::query_as::<_, (String, String, String, i64)>(

@@ -9,6 +9,7 @@ use std::time::Duration;
 use api::common::Money;
 use api::mercato::ledger::v1::ledger_service_client::LedgerServiceClient;
 use api::mercato::ledger::v1::{AccountType, CreateAccountRequest, Posting, RecordTransactionRequest};
+use platform::grpc::TracedChannel;
 use tonic::Status;
 use tonic::transport::Channel;
 
@@ -23,7 +24,7 @@ pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(5);
 /// The ledger service as the payments service uses it.
 #[derive(Clone)]
 pub struct LedgerClient {
-    client: LedgerServiceClient<Channel>,
+    client: LedgerServiceClient<TracedChannel>,
     tokens: Arc<dyn TokenSource>,
     accounts: Arc<Mutex<HashMap<String, String>>>,
     retry_interval: Duration,
@@ -40,7 +41,7 @@ impl LedgerClient {
     /// [`DEFAULT_RETRY_INTERVAL`].
     pub fn new(channel: Channel, tokens: Arc<dyn TokenSource>) -> Self {
         Self {
-            client: LedgerServiceClient::new(channel),
+            client: LedgerServiceClient::new(TracedChannel::new(channel)),
             tokens,
             accounts: Arc::default(),
             retry_interval: DEFAULT_RETRY_INTERVAL,

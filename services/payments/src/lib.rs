@@ -116,6 +116,20 @@ pub async fn migrate(settings: &Settings) -> Result<(), Error> {
 /// the captured amount or disagrees with their refunds. Empty means consistent. Changes nothing but
 /// pending migrations.
 pub async fn audit(db: &Db) -> Result<Vec<String>, Error> {
+    audit_settled(db, std::time::Duration::ZERO).await
+}
+
+/// [`audit`] of a live system: captures and refunds changed within the last `in_flight` may still be on
+/// their way to the ledger (the retry loop posts what the first call could not) and are not reported.
+pub async fn audit_settled(db: &Db, in_flight: std::time::Duration) -> Result<Vec<String>, Error> {
     db.migrate(&MIGRATOR, NAME).await?;
-    store::Store::new(db.clone()).audit().await
+    let since = platform::time::now_micros() - i64::try_from(in_flight.as_micros()).unwrap_or(i64::MAX);
+    store::Store::new(db.clone()).audit(since).await
+}
+
+/// Every payment that was captured (whatever was refunded since), by id: for an operator's audit, every
+/// confirmed order's payment is among them, for its order and its total.
+pub async fn captured_payments(db: &Db) -> Result<std::collections::HashMap<String, store::CapturedPayment>, Error> {
+    db.migrate(&MIGRATOR, NAME).await?;
+    store::Store::new(db.clone()).captured().await
 }

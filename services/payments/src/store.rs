@@ -532,18 +532,25 @@ impl Store {
     /// What is wrong with the books of this service, in words: captures or completed refunds that are not
     /// in the ledger, payments refunded beyond their amount or whose refunded amount disagrees with their
     /// refunds.
-    pub async fn audit(&self) -> Result<Vec<String>, Error> {
+    /// Unposted captures and refunds changed at or after `in_flight_since` (µs) are still being posted and
+    /// not reported.
+    pub async fn audit(&self, in_flight_since: i64) -> Result<Vec<String>, Error> {
         let unposted: Vec<(String, String)> = with_db!(&self.db, pool => {
-            sqlx::query_as("SELECT id, status FROM payments WHERE ledger_posted = FALSE AND status <> 'FAILED' ORDER BY id")
-                .fetch_all(pool)
-                .await?
+            sqlx::query_as(
+                "SELECT id, status FROM payments WHERE ledger_posted = FALSE AND status <> 'FAILED' \
+                 AND update_time < $1 ORDER BY id",
+            )
+            .bind(in_flight_since)
+            .fetch_all(pool)
+            .await?
         });
         let unposted_refunds: Vec<(String, String)> = with_db!(&self.db, pool => {
             sqlx::query_as(
                 "SELECT refund_id, payment_id FROM refunds_applied WHERE ledger_posted = FALSE AND state = $1 \
-                 ORDER BY refund_id",
+                 AND update_time < $2 ORDER BY refund_id",
             )
             .bind(REFUND_COMPLETED)
+            .bind(in_flight_since)
             .fetch_all(pool)
             .await?
         });
@@ -577,5 +584,33 @@ impl Store {
             }
         }
         Ok(problems)
+    }
+}
+
+/// A captured payment as the cross-service audit checks it against its order.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct CapturedPayment {
+    /// The payment.
+    pub id: String,
+    /// The order it paid.
+    pub order_id: String,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// What was captured, in minor units.
+    pub amount_minor: i64,
+}
+
+impl Store {
+    /// Every payment that was captured (captured, partly or fully refunded since), by id.
+    pub async fn captured(&self) -> Result<std::collections::HashMap<String, CapturedPayment>, Error> {
+        let rows = with_db!(&self.db, pool => {
+            sqlx::query_as::<_, CapturedPayment>(
+                "SELECT id, order_id, currency, amount_minor FROM payments \
+                 WHERE status IN ('CAPTURED', 'PARTIALLY_REFUNDED', 'REFUNDED')",
+            )
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows.into_iter().map(|p| (p.id.clone(), p)).collect())
     }
 }

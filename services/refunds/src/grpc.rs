@@ -35,12 +35,30 @@ impl RefundsApi {
     }
 }
 
-/// Reading refunds is for holders of `refund:write` and for services.
-fn check_reader(claims: &Claims) -> Result<(), Error> {
+/// Who reads refunds: staff (`refund:write`) and services read all of them; a customer only the refunds of
+/// their own payments.
+enum Reader {
+    Staff,
+    Customer(String),
+}
+
+fn reader(claims: &Claims) -> Reader {
     if claims.has_scope(SCOPE_REFUND_WRITE) || claims.roles.iter().any(|r| r == ROLE_SERVICE) {
-        Ok(())
+        Reader::Staff
     } else {
-        Err(Error::PermissionDenied(format!("reading refunds needs the scope {SCOPE_REFUND_WRITE}")))
+        Reader::Customer(claims.sub.clone())
+    }
+}
+
+impl RefundsApi {
+    /// Refuses a customer who did not make payment `payment_id` with NOT_FOUND, as if it did not exist: other
+    /// people's refunds are not even confirmed to be there.
+    async fn check_payment_visible(&self, reader: &Reader, payment_id: &str) -> Result<(), Error> {
+        match reader {
+            Reader::Staff => Ok(()),
+            Reader::Customer(customer) if self.refunds.paid_by(payment_id, customer).await? => Ok(()),
+            Reader::Customer(_) => Err(Error::NotFound(format!("payment {payment_id} not found"))),
+        }
     }
 }
 
@@ -92,12 +110,14 @@ impl RefundService for RefundsApi {
     }
 
     async fn get_refund(&self, request: Request<GetRefundRequest>) -> Result<Response<GetRefundResponse>, Status> {
-        check_reader(caller(&request)?)?;
+        let reader = reader(caller(&request)?);
         let id = request.into_inner().id;
         if id.is_empty() {
             return Err(Error::invalid("id", "is required").into());
         }
-        let refund = self.refunds.get(&id).await?.ok_or_else(|| Error::NotFound(format!("refund {id} not found")))?;
+        let not_found = || Error::NotFound(format!("refund {id} not found"));
+        let refund = self.refunds.get(&id).await?.ok_or_else(not_found)?;
+        self.check_payment_visible(&reader, &refund.payment_id).await.map_err(|_| not_found())?;
         Ok(Response::new(GetRefundResponse { refund: Some(refund_to_wire(refund)) }))
     }
 
@@ -105,11 +125,12 @@ impl RefundService for RefundsApi {
         &self,
         request: Request<ListPaymentRefundsRequest>,
     ) -> Result<Response<ListPaymentRefundsResponse>, Status> {
-        check_reader(caller(&request)?)?;
+        let reader = reader(caller(&request)?);
         let req = request.into_inner();
         if req.payment_id.is_empty() {
             return Err(Error::invalid("payment_id", "is required").into());
         }
+        self.check_payment_visible(&reader, &req.payment_id).await?;
         let limit = domain::page_size(req.page_size).map_err(|v| Error::InvalidArgument(vec![v]))?;
         let after = domain::page_token(&req.page_token).map_err(|v| Error::InvalidArgument(vec![v]))?;
         // One more than the page tells whether there is a next page.

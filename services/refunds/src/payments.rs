@@ -8,6 +8,7 @@ use std::time::Duration;
 use api::common::Money;
 use api::mercato::payments::v1::payment_service_client::PaymentServiceClient;
 use api::mercato::payments::v1::{GetPaymentRequest, Payment, RefundPaymentRequest, RefundPaymentResponse};
+use platform::grpc::TracedChannel;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -26,7 +27,7 @@ pub const DEFAULT_LEASE: Duration = Duration::from_secs(60);
 /// The payments service as the refunds service uses it, and how pending refunds are retried.
 #[derive(Clone)]
 pub struct PaymentsClient {
-    client: PaymentServiceClient<Channel>,
+    client: PaymentServiceClient<TracedChannel>,
     tokens: Arc<dyn TokenSource>,
     retry_interval: Duration,
     lease: Duration,
@@ -46,7 +47,7 @@ impl PaymentsClient {
     /// every [`DEFAULT_RETRY_INTERVAL`] and held for [`DEFAULT_LEASE`] while driven.
     pub fn new(channel: Channel, tokens: Arc<dyn TokenSource>) -> Self {
         Self {
-            client: PaymentServiceClient::new(channel),
+            client: PaymentServiceClient::new(TracedChannel::new(channel)),
             tokens,
             retry_interval: DEFAULT_RETRY_INTERVAL,
             lease: DEFAULT_LEASE,

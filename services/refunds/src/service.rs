@@ -51,6 +51,12 @@ impl Refunds {
         self.store.refund(id).await
     }
 
+    /// Whether payment `payment_id` was made by `customer` (an unknown payment belongs to nobody).
+    pub async fn paid_by(&self, payment_id: &str, customer: &str) -> Result<bool, Error> {
+        let payment = self.payments.get_payment(payment_id).await.map_err(|s| payments_unavailable(&s))?;
+        Ok(payment.is_some_and(|p| p.customer_id == customer))
+    }
+
     /// Up to `limit` refunds of `payment_id` after refund id `after`, oldest first.
     pub async fn list(&self, payment_id: &str, after: &str, limit: i64) -> Result<Vec<RefundRow>, Error> {
         self.store.list(payment_id, after, limit).await

@@ -547,16 +547,22 @@ async fn payments_that_cannot_be_refunded_are_refused(db: Db) {
     server.stop().await;
 }
 
-async fn only_refund_staff_and_services_may_see_refunds(db: Db) {
+async fn customers_see_only_the_refunds_of_their_own_payments(db: Db) {
     let server = Server::start(db).await;
     let payment = server.payments.add(10_000, PaymentStatus::Captured);
     let refund = server.refund(&payment, 1_000, "k-1").await.expect("refund");
 
+    // The payment's customer reads its refunds but may not create one.
     let customer = server.customer();
     let status = server.create(&customer, refund_request(&payment, 1_000, "k-2")).await.expect_err("customer");
     assert_eq!(status.code(), Code::PermissionDenied);
-    assert_eq!(server.get(&customer, &refund.id).await.expect_err("customer").code(), Code::PermissionDenied);
-    assert_eq!(server.list(&customer, &payment, 0, "").await.expect_err("customer").code(), Code::PermissionDenied);
+    assert_eq!(server.get(&customer, &refund.id).await.expect("own refund"), refund);
+    assert_eq!(server.list(&customer, &payment, 0, "").await.expect("own payment").0, vec![refund.clone()]);
+    // Someone else's refunds and payments do not exist for another customer.
+    let stranger = server.issuer.token("cust-2", &["payment:write", "orders:write"], &["customer"]);
+    assert_eq!(server.get(&stranger, &refund.id).await.expect_err("stranger").code(), Code::NotFound);
+    assert_eq!(server.list(&stranger, &payment, 0, "").await.expect_err("stranger").code(), Code::NotFound);
+    assert_eq!(server.list(&stranger, "no-such-payment", 0, "").await.expect_err("unknown").code(), Code::NotFound);
     let status = server.client.clone().get_refund(GetRefundRequest { id: refund.id.clone() }).await.expect_err("anon");
     assert_eq!(status.code(), Code::Unauthenticated);
 
@@ -651,7 +657,7 @@ on_both_engines!(
     payments_unreachable_at_creation_stores_nothing,
     refused_refunds_fail_and_free_their_amount,
     payments_that_cannot_be_refunded_are_refused,
-    only_refund_staff_and_services_may_see_refunds,
+    customers_see_only_the_refunds_of_their_own_payments,
     refunds_are_listed_by_payment_page_by_page,
     the_audit_reports_inconsistent_totals_and_stuck_refunds,
 );

@@ -653,7 +653,8 @@ async fn handle(
         }
     };
     let envelope = Arc::new(envelope);
-    let outcome = AssertUnwindSafe((subscription.handler)(envelope.clone())).catch_unwind().await;
+    let outcome =
+        AssertUnwindSafe(super::handle_traced(&consumer, &subscription.handler, envelope.clone())).catch_unwind().await;
     let error = match outcome {
         Ok(Ok(())) => {
             metrics::counter!("mercato_events_consumed_total", "consumer" => consumer, "outcome" => "ok").increment(1);

@@ -72,11 +72,13 @@ impl EventBus for InProcessBus {
                 .map(|subs| subs.iter().filter(|s| s.event_types.contains(&envelope.r#type)).cloned().collect())
                 .unwrap_or_default();
             for subscription in matching {
-                (subscription.handler)(envelope.clone()).await.map_err(|error| BusError::Handler {
-                    consumer: subscription.consumer.clone(),
-                    event_id: envelope.id.clone(),
-                    error,
-                })?;
+                super::handle_traced(&subscription.consumer, &subscription.handler, envelope.clone()).await.map_err(
+                    |error| BusError::Handler {
+                        consumer: subscription.consumer.clone(),
+                        event_id: envelope.id.clone(),
+                        error,
+                    },
+                )?;
             }
             Ok(())
         })

@@ -44,3 +44,66 @@ CREATE TABLE inbox (
 
 /// The content type of every envelope's data.
 pub const DATA_CONTENT_TYPE: &str = "application/protobuf";
+
+/// The producer span of publishing one event, a child of the span whose `traceparent` the outbox stored
+/// (a new trace when there is none).
+fn producer_span(event_type: &str, event_id: &str, traceparent: &str) -> tracing::Span {
+    // An explicit root: the relay's own task has no request to belong to.
+    let span = tracing::info_span!(
+        parent: None,
+        "event publish",
+        "otel.name" = %format!("publish {event_type}"),
+        "otel.kind" = "producer",
+        "otel.status_code" = tracing::field::Empty,
+        "messaging.operation.type" = "send",
+        "messaging.destination.name" = %event_type,
+        "messaging.message.id" = %event_id,
+    );
+    adopt(&span, traceparent);
+    span
+}
+
+/// The consumer span of `consumer` handling `envelope`, a child of the producer span named by the envelope's
+/// `traceparent`.
+fn consumer_span(consumer: &str, envelope: &EventEnvelope) -> tracing::Span {
+    let span = tracing::info_span!(
+        parent: None,
+        "event",
+        consumer = %consumer,
+        event_id = %envelope.id,
+        event_type = %envelope.r#type,
+        "otel.name" = %format!("process {}", envelope.r#type),
+        "otel.kind" = "consumer",
+        "otel.status_code" = tracing::field::Empty,
+        "messaging.operation.type" = "process",
+        "messaging.destination.name" = %envelope.r#type,
+        "messaging.consumer.group.name" = %consumer,
+        "messaging.message.id" = %envelope.id,
+    );
+    adopt(&span, &envelope.traceparent);
+    span
+}
+
+/// Runs `handler` on `envelope` inside the consumer span of `consumer`; every bus delivers through this.
+async fn handle_traced(
+    consumer: &str,
+    handler: &Handler,
+    envelope: std::sync::Arc<EventEnvelope>,
+) -> Result<(), String> {
+    use tracing::Instrument;
+    let span = consumer_span(consumer, &envelope);
+    let outcome = handler(envelope).instrument(span.clone()).await;
+    if let Err(error) = &outcome {
+        span.record("otel.status_code", "error");
+        span.in_scope(|| tracing::debug!(%error, "handling the event failed"));
+    }
+    outcome
+}
+
+fn adopt(span: &tracing::Span, traceparent: &str) {
+    use tracing_opentelemetry::OpenTelemetrySpanExt;
+    if let Some(parent) = crate::trace_context::extract_traceparent(traceparent) {
+        // Fails only without the OpenTelemetry layer, where there is no trace to join.
+        let _ = span.set_parent(parent);
+    }
+}

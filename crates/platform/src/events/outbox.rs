@@ -26,7 +26,8 @@ impl NewEvent {
 }
 
 /// Writes `event` into the outbox through `executor` — the transaction of the state change it reports, so
-/// that both commit or neither does. Returns the event id.
+/// that both commit or neither does — with the `traceparent` of the current span, so that publishing and
+/// consuming it continue the trace of the request that caused it. Returns the event id.
 pub async fn enqueue<'e, E, DB>(executor: E, source: &str, event: &NewEvent) -> Result<String, sqlx::Error>
 where
     DB: sqlx::Database,
@@ -45,7 +46,7 @@ where
     .bind(event.event_type.to_owned())
     .bind(event.subject.clone())
     .bind(STANDARD.encode(&event.payload))
-    .bind(String::new())
+    .bind(crate::trace_context::current_traceparent())
     .bind(crate::time::now_micros())
     .execute(executor)
     .await?;

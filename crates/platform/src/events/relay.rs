@@ -8,6 +8,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::{DATA_CONTENT_TYPE, EventBus, EventEnvelope};
 use crate::db::Db;
@@ -113,7 +114,9 @@ impl Relay {
         let mut published = 0;
         for row in rows {
             let id = row.id.clone();
+            let span = super::producer_span(&row.event_type, &row.id, &row.traceparent);
             let envelope = EventEnvelope {
+                traceparent: crate::trace_context::traceparent(&span),
                 id: row.id,
                 source: row.source,
                 r#type: row.event_type,
@@ -121,9 +124,13 @@ impl Relay {
                 time: Some(crate::time::timestamp(row.create_time)),
                 data_content_type: DATA_CONTENT_TYPE.to_owned(),
                 data: STANDARD.decode(row.payload).map_err(|e| format!("outbox row {id} is corrupt: {e}"))?,
-                traceparent: row.traceparent,
             };
-            self.bus.publish(envelope).await.map_err(|e| e.to_string())?;
+            let outcome = self.bus.publish(envelope).instrument(span.clone()).await;
+            if let Err(error) = &outcome {
+                span.record("otel.status_code", "error");
+                span.in_scope(|| tracing::debug!(%error, "publishing failed"));
+            }
+            outcome.map_err(|e| e.to_string())?;
             with_db!(&self.db, pool => {
                 sqlx::query("UPDATE outbox SET sent_time = $1 WHERE id = $2")
                     .bind(crate::time::now_micros())

@@ -1,0 +1,142 @@
+//! What analytics consumes, and how a payload becomes a domain [`Fact`]:
+//!
+//! | type             | payload                              | counts as                                   |
+//! | ---------------- | ------------------------------------ | ------------------------------------------- |
+//! | order.confirmed  | mercato.orders.v1.OrderConfirmed     | an order, its revenue and units; a cart conversion when `from_cart` |
+//! | order.cancelled  | mercato.orders.v1.OrderCancelled     | a cancellation: its refund, its units back  |
+//! | payment.captured | mercato.payments.v1.PaymentCaptured  | money captured                              |
+//! | refund.completed | mercato.refunds.v1.RefundCompleted   | a refund                                    |
+//! | cart.item_added  | mercato.cart.v1.CartItemAdded        | a cart started when the cart was empty      |
+//!
+//! Each event counts on the UTC day of its envelope's `time`.
+
+use std::sync::Arc;
+
+use api::common::Money;
+use api::mercato::cart::v1::CartItemAdded;
+use api::mercato::orders::v1::{OrderCancelled, OrderConfirmed, OrderItem};
+use api::mercato::payments::v1::PaymentCaptured;
+use api::mercato::refunds::v1::RefundCompleted;
+use platform::events::{EventBus, EventEnvelope};
+use prost::Message;
+
+use crate::domain::{self, Amount, Effect, Fact, OrderLine};
+use crate::error::Error;
+use crate::store::{RecordedEvent, Store};
+
+/// The analytics consumer name (its inbox and, on RabbitMQ, its queue).
+pub const CONSUMER: &str = "analytics";
+/// Event type of a confirmed order.
+pub const ORDER_CONFIRMED: &str = "order.confirmed";
+/// Event type of a cancelled order.
+pub const ORDER_CANCELLED: &str = "order.cancelled";
+/// Event type of a captured payment.
+pub const PAYMENT_CAPTURED: &str = "payment.captured";
+/// Event type of a completed refund.
+pub const REFUND_COMPLETED: &str = "refund.completed";
+/// Event type of a product put into a cart.
+pub const CART_ITEM_ADDED: &str = "cart.item_added";
+/// Every type analytics consumes.
+pub const CONSUMED: [&str; 5] = [ORDER_CONFIRMED, ORDER_CANCELLED, PAYMENT_CAPTURED, REFUND_COMPLETED, CART_ITEM_ADDED];
+
+/// Subscribes the analytics consumer on `bus`.
+pub fn subscribe(bus: &dyn EventBus, store: Store) {
+    bus.subscribe(
+        CONSUMER,
+        &CONSUMED,
+        Arc::new(move |envelope: Arc<EventEnvelope>| {
+            let store = store.clone();
+            Box::pin(async move { consume(&store, &envelope).await.map(|_| ()).map_err(|e| e.to_string()) })
+        }),
+    );
+}
+
+/// Handles one delivery: keeps the event and applies its effect, once (a redelivery changes nothing).
+/// Returns whether it was new.
+pub async fn consume(store: &Store, envelope: &EventEnvelope) -> Result<bool, Error> {
+    let event = recorded(envelope)?;
+    let effect = effect_of(&event)?;
+    let applied = store.record(&event, &effect).await?;
+    if applied {
+        tracing::debug!(event_id = %event.id, event_type = %event.event_type, "event counted");
+    } else {
+        tracing::info!(event_id = %event.id, event_type = %event.event_type, "event seen before, skipped");
+    }
+    Ok(applied)
+}
+
+/// The event as the history keeps it: id, type, time (required) and payload.
+pub fn recorded(envelope: &EventEnvelope) -> Result<RecordedEvent, Error> {
+    let time = envelope.time.as_ref().ok_or_else(|| Error::bad_event(&envelope.id, "the envelope has no time"))?;
+    let micros = time.seconds.saturating_mul(1_000_000).saturating_add(i64::from(time.nanos / 1000));
+    Ok(RecordedEvent {
+        id: envelope.id.clone(),
+        event_type: envelope.r#type.clone(),
+        event_time: micros,
+        payload: envelope.data.clone(),
+    })
+}
+
+/// What a recorded event adds to the aggregates.
+pub fn effect_of(event: &RecordedEvent) -> Result<Effect, Error> {
+    Ok(domain::effect(&fact(event)?, domain::day_of_micros(event.event_time)))
+}
+
+/// Decodes the payload of an event into what it says.
+pub fn fact(event: &RecordedEvent) -> Result<Fact, Error> {
+    let bad = |problem: String| Error::bad_event(&event.id, problem);
+    let payload = event.payload.as_slice();
+    let decode_error = |e: prost::DecodeError| bad(format!("{} payload does not decode: {e}", event.event_type));
+    match event.event_type.as_str() {
+        ORDER_CONFIRMED => {
+            let confirmed = OrderConfirmed::decode(payload).map_err(decode_error)?;
+            Ok(Fact::OrderConfirmed {
+                total: amount(confirmed.total, "total").map_err(bad)?,
+                lines: lines(confirmed.items).map_err(bad)?,
+                from_cart: confirmed.from_cart,
+            })
+        }
+        ORDER_CANCELLED => {
+            let cancelled = OrderCancelled::decode(payload).map_err(decode_error)?;
+            Ok(Fact::OrderCancelled {
+                refunded: amount(cancelled.refunded, "refunded").map_err(bad)?,
+                lines: lines(cancelled.items).map_err(bad)?,
+            })
+        }
+        PAYMENT_CAPTURED => {
+            let captured = PaymentCaptured::decode(payload).map_err(decode_error)?;
+            Ok(Fact::PaymentCaptured { amount: amount(captured.amount, "amount").map_err(bad)? })
+        }
+        REFUND_COMPLETED => {
+            let completed = RefundCompleted::decode(payload).map_err(decode_error)?;
+            Ok(Fact::RefundCompleted { amount: amount(completed.amount, "amount").map_err(bad)? })
+        }
+        CART_ITEM_ADDED => {
+            let added = CartItemAdded::decode(payload).map_err(decode_error)?;
+            Ok(Fact::CartItemAdded { cart_was_empty: added.cart_was_empty })
+        }
+        other => Err(bad(format!("analytics does not consume {other:?} events"))),
+    }
+}
+
+fn amount(money: Option<Money>, field: &str) -> Result<Amount, String> {
+    match money {
+        Some(Money { currency, amount_minor }) if !currency.is_empty() => Ok(Amount { currency, minor: amount_minor }),
+        _ => Err(format!("the payload has no {field}")),
+    }
+}
+
+fn lines(items: Vec<OrderItem>) -> Result<Vec<OrderLine>, String> {
+    items
+        .into_iter()
+        .map(|item| {
+            Ok(OrderLine {
+                line_total: amount(item.line_total, "line_total")?,
+                product_id: item.product_id,
+                sku: item.sku,
+                name: item.name,
+                quantity: i64::from(item.quantity),
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,310 @@
+//! All SQL of analytics. Every statement is written once, in the subset SQLite and PostgreSQL share, and run
+//! on whichever pool the [`Db`] holds through `with_db!`.
+//!
+//! Every change of the aggregates (an event, a rebuild) is one transaction that first writes the single row
+//! of `aggregate_lock`: on PostgreSQL that locks it, on SQLite it takes the write lock up front. A rebuild
+//! therefore never interleaves with an event being applied: an event committed before it is replayed, an
+//! event arriving meanwhile waits and is applied after it, exactly once either way.
+
+use platform::db::{Db, finish};
+use platform::with_db;
+
+use crate::domain::{Day, Effect, Funnel, Period, ProductSales, SalesFigures};
+use crate::error::Error;
+
+/// Events read per query while replaying the history.
+const REPLAY_PAGE: i64 = 500;
+
+/// Takes the aggregates' lock: the first statement of every transaction that changes them.
+macro_rules! lock_aggregates {
+    ($conn:expr) => {
+        sqlx::query("UPDATE aggregate_lock SET id = id WHERE id = 1").execute($conn).await?
+    };
+}
+
+/// Adds an event's [`Effect`] to the aggregates, within the transaction `$tx` (a macro: it runs on either
+/// engine's transaction).
+macro_rules! apply_effect {
+    ($tx:expr, $event:expr, $effect:expr) => {{
+        let event: &RecordedEvent = $event;
+        let effect: &Effect = $effect;
+        if let Some((currency, sales)) = &effect.sales {
+            sqlx::query(
+                "INSERT INTO daily_sales (day, currency, orders, gross_minor, cancelled_orders, cancelled_minor, \
+                 refunds, refunded_minor, captured_minor) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+                 ON CONFLICT (day, currency) DO UPDATE SET \
+                 orders = daily_sales.orders + excluded.orders, \
+                 gross_minor = daily_sales.gross_minor + excluded.gross_minor, \
+                 cancelled_orders = daily_sales.cancelled_orders + excluded.cancelled_orders, \
+                 cancelled_minor = daily_sales.cancelled_minor + excluded.cancelled_minor, \
+                 refunds = daily_sales.refunds + excluded.refunds, \
+                 refunded_minor = daily_sales.refunded_minor + excluded.refunded_minor, \
+                 captured_minor = daily_sales.captured_minor + excluded.captured_minor",
+            )
+            .bind(effect.day)
+            .bind(currency)
+            .bind(sales.orders)
+            .bind(sales.gross_minor)
+            .bind(sales.cancelled_orders)
+            .bind(sales.cancelled_minor)
+            .bind(sales.refunds)
+            .bind(sales.refunded_minor)
+            .bind(sales.captured_minor)
+            .execute(&mut *$tx)
+            .await?;
+        }
+        for product in &effect.products {
+            sqlx::query(
+                "INSERT INTO daily_product_sales (day, product_id, currency, units_sold, sold_minor, \
+                 units_cancelled, cancelled_minor) VALUES ($1, $2, $3, $4, $5, $6, $7) \
+                 ON CONFLICT (day, product_id, currency) DO UPDATE SET \
+                 units_sold = daily_product_sales.units_sold + excluded.units_sold, \
+                 sold_minor = daily_product_sales.sold_minor + excluded.sold_minor, \
+                 units_cancelled = daily_product_sales.units_cancelled + excluded.units_cancelled, \
+                 cancelled_minor = daily_product_sales.cancelled_minor + excluded.cancelled_minor",
+            )
+            .bind(effect.day)
+            .bind(&product.product_id)
+            .bind(&product.currency)
+            .bind(product.units_sold)
+            .bind(product.sold_minor)
+            .bind(product.units_cancelled)
+            .bind(product.cancelled_minor)
+            .execute(&mut *$tx)
+            .await?;
+        }
+        for label in &effect.labels {
+            // The latest event wins, by (time, id): the same winner whatever order events arrive or replay in.
+            sqlx::query(
+                "INSERT INTO products (product_id, sku, name, seen_time, seen_event) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (product_id) DO UPDATE SET sku = excluded.sku, name = excluded.name, \
+                 seen_time = excluded.seen_time, seen_event = excluded.seen_event \
+                 WHERE excluded.seen_time > products.seen_time \
+                 OR (excluded.seen_time = products.seen_time AND excluded.seen_event >= products.seen_event)",
+            )
+            .bind(&label.product_id)
+            .bind(&label.sku)
+            .bind(&label.name)
+            .bind(event.event_time)
+            .bind(&event.id)
+            .execute(&mut *$tx)
+            .await?;
+        }
+        if let Some(funnel) = &effect.funnel {
+            sqlx::query(
+                "INSERT INTO daily_carts (day, carts_started, orders_from_carts) VALUES ($1, $2, $3) \
+                 ON CONFLICT (day) DO UPDATE SET \
+                 carts_started = daily_carts.carts_started + excluded.carts_started, \
+                 orders_from_carts = daily_carts.orders_from_carts + excluded.orders_from_carts",
+            )
+            .bind(effect.day)
+            .bind(funnel.carts_started)
+            .bind(funnel.orders_from_carts)
+            .execute(&mut *$tx)
+            .await?;
+        }
+    }};
+}
+
+/// A consumed event as `event_log` keeps it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RecordedEvent {
+    /// The envelope's id.
+    pub id: String,
+    /// The envelope's type, e.g. `order.confirmed`.
+    pub event_type: String,
+    /// The envelope's time, in microseconds since the epoch.
+    pub event_time: i64,
+    /// The envelope's data: the encoded payload message.
+    pub payload: Vec<u8>,
+}
+
+#[derive(sqlx::FromRow)]
+struct DailySalesRow {
+    day: i64,
+    currency: String,
+    orders: i64,
+    gross_minor: i64,
+    cancelled_orders: i64,
+    cancelled_minor: i64,
+    refunds: i64,
+    refunded_minor: i64,
+    captured_minor: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct ProductSalesRow {
+    product_id: String,
+    currency: String,
+    sku: String,
+    name: String,
+    units: i64,
+    revenue_minor: i64,
+}
+
+/// The analytics tables.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Db,
+}
+
+impl Store {
+    /// A store over `db` (already migrated).
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    /// Keeps `event` in the history and adds its `effect` to the aggregates, in one transaction with the
+    /// event's id in the inbox. Returns false (and changes nothing) when the event was handled before.
+    pub async fn record(&self, event: &RecordedEvent, effect: &Effect) -> Result<bool, Error> {
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let result = async {
+                lock_aggregates!(&mut *tx);
+                if !platform::events::first_delivery(&mut *tx, crate::events::CONSUMER, &event.id).await? {
+                    return Ok(false);
+                }
+                sqlx::query("INSERT INTO event_log (id, event_type, event_time, payload) VALUES ($1, $2, $3, $4)")
+                    .bind(&event.id)
+                    .bind(&event.event_type)
+                    .bind(event.event_time)
+                    .bind(&event.payload)
+                    .execute(&mut *tx)
+                    .await?;
+                apply_effect!(tx, event, effect);
+                Ok(true)
+            }
+            .await;
+            finish(tx, result).await
+        })
+    }
+
+    /// Empties the aggregates and replays the whole history in order (time, then id) through `effect_of`,
+    /// in one transaction; returns how many events were replayed. Any failure leaves the aggregates as they
+    /// were.
+    pub async fn rebuild<F>(&self, effect_of: F) -> Result<i64, Error>
+    where
+        F: Fn(&RecordedEvent) -> Result<Effect, Error> + Send + Sync,
+    {
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let result = async {
+                lock_aggregates!(&mut *tx);
+                sqlx::query("DELETE FROM daily_sales").execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM daily_product_sales").execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM daily_carts").execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM products").execute(&mut *tx).await?;
+                let mut replayed = 0_i64;
+                let (mut after_time, mut after_id) = (i64::MIN, String::new());
+                loop {
+                    // Keyset pages: the history may not fit in memory at once.
+                    let page = sqlx::query_as::<_, RecordedEvent>(
+                        "SELECT id, event_type, event_time, payload FROM event_log \
+                         WHERE event_time > $1 OR (event_time = $1 AND id > $2) \
+                         ORDER BY event_time, id LIMIT $3",
+                    )
+                    .bind(after_time)
+                    .bind(&after_id)
+                    .bind(REPLAY_PAGE)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                    let Some(last) = page.last() else { break };
+                    (after_time, after_id) = (last.event_time, last.id.clone());
+                    for event in &page {
+                        let effect = effect_of(event)?;
+                        apply_effect!(tx, event, &effect);
+                        replayed += 1;
+                    }
+                }
+                Ok(replayed)
+            }
+            .await;
+            finish(tx, result).await
+        })
+    }
+
+    /// The sales figures of every day of `period` that has any, by day then currency; only `currency`'s
+    /// when given.
+    pub async fn daily_sales(
+        &self,
+        period: Period,
+        currency: Option<&str>,
+    ) -> Result<Vec<(Day, String, SalesFigures)>, Error> {
+        let rows = with_db!(&self.db, pool => {
+            sqlx::query_as::<_, DailySalesRow>(
+                "SELECT day, currency, orders, gross_minor, cancelled_orders, cancelled_minor, refunds, \
+                 refunded_minor, captured_minor FROM daily_sales \
+                 WHERE day >= $1 AND day < $2 AND ($3 = '' OR currency = $3) ORDER BY day, currency",
+            )
+            .bind(period.from)
+            .bind(period.to)
+            .bind(currency.unwrap_or_default())
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let figures = SalesFigures {
+                    orders: r.orders,
+                    gross_minor: r.gross_minor,
+                    cancelled_orders: r.cancelled_orders,
+                    cancelled_minor: r.cancelled_minor,
+                    refunds: r.refunds,
+                    refunded_minor: r.refunded_minor,
+                    captured_minor: r.captured_minor,
+                };
+                (r.day, r.currency, figures)
+            })
+            .collect())
+    }
+
+    /// The cart funnel summed over `period`.
+    pub async fn funnel(&self, period: Period) -> Result<Funnel, Error> {
+        let days = with_db!(&self.db, pool => {
+            sqlx::query_as::<_, (i64, i64)>(
+                "SELECT carts_started, orders_from_carts FROM daily_carts WHERE day >= $1 AND day < $2",
+            )
+            .bind(period.from)
+            .bind(period.to)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(days.into_iter().fold(Funnel::default(), |sum, (started, ordered)| Funnel {
+            carts_started: sum.carts_started + started,
+            orders_from_carts: sum.orders_from_carts + ordered,
+        }))
+    }
+
+    /// Every product's net sales over `period`, one row per product and currency, with its latest sku and
+    /// name; only `currency`'s when given.
+    pub async fn product_sales(&self, period: Period, currency: Option<&str>) -> Result<Vec<ProductSales>, Error> {
+        // CAST: PostgreSQL's SUM of BIGINT is NUMERIC.
+        let rows = with_db!(&self.db, pool => {
+            sqlx::query_as::<_, ProductSalesRow>(
+                "SELECT s.product_id, s.currency, COALESCE(p.sku, '') AS sku, COALESCE(p.name, '') AS name, \
+                 CAST(SUM(s.units_sold - s.units_cancelled) AS BIGINT) AS units, \
+                 CAST(SUM(s.sold_minor - s.cancelled_minor) AS BIGINT) AS revenue_minor \
+                 FROM daily_product_sales s LEFT JOIN products p ON p.product_id = s.product_id \
+                 WHERE s.day >= $1 AND s.day < $2 AND ($3 = '' OR s.currency = $3) \
+                 GROUP BY s.product_id, s.currency, p.sku, p.name",
+            )
+            .bind(period.from)
+            .bind(period.to)
+            .bind(currency.unwrap_or_default())
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|r| ProductSales {
+                product_id: r.product_id,
+                sku: r.sku,
+                name: r.name,
+                currency: r.currency,
+                units: r.units,
+                revenue_minor: r.revenue_minor,
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,13 @@
+-- The outbox: notification.sent and notification.failed, written in the transaction of the status change and
+-- published by the relay.
+CREATE TABLE outbox (
+    id TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    traceparent TEXT NOT NULL,
+    create_time BIGINT NOT NULL,
+    sent_time BIGINT
+);
+CREATE INDEX outbox_unsent ON outbox (sent_time, create_time, id);

@@ -1,0 +1,199 @@
+//! The ways out: email over SMTP (lettre; or the log when no SMTP server is configured) and webhooks over
+//! HTTP (reqwest). Each attempt reports whether it was delivered, or why not and whether retrying can help.
+
+use std::time::Duration;
+
+use lettre::message::{Mailbox, MultiPart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+
+use crate::domain::{self, SmtpConfig, SmtpSecurity};
+use crate::error::Error;
+
+/// How long one SMTP conversation may take.
+const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why an attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SendError {
+    /// What happened, for the delivery log (admins only).
+    pub message: String,
+    /// Retrying cannot help (a malformed address, a 5xx SMTP answer).
+    pub permanent: bool,
+}
+
+impl SendError {
+    fn transient(message: impl Into<String>) -> Self {
+        Self { message: message.into(), permanent: false }
+    }
+
+    fn permanent(message: impl Into<String>) -> Self {
+        Self { message: message.into(), permanent: true }
+    }
+}
+
+/// How an email left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivered {
+    /// An SMTP server accepted it.
+    Sent,
+    /// Written to the log: no SMTP server is configured.
+    Logged,
+}
+
+/// Where emails go.
+#[derive(Clone)]
+pub enum Mailer {
+    /// An SMTP server.
+    Smtp {
+        /// The connection settings (boxed: they are large, and the log variant is empty).
+        transport: Box<AsyncSmtpTransport<Tokio1Executor>>,
+        /// The sender.
+        from: Mailbox,
+    },
+    /// Nowhere: the service's log (`MERCATO_SMTP_URL` unset).
+    Log,
+}
+
+impl std::fmt::Debug for Mailer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Mailer::Smtp { from, .. } => f.debug_struct("Mailer::Smtp").field("from", &from.to_string()).finish(),
+            Mailer::Log => f.write_str("Mailer::Log"),
+        }
+    }
+}
+
+impl Mailer {
+    /// A mailer for `MERCATO_SMTP_URL` (`None`: the log) sending as `MERCATO_MAIL_FROM`; errors name the
+    /// variable.
+    pub fn from_settings(smtp_url: Option<&str>, mail_from: &str) -> Result<Self, Error> {
+        let Some(raw) = smtp_url else { return Ok(Mailer::Log) };
+        let config = domain::parse_smtp_url(raw)
+            .map_err(|problem| Error::Setting { variable: "MERCATO_SMTP_URL".to_owned(), problem })?;
+        let from = mail_from.parse::<Mailbox>().map_err(|e| Error::Setting {
+            variable: "MERCATO_MAIL_FROM".to_owned(),
+            problem: format!("{mail_from:?} is not a mailbox ({e}); expected e.g. Mercato <no-reply@example.com>"),
+        })?;
+        Self::smtp(&config, from)
+    }
+
+    /// A mailer sending through the server `config` describes.
+    pub fn smtp(config: &SmtpConfig, from: Mailbox) -> Result<Self, Error> {
+        let setting = |e: lettre::transport::smtp::Error| Error::Setting {
+            variable: "MERCATO_SMTP_URL".to_owned(),
+            problem: format!("cannot set up SMTP to {}: {e}", config.host),
+        };
+        let builder = match config.security {
+            SmtpSecurity::Plain => AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(&config.host),
+            SmtpSecurity::StartTls => {
+                AsyncSmtpTransport::<Tokio1Executor>::starttls_relay(&config.host).map_err(setting)?
+            }
+            SmtpSecurity::ImplicitTls => AsyncSmtpTransport::<Tokio1Executor>::relay(&config.host).map_err(setting)?,
+        };
+        let mut builder = builder.port(config.port).timeout(Some(SMTP_TIMEOUT));
+        if let Some((user, password)) = &config.credentials {
+            builder = builder.credentials(Credentials::new(user.clone(), password.clone()));
+        }
+        Ok(Mailer::Smtp { transport: Box::new(builder.build()), from })
+    }
+
+    /// Sends one email with a text and an HTML alternative.
+    pub async fn send(&self, to: &str, subject: &str, text: &str, html: &str) -> Result<Delivered, SendError> {
+        let (transport, from) = match self {
+            Mailer::Log => {
+                tracing::info!(to, subject, "email not sent (no MERCATO_SMTP_URL): logged instead");
+                return Ok(Delivered::Logged);
+            }
+            Mailer::Smtp { transport, from } => (transport, from),
+        };
+        let to: Mailbox = to.parse().map_err(|e| SendError::permanent(format!("bad recipient address {to:?}: {e}")))?;
+        let message = Message::builder()
+            .from(from.clone())
+            .to(to)
+            .subject(subject)
+            .multipart(MultiPart::alternative_plain_html(text.to_owned(), html.to_owned()))
+            .map_err(|e| SendError::permanent(format!("building the message: {e}")))?;
+        match transport.send(message).await {
+            Ok(_) => Ok(Delivered::Sent),
+            Err(e) if e.is_permanent() => Err(SendError::permanent(format!("SMTP server refused: {e}"))),
+            Err(e) => Err(SendError::transient(format!("SMTP: {e}"))),
+        }
+    }
+}
+
+/// Posts webhook deliveries.
+#[derive(Debug, Clone)]
+pub struct Webhooks {
+    client: reqwest::Client,
+}
+
+impl Webhooks {
+    /// A client giving each delivery at most `timeout`.
+    pub fn new(timeout: Duration) -> Result<Self, Error> {
+        let client = reqwest::Client::builder()
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(5)))
+            // A redirect would re-post the signed body somewhere the admin did not register.
+            .redirect(reqwest::redirect::Policy::none())
+            .user_agent("Mercato-Webhooks/1")
+            .build()?;
+        Ok(Self { client })
+    }
+
+    /// POSTs `body` to `url`, signed with `secret` at `unix_seconds`; delivered on any 2xx answer.
+    pub async fn post(&self, url: &str, secret: &str, body: &str, unix_seconds: i64) -> Result<(), SendError> {
+        let response = self
+            .client
+            .post(url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header(domain::SIGNATURE_HEADER, domain::signature(secret, unix_seconds, body))
+            .body(body.to_owned())
+            .send()
+            .await
+            .map_err(|e| SendError::transient(format!("POST {url}: {}", describe(&e))))?;
+        let status = response.status();
+        if status.is_success() {
+            Ok(())
+        } else {
+            Err(SendError::transient(format!("POST {url}: the endpoint answered {status}")))
+        }
+    }
+}
+
+fn describe(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        "timed out".to_owned()
+    } else if e.is_connect() {
+        "could not connect".to_owned()
+    } else {
+        e.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FROM: &str = "Mercato <no-reply@mercato.localhost>";
+
+    #[test]
+    fn mailers_come_from_the_settings() {
+        assert!(matches!(Mailer::from_settings(None, FROM), Ok(Mailer::Log)), "no URL: the log");
+        for url in ["smtp://127.0.0.1:2525", "smtp://u:p@mail.example.com?tls=starttls", "smtps://u:p@mail.example.com"]
+        {
+            let mailer = Mailer::from_settings(Some(url), FROM).unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert!(matches!(mailer, Mailer::Smtp { .. }), "{url}");
+        }
+    }
+
+    #[test]
+    fn bad_mail_settings_name_their_variable() {
+        let variable = |result: Result<Mailer, Error>| match result {
+            Err(Error::Setting { variable, .. }) => variable,
+            other => panic!("expected a setting error, got {other:?}"),
+        };
+        assert_eq!(variable(Mailer::from_settings(Some("smtp://"), FROM)), "MERCATO_SMTP_URL");
+        assert_eq!(variable(Mailer::from_settings(Some("smtp://mail.example.com"), "nobody")), "MERCATO_MAIL_FROM");
+    }
+}

@@ -1,0 +1,583 @@
+//! The rules of notifications, free of I/O: which events are consumed, locales and their fallback, money
+//! as people read it, the SMTP URL, webhook endpoints and their signatures, the retry schedule, statuses,
+//! and the delivery log's paging.
+//!
+//! Field names in violations are proto field names (`page_size`, `url`), so clients can point at the
+//! offending input.
+
+use std::time::Duration;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, Mac};
+use platform::error::FieldViolation;
+use sha2::Sha256;
+
+/// Event type of a new account.
+pub const USER_REGISTERED: &str = "user.registered";
+/// Event type of a paid order.
+pub const ORDER_CONFIRMED: &str = "order.confirmed";
+/// Event type of a failed checkout.
+pub const ORDER_FAILED: &str = "order.failed";
+/// Event type of a declined payment.
+pub const PAYMENT_FAILED: &str = "payment.failed";
+/// Event type of a refund given back.
+pub const REFUND_COMPLETED: &str = "refund.completed";
+/// Event type this service publishes when a notification was delivered.
+pub const NOTIFICATION_SENT: &str = "notification.sent";
+/// Event type this service publishes when every attempt of a notification failed.
+pub const NOTIFICATION_FAILED: &str = "notification.failed";
+
+/// The event types the service consumes, with the full name of the payload message of each (the catalog in
+/// `proto/mercato/events/v1/envelope.proto`). Webhook endpoints may subscribe to exactly these.
+pub const CONSUMED: &[(&str, &str)] = &[
+    (USER_REGISTERED, "mercato.auth.v1.UserRegistered"),
+    (ORDER_CONFIRMED, "mercato.orders.v1.OrderConfirmed"),
+    (ORDER_FAILED, "mercato.orders.v1.OrderFailed"),
+    (PAYMENT_FAILED, "mercato.payments.v1.PaymentFailed"),
+    (REFUND_COMPLETED, "mercato.refunds.v1.RefundCompleted"),
+];
+
+/// The payload message of a consumed event type.
+pub fn payload_message(event_type: &str) -> Option<&'static str> {
+    CONSUMED.iter().find(|(t, _)| *t == event_type).map(|(_, message)| *message)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Locales.
+
+/// Locales with templates; the first is the fallback of last resort.
+pub const LOCALES: &[&str] = &["en", "de"];
+
+/// The shipped locale to write in for a BCP 47 tag: the tag itself, else its language ("de-AT" → "de"),
+/// else English. Case and `_` separators are forgiven.
+pub fn resolve_locale(tag: &str) -> &'static str {
+    let tag = tag.trim().to_ascii_lowercase().replace('_', "-");
+    let language = tag.split('-').next().unwrap_or_default();
+    LOCALES
+        .iter()
+        .copied()
+        .find(|l| *l == tag)
+        .or_else(|| LOCALES.iter().copied().find(|l| *l == language))
+        .unwrap_or(LOCALES[0])
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Money.
+
+/// An amount: minor units of an ISO 4217 currency.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Money {
+    /// Upper-case currency code, e.g. `EUR`.
+    pub currency: String,
+    /// Amount in minor units (cents for EUR, yen for JPY).
+    pub amount_minor: i64,
+}
+
+/// Currencies whose minor unit is not a hundredth (ISO 4217 exponents); every other has 2.
+const EXPONENTS: &[(&str, u32)] = &[
+    ("BIF", 0),
+    ("CLP", 0),
+    ("DJF", 0),
+    ("GNF", 0),
+    ("ISK", 0),
+    ("JPY", 0),
+    ("KMF", 0),
+    ("KRW", 0),
+    ("PYG", 0),
+    ("RWF", 0),
+    ("UGX", 0),
+    ("UYI", 0),
+    ("VND", 0),
+    ("VUV", 0),
+    ("XAF", 0),
+    ("XOF", 0),
+    ("XPF", 0),
+    ("BHD", 3),
+    ("IQD", 3),
+    ("JOD", 3),
+    ("KWD", 3),
+    ("LYD", 3),
+    ("OMR", 3),
+    ("TND", 3),
+    ("CLF", 4),
+    ("UYW", 4),
+];
+
+/// Digits after the decimal point of `currency` (2 unless the table says otherwise).
+pub fn currency_exponent(currency: &str) -> u32 {
+    EXPONENTS.iter().find(|(code, _)| code.eq_ignore_ascii_case(currency)).map_or(2, |(_, e)| *e)
+}
+
+/// `EUR 19.99`, `JPY 500`, `KWD 1.250`, `EUR -0.05`: the code, then the amount with the currency's digits.
+pub fn format_money(money: &Money) -> String {
+    let exponent = currency_exponent(&money.currency);
+    let sign = if money.amount_minor < 0 { "-" } else { "" };
+    let minor = money.amount_minor.unsigned_abs();
+    let code = money.currency.to_ascii_uppercase();
+    if exponent == 0 {
+        return format!("{code} {sign}{minor}");
+    }
+    let scale = 10u64.pow(exponent);
+    let width = exponent as usize;
+    format!("{code} {sign}{}.{:0width$}", minor / scale, minor % scale)
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// SMTP.
+
+/// How the connection to the SMTP server is protected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SmtpSecurity {
+    /// No TLS (`smtp://`): for a relay on the same host or network.
+    Plain,
+    /// STARTTLS after connecting (`smtp://...?tls=starttls`), required.
+    StartTls,
+    /// TLS from the first byte (`smtps://`).
+    ImplicitTls,
+}
+
+/// Where and how mail is sent, from `MERCATO_SMTP_URL`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SmtpConfig {
+    /// The protection of the connection.
+    pub security: SmtpSecurity,
+    /// Host name or IP address.
+    pub host: String,
+    /// TCP port: as given, else 25 (`smtp://`), 587 (STARTTLS) or 465 (`smtps://`).
+    pub port: u16,
+    /// User name and password, when the URL carries them.
+    pub credentials: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for SmtpConfig {
+    // The password never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SmtpConfig")
+            .field("security", &self.security)
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("user", &self.credentials.as_ref().map(|(user, _)| user))
+            .finish()
+    }
+}
+
+/// Parses `smtp://[user:pass@]host[:port][?tls=starttls]` or `smtps://[user:pass@]host[:port]`. The error
+/// says what is wrong, without the password.
+pub fn parse_smtp_url(raw: &str) -> Result<SmtpConfig, String> {
+    let expected = "expected smtp://user:pass@host:port, smtps://... for implicit TLS, or ?tls=starttls";
+    let url = url::Url::parse(raw.trim()).map_err(|e| format!("not a URL ({e}); {expected}"))?;
+    let mut security = match url.scheme() {
+        "smtp" => SmtpSecurity::Plain,
+        "smtps" => SmtpSecurity::ImplicitTls,
+        other => return Err(format!("scheme {other:?} is not smtp or smtps; {expected}")),
+    };
+    let host = match url.host() {
+        Some(url::Host::Domain(d)) if !d.is_empty() => d.to_owned(),
+        Some(url::Host::Ipv4(ip)) => ip.to_string(),
+        Some(url::Host::Ipv6(ip)) => ip.to_string(),
+        _ => return Err(format!("no host; {expected}")),
+    };
+    if !matches!(url.path(), "" | "/") {
+        return Err(format!("unexpected path {:?}; {expected}", url.path()));
+    }
+    for (key, value) in url.query_pairs() {
+        match (key.as_ref(), value.as_ref()) {
+            ("tls", "starttls") if security == SmtpSecurity::Plain => security = SmtpSecurity::StartTls,
+            ("tls", "starttls") => return Err("tls=starttls goes with smtp://, smtps:// is TLS already".to_owned()),
+            ("tls", other) => return Err(format!("tls={other:?} is not supported; the only option is tls=starttls")),
+            (other, _) => return Err(format!("unknown parameter {other:?}; the only one is tls=starttls")),
+        }
+    }
+    let decode =
+        |s: &str| percent_decode(s).ok_or_else(|| "user or password is not valid percent-encoded UTF-8".to_owned());
+    let credentials = match (url.username(), url.password()) {
+        ("", None) => None,
+        ("", Some(_)) => return Err(format!("a password without a user; {expected}")),
+        (user, password) => Some((decode(user)?, decode(password.unwrap_or_default())?)),
+    };
+    let port = url.port().unwrap_or(match security {
+        SmtpSecurity::Plain => 25,
+        SmtpSecurity::StartTls => 587,
+        SmtpSecurity::ImplicitTls => 465,
+    });
+    Ok(SmtpConfig { security, host, port, credentials })
+}
+
+fn percent_decode(raw: &str) -> Option<String> {
+    let bytes = raw.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = raw.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Webhooks.
+
+/// Longest endpoint URL accepted.
+pub const MAX_URL_CHARS: usize = 2000;
+/// The header carrying a delivery's signature.
+pub const SIGNATURE_HEADER: &str = "Mercato-Signature";
+
+/// Checks an endpoint's URL: required, http or https with a host, at most [`MAX_URL_CHARS`], no userinfo
+/// (credentials in URLs end up in logs).
+pub fn validate_webhook_url(raw: &str) -> Result<(), FieldViolation> {
+    let bad = |why: &str| Err(FieldViolation::new("url", why));
+    if raw.is_empty() {
+        return bad("is required");
+    }
+    if raw.chars().count() > MAX_URL_CHARS {
+        return bad(&format!("must be at most {MAX_URL_CHARS} characters"));
+    }
+    let Ok(url) = url::Url::parse(raw) else { return bad("must be an http or https URL") };
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none_or(str::is_empty) {
+        return bad("must be an http or https URL");
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return bad("must not carry a user or password");
+    }
+    Ok(())
+}
+
+/// Checks the event types an endpoint asks for: at least one, each one the service consumes, no repeats.
+pub fn validate_event_types(types: &[String]) -> Vec<FieldViolation> {
+    if types.is_empty() {
+        return vec![FieldViolation::new("event_types", "must name at least one event type")];
+    }
+    let known = CONSUMED.iter().map(|(t, _)| *t).collect::<Vec<_>>().join(", ");
+    let mut violations = Vec::new();
+    for (i, t) in types.iter().enumerate() {
+        if payload_message(t).is_none() {
+            violations.push(FieldViolation::new(format!("event_types[{i}]"), format!("{t:?} is not one of {known}")));
+        } else if types[..i].contains(t) {
+            violations.push(FieldViolation::new(format!("event_types[{i}]"), format!("{t:?} is named twice")));
+        }
+    }
+    violations
+}
+
+/// A new signing secret: `whsec_` and 32 random bytes.
+pub fn new_webhook_secret() -> String {
+    format!("whsec_{}", platform::auth::generate_secret())
+}
+
+/// The `Mercato-Signature` value of `body` sent at `unix_seconds`: `t=<seconds>,v1=<hex HMAC-SHA256(secret,
+/// "<seconds>.<body>")>`. The timestamp is signed too, so a receiver can refuse old (replayed) deliveries.
+pub fn signature(secret: &str, unix_seconds: i64, body: &str) -> String {
+    // HMAC takes keys of any length; new_from_slice cannot fail for it.
+    let Ok(mut mac) = Hmac::<Sha256>::new_from_slice(secret.as_bytes()) else { return String::new() };
+    mac.update(format!("{unix_seconds}.").as_bytes());
+    mac.update(body.as_bytes());
+    let hex: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    format!("t={unix_seconds},v1={hex}")
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Retries.
+
+/// Longest wait between two attempts.
+pub const MAX_BACKOFF: Duration = Duration::from_secs(3600);
+
+/// The wait after the `attempts`-th failed attempt: `base`, then doubling (`base * 2^(attempts-1)`), at
+/// most [`MAX_BACKOFF`].
+pub fn backoff(base: Duration, attempts: u32) -> Duration {
+    let factor = 2u32.saturating_pow(attempts.saturating_sub(1));
+    base.checked_mul(factor).unwrap_or(MAX_BACKOFF).min(MAX_BACKOFF)
+}
+
+/// What to do after a failed attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AfterFailure {
+    /// Try again this long from now.
+    RetryIn(Duration),
+    /// Give up: the notification is FAILED.
+    GiveUp,
+}
+
+/// After `attempts` attempts (this one included) of at most `max_attempts`, of which the last failed
+/// (`permanent`: retrying cannot help, e.g. a malformed address).
+pub fn after_failure(base: Duration, attempts: u32, max_attempts: u32, permanent: bool) -> AfterFailure {
+    if permanent || attempts >= max_attempts {
+        AfterFailure::GiveUp
+    } else {
+        AfterFailure::RetryIn(backoff(base, attempts))
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Statuses and channels, as stored.
+
+/// Where a notification stands (stored as its name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    /// Waiting for an attempt.
+    Pending,
+    /// Delivered.
+    Sent,
+    /// Every attempt failed.
+    Failed,
+    /// Not sent on purpose, with a reason.
+    Skipped,
+    /// Written to the log because no SMTP server is configured.
+    Logged,
+}
+
+impl Status {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Pending => "PENDING",
+            Status::Sent => "SENT",
+            Status::Failed => "FAILED",
+            Status::Skipped => "SKIPPED",
+            Status::Logged => "LOGGED",
+        }
+    }
+
+    /// From the stored name.
+    pub fn parse(stored: &str) -> Option<Self> {
+        [Status::Pending, Status::Sent, Status::Failed, Status::Skipped, Status::Logged]
+            .into_iter()
+            .find(|s| s.as_str() == stored)
+    }
+}
+
+/// How a notification travels (stored as its name).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Channel {
+    /// Email to a user.
+    Email,
+    /// POST to a webhook endpoint.
+    Webhook,
+}
+
+impl Channel {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Email => "EMAIL",
+            Channel::Webhook => "WEBHOOK",
+        }
+    }
+
+    /// From the stored name.
+    pub fn parse(stored: &str) -> Option<Self> {
+        [Channel::Email, Channel::Webhook].into_iter().find(|c| c.as_str() == stored)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The delivery log's pages.
+
+/// Page size when the request names none.
+pub const DEFAULT_PAGE_SIZE: i64 = 50;
+/// Largest page.
+pub const MAX_PAGE_SIZE: i64 = 200;
+
+/// The page size of a request: 0 means the default; 1 to [`MAX_PAGE_SIZE`] otherwise.
+pub fn page_size(requested: i32) -> Result<i64, FieldViolation> {
+    match i64::from(requested) {
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        n @ 1..=MAX_PAGE_SIZE => Ok(n),
+        _ => Err(FieldViolation::new("page_size", format!("must be between 1 and {MAX_PAGE_SIZE}"))),
+    }
+}
+
+/// Where a page starts: after the notification with this create time and id (newest first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cursor {
+    /// Its create time.
+    pub create_time: i64,
+    /// Its id.
+    pub id: String,
+}
+
+impl Cursor {
+    /// The opaque page token.
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}:{}", self.create_time, self.id))
+    }
+
+    /// From a page token; an empty token is the first page.
+    pub fn decode(token: &str) -> Result<Option<Self>, FieldViolation> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        let bad = || FieldViolation::new("page_token", "is not a token this service issued");
+        let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+        let text = String::from_utf8(raw).map_err(|_| bad())?;
+        let (time, id) = text.split_once(':').ok_or_else(bad)?;
+        let create_time = time.parse().map_err(|_| bad())?;
+        if id.is_empty() {
+            return Err(bad());
+        }
+        Ok(Some(Self { create_time, id: id.to_owned() }))
+    }
+}
+
+/// Whose notifications a ListNotifications shows: an administrator's filter (empty: everyone's), or the
+/// caller's own. `Err` when a customer names someone else.
+pub fn list_target(caller: &str, is_admin: bool, requested: &str) -> Result<Option<String>, FieldViolation> {
+    if is_admin {
+        return Ok(Some(requested.to_owned()).filter(|r| !r.is_empty()));
+    }
+    if requested.is_empty() || requested == caller {
+        return Ok(Some(caller.to_owned()));
+    }
+    Err(FieldViolation::new("user_id", "may only name the caller without the scope notifications:admin"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn money(currency: &str, amount_minor: i64) -> String {
+        format_money(&Money { currency: currency.into(), amount_minor })
+    }
+
+    #[test]
+    fn locales_fall_back_to_the_language_then_english() {
+        assert_eq!(resolve_locale("de-AT"), "de");
+        assert_eq!(resolve_locale("de"), "de");
+        assert_eq!(resolve_locale("DE_ch"), "de");
+        assert_eq!(resolve_locale("en-GB"), "en");
+        assert_eq!(resolve_locale("fr-FR"), "en");
+        assert_eq!(resolve_locale(""), "en");
+        assert_eq!(resolve_locale("  "), "en");
+    }
+
+    #[test]
+    fn money_has_the_digits_of_its_currency() {
+        assert_eq!(money("EUR", 1999), "EUR 19.99");
+        assert_eq!(money("eur", 5), "EUR 0.05");
+        assert_eq!(money("USD", 100_000), "USD 1000.00");
+        assert_eq!(money("JPY", 500), "JPY 500");
+        assert_eq!(money("KRW", 0), "KRW 0");
+        assert_eq!(money("KWD", 1250), "KWD 1.250");
+        assert_eq!(money("CLF", 12_345), "CLF 1.2345");
+        assert_eq!(money("EUR", -5), "EUR -0.05");
+        assert_eq!(money("EUR", i64::MIN), "EUR -92233720368547758.08");
+        assert_eq!((currency_exponent("jpy"), currency_exponent("XYZ")), (0, 2));
+    }
+
+    #[test]
+    fn smtp_urls_in_every_form() {
+        let plain = parse_smtp_url("smtp://mail.internal").expect("plain");
+        assert_eq!(
+            plain,
+            SmtpConfig { security: SmtpSecurity::Plain, host: "mail.internal".into(), port: 25, credentials: None }
+        );
+        let auth = parse_smtp_url("smtp://user%40shop:p%3Ass@127.0.0.1:2525").expect("with credentials");
+        assert_eq!(auth.security, SmtpSecurity::Plain);
+        assert_eq!((auth.host.as_str(), auth.port), ("127.0.0.1", 2525));
+        assert_eq!(auth.credentials, Some(("user@shop".into(), "p:ss".into())));
+        let starttls = parse_smtp_url("smtp://u:p@smtp.example.com?tls=starttls").expect("starttls");
+        assert_eq!((starttls.security, starttls.port), (SmtpSecurity::StartTls, 587));
+        let starttls = parse_smtp_url("smtp://smtp.example.com:25/?tls=starttls").expect("starttls, own port");
+        assert_eq!((starttls.security, starttls.port), (SmtpSecurity::StartTls, 25));
+        let implicit = parse_smtp_url("smtps://u:p@smtp.example.com").expect("smtps");
+        assert_eq!((implicit.security, implicit.port), (SmtpSecurity::ImplicitTls, 465));
+        let user_only = parse_smtp_url("smtps://apikey@smtp.example.com:2465").expect("user only");
+        assert_eq!((user_only.credentials, user_only.port), (Some(("apikey".into(), String::new())), 2465));
+        let v6 = parse_smtp_url("smtp://[::1]:1025").expect("ipv6");
+        assert_eq!((v6.host.as_str(), v6.port), ("::1", 1025));
+        assert!(!format!("{auth:?}").contains("p:ss"), "the password stays out of logs");
+    }
+
+    #[test]
+    fn bad_smtp_urls_say_why() {
+        for (raw, needle) in [
+            ("mail.example.com", "not a URL"),
+            ("mail.example.com:25", "is not smtp or smtps"),
+            ("http://mail.example.com", "scheme \"http\""),
+            ("smtp://", "no host"),
+            ("smtp://:secret@host", "password without a user"),
+            ("smtp://host:99999", "not a URL"),
+            ("smtp://host/relay", "unexpected path"),
+            ("smtp://host?tls=required", "tls=\"required\""),
+            ("smtps://host?tls=starttls", "TLS already"),
+            ("smtp://host?timeout=5", "unknown parameter \"timeout\""),
+            ("smtp://u:%ff@host", "percent-encoded"),
+        ] {
+            let err = parse_smtp_url(raw).expect_err(raw);
+            assert!(err.contains(needle), "{raw}: {err}");
+        }
+        let err = parse_smtp_url("smtp://u:%zz-secret@host").expect_err("bad escape");
+        assert!(!err.contains("secret"), "the password stays out of errors: {err}");
+    }
+
+    #[test]
+    fn signatures_are_hmac_sha256_of_time_and_body() {
+        // Computed independently: python3 -c 'hmac.new(b"whsec_test", b"1700000000.{\"id\":\"e1\"}", sha256)'.
+        let sig = signature("whsec_test", 1_700_000_000, r#"{"id":"e1"}"#);
+        assert_eq!(sig, "t=1700000000,v1=6a85cb117c993612a34c72b4cfb5a16baed25a80d26e298ce0e6671320fd07c8");
+        assert_ne!(sig, signature("whsec_other", 1_700_000_000, r#"{"id":"e1"}"#), "the secret matters");
+        assert_ne!(sig, signature("whsec_test", 1_700_000_001, r#"{"id":"e1"}"#), "the time is signed");
+        assert_ne!(sig, signature("whsec_test", 1_700_000_000, r#"{"id":"e2"}"#), "the body is signed");
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_cap_and_gives_up_after_the_last_attempt() {
+        let base = Duration::from_secs(60);
+        let waits: Vec<u64> = (1..=6).map(|n| backoff(base, n).as_secs()).collect();
+        assert_eq!(waits, [60, 120, 240, 480, 960, 1920]);
+        assert_eq!(backoff(base, 7), MAX_BACKOFF);
+        assert_eq!(backoff(base, 200), MAX_BACKOFF);
+        assert_eq!(backoff(Duration::from_millis(10), 3), Duration::from_millis(40));
+        assert_eq!(after_failure(base, 1, 6, false), AfterFailure::RetryIn(Duration::from_secs(60)));
+        assert_eq!(after_failure(base, 5, 6, false), AfterFailure::RetryIn(Duration::from_secs(960)));
+        assert_eq!(after_failure(base, 6, 6, false), AfterFailure::GiveUp);
+        assert_eq!(after_failure(base, 1, 6, true), AfterFailure::GiveUp);
+    }
+
+    #[test]
+    fn webhook_endpoints_are_validated() {
+        assert!(validate_webhook_url("https://hooks.example.com/mercato").is_ok());
+        assert!(validate_webhook_url("http://127.0.0.1:8080/in").is_ok());
+        for bad in ["", "ftp://x.example", "hooks.example.com", "https://user:pw@x.example/", "mailto:a@b.c"] {
+            assert_eq!(validate_webhook_url(bad).map_err(|v| v.field), Err("url".to_owned()), "{bad:?}");
+        }
+        assert!(validate_webhook_url(&format!("https://x.example/{}", "a".repeat(2000))).is_err());
+        assert!(validate_event_types(&["order.confirmed".into(), "refund.completed".into()]).is_empty());
+        let fields = |v: Vec<FieldViolation>| v.into_iter().map(|v| v.field).collect::<Vec<_>>();
+        assert_eq!(fields(validate_event_types(&[])), ["event_types"]);
+        assert_eq!(
+            fields(validate_event_types(&["order.confirmed".into(), "order.shipped".into(), "order.confirmed".into()])),
+            ["event_types[1]", "event_types[2]"]
+        );
+        let secret = new_webhook_secret();
+        assert!(secret.starts_with("whsec_") && secret.len() > 40 && secret != new_webhook_secret());
+    }
+
+    #[test]
+    fn pages_and_targets() {
+        assert_eq!(page_size(0), Ok(50));
+        assert_eq!(page_size(200), Ok(200));
+        assert_eq!(page_size(201).map_err(|v| v.field), Err("page_size".to_owned()));
+        assert!(page_size(-1).is_err());
+        let c = Cursor { create_time: 42, id: "n-1".into() };
+        assert_eq!(Cursor::decode(&c.encode()).expect("valid"), Some(c));
+        assert_eq!(Cursor::decode("").expect("empty"), None);
+        assert!(Cursor::decode("!!").is_err() && Cursor::decode(&URL_SAFE_NO_PAD.encode("x:y")).is_err());
+        assert_eq!(list_target("alice", false, ""), Ok(Some("alice".into())));
+        assert_eq!(list_target("alice", false, "alice"), Ok(Some("alice".into())));
+        assert!(list_target("alice", false, "bob").is_err());
+        assert_eq!(list_target("admin", true, ""), Ok(None));
+        assert_eq!(list_target("admin", true, "bob"), Ok(Some("bob".into())));
+        for s in [Status::Pending, Status::Sent, Status::Failed, Status::Skipped, Status::Logged] {
+            assert_eq!(Status::parse(s.as_str()), Some(s));
+        }
+        assert_eq!(Channel::parse("WEBHOOK"), Some(Channel::Webhook));
+        assert_eq!(payload_message("refund.completed"), Some("mercato.refunds.v1.RefundCompleted"));
+    }
+}

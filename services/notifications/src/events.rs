@@ -1,0 +1,312 @@
+//! What the service consumes and publishes.
+//!
+//! Consumed: `user.registered` (fills the directory of recipients and welcomes the user), `order.confirmed`
+//! (also links its payment to the order and customer), `order.failed`, `payment.failed` and
+//! `refund.completed` (addressed through that link, as its payload names only the payment). Each event
+//! becomes one email notification — PENDING, or SKIPPED with the reason when nobody can be addressed — and a
+//! webhook delivery per endpoint subscribed to its type, all in the transaction of its inbox row.
+//!
+//! Published (through the outbox, see [`crate::dispatch`]): `notification.sent` and `notification.failed`.
+
+use std::sync::Arc;
+
+use api::mercato::auth::v1::UserRegistered;
+use api::mercato::notifications::v1::{NotificationChannel, NotificationFailed, NotificationSent};
+use api::mercato::orders::v1::{OrderConfirmed, OrderFailed};
+use api::mercato::payments::v1::PaymentFailed;
+use api::mercato::refunds::v1::RefundCompleted;
+use platform::events::{EventBus, EventEnvelope, NewEvent};
+use prost::Message;
+use tokio::sync::Notify;
+
+use crate::domain::{self, Channel, Money, Status};
+use crate::error::Error;
+use crate::store::{Due, EventEffect, NewNotification, PaymentLink, Recipient, Store};
+use crate::templates::{Facts, ItemLine, Templates};
+
+/// The service's consumer name (its inbox and, on RabbitMQ, its queue).
+pub const CONSUMER: &str = "notifications";
+
+/// What the consumer needs: the store, the templates, and the dispatcher to wake.
+#[derive(Debug, Clone)]
+pub struct Consumer {
+    store: Store,
+    templates: Arc<Templates>,
+    dispatcher: Arc<Notify>,
+}
+
+impl Consumer {
+    /// A consumer writing to `store`, rendering with `templates`, waking `dispatcher` after new work.
+    pub fn new(store: Store, templates: Arc<Templates>, dispatcher: Arc<Notify>) -> Self {
+        Self { store, templates, dispatcher }
+    }
+
+    /// Subscribes for every consumed event type on `bus`.
+    pub fn subscribe(self, bus: &dyn EventBus) {
+        let types: Vec<&str> = domain::CONSUMED.iter().map(|(t, _)| *t).collect();
+        let consumer = Arc::new(self);
+        bus.subscribe(
+            CONSUMER,
+            &types,
+            Arc::new(move |envelope: Arc<EventEnvelope>| {
+                let consumer = consumer.clone();
+                Box::pin(async move { consumer.handle(&envelope).await })
+            }),
+        );
+    }
+
+    /// Handles one event; Err makes the bus deliver it again.
+    pub async fn handle(&self, envelope: &EventEnvelope) -> Result<(), String> {
+        let plan = plan(envelope).map_err(|e| format!("event {} ({}): {e}", envelope.id, envelope.r#type))?;
+        let webhook_body = webhook_body(envelope).map_err(|e| format!("event {}: {e}", envelope.id))?;
+        let email = self.email(&plan).await.map_err(|e| format!("event {}: {e}", envelope.id))?;
+        let effect = EventEffect {
+            event_id: &envelope.id,
+            event_type: &envelope.r#type,
+            register: plan.register.as_ref(),
+            payment: plan.payment.as_ref(),
+            email,
+            webhook_body: &webhook_body,
+        };
+        let recorded = self
+            .store
+            .record_event(&effect, platform::time::now_micros())
+            .await
+            .map_err(|e| format!("recording event {}: {e}", envelope.id))?;
+        if recorded {
+            tracing::info!(event_id = %envelope.id, event_type = %envelope.r#type, status = effect.email.status.as_str(), "notification recorded");
+            self.dispatcher.notify_one();
+        }
+        Ok(())
+    }
+
+    /// The email for `plan`: rendered for its recipient, or SKIPPED saying why nobody can be addressed.
+    async fn email(&self, plan: &Plan) -> Result<NewNotification, Error> {
+        let (recipient, order_id) = match &plan.addressee {
+            Addressee::Registered => (plan.register.clone(), None),
+            Addressee::Customer(id) => match self.store.recipient(id).await? {
+                Some(r) => (Some(r), None),
+                None => return Ok(skipped(id, format!("no address for customer {id}: no user.registered seen"))),
+            },
+            Addressee::Payment(payment_id) => match self.store.payment(payment_id).await? {
+                None => {
+                    return Ok(skipped(
+                        "",
+                        format!("no customer known for payment {payment_id}: no order.confirmed seen for it"),
+                    ));
+                }
+                Some(link) => match self.store.recipient(&link.customer_id).await? {
+                    Some(r) => (Some(r), Some(link.order_id)),
+                    None => {
+                        let id = &link.customer_id;
+                        return Ok(skipped(id, format!("no address for customer {id}: no user.registered seen")));
+                    }
+                },
+            },
+            Addressee::Nobody(reason) => return Ok(skipped("", reason.clone())),
+        };
+        let Some(recipient) = recipient else { return Ok(skipped("", "no recipient".to_owned())) };
+        let facts = match (&plan.facts, order_id) {
+            (Facts::RefundCompleted { amount, reason, .. }, Some(order_id)) => {
+                Facts::RefundCompleted { order_id, amount: amount.clone(), reason: reason.clone() }
+            }
+            (facts, _) => facts.clone(),
+        };
+        let base = NewNotification {
+            user_id: recipient.user_id.clone(),
+            recipient: recipient.email.clone(),
+            subject: String::new(),
+            body_text: String::new(),
+            body_html: String::new(),
+            status: Status::Pending,
+            last_error: String::new(),
+        };
+        Ok(match self.templates.render(&facts, &recipient.display_name, &recipient.locale) {
+            Ok(email) => {
+                NewNotification { subject: email.subject, body_text: email.text, body_html: email.html, ..base }
+            }
+            // A broken template must not block the event stream: the notification fails, visibly.
+            Err(e) => {
+                tracing::error!(error = %e, "rendering a notification failed");
+                NewNotification { status: Status::Failed, last_error: e.to_string(), ..base }
+            }
+        })
+    }
+}
+
+fn skipped(user_id: &str, reason: String) -> NewNotification {
+    NewNotification {
+        user_id: user_id.to_owned(),
+        recipient: String::new(),
+        subject: String::new(),
+        body_text: String::new(),
+        body_html: String::new(),
+        status: Status::Skipped,
+        last_error: reason,
+    }
+}
+
+/// Whom an event's email goes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Addressee {
+    /// The user the event registers.
+    Registered,
+    /// A customer by user id.
+    Customer(String),
+    /// The customer of a payment (known from `order.confirmed`).
+    Payment(String),
+    /// Nobody, for this reason.
+    Nobody(String),
+}
+
+/// What an event asks for.
+#[derive(Debug, Clone)]
+struct Plan {
+    register: Option<Recipient>,
+    payment: Option<PaymentLink>,
+    addressee: Addressee,
+    facts: Facts,
+}
+
+fn money(m: Option<api::common::Money>) -> Money {
+    m.map(|m| Money { currency: m.currency, amount_minor: m.amount_minor }).unwrap_or_default()
+}
+
+fn customer(id: String) -> Addressee {
+    if id.is_empty() { Addressee::Nobody("the event names no customer".to_owned()) } else { Addressee::Customer(id) }
+}
+
+/// Decodes an event's payload into what it asks for.
+fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
+    let data = envelope.data.as_slice();
+    let bad = |e: prost::DecodeError| format!("bad payload: {e}");
+    let plan = match envelope.r#type.as_str() {
+        domain::USER_REGISTERED => {
+            let e = UserRegistered::decode(data).map_err(bad)?;
+            let addressee = if e.email.is_empty() {
+                Addressee::Nobody(format!("user {} registered without an email address", e.user_id))
+            } else {
+                Addressee::Registered
+            };
+            Plan {
+                register: Some(Recipient {
+                    user_id: e.user_id,
+                    email: e.email,
+                    display_name: e.display_name,
+                    locale: e.locale,
+                }),
+                payment: None,
+                addressee,
+                facts: Facts::Welcome,
+            }
+        }
+        domain::ORDER_CONFIRMED => {
+            let e = OrderConfirmed::decode(data).map_err(bad)?;
+            let payment = (!e.payment_id.is_empty() && !e.customer_id.is_empty()).then(|| PaymentLink {
+                payment_id: e.payment_id.clone(),
+                order_id: e.order_id.clone(),
+                customer_id: e.customer_id.clone(),
+            });
+            let items = e
+                .items
+                .into_iter()
+                .map(|i| ItemLine { name: i.name, quantity: i.quantity, line_total: money(i.line_total) })
+                .collect();
+            Plan {
+                register: None,
+                payment,
+                addressee: customer(e.customer_id),
+                facts: Facts::OrderConfirmed { order_id: e.order_id, total: money(e.total), items },
+            }
+        }
+        domain::ORDER_FAILED => {
+            let e = OrderFailed::decode(data).map_err(bad)?;
+            Plan {
+                register: None,
+                payment: None,
+                addressee: customer(e.customer_id),
+                facts: Facts::OrderFailed { order_id: e.order_id, reason: e.reason },
+            }
+        }
+        domain::PAYMENT_FAILED => {
+            let e = PaymentFailed::decode(data).map_err(bad)?;
+            Plan {
+                register: None,
+                payment: None,
+                addressee: customer(e.customer_id),
+                facts: Facts::PaymentFailed { order_id: e.order_id, amount: money(e.amount), reason: e.failure_reason },
+            }
+        }
+        domain::REFUND_COMPLETED => {
+            let e = RefundCompleted::decode(data).map_err(bad)?;
+            let addressee = if e.payment_id.is_empty() {
+                Addressee::Nobody("the refund names no payment".to_owned())
+            } else {
+                Addressee::Payment(e.payment_id)
+            };
+            Plan {
+                register: None,
+                payment: None,
+                addressee,
+                // The order comes from the payment's link once it is looked up.
+                facts: Facts::RefundCompleted { order_id: String::new(), amount: money(e.amount), reason: e.reason },
+            }
+        }
+        other => return Err(format!("event type {other} is not consumed here")),
+    };
+    Ok(plan)
+}
+
+/// The JSON a webhook endpoint receives: `{"id","type","time","subject","data"}`, `data` being the payload
+/// in the proto3 JSON mapping (lowerCamelCase names, int64 as strings).
+pub fn webhook_body(envelope: &EventEnvelope) -> Result<String, String> {
+    let message = domain::payload_message(&envelope.r#type)
+        .ok_or_else(|| format!("event type {} has no payload message", envelope.r#type))?;
+    let pool = platform::descriptors::pool().map_err(|e| e.to_string())?;
+    let descriptor = pool.get_message_by_name(message).ok_or_else(|| format!("{message} is not in the contracts"))?;
+    let data = prost_reflect::DynamicMessage::decode(descriptor, envelope.data.as_slice())
+        .map_err(|e| format!("bad payload: {e}"))?;
+    let body = serde_json::json!({
+        "id": envelope.id,
+        "type": envelope.r#type,
+        "time": envelope.time.as_ref().map(ToString::to_string).unwrap_or_default(),
+        "subject": envelope.subject,
+        "data": data,
+    });
+    serde_json::to_string(&body).map_err(|e| format!("encoding the webhook body: {e}"))
+}
+
+fn channel_to_wire(channel: &str) -> NotificationChannel {
+    match Channel::parse(channel) {
+        Some(Channel::Email) => NotificationChannel::Email,
+        Some(Channel::Webhook) => NotificationChannel::Webhook,
+        None => NotificationChannel::Unspecified,
+    }
+}
+
+/// `notification.sent` for `due`, delivered after `attempts` attempts.
+pub fn sent(due: &Due, attempts: i32) -> NewEvent {
+    let payload = NotificationSent {
+        notification_id: due.id.clone(),
+        user_id: due.user_id.clone(),
+        channel: channel_to_wire(&due.channel) as i32,
+        event_type: due.event_type.clone(),
+        event_id: due.event_id.clone(),
+        attempts,
+    };
+    NewEvent::new(domain::NOTIFICATION_SENT, due.id.clone(), &payload)
+}
+
+/// `notification.failed` for `due`, given up after `attempts` attempts with `error`.
+pub fn failed(due: &Due, attempts: i32, error: &str) -> NewEvent {
+    let payload = NotificationFailed {
+        notification_id: due.id.clone(),
+        user_id: due.user_id.clone(),
+        channel: channel_to_wire(&due.channel) as i32,
+        event_type: due.event_type.clone(),
+        event_id: due.event_id.clone(),
+        attempts,
+        error: error.to_owned(),
+    };
+    NewEvent::new(domain::NOTIFICATION_FAILED, due.id.clone(), &payload)
+}

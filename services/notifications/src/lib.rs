@@ -1,0 +1,107 @@
+//! The notifications service of Mercato: emails (SMTP) and signed webhooks caused by other services' events,
+//! with retries and a delivery log.
+//!
+//! - [`domain`]: the rules, free of I/O (locales, money, the SMTP URL, signatures, backoff, paging).
+//! - [`templates`]: the embedded email templates per event type and locale (minijinja).
+//! - [`events`]: the consumer (event → notifications, exactly once) and the events it publishes.
+//! - [`dispatch`]: the task sending due notifications, with exponential backoff.
+//! - [`channels`]: SMTP (lettre) or the log, and webhooks (reqwest).
+//! - [`store`]: all SQL, the same on SQLite and PostgreSQL.
+//! - [`grpc`]: the handlers of `mercato.notifications.v1.NotificationService`.
+//! - [`error`]: the crate's one error type and its mapping to gRPC statuses.
+//!
+//! Without `MERCATO_SMTP_URL` emails are not sent: the dispatcher writes them to the log and marks them
+//! LOGGED, so the delivery log never claims a mail went out when none did.
+
+pub mod channels;
+pub mod dispatch;
+pub mod domain;
+pub mod error;
+pub mod events;
+pub mod grpc;
+pub mod store;
+pub mod templates;
+
+use std::sync::Arc;
+
+use api::mercato::notifications::v1::notification_service_server::NotificationServiceServer;
+use platform::Settings;
+use platform::auth::TokenVerifier;
+use platform::db::Db;
+use platform::events::{EventBus, Relay};
+use platform::grpc::GrpcService;
+use tokio::net::TcpListener;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+
+pub use channels::Mailer;
+pub use dispatch::DispatchOptions;
+pub use error::Error;
+pub use grpc::NotificationsApi;
+
+/// The service's name: its database, its settings and its logs go by it.
+pub const NAME: &str = "notifications";
+
+/// The service's schema migrations, embedded at build time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Runs the service as configured: opens its database, trusts the auth service's keys, sends mail through
+/// `MERCATO_SMTP_URL` as `MERCATO_MAIL_FROM` (or logs it when unset), consumes and publishes on `bus`, and
+/// serves on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    listener: TcpListener,
+    settings: Settings,
+    bus: Arc<dyn EventBus>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let mailer = Mailer::from_settings(settings.smtp_url.as_deref(), &settings.mail_from)?;
+    let db = Db::open(&settings, NAME).await?;
+    let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::channel(&settings.service_url("auth"))?));
+    let result = serve(listener, db.clone(), verifier, bus, mailer, DispatchOptions::default(), shutdown).await;
+    db.close().await;
+    result
+}
+
+/// Migrates `db`, subscribes the consumer on `bus`, starts the dispatcher (sending through `mailer`, paced
+/// by `options`) and the outbox relay, and serves on `listener` with tokens checked by `verifier` until
+/// `shutdown` is cancelled; the dispatcher and the relay stop with the server.
+pub async fn serve(
+    listener: TcpListener,
+    db: Db,
+    verifier: Arc<TokenVerifier>,
+    bus: Arc<dyn EventBus>,
+    mailer: Mailer,
+    options: DispatchOptions,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    db.migrate(&MIGRATOR, NAME).await?;
+    let templates = Arc::new(templates::Templates::load()?);
+    let webhooks = channels::Webhooks::new(options.webhook_timeout)?;
+    let store = store::Store::new(db.clone());
+    let wake = Arc::new(Notify::new());
+    events::Consumer::new(store.clone(), templates, wake.clone()).subscribe(bus.as_ref());
+    tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), mailer = ?mailer, "notifications serving");
+
+    let relay = Relay::new(NAME, db, bus);
+    let dispatcher = dispatch::Dispatcher::new(store.clone(), mailer, webhooks, options, wake, relay.handle());
+    let background = shutdown.child_token();
+    let relay_task = tokio::spawn(relay.run(background.clone()));
+    let dispatch_task = tokio::spawn(dispatcher.run(background.clone()));
+    let service = GrpcService {
+        routes: tonic::service::Routes::new(NotificationServiceServer::new(NotificationsApi::new(store))),
+        names: vec![<NotificationServiceServer<NotificationsApi> as NamedService>::NAME],
+    };
+    let served = platform::grpc::serve(service, listener, verifier, shutdown).await;
+    background.cancel();
+    let _ = tokio::join!(relay_task, dispatch_task);
+    Ok(served?)
+}
+
+/// Applies the service's pending migrations to the configured database.
+pub async fn migrate(settings: &Settings) -> Result<(), Error> {
+    let db = Db::open(settings, NAME).await?;
+    let result = db.migrate(&MIGRATOR, NAME).await;
+    db.close().await;
+    Ok(result?)
+}

@@ -1,0 +1,219 @@
+//! The email templates: a subject, a text and an HTML body per event type and locale, embedded from
+//! `templates/<locale>/<event type>.{subject.txt,txt,html}` and rendered with minijinja.
+//!
+//! minijinja escapes by file name: `.html` templates escape every value for HTML, so a display name such as
+//! `<script>` arrives as text; `.txt` templates are left as written.
+
+use minijinja::{Environment, Value, context};
+
+use crate::domain::{self, Money, format_money};
+use crate::error::Error;
+
+/// The three templates of each locale and event type.
+macro_rules! embedded {
+    ($($locale:literal: [$($event:literal),* $(,)?]),* $(,)?) => {
+        &[$($(
+            (concat!($locale, "/", $event, ".subject.txt"),
+             include_str!(concat!("../templates/", $locale, "/", $event, ".subject.txt"))),
+            (concat!($locale, "/", $event, ".txt"), include_str!(concat!("../templates/", $locale, "/", $event, ".txt"))),
+            (concat!($locale, "/", $event, ".html"), include_str!(concat!("../templates/", $locale, "/", $event, ".html"))),
+        )*)*]
+    };
+}
+
+/// Every template by name, e.g. `de/order.confirmed.html`.
+const TEMPLATES: &[(&str, &str)] = embedded!(
+    "en": ["user.registered", "order.confirmed", "order.failed", "payment.failed", "refund.completed"],
+    "de": ["user.registered", "order.confirmed", "order.failed", "payment.failed", "refund.completed"],
+);
+
+/// A rendered email.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Email {
+    /// One line.
+    pub subject: String,
+    /// The plain-text body.
+    pub text: String,
+    /// The HTML body.
+    pub html: String,
+}
+
+/// One line of an order, as the email shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemLine {
+    /// Product name.
+    pub name: String,
+    /// Units.
+    pub quantity: i32,
+    /// Unit price times quantity.
+    pub line_total: Money,
+}
+
+/// What an email tells, by event type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Facts {
+    /// `user.registered`: welcome.
+    Welcome,
+    /// `order.confirmed`.
+    OrderConfirmed {
+        /// The order.
+        order_id: String,
+        /// What was charged.
+        total: Money,
+        /// The lines.
+        items: Vec<ItemLine>,
+    },
+    /// `order.failed`.
+    OrderFailed {
+        /// The order.
+        order_id: String,
+        /// Why, in words a customer can read.
+        reason: String,
+    },
+    /// `payment.failed`.
+    PaymentFailed {
+        /// The order that was to be paid.
+        order_id: String,
+        /// What was to be charged.
+        amount: Money,
+        /// Why, in words a customer can read.
+        reason: String,
+    },
+    /// `refund.completed`.
+    RefundCompleted {
+        /// The order refunded.
+        order_id: String,
+        /// What was given back.
+        amount: Money,
+        /// Why, as the requester wrote it (may be empty).
+        reason: String,
+    },
+}
+
+impl Facts {
+    /// The event type whose templates tell these facts.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Facts::Welcome => domain::USER_REGISTERED,
+            Facts::OrderConfirmed { .. } => domain::ORDER_CONFIRMED,
+            Facts::OrderFailed { .. } => domain::ORDER_FAILED,
+            Facts::PaymentFailed { .. } => domain::PAYMENT_FAILED,
+            Facts::RefundCompleted { .. } => domain::REFUND_COMPLETED,
+        }
+    }
+
+    fn context(&self, name: &str) -> Value {
+        match self {
+            Facts::Welcome => context! { name },
+            Facts::OrderConfirmed { order_id, total, items } => {
+                let items: Vec<Value> = items
+                    .iter()
+                    .map(|i| context! { name => i.name.as_str(), quantity => i.quantity, line_total => format_money(&i.line_total) })
+                    .collect();
+                context! { name, order_id, total => format_money(total), items }
+            }
+            Facts::OrderFailed { order_id, reason } => context! { name, order_id, reason },
+            Facts::PaymentFailed { order_id, amount, reason } => {
+                context! { name, order_id, amount => format_money(amount), reason }
+            }
+            Facts::RefundCompleted { order_id, amount, reason } => {
+                context! { name, order_id, amount => format_money(amount), reason }
+            }
+        }
+    }
+}
+
+/// The loaded templates.
+#[derive(Debug)]
+pub struct Templates {
+    env: Environment<'static>,
+}
+
+impl Templates {
+    /// Loads (and so checks the syntax of) every embedded template.
+    pub fn load() -> Result<Self, Error> {
+        let mut env = Environment::new();
+        // A typo in a template shows as an error, not as an empty string in a customer's mail.
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        for (name, source) in TEMPLATES {
+            env.add_template(name, source).map_err(|e| Error::Template(format!("{name}: {e}")))?;
+        }
+        Ok(Self { env })
+    }
+
+    /// The email telling `facts` to `name`, in the shipped locale closest to `locale` (see
+    /// [`domain::resolve_locale`]).
+    pub fn render(&self, facts: &Facts, name: &str, locale: &str) -> Result<Email, Error> {
+        let prefix = format!("{}/{}", domain::resolve_locale(locale), facts.event_type());
+        let ctx = facts.context(name);
+        let render = |suffix: &str| {
+            let template = format!("{prefix}{suffix}");
+            self.env
+                .get_template(&template)
+                .and_then(|t| t.render(&ctx))
+                .map_err(|e| Error::Template(format!("{template}: {e}")))
+        };
+        // A subject is one line: line breaks in values cannot start new headers.
+        let subject = render(".subject.txt")?.split_whitespace().collect::<Vec<_>>().join(" ");
+        Ok(Email { subject, text: render(".txt")?, html: render(".html")? })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn eur(amount_minor: i64) -> Money {
+        Money { currency: "EUR".into(), amount_minor }
+    }
+
+    fn every_fact() -> Vec<Facts> {
+        vec![
+            Facts::Welcome,
+            Facts::OrderConfirmed {
+                order_id: "o-1".into(),
+                total: eur(2900),
+                items: vec![ItemLine { name: "Coffee".into(), quantity: 2, line_total: eur(2900) }],
+            },
+            Facts::OrderFailed { order_id: "o-2".into(), reason: "the card was declined".into() },
+            Facts::PaymentFailed { order_id: "o-3".into(), amount: eur(500), reason: "insufficient funds".into() },
+            Facts::RefundCompleted { order_id: "o-4".into(), amount: eur(1999), reason: String::new() },
+        ]
+    }
+
+    #[test]
+    fn every_event_renders_in_every_locale() {
+        let templates = Templates::load().expect("templates load");
+        for locale in domain::LOCALES {
+            for facts in every_fact() {
+                let email = templates.render(&facts, "Ada", locale).expect("renders");
+                assert!(!email.subject.is_empty() && !email.subject.contains('\n'), "{locale} {facts:?}");
+                assert!(email.text.contains("Ada") && email.html.contains("Ada"), "{locale} {facts:?}");
+                assert!(email.html.contains(&format!("lang=\"{locale}\"")), "{locale} {facts:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn orders_show_lines_and_money_in_the_users_language() {
+        let templates = Templates::load().expect("templates load");
+        let facts = &every_fact()[1];
+        let de = templates.render(facts, "Ada", "de-AT").expect("renders");
+        assert_eq!(de.subject, "Ihre Bestellung o-1 ist bestätigt");
+        assert!(de.text.contains("- 2 x Coffee: EUR 29.00") && de.text.contains("Gesamt: EUR 29.00"), "{}", de.text);
+        let en = templates.render(facts, "Ada", "fr").expect("renders");
+        assert_eq!(en.subject, "Your order o-1 is confirmed");
+        assert!(en.html.contains("<td>Coffee</td><td>EUR 29.00</td>"), "{}", en.html);
+    }
+
+    #[test]
+    fn html_escapes_values_and_text_keeps_them() {
+        let templates = Templates::load().expect("templates load");
+        let email = templates.render(&Facts::Welcome, "<script>alert(1)</script>", "en").expect("renders");
+        assert!(!email.html.contains("<script>"), "{}", email.html);
+        assert!(email.html.contains("&lt;script&gt;alert(1)&lt;&#x2f;script&gt;"), "{}", email.html);
+        assert!(email.text.contains("Hello <script>alert(1)</script>,"), "{}", email.text);
+        let email = templates.render(&Facts::Welcome, "Eve\r\nBcc: all@example.com", "en").expect("renders");
+        assert_eq!(email.subject, "Welcome to Mercato, Eve Bcc: all@example.com");
+    }
+}

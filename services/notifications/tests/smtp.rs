@@ -1,0 +1,120 @@
+//! Email through a real SMTP server: aiosmtpd, started by the test with the python named by
+//! `MERCATO_TEST_AIOSMTPD_PYTHON` (skipped when unset, except under `CI=true`). On SQLite and (when
+//! `MERCATO_TEST_DATABASE_URL` is set) PostgreSQL.
+
+mod common;
+
+use api::mercato::notifications::v1::{NotificationChannel, NotificationStatus};
+use common::{Service, SmtpServer, confirmed, fast_retries, free_port, registered, smtp_python};
+use notifications::domain::parse_smtp_url;
+use notifications::{DispatchOptions, Mailer};
+use platform::db::Db;
+
+fn mailer(port: u16) -> Mailer {
+    let config = parse_smtp_url(&format!("smtp://127.0.0.1:{port}")).expect("smtp url");
+    Mailer::smtp(&config, "Mercato Shop <shop@mercato.test>".parse().expect("mailbox")).expect("mailer")
+}
+
+fn email_sent(all: &[api::mercato::notifications::v1::Notification], event_type: &str) -> bool {
+    all.iter().any(|n| {
+        n.event_type == event_type
+            && n.channel == NotificationChannel::Email as i32
+            && n.status == NotificationStatus::Sent as i32
+    })
+}
+
+async fn emails_carry_text_and_escaped_html(db: Db) {
+    let Some(python) = smtp_python() else { return };
+    let dir = platform::testkit::TempDir::new("maildir").expect("temp dir");
+    let port = free_port();
+    let smtp = SmtpServer::start(&python, port, dir.path()).await;
+    let service = Service::start(db, mailer(port), fast_retries()).await;
+
+    service.deliver(&registered("u-eve", "eve@example.com", "<script>alert(1)</script> Eve", "de")).await;
+    service.deliver(&confirmed("o-7", "u-eve", "pay-7")).await;
+    let all = service
+        .wait_until("both mails are sent", |all| {
+            email_sent(all, "order.confirmed") && email_sent(all, "user.registered")
+        })
+        .await;
+    assert!(all.iter().all(|n| n.attempts == 1), "{all:#?}");
+
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 2, "{messages:#?}");
+    let order = messages
+        .iter()
+        .find(|m| m["subject"] == "Ihre Bestellung o-7 ist bestätigt")
+        .unwrap_or_else(|| panic!("the order mail, in German: {messages:#?}"));
+    assert_eq!(order["to"], "eve@example.com");
+    assert_eq!(order["from"], "Mercato Shop <shop@mercato.test>");
+    let text = order["text"].as_str().expect("a text part");
+    assert!(text.contains("Hallo <script>alert(1)</script> Eve,"), "{text}");
+    assert!(text.contains("- 2 x Coffee: EUR 29.00") && text.contains("Gesamt: EUR 29.00"), "{text}");
+    let html = order["html"].as_str().expect("an HTML part");
+    assert!(html.contains("<p>Hallo &lt;script&gt;alert(1)&lt;&#x2f;script&gt; Eve,</p>"), "{html}");
+    assert!(!html.contains("<script>"), "{html}");
+    assert!(html.contains("<td>Coffee</td><td>EUR 29.00</td>"), "{html}");
+    let mut sent = 0;
+    for _ in 0..100 {
+        sent = service.published.lock().expect("lock").iter().filter(|e| e.r#type == "notification.sent").count();
+        if sent >= 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(sent, 2, "one notification.sent per mail");
+    service.stop().await;
+}
+
+async fn a_server_down_at_first_gets_the_mail_once_it_is_up(db: Db) {
+    let Some(python) = smtp_python() else { return };
+    let dir = platform::testkit::TempDir::new("maildir").expect("temp dir");
+    let port = free_port();
+    // Room for the server's start-up within the attempts.
+    let options = DispatchOptions { max_attempts: 10, ..fast_retries() };
+    let service = Service::start(db, mailer(port), options).await;
+
+    service.deliver(&registered("u-ada", "ada@example.com", "Ada", "en")).await;
+    let all = service
+        .wait_until("a first attempt failed", |all| {
+            all.iter().any(|n| n.attempts >= 1 && n.status == NotificationStatus::Pending as i32)
+        })
+        .await;
+    assert!(!all[0].last_error.is_empty(), "the admin sees why: {all:#?}");
+
+    let smtp = SmtpServer::start(&python, port, dir.path()).await;
+    let all = service.wait_until("the mail is sent", |all| email_sent(all, "user.registered")).await;
+    assert!(all[0].attempts >= 2, "sent on a retry: {all:#?}");
+    assert_eq!(all[0].last_error, "");
+    let messages = smtp.messages();
+    assert_eq!(messages.len(), 1, "delivered once: {messages:#?}");
+    assert_eq!(messages[0]["subject"], "Welcome to Mercato, Ada");
+    assert_eq!(messages[0]["to"], "ada@example.com");
+    service.stop().await;
+}
+
+/// Runs each scenario once on SQLite and once on PostgreSQL.
+macro_rules! on_both_engines {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let (db, _dir) = platform::testkit::sqlite("notifications").await.expect("sqlite");
+                    super::$scenario(db).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let Some(db) = platform::testkit::postgres("notifications").await else { return };
+                    super::$scenario(db).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_engines!(emails_carry_text_and_escaped_html, a_server_down_at_first_gets_the_mail_once_it_is_up);

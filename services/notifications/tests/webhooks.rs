@@ -1,0 +1,207 @@
+//! Webhook endpoints over real gRPC and real HTTP: an axum receiver started by the test gets signed POSTs,
+//! failing twice before it accepts. On SQLite and (when `MERCATO_TEST_DATABASE_URL` is set) PostgreSQL.
+
+mod common;
+
+use std::sync::{Arc, Mutex};
+
+use api::mercato::notifications::v1::{
+    CreateWebhookEndpointRequest, DeleteWebhookEndpointRequest, ListWebhookEndpointsRequest, NotificationChannel,
+    NotificationSent, NotificationStatus,
+};
+use axum::http::{HeaderMap, StatusCode};
+use common::{Service, confirmed, fast_retries, registered, with_token};
+use hmac::{Hmac, Mac};
+use notifications::Mailer;
+use platform::db::Db;
+use prost::Message;
+use sha2::Sha256;
+use tonic::Code;
+
+/// What the receiver got, and how many times it still answers 500.
+#[derive(Clone, Default)]
+struct Receiver {
+    requests: Arc<Mutex<Vec<(HeaderMap, String)>>>,
+    failures_left: Arc<Mutex<u32>>,
+}
+
+async fn receive(
+    axum::extract::State(receiver): axum::extract::State<Receiver>,
+    headers: HeaderMap,
+    body: String,
+) -> StatusCode {
+    receiver.requests.lock().expect("lock").push((headers, body));
+    let mut left = receiver.failures_left.lock().expect("lock");
+    if *left > 0 {
+        *left -= 1;
+        StatusCode::INTERNAL_SERVER_ERROR
+    } else {
+        StatusCode::OK
+    }
+}
+
+/// Starts the receiver; returns its URL and the task serving it.
+async fn start_receiver(receiver: Receiver) -> (String, tokio::task::JoinHandle<()>) {
+    let app = axum::Router::new().route("/hooks/mercato", axum::routing::post(receive)).with_state(receiver);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind receiver");
+    let url = format!("http://{}/hooks/mercato", listener.local_addr().expect("addr"));
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, task)
+}
+
+/// Checks a `Mercato-Signature` header the way a receiver would; returns its timestamp.
+fn verify(header: &str, secret: &str, body: &str) -> i64 {
+    let (t, v1) = header.split_once(',').expect("t=...,v1=...");
+    let t: i64 = t.strip_prefix("t=").expect("t=").parse().expect("seconds");
+    let v1 = v1.strip_prefix("v1=").expect("v1=");
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("key");
+    mac.update(format!("{t}.{body}").as_bytes());
+    let expected: String = mac.finalize().into_bytes().iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(v1, expected, "the signature verifies with the secret from creation");
+    t
+}
+
+async fn deliveries_are_signed_and_retried_until_accepted(db: Db) {
+    let service = Service::start(db, Mailer::Log, fast_retries()).await;
+    let receiver = Receiver { failures_left: Arc::new(Mutex::new(2)), ..Receiver::default() };
+    let (url, receiver_task) = start_receiver(receiver.clone()).await;
+    let admin = service.admin();
+    let request = CreateWebhookEndpointRequest { url: url.clone(), event_types: vec!["order.confirmed".into()] };
+    let created = service
+        .client
+        .clone()
+        .create_webhook_endpoint(with_token(request, &admin))
+        .await
+        .expect("created")
+        .into_inner();
+    let secret = created.secret;
+    assert!(secret.starts_with("whsec_"), "{secret}");
+    let endpoint = created.webhook_endpoint.expect("endpoint");
+    assert_eq!(
+        (endpoint.url.as_str(), endpoint.event_types.as_slice()),
+        (url.as_str(), &["order.confirmed".to_owned()][..])
+    );
+
+    service.deliver(&registered("u-ada", "ada@example.com", "Ada", "en")).await; // not subscribed: no webhook
+    let order = confirmed("o-1", "u-ada", "pay-1");
+    service.deliver(&order).await;
+    service.deliver(&order).await; // a redelivery is not a second webhook
+
+    let all = service
+        .wait_until("the webhook is delivered", |all| {
+            all.iter().any(|n| {
+                n.channel == NotificationChannel::Webhook as i32 && n.status == NotificationStatus::Sent as i32
+            })
+        })
+        .await;
+    let hooks: Vec<_> = all.iter().filter(|n| n.channel == NotificationChannel::Webhook as i32).collect();
+    assert_eq!(hooks.len(), 1, "{all:#?}");
+    let hook = hooks[0];
+    assert_eq!((hook.attempts, hook.recipient.as_str(), hook.event_id.as_str()), (3, url.as_str(), order.id.as_str()));
+    assert_eq!(hook.user_id, "", "webhooks are addressed to endpoints, not users");
+
+    let requests = receiver.requests.lock().expect("lock").clone();
+    assert_eq!(requests.len(), 3, "500, 500, then 200: three POSTs, no more");
+    let (headers, body) = &requests[2];
+    assert_eq!(headers["content-type"], "application/json");
+    let signed_at = verify(headers["mercato-signature"].to_str().expect("ascii"), &secret, body);
+    assert!((platform::time::now_secs() - signed_at).abs() < 60, "signed with the time of sending");
+    let json: serde_json::Value = serde_json::from_str(body).expect("JSON body");
+    assert_eq!(json["id"], order.id.as_str());
+    assert_eq!(json["type"], "order.confirmed");
+    assert_eq!(json["subject"], "o-1");
+    assert!(json["time"].as_str().is_some_and(|t| t.ends_with('Z')), "{json}");
+    assert_eq!(json["data"]["orderId"], "o-1", "proto3 JSON: lowerCamelCase");
+    assert_eq!(json["data"]["total"], serde_json::json!({"currency": "EUR", "amountMinor": "2900"}));
+    assert_eq!(json["data"]["items"][0]["name"], "Coffee");
+    for (earlier, _) in &requests[..2] {
+        verify(earlier["mercato-signature"].to_str().expect("ascii"), &secret, body);
+    }
+
+    // notification.sent went out through the outbox, for the webhook only (the emails were LOGGED).
+    let mut sent = Vec::new();
+    for _ in 0..100 {
+        sent = service.published.lock().expect("lock").clone();
+        if !sent.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(sent.len(), 1, "{sent:#?}");
+    assert_eq!(sent[0].r#type, "notification.sent");
+    let payload = NotificationSent::decode(sent[0].data.as_slice()).expect("payload");
+    assert_eq!((payload.notification_id.as_str(), payload.attempts), (hook.id.as_str(), 3));
+    assert_eq!(payload.channel, NotificationChannel::Webhook as i32);
+    receiver_task.abort();
+    service.stop().await;
+}
+
+async fn endpoints_are_managed_by_admins_only(db: Db) {
+    let service = Service::start(db, Mailer::Log, fast_retries()).await;
+    let admin = service.admin();
+    let mut client = service.client.clone();
+
+    let customer = service.customer("u-ada");
+    let request = CreateWebhookEndpointRequest {
+        url: "https://hooks.example.com".into(),
+        event_types: vec!["order.failed".into()],
+    };
+    let denied = client.create_webhook_endpoint(with_token(request.clone(), &customer)).await.expect_err("admins only");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let denied = client.list_webhook_endpoints(with_token(ListWebhookEndpointsRequest {}, &customer)).await;
+    assert_eq!(denied.expect_err("admins only").code(), Code::PermissionDenied);
+
+    let bad = CreateWebhookEndpointRequest {
+        url: "ftp://hooks.example.com".into(),
+        event_types: vec!["order.shipped".into()],
+    };
+    let err = client.create_webhook_endpoint(with_token(bad, &admin)).await.expect_err("invalid");
+    assert_eq!(common::bad_fields(&err), ["url", "event_types[0]"]);
+
+    let first = client.create_webhook_endpoint(with_token(request, &admin)).await.expect("created").into_inner();
+    let second = CreateWebhookEndpointRequest {
+        url: "https://other.example.com/in".into(),
+        event_types: vec!["user.registered".into(), "refund.completed".into()],
+    };
+    let second = client.create_webhook_endpoint(with_token(second, &admin)).await.expect("created").into_inner();
+    assert_ne!(first.secret, second.secret);
+    let listed = client.list_webhook_endpoints(with_token(ListWebhookEndpointsRequest {}, &admin)).await.expect("list");
+    let listed = listed.into_inner().webhook_endpoints;
+    assert_eq!(listed, vec![second.webhook_endpoint.clone().expect("e"), first.webhook_endpoint.clone().expect("e")]);
+
+    let id = first.webhook_endpoint.expect("endpoint").id;
+    let delete = || with_token(DeleteWebhookEndpointRequest { id: id.clone() }, &admin);
+    client.delete_webhook_endpoint(delete()).await.expect("deleted");
+    assert_eq!(client.delete_webhook_endpoint(delete()).await.expect_err("gone").code(), Code::NotFound);
+    let listed = client.list_webhook_endpoints(with_token(ListWebhookEndpointsRequest {}, &admin)).await.expect("list");
+    assert_eq!(listed.into_inner().webhook_endpoints.len(), 1);
+    service.stop().await;
+}
+
+/// Runs each scenario once on SQLite and once on PostgreSQL.
+macro_rules! on_both_engines {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let (db, _dir) = platform::testkit::sqlite("notifications").await.expect("sqlite");
+                    super::$scenario(db).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let Some(db) = platform::testkit::postgres("notifications").await else { return };
+                    super::$scenario(db).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_engines!(deliveries_are_signed_and_retried_until_accepted, endpoints_are_managed_by_admins_only);

@@ -1,0 +1,250 @@
+//! The checkout's hard cases over HTTP, on SQLite and PostgreSQL: an order for more than is in stock, 300
+//! buyers racing for 100 units, and a second customer who tries to read or act on the first one's cart,
+//! orders, payments and refunds. Each ends with `mercato audit` finding the books sound.
+
+use std::time::Duration;
+
+use e2e::{Storage, TestPlatform};
+use serde_json::{Value, json};
+
+fn address() -> Value {
+    json!({"name": "Ada", "line1": "1 Main St", "line2": "", "city": "Paris", "region": "", "postalCode": "75001", "country": "FR"})
+}
+
+/// A new active product with `stock` units; returns its id.
+async fn product_in_stock(p: &TestPlatform, admin: &str, sku: &str, price_minor: &str, stock: i64) -> String {
+    let body = json!({"sku": sku, "name": format!("Product {sku}"), "description": "", "category": "test",
+        "price": {"currency": "EUR", "amountMinor": price_minor}, "active": true});
+    let made = p.send("POST", "/v1/products", Some(admin), Some(body)).await;
+    assert_eq!(made.status, 201, "{}", made.json);
+    let id = made.json["id"].as_str().expect("product id").to_owned();
+    let adjusted = p
+        .send("POST", &format!("/v1/products/{id}/inventory:adjust"), Some(admin), Some(json!({"delta": stock})))
+        .await;
+    assert_eq!(adjusted.status, 200, "{}", adjusted.json);
+    id
+}
+
+/// Places an order for `quantity` units of `product` paid with `method`, under idempotency `key`, and returns
+/// the order in its final state (a checkout answered PENDING is followed until it ends).
+async fn place_order(p: &TestPlatform, token: &str, key: &str, product: &str, quantity: i32, method: &str) -> Value {
+    let body = json!({"shippingAddress": address(), "paymentMethod": method,
+        "items": [{"productId": product, "quantity": quantity}]});
+    let bearer = format!("Bearer {token}");
+    let placed = p
+        .send_with("POST", "/v1/orders", &[("authorization", bearer.as_str()), ("idempotency-key", key)], Some(body))
+        .await;
+    assert_eq!(placed.status, 201, "{}", placed.json);
+    let mut order = placed.json;
+    for _ in 0..600 {
+        if order["status"] != "ORDER_STATUS_PENDING" {
+            return order;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let id = order["id"].as_str().expect("order id").to_owned();
+        order = p.send("GET", &format!("/v1/orders/{id}"), Some(token), None).await.json;
+    }
+    panic!("order never finished: {order}");
+}
+
+async fn inventory(p: &TestPlatform, product: &str) -> Value {
+    p.send("GET", &format!("/v1/products/{product}/inventory"), None, None).await.json
+}
+
+async fn assert_books_sound(p: &TestPlatform) {
+    let violations = mercato::audit(&p.settings).await.expect("audit runs");
+    assert!(violations.is_empty(), "mercato audit found: {violations:#?}");
+}
+
+async fn more_than_in_stock(storage: Storage) {
+    let Some(p) = TestPlatform::start(storage).await else { return };
+    let admin = p.admin_token().await;
+    let customer = p.customer_token("short@example.com").await;
+    let mugs = product_in_stock(&p, &admin, "MUG-1", "900", 2).await;
+
+    let order = place_order(&p, &customer, "short-1", &mugs, 3, "tok_visa").await;
+    assert_eq!(order["status"], "ORDER_STATUS_FAILED", "{order}");
+    assert_eq!(order["failureReason"], "Sorry, Product MUG-1 is out of stock.", "{order}");
+    assert_eq!(order["paymentId"].as_str().unwrap_or_default(), "", "nothing was charged: {order}");
+    assert_eq!(inventory(&p, &mugs).await, json!({"productId": mugs, "onHand": 2, "reserved": 0, "available": 2}));
+
+    // What is there can still be bought.
+    let order = place_order(&p, &customer, "short-2", &mugs, 2, "tok_visa").await;
+    assert_eq!(order["status"], "ORDER_STATUS_CONFIRMED", "{order}");
+    assert_eq!(inventory(&p, &mugs).await, json!({"productId": mugs, "onHand": 0, "reserved": 0, "available": 0}));
+    assert_books_sound(&p).await;
+
+    // The audit checks across services: a confirmed order whose stock the catalog never sold is reported.
+    let id = order["id"].as_str().expect("order id");
+    let catalog = platform::Db::open(&p.settings, "catalog").await.expect("catalog database");
+    platform::with_db!(&catalog, pool => {
+        sqlx::query("UPDATE reservations SET status = 'HELD' WHERE id = $1").bind(id).execute(pool).await.map(|r| r.rows_affected())
+    })
+    .expect("tamper");
+    catalog.close().await;
+    let violations = mercato::audit(&p.settings).await.expect("audit runs");
+    assert_eq!(violations, [format!("orders: order {id} is confirmed but its stock was not committed")]);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn more_than_in_stock_on_sqlite() {
+    more_than_in_stock(Storage::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn more_than_in_stock_on_postgres() {
+    more_than_in_stock(Storage::Postgres).await;
+}
+
+/// 300 orders of one unit each, all at once, for 100 units: exactly 100 are confirmed and charged, the others
+/// fail as out of stock without a charge, and the stock ends at zero, never below.
+async fn three_hundred_buyers_for_a_hundred_units(storage: Storage) {
+    const UNITS: i64 = 100;
+    const CUSTOMERS: usize = 30;
+    const ORDERS_EACH: usize = 10;
+    let Some(p) = TestPlatform::start(storage).await else { return };
+    let admin = p.admin_token().await;
+    let lamps = product_in_stock(&p, &admin, "LAMP-1", "2500", UNITS).await;
+    let mut customers = Vec::new();
+    for i in 0..CUSTOMERS {
+        customers.push(p.customer_token(&format!("buyer{i}@example.com")).await);
+    }
+
+    let orders = futures::future::join_all(customers.iter().enumerate().flat_map(|(i, token)| {
+        let (p, lamps) = (&p, &lamps);
+        (0..ORDERS_EACH)
+            .map(move |n| async move { place_order(p, token, &format!("rush-{i}-{n}"), lamps, 1, "tok_visa").await })
+    }))
+    .await;
+
+    let confirmed: Vec<&Value> = orders.iter().filter(|o| o["status"] == "ORDER_STATUS_CONFIRMED").collect();
+    let failed: Vec<&Value> = orders.iter().filter(|o| o["status"] == "ORDER_STATUS_FAILED").collect();
+    assert_eq!(confirmed.len(), 100, "exactly the units in stock are sold");
+    assert_eq!(failed.len(), 200, "every other order fails");
+    for order in &failed {
+        assert_eq!(order["failureReason"], "Sorry, Product LAMP-1 is out of stock.", "{order}");
+        assert_eq!(order["paymentId"].as_str().unwrap_or_default(), "", "a failed order charges nothing: {order}");
+    }
+    assert_eq!(inventory(&p, &lamps).await, json!({"productId": lamps, "onHand": 0, "reserved": 0, "available": 0}));
+
+    // Each confirmed order was charged exactly once, and the customer sees it as captured.
+    let mut payments: Vec<&str> = confirmed.iter().map(|o| o["paymentId"].as_str().expect("payment id")).collect();
+    payments.sort_unstable();
+    payments.dedup();
+    assert_eq!(payments.len(), 100, "one payment per confirmed order");
+    let sample = confirmed[0];
+    let owner = orders.iter().position(|o| o["id"] == sample["id"]).expect("owner") / ORDERS_EACH;
+    let payment = p.send("GET", &format!("/v1/payments/{}", payments[0]), Some(&admin), None).await;
+    assert_eq!(payment.status, 200, "{}", payment.json);
+    let theirs = p
+        .send(
+            "GET",
+            &format!("/v1/payments/{}", sample["paymentId"].as_str().unwrap_or_default()),
+            Some(&customers[owner]),
+            None,
+        )
+        .await;
+    assert_eq!(theirs.json["status"], "PAYMENT_STATUS_CAPTURED", "{}", theirs.json);
+
+    // Every sale reaches the books: under this load some postings are left to the payments service's retry
+    // loop, which books them within seconds.
+    let mut sales = Value::Null;
+    for _ in 0..300 {
+        let accounts = p.send("GET", "/v1/ledger/accounts?currency=EUR", Some(&admin), None).await.json;
+        let found = accounts["accounts"].as_array().and_then(|a| a.iter().find(|a| a["code"] == "revenue:sales:eur"));
+        sales = found.map_or(Value::Null, |a| a["balance"]["amountMinor"].clone());
+        if sales == "-250000" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(sales, "-250000", "100 sales of 25.00 EUR, credited to revenue");
+    assert_books_sound(&p).await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_hundred_buyers_for_a_hundred_units_on_sqlite() {
+    three_hundred_buyers_for_a_hundred_units(Storage::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn three_hundred_buyers_for_a_hundred_units_on_postgres() {
+    three_hundred_buyers_for_a_hundred_units(Storage::Postgres).await;
+}
+
+/// Customer B reading or acting on customer A's cart, order, payment or refunds finds nothing there: 404,
+/// never a hint that it exists, and A's things are untouched.
+async fn other_customers_things_do_not_exist(storage: Storage) {
+    let Some(p) = TestPlatform::start(storage).await else { return };
+    let admin = p.admin_token().await;
+    let ada = p.customer_token("ada@example.com").await;
+    let bob = p.customer_token("bob@example.com").await;
+    let books = product_in_stock(&p, &admin, "BOOK-1", "1500", 10).await;
+    let order = place_order(&p, &ada, "ada-1", &books, 2, "tok_visa").await;
+    assert_eq!(order["status"], "ORDER_STATUS_CONFIRMED", "{order}");
+    let (order_id, payment_id) = (order["id"].as_str().expect("id"), order["paymentId"].as_str().expect("payment"));
+    let refund_body =
+        json!({"paymentId": payment_id, "amount": {"currency": "EUR", "amountMinor": "500"}, "reason": "dented"});
+    let bearer = format!("Bearer {admin}");
+    let refund = p
+        .send_with(
+            "POST",
+            "/v1/refunds",
+            &[("authorization", bearer.as_str()), ("idempotency-key", "r-1")],
+            Some(refund_body),
+        )
+        .await;
+    assert_eq!(refund.status, 201, "{}", refund.json);
+    let refund_id = refund.json["id"].as_str().expect("refund id");
+    let added = p.send("POST", "/v1/cart/items", Some(&ada), Some(json!({"productId": books, "quantity": 1}))).await;
+    assert_eq!(added.status, 200, "{}", added.json);
+    let ada_id = p.send("GET", "/v1/auth/me", Some(&ada), None).await.json["id"].as_str().expect("ada's id").to_owned();
+
+    // Ada sees all of her own.
+    for path in [
+        format!("/v1/orders/{order_id}"),
+        format!("/v1/payments/{payment_id}"),
+        format!("/v1/refunds/{refund_id}"),
+        format!("/v1/payments/{payment_id}/refunds"),
+    ] {
+        let mine = p.send("GET", &path, Some(&ada), None).await;
+        assert_eq!(mine.status, 200, "ada reads {path}: {}", mine.json);
+    }
+
+    // Bob finds none of it.
+    for (method, path) in [
+        ("GET", format!("/v1/orders/{order_id}")),
+        ("POST", format!("/v1/orders/{order_id}:cancel")),
+        ("GET", format!("/v1/payments/{payment_id}")),
+        ("GET", format!("/v1/refunds/{refund_id}")),
+        ("GET", format!("/v1/payments/{payment_id}/refunds")),
+        ("DELETE", format!("/v1/cart?customerId={ada_id}")),
+    ] {
+        let body = (method == "POST").then(|| json!({}));
+        let theirs = p.send(method, &path, Some(&bob), body).await;
+        assert_eq!(theirs.status, 404, "bob {method} {path}: {}", theirs.json);
+        assert_eq!(theirs.json["error"]["status"], "NOT_FOUND", "{}", theirs.json);
+    }
+    let bobs_cart = p.send("GET", "/v1/cart", Some(&bob), None).await;
+    assert_eq!(bobs_cart.json["items"], json!([]), "bob only ever sees his own cart: {}", bobs_cart.json);
+
+    // Nothing of Ada's changed.
+    let order = p.send("GET", &format!("/v1/orders/{order_id}"), Some(&ada), None).await;
+    assert_eq!(order.json["status"], "ORDER_STATUS_CONFIRMED", "{}", order.json);
+    let cart = p.send("GET", "/v1/cart", Some(&ada), None).await;
+    assert_eq!(cart.json["items"].as_array().map(Vec::len), Some(1), "{}", cart.json);
+    assert_books_sound(&p).await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn other_customers_things_do_not_exist_on_sqlite() {
+    other_customers_things_do_not_exist(Storage::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn other_customers_things_do_not_exist_on_postgres() {
+    other_customers_things_do_not_exist(Storage::Postgres).await;
+}

@@ -1,0 +1,157 @@
+//! Events end to end through the whole platform: a German-speaking customer registers, fills a cart and
+//! checks out; a second order is declined; the first is cancelled. What the services that live on events
+//! show afterwards proves the events arrived, once each: the customer's notifications (in German), the shop's
+//! analytics, the emptied cart and the restocked units. Run on the in-process bus (SQLite and PostgreSQL) and
+//! on the machine's RabbitMQ (PostgreSQL, as in production).
+
+use std::time::Duration;
+
+use e2e::{Storage, TestPlatform};
+use serde_json::{Value, json};
+
+fn address() -> Value {
+    json!({"name": "Grete", "line1": "Hauptstr. 1", "line2": "", "city": "Wien", "region": "", "postalCode": "1010", "country": "AT"})
+}
+
+/// Polls `path` as `token` until `done` holds for its JSON (at most 30 s), and returns that JSON.
+async fn eventually(p: &TestPlatform, path: &str, token: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let mut last = Value::Null;
+    for _ in 0..300 {
+        last = p.send("GET", path, Some(token), None).await.json;
+        if done(&last) {
+            return last;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("GET {path} never got there; last answer: {last}");
+}
+
+async fn order(p: &TestPlatform, token: &str, key: &str, body: Value) -> Value {
+    let bearer = format!("Bearer {token}");
+    let placed = p
+        .send_with("POST", "/v1/orders", &[("authorization", bearer.as_str()), ("idempotency-key", key)], Some(body))
+        .await;
+    assert_eq!(placed.status, 201, "{}", placed.json);
+    placed.json
+}
+
+async fn events_reach_their_consumers(p: TestPlatform) {
+    let admin = p.admin_token().await;
+    let registered = p
+        .send(
+            "POST",
+            "/v1/auth/register",
+            None,
+            Some(json!({"email": "grete@example.com", "password": "grete-pass-1", "displayName": "Grete", "locale": "de-AT"})),
+        )
+        .await;
+    assert_eq!(registered.status, 201, "{}", registered.json);
+    assert_eq!(registered.json["locale"], "de-AT");
+    let grete = p.login("grete@example.com", "grete-pass-1").await;
+
+    let body = json!({"sku": "KAFFEE-1", "name": "Kaffee", "description": "", "category": "coffee",
+        "price": {"currency": "EUR", "amountMinor": "1250"}, "active": true});
+    let coffee =
+        p.send("POST", "/v1/products", Some(&admin), Some(body)).await.json["id"].as_str().expect("id").to_owned();
+    p.send("POST", &format!("/v1/products/{coffee}/inventory:adjust"), Some(&admin), Some(json!({"delta": 10}))).await;
+    let added = p.send("POST", "/v1/cart/items", Some(&grete), Some(json!({"productId": coffee, "quantity": 2}))).await;
+    assert_eq!(added.status, 200, "{}", added.json);
+
+    // A checkout from the cart; order.confirmed empties the cart.
+    let confirmed = order(&p, &grete, "e-1", json!({"shippingAddress": address(), "paymentMethod": "tok_visa"})).await;
+    assert_eq!(confirmed["status"], "ORDER_STATUS_CONFIRMED", "{confirmed}");
+    let order_id = confirmed["id"].as_str().expect("order id").to_owned();
+    eventually(&p, "/v1/cart", &grete, |cart| cart["items"] == json!([])).await;
+
+    // A declined card: order.failed and payment.failed.
+    let items = json!([{"productId": coffee, "quantity": 1}]);
+    let declined = order(
+        &p,
+        &grete,
+        "e-2",
+        json!({"shippingAddress": address(), "paymentMethod": "tok_chargeDeclined", "items": items}),
+    )
+    .await;
+    assert_eq!(declined["status"], "ORDER_STATUS_FAILED", "{declined}");
+
+    // Cancelling the first order: order.cancelled puts the units back in the catalog.
+    let cancelled = p.send("POST", &format!("/v1/orders/{order_id}:cancel"), Some(&grete), Some(json!({}))).await;
+    assert_eq!(cancelled.json["status"], "ORDER_STATUS_CANCELLED", "{}", cancelled.json);
+    let inventory = format!("/v1/products/{coffee}/inventory");
+    eventually(&p, &inventory, &grete, |stock| stock["onHand"] == 10).await;
+
+    // Notifications: one per event that concerns Grete (a welcome too), in German, logged (no SMTP server is
+    // configured).
+    let mine = eventually(&p, "/v1/notifications", &grete, |list| {
+        list["notifications"].as_array().is_some_and(|n| n.len() >= 4)
+    })
+    .await;
+    let mut kinds: Vec<&str> = mine["notifications"]
+        .as_array()
+        .expect("notifications")
+        .iter()
+        .map(|n| n["eventType"].as_str().unwrap_or_default())
+        .collect();
+    kinds.sort_unstable();
+    assert_eq!(kinds, ["order.confirmed", "order.failed", "payment.failed", "user.registered"], "{mine}");
+    let confirmation = mine["notifications"]
+        .as_array()
+        .and_then(|n| n.iter().find(|n| n["eventType"] == "order.confirmed"))
+        .expect("the order confirmation");
+    assert_eq!(confirmation["subject"], format!("Ihre Bestellung {order_id} ist bestätigt"), "{confirmation}");
+    assert_eq!(confirmation["recipient"], "grete@example.com");
+    assert_eq!(confirmation["status"], "NOTIFICATION_STATUS_LOGGED", "{confirmation}");
+    // Customers see only their own; the administrator sees everyone's.
+    let someone = p.customer_token("someone@example.com").await;
+    let theirs =
+        eventually(&p, "/v1/notifications", &someone, |l| l["notifications"].as_array().is_some_and(|n| !n.is_empty()))
+            .await;
+    let recipients: Vec<&Value> =
+        theirs["notifications"].as_array().expect("list").iter().map(|n| &n["recipient"]).collect();
+    assert_eq!(recipients, [&json!("someone@example.com")], "only their welcome: {theirs}");
+    let all = p.send("GET", "/v1/notifications", Some(&admin), None).await.json;
+    let about_grete =
+        all["notifications"].as_array().expect("list").iter().filter(|n| n["recipient"] == "grete@example.com");
+    assert_eq!(about_grete.count(), 4, "{all}");
+
+    // Analytics: one confirmed order of 25.00 EUR from a cart, cancelled (everything given back).
+    let summary = eventually(&p, "/v1/analytics/summary", &admin, |s| {
+        s["currencies"][0]["cancelledOrders"] == "1" && s["cartsStarted"] == "1"
+    })
+    .await;
+    let eur = &summary["currencies"][0];
+    assert_eq!(eur["currency"], "EUR", "{summary}");
+    assert_eq!(eur["orders"], "1", "{summary}");
+    assert_eq!(eur["gross"]["amountMinor"], "2500", "{summary}");
+    assert_eq!(eur["refunded"]["amountMinor"], "2500", "{summary}");
+    assert_eq!(eur["net"]["amountMinor"], "0", "{summary}");
+    assert_eq!(summary["ordersFromCarts"], "1", "{summary}");
+    assert_eq!(summary["cartConversionBps"], "10000", "{summary}");
+    let denied = p.send("GET", "/v1/analytics/summary", Some(&grete), None).await;
+    assert_eq!(denied.status, 403, "analytics are for staff: {}", denied.json);
+
+    // A rebuild from the event history gives the same numbers.
+    let rebuilt = p.send("POST", "/v1/analytics:rebuild", Some(&admin), Some(json!({}))).await;
+    assert_eq!(rebuilt.status, 200, "{}", rebuilt.json);
+    let again = p.send("GET", "/v1/analytics/summary", Some(&admin), None).await.json;
+    assert_eq!(again, summary);
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_reach_their_consumers_on_sqlite() {
+    let Some(p) = TestPlatform::start(Storage::Sqlite).await else { return };
+    events_reach_their_consumers(p).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_reach_their_consumers_on_postgres() {
+    let Some(p) = TestPlatform::start(Storage::Postgres).await else { return };
+    events_reach_their_consumers(p).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn events_reach_their_consumers_through_rabbitmq() {
+    let Some(p) = TestPlatform::start_on_rabbitmq(Storage::Postgres).await else { return };
+    events_reach_their_consumers(p).await;
+}
