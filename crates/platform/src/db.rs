@@ -73,6 +73,16 @@ pub enum DbError {
     },
 }
 
+/// How often an open database's pool is checked and reported (see `Db::watch`).
+pub const WATCH_INTERVAL: Duration = Duration::from_secs(15);
+
+/// Counts and logs a failure to connect to `service`'s database, and makes it the error to return.
+fn connection_failed(service: &str, source: sqlx::Error) -> DbError {
+    metrics::counter!("mercato_db_connection_errors_total", "service" => service.to_owned()).increment(1);
+    tracing::warn!(service, error = %source, "cannot connect to the database");
+    DbError::Connect { service: service.to_owned(), source }
+}
+
 /// The name of a service's database on a shared PostgreSQL server.
 pub fn database_name(service: &str) -> String {
     format!("mercato_{service}")
@@ -110,7 +120,7 @@ impl Db {
     }
 
     async fn open_postgres_database(server: PgConnectOptions, name: &str, service: &str) -> Result<Self, DbError> {
-        let connect_err = |source| DbError::Connect { service: service.to_owned(), source };
+        let connect_err = |source| connection_failed(service, source);
         let mut admin = server.clone().database("postgres").connect().await.map_err(connect_err)?;
         let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM pg_database WHERE datname = $1")
             .bind(name)
@@ -138,8 +148,10 @@ impl Db {
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.log_statements(tracing::log::LevelFilter::Debug))
             .await
-            .map_err(|source| DbError::Connect { service: service.to_owned(), source })?;
-        Ok(Db::Postgres(pool))
+            .map_err(|source| connection_failed(service, source))?;
+        let db = Db::Postgres(pool);
+        db.watch(service);
+        Ok(db)
     }
 
     async fn open_sqlite(options: SqliteConnectOptions, service: &str) -> Result<Self, DbError> {
@@ -154,8 +166,38 @@ impl Db {
             .max_connections(4)
             .connect_with(options)
             .await
-            .map_err(|source| DbError::Connect { service: service.to_owned(), source })?;
-        Ok(Db::Sqlite(pool))
+            .map_err(|source| connection_failed(service, source))?;
+        let db = Db::Sqlite(pool);
+        db.watch(service);
+        Ok(db)
+    }
+
+    /// Watches the pool until it is closed: every [`WATCH_INTERVAL`] it takes a connection (counting a
+    /// failure in `mercato_db_connection_errors_total{service}`, which the alert rules watch) and reports the
+    /// pool's size and idle connections (`mercato_db_pool_connections{service,state}`).
+    fn watch(&self, service: &str) {
+        // Outside a runtime (never in the services) there is nothing to watch with.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let (db, service) = (self.clone(), service.to_owned());
+        runtime.spawn(async move {
+            loop {
+                let (size, idle, closed) = with_db!(&db, pool => (pool.size(), pool.num_idle(), pool.is_closed()));
+                if closed {
+                    return;
+                }
+                metrics::gauge!("mercato_db_pool_connections", "service" => service.clone(), "state" => "open")
+                    .set(f64::from(size));
+                metrics::gauge!("mercato_db_pool_connections", "service" => service.clone(), "state" => "idle")
+                    .set(idle as f64);
+                tokio::time::sleep(WATCH_INTERVAL).await;
+                let acquired = with_db!(&db, pool => pool.acquire().await.map(drop));
+                if let Err(e) = acquired
+                    && !matches!(e, sqlx::Error::PoolClosed)
+                {
+                    connection_failed(&service, e);
+                }
+            }
+        });
     }
 
     /// Applies the service's embedded migrations that have not run yet.

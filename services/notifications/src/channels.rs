@@ -1,6 +1,8 @@
 //! The ways out: email over SMTP (lettre; or the log when no SMTP server is configured) and webhooks over
 //! HTTP (reqwest). Each attempt reports whether it was delivered, or why not and whether retrying can help.
 
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use lettre::message::{Mailbox, MultiPart};
@@ -126,23 +128,57 @@ impl Mailer {
 #[derive(Debug, Clone)]
 pub struct Webhooks {
     client: reqwest::Client,
+    allow_private_networks: bool,
+}
+
+/// Resolves host names to their public addresses only (see [`domain::is_public`]): checked when connecting,
+/// so a name that resolves differently later (DNS rebinding) cannot reach a private address either.
+struct PublicAddressesOnly;
+
+impl reqwest::dns::Resolve for PublicAddressesOnly {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        let host = name.as_str().to_owned();
+        Box::pin(async move {
+            let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<SocketAddr> = addrs.into_iter().filter(|a| domain::is_public(a.ip())).collect();
+            if public.is_empty() {
+                return Err(format!("{host} has no public address").into());
+            }
+            Ok(Box::new(public.into_iter()) as reqwest::dns::Addrs)
+        })
+    }
 }
 
 impl Webhooks {
-    /// A client giving each delivery at most `timeout`.
-    pub fn new(timeout: Duration) -> Result<Self, Error> {
-        let client = reqwest::Client::builder()
+    /// A client giving each delivery at most `timeout`; unless `allow_private_networks`, only addresses on the
+    /// public internet are called.
+    pub fn new(timeout: Duration, allow_private_networks: bool) -> Result<Self, Error> {
+        let mut builder = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(5)))
             // A redirect would re-post the signed body somewhere the admin did not register.
             .redirect(reqwest::redirect::Policy::none())
-            .user_agent("Mercato-Webhooks/1")
-            .build()?;
-        Ok(Self { client })
+            .user_agent("Mercato-Webhooks/1");
+        if !allow_private_networks {
+            builder = builder.dns_resolver(Arc::new(PublicAddressesOnly));
+        }
+        Ok(Self { client: builder.build()?, allow_private_networks })
     }
 
     /// POSTs `body` to `url`, signed with `secret` at `unix_seconds`; delivered on any 2xx answer.
     pub async fn post(&self, url: &str, secret: &str, body: &str, unix_seconds: i64) -> Result<(), SendError> {
+        // An address written in the URL is not resolved, so the resolver cannot check it: check it here.
+        let literal = url::Url::parse(url).ok().and_then(|u| match u.host() {
+            Some(url::Host::Ipv4(ip)) => Some(IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(IpAddr::V6(ip)),
+            _ => None,
+        });
+        if let Some(ip) = literal
+            && !self.allow_private_networks
+            && !domain::is_public(ip)
+        {
+            return Err(SendError::permanent(format!("POST {url}: {ip} is not a public address")));
+        }
         let response = self
             .client
             .post(url)

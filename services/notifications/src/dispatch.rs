@@ -37,17 +37,21 @@ pub struct DispatchOptions {
     pub poll_interval: Duration,
     /// Longest a webhook endpoint may take to answer.
     pub webhook_timeout: Duration,
+    /// Whether webhooks may go to loopback, private and link-local addresses (tests, a private deployment);
+    /// off by default, so an endpoint URL cannot reach inside the network (server-side request forgery).
+    pub allow_private_networks: bool,
 }
 
 impl Default for DispatchOptions {
     /// One minute doubling over six attempts (the last about half an hour after the first), polled every
-    /// second, webhooks answering within 10 s.
+    /// second, webhooks answering within 10 s, public addresses only.
     fn default() -> Self {
         Self {
             backoff_base: Duration::from_secs(60),
             max_attempts: 6,
             poll_interval: Duration::from_secs(1),
             webhook_timeout: Duration::from_secs(10),
+            allow_private_networks: false,
         }
     }
 }

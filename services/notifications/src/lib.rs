@@ -77,7 +77,7 @@ pub async fn serve(
 ) -> Result<(), Error> {
     db.migrate(&MIGRATOR, NAME).await?;
     let templates = Arc::new(templates::Templates::load()?);
-    let webhooks = channels::Webhooks::new(options.webhook_timeout)?;
+    let webhooks = channels::Webhooks::new(options.webhook_timeout, options.allow_private_networks)?;
     let store = store::Store::new(db.clone());
     let wake = Arc::new(Notify::new());
     events::Consumer::new(store.clone(), templates, wake.clone()).subscribe(bus.as_ref());

@@ -138,6 +138,31 @@ async fn deliveries_are_signed_and_retried_until_accepted(db: Db) {
     service.stop().await;
 }
 
+/// With the production default, a webhook to a private address (here the test's own loopback receiver) is
+/// refused at once and never sent: an endpoint URL cannot reach inside the network.
+async fn private_addresses_are_not_called_by_default(db: Db) {
+    let options = notifications::DispatchOptions { allow_private_networks: false, ..fast_retries() };
+    let service = Service::start(db, Mailer::Log, options).await;
+    let receiver = Receiver::default();
+    let (url, receiver_task) = start_receiver(receiver.clone()).await;
+    let request = CreateWebhookEndpointRequest { url, event_types: vec!["order.confirmed".into()] };
+    service.client.clone().create_webhook_endpoint(with_token(request, &service.admin())).await.expect("created");
+    service.deliver(&confirmed("o-1", "u-ada", "pay-1")).await;
+    let all = service
+        .wait_until("the webhook is refused", |all| {
+            all.iter().any(|n| {
+                n.channel == NotificationChannel::Webhook as i32 && n.status == NotificationStatus::Failed as i32
+            })
+        })
+        .await;
+    let hook = all.iter().find(|n| n.channel == NotificationChannel::Webhook as i32).expect("the webhook");
+    assert_eq!(hook.attempts, 1, "refused for good, not retried: {hook:?}");
+    assert!(hook.last_error.contains("127.0.0.1 is not a public address"), "{}", hook.last_error);
+    assert!(receiver.requests.lock().expect("lock").is_empty(), "nothing reached the private address");
+    receiver_task.abort();
+    service.stop().await;
+}
+
 async fn endpoints_are_managed_by_admins_only(db: Db) {
     let service = Service::start(db, Mailer::Log, fast_retries()).await;
     let admin = service.admin();
@@ -204,4 +229,8 @@ macro_rules! on_both_engines {
     };
 }
 
-on_both_engines!(deliveries_are_signed_and_retried_until_accepted, endpoints_are_managed_by_admins_only);
+on_both_engines!(
+    deliveries_are_signed_and_retried_until_accepted,
+    private_addresses_are_not_called_by_default,
+    endpoints_are_managed_by_admins_only,
+);
