@@ -155,3 +155,46 @@ async fn events_reach_their_consumers_through_rabbitmq() {
     let Some(p) = TestPlatform::start_on_rabbitmq(Storage::Postgres).await else { return };
     events_reach_their_consumers(p).await;
 }
+
+/// A poison event (its payload is not what its type promises) is tried up to the broker's delivery limit, then
+/// dead-lettered for each consumer of its type; an administrator sees it through the API and puts it back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn poison_events_are_dead_lettered_and_shown_to_admins() {
+    let Some(p) = TestPlatform::start_on_rabbitmq(Storage::Sqlite).await else { return };
+    let admin = p.admin_token().await;
+    let (url, prefix) = p.broker().expect("on RabbitMQ");
+    let bus = platform::events::AmqpBus::connect(url, prefix).await.expect("broker");
+    let poison = platform::events::EventEnvelope {
+        id: uuid::Uuid::now_v7().to_string(),
+        source: "test".into(),
+        r#type: "order.confirmed".into(),
+        subject: "order-poison".into(),
+        data_content_type: platform::events::DATA_CONTENT_TYPE.into(),
+        data: b"not an OrderConfirmed".to_vec(),
+        ..Default::default()
+    };
+    platform::events::EventBus::publish(&bus, poison.clone()).await.expect("published");
+    bus.shutdown().await;
+
+    // After the delivery limit (5 tries, a second apart) the cart's consumer has given up on it.
+    let dead =
+        eventually(&p, "/v1/dead-letters/cart", &admin, |l| l["events"].as_array().is_some_and(|e| !e.is_empty()))
+            .await;
+    assert_eq!(dead["events"].as_array().map(Vec::len), Some(1), "{dead}");
+    assert_eq!(dead["events"][0]["id"], poison.id.as_str(), "{dead}");
+    assert_eq!(dead["events"][0]["type"], "order.confirmed", "{dead}");
+
+    // Customers may not look; unknown consumers and bad names are told apart.
+    let customer = p.customer_token("curious@example.com").await;
+    assert_eq!(p.send("GET", "/v1/dead-letters/cart", Some(&customer), None).await.status, 403);
+    assert_eq!(p.send("GET", "/v1/dead-letters/nobody", Some(&admin), None).await.status, 404);
+    let bad = p.send("GET", "/v1/dead-letters/Cart.dead", Some(&admin), None).await;
+    assert_eq!(bad.status, 400, "{}", bad.json);
+
+    // Put back, it goes to the cart's queue again (and, still poison, will come back dead after its tries).
+    let requeued = p.send("POST", "/v1/dead-letters/cart:requeue", Some(&admin), Some(json!({}))).await;
+    assert_eq!((requeued.status, &requeued.json["requeued"]), (200, &json!(1)), "{}", requeued.json);
+    let listed = p.send("GET", "/v1/dead-letters/cart", Some(&admin), None).await;
+    assert_eq!(listed.json["events"].as_array().map_or(0, Vec::len), 0, "moved out: {}", listed.json);
+    p.stop().await;
+}

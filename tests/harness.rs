@@ -220,6 +220,11 @@ impl TestPlatform {
         self.login(email, "customer-pass-1").await
     }
 
+    /// The broker URL and the prefix of this platform's exchanges and queues, when it runs on RabbitMQ.
+    pub fn broker(&self) -> Option<(&str, &str)> {
+        self.broker.as_ref().map(|(url, prefix)| (url.as_str(), prefix.as_str()))
+    }
+
     /// The text of `/metrics`.
     #[allow(clippy::expect_used)]
     pub async fn metrics_text(&self) -> String {

@@ -137,17 +137,23 @@ fn details_json(status: &tonic::Status) -> Vec<Value> {
         .unwrap_or_default()
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = json!({
+impl ApiError {
+    /// The JSON body: `{"error": {"code", "status", "message", "details"}}`.
+    pub fn body(&self) -> Value {
+        json!({
             "error": {
                 "code": self.status.as_u16(),
                 "status": code_name(self.code),
                 "message": self.message,
                 "details": self.details,
             }
-        });
-        let mut response = (self.status, Json(body)).into_response();
+        })
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(self.body())).into_response();
         for (name, value) in self.headers {
             response.headers_mut().insert(name, value);
         }

@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use api::mercato::options::v1::AccessRule;
 use axum::Router;
 use axum::body::Body;
 use axum::extract::connect_info::MockConnectInfo;
@@ -35,13 +36,15 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use platform::Settings;
 use platform::auth::TokenVerifier;
 use platform::config::IpNet;
-use platform::descriptors::{AccessPolicy, grpc_path};
+use platform::descriptors::grpc_path;
 use platform::telemetry::REQUEST_ID_HEADER;
 use platform::trace_context::{self, TRACEPARENT, TRACESTATE};
+use prost_reflect::DescriptorPool;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
+use tower_http::compression::predicate::{DefaultPredicate, NotForContentType, Predicate};
 use tracing::Instrument;
 
 use crate::api_keys::ApiKeyResolver;
@@ -49,6 +52,9 @@ use crate::error::ApiError;
 use crate::ratelimit::{Decision, RateLimiter};
 use crate::routes::{Lookup, RouteError, RouteTable};
 use crate::upstream::Upstreams;
+
+/// The content type of server-streaming answers: one JSON object per line.
+pub const NDJSON: &str = "application/x-ndjson";
 
 /// Largest accepted request body, in bytes.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
@@ -77,7 +83,6 @@ pub enum GatewayError {
 #[derive(Clone)]
 pub struct Gateway {
     table: Arc<RouteTable>,
-    policy: Arc<AccessPolicy>,
     upstreams: Upstreams,
     verifier: Arc<TokenVerifier>,
     api_keys: Arc<ApiKeyResolver>,
@@ -101,11 +106,32 @@ impl Gateway {
     pub fn new(settings: &Settings) -> Result<Self, GatewayError> {
         let table = RouteTable::from_contracts()?;
         let upstreams = Upstreams::connect(&table.upstreams(), settings)?;
+        Self::with_routes(table, upstreams, settings)
+    }
+
+    /// A gateway for the services of `pool` (contracts annotated like those in `proto/`, whose options it must
+    /// include), calling them over `upstreams`. Tokens and API keys are still resolved by the auth service the
+    /// settings point at.
+    pub fn from_pool(pool: &DescriptorPool, upstreams: Upstreams, settings: &Settings) -> Result<Self, GatewayError> {
+        Self::with_routes(RouteTable::from_pool(pool)?, upstreams, settings)
+    }
+
+    fn with_routes(table: RouteTable, upstreams: Upstreams, settings: &Settings) -> Result<Self, GatewayError> {
         let auth = platform::grpc::channel(&settings.service_url("auth"))?;
         let mut known: Vec<String> =
             table.routes().iter().map(|r| format!("{} {}", r.method, r.template.as_str())).collect();
         known.push(OPENAPI_ROUTE.to_owned());
-        let unknown: Vec<&String> = settings.rate_limits.routes.keys().filter(|key| !known.contains(key)).collect();
+        // A built-in budget (login, register) for a route other contracts lack is no operator's typo.
+        let built_in = |key: &String, quota: &platform::config::Quota| {
+            platform::config::DEFAULT_ROUTE_QUOTAS.iter().any(|(route, default)| route == key && default == quota)
+        };
+        let unknown: Vec<&String> = settings
+            .rate_limits
+            .routes
+            .iter()
+            .filter(|(key, quota)| !known.contains(key) && !built_in(key, quota))
+            .map(|(key, _)| key)
+            .collect();
         if !unknown.is_empty() {
             return Err(GatewayError::RateLimits(format!(
                 "MERCATO_RATE_LIMITS names no route of the gateway: {unknown:?}; route keys are \"<METHOD> <template>\" as in /openapi.json"
@@ -118,7 +144,6 @@ impl Gateway {
             trusted_proxies: Arc::new(settings.trusted_proxies.clone()),
             openapi: Arc::new(openapi::render(&table)),
             table: Arc::new(table),
-            policy: Arc::new(AccessPolicy::from_contracts()?),
             upstreams,
             verifier: Arc::new(TokenVerifier::from_auth_service(auth.clone())),
             api_keys: Arc::new(ApiKeyResolver::new(auth)),
@@ -149,7 +174,10 @@ impl Gateway {
             .route("/openapi.json", get(openapi_limited))
             .fallback(transcode_handler)
             .with_state(self)
-            .layer(tower_http::compression::CompressionLayer::new().gzip(true).br(true));
+            .layer(tower_http::compression::CompressionLayer::new().gzip(true).br(true).compress_when(
+                // A compressor holds back bytes until it has enough: streamed lines must go out as they come.
+                DefaultPredicate::new().and(NotForContentType::const_new(NDJSON)),
+            ));
         if !settings.cors_origins.is_empty() {
             let origins: Vec<HeaderValue> =
                 settings.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
@@ -413,7 +441,7 @@ async fn call(
     let authorization = caller_authorization(gateway, &parts.headers).await?;
     let authorization = authorization.as_deref();
     // The edge check: refused callers never reach a service, and the service checks again.
-    platform::auth::authorize(&gateway.verifier, &gateway.policy, &method_path, authorization)
+    authorize_at_edge(&gateway.verifier, &route.access, authorization)
         .await
         .map_err(|status| ApiError::from_status(&status))?;
 
@@ -421,6 +449,9 @@ async fn call(
     let message = transcode::build_request(route, bound, parts.uri.query(), &body)?;
 
     let mut grpc_request = tonic::Request::new(transcode::encode(&message));
+    // The service learns the deadline (grpc-timeout); the gateway enforces it too, whatever the service does.
+    grpc_request.set_timeout(route.timeout);
+    let deadline = tokio::time::Instant::now() + route.timeout;
     let metadata = grpc_request.metadata_mut();
     if let Some(value) = authorization.and_then(|v| v.parse().ok()) {
         metadata.insert("authorization", value);
@@ -433,16 +464,97 @@ async fn call(
     {
         metadata.insert("idempotency-key", value);
     }
-    let bytes = gateway
-        .upstreams
-        .unary(&route.upstream, &method_path, grpc_request)
+    if route.grpc.is_server_streaming() {
+        return stream_lines(gateway, route, &method_path, grpc_request, deadline).await;
+    }
+    let bytes = tokio::time::timeout_at(deadline, gateway.upstreams.unary(&route.upstream, &method_path, grpc_request))
         .await
-        .map_err(|status| ApiError::from_status(&status))?;
+        .map_err(|_| deadline_exceeded(route))?
+        .map_err(|status| upstream_error(&status, route, deadline))?;
     let json = transcode::render_response(route, &bytes)?;
     let mut response = Response::new(Body::from(json));
     *response.status_mut() = route.success;
     response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     Ok(response)
+}
+
+/// Answers a server-streaming call as newline-delimited JSON, each message flushed as it arrives. The status
+/// line is sent with the first byte, so an error mid-stream ends the stream with a last line holding the
+/// standard error body.
+async fn stream_lines(
+    gateway: &Gateway,
+    route: &routes::Route,
+    method_path: &str,
+    request: tonic::Request<bytes::Bytes>,
+    deadline: tokio::time::Instant,
+) -> Result<Response, ApiError> {
+    let messages =
+        tokio::time::timeout_at(deadline, gateway.upstreams.server_streaming(&route.upstream, method_path, request))
+            .await
+            .map_err(|_| deadline_exceeded(route))?
+            .map_err(|status| upstream_error(&status, route, deadline))?;
+    let success = route.success;
+    let route = Arc::new(route.clone());
+    let lines = futures::stream::unfold(Some(messages), move |messages| {
+        let route = Arc::clone(&route);
+        async move {
+            let mut messages = messages?;
+            let (mut line, rest) = match tokio::time::timeout_at(deadline, messages.message()).await {
+                Ok(Ok(Some(bytes))) => match transcode::render_response(&route, &bytes) {
+                    Ok(json) => (json, Some(messages)),
+                    Err(error) => (error.body().to_string().into_bytes(), None),
+                },
+                Ok(Ok(None)) => return None,
+                Ok(Err(status)) => (upstream_error(&status, &route, deadline).body().to_string().into_bytes(), None),
+                Err(_) => (deadline_exceeded(&route).body().to_string().into_bytes(), None),
+            };
+            line.push(b'\n');
+            Some((Ok::<_, std::convert::Infallible>(bytes::Bytes::from(line)), rest))
+        }
+    });
+    let mut response = Response::new(Body::from_stream(lines));
+    *response.status_mut() = success;
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(NDJSON));
+    Ok(response)
+}
+
+/// The 504 of a call that outlived its route's timeout.
+fn deadline_exceeded(route: &routes::Route) -> ApiError {
+    ApiError::new(Code::DeadlineExceeded, format!("the service did not answer within {} ms", route.timeout.as_millis()))
+}
+
+/// The HTTP form of a failed call. A service that enforces the deadline itself cancels the call (tonic
+/// answers CANCELLED): past the deadline, that is the 504 of the deadline, not a client's cancellation.
+fn upstream_error(status: &tonic::Status, route: &routes::Route, deadline: tokio::time::Instant) -> ApiError {
+    if status.code() == Code::Cancelled && tokio::time::Instant::now() >= deadline {
+        return deadline_exceeded(route);
+    }
+    ApiError::from_status(status)
+}
+
+/// The edge check of a route's access rule: 401 without a valid identity, 403 without a scope it needs. The
+/// rule is the route's own (from the gateway's contracts), and services check it again on their side.
+async fn authorize_at_edge(
+    verifier: &TokenVerifier,
+    rule: &AccessRule,
+    authorization: Option<&str>,
+) -> Result<(), tonic::Status> {
+    let claims = match authorization {
+        None => None,
+        Some(value) => {
+            let token = platform::auth::bearer_token(value)
+                .ok_or_else(|| tonic::Status::unauthenticated("authorization must be `Bearer <token>`"))?;
+            Some(verifier.verify(token).await?)
+        }
+    };
+    match claims {
+        None if rule.allow_anonymous => Ok(()),
+        None => Err(tonic::Status::unauthenticated("this method needs an access token")),
+        Some(claims) => match rule.scopes.iter().find(|scope| !claims.has_scope(scope)) {
+            Some(missing) => Err(tonic::Status::permission_denied(format!("this method needs the scope {missing}"))),
+            None => Ok(()),
+        },
+    }
 }
 
 /// The caller's `authorization` value: the header as sent, or the bearer token an `X-API-Key` exchanges for.

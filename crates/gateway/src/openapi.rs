@@ -329,13 +329,25 @@ fn responses(route: &Route, schemas: &mut Schemas) -> Value {
     };
     let description = comment(&output.parent_file(), output.path())
         .unwrap_or_else(|| route.success.canonical_reason().unwrap_or("Success").to_owned());
+    // A server stream is one JSON object per line, each line a message (or, last, the error that ended it).
+    let (description, content_type) = if route.grpc.is_server_streaming() {
+        (
+            format!(
+                "{description} Streamed as newline-delimited JSON, one message per line; a stream that fails after \
+                 it started ends with a line holding the error body."
+            ),
+            crate::NDJSON,
+        )
+    } else {
+        (description, "application/json")
+    };
     let mut responses = Map::new();
     responses.insert(
         route.success.as_str().to_owned(),
         json!({
             "description": description,
             "headers": request_id_header(),
-            "content": {"application/json": {"schema": schema}},
+            "content": {content_type: {"schema": schema}},
         }),
     );
     let changes = route.method != Method::GET && route.method != Method::HEAD;

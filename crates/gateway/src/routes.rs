@@ -1,6 +1,8 @@
 //! The route table, read from the contracts: every method with a `google.api.http` rule (and each of its
 //! `additional_bindings`) becomes a route. No route is written by hand.
 
+use std::time::Duration;
+
 use api::google::api::{HttpRule, http_rule::Pattern};
 use api::mercato::options::v1::{AccessRule, HttpResponseRule};
 use http::{Method, StatusCode};
@@ -24,11 +26,16 @@ pub struct Route {
     pub response_body: String,
     /// Status of a successful answer.
     pub success: StatusCode,
+    /// How long the gateway waits for the answer; also the call's gRPC deadline.
+    pub timeout: Duration,
     /// The method's access rule.
     pub access: AccessRule,
     /// The upstream service, from the package `mercato.<service>.v1`.
     pub upstream: String,
 }
+
+/// How long a call may take when its method declares no `timeout_ms`.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// The contracts have a route the gateway cannot serve.
 #[derive(Debug, thiserror::Error)]
@@ -88,11 +95,17 @@ impl RouteTable {
                 };
                 let access =
                     descriptors::method_option::<AccessRule>(&method, "mercato.options.v1.access").unwrap_or_default();
-                let success =
+                let response_rule =
                     descriptors::method_option::<HttpResponseRule>(&method, "mercato.options.v1.http_response")
-                        .and_then(|r| u16::try_from(r.success_code).ok())
-                        .and_then(|c| StatusCode::from_u16(c).ok())
-                        .unwrap_or(StatusCode::OK);
+                        .unwrap_or_default();
+                let success = u16::try_from(response_rule.success_code)
+                    .ok()
+                    .and_then(|c| StatusCode::from_u16(c).ok())
+                    .unwrap_or(StatusCode::OK);
+                let timeout = match response_rule.timeout_ms {
+                    0 => DEFAULT_TIMEOUT,
+                    ms => Duration::from_millis(u64::from(ms)),
+                };
                 let bindings = std::iter::once(rule.clone()).chain(rule.additional_bindings.iter().cloned());
                 for binding in bindings {
                     let Some((http_method, path)) = pattern(&binding) else { continue };
@@ -106,6 +119,7 @@ impl RouteTable {
                         body: binding.body.clone(),
                         response_body: binding.response_body.clone(),
                         success,
+                        timeout,
                         access: access.clone(),
                         upstream: upstream.clone(),
                     });

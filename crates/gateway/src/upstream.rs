@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use bytes::{Buf, BufMut, Bytes};
+use tonic::codec::Streaming;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::transport::Channel;
 use tonic::{Request, Status};
@@ -57,13 +58,19 @@ pub struct Upstreams {
 }
 
 impl Upstreams {
-    /// Lazily connected channels to each named service at the URL the settings give.
+    /// Lazily connected channels to each named service at the URLs the settings give, balanced over the
+    /// replicas when there are several.
     pub fn connect(names: &[String], settings: &platform::Settings) -> Result<Self, tonic::transport::Error> {
         let mut channels = HashMap::new();
         for name in names {
-            channels.insert(name.clone(), platform::grpc::channel(&settings.service_url(name))?);
+            channels.insert(name.clone(), platform::grpc::balanced_channel(&settings.service_url_list(name))?);
         }
         Ok(Self { channels })
+    }
+
+    /// Channels given by the caller, by service name (tests, embedders with their own contracts).
+    pub fn from_channels(channels: impl IntoIterator<Item = (String, Channel)>) -> Self {
+        Self { channels: channels.into_iter().collect() }
     }
 
     /// The channel to a service.
@@ -78,11 +85,31 @@ impl Upstreams {
 
     /// Calls a unary method with an encoded request; returns the encoded response.
     pub async fn unary(&self, service: &str, path: &str, request: Request<Bytes>) -> Result<Bytes, Status> {
+        let (mut grpc, path) = self.ready_client(service, path).await?;
+        Ok(grpc.unary(request, path, RawCodec).await?.into_inner())
+    }
+
+    /// Calls a server-streaming method with an encoded request; returns the stream of encoded responses.
+    pub async fn server_streaming(
+        &self,
+        service: &str,
+        path: &str,
+        request: Request<Bytes>,
+    ) -> Result<Streaming<Bytes>, Status> {
+        let (mut grpc, path) = self.ready_client(service, path).await?;
+        Ok(grpc.server_streaming(request, path, RawCodec).await?.into_inner())
+    }
+
+    async fn ready_client(
+        &self,
+        service: &str,
+        path: &str,
+    ) -> Result<(tonic::client::Grpc<platform::grpc::TracedChannel>, http::uri::PathAndQuery), Status> {
         let channel = self.get(service).ok_or_else(|| Status::unavailable(format!("no route to {service}")))?;
         let path = http::uri::PathAndQuery::try_from(path).map_err(|_| Status::internal("bad method path"))?;
         // The client span of the call, whose trace context goes to the service in the metadata.
         let mut grpc = tonic::client::Grpc::new(platform::grpc::TracedChannel::new(channel));
         grpc.ready().await.map_err(|_| Status::unavailable(format!("{service} is unavailable")))?;
-        Ok(grpc.unary(request, path, RawCodec).await?.into_inner())
+        Ok((grpc, path))
     }
 }

@@ -49,7 +49,8 @@ pub struct Settings {
     pub metrics_addr: SocketAddr,
     /// gRPC listen address for `mercato serve` (`MERCATO_GRPC_ADDR`); the service's default port when unset.
     pub grpc_addr: Option<SocketAddr>,
-    /// Where clients reach each service (`MERCATO_<SERVICE>_URL`), e.g. `http://127.0.0.1:50053`.
+    /// Where clients reach each service (`MERCATO_<SERVICE>_URL`), e.g. `http://127.0.0.1:50053`, or several
+    /// replicas' URLs joined by commas.
     pub service_urls: HashMap<String, String>,
     /// Directory for SQLite files and blobs (`MERCATO_DATA_DIR`).
     pub data_dir: PathBuf,
@@ -311,6 +312,7 @@ Settings (environment variables):
   MERCATO_METRICS_ADDR           /metrics, /healthz, /readyz     [default: 127.0.0.1:9090]
   MERCATO_GRPC_ADDR              gRPC address for `serve`        [default: 127.0.0.1:<service port>]
   MERCATO_<SERVICE>_URL          where clients reach a service   [default: http://127.0.0.1:<service port>]
+                                 or a comma-separated list of replicas the gateway balances over
   MERCATO_DATA_DIR               SQLite files and blobs          [default: ./mercato-data]
   MERCATO_DATABASE_URL           PostgreSQL server URL; each service uses database mercato_<service>
   MERCATO_<SERVICE>_DATABASE_URL database URL of one service (overrides MERCATO_DATABASE_URL)
@@ -369,11 +371,13 @@ impl Settings {
         for (service, port) in SERVICE_PORTS {
             let upper = service.to_ascii_uppercase();
             let url_var = format!("MERCATO_{upper}_URL");
-            let url = vars.get(&url_var).cloned().unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                fail(&url_var, format!("{url:?} is not a URL; expected http://host:port"));
+            let value = vars.get(&url_var).cloned().unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
+            // A comma-separated list names replicas that clients balance over.
+            let urls: Vec<&str> = value.split(',').map(str::trim).collect();
+            if let Some(bad) = urls.iter().find(|url| !(url.starts_with("http://") || url.starts_with("https://"))) {
+                fail(&url_var, format!("{bad:?} is not a URL; expected http://host:port, or several, comma-separated"));
             }
-            service_urls.insert((*service).to_owned(), url);
+            service_urls.insert((*service).to_owned(), urls.join(","));
             let db_var = format!("MERCATO_{upper}_DATABASE_URL");
             if let Some(url) = vars.get(&db_var) {
                 if !is_database_url(url) {
@@ -500,12 +504,17 @@ impl Settings {
         }
     }
 
-    /// Where clients reach `service`.
+    /// Where clients reach `service`: the first of its URLs (the one `up` listens on).
     pub fn service_url(&self, service: &str) -> String {
-        self.service_urls
-            .get(service)
-            .cloned()
-            .unwrap_or_else(|| format!("http://127.0.0.1:{}", default_grpc_port(service).unwrap_or(50050)))
+        self.service_url_list(service).swap_remove(0)
+    }
+
+    /// Every URL of `service` (never empty): its replicas, which a channel balances over.
+    pub fn service_url_list(&self, service: &str) -> Vec<String> {
+        match self.service_urls.get(service) {
+            Some(list) => list.split(',').map(str::to_owned).collect(),
+            None => vec![format!("http://127.0.0.1:{}", default_grpc_port(service).unwrap_or(50050))],
+        }
     }
 }
 
@@ -582,6 +591,19 @@ mod tests {
         assert_eq!(s.service_url("catalog"), "http://catalog:50053");
         assert_eq!(s.service_database_urls["auth"], "postgres://db/auth");
         assert_eq!(s.cors_origins, ["https://a.example", "https://b.example"]);
+    }
+
+    #[test]
+    fn a_service_url_may_list_replicas() {
+        let s = Settings::from_vars(vars(&[("MERCATO_CATALOG_URL", "http://10.0.0.1:50053, http://10.0.0.2:50053")]))
+            .expect("valid");
+        assert_eq!(s.service_url_list("catalog"), ["http://10.0.0.1:50053", "http://10.0.0.2:50053"]);
+        assert_eq!(s.service_url("catalog"), "http://10.0.0.1:50053");
+        assert_eq!(s.service_url_list("auth"), ["http://127.0.0.1:50051"]);
+        for bad in ["http://10.0.0.1:50053,", "http://10.0.0.1:50053,10.0.0.2:50053"] {
+            let err = Settings::from_vars(vars(&[("MERCATO_CATALOG_URL", bad)])).expect_err(bad);
+            assert_eq!(err.0[0].variable, "MERCATO_CATALOG_URL", "{bad}");
+        }
     }
 
     #[test]

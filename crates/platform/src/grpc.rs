@@ -81,11 +81,27 @@ pub async fn serve(
 
 /// A channel to `url` that connects on first use and reconnects as needed.
 pub fn channel(url: &str) -> Result<Channel, tonic::transport::Error> {
+    Ok(endpoint(url)?.connect_lazy())
+}
+
+/// A channel that balances calls over the replicas at `urls` (one URL: the same as [`channel`];
+/// [`Settings::service_url_list`](crate::Settings::service_url_list) gives one or more). Must be made inside a
+/// Tokio runtime.
+pub fn balanced_channel(urls: &[String]) -> Result<Channel, tonic::transport::Error> {
+    match urls {
+        [url] => channel(url),
+        _ => {
+            let endpoints = urls.iter().map(|url| endpoint(url)).collect::<Result<Vec<_>, _>>()?;
+            Ok(Channel::balance_list(endpoints.into_iter()))
+        }
+    }
+}
+
+fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
     Ok(Endpoint::from_shared(url.to_owned())?
         .connect_timeout(Duration::from_secs(3))
         .timeout(Duration::from_secs(30))
-        .tcp_nodelay(true)
-        .connect_lazy())
+        .tcp_nodelay(true))
 }
 
 /// A client channel whose every call runs in a client span (`<package.Service>/<Method>`, the `rpc.*`

@@ -347,14 +347,80 @@ async fn a_poison_event_is_dead_lettered_listed_and_requeued() {
     bus.shutdown().await;
 
     let rendered = metrics.render();
+    // Labelled the way the alerts and dashboards group dead letters: by service and queue.
+    let dead_letters =
+        format!("mercato_dead_letters_total{{service=\"poisoned\",queue=\"{}.poisoned\"}} 2", broker.prefix);
     for line in [
-        "mercato_dead_letters_total{consumer=\"poisoned\"} 2",
+        dead_letters.as_str(),
         "mercato_events_consumed_total{consumer=\"poisoned\",outcome=\"failed\"} 4",
         "mercato_events_consumed_total{consumer=\"poisoned\",outcome=\"ok\"} 1",
         "mercato_events_consumed_total{consumer=\"poisoned\",outcome=\"malformed\"} 1",
     ] {
         assert!(rendered.contains(line), "no {line} in\n{rendered}");
     }
+}
+
+/// Two replicas of a service, each with its relay and its own broker connection, drain one PostgreSQL outbox
+/// while events are written: the consumer gets every event exactly once (no duplicate deliveries at all),
+/// and each subject's events in the order they were written.
+#[tokio::test]
+async fn two_relays_on_one_postgres_outbox_deliver_every_event_once_in_subject_order() {
+    let Some(broker) = Broker::new(&["counter"]).await else { return };
+    let Some(db) = platform::testkit::postgres("amqp").await else { return };
+    create_tables(&db).await;
+    let consuming = broker.bus(5).await;
+    let counter = Arc::new(Counter::default());
+    let subjects_seen = Arc::new(Mutex::new(std::collections::HashMap::<String, Vec<String>>::new()));
+    let (db1, counter1, seen) = (db.clone(), counter.clone(), subjects_seen.clone());
+    consuming.subscribe(
+        "counter",
+        &["thing.happened"],
+        Arc::new(move |envelope: Arc<EventEnvelope>| -> BoxFuture<'static, Result<(), String>> {
+            let (db, counter, seen) = (db1.clone(), counter1.clone(), seen.clone());
+            Box::pin(async move {
+                counter.attempts.fetch_add(1, Ordering::SeqCst);
+                apply(&db, "counter", &counter, &envelope).await?;
+                seen.lock().expect("seen").entry(envelope.subject.clone()).or_default().push(envelope.id.clone());
+                Ok(())
+            })
+        }),
+    );
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut relays = Vec::new();
+    let mut wakes = Vec::new();
+    for _ in 0..2 {
+        let relay = Relay::new("test", db.clone(), broker.bus(5).await);
+        wakes.push(relay.handle());
+        relays.push(tokio::spawn(relay.run(stop.clone())));
+    }
+
+    let (subjects, total) = (40, 800);
+    let mut written = std::collections::HashMap::<String, Vec<String>>::new();
+    for n in 0..total {
+        let subject = format!("s{}", n % subjects);
+        let id = write(&db, "thing.happened", &subject, (n % 256) as u8).await;
+        written.entry(subject).or_default().push(id);
+        if n % 10 == 0 {
+            wakes.iter().for_each(|w| w.wake());
+        }
+    }
+    wakes.iter().for_each(|w| w.wake());
+    for _ in 0..120 {
+        if counter.applied() == total {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    stop.cancel();
+    for relay in relays {
+        relay.await.expect("relay");
+    }
+    assert_eq!(counter.applied(), total, "events were lost");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(counter.attempts(), total, "an event was published twice");
+    assert_eq!(*subjects_seen.lock().expect("seen"), written, "a subject's events arrived out of order");
+    assert_eq!(events::unsent_count(&db).await.expect("count"), 0);
+    consuming.shutdown().await;
 }
 
 #[tokio::test]

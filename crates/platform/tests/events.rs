@@ -136,3 +136,108 @@ async fn the_relay_delivers_soon_after_a_wake_and_stops_on_shutdown() {
     stop.cancel();
     tokio::time::timeout(std::time::Duration::from_secs(5), task).await.expect("stops").expect("task");
 }
+
+/// A bus that records every event it is given, by subject, yielding while it "publishes" so that relays
+/// running side by side really interleave.
+fn recording_bus(seen: Arc<std::sync::Mutex<Vec<(String, String)>>>) -> Arc<InProcessBus> {
+    let bus = Arc::new(InProcessBus::new());
+    bus.subscribe(
+        "recorder",
+        &["thing.happened"],
+        Arc::new(move |e: Arc<EventEnvelope>| {
+            let seen = seen.clone();
+            Box::pin(async move {
+                seen.lock().expect("seen").push((e.subject.clone(), e.id.clone()));
+                tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+                Ok(())
+            })
+        }),
+    );
+    bus
+}
+
+/// Two relays (two replicas of a service) drain one PostgreSQL outbox at the same time: each event is
+/// published once, by one of them, and the events of each subject in the order they were written.
+#[tokio::test]
+async fn two_relays_on_one_postgres_outbox_publish_each_event_once_in_subject_order() {
+    let Some(db) = platform::testkit::postgres("events").await else { return };
+    create_tables(&db).await;
+    let (subjects, per_subject) = (60, 10);
+    let mut written: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+    for n in 0..subjects * per_subject {
+        let subject = format!("s{}", n % subjects);
+        let event = event(&subject, (n % 256) as u8);
+        let id = with_db!(&db, pool => {
+            let mut tx = pool.begin().await.expect("begin");
+            let id = events::enqueue(&mut *tx, "test", &event).await.expect("enqueue");
+            tx.commit().await.expect("commit");
+            id
+        });
+        written.entry(subject).or_default().push(id);
+    }
+
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let bus = recording_bus(seen.clone());
+    let drain = |relay: Relay| {
+        let db = db.clone();
+        tokio::spawn(async move {
+            let mut published = 0;
+            while events::unsent_count(&db).await.expect("count") > 0 {
+                published += relay.publish_pending().await.expect("published");
+            }
+            published
+        })
+    };
+    let first = drain(Relay::new("test", db.clone(), bus.clone()));
+    let second = drain(Relay::new("test", db.clone(), bus.clone()));
+    let (first, second) = (first.await.expect("first relay"), second.await.expect("second relay"));
+
+    let seen = seen.lock().expect("seen").clone();
+    assert_eq!(seen.len(), subjects * per_subject, "events published more than once or not at all");
+    assert_eq!(first + second, subjects * per_subject);
+    assert!(first > 0 && second > 0, "one relay did all the work ({first} and {second}): they never overlapped");
+    let mut published: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
+    for (subject, id) in seen {
+        published.entry(subject).or_default().push(id);
+    }
+    assert_eq!(published, written, "a subject's events were published out of order");
+}
+
+async fn the_outbox_age_and_depth_are_metrics(db: Db, service: &'static str) {
+    let metrics = platform::metrics::handle();
+    create_tables(&db).await;
+    let bus = Arc::new(InProcessBus::new());
+    bus.subscribe("counter", &["thing.happened"], consumer(db.clone(), Arc::new(AtomicUsize::new(0)), 1));
+    let relay = Relay::new(service, db.clone(), bus);
+    write(&db, &event("a", 1), true).await;
+    write(&db, &event("a", 2), true).await;
+    // The oldest event was written a minute ago; the consumer fails its first delivery, so both stay.
+    with_db!(&db, pool => sqlx::query("UPDATE outbox SET create_time = create_time - 60000000 WHERE payload = 'AQ=='").execute(pool).await.map(|_| ()).expect("age"));
+    assert!(relay.publish_pending().await.is_err());
+    let gauge = |name: &str| -> f64 {
+        let prefix = format!("{name}{{service=\"{service}\"}} ");
+        let rendered = metrics.render();
+        let line =
+            rendered.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no {prefix} in\n{rendered}"));
+        line[prefix.len()..].parse().expect("a number")
+    };
+    assert_eq!(gauge("mercato_outbox_depth"), 2.0);
+    let age = gauge("mercato_outbox_oldest_age_seconds");
+    assert!((60.0..70.0).contains(&age), "age {age}");
+    // Once drained, nothing is waiting: depth and age are zero.
+    assert_eq!(relay.publish_pending().await.expect("published"), 2);
+    assert_eq!(gauge("mercato_outbox_depth"), 0.0);
+    assert_eq!(gauge("mercato_outbox_oldest_age_seconds"), 0.0);
+}
+
+#[tokio::test]
+async fn the_outbox_age_and_depth_are_metrics_on_sqlite() {
+    let (db, _dir) = platform::testkit::sqlite("events").await.expect("sqlite");
+    the_outbox_age_and_depth_are_metrics(db, "age-sqlite").await;
+}
+
+#[tokio::test]
+async fn the_outbox_age_and_depth_are_metrics_on_postgres() {
+    let Some(db) = platform::testkit::postgres("events").await else { return };
+    the_outbox_age_and_depth_are_metrics(db, "age-postgres").await;
+}

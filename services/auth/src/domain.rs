@@ -43,6 +43,7 @@ pub const ADMIN_SCOPES: &[&str] = &[
     "analytics:admin",
     "orders:admin",
     "notifications:admin",
+    "events:admin",
 ];
 
 /// Lifetime of a service token, in seconds.

@@ -41,6 +41,9 @@ pub enum Error {
     /// The HTTP client for webhooks could not be built.
     #[error("HTTP client: {0}")]
     Http(#[from] reqwest::Error),
+    /// A dependency (the broker) did not answer; the caller may try again.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 fn describe(violations: &[FieldViolation]) -> String {
@@ -60,6 +63,7 @@ impl From<Error> for Status {
             Error::NotFound(m) => Status::not_found(m),
             Error::InvalidArgument(v) => invalid_argument(v),
             Error::PermissionDenied(m) => Status::permission_denied(m),
+            Error::Unavailable(m) => Status::unavailable(m),
             // Internal details (SQL, settings, templates) stay in our logs, never in a response.
             internal @ (Error::Setting { .. }
             | Error::Template(_)

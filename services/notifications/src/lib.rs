@@ -8,12 +8,15 @@
 //! - [`channels`]: SMTP (lettre) or the log, and webhooks (reqwest).
 //! - [`store`]: all SQL, the same on SQLite and PostgreSQL.
 //! - [`grpc`]: the handlers of `mercato.notifications.v1.NotificationService`.
+//! - [`dead_letters`]: `mercato.notifications.v1.DeadLetterService`, the administrators' view of every
+//!   consumer's dead letters on the broker.
 //! - [`error`]: the crate's one error type and its mapping to gRPC statuses.
 //!
 //! Without `MERCATO_SMTP_URL` emails are not sent: the dispatcher writes them to the log and marks them
 //! LOGGED, so the delivery log never claims a mail went out when none did.
 
 pub mod channels;
+pub mod dead_letters;
 pub mod dispatch;
 pub mod domain;
 pub mod error;
@@ -24,6 +27,7 @@ pub mod templates;
 
 use std::sync::Arc;
 
+use api::mercato::notifications::v1::dead_letter_service_server::DeadLetterServiceServer;
 use api::mercato::notifications::v1::notification_service_server::NotificationServiceServer;
 use platform::Settings;
 use platform::auth::TokenVerifier;
@@ -36,6 +40,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 
 pub use channels::Mailer;
+pub use dead_letters::DeadLettersApi;
 pub use dispatch::DispatchOptions;
 pub use error::Error;
 pub use grpc::NotificationsApi;
@@ -83,14 +88,20 @@ pub async fn serve(
     events::Consumer::new(store.clone(), templates, wake.clone()).subscribe(bus.as_ref());
     tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), mailer = ?mailer, "notifications serving");
 
+    let bus_for_admin = bus.clone();
     let relay = Relay::new(NAME, db, bus);
     let dispatcher = dispatch::Dispatcher::new(store.clone(), mailer, webhooks, options, wake, relay.handle());
     let background = shutdown.child_token();
     let relay_task = tokio::spawn(relay.run(background.clone()));
     let dispatch_task = tokio::spawn(dispatcher.run(background.clone()));
+    let routes = tonic::service::Routes::new(NotificationServiceServer::new(NotificationsApi::new(store)))
+        .add_service(DeadLetterServiceServer::new(DeadLettersApi::new(bus_for_admin)));
     let service = GrpcService {
-        routes: tonic::service::Routes::new(NotificationServiceServer::new(NotificationsApi::new(store))),
-        names: vec![<NotificationServiceServer<NotificationsApi> as NamedService>::NAME],
+        routes,
+        names: vec![
+            <NotificationServiceServer<NotificationsApi> as NamedService>::NAME,
+            <DeadLetterServiceServer<DeadLettersApi> as NamedService>::NAME,
+        ],
     };
     let served = platform::grpc::serve(service, listener, verifier, shutdown).await;
     background.cancel();

@@ -36,7 +36,7 @@ use prost::Message;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::{BusError, DATA_CONTENT_TYPE, EventBus, EventEnvelope, Handler};
+use super::{BatchOutcome, BusError, DATA_CONTENT_TYPE, EventBus, EventEnvelope, Handler};
 
 /// How long opening a connection may take before it counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -90,6 +90,12 @@ impl AmqpOptions {
 /// Talking to RabbitMQ failed.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum AmqpError {
+    /// The queue does not exist (its consumer never subscribed), or could not be checked.
+    #[error("queue {queue} does not exist")]
+    NoQueue {
+        /// The queue's name.
+        queue: String,
+    },
     /// The broker could not be reached or refused the connection.
     #[error("connecting to RabbitMQ at {url}: {source}")]
     Connect {
@@ -400,11 +406,12 @@ impl AmqpBus {
             let channel = connection.create_channel().await.map_err(broker("opening a channel"))?;
             declare_exchanges(&channel, &self.options).await?;
             let dead = self.options.dead_queue(consumer);
-            let durable = QueueDeclareOptions { durable: true, ..QueueDeclareOptions::default() };
+            // Passive: an admin's typo must not create a queue. Every consumer declared its own at subscribe.
+            let passive = QueueDeclareOptions { passive: true, durable: true, ..QueueDeclareOptions::default() };
             let declared = channel
-                .queue_declare(dead.as_str().into(), durable, FieldTable::default())
+                .queue_declare(dead.as_str().into(), passive, FieldTable::default())
                 .await
-                .map_err(broker(format!("declaring queue {dead}")))?;
+                .map_err(|_| AmqpError::NoQueue { queue: dead.clone() })?;
             Ok((channel, declared.message_count()))
         }
         .await;
@@ -472,40 +479,64 @@ impl AmqpBus {
         }
     }
 
-    async fn publish_envelope(&self, envelope: &EventEnvelope) -> Result<(), AmqpError> {
-        let (channel, generation) = self.publisher_channel().await?;
-        let properties = BasicProperties::default()
-            .with_delivery_mode(PERSISTENT)
-            .with_content_type(DATA_CONTENT_TYPE.into())
-            .with_message_id(envelope.id.as_str().into())
-            .with_type(envelope.r#type.as_str().into());
-        let body = envelope.encode_to_vec();
-        let result = async {
-            let confirmation = channel
+    /// Publishes `envelopes` in order on the one confirm-mode channel, then awaits their confirms in order:
+    /// one round trip for the batch instead of one per event. Returns how many, from the start, the broker
+    /// confirmed, and the first failure. The broker handles a channel's messages in order, so consumers see
+    /// them in publish order; a failure leaves the unconfirmed rest for the relay to publish again (the
+    /// broker may hold some of them already: consumers' inboxes absorb such duplicates).
+    async fn publish_all(&self, envelopes: &[EventEnvelope]) -> (usize, Option<AmqpError>) {
+        let (channel, generation) = match self.publisher_channel().await {
+            Ok(publisher) => publisher,
+            Err(error) => return (0, Some(error)),
+        };
+        let mut failure = None;
+        let mut confirms = Vec::with_capacity(envelopes.len());
+        for envelope in envelopes {
+            let properties = BasicProperties::default()
+                .with_delivery_mode(PERSISTENT)
+                .with_content_type(DATA_CONTENT_TYPE.into())
+                .with_message_id(envelope.id.as_str().into())
+                .with_type(envelope.r#type.as_str().into());
+            let published = channel
                 .basic_publish(
                     self.options.exchange().into(),
                     envelope.r#type.as_str().into(),
                     BasicPublishOptions::default(),
-                    &body,
+                    &envelope.encode_to_vec(),
                     properties,
                 )
-                .await
-                .map_err(broker(format!("publishing event {}", envelope.id)))?;
-            match confirm(confirmation, &format!("confirm of event {}", envelope.id)).await? {
-                Confirmation::Ack(_) => Ok(()),
-                Confirmation::Nack(_) => {
-                    Err(AmqpError::Refused { what: format!("refused event {} (negative confirm)", envelope.id) })
-                }
-                Confirmation::NotRequested => {
-                    Err(AmqpError::Refused { what: "did not confirm (confirms not enabled)".to_owned() })
+                .await;
+            match published {
+                Ok(confirmation) => confirms.push(confirmation),
+                Err(source) => {
+                    failure = Some(AmqpError::Broker { what: format!("publishing event {}", envelope.id), source });
+                    break;
                 }
             }
         }
-        .await;
-        if let Err(AmqpError::Broker { .. } | AmqpError::Timeout { .. }) = &result {
+        let mut confirmed = 0;
+        for (envelope, confirmation) in envelopes.iter().zip(confirms) {
+            let outcome = match confirm(confirmation, &format!("confirm of event {}", envelope.id)).await {
+                Ok(Confirmation::Ack(_)) => Ok(()),
+                Ok(Confirmation::Nack(_)) => {
+                    Err(AmqpError::Refused { what: format!("refused event {} (negative confirm)", envelope.id) })
+                }
+                Ok(Confirmation::NotRequested) => {
+                    Err(AmqpError::Refused { what: "did not confirm (confirms not enabled)".to_owned() })
+                }
+                Err(error) => Err(error),
+            };
+            if let Err(error) = outcome {
+                // The earliest failure is the one to report; later confirms no longer matter.
+                failure = Some(error);
+                break;
+            }
+            confirmed += 1;
+        }
+        if let Some(AmqpError::Broker { .. } | AmqpError::Timeout { .. }) = &failure {
             self.discard_publisher(generation).await;
         }
-        result
+        (confirmed, failure)
     }
 }
 
@@ -524,7 +555,19 @@ impl Drop for AmqpBus {
 
 impl EventBus for AmqpBus {
     fn publish(&self, envelope: EventEnvelope) -> BoxFuture<'_, Result<(), BusError>> {
-        Box::pin(async move { self.publish_envelope(&envelope).await.map_err(|e| BusError::Broker(e.to_string())) })
+        Box::pin(async move {
+            match self.publish_all(std::slice::from_ref(&envelope)).await {
+                (_, Some(error)) => Err(BusError::Broker(error.to_string())),
+                (_, None) => Ok(()),
+            }
+        })
+    }
+
+    fn publish_batch(&self, envelopes: Vec<EventEnvelope>) -> BoxFuture<'_, BatchOutcome> {
+        Box::pin(async move {
+            let (confirmed, error) = self.publish_all(&envelopes).await;
+            BatchOutcome { confirmed, error: error.map(|e| BusError::Broker(e.to_string())) }
+        })
     }
 
     /// Declares `consumer`'s queue before the next publish and starts consuming it in a task that
@@ -542,6 +585,26 @@ impl EventBus for AmqpBus {
         if let Ok(mut consumers) = self.consumers.lock() {
             consumers.push(task);
         }
+    }
+
+    fn dead_letters(&self, consumer: &str) -> BoxFuture<'_, Result<Vec<EventEnvelope>, BusError>> {
+        let consumer = consumer.to_owned();
+        Box::pin(async move { AmqpBus::dead_letters(self, &consumer).await.map_err(|e| admin_error(&consumer, e)) })
+    }
+
+    fn requeue_dead_letters(&self, consumer: &str) -> BoxFuture<'_, Result<usize, BusError>> {
+        let consumer = consumer.to_owned();
+        Box::pin(
+            async move { AmqpBus::requeue_dead_letters(self, &consumer).await.map_err(|e| admin_error(&consumer, e)) },
+        )
+    }
+}
+
+/// An admin call's failure as the bus reports it: a missing queue means the consumer is unknown.
+fn admin_error(consumer: &str, error: AmqpError) -> BusError {
+    match error {
+        AmqpError::NoQueue { .. } => BusError::UnknownConsumer(consumer.to_owned()),
+        other => BusError::Broker(other.to_string()),
     }
 }
 
@@ -630,6 +693,13 @@ fn delivery_count(properties: &BasicProperties) -> i64 {
     }
 }
 
+/// Counts a dead letter of `consumer` under the labels the alerts and dashboards group by: `service` (a
+/// consumer is named after the service it belongs to) and `queue` (the queue it was dead-lettered from).
+fn dead_lettered(options: &AmqpOptions, consumer: &str) {
+    metrics::counter!("mercato_dead_letters_total", "service" => consumer.to_owned(), "queue" => options.queue(consumer))
+        .increment(1);
+}
+
 /// Runs the handler on one delivery and settles it: ack on success, requeue after a pause on failure
 /// (the queue dead-letters it past the delivery limit), dead-letter right away when it is no envelope.
 async fn handle(
@@ -644,7 +714,7 @@ async fn handle(
             tracing::error!(consumer, %error, message_id = ?delivery.properties.message_id(), "dead-lettering a message that is not an event envelope");
             metrics::counter!("mercato_events_consumed_total", "consumer" => consumer.clone(), "outcome" => "malformed")
                 .increment(1);
-            metrics::counter!("mercato_dead_letters_total", "consumer" => consumer).increment(1);
+            dead_lettered(options, &consumer);
             delivery
                 .nack(BasicNackOptions { multiple: false, requeue: false })
                 .await
@@ -670,7 +740,7 @@ async fn handle(
     metrics::counter!("mercato_events_consumed_total", "consumer" => consumer.clone(), "outcome" => "failed")
         .increment(1);
     if last {
-        metrics::counter!("mercato_dead_letters_total", "consumer" => consumer).increment(1);
+        dead_lettered(options, &consumer);
     }
     tokio::time::sleep(options.retry_delay).await;
     delivery.nack(BasicNackOptions { multiple: false, requeue: true }).await.map_err(broker("returning a message"))?;

@@ -27,14 +27,56 @@ pub enum BusError {
     /// The broker did not accept the event.
     #[error("broker: {0}")]
     Broker(String),
+    /// No consumer of this name has subscribed on the broker (it has no queues).
+    #[error("no consumer {0} is known to the broker")]
+    UnknownConsumer(String),
+}
+
+/// What publishing a batch achieved: the first `confirmed` events were accepted, in order; `error` says why
+/// the next one was not (events after it may or may not have been accepted and must be published again).
+#[derive(Debug)]
+pub struct BatchOutcome {
+    /// How many events, from the start of the batch, the bus accepted.
+    pub confirmed: usize,
+    /// Why the event after them was not accepted; `None` when the whole batch was.
+    pub error: Option<BusError>,
 }
 
 /// Where events go.
 pub trait EventBus: Send + Sync + 'static {
     /// Publishes one event; Ok means it will reach every consumer (or already has).
     fn publish(&self, envelope: EventEnvelope) -> BoxFuture<'_, Result<(), BusError>>;
+
+    /// Publishes `envelopes` in order and reports the accepted prefix. The default publishes one at a time
+    /// and stops at the first failure; a broker bus pipelines them (publish all, then await the confirms).
+    fn publish_batch(&self, envelopes: Vec<EventEnvelope>) -> BoxFuture<'_, BatchOutcome> {
+        Box::pin(async move {
+            let mut confirmed = 0;
+            for envelope in envelopes {
+                if let Err(error) = self.publish(envelope).await {
+                    return BatchOutcome { confirmed, error: Some(error) };
+                }
+                confirmed += 1;
+            }
+            BatchOutcome { confirmed, error: None }
+        })
+    }
+
     /// Registers `consumer` for events of the given types.
     fn subscribe(&self, consumer: &str, event_types: &[&str], handler: Handler);
+
+    /// The events `consumer` gave up on (dead letters), oldest first, left where they are. A bus that keeps
+    /// none (the in-process bus: a failed event stays in its outbox and is retried) has none.
+    fn dead_letters(&self, consumer: &str) -> BoxFuture<'_, Result<Vec<EventEnvelope>, BusError>> {
+        let _ = consumer;
+        Box::pin(async { Ok(Vec::new()) })
+    }
+
+    /// Gives `consumer`'s dead letters to it again; returns how many.
+    fn requeue_dead_letters(&self, consumer: &str) -> BoxFuture<'_, Result<usize, BusError>> {
+        let _ = consumer;
+        Box::pin(async { Ok(0) })
+    }
 }
 
 struct Subscription {
@@ -132,7 +174,26 @@ impl EventBus for GatedBus {
         })
     }
 
+    fn publish_batch(&self, envelopes: Vec<EventEnvelope>) -> BoxFuture<'_, BatchOutcome> {
+        let mut open = self.open.subscribe();
+        Box::pin(async move {
+            if open.wait_for(|open| *open).await.is_err() {
+                let error = BusError::Broker("the bus was dropped".to_owned());
+                return BatchOutcome { confirmed: 0, error: Some(error) };
+            }
+            self.inner.publish_batch(envelopes).await
+        })
+    }
+
     fn subscribe(&self, consumer: &str, event_types: &[&str], handler: Handler) {
         self.inner.subscribe(consumer, event_types, handler);
+    }
+
+    fn dead_letters(&self, consumer: &str) -> BoxFuture<'_, Result<Vec<EventEnvelope>, BusError>> {
+        self.inner.dead_letters(consumer)
+    }
+
+    fn requeue_dead_letters(&self, consumer: &str) -> BoxFuture<'_, Result<usize, BusError>> {
+        self.inner.requeue_dead_letters(consumer)
     }
 }

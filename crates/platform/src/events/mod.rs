@@ -8,13 +8,14 @@
 
 mod amqp;
 mod bus;
+mod claim;
 mod inbox;
 mod outbox;
 mod relay;
 
 pub use amqp::{AmqpBus, AmqpError, AmqpOptions};
 pub use api::mercato::events::v1::EventEnvelope;
-pub use bus::{BusError, EventBus, GatedBus, Handler, InProcessBus};
+pub use bus::{BatchOutcome, BusError, EventBus, GatedBus, Handler, InProcessBus};
 pub use inbox::first_delivery;
 pub use outbox::{NewEvent, enqueue, unsent_count};
 pub use relay::{Relay, RelayHandle};

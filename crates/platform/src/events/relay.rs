@@ -1,5 +1,6 @@
-//! The outbox relay of one service: publishes unsent rows in order and marks each sent only after the bus
-//! accepted it. A failed publish leaves the row (and every later one) in place and is retried with backoff.
+//! The outbox relay of one service: publishes unsent rows in order, a batch at a time, and marks each sent
+//! only after the bus accepted it. A failed publish leaves the row (and every later one of the batch) in
+//! place and is retried with backoff.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,11 +9,10 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
+use super::claim::{self, OutboxRow};
 use super::{DATA_CONTENT_TYPE, EventBus, EventEnvelope};
 use crate::db::Db;
-use crate::with_db;
 
 /// How often the relay looks at the outbox when nobody woke it.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
@@ -20,17 +20,6 @@ const POLL_INTERVAL: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Rows read per round.
 const BATCH: i64 = 100;
-
-#[derive(sqlx::FromRow)]
-struct OutboxRow {
-    id: String,
-    source: String,
-    event_type: String,
-    subject: String,
-    payload: String,
-    traceparent: String,
-    create_time: i64,
-}
 
 /// Wakes the relay right after a commit that wrote events, so delivery does not wait for the next poll.
 #[derive(Debug, Clone, Default)]
@@ -99,53 +88,95 @@ impl Relay {
         }
     }
 
-    /// Publishes unsent rows in order, oldest first; stops at the first failure so order is kept.
+    /// Publishes unsent rows in order, oldest first, as one pipelined batch, and marks the confirmed prefix
+    /// sent; stops at the first failure so order is kept. On PostgreSQL several relays (replicas of the
+    /// service) may run on one outbox: each claims the rows it publishes (see [`super::claim`]).
     pub async fn publish_pending(&self) -> Result<usize, String> {
-        let rows: Vec<OutboxRow> = with_db!(&self.db, pool => {
-            sqlx::query_as(
-                "SELECT id, source, event_type, subject, payload, traceparent, create_time FROM outbox \
-                 WHERE sent_time IS NULL ORDER BY create_time, id LIMIT $1",
-            )
-            .bind(BATCH)
-            .fetch_all(pool)
-            .await
-        })
-        .map_err(|e| format!("reading the outbox: {e}"))?;
-        let mut published = 0;
+        let outcome = match &self.db {
+            Db::Sqlite(pool) => {
+                let rows = claim::unsent_rows(pool, BATCH).await.map_err(|e| format!("reading the outbox: {e}"))?;
+                let (published, failure) = self.publish(rows).await;
+                claim::mark_sent(pool, &published).await.map_err(|e| format!("marking events sent: {e}"))?;
+                self.count(&published, failure)
+            }
+            Db::Postgres(pool) => {
+                let mut tx = pool.begin().await.map_err(|e| format!("claiming outbox rows: {e}"))?;
+                let rows = claim::claim_rows(&mut tx, BATCH).await.map_err(|e| format!("claiming outbox rows: {e}"))?;
+                let (published, failure) = self.publish(rows).await;
+                claim::mark_sent(&mut *tx, &published).await.map_err(|e| format!("marking events sent: {e}"))?;
+                // Committing records the confirmed prefix and releases the claim, also after a failure.
+                tx.commit().await.map_err(|e| format!("marking events sent: {e}"))?;
+                self.count(&published, failure)
+            }
+        };
+        self.report_backlog().await;
+        outcome
+    }
+
+    /// Publishes `rows` as one batch; returns the ids the bus confirmed (a prefix of `rows`) and the failure
+    /// that stopped it.
+    async fn publish(&self, rows: Vec<OutboxRow>) -> (Vec<String>, Option<String>) {
+        if rows.is_empty() {
+            return (Vec::new(), None);
+        }
+        let mut ids = Vec::with_capacity(rows.len());
+        // Each event's producer span lasts until its confirm: they stay open while the batch is in flight.
+        let mut spans = Vec::with_capacity(rows.len());
+        let mut envelopes = Vec::with_capacity(rows.len());
+        let mut corrupt = None;
         for row in rows {
-            let id = row.id.clone();
             let span = super::producer_span(&row.event_type, &row.id, &row.traceparent);
-            let envelope = EventEnvelope {
+            let data = match STANDARD.decode(&row.payload) {
+                Ok(data) => data,
+                Err(e) => {
+                    // Publishing stops before it, so nothing of its subject overtakes it.
+                    corrupt = Some(format!("outbox row {} is corrupt: {e}", row.id));
+                    break;
+                }
+            };
+            envelopes.push(EventEnvelope {
                 traceparent: crate::trace_context::traceparent(&span),
-                id: row.id,
+                id: row.id.clone(),
                 source: row.source,
                 r#type: row.event_type,
                 subject: row.subject,
                 time: Some(crate::time::timestamp(row.create_time)),
                 data_content_type: DATA_CONTENT_TYPE.to_owned(),
-                data: STANDARD.decode(row.payload).map_err(|e| format!("outbox row {id} is corrupt: {e}"))?,
-            };
-            let outcome = self.bus.publish(envelope).instrument(span.clone()).await;
-            if let Err(error) = &outcome {
-                span.record("otel.status_code", "error");
-                span.in_scope(|| tracing::debug!(%error, "publishing failed"));
+                data,
+            });
+            ids.push(row.id);
+            spans.push(span);
+        }
+        let outcome = self.bus.publish_batch(envelopes).await;
+        ids.truncate(outcome.confirmed);
+        let failure = match outcome.error {
+            Some(error) => {
+                if let Some(span) = spans.get(outcome.confirmed) {
+                    span.record("otel.status_code", "error");
+                    span.in_scope(|| tracing::debug!(%error, "publishing failed"));
+                }
+                Some(error.to_string())
             }
-            outcome.map_err(|e| e.to_string())?;
-            with_db!(&self.db, pool => {
-                sqlx::query("UPDATE outbox SET sent_time = $1 WHERE id = $2")
-                    .bind(crate::time::now_micros())
-                    .bind(&id)
-                    .execute(pool)
-                    .await
-                    .map(|_| ())
-            })
-            .map_err(|e| format!("marking {id} sent: {e}"))?;
-            metrics::counter!("mercato_outbox_published_total", "service" => self.service).increment(1);
-            published += 1;
+            None => corrupt,
+        };
+        (ids, failure)
+    }
+
+    fn count(&self, published: &[String], failure: Option<String>) -> Result<usize, String> {
+        metrics::counter!("mercato_outbox_published_total", "service" => self.service)
+            .increment(published.len() as u64);
+        match failure {
+            Some(error) => Err(error),
+            None => Ok(published.len()),
         }
-        if let Ok(depth) = super::unsent_count(&self.db).await {
+    }
+
+    /// Sets the depth and age gauges of the outbox (left as they were when the database does not answer).
+    async fn report_backlog(&self) {
+        if let Ok((depth, oldest)) = claim::backlog(&self.db).await {
+            let age = oldest.map_or(0.0, |created| (crate::time::now_micros() - created).max(0) as f64 / 1e6);
             metrics::gauge!("mercato_outbox_depth", "service" => self.service).set(depth as f64);
+            metrics::gauge!("mercato_outbox_oldest_age_seconds", "service" => self.service).set(age);
         }
-        Ok(published)
     }
 }

@@ -1,0 +1,123 @@
+#!/usr/bin/env bash
+# Checkout throughput end to end, against what the same PostgreSQL server does with plain transactions.
+#
+# 1. Starts the release `mercato up` on PostgreSQL (fresh databases mercato_bench_<run>_<service>, dropped at
+#    the end), rate limits off, and creates one product with plenty of stock and one customer.
+# 2. Drives `POST /v1/orders` (one unit, tok_visa, a fresh Idempotency-Key per request) through the gateway
+#    with wrk: CONNECTIONS connections for DURATION. Every checkout runs the whole saga (reserve stock, capture
+#    payment, post to the ledger, commit stock, confirm) and its events.
+# 3. Counts the PostgreSQL commits the run made (pg_stat_database.xact_commit of the bench databases), so
+#    commits per checkout are measured, not guessed.
+# 4. Runs pgbench for the same DURATION and CONNECTIONS with a one-row-update transaction (the cheapest
+#    commit), and reports: checkouts/s, p50/p99, commits per checkout, pgbench commits/s, and the ratio
+#    checkouts/s ÷ (pgbench commits/s ÷ commits per checkout) — the share of the server's raw commit rate the
+#    platform turns into checkouts.
+#
+# Usage: bench/checkout.sh     (DURATION=30s CONNECTIONS=16 PG=postgres://postgres@127.0.0.1:5432; needs wrk,
+#                               pgbench, psql, curl, python3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DURATION="${DURATION:-30s}"
+CONNECTIONS="${CONNECTIONS:-16}"
+PG="${PG:-postgres://postgres@127.0.0.1:5432}"
+TARGET="${CARGO_TARGET_DIR:-target}"
+HTTP=127.0.0.1:18180
+BASE="http://$HTTP"
+RUN="bench_$(date +%s)"
+
+cargo build --release --locked -p mercato >/dev/null 2>&1
+BIN="$TARGET/release/mercato"
+WORK=$(mktemp -d)
+services=(auth catalog cart orders payments ledger refunds notifications analytics)
+declare -A ports=([auth]=50051 [catalog]=50053 [cart]=50054 [orders]=50055 [payments]=50056 [ledger]=50057
+  [refunds]=50058 [notifications]=50060 [analytics]=50061)
+env_vars=(MERCATO_DATA_DIR="$WORK" MERCATO_HTTP_ADDR=$HTTP MERCATO_METRICS_ADDR=127.0.0.1:18190
+  MERCATO_RATE_LIMITS=off MERCATO_LOG=warn MERCATO_ADMIN_EMAIL=bench@example.com
+  MERCATO_ADMIN_PASSWORD=bench-password-1)
+for s in "${services[@]}"; do
+  up=$(echo "$s" | tr '[:lower:]' '[:upper:]')
+  env_vars+=("MERCATO_${up}_DATABASE_URL=$PG/mercato_${RUN}_$s" "MERCATO_${up}_URL=http://127.0.0.1:$((ports[$s] + 10000))")
+done
+
+cleanup() {
+  [ -n "${PID:-}" ] && kill -TERM "$PID" 2>/dev/null && wait "$PID" 2>/dev/null || true
+  for s in "${services[@]}"; do psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS mercato_${RUN}_$s WITH (FORCE)" || true; done
+  psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS ${RUN}_pgbench WITH (FORCE)" || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+env "${env_vars[@]}" "$BIN" up >"$WORK/mercato.log" 2>&1 &
+PID=$!
+until curl -fs -o /dev/null "$BASE/readyz"; do sleep 0.1; done
+
+json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
+admin=$(curl -fsS "$BASE/v1/auth/login" -H 'content-type: application/json' \
+  -d '{"email":"bench@example.com","password":"bench-password-1"}' | json '["accessToken"]')
+product=$(curl -fsS "$BASE/v1/products" -H "authorization: Bearer $admin" -H 'content-type: application/json' \
+  -d '{"sku":"BENCH-1","name":"Bench","description":"","category":"bench","price":{"currency":"EUR","amountMinor":"100"},"active":true}' |
+  json '["id"]')
+curl -fsS -o /dev/null "$BASE/v1/products/$product/inventory:adjust" -H "authorization: Bearer $admin" \
+  -H 'content-type: application/json' -d '{"delta": 100000000}'
+curl -fsS -o /dev/null "$BASE/v1/auth/register" -H 'content-type: application/json' \
+  -d '{"email":"buyer@example.com","password":"buyer-password-1","displayName":"Buyer"}'
+buyer=$(curl -fsS "$BASE/v1/auth/login" -H 'content-type: application/json' \
+  -d '{"email":"buyer@example.com","password":"buyer-password-1"}' | json '["accessToken"]')
+
+# Access tokens live 15 minutes: longer runs would need a refresh.
+cat >"$WORK/checkout.lua" <<EOF
+local counter = 0
+local body = '{"shippingAddress":{"name":"B","line1":"1 Main St","line2":"","city":"Paris","region":"","postalCode":"75001","country":"FR"},"paymentMethod":"tok_visa","items":[{"productId":"$product","quantity":1}]}'
+function setup(thread)
+  thread:set("tid", math.random(1, 1e9))
+end
+function request()
+  counter = counter + 1
+  return wrk.format("POST", "/v1/orders", {
+    ["content-type"] = "application/json",
+    ["authorization"] = "Bearer $buyer",
+    ["idempotency-key"] = string.format("bench-%d-%d", tid, counter),
+  }, body)
+end
+function response(status, headers, body)
+  if status ~= 201 or not string.find(body, "ORDER_STATUS_CONFIRMED", 1, true) then
+    failures = (failures or 0) + 1
+  end
+end
+EOF
+
+commits() {
+  psql "$PG/postgres" -Atc "SELECT COALESCE(SUM(xact_commit), 0) FROM pg_stat_database WHERE datname LIKE 'mercato\_${RUN}\_%'"
+}
+sleep 1
+before=$(commits)
+wrk -t 2 -c "$CONNECTIONS" -d "$DURATION" --latency -s "$WORK/checkout.lua" "$BASE" | tee "$WORK/wrk.txt"
+sleep 2 # pg_stat counters are flushed asynchronously
+after=$(commits)
+confirmed=$(psql "$PG/mercato_${RUN}_orders" -Atc "SELECT COUNT(*) FROM orders WHERE status = 'CONFIRMED'")
+failed=$(psql "$PG/mercato_${RUN}_orders" -Atc "SELECT COUNT(*) FROM orders WHERE status <> 'CONFIRMED'")
+kill -TERM "$PID"; wait "$PID" 2>/dev/null || true; PID=
+
+# pgbench: the same server, connections and duration; each transaction updates one row and commits.
+psql "$PG/postgres" -qc "CREATE DATABASE ${RUN}_pgbench"
+pgbench -q -i -s 10 "$PG/${RUN}_pgbench" >/dev/null 2>&1
+cat >"$WORK/commit.sql" <<'EOF'
+\set aid random(1, 1000000)
+UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = :aid;
+EOF
+pgbench -n -c "$CONNECTIONS" -j 2 -T "${DURATION%s}" -f "$WORK/commit.sql" "$PG/${RUN}_pgbench" | tee "$WORK/pgbench.txt"
+
+seconds=${DURATION%s}
+python3 - "$confirmed" "$failed" "$before" "$after" "$seconds" "$WORK/wrk.txt" "$WORK/pgbench.txt" <<'EOF'
+import re, sys
+confirmed, failed, before, after, seconds = map(int, sys.argv[1:6])
+wrk, pgb = open(sys.argv[6]).read(), open(sys.argv[7]).read()
+pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", wrk, re.M))
+tps = float(re.search(r"tps = ([\d.]+)", pgb).group(1))
+rate = confirmed / seconds
+per = (after - before) / max(confirmed + failed, 1)
+equivalent = tps / per
+print(f"checkouts: {confirmed} confirmed, {failed} not, {rate:.1f}/s; p50 {pct.get('50')}, p99 {pct.get('99')}")
+print(f"PostgreSQL commits per checkout (all services): {per:.1f}")
+print(f"pgbench: {tps:.0f} commits/s = {equivalent:.1f} checkout-equivalents/s")
+print(f"ratio: {100 * rate / equivalent:.0f}% of the server's commit rate turned into checkouts")
+EOF

@@ -1,0 +1,131 @@
+//! Which outbox rows a relay publishes next, and marking them sent.
+//!
+//! SQLite is one process's file, so its relay reads the oldest unsent rows. On PostgreSQL several replicas of
+//! a service run a relay each on the same outbox, and a relay claims what it publishes, inside the
+//! transaction that later marks the rows sent:
+//!
+//! 1. It takes `pg_try_advisory_xact_lock(OUTBOX_LOCK_CLASS, hashtext(subject))` for the subjects of the
+//!    oldest unsent rows, skipping subjects another relay holds, until it has enough rows for a batch. A subject (an aggregate) is thereby
+//!    published by at most one relay at a time, so its events reach the broker in order: locking rows alone
+//!    is not enough, because a relay skipping an older row that another relay has locked would publish the
+//!    newer rows of the same subject next to it, and they could overtake it.
+//! 2. It then locks the oldest unsent rows of those subjects `FOR UPDATE SKIP LOCKED`, so two relays never
+//!    publish the same row; with the subject locks held no other relay locks these rows, so nothing of a
+//!    claimed subject is skipped. This statement runs after the subject locks were granted, hence with a
+//!    snapshot that sees every row the previous holder marked sent (PostgreSQL makes a commit visible before
+//!    it releases the committing transaction's locks).
+//!
+//! The locks end with the transaction. A hash collision only makes two subjects share a lock.
+
+use sqlx::{PgConnection, SqlitePool};
+
+use crate::db::Db;
+use crate::with_db;
+
+/// The first key of the relay's advisory locks, a namespace of their own ("outb"), apart from single-key
+/// advisory locks such as the migrator's.
+const OUTBOX_LOCK_CLASS: i32 = 0x6f75_7462;
+
+/// How many batches' worth of the oldest unsent rows a PostgreSQL relay looks at for subjects to claim.
+const CANDIDATE_WINDOW: i64 = 4;
+
+/// One unsent outbox row.
+#[derive(sqlx::FromRow)]
+pub(super) struct OutboxRow {
+    pub(super) id: String,
+    pub(super) source: String,
+    pub(super) event_type: String,
+    pub(super) subject: String,
+    pub(super) payload: String,
+    pub(super) traceparent: String,
+    pub(super) create_time: i64,
+}
+
+/// The oldest `limit` unsent rows, oldest first (SQLite: one relay per outbox).
+pub(super) async fn unsent_rows(pool: &SqlitePool, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, source, event_type, subject, payload, traceparent, create_time FROM outbox \
+         WHERE sent_time IS NULL ORDER BY create_time, id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// Claims up to `limit` unsent rows in `tx` (PostgreSQL), oldest first; see the module documentation.
+pub(super) async fn claim_rows(tx: &mut PgConnection, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
+    // The subjects of the oldest unsent rows, in order, with how many of these rows each has. The window is
+    // wider than a batch so that a relay finds subjects beyond those another relay holds right now.
+    let oldest: Vec<String> =
+        sqlx::query_scalar("SELECT subject FROM outbox WHERE sent_time IS NULL ORDER BY create_time, id LIMIT $1")
+            .bind(limit.saturating_mul(CANDIDATE_WINDOW))
+            .fetch_all(&mut *tx)
+            .await?;
+    let mut candidates: Vec<(String, i64)> = Vec::new();
+    for subject in oldest {
+        match candidates.iter_mut().find(|(candidate, _)| *candidate == subject) {
+            Some((_, rows)) => *rows += 1,
+            None => candidates.push((subject, 1)),
+        }
+    }
+    // Lock subjects one at a time and only as many as a batch needs, so that the subjects left over stay
+    // free for the other relays.
+    let mut subjects = Vec::new();
+    let mut covered = 0;
+    for (subject, rows) in candidates {
+        if covered >= limit {
+            break;
+        }
+        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, hashtext($2))")
+            .bind(OUTBOX_LOCK_CLASS)
+            .bind(&subject)
+            .fetch_one(&mut *tx)
+            .await?;
+        if locked {
+            subjects.push(subject);
+            covered += rows;
+        }
+    }
+    if subjects.is_empty() {
+        return Ok(Vec::new());
+    }
+    sqlx::query_as(
+        "SELECT id, source, event_type, subject, payload, traceparent, create_time FROM outbox \
+         WHERE sent_time IS NULL AND subject = ANY($2) ORDER BY create_time, id LIMIT $1 \
+         FOR UPDATE SKIP LOCKED",
+    )
+    .bind(limit)
+    .bind(&subjects)
+    .fetch_all(&mut *tx)
+    .await
+}
+
+/// Marks the rows `ids` sent, in one statement (the same SQL on both engines).
+pub(super) async fn mark_sent<'e, E, DB>(executor: E, ids: &[String]) -> Result<(), sqlx::Error>
+where
+    DB: sqlx::Database,
+    E: sqlx::Executor<'e, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let placeholders: Vec<String> = (2..ids.len() + 2).map(|n| format!("${n}")).collect();
+    let sql = format!("UPDATE outbox SET sent_time = $1 WHERE id IN ({})", placeholders.join(", "));
+    let mut query = sqlx::query(&sql).bind(crate::time::now_micros());
+    for id in ids {
+        query = query.bind(id.clone());
+    }
+    query.execute(executor).await.map(|_| ())
+}
+
+/// How many rows wait to be published, and the `create_time` of the oldest of them.
+pub(super) async fn backlog(db: &Db) -> Result<(i64, Option<i64>), sqlx::Error> {
+    with_db!(db, pool => {
+        sqlx::query_as("SELECT COUNT(*), MIN(create_time) FROM outbox WHERE sent_time IS NULL")
+            .fetch_one(pool)
+            .await
+    })
+}
