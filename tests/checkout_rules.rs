@@ -149,17 +149,12 @@ async fn three_hundred_buyers_for_a_hundred_units(storage: Storage) {
 
     // Every sale reaches the books: under this load some postings are left to the payments service's retry
     // loop, which books them within seconds.
-    let mut sales = Value::Null;
-    for _ in 0..300 {
-        let accounts = p.send("GET", "/v1/ledger/accounts?currency=EUR", Some(&admin), None).await.json;
+    let sales_balance = |accounts: &Value| {
         let found = accounts["accounts"].as_array().and_then(|a| a.iter().find(|a| a["code"] == "revenue:sales:eur"));
-        sales = found.map_or(Value::Null, |a| a["balance"]["amountMinor"].clone());
-        if sales == "-250000" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    assert_eq!(sales, "-250000", "100 sales of 25.00 EUR, credited to revenue");
+        found.map_or(Value::Null, |a| a["balance"]["amountMinor"].clone())
+    };
+    let accounts = p.get_until("/v1/ledger/accounts?currency=EUR", &admin, |a| sales_balance(a) == "-250000").await;
+    assert_eq!(sales_balance(&accounts), "-250000", "100 sales of 25.00 EUR, credited to revenue");
     assert_books_sound(&p).await;
     p.stop().await;
 }

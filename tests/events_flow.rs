@@ -4,26 +4,11 @@
 //! analytics, the emptied cart and the restocked units. Run on the in-process bus (SQLite and PostgreSQL) and
 //! on the machine's RabbitMQ (PostgreSQL, as in production).
 
-use std::time::Duration;
-
 use e2e::{Storage, TestPlatform};
 use serde_json::{Value, json};
 
 fn address() -> Value {
     json!({"name": "Grete", "line1": "Hauptstr. 1", "line2": "", "city": "Wien", "region": "", "postalCode": "1010", "country": "AT"})
-}
-
-/// Polls `path` as `token` until `done` holds for its JSON (at most 30 s), and returns that JSON.
-async fn eventually(p: &TestPlatform, path: &str, token: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let mut last = Value::Null;
-    for _ in 0..300 {
-        last = p.send("GET", path, Some(token), None).await.json;
-        if done(&last) {
-            return last;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("GET {path} never got there; last answer: {last}");
 }
 
 async fn order(p: &TestPlatform, token: &str, key: &str, body: Value) -> Value {
@@ -61,7 +46,7 @@ async fn events_reach_their_consumers(p: TestPlatform) {
     let confirmed = order(&p, &grete, "e-1", json!({"shippingAddress": address(), "paymentMethod": "tok_visa"})).await;
     assert_eq!(confirmed["status"], "ORDER_STATUS_CONFIRMED", "{confirmed}");
     let order_id = confirmed["id"].as_str().expect("order id").to_owned();
-    eventually(&p, "/v1/cart", &grete, |cart| cart["items"] == json!([])).await;
+    p.get_until("/v1/cart", &grete, |cart| cart["items"] == json!([])).await;
 
     // A declined card: order.failed and payment.failed.
     let items = json!([{"productId": coffee, "quantity": 1}]);
@@ -78,14 +63,13 @@ async fn events_reach_their_consumers(p: TestPlatform) {
     let cancelled = p.send("POST", &format!("/v1/orders/{order_id}:cancel"), Some(&grete), Some(json!({}))).await;
     assert_eq!(cancelled.json["status"], "ORDER_STATUS_CANCELLED", "{}", cancelled.json);
     let inventory = format!("/v1/products/{coffee}/inventory");
-    eventually(&p, &inventory, &grete, |stock| stock["onHand"] == 10).await;
+    p.get_until(&inventory, &grete, |stock| stock["onHand"] == 10).await;
 
     // Notifications: one per event that concerns Grete (a welcome too), in German, logged (no SMTP server is
     // configured).
-    let mine = eventually(&p, "/v1/notifications", &grete, |list| {
-        list["notifications"].as_array().is_some_and(|n| n.len() >= 4)
-    })
-    .await;
+    let mine = p
+        .get_until("/v1/notifications", &grete, |list| list["notifications"].as_array().is_some_and(|n| n.len() >= 4))
+        .await;
     let mut kinds: Vec<&str> = mine["notifications"]
         .as_array()
         .expect("notifications")
@@ -103,9 +87,9 @@ async fn events_reach_their_consumers(p: TestPlatform) {
     assert_eq!(confirmation["status"], "NOTIFICATION_STATUS_LOGGED", "{confirmation}");
     // Customers see only their own; the administrator sees everyone's.
     let someone = p.customer_token("someone@example.com").await;
-    let theirs =
-        eventually(&p, "/v1/notifications", &someone, |l| l["notifications"].as_array().is_some_and(|n| !n.is_empty()))
-            .await;
+    let theirs = p
+        .get_until("/v1/notifications", &someone, |l| l["notifications"].as_array().is_some_and(|n| !n.is_empty()))
+        .await;
     let recipients: Vec<&Value> =
         theirs["notifications"].as_array().expect("list").iter().map(|n| &n["recipient"]).collect();
     assert_eq!(recipients, [&json!("someone@example.com")], "only their welcome: {theirs}");
@@ -115,10 +99,11 @@ async fn events_reach_their_consumers(p: TestPlatform) {
     assert_eq!(about_grete.count(), 4, "{all}");
 
     // Analytics: one confirmed order of 25.00 EUR from a cart, cancelled (everything given back).
-    let summary = eventually(&p, "/v1/analytics/summary", &admin, |s| {
-        s["currencies"][0]["cancelledOrders"] == "1" && s["cartsStarted"] == "1"
-    })
-    .await;
+    let summary = p
+        .get_until("/v1/analytics/summary", &admin, |s| {
+            s["currencies"][0]["cancelledOrders"] == "1" && s["cartsStarted"] == "1"
+        })
+        .await;
     let eur = &summary["currencies"][0];
     assert_eq!(eur["currency"], "EUR", "{summary}");
     assert_eq!(eur["orders"], "1", "{summary}");
@@ -178,8 +163,7 @@ async fn poison_events_are_dead_lettered_and_shown_to_admins() {
 
     // After the delivery limit (5 tries, a second apart) the cart's consumer has given up on it.
     let dead =
-        eventually(&p, "/v1/dead-letters/cart", &admin, |l| l["events"].as_array().is_some_and(|e| !e.is_empty()))
-            .await;
+        p.get_until("/v1/dead-letters/cart", &admin, |l| l["events"].as_array().is_some_and(|e| !e.is_empty())).await;
     assert_eq!(dead["events"].as_array().map(Vec::len), Some(1), "{dead}");
     assert_eq!(dead["events"][0]["id"], poison.id.as_str(), "{dead}");
     assert_eq!(dead["events"][0]["type"], "order.confirmed", "{dead}");

@@ -220,6 +220,21 @@ impl TestPlatform {
         self.login(email, "customer-pass-1").await
     }
 
+    /// Polls `GET path` as `token` until `done` holds for its JSON (at most 30 s), and returns that JSON: for
+    /// what events bring about a moment later.
+    #[allow(clippy::panic)]
+    pub async fn get_until(&self, path: &str, token: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        for _ in 0..300 {
+            last = self.send("GET", path, Some(token), None).await.json;
+            if done(&last) {
+                return last;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        panic!("GET {path} never got there; last answer: {last}");
+    }
+
     /// The broker URL and the prefix of this platform's exchanges and queues, when it runs on RabbitMQ.
     pub fn broker(&self) -> Option<(&str, &str)> {
         self.broker.as_ref().map(|(url, prefix)| (url.as_str(), prefix.as_str()))

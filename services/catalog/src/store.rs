@@ -34,13 +34,11 @@ macro_rules! record_adjustment {
 }
 
 /// Publishes `inventory.low` (inside the caller's transaction) when taking `taken` available units of a
-/// product left it below the threshold where it was not before.
+/// product left it at `available`, below the threshold where it was not before. The caller knows
+/// `available` from its own UPDATE ... RETURNING: no extra read on the checkout's path.
 macro_rules! report_low_stock {
-    ($conn:expr, $product_id:expr, $taken:expr) => {{
-        let available = sqlx::query_scalar::<_, i64>("SELECT on_hand - reserved FROM inventory WHERE product_id = $1")
-            .bind($product_id)
-            .fetch_one(&mut *$conn)
-            .await?;
+    ($conn:expr, $product_id:expr, $available:expr, $taken:expr) => {{
+        let available: i64 = $available;
         if domain::fell_below(available + $taken, available, domain::LOW_STOCK_THRESHOLD) {
             platform::events::enqueue(&mut *$conn, crate::NAME, &crate::events::inventory_low($product_id, available))
                 .await?;
@@ -67,28 +65,29 @@ macro_rules! hold_item {
             Some(true) => {}
         }
         // The availability check and the hold are one statement: no other transaction can slip in between.
-        let held = sqlx::query(
+        // fetch_all, not fetch_optional: the statement must run to completion on SQLite.
+        let held = sqlx::query_scalar::<_, i64>(
             "UPDATE inventory SET reserved = reserved + $1, update_time = $2 \
-             WHERE product_id = $3 AND on_hand - reserved >= $1",
+             WHERE product_id = $3 AND on_hand - reserved >= $1 RETURNING on_hand - reserved",
         )
         .bind(item.quantity)
         .bind($now)
         .bind(&item.product_id)
-        .execute($conn)
+        .fetch_all(&mut *$conn)
         .await?;
-        if held.rows_affected() != 1 {
+        let Some(&available) = held.first() else {
             return Err(Error::FailedPrecondition {
                 reason: INSUFFICIENT_STOCK,
                 message: format!("not enough stock of product {} for {} units", item.product_id, item.quantity),
             });
-        }
+        };
         sqlx::query("INSERT INTO reservation_items (reservation_id, product_id, quantity) VALUES ($1, $2, $3)")
             .bind($reservation_id)
             .bind(&item.product_id)
             .bind(item.quantity)
             .execute(&mut *$conn)
             .await?;
-        report_low_stock!($conn, item.product_id.as_str(), i64::from(item.quantity));
+        report_low_stock!($conn, item.product_id.as_str(), available, i64::from(item.quantity));
     }};
 }
 
@@ -399,7 +398,7 @@ impl Store {
                     };
                     record_adjustment!(&mut *tx, product_id, delta, reason, actor, now);
                     if delta < 0 {
-                        report_low_stock!(&mut *tx, product_id, -delta);
+                        report_low_stock!(&mut *tx, product_id, row.on_hand - row.reserved, -delta);
                     }
                     Ok(Some(Stock::from(row)))
                 }
