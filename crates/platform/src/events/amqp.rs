@@ -40,6 +40,10 @@ use super::{BatchOutcome, BusError, DATA_CONTENT_TYPE, EventBus, EventEnvelope, 
 
 /// How long opening a connection may take before it counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long setting up a channel (confirm mode, prefetch, declaring exchanges and queues) may take: a broker
+/// that accepts connections while still starting (after a restart, quorum queues wait for their Raft
+/// members) may leave such calls unanswered, and a relay or consumer must retry rather than wait forever.
+const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long a publish may wait for the broker's confirm.
 const CONFIRM_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest pause between a consumer's reconnection attempts.
@@ -149,6 +153,14 @@ async fn open(url: &str, name: String) -> Result<Connection, AmqpError> {
         Ok(Ok(connection)) => Ok(connection),
         Ok(Err(source)) => Err(AmqpError::Connect { url: redact(url), source }),
         Err(_) => Err(AmqpError::Timeout { what: format!("connect to {}", redact(url)), timeout: CONNECT_TIMEOUT }),
+    }
+}
+
+/// Runs one setup step of the broker conversation within [`SETUP_TIMEOUT`].
+async fn within<T>(what: &str, step: impl Future<Output = Result<T, AmqpError>>) -> Result<T, AmqpError> {
+    match tokio::time::timeout(SETUP_TIMEOUT, step).await {
+        Ok(result) => result,
+        Err(_) => Err(AmqpError::Timeout { what: what.to_owned(), timeout: SETUP_TIMEOUT }),
     }
 }
 
@@ -402,7 +414,7 @@ impl AmqpBus {
     /// messages it holds.
     async fn open_dead_queue(&self, consumer: &str) -> Result<(Connection, Channel, u32), AmqpError> {
         let connection = open(&self.url, format!("{} admin", self.options.prefix)).await?;
-        let result = async {
+        let result = within("opening a dead-letter queue", async {
             let channel = connection.create_channel().await.map_err(broker("opening a channel"))?;
             declare_exchanges(&channel, &self.options).await?;
             let dead = self.options.dead_queue(consumer);
@@ -413,7 +425,7 @@ impl AmqpBus {
                 .await
                 .map_err(|_| AmqpError::NoQueue { queue: dead.clone() })?;
             Ok((channel, declared.message_count()))
-        }
+        })
         .await;
         match result {
             Ok((channel, count)) => Ok((connection, channel, count)),
@@ -435,7 +447,7 @@ impl AmqpBus {
             Some(publisher) => publisher,
             None => {
                 let connection = open(&self.url, format!("{} publisher", self.options.prefix)).await?;
-                let channel = async {
+                let channel = within("setting up the publishing channel", async {
                     let channel = connection.create_channel().await.map_err(broker("opening a channel"))?;
                     channel
                         .confirm_select(ConfirmSelectOptions::default())
@@ -443,7 +455,7 @@ impl AmqpBus {
                         .map_err(broker("enabling publisher confirms"))?;
                     declare_exchanges(&channel, &self.options).await?;
                     Ok::<_, AmqpError>(channel)
-                }
+                })
                 .await;
                 let channel = match channel {
                     Ok(channel) => channel,
@@ -462,8 +474,18 @@ impl AmqpBus {
             .map(|subs| subs.iter().filter(|s| !publisher.declared.contains(&s.consumer)).cloned().collect())
             .unwrap_or_default();
         for subscription in pending {
-            declare_consumer(&publisher.channel, &self.options, &subscription.consumer, &subscription.event_types)
-                .await?;
+            let declared = within(
+                &format!("declaring the queues of {}", subscription.consumer),
+                declare_consumer(&publisher.channel, &self.options, &subscription.consumer, &subscription.event_types),
+            )
+            .await;
+            if let Err(error) = declared {
+                // The channel may be wedged: the next publish starts over on a new connection.
+                if let Some(publisher) = guard.take() {
+                    let _ = publisher.connection.close(200, "failed".into()).await;
+                }
+                return Err(error);
+            }
             publisher.declared.insert(subscription.consumer.clone());
         }
         Ok((publisher.channel.clone(), publisher.generation))
@@ -642,16 +664,23 @@ async fn consume_once(
     let consumer = subscription.consumer.as_str();
     let connection = open(url, format!("{} consumer {consumer}", options.prefix)).await?;
     let result = async {
-        let channel = connection.create_channel().await.map_err(broker("opening a channel"))?;
-        channel.basic_qos(options.prefetch, BasicQosOptions::default()).await.map_err(broker("setting prefetch"))?;
-        declare_exchanges(&channel, options).await?;
-        declare_consumer(&channel, options, consumer, &subscription.event_types).await?;
         let queue = options.queue(consumer);
-        let tag = format!("{consumer}-{}", uuid::Uuid::now_v7().simple());
-        let mut deliveries = channel
-            .basic_consume(queue.as_str().into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default())
-            .await
-            .map_err(broker(format!("consuming {queue}")))?;
+        let (_channel, mut deliveries) = within(&format!("setting up the consumer of {queue}"), async {
+            let channel = connection.create_channel().await.map_err(broker("opening a channel"))?;
+            channel
+                .basic_qos(options.prefetch, BasicQosOptions::default())
+                .await
+                .map_err(broker("setting prefetch"))?;
+            declare_exchanges(&channel, options).await?;
+            declare_consumer(&channel, options, consumer, &subscription.event_types).await?;
+            let tag = format!("{consumer}-{}", uuid::Uuid::now_v7().simple());
+            let deliveries = channel
+                .basic_consume(queue.as_str().into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default())
+                .await
+                .map_err(broker(format!("consuming {queue}")))?;
+            Ok((channel, deliveries))
+        })
+        .await?;
         *connected = true;
         tracing::debug!(consumer, queue = %queue, "event consumer started");
         loop {
