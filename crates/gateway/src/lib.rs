@@ -6,16 +6,22 @@
 //! with the caller's token and request id, and its answer turned back into JSON. Errors of every kind share
 //! one JSON body ([`error`]). Before any of that, the caller's rate limit is checked ([`ratelimit`]).
 //!
+//! The same router answers HTTP/1.1 and HTTP/2: cleartext HTTP/2 with prior knowledge (h2c) on a plain
+//! listener, HTTP/2 negotiated by ALPN when the gateway terminates TLS itself ([`tls`]). `GET /docs` is a page
+//! for browsing the OpenAPI document, served with all its assets by the gateway ([`docs`]).
+//!
 //! Every request runs in a server span named `<METHOD> <route template>` that continues the caller's trace
 //! when it sends a W3C `traceparent`; the answer carries the span's own `traceparent`, which a user can quote
 //! in a support ticket, and calls to services carry it on in their metadata.
 
 pub mod api_keys;
+pub mod docs;
 pub mod error;
 pub mod openapi;
 pub mod ratelimit;
 pub mod routes;
 pub mod template;
+pub mod tls;
 pub mod transcode;
 pub mod upstream;
 
@@ -31,10 +37,11 @@ use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
+use axum::serve::ListenerExt;
 use http::{HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use platform::Settings;
-use platform::auth::TokenVerifier;
+use platform::auth::{Claims, TokenVerifier};
 use platform::config::IpNet;
 use platform::descriptors::grpc_path;
 use platform::telemetry::REQUEST_ID_HEADER;
@@ -74,6 +81,9 @@ pub enum GatewayError {
     /// The rate-limit settings are unusable.
     #[error("rate limits: {0}")]
     RateLimits(String),
+    /// The TLS certificate or key is unusable.
+    #[error("TLS: {0}")]
+    Tls(#[from] tls::TlsError),
     /// Serving failed.
     #[error("serving HTTP: {0}")]
     Io(#[from] std::io::Error),
@@ -83,7 +93,8 @@ pub enum GatewayError {
 #[derive(Clone)]
 pub struct Gateway {
     table: Arc<RouteTable>,
-    upstreams: Upstreams,
+    /// Shared, not cloned per request: a clone of the map of channels cost a tenth of the gateway's CPU.
+    upstreams: Arc<Upstreams>,
     verifier: Arc<TokenVerifier>,
     api_keys: Arc<ApiKeyResolver>,
     /// The upstreams `/readyz` waits for; `None` means every upstream with a route.
@@ -92,6 +103,8 @@ pub struct Gateway {
     openapi: Arc<bytes::Bytes>,
     limiter: Arc<RateLimiter>,
     trusted_proxies: Arc<Vec<IpNet>>,
+    /// TLS termination, when the settings name a certificate and key.
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
 }
 
 /// The route key of `/openapi.json` for rate limits (probes are never limited).
@@ -121,6 +134,7 @@ impl Gateway {
         let mut known: Vec<String> =
             table.routes().iter().map(|r| format!("{} {}", r.method, r.template.as_str())).collect();
         known.push(OPENAPI_ROUTE.to_owned());
+        known.push(docs::DOCS_ROUTE.to_owned());
         // A built-in budget (login, register) for a route other contracts lack is no operator's typo.
         let built_in = |key: &String, quota: &platform::config::Quota| {
             platform::config::DEFAULT_ROUTE_QUOTAS.iter().any(|(route, default)| route == key && default == quota)
@@ -139,12 +153,15 @@ impl Gateway {
         }
         let limiter = RateLimiter::from_settings(settings)
             .map_err(|e| GatewayError::RateLimits(format!("MERCATO_REDIS_URL is unusable: {e}")))?;
+        // Read now: a bad certificate or key stops the start, before anything listens.
+        let tls = settings.gateway_tls.as_ref().map(tls::server_config).transpose()?;
         Ok(Self {
+            tls,
             limiter: Arc::new(limiter),
             trusted_proxies: Arc::new(settings.trusted_proxies.clone()),
             openapi: Arc::new(openapi::render(&table)),
             table: Arc::new(table),
-            upstreams,
+            upstreams: Arc::new(upstreams),
             verifier: Arc::new(TokenVerifier::from_auth_service(auth.clone())),
             api_keys: Arc::new(ApiKeyResolver::new(auth)),
             ready_upstreams: None,
@@ -168,16 +185,22 @@ impl Gateway {
     /// `into_make_service_with_connect_info::<SocketAddr>()` so rate limits see the client's address.
     pub fn router(self, settings: &Settings) -> Router {
         let observed = self.clone();
-        let mut router = Router::new()
+        let mut routes: Router<Gateway> = Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
-            .route("/openapi.json", get(openapi_limited))
-            .fallback(transcode_handler)
-            .with_state(self)
-            .layer(tower_http::compression::CompressionLayer::new().gzip(true).br(true).compress_when(
+            .route("/openapi.json", get(openapi_limited));
+        for asset in docs::ASSETS {
+            routes = routes.route(
+                asset.path,
+                get(move |State(gateway): State<Gateway>, request: Request| docs_limited(gateway, asset, request)),
+            );
+        }
+        let mut router = routes.fallback(transcode_handler).with_state(self).layer(
+            tower_http::compression::CompressionLayer::new().gzip(true).br(true).compress_when(
                 // A compressor holds back bytes until it has enough: streamed lines must go out as they come.
                 DefaultPredicate::new().and(NotForContentType::const_new(NDJSON)),
-            ));
+            ),
+        );
         if !settings.cors_origins.is_empty() {
             let origins: Vec<HeaderValue> =
                 settings.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
@@ -203,9 +226,12 @@ impl Gateway {
         router.layer(middleware::from_fn_with_state(observed, observe))
     }
 
-    /// The route template `path` matches for `method` (probes and `/openapi.json` included), for span names.
+    /// The route template `path` matches for `method` (probes, `/openapi.json` and `/docs` included), for
+    /// span names.
     fn route_template(&self, method: &http::Method, path: &str) -> Option<String> {
-        if method == http::Method::GET && matches!(path, "/healthz" | "/readyz" | "/openapi.json") {
+        if method == http::Method::GET
+            && (matches!(path, "/healthz" | "/readyz" | "/openapi.json") || docs::asset(path).is_some())
+        {
             return Some(path.to_owned());
         }
         match self.table.lookup(method, path) {
@@ -224,15 +250,23 @@ pub async fn serve(
     serve_gateway(listener, Gateway::new(settings)?, settings, shutdown).await
 }
 
-/// Serves an already built gateway on `listener` until `shutdown` is cancelled.
+/// Serves an already built gateway on `listener` until `shutdown` is cancelled: HTTP/1.1 and HTTP/2, over TLS
+/// when the gateway was built with a certificate.
 pub async fn serve_gateway(
     listener: TcpListener,
     gateway: Gateway,
     settings: &Settings,
     shutdown: CancellationToken,
 ) -> Result<(), GatewayError> {
+    let tls = gateway.tls.clone();
     let app = gateway.router(settings).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?;
+    match tls {
+        None => axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?,
+        Some(config) => {
+            let listener = tls::TlsListener::new(listener, config)?.tap_io(tls::set_nodelay);
+            axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?
+        }
+    }
     Ok(())
 }
 
@@ -337,15 +371,18 @@ async fn transcode_handler(State(gateway): State<Gateway>, request: Request) -> 
         }
     };
     let label = RouteLabel(format!("{} {}", route.method, route.template.as_str()));
-    // Before the caller is resolved or any service is called: refused floods cost no upstream work.
-    let decision = match rate_limit(&gateway, &label.0, request.headers(), peer(&request)).await {
+    // Verified once: the rate limit charges the token's subject, the edge check reads its scopes.
+    let bearer = verify_bearer(&gateway, request.headers()).await;
+    // Before any service is called: refused floods cost no upstream work.
+    let caller = bearer.as_ref().and_then(|verified| verified.as_ref().ok());
+    let decision = match rate_limit(&gateway, &label.0, request.headers(), peer(&request), caller).await {
         Ok(decision) => decision,
         Err(mut refused) => {
             refused.extensions_mut().insert(label);
             return refused;
         }
     };
-    let mut response = match call(&gateway, &route, &bound, request).await {
+    let mut response = match call(&gateway, &route, &bound, request, bearer).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     };
@@ -356,7 +393,9 @@ async fn transcode_handler(State(gateway): State<Gateway>, request: Request) -> 
 
 /// `/openapi.json`, under the default budget.
 async fn openapi_limited(State(gateway): State<Gateway>, request: Request) -> Response {
-    let decision = match rate_limit(&gateway, OPENAPI_ROUTE, request.headers(), peer(&request)).await {
+    let bearer = verify_bearer(&gateway, request.headers()).await;
+    let caller = bearer.as_ref().and_then(|verified| verified.as_ref().ok());
+    let decision = match rate_limit(&gateway, OPENAPI_ROUTE, request.headers(), peer(&request), caller).await {
         Ok(decision) => decision,
         Err(refused) => return refused,
     };
@@ -365,14 +404,32 @@ async fn openapi_limited(State(gateway): State<Gateway>, request: Request) -> Re
     response
 }
 
+/// The page at `/docs` and its assets, under the budget of [`docs::DOCS_ROUTE`].
+async fn docs_limited(gateway: Gateway, asset: &'static docs::Asset, request: Request) -> Response {
+    let bearer = verify_bearer(&gateway, request.headers()).await;
+    let caller = bearer.as_ref().and_then(|verified| verified.as_ref().ok());
+    let mut response = match rate_limit(&gateway, docs::DOCS_ROUTE, request.headers(), peer(&request), caller).await {
+        Err(refused) => refused,
+        Ok(decision) => {
+            let mut response = asset.response();
+            add_rate_limit_headers(&mut response, decision.as_ref());
+            response
+        }
+    };
+    response.extensions_mut().insert(RouteLabel(format!("GET {}", asset.path)));
+    response
+}
+
 /// Charges the caller's budget for `route`: the decision (`None` when limits are off), or the 429 answer.
+/// `caller` is the request's verified bearer token, if it sent a valid one.
 async fn rate_limit(
     gateway: &Gateway,
     route: &str,
     headers: &http::HeaderMap,
     peer: Option<SocketAddr>,
+    caller: Option<&Claims>,
 ) -> Result<Option<Decision>, Response> {
-    let identity = rate_limit_identity(gateway, headers, peer).await;
+    let identity = rate_limit_identity(gateway, headers, peer, caller).await;
     let Some(decision) = gateway.limiter.check(route, &identity).await else { return Ok(None) };
     if decision.allowed {
         return Ok(Some(decision));
@@ -410,7 +467,12 @@ fn add_rate_limit_headers(response: &mut Response, decision: Option<&Decision>) 
 
 /// Whom a request is charged to: a known API key (hashed), else a valid bearer token's subject, else the
 /// client IP.
-async fn rate_limit_identity(gateway: &Gateway, headers: &http::HeaderMap, peer: Option<SocketAddr>) -> String {
+async fn rate_limit_identity(
+    gateway: &Gateway,
+    headers: &http::HeaderMap,
+    peer: Option<SocketAddr>,
+    caller: Option<&Claims>,
+) -> String {
     use sha2::{Digest, Sha256};
     if let Some(key) = headers.get(api_keys::HEADER).and_then(|v| v.to_str().ok())
         && gateway.api_keys.is_known(key).await
@@ -418,10 +480,7 @@ async fn rate_limit_identity(gateway: &Gateway, headers: &http::HeaderMap, peer:
         let digest = Sha256::digest(key.as_bytes());
         return format!("key:{}", digest.iter().take(16).map(|b| format!("{b:02x}")).collect::<String>());
     }
-    if let Some(token) =
-        headers.get(header::AUTHORIZATION).and_then(|v| v.to_str().ok()).and_then(platform::auth::bearer_token)
-        && let Ok(claims) = gateway.verifier.verify(token).await
-    {
+    if let Some(claims) = caller {
         return format!("user:{}", claims.sub);
     }
     match ratelimit::client_ip(peer, headers, &gateway.trusted_proxies) {
@@ -430,20 +489,27 @@ async fn rate_limit_identity(gateway: &Gateway, headers: &http::HeaderMap, peer:
     }
 }
 
+/// Calls `route`'s method for `request`, whose `Authorization` header (if any) verified as `bearer`.
 async fn call(
     gateway: &Gateway,
     route: &routes::Route,
     bound: &[(String, String)],
     request: Request,
+    bearer: Option<Result<Claims, tonic::Status>>,
 ) -> Result<Response, ApiError> {
     let method_path = grpc_path(&route.grpc);
     let (parts, body) = request.into_parts();
     let authorization = caller_authorization(gateway, &parts.headers).await?;
     let authorization = authorization.as_deref();
+    let refused = |status: tonic::Status| ApiError::from_status(&status);
+    let claims = match (bearer, authorization) {
+        (Some(verified), _) => Some(verified.map_err(refused)?),
+        // No Authorization header but an authorization: the token an API key exchanged for.
+        (None, Some(exchanged)) => Some(verify_authorization(&gateway.verifier, exchanged).await.map_err(refused)?),
+        (None, None) => None,
+    };
     // The edge check: refused callers never reach a service, and the service checks again.
-    authorize_at_edge(&gateway.verifier, &route.access, authorization)
-        .await
-        .map_err(|status| ApiError::from_status(&status))?;
+    authorize_at_edge(&route.access, claims.as_ref()).map_err(refused)?;
 
     let body = read_body(body, &parts.headers).await?;
     let message = transcode::build_request(route, bound, parts.uri.query(), &body)?;
@@ -532,21 +598,25 @@ fn upstream_error(status: &tonic::Status, route: &routes::Route, deadline: tokio
     ApiError::from_status(status)
 }
 
+/// The claims of an `Authorization` value: 401 unless it is `Bearer <token>` with a valid token.
+async fn verify_authorization(verifier: &TokenVerifier, value: &str) -> Result<Claims, tonic::Status> {
+    let token = platform::auth::bearer_token(value)
+        .ok_or_else(|| tonic::Status::unauthenticated("authorization must be `Bearer <token>`"))?;
+    Ok(verifier.verify(token).await?)
+}
+
+/// The request's `Authorization` header verified (`None` when it sends none).
+async fn verify_bearer(gateway: &Gateway, headers: &http::HeaderMap) -> Option<Result<Claims, tonic::Status>> {
+    let value = headers.get(header::AUTHORIZATION)?;
+    Some(match value.to_str() {
+        Ok(value) => verify_authorization(&gateway.verifier, value).await,
+        Err(_) => Err(tonic::Status::unauthenticated("authorization must be `Bearer <token>`")),
+    })
+}
+
 /// The edge check of a route's access rule: 401 without a valid identity, 403 without a scope it needs. The
 /// rule is the route's own (from the gateway's contracts), and services check it again on their side.
-async fn authorize_at_edge(
-    verifier: &TokenVerifier,
-    rule: &AccessRule,
-    authorization: Option<&str>,
-) -> Result<(), tonic::Status> {
-    let claims = match authorization {
-        None => None,
-        Some(value) => {
-            let token = platform::auth::bearer_token(value)
-                .ok_or_else(|| tonic::Status::unauthenticated("authorization must be `Bearer <token>`"))?;
-            Some(verifier.verify(token).await?)
-        }
-    };
+fn authorize_at_edge(rule: &AccessRule, claims: Option<&Claims>) -> Result<(), tonic::Status> {
     match claims {
         None if rule.allow_anonymous => Ok(()),
         None => Err(tonic::Status::unauthenticated("this method needs an access token")),

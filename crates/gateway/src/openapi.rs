@@ -474,7 +474,7 @@ fn error_schema() -> Value {
     })
 }
 
-/// `/healthz`, `/readyz` and this document.
+/// `/healthz`, `/readyz`, this document and the page that browses it.
 fn own_endpoints() -> Vec<(&'static str, &'static str, Value)> {
     let any_json = json!({"application/json": {"schema": {"type": "object"}}});
     vec![
@@ -507,6 +507,19 @@ fn own_endpoints() -> Vec<(&'static str, &'static str, Value)> {
                 "operationId": "Gateway_OpenApi", "tags": ["Gateway"], "summary": "This document.",
                 "security": [],
                 "responses": {"200": {"description": "The OpenAPI 3.1 document.", "content": any_json}},
+            }),
+        ),
+        (
+            "/docs",
+            "get",
+            json!({
+                "operationId": "Gateway_Docs", "tags": ["Gateway"],
+                "summary": "A page for browsing this document (Swagger UI, served by the gateway itself).",
+                "security": [],
+                "responses": {"200": {
+                    "description": "The HTML page; its scripts and stylesheet are under `/docs/`.",
+                    "content": {"text/html": {"schema": {"type": "string"}}},
+                }},
             }),
         ),
     ]
@@ -770,6 +783,7 @@ mod tests {
         );
         assert!(doc["paths"]["/v1/products/{product_id}/inventory:adjust"]["post"].is_object());
         assert!(doc["paths"]["/openapi.json"]["get"].is_object());
+        assert!(doc["paths"]["/docs"]["get"]["responses"]["200"]["content"]["text/html"].is_object());
     }
 
     #[test]

@@ -187,7 +187,8 @@ pub async fn serve_one(name: &str, settings: Settings, shutdown: CancellationTok
         let http = TcpListener::bind(settings.http_addr)
             .await
             .with_context(|| format!("cannot listen on {} for the gateway", settings.http_addr))?;
-        println!("gateway listening on http://{}", http.local_addr()?);
+        let scheme = if settings.gateway_tls.is_some() { "https" } else { "http" };
+        println!("gateway listening on {scheme}://{}", http.local_addr()?);
         readiness.set(true);
         gateway::serve(http, &settings, shutdown.clone()).await.map_err(anyhow::Error::from)
     } else {

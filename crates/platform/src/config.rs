@@ -84,6 +84,19 @@ pub struct Settings {
     /// Proxies whose `X-Forwarded-For` the gateway believes (`MERCATO_TRUSTED_PROXIES`, IPs or CIDRs,
     /// comma-separated); none by default, so the client is the TCP peer.
     pub trusted_proxies: Vec<IpNet>,
+    /// TLS termination at the gateway (`MERCATO_GATEWAY_TLS_CERT` and `MERCATO_GATEWAY_TLS_KEY`, both or
+    /// neither); plain HTTP when unset.
+    pub gateway_tls: Option<TlsFiles>,
+}
+
+/// The PEM files a TLS listener serves from. Only the paths are checked here; the gateway reads and validates
+/// the files when it starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The certificate chain, leaf first (`MERCATO_GATEWAY_TLS_CERT`).
+    pub cert: PathBuf,
+    /// The private key of the leaf certificate: PKCS#8, PKCS#1 or SEC1 (`MERCATO_GATEWAY_TLS_KEY`).
+    pub key: PathBuf,
 }
 
 /// A request budget: a steady rate of `count` requests per `period`, and up to `burst` requests at once after
@@ -325,6 +338,8 @@ Settings (environment variables):
                                  <route>=<count>/<s|min|h>[:<burst>], or off
                                  [default: default=20/s:40,POST /v1/auth/login=5/min:5,POST /v1/auth/register=10/min:10]
   MERCATO_TRUSTED_PROXIES        IPs/CIDRs whose X-Forwarded-For is believed [default: none]
+  MERCATO_GATEWAY_TLS_CERT       gateway TLS certificate chain (PEM file) [default: plain HTTP]
+  MERCATO_GATEWAY_TLS_KEY        its private key (PEM file); set both or neither
   MERCATO_<SERVICE>_CLIENT_SECRET a service's secret for service tokens (32+ characters) [`up`: generated]
   MERCATO_ADMIN_EMAIL            first administrator, created at start if absent
   MERCATO_ADMIN_PASSWORD         its password (8 to 128 characters)
@@ -457,6 +472,25 @@ impl Settings {
             }
         }
 
+        let gateway_tls = match (vars.get("MERCATO_GATEWAY_TLS_CERT"), vars.get("MERCATO_GATEWAY_TLS_KEY")) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert: PathBuf::from(cert), key: PathBuf::from(key) }),
+            (Some(_), None) => {
+                fail(
+                    "MERCATO_GATEWAY_TLS_KEY",
+                    "must be set when MERCATO_GATEWAY_TLS_CERT is (a PEM private key file)".to_owned(),
+                );
+                None
+            }
+            (None, Some(_)) => {
+                fail(
+                    "MERCATO_GATEWAY_TLS_CERT",
+                    "must be set when MERCATO_GATEWAY_TLS_KEY is (a PEM certificate chain file)".to_owned(),
+                );
+                None
+            }
+            (None, None) => None,
+        };
+
         let admin_email = vars.get("MERCATO_ADMIN_EMAIL").cloned();
         let admin_password = vars.get("MERCATO_ADMIN_PASSWORD").cloned();
         match (&admin_email, &admin_password) {
@@ -499,6 +533,7 @@ impl Settings {
                 log_format,
                 rate_limits,
                 trusted_proxies,
+                gateway_tls,
             }),
             _ => Err(ConfigError(errors)),
         }
@@ -698,5 +733,28 @@ mod tests {
         assert_eq!(err.0.len(), 2);
         assert!(err.0.iter().all(|e| e.variable == "MERCATO_TRUSTED_PROXIES"));
         assert!(err.to_string().contains("\"proxy.local\" is not an IP address"));
+    }
+
+    #[test]
+    fn gateway_tls_needs_both_files_or_neither() {
+        assert_eq!(Settings::from_vars(vars(&[])).expect("valid").gateway_tls, None);
+        let s = Settings::from_vars(vars(&[
+            ("MERCATO_GATEWAY_TLS_CERT", "/etc/mercato/tls.crt"),
+            ("MERCATO_GATEWAY_TLS_KEY", "/etc/mercato/tls.key"),
+        ]))
+        .expect("valid");
+        assert_eq!(
+            s.gateway_tls,
+            Some(TlsFiles { cert: PathBuf::from("/etc/mercato/tls.crt"), key: PathBuf::from("/etc/mercato/tls.key") })
+        );
+
+        let err =
+            Settings::from_vars(vars(&[("MERCATO_GATEWAY_TLS_CERT", "/etc/mercato/tls.crt")])).expect_err("no key");
+        assert_eq!(err.to_string().lines().count(), 1);
+        assert!(err.to_string().starts_with("invalid setting MERCATO_GATEWAY_TLS_KEY: must be set"), "{err}");
+        let err =
+            Settings::from_vars(vars(&[("MERCATO_GATEWAY_TLS_KEY", "/etc/mercato/tls.key")])).expect_err("no cert");
+        assert_eq!(err.to_string().lines().count(), 1);
+        assert!(err.to_string().starts_with("invalid setting MERCATO_GATEWAY_TLS_CERT: must be set"), "{err}");
     }
 }

@@ -116,6 +116,10 @@ struct HeaderInjector<'a>(&'a mut http::HeaderMap);
 
 impl Injector for HeaderInjector<'_> {
     fn set(&mut self, key: &str, value: String) {
+        // The propagator writes `tracestate` even when there is none; W3C asks not to send it empty.
+        if key == TRACESTATE && value.is_empty() {
+            return;
+        }
         if let (Ok(name), Ok(value)) =
             (http::HeaderName::from_bytes(key.as_bytes()), http::HeaderValue::from_str(&value))
         {
@@ -218,6 +222,7 @@ mod tests {
             assert_eq!(trace_id, TRACE_ID, "the span joined the caller's trace");
             assert_eq!(sent, format!("00-{TRACE_ID}-{span_id}-01"), "the callee's parent is this span");
             assert_ne!(span_id, "00f067aa0ba902b7", "a span of its own, not the caller's");
+            assert!(out.get(TRACESTATE).is_none(), "no empty tracestate when the caller sent none");
             let _entered = span.enter();
             assert_eq!(current_traceparent(), sent);
         });

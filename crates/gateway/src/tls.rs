@@ -1,0 +1,175 @@
+//! TLS termination at the gateway, from PEM files (`MERCATO_GATEWAY_TLS_CERT`, `MERCATO_GATEWAY_TLS_KEY`).
+//!
+//! ALPN offers `h2` and `http/1.1`; the connection builder then serves whichever the client speaks. Handshakes
+//! run in tasks of their own, bounded in time, so a slow or failing client holds up no one else; a finished
+//! handshake is handed to `axum::serve` through [`TlsListener`], which keeps its graceful shutdown.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use platform::config::TlsFiles;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::{self, ServerConfig};
+use tokio_rustls::server::TlsStream;
+
+/// How long a client may take to complete its TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Handshaken connections waiting for the server to take them.
+const QUEUE: usize = 64;
+
+/// The TLS files are unusable; the message names the setting and the file.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct TlsError(String);
+
+/// The rustls server configuration of `files`: the certificate chain and its key, ALPN `h2` then `http/1.1`,
+/// with the ring provider (the one rustls uses everywhere else in Mercato).
+pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
+    let cert_pem = read(&files.cert, "MERCATO_GATEWAY_TLS_CERT")?;
+    let certs = CertificateDer::pem_slice_iter(&cert_pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| TlsError(format!("MERCATO_GATEWAY_TLS_CERT: {} is not valid PEM: {e}", files.cert.display())))?;
+    if certs.is_empty() {
+        return Err(TlsError(format!(
+            "MERCATO_GATEWAY_TLS_CERT: {} holds no certificate (expected PEM \"BEGIN CERTIFICATE\" blocks, leaf first)",
+            files.cert.display()
+        )));
+    }
+    let key_pem = read(&files.key, "MERCATO_GATEWAY_TLS_KEY")?;
+    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
+        TlsError(format!(
+            "MERCATO_GATEWAY_TLS_KEY: {} holds no usable private key (expected a PEM PKCS#8, PKCS#1 or SEC1 key): {e}",
+            files.key.display()
+        ))
+    })?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| TlsError(format!("TLS protocol versions: {e}")))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| {
+            TlsError(format!(
+                "MERCATO_GATEWAY_TLS_CERT and MERCATO_GATEWAY_TLS_KEY: {} with {} is unusable: {e}",
+                files.cert.display(),
+                files.key.display()
+            ))
+        })?;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+fn read(path: &Path, variable: &str) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|e| TlsError(format!("{variable}: cannot read {}: {e}", path.display())))
+}
+
+/// A listener of TLS connections for `axum::serve`: TCP connections are accepted and their handshakes run in
+/// the background; `accept` yields those that completed. Dropping it stops accepting (the port closes) and
+/// abandons the handshakes under way.
+pub struct TlsListener {
+    handshaken: mpsc::Receiver<(TlsStream<TcpStream>, SocketAddr)>,
+    local_addr: SocketAddr,
+    acceptor: tokio::task::JoinHandle<()>,
+}
+
+impl TlsListener {
+    /// Terminates TLS with `config` on the connections of `listener`.
+    pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> io::Result<Self> {
+        let local_addr = listener.local_addr()?;
+        let (sender, handshaken) = mpsc::channel(QUEUE);
+        let acceptor = tokio::spawn(accept_loop(listener, TlsAcceptor::from(config), sender));
+        Ok(Self { handshaken, local_addr, acceptor })
+    }
+}
+
+impl Drop for TlsListener {
+    fn drop(&mut self) {
+        self.acceptor.abort();
+    }
+}
+
+impl axum::serve::Listener for TlsListener {
+    type Io = TlsStream<TcpStream>;
+    type Addr = SocketAddr;
+
+    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
+        match self.handshaken.recv().await {
+            Some(connection) => connection,
+            // The accept loop only ends when this listener is dropped, which cannot be while it is borrowed.
+            None => std::future::pending().await,
+        }
+    }
+
+    fn local_addr(&self) -> io::Result<Self::Addr> {
+        Ok(self.local_addr)
+    }
+}
+
+/// Sends small writes (HTTP/2 frames, streamed lines) at once. Also, through `tap_io`, what gives a
+/// [`TlsListener`] the `ConnectInfo<SocketAddr>` axum provides for tapped listeners.
+pub fn set_nodelay(tls: &mut TlsStream<TcpStream>) {
+    if let Err(e) = tls.get_ref().0.set_nodelay(true) {
+        tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+    }
+}
+
+/// Accepts TCP connections and runs each handshake in a task of its own; the tasks are aborted with the loop.
+async fn accept_loop(
+    listener: TcpListener,
+    acceptor: TlsAcceptor,
+    handshaken: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+) {
+    let mut handshakes = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((tcp, peer)) => {
+                    let (acceptor, handshaken) = (acceptor.clone(), handshaken.clone());
+                    handshakes.spawn(handshake(acceptor, tcp, peer, handshaken));
+                }
+                Err(e) => accept_failed(e).await,
+            },
+            // Reaps finished handshakes, so the set holds only those under way.
+            Some(_) = handshakes.join_next(), if !handshakes.is_empty() => {}
+        }
+    }
+}
+
+async fn handshake(
+    acceptor: TlsAcceptor,
+    tcp: TcpStream,
+    peer: SocketAddr,
+    handshaken: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
+) {
+    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+        Ok(Ok(tls)) => {
+            // Fails only when the server stopped: the connection is dropped.
+            let _ = handshaken.send((tls, peer)).await;
+        }
+        // One client's failure is its own: logged for the operator, nothing else is affected.
+        Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
+        Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
+    }
+}
+
+/// What `axum::serve` does for a plain listener: a failed connection is skipped; anything else (out of file
+/// descriptors) is logged and retried after a pause rather than spinning.
+async fn accept_failed(e: io::Error) {
+    if matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
+    ) {
+        return;
+    }
+    tracing::error!(error = %e, "accepting a connection failed");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+}
