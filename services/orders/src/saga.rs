@@ -106,6 +106,8 @@ impl Saga {
         options: SagaOptions,
         stop: CancellationToken,
     ) -> Self {
+        #[cfg(feature = "failpoints")]
+        arm_failpoints();
         Self {
             inner: Arc::new(Inner {
                 store,
@@ -254,7 +256,11 @@ impl Saga {
                     delay = (delay * 2).min(MAX_BACKOFF);
                     attempt += 1;
                 }
-                other => return other,
+                other => {
+                    // The crash tests kill the process here: the remote effect happened, our record of it not.
+                    fail::fail_point!(&format!("orders::{what}::answered"), |_| std::process::abort());
+                    return other;
+                }
             }
         }
     }
@@ -271,6 +277,8 @@ impl Saga {
             tracing::info!(order_id = %order.id, step = order.step.as_str(), "another runner moved the order");
             return Ok(Next::Stop);
         }
+        // The crash tests kill the process here too: the move is stored, the next step not begun.
+        fail::fail_point!(&format!("orders::{}::stored", order.step.as_str()), |_| std::process::abort());
         tracing::info!(order_id = %order.id, from = order.step.as_str(), to = change.step.as_str(),
             status = change.status.as_str(), note, "saga step");
         if event.is_some() {
@@ -458,6 +466,29 @@ impl Saga {
             }
         }
     }
+}
+
+/// Arms the saga's fail points from `FAILPOINTS` (`<name>=<actions>;...`, the `fail` crate's syntax), once per
+/// process. Only in builds with the `failpoints` feature, which the crash tests of crates/mercato turn on:
+/// there `FAILPOINTS=orders::pay::answered=return` aborts the process the moment the payment call answered
+/// (`orders::<step>::answered`), or right after a step's move is stored (`orders::<step>::stored`) — what a
+/// `kill -9` at that instant would do. Normal builds compile the points to nothing and never read the variable.
+#[cfg(feature = "failpoints")]
+fn arm_failpoints() {
+    static ARMED: std::sync::Once = std::sync::Once::new();
+    ARMED.call_once(|| {
+        let Ok(spec) = std::env::var("FAILPOINTS") else { return };
+        for entry in spec.split(';').map(str::trim).filter(|entry| !entry.is_empty()) {
+            let armed = match entry.split_once('=') {
+                Some((name, actions)) => fail::cfg(name.trim(), actions.trim()),
+                None => Err("not <name>=<actions>".to_owned()),
+            };
+            match armed {
+                Ok(()) => tracing::warn!(failpoint = entry, "fail point armed"),
+                Err(error) => tracing::error!(failpoint = entry, %error, "unusable FAILPOINTS entry"),
+            }
+        }
+    });
 }
 
 /// Counts settled orders by final status (`mercato_orders_total{status}`).

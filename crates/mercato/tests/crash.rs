@@ -1,0 +1,272 @@
+//! The checkout saga survives the process dying between any two steps. `mercato up` (SQLite) is started with
+//! a fail point armed (`FAILPOINTS`, compiled into this test build only: see `orders::saga`) that aborts the
+//! whole process at that instant — no graceful shutdown, no flush, as `kill -9` would. Started again on the same
+//! data, the platform must finish or compensate the order on its own, the idempotency key must find it, the
+//! stock and the payment must agree with its outcome, and `mercato audit` must find the books sound.
+
+#![allow(clippy::expect_used, clippy::panic)]
+
+mod support;
+
+use std::os::unix::process::ExitStatusExt;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+use support::{data_dir, mercato, start_up, terminate, wait_ready};
+
+const ADMIN: (&str, &str) = ("admin@crash.test", "admin-password-1");
+const CUSTOMER: (&str, &str) = ("ada@crash.test", "customer-pass-1");
+const KEY: &str = "crash-checkout-1";
+/// Units on hand before the checkout, and units bought.
+const STOCK: i64 = 5;
+const BOUGHT: i64 = 2;
+
+/// Where a run keeps its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Engine {
+    /// SQLite files in the data dir.
+    Sqlite,
+    /// Fresh databases, one per service, on `MERCATO_TEST_DATABASE_URL`.
+    Postgres,
+}
+
+/// SQLite always; PostgreSQL too when `MERCATO_TEST_DATABASE_URL` is set (required under `CI=true`).
+fn engines() -> Vec<Engine> {
+    match std::env::var("MERCATO_TEST_DATABASE_URL") {
+        Ok(url) if !url.is_empty() => vec![Engine::Sqlite, Engine::Postgres],
+        _ if platform::testkit::in_ci() => panic!("CI=true but MERCATO_TEST_DATABASE_URL is not set"),
+        _ => vec![Engine::Sqlite],
+    }
+}
+
+/// The settings of one platform's storage: nothing for SQLite (the data dir), a database URL per service for
+/// PostgreSQL (named after `run`, so each run starts empty and both starts of a run share the data).
+fn storage(engine: Engine, run: &str) -> Vec<(String, String)> {
+    let Engine::Postgres = engine else { return Vec::new() };
+    let server = std::env::var("MERCATO_TEST_DATABASE_URL").unwrap_or_default();
+    platform::config::SERVICE_PORTS
+        .iter()
+        .map(|(service, _)| {
+            let upper = service.to_ascii_uppercase();
+            (format!("MERCATO_{upper}_DATABASE_URL"), format!("{server}/mercato_test_crash_{run}_{service}"))
+        })
+        .collect()
+}
+
+fn settings(storage: &[(String, String)], failpoint: Option<&str>) -> Vec<(String, String)> {
+    let mut env = vec![
+        ("MERCATO_ADMIN_EMAIL".to_owned(), ADMIN.0.to_owned()),
+        ("MERCATO_ADMIN_PASSWORD".to_owned(), ADMIN.1.to_owned()),
+        ("MERCATO_RATE_LIMITS".to_owned(), "off".to_owned()),
+    ];
+    env.extend_from_slice(storage);
+    if let Some(point) = failpoint {
+        env.push(("FAILPOINTS".to_owned(), format!("{point}=return")));
+    }
+    env
+}
+
+fn borrowed(env: &[(String, String)]) -> Vec<(&str, &str)> {
+    env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect()
+}
+
+struct Api {
+    base: String,
+    http: reqwest::Client,
+}
+
+impl Api {
+    fn new(base: String) -> Self {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(30)).build().expect("client");
+        Self { base, http }
+    }
+
+    /// Sends a request; `Err` when no answer came (the process died under it).
+    async fn try_send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), reqwest::Error> {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("method");
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        let bytes = response.bytes().await?;
+        Ok((status, serde_json::from_slice(&bytes).unwrap_or(Value::Null)))
+    }
+
+    async fn send(&self, method: &str, path: &str, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
+        self.try_send(method, path, token, None, body).await.expect("an answer")
+    }
+
+    async fn login(&self, (email, password): (&str, &str)) -> String {
+        let (status, body) =
+            self.send("POST", "/v1/auth/login", None, Some(json!({"email": email, "password": password}))).await;
+        assert_eq!(status, 200, "login: {body}");
+        body["accessToken"].as_str().expect("token").to_owned()
+    }
+
+    async fn inventory(&self, product: &str) -> Value {
+        self.send("GET", &format!("/v1/products/{product}/inventory"), None, None).await.1
+    }
+}
+
+fn order_body(product: &str, payment_method: &str) -> Value {
+    json!({
+        "items": [{"productId": product, "quantity": BOUGHT}],
+        "shippingAddress": {"name": "Ada", "line1": "1 Main St", "line2": "", "city": "Paris", "region": "",
+                            "postalCode": "75001", "country": "FR"},
+        "paymentMethod": payment_method,
+    })
+}
+
+/// What the customer does before the crash.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Action {
+    /// Checks out; the crash cuts the checkout.
+    Checkout,
+    /// Checks out (confirmed), then cancels; the crash cuts the cancellation.
+    Cancel,
+}
+
+/// Kills the platform at `failpoint` during `action` (paying with `payment_method`), starts it again, and
+/// checks that the order ends `expected` with stock, payment and books to match.
+async fn crash_then_resume(failpoint: &str, action: Action, payment_method: &str, expected: &str) {
+    for engine in engines() {
+        crash_then_resume_on(engine, failpoint, action, payment_method, expected).await;
+    }
+}
+
+async fn crash_then_resume_on(engine: Engine, failpoint: &str, action: Action, payment_method: &str, expected: &str) {
+    let dir = data_dir("crash");
+    let run = uuid::Uuid::now_v7().simple().to_string();
+    let storage = storage(engine, &run[run.len() - 16..]);
+    let case = format!("{failpoint} on {engine:?}");
+    let (mut child, base) = start_up(&dir, &[], &borrowed(&settings(&storage, Some(failpoint))));
+    wait_ready(&base).await;
+    let api = Api::new(base);
+
+    let admin = api.login(ADMIN).await;
+    let product = json!({"sku": "CRASH-1", "name": "Beans", "description": "Beans", "category": "coffee",
+                         "price": {"currency": "EUR", "amountMinor": "1200"}, "active": true});
+    let (status, made) = api.send("POST", "/v1/products", Some(&admin), Some(product)).await;
+    assert_eq!(status, 201, "{made}");
+    let product = made["id"].as_str().expect("product id").to_owned();
+    let adjust = json!({"delta": STOCK});
+    api.send("POST", &format!("/v1/products/{product}/inventory:adjust"), Some(&admin), Some(adjust)).await;
+    let register = json!({"email": CUSTOMER.0, "password": CUSTOMER.1, "displayName": "Ada"});
+    assert_eq!(api.send("POST", "/v1/auth/register", None, Some(register)).await.0, 201);
+    let customer = api.login(CUSTOMER).await;
+
+    let body = order_body(&product, payment_method);
+    let placed = api.try_send("POST", "/v1/orders", Some(&customer), Some(KEY), Some(body.clone())).await;
+    if action == Action::Cancel {
+        let (status, order) = placed.expect("the checkout answered");
+        assert_eq!((status, order["status"].as_str()), (201, Some("ORDER_STATUS_CONFIRMED")), "{order}");
+        let id = order["id"].as_str().expect("order id");
+        let cancelled =
+            api.try_send("POST", &format!("/v1/orders/{id}:cancel"), Some(&customer), None, Some(json!({}))).await;
+        assert!(cancelled.is_err(), "{case}: the cancellation got an answer: {cancelled:?}");
+    } else {
+        assert!(placed.is_err(), "{case}: the checkout got an answer: {placed:?}");
+    }
+    let died = support::exited_within(&mut child, Duration::from_secs(30));
+    assert_eq!(died.signal(), Some(6), "{case}: the process should have aborted there, but {died}");
+
+    // Started again on the same data, with no fail point.
+    let (mut child, base) = start_up(&dir, &[], &borrowed(&settings(&storage, None)));
+    wait_ready(&base).await;
+    let api = Api::new(base);
+    let customer = api.login(CUSTOMER).await;
+    let mut order = Value::Null;
+    for _ in 0..300 {
+        let (_, mine) = api.send("GET", "/v1/orders", Some(&customer), None).await;
+        let orders = mine["orders"].as_array().cloned().unwrap_or_default();
+        assert!(orders.len() <= 1, "{case}: one checkout, one order: {mine}");
+        if let Some(found) = orders.first()
+            && found["status"] == expected
+        {
+            order = found.clone();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(order["status"], expected, "{case}: the order never got there");
+    let id = order["id"].as_str().expect("order id").to_owned();
+
+    // The key still names that order: a retried checkout changes nothing.
+    let (status, replayed) =
+        api.try_send("POST", "/v1/orders", Some(&customer), Some(KEY), Some(body)).await.expect("answer");
+    assert!(status == 200 || status == 201, "{case}: replay answered {status}: {replayed}");
+    assert_eq!(replayed["id"], id.as_str(), "{case}: the replay found another order");
+
+    // Stock and payment agree with the outcome (a cancellation restocks through order.cancelled, a moment later).
+    let (on_hand, payment_status) = match expected {
+        "ORDER_STATUS_CONFIRMED" => (STOCK - BOUGHT, Some("PAYMENT_STATUS_CAPTURED")),
+        "ORDER_STATUS_CANCELLED" => (STOCK, Some("PAYMENT_STATUS_REFUNDED")),
+        _ => (STOCK, None),
+    };
+    let mut stock = Value::Null;
+    for _ in 0..100 {
+        stock = api.inventory(&product).await;
+        if stock["available"] == on_hand && stock["reserved"] == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!((stock["available"].as_i64(), stock["reserved"].as_i64()), (Some(on_hand), Some(0)), "{case}: {stock}");
+    if let Some(want) = payment_status {
+        let payment_id = order["paymentId"].as_str().expect("payment id");
+        let (_, payment) = api.send("GET", &format!("/v1/payments/{payment_id}"), Some(&customer), None).await;
+        assert_eq!(payment["status"], want, "{case}: {payment}");
+    } else {
+        assert_eq!(order["failureReason"], "Your card was declined.", "{case}: {order}");
+    }
+
+    let (code, _) = terminate(&mut child);
+    assert_eq!(code, Some(0));
+    let audit = mercato().arg("audit").env("MERCATO_DATA_DIR", &dir).envs(storage).output().expect("runs");
+    assert!(
+        audit.status.success(),
+        "{case}: the audit found violations:\n{}{}",
+        String::from_utf8_lossy(&audit.stdout),
+        String::from_utf8_lossy(&audit.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+const CONFIRMED: &str = "ORDER_STATUS_CONFIRMED";
+
+#[tokio::test]
+async fn killed_after_a_remote_call_answered_the_checkout_still_confirms() {
+    for step in ["reserve", "pay", "commit"] {
+        crash_then_resume(&format!("orders::{step}::answered"), Action::Checkout, "tok_visa", CONFIRMED).await;
+    }
+}
+
+#[tokio::test]
+async fn killed_after_a_step_was_stored_the_checkout_still_confirms() {
+    for step in ["reserve", "pay", "commit"] {
+        crash_then_resume(&format!("orders::{step}::stored"), Action::Checkout, "tok_visa", CONFIRMED).await;
+    }
+}
+
+#[tokio::test]
+async fn killed_while_compensating_or_cancelling_the_order_still_ends_right() {
+    let failed = "ORDER_STATUS_FAILED";
+    crash_then_resume("orders::pay::answered", Action::Checkout, "tok_chargeDeclined", failed).await;
+    crash_then_resume("orders::release::answered", Action::Checkout, "tok_chargeDeclined", failed).await;
+    crash_then_resume("orders::cancel::answered", Action::Cancel, "tok_visa", "ORDER_STATUS_CANCELLED").await;
+}
