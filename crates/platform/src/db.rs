@@ -146,10 +146,6 @@ impl Db {
         let pool = PgPoolOptions::new()
             .max_connections(10)
             .acquire_timeout(Duration::from_secs(10))
-            // No ping before each use: that is one more round trip per transaction (a checkout makes dozens).
-            // A connection the server dropped fails its next statement instead, which sqlx then closes; the
-            // statement's transaction rolls back, so nothing half-done is kept.
-            .test_before_acquire(false)
             .connect_with(options.log_statements(tracing::log::LevelFilter::Debug))
             .await
             .map_err(|source| connection_failed(service, source))?;
