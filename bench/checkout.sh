@@ -95,6 +95,13 @@ sleep 2 # pg_stat counters are flushed asynchronously
 after=$(commits)
 confirmed=$(psql "$PG/mercato_${RUN}_orders" -Atc "SELECT COUNT(*) FROM orders WHERE status = 'CONFIRMED'")
 failed=$(psql "$PG/mercato_${RUN}_orders" -Atc "SELECT COUNT(*) FROM orders WHERE status <> 'CONFIRMED'")
+if [ "$failed" != 0 ]; then
+  echo "orders not confirmed, by status and reason:"
+  psql "$PG/mercato_${RUN}_orders" -Atc \
+    "SELECT status, saga_step, failure_reason, COUNT(*) FROM orders WHERE status <> 'CONFIRMED' GROUP BY 1, 2, 3"
+  echo "errors and warnings the platform logged:"
+  grep -E '"level":"(ERROR|WARN)"' "$WORK/mercato.log" | head -20 || true
+fi
 kill -TERM "$PID"; wait "$PID" 2>/dev/null || true; PID=
 
 # pgbench: the same server, connections and duration; each transaction updates one row and commits.
