@@ -68,6 +68,9 @@ pub enum Error {
     /// A gRPC client channel could not be built.
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// A task the request handed work to panicked or was stopped by shutdown.
+    #[error("task: {0}")]
+    Task(#[from] tokio::task::JoinError),
 }
 
 fn describe(violations: &[FieldViolation]) -> String {
@@ -101,7 +104,8 @@ impl From<Error> for Status {
             | Error::Database(_)
             | Error::Db(_)
             | Error::Serve(_)
-            | Error::Transport(_)) => {
+            | Error::Transport(_)
+            | Error::Task(_)) => {
                 tracing::error!(error = %internal, "internal error");
                 Status::internal("internal error")
             }

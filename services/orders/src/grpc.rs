@@ -15,6 +15,7 @@ use platform::error::FieldViolation;
 use platform::time::{now_micros, timestamp};
 use prost::Message;
 use tonic::{Request, Response, Status as GrpcStatus};
+use tracing::Instrument;
 
 use crate::domain::{self, Address, Line, LineInput, Price, PricingError, Status, Step};
 use crate::error::{CART_EMPTY, Error, IDEMPOTENCY_KEY_REUSED, MIXED_CURRENCIES, ORDER_STATE, PRODUCT_UNAVAILABLE};
@@ -298,7 +299,23 @@ impl OrderService for OrdersApi {
             create_time: now,
             update_time: now,
         };
-        if !self.store.insert_order(&order, &events::placed(&order)).await? {
+        // Placed and started in a task of its own: if the caller hangs up meanwhile (which drops this handler),
+        // the order is either not placed at all or placed with its saga running — never placed and left
+        // waiting for the recovery scan.
+        let placing = {
+            let (store, saga, order) = (self.store.clone(), self.saga.clone(), order.clone());
+            tokio::spawn(
+                async move {
+                    let placed = store.insert_order(&order, &events::placed(&order)).await?;
+                    if placed {
+                        saga.start(&order.id);
+                    }
+                    Ok::<_, Error>(placed)
+                }
+                .in_current_span(),
+            )
+        };
+        if !placing.await.map_err(Error::from)?? {
             // A concurrent request with the same key won the race.
             let id = self.store.id_by_key(&claims.sub, &key).await?.ok_or_else(|| Error::order_not_found(&key))?;
             return Ok(Response::new(CreateOrderResponse { order: Some(self.replay(&id, &hash).await?) }));

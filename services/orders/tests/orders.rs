@@ -1158,6 +1158,78 @@ async fn crash_before_the_first_step_resumes(db: Db) {
     second.stop().await;
 }
 
+/// A connection that holds the write lock on the orders table until [`release`](OrdersTableLock::release).
+enum OrdersTableLock {
+    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+}
+
+impl OrdersTableLock {
+    /// Takes the lock: SQLite's write lock, or PostgreSQL's EXCLUSIVE lock (reads pass, inserts wait).
+    async fn take(db: &Db) -> Self {
+        match db {
+            Db::Sqlite(pool) => {
+                let mut conn = pool.acquire().await.expect("connection");
+                sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await.expect("lock");
+                Self::Sqlite(conn)
+            }
+            Db::Postgres(pool) => {
+                let mut conn = pool.acquire().await.expect("connection");
+                sqlx::query("BEGIN").execute(&mut *conn).await.expect("begin");
+                sqlx::query("LOCK TABLE orders IN EXCLUSIVE MODE").execute(&mut *conn).await.expect("lock");
+                Self::Postgres(conn)
+            }
+        }
+    }
+
+    async fn release(self) {
+        match self {
+            Self::Sqlite(mut conn) => sqlx::query("ROLLBACK").execute(&mut *conn).await.map(drop),
+            Self::Postgres(mut conn) => sqlx::query("ROLLBACK").execute(&mut *conn).await.map(drop),
+        }
+        .expect("unlock");
+    }
+}
+
+async fn a_checkout_the_caller_hung_up_on_still_completes(db: Db) {
+    // The recovery scan is an hour away: only the request's own saga run can finish the order.
+    let patient = SagaOptions {
+        recovery_interval: Duration::from_secs(3600),
+        stuck_after: Duration::from_secs(3600),
+        ..options()
+    };
+    let fake = Fake::new();
+    let issuer = Arc::new(TestIssuer::new().expect("issuer"));
+    let server = Server::start_with(db.clone(), fake.clone(), Wiring::Direct, issuer, patient).await;
+    let ada = server.client("ada", false).await;
+    // Answered only once the service serves, so its tables exist.
+    assert!(ada.list(ListOrdersRequest::default()).await.expect("list").0.is_empty());
+
+    // The order's insert waits on the lock; meanwhile the caller hangs up (the server drops its handler).
+    let lock = OrdersTableLock::take(&db).await;
+    let creator = ada.clone();
+    let call = tokio::spawn(async move { creator.create(order_of(&[(COFFEE, 2)], "hung-up")).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    call.abort();
+    assert!(call.await.is_err_and(|e| e.is_cancelled()), "the call was still waiting when the caller left");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    lock.release().await;
+
+    // The order was placed and its checkout ran to the end, with nobody asking again.
+    let mut listed = Vec::new();
+    for _ in 0..100 {
+        listed = ada.list(ListOrdersRequest::default()).await.expect("list").0;
+        if listed.first().is_some_and(|o| status(o) != OrderStatus::Pending) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(status(&listed[0]), OrderStatus::Confirmed, "{:?}", listed[0]);
+    assert_consistent(&fake, &listed[0], 2, COFFEE, 10);
+    server.stop().await;
+}
+
 async fn hundred_units_three_hundred_buyers(db: Db) {
     let fake = Fake::new();
     fake.add_product("p-hot", "Hot Item", "EUR", 999, 100);
@@ -1223,5 +1295,6 @@ on_both_engines!(
     cancel_refunds,
     crash_at_every_step_then_resume,
     crash_before_the_first_step_resumes,
+    a_checkout_the_caller_hung_up_on_still_completes,
     hundred_units_three_hundred_buyers,
 );
