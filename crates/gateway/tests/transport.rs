@@ -3,11 +3,11 @@
 //! time (rcgen); the service behind the gateway is a stand-in catalog over real gRPC.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
+mod support;
+
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use api::catalog::catalog_service_server::{CatalogService, CatalogServiceServer};
-use api::catalog::*;
 use gateway::GatewayError;
 use platform::Settings;
 use platform::testkit::TempDir;
@@ -15,65 +15,10 @@ use reqwest::Version;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
-use tonic::{Request, Response, Status};
 
-/// A catalog whose GetProduct answers "Green tea" after `delay`.
-struct Catalog {
-    delay: Duration,
-}
-
-#[tonic::async_trait]
-impl CatalogService for Catalog {
-    async fn get_product(&self, request: Request<GetProductRequest>) -> Result<Response<GetProductResponse>, Status> {
-        tokio::time::sleep(self.delay).await;
-        let product = Product { id: request.into_inner().id, name: "Green tea".into(), ..Default::default() };
-        Ok(Response::new(GetProductResponse { product: Some(product) }))
-    }
-    async fn list_products(&self, _: Request<ListProductsRequest>) -> Result<Response<ListProductsResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-    async fn create_product(
-        &self,
-        _: Request<CreateProductRequest>,
-    ) -> Result<Response<CreateProductResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-    async fn update_product(
-        &self,
-        _: Request<UpdateProductRequest>,
-    ) -> Result<Response<UpdateProductResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-    async fn get_inventory(&self, _: Request<GetInventoryRequest>) -> Result<Response<GetInventoryResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-    async fn adjust_inventory(
-        &self,
-        _: Request<AdjustInventoryRequest>,
-    ) -> Result<Response<AdjustInventoryResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-    async fn reserve_stock(&self, _: Request<ReserveStockRequest>) -> Result<Response<ReserveStockResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-    async fn release_stock(&self, _: Request<ReleaseStockRequest>) -> Result<Response<ReleaseStockResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-    async fn commit_stock(&self, _: Request<CommitStockRequest>) -> Result<Response<CommitStockResponse>, Status> {
-        Err(Status::unimplemented("not in this test"))
-    }
-}
-
-/// Serves a stand-in catalog on a free port; its URL.
+/// Serves a stand-in catalog answering "Green tea" after `delay`; its URL.
 async fn catalog(delay: Duration) -> String {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(
-        tonic::transport::Server::builder()
-            .add_service(CatalogServiceServer::new(Catalog { delay }))
-            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-    );
-    format!("http://{addr}")
+    support::serve(support::StandInCatalog { name: "Green tea", delay }).await
 }
 
 /// A self-signed certificate for `localhost` and 127.0.0.1, written to `dir`: (certificate PEM, cert path,

@@ -1,0 +1,77 @@
+//! A stand-in catalog over real gRPC for the gateway's tests: GetProduct answers a product of a given name
+//! after a given delay; every other method is UNIMPLEMENTED.
+
+#![allow(dead_code, clippy::expect_used)]
+
+use std::time::Duration;
+
+use api::catalog::catalog_service_server::{CatalogService, CatalogServiceServer};
+use api::catalog::*;
+use tokio::net::TcpListener;
+use tonic::{Request, Response, Status};
+
+/// A catalog whose GetProduct answers a product named `name` after `delay`.
+pub struct StandInCatalog {
+    /// The name of every product it returns.
+    pub name: &'static str,
+    /// How long GetProduct takes.
+    pub delay: Duration,
+}
+
+/// Serves `catalog` on a free port; its URL.
+pub async fn serve(catalog: StandInCatalog) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(CatalogServiceServer::new(catalog))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    format!("http://{addr}")
+}
+
+fn not_here<T>() -> Result<Response<T>, Status> {
+    Err(Status::unimplemented("not in this test"))
+}
+
+#[tonic::async_trait]
+impl CatalogService for StandInCatalog {
+    async fn get_product(&self, request: Request<GetProductRequest>) -> Result<Response<GetProductResponse>, Status> {
+        tokio::time::sleep(self.delay).await;
+        let product = Product { id: request.into_inner().id, name: self.name.into(), ..Default::default() };
+        Ok(Response::new(GetProductResponse { product: Some(product) }))
+    }
+    async fn list_products(&self, _: Request<ListProductsRequest>) -> Result<Response<ListProductsResponse>, Status> {
+        not_here()
+    }
+    async fn create_product(
+        &self,
+        _: Request<CreateProductRequest>,
+    ) -> Result<Response<CreateProductResponse>, Status> {
+        not_here()
+    }
+    async fn update_product(
+        &self,
+        _: Request<UpdateProductRequest>,
+    ) -> Result<Response<UpdateProductResponse>, Status> {
+        not_here()
+    }
+    async fn get_inventory(&self, _: Request<GetInventoryRequest>) -> Result<Response<GetInventoryResponse>, Status> {
+        not_here()
+    }
+    async fn adjust_inventory(
+        &self,
+        _: Request<AdjustInventoryRequest>,
+    ) -> Result<Response<AdjustInventoryResponse>, Status> {
+        not_here()
+    }
+    async fn reserve_stock(&self, _: Request<ReserveStockRequest>) -> Result<Response<ReserveStockResponse>, Status> {
+        not_here()
+    }
+    async fn release_stock(&self, _: Request<ReleaseStockRequest>) -> Result<Response<ReleaseStockResponse>, Status> {
+        not_here()
+    }
+    async fn commit_stock(&self, _: Request<CommitStockRequest>) -> Result<Response<CommitStockResponse>, Status> {
+        not_here()
+    }
+}
