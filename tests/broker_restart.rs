@@ -17,26 +17,6 @@ const OUTAGE_AFTER: usize = 10;
 const DURING_OUTAGE: usize = 10;
 const PRICE_MINOR: i64 = 700;
 
-fn rabbitmqctl(command: &str) -> bool {
-    std::process::Command::new("rabbitmqctl").arg(command).output().is_ok_and(|o| o.status.success())
-}
-
-/// Starts the broker again when dropped, so a failing test never leaves it stopped.
-struct StartAppOnDrop;
-
-impl Drop for StartAppOnDrop {
-    fn drop(&mut self) {
-        for _ in 0..5 {
-            if rabbitmqctl("start_app") {
-                rabbitmqctl("await_startup");
-                return;
-            }
-            std::thread::sleep(Duration::from_secs(1));
-        }
-        eprintln!("could not restart RabbitMQ: run `rabbitmqctl start_app`");
-    }
-}
-
 /// Polls `GET path` until `done` holds (at most 120 s: consumers reconnect with backoff after the outage).
 async fn eventually(p: &TestPlatform, path: &str, token: &str, done: impl Fn(&Value) -> bool) -> Value {
     let mut last = Value::Null;
@@ -77,8 +57,7 @@ async fn a_broker_restart_mid_stream_of_orders_loses_nothing_and_applies_nothing
         if n == OUTAGE_AFTER {
             // Some events have gone through before the outage.
             eventually(&p, "/v1/analytics/summary", &admin, |s| s["currencies"][0]["orders"] != Value::Null).await;
-            outage = Some(StartAppOnDrop);
-            assert!(rabbitmqctl("stop_app"), "rabbitmqctl stop_app failed");
+            outage = Some(platform::testkit::BrokerOutage::begin().expect("rabbitmqctl stop_app failed"));
         }
         if n == OUTAGE_AFTER + DURING_OUTAGE {
             // Checkouts never needed the broker; their events waited in the outboxes.

@@ -11,7 +11,7 @@
 //! - [`events`]: transactional outbox, relay, in-process bus, inbox.
 //! - [`metrics`]: the Prometheus recorder, `/metrics`, `/healthz`, `/readyz`.
 //! - [`shutdown`]: signals to a cancellation token.
-//! - [`testkit`]: helpers for tests that need a real PostgreSQL.
+//! - [`testkit`]: helpers for tests that need a real PostgreSQL or RabbitMQ, and a test token issuer.
 //!
 //! `platform` knows nothing about any particular service.
 

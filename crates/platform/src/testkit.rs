@@ -141,3 +141,35 @@ impl crate::auth::KeySource for TestIssuer {
         Box::pin(async move { Ok(keys) })
     }
 }
+
+/// An outage of the machine's RabbitMQ for the broker-restart tests: [`begin`](Self::begin) stops the broker
+/// application (`rabbitmqctl stop_app`); dropping the guard starts it again and waits until it answers
+/// (`start_app`, then `await_startup`), so a failing test never leaves the broker down for the tests after it.
+#[derive(Debug)]
+pub struct BrokerOutage(());
+
+impl BrokerOutage {
+    /// Stops the broker; `None` when `rabbitmqctl stop_app` failed (not installed, or not allowed).
+    pub fn begin() -> Option<Self> {
+        rabbitmqctl("stop_app").then_some(Self(()))
+    }
+}
+
+impl Drop for BrokerOutage {
+    fn drop(&mut self) {
+        for _ in 0..5 {
+            if rabbitmqctl("start_app") {
+                // start_app returns before every queue is back: the tests after this need a broker that answers
+                // declarations, not one still starting.
+                rabbitmqctl("await_startup");
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_secs(1));
+        }
+        eprintln!("could not restart RabbitMQ: run `rabbitmqctl start_app`");
+    }
+}
+
+fn rabbitmqctl(command: &str) -> bool {
+    std::process::Command::new("rabbitmqctl").arg(command).output().is_ok_and(|o| o.status.success())
+}

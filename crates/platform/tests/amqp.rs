@@ -477,30 +477,6 @@ async fn an_unreachable_broker_is_an_error_not_a_hang() {
     assert!(!message.contains("secret"), "the password leaked: {message}");
 }
 
-/// Restarts the machine's broker application on drop if it was stopped, so a failing test never leaves it down.
-struct StartAppOnDrop;
-
-impl StartAppOnDrop {
-    fn rabbitmqctl(command: &str) -> bool {
-        std::process::Command::new("rabbitmqctl").arg(command).output().is_ok_and(|o| o.status.success())
-    }
-}
-
-impl Drop for StartAppOnDrop {
-    fn drop(&mut self) {
-        for _ in 0..5 {
-            if Self::rabbitmqctl("start_app") {
-                // start_app returns before every queue is back; the tests after this one need a broker that
-                // answers declarations, not one still starting.
-                Self::rabbitmqctl("await_startup");
-                return;
-            }
-            std::thread::sleep(Duration::from_secs(1));
-        }
-        eprintln!("could not restart RabbitMQ: run `rabbitmqctl start_app`");
-    }
-}
-
 /// Stops and restarts the broker (`rabbitmqctl stop_app` / `start_app`) while events flow: nothing is lost
 /// and nothing applied twice. Opt in with `MERCATO_TEST_AMQP_RESTART=1`: it interrupts every client of the
 /// local broker.
@@ -527,15 +503,14 @@ async fn a_broker_restart_mid_stream_loses_nothing() {
     for n in 0..total {
         if n == 20 {
             eventually("the first events are applied", || counter.applied() >= 10).await;
-            let restart = StartAppOnDrop;
-            assert!(StartAppOnDrop::rabbitmqctl("stop_app"), "rabbitmqctl stop_app failed");
+            let outage = platform::testkit::BrokerOutage::begin().expect("rabbitmqctl stop_app failed");
             // Events written while the broker is down wait in the outbox.
             for m in 0..10 {
                 ids.push(write(&db, "thing.happened", "s", m).await);
                 wake.wake();
             }
             tokio::time::sleep(Duration::from_secs(1)).await;
-            drop(restart);
+            drop(outage);
         }
         ids.push(write(&db, "thing.happened", "s", n as u8).await);
         wake.wake();
