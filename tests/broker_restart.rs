@@ -17,18 +17,8 @@ const OUTAGE_AFTER: usize = 10;
 const DURING_OUTAGE: usize = 10;
 const PRICE_MINOR: i64 = 700;
 
-/// Polls `GET path` until `done` holds (at most 120 s: consumers reconnect with backoff after the outage).
-async fn eventually(p: &TestPlatform, path: &str, token: &str, done: impl Fn(&Value) -> bool) -> Value {
-    let mut last = Value::Null;
-    for _ in 0..240 {
-        last = p.send("GET", path, Some(token), None).await.json;
-        if done(&last) {
-            return last;
-        }
-        tokio::time::sleep(Duration::from_millis(500)).await;
-    }
-    panic!("GET {path} never got there; last answer: {last}");
-}
+/// Consumers reconnect with backoff after the outage: how long the platform gets to catch up.
+const CATCH_UP: Duration = Duration::from_secs(120);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_broker_restart_mid_stream_of_orders_loses_nothing_and_applies_nothing_twice() {
@@ -56,7 +46,7 @@ async fn a_broker_restart_mid_stream_of_orders_loses_nothing_and_applies_nothing
     for n in 0..ORDERS {
         if n == OUTAGE_AFTER {
             // Some events have gone through before the outage.
-            eventually(&p, "/v1/analytics/summary", &admin, |s| s["currencies"][0]["orders"] != Value::Null).await;
+            p.get_until("/v1/analytics/summary", &admin, |s| s["currencies"][0]["orders"] != Value::Null).await;
             outage = Some(platform::testkit::BrokerOutage::begin().expect("rabbitmqctl stop_app failed"));
         }
         if n == OUTAGE_AFTER + DURING_OUTAGE {
@@ -79,14 +69,16 @@ async fn a_broker_restart_mid_stream_of_orders_loses_nothing_and_applies_nothing
 
     // Every order.confirmed reaches analytics and notifications...
     let total = (ORDERS as i64 * PRICE_MINOR).to_string();
-    let summary = eventually(&p, "/v1/analytics/summary", &admin, |s| {
-        s["currencies"][0]["orders"].as_str().and_then(|n| n.parse::<usize>().ok()).is_some_and(|n| n >= ORDERS)
-    })
-    .await;
+    let summary = p
+        .get_until_within("/v1/analytics/summary", &admin, CATCH_UP, |s| {
+            s["currencies"][0]["orders"].as_str().and_then(|n| n.parse::<usize>().ok()).is_some_and(|n| n >= ORDERS)
+        })
+        .await;
     let confirmations = |list: &Value| {
         list["notifications"].as_array().map_or(0, |n| n.iter().filter(|n| n["eventType"] == "order.confirmed").count())
     };
-    let mine = eventually(&p, "/v1/notifications?pageSize=100", &customer, |l| confirmations(l) >= ORDERS).await;
+    let mine =
+        p.get_until_within("/v1/notifications?pageSize=100", &customer, CATCH_UP, |l| confirmations(l) >= ORDERS).await;
 
     // ... once: give a redelivery time to show up, then count again.
     tokio::time::sleep(Duration::from_secs(3)).await;

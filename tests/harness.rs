@@ -222,17 +222,30 @@ impl TestPlatform {
 
     /// Polls `GET path` as `token` until `done` holds for its JSON (at most 30 s), and returns that JSON: for
     /// what events bring about a moment later.
-    #[allow(clippy::panic)]
     pub async fn get_until(&self, path: &str, token: &str, done: impl Fn(&Value) -> bool) -> Value {
-        let mut last = Value::Null;
-        for _ in 0..300 {
-            last = self.send("GET", path, Some(token), None).await.json;
+        self.get_until_within(path, token, std::time::Duration::from_secs(30), done).await
+    }
+
+    /// [`get_until`](Self::get_until), waiting at most `within` (e.g. for consumers reconnecting after an outage).
+    #[allow(clippy::panic)]
+    pub async fn get_until_within(
+        &self,
+        path: &str,
+        token: &str,
+        within: std::time::Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Value {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let last = self.send("GET", path, Some(token), None).await.json;
             if done(&last) {
                 return last;
             }
+            if tokio::time::Instant::now() >= deadline {
+                panic!("GET {path} never got there within {within:?}; last answer: {last}");
+            }
             tokio::time::sleep(std::time::Duration::from_millis(100)).await;
         }
-        panic!("GET {path} never got there; last answer: {last}");
     }
 
     /// The broker URL and the prefix of this platform's exchanges and queues, when it runs on RabbitMQ.

@@ -371,11 +371,9 @@ async fn transcode_handler(State(gateway): State<Gateway>, request: Request) -> 
         }
     };
     let label = RouteLabel(format!("{} {}", route.method, route.template.as_str()));
-    // Verified once: the rate limit charges the token's subject, the edge check reads its scopes.
-    let bearer = verify_bearer(&gateway, request.headers()).await;
     // Before any service is called: refused floods cost no upstream work.
-    let caller = bearer.as_ref().and_then(|verified| verified.as_ref().ok());
-    let decision = match rate_limit(&gateway, &label.0, request.headers(), peer(&request), caller).await {
+    let (bearer, decision) = admit(&gateway, &label.0, request.headers(), peer(&request)).await;
+    let decision = match decision {
         Ok(decision) => decision,
         Err(mut refused) => {
             refused.extensions_mut().insert(label);
@@ -393,9 +391,7 @@ async fn transcode_handler(State(gateway): State<Gateway>, request: Request) -> 
 
 /// `/openapi.json`, under the default budget.
 async fn openapi_limited(State(gateway): State<Gateway>, request: Request) -> Response {
-    let bearer = verify_bearer(&gateway, request.headers()).await;
-    let caller = bearer.as_ref().and_then(|verified| verified.as_ref().ok());
-    let decision = match rate_limit(&gateway, OPENAPI_ROUTE, request.headers(), peer(&request), caller).await {
+    let decision = match admit(&gateway, OPENAPI_ROUTE, request.headers(), peer(&request)).await.1 {
         Ok(decision) => decision,
         Err(refused) => return refused,
     };
@@ -406,9 +402,7 @@ async fn openapi_limited(State(gateway): State<Gateway>, request: Request) -> Re
 
 /// The page at `/docs` and its assets, under the budget of [`docs::DOCS_ROUTE`].
 async fn docs_limited(gateway: Gateway, asset: &'static docs::Asset, request: Request) -> Response {
-    let bearer = verify_bearer(&gateway, request.headers()).await;
-    let caller = bearer.as_ref().and_then(|verified| verified.as_ref().ok());
-    let mut response = match rate_limit(&gateway, docs::DOCS_ROUTE, request.headers(), peer(&request), caller).await {
+    let mut response = match admit(&gateway, docs::DOCS_ROUTE, request.headers(), peer(&request)).await.1 {
         Err(refused) => refused,
         Ok(decision) => {
             let mut response = asset.response();
@@ -418,6 +412,22 @@ async fn docs_limited(gateway: Gateway, asset: &'static docs::Asset, request: Re
     };
     response.extensions_mut().insert(RouteLabel(format!("GET {}", asset.path)));
     response
+}
+
+/// Verifies the request's bearer token, once, and charges its caller's budget for `route`. Returns the
+/// verification (`None` without an `Authorization` header; the edge check reads its scopes) and the decision
+/// (`None` when limits are off) or the 429 answer.
+/// (Headers and peer rather than the request, whose body is not `Sync`: the future stays `Send`.)
+async fn admit(
+    gateway: &Gateway,
+    route: &str,
+    headers: &http::HeaderMap,
+    peer: Option<SocketAddr>,
+) -> (Option<Result<Claims, tonic::Status>>, Result<Option<Decision>, Response>) {
+    let bearer = verify_bearer(gateway, headers).await;
+    let caller = bearer.as_ref().and_then(|verified| verified.as_ref().ok());
+    let decision = rate_limit(gateway, route, headers, peer, caller).await;
+    (bearer, decision)
 }
 
 /// Charges the caller's budget for `route`: the decision (`None` when limits are off), or the 429 answer.

@@ -2,28 +2,13 @@
 //! Content-Security-Policy that allows no other origin.
 #![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
 
-use std::net::SocketAddr;
+mod support;
 
 use platform::Settings;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-
-fn settings(extra: &[(&str, &str)]) -> Settings {
-    let mut vars = vec![
-        ("MERCATO_AUTH_URL".to_owned(), "http://127.0.0.1:1".to_owned()),
-        ("MERCATO_RATE_LIMITS".to_owned(), "off".to_owned()),
-    ];
-    vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-    Settings::from_vars(vars).expect("settings")
-}
 
 /// Serves a gateway on a free port until the guard drops; its base URL.
 async fn serve(settings: Settings) -> (String, tokio_util::sync::DropGuard) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr: SocketAddr = listener.local_addr().expect("addr");
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    tokio::spawn(async move { gateway::serve(listener, &settings, stop).await });
+    let (addr, shutdown, _server) = support::serve_gateway(settings).await;
     (format!("http://{addr}"), shutdown.drop_guard())
 }
 
@@ -45,7 +30,7 @@ fn references(html: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn the_docs_page_loads_only_same_origin_assets_and_browses_openapi_json() {
-    let (base, _stop) = serve(settings(&[])).await;
+    let (base, _stop) = serve(support::settings(&[])).await;
     let client = reqwest::Client::new();
 
     let page = client.get(format!("{base}/docs")).send().await.expect("sent");
@@ -97,7 +82,7 @@ async fn the_docs_page_loads_only_same_origin_assets_and_browses_openapi_json() 
 
 #[tokio::test]
 async fn the_assets_are_compressed_on_the_wire() {
-    let (base, _stop) = serve(settings(&[])).await;
+    let (base, _stop) = serve(support::settings(&[])).await;
     let response = reqwest::Client::new()
         .get(format!("{base}/docs/swagger-ui-bundle.js"))
         .header("accept-encoding", "gzip")
@@ -113,7 +98,7 @@ async fn the_assets_are_compressed_on_the_wire() {
 #[tokio::test]
 async fn the_page_and_its_assets_share_one_rate_limit_budget() {
     // `GET /docs` is a route key operators may budget; the page and what it loads are charged to it.
-    let (base, _stop) = serve(settings(&[("MERCATO_RATE_LIMITS", "GET /docs=2/min:2")])).await;
+    let (base, _stop) = serve(support::settings(&[("MERCATO_RATE_LIMITS", "GET /docs=2/min:2")])).await;
     let client = reqwest::Client::new();
     assert_eq!(client.get(format!("{base}/docs")).send().await.expect("sent").status(), 200);
     assert_eq!(client.get(format!("{base}/docs/init.js")).send().await.expect("sent").status(), 200);

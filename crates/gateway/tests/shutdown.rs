@@ -6,28 +6,14 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use platform::Settings;
-use tokio::net::TcpListener;
-use tokio_util::sync::CancellationToken;
-
 /// How long the stand-in catalog takes to answer GetProduct.
 const SLOW: Duration = Duration::from_millis(1200);
 
 #[tokio::test]
 async fn a_request_in_flight_at_shutdown_is_answered_and_new_ones_are_refused() {
-    let catalog = support::serve(support::StandInCatalog { name: "Slow tea", delay: SLOW }).await;
-
-    let settings = Settings::from_vars(vec![
-        ("MERCATO_CATALOG_URL".to_owned(), catalog),
-        ("MERCATO_AUTH_URL".to_owned(), "http://127.0.0.1:1".to_owned()),
-        ("MERCATO_RATE_LIMITS".to_owned(), "off".to_owned()),
-    ])
-    .expect("settings");
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    let server = tokio::spawn(async move { gateway::serve(listener, &settings, stop).await });
+    let catalog = support::serve_catalog(support::StandInCatalog { name: "Slow tea", delay: SLOW }).await;
+    let (addr, shutdown, server) =
+        support::serve_gateway(support::settings(&[("MERCATO_CATALOG_URL", &catalog)])).await;
 
     let client = reqwest::Client::new();
     let in_flight = tokio::spawn({

@@ -8,17 +8,15 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use gateway::GatewayError;
 use platform::Settings;
 use platform::testkit::TempDir;
 use reqwest::Version;
 use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
-use tokio_util::sync::CancellationToken;
+use tokio::net::TcpStream;
 
 /// Serves a stand-in catalog answering "Green tea" after `delay`; its URL.
 async fn catalog(delay: Duration) -> String {
-    support::serve(support::StandInCatalog { name: "Green tea", delay }).await
+    support::serve_catalog(support::StandInCatalog { name: "Green tea", delay }).await
 }
 
 /// A self-signed certificate for `localhost` and 127.0.0.1, written to `dir`: (certificate PEM, cert path,
@@ -33,26 +31,11 @@ fn certificate(dir: &TempDir) -> (String, String, String) {
     (cert, cert_path.display().to_string(), key_path.display().to_string())
 }
 
+/// The shared test settings with the catalog at `catalog`, then `extra`.
 fn settings(catalog: &str, extra: &[(&str, &str)]) -> Settings {
-    let mut vars = vec![
-        ("MERCATO_CATALOG_URL".to_owned(), catalog.to_owned()),
-        ("MERCATO_AUTH_URL".to_owned(), "http://127.0.0.1:1".to_owned()),
-        ("MERCATO_RATE_LIMITS".to_owned(), "off".to_owned()),
-    ];
-    vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
-    Settings::from_vars(vars).expect("settings")
-}
-
-/// Serves the gateway on a free port: its address, the stop token and the server task.
-async fn gateway(
-    settings: Settings,
-) -> (SocketAddr, CancellationToken, tokio::task::JoinHandle<Result<(), GatewayError>>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    let server = tokio::spawn(async move { gateway::serve(listener, &settings, stop).await });
-    (addr, shutdown, server)
+    let mut vars = vec![("MERCATO_CATALOG_URL", catalog)];
+    vars.extend_from_slice(extra);
+    support::settings(&vars)
 }
 
 /// A client that trusts only `cert` and finds `localhost` at `addr`.
@@ -72,7 +55,7 @@ async fn product_name(response: reqwest::Response) -> String {
 
 #[tokio::test]
 async fn the_plain_listener_speaks_http1_and_http2_with_prior_knowledge() {
-    let (addr, _stop, _server) = gateway(settings(&catalog(Duration::ZERO).await, &[])).await;
+    let (addr, _stop, _server) = support::serve_gateway(settings(&catalog(Duration::ZERO).await, &[])).await;
     let url = format!("http://{addr}/v1/products/p-1");
 
     let h2c = reqwest::Client::builder().http2_prior_knowledge().build().expect("client");
@@ -97,7 +80,7 @@ async fn tls_negotiates_http2_or_http1_and_refuses_plain_http() {
         &catalog(Duration::ZERO).await,
         &[("MERCATO_GATEWAY_TLS_CERT", &cert_path), ("MERCATO_GATEWAY_TLS_KEY", &key_path)],
     );
-    let (addr, _stop, _server) = gateway(settings).await;
+    let (addr, _stop, _server) = support::serve_gateway(settings).await;
     let url = format!("https://localhost:{}/v1/products/p-1", addr.port());
 
     // A client that stalls in its handshake, and one that speaks plain HTTP, hold up no one else.
@@ -133,7 +116,7 @@ async fn over_tls_a_request_in_flight_at_shutdown_is_answered_and_the_port_close
         &catalog(Duration::from_millis(1200)).await,
         &[("MERCATO_GATEWAY_TLS_CERT", &cert_path), ("MERCATO_GATEWAY_TLS_KEY", &key_path)],
     );
-    let (addr, shutdown, server) = gateway(settings).await;
+    let (addr, shutdown, server) = support::serve_gateway(settings).await;
     let client = tls_client(&cert, addr).build().expect("client");
     let in_flight = tokio::spawn({
         let client = client.clone();

@@ -1,14 +1,43 @@
-//! A stand-in catalog over real gRPC for the gateway's tests: GetProduct answers a product of a given name
-//! after a given delay; every other method is UNIMPLEMENTED.
+//! What the gateway's tests share: settings, a gateway served on a free port, and a stand-in catalog over
+//! real gRPC (GetProduct answers a product of a given name after a given delay; every other method is
+//! UNIMPLEMENTED).
 
 #![allow(dead_code, clippy::expect_used)]
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use api::catalog::catalog_service_server::{CatalogService, CatalogServiceServer};
 use api::catalog::*;
+use gateway::GatewayError;
+use platform::Settings;
 use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
+
+/// Gateway settings with auth unreachable (these tests verify no token) and rate limits off, then `extra`
+/// (which wins over both).
+pub fn settings(extra: &[(&str, &str)]) -> Settings {
+    let mut vars = vec![
+        ("MERCATO_AUTH_URL".to_owned(), "http://127.0.0.1:1".to_owned()),
+        ("MERCATO_RATE_LIMITS".to_owned(), "off".to_owned()),
+    ];
+    vars.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+    Settings::from_vars(vars).expect("settings")
+}
+
+/// Serves a gateway with `settings` on a free port: its address, what stops it, and its task.
+pub async fn serve_gateway(
+    settings: Settings,
+) -> (SocketAddr, CancellationToken, JoinHandle<Result<(), GatewayError>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    let server = tokio::spawn(async move { gateway::serve(listener, &settings, stop).await });
+    (addr, shutdown, server)
+}
 
 /// A catalog whose GetProduct answers a product named `name` after `delay`.
 pub struct StandInCatalog {
@@ -19,7 +48,7 @@ pub struct StandInCatalog {
 }
 
 /// Serves `catalog` on a free port; its URL.
-pub async fn serve(catalog: StandInCatalog) -> String {
+pub async fn serve_catalog(catalog: StandInCatalog) -> String {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(
