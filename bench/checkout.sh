@@ -8,6 +8,8 @@
 #    payment, post to the ledger, commit stock, confirm) and its events.
 # 3. Counts the PostgreSQL commits the run made (pg_stat_database.xact_commit of the bench databases), so
 #    commits per checkout are measured, not guessed.
+#    Also where the CPU went (user + system seconds of `mercato up`, of all PostgreSQL server processes and of
+#    wrk, from /proc) and, when the server has pg_stat_statements loaded, the statements per checkout.
 # 4. Runs pgbench for the same DURATION and CONNECTIONS with a one-row-update transaction (the cheapest
 #    commit), and reports: checkouts/s, p50/p99, commits per checkout, pgbench commits/s, and the ratio
 #    checkouts/s ÷ (pgbench commits/s ÷ commits per checkout) — the share of the server's raw commit rate the
@@ -88,9 +90,33 @@ EOF
 commits() {
   psql "$PG/postgres" -Atc "SELECT COALESCE(SUM(xact_commit), 0) FROM pg_stat_database WHERE datname LIKE 'mercato\_${RUN}\_%'"
 }
+# CPU seconds (user + system) of the processes with this command name, from /proc/<pid>/stat (field 2 is
+# "(comm)", so fields are counted from its closing parenthesis).
+cpu_of() {
+  python3 - "$1" <<'PY'
+import os, sys
+ticks, total = os.sysconf("SC_CLK_TCK"), 0
+for pid in filter(str.isdigit, os.listdir("/proc")):
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        continue
+    comm, rest = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+    if comm == sys.argv[1]:
+        total += int(rest[11]) + int(rest[12])
+print(total / ticks)
+PY
+}
+statements=$(psql "$PG/postgres" -Atc "SELECT COUNT(*) FROM pg_extension WHERE extname = 'pg_stat_statements'" 2>/dev/null || echo 0)
+if [ "$statements" = 0 ] && psql "$PG/postgres" -qc "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" 2>/dev/null; then
+  statements=1
+fi
 sleep 1
+[ "$statements" = 1 ] && { psql "$PG/postgres" -qAtc "SELECT pg_stat_statements_reset()" >/dev/null 2>&1 || statements=0; }
 before=$(commits)
+cpu_before=("$(cpu_of mercato)" "$(cpu_of postgres)" "$(cpu_of wrk)")
 wrk -t 2 -c "$CONNECTIONS" -d "$DURATION" --latency -s "$WORK/checkout.lua" "$BASE" | tee "$WORK/wrk.txt"
+cpu_after=("$(cpu_of mercato)" "$(cpu_of postgres)" "$(cpu_of wrk)")
 sleep 2 # pg_stat counters are flushed asynchronously
 after=$(commits)
 confirmed=$(psql "$PG/mercato_${RUN}_orders" -Atc "SELECT COUNT(*) FROM orders WHERE status = 'CONFIRMED'")
@@ -101,6 +127,16 @@ if [ "$failed" != 0 ]; then
     "SELECT status, saga_step, failure_reason, COUNT(*) FROM orders WHERE status <> 'CONFIRMED' GROUP BY 1, 2, 3"
   echo "errors and warnings the platform logged:"
   grep -E '"level":"(ERROR|WARN)"' "$WORK/mercato.log" | head -20 || true
+fi
+if [ "$statements" = 1 ]; then
+  psql "$PG/postgres" -Atc "SELECT SUM(calls) FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+    WHERE d.datname LIKE 'mercato\_${RUN}\_%'" >"$WORK/statements.txt"
+  echo "statements by database and kind, per checkout-run (calls, database, statement):"
+  psql "$PG/postgres" -Atc "SELECT calls, substr(d.datname, length('mercato_${RUN}_') + 1), left(regexp_replace(query, '\s+', ' ', 'g'), 110)
+    FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname LIKE 'mercato\_${RUN}\_%'
+    ORDER BY calls DESC LIMIT 40"
+else
+  echo "" >"$WORK/statements.txt"
 fi
 kill -TERM "$PID"; wait "$PID" 2>/dev/null || true; PID=
 
@@ -114,10 +150,12 @@ EOF
 pgbench -n -c "$CONNECTIONS" -j 2 -T "${DURATION%s}" -f "$WORK/commit.sql" "$PG/${RUN}_pgbench" | tee "$WORK/pgbench.txt"
 
 seconds=${DURATION%s}
-python3 - "$confirmed" "$failed" "$before" "$after" "$seconds" "$WORK/wrk.txt" "$WORK/pgbench.txt" <<'EOF'
+python3 - "$confirmed" "$failed" "$before" "$after" "$seconds" "$WORK/wrk.txt" "$WORK/pgbench.txt" \
+  "$WORK/statements.txt" "${cpu_before[@]}" "${cpu_after[@]}" <<'EOF'
 import re, sys
 confirmed, failed, before, after, seconds = map(int, sys.argv[1:6])
-wrk, pgb = open(sys.argv[6]).read(), open(sys.argv[7]).read()
+wrk, pgb, stmts = open(sys.argv[6]).read(), open(sys.argv[7]).read(), open(sys.argv[8]).read().strip()
+cpu = [b - a for a, b in zip(map(float, sys.argv[9:12]), map(float, sys.argv[12:15]))]
 pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", wrk, re.M))
 tps = float(re.search(r"tps = ([\d.]+)", pgb).group(1))
 rate = confirmed / seconds
@@ -125,6 +163,11 @@ per = (after - before) / max(confirmed + failed, 1)
 equivalent = tps / per
 print(f"checkouts: {confirmed} confirmed, {failed} not, {rate:.1f}/s; p50 {pct.get('50')}, p99 {pct.get('99')}")
 print(f"PostgreSQL commits per checkout (all services): {per:.1f}")
+if stmts:
+    print(f"PostgreSQL statements per checkout (pg_stat_statements, all services): {int(stmts) / max(confirmed + failed, 1):.1f}")
+done = max(confirmed + failed, 1)
+print("CPU per checkout: " + ", ".join(f"{name} {1000 * s / done:.2f} ms" for name, s in zip(("mercato", "postgres", "wrk"), cpu))
+      + f" (CPU-seconds over the run: {', '.join(f'{s:.1f}' for s in cpu)})")
 print(f"pgbench: {tps:.0f} commits/s = {equivalent:.1f} checkout-equivalents/s")
 print(f"ratio: {100 * rate / equivalent:.0f}% of the server's commit rate turned into checkouts")
 EOF

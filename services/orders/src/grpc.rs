@@ -175,7 +175,9 @@ impl OrdersApi {
     /// The order once its saga finished (or the wait ran out).
     async fn settled(&self, order: Order) -> Result<WireOrder, Error> {
         if order.status == Status::Pending || order.step == Step::Cancel {
-            self.saga.finish(&order.id).await;
+            if let Some(order) = self.saga.finish(&order.id).await {
+                return Ok(order_to_wire(order));
+            }
             let id = order.id;
             let order = self.store.order(&id).await?.ok_or_else(|| Error::order_not_found(&id))?;
             return Ok(order_to_wire(order));
@@ -308,7 +310,8 @@ impl OrderService for OrdersApi {
                 async move {
                     let placed = store.insert_order(&order, &events::placed(&order)).await?;
                     if placed {
-                        saga.start(&order.id);
+                        // The saga starts from the order as just stored: no read back.
+                        saga.start_placed(order);
                     }
                     Ok::<_, Error>(placed)
                 }

@@ -84,7 +84,7 @@ struct Inner {
     ports: Arc<dyn SagaPorts>,
     relay: RelayHandle,
     options: SagaOptions,
-    running: Mutex<HashMap<String, watch::Receiver<()>>>,
+    running: Mutex<HashMap<String, watch::Receiver<Option<Order>>>>,
     tracker: TaskTracker,
     stop: CancellationToken,
 }
@@ -93,8 +93,10 @@ struct Inner {
 enum Next {
     /// The order moved on: run the next step.
     Continue,
-    /// Stop this run (finished, stalled, or another runner has it).
+    /// Stop this run (finished or stalled); the run's copy of the order is what is stored.
     Stop,
+    /// Another runner moved the order first: stop, and forget this run's copy of it.
+    Lost,
 }
 
 impl Saga {
@@ -126,7 +128,7 @@ impl Saga {
         &self.inner.options
     }
 
-    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Receiver<()>>> {
+    fn running(&self) -> std::sync::MutexGuard<'_, HashMap<String, watch::Receiver<Option<Order>>>> {
         self.inner.running.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
@@ -135,13 +137,24 @@ impl Saga {
         self.running().contains_key(id)
     }
 
-    /// Starts a run of order `id` unless one is in progress; returns a receiver that closes when it ends.
-    pub fn start(&self, id: &str) -> watch::Receiver<()> {
+    /// Starts a run of order `id` unless one is in progress; returns a receiver that closes when it ends,
+    /// holding the order as the run left it when the run knows that exactly.
+    pub fn start(&self, id: &str) -> watch::Receiver<Option<Order>> {
+        self.run(id, None)
+    }
+
+    /// Starts a run of `order`, just stored as it is, unless one is in progress: the run begins from this copy
+    /// instead of reading the order back.
+    pub fn start_placed(&self, order: Order) -> watch::Receiver<Option<Order>> {
+        self.run(&order.id.clone(), Some(order))
+    }
+
+    fn run(&self, id: &str, stored: Option<Order>) -> watch::Receiver<Option<Order>> {
         let mut running = self.running();
         if let Some(rx) = running.get(id) {
             return rx.clone();
         }
-        let (tx, rx) = watch::channel(());
+        let (tx, rx) = watch::channel(None);
         running.insert(id.to_owned(), rx.clone());
         drop(running);
         let this = self.clone();
@@ -153,8 +166,11 @@ impl Saga {
                 () = this.inner.stop.cancelled() => {
                     tracing::info!(order_id = %id, "saga run stopped by shutdown; it resumes on the next start");
                 }
-                result = this.drive(&id) => {
-                    if let Err(error) = result {
+                result = this.drive(&id, stored) => match result {
+                    Ok(last) => {
+                        tx.send_replace(last);
+                    }
+                    Err(error) => {
                         tracing::error!(order_id = %id, %error, "saga run failed; the recovery task will resume it");
                     }
                 }
@@ -165,11 +181,21 @@ impl Saga {
         rx
     }
 
-    /// Starts (or joins) the run of order `id` and waits for it to end, at most [`SagaOptions::wait`].
-    pub async fn finish(&self, id: &str) {
-        let mut done = self.start(id);
+    /// Starts (or joins) the run of order `id` and waits for it to end, at most [`SagaOptions::wait`]. Returns
+    /// the order as the run left it when the run ended knowing that exactly (None: read it from the store).
+    pub async fn finish(&self, id: &str) -> Option<Order> {
+        Self::wait_for(self.start(id), self.inner.options.wait).await
+    }
+
+    /// [`Saga::finish`] for the run of an order just stored as `order` (see [`Saga::start_placed`]).
+    pub async fn finish_placed(&self, order: Order) -> Option<Order> {
+        Self::wait_for(self.start_placed(order), self.inner.options.wait).await
+    }
+
+    async fn wait_for(mut done: watch::Receiver<Option<Order>>, wait: Duration) -> Option<Order> {
         // `changed` fails once the run drops its sender: that is the end of the run.
-        let _ = tokio::time::timeout(self.inner.options.wait, done.changed()).await;
+        let ended = tokio::time::timeout(wait, async { while done.changed().await.is_ok() {} }).await.is_ok();
+        if ended { done.borrow().clone() } else { None }
     }
 
     /// Resumes in-flight sagas: all of them (`older_than` = None, at start) or those whose step is older.
@@ -220,22 +246,31 @@ impl Saga {
         self.inner.tracker.wait().await;
     }
 
-    async fn drive(&self, id: &str) -> Result<(), Error> {
+    /// Runs the order's steps until it settles, stalls or another runner takes it. The order is read once (or
+    /// given, when just stored) and then kept up to date by each stored move, so a checkout reads it once.
+    /// Returns the order as it is stored when the run knows that exactly.
+    async fn drive(&self, id: &str, stored: Option<Order>) -> Result<Option<Order>, Error> {
+        let mut order = match stored {
+            Some(order) => order,
+            None => match self.inner.store.order(id).await? {
+                Some(order) => order,
+                None => return Ok(None),
+            },
+        };
         loop {
-            let Some(order) = self.inner.store.order(id).await? else {
-                return Ok(());
-            };
             let next = match (order.status, order.step) {
-                (Status::Pending, Step::Reserve) => self.reserve(&order).await?,
-                (Status::Pending, Step::Pay) => self.pay(&order).await?,
-                (Status::Pending, Step::Commit) => self.commit(&order).await?,
-                (Status::Pending, Step::Refund) => self.refund(&order).await?,
-                (Status::Pending, Step::Release) => self.release(&order).await?,
-                (Status::Confirmed, Step::Cancel) => self.cancel(&order).await?,
-                _ => return Ok(()),
+                (Status::Pending, Step::Reserve) => self.reserve(&mut order).await?,
+                (Status::Pending, Step::Pay) => self.pay(&mut order).await?,
+                (Status::Pending, Step::Commit) => self.commit(&mut order).await?,
+                (Status::Pending, Step::Refund) => self.refund(&mut order).await?,
+                (Status::Pending, Step::Release) => self.release(&mut order).await?,
+                (Status::Confirmed, Step::Cancel) => self.cancel(&mut order).await?,
+                _ => return Ok(Some(order)),
             };
-            if let Next::Stop = next {
-                return Ok(());
+            match next {
+                Next::Continue => {}
+                Next::Stop => return Ok(Some(order)),
+                Next::Lost => return Ok(None),
             }
         }
     }
@@ -265,33 +300,38 @@ impl Saga {
         }
     }
 
-    /// Persists a move; wakes the relay when it wrote an event. Continue when moved, Stop when another
-    /// runner moved the order first.
-    async fn advance(&self, order: &Order, change: Change, event: Option<NewEvent>, note: &str) -> Result<Next, Error> {
-        let moved = self
-            .inner
-            .store
-            .advance(&order.id, (order.status, order.step), &change, event.as_ref(), note, now_micros())
-            .await?;
+    /// Persists a move and applies it to `order`; wakes the relay when it wrote an event. Continue when moved,
+    /// Lost when another runner moved the order first.
+    async fn advance(
+        &self,
+        order: &mut Order,
+        change: Change,
+        event: Option<NewEvent>,
+        note: &str,
+    ) -> Result<Next, Error> {
+        let now = now_micros();
+        let moved =
+            self.inner.store.advance(&order.id, (order.status, order.step), &change, event.as_ref(), note, now).await?;
         if !moved {
             tracing::info!(order_id = %order.id, step = order.step.as_str(), "another runner moved the order");
-            return Ok(Next::Stop);
+            return Ok(Next::Lost);
         }
         // The crash tests kill the process here too: the move is stored, the next step not begun.
         fail::fail_point!(&format!("orders::{}::stored", order.step.as_str()), |_| std::process::abort());
         tracing::info!(order_id = %order.id, from = order.step.as_str(), to = change.step.as_str(),
             status = change.status.as_str(), note, "saga step");
+        let settled = change.status;
+        change.apply(order, now);
         if event.is_some() {
             self.inner.relay.wake();
         }
-        if matches!(change.status, Status::Confirmed | Status::Failed | Status::Cancelled) && change.step == Step::Done
-        {
-            metrics_count(change.status);
+        if matches!(settled, Status::Confirmed | Status::Failed | Status::Cancelled) && order.step == Step::Done {
+            metrics_count(settled);
         }
         Ok(Next::Continue)
     }
 
-    async fn fail(&self, order: &Order, reason: &str, note: &str) -> Result<Next, Error> {
+    async fn fail(&self, order: &mut Order, reason: &str, note: &str) -> Result<Next, Error> {
         let change = Change { failure_reason: Some(reason.to_owned()), ..Change::to(Status::Failed, Step::Done) };
         let event = events::failed(order, reason, &order.payment_id);
         self.advance(order, change, Some(event), note).await
@@ -308,7 +348,7 @@ impl Saga {
         order.lines.iter().find(|l| l.product_id == product_id).map(|l| l.name.as_str())
     }
 
-    async fn reserve(&self, order: &Order) -> Result<Next, Error> {
+    async fn reserve(&self, order: &mut Order) -> Result<Next, Error> {
         let lines: Vec<_> = order
             .lines
             .iter()
@@ -318,7 +358,7 @@ impl Saga {
         match self.call("reserve", &order.id, || ports.reserve(&order.id, &lines)).await {
             Ok(Reservation::Held) => {
                 let next = self.advance(order, Change::to(Status::Pending, Step::Pay), None, "stock held").await?;
-                if let Next::Stop = next {
+                if let Next::Lost = next {
                     // Another runner failed the order while we held stock (e.g. stock freed up between its
                     // attempt and ours): give ours back.
                     let failed = self.inner.store.order(&order.id).await?.is_some_and(|o| o.status == Status::Failed);
@@ -345,7 +385,7 @@ impl Saga {
         }
     }
 
-    async fn pay(&self, order: &Order) -> Result<Next, Error> {
+    async fn pay(&self, order: &mut Order) -> Result<Next, Error> {
         let request = PaymentRequest {
             order_id: order.id.clone(),
             customer_id: order.customer_id.clone(),
@@ -385,7 +425,7 @@ impl Saga {
         }
     }
 
-    async fn commit(&self, order: &Order) -> Result<Next, Error> {
+    async fn commit(&self, order: &mut Order) -> Result<Next, Error> {
         let ports = &self.inner.ports;
         match self.call("commit", &order.id, || ports.commit(&order.id)).await {
             Ok(Commit::Committed) => {
@@ -425,7 +465,7 @@ impl Saga {
         }
     }
 
-    async fn refund(&self, order: &Order) -> Result<Next, Error> {
+    async fn refund(&self, order: &mut Order) -> Result<Next, Error> {
         let request = Self::refund_request(order, domain::compensation_refund_id(&order.id), "checkout compensation");
         let ports = &self.inner.ports;
         match self.call("refund", &order.id, || ports.refund(&request)).await {
@@ -439,19 +479,22 @@ impl Saga {
         }
     }
 
-    async fn release(&self, order: &Order) -> Result<Next, Error> {
+    async fn release(&self, order: &mut Order) -> Result<Next, Error> {
         let ports = &self.inner.ports;
         match self.call("release", &order.id, || ports.release(&order.id)).await {
             Ok(()) => {}
             Err(error @ PortError::Transient(_)) => return Ok(Self::stalled(order, &error)),
             Err(error) => tracing::error!(order_id = %order.id, %error, "releasing stock failed; failing the order"),
         }
-        let reason =
-            if order.failure_reason.is_empty() { domain::RESERVE_FAILED } else { order.failure_reason.as_str() };
-        self.fail(order, reason, "stock released").await
+        let reason = if order.failure_reason.is_empty() {
+            domain::RESERVE_FAILED.to_owned()
+        } else {
+            order.failure_reason.clone()
+        };
+        self.fail(order, &reason, "stock released").await
     }
 
-    async fn cancel(&self, order: &Order) -> Result<Next, Error> {
+    async fn cancel(&self, order: &mut Order) -> Result<Next, Error> {
         let reason = if order.cancel_reason.is_empty() { "order cancelled" } else { order.cancel_reason.as_str() };
         let request = Self::refund_request(order, domain::cancel_refund_id(&order.id), reason);
         let ports = &self.inner.ports;

@@ -164,6 +164,24 @@ impl Change {
     pub fn to(status: Status, step: Step) -> Self {
         Self { status, step, payment_id: None, failure_reason: None, cancel_reason: None }
     }
+
+    /// Applies the move [`Store::advance`] stored at `now` to a copy of the order, field for field as its
+    /// UPDATE does, so the saga need not read the order back after each step.
+    pub fn apply(self, order: &mut Order, now: i64) {
+        order.status = self.status;
+        order.step = self.step;
+        order.step_time = now;
+        order.update_time = now;
+        if let Some(payment_id) = self.payment_id {
+            order.payment_id = payment_id;
+        }
+        if let Some(reason) = self.failure_reason {
+            order.failure_reason = reason;
+        }
+        if let Some(reason) = self.cancel_reason {
+            order.cancel_reason = reason;
+        }
+    }
 }
 
 /// What ListOrders asks of the store.

@@ -809,6 +809,8 @@ async fn happy_path_from_items(db: Db) {
         assert_eq!(fake.stock(TEA), (9, 0));
         assert_eq!(fake.calls(Op::ClearCart), 0, "not from the cart");
         assert_eq!(events_of(&server.db, &order.id).await, ["order.placed", "order.confirmed"]);
+        // The answer is the order as stored, to the microsecond (the saga keeps its copy instead of rereading).
+        assert_eq!(ada.get(&order.id).await.expect("get"), order);
         assert!(orders::audit(&db, Duration::ZERO).await.expect("audit").is_empty());
         server.stop().await;
     }
@@ -857,6 +859,7 @@ async fn declined_payment_fails_and_releases(db: Db) {
         assert_eq!(fake.calls(Op::Commit), 0);
         assert_eq!(fake.calls(Op::Refund), 0, "nothing was captured");
         assert_eq!(events_of(&server.db, &order.id).await, ["order.placed", "order.failed"]);
+        assert_eq!(ada.get(&order.id).await.expect("get"), order, "answered as stored");
         server.stop().await;
     }
 }
@@ -887,6 +890,7 @@ async fn commit_refused_refunds_and_releases(db: Db) {
     assert_eq!(order.failure_reason, orders::domain::COMMIT_FAILED);
     assert_eq!(fake.refunds_of(&order.payment_id), [(format!("order:{}:compensation", order.id), 2900)]);
     assert_consistent(&fake, &order, 2, COFFEE, 10);
+    assert_eq!(ada.get(&order.id).await.expect("get"), order, "answered as stored");
     server.stop().await;
 }
 
@@ -1045,6 +1049,7 @@ async fn cancel_refunds(db: Db) {
     assert_eq!(bob.cancel(&order.id).await.expect_err("other's").code(), Code::NotFound);
     let cancelled = ada.cancel(&order.id).await.expect("cancel");
     assert_eq!(status(&cancelled), OrderStatus::Cancelled);
+    assert_eq!(ada.get(&order.id).await.expect("get"), cancelled, "answered as stored");
     assert_eq!(fake.refunds_of(&order.payment_id), [(format!("order:{}:cancel", order.id), 2900)]);
     assert_consistent(&fake, &cancelled, 2, COFFEE, 10);
     // The stock stays sold until the catalog consumes order.cancelled.
