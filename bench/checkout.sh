@@ -8,8 +8,8 @@
 #    payment, post to the ledger, commit stock, confirm) and its events.
 # 3. Counts the PostgreSQL commits the run made (pg_stat_database.xact_commit of the bench databases), so
 #    commits per checkout are measured, not guessed.
-#    Also where the CPU went (user + system seconds of `mercato up`, of all PostgreSQL server processes and of
-#    wrk, from /proc) and, when the server has pg_stat_statements loaded, the statements per checkout.
+#    Also where the CPU went (user + system seconds of `mercato up` and of all PostgreSQL server processes,
+#    from /proc) and, when the server has pg_stat_statements loaded, the statements per checkout.
 # 4. Runs pgbench for the same DURATION and CONNECTIONS with a one-row-update transaction (the cheapest
 #    commit), and reports: checkouts/s, p50/p99, commits per checkout, pgbench commits/s, and the ratio
 #    checkouts/s ÷ (pgbench commits/s ÷ commits per checkout) — the share of the server's raw commit rate the
@@ -114,9 +114,9 @@ fi
 sleep 1
 [ "$statements" = 1 ] && { psql "$PG/postgres" -qAtc "SELECT pg_stat_statements_reset()" >/dev/null 2>&1 || statements=0; }
 before=$(commits)
-cpu_before=("$(cpu_of mercato)" "$(cpu_of postgres)" "$(cpu_of wrk)")
+cpu_before=("$(cpu_of mercato)" "$(cpu_of postgres)")
 wrk -t 2 -c "$CONNECTIONS" -d "$DURATION" --latency -s "$WORK/checkout.lua" "$BASE" | tee "$WORK/wrk.txt"
-cpu_after=("$(cpu_of mercato)" "$(cpu_of postgres)" "$(cpu_of wrk)")
+cpu_after=("$(cpu_of mercato)" "$(cpu_of postgres)")
 sleep 2 # pg_stat counters are flushed asynchronously
 after=$(commits)
 confirmed=$(psql "$PG/mercato_${RUN}_orders" -Atc "SELECT COUNT(*) FROM orders WHERE status = 'CONFIRMED'")
@@ -134,7 +134,7 @@ if [ "$statements" = 1 ]; then
   echo "statements by database and kind, per checkout-run (calls, database, statement):"
   psql "$PG/postgres" -Atc "SELECT calls, substr(d.datname, length('mercato_${RUN}_') + 1), left(regexp_replace(query, '\s+', ' ', 'g'), 110)
     FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid WHERE d.datname LIKE 'mercato\_${RUN}\_%'
-    ORDER BY calls DESC LIMIT 40"
+    ORDER BY calls DESC LIMIT 80"
 else
   echo "" >"$WORK/statements.txt"
 fi
@@ -155,7 +155,7 @@ python3 - "$confirmed" "$failed" "$before" "$after" "$seconds" "$WORK/wrk.txt" "
 import re, sys
 confirmed, failed, before, after, seconds = map(int, sys.argv[1:6])
 wrk, pgb, stmts = open(sys.argv[6]).read(), open(sys.argv[7]).read(), open(sys.argv[8]).read().strip()
-cpu = [b - a for a, b in zip(map(float, sys.argv[9:12]), map(float, sys.argv[12:15]))]
+cpu = [b - a for a, b in zip(map(float, sys.argv[9:11]), map(float, sys.argv[11:13]))]
 pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", wrk, re.M))
 tps = float(re.search(r"tps = ([\d.]+)", pgb).group(1))
 rate = confirmed / seconds
@@ -166,7 +166,7 @@ print(f"PostgreSQL commits per checkout (all services): {per:.1f}")
 if stmts:
     print(f"PostgreSQL statements per checkout (pg_stat_statements, all services): {int(stmts) / max(confirmed + failed, 1):.1f}")
 done = max(confirmed + failed, 1)
-print("CPU per checkout: " + ", ".join(f"{name} {1000 * s / done:.2f} ms" for name, s in zip(("mercato", "postgres", "wrk"), cpu))
+print("CPU per checkout: " + ", ".join(f"{name} {1000 * s / done:.2f} ms" for name, s in zip(("mercato", "postgres"), cpu))
       + f" (CPU-seconds over the run: {', '.join(f'{s:.1f}' for s in cpu)})")
 print(f"pgbench: {tps:.0f} commits/s = {equivalent:.1f} checkout-equivalents/s")
 print(f"ratio: {100 * rate / equivalent:.0f}% of the server's commit rate turned into checkouts")

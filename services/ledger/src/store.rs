@@ -470,18 +470,20 @@ impl Store {
                                 )));
                             }
                         }
-                        let mut accounts = HashMap::new();
+                        // One statement for every account of the transaction, one for all its postings, one for
+                        // its metadata: a payment's capture is a handful of round trips, whatever its size.
+                        let mut query = sqlx::QueryBuilder::new("SELECT id, currency FROM accounts WHERE id IN (");
+                        let mut ids = query.separated(", ");
                         for id in &account_ids {
-                            let currency = sqlx::query_scalar::<_, String>("SELECT currency FROM accounts WHERE id = $1")
-                                .bind(*id)
-                                .fetch_optional(&mut *tx)
-                                .await?;
-                            if let Some(currency) = currency {
-                                accounts.insert((*id).to_owned(), AccountRef { currency });
-                            }
+                            ids.push_bind(*id);
                         }
+                        query.push(")");
+                        let found: Vec<(String, String)> = query.build_query_as().fetch_all(&mut *tx).await?;
+                        let accounts: HashMap<String, AccountRef> =
+                            found.into_iter().map(|(id, currency)| (id, AccountRef { currency })).collect();
                         domain::check_postings_against_accounts(&t.postings, &accounts)
                             .map_err(Error::InvalidArgument)?;
+                        let mut stored = Vec::with_capacity(order.len());
                         for &line in &order {
                             let p = &t.postings[line];
                             let (sql, bound) = match BalanceGuard::for_amount(p.amount_minor) {
@@ -505,31 +507,31 @@ impl Store {
                                     ),
                                 });
                             };
-                            sqlx::query(
-                                "INSERT INTO postings (transaction_id, line, account_id, currency, amount_minor, \
-                                 account_seq, balance_after_minor, create_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                            )
-                            .bind(&t.id)
-                            .bind(i32::try_from(line).unwrap_or(i32::MAX))
-                            .bind(&p.account_id)
-                            .bind(&p.currency)
-                            .bind(p.amount_minor)
-                            .bind(seq)
-                            .bind(balance_after)
-                            .bind(now)
-                            .execute(&mut *tx)
-                            .await?;
+                            stored.push((line, p, seq, balance_after));
                         }
-                        for (key, value) in &t.metadata {
-                            sqlx::query(
-                                "INSERT INTO transaction_metadata (transaction_id, meta_key, meta_value) \
-                                 VALUES ($1, $2, $3)",
-                            )
-                            .bind(&t.id)
-                            .bind(key)
-                            .bind(value)
-                            .execute(&mut *tx)
-                            .await?;
+                        let mut insert = sqlx::QueryBuilder::new(
+                            "INSERT INTO postings (transaction_id, line, account_id, currency, amount_minor, \
+                             account_seq, balance_after_minor, create_time) ",
+                        );
+                        insert.push_values(&stored, |mut row, (line, p, seq, balance_after)| {
+                            row.push_bind(&t.id)
+                                .push_bind(i32::try_from(*line).unwrap_or(i32::MAX))
+                                .push_bind(&p.account_id)
+                                .push_bind(&p.currency)
+                                .push_bind(p.amount_minor)
+                                .push_bind(*seq)
+                                .push_bind(*balance_after)
+                                .push_bind(now);
+                        });
+                        insert.build().execute(&mut *tx).await?;
+                        if !t.metadata.is_empty() {
+                            let mut insert = sqlx::QueryBuilder::new(
+                                "INSERT INTO transaction_metadata (transaction_id, meta_key, meta_value) ",
+                            );
+                            insert.push_values(&t.metadata, |mut row, (key, value)| {
+                                row.push_bind(&t.id).push_bind(key).push_bind(value);
+                            });
+                            insert.build().execute(&mut *tx).await?;
                         }
                         platform::events::enqueue(&mut *tx, crate::NAME, &crate::events::transaction_recorded(t, actor))
                             .await?;

@@ -4,6 +4,8 @@
 //! a service run a relay each on the same outbox, and a relay claims what it publishes, inside the
 //! transaction that later marks the rows sent:
 //!
+//! 0. Before any transaction, it reads the oldest unsent rows ([`candidates`]): when there are none the round
+//!    ends there, without a transaction (most rounds of a relay woken after each commit find little or nothing).
 //! 1. It takes `pg_try_advisory_xact_lock(OUTBOX_LOCK_CLASS, hashtext(subject))` for the subjects of the
 //!    oldest unsent rows, skipping subjects another relay holds, until it has enough rows for a batch. A subject (an aggregate) is thereby
 //!    published by at most one relay at a time, so its events reach the broker in order: locking rows alone
@@ -41,6 +43,30 @@ pub(super) struct OutboxRow {
     pub(super) create_time: i64,
 }
 
+/// One of the oldest unsent rows: what a PostgreSQL relay may claim, and what is left when it is done.
+#[derive(sqlx::FromRow)]
+pub(super) struct Candidate {
+    pub(super) id: String,
+    pub(super) subject: String,
+    pub(super) create_time: i64,
+}
+
+/// The oldest `limit` unsent rows, oldest first (PostgreSQL, outside the claiming transaction: only a hint of
+/// what to claim).
+pub(super) async fn candidates(pool: &sqlx::PgPool, limit: i64) -> Result<Vec<Candidate>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, subject, create_time FROM outbox WHERE sent_time IS NULL ORDER BY create_time, id LIMIT $1",
+    )
+    .bind(limit)
+    .fetch_all(pool)
+    .await
+}
+
+/// The window of [`candidates`] a relay reads for a batch of `limit` rows.
+pub(super) fn candidate_window(limit: i64) -> i64 {
+    limit.saturating_mul(CANDIDATE_WINDOW)
+}
+
 /// The oldest `limit` unsent rows, oldest first (SQLite: one relay per outbox).
 pub(super) async fn unsent_rows(pool: &SqlitePool, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
     sqlx::query_as(
@@ -52,20 +78,20 @@ pub(super) async fn unsent_rows(pool: &SqlitePool, limit: i64) -> Result<Vec<Out
     .await
 }
 
-/// Claims up to `limit` unsent rows in `tx` (PostgreSQL), oldest first; see the module documentation.
-pub(super) async fn claim_rows(tx: &mut PgConnection, limit: i64) -> Result<Vec<OutboxRow>, sqlx::Error> {
-    // The subjects of the oldest unsent rows, in order, with how many of these rows each has. The window is
-    // wider than a batch so that a relay finds subjects beyond those another relay holds right now.
-    let oldest: Vec<String> =
-        sqlx::query_scalar("SELECT subject FROM outbox WHERE sent_time IS NULL ORDER BY create_time, id LIMIT $1")
-            .bind(limit.saturating_mul(CANDIDATE_WINDOW))
-            .fetch_all(&mut *tx)
-            .await?;
-    let mut candidates: Vec<(String, i64)> = Vec::new();
-    for subject in oldest {
-        match candidates.iter_mut().find(|(candidate, _)| *candidate == subject) {
+/// Claims up to `limit` unsent rows in `tx` (PostgreSQL), oldest first, among the subjects of `oldest` (read
+/// by [`candidates`] with a window wider than a batch, so that a relay finds subjects beyond those another
+/// relay holds right now); see the module documentation.
+pub(super) async fn claim_rows(
+    tx: &mut PgConnection,
+    oldest: &[Candidate],
+    limit: i64,
+) -> Result<Vec<OutboxRow>, sqlx::Error> {
+    // The subjects in order, with how many of these rows each has.
+    let mut candidates: Vec<(&str, i64)> = Vec::new();
+    for row in oldest {
+        match candidates.iter_mut().find(|(candidate, _)| *candidate == row.subject) {
             Some((_, rows)) => *rows += 1,
-            None => candidates.push((subject, 1)),
+            None => candidates.push((&row.subject, 1)),
         }
     }
     // Lock subjects one at a time and only as many as a batch needs, so that the subjects left over stay
@@ -78,7 +104,7 @@ pub(super) async fn claim_rows(tx: &mut PgConnection, limit: i64) -> Result<Vec<
         }
         let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, hashtext($2))")
             .bind(OUTBOX_LOCK_CLASS)
-            .bind(&subject)
+            .bind(subject)
             .fetch_one(&mut *tx)
             .await?;
         if locked {
@@ -121,6 +147,26 @@ where
     query.execute(executor).await.map(|_| ())
 }
 
+/// What is left unsent after a round that saw `seen` — the oldest unsent rows as `(id, create_time)`, all of
+/// them unless `window_full` — and published `published`: how many rows wait and the `create_time` of the
+/// oldest. None when the round did not see every unsent row ([`backlog`] then counts them). Rows written or
+/// published by others during the round show in the next round, as they would in a count made a moment later.
+pub(super) fn left_after<'a>(
+    seen: impl IntoIterator<Item = (&'a str, i64)>,
+    window_full: bool,
+    published: &[String],
+) -> Option<(i64, Option<i64>)> {
+    if window_full {
+        return None;
+    }
+    let left: Vec<i64> = seen
+        .into_iter()
+        .filter(|(id, _)| !published.iter().any(|p| p == id))
+        .map(|(_, create_time)| create_time)
+        .collect();
+    Some((left.len() as i64, left.into_iter().min()))
+}
+
 /// How many rows wait to be published, and the `create_time` of the oldest of them.
 pub(super) async fn backlog(db: &Db) -> Result<(i64, Option<i64>), sqlx::Error> {
     with_db!(db, pool => {
@@ -128,4 +174,20 @@ pub(super) async fn backlog(db: &Db) -> Result<(i64, Option<i64>), sqlx::Error> 
             .fetch_one(pool)
             .await
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::left_after;
+
+    #[test]
+    fn what_is_left_after_a_round_is_what_it_saw_minus_what_it_published() {
+        let seen = [("a", 10), ("b", 20), ("c", 5)];
+        assert_eq!(left_after(seen, false, &[]), Some((3, Some(5))));
+        assert_eq!(left_after(seen, false, &["c".to_owned()]), Some((2, Some(10))));
+        assert_eq!(left_after(seen, false, &["a".to_owned(), "b".to_owned(), "c".to_owned()]), Some((0, None)));
+        assert_eq!(left_after([], false, &[]), Some((0, None)));
+        // A full window may hide older rows' neighbours: only a count knows.
+        assert_eq!(left_after(seen, true, &[]), None);
+    }
 }

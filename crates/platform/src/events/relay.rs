@@ -92,24 +92,40 @@ impl Relay {
     /// sent; stops at the first failure so order is kept. On PostgreSQL several relays (replicas of the
     /// service) may run on one outbox: each claims the rows it publishes (see [`super::claim`]).
     pub async fn publish_pending(&self) -> Result<usize, String> {
-        let outcome = match &self.db {
+        let (outcome, left) = match &self.db {
             Db::Sqlite(pool) => {
                 let rows = claim::unsent_rows(pool, BATCH).await.map_err(|e| format!("reading the outbox: {e}"))?;
+                let seen: Vec<(String, i64)> = rows.iter().map(|r| (r.id.clone(), r.create_time)).collect();
+                let full = seen.len() as i64 >= BATCH;
                 let (published, failure) = self.publish(rows).await;
                 claim::mark_sent(pool, &published).await.map_err(|e| format!("marking events sent: {e}"))?;
-                self.count(&published, failure)
+                let left = claim::left_after(seen.iter().map(|(id, t)| (id.as_str(), *t)), full, &published);
+                (self.count(&published, failure), left)
             }
             Db::Postgres(pool) => {
-                let mut tx = pool.begin().await.map_err(|e| format!("claiming outbox rows: {e}"))?;
-                let rows = claim::claim_rows(&mut tx, BATCH).await.map_err(|e| format!("claiming outbox rows: {e}"))?;
-                let (published, failure) = self.publish(rows).await;
-                claim::mark_sent(&mut *tx, &published).await.map_err(|e| format!("marking events sent: {e}"))?;
-                // Committing records the confirmed prefix and releases the claim, also after a failure.
-                tx.commit().await.map_err(|e| format!("marking events sent: {e}"))?;
-                self.count(&published, failure)
+                let window = claim::candidate_window(BATCH);
+                let candidates =
+                    claim::candidates(pool, window).await.map_err(|e| format!("reading the outbox: {e}"))?;
+                let full = candidates.len() as i64 >= window;
+                let (published, failure) = if candidates.is_empty() {
+                    (Vec::new(), None)
+                } else {
+                    let mut tx = pool.begin().await.map_err(|e| format!("claiming outbox rows: {e}"))?;
+                    let rows = claim::claim_rows(&mut tx, &candidates, BATCH)
+                        .await
+                        .map_err(|e| format!("claiming outbox rows: {e}"))?;
+                    let (published, failure) = self.publish(rows).await;
+                    claim::mark_sent(&mut *tx, &published).await.map_err(|e| format!("marking events sent: {e}"))?;
+                    // Committing records the confirmed prefix and releases the claim, also after a failure.
+                    tx.commit().await.map_err(|e| format!("marking events sent: {e}"))?;
+                    (published, failure)
+                };
+                let left =
+                    claim::left_after(candidates.iter().map(|c| (c.id.as_str(), c.create_time)), full, &published);
+                (self.count(&published, failure), left)
             }
         };
-        self.report_backlog().await;
+        self.report_backlog(left).await;
         outcome
     }
 
@@ -171,12 +187,19 @@ impl Relay {
         }
     }
 
-    /// Sets the depth and age gauges of the outbox (left as they were when the database does not answer).
-    async fn report_backlog(&self) {
-        if let Ok((depth, oldest)) = claim::backlog(&self.db).await {
-            let age = oldest.map_or(0.0, |created| (crate::time::now_micros() - created).max(0) as f64 / 1e6);
-            metrics::gauge!("mercato_outbox_depth", "service" => self.service).set(depth as f64);
-            metrics::gauge!("mercato_outbox_oldest_age_seconds", "service" => self.service).set(age);
-        }
+    /// Sets the depth and age gauges from what the round left (`left`, when it saw every unsent row), or else
+    /// from a count (left as they were when the database does not answer).
+    async fn report_backlog(&self, left: Option<(i64, Option<i64>)>) {
+        let backlog = match left {
+            Some(left) => left,
+            None => match claim::backlog(&self.db).await {
+                Ok(counted) => counted,
+                Err(_) => return,
+            },
+        };
+        let (depth, oldest) = backlog;
+        let age = oldest.map_or(0.0, |created| (crate::time::now_micros() - created).max(0) as f64 / 1e6);
+        metrics::gauge!("mercato_outbox_depth", "service" => self.service).set(depth as f64);
+        metrics::gauge!("mercato_outbox_oldest_age_seconds", "service" => self.service).set(age);
     }
 }
