@@ -114,6 +114,11 @@ pub const OPENAPI_ROUTE: &str = "GET /openapi.json";
 #[derive(Debug, Clone)]
 struct RouteLabel(String);
 
+/// The route a request matched and the values its path bound, found once by `observe` (which names the span
+/// after it) and handed to the handler in the request's extensions.
+#[derive(Debug, Clone)]
+struct MatchedRoute(routes::Route, Vec<(String, String)>);
+
 impl Gateway {
     /// A gateway whose upstreams and key source are the services the settings point at.
     pub fn new(settings: &Settings) -> Result<Self, GatewayError> {
@@ -227,16 +232,18 @@ impl Gateway {
     }
 
     /// The route template `path` matches for `method` (probes, `/openapi.json` and `/docs` included), for
-    /// span names.
-    fn route_template(&self, method: &http::Method, path: &str) -> Option<String> {
+    /// span names, and the transcoded route it matched, if any.
+    fn route_template(&self, method: &http::Method, path: &str) -> (Option<String>, Option<MatchedRoute>) {
         if method == http::Method::GET
             && (matches!(path, "/healthz" | "/readyz" | "/openapi.json") || docs::asset(path).is_some())
         {
-            return Some(path.to_owned());
+            return (Some(path.to_owned()), None);
         }
         match self.table.lookup(method, path) {
-            Lookup::Found(route, _) => Some(route.template.as_str().to_owned()),
-            _ => None,
+            Lookup::Found(route, bound) => {
+                (Some(route.template.as_str().to_owned()), Some(MatchedRoute(route.clone(), bound)))
+            }
+            _ => (None, None),
         }
     }
 }
@@ -284,7 +291,10 @@ async fn observe(State(gateway): State<Gateway>, mut request: Request, next: Nex
         request.headers_mut().insert(REQUEST_ID_HEADER, value);
     }
     let method = request.method().clone();
-    let template = gateway.route_template(&method, request.uri().path());
+    let (template, matched) = gateway.route_template(&method, request.uri().path());
+    if let Some(matched) = matched {
+        request.extensions_mut().insert(matched);
+    }
     // Without a matching route the name is the method alone: paths would make every name unique.
     let name = match &template {
         Some(template) => format!("{method} {template}"),
@@ -351,24 +361,28 @@ async fn readyz(State(gateway): State<Gateway>) -> Response {
     }
 }
 
-async fn transcode_handler(State(gateway): State<Gateway>, request: Request) -> Response {
+async fn transcode_handler(State(gateway): State<Gateway>, mut request: Request) -> Response {
     let path = request.uri().path().to_owned();
-    let (route, bound) = match gateway.table.lookup(request.method(), &path) {
-        Lookup::Found(route, bound) => (route.clone(), bound),
-        Lookup::WrongMethod(allowed) => {
-            let allow = allowed.iter().map(http::Method::as_str).collect::<Vec<_>>().join(", ");
-            return ApiError::http(
-                StatusCode::METHOD_NOT_ALLOWED,
-                Code::Unimplemented,
-                format!("{} is not allowed here", request.method()),
-            )
-            .with_header(header::ALLOW, &allow)
-            .into_response();
-        }
-        Lookup::NotFound => {
-            return ApiError::http(StatusCode::NOT_FOUND, Code::NotFound, format!("no route for {path}"))
+    // Found by `observe` already, unless the request failed to match there.
+    let (route, bound) = match request.extensions_mut().remove::<MatchedRoute>() {
+        Some(MatchedRoute(route, bound)) => (route, bound),
+        None => match gateway.table.lookup(request.method(), &path) {
+            Lookup::Found(route, bound) => (route.clone(), bound),
+            Lookup::WrongMethod(allowed) => {
+                let allow = allowed.iter().map(http::Method::as_str).collect::<Vec<_>>().join(", ");
+                return ApiError::http(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    Code::Unimplemented,
+                    format!("{} is not allowed here", request.method()),
+                )
+                .with_header(header::ALLOW, &allow)
                 .into_response();
-        }
+            }
+            Lookup::NotFound => {
+                return ApiError::http(StatusCode::NOT_FOUND, Code::NotFound, format!("no route for {path}"))
+                    .into_response();
+            }
+        },
     };
     let label = RouteLabel(format!("{} {}", route.method, route.template.as_str()));
     // Before any service is called: refused floods cost no upstream work.
