@@ -8,6 +8,8 @@
 #    payment, post to the ledger, commit stock, confirm) and its events.
 # 3. Counts the PostgreSQL commits the run made (pg_stat_database.xact_commit of the bench databases), so
 #    commits per checkout are measured, not guessed.
+#    Also the commits that wrote (WAL commit records between the run's start and end, by pg_waldump, when the
+#    server is local and its WAL readable): pg_stat_database counts read-only single statements as commits too.
 #    Also where the CPU went (user + system seconds of `mercato up` and of all PostgreSQL server processes,
 #    from /proc) and, when the server has pg_stat_statements loaded, the statements per checkout.
 # 4. Runs pgbench for the same DURATION and CONNECTIONS with a one-row-update transaction (the cheapest
@@ -114,9 +116,11 @@ fi
 sleep 1
 [ "$statements" = 1 ] && { psql "$PG/postgres" -qAtc "SELECT pg_stat_statements_reset()" >/dev/null 2>&1 || statements=0; }
 before=$(commits)
+lsn_before=$(psql "$PG/postgres" -Atc "SELECT pg_current_wal_lsn()")
 cpu_before=("$(cpu_of mercato)" "$(cpu_of postgres)")
 wrk -t 2 -c "$CONNECTIONS" -d "$DURATION" --latency -s "$WORK/checkout.lua" "$BASE" | tee "$WORK/wrk.txt"
 cpu_after=("$(cpu_of mercato)" "$(cpu_of postgres)")
+lsn_after=$(psql "$PG/postgres" -Atc "SELECT pg_current_wal_lsn()")
 sleep 2 # pg_stat counters are flushed asynchronously
 after=$(commits)
 confirmed=$(psql "$PG/mercato_${RUN}_orders" -Atc "SELECT COUNT(*) FROM orders WHERE status = 'CONFIRMED'")
@@ -138,6 +142,16 @@ if [ "$statements" = 1 ]; then
 else
   echo "" >"$WORK/statements.txt"
 fi
+# Commit records in the WAL written during the run: the transactions that wrote something (every database of
+# the server; nothing else runs meanwhile but autovacuum).
+WALDUMP=$(ls /usr/lib/postgresql/*/bin/pg_waldump 2>/dev/null | tail -1)
+PGDATA_DIR=$(psql "$PG/postgres" -Atc "SHOW data_directory" 2>/dev/null || true)
+write_commits=""
+if [ -n "$WALDUMP" ] && [ -r "$PGDATA_DIR/pg_wal" ]; then
+  write_commits=$("$WALDUMP" -p "$PGDATA_DIR/pg_wal" -s "$lsn_before" -e "$lsn_after" -r Transaction 2>/dev/null |
+    grep -c 'desc: COMMIT' || true)
+fi
+echo "$write_commits" >"$WORK/write_commits.txt"
 kill -TERM "$PID"; wait "$PID" 2>/dev/null || true; PID=
 
 # pgbench: the same server, connections and duration; each transaction updates one row and commits.
@@ -151,11 +165,12 @@ pgbench -n -c "$CONNECTIONS" -j 2 -T "${DURATION%s}" -f "$WORK/commit.sql" "$PG/
 
 seconds=${DURATION%s}
 python3 - "$confirmed" "$failed" "$before" "$after" "$seconds" "$WORK/wrk.txt" "$WORK/pgbench.txt" \
-  "$WORK/statements.txt" "${cpu_before[@]}" "${cpu_after[@]}" <<'EOF'
+  "$WORK/statements.txt" "${cpu_before[@]}" "${cpu_after[@]}" "$WORK/write_commits.txt" <<'EOF'
 import re, sys
 confirmed, failed, before, after, seconds = map(int, sys.argv[1:6])
 wrk, pgb, stmts = open(sys.argv[6]).read(), open(sys.argv[7]).read(), open(sys.argv[8]).read().strip()
 cpu = [b - a for a, b in zip(map(float, sys.argv[9:11]), map(float, sys.argv[11:13]))]
+writes = open(sys.argv[13]).read().strip()
 pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", wrk, re.M))
 tps = float(re.search(r"tps = ([\d.]+)", pgb).group(1))
 rate = confirmed / seconds
@@ -163,6 +178,10 @@ per = (after - before) / max(confirmed + failed, 1)
 equivalent = tps / per
 print(f"checkouts: {confirmed} confirmed, {failed} not, {rate:.1f}/s; p50 {pct.get('50')}, p99 {pct.get('99')}")
 print(f"PostgreSQL commits per checkout (all services): {per:.1f}")
+if writes:
+    per_write = int(writes) / max(confirmed + failed, 1)
+    print(f"commits that wrote (WAL commit records) per checkout: {per_write:.1f}; "
+          f"ratio counting only those: {100 * rate / (tps / per_write):.0f}%")
 if stmts:
     print(f"PostgreSQL statements per checkout (pg_stat_statements, all services): {int(stmts) / max(confirmed + failed, 1):.1f}")
 done = max(confirmed + failed, 1)

@@ -50,25 +50,13 @@ macro_rules! report_low_stock {
 macro_rules! hold_item {
     ($conn:expr, $reservation_id:expr, $item:expr, $now:expr) => {{
         let item: &ReserveItem = $item;
-        let active = sqlx::query_scalar::<_, bool>("SELECT active FROM products WHERE id = $1")
-            .bind(&item.product_id)
-            .fetch_optional($conn)
-            .await?;
-        match active {
-            None => return Err(Error::product_not_found(&item.product_id)),
-            Some(false) => {
-                return Err(Error::FailedPrecondition {
-                    reason: PRODUCT_INACTIVE,
-                    message: format!("product {} is not for sale", item.product_id),
-                });
-            }
-            Some(true) => {}
-        }
-        // The availability check and the hold are one statement: no other transaction can slip in between.
+        // The checks (product for sale, enough stock) and the hold are one statement: no other transaction can
+        // slip in between, and a hold that succeeds costs one round trip.
         // fetch_all, not fetch_optional: the statement must run to completion on SQLite.
         let held = sqlx::query_scalar::<_, i64>(
             "UPDATE inventory SET reserved = reserved + $1, update_time = $2 \
-             WHERE product_id = $3 AND on_hand - reserved >= $1 RETURNING on_hand - reserved",
+             WHERE product_id = $3 AND on_hand - reserved >= $1 \
+             AND EXISTS (SELECT 1 FROM products WHERE id = $3 AND active) RETURNING on_hand - reserved",
         )
         .bind(item.quantity)
         .bind($now)
@@ -76,9 +64,21 @@ macro_rules! hold_item {
         .fetch_all(&mut *$conn)
         .await?;
         let Some(&available) = held.first() else {
-            return Err(Error::FailedPrecondition {
-                reason: INSUFFICIENT_STOCK,
-                message: format!("not enough stock of product {} for {} units", item.product_id, item.quantity),
+            // Nothing held: say why, the product's state first.
+            let active = sqlx::query_scalar::<_, bool>("SELECT active FROM products WHERE id = $1")
+                .bind(&item.product_id)
+                .fetch_optional(&mut *$conn)
+                .await?;
+            return Err(match active {
+                None => Error::product_not_found(&item.product_id),
+                Some(false) => Error::FailedPrecondition {
+                    reason: PRODUCT_INACTIVE,
+                    message: format!("product {} is not for sale", item.product_id),
+                },
+                Some(true) => Error::FailedPrecondition {
+                    reason: INSUFFICIENT_STOCK,
+                    message: format!("not enough stock of product {} for {} units", item.product_id, item.quantity),
+                },
             });
         };
         sqlx::query("INSERT INTO reservation_items (reservation_id, product_id, quantity) VALUES ($1, $2, $3)")
@@ -536,8 +536,13 @@ impl Store {
     /// Moves reservation `id` to `target` (RELEASED or COMMITTED); repeating a done move is fine, moving a
     /// reservation settled the other way is refused.
     pub async fn settle(&self, id: &str, target: ReservationStatus, actor: &str, now: i64) -> Result<(), Error> {
-        // Terminates: nothing ever returns to HELD, so a lost race leaves a settled state to decide on.
+        // The move is tried first (it is conditional on HELD), so settling a held reservation — the usual case —
+        // reads nothing beforehand. Terminates: nothing ever returns to HELD, so a move that did not apply leaves
+        // a settled state to decide on.
         loop {
+            if self.apply_settlement(id, target, actor, now).await? {
+                return Ok(());
+            }
             let current = self.reservation_status(id).await?.ok_or_else(|| Error::reservation_not_found(id))?;
             match domain::transition(current, target) {
                 domain::Transition::AlreadyDone => return Ok(()),
@@ -551,11 +556,7 @@ impl Store {
                         ),
                     });
                 }
-                domain::Transition::Apply => {
-                    if self.apply_settlement(id, target, actor, now).await? {
-                        return Ok(());
-                    }
-                }
+                domain::Transition::Apply => {}
             }
         }
     }
