@@ -17,12 +17,15 @@
 #    checkouts/s ÷ (pgbench commits/s ÷ commits per checkout) — the share of the server's raw commit rate the
 #    platform turns into checkouts.
 #
-# Usage: bench/checkout.sh     (DURATION=30s CONNECTIONS=16 PG=postgres://postgres@127.0.0.1:5432; needs wrk,
-#                               pgbench, psql, curl, python3)
+# Usage: bench/checkout.sh     (DURATION=30s CONNECTIONS=16 PRODUCTS=1 PG=postgres://postgres@127.0.0.1:5432;
+#                               needs wrk, pgbench, psql, curl, python3)
+# PRODUCTS=N spreads the orders over N products (each request picks one at random): with 1, every checkout
+# holds and sells stock of the same inventory row, the worst case of contention.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DURATION="${DURATION:-30s}"
 CONNECTIONS="${CONNECTIONS:-16}"
+PRODUCTS="${PRODUCTS:-1}"
 PG="${PG:-postgres://postgres@127.0.0.1:5432}"
 TARGET="${CARGO_TARGET_DIR:-target}"
 HTTP=127.0.0.1:18180
@@ -57,11 +60,16 @@ until curl -fs -o /dev/null "$BASE/readyz"; do sleep 0.1; done
 json() { python3 -c "import json,sys; print(json.load(sys.stdin)$1)"; }
 admin=$(curl -fsS "$BASE/v1/auth/login" -H 'content-type: application/json' \
   -d '{"email":"bench@example.com","password":"bench-password-1"}' | json '["accessToken"]')
-product=$(curl -fsS "$BASE/v1/products" -H "authorization: Bearer $admin" -H 'content-type: application/json' \
-  -d '{"sku":"BENCH-1","name":"Bench","description":"","category":"bench","price":{"currency":"EUR","amountMinor":"100"},"active":true}' |
-  json '["id"]')
-curl -fsS -o /dev/null "$BASE/v1/products/$product/inventory:adjust" -H "authorization: Bearer $admin" \
-  -H 'content-type: application/json' -d '{"delta": 100000000}'
+products=()
+for n in $(seq 1 "$PRODUCTS"); do
+  product=$(curl -fsS "$BASE/v1/products" -H "authorization: Bearer $admin" -H 'content-type: application/json' \
+    -d '{"sku":"BENCH-'"$n"'","name":"Bench '"$n"'","description":"","category":"bench","price":{"currency":"EUR","amountMinor":"100"},"active":true}' |
+    json '["id"]')
+  curl -fsS -o /dev/null "$BASE/v1/products/$product/inventory:adjust" -H "authorization: Bearer $admin" \
+    -H 'content-type: application/json' -d '{"delta": 100000000}'
+  products+=("\"$product\"")
+done
+product_list=$(IFS=,; echo "${products[*]}")
 curl -fsS -o /dev/null "$BASE/v1/auth/register" -H 'content-type: application/json' \
   -d '{"email":"buyer@example.com","password":"buyer-password-1","displayName":"Buyer"}'
 buyer=$(curl -fsS "$BASE/v1/auth/login" -H 'content-type: application/json' \
@@ -70,7 +78,9 @@ buyer=$(curl -fsS "$BASE/v1/auth/login" -H 'content-type: application/json' \
 # Access tokens live 15 minutes: longer runs would need a refresh.
 cat >"$WORK/checkout.lua" <<EOF
 local counter = 0
-local body = '{"shippingAddress":{"name":"B","line1":"1 Main St","line2":"","city":"Paris","region":"","postalCode":"75001","country":"FR"},"paymentMethod":"tok_visa","items":[{"productId":"$product","quantity":1}]}'
+local products = {$product_list}
+local head = '{"shippingAddress":{"name":"B","line1":"1 Main St","line2":"","city":"Paris","region":"","postalCode":"75001","country":"FR"},"paymentMethod":"tok_visa","items":[{"productId":"'
+local tail = '","quantity":1}]}'
 function setup(thread)
   thread:set("tid", math.random(1, 1e9))
 end
@@ -80,7 +90,7 @@ function request()
     ["content-type"] = "application/json",
     ["authorization"] = "Bearer $buyer",
     ["idempotency-key"] = string.format("bench-%d-%d", tid, counter),
-  }, body)
+  }, head .. products[math.random(#products)] .. tail)
 end
 function response(status, headers, body)
   if status ~= 201 or not string.find(body, "ORDER_STATUS_CONFIRMED", 1, true) then
