@@ -416,6 +416,32 @@ impl Store {
         note: &str,
         now: i64,
     ) -> Result<bool, Error> {
+        if let (Db::Postgres(pool), None) = (&self.db, event) {
+            // A move without an event is one statement on PostgreSQL: the compare-and-set and its log line in
+            // one round trip instead of four (BEGIN, UPDATE, INSERT, COMMIT). SQLite has no data-modifying CTEs.
+            let logged = sqlx::query(
+                "WITH moved AS (UPDATE orders SET status = $1, saga_step = $2, step_time = $3, update_time = $3, \
+                 payment_id = COALESCE($4, payment_id), failure_reason = COALESCE($5, failure_reason), \
+                 cancel_reason = COALESCE($6, cancel_reason) \
+                 WHERE id = $7 AND status = $8 AND saga_step = $9 RETURNING id) \
+                 INSERT INTO saga_log (id, order_id, from_step, to_step, status, note, create_time) \
+                 SELECT $10, id, $9, $2, $1, $11, $3 FROM moved",
+            )
+            .bind(change.status.as_str())
+            .bind(change.step.as_str())
+            .bind(now)
+            .bind(change.payment_id.as_deref())
+            .bind(change.failure_reason.as_deref())
+            .bind(change.cancel_reason.as_deref())
+            .bind(id)
+            .bind(from_status.as_str())
+            .bind(from_step.as_str())
+            .bind(uuid::Uuid::now_v7().to_string())
+            .bind(note)
+            .execute(pool)
+            .await?;
+            return Ok(logged.rows_affected() == 1);
+        }
         let moved = with_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
             let result: Result<_, Error> = async {

@@ -754,6 +754,23 @@ async fn events_of(db: &Db, order_id: &str) -> Vec<String> {
     })
 }
 
+/// The saga's log of an order: (from step, to step, status) per stored move, in order.
+async fn saga_log_of(db: &Db, order_id: &str) -> Vec<(String, String, String)> {
+    with_db!(db, pool => {
+        sqlx::query_as::<_, (String, String, String)>(
+            "SELECT from_step, to_step, status FROM saga_log WHERE order_id = $1 ORDER BY create_time, id",
+        )
+        .bind(order_id)
+        .fetch_all(pool)
+        .await
+        .expect("saga log")
+    })
+}
+
+fn moves(list: &[(&str, &str, &str)]) -> Vec<(String, String, String)> {
+    list.iter().map(|(from, to, status)| ((*from).to_owned(), (*to).to_owned(), (*status).to_owned())).collect()
+}
+
 /// The end state is consistent with the order's status, in the fake's books.
 fn assert_consistent(fake: &Fake, order: &Order, quantity: i64, product: &str, initial_stock: i64) {
     let payments = fake.payments_of(&order.id);
@@ -811,6 +828,14 @@ async fn happy_path_from_items(db: Db) {
         assert_eq!(events_of(&server.db, &order.id).await, ["order.placed", "order.confirmed"]);
         // The answer is the order as stored, to the microsecond (the saga keeps its copy instead of rereading).
         assert_eq!(ada.get(&order.id).await.expect("get"), order);
+        // Every move is logged with it (on PostgreSQL a move without an event is one statement).
+        let logged = moves(&[
+            ("", "reserve", "PENDING"),
+            ("reserve", "pay", "PENDING"),
+            ("pay", "commit", "PENDING"),
+            ("commit", "done", "CONFIRMED"),
+        ]);
+        assert_eq!(saga_log_of(&server.db, &order.id).await, logged);
         assert!(orders::audit(&db, Duration::ZERO).await.expect("audit").is_empty());
         server.stop().await;
     }
@@ -860,6 +885,13 @@ async fn declined_payment_fails_and_releases(db: Db) {
         assert_eq!(fake.calls(Op::Refund), 0, "nothing was captured");
         assert_eq!(events_of(&server.db, &order.id).await, ["order.placed", "order.failed"]);
         assert_eq!(ada.get(&order.id).await.expect("get"), order, "answered as stored");
+        let logged = moves(&[
+            ("", "reserve", "PENDING"),
+            ("reserve", "pay", "PENDING"),
+            ("pay", "release", "PENDING"),
+            ("release", "done", "FAILED"),
+        ]);
+        assert_eq!(saga_log_of(&server.db, &order.id).await, logged);
         server.stop().await;
     }
 }
