@@ -242,3 +242,9 @@ pub async fn finish<DB: sqlx::Database, T, E: From<sqlx::Error>>(
 pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     error.as_database_error().is_some_and(|e| e.is_unique_violation())
 }
+
+/// Whether an error is a violation of a foreign key (on either engine; SQLite enforces them in every pool this
+/// module opens).
+pub fn is_foreign_key_violation(error: &sqlx::Error) -> bool {
+    error.as_database_error().is_some_and(|e| e.is_foreign_key_violation())
+}

@@ -6,7 +6,7 @@
 //! on SQLite it takes the write lock up front instead of failing with SQLITE_BUSY when upgrading.
 
 use platform::db::finish;
-use platform::db::{Db, is_unique_violation};
+use platform::db::{Db, is_foreign_key_violation, is_unique_violation};
 use platform::with_db;
 
 use crate::domain::{self, Cursor, MAX_STOCK, Price, ProductFields, ReservationStatus, ReserveItem, Stock};
@@ -50,6 +50,20 @@ macro_rules! report_low_stock {
 macro_rules! hold_item {
     ($conn:expr, $reservation_id:expr, $item:expr, $now:expr) => {{
         let item: &ReserveItem = $item;
+        // The line first: the inventory row is locked from its UPDATE to the commit, and a popular product's row
+        // is every buyer's, so nothing else runs in between.
+        let line =
+            sqlx::query("INSERT INTO reservation_items (reservation_id, product_id, quantity) VALUES ($1, $2, $3)")
+                .bind($reservation_id)
+                .bind(&item.product_id)
+                .bind(item.quantity)
+                .execute(&mut *$conn)
+                .await;
+        match line {
+            // The line names a product that does not exist (its foreign key).
+            Err(e) if is_foreign_key_violation(&e) => return Err(Error::product_not_found(&item.product_id)),
+            other => other?,
+        };
         // The checks (product for sale, enough stock) and the hold are one statement: no other transaction can
         // slip in between, and a hold that succeeds costs one round trip.
         // fetch_all, not fetch_optional: the statement must run to completion on SQLite.
@@ -81,12 +95,6 @@ macro_rules! hold_item {
                 },
             });
         };
-        sqlx::query("INSERT INTO reservation_items (reservation_id, product_id, quantity) VALUES ($1, $2, $3)")
-            .bind($reservation_id)
-            .bind(&item.product_id)
-            .bind(item.quantity)
-            .execute(&mut *$conn)
-            .await?;
         report_low_stock!($conn, item.product_id.as_str(), available, i64::from(item.quantity));
     }};
 }
@@ -592,6 +600,12 @@ impl Store {
                 .bind(id)
                 .fetch_all(&mut *tx)
                 .await?;
+                // The adjustments first, then the inventory rows, locked from their UPDATE to the commit.
+                if commit {
+                    for item in &items {
+                        record_adjustment!(&mut *tx, &item.product_id, -item.quantity, &sale, actor, now);
+                    }
+                }
                 for item in &items {
                     let sold = if commit { item.quantity } else { 0 };
                     sqlx::query(
@@ -604,9 +618,6 @@ impl Store {
                     .bind(&item.product_id)
                     .execute(&mut *tx)
                     .await?;
-                    if commit {
-                        record_adjustment!(&mut *tx, &item.product_id, -item.quantity, &sale, actor, now);
-                    }
                 }
                 Ok(true)
             }

@@ -483,6 +483,19 @@ impl Store {
                             found.into_iter().map(|(id, currency)| (id, AccountRef { currency })).collect();
                         domain::check_postings_against_accounts(&t.postings, &accounts)
                             .map_err(Error::InvalidArgument)?;
+                        // Everything that locks no shared row first: the accounts' rows are locked from their
+                        // UPDATE to the commit, and every payment posts to the same few accounts.
+                        if !t.metadata.is_empty() {
+                            let mut insert = sqlx::QueryBuilder::new(
+                                "INSERT INTO transaction_metadata (transaction_id, meta_key, meta_value) ",
+                            );
+                            insert.push_values(&t.metadata, |mut row, (key, value)| {
+                                row.push_bind(&t.id).push_bind(key).push_bind(value);
+                            });
+                            insert.build().execute(&mut *tx).await?;
+                        }
+                        platform::events::enqueue(&mut *tx, crate::NAME, &crate::events::transaction_recorded(t, actor))
+                            .await?;
                         let mut stored = Vec::with_capacity(order.len());
                         for &line in &order {
                             let p = &t.postings[line];
@@ -524,17 +537,6 @@ impl Store {
                                 .push_bind(now);
                         });
                         insert.build().execute(&mut *tx).await?;
-                        if !t.metadata.is_empty() {
-                            let mut insert = sqlx::QueryBuilder::new(
-                                "INSERT INTO transaction_metadata (transaction_id, meta_key, meta_value) ",
-                            );
-                            insert.push_values(&t.metadata, |mut row, (key, value)| {
-                                row.push_bind(&t.id).push_bind(key).push_bind(value);
-                            });
-                            insert.build().execute(&mut *tx).await?;
-                        }
-                        platform::events::enqueue(&mut *tx, crate::NAME, &crate::events::transaction_recorded(t, actor))
-                            .await?;
                         Ok(())
                     }
                     .await;
