@@ -6,6 +6,8 @@
 # 2. Drives `POST /v1/orders` (one unit, tok_visa, a fresh Idempotency-Key per request) through the gateway
 #    with wrk: CONNECTIONS connections for DURATION. Every checkout runs the whole saga (reserve stock, capture
 #    payment, post to the ledger, commit stock, confirm) and its events.
+#    The run ends when the events it caused are handled too (every outbox empty): checkouts/s divides by the
+#    load's duration plus that wait, and the counts below include the consumers' work.
 # 3. Counts the PostgreSQL commits the run made (pg_stat_database.xact_commit of the bench databases), so
 #    commits per checkout are measured, not guessed.
 #    Also the commits that wrote (WAL commit records between the run's start and end, by pg_waldump, when the
@@ -31,6 +33,7 @@ cd "$(dirname "$0")/.."
 DURATION="${DURATION:-30s}"
 CONNECTIONS="${CONNECTIONS:-16}"
 PRODUCTS="${PRODUCTS:-1}"
+THREADS=$((CONNECTIONS < 2 ? CONNECTIONS : 2)) # wrk and pgbench: at most one thread per connection
 WARMUP="${WARMUP:-10s}"
 PG="${PG:-postgres://postgres@127.0.0.1:5432}"
 TARGET="${CARGO_TARGET_DIR:-target}"
@@ -129,12 +132,29 @@ statements=$(psql "$PG/postgres" -Atc "SELECT COUNT(*) FROM pg_extension WHERE e
 if [ "$statements" = 0 ] && psql "$PG/postgres" -qc "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" 2>/dev/null; then
   statements=1
 fi
+# Events written but not yet handled, over every service's outbox (in the embedded mode an event is marked sent
+# once every consumer has handled it).
+backlog() {
+  local total=0 n
+  for s in "${services[@]}"; do
+    n=$(psql "$PG/mercato_${RUN}_$s" -Atc "SELECT CASE WHEN to_regclass('outbox') IS NULL THEN 0 ELSE (SELECT COUNT(*) FROM outbox WHERE sent_time IS NULL) END")
+    total=$((total + n))
+  done
+  echo "$total"
+}
+# Waits until every event is handled (at most 10 minutes); prints how long that took, in seconds.
+drain() {
+  local start=$SECONDS
+  while [ "$(backlog)" != 0 ] && [ $((SECONDS - start)) -lt 600 ]; do sleep 0.5; done
+  echo $((SECONDS - start))
+}
 orders_by_status() {
   psql "$PG/mercato_${RUN}_orders" -Atc "SELECT COUNT(*) FILTER (WHERE status = 'CONFIRMED'), COUNT(*) FILTER (WHERE status <> 'CONFIRMED') FROM orders"
 }
 if [ "$WARMUP" != 0 ]; then
-  wrk -t 2 -c "$CONNECTIONS" -d "$WARMUP" -s "$WORK/checkout.lua" "$BASE" >/dev/null
+  wrk -t "$THREADS" -c "$CONNECTIONS" -d "$WARMUP" -s "$WORK/checkout.lua" "$BASE" >/dev/null
   sleep 1
+  drain >/dev/null
   for s in "${services[@]}"; do psql "$PG/mercato_${RUN}_$s" -qc "ANALYZE"; done
 fi
 IFS='|' read -r warm_confirmed warm_failed <<<"$(orders_by_status)"
@@ -143,12 +163,16 @@ sleep 1
 before=$(commits)
 lsn_before=$(psql "$PG/postgres" -Atc "SELECT pg_current_wal_lsn()")
 cpu_before=("$(cpu_of mercato)" "$(cpu_of postgres)")
-wrk -t 2 -c "$CONNECTIONS" -d "$DURATION" --latency -s "$WORK/checkout.lua" "$BASE" | tee "$WORK/wrk.txt"
+wrk -t "$THREADS" -c "$CONNECTIONS" -d "$DURATION" --latency -s "$WORK/checkout.lua" "$BASE" | tee "$WORK/wrk.txt"
+IFS='|' read -r confirmed failed <<<"$(orders_by_status)"
+# The run is over when the work it caused is: events still waiting for their consumers are part of it.
+left=$(backlog)
+drained=$(drain)
+echo "events waiting when wrk stopped: $left; handled $drained s later"
 cpu_after=("$(cpu_of mercato)" "$(cpu_of postgres)")
 lsn_after=$(psql "$PG/postgres" -Atc "SELECT pg_current_wal_lsn()")
 sleep 2 # pg_stat counters are flushed asynchronously
 after=$(commits)
-IFS='|' read -r confirmed failed <<<"$(orders_by_status)"
 confirmed=$((confirmed - warm_confirmed))
 failed=$((failed - warm_failed))
 if [ "$failed" != 0 ]; then
@@ -187,10 +211,10 @@ cat >"$WORK/commit.sql" <<'EOF'
 \set aid random(1, 1000000)
 UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = :aid;
 EOF
-pgbench -n -c "$CONNECTIONS" -j 2 -T "${DURATION%s}" -f "$WORK/commit.sql" "$PG/${RUN}_pgbench" | tee "$WORK/pgbench.txt"
+pgbench -n -c "$CONNECTIONS" -j "$THREADS" -T "${DURATION%s}" -f "$WORK/commit.sql" "$PG/${RUN}_pgbench" | tee "$WORK/pgbench.txt"
 
 seconds=${DURATION%s}
-python3 - "$confirmed" "$failed" "$before" "$after" "$seconds" "$WORK/wrk.txt" "$WORK/pgbench.txt" \
+python3 - "$confirmed" "$failed" "$before" "$after" "$((seconds + drained))" "$WORK/wrk.txt" "$WORK/pgbench.txt" \
   "$WORK/statements.txt" "${cpu_before[@]}" "${cpu_after[@]}" "$WORK/write_commits.txt" <<'EOF'
 import re, sys
 confirmed, failed, before, after, seconds = map(int, sys.argv[1:6])
@@ -202,7 +226,8 @@ tps = float(re.search(r"tps = ([\d.]+)", pgb).group(1))
 rate = confirmed / seconds
 per = (after - before) / max(confirmed + failed, 1)
 equivalent = tps / per
-print(f"checkouts: {confirmed} confirmed, {failed} not, {rate:.1f}/s; p50 {pct.get('50')}, p99 {pct.get('99')}")
+print(f"checkouts: {confirmed} confirmed, {failed} not, {rate:.1f}/s over {seconds} s (the load, then until its "
+      f"events were handled); p50 {pct.get('50')}, p99 {pct.get('99')}")
 print(f"PostgreSQL commits per checkout (all services): {per:.1f}")
 if writes:
     per_write = int(writes) / max(confirmed + failed, 1)

@@ -268,7 +268,15 @@ pub async fn serve_gateway(
     let tls = gateway.tls.clone();
     let app = gateway.router(settings).into_make_service_with_connect_info::<SocketAddr>();
     match tls {
-        None => axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?,
+        None => {
+            // Small writes (HTTP/2 frames, streamed lines) go out at once rather than wait for a delayed ACK.
+            let listener = listener.tap_io(|tcp: &mut tokio::net::TcpStream| {
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+                }
+            });
+            axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?
+        }
         Some(config) => {
             let listener = tls::TlsListener::new(listener, config)?.tap_io(tls::set_nodelay);
             axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?
