@@ -184,6 +184,37 @@ impl Change {
     }
 }
 
+/// A saga move: compare-and-set on the order's status and step. [`bind_move`] binds $1 to $9.
+const MOVE_SQL: &str = "UPDATE orders SET status = $1, saga_step = $2, step_time = $3, update_time = $3, \
+     payment_id = COALESCE($4, payment_id), failure_reason = COALESCE($5, failure_reason), \
+     cancel_reason = COALESCE($6, cancel_reason) WHERE id = $7 AND status = $8 AND saga_step = $9";
+
+/// Binds the parameters of [`MOVE_SQL`] (also inside the statement that logs the move with it).
+fn bind_move<'q, DB>(
+    query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+    id: &'q str,
+    (from_status, from_step): (Status, Step),
+    change: &'q Change,
+    now: i64,
+) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+where
+    DB: sqlx::Database,
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<&'q str>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    query
+        .bind(change.status.as_str())
+        .bind(change.step.as_str())
+        .bind(now)
+        .bind(change.payment_id.as_deref())
+        .bind(change.failure_reason.as_deref())
+        .bind(change.cancel_reason.as_deref())
+        .bind(id)
+        .bind(from_status.as_str())
+        .bind(from_step.as_str())
+}
+
 /// What ListOrders asks of the store.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
@@ -419,48 +450,23 @@ impl Store {
         if let (Db::Postgres(pool), None) = (&self.db, event) {
             // A move without an event is one statement on PostgreSQL: the compare-and-set and its log line in
             // one round trip instead of four (BEGIN, UPDATE, INSERT, COMMIT). SQLite has no data-modifying CTEs.
-            let logged = sqlx::query(
-                "WITH moved AS (UPDATE orders SET status = $1, saga_step = $2, step_time = $3, update_time = $3, \
-                 payment_id = COALESCE($4, payment_id), failure_reason = COALESCE($5, failure_reason), \
-                 cancel_reason = COALESCE($6, cancel_reason) \
-                 WHERE id = $7 AND status = $8 AND saga_step = $9 RETURNING id) \
+            let sql = format!(
+                "WITH moved AS ({MOVE_SQL} RETURNING id) \
                  INSERT INTO saga_log (id, order_id, from_step, to_step, status, note, create_time) \
-                 SELECT $10, id, $9, $2, $1, $11, $3 FROM moved",
-            )
-            .bind(change.status.as_str())
-            .bind(change.step.as_str())
-            .bind(now)
-            .bind(change.payment_id.as_deref())
-            .bind(change.failure_reason.as_deref())
-            .bind(change.cancel_reason.as_deref())
-            .bind(id)
-            .bind(from_status.as_str())
-            .bind(from_step.as_str())
-            .bind(uuid::Uuid::now_v7().to_string())
-            .bind(note)
-            .execute(pool)
-            .await?;
+                 SELECT $10, id, $9, $2, $1, $11, $3 FROM moved"
+            );
+            let logged = bind_move(sqlx::query(&sql), id, (from_status, from_step), change, now)
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(note)
+                .execute(pool)
+                .await?;
             return Ok(logged.rows_affected() == 1);
         }
         let moved = with_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
             let result: Result<_, Error> = async {
-                let updated = sqlx::query(
-                    "UPDATE orders SET status = $1, saga_step = $2, step_time = $3, update_time = $3, \
-                     payment_id = COALESCE($4, payment_id), failure_reason = COALESCE($5, failure_reason), \
-                     cancel_reason = COALESCE($6, cancel_reason) \
-                     WHERE id = $7 AND status = $8 AND saga_step = $9",
-                )
-                .bind(change.status.as_str())
-                .bind(change.step.as_str())
-                .bind(now)
-                .bind(change.payment_id.as_deref())
-                .bind(change.failure_reason.as_deref())
-                .bind(change.cancel_reason.as_deref())
-                .bind(id)
-                .bind(from_status.as_str())
-                .bind(from_step.as_str())
-                .execute(&mut *tx)
+                let updated = bind_move(sqlx::query(MOVE_SQL), id, (from_status, from_step), change, now)
+                    .execute(&mut *tx)
                 .await?;
                 if updated.rows_affected() != 1 {
                     return Ok(false);
