@@ -64,17 +64,7 @@ pub async fn serve(
 
     let routes = service.routes.add_service(health_service).add_service(reflection);
     let layers = tower::ServiceBuilder::new().layer(ObserveLayer).layer(AuthLayer::new(verifier, policy));
-    // Small writes go out at once: without TCP_NODELAY a response written in two pieces can wait for the
-    // peer's delayed ACK (Nagle's algorithm), tens of milliseconds per call. (tonic sets it only on sockets it
-    // accepts itself.)
-    let incoming = TcpListenerStream::new(listener).map(|accepted| {
-        if let Ok(stream) = &accepted
-            && let Err(error) = stream.set_nodelay(true)
-        {
-            tracing::warn!(%error, "could not set TCP_NODELAY on a gRPC connection");
-        }
-        accepted
-    });
+    let incoming = accept_with_nodelay(listener);
     let stopping = shutdown.clone();
     Server::builder()
         .layer(layers)
@@ -88,6 +78,22 @@ pub async fn serve(
         })
         .await?;
     Ok(())
+}
+
+/// The connections `listener` accepts, with TCP_NODELAY set: small writes go out at once. Without it a response
+/// written in two pieces can wait for the peer's delayed ACK (Nagle's algorithm), tens of milliseconds per call;
+/// tonic sets it only on sockets it accepts itself.
+fn accept_with_nodelay(
+    listener: TcpListener,
+) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    TcpListenerStream::new(listener).map(|accepted| {
+        if let Ok(stream) = &accepted
+            && let Err(error) = stream.set_nodelay(true)
+        {
+            tracing::warn!(%error, "could not set TCP_NODELAY on a gRPC connection");
+        }
+        accepted
+    })
 }
 
 /// A channel to `url` that connects on first use and reconnects as needed.
@@ -294,5 +300,21 @@ where
             }
             .instrument(span),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio_stream::StreamExt;
+
+    /// A checkout alone took 56 ms instead of 12 while accepted gRPC connections lacked TCP_NODELAY.
+    #[tokio::test]
+    async fn accepted_grpc_connections_send_small_writes_at_once() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let address = listener.local_addr().expect("address");
+        let mut incoming = Box::pin(super::accept_with_nodelay(listener));
+        let _client = tokio::net::TcpStream::connect(address).await.expect("connect");
+        let accepted = incoming.next().await.expect("a connection").expect("accepted");
+        assert!(accepted.nodelay().expect("the option"), "TCP_NODELAY is not set on the accepted connection");
     }
 }
