@@ -270,11 +270,7 @@ pub async fn serve_gateway(
     match tls {
         None => {
             // Small writes (HTTP/2 frames, streamed lines) go out at once rather than wait for a delayed ACK.
-            let listener = listener.tap_io(|tcp: &mut tokio::net::TcpStream| {
-                if let Err(e) = tcp.set_nodelay(true) {
-                    tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-                }
-            });
+            let listener = listener.tap_io(tls::set_tcp_nodelay);
             axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned()).await?
         }
         Some(config) => {

@@ -117,7 +117,12 @@ impl axum::serve::Listener for TlsListener {
 /// Sends small writes (HTTP/2 frames, streamed lines) at once. Also, through `tap_io`, what gives a
 /// [`TlsListener`] the `ConnectInfo<SocketAddr>` axum provides for tapped listeners.
 pub fn set_nodelay(tls: &mut TlsStream<TcpStream>) {
-    if let Err(e) = tls.get_ref().0.set_nodelay(true) {
+    set_tcp_nodelay(tls.get_mut().0);
+}
+
+/// Sends small writes at once on a plain TCP connection (the listener without TLS taps its streams with it).
+pub fn set_tcp_nodelay(tcp: &mut TcpStream) {
+    if let Err(e) = tcp.set_nodelay(true) {
         tracing::debug!(error = %e, "cannot set TCP_NODELAY");
     }
 }

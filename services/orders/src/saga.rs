@@ -184,16 +184,9 @@ impl Saga {
     /// Starts (or joins) the run of order `id` and waits for it to end, at most [`SagaOptions::wait`]. Returns
     /// the order as the run left it when the run ended knowing that exactly (None: read it from the store).
     pub async fn finish(&self, id: &str) -> Option<Order> {
-        Self::wait_for(self.start(id), self.inner.options.wait).await
-    }
-
-    /// [`Saga::finish`] for the run of an order just stored as `order` (see [`Saga::start_placed`]).
-    pub async fn finish_placed(&self, order: Order) -> Option<Order> {
-        Self::wait_for(self.start_placed(order), self.inner.options.wait).await
-    }
-
-    async fn wait_for(mut done: watch::Receiver<Option<Order>>, wait: Duration) -> Option<Order> {
+        let mut done = self.start(id);
         // `changed` fails once the run drops its sender: that is the end of the run.
+        let wait = self.inner.options.wait;
         let ended = tokio::time::timeout(wait, async { while done.changed().await.is_ok() {} }).await.is_ok();
         if ended { done.borrow().clone() } else { None }
     }
