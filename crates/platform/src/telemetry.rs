@@ -152,6 +152,10 @@ where
         .with_tracked_inactivity(false)
         .with_threads(false)
         .with_location(false)
+        // Nothing here reads OpenTelemetry's thread-local context (parents come from `tracing`'s span tree, and
+        // `trace_context` asks spans directly), so entering a span need not attach one: that was paid on every
+        // poll of every instrumented future.
+        .with_context_activation(false)
         .with_filter(LevelFilter::INFO);
     let dispatch_slot = Arc::new(OnceLock::new());
     let (json, pretty) = match format {

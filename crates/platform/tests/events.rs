@@ -241,3 +241,39 @@ async fn the_outbox_age_and_depth_are_metrics_on_postgres() {
     let Some(db) = platform::testkit::postgres("events").await else { return };
     the_outbox_age_and_depth_are_metrics(db, "age-postgres").await;
 }
+
+/// The in-process bus hands an event to all its consumers at once: a slow consumer does not hold the others up,
+/// and publishing reports the one that failed after every consumer has had the event.
+#[tokio::test]
+async fn the_in_process_bus_delivers_to_its_consumers_side_by_side() {
+    let bus = InProcessBus::new();
+    // Each consumer waits for the other to have started: delivered in turn, the first would wait forever.
+    let both_started = Arc::new(tokio::sync::Barrier::new(2));
+    let finished = Arc::new(AtomicUsize::new(0));
+    for (name, fails) in [("search", false), ("analytics", true)] {
+        let (both_started, finished) = (both_started.clone(), finished.clone());
+        bus.subscribe(
+            name,
+            &["thing.happened"],
+            Arc::new(move |_: Arc<EventEnvelope>| {
+                let (both_started, finished) = (both_started.clone(), finished.clone());
+                Box::pin(async move {
+                    both_started.wait().await;
+                    finished.fetch_add(1, Ordering::SeqCst);
+                    if fails { Err("analytics is down".to_owned()) } else { Ok(()) }
+                })
+            }),
+        );
+    }
+    let envelope = EventEnvelope { id: "evt-1".to_owned(), r#type: "thing.happened".to_owned(), ..Default::default() };
+    let published = tokio::time::timeout(std::time::Duration::from_secs(5), bus.publish(envelope))
+        .await
+        .expect("a consumer waited for the other: the bus delivered one at a time");
+    match published {
+        Err(events::BusError::Handler { consumer, event_id, .. }) => {
+            assert_eq!((consumer.as_str(), event_id.as_str()), ("analytics", "evt-1"));
+        }
+        other => panic!("the failing consumer is reported: {other:?}"),
+    }
+    assert_eq!(finished.load(Ordering::SeqCst), 2, "both consumers handled the event");
+}

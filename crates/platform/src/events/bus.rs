@@ -1,5 +1,5 @@
 //! The bus the relay publishes to. In the embedded mode it is [`InProcessBus`]: publishing runs every
-//! subscribed consumer's handler and succeeds only when all of them did, so an outbox row is marked sent only
+//! subscribed consumer's handler (concurrently) and succeeds only when all of them did, so an outbox row is marked sent only
 //! once every consumer has committed its effect — at-least-once delivery, even across a crash.
 
 use std::sync::{Arc, RwLock};
@@ -113,16 +113,21 @@ impl EventBus for InProcessBus {
                 .read()
                 .map(|subs| subs.iter().filter(|s| s.event_types.contains(&envelope.r#type)).cloned().collect())
                 .unwrap_or_default();
-            for subscription in matching {
-                super::handle_traced(&subscription.consumer, &subscription.handler, envelope.clone()).await.map_err(
-                    |error| BusError::Handler {
-                        consumer: subscription.consumer.clone(),
-                        event_id: envelope.id.clone(),
-                        error,
-                    },
-                )?;
+            // The consumers are independent (each has its own inbox), so they handle the event side by side;
+            // a failure of one does not undo the others, whose inboxes make the redelivery a no-op for them.
+            let outcomes = futures::future::join_all(matching.iter().map(|subscription| {
+                super::handle_traced(&subscription.consumer, &subscription.handler, envelope.clone())
+            }))
+            .await;
+            let failed = matching.iter().zip(outcomes).find_map(|(sub, outcome)| Some((sub, outcome.err()?)));
+            match failed {
+                Some((subscription, error)) => Err(BusError::Handler {
+                    consumer: subscription.consumer.clone(),
+                    event_id: envelope.id.clone(),
+                    error,
+                }),
+                None => Ok(()),
             }
-            Ok(())
         })
     }
 
