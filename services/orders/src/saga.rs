@@ -155,6 +155,11 @@ impl Saga {
             return rx.clone();
         }
         let (tx, rx) = watch::channel(None);
+        if self.inner.stop.is_cancelled() {
+            // Shutting down: a request still being answered must not start a run that would be cut off after
+            // its first remote call; the next start resumes the order. The dropped sender ends the wait.
+            return rx;
+        }
         running.insert(id.to_owned(), rx.clone());
         drop(running);
         let this = self.clone();
@@ -163,6 +168,8 @@ impl Saga {
         let span = tracing::Span::current();
         self.inner.tracker.spawn(async move {
             tokio::select! {
+                // Stopping wins over a step that is ready at the same moment.
+                biased;
                 () = this.inner.stop.cancelled() => {
                     tracing::info!(order_id = %id, "saga run stopped by shutdown; it resumes on the next start");
                 }
