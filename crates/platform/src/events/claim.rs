@@ -7,7 +7,8 @@
 //! 0. Before any transaction, it reads the oldest unsent rows ([`candidates`]): when there are none the round
 //!    ends there, without a transaction (most rounds of a relay woken after each commit find little or nothing).
 //! 1. It takes `pg_try_advisory_xact_lock(OUTBOX_LOCK_CLASS, hashtext(subject))` for the subjects of the
-//!    oldest unsent rows, skipping subjects another relay holds, until it has enough rows for a batch. A subject (an aggregate) is thereby
+//!    oldest unsent rows (those a batch needs, in one statement), skipping subjects another relay holds, and
+//!    tries further subjects only while the batch is short. A subject (an aggregate) is thereby
 //!    published by at most one relay at a time, so its events reach the broker in order: locking rows alone
 //!    is not enough, because a relay skipping an older row that another relay has locked would publish the
 //!    newer rows of the same subject next to it, and they could overtake it.
@@ -94,22 +95,30 @@ pub(super) async fn claim_rows(
             None => candidates.push((&row.subject, 1)),
         }
     }
-    // Lock subjects one at a time and only as many as a batch needs, so that the subjects left over stay
-    // free for the other relays.
-    let mut subjects = Vec::new();
+    // Lock only as many subjects as a batch needs, so that the subjects left over stay free for the other
+    // relays: the fewest that could fill it, in one statement; more only if some were held by another relay.
+    let mut subjects: Vec<String> = Vec::new();
     let mut covered = 0;
-    for (subject, rows) in candidates {
-        if covered >= limit {
-            break;
+    let mut next = 0;
+    while covered < limit && next < candidates.len() {
+        let mut wanted: Vec<&str> = Vec::new();
+        let mut would_cover = covered;
+        while next < candidates.len() && would_cover < limit {
+            wanted.push(candidates[next].0);
+            would_cover += candidates[next].1;
+            next += 1;
         }
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1, hashtext($2))")
-            .bind(OUTBOX_LOCK_CLASS)
-            .bind(subject)
-            .fetch_one(&mut *tx)
-            .await?;
-        if locked {
+        let locked: Vec<String> = sqlx::query_scalar(
+            "SELECT subject FROM unnest($2::text[]) WITH ORDINALITY AS wanted (subject, position) \
+             WHERE pg_try_advisory_xact_lock($1, hashtext(subject)) ORDER BY position",
+        )
+        .bind(OUTBOX_LOCK_CLASS)
+        .bind(&wanted)
+        .fetch_all(&mut *tx)
+        .await?;
+        for subject in locked {
+            covered += candidates.iter().find(|(candidate, _)| *candidate == subject).map_or(0, |(_, rows)| *rows);
             subjects.push(subject);
-            covered += rows;
         }
     }
     if subjects.is_empty() {
