@@ -277,3 +277,61 @@ async fn the_in_process_bus_delivers_to_its_consumers_side_by_side() {
     }
     assert_eq!(finished.load(Ordering::SeqCst), 2, "both consumers handled the event");
 }
+
+/// A batch from the relay: the subjects are delivered side by side, the events of one subject in order, and the
+/// accepted prefix ends at the first event a consumer refused.
+#[tokio::test]
+async fn the_in_process_bus_delivers_a_batchs_subjects_side_by_side_and_each_in_order() {
+    let bus = InProcessBus::new();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    // The first event of order-a waits until order-b's first has started: one subject at a time never gets there.
+    let both_started = Arc::new(tokio::sync::Barrier::new(2));
+    {
+        let (seen, both_started) = (seen.clone(), both_started.clone());
+        bus.subscribe(
+            "recorder",
+            &["thing.happened"],
+            Arc::new(move |e: Arc<EventEnvelope>| {
+                let (seen, both_started) = (seen.clone(), both_started.clone());
+                Box::pin(async move {
+                    if e.id == "a1" || e.id == "b1" {
+                        both_started.wait().await;
+                    }
+                    if e.id == "b3" {
+                        return Err("b3 is refused".to_owned());
+                    }
+                    seen.lock().expect("seen").push(e.id.clone());
+                    Ok(())
+                })
+            }),
+        );
+    }
+    let event = |id: &str, subject: &str| EventEnvelope {
+        id: id.to_owned(),
+        r#type: "thing.happened".to_owned(),
+        subject: subject.to_owned(),
+        ..Default::default()
+    };
+    let batch = vec![
+        event("a1", "order-a"),
+        event("b1", "order-b"),
+        event("a2", "order-a"),
+        event("b2", "order-b"),
+        event("a3", "order-a"),
+        event("b3", "order-b"),
+        event("b4", "order-b"),
+        event("a4", "order-a"),
+    ];
+    let outcome = tokio::time::timeout(std::time::Duration::from_secs(5), bus.publish_batch(batch))
+        .await
+        .expect("order-a waited for order-b: the subjects were delivered one at a time");
+    assert_eq!(outcome.confirmed, 5, "a1 b1 a2 b2 a3 were accepted, b3 was not: {outcome:?}");
+    assert!(
+        matches!(&outcome.error, Some(events::BusError::Handler { event_id, .. }) if event_id == "b3"),
+        "{outcome:?}"
+    );
+    let seen = seen.lock().expect("seen").clone();
+    let of = |subject: char| seen.iter().filter(|id| id.starts_with(subject)).cloned().collect::<Vec<_>>();
+    assert_eq!(of('a'), ["a1", "a2", "a3", "a4"], "order-a in order, all of it");
+    assert_eq!(of('b'), ["b1", "b2"], "order-b stops at the refused b3: b4 must not overtake it");
+}

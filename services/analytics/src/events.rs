@@ -19,6 +19,7 @@ use api::mercato::payments::v1::PaymentCaptured;
 use api::mercato::refunds::v1::RefundCompleted;
 use platform::events::{EventBus, EventEnvelope};
 use prost::Message;
+use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::{self, Amount, Effect, Fact, OrderLine};
 use crate::error::Error;
@@ -39,29 +40,79 @@ pub const CART_ITEM_ADDED: &str = "cart.item_added";
 /// Every type analytics consumes.
 pub const CONSUMED: [&str; 5] = [ORDER_CONFIRMED, ORDER_CANCELLED, PAYMENT_CAPTURED, REFUND_COMPLETED, CART_ITEM_ADDED];
 
-/// Subscribes the analytics consumer on `bus`.
+/// Most events recorded in one transaction.
+const MAX_BATCH: usize = 64;
+
+/// An event waiting to be recorded, and where its outcome goes.
+struct Pending {
+    event: RecordedEvent,
+    effect: Effect,
+    outcome: oneshot::Sender<Result<bool, String>>,
+}
+
+/// Subscribes the analytics consumer on `bus`. Deliveries that arrive while a batch is being recorded wait and
+/// are recorded together in the next one (group commit): under load every aggregate row is written once per
+/// batch instead of once per event, and each delivery is acknowledged only once its batch has committed.
+/// Must be called inside a Tokio runtime: it starts the task that records the batches, which ends with the bus.
 pub fn subscribe(bus: &dyn EventBus, store: Store) {
+    let (queue, waiting) = mpsc::channel::<Pending>(MAX_BATCH * 4);
+    tokio::spawn(record_in_batches(store, waiting));
     bus.subscribe(
         CONSUMER,
         &CONSUMED,
         Arc::new(move |envelope: Arc<EventEnvelope>| {
-            let store = store.clone();
-            Box::pin(async move { consume(&store, &envelope).await.map(|_| ()).map_err(|e| e.to_string()) })
+            let queue = queue.clone();
+            Box::pin(async move {
+                let event = recorded(&envelope).map_err(|e| e.to_string())?;
+                let effect = effect_of(&event).map_err(|e| e.to_string())?;
+                let (outcome, recorded) = oneshot::channel();
+                let stopped = || "analytics is stopping".to_owned();
+                queue.send(Pending { event, effect, outcome }).await.map_err(|_| stopped())?;
+                recorded.await.map_err(|_| stopped())?.map(|_| ())
+            })
         }),
     );
 }
 
-/// Handles one delivery: keeps the event and applies its effect, once (a redelivery changes nothing).
-/// Returns whether it was new.
+/// Records what waits in `waiting`, up to [`MAX_BATCH`] events per transaction, until every sender is gone.
+async fn record_in_batches(store: Store, mut waiting: mpsc::Receiver<Pending>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let (outcomes, events): (Vec<_>, Vec<_>) =
+            batch.drain(..).map(|pending| (pending.outcome, (pending.event, pending.effect))).unzip();
+        match store.record_batch(&events).await {
+            Ok(applied) => {
+                for ((outcome, (event, _)), new) in outcomes.into_iter().zip(&events).zip(applied) {
+                    log_outcome(&event.id, &event.event_type, new);
+                    // The delivery may have given up waiting (its relay stopped): nothing to tell then.
+                    let _ = outcome.send(Ok(new));
+                }
+            }
+            Err(error) => {
+                let error = error.to_string();
+                for outcome in outcomes {
+                    let _ = outcome.send(Err(error.clone()));
+                }
+            }
+        }
+    }
+}
+
+fn log_outcome(event_id: &str, event_type: &str, new: bool) {
+    if new {
+        tracing::debug!(%event_id, %event_type, "event counted");
+    } else {
+        tracing::info!(%event_id, %event_type, "event seen before, skipped");
+    }
+}
+
+/// Handles one delivery on its own (no batching): keeps the event and applies its effect, once (a
+/// redelivery changes nothing). Returns whether it was new.
 pub async fn consume(store: &Store, envelope: &EventEnvelope) -> Result<bool, Error> {
     let event = recorded(envelope)?;
     let effect = effect_of(&event)?;
     let applied = store.record(&event, &effect).await?;
-    if applied {
-        tracing::debug!(event_id = %event.id, event_type = %event.event_type, "event counted");
-    } else {
-        tracing::info!(event_id = %event.id, event_type = %event.event_type, "event seen before, skipped");
-    }
+    log_outcome(&event.id, &event.event_type, applied);
     Ok(applied)
 }
 

@@ -6,6 +6,7 @@
 //!
 //! - [`domain`]: the rules, free of I/O: dates, periods, what an event adds, the figures of a report.
 //! - [`events`]: what it consumes, decoded into domain facts.
+//! - [`totals`]: what a batch of events adds up to, per aggregate row (pure, like `domain`).
 //! - [`store`]: all SQL, the same on SQLite and PostgreSQL.
 //! - [`grpc`]: `mercato.analytics.v1.AnalyticsService` on top of them.
 //! - [`error`]: the crate's one error type and its mapping to gRPC statuses.
@@ -15,6 +16,7 @@ pub mod error;
 pub mod events;
 pub mod grpc;
 pub mod store;
+pub mod totals;
 
 use std::sync::Arc;
 

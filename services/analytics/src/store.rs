@@ -1,16 +1,22 @@
 //! All SQL of analytics. Every statement is written once, in the subset SQLite and PostgreSQL share, and run
 //! on whichever pool the [`Db`] holds through `with_db!`.
 //!
-//! Every change of the aggregates (an event, a rebuild) is one transaction that first writes the single row
+//! Events are recorded in batches ([`Store::record_batch`]): their effects are summed first ([`Totals`]), so a
+//! batch writes each aggregate row once.
+//!
+//! Every change of the aggregates (a batch of events, a rebuild) is one transaction that first writes the single row
 //! of `aggregate_lock`: on PostgreSQL that locks it, on SQLite it takes the write lock up front. A rebuild
 //! therefore never interleaves with an event being applied: an event committed before it is replayed, an
 //! event arriving meanwhile waits and is applied after it, exactly once either way.
+
+use std::collections::BTreeSet;
 
 use platform::db::{Db, finish};
 use platform::with_db;
 
 use crate::domain::{Day, Effect, Funnel, Period, ProductSales, SalesFigures};
 use crate::error::Error;
+use crate::totals::Totals;
 
 /// Events read per query while replaying the history.
 const REPLAY_PAGE: i64 = 500;
@@ -22,17 +28,30 @@ macro_rules! lock_aggregates {
     };
 }
 
-/// Adds an event's [`Effect`] to the aggregates, within the transaction `$tx` (a macro: it runs on either
-/// engine's transaction).
-macro_rules! apply_effect {
-    ($tx:expr, $event:expr, $effect:expr) => {{
-        let event: &RecordedEvent = $event;
-        let effect: &Effect = $effect;
-        if let Some((currency, sales)) = &effect.sales {
-            sqlx::query(
+/// Adds [`Totals`] to the aggregates within the transaction `$tx`: one statement per aggregate table, each row
+/// once (a macro: it runs on either engine's transaction). The keys of a [`Totals`] are distinct, so every
+/// multi-row upsert touches a row at most once, as PostgreSQL requires.
+macro_rules! apply_totals {
+    ($tx:expr, $totals:expr) => {{
+        let totals: &Totals = $totals;
+        if !totals.sales.is_empty() {
+            let mut upsert = sqlx::QueryBuilder::new(
                 "INSERT INTO daily_sales (day, currency, orders, gross_minor, cancelled_orders, cancelled_minor, \
-                 refunds, refunded_minor, captured_minor) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
-                 ON CONFLICT (day, currency) DO UPDATE SET \
+                 refunds, refunded_minor, captured_minor) ",
+            );
+            upsert.push_values(&totals.sales, |mut row, ((day, currency), sales)| {
+                row.push_bind(*day)
+                    .push_bind(currency.clone())
+                    .push_bind(sales.orders)
+                    .push_bind(sales.gross_minor)
+                    .push_bind(sales.cancelled_orders)
+                    .push_bind(sales.cancelled_minor)
+                    .push_bind(sales.refunds)
+                    .push_bind(sales.refunded_minor)
+                    .push_bind(sales.captured_minor);
+            });
+            upsert.push(
+                " ON CONFLICT (day, currency) DO UPDATE SET \
                  orders = daily_sales.orders + excluded.orders, \
                  gross_minor = daily_sales.gross_minor + excluded.gross_minor, \
                  cancelled_orders = daily_sales.cancelled_orders + excluded.cancelled_orders, \
@@ -40,68 +59,63 @@ macro_rules! apply_effect {
                  refunds = daily_sales.refunds + excluded.refunds, \
                  refunded_minor = daily_sales.refunded_minor + excluded.refunded_minor, \
                  captured_minor = daily_sales.captured_minor + excluded.captured_minor",
-            )
-            .bind(effect.day)
-            .bind(currency)
-            .bind(sales.orders)
-            .bind(sales.gross_minor)
-            .bind(sales.cancelled_orders)
-            .bind(sales.cancelled_minor)
-            .bind(sales.refunds)
-            .bind(sales.refunded_minor)
-            .bind(sales.captured_minor)
-            .execute(&mut *$tx)
-            .await?;
+            );
+            upsert.build().execute(&mut *$tx).await?;
         }
-        for product in &effect.products {
-            sqlx::query(
+        if !totals.products.is_empty() {
+            let mut upsert = sqlx::QueryBuilder::new(
                 "INSERT INTO daily_product_sales (day, product_id, currency, units_sold, sold_minor, \
-                 units_cancelled, cancelled_minor) VALUES ($1, $2, $3, $4, $5, $6, $7) \
-                 ON CONFLICT (day, product_id, currency) DO UPDATE SET \
+                 units_cancelled, cancelled_minor) ",
+            );
+            upsert.push_values(&totals.products, |mut row, ((day, product_id, currency), counts)| {
+                row.push_bind(*day)
+                    .push_bind(product_id.clone())
+                    .push_bind(currency.clone())
+                    .push_bind(counts.units_sold)
+                    .push_bind(counts.sold_minor)
+                    .push_bind(counts.units_cancelled)
+                    .push_bind(counts.cancelled_minor);
+            });
+            upsert.push(
+                " ON CONFLICT (day, product_id, currency) DO UPDATE SET \
                  units_sold = daily_product_sales.units_sold + excluded.units_sold, \
                  sold_minor = daily_product_sales.sold_minor + excluded.sold_minor, \
                  units_cancelled = daily_product_sales.units_cancelled + excluded.units_cancelled, \
                  cancelled_minor = daily_product_sales.cancelled_minor + excluded.cancelled_minor",
-            )
-            .bind(effect.day)
-            .bind(&product.product_id)
-            .bind(&product.currency)
-            .bind(product.units_sold)
-            .bind(product.sold_minor)
-            .bind(product.units_cancelled)
-            .bind(product.cancelled_minor)
-            .execute(&mut *$tx)
-            .await?;
+            );
+            upsert.build().execute(&mut *$tx).await?;
         }
-        for label in &effect.labels {
+        if !totals.labels.is_empty() {
+            let mut upsert =
+                sqlx::QueryBuilder::new("INSERT INTO products (product_id, sku, name, seen_time, seen_event) ");
+            upsert.push_values(totals.labels.values(), |mut row, seen| {
+                row.push_bind(seen.label.product_id.clone())
+                    .push_bind(seen.label.sku.clone())
+                    .push_bind(seen.label.name.clone())
+                    .push_bind(seen.time)
+                    .push_bind(seen.event_id.clone());
+            });
             // The latest event wins, by (time, id): the same winner whatever order events arrive or replay in.
-            sqlx::query(
-                "INSERT INTO products (product_id, sku, name, seen_time, seen_event) VALUES ($1, $2, $3, $4, $5) \
-                 ON CONFLICT (product_id) DO UPDATE SET sku = excluded.sku, name = excluded.name, \
+            upsert.push(
+                " ON CONFLICT (product_id) DO UPDATE SET sku = excluded.sku, name = excluded.name, \
                  seen_time = excluded.seen_time, seen_event = excluded.seen_event \
                  WHERE excluded.seen_time > products.seen_time \
                  OR (excluded.seen_time = products.seen_time AND excluded.seen_event >= products.seen_event)",
-            )
-            .bind(&label.product_id)
-            .bind(&label.sku)
-            .bind(&label.name)
-            .bind(event.event_time)
-            .bind(&event.id)
-            .execute(&mut *$tx)
-            .await?;
+            );
+            upsert.build().execute(&mut *$tx).await?;
         }
-        if let Some(funnel) = &effect.funnel {
-            sqlx::query(
-                "INSERT INTO daily_carts (day, carts_started, orders_from_carts) VALUES ($1, $2, $3) \
-                 ON CONFLICT (day) DO UPDATE SET \
+        if !totals.funnel.is_empty() {
+            let mut upsert =
+                sqlx::QueryBuilder::new("INSERT INTO daily_carts (day, carts_started, orders_from_carts) ");
+            upsert.push_values(&totals.funnel, |mut row, (day, funnel)| {
+                row.push_bind(*day).push_bind(funnel.carts_started).push_bind(funnel.orders_from_carts);
+            });
+            upsert.push(
+                " ON CONFLICT (day) DO UPDATE SET \
                  carts_started = daily_carts.carts_started + excluded.carts_started, \
                  orders_from_carts = daily_carts.orders_from_carts + excluded.orders_from_carts",
-            )
-            .bind(effect.day)
-            .bind(funnel.carts_started)
-            .bind(funnel.orders_from_carts)
-            .execute(&mut *$tx)
-            .await?;
+            );
+            upsert.build().execute(&mut *$tx).await?;
         }
     }};
 }
@@ -157,22 +171,57 @@ impl Store {
     /// Keeps `event` in the history and adds its `effect` to the aggregates, in one transaction with the
     /// event's id in the inbox. Returns false (and changes nothing) when the event was handled before.
     pub async fn record(&self, event: &RecordedEvent, effect: &Effect) -> Result<bool, Error> {
+        let applied = self.record_batch(&[(event.clone(), effect.clone())]).await?;
+        Ok(applied.first().copied().unwrap_or(false))
+    }
+
+    /// Keeps `events` in the history and adds their effects to the aggregates, in one transaction with their
+    /// ids in the inbox: a handful of statements whatever the number of events. Returns, for each event in
+    /// order, whether it was new; an event handled before (or earlier in `events`) changes nothing.
+    pub async fn record_batch(&self, events: &[(RecordedEvent, Effect)]) -> Result<Vec<bool>, Error> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        let now = platform::time::now_micros();
         with_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
             let result = async {
                 lock_aggregates!(&mut *tx);
-                if !platform::events::first_delivery(&mut *tx, crate::events::CONSUMER, &event.id).await? {
-                    return Ok(false);
+                let mut inbox = sqlx::QueryBuilder::new("INSERT INTO inbox (consumer, event_id, handle_time) ");
+                let ids: BTreeSet<&str> = events.iter().map(|(event, _)| event.id.as_str()).collect();
+                inbox.push_values(&ids, |mut row, id| {
+                    row.push_bind(crate::events::CONSUMER).push_bind(*id).push_bind(now);
+                });
+                // RETURNING names the ids that went in: those not handled before.
+                inbox.push(" ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id");
+                let mut new: BTreeSet<String> =
+                    inbox.build_query_scalar::<String>().fetch_all(&mut *tx).await?.into_iter().collect();
+                let mut totals = Totals::default();
+                let mut kept = Vec::new();
+                let applied: Vec<bool> = events
+                    .iter()
+                    .map(|(event, effect)| {
+                        // `remove`: a second copy of an event in the batch is a repeat.
+                        let first = new.remove(&event.id);
+                        if first {
+                            totals.add(effect, event.event_time, &event.id);
+                            kept.push(event);
+                        }
+                        first
+                    })
+                    .collect();
+                if !kept.is_empty() {
+                    let mut log = sqlx::QueryBuilder::new("INSERT INTO event_log (id, event_type, event_time, payload) ");
+                    log.push_values(&kept, |mut row, event| {
+                        row.push_bind(event.id.clone())
+                            .push_bind(event.event_type.clone())
+                            .push_bind(event.event_time)
+                            .push_bind(event.payload.clone());
+                    });
+                    log.build().execute(&mut *tx).await?;
+                    apply_totals!(tx, &totals);
                 }
-                sqlx::query("INSERT INTO event_log (id, event_type, event_time, payload) VALUES ($1, $2, $3, $4)")
-                    .bind(&event.id)
-                    .bind(&event.event_type)
-                    .bind(event.event_time)
-                    .bind(&event.payload)
-                    .execute(&mut *tx)
-                    .await?;
-                apply_effect!(tx, event, effect);
-                Ok(true)
+                Ok(applied)
             }
             .await;
             finish(tx, result).await
@@ -210,11 +259,12 @@ impl Store {
                     .await?;
                     let Some(last) = page.last() else { break };
                     (after_time, after_id) = (last.event_time, last.id.clone());
+                    let mut totals = Totals::default();
                     for event in &page {
-                        let effect = effect_of(event)?;
-                        apply_effect!(tx, event, &effect);
+                        totals.add(&effect_of(event)?, event.event_time, &event.id);
                         replayed += 1;
                     }
+                    apply_totals!(tx, &totals);
                 }
                 Ok(replayed)
             }

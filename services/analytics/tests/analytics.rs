@@ -494,6 +494,45 @@ async fn a_redelivered_event_counts_once(db: Db) {
     server.stop().await;
 }
 
+/// Deliveries arriving together (several relays, a broker's redeliveries) are recorded together: the reports
+/// are those of the events delivered one by one, each event counted once even when two copies of it arrive in
+/// the same moment.
+async fn events_arriving_together_count_as_one_by_one(db: Db) {
+    let one_by_one = Server::start(db).await;
+    for event in history() {
+        one_by_one.publish(event).await;
+    }
+    let expected = one_by_one.reports().await;
+
+    let (db, _dir) = another_database_like(&one_by_one.db).await;
+    let server = Arc::new(Server::start(db).await);
+    let mut deliveries = Vec::new();
+    for copy in 0..3 {
+        for event in history().into_iter().skip(copy * 2) {
+            let server = server.clone();
+            deliveries.push(tokio::spawn(async move { server.publish(event).await }));
+        }
+    }
+    for delivery in deliveries {
+        delivery.await.expect("every delivery is acknowledged");
+    }
+    assert_eq!(server.reports().await, expected, "the same reports as one event at a time");
+    assert_eq!(server.rebuild(&server.operator()).await.expect("rebuild"), 14, "the history holds each event once");
+    assert_eq!(server.reports().await, expected, "and a rebuild agrees");
+    one_by_one.stop().await;
+}
+
+/// A new, empty database on the engine of `db` (with the directory that holds it, for SQLite).
+async fn another_database_like(db: &Db) -> (Db, Option<platform::testkit::TempDir>) {
+    match db {
+        Db::Sqlite(_) => {
+            let (db, dir) = platform::testkit::sqlite("analytics").await.expect("sqlite");
+            (db, Some(dir))
+        }
+        Db::Postgres(_) => (platform::testkit::postgres("analytics").await.expect("PostgreSQL"), None),
+    }
+}
+
 async fn a_rebuild_reproduces_the_reports(db: Db) {
     let server = Server::start(db).await;
     assert_eq!(server.rebuild(&server.operator()).await.expect("empty history"), 0);
@@ -692,6 +731,7 @@ macro_rules! on_both_engines {
 on_both_engines!(
     reports_show_what_the_shop_sold,
     a_redelivered_event_counts_once,
+    events_arriving_together_count_as_one_by_one,
     a_rebuild_reproduces_the_reports,
     events_during_a_rebuild_count_exactly_once,
     unreadable_events_are_refused_and_change_nothing,

@@ -4,6 +4,7 @@
 
 use std::sync::{Arc, RwLock};
 
+use futures::StreamExt;
 use futures::future::BoxFuture;
 
 use super::EventEnvelope;
@@ -79,6 +80,9 @@ pub trait EventBus: Send + Sync + 'static {
     }
 }
 
+/// How many subjects of a batch [`InProcessBus`] delivers at the same time.
+const SUBJECTS_AT_ONCE: usize = 16;
+
 struct Subscription {
     consumer: String,
     event_types: Vec<String>,
@@ -128,6 +132,47 @@ impl EventBus for InProcessBus {
                 }),
                 None => Ok(()),
             }
+        })
+    }
+
+    /// Delivers the events of each subject in order, one after the other, and the subjects side by side (at
+    /// most `SUBJECTS_AT_ONCE`): consumers that record deliveries in groups (analytics) then get many at once.
+    fn publish_batch(&self, envelopes: Vec<EventEnvelope>) -> BoxFuture<'_, BatchOutcome> {
+        Box::pin(async move {
+            let count = envelopes.len();
+            let mut subjects: Vec<Vec<(usize, EventEnvelope)>> = Vec::new();
+            for (position, envelope) in envelopes.into_iter().enumerate() {
+                match subjects.iter_mut().find(|events| events[0].1.subject == envelope.subject) {
+                    Some(events) => events.push((position, envelope)),
+                    None => subjects.push(vec![(position, envelope)]),
+                }
+            }
+            let delivered: Vec<Vec<(usize, Result<(), BusError>)>> = futures::stream::iter(subjects)
+                .map(|events| async move {
+                    let mut outcomes = Vec::with_capacity(events.len());
+                    for (position, envelope) in events {
+                        let outcome = self.publish(envelope).await;
+                        let failed = outcome.is_err();
+                        outcomes.push((position, outcome));
+                        if failed {
+                            // The subject's later events must not overtake this one.
+                            break;
+                        }
+                    }
+                    outcomes
+                })
+                .buffer_unordered(SUBJECTS_AT_ONCE)
+                .collect()
+                .await;
+            let mut outcomes: Vec<Option<Result<(), BusError>>> = (0..count).map(|_| None).collect();
+            for (position, outcome) in delivered.into_iter().flatten() {
+                outcomes[position] = Some(outcome);
+            }
+            // The accepted prefix ends at the first event not delivered: a failure, or (after a failure of its
+            // subject) an event never tried, which always comes after that failure.
+            let confirmed = outcomes.iter().take_while(|outcome| matches!(outcome, Some(Ok(())))).count();
+            let error = outcomes.into_iter().flatten().find_map(Result::err);
+            BatchOutcome { confirmed, error: if confirmed == count { None } else { error } }
         })
     }
 
