@@ -7,10 +7,6 @@ use clap::{Parser, Subcommand};
 use platform::Settings;
 use platform::config::SETTINGS_HELP;
 
-/// mimalloc instead of glibc's malloc: allocation was a sixth of the gateway's CPU per request (bench/gateway.md).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 /// Mercato: an e-commerce backend of gRPC services behind an HTTP/JSON gateway.
 #[derive(Debug, Parser)]
 #[command(name = "mercato", version, after_help = SETTINGS_HELP)]
