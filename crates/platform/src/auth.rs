@@ -133,7 +133,7 @@ struct KeyCache {
     fetched_at: Option<Instant>,
 }
 
-/// How many verified tokens a [`TokenVerifier`] remembers; past that it forgets them all and starts over.
+/// How many verified tokens a [`TokenVerifier`] remembers; when full it makes room (see `make_room`).
 const VERIFIED_TOKENS_MAX: usize = 10_000;
 
 /// Verifies access tokens: EdDSA only, issuer, audience, expiry and not-before checked. Keys are cached and
@@ -218,7 +218,7 @@ impl TokenVerifier {
         let claims = self.verify_signed(token).await?;
         let mut verified = self.verified_tokens();
         if verified.len() >= VERIFIED_TOKENS_MAX {
-            verified.clear();
+            make_room(&mut verified, crate::time::now_secs());
         }
         verified.insert(token.to_owned(), claims.clone());
         Ok(claims)
@@ -234,6 +234,22 @@ impl TokenVerifier {
         jsonwebtoken::decode::<Claims>(token, &key, &self.validation)
             .map(|data| data.claims)
             .map_err(|e| TokenError::Invalid(e.to_string()))
+    }
+}
+
+/// Makes room in a full map of remembered tokens: the expired ones go first (they would be refused anyway), and
+/// when that frees less than a quarter, an arbitrary half goes too. Forgetting everything at once, as it once
+/// did, made every client's next request pay for a signature check together; a token forgotten here is only
+/// verified again. Trimming is O(n), at most once per quarter of the capacity inserted.
+fn make_room(verified: &mut HashMap<String, Claims>, now: i64) {
+    verified.retain(|_, claims| times_valid(claims, now));
+    if verified.len() > VERIFIED_TOKENS_MAX * 3 / 4 {
+        let mut keep = VERIFIED_TOKENS_MAX / 2;
+        verified.retain(|_, _| {
+            let kept = keep > 0;
+            keep = keep.saturating_sub(1);
+            kept
+        });
     }
 }
 
@@ -486,6 +502,28 @@ mod tests {
             scope: "catalog:write cart:write".into(),
             roles: vec!["admin".into()],
         }
+    }
+
+    #[test]
+    fn a_full_token_memory_forgets_expired_tokens_first_then_half() {
+        let now = crate::time::now_secs();
+        let remembered = |expired: usize| -> HashMap<String, Claims> {
+            (0..VERIFIED_TOKENS_MAX)
+                .map(|n| {
+                    let offset = if n < expired { -3600 } else { 3600 };
+                    (format!("token-{n}"), claims(ISSUER, AUDIENCE, offset))
+                })
+                .collect()
+        };
+        let mut mostly_expired = remembered(6_000);
+        make_room(&mut mostly_expired, now);
+        assert_eq!(mostly_expired.len(), 4_000, "every expired token went, every valid one stayed");
+        assert!(mostly_expired.values().all(|c| times_valid(c, now)));
+
+        let mut all_valid = remembered(0);
+        make_room(&mut all_valid, now);
+        assert_eq!(all_valid.len(), VERIFIED_TOKENS_MAX / 2, "half is forgotten, not everything");
+        assert!(all_valid.keys().all(|token| token.starts_with("token-")));
     }
 
     #[tokio::test]

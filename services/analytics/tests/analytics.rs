@@ -520,6 +520,7 @@ async fn events_arriving_together_count_as_one_by_one(db: Db) {
     assert_eq!(server.rebuild(&server.operator()).await.expect("rebuild"), 14, "the history holds each event once");
     assert_eq!(server.reports().await, expected, "and a rebuild agrees");
     one_by_one.stop().await;
+    Arc::try_unwrap(server).ok().expect("every delivery has ended").stop().await;
 }
 
 /// A new, empty database on the engine of `db` (with the directory that holds it, for SQLite).
