@@ -308,15 +308,15 @@ pub struct SalesFigures {
 }
 
 impl SalesFigures {
-    /// Adds `other` to these figures.
+    /// Adds `other` to these figures, saturating (a sum past `i64::MAX` is not a figure to panic over).
     pub fn add(&mut self, other: &SalesFigures) {
-        self.orders += other.orders;
-        self.gross_minor += other.gross_minor;
-        self.cancelled_orders += other.cancelled_orders;
-        self.cancelled_minor += other.cancelled_minor;
-        self.refunds += other.refunds;
-        self.refunded_minor += other.refunded_minor;
-        self.captured_minor += other.captured_minor;
+        self.orders = self.orders.saturating_add(other.orders);
+        self.gross_minor = self.gross_minor.saturating_add(other.gross_minor);
+        self.cancelled_orders = self.cancelled_orders.saturating_add(other.cancelled_orders);
+        self.cancelled_minor = self.cancelled_minor.saturating_add(other.cancelled_minor);
+        self.refunds = self.refunds.saturating_add(other.refunds);
+        self.refunded_minor = self.refunded_minor.saturating_add(other.refunded_minor);
+        self.captured_minor = self.captured_minor.saturating_add(other.captured_minor);
     }
 
     /// Everything given back: refunds and cancellations.

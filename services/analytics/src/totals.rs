@@ -59,10 +59,11 @@ impl Totals {
         for product in &effect.products {
             let counts =
                 self.products.entry((effect.day, product.product_id.clone(), product.currency.clone())).or_default();
-            counts.units_sold += product.units_sold;
-            counts.sold_minor += product.sold_minor;
-            counts.units_cancelled += product.units_cancelled;
-            counts.cancelled_minor += product.cancelled_minor;
+            // Saturating, like every sum here: absurd amounts must not panic the task that records batches.
+            counts.units_sold = counts.units_sold.saturating_add(product.units_sold);
+            counts.sold_minor = counts.sold_minor.saturating_add(product.sold_minor);
+            counts.units_cancelled = counts.units_cancelled.saturating_add(product.units_cancelled);
+            counts.cancelled_minor = counts.cancelled_minor.saturating_add(product.cancelled_minor);
         }
         for label in &effect.labels {
             let seen = SeenLabel { label: label.clone(), time: event_time, event_id: event_id.to_owned() };
@@ -75,8 +76,8 @@ impl Totals {
         }
         if let Some(funnel) = &effect.funnel {
             let day = self.funnel.entry(effect.day).or_default();
-            day.carts_started += funnel.carts_started;
-            day.orders_from_carts += funnel.orders_from_carts;
+            day.carts_started = day.carts_started.saturating_add(funnel.carts_started);
+            day.orders_from_carts = day.orders_from_carts.saturating_add(funnel.orders_from_carts);
         }
     }
 }

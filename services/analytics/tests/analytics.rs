@@ -523,6 +523,35 @@ async fn events_arriving_together_count_as_one_by_one(db: Db) {
     Arc::try_unwrap(server).ok().expect("every delivery has ended").stop().await;
 }
 
+/// An event the database refuses (PostgreSQL stores no NUL in text; SQLite does) among others arriving with it:
+/// the others are counted all the same, and only its own delivery fails.
+async fn an_event_the_database_refuses_fails_alone(db: Db) {
+    let poison = || confirmed("order-nul", "2025-01-20", 9, vec![item("prod-nul", "Bad\0name", 1, "EUR", 100)], false);
+    let one_by_one = Server::start(db).await;
+    for event in history() {
+        one_by_one.publish(event).await;
+    }
+    let accepted_alone = one_by_one.bus.publish(poison()).await.is_ok();
+    let expected = one_by_one.reports().await;
+
+    let (db, _dir) = another_database_like(&one_by_one.db).await;
+    let server = Arc::new(Server::start(db).await);
+    let mut deliveries = Vec::new();
+    for event in history().into_iter().chain([poison()]) {
+        let server = server.clone();
+        let id = event.id.clone();
+        deliveries.push(tokio::spawn(async move { (id, server.bus.publish(event).await.is_ok()) }));
+    }
+    for delivery in deliveries {
+        let (id, accepted) = delivery.await.expect("join");
+        let expected = id != "ev-confirmed-order-nul" || accepted_alone;
+        assert_eq!(accepted, expected, "event {id}: accepted as when it came alone");
+    }
+    assert_eq!(server.reports().await, expected, "every other event counted");
+    one_by_one.stop().await;
+    Arc::try_unwrap(server).ok().expect("every delivery has ended").stop().await;
+}
+
 /// A new, empty database on the engine of `db` (with the directory that holds it, for SQLite).
 async fn another_database_like(db: &Db) -> (Db, Option<platform::testkit::TempDir>) {
     match db {
@@ -733,6 +762,7 @@ on_both_engines!(
     reports_show_what_the_shop_sold,
     a_redelivered_event_counts_once,
     events_arriving_together_count_as_one_by_one,
+    an_event_the_database_refuses_fails_alone,
     a_rebuild_reproduces_the_reports,
     events_during_a_rebuild_count_exactly_once,
     unreadable_events_are_refused_and_change_nothing,
