@@ -91,7 +91,8 @@ async fn record_in_batches(store: Store, mut waiting: mpsc::Receiver<Pending>) {
             Err(error) if events.len() > 1 => {
                 // One event the database refuses must not hold up the others (their relays would send them
                 // again with it, forever): each is recorded alone, and only the refused one fails.
-                tracing::warn!(%error, events = events.len(), "recording a batch failed; recording its events one by one");
+                let events_in_batch = events.len();
+                tracing::warn!(%error, events_in_batch, "recording a batch failed; recording its events one by one");
                 for (outcome, (event, effect)) in outcomes.into_iter().zip(&events) {
                     let result = store.record(event, effect).await.map_err(|e| e.to_string());
                     if let Ok(new) = result {

@@ -4,8 +4,8 @@
 //! Events are recorded in batches ([`Store::record_batch`]): their effects are summed first ([`Totals`]), so a
 //! batch writes each aggregate row once.
 //!
-//! Every change of the aggregates (a batch of events, a rebuild) is one transaction that first writes the single row
-//! of `aggregate_lock`: on PostgreSQL that locks it, on SQLite it takes the write lock up front. A rebuild
+//! Every change of the aggregates (a batch of events, a rebuild) is one transaction that first writes the single
+//! row of `aggregate_lock`: on PostgreSQL that locks it, on SQLite it takes the write lock up front. A rebuild
 //! therefore never interleaves with an event being applied: an event committed before it is replayed, an
 //! event arriving meanwhile waits and is applied after it, exactly once either way.
 
@@ -211,7 +211,8 @@ impl Store {
                     })
                     .collect();
                 if !kept.is_empty() {
-                    let mut log = sqlx::QueryBuilder::new("INSERT INTO event_log (id, event_type, event_time, payload) ");
+                    let mut log =
+                        sqlx::QueryBuilder::new("INSERT INTO event_log (id, event_type, event_time, payload) ");
                     log.push_values(&kept, |mut row, event| {
                         row.push_bind(event.id.clone())
                             .push_bind(event.event_type.clone())

@@ -1,6 +1,6 @@
 //! The bus the relay publishes to. In the embedded mode it is [`InProcessBus`]: publishing runs every
-//! subscribed consumer's handler (concurrently) and succeeds only when all of them did, so an outbox row is marked sent only
-//! once every consumer has committed its effect — at-least-once delivery, even across a crash.
+//! subscribed consumer's handler (concurrently) and succeeds only when all of them did, so an outbox row is
+//! marked sent only once every consumer has committed its effect — at-least-once delivery, even across a crash.
 
 use std::sync::{Arc, RwLock};
 
