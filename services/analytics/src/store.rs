@@ -21,6 +21,10 @@ use crate::totals::Totals;
 /// Events read per query while replaying the history.
 const REPLAY_PAGE: i64 = 500;
 
+/// Rows per multi-row upsert: nine parameters each stays far below SQLite's 32766 parameters per statement
+/// (a page of the history can touch tens of thousands of product rows: orders have up to 100 lines).
+const UPSERT_ROWS: usize = 1000;
+
 /// Takes the aggregates' lock: the first statement of every transaction that changes them.
 macro_rules! lock_aggregates {
     ($conn:expr) => {
@@ -28,18 +32,18 @@ macro_rules! lock_aggregates {
     };
 }
 
-/// Adds [`Totals`] to the aggregates within the transaction `$tx`: one statement per aggregate table, each row
-/// once (a macro: it runs on either engine's transaction). The keys of a [`Totals`] are distinct, so every
+/// Adds [`Totals`] to the aggregates within the transaction `$tx`: one statement per aggregate table and
+/// [`UPSERT_ROWS`] rows, each row once (a macro: it runs on either engine's transaction). The keys of a [`Totals`] are distinct, so every
 /// multi-row upsert touches a row at most once, as PostgreSQL requires.
 macro_rules! apply_totals {
     ($tx:expr, $totals:expr) => {{
         let totals: &Totals = $totals;
-        if !totals.sales.is_empty() {
+        for rows in totals.sales.iter().collect::<Vec<_>>().chunks(UPSERT_ROWS) {
             let mut upsert = sqlx::QueryBuilder::new(
                 "INSERT INTO daily_sales (day, currency, orders, gross_minor, cancelled_orders, cancelled_minor, \
                  refunds, refunded_minor, captured_minor) ",
             );
-            upsert.push_values(&totals.sales, |mut row, ((day, currency), sales)| {
+            upsert.push_values(rows, |mut row, ((day, currency), sales)| {
                 row.push_bind(*day)
                     .push_bind(currency.clone())
                     .push_bind(sales.orders)
@@ -62,12 +66,12 @@ macro_rules! apply_totals {
             );
             upsert.build().execute(&mut *$tx).await?;
         }
-        if !totals.products.is_empty() {
+        for rows in totals.products.iter().collect::<Vec<_>>().chunks(UPSERT_ROWS) {
             let mut upsert = sqlx::QueryBuilder::new(
                 "INSERT INTO daily_product_sales (day, product_id, currency, units_sold, sold_minor, \
                  units_cancelled, cancelled_minor) ",
             );
-            upsert.push_values(&totals.products, |mut row, ((day, product_id, currency), counts)| {
+            upsert.push_values(rows, |mut row, ((day, product_id, currency), counts)| {
                 row.push_bind(*day)
                     .push_bind(product_id.clone())
                     .push_bind(currency.clone())
@@ -85,10 +89,10 @@ macro_rules! apply_totals {
             );
             upsert.build().execute(&mut *$tx).await?;
         }
-        if !totals.labels.is_empty() {
+        for rows in totals.labels.values().collect::<Vec<_>>().chunks(UPSERT_ROWS) {
             let mut upsert =
                 sqlx::QueryBuilder::new("INSERT INTO products (product_id, sku, name, seen_time, seen_event) ");
-            upsert.push_values(totals.labels.values(), |mut row, seen| {
+            upsert.push_values(rows, |mut row, seen| {
                 row.push_bind(seen.label.product_id.clone())
                     .push_bind(seen.label.sku.clone())
                     .push_bind(seen.label.name.clone())
@@ -104,10 +108,10 @@ macro_rules! apply_totals {
             );
             upsert.build().execute(&mut *$tx).await?;
         }
-        if !totals.funnel.is_empty() {
+        for rows in totals.funnel.iter().collect::<Vec<_>>().chunks(UPSERT_ROWS) {
             let mut upsert =
                 sqlx::QueryBuilder::new("INSERT INTO daily_carts (day, carts_started, orders_from_carts) ");
-            upsert.push_values(&totals.funnel, |mut row, (day, funnel)| {
+            upsert.push_values(rows, |mut row, (day, funnel)| {
                 row.push_bind(*day).push_bind(funnel.carts_started).push_bind(funnel.orders_from_carts);
             });
             upsert.push(
