@@ -33,8 +33,8 @@ macro_rules! lock_aggregates {
 }
 
 /// Adds [`Totals`] to the aggregates within the transaction `$tx`: one statement per aggregate table and
-/// [`UPSERT_ROWS`] rows, each row once (a macro: it runs on either engine's transaction). The keys of a [`Totals`] are distinct, so every
-/// multi-row upsert touches a row at most once, as PostgreSQL requires.
+/// [`UPSERT_ROWS`] rows, each row once (a macro: it runs on either engine's transaction). The keys of a
+/// [`Totals`] are distinct, so every multi-row upsert touches a row at most once, as PostgreSQL requires.
 macro_rules! apply_totals {
     ($tx:expr, $totals:expr) => {{
         let totals: &Totals = $totals;
