@@ -313,7 +313,12 @@ impl Saga {
         let moved =
             self.inner.store.advance(&order.id, (order.status, order.step), &change, event.as_ref(), note, now).await?;
         if !moved {
-            tracing::info!(order_id = %order.id, step = order.step.as_str(), "another runner moved the order");
+            // Rare, and once seen without another runner in sight: say where the stored order is now.
+            let stored = self.inner.store.order(&order.id).await.ok().flatten();
+            tracing::info!(order_id = %order.id, status = order.status.as_str(), step = order.step.as_str(),
+                stored_status = stored.as_ref().map_or("none", |o| o.status.as_str()),
+                stored_step = stored.as_ref().map_or("none", |o| o.step.as_str()),
+                "another runner moved the order");
             return Ok(Next::Lost);
         }
         // The crash tests kill the process here too: the move is stored, the next step not begun.
