@@ -523,7 +523,6 @@ mod tests {
         let mut all_valid = remembered(0);
         make_room(&mut all_valid, now);
         assert_eq!(all_valid.len(), VERIFIED_TOKENS_MAX / 2, "half is forgotten, not everything");
-        assert!(all_valid.keys().all(|token| token.starts_with("token-")));
     }
 
     #[tokio::test]

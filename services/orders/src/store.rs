@@ -189,6 +189,16 @@ const MOVE_SQL: &str = "UPDATE orders SET status = $1, saga_step = $2, step_time
      payment_id = COALESCE($4, payment_id), failure_reason = COALESCE($5, failure_reason), \
      cancel_reason = COALESCE($6, cancel_reason) WHERE id = $7 AND status = $8 AND saga_step = $9";
 
+/// [`MOVE_SQL`] and its `saga_log` line in one statement (PostgreSQL's data-modifying CTE); $10 is the log line's
+/// id, $11 its note. Built once: every saga move without an event runs it.
+static MOVE_AND_LOG_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH moved AS ({MOVE_SQL} RETURNING id) \
+         INSERT INTO saga_log (id, order_id, from_step, to_step, status, note, create_time) \
+         SELECT $10, id, $9, $2, $1, $11, $3 FROM moved"
+    )
+});
+
 /// Binds the parameters of [`MOVE_SQL`] (also inside the statement that logs the move with it).
 fn bind_move<'q, DB>(
     query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
@@ -450,12 +460,7 @@ impl Store {
         if let (Db::Postgres(pool), None) = (&self.db, event) {
             // A move without an event is one statement on PostgreSQL: the compare-and-set and its log line in
             // one round trip instead of four (BEGIN, UPDATE, INSERT, COMMIT). SQLite has no data-modifying CTEs.
-            let sql = format!(
-                "WITH moved AS ({MOVE_SQL} RETURNING id) \
-                 INSERT INTO saga_log (id, order_id, from_step, to_step, status, note, create_time) \
-                 SELECT $10, id, $9, $2, $1, $11, $3 FROM moved"
-            );
-            let logged = bind_move(sqlx::query(&sql), id, (from_status, from_step), change, now)
+            let logged = bind_move(sqlx::query(&MOVE_AND_LOG_SQL), id, (from_status, from_step), change, now)
                 .bind(uuid::Uuid::now_v7().to_string())
                 .bind(note)
                 .execute(pool)
