@@ -188,7 +188,7 @@ impl Store {
         }
         let now = platform::time::now_micros();
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = platform::db::begin(pool).await?;
             let result = async {
                 lock_aggregates!(&mut *tx);
                 let mut inbox = sqlx::QueryBuilder::new("INSERT INTO inbox (consumer, event_id, handle_time) ");
@@ -241,7 +241,7 @@ impl Store {
         F: Fn(&RecordedEvent) -> Result<Effect, Error> + Send + Sync,
     {
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = platform::db::begin(pool).await?;
             let result = async {
                 lock_aggregates!(&mut *tx);
                 sqlx::query("DELETE FROM daily_sales").execute(&mut *tx).await?;

@@ -225,7 +225,7 @@ impl Store {
         let insert =
             format!("INSERT INTO products ({PRODUCT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = platform::db::begin(pool).await?;
             let result: Result<_, Error> = async {
                 sqlx::query(&insert)
                     .bind(&row.id)
@@ -320,7 +320,7 @@ impl Store {
             let update_time = now.max(current.update_time + 1);
             let row = ProductRow::new(id, next, current.create_time, update_time);
             let updated = with_db!(&self.db, pool => {
-                let mut tx = pool.begin().await?;
+                let mut tx = platform::db::begin(pool).await?;
                 let result: Result<bool, Error> = async {
                     let changed = sqlx::query(
                         "UPDATE products SET sku = $1, name = $2, description = $3, price_currency = $4, \
@@ -387,7 +387,7 @@ impl Store {
     ) -> Result<Stock, Error> {
         loop {
             let updated = with_db!(&self.db, pool => {
-                let mut tx = pool.begin().await?;
+                let mut tx = platform::db::begin(pool).await?;
                 let result: Result<_, Error> = async {
                     // fetch_all, not fetch_optional: the statement must run to completion on SQLite.
                     let rows = sqlx::query_as::<_, StockRow>(
@@ -449,7 +449,7 @@ impl Store {
         now: i64,
     ) -> Result<bool, Error> {
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = platform::db::begin(pool).await?;
             let result = async {
                 // The inbox row first: it is the write that takes SQLite's lock, and it decides "once".
                 if !platform::events::first_delivery(&mut *tx, crate::events::CONSUMER, event_id).await? {
@@ -487,7 +487,7 @@ impl Store {
         now: i64,
     ) -> Result<ReservationStatus, Error> {
         let created = with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = platform::db::begin(pool).await?;
             // The reservation row first: it takes SQLite's write lock and makes duplicates collide at once.
             let inserted = sqlx::query(
                 "INSERT INTO reservations (id, status, create_time, update_time) VALUES ($1, $2, $3, $3)",
@@ -580,7 +580,7 @@ impl Store {
         let commit = target == ReservationStatus::Committed;
         let sale = format!("sale: reservation {id}");
         let applied = with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = platform::db::begin(pool).await?;
             let result: Result<_, Error> = async {
                 // The state change first, conditional on HELD: of two concurrent settlements only one moves stock.
                 let moved = sqlx::query(

@@ -419,7 +419,7 @@ impl Store {
         account_ids.sort_unstable();
         account_ids.dedup();
         let attempt = with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = platform::db::begin(pool).await?;
             // The transaction row first: a duplicate id collides here, before anything else is written.
             let inserted = sqlx::query(
                 "INSERT INTO transactions (id, description, reverses_transaction_id, actor, create_time) \

@@ -251,7 +251,7 @@ impl Store {
     /// Every endpoint subscribed to the event type gets a PENDING webhook delivery.
     pub async fn record_event(&self, effect: &EventEffect<'_>, now: i64) -> Result<bool, Error> {
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = platform::db::begin(pool).await?;
             let result: Result<bool, Error> = async {
                 if !platform::events::first_delivery(&mut *tx, crate::events::CONSUMER, effect.event_id).await? {
                     return Ok(false);
@@ -375,7 +375,7 @@ impl Store {
             Outcome::Failed(error) => (Status::Failed, error.as_str(), now, true),
         };
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = platform::db::begin(pool).await?;
             let result: Result<(), Error> = async {
                 let updated = sqlx::query(
                     "UPDATE notifications SET status = $1, last_error = $2, next_attempt_time = $3, \
@@ -473,7 +473,7 @@ impl Store {
     /// Deletes endpoint `id` and skips its deliveries still waiting; false when there was no such endpoint.
     pub async fn delete_endpoint(&self, id: &str, now: i64) -> Result<bool, Error> {
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = platform::db::begin(pool).await?;
             let result: Result<bool, Error> = async {
                 let deleted = sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1").bind(id).execute(&mut *tx).await?;
                 if deleted.rows_affected() == 0 {

@@ -281,7 +281,7 @@ impl Store {
              $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)"
         );
         let inserted = with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = platform::db::begin(pool).await?;
             let first = sqlx::query(&insert)
                 .bind(&order.id)
                 .bind(&order.customer_id)
@@ -468,7 +468,7 @@ impl Store {
             return Ok(logged.rows_affected() == 1);
         }
         let moved = with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = platform::db::begin(pool).await?;
             let result: Result<_, Error> = async {
                 let updated = bind_move(sqlx::query(MOVE_SQL), id, (from_status, from_step), change, now)
                     .execute(&mut *tx)

@@ -582,6 +582,10 @@ impl Server {
         issuer: Arc<TestIssuer>,
         options: SagaOptions,
     ) -> Self {
+        // The saga's log, shown with a failing test's output (the test harness captures it otherwise): a rare
+        // failure is read from it. `RUST_LOG` overrides what is logged.
+        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "orders=info,platform=info".to_owned());
+        let _ = tracing_subscriber::fmt().with_test_writer().with_env_filter(filter).try_init();
         let (ports, remote): (Arc<dyn SagaPorts>, _) = match wiring {
             Wiring::Direct => (fake.clone(), None),
             Wiring::Grpc => {

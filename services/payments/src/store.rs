@@ -268,7 +268,7 @@ impl Store {
     pub async fn insert_payment(&self, p: &PaymentRow, key: &str, event: &NewEvent) -> Result<(), Error> {
         let result: Result<(), Error> = with_db!(&self.db, pool => {
             async {
-                let mut tx = pool.begin().await?;
+                let mut tx = platform::db::begin(pool).await?;
                 let work: Result<(), Error> = async {
                     let sql = format!(
                         "INSERT INTO payments ({PAYMENT_COLUMNS}) \
@@ -353,7 +353,7 @@ impl Store {
     pub async fn reserve_refund(&self, r: &RefundRow) -> Result<Reservation, Error> {
         let result: Result<Reservation, Error> = with_db!(&self.db, pool => {
             async {
-                let mut tx = pool.begin().await?;
+                let mut tx = platform::db::begin(pool).await?;
                 let reserved = sqlx::query(
                     "UPDATE payments SET refunded_minor = refunded_minor + $1, update_time = $2 \
                      WHERE id = $3 AND currency = $4 AND status IN ('CAPTURED', 'PARTIALLY_REFUNDED') \
@@ -416,7 +416,7 @@ impl Store {
         let payment_sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1");
         let result: Result<bool, Error> = with_db!(&self.db, pool => {
             async {
-                let mut tx = pool.begin().await?;
+                let mut tx = platform::db::begin(pool).await?;
                 let work: Result<bool, Error> = async {
                     let completed = sqlx::query(
                         "UPDATE refunds_applied SET state = $1, processor_reference = $2, update_time = $3 \
@@ -476,7 +476,7 @@ impl Store {
     pub async fn cancel_refund(&self, refund_id: &str, now: i64) -> Result<(), Error> {
         let result: Result<(), Error> = with_db!(&self.db, pool => {
             async {
-                let mut tx = pool.begin().await?;
+                let mut tx = platform::db::begin(pool).await?;
                 let work: Result<(), Error> = async {
                     let row: Option<(String, i64)> = sqlx::query_as(
                         "DELETE FROM refunds_applied WHERE refund_id = $1 AND state = $2 \

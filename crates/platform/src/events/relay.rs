@@ -110,7 +110,7 @@ impl Relay {
                 let (published, failure) = if candidates.is_empty() {
                     (Vec::new(), None)
                 } else {
-                    let mut tx = pool.begin().await.map_err(|e| format!("claiming outbox rows: {e}"))?;
+                    let mut tx = crate::db::begin(pool).await.map_err(|e| format!("claiming outbox rows: {e}"))?;
                     let rows = claim::claim_rows(&mut tx, &candidates, BATCH)
                         .await
                         .map_err(|e| format!("claiming outbox rows: {e}"))?;
