@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use api::auth::ExchangeApiKeyRequest;
 use api::auth::auth_service_client::AuthServiceClient;
+use platform::grpc::Channel;
 use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 use tonic::Status;
-use tonic::transport::Channel;
 
 /// The header that carries an API key.
 pub const HEADER: &str = "x-api-key";

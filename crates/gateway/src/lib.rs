@@ -77,7 +77,7 @@ pub enum GatewayError {
     Descriptors(#[from] platform::descriptors::DescriptorError),
     /// An upstream URL is unusable.
     #[error("upstream: {0}")]
-    Upstream(#[from] tonic::transport::Error),
+    Upstream(#[from] platform::grpc::ChannelError),
     /// The rate-limit settings are unusable.
     #[error("rate limits: {0}")]
     RateLimits(String),

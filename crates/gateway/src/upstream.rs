@@ -4,9 +4,9 @@
 use std::collections::HashMap;
 
 use bytes::{Buf, BufMut, Bytes};
+use platform::grpc::Channel;
 use tonic::codec::Streaming;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
-use tonic::transport::Channel;
 use tonic::{Request, Status};
 
 /// A codec that moves protobuf bytes unchanged: the gateway encodes and decodes with dynamic messages.
@@ -60,7 +60,7 @@ pub struct Upstreams {
 impl Upstreams {
     /// Lazily connected channels to each named service at the URLs the settings give, balanced over the
     /// replicas when there are several.
-    pub fn connect(names: &[String], settings: &platform::Settings) -> Result<Self, tonic::transport::Error> {
+    pub fn connect(names: &[String], settings: &platform::Settings) -> Result<Self, platform::grpc::ChannelError> {
         let mut channels = HashMap::new();
         for name in names {
             channels.insert(name.clone(), platform::grpc::balanced_channel(&settings.service_url_list(name))?);

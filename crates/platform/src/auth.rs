@@ -96,12 +96,12 @@ pub trait KeySource: Send + Sync + 'static {
 /// Fetches the key set from the auth service over gRPC (`AuthService/GetJwks`).
 #[derive(Debug, Clone)]
 pub struct GrpcKeySource {
-    channel: tonic::transport::Channel,
+    channel: crate::grpc::Channel,
 }
 
 impl GrpcKeySource {
     /// A source reading from the auth service behind `channel`.
-    pub fn new(channel: tonic::transport::Channel) -> Self {
+    pub fn new(channel: crate::grpc::Channel) -> Self {
         Self { channel }
     }
 }
@@ -170,7 +170,7 @@ impl TokenVerifier {
     }
 
     /// A verifier fetching keys from the auth service at `channel`.
-    pub fn from_auth_service(channel: tonic::transport::Channel) -> Self {
+    pub fn from_auth_service(channel: crate::grpc::Channel) -> Self {
         Self::new(Arc::new(GrpcKeySource::new(channel)))
     }
 
@@ -265,7 +265,7 @@ fn times_valid(claims: &Claims, now: i64) -> bool {
 pub struct ServiceTokens {
     client_id: String,
     secret: String,
-    channel: tonic::transport::Channel,
+    channel: crate::grpc::Channel,
     cache: tokio::sync::Mutex<Option<(String, Instant)>>,
 }
 
@@ -280,16 +280,12 @@ const RENEW_BEFORE: Duration = Duration::from_secs(60);
 
 impl ServiceTokens {
     /// Tokens for service `client_id`, proven with `secret`, from the auth service behind `channel`.
-    pub fn new(client_id: &str, secret: &str, channel: tonic::transport::Channel) -> Self {
+    pub fn new(client_id: &str, secret: &str, channel: crate::grpc::Channel) -> Self {
         Self { client_id: client_id.to_owned(), secret: secret.to_owned(), channel, cache: Default::default() }
     }
 
     /// Tokens for `service` with its secret from the settings; `None` when the settings have no secret for it.
-    pub fn from_settings(
-        settings: &crate::Settings,
-        service: &str,
-        channel: tonic::transport::Channel,
-    ) -> Option<Self> {
+    pub fn from_settings(settings: &crate::Settings, service: &str, channel: crate::grpc::Channel) -> Option<Self> {
         settings.service_secrets.get(service).map(|secret| Self::new(service, secret, channel))
     }
 

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use futures::future::BoxFuture;
 use tokio::net::TcpListener;
@@ -13,13 +13,17 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::service::Routes;
-use tonic::transport::{Channel, Endpoint, Server};
+use tonic::transport::Server;
 use tracing::Instrument;
 
 use crate::auth::{AuthLayer, TokenVerifier};
 use crate::descriptors::{AccessPolicy, DescriptorError};
 use crate::telemetry::REQUEST_ID_HEADER;
 use crate::trace_context;
+
+mod channel;
+
+pub use channel::{Channel, ChannelError};
 
 /// Starting or running a gRPC server failed.
 #[derive(Debug, thiserror::Error)]
@@ -97,28 +101,14 @@ fn accept_with_nodelay(
 }
 
 /// A channel to `url` that connects on first use and reconnects as needed.
-pub fn channel(url: &str) -> Result<Channel, tonic::transport::Error> {
-    Ok(endpoint(url)?.connect_lazy())
+pub fn channel(url: &str) -> Result<Channel, ChannelError> {
+    Channel::new(&[url.to_owned()])
 }
 
 /// A channel that balances calls over the replicas at `urls` (one URL: the same as [`channel`];
-/// [`Settings::service_url_list`](crate::Settings::service_url_list) gives one or more). Must be made inside a
-/// Tokio runtime.
-pub fn balanced_channel(urls: &[String]) -> Result<Channel, tonic::transport::Error> {
-    match urls {
-        [url] => channel(url),
-        _ => {
-            let endpoints = urls.iter().map(|url| endpoint(url)).collect::<Result<Vec<_>, _>>()?;
-            Ok(Channel::balance_list(endpoints.into_iter()))
-        }
-    }
-}
-
-fn endpoint(url: &str) -> Result<Endpoint, tonic::transport::Error> {
-    Ok(Endpoint::from_shared(url.to_owned())?
-        .connect_timeout(Duration::from_secs(3))
-        .timeout(Duration::from_secs(30))
-        .tcp_nodelay(true))
+/// [`Settings::service_url_list`](crate::Settings::service_url_list) gives one or more).
+pub fn balanced_channel(urls: &[String]) -> Result<Channel, ChannelError> {
+    Channel::new(urls)
 }
 
 /// A client channel whose every call runs in a client span (`<package.Service>/<Method>`, the `rpc.*`
@@ -144,7 +134,7 @@ impl From<Channel> for TracedChannel {
 
 impl tower::Service<http::Request<tonic::body::Body>> for TracedChannel {
     type Response = http::Response<tonic::body::Body>;
-    type Error = tonic::transport::Error;
+    type Error = tonic::Status;
     type Future = BoxFuture<'static, Result<Self::Response, Self::Error>>;
 
     fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
@@ -173,7 +163,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for TracedChannel {
                 // the trailers, after this point.
                 let code = match &result {
                     Ok(response) => status_in_headers(response.headers()).unwrap_or(tonic::Code::Ok),
-                    Err(_) => tonic::Code::Unavailable,
+                    Err(status) => status.code(),
                 };
                 record_status(&recorder, code, false);
                 result

@@ -27,8 +27,8 @@ pub enum Error {
     #[error(transparent)]
     Serve(#[from] platform::grpc::ServeError),
     /// A gRPC client channel could not be built.
-    #[error("gRPC transport: {0}")]
-    Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Channel(#[from] platform::grpc::ChannelError),
 }
 
 fn describe(violations: &[FieldViolation]) -> String {
@@ -57,7 +57,7 @@ impl From<Error> for Status {
             | Error::Database(_)
             | Error::Db(_)
             | Error::Serve(_)
-            | Error::Transport(_)) => {
+            | Error::Channel(_)) => {
                 tracing::error!(error = %internal, "internal error");
                 Status::internal("internal error")
             }

@@ -11,12 +11,12 @@ use api::auth::{
 use api::google::rpc::BadRequest;
 use platform::auth::{Claims, StaticKeySource, TokenVerifier};
 use platform::events::{EventBus, EventEnvelope, InProcessBus};
+use platform::grpc::Channel;
 use platform::{Db, Settings, with_db};
 use prost::Message;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 const ADMIN_EMAIL: &str = "Root@Example.com";
@@ -65,12 +65,11 @@ async fn start_with_bus(db: Db, bus: Arc<dyn EventBus>) -> Running {
     let url = format!("http://{addr}");
     for _ in 0..100 {
         assert!(!handle.is_finished(), "the service stopped while starting");
-        if let Ok(channel) = Channel::from_shared(url.clone()).expect("url").connect().await {
-            let mut client = AuthServiceClient::new(channel.clone());
-            // The listener accepts before the service has migrated; wait until it answers.
-            if client.get_jwks(GetJwksRequest {}).await.is_ok() {
-                return Running { client, client_channel: channel, shutdown, handle };
-            }
+        let channel = platform::grpc::channel(&url).expect("url");
+        let mut client = AuthServiceClient::new(channel.clone());
+        // The listener accepts before the service has migrated; wait until it answers.
+        if client.get_jwks(GetJwksRequest {}).await.is_ok() {
+            return Running { client, client_channel: channel, shutdown, handle };
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }

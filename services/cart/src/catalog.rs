@@ -8,9 +8,9 @@
 use api::catalog::catalog_service_client::CatalogServiceClient;
 use api::catalog::{GetInventoryRequest, GetProductRequest};
 use futures::{StreamExt, TryStreamExt};
+use platform::grpc::Channel;
 use platform::grpc::TracedChannel;
 use platform::telemetry::REQUEST_ID_HEADER;
-use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 use crate::domain::{Line, Listing, Offer, Price};

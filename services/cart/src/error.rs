@@ -41,8 +41,8 @@ pub enum Error {
     #[error(transparent)]
     Serve(#[from] platform::grpc::ServeError),
     /// A gRPC client channel could not be built.
-    #[error("gRPC transport: {0}")]
-    Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Channel(#[from] platform::grpc::ChannelError),
 }
 
 fn describe(violations: &[FieldViolation]) -> String {
@@ -84,7 +84,7 @@ impl From<Error> for Status {
                 Status::unavailable("the catalog is unavailable, try again later")
             }
             // Internal details (SQL, connection strings) stay in our logs, never in a response.
-            internal @ (Error::Database(_) | Error::Db(_) | Error::Serve(_) | Error::Transport(_)) => {
+            internal @ (Error::Database(_) | Error::Db(_) | Error::Serve(_) | Error::Channel(_)) => {
                 tracing::error!(error = %internal, "internal error");
                 Status::internal("internal error")
             }

@@ -9,9 +9,9 @@ use api::mercato::cart::v1::{
 use platform::auth::caller;
 use platform::db::Db;
 use platform::events::RelayHandle;
+use platform::grpc::Channel;
 use platform::telemetry::REQUEST_ID_HEADER;
 use platform::time::{now_micros, timestamp};
-use tonic::transport::Channel;
 use tonic::{Request, Response, Status};
 
 use crate::catalog::Catalog;

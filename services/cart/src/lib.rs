@@ -20,11 +20,11 @@ use platform::Settings;
 use platform::auth::TokenVerifier;
 use platform::db::Db;
 use platform::events::{EventBus, Relay};
+use platform::grpc::Channel;
 use platform::grpc::GrpcService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
-use tonic::transport::Channel;
 
 pub use error::Error;
 pub use grpc::CartApi;

@@ -45,8 +45,8 @@ pub enum Error {
     #[error(transparent)]
     Serve(#[from] platform::grpc::ServeError),
     /// A gRPC client channel could not be built.
-    #[error("gRPC transport: {0}")]
-    Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Channel(#[from] platform::grpc::ChannelError),
 }
 
 fn describe(violations: &[FieldViolation]) -> String {
@@ -79,7 +79,7 @@ impl From<Error> for Status {
             Error::FailedPrecondition { reason, message } => with_reason(Code::FailedPrecondition, reason, message),
             Error::PermissionDenied(m) => Status::permission_denied(m),
             // Internal details (SQL, connection strings) stay in our logs, never in a response.
-            internal @ (Error::Database(_) | Error::Db(_) | Error::Serve(_) | Error::Transport(_)) => {
+            internal @ (Error::Database(_) | Error::Db(_) | Error::Serve(_) | Error::Channel(_)) => {
                 tracing::error!(error = %internal, "internal error");
                 Status::internal("internal error")
             }

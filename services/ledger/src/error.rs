@@ -50,8 +50,8 @@ pub enum Error {
     #[error(transparent)]
     Serve(#[from] platform::grpc::ServeError),
     /// A gRPC client channel could not be built.
-    #[error("gRPC transport: {0}")]
-    Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Channel(#[from] platform::grpc::ChannelError),
 }
 
 fn describe(violations: &[FieldViolation]) -> String {
@@ -83,11 +83,8 @@ impl From<Error> for Status {
             Error::InvalidArgument(v) => invalid_argument(v),
             Error::FailedPrecondition { reason, message } => with_reason(Code::FailedPrecondition, reason, message),
             // Internal details (SQL, connection strings, stored values) stay in our logs, never in a response.
-            internal @ (Error::Corrupt(_)
-            | Error::Database(_)
-            | Error::Db(_)
-            | Error::Serve(_)
-            | Error::Transport(_)) => {
+            internal
+            @ (Error::Corrupt(_) | Error::Database(_) | Error::Db(_) | Error::Serve(_) | Error::Channel(_)) => {
                 tracing::error!(error = %internal, "internal error");
                 Status::internal("internal error")
             }

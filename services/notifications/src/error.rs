@@ -36,8 +36,8 @@ pub enum Error {
     #[error(transparent)]
     Serve(#[from] platform::grpc::ServeError),
     /// A gRPC client channel could not be built.
-    #[error("gRPC transport: {0}")]
-    Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Channel(#[from] platform::grpc::ChannelError),
     /// The HTTP client for webhooks could not be built.
     #[error("HTTP client: {0}")]
     Http(#[from] reqwest::Error),
@@ -70,7 +70,7 @@ impl From<Error> for Status {
             | Error::Database(_)
             | Error::Db(_)
             | Error::Serve(_)
-            | Error::Transport(_)
+            | Error::Channel(_)
             | Error::Http(_)) => {
                 tracing::error!(error = %internal, "internal error");
                 Status::internal("internal error")

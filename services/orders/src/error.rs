@@ -66,8 +66,8 @@ pub enum Error {
     #[error(transparent)]
     Serve(#[from] platform::grpc::ServeError),
     /// A gRPC client channel could not be built.
-    #[error("gRPC transport: {0}")]
-    Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Channel(#[from] platform::grpc::ChannelError),
     /// A task the request handed work to panicked or was stopped by shutdown.
     #[error("task: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -104,7 +104,7 @@ impl From<Error> for Status {
             | Error::Database(_)
             | Error::Db(_)
             | Error::Serve(_)
-            | Error::Transport(_)
+            | Error::Channel(_)
             | Error::Task(_)) => {
                 tracing::error!(error = %internal, "internal error");
                 Status::internal("internal error")

@@ -17,8 +17,8 @@ use api::mercato::cart::v1::{ClearCartRequest, GetCartRequest};
 use api::mercato::payments::v1::payment_service_client::PaymentServiceClient;
 use api::mercato::payments::v1::{CreatePaymentRequest, PaymentStatus, RefundPaymentRequest};
 use platform::auth::ServiceTokens;
+use platform::grpc::Channel;
 use platform::grpc::TracedChannel;
-use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
 use crate::domain::{LineInput, Offer, Price};

@@ -9,9 +9,9 @@ use std::time::Duration;
 use api::common::Money;
 use api::mercato::ledger::v1::ledger_service_client::LedgerServiceClient;
 use api::mercato::ledger::v1::{AccountType, CreateAccountRequest, Posting, RecordTransactionRequest};
+use platform::grpc::Channel;
 use platform::grpc::TracedChannel;
 use tonic::Status;
-use tonic::transport::Channel;
 
 pub use platform::auth::{StaticToken, TokenSource};
 

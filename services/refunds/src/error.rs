@@ -49,8 +49,8 @@ pub enum Error {
     #[error(transparent)]
     Serve(#[from] platform::grpc::ServeError),
     /// A gRPC client channel could not be built.
-    #[error("gRPC transport: {0}")]
-    Transport(#[from] tonic::transport::Error),
+    #[error(transparent)]
+    Channel(#[from] platform::grpc::ChannelError),
     /// A required setting is missing or wrong.
     #[error("{variable}: {problem}")]
     Setting {
@@ -86,7 +86,7 @@ impl From<Error> for Status {
             | Error::Database(_)
             | Error::Db(_)
             | Error::Serve(_)
-            | Error::Transport(_)
+            | Error::Channel(_)
             | Error::Setting { .. }) => {
                 tracing::error!(error = %internal, "internal error");
                 Status::internal("internal error")

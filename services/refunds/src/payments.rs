@@ -8,8 +8,8 @@ use std::time::Duration;
 use api::common::Money;
 use api::mercato::payments::v1::payment_service_client::PaymentServiceClient;
 use api::mercato::payments::v1::{GetPaymentRequest, Payment, RefundPaymentRequest, RefundPaymentResponse};
+use platform::grpc::Channel;
 use platform::grpc::TracedChannel;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 pub use platform::auth::{StaticToken, TokenSource};
