@@ -275,8 +275,8 @@ samples += [stack] if stack else []
 steps = [
     ("JWT verified for the rate-limit identity (gateway::rate_limit)", ["TokenVerifier::verify"], ["gateway::rate_limit"]),
     ("JWT verified again for the edge access check (gateway::call)", ["TokenVerifier::verify"], ["gateway::call"]),
-    ("upstream gRPC call: tonic client, HTTP/2 client task", ["tonic::client", "h2::", "hyper::proto::h2",
-     "TracedChannel", "tower::buffer"], []),
+    ("upstream gRPC call: tonic client, HTTP/2 client (platform::grpc::Channel, h2)", ["tonic::client", "h2::",
+     "hyper::proto::h2", "TracedChannel", "tower::buffer", "platform::grpc::channel"], []),
     ("cloning and dropping the Gateway state (HashMap of channels)", ["Gateway as core::clone::Clone",
      "drop_in_place<gateway::Gateway>", "RawTable<T,A> as core::clone::Clone"], []),
     ("tracing spans, trace context", ["tracing_subscriber", "tracing_core", "tracing::span", "opentelemetry",
