@@ -135,7 +135,7 @@ impl Gateway {
     }
 
     fn with_routes(table: RouteTable, upstreams: Upstreams, settings: &Settings) -> Result<Self, GatewayError> {
-        let auth = platform::grpc::channel(&settings.service_url("auth"))?;
+        let auth = platform::grpc::balanced_channel(&settings.service_url_list("auth"))?;
         let mut known: Vec<String> =
             table.routes().iter().map(|r| format!("{} {}", r.method, r.template.as_str())).collect();
         known.push(OPENAPI_ROUTE.to_owned());

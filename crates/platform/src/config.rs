@@ -325,7 +325,7 @@ Settings (environment variables):
   MERCATO_METRICS_ADDR           /metrics, /healthz, /readyz     [default: 127.0.0.1:9090]
   MERCATO_GRPC_ADDR              gRPC address for `serve`        [default: 127.0.0.1:<service port>]
   MERCATO_<SERVICE>_URL          where clients reach a service   [default: http://127.0.0.1:<service port>]
-                                 or a comma-separated list of replicas the gateway balances over
+                                 or a comma-separated list of replicas that clients balance over
   MERCATO_DATA_DIR               SQLite files and blobs          [default: ./mercato-data]
   MERCATO_DATABASE_URL           PostgreSQL server URL; each service uses database mercato_<service>
   MERCATO_<SERVICE>_DATABASE_URL database URL of one service (overrides MERCATO_DATABASE_URL)

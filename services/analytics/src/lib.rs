@@ -50,7 +50,9 @@ pub async fn run(
     let db = Db::open(&settings, NAME).await?;
     db.migrate(&MIGRATOR, NAME).await?;
     events::subscribe(bus.as_ref(), store::Store::new(db.clone()));
-    let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::channel(&settings.service_url("auth"))?));
+    let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::balanced_channel(
+        &settings.service_url_list("auth"),
+    )?));
     let result = serve(listener, db.clone(), verifier, shutdown).await;
     db.close().await;
     result

@@ -47,7 +47,9 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let db = Db::open(&settings, NAME).await?;
-    let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::channel(&settings.service_url("auth"))?));
+    let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::balanced_channel(
+        &settings.service_url_list("auth"),
+    )?));
     let result = serve(listener, db.clone(), verifier, bus, shutdown).await;
     db.close().await;
     result

@@ -62,7 +62,9 @@ pub async fn run(
 ) -> Result<(), Error> {
     let mailer = Mailer::from_settings(settings.smtp_url.as_deref(), &settings.mail_from)?;
     let db = Db::open(&settings, NAME).await?;
-    let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::channel(&settings.service_url("auth"))?));
+    let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::balanced_channel(
+        &settings.service_url_list("auth"),
+    )?));
     let result = serve(listener, db.clone(), verifier, bus, mailer, DispatchOptions::default(), shutdown).await;
     db.close().await;
     result

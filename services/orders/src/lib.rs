@@ -58,15 +58,15 @@ pub async fn run(
     bus: Arc<dyn EventBus>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let auth = platform::grpc::channel(&settings.service_url("auth"))?;
+    let auth = platform::grpc::balanced_channel(&settings.service_url_list("auth"))?;
     let tokens = ServiceTokens::from_settings(&settings, NAME, auth.clone()).ok_or_else(|| Error::Setting {
         variable: "MERCATO_ORDERS_CLIENT_SECRET".to_owned(),
         problem: "is not set: the orders service needs its client secret to reserve stock and take payments".to_owned(),
     })?;
     let ports = GrpcPorts::new(
-        platform::grpc::channel(&settings.service_url("catalog"))?,
-        platform::grpc::channel(&settings.service_url("cart"))?,
-        platform::grpc::channel(&settings.service_url("payments"))?,
+        platform::grpc::balanced_channel(&settings.service_url_list("catalog"))?,
+        platform::grpc::balanced_channel(&settings.service_url_list("cart"))?,
+        platform::grpc::balanced_channel(&settings.service_url_list("payments"))?,
         Credentials::Service(Arc::new(tokens)),
     );
     let db = Db::open(&settings, NAME).await?;

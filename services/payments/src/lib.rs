@@ -57,12 +57,13 @@ pub async fn run(
     bus: Arc<dyn EventBus>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let auth = platform::grpc::channel(&settings.service_url("auth"))?;
+    let auth = platform::grpc::balanced_channel(&settings.service_url_list("auth"))?;
     let tokens = ServiceTokens::from_settings(&settings, NAME, auth.clone()).ok_or_else(|| Error::Setting {
         variable: "MERCATO_PAYMENTS_CLIENT_SECRET".to_owned(),
         problem: "is not set: the payments service needs its client secret to post to the ledger".to_owned(),
     })?;
-    let ledger = LedgerClient::new(platform::grpc::channel(&settings.service_url("ledger"))?, Arc::new(tokens));
+    let ledger =
+        LedgerClient::new(platform::grpc::balanced_channel(&settings.service_url_list("ledger"))?, Arc::new(tokens));
     let verifier = Arc::new(TokenVerifier::from_auth_service(auth));
     let processor: Arc<dyn PaymentProcessor> = Arc::new(SimulatedProcessor::new());
     tracing::info!("payments use the SimulatedProcessor: test tokens only, no real money moves");

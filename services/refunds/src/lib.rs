@@ -56,12 +56,15 @@ pub async fn run(
     bus: Arc<dyn EventBus>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let auth = platform::grpc::channel(&settings.service_url("auth"))?;
+    let auth = platform::grpc::balanced_channel(&settings.service_url_list("auth"))?;
     let tokens = ServiceTokens::from_settings(&settings, NAME, auth.clone()).ok_or_else(|| Error::Setting {
         variable: "MERCATO_REFUNDS_CLIENT_SECRET".to_owned(),
         problem: "is not set: the refunds service needs its client secret to call the payments service".to_owned(),
     })?;
-    let payments = PaymentsClient::new(platform::grpc::channel(&settings.service_url("payments"))?, Arc::new(tokens));
+    let payments = PaymentsClient::new(
+        platform::grpc::balanced_channel(&settings.service_url_list("payments"))?,
+        Arc::new(tokens),
+    );
     let verifier = Arc::new(TokenVerifier::from_auth_service(auth));
     let db = Db::open(&settings, NAME).await?;
     let result = serve(listener, db.clone(), verifier, payments, bus, shutdown).await;
