@@ -21,8 +21,10 @@
 # 5. Prints every run, the medians over rounds, and the ratios the issue asks for.
 #
 # Usage: bench/gateway.sh   (ROUNDS=3 DURATION=10 WARMUP=2 CONNECTIONS="1 8 32" PERF=1 CROSSCHECK=1
-#                            TARGETS="direct gateway nginx" BUILD=1 RESULTS=<dir to keep raw output and
-#                            perf.data>; needs nginx, wrk, h2load, curl, python3, and perf for PERF=1)
+#                            TARGETS="direct gateway nginx" BUILD=1 WORKERS=<n> RESULTS=<dir to keep raw output
+#                            and perf.data>; needs nginx, wrk, h2load, curl, python3, and perf for PERF=1)
+# WORKERS=n runs auth, catalog and the gateway with n Tokio worker threads each (TOKIO_WORKER_THREADS); unset,
+# each takes one per CPU, as a process alone on the machine would. The load generator keeps its default.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS="${ROUNDS:-3}"
@@ -76,6 +78,9 @@ mkdir -p "$OUT"
 common=(MERCATO_DATA_DIR="$WORK/data" MERCATO_LOG=warn MERCATO_AUTH_URL="http://$AUTH"
   MERCATO_CATALOG_URL="http://$CATALOG" MERCATO_ADMIN_EMAIL=bench@example.com
   MERCATO_ADMIN_PASSWORD=bench-password-1)
+if [ -n "${WORKERS:-}" ]; then
+  common+=(TOKIO_WORKER_THREADS="$WORKERS")
+fi
 mkdir -p "$WORK/data"
 env "${common[@]}" MERCATO_GRPC_ADDR=$AUTH MERCATO_METRICS_ADDR=127.0.0.1:18391 "$BIN" serve auth \
   >"$WORK/auth.log" 2>&1 &
@@ -206,6 +211,7 @@ measure() { # target, connections, round
     echo ' + uncommitted changes'); mercato built $BUILT"
   echo "$(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'); $(uname -sr)"
   echo "$(nginx -v 2>&1); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2); $(h2load --version | head -1)"
+  echo "Tokio worker threads of auth, catalog and the gateway: ${WORKERS:-one per CPU (default)}; nginx: 2 workers each"
 } | tee "$OUT/machine.txt"
 : >"$OUT/runs.txt"
 for round in $(seq "$ROUNDS"); do
