@@ -27,6 +27,11 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 /// A replica that could not be connected to is skipped for this long while another one is up.
 const DOWN_FOR: Duration = Duration::from_secs(1);
+/// An HTTP/2 PING this often on every connection: a replica whose host vanished (no FIN, no RST) would otherwise
+/// keep receiving calls over a connection nothing answers on, until TCP itself gives up many minutes later.
+const KEEPALIVE_EVERY: Duration = Duration::from_secs(15);
+/// A ping unanswered for this long ends the connection: its calls fail (UNAVAILABLE) and the next ones reconnect.
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
 /// HTTP/2 flow-control windows, as hyper's client sets them (the protocol's default of 64 KiB would stall
 /// large responses on a round trip per window).
 const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
@@ -66,6 +71,14 @@ struct Shared {
     next: AtomicUsize,
     /// When the channel was made: the clock that [`Replica::down_until_ms`] counts from.
     epoch: Instant,
+    keepalive: Keepalive,
+}
+
+/// How often each connection is pinged, and how long the answer may take.
+#[derive(Debug, Clone, Copy)]
+struct Keepalive {
+    every: Duration,
+    timeout: Duration,
 }
 
 /// An HTTP/2 connection to a replica: where to open streams, and whether its I/O task has ended.
@@ -87,11 +100,16 @@ struct Replica {
 impl Channel {
     /// A channel to the replicas at `urls` (`http://host:port` each; at least one). Connects on first use.
     pub fn new(urls: &[String]) -> Result<Self, ChannelError> {
+        Self::with_keepalive(urls, Keepalive { every: KEEPALIVE_EVERY, timeout: KEEPALIVE_TIMEOUT })
+    }
+
+    fn with_keepalive(urls: &[String], keepalive: Keepalive) -> Result<Self, ChannelError> {
         let replicas = urls.iter().map(|url| Replica::new(url)).collect::<Result<Box<[_]>, _>>()?;
         if replicas.is_empty() {
             return Err(ChannelError::InvalidUrl { url: String::new(), reason: "no address given" });
         }
-        Ok(Self { shared: Arc::new(Shared { replicas, next: AtomicUsize::new(0), epoch: Instant::now() }) })
+        let shared = Shared { replicas, next: AtomicUsize::new(0), epoch: Instant::now(), keepalive };
+        Ok(Self { shared: Arc::new(shared) })
     }
 
     /// Sends `request` to a replica and returns its response once the headers arrived; the body streams on.
@@ -134,7 +152,7 @@ impl Shared {
                 if (replica.down_until_ms.load(Ordering::Relaxed) <= now) != want_up {
                     continue;
                 }
-                match replica.ready_sender(self.epoch).await {
+                match replica.ready_sender(self.epoch, self.keepalive).await {
                     Ok(sender) => return Ok((replica.authority.clone(), sender)),
                     Err(status) => last_error = Some(status),
                 }
@@ -170,7 +188,7 @@ impl Replica {
         connection.as_ref().filter(|c| !c.closed.load(Ordering::Acquire)).map(|c| c.sender.clone())
     }
 
-    async fn ready_sender(&self, epoch: Instant) -> Result<SendRequest<Bytes>, Status> {
+    async fn ready_sender(&self, epoch: Instant, keepalive: Keepalive) -> Result<SendRequest<Bytes>, Status> {
         if let Some(sender) = self.current()
             && let Ok(ready) = sender.ready().await
         {
@@ -183,7 +201,7 @@ impl Replica {
         {
             return Ok(ready);
         }
-        match self.connect().await {
+        match self.connect(keepalive).await {
             Ok(sender) => {
                 self.down_until_ms.store(0, Ordering::Relaxed);
                 sender.ready().await.map_err(|e| self.unavailable(&e))
@@ -197,7 +215,7 @@ impl Replica {
     }
 
     /// Opens a new connection, spawns its I/O task, and keeps its sender for the next calls.
-    async fn connect(&self) -> Result<SendRequest<Bytes>, Status> {
+    async fn connect(&self, keepalive: Keepalive) -> Result<SendRequest<Bytes>, Status> {
         let connect = TcpStream::connect(self.authority.as_str());
         let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
             Ok(Ok(stream)) => stream,
@@ -220,8 +238,11 @@ impl Replica {
         let authority = self.authority.clone();
         let closed_by_task = closed.clone();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(upstream = %authority, error = %e, "HTTP/2 connection closed");
+            match drive(connection, keepalive).await {
+                Ok(()) => {}
+                Err(Ended::Failed(e)) => tracing::debug!(upstream = %authority, error = %e, "HTTP/2 connection closed"),
+                Err(Ended::Unanswered) => tracing::warn!(upstream = %authority,
+                    timeout_ms = keepalive.timeout.as_millis() as u64, "keepalive ping unanswered: connection dropped"),
             }
             closed_by_task.store(true, Ordering::Release);
         });
@@ -232,6 +253,39 @@ impl Replica {
 
     fn unavailable(&self, error: &dyn std::fmt::Display) -> Status {
         Status::unavailable(format!("{} is unavailable: {error}", self.authority))
+    }
+}
+
+/// Why a connection's task ended other than by the connection closing cleanly.
+enum Ended {
+    /// The connection failed.
+    Failed(h2::Error),
+    /// A keepalive ping went unanswered: the connection was dropped, failing its open streams.
+    Unanswered,
+}
+
+/// Runs a connection's I/O until it closes, pinging it every `keepalive.every`; gives up on it when a ping is not
+/// answered within `keepalive.timeout`.
+async fn drive(mut connection: h2::client::Connection<TcpStream, Bytes>, keepalive: Keepalive) -> Result<(), Ended> {
+    let Some(mut pings) = connection.ping_pong() else {
+        return connection.await.map_err(Ended::Failed);
+    };
+    let mut connection = std::pin::pin!(connection);
+    loop {
+        tokio::select! {
+            ended = &mut connection => return ended.map_err(Ended::Failed),
+            () = tokio::time::sleep(keepalive.every) => {}
+        }
+        // The pong arrives through the connection's I/O, so the connection keeps being driven meanwhile.
+        let pong = tokio::select! {
+            ended = &mut connection => return ended.map_err(Ended::Failed),
+            pong = tokio::time::timeout(keepalive.timeout, pings.ping(h2::Ping::opaque())) => pong,
+        };
+        match pong {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => return Err(Ended::Failed(e)),
+            Err(_) => return Err(Ended::Unanswered),
+        }
     }
 }
 
@@ -296,8 +350,12 @@ async fn write_body(mut body: tonic::body::Body, mut stream: h2::SendStream<Byte
     let _ = stream.send_data(Bytes::new(), true);
 }
 
-/// An h2 call's failure as the status a gRPC client reports (tonic maps h2's reasons).
+/// An h2 call's failure as the status a gRPC client reports: a lost connection is UNAVAILABLE (worth retrying),
+/// a stream reset as tonic maps its reason.
 fn call_failed(error: h2::Error) -> Status {
+    if error.is_io() {
+        return Status::unavailable(format!("connection lost: {error}"));
+    }
     Status::from_error(Box::new(error))
 }
 
@@ -338,6 +396,7 @@ impl http_body::Body for ResponseBody {
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
+    use std::time::Duration;
 
     use tokio::net::TcpListener;
     use tokio_stream::wrappers::TcpListenerStream;
@@ -441,6 +500,37 @@ mod tests {
         let listener = TcpListener::bind(address).await.expect("the same port again");
         let (stop, server) = serve_health(listener, ServingStatus::Serving).await;
         assert_eq!(check(&channel, "who").await.expect("reconnected"), ServingStatus::Serving as i32);
+        stop.cancel();
+        server.await.expect("stopped");
+    }
+
+    /// A host that vanished: the connection is open, and nothing answers on it.
+    #[tokio::test]
+    async fn a_connection_that_stops_answering_pings_is_dropped_and_its_calls_fail() {
+        let (listener, address) = listener().await;
+        let silent = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut sink = Vec::new();
+            let _ = tokio::io::AsyncReadExt::read_to_end(&mut socket, &mut sink).await;
+        });
+        let keepalive = super::Keepalive { every: Duration::from_millis(100), timeout: Duration::from_millis(100) };
+        let channel = Channel::with_keepalive(&[format!("http://{address}")], keepalive).expect("channel");
+        // Without the keepalive the call would wait 30 s for its response headers.
+        let call = tokio::time::timeout(Duration::from_secs(3), check(&channel, "who")).await;
+        let status = call.expect("the call ended when the ping went unanswered").expect_err("nothing answered");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        silent.abort();
+    }
+
+    #[tokio::test]
+    async fn pings_answered_keep_the_connection_serving() {
+        let (listener, address) = listener().await;
+        let (stop, server) = serve_health(listener, ServingStatus::Serving).await;
+        let keepalive = super::Keepalive { every: Duration::from_millis(20), timeout: Duration::from_millis(500) };
+        let channel = Channel::with_keepalive(&[format!("http://{address}")], keepalive).expect("channel");
+        check(&channel, "who").await.expect("answered");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(check(&channel, "who").await.expect("answered after pings"), ServingStatus::Serving as i32);
         stop.cancel();
         server.await.expect("stopped");
     }
