@@ -5,21 +5,26 @@
 //! connection task, which spawns one more task to send the request body — three task hops and their wake-ups
 //! per call before a byte is written (measured in `bench/gateway.md`). Here the calling task opens the stream
 //! and writes its frames itself; the connection's own task only does the socket I/O.
+//!
+//! The parts: [`targets`] turns the given addresses into replicas (looking host names up), [`replica`] keeps
+//! each replica's connection, [`call`] makes one call on a connection.
 
-use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::task::{Context, Poll, ready};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use futures::FutureExt;
 use futures::future::BoxFuture;
 use h2::client::SendRequest;
-use http::uri::{Authority, Scheme};
-use http_body::{Body as _, Frame};
-use tokio::net::TcpStream;
+use http::uri::Authority;
 use tonic::Status;
+
+mod call;
+mod replica;
+mod targets;
+
+use targets::{Resolve, Target};
 
 /// How long connecting to a replica may take before the call fails over to another one.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -32,10 +37,8 @@ const DOWN_FOR: Duration = Duration::from_secs(1);
 const KEEPALIVE_EVERY: Duration = Duration::from_secs(15);
 /// A ping unanswered for this long ends the connection: its calls fail (UNAVAILABLE) and the next ones reconnect.
 const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(5);
-/// HTTP/2 flow-control windows, as hyper's client sets them (the protocol's default of 64 KiB would stall
-/// large responses on a round trip per window).
-const STREAM_WINDOW: u32 = 2 * 1024 * 1024;
-const CONNECTION_WINDOW: u32 = 5 * 1024 * 1024;
+/// A host name is looked up again this often (Kubernetes' DNS keeps a headless service's records 30 s).
+const LOOKUP_EVERY: Duration = Duration::from_secs(30);
 
 /// A service's address could not be used as a channel's.
 #[derive(Debug, thiserror::Error)]
@@ -50,10 +53,11 @@ pub enum ChannelError {
     },
 }
 
-/// A gRPC client channel to one service: calls go round-robin over its replicas, each reached over one HTTP/2
-/// connection made on first use and remade when it closes. A replica that cannot be reached is skipped for a
-/// second while another one answers, and a call that could not be sent to one replica goes to the next.
-/// Cheap to clone; clones share the connections.
+/// A gRPC client channel to one service. Its addresses (`http://host:port`) name the replicas: an IP address is
+/// one, a host name one per address it resolves to (looked up again every 30 s). Calls go round-robin over them,
+/// each replica reached over one HTTP/2 connection made on first use, pinged every 15 s, and remade when it ends.
+/// A replica that cannot be reached is skipped for a second while another one answers, and a call that could not
+/// be sent to one replica goes to the next. Cheap to clone; clones share the connections.
 #[derive(Clone)]
 pub struct Channel {
     shared: Arc<Shared>,
@@ -61,17 +65,17 @@ pub struct Channel {
 
 impl std::fmt::Debug for Channel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let replicas: Vec<&str> = self.shared.replicas.iter().map(|r| r.authority.as_str()).collect();
-        f.debug_struct("Channel").field("replicas", &replicas).finish()
+        let targets: Vec<&str> = self.shared.targets.iter().map(|t| t.authority.as_str()).collect();
+        f.debug_struct("Channel").field("targets", &targets).finish()
     }
 }
 
 struct Shared {
-    replicas: Box<[Replica]>,
+    targets: Box<[Target]>,
     next: AtomicUsize,
-    /// When the channel was made: the clock that [`Replica::down_until_ms`] counts from.
+    /// When the channel was made: the clock that replicas' down-times and lookups count from.
     epoch: Instant,
-    keepalive: Keepalive,
+    options: Options,
 }
 
 /// How often each connection is pinged, and how long the answer may take.
@@ -81,34 +85,30 @@ struct Keepalive {
     timeout: Duration,
 }
 
-/// An HTTP/2 connection to a replica: where to open streams, and whether its I/O task has ended.
-struct Connection {
-    sender: SendRequest<Bytes>,
-    closed: Arc<AtomicBool>,
-}
-
-struct Replica {
-    authority: Authority,
-    /// The open connection, if any.
-    connection: Mutex<Option<Connection>>,
-    /// One connection attempt at a time.
-    connecting: tokio::sync::Mutex<()>,
-    /// Milliseconds since the channel's epoch until which the replica counts as down (0: up).
-    down_until_ms: AtomicU64,
+/// What tests change of a channel's timing and name lookups.
+struct Options {
+    keepalive: Keepalive,
+    lookup_every: Duration,
+    resolve: Resolve,
 }
 
 impl Channel {
     /// A channel to the replicas at `urls` (`http://host:port` each; at least one). Connects on first use.
     pub fn new(urls: &[String]) -> Result<Self, ChannelError> {
-        Self::with_keepalive(urls, Keepalive { every: KEEPALIVE_EVERY, timeout: KEEPALIVE_TIMEOUT })
+        let options = Options {
+            keepalive: Keepalive { every: KEEPALIVE_EVERY, timeout: KEEPALIVE_TIMEOUT },
+            lookup_every: LOOKUP_EVERY,
+            resolve: targets::system_resolver(),
+        };
+        Self::with_options(urls, options)
     }
 
-    fn with_keepalive(urls: &[String], keepalive: Keepalive) -> Result<Self, ChannelError> {
-        let replicas = urls.iter().map(|url| Replica::new(url)).collect::<Result<Box<[_]>, _>>()?;
-        if replicas.is_empty() {
+    fn with_options(urls: &[String], options: Options) -> Result<Self, ChannelError> {
+        let targets = urls.iter().map(|url| Target::parse(url)).collect::<Result<Box<[_]>, _>>()?;
+        if targets.is_empty() {
             return Err(ChannelError::InvalidUrl { url: String::new(), reason: "no address given" });
         }
-        let shared = Shared { replicas, next: AtomicUsize::new(0), epoch: Instant::now(), keepalive };
+        let shared = Shared { targets, next: AtomicUsize::new(0), epoch: Instant::now(), options };
         Ok(Self { shared: Arc::new(shared) })
     }
 
@@ -118,7 +118,7 @@ impl Channel {
         request: http::Request<tonic::body::Body>,
     ) -> Result<http::Response<tonic::body::Body>, Status> {
         let (authority, sender) = self.shared.ready_sender().await?;
-        send(&authority, sender, request).await
+        call::send(&authority, sender, request).await
     }
 }
 
@@ -141,19 +141,37 @@ impl tower::Service<http::Request<tonic::body::Body>> for Channel {
 impl Shared {
     /// A sender ready for one more stream, on the next replica that is up; tries each replica once.
     async fn ready_sender(&self) -> Result<(Authority, SendRequest<Bytes>), Status> {
-        let count = self.replicas.len();
+        let options = &self.options;
+        let mut last_error = None;
+        let mut lists = Vec::with_capacity(self.targets.len());
+        for target in self.targets.iter() {
+            match target.replicas(self.epoch, options.lookup_every, &options.resolve).await {
+                Ok(replicas) => lists.push((target, replicas)),
+                Err(status) => last_error = Some(status),
+            }
+        }
+        // The n-th replica over every target's list.
+        let count: usize = lists.iter().map(|(_, replicas)| replicas.len()).sum();
+        let nth = |mut n: usize| {
+            for (target, replicas) in &lists {
+                match replicas.get(n) {
+                    Some(replica) => return Some((*target, replica)),
+                    None => n -= replicas.len(),
+                }
+            }
+            None
+        };
         let start = self.next.fetch_add(1, Ordering::Relaxed);
         let now = self.epoch.elapsed().as_millis() as u64;
-        let mut last_error = None;
         // The replicas that are up first, in round-robin order; then the ones marked down, in case they are back.
         for want_up in [true, false] {
             for i in 0..count {
-                let replica = &self.replicas[(start + i) % count];
-                if (replica.down_until_ms.load(Ordering::Relaxed) <= now) != want_up {
+                let Some((target, replica)) = nth((start + i) % count) else { continue };
+                if replica.is_up(now) != want_up {
                     continue;
                 }
-                match replica.ready_sender(self.epoch, self.keepalive).await {
-                    Ok(sender) => return Ok((replica.authority.clone(), sender)),
+                match replica.ready_sender(self.epoch, options.keepalive).await {
+                    Ok(sender) => return Ok((target.authority.clone(), sender)),
                     Err(status) => last_error = Some(status),
                 }
             }
@@ -162,240 +180,10 @@ impl Shared {
     }
 }
 
-impl Replica {
-    fn new(url: &str) -> Result<Self, ChannelError> {
-        let invalid = |reason| ChannelError::InvalidUrl { url: url.to_owned(), reason };
-        let uri: http::Uri = url.parse().map_err(|_| invalid("not a URL"))?;
-        if uri.scheme() != Some(&Scheme::HTTP) {
-            return Err(invalid("the scheme must be http (TLS between services is not supported)"));
-        }
-        let authority = uri.authority().ok_or_else(|| invalid("no host"))?;
-        // `host:port`, with HTTP's default port made explicit for the TCP connect.
-        let authority = match authority.port_u16() {
-            Some(_) => authority.clone(),
-            None => format!("{}:80", authority.host()).parse().map_err(|_| invalid("bad host"))?,
-        };
-        Ok(Self {
-            authority,
-            connection: Mutex::new(None),
-            connecting: tokio::sync::Mutex::new(()),
-            down_until_ms: AtomicU64::new(0),
-        })
-    }
-
-    fn current(&self) -> Option<SendRequest<Bytes>> {
-        let connection = self.connection.lock().unwrap_or_else(PoisonError::into_inner);
-        connection.as_ref().filter(|c| !c.closed.load(Ordering::Acquire)).map(|c| c.sender.clone())
-    }
-
-    async fn ready_sender(&self, epoch: Instant, keepalive: Keepalive) -> Result<SendRequest<Bytes>, Status> {
-        if let Some(sender) = self.current()
-            && let Ok(ready) = sender.ready().await
-        {
-            return Ok(ready);
-        }
-        let _one_at_a_time = self.connecting.lock().await;
-        // Another call may have connected while this one waited.
-        if let Some(sender) = self.current()
-            && let Ok(ready) = sender.ready().await
-        {
-            return Ok(ready);
-        }
-        match self.connect(keepalive).await {
-            Ok(sender) => {
-                self.down_until_ms.store(0, Ordering::Relaxed);
-                sender.ready().await.map_err(|e| self.unavailable(&e))
-            }
-            Err(status) => {
-                let until = epoch.elapsed() + DOWN_FOR;
-                self.down_until_ms.store(until.as_millis() as u64, Ordering::Relaxed);
-                Err(status)
-            }
-        }
-    }
-
-    /// Opens a new connection, spawns its I/O task, and keeps its sender for the next calls.
-    async fn connect(&self, keepalive: Keepalive) -> Result<SendRequest<Bytes>, Status> {
-        let connect = TcpStream::connect(self.authority.as_str());
-        let stream = match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return Err(self.unavailable(&e)),
-            Err(_) => return Err(self.unavailable(&"connect timed out")),
-        };
-        // Small writes (a call is often one frame) go out at once.
-        stream.set_nodelay(true).map_err(|e| self.unavailable(&e))?;
-        let handshake = h2::client::Builder::new()
-            .enable_push(false)
-            .initial_window_size(STREAM_WINDOW)
-            .initial_connection_window_size(CONNECTION_WINDOW)
-            .handshake::<_, Bytes>(stream);
-        let (sender, connection) = match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
-            Ok(Ok(pair)) => pair,
-            Ok(Err(e)) => return Err(self.unavailable(&e)),
-            Err(_) => return Err(self.unavailable(&"HTTP/2 handshake timed out")),
-        };
-        let closed = Arc::new(AtomicBool::new(false));
-        let authority = self.authority.clone();
-        let closed_by_task = closed.clone();
-        tokio::spawn(async move {
-            match drive(connection, keepalive).await {
-                Ok(()) => {}
-                Err(Ended::Failed(e)) => tracing::debug!(upstream = %authority, error = %e, "HTTP/2 connection closed"),
-                Err(Ended::Unanswered) => tracing::warn!(upstream = %authority,
-                    timeout_ms = keepalive.timeout.as_millis() as u64, "keepalive ping unanswered: connection dropped"),
-            }
-            closed_by_task.store(true, Ordering::Release);
-        });
-        let kept = Connection { sender: sender.clone(), closed };
-        *self.connection.lock().unwrap_or_else(PoisonError::into_inner) = Some(kept);
-        Ok(sender)
-    }
-
-    fn unavailable(&self, error: &dyn std::fmt::Display) -> Status {
-        Status::unavailable(format!("{} is unavailable: {error}", self.authority))
-    }
-}
-
-/// Why a connection's task ended other than by the connection closing cleanly.
-enum Ended {
-    /// The connection failed.
-    Failed(h2::Error),
-    /// A keepalive ping went unanswered: the connection was dropped, failing its open streams.
-    Unanswered,
-}
-
-/// Runs a connection's I/O until it closes, pinging it every `keepalive.every`; gives up on it when a ping is not
-/// answered within `keepalive.timeout`.
-async fn drive(mut connection: h2::client::Connection<TcpStream, Bytes>, keepalive: Keepalive) -> Result<(), Ended> {
-    let Some(mut pings) = connection.ping_pong() else {
-        return connection.await.map_err(Ended::Failed);
-    };
-    let mut connection = std::pin::pin!(connection);
-    loop {
-        tokio::select! {
-            ended = &mut connection => return ended.map_err(Ended::Failed),
-            () = tokio::time::sleep(keepalive.every) => {}
-        }
-        // The pong arrives through the connection's I/O, so the connection keeps being driven meanwhile.
-        let pong = tokio::select! {
-            ended = &mut connection => return ended.map_err(Ended::Failed),
-            pong = tokio::time::timeout(keepalive.timeout, pings.ping(h2::Ping::opaque())) => pong,
-        };
-        match pong {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => return Err(Ended::Failed(e)),
-            Err(_) => return Err(Ended::Unanswered),
-        }
-    }
-}
-
-/// Opens a stream for `request` on `sender`, writes its body, and waits for the response headers.
-async fn send(
-    authority: &Authority,
-    mut sender: SendRequest<Bytes>,
-    request: http::Request<tonic::body::Body>,
-) -> Result<http::Response<tonic::body::Body>, Status> {
-    let (mut head, body) = request.into_parts();
-    // HTTP/2 requests carry the scheme and authority as pseudo-headers; callers give only the path.
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
-    uri.authority = Some(authority.clone());
-    uri.path_and_query = head.uri.path_and_query().cloned();
-    head.uri = http::Uri::from_parts(uri).map_err(|e| Status::internal(format!("request path: {e}")))?;
-    let end_of_stream = body.is_end_stream();
-    let (response, stream) =
-        sender.send_request(http::Request::from_parts(head, ()), end_of_stream).map_err(call_failed)?;
-    if !end_of_stream {
-        // A unary or server-streaming call's body is one message, ready now: written here, without a task.
-        // A body still streaming goes on in a task of its own.
-        let mut writing = Box::pin(write_body(body, stream));
-        if (&mut writing).now_or_never().is_none() {
-            tokio::spawn(writing);
-        }
-    }
-    let response = match tokio::time::timeout(RESPONSE_TIMEOUT, response).await {
-        Ok(response) => response.map_err(call_failed)?,
-        Err(_) => return Err(Status::deadline_exceeded(format!("{authority} sent no response in time"))),
-    };
-    Ok(response.map(|recv| tonic::body::Body::new(ResponseBody { recv, data_done: false })))
-}
-
-/// Copies a request body's frames to its stream, ending the stream after the last one.
-async fn write_body(mut body: tonic::body::Body, mut stream: h2::SendStream<Bytes>) {
-    use http_body_util::BodyExt;
-    while let Some(frame) = body.frame().await {
-        let frame = match frame {
-            Ok(frame) => frame,
-            Err(_) => {
-                stream.send_reset(h2::Reason::CANCEL);
-                return;
-            }
-        };
-        let sent = match frame.into_data() {
-            // Unreserved data is buffered until the stream's window lets it out; a gRPC request body is a
-            // message or a few, bounded by the message size limit.
-            Ok(data) => stream.send_data(data, false),
-            Err(frame) => match frame.into_trailers() {
-                Ok(trailers) => {
-                    let _ = stream.send_trailers(trailers);
-                    return;
-                }
-                Err(_) => Ok(()),
-            },
-        };
-        if sent.is_err() {
-            return;
-        }
-    }
-    let _ = stream.send_data(Bytes::new(), true);
-}
-
-/// An h2 call's failure as the status a gRPC client reports: a lost connection is UNAVAILABLE (worth retrying),
-/// a stream reset as tonic maps its reason.
-fn call_failed(error: h2::Error) -> Status {
-    if error.is_io() {
-        return Status::unavailable(format!("connection lost: {error}"));
-    }
-    Status::from_error(Box::new(error))
-}
-
-/// A response body read from its HTTP/2 stream: the data frames, then the trailers (where gRPC puts the status).
-struct ResponseBody {
-    recv: h2::RecvStream,
-    data_done: bool,
-}
-
-impl http_body::Body for ResponseBody {
-    type Data = Bytes;
-    type Error = h2::Error;
-
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, h2::Error>>> {
-        if !self.data_done {
-            match ready!(self.recv.poll_data(cx)) {
-                Some(Ok(data)) => {
-                    // Read: let the sender send that much more.
-                    let _ = self.recv.flow_control().release_capacity(data.len());
-                    return Poll::Ready(Some(Ok(Frame::data(data))));
-                }
-                Some(Err(e)) => return Poll::Ready(Some(Err(e))),
-                None => self.data_done = true,
-            }
-        }
-        match ready!(self.recv.poll_trailers(cx)) {
-            Ok(Some(trailers)) => Poll::Ready(Some(Ok(Frame::trailers(trailers)))),
-            Ok(None) => Poll::Ready(None),
-            Err(e) => Poll::Ready(Some(Err(e))),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.recv.is_end_stream()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
+    use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
     use tokio::net::TcpListener;
@@ -406,7 +194,26 @@ mod tests {
     use tonic_health::pb::HealthCheckRequest;
     use tonic_health::pb::health_client::HealthClient;
 
-    use super::Channel;
+    use super::{Channel, Keepalive, Options};
+
+    /// The usual options, with a keepalive of a test's pace.
+    fn pinging(every_ms: u64, timeout_ms: u64) -> Options {
+        let keepalive =
+            Keepalive { every: Duration::from_millis(every_ms), timeout: Duration::from_millis(timeout_ms) };
+        Options { keepalive, lookup_every: super::LOOKUP_EVERY, resolve: super::targets::system_resolver() }
+    }
+
+    /// Options whose name lookups answer what `answer` holds at the time (an error when it is empty), looked up
+    /// again every 20 ms.
+    fn looking_up(answer: Arc<Mutex<Vec<SocketAddr>>>) -> Options {
+        let resolve: super::Resolve = Arc::new(move |_host, _port| {
+            let addresses = answer.lock().expect("answer").clone();
+            Box::pin(async move {
+                if addresses.is_empty() { Err(std::io::Error::other("no such host")) } else { Ok(addresses) }
+            })
+        });
+        Options { lookup_every: Duration::from_millis(20), resolve, ..pinging(15_000, 5_000) }
+    }
 
     /// A health service on `listener` whose service `who` reports `status`; stops when the token is cancelled.
     async fn serve_health(
@@ -513,8 +320,7 @@ mod tests {
             let mut sink = Vec::new();
             let _ = tokio::io::AsyncReadExt::read_to_end(&mut socket, &mut sink).await;
         });
-        let keepalive = super::Keepalive { every: Duration::from_millis(100), timeout: Duration::from_millis(100) };
-        let channel = Channel::with_keepalive(&[format!("http://{address}")], keepalive).expect("channel");
+        let channel = Channel::with_options(&[format!("http://{address}")], pinging(100, 100)).expect("channel");
         // Without the keepalive the call would wait 30 s for its response headers.
         let call = tokio::time::timeout(Duration::from_secs(3), check(&channel, "who")).await;
         let status = call.expect("the call ended when the ping went unanswered").expect_err("nothing answered");
@@ -526,11 +332,72 @@ mod tests {
     async fn pings_answered_keep_the_connection_serving() {
         let (listener, address) = listener().await;
         let (stop, server) = serve_health(listener, ServingStatus::Serving).await;
-        let keepalive = super::Keepalive { every: Duration::from_millis(20), timeout: Duration::from_millis(500) };
-        let channel = Channel::with_keepalive(&[format!("http://{address}")], keepalive).expect("channel");
+        let channel = Channel::with_options(&[format!("http://{address}")], pinging(20, 500)).expect("channel");
         check(&channel, "who").await.expect("answered");
         tokio::time::sleep(Duration::from_millis(200)).await;
         assert_eq!(check(&channel, "who").await.expect("answered after pings"), ServingStatus::Serving as i32);
+        stop.cancel();
+        server.await.expect("stopped");
+    }
+
+    /// A name such as a Kubernetes headless service: one replica per address, replicas coming and going.
+    #[tokio::test]
+    async fn a_host_name_is_a_replica_per_address_it_resolves_to_looked_up_again() {
+        let (first, first_address) = listener().await;
+        // The same port on another loopback address: a second host behind the name.
+        let second_address = SocketAddr::new([127, 0, 0, 2].into(), first_address.port());
+        let second = TcpListener::bind(second_address).await.expect("bind 127.0.0.2");
+        let (_stop_first, _first) = serve_health(first, ServingStatus::Serving).await;
+        let (_stop_second, _second) = serve_health(second, ServingStatus::NotServing).await;
+        let answer = Arc::new(Mutex::new(vec![first_address]));
+        let url = format!("http://replicas.test:{}", first_address.port());
+        let channel = Channel::with_options(&[url], looking_up(answer.clone())).expect("channel");
+        let answers_of = |n| {
+            let channel = channel.clone();
+            async move {
+                let mut answers = Vec::new();
+                for _ in 0..n {
+                    answers.push(check(&channel, "who").await.expect("answered"));
+                }
+                answers
+            }
+        };
+        let serving = ServingStatus::Serving as i32;
+        assert!(answers_of(4).await.iter().all(|&a| a == serving), "only the first address is listed");
+
+        *answer.lock().expect("answer") = vec![first_address, second_address];
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _looked_up_again = answers_of(1).await;
+        let answers = answers_of(10).await;
+        assert_eq!(answers.iter().filter(|&&a| a == serving).count(), 5, "both addresses share the calls: {answers:?}");
+
+        *answer.lock().expect("answer") = vec![second_address];
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let _looked_up_again = answers_of(1).await;
+        assert!(answers_of(4).await.iter().all(|&a| a != serving), "the first address is no longer listed");
+
+        // A failed lookup keeps the last addresses.
+        answer.lock().expect("answer").clear();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(answers_of(3).await.len(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_host_name_that_does_not_resolve_is_unavailable_naming_it() {
+        let answer = Arc::new(Mutex::new(Vec::new()));
+        let channel =
+            Channel::with_options(&["http://nowhere.test:50053".to_owned()], looking_up(answer)).expect("channel");
+        let status = check(&channel, "who").await.expect_err("no address");
+        assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+        assert!(status.message().contains("nowhere.test"), "{status:?}");
+    }
+
+    #[tokio::test]
+    async fn the_system_resolver_finds_localhost() {
+        let (listener, address) = listener().await;
+        let (stop, server) = serve_health(listener, ServingStatus::Serving).await;
+        let channel = Channel::new(&[format!("http://localhost:{}", address.port())]).expect("channel");
+        assert_eq!(check(&channel, "who").await.expect("answered"), ServingStatus::Serving as i32);
         stop.cancel();
         server.await.expect("stopped");
     }
@@ -542,6 +409,6 @@ mod tests {
         }
         assert!(Channel::new(&[]).is_err(), "no address was accepted");
         let channel = Channel::new(&["http://catalog".to_owned()]).expect("no port: HTTP's");
-        assert_eq!(channel.shared.replicas[0].authority.as_str(), "catalog:80");
+        assert_eq!(channel.shared.targets[0].authority.as_str(), "catalog:80");
     }
 }

@@ -1,0 +1,142 @@
+//! The addresses a channel was given. An IP address is one replica; a host name is one replica per address it
+//! resolves to, looked up again from time to time, so that replicas coming and going behind one name (a
+//! Kubernetes headless service lists its ready pods that way) share the calls.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use http::uri::{Authority, Scheme};
+use tonic::Status;
+
+use super::ChannelError;
+use super::replica::Replica;
+
+/// Looks a host name up: the socket addresses for `(host, port)`.
+pub(super) type Resolve = Arc<dyn Fn(String, u16) -> BoxFuture<'static, io::Result<Vec<SocketAddr>>> + Send + Sync>;
+
+/// The system's resolver (DNS, `/etc/hosts`).
+pub(super) fn system_resolver() -> Resolve {
+    Arc::new(|host, port| Box::pin(async move { Ok(tokio::net::lookup_host((host.as_str(), port)).await?.collect()) }))
+}
+
+/// The replicas currently behind one address.
+pub(super) type Replicas = Arc<[Arc<Replica>]>;
+
+/// One address of a service, `http://host:port`.
+pub(super) struct Target {
+    /// `host:port`, sent as every request's `:authority`.
+    pub(super) authority: Authority,
+    host: String,
+    port: u16,
+    replicas: Mutex<Replicas>,
+    /// When the host name was last looked up (milliseconds since the channel's epoch; [`NEVER`] before the first
+    /// lookup); `None` for an IP address, whose one replica never changes.
+    looked_up_ms: Option<AtomicU64>,
+    /// One lookup at a time.
+    looking_up: tokio::sync::Mutex<()>,
+}
+
+const NEVER: u64 = u64::MAX;
+
+impl Target {
+    pub(super) fn parse(url: &str) -> Result<Self, ChannelError> {
+        let invalid = |reason| ChannelError::InvalidUrl { url: url.to_owned(), reason };
+        let uri: http::Uri = url.parse().map_err(|_| invalid("not a URL"))?;
+        if uri.scheme() != Some(&Scheme::HTTP) {
+            return Err(invalid("the scheme must be http (TLS between services is not supported)"));
+        }
+        let given = uri.authority().ok_or_else(|| invalid("no host"))?;
+        let port = given.port_u16().unwrap_or(80);
+        // `host:port`, with HTTP's default port made explicit.
+        let authority: Authority = match given.port_u16() {
+            Some(_) => given.clone(),
+            None => format!("{}:80", given.host()).parse().map_err(|_| invalid("bad host"))?,
+        };
+        let host = given.host().trim_start_matches('[').trim_end_matches(']').to_owned();
+        if host.is_empty() {
+            return Err(invalid("no host"));
+        }
+        let (replicas, looked_up_ms): (Replicas, _) = match host.parse::<IpAddr>() {
+            Ok(ip) => (Arc::new([Arc::new(Replica::new(SocketAddr::new(ip, port)))]), None),
+            Err(_) => (Arc::new([]), Some(AtomicU64::new(NEVER))),
+        };
+        Ok(Self {
+            authority,
+            host,
+            port,
+            replicas: Mutex::new(replicas),
+            looked_up_ms,
+            looking_up: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn current(&self) -> Replicas {
+        self.replicas.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// The replicas now; a host name is looked up first when its last lookup is older than `refresh`. While one
+    /// call looks the name up, the others go on with the addresses they have.
+    pub(super) async fn replicas(
+        &self,
+        epoch: Instant,
+        refresh: Duration,
+        resolve: &Resolve,
+    ) -> Result<Replicas, Status> {
+        let current = self.current();
+        let Some(looked_up_ms) = &self.looked_up_ms else { return Ok(current) };
+        let due = |last: u64| {
+            last == NEVER || epoch.elapsed().as_millis() as u64 >= last.saturating_add(refresh.as_millis() as u64)
+        };
+        if !due(looked_up_ms.load(Ordering::Relaxed)) {
+            return Ok(current);
+        }
+        let _one_at_a_time = match self.looking_up.try_lock() {
+            Ok(guard) => guard,
+            Err(_) if !current.is_empty() => return Ok(current),
+            Err(_) => self.looking_up.lock().await,
+        };
+        // Another call may have looked it up while this one waited.
+        if !due(looked_up_ms.load(Ordering::Relaxed)) {
+            return Ok(self.current());
+        }
+        let looked_up = resolve(self.host.clone(), self.port).await;
+        let now = epoch.elapsed().as_millis() as u64;
+        match looked_up {
+            Ok(addresses) if !addresses.is_empty() => {
+                // Replicas still listed keep their connections.
+                let mut replicas: Vec<Arc<Replica>> = Vec::with_capacity(addresses.len());
+                for address in addresses {
+                    if replicas.iter().any(|r| r.address == address) {
+                        continue;
+                    }
+                    let kept = current.iter().find(|r| r.address == address).cloned();
+                    replicas.push(kept.unwrap_or_else(|| Arc::new(Replica::new(address))));
+                }
+                let replicas: Replicas = replicas.into();
+                *self.replicas.lock().unwrap_or_else(PoisonError::into_inner) = replicas.clone();
+                looked_up_ms.store(now, Ordering::Relaxed);
+                Ok(replicas)
+            }
+            failed => {
+                let why = match failed {
+                    Err(e) => e.to_string(),
+                    Ok(_) => "no address".to_owned(),
+                };
+                if current.is_empty() {
+                    // Nothing to fall back on: the next call looks it up again.
+                    return Err(Status::unavailable(format!(
+                        "{}: cannot resolve {}: {why}",
+                        self.authority, self.host
+                    )));
+                }
+                tracing::warn!(host = %self.host, error = %why, "service lookup failed; keeping the last replicas");
+                looked_up_ms.store(now, Ordering::Relaxed);
+                Ok(current)
+            }
+        }
+    }
+}
