@@ -174,8 +174,10 @@ async fn edge_endpoints_ids_and_metrics() {
     let made = p.send("GET", "/v1/products", None, None).await;
     assert!(made.headers.get("x-request-id").is_some_and(|v| !v.is_empty()));
 
-    // The metrics count requests per route and per RPC.
+    // The metrics count requests per route and per RPC; the gateway's own routes by name, not as unmatched.
+    assert_eq!(p.send("GET", "/healthz", None, None).await.status, 200);
     let metrics = p.metrics_text().await;
+    assert!(metrics.contains("http_server_requests_total{method=\"GET\",route=\"GET /healthz\",status=\"200\"}"));
     assert!(
         metrics.contains("http_server_requests_total{method=\"GET\",route=\"GET /v1/products\",status=\"200\"}"),
         "{metrics}"

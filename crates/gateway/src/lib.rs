@@ -321,8 +321,13 @@ async fn observe(State(gateway): State<Gateway>, mut request: Request, next: Nex
     let started = Instant::now();
     let mut response = next.run(request).instrument(span.clone()).await;
     let elapsed = started.elapsed().as_secs_f64();
-    let route =
-        response.extensions().get::<RouteLabel>().map(|r| r.0.clone()).unwrap_or_else(|| "unmatched".to_owned());
+    // The transcoded route or docs asset that answered; else the gateway's own route (a probe, the OpenAPI
+    // document) or "unmatched" for a path no route has, so that probes do not count as unmatched requests.
+    let route = match response.extensions().get::<RouteLabel>() {
+        Some(label) => label.0.clone(),
+        None if template.is_some() => name.clone(),
+        None => "unmatched".to_owned(),
+    };
     let status = response.status().as_u16().to_string();
     span.record("http.response.status_code", response.status().as_u16());
     if response.status().is_server_error() {
