@@ -335,6 +335,9 @@ mod tests {
         let channel = Channel::with_options(&[format!("http://{address}")], pinging(20, 500)).expect("channel");
         check(&channel, "who").await.expect("answered");
         tokio::time::sleep(Duration::from_millis(200)).await;
+        // Still the first connection: a dropped one would be remade silently by the next call.
+        let replica = channel.shared.targets[0].replicas_now()[0].clone();
+        assert!(replica.is_connected(), "the connection ended although every ping was answered");
         assert_eq!(check(&channel, "who").await.expect("answered after pings"), ServingStatus::Serving as i32);
         stop.cancel();
         server.await.expect("stopped");

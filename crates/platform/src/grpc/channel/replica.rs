@@ -50,6 +50,12 @@ impl Replica {
         self.down_until_ms.load(Ordering::Relaxed) <= now_ms
     }
 
+    /// Whether the replica has a connection whose task is still running.
+    #[cfg(test)]
+    pub(super) fn is_connected(&self) -> bool {
+        self.current().is_some()
+    }
+
     fn current(&self) -> Option<SendRequest<Bytes>> {
         let connection = self.connection.lock().unwrap_or_else(PoisonError::into_inner);
         connection.as_ref().filter(|c| !c.closed.load(Ordering::Acquire)).map(|c| c.sender.clone())

@@ -74,6 +74,12 @@ impl Target {
         })
     }
 
+    /// The replicas as last resolved, without looking anything up.
+    #[cfg(test)]
+    pub(super) fn replicas_now(&self) -> Replicas {
+        self.current()
+    }
+
     fn current(&self) -> Replicas {
         self.replicas.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
