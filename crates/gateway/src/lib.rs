@@ -8,7 +8,8 @@
 //!
 //! The same router answers HTTP/1.1 and HTTP/2: cleartext HTTP/2 with prior knowledge (h2c) on a plain
 //! listener, HTTP/2 negotiated by ALPN when the gateway terminates TLS itself ([`tls`]). `GET /docs` is a page
-//! for browsing the OpenAPI document, served with all its assets by the gateway ([`docs`]).
+//! for browsing the OpenAPI document, served with all its assets by the gateway ([`docs`]). On its own (`mercato
+//! serve gateway`) it runs on worker threads of its own, each serving its connections start to end ([`workers`]).
 //!
 //! Every request runs in a server span named `<METHOD> <route template>` that continues the caller's trace
 //! when it sends a W3C `traceparent`; the answer carries the span's own `traceparent`, which a user can quote
@@ -24,6 +25,7 @@ pub mod template;
 pub mod tls;
 pub mod transcode;
 pub mod upstream;
+pub mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,7 +49,6 @@ use platform::descriptors::grpc_path;
 use platform::telemetry::REQUEST_ID_HEADER;
 use platform::trace_context::{self, TRACEPARENT, TRACESTATE};
 use prost_reflect::DescriptorPool;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
@@ -173,6 +174,19 @@ impl Gateway {
         })
     }
 
+    /// A gateway sharing this one's routes, OpenAPI document and rate limiter, with connections of its own to
+    /// the services the settings point at and to auth (and so its own caches of tokens and API keys): one
+    /// worker's gateway (see [`workers`]).
+    pub fn with_own_connections(&self, settings: &Settings) -> Result<Self, GatewayError> {
+        let auth = platform::grpc::balanced_channel(&settings.service_url_list("auth"))?;
+        Ok(Self {
+            upstreams: Arc::new(Upstreams::connect(&self.table.upstreams(), settings)?),
+            verifier: Arc::new(TokenVerifier::from_auth_service(auth.clone())),
+            api_keys: Arc::new(ApiKeyResolver::new(auth)),
+            ..self.clone()
+        })
+    }
+
     /// Makes `/readyz` wait only for these upstreams (those `mercato up` runs); routes to others answer 503
     /// until they exist.
     pub fn ready_when_serving(mut self, upstreams: &[&str]) -> Self {
@@ -248,23 +262,17 @@ impl Gateway {
     }
 }
 
-/// Serves the gateway on `listener` until `shutdown` is cancelled; in-flight requests finish first.
-pub async fn serve(
-    listener: TcpListener,
-    settings: &Settings,
-    shutdown: CancellationToken,
-) -> Result<(), GatewayError> {
-    serve_gateway(listener, Gateway::new(settings)?, settings, shutdown).await
-}
-
-/// Serves an already built gateway on `listener` until `shutdown` is cancelled: HTTP/1.1 and HTTP/2, over TLS
-/// when the gateway was built with a certificate.
-pub async fn serve_gateway(
-    listener: TcpListener,
+/// Serves an already built gateway on `listener` (a `TcpListener`, or a worker's share of one) until `shutdown`
+/// is cancelled: HTTP/1.1 and HTTP/2, over TLS when the gateway was built with a certificate.
+pub async fn serve_gateway<L>(
+    listener: L,
     gateway: Gateway,
     settings: &Settings,
     shutdown: CancellationToken,
-) -> Result<(), GatewayError> {
+) -> Result<(), GatewayError>
+where
+    L: axum::serve::Listener<Io = tokio::net::TcpStream, Addr = SocketAddr>,
+{
     let tls = gateway.tls.clone();
     let app = gateway.router(settings).into_make_service_with_connect_info::<SocketAddr>();
     match tls {

@@ -10,8 +10,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::serve::Listener;
 use platform::config::TlsFiles;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
@@ -82,8 +83,12 @@ pub struct TlsListener {
 }
 
 impl TlsListener {
-    /// Terminates TLS with `config` on the connections of `listener`.
-    pub fn new(listener: TcpListener, config: Arc<ServerConfig>) -> io::Result<Self> {
+    /// Terminates TLS with `config` on the connections of `listener` (a `TcpListener`, or a worker's share of
+    /// one).
+    pub fn new<L>(listener: L, config: Arc<ServerConfig>) -> io::Result<Self>
+    where
+        L: Listener<Io = TcpStream, Addr = SocketAddr>,
+    {
         let local_addr = listener.local_addr()?;
         let (sender, handshaken) = mpsc::channel(QUEUE);
         let acceptor = tokio::spawn(accept_loop(listener, TlsAcceptor::from(config), sender));
@@ -128,21 +133,21 @@ pub fn set_tcp_nodelay(tcp: &mut TcpStream) {
 }
 
 /// Accepts TCP connections and runs each handshake in a task of its own; the tasks are aborted with the loop.
-async fn accept_loop(
-    listener: TcpListener,
+/// (`accept` of axum's `Listener` skips a failed connection, and pauses after other errors rather than spin.)
+async fn accept_loop<L>(
+    mut listener: L,
     acceptor: TlsAcceptor,
     handshaken: mpsc::Sender<(TlsStream<TcpStream>, SocketAddr)>,
-) {
+) where
+    L: Listener<Io = TcpStream, Addr = SocketAddr>,
+{
     let mut handshakes = JoinSet::new();
     loop {
         tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((tcp, peer)) => {
-                    let (acceptor, handshaken) = (acceptor.clone(), handshaken.clone());
-                    handshakes.spawn(handshake(acceptor, tcp, peer, handshaken));
-                }
-                Err(e) => accept_failed(e).await,
-            },
+            (tcp, peer) = listener.accept() => {
+                let (acceptor, handshaken) = (acceptor.clone(), handshaken.clone());
+                handshakes.spawn(handshake(acceptor, tcp, peer, handshaken));
+            }
             // Reaps finished handshakes, so the set holds only those under way.
             Some(_) = handshakes.join_next(), if !handshakes.is_empty() => {}
         }
@@ -164,17 +169,4 @@ async fn handshake(
         Ok(Err(e)) => tracing::debug!(%peer, error = %e, "TLS handshake failed"),
         Err(_) => tracing::debug!(%peer, "TLS handshake timed out"),
     }
-}
-
-/// What `axum::serve` does for a plain listener: a failed connection is skipped; anything else (out of file
-/// descriptors) is logged and retried after a pause rather than spinning.
-async fn accept_failed(e: io::Error) {
-    if matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionRefused | io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset
-    ) {
-        return;
-    }
-    tracing::error!(error = %e, "accepting a connection failed");
-    tokio::time::sleep(Duration::from_secs(1)).await;
 }

@@ -190,7 +190,10 @@ pub async fn serve_one(name: &str, settings: Settings, shutdown: CancellationTok
         let scheme = if settings.gateway_tls.is_some() { "https" } else { "http" };
         println!("gateway listening on {scheme}://{}", http.local_addr()?);
         readiness.set(true);
-        gateway::serve(http, &settings, shutdown.clone()).await.map_err(anyhow::Error::from)
+        let workers = worker_threads();
+        gateway::workers::serve_on_workers(http, &settings, workers, shutdown.clone())
+            .await
+            .map_err(anyhow::Error::from)
     } else {
         let port = platform::config::default_grpc_port(name)
             .filter(|_| SERVICES.contains(&name))
@@ -209,6 +212,17 @@ pub async fn serve_one(name: &str, settings: Settings, shutdown: CancellationTok
     shutdown.cancel();
     let _ = metrics_task.await;
     result
+}
+
+/// How many worker threads a process runs: `TOKIO_WORKER_THREADS` when set (as Tokio reads it), else one per CPU
+/// the process may use (a container's CPU limit counts).
+fn worker_threads() -> usize {
+    std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|n| n.trim().parse::<usize>().ok())
+        .filter(|&n| n > 0)
+        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
+        .unwrap_or(1)
 }
 
 /// Opens `bus` once every service at `urls` answers its health check with SERVING.

@@ -27,7 +27,11 @@ pub fn settings(extra: &[(&str, &str)]) -> Settings {
     Settings::from_vars(vars).expect("settings")
 }
 
-/// Serves a gateway with `settings` on a free port: its address, what stops it, and its task.
+/// Worker threads of the gateways these tests serve: more than one, as on any machine with several cores.
+pub const WORKERS: usize = 2;
+
+/// Serves a gateway with `settings` on a free port, on [`WORKERS`] worker threads as `mercato serve gateway`
+/// does: its address, what stops it, and its task.
 pub async fn serve_gateway(
     settings: Settings,
 ) -> (SocketAddr, CancellationToken, JoinHandle<Result<(), GatewayError>>) {
@@ -35,7 +39,8 @@ pub async fn serve_gateway(
     let addr = listener.local_addr().expect("addr");
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
-    let server = tokio::spawn(async move { gateway::serve(listener, &settings, stop).await });
+    let server =
+        tokio::spawn(async move { gateway::workers::serve_on_workers(listener, &settings, WORKERS, stop).await });
     (addr, shutdown, server)
 }
 
