@@ -28,6 +28,7 @@ pub mod telemetry;
 pub mod testkit;
 pub mod time;
 pub mod trace_context;
+mod trace_ids;
 
 pub use config::Settings;
 pub use db::Db;

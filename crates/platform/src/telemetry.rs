@@ -1,8 +1,8 @@
 //! Logs and traces. Logs are JSON lines (or pretty text on a terminal) with the fields of the enclosing span,
 //! so every line written while serving a request carries its `request_id`, plus the `trace_id` and `span_id`
-//! of the trace it belongs to. Traces are OpenTelemetry spans made from `tracing` spans; they always get ids
-//! and are always propagated (see [`crate::trace_context`]), and are exported over OTLP/gRPC only when
-//! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set.
+//! of the trace it belongs to. Spans always get ids and are always propagated (see [`crate::trace_context`]);
+//! when `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) is set they become OpenTelemetry
+//! spans exported over OTLP/gRPC, and otherwise a lighter layer gives them their ids ([`crate::trace_ids`]).
 
 use std::io::IsTerminal;
 use std::sync::{Arc, OnceLock};
@@ -25,13 +25,14 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer, filter::LevelFilter};
 
 use crate::config::{LogFormat, Settings};
+use crate::trace_ids::{Ids, TraceIdsLayer};
 
 /// The metadata key (and HTTP header) that carries the request id between the gateway and the services.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
 /// Root spans that are never exported: probes asked every few seconds would drown the real traffic (their
 /// children follow the decision of their root).
-const UNTRACED_ROOTS: &[&str] =
+pub(crate) const UNTRACED_ROOTS: &[&str] =
     &["grpc.health.v1.Health/Check", "grpc.health.v1.Health/Watch", "GET /healthz", "GET /readyz"];
 
 /// Setting up telemetry failed.
@@ -131,7 +132,7 @@ pub fn init(settings: &Settings, export: &TraceExport) -> Result<Telemetry, Tele
     } else {
         LogFormat::Json
     });
-    let dispatch = subscriber(&provider, &settings.log_filter, format, std::io::stdout);
+    let dispatch = subscriber(exporting.then_some(&provider), &settings.log_filter, format, std::io::stdout);
     if dispatch.try_init().is_err() {
         // Already installed (a second call in the same process): keep the first one.
         let _ = provider.shutdown();
@@ -140,23 +141,27 @@ pub fn init(settings: &Settings, export: &TraceExport) -> Result<Telemetry, Tele
     Ok(Telemetry { provider: exporting.then_some(provider) })
 }
 
-/// The subscriber: spans to OpenTelemetry (INFO and above, whatever the log filter says, so that traces
-/// and propagation do not depend on it) and log lines through `log_filter` to `writer`.
-fn subscriber<W>(provider: &SdkTracerProvider, log_filter: &str, format: LogFormat, writer: W) -> Dispatch
+/// The subscriber: span ids and trace context for every span at INFO and above, whatever the log filter says
+/// (so that traces and propagation do not depend on it) — through OpenTelemetry when `exporter` is given, else
+/// through [`crate::trace_ids`] — and log lines through `log_filter` to `writer`.
+fn subscriber<W>(exporter: Option<&SdkTracerProvider>, log_filter: &str, format: LogFormat, writer: W) -> Dispatch
 where
     W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
 {
     let filter = EnvFilter::try_new(log_filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let traces = tracing_opentelemetry::layer()
-        .with_tracer(provider.tracer("mercato"))
-        .with_tracked_inactivity(false)
-        .with_threads(false)
-        .with_location(false)
-        // Nothing here reads OpenTelemetry's thread-local context (parents come from `tracing`'s span tree, and
-        // `trace_context` asks spans directly), so entering a span need not attach one: that was paid on every
-        // poll of every instrumented future.
-        .with_context_activation(false)
-        .with_filter(LevelFilter::INFO);
+    let exported = exporter.map(|provider| {
+        tracing_opentelemetry::layer()
+            .with_tracer(provider.tracer("mercato"))
+            .with_tracked_inactivity(false)
+            .with_threads(false)
+            .with_location(false)
+            // Nothing here reads OpenTelemetry's thread-local context (parents come from `tracing`'s span tree,
+            // and `trace_context` asks spans directly), so entering a span need not attach one: that was paid on
+            // every poll of every instrumented future.
+            .with_context_activation(false)
+            .with_filter(LevelFilter::INFO)
+    });
+    let ids_only = exporter.is_none().then(|| TraceIdsLayer::default().with_filter(LevelFilter::INFO));
     let dispatch_slot = Arc::new(OnceLock::new());
     let (json, pretty) = match format {
         LogFormat::Json => {
@@ -174,7 +179,7 @@ where
             (None, Some(tracing_subscriber::fmt::layer().compact().with_writer(writer).with_filter(filter)))
         }
     };
-    let dispatch = Dispatch::new(tracing_subscriber::registry().with(traces).with(json).with(pretty));
+    let dispatch = Dispatch::new(tracing_subscriber::registry().with(ids_only).with(exported).with(json).with(pretty));
     let _ = dispatch_slot.set(dispatch.downgrade());
     dispatch
 }
@@ -215,9 +220,10 @@ impl<F> WithTraceIds<F> {
     {
         let dispatch = self.dispatch.get()?.upgrade()?;
         ctx.event_scope()?.find_map(|span| {
-            let context = tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)?;
-            let reference = context.span();
-            let span_context = reference.span_context();
+            let span_context = match span.extensions().get::<Ids>() {
+                Some(ids) => ids.0.clone(),
+                None => tracing_opentelemetry::get_otel_context(&span.id(), &dispatch)?.span().span_context().clone(),
+            };
             span_context.is_valid().then(|| (span_context.trace_id().to_string(), span_context.span_id().to_string()))
         })
     }
@@ -243,14 +249,26 @@ where
     }
 }
 
-/// A test subscriber: spans traced without export, JSON log lines into the returned buffer.
+/// Where a test subscriber writes its log lines.
 #[cfg(test)]
-pub(crate) fn test_dispatch() -> (Dispatch, Arc<std::sync::Mutex<Vec<u8>>>) {
+pub(crate) type TestBuffer = Arc<std::sync::Mutex<Vec<u8>>>;
+
+/// The test subscribers of both kinds: ids only (nothing exported), then through OpenTelemetry (an SDK
+/// provider without an exporter).
+#[cfg(test)]
+pub(crate) fn test_dispatches() -> Vec<(&'static str, Dispatch, TestBuffer)> {
+    let provider = SdkTracerProvider::builder().with_sampler(Sampler::ParentBased(Box::new(SkipProbes))).build();
+    let (ids_only, ids_buffer) = test_dispatch_with(None);
+    let (exported, exported_buffer) = test_dispatch_with(Some(&provider));
+    vec![("ids only", ids_only, ids_buffer), ("OpenTelemetry", exported, exported_buffer)]
+}
+
+#[cfg(test)]
+fn test_dispatch_with(exporter: Option<&SdkTracerProvider>) -> (Dispatch, TestBuffer) {
     let buffer = Arc::new(std::sync::Mutex::new(Vec::new()));
     let sink = buffer.clone();
     let writer = move || SharedWriter(sink.clone());
-    let provider = SdkTracerProvider::builder().with_sampler(Sampler::ParentBased(Box::new(SkipProbes))).build();
-    (subscriber(&provider, "info", LogFormat::Json, writer), buffer)
+    (subscriber(exporter, "info", LogFormat::Json, writer), buffer)
 }
 
 #[cfg(test)]
@@ -284,8 +302,13 @@ mod tests {
 
     #[test]
     fn log_lines_in_a_traced_span_carry_its_trace_and_span_ids() {
-        let (dispatch, buffer) = test_dispatch();
-        tracing::dispatcher::with_default(&dispatch, || {
+        for (kind, dispatch, buffer) in test_dispatches() {
+            log_lines_carry_ids(kind, &dispatch, &buffer);
+        }
+    }
+
+    fn log_lines_carry_ids(kind: &str, dispatch: &Dispatch, buffer: &std::sync::Mutex<Vec<u8>>) {
+        tracing::dispatcher::with_default(dispatch, || {
             let span = tracing::info_span!("grpc", request_id = "req-1");
             let mut headers = http::HeaderMap::new();
             headers.insert(
@@ -300,32 +323,39 @@ mod tests {
             });
             tracing::info!("outside any span");
             let (_, span_id) = trace_context::ids(&span).expect("ids");
-            let lines = lines(&buffer);
-            assert_eq!(lines.len(), 3, "{lines:?}");
+            let lines = lines(buffer);
+            assert_eq!(lines.len(), 3, "{kind}: {lines:?}");
             let inner = &lines[0];
-            assert_eq!(inner["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736", "{inner}");
-            assert_ne!(inner["span_id"], span_id.as_str(), "the innermost span's id: {inner}");
+            assert_eq!(inner["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736", "{kind}: {inner}");
+            assert_ne!(inner["span_id"], span_id.as_str(), "{kind}: the innermost span's id: {inner}");
             let served = &lines[1];
-            assert_eq!(served["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736", "{served}");
-            assert_eq!(served["span_id"], span_id.as_str(), "{served}");
-            assert_eq!(served["span"]["request_id"], "req-1", "the request id stays: {served}");
-            assert_eq!(served["fields"]["answer"], 42, "{served}");
+            assert_eq!(served["trace_id"], "4bf92f3577b34da6a3ce929d0e0e4736", "{kind}: {served}");
+            assert_eq!(served["span_id"], span_id.as_str(), "{kind}: {served}");
+            assert_eq!(served["span"]["request_id"], "req-1", "{kind}: the request id stays: {served}");
+            assert_eq!(served["fields"]["answer"], 42, "{kind}: {served}");
             let outside = &lines[2];
-            assert!(outside.get("trace_id").is_none(), "no trace outside spans: {outside}");
+            assert!(outside.get("trace_id").is_none(), "{kind}: no trace outside spans: {outside}");
         });
     }
 
     #[test]
     fn probes_are_not_sampled_but_everything_else_is() {
-        let (dispatch, _) = test_dispatch();
-        tracing::dispatcher::with_default(&dispatch, || {
-            let probe = tracing::info_span!("grpc", "otel.name" = "grpc.health.v1.Health/Check");
-            let call = tracing::info_span!("grpc", "otel.name" = "mercato.catalog.v1.CatalogService/GetProduct");
-            assert!(trace_context::traceparent(&probe).ends_with("-00"), "a probe is not exported");
-            assert!(trace_context::traceparent(&call).ends_with("-01"), "a call is exported");
-            let child = probe.in_scope(|| tracing::info_span!("grpc", "otel.name" = "x.v1.S/Child"));
-            assert!(trace_context::traceparent(&child).ends_with("-00"), "a probe's children follow it");
-        });
+        for (kind, dispatch, _) in test_dispatches() {
+            tracing::dispatcher::with_default(&dispatch, || {
+                let probe = tracing::info_span!("grpc", "otel.name" = "grpc.health.v1.Health/Check");
+                let gateway_probe = tracing::info_span!("http", "otel.name" = %format!("GET {}", "/readyz"));
+                let call = tracing::info_span!("grpc", "otel.name" = "mercato.catalog.v1.CatalogService/GetProduct");
+                assert!(trace_context::traceparent(&probe).ends_with("-00"), "{kind}: a probe is not exported");
+                assert!(trace_context::traceparent(&gateway_probe).ends_with("-00"), "{kind}: named by Display");
+                assert!(trace_context::traceparent(&call).ends_with("-01"), "{kind}: a call is exported");
+                let child = probe.in_scope(|| tracing::info_span!("grpc", "otel.name" = "x.v1.S/Child"));
+                assert!(trace_context::traceparent(&child).ends_with("-00"), "{kind}: a probe's children follow it");
+                let explicit = tracing::info_span!(parent: &call, "inner");
+                let (call_trace, _) = trace_context::ids(&call).expect("ids");
+                let (child_trace, _) = trace_context::ids(&explicit).expect("ids");
+                assert_eq!(call_trace, child_trace, "{kind}: an explicit parent's trace");
+            });
+        }
     }
 
     #[test]

@@ -1,10 +1,11 @@
 //! W3C trace context (`traceparent`, `tracestate`) in and out of HTTP headers, gRPC metadata and event
 //! envelopes, so that one request is one trace from the gateway through every service and event consumer.
 //!
-//! Spans are `tracing` spans; the OpenTelemetry layer installed by [`crate::telemetry`] gives each one a
-//! trace and span id. Without that layer (unit tests of other crates) nothing is extracted or injected.
+//! Spans are `tracing` spans; the layer installed by [`crate::telemetry`] gives each one a trace and span id
+//! (OpenTelemetry's when spans are exported, [`crate::trace_ids`] otherwise). Without either layer (unit tests
+//! of other crates) nothing is extracted or injected.
 
-use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
+use opentelemetry::propagation::{Extractor, TextMapPropagator};
 use opentelemetry::trace::{SpanContext, TraceContextExt};
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -36,24 +37,45 @@ pub fn extract_traceparent(traceparent: &str) -> Option<opentelemetry::Context> 
 /// whatever span is current (or starts a new trace).
 pub fn adopt_parent(span: &tracing::Span, headers: &http::HeaderMap) {
     if let Some(parent) = extract(headers) {
-        // Fails only without the OpenTelemetry layer, where there is no trace to join.
+        set_parent(span, parent);
+    }
+}
+
+/// Makes `span` a child of the remote parent an event's `traceparent` names, if it is valid.
+pub fn adopt_traceparent(span: &tracing::Span, traceparent: &str) {
+    if let Some(parent) = extract_traceparent(traceparent) {
+        set_parent(span, parent);
+    }
+}
+
+fn set_parent(span: &tracing::Span, parent: opentelemetry::Context) {
+    if !crate::trace_ids::set_parent(span, parent.span().span_context()) {
+        // Fails only without either layer, where there is no trace to join.
         let _ = span.set_parent(parent);
     }
 }
 
 /// Writes `span`'s trace context into `headers` (replacing what the caller sent, if anything).
 pub fn inject(span: &tracing::Span, headers: &mut http::HeaderMap) {
-    let context = span.context();
-    if context.span().span_context().is_valid() {
-        TraceContextPropagator::new().inject_context(&context, &mut HeaderInjector(headers));
+    let Some(context) = span_context(span) else { return };
+    if let Ok(value) = http::HeaderValue::from_str(&format_traceparent(&context)) {
+        headers.insert(TRACEPARENT, value);
+    }
+    // W3C asks not to send an empty `tracestate`.
+    let state = context.trace_state().header();
+    match http::HeaderValue::from_str(&state) {
+        Ok(value) if !state.is_empty() => {
+            headers.insert(TRACESTATE, value);
+        }
+        _ => {
+            headers.remove(TRACESTATE);
+        }
     }
 }
 
 /// `span`'s `traceparent` value, or an empty string when it has no valid trace context.
 pub fn traceparent(span: &tracing::Span) -> String {
-    let context = span.context();
-    let reference = context.span();
-    format_traceparent(reference.span_context())
+    span_context(span).map(|context| format_traceparent(&context)).unwrap_or_default()
 }
 
 /// The `traceparent` of the current span (what the outbox stores with an event), or an empty string.
@@ -63,10 +85,17 @@ pub fn current_traceparent() -> String {
 
 /// The trace id and span id of `span` as lowercase hex, when it has a valid trace context.
 pub fn ids(span: &tracing::Span) -> Option<(String, String)> {
-    let context = span.context();
-    let reference = context.span();
-    let span_context = reference.span_context();
-    span_context.is_valid().then(|| (span_context.trace_id().to_string(), span_context.span_id().to_string()))
+    span_context(span).map(|context| (context.trace_id().to_string(), context.span_id().to_string()))
+}
+
+/// `span`'s own trace context, from whichever layer [`crate::telemetry`] installed: its own ids when nothing
+/// is exported, OpenTelemetry's when spans are.
+fn span_context(span: &tracing::Span) -> Option<SpanContext> {
+    let context = match crate::trace_ids::get(span) {
+        Some(context) => context,
+        None => span.context().span().span_context().clone(),
+    };
+    context.is_valid().then_some(context)
 }
 
 fn format_traceparent(span_context: &SpanContext) -> String {
@@ -109,22 +138,6 @@ impl Extractor for HeaderExtractor<'_> {
 
     fn keys(&self) -> Vec<&str> {
         self.0.keys().map(http::HeaderName::as_str).collect()
-    }
-}
-
-struct HeaderInjector<'a>(&'a mut http::HeaderMap);
-
-impl Injector for HeaderInjector<'_> {
-    fn set(&mut self, key: &str, value: String) {
-        // The propagator writes `tracestate` even when there is none; W3C asks not to send it empty.
-        if key == TRACESTATE && value.is_empty() {
-            return;
-        }
-        if let (Ok(name), Ok(value)) =
-            (http::HeaderName::from_bytes(key.as_bytes()), http::HeaderValue::from_str(&value))
-        {
-            self.0.insert(name, value);
-        }
     }
 }
 
@@ -211,20 +224,50 @@ mod tests {
 
     #[test]
     fn injecting_writes_the_spans_own_traceparent() {
-        let (dispatch, _) = crate::telemetry::test_dispatch();
-        tracing::dispatcher::with_default(&dispatch, || {
-            let span = tracing::info_span!("server");
-            adopt_parent(&span, &headers(&[(TRACEPARENT, PARENT)]));
-            let mut out = http::HeaderMap::new();
-            inject(&span, &mut out);
-            let sent = out.get(TRACEPARENT).and_then(|v| v.to_str().ok()).expect("traceparent injected");
-            let (trace_id, span_id) = ids(&span).expect("ids");
-            assert_eq!(trace_id, TRACE_ID, "the span joined the caller's trace");
-            assert_eq!(sent, format!("00-{TRACE_ID}-{span_id}-01"), "the callee's parent is this span");
-            assert_ne!(span_id, "00f067aa0ba902b7", "a span of its own, not the caller's");
-            assert!(out.get(TRACESTATE).is_none(), "no empty tracestate when the caller sent none");
-            let _entered = span.enter();
-            assert_eq!(current_traceparent(), sent);
-        });
+        for (kind, dispatch, _) in crate::telemetry::test_dispatches() {
+            tracing::dispatcher::with_default(&dispatch, || {
+                let span = tracing::info_span!("server");
+                adopt_parent(&span, &headers(&[(TRACEPARENT, PARENT)]));
+                let mut out = http::HeaderMap::new();
+                inject(&span, &mut out);
+                let sent = out.get(TRACEPARENT).and_then(|v| v.to_str().ok()).expect("traceparent injected");
+                let (trace_id, span_id) = ids(&span).expect("ids");
+                assert_eq!(trace_id, TRACE_ID, "{kind}: the span joined the caller's trace");
+                assert_eq!(sent, format!("00-{TRACE_ID}-{span_id}-01"), "{kind}: the callee's parent is this span");
+                assert_ne!(span_id, "00f067aa0ba902b7", "{kind}: a span of its own, not the caller's");
+                assert!(out.get(TRACESTATE).is_none(), "{kind}: no empty tracestate when the caller sent none");
+                let _entered = span.enter();
+                assert_eq!(current_traceparent(), sent, "{kind}");
+                let child = tracing::info_span!("client");
+                let (child_trace, child_span) = ids(&child).expect("ids");
+                assert_eq!(child_trace, TRACE_ID, "{kind}: children stay in the caller's trace");
+                assert_ne!(child_span, span_id, "{kind}: and have ids of their own");
+            });
+        }
+    }
+
+    #[test]
+    fn the_callers_sampling_and_trace_state_go_on() {
+        for (kind, dispatch, _) in crate::telemetry::test_dispatches() {
+            tracing::dispatcher::with_default(&dispatch, || {
+                let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+                let span = tracing::info_span!("server");
+                adopt_parent(&span, &headers(&[(TRACEPARENT, unsampled), (TRACESTATE, "vendor=1")]));
+                let mut out = http::HeaderMap::new();
+                span.in_scope(|| inject(&tracing::info_span!("client"), &mut out));
+                let sent = out.get(TRACEPARENT).and_then(|v| v.to_str().ok()).expect("traceparent");
+                assert!(sent.starts_with(&format!("00-{TRACE_ID}-")), "{kind}: {sent}");
+                assert!(sent.ends_with("-00"), "{kind}: the caller chose not to sample: {sent}");
+                assert_eq!(out.get(TRACESTATE).and_then(|v| v.to_str().ok()), Some("vendor=1"), "{kind}");
+
+                let consumer = tracing::info_span!("consumer");
+                adopt_traceparent(&consumer, PARENT);
+                assert_eq!(ids(&consumer).map(|(trace, _)| trace).as_deref(), Some(TRACE_ID), "{kind}: from an event");
+                let fresh = tracing::info_span!("root");
+                let (fresh_trace, _) = ids(&fresh).expect("a new trace for a root");
+                assert_ne!(fresh_trace, TRACE_ID, "{kind}");
+                assert!(traceparent(&fresh).ends_with("-01"), "{kind}: a root is sampled");
+            });
+        }
     }
 }

@@ -102,9 +102,5 @@ async fn handle_traced(
 }
 
 fn adopt(span: &tracing::Span, traceparent: &str) {
-    use tracing_opentelemetry::OpenTelemetrySpanExt;
-    if let Some(parent) = crate::trace_context::extract_traceparent(traceparent) {
-        // Fails only without the OpenTelemetry layer, where there is no trace to join.
-        let _ = span.set_parent(parent);
-    }
+    crate::trace_context::adopt_traceparent(span, traceparent);
 }
