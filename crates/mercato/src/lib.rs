@@ -190,7 +190,8 @@ pub async fn serve_one(name: &str, settings: Settings, shutdown: CancellationTok
         let scheme = if settings.gateway_tls.is_some() { "https" } else { "http" };
         println!("gateway listening on {scheme}://{}", http.local_addr()?);
         readiness.set(true);
-        let workers = worker_threads();
+        // As many workers as the process's runtime has threads (`TOKIO_WORKER_THREADS`, else one per CPU).
+        let workers = tokio::runtime::Handle::current().metrics().num_workers();
         gateway::workers::serve_on_workers(http, &settings, workers, shutdown.clone())
             .await
             .map_err(anyhow::Error::from)
@@ -212,17 +213,6 @@ pub async fn serve_one(name: &str, settings: Settings, shutdown: CancellationTok
     shutdown.cancel();
     let _ = metrics_task.await;
     result
-}
-
-/// How many worker threads a process runs: `TOKIO_WORKER_THREADS` when set (as Tokio reads it), else one per CPU
-/// the process may use (a container's CPU limit counts).
-fn worker_threads() -> usize {
-    std::env::var("TOKIO_WORKER_THREADS")
-        .ok()
-        .and_then(|n| n.trim().parse::<usize>().ok())
-        .filter(|&n| n > 0)
-        .or_else(|| std::thread::available_parallelism().ok().map(usize::from))
-        .unwrap_or(1)
 }
 
 /// Opens `bus` once every service at `urls` answers its health check with SERVING.

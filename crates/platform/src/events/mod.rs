@@ -60,7 +60,7 @@ fn producer_span(event_type: &str, event_id: &str, traceparent: &str) -> tracing
         "messaging.destination.name" = %event_type,
         "messaging.message.id" = %event_id,
     );
-    adopt(&span, traceparent);
+    crate::trace_context::adopt_traceparent(&span, traceparent);
     span
 }
 
@@ -81,7 +81,7 @@ fn consumer_span(consumer: &str, envelope: &EventEnvelope) -> tracing::Span {
         "messaging.consumer.group.name" = %consumer,
         "messaging.message.id" = %envelope.id,
     );
-    adopt(&span, &envelope.traceparent);
+    crate::trace_context::adopt_traceparent(&span, &envelope.traceparent);
     span
 }
 
@@ -99,8 +99,4 @@ async fn handle_traced(
         span.in_scope(|| tracing::debug!(%error, "handling the event failed"));
     }
     outcome
-}
-
-fn adopt(span: &tracing::Span, traceparent: &str) {
-    crate::trace_context::adopt_traceparent(span, traceparent);
 }

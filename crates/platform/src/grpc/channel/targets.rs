@@ -50,12 +50,9 @@ impl Target {
             return Err(invalid("the scheme must be http (TLS between services is not supported)"));
         }
         let given = uri.authority().ok_or_else(|| invalid("no host"))?;
-        let port = given.port_u16().unwrap_or(80);
         // `host:port`, with HTTP's default port made explicit.
-        let authority: Authority = match given.port_u16() {
-            Some(_) => given.clone(),
-            None => format!("{}:80", given.host()).parse().map_err(|_| invalid("bad host"))?,
-        };
+        let port = given.port_u16().unwrap_or(80);
+        let authority: Authority = format!("{}:{port}", given.host()).parse().map_err(|_| invalid("bad host"))?;
         let host = given.host().trim_start_matches('[').trim_end_matches(']').to_owned();
         if host.is_empty() {
             return Err(invalid("no host"));
