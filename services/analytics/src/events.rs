@@ -17,9 +17,8 @@ use api::mercato::cart::v1::CartItemAdded;
 use api::mercato::orders::v1::{OrderCancelled, OrderConfirmed, OrderItem};
 use api::mercato::payments::v1::PaymentCaptured;
 use api::mercato::refunds::v1::RefundCompleted;
-use platform::events::{EventBus, EventEnvelope};
+use platform::events::{BatchRecorder, EventBus, EventEnvelope, GroupCommit};
 use prost::Message;
-use tokio::sync::{mpsc, oneshot};
 
 use crate::domain::{self, Amount, Effect, Fact, OrderLine};
 use crate::error::Error;
@@ -43,71 +42,39 @@ pub const CONSUMED: [&str; 5] = [ORDER_CONFIRMED, ORDER_CANCELLED, PAYMENT_CAPTU
 /// Most events recorded in one transaction.
 const MAX_BATCH: usize = 64;
 
-/// An event waiting to be recorded, and where its outcome goes.
-struct Pending {
-    event: RecordedEvent,
-    effect: Effect,
-    outcome: oneshot::Sender<Result<bool, String>>,
+/// Records deliveries in batches through [`Store::record_batch`].
+struct Recorder(Store);
+
+impl BatchRecorder for Recorder {
+    type Item = (RecordedEvent, Effect);
+    type Outcome = bool;
+    type Error = Error;
+
+    async fn record_batch(&self, events: &[(RecordedEvent, Effect)]) -> Result<Vec<bool>, Error> {
+        self.0.record_batch(events).await
+    }
 }
 
 /// Subscribes the analytics consumer on `bus`. Deliveries that arrive while a batch is being recorded wait and
-/// are recorded together in the next one (group commit): under load every aggregate row is written once per
+/// are recorded together in the next one ([`GroupCommit`]): under load every aggregate row is written once per
 /// batch instead of once per event, and each delivery is acknowledged only once its batch has committed.
 /// Must be called inside a Tokio runtime: it starts the task that records the batches, which ends with the bus.
 pub fn subscribe(bus: &dyn EventBus, store: Store) {
-    let (queue, waiting) = mpsc::channel::<Pending>(MAX_BATCH * 4);
-    tokio::spawn(record_in_batches(store, waiting));
+    let batches = GroupCommit::start(Recorder(store), MAX_BATCH);
     bus.subscribe(
         CONSUMER,
         &CONSUMED,
         Arc::new(move |envelope: Arc<EventEnvelope>| {
-            let queue = queue.clone();
+            let batches = batches.clone();
             Box::pin(async move {
                 let event = recorded(&envelope).map_err(|e| e.to_string())?;
                 let effect = effect_of(&event).map_err(|e| e.to_string())?;
-                let (outcome, recorded) = oneshot::channel();
-                let stopped = || "analytics is stopping".to_owned();
-                queue.send(Pending { event, effect, outcome }).await.map_err(|_| stopped())?;
-                recorded.await.map_err(|_| stopped())?.map(|_| ())
+                let new = batches.record((event, effect)).await?;
+                log_outcome(&envelope.id, &envelope.r#type, new);
+                Ok(())
             })
         }),
     );
-}
-
-/// Records what waits in `waiting`, up to [`MAX_BATCH`] events per transaction, until every sender is gone.
-async fn record_in_batches(store: Store, mut waiting: mpsc::Receiver<Pending>) {
-    let mut batch = Vec::with_capacity(MAX_BATCH);
-    while waiting.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let (outcomes, events): (Vec<_>, Vec<_>) =
-            batch.drain(..).map(|pending| (pending.outcome, (pending.event, pending.effect))).unzip();
-        match store.record_batch(&events).await {
-            Ok(applied) => {
-                for ((outcome, (event, _)), new) in outcomes.into_iter().zip(&events).zip(applied) {
-                    log_outcome(&event.id, &event.event_type, new);
-                    // The delivery may have given up waiting (its relay stopped): nothing to tell then.
-                    let _ = outcome.send(Ok(new));
-                }
-            }
-            Err(error) if events.len() > 1 => {
-                // One event the database refuses must not hold up the others (their relays would send them
-                // again with it, forever): each is recorded alone, and only the refused one fails.
-                let events_in_batch = events.len();
-                tracing::warn!(%error, events_in_batch, "recording a batch failed; recording its events one by one");
-                for (outcome, (event, effect)) in outcomes.into_iter().zip(&events) {
-                    let result = store.record(event, effect).await.map_err(|e| e.to_string());
-                    if let Ok(new) = result {
-                        log_outcome(&event.id, &event.event_type, new);
-                    }
-                    let _ = outcome.send(result);
-                }
-            }
-            Err(error) => {
-                for outcome in outcomes {
-                    let _ = outcome.send(Err(error.to_string()));
-                }
-            }
-        }
-    }
 }
 
 fn log_outcome(event_id: &str, event_type: &str, new: bool) {

@@ -9,8 +9,6 @@
 //! therefore never interleaves with an event being applied: an event committed before it is replayed, an
 //! event arriving meanwhile waits and is applied after it, exactly once either way.
 
-use std::collections::BTreeSet;
-
 use platform::db::{Db, finish};
 use platform::with_db;
 
@@ -186,20 +184,12 @@ impl Store {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        let now = platform::time::now_micros();
         with_db!(&self.db, pool => {
             let mut tx = platform::db::begin(pool).await?;
             let result = async {
                 lock_aggregates!(&mut *tx);
-                let mut inbox = sqlx::QueryBuilder::new("INSERT INTO inbox (consumer, event_id, handle_time) ");
-                let ids: BTreeSet<&str> = events.iter().map(|(event, _)| event.id.as_str()).collect();
-                inbox.push_values(&ids, |mut row, id| {
-                    row.push_bind(crate::events::CONSUMER).push_bind(*id).push_bind(now);
-                });
-                // RETURNING names the ids that went in: those not handled before.
-                inbox.push(" ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id");
-                let mut new: BTreeSet<String> =
-                    inbox.build_query_scalar::<String>().fetch_all(&mut *tx).await?.into_iter().collect();
+                let ids: Vec<&str> = events.iter().map(|(event, _)| event.id.as_str()).collect();
+                let mut new = platform::events::first_deliveries(&mut *tx, crate::events::CONSUMER, &ids).await?;
                 let mut totals = Totals::default();
                 let mut kept = Vec::new();
                 let applied: Vec<bool> = events

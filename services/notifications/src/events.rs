@@ -4,10 +4,12 @@
 //! (also links its payment to the order and customer), `order.failed`, `payment.failed` and
 //! `refund.completed` (addressed through that link, as its payload names only the payment). Each event
 //! becomes one email notification — PENDING, or SKIPPED with the reason when nobody can be addressed — and a
-//! webhook delivery per endpoint subscribed to its type, all in the transaction of its inbox row.
+//! webhook delivery per endpoint subscribed to its type, all in the transaction of its inbox row. Deliveries
+//! are recorded in batches: those that arrive while one is being written go together into the next.
 //!
 //! Published (through the outbox, see [`crate::dispatch`]): `notification.sent` and `notification.failed`.
 
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use api::mercato::auth::v1::UserRegistered;
@@ -15,7 +17,7 @@ use api::mercato::notifications::v1::{NotificationChannel, NotificationFailed, N
 use api::mercato::orders::v1::{OrderConfirmed, OrderFailed};
 use api::mercato::payments::v1::PaymentFailed;
 use api::mercato::refunds::v1::RefundCompleted;
-use platform::events::{EventBus, EventEnvelope, NewEvent};
+use platform::events::{BatchRecorder, EventBus, EventEnvelope, GroupCommit, NewEvent};
 use prost::Message;
 use tokio::sync::Notify;
 
@@ -27,6 +29,9 @@ use crate::templates::{Facts, ItemLine, Templates};
 /// The service's consumer name (its inbox and, on RabbitMQ, its queue).
 pub const CONSUMER: &str = "notifications";
 
+/// Most events recorded in one transaction.
+const MAX_BATCH: usize = 64;
+
 /// What the consumer needs: the store, the templates, and the dispatcher to wake.
 #[derive(Debug, Clone)]
 pub struct Consumer {
@@ -35,77 +40,101 @@ pub struct Consumer {
     dispatcher: Arc<Notify>,
 }
 
+/// A delivery decoded: what its event asks for, before anybody is addressed.
+#[derive(Debug)]
+pub struct Delivery {
+    event_id: String,
+    event_type: String,
+    plan: Plan,
+    webhook_body: String,
+}
+
+/// Whom a batch's emails can go to: the recipients and payment links stored before it, then those its own
+/// events introduce, in order.
+#[derive(Debug, Default)]
+struct Directory {
+    recipients: HashMap<String, Recipient>,
+    payments: HashMap<String, PaymentLink>,
+}
+
 impl Consumer {
     /// A consumer writing to `store`, rendering with `templates`, waking `dispatcher` after new work.
     pub fn new(store: Store, templates: Arc<Templates>, dispatcher: Arc<Notify>) -> Self {
         Self { store, templates, dispatcher }
     }
 
-    /// Subscribes for every consumed event type on `bus`.
+    /// Subscribes for every consumed event type on `bus`. Deliveries that arrive while a batch is being
+    /// recorded wait and are recorded together in the next one ([`GroupCommit`]); each is acknowledged once
+    /// its batch has committed. Must be called inside a Tokio runtime (it starts the task recording batches).
     pub fn subscribe(self, bus: &dyn EventBus) {
         let types: Vec<&str> = domain::CONSUMED.iter().map(|(t, _)| *t).collect();
-        let consumer = Arc::new(self);
+        let batches = GroupCommit::start(self, MAX_BATCH);
         bus.subscribe(
             CONSUMER,
             &types,
             Arc::new(move |envelope: Arc<EventEnvelope>| {
-                let consumer = consumer.clone();
-                Box::pin(async move { consumer.handle(&envelope).await })
+                let batches = batches.clone();
+                Box::pin(async move {
+                    let delivery = Delivery::decode(&envelope)?;
+                    let recorded =
+                        batches.record(delivery).await.map_err(|e| format!("recording event {}: {e}", envelope.id))?;
+                    log_outcome(&envelope, recorded);
+                    Ok(())
+                })
             }),
         );
     }
 
-    /// Handles one event; Err makes the bus deliver it again.
-    pub async fn handle(&self, envelope: &EventEnvelope) -> Result<(), String> {
-        let plan = plan(envelope).map_err(|e| format!("event {} ({}): {e}", envelope.id, envelope.r#type))?;
-        let webhook_body = webhook_body(envelope).map_err(|e| format!("event {}: {e}", envelope.id))?;
-        let email = self.email(&plan).await.map_err(|e| format!("event {}: {e}", envelope.id))?;
-        let effect = EventEffect {
-            event_id: &envelope.id,
-            event_type: &envelope.r#type,
-            register: plan.register.as_ref(),
-            payment: plan.payment.as_ref(),
-            email,
-            webhook_body: &webhook_body,
-        };
-        let recorded = self
-            .store
-            .record_event(&effect, platform::time::now_micros())
-            .await
-            .map_err(|e| format!("recording event {}: {e}", envelope.id))?;
-        if recorded {
-            tracing::info!(event_id = %envelope.id, event_type = %envelope.r#type, status = effect.email.status.as_str(), "notification recorded");
-            self.dispatcher.notify_one();
-        }
-        Ok(())
+    /// What the stored directory knows of the recipients and payments `deliveries` address.
+    async fn directory(&self, deliveries: &[Delivery]) -> Result<Directory, Error> {
+        let payment_ids: BTreeSet<&str> = deliveries
+            .iter()
+            .filter_map(|d| match &d.plan.addressee {
+                Addressee::Payment(id) => Some(id.as_str()),
+                _ => None,
+            })
+            .collect();
+        let payments = self.store.payments(&payment_ids).await?;
+        let mut customers: BTreeSet<&str> = deliveries
+            .iter()
+            .filter_map(|d| match &d.plan.addressee {
+                Addressee::Customer(id) => Some(id.as_str()),
+                _ => None,
+            })
+            .collect();
+        // The customers of refunded payments, linked before the batch or in it.
+        customers.extend(payments.values().map(|link| link.customer_id.as_str()));
+        customers.extend(deliveries.iter().filter_map(|d| d.plan.payment.as_ref()).map(|l| l.customer_id.as_str()));
+        let recipients = self.store.recipients(&customers).await?;
+        Ok(Directory { recipients, payments })
     }
 
     /// The email for `plan`: rendered for its recipient, or SKIPPED saying why nobody can be addressed.
-    async fn email(&self, plan: &Plan) -> Result<NewNotification, Error> {
+    fn email(&self, plan: &Plan, directory: &Directory) -> NewNotification {
         let (recipient, order_id) = match &plan.addressee {
             Addressee::Registered => (plan.register.clone(), None),
-            Addressee::Customer(id) => match self.store.recipient(id).await? {
-                Some(r) => (Some(r), None),
-                None => return Ok(skipped(id, format!("no address for customer {id}: no user.registered seen"))),
+            Addressee::Customer(id) => match directory.recipients.get(id) {
+                Some(r) => (Some(r.clone()), None),
+                None => return skipped(id, format!("no address for customer {id}: no user.registered seen")),
             },
-            Addressee::Payment(payment_id) => match self.store.payment(payment_id).await? {
+            Addressee::Payment(payment_id) => match directory.payments.get(payment_id) {
                 None => {
-                    return Ok(skipped(
+                    return skipped(
                         "",
                         format!("no customer known for payment {payment_id}: no order.confirmed seen for it"),
-                    ));
+                    );
                 }
-                Some(link) => match self.store.recipient(&link.customer_id).await? {
-                    Some(r) => (Some(r), Some(link.order_id)),
+                Some(link) => match directory.recipients.get(&link.customer_id) {
+                    Some(r) => (Some(r.clone()), Some(link.order_id.clone())),
                     None => {
                         let id = &link.customer_id;
-                        return Ok(skipped(id, format!("no address for customer {id}: no user.registered seen")));
+                        return skipped(id, format!("no address for customer {id}: no user.registered seen"));
                     }
                 },
             },
-            Addressee::Nobody(reason) => return Ok(skipped("", reason.clone())),
+            Addressee::Nobody(reason) => return skipped("", reason.clone()),
         };
-        let Some(recipient) = recipient else { return Ok(skipped("", "no recipient".to_owned())) };
+        let Some(recipient) = recipient else { return skipped("", "no recipient".to_owned()) };
         let facts = match (&plan.facts, order_id) {
             (Facts::RefundCompleted { amount, reason, .. }, Some(order_id)) => {
                 Facts::RefundCompleted { order_id, amount: amount.clone(), reason: reason.clone() }
@@ -121,7 +150,7 @@ impl Consumer {
             status: Status::Pending,
             last_error: String::new(),
         };
-        Ok(match self.templates.render(&facts, &recipient.display_name, &recipient.locale) {
+        match self.templates.render(&facts, &recipient.display_name, &recipient.locale) {
             Ok(email) => {
                 NewNotification { subject: email.subject, body_text: email.text, body_html: email.html, ..base }
             }
@@ -130,7 +159,64 @@ impl Consumer {
                 tracing::error!(error = %e, "rendering a notification failed");
                 NewNotification { status: Status::Failed, last_error: e.to_string(), ..base }
             }
-        })
+        }
+    }
+}
+
+impl BatchRecorder for Consumer {
+    type Item = Delivery;
+    /// The status of the event's email, or `None` when the event was handled before.
+    type Outcome = Option<Status>;
+    type Error = Error;
+
+    /// Addresses and renders the batch's emails, then writes them and the rest of the effects in one
+    /// transaction; wakes the dispatcher when anything new was written.
+    async fn record_batch(&self, deliveries: &[Delivery]) -> Result<Vec<Option<Status>>, Error> {
+        let mut directory = self.directory(deliveries).await?;
+        let effects: Vec<EventEffect> = deliveries
+            .iter()
+            .map(|d| {
+                let email = self.email(&d.plan, &directory);
+                // Whom this event introduces is known to the events after it.
+                if let Some(r) = &d.plan.register {
+                    directory.recipients.insert(r.user_id.clone(), r.clone());
+                }
+                if let Some(link) = &d.plan.payment {
+                    directory.payments.entry(link.payment_id.clone()).or_insert_with(|| link.clone());
+                }
+                EventEffect {
+                    event_id: d.event_id.clone(),
+                    event_type: d.event_type.clone(),
+                    register: d.plan.register.clone(),
+                    payment: d.plan.payment.clone(),
+                    email,
+                    webhook_body: d.webhook_body.clone(),
+                }
+            })
+            .collect();
+        let new = self.store.record_events(&effects, platform::time::now_micros()).await?;
+        if new.iter().any(|new| *new) {
+            self.dispatcher.notify_one();
+        }
+        Ok(effects.iter().zip(new).map(|(effect, new)| new.then_some(effect.email.status)).collect())
+    }
+}
+
+impl Delivery {
+    /// Decodes a delivery; an error names the event and is final for it (the bus dead-letters it in the end).
+    pub fn decode(envelope: &EventEnvelope) -> Result<Self, String> {
+        let plan = plan(envelope).map_err(|e| format!("event {} ({}): {e}", envelope.id, envelope.r#type))?;
+        let webhook_body = webhook_body(envelope).map_err(|e| format!("event {}: {e}", envelope.id))?;
+        Ok(Self { event_id: envelope.id.clone(), event_type: envelope.r#type.clone(), plan, webhook_body })
+    }
+}
+
+/// Logs what became of a delivery, in its consumer span.
+fn log_outcome(envelope: &EventEnvelope, email: Option<Status>) {
+    let (event_id, event_type) = (&envelope.id, &envelope.r#type);
+    match email {
+        Some(status) => tracing::info!(%event_id, %event_type, status = status.as_str(), "notification recorded"),
+        None => tracing::info!(%event_id, %event_type, "event seen before, skipped"),
     }
 }
 

@@ -2,12 +2,16 @@
 //! PostgreSQL share, and run on whichever pool the [`Db`] holds through `with_db!`; the one difference is the
 //! row lock of the dispatcher's claim (see [`Store::claim_due`]).
 //!
-//! An event's effect (the recipient it introduces, the payment it links, the notifications it causes) is
-//! one transaction with its inbox row; a delivery's outcome is one transaction with the event reporting it.
+//! Events are recorded in batches: the effects of a batch (the recipients they introduce, the payments they
+//! link, the notifications they cause) are one transaction with their inbox rows. A delivery's outcome is one
+//! statement, or one transaction with the event reporting it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use platform::db::{Db, finish};
 use platform::events::{NewEvent, enqueue};
 use platform::with_db;
+use sqlx::QueryBuilder;
 
 use crate::domain::{Channel, Cursor, Status};
 use crate::error::Error;
@@ -166,49 +170,77 @@ enum Arg {
     Int(i64),
 }
 
-/// Inserts one notification row (a macro: it runs on either engine's transaction).
-macro_rules! insert_notification {
-    ($conn:expr, $channel:expr, $event_type:expr, $event_id:expr, $n:expr, $endpoint_id:expr, $payload:expr, $now:expr) => {{
-        let n: &NewNotification = $n;
-        sqlx::query(
-            "INSERT INTO notifications (id, user_id, channel, event_type, event_id, recipient, subject, body_text, \
-             body_html, endpoint_id, payload, status, attempts, last_error, next_attempt_time, create_time, \
-             update_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, 0, $13, $14, $14, $14)",
-        )
-        .bind(uuid::Uuid::now_v7().to_string())
-        .bind(&n.user_id)
-        .bind($channel.as_str())
-        .bind($event_type)
-        .bind($event_id)
-        .bind(&n.recipient)
-        .bind(&n.subject)
-        .bind(&n.body_text)
-        .bind(&n.body_html)
-        .bind($endpoint_id)
-        .bind($payload)
-        .bind(n.status.as_str())
-        .bind(&n.last_error)
-        .bind($now)
-        .execute($conn)
-        .await?
-    }};
+/// Rows per multi-row insert of notifications: seventeen parameters each stays far below SQLite's 32766
+/// parameters per statement (a batch of events times the endpoints subscribed to them can be thousands).
+const INSERT_ROWS: usize = 500;
+
+/// A notification row about to be inserted.
+struct NotificationInsert<'a> {
+    channel: Channel,
+    event: &'a EventEffect,
+    user_id: &'a str,
+    recipient: &'a str,
+    subject: &'a str,
+    body_text: &'a str,
+    body_html: &'a str,
+    endpoint_id: &'a str,
+    payload: &'a str,
+    status: Status,
+    last_error: &'a str,
 }
 
-/// What one consumed event changes, written by [`Store::record_event`].
+impl<'a> NotificationInsert<'a> {
+    /// The email `event` causes.
+    fn email(event: &'a EventEffect) -> Self {
+        let n = &event.email;
+        Self {
+            channel: Channel::Email,
+            event,
+            user_id: &n.user_id,
+            recipient: &n.recipient,
+            subject: &n.subject,
+            body_text: &n.body_text,
+            body_html: &n.body_html,
+            endpoint_id: "",
+            payload: "",
+            status: n.status,
+            last_error: &n.last_error,
+        }
+    }
+
+    /// The webhook delivery of `event` to `endpoint`.
+    fn webhook(event: &'a EventEffect, endpoint: &'a EndpointRow) -> Self {
+        Self {
+            channel: Channel::Webhook,
+            event,
+            user_id: "",
+            recipient: &endpoint.url,
+            subject: "",
+            body_text: "",
+            body_html: "",
+            endpoint_id: &endpoint.id,
+            payload: &event.webhook_body,
+            status: Status::Pending,
+            last_error: "",
+        }
+    }
+}
+
+/// What one consumed event changes, written by [`Store::record_events`].
 #[derive(Debug, Clone)]
-pub struct EventEffect<'a> {
+pub struct EventEffect {
     /// The event's id (the inbox key).
-    pub event_id: &'a str,
+    pub event_id: String,
     /// Its type.
-    pub event_type: &'a str,
+    pub event_type: String,
     /// A user it introduces.
-    pub register: Option<&'a Recipient>,
+    pub register: Option<Recipient>,
     /// A payment it links to its order and customer.
-    pub payment: Option<&'a PaymentLink>,
+    pub payment: Option<PaymentLink>,
     /// The email it causes (possibly SKIPPED).
     pub email: NewNotification,
     /// The JSON body for the webhook endpoints subscribed to its type.
-    pub webhook_body: &'a str,
+    pub webhook_body: String,
 }
 
 /// The notifications service's tables.
@@ -223,88 +255,140 @@ impl Store {
         Self { db }
     }
 
-    /// The user `user_id`, if `user.registered` introduced them.
-    pub async fn recipient(&self, user_id: &str) -> Result<Option<Recipient>, Error> {
-        Ok(with_db!(&self.db, pool => {
-            sqlx::query_as::<_, Recipient>(
-                "SELECT user_id, email, display_name, locale FROM recipients WHERE user_id = $1",
-            )
-            .bind(user_id)
-            .fetch_optional(pool)
-            .await?
-        }))
+    /// The users among `user_ids` that `user.registered` introduced, by id.
+    pub async fn recipients(&self, user_ids: &BTreeSet<&str>) -> Result<HashMap<String, Recipient>, Error> {
+        if user_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = with_db!(&self.db, pool => {
+            let mut select =
+                QueryBuilder::new("SELECT user_id, email, display_name, locale FROM recipients WHERE user_id IN (");
+            let mut ids = select.separated(", ");
+            for id in user_ids {
+                ids.push_bind(*id);
+            }
+            select.push(")");
+            select.build_query_as::<Recipient>().fetch_all(pool).await?
+        });
+        Ok(rows.into_iter().map(|r| (r.user_id.clone(), r)).collect())
     }
 
-    /// The order and customer of `payment_id`, if `order.confirmed` told them.
-    pub async fn payment(&self, payment_id: &str) -> Result<Option<PaymentLink>, Error> {
-        Ok(with_db!(&self.db, pool => {
-            sqlx::query_as::<_, PaymentLink>(
-                "SELECT payment_id, order_id, customer_id FROM payments WHERE payment_id = $1",
-            )
-            .bind(payment_id)
-            .fetch_optional(pool)
-            .await?
-        }))
+    /// The order and customer of those among `payment_ids` that `order.confirmed` told, by payment id.
+    pub async fn payments(&self, payment_ids: &BTreeSet<&str>) -> Result<HashMap<String, PaymentLink>, Error> {
+        if payment_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = with_db!(&self.db, pool => {
+            let mut select =
+                QueryBuilder::new("SELECT payment_id, order_id, customer_id FROM payments WHERE payment_id IN (");
+            let mut ids = select.separated(", ");
+            for id in payment_ids {
+                ids.push_bind(*id);
+            }
+            select.push(")");
+            select.build_query_as::<PaymentLink>().fetch_all(pool).await?
+        });
+        Ok(rows.into_iter().map(|p| (p.payment_id.clone(), p)).collect())
     }
 
-    /// Writes the effect of one event, once: false (and nothing written) when the event was handled before.
-    /// Every endpoint subscribed to the event type gets a PENDING webhook delivery.
-    pub async fn record_event(&self, effect: &EventEffect<'_>, now: i64) -> Result<bool, Error> {
+    /// Writes the effects of `events` in one transaction, each once: says for each, in order, whether it was
+    /// new (false, and nothing written for it, when it was handled before or earlier in `events`). Every
+    /// endpoint subscribed to an event's type gets a PENDING webhook delivery of it.
+    pub async fn record_events(&self, events: &[EventEffect], now: i64) -> Result<Vec<bool>, Error> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
         with_db!(&self.db, pool => {
             let mut tx = platform::db::begin(pool).await?;
-            let result: Result<bool, Error> = async {
-                if !platform::events::first_delivery(&mut *tx, crate::events::CONSUMER, effect.event_id).await? {
-                    return Ok(false);
+            let result: Result<Vec<bool>, Error> = async {
+                let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+                let mut first = platform::events::first_deliveries(&mut *tx, crate::events::CONSUMER, &ids).await?;
+                // `remove`: a second copy of an event in the batch is a repeat.
+                let new: Vec<bool> = events.iter().map(|e| first.remove(&e.event_id)).collect();
+                let kept: Vec<&EventEffect> =
+                    events.iter().zip(&new).filter(|(_, new)| **new).map(|(event, _)| event).collect();
+                if kept.is_empty() {
+                    return Ok(new);
                 }
-                if let Some(r) = effect.register {
-                    sqlx::query(
-                        "INSERT INTO recipients (user_id, email, display_name, locale, update_time) \
-                         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, \
+                // One row per key and statement, as PostgreSQL requires: a user's last registration in the
+                // batch wins (as it would one event at a time), a payment's first link stays.
+                let registered: BTreeMap<&str, &Recipient> =
+                    kept.iter().filter_map(|e| e.register.as_ref()).map(|r| (r.user_id.as_str(), r)).collect();
+                if !registered.is_empty() {
+                    let mut upsert = QueryBuilder::new(
+                        "INSERT INTO recipients (user_id, email, display_name, locale, update_time) ",
+                    );
+                    upsert.push_values(registered.values(), |mut row, r| {
+                        row.push_bind(r.user_id.as_str())
+                            .push_bind(r.email.as_str())
+                            .push_bind(r.display_name.as_str())
+                            .push_bind(r.locale.as_str())
+                            .push_bind(now);
+                    });
+                    upsert.push(
+                        " ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, \
                          display_name = excluded.display_name, locale = excluded.locale, \
                          update_time = excluded.update_time",
-                    )
-                    .bind(&r.user_id)
-                    .bind(&r.email)
-                    .bind(&r.display_name)
-                    .bind(&r.locale)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                    );
+                    upsert.build().execute(&mut *tx).await?;
                 }
-                if let Some(p) = effect.payment {
-                    sqlx::query(
-                        "INSERT INTO payments (payment_id, order_id, customer_id, create_time) VALUES ($1, $2, $3, $4) \
-                         ON CONFLICT (payment_id) DO NOTHING",
-                    )
-                    .bind(&p.payment_id)
-                    .bind(&p.order_id)
-                    .bind(&p.customer_id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
+                let mut links: BTreeMap<&str, &PaymentLink> = BTreeMap::new();
+                for link in kept.iter().filter_map(|e| e.payment.as_ref()) {
+                    links.entry(link.payment_id.as_str()).or_insert(link);
                 }
-                insert_notification!(&mut *tx, Channel::Email, effect.event_type, effect.event_id, &effect.email, "", "", now);
+                if !links.is_empty() {
+                    let mut insert =
+                        QueryBuilder::new("INSERT INTO payments (payment_id, order_id, customer_id, create_time) ");
+                    insert.push_values(links.values(), |mut row, p| {
+                        row.push_bind(p.payment_id.as_str())
+                            .push_bind(p.order_id.as_str())
+                            .push_bind(p.customer_id.as_str())
+                            .push_bind(now);
+                    });
+                    insert.push(" ON CONFLICT (payment_id) DO NOTHING");
+                    insert.build().execute(&mut *tx).await?;
+                }
                 let endpoints = sqlx::query_as::<_, EndpointRow>(
                     "SELECT id, url, event_types, create_time FROM webhook_endpoints ORDER BY create_time, id",
                 )
                 .fetch_all(&mut *tx)
                 .await?;
-                for endpoint in endpoints.iter().filter(|e| e.event_types.split(' ').any(|t| t == effect.event_type)) {
-                    let delivery = NewNotification {
-                        user_id: String::new(),
-                        recipient: endpoint.url.clone(),
-                        subject: String::new(),
-                        body_text: String::new(),
-                        body_html: String::new(),
-                        status: Status::Pending,
-                        last_error: String::new(),
-                    };
-                    insert_notification!(
-                        &mut *tx, Channel::Webhook, effect.event_type, effect.event_id, &delivery, &endpoint.id,
-                        effect.webhook_body, now
-                    );
+                let mut rows = Vec::with_capacity(kept.len());
+                for event in &kept {
+                    rows.push(NotificationInsert::email(event));
+                    let subscribed =
+                        endpoints.iter().filter(|e| e.event_types.split(' ').any(|t| t == event.event_type));
+                    rows.extend(subscribed.map(|endpoint| NotificationInsert::webhook(event, endpoint)));
                 }
-                Ok(true)
+                for chunk in rows.chunks(INSERT_ROWS) {
+                    let mut insert = QueryBuilder::new(
+                        "INSERT INTO notifications (id, user_id, channel, event_type, event_id, recipient, subject, \
+                         body_text, body_html, endpoint_id, payload, status, attempts, last_error, next_attempt_time, \
+                         create_time, update_time) ",
+                    );
+                    insert.push_values(chunk, |mut row, n| {
+                        // Version 7 ids follow creation order, which the dispatcher's claim goes by.
+                        row.push_bind(uuid::Uuid::now_v7().to_string())
+                            .push_bind(n.user_id)
+                            .push_bind(n.channel.as_str())
+                            .push_bind(n.event.event_type.as_str())
+                            .push_bind(n.event.event_id.as_str())
+                            .push_bind(n.recipient)
+                            .push_bind(n.subject)
+                            .push_bind(n.body_text)
+                            .push_bind(n.body_html)
+                            .push_bind(n.endpoint_id)
+                            .push_bind(n.payload)
+                            .push_bind(n.status.as_str())
+                            .push_bind(0_i32)
+                            .push_bind(n.last_error)
+                            .push_bind(now)
+                            .push_bind(now)
+                            .push_bind(now);
+                    });
+                    insert.build().execute(&mut *tx).await?;
+                }
+                Ok(new)
             }
             .await;
             finish(tx, result).await
@@ -375,21 +459,24 @@ impl Store {
             Outcome::Failed(error) => (Status::Failed, error.as_str(), now, true),
         };
         with_db!(&self.db, pool => {
+            let update = sqlx::query(
+                "UPDATE notifications SET status = $1, last_error = $2, next_attempt_time = $3, \
+                 attempts = attempts + $4, update_time = $5 WHERE id = $6 AND status = 'PENDING'",
+            )
+            .bind(status.as_str())
+            .bind(error)
+            .bind(next)
+            .bind(i32::from(counted))
+            .bind(now)
+            .bind(&due.id);
+            let Some(event) = event else {
+                // Nothing to publish: one statement, no transaction around it.
+                update.execute(pool).await?;
+                return Ok(());
+            };
             let mut tx = platform::db::begin(pool).await?;
             let result: Result<(), Error> = async {
-                let updated = sqlx::query(
-                    "UPDATE notifications SET status = $1, last_error = $2, next_attempt_time = $3, \
-                     attempts = attempts + $4, update_time = $5 WHERE id = $6 AND status = 'PENDING'",
-                )
-                .bind(status.as_str())
-                .bind(error)
-                .bind(next)
-                .bind(i32::from(counted))
-                .bind(now)
-                .bind(&due.id)
-                .execute(&mut *tx)
-                .await?;
-                if let (1, Some(event)) = (updated.rows_affected(), event) {
+                if update.execute(&mut *tx).await?.rows_affected() == 1 {
                     enqueue(&mut *tx, crate::NAME, event).await?;
                 }
                 Ok(())

@@ -26,3 +26,41 @@ where
     .await?;
     Ok(inserted.is_some())
 }
+
+/// Records that `consumer` handles each of `event_ids` in one statement, on `connection` (in the transaction
+/// of their effects: pass `&mut *tx`). Returns the ids not handled before; an id given twice counts once. One
+/// parameter per id: keep batches far below SQLite's limit of 32766.
+pub async fn first_deliveries<C, DB>(
+    connection: &mut C,
+    consumer: &str,
+    event_ids: &[&str],
+) -> Result<std::collections::HashSet<String>, sqlx::Error>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut C: sqlx::Executor<'c, Database = DB>,
+    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'r> String: sqlx::Decode<'r, DB>,
+    usize: sqlx::ColumnIndex<DB::Row>,
+{
+    // Distinct ids: PostgreSQL refuses a statement whose rows conflict with each other.
+    let ids: std::collections::BTreeSet<&str> = event_ids.iter().copied().collect();
+    if ids.is_empty() {
+        return Ok(std::collections::HashSet::new());
+    }
+    // `$1` the consumer and `$2` the time in every row, then one id each; RETURNING names the ids that went
+    // in: those not handled before.
+    let rows: Vec<String> = (0..ids.len()).map(|i| format!("($1, ${}, $2)", i + 3)).collect();
+    let sql = format!(
+        "INSERT INTO inbox (consumer, event_id, handle_time) VALUES {} \
+         ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id",
+        rows.join(", ")
+    );
+    let mut insert = sqlx::query_scalar::<DB, String>(&sql).bind(consumer.to_owned()).bind(crate::time::now_micros());
+    for id in ids {
+        insert = insert.bind(id.to_owned());
+    }
+    let new = insert.fetch_all(connection).await?;
+    Ok(new.into_iter().collect())
+}

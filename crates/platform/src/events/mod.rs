@@ -9,6 +9,7 @@
 mod amqp;
 mod bus;
 mod claim;
+mod group_commit;
 mod inbox;
 mod outbox;
 mod relay;
@@ -16,7 +17,8 @@ mod relay;
 pub use amqp::{AmqpBus, AmqpError, AmqpOptions};
 pub use api::mercato::events::v1::EventEnvelope;
 pub use bus::{BatchOutcome, BusError, EventBus, GatedBus, Handler, InProcessBus};
-pub use inbox::first_delivery;
+pub use group_commit::{BatchRecorder, GroupCommit};
+pub use inbox::{first_deliveries, first_delivery};
 pub use outbox::{NewEvent, enqueue, unsent_count};
 pub use relay::{Relay, RelayHandle};
 

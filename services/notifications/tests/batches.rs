@@ -1,0 +1,125 @@
+//! Events recorded together: the consumer's batch (what the group commit hands it) on SQLite and (when
+//! `MERCATO_TEST_DATABASE_URL` is set) PostgreSQL. The events of one batch see what the events before them
+//! introduce, and each event counts once however often it comes.
+
+mod common;
+
+use std::sync::Arc;
+
+use api::mercato::refunds::v1::RefundCompleted;
+use common::{confirmed, envelope, eur, registered};
+use notifications::domain::Status;
+use notifications::events::{Consumer, Delivery};
+use notifications::store::{Due, Store};
+use notifications::templates::Templates;
+use platform::db::Db;
+use platform::events::BatchRecorder;
+use tokio::sync::Notify;
+
+async fn consumer(db: &Db) -> (Consumer, Store, Arc<Notify>) {
+    db.migrate(&notifications::MIGRATOR, notifications::NAME).await.expect("migrated");
+    let store = Store::new(db.clone());
+    let wake = Arc::new(Notify::new());
+    let templates = Arc::new(Templates::load().expect("templates"));
+    (Consumer::new(store.clone(), templates, wake.clone()), store, wake)
+}
+
+fn decoded(envelopes: &[&platform::events::EventEnvelope]) -> Vec<Delivery> {
+    envelopes.iter().map(|e| Delivery::decode(e).expect("decodes")).collect()
+}
+
+/// Every PENDING notification with its rendered content, in the order the dispatcher takes them (by id: all
+/// were written at the same time). Claimed, so that the next call returns only newer ones.
+async fn pending(store: &Store) -> Vec<Due> {
+    let now = platform::time::now_micros();
+    let mut due = store.claim_due(now, now + 60_000_000, 100).await.expect("claimed");
+    due.sort_by(|a, b| a.id.cmp(&b.id));
+    due
+}
+
+async fn a_batch_sees_what_its_earlier_events_introduce(db: Db) {
+    let (consumer, store, wake) = consumer(&db).await;
+    let register = registered("u-ada", "ada@example.com", "Ada", "en");
+    let order = confirmed("o-1", "u-ada", "pay-1");
+    let refund = RefundCompleted {
+        refund_id: "r-1".into(),
+        payment_id: "pay-1".into(),
+        amount: Some(eur(500)),
+        reason: String::new(),
+    };
+    let refund = envelope("refund.completed", "r-1", &refund);
+    // Nothing stored yet: Ada and her payment are known only from the events ahead in the same batch.
+    let outcomes = consumer.record_batch(&decoded(&[&register, &order, &refund, &order])).await.expect("recorded");
+    assert_eq!(
+        outcomes,
+        [Some(Status::Pending), Some(Status::Pending), Some(Status::Pending), None],
+        "the second copy of the order is a repeat"
+    );
+    // The dispatcher was woken.
+    tokio::time::timeout(std::time::Duration::from_secs(1), wake.notified()).await.expect("the dispatcher is woken");
+
+    let mails = pending(&store).await;
+    let types: Vec<&str> = mails.iter().map(|m| m.event_type.as_str()).collect();
+    assert_eq!(types, ["user.registered", "order.confirmed", "refund.completed"], "one mail per event, in order");
+    for mail in &mails {
+        assert_eq!((mail.user_id.as_str(), mail.recipient.as_str()), ("u-ada", "ada@example.com"), "{mail:#?}");
+    }
+    assert_eq!(mails[1].subject, "Your order o-1 is confirmed");
+    assert!(
+        mails[2].body_text.contains("for your order o-1"),
+        "the refund names the order of its payment: {}",
+        mails[2].body_text
+    );
+
+    // A later batch: what the first stored addresses its events; repeats of any earlier event change nothing.
+    let second_order = confirmed("o-2", "u-ada", "pay-2");
+    let outcomes = consumer.record_batch(&decoded(&[&register, &second_order, &refund])).await.expect("recorded");
+    assert_eq!(outcomes, [None, Some(Status::Pending), None]);
+    let mails = pending(&store).await;
+    assert_eq!(mails.len(), 1, "only the new order's mail: {mails:#?}");
+    assert_eq!(
+        (mails[0].subject.as_str(), mails[0].recipient.as_str()),
+        ("Your order o-2 is confirmed", "ada@example.com")
+    );
+}
+
+async fn a_customer_registered_after_their_order_in_the_batch_is_not_addressed(db: Db) {
+    let (consumer, store, _wake) = consumer(&db).await;
+    let order = confirmed("o-1", "u-bob", "pay-1");
+    let register = registered("u-bob", "bob@example.com", "Bob", "en");
+    let outcomes = consumer.record_batch(&decoded(&[&order, &register])).await.expect("recorded");
+    // As one event at a time in this order: the order came before anybody knew Bob.
+    assert_eq!(outcomes, [Some(Status::Skipped), Some(Status::Pending)]);
+    let mails = pending(&store).await;
+    assert_eq!(mails.len(), 1);
+    assert_eq!(mails[0].event_type, "user.registered");
+}
+
+/// Runs each scenario once on SQLite and once on PostgreSQL.
+macro_rules! on_both_engines {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let (db, _dir) = platform::testkit::sqlite("notifications").await.expect("sqlite");
+                    super::$scenario(db).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $scenario() {
+                    let Some(db) = platform::testkit::postgres("notifications").await else { return };
+                    super::$scenario(db).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_engines!(
+    a_batch_sees_what_its_earlier_events_introduce,
+    a_customer_registered_after_their_order_in_the_batch_is_not_addressed,
+);
