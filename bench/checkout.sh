@@ -24,7 +24,7 @@
 # wrong indexes (seen: the orders idempotency check walking all of a customer's orders, the saga's step update
 # walking the in-flight index). A shop runs on analysed tables; the benchmark measures that. WARMUP=0 skips it.
 #
-# Usage: bench/checkout.sh     (DURATION=30s CONNECTIONS=16 PRODUCTS=1 WARMUP=10s PG=postgres://postgres@127.0.0.1:5432;
+# Usage: bench/checkout.sh     (DURATION=30s CONNECTIONS=16 PRODUCTS=1 WARMUP=10s PG=postgres://postgres@127.0.0.1:5432 BIN=;
 #                               needs wrk, pgbench, psql, curl, python3)
 # PRODUCTS=N spreads the orders over N products (each request picks one at random): with 1, every checkout
 # holds and sells stock of the same inventory row, the worst case of contention.
@@ -41,8 +41,11 @@ HTTP=127.0.0.1:18180
 BASE="http://$HTTP"
 RUN="bench_$(date +%s)"
 
-cargo build --release --locked -p mercato >/dev/null 2>&1
-BIN="$TARGET/release/mercato"
+# BIN=path runs that binary instead of building this checkout's (a baseline built from another commit, say).
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --locked -p mercato >/dev/null 2>&1
+  BIN="$TARGET/release/mercato"
+fi
 WORK=$(mktemp -d)
 services=(auth catalog cart orders payments ledger refunds notifications analytics)
 declare -A ports=([auth]=50051 [catalog]=50053 [cart]=50054 [orders]=50055 [payments]=50056 [ledger]=50057
@@ -90,15 +93,18 @@ local counter = 0
 local products = {$product_list}
 local head = '{"shippingAddress":{"name":"B","line1":"1 Main St","line2":"","city":"Paris","region":"","postalCode":"75001","country":"FR"},"paymentMethod":"tok_visa","items":[{"productId":"'
 local tail = '","quantity":1}]}'
+-- Keys unique across wrk runs too: unseeded, math.random gives every run the same numbers, and the measured
+-- run would replay the warm-up's orders (seen: a third of its requests were replays).
+math.randomseed(os.time())
 function setup(thread)
-  thread:set("tid", math.random(1, 1e9))
+  thread:set("tid", string.format("%d-%d", os.time(), math.random(1, 1e9)))
 end
 function request()
   counter = counter + 1
   return wrk.format("POST", "/v1/orders", {
     ["content-type"] = "application/json",
     ["authorization"] = "Bearer $buyer",
-    ["idempotency-key"] = string.format("bench-%d-%d", tid, counter),
+    ["idempotency-key"] = string.format("bench-%s-%d", tid, counter),
   }, head .. products[math.random(#products)] .. tail)
 end
 function response(status, headers, body)
@@ -229,6 +235,9 @@ per = (after - before) / max(confirmed + failed, 1)
 equivalent = tps / per
 print(f"checkouts: {confirmed} confirmed, {failed} not, {rate:.1f}/s over {seconds} s (the load, then until its "
       f"events were handled); p50 {pct.get('50')}, p99 {pct.get('99')}")
+requests = int(re.search(r"(\d+) requests in", wrk).group(1))
+# Every request carries a new key: answered requests and new orders differ only by those cut off at the end.
+print(f"requests answered: {requests}; orders they created: {confirmed + failed}")
 print(f"PostgreSQL commits per checkout (all services): {per:.1f}")
 if writes:
     per_write = int(writes) / max(confirmed + failed, 1)
