@@ -1301,6 +1301,37 @@ async fn hundred_units_three_hundred_buyers(db: Db) {
     server.stop().await;
 }
 
+/// A move from a state the order has left changes nothing: no step, no log line, no event (on PostgreSQL the
+/// move, its log line and its event are one statement, each part conditional on the compare-and-set).
+async fn a_stale_move_writes_neither_log_nor_event(db: Db) {
+    use orders::domain::{Status as Stored, Step};
+    use orders::store::{Change, Store};
+    let fake = Fake::new();
+    let server = Server::start(db.clone(), fake.clone(), Wiring::Direct).await;
+    let ada = server.client("ada", false).await;
+    let order = ada.create(order_of(&[(COFFEE, 1)], "stale")).await.expect("create");
+    assert_eq!(status(&order), OrderStatus::Confirmed);
+    let (events, log) = (events_of(&server.db, &order.id).await, saga_log_of(&server.db, &order.id).await);
+
+    let store = Store::new(server.db.clone());
+    let event = platform::events::NewEvent::new("order.failed", order.id.clone(), &api::common::Money::default());
+    let change = Change::to(Stored::Failed, Step::Done);
+    let stale = (Stored::Pending, Step::Commit);
+    let moved = store.advance(&order.id, stale, &change, Some(&event), "late runner", 1).await.expect("advance");
+    assert!(!moved, "the order is no longer PENDING at commit");
+    assert_eq!(events_of(&server.db, &order.id).await, events, "no event for a move that did not happen");
+    assert_eq!(saga_log_of(&server.db, &order.id).await, log, "no log line either");
+    assert_eq!(status(&ada.get(&order.id).await.expect("get")), OrderStatus::Confirmed);
+
+    // From the state it is in, the same move applies, with its log line and its event.
+    let current = (Stored::Confirmed, Step::Done);
+    let moved = store.advance(&order.id, current, &change, Some(&event), "operator", 2).await.expect("advance");
+    assert!(moved);
+    assert_eq!(events_of(&server.db, &order.id).await, ["order.placed", "order.confirmed", "order.failed"]);
+    assert_eq!(saga_log_of(&server.db, &order.id).await.len(), log.len() + 1);
+    server.stop().await;
+}
+
 macro_rules! on_both_engines {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -1339,4 +1370,5 @@ on_both_engines!(
     crash_before_the_first_step_resumes,
     a_checkout_the_caller_hung_up_on_still_completes,
     hundred_units_three_hundred_buyers,
+    a_stale_move_writes_neither_log_nor_event,
 );

@@ -25,6 +25,68 @@ impl NewEvent {
     }
 }
 
+/// The outbox row of an event: what [`enqueue`] writes, and what a PostgreSQL statement of the caller's own
+/// writes with [`OutboxEntry::insert_from`] when the change and its event go in one data-modifying statement (one
+/// round trip instead of BEGIN, the change, the INSERT and COMMIT).
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    /// The event's id (a version 7 UUID: ids follow creation order).
+    pub id: String,
+    source: String,
+    event_type: &'static str,
+    subject: String,
+    payload: String,
+    traceparent: String,
+    create_time: i64,
+}
+
+/// The outbox's columns, in the order [`OutboxEntry`] binds them.
+const OUTBOX_COLUMNS: &str = "id, source, event_type, subject, payload, traceparent, create_time";
+
+impl OutboxEntry {
+    /// The row of `event` from `source`, with the `traceparent` of the current span, so that publishing and
+    /// consuming it continue the trace of the request that caused it.
+    pub fn new(source: &str, event: &NewEvent) -> Self {
+        Self {
+            id: uuid::Uuid::now_v7().to_string(),
+            source: source.to_owned(),
+            event_type: event.event_type,
+            subject: event.subject.clone(),
+            payload: STANDARD.encode(&event.payload),
+            traceparent: crate::trace_context::current_traceparent(),
+            create_time: crate::time::now_micros(),
+        }
+    }
+
+    /// `INSERT INTO outbox (…) SELECT $first, …, $first+6 FROM {from}`: the row once for each row of `from` —
+    /// a CTE of the change that returns one row when the change applied and none when it did not (no change, no
+    /// event). Its seven values are bound by [`OutboxEntry::bind`] after the statement's first `first - 1`.
+    pub fn insert_from(from: &str, first: usize) -> String {
+        let values: Vec<String> = (first..first + 7).map(|n| format!("${n}")).collect();
+        format!("INSERT INTO outbox ({OUTBOX_COLUMNS}) SELECT {} FROM {from}", values.join(", "))
+    }
+
+    /// Binds the row's seven values, in the order of [`OutboxEntry::insert_from`].
+    pub fn bind<'q, DB>(
+        self,
+        query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+    ) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+    where
+        DB: sqlx::Database,
+        String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    {
+        query
+            .bind(self.id)
+            .bind(self.source)
+            .bind(self.event_type.to_owned())
+            .bind(self.subject)
+            .bind(self.payload)
+            .bind(self.traceparent)
+            .bind(self.create_time)
+    }
+}
+
 /// Writes `event` into the outbox through `executor` — the transaction of the state change it reports, so
 /// that both commit or neither does — with the `traceparent` of the current span, so that publishing and
 /// consuming it continue the trace of the request that caused it. Returns the event id.
@@ -36,22 +98,14 @@ where
     for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
-    let id = uuid::Uuid::now_v7().to_string();
-    sqlx::query(
-        "INSERT INTO outbox (id, source, event_type, subject, payload, traceparent, create_time) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-    )
-    .bind(id.clone())
-    .bind(source.to_owned())
-    .bind(event.event_type.to_owned())
-    .bind(event.subject.clone())
-    .bind(STANDARD.encode(&event.payload))
-    .bind(crate::trace_context::current_traceparent())
-    .bind(crate::time::now_micros())
-    .execute(executor)
-    .await?;
+    let entry = OutboxEntry::new(source, event);
+    let id = entry.id.clone();
+    entry.bind(sqlx::query(ENQUEUE_SQL)).execute(executor).await?;
     Ok(id)
 }
+
+const ENQUEUE_SQL: &str = "INSERT INTO outbox (id, source, event_type, subject, payload, traceparent, create_time) \
+                           VALUES ($1, $2, $3, $4, $5, $6, $7)";
 
 /// How many outbox rows wait to be published.
 pub async fn unsent_count(db: &Db) -> Result<i64, sqlx::Error> {
