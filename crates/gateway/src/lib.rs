@@ -118,7 +118,7 @@ struct RouteLabel(String);
 /// The route a request matched and the values its path bound, found once by `observe` (which names the span
 /// after it) and handed to the handler in the request's extensions.
 #[derive(Debug, Clone)]
-struct MatchedRoute(routes::Route, Vec<(String, String)>);
+struct MatchedRoute(Arc<routes::Route>, Vec<(String, String)>);
 
 impl Gateway {
     /// A gateway whose upstreams and key source are the services the settings point at.

@@ -1,6 +1,7 @@
 //! The route table, read from the contracts: every method with a `google.api.http` rule (and each of its
 //! `additional_bindings`) becomes a route. No route is written by hand.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use api::google::api::{HttpRule, http_rule::Pattern};
@@ -64,14 +65,14 @@ pub enum RouteError {
 /// Every route of every service, most specific first.
 #[derive(Debug, Clone, Default)]
 pub struct RouteTable {
-    routes: Vec<Route>,
+    routes: Vec<Arc<Route>>,
 }
 
 /// What looking a request up found.
 #[derive(Debug)]
 pub enum Lookup<'a> {
     /// A route and the values its path variables bound.
-    Found(&'a Route, Vec<(String, String)>),
+    Found(&'a Arc<Route>, Vec<(String, String)>),
     /// The path exists, but not for this method; these are allowed.
     WrongMethod(Vec<Method>),
     /// No route has this path.
@@ -112,7 +113,7 @@ impl RouteTable {
                     let template = PathTemplate::parse(&path)
                         .map_err(|source| RouteError::Template { method: method.full_name().to_owned(), source })?;
                     check_fields(&method, &template, &binding)?;
-                    routes.push(Route {
+                    routes.push(Arc::new(Route {
                         method: http_method,
                         template,
                         grpc: method.clone(),
@@ -122,7 +123,7 @@ impl RouteTable {
                         timeout,
                         access: access.clone(),
                         upstream: upstream.clone(),
-                    });
+                    }));
                 }
             }
         }
@@ -130,8 +131,8 @@ impl RouteTable {
         Ok(Self { routes })
     }
 
-    /// All routes.
-    pub fn routes(&self) -> &[Route] {
+    /// All routes (shared: a request holds its route without copying it).
+    pub fn routes(&self) -> &[Arc<Route>] {
         &self.routes
     }
 
