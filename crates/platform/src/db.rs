@@ -256,6 +256,11 @@ pub async fn finish<DB: sqlx::Database, T, E: From<sqlx::Error>>(
     }
 }
 
+/// A query and its arguments on either engine: what a service's typed binders take and return
+/// (`fn bind_order<'q, DB>(query: Query<'q, DB>, order: &'q Order) -> Query<'q, DB>`), so that one binder serves
+/// the SQLite statement and the PostgreSQL one.
+pub type Query<'q, DB> = sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>;
+
 /// Whether an error is a violation of a unique constraint (on either engine).
 pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     error.as_database_error().is_some_and(|e| e.is_unique_violation())

@@ -231,10 +231,7 @@ static PLACE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 });
 
 /// Binds the columns of an order, in the order of [`ORDER_COLUMNS`].
-fn bind_order<'q, DB>(
-    query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
-    order: &'q Order,
-) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+fn bind_order<'q, DB>(query: platform::db::Query<'q, DB>, order: &'q Order) -> platform::db::Query<'q, DB>
 where
     DB: sqlx::Database,
     &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
@@ -269,12 +266,12 @@ where
 
 /// Binds the parameters of [`MOVE_SQL`] (also inside the statement that logs the move with it).
 fn bind_move<'q, DB>(
-    query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
+    query: platform::db::Query<'q, DB>,
     id: &'q str,
     (from_status, from_step): (Status, Step),
     change: &'q Change,
     now: i64,
-) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+) -> platform::db::Query<'q, DB>
 where
     DB: sqlx::Database,
     &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,

@@ -44,10 +44,7 @@ static INSERT_PAYMENT_WITH_EVENT_SQL: std::sync::LazyLock<String> = std::sync::L
 });
 
 /// Binds a payment's columns, in the order of [`PAYMENT_COLUMNS`].
-fn bind_payment<'q, DB>(
-    query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
-    p: &'q PaymentRow,
-) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+fn bind_payment<'q, DB>(query: platform::db::Query<'q, DB>, p: &'q PaymentRow) -> platform::db::Query<'q, DB>
 where
     DB: sqlx::Database,
     &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,

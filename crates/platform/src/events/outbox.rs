@@ -67,10 +67,7 @@ impl OutboxEntry {
     }
 
     /// Binds the row's seven values, in the order of [`OutboxEntry::insert_from`].
-    pub fn bind<'q, DB>(
-        self,
-        query: sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>,
-    ) -> sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>
+    pub fn bind<'q, DB>(self, query: crate::db::Query<'q, DB>) -> crate::db::Query<'q, DB>
     where
         DB: sqlx::Database,
         String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
