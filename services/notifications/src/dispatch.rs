@@ -10,14 +10,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use platform::events::RelayHandle;
+use platform::events::{BatchRecorder, GroupCommit, RelayHandle};
 use platform::time::now_micros;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::channels::{Delivered, Mailer, SendError, Webhooks};
 use crate::domain::{self, AfterFailure, Channel};
-use crate::store::{Due, Outcome, Store};
+use crate::store::{Due, Finished, Outcome, Store};
 
 /// Notifications claimed per round.
 const BATCH: i64 = 32;
@@ -56,6 +56,9 @@ impl Default for DispatchOptions {
     }
 }
 
+/// Outcomes stored at most per transaction (or statement, when they end alike).
+const MAX_OUTCOMES: usize = 64;
+
 /// The dispatcher of one process.
 #[derive(Debug, Clone)]
 pub struct Dispatcher {
@@ -65,10 +68,25 @@ pub struct Dispatcher {
     options: DispatchOptions,
     wake: Arc<Notify>,
     relay: RelayHandle,
+    outcomes: GroupCommit<Finished, bool>,
+}
+
+/// Stores the outcomes of attempts that end together in one go ([`Store::finish_attempts`]).
+struct Outcomes(Store);
+
+impl BatchRecorder for Outcomes {
+    type Item = Finished;
+    type Outcome = bool;
+    type Error = crate::Error;
+
+    async fn record_batch(&self, finished: &[Finished]) -> Result<Vec<bool>, crate::Error> {
+        self.0.finish_attempts(finished, now_micros()).await
+    }
 }
 
 impl Dispatcher {
-    /// A dispatcher over `store`, woken through `wake`, waking `relay` after it wrote events.
+    /// A dispatcher over `store`, woken through `wake`, waking `relay` after it wrote events. Must be called
+    /// inside a Tokio runtime: it starts the task that stores outcomes.
     pub fn new(
         store: Store,
         mailer: Mailer,
@@ -77,7 +95,8 @@ impl Dispatcher {
         wake: Arc<Notify>,
         relay: RelayHandle,
     ) -> Self {
-        Self { store, mailer, webhooks, options, wake, relay }
+        let outcomes = GroupCommit::start(Outcomes(store.clone()), MAX_OUTCOMES);
+        Self { store, mailer, webhooks, options, wake, relay, outcomes }
     }
 
     /// Runs until `shutdown` is cancelled; attempts in flight then stop where they are (their lease makes
@@ -163,9 +182,11 @@ impl Dispatcher {
                 }
             }
         };
-        match self.store.finish_attempt(&due, &outcome, event.as_ref(), now_micros()).await {
-            Ok(()) if event.is_some() => self.relay.wake(),
-            Ok(()) => {}
+        let publishes = event.is_some();
+        // Stored with the outcomes of the attempts that end meanwhile (a group commit).
+        match self.outcomes.record(Finished { id: due.id.clone(), outcome, event }).await {
+            Ok(true) if publishes => self.relay.wake(),
+            Ok(_) => {}
             // The lease runs out and the notification is tried again: at least once, never lost.
             Err(error) => tracing::error!(notification_id = %due.id, %error, "storing a delivery outcome failed"),
         }

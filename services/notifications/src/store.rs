@@ -139,6 +139,34 @@ pub enum Outcome {
     Failed(String),
 }
 
+impl Outcome {
+    /// The row's new status, last error, next attempt time and whether the attempt counts, when stored at `now`.
+    fn columns(&self, now: i64) -> (Status, &str, i64, bool) {
+        match self {
+            Outcome::Sent => (Status::Sent, "", now, true),
+            Outcome::Logged => (Status::Logged, "", now, true),
+            Outcome::Skipped(reason) => (Status::Skipped, reason.as_str(), now, false),
+            Outcome::Retry { error, at } => (Status::Pending, error.as_str(), *at, true),
+            Outcome::Failed(error) => (Status::Failed, error.as_str(), now, true),
+        }
+    }
+}
+
+/// How an attempt ended, as [`Store::finish_attempts`] stores it.
+#[derive(Debug, Clone)]
+pub struct Finished {
+    /// The notification.
+    pub id: String,
+    /// How the attempt ended.
+    pub outcome: Outcome,
+    /// `notification.sent` or `notification.failed`, published with it.
+    pub event: Option<NewEvent>,
+}
+
+/// Stores an attempt's outcome ($1 to $5) on rows still PENDING; callers add which rows (from $6).
+const FINISH_SQL: &str = "UPDATE notifications SET status = $1, last_error = $2, next_attempt_time = $3, \
+     attempts = attempts + $4, update_time = $5 WHERE status = 'PENDING'";
+
 /// A webhook endpoint as stored.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct EndpointRow {
@@ -442,44 +470,52 @@ impl Store {
         }))
     }
 
-    /// Stores how an attempt at `due` ended, with `event` (notification.sent/failed) in the same transaction.
-    /// A row no longer PENDING (handled meanwhile) is left alone.
-    pub async fn finish_attempt(
-        &self,
-        due: &Due,
-        outcome: &Outcome,
-        event: Option<&NewEvent>,
-        now: i64,
-    ) -> Result<(), Error> {
-        let (status, error, next, counted) = match outcome {
-            Outcome::Sent => (Status::Sent, "", now, true),
-            Outcome::Logged => (Status::Logged, "", now, true),
-            Outcome::Skipped(reason) => (Status::Skipped, reason.as_str(), now, false),
-            Outcome::Retry { error, at } => (Status::Pending, error.as_str(), *at, true),
-            Outcome::Failed(error) => (Status::Failed, error.as_str(), now, true),
-        };
+    /// Stores how attempts ended, each with its event (notification.sent/failed) in the same transaction; says
+    /// for each, in order, whether it was stored (false: the row was no longer PENDING, handled meanwhile, and
+    /// is left alone). Attempts that all ended alike and publish nothing — the usual batch: mails LOGGED, or
+    /// SENT through a channel without events — are one statement.
+    pub async fn finish_attempts(&self, finished: &[Finished], now: i64) -> Result<Vec<bool>, Error> {
+        let Some(first) = finished.first() else { return Ok(Vec::new()) };
+        let alike = finished.iter().all(|f| f.event.is_none() && f.outcome.columns(now) == first.outcome.columns(now));
         with_db!(&self.db, pool => {
-            let update = sqlx::query(
-                "UPDATE notifications SET status = $1, last_error = $2, next_attempt_time = $3, \
-                 attempts = attempts + $4, update_time = $5 WHERE id = $6 AND status = 'PENDING'",
-            )
-            .bind(status.as_str())
-            .bind(error)
-            .bind(next)
-            .bind(i32::from(counted))
-            .bind(now)
-            .bind(&due.id);
-            let Some(event) = event else {
-                // Nothing to publish: one statement, no transaction around it.
-                update.execute(pool).await?;
-                return Ok(());
-            };
-            let mut tx = platform::db::begin(pool).await?;
-            let result: Result<(), Error> = async {
-                if update.execute(&mut *tx).await?.rows_affected() == 1 {
-                    enqueue(&mut *tx, crate::NAME, event).await?;
+            if alike {
+                let (status, error, next, counted) = first.outcome.columns(now);
+                let ids: Vec<String> = (0..finished.len()).map(|n| format!("${}", n + 6)).collect();
+                let sql = format!("{FINISH_SQL} AND id IN ({}) RETURNING id", ids.join(", "));
+                let mut update = sqlx::query_scalar::<_, String>(&sql)
+                    .bind(status.as_str())
+                    .bind(error)
+                    .bind(next)
+                    .bind(i32::from(counted))
+                    .bind(now);
+                for f in finished {
+                    update = update.bind(f.id.as_str());
                 }
-                Ok(())
+                let stored: std::collections::HashSet<String> = update.fetch_all(pool).await?.into_iter().collect();
+                return Ok(finished.iter().map(|f| stored.contains(&f.id)).collect());
+            }
+            let mut tx = platform::db::begin(pool).await?;
+            let result: Result<Vec<bool>, Error> = async {
+                let mut stored = Vec::with_capacity(finished.len());
+                let one = format!("{FINISH_SQL} AND id = $6");
+                for f in finished {
+                    let (status, error, next, counted) = f.outcome.columns(now);
+                    let updated = sqlx::query(&one)
+                        .bind(status.as_str())
+                        .bind(error)
+                        .bind(next)
+                        .bind(i32::from(counted))
+                        .bind(now)
+                        .bind(f.id.as_str())
+                        .execute(&mut *tx)
+                        .await?;
+                    let changed = updated.rows_affected() == 1;
+                    if let (true, Some(event)) = (changed, &f.event) {
+                        enqueue(&mut *tx, crate::NAME, event).await?;
+                    }
+                    stored.push(changed);
+                }
+                Ok(stored)
             }
             .await;
             finish(tx, result).await

@@ -1,6 +1,7 @@
 //! Events recorded together: the consumer's batch (what the group commit hands it) on SQLite and (when
 //! `MERCATO_TEST_DATABASE_URL` is set) PostgreSQL. The events of one batch see what the events before them
-//! introduce, and each event counts once however often it comes.
+//! introduce, and each event counts once however often it comes. The dispatcher's outcomes are stored in
+//! batches too: each once, each with its event.
 
 mod common;
 
@@ -10,7 +11,7 @@ use api::mercato::refunds::v1::RefundCompleted;
 use common::{confirmed, envelope, eur, registered};
 use notifications::domain::Status;
 use notifications::events::{Consumer, Delivery};
-use notifications::store::{Due, Store};
+use notifications::store::{Due, Finished, ListQuery, Outcome, Store};
 use notifications::templates::Templates;
 use platform::db::Db;
 use platform::events::BatchRecorder;
@@ -95,6 +96,45 @@ async fn a_customer_registered_after_their_order_in_the_batch_is_not_addressed(d
     assert_eq!(mails[0].event_type, "user.registered");
 }
 
+async fn outcomes_are_stored_once_each_with_its_event(db: Db) {
+    let (consumer, store, _wake) = consumer(&db).await;
+    let users = [
+        registered("u-1", "one@example.com", "One", "en"),
+        registered("u-2", "two@example.com", "Two", "en"),
+        registered("u-3", "three@example.com", "Three", "en"),
+    ];
+    consumer.record_batch(&decoded(&users.iter().collect::<Vec<_>>())).await.expect("recorded");
+    let due = pending(&store).await;
+    let [one, two, three] = [&due[0], &due[1], &due[2]];
+    let finished = |due: &Due, outcome: Outcome, event: bool| Finished {
+        id: due.id.clone(),
+        outcome,
+        event: event.then(|| notifications::events::sent(due, 1)),
+    };
+
+    // Alike and publishing nothing: one statement.
+    let logged = [finished(one, Outcome::Logged, false), finished(two, Outcome::Logged, false)];
+    assert_eq!(store.finish_attempts(&logged, 10).await.expect("stored"), [true, true]);
+    // Stored once: a second report of the same attempts changes nothing.
+    assert_eq!(store.finish_attempts(&logged, 11).await.expect("stored"), [false, false]);
+    // Mixed, with an event: only the row still PENDING changes, and only its event is written.
+    let mixed = [finished(three, Outcome::Sent, true), finished(one, Outcome::Sent, true)];
+    assert_eq!(store.finish_attempts(&mixed, 12).await.expect("stored"), [true, false]);
+
+    let rows = store.list(&ListQuery { limit: 10, ..ListQuery::default() }).await.expect("listed");
+    let status_of = |id: &str| rows.iter().find(|r| r.id == id).map(|r| (r.status.clone(), r.attempts, r.update_time));
+    assert_eq!(status_of(&one.id), Some(("LOGGED".to_owned(), 1, 10)));
+    assert_eq!(status_of(&two.id), Some(("LOGGED".to_owned(), 1, 10)));
+    assert_eq!(status_of(&three.id), Some(("SENT".to_owned(), 1, 12)));
+    let events: Vec<String> = platform::with_db!(&db, pool => {
+        sqlx::query_scalar("SELECT subject FROM outbox WHERE event_type = 'notification.sent'")
+            .fetch_all(pool)
+            .await
+            .expect("outbox")
+    });
+    assert_eq!(events, std::slice::from_ref(&three.id), "one notification.sent, for the row that was sent");
+}
+
 /// Runs each scenario once on SQLite and once on PostgreSQL.
 macro_rules! on_both_engines {
     ($($scenario:ident),* $(,)?) => {
@@ -122,4 +162,5 @@ macro_rules! on_both_engines {
 on_both_engines!(
     a_batch_sees_what_its_earlier_events_introduce,
     a_customer_registered_after_their_order_in_the_batch_is_not_addressed,
+    outcomes_are_stored_once_each_with_its_event,
 );
