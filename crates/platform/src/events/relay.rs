@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
+use futures::FutureExt;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -61,6 +62,10 @@ impl Relay {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
         loop {
+            // A wake that came before this round is served by it: the round reads the outbox after the wake, and
+            // a commit comes before its wake. Dropping it spares the round after this one, which would find
+            // nothing (under load most wakes land while a round runs). Wakes during the round still count.
+            let _ = self.wake.0.notified().now_or_never();
             let outcome = tokio::select! {
                 () = shutdown.cancelled() => return,
                 outcome = self.publish_pending() => outcome,
