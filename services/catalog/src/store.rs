@@ -34,19 +34,22 @@ macro_rules! record_adjustment {
 }
 
 /// Publishes `inventory.low` (inside the caller's transaction) when taking `taken` available units of a
-/// product left it at `available`, below the threshold where it was not before. The caller knows
-/// `available` from its own UPDATE ... RETURNING: no extra read on the checkout's path.
+/// product left it at `available`, below the threshold where it was not before; evaluates to whether it did.
+/// The caller knows `available` from its own UPDATE ... RETURNING: no extra read on the checkout's path.
 macro_rules! report_low_stock {
     ($conn:expr, $product_id:expr, $available:expr, $taken:expr) => {{
         let available: i64 = $available;
-        if domain::fell_below(available + $taken, available, domain::LOW_STOCK_THRESHOLD) {
+        let low = domain::fell_below(available + $taken, available, domain::LOW_STOCK_THRESHOLD);
+        if low {
             platform::events::enqueue(&mut *$conn, crate::NAME, &crate::events::inventory_low($product_id, available))
                 .await?;
         }
+        low
     }};
 }
 
-/// Holds one reservation line inside the reservation's transaction, or fails the whole reservation.
+/// Holds one reservation line inside the reservation's transaction, or fails the whole reservation; evaluates to
+/// whether it wrote an event (`inventory.low`).
 macro_rules! hold_item {
     ($conn:expr, $reservation_id:expr, $item:expr, $now:expr) => {{
         let item: &ReserveItem = $item;
@@ -95,8 +98,17 @@ macro_rules! hold_item {
                 },
             });
         };
-        report_low_stock!($conn, item.product_id.as_str(), available, i64::from(item.quantity));
+        report_low_stock!($conn, item.product_id.as_str(), available, i64::from(item.quantity))
     }};
+}
+
+/// What [`Store::reserve`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reserved {
+    /// The reservation's status: HELD when this call held the items, else whatever an earlier call left.
+    pub status: ReservationStatus,
+    /// Whether it wrote an event (`inventory.low`), so that the relay has something to publish.
+    pub wrote_events: bool,
 }
 
 const PRODUCT_COLUMNS: &str =
@@ -480,12 +492,7 @@ impl Store {
 
     /// Holds `items` under `reservation_id`, all or none. A reservation id seen before returns that
     /// reservation's status and holds nothing more.
-    pub async fn reserve(
-        &self,
-        reservation_id: &str,
-        items: &[ReserveItem],
-        now: i64,
-    ) -> Result<ReservationStatus, Error> {
+    pub async fn reserve(&self, reservation_id: &str, items: &[ReserveItem], now: i64) -> Result<Reserved, Error> {
         let created = with_db!(&self.db, pool => {
             let mut tx = platform::db::begin(pool).await?;
             // The reservation row first: it takes SQLite's write lock and makes duplicates collide at once.
@@ -500,7 +507,7 @@ impl Store {
             match inserted {
                 Err(e) if is_unique_violation(&e) => {
                     tx.rollback().await?;
-                    false
+                    None
                 }
                 Err(e) => {
                     tx.rollback().await?;
@@ -508,21 +515,25 @@ impl Store {
                 }
                 Ok(_) => {
                     let result = async {
+                        let mut wrote_events = false;
                         for item in items {
-                            hold_item!(&mut *tx, reservation_id, item, now);
+                            wrote_events |= hold_item!(&mut *tx, reservation_id, item, now);
                         }
-                        Ok(())
+                        Ok(wrote_events)
                     }
                     .await;
-                    finish(tx, result).await?;
-                    true
+                    Some(finish(tx, result).await?)
                 }
             }
         });
-        if created {
-            return Ok(ReservationStatus::Held);
+        if let Some(wrote_events) = created {
+            return Ok(Reserved { status: ReservationStatus::Held, wrote_events });
         }
-        self.reservation_status(reservation_id).await?.ok_or_else(|| Error::reservation_not_found(reservation_id))
+        let status = self
+            .reservation_status(reservation_id)
+            .await?
+            .ok_or_else(|| Error::reservation_not_found(reservation_id))?;
+        Ok(Reserved { status, wrote_events: false })
     }
 
     /// The status of reservation `id`, if it exists.

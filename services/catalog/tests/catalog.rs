@@ -670,7 +670,29 @@ async fn changes_are_published(db: Db) {
     server.stop().await;
 }
 
+/// A hold says whether it wrote an event, so that the relay is woken only when there is something to publish:
+/// only the hold that takes the product below the low-stock threshold writes one.
+async fn holds_say_whether_they_wrote_an_event(db: Db) {
+    use catalog::domain::ReserveItem;
+    let server = Server::start(db).await;
+    let tea = server.create(product("TEA-7", "Tea", "tea", 450)).await;
+    server.adjust(&tea.id, 7).await.expect("stock");
+    let store = catalog::store::Store::new(server.db.clone());
+    let items = |quantity: i64| vec![ReserveItem { product_id: tea.id.clone(), quantity }];
+    let now = 1;
+    let first = store.reserve("hold-1", &items(2), now).await.expect("5 left");
+    assert!(!first.wrote_events, "5 left: not below the threshold");
+    let second = store.reserve("hold-2", &items(1), now).await.expect("4 left");
+    assert!(second.wrote_events, "4 left: inventory.low");
+    let again = store.reserve("hold-2", &items(1), now).await.expect("repeat");
+    assert!(!again.wrote_events, "a repeated reservation holds and writes nothing");
+    let third = store.reserve("hold-3", &items(1), now).await.expect("3 left");
+    assert!(!third.wrote_events, "still low: no second event");
+    server.stop().await;
+}
+
 on_both_engines!(
+    holds_say_whether_they_wrote_an_event,
     changes_are_published,
     create_get_list_and_access,
     pagination_and_filters,
