@@ -256,6 +256,12 @@ pub async fn finish<DB: sqlx::Database, T, E: From<sqlx::Error>>(
     }
 }
 
+/// `$first, $first+1, …`: `count` numbered parameters for a statement built at run time (an `IN (…)` list, a row
+/// of values), in the syntax both engines read.
+pub fn placeholders(first: usize, count: usize) -> String {
+    (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
+}
+
 /// A query and its arguments on either engine: what a service's typed binders take and return
 /// (`fn bind_order<'q, DB>(query: Query<'q, DB>, order: &'q Order) -> Query<'q, DB>`), so that one binder serves
 /// the SQLite statement and the PostgreSQL one.

@@ -185,12 +185,12 @@ impl BatchRecorder for Consumer {
                     directory.payments.entry(link.payment_id.clone()).or_insert_with(|| link.clone());
                 }
                 EventEffect {
-                    event_id: d.event_id.clone(),
-                    event_type: d.event_type.clone(),
-                    register: d.plan.register.clone(),
-                    payment: d.plan.payment.clone(),
+                    event_id: &d.event_id,
+                    event_type: &d.event_type,
+                    register: d.plan.register.as_ref(),
+                    payment: d.plan.payment.as_ref(),
                     email,
-                    webhook_body: d.webhook_body.clone(),
+                    webhook_body: &d.webhook_body,
                 }
             })
             .collect();

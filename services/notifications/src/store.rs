@@ -205,7 +205,7 @@ const INSERT_ROWS: usize = 500;
 /// A notification row about to be inserted.
 struct NotificationInsert<'a> {
     channel: Channel,
-    event: &'a EventEffect,
+    event: &'a EventEffect<'a>,
     user_id: &'a str,
     recipient: &'a str,
     subject: &'a str,
@@ -219,7 +219,7 @@ struct NotificationInsert<'a> {
 
 impl<'a> NotificationInsert<'a> {
     /// The email `event` causes.
-    fn email(event: &'a EventEffect) -> Self {
+    fn email(event: &'a EventEffect<'a>) -> Self {
         let n = &event.email;
         Self {
             channel: Channel::Email,
@@ -237,7 +237,7 @@ impl<'a> NotificationInsert<'a> {
     }
 
     /// The webhook delivery of `event` to `endpoint`.
-    fn webhook(event: &'a EventEffect, endpoint: &'a EndpointRow) -> Self {
+    fn webhook(event: &'a EventEffect<'a>, endpoint: &'a EndpointRow) -> Self {
         Self {
             channel: Channel::Webhook,
             event,
@@ -247,28 +247,28 @@ impl<'a> NotificationInsert<'a> {
             body_text: "",
             body_html: "",
             endpoint_id: &endpoint.id,
-            payload: &event.webhook_body,
+            payload: event.webhook_body,
             status: Status::Pending,
             last_error: "",
         }
     }
 }
 
-/// What one consumed event changes, written by [`Store::record_events`].
+/// What one consumed event changes, written by [`Store::record_events`] (borrowed from the decoded delivery).
 #[derive(Debug, Clone)]
-pub struct EventEffect {
+pub struct EventEffect<'a> {
     /// The event's id (the inbox key).
-    pub event_id: String,
+    pub event_id: &'a str,
     /// Its type.
-    pub event_type: String,
+    pub event_type: &'a str,
     /// A user it introduces.
-    pub register: Option<Recipient>,
+    pub register: Option<&'a Recipient>,
     /// A payment it links to its order and customer.
-    pub payment: Option<PaymentLink>,
+    pub payment: Option<&'a PaymentLink>,
     /// The email it causes (possibly SKIPPED).
     pub email: NewNotification,
     /// The JSON body for the webhook endpoints subscribed to its type.
-    pub webhook_body: String,
+    pub webhook_body: &'a str,
 }
 
 /// The notifications service's tables.
@@ -285,55 +285,55 @@ impl Store {
 
     /// The users among `user_ids` that `user.registered` introduced, by id.
     pub async fn recipients(&self, user_ids: &BTreeSet<&str>) -> Result<HashMap<String, Recipient>, Error> {
-        if user_ids.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let rows = with_db!(&self.db, pool => {
-            let mut select =
-                QueryBuilder::new("SELECT user_id, email, display_name, locale FROM recipients WHERE user_id IN (");
-            let mut ids = select.separated(", ");
-            for id in user_ids {
-                ids.push_bind(*id);
-            }
-            select.push(")");
-            select.build_query_as::<Recipient>().fetch_all(pool).await?
-        });
+        let select = "SELECT user_id, email, display_name, locale FROM recipients WHERE user_id IN (";
+        let rows: Vec<Recipient> = self.select_by_ids(select, user_ids).await?;
         Ok(rows.into_iter().map(|r| (r.user_id.clone(), r)).collect())
     }
 
     /// The order and customer of those among `payment_ids` that `order.confirmed` told, by payment id.
     pub async fn payments(&self, payment_ids: &BTreeSet<&str>) -> Result<HashMap<String, PaymentLink>, Error> {
-        if payment_ids.is_empty() {
-            return Ok(HashMap::new());
-        }
-        let rows = with_db!(&self.db, pool => {
-            let mut select =
-                QueryBuilder::new("SELECT payment_id, order_id, customer_id FROM payments WHERE payment_id IN (");
-            let mut ids = select.separated(", ");
-            for id in payment_ids {
-                ids.push_bind(*id);
-            }
-            select.push(")");
-            select.build_query_as::<PaymentLink>().fetch_all(pool).await?
-        });
+        let select = "SELECT payment_id, order_id, customer_id FROM payments WHERE payment_id IN (";
+        let rows: Vec<PaymentLink> = self.select_by_ids(select, payment_ids).await?;
         Ok(rows.into_iter().map(|p| (p.payment_id.clone(), p)).collect())
+    }
+
+    /// The rows of `select` (a query ending in `IN (`) for `ids`, in one query; none without ids.
+    async fn select_by_ids<T>(&self, select: &str, ids: &BTreeSet<&str>) -> Result<Vec<T>, Error>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + Send
+            + Unpin,
+    {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(with_db!(&self.db, pool => {
+            let mut query = QueryBuilder::new(select);
+            let mut list = query.separated(", ");
+            for id in ids {
+                list.push_bind(*id);
+            }
+            query.push(")");
+            query.build_query_as::<T>().fetch_all(pool).await?
+        }))
     }
 
     /// Writes the effects of `events` in one transaction, each once: says for each, in order, whether it was
     /// new (false, and nothing written for it, when it was handled before or earlier in `events`). Every
     /// endpoint subscribed to an event's type gets a PENDING webhook delivery of it.
-    pub async fn record_events(&self, events: &[EventEffect], now: i64) -> Result<Vec<bool>, Error> {
+    pub async fn record_events(&self, events: &[EventEffect<'_>], now: i64) -> Result<Vec<bool>, Error> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
         with_db!(&self.db, pool => {
             let mut tx = platform::db::begin(pool).await?;
             let result: Result<Vec<bool>, Error> = async {
-                let ids: Vec<&str> = events.iter().map(|e| e.event_id.as_str()).collect();
+                let ids: Vec<&str> = events.iter().map(|e| e.event_id).collect();
                 let mut first = platform::events::first_deliveries(&mut *tx, crate::events::CONSUMER, &ids).await?;
                 // `remove`: a second copy of an event in the batch is a repeat.
-                let new: Vec<bool> = events.iter().map(|e| first.remove(&e.event_id)).collect();
-                let kept: Vec<&EventEffect> =
+                let new: Vec<bool> = events.iter().map(|e| first.remove(e.event_id)).collect();
+                let kept: Vec<&EventEffect<'_>> =
                     events.iter().zip(&new).filter(|(_, new)| **new).map(|(event, _)| event).collect();
                 if kept.is_empty() {
                     return Ok(new);
@@ -341,7 +341,7 @@ impl Store {
                 // One row per key and statement, as PostgreSQL requires: a user's last registration in the
                 // batch wins (as it would one event at a time), a payment's first link stays.
                 let registered: BTreeMap<&str, &Recipient> =
-                    kept.iter().filter_map(|e| e.register.as_ref()).map(|r| (r.user_id.as_str(), r)).collect();
+                    kept.iter().filter_map(|e| e.register).map(|r| (r.user_id.as_str(), r)).collect();
                 if !registered.is_empty() {
                     let mut upsert = QueryBuilder::new(
                         "INSERT INTO recipients (user_id, email, display_name, locale, update_time) ",
@@ -361,7 +361,7 @@ impl Store {
                     upsert.build().execute(&mut *tx).await?;
                 }
                 let mut links: BTreeMap<&str, &PaymentLink> = BTreeMap::new();
-                for link in kept.iter().filter_map(|e| e.payment.as_ref()) {
+                for link in kept.iter().filter_map(|e| e.payment) {
                     links.entry(link.payment_id.as_str()).or_insert(link);
                 }
                 if !links.is_empty() {
@@ -399,8 +399,8 @@ impl Store {
                         row.push_bind(uuid::Uuid::now_v7().to_string())
                             .push_bind(n.user_id)
                             .push_bind(n.channel.as_str())
-                            .push_bind(n.event.event_type.as_str())
-                            .push_bind(n.event.event_id.as_str())
+                            .push_bind(n.event.event_type)
+                            .push_bind(n.event.event_id)
                             .push_bind(n.recipient)
                             .push_bind(n.subject)
                             .push_bind(n.body_text)
@@ -480,8 +480,8 @@ impl Store {
         with_db!(&self.db, pool => {
             if alike {
                 let (status, error, next, counted) = first.outcome.columns(now);
-                let ids: Vec<String> = (0..finished.len()).map(|n| format!("${}", n + 6)).collect();
-                let sql = format!("{FINISH_SQL} AND id IN ({}) RETURNING id", ids.join(", "));
+                let ids = platform::db::placeholders(6, finished.len());
+                let sql = format!("{FINISH_SQL} AND id IN ({ids}) RETURNING id");
                 let mut update = sqlx::query_scalar::<_, String>(&sql)
                     .bind(status.as_str())
                     .bind(error)

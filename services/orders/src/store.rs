@@ -217,8 +217,7 @@ static MOVE_LOG_AND_EVENT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock
 /// used idempotency key inserts nothing at all: the statement then changes no outbox row.
 static PLACE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "WITH placed AS (INSERT INTO orders ({ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, \
-         $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23) \
+        "WITH placed AS ({} \
          ON CONFLICT (customer_id, idempotency_key) DO NOTHING RETURNING id), \
          lines AS (INSERT INTO order_items (order_id, line_no, product_id, sku, name, quantity, unit_price_minor) \
          SELECT placed.id, l.line_no, l.product_id, l.sku, l.name, l.quantity, l.unit_price_minor FROM placed, \
@@ -226,7 +225,16 @@ static PLACE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
          AS l (line_no, product_id, sku, name, quantity, unit_price_minor)), \
          logged AS (INSERT INTO saga_log (id, order_id, from_step, to_step, status, note, create_time) \
          SELECT $30, id, '', $4, $3, 'order placed', $22 FROM placed RETURNING order_id) {}",
+        *INSERT_ORDER_SQL,
         OutboxEntry::insert_from("logged", 31)
+    )
+});
+
+/// Inserts an order; [`bind_order`] binds $1 to $23.
+static INSERT_ORDER_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "INSERT INTO orders ({ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
+         $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)"
     )
 });
 
@@ -357,12 +365,8 @@ impl Store {
                 return Ok(placed.rows_affected() == 1);
             }
         };
-        let insert = format!(
-            "INSERT INTO orders ({ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
-             $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)"
-        );
         let mut tx = platform::db::begin(pool).await?;
-        let first = bind_order(sqlx::query(&insert), order).execute(&mut *tx).await;
+        let first = bind_order(sqlx::query(&INSERT_ORDER_SQL), order).execute(&mut *tx).await;
         let inserted = match first {
             Err(e) if is_unique_violation(&e) => {
                 tx.rollback().await?;

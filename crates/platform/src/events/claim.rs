@@ -147,8 +147,7 @@ where
     if ids.is_empty() {
         return Ok(());
     }
-    let placeholders: Vec<String> = (2..ids.len() + 2).map(|n| format!("${n}")).collect();
-    let sql = format!("UPDATE outbox SET sent_time = $1 WHERE id IN ({})", placeholders.join(", "));
+    let sql = format!("UPDATE outbox SET sent_time = $1 WHERE id IN ({})", crate::db::placeholders(2, ids.len()));
     let mut query = sqlx::query(&sql).bind(crate::time::now_micros());
     for id in ids {
         query = query.bind(id.clone());

@@ -151,34 +151,49 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn deliveries_waiting_behind_a_batch_are_recorded_together() {
-        let numbers = Numbers::gated();
-        let queue = GroupCommit::start(numbers.clone(), 64);
-        let first = tokio::spawn({
+    /// Records each of `numbers` from a task of its own, which answers the number and its outcome.
+    fn record_each(
+        queue: &GroupCommit<u32, bool>,
+        numbers: &[u32],
+    ) -> Vec<tokio::task::JoinHandle<(u32, Result<bool, String>)>> {
+        let record = |n: u32| {
             let queue = queue.clone();
-            async move { queue.record(1).await }
-        });
-        // Let the first delivery reach the recorder, then queue more behind it.
+            tokio::spawn(async move { (n, queue.record(n).await) })
+        };
+        numbers.iter().map(|n| record(*n)).collect()
+    }
+
+    /// Waits until the recorder took what was queued (it then waits at the gate).
+    async fn until_taken(queue: &GroupCommit<u32, bool>) {
         tokio::task::yield_now().await;
         while queue.queue.capacity() < queue.queue.max_capacity() {
             tokio::task::yield_now().await;
         }
-        let rest: Vec<_> = [2, 3, 2, 4]
-            .into_iter()
-            .map(|n| {
-                let queue = queue.clone();
-                tokio::spawn(async move { queue.record(n).await })
-            })
-            .collect();
+    }
+
+    /// Lets the tasks just spawned queue their items.
+    async fn let_them_queue() {
         for _ in 0..50 {
             tokio::task::yield_now().await;
         }
+    }
+
+    #[tokio::test]
+    async fn deliveries_waiting_behind_a_batch_are_recorded_together() {
+        let numbers = Numbers::gated();
+        let queue = GroupCommit::start(numbers.clone(), 64);
+        let first = record_each(&queue, &[1]);
+        // Let the first delivery reach the recorder, then queue more behind it.
+        until_taken(&queue).await;
+        let rest = record_each(&queue, &[2, 3, 2, 4]);
+        let_them_queue().await;
         numbers.gate.add_permits(10);
-        assert_eq!(first.await.ok(), Some(Ok(true)));
+        for task in first {
+            assert_eq!(task.await.ok(), Some((1, Ok(true))));
+        }
         let mut outcomes = Vec::new();
         for task in rest {
-            outcomes.push(task.await.ok());
+            outcomes.push(task.await.ok().map(|(_, outcome)| outcome));
         }
         // The repeated 2 is new once, whichever copy came first.
         let new = outcomes.iter().filter(|o| **o == Some(Ok(true))).count();
@@ -193,25 +208,14 @@ mod tests {
     async fn a_refused_item_fails_alone() {
         let numbers = Numbers::gated();
         let queue = GroupCommit::start(numbers.clone(), 64);
-        let blocker = tokio::spawn({
-            let queue = queue.clone();
-            async move { queue.record(100).await }
-        });
-        while queue.queue.capacity() < queue.queue.max_capacity() {
-            tokio::task::yield_now().await;
-        }
-        let tasks: Vec<_> = [12, 13, 14]
-            .into_iter()
-            .map(|n| {
-                let queue = queue.clone();
-                tokio::spawn(async move { (n, queue.record(n).await) })
-            })
-            .collect();
-        for _ in 0..50 {
-            tokio::task::yield_now().await;
-        }
+        let blocker = record_each(&queue, &[100]);
+        until_taken(&queue).await;
+        let tasks = record_each(&queue, &[12, 13, 14]);
+        let_them_queue().await;
         numbers.gate.add_permits(10);
-        assert_eq!(blocker.await.ok(), Some(Ok(true)));
+        for task in blocker {
+            assert_eq!(task.await.ok(), Some((100, Ok(true))));
+        }
         for task in tasks {
             let (n, outcome) = task.await.unwrap_or((0, Err("task failed".to_owned())));
             if n == 13 {

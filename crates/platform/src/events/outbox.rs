@@ -62,8 +62,7 @@ impl OutboxEntry {
     /// a CTE of the change that returns one row when the change applied and none when it did not (no change, no
     /// event). Its seven values are bound by [`OutboxEntry::bind`] after the statement's first `first - 1`.
     pub fn insert_from(from: &str, first: usize) -> String {
-        let values: Vec<String> = (first..first + 7).map(|n| format!("${n}")).collect();
-        format!("INSERT INTO outbox ({OUTBOX_COLUMNS}) SELECT {} FROM {from}", values.join(", "))
+        format!("INSERT INTO outbox ({OUTBOX_COLUMNS}) SELECT {} FROM {from}", crate::db::placeholders(first, 7))
     }
 
     /// Binds the row's seven values, in the order of [`OutboxEntry::insert_from`].
