@@ -1,5 +1,6 @@
 //! All SQL of the catalog. Every statement is written once, in the subset SQLite and PostgreSQL share, and
-//! run on whichever pool the [`Db`] holds through `with_db!`.
+//! run on whichever pool the [`Db`] holds through `with_db!` — except a checkout's hold and sale, which on
+//! PostgreSQL take fewer round trips (`store/postgres.rs`).
 //!
 //! Stock changes are single conditional UPDATEs (`... WHERE on_hand - reserved >= $1`), so the database,
 //! not a read-then-write in Rust, decides whether there is enough; every transaction writes first, so that
@@ -67,40 +68,73 @@ macro_rules! hold_item {
             Err(e) if is_foreign_key_violation(&e) => return Err(Error::product_not_found(&item.product_id)),
             other => other?,
         };
+        hold_stock!($conn, item, $now)
+    }};
+}
+
+/// Holds the units of one reservation line (its row in `reservation_items` written already), or fails the whole
+/// reservation; evaluates to whether it wrote an event (`inventory.low`).
+macro_rules! hold_stock {
+    ($conn:expr, $item:expr, $now:expr) => {{
+        let item: &ReserveItem = $item;
         // The checks (product for sale, enough stock) and the hold are one statement: no other transaction can
         // slip in between, and a hold that succeeds costs one round trip.
         // fetch_all, not fetch_optional: the statement must run to completion on SQLite.
-        let held = sqlx::query_scalar::<_, i64>(
-            "UPDATE inventory SET reserved = reserved + $1, update_time = $2 \
-             WHERE product_id = $3 AND on_hand - reserved >= $1 \
-             AND EXISTS (SELECT 1 FROM products WHERE id = $3 AND active) RETURNING on_hand - reserved",
-        )
-        .bind(item.quantity)
-        .bind($now)
-        .bind(&item.product_id)
-        .fetch_all(&mut *$conn)
-        .await?;
+        let held = sqlx::query_scalar::<_, i64>(HOLD_SQL)
+            .bind(item.quantity)
+            .bind($now)
+            .bind(&item.product_id)
+            .fetch_all(&mut *$conn)
+            .await?;
         let Some(&available) = held.first() else {
-            // Nothing held: say why, the product's state first.
-            let active = sqlx::query_scalar::<_, bool>("SELECT active FROM products WHERE id = $1")
-                .bind(&item.product_id)
-                .fetch_optional(&mut *$conn)
-                .await?;
-            return Err(match active {
-                None => Error::product_not_found(&item.product_id),
-                Some(false) => Error::FailedPrecondition {
-                    reason: PRODUCT_INACTIVE,
-                    message: format!("product {} is not for sale", item.product_id),
-                },
-                Some(true) => Error::FailedPrecondition {
-                    reason: INSUFFICIENT_STOCK,
-                    message: format!("not enough stock of product {} for {} units", item.product_id, item.quantity),
-                },
-            });
+            return Err(refused_hold!($conn, item));
         };
-        report_low_stock!($conn, item.product_id.as_str(), available, i64::from(item.quantity))
+        report_low_stock!($conn, item.product_id.as_str(), available, item.quantity)
     }};
 }
+
+/// Why a hold of `item` took nothing, the product's state first (a macro: it runs on either engine's transaction).
+macro_rules! refused_hold {
+    ($conn:expr, $item:expr) => {{
+        let item: &ReserveItem = $item;
+        let active = sqlx::query_scalar::<_, bool>("SELECT active FROM products WHERE id = $1")
+            .bind(&item.product_id)
+            .fetch_optional(&mut *$conn)
+            .await?;
+        match active {
+            None => Error::product_not_found(&item.product_id),
+            Some(false) => Error::FailedPrecondition {
+                reason: PRODUCT_INACTIVE,
+                message: format!("product {} is not for sale", item.product_id),
+            },
+            Some(true) => Error::FailedPrecondition {
+                reason: INSUFFICIENT_STOCK,
+                message: format!("not enough stock of product {} for {} units", item.product_id, item.quantity),
+            },
+        }
+    }};
+}
+
+/// The reason of the stock adjustment that sells reservation `id`'s units.
+fn sale_reason(id: &str) -> String {
+    format!("sale: reservation {id}")
+}
+
+/// Holds $1 units of product $3 at time $2 when the product is for sale and has them available; returns the units
+/// left available (no row when nothing was held).
+const HOLD_SQL: &str = "UPDATE inventory SET reserved = reserved + $1, update_time = $2 \
+                        WHERE product_id = $3 AND on_hand - reserved >= $1 \
+                        AND EXISTS (SELECT 1 FROM products WHERE id = $3 AND active) RETURNING on_hand - reserved";
+
+/// Gives back $2 held units of product $4 at time $3, $1 of them sold (taken off the units on hand).
+const SETTLE_STOCK_SQL: &str = "UPDATE inventory SET on_hand = on_hand - $1, reserved = reserved - $2, \
+                                update_time = $3 WHERE product_id = $4";
+
+/// Moves reservation $3 from HELD to $1 at time $2.
+const MOVE_RESERVATION_SQL: &str =
+    "UPDATE reservations SET status = $1, update_time = $2 WHERE id = $3 AND status = 'HELD'";
+
+mod postgres;
 
 /// What [`Store::reserve`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -493,39 +527,42 @@ impl Store {
     /// Holds `items` under `reservation_id`, all or none. A reservation id seen before returns that
     /// reservation's status and holds nothing more.
     pub async fn reserve(&self, reservation_id: &str, items: &[ReserveItem], now: i64) -> Result<Reserved, Error> {
-        let created = with_db!(&self.db, pool => {
-            let mut tx = platform::db::begin(pool).await?;
-            // The reservation row first: it takes SQLite's write lock and makes duplicates collide at once.
-            let inserted = sqlx::query(
-                "INSERT INTO reservations (id, status, create_time, update_time) VALUES ($1, $2, $3, $3)",
-            )
-            .bind(reservation_id)
-            .bind(ReservationStatus::Held.as_str())
-            .bind(now)
-            .execute(&mut *tx)
-            .await;
-            match inserted {
-                Err(e) if is_unique_violation(&e) => {
-                    tx.rollback().await?;
-                    None
-                }
-                Err(e) => {
-                    tx.rollback().await?;
-                    return Err(e.into());
-                }
-                Ok(_) => {
-                    let result = async {
-                        let mut wrote_events = false;
-                        for item in items {
-                            wrote_events |= hold_item!(&mut *tx, reservation_id, item, now);
-                        }
-                        Ok(wrote_events)
+        let created = match &self.db {
+            Db::Postgres(pool) => postgres::reserve(pool, reservation_id, items, now).await?,
+            Db::Sqlite(pool) => {
+                let mut tx = platform::db::begin(pool).await?;
+                // The reservation row first: it takes SQLite's write lock and makes duplicates collide at once.
+                let inserted = sqlx::query(
+                    "INSERT INTO reservations (id, status, create_time, update_time) VALUES ($1, $2, $3, $3)",
+                )
+                .bind(reservation_id)
+                .bind(ReservationStatus::Held.as_str())
+                .bind(now)
+                .execute(&mut *tx)
+                .await;
+                match inserted {
+                    Err(e) if is_unique_violation(&e) => {
+                        tx.rollback().await?;
+                        None
                     }
-                    .await;
-                    Some(finish(tx, result).await?)
+                    Err(e) => {
+                        tx.rollback().await?;
+                        return Err(e.into());
+                    }
+                    Ok(_) => {
+                        let result = async {
+                            let mut wrote_events = false;
+                            for item in items {
+                                wrote_events |= hold_item!(&mut *tx, reservation_id, item, now);
+                            }
+                            Ok(wrote_events)
+                        }
+                        .await;
+                        Some(finish(tx, result).await?)
+                    }
                 }
             }
-        });
+        };
         if let Some(wrote_events) = created {
             return Ok(Reserved { status: ReservationStatus::Held, wrote_events });
         }
@@ -580,7 +617,8 @@ impl Store {
         }
     }
 
-    /// Settles a HELD reservation; false when it was no longer HELD.
+    /// Settles a HELD reservation; false when it was no longer HELD. On SQLite here, on PostgreSQL in fewer round
+    /// trips (`postgres::settle`).
     async fn apply_settlement(
         &self,
         id: &str,
@@ -588,53 +626,46 @@ impl Store {
         actor: &str,
         now: i64,
     ) -> Result<bool, Error> {
+        let pool = match &self.db {
+            Db::Postgres(pool) => return postgres::settle(pool, id, target, actor, now).await,
+            Db::Sqlite(pool) => pool,
+        };
         let commit = target == ReservationStatus::Committed;
-        let sale = format!("sale: reservation {id}");
-        let applied = with_db!(&self.db, pool => {
-            let mut tx = platform::db::begin(pool).await?;
-            let result: Result<_, Error> = async {
-                // The state change first, conditional on HELD: of two concurrent settlements only one moves stock.
-                let moved = sqlx::query(
-                    "UPDATE reservations SET status = $1, update_time = $2 WHERE id = $3 AND status = 'HELD'",
-                )
-                .bind(target.as_str())
-                .bind(now)
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-                if moved.rows_affected() != 1 {
-                    return Ok(false);
-                }
-                let items = sqlx::query_as::<_, ItemRow>(
-                    "SELECT product_id, quantity FROM reservation_items WHERE reservation_id = $1 ORDER BY product_id",
-                )
-                .bind(id)
-                .fetch_all(&mut *tx)
-                .await?;
-                // The adjustments first, then the inventory rows, locked from their UPDATE to the commit.
-                if commit {
-                    for item in &items {
-                        record_adjustment!(&mut *tx, &item.product_id, -item.quantity, &sale, actor, now);
-                    }
-                }
+        let sale = sale_reason(id);
+        let mut tx = platform::db::begin(pool).await?;
+        let result: Result<_, Error> = async {
+            // The state change first, conditional on HELD: of two concurrent settlements only one moves stock.
+            let moved =
+                sqlx::query(MOVE_RESERVATION_SQL).bind(target.as_str()).bind(now).bind(id).execute(&mut *tx).await?;
+            if moved.rows_affected() != 1 {
+                return Ok(false);
+            }
+            let items = sqlx::query_as::<_, ItemRow>(
+                "SELECT product_id, quantity FROM reservation_items WHERE reservation_id = $1 ORDER BY product_id",
+            )
+            .bind(id)
+            .fetch_all(&mut *tx)
+            .await?;
+            // The adjustments first, then the inventory rows, locked from their UPDATE to the commit.
+            if commit {
                 for item in &items {
-                    let sold = if commit { item.quantity } else { 0 };
-                    sqlx::query(
-                        "UPDATE inventory SET on_hand = on_hand - $1, reserved = reserved - $2, update_time = $3 \
-                         WHERE product_id = $4",
-                    )
+                    record_adjustment!(&mut *tx, &item.product_id, -item.quantity, &sale, actor, now);
+                }
+            }
+            for item in &items {
+                let sold = if commit { item.quantity } else { 0 };
+                sqlx::query(SETTLE_STOCK_SQL)
                     .bind(sold)
                     .bind(item.quantity)
                     .bind(now)
                     .bind(&item.product_id)
                     .execute(&mut *tx)
                     .await?;
-                }
-                Ok(true)
             }
-            .await;
-            finish(tx, result).await?
-        });
+            Ok(true)
+        }
+        .await;
+        let applied = finish(tx, result).await?;
         Ok(applied)
     }
 }

@@ -560,6 +560,20 @@ async fn reservations_never_oversell(db: Db) {
     assert_eq!(server.reserve("order-multi", &[(&p.id, 2), (&q.id, 3)]).await.expect("now it fits"), HELD);
     assert_eq!(stock(&server.inventory(&q.id).await), (3, 3, 0));
     assert_eq!(stock(&server.inventory(&p.id).await), (30, 21, 9));
+    // A sale of several lines sells each of them.
+    assert_eq!(server.commit("order-multi").await.expect("sell both"), COMMITTED);
+    assert_eq!(stock(&server.inventory(&q.id).await), (0, 0, 0));
+    assert_eq!(stock(&server.inventory(&p.id).await), (28, 19, 9));
+    // The first line refused, nothing is held and the id stays free.
+    let err = server.reserve("order-big", &[(&p.id, 10)]).await.expect_err("more than available");
+    assert_eq!((err.code(), reason(&err).as_str()), (Code::FailedPrecondition, "INSUFFICIENT_STOCK"));
+    assert_eq!(server.reserve("order-big", &[(&p.id, 9)]).await.expect("the id is still free"), HELD);
+    assert_eq!(server.release("order-big").await.expect("release"), RELEASED);
+    // A line naming no product is named, whichever line it is.
+    let err = server.reserve("order-ghost", &[(&p.id, 1), ("zz-no-such-product", 1)]).await.expect_err("unknown");
+    assert_eq!(err.code(), Code::NotFound);
+    assert!(err.message().contains("zz-no-such-product"), "names the product: {}", err.message());
+    assert_eq!(stock(&server.inventory(&p.id).await), (28, 19, 9), "nothing held of p");
 
     // The same reservation id sent many times at once (a retrying client) holds stock once.
     let one = [(p.id.as_str(), 1)];
@@ -567,7 +581,7 @@ async fn reservations_never_oversell(db: Db) {
     for result in futures::future::join_all(duplicates).await {
         assert_eq!(result.expect("duplicate reserve"), HELD);
     }
-    assert_eq!(stock(&server.inventory(&p.id).await), (30, 22, 8));
+    assert_eq!(stock(&server.inventory(&p.id).await), (28, 20, 8));
     let err = server.reserve("order-ghost", &[("no-such-product", 1)]).await.expect_err("unknown product");
     assert_eq!(err.code(), Code::NotFound);
 

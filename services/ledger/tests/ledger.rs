@@ -402,6 +402,16 @@ async fn invalid_transactions_change_nothing(db: Db) {
     assert_eq!(server.balance(&cash.id).await, i64::MAX);
     assert_eq!(server.balance(&equity.id).await, -i64::MAX);
     server.record(tx("t1", vec![posting(&cash, -1), posting(&equity, 1)])).await.expect("the id is still free");
+    // The same when the refused posting is the last to move (balances move in account-id order, and `float`, the
+    // newest account, comes last): the move before it is undone.
+    let capital = server.open("equity:float:eur", AccountType::Equity, "EUR").await;
+    let float = server.open("assets:float:eur", AccountType::Asset, "EUR").await;
+    server.record(tx("float", vec![posting(&float, i64::MAX), posting(&capital, -i64::MAX)])).await.expect("float");
+    let err = server.record(tx("t2", vec![posting(&float, 1), posting(&capital, -1)])).await.expect_err("overflow");
+    assert_eq!((err.code(), reason(&err).as_str()), (Code::FailedPrecondition, "BALANCE_OVERFLOW"));
+    assert!(err.message().contains("postings[0]"), "names the posting: {}", err.message());
+    assert_eq!(server.balance(&capital.id).await, -i64::MAX);
+    assert_eq!(server.balance(&float.id).await, i64::MAX);
 
     // Nothing of the refused transactions was written.
     assert_eq!(server.balance(&sales.id).await, 0);

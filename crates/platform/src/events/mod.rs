@@ -19,7 +19,7 @@ pub use api::mercato::events::v1::EventEnvelope;
 pub use bus::{BatchOutcome, BusError, EventBus, GatedBus, Handler, InProcessBus};
 pub use group_commit::{BatchRecorder, GroupCommit};
 pub use inbox::{first_deliveries, first_delivery};
-pub use outbox::{NewEvent, OutboxEntry, enqueue, unsent_count};
+pub use outbox::{NewEvent, OutboxEntry, bind_outbox_entries, enqueue, insert_outbox_entries, unsent_count};
 pub use relay::{Relay, RelayHandle};
 
 /// The `outbox` table every publishing service creates in a migration of its own (portable SQL).

@@ -83,6 +83,36 @@ impl OutboxEntry {
     }
 }
 
+/// `INSERT INTO outbox (…) SELECT * FROM unnest($first::text[], …)` (PostgreSQL): the rows of several events in
+/// one statement (a CTE of the caller's), as seven arrays bound by [`bind_outbox_entries`] after the statement's
+/// first `first - 1` values.
+pub fn insert_outbox_entries(first: usize) -> String {
+    let types = ["text", "text", "text", "text", "text", "text", "bigint"];
+    let arrays: Vec<String> = types.iter().enumerate().map(|(n, t)| format!("${}::{t}[]", first + n)).collect();
+    format!("INSERT INTO outbox ({OUTBOX_COLUMNS}) SELECT * FROM unnest({})", arrays.join(", "))
+}
+
+/// Binds `entries` as the seven arrays of [`insert_outbox_entries`], a column each.
+pub fn bind_outbox_entries<'q>(
+    query: crate::db::Query<'q, sqlx::Postgres>,
+    entries: Vec<OutboxEntry>,
+) -> crate::db::Query<'q, sqlx::Postgres> {
+    let mut columns: [Vec<String>; 6] = Default::default();
+    let mut create_times = Vec::with_capacity(entries.len());
+    for e in entries {
+        let values = [e.id, e.source, e.event_type.to_owned(), e.subject, e.payload, e.traceparent];
+        for (column, value) in columns.iter_mut().zip(values) {
+            column.push(value);
+        }
+        create_times.push(e.create_time);
+    }
+    let mut query = query;
+    for column in columns {
+        query = query.bind(column);
+    }
+    query.bind(create_times)
+}
+
 /// Writes `event` into the outbox through `executor` — the transaction of the state change it reports, so
 /// that both commit or neither does — with the `traceparent` of the current span, so that publishing and
 /// consuming it continue the trace of the request that caused it. Returns the event id.

@@ -1,0 +1,139 @@
+//! Recording a transaction on PostgreSQL in as few round trips as its rules allow (every captured payment and
+//! every refund records one). SQLite runs the same rules a statement at a time (`Store::try_record`).
+//!
+//! The transaction row, its metadata and its `ledger.transaction.recorded` event are one statement, which also
+//! reads the accounts' currencies; the balances then move one account at a time in account-id order, so that
+//! concurrent transactions lock the same few hot accounts in the same order (one statement updating several
+//! rows locks them in whatever order its plan visits them, and two such statements could deadlock). The last
+//! balance moves in the statement that inserts the postings.
+
+use std::collections::HashMap;
+
+use platform::db::finish;
+use platform::error::FieldViolation;
+use platform::events::OutboxEntry;
+use sqlx::{PgPool, Row};
+
+use super::{Attempt, PostingRow, balance_overflow, balance_update};
+use crate::domain::{self, AccountRef, NewTransaction, Posting};
+use crate::error::Error;
+
+/// The transaction ($1 id, $2 description, $3 what it reverses, $4 actor, $5 time), its metadata ($6 keys, $7
+/// values) and its event ($8 to $14), in one statement that also returns whether the row is new (a used id, or
+/// an original reversed before, writes nothing) and the ids and currencies of the accounts $15.
+static RECORD_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH recorded AS (INSERT INTO transactions (id, description, reverses_transaction_id, actor, create_time) \
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING id), \
+         described AS (INSERT INTO transaction_metadata (transaction_id, meta_key, meta_value) \
+         SELECT recorded.id, entry.meta_key, entry.meta_value FROM recorded, \
+         unnest($6::text[], $7::text[]) AS entry (meta_key, meta_value)), \
+         published AS ({}) \
+         SELECT EXISTS (SELECT 1 FROM recorded), \
+         ARRAY(SELECT id FROM accounts WHERE id = ANY($15) ORDER BY id), \
+         ARRAY(SELECT currency FROM accounts WHERE id = ANY($15) ORDER BY id)",
+        OutboxEntry::insert_from("recorded", 8)
+    )
+});
+
+/// Moves the last posting's balance (`balance_update`'s $1 to $3) and inserts every posting of transaction $4 at
+/// time $5: the others as arrays ($6 lines, $7 accounts, $8 currencies, $9 amounts, $10 account sequence numbers,
+/// $11 balances after), the last as line $12 in currency $13 with what its UPDATE returned. Nothing is inserted
+/// when that UPDATE's guard refused the amount.
+fn insert_postings_sql(last_balance_update: &str) -> String {
+    format!(
+        "WITH moved AS ({last_balance_update}) \
+         INSERT INTO postings (transaction_id, line, account_id, currency, amount_minor, account_seq, \
+         balance_after_minor, create_time) \
+         SELECT $4, p.line, p.account_id, p.currency, p.amount_minor, p.account_seq, p.balance_after_minor, $5 \
+         FROM unnest($6::int[], $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::bigint[]) \
+         AS p (line, account_id, currency, amount_minor, account_seq, balance_after_minor) \
+         WHERE EXISTS (SELECT 1 FROM moved) \
+         UNION ALL SELECT $4, $12, $2, $13, $1, entry_count, balance_minor, $5 FROM moved"
+    )
+}
+
+/// Records `t` (validated) with its postings moved in `order` (by account id); `account_ids` are its accounts,
+/// sorted and without repeats.
+pub(super) async fn try_record(
+    pool: &PgPool,
+    t: &NewTransaction,
+    actor: &str,
+    now: i64,
+    order: &[usize],
+    account_ids: &[&str],
+) -> Result<Attempt, Error> {
+    let Some((&last, earlier)) = order.split_last() else {
+        return Err(Error::invalid(FieldViolation::new("postings", "a transaction needs postings")));
+    };
+    let event = OutboxEntry::new(crate::NAME, &crate::events::transaction_recorded(t, actor));
+    let mut tx = platform::db::begin(pool).await?;
+    let query = sqlx::query(&RECORD_SQL)
+        .bind(&t.id)
+        .bind(&t.description)
+        .bind(t.reverses.as_deref())
+        .bind(actor)
+        .bind(now)
+        .bind(t.metadata.keys().collect::<Vec<_>>())
+        .bind(t.metadata.values().collect::<Vec<_>>());
+    let written = event.bind(query).bind(account_ids).fetch_one(&mut *tx).await.and_then(|row| {
+        Ok((row.try_get::<bool, _>(0)?, row.try_get::<Vec<String>, _>(1)?, row.try_get::<Vec<String>, _>(2)?))
+    });
+    let (ids, currencies) = match written {
+        Err(e) => {
+            tx.rollback().await?;
+            return Err(e.into());
+        }
+        Ok((false, _, _)) => {
+            tx.rollback().await?;
+            return Ok(Attempt::Conflict);
+        }
+        Ok((true, ids, currencies)) => (ids, currencies),
+    };
+    let result = async {
+        check_reversal!(&mut *tx, t);
+        let accounts: HashMap<String, AccountRef> =
+            ids.into_iter().zip(currencies).map(|(id, currency)| (id, AccountRef { currency })).collect();
+        domain::check_postings_against_accounts(&t.postings, &accounts).map_err(Error::InvalidArgument)?;
+        let mut moved = Vec::with_capacity(earlier.len());
+        for &line in earlier {
+            let p = &t.postings[line];
+            let (sql, bound) = balance_update(p);
+            let balance = sqlx::query_as::<_, (i64, i64)>(sql)
+                .bind(p.amount_minor)
+                .bind(&p.account_id)
+                .bind(bound)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some((balance_after, seq)) = balance else {
+                return Err(balance_overflow(line, &p.account_id));
+            };
+            moved.push((line, p, seq, balance_after));
+        }
+        let p = &t.postings[last];
+        let (sql, bound) = balance_update(p);
+        let inserted = sqlx::query(&insert_postings_sql(sql))
+            .bind(p.amount_minor)
+            .bind(&p.account_id)
+            .bind(bound)
+            .bind(&t.id)
+            .bind(now)
+            .bind(moved.iter().map(|(line, ..)| i32::try_from(*line).unwrap_or(i32::MAX)).collect::<Vec<_>>())
+            .bind(moved.iter().map(|(_, p, ..)| p.account_id.as_str()).collect::<Vec<_>>())
+            .bind(moved.iter().map(|(_, p, ..)| p.currency.as_str()).collect::<Vec<_>>())
+            .bind(moved.iter().map(|(_, p, ..)| p.amount_minor).collect::<Vec<_>>())
+            .bind(moved.iter().map(|(_, _, seq, _)| *seq).collect::<Vec<_>>())
+            .bind(moved.iter().map(|(.., balance_after)| *balance_after).collect::<Vec<_>>())
+            .bind(i32::try_from(last).unwrap_or(i32::MAX))
+            .bind(&p.currency)
+            .execute(&mut *tx)
+            .await?;
+        if inserted.rows_affected() == 0 {
+            return Err(balance_overflow(last, &p.account_id));
+        }
+        Ok(())
+    }
+    .await;
+    finish(tx, result).await?;
+    Ok(Attempt::Recorded)
+}
