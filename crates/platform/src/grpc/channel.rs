@@ -54,7 +54,8 @@ pub enum ChannelError {
 }
 
 /// A gRPC client channel to one service. Its addresses (`http://host:port`) name the replicas: an IP address is
-/// one, a host name one per address it resolves to (looked up again every 30 s). Calls go round-robin over them,
+/// one, a host name one per address it resolves to (looked up again every 30 s; a name that resolved to nothing
+/// after a second, its calls failing at once with the lookup's error meanwhile). Calls go round-robin over them,
 /// each replica reached over one HTTP/2 connection made on first use, pinged every 15 s, and remade when it ends.
 /// A replica that cannot be reached is skipped for a second while another one answers, and a call that could not
 /// be sent to one replica goes to the next. Cheap to clone; clones share the connections.
@@ -183,6 +184,7 @@ impl Shared {
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
+    use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::{Arc, Mutex};
     use std::time::Duration;
 
@@ -393,6 +395,49 @@ mod tests {
         let status = check(&channel, "who").await.expect_err("no address");
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
         assert!(status.message().contains("nowhere.test"), "{status:?}");
+    }
+
+    /// A missing service (its name resolves to nothing) costs one lookup, not one per call: calls at once share
+    /// it, calls right after get its answer, and the name is looked up again a little later.
+    #[tokio::test]
+    async fn a_name_that_does_not_resolve_is_looked_up_once_for_the_calls_meanwhile() {
+        let lookups = Arc::new(AtomicUsize::new(0));
+        let answer: Arc<Mutex<Vec<SocketAddr>>> = Arc::new(Mutex::new(Vec::new()));
+        let resolve: super::Resolve = {
+            let (lookups, answer) = (lookups.clone(), answer.clone());
+            Arc::new(move |_host, _port| {
+                lookups.fetch_add(1, Ordering::SeqCst);
+                let addresses = answer.lock().expect("answer").clone();
+                Box::pin(async move {
+                    // A resolver that takes its time, as one timing out does.
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    if addresses.is_empty() { Err(std::io::Error::other("no such host")) } else { Ok(addresses) }
+                })
+            })
+        };
+        let options = Options { lookup_every: Duration::from_millis(300), resolve, ..pinging(15_000, 5_000) };
+        let (listener, address) = listener().await;
+        let (stop, server) = serve_health(listener, ServingStatus::Serving).await;
+        let url = format!("http://missing.test:{}", address.port());
+        let channel = Channel::with_options(&[url], options).expect("channel");
+
+        let calls = (0..20).map(|_| check(&channel, "who"));
+        for result in futures::future::join_all(calls).await {
+            let status = result.expect_err("no address");
+            assert_eq!(status.code(), Code::Unavailable, "{status:?}");
+            assert!(status.message().contains("missing.test"), "{status:?}");
+        }
+        let status = check(&channel, "who").await.expect_err("still no address");
+        assert!(status.message().contains("no such host"), "the lookup's error: {status:?}");
+        assert_eq!(lookups.load(Ordering::SeqCst), 1, "one lookup for every call meanwhile");
+
+        // The service appears: the name is looked up again once the failure is old enough.
+        *answer.lock().expect("answer") = vec![address];
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        assert_eq!(check(&channel, "who").await.expect("answered"), ServingStatus::Serving as i32);
+        assert_eq!(lookups.load(Ordering::SeqCst), 2);
+        stop.cancel();
+        server.await.expect("stopped");
     }
 
     #[tokio::test]

@@ -38,9 +38,16 @@ pub(super) struct Target {
     looked_up_ms: Option<AtomicU64>,
     /// One lookup at a time.
     looking_up: tokio::sync::Mutex<()>,
+    /// Why the last lookup failed, when it left no address to call: what calls are told until the next lookup.
+    failure: Mutex<String>,
 }
 
 const NEVER: u64 = u64::MAX;
+
+/// How soon a name that resolved to nothing is looked up again (at most; `refresh` when shorter). Until then calls
+/// fail at once with the lookup's error, instead of each waiting in turn for a lookup of its own (slow when the
+/// resolver times out) while the service is missing.
+const RETRY_FAILED_LOOKUP: Duration = Duration::from_secs(1);
 
 impl Target {
     pub(super) fn parse(url: &str) -> Result<Self, ChannelError> {
@@ -68,6 +75,7 @@ impl Target {
             replicas: Mutex::new(replicas),
             looked_up_ms,
             looking_up: tokio::sync::Mutex::new(()),
+            failure: Mutex::new(String::new()),
         })
     }
 
@@ -77,12 +85,21 @@ impl Target {
         self.current()
     }
 
+    /// `replicas` as looked up last, or the failure of that lookup when it left none.
+    fn known(&self, replicas: Replicas) -> Result<Replicas, Status> {
+        if replicas.is_empty() {
+            return Err(Status::unavailable(self.failure.lock().unwrap_or_else(PoisonError::into_inner).clone()));
+        }
+        Ok(replicas)
+    }
+
     fn current(&self) -> Replicas {
         self.replicas.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
-    /// The replicas now; a host name is looked up first when its last lookup is older than `refresh`. While one
-    /// call looks the name up, the others go on with the addresses they have.
+    /// The replicas now; a host name is looked up first when its last lookup is older than `refresh` (or than
+    /// [`RETRY_FAILED_LOOKUP`] when it left no address). While one call looks the name up, the others go on with
+    /// the addresses they have, or wait for its answer when there are none.
     pub(super) async fn replicas(
         &self,
         epoch: Instant,
@@ -91,11 +108,12 @@ impl Target {
     ) -> Result<Replicas, Status> {
         let current = self.current();
         let Some(looked_up_ms) = &self.looked_up_ms else { return Ok(current) };
-        let due = |last: u64| {
+        let due = |last: u64, replicas: &Replicas| {
+            let refresh = if replicas.is_empty() { refresh.min(RETRY_FAILED_LOOKUP) } else { refresh };
             last == NEVER || epoch.elapsed().as_millis() as u64 >= last.saturating_add(refresh.as_millis() as u64)
         };
-        if !due(looked_up_ms.load(Ordering::Relaxed)) {
-            return Ok(current);
+        if !due(looked_up_ms.load(Ordering::Relaxed), &current) {
+            return self.known(current);
         }
         let _one_at_a_time = match self.looking_up.try_lock() {
             Ok(guard) => guard,
@@ -103,8 +121,9 @@ impl Target {
             Err(_) => self.looking_up.lock().await,
         };
         // Another call may have looked it up while this one waited.
-        if !due(looked_up_ms.load(Ordering::Relaxed)) {
-            return Ok(self.current());
+        let current = self.current();
+        if !due(looked_up_ms.load(Ordering::Relaxed), &current) {
+            return self.known(current);
         }
         let looked_up = resolve(self.host.clone(), self.port).await;
         let now = epoch.elapsed().as_millis() as u64;
@@ -130,11 +149,11 @@ impl Target {
                     Ok(_) => "no address".to_owned(),
                 };
                 if current.is_empty() {
-                    // Nothing to fall back on: the next call looks it up again.
-                    return Err(Status::unavailable(format!(
-                        "{}: cannot resolve {}: {why}",
-                        self.authority, self.host
-                    )));
+                    // Nothing to fall back on: calls fail with this until the name is looked up again.
+                    let failure = format!("{}: cannot resolve {}: {why}", self.authority, self.host);
+                    *self.failure.lock().unwrap_or_else(PoisonError::into_inner) = failure.clone();
+                    looked_up_ms.store(now, Ordering::Relaxed);
+                    return Err(Status::unavailable(failure));
                 }
                 tracing::warn!(host = %self.host, error = %why, "service lookup failed; keeping the last replicas");
                 looked_up_ms.store(now, Ordering::Relaxed);
