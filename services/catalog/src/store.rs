@@ -93,6 +93,21 @@ macro_rules! hold_stock {
     }};
 }
 
+/// Gives back the units a reservation line held, `sold` of them sold (taken off the units on hand); a macro, as it
+/// runs on either engine's transaction.
+macro_rules! settle_stock {
+    ($conn:expr, $item:expr, $sold:expr, $now:expr) => {{
+        let item: &ItemRow = $item;
+        sqlx::query(SETTLE_STOCK_SQL)
+            .bind($sold)
+            .bind(item.quantity)
+            .bind($now)
+            .bind(&item.product_id)
+            .execute(&mut *$conn)
+            .await?;
+    }};
+}
+
 /// Why a hold of `item` took nothing, the product's state first (a macro: it runs on either engine's transaction).
 macro_rules! refused_hold {
     ($conn:expr, $item:expr) => {{
@@ -653,14 +668,7 @@ impl Store {
                 }
             }
             for item in &items {
-                let sold = if commit { item.quantity } else { 0 };
-                sqlx::query(SETTLE_STOCK_SQL)
-                    .bind(sold)
-                    .bind(item.quantity)
-                    .bind(now)
-                    .bind(&item.product_id)
-                    .execute(&mut *tx)
-                    .await?;
+                settle_stock!(&mut *tx, item, if commit { item.quantity } else { 0 }, now);
             }
             Ok(true)
         }

@@ -179,13 +179,7 @@ pub(super) async fn settle(
         };
         query.execute(&mut *tx).await?;
         for item in rest {
-            sqlx::query(SETTLE_STOCK_SQL)
-                .bind(sold(item))
-                .bind(item.quantity)
-                .bind(now)
-                .bind(&item.product_id)
-                .execute(&mut *tx)
-                .await?;
+            settle_stock!(&mut *tx, item, sold(item), now);
         }
         Ok(true)
     }
