@@ -243,6 +243,10 @@ def check_compose(path):
             fail(f"compose {n}: healthcheck must run mercato healthcheck")
         if "backend" not in s.get("networks", []):
             fail(f"compose {n}: must be on the backend network")
+        # Without a CPU limit each runtime starts a worker thread per host CPU (see compose.yaml).
+        limits = s.get("deploy", {}).get("resources", {}).get("limits", {})
+        if not limits.get("cpus") or not limits.get("memory"):
+            fail(f"compose {n}: needs deploy.resources.limits (cpus and memory)")
     if not doc.get("networks", {}).get("backend", {}).get("internal"):
         fail("compose: the backend network must be internal")
     published = [n for n, s in svcs.items() if s.get("ports") and not s.get("profiles")]
