@@ -293,7 +293,7 @@ steps = [
     ("tracing spans, trace context", ["tracing_subscriber", "tracing_core", "tracing::span", "opentelemetry",
      "trace_context"], []),
     ("transcoding (request message, response JSON)", ["gateway::transcode"], []),
-    ("route lookup (done twice: span name, handler)", ["RouteTable::lookup"], []),
+    ("route lookup (once, in the observing middleware)", ["RouteTable::lookup"], []),
     ("rate limiter bucket check", ["gateway::ratelimit::"], []),
     ("metrics", ["metrics::", "metrics_exporter"], []),
     ("malloc/free (self)", [], []),

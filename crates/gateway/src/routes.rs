@@ -144,17 +144,19 @@ impl RouteTable {
         names
     }
 
-    /// Finds the route for a method and (percent-encoded) path.
+    /// Finds the route for a method and (percent-encoded) path: the first, most specific, route of that method
+    /// whose template matches. Only when none does are the other methods' templates tried, for the 405's `Allow`.
     pub fn lookup(&self, method: &Method, path: &str) -> Lookup<'_> {
-        let mut allowed = Vec::new();
-        for route in &self.routes {
+        let same_method = self.routes.iter().filter(|route| route.method == *method);
+        for route in same_method {
             if let Some(bound) = route.template.matches(path) {
-                if route.method == *method {
-                    return Lookup::Found(route, bound);
-                }
-                if !allowed.contains(&route.method) {
-                    allowed.push(route.method.clone());
-                }
+                return Lookup::Found(route, bound);
+            }
+        }
+        let mut allowed = Vec::new();
+        for route in self.routes.iter().filter(|route| route.method != *method) {
+            if !allowed.contains(&route.method) && route.template.matches(path).is_some() {
+                allowed.push(route.method.clone());
             }
         }
         if allowed.is_empty() { Lookup::NotFound } else { Lookup::WrongMethod(allowed) }

@@ -114,19 +114,22 @@ impl PathTemplate {
             Some(verb) => rest.strip_suffix(verb.as_str())?.strip_suffix(':')?,
             None => rest,
         };
-        let parts: Vec<&str> = if rest.is_empty() { Vec::new() } else { rest.split('/').collect() };
+        // Every route's template is tried until one matches: the path is split into a list only once it did.
+        let split = || rest.split('/').filter(|_| !rest.is_empty());
         let ends_with_rest = self.segments.last() == Some(&Segment::Rest);
         let fixed = self.segments.len() - usize::from(ends_with_rest);
-        if parts.len() < fixed || (!ends_with_rest && parts.len() != fixed) {
+        let count = split().count();
+        if count < fixed || (!ends_with_rest && count != fixed) {
             return None;
         }
-        for (segment, part) in self.segments.iter().zip(&parts) {
+        for (segment, part) in self.segments.iter().zip(split()) {
             match segment {
                 Segment::Literal(lit) if lit != part => return None,
                 Segment::One if part.is_empty() => return None,
                 _ => {}
             }
         }
+        let parts: Vec<&str> = split().collect();
         let mut bound = Vec::with_capacity(self.variables.len());
         for var in &self.variables {
             let end = if var.end == self.segments.len() && ends_with_rest { parts.len() } else { var.end };
