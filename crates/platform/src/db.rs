@@ -281,6 +281,12 @@ pub fn placeholders(first: usize, count: usize) -> String {
     (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
 }
 
+/// `$1, $2, …`: one numbered parameter per column of `columns` (a comma-separated list), for the `VALUES` of an
+/// `INSERT` whose binder binds every column in that order.
+pub fn values_for(columns: &str) -> String {
+    placeholders(1, columns.split(',').count())
+}
+
 /// A query and its arguments on either engine: what a service's typed binders take and return
 /// (`fn bind_order<'q, DB>(query: Query<'q, DB>, order: &'q Order) -> Query<'q, DB>`), so that one binder serves
 /// the SQLite statement and the PostgreSQL one.

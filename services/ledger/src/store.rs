@@ -63,6 +63,27 @@ macro_rules! check_reversal {
     }};
 }
 
+/// Moves the balance of posting `line` (`p`) inside the recording transaction and evaluates to the account's
+/// balance after it and the posting's sequence number in the account; refuses a move that would overflow (a
+/// macro: it runs on either engine's transaction).
+macro_rules! move_balance {
+    ($conn:expr, $line:expr, $p:expr) => {{
+        let (line, p): (usize, &Posting) = ($line, $p);
+        let (sql, bound) = balance_update(p);
+        // fetch_all, not fetch_optional: the statement must run to completion on SQLite.
+        let moved = sqlx::query_as::<_, (i64, i64)>(sql)
+            .bind(p.amount_minor)
+            .bind(&p.account_id)
+            .bind(bound)
+            .fetch_all(&mut *$conn)
+            .await?;
+        let Some(&(balance_after, seq)) = moved.first() else {
+            return Err(balance_overflow(line, &p.account_id));
+        };
+        (balance_after, seq)
+    }};
+}
+
 mod postgres;
 
 /// The UPDATE that moves the balance of posting `p`'s account ($1 amount, $2 account, $3 the guard's bound, from
@@ -538,17 +559,7 @@ impl Store {
                         let mut stored = Vec::with_capacity(order.len());
                         for &line in &order {
                             let p = &t.postings[line];
-                            let (sql, bound) = balance_update(p);
-                            // fetch_all, not fetch_optional: the statement must run to completion on SQLite.
-                            let moved = sqlx::query_as::<_, (i64, i64)>(sql)
-                                .bind(p.amount_minor)
-                                .bind(&p.account_id)
-                                .bind(bound)
-                                .fetch_all(&mut *tx)
-                                .await?;
-                            let Some(&(balance_after, seq)) = moved.first() else {
-                                return Err(balance_overflow(line, &p.account_id));
-                            };
+                            let (balance_after, seq) = move_balance!(&mut *tx, line, p);
                             stored.push((line, p, seq, balance_after));
                         }
                         let mut insert = sqlx::QueryBuilder::new(

@@ -191,23 +191,25 @@ const MOVE_SQL: &str = "UPDATE orders SET status = $1, saga_step = $2, step_time
      payment_id = COALESCE($4, payment_id), failure_reason = COALESCE($5, failure_reason), \
      cancel_reason = COALESCE($6, cancel_reason) WHERE id = $7 AND status = $8 AND saga_step = $9";
 
+/// The start of every `saga_log` insert.
+const INSERT_SAGA_LOG: &str = "INSERT INTO saga_log (id, order_id, from_step, to_step, status, note, create_time)";
+
+/// The `saga_log` line of a move that `moved` (a CTE of [`MOVE_SQL`] returning the order's id) applied: $10 is the
+/// line's id, $11 its note.
+static LOG_MOVED: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("{INSERT_SAGA_LOG} SELECT $10, id, $9, $2, $1, $11, $3 FROM moved"));
+
 /// [`MOVE_SQL`] and its `saga_log` line in one statement (PostgreSQL's data-modifying CTE); $10 is the log line's
 /// id, $11 its note. Built once: every saga move without an event runs it.
-static MOVE_AND_LOG_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "WITH moved AS ({MOVE_SQL} RETURNING id) \
-         INSERT INTO saga_log (id, order_id, from_step, to_step, status, note, create_time) \
-         SELECT $10, id, $9, $2, $1, $11, $3 FROM moved"
-    )
-});
+static MOVE_AND_LOG_SQL: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("WITH moved AS ({MOVE_SQL} RETURNING id) {}", *LOG_MOVED));
 
 /// [`MOVE_AND_LOG_SQL`] and the move's event (PostgreSQL): the outbox row ($12 to $18) is written only when the
 /// move applied, so the statement changes one outbox row or none.
 static MOVE_LOG_AND_EVENT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
-        "WITH moved AS ({MOVE_SQL} RETURNING id), \
-         logged AS (INSERT INTO saga_log (id, order_id, from_step, to_step, status, note, create_time) \
-         SELECT $10, id, $9, $2, $1, $11, $3 FROM moved RETURNING order_id) {}",
+        "WITH moved AS ({MOVE_SQL} RETURNING id), logged AS ({} RETURNING order_id) {}",
+        *LOG_MOVED,
         OutboxEntry::insert_from("logged", 12)
     )
 });
@@ -223,8 +225,8 @@ static PLACE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
          SELECT placed.id, l.line_no, l.product_id, l.sku, l.name, l.quantity, l.unit_price_minor FROM placed, \
          unnest($24::bigint[], $25::text[], $26::text[], $27::text[], $28::bigint[], $29::bigint[]) \
          AS l (line_no, product_id, sku, name, quantity, unit_price_minor)), \
-         logged AS (INSERT INTO saga_log (id, order_id, from_step, to_step, status, note, create_time) \
-         SELECT $30, id, '', $4, $3, 'order placed', $22 FROM placed RETURNING order_id) {}",
+         logged AS ({INSERT_SAGA_LOG} SELECT $30, id, '', $4, $3, 'order placed', $22 FROM placed \
+         RETURNING order_id) {}",
         *INSERT_ORDER_SQL,
         OutboxEntry::insert_from("logged", 31)
     )
@@ -232,10 +234,7 @@ static PLACE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 
 /// Inserts an order; [`bind_order`] binds $1 to $23.
 static INSERT_ORDER_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "INSERT INTO orders ({ORDER_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, \
-         $14, $15, $16, $17, $18, $19, $20, $21, $22, $23)"
-    )
+    format!("INSERT INTO orders ({ORDER_COLUMNS}) VALUES ({})", platform::db::values_for(ORDER_COLUMNS))
 });
 
 /// Binds the columns of an order, in the order of [`ORDER_COLUMNS`].
@@ -393,17 +392,14 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                     }
-                    sqlx::query(
-                        "INSERT INTO saga_log (id, order_id, from_step, to_step, status, note, create_time) \
-                             VALUES ($1, $2, '', $3, $4, 'order placed', $5)",
-                    )
-                    .bind(uuid::Uuid::now_v7().to_string())
-                    .bind(&order.id)
-                    .bind(order.step.as_str())
-                    .bind(order.status.as_str())
-                    .bind(order.create_time)
-                    .execute(&mut *tx)
-                    .await?;
+                    sqlx::query(&format!("{INSERT_SAGA_LOG} VALUES ($1, $2, '', $3, $4, 'order placed', $5)"))
+                        .bind(uuid::Uuid::now_v7().to_string())
+                        .bind(&order.id)
+                        .bind(order.step.as_str())
+                        .bind(order.status.as_str())
+                        .bind(order.create_time)
+                        .execute(&mut *tx)
+                        .await?;
                     enqueue(&mut *tx, crate::NAME, placed).await?;
                     Ok(())
                 }
@@ -539,19 +535,16 @@ impl Store {
             if updated.rows_affected() != 1 {
                 return Ok(false);
             }
-            sqlx::query(
-                "INSERT INTO saga_log (id, order_id, from_step, to_step, status, note, create_time) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7)",
-            )
-            .bind(uuid::Uuid::now_v7().to_string())
-            .bind(id)
-            .bind(from_step.as_str())
-            .bind(change.step.as_str())
-            .bind(change.status.as_str())
-            .bind(note)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
+            sqlx::query(&format!("{INSERT_SAGA_LOG} VALUES ($1, $2, $3, $4, $5, $6, $7)"))
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(id)
+                .bind(from_step.as_str())
+                .bind(change.step.as_str())
+                .bind(change.status.as_str())
+                .bind(note)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
             if let Some(event) = event {
                 enqueue(&mut *tx, crate::NAME, event).await?;
             }

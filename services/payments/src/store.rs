@@ -26,9 +26,7 @@ const REFUND_COLUMNS: &str = "refund_id, payment_id, currency, amount_minor, sta
 
 /// Inserts a payment; [`bind_payment`] binds $1 to $14.
 static INSERT_PAYMENT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "INSERT INTO payments ({PAYMENT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
-    )
+    format!("INSERT INTO payments ({PAYMENT_COLUMNS}) VALUES ({})", platform::db::values_for(PAYMENT_COLUMNS))
 });
 
 /// PostgreSQL: the payment ($1 to $14), its key's result (state $15 for key $16 of the payment's customer) and

@@ -126,12 +126,13 @@ where
 {
     let entry = OutboxEntry::new(source, event);
     let id = entry.id.clone();
-    entry.bind(sqlx::query(ENQUEUE_SQL)).execute(executor).await?;
+    entry.bind(sqlx::query(&ENQUEUE_SQL)).execute(executor).await?;
     Ok(id)
 }
 
-const ENQUEUE_SQL: &str = "INSERT INTO outbox (id, source, event_type, subject, payload, traceparent, create_time) \
-                           VALUES ($1, $2, $3, $4, $5, $6, $7)";
+static ENQUEUE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!("INSERT INTO outbox ({OUTBOX_COLUMNS}) VALUES ({})", crate::db::values_for(OUTBOX_COLUMNS))
+});
 
 /// How many outbox rows wait to be published.
 pub async fn unsent_count(db: &Db) -> Result<i64, sqlx::Error> {

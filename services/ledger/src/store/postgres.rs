@@ -98,16 +98,7 @@ pub(super) async fn try_record(
         let mut moved = Vec::with_capacity(earlier.len());
         for &line in earlier {
             let p = &t.postings[line];
-            let (sql, bound) = balance_update(p);
-            let balance = sqlx::query_as::<_, (i64, i64)>(sql)
-                .bind(p.amount_minor)
-                .bind(&p.account_id)
-                .bind(bound)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some((balance_after, seq)) = balance else {
-                return Err(balance_overflow(line, &p.account_id));
-            };
+            let (balance_after, seq) = move_balance!(&mut *tx, line, p);
             moved.push((line, p, seq, balance_after));
         }
         let p = &t.postings[last];
