@@ -25,6 +25,28 @@ async fn write(db: &Db, event: &NewEvent, commit: bool) {
     });
 }
 
+/// Writes one event in a transaction of its own and returns its id.
+async fn enqueue(db: &Db, event: &NewEvent) -> String {
+    with_db!(db, pool => {
+        let mut tx = pool.begin().await.expect("begin");
+        let id = events::enqueue(&mut *tx, "test", event).await.expect("enqueue");
+        tx.commit().await.expect("commit");
+        id
+    })
+}
+
+/// Runs `relay`'s rounds until one publishes something (on PostgreSQL it may have to wait for the lead, which
+/// a relay that ended gives up as soon as the server has ended its session); returns what that round published.
+async fn publish_once_leading(relay: &Relay) -> usize {
+    for _ in 0..100 {
+        match relay.publish_pending().await.expect("published") {
+            0 => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            published => return published,
+        }
+    }
+    panic!("the relay never published: it never took the lead");
+}
+
 /// A consumer that applies each event once (inbox in the same transaction as its effect) and fails the
 /// first `fail_first` deliveries.
 fn consumer(db: Db, applied: Arc<AtomicUsize>, fail_first: usize) -> events::Handler {
@@ -94,7 +116,9 @@ async fn outbox_to_consumer_exactly_once(db: Db) {
         }),
     );
     with_db!(&db, pool => sqlx::query("UPDATE outbox SET sent_time = NULL").execute(pool).await.map(|_| ()).expect("reset"));
-    Relay::new("test", db.clone(), recorder).publish_pending().await.expect("published");
+    // One relay leads an outbox: the first ends (as its process would) so that this one leads.
+    drop(relay);
+    assert_eq!(publish_once_leading(&Relay::new("test", db.clone(), recorder)).await, 2);
     let first = rx.recv().await.expect("first");
     let second = rx.recv().await.expect("second");
     assert_eq!((first.0.as_str(), first.1.as_slice(), first.2.as_str()), (ids[0].as_str(), &[1u8][..], "a"));
@@ -156,8 +180,9 @@ fn recording_bus(seen: Arc<std::sync::Mutex<Vec<(String, String)>>>) -> Arc<InPr
     bus
 }
 
-/// Two relays (two replicas of a service) drain one PostgreSQL outbox at the same time: each event is
-/// published once, by one of them, and the events of each subject in the order they were written.
+/// Two relays (two replicas of a service) drain one PostgreSQL outbox at the same time: one leads and
+/// publishes each event once, the events of each subject in the order they were written; the other publishes
+/// nothing while it leads.
 #[tokio::test]
 async fn two_relays_on_one_postgres_outbox_publish_each_event_once_in_subject_order() {
     let Some(db) = platform::testkit::postgres("events").await else { return };
@@ -166,13 +191,7 @@ async fn two_relays_on_one_postgres_outbox_publish_each_event_once_in_subject_or
     let mut written: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
     for n in 0..subjects * per_subject {
         let subject = format!("s{}", n % subjects);
-        let event = event(&subject, (n % 256) as u8);
-        let id = with_db!(&db, pool => {
-            let mut tx = pool.begin().await.expect("begin");
-            let id = events::enqueue(&mut *tx, "test", &event).await.expect("enqueue");
-            tx.commit().await.expect("commit");
-            id
-        });
+        let id = enqueue(&db, &event(&subject, (n % 256) as u8)).await;
         written.entry(subject).or_default().push(id);
     }
 
@@ -183,7 +202,10 @@ async fn two_relays_on_one_postgres_outbox_publish_each_event_once_in_subject_or
         tokio::spawn(async move {
             let mut published = 0;
             while events::unsent_count(&db).await.expect("count") > 0 {
-                published += relay.publish_pending().await.expect("published");
+                match relay.publish_pending().await.expect("published") {
+                    0 => tokio::time::sleep(std::time::Duration::from_millis(5)).await,
+                    n => published += n,
+                }
             }
             published
         })
@@ -195,12 +217,49 @@ async fn two_relays_on_one_postgres_outbox_publish_each_event_once_in_subject_or
     let seen = seen.lock().expect("seen").clone();
     assert_eq!(seen.len(), subjects * per_subject, "events published more than once or not at all");
     assert_eq!(first + second, subjects * per_subject);
-    assert!(first > 0 && second > 0, "one relay did all the work ({first} and {second}): they never overlapped");
+    assert!(first == 0 || second == 0, "both relays published ({first} and {second}): neither led alone");
     let mut published: std::collections::HashMap<String, Vec<String>> = std::collections::HashMap::new();
     for (subject, id) in seen {
         published.entry(subject).or_default().push(id);
     }
     assert_eq!(published, written, "a subject's events were published out of order");
+}
+
+/// The relay that leads a PostgreSQL outbox dies (its process ends and with it its connection): another
+/// replica's relay, which published nothing meanwhile, takes the lead and publishes what is left, in order.
+#[tokio::test]
+async fn when_the_leading_relay_dies_another_takes_the_lead() {
+    let Some(db) = platform::testkit::postgres("events").await else { return };
+    create_tables(&db).await;
+    let mut written = Vec::new();
+    for n in 0..3 {
+        written.push(enqueue(&db, &event("a", n)).await);
+    }
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let bus = recording_bus(seen.clone());
+    let leader = Relay::new("test", db.clone(), bus.clone());
+    let follower = Relay::new("test", db.clone(), bus.clone());
+    assert_eq!(leader.publish_pending().await.expect("leader publishes"), 3);
+
+    for n in 3..5 {
+        written.push(enqueue(&db, &event("a", n)).await);
+    }
+    assert_eq!(follower.publish_pending().await.expect("follower's round"), 0, "a follower published");
+    assert_eq!(events::unsent_count(&db).await.expect("count"), 2);
+
+    drop(leader);
+    assert_eq!(publish_once_leading(&follower).await, 2, "no relay took the lead after the leader died");
+    let seen: Vec<String> = seen.lock().expect("seen").iter().map(|(_, id)| id.clone()).collect();
+    assert_eq!(seen, written, "events were lost, repeated or reordered across the change of leader");
+}
+
+/// The value of gauge `name` for `service`.
+fn gauge(metrics: &metrics_exporter_prometheus::PrometheusHandle, name: &str, service: &str) -> f64 {
+    let prefix = format!("{name}{{service=\"{service}\"}} ");
+    let rendered = metrics.render();
+    let line =
+        rendered.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no {prefix} in\n{rendered}"));
+    line[prefix.len()..].parse().expect("a number")
 }
 
 async fn the_outbox_age_and_depth_are_metrics(db: Db, service: &'static str) {
@@ -214,13 +273,7 @@ async fn the_outbox_age_and_depth_are_metrics(db: Db, service: &'static str) {
     // The oldest event was written a minute ago; the consumer fails its first delivery, so both stay.
     with_db!(&db, pool => sqlx::query("UPDATE outbox SET create_time = create_time - 60000000 WHERE payload = 'AQ=='").execute(pool).await.map(|_| ()).expect("age"));
     assert!(relay.publish_pending().await.is_err());
-    let gauge = |name: &str| -> f64 {
-        let prefix = format!("{name}{{service=\"{service}\"}} ");
-        let rendered = metrics.render();
-        let line =
-            rendered.lines().find(|l| l.starts_with(&prefix)).unwrap_or_else(|| panic!("no {prefix} in\n{rendered}"));
-        line[prefix.len()..].parse().expect("a number")
-    };
+    let gauge = |name: &str| gauge(metrics, name, service);
     assert_eq!(gauge("mercato_outbox_depth"), 2.0);
     let age = gauge("mercato_outbox_oldest_age_seconds");
     assert!((60.0..70.0).contains(&age), "age {age}");
@@ -240,6 +293,25 @@ async fn the_outbox_age_and_depth_are_metrics_on_sqlite() {
 async fn the_outbox_age_and_depth_are_metrics_on_postgres() {
     let Some(db) = platform::testkit::postgres("events").await else { return };
     the_outbox_age_and_depth_are_metrics(db, "age-postgres").await;
+}
+
+/// A replica whose relay follows reports the outbox's depth and age too (alerts take the largest over replicas,
+/// and a replica that led before would otherwise keep reporting what it saw then).
+#[tokio::test]
+async fn a_following_relay_reports_the_outbox_depth_too() {
+    let Some(db) = platform::testkit::postgres("events").await else { return };
+    let metrics = platform::metrics::handle();
+    create_tables(&db).await;
+    let bus = Arc::new(InProcessBus::new());
+    let leader = Relay::new("depth-leader", db.clone(), bus.clone());
+    let follower = Relay::new("depth-follower", db.clone(), bus);
+    write(&db, &event("a", 1), true).await;
+    assert_eq!(leader.publish_pending().await.expect("published"), 1);
+    write(&db, &event("a", 2), true).await;
+    write(&db, &event("a", 3), true).await;
+    assert_eq!(follower.publish_pending().await.expect("follower's round"), 0);
+    assert_eq!(gauge(metrics, "mercato_outbox_depth", "depth-follower"), 2.0);
+    assert!(gauge(metrics, "mercato_outbox_oldest_age_seconds", "depth-follower") < 60.0);
 }
 
 /// The in-process bus hands an event to all its consumers at once: a slow consumer does not hold the others up,

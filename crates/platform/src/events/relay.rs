@@ -1,6 +1,7 @@
 //! The outbox relay of one service: publishes unsent rows in order, a batch at a time, and marks each sent
 //! only after the bus accepted it. A failed publish leaves the row (and every later one of the batch) in
-//! place and is retried with backoff.
+//! place and is retried with backoff. Of several replicas' relays on one PostgreSQL outbox, one publishes at a
+//! time (see [`super::claim`]).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,10 +9,10 @@ use std::time::Duration;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use futures::FutureExt;
-use tokio::sync::Notify;
+use tokio::sync::{Mutex, Notify};
 use tokio_util::sync::CancellationToken;
 
-use super::claim::{self, OutboxRow};
+use super::claim::{self, Leadership, OutboxRow};
 use super::{DATA_CONTENT_TYPE, EventBus, EventEnvelope};
 use crate::db::Db;
 
@@ -39,6 +40,8 @@ pub struct Relay {
     bus: Arc<dyn EventBus>,
     wake: RelayHandle,
     service: &'static str,
+    /// Whether this relay leads a PostgreSQL outbox (unused on SQLite).
+    leadership: Mutex<Leadership>,
 }
 
 impl std::fmt::Debug for Relay {
@@ -50,7 +53,7 @@ impl std::fmt::Debug for Relay {
 impl Relay {
     /// A relay publishing `service`'s outbox in `db` to `bus`.
     pub fn new(service: &'static str, db: Db, bus: Arc<dyn EventBus>) -> Self {
-        Self { db, bus, wake: RelayHandle::default(), service }
+        Self { db, bus, wake: RelayHandle::default(), service, leadership: Mutex::default() }
     }
 
     /// The handle that wakes this relay.
@@ -58,8 +61,13 @@ impl Relay {
         self.wake.clone()
     }
 
-    /// Runs until `shutdown` is cancelled.
+    /// Runs until `shutdown` is cancelled, then steps down, so that another replica's relay leads at once.
     pub async fn run(self, shutdown: CancellationToken) {
+        self.serve(&shutdown).await;
+        self.leadership.lock().await.step_down().await;
+    }
+
+    async fn serve(&self, shutdown: &CancellationToken) {
         let mut backoff = Duration::from_millis(100);
         loop {
             // A wake that came before this round is served by it: the round reads the outbox after the wake, and
@@ -94,44 +102,54 @@ impl Relay {
     }
 
     /// Publishes unsent rows in order, oldest first, as one pipelined batch, and marks the confirmed prefix
-    /// sent; stops at the first failure so order is kept. On PostgreSQL several relays (replicas of the
-    /// service) may run on one outbox: each claims the rows it publishes (see [`super::claim`]).
+    /// sent; stops at the first failure so order is kept. On PostgreSQL only the relay that leads the outbox
+    /// publishes (see [`super::claim`]): another returns 0 at once.
     pub async fn publish_pending(&self) -> Result<usize, String> {
         let (outcome, left) = match &self.db {
             Db::Sqlite(pool) => {
                 let rows = claim::unsent_rows(pool, BATCH).await.map_err(|e| format!("reading the outbox: {e}"))?;
-                let seen: Vec<(String, i64)> = rows.iter().map(|r| (r.id.clone(), r.create_time)).collect();
-                let full = seen.len() as i64 >= BATCH;
-                let (published, failure) = self.publish(rows).await;
+                let (published, failure, left) = self.publish_round(rows).await;
                 claim::mark_sent(pool, &published).await.map_err(|e| format!("marking events sent: {e}"))?;
-                let left = claim::left_after(seen.iter().map(|(id, t)| (id.as_str(), *t)), full, &published);
                 (self.count(&published, failure), left)
             }
             Db::Postgres(pool) => {
-                let window = claim::candidate_window(BATCH);
-                let candidates =
-                    claim::candidates(pool, window).await.map_err(|e| format!("reading the outbox: {e}"))?;
-                let full = candidates.len() as i64 >= window;
-                let (published, failure) = if candidates.is_empty() {
-                    (Vec::new(), None)
-                } else {
-                    let mut tx = crate::db::begin(pool).await.map_err(|e| format!("claiming outbox rows: {e}"))?;
-                    let rows = claim::claim_rows(&mut tx, &candidates, BATCH)
-                        .await
-                        .map_err(|e| format!("claiming outbox rows: {e}"))?;
-                    let (published, failure) = self.publish(rows).await;
-                    claim::mark_sent(&mut *tx, &published).await.map_err(|e| format!("marking events sent: {e}"))?;
-                    // Committing records the confirmed prefix and releases the claim, also after a failure.
-                    tx.commit().await.map_err(|e| format!("marking events sent: {e}"))?;
-                    (published, failure)
+                let mut leadership = self.leadership.lock().await;
+                let lead = leadership.lead(pool, POLL_INTERVAL).await;
+                let Some(connection) = lead.map_err(|e| format!("taking the outbox's leader lock: {e}"))? else {
+                    let seen = leadership.backlog.take();
+                    drop(leadership);
+                    if seen.is_some() {
+                        self.report_backlog(seen).await;
+                    }
+                    return Ok(0);
                 };
-                let left =
-                    claim::left_after(candidates.iter().map(|c| (c.id.as_str(), c.create_time)), full, &published);
+                let rows = match claim::unsent_rows(&mut *connection, BATCH).await {
+                    Ok(rows) => rows,
+                    Err(e) => {
+                        leadership.lose();
+                        return Err(format!("reading the outbox: {e}"));
+                    }
+                };
+                let (published, failure, left) = self.publish_round(rows).await;
+                if let Err(e) = claim::mark_sent(&mut *connection, &published).await {
+                    leadership.lose();
+                    return Err(format!("marking events sent: {e}"));
+                }
                 (self.count(&published, failure), left)
             }
         };
         self.report_backlog(left).await;
         outcome
+    }
+
+    /// Publishes the rows a round read; returns what [`Self::publish`] does and what is left unsent (None when
+    /// the round read a full batch, which may hide more).
+    async fn publish_round(&self, rows: Vec<OutboxRow>) -> (Vec<String>, Option<String>, Option<(i64, Option<i64>)>) {
+        let seen: Vec<(String, i64)> = rows.iter().map(|r| (r.id.clone(), r.create_time)).collect();
+        let full = seen.len() as i64 >= BATCH;
+        let (published, failure) = self.publish(rows).await;
+        let left = claim::left_after(seen.iter().map(|(id, t)| (id.as_str(), *t)), full, &published);
+        (published, failure, left)
     }
 
     /// Publishes `rows` as one batch; returns the ids the bus confirmed (a prefix of `rows`) and the failure
