@@ -18,6 +18,10 @@ use crate::db::Db;
 
 /// How often the relay looks at the outbox when nobody woke it.
 const POLL_INTERVAL: Duration = Duration::from_millis(500);
+/// How long a woken relay waits for more commits before it reads the outbox, as Kafka's producers linger: under
+/// load a round then takes several commits' events, and each consumer a larger batch, for a few milliseconds more
+/// between a commit and its delivery.
+const LINGER: Duration = Duration::from_millis(5);
 /// Longest pause between retries after failures.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Rows read per round.
@@ -93,10 +97,16 @@ impl Relay {
                     pause
                 }
             };
-            tokio::select! {
+            let woken = tokio::select! {
                 () = shutdown.cancelled() => return,
-                () = self.wake.0.notified() => {}
-                () = tokio::time::sleep(pause) => {}
+                () = self.wake.0.notified() => true,
+                () = tokio::time::sleep(pause) => false,
+            };
+            if woken {
+                tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    () = tokio::time::sleep(LINGER) => {}
+                }
             }
         }
     }
