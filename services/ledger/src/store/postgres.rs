@@ -6,6 +6,12 @@
 //! concurrent transactions lock the same few hot accounts in the same order (one statement updating several
 //! rows locks them in whatever order its plan visits them, and two such statements could deadlock). The last
 //! balance moves in the statement that inserts the postings.
+//!
+//! The usual transaction (a payment's or a refund's: each posting on an account of its own, no reversal) is
+//! recorded by one statement on its own, without BEGIN and COMMIT ([`RECORD_AT_ONCE_SQL`]): it locks its accounts
+//! in account-id order (`SELECT … ORDER BY id FOR UPDATE`, which sorts before it locks), checks their currencies
+//! and the balances' range on the locked rows, and writes only when every posting passes. A refusal writes nothing
+//! and goes the transactional way, which says why.
 
 use std::collections::HashMap;
 
@@ -15,7 +21,7 @@ use platform::events::OutboxEntry;
 use sqlx::{PgPool, Row};
 
 use super::{Attempt, PostingRow, balance_overflow, balance_update};
-use crate::domain::{self, AccountRef, NewTransaction, Posting};
+use crate::domain::{self, AccountRef, BalanceGuard, NewTransaction, Posting};
 use crate::error::Error;
 
 /// The transaction ($1 id, $2 description, $3 what it reverses, $4 actor, $5 time), its metadata ($6 keys, $7
@@ -32,6 +38,40 @@ static RECORD_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
          SELECT EXISTS (SELECT 1 FROM recorded), \
          ARRAY(SELECT id FROM accounts WHERE id = ANY($15) ORDER BY id), \
          ARRAY(SELECT currency FROM accounts WHERE id = ANY($15) ORDER BY id)",
+        OutboxEntry::insert_from("recorded", 8)
+    )
+});
+
+/// A transaction without a reversal, whose postings each name another account, in one statement: the
+/// transaction ($1 to $7 as in [`RECORD_SQL`], $3 NULL) and its event ($8 to $14); its accounts $15 locked in id
+/// order; its postings as arrays ($16 lines, $17 accounts, $18 currencies, $19 amounts, and each balance's bound
+/// $20, an upper one where $21 says so, else a lower one), $22 of them. Writes only when every account is there in
+/// the posting's currency with its balance within the bound; returns whether they were, and whether the row is new
+/// (a used id writes nothing).
+static RECORD_AT_ONCE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "WITH locked AS (SELECT id, currency, balance_minor FROM accounts WHERE id = ANY($15) ORDER BY id FOR UPDATE), \
+         posting AS (SELECT * FROM unnest($16::int[], $17::text[], $18::text[], $19::bigint[], $20::bigint[], \
+         $21::bool[]) AS p (line, account_id, currency, amount_minor, bound, at_most)), \
+         ready AS (SELECT COUNT(*) = $22 AND COALESCE(bool_and(locked.currency = posting.currency AND \
+         CASE WHEN posting.at_most THEN locked.balance_minor <= posting.bound \
+         ELSE locked.balance_minor >= posting.bound END), false) AS ok \
+         FROM posting JOIN locked ON locked.id = posting.account_id), \
+         recorded AS (INSERT INTO transactions (id, description, reverses_transaction_id, actor, create_time) \
+         SELECT $1, $2, $3, $4, $5 FROM ready WHERE ok ON CONFLICT DO NOTHING RETURNING id), \
+         described AS (INSERT INTO transaction_metadata (transaction_id, meta_key, meta_value) \
+         SELECT recorded.id, entry.meta_key, entry.meta_value FROM recorded, \
+         unnest($6::text[], $7::text[]) AS entry (meta_key, meta_value)), \
+         published AS ({}), \
+         moved AS (UPDATE accounts SET balance_minor = accounts.balance_minor + posting.amount_minor, \
+         entry_count = accounts.entry_count + 1 FROM posting \
+         WHERE accounts.id = posting.account_id AND EXISTS (SELECT 1 FROM recorded) \
+         RETURNING posting.line, accounts.id, posting.currency, posting.amount_minor, accounts.entry_count, \
+         accounts.balance_minor), \
+         posted AS (INSERT INTO postings (transaction_id, line, account_id, currency, amount_minor, account_seq, \
+         balance_after_minor, create_time) \
+         SELECT $1, line, id, currency, amount_minor, entry_count, balance_minor, $5 FROM moved) \
+         SELECT (SELECT ok FROM ready), EXISTS (SELECT 1 FROM recorded)",
         OutboxEntry::insert_from("recorded", 8)
     )
 });
@@ -67,6 +107,14 @@ pub(super) async fn try_record(
         return Err(Error::invalid(FieldViolation::new("postings", "a transaction needs postings")));
     };
     let event = OutboxEntry::new(crate::NAME, &crate::events::transaction_recorded(t, actor));
+    if t.reverses.is_none() && account_ids.len() == t.postings.len() {
+        match record_at_once(pool, t, actor, now, event.clone(), account_ids).await? {
+            (true, true) => return Ok(Attempt::Recorded),
+            (true, false) => return Ok(Attempt::Conflict),
+            // A missing account, another currency or a balance out of range: the transactional way says which.
+            (false, _) => {}
+        }
+    }
     let mut tx = platform::db::begin(pool).await?;
     let query = sqlx::query(&RECORD_SQL)
         .bind(&t.id)
@@ -127,4 +175,44 @@ pub(super) async fn try_record(
     .await;
     finish(tx, result).await?;
     Ok(Attempt::Recorded)
+}
+
+/// Records `t` by [`RECORD_AT_ONCE_SQL`]: whether every posting passed, and whether the row is new.
+async fn record_at_once(
+    pool: &PgPool,
+    t: &NewTransaction,
+    actor: &str,
+    now: i64,
+    event: OutboxEntry,
+    account_ids: &[&str],
+) -> Result<(bool, bool), Error> {
+    let guards: Vec<BalanceGuard> = t.postings.iter().map(|p| BalanceGuard::for_amount(p.amount_minor)).collect();
+    let query = sqlx::query(&RECORD_AT_ONCE_SQL)
+        .bind(&t.id)
+        .bind(&t.description)
+        .bind(None::<&str>)
+        .bind(actor)
+        .bind(now)
+        .bind(t.metadata.keys().collect::<Vec<_>>())
+        .bind(t.metadata.values().collect::<Vec<_>>());
+    let row = event
+        .bind(query)
+        .bind(account_ids)
+        .bind((0..t.postings.len()).map(|line| i32::try_from(line).unwrap_or(i32::MAX)).collect::<Vec<_>>())
+        .bind(t.postings.iter().map(|p| p.account_id.as_str()).collect::<Vec<_>>())
+        .bind(t.postings.iter().map(|p| p.currency.as_str()).collect::<Vec<_>>())
+        .bind(t.postings.iter().map(|p| p.amount_minor).collect::<Vec<_>>())
+        .bind(
+            guards
+                .iter()
+                .map(|g| match g {
+                    BalanceGuard::AtMost(bound) | BalanceGuard::AtLeast(bound) => *bound,
+                })
+                .collect::<Vec<_>>(),
+        )
+        .bind(guards.iter().map(|g| matches!(g, BalanceGuard::AtMost(_))).collect::<Vec<_>>())
+        .bind(i64::try_from(t.postings.len()).unwrap_or(i64::MAX))
+        .fetch_one(pool)
+        .await?;
+    Ok((row.try_get(0)?, row.try_get(1)?))
 }
