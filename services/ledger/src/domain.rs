@@ -448,6 +448,8 @@ pub struct AuditedAccount {
     pub currency: String,
     /// The stored balance.
     pub balance_minor: i64,
+    /// The stored count of its postings, which numbers them (`account_seq` 1, 2, …).
+    pub entry_count: i64,
 }
 
 /// A posting as the audit sees it.
@@ -461,23 +463,28 @@ pub struct AuditedPosting {
     pub amount_minor: i64,
     /// The running balance stored with it.
     pub balance_after_minor: i64,
+    /// Its number among the account's postings.
+    pub account_seq: i64,
 }
 
 /// Audits one account from its postings in sequence order: the stored balance must equal their sum, each
-/// posting must be in the account's currency, and each stored running balance must equal the sum so far.
+/// posting must be in the account's currency, each stored running balance must equal the sum so far, the postings
+/// must be numbered 1, 2, … without a gap or a repeat, and the stored count must be how many there are.
 /// Returns the violations, in words.
 #[derive(Debug)]
 pub struct AccountAudit {
     account: AuditedAccount,
     sum: i128,
+    count: i64,
     running_reported: bool,
+    sequence_reported: bool,
     violations: Vec<String>,
 }
 
 impl AccountAudit {
     /// Starts auditing `account`.
     pub fn new(account: AuditedAccount) -> Self {
-        Self { account, sum: 0, running_reported: false, violations: Vec::new() }
+        Self { account, sum: 0, count: 0, running_reported: false, sequence_reported: false, violations: Vec::new() }
     }
 
     /// The next posting of the account, in sequence order.
@@ -490,6 +497,14 @@ impl AccountAudit {
             ));
         }
         self.sum += i128::from(posting.amount_minor);
+        self.count += 1;
+        if !self.sequence_reported && posting.account_seq != self.count {
+            self.sequence_reported = true;
+            self.violations.push(format!(
+                "account {} ({}): the posting of transaction {} is number {} of the account, {} expected",
+                a.code, a.id, posting.transaction_id, posting.account_seq, self.count
+            ));
+        }
         // One report per account is enough to send someone looking; the rest would repeat it.
         if !self.running_reported && i128::from(posting.balance_after_minor) != self.sum {
             self.running_reported = true;
@@ -507,6 +522,12 @@ impl AccountAudit {
             self.violations.push(format!(
                 "account {} ({}): balance is {} {} but its postings sum to {}",
                 a.code, a.id, a.balance_minor, a.currency, self.sum
+            ));
+        }
+        if a.entry_count != self.count {
+            self.violations.push(format!(
+                "account {} ({}): its entry count is {} but it has {} postings",
+                a.code, a.id, a.entry_count, self.count
             ));
         }
         self.violations
@@ -700,31 +721,46 @@ mod tests {
 
     #[test]
     fn the_audit_finds_what_is_off() {
-        let account =
-            AuditedAccount { id: "a1".into(), code: "assets:cash".into(), currency: "EUR".into(), balance_minor: 30 };
-        let posting = |amount: i64, after: i64| AuditedPosting {
+        let account = AuditedAccount {
+            id: "a1".into(),
+            code: "assets:cash".into(),
+            currency: "EUR".into(),
+            balance_minor: 30,
+            entry_count: 2,
+        };
+        let posting = |amount: i64, after: i64, seq: i64| AuditedPosting {
             transaction_id: "t".into(),
             currency: "EUR".into(),
             amount_minor: amount,
             balance_after_minor: after,
+            account_seq: seq,
         };
         let mut clean = AccountAudit::new(account.clone());
-        clean.push(&posting(10, 10));
-        clean.push(&posting(20, 30));
+        clean.push(&posting(10, 10, 1));
+        clean.push(&posting(20, 30, 2));
         assert!(clean.finish().is_empty());
 
         let mut corrupt = AccountAudit::new(AuditedAccount { balance_minor: 31, ..account.clone() });
-        corrupt.push(&posting(10, 10));
-        corrupt.push(&posting(20, 30));
+        corrupt.push(&posting(10, 10, 1));
+        corrupt.push(&posting(20, 30, 2));
         let v = corrupt.finish();
         assert_eq!(v.len(), 1, "{v:?}");
         assert!(v[0].contains("balance is 31 EUR but its postings sum to 30"), "{v:?}");
 
-        let mut running = AccountAudit::new(account.clone());
-        running.push(&posting(10, 11));
-        running.push(&posting(20, 31));
-        running.push(&AuditedPosting { currency: "USD".into(), ..posting(0, 30) });
+        let mut running = AccountAudit::new(AuditedAccount { entry_count: 3, ..account.clone() });
+        running.push(&posting(10, 11, 1));
+        running.push(&posting(20, 31, 2));
+        running.push(&AuditedPosting { currency: "USD".into(), ..posting(0, 30, 3) });
         assert_eq!(running.finish().len(), 2, "one running report, one currency report");
+
+        // Numbered with a gap, then counted wrong: one report each.
+        let mut numbered = AccountAudit::new(AuditedAccount { entry_count: 3, ..account.clone() });
+        numbered.push(&posting(10, 10, 1));
+        numbered.push(&posting(20, 30, 3));
+        let v = numbered.finish();
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert!(v[0].contains("is number 3 of the account, 2 expected"), "{v:?}");
+        assert!(v[1].contains("its entry count is 3 but it has 2 postings"), "{v:?}");
 
         let p = |n: i64| Posting { account_id: "a".into(), currency: "EUR".into(), amount_minor: n };
         assert!(audit_transaction("t", &[p(5), p(-5)]).is_empty());

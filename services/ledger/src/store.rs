@@ -210,10 +210,12 @@ struct AccountAuditRow {
     code: String,
     currency: String,
     balance_minor: i64,
+    entry_count: i64,
     transaction_id: Option<String>,
     posting_currency: Option<String>,
     amount_minor: Option<i64>,
     balance_after_minor: Option<i64>,
+    account_seq: Option<i64>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -589,7 +591,8 @@ impl Store {
     }
 
     /// Recomputes the books from the postings and returns every inconsistency, in words: a balance that is
-    /// not the sum of its account's postings, a running balance that is not the sum so far, a posting in
+    /// not the sum of its account's postings, a running balance that is not the sum so far, postings numbered
+    /// with a gap or a repeat or counted wrong, a posting in
     /// another currency than its account, a transaction that does not sum to zero per currency or has fewer
     /// than two postings. Each pass is one statement, so it reads one consistent snapshot on either engine.
     pub async fn audit(&self) -> Result<Vec<String>, Error> {
@@ -606,22 +609,29 @@ impl Store {
                     code: row.code,
                     currency: row.currency,
                     balance_minor: row.balance_minor,
+                    entry_count: row.entry_count,
                 };
                 current = Some((row.id, AccountAudit::new(account)));
             }
-            if let (Some((_, audit)), Some(transaction_id), Some(currency), Some(amount), Some(after)) =
-                (current.as_mut(), row.transaction_id, row.posting_currency, row.amount_minor, row.balance_after_minor)
-            {
+            if let (Some((_, audit)), Some(transaction_id), Some(currency), Some(amount), Some(after), Some(seq)) = (
+                current.as_mut(),
+                row.transaction_id,
+                row.posting_currency,
+                row.amount_minor,
+                row.balance_after_minor,
+                row.account_seq,
+            ) {
                 audit.push(&AuditedPosting {
                     transaction_id,
                     currency,
                     amount_minor: amount,
                     balance_after_minor: after,
+                    account_seq: seq,
                 });
             }
         };
-        const ACCOUNTS: &str = "SELECT a.id, a.code, a.currency, a.balance_minor, p.transaction_id, \
-             p.currency AS posting_currency, p.amount_minor, p.balance_after_minor \
+        const ACCOUNTS: &str = "SELECT a.id, a.code, a.currency, a.balance_minor, a.entry_count, p.transaction_id, \
+             p.currency AS posting_currency, p.amount_minor, p.balance_after_minor, p.account_seq \
              FROM accounts a LEFT JOIN postings p ON p.account_id = a.id ORDER BY a.id, p.account_seq";
         with_db!(&self.db, pool => {
             let mut rows = sqlx::query_as::<_, AccountAuditRow>(ACCOUNTS).fetch(pool);

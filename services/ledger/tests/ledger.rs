@@ -665,6 +665,26 @@ async fn audit_finds_a_corrupted_balance(db: Db) {
             .expect("repair the posting");
         sqlx::query("UPDATE accounts SET balance_minor = 3500 WHERE id = $1").bind(&cash.id).execute(pool).await.expect("repair");
     });
+    assert_eq!(ledger::audit(&db).await.expect("audit"), Vec::<String>::new());
+
+    // The count that numbers an account's postings, off by one: the next posting would take a number twice or
+    // leave a gap.
+    platform::with_db!(&db, pool => {
+        sqlx::query("UPDATE accounts SET entry_count = entry_count + 1 WHERE id = $1")
+            .bind(&sales.id)
+            .execute(pool)
+            .await
+            .expect("corrupt the count");
+    });
+    let violations = ledger::audit(&db).await.expect("audit");
+    assert_eq!(violations.len(), 1, "{violations:#?}");
+    assert!(
+        violations[0].contains("revenue:sales:eur") && violations[0].contains("entry count is 6"),
+        "{violations:#?}"
+    );
+    platform::with_db!(&db, pool => {
+        sqlx::query("UPDATE accounts SET entry_count = 5 WHERE id = $1").bind(&sales.id).execute(pool).await.expect("repair");
+    });
     server.stop().await;
 }
 
