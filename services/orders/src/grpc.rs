@@ -275,12 +275,22 @@ impl OrderService for OrdersApi {
             idempotency_key: String::new(),
         };
         let hash = domain::fingerprint(&canonical.encode_to_vec());
-        if let Some(id) = self.store.id_by_key(&claims.sub, &key).await? {
-            return Ok(Response::new(CreateOrderResponse { order: Some(self.replay(&id, &hash).await?) }));
-        }
-
-        let (lines, from_cart) = self.lines(asked, &authorization).await?;
-        let priced = self.price(&lines, from_cart).await?;
+        // A replay is found by its key where the request cannot go on: where the order's insert meets the key
+        // (below), or here, when the cart it emptied is empty now or its products changed since. Looking the key
+        // up first would cost every new order a statement.
+        let lines = async {
+            let (lines, from_cart) = self.lines(asked, &authorization).await?;
+            Ok::<_, Error>((self.price(&lines, from_cart).await?, from_cart))
+        };
+        let (priced, from_cart) = match lines.await {
+            Ok(priced) => priced,
+            Err(e) => match self.store.id_by_key(&claims.sub, &key).await? {
+                Some(id) => {
+                    return Ok(Response::new(CreateOrderResponse { order: Some(self.replay(&id, &hash).await?) }));
+                }
+                None => return Err(e.into()),
+            },
+        };
         let now = now_micros();
         let order = Order {
             id: uuid::Uuid::now_v7().to_string(),

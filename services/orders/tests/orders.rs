@@ -863,6 +863,9 @@ async fn happy_path_from_cart(db: Db) {
         assert_consistent(&fake, &order, 3, COFFEE, 10);
         assert_eq!(fake.calls(Op::ClearCart), 1);
         assert!(!fake.state().carts.contains_key("bob"), "the cart was emptied");
+        // A retry of the request replays the order, though the cart it emptied is empty now.
+        let replay = bob.create(order_of(&[], &format!("cart-{}", wiring as u8))).await.expect("replay");
+        assert_eq!(replay.id, order.id);
 
         // An empty cart cannot be ordered.
         let empty = bob.create(order_of(&[], &format!("cart2-{}", wiring as u8))).await.expect_err("empty");
@@ -968,6 +971,11 @@ async fn idempotent_replay_and_key_reuse(db: Db) {
     assert_eq!(status(&again), OrderStatus::Confirmed);
     assert_eq!(fake.calls(Op::Pay), 1);
     assert_eq!(fake.stock(COFFEE), (9, 0));
+    // A retry replays after the product stopped being sold, too: the order was placed before.
+    fake.state().products.get_mut(COFFEE).expect("coffee").active = false;
+    let late = ada.create(order_of(&[(COFFEE, 1)], "same")).await.expect("replay of a product no longer sold");
+    assert_eq!(late.id, first.id);
+    fake.state().products.get_mut(COFFEE).expect("coffee").active = true;
 
     // The header wins over the field, and replays too.
     let mut with_header = ada.request(order_of(&[(TEA, 1)], "ignored"));
