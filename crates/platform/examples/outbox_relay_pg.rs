@@ -13,7 +13,8 @@
 //!
 //! 1. backlog, one relay: N events already in the outbox; the relay drains them (batches of 100 published
 //!    with pipelined confirms). Relay rate, and the end-to-end rate until the consumer applied the last one.
-//! 2. backlog, two relays (two replicas, each with its own broker connection) on the same outbox.
+//! 2. backlog, two relays (two replicas, each with its own broker connection) on the same outbox: one leads and
+//!    publishes, the other follows, so this shows what a second replica costs the one that publishes.
 //! 3. steady: a writer commits one event per transaction at the given rate, waking the running relay after
 //!    each commit; lag of every event from its outbox insert (`create_time`) to the consumer's inbox commit,
 //!    p50/p99/max.
@@ -123,7 +124,8 @@ fn percentile(sorted: &[i64], p: f64) -> f64 {
     sorted[index.min(sorted.len() - 1)] as f64 / 1000.0
 }
 
-/// Drains a backlog of `n` events with `relays` relays side by side, each with its own broker connection.
+/// Drains a backlog of `n` events with `relays` relays side by side, each with its own broker connection (one of
+/// them leads the outbox and publishes).
 async fn backlog(db: &Db, url: &str, prefix: &str, applied: &Applied, n: usize, relays: usize) -> Result<()> {
     write_backlog(db, n).await?;
     applied.take();
@@ -134,7 +136,10 @@ async fn backlog(db: &Db, url: &str, prefix: &str, applied: &Applied, n: usize, 
         let db = db.clone();
         tasks.push(tokio::spawn(async move {
             while events::unsent_count(&db).await? > 0 {
-                relay.publish_pending().await?;
+                if relay.publish_pending().await? == 0 {
+                    // A follower, or a round that found nothing yet.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
             }
             Ok::<_, Box<dyn Error + Send + Sync>>(())
         }));
@@ -190,6 +195,12 @@ async fn steady(db: &Db, bus: Arc<AmqpBus>, applied: &Applied, rate: u64, second
     Ok(())
 }
 
+/// Waits until the server has ended the sessions of the last phase's relays, and with them their lead of the
+/// outbox (a relay that finds the lead taken tries again only after its poll interval, which would be timed).
+async fn hand_over_lead() {
+    tokio::time::sleep(Duration::from_millis(200)).await;
+}
+
 async fn run(db: &Db, url: &str, prefix: &str, n: usize, rate: u64, seconds: u64) -> Result<()> {
     let sql = format!("{}\n{}", events::OUTBOX_TABLE_SQL, events::INBOX_TABLE_SQL);
     with_db!(db, pool => sqlx::raw_sql(&sql).execute(pool).await.map(|_| ()))?;
@@ -201,9 +212,13 @@ async fn run(db: &Db, url: &str, prefix: &str, n: usize, rate: u64, seconds: u64
     write_one(db, 0).await?;
     warm.publish_pending().await?;
     wait_applied(&applied, 1).await?;
+    drop(warm);
 
+    hand_over_lead().await;
     backlog(db, url, prefix, &applied, n, 1).await?;
+    hand_over_lead().await;
     backlog(db, url, prefix, &applied, n, 2).await?;
+    hand_over_lead().await;
     steady(db, consuming.clone(), &applied, rate, seconds).await?;
     consuming.shutdown().await;
     Ok(())
