@@ -145,6 +145,10 @@ const HOLD_SQL: &str = "UPDATE inventory SET reserved = reserved + $1, update_ti
 const SETTLE_STOCK_SQL: &str = "UPDATE inventory SET on_hand = on_hand - $1, reserved = reserved - $2, \
                                 update_time = $3 WHERE product_id = $4";
 
+/// The lines of reservation $1, in product order (the order their inventory rows are locked in).
+const RESERVATION_LINES_SQL: &str =
+    "SELECT product_id, quantity FROM reservation_items WHERE reservation_id = $1 ORDER BY product_id";
+
 /// Moves reservation $3 from HELD to $1 at time $2.
 const MOVE_RESERVATION_SQL: &str =
     "UPDATE reservations SET status = $1, update_time = $2 WHERE id = $3 AND status = 'HELD'";
@@ -655,12 +659,7 @@ impl Store {
             if moved.rows_affected() != 1 {
                 return Ok(false);
             }
-            let items = sqlx::query_as::<_, ItemRow>(
-                "SELECT product_id, quantity FROM reservation_items WHERE reservation_id = $1 ORDER BY product_id",
-            )
-            .bind(id)
-            .fetch_all(&mut *tx)
-            .await?;
+            let items = sqlx::query_as::<_, ItemRow>(RESERVATION_LINES_SQL).bind(id).fetch_all(&mut *tx).await?;
             // The adjustments first, then the inventory rows, locked from their UPDATE to the commit.
             if commit {
                 for item in &items {

@@ -564,6 +564,10 @@ async fn reservations_never_oversell(db: Db) {
     assert_eq!(server.commit("order-multi").await.expect("sell both"), COMMITTED);
     assert_eq!(stock(&server.inventory(&q.id).await), (0, 0, 0));
     assert_eq!(stock(&server.inventory(&p.id).await), (28, 19, 9));
+    // Settled again, it sells nothing twice.
+    assert_eq!(server.commit("order-multi").await.expect("sell both again"), COMMITTED);
+    assert_eq!(stock(&server.inventory(&q.id).await), (0, 0, 0));
+    assert_eq!(stock(&server.inventory(&p.id).await), (28, 19, 9));
     // The first line refused, nothing is held and the id stays free.
     let err = server.reserve("order-big", &[(&p.id, 10)]).await.expect_err("more than available");
     assert_eq!((err.code(), reason(&err).as_str()), (Code::FailedPrecondition, "INSUFFICIENT_STOCK"));

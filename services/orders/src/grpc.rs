@@ -278,11 +278,11 @@ impl OrderService for OrdersApi {
         // A replay is found by its key where the request cannot go on: where the order's insert meets the key
         // (below), or here, when the cart it emptied is empty now or its products changed since. Looking the key
         // up first would cost every new order a statement.
-        let lines = async {
+        let priced = async {
             let (lines, from_cart) = self.lines(asked, &authorization).await?;
             Ok::<_, Error>((self.price(&lines, from_cart).await?, from_cart))
         };
-        let (priced, from_cart) = match lines.await {
+        let (priced, from_cart) = match priced.await {
             Ok(priced) => priced,
             Err(e) => match self.store.id_by_key(&claims.sub, &key).await? {
                 Some(id) => {

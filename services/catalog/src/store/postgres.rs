@@ -19,7 +19,7 @@ use platform::error::FieldViolation;
 use platform::events::{OutboxEntry, bind_outbox_entries, insert_outbox_entries};
 use sqlx::{PgPool, Row};
 
-use super::{HOLD_SQL, ItemRow, MOVE_RESERVATION_SQL, SETTLE_STOCK_SQL, sale_reason};
+use super::{HOLD_SQL, ItemRow, MOVE_RESERVATION_SQL, RESERVATION_LINES_SQL, SETTLE_STOCK_SQL, sale_reason};
 use crate::domain::{self, ReservationStatus, ReserveItem};
 use crate::error::{Error, INSUFFICIENT_STOCK, PRODUCT_INACTIVE};
 
@@ -38,8 +38,8 @@ const RESERVE_SQL: &str = "WITH reservation AS (INSERT INTO reservations (id, st
 
 /// A one-line reservation $1 (status $2, time $3) holding $4 units of product $5, in one statement of its own, which
 /// holds and writes only when the product is for sale, the units are there, the id is unused and the hold leaves
-/// the available units on the same side of the low-stock threshold $6 (so that it writes no event). Returns
-/// whether it held.
+/// the available units on the same side of the low-stock threshold $6 (`domain::fell_below` false, so that it
+/// writes no event). Returns whether it held.
 const HOLD_ONE_LINE_SQL: &str = "WITH held AS (UPDATE inventory SET reserved = reserved + $4, update_time = $3 \
      WHERE product_id = $5 AND on_hand - reserved >= $4 \
      AND NOT (on_hand - reserved >= $6 AND on_hand - reserved - $4 < $6) \
@@ -74,15 +74,6 @@ static SELL_ONE_LINE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new
          published AS ({} WHERE EXISTS (SELECT 1 FROM moved))",
         insert_outbox_entries(11)
     ))
-});
-
-/// Moves reservation $3 from HELD to $1 at time $2 and returns its lines in product order: none when it was not
-/// HELD, one row of NULLs when it was but has no lines.
-static MOVE_AND_READ_LINES_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "WITH moved AS ({MOVE_RESERVATION_SQL} RETURNING id) SELECT line.product_id, line.quantity FROM moved \
-         LEFT JOIN reservation_items line ON line.reservation_id = moved.id ORDER BY line.product_id"
-    )
 });
 
 /// A sale's stock adjustments ($5 ids, $6 products, $7 deltas; reason $8, actor $9, time $3), their
@@ -190,30 +181,18 @@ pub(super) async fn settle(
     actor: &str,
     now: i64,
 ) -> Result<bool, Error> {
-    // A reservation's lines never change: read outside the settlement, they choose its way.
-    let lines: Vec<ItemRow> =
-        sqlx::query_as("SELECT product_id, quantity FROM reservation_items WHERE reservation_id = $1 LIMIT 2")
-            .bind(id)
-            .fetch_all(pool)
-            .await?;
-    if let [line] = lines.as_slice() {
+    // A reservation's lines never change: read outside the settlement, they choose its way and serve it.
+    let items: Vec<ItemRow> = sqlx::query_as(RESERVATION_LINES_SQL).bind(id).fetch_all(pool).await?;
+    if let [line] = items.as_slice() {
         return settle_one_line(pool, id, line, target, actor, now).await;
     }
     let mut tx = platform::db::begin(pool).await?;
     let result: Result<_, Error> = async {
-        let lines = sqlx::query_as::<_, (Option<String>, Option<i64>)>(&MOVE_AND_READ_LINES_SQL)
-            .bind(target.as_str())
-            .bind(now)
-            .bind(id)
-            .fetch_all(&mut *tx)
-            .await?;
-        if lines.is_empty() {
+        let moved =
+            sqlx::query(MOVE_RESERVATION_SQL).bind(target.as_str()).bind(now).bind(id).execute(&mut *tx).await?;
+        if moved.rows_affected() != 1 {
             return Ok(false);
         }
-        let items: Vec<ItemRow> = lines
-            .into_iter()
-            .filter_map(|(product_id, quantity)| Some(ItemRow { product_id: product_id?, quantity: quantity? }))
-            .collect();
         let Some((first, rest)) = items.split_first() else {
             return Ok(true);
         };

@@ -45,7 +45,7 @@ static RECORD_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 /// A transaction without a reversal, whose postings each name another account, in one statement: the
 /// transaction ($1 to $7 as in [`RECORD_SQL`], $3 NULL) and its event ($8 to $14); its accounts $15 locked in id
 /// order; its postings as arrays ($16 lines, $17 accounts, $18 currencies, $19 amounts, and each balance's bound
-/// $20, an upper one where $21 says so, else a lower one), $22 of them. Writes only when every account is there in
+/// $20, an upper one where $21 says so, else a lower one). Writes only when every account is there in
 /// the posting's currency with its balance within the bound; returns whether they were, and whether the row is new
 /// (a used id writes nothing).
 static RECORD_AT_ONCE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
@@ -53,8 +53,9 @@ static RECORD_AT_ONCE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::ne
         "WITH locked AS (SELECT id, currency, balance_minor FROM accounts WHERE id = ANY($15) ORDER BY id FOR UPDATE), \
          posting AS (SELECT * FROM unnest($16::int[], $17::text[], $18::text[], $19::bigint[], $20::bigint[], \
          $21::bool[]) AS p (line, account_id, currency, amount_minor, bound, at_most)), \
-         ready AS (SELECT COUNT(*) = $22 AND COALESCE(bool_and(locked.currency = posting.currency AND \
-         CASE WHEN posting.at_most THEN locked.balance_minor <= posting.bound \
+         ready AS (SELECT COUNT(*) = (SELECT COUNT(*) FROM posting) \
+         AND COALESCE(bool_and(locked.currency = posting.currency \
+         AND CASE WHEN posting.at_most THEN locked.balance_minor <= posting.bound \
          ELSE locked.balance_minor >= posting.bound END), false) AS ok \
          FROM posting JOIN locked ON locked.id = posting.account_id), \
          recorded AS (INSERT INTO transactions (id, description, reverses_transaction_id, actor, create_time) \
@@ -106,9 +107,10 @@ pub(super) async fn try_record(
     let Some((&last, earlier)) = order.split_last() else {
         return Err(Error::invalid(FieldViolation::new("postings", "a transaction needs postings")));
     };
-    let event = OutboxEntry::new(crate::NAME, &crate::events::transaction_recorded(t, actor));
+    // Each way builds the event it writes (with an id of its own): the one-statement way usually writes it.
+    let event = || OutboxEntry::new(crate::NAME, &crate::events::transaction_recorded(t, actor));
     if t.reverses.is_none() && account_ids.len() == t.postings.len() {
-        match record_at_once(pool, t, actor, now, event.clone(), account_ids).await? {
+        match record_at_once(pool, t, actor, now, event(), account_ids).await? {
             (true, true) => return Ok(Attempt::Recorded),
             (true, false) => return Ok(Attempt::Conflict),
             // A missing account, another currency or a balance out of range: the transactional way says which.
@@ -124,7 +126,7 @@ pub(super) async fn try_record(
         .bind(now)
         .bind(t.metadata.keys().collect::<Vec<_>>())
         .bind(t.metadata.values().collect::<Vec<_>>());
-    let written = event.bind(query).bind(account_ids).fetch_one(&mut *tx).await.and_then(|row| {
+    let written = event().bind(query).bind(account_ids).fetch_one(&mut *tx).await.and_then(|row| {
         Ok((row.try_get::<bool, _>(0)?, row.try_get::<Vec<String>, _>(1)?, row.try_get::<Vec<String>, _>(2)?))
     });
     let (ids, currencies) = match written {
@@ -211,7 +213,6 @@ async fn record_at_once(
                 .collect::<Vec<_>>(),
         )
         .bind(guards.iter().map(|g| matches!(g, BalanceGuard::AtMost(_))).collect::<Vec<_>>())
-        .bind(i64::try_from(t.postings.len()).unwrap_or(i64::MAX))
         .fetch_one(pool)
         .await?;
     Ok((row.try_get(0)?, row.try_get(1)?))
