@@ -45,7 +45,8 @@ static RECORD_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 /// A transaction without a reversal, whose postings each name another account, in one statement: the
 /// transaction ($1 to $7 as in [`RECORD_SQL`], $3 NULL) and its event ($8 to $14); its accounts $15 locked in id
 /// order; its postings as arrays ($16 lines, $17 accounts, $18 currencies, $19 amounts, and each balance's bound
-/// $20, an upper one where $21 says so, else a lower one). Writes only when every account is there in
+/// $20, an upper one where $21 says so, else a lower one: [`BalanceGuard`], checked here as `BalanceGuard::holds`
+/// checks it). Writes only when every account is there in
 /// the posting's currency with its balance within the bound; returns whether they were, and whether the row is new
 /// (a used id writes nothing).
 static RECORD_AT_ONCE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
