@@ -6,7 +6,8 @@
 //! with the caller's token and request id, and its answer turned back into JSON. Errors of every kind share
 //! one JSON body ([`error`]). Before any of that, the caller's rate limit is checked ([`ratelimit`]).
 //!
-//! The same router answers HTTP/1.1 and HTTP/2: cleartext HTTP/2 with prior knowledge (h2c) on a plain
+//! One service, [`Edge`], observes every request and sends those of a transcoded route straight to their call;
+//! the rest (probes, documents, unknown paths) go to an axum router ([`edge`]). It answers HTTP/1.1 and HTTP/2: cleartext HTTP/2 with prior knowledge (h2c) on a plain
 //! listener, HTTP/2 negotiated by ALPN when the gateway terminates TLS itself ([`tls`]). `GET /docs` is a page
 //! for browsing the OpenAPI document, served with all its assets by the gateway ([`docs`]). On its own (`mercato
 //! serve gateway`) it runs on worker threads of its own, each serving its connections start to end ([`workers`]).
@@ -17,6 +18,7 @@
 
 pub mod api_keys;
 pub mod docs;
+pub mod edge;
 pub mod error;
 pub mod openapi;
 pub mod ratelimit;
@@ -29,14 +31,12 @@ pub mod workers;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use api::mercato::options::v1::AccessRule;
 use axum::Router;
 use axum::body::Body;
-use axum::extract::connect_info::MockConnectInfo;
 use axum::extract::{ConnectInfo, Request, State};
-use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::serve::ListenerExt;
@@ -47,15 +47,14 @@ use platform::auth::{Claims, TokenVerifier};
 use platform::config::IpNet;
 use platform::descriptors::grpc_path;
 use platform::telemetry::REQUEST_ID_HEADER;
-use platform::trace_context::{self, TRACEPARENT, TRACESTATE};
+use platform::trace_context::{TRACEPARENT, TRACESTATE};
 use prost_reflect::DescriptorPool;
 use tokio_util::sync::CancellationToken;
 use tonic::Code;
 use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
-use tower_http::compression::predicate::{DefaultPredicate, NotForContentType, Predicate};
-use tracing::Instrument;
 
 use crate::api_keys::ApiKeyResolver;
+pub use crate::edge::{Edge, MakeEdge};
 use crate::error::ApiError;
 use crate::ratelimit::{Decision, RateLimiter};
 use crate::routes::{Lookup, RouteError, RouteTable};
@@ -200,10 +199,17 @@ impl Gateway {
         self
     }
 
-    /// The axum router: probes, then every transcoded route. Serve it with
-    /// `into_make_service_with_connect_info::<SocketAddr>()` so rate limits see the client's address.
-    pub fn router(self, settings: &Settings) -> Router {
-        let observed = self.clone();
+    /// The gateway's HTTP service (see [`edge`]): serve it with [`Edge::into_make_service`] so that rate limits
+    /// see each client's address.
+    pub fn service(self, settings: &Settings) -> Edge {
+        let cors = cors_layer(settings);
+        let router = self.clone().router(cors.clone());
+        Edge::new(self, router, cors)
+    }
+
+    /// The axum router of what is not a transcoded route: probes, the OpenAPI document, `/docs`, and the 404
+    /// or 405 of a path no route takes.
+    fn router(self, cors: Option<tower_http::cors::CorsLayer>) -> Router {
         let mut routes: Router<Gateway> = Router::new()
             .route("/healthz", get(|| async { "ok" }))
             .route("/readyz", get(readyz))
@@ -214,35 +220,16 @@ impl Gateway {
                 get(move |State(gateway): State<Gateway>, request: Request| docs_limited(gateway, asset, request)),
             );
         }
-        let mut router = routes.fallback(transcode_handler).with_state(self).layer(
-            tower_http::compression::CompressionLayer::new().gzip(true).br(true).compress_when(
-                // A compressor holds back bytes until it has enough: streamed lines must go out as they come.
-                DefaultPredicate::new().and(NotForContentType::const_new(NDJSON)),
-            ),
-        );
-        if !settings.cors_origins.is_empty() {
-            let origins: Vec<HeaderValue> =
-                settings.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
-            router = router.layer(
-                tower_http::cors::CorsLayer::new()
-                    .allow_origin(origins)
-                    .allow_methods(tower_http::cors::Any)
-                    .allow_headers([
-                        header::AUTHORIZATION,
-                        header::CONTENT_TYPE,
-                        header::HeaderName::from_static("idempotency-key"),
-                        header::HeaderName::from_static(api_keys::HEADER),
-                        header::HeaderName::from_static(REQUEST_ID_HEADER),
-                        header::HeaderName::from_static(TRACEPARENT),
-                        header::HeaderName::from_static(TRACESTATE),
-                    ])
-                    .expose_headers([
-                        header::HeaderName::from_static(REQUEST_ID_HEADER),
-                        header::HeaderName::from_static(TRACEPARENT),
-                    ]),
-            );
+        let router = routes
+            .fallback(
+                |State(gateway): State<Gateway>, request: Request| async move { transcode(&gateway, request).await },
+            )
+            .with_state(self)
+            .layer(edge::compression());
+        match cors {
+            Some(cors) => router.layer(cors),
+            None => router,
         }
-        router.layer(middleware::from_fn_with_state(observed, observe))
     }
 
     /// The route template `path` matches for `method` (probes, `/openapi.json` and `/docs` included), for
@@ -262,6 +249,33 @@ impl Gateway {
     }
 }
 
+/// The CORS layer of the configured origins (none when no origin is configured).
+fn cors_layer(settings: &Settings) -> Option<tower_http::cors::CorsLayer> {
+    if settings.cors_origins.is_empty() {
+        return None;
+    }
+    let origins: Vec<HeaderValue> =
+        settings.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()).collect();
+    Some(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(origins)
+            .allow_methods(tower_http::cors::Any)
+            .allow_headers([
+                header::AUTHORIZATION,
+                header::CONTENT_TYPE,
+                header::HeaderName::from_static("idempotency-key"),
+                header::HeaderName::from_static(api_keys::HEADER),
+                header::HeaderName::from_static(REQUEST_ID_HEADER),
+                header::HeaderName::from_static(TRACEPARENT),
+                header::HeaderName::from_static(TRACESTATE),
+            ])
+            .expose_headers([
+                header::HeaderName::from_static(REQUEST_ID_HEADER),
+                header::HeaderName::from_static(TRACEPARENT),
+            ]),
+    )
+}
+
 /// Serves an already built gateway on `listener` (a `TcpListener`, or a worker's share of one) until `shutdown`
 /// is cancelled: HTTP/1.1 and HTTP/2, over TLS when the gateway was built with a certificate.
 pub async fn serve_gateway<L>(
@@ -274,7 +288,7 @@ where
     L: axum::serve::Listener<Io = tokio::net::TcpStream, Addr = SocketAddr>,
 {
     let tls = gateway.tls.clone();
-    let app = gateway.router(settings).into_make_service_with_connect_info::<SocketAddr>();
+    let app = gateway.service(settings).into_make_service();
     match tls {
         None => {
             // Small writes (HTTP/2 frames, streamed lines) go out at once rather than wait for a delayed ACK.
@@ -287,68 +301,6 @@ where
         }
     }
     Ok(())
-}
-
-/// Request id in and out, the request's server span (for every log line and for the trace; its
-/// `traceparent` goes back to the client), and per-route metrics.
-async fn observe(State(gateway): State<Gateway>, mut request: Request, next: Next) -> Response {
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128)
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        request.headers_mut().insert(REQUEST_ID_HEADER, value);
-    }
-    let method = request.method().clone();
-    let (template, matched) = gateway.route_template(&method, request.uri().path());
-    if let Some(matched) = matched {
-        request.extensions_mut().insert(matched);
-    }
-    // Without a matching route the name is the method alone: paths would make every name unique.
-    let name = match &template {
-        Some(template) => format!("{method} {template}"),
-        None => method.to_string(),
-    };
-    let span = tracing::info_span!(
-        "http",
-        %method,
-        path = %request.uri().path(),
-        request_id = %request_id,
-        "otel.name" = %name,
-        "otel.kind" = "server",
-        "otel.status_code" = tracing::field::Empty,
-        "http.request.method" = %method,
-        "http.route" = template.as_deref(),
-        "url.path" = %request.uri().path(),
-        "http.response.status_code" = tracing::field::Empty,
-    );
-    trace_context::adopt_parent(&span, request.headers());
-    let started = Instant::now();
-    let mut response = next.run(request).instrument(span.clone()).await;
-    let elapsed = started.elapsed().as_secs_f64();
-    // The transcoded route or docs asset that answered; else the gateway's own route (a probe, the OpenAPI
-    // document) or "unmatched" for a path no route has, so that probes do not count as unmatched requests.
-    let route = match response.extensions().get::<RouteLabel>() {
-        Some(label) => label.0.clone(),
-        None if template.is_some() => name.clone(),
-        None => "unmatched".to_owned(),
-    };
-    let status = response.status().as_u16().to_string();
-    span.record("http.response.status_code", response.status().as_u16());
-    if response.status().is_server_error() {
-        span.record("otel.status_code", "error");
-    }
-    metrics::counter!("http_server_requests_total", "method" => method.to_string(), "route" => route.clone(), "status" => status.clone()).increment(1);
-    metrics::histogram!("http_server_request_duration_seconds", "method" => method.to_string(), "route" => route.clone()).record(elapsed);
-    span.in_scope(|| tracing::info!(%status, %route, elapsed_ms = elapsed * 1000.0, "request served"));
-    if let Ok(value) = HeaderValue::from_str(&request_id) {
-        response.headers_mut().insert(REQUEST_ID_HEADER, value);
-    }
-    trace_context::inject(&span, response.headers_mut());
-    response
 }
 
 /// Ready when every upstream service answers its health check with SERVING.
@@ -378,12 +330,12 @@ async fn readyz(State(gateway): State<Gateway>) -> Response {
     }
 }
 
-async fn transcode_handler(State(gateway): State<Gateway>, mut request: Request) -> Response {
-    let path = request.uri().path().to_owned();
-    // Found by `observe` already, unless the request failed to match there.
+/// Answers a request for a transcoded route (matched already by [`Edge`], which put the match in the request's
+/// extensions), or the 404 or 405 of a path no route takes.
+async fn transcode(gateway: &Gateway, mut request: Request) -> Response {
     let (route, bound) = match request.extensions_mut().remove::<MatchedRoute>() {
         Some(MatchedRoute(route, bound)) => (route, bound),
-        None => match gateway.table.lookup(request.method(), &path) {
+        None => match gateway.table.lookup(request.method(), request.uri().path()) {
             Lookup::Found(route, bound) => (route.clone(), bound),
             Lookup::WrongMethod(allowed) => {
                 let allow = allowed.iter().map(http::Method::as_str).collect::<Vec<_>>().join(", ");
@@ -396,6 +348,7 @@ async fn transcode_handler(State(gateway): State<Gateway>, mut request: Request)
                 .into_response();
             }
             Lookup::NotFound => {
+                let path = request.uri().path();
                 return ApiError::http(StatusCode::NOT_FOUND, Code::NotFound, format!("no route for {path}"))
                     .into_response();
             }
@@ -403,7 +356,7 @@ async fn transcode_handler(State(gateway): State<Gateway>, mut request: Request)
     };
     let label = RouteLabel(format!("{} {}", route.method, route.template.as_str()));
     // Before any service is called: refused floods cost no upstream work.
-    let (bearer, decision) = admit(&gateway, &label.0, request.headers(), peer(&request)).await;
+    let (bearer, decision) = admit(gateway, &label.0, request.headers(), peer(&request)).await;
     let decision = match decision {
         Ok(decision) => decision,
         Err(mut refused) => {
@@ -411,7 +364,7 @@ async fn transcode_handler(State(gateway): State<Gateway>, mut request: Request)
             return refused;
         }
     };
-    let mut response = match call(&gateway, &route, &bound, request, bearer).await {
+    let mut response = match call(gateway, &route, &bound, request, bearer).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     };
@@ -491,13 +444,9 @@ async fn rate_limit(
     Err(response)
 }
 
-/// The TCP peer, when the app is served with connect info (or tests mock it).
+/// The TCP peer, which [`Edge`] puts in every request it knows the peer of.
 fn peer(request: &Request) -> Option<SocketAddr> {
-    let extensions = request.extensions();
-    extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0)
-        .or_else(|| extensions.get::<MockConnectInfo<SocketAddr>>().map(|m| m.0))
+    request.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0)
 }
 
 fn add_rate_limit_headers(response: &mut Response, decision: Option<&Decision>) {

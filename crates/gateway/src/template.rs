@@ -35,6 +35,9 @@ pub struct PathTemplate {
     segments: Vec<Segment>,
     variables: Vec<Variable>,
     verb: Option<String>,
+    /// The literal segments the template starts with, joined by `/`: a path that does not start with them
+    /// cannot match, which a route lookup learns without splitting the path (most routes fail there).
+    literal_prefix: String,
 }
 
 /// A template that does not follow the grammar.
@@ -89,7 +92,15 @@ impl PathTemplate {
         if segments.iter().rev().skip(1).any(|s| *s == Segment::Rest) {
             return Err(fail("** must be the last segment"));
         }
-        Ok(Self { source: template.to_owned(), segments, variables, verb })
+        let literals: Vec<&str> = segments
+            .iter()
+            .map_while(|segment| match segment {
+                Segment::Literal(literal) => Some(literal.as_str()),
+                _ => None,
+            })
+            .collect();
+        let literal_prefix = literals.join("/");
+        Ok(Self { source: template.to_owned(), segments, variables, verb, literal_prefix })
     }
 
     /// The template as written, used as the route label in metrics and logs.
@@ -114,6 +125,9 @@ impl PathTemplate {
             Some(verb) => rest.strip_suffix(verb.as_str())?.strip_suffix(':')?,
             None => rest,
         };
+        if !rest.starts_with(self.literal_prefix.as_str()) {
+            return None;
+        }
         // Every route's template is tried until one matches: the path is split into a list only once it did.
         let split = || rest.split('/').filter(|_| !rest.is_empty());
         let ends_with_rest = self.segments.last() == Some(&Segment::Rest);
@@ -200,6 +214,18 @@ mod tests {
         assert_eq!(rest.matches("/v1/files/a/b/c"), bound(&[("path", "a/b/c")]));
         assert_eq!(rest.matches("/v1/files/a%2Fb/c"), bound(&[("path", "a%2Fb/c")]));
         assert_eq!(t("/v1/*/x").matches("/v1/anything/x"), bound(&[]));
+    }
+
+    #[test]
+    fn the_literal_prefix_refuses_only_what_cannot_match() {
+        assert_eq!(t("/v1/products").matches("/v1/productsx"), None);
+        assert_eq!(t("/v1/products/{id}").matches("/v1/product/p-1"), None);
+        // A `**` right after the literals may match no segment at all: the prefix has no trailing `/`.
+        assert_eq!(t("/v1/files/{path=**}").matches("/v1/files"), bound(&[("path", "")]));
+        // Literals inside a variable count too, and the verb is stripped first.
+        assert_eq!(t("/v1/{name=shelves/*}:get").matches("/v1/shelves/s1:get"), bound(&[("name", "shelves/s1")]));
+        assert_eq!(t("/v1/{name=shelves/*}:get").matches("/v1/racks/s1:get"), None);
+        assert_eq!(t("/v1/x:go").matches("/v1/x:go"), bound(&[]));
     }
 
     #[test]

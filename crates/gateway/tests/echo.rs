@@ -210,10 +210,15 @@ async fn serve_gateway(gateway: Gateway, settings: Settings) -> (String, tokio_u
 
 /// A gateway for the echo contracts in front of one echo stand-in.
 async fn echo_gateway() -> (String, tokio_util::sync::DropGuard) {
+    echo_gateway_with(&[]).await
+}
+
+/// [`echo_gateway`] with more settings.
+async fn echo_gateway_with(extra: &[(&str, &str)]) -> (String, tokio_util::sync::DropGuard) {
     let pool = echo_pool();
     let echo = serve_stand_in::<Echo>(pool.clone(), "echo-1").await;
     let upstreams = Upstreams::from_channels([("echo".to_owned(), platform::grpc::channel(&echo).expect("channel"))]);
-    let settings = settings(&[]);
+    let settings = settings(extra);
     let gateway = Gateway::from_pool(&pool, upstreams, &settings).expect("the echo contracts make a gateway");
     serve_gateway(gateway, settings).await
 }
@@ -395,4 +400,53 @@ async fn calls_are_balanced_over_every_replica_a_service_url_lists() {
     }
     assert_eq!(served.len(), 2, "both replicas served some: {served:?}");
     assert!(served.values().all(|n| *n >= 5), "the load is shared: {served:?}");
+}
+
+#[tokio::test]
+async fn transcoded_answers_are_compressed_for_clients_that_take_it() {
+    let (base, _stop) = echo_gateway().await;
+    let client = reqwest::Client::new();
+    let url = format!("{base}/v1/shelves/s1?theme=a-theme-long-enough-to-be-worth-compressing&tags=a&tags=b");
+    for encoding in ["gzip", "br"] {
+        let response = client.get(&url).header("accept-encoding", encoding).send().await.expect("sent");
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.headers()["content-encoding"], encoding);
+        assert!(response.headers().contains_key("x-request-id"), "observed as every request is");
+    }
+    let plain = client.get(&url).send().await.expect("sent");
+    assert!(!plain.headers().contains_key("content-encoding"));
+    let (status, body) = json_of(plain).await;
+    assert_eq!((status, &body["name"]), (200, &json!("shelves/s1")), "{body}");
+}
+
+#[tokio::test]
+async fn configured_origins_get_cors_answers_on_transcoded_routes_and_the_gateways_own() {
+    let origin = "https://shop.example";
+    let (base, _stop) = echo_gateway_with(&[("MERCATO_CORS_ORIGINS", origin)]).await;
+    let client = reqwest::Client::new();
+
+    // A browser's preflight of a transcoded route: no route takes OPTIONS, the CORS layer answers it.
+    let preflight = client
+        .request(reqwest::Method::OPTIONS, format!("{base}/v1/shelves/s1"))
+        .header("origin", origin)
+        .header("access-control-request-method", "GET")
+        .header("access-control-request-headers", "authorization")
+        .send()
+        .await
+        .expect("sent");
+    assert!(preflight.status().is_success(), "{}", preflight.status());
+    assert_eq!(preflight.headers()["access-control-allow-origin"], origin);
+    let allowed = preflight.headers()["access-control-allow-headers"].to_str().expect("ascii").to_ascii_lowercase();
+    assert!(allowed.contains("authorization"), "{allowed}");
+
+    for path in ["/v1/shelves/s1", "/healthz"] {
+        let response = client.get(format!("{base}{path}")).header("origin", origin).send().await.expect("sent");
+        assert_eq!(response.status(), 200, "{path}");
+        assert_eq!(response.headers()["access-control-allow-origin"], origin, "{path}");
+        let exposed = response.headers()["access-control-expose-headers"].to_str().expect("ascii").to_owned();
+        assert!(exposed.contains("x-request-id"), "{path}: {exposed}");
+    }
+    // Another origin is not let in.
+    let other = client.get(format!("{base}/v1/shelves/s1")).header("origin", "https://evil.example").send().await;
+    assert!(!other.expect("sent").headers().contains_key("access-control-allow-origin"));
 }

@@ -7,11 +7,9 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use axum::Router;
 use axum::body::Body;
-use axum::extract::connect_info::MockConnectInfo;
-use gateway::Gateway;
 use gateway::ratelimit::RateLimiter;
+use gateway::{Edge, Gateway};
 use http::{Request, StatusCode};
 use http_body_util::BodyExt;
 use platform::Settings;
@@ -44,9 +42,9 @@ fn test_redis_url() -> Option<String> {
     }
 }
 
-fn router(settings: &Settings, limiter: RateLimiter, client: &str) -> Router {
+fn router(settings: &Settings, limiter: RateLimiter, client: &str) -> Edge {
     let peer: SocketAddr = client.parse().expect("address");
-    Gateway::new(settings).expect("gateway").with_rate_limiter(limiter).router(settings).layer(MockConnectInfo(peer))
+    Gateway::new(settings).expect("gateway").with_rate_limiter(limiter).service(settings).with_peer(peer)
 }
 
 #[derive(Debug)]
@@ -62,7 +60,7 @@ impl Reply {
     }
 }
 
-async fn send(router: &Router, method: &str, path: &str) -> Reply {
+async fn send(router: &Edge, method: &str, path: &str) -> Reply {
     let mut request = Request::builder().method(method).uri(path);
     let body = if method == "POST" {
         request = request.header("content-type", "application/json");
@@ -148,8 +146,7 @@ async fn an_unreachable_redis_falls_back_to_local_limits() {
     let limiter = RateLimiter::with_redis(settings.rate_limits.clone(), "redis://127.0.0.1:1", "mercato-test:")
         .expect("redis url");
     let gateway = Gateway::new(&settings).expect("gateway").with_rate_limiter(limiter);
-    let client =
-        |addr: &str| gateway.clone().router(&settings).layer(MockConnectInfo(addr.parse::<SocketAddr>().unwrap()));
+    let client = |addr: &str| gateway.clone().service(&settings).with_peer(addr.parse::<SocketAddr>().unwrap());
     let (a, b) = (client("192.0.2.1:1"), client("192.0.2.2:1"));
     for remaining in [2, 1, 0] {
         let reply = send(&a, "GET", "/openapi.json").await;

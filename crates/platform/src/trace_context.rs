@@ -58,7 +58,7 @@ fn set_parent(span: &tracing::Span, parent: opentelemetry::Context) {
 /// Writes `span`'s trace context into `headers` (replacing what the caller sent, if anything).
 pub fn inject(span: &tracing::Span, headers: &mut http::HeaderMap) {
     let Some(context) = span_context(span) else { return };
-    if let Ok(value) = http::HeaderValue::from_str(&format_traceparent(&context)) {
+    if let Ok(value) = http::HeaderValue::from_bytes(&traceparent_bytes(&context)) {
         headers.insert(TRACEPARENT, value);
     }
     // W3C asks not to send an empty `tracestate`.
@@ -102,7 +102,28 @@ fn format_traceparent(span_context: &SpanContext) -> String {
     if !span_context.is_valid() {
         return String::new();
     }
-    format!("00-{}-{}-{:02x}", span_context.trace_id(), span_context.span_id(), span_context.trace_flags().to_u8())
+    traceparent_bytes(span_context).iter().map(|&b| char::from(b)).collect()
+}
+
+/// `00-<trace id>-<span id>-<flags>` in lowercase hex, written without `fmt` (every request and every call
+/// to a service writes one or two).
+fn traceparent_bytes(span_context: &SpanContext) -> [u8; 55] {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [b'-'; 55];
+    let mut at = 0;
+    let mut put = |bytes: &[u8], out: &mut [u8; 55]| {
+        for byte in bytes {
+            out[at] = HEX[usize::from(byte >> 4)];
+            out[at + 1] = HEX[usize::from(byte & 0x0f)];
+            at += 2;
+        }
+        at += 1; // the dash after each part
+    };
+    put(&[0], &mut out);
+    put(&span_context.trace_id().to_bytes(), &mut out);
+    put(&span_context.span_id().to_bytes(), &mut out);
+    put(&[span_context.trace_flags().to_u8()], &mut out);
+    out
 }
 
 /// Whether `traceparent` has the W3C shape: `version-traceid-parentid-flags`, lowercase hex of 2, 32, 16
