@@ -97,12 +97,10 @@ impl Edge {
             request.headers_mut().insert(REQUEST_ID_HEADER, value);
         }
         let method = request.method().clone();
-        let (template, matched) = shared.gateway.route_template(&method, request.uri().path());
+        let (route_name, matched) = shared.gateway.route_name(&method, request.uri().path());
+        let template = route_name.as_deref().and_then(|name| name.split_once(' ')).map(|(_, template)| template);
         // Without a matching route the name is the method alone: paths would make every name unique.
-        let name = match &template {
-            Some(template) => format!("{method} {template}"),
-            None => method.to_string(),
-        };
+        let name = route_name.clone().unwrap_or_else(|| method.to_string());
         let span = tracing::info_span!(
             "http",
             %method,
@@ -112,7 +110,7 @@ impl Edge {
             "otel.kind" = "server",
             "otel.status_code" = tracing::field::Empty,
             "http.request.method" = %method,
-            "http.route" = template.as_deref(),
+            "http.route" = template,
             "url.path" = %request.uri().path(),
             "http.response.status_code" = tracing::field::Empty,
         );

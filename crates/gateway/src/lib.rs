@@ -45,7 +45,6 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 use platform::Settings;
 use platform::auth::{Claims, TokenVerifier};
 use platform::config::IpNet;
-use platform::descriptors::grpc_path;
 use platform::telemetry::REQUEST_ID_HEADER;
 use platform::trace_context::{TRACEPARENT, TRACESTATE};
 use prost_reflect::DescriptorPool;
@@ -136,8 +135,7 @@ impl Gateway {
 
     fn with_routes(table: RouteTable, upstreams: Upstreams, settings: &Settings) -> Result<Self, GatewayError> {
         let auth = platform::grpc::balanced_channel(&settings.service_url_list("auth"))?;
-        let mut known: Vec<String> =
-            table.routes().iter().map(|r| format!("{} {}", r.method, r.template.as_str())).collect();
+        let mut known: Vec<String> = table.routes().iter().map(|r| r.label.clone()).collect();
         known.push(OPENAPI_ROUTE.to_owned());
         known.push(docs::DOCS_ROUTE.to_owned());
         // A built-in budget (login, register) for a route other contracts lack is no operator's typo.
@@ -232,18 +230,16 @@ impl Gateway {
         }
     }
 
-    /// The route template `path` matches for `method` (probes, `/openapi.json` and `/docs` included), for
-    /// span names, and the transcoded route it matched, if any.
-    fn route_template(&self, method: &http::Method, path: &str) -> (Option<String>, Option<MatchedRoute>) {
+    /// The name (`<METHOD> <template>`) of the route `path` matches for `method` (probes, `/openapi.json` and
+    /// `/docs` included), for span names and metrics, and the transcoded route it matched, if any.
+    fn route_name(&self, method: &http::Method, path: &str) -> (Option<String>, Option<MatchedRoute>) {
         if method == http::Method::GET
             && (matches!(path, "/healthz" | "/readyz" | "/openapi.json") || docs::asset(path).is_some())
         {
-            return (Some(path.to_owned()), None);
+            return (Some(format!("GET {path}")), None);
         }
         match self.table.lookup(method, path) {
-            Lookup::Found(route, bound) => {
-                (Some(route.template.as_str().to_owned()), Some(MatchedRoute(route.clone(), bound)))
-            }
+            Lookup::Found(route, bound) => (Some(route.label.clone()), Some(MatchedRoute(route.clone(), bound))),
             _ => (None, None),
         }
     }
@@ -354,7 +350,7 @@ async fn transcode(gateway: &Gateway, mut request: Request) -> Response {
             }
         },
     };
-    let label = RouteLabel(format!("{} {}", route.method, route.template.as_str()));
+    let label = RouteLabel(route.label.clone());
     // Before any service is called: refused floods cost no upstream work.
     let (bearer, decision) = admit(gateway, &label.0, request.headers(), peer(&request)).await;
     let decision = match decision {
@@ -487,7 +483,6 @@ async fn call(
     request: Request,
     bearer: Option<Result<Claims, tonic::Status>>,
 ) -> Result<Response, ApiError> {
-    let method_path = grpc_path(&route.grpc);
     let (parts, body) = request.into_parts();
     let authorization = caller_authorization(gateway, &parts.headers).await?;
     let authorization = authorization.as_deref();
@@ -506,7 +501,7 @@ async fn call(
 
     let mut grpc_request = tonic::Request::new(transcode::encode(&message));
     // The service learns the deadline (grpc-timeout); the gateway enforces it too, whatever the service does.
-    grpc_request.set_timeout(route.timeout);
+    grpc_request.metadata_mut().insert("grpc-timeout", route.grpc_timeout.clone());
     let deadline = tokio::time::Instant::now() + route.timeout;
     let metadata = grpc_request.metadata_mut();
     if let Some(value) = authorization.and_then(|v| v.parse().ok()) {
@@ -521,12 +516,13 @@ async fn call(
         metadata.insert("idempotency-key", value);
     }
     if route.grpc.is_server_streaming() {
-        return stream_lines(gateway, route, &method_path, grpc_request, deadline).await;
+        return stream_lines(gateway, route, &route.grpc_path, grpc_request, deadline).await;
     }
-    let bytes = tokio::time::timeout_at(deadline, gateway.upstreams.unary(&route.upstream, &method_path, grpc_request))
-        .await
-        .map_err(|_| deadline_exceeded(route))?
-        .map_err(|status| upstream_error(&status, route, deadline))?;
+    let bytes =
+        tokio::time::timeout_at(deadline, gateway.upstreams.unary(&route.upstream, &route.grpc_path, grpc_request))
+            .await
+            .map_err(|_| deadline_exceeded(route))?
+            .map_err(|status| upstream_error(&status, route, deadline))?;
     let json = transcode::render_response(route, &bytes)?;
     let mut response = Response::new(Body::from(json));
     *response.status_mut() = route.success;

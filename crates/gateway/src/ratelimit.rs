@@ -28,7 +28,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use http::{HeaderMap, HeaderValue};
+use http::{HeaderMap, HeaderName, HeaderValue};
 use platform::config::{IpNet, Quota, RateLimits};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 
@@ -87,14 +87,18 @@ pub struct Decision {
 impl Decision {
     /// `RateLimit-Limit`, `RateLimit-Remaining` and `RateLimit-Reset` (whole seconds, rounded up; IETF
     /// draft style), plus `Retry-After` on a refusal.
-    pub fn headers(&self) -> Vec<(&'static str, HeaderValue)> {
+    pub fn headers(&self) -> Vec<(HeaderName, HeaderValue)> {
+        // Names made once, not parsed from strings on every answer.
+        const LIMIT: HeaderName = HeaderName::from_static("ratelimit-limit");
+        const REMAINING: HeaderName = HeaderName::from_static("ratelimit-remaining");
+        const RESET: HeaderName = HeaderName::from_static("ratelimit-reset");
         let mut headers = vec![
-            ("ratelimit-limit", HeaderValue::from(self.limit)),
-            ("ratelimit-remaining", HeaderValue::from(self.remaining)),
-            ("ratelimit-reset", HeaderValue::from(ceil_secs(self.reset))),
+            (LIMIT, HeaderValue::from(self.limit)),
+            (REMAINING, HeaderValue::from(self.remaining)),
+            (RESET, HeaderValue::from(ceil_secs(self.reset))),
         ];
         if !self.allowed {
-            headers.push(("retry-after", HeaderValue::from(ceil_secs(self.retry_after).max(1))));
+            headers.push((http::header::RETRY_AFTER, HeaderValue::from(ceil_secs(self.retry_after).max(1))));
         }
         headers
     }
@@ -489,7 +493,7 @@ mod tests {
         let (_, tat) = gcra(tat, 300_000, &q);
         let (refused, none) = gcra(tat, 400_000, &q);
         assert!(none.is_none());
-        let headers: HashMap<_, _> = refused.headers().into_iter().collect();
+        let headers: HashMap<_, _> = refused.headers().into_iter().map(|(n, v)| (n.to_string(), v)).collect();
         assert_eq!(headers["retry-after"], "1"); // 0.6 s rounds up
         assert_eq!(headers["ratelimit-reset"], "2"); // 1.6 s rounds up
         assert_eq!(headers["ratelimit-remaining"], "0");

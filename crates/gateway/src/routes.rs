@@ -33,6 +33,12 @@ pub struct Route {
     pub access: AccessRule,
     /// The upstream service, from the package `mercato.<service>.v1`.
     pub upstream: String,
+    /// `<METHOD> <template>`: the route's name in spans, metrics and rate-limit budgets.
+    pub label: String,
+    /// The gRPC method's path, `/<package.Service>/<Method>`.
+    pub grpc_path: String,
+    /// The `grpc-timeout` of its calls, from `timeout` (written once, as tonic writes it).
+    pub grpc_timeout: tonic::metadata::AsciiMetadataValue,
 }
 
 /// How long a call may take when its method declares no `timeout_ms`.
@@ -113,7 +119,14 @@ impl RouteTable {
                     let template = PathTemplate::parse(&path)
                         .map_err(|source| RouteError::Template { method: method.full_name().to_owned(), source })?;
                     check_fields(&method, &template, &binding)?;
+                    // Milliseconds, as the option gives them; gRPC allows at most eight digits (27 hours).
+                    let grpc_timeout = format!("{}m", timeout.as_millis().min(99_999_999)).parse().map_err(|_| {
+                        RouteError::Field { method: method.full_name().to_owned(), problem: "unusable timeout".into() }
+                    })?;
                     routes.push(Arc::new(Route {
+                        label: format!("{http_method} {}", template.as_str()),
+                        grpc_path: descriptors::grpc_path(&method),
+                        grpc_timeout,
                         method: http_method,
                         template,
                         grpc: method.clone(),

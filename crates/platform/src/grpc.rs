@@ -142,10 +142,12 @@ impl tower::Service<http::Request<tonic::body::Body>> for TracedChannel {
     }
 
     fn call(&mut self, mut request: http::Request<tonic::body::Body>) -> Self::Future {
-        let (service, method) = split_path(request.uri().path());
+        let path = request.uri().path();
+        let (service, method) = split_path(path);
         let span = tracing::info_span!(
             "grpc client",
-            "otel.name" = %format!("{service}/{method}"),
+            // `<service>/<method>`, as the path has it.
+            "otel.name" = path.trim_start_matches('/'),
             "otel.kind" = "client",
             "otel.status_code" = tracing::field::Empty,
             "rpc.system" = "grpc",
@@ -250,7 +252,8 @@ where
             "grpc",
             method = %path,
             request_id = %request_id,
-            "otel.name" = %format!("{service}/{method}"),
+            // `<service>/<method>`, as the path has it.
+            "otel.name" = path.trim_start_matches('/'),
             "otel.kind" = "server",
             "otel.status_code" = tracing::field::Empty,
             "rpc.system" = "grpc",
