@@ -209,6 +209,6 @@ impl Service<Request> for Transcode {
 
     fn call(&mut self, request: Request) -> Self::Future {
         let gateway = Arc::clone(&self.0);
-        Box::pin(async move { Ok(crate::transcode(&gateway, request).await) })
+        Box::pin(async move { Ok(crate::serve_route(&gateway, request).await) })
     }
 }

@@ -220,7 +220,7 @@ impl Gateway {
         }
         let router = routes
             .fallback(
-                |State(gateway): State<Gateway>, request: Request| async move { transcode(&gateway, request).await },
+                |State(gateway): State<Gateway>, request: Request| async move { serve_route(&gateway, request).await },
             )
             .with_state(self)
             .layer(edge::compression());
@@ -328,7 +328,7 @@ async fn readyz(State(gateway): State<Gateway>) -> Response {
 
 /// Answers a request for a transcoded route (matched already by [`Edge`], which put the match in the request's
 /// extensions), or the 404 or 405 of a path no route takes.
-async fn transcode(gateway: &Gateway, mut request: Request) -> Response {
+async fn serve_route(gateway: &Gateway, mut request: Request) -> Response {
     let (route, bound) = match request.extensions_mut().remove::<MatchedRoute>() {
         Some(MatchedRoute(route, bound)) => (route, bound),
         None => match gateway.table.lookup(request.method(), request.uri().path()) {
