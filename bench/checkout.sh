@@ -18,6 +18,8 @@
 #    commit), and reports: checkouts/s, p50/p99, commits per checkout, pgbench commits/s, and the ratio
 #    checkouts/s ÷ (pgbench commits/s ÷ commits per checkout) — the share of the server's raw commit rate the
 #    platform turns into checkouts.
+#    Also the ceiling of that ratio if the platform's own processes used no CPU at all: the run's CPU-seconds
+#    (mercato + PostgreSQL) spent on the checkouts' PostgreSQL work alone.
 #
 # Before measuring, WARMUP (10s) of the same load, then ANALYZE of every service database: a brand-new database
 # has no statistics until autovacuum's first pass (up to a minute), and the cached generic plans of that time pick
@@ -250,4 +252,9 @@ print("CPU per checkout: " + ", ".join(f"{name} {1000 * s / done:.2f} ms" for na
       + f" (CPU-seconds over the run: {', '.join(f'{s:.1f}' for s in cpu)})")
 print(f"pgbench: {tps:.0f} commits/s = {equivalent:.1f} checkout-equivalents/s")
 print(f"ratio: {100 * rate / equivalent:.0f}% of the server's commit rate turned into checkouts")
+# The ratio if mercato cost nothing: the same CPU-seconds all spent on the checkouts' own PostgreSQL work. A bound
+# on what any change to the services alone can reach; only less database work per checkout moves it.
+if cpu[1] > 0:
+    print(f"ceiling: {100 * rate * (cpu[0] + cpu[1]) / cpu[1] / equivalent:.0f}% if mercato used no CPU and "
+          f"PostgreSQL had all of it (its {1000 * cpu[1] / done:.2f} ms per checkout alone)")
 EOF

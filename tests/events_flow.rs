@@ -149,6 +149,13 @@ async fn poison_events_are_dead_lettered_and_shown_to_admins() {
     let admin = p.admin_token().await;
     let (url, prefix) = p.broker().expect("on RabbitMQ");
     let bus = platform::events::AmqpBus::connect(url, prefix).await.expect("broker");
+    // The cart's consumer declares and binds its queue in a task of its own after the platform started: an
+    // event published before that reaches no queue (seen under a loaded CI machine). Publish once it listens.
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !bus.consumer_count("cart").await.is_ok_and(|count| count >= 1) {
+        assert!(tokio::time::Instant::now() < deadline, "the cart's consumer never attached to its queue");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
     let poison = platform::events::EventEnvelope {
         id: uuid::Uuid::now_v7().to_string(),
         source: "test".into(),

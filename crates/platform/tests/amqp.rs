@@ -452,6 +452,13 @@ async fn a_delivery_left_unacknowledged_goes_to_the_next_consumer_and_applies_on
     let second = broker.bus(5).await;
     let later = Arc::new(Counter::default());
     second.subscribe("counter", &["thing.happened"], consumer(db.clone(), "counter", later.clone(), |_| false));
+    // The consumer attaches (the broker counts the active one of a single-active-consumer queue); a consumer
+    // nobody subscribed has no queue to count on.
+    eventually_async("the consumer attached", || async {
+        second.consumer_count("counter").await.is_ok_and(|count| count >= 1)
+    })
+    .await;
+    assert!(second.consumer_count("nobody").await.is_err());
 
     let id = write(&db, "thing.happened", "a", 1).await;
     Relay::new("test", db.clone(), first.clone()).publish_pending().await.expect("published");

@@ -410,6 +410,26 @@ impl AmqpBus {
         result
     }
 
+    /// How many consumers the broker counts on `consumer`'s queue (for a single-active-consumer queue, the
+    /// active one); an error when the queue does not exist yet. A consumer attaches only after its queue is
+    /// declared and bound, so from a count of one on, events published are routed to it.
+    pub async fn consumer_count(&self, consumer: &str) -> Result<u32, AmqpError> {
+        let connection = open(&self.url, format!("{} admin", self.options.prefix)).await?;
+        let queue = self.options.queue(consumer);
+        let result = within("checking a consumer's queue", async {
+            let channel = connection.create_channel().await.map_err(broker("opening a channel"))?;
+            let passive = QueueDeclareOptions { passive: true, durable: true, ..QueueDeclareOptions::default() };
+            let declared = channel
+                .queue_declare(queue.as_str().into(), passive, FieldTable::default())
+                .await
+                .map_err(|_| AmqpError::NoQueue { queue: queue.clone() })?;
+            Ok(declared.consumer_count())
+        })
+        .await;
+        let _ = connection.close(200, "done".into()).await;
+        result
+    }
+
     /// Opens a connection for an admin call and declares `consumer`'s dead-letter queue; returns how many
     /// messages it holds.
     async fn open_dead_queue(&self, consumer: &str) -> Result<(Connection, Channel, u32), AmqpError> {
