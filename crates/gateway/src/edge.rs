@@ -31,6 +31,25 @@ use tracing::Instrument;
 
 use crate::{Gateway, RouteLabel};
 
+/// `x-request-id`, as a header name made once.
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static(REQUEST_ID_HEADER);
+
+/// A request method as a metrics label: the standard ones without allocating.
+fn method_label(method: &http::Method) -> metrics::SharedString {
+    use http::Method;
+    let standard: &'static str = match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => return method.to_string().into(),
+    };
+    standard.into()
+}
+
 /// What the gateway compresses: what tower-http would, except streamed lines (a compressor holds back bytes
 /// until it has enough; lines must go out as they come).
 type Compressible = And<DefaultPredicate, NotForContentType>;
@@ -86,16 +105,24 @@ impl Edge {
     /// `traceparent` goes back to the client), and per-route metrics around the request's answer.
     async fn observe(self, mut request: Request) -> Response {
         let shared = &self.shared;
-        let request_id = request
+        // The caller's id when it is usable, else a new one; one header value serves the request and the answer.
+        let given = request
             .headers()
-            .get(REQUEST_ID_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .filter(|v| !v.is_empty() && v.len() <= 128)
-            .map(str::to_owned)
-            .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-        if let Ok(value) = HeaderValue::from_str(&request_id) {
-            request.headers_mut().insert(REQUEST_ID_HEADER, value);
-        }
+            .get(&X_REQUEST_ID)
+            .filter(|v| v.to_str().is_ok_and(|id| !id.is_empty() && id.len() <= 128))
+            .cloned();
+        let request_id_value = match given {
+            Some(value) => Some(value),
+            None => {
+                let mut buffer = uuid::Uuid::encode_buffer();
+                let made = HeaderValue::from_str(uuid::Uuid::now_v7().hyphenated().encode_lower(&mut buffer)).ok();
+                if let Some(value) = &made {
+                    request.headers_mut().insert(X_REQUEST_ID, value.clone());
+                }
+                made
+            }
+        };
+        let request_id = request_id_value.as_ref().and_then(|v| v.to_str().ok()).unwrap_or_default();
         let method = request.method().clone();
         let (route_name, matched) = shared.gateway.route_name(&method, request.uri().path());
         let template = route_name.as_deref().and_then(|name| name.split_once(' ')).map(|(_, template)| template);
@@ -141,11 +168,11 @@ impl Edge {
         if response.status().is_server_error() {
             span.record("otel.status_code", "error");
         }
-        metrics::counter!("http_server_requests_total", "method" => method.to_string(), "route" => route.clone(), "status" => status.clone()).increment(1);
-        metrics::histogram!("http_server_request_duration_seconds", "method" => method.to_string(), "route" => route.clone()).record(elapsed);
+        metrics::counter!("http_server_requests_total", "method" => method_label(&method), "route" => route.clone(), "status" => status.clone()).increment(1);
+        metrics::histogram!("http_server_request_duration_seconds", "method" => method_label(&method), "route" => route.clone()).record(elapsed);
         span.in_scope(|| tracing::info!(%status, %route, elapsed_ms = elapsed * 1000.0, "request served"));
-        if let Ok(value) = HeaderValue::from_str(&request_id) {
-            response.headers_mut().insert(REQUEST_ID_HEADER, value);
+        if let Some(value) = request_id_value {
+            response.headers_mut().insert(X_REQUEST_ID, value);
         }
         trace_context::inject(&span, response.headers_mut());
         response
