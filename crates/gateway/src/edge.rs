@@ -29,7 +29,7 @@ use tower_http::compression::{Compression, CompressionLayer};
 use tower_http::cors::{Cors, CorsLayer};
 use tracing::Instrument;
 
-use crate::{Gateway, RouteLabel};
+use crate::Gateway;
 
 /// `x-request-id`, as a header name made once.
 const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static(REQUEST_ID_HEADER);
@@ -75,14 +75,15 @@ pub struct Edge {
 }
 
 struct Shared {
-    gateway: Gateway,
+    gateway: Arc<Gateway>,
     transcoded: Transcoded,
     router: Router,
 }
 
 impl Edge {
     pub(crate) fn new(gateway: Gateway, router: Router, cors: Option<CorsLayer>) -> Self {
-        let calls = compression().layer(Transcode(Arc::new(gateway.clone())));
+        let gateway = Arc::new(gateway);
+        let calls = compression().layer(Transcode(Arc::clone(&gateway)));
         let transcoded = match cors {
             Some(cors) => Either::Left(cors.layer(calls)),
             None => Either::Right(calls),
@@ -156,13 +157,8 @@ impl Edge {
             Err(never) => match never {},
         };
         let elapsed = started.elapsed().as_secs_f64();
-        // The transcoded route or docs asset that answered; else the gateway's own route (a probe, the OpenAPI
-        // document) or "unmatched" for a path no route has, so that probes do not count as unmatched requests.
-        let route = match response.extensions().get::<RouteLabel>() {
-            Some(label) => label.0.clone(),
-            None if template.is_some() => name.clone(),
-            None => "unmatched".to_owned(),
-        };
+        // The route that answered (transcoded, a probe, a document); "unmatched" for a path no route has.
+        let route = route_name.unwrap_or_else(|| "unmatched".to_owned());
         let status = response.status().as_u16().to_string();
         span.record("http.response.status_code", response.status().as_u16());
         if response.status().is_server_error() {

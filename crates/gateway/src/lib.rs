@@ -109,12 +109,8 @@ pub struct Gateway {
 /// The route key of `/openapi.json` for rate limits (probes are never limited).
 pub const OPENAPI_ROUTE: &str = "GET /openapi.json";
 
-/// The route label of a served request, for metrics and logs.
-#[derive(Debug, Clone)]
-struct RouteLabel(String);
-
-/// The route a request matched and the values its path bound, found once by `observe` (which names the span
-/// after it) and handed to the handler in the request's extensions.
+/// The route a request matched and the values its path bound, found once by [`Edge`] (which names the span
+/// and the metrics after it) and handed to the call in the request's extensions.
 #[derive(Debug, Clone)]
 struct MatchedRoute(Arc<routes::Route>, Vec<(String, String)>);
 
@@ -219,9 +215,7 @@ impl Gateway {
             );
         }
         let router = routes
-            .fallback(
-                |State(gateway): State<Gateway>, request: Request| async move { serve_route(&gateway, request).await },
-            )
+            .fallback(|State(gateway): State<Gateway>, request: Request| async move { no_route(&gateway, &request) })
             .with_state(self)
             .layer(edge::compression());
         match cors {
@@ -326,47 +320,46 @@ async fn readyz(State(gateway): State<Gateway>) -> Response {
     }
 }
 
-/// Answers a request for a transcoded route (matched already by [`Edge`], which put the match in the request's
-/// extensions), or the 404 or 405 of a path no route takes.
+/// Answers a request for a transcoded route, matched already by [`Edge`], which put the match in the request's
+/// extensions.
 async fn serve_route(gateway: &Gateway, mut request: Request) -> Response {
-    let (route, bound) = match request.extensions_mut().remove::<MatchedRoute>() {
-        Some(MatchedRoute(route, bound)) => (route, bound),
-        None => match gateway.table.lookup(request.method(), request.uri().path()) {
-            Lookup::Found(route, bound) => (route.clone(), bound),
-            Lookup::WrongMethod(allowed) => {
-                let allow = allowed.iter().map(http::Method::as_str).collect::<Vec<_>>().join(", ");
-                return ApiError::http(
-                    StatusCode::METHOD_NOT_ALLOWED,
-                    Code::Unimplemented,
-                    format!("{} is not allowed here", request.method()),
-                )
-                .with_header(header::ALLOW, &allow)
-                .into_response();
-            }
-            Lookup::NotFound => {
-                let path = request.uri().path();
-                return ApiError::http(StatusCode::NOT_FOUND, Code::NotFound, format!("no route for {path}"))
-                    .into_response();
-            }
-        },
+    let Some(MatchedRoute(route, bound)) = request.extensions_mut().remove::<MatchedRoute>() else {
+        return no_route(gateway, &request);
     };
-    let label = RouteLabel(route.label.clone());
     // Before any service is called: refused floods cost no upstream work.
-    let (bearer, decision) = admit(gateway, &label.0, request.headers(), peer(&request)).await;
+    let (bearer, decision) = admit(gateway, &route.label, request.headers(), peer(&request)).await;
     let decision = match decision {
         Ok(decision) => decision,
-        Err(mut refused) => {
-            refused.extensions_mut().insert(label);
-            return refused;
-        }
+        Err(refused) => return refused,
     };
     let mut response = match call(gateway, &route, &bound, request, bearer).await {
         Ok(response) => response,
         Err(error) => error.into_response(),
     };
     add_rate_limit_headers(&mut response, decision.as_ref());
-    response.extensions_mut().insert(label);
     response
+}
+
+/// The 405 (with `Allow`) of a path that routes take only with other methods, else the 404 of a path no route
+/// takes.
+fn no_route(gateway: &Gateway, request: &Request) -> Response {
+    match gateway.table.lookup(request.method(), request.uri().path()) {
+        Lookup::WrongMethod(allowed) => {
+            let allow = allowed.iter().map(http::Method::as_str).collect::<Vec<_>>().join(", ");
+            ApiError::http(
+                StatusCode::METHOD_NOT_ALLOWED,
+                Code::Unimplemented,
+                format!("{} is not allowed here", request.method()),
+            )
+            .with_header(header::ALLOW, &allow)
+            .into_response()
+        }
+        // A route matching here would have been matched by `Edge` already.
+        Lookup::Found(..) | Lookup::NotFound => {
+            let path = request.uri().path();
+            ApiError::http(StatusCode::NOT_FOUND, Code::NotFound, format!("no route for {path}")).into_response()
+        }
+    }
 }
 
 /// `/openapi.json`, under the default budget.
@@ -382,16 +375,14 @@ async fn openapi_limited(State(gateway): State<Gateway>, request: Request) -> Re
 
 /// The page at `/docs` and its assets, under the budget of [`docs::DOCS_ROUTE`].
 async fn docs_limited(gateway: Gateway, asset: &'static docs::Asset, request: Request) -> Response {
-    let mut response = match admit(&gateway, docs::DOCS_ROUTE, request.headers(), peer(&request)).await.1 {
+    match admit(&gateway, docs::DOCS_ROUTE, request.headers(), peer(&request)).await.1 {
         Err(refused) => refused,
         Ok(decision) => {
             let mut response = asset.response();
             add_rate_limit_headers(&mut response, decision.as_ref());
             response
         }
-    };
-    response.extensions_mut().insert(RouteLabel(format!("GET {}", asset.path)));
-    response
+    }
 }
 
 /// Verifies the request's bearer token, once, and charges its caller's budget for `route`. Returns the

@@ -414,41 +414,37 @@ impl AmqpBus {
     /// active one); an error when the queue does not exist yet. A consumer attaches only after its queue is
     /// declared and bound, so from a count of one on, events published are routed to it.
     pub async fn consumer_count(&self, consumer: &str) -> Result<u32, AmqpError> {
-        let connection = open(&self.url, format!("{} admin", self.options.prefix)).await?;
-        let queue = self.options.queue(consumer);
-        let result = within("checking a consumer's queue", async {
-            let channel = connection.create_channel().await.map_err(broker("opening a channel"))?;
-            let passive = QueueDeclareOptions { passive: true, durable: true, ..QueueDeclareOptions::default() };
-            let declared = channel
-                .queue_declare(queue.as_str().into(), passive, FieldTable::default())
-                .await
-                .map_err(|_| AmqpError::NoQueue { queue: queue.clone() })?;
-            Ok(declared.consumer_count())
-        })
-        .await;
+        let (connection, _, queue) =
+            self.open_queue(self.options.queue(consumer), "checking a consumer's queue").await?;
         let _ = connection.close(200, "done".into()).await;
-        result
+        Ok(queue.consumer_count())
     }
 
     /// Opens a connection for an admin call and declares `consumer`'s dead-letter queue; returns how many
     /// messages it holds.
     async fn open_dead_queue(&self, consumer: &str) -> Result<(Connection, Channel, u32), AmqpError> {
+        let (connection, channel, queue) =
+            self.open_queue(self.options.dead_queue(consumer), "opening a dead-letter queue").await?;
+        Ok((connection, channel, queue.message_count()))
+    }
+
+    /// Opens a connection for an admin call and declares `queue` passively (an admin's typo must not create a
+    /// queue; every consumer declared its own at subscribe), the exchanges too, for requeueing.
+    async fn open_queue(&self, queue: String, what: &str) -> Result<(Connection, Channel, lapin::Queue), AmqpError> {
         let connection = open(&self.url, format!("{} admin", self.options.prefix)).await?;
-        let result = within("opening a dead-letter queue", async {
+        let result = within(what, async {
             let channel = connection.create_channel().await.map_err(broker("opening a channel"))?;
             declare_exchanges(&channel, &self.options).await?;
-            let dead = self.options.dead_queue(consumer);
-            // Passive: an admin's typo must not create a queue. Every consumer declared its own at subscribe.
             let passive = QueueDeclareOptions { passive: true, durable: true, ..QueueDeclareOptions::default() };
             let declared = channel
-                .queue_declare(dead.as_str().into(), passive, FieldTable::default())
+                .queue_declare(queue.as_str().into(), passive, FieldTable::default())
                 .await
-                .map_err(|_| AmqpError::NoQueue { queue: dead.clone() })?;
-            Ok((channel, declared.message_count()))
+                .map_err(|_| AmqpError::NoQueue { queue: queue.clone() })?;
+            Ok((channel, declared))
         })
         .await;
         match result {
-            Ok((channel, count)) => Ok((connection, channel, count)),
+            Ok((channel, declared)) => Ok((connection, channel, declared)),
             Err(error) => {
                 let _ = connection.close(200, "failed".into()).await;
                 Err(error)
