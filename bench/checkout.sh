@@ -12,6 +12,8 @@
 #    commits per checkout are measured, not guessed.
 #    Also the commits that wrote (WAL commit records between the run's start and end, by pg_waldump, when the
 #    server is local and its WAL readable): pg_stat_database counts read-only single statements as commits too.
+#    With them, every WAL record the run wrote, and each busy table's updates and how many were heap-only (HOT:
+#    no index touched).
 #    Also where the CPU went (user + system seconds of `mercato up` and of all PostgreSQL server processes,
 #    from /proc) and, when the server has pg_stat_statements loaded, the statements per checkout.
 # 4. Runs pgbench for the same DURATION and CONNECTIONS with a one-row-update transaction (the cheapest
@@ -140,12 +142,17 @@ statements=$(psql "$PG/postgres" -Atc "SELECT COUNT(*) FROM pg_extension WHERE e
 if [ "$statements" = 0 ] && psql "$PG/postgres" -qc "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" 2>/dev/null; then
   statements=1
 fi
+# The services that publish events (a CASE around a missing table still fails: the query is planned whole).
+outboxes=()
+for s in "${services[@]}"; do
+  [ "$(psql "$PG/mercato_${RUN}_$s" -Atc "SELECT to_regclass('outbox') IS NOT NULL")" = t ] && outboxes+=("$s")
+done
 # Events written but not yet handled, over every service's outbox (in the embedded mode an event is marked sent
 # once every consumer has handled it).
 backlog() {
   local total=0 n
-  for s in "${services[@]}"; do
-    n=$(psql "$PG/mercato_${RUN}_$s" -Atc "SELECT CASE WHEN to_regclass('outbox') IS NULL THEN 0 ELSE (SELECT COUNT(*) FROM outbox WHERE sent_time IS NULL) END")
+  for s in "${outboxes[@]}"; do
+    n=$(psql "$PG/mercato_${RUN}_$s" -Atc "SELECT COUNT(*) FROM outbox WHERE sent_time IS NULL")
     total=$((total + n))
   done
   echo "$total"
@@ -205,12 +212,18 @@ fi
 # the server; nothing else runs meanwhile but autovacuum).
 WALDUMP=$(ls /usr/lib/postgresql/*/bin/pg_waldump 2>/dev/null | tail -1)
 PGDATA_DIR=$(psql "$PG/postgres" -Atc "SHOW data_directory" 2>/dev/null || true)
-write_commits=""
+# Also every WAL record of the run: what the server wrote for the checkouts (a pgbench commit writes two).
+wal="|"
 if [ -n "$WALDUMP" ] && [ -r "$PGDATA_DIR/pg_wal" ]; then
-  write_commits=$("$WALDUMP" -p "$PGDATA_DIR/pg_wal" -s "$lsn_before" -e "$lsn_after" -r Transaction 2>/dev/null |
-    grep -c 'desc: COMMIT' || true)
+  wal=$("$WALDUMP" -p "$PGDATA_DIR/pg_wal" -s "$lsn_before" -e "$lsn_after" 2>/dev/null |
+    awk '/desc: COMMIT/ { commits++ } END { print commits + 0 "|" NR }' || true)
 fi
-echo "$write_commits" >"$WORK/write_commits.txt"
+echo "$wal" >"$WORK/wal.txt"
+echo "updates and heap-only (HOT) updates by table, since the databases were made (warm-up included):"
+for s in "${services[@]}"; do
+  psql "$PG/mercato_${RUN}_$s" -Atc "SELECT '$s', relname, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables
+    WHERE n_tup_upd >= 100 ORDER BY n_tup_upd DESC"
+done
 kill -TERM "$PID"; wait "$PID" 2>/dev/null || true; PID=
 
 # pgbench: the same server, connections and duration; each transaction updates one row and commits.
@@ -224,12 +237,12 @@ pgbench -n -c "$CONNECTIONS" -j "$THREADS" -T "${DURATION%s}" -f "$WORK/commit.s
 
 seconds=${DURATION%s}
 python3 - "$confirmed" "$failed" "$before" "$after" "$((seconds + drained))" "$WORK/wrk.txt" "$WORK/pgbench.txt" \
-  "$WORK/statements.txt" "${cpu_before[@]}" "${cpu_after[@]}" "$WORK/write_commits.txt" <<'EOF'
+  "$WORK/statements.txt" "${cpu_before[@]}" "${cpu_after[@]}" "$WORK/wal.txt" <<'EOF'
 import re, sys
 confirmed, failed, before, after, seconds = map(int, sys.argv[1:6])
 wrk, pgb, stmts = open(sys.argv[6]).read(), open(sys.argv[7]).read(), open(sys.argv[8]).read().strip()
 cpu = [b - a for a, b in zip(map(float, sys.argv[9:11]), map(float, sys.argv[11:13]))]
-writes = open(sys.argv[13]).read().strip()
+writes, records = open(sys.argv[13]).read().strip().split("|")
 pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)", wrk, re.M))
 tps = float(re.search(r"tps = ([\d.]+)", pgb).group(1))
 rate = confirmed / seconds
@@ -245,6 +258,8 @@ if writes:
     per_write = int(writes) / max(confirmed + failed, 1)
     print(f"commits that wrote (WAL commit records) per checkout: {per_write:.1f}; "
           f"ratio counting only those: {100 * rate / (tps / per_write):.0f}%")
+if records:
+    print(f"WAL records per checkout: {int(records) / max(confirmed + failed, 1):.1f}")
 if stmts:
     print(f"PostgreSQL statements per checkout (pg_stat_statements, all services): {int(stmts) / max(confirmed + failed, 1):.1f}")
 done = max(confirmed + failed, 1)

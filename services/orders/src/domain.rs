@@ -88,6 +88,12 @@ impl Step {
         }
     }
 
+    /// Whether the saga has work left at this step: every step but [`Step::Done`] (a PENDING order's, and a
+    /// confirmed order's cancellation). The recovery task resumes exactly these.
+    pub fn in_flight(self) -> bool {
+        self != Self::Done
+    }
+
     /// From the stored spelling.
     pub fn parse(s: &str) -> Option<Self> {
         Some(match s {

@@ -199,20 +199,66 @@ const INSERT_SAGA_LOG: &str = "INSERT INTO saga_log (id, order_id, from_step, to
 static LOG_MOVED: std::sync::LazyLock<String> =
     std::sync::LazyLock::new(|| format!("{INSERT_SAGA_LOG} SELECT $10, id, $9, $2, $1, $11, $3 FROM moved"));
 
-/// [`MOVE_SQL`] and its `saga_log` line in one statement (PostgreSQL's data-modifying CTE); $10 is the log line's
-/// id, $11 its note. Built once: every saga move without an event runs it.
-static MOVE_AND_LOG_SQL: std::sync::LazyLock<String> =
-    std::sync::LazyLock::new(|| format!("WITH moved AS ({MOVE_SQL} RETURNING id) {}", *LOG_MOVED));
+/// What a saga move does to the saga's row in `sagas_in_flight` (a row while the step is not `done`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Flight {
+    /// In flight before and after, or done before and after: the row stays as it is.
+    Stays,
+    /// The saga lands on `done`: its row goes.
+    Lands,
+    /// A done saga starts again (a confirmed order's cancellation): it gets a row.
+    TakesOff,
+}
 
-/// [`MOVE_AND_LOG_SQL`] and the move's event (PostgreSQL): the outbox row ($12 to $18) is written only when the
-/// move applied, so the statement changes one outbox row or none.
-static MOVE_LOG_AND_EVENT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
-    format!(
-        "WITH moved AS ({MOVE_SQL} RETURNING id), logged AS ({} RETURNING order_id) {}",
-        *LOG_MOVED,
-        OutboxEntry::insert_from("logged", 12)
-    )
-});
+impl Flight {
+    fn of(from: Step, to: Step) -> Self {
+        match (from.in_flight(), to.in_flight()) {
+            (true, false) => Self::Lands,
+            (false, true) => Self::TakesOff,
+            _ => Self::Stays,
+        }
+    }
+
+    /// The statement that keeps `sagas_in_flight` in step with a move of order `$1`, if the move needs one.
+    fn sql(self) -> Option<&'static str> {
+        match self {
+            Self::Stays => None,
+            Self::Lands => Some("DELETE FROM sagas_in_flight WHERE order_id = $1"),
+            Self::TakesOff => Some("INSERT INTO sagas_in_flight (order_id) VALUES ($1)"),
+        }
+    }
+
+    /// The same as a CTE after `moved` (a CTE of [`MOVE_SQL`] returning the order's id), with its leading comma.
+    fn cte(self) -> &'static str {
+        match self {
+            Self::Stays => "",
+            Self::Lands => ", landed AS (DELETE FROM sagas_in_flight WHERE order_id IN (SELECT id FROM moved))",
+            Self::TakesOff => ", took_off AS (INSERT INTO sagas_in_flight (order_id) SELECT id FROM moved)",
+        }
+    }
+}
+
+/// [`MOVE_SQL`], its `saga_log` line and its `sagas_in_flight` change in one statement (PostgreSQL's
+/// data-modifying CTEs); $10 is the log line's id, $11 its note. With an event, its outbox row ($12 to $18) too,
+/// written only when the move applied, so the statement changes one outbox row or none.
+fn move_statement(flight: Flight, event: bool) -> String {
+    let head = format!("WITH moved AS ({MOVE_SQL} RETURNING id){}", flight.cte());
+    if event {
+        format!("{head}, logged AS ({} RETURNING order_id) {}", *LOG_MOVED, OutboxEntry::insert_from("logged", 12))
+    } else {
+        format!("{head} {}", *LOG_MOVED)
+    }
+}
+
+/// The [`move_statement`] of a move, each built once.
+fn move_sql(flight: Flight, event: bool) -> &'static str {
+    // Indexed by the flight's discriminant (its place in this list), then by whether there is an event.
+    static STATEMENTS: std::sync::LazyLock<[[String; 2]; 3]> = std::sync::LazyLock::new(|| {
+        [Flight::Stays, Flight::Lands, Flight::TakesOff]
+            .map(|flight| [false, true].map(|event| move_statement(flight, event)))
+    });
+    &STATEMENTS[flight as usize][usize::from(event)]
+}
 
 /// Placing an order in one statement (PostgreSQL): the order ($1 to $23, as [`bind_order`] binds them), its
 /// lines as arrays ($24 to $29), its first `saga_log` line ($30) and its `order.placed` event ($31 to $37). A
@@ -225,6 +271,7 @@ static PLACE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
          SELECT placed.id, l.line_no, l.product_id, l.sku, l.name, l.quantity, l.unit_price_minor FROM placed, \
          unnest($24::bigint[], $25::text[], $26::text[], $27::text[], $28::bigint[], $29::bigint[]) \
          AS l (line_no, product_id, sku, name, quantity, unit_price_minor)), \
+         flying AS (INSERT INTO sagas_in_flight (order_id) SELECT id FROM placed), \
          logged AS ({INSERT_SAGA_LOG} SELECT $30, id, '', $4, $3, 'order placed', $22 FROM placed \
          RETURNING order_id) {}",
         *INSERT_ORDER_SQL,
@@ -400,6 +447,10 @@ impl Store {
                         .bind(order.create_time)
                         .execute(&mut *tx)
                         .await?;
+                    sqlx::query("INSERT INTO sagas_in_flight (order_id) VALUES ($1)")
+                        .bind(&order.id)
+                        .execute(&mut *tx)
+                        .await?;
                     enqueue(&mut *tx, crate::NAME, placed).await?;
                     Ok(())
                 }
@@ -511,16 +562,22 @@ impl Store {
         note: &str,
         now: i64,
     ) -> Result<bool, Error> {
+        let flight = Flight::of(from_step, change.step);
         let pool = match &self.db {
             Db::Sqlite(pool) => pool,
             Db::Postgres(pool) => {
-                // A move is one statement on PostgreSQL: the compare-and-set, its log line and its event in one
-                // round trip instead of up to five (BEGIN, UPDATE, INSERT, INSERT, COMMIT). SQLite has no
-                // data-modifying CTEs.
-                let sql: &str = if event.is_some() { &MOVE_LOG_AND_EVENT_SQL } else { &MOVE_AND_LOG_SQL };
-                let query = bind_move(sqlx::query(sql), id, (from_status, from_step), change, now)
-                    .bind(uuid::Uuid::now_v7().to_string())
-                    .bind(note);
+                // A move is one statement on PostgreSQL: the compare-and-set, its log line, its in-flight row and
+                // its event in one round trip instead of up to six (BEGIN, UPDATE, INSERT, DELETE, INSERT,
+                // COMMIT). SQLite has no data-modifying CTEs.
+                let query = bind_move(
+                    sqlx::query(move_sql(flight, event.is_some())),
+                    id,
+                    (from_status, from_step),
+                    change,
+                    now,
+                )
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(note);
                 let query = match event {
                     Some(event) => OutboxEntry::new(crate::NAME, event).bind(query),
                     None => query,
@@ -545,6 +602,9 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
+            if let Some(sql) = flight.sql() {
+                sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+            }
             if let Some(event) = event {
                 enqueue(&mut *tx, crate::NAME, event).await?;
             }
@@ -554,14 +614,14 @@ impl Store {
         finish(tx, result).await
     }
 
-    /// Orders whose saga has work left (PENDING, or CONFIRMED while cancelling), with their step times;
-    /// only those whose step is older than `before` when given.
+    /// Orders whose saga has work left (PENDING, or CONFIRMED while cancelling: listed in `sagas_in_flight`),
+    /// with their step times; only those whose step is older than `before` when given.
     pub async fn in_flight(&self, before: Option<i64>) -> Result<Vec<(String, i64)>, Error> {
         let before = before.unwrap_or(i64::MAX);
         let rows = with_db!(&self.db, pool => {
             sqlx::query_as::<_, (String, i64)>(
-                "SELECT id, step_time FROM orders WHERE (status = 'PENDING' OR saga_step = 'cancel') \
-                 AND step_time < $1 ORDER BY step_time, id",
+                "SELECT o.id, o.step_time FROM sagas_in_flight f JOIN orders o ON o.id = f.order_id \
+                 WHERE o.step_time < $1 ORDER BY o.step_time, o.id",
             )
             .bind(before)
             .fetch_all(pool)
@@ -598,14 +658,22 @@ impl Store {
     }
 
     /// What is wrong with the orders on their own, in words: orders stuck in checkout or cancellation since
-    /// before `stuck_before`, and confirmed or cancelled orders without a payment.
+    /// before `stuck_before`, sagas the recovery task would miss or resume though done, and confirmed or
+    /// cancelled orders without a payment.
     pub async fn audit(&self, stuck_before: i64) -> Result<Vec<String>, Error> {
-        let (stuck, unpaid) = with_db!(&self.db, pool => {
+        let (stuck, untracked, unpaid) = with_db!(&self.db, pool => {
             let stuck = sqlx::query_as::<_, (String, String, String, i64)>(
                 "SELECT id, status, saga_step, step_time FROM orders \
-                 WHERE (status = 'PENDING' OR saga_step = 'cancel') AND step_time < $1 ORDER BY step_time, id",
+                 WHERE saga_step <> 'done' AND step_time < $1 ORDER BY step_time, id",
             )
             .bind(stuck_before)
+            .fetch_all(pool)
+            .await?;
+            let untracked = sqlx::query_as::<_, (String, String, bool)>(
+                "SELECT o.id, o.saga_step, f.order_id IS NOT NULL FROM orders o \
+                 LEFT JOIN sagas_in_flight f ON f.order_id = o.id \
+                 WHERE (o.saga_step <> 'done') <> (f.order_id IS NOT NULL) ORDER BY o.id",
+            )
             .fetch_all(pool)
             .await?;
             let unpaid = sqlx::query_as::<_, (String, String)>(
@@ -614,7 +682,7 @@ impl Store {
             )
             .fetch_all(pool)
             .await?;
-            (stuck, unpaid)
+            (stuck, untracked, unpaid)
         });
         let mut problems: Vec<String> = stuck
             .into_iter()
@@ -622,6 +690,13 @@ impl Store {
                 format!("order {id} is stuck: {status} at saga step {step} since {time} (µs since the epoch)")
             })
             .collect();
+        problems.extend(untracked.into_iter().map(|(id, step, tracked)| {
+            if tracked {
+                format!("order {id} is listed as in flight, but its saga is {step}")
+            } else {
+                format!("order {id} has work left at saga step {step}, but the recovery task does not see it")
+            }
+        }));
         problems.extend(unpaid.into_iter().map(|(id, status)| format!("order {id} is {status} without a payment")));
         Ok(problems)
     }

@@ -1340,6 +1340,60 @@ async fn a_stale_move_writes_neither_log_nor_event(db: Db) {
     server.stop().await;
 }
 
+/// The ids the recovery task would resume now, whatever their age.
+async fn in_flight_ids(store: &orders::store::Store) -> Vec<String> {
+    store.in_flight(None).await.expect("in flight").into_iter().map(|(id, _)| id).collect()
+}
+
+async fn recovery_sees_exactly_the_sagas_with_work_left(db: Db) {
+    use orders::domain::{Status as Stored, Step};
+    use orders::store::{Change, Store};
+    let fake = Fake::new();
+    let server = Server::start(db.clone(), fake.clone(), Wiring::Direct).await;
+    let ada = server.client("ada", false).await;
+    let confirmed = ada.create(order_of(&[(COFFEE, 1)], "landed")).await.expect("create");
+    assert_eq!(status(&confirmed), OrderStatus::Confirmed);
+    fake.state().transient.insert(Op::Pay, 100);
+    let pending = ada.create(order_of(&[(TEA, 1)], "flying")).await.expect("create");
+    assert_eq!(status(&pending), OrderStatus::Pending);
+    server.stop().await;
+
+    let store = Store::new(db.clone());
+    assert_eq!(
+        in_flight_ids(&store).await,
+        std::slice::from_ref(&pending.id),
+        "a confirmed order has nothing left to do"
+    );
+    assert!(orders::audit(&db, Duration::from_secs(3600)).await.expect("audit").is_empty());
+
+    // A confirmed order's cancellation takes off again, and lands when it is done.
+    let cancelling = Change::to(Stored::Confirmed, Step::Cancel);
+    let done = (Stored::Confirmed, Step::Done);
+    assert!(store.advance(&confirmed.id, done, &cancelling, None, "cancel", 1).await.expect("advance"));
+    let mut both = vec![pending.id.clone(), confirmed.id.clone()];
+    both.sort_unstable();
+    let mut seen = in_flight_ids(&store).await;
+    seen.sort_unstable();
+    assert_eq!(seen, both);
+    let cancelled = Change::to(Stored::Cancelled, Step::Done);
+    let at_cancel = (Stored::Confirmed, Step::Cancel);
+    assert!(store.advance(&confirmed.id, at_cancel, &cancelled, None, "refunded", 2).await.expect("advance"));
+    assert_eq!(in_flight_ids(&store).await, std::slice::from_ref(&pending.id));
+
+    // The audit tells when the list and the orders disagree, both ways.
+    with_db!(&db, pool => {
+        sqlx::query("DELETE FROM sagas_in_flight WHERE order_id = $1").bind(&pending.id).execute(pool).await.expect("delete");
+        sqlx::query("INSERT INTO sagas_in_flight (order_id) VALUES ($1)").bind(&confirmed.id).execute(pool).await.expect("insert");
+    });
+    let problems = orders::audit(&db, Duration::from_secs(3600)).await.expect("audit");
+    assert_eq!(problems.len(), 2, "{problems:?}");
+    assert!(
+        problems.iter().any(|p| p.contains(&pending.id) && p.contains("recovery task does not see it")),
+        "{problems:?}"
+    );
+    assert!(problems.iter().any(|p| p.contains(&confirmed.id) && p.contains("listed as in flight")), "{problems:?}");
+}
+
 macro_rules! on_both_engines {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -1379,4 +1433,5 @@ on_both_engines!(
     a_checkout_the_caller_hung_up_on_still_completes,
     hundred_units_three_hundred_buyers,
     a_stale_move_writes_neither_log_nor_event,
+    recovery_sees_exactly_the_sagas_with_work_left,
 );
