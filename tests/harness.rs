@@ -68,14 +68,8 @@ impl TestPlatform {
     /// [`start`](Self::start) with events on the RabbitMQ at `MERCATO_TEST_AMQP_URL`, under exchanges and queues
     /// of its own that [`stop`](Self::stop) deletes; `None` when no broker is configured (under `CI=true` that
     /// is a failure instead).
-    #[allow(clippy::panic)]
     pub async fn start_on_rabbitmq(storage: Storage) -> Option<Self> {
-        let url = match std::env::var("MERCATO_TEST_AMQP_URL") {
-            Ok(url) if !url.is_empty() => url,
-            _ if platform::testkit::in_ci() => panic!("CI=true but MERCATO_TEST_AMQP_URL is not set"),
-            _ => return None,
-        };
-        let prefix = format!("mercato-e2e-{}", uuid::Uuid::now_v7().simple());
+        let (url, prefix) = rabbitmq()?;
         let extra = [("MERCATO_RATE_LIMITS", "off"), ("MERCATO_AMQP_URL", url.as_str())];
         let mut platform = Self::start_inner(storage, &extra, Some(prefix.clone())).await?;
         platform.broker = Some((url, prefix));
@@ -276,15 +270,48 @@ impl Drop for TestPlatform {
     /// A test that failed before [`stop`](TestPlatform::stop) still removes its exchanges and queues.
     fn drop(&mut self) {
         if let Some((url, prefix)) = self.broker.take() {
-            // A thread of its own: this may run inside the test's runtime, which cannot block on itself.
-            let _ = std::thread::spawn(move || {
-                if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-                    runtime.block_on(delete_topology(&url, &prefix));
-                }
-            })
-            .join();
+            delete_topology_blocking(url, prefix);
         }
     }
+}
+
+/// Exchanges and queues under a prefix of a test's own ([`rabbitmq`]), deleted when this is dropped, whether
+/// the test passed or not.
+pub struct Topology {
+    /// The broker's URL.
+    pub url: String,
+    /// The prefix of the test's exchanges and queues.
+    pub prefix: String,
+}
+
+impl Drop for Topology {
+    fn drop(&mut self) {
+        delete_topology_blocking(std::mem::take(&mut self.url), std::mem::take(&mut self.prefix));
+    }
+}
+
+/// [`delete_topology`] from synchronous code (a `Drop`).
+fn delete_topology_blocking(url: String, prefix: String) {
+    // A thread of its own: this may run inside the test's runtime, which cannot block on itself.
+    let _ = std::thread::spawn(move || {
+        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            runtime.block_on(delete_topology(&url, &prefix));
+        }
+    })
+    .join();
+}
+
+/// The RabbitMQ at `MERCATO_TEST_AMQP_URL` and a prefix of exchanges and queues no other test uses; `None` when
+/// no broker is configured (under `CI=true` that is a failure instead). Wrap them in a [`Topology`] to have
+/// them deleted.
+#[allow(clippy::panic)]
+pub fn rabbitmq() -> Option<(String, String)> {
+    let url = match std::env::var("MERCATO_TEST_AMQP_URL") {
+        Ok(url) if !url.is_empty() => url,
+        _ if platform::testkit::in_ci() => panic!("CI=true but MERCATO_TEST_AMQP_URL is not set"),
+        _ => return None,
+    };
+    Some((url, format!("mercato-e2e-{}", uuid::Uuid::now_v7().simple())))
 }
 
 /// Deletes the exchanges and the queues (and dead-letter queues) of every service under `prefix`.

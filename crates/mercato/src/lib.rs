@@ -30,6 +30,27 @@ pub const SERVICES: &[&str] = &[
 /// Prefix of Mercato's exchanges and queues on RabbitMQ (`mercato.events`, `mercato.<consumer>`, ...).
 pub const AMQP_PREFIX: &str = "mercato";
 
+/// Every consumer of the platform's events, with the event types it takes.
+pub fn consumers() -> [(&'static str, Vec<&'static str>); 4] {
+    [
+        (cart::events::CONSUMER, cart::events::event_types()),
+        (catalog::events::CONSUMER, catalog::events::event_types()),
+        (notifications::events::CONSUMER, notifications::events::event_types()),
+        (analytics::events::CONSUMER, analytics::events::event_types()),
+    ]
+}
+
+/// The RabbitMQ bus of a process: connected under `prefix`, and declaring the queue of every consumer of the
+/// platform before it publishes, wherever that consumer runs. In a deployment of one process per service, an
+/// event published before its consumer's service first started would otherwise find no queue and be lost.
+pub async fn amqp_bus(url: &str, prefix: &str) -> anyhow::Result<Arc<AmqpBus>> {
+    let bus = AmqpBus::connect(url, prefix).await.context("connecting to RabbitMQ")?;
+    for (consumer, event_types) in consumers() {
+        bus.expect_consumer(consumer, &event_types);
+    }
+    Ok(Arc::new(bus))
+}
+
 /// How to start the platform.
 #[derive(Debug, Clone, Default)]
 pub struct UpOptions {
@@ -104,7 +125,7 @@ pub async fn up(mut settings: Settings, options: UpOptions, shutdown: Cancellati
     let backend: Arc<dyn EventBus> = match &settings.amqp_url {
         Some(url) => {
             let prefix = options.amqp_prefix.as_deref().unwrap_or(AMQP_PREFIX);
-            Arc::new(AmqpBus::connect(url, prefix).await.context("connecting to RabbitMQ")?)
+            amqp_bus(url, prefix).await?
         }
         None => Arc::new(InProcessBus::new()),
     };
@@ -205,7 +226,7 @@ pub async fn serve_one(name: &str, settings: Settings, shutdown: CancellationTok
         readiness.set(true);
         // Without a broker, events of a lone service reach only consumers in the same process.
         let bus: Arc<dyn EventBus> = match &settings.amqp_url {
-            Some(url) => Arc::new(AmqpBus::connect(url, AMQP_PREFIX).await.context("connecting to RabbitMQ")?),
+            Some(url) => amqp_bus(url, AMQP_PREFIX).await?,
             None => Arc::new(InProcessBus::new()),
         };
         run_service(name, listener, settings, bus, shutdown.clone()).await

@@ -279,6 +279,37 @@ async fn outbox_relay_broker_consumer_inbox_applies_every_event_exactly_once() {
 }
 
 #[tokio::test]
+async fn an_event_published_before_its_consumer_first_starts_waits_in_the_queue_the_publisher_expected() {
+    let Some(broker) = Broker::new(&["late", "unexpected"]).await else { return };
+    let (db, _dir) = platform::testkit::sqlite("amqp").await.expect("sqlite");
+    create_tables(&db).await;
+    // The publishing process knows the consumer "late" of another process, which has never run yet; nobody
+    // knows "unexpected".
+    let publisher = broker.bus(5).await;
+    publisher.expect_consumer("late", &["thing.happened"]);
+    let id = write(&db, "thing.happened", "a", 7).await;
+    assert_eq!(Relay::new("test", db.clone(), publisher.clone()).publish_pending().await.expect("published"), 1);
+    assert_eq!(broker.depth(&format!("{}.late", broker.prefix)).await, 1, "the event waits in the declared queue");
+
+    // The consumer's process starts: it gets the event, once; a consumer nobody expected got nothing kept.
+    let consuming = broker.bus(5).await;
+    let counter = Arc::new(Counter::default());
+    consuming.subscribe("late", &["thing.happened"], consumer(db.clone(), "late", counter.clone(), |_| false));
+    let unexpected = Arc::new(Counter::default());
+    consuming.subscribe(
+        "unexpected",
+        &["thing.happened"],
+        consumer(db.clone(), "unexpected", unexpected.clone(), |_| false),
+    );
+    eventually("the late consumer applied the event", || counter.applied() == 1).await;
+    assert_eq!(*counter.order.lock().expect("order"), [id]);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(unexpected.attempts(), 0, "an event published before a queue existed is not kept for it");
+    publisher.shutdown().await;
+    consuming.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_handler_that_fails_twice_then_succeeds_applies_the_event_once() {
     let Some(broker) = Broker::new(&["counter"]).await else { return };
     let (db, _dir) = platform::testkit::sqlite("amqp").await.expect("sqlite");

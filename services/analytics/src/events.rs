@@ -36,8 +36,11 @@ pub const PAYMENT_CAPTURED: &str = "payment.captured";
 pub const REFUND_COMPLETED: &str = "refund.completed";
 /// Event type of a product put into a cart.
 pub const CART_ITEM_ADDED: &str = "cart.item_added";
-/// Every type analytics consumes.
-pub const CONSUMED: [&str; 5] = [ORDER_CONFIRMED, ORDER_CANCELLED, PAYMENT_CAPTURED, REFUND_COMPLETED, CART_ITEM_ADDED];
+/// The event types the consumer takes: what it subscribes to, and its queue's bindings on RabbitMQ, which a
+/// publisher in another process declares too (`AmqpBus::expect_consumer`).
+pub fn event_types() -> Vec<&'static str> {
+    vec![ORDER_CONFIRMED, ORDER_CANCELLED, PAYMENT_CAPTURED, REFUND_COMPLETED, CART_ITEM_ADDED]
+}
 
 /// Most events recorded in one transaction.
 const MAX_BATCH: usize = 64;
@@ -63,7 +66,7 @@ pub fn subscribe(bus: &dyn EventBus, store: Store) {
     let batches = GroupCommit::start(Recorder(store), MAX_BATCH);
     bus.subscribe(
         CONSUMER,
-        &CONSUMED,
+        &event_types(),
         Arc::new(move |envelope: Arc<EventEnvelope>| {
             let batches = batches.clone();
             Box::pin(async move {

@@ -33,11 +33,17 @@ pub const CONSUMER: &str = "cart";
 /// Event type of a confirmed order.
 pub const ORDER_CONFIRMED: &str = "order.confirmed";
 
+/// The event types the consumer takes: what it subscribes to, and its queue's bindings on RabbitMQ, which a
+/// publisher in another process declares too (`AmqpBus::expect_consumer`).
+pub fn event_types() -> Vec<&'static str> {
+    vec![ORDER_CONFIRMED]
+}
+
 /// Subscribes the cart's consumers on `bus`.
 pub fn subscribe(bus: &dyn EventBus, store: Store) {
     bus.subscribe(
         CONSUMER,
-        &[ORDER_CONFIRMED],
+        &event_types(),
         Arc::new(move |envelope: Arc<EventEnvelope>| {
             let store = store.clone();
             Box::pin(async move { empty_cart(&store, &envelope).await })

@@ -65,11 +65,17 @@ pub const CONSUMER: &str = "catalog";
 /// Event type of a cancelled order.
 pub const ORDER_CANCELLED: &str = "order.cancelled";
 
+/// The event types the consumer takes: what it subscribes to, and its queue's bindings on RabbitMQ, which a
+/// publisher in another process declares too (`AmqpBus::expect_consumer`).
+pub fn event_types() -> Vec<&'static str> {
+    vec![ORDER_CANCELLED]
+}
+
 /// Subscribes the catalog's consumers on `bus`.
 pub fn subscribe(bus: &dyn EventBus, store: Store) {
     bus.subscribe(
         CONSUMER,
-        &[ORDER_CANCELLED],
+        &event_types(),
         Arc::new(move |envelope: Arc<EventEnvelope>| {
             let store = store.clone();
             Box::pin(async move { restock(&store, &envelope).await })

@@ -29,6 +29,12 @@ use crate::templates::{Facts, ItemLine, Templates};
 /// The service's consumer name (its inbox and, on RabbitMQ, its queue).
 pub const CONSUMER: &str = "notifications";
 
+/// The event types the consumer takes: what it subscribes to, and its queue's bindings on RabbitMQ, which a
+/// publisher in another process declares too (`AmqpBus::expect_consumer`).
+pub fn event_types() -> Vec<&'static str> {
+    domain::CONSUMED.iter().map(|(event_type, _)| *event_type).collect()
+}
+
 /// Most events recorded in one transaction.
 const MAX_BATCH: usize = 64;
 
@@ -67,7 +73,7 @@ impl Consumer {
     /// recorded wait and are recorded together in the next one ([`GroupCommit`]); each is acknowledged once
     /// its batch has committed. Must be called inside a Tokio runtime (it starts the task recording batches).
     pub fn subscribe(self, bus: &dyn EventBus) {
-        let types: Vec<&str> = domain::CONSUMED.iter().map(|(t, _)| *t).collect();
+        let types = event_types();
         let batches = GroupCommit::start(self, MAX_BATCH);
         bus.subscribe(
             CONSUMER,

@@ -238,6 +238,13 @@ struct Subscription {
     handler: Handler,
 }
 
+/// A consumer's queue and the event types bound to it, which the publisher declares before its next publish:
+/// of a subscription on this bus, or of a consumer in another process ([`AmqpBus::expect_consumer`]).
+struct ConsumerQueue {
+    consumer: String,
+    event_types: Vec<String>,
+}
+
 /// The publishing connection, with a confirm-mode channel.
 struct Publisher {
     connection: Connection,
@@ -258,7 +265,7 @@ pub struct AmqpBus {
     runtime: tokio::runtime::Handle,
     publisher: tokio::sync::Mutex<Option<Publisher>>,
     generations: std::sync::atomic::AtomicU64,
-    subscriptions: Mutex<Vec<Arc<Subscription>>>,
+    queues: Mutex<Vec<Arc<ConsumerQueue>>>,
     consumers: Mutex<Vec<JoinHandle<()>>>,
     stop: CancellationToken,
 }
@@ -288,12 +295,30 @@ impl AmqpBus {
             runtime: tokio::runtime::Handle::current(),
             publisher: tokio::sync::Mutex::new(None),
             generations: std::sync::atomic::AtomicU64::new(0),
-            subscriptions: Mutex::new(Vec::new()),
+            queues: Mutex::new(Vec::new()),
             consumers: Mutex::new(Vec::new()),
             stop: CancellationToken::new(),
         };
         bus.publisher_channel().await?;
         Ok(bus)
+    }
+
+    /// Declares `consumer`'s queue, bound to `event_types`, before this bus publishes anything more, for a
+    /// consumer that runs in another process: an event published before that consumer first starts then waits
+    /// in its queue, where the exchange would otherwise drop it for want of a bound queue. The declaration is
+    /// the one the consumer makes itself (same queue, arguments and bindings), so either may come first.
+    pub fn expect_consumer(&self, consumer: &str, event_types: &[&str]) {
+        let event_types: Vec<String> = event_types.iter().map(|t| (*t).to_owned()).collect();
+        self.remember_queue(consumer, &event_types);
+    }
+
+    /// Adds a consumer's queue to those the publisher declares (once per connection), unless it is there.
+    fn remember_queue(&self, consumer: &str, event_types: &[String]) {
+        if let Ok(mut queues) = self.queues.lock()
+            && !queues.iter().any(|q| q.consumer == consumer)
+        {
+            queues.push(Arc::new(ConsumerQueue { consumer: consumer.to_owned(), event_types: event_types.to_vec() }));
+        }
     }
 
     /// The options this bus runs with.
@@ -484,15 +509,15 @@ impl AmqpBus {
                 guard.insert(Publisher { connection, channel, generation, declared: HashSet::new() })
             }
         };
-        let pending: Vec<Arc<Subscription>> = self
-            .subscriptions
+        let pending: Vec<Arc<ConsumerQueue>> = self
+            .queues
             .lock()
-            .map(|subs| subs.iter().filter(|s| !publisher.declared.contains(&s.consumer)).cloned().collect())
+            .map(|queues| queues.iter().filter(|q| !publisher.declared.contains(&q.consumer)).cloned().collect())
             .unwrap_or_default();
-        for subscription in pending {
+        for queue in pending {
             let declared = within(
-                &format!("declaring the queues of {}", subscription.consumer),
-                declare_consumer(&publisher.channel, &self.options, &subscription.consumer, &subscription.event_types),
+                &format!("declaring the queues of {}", queue.consumer),
+                declare_consumer(&publisher.channel, &self.options, &queue.consumer, &queue.event_types),
             )
             .await;
             if let Err(error) = declared {
@@ -502,7 +527,7 @@ impl AmqpBus {
                 }
                 return Err(error);
             }
-            publisher.declared.insert(subscription.consumer.clone());
+            publisher.declared.insert(queue.consumer.clone());
         }
         Ok((publisher.channel.clone(), publisher.generation))
     }
@@ -616,9 +641,7 @@ impl EventBus for AmqpBus {
             event_types: event_types.iter().map(|t| (*t).to_owned()).collect(),
             handler,
         });
-        if let Ok(mut subs) = self.subscriptions.lock() {
-            subs.push(subscription.clone());
-        }
+        self.remember_queue(&subscription.consumer, &subscription.event_types);
         let task = self.runtime.spawn(consume(self.url.clone(), self.options.clone(), subscription, self.stop.clone()));
         if let Ok(mut consumers) = self.consumers.lock() {
             consumers.push(task);
