@@ -283,6 +283,66 @@ async fn the_outbox_age_and_depth_are_metrics(db: Db, service: &'static str) {
     assert_eq!(gauge("mercato_outbox_oldest_age_seconds"), 0.0);
 }
 
+async fn sent_events_past_their_retention_are_deleted(db: Db, service: &'static str) {
+    let metrics = platform::metrics::handle();
+    create_tables(&db).await;
+    let bus = Arc::new(InProcessBus::new());
+    bus.subscribe("counter", &["thing.happened"], consumer(db.clone(), Arc::new(AtomicUsize::new(0)), 0));
+    let relay = Relay::new(service, db.clone(), bus).with_retention(std::time::Duration::from_secs(3600));
+    for n in 1..=3 {
+        write(&db, &event("a", n), true).await;
+    }
+    assert_eq!(publish_once_leading(&relay).await, 3);
+    // Events 1 and 2 were sent two hours ago, 3 just now; 4, written two hours ago, is not sent yet.
+    write(&db, &event("b", 4), true).await;
+    with_db!(&db, pool => {
+        sqlx::query("UPDATE outbox SET sent_time = sent_time - 7200000000 WHERE payload IN ('AQ==', 'Ag==')")
+            .execute(pool).await.map(|_| ()).expect("sent long ago");
+        sqlx::query("UPDATE outbox SET create_time = create_time - 7200000000 WHERE payload = 'BA=='")
+            .execute(pool).await.map(|_| ()).expect("written long ago");
+    });
+
+    assert_eq!(relay.purge_sent().await, Ok(2));
+    let left: Vec<String> = with_db!(&db, pool => {
+        sqlx::query_scalar("SELECT payload FROM outbox ORDER BY payload").fetch_all(pool).await.expect("outbox")
+    });
+    assert_eq!(left, ["Aw==", "BA=="], "the recent one and the unsent one stay");
+    assert_eq!(gauge(metrics, "mercato_outbox_purged_total", service), 2.0);
+    assert_eq!(relay.purge_sent().await, Ok(0));
+    // The unsent one is still published.
+    assert_eq!(publish_once_leading(&relay).await, 1);
+
+    // A running relay purges when it starts (and every hour after).
+    with_db!(&db, pool => {
+        sqlx::query("UPDATE outbox SET sent_time = sent_time - 7200000000").execute(pool).await.map(|_| ()).expect("age")
+    });
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(relay.run(shutdown.clone()));
+    let mut left = i64::MAX;
+    for _ in 0..100 {
+        left = with_db!(&db, pool => sqlx::query_scalar("SELECT COUNT(*) FROM outbox").fetch_one(pool).await.expect("count"));
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, 0, "the running relay deleted the sent events past their retention");
+    shutdown.cancel();
+    running.await.expect("relay stopped");
+}
+
+#[tokio::test]
+async fn sent_events_past_their_retention_are_deleted_on_sqlite() {
+    let (db, _dir) = platform::testkit::sqlite("events").await.expect("sqlite");
+    sent_events_past_their_retention_are_deleted(db, "purge-sqlite").await;
+}
+
+#[tokio::test]
+async fn sent_events_past_their_retention_are_deleted_on_postgres() {
+    let Some(db) = platform::testkit::postgres("events").await else { return };
+    sent_events_past_their_retention_are_deleted(db, "purge-postgres").await;
+}
+
 #[tokio::test]
 async fn the_outbox_age_and_depth_are_metrics_on_sqlite() {
     let (db, _dir) = platform::testkit::sqlite("events").await.expect("sqlite");

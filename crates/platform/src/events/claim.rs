@@ -171,6 +171,20 @@ pub(super) fn left_after<'a>(
     Some((left.len() as i64, left.into_iter().min()))
 }
 
+/// Deletes at most `limit` rows sent before `before` (µs since the epoch); returns how many it deleted. The rows
+/// are found by a scan (no index holds sent rows), which meets the oldest first: the table is appended to.
+pub(super) async fn delete_sent(db: &Db, before: i64, limit: i64) -> Result<u64, sqlx::Error> {
+    let deleted = with_db!(db, pool => {
+        sqlx::query("DELETE FROM outbox WHERE id IN (SELECT id FROM outbox WHERE sent_time < $1 LIMIT $2)")
+            .bind(before)
+            .bind(limit)
+            .execute(pool)
+            .await?
+            .rows_affected()
+    });
+    Ok(deleted)
+}
+
 /// How many rows wait to be published, and the `create_time` of the oldest of them.
 pub(super) async fn backlog(db: &Db) -> Result<(i64, Option<i64>), sqlx::Error> {
     with_db!(db, pool => {

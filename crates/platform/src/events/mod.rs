@@ -20,7 +20,7 @@ pub use bus::{BatchOutcome, BusError, EventBus, GatedBus, Handler, InProcessBus}
 pub use group_commit::{BatchRecorder, GroupCommit};
 pub use inbox::{first_deliveries, first_delivery};
 pub use outbox::{NewEvent, OutboxEntry, bind_outbox_entries, enqueue, insert_outbox_entries, unsent_count};
-pub use relay::{Relay, RelayHandle};
+pub use relay::{Relay, RelayHandle, SENT_EVENT_RETENTION};
 
 /// The `outbox` table every publishing service creates in a migration of its own (portable SQL). The relay's
 /// index holds only unsent events: marking one sent adds no index entry, and the index stays as small as the

@@ -26,6 +26,13 @@ const LINGER: Duration = Duration::from_millis(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// Rows read per round.
 const BATCH: i64 = 100;
+/// How long a sent event stays in its outbox, for operators looking into what a service published, before the
+/// relay deletes it: without a limit every outbox would grow with every event ever written.
+pub const SENT_EVENT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// How often the relay deletes the sent events past their retention (and once when it starts).
+const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
+/// Rows deleted per statement of a purge, so that no statement holds many row locks or runs long.
+const PURGE_BATCH: i64 = 1000;
 
 /// Wakes the relay right after a commit that wrote events, so delivery does not wait for the next poll.
 #[derive(Debug, Clone, Default)]
@@ -46,6 +53,8 @@ pub struct Relay {
     service: &'static str,
     /// Whether this relay leads a PostgreSQL outbox (unused on SQLite).
     leadership: Mutex<Leadership>,
+    /// How long sent events are kept.
+    retention: Duration,
 }
 
 impl std::fmt::Debug for Relay {
@@ -57,7 +66,20 @@ impl std::fmt::Debug for Relay {
 impl Relay {
     /// A relay publishing `service`'s outbox in `db` to `bus`.
     pub fn new(service: &'static str, db: Db, bus: Arc<dyn EventBus>) -> Self {
-        Self { db, bus, wake: RelayHandle::default(), service, leadership: Mutex::default() }
+        Self {
+            db,
+            bus,
+            wake: RelayHandle::default(),
+            service,
+            leadership: Mutex::default(),
+            retention: SENT_EVENT_RETENTION,
+        }
+    }
+
+    /// Keeps sent events for `retention` instead of [`SENT_EVENT_RETENTION`].
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
     }
 
     /// The handle that wakes this relay.
@@ -73,7 +95,18 @@ impl Relay {
 
     async fn serve(&self, shutdown: &CancellationToken) {
         let mut backoff = Duration::from_millis(100);
+        let mut next_purge = tokio::time::Instant::now();
         loop {
+            if tokio::time::Instant::now() >= next_purge {
+                next_purge = tokio::time::Instant::now() + PURGE_INTERVAL;
+                let purged = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    purged = self.purge_sent() => purged,
+                };
+                if let Err(error) = purged {
+                    tracing::warn!(service = self.service, %error, "deleting sent events past their retention failed");
+                }
+            }
             // A wake that came before this round is served by it: the round reads the outbox after the wake, and
             // a commit comes before its wake. Dropping it spares the round after this one, which would find
             // nothing (under load most wakes land while a round runs). Wakes during the round still count.
@@ -107,6 +140,25 @@ impl Relay {
                     () = shutdown.cancelled() => return,
                     () = tokio::time::sleep(LINGER) => {}
                 }
+            }
+        }
+    }
+
+    /// Deletes the events sent longer than the retention ago ([`SENT_EVENT_RETENTION`] unless
+    /// [`with_retention`](Self::with_retention) said otherwise), a batch at a time; returns how many. Every
+    /// replica's relay may do this: it touches no row that is still to publish.
+    pub async fn purge_sent(&self) -> Result<u64, String> {
+        let retention = i64::try_from(self.retention.as_micros()).unwrap_or(i64::MAX);
+        let before = crate::time::now_micros().saturating_sub(retention);
+        let mut purged = 0;
+        loop {
+            let deleted = claim::delete_sent(&self.db, before, PURGE_BATCH)
+                .await
+                .map_err(|e| format!("deleting sent events: {e}"))?;
+            purged += deleted;
+            metrics::counter!("mercato_outbox_purged_total", "service" => self.service).increment(deleted);
+            if deleted < PURGE_BATCH as u64 {
+                return Ok(purged);
             }
         }
     }
