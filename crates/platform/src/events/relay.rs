@@ -31,7 +31,10 @@ const BATCH: i64 = 100;
 pub const SENT_EVENT_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
 /// How often the relay deletes the sent events past their retention (and once when it starts).
 const PURGE_INTERVAL: Duration = Duration::from_secs(3600);
-/// Rows deleted per statement of a purge, so that no statement holds many row locks or runs long.
+/// Rows deleted per statement of a purge, so that no statement holds many row locks or runs long. A running
+/// relay deletes one batch between two publishing rounds, and the next batch in the round after when this one was
+/// full: a large backlog of old rows (the first purge of an outbox that was never purged) does not hold up
+/// publishing.
 const PURGE_BATCH: i64 = 1000;
 
 /// Wakes the relay right after a commit that wrote events, so delivery does not wait for the next poll.
@@ -98,14 +101,19 @@ impl Relay {
         let mut next_purge = tokio::time::Instant::now();
         loop {
             if tokio::time::Instant::now() >= next_purge {
-                next_purge = tokio::time::Instant::now() + PURGE_INTERVAL;
                 let purged = tokio::select! {
                     () = shutdown.cancelled() => return,
-                    purged = self.purge_sent() => purged,
+                    purged = self.purge_batch() => purged,
                 };
-                if let Err(error) = purged {
-                    tracing::warn!(service = self.service, %error, "deleting sent events past their retention failed");
-                }
+                let wait = match purged {
+                    Ok(deleted) if deleted >= PURGE_BATCH as u64 => Duration::ZERO,
+                    Ok(_) => PURGE_INTERVAL,
+                    Err(error) => {
+                        tracing::warn!(service = self.service, %error, "deleting sent events past their retention failed");
+                        PURGE_INTERVAL
+                    }
+                };
+                next_purge = tokio::time::Instant::now() + wait;
             }
             // A wake that came before this round is served by it: the round reads the outbox after the wake, and
             // a commit comes before its wake. Dropping it spares the round after this one, which would find
@@ -148,19 +156,25 @@ impl Relay {
     /// [`with_retention`](Self::with_retention) said otherwise), a batch at a time; returns how many. Every
     /// replica's relay may do this: it touches no row that is still to publish.
     pub async fn purge_sent(&self) -> Result<u64, String> {
-        let retention = i64::try_from(self.retention.as_micros()).unwrap_or(i64::MAX);
-        let before = crate::time::now_micros().saturating_sub(retention);
         let mut purged = 0;
         loop {
-            let deleted = claim::delete_sent(&self.db, before, PURGE_BATCH)
-                .await
-                .map_err(|e| format!("deleting sent events: {e}"))?;
+            let deleted = self.purge_batch().await?;
             purged += deleted;
-            metrics::counter!("mercato_outbox_purged_total", "service" => self.service).increment(deleted);
             if deleted < PURGE_BATCH as u64 {
                 return Ok(purged);
             }
         }
+    }
+
+    /// Deletes at most [`PURGE_BATCH`] events sent longer than the retention ago; returns how many.
+    async fn purge_batch(&self) -> Result<u64, String> {
+        let retention = i64::try_from(self.retention.as_micros()).unwrap_or(i64::MAX);
+        let before = crate::time::now_micros().saturating_sub(retention);
+        let deleted = claim::delete_sent(&self.db, before, PURGE_BATCH)
+            .await
+            .map_err(|e| format!("deleting sent events: {e}"))?;
+        metrics::counter!("mercato_outbox_purged_total", "service" => self.service).increment(deleted);
+        Ok(deleted)
     }
 
     /// Publishes unsent rows in order, oldest first, as one pipelined batch, and marks the confirmed prefix
