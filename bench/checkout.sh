@@ -254,11 +254,12 @@ requests = int(re.search(r"(\d+) requests in", wrk).group(1))
 # Every request carries a new key: answered requests and new orders differ only by those cut off at the end.
 print(f"requests answered: {requests}; orders they created: {confirmed + failed}")
 print(f"PostgreSQL commits per checkout (all services): {per:.1f}")
-if writes:
+# pg_waldump that could not read the WAL leaves 0 records: unknown, not none.
+if writes and int(writes) > 0:
     per_write = int(writes) / max(confirmed + failed, 1)
     print(f"commits that wrote (WAL commit records) per checkout: {per_write:.1f}; "
           f"ratio counting only those: {100 * rate / (tps / per_write):.0f}%")
-if records:
+if records and int(records) > 0:
     print(f"WAL records per checkout: {int(records) / max(confirmed + failed, 1):.1f}")
 if stmts:
     print(f"PostgreSQL statements per checkout (pg_stat_statements, all services): {int(stmts) / max(confirmed + failed, 1):.1f}")

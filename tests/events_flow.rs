@@ -205,9 +205,8 @@ async fn queue_depth(url: &str, name: &str) -> Option<u32> {
 async fn a_service_alone_declares_every_consumers_queue_before_it_publishes() {
     // `mercato serve orders` in a deployment of one process per service, before the cart, the notifications or
     // analytics ever started: the events it publishes must wait for them, not vanish for want of a queue.
-    let Some((url, prefix)) = e2e::rabbitmq() else { return };
-    let topology = e2e::Topology { url, prefix };
-    let (url, prefix) = (topology.url.as_str(), topology.prefix.as_str());
+    let Some(topology) = e2e::rabbitmq() else { return };
+    let (url, prefix) = (topology.url(), topology.prefix());
     let bus = mercato::amqp_bus(url, prefix).await.expect("broker");
     for (consumer, _) in mercato::consumers() {
         assert_eq!(queue_depth(url, &format!("{prefix}.{consumer}")).await, None, "{consumer}: none yet");
@@ -227,4 +226,5 @@ async fn a_service_alone_declares_every_consumers_queue_before_it_publishes() {
         assert_eq!(depth, Some(expected), "{consumer} takes {event_types:?}");
     }
     bus.shutdown().await;
+    topology.delete().await;
 }

@@ -35,8 +35,8 @@ pub struct TestPlatform {
     pub settings: platform::Settings,
     shutdown: CancellationToken,
     running: Option<tokio::task::JoinHandle<()>>,
-    /// The broker URL and the prefix of this platform's exchanges and queues, when on RabbitMQ.
-    broker: Option<(String, String)>,
+    /// This platform's exchanges and queues, when on RabbitMQ (deleted with it).
+    broker: Option<Topology>,
     _dir: TempDir,
 }
 
@@ -69,10 +69,10 @@ impl TestPlatform {
     /// of its own that [`stop`](Self::stop) deletes; `None` when no broker is configured (under `CI=true` that
     /// is a failure instead).
     pub async fn start_on_rabbitmq(storage: Storage) -> Option<Self> {
-        let (url, prefix) = rabbitmq()?;
-        let extra = [("MERCATO_RATE_LIMITS", "off"), ("MERCATO_AMQP_URL", url.as_str())];
-        let mut platform = Self::start_inner(storage, &extra, Some(prefix.clone())).await?;
-        platform.broker = Some((url, prefix));
+        let topology = rabbitmq()?;
+        let extra = [("MERCATO_RATE_LIMITS", "off"), ("MERCATO_AMQP_URL", topology.url())];
+        let mut platform = Self::start_inner(storage, &extra, Some(topology.prefix().to_owned())).await?;
+        platform.broker = Some(topology);
         Some(platform)
     }
 
@@ -244,7 +244,7 @@ impl TestPlatform {
 
     /// The broker URL and the prefix of this platform's exchanges and queues, when it runs on RabbitMQ.
     pub fn broker(&self) -> Option<(&str, &str)> {
-        self.broker.as_ref().map(|(url, prefix)| (url.as_str(), prefix.as_str()))
+        self.broker.as_ref().map(|topology| (topology.url(), topology.prefix()))
     }
 
     /// The text of `/metrics`.
@@ -260,58 +260,66 @@ impl TestPlatform {
         if let Some(task) = self.running.take() {
             let _ = task.await;
         }
-        if let Some((url, prefix)) = self.broker.take() {
-            delete_topology(&url, &prefix).await;
+        if let Some(topology) = self.broker.take() {
+            topology.delete().await;
         }
     }
 }
 
-impl Drop for TestPlatform {
-    /// A test that failed before [`stop`](TestPlatform::stop) still removes its exchanges and queues.
-    fn drop(&mut self) {
-        if let Some((url, prefix)) = self.broker.take() {
-            delete_topology_blocking(url, prefix);
-        }
-    }
-}
-
-/// Exchanges and queues under a prefix of a test's own ([`rabbitmq`]), deleted when this is dropped, whether
-/// the test passed or not.
+/// Exchanges and queues of a test's own on the machine's RabbitMQ, under a prefix no other test uses
+/// ([`rabbitmq`]): deleted by [`delete`](Self::delete), or when dropped, so a test that failed leaves none.
+#[derive(Debug)]
 pub struct Topology {
+    url: String,
+    prefix: String,
+}
+
+impl Topology {
     /// The broker's URL.
-    pub url: String,
-    /// The prefix of the test's exchanges and queues.
-    pub prefix: String,
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The prefix of the exchanges and queues.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// Deletes the exchanges and queues now.
+    pub async fn delete(mut self) {
+        let (url, prefix) = (std::mem::take(&mut self.url), std::mem::take(&mut self.prefix));
+        delete_topology(&url, &prefix).await;
+    }
 }
 
 impl Drop for Topology {
+    /// Deletes what [`delete`](Self::delete) did not: a test that failed before it still removes its exchanges
+    /// and queues.
     fn drop(&mut self) {
-        delete_topology_blocking(std::mem::take(&mut self.url), std::mem::take(&mut self.prefix));
+        if self.url.is_empty() {
+            return;
+        }
+        let (url, prefix) = (std::mem::take(&mut self.url), std::mem::take(&mut self.prefix));
+        // A thread of its own: this may run inside the test's runtime, which cannot block on itself.
+        let _ = std::thread::spawn(move || {
+            if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                runtime.block_on(delete_topology(&url, &prefix));
+            }
+        })
+        .join();
     }
 }
 
-/// [`delete_topology`] from synchronous code (a `Drop`).
-fn delete_topology_blocking(url: String, prefix: String) {
-    // A thread of its own: this may run inside the test's runtime, which cannot block on itself.
-    let _ = std::thread::spawn(move || {
-        if let Ok(runtime) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
-            runtime.block_on(delete_topology(&url, &prefix));
-        }
-    })
-    .join();
-}
-
-/// The RabbitMQ at `MERCATO_TEST_AMQP_URL` and a prefix of exchanges and queues no other test uses; `None` when
-/// no broker is configured (under `CI=true` that is a failure instead). Wrap them in a [`Topology`] to have
-/// them deleted.
+/// Exchanges and queues of a test's own on the RabbitMQ at `MERCATO_TEST_AMQP_URL`; `None` when no broker is
+/// configured (under `CI=true` that is a failure instead).
 #[allow(clippy::panic)]
-pub fn rabbitmq() -> Option<(String, String)> {
+pub fn rabbitmq() -> Option<Topology> {
     let url = match std::env::var("MERCATO_TEST_AMQP_URL") {
         Ok(url) if !url.is_empty() => url,
         _ if platform::testkit::in_ci() => panic!("CI=true but MERCATO_TEST_AMQP_URL is not set"),
         _ => return None,
     };
-    Some((url, format!("mercato-e2e-{}", uuid::Uuid::now_v7().simple())))
+    Some(Topology { url, prefix: format!("mercato-e2e-{}", uuid::Uuid::now_v7().simple()) })
 }
 
 /// Deletes the exchanges and the queues (and dead-letter queues) of every service under `prefix`.

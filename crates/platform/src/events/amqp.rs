@@ -232,9 +232,9 @@ async fn declare_consumer(
     Ok(())
 }
 
+/// A consumer of this bus: its queue, and what handles each delivery.
 struct Subscription {
-    consumer: String,
-    event_types: Vec<String>,
+    queue: Arc<ConsumerQueue>,
     handler: Handler,
 }
 
@@ -243,6 +243,15 @@ struct Subscription {
 struct ConsumerQueue {
     consumer: String,
     event_types: Vec<String>,
+}
+
+impl ConsumerQueue {
+    fn new(consumer: &str, event_types: &[&str]) -> Arc<Self> {
+        Arc::new(Self {
+            consumer: consumer.to_owned(),
+            event_types: event_types.iter().map(|t| (*t).to_owned()).collect(),
+        })
+    }
 }
 
 /// The publishing connection, with a confirm-mode channel.
@@ -308,16 +317,15 @@ impl AmqpBus {
     /// in its queue, where the exchange would otherwise drop it for want of a bound queue. The declaration is
     /// the one the consumer makes itself (same queue, arguments and bindings), so either may come first.
     pub fn expect_consumer(&self, consumer: &str, event_types: &[&str]) {
-        let event_types: Vec<String> = event_types.iter().map(|t| (*t).to_owned()).collect();
-        self.remember_queue(consumer, &event_types);
+        self.remember_queue(ConsumerQueue::new(consumer, event_types));
     }
 
     /// Adds a consumer's queue to those the publisher declares (once per connection), unless it is there.
-    fn remember_queue(&self, consumer: &str, event_types: &[String]) {
+    fn remember_queue(&self, queue: Arc<ConsumerQueue>) {
         if let Ok(mut queues) = self.queues.lock()
-            && !queues.iter().any(|q| q.consumer == consumer)
+            && !queues.iter().any(|q| q.consumer == queue.consumer)
         {
-            queues.push(Arc::new(ConsumerQueue { consumer: consumer.to_owned(), event_types: event_types.to_vec() }));
+            queues.push(queue);
         }
     }
 
@@ -636,12 +644,9 @@ impl EventBus for AmqpBus {
     /// Declares `consumer`'s queue before the next publish and starts consuming it in a task that
     /// reconnects after outages.
     fn subscribe(&self, consumer: &str, event_types: &[&str], handler: Handler) {
-        let subscription = Arc::new(Subscription {
-            consumer: consumer.to_owned(),
-            event_types: event_types.iter().map(|t| (*t).to_owned()).collect(),
-            handler,
-        });
-        self.remember_queue(&subscription.consumer, &subscription.event_types);
+        let queue = ConsumerQueue::new(consumer, event_types);
+        self.remember_queue(queue.clone());
+        let subscription = Arc::new(Subscription { queue, handler });
         let task = self.runtime.spawn(consume(self.url.clone(), self.options.clone(), subscription, self.stop.clone()));
         if let Ok(mut consumers) = self.consumers.lock() {
             consumers.push(task);
@@ -681,7 +686,7 @@ async fn consume(url: String, options: Arc<AmqpOptions>, subscription: Arc<Subsc
                 if connected {
                     backoff = initial;
                 }
-                tracing::warn!(consumer = %subscription.consumer, %error, retry_in_ms = backoff.as_millis() as u64, "event consumer lost the broker");
+                tracing::warn!(consumer = %subscription.queue.consumer, %error, retry_in_ms = backoff.as_millis() as u64, "event consumer lost the broker");
             }
         }
         tokio::select! {
@@ -700,7 +705,7 @@ async fn consume_once(
     stop: &CancellationToken,
     connected: &mut bool,
 ) -> Result<(), AmqpError> {
-    let consumer = subscription.consumer.as_str();
+    let consumer = subscription.queue.consumer.as_str();
     let connection = open(url, format!("{} consumer {consumer}", options.prefix)).await?;
     let result = async {
         let queue = options.queue(consumer);
@@ -711,7 +716,7 @@ async fn consume_once(
                 .await
                 .map_err(broker("setting prefetch"))?;
             declare_exchanges(&channel, options).await?;
-            declare_consumer(&channel, options, consumer, &subscription.event_types).await?;
+            declare_consumer(&channel, options, consumer, &subscription.queue.event_types).await?;
             let tag = format!("{consumer}-{}", uuid::Uuid::now_v7().simple());
             let deliveries = channel
                 .basic_consume(queue.as_str().into(), tag.into(), BasicConsumeOptions::default(), FieldTable::default())
@@ -775,7 +780,7 @@ async fn handle(
     subscription: &Subscription,
     delivery: lapin::message::Delivery,
 ) -> Result<(), AmqpError> {
-    let consumer = subscription.consumer.clone();
+    let consumer = subscription.queue.consumer.clone();
     let envelope = match EventEnvelope::decode(delivery.data.as_slice()) {
         Ok(envelope) => envelope,
         Err(error) => {

@@ -1,4 +1,5 @@
-//! Which relay publishes an outbox, which rows it publishes next, and marking them sent.
+//! Which relay publishes an outbox, which rows it publishes next, marking them sent, and deleting them once
+//! they are past their retention.
 //!
 //! A service may run several replicas, each with a relay on the same outbox; one of them publishes at a time,
 //! the leader. On PostgreSQL the leader is the relay that holds the outbox's leader lock, a session advisory
