@@ -353,6 +353,67 @@ async fn sent_events_past_their_retention_are_deleted_on_postgres() {
     sent_events_past_their_retention_are_deleted(db, "purge-postgres").await;
 }
 
+async fn handled_events_past_their_retention_leave_the_inbox(db: Db, service: &'static str) {
+    let metrics = platform::metrics::handle();
+    create_tables(&db).await;
+    for (consumer, event_id) in [("counter", "e1"), ("counter", "e2"), ("counter", "e3"), ("mailer", "e1")] {
+        let first = with_db!(&db, pool => events::first_delivery(pool, consumer, event_id).await.expect("record"));
+        assert!(first);
+    }
+    // e1 was handled two hours ago by both consumers, e2 by one; e3 just now.
+    with_db!(&db, pool => {
+        sqlx::query("UPDATE inbox SET handle_time = handle_time - 7200000000 WHERE event_id IN ('e1', 'e2')")
+            .execute(pool).await.map(|_| ()).expect("handled long ago")
+    });
+    let pruner = events::InboxPruner::new(service, db.clone()).with_retention(std::time::Duration::from_secs(3600));
+    assert_eq!(pruner.prune().await.expect("pruned"), 3);
+    let left: Vec<(String, String)> = with_db!(&db, pool => {
+        sqlx::query_as("SELECT consumer, event_id FROM inbox").fetch_all(pool).await.expect("inbox")
+    });
+    assert_eq!(left, [("counter".to_owned(), "e3".to_owned())], "only the recent one stays");
+    assert_eq!(gauge(metrics, "mercato_inbox_pruned_total", service), 3.0);
+    // Still remembered: a redelivery of e3 is a duplicate.
+    let again = with_db!(&db, pool => events::first_delivery(pool, "counter", "e3").await.expect("record"));
+    assert!(!again, "a recent event is still deduplicated");
+
+    // A running pruner prunes when it starts, however many batches that takes (here two and a half).
+    with_db!(&db, pool => {
+        sqlx::query(
+            "WITH RECURSIVE n (i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 2500) \
+             INSERT INTO inbox (consumer, event_id, handle_time) SELECT 'counter', 'old-' || i, 1 FROM n",
+        )
+        .execute(pool)
+        .await
+        .map(|_| ())
+        .expect("old deliveries")
+    });
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let running = tokio::spawn(pruner.run(shutdown.clone()));
+    let mut left = i64::MAX;
+    for _ in 0..100 {
+        left = with_db!(&db, pool => sqlx::query_scalar("SELECT COUNT(*) FROM inbox").fetch_one(pool).await.expect("count"));
+        if left == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, 1, "the running pruner deleted the old rows and kept the recent one");
+    shutdown.cancel();
+    running.await.expect("pruner stopped");
+}
+
+#[tokio::test]
+async fn handled_events_past_their_retention_leave_the_inbox_on_sqlite() {
+    let (db, _dir) = platform::testkit::sqlite("events").await.expect("sqlite");
+    handled_events_past_their_retention_leave_the_inbox(db, "prune-sqlite").await;
+}
+
+#[tokio::test]
+async fn handled_events_past_their_retention_leave_the_inbox_on_postgres() {
+    let Some(db) = platform::testkit::postgres("events").await else { return };
+    handled_events_past_their_retention_leave_the_inbox(db, "prune-postgres").await;
+}
+
 #[tokio::test]
 async fn the_outbox_age_and_depth_are_metrics_on_sqlite() {
     let (db, _dir) = platform::testkit::sqlite("events").await.expect("sqlite");

@@ -24,7 +24,7 @@ use api::mercato::analytics::v1::analytics_service_server::AnalyticsServiceServe
 use platform::Settings;
 use platform::auth::TokenVerifier;
 use platform::db::Db;
-use platform::events::EventBus;
+use platform::events::{EventBus, InboxPruner};
 use platform::grpc::GrpcService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -59,7 +59,7 @@ pub async fn run(
 }
 
 /// Migrates `db`, then serves the reports on `listener` with tokens checked by `verifier` until `shutdown` is
-/// cancelled. Consuming events is separate: see [`events::subscribe`].
+/// cancelled, pruning its inbox meanwhile. Consuming events is separate: see [`events::subscribe`].
 pub async fn serve(
     listener: TcpListener,
     db: Db,
@@ -68,12 +68,16 @@ pub async fn serve(
 ) -> Result<(), Error> {
     db.migrate(&MIGRATOR, NAME).await?;
     tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), "analytics serving");
+    let pruner_stop = shutdown.child_token();
+    let pruner_task = tokio::spawn(InboxPruner::new(NAME, db.clone()).run(pruner_stop.clone()));
     let service = GrpcService {
         routes: tonic::service::Routes::new(AnalyticsServiceServer::new(AnalyticsApi::new(db))),
         names: vec![<AnalyticsServiceServer<AnalyticsApi> as NamedService>::NAME],
     };
-    platform::grpc::serve(service, listener, verifier, shutdown).await?;
-    Ok(())
+    let served = platform::grpc::serve(service, listener, verifier, shutdown).await;
+    pruner_stop.cancel();
+    let _ = pruner_task.await;
+    Ok(served?)
 }
 
 /// Applies the pending analytics migrations to the configured database.

@@ -494,6 +494,34 @@ async fn a_redelivered_event_counts_once(db: Db) {
     server.stop().await;
 }
 
+/// The service forgets the events it handled once they are older than the retention (a month), when it starts
+/// and hourly after: its inbox does not grow for ever, and what it handled lately is still deduplicated.
+async fn the_inbox_forgets_events_handled_long_ago(db: Db) {
+    db.migrate(&analytics::MIGRATOR, analytics::NAME).await.expect("migrate");
+    let day = 24 * 3600 * 1_000_000_i64;
+    let now = platform::time::now_micros();
+    platform::with_db!(&db, pool => {
+        for (event_id, handled) in [("old-1", now - 31 * day), ("old-2", now - 40 * day), ("recent", now - 29 * day)] {
+            sqlx::query("INSERT INTO inbox (consumer, event_id, handle_time) VALUES ($1, $2, $3)")
+                .bind(analytics::events::CONSUMER).bind(event_id).bind(handled)
+                .execute(pool).await.expect("inbox row");
+        }
+    });
+    let server = Server::start(db).await;
+    let mut left = Vec::new();
+    for _ in 0..100 {
+        left = platform::with_db!(&server.db, pool => {
+            sqlx::query_scalar::<_, String>("SELECT event_id FROM inbox ORDER BY event_id").fetch_all(pool).await.expect("inbox")
+        });
+        if left.len() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(left, ["recent"], "events handled over a month ago are forgotten, the rest kept");
+    server.stop().await;
+}
+
 /// Deliveries arriving together (several relays, a broker's redeliveries) are recorded together: the reports
 /// are those of the events delivered one by one, each event counted once even when two copies of it arrive in
 /// the same moment.
@@ -775,6 +803,7 @@ macro_rules! on_both_engines {
 on_both_engines!(
     reports_show_what_the_shop_sold,
     a_redelivered_event_counts_once,
+    the_inbox_forgets_events_handled_long_ago,
     events_arriving_together_count_as_one_by_one,
     an_event_the_database_refuses_fails_alone,
     a_rebuild_of_big_orders_succeeds,

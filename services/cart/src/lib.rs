@@ -19,7 +19,7 @@ use api::mercato::cart::v1::cart_service_server::CartServiceServer;
 use platform::Settings;
 use platform::auth::TokenVerifier;
 use platform::db::Db;
-use platform::events::{EventBus, Relay};
+use platform::events::{EventBus, InboxPruner, Relay};
 use platform::grpc::Channel;
 use platform::grpc::GrpcService;
 use tokio::net::TcpListener;
@@ -56,7 +56,7 @@ pub async fn run(
 }
 
 /// Migrates `db`, then serves the cart on `listener` with tokens checked by `verifier` and prices from the
-/// catalog behind `catalog`, publishing its events on `bus`, until `shutdown` is cancelled.
+/// catalog behind `catalog`, publishing its events on `bus` and pruning its inbox, until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
     db: Db,
@@ -68,16 +68,18 @@ pub async fn serve(
     db.migrate(&MIGRATOR, NAME).await?;
     tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), "cart serving");
     let relay = Relay::new(NAME, db.clone(), bus);
+    let pruner = InboxPruner::new(NAME, db.clone());
     let service = GrpcService {
         routes: tonic::service::Routes::new(CartServiceServer::new(CartApi::new(db, catalog, relay.handle()))),
         names: vec![<CartServiceServer<CartApi> as NamedService>::NAME],
     };
-    let relay_stop = shutdown.child_token();
-    let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
+    let background = shutdown.child_token();
+    let relay_task = tokio::spawn(relay.run(background.clone()));
+    let pruner_task = tokio::spawn(pruner.run(background.clone()));
     let served = platform::grpc::serve(service, listener, verifier, shutdown).await;
-    // The relay stops with the server; rows it did not publish stay in the outbox for the next start.
-    relay_stop.cancel();
-    let _ = relay_task.await;
+    // The relay and the pruner stop with the server; rows the relay did not publish stay in the outbox for the next start.
+    background.cancel();
+    let _ = tokio::join!(relay_task, pruner_task);
     Ok(served?)
 }
 

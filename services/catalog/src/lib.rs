@@ -18,7 +18,7 @@ use api::catalog::catalog_service_server::CatalogServiceServer;
 use platform::Settings;
 use platform::auth::TokenVerifier;
 use platform::db::Db;
-use platform::events::{EventBus, Relay};
+use platform::events::{EventBus, InboxPruner, Relay};
 use platform::grpc::GrpcService;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -53,7 +53,7 @@ pub async fn run(
 }
 
 /// Migrates `db`, then serves the catalog on `listener` with tokens checked by `verifier`, publishing its
-/// events on `bus`, until `shutdown` is cancelled.
+/// events on `bus` and pruning its inbox, until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
     db: Db,
@@ -64,16 +64,18 @@ pub async fn serve(
     db.migrate(&MIGRATOR, NAME).await?;
     tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), "catalog serving");
     let relay = Relay::new(NAME, db.clone(), bus);
+    let pruner = InboxPruner::new(NAME, db.clone());
     let service = GrpcService {
         routes: tonic::service::Routes::new(CatalogServiceServer::new(CatalogApi::new(db, relay.handle()))),
         names: vec![<CatalogServiceServer<CatalogApi> as NamedService>::NAME],
     };
-    let relay_stop = shutdown.child_token();
-    let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
+    let background = shutdown.child_token();
+    let relay_task = tokio::spawn(relay.run(background.clone()));
+    let pruner_task = tokio::spawn(pruner.run(background.clone()));
     let served = platform::grpc::serve(service, listener, verifier, shutdown).await;
-    // The relay stops with the server; rows it did not publish stay in the outbox for the next start.
-    relay_stop.cancel();
-    let _ = relay_task.await;
+    // The relay and the pruner stop with the server; rows the relay did not publish stay in the outbox for the next start.
+    background.cancel();
+    let _ = tokio::join!(relay_task, pruner_task);
     Ok(served?)
 }
 

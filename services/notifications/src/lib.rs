@@ -32,7 +32,7 @@ use api::mercato::notifications::v1::notification_service_server::NotificationSe
 use platform::Settings;
 use platform::auth::TokenVerifier;
 use platform::db::Db;
-use platform::events::{EventBus, Relay};
+use platform::events::{EventBus, InboxPruner, Relay};
 use platform::grpc::GrpcService;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -71,8 +71,8 @@ pub async fn run(
 }
 
 /// Migrates `db`, subscribes the consumer on `bus`, starts the dispatcher (sending through `mailer`, paced
-/// by `options`) and the outbox relay, and serves on `listener` with tokens checked by `verifier` until
-/// `shutdown` is cancelled; the dispatcher and the relay stop with the server.
+/// by `options`), the outbox relay and the inbox's pruner, and serves on `listener` with tokens checked by `verifier` until
+/// `shutdown` is cancelled; the three stop with the server.
 pub async fn serve(
     listener: TcpListener,
     db: Db,
@@ -91,11 +91,13 @@ pub async fn serve(
     tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), mailer = ?mailer, "notifications serving");
 
     let bus_for_admin = bus.clone();
+    let pruner = InboxPruner::new(NAME, db.clone());
     let relay = Relay::new(NAME, db, bus);
     let dispatcher = dispatch::Dispatcher::new(store.clone(), mailer, webhooks, options, wake, relay.handle());
     let background = shutdown.child_token();
     let relay_task = tokio::spawn(relay.run(background.clone()));
     let dispatch_task = tokio::spawn(dispatcher.run(background.clone()));
+    let pruner_task = tokio::spawn(pruner.run(background.clone()));
     let routes = tonic::service::Routes::new(NotificationServiceServer::new(NotificationsApi::new(store)))
         .add_service(DeadLetterServiceServer::new(DeadLettersApi::new(bus_for_admin)));
     let service = GrpcService {
@@ -107,7 +109,7 @@ pub async fn serve(
     };
     let served = platform::grpc::serve(service, listener, verifier, shutdown).await;
     background.cancel();
-    let _ = tokio::join!(relay_task, dispatch_task);
+    let _ = tokio::join!(relay_task, dispatch_task, pruner_task);
     Ok(served?)
 }
 

@@ -1,5 +1,12 @@
 //! The consumer side of exactly-once effects: an event id is recorded in the same transaction as the effect.
 
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::db::Db;
+use crate::with_db;
+
 /// Records that `consumer` handles `event_id`, through `executor` (the transaction of the effect). Returns
 /// `false` when it was handled before: the caller then skips the effect and commits nothing new.
 pub async fn first_delivery<'e, E, DB>(executor: E, consumer: &str, event_id: &str) -> Result<bool, sqlx::Error>
@@ -63,4 +70,81 @@ where
     }
     let new = insert.fetch_all(connection).await?;
     Ok(new.into_iter().collect())
+}
+
+/// How long a consumer remembers the events it handled. A redelivery comes within minutes (a relay that
+/// republishes what it could not mark sent, a broker that requeues an unacknowledged delivery), and a dead
+/// letter was never in the inbox (its row commits with the effect), so a month is far longer than any
+/// duplicate can arrive after its first delivery; without a limit every inbox would grow with every event.
+pub const HANDLED_EVENT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
+/// How often the pruner deletes the inbox rows past their retention (and once when it starts).
+const PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+/// Rows deleted per statement, so that no statement holds many row locks or runs long; the next batch follows
+/// at once while batches come back full.
+const PRUNE_BATCH: i64 = 1000;
+
+/// Deletes the inbox rows of one service's consumers once their events were handled longer than the retention
+/// ago: when it starts, then hourly. Every replica may run one; they delete the same old rows.
+#[derive(Debug, Clone)]
+pub struct InboxPruner {
+    service: &'static str,
+    db: Db,
+    retention: Duration,
+}
+
+impl InboxPruner {
+    /// A pruner of `service`'s inbox in `db`, keeping [`HANDLED_EVENT_RETENTION`].
+    pub fn new(service: &'static str, db: Db) -> Self {
+        Self { service, db, retention: HANDLED_EVENT_RETENTION }
+    }
+
+    /// Keeps handled events for `retention` instead of [`HANDLED_EVENT_RETENTION`].
+    pub fn with_retention(mut self, retention: Duration) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    /// Prunes when it starts and every hour until `shutdown` is cancelled. A failure is logged and tried again
+    /// at the next hour: the inbox only grows meanwhile.
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                pruned = self.prune() => if let Err(error) = pruned {
+                    tracing::warn!(service = self.service, %error, "deleting handled events past their retention failed");
+                },
+            }
+            tokio::select! {
+                () = shutdown.cancelled() => return,
+                () = tokio::time::sleep(PRUNE_INTERVAL) => {}
+            }
+        }
+    }
+
+    /// Deletes every inbox row handled longer than the retention ago, a batch per statement; returns how many,
+    /// also counted in `mercato_inbox_pruned_total{service}`.
+    pub async fn prune(&self) -> Result<u64, sqlx::Error> {
+        let retention = i64::try_from(self.retention.as_micros()).unwrap_or(i64::MAX);
+        let before = crate::time::now_micros().saturating_sub(retention);
+        let mut pruned = 0;
+        loop {
+            // By row value: a plain `IN` of one column cannot name a two-column key, and both engines take it.
+            let deleted = with_db!(&self.db, pool => {
+                sqlx::query(
+                    "DELETE FROM inbox WHERE (consumer, event_id) IN \
+                     (SELECT consumer, event_id FROM inbox WHERE handle_time < $1 LIMIT $2)",
+                )
+                .bind(before)
+                .bind(PRUNE_BATCH)
+                .execute(pool)
+                .await?
+                .rows_affected()
+            });
+            metrics::counter!("mercato_inbox_pruned_total", "service" => self.service).increment(deleted);
+            pruned += deleted;
+            if deleted < PRUNE_BATCH as u64 {
+                return Ok(pruned);
+            }
+        }
+    }
 }

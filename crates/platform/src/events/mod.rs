@@ -18,7 +18,7 @@ pub use amqp::{AmqpBus, AmqpError, AmqpOptions};
 pub use api::mercato::events::v1::EventEnvelope;
 pub use bus::{BatchOutcome, BusError, EventBus, GatedBus, Handler, InProcessBus};
 pub use group_commit::{BatchRecorder, GroupCommit};
-pub use inbox::{first_deliveries, first_delivery};
+pub use inbox::{HANDLED_EVENT_RETENTION, InboxPruner, first_deliveries, first_delivery};
 pub use outbox::{NewEvent, OutboxEntry, bind_outbox_entries, enqueue, insert_outbox_entries, unsent_count};
 pub use relay::{Relay, RelayHandle, SENT_EVENT_RETENTION};
 
