@@ -22,6 +22,8 @@
 #    platform turns into checkouts.
 #    Also the ceiling of that ratio if the platform's own processes used no CPU at all: the run's CPU-seconds
 #    (mercato + PostgreSQL) spent on the checkouts' PostgreSQL work alone.
+# 5. Runs pgbench's own default transaction (TPC-B-like, scale max(CONNECTIONS, 10)) for the same DURATION and
+#    CONNECTIONS, the rate usually quoted as a server's "pgbench rate", and reports the ratio against it too.
 #
 # Before measuring, WARMUP (10s) of the same load, then ANALYZE of every service database: a brand-new database
 # has no statistics until autovacuum's first pass (up to a minute), and the cached generic plans of that time pick
@@ -234,10 +236,16 @@ cat >"$WORK/commit.sql" <<'EOF'
 UPDATE pgbench_accounts SET abalance = abalance + 1 WHERE aid = :aid;
 EOF
 pgbench -n -c "$CONNECTIONS" -j "$THREADS" -T "${DURATION%s}" -f "$WORK/commit.sql" "$PG/${RUN}_pgbench" | tee "$WORK/pgbench.txt"
+# And pgbench's own default transaction (TPC-B-like: three updates, a select and an insert), the figure usually
+# quoted as a server's pgbench rate. One branch row per client at least, so clients do not queue on one row.
+psql "$PG/postgres" -qc "DROP DATABASE ${RUN}_pgbench WITH (FORCE)"
+psql "$PG/postgres" -qc "CREATE DATABASE ${RUN}_pgbench"
+pgbench -q -i -s $((CONNECTIONS > 10 ? CONNECTIONS : 10)) "$PG/${RUN}_pgbench" >/dev/null 2>&1
+pgbench -n -c "$CONNECTIONS" -j "$THREADS" -T "${DURATION%s}" "$PG/${RUN}_pgbench" | tee "$WORK/pgbench-tpcb.txt"
 
 seconds=${DURATION%s}
 python3 - "$confirmed" "$failed" "$before" "$after" "$((seconds + drained))" "$WORK/wrk.txt" "$WORK/pgbench.txt" \
-  "$WORK/statements.txt" "${cpu_before[@]}" "${cpu_after[@]}" "$WORK/wal.txt" <<'EOF'
+  "$WORK/statements.txt" "${cpu_before[@]}" "${cpu_after[@]}" "$WORK/wal.txt" "$WORK/pgbench-tpcb.txt" <<'EOF'
 import re, sys
 confirmed, failed, before, after, seconds = map(int, sys.argv[1:6])
 wrk, pgb, stmts = open(sys.argv[6]).read(), open(sys.argv[7]).read(), open(sys.argv[8]).read().strip()
@@ -268,6 +276,9 @@ print("CPU per checkout: " + ", ".join(f"{name} {1000 * s / done:.2f} ms" for na
       + f" (CPU-seconds over the run: {', '.join(f'{s:.1f}' for s in cpu)})")
 print(f"pgbench: {tps:.0f} commits/s = {equivalent:.1f} checkout-equivalents/s")
 print(f"ratio: {100 * rate / equivalent:.0f}% of the server's commit rate turned into checkouts")
+tpcb = float(re.search(r"tps = ([\d.]+)", open(sys.argv[14]).read()).group(1))
+print(f"pgbench's default (TPC-B-like) transaction: {tpcb:.0f} commits/s = {tpcb / per:.1f} checkout-equivalents/s; "
+      f"ratio against it: {100 * rate / (tpcb / per):.0f}%")
 # The ratio if mercato cost nothing: the same CPU-seconds all spent on the checkouts' own PostgreSQL work. A bound
 # on what any change to the services alone can reach; only less database work per checkout moves it.
 if cpu[1] > 0:
