@@ -102,6 +102,26 @@ fn connection_failed(service: &str, source: sqlx::Error) -> DbError {
     DbError::Connect { service: service.to_owned(), source }
 }
 
+/// The limits every PostgreSQL session of a service starts with (sent as startup options, so they hold from the
+/// first statement on and whatever the connection is used for), unless the database URL's own `options` set
+/// them (or `PGOPTIONS` does):
+/// - a transaction left idle for a minute is ended by the server, its session closed and its locks released. Only
+///   a fault leaves one so (a task stopped between two statements of a transaction); until then its row locks
+///   would stall every later writer of those rows, for a product's stock row every checkout of that product;
+/// - a statement waits at most 30 seconds for a lock, then fails (SQLSTATE 55P03) instead of waiting for ever
+///   behind such a holder. Calls have shorter deadlines than that; a migration that cannot take its table's lock
+///   fails the start, which is retried, instead of queueing every query of that table behind it.
+///
+/// No statement timeout: reports, audits and rebuilds may legitimately run long on a big shop.
+pub const SESSION_LIMITS: [(&str, &str); 2] = [("idle_in_transaction_session_timeout", "60s"), ("lock_timeout", "30s")];
+
+/// `options` with each of [`SESSION_LIMITS`] the URL did not set already.
+fn with_session_limits(options: PgConnectOptions) -> PgConnectOptions {
+    let given = options.get_options().unwrap_or_default().to_owned();
+    let missing: Vec<(&str, &str)> = SESSION_LIMITS.into_iter().filter(|(name, _)| !given.contains(name)).collect();
+    if missing.is_empty() { options } else { options.options(missing) }
+}
+
 /// The name of a service's database on a shared PostgreSQL server.
 pub fn database_name(service: &str) -> String {
     format!("mercato_{service}")
@@ -162,6 +182,7 @@ impl Db {
     }
 
     async fn open_postgres(options: PgConnectOptions, service: &str) -> Result<Self, DbError> {
+        let options = with_session_limits(options);
         let pool = check_when_idle(PgPoolOptions::new())
             .max_connections(10)
             .acquire_timeout(Duration::from_secs(10))
