@@ -10,7 +10,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::migrate::Migrator;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, PgPool, SqlitePool};
 
@@ -102,9 +102,8 @@ fn connection_failed(service: &str, source: sqlx::Error) -> DbError {
     DbError::Connect { service: service.to_owned(), source }
 }
 
-/// The limits every PostgreSQL session of a service starts with (sent as startup options, so they hold from the
-/// first statement on and whatever the connection is used for), unless the database URL's own `options` set
-/// them (or `PGOPTIONS` does):
+/// The limits every PostgreSQL session of a service runs under, unless the database URL's own `options` (or
+/// `PGOPTIONS`) set them:
 /// - a transaction left idle for a minute is ended by the server, its session closed and its locks released. Only
 ///   a fault leaves one so (a task stopped between two statements of a transaction); until then its row locks
 ///   would stall every later writer of those rows, for a product's stock row every checkout of that product;
@@ -115,11 +114,30 @@ fn connection_failed(service: &str, source: sqlx::Error) -> DbError {
 /// No statement timeout: reports, audits and rebuilds may legitimately run long on a big shop.
 pub const SESSION_LIMITS: [(&str, &str); 2] = [("idle_in_transaction_session_timeout", "60s"), ("lock_timeout", "30s")];
 
-/// `options` with each of [`SESSION_LIMITS`] the URL did not set already.
-fn with_session_limits(options: PgConnectOptions) -> PgConnectOptions {
-    let given = options.get_options().unwrap_or_default().to_owned();
-    let missing: Vec<(&str, &str)> = SESSION_LIMITS.into_iter().filter(|(name, _)| !given.contains(name)).collect();
-    if missing.is_empty() { options } else { options.options(missing) }
+/// The statement that sets each of [`SESSION_LIMITS`] that `options` do not set already (None when they set them
+/// all). Set by a statement once connected, not sent as startup options: a pooler such as PgBouncer refuses
+/// startup options it does not know, and behind one in transaction mode the server connections a service's
+/// clients share all get the same values anyway.
+fn session_limits_statement(options: &PgConnectOptions) -> Option<String> {
+    let given = options.get_options().unwrap_or_default();
+    let missing: Vec<String> = SESSION_LIMITS
+        .iter()
+        .filter(|(name, _)| !given.contains(name))
+        .map(|(name, value)| format!("set_config('{name}', '{value}', false)"))
+        .collect();
+    (!missing.is_empty()).then(|| format!("SELECT {}", missing.join(", ")))
+}
+
+/// Puts a connection made outside a [`Db`]'s pool (with `options`) under [`SESSION_LIMITS`], as the pool does
+/// with each of its own.
+pub(crate) async fn limit_session(
+    connection: &mut PgConnection,
+    options: &PgConnectOptions,
+) -> Result<(), sqlx::Error> {
+    if let Some(statement) = session_limits_statement(options) {
+        sqlx::query(&statement).execute(connection).await?;
+    }
+    Ok(())
 }
 
 /// The name of a service's database on a shared PostgreSQL server.
@@ -182,8 +200,17 @@ impl Db {
     }
 
     async fn open_postgres(options: PgConnectOptions, service: &str) -> Result<Self, DbError> {
-        let options = with_session_limits(options);
+        let limits = session_limits_statement(&options);
         let pool = check_when_idle(PgPoolOptions::new())
+            .after_connect(move |connection, _| {
+                let limits = limits.clone();
+                Box::pin(async move {
+                    if let Some(statement) = limits {
+                        sqlx::query(&statement).execute(connection).await?;
+                    }
+                    Ok(())
+                })
+            })
             .max_connections(10)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options.log_statements(tracing::log::LevelFilter::Debug))

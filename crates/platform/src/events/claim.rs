@@ -69,7 +69,12 @@ impl Leadership {
             self.next_try = Some(Instant::now() + retry);
             let connection = match &mut self.connection {
                 Some(connection) => connection,
-                None => self.connection.insert(PgConnection::connect_with(&pool.connect_options()).await?),
+                None => {
+                    let options = pool.connect_options();
+                    let mut connection = PgConnection::connect_with(&options).await?;
+                    crate::db::limit_session(&mut connection, &options).await?;
+                    self.connection.insert(connection)
+                }
             };
             let tried = sqlx::query_as::<_, (bool, i64, Option<i64>)>(
                 "SELECT pg_try_advisory_lock($1, $2), \
