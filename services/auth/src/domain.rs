@@ -11,6 +11,11 @@ use sha2::{Digest, Sha256};
 pub const ACCESS_TOKEN_TTL_SECS: i64 = 900;
 /// Lifetime of a refresh token, in microseconds (30 days).
 pub const REFRESH_TOKEN_TTL_MICROS: i64 = 30 * 24 * 3600 * 1_000_000;
+/// How long a refresh token is kept after it expired, in microseconds (a week), before it is deleted. Until then
+/// a replay of it still revokes its family, as a spent token presented again does; after, it is refused as
+/// unknown, which it could not be used past its expiry anyway. Without a limit every rotation (one per access
+/// token's life, a quarter of an hour, for every signed-in client) would stay for ever.
+pub const EXPIRED_REFRESH_TOKEN_RETENTION_MICROS: i64 = 7 * 24 * 3600 * 1_000_000;
 /// The `token_type` of every token pair.
 pub const TOKEN_TYPE: &str = "Bearer";
 

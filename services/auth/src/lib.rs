@@ -78,17 +78,41 @@ pub async fn serve(
     let verifier = Arc::new(TokenVerifier::new(Arc::new(StaticKeySource(keys.jwks.clone()))));
     tracing::info!(kid = %keys.active.kid(), "auth service ready");
     let relay = Relay::new(NAME, store.db().clone(), bus);
+    let background = shutdown.child_token();
+    let pruner_task = tokio::spawn(prune_expired_refresh_tokens(store.clone(), background.clone()));
     let service = grpc::Service::new(store, keys, hasher, relay.handle(), settings.service_secrets.clone());
-    let relay_stop = shutdown.child_token();
-    let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
+    let relay_task = tokio::spawn(relay.run(background.clone()));
     let routes = tonic::service::Routes::new(AuthServiceServer::new(service));
     let served =
         platform::grpc::serve(GrpcService { routes, names: vec![GRPC_SERVICE] }, listener, verifier, shutdown.clone())
             .await;
-    // The relay stops with the server; rows it did not publish stay in the outbox for the next start.
-    relay_stop.cancel();
-    let _ = relay_task.await;
+    // The relay and the pruner stop with the server; rows the relay did not publish stay in the outbox for the
+    // next start.
+    background.cancel();
+    let _ = tokio::join!(relay_task, pruner_task);
     Ok(served?)
+}
+
+/// Deletes the refresh tokens past their retention ([`domain::EXPIRED_REFRESH_TOKEN_RETENTION_MICROS`]) when the
+/// service starts and hourly after, until `shutdown` is cancelled. Every replica may run it: they delete the same
+/// rows. A failure is logged and tried again at the next hour; the table only grows meanwhile.
+async fn prune_expired_refresh_tokens(store: Store, shutdown: CancellationToken) {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+    loop {
+        let before = platform::time::now_micros().saturating_sub(domain::EXPIRED_REFRESH_TOKEN_RETENTION_MICROS);
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            deleted = store.delete_expired_refresh_tokens(before) => match deleted {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(deleted, "deleted refresh tokens expired over a week ago"),
+                Err(error) => tracing::warn!(%error, "deleting expired refresh tokens failed"),
+            },
+        }
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            () = tokio::time::sleep(EVERY) => {}
+        }
+    }
 }
 
 /// Applies the service's migrations to the database the settings name, then closes it.

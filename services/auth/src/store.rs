@@ -267,6 +267,30 @@ impl Store {
         Ok(rotation)
     }
 
+    /// Deletes the refresh tokens that expired before `before`, a thousand per statement so that none holds many
+    /// locks or runs long; returns how many.
+    pub async fn delete_expired_refresh_tokens(&self, before: i64) -> Result<u64, Error> {
+        const BATCH: i64 = 1000;
+        let mut deleted = 0;
+        loop {
+            let batch = with_db!(&self.db, pool => {
+                sqlx::query(
+                    "DELETE FROM refresh_tokens WHERE id IN \
+                     (SELECT id FROM refresh_tokens WHERE expires_at < $1 LIMIT $2)",
+                )
+                .bind(before)
+                .bind(BATCH)
+                .execute(pool)
+                .await?
+                .rows_affected()
+            });
+            deleted += batch;
+            if batch < BATCH as u64 {
+                return Ok(deleted);
+            }
+        }
+    }
+
     /// Revokes every token of the family of the token hashed as `presented`. Nothing happens for an unknown
     /// token; revoking twice is harmless.
     pub async fn revoke_family_of(&self, presented: &str, now: i64) -> Result<(), Error> {

@@ -283,6 +283,53 @@ async fn refresh_rotation_and_reuse(db: Db) {
     running.stop().await;
 }
 
+/// Refresh tokens are deleted a week after they expired, when the service starts (and hourly after); a token
+/// that expired lately is kept (a replay of it, spent, would still revoke its family), and so are live ones.
+async fn refresh_tokens_expired_over_a_week_ago_are_deleted(db: Db) {
+    let running = start(db.clone()).await;
+    let mut client = running.client.clone();
+    register(&mut client, "erin@example.com", "erins password", "Erin").await.expect("registers");
+    let spent = login(&mut client, "erin@example.com", "erins password").await.expect("logs in").refresh_token;
+    let lately_expired = refresh(&mut client, &spent).await.expect("rotates");
+    let live = login(&mut client, "erin@example.com", "erins password").await.expect("again").refresh_token;
+    drop(client);
+    running.stop().await;
+
+    // The spent token of the first family expired eight days ago, its successor one day ago.
+    let day = 24 * 3600 * 1_000_000_i64;
+    let now = platform::time::now_micros();
+    with_db!(&db, pool => {
+        let first_family: String = sqlx::query_scalar("SELECT family_id FROM refresh_tokens WHERE used_at IS NOT NULL")
+            .fetch_one(pool).await.expect("the spent token");
+        sqlx::query("UPDATE refresh_tokens SET expires_at = CASE WHEN used_at IS NULL THEN $1 ELSE $2 END WHERE family_id = $3")
+            .bind(now - day).bind(now - 8 * day).bind(&first_family)
+            .execute(pool).await.expect("aged");
+    });
+
+    let running = start(db.clone()).await;
+    let mut client = running.client.clone();
+    let mut spent_rows = i64::MAX;
+    for _ in 0..100 {
+        spent_rows = with_db!(&db, pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM refresh_tokens WHERE used_at IS NOT NULL").fetch_one(pool).await.expect("count")
+        });
+        if spent_rows == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(spent_rows, 0, "the token expired over a week ago is deleted");
+    let left: i64 = with_db!(&db, pool => {
+        sqlx::query_scalar("SELECT COUNT(*) FROM refresh_tokens").fetch_one(pool).await.expect("count")
+    });
+    assert_eq!(left, 2, "the lately expired token and the live one are kept");
+    // The one expired lately is refused; the live one still rotates.
+    assert_eq!(refresh(&mut client, &lately_expired).await.expect_err("expired").code(), Code::Unauthenticated);
+    refresh(&mut client, &live).await.expect("the live token rotates");
+    drop(client);
+    running.stop().await;
+}
+
 async fn admin_and_key_survive_restarts(db: Db) {
     let running = start(db.clone()).await;
     let mut client = running.client.clone();
@@ -479,6 +526,7 @@ on_both_backends!(
     login_failures_look_the_same,
     access_tokens_verify_against_jwks,
     refresh_rotation_and_reuse,
+    refresh_tokens_expired_over_a_week_ago_are_deleted,
     admin_and_key_survive_restarts,
     passwords_are_argon2id,
     registration_publishes_user_registered,
