@@ -283,6 +283,21 @@ async fn the_outbox_age_and_depth_are_metrics(db: Db, service: &'static str) {
     assert_eq!(gauge("mercato_outbox_oldest_age_seconds"), 0.0);
 }
 
+/// The rows of `table` once they are `expected` (a background task deletes them), or after five seconds
+/// whatever they are then.
+async fn count_until(db: &Db, table: &str, expected: i64) -> i64 {
+    let sql = format!("SELECT COUNT(*) FROM {table}");
+    let mut rows = i64::MAX;
+    for _ in 0..100 {
+        rows = with_db!(db, pool => sqlx::query_scalar(&sql).fetch_one(pool).await.expect("count"));
+        if rows == expected {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    rows
+}
+
 async fn sent_events_past_their_retention_are_deleted(db: Db, service: &'static str) {
     let metrics = platform::metrics::handle();
     create_tables(&db).await;
@@ -328,14 +343,7 @@ async fn sent_events_past_their_retention_are_deleted(db: Db, service: &'static 
     });
     let shutdown = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn(relay.run(shutdown.clone()));
-    let mut left = i64::MAX;
-    for _ in 0..100 {
-        left = with_db!(&db, pool => sqlx::query_scalar("SELECT COUNT(*) FROM outbox").fetch_one(pool).await.expect("count"));
-        if left == 0 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let left = count_until(&db, "outbox", 0).await;
     assert_eq!(left, 0, "the running relay deleted the sent events past their retention");
     shutdown.cancel();
     running.await.expect("relay stopped");
@@ -389,14 +397,7 @@ async fn handled_events_past_their_retention_leave_the_inbox(db: Db, service: &'
     });
     let shutdown = tokio_util::sync::CancellationToken::new();
     let running = tokio::spawn(pruner.run(shutdown.clone()));
-    let mut left = i64::MAX;
-    for _ in 0..100 {
-        left = with_db!(&db, pool => sqlx::query_scalar("SELECT COUNT(*) FROM inbox").fetch_one(pool).await.expect("count"));
-        if left == 1 {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let left = count_until(&db, "inbox", 1).await;
     assert_eq!(left, 1, "the running pruner deleted the old rows and kept the recent one");
     shutdown.cancel();
     running.await.expect("pruner stopped");
