@@ -98,21 +98,15 @@ pub async fn serve(
 /// rows. A failure is logged and tried again at the next hour; the table only grows meanwhile.
 async fn prune_expired_refresh_tokens(store: Store, shutdown: CancellationToken) {
     const EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
-    loop {
+    platform::shutdown::every(EVERY, &shutdown, || async {
         let before = platform::time::now_micros().saturating_sub(domain::EXPIRED_REFRESH_TOKEN_RETENTION_MICROS);
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            deleted = store.delete_expired_refresh_tokens(before) => match deleted {
-                Ok(0) => {}
-                Ok(deleted) => tracing::info!(deleted, "deleted refresh tokens expired over a week ago"),
-                Err(error) => tracing::warn!(%error, "deleting expired refresh tokens failed"),
-            },
+        match store.delete_expired_refresh_tokens(before).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "deleted refresh tokens expired over a week ago"),
+            Err(error) => tracing::warn!(%error, "deleting expired refresh tokens failed"),
         }
-        tokio::select! {
-            () = shutdown.cancelled() => return,
-            () = tokio::time::sleep(EVERY) => {}
-        }
-    }
+    })
+    .await;
 }
 
 /// Applies the service's migrations to the database the settings name, then closes it.

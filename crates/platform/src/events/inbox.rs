@@ -107,18 +107,12 @@ impl InboxPruner {
     /// Prunes when it starts and every hour until `shutdown` is cancelled. A failure is logged and tried again
     /// at the next hour: the inbox only grows meanwhile.
     pub async fn run(self, shutdown: CancellationToken) {
-        loop {
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                pruned = self.prune() => if let Err(error) = pruned {
-                    tracing::warn!(service = self.service, %error, "deleting handled events past their retention failed");
-                },
+        crate::shutdown::every(PRUNE_INTERVAL, &shutdown, || async {
+            if let Err(error) = self.prune().await {
+                tracing::warn!(service = self.service, %error, "deleting handled events past their retention failed");
             }
-            tokio::select! {
-                () = shutdown.cancelled() => return,
-                () = tokio::time::sleep(PRUNE_INTERVAL) => {}
-            }
-        }
+        })
+        .await;
     }
 
     /// Deletes every inbox row handled longer than the retention ago, a batch per statement; returns how many,
