@@ -93,7 +93,7 @@ fn percentile(sorted: &[i64], p: f64) -> f64 {
 async fn run(url: &str, prefix: &str, n: usize) -> Result<()> {
     let (db, _dir) = platform::testkit::sqlite("bench").await?;
     let sql = format!("{}\n{}", events::OUTBOX_TABLE_SQL, events::INBOX_TABLE_SQL);
-    with_db!(&db, pool => sqlx::raw_sql(&sql).execute(pool).await.map(|_| ()))?;
+    with_db!(&db, pool => sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(pool).await.map(|_| ()))?;
     let bus = Arc::new(AmqpBus::connect(url, prefix).await?);
     let applied = Arc::new(Applied::default());
     bus.subscribe("bench", &["bench.happened"], consumer(db.clone(), applied.clone()));

@@ -203,7 +203,7 @@ async fn hand_over_lead() {
 
 async fn run(db: &Db, url: &str, prefix: &str, n: usize, rate: u64, seconds: u64) -> Result<()> {
     let sql = format!("{}\n{}", events::OUTBOX_TABLE_SQL, events::INBOX_TABLE_SQL);
-    with_db!(db, pool => sqlx::raw_sql(&sql).execute(pool).await.map(|_| ()))?;
+    with_db!(db, pool => sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(pool).await.map(|_| ()))?;
     let consuming = Arc::new(AmqpBus::connect(url, prefix).await?);
     let applied = Arc::new(Applied::default());
     events::EventBus::subscribe(&*consuming, "bench", &["bench.happened"], consumer(db.clone(), applied.clone()));
@@ -239,7 +239,9 @@ async fn delete_topology(url: &str, prefix: &str) -> Result<()> {
 
 async fn drop_database(server: &str, name: &str) -> Result<()> {
     let mut admin = sqlx::postgres::PgConnectOptions::from_str(server)?.database("postgres").connect().await?;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")).execute(&mut admin).await?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
+        .execute(&mut admin)
+        .await?;
     Ok(())
 }
 

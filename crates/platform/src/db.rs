@@ -135,7 +135,7 @@ pub(crate) async fn limit_session(
     options: &PgConnectOptions,
 ) -> Result<(), sqlx::Error> {
     if let Some(statement) = session_limits_statement(options) {
-        sqlx::query(&statement).execute(connection).await?;
+        sqlx::query(sqlx::AssertSqlSafe(statement)).execute(connection).await?;
     }
     Ok(())
 }
@@ -187,7 +187,7 @@ impl Db {
         if exists.is_none() {
             // The name is ours (mercato_<service> or a test name), never user input; quoted all the same.
             let create = format!("CREATE DATABASE \"{}\"", name.replace('"', ""));
-            if let Err(e) = sqlx::query(&create).execute(&mut admin).await {
+            if let Err(e) = sqlx::query(sqlx::AssertSqlSafe(create)).execute(&mut admin).await {
                 // Another replica may have created it between our check and our create.
                 let raced = e.as_database_error().and_then(|d| d.code()).is_some_and(|c| c == "42P04");
                 if !raced {
@@ -206,7 +206,7 @@ impl Db {
                 let limits = limits.clone();
                 Box::pin(async move {
                     if let Some(statement) = limits {
-                        sqlx::query(&statement).execute(connection).await?;
+                        sqlx::query(sqlx::AssertSqlSafe(statement)).execute(connection).await?;
                     }
                     Ok(())
                 })
@@ -338,7 +338,7 @@ pub fn values_for(columns: &str) -> String {
 /// A query and its arguments on either engine: what a service's typed binders take and return
 /// (`fn bind_order<'q, DB>(query: Query<'q, DB>, order: &'q Order) -> Query<'q, DB>`), so that one binder serves
 /// the SQLite statement and the PostgreSQL one.
-pub type Query<'q, DB> = sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments<'q>>;
+pub type Query<'q, DB> = sqlx::query::Query<'q, DB, <DB as sqlx::Database>::Arguments>;
 
 /// Whether an error is a violation of a unique constraint (on either engine).
 pub fn is_unique_violation(error: &sqlx::Error) -> bool {

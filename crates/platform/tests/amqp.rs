@@ -138,7 +138,7 @@ impl Drop for Broker {
 
 async fn create_tables(db: &Db) {
     let sql = format!("{}\n{}", events::OUTBOX_TABLE_SQL, events::INBOX_TABLE_SQL);
-    with_db!(db, pool => sqlx::raw_sql(&sql).execute(pool).await.map(|_| ()).expect("tables"));
+    with_db!(db, pool => sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(pool).await.map(|_| ()).expect("tables"));
 }
 
 async fn write(db: &Db, event_type: &'static str, subject: &str, n: u8) -> String {

@@ -41,7 +41,10 @@ async fn sessions_start_with_the_lock_limits_unless_the_url_sets_them() {
     let Some(db) = platform::testkit::postgres("session_limits").await else { return };
     let Db::Postgres(pool) = &db else { unreachable!("postgres() opens PostgreSQL") };
     let show = |name: &'static str| async move {
-        sqlx::query_scalar::<_, String>(&format!("SHOW {name}")).fetch_one(pool).await.expect("show")
+        sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(format!("SHOW {name}")))
+            .fetch_one(pool)
+            .await
+            .expect("show")
     };
     assert_eq!(show("idle_in_transaction_session_timeout").await, "1min");
     assert_eq!(show("lock_timeout").await, "30s");

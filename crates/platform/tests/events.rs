@@ -9,7 +9,7 @@ use platform::{Db, with_db};
 
 async fn create_tables(db: &Db) {
     let sql = format!("{}\n{}", events::OUTBOX_TABLE_SQL, events::INBOX_TABLE_SQL);
-    with_db!(db, pool => sqlx::raw_sql(&sql).execute(pool).await.map(|_| ()).expect("tables"));
+    with_db!(db, pool => sqlx::raw_sql(sqlx::AssertSqlSafe(sql)).execute(pool).await.map(|_| ()).expect("tables"));
 }
 
 fn event(subject: &str, n: u8) -> NewEvent {
@@ -289,7 +289,7 @@ async fn count_until(db: &Db, table: &str, expected: i64) -> i64 {
     let sql = format!("SELECT COUNT(*) FROM {table}");
     let mut rows = i64::MAX;
     for _ in 0..100 {
-        rows = with_db!(db, pool => sqlx::query_scalar(&sql).fetch_one(pool).await.expect("count"));
+        rows = with_db!(db, pool => sqlx::query_scalar(sqlx::AssertSqlSafe(sql.as_str())).fetch_one(pool).await.expect("count"));
         if rows == expected {
             break;
         }

@@ -34,7 +34,7 @@ impl Store {
     /// Stores a new key.
     pub async fn insert_api_key(&self, key: &ApiKeyRow) -> Result<(), Error> {
         with_db!(self.db(), pool => {
-            sqlx::query(&format!("INSERT INTO api_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"))
+            sqlx::query(sqlx::AssertSqlSafe(format!("INSERT INTO api_keys ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)")))
                 .bind(&key.id)
                 .bind(&key.user_id)
                 .bind(&key.name)
@@ -53,13 +53,15 @@ impl Store {
     /// The keys of a user, newest first.
     pub async fn api_keys_of(&self, user_id: &str) -> Result<Vec<ApiKeyRow>, Error> {
         let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE user_id = $1 ORDER BY create_time DESC, id DESC");
-        Ok(with_db!(self.db(), pool => sqlx::query_as(&sql).bind(user_id).fetch_all(pool).await?))
+        Ok(with_db!(self.db(), pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(user_id).fetch_all(pool).await?))
     }
 
     /// The key with this secret hash.
     pub async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRow>, Error> {
         let sql = format!("SELECT {COLUMNS} FROM api_keys WHERE key_hash = $1");
-        Ok(with_db!(self.db(), pool => sqlx::query_as(&sql).bind(key_hash).fetch_optional(pool).await?))
+        Ok(
+            with_db!(self.db(), pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(key_hash).fetch_optional(pool).await?),
+        )
     }
 
     /// Revokes a key of `user_id` (a second revoke keeps the first time); `None` when the user has no such key.
@@ -69,7 +71,7 @@ impl Store {
              RETURNING {COLUMNS}"
         );
         Ok(
-            with_db!(self.db(), pool => sqlx::query_as(&sql).bind(now).bind(id).bind(user_id).fetch_optional(pool).await?),
+            with_db!(self.db(), pool => sqlx::query_as(sqlx::AssertSqlSafe(sql)).bind(now).bind(id).bind(user_id).fetch_optional(pool).await?),
         )
     }
 }

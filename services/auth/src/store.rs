@@ -116,7 +116,7 @@ impl Store {
     pub async fn user_by_email(&self, email: &str) -> Result<Option<UserRow>, Error> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE email = $1");
         let user = with_db!(&self.db, pool => {
-            sqlx::query_as::<_, UserRow>(&sql).bind(email).fetch_optional(pool).await?
+            sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql)).bind(email).fetch_optional(pool).await?
         });
         Ok(user)
     }
@@ -125,7 +125,7 @@ impl Store {
     pub async fn user_by_id(&self, id: &str) -> Result<Option<UserRow>, Error> {
         let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
         let user = with_db!(&self.db, pool => {
-            sqlx::query_as::<_, UserRow>(&sql).bind(id).fetch_optional(pool).await?
+            sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?
         });
         Ok(user)
     }
@@ -211,7 +211,7 @@ impl Store {
                 .bind(presented)
                 .fetch_one(&mut *tx)
                 .await?;
-                let user = sqlx::query_as::<_, UserRow>(&format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1"))
+                let user = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1")))
                     .bind(&user_id)
                     .fetch_optional(&mut *tx)
                     .await?;

@@ -292,7 +292,7 @@ impl Store {
         with_db!(&self.db, pool => {
             let mut tx = platform::db::begin(pool).await?;
             let result: Result<_, Error> = async {
-                sqlx::query(&insert)
+                sqlx::query(sqlx::AssertSqlSafe(insert))
                     .bind(&row.id)
                     .bind(&row.sku)
                     .bind(&row.name)
@@ -324,7 +324,7 @@ impl Store {
     pub async fn get_product(&self, id: &str) -> Result<Option<ProductRow>, Error> {
         let sql = format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE id = $1");
         let row = with_db!(&self.db, pool => {
-            sqlx::query_as::<_, ProductRow>(&sql).bind(id).fetch_optional(pool).await?
+            sqlx::query_as::<_, ProductRow>(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?
         });
         Ok(row)
     }
@@ -360,7 +360,7 @@ impl Store {
         let n = arg(Arg::Int(q.limit));
         sql.push_str(&format!(" ORDER BY create_time DESC, id DESC LIMIT ${n}"));
         let rows = with_db!(&self.db, pool => {
-            let mut query = sqlx::query_as::<_, ProductRow>(&sql);
+            let mut query = sqlx::query_as::<_, ProductRow>(sqlx::AssertSqlSafe(sql));
             for a in &args {
                 query = match a {
                     Arg::Text(s) => query.bind(s.as_str()),

@@ -331,7 +331,7 @@ impl Store {
     async fn one_account(&self, column: &'static str, value: &str) -> Result<Option<AccountRow>, Error> {
         let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts WHERE {column} = $1");
         let row = with_db!(&self.db, pool => {
-            sqlx::query_as::<_, RawAccount>(&sql).bind(value).fetch_optional(pool).await?
+            sqlx::query_as::<_, RawAccount>(sqlx::AssertSqlSafe(sql)).bind(value).fetch_optional(pool).await?
         });
         row.map(AccountRow::try_from).transpose()
     }
@@ -359,7 +359,7 @@ impl Store {
         let n = arg(Arg::Int(q.limit));
         sql.push_str(&format!(" ORDER BY code LIMIT ${n}"));
         let rows = with_db!(&self.db, pool => {
-            let mut query = sqlx::query_as::<_, RawAccount>(&sql);
+            let mut query = sqlx::query_as::<_, RawAccount>(sqlx::AssertSqlSafe(sql));
             for a in &args {
                 query = match a {
                     Arg::Text(s) => query.bind(s.as_str()),

@@ -441,11 +441,21 @@ impl Store {
         let rows = match &self.db {
             Db::Sqlite(pool) => {
                 let sql = claim("");
-                sqlx::query_as::<_, Due>(&sql).bind(lease_until).bind(now).bind(limit).fetch_all(pool).await?
+                sqlx::query_as::<_, Due>(sqlx::AssertSqlSafe(sql))
+                    .bind(lease_until)
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?
             }
             Db::Postgres(pool) => {
                 let sql = claim(" FOR UPDATE SKIP LOCKED");
-                sqlx::query_as::<_, Due>(&sql).bind(lease_until).bind(now).bind(limit).fetch_all(pool).await?
+                sqlx::query_as::<_, Due>(sqlx::AssertSqlSafe(sql))
+                    .bind(lease_until)
+                    .bind(now)
+                    .bind(limit)
+                    .fetch_all(pool)
+                    .await?
             }
         };
         Ok(rows)
@@ -482,7 +492,7 @@ impl Store {
                 let (status, error, next, counted) = first.outcome.columns(now);
                 let ids = platform::db::placeholders(6, finished.len());
                 let sql = format!("{FINISH_SQL} AND id IN ({ids}) RETURNING id");
-                let mut update = sqlx::query_scalar::<_, String>(&sql)
+                let mut update = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql))
                     .bind(status.as_str())
                     .bind(error)
                     .bind(next)
@@ -500,7 +510,7 @@ impl Store {
                 let one = format!("{FINISH_SQL} AND id = $6");
                 for f in finished {
                     let (status, error, next, counted) = f.outcome.columns(now);
-                    let updated = sqlx::query(&one)
+                    let updated = sqlx::query(sqlx::AssertSqlSafe(one.as_str()))
                         .bind(status.as_str())
                         .bind(error)
                         .bind(next)
@@ -546,7 +556,7 @@ impl Store {
         let n = arg(Arg::Int(q.limit));
         sql.push_str(&format!(" ORDER BY create_time DESC, id DESC LIMIT ${n}"));
         Ok(with_db!(&self.db, pool => {
-            let mut query = sqlx::query_as::<_, NotificationRow>(&sql);
+            let mut query = sqlx::query_as::<_, NotificationRow>(sqlx::AssertSqlSafe(sql));
             for a in &args {
                 query = match a {
                     Arg::Text(s) => query.bind(s.as_str()),

@@ -399,7 +399,7 @@ impl Store {
             Db::Sqlite(pool) => pool,
             Db::Postgres(pool) => {
                 let line_nos: Vec<i64> = (0..order.lines.len()).map(|n| i64::try_from(n).unwrap_or(i64::MAX)).collect();
-                let query = bind_order(sqlx::query(&PLACE_SQL), order)
+                let query = bind_order(sqlx::query(PLACE_SQL.as_str()), order)
                     .bind(line_nos)
                     .bind(order.lines.iter().map(|l| l.product_id.as_str()).collect::<Vec<_>>())
                     .bind(order.lines.iter().map(|l| l.sku.as_str()).collect::<Vec<_>>())
@@ -412,7 +412,7 @@ impl Store {
             }
         };
         let mut tx = platform::db::begin(pool).await?;
-        let first = bind_order(sqlx::query(&INSERT_ORDER_SQL), order).execute(&mut *tx).await;
+        let first = bind_order(sqlx::query(INSERT_ORDER_SQL.as_str()), order).execute(&mut *tx).await;
         let inserted = match first {
             Err(e) if is_unique_violation(&e) => {
                 tx.rollback().await?;
@@ -439,14 +439,16 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                     }
-                    sqlx::query(&format!("{INSERT_SAGA_LOG} VALUES ($1, $2, '', $3, $4, 'order placed', $5)"))
-                        .bind(uuid::Uuid::now_v7().to_string())
-                        .bind(&order.id)
-                        .bind(order.step.as_str())
-                        .bind(order.status.as_str())
-                        .bind(order.create_time)
-                        .execute(&mut *tx)
-                        .await?;
+                    sqlx::query(sqlx::AssertSqlSafe(format!(
+                        "{INSERT_SAGA_LOG} VALUES ($1, $2, '', $3, $4, 'order placed', $5)"
+                    )))
+                    .bind(uuid::Uuid::now_v7().to_string())
+                    .bind(&order.id)
+                    .bind(order.step.as_str())
+                    .bind(order.status.as_str())
+                    .bind(order.create_time)
+                    .execute(&mut *tx)
+                    .await?;
                     sqlx::query("INSERT INTO sagas_in_flight (order_id) VALUES ($1)")
                         .bind(&order.id)
                         .execute(&mut *tx)
@@ -478,7 +480,7 @@ impl Store {
     pub async fn order(&self, id: &str) -> Result<Option<Order>, Error> {
         let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1");
         let (row, lines) = with_db!(&self.db, pool => {
-            let row = sqlx::query_as::<_, OrderRow>(&sql).bind(id).fetch_optional(pool).await?;
+            let row = sqlx::query_as::<_, OrderRow>(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?;
             let lines = sqlx::query_as::<_, LineRow>(
                 "SELECT order_id, product_id, sku, name, quantity, unit_price_minor FROM order_items \
                  WHERE order_id = $1 ORDER BY line_no",
@@ -515,7 +517,7 @@ impl Store {
         let n = arg(Arg::Int(q.limit));
         sql.push_str(&format!(" ORDER BY create_time DESC, id DESC LIMIT ${n}"));
         let rows = with_db!(&self.db, pool => {
-            let mut query = sqlx::query_as::<_, OrderRow>(&sql);
+            let mut query = sqlx::query_as::<_, OrderRow>(sqlx::AssertSqlSafe(sql));
             for a in &args {
                 query = match a {
                     Arg::Text(s) => query.bind(s.as_str()),
@@ -533,7 +535,7 @@ impl Store {
              WHERE order_id IN ({placeholders}) ORDER BY order_id, line_no"
         );
         let line_rows = with_db!(&self.db, pool => {
-            let mut query = sqlx::query_as::<_, LineRow>(&lines_sql);
+            let mut query = sqlx::query_as::<_, LineRow>(sqlx::AssertSqlSafe(lines_sql));
             for row in &rows {
                 query = query.bind(row.id.as_str());
             }
@@ -592,7 +594,7 @@ impl Store {
             if updated.rows_affected() != 1 {
                 return Ok(false);
             }
-            sqlx::query(&format!("{INSERT_SAGA_LOG} VALUES ($1, $2, $3, $4, $5, $6, $7)"))
+            sqlx::query(sqlx::AssertSqlSafe(format!("{INSERT_SAGA_LOG} VALUES ($1, $2, $3, $4, $5, $6, $7)")))
                 .bind(uuid::Uuid::now_v7().to_string())
                 .bind(id)
                 .bind(from_step.as_str())

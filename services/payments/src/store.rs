@@ -312,14 +312,15 @@ impl Store {
         let pool = match &self.db {
             Db::Sqlite(pool) => pool,
             Db::Postgres(pool) => {
-                let query = bind_payment(sqlx::query(&INSERT_PAYMENT_WITH_EVENT_SQL), p).bind(KEY_FINISHED).bind(key);
+                let query =
+                    bind_payment(sqlx::query(INSERT_PAYMENT_WITH_EVENT_SQL.as_str()), p).bind(KEY_FINISHED).bind(key);
                 events::OutboxEntry::new(crate::NAME, event).bind(query).execute(pool).await?;
                 return Ok(());
             }
         };
         let mut tx = platform::db::begin(pool).await?;
         let work: Result<(), Error> = async {
-            bind_payment(sqlx::query(&INSERT_PAYMENT_SQL), p).execute(&mut *tx).await?;
+            bind_payment(sqlx::query(INSERT_PAYMENT_SQL.as_str()), p).execute(&mut *tx).await?;
             events::enqueue(&mut *tx, crate::NAME, event).await?;
             sqlx::query(
                 "UPDATE idempotency_keys SET state = $1, payment_id = $2, update_time = $3 \
@@ -341,8 +342,7 @@ impl Store {
     /// The payment `id`, if it exists.
     pub async fn payment(&self, id: &str) -> Result<Option<PaymentRow>, Error> {
         let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1");
-        let row =
-            with_db!(&self.db, pool => sqlx::query_as::<_, RawPayment>(&sql).bind(id).fetch_optional(pool).await?);
+        let row = with_db!(&self.db, pool => sqlx::query_as::<_, RawPayment>(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?);
         row.map(PaymentRow::try_from).transpose()
     }
 
@@ -360,7 +360,7 @@ impl Store {
             "SELECT {PAYMENT_COLUMNS} FROM payments WHERE ledger_posted = FALSE AND status <> 'FAILED' \
              ORDER BY create_time, id LIMIT $1"
         );
-        let rows = with_db!(&self.db, pool => sqlx::query_as::<_, RawPayment>(&sql).bind(limit).fetch_all(pool).await?);
+        let rows = with_db!(&self.db, pool => sqlx::query_as::<_, RawPayment>(sqlx::AssertSqlSafe(sql)).bind(limit).fetch_all(pool).await?);
         rows.into_iter().map(PaymentRow::try_from).collect()
     }
 
@@ -368,7 +368,7 @@ impl Store {
     pub async fn refund(&self, refund_id: &str) -> Result<Option<RefundRow>, Error> {
         let sql = format!("SELECT {REFUND_COLUMNS} FROM refunds_applied WHERE refund_id = $1");
         Ok(with_db!(&self.db, pool => {
-            sqlx::query_as::<_, RefundRow>(&sql).bind(refund_id).fetch_optional(pool).await?
+            sqlx::query_as::<_, RefundRow>(sqlx::AssertSqlSafe(sql)).bind(refund_id).fetch_optional(pool).await?
         }))
     }
 
@@ -398,7 +398,7 @@ impl Store {
                 let sql = format!(
                     "INSERT INTO refunds_applied ({REFUND_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
                 );
-                let inserted = sqlx::query(&sql)
+                let inserted = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(&r.refund_id)
                     .bind(&r.payment_id)
                     .bind(&r.currency)
@@ -471,7 +471,7 @@ impl Store {
                     .bind(REFUND_COMPLETED)
                     .fetch_one(&mut *tx)
                     .await?;
-                    let before = sqlx::query_as::<_, RawPayment>(&payment_sql)
+                    let before = sqlx::query_as::<_, RawPayment>(sqlx::AssertSqlSafe(payment_sql))
                         .bind(&payment_id)
                         .fetch_one(&mut *tx)
                         .await?;
@@ -550,7 +550,7 @@ impl Store {
              ORDER BY create_time, refund_id LIMIT $2"
         );
         Ok(with_db!(&self.db, pool => {
-            sqlx::query_as::<_, RefundRow>(&sql).bind(REFUND_COMPLETED).bind(limit).fetch_all(pool).await?
+            sqlx::query_as::<_, RefundRow>(sqlx::AssertSqlSafe(sql)).bind(REFUND_COMPLETED).bind(limit).fetch_all(pool).await?
         }))
     }
 

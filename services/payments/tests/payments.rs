@@ -319,7 +319,7 @@ impl Server {
     }
 
     async fn count(&self, sql: &str) -> i64 {
-        with_db!(&self.db, pool => sqlx::query_scalar(sql).fetch_one(pool).await.expect("count"))
+        with_db!(&self.db, pool => sqlx::query_scalar(sqlx::AssertSqlSafe(sql)).fetch_one(pool).await.expect("count"))
     }
 }
 

@@ -134,7 +134,7 @@ impl Store {
     /// The refund `id`, if it exists.
     pub async fn refund(&self, id: &str) -> Result<Option<RefundRow>, Error> {
         let sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE id = $1");
-        let row = with_db!(&self.db, pool => sqlx::query_as::<_, RawRefund>(&sql).bind(id).fetch_optional(pool).await?);
+        let row = with_db!(&self.db, pool => sqlx::query_as::<_, RawRefund>(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?);
         row.map(RefundRow::try_from).transpose()
     }
 
@@ -142,7 +142,7 @@ impl Store {
     pub async fn refund_by_key(&self, requester: &str, key: &str) -> Result<Option<RefundRow>, Error> {
         let sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE requester = $1 AND idempotency_key = $2");
         let row = with_db!(&self.db, pool => {
-            sqlx::query_as::<_, RawRefund>(&sql).bind(requester).bind(key).fetch_optional(pool).await?
+            sqlx::query_as::<_, RawRefund>(sqlx::AssertSqlSafe(sql)).bind(requester).bind(key).fetch_optional(pool).await?
         });
         row.map(RefundRow::try_from).transpose()
     }
@@ -152,7 +152,7 @@ impl Store {
         let sql =
             format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE payment_id = $1 AND id > $2 ORDER BY id LIMIT $3");
         let rows = with_db!(&self.db, pool => {
-            sqlx::query_as::<_, RawRefund>(&sql).bind(payment_id).bind(after).bind(limit).fetch_all(pool).await?
+            sqlx::query_as::<_, RawRefund>(sqlx::AssertSqlSafe(sql)).bind(payment_id).bind(after).bind(limit).fetch_all(pool).await?
         });
         rows.into_iter().map(RefundRow::try_from).collect()
     }
@@ -212,7 +212,7 @@ impl Store {
                     tx.rollback().await?;
                     return Ok(Reservation::Exceeded);
                 }
-                let inserted = sqlx::query(&sql)
+                let inserted = sqlx::query(sqlx::AssertSqlSafe(sql))
                     .bind(&r.id)
                     .bind(&r.payment_id)
                     .bind(&r.currency)
@@ -354,7 +354,7 @@ impl Store {
              ORDER BY create_time, id LIMIT $3"
         );
         let rows = with_db!(&self.db, pool => {
-            sqlx::query_as::<_, RawRefund>(&sql)
+            sqlx::query_as::<_, RawRefund>(sqlx::AssertSqlSafe(sql))
                 .bind(Status::Pending.as_str())
                 .bind(now)
                 .bind(limit)

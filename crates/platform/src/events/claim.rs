@@ -124,7 +124,7 @@ pub(super) async fn unsent_rows<'e, E, DB>(executor: E, limit: i64) -> Result<Ve
 where
     DB: sqlx::Database,
     E: sqlx::Executor<'e, Database = DB>,
-    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
     for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'r> OutboxRow: sqlx::FromRow<'r, DB::Row>,
 {
@@ -142,7 +142,7 @@ pub(super) async fn mark_sent<'e, E, DB>(executor: E, ids: &[String]) -> Result<
 where
     DB: sqlx::Database,
     E: sqlx::Executor<'e, Database = DB>,
-    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
     for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
@@ -150,7 +150,7 @@ where
         return Ok(());
     }
     let sql = format!("UPDATE outbox SET sent_time = $1 WHERE id IN ({})", crate::db::placeholders(2, ids.len()));
-    let mut query = sqlx::query(&sql).bind(crate::time::now_micros());
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(crate::time::now_micros());
     for id in ids {
         query = query.bind(id.clone());
     }

@@ -13,7 +13,7 @@ pub async fn first_delivery<'e, E, DB>(executor: E, consumer: &str, event_id: &s
 where
     DB: sqlx::Database,
     E: sqlx::Executor<'e, Database = DB>,
-    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
     for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'r> String: sqlx::Decode<'r, DB>,
@@ -45,7 +45,7 @@ pub async fn first_deliveries<C, DB>(
 where
     DB: sqlx::Database,
     for<'c> &'c mut C: sqlx::Executor<'c, Database = DB>,
-    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
     for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'r> String: sqlx::Decode<'r, DB>,
@@ -64,7 +64,9 @@ where
          ON CONFLICT (consumer, event_id) DO NOTHING RETURNING event_id",
         rows.join(", ")
     );
-    let mut insert = sqlx::query_scalar::<DB, String>(&sql).bind(consumer.to_owned()).bind(crate::time::now_micros());
+    let mut insert = sqlx::query_scalar::<DB, String>(sqlx::AssertSqlSafe(sql))
+        .bind(consumer.to_owned())
+        .bind(crate::time::now_micros());
     for id in ids {
         insert = insert.bind(id.to_owned());
     }

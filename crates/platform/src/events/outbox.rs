@@ -120,13 +120,13 @@ pub async fn enqueue<'e, E, DB>(executor: E, source: &str, event: &NewEvent) -> 
 where
     DB: sqlx::Database,
     E: sqlx::Executor<'e, Database = DB>,
-    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
     for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
     let entry = OutboxEntry::new(source, event);
     let id = entry.id.clone();
-    entry.bind(sqlx::query(&ENQUEUE_SQL)).execute(executor).await?;
+    entry.bind(sqlx::query(ENQUEUE_SQL.as_str())).execute(executor).await?;
     Ok(id)
 }
 

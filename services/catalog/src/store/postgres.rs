@@ -206,7 +206,7 @@ pub(super) async fn settle(
                 .zip(&adjustment_ids)
                 .map(|(item, adjustment)| sold_event(adjustment, item, &reason, actor));
             let events: Vec<OutboxEntry> = events.collect();
-            let query = sqlx::query(&SELL_SQL)
+            let query = sqlx::query(SELL_SQL.as_str())
                 .bind(sold(first))
                 .bind(first.quantity)
                 .bind(now)
@@ -241,7 +241,7 @@ async fn settle_one_line(
     now: i64,
 ) -> Result<bool, Error> {
     let commit = target == ReservationStatus::Committed;
-    let sql = if commit { &*SELL_ONE_LINE_SQL } else { &*RELEASE_ONE_LINE_SQL };
+    let sql = if commit { SELL_ONE_LINE_SQL.as_str() } else { RELEASE_ONE_LINE_SQL.as_str() };
     let query = sqlx::query(sql)
         .bind(target.as_str())
         .bind(now)

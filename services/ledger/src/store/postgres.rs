@@ -119,7 +119,7 @@ pub(super) async fn try_record(
         }
     }
     let mut tx = platform::db::begin(pool).await?;
-    let query = sqlx::query(&RECORD_SQL)
+    let query = sqlx::query(RECORD_SQL.as_str())
         .bind(&t.id)
         .bind(&t.description)
         .bind(t.reverses.as_deref())
@@ -154,7 +154,7 @@ pub(super) async fn try_record(
         }
         let p = &t.postings[last];
         let (sql, bound) = balance_update(p);
-        let inserted = sqlx::query(&insert_postings_sql(sql))
+        let inserted = sqlx::query(sqlx::AssertSqlSafe(insert_postings_sql(sql)))
             .bind(p.amount_minor)
             .bind(&p.account_id)
             .bind(bound)
@@ -190,7 +190,7 @@ async fn record_at_once(
     account_ids: &[&str],
 ) -> Result<(bool, bool), Error> {
     let guards: Vec<BalanceGuard> = t.postings.iter().map(|p| BalanceGuard::for_amount(p.amount_minor)).collect();
-    let query = sqlx::query(&RECORD_AT_ONCE_SQL)
+    let query = sqlx::query(RECORD_AT_ONCE_SQL.as_str())
         .bind(&t.id)
         .bind(&t.description)
         .bind(None::<&str>)
