@@ -42,7 +42,7 @@ fn consumer(db: Db, applied: Arc<Applied>) -> events::Handler {
         Box::pin(async move {
             let first: std::result::Result<bool, sqlx::Error> = with_db!(&db, pool => {
                 async {
-                    let mut tx = platform::db::begin(pool).await?;
+                    let mut tx = pool.begin().await?;
                     let first = events::first_delivery(&mut *tx, "bench", &envelope.id).await?;
                     tx.commit().await?;
                     Ok(first)
@@ -64,7 +64,7 @@ fn consumer(db: Db, applied: Arc<Applied>) -> events::Handler {
 async fn write(db: &Db, n: usize) -> Result<()> {
     let event = NewEvent { event_type: "bench.happened", subject: format!("s{}", n % 16), payload: vec![0u8; 64] };
     with_db!(db, pool => {
-        let mut tx = platform::db::begin(pool).await?;
+        let mut tx = pool.begin().await?;
         events::enqueue(&mut *tx, "bench", &event).await?;
         tx.commit().await?;
     });

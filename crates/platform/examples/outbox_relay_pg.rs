@@ -60,7 +60,7 @@ fn consumer(db: Db, applied: Arc<Applied>) -> events::Handler {
         Box::pin(async move {
             let first: std::result::Result<bool, sqlx::Error> = with_db!(&db, pool => {
                 async {
-                    let mut tx = platform::db::begin(pool).await?;
+                    let mut tx = pool.begin().await?;
                     let first = events::first_delivery(&mut *tx, "bench", &envelope.id).await?;
                     tx.commit().await?;
                     Ok(first)
@@ -86,7 +86,7 @@ fn event(n: usize) -> NewEvent {
 /// Writes `n` events in one transaction (a backlog).
 async fn write_backlog(db: &Db, n: usize) -> Result<()> {
     with_db!(db, pool => {
-        let mut tx = platform::db::begin(pool).await?;
+        let mut tx = pool.begin().await?;
         for i in 0..n {
             events::enqueue(&mut *tx, "bench", &event(i)).await?;
         }
@@ -97,7 +97,7 @@ async fn write_backlog(db: &Db, n: usize) -> Result<()> {
 
 async fn write_one(db: &Db, i: usize) -> Result<()> {
     with_db!(db, pool => {
-        let mut tx = platform::db::begin(pool).await?;
+        let mut tx = pool.begin().await?;
         events::enqueue(&mut *tx, "bench", &event(i)).await?;
         tx.commit().await?;
     });

@@ -287,24 +287,6 @@ impl Db {
     }
 }
 
-/// Starts a transaction on a connection from `pool`, safely even when the caller is cancelled meanwhile.
-///
-/// Use it instead of `pool.begin()`. In sqlx 0.8, a `begin()` future dropped after its `BEGIN` went out but before
-/// the answer came back leaves that connection inside a transaction nothing will end, and the pool hands it to the
-/// next borrower, whose statements then run — and vanish — inside it (sqlx issue #4393, fixed in sqlx 0.9.1). It
-/// happened here: a checkout's saga move was "stored" on such a connection and never seen again, after a shutdown
-/// had cancelled another task mid-`begin`. The `BEGIN` round trip runs in a task of its own, which a cancelled
-/// caller does not stop: the transaction it opens is then dropped, and dropping rolls it back as sqlx intends.
-pub async fn begin<DB: sqlx::Database>(pool: &sqlx::Pool<DB>) -> Result<sqlx::Transaction<'static, DB>, sqlx::Error> {
-    let pool = pool.clone();
-    match tokio::spawn(async move { pool.begin().await }).await {
-        Ok(begun) => begun,
-        Err(join_error) if join_error.is_panic() => std::panic::resume_unwind(join_error.into_panic()),
-        // The runtime is shutting down.
-        Err(_) => Err(sqlx::Error::PoolClosed),
-    }
-}
-
 /// Ends a transaction by its outcome: commits when `result` is Ok, rolls back otherwise, and hands `result`
 /// back (a failed commit or rollback becomes the error instead).
 pub async fn finish<DB: sqlx::Database, T, E: From<sqlx::Error>>(

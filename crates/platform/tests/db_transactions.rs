@@ -1,5 +1,7 @@
 //! Transactions survive their callers being cancelled: a connection never goes back to the pool inside a
-//! transaction that nobody will end (where the next borrower's writes would silently vanish).
+//! transaction that nobody will end (where the next borrower's writes would silently vanish). sqlx 0.8's
+//! `Pool::begin` did exactly that (sqlx issue #4393; it once lost a checkout's saga move here), and 0.9.1 fixed it:
+//! this keeps the fix checked with every upgrade.
 
 use std::time::Duration;
 
@@ -29,7 +31,7 @@ async fn a_transaction_start_cancelled_midway_leaves_the_connection_clean() {
     // (When the answer happened to be read in the step that sent `BEGIN`, the start completed: try again.)
     let mut cancelled_inside = false;
     for attempt in 1..=20_i64 {
-        let mut begin = Box::pin(platform::db::begin(&one));
+        let mut begin = Box::pin(one.begin());
         'polls: for _ in 0..100 {
             if (&mut begin).now_or_never().is_some() {
                 break;

@@ -185,7 +185,7 @@ impl Store {
             return Ok(Vec::new());
         }
         with_db!(&self.db, pool => {
-            let mut tx = platform::db::begin(pool).await?;
+            let mut tx = pool.begin().await?;
             let result = async {
                 lock_aggregates!(&mut *tx);
                 let ids: Vec<&str> = events.iter().map(|(event, _)| event.id.as_str()).collect();
@@ -231,7 +231,7 @@ impl Store {
         F: Fn(&RecordedEvent) -> Result<Effect, Error> + Send + Sync,
     {
         with_db!(&self.db, pool => {
-            let mut tx = platform::db::begin(pool).await?;
+            let mut tx = pool.begin().await?;
             let result = async {
                 lock_aggregates!(&mut *tx);
                 sqlx::query("DELETE FROM daily_sales").execute(&mut *tx).await?;

@@ -86,7 +86,7 @@ impl Store {
         let result: Result<(), sqlx::Error> = with_db!(&self.db, pool => {
             async {
                 // The insert comes first so that the transaction takes SQLite's write lock at once.
-                let mut tx = platform::db::begin(pool).await?;
+                let mut tx = pool.begin().await?;
                 sqlx::query(
                     "INSERT INTO users (id, email, password_hash, display_name, roles, locale, create_time) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -195,7 +195,7 @@ impl Store {
         now: i64,
     ) -> Result<Rotation, Error> {
         let rotation = with_db!(&self.db, pool => {
-            let mut tx = platform::db::begin(pool).await?;
+            let mut tx = pool.begin().await?;
             let spent = sqlx::query(
                 "UPDATE refresh_tokens SET used_at = $1 \
                  WHERE token_hash = $2 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $1",

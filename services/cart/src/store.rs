@@ -102,7 +102,7 @@ impl Store {
     /// The `cart.item_added` event is written in the same transaction.
     pub async fn add(&self, customer_id: &str, line: &NewLine<'_>, now: i64) -> Result<(), Error> {
         with_db!(&self.db, pool => {
-            let mut tx = platform::db::begin(pool).await?;
+            let mut tx = pool.begin().await?;
             let result = async {
                 touch_cart!(&mut *tx, customer_id, now);
                 let lines_before = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM cart_items WHERE customer_id = $1")
@@ -165,7 +165,7 @@ impl Store {
         now: i64,
     ) -> Result<(), Error> {
         with_db!(&self.db, pool => {
-            let mut tx = platform::db::begin(pool).await?;
+            let mut tx = pool.begin().await?;
             let result = async {
                 touch_cart!(&mut *tx, customer_id, now);
                 let updated =
@@ -188,7 +188,7 @@ impl Store {
     /// Takes a line out; NOT_FOUND when the product is not in the cart.
     pub async fn remove(&self, customer_id: &str, product_id: &str, now: i64) -> Result<(), Error> {
         with_db!(&self.db, pool => {
-            let mut tx = platform::db::begin(pool).await?;
+            let mut tx = pool.begin().await?;
             let result = async {
                 touch_cart!(&mut *tx, customer_id, now);
                 let removed = sqlx::query("DELETE FROM cart_items WHERE customer_id = $1 AND product_id = $2")
@@ -212,7 +212,7 @@ impl Store {
     /// the event are removed.
     pub async fn clear_for_event(&self, event_id: &str, customer_id: &str, now: i64) -> Result<bool, Error> {
         with_db!(&self.db, pool => {
-            let mut tx = platform::db::begin(pool).await?;
+            let mut tx = pool.begin().await?;
             let result = async {
                 if !platform::events::first_delivery(&mut *tx, crate::events::CONSUMER, event_id).await? {
                     return Ok(false);
@@ -232,7 +232,7 @@ impl Store {
     /// Empties the cart of `customer_id`; a customer without a cart keeps having none.
     pub async fn clear(&self, customer_id: &str, now: i64) -> Result<(), Error> {
         with_db!(&self.db, pool => {
-            let mut tx = platform::db::begin(pool).await?;
+            let mut tx = pool.begin().await?;
             let result = async {
                 // An UPDATE, not the upsert: clearing (e.g. by the orders service) creates no cart.
                 sqlx::query(

@@ -502,7 +502,7 @@ impl Store {
             Db::Sqlite(pool) => pool,
         };
         let attempt = {
-            let mut tx = platform::db::begin(pool).await?;
+            let mut tx = pool.begin().await?;
             // The transaction row first: a duplicate id collides here, before anything else is written.
             let inserted = sqlx::query(
                 "INSERT INTO transactions (id, description, reverses_transaction_id, actor, create_time) \

@@ -327,7 +327,7 @@ impl Store {
             return Ok(Vec::new());
         }
         with_db!(&self.db, pool => {
-            let mut tx = platform::db::begin(pool).await?;
+            let mut tx = pool.begin().await?;
             let result: Result<Vec<bool>, Error> = async {
                 let ids: Vec<&str> = events.iter().map(|e| e.event_id).collect();
                 let mut first = platform::events::first_deliveries(&mut *tx, crate::events::CONSUMER, &ids).await?;
@@ -504,7 +504,7 @@ impl Store {
                 let stored: std::collections::HashSet<String> = update.fetch_all(pool).await?.into_iter().collect();
                 return Ok(finished.iter().map(|f| stored.contains(&f.id)).collect());
             }
-            let mut tx = platform::db::begin(pool).await?;
+            let mut tx = pool.begin().await?;
             let result: Result<Vec<bool>, Error> = async {
                 let mut stored = Vec::with_capacity(finished.len());
                 let one = format!("{FINISH_SQL} AND id = $6");
@@ -606,7 +606,7 @@ impl Store {
     /// Deletes endpoint `id` and skips its deliveries still waiting; false when there was no such endpoint.
     pub async fn delete_endpoint(&self, id: &str, now: i64) -> Result<bool, Error> {
         with_db!(&self.db, pool => {
-            let mut tx = platform::db::begin(pool).await?;
+            let mut tx = pool.begin().await?;
             let result: Result<bool, Error> = async {
                 let deleted = sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1").bind(id).execute(&mut *tx).await?;
                 if deleted.rows_affected() == 0 {

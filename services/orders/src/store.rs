@@ -411,7 +411,7 @@ impl Store {
                 return Ok(placed.rows_affected() == 1);
             }
         };
-        let mut tx = platform::db::begin(pool).await?;
+        let mut tx = pool.begin().await?;
         let first = bind_order(sqlx::query(INSERT_ORDER_SQL.as_str()), order).execute(&mut *tx).await;
         let inserted = match first {
             Err(e) if is_unique_violation(&e) => {
@@ -587,7 +587,7 @@ impl Store {
                 return Ok(query.execute(pool).await?.rows_affected() == 1);
             }
         };
-        let mut tx = platform::db::begin(pool).await?;
+        let mut tx = pool.begin().await?;
         let result: Result<_, Error> = async {
             let updated =
                 bind_move(sqlx::query(MOVE_SQL), id, (from_status, from_step), change, now).execute(&mut *tx).await?;

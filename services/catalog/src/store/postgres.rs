@@ -122,7 +122,7 @@ pub(super) async fn reserve(
             Err(e) => return Err(e.into()),
         }
     }
-    let mut tx = platform::db::begin(pool).await?;
+    let mut tx = pool.begin().await?;
     let written = sqlx::query_as::<_, (bool, Option<i64>)>(RESERVE_SQL)
         .bind(reservation_id)
         .bind(ReservationStatus::Held.as_str())
@@ -186,7 +186,7 @@ pub(super) async fn settle(
     if let [line] = items.as_slice() {
         return settle_one_line(pool, id, line, target, actor, now).await;
     }
-    let mut tx = platform::db::begin(pool).await?;
+    let mut tx = pool.begin().await?;
     let result: Result<_, Error> = async {
         let moved =
             sqlx::query(MOVE_RESERVATION_SQL).bind(target.as_str()).bind(now).bind(id).execute(&mut *tx).await?;

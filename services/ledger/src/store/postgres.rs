@@ -118,7 +118,7 @@ pub(super) async fn try_record(
             (false, _) => {}
         }
     }
-    let mut tx = platform::db::begin(pool).await?;
+    let mut tx = pool.begin().await?;
     let query = sqlx::query(RECORD_SQL.as_str())
         .bind(&t.id)
         .bind(&t.description)
