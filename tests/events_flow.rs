@@ -190,17 +190,6 @@ async fn poison_events_are_dead_lettered_and_shown_to_admins() {
     p.stop().await;
 }
 
-/// How many messages the queue `name` holds; `None` when it does not exist.
-async fn queue_depth(url: &str, name: &str) -> Option<u32> {
-    use lapin::options::QueueDeclareOptions;
-    let connection = lapin::Connection::connect(url, lapin::ConnectionProperties::default()).await.ok()?;
-    let channel = connection.create_channel().await.ok()?;
-    let passive = QueueDeclareOptions { passive: true, durable: true, ..QueueDeclareOptions::default() };
-    let depth = channel.queue_declare(name.into(), passive, Default::default()).await.ok().map(|q| q.message_count());
-    let _ = connection.close(200, "ok".into()).await;
-    depth
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_service_alone_declares_every_consumers_queue_before_it_publishes() {
     // `mercato serve orders` in a deployment of one process per service, before the cart, the notifications or
@@ -209,7 +198,8 @@ async fn a_service_alone_declares_every_consumers_queue_before_it_publishes() {
     let (url, prefix) = (topology.url(), topology.prefix());
     let bus = mercato::amqp_bus(url, prefix).await.expect("broker");
     for (consumer, _) in mercato::consumers() {
-        assert_eq!(queue_depth(url, &format!("{prefix}.{consumer}")).await, None, "{consumer}: none yet");
+        let missing = matches!(bus.queued(consumer).await, Err(platform::events::AmqpError::NoQueue { .. }));
+        assert!(missing, "{consumer}: no queue yet");
     }
     let confirmed = platform::events::EventEnvelope {
         id: uuid::Uuid::now_v7().to_string(),
@@ -222,7 +212,7 @@ async fn a_service_alone_declares_every_consumers_queue_before_it_publishes() {
     platform::events::EventBus::publish(bus.as_ref(), confirmed).await.expect("published");
     for (consumer, event_types) in mercato::consumers() {
         let expected = u32::from(event_types.contains(&"order.confirmed"));
-        let depth = queue_depth(url, &format!("{prefix}.{consumer}")).await;
+        let depth = bus.queued(consumer).await.ok();
         assert_eq!(depth, Some(expected), "{consumer} takes {event_types:?}");
     }
     bus.shutdown().await;

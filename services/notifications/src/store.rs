@@ -166,6 +166,8 @@ pub struct Finished {
 /// Stores an attempt's outcome ($1 to $5) on rows still PENDING; callers add which rows (from $6).
 const FINISH_SQL: &str = "UPDATE notifications SET status = $1, last_error = $2, next_attempt_time = $3, \
      attempts = attempts + $4, update_time = $5 WHERE status = 'PENDING'";
+/// [`FINISH_SQL`] for one row, made once: the per-row path of [`Store::finish_attempts`] runs it for every row.
+static FINISH_ONE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| format!("{FINISH_SQL} AND id = $6"));
 
 /// A webhook endpoint as stored.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -430,34 +432,24 @@ impl Store {
     /// same moment take different rows instead of sending the same ones twice. SQLite serves one process and
     /// serialises writers: the same statement without the lock clause.
     pub async fn claim_due(&self, now: i64, lease_until: i64, limit: i64) -> Result<Vec<Due>, Error> {
-        let claim = |lock: &str| {
-            format!(
-                "UPDATE notifications SET next_attempt_time = $1 WHERE id IN (SELECT id FROM notifications \
-                 WHERE status = 'PENDING' AND next_attempt_time <= $2 ORDER BY next_attempt_time, id LIMIT $3{lock}) \
-                 RETURNING id, user_id, channel, event_type, event_id, recipient, subject, body_text, body_html, \
-                 endpoint_id, payload, attempts"
-            )
+        let lock = match &self.db {
+            Db::Sqlite(_) => "",
+            Db::Postgres(_) => " FOR UPDATE SKIP LOCKED",
         };
-        let rows = match &self.db {
-            Db::Sqlite(pool) => {
-                let sql = claim("");
-                sqlx::query_as::<_, Due>(sqlx::AssertSqlSafe(sql))
-                    .bind(lease_until)
-                    .bind(now)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await?
-            }
-            Db::Postgres(pool) => {
-                let sql = claim(" FOR UPDATE SKIP LOCKED");
-                sqlx::query_as::<_, Due>(sqlx::AssertSqlSafe(sql))
-                    .bind(lease_until)
-                    .bind(now)
-                    .bind(limit)
-                    .fetch_all(pool)
-                    .await?
-            }
-        };
+        let sql = format!(
+            "UPDATE notifications SET next_attempt_time = $1 WHERE id IN (SELECT id FROM notifications \
+             WHERE status = 'PENDING' AND next_attempt_time <= $2 ORDER BY next_attempt_time, id LIMIT $3{lock}) \
+             RETURNING id, user_id, channel, event_type, event_id, recipient, subject, body_text, body_html, \
+             endpoint_id, payload, attempts"
+        );
+        let rows = with_db!(&self.db, pool => {
+            sqlx::query_as::<_, Due>(sqlx::AssertSqlSafe(sql))
+                .bind(lease_until)
+                .bind(now)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+        });
         Ok(rows)
     }
 
@@ -507,10 +499,9 @@ impl Store {
             let mut tx = pool.begin().await?;
             let result: Result<Vec<bool>, Error> = async {
                 let mut stored = Vec::with_capacity(finished.len());
-                let one = format!("{FINISH_SQL} AND id = $6");
                 for f in finished {
                     let (status, error, next, counted) = f.outcome.columns(now);
-                    let updated = sqlx::query(sqlx::AssertSqlSafe(one.as_str()))
+                    let updated = sqlx::query(FINISH_ONE_SQL.as_str())
                         .bind(status.as_str())
                         .bind(error)
                         .bind(next)

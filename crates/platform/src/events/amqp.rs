@@ -453,6 +453,14 @@ impl AmqpBus {
         Ok(queue.consumer_count())
     }
 
+    /// How many events wait in `consumer`'s queue, not yet delivered; an error when the queue does not exist yet.
+    pub async fn queued(&self, consumer: &str) -> Result<u32, AmqpError> {
+        let (connection, _, queue) =
+            self.open_queue(self.options.queue(consumer), "counting a consumer's queue").await?;
+        let _ = connection.close(200, "done".into()).await;
+        Ok(queue.message_count())
+    }
+
     /// Opens a connection for an admin call and declares `consumer`'s dead-letter queue; returns how many
     /// messages it holds.
     async fn open_dead_queue(&self, consumer: &str) -> Result<(Connection, Channel, u32), AmqpError> {
