@@ -513,7 +513,101 @@ async fn checkout(storage: Storage) {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
     assert_eq!(available, 5, "the cancelled units are back in stock");
+    // The order's shipment, made when it was confirmed and not yet dispatched, is cancelled with it.
+    let shipment = shipment_of(&p, &customer, id, "SHIPMENT_STATUS_CANCELLED").await;
+    assert_eq!(shipment["address"]["city"], "Paris", "{shipment}");
     p.stop().await;
+}
+
+/// The shipment of order `order_id` as its customer lists it, once it is in state `status` (the deliveries
+/// service learns of orders through events: waits up to 5 s).
+async fn shipment_of(p: &TestPlatform, token: &str, order_id: &str, status: &str) -> Value {
+    let mut listed = Value::Null;
+    for _ in 0..100 {
+        listed = p.send("GET", &format!("/v1/shipments?orderId={order_id}"), Some(token), None).await.json;
+        if listed["shipments"][0]["status"] == status {
+            return listed["shipments"][0].clone();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no {status} shipment for order {order_id}: {listed}");
+}
+
+/// A paid order is shipped: the deliveries service makes its shipment from `order.confirmed`, staff dispatch
+/// it, the carrier's events move it, and the customer follows it to delivery.
+async fn shipping(storage: Storage) {
+    let Some(p) = TestPlatform::start(storage).await else { return };
+    let admin = p.admin_token().await;
+    let customer = p.customer_token("shipping@example.com").await;
+    let made = p.send("POST", "/v1/products", Some(&admin), Some(product("TEA-9", "Tea", "tea", "800"))).await;
+    let tea = made.json["id"].as_str().expect("id").to_owned();
+    p.send("POST", &format!("/v1/products/{tea}/inventory:adjust"), Some(&admin), Some(json!({"delta": 5}))).await;
+    let address =
+        json!({"name": "Grace", "line1": "2 Side St", "city": "Lyon", "postalCode": "69001", "country": "fr"});
+    let body =
+        json!({"shippingAddress": address, "paymentMethod": "tok_visa", "items": [{"productId": tea, "quantity": 3}]});
+    let bearer = format!("Bearer {customer}");
+    let placed = p
+        .send_with(
+            "POST",
+            "/v1/orders",
+            &[("authorization", bearer.as_str()), ("idempotency-key", "ship-1")],
+            Some(body),
+        )
+        .await;
+    assert_eq!(placed.json["status"], "ORDER_STATUS_CONFIRMED", "{}", placed.json);
+    let order_id = placed.json["id"].as_str().expect("order id");
+
+    let pending = shipment_of(&p, &customer, order_id, "SHIPMENT_STATUS_PENDING").await;
+    assert_eq!(pending["items"], json!([{"productId": tea, "sku": "TEA-9", "name": "Tea", "quantity": 3}]));
+    assert_eq!(pending["address"]["country"], "FR", "the order's address, as the order kept it");
+    let id = pending["id"].as_str().expect("shipment id");
+
+    let dispatch = json!({"carrier": "La Poste", "trackingNumber": "6A123456789"});
+    let by_customer =
+        p.send("POST", &format!("/v1/shipments/{id}:dispatch"), Some(&customer), Some(dispatch.clone())).await;
+    assert_eq!(by_customer.status, 403, "{}", by_customer.json);
+    let shipped = p.send("POST", &format!("/v1/shipments/{id}:dispatch"), Some(&admin), Some(dispatch)).await;
+    assert_eq!(shipped.status, 200, "{}", shipped.json);
+    assert_eq!(shipped.json["status"], "SHIPMENT_STATUS_SHIPPED");
+    assert_eq!(shipped.json["trackingNumber"], "6A123456789");
+
+    for (status, event_id) in [("SHIPMENT_STATUS_IN_TRANSIT", "lp-1"), ("SHIPMENT_STATUS_DELIVERED", "lp-2")] {
+        let event = json!({"status": status, "location": "Lyon", "carrierEventId": event_id});
+        let recorded = p.send("POST", &format!("/v1/shipments/{id}/events"), Some(&admin), Some(event)).await;
+        assert_eq!(recorded.status, 201, "{}", recorded.json);
+        assert_eq!(recorded.json["status"], status);
+    }
+    let bad = json!({"status": "SHIPMENT_STATUS_PENDING"});
+    let refused = p.send("POST", &format!("/v1/shipments/{id}/events"), Some(&admin), Some(bad)).await;
+    assert_eq!(refused.status, 400, "{}", refused.json);
+    assert_eq!(refused.json["error"]["details"][0]["fieldViolations"][0]["field"], "status", "{}", refused.json);
+
+    let seen = p.send("GET", &format!("/v1/shipments/{id}"), Some(&customer), None).await;
+    assert_eq!(seen.json["status"], "SHIPMENT_STATUS_DELIVERED", "{}", seen.json);
+    let steps: Vec<_> = seen.json["events"].as_array().expect("history").iter().map(|e| e["status"].clone()).collect();
+    assert_eq!(
+        steps,
+        [
+            "SHIPMENT_STATUS_PENDING",
+            "SHIPMENT_STATUS_SHIPPED",
+            "SHIPMENT_STATUS_IN_TRANSIT",
+            "SHIPMENT_STATUS_DELIVERED"
+        ]
+    );
+    let other = p.customer_token("curious@example.com").await;
+    assert_eq!(p.send("GET", &format!("/v1/shipments/{id}"), Some(&other), None).await.status, 404);
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn shipping_on_sqlite() {
+    shipping(Storage::Sqlite).await;
+}
+
+#[tokio::test]
+async fn shipping_on_postgres() {
+    shipping(Storage::Postgres).await;
 }
 
 #[tokio::test]

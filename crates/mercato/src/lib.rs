@@ -23,6 +23,7 @@ pub const SERVICES: &[&str] = &[
     payments::NAME,
     ledger::NAME,
     refunds::NAME,
+    deliveries::NAME,
     notifications::NAME,
     analytics::NAME,
 ];
@@ -31,10 +32,11 @@ pub const SERVICES: &[&str] = &[
 pub const AMQP_PREFIX: &str = "mercato";
 
 /// Every consumer of the platform's events, with the event types it takes.
-pub fn consumers() -> [(&'static str, Vec<&'static str>); 4] {
+pub fn consumers() -> [(&'static str, Vec<&'static str>); 5] {
     [
         (cart::events::CONSUMER, cart::events::event_types()),
         (catalog::events::CONSUMER, catalog::events::event_types()),
+        (deliveries::events::CONSUMER, deliveries::events::event_types()),
         (notifications::events::CONSUMER, notifications::events::event_types()),
         (analytics::events::CONSUMER, analytics::events::event_types()),
     ]
@@ -273,6 +275,7 @@ async fn run_service(
         "payments" => payments::run(listener, settings, bus, shutdown).await?,
         "orders" => orders::run(listener, settings, bus, shutdown).await?,
         "refunds" => refunds::run(listener, settings, bus, shutdown).await?,
+        "deliveries" => deliveries::run(listener, settings, bus, shutdown).await?,
         "notifications" => notifications::run(listener, settings, bus, shutdown).await?,
         "analytics" => analytics::run(listener, settings, bus, shutdown).await?,
         other => anyhow::bail!("unknown service {other:?}"),
@@ -298,6 +301,7 @@ pub async fn migrate(settings: &Settings, only: &[String]) -> anyhow::Result<Vec
             "payments" => payments::migrate(settings).await?,
             "orders" => orders::migrate(settings).await?,
             "refunds" => refunds::migrate(settings).await?,
+            "deliveries" => deliveries::migrate(settings).await?,
             "notifications" => notifications::migrate(settings).await?,
             "analytics" => analytics::migrate(settings).await?,
             other => anyhow::bail!("no migrations known for {other}"),

@@ -31,14 +31,15 @@ enum Command {
         #[arg(long)]
         demo: bool,
     },
-    /// Run one service (auth, catalog, cart, orders, payments, ledger, refunds) or the gateway, as containers do.
+    /// Run one service or the gateway, as containers do.
     ///
     /// A service listens for gRPC on MERCATO_GRPC_ADDR (default: 127.0.0.1 and its own port); the gateway
     /// on MERCATO_HTTP_ADDR and reaches services at MERCATO_<SERVICE>_URL. Both serve /metrics, /healthz
     /// and /readyz on MERCATO_METRICS_ADDR.
     #[command(after_help = SETTINGS_HELP)]
     Serve {
-        /// auth, catalog, cart, orders, payments, ledger, refunds or gateway.
+        /// auth, catalog, cart, orders, payments, ledger, refunds, deliveries, notifications, analytics or
+        /// gateway.
         service: String,
     },
     /// Apply the database migrations of every service (or of the named ones) and exit.

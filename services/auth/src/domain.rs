@@ -44,6 +44,7 @@ pub const ADMIN_SCOPES: &[&str] = &[
     "ledger:read",
     "ledger:write",
     "refund:write",
+    "shipment:write",
     "analytics:read",
     "analytics:admin",
     "orders:admin",

@@ -1,0 +1,91 @@
+//! The deliveries service of Mercato: a shipment for every confirmed order, dispatched by staff and tracked
+//! through the carrier's events until it is delivered or returned.
+//!
+//! - [`domain`]: the states and how they move, validation, free of I/O.
+//! - [`store`]: all SQL, the same on SQLite and PostgreSQL.
+//! - [`events`]: `order.confirmed` and `order.cancelled` in, `shipment.*` out.
+//! - [`grpc`]: `mercato.deliveries.v1.DeliveryService` on top of them.
+//! - [`error`]: the crate's one error type and its mapping to gRPC statuses.
+
+pub mod domain;
+pub mod error;
+pub mod events;
+pub mod grpc;
+pub mod store;
+
+use std::sync::Arc;
+
+use api::mercato::deliveries::v1::delivery_service_server::DeliveryServiceServer;
+use platform::Settings;
+use platform::auth::TokenVerifier;
+use platform::db::Db;
+use platform::events::{EventBus, InboxPruner, Relay};
+use platform::grpc::GrpcService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+
+pub use error::Error;
+pub use grpc::DeliveryApi;
+
+/// The service's name: its database, its settings and its logs go by it.
+pub const NAME: &str = "deliveries";
+
+/// The deliveries service's schema migrations, embedded at build time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Runs the deliveries service as configured: opens its database, consumes the orders' events, trusts the
+/// auth service's keys, and serves on `listener` until `shutdown` is cancelled.
+pub async fn run(
+    listener: TcpListener,
+    settings: Settings,
+    bus: Arc<dyn EventBus>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let db = Db::open(&settings, NAME).await?;
+    db.migrate(&MIGRATOR, NAME).await?;
+    events::subscribe(bus.as_ref(), store::Store::new(db.clone()));
+    let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::balanced_channel(
+        &settings.service_url_list("auth"),
+    )?));
+    let result = serve(listener, db.clone(), verifier, bus, shutdown).await;
+    db.close().await;
+    result
+}
+
+/// Migrates `db`, then serves the deliveries service on `listener` with tokens checked by `verifier`,
+/// publishing its events on `bus` and pruning its inbox, until `shutdown` is cancelled. (The consumer of the
+/// orders' events is subscribed by [`run`], or by the caller: [`events::subscribe`].)
+pub async fn serve(
+    listener: TcpListener,
+    db: Db,
+    verifier: Arc<TokenVerifier>,
+    bus: Arc<dyn EventBus>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    db.migrate(&MIGRATOR, NAME).await?;
+    tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), "deliveries serving");
+    let relay = Relay::new(NAME, db.clone(), bus);
+    let pruner = InboxPruner::new(NAME, db.clone());
+    let service = GrpcService {
+        routes: tonic::service::Routes::new(DeliveryServiceServer::new(DeliveryApi::new(db, relay.handle()))),
+        names: vec![<DeliveryServiceServer<DeliveryApi> as NamedService>::NAME],
+    };
+    let background = shutdown.child_token();
+    let relay_task = tokio::spawn(relay.run(background.clone()));
+    let pruner_task = tokio::spawn(pruner.run(background.clone()));
+    let served = platform::grpc::serve(service, listener, verifier, shutdown).await;
+    // The relay and the pruner stop with the server; rows the relay did not publish stay in the outbox for the
+    // next start.
+    background.cancel();
+    let _ = tokio::join!(relay_task, pruner_task);
+    Ok(served?)
+}
+
+/// Applies the deliveries service's pending migrations to the configured database.
+pub async fn migrate(settings: &Settings) -> Result<(), Error> {
+    let db = Db::open(settings, NAME).await?;
+    let result = db.migrate(&MIGRATOR, NAME).await;
+    db.close().await;
+    Ok(result?)
+}
