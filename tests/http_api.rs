@@ -597,7 +597,89 @@ async fn shipping(storage: Storage) {
     );
     let other = p.customer_token("curious@example.com").await;
     assert_eq!(p.send("GET", &format!("/v1/shipments/{id}"), Some(&other), None).await.status, 404);
+
+    // The customer was told, by the notifications service, through shipment.shipped and shipment.delivered.
+    let mut told = Vec::new();
+    for _ in 0..100 {
+        let listed = p.send("GET", "/v1/notifications", Some(&customer), None).await.json;
+        told = listed["notifications"].as_array().cloned().unwrap_or_default();
+        if told.iter().filter(|n| n["eventType"].as_str().is_some_and(|t| t.starts_with("shipment."))).count() == 2 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let subjects: Vec<_> = told.iter().filter_map(|n| n["subject"].as_str()).collect();
+    assert!(subjects.contains(&format!("Your order {order_id} is on its way").as_str()), "{subjects:?}");
+    assert!(subjects.contains(&format!("Your order {order_id} was delivered").as_str()), "{subjects:?}");
     p.stop().await;
+}
+
+/// A registered customer finds their profile made from the registration, keeps it and an address book, and
+/// checks out to a saved address.
+async fn profiles_and_address_books(storage: Storage) {
+    let Some(p) = TestPlatform::start(storage).await else { return };
+    let customer = p.customer_token("profile@example.com").await;
+    let mut profile = Value::Null;
+    for _ in 0..100 {
+        profile = p.send("GET", "/v1/profile", Some(&customer), None).await.json;
+        if profile["email"] == "profile@example.com" {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(profile["displayName"], "Customer", "made from user.registered: {profile}");
+    let changed = p.send("PATCH", "/v1/profile", Some(&customer), Some(json!({"phone": "+33 1 23 45 67 89"}))).await;
+    assert_eq!(changed.status, 200, "{}", changed.json);
+    assert_eq!(
+        (changed.json["phone"].as_str(), changed.json["displayName"].as_str()),
+        (Some("+33123456789"), Some("Customer"))
+    );
+    let bad = p.send("PATCH", "/v1/profile", Some(&customer), Some(json!({"phone": "call me"}))).await;
+    assert_eq!(bad.status, 400, "{}", bad.json);
+    assert_eq!(bad.json["error"]["details"][0]["fieldViolations"][0]["field"], "profile.phone", "{}", bad.json);
+
+    let home = json!({"name": "Marie", "line1": "3 Rue X", "city": "Paris", "postalCode": "75003", "country": "fr"});
+    let saved = p.send("POST", "/v1/addresses", Some(&customer), Some(json!({"label": "Home", "address": home}))).await;
+    assert_eq!(saved.status, 201, "{}", saved.json);
+    assert_eq!(
+        (saved.json["isDefault"].as_bool(), saved.json["address"]["country"].as_str()),
+        (Some(true), Some("FR"))
+    );
+    let id = saved.json["id"].as_str().expect("address id").to_owned();
+    let other = p.customer_token("other@example.com").await;
+    assert_eq!(p.send("DELETE", &format!("/v1/addresses/{id}"), Some(&other), None).await.status, 404);
+    assert_eq!(p.send("GET", "/v1/users/some-user/profile", Some(&other), None).await.status, 404);
+
+    // The saved address is what checkout takes as its shipping address.
+    let admin = p.admin_token().await;
+    let made = p.send("POST", "/v1/products", Some(&admin), Some(product("MUG-2", "Mug", "home", "900"))).await;
+    let mug = made.json["id"].as_str().expect("id").to_owned();
+    p.send("POST", &format!("/v1/products/{mug}/inventory:adjust"), Some(&admin), Some(json!({"delta": 2}))).await;
+    let book = p.send("GET", "/v1/addresses", Some(&customer), None).await.json;
+    let body = json!({"shippingAddress": book["addresses"][0]["address"], "paymentMethod": "tok_visa", "items": [{"productId": mug, "quantity": 1}]});
+    let bearer = format!("Bearer {customer}");
+    let placed = p
+        .send_with(
+            "POST",
+            "/v1/orders",
+            &[("authorization", bearer.as_str()), ("idempotency-key", "addr-1")],
+            Some(body),
+        )
+        .await;
+    assert_eq!(placed.json["status"], "ORDER_STATUS_CONFIRMED", "{}", placed.json);
+    assert_eq!(placed.json["shippingAddress"]["city"], "Paris", "{}", placed.json);
+    assert_eq!(p.send("DELETE", &format!("/v1/addresses/{id}"), Some(&customer), None).await.status, 200);
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn profiles_and_address_books_on_sqlite() {
+    profiles_and_address_books(Storage::Sqlite).await;
+}
+
+#[tokio::test]
+async fn profiles_and_address_books_on_postgres() {
+    profiles_and_address_books(Storage::Postgres).await;
 }
 
 #[tokio::test]

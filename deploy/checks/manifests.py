@@ -16,8 +16,8 @@ import yaml
 problems = []
 
 # The processes compose must run (each `serve <name>` from the one image).
-MERCATO_SERVICES = ("auth", "catalog", "cart", "orders", "payments", "ledger", "refunds", "deliveries",
-                    "notifications", "analytics", "gateway")
+MERCATO_SERVICES = ("auth", "users", "catalog", "cart", "orders", "payments", "ledger", "refunds",
+                    "deliveries", "notifications", "analytics", "gateway")
 
 
 def fail(msg):

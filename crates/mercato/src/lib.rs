@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 /// The services `mercato up` runs, in start order (auth first: the others fetch its keys).
 pub const SERVICES: &[&str] = &[
     auth::NAME,
+    users::NAME,
     catalog::NAME,
     cart::NAME,
     orders::NAME,
@@ -32,8 +33,9 @@ pub const SERVICES: &[&str] = &[
 pub const AMQP_PREFIX: &str = "mercato";
 
 /// Every consumer of the platform's events, with the event types it takes.
-pub fn consumers() -> [(&'static str, Vec<&'static str>); 5] {
+pub fn consumers() -> [(&'static str, Vec<&'static str>); 6] {
     [
+        (users::events::CONSUMER, users::events::event_types()),
         (cart::events::CONSUMER, cart::events::event_types()),
         (catalog::events::CONSUMER, catalog::events::event_types()),
         (deliveries::events::CONSUMER, deliveries::events::event_types()),
@@ -269,6 +271,7 @@ async fn run_service(
 ) -> anyhow::Result<()> {
     match name {
         "auth" => auth::run(listener, settings, bus, shutdown).await?,
+        "users" => users::run(listener, settings, bus, shutdown).await?,
         "catalog" => catalog::run(listener, settings, bus, shutdown).await?,
         "cart" => cart::run(listener, settings, bus, shutdown).await?,
         "ledger" => ledger::run(listener, settings, bus, shutdown).await?,
@@ -295,6 +298,7 @@ pub async fn migrate(settings: &Settings, only: &[String]) -> anyhow::Result<Vec
         }
         match *service {
             "auth" => auth::migrate(settings).await?,
+            "users" => users::migrate(settings).await?,
             "catalog" => catalog::migrate(settings).await?,
             "cart" => cart::migrate(settings).await?,
             "ledger" => ledger::migrate(settings).await?,

@@ -8,6 +8,7 @@
 //! - [`descriptors`]: the contracts as data (descriptor pool, access rules of methods).
 //! - [`db`]: SQLite or PostgreSQL per service, with embedded migrations.
 //! - [`error`]: rich gRPC errors (field violations, reasons).
+//! - [`address`]: postal addresses checked the same way by checkout and the address book.
 //! - [`events`]: transactional outbox, relay, in-process bus, inbox.
 //! - [`metrics`]: the Prometheus recorder, `/metrics`, `/healthz`, `/readyz`.
 //! - [`shutdown`]: signals to a cancellation token.
@@ -15,6 +16,7 @@
 //!
 //! `platform` knows nothing about any particular service.
 
+pub mod address;
 pub mod auth;
 pub mod config;
 pub mod db;

@@ -45,6 +45,7 @@ pub const ADMIN_SCOPES: &[&str] = &[
     "ledger:write",
     "refund:write",
     "shipment:write",
+    "users:admin",
     "analytics:read",
     "analytics:admin",
     "orders:admin",

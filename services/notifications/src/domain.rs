@@ -23,6 +23,10 @@ pub const ORDER_FAILED: &str = "order.failed";
 pub const PAYMENT_FAILED: &str = "payment.failed";
 /// Event type of a refund given back.
 pub const REFUND_COMPLETED: &str = "refund.completed";
+/// Event type of a shipment handed to a carrier.
+pub const SHIPMENT_SHIPPED: &str = "shipment.shipped";
+/// Event type of a shipment delivered.
+pub const SHIPMENT_DELIVERED: &str = "shipment.delivered";
 /// Event type this service publishes when a notification was delivered.
 pub const NOTIFICATION_SENT: &str = "notification.sent";
 /// Event type this service publishes when every attempt of a notification failed.
@@ -36,6 +40,8 @@ pub const CONSUMED: &[(&str, &str)] = &[
     (ORDER_FAILED, "mercato.orders.v1.OrderFailed"),
     (PAYMENT_FAILED, "mercato.payments.v1.PaymentFailed"),
     (REFUND_COMPLETED, "mercato.refunds.v1.RefundCompleted"),
+    (SHIPMENT_SHIPPED, "mercato.deliveries.v1.ShipmentShipped"),
+    (SHIPMENT_DELIVERED, "mercato.deliveries.v1.ShipmentDelivered"),
 ];
 
 /// The payload message of a consumed event type.

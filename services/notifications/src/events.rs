@@ -2,7 +2,8 @@
 //!
 //! Consumed: `user.registered` (fills the directory of recipients and welcomes the user), `order.confirmed`
 //! (also links its payment to the order and customer), `order.failed`, `payment.failed` and
-//! `refund.completed` (addressed through that link, as its payload names only the payment). Each event
+//! `refund.completed` (addressed through that link, as its payload names only the payment), `shipment.shipped`
+//! (with the carrier and tracking number) and `shipment.delivered`. Each event
 //! becomes one email notification — PENDING, or SKIPPED with the reason when nobody can be addressed — and a
 //! webhook delivery per endpoint subscribed to its type, all in the transaction of its inbox row. Deliveries
 //! are recorded in batches: those that arrive while one is being written go together into the next.
@@ -13,6 +14,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use api::mercato::auth::v1::UserRegistered;
+use api::mercato::deliveries::v1::{ShipmentDelivered, ShipmentShipped};
 use api::mercato::notifications::v1::{NotificationChannel, NotificationFailed, NotificationSent};
 use api::mercato::orders::v1::{OrderConfirmed, OrderFailed};
 use api::mercato::payments::v1::PaymentFailed;
@@ -342,6 +344,28 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 addressee,
                 // The order comes from the payment's link once it is looked up.
                 facts: Facts::RefundCompleted { order_id: String::new(), amount: money(e.amount), reason: e.reason },
+            }
+        }
+        domain::SHIPMENT_SHIPPED => {
+            let e = ShipmentShipped::decode(data).map_err(bad)?;
+            Plan {
+                register: None,
+                payment: None,
+                addressee: customer(e.customer_id),
+                facts: Facts::ShipmentShipped {
+                    order_id: e.order_id,
+                    carrier: e.carrier,
+                    tracking_number: e.tracking_number,
+                },
+            }
+        }
+        domain::SHIPMENT_DELIVERED => {
+            let e = ShipmentDelivered::decode(data).map_err(bad)?;
+            Plan {
+                register: None,
+                payment: None,
+                addressee: customer(e.customer_id),
+                facts: Facts::ShipmentDelivered { order_id: e.order_id },
             }
         }
         other => return Err(format!("event type {other} is not consumed here")),

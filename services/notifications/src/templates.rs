@@ -23,8 +23,10 @@ macro_rules! embedded {
 
 /// Every template by name, e.g. `de/order.confirmed.html`.
 const TEMPLATES: &[(&str, &str)] = embedded!(
-    "en": ["user.registered", "order.confirmed", "order.failed", "payment.failed", "refund.completed"],
-    "de": ["user.registered", "order.confirmed", "order.failed", "payment.failed", "refund.completed"],
+    "en": ["user.registered", "order.confirmed", "order.failed", "payment.failed", "refund.completed",
+           "shipment.shipped", "shipment.delivered"],
+    "de": ["user.registered", "order.confirmed", "order.failed", "payment.failed", "refund.completed",
+           "shipment.shipped", "shipment.delivered"],
 );
 
 /// A rendered email.
@@ -88,6 +90,20 @@ pub enum Facts {
         /// Why, as the requester wrote it (may be empty).
         reason: String,
     },
+    /// `shipment.shipped`.
+    ShipmentShipped {
+        /// The order shipped.
+        order_id: String,
+        /// The carrier.
+        carrier: String,
+        /// The carrier's tracking number.
+        tracking_number: String,
+    },
+    /// `shipment.delivered`.
+    ShipmentDelivered {
+        /// The order delivered.
+        order_id: String,
+    },
 }
 
 impl Facts {
@@ -99,6 +115,8 @@ impl Facts {
             Facts::OrderFailed { .. } => domain::ORDER_FAILED,
             Facts::PaymentFailed { .. } => domain::PAYMENT_FAILED,
             Facts::RefundCompleted { .. } => domain::REFUND_COMPLETED,
+            Facts::ShipmentShipped { .. } => domain::SHIPMENT_SHIPPED,
+            Facts::ShipmentDelivered { .. } => domain::SHIPMENT_DELIVERED,
         }
     }
 
@@ -119,6 +137,10 @@ impl Facts {
             Facts::RefundCompleted { order_id, amount, reason } => {
                 context! { name, order_id, amount => format_money(amount), reason }
             }
+            Facts::ShipmentShipped { order_id, carrier, tracking_number } => {
+                context! { name, order_id, carrier, tracking_number }
+            }
+            Facts::ShipmentDelivered { order_id } => context! { name, order_id },
         }
     }
 }
@@ -178,6 +200,8 @@ mod tests {
             Facts::OrderFailed { order_id: "o-2".into(), reason: "the card was declined".into() },
             Facts::PaymentFailed { order_id: "o-3".into(), amount: eur(500), reason: "insufficient funds".into() },
             Facts::RefundCompleted { order_id: "o-4".into(), amount: eur(1999), reason: String::new() },
+            Facts::ShipmentShipped { order_id: "o-5".into(), carrier: "DHL".into(), tracking_number: "JJD0001".into() },
+            Facts::ShipmentDelivered { order_id: "o-6".into() },
         ]
     }
 

@@ -4,8 +4,9 @@
 
 mod common;
 
+use api::mercato::deliveries::v1::{ShipmentDelivered, ShipmentShipped};
 use api::mercato::notifications::v1::{NotificationChannel, NotificationStatus};
-use common::{Service, SmtpServer, confirmed, fast_retries, free_port, registered, smtp_python};
+use common::{Service, SmtpServer, confirmed, envelope, fast_retries, free_port, registered, smtp_python};
 use notifications::domain::parse_smtp_url;
 use notifications::{DispatchOptions, Mailer};
 use platform::db::Db;
@@ -93,6 +94,49 @@ async fn a_server_down_at_first_gets_the_mail_once_it_is_up(db: Db) {
     service.stop().await;
 }
 
+async fn shipments_mail_the_customer_the_tracking_number_then_the_delivery(db: Db) {
+    let Some(python) = smtp_python() else { return };
+    let dir = platform::testkit::TempDir::new("maildir").expect("temp dir");
+    let port = free_port();
+    let smtp = SmtpServer::start(&python, port, dir.path()).await;
+    let service = Service::start(db, mailer(port), fast_retries()).await;
+
+    service.deliver(&registered("u-ada", "ada@example.com", "Ada", "en-GB")).await;
+    let shipped = ShipmentShipped {
+        shipment_id: "s-1".into(),
+        order_id: "o-1".into(),
+        customer_id: "u-ada".into(),
+        carrier: "DHL".into(),
+        tracking_number: "JJD0001".into(),
+    };
+    service.deliver(&envelope("shipment.shipped", "s-1", &shipped)).await;
+    let delivered =
+        ShipmentDelivered { shipment_id: "s-1".into(), order_id: "o-1".into(), customer_id: "u-ada".into() };
+    service.deliver(&envelope("shipment.delivered", "s-1", &delivered)).await;
+    service
+        .wait_until("both shipment mails are sent", |all| {
+            email_sent(all, "shipment.shipped") && email_sent(all, "shipment.delivered")
+        })
+        .await;
+
+    let messages = smtp.messages();
+    let mail = |subject: &str| {
+        messages
+            .iter()
+            .find(|m| m["subject"] == subject)
+            .unwrap_or_else(|| panic!("a mail {subject:?} among {messages:#?}"))
+            .clone()
+    };
+    let on_its_way = mail("Your order o-1 is on its way");
+    assert_eq!(on_its_way["to"], "ada@example.com");
+    let text = on_its_way["text"].as_str().expect("a text part");
+    assert!(text.contains("with DHL") && text.contains("tracking number is JJD0001"), "{text}");
+    assert!(on_its_way["html"].as_str().expect("an HTML part").contains("<strong>JJD0001</strong>"));
+    let arrived = mail("Your order o-1 was delivered");
+    assert_eq!(arrived["to"], "ada@example.com");
+    service.stop().await;
+}
+
 /// Runs each scenario once on SQLite and once on PostgreSQL.
 macro_rules! on_both_engines {
     ($($scenario:ident),* $(,)?) => {
@@ -117,4 +161,8 @@ macro_rules! on_both_engines {
     };
 }
 
-on_both_engines!(emails_carry_text_and_escaped_html, a_server_down_at_first_gets_the_mail_once_it_is_up);
+on_both_engines!(
+    emails_carry_text_and_escaped_html,
+    a_server_down_at_first_gets_the_mail_once_it_is_up,
+    shipments_mail_the_customer_the_tracking_number_then_the_delivery,
+);

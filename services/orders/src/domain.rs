@@ -192,48 +192,6 @@ pub struct Priced {
     pub total: Price,
 }
 
-/// Trims the address and checks it: name, line1, city, postal_code and country are required, the country
-/// is two ASCII letters (upper-cased), and no field is longer than [`MAX_TEXT`].
-pub fn validate_address(address: Option<Address>) -> Result<Address, Vec<FieldViolation>> {
-    let Some(a) = address else {
-        return Err(vec![FieldViolation::new("shipping_address", "is required")]);
-    };
-    let trim = |s: String| s.trim().to_owned();
-    let a = Address {
-        name: trim(a.name),
-        line1: trim(a.line1),
-        line2: trim(a.line2),
-        city: trim(a.city),
-        region: trim(a.region),
-        postal_code: trim(a.postal_code),
-        country: a.country.trim().to_ascii_uppercase(),
-    };
-    let mut violations = Vec::new();
-    let fields = [
-        ("name", &a.name, true),
-        ("line1", &a.line1, true),
-        ("line2", &a.line2, false),
-        ("city", &a.city, true),
-        ("region", &a.region, false),
-        ("postal_code", &a.postal_code, true),
-    ];
-    for (field, value, required) in fields {
-        if required && value.is_empty() {
-            violations.push(FieldViolation::new(format!("shipping_address.{field}"), "is required"));
-        } else if value.chars().count() > MAX_TEXT {
-            violations
-                .push(FieldViolation::new(format!("shipping_address.{field}"), format!("is longer than {MAX_TEXT}")));
-        }
-    }
-    if a.country.is_empty() {
-        violations.push(FieldViolation::new("shipping_address.country", "is required"));
-    } else if a.country.len() != 2 || !a.country.bytes().all(|b| b.is_ascii_uppercase()) {
-        violations
-            .push(FieldViolation::new("shipping_address.country", "must be an ISO 3166-1 alpha-2 code such as \"DE\""));
-    }
-    if violations.is_empty() { Ok(a) } else { Err(violations) }
-}
-
 /// Checks the payment method token.
 pub fn validate_payment_method(method: &str) -> Result<(), FieldViolation> {
     if method.trim().is_empty() {
@@ -452,33 +410,6 @@ mod tests {
             assert_eq!(Step::parse(s.as_str()), Some(s));
         }
         assert_eq!(Status::parse("pending"), None);
-    }
-
-    #[test]
-    fn addresses_are_trimmed_and_checked() {
-        let ok = validate_address(Some(Address {
-            name: " Ada ".into(),
-            line1: "1 Main St".into(),
-            city: "Berlin".into(),
-            postal_code: "10115".into(),
-            country: "de".into(),
-            ..Address::default()
-        }))
-        .expect("valid");
-        assert_eq!((ok.name.as_str(), ok.country.as_str()), ("Ada", "DE"));
-        let bad = validate_address(Some(Address { country: "DEU".into(), ..Address::default() })).expect_err("bad");
-        let fields: Vec<_> = bad.iter().map(|v| v.field.as_str()).collect();
-        assert_eq!(
-            fields,
-            [
-                "shipping_address.name",
-                "shipping_address.line1",
-                "shipping_address.city",
-                "shipping_address.postal_code",
-                "shipping_address.country"
-            ]
-        );
-        assert_eq!(validate_address(None).expect_err("missing")[0].field, "shipping_address");
     }
 
     #[test]

@@ -247,7 +247,9 @@ impl OrderService for OrdersApi {
 
         let mut violations = Vec::new();
         let key = domain::idempotency_key(header.as_deref(), &req.idempotency_key).map_err(|v| violations.push(v)).ok();
-        let address = domain::validate_address(req.shipping_address.map(address_from_wire))
+        // Trimmed and checked as every address the platform takes (`platform::address`).
+        let address = platform::address::validate("shipping_address", req.shipping_address)
+            .map(address_from_wire)
             .map_err(|v| violations.extend(v))
             .ok();
         if let Err(v) = domain::validate_payment_method(&req.payment_method) {
