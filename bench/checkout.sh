@@ -53,9 +53,9 @@ if [ -z "${BIN:-}" ]; then
   BIN="$TARGET/release/mercato"
 fi
 WORK=$(mktemp -d)
-services=(auth users catalog cart orders payments ledger refunds deliveries notifications analytics)
+services=(auth users catalog cart orders payments ledger refunds deliveries notifications analytics support)
 declare -A ports=([auth]=50051 [users]=50052 [catalog]=50053 [cart]=50054 [orders]=50055 [payments]=50056
-  [ledger]=50057 [refunds]=50058 [deliveries]=50059 [notifications]=50060 [analytics]=50061)
+  [ledger]=50057 [refunds]=50058 [deliveries]=50059 [notifications]=50060 [analytics]=50061 [support]=50062)
 env_vars=(MERCATO_DATA_DIR="$WORK" MERCATO_HTTP_ADDR=$HTTP MERCATO_METRICS_ADDR=127.0.0.1:18190
   MERCATO_RATE_LIMITS=off MERCATO_LOG=warn MERCATO_ADMIN_EMAIL=bench@example.com
   MERCATO_ADMIN_PASSWORD=bench-password-1)

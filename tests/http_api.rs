@@ -682,6 +682,54 @@ async fn profiles_and_address_books_on_postgres() {
     profiles_and_address_books(Storage::Postgres).await;
 }
 
+/// A customer asks for help and gets an answer; someone without an account uses the contact form.
+async fn support_tickets(storage: Storage) {
+    let Some(p) = TestPlatform::start(storage).await else { return };
+    let customer = p.customer_token("help@example.com").await;
+    let admin = p.admin_token().await;
+    let body = json!({"subject": "Wrong size", "message": "The mug is too small."});
+    let opened = p.send("POST", "/v1/tickets", Some(&customer), Some(body)).await;
+    assert_eq!(opened.status, 201, "{}", opened.json);
+    assert_eq!(opened.json["status"], "TICKET_STATUS_OPEN");
+    let id = opened.json["id"].as_str().expect("ticket id").to_owned();
+
+    let answer = json!({"body": "We will send a bigger one."});
+    let answered = p.send("POST", &format!("/v1/tickets/{id}/messages"), Some(&admin), Some(answer)).await;
+    assert_eq!(answered.status, 201, "{}", answered.json);
+    assert_eq!(answered.json["status"], "TICKET_STATUS_PENDING");
+    let seen = p.send("GET", &format!("/v1/tickets/{id}"), Some(&customer), None).await;
+    let roles: Vec<_> =
+        seen.json["messages"].as_array().expect("messages").iter().map(|m| m["authorRole"].clone()).collect();
+    assert_eq!(roles, ["AUTHOR_ROLE_CUSTOMER", "AUTHOR_ROLE_AGENT"], "{}", seen.json);
+    let other = p.customer_token("snoop@example.com").await;
+    assert_eq!(p.send("GET", &format!("/v1/tickets/{id}"), Some(&other), None).await.status, 404);
+
+    let form =
+        json!({"name": "Grace", "email": "grace@example.com", "subject": "Norway?", "message": "Do you ship there?"});
+    let sent = p.send("POST", "/v1/contact", None, Some(form)).await;
+    assert_eq!(sent.status, 202, "the contact form needs no account: {}", sent.json);
+    let form_ticket = sent.json["ticketId"].as_str().expect("ticket id");
+    let bad = p
+        .send("POST", "/v1/contact", None, Some(json!({"name": "G", "email": "nope", "subject": "s", "message": "m"})))
+        .await;
+    assert_eq!(bad.status, 400, "{}", bad.json);
+    assert_eq!(bad.json["error"]["details"][0]["fieldViolations"][0]["field"], "email", "{}", bad.json);
+    let all = p.send("GET", "/v1/tickets", Some(&admin), None).await.json;
+    let ids: Vec<_> = all["tickets"].as_array().expect("tickets").iter().filter_map(|t| t["id"].as_str()).collect();
+    assert!(ids.contains(&form_ticket) && ids.contains(&id.as_str()), "agents see both: {all}");
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn support_tickets_on_sqlite() {
+    support_tickets(Storage::Sqlite).await;
+}
+
+#[tokio::test]
+async fn support_tickets_on_postgres() {
+    support_tickets(Storage::Postgres).await;
+}
+
 #[tokio::test]
 async fn shipping_on_sqlite() {
     shipping(Storage::Sqlite).await;

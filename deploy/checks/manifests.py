@@ -17,7 +17,7 @@ problems = []
 
 # The processes compose must run (each `serve <name>` from the one image).
 MERCATO_SERVICES = ("auth", "users", "catalog", "cart", "orders", "payments", "ledger", "refunds",
-                    "deliveries", "notifications", "analytics", "gateway")
+                    "deliveries", "notifications", "analytics", "support", "gateway")
 
 
 def fail(msg):

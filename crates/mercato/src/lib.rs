@@ -27,6 +27,7 @@ pub const SERVICES: &[&str] = &[
     deliveries::NAME,
     notifications::NAME,
     analytics::NAME,
+    support::NAME,
 ];
 
 /// Prefix of Mercato's exchanges and queues on RabbitMQ (`mercato.events`, `mercato.<consumer>`, ...).
@@ -281,6 +282,7 @@ async fn run_service(
         "deliveries" => deliveries::run(listener, settings, bus, shutdown).await?,
         "notifications" => notifications::run(listener, settings, bus, shutdown).await?,
         "analytics" => analytics::run(listener, settings, bus, shutdown).await?,
+        "support" => support::run(listener, settings, bus, shutdown).await?,
         other => anyhow::bail!("unknown service {other:?}"),
     }
     Ok(())
@@ -308,6 +310,7 @@ pub async fn migrate(settings: &Settings, only: &[String]) -> anyhow::Result<Vec
             "deliveries" => deliveries::migrate(settings).await?,
             "notifications" => notifications::migrate(settings).await?,
             "analytics" => analytics::migrate(settings).await?,
+            "support" => support::migrate(settings).await?,
             other => anyhow::bail!("no migrations known for {other}"),
         }
         done.push(*service);

@@ -38,8 +38,8 @@ enum Command {
     /// and /readyz on MERCATO_METRICS_ADDR.
     #[command(after_help = SETTINGS_HELP)]
     Serve {
-        /// auth, users, catalog, cart, orders, payments, ledger, refunds, deliveries, notifications, analytics
-        /// or gateway.
+        /// auth, users, catalog, cart, orders, payments, ledger, refunds, deliveries, notifications, analytics,
+        /// support or gateway.
         service: String,
     },
     /// Apply the database migrations of every service (or of the named ones) and exit.

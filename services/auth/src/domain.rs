@@ -46,6 +46,7 @@ pub const ADMIN_SCOPES: &[&str] = &[
     "refund:write",
     "shipment:write",
     "users:admin",
+    "support:agent",
     "analytics:read",
     "analytics:admin",
     "orders:admin",

@@ -1,0 +1,93 @@
+//! The one error type of the support service, and how it reaches clients.
+
+use platform::error::{FieldViolation, invalid_argument, with_reason};
+use tonic::{Code, Status};
+
+/// `ErrorInfo` reason when a ticket already holds the most messages it may.
+pub const TICKET_FULL: &str = "TICKET_FULL";
+
+/// Everything that can go wrong in the support service.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The ticket does not exist, or the caller may not see it.
+    #[error("{0}")]
+    NotFound(String),
+    /// The request is malformed; every offending field is named.
+    #[error("invalid request: {}", describe(.0))]
+    InvalidArgument(Vec<FieldViolation>),
+    /// The request is well-formed but the ticket's state refuses it.
+    #[error("{message}")]
+    FailedPrecondition {
+        /// Machine-readable reason, e.g. [`TICKET_FULL`].
+        reason: &'static str,
+        /// What happened, for people.
+        message: String,
+    },
+    /// A stored row holds what this version cannot read (a state name it does not know).
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    /// A query failed.
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The database could not be opened or migrated.
+    #[error(transparent)]
+    Db(#[from] platform::db::DbError),
+    /// The gRPC server failed.
+    #[error(transparent)]
+    Serve(#[from] platform::grpc::ServeError),
+    /// A gRPC client channel could not be built.
+    #[error(transparent)]
+    Channel(#[from] platform::grpc::ChannelError),
+}
+
+fn describe(violations: &[FieldViolation]) -> String {
+    violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ")
+}
+
+impl Error {
+    /// NOT_FOUND for a ticket the caller cannot see.
+    pub fn ticket_not_found(id: &str) -> Self {
+        Self::NotFound(format!("ticket {id} not found"))
+    }
+
+    /// INVALID_ARGUMENT for one field.
+    pub fn invalid(violation: FieldViolation) -> Self {
+        Self::InvalidArgument(vec![violation])
+    }
+}
+
+impl From<Error> for Status {
+    fn from(e: Error) -> Self {
+        match e {
+            Error::NotFound(m) => Status::not_found(m),
+            Error::InvalidArgument(v) => invalid_argument(v),
+            Error::FailedPrecondition { reason, message } => with_reason(Code::FailedPrecondition, reason, message),
+            // Internal details (SQL, connection strings) stay in our logs, never in a response.
+            internal
+            @ (Error::Corrupt(_) | Error::Database(_) | Error::Db(_) | Error::Serve(_) | Error::Channel(_)) => {
+                tracing::error!(error = %internal, "internal error");
+                Status::internal("internal error")
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn database_errors_do_not_leak() {
+        let status = Status::from(Error::Database(sqlx::Error::Protocol("SELECT secret FROM t".into())));
+        assert_eq!(status.code(), Code::Internal);
+        assert!(!status.message().contains("SELECT"));
+    }
+
+    #[test]
+    fn failed_preconditions_carry_their_reason() {
+        let status = Status::from(Error::FailedPrecondition { reason: TICKET_FULL, message: "full".into() });
+        assert_eq!(status.code(), Code::FailedPrecondition);
+        let details = platform::error::decode_details(&status).expect("details");
+        assert_eq!(details.details[0].type_url, "type.googleapis.com/google.rpc.ErrorInfo");
+    }
+}

@@ -1,0 +1,59 @@
+//! What the support service publishes (it consumes nothing): `ticket.created` when a ticket is opened,
+//! `ticket.replied` when an agent answers, `ticket.resolved` when a ticket is settled; each with the ticket as
+//! its subject, so one ticket's events arrive in order.
+
+use api::mercato::support::v1::{TicketCreated, TicketReplied, TicketResolved};
+use platform::events::NewEvent;
+
+/// Event type published when a ticket is opened (payload `TicketCreated`).
+pub const TICKET_CREATED: &str = "ticket.created";
+/// Event type published when an agent answers a ticket (payload `TicketReplied`).
+pub const TICKET_REPLIED: &str = "ticket.replied";
+/// Event type published when a ticket is marked resolved (payload `TicketResolved`).
+pub const TICKET_RESOLVED: &str = "ticket.resolved";
+
+/// Who a ticket belongs to and what it is about, as its events tell it.
+#[derive(Debug, Clone, Copy)]
+pub struct About<'a> {
+    /// The ticket.
+    pub ticket_id: &'a str,
+    /// Its customer; empty for a contact-form ticket.
+    pub customer_id: &'a str,
+    /// Where to answer a contact-form ticket.
+    pub email: &'a str,
+    /// What it is about.
+    pub subject: &'a str,
+}
+
+/// The `ticket.created` event.
+pub fn created(about: About<'_>) -> NewEvent {
+    let payload = TicketCreated {
+        ticket_id: about.ticket_id.to_owned(),
+        customer_id: about.customer_id.to_owned(),
+        email: about.email.to_owned(),
+        subject: about.subject.to_owned(),
+    };
+    NewEvent::new(TICKET_CREATED, about.ticket_id, &payload)
+}
+
+/// The `ticket.replied` event of an agent's message `body`.
+pub fn replied(about: About<'_>, body: &str) -> NewEvent {
+    let payload = TicketReplied {
+        ticket_id: about.ticket_id.to_owned(),
+        customer_id: about.customer_id.to_owned(),
+        email: about.email.to_owned(),
+        subject: about.subject.to_owned(),
+        body: body.to_owned(),
+    };
+    NewEvent::new(TICKET_REPLIED, about.ticket_id, &payload)
+}
+
+/// The `ticket.resolved` event.
+pub fn resolved(about: About<'_>, resolved_by: &str) -> NewEvent {
+    let payload = TicketResolved {
+        ticket_id: about.ticket_id.to_owned(),
+        customer_id: about.customer_id.to_owned(),
+        resolved_by: resolved_by.to_owned(),
+    };
+    NewEvent::new(TICKET_RESOLVED, about.ticket_id, &payload)
+}

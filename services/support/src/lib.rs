@@ -1,0 +1,85 @@
+//! The support service of Mercato: tickets and their conversations between customers and agents, and the
+//! contact form for people without an account.
+//!
+//! - [`domain`]: the states and who moves them, validation, free of I/O.
+//! - [`store`]: all SQL, the same on SQLite and PostgreSQL.
+//! - [`events`]: `ticket.*` out (it consumes nothing).
+//! - [`grpc`]: `mercato.support.v1.SupportService` on top of them.
+//! - [`error`]: the crate's one error type and its mapping to gRPC statuses.
+
+pub mod domain;
+pub mod error;
+pub mod events;
+pub mod grpc;
+pub mod store;
+
+use std::sync::Arc;
+
+use api::mercato::support::v1::support_service_server::SupportServiceServer;
+use platform::Settings;
+use platform::auth::TokenVerifier;
+use platform::db::Db;
+use platform::events::{EventBus, Relay};
+use platform::grpc::GrpcService;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tonic::server::NamedService;
+
+pub use error::Error;
+pub use grpc::SupportApi;
+
+/// The service's name: its database, its settings and its logs go by it.
+pub const NAME: &str = "support";
+
+/// The support service's schema migrations, embedded at build time.
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// Runs the support service as configured: opens its database, trusts the auth service's keys, and serves on
+/// `listener` until `shutdown` is cancelled.
+pub async fn run(
+    listener: TcpListener,
+    settings: Settings,
+    bus: Arc<dyn EventBus>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    let db = Db::open(&settings, NAME).await?;
+    let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::balanced_channel(
+        &settings.service_url_list("auth"),
+    )?));
+    let result = serve(listener, db.clone(), verifier, bus, shutdown).await;
+    db.close().await;
+    result
+}
+
+/// Migrates `db`, then serves the support service on `listener` with tokens checked by `verifier`, publishing
+/// its events on `bus`, until `shutdown` is cancelled.
+pub async fn serve(
+    listener: TcpListener,
+    db: Db,
+    verifier: Arc<TokenVerifier>,
+    bus: Arc<dyn EventBus>,
+    shutdown: CancellationToken,
+) -> Result<(), Error> {
+    db.migrate(&MIGRATOR, NAME).await?;
+    tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), "support serving");
+    let relay = Relay::new(NAME, db.clone(), bus);
+    let service = GrpcService {
+        routes: tonic::service::Routes::new(SupportServiceServer::new(SupportApi::new(db, relay.handle()))),
+        names: vec![<SupportServiceServer<SupportApi> as NamedService>::NAME],
+    };
+    let background = shutdown.child_token();
+    let relay_task = tokio::spawn(relay.run(background.clone()));
+    let served = platform::grpc::serve(service, listener, verifier, shutdown).await;
+    // The relay stops with the server; rows it did not publish stay in the outbox for the next start.
+    background.cancel();
+    let _ = relay_task.await;
+    Ok(served?)
+}
+
+/// Applies the support service's pending migrations to the configured database.
+pub async fn migrate(settings: &Settings) -> Result<(), Error> {
+    let db = Db::open(settings, NAME).await?;
+    let result = db.migrate(&MIGRATOR, NAME).await;
+    db.close().await;
+    Ok(result?)
+}

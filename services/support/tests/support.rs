@@ -1,0 +1,300 @@
+//! The support service over real gRPC, on SQLite and (when `MERCATO_TEST_DATABASE_URL` is set) PostgreSQL:
+//! each scenario is an async fn taking a `Db`, run once per engine. What it publishes is caught on an
+//! in-process bus.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use api::mercato::support::v1::support_service_client::SupportServiceClient;
+use api::mercato::support::v1::{
+    AddMessageRequest, AuthorRole, CreateTicketRequest, GetTicketRequest, ListTicketsRequest, ResolveTicketRequest,
+    SubmitContactFormRequest, Ticket, TicketReplied, TicketStatus,
+};
+use platform::db::Db;
+use platform::events::{EventBus, EventEnvelope, InProcessBus};
+use platform::testkit::TestIssuer;
+use prost::Message;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Channel;
+use tonic::{Code, Request, Status};
+
+/// A published event: its type, its subject and its payload.
+type Published = (String, String, Vec<u8>);
+
+struct Server {
+    client: SupportServiceClient<Channel>,
+    published: Arc<Mutex<Vec<Published>>>,
+    issuer: Arc<TestIssuer>,
+    shutdown: CancellationToken,
+    task: JoinHandle<Result<(), support::Error>>,
+}
+
+impl Server {
+    async fn start(db: Db) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let issuer = Arc::new(TestIssuer::new().expect("issuer"));
+        let shutdown = CancellationToken::new();
+        let bus = Arc::new(InProcessBus::new());
+        let published = Arc::new(Mutex::new(Vec::new()));
+        let recorded = published.clone();
+        bus.subscribe(
+            "test",
+            &[support::events::TICKET_CREATED, support::events::TICKET_REPLIED, support::events::TICKET_RESOLVED],
+            Arc::new(move |envelope: Arc<EventEnvelope>| {
+                let recorded = recorded.clone();
+                Box::pin(async move {
+                    let entry = (envelope.r#type.clone(), envelope.subject.clone(), envelope.data.clone());
+                    recorded.lock().expect("lock").push(entry);
+                    Ok(())
+                })
+            }),
+        );
+        let task = tokio::spawn(support::serve(listener, db, issuer.verifier(), bus, shutdown.clone()));
+        let url = format!("http://{addr}");
+        let mut attempt = 0;
+        let client = loop {
+            match Channel::from_shared(url.clone()).expect("url").connect().await {
+                Ok(channel) => break SupportServiceClient::new(channel),
+                Err(e) if attempt < 50 => {
+                    attempt += 1;
+                    eprintln!("support not up yet: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => panic!("support did not come up: {e}"),
+            }
+        };
+        Self { client, published, issuer, shutdown, task }
+    }
+
+    async fn stop(self) {
+        self.shutdown.cancel();
+        self.task.await.expect("join").expect("served cleanly");
+    }
+
+    fn customer(&self, id: &str) -> String {
+        self.issuer.token(id, &["cart:write", "orders:read", "orders:write"], &["customer"])
+    }
+
+    fn agent(&self) -> String {
+        self.issuer.token("agent-1", &["support:agent"], &["admin"])
+    }
+
+    async fn open(&self, token: &str, subject: &str, message: &str) -> Result<Ticket, Status> {
+        let request = CreateTicketRequest { subject: subject.into(), message: message.into(), order_id: "o-1".into() };
+        Ok(self.client.clone().create_ticket(with_token(request, token)).await?.into_inner().ticket.expect("ticket"))
+    }
+
+    async fn contact(&self, request: SubmitContactFormRequest) -> Result<String, Status> {
+        Ok(self.client.clone().submit_contact_form(Request::new(request)).await?.into_inner().ticket_id)
+    }
+
+    async fn get(&self, token: &str, id: &str) -> Result<Ticket, Status> {
+        let request = with_token(GetTicketRequest { id: id.into() }, token);
+        Ok(self.client.clone().get_ticket(request).await?.into_inner().ticket.expect("ticket"))
+    }
+
+    async fn write(&self, token: &str, id: &str, body: &str) -> Result<Ticket, Status> {
+        let request = with_token(AddMessageRequest { ticket_id: id.into(), body: body.into() }, token);
+        Ok(self.client.clone().add_message(request).await?.into_inner().ticket.expect("ticket"))
+    }
+
+    async fn resolve(&self, token: &str, id: &str) -> Result<Ticket, Status> {
+        let request = with_token(ResolveTicketRequest { id: id.into() }, token);
+        Ok(self.client.clone().resolve_ticket(request).await?.into_inner().ticket.expect("ticket"))
+    }
+
+    async fn list(&self, token: &str, request: ListTicketsRequest) -> Result<(Vec<Ticket>, String), Status> {
+        let answer = self.client.clone().list_tickets(with_token(request, token)).await?.into_inner();
+        Ok((answer.tickets, answer.next_page_token))
+    }
+
+    /// The events published so far, waiting up to 5 s for `count` of them.
+    async fn published(&self, count: usize) -> Vec<Published> {
+        for _ in 0..100 {
+            if self.published.lock().expect("lock").len() >= count {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.published.lock().expect("lock").clone()
+    }
+}
+
+fn with_token<T>(message: T, token: &str) -> Request<T> {
+    let mut request = Request::new(message);
+    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii token"));
+    request
+}
+
+fn status(ticket: &Ticket) -> TicketStatus {
+    TicketStatus::try_from(ticket.status).expect("a known status")
+}
+
+/// (author role, body) of each message.
+fn conversation(ticket: &Ticket) -> Vec<(AuthorRole, &str)> {
+    ticket
+        .messages
+        .iter()
+        .map(|m| (AuthorRole::try_from(m.author_role).expect("a known role"), m.body.as_str()))
+        .collect()
+}
+
+/// The fields named by a status's BadRequest detail.
+fn bad_fields(status: &Status) -> Vec<String> {
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let details = platform::error::decode_details(status).expect("details");
+    let any = details.details.iter().find(|d| d.type_url.ends_with("google.rpc.BadRequest")).expect("BadRequest");
+    let bad = api::google::rpc::BadRequest::decode(any.value.as_slice()).expect("decodes");
+    bad.field_violations.into_iter().map(|v| v.field).collect()
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Scenarios.
+
+async fn a_conversation_moves_the_ticket_between_shop_and_customer(db: Db) {
+    let server = Server::start(db).await;
+    let ada = server.customer("u-ada");
+    let agent = server.agent();
+
+    let opened = server.open(&ada, " Parcel missing ", "It never arrived.").await.expect("open");
+    assert_eq!(
+        (status(&opened), opened.subject.as_str(), opened.order_id.as_str()),
+        (TicketStatus::Open, "Parcel missing", "o-1")
+    );
+    assert_eq!(conversation(&opened), [(AuthorRole::Customer, "It never arrived.")]);
+
+    let answered = server.write(&agent, &opened.id, "We are asking the carrier.").await.expect("agent answers");
+    assert_eq!(status(&answered), TicketStatus::Pending, "the customer's turn");
+    let reopened = server.write(&ada, &opened.id, "Thanks, any news?").await.expect("customer writes");
+    assert_eq!(status(&reopened), TicketStatus::Open, "the shop's turn again");
+    let resolved = server.resolve(&agent, &opened.id).await.expect("resolve");
+    assert_eq!(status(&resolved), TicketStatus::Resolved);
+    assert_eq!(server.resolve(&ada, &opened.id).await.expect("again"), resolved, "resolving twice changes nothing");
+
+    let seen = server.get(&ada, &opened.id).await.expect("the customer reads it");
+    assert_eq!(
+        conversation(&seen),
+        [
+            (AuthorRole::Customer, "It never arrived."),
+            (AuthorRole::Agent, "We are asking the carrier."),
+            (AuthorRole::Customer, "Thanks, any news?"),
+        ]
+    );
+    let later = server.write(&ada, &opened.id, "It came today!").await.expect("a reply to a resolved ticket");
+    assert_eq!(status(&later), TicketStatus::Open, "a customer's message reopens it");
+
+    let published = server.published(3).await;
+    let types: Vec<_> = published.iter().map(|(t, _, _)| t.as_str()).collect();
+    assert_eq!(types, ["ticket.created", "ticket.replied", "ticket.resolved"], "customers' messages publish nothing");
+    let replied = TicketReplied::decode(published[1].2.as_slice()).expect("TicketReplied");
+    assert_eq!((replied.customer_id.as_str(), replied.body.as_str()), ("u-ada", "We are asking the carrier."));
+    server.stop().await;
+}
+
+async fn tickets_are_private_and_agents_see_them_all(db: Db) {
+    let server = Server::start(db).await;
+    let ada = server.customer("u-ada");
+    let bob = server.customer("u-bob");
+    let agent = server.agent();
+    let first = server.open(&ada, "One", "first").await.expect("open");
+    let second = server.open(&ada, "Two", "second").await.expect("open");
+    let bobs = server.open(&bob, "Bob's", "hello").await.expect("open");
+    let form = SubmitContactFormRequest {
+        name: "Grace".into(),
+        email: "grace@example.com".into(),
+        subject: "Do you ship to Norway?".into(),
+        message: "Thinking of ordering.".into(),
+    };
+    let contact = server.contact(form).await.expect("the contact form needs no account");
+
+    for (token, id) in [(&bob, &first.id), (&ada, &bobs.id), (&ada, &contact)] {
+        assert_eq!(server.get(token, id).await.expect_err("not theirs").code(), Code::NotFound);
+        assert_eq!(server.write(token, id, "hi").await.expect_err("not theirs").code(), Code::NotFound);
+        assert_eq!(server.resolve(token, id).await.expect_err("not theirs").code(), Code::NotFound);
+    }
+    let (own, _) = server.list(&ada, ListTicketsRequest::default()).await.expect("list");
+    assert_eq!(own.iter().map(|t| t.subject.as_str()).collect::<Vec<_>>(), ["Two", "One"], "latest change first");
+    assert!(own.iter().all(|t| t.messages.is_empty()), "listings leave the conversation out");
+
+    // Agents see everything, the contact form's ticket included, most recently changed first.
+    server.write(&agent, &first.id, "On it.").await.expect("answer");
+    let (page1, token) =
+        server.list(&agent, ListTicketsRequest { page_size: 3, ..Default::default() }).await.expect("page 1");
+    let (page2, end) = server
+        .list(&agent, ListTicketsRequest { page_size: 3, page_token: token.clone(), ..Default::default() })
+        .await
+        .expect("page 2");
+    let subjects: Vec<_> = page1.iter().chain(&page2).map(|t| t.subject.as_str()).collect();
+    assert_eq!(subjects, ["One", "Do you ship to Norway?", "Bob's", "Two"]);
+    assert!(!token.is_empty() && end.is_empty());
+    let from_form = server.get(&agent, &contact).await.expect("agents read it");
+    assert_eq!(
+        (from_form.customer_id.as_str(), from_form.email.as_str(), from_form.name.as_str()),
+        ("", "grace@example.com", "Grace")
+    );
+    let pending = ListTicketsRequest { status: TicketStatus::Pending as i32, ..Default::default() };
+    let (only_pending, _) = server.list(&agent, pending).await.expect("by state");
+    assert_eq!(only_pending.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), [first.id.as_str()]);
+    assert!(second.messages.len() == 1);
+    server.stop().await;
+}
+
+async fn bad_requests_name_their_fields_and_save_nothing(db: Db) {
+    let server = Server::start(db).await;
+    let ada = server.customer("u-ada");
+    let refused = server.open(&ada, "", &"x".repeat(5001)).await.expect_err("bad ticket");
+    assert_eq!(bad_fields(&refused), ["subject", "message"]);
+    let form = SubmitContactFormRequest {
+        name: "G".into(),
+        email: "not-an-address".into(),
+        subject: "s".into(),
+        message: " ".into(),
+    };
+    let refused = server.contact(form).await.expect_err("bad form");
+    assert_eq!(bad_fields(&refused), ["email", "message"]);
+    let page = server
+        .list(&ada, ListTicketsRequest { page_size: -1, page_token: "' OR 1=1".into(), ..Default::default() })
+        .await
+        .expect_err("bad listing");
+    assert_eq!(bad_fields(&page), ["page_size", "page_token"]);
+    let ticket = server.open(&ada, "ok", "ok").await.expect("open");
+    let empty = server.write(&ada, &ticket.id, "\u{7}").await.expect_err("a bell is no message");
+    assert_eq!(bad_fields(&empty), ["body"]);
+    let (all, _) = server.list(&server.agent(), ListTicketsRequest::default()).await.expect("list");
+    assert_eq!(all.len(), 1, "only the valid ticket was saved");
+    assert_eq!(server.get(&ada, &ticket.id).await.expect("get").messages.len(), 1);
+    server.stop().await;
+}
+
+/// Runs each scenario once on SQLite and once on PostgreSQL.
+macro_rules! on_both_engines {
+    ($($scenario:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let (db, _dir) = platform::testkit::sqlite("support").await.expect("sqlite");
+                    super::$scenario(db).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    let Some(db) = platform::testkit::postgres("support").await else { return };
+                    super::$scenario(db).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_engines!(
+    a_conversation_moves_the_ticket_between_shop_and_customer,
+    tickets_are_private_and_agents_see_them_all,
+    bad_requests_name_their_fields_and_save_nothing,
+);
