@@ -717,6 +717,21 @@ async fn support_tickets(storage: Storage) {
     let all = p.send("GET", "/v1/tickets", Some(&admin), None).await.json;
     let ids: Vec<_> = all["tickets"].as_array().expect("tickets").iter().filter_map(|t| t["id"].as_str()).collect();
     assert!(ids.contains(&form_ticket) && ids.contains(&id.as_str()), "agents see both: {all}");
+
+    // The agent's answer reached the customer as a notification too (ticket.replied).
+    let mut subjects = Vec::new();
+    for _ in 0..100 {
+        let listed = p.send("GET", "/v1/notifications", Some(&customer), None).await.json;
+        subjects = listed["notifications"]
+            .as_array()
+            .map(|all| all.iter().filter_map(|n| n["subject"].as_str().map(str::to_owned)).collect())
+            .unwrap_or_default();
+        if subjects.iter().any(|s| s == "Re: Wrong size") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(subjects.iter().any(|s| s == "Re: Wrong size"), "{subjects:?}");
     p.stop().await;
 }
 

@@ -27,6 +27,8 @@ pub const REFUND_COMPLETED: &str = "refund.completed";
 pub const SHIPMENT_SHIPPED: &str = "shipment.shipped";
 /// Event type of a shipment delivered.
 pub const SHIPMENT_DELIVERED: &str = "shipment.delivered";
+/// Event type of a support agent's answer.
+pub const TICKET_REPLIED: &str = "ticket.replied";
 /// Event type this service publishes when a notification was delivered.
 pub const NOTIFICATION_SENT: &str = "notification.sent";
 /// Event type this service publishes when every attempt of a notification failed.
@@ -42,6 +44,7 @@ pub const CONSUMED: &[(&str, &str)] = &[
     (REFUND_COMPLETED, "mercato.refunds.v1.RefundCompleted"),
     (SHIPMENT_SHIPPED, "mercato.deliveries.v1.ShipmentShipped"),
     (SHIPMENT_DELIVERED, "mercato.deliveries.v1.ShipmentDelivered"),
+    (TICKET_REPLIED, "mercato.support.v1.TicketReplied"),
 ];
 
 /// The payload message of a consumed event type.

@@ -3,7 +3,8 @@
 //! Consumed: `user.registered` (fills the directory of recipients and welcomes the user), `order.confirmed`
 //! (also links its payment to the order and customer), `order.failed`, `payment.failed` and
 //! `refund.completed` (addressed through that link, as its payload names only the payment), `shipment.shipped`
-//! (with the carrier and tracking number) and `shipment.delivered`. Each event
+//! (with the carrier and tracking number), `shipment.delivered` and `ticket.replied` (to the ticket's customer,
+//! or to the address a contact form gave). Each event
 //! becomes one email notification — PENDING, or SKIPPED with the reason when nobody can be addressed — and a
 //! webhook delivery per endpoint subscribed to its type, all in the transaction of its inbox row. Deliveries
 //! are recorded in batches: those that arrive while one is being written go together into the next.
@@ -19,6 +20,7 @@ use api::mercato::notifications::v1::{NotificationChannel, NotificationFailed, N
 use api::mercato::orders::v1::{OrderConfirmed, OrderFailed};
 use api::mercato::payments::v1::PaymentFailed;
 use api::mercato::refunds::v1::RefundCompleted;
+use api::mercato::support::v1::TicketReplied;
 use platform::events::{BatchRecorder, EventBus, EventEnvelope, GroupCommit, NewEvent};
 use prost::Message;
 use tokio::sync::Notify;
@@ -140,6 +142,7 @@ impl Consumer {
                     }
                 },
             },
+            Addressee::Direct(recipient) => (Some(recipient.clone()), None),
             Addressee::Nobody(reason) => return skipped("", reason.clone()),
         };
         let Some(recipient) = recipient else { return skipped("", "no recipient".to_owned()) };
@@ -249,6 +252,8 @@ enum Addressee {
     Customer(String),
     /// The customer of a payment (known from `order.confirmed`).
     Payment(String),
+    /// Someone without an account, at the address the event names (a contact form's sender).
+    Direct(Recipient),
     /// Nobody, for this reason.
     Nobody(String),
 }
@@ -366,6 +371,28 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 payment: None,
                 addressee: customer(e.customer_id),
                 facts: Facts::ShipmentDelivered { order_id: e.order_id },
+            }
+        }
+        domain::TICKET_REPLIED => {
+            let e = TicketReplied::decode(data).map_err(bad)?;
+            let addressee = if !e.customer_id.is_empty() {
+                Addressee::Customer(e.customer_id)
+            } else if !e.email.is_empty() {
+                let name = if e.name.is_empty() { e.email.clone() } else { e.name };
+                Addressee::Direct(Recipient {
+                    user_id: String::new(),
+                    email: e.email,
+                    display_name: name,
+                    locale: String::new(),
+                })
+            } else {
+                Addressee::Nobody("the ticket names neither a customer nor an email address".to_owned())
+            };
+            Plan {
+                register: None,
+                payment: None,
+                addressee,
+                facts: Facts::TicketReplied { ticket_id: e.ticket_id, subject: e.subject, body: e.body },
             }
         }
         other => return Err(format!("event type {other} is not consumed here")),

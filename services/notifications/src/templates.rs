@@ -24,9 +24,9 @@ macro_rules! embedded {
 /// Every template by name, e.g. `de/order.confirmed.html`.
 const TEMPLATES: &[(&str, &str)] = embedded!(
     "en": ["user.registered", "order.confirmed", "order.failed", "payment.failed", "refund.completed",
-           "shipment.shipped", "shipment.delivered"],
+           "shipment.shipped", "shipment.delivered", "ticket.replied"],
     "de": ["user.registered", "order.confirmed", "order.failed", "payment.failed", "refund.completed",
-           "shipment.shipped", "shipment.delivered"],
+           "shipment.shipped", "shipment.delivered", "ticket.replied"],
 );
 
 /// A rendered email.
@@ -104,6 +104,15 @@ pub enum Facts {
         /// The order delivered.
         order_id: String,
     },
+    /// `ticket.replied`.
+    TicketReplied {
+        /// The ticket.
+        ticket_id: String,
+        /// What it is about.
+        subject: String,
+        /// The agent's answer.
+        body: String,
+    },
 }
 
 impl Facts {
@@ -117,6 +126,7 @@ impl Facts {
             Facts::RefundCompleted { .. } => domain::REFUND_COMPLETED,
             Facts::ShipmentShipped { .. } => domain::SHIPMENT_SHIPPED,
             Facts::ShipmentDelivered { .. } => domain::SHIPMENT_DELIVERED,
+            Facts::TicketReplied { .. } => domain::TICKET_REPLIED,
         }
     }
 
@@ -141,6 +151,7 @@ impl Facts {
                 context! { name, order_id, carrier, tracking_number }
             }
             Facts::ShipmentDelivered { order_id } => context! { name, order_id },
+            Facts::TicketReplied { ticket_id, subject, body } => context! { name, ticket_id, subject, body },
         }
     }
 }
@@ -202,6 +213,7 @@ mod tests {
             Facts::RefundCompleted { order_id: "o-4".into(), amount: eur(1999), reason: String::new() },
             Facts::ShipmentShipped { order_id: "o-5".into(), carrier: "DHL".into(), tracking_number: "JJD0001".into() },
             Facts::ShipmentDelivered { order_id: "o-6".into() },
+            Facts::TicketReplied { ticket_id: "t-1".into(), subject: "Sizes".into(), body: "Yes.".into() },
         ]
     }
 

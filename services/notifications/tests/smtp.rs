@@ -6,6 +6,7 @@ mod common;
 
 use api::mercato::deliveries::v1::{ShipmentDelivered, ShipmentShipped};
 use api::mercato::notifications::v1::{NotificationChannel, NotificationStatus};
+use api::mercato::support::v1::TicketReplied;
 use common::{Service, SmtpServer, confirmed, envelope, fast_retries, free_port, registered, smtp_python};
 use notifications::domain::parse_smtp_url;
 use notifications::{DispatchOptions, Mailer};
@@ -137,6 +138,32 @@ async fn shipments_mail_the_customer_the_tracking_number_then_the_delivery(db: D
     service.stop().await;
 }
 
+async fn an_agents_answer_reaches_a_contact_form_sender_by_mail(db: Db) {
+    let Some(python) = smtp_python() else { return };
+    let dir = platform::testkit::TempDir::new("maildir").expect("temp dir");
+    let port = free_port();
+    let smtp = SmtpServer::start(&python, port, dir.path()).await;
+    let service = Service::start(db, mailer(port), fast_retries()).await;
+
+    // No account: the address and name come with the event.
+    let replied = TicketReplied {
+        ticket_id: "t-1".into(),
+        customer_id: String::new(),
+        email: "grace@example.com".into(),
+        subject: "Do you ship to Norway?".into(),
+        body: "Yes, within five days.".into(),
+        name: "Grace".into(),
+    };
+    service.deliver(&envelope("ticket.replied", "t-1", &replied)).await;
+    service.wait_until("the answer is sent", |all| email_sent(all, "ticket.replied")).await;
+    let messages = smtp.messages();
+    let mail = messages.iter().find(|m| m["subject"] == "Re: Do you ship to Norway?").expect("the answer");
+    assert_eq!(mail["to"], "grace@example.com");
+    let text = mail["text"].as_str().expect("a text part");
+    assert!(text.contains("Hello Grace,") && text.contains("Yes, within five days.") && text.contains("t-1"), "{text}");
+    service.stop().await;
+}
+
 /// Runs each scenario once on SQLite and once on PostgreSQL.
 macro_rules! on_both_engines {
     ($($scenario:ident),* $(,)?) => {
@@ -165,4 +192,5 @@ on_both_engines!(
     emails_carry_text_and_escaped_html,
     a_server_down_at_first_gets_the_mail_once_it_is_up,
     shipments_mail_the_customer_the_tracking_number_then_the_delivery,
+    an_agents_answer_reaches_a_contact_form_sender_by_mail,
 );

@@ -23,6 +23,8 @@ pub struct About<'a> {
     pub email: &'a str,
     /// What it is about.
     pub subject: &'a str,
+    /// The contact form's sender's name.
+    pub name: &'a str,
 }
 
 /// The `ticket.created` event.
@@ -44,6 +46,7 @@ pub fn replied(about: About<'_>, body: &str) -> NewEvent {
         email: about.email.to_owned(),
         subject: about.subject.to_owned(),
         body: body.to_owned(),
+        name: about.name.to_owned(),
     };
     NewEvent::new(TICKET_REPLIED, about.ticket_id, &payload)
 }

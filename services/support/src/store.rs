@@ -86,7 +86,13 @@ pub struct Ticket {
 
 impl Ticket {
     fn about(&self) -> About<'_> {
-        About { ticket_id: &self.id, customer_id: &self.customer_id, email: &self.email, subject: &self.subject }
+        About {
+            ticket_id: &self.id,
+            customer_id: &self.customer_id,
+            email: &self.email,
+            subject: &self.subject,
+            name: &self.name,
+        }
     }
 }
 
@@ -175,7 +181,8 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 add_message!(&mut *tx, &id, Author::Customer, customer_id, &new.message, now);
-                let about = About { ticket_id: &id, customer_id, email: &new.email, subject: &new.subject };
+                let about =
+                    About { ticket_id: &id, customer_id, email: &new.email, subject: &new.subject, name: &new.name };
                 enqueue(&mut *tx, crate::NAME, &events::created(about)).await?;
                 Ok(id.clone())
             }
