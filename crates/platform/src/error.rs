@@ -91,6 +91,18 @@ impl Violations {
     }
 }
 
+/// Checks an id given in a request (`field` names it in the error): present, at most 64 bytes, no control
+/// characters. Whether it names anything is the store's to say.
+pub fn check_id(field: &str, id: &str) -> Result<(), FieldViolation> {
+    if id.is_empty() {
+        Err(FieldViolation::new(field, "is required"))
+    } else if id.len() > 64 || id.chars().any(char::is_control) {
+        Err(FieldViolation::new(field, "is not an id"))
+    } else {
+        Ok(())
+    }
+}
+
 /// Decodes the `google.rpc.Status` carried in a status's details, if any.
 pub fn decode_details(status: &Status) -> Option<rpc::Status> {
     if status.details().is_empty() {

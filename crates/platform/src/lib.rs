@@ -10,6 +10,7 @@
 //! - [`error`]: rich gRPC errors (field violations, reasons).
 //! - [`address`]: postal addresses checked the same way by checkout and the address book.
 //! - [`events`]: transactional outbox, relay, in-process bus, inbox.
+//! - [`paging`]: page sizes and page tokens of listings, the same in every service.
 //! - [`metrics`]: the Prometheus recorder, `/metrics`, `/healthz`, `/readyz`.
 //! - [`shutdown`]: signals to a cancellation token.
 //! - [`testkit`]: helpers for tests that need a real PostgreSQL or RabbitMQ, and a test token issuer.
@@ -25,6 +26,7 @@ pub mod error;
 pub mod events;
 pub mod grpc;
 pub mod metrics;
+pub mod paging;
 pub mod shutdown;
 pub mod telemetry;
 pub mod testkit;

@@ -8,10 +8,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use platform::error::FieldViolation;
 
-/// Page size used when the request leaves it unset.
-pub const DEFAULT_PAGE_SIZE: i64 = 20;
-/// Largest page size; larger requests are clamped to it.
-pub const MAX_PAGE_SIZE: i64 = 100;
+pub use platform::paging::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, page_size};
+
 /// Largest stock count: the wire type is `int32`.
 pub const MAX_STOCK: i64 = i32::MAX as i64;
 /// Longest search text accepted by ListProducts.
@@ -186,15 +184,6 @@ pub fn apply_update_mask(
         }
     }
     validate_product(next)
-}
-
-/// The number of rows a page holds: 0 means the default, more than the maximum is clamped.
-pub fn page_size(requested: i32) -> Result<i64, FieldViolation> {
-    match i64::from(requested) {
-        n if n < 0 => Err(FieldViolation::new("page_size", "must not be negative")),
-        0 => Ok(DEFAULT_PAGE_SIZE),
-        n => Ok(n.min(MAX_PAGE_SIZE)),
-    }
 }
 
 /// Where a page of products ends: the newest-first sort key of its last product.

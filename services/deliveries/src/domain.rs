@@ -4,10 +4,9 @@
 use api::mercato::deliveries::v1::ShipmentStatus;
 use platform::error::{FieldViolation, Violations};
 
-/// Page size when a listing asks for none.
-pub const DEFAULT_PAGE_SIZE: i64 = 20;
-/// The largest page a listing returns.
-pub const MAX_PAGE_SIZE: i64 = 100;
+pub use platform::error::check_id as validate_id;
+pub use platform::paging::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, id_token as page_token, page_size};
+
 /// Longest carrier name.
 pub const MAX_CARRIER: usize = 64;
 /// Longest tracking number.
@@ -283,34 +282,6 @@ pub fn validate_tracking(input: &TrackingInput<'_>, now: i64) -> Result<NewTrack
         }),
         _ => Err(violations.into_vec()),
     }
-}
-
-/// Checks an id given in a request (`field` names it in the error).
-pub fn validate_id(field: &str, id: &str) -> Result<(), FieldViolation> {
-    if id.is_empty() {
-        Err(FieldViolation::new(field, "is required"))
-    } else if id.len() > 64 || id.chars().any(char::is_control) {
-        Err(FieldViolation::new(field, "is not an id"))
-    } else {
-        Ok(())
-    }
-}
-
-/// The page size to use for a requested `page_size`: 20 when unset, at most 100.
-pub fn page_size(requested: i32) -> Result<i64, FieldViolation> {
-    match requested {
-        0 => Ok(DEFAULT_PAGE_SIZE),
-        n if n < 0 => Err(FieldViolation::new("page_size", "must not be negative")),
-        n => Ok(i64::from(n).min(MAX_PAGE_SIZE)),
-    }
-}
-
-/// Checks a page token (the id of the last shipment of the previous page, or empty for the first page).
-pub fn page_token(token: &str) -> Result<&str, FieldViolation> {
-    if token.len() > 64 || !token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        return Err(FieldViolation::new("page_token", "is not a token this service issued"));
-    }
-    Ok(token)
 }
 
 #[cfg(test)]

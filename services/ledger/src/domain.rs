@@ -14,10 +14,8 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use platform::error::FieldViolation;
 
-/// Page size used when the request leaves it unset.
-pub const DEFAULT_PAGE_SIZE: i64 = 20;
-/// Largest page size; larger requests are clamped to it.
-pub const MAX_PAGE_SIZE: i64 = 100;
+pub use platform::paging::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, page_size};
+
 /// Longest account code.
 pub const MAX_CODE_CHARS: usize = 100;
 /// Longest account name.
@@ -384,15 +382,6 @@ impl BalanceGuard {
             Self::AtMost(bound) => balance <= bound,
             Self::AtLeast(bound) => balance >= bound,
         }
-    }
-}
-
-/// The number of rows a page holds: 0 means the default, more than the maximum is clamped.
-pub fn page_size(requested: i32) -> Result<i64, FieldViolation> {
-    match i64::from(requested) {
-        n if n < 0 => Err(FieldViolation::new("page_size", "must not be negative")),
-        0 => Ok(DEFAULT_PAGE_SIZE),
-        n => Ok(n.min(MAX_PAGE_SIZE)),
     }
 }
 

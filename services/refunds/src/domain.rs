@@ -8,16 +8,14 @@ use platform::error::{FieldViolation, Violations};
 use sha2::{Digest, Sha256};
 use tonic::Code;
 
+pub use platform::paging::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, id_token as page_token, page_size};
+
 /// Longest idempotency key accepted.
 pub const MAX_KEY_LEN: usize = 255;
 /// Longest payment id accepted.
 pub const MAX_ID_LEN: usize = 255;
 /// Longest reason accepted.
 pub const MAX_REASON_LEN: usize = 500;
-/// Page size when none is asked for.
-pub const DEFAULT_PAGE_SIZE: i64 = 20;
-/// Largest page size.
-pub const MAX_PAGE_SIZE: i64 = 100;
 /// A refund pending longer than this is reported by the audit.
 pub const STUCK_AFTER: Duration = Duration::from_secs(15 * 60);
 
@@ -166,23 +164,6 @@ pub fn is_refundable(status: PaymentStatus) -> bool {
 /// id, so those refunds stay pending and are retried.
 pub fn is_definitive_refusal(code: Code) -> bool {
     matches!(code, Code::FailedPrecondition | Code::InvalidArgument | Code::NotFound | Code::OutOfRange)
-}
-
-/// The page size to use for a requested `page_size`: 20 when unset, at most 100.
-pub fn page_size(requested: i32) -> Result<i64, FieldViolation> {
-    match requested {
-        0 => Ok(DEFAULT_PAGE_SIZE),
-        n if n < 0 => Err(FieldViolation::new("page_size", "must not be negative")),
-        n => Ok(i64::from(n).min(MAX_PAGE_SIZE)),
-    }
-}
-
-/// Checks a page token (the id of the last refund of the previous page, or empty for the first page).
-pub fn page_token(token: &str) -> Result<&str, FieldViolation> {
-    if token.len() > 64 || !token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-        return Err(FieldViolation::new("page_token", "is not a token this service issued"));
-    }
-    Ok(token)
 }
 
 #[cfg(test)]

@@ -4,6 +4,9 @@
 use api::mercato::support::v1::{AuthorRole, TicketStatus};
 use platform::error::{FieldViolation, Violations};
 
+pub use platform::error::check_id as validate_id;
+pub use platform::paging::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, page_size};
+
 /// Longest subject, in characters.
 pub const MAX_SUBJECT: usize = 200;
 /// Longest message, in characters.
@@ -14,10 +17,6 @@ pub const MAX_NAME: usize = 100;
 pub const MAX_EMAIL: usize = 254;
 /// Most messages one ticket holds.
 pub const MAX_MESSAGES: i64 = 200;
-/// Page size when a listing asks for none.
-pub const DEFAULT_PAGE_SIZE: i64 = 20;
-/// The largest page a listing returns.
-pub const MAX_PAGE_SIZE: i64 = 100;
 
 /// The state of a ticket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,26 +209,6 @@ pub fn contact_form(
         return Err(violations.into_vec());
     }
     Ok(NewTicket { subject, message, order_id: String::new(), email, name: name.to_owned() })
-}
-
-/// Checks an id given in a request (`field` names it in the error).
-pub fn validate_id(field: &str, id: &str) -> Result<(), FieldViolation> {
-    if id.is_empty() {
-        Err(FieldViolation::new(field, "is required"))
-    } else if id.len() > 64 || id.chars().any(char::is_control) {
-        Err(FieldViolation::new(field, "is not an id"))
-    } else {
-        Ok(())
-    }
-}
-
-/// The page size to use for a requested `page_size`: 20 when unset, at most 100.
-pub fn page_size(requested: i32) -> Result<i64, FieldViolation> {
-    match requested {
-        0 => Ok(DEFAULT_PAGE_SIZE),
-        n if n < 0 => Err(FieldViolation::new("page_size", "must not be negative")),
-        n => Ok(i64::from(n).min(MAX_PAGE_SIZE)),
-    }
 }
 
 /// Where a page starts: after the ticket changed at `update_time` with id `id`.

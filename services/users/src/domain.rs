@@ -2,6 +2,7 @@
 //! applies a change.
 
 use api::mercato::orders::v1::Address;
+pub use platform::error::check_id as validate_id;
 use platform::error::{FieldViolation, Violations};
 
 /// Longest display name, in characters.
@@ -177,17 +178,6 @@ pub fn update_address(
         }
     }
     if violations.is_empty() { Ok(next) } else { Err(violations) }
-}
-
-/// Checks an id given in a request (`field` names it in the error).
-pub fn validate_id(field: &str, id: &str) -> Result<(), FieldViolation> {
-    if id.is_empty() {
-        Err(FieldViolation::new(field, "is required"))
-    } else if id.len() > 64 || id.chars().any(char::is_control) {
-        Err(FieldViolation::new(field, "is not an id"))
-    } else {
-        Ok(())
-    }
 }
 
 #[cfg(test)]

@@ -1,0 +1,50 @@
+//! Pages of a listing, the same in every service: `page_size` as Google's API Improvement Proposals say
+//! (AIP-158: unset means the default, larger than the maximum means the maximum, negative is an error), and
+//! page tokens that are the id of the last item of the previous page.
+
+use crate::error::FieldViolation;
+
+/// Page size when a listing asks for none.
+pub const DEFAULT_PAGE_SIZE: i64 = 20;
+/// The largest page a listing returns.
+pub const MAX_PAGE_SIZE: i64 = 100;
+
+/// The page size to use for a requested `page_size`: [`DEFAULT_PAGE_SIZE`] when unset (0), at most
+/// [`MAX_PAGE_SIZE`].
+pub fn page_size(requested: i32) -> Result<i64, FieldViolation> {
+    match i64::from(requested) {
+        n if n < 0 => Err(FieldViolation::new("page_size", "must not be negative")),
+        0 => Ok(DEFAULT_PAGE_SIZE),
+        n => Ok(n.min(MAX_PAGE_SIZE)),
+    }
+}
+
+/// Checks a page token that is the id of the last item of the previous page (empty for the first page): ids
+/// are letters, digits and `-`, at most 64 of them.
+pub fn id_token(token: &str) -> Result<&str, FieldViolation> {
+    if token.len() > 64 || !token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        return Err(FieldViolation::new("page_token", "is not a token this service issued"));
+    }
+    Ok(token)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_sizes_follow_aip_158() {
+        assert_eq!(page_size(0), Ok(DEFAULT_PAGE_SIZE));
+        assert_eq!(page_size(7), Ok(7));
+        assert_eq!(page_size(1000), Ok(MAX_PAGE_SIZE));
+        assert_eq!(page_size(-1).expect_err("negative").field, "page_size");
+    }
+
+    #[test]
+    fn id_tokens_are_ids() {
+        assert_eq!(id_token(""), Ok(""));
+        assert_eq!(id_token("0190-abc"), Ok("0190-abc"));
+        assert!(id_token("' OR 1=1").is_err());
+        assert!(id_token(&"a".repeat(65)).is_err());
+    }
+}
