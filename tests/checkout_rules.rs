@@ -84,6 +84,45 @@ async fn more_than_in_stock(storage: Storage) {
     catalog.close().await;
     let violations = mercato::audit(&p.settings).await.expect("audit runs");
     assert_eq!(violations, [format!("orders: order {id} is confirmed but its stock was not committed")]);
+
+    // And a confirmed order that deliveries never made a shipment for, once that is no longer in flight.
+    for _ in 0..100 {
+        let listed = p.send("GET", &format!("/v1/shipments?orderId={id}"), Some(&customer), None).await.json;
+        if listed["shipments"].as_array().is_some_and(|s| !s.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let orders = platform::Db::open(&p.settings, "orders").await.expect("orders database");
+    platform::with_db!(&orders, pool => {
+        sqlx::query("UPDATE orders SET update_time = update_time - 600000000 WHERE id = $1").bind(id).execute(pool).await.map(|r| r.rows_affected())
+    })
+    .expect("backdate");
+    orders.close().await;
+    let shipped_before = mercato::audit(&p.settings).await.expect("audit runs");
+    assert_eq!(shipped_before.len(), 1, "its shipment exists: {shipped_before:#?}");
+    let deliveries = platform::Db::open(&p.settings, "deliveries").await.expect("deliveries database");
+    platform::with_db!(&deliveries, pool => {
+        async {
+            for table in ["tracking_events", "shipment_items"] {
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "DELETE FROM {table} WHERE shipment_id IN (SELECT id FROM shipments WHERE order_id = $1)"
+                )))
+                .bind(id)
+                .execute(pool)
+                .await?;
+            }
+            sqlx::query("DELETE FROM shipments WHERE order_id = $1").bind(id).execute(pool).await.map(|r| r.rows_affected())
+        }
+        .await
+    })
+    .expect("lose the shipment");
+    deliveries.close().await;
+    let violations = mercato::audit(&p.settings).await.expect("audit runs");
+    assert!(
+        violations.contains(&format!("deliveries: order {id} is confirmed but has no shipment")),
+        "{violations:#?}"
+    );
     p.stop().await;
 }
 

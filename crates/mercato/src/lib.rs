@@ -322,6 +322,10 @@ pub async fn migrate(settings: &Settings, only: &[String]) -> anyhow::Result<Vec
 /// service's retry loop); the audit reports only older unposted ones.
 pub const POSTING_IN_FLIGHT: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// An order confirmed this recently may still have its `order.confirmed` on the way to deliveries (the relay
+/// publishes after the commit); the audit reports only older confirmed orders without a shipment.
+pub const SHIPMENT_IN_FLIGHT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// An order still in checkout after this long is reported by the audit as stuck.
 pub const ORDER_STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
@@ -329,8 +333,8 @@ pub const ORDER_STUCK_AFTER: std::time::Duration = std::time::Duration::from_sec
 ///
 /// Today: every ledger transaction balances per currency, every stored balance equals the sum of its
 /// postings, every captured payment and refund has its ledger transaction, and no payment is refunded beyond
-/// what was captured, every confirmed order has its stock committed and its payment captured for its total,
-/// and no order is stuck in checkout.
+/// what was captured, every confirmed order has its stock committed and its payment captured for its total
+/// and (once [`SHIPMENT_IN_FLIGHT`] has passed) a shipment, and no order is stuck in checkout.
 pub async fn audit(settings: &Settings) -> anyhow::Result<Vec<String>> {
     let mut violations = Vec::new();
     let db = platform::Db::open(settings, ledger::NAME).await?;
@@ -353,8 +357,8 @@ pub async fn audit(settings: &Settings) -> anyhow::Result<Vec<String>> {
     Ok(violations)
 }
 
-/// Checks what no single service can: every confirmed order's stock was committed in the catalog, and its
-/// payment was captured, for that order and for the order's total.
+/// Checks what no single service can: every confirmed order's stock was committed in the catalog, its
+/// payment was captured, for that order and for the order's total, and deliveries made its shipment.
 async fn audit_confirmed_orders(settings: &Settings) -> anyhow::Result<Vec<String>> {
     let db = platform::Db::open(settings, orders::NAME).await?;
     let confirmed = orders::confirmed_orders(&db).await;
@@ -365,9 +369,17 @@ async fn audit_confirmed_orders(settings: &Settings) -> anyhow::Result<Vec<Strin
     let db = platform::Db::open(settings, payments::NAME).await?;
     let captured = payments::captured_payments(&db).await;
     db.close().await;
-    let (confirmed, committed, captured) = (confirmed?, committed?, captured?);
+    let db = platform::Db::open(settings, deliveries::NAME).await?;
+    let shipped = deliveries::orders_with_shipments(&db).await;
+    db.close().await;
+    let (confirmed, committed, captured, shipped) = (confirmed?, committed?, captured?, shipped?);
+    let settled_before =
+        platform::time::now_micros() - i64::try_from(SHIPMENT_IN_FLIGHT.as_micros()).unwrap_or(i64::MAX);
     let mut violations = Vec::new();
     for order in confirmed {
+        if order.update_time < settled_before && !shipped.contains(&order.id) {
+            violations.push(format!("deliveries: order {} is confirmed but has no shipment", order.id));
+        }
         if !committed.contains(&order.id) {
             violations.push(format!("orders: order {} is confirmed but its stock was not committed", order.id));
         }

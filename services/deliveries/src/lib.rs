@@ -82,6 +82,13 @@ pub async fn serve(
     Ok(served?)
 }
 
+/// The ids of every order that has a shipment, whatever became of it: for an operator's audit, which checks
+/// that every confirmed order was handed to deliveries.
+pub async fn orders_with_shipments(db: &Db) -> Result<std::collections::HashSet<String>, Error> {
+    db.migrate(&MIGRATOR, NAME).await?;
+    store::Store::new(db.clone()).order_ids().await
+}
+
 /// Applies the deliveries service's pending migrations to the configured database.
 pub async fn migrate(settings: &Settings) -> Result<(), Error> {
     let db = Db::open(settings, NAME).await?;

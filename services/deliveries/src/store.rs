@@ -358,6 +358,14 @@ impl Store {
         })
     }
 
+    /// The ids of every order that has a shipment.
+    pub async fn order_ids(&self) -> Result<std::collections::HashSet<String>, Error> {
+        let ids = with_db!(&self.db, pool => {
+            sqlx::query_scalar::<_, String>("SELECT order_id FROM shipments").fetch_all(pool).await?
+        });
+        Ok(ids.into_iter().collect())
+    }
+
     /// Shipment `id` with its items and history, if it exists.
     pub async fn shipment(&self, id: &str) -> Result<Option<Shipment>, Error> {
         let sql = format!("SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE id = $1");

@@ -373,6 +373,8 @@ pub struct ConfirmedOrder {
     pub currency: String,
     /// Its total in minor units.
     pub total_minor: i64,
+    /// When it last changed (its confirmation), microseconds since the epoch.
+    pub update_time: i64,
 }
 
 /// The orders service's tables.
@@ -651,7 +653,8 @@ impl Store {
     pub async fn confirmed(&self) -> Result<Vec<ConfirmedOrder>, Error> {
         let rows = with_db!(&self.db, pool => {
             sqlx::query_as::<_, ConfirmedOrder>(
-                "SELECT id, payment_id, currency, total_minor FROM orders WHERE status = 'CONFIRMED' ORDER BY id",
+                "SELECT id, payment_id, currency, total_minor, update_time FROM orders WHERE status = 'CONFIRMED' \
+                 ORDER BY id",
             )
             .fetch_all(pool)
             .await?
