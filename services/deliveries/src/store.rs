@@ -22,17 +22,22 @@ use crate::events;
 const ORIGIN_SERVICE: &str = "service";
 const ORIGIN_CARRIER: &str = "carrier";
 
-const SHIPMENT_COLUMNS: &str = "id, order_id, customer_id, status, name, line1, line2, city, region, postal_code, \
-     country, carrier, tracking_number, create_time, update_time, ship_time, deliver_time";
+/// The columns of `shipments`, in `ShipmentRow`'s order (a macro, so statements are built at compile time).
+macro_rules! shipment_columns {
+    () => {
+        "id, order_id, customer_id, status, name, line1, line2, city, region, postal_code, country, carrier, \
+         tracking_number, create_time, update_time, ship_time, deliver_time"
+    };
+}
 
-/// Writes the shipment's row (a no-op update) so the transaction holds it, and yields its status and the
-/// order and customer it belongs to; `None` when there is no such shipment (a macro: it runs on either engine's
-/// transaction).
+/// Writes the shipment's row (a no-op update) so the transaction holds it, and yields it; `None` when there
+/// is no such shipment (a macro: it runs on either engine's transaction).
 macro_rules! lock_shipment {
     ($conn:expr, $id:expr) => {
-        sqlx::query_as::<_, (String, String, String)>(
-            "UPDATE shipments SET update_time = update_time WHERE id = $1 RETURNING status, order_id, customer_id",
-        )
+        sqlx::query_as::<_, ShipmentRow>(concat!(
+            "UPDATE shipments SET update_time = update_time WHERE id = $1 RETURNING ",
+            shipment_columns!()
+        ))
         .bind($id)
         .fetch_optional($conn)
         .await?
@@ -253,11 +258,6 @@ impl Store {
     /// the new shipment's id, or `None` when nothing was created.
     pub async fn create_for_order(&self, event_id: &str, new: &NewShipment, now: i64) -> Result<Option<String>, Error> {
         let id = uuid::Uuid::now_v7().to_string();
-        let insert = format!(
-            "INSERT INTO shipments ({SHIPMENT_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, '', '', $12, $12, NULL, NULL) \
-             ON CONFLICT (order_id) DO NOTHING"
-        );
         with_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
             let result = async {
@@ -265,7 +265,12 @@ impl Store {
                     return Ok(None);
                 }
                 let a = &new.address;
-                let inserted = sqlx::query(sqlx::AssertSqlSafe(insert))
+                let inserted = sqlx::query(concat!(
+                    "INSERT INTO shipments (",
+                    shipment_columns!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, '', '', $12, $12, NULL, NULL) \
+                     ON CONFLICT (order_id) DO NOTHING"
+                ))
                     .bind(&id)
                     .bind(&new.order_id)
                     .bind(&new.customer_id)
@@ -322,10 +327,10 @@ impl Store {
                     .fetch_optional(&mut *tx)
                     .await?;
                 let Some(id) = id else { return Ok(OnOrderCancelled::Nothing) };
-                let Some((status, _, customer_id)) = lock_shipment!(&mut *tx, &id) else {
+                let Some(row) = lock_shipment!(&mut *tx, &id) else {
                     return Ok(OnOrderCancelled::Nothing);
                 };
-                let status = parse_status(&status)?;
+                let (status, customer_id) = (parse_status(&row.status)?, row.customer_id);
                 let outcome = domain::on_order_cancelled(status);
                 match outcome {
                     OnOrderCancelled::Cancel => {
@@ -368,9 +373,11 @@ impl Store {
 
     /// Shipment `id` with its items and history, if it exists.
     pub async fn shipment(&self, id: &str) -> Result<Option<Shipment>, Error> {
-        let sql = format!("SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE id = $1");
         let (row, items, history) = with_db!(&self.db, pool => {
-            let row = sqlx::query_as::<_, ShipmentRow>(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?;
+            let row = sqlx::query_as::<_, ShipmentRow>(concat!("SELECT ", shipment_columns!(), " FROM shipments WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
             let items = sqlx::query_as::<_, Item>(
                 "SELECT product_id, sku, name, quantity FROM shipment_items WHERE shipment_id = $1 ORDER BY line",
             )
@@ -403,7 +410,7 @@ impl Store {
 
     /// Shipments newest first, filtered as asked, with their items (not their history).
     pub async fn list(&self, q: &ListQuery) -> Result<Vec<Shipment>, Error> {
-        let mut sql = format!("SELECT {SHIPMENT_COLUMNS} FROM shipments WHERE 1 = 1");
+        let mut sql = concat!("SELECT ", shipment_columns!(), " FROM shipments WHERE 1 = 1").to_owned();
         let mut args: Vec<String> = Vec::new();
         let mut filter = |column: &str, op: &str, value: &str| {
             args.push(value.to_owned());
@@ -468,20 +475,15 @@ impl Store {
         with_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
             let result = async {
-                let Some((status, order_id, customer_id)) = lock_shipment!(&mut *tx, id) else {
+                let Some(row) = lock_shipment!(&mut *tx, id) else {
                     return Err(Error::shipment_not_found(id));
                 };
-                let status = parse_status(&status)?;
+                let status = parse_status(&row.status)?;
+                let (order_id, customer_id) = (row.order_id, row.customer_id);
                 if status != Status::Pending {
-                    let (carrier, tracking_number) = sqlx::query_as::<_, (String, String)>(
-                        "SELECT carrier, tracking_number FROM shipments WHERE id = $1",
-                    )
-                    .bind(id)
-                    .fetch_one(&mut *tx)
-                    .await?;
                     if status.is_with_carrier()
-                        && carrier == dispatch.carrier
-                        && tracking_number == dispatch.tracking_number
+                        && row.carrier == dispatch.carrier
+                        && row.tracking_number == dispatch.tracking_number
                     {
                         return Ok(Dispatched::Already);
                     }
@@ -520,9 +522,10 @@ impl Store {
         with_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
             let result = async {
-                let Some((status, order_id, customer_id)) = lock_shipment!(&mut *tx, id) else {
+                let Some(row) = lock_shipment!(&mut *tx, id) else {
                     return Err(Error::shipment_not_found(id));
                 };
+                let (status, order_id, customer_id) = (row.status, row.order_id, row.customer_id);
                 if let Some(carrier_event_id) = &event.carrier_event_id {
                     let seen = sqlx::query_scalar::<_, i64>(
                         "SELECT COUNT(*) FROM tracking_events WHERE shipment_id = $1 AND carrier_event_id = $2",

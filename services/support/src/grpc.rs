@@ -169,16 +169,13 @@ impl SupportService for SupportApi {
         if !violations.is_empty() {
             return Err(Error::InvalidArgument(violations).into());
         }
-        // An agent answering their own ticket writes as its customer.
-        let author = |ticket: &store::Ticket| {
-            if ticket.customer_id == claims.sub { Author::Customer } else { Author::Agent }
+        // The ticket's own customer writes as the customer (an agent too, on their own ticket); anyone else who
+        // may see it is an agent.
+        let role = |ticket: &store::Ticket| {
+            may_see(&claims, ticket)
+                .then(|| if ticket.customer_id == claims.sub { Author::Customer } else { Author::Agent })
         };
-        let current = self.store.ticket(&req.ticket_id).await?;
-        let Some(current) = current.filter(|t| may_see(&claims, t)) else {
-            return Err(Error::ticket_not_found(&req.ticket_id).into());
-        };
-        let by = author(&current);
-        self.store.add_message(&req.ticket_id, by, &claims.sub, &body, now_micros(), |t| may_see(&claims, t)).await?;
+        let by = self.store.add_message(&req.ticket_id, &claims.sub, &body, now_micros(), role).await?;
         self.relay.wake();
         tracing::info!(ticket_id = %req.ticket_id, author = by.as_str(), "ticket message added");
         let ticket = self.visible(&claims, &req.ticket_id).await?;

@@ -13,16 +13,21 @@ use crate::domain::{self, Author, Cursor, MAX_MESSAGES, NewTicket, Status};
 use crate::error::{Error, TICKET_FULL};
 use crate::events::{self, About};
 
-const TICKET_COLUMNS: &str = "id, customer_id, email, name, subject, order_id, status, create_time, update_time";
+/// The columns of `tickets`, in `TicketRow`'s order (a macro, so statements are built at compile time).
+macro_rules! ticket_columns {
+    () => {
+        "id, customer_id, email, name, subject, order_id, status, create_time, update_time"
+    };
+}
 
 /// Writes the ticket's row (a no-op update) so the transaction holds it, and yields it; `None` when there is
 /// no such ticket (a macro: it runs on either engine's transaction).
 macro_rules! lock_ticket {
     ($conn:expr, $id:expr) => {
-        sqlx::query_as::<_, TicketRow>(
-            "UPDATE tickets SET update_time = update_time WHERE id = $1 \
-             RETURNING id, customer_id, email, name, subject, order_id, status, create_time, update_time",
-        )
+        sqlx::query_as::<_, TicketRow>(concat!(
+            "UPDATE tickets SET update_time = update_time WHERE id = $1 RETURNING ",
+            ticket_columns!()
+        ))
         .bind($id)
         .fetch_optional($conn)
         .await?
@@ -165,11 +170,14 @@ impl Store {
     /// `ticket.created`; returns its id.
     pub async fn open(&self, customer_id: &str, new: &NewTicket, now: i64) -> Result<String, Error> {
         let id = uuid::Uuid::now_v7().to_string();
-        let insert = format!("INSERT INTO tickets ({TICKET_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)");
         with_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
             let result = async {
-                sqlx::query(sqlx::AssertSqlSafe(insert))
+                sqlx::query(concat!(
+                    "INSERT INTO tickets (",
+                    ticket_columns!(),
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $8)"
+                ))
                     .bind(&id)
                     .bind(customer_id)
                     .bind(&new.email)
@@ -193,9 +201,11 @@ impl Store {
 
     /// Ticket `id` with its conversation, if it exists.
     pub async fn ticket(&self, id: &str) -> Result<Option<Ticket>, Error> {
-        let sql = format!("SELECT {TICKET_COLUMNS} FROM tickets WHERE id = $1");
         let (row, messages) = with_db!(&self.db, pool => {
-            let row = sqlx::query_as::<_, TicketRow>(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?;
+            let row = sqlx::query_as::<_, TicketRow>(concat!("SELECT ", ticket_columns!(), " FROM tickets WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
             let messages = sqlx::query_as::<_, MessageRow>(
                 "SELECT author_role, author_id, body, create_time FROM ticket_messages WHERE ticket_id = $1 \
                  ORDER BY seq",
@@ -224,7 +234,7 @@ impl Store {
 
     /// Tickets, the most recently changed first, filtered as asked (without their conversations).
     pub async fn list(&self, q: &ListQuery) -> Result<Vec<Ticket>, Error> {
-        let mut sql = format!("SELECT {TICKET_COLUMNS} FROM tickets WHERE 1 = 1");
+        let mut sql = concat!("SELECT ", ticket_columns!(), " FROM tickets WHERE 1 = 1").to_owned();
         let mut texts: Vec<String> = Vec::new();
         let mut placeholder = |value: String| {
             texts.push(value);
@@ -256,26 +266,24 @@ impl Store {
         rows.into_iter().map(Ticket::try_from).collect()
     }
 
-    /// Adds a message by `author` (user `author_id`) to ticket `id`, moves its state as
-    /// [`domain::after_message`] says, and writes `ticket.replied` for an agent's. `visible` decides whether
-    /// the caller may see the ticket (NOT_FOUND when not); FAILED_PRECONDITION when it is full.
+    /// Adds a message by user `author_id` to ticket `id`, moves its state as [`domain::after_message`] says,
+    /// and writes `ticket.replied` for an agent's. `role` says, from the locked ticket, as whom the caller
+    /// writes, or `None` when they may not see it (NOT_FOUND); FAILED_PRECONDITION when it is full. Returns the
+    /// role written as.
     pub async fn add_message(
         &self,
         id: &str,
-        author: Author,
         author_id: &str,
         body: &str,
         now: i64,
-        visible: impl Fn(&Ticket) -> bool,
-    ) -> Result<(), Error> {
+        role: impl Fn(&Ticket) -> Option<Author>,
+    ) -> Result<Author, Error> {
         with_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
             let result = async {
                 let row = lock_ticket!(&mut *tx, id).ok_or_else(|| Error::ticket_not_found(id))?;
                 let ticket = Ticket::try_from(row)?;
-                if !visible(&ticket) {
-                    return Err(Error::ticket_not_found(id));
-                }
+                let author = role(&ticket).ok_or_else(|| Error::ticket_not_found(id))?;
                 let count = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM ticket_messages WHERE ticket_id = $1")
                     .bind(id)
                     .fetch_one(&mut *tx)
@@ -296,7 +304,7 @@ impl Store {
                 if author == Author::Agent {
                     enqueue(&mut *tx, crate::NAME, &events::replied(ticket.about(), body)).await?;
                 }
-                Ok(())
+                Ok(author)
             }
             .await;
             finish(tx, result).await

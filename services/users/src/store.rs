@@ -14,8 +14,12 @@ use platform::with_db;
 use crate::domain::{AddressFields, MAX_ADDRESSES, ProfileFields};
 use crate::error::{ADDRESS_BOOK_FULL, Error};
 
-const ADDRESS_COLUMNS: &str =
-    "id, label, name, line1, line2, city, region, postal_code, country, is_default, create_time, update_time";
+/// The columns of `addresses` an `AddressRow` reads (a macro, so statements are built at compile time).
+macro_rules! address_columns {
+    () => {
+        "id, label, name, line1, line2, city, region, postal_code, country, is_default, create_time, update_time"
+    };
+}
 
 /// Makes the customer's profile if missing (empty) and writes its row, so the transaction holds the
 /// customer's data (a macro: it runs on either engine's transaction).
@@ -231,10 +235,15 @@ impl Store {
 
     /// The addresses of `user_id`: the default first, then the newest.
     pub async fn addresses(&self, user_id: &str) -> Result<Vec<SavedAddress>, Error> {
-        let sql =
-            format!("SELECT {ADDRESS_COLUMNS} FROM addresses WHERE user_id = $1 ORDER BY is_default DESC, id DESC");
         let rows = with_db!(&self.db, pool => {
-            sqlx::query_as::<_, AddressRow>(sqlx::AssertSqlSafe(sql)).bind(user_id).fetch_all(pool).await?
+            sqlx::query_as::<_, AddressRow>(concat!(
+                "SELECT ",
+                address_columns!(),
+                " FROM addresses WHERE user_id = $1 ORDER BY is_default DESC, id DESC"
+            ))
+            .bind(user_id)
+            .fetch_all(pool)
+            .await?
         });
         Ok(rows.into_iter().map(SavedAddress::from).collect())
     }
@@ -306,12 +315,15 @@ impl Store {
         now: i64,
         change: impl FnOnce(&AddressFields) -> Result<AddressFields, Error>,
     ) -> Result<SavedAddress, Error> {
-        let select = format!("SELECT {ADDRESS_COLUMNS} FROM addresses WHERE id = $1 AND user_id = $2");
         with_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
             let result = async {
                 lock_profile!(&mut *tx, user_id, now);
-                let row = sqlx::query_as::<_, AddressRow>(sqlx::AssertSqlSafe(select))
+                let row = sqlx::query_as::<_, AddressRow>(concat!(
+                    "SELECT ",
+                    address_columns!(),
+                    " FROM addresses WHERE id = $1 AND user_id = $2"
+                ))
                     .bind(id)
                     .bind(user_id)
                     .fetch_optional(&mut *tx)
