@@ -65,9 +65,9 @@ pub async fn run(
     let ledger =
         LedgerClient::new(platform::grpc::balanced_channel(&settings.service_url_list("ledger"))?, Arc::new(tokens));
     let verifier = Arc::new(TokenVerifier::from_auth_service(auth));
-    let processor: Arc<dyn PaymentProcessor> = Arc::new(SimulatedProcessor::new());
-    tracing::info!("payments use the SimulatedProcessor: test tokens only, no real money moves");
     let db = Db::open(&settings, NAME).await?;
+    let processor: Arc<dyn PaymentProcessor> = Arc::new(SimulatedProcessor::new(db.clone()));
+    tracing::info!("payments use the SimulatedProcessor: test tokens only, no real money moves");
     let result = serve(listener, db.clone(), verifier, processor, ledger, bus, shutdown).await;
     db.close().await;
     result

@@ -168,7 +168,6 @@ impl LedgerService for FakeLedger {
 // ---------------------------------------------------------------------------------------------------------
 // A processor wrapper that can make refunds fail: shows that tests can inject their own processor.
 
-#[derive(Default)]
 struct FlakyRefunds {
     inner: SimulatedProcessor,
     fail_refunds: AtomicBool,
@@ -258,7 +257,7 @@ impl Server {
     }
 
     async fn simulated(db: Db) -> (Self, Arc<SimulatedProcessor>) {
-        let processor = Arc::new(SimulatedProcessor::new());
+        let processor = Arc::new(SimulatedProcessor::new(db.clone()));
         (Self::start(db, processor.clone()).await, processor)
     }
 
@@ -638,7 +637,8 @@ async fn concurrent_refunds_never_exceed_the_capture(db: Db) {
 }
 
 async fn a_failed_processor_refund_gives_the_amount_back(db: Db) {
-    let processor = Arc::new(FlakyRefunds::default());
+    let processor =
+        Arc::new(FlakyRefunds { inner: SimulatedProcessor::new(db.clone()), fail_refunds: AtomicBool::new(false) });
     let server = Server::start(db, processor.clone()).await;
     let payment = server.create(&server.customer("alice"), pay("o-1", 1000, "tok_visa", "k")).await.expect("create");
     processor.fail_refunds.store(true, Ordering::SeqCst);
