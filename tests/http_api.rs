@@ -497,7 +497,9 @@ async fn checkout(storage: Storage) {
     let mine = p.send("GET", "/v1/orders", Some(&customer), None).await;
     assert_eq!(mine.json["orders"].as_array().map(Vec::len), Some(2), "{}", mine.json);
 
-    // Cancelling refunds the payment and, through order.cancelled, puts the stock back.
+    // Cancelling refunds the payment and, through order.cancelled, puts the stock back. (Once its shipment
+    // exists: an order cancelled before deliveries saw order.confirmed never gets one.)
+    shipment_of(&p, &customer, id, "SHIPMENT_STATUS_PENDING").await;
     let cancelled = p.send("POST", &format!("/v1/orders/{id}:cancel"), Some(&customer), Some(json!({}))).await;
     assert_eq!(cancelled.status, 200, "{}", cancelled.json);
     assert_eq!(cancelled.json["status"], "ORDER_STATUS_CANCELLED", "{}", cancelled.json);
@@ -571,6 +573,18 @@ async fn shipping(storage: Storage) {
     assert_eq!(shipped.status, 200, "{}", shipped.json);
     assert_eq!(shipped.json["status"], "SHIPMENT_STATUS_SHIPPED");
     assert_eq!(shipped.json["trackingNumber"], "6A123456789");
+
+    // With the carrier, the order can no longer be cancelled (nor refunded as if the goods never left).
+    let cancel = p.send("POST", &format!("/v1/orders/{order_id}:cancel"), Some(&customer), Some(json!({}))).await;
+    assert_eq!(cancel.status, 400, "{}", cancel.json);
+    let reasons: Vec<_> =
+        cancel.json["error"]["details"].as_array().expect("details").iter().map(|d| &d["reason"]).collect();
+    assert!(reasons.contains(&&json!("ORDER_SHIPPED")), "{}", cancel.json);
+    let order = p.send("GET", &format!("/v1/orders/{order_id}"), Some(&customer), None).await;
+    assert_eq!(order.json["status"], "ORDER_STATUS_CONFIRMED", "{}", order.json);
+    let payment_id = order.json["paymentId"].as_str().expect("payment id");
+    let payment = p.send("GET", &format!("/v1/payments/{payment_id}"), Some(&customer), None).await;
+    assert_eq!(payment.json["status"], "PAYMENT_STATUS_CAPTURED", "{}", payment.json);
 
     for (status, event_id) in [("SHIPMENT_STATUS_IN_TRANSIT", "lp-1"), ("SHIPMENT_STATUS_DELIVERED", "lp-2")] {
         let event = json!({"status": status, "location": "Lyon", "carrierEventId": event_id});

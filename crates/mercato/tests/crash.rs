@@ -268,5 +268,7 @@ async fn killed_while_compensating_or_cancelling_the_order_still_ends_right() {
     let failed = "ORDER_STATUS_FAILED";
     crash_then_resume("orders::pay::answered", Action::Checkout, "tok_chargeDeclined", failed).await;
     crash_then_resume("orders::release::answered", Action::Checkout, "tok_chargeDeclined", failed).await;
+    // Killed once the shipment was cancelled and before the refund; then once the refund was made.
+    crash_then_resume("orders::cancel_shipment::answered", Action::Cancel, "tok_visa", "ORDER_STATUS_CANCELLED").await;
     crash_then_resume("orders::cancel::answered", Action::Cancel, "tok_visa", "ORDER_STATUS_CANCELLED").await;
 }

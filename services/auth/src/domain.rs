@@ -63,7 +63,10 @@ pub const ROLE_SERVICE: &str = "service";
 /// What each service may do to others with its own token (client-credentials grant). A service not listed
 /// gets a token with no scopes: it can call only what any authenticated caller can.
 pub const SERVICE_SCOPES: &[(&str, &[&str])] = &[
-    ("orders", &["inventory:reserve", "payment:write", "payment:refund", "orders:admin", "cart:write"]),
+    (
+        "orders",
+        &["inventory:reserve", "payment:write", "payment:refund", "orders:admin", "cart:write", "shipment:cancel"],
+    ),
     ("payments", &["ledger:write"]),
     ("refunds", &["ledger:write", "payment:refund"]),
     ("notifications", &["orders:read"]),

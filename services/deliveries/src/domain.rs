@@ -182,6 +182,16 @@ pub fn on_order_cancelled(current: Status) -> OnOrderCancelled {
     }
 }
 
+/// What the orders service's request to cancel an order's shipment (before it refunds the order) does to a
+/// shipment in state `current`: like [`on_order_cancelled`], except that a parcel with the carrier refuses
+/// the cancellation (`None`) instead of noting it, since the order is then not cancelled at all.
+pub fn on_cancel_request(current: Status) -> Option<OnOrderCancelled> {
+    match on_order_cancelled(current) {
+        OnOrderCancelled::Note => None,
+        other => Some(other),
+    }
+}
+
 /// A dispatch as validated: carrier and tracking number, trimmed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dispatch {
@@ -335,6 +345,18 @@ mod tests {
         assert_eq!(on_order_cancelled(Status::Delivered), OnOrderCancelled::Note);
         assert_eq!(on_order_cancelled(Status::Cancelled), OnOrderCancelled::Nothing);
         assert_eq!(on_order_cancelled(Status::Returned), OnOrderCancelled::Nothing);
+    }
+
+    #[test]
+    fn a_parcel_with_the_carrier_refuses_the_orders_cancellation() {
+        assert_eq!(on_cancel_request(Status::Pending), Some(OnOrderCancelled::Cancel));
+        assert_eq!(on_cancel_request(Status::Cancelled), Some(OnOrderCancelled::Nothing));
+        assert_eq!(on_cancel_request(Status::Returned), Some(OnOrderCancelled::Nothing), "back at the shop");
+        for dispatched in
+            [Status::Shipped, Status::InTransit, Status::OutForDelivery, Status::DeliveryFailed, Status::Delivered]
+        {
+            assert_eq!(on_cancel_request(dispatched), None, "{dispatched:?}");
+        }
     }
 
     fn fields(violations: Vec<FieldViolation>) -> Vec<String> {

@@ -5,6 +5,8 @@ use tonic::{Code, Status};
 
 /// `ErrorInfo` reason when a shipment that is not PENDING is dispatched (again, differently).
 pub const SHIPMENT_NOT_PENDING: &str = "SHIPMENT_NOT_PENDING";
+/// `ErrorInfo` reason when an order's shipment cannot be cancelled because the carrier has it.
+pub const SHIPMENT_DISPATCHED: &str = "SHIPMENT_DISPATCHED";
 /// `ErrorInfo` reason when a tracking event would move a shipment to a state it cannot reach.
 pub const INVALID_SHIPMENT_TRANSITION: &str = "INVALID_SHIPMENT_TRANSITION";
 

@@ -1,7 +1,8 @@
 //! What the deliveries service publishes and consumes.
 //!
-//! It consumes `order.confirmed` (a shipment is made for the order, to its shipping address) and
-//! `order.cancelled` (a shipment not yet dispatched is cancelled; a dispatched one gets a history entry). It
+//! It consumes `order.confirmed` (a shipment is made for the order, to its shipping address, unless the order
+//! was cancelled first) and `order.cancelled` (a shipment not yet dispatched is cancelled; a dispatched one
+//! gets a history entry; usually the orders service has already cancelled it with CancelOrderShipment). It
 //! publishes `shipment.created`, `shipment.shipped`, `shipment.delivered` and `shipment.cancelled`, each with
 //! the shipment as its subject, so one shipment's events arrive in order.
 

@@ -2,9 +2,9 @@
 
 use api::mercato::deliveries::v1::delivery_service_server::DeliveryService;
 use api::mercato::deliveries::v1::{
-    DispatchShipmentRequest, DispatchShipmentResponse, GetShipmentRequest, GetShipmentResponse, ListShipmentsRequest,
-    ListShipmentsResponse, RecordTrackingEventRequest, RecordTrackingEventResponse, Shipment, ShipmentItem,
-    TrackingEvent,
+    CancelOrderShipmentRequest, CancelOrderShipmentResponse, DispatchShipmentRequest, DispatchShipmentResponse,
+    GetShipmentRequest, GetShipmentResponse, ListShipmentsRequest, ListShipmentsResponse, RecordTrackingEventRequest,
+    RecordTrackingEventResponse, Shipment, ShipmentItem, TrackingEvent,
 };
 use platform::auth::{Claims, caller};
 use platform::db::Db;
@@ -213,5 +213,37 @@ impl DeliveryService for DeliveryApi {
         let shipment =
             self.store.shipment(&req.shipment_id).await?.ok_or_else(|| Error::shipment_not_found(&req.shipment_id))?;
         Ok(Response::new(RecordTrackingEventResponse { shipment: Some(shipment_to_wire(shipment)) }))
+    }
+
+    async fn cancel_order_shipment(
+        &self,
+        request: Request<CancelOrderShipmentRequest>,
+    ) -> Result<Response<CancelOrderShipmentResponse>, Status> {
+        let by = caller(&request)?.sub.clone();
+        let req = request.into_inner();
+        let reason = req.reason.trim();
+        let mut violations = Vec::new();
+        if let Err(v) = domain::validate_id("order_id", &req.order_id) {
+            violations.push(v);
+        }
+        if reason.chars().count() > domain::MAX_DESCRIPTION {
+            violations.push(platform::error::FieldViolation::new(
+                "reason",
+                format!("is longer than {} characters", domain::MAX_DESCRIPTION),
+            ));
+        }
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument(violations).into());
+        }
+        let shipment_id = self.store.cancel_order_shipment(&req.order_id, reason, now_micros()).await?;
+        self.relay.wake();
+        tracing::info!(order_id = %req.order_id, shipment_id = ?shipment_id, by = %by, "order's shipment cancelled");
+        let shipment = match shipment_id {
+            Some(id) => {
+                Some(shipment_to_wire(self.store.shipment(&id).await?.ok_or_else(|| Error::shipment_not_found(&id))?))
+            }
+            None => None,
+        };
+        Ok(Response::new(CancelOrderShipmentResponse { shipment }))
     }
 }

@@ -15,7 +15,7 @@ use platform::events::{enqueue, first_delivery};
 use platform::with_db;
 
 use crate::domain::{self, Dispatch, NewTrackingEvent, OnOrderCancelled, Status, Tracking, TrackingRefusal};
-use crate::error::{Error, INVALID_SHIPMENT_TRANSITION, SHIPMENT_NOT_PENDING};
+use crate::error::{Error, INVALID_SHIPMENT_TRANSITION, SHIPMENT_DISPATCHED, SHIPMENT_NOT_PENDING};
 use crate::events;
 
 /// Who wrote a history entry: the service itself or a carrier.
@@ -241,6 +241,17 @@ pub enum Recorded {
     Duplicate,
 }
 
+/// A cancelled order, as [`Store::cancel_order`] applies it.
+struct Cancellation<'a> {
+    order_id: &'a str,
+    /// Why, for the history; may be empty.
+    reason: &'a str,
+    /// The `order.cancelled` event that says so (recorded in the inbox, applied once); `None` for a call.
+    event_id: Option<&'a str>,
+    /// Whether a shipment with the carrier refuses it (a call from orders) or gets a note (the event).
+    refuse_dispatched: bool,
+}
+
 /// The deliveries service's tables.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -262,6 +273,20 @@ impl Store {
             let mut tx = pool.begin().await?;
             let result = async {
                 if !first_delivery(&mut *tx, events::CONSUMER, event_id).await? {
+                    return Ok(None);
+                }
+                // The order's row first (see the migration): a cancellation that came before this event leaves
+                // no shipment to make.
+                let cancelled = sqlx::query_scalar::<_, bool>(
+                    "INSERT INTO orders_known (order_id, cancelled, update_time) VALUES ($1, $2, $3) \
+                     ON CONFLICT (order_id) DO UPDATE SET update_time = excluded.update_time RETURNING cancelled",
+                )
+                .bind(&new.order_id)
+                .bind(false)
+                .bind(now)
+                .fetch_one(&mut *tx)
+                .await?;
+                if cancelled {
                     return Ok(None);
                 }
                 let a = &new.address;
@@ -314,24 +339,63 @@ impl Store {
 
     /// Applies the cancellation of order `order_id` (event `event_id`, once) to its shipment, as
     /// [`domain::on_order_cancelled`] says; writes `shipment.cancelled` when it cancels one. An order without a
-    /// shipment changes nothing.
+    /// shipment yet is remembered as cancelled, so its confirmation makes none.
     pub async fn cancel_for_order(&self, event_id: &str, order_id: &str, now: i64) -> Result<OnOrderCancelled, Error> {
+        let cancellation = Cancellation { order_id, reason: "", event_id: Some(event_id), refuse_dispatched: false };
+        Ok(self.cancel_order(&cancellation, now).await?.0)
+    }
+
+    /// Cancels the shipment of order `order_id` for the orders service, before it refunds the order, as
+    /// [`domain::on_cancel_request`] says: a shipment with the carrier is FAILED_PRECONDITION
+    /// (SHIPMENT_DISPATCHED) and nothing changes. An order without a shipment yet is remembered as cancelled.
+    /// Returns the id of the order's shipment, if it has one.
+    pub async fn cancel_order_shipment(&self, order_id: &str, reason: &str, now: i64) -> Result<Option<String>, Error> {
+        let cancellation = Cancellation { order_id, reason, event_id: None, refuse_dispatched: true };
+        Ok(self.cancel_order(&cancellation, now).await?.1)
+    }
+
+    async fn cancel_order(&self, c: &Cancellation<'_>, now: i64) -> Result<(OnOrderCancelled, Option<String>), Error> {
         with_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
             let result = async {
-                if !first_delivery(&mut *tx, events::CONSUMER, event_id).await? {
-                    return Ok(OnOrderCancelled::Nothing);
+                if let Some(event_id) = c.event_id
+                    && !first_delivery(&mut *tx, events::CONSUMER, event_id).await?
+                {
+                    return Ok((OnOrderCancelled::Nothing, None));
                 }
+                // The order's row first (see the migration), so a confirmation racing this one is serialised
+                // with it: either its shipment is found below, or it sees `cancelled` and makes none.
+                sqlx::query(
+                    "INSERT INTO orders_known (order_id, cancelled, update_time) VALUES ($1, $2, $3) \
+                     ON CONFLICT (order_id) DO UPDATE SET cancelled = excluded.cancelled, \
+                     update_time = excluded.update_time",
+                )
+                .bind(c.order_id)
+                .bind(true)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
                 let id = sqlx::query_scalar::<_, String>("SELECT id FROM shipments WHERE order_id = $1")
-                    .bind(order_id)
+                    .bind(c.order_id)
                     .fetch_optional(&mut *tx)
                     .await?;
-                let Some(id) = id else { return Ok(OnOrderCancelled::Nothing) };
+                let Some(id) = id else { return Ok((OnOrderCancelled::Nothing, None)) };
                 let Some(row) = lock_shipment!(&mut *tx, &id) else {
-                    return Ok(OnOrderCancelled::Nothing);
+                    return Ok((OnOrderCancelled::Nothing, None));
                 };
                 let (status, customer_id) = (parse_status(&row.status)?, row.customer_id);
-                let outcome = domain::on_order_cancelled(status);
+                let outcome = if c.refuse_dispatched {
+                    domain::on_cancel_request(status).ok_or_else(|| Error::FailedPrecondition {
+                        reason: SHIPMENT_DISPATCHED,
+                        message: format!(
+                            "the order's shipment was handed to {} ({}): it can no longer be cancelled",
+                            row.carrier,
+                            status.as_str().to_lowercase().replace('_', " ")
+                        ),
+                    })?
+                } else {
+                    domain::on_order_cancelled(status)
+                };
                 match outcome {
                     OnOrderCancelled::Cancel => {
                         sqlx::query("UPDATE shipments SET status = $1, update_time = $2 WHERE id = $3")
@@ -340,9 +404,14 @@ impl Store {
                             .bind(&id)
                             .execute(&mut *tx)
                             .await?;
+                        let description = if c.reason.is_empty() {
+                            "order cancelled before dispatch".to_owned()
+                        } else {
+                            format!("order cancelled before dispatch: {}", c.reason)
+                        };
                         add_history!(&mut *tx, &id, ORIGIN_SERVICE, Status::Cancelled.as_str(), "",
-                            "order cancelled before dispatch", now, now, None::<String>);
-                        enqueue(&mut *tx, crate::NAME, &events::cancelled(&id, order_id, &customer_id)).await?;
+                            &description, now, now, None::<String>);
+                        enqueue(&mut *tx, crate::NAME, &events::cancelled(&id, c.order_id, &customer_id)).await?;
                     }
                     OnOrderCancelled::Note => {
                         sqlx::query("UPDATE shipments SET update_time = $1 WHERE id = $2")
@@ -356,7 +425,7 @@ impl Store {
                     }
                     OnOrderCancelled::Nothing => {}
                 }
-                Ok(outcome)
+                Ok((outcome, Some(id)))
             }
             .await;
             finish(tx, result).await

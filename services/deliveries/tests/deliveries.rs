@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use api::mercato::deliveries::v1::delivery_service_client::DeliveryServiceClient;
 use api::mercato::deliveries::v1::{
-    DispatchShipmentRequest, GetShipmentRequest, ListShipmentsRequest, RecordTrackingEventRequest, Shipment,
-    ShipmentShipped, ShipmentStatus, TrackingEvent,
+    CancelOrderShipmentRequest, DispatchShipmentRequest, GetShipmentRequest, ListShipmentsRequest,
+    RecordTrackingEventRequest, Shipment, ShipmentShipped, ShipmentStatus, TrackingEvent,
 };
 use api::mercato::orders::v1::{Address, OrderCancelled, OrderConfirmed, OrderItem};
 use platform::db::Db;
@@ -92,6 +92,23 @@ impl Server {
 
     fn staff(&self) -> String {
         self.issuer.token("admin-1", &["shipment:write", "orders:admin"], &["admin"])
+    }
+
+    /// The orders service's token, as auth gives it (client-credentials grant).
+    fn orders_service(&self) -> String {
+        self.issuer.token("service:orders", &["inventory:reserve", "payment:refund", "shipment:cancel"], &["service"])
+    }
+
+    /// CancelOrderShipment as the orders service calls it before refunding a cancelled order.
+    async fn cancel_shipment(&self, token: &str, order_id: &str, reason: &str) -> Result<Option<Shipment>, Status> {
+        let request = CancelOrderShipmentRequest { order_id: order_id.into(), reason: reason.into() };
+        Ok(self.client.clone().cancel_order_shipment(with_token(request, token)).await?.into_inner().shipment)
+    }
+
+    /// Every shipment of `order_id` (none or one), as staff see it.
+    async fn shipments_of(&self, order_id: &str) -> Vec<Shipment> {
+        let request = ListShipmentsRequest { order_id: order_id.into(), ..ListShipmentsRequest::default() };
+        self.list(&self.staff(), request).await.expect("list").0
     }
 
     /// Delivers an orders event as the orders service publishes it.
@@ -378,6 +395,82 @@ async fn a_cancelled_order_cancels_its_shipment_until_dispatched(db: Db) {
     server.stop().await;
 }
 
+async fn the_orders_service_cancels_a_shipment_only_before_dispatch(db: Db) {
+    let server = Server::start(db).await;
+    let (orders, staff) = (server.orders_service(), server.staff());
+    server.confirm("ev-1", "o-1", "alice").await;
+    server.confirm("ev-2", "o-2", "alice").await;
+    server.confirm("ev-3", "o-3", "alice").await;
+    let pending = server.of_order("o-1").await.id;
+    let shipped = server.dispatch(&staff, &server.of_order("o-2").await.id, "DHL", "JJD0002").await.expect("dispatch");
+    let returned = server.dispatch(&staff, &server.of_order("o-3").await.id, "UPS", "1Z0003").await.expect("dispatch");
+    server.track(&staff, event(&returned.id, ShipmentStatus::Returned, "ups-1")).await.expect("returned");
+
+    // Not dispatched: cancelled, with the order's reason in its history; asking again changes nothing.
+    let cancelled = server.cancel_shipment(&orders, "o-1", "changed my mind").await.expect("cancel").expect("shipment");
+    assert_eq!((cancelled.id.as_str(), status(&cancelled)), (pending.as_str(), ShipmentStatus::Cancelled));
+    let last = cancelled.events.last().expect("history");
+    assert_eq!(last.description, "order cancelled before dispatch: changed my mind");
+    let again = server.cancel_shipment(&orders, "o-1", "changed my mind").await.expect("again").expect("shipment");
+    assert_eq!(again, cancelled);
+
+    // With the carrier: refused, and the shipment is left exactly as it was.
+    let refused = server.cancel_shipment(&orders, "o-2", "").await.expect_err("dispatched");
+    assert_eq!((refused.code(), reason(&refused).as_str()), (Code::FailedPrecondition, "SHIPMENT_DISPATCHED"));
+    assert!(refused.message().contains("handed to DHL (shipped)"), "{}", refused.message());
+    assert_eq!(server.get(&staff, &shipped.id).await.expect("get"), shipped);
+    // Back at the shop: nothing to cancel, and the order may be refunded.
+    let back = server.cancel_shipment(&orders, "o-3", "").await.expect("returned").expect("shipment");
+    assert_eq!(status(&back), ShipmentStatus::Returned);
+
+    // Cancelled before its confirmation arrived: no shipment now, and none when order.confirmed comes.
+    assert_eq!(server.cancel_shipment(&orders, "o-4", "").await.expect("no shipment yet"), None);
+    server.confirm("ev-4", "o-4", "alice").await;
+    assert_eq!(server.shipments_of("o-4").await, []);
+    // Likewise when order.cancelled overtakes order.confirmed (a dead letter requeued late).
+    server.cancel("ev-5", "o-5", "alice").await;
+    server.confirm("ev-6", "o-5", "alice").await;
+    assert_eq!(server.shipments_of("o-5").await, []);
+
+    let published = server.published(6).await;
+    let cancellations: Vec<_> =
+        published.iter().filter(|(t, _, _)| t == "shipment.cancelled").map(|(_, s, _)| s.as_str()).collect();
+    assert_eq!(cancellations, [pending.as_str()], "once, for the one shipment cancelled");
+
+    // Only the orders service may ask (scope shipment:cancel), and it must name the order.
+    let customer = server.customer("alice");
+    let denied = server.cancel_shipment(&customer, "o-1", "").await.expect_err("a customer");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let bad = server.cancel_shipment(&orders, "", &"x".repeat(501)).await.expect_err("bad request");
+    assert_eq!(bad_fields(&bad), ["order_id", "reason"]);
+    server.stop().await;
+}
+
+async fn a_cancellation_racing_the_confirmation_leaves_no_shipment_to_send(db: Db) {
+    let server = Arc::new(Server::start(db).await);
+    let orders = server.orders_service();
+    let mut races = Vec::new();
+    for n in 0..30 {
+        let (server, orders) = (server.clone(), orders.clone());
+        races.push(tokio::spawn(async move {
+            let order_id = format!("race-{n}");
+            let event_id = format!("ev-{n}");
+            let confirm = server.confirm(&event_id, &order_id, "alice");
+            let cancel = server.cancel_shipment(&orders, &order_id, "");
+            let (_, cancelled) = tokio::join!(confirm, cancel);
+            cancelled.expect("a shipment not yet dispatched is always cancelled");
+            order_id
+        }));
+    }
+    for race in races {
+        let order_id = race.await.expect("join");
+        // Whichever came first, the order's shipment is never left PENDING: someone would pack it.
+        let shipments = server.shipments_of(&order_id).await;
+        assert!(shipments.iter().all(|s| status(s) == ShipmentStatus::Cancelled), "{order_id}: {shipments:?}");
+    }
+    Arc::into_inner(server).expect("the only handle").stop().await;
+}
+
 async fn shipments_are_private_and_listed_newest_first(db: Db) {
     let server = Server::start(db).await;
     for n in 1..=3 {
@@ -479,6 +572,8 @@ on_both_engines!(
     a_confirmed_order_gets_one_shipment,
     dispatch_then_track_to_delivery,
     a_cancelled_order_cancels_its_shipment_until_dispatched,
+    the_orders_service_cancels_a_shipment_only_before_dispatch,
+    a_cancellation_racing_the_confirmation_leaves_no_shipment_to_send,
     shipments_are_private_and_listed_newest_first,
     bad_requests_name_their_fields,
 );

@@ -326,6 +326,9 @@ pub const PAYMENT_DECLINED: &str = "Your payment was declined.";
 pub const PAYMENT_ERROR: &str = "We could not process your payment. You have not been charged.";
 /// Reason when the stock could not be sold after the payment was captured.
 pub const COMMIT_FAILED: &str = "We could not complete your order. Your payment has been refunded.";
+/// What a cancellation refused because the parcel is with the carrier says, to the caller and in the saga log.
+pub const CANCEL_REFUSED_SHIPPED: &str =
+    "the order has been handed to the carrier and can no longer be cancelled; return it once it arrives";
 
 /// Page size from the request: 0 means the default; otherwise 1 to [`MAX_PAGE_SIZE`].
 pub fn page_size(requested: i32) -> Result<i64, FieldViolation> {

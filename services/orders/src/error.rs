@@ -11,6 +11,8 @@ pub const PRODUCT_UNAVAILABLE: &str = "PRODUCT_UNAVAILABLE";
 pub const CART_EMPTY: &str = "CART_EMPTY";
 /// `ErrorInfo` reason when an order is in a state that refuses the request.
 pub const ORDER_STATE: &str = "ORDER_STATE";
+/// `ErrorInfo` reason when a confirmed order cannot be cancelled because its parcel is with the carrier.
+pub const ORDER_SHIPPED: &str = "ORDER_SHIPPED";
 /// `ErrorInfo` reason when items of an order are priced in several currencies.
 pub const MIXED_CURRENCIES: &str = "MIXED_CURRENCIES";
 

@@ -18,7 +18,9 @@ use tonic::{Request, Response, Status as GrpcStatus};
 use tracing::Instrument;
 
 use crate::domain::{self, Address, Line, LineInput, Price, PricingError, Status, Step};
-use crate::error::{CART_EMPTY, Error, IDEMPOTENCY_KEY_REUSED, MIXED_CURRENCIES, ORDER_STATE, PRODUCT_UNAVAILABLE};
+use crate::error::{
+    CART_EMPTY, Error, IDEMPOTENCY_KEY_REUSED, MIXED_CURRENCIES, ORDER_SHIPPED, ORDER_STATE, PRODUCT_UNAVAILABLE,
+};
 use crate::events;
 use crate::ports::{PortError, SagaPorts};
 use crate::saga::Saga;
@@ -174,15 +176,19 @@ impl OrdersApi {
 
     /// The order once its saga finished (or the wait ran out).
     async fn settled(&self, order: Order) -> Result<WireOrder, Error> {
+        Ok(order_to_wire(self.settled_order(order).await?))
+    }
+
+    /// [`Self::settled`], before it goes on the wire.
+    async fn settled_order(&self, order: Order) -> Result<Order, Error> {
         if order.status == Status::Pending || order.step == Step::Cancel {
             if let Some(order) = self.saga.finish(&order.id).await {
-                return Ok(order_to_wire(order));
+                return Ok(order);
             }
             let id = order.id;
-            let order = self.store.order(&id).await?.ok_or_else(|| Error::order_not_found(&id))?;
-            return Ok(order_to_wire(order));
+            return self.store.order(&id).await?.ok_or_else(|| Error::order_not_found(&id));
         }
-        Ok(order_to_wire(order))
+        Ok(order)
     }
 
     /// The lines to order: the request's, or the caller's cart.
@@ -416,7 +422,15 @@ impl OrderService for OrdersApi {
         }
         let id = order.id;
         let order = self.store.order(&id).await?.ok_or_else(|| Error::order_not_found(&id))?;
-        let order = self.settled(order).await?;
-        Ok(Response::new(CancelOrderResponse { order: Some(order) }))
+        let order = self.settled_order(order).await?;
+        if (order.status, order.step) == (Status::Confirmed, Step::Done) {
+            // The saga found the parcel with the carrier and left the order as it was.
+            return Err(Error::FailedPrecondition {
+                reason: ORDER_SHIPPED,
+                message: domain::CANCEL_REFUSED_SHIPPED.to_owned(),
+            }
+            .into());
+        }
+        Ok(Response::new(CancelOrderResponse { order: Some(order_to_wire(order)) }))
     }
 }

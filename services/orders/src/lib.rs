@@ -4,13 +4,14 @@
 //! reserve stock, capture the payment, commit the stock, confirm; on failure, compensate (release the
 //! stock, refund the payment). A crash at any step resumes when the service starts again.
 //!
-//! Cancelling a confirmed order refunds its payment and publishes `order.cancelled`; putting the sold units
-//! back in stock is the catalog's job when it consumes that event (the orders service holds
-//! `inventory:reserve`, not `inventory:write`).
+//! Cancelling a confirmed order first cancels its shipment with the deliveries service (refused once the
+//! parcel is with the carrier: the order then stays CONFIRMED), then refunds its payment and publishes
+//! `order.cancelled`; putting the sold units back in stock is the catalog's job when it consumes that event
+//! (the orders service holds `inventory:reserve`, not `inventory:write`).
 //!
 //! - [`domain`]: the rules, free of I/O.
 //! - [`store`]: all SQL, the same on SQLite and PostgreSQL.
-//! - [`ports`]: what it asks of the catalog, the cart and the payments service ([`SagaPorts`]).
+//! - [`ports`]: what it asks of the catalog, the cart, the payments and the deliveries service ([`SagaPorts`]).
 //! - [`saga`]: the checkout saga and its recovery.
 //! - [`grpc`]: the handlers of `mercato.orders.v1.OrderService`.
 //! - [`events`]: what it publishes (`order.*`, through the outbox).
@@ -39,7 +40,7 @@ use tonic::server::NamedService;
 
 pub use error::Error;
 pub use grpc::OrdersApi;
-pub use ports::{Credentials, GrpcPorts, SagaPorts};
+pub use ports::{Channels, Credentials, GrpcPorts, SagaPorts};
 pub use saga::SagaOptions;
 
 /// The service's name: its database, its settings, its service client id and its logs go by it.
@@ -63,12 +64,14 @@ pub async fn run(
         variable: "MERCATO_ORDERS_CLIENT_SECRET".to_owned(),
         problem: "is not set: the orders service needs its client secret to reserve stock and take payments".to_owned(),
     })?;
-    let ports = GrpcPorts::new(
-        platform::grpc::balanced_channel(&settings.service_url_list("catalog"))?,
-        platform::grpc::balanced_channel(&settings.service_url_list("cart"))?,
-        platform::grpc::balanced_channel(&settings.service_url_list("payments"))?,
-        Credentials::Service(Arc::new(tokens)),
-    );
+    let channel = |service: &str| platform::grpc::balanced_channel(&settings.service_url_list(service));
+    let channels = Channels {
+        catalog: channel("catalog")?,
+        cart: channel("cart")?,
+        payments: channel("payments")?,
+        deliveries: channel("deliveries")?,
+    };
+    let ports = GrpcPorts::new(channels, Credentials::Service(Arc::new(tokens)));
     let db = Db::open(&settings, NAME).await?;
     let verifier = Arc::new(TokenVerifier::from_auth_service(auth));
     let result = serve(listener, db.clone(), verifier, Arc::new(ports), bus, SagaOptions::default(), shutdown).await;

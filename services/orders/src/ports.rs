@@ -3,7 +3,8 @@
 //!
 //! Every saga call is idempotent at the other end, keyed by ids derived from the order id: the reservation
 //! id is the order id, the payment's idempotency key `order:<id>`, the refund ids `order:<id>:compensation`
-//! and `order:<id>:cancel`. Repeating a call after a crash is therefore always safe.
+//! and `order:<id>:cancel`, the shipment to cancel the order's. Repeating a call after a crash is therefore
+//! always safe.
 
 use std::sync::Arc;
 
@@ -14,6 +15,8 @@ use api::catalog::{
 use api::common::Money;
 use api::mercato::cart::v1::cart_service_client::CartServiceClient;
 use api::mercato::cart::v1::{ClearCartRequest, GetCartRequest};
+use api::mercato::deliveries::v1::CancelOrderShipmentRequest;
+use api::mercato::deliveries::v1::delivery_service_client::DeliveryServiceClient;
 use api::mercato::payments::v1::payment_service_client::PaymentServiceClient;
 use api::mercato::payments::v1::{CreatePaymentRequest, PaymentStatus, RefundPaymentRequest};
 use platform::auth::ServiceTokens;
@@ -75,6 +78,15 @@ pub enum Commit {
     Refused,
 }
 
+/// How CancelOrderShipment ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShipmentCancel {
+    /// The shipment is cancelled (or was never made, and now will not be): the order may be cancelled.
+    Cancelled,
+    /// The parcel is with the carrier: the order cannot be cancelled.
+    Dispatched,
+}
+
 /// A charge to make.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentRequest {
@@ -114,7 +126,7 @@ pub struct RefundRequest {
     pub reason: String,
 }
 
-/// Everything the orders service needs from the catalog, the cart and the payments service.
+/// Everything the orders service needs from the catalog, the cart, the payments and the deliveries service.
 #[tonic::async_trait]
 pub trait SagaPorts: Send + Sync + 'static {
     /// The product as the catalog sells it now; `None` when unknown or hidden (not for sale).
@@ -133,6 +145,8 @@ pub trait SagaPorts: Send + Sync + 'static {
     async fn refund(&self, request: &RefundRequest) -> Result<(), PortError>;
     /// Empties the cart of `customer_id`.
     async fn clear_cart(&self, customer_id: &str) -> Result<(), PortError>;
+    /// Cancels the shipment of order `order_id` (`reason` goes into its history), unless it was dispatched.
+    async fn cancel_shipment(&self, order_id: &str, reason: &str) -> Result<ShipmentCancel, PortError>;
 }
 
 /// How [`GrpcPorts`] proves who it is to the other services.
@@ -159,22 +173,37 @@ impl Credentials {
     }
 }
 
-/// The production ports: gRPC clients of the catalog, the cart and the payments service.
+/// The production ports: gRPC clients of the catalog, the cart, the payments and the deliveries service.
 #[derive(Debug, Clone)]
 pub struct GrpcPorts {
     catalog: CatalogServiceClient<TracedChannel>,
     cart: CartServiceClient<TracedChannel>,
     payments: PaymentServiceClient<TracedChannel>,
+    deliveries: DeliveryServiceClient<TracedChannel>,
     credentials: Credentials,
 }
 
+/// The channels [`GrpcPorts`] calls over, one per service.
+#[derive(Debug, Clone)]
+pub struct Channels {
+    /// To the catalog (products, stock).
+    pub catalog: Channel,
+    /// To the cart service.
+    pub cart: Channel,
+    /// To the payments service.
+    pub payments: Channel,
+    /// To the deliveries service (the shipment of an order being cancelled).
+    pub deliveries: Channel,
+}
+
 impl GrpcPorts {
-    /// Ports over the three channels, calling with `credentials` where a service token is needed.
-    pub fn new(catalog: Channel, cart: Channel, payments: Channel, credentials: Credentials) -> Self {
+    /// Ports over `channels`, calling with `credentials` where a service token is needed.
+    pub fn new(channels: Channels, credentials: Credentials) -> Self {
         Self {
-            catalog: CatalogServiceClient::new(TracedChannel::new(catalog)),
-            cart: CartServiceClient::new(TracedChannel::new(cart)),
-            payments: PaymentServiceClient::new(TracedChannel::new(payments)),
+            catalog: CatalogServiceClient::new(TracedChannel::new(channels.catalog)),
+            cart: CartServiceClient::new(TracedChannel::new(channels.cart)),
+            payments: PaymentServiceClient::new(TracedChannel::new(channels.payments)),
+            deliveries: DeliveryServiceClient::new(TracedChannel::new(channels.deliveries)),
             credentials,
         }
     }
@@ -194,7 +223,7 @@ fn named_product(status: &Status, lines: &[LineInput]) -> Option<String> {
 }
 
 /// The `ErrorInfo` reason of a status, if it has one.
-fn reason(status: &Status) -> Option<String> {
+fn error_reason(status: &Status) -> Option<String> {
     let details = platform::error::decode_details(status)?;
     details.details.iter().find_map(|any| {
         (any.type_url == "type.googleapis.com/google.rpc.ErrorInfo")
@@ -261,7 +290,7 @@ impl SagaPorts for GrpcPorts {
             }
             Err(status) if status.code() == Code::FailedPrecondition => {
                 let product = named_product(&status, lines);
-                Ok(match reason(&status).as_deref() {
+                Ok(match error_reason(&status).as_deref() {
                     Some("INSUFFICIENT_STOCK") => Reservation::OutOfStock(product),
                     _ => Reservation::NotForSale(product),
                 })
@@ -329,5 +358,17 @@ impl SagaPorts for GrpcPorts {
         let call = self.authed("ClearCart", ClearCartRequest { customer_id: customer_id.to_owned() }).await?;
         self.cart.clone().clear_cart(call).await.map_err(|s| PortError::from_status("ClearCart", &s))?;
         Ok(())
+    }
+
+    async fn cancel_shipment(&self, order_id: &str, reason: &str) -> Result<ShipmentCancel, PortError> {
+        let message = CancelOrderShipmentRequest { order_id: order_id.to_owned(), reason: reason.to_owned() };
+        let call = self.authed("CancelOrderShipment", message).await?;
+        match self.deliveries.clone().cancel_order_shipment(call).await {
+            Ok(_) => Ok(ShipmentCancel::Cancelled),
+            Err(status) if error_reason(&status).as_deref() == Some("SHIPMENT_DISPATCHED") => {
+                Ok(ShipmentCancel::Dispatched)
+            }
+            Err(status) => Err(PortError::from_status("CancelOrderShipment", &status)),
+        }
     }
 }

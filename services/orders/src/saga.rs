@@ -34,7 +34,7 @@ use tracing::Instrument;
 use crate::domain::{self, Price, Status, Step};
 use crate::error::Error;
 use crate::events;
-use crate::ports::{Commit, PaymentRequest, PortError, RefundRequest, Reservation, SagaPorts};
+use crate::ports::{Commit, PaymentRequest, PortError, RefundRequest, Reservation, SagaPorts, ShipmentCancel};
 use crate::store::{Change, Order, Store};
 
 /// Timing of the saga.
@@ -501,8 +501,21 @@ impl Saga {
 
     async fn cancel(&self, order: &mut Order) -> Result<Next, Error> {
         let reason = if order.cancel_reason.is_empty() { "order cancelled" } else { order.cancel_reason.as_str() };
-        let request = Self::refund_request(order, domain::cancel_refund_id(&order.id), reason);
         let ports = &self.inner.ports;
+        // The shipment first: goods handed to the carrier are not refunded as if they never left.
+        match self.call("cancel_shipment", &order.id, || ports.cancel_shipment(&order.id, reason)).await {
+            Ok(ShipmentCancel::Cancelled) => {}
+            Ok(ShipmentCancel::Dispatched) => {
+                let change = Change { cancel_reason: Some(String::new()), ..Change::to(Status::Confirmed, Step::Done) };
+                return self.advance(order, change, None, domain::CANCEL_REFUSED_SHIPPED).await;
+            }
+            Err(error @ PortError::Transient(_)) => return Ok(Self::stalled(order, &error)),
+            Err(error) => {
+                tracing::error!(order_id = %order.id, %error, "cancelling the shipment of a cancelled order failed");
+                return Ok(Next::Stop);
+            }
+        }
+        let request = Self::refund_request(order, domain::cancel_refund_id(&order.id), reason);
         match self.call("cancel", &order.id, || ports.refund(&request)).await {
             Ok(()) => {
                 let event = events::cancelled(order);

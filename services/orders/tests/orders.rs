@@ -1,13 +1,13 @@
 //! The orders service over real gRPC, on SQLite and (when `MERCATO_TEST_DATABASE_URL` is set) PostgreSQL:
 //! each scenario is an async fn taking a `Db`, run once per engine.
 //!
-//! A service never depends on another service's crate, so the catalog, the cart and the payments service
-//! are one in-memory fake ([`Fake`]) that honours the real idempotency rules (reservation id, payment key,
+//! A service never depends on another service's crate, so the catalog, the cart, the payments and the
+//! deliveries service are one in-memory fake ([`Fake`]) that honours the real idempotency rules (reservation id, payment key,
 //! refund id), counts calls, and can be told to fail: decline, refuse a commit, fail transiently, or
 //! "crash" — perform a call's effect and then never answer, so the saga is cut off after the remote call
 //! and before its state is persisted. The fake is used directly as the `SagaPorts` or, to test the
-//! production `GrpcPorts`, behind fake CatalogService / CartService / PaymentService servers on port-0
-//! listeners. The real end-to-end path is covered by the workspace's tests/.
+//! production `GrpcPorts`, behind fake CatalogService / CartService / PaymentService / DeliveryService
+//! servers on port-0 listeners. The real end-to-end path is covered by the workspace's tests/.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -26,6 +26,12 @@ use api::mercato::cart::v1::{
     AddItemRequest, AddItemResponse, Cart, CartItem, ClearCartRequest, ClearCartResponse, GetCartRequest,
     GetCartResponse, RemoveItemRequest, RemoveItemResponse, UpdateItemRequest, UpdateItemResponse,
 };
+use api::mercato::deliveries::v1::delivery_service_server::{DeliveryService, DeliveryServiceServer};
+use api::mercato::deliveries::v1::{
+    CancelOrderShipmentRequest, CancelOrderShipmentResponse, DispatchShipmentRequest, DispatchShipmentResponse,
+    GetShipmentRequest, GetShipmentResponse, ListShipmentsRequest, ListShipmentsResponse, RecordTrackingEventRequest,
+    RecordTrackingEventResponse,
+};
 use api::mercato::orders::v1::order_service_client::OrderServiceClient;
 use api::mercato::orders::v1::{
     Address, CancelOrderRequest, CreateOrderItem, CreateOrderRequest, GetOrderRequest, ListOrdersRequest, Order,
@@ -37,8 +43,10 @@ use api::mercato::payments::v1::{
     RefundPaymentRequest, RefundPaymentResponse,
 };
 use orders::domain::{LineInput, Offer, Price};
-use orders::ports::{Commit, PaymentOutcome, PaymentRequest, PortError, RefundRequest, Reservation, SagaPorts};
-use orders::{Credentials, GrpcPorts, SagaOptions};
+use orders::ports::{
+    Commit, PaymentOutcome, PaymentRequest, PortError, RefundRequest, Reservation, SagaPorts, ShipmentCancel,
+};
+use orders::{Channels, Credentials, GrpcPorts, SagaOptions};
 use platform::db::Db;
 use platform::events::InProcessBus;
 use platform::testkit::TestIssuer;
@@ -52,7 +60,7 @@ use tonic::transport::Channel;
 use tonic::{Code, Request, Response, Status};
 
 // ---------------------------------------------------------------------------------------------------------
-// The fake catalog + cart + payments.
+// The fake catalog + cart + payments + deliveries.
 
 const COFFEE: &str = "p-coffee";
 const TEA: &str = "p-tea";
@@ -69,6 +77,7 @@ enum Op {
     Pay,
     Refund,
     ClearCart,
+    CancelShipment,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -98,6 +107,10 @@ struct State {
     /// refund id -> (payment id, amount).
     refunds: HashMap<String, (String, i64)>,
     carts: HashMap<String, Vec<LineInput>>,
+    /// Orders whose parcel the carrier has (their shipment refuses to be cancelled).
+    dispatched: std::collections::HashSet<String>,
+    /// Orders whose shipment was cancelled, with the reason given.
+    cancelled_shipments: HashMap<String, String>,
     /// `authorization` value -> customer.
     tokens: HashMap<String, String>,
     calls: HashMap<Op, u32>,
@@ -323,6 +336,21 @@ impl SagaPorts for Fake {
         self.leave(Op::ClearCart).await;
         Ok(())
     }
+
+    async fn cancel_shipment(&self, order_id: &str, reason: &str) -> Result<ShipmentCancel, PortError> {
+        self.enter(Op::CancelShipment)?;
+        let outcome = {
+            let mut s = self.state();
+            if s.dispatched.contains(order_id) {
+                ShipmentCancel::Dispatched
+            } else {
+                s.cancelled_shipments.entry(order_id.to_owned()).or_insert_with(|| reason.to_owned());
+                ShipmentCancel::Cancelled
+            }
+        };
+        self.leave(Op::CancelShipment).await;
+        Ok(outcome)
+    }
 }
 
 // The same fake behind the real gRPC contracts, for the production GrpcPorts.
@@ -529,6 +557,47 @@ impl PaymentService for Remote {
     }
 }
 
+#[tonic::async_trait]
+impl DeliveryService for Remote {
+    async fn cancel_order_shipment(
+        &self,
+        request: Request<CancelOrderShipmentRequest>,
+    ) -> Result<Response<CancelOrderShipmentResponse>, Status> {
+        require_service(&request)?;
+        let req = request.into_inner();
+        match self.0.cancel_shipment(&req.order_id, &req.reason).await.map_err(to_status)? {
+            ShipmentCancel::Cancelled => Ok(Response::new(CancelOrderShipmentResponse::default())),
+            // As the deliveries service refuses it: FAILED_PRECONDITION with its ErrorInfo reason.
+            ShipmentCancel::Dispatched => Err(platform::error::with_reason(
+                Code::FailedPrecondition,
+                "SHIPMENT_DISPATCHED",
+                "the order's shipment was handed to DHL (in transit): it can no longer be cancelled".to_owned(),
+            )),
+        }
+    }
+    async fn get_shipment(&self, _: Request<GetShipmentRequest>) -> Result<Response<GetShipmentResponse>, Status> {
+        unimplemented()
+    }
+    async fn list_shipments(
+        &self,
+        _: Request<ListShipmentsRequest>,
+    ) -> Result<Response<ListShipmentsResponse>, Status> {
+        unimplemented()
+    }
+    async fn dispatch_shipment(
+        &self,
+        _: Request<DispatchShipmentRequest>,
+    ) -> Result<Response<DispatchShipmentResponse>, Status> {
+        unimplemented()
+    }
+    async fn record_tracking_event(
+        &self,
+        _: Request<RecordTrackingEventRequest>,
+    ) -> Result<Response<RecordTrackingEventResponse>, Status> {
+        unimplemented()
+    }
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // The orders service, in-process on a port-0 listener.
 
@@ -598,18 +667,20 @@ impl Server {
                     tonic::transport::Server::builder()
                         .add_service(CatalogServiceServer::new(remote.clone()))
                         .add_service(CartServiceServer::new(remote.clone()))
-                        .add_service(PaymentServiceServer::new(remote))
+                        .add_service(PaymentServiceServer::new(remote.clone()))
+                        .add_service(DeliveryServiceServer::new(remote))
                         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
                             stopping.cancelled().await
                         }),
                 );
                 let channel = platform::grpc::channel(&url).expect("channel");
-                let ports = GrpcPorts::new(
-                    channel.clone(),
-                    channel.clone(),
-                    channel,
-                    Credentials::Fixed(SERVICE_TOKEN.to_owned()),
-                );
+                let channels = Channels {
+                    catalog: channel.clone(),
+                    cart: channel.clone(),
+                    payments: channel.clone(),
+                    deliveries: channel,
+                };
+                let ports = GrpcPorts::new(channels, Credentials::Fixed(SERVICE_TOKEN.to_owned()));
                 (Arc::new(ports) as Arc<dyn SagaPorts>, Some((stop, task)))
             }
         };
@@ -1099,9 +1170,11 @@ async fn cancel_refunds(db: Db) {
     // The stock stays sold until the catalog consumes order.cancelled.
     assert_eq!(fake.stock(COFFEE), (8, 0));
     assert_eq!(events_of(&db, &order.id).await, ["order.placed", "order.confirmed", "order.cancelled"]);
+    // Its shipment was cancelled first, with the customer's reason for its history.
+    assert_eq!(fake.state().cancelled_shipments.get(&order.id).map(String::as_str), Some("cancelled by the customer"));
     // Again: unchanged, no second refund.
     assert_eq!(status(&ada.cancel(&order.id).await.expect("again")), OrderStatus::Cancelled);
-    assert_eq!(fake.calls(Op::Refund), 1);
+    assert_eq!((fake.calls(Op::Refund), fake.calls(Op::CancelShipment)), (1, 1));
 
     let mut declined = order_of(&[(TEA, 1)], "y");
     declined.payment_method = DECLINED.into();
@@ -1119,6 +1192,42 @@ async fn cancel_refunds(db: Db) {
     server.stop().await;
 }
 
+async fn a_dispatched_order_is_not_cancelled(db: Db) {
+    let fake = Fake::new();
+    let server = Server::start(db.clone(), fake.clone(), Wiring::Grpc).await;
+    let ada = server.client("ada", false).await;
+    let admin = server.client("root", true).await;
+    let order = ada.create(order_of(&[(COFFEE, 1)], "shipped")).await.expect("create");
+    fake.state().dispatched.insert(order.id.clone());
+
+    for caller in [&ada, &admin] {
+        let refused = caller.cancel(&order.id).await.expect_err("the parcel is with the carrier");
+        assert_eq!(refused.code(), Code::FailedPrecondition);
+        assert_eq!(reason(&refused), "ORDER_SHIPPED");
+        assert!(refused.message().contains("handed to the carrier"), "{}", refused.message());
+    }
+    // Nothing changed: still confirmed, not refunded, no order.cancelled for the catalog to restock. (Only
+    // update_time moved: the cancellation was attempted.)
+    let unchanged = |o: Order| Order { update_time: None, ..o };
+    assert_eq!(unchanged(ada.get(&order.id).await.expect("get")), unchanged(order.clone()));
+    assert!(fake.refunds_of(&order.payment_id).is_empty());
+    assert_eq!(events_of(&db, &order.id).await, ["order.placed", "order.confirmed"]);
+    assert_eq!(fake.calls(Op::CancelShipment), 2);
+
+    // While the deliveries service is down nothing is refunded: the cancellation waits (the answer shows the
+    // order still CONFIRMED; three attempts failed) and completes once it answers again (asking again resumes
+    // it; so would the recovery task, later).
+    let other = ada.create(order_of(&[(TEA, 1)], "later")).await.expect("create");
+    fake.state().transient.insert(Op::CancelShipment, 5);
+    let waiting = ada.cancel(&other.id).await.expect("cancel accepted");
+    assert_eq!(status(&waiting), OrderStatus::Confirmed);
+    assert!(fake.refunds_of(&other.payment_id).is_empty(), "no refund before the shipment is cancelled");
+    let cancelled = ada.cancel(&other.id).await.expect("cancel resumed");
+    assert_eq!(status(&cancelled), OrderStatus::Cancelled);
+    assert_eq!(fake.refunds_of(&cancelled.payment_id), [(format!("order:{}:cancel", other.id), 500)]);
+    server.stop().await;
+}
+
 /// Where to cut the saga off, and the request that gets there.
 #[derive(Debug, Clone, Copy)]
 enum CrashAfter {
@@ -1128,6 +1237,7 @@ enum CrashAfter {
     DeclinedPay,
     Release,
     CompensationRefund,
+    CancelShipment,
     CancelRefund,
 }
 
@@ -1140,6 +1250,7 @@ async fn crash_at_every_step_then_resume(db: Db) {
         (DeclinedPay, Op::Pay, OrderStatus::Failed),
         (Release, Op::Release, OrderStatus::Failed),
         (CompensationRefund, Op::Refund, OrderStatus::Failed),
+        (CancelShipment, Op::CancelShipment, OrderStatus::Cancelled),
         (CancelRefund, Op::Refund, OrderStatus::Cancelled),
     ];
     let issuer = Arc::new(TestIssuer::new().expect("issuer"));
@@ -1154,7 +1265,7 @@ async fn crash_at_every_step_then_resume(db: Db) {
         if matches!(crash, CompensationRefund) {
             fake.state().refuse_commit = true;
         }
-        let order_id = if matches!(crash, CancelRefund) {
+        let order_id = if matches!(crash, CancelShipment | CancelRefund) {
             let order = ada.create(req.clone()).await.expect("create");
             fake.state().crash_after = Some(op);
             let canceller = ada.clone();
@@ -1428,6 +1539,7 @@ on_both_engines!(
     validation_and_pricing,
     visibility_and_listing,
     cancel_refunds,
+    a_dispatched_order_is_not_cancelled,
     crash_at_every_step_then_resume,
     crash_before_the_first_step_resumes,
     a_checkout_the_caller_hung_up_on_still_completes,
