@@ -40,7 +40,7 @@ pub struct TestPlatform {
     _dir: TempDir,
 }
 
-/// A response: status, headers and JSON body (`Value::Null` when empty or not JSON).
+/// A response: status, headers, body, and the body as JSON (`Value::Null` when empty or not JSON).
 #[derive(Debug)]
 pub struct Reply {
     /// HTTP status.
@@ -49,6 +49,8 @@ pub struct Reply {
     pub headers: reqwest::header::HeaderMap,
     /// Body as JSON.
     pub json: Value,
+    /// Body as sent.
+    pub bytes: Vec<u8>,
 }
 
 impl TestPlatform {
@@ -184,7 +186,7 @@ impl TestPlatform {
         let headers = response.headers().clone();
         let bytes = response.bytes().await.expect("body");
         let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        Reply { status, headers, json }
+        Reply { status, headers, json, bytes: bytes.to_vec() }
     }
 
     /// Logs in and returns the access token.

@@ -1,6 +1,7 @@
 //! The HTTP API as a client sees it: the blueprint's auth, catalog and inventory routes through the gateway,
 //! on SQLite and on PostgreSQL.
 
+use base64::prelude::{BASE64_STANDARD, Engine as _};
 use e2e::{Storage, TestPlatform};
 use serde_json::{Value, json};
 
@@ -757,6 +758,53 @@ async fn support_tickets_on_sqlite() {
 #[tokio::test]
 async fn support_tickets_on_postgres() {
     support_tickets(Storage::Postgres).await;
+}
+
+/// Staff give a product images over HTTP (JSON, the bytes in base64); shoppers see them on the product and
+/// fetch each as the image itself.
+async fn product_images(storage: Storage) {
+    let Some(p) = TestPlatform::start(storage).await else { return };
+    let admin = p.admin_token().await;
+    let made = p.send("POST", "/v1/products", Some(&admin), Some(product("MUG-7", "Mug", "kitchen", "900"))).await;
+    let id = made.json["id"].as_str().expect("id").to_owned();
+    let png: &[u8] = b"\x89PNG\r\n\x1A\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0";
+    let body = json!({"contentType": "image/png", "data": BASE64_STANDARD.encode(png), "altText": "A blue mug"});
+    let added = p.send("POST", &format!("/v1/products/{id}/images"), Some(&admin), Some(body.clone())).await;
+    assert_eq!(added.status, 201, "{}", added.json);
+    let uri = added.json["uri"].as_str().expect("uri").to_owned();
+    assert_eq!(added.json["sizeBytes"], png.len().to_string(), "int64 as a string, as proto3 JSON says");
+
+    let shown = p.send("GET", &format!("/v1/products/{id}"), None, None).await;
+    assert_eq!(shown.json["images"][0]["altText"], "A blue mug", "{}", shown.json);
+    let image = p.send("GET", &uri, None, None).await;
+    assert_eq!(image.status, 200);
+    assert_eq!(image.headers["content-type"], "image/png");
+    assert_eq!(image.bytes, png, "the bytes as uploaded");
+
+    // Customers may not add images; a file that is not what it claims is refused, naming the field.
+    let customer = p.customer_token("looker@example.com").await;
+    let denied = p.send("POST", &format!("/v1/products/{id}/images"), Some(&customer), Some(body)).await;
+    assert_eq!(denied.status, 403, "{}", denied.json);
+    let lying = json!({"contentType": "image/jpeg", "data": BASE64_STANDARD.encode(png)});
+    let refused = p.send("POST", &format!("/v1/products/{id}/images"), Some(&admin), Some(lying)).await;
+    assert_eq!(refused.status, 400, "{}", refused.json);
+    assert_eq!(refused.json["error"]["details"][0]["fieldViolations"][0]["field"], "data", "{}", refused.json);
+
+    let image_id = added.json["id"].as_str().expect("image id");
+    let deleted = p.send("DELETE", &format!("/v1/products/{id}/images/{image_id}"), Some(&admin), None).await;
+    assert_eq!(deleted.status, 200, "{}", deleted.json);
+    assert_eq!(p.send("GET", &uri, None, None).await.status, 404);
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn product_images_on_sqlite() {
+    product_images(Storage::Sqlite).await;
+}
+
+#[tokio::test]
+async fn product_images_on_postgres() {
+    product_images(Storage::Postgres).await;
 }
 
 #[tokio::test]

@@ -338,9 +338,13 @@ fn responses(route: &Route, schemas: &mut Schemas) -> Value {
             ),
             crate::NDJSON,
         )
+    } else if route.raw_body {
+        // google.api.HttpBody: the bytes themselves, with the Content-Type the service gives them.
+        (description, "*/*")
     } else {
         (description, "application/json")
     };
+    let schema = if route.raw_body { json!({"type": "string", "format": "binary"}) } else { schema };
     let mut responses = Map::new();
     responses.insert(
         route.success.as_str().to_owned(),
@@ -706,7 +710,13 @@ fn comment(file: &FileDescriptor, path: &[i32]) -> Option<String> {
     let info = file.file_descriptor_proto().source_code_info.as_ref()?;
     let location = info.location.iter().find(|l| l.path == path)?;
     let raw = location.leading_comments.as_deref()?;
-    let text = raw.lines().map(|l| l.strip_prefix(' ').unwrap_or(l).trim_end()).collect::<Vec<_>>().join("\n");
+    // `buf:lint:ignore` lines are for the linter, not for readers.
+    let text = raw
+        .lines()
+        .map(|l| l.strip_prefix(' ').unwrap_or(l).trim_end())
+        .filter(|l| !l.starts_with("buf:lint:ignore"))
+        .collect::<Vec<_>>()
+        .join("\n");
     let text = text.trim();
     (!text.is_empty()).then(|| text.to_owned())
 }

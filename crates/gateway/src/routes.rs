@@ -25,6 +25,8 @@ pub struct Route {
     pub body: String,
     /// Empty (the whole response message) or the field of the response to send.
     pub response_body: String,
+    /// The method answers a `google.api.HttpBody`: the HTTP body is its bytes, with its Content-Type.
+    pub raw_body: bool,
     /// Status of a successful answer.
     pub success: StatusCode,
     /// How long the gateway waits for the answer; also the call's gRPC deadline.
@@ -40,6 +42,9 @@ pub struct Route {
     /// The `grpc-timeout` of its calls, from `timeout` (written once, as tonic writes it).
     pub grpc_timeout: tonic::metadata::AsciiMetadataValue,
 }
+
+/// The message whose bytes a method returns as they are (`google.api.HttpBody`).
+const HTTP_BODY: &str = "google.api.HttpBody";
 
 /// How long a call may take when its method declares no `timeout_ms`.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -132,6 +137,9 @@ impl RouteTable {
                         grpc: method.clone(),
                         body: binding.body.clone(),
                         response_body: binding.response_body.clone(),
+                        raw_body: binding.response_body.is_empty()
+                            && !method.is_server_streaming()
+                            && method.output().full_name() == HTTP_BODY,
                         success,
                         timeout,
                         access: access.clone(),

@@ -12,6 +12,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use base64::prelude::{BASE64_STANDARD, Engine as _};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{Stream, StreamExt};
@@ -138,6 +139,11 @@ async fn answer(method: &MethodDescriptor, replica: &str, request: &Value) -> Re
         }
         "ArchiveShelf" => json!({"name": request["name"], "theme": request["reason"], "archived": true}),
         "DeleteShelf" => json!({"name": request["name"]}),
+        // proto3 JSON carries bytes as base64: "label of shelves/s1\n".
+        "GetShelfLabel" => {
+            let label = format!("label of {}\n", request["name"].as_str().unwrap_or_default());
+            json!({"contentType": "text/plain; charset=utf-8", "data": BASE64_STANDARD.encode(label)})
+        }
         "Wait" => {
             let delay = request["delayMs"].as_u64().unwrap_or(0);
             tokio::time::sleep(Duration::from_millis(delay)).await;
@@ -279,7 +285,15 @@ async fn a_proto_annotation_is_all_a_new_route_needs() {
     assert_eq!(status, 400);
     assert_eq!(body["error"]["details"][0]["fieldViolations"][0]["field"], "colour");
 
-    // And the routes are in the OpenAPI document, the stream as newline-delimited JSON.
+    // A google.api.HttpBody is answered as its bytes, under its own Content-Type.
+    let label = client.get(format!("{base}/v1/shelves/s1/label")).send().await.expect("sent");
+    assert_eq!(label.status(), 200);
+    assert_eq!(label.headers()["content-type"], "text/plain; charset=utf-8");
+    assert_eq!(label.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(label.bytes().await.expect("body").as_ref(), b"label of shelves/s1\n");
+
+    // And the routes are in the OpenAPI document, the stream as newline-delimited JSON, the HttpBody as bytes
+    // of any type.
     let (status, doc) = json_of(client.get(format!("{base}/openapi.json")).send().await.expect("sent")).await;
     assert_eq!(status, 200);
     let paths = doc["paths"].as_object().expect("paths");
@@ -287,6 +301,10 @@ async fn a_proto_annotation_is_all_a_new_route_needs() {
     let list = &doc["paths"]["/v1/shelves"]["get"]["responses"]["200"]["content"];
     assert!(list["application/x-ndjson"].is_object(), "{list}");
     assert!(list["application/json"].is_null(), "{list}");
+    let label_path = paths.keys().find(|p| p.ends_with("/label")).expect("the label route");
+    let label = &doc["paths"][label_path]["get"];
+    assert_eq!(label["responses"]["200"]["content"]["*/*"]["schema"]["format"], "binary", "{label}");
+    assert!(!label["description"].as_str().unwrap_or_default().contains("buf:lint"), "{label}");
 }
 
 /// Reads a newline-delimited JSON body as it arrives: each line and when it came.

@@ -7,6 +7,7 @@
 //! - [`auth`]: access-token claims and their verification against the auth service's keys.
 //! - [`descriptors`]: the contracts as data (descriptor pool, access rules of methods).
 //! - [`db`]: SQLite or PostgreSQL per service, with embedded migrations.
+//! - [`blob`]: files kept beside the database (product images), in the data directory.
 //! - [`error`]: rich gRPC errors (field violations, reasons).
 //! - [`address`]: postal addresses checked the same way by checkout and the address book.
 //! - [`events`]: transactional outbox, relay, in-process bus, inbox.
@@ -19,6 +20,7 @@
 
 pub mod address;
 pub mod auth;
+pub mod blob;
 pub mod config;
 pub mod db;
 pub mod descriptors;

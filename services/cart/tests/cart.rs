@@ -131,6 +131,24 @@ impl CatalogService for FakeCatalog {
     async fn commit_stock(&self, _: Request<CommitStockRequest>) -> Result<Response<CommitStockResponse>, Status> {
         Err(Status::unimplemented("not in the stand-in"))
     }
+    async fn add_product_image(
+        &self,
+        _: Request<api::catalog::AddProductImageRequest>,
+    ) -> Result<Response<api::catalog::AddProductImageResponse>, Status> {
+        Err(Status::unimplemented("not in the stand-in"))
+    }
+    async fn delete_product_image(
+        &self,
+        _: Request<api::catalog::DeleteProductImageRequest>,
+    ) -> Result<Response<api::catalog::DeleteProductImageResponse>, Status> {
+        Err(Status::unimplemented("not in the stand-in"))
+    }
+    async fn get_product_image_content(
+        &self,
+        _: Request<api::catalog::GetProductImageContentRequest>,
+    ) -> Result<Response<api::google::api::HttpBody>, Status> {
+        Err(Status::unimplemented("not in the stand-in"))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -4,6 +4,8 @@
 //! Field names in violations are proto field paths (`product.price.currency`, `items[1].quantity`), so
 //! clients can point at the offending input.
 
+pub mod images;
+
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use platform::error::FieldViolation;

@@ -11,6 +11,8 @@ pub const PRODUCT_INACTIVE: &str = "PRODUCT_INACTIVE";
 pub const RESERVATION_SETTLED: &str = "RESERVATION_SETTLED";
 /// `ErrorInfo` reason when on hand would exceed what the wire type can carry.
 pub const STOCK_LIMIT: &str = "STOCK_LIMIT";
+/// `ErrorInfo` reason when a product already has as many images as it may.
+pub const IMAGE_LIMIT: &str = "IMAGE_LIMIT";
 
 /// Everything that can go wrong in the catalog.
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +43,9 @@ pub enum Error {
     /// The database could not be opened or migrated.
     #[error(transparent)]
     Db(#[from] platform::db::DbError),
+    /// The blob store (product images) failed.
+    #[error(transparent)]
+    Blob(#[from] platform::blob::BlobError),
     /// The gRPC server failed.
     #[error(transparent)]
     Serve(#[from] platform::grpc::ServeError),
@@ -57,6 +62,11 @@ impl Error {
     /// NOT_FOUND for product `id`.
     pub fn product_not_found(id: &str) -> Self {
         Self::NotFound(format!("product {id} not found"))
+    }
+
+    /// NOT_FOUND for image `image_id` of product `product_id`.
+    pub fn image_not_found(product_id: &str, image_id: &str) -> Self {
+        Self::NotFound(format!("image {image_id} of product {product_id} not found"))
     }
 
     /// NOT_FOUND for reservation `id`.
@@ -79,7 +89,7 @@ impl From<Error> for Status {
             Error::FailedPrecondition { reason, message } => with_reason(Code::FailedPrecondition, reason, message),
             Error::PermissionDenied(m) => Status::permission_denied(m),
             // Internal details (SQL, connection strings) stay in our logs, never in a response.
-            internal @ (Error::Database(_) | Error::Db(_) | Error::Serve(_) | Error::Channel(_)) => {
+            internal @ (Error::Database(_) | Error::Db(_) | Error::Blob(_) | Error::Serve(_) | Error::Channel(_)) => {
                 tracing::error!(error = %internal, "internal error");
                 Status::internal("internal error")
             }

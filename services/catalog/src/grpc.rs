@@ -2,22 +2,27 @@
 
 use api::catalog::catalog_service_server::CatalogService;
 use api::catalog::{
-    AdjustInventoryRequest, AdjustInventoryResponse, CommitStockRequest, CommitStockResponse, CreateProductRequest,
-    CreateProductResponse, GetInventoryRequest, GetInventoryResponse, GetProductRequest, GetProductResponse, Inventory,
-    ListProductsRequest, ListProductsResponse, Product, ReleaseStockRequest, ReleaseStockResponse, ReserveStockRequest,
-    ReserveStockResponse, UpdateProductRequest, UpdateProductResponse,
+    AddProductImageRequest, AddProductImageResponse, AdjustInventoryRequest, AdjustInventoryResponse,
+    CommitStockRequest, CommitStockResponse, CreateProductRequest, CreateProductResponse, DeleteProductImageRequest,
+    DeleteProductImageResponse, GetInventoryRequest, GetInventoryResponse, GetProductImageContentRequest,
+    GetProductRequest, GetProductResponse, Inventory, ListProductsRequest, ListProductsResponse, Product, ProductImage,
+    ReleaseStockRequest, ReleaseStockResponse, ReserveStockRequest, ReserveStockResponse, UpdateProductRequest,
+    UpdateProductResponse,
 };
 use api::common::Money;
+use api::google::api::HttpBody;
 use platform::auth::{caller, optional_caller};
+use platform::blob::Blobs;
 use platform::db::Db;
 use platform::error::FieldViolation;
 use platform::events::RelayHandle;
 use platform::time::{now_micros, timestamp};
 use tonic::{Request, Response, Status};
 
+use crate::domain::images;
 use crate::domain::{self, Cursor, Price, ProductInput, ReservationStatus, Stock};
 use crate::error::Error;
-use crate::store::{ListQuery, ProductRow, Store};
+use crate::store::{ImageRow, ListQuery, ProductRow, Store};
 
 /// The scope that lets a caller manage products and see inactive ones.
 pub const CATALOG_WRITE: &str = "catalog:write";
@@ -26,17 +31,49 @@ pub const CATALOG_WRITE: &str = "catalog:write";
 #[derive(Debug, Clone)]
 pub struct CatalogApi {
     store: Store,
+    blobs: Blobs,
     relay: RelayHandle,
 }
 
 impl CatalogApi {
-    /// The service over a migrated database; `relay` is woken when events were written.
-    pub fn new(db: Db, relay: RelayHandle) -> Self {
-        Self { store: Store::new(db), relay }
+    /// The service over a migrated database and the blob store of its images; `relay` is woken when events
+    /// were written.
+    pub fn new(db: Db, blobs: Blobs, relay: RelayHandle) -> Self {
+        Self { store: Store::new(db), blobs, relay }
+    }
+
+    /// `rows` as the wire shows them, each with its images (one query for them all).
+    async fn with_images(&self, rows: Vec<ProductRow>) -> Result<Vec<Product>, Error> {
+        let ids: Vec<&str> = rows.iter().map(|r| r.id.as_str()).collect();
+        let mut images = self.store.images_of(&ids).await?;
+        Ok(rows
+            .into_iter()
+            .map(|row| {
+                let of_row = images.remove(&row.id).unwrap_or_default();
+                Product { images: of_row.into_iter().map(image_to_wire).collect(), ..product_to_wire(row) }
+            })
+            .collect())
+    }
+
+    /// [`Self::with_images`] for one product.
+    async fn one_with_images(&self, row: ProductRow) -> Result<Product, Error> {
+        let mut products = self.with_images(vec![row]).await?;
+        products.pop().ok_or_else(|| Error::NotFound("product not found".to_owned()))
     }
 }
 
-/// A stored product as the wire (and the events) show it.
+fn image_to_wire(row: ImageRow) -> ProductImage {
+    ProductImage {
+        uri: images::image_uri(&row.product_id, &row.id),
+        id: row.id,
+        content_type: row.content_type,
+        size_bytes: row.size_bytes,
+        alt_text: row.alt_text,
+        create_time: Some(timestamp(row.create_time)),
+    }
+}
+
+/// A stored product as the wire (and the events) show it, without its images ([`CatalogApi::with_images`]).
 pub(crate) fn product_to_wire(row: ProductRow) -> Product {
     Product {
         id: row.id,
@@ -48,6 +85,7 @@ pub(crate) fn product_to_wire(row: ProductRow) -> Product {
         active: row.active,
         create_time: Some(timestamp(row.create_time)),
         update_time: Some(timestamp(row.update_time)),
+        images: Vec::new(),
     }
 }
 
@@ -136,10 +174,7 @@ impl CatalogService for CatalogApi {
             Some(last) if more => last.cursor().encode(),
             _ => String::new(),
         };
-        Ok(Response::new(ListProductsResponse {
-            products: rows.into_iter().map(product_to_wire).collect(),
-            next_page_token,
-        }))
+        Ok(Response::new(ListProductsResponse { products: self.with_images(rows).await?, next_page_token }))
     }
 
     async fn get_product(&self, request: Request<GetProductRequest>) -> Result<Response<GetProductResponse>, Status> {
@@ -149,7 +184,7 @@ impl CatalogService for CatalogApi {
         match self.store.get_product(&id).await? {
             // Inactive products do not exist for customers.
             Some(row) if row.active || writer => {
-                Ok(Response::new(GetProductResponse { product: Some(product_to_wire(row)) }))
+                Ok(Response::new(GetProductResponse { product: Some(self.one_with_images(row).await?) }))
             }
             _ => Err(Error::product_not_found(&id).into()),
         }
@@ -186,7 +221,7 @@ impl CatalogService for CatalogApi {
             })
             .await?;
         self.relay.wake();
-        Ok(Response::new(UpdateProductResponse { product: Some(product_to_wire(row)) }))
+        Ok(Response::new(UpdateProductResponse { product: Some(self.one_with_images(row).await?) }))
     }
 
     async fn get_inventory(
@@ -261,4 +296,87 @@ impl CatalogService for CatalogApi {
         self.relay.wake();
         Ok(Response::new(CommitStockResponse { status: status_to_wire(ReservationStatus::Committed) }))
     }
+
+    async fn add_product_image(
+        &self,
+        request: Request<AddProductImageRequest>,
+    ) -> Result<Response<AddProductImageResponse>, Status> {
+        let req = request.into_inner();
+        let mut violations = Vec::new();
+        if let Err(v) = platform::error::check_id("product_id", &req.product_id) {
+            violations.push(v);
+        }
+        let image = images::validate_image(&req.content_type, &req.data, &req.alt_text)
+            .map_err(|more| violations.extend(more))
+            .ok();
+        let Some(image) = image.filter(|_| violations.is_empty()) else {
+            return Err(Error::InvalidArgument(violations).into());
+        };
+        let id = uuid::Uuid::now_v7().to_string();
+        let key = images::blob_key(&req.product_id, &id);
+        let size = i64::try_from(req.data.len()).unwrap_or(i64::MAX);
+        // The bytes first, then the row that makes them part of the product; a refused row takes them back.
+        self.blobs.put(&key, req.data.into()).await.map_err(Error::from)?;
+        let row = match self.store.add_image(&id, &req.product_id, &image, size, now_micros()).await {
+            Ok(row) => row,
+            Err(error) => {
+                if let Err(blob_error) = self.blobs.delete(&key).await {
+                    tracing::warn!(%key, error = %blob_error, "an image's bytes stay behind its refused row");
+                }
+                return Err(error.into());
+            }
+        };
+        tracing::info!(product_id = %row.product_id, image_id = %row.id, size, "product image added");
+        Ok(Response::new(AddProductImageResponse { image: Some(image_to_wire(row)) }))
+    }
+
+    async fn delete_product_image(
+        &self,
+        request: Request<DeleteProductImageRequest>,
+    ) -> Result<Response<DeleteProductImageResponse>, Status> {
+        let req = request.into_inner();
+        check_image_ids(&req.product_id, &req.image_id)?;
+        if !self.store.delete_image(&req.product_id, &req.image_id).await? {
+            return Err(Error::image_not_found(&req.product_id, &req.image_id).into());
+        }
+        // The row is gone, so the image is too; bytes that fail to go are only space.
+        let key = images::blob_key(&req.product_id, &req.image_id);
+        if let Err(error) = self.blobs.delete(&key).await {
+            tracing::warn!(%key, %error, "a deleted image's bytes stay behind");
+        }
+        tracing::info!(product_id = %req.product_id, image_id = %req.image_id, "product image deleted");
+        Ok(Response::new(DeleteProductImageResponse {}))
+    }
+
+    async fn get_product_image_content(
+        &self,
+        request: Request<GetProductImageContentRequest>,
+    ) -> Result<Response<HttpBody>, Status> {
+        let writer = can_write(&request);
+        let req = request.into_inner();
+        check_image_ids(&req.product_id, &req.image_id)?;
+        let not_found = || Error::image_not_found(&req.product_id, &req.image_id);
+        // An inactive product's images are as hidden as the product.
+        match self.store.get_product(&req.product_id).await? {
+            Some(product) if product.active || writer => {}
+            _ => return Err(not_found().into()),
+        }
+        let image = self.store.image(&req.product_id, &req.image_id).await?.ok_or_else(not_found)?;
+        let key = images::blob_key(&image.product_id, &image.id);
+        let Some(data) = self.blobs.get(&key).await.map_err(Error::from)? else {
+            tracing::error!(%key, "an image's bytes are missing from the blob store");
+            return Err(not_found().into());
+        };
+        Ok(Response::new(HttpBody { content_type: image.content_type, data: data.to_vec(), extensions: Vec::new() }))
+    }
+}
+
+/// Checks the product and image ids of an image request.
+fn check_image_ids(product_id: &str, image_id: &str) -> Result<(), Error> {
+    let violations: Vec<_> =
+        [platform::error::check_id("product_id", product_id), platform::error::check_id("image_id", image_id)]
+            .into_iter()
+            .filter_map(Result::err)
+            .collect();
+    if violations.is_empty() { Ok(()) } else { Err(Error::InvalidArgument(violations)) }
 }

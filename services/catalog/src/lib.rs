@@ -17,6 +17,7 @@ use std::sync::Arc;
 use api::catalog::catalog_service_server::CatalogServiceServer;
 use platform::Settings;
 use platform::auth::TokenVerifier;
+use platform::blob::Blobs;
 use platform::db::Db;
 use platform::events::{EventBus, InboxPruner, Relay};
 use platform::grpc::GrpcService;
@@ -33,8 +34,9 @@ pub const NAME: &str = "catalog";
 /// The catalog's schema migrations, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// Runs the catalog as configured: opens its database, trusts the auth service's keys, and serves on
-/// `listener` until `shutdown` is cancelled. Its consumers (see [`events`]) subscribe on `bus`.
+/// Runs the catalog as configured: opens its database and its blob store (product images), trusts the auth
+/// service's keys, and serves on `listener` until `shutdown` is cancelled. Its consumers (see [`events`])
+/// subscribe on `bus`.
 pub async fn run(
     listener: TcpListener,
     settings: Settings,
@@ -47,26 +49,28 @@ pub async fn run(
     let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::balanced_channel(
         &settings.service_url_list("auth"),
     )?));
-    let result = serve(listener, db.clone(), verifier, bus, shutdown).await;
+    let blobs = Blobs::open(&settings, NAME)?;
+    let result = serve(listener, db.clone(), blobs, verifier, bus, shutdown).await;
     db.close().await;
     result
 }
 
-/// Migrates `db`, then serves the catalog on `listener` with tokens checked by `verifier`, publishing its
-/// events on `bus` and pruning its inbox, until `shutdown` is cancelled.
+/// Migrates `db`, then serves the catalog on `listener` with tokens checked by `verifier`, product images'
+/// bytes in `blobs`, publishing its events on `bus` and pruning its inbox, until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
     db: Db,
+    blobs: Blobs,
     verifier: Arc<TokenVerifier>,
     bus: Arc<dyn EventBus>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     db.migrate(&MIGRATOR, NAME).await?;
-    tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), "catalog serving");
+    tracing::info!(backend = db.backend(), blobs = blobs.backend(), addr = ?listener.local_addr().ok(), "catalog serving");
     let relay = Relay::new(NAME, db.clone(), bus);
     let pruner = InboxPruner::new(NAME, db.clone());
     let service = GrpcService {
-        routes: tonic::service::Routes::new(CatalogServiceServer::new(CatalogApi::new(db, relay.handle()))),
+        routes: tonic::service::Routes::new(CatalogServiceServer::new(CatalogApi::new(db, blobs, relay.handle()))),
         names: vec![<CatalogServiceServer<CatalogApi> as NamedService>::NAME],
     };
     let background = shutdown.child_token();

@@ -153,7 +153,10 @@ const RESERVATION_LINES_SQL: &str =
 const MOVE_RESERVATION_SQL: &str =
     "UPDATE reservations SET status = $1, update_time = $2 WHERE id = $3 AND status = 'HELD'";
 
+mod images;
 mod postgres;
+
+pub use images::ImageRow;
 
 /// What [`Store::reserve`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use api::catalog::catalog_service_client::CatalogServiceClient;
 use api::catalog::{
-    AdjustInventoryRequest, CommitStockRequest, CreateProductRequest, GetInventoryRequest, GetProductRequest,
-    Inventory, ListProductsRequest, ListProductsResponse, Product, ReleaseStockRequest, ReservationStatus,
+    AddProductImageRequest, AdjustInventoryRequest, CommitStockRequest, CreateProductRequest,
+    DeleteProductImageRequest, GetInventoryRequest, GetProductImageContentRequest, GetProductRequest, Inventory,
+    ListProductsRequest, ListProductsResponse, Product, ProductImage, ReleaseStockRequest, ReservationStatus,
     ReserveStockRequest, StockItem, UpdateProductRequest,
 };
 use api::catalog::{InventoryAdjusted, InventoryLow, ProductUpdated};
@@ -35,6 +36,8 @@ struct Server {
     published: Arc<std::sync::Mutex<Vec<Published>>>,
     issuer: Arc<TestIssuer>,
     db: Db,
+    /// Where the images' bytes are kept (removed with the server).
+    blob_dir: platform::testkit::TempDir,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), catalog::Error>>,
 }
@@ -66,7 +69,9 @@ impl Server {
                 })
             }),
         );
-        let task = tokio::spawn(catalog::serve(listener, db.clone(), issuer.verifier(), bus, shutdown.clone()));
+        let blob_dir = platform::testkit::TempDir::new("catalog-blobs").expect("temp dir");
+        let blobs = platform::blob::Blobs::in_directory(blob_dir.path()).expect("blobs");
+        let task = tokio::spawn(catalog::serve(listener, db.clone(), blobs, issuer.verifier(), bus, shutdown.clone()));
         let url = format!("http://{addr}");
         let mut attempt = 0;
         let client = loop {
@@ -80,7 +85,7 @@ impl Server {
                 Err(e) => panic!("catalog did not come up: {e}"),
             }
         };
-        Self { client, published, issuer, db, shutdown, task }
+        Self { client, published, issuer, db, blob_dir, shutdown, task }
     }
 
     /// A staff token with every catalog scope.
@@ -345,6 +350,113 @@ async fn pagination_and_filters(db: Db) {
     assert_eq!(denied.code(), Code::PermissionDenied);
     let denied = server.list(inactive, Some(&server.customer())).await.expect_err("customer include_inactive");
     assert_eq!(denied.code(), Code::PermissionDenied);
+    server.stop().await;
+}
+
+/// The first bytes of a PNG file: enough for the catalog to know it is one.
+const PNG: &[u8] = b"\x89PNG\r\n\x1A\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01";
+
+impl Server {
+    async fn add_image(
+        &self,
+        token: &str,
+        product_id: &str,
+        content_type: &str,
+        data: &[u8],
+    ) -> Result<ProductImage, Status> {
+        let request = AddProductImageRequest {
+            product_id: product_id.into(),
+            content_type: content_type.into(),
+            data: data.to_vec(),
+            alt_text: format!("{content_type} of {product_id}"),
+        };
+        Ok(self.client.clone().add_product_image(with_token(request, token)).await?.into_inner().image.expect("image"))
+    }
+
+    /// An image's bytes and type as anyone (no token) fetches them.
+    async fn image_content(&self, product_id: &str, image_id: &str) -> Result<(String, Vec<u8>), Status> {
+        let request = GetProductImageContentRequest { product_id: product_id.into(), image_id: image_id.into() };
+        let body = self.client.clone().get_product_image_content(request).await?.into_inner();
+        Ok((body.content_type, body.data))
+    }
+
+    async fn get_as(&self, token: Option<&str>, id: &str) -> Result<Product, Status> {
+        let request = GetProductRequest { id: id.into() };
+        let request = match token {
+            Some(token) => with_token(request, token),
+            None => Request::new(request),
+        };
+        Ok(self.client.clone().get_product(request).await?.into_inner().product.expect("product"))
+    }
+}
+
+async fn product_images(db: Db) {
+    let server = Server::start(db).await;
+    let admin = server.admin();
+    let mug = server.create(product("MUG-1", "Mug", "kitchen", 1200)).await;
+    let jpeg = b"\xFF\xD8\xFF\xE0\0\x10JFIF\0";
+
+    // Staff add images; the product shows them in the order added, each with where its bytes are.
+    let first = server.add_image(&admin, &mug.id, "image/png", PNG).await.expect("png");
+    let second = server.add_image(&admin, &mug.id, "image/jpeg", jpeg).await.expect("jpeg");
+    assert_eq!((first.content_type.as_str(), first.size_bytes), ("image/png", PNG.len() as i64));
+    assert_eq!(first.uri, format!("/v1/products/{}/images/{}/content", mug.id, first.id));
+    let shown = server.get_as(None, &mug.id).await.expect("get");
+    assert_eq!(shown.images, [first.clone(), second.clone()]);
+    let listed = server.client.clone().list_products(ListProductsRequest::default()).await.expect("list");
+    let in_list = listed.into_inner().products.into_iter().find(|p| p.id == mug.id).expect("listed");
+    assert_eq!(in_list.images, [first.clone(), second.clone()], "lists carry images too");
+
+    // Anyone fetches the bytes, exactly as sent, with their type.
+    assert_eq!(server.image_content(&mug.id, &first.id).await.expect("content"), ("image/png".into(), PNG.to_vec()));
+    assert_eq!(server.image_content(&mug.id, &second.id).await.expect("content").1, jpeg.to_vec());
+    // An image is reached through its own product only.
+    let other = server.create(product("MUG-2", "Other mug", "kitchen", 1200)).await;
+    let wrong = server.image_content(&other.id, &first.id).await.expect_err("another product's image");
+    assert_eq!(wrong.code(), Code::NotFound);
+
+    // Bad images are refused with the field that is wrong, and nothing is kept of them.
+    let lying = server.add_image(&admin, &mug.id, "image/jpeg", PNG).await.expect_err("a PNG sent as JPEG");
+    assert_eq!(bad_fields(&lying), ["data"]);
+    let html = server.add_image(&admin, &mug.id, "text/html", b"<script>").await.expect_err("html");
+    assert_eq!(bad_fields(&html), ["content_type"]);
+    let huge = [PNG, &vec![0u8; 512 * 1024]].concat();
+    assert_eq!(bad_fields(&server.add_image(&admin, &mug.id, "image/png", &huge).await.expect_err("huge")), ["data"]);
+    let missing = server.add_image(&admin, "no-such-product", "image/png", PNG).await.expect_err("no product");
+    assert_eq!(missing.code(), Code::NotFound);
+    // Customers may not add images.
+    let denied = server.add_image(&server.customer(), &mug.id, "image/png", PNG).await.expect_err("customer");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+
+    // At most ten images a product; the eleventh is refused and leaves no bytes behind.
+    for _ in 2..10 {
+        server.add_image(&admin, &mug.id, "image/png", PNG).await.expect("within the limit");
+    }
+    let full = server.add_image(&admin, &mug.id, "image/png", PNG).await.expect_err("eleventh");
+    assert_eq!((full.code(), reason(&full).as_str()), (Code::FailedPrecondition, "IMAGE_LIMIT"));
+    let files = |dir: &std::path::Path| std::fs::read_dir(dir).map(|d| d.count()).unwrap_or(0);
+    let product_dir = server.blob_dir.path().join("products").join(&mug.id);
+    assert_eq!(files(&product_dir), 10, "one file per image, none for refused ones");
+
+    // Deleting one keeps the others' order and removes its bytes.
+    let delete = |image_id: &str| DeleteProductImageRequest { product_id: mug.id.clone(), image_id: image_id.into() };
+    server.client.clone().delete_product_image(with_token(delete(&first.id), &admin)).await.expect("delete");
+    let after = server.get_as(None, &mug.id).await.expect("get").images;
+    assert_eq!((after.len(), &after[0]), (9, &second));
+    assert_eq!(server.image_content(&mug.id, &first.id).await.expect_err("gone").code(), Code::NotFound);
+    assert_eq!(files(&product_dir), 9);
+    let again = server.client.clone().delete_product_image(with_token(delete(&first.id), &admin)).await;
+    assert_eq!(again.expect_err("deleted already").code(), Code::NotFound);
+
+    // An inactive product's images are as hidden as the product, but staff still see them.
+    let hide = UpdateProductRequest {
+        id: mug.id.clone(),
+        product: Some(Product { active: false, ..Product::default() }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["active".into()] }),
+    };
+    server.client.clone().update_product(with_token(hide, &admin)).await.expect("hide");
+    assert_eq!(server.image_content(&mug.id, &second.id).await.expect_err("hidden").code(), Code::NotFound);
+    assert_eq!(server.get_as(Some(&admin), &mug.id).await.expect("staff").images.len(), 9);
     server.stop().await;
 }
 
@@ -715,6 +827,7 @@ on_both_engines!(
     create_get_list_and_access,
     pagination_and_filters,
     update_and_visibility,
+    product_images,
     inventory_adjustments,
     reservations_never_oversell,
     seeding_is_idempotent,

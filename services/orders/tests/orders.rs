@@ -462,6 +462,24 @@ impl CatalogService for Remote {
     ) -> Result<Response<AdjustInventoryResponse>, Status> {
         unimplemented()
     }
+    async fn add_product_image(
+        &self,
+        _: Request<api::catalog::AddProductImageRequest>,
+    ) -> Result<Response<api::catalog::AddProductImageResponse>, Status> {
+        unimplemented()
+    }
+    async fn delete_product_image(
+        &self,
+        _: Request<api::catalog::DeleteProductImageRequest>,
+    ) -> Result<Response<api::catalog::DeleteProductImageResponse>, Status> {
+        unimplemented()
+    }
+    async fn get_product_image_content(
+        &self,
+        _: Request<api::catalog::GetProductImageContentRequest>,
+    ) -> Result<Response<api::google::api::HttpBody>, Status> {
+        unimplemented()
+    }
 }
 
 #[tonic::async_trait]

@@ -108,4 +108,22 @@ impl CatalogService for StandInCatalog {
     async fn commit_stock(&self, _: Request<CommitStockRequest>) -> Result<Response<CommitStockResponse>, Status> {
         not_here()
     }
+    async fn add_product_image(
+        &self,
+        _: Request<api::catalog::AddProductImageRequest>,
+    ) -> Result<Response<api::catalog::AddProductImageResponse>, Status> {
+        not_here()
+    }
+    async fn delete_product_image(
+        &self,
+        _: Request<api::catalog::DeleteProductImageRequest>,
+    ) -> Result<Response<api::catalog::DeleteProductImageResponse>, Status> {
+        not_here()
+    }
+    async fn get_product_image_content(
+        &self,
+        _: Request<api::catalog::GetProductImageContentRequest>,
+    ) -> Result<Response<api::google::api::HttpBody>, Status> {
+        not_here()
+    }
 }

@@ -1,0 +1,158 @@
+//! The SQL of product images. Their bytes are in the blob store: the caller writes them before
+//! [`Store::add_image`] and removes them after [`Store::delete_image`].
+
+use std::collections::HashMap;
+
+use platform::db::finish;
+use platform::with_db;
+
+use super::Store;
+use crate::domain::images::{ImageInput, MAX_IMAGES};
+use crate::error::{Error, IMAGE_LIMIT};
+
+/// The columns of `product_images`, in [`ImageRow`]'s order (a macro, so statements are built at compile time).
+macro_rules! image_columns {
+    () => {
+        "id, product_id, content_type, size_bytes, alt_text, create_time"
+    };
+}
+
+/// A stored image of a product.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct ImageRow {
+    /// UUIDv7.
+    pub id: String,
+    /// Its product.
+    pub product_id: String,
+    /// image/jpeg, image/png, image/webp or image/gif.
+    pub content_type: String,
+    /// Bytes.
+    pub size_bytes: i64,
+    /// Alt text; may be empty.
+    pub alt_text: String,
+    /// Microseconds since the epoch.
+    pub create_time: i64,
+}
+
+impl Store {
+    /// Adds image `id` (its bytes already stored) after the other images of product `product_id`: NOT_FOUND
+    /// without the product, FAILED_PRECONDITION (IMAGE_LIMIT) when it has [`MAX_IMAGES`] already. The
+    /// product's row is written first, so concurrent additions to one product are counted one at a time.
+    pub async fn add_image(
+        &self,
+        id: &str,
+        product_id: &str,
+        image: &ImageInput,
+        size_bytes: i64,
+        now: i64,
+    ) -> Result<ImageRow, Error> {
+        let row = ImageRow {
+            id: id.to_owned(),
+            product_id: product_id.to_owned(),
+            content_type: image.content_type.clone(),
+            size_bytes,
+            alt_text: image.alt_text.clone(),
+            create_time: now,
+        };
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let result = async {
+                let locked = sqlx::query("UPDATE products SET update_time = update_time WHERE id = $1")
+                    .bind(product_id)
+                    .execute(&mut *tx)
+                    .await?;
+                if locked.rows_affected() == 0 {
+                    return Err(Error::product_not_found(product_id));
+                }
+                let (count, last) = sqlx::query_as::<_, (i64, i64)>(
+                    "SELECT COUNT(*), COALESCE(MAX(position), 0) FROM product_images WHERE product_id = $1",
+                )
+                .bind(product_id)
+                .fetch_one(&mut *tx)
+                .await?;
+                if count >= MAX_IMAGES {
+                    return Err(Error::FailedPrecondition {
+                        reason: IMAGE_LIMIT,
+                        message: format!("product {product_id} has {MAX_IMAGES} images already; delete one first"),
+                    });
+                }
+                sqlx::query(concat!(
+                    "INSERT INTO product_images (",
+                    image_columns!(),
+                    ", position) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+                ))
+                .bind(&row.id)
+                .bind(&row.product_id)
+                .bind(&row.content_type)
+                .bind(row.size_bytes)
+                .bind(&row.alt_text)
+                .bind(row.create_time)
+                .bind(last + 1)
+                .execute(&mut *tx)
+                .await?;
+                Ok(())
+            }
+            .await;
+            finish(tx, result).await?
+        });
+        Ok(row)
+    }
+
+    /// Image `image_id` of product `product_id`, if it has it.
+    pub async fn image(&self, product_id: &str, image_id: &str) -> Result<Option<ImageRow>, Error> {
+        let row = with_db!(&self.db, pool => {
+            sqlx::query_as::<_, ImageRow>(concat!(
+                "SELECT ",
+                image_columns!(),
+                " FROM product_images WHERE id = $1 AND product_id = $2"
+            ))
+            .bind(image_id)
+            .bind(product_id)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row)
+    }
+
+    /// The images of each of `product_ids`, in the order shown (a product without images is absent).
+    pub async fn images_of(&self, product_ids: &[&str]) -> Result<HashMap<String, Vec<ImageRow>>, Error> {
+        let mut images: HashMap<String, Vec<ImageRow>> = HashMap::new();
+        if product_ids.is_empty() {
+            return Ok(images);
+        }
+        // One placeholder per product of the page (at most a page size): `$1, $2, ...`.
+        let placeholders = (1..=product_ids.len()).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ");
+        let sql = format!(
+            concat!(
+                "SELECT ",
+                image_columns!(),
+                " FROM product_images WHERE product_id IN ({}) ORDER BY product_id, position"
+            ),
+            placeholders
+        );
+        let rows = with_db!(&self.db, pool => {
+            let mut query = sqlx::query_as::<_, ImageRow>(sqlx::AssertSqlSafe(sql));
+            for id in product_ids {
+                query = query.bind(*id);
+            }
+            query.fetch_all(pool).await?
+        });
+        for row in rows {
+            images.entry(row.product_id.clone()).or_default().push(row);
+        }
+        Ok(images)
+    }
+
+    /// Removes image `image_id` from product `product_id`; false when it has no such image.
+    pub async fn delete_image(&self, product_id: &str, image_id: &str) -> Result<bool, Error> {
+        let deleted = with_db!(&self.db, pool => {
+            sqlx::query("DELETE FROM product_images WHERE id = $1 AND product_id = $2")
+                .bind(image_id)
+                .bind(product_id)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(deleted == 1)
+    }
+}
