@@ -19,6 +19,12 @@ problems = []
 MERCATO_SERVICES = ("auth", "users", "catalog", "cart", "orders", "payments", "ledger", "refunds",
                     "deliveries", "notifications", "analytics", "support", "gateway")
 
+# Services that keep blobs (platform::blob). In Kubernetes their data directory is an emptyDir (per pod, lost on
+# restart), so every overlay must give them a bucket, MERCATO_S3_BUCKET in a ConfigMap they read, and the
+# key pair (possibly empty: the AWS credentials chain) from a secret.
+BLOB_SERVICES = ("catalog",)
+S3_SECRET_KEYS = ("MERCATO_S3_ACCESS_KEY_ID", "MERCATO_S3_SECRET_ACCESS_KEY")
+
 
 def fail(msg):
     problems.append(msg)
@@ -180,6 +186,47 @@ def check_k8s(env, rendered, deploy_dir):
         fail("no RabbitmqCluster")
     elif env != "dev" and rmq[0]["spec"].get("replicas") != 3:
         fail("RabbitmqCluster must have 3 replicas outside dev")
+    # ExternalSecrets read this environment's entries (mercato/<env>/...), which the overlays patch in.
+    es_keys = {}
+    for es in by_kind.get("ExternalSecret", []):
+        spec = es["spec"]
+        target = spec.get("target", {}).get("name", es["metadata"]["name"])
+        keys = es_keys.setdefault(target, set())
+        for item in spec.get("data", []):
+            keys.add(item["secretKey"])
+            if not item["remoteRef"]["key"].startswith(f"mercato/{env}/"):
+                fail(f"{name(es)}: reads {item['remoteRef']['key']}, not an entry under mercato/{env}/")
+        for item in spec.get("dataFrom", []):
+            keys.add("*")
+            key = item.get("extract", {}).get("key", "")
+            if not key.startswith(f"mercato/{env}/"):
+                fail(f"{name(es)}: reads {key}, not an entry under mercato/{env}/")
+    configmaps = {c["metadata"]["name"]: c.get("data", {}) for c in by_kind.get("ConfigMap", [])}
+    for d in deployments:
+        c = d["spec"]["template"]["spec"]["containers"][0]
+        secret_env = {}
+        for e in c.get("env", []):
+            ref = e.get("valueFrom", {}).get("secretKeyRef")
+            if not ref or ref["name"].endswith("-db-app"):
+                continue
+            secret_env[e["name"]] = ref["name"]
+            keys = es_keys.get(ref["name"])
+            if keys is None:
+                fail(f"{name(d)}: env {e['name']} reads Secret {ref['name']}, which no ExternalSecret makes")
+            elif ref["key"] not in keys and "*" not in keys:
+                fail(f"{name(d)}: env {e['name']} reads key {ref['key']}, not in ExternalSecret {ref['name']}'s data")
+        for src in c.get("envFrom", []):
+            if "secretRef" in src and src["secretRef"]["name"] not in es_keys:
+                fail(f"{name(d)}: envFrom Secret {src['secretRef']['name']}, which no ExternalSecret makes")
+        if d["metadata"]["name"] in BLOB_SERVICES:
+            read = [configmaps.get(src["configMapRef"]["name"], {}) for src in c.get("envFrom", [])
+                    if "configMapRef" in src]
+            if not any(cm.get("MERCATO_S3_BUCKET") for cm in read):
+                fail(f"{name(d)}: keeps blobs, so a ConfigMap it reads must set MERCATO_S3_BUCKET "
+                     "(its data directory is per pod)")
+            for key in S3_SECRET_KEYS:
+                if key not in secret_env:
+                    fail(f"{name(d)}: keeps blobs in S3, so env {key} must come from a secret")
     dbs = {c["metadata"]["name"] for c in by_kind.get("Cluster", [])}
     for d in deployments:
         for e in d["spec"]["template"]["spec"]["containers"][0].get("env", []):
@@ -243,6 +290,11 @@ def check_compose(path):
             fail(f"compose {n}: healthcheck must run mercato healthcheck")
         if "backend" not in s.get("networks", []):
             fail(f"compose {n}: must be on the backend network")
+        # The root filesystem is read-only: the data directory (SQLite files, blobs) must be a named volume.
+        data_dir = (s.get("environment") or {}).get("MERCATO_DATA_DIR", "/var/lib/mercato")
+        mounts = [v.split(":")[:2] for v in s.get("volumes", []) if isinstance(v, str)]
+        if not any(len(m) == 2 and m[1] == data_dir and m[0] in vols for m in mounts):
+            fail(f"compose {n}: its data directory {data_dir} must be on a named volume")
         # Without a CPU limit each runtime starts a worker thread per host CPU (see compose.yaml).
         limits = s.get("deploy", {}).get("resources", {}).get("limits", {})
         if not limits.get("cpus") or not limits.get("memory"):

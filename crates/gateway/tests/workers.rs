@@ -8,9 +8,14 @@ mod support;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-/// `GET /v1/products/{id}` on a connection of its own (a fresh client each time), handed to the workers in turn.
-async fn get_product(addr: SocketAddr, id: usize) -> reqwest::Response {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client");
+/// A client whose every request is a connection of its own, so that connections are handed to the workers in turn.
+/// Made before a test starts its clock: building one loads the system's root certificates (tens of ms).
+fn fresh_client() -> reqwest::Client {
+    reqwest::Client::builder().pool_max_idle_per_host(0).build().expect("client")
+}
+
+/// `GET /v1/products/{id}` with `client`.
+async fn get_product(client: reqwest::Client, addr: SocketAddr, id: usize) -> reqwest::Response {
     client.get(format!("http://{addr}/v1/products/p-{id}")).send().await.expect("answered")
 }
 
@@ -21,7 +26,9 @@ async fn concurrent_connections_are_all_served_and_a_stop_waits_for_requests_in_
     let (addr, shutdown, server) =
         support::serve_gateway(support::settings(&[("MERCATO_CATALOG_URL", &catalog)])).await;
 
-    let requests: Vec<_> = (0..16).map(|id| tokio::spawn(get_product(addr, id))).collect();
+    let clients: Vec<_> = (0..16).map(|_| fresh_client()).collect();
+    let requests: Vec<_> =
+        clients.into_iter().enumerate().map(|(id, client)| tokio::spawn(get_product(client, addr, id))).collect();
     // Stop while the catalog still holds every one of them.
     tokio::time::sleep(delay / 2).await;
     shutdown.cancel();
@@ -46,7 +53,7 @@ async fn a_budget_is_shared_by_every_worker() {
     ]);
     let (addr, shutdown, server) = support::serve_gateway(settings).await;
 
-    let requests: Vec<_> = (0..12).map(|id| tokio::spawn(get_product(addr, id))).collect();
+    let requests: Vec<_> = (0..12).map(|id| tokio::spawn(get_product(fresh_client(), addr, id))).collect();
     let mut statuses = Vec::new();
     for request in requests {
         statuses.push(request.await.expect("task").status().as_u16());

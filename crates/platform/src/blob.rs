@@ -1,6 +1,8 @@
 //! Blobs: files a service keeps beside its database (product images, attachments). By default they live in a
-//! directory of the data directory, `<MERCATO_DATA_DIR>/blobs/<service>/`; written whole (to a temporary
-//! file, then renamed), so a reader never sees half a blob.
+//! directory of the data directory, `<MERCATO_DATA_DIR>/blobs/<service>/`, written whole (to a temporary
+//! file, then renamed), so a reader never sees half a blob. With `MERCATO_S3_BUCKET` set they live in that
+//! S3 bucket (or an S3-compatible store at `MERCATO_S3_ENDPOINT`) under `<service>/`, where every replica of
+//! a service sees the same blobs.
 //!
 //! The metadata of a blob (what it is, who owns it) is the service's to keep in its database; a blob store
 //! only maps keys to bytes. Keys are the service's own (`products/<id>/<image id>`), never a user's input.
@@ -10,8 +12,10 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use object_store::ObjectStore;
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as Key;
+use object_store::prefix::PrefixStore;
 
 use crate::Settings;
 
@@ -39,9 +43,30 @@ pub struct Blobs {
 }
 
 impl Blobs {
-    /// The blob store of `service` as configured: `<MERCATO_DATA_DIR>/blobs/<service>/`.
+    /// The blob store of `service` as configured: `<service>/` of the S3 bucket `MERCATO_S3_BUCKET`, else
+    /// `<MERCATO_DATA_DIR>/blobs/<service>/`.
     pub fn open(settings: &Settings, service: &str) -> Result<Self, BlobError> {
-        Self::in_directory(&settings.data_dir.join("blobs").join(service))
+        let Some(bucket) = &settings.s3_bucket else {
+            return Self::in_directory(&settings.data_dir.join("blobs").join(service));
+        };
+        // Region, credentials (keys, web identity, instance role) from the standard AWS_* variables, unless
+        // the MERCATO_S3_* ones name them.
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        if let Some(region) = &settings.s3_region {
+            builder = builder.with_region(region);
+        }
+        if let Some((key_id, secret)) = &settings.s3_credentials {
+            builder = builder.with_access_key_id(key_id).with_secret_access_key(secret);
+        }
+        if let Some(endpoint) = &settings.s3_endpoint {
+            // S3-compatible stores (MinIO, Ceph) are addressed by path, often over plain HTTP inside a cluster.
+            builder = builder
+                .with_endpoint(endpoint)
+                .with_virtual_hosted_style_request(false)
+                .with_allow_http(endpoint.starts_with("http://"));
+        }
+        let store = PrefixStore::new(builder.build()?, service);
+        Ok(Self { store: Arc::new(store), backend: "s3" })
     }
 
     /// Blobs kept as files under `dir` (made if missing).
@@ -53,7 +78,7 @@ impl Blobs {
         Ok(Self { store: Arc::new(store), backend: "directory" })
     }
 
-    /// Where the blobs are kept: `directory`.
+    /// Where the blobs are kept: `directory` or `s3`.
     pub fn backend(&self) -> &'static str {
         self.backend
     }

@@ -64,6 +64,16 @@ pub struct Settings {
     pub redis_url: Option<String>,
     /// SMTP URL for outgoing mail (`MERCATO_SMTP_URL`); mail is logged, not sent, when unset.
     pub smtp_url: Option<String>,
+    /// The S3 bucket blobs (product images) go to (`MERCATO_S3_BUCKET`); the data directory when unset.
+    /// Region and credentials come from the standard `AWS_*` variables (or the machine's role).
+    pub s3_bucket: Option<String>,
+    /// The endpoint of an S3-compatible store other than AWS (`MERCATO_S3_ENDPOINT`, e.g. MinIO's URL).
+    pub s3_endpoint: Option<String>,
+    /// The bucket's region (`MERCATO_S3_REGION`); else `AWS_REGION`, else us-east-1.
+    pub s3_region: Option<String>,
+    /// Access key id and secret for the bucket (`MERCATO_S3_ACCESS_KEY_ID`, `MERCATO_S3_SECRET_ACCESS_KEY`,
+    /// both or neither); else the standard AWS credentials (variables, web identity, instance role).
+    pub s3_credentials: Option<(String, String)>,
     /// Sender of outgoing mail (`MERCATO_MAIL_FROM`), a mailbox such as `Mercato <no-reply@example.com>`.
     pub mail_from: String,
     /// Origins allowed by CORS (`MERCATO_CORS_ORIGINS`, comma-separated).
@@ -332,6 +342,12 @@ Settings (environment variables):
   MERCATO_AMQP_URL               RabbitMQ URL                    [default: in-process bus]
   MERCATO_REDIS_URL              Redis URL                       [default: in-memory]
   MERCATO_SMTP_URL               SMTP URL for outgoing mail      [default: mail is logged]
+  MERCATO_S3_BUCKET              S3 bucket for blobs (product images; AWS_* variables give region and
+                                 credentials)                    [default: <MERCATO_DATA_DIR>/blobs]
+  MERCATO_S3_ENDPOINT            URL of an S3-compatible store (MinIO, Ceph, ...) [default: AWS]
+  MERCATO_S3_REGION              the bucket's region             [default: AWS_REGION, else us-east-1]
+  MERCATO_S3_ACCESS_KEY_ID       S3 access key id and secret (both or neither)
+  MERCATO_S3_SECRET_ACCESS_KEY                                   [default: the AWS credentials chain]
   MERCATO_MAIL_FROM              sender of outgoing mail         [default: Mercato <no-reply@mercato.localhost>]
   MERCATO_CORS_ORIGINS           comma-separated allowed origins [default: none]
   MERCATO_RATE_LIMITS            gateway budgets per API key, user or client IP, comma-separated
@@ -433,6 +449,37 @@ impl Settings {
         {
             fail("MERCATO_SMTP_URL", "expected smtp://user:pass@host:port or smtps://...".to_owned());
         }
+        let s3_bucket = vars.get("MERCATO_S3_BUCKET").cloned();
+        if let Some(bucket) = &s3_bucket
+            && !is_bucket_name(bucket)
+        {
+            fail(
+                "MERCATO_S3_BUCKET",
+                "expected a bucket name: 3 to 63 lower-case letters, digits, '.' or '-'".to_owned(),
+            );
+        }
+        let s3_endpoint = vars.get("MERCATO_S3_ENDPOINT").cloned();
+        if let Some(url) = &s3_endpoint
+            && !(url.starts_with("http://") || url.starts_with("https://"))
+        {
+            fail("MERCATO_S3_ENDPOINT", "expected http://host:port or https://host".to_owned());
+        }
+        if s3_endpoint.is_some() && s3_bucket.is_none() {
+            fail("MERCATO_S3_ENDPOINT", "is set but MERCATO_S3_BUCKET is not: which bucket?".to_owned());
+        }
+        let s3_region = vars.get("MERCATO_S3_REGION").cloned();
+        let s3_credentials = match (vars.get("MERCATO_S3_ACCESS_KEY_ID"), vars.get("MERCATO_S3_SECRET_ACCESS_KEY")) {
+            (Some(id), Some(secret)) => Some((id.clone(), secret.clone())),
+            (None, None) => None,
+            (Some(_), None) => {
+                fail("MERCATO_S3_SECRET_ACCESS_KEY", "is not set but MERCATO_S3_ACCESS_KEY_ID is".to_owned());
+                None
+            }
+            (None, Some(_)) => {
+                fail("MERCATO_S3_ACCESS_KEY_ID", "is not set but MERCATO_S3_SECRET_ACCESS_KEY is".to_owned());
+                None
+            }
+        };
         let mail_from = vars.get("MERCATO_MAIL_FROM").cloned().unwrap_or_else(|| DEFAULT_MAIL_FROM.to_owned());
         if !is_mailbox(&mail_from) {
             fail(
@@ -524,6 +571,10 @@ impl Settings {
                 amqp_url,
                 redis_url,
                 smtp_url,
+                s3_bucket,
+                s3_endpoint,
+                s3_region,
+                s3_credentials,
                 mail_from,
                 cors_origins,
                 service_secrets,
@@ -555,6 +606,16 @@ impl Settings {
 
 /// The sender of outgoing mail when `MERCATO_MAIL_FROM` is unset.
 pub const DEFAULT_MAIL_FROM: &str = "Mercato <no-reply@mercato.localhost>";
+
+/// An S3 bucket name as AWS allows it: 3 to 63 lower-case letters, digits, dots and hyphens, starting and
+/// ending with a letter or digit.
+fn is_bucket_name(name: &str) -> bool {
+    let edge_ok = |c: Option<char>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+    (3..=63).contains(&name.len())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '.' || c == '-')
+        && edge_ok(name.chars().next())
+        && edge_ok(name.chars().last())
+}
 
 /// `local@domain` or `Display Name <local@domain>`: one `@` between non-empty parts without spaces or
 /// angle brackets (the mail library checks the finer rules when it sends).
@@ -654,6 +715,31 @@ mod tests {
             assert_eq!(err.0.len(), 1, "{bad}");
             assert_eq!(err.0[0].variable, "MERCATO_MAIL_FROM", "{bad}");
         }
+    }
+
+    #[test]
+    fn blobs_go_to_an_s3_bucket_when_one_is_named() {
+        let s = Settings::from_vars(vars(&[])).expect("defaults");
+        assert_eq!((s.s3_bucket, s.s3_endpoint), (None, None), "the data directory by default");
+        let s = Settings::from_vars(vars(&[
+            ("MERCATO_S3_BUCKET", "shop-images.eu-1"),
+            ("MERCATO_S3_ENDPOINT", "http://minio:9000"),
+        ]))
+        .expect("valid");
+        assert_eq!(s.s3_bucket.as_deref(), Some("shop-images.eu-1"));
+        assert_eq!(s.s3_endpoint.as_deref(), Some("http://minio:9000"));
+        for bad in ["Shop", "ab", "-shop", "shop_images", "s3://shop"] {
+            let err = Settings::from_vars(vars(&[("MERCATO_S3_BUCKET", bad)])).expect_err(bad);
+            assert_eq!(err.0[0].variable, "MERCATO_S3_BUCKET", "{bad}");
+        }
+        let half = Settings::from_vars(vars(&[("MERCATO_S3_BUCKET", "b1b"), ("MERCATO_S3_ACCESS_KEY_ID", "AKIA")]))
+            .expect_err("a key id without its secret");
+        assert_eq!(half.0[0].variable, "MERCATO_S3_SECRET_ACCESS_KEY");
+        let err = Settings::from_vars(vars(&[("MERCATO_S3_ENDPOINT", "http://minio:9000")])).expect_err("no bucket");
+        assert_eq!(err.0[0].variable, "MERCATO_S3_ENDPOINT");
+        let err = Settings::from_vars(vars(&[("MERCATO_S3_BUCKET", "b1b"), ("MERCATO_S3_ENDPOINT", "minio:9000")]))
+            .expect_err("no scheme");
+        assert_eq!(err.0[0].variable, "MERCATO_S3_ENDPOINT");
     }
 
     #[test]
