@@ -314,13 +314,9 @@ impl Drop for Topology {
 
 /// Exchanges and queues of a test's own on the RabbitMQ at `MERCATO_TEST_AMQP_URL`; `None` when no broker is
 /// configured (under `CI=true` that is a failure instead).
-#[allow(clippy::panic)]
 pub fn rabbitmq() -> Option<Topology> {
-    let url = match std::env::var("MERCATO_TEST_AMQP_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ if platform::testkit::in_ci() => panic!("CI=true but MERCATO_TEST_AMQP_URL is not set"),
-        _ => return None,
-    };
+    let url =
+        platform::testkit::test_setting("MERCATO_TEST_AMQP_URL", "RabbitMQ", "e.g. amqp://guest:guest@127.0.0.1:5672")?;
     Some(Topology { url, prefix: format!("mercato-e2e-{}", uuid::Uuid::now_v7().simple()) })
 }
 

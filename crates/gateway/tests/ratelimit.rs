@@ -30,16 +30,7 @@ fn settings() -> Settings {
 
 /// The Redis URL of the tests, or `None` when they are skipped (never under `CI=true`).
 fn test_redis_url() -> Option<String> {
-    match std::env::var("MERCATO_TEST_REDIS_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if platform::testkit::in_ci() => {
-            panic!("CI=true but MERCATO_TEST_REDIS_URL is not set: Redis tests cannot be skipped in CI")
-        }
-        _ => {
-            eprintln!("skipping the Redis rate-limit test: MERCATO_TEST_REDIS_URL is not set");
-            None
-        }
-    }
+    platform::testkit::test_setting("MERCATO_TEST_REDIS_URL", "Redis", "e.g. redis://127.0.0.1:6379")
 }
 
 fn router(settings: &Settings, limiter: RateLimiter, client: &str) -> Edge {

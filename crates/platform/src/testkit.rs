@@ -1,7 +1,8 @@
 //! Helpers for tests that run against real backends.
 //!
-//! PostgreSQL tests read `MERCATO_TEST_DATABASE_URL` (a server URL). Without it they are skipped, except
-//! under `CI=true`, where a missing or unreachable server fails the test: CI never skips silently.
+//! PostgreSQL tests read `MERCATO_TEST_DATABASE_URL` (a server URL), and the other backends' tests settings of
+//! their own ([`test_setting`]). Without one they are skipped, except under `CI=true`, where a missing setting or
+//! an unreachable server fails the test: CI never skips silently.
 
 use crate::db::{Db, DbError};
 
@@ -10,22 +11,30 @@ pub fn in_ci() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
 }
 
+/// The value of test setting `variable` (a backend's URL, a tool's path) for tests that need `what`, or `None`
+/// when it is unset and those tests are skipped (`how` tells a developer how to get it).
+///
+/// # Panics
+/// Under `CI=true` when the setting is unset: CI never skips silently.
+#[allow(clippy::panic)]
+pub fn test_setting(variable: &str, what: &str, how: &str) -> Option<String> {
+    match std::env::var(variable) {
+        Ok(value) if !value.is_empty() => Some(value),
+        _ if in_ci() => panic!("CI=true but {variable} is not set: the {what} tests cannot be skipped in CI"),
+        _ => {
+            eprintln!("skipped: {variable} is not set, so the {what} tests do not run ({how})");
+            None
+        }
+    }
+}
+
 /// A fresh, uniquely named PostgreSQL database for one test, or `None` when PostgreSQL tests are skipped.
 ///
 /// # Panics
 /// Under `CI=true` when `MERCATO_TEST_DATABASE_URL` is unset or the server cannot be reached.
 #[allow(clippy::panic)]
 pub async fn postgres(service: &str) -> Option<Db> {
-    let url = match std::env::var("MERCATO_TEST_DATABASE_URL") {
-        Ok(url) if !url.is_empty() => url,
-        _ if in_ci() => {
-            panic!("CI=true but MERCATO_TEST_DATABASE_URL is not set: PostgreSQL tests cannot be skipped in CI")
-        }
-        _ => {
-            eprintln!("skipping the PostgreSQL variant: MERCATO_TEST_DATABASE_URL is not set");
-            return None;
-        }
-    };
+    let url = test_setting("MERCATO_TEST_DATABASE_URL", "PostgreSQL", "e.g. postgres://postgres@127.0.0.1:5432")?;
     let name = format!("mercato_test_{service}_{}", uuid::Uuid::now_v7().simple());
     match Db::open_postgres_server(&url, &name, service).await {
         Ok(db) => Some(db),

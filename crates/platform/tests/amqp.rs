@@ -15,16 +15,7 @@ use platform::{Db, with_db};
 
 /// The broker URL, or `None` when these tests are skipped.
 fn amqp_url() -> Option<String> {
-    match std::env::var("MERCATO_TEST_AMQP_URL") {
-        Ok(url) if !url.is_empty() => Some(url),
-        _ if platform::testkit::in_ci() => {
-            panic!("CI=true but MERCATO_TEST_AMQP_URL is not set: RabbitMQ tests cannot be skipped in CI")
-        }
-        _ => {
-            eprintln!("skipping a RabbitMQ test: MERCATO_TEST_AMQP_URL is not set");
-            None
-        }
-    }
+    platform::testkit::test_setting("MERCATO_TEST_AMQP_URL", "RabbitMQ", "e.g. amqp://guest:guest@127.0.0.1:5672")
 }
 
 /// Tests share the broker (read); the restart test has it to itself (write).

@@ -13,20 +13,12 @@ const BUCKET: &str = "mercato-test";
 
 /// The python with moto; `None` (skip) when unset, except under CI.
 fn moto_python() -> Option<String> {
-    match std::env::var("MERCATO_TEST_MOTO_PYTHON") {
-        Ok(python) if !python.is_empty() => Some(python),
-        _ if platform::testkit::in_ci() => {
-            panic!("CI=true but MERCATO_TEST_MOTO_PYTHON is not set: the S3 test cannot be skipped in CI")
-        }
-        _ => {
-            eprintln!(
-                "skipping the S3 test: MERCATO_TEST_MOTO_PYTHON is not set (a python with moto[server], e.g. \
-                 python3 -m venv /var/tmp/mercato-tools/s3-venv && /var/tmp/mercato-tools/s3-venv/bin/pip install \
-                 'moto[server]')"
-            );
-            None
-        }
-    }
+    platform::testkit::test_setting(
+        "MERCATO_TEST_MOTO_PYTHON",
+        "S3",
+        "a python with moto[server], e.g. python3 -m venv /var/tmp/mercato-tools/s3-venv && \
+         /var/tmp/mercato-tools/s3-venv/bin/pip install 'moto[server]'",
+    )
 }
 
 /// moto's S3 server, killed on drop.

@@ -209,22 +209,13 @@ pub fn bad_fields(status: &Status) -> Vec<String> {
 // A real SMTP server: aiosmtpd, storing what it receives in a maildir.
 
 /// The python with aiosmtpd (`MERCATO_TEST_AIOSMTPD_PYTHON`); `None` (skip) when unset, except under CI.
-#[allow(clippy::panic)]
 pub fn smtp_python() -> Option<String> {
-    match std::env::var("MERCATO_TEST_AIOSMTPD_PYTHON") {
-        Ok(python) if !python.is_empty() => Some(python),
-        _ if platform::testkit::in_ci() => {
-            panic!("CI=true but MERCATO_TEST_AIOSMTPD_PYTHON is not set: the SMTP tests cannot be skipped in CI")
-        }
-        _ => {
-            eprintln!(
-                "skipping the SMTP test: MERCATO_TEST_AIOSMTPD_PYTHON is not set (a python with aiosmtpd, e.g. \
-                 python3 -m venv /var/tmp/mercato-tools/smtp-venv && /var/tmp/mercato-tools/smtp-venv/bin/pip \
-                 install aiosmtpd)"
-            );
-            None
-        }
-    }
+    platform::testkit::test_setting(
+        "MERCATO_TEST_AIOSMTPD_PYTHON",
+        "SMTP",
+        "a python with aiosmtpd, e.g. python3 -m venv /var/tmp/mercato-tools/smtp-venv && \
+         /var/tmp/mercato-tools/smtp-venv/bin/pip install aiosmtpd",
+    )
 }
 
 /// A free TCP port on 127.0.0.1 (free when asked; good enough for a test).
