@@ -429,12 +429,13 @@ pub const DEFAULT_PAGE_SIZE: i64 = 50;
 /// Largest page.
 pub const MAX_PAGE_SIZE: i64 = 200;
 
-/// The page size of a request: 0 means the default; 1 to [`MAX_PAGE_SIZE`] otherwise.
+/// The page size of a request, as every listing takes it (AIP-158): 0 means the default, more than
+/// [`MAX_PAGE_SIZE`] means [`MAX_PAGE_SIZE`], negative is refused.
 pub fn page_size(requested: i32) -> Result<i64, FieldViolation> {
     match i64::from(requested) {
+        n if n < 0 => Err(FieldViolation::new("page_size", "must not be negative")),
         0 => Ok(DEFAULT_PAGE_SIZE),
-        n @ 1..=MAX_PAGE_SIZE => Ok(n),
-        _ => Err(FieldViolation::new("page_size", format!("must be between 1 and {MAX_PAGE_SIZE}"))),
+        n => Ok(n.min(MAX_PAGE_SIZE)),
     }
 }
 
@@ -634,7 +635,7 @@ mod tests {
     fn pages_and_targets() {
         assert_eq!(page_size(0), Ok(50));
         assert_eq!(page_size(200), Ok(200));
-        assert_eq!(page_size(201).map_err(|v| v.field), Err("page_size".to_owned()));
+        assert_eq!(page_size(201), Ok(200), "more than the largest page is the largest page (AIP-158)");
         assert!(page_size(-1).is_err());
         let c = Cursor { create_time: 42, id: "n-1".into() };
         assert_eq!(Cursor::decode(&c.encode()).expect("valid"), Some(c));

@@ -164,14 +164,12 @@ async fn unknown_customers_are_skipped_with_a_reason(db: Db) {
 async fn bad_requests_name_the_field(db: Db) {
     let service = Service::start(db, Mailer::Log, fast_retries()).await;
     let ada = service.customer("u-ada");
-    for page_size in [-1, 201] {
-        let request = ListNotificationsRequest { page_size, ..Default::default() };
-        let err = service.list(&ada, request).await.expect_err("bad page size");
-        assert_eq!(common::bad_fields(&err), ["page_size"], "{page_size}");
-        assert!(err.message().contains("page_size"), "{}", err.message());
-    }
-    let request = ListNotificationsRequest { page_size: 200, ..Default::default() };
-    assert!(service.list(&ada, request).await.is_ok(), "200 is the largest page");
+    let request = ListNotificationsRequest { page_size: -1, ..Default::default() };
+    let err = service.list(&ada, request).await.expect_err("bad page size");
+    assert_eq!(common::bad_fields(&err), ["page_size"]);
+    assert!(err.message().contains("page_size"), "{}", err.message());
+    let request = ListNotificationsRequest { page_size: 201, ..Default::default() };
+    assert!(service.list(&ada, request).await.is_ok(), "more than 200 is the largest page, 200 (AIP-158)");
     let request = ListNotificationsRequest { page_token: "garbage".into(), status: 42, ..Default::default() };
     let err = service.list(&ada, request).await.expect_err("bad token and status");
     assert_eq!(common::bad_fields(&err), ["page_token", "status"]);

@@ -14,10 +14,8 @@ pub const MAX_QUANTITY: i32 = 999;
 pub const MAX_KEY_LEN: usize = 255;
 /// Longest free-text field (address lines, names, payment method, reasons).
 pub const MAX_TEXT: usize = 200;
-/// Page size when none is asked for.
-pub const DEFAULT_PAGE_SIZE: i64 = 20;
-/// Largest page.
-pub const MAX_PAGE_SIZE: i64 = 100;
+/// Page sizes as every listing takes them (AIP-158: unset is 20, more than 100 is 100, negative is refused).
+pub use platform::paging::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, page_size};
 
 /// What customers see of an order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -330,15 +328,6 @@ pub const COMMIT_FAILED: &str = "We could not complete your order. Your payment 
 pub const CANCEL_REFUSED_SHIPPED: &str =
     "the order has been handed to the carrier and can no longer be cancelled; return it once it arrives";
 
-/// Page size from the request: 0 means the default; otherwise 1 to [`MAX_PAGE_SIZE`].
-pub fn page_size(requested: i32) -> Result<i64, FieldViolation> {
-    match i64::from(requested) {
-        0 => Ok(DEFAULT_PAGE_SIZE),
-        n if (1..=MAX_PAGE_SIZE).contains(&n) => Ok(n),
-        _ => Err(FieldViolation::new("page_size", format!("must be between 1 and {MAX_PAGE_SIZE}"))),
-    }
-}
-
 /// Position in the newest-first order list: the last order of a page.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
@@ -463,7 +452,7 @@ mod tests {
     fn page_sizes_are_bounded() {
         assert_eq!(page_size(0), Ok(DEFAULT_PAGE_SIZE));
         assert_eq!(page_size(100), Ok(100));
-        assert!(page_size(101).is_err());
+        assert_eq!(page_size(101), Ok(100), "more than the largest page is the largest page (AIP-158)");
         assert!(page_size(-1).is_err());
     }
 
