@@ -719,6 +719,23 @@ async fn support_tickets(storage: Storage) {
     let other = p.customer_token("snoop@example.com").await;
     assert_eq!(p.send("GET", &format!("/v1/tickets/{id}"), Some(&other), None).await.status, 404);
 
+    // A photo of the problem, as base64 in JSON; the agent fetches it back as the file itself.
+    let jpeg: &[u8] = b"\xFF\xD8\xFF\xE0\0\x10JFIF\0 small mug";
+    let file = json!({"filename": "mug.jpg", "contentType": "image/jpeg", "data": BASE64_STANDARD.encode(jpeg)});
+    let attached = p.send("POST", &format!("/v1/tickets/{id}/attachments"), Some(&customer), Some(file)).await;
+    assert_eq!(attached.status, 201, "{}", attached.json);
+    assert_eq!(attached.json["authorRole"], "AUTHOR_ROLE_CUSTOMER", "{}", attached.json);
+    let uri = attached.json["uri"].as_str().expect("uri").to_owned();
+    let fetched = p.send("GET", &uri, Some(&admin), None).await;
+    assert_eq!((fetched.status, fetched.headers["content-type"].to_str().ok()), (200, Some("image/jpeg")));
+    assert_eq!(fetched.bytes, jpeg, "the bytes as uploaded");
+    assert_eq!(p.send("GET", &uri, Some(&other), None).await.status, 404, "another customer's file");
+    assert_eq!(p.send("GET", &uri, None, None).await.status, 401, "files are not public");
+    let html = json!({"filename": "x.html", "contentType": "text/html", "data": BASE64_STANDARD.encode("<script>")});
+    let refused = p.send("POST", &format!("/v1/tickets/{id}/attachments"), Some(&customer), Some(html)).await;
+    assert_eq!(refused.status, 400, "{}", refused.json);
+    assert_eq!(refused.json["error"]["details"][0]["fieldViolations"][0]["field"], "content_type", "{}", refused.json);
+
     let form =
         json!({"name": "Grace", "email": "grace@example.com", "subject": "Norway?", "message": "Do you ship there?"});
     let sent = p.send("POST", "/v1/contact", None, Some(form)).await;

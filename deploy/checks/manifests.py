@@ -19,10 +19,11 @@ problems = []
 MERCATO_SERVICES = ("auth", "users", "catalog", "cart", "orders", "payments", "ledger", "refunds",
                     "deliveries", "notifications", "analytics", "support", "gateway")
 
-# Services that keep blobs (platform::blob). In Kubernetes their data directory is an emptyDir (per pod, lost on
-# restart), so every overlay must give them a bucket, MERCATO_S3_BUCKET in a ConfigMap they read, and the
-# key pair (possibly empty: the AWS credentials chain) from a secret.
-BLOB_SERVICES = ("catalog",)
+# Services that keep blobs (platform::blob): catalog (product images), support (ticket attachments). In
+# Kubernetes their data directory is an emptyDir (per pod, lost on restart), so every overlay must give them a
+# bucket, MERCATO_S3_BUCKET in a ConfigMap they read, and the key pair (possibly empty: the AWS credentials
+# chain) from a secret.
+BLOB_SERVICES = ("catalog", "support")
 S3_SECRET_KEYS = ("MERCATO_S3_ACCESS_KEY_ID", "MERCATO_S3_SECRET_ACCESS_KEY")
 
 

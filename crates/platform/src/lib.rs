@@ -7,7 +7,8 @@
 //! - [`auth`]: access-token claims and their verification against the auth service's keys.
 //! - [`descriptors`]: the contracts as data (descriptor pool, access rules of methods).
 //! - [`db`]: SQLite or PostgreSQL per service, with embedded migrations.
-//! - [`blob`]: files kept beside the database (product images), in the data directory.
+//! - [`blob`]: files kept beside the database (product images, attachments), in a directory or S3.
+//! - [`media`]: media types of uploads, and whether a file's bytes are the type it claims.
 //! - [`error`]: rich gRPC errors (field violations, reasons).
 //! - [`address`]: postal addresses checked the same way by checkout and the address book.
 //! - [`events`]: transactional outbox, relay, in-process bus, inbox.
@@ -27,6 +28,7 @@ pub mod descriptors;
 pub mod error;
 pub mod events;
 pub mod grpc;
+pub mod media;
 pub mod metrics;
 pub mod paging;
 pub mod shutdown;

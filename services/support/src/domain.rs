@@ -1,6 +1,8 @@
 //! The rules of support tickets, free of I/O: the states and who moves them, what a ticket and a message
 //! must hold, and the bounds of a listing.
 
+pub mod attachments;
+
 use api::mercato::support::v1::{AuthorRole, TicketStatus};
 use platform::error::{FieldViolation, Violations};
 

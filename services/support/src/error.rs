@@ -5,6 +5,8 @@ use tonic::{Code, Status};
 
 /// `ErrorInfo` reason when a ticket already holds the most messages it may.
 pub const TICKET_FULL: &str = "TICKET_FULL";
+/// `ErrorInfo` reason when a ticket already holds the most attachments it may.
+pub const ATTACHMENT_LIMIT: &str = "ATTACHMENT_LIMIT";
 
 /// Everything that can go wrong in the support service.
 #[derive(Debug, thiserror::Error)]
@@ -12,6 +14,9 @@ pub enum Error {
     /// The ticket does not exist, or the caller may not see it.
     #[error("{0}")]
     NotFound(String),
+    /// The caller sees the thing but may not do this to it (remove another's attachment).
+    #[error("{0}")]
+    PermissionDenied(String),
     /// The request is malformed; every offending field is named.
     #[error("invalid request: {}", describe(.0))]
     InvalidArgument(Vec<FieldViolation>),
@@ -35,6 +40,9 @@ pub enum Error {
     /// The gRPC server failed.
     #[error(transparent)]
     Serve(#[from] platform::grpc::ServeError),
+    /// The blob store (attachments' bytes) failed.
+    #[error(transparent)]
+    Blob(#[from] platform::blob::BlobError),
     /// A gRPC client channel could not be built.
     #[error(transparent)]
     Channel(#[from] platform::grpc::ChannelError),
@@ -50,6 +58,11 @@ impl Error {
         Self::NotFound(format!("ticket {id} not found"))
     }
 
+    /// NOT_FOUND for an attachment the ticket does not have.
+    pub fn attachment_not_found(ticket_id: &str, id: &str) -> Self {
+        Self::NotFound(format!("attachment {id} of ticket {ticket_id} not found"))
+    }
+
     /// INVALID_ARGUMENT for one field.
     pub fn invalid(violation: FieldViolation) -> Self {
         Self::InvalidArgument(vec![violation])
@@ -60,11 +73,16 @@ impl From<Error> for Status {
     fn from(e: Error) -> Self {
         match e {
             Error::NotFound(m) => Status::not_found(m),
+            Error::PermissionDenied(m) => Status::permission_denied(m),
             Error::InvalidArgument(v) => invalid_argument(v),
             Error::FailedPrecondition { reason, message } => with_reason(Code::FailedPrecondition, reason, message),
             // Internal details (SQL, connection strings) stay in our logs, never in a response.
-            internal
-            @ (Error::Corrupt(_) | Error::Database(_) | Error::Db(_) | Error::Serve(_) | Error::Channel(_)) => {
+            internal @ (Error::Corrupt(_)
+            | Error::Database(_)
+            | Error::Db(_)
+            | Error::Blob(_)
+            | Error::Serve(_)
+            | Error::Channel(_)) => {
                 tracing::error!(error = %internal, "internal error");
                 Status::internal("internal error")
             }

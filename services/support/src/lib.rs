@@ -1,5 +1,5 @@
-//! The support service of Mercato: tickets and their conversations between customers and agents, and the
-//! contact form for people without an account.
+//! The support service of Mercato: tickets, their conversations between customers and agents and the files
+//! attached to them, and the contact form for people without an account.
 //!
 //! - [`domain`]: the states and who moves them, validation, free of I/O.
 //! - [`store`]: all SQL, the same on SQLite and PostgreSQL.
@@ -18,6 +18,7 @@ use std::sync::Arc;
 use api::mercato::support::v1::support_service_server::SupportServiceServer;
 use platform::Settings;
 use platform::auth::TokenVerifier;
+use platform::blob::Blobs;
 use platform::db::Db;
 use platform::events::{EventBus, Relay};
 use platform::grpc::GrpcService;
@@ -34,7 +35,7 @@ pub const NAME: &str = "support";
 /// The support service's schema migrations, embedded at build time.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
-/// Runs the support service as configured: opens its database, trusts the auth service's keys, and serves on
+/// Runs the support service as configured: opens its database and its blob store (attachments), trusts the auth service's keys, and serves on
 /// `listener` until `shutdown` is cancelled.
 pub async fn run(
     listener: TcpListener,
@@ -46,25 +47,27 @@ pub async fn run(
     let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::balanced_channel(
         &settings.service_url_list("auth"),
     )?));
-    let result = serve(listener, db.clone(), verifier, bus, shutdown).await;
+    let blobs = Blobs::open(&settings, NAME)?;
+    let result = serve(listener, db.clone(), blobs, verifier, bus, shutdown).await;
     db.close().await;
     result
 }
 
-/// Migrates `db`, then serves the support service on `listener` with tokens checked by `verifier`, publishing
-/// its events on `bus`, until `shutdown` is cancelled.
+/// Migrates `db`, then serves the support service on `listener` with tokens checked by `verifier`, attachments'
+/// bytes in `blobs`, publishing its events on `bus`, until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
     db: Db,
+    blobs: Blobs,
     verifier: Arc<TokenVerifier>,
     bus: Arc<dyn EventBus>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     db.migrate(&MIGRATOR, NAME).await?;
-    tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), "support serving");
+    tracing::info!(backend = db.backend(), blobs = blobs.backend(), addr = ?listener.local_addr().ok(), "support serving");
     let relay = Relay::new(NAME, db.clone(), bus);
     let service = GrpcService {
-        routes: tonic::service::Routes::new(SupportServiceServer::new(SupportApi::new(db, relay.handle()))),
+        routes: tonic::service::Routes::new(SupportServiceServer::new(SupportApi::new(db, blobs, relay.handle()))),
         names: vec![<SupportServiceServer<SupportApi> as NamedService>::NAME],
     };
     let background = shutdown.child_token();

@@ -4,6 +4,7 @@
 //! Every change to a ticket is one transaction that writes its row first (`lock_ticket!`): on PostgreSQL that
 //! locks the ticket, on SQLite it takes the write lock up front, so its messages are numbered without gaps and
 //! its state follows the last message. The event a change causes goes to the outbox in the same transaction.
+//! Attachments' rows are in [`attachments`]; their bytes are in the blob store.
 
 use platform::db::{Db, finish};
 use platform::events::enqueue;
@@ -51,6 +52,10 @@ macro_rules! add_message {
     };
 }
 
+mod attachments;
+
+pub use attachments::{Attachment, NewAttachment};
+
 /// A message of a ticket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
@@ -87,6 +92,8 @@ pub struct Ticket {
     pub update_time: i64,
     /// The conversation, oldest first (empty in listings).
     pub messages: Vec<Message>,
+    /// Files attached to it, oldest first (empty in listings).
+    pub attachments: Vec<Attachment>,
 }
 
 impl Ticket {
@@ -129,6 +136,7 @@ impl TryFrom<TicketRow> for Ticket {
             create_time: r.create_time,
             update_time: r.update_time,
             messages: Vec::new(),
+            attachments: Vec::new(),
         })
     }
 }
@@ -229,7 +237,18 @@ impl Store {
                 })
             })
             .collect::<Result<_, Error>>()?;
+        ticket.attachments = self.attachments_of(id).await?;
         Ok(Some(ticket))
+    }
+
+    /// The customer of ticket `id` (empty for a contact-form ticket), if it exists.
+    pub async fn customer_of(&self, id: &str) -> Result<Option<String>, Error> {
+        Ok(with_db!(&self.db, pool => {
+            sqlx::query_scalar::<_, String>("SELECT customer_id FROM tickets WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        }))
     }
 
     /// Tickets, the most recently changed first, filtered as asked (without their conversations).

@@ -5,10 +5,12 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use api::google::api::HttpBody;
 use api::mercato::support::v1::support_service_client::SupportServiceClient;
 use api::mercato::support::v1::{
-    AddMessageRequest, AuthorRole, CreateTicketRequest, GetTicketRequest, ListTicketsRequest, ResolveTicketRequest,
-    SubmitContactFormRequest, Ticket, TicketReplied, TicketStatus,
+    AddAttachmentRequest, AddMessageRequest, Attachment, AuthorRole, CreateTicketRequest, DeleteAttachmentRequest,
+    GetAttachmentContentRequest, GetTicketRequest, ListTicketsRequest, ResolveTicketRequest, SubmitContactFormRequest,
+    Ticket, TicketReplied, TicketStatus,
 };
 use platform::db::Db;
 use platform::events::{EventBus, EventEnvelope, InProcessBus};
@@ -27,6 +29,7 @@ struct Server {
     client: SupportServiceClient<Channel>,
     published: Arc<Mutex<Vec<Published>>>,
     issuer: Arc<TestIssuer>,
+    blob_dir: platform::testkit::TempDir,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), support::Error>>,
 }
@@ -52,7 +55,9 @@ impl Server {
                 })
             }),
         );
-        let task = tokio::spawn(support::serve(listener, db, issuer.verifier(), bus, shutdown.clone()));
+        let blob_dir = platform::testkit::TempDir::new("support-blobs").expect("temp dir");
+        let blobs = platform::blob::Blobs::in_directory(blob_dir.path()).expect("blobs");
+        let task = tokio::spawn(support::serve(listener, db, blobs, issuer.verifier(), bus, shutdown.clone()));
         let url = format!("http://{addr}");
         let mut attempt = 0;
         let client = loop {
@@ -66,7 +71,7 @@ impl Server {
                 Err(e) => panic!("support did not come up: {e}"),
             }
         };
-        Self { client, published, issuer, shutdown, task }
+        Self { client, published, issuer, blob_dir, shutdown, task }
     }
 
     async fn stop(self) {
@@ -109,6 +114,34 @@ impl Server {
     async fn list(&self, token: &str, request: ListTicketsRequest) -> Result<(Vec<Ticket>, String), Status> {
         let answer = self.client.clone().list_tickets(with_token(request, token)).await?.into_inner();
         Ok((answer.tickets, answer.next_page_token))
+    }
+
+    async fn attach(&self, token: &str, ticket_id: &str, file: (&str, &str, &[u8])) -> Result<Attachment, Status> {
+        let (filename, content_type, data) = file;
+        let request = AddAttachmentRequest {
+            ticket_id: ticket_id.into(),
+            filename: filename.into(),
+            content_type: content_type.into(),
+            data: data.to_vec(),
+        };
+        let answer = self.client.clone().add_attachment(with_token(request, token)).await?.into_inner();
+        Ok(answer.attachment.expect("attachment"))
+    }
+
+    async fn content(&self, token: &str, ticket_id: &str, attachment_id: &str) -> Result<HttpBody, Status> {
+        let request = GetAttachmentContentRequest { ticket_id: ticket_id.into(), attachment_id: attachment_id.into() };
+        Ok(self.client.clone().get_attachment_content(with_token(request, token)).await?.into_inner())
+    }
+
+    async fn detach(&self, token: &str, ticket_id: &str, attachment_id: &str) -> Result<(), Status> {
+        let request = DeleteAttachmentRequest { ticket_id: ticket_id.into(), attachment_id: attachment_id.into() };
+        self.client.clone().delete_attachment(with_token(request, token)).await?;
+        Ok(())
+    }
+
+    /// The files in the blob directory of `ticket_id`'s attachments.
+    fn stored_files(&self, ticket_id: &str) -> usize {
+        std::fs::read_dir(self.blob_dir.path().join("tickets").join(ticket_id)).map_or(0, |dir| dir.count())
     }
 
     /// The events published so far, waiting up to 5 s for `count` of them.
@@ -269,6 +302,107 @@ async fn bad_requests_name_their_fields_and_save_nothing(db: Db) {
     server.stop().await;
 }
 
+const PNG: &[u8] = b"\x89PNG\r\n\x1A\n\0\0\0\rIHDR broken mug";
+const PDF: &[u8] = b"%PDF-1.7\n% return label\n";
+
+async fn attachments_are_kept_served_and_removed_by_who_may(db: Db) {
+    let server = Server::start(db).await;
+    let ada = server.customer("u-ada");
+    let bob = server.customer("u-bob");
+    let agent = server.agent();
+    let ticket = server.open(&ada, "Broken mug", "It arrived in pieces.").await.expect("open");
+
+    let photo = server.attach(&ada, &ticket.id, (" mug.png ", "image/png", PNG)).await.expect("the customer attaches");
+    let label = server.attach(&agent, &ticket.id, ("label.pdf", "application/pdf", PDF)).await.expect("the agent");
+    assert_eq!(
+        (photo.filename.as_str(), photo.content_type.as_str(), photo.size_bytes, photo.author_role),
+        ("mug.png", "image/png", PNG.len() as i64, AuthorRole::Customer as i32)
+    );
+    assert_eq!((label.author_role, label.author_id.as_str()), (AuthorRole::Agent as i32, "agent-1"));
+    assert_eq!(photo.uri, format!("/v1/tickets/{}/attachments/{}/content", ticket.id, photo.id));
+
+    let seen = server.get(&ada, &ticket.id).await.expect("get");
+    assert_eq!(seen.attachments, [photo.clone(), label.clone()], "oldest first");
+    assert_eq!(status(&seen), TicketStatus::Open, "attaching a file leaves the ticket's state as it was");
+    let micros = |t: &Ticket| t.update_time.map(|ts| ts.seconds * 1_000_000 + i64::from(ts.nanos) / 1000);
+    assert!(micros(&seen) > micros(&ticket), "but it is a change to the ticket");
+    let (listed, _) = server.list(&ada, ListTicketsRequest::default()).await.expect("list");
+    assert!(listed[0].attachments.is_empty(), "listings leave attachments out");
+
+    for token in [&ada, &agent] {
+        let body = server.content(token, &ticket.id, &label.id).await.expect("content");
+        assert_eq!((body.content_type.as_str(), body.data.as_slice()), ("application/pdf", PDF));
+    }
+    // Another customer learns nothing: not the file, not whether it exists, and cannot add or remove one.
+    assert_eq!(server.content(&bob, &ticket.id, &photo.id).await.expect_err("not bob's").code(), Code::NotFound);
+    let intruder = server.attach(&bob, &ticket.id, ("x.txt", "text/plain", b"hi")).await.expect_err("not bob's");
+    assert_eq!(intruder.code(), Code::NotFound);
+    assert_eq!(server.detach(&bob, &ticket.id, &photo.id).await.expect_err("not bob's").code(), Code::NotFound);
+    // The customer removes their own file, not the agent's.
+    let denied = server.detach(&ada, &ticket.id, &label.id).await.expect_err("the agent's file");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    assert_eq!(server.stored_files(&ticket.id), 2);
+    server.detach(&ada, &ticket.id, &photo.id).await.expect("their own");
+    assert_eq!(server.content(&ada, &ticket.id, &photo.id).await.expect_err("gone").code(), Code::NotFound);
+    assert_eq!(server.detach(&ada, &ticket.id, &photo.id).await.expect_err("twice").code(), Code::NotFound);
+    assert_eq!(server.stored_files(&ticket.id), 1, "its bytes went with it");
+    server.detach(&agent, &ticket.id, &label.id).await.expect("agents remove any");
+    assert!(server.get(&ada, &ticket.id).await.expect("get").attachments.is_empty());
+    assert_eq!(server.stored_files(&ticket.id), 0);
+
+    // A contact-form ticket belongs to no customer: only agents attach to it.
+    let form = SubmitContactFormRequest {
+        name: "Grace".into(),
+        email: "grace@example.com".into(),
+        subject: "Invoice".into(),
+        message: "Please send my invoice.".into(),
+    };
+    let contact = server.contact(form).await.expect("contact");
+    let refused = server.attach(&ada, &contact, ("a.txt", "text/plain", b"x")).await.expect_err("not ada's");
+    assert_eq!(refused.code(), Code::NotFound);
+    server.attach(&agent, &contact, ("invoice.pdf", "application/pdf", PDF)).await.expect("an agent");
+    server.stop().await;
+}
+
+async fn attachments_are_checked_and_limited(db: Db) {
+    let server = Server::start(db).await;
+    let ada = server.customer("u-ada");
+    let ticket = server.open(&ada, "Files", "Some files.").await.expect("open");
+    let refused = server.attach(&ada, &ticket.id, ("../etc/passwd", "text/html", b"<script>")).await;
+    assert_eq!(bad_fields(&refused.expect_err("bad")), ["filename", "content_type"]);
+    let refused = server.attach(&ada, &ticket.id, ("mug.png", "image/png", PDF)).await;
+    assert_eq!(bad_fields(&refused.expect_err("a PDF is no PNG")), ["data"]);
+    let refused = server.attach(&ada, "", ("a.txt", "text/plain", b"")).await;
+    assert_eq!(bad_fields(&refused.expect_err("bad")), ["ticket_id", "data"]);
+    let missing = server.attach(&ada, "0190-missing", ("a.txt", "text/plain", b"x")).await;
+    assert_eq!(missing.expect_err("no such ticket").code(), Code::NotFound);
+    assert_eq!(server.stored_files(&ticket.id), 0, "nothing refused was kept");
+    assert_eq!(server.stored_files("0190-missing"), 0, "not even the bytes of a ticket that is not there");
+    let bob = server.customer("u-bob");
+    let intruder = server.attach(&bob, &ticket.id, ("a.txt", "text/plain", b"x")).await;
+    assert_eq!(intruder.expect_err("not bob's").code(), Code::NotFound);
+    assert_eq!(server.stored_files(&ticket.id), 0, "nor of a ticket the caller may not see");
+
+    // Twelve at once on one ticket: the limit counts them one at a time.
+    let attempts = (0..12).map(|i| {
+        let (server, ada, id) = (&server, &ada, &ticket.id);
+        async move { server.attach(ada, id, (&format!("note-{i}.txt"), "text/plain", b"a note")).await }
+    });
+    let results = futures::future::join_all(attempts).await;
+    let added = results.iter().filter(|r| r.is_ok()).count();
+    assert_eq!(added, 10, "{results:?}");
+    for refused in results.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(refused.code(), Code::FailedPrecondition, "{refused:?}");
+        let details = platform::error::decode_details(refused).expect("details");
+        let info = details.details.iter().find(|d| d.type_url.ends_with("ErrorInfo")).expect("ErrorInfo");
+        let info = api::google::rpc::ErrorInfo::decode(info.value.as_slice()).expect("decodes");
+        assert_eq!(info.reason, "ATTACHMENT_LIMIT");
+    }
+    assert_eq!(server.get(&ada, &ticket.id).await.expect("get").attachments.len(), 10);
+    assert_eq!(server.stored_files(&ticket.id), 10, "refused ones took their bytes back");
+    server.stop().await;
+}
+
 /// Runs each scenario once on SQLite and once on PostgreSQL.
 macro_rules! on_both_engines {
     ($($scenario:ident),* $(,)?) => {
@@ -297,4 +431,6 @@ on_both_engines!(
     a_conversation_moves_the_ticket_between_shop_and_customer,
     tickets_are_private_and_agents_see_them_all,
     bad_requests_name_their_fields_and_save_nothing,
+    attachments_are_kept_served_and_removed_by_who_may,
+    attachments_are_checked_and_limited,
 );

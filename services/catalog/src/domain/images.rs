@@ -1,6 +1,7 @@
 //! The rules of product images: which types, how large, how many, and that the bytes are what they claim.
 
 use platform::error::FieldViolation;
+use platform::media;
 
 /// The largest image accepted, in bytes (over HTTP it travels as base64 inside the gateway's 1 MiB body limit).
 pub const MAX_IMAGE_BYTES: usize = 512 * 1024;
@@ -9,13 +10,8 @@ pub const MAX_IMAGES: i64 = 10;
 /// The longest alt text, in characters.
 pub const MAX_ALT_TEXT: usize = 200;
 
-/// The image types a shop's pages can show, with the bytes each file starts with.
-const TYPES: &[(&str, &[&[u8]])] = &[
-    ("image/jpeg", &[b"\xFF\xD8\xFF"]),
-    ("image/png", &[b"\x89PNG\r\n\x1A\n"]),
-    ("image/gif", &[b"GIF87a", b"GIF89a"]),
-    ("image/webp", &[b"RIFF"]),
-];
+/// The image types a shop's pages can show.
+const TYPES: &[&str] = &["image/jpeg", "image/png", "image/gif", "image/webp"];
 
 /// An image as validated.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,19 +22,11 @@ pub struct ImageInput {
     pub alt_text: String,
 }
 
-/// Whether `data` starts as a file of type `content_type` does (a WebP file is `RIFF`, a size, then `WEBP`).
-fn looks_like(content_type: &str, data: &[u8]) -> bool {
-    let Some((_, signatures)) = TYPES.iter().find(|(name, _)| *name == content_type) else { return false };
-    let starts = signatures.iter().any(|signature| data.starts_with(signature));
-    starts && (content_type != "image/webp" || data.get(8..12) == Some(b"WEBP".as_slice()))
-}
-
 /// Checks an image to add; every bad field is named.
 pub fn validate_image(content_type: &str, data: &[u8], alt_text: &str) -> Result<ImageInput, Vec<FieldViolation>> {
     let mut violations = Vec::new();
-    // Parameters (`; charset=...`) mean nothing for these types; the type itself is case-insensitive.
-    let content_type = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    let known = TYPES.iter().any(|(name, _)| *name == content_type);
+    let content_type = media::essence(content_type);
+    let known = TYPES.contains(&content_type.as_str());
     if content_type.is_empty() {
         violations.push(FieldViolation::new("content_type", "is required"));
     } else if !known {
@@ -48,7 +36,7 @@ pub fn validate_image(content_type: &str, data: &[u8], alt_text: &str) -> Result
         violations.push(FieldViolation::new("data", "is required"));
     } else if data.len() > MAX_IMAGE_BYTES {
         violations.push(FieldViolation::new("data", format!("is larger than {MAX_IMAGE_BYTES} bytes")));
-    } else if known && !looks_like(&content_type, data) {
+    } else if known && !media::matches(&content_type, data) {
         violations.push(FieldViolation::new("data", format!("is not a {content_type} file")));
     }
     let alt_text = alt_text.trim();
