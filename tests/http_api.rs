@@ -750,6 +750,20 @@ async fn support_tickets(storage: Storage) {
     let ids: Vec<_> = all["tickets"].as_array().expect("tickets").iter().filter_map(|t| t["id"].as_str()).collect();
     assert!(ids.contains(&form_ticket) && ids.contains(&id.as_str()), "agents see both: {all}");
 
+    // The FAQ: an agent writes a draft and publishes it with PATCH (the body's fields are the mask); anybody reads it.
+    let draft = json!({"question": "Do you ship abroad?", "answer": "Within the EU.", "category": "shipping"});
+    let written = p.send("POST", "/v1/faq", Some(&admin), Some(draft)).await;
+    assert_eq!(written.status, 201, "{}", written.json);
+    let faq_id = written.json["id"].as_str().expect("entry id").to_owned();
+    assert_eq!(p.send("GET", "/v1/faq", None, None).await.json["entries"], json!([]), "drafts are not shown");
+    let publish = json!({"published": true});
+    let published = p.send("PATCH", &format!("/v1/faq/{faq_id}"), Some(&admin), Some(publish)).await;
+    assert_eq!((published.status, &published.json["answer"]), (200, &json!("Within the EU.")), "{}", published.json);
+    let shown = p.send("GET", "/v1/faq?category=shipping&query=eu", None, None).await;
+    assert_eq!(shown.json["entries"][0]["question"], "Do you ship abroad?", "{}", shown.json);
+    let denied = p.send("POST", "/v1/faq", Some(&customer), Some(json!({"question": "Q", "answer": "A"}))).await;
+    assert_eq!(denied.status, 403, "{}", denied.json);
+
     // The agent's answer reached the customer as a notification too (ticket.replied).
     let mut subjects = Vec::new();
     for _ in 0..100 {

@@ -332,3 +332,34 @@ pub fn is_unique_violation(error: &sqlx::Error) -> bool {
 pub fn is_foreign_key_violation(error: &sqlx::Error) -> bool {
     error.as_database_error().is_some_and(|e| e.is_foreign_key_violation())
 }
+
+/// A case-insensitive `LIKE` pattern matching `query` anywhere, with `%`, `_` and the escape character `!`
+/// escaped (use with `LOWER(column) LIKE $n ESCAPE '!'`; SQLite lowers only ASCII letters). `None` for an
+/// empty query.
+pub fn like_pattern(query: &str) -> Option<String> {
+    if query.is_empty() {
+        return None;
+    }
+    let mut pattern = String::with_capacity(query.len() + 2);
+    pattern.push('%');
+    for c in query.to_lowercase().chars() {
+        if matches!(c, '%' | '_' | '!') {
+            pattern.push('!');
+        }
+        pattern.push(c);
+    }
+    pattern.push('%');
+    Some(pattern)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_patterns_escape_wildcards() {
+        assert_eq!(like_pattern(""), None);
+        assert_eq!(like_pattern("Tea").as_deref(), Some("%tea%"));
+        assert_eq!(like_pattern("50%_off!").as_deref(), Some("%50!%!_off!!%"));
+    }
+}

@@ -220,24 +220,6 @@ impl Cursor {
     }
 }
 
-/// A case-insensitive `LIKE` pattern matching `query` anywhere, with `%`, `_` and the escape character `!`
-/// escaped (use with `ESCAPE '!'`). `None` for an empty query.
-pub fn like_pattern(query: &str) -> Option<String> {
-    if query.is_empty() {
-        return None;
-    }
-    let mut pattern = String::with_capacity(query.len() + 2);
-    pattern.push('%');
-    for c in query.to_lowercase().chars() {
-        if matches!(c, '%' | '_' | '!') {
-            pattern.push('!');
-        }
-        pattern.push(c);
-    }
-    pattern.push('%');
-    Some(pattern)
-}
-
 /// Checks the free-text search of ListProducts.
 pub fn validate_query(query: &str) -> Result<(), FieldViolation> {
     if query.chars().count() > MAX_QUERY_CHARS {
@@ -535,15 +517,6 @@ mod tests {
             let err = Cursor::decode(garbage).expect_err(garbage);
             assert_eq!(err.field, "page_token");
         }
-    }
-
-    #[test]
-    fn like_patterns_escape_wildcards() {
-        assert_eq!(like_pattern(""), None);
-        assert_eq!(like_pattern("Tea").as_deref(), Some("%tea%"));
-        assert_eq!(like_pattern("50%_off!").as_deref(), Some("%50!%!_off!!%"));
-        assert!(validate_query(&"q".repeat(200)).is_ok());
-        assert_eq!(validate_query(&"q".repeat(201)).map_err(|v| v.field), Err("query".to_owned()));
     }
 
     #[test]

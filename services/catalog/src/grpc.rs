@@ -163,7 +163,7 @@ impl CatalogService for CatalogApi {
             .list_products(&ListQuery {
                 include_inactive: req.include_inactive,
                 category: req.category,
-                pattern: domain::like_pattern(&req.query),
+                pattern: platform::db::like_pattern(&req.query),
                 after,
                 limit: size + 1,
             })

@@ -2,6 +2,7 @@
 //! must hold, and the bounds of a listing.
 
 pub mod attachments;
+pub mod faq;
 
 use api::mercato::support::v1::{AuthorRole, TicketStatus};
 use platform::error::{FieldViolation, Violations};

@@ -63,6 +63,11 @@ impl Error {
         Self::NotFound(format!("attachment {id} of ticket {ticket_id} not found"))
     }
 
+    /// NOT_FOUND for a FAQ entry that does not exist, or is a draft the caller may not see.
+    pub fn faq_entry_not_found(id: &str) -> Self {
+        Self::NotFound(format!("FAQ entry {id} not found"))
+    }
+
     /// INVALID_ARGUMENT for one field.
     pub fn invalid(violation: FieldViolation) -> Self {
         Self::InvalidArgument(vec![violation])

@@ -1,15 +1,21 @@
-//! The gRPC face of the support service: wire messages in, domain rules and store, wire messages out.
+//! The gRPC face of the support service: wire messages in, domain rules and store, wire messages out. Tickets
+//! are served here; attachments in [`attachments`], the FAQ in [`faq`].
+
+mod attachments;
+mod faq;
 
 use api::google::api::HttpBody;
 use api::mercato::support::v1::support_service_server::SupportService;
 use api::mercato::support::v1::{
-    AddAttachmentRequest, AddAttachmentResponse, AddMessageRequest, AddMessageResponse, Attachment,
-    CreateTicketRequest, CreateTicketResponse, DeleteAttachmentRequest, DeleteAttachmentResponse,
-    GetAttachmentContentRequest, GetTicketRequest, GetTicketResponse, ListTicketsRequest, ListTicketsResponse,
-    ResolveTicketRequest, ResolveTicketResponse, SubmitContactFormRequest, SubmitContactFormResponse, Ticket,
-    TicketMessage,
+    AddAttachmentRequest, AddAttachmentResponse, AddMessageRequest, AddMessageResponse, CreateFaqEntryRequest,
+    CreateFaqEntryResponse, CreateTicketRequest, CreateTicketResponse, DeleteAttachmentRequest,
+    DeleteAttachmentResponse, DeleteFaqEntryRequest, DeleteFaqEntryResponse, GetAttachmentContentRequest,
+    GetFaqEntryRequest, GetFaqEntryResponse, GetTicketRequest, GetTicketResponse, ListFaqEntriesRequest,
+    ListFaqEntriesResponse, ListTicketsRequest, ListTicketsResponse, ResolveTicketRequest, ResolveTicketResponse,
+    SubmitContactFormRequest, SubmitContactFormResponse, Ticket, TicketMessage, UpdateFaqEntryRequest,
+    UpdateFaqEntryResponse,
 };
-use platform::auth::{Claims, caller};
+use platform::auth::{Claims, caller, optional_caller};
 use platform::blob::Blobs;
 use platform::db::Db;
 use platform::error::FieldViolation;
@@ -17,10 +23,9 @@ use platform::events::RelayHandle;
 use platform::time::{now_micros, timestamp};
 use tonic::{Request, Response, Status};
 
-use crate::domain::attachments::{self, attachment_uri};
 use crate::domain::{self, Author, Cursor};
 use crate::error::Error;
-use crate::store::{self, ListQuery, NewAttachment, Store};
+use crate::store::{self, ListQuery, Store};
 
 /// The scope of support agents: they see and answer every ticket.
 pub const SUPPORT_AGENT: &str = "support:agent";
@@ -66,29 +71,6 @@ fn author_in(claims: &Claims, ticket: &store::Ticket) -> Option<Author> {
     may_see(claims, ticket).then(|| if ticket.customer_id == claims.sub { Author::Customer } else { Author::Agent })
 }
 
-fn attachment_to_wire(a: store::Attachment) -> Attachment {
-    Attachment {
-        uri: attachment_uri(&a.ticket_id, &a.id),
-        id: a.id,
-        filename: a.filename,
-        content_type: a.content_type,
-        size_bytes: a.size_bytes,
-        author_role: a.author.to_wire().into(),
-        author_id: a.author_id,
-        create_time: Some(timestamp(a.create_time)),
-    }
-}
-
-/// Checks the ticket and attachment ids of an attachment request.
-fn check_attachment_ids(ticket_id: &str, attachment_id: &str) -> Result<(), Error> {
-    let violations: Vec<_> =
-        [domain::validate_id("ticket_id", ticket_id), domain::validate_id("attachment_id", attachment_id)]
-            .into_iter()
-            .filter_map(Result::err)
-            .collect();
-    if violations.is_empty() { Ok(()) } else { Err(Error::InvalidArgument(violations)) }
-}
-
 fn ticket_to_wire(t: store::Ticket) -> Ticket {
     Ticket {
         id: t.id,
@@ -110,8 +92,13 @@ fn ticket_to_wire(t: store::Ticket) -> Ticket {
             .collect(),
         create_time: Some(timestamp(t.create_time)),
         update_time: Some(timestamp(t.update_time)),
-        attachments: t.attachments.into_iter().map(attachment_to_wire).collect(),
+        attachments: t.attachments.into_iter().map(attachments::attachment_to_wire).collect(),
     }
+}
+
+/// Whether the caller (if any) is an agent: agents see the FAQ's drafts.
+fn is_agent<T>(request: &Request<T>) -> bool {
+    optional_caller(request).is_some_and(|c| c.has_scope(SUPPORT_AGENT))
 }
 
 /// The caller's claims, with a subject.
@@ -237,41 +224,7 @@ impl SupportService for SupportApi {
         request: Request<AddAttachmentRequest>,
     ) -> Result<Response<AddAttachmentResponse>, Status> {
         let claims = signed_in(&request)?;
-        let req = request.into_inner();
-        let mut violations = Vec::new();
-        if let Err(v) = domain::validate_id("ticket_id", &req.ticket_id) {
-            violations.push(v);
-        }
-        let input = attachments::validate_attachment(&req.filename, &req.content_type, &req.data)
-            .map_err(|more| violations.extend(more))
-            .ok();
-        let Some(input) = input.filter(|_| violations.is_empty()) else {
-            return Err(Error::InvalidArgument(violations).into());
-        };
-        // No bytes are stored for a ticket the caller cannot see (or that is not there); the row's transaction
-        // asks again, under the ticket's lock.
-        match self.store.customer_of(&req.ticket_id).await? {
-            Some(customer_id) if may_see_customers(&claims, &customer_id) => {}
-            _ => return Err(Error::ticket_not_found(&req.ticket_id).into()),
-        }
-        let id = uuid::Uuid::now_v7().to_string();
-        let key = attachments::blob_key(&req.ticket_id, &id);
-        let size_bytes = i64::try_from(req.data.len()).unwrap_or(i64::MAX);
-        // The bytes first, then the row that makes them part of the ticket; a refused row takes them back.
-        self.blobs.put(&key, req.data.into()).await.map_err(Error::from)?;
-        let new =
-            NewAttachment { id: &id, ticket_id: &req.ticket_id, input: &input, size_bytes, author_id: &claims.sub };
-        let attachment = match self.store.add_attachment(&new, now_micros(), |t| author_in(&claims, t)).await {
-            Ok(attachment) => attachment,
-            Err(error) => {
-                if let Err(blob_error) = self.blobs.delete(&key).await {
-                    tracing::warn!(%key, error = %blob_error, "an attachment's bytes stay behind its refused row");
-                }
-                return Err(error.into());
-            }
-        };
-        tracing::info!(ticket_id = %req.ticket_id, attachment_id = %id, size_bytes, "ticket attachment added");
-        Ok(Response::new(AddAttachmentResponse { attachment: Some(attachment_to_wire(attachment)) }))
+        Ok(Response::new(self.attach(&claims, request.into_inner()).await?))
     }
 
     async fn get_attachment_content(
@@ -279,23 +232,7 @@ impl SupportService for SupportApi {
         request: Request<GetAttachmentContentRequest>,
     ) -> Result<Response<HttpBody>, Status> {
         let claims = signed_in(&request)?;
-        let req = request.into_inner();
-        check_attachment_ids(&req.ticket_id, &req.attachment_id)?;
-        let not_found = || Error::attachment_not_found(&req.ticket_id, &req.attachment_id);
-        let attachment = match self.store.attachment(&req.ticket_id, &req.attachment_id).await? {
-            Some((attachment, customer_id)) if may_see_customers(&claims, &customer_id) => attachment,
-            _ => return Err(not_found().into()),
-        };
-        let key = attachments::blob_key(&attachment.ticket_id, &attachment.id);
-        let Some(data) = self.blobs.get(&key).await.map_err(Error::from)? else {
-            tracing::error!(%key, "an attachment's bytes are missing from the blob store");
-            return Err(not_found().into());
-        };
-        Ok(Response::new(HttpBody {
-            content_type: attachment.content_type,
-            data: data.to_vec(),
-            extensions: Vec::new(),
-        }))
+        Ok(Response::new(self.attachment_content(&claims, request.into_inner()).await?))
     }
 
     async fn delete_attachment(
@@ -303,18 +240,43 @@ impl SupportService for SupportApi {
         request: Request<DeleteAttachmentRequest>,
     ) -> Result<Response<DeleteAttachmentResponse>, Status> {
         let claims = signed_in(&request)?;
-        let req = request.into_inner();
-        check_attachment_ids(&req.ticket_id, &req.attachment_id)?;
-        let may_remove = |a: &store::Attachment| claims.has_scope(SUPPORT_AGENT) || a.author_id == claims.sub;
-        self.store
-            .delete_attachment(&req.ticket_id, &req.attachment_id, now_micros(), |t| may_see(&claims, t), may_remove)
-            .await?;
-        // The row is gone, so the attachment is too; bytes that fail to go are only space.
-        let key = attachments::blob_key(&req.ticket_id, &req.attachment_id);
-        if let Err(error) = self.blobs.delete(&key).await {
-            tracing::warn!(%key, %error, "a removed attachment's bytes stay behind");
-        }
-        tracing::info!(ticket_id = %req.ticket_id, attachment_id = %req.attachment_id, "ticket attachment removed");
-        Ok(Response::new(DeleteAttachmentResponse {}))
+        Ok(Response::new(self.detach(&claims, request.into_inner()).await?))
+    }
+
+    async fn list_faq_entries(
+        &self,
+        request: Request<ListFaqEntriesRequest>,
+    ) -> Result<Response<ListFaqEntriesResponse>, Status> {
+        let drafts = is_agent(&request);
+        Ok(Response::new(self.list_faq(drafts, request.into_inner()).await?))
+    }
+
+    async fn get_faq_entry(
+        &self,
+        request: Request<GetFaqEntryRequest>,
+    ) -> Result<Response<GetFaqEntryResponse>, Status> {
+        let drafts = is_agent(&request);
+        Ok(Response::new(self.get_faq(drafts, request.into_inner()).await?))
+    }
+
+    async fn create_faq_entry(
+        &self,
+        request: Request<CreateFaqEntryRequest>,
+    ) -> Result<Response<CreateFaqEntryResponse>, Status> {
+        Ok(Response::new(self.create_faq(request.into_inner()).await?))
+    }
+
+    async fn update_faq_entry(
+        &self,
+        request: Request<UpdateFaqEntryRequest>,
+    ) -> Result<Response<UpdateFaqEntryResponse>, Status> {
+        Ok(Response::new(self.update_faq(request.into_inner()).await?))
+    }
+
+    async fn delete_faq_entry(
+        &self,
+        request: Request<DeleteFaqEntryRequest>,
+    ) -> Result<Response<DeleteFaqEntryResponse>, Status> {
+        Ok(Response::new(self.delete_faq(request.into_inner()).await?))
     }
 }

@@ -1,7 +1,7 @@
 //! The support service of Mercato: tickets, their conversations between customers and agents and the files
-//! attached to them, and the contact form for people without an account.
+//! attached to them, the FAQ, and the contact form for people without an account.
 //!
-//! - [`domain`]: the states and who moves them, validation, free of I/O.
+//! - [`domain`]: the states and who moves them, validation (tickets, attachments, the FAQ), free of I/O.
 //! - [`store`]: all SQL, the same on SQLite and PostgreSQL.
 //! - [`events`]: `ticket.*` out (it consumes nothing).
 //! - [`grpc`]: `mercato.support.v1.SupportService` on top of them.

@@ -53,8 +53,10 @@ macro_rules! add_message {
 }
 
 mod attachments;
+mod faq;
 
 pub use attachments::{Attachment, NewAttachment};
+pub use faq::{FaqEntry, FaqQuery};
 
 /// A message of a ticket.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,9 +8,10 @@ use std::time::Duration;
 use api::google::api::HttpBody;
 use api::mercato::support::v1::support_service_client::SupportServiceClient;
 use api::mercato::support::v1::{
-    AddAttachmentRequest, AddMessageRequest, Attachment, AuthorRole, CreateTicketRequest, DeleteAttachmentRequest,
-    GetAttachmentContentRequest, GetTicketRequest, ListTicketsRequest, ResolveTicketRequest, SubmitContactFormRequest,
-    Ticket, TicketReplied, TicketStatus,
+    AddAttachmentRequest, AddMessageRequest, Attachment, AuthorRole, CreateFaqEntryRequest, CreateTicketRequest,
+    DeleteAttachmentRequest, DeleteFaqEntryRequest, FaqEntry, GetAttachmentContentRequest, GetFaqEntryRequest,
+    GetTicketRequest, ListFaqEntriesRequest, ListTicketsRequest, ResolveTicketRequest, SubmitContactFormRequest,
+    Ticket, TicketReplied, TicketStatus, UpdateFaqEntryRequest,
 };
 use platform::db::Db;
 use platform::events::{EventBus, EventEnvelope, InProcessBus};
@@ -139,6 +140,29 @@ impl Server {
         Ok(())
     }
 
+    async fn write_faq(&self, token: &str, entry: FaqEntry) -> Result<FaqEntry, Status> {
+        let request = with_token(CreateFaqEntryRequest { entry: Some(entry) }, token);
+        Ok(self.client.clone().create_faq_entry(request).await?.into_inner().entry.expect("entry"))
+    }
+
+    async fn change_faq(&self, token: &str, id: &str, entry: FaqEntry, paths: &[&str]) -> Result<FaqEntry, Status> {
+        let update_mask = Some(prost_types::FieldMask { paths: paths.iter().map(|p| (*p).to_owned()).collect() });
+        let request = with_token(UpdateFaqEntryRequest { id: id.into(), entry: Some(entry), update_mask }, token);
+        Ok(self.client.clone().update_faq_entry(request).await?.into_inner().entry.expect("entry"))
+    }
+
+    /// A FAQ entry as `token` (or, without one, anybody) sees it.
+    async fn faq_entry(&self, token: Option<&str>, id: &str) -> Result<FaqEntry, Status> {
+        let request = maybe_token(GetFaqEntryRequest { id: id.into() }, token);
+        Ok(self.client.clone().get_faq_entry(request).await?.into_inner().entry.expect("entry"))
+    }
+
+    /// The questions of a FAQ listing, and its next page token.
+    async fn faq(&self, token: Option<&str>, request: ListFaqEntriesRequest) -> Result<(Vec<String>, String), Status> {
+        let answer = self.client.clone().list_faq_entries(maybe_token(request, token)).await?.into_inner();
+        Ok((answer.entries.into_iter().map(|e| e.question).collect(), answer.next_page_token))
+    }
+
     /// The files in the blob directory of `ticket_id`'s attachments.
     fn stored_files(&self, ticket_id: &str) -> usize {
         std::fs::read_dir(self.blob_dir.path().join("tickets").join(ticket_id)).map_or(0, |dir| dir.count())
@@ -160,6 +184,24 @@ fn with_token<T>(message: T, token: &str) -> Request<T> {
     let mut request = Request::new(message);
     request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii token"));
     request
+}
+
+fn maybe_token<T>(message: T, token: Option<&str>) -> Request<T> {
+    match token {
+        Some(token) => with_token(message, token),
+        None => Request::new(message),
+    }
+}
+
+fn faq_entry(question: &str, answer: &str, category: &str, position: i32, published: bool) -> FaqEntry {
+    FaqEntry {
+        question: question.into(),
+        answer: answer.into(),
+        category: category.into(),
+        position,
+        published,
+        ..Default::default()
+    }
 }
 
 fn status(ticket: &Ticket) -> TicketStatus {
@@ -403,6 +445,96 @@ async fn attachments_are_checked_and_limited(db: Db) {
     server.stop().await;
 }
 
+async fn agents_write_the_faq_and_everyone_reads_what_is_published(db: Db) {
+    let server = Server::start(db).await;
+    let agent = server.agent();
+    let ada = server.customer("u-ada");
+    let write = |question: &str, answer: &str, category: &str, position: i32, published: bool| {
+        server.write_faq(&agent, faq_entry(question, answer, category, position, published))
+    };
+    let later = write("Can I change my address?", "Until it ships, yes.", "shipping", 2, true).await.expect("write");
+    let first = write("How long does shipping take?", "Two to four days.", "shipping", 1, true).await.expect("write");
+    let draft = write("Can I return a gift?", "With the gift receipt, for a refund.", "returns", 0, false).await;
+    let draft = draft.expect("a draft");
+    let general = write("Who are you?", "A small shop.", "", 0, true).await.expect("no category");
+    assert_eq!(general.category, "general", "an entry without a category is general");
+    assert!(first.create_time.is_some() && !first.id.is_empty());
+
+    // Anybody, signed in or not, reads the published entries by category, then position.
+    let (questions, _) = server.faq(None, ListFaqEntriesRequest::default()).await.expect("anonymous");
+    assert_eq!(questions, ["Who are you?", "How long does shipping take?", "Can I change my address?"]);
+    assert_eq!(server.faq(Some(&ada), ListFaqEntriesRequest::default()).await.expect("customer").0, questions);
+    assert_eq!(server.faq_entry(None, &draft.id).await.expect_err("a draft").code(), Code::NotFound);
+    assert_eq!(server.faq_entry(None, &later.id).await.expect("published").answer, "Until it ships, yes.");
+
+    // Agents see drafts too, a page at a time.
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = ListFaqEntriesRequest { page_size: 3, page_token: token.clone(), ..Default::default() };
+        let (questions, next) = server.faq(Some(&agent), page).await.expect("page");
+        seen.extend(questions);
+        if next.is_empty() {
+            break;
+        }
+        token = next;
+    }
+    assert_eq!(
+        seen,
+        ["Who are you?", "Can I return a gift?", "How long does shipping take?", "Can I change my address?"]
+    );
+    assert_eq!(server.faq_entry(Some(&agent), &draft.id).await.expect("agents read drafts").id, draft.id);
+
+    // A category, a search in questions and answers (any case, wildcards taken literally).
+    let shipping = ListFaqEntriesRequest { category: "shipping".into(), ..Default::default() };
+    assert_eq!(server.faq(None, shipping).await.expect("category").0.len(), 2);
+    let search = ListFaqEntriesRequest { query: "FOUR".into(), ..Default::default() };
+    assert_eq!(server.faq(None, search).await.expect("search").0, ["How long does shipping take?"]);
+    let wildcard = ListFaqEntriesRequest { query: "%".into(), ..Default::default() };
+    assert!(server.faq(None, wildcard).await.expect("search").0.is_empty(), "% is a character, not a wildcard");
+
+    // Publishing a draft shows it; the update changes only the fields named.
+    let published = server.change_faq(&agent, &draft.id, faq_entry("", "", "", 0, true), &["published"]).await;
+    let published = published.expect("publish");
+    assert_eq!((published.published, published.question.as_str()), (true, "Can I return a gift?"));
+    assert_eq!(server.faq(None, ListFaqEntriesRequest::default()).await.expect("list").0.len(), 4);
+
+    // Customers cannot write; agents delete.
+    let denied = server.write_faq(&ada, faq_entry("Q?", "A.", "", 0, true)).await.expect_err("a customer");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let delete = with_token(DeleteFaqEntryRequest { id: general.id.clone() }, &agent);
+    server.client.clone().delete_faq_entry(delete).await.expect("delete");
+    assert_eq!(server.faq_entry(Some(&agent), &general.id).await.expect_err("gone").code(), Code::NotFound);
+    let again = with_token(DeleteFaqEntryRequest { id: general.id.clone() }, &agent);
+    assert_eq!(server.client.clone().delete_faq_entry(again).await.expect_err("twice").code(), Code::NotFound);
+    server.stop().await;
+}
+
+async fn bad_faq_entries_name_their_fields_and_change_nothing(db: Db) {
+    let server = Server::start(db).await;
+    let agent = server.agent();
+    let refused = server.write_faq(&agent, faq_entry("a\nb", "", "Shipping & Returns", -1, true)).await;
+    assert_eq!(
+        bad_fields(&refused.expect_err("bad")),
+        ["entry.question", "entry.answer", "entry.category", "entry.position"]
+    );
+    let entry = server.write_faq(&agent, faq_entry("Q?", "A.", "shipping", 0, true)).await.expect("write");
+    let blank = server.change_faq(&agent, &entry.id, faq_entry("", "", "", 0, false), &["question"]).await;
+    assert_eq!(bad_fields(&blank.expect_err("a blank question")), ["entry.question"]);
+    let unknown = server.change_faq(&agent, &entry.id, faq_entry("", "", "", 0, false), &["id"]).await;
+    assert_eq!(bad_fields(&unknown.expect_err("id cannot change")), ["update_mask"]);
+    let missing = server.change_faq(&agent, "0190-missing", faq_entry("Q", "", "", 0, false), &["question"]).await;
+    assert_eq!(missing.expect_err("no such entry").code(), Code::NotFound);
+    assert_eq!(server.faq_entry(None, &entry.id).await.expect("unchanged"), entry);
+    let listing =
+        ListFaqEntriesRequest { page_size: -1, page_token: "x".into(), category: "A B".into(), query: "q".repeat(101) };
+    assert_eq!(
+        bad_fields(&server.faq(None, listing).await.expect_err("bad")),
+        ["page_size", "page_token", "category", "query"]
+    );
+    server.stop().await;
+}
+
 /// Runs each scenario once on SQLite and once on PostgreSQL.
 macro_rules! on_both_engines {
     ($($scenario:ident),* $(,)?) => {
@@ -433,4 +565,6 @@ on_both_engines!(
     bad_requests_name_their_fields_and_save_nothing,
     attachments_are_kept_served_and_removed_by_who_may,
     attachments_are_checked_and_limited,
+    agents_write_the_faq_and_everyone_reads_what_is_published,
+    bad_faq_entries_name_their_fields_and_change_nothing,
 );
