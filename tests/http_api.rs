@@ -729,6 +729,8 @@ async fn support_tickets(storage: Storage) {
     let fetched = p.send("GET", &uri, Some(&admin), None).await;
     assert_eq!((fetched.status, fetched.headers["content-type"].to_str().ok()), (200, Some("image/jpeg")));
     assert_eq!(fetched.bytes, jpeg, "the bytes as uploaded");
+    assert_eq!(fetched.headers["content-disposition"], "attachment; filename=\"mug.jpg\"; filename*=UTF-8''mug.jpg");
+    assert_eq!(fetched.headers["cache-control"], "private, no-cache");
     assert_eq!(p.send("GET", &uri, Some(&other), None).await.status, 404, "another customer's file");
     assert_eq!(p.send("GET", &uri, None, None).await.status, 401, "files are not public");
     let html = json!({"filename": "x.html", "contentType": "text/html", "data": BASE64_STANDARD.encode("<script>")});
@@ -811,6 +813,11 @@ async fn product_images(storage: Storage) {
     assert_eq!(image.status, 200);
     assert_eq!(image.headers["content-type"], "image/png");
     assert_eq!(image.bytes, png, "the bytes as uploaded");
+    assert_eq!(image.headers["cache-control"], "public, max-age=86400", "caches may keep it");
+    // A browser that has it revalidates by its ETag and gets no bytes again.
+    let etag = image.headers["etag"].to_str().expect("an ETag").to_owned();
+    let again = p.send_with("GET", &uri, &[("if-none-match", &etag)], None).await;
+    assert_eq!((again.status, again.bytes.len()), (304, 0));
 
     // Customers may not add images; a file that is not what it claims is refused, naming the field.
     let customer = p.customer_token("looker@example.com").await;

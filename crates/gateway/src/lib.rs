@@ -515,7 +515,7 @@ async fn call(
             .map_err(|_| deadline_exceeded(route))?
             .map_err(|status| upstream_error(&status, route, deadline))?;
     if route.raw_body {
-        return raw_body(route, &bytes);
+        return raw_body(route, &bytes, parts.headers.get(header::IF_NONE_MATCH));
     }
     let json = transcode::render_response(route, &bytes)?;
     let mut response = Response::new(Body::from(json));
@@ -525,19 +525,51 @@ async fn call(
 }
 
 /// Answers with the bytes of a `google.api.HttpBody` as they are, under its Content-Type (or
-/// application/octet-stream when it names none usable). `nosniff`: browsers take the type as given.
-fn raw_body(route: &routes::Route, bytes: &[u8]) -> Result<Response, ApiError> {
+/// application/octet-stream when it names none usable), with the headers its `HttpBodyHeaders` extension asks
+/// for. `nosniff`: browsers take the type as given. A request whose `If-None-Match` names the ETag gets 304
+/// without the bytes.
+fn raw_body(route: &routes::Route, bytes: &[u8], if_none_match: Option<&HeaderValue>) -> Result<Response, ApiError> {
     let body = <api::google::api::HttpBody as prost::Message>::decode(bytes)
         .map_err(|_| ApiError::new(tonic::Code::Internal, "internal error"))?;
     let content_type = HeaderValue::from_str(&body.content_type)
         .ok()
         .filter(|v| !v.is_empty())
         .unwrap_or(HeaderValue::from_static("application/octet-stream"));
-    let mut response = Response::new(Body::from(body.data));
-    *response.status_mut() = route.success;
-    response.headers_mut().insert(header::CONTENT_TYPE, content_type);
-    response.headers_mut().insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    let asked = platform::media::http_body_headers(&body);
+    let etag = HeaderValue::from_str(&asked.etag).ok().filter(|v| !v.is_empty());
+    let not_modified = etag.as_ref().is_some_and(|etag| if_none_match.is_some_and(|v| etag_matches(v, etag)));
+    let mut response = if not_modified {
+        let mut response = Response::new(Body::empty());
+        *response.status_mut() = http::StatusCode::NOT_MODIFIED;
+        response
+    } else {
+        let mut response = Response::new(Body::from(body.data));
+        *response.status_mut() = route.success;
+        response.headers_mut().insert(header::CONTENT_TYPE, content_type);
+        response
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    for (name, value) in [
+        (header::CACHE_CONTROL, asked.cache_control.as_str()),
+        (header::CONTENT_DISPOSITION, asked.content_disposition.as_str()),
+    ] {
+        if let Some(value) = HeaderValue::from_str(value).ok().filter(|v| !v.is_empty()) {
+            headers.insert(name, value);
+        }
+    }
+    if let Some(etag) = etag {
+        headers.insert(header::ETAG, etag);
+    }
     Ok(response)
+}
+
+/// Whether an `If-None-Match` header names `etag` (or is `*`): a comma-separated list of entity tags, compared
+/// weakly as RFC 9110 says for this header (`W/"x"` matches `"x"`).
+fn etag_matches(if_none_match: &HeaderValue, etag: &HeaderValue) -> bool {
+    let (Ok(list), Ok(etag)) = (if_none_match.to_str(), etag.to_str()) else { return false };
+    let opaque = |tag: &str| tag.trim().trim_start_matches("W/").to_owned();
+    list.split(',').any(|tag| tag.trim() == "*" || opaque(tag) == opaque(etag))
 }
 
 /// Answers a server-streaming call as newline-delimited JSON, each message flushed as it arrives. The status

@@ -354,6 +354,17 @@ fn responses(route: &Route, schemas: &mut Schemas) -> Value {
             "content": {content_type: {"schema": schema}},
         }),
     );
+    if route.raw_body {
+        // Bytes with an ETag are revalidated: If-None-Match naming it is answered without them.
+        responses.insert(
+            "304".to_owned(),
+            json!({
+                "description": "Not Modified: the If-None-Match header names the ETag of these bytes; the copy the \
+                                client has is current.",
+                "headers": request_id_header(),
+            }),
+        );
+    }
     let changes = route.method != Method::GET && route.method != Method::HEAD;
     for (code, name) in ERROR_RESPONSES {
         let applies = match *code {

@@ -142,7 +142,14 @@ async fn answer(method: &MethodDescriptor, replica: &str, request: &Value) -> Re
         // proto3 JSON carries bytes as base64: "label of shelves/s1\n".
         "GetShelfLabel" => {
             let label = format!("label of {}\n", request["name"].as_str().unwrap_or_default());
-            json!({"contentType": "text/plain; charset=utf-8", "data": BASE64_STANDARD.encode(label)})
+            // With the headers a file asks for, as the HttpBody's extension.
+            let headers = json!({
+                "@type": "type.googleapis.com/mercato.options.v1.HttpBodyHeaders",
+                "cacheControl": "public, max-age=60",
+                "etag": "\"v1\"",
+                "contentDisposition": "attachment; filename=\"label.txt\"",
+            });
+            json!({"contentType": "text/plain; charset=utf-8", "data": BASE64_STANDARD.encode(label), "extensions": [headers]})
         }
         "Wait" => {
             let delay = request["delayMs"].as_u64().unwrap_or(0);
@@ -290,7 +297,21 @@ async fn a_proto_annotation_is_all_a_new_route_needs() {
     assert_eq!(label.status(), 200);
     assert_eq!(label.headers()["content-type"], "text/plain; charset=utf-8");
     assert_eq!(label.headers()["x-content-type-options"], "nosniff");
+    assert_eq!(label.headers()["cache-control"], "public, max-age=60");
+    assert_eq!(label.headers()["etag"], "\"v1\"");
+    assert_eq!(label.headers()["content-disposition"], "attachment; filename=\"label.txt\"");
     assert_eq!(label.bytes().await.expect("body").as_ref(), b"label of shelves/s1\n");
+    // A client that has this version already gets 304 without the bytes; another version gets them.
+    for (if_none_match, status) in
+        [("\"v1\"", 304), ("W/\"v1\"", 304), ("\"v0\", \"v1\"", 304), ("*", 304), ("\"v2\"", 200)]
+    {
+        let again = client.get(format!("{base}/v1/shelves/s1/label")).header("if-none-match", if_none_match);
+        let again = again.send().await.expect("sent");
+        assert_eq!(again.status(), status, "{if_none_match}");
+        assert_eq!(again.headers()["etag"], "\"v1\"");
+        let body = again.bytes().await.expect("body");
+        assert_eq!(body.is_empty(), status == 304, "{if_none_match}");
+    }
 
     // And the routes are in the OpenAPI document, the stream as newline-delimited JSON, the HttpBody as bytes
     // of any type.

@@ -11,6 +11,7 @@ use api::catalog::{
 };
 use api::common::Money;
 use api::google::api::HttpBody;
+use api::mercato::options::v1::HttpBodyHeaders;
 use platform::auth::{caller, optional_caller};
 use platform::blob::Blobs;
 use platform::db::Db;
@@ -367,7 +368,14 @@ impl CatalogService for CatalogApi {
             tracing::error!(%key, "an image's bytes are missing from the blob store");
             return Err(not_found().into());
         };
-        Ok(Response::new(HttpBody { content_type: image.content_type, data: data.to_vec(), extensions: Vec::new() }))
+        // An image's bytes never change under its id: caches keep it a day (its product may be hidden or the
+        // image deleted meanwhile, so not for ever) and revalidate it by its ETag.
+        let headers = HttpBodyHeaders {
+            cache_control: "public, max-age=86400".to_owned(),
+            etag: platform::media::etag(&image.id),
+            ..Default::default()
+        };
+        Ok(Response::new(platform::media::http_body(image.content_type, data.to_vec(), &headers)))
     }
 }
 

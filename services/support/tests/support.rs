@@ -375,6 +375,10 @@ async fn attachments_are_kept_served_and_removed_by_who_may(db: Db) {
         let body = server.content(token, &ticket.id, &label.id).await.expect("content");
         assert_eq!((body.content_type.as_str(), body.data.as_slice()), ("application/pdf", PDF));
     }
+    let asked =
+        platform::media::http_body_headers(&server.content(&ada, &ticket.id, &label.id).await.expect("content"));
+    assert_eq!(asked.content_disposition, "attachment; filename=\"label.pdf\"; filename*=UTF-8''label.pdf");
+    assert_eq!((asked.cache_control.as_str(), asked.etag), ("private, no-cache", format!("\"{}\"", label.id)));
     // Another customer learns nothing: not the file, not whether it exists, and cannot add or remove one.
     assert_eq!(server.content(&bob, &ticket.id, &photo.id).await.expect_err("not bob's").code(), Code::NotFound);
     let intruder = server.attach(&bob, &ticket.id, ("x.txt", "text/plain", b"hi")).await.expect_err("not bob's");

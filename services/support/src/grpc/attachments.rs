@@ -1,11 +1,13 @@
 //! The attachments' methods of `SupportService`: files on a ticket, for its customer and agents.
 
 use api::google::api::HttpBody;
+use api::mercato::options::v1::HttpBodyHeaders;
 use api::mercato::support::v1::{
     AddAttachmentRequest, AddAttachmentResponse, Attachment, DeleteAttachmentRequest, DeleteAttachmentResponse,
     GetAttachmentContentRequest,
 };
 use platform::auth::Claims;
+use platform::media;
 use platform::time::{now_micros, timestamp};
 
 use super::{SUPPORT_AGENT, SupportApi, author_in, may_see, may_see_customers};
@@ -97,7 +99,14 @@ impl SupportApi {
             tracing::error!(%key, "an attachment's bytes are missing from the blob store");
             return Err(not_found());
         };
-        Ok(HttpBody { content_type: attachment.content_type, data: data.to_vec(), extensions: Vec::new() })
+        // Saved under its name rather than shown (a PDF or text from a customer is not the API's page), and
+        // revalidated on every use, since who may see it can change; its ETag makes that cheap.
+        let headers = HttpBodyHeaders {
+            cache_control: "private, no-cache".to_owned(),
+            etag: media::etag(&attachment.id),
+            content_disposition: media::attachment_disposition(&attachment.filename),
+        };
+        Ok(media::http_body(attachment.content_type, data.to_vec(), &headers))
     }
 
     /// Removes the attachment `req` names, if `claims` added it or is an agent.
