@@ -766,6 +766,34 @@ async fn support_tickets(storage: Storage) {
     let denied = p.send("POST", "/v1/faq", Some(&customer), Some(json!({"question": "Q", "answer": "A"}))).await;
     assert_eq!(denied.status, 403, "{}", denied.json);
 
+    // The newsletter: anyone asks, and the address is mailed its confirmation (logged here: no SMTP server).
+    let asked = p.send("POST", "/v1/newsletter/subscriptions", None, Some(json!({"email": "fan@example.com"}))).await;
+    assert_eq!(asked.status, 202, "{}", asked.json);
+    let mut recipients = Vec::new();
+    for _ in 0..100 {
+        let all = p.send("GET", "/v1/notifications?pageSize=100", Some(&admin), None).await.json;
+        recipients = all["notifications"]
+            .as_array()
+            .map(|all| {
+                all.iter()
+                    .filter(|n| n["eventType"] == "newsletter.subscription_requested")
+                    .filter_map(|n| n["recipient"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if !recipients.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(recipients, ["fan@example.com"]);
+    let issue = json!({"subject": "Spring sale", "body": "Ten percent off.", "requestId": "spring-1"});
+    let sent = p.send("POST", "/v1/newsletters", Some(&admin), Some(issue.clone())).await;
+    assert_eq!((sent.status, &sent.json["recipientCount"]), (201, &json!(0)), "unconfirmed: {}", sent.json);
+    assert_eq!(p.send("POST", "/v1/newsletters", Some(&customer), Some(issue)).await.status, 403);
+    let unknown = json!({"token": "a".repeat(43)});
+    assert_eq!(p.send("POST", "/v1/newsletter/subscriptions:confirm", None, Some(unknown)).await.status, 404);
+
     // The agent's answer reached the customer as a notification too (ticket.replied).
     let mut subjects = Vec::new();
     for _ in 0..100 {

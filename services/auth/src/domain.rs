@@ -47,6 +47,7 @@ pub const ADMIN_SCOPES: &[&str] = &[
     "shipment:write",
     "users:admin",
     "support:agent",
+    "newsletter:send",
     "analytics:read",
     "analytics:admin",
     "orders:admin",

@@ -29,6 +29,10 @@ pub const SHIPMENT_SHIPPED: &str = "shipment.shipped";
 pub const SHIPMENT_DELIVERED: &str = "shipment.delivered";
 /// Event type of a support agent's answer.
 pub const TICKET_REPLIED: &str = "ticket.replied";
+/// Event type of an address asking for the newsletter (to be confirmed).
+pub const NEWSLETTER_SUBSCRIPTION_REQUESTED: &str = "newsletter.subscription_requested";
+/// Event type of a newsletter for one subscriber.
+pub const NEWSLETTER_ISSUED: &str = "newsletter.issued";
 /// Event type this service publishes when a notification was delivered.
 pub const NOTIFICATION_SENT: &str = "notification.sent";
 /// Event type this service publishes when every attempt of a notification failed.
@@ -45,6 +49,8 @@ pub const CONSUMED: &[(&str, &str)] = &[
     (SHIPMENT_SHIPPED, "mercato.deliveries.v1.ShipmentShipped"),
     (SHIPMENT_DELIVERED, "mercato.deliveries.v1.ShipmentDelivered"),
     (TICKET_REPLIED, "mercato.support.v1.TicketReplied"),
+    (NEWSLETTER_SUBSCRIPTION_REQUESTED, "mercato.support.v1.NewsletterSubscriptionRequested"),
+    (NEWSLETTER_ISSUED, "mercato.support.v1.NewsletterIssued"),
 ];
 
 /// The payload message of a consumed event type.

@@ -3,8 +3,9 @@
 //! Consumed: `user.registered` (fills the directory of recipients and welcomes the user), `order.confirmed`
 //! (also links its payment to the order and customer), `order.failed`, `payment.failed` and
 //! `refund.completed` (addressed through that link, as its payload names only the payment), `shipment.shipped`
-//! (with the carrier and tracking number), `shipment.delivered` and `ticket.replied` (to the ticket's customer,
-//! or to the address a contact form gave). Each event
+//! (with the carrier and tracking number), `shipment.delivered`, `ticket.replied` (to the ticket's customer,
+//! or to the address a contact form gave), and the newsletter's `newsletter.subscription_requested` (the
+//! confirmation token) and `newsletter.issued` (one subscriber's copy), both to the address they name. Each event
 //! becomes one email notification — PENDING, or SKIPPED with the reason when nobody can be addressed — and a
 //! webhook delivery per endpoint subscribed to its type, all in the transaction of its inbox row. Deliveries
 //! are recorded in batches: those that arrive while one is being written go together into the next.
@@ -20,7 +21,7 @@ use api::mercato::notifications::v1::{NotificationChannel, NotificationFailed, N
 use api::mercato::orders::v1::{OrderConfirmed, OrderFailed};
 use api::mercato::payments::v1::PaymentFailed;
 use api::mercato::refunds::v1::RefundCompleted;
-use api::mercato::support::v1::TicketReplied;
+use api::mercato::support::v1::{NewsletterIssued, NewsletterSubscriptionRequested, TicketReplied};
 use platform::events::{BatchRecorder, EventBus, EventEnvelope, GroupCommit, NewEvent};
 use prost::Message;
 use tokio::sync::Notify;
@@ -275,6 +276,14 @@ fn customer(id: String) -> Addressee {
     if id.is_empty() { Addressee::Nobody("the event names no customer".to_owned()) } else { Addressee::Customer(id) }
 }
 
+/// A newsletter's address: no account, greeted by the address itself.
+fn subscriber(email: String, locale: String) -> Addressee {
+    if email.is_empty() {
+        return Addressee::Nobody("the event names no email address".to_owned());
+    }
+    Addressee::Direct(Recipient { user_id: String::new(), display_name: email.clone(), email, locale })
+}
+
 /// Decodes an event's payload into what it asks for.
 fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
     let data = envelope.data.as_slice();
@@ -393,6 +402,24 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 payment: None,
                 addressee,
                 facts: Facts::TicketReplied { ticket_id: e.ticket_id, subject: e.subject, body: e.body },
+            }
+        }
+        domain::NEWSLETTER_SUBSCRIPTION_REQUESTED => {
+            let e = NewsletterSubscriptionRequested::decode(data).map_err(bad)?;
+            Plan {
+                register: None,
+                payment: None,
+                addressee: subscriber(e.email, e.locale),
+                facts: Facts::NewsletterConfirmation { token: e.token },
+            }
+        }
+        domain::NEWSLETTER_ISSUED => {
+            let e = NewsletterIssued::decode(data).map_err(bad)?;
+            Plan {
+                register: None,
+                payment: None,
+                addressee: subscriber(e.email, e.locale),
+                facts: Facts::Newsletter { subject: e.subject, body: e.body, unsubscribe_token: e.unsubscribe_token },
             }
         }
         other => return Err(format!("event type {other} is not consumed here")),

@@ -24,9 +24,11 @@ macro_rules! embedded {
 /// Every template by name, e.g. `de/order.confirmed.html`.
 const TEMPLATES: &[(&str, &str)] = embedded!(
     "en": ["user.registered", "order.confirmed", "order.failed", "payment.failed", "refund.completed",
-           "shipment.shipped", "shipment.delivered", "ticket.replied"],
+           "shipment.shipped", "shipment.delivered", "ticket.replied", "newsletter.subscription_requested",
+           "newsletter.issued"],
     "de": ["user.registered", "order.confirmed", "order.failed", "payment.failed", "refund.completed",
-           "shipment.shipped", "shipment.delivered", "ticket.replied"],
+           "shipment.shipped", "shipment.delivered", "ticket.replied", "newsletter.subscription_requested",
+           "newsletter.issued"],
 );
 
 /// A rendered email.
@@ -113,6 +115,20 @@ pub enum Facts {
         /// The agent's answer.
         body: String,
     },
+    /// `newsletter.subscription_requested`: confirm the address.
+    NewsletterConfirmation {
+        /// The secret that confirms it.
+        token: String,
+    },
+    /// `newsletter.issued`: one subscriber's newsletter.
+    Newsletter {
+        /// Its subject line.
+        subject: String,
+        /// Its text.
+        body: String,
+        /// The subscriber's secret for unsubscribing.
+        unsubscribe_token: String,
+    },
 }
 
 impl Facts {
@@ -127,6 +143,8 @@ impl Facts {
             Facts::ShipmentShipped { .. } => domain::SHIPMENT_SHIPPED,
             Facts::ShipmentDelivered { .. } => domain::SHIPMENT_DELIVERED,
             Facts::TicketReplied { .. } => domain::TICKET_REPLIED,
+            Facts::NewsletterConfirmation { .. } => domain::NEWSLETTER_SUBSCRIPTION_REQUESTED,
+            Facts::Newsletter { .. } => domain::NEWSLETTER_ISSUED,
         }
     }
 
@@ -152,6 +170,10 @@ impl Facts {
             }
             Facts::ShipmentDelivered { order_id } => context! { name, order_id },
             Facts::TicketReplied { ticket_id, subject, body } => context! { name, ticket_id, subject, body },
+            Facts::NewsletterConfirmation { token } => context! { name, token },
+            Facts::Newsletter { subject, body, unsubscribe_token } => {
+                context! { name, subject, body, unsubscribe_token }
+            }
         }
     }
 }
@@ -214,6 +236,12 @@ mod tests {
             Facts::ShipmentShipped { order_id: "o-5".into(), carrier: "DHL".into(), tracking_number: "JJD0001".into() },
             Facts::ShipmentDelivered { order_id: "o-6".into() },
             Facts::TicketReplied { ticket_id: "t-1".into(), subject: "Sizes".into(), body: "Yes.".into() },
+            Facts::NewsletterConfirmation { token: "tok-1".into() },
+            Facts::Newsletter {
+                subject: "Sale".into(),
+                body: "Ten percent.".into(),
+                unsubscribe_token: "tok-2".into(),
+            },
         ]
     }
 

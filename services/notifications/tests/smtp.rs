@@ -6,7 +6,7 @@ mod common;
 
 use api::mercato::deliveries::v1::{ShipmentDelivered, ShipmentShipped};
 use api::mercato::notifications::v1::{NotificationChannel, NotificationStatus};
-use api::mercato::support::v1::TicketReplied;
+use api::mercato::support::v1::{NewsletterIssued, NewsletterSubscriptionRequested, TicketReplied};
 use common::{Service, SmtpServer, confirmed, envelope, fast_retries, free_port, registered, smtp_python};
 use notifications::domain::parse_smtp_url;
 use notifications::{DispatchOptions, Mailer};
@@ -164,6 +164,49 @@ async fn an_agents_answer_reaches_a_contact_form_sender_by_mail(db: Db) {
     service.stop().await;
 }
 
+async fn newsletter_mails_carry_the_confirmation_and_the_way_out(db: Db) {
+    let Some(python) = smtp_python() else { return };
+    let dir = platform::testkit::TempDir::new("maildir").expect("temp dir");
+    let port = free_port();
+    let smtp = SmtpServer::start(&python, port, dir.path()).await;
+    let service = Service::start(db, mailer(port), fast_retries()).await;
+
+    let requested = NewsletterSubscriptionRequested {
+        email: "lena@example.com".into(),
+        token: "confirm-token-1".into(),
+        locale: "de-AT".into(),
+    };
+    service.deliver(&envelope("newsletter.subscription_requested", "s-1", &requested)).await;
+    let issued = NewsletterIssued {
+        newsletter_id: "n-1".into(),
+        email: "max@example.com".into(),
+        locale: String::new(),
+        subject: "Spring sale".into(),
+        body: "Ten percent off <everything>.".into(),
+        unsubscribe_token: "leave-token-2".into(),
+    };
+    service.deliver(&envelope("newsletter.issued", "n-1", &issued)).await;
+    service
+        .wait_until("both are sent", |all| {
+            email_sent(all, "newsletter.subscription_requested") && email_sent(all, "newsletter.issued")
+        })
+        .await;
+    let messages = smtp.messages();
+    let confirm = messages
+        .iter()
+        .find(|m| m["subject"] == "Bitte bestätigen Sie Ihr Newsletter-Abonnement")
+        .unwrap_or_else(|| panic!("the confirmation, in German: {messages:#?}"));
+    assert_eq!(confirm["to"], "lena@example.com");
+    assert!(confirm["text"].as_str().expect("text").contains("confirm-token-1"), "{confirm:#?}");
+    let newsletter = messages.iter().find(|m| m["subject"] == "Spring sale").expect("the newsletter");
+    assert_eq!(newsletter["to"], "max@example.com");
+    let text = newsletter["text"].as_str().expect("text");
+    assert!(text.contains("Ten percent off <everything>.") && text.contains("leave-token-2"), "{text}");
+    let html = newsletter["html"].as_str().expect("html");
+    assert!(html.contains("&lt;everything&gt;") && html.contains("leave-token-2"), "{html}");
+    service.stop().await;
+}
+
 /// Runs each scenario once on SQLite and once on PostgreSQL.
 macro_rules! on_both_engines {
     ($($scenario:ident),* $(,)?) => {
@@ -193,4 +236,5 @@ on_both_engines!(
     a_server_down_at_first_gets_the_mail_once_it_is_up,
     shipments_mail_the_customer_the_tracking_number_then_the_delivery,
     an_agents_answer_reaches_a_contact_form_sender_by_mail,
+    newsletter_mails_carry_the_confirmation_and_the_way_out,
 );

@@ -3,6 +3,7 @@
 
 pub mod attachments;
 pub mod faq;
+pub mod newsletter;
 
 use api::mercato::support::v1::{AuthorRole, TicketStatus};
 use platform::error::{FieldViolation, Violations};

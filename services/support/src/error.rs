@@ -7,6 +7,10 @@ use tonic::{Code, Status};
 pub const TICKET_FULL: &str = "TICKET_FULL";
 /// `ErrorInfo` reason when a ticket already holds the most attachments it may.
 pub const ATTACHMENT_LIMIT: &str = "ATTACHMENT_LIMIT";
+/// `ErrorInfo` reason when a newsletter confirmation token is older than a week.
+pub const TOKEN_EXPIRED: &str = "TOKEN_EXPIRED";
+/// `ErrorInfo` reason when a subscription was ended and its old token is used to confirm it.
+pub const SUBSCRIPTION_ENDED: &str = "SUBSCRIPTION_ENDED";
 
 /// Everything that can go wrong in the support service.
 #[derive(Debug, thiserror::Error)]
@@ -66,6 +70,11 @@ impl Error {
     /// NOT_FOUND for a FAQ entry that does not exist, or is a draft the caller may not see.
     pub fn faq_entry_not_found(id: &str) -> Self {
         Self::NotFound(format!("FAQ entry {id} not found"))
+    }
+
+    /// NOT_FOUND for a newsletter token no subscription has.
+    pub fn unknown_token() -> Self {
+        Self::NotFound("no subscription has this token; subscribe again for a new one".to_owned())
     }
 
     /// INVALID_ARGUMENT for one field.

@@ -1,8 +1,12 @@
 //! What the support service publishes (it consumes nothing): `ticket.created` when a ticket is opened,
 //! `ticket.replied` when an agent answers, `ticket.resolved` when a ticket is settled; each with the ticket as
-//! its subject, so one ticket's events arrive in order.
+//! its subject, so one ticket's events arrive in order. For the newsletter, `newsletter.subscription_requested`
+//! (an address to confirm) and `newsletter.issued` (one per subscriber of a newsletter sent), which the
+//! notifications service mails.
 
-use api::mercato::support::v1::{TicketCreated, TicketReplied, TicketResolved};
+use api::mercato::support::v1::{
+    NewsletterIssued, NewsletterSubscriptionRequested, TicketCreated, TicketReplied, TicketResolved,
+};
 use platform::events::NewEvent;
 
 /// Event type published when a ticket is opened (payload `TicketCreated`).
@@ -11,6 +15,11 @@ pub const TICKET_CREATED: &str = "ticket.created";
 pub const TICKET_REPLIED: &str = "ticket.replied";
 /// Event type published when a ticket is marked resolved (payload `TicketResolved`).
 pub const TICKET_RESOLVED: &str = "ticket.resolved";
+
+/// Event type published when an address asks for the newsletter (payload `NewsletterSubscriptionRequested`).
+pub const NEWSLETTER_SUBSCRIPTION_REQUESTED: &str = "newsletter.subscription_requested";
+/// Event type published for each subscriber of a newsletter sent (payload `NewsletterIssued`).
+pub const NEWSLETTER_ISSUED: &str = "newsletter.issued";
 
 /// Who a ticket belongs to and what it is about, as its events tell it.
 #[derive(Debug, Clone, Copy)]
@@ -59,4 +68,36 @@ pub fn resolved(about: About<'_>, resolved_by: &str) -> NewEvent {
         resolved_by: resolved_by.to_owned(),
     };
     NewEvent::new(TICKET_RESOLVED, about.ticket_id, &payload)
+}
+
+/// The `newsletter.subscription_requested` event: mail `token` to `email` to confirm it. Its subject is an id
+/// of its own, neither the address nor the token: subjects show in logs.
+pub fn subscription_requested(email: &str, token: &str, locale: &str) -> NewEvent {
+    let payload =
+        NewsletterSubscriptionRequested { email: email.to_owned(), token: token.to_owned(), locale: locale.to_owned() };
+    NewEvent::new(NEWSLETTER_SUBSCRIPTION_REQUESTED, uuid::Uuid::now_v7().to_string(), &payload)
+}
+
+/// One subscriber's copy of a newsletter.
+#[derive(Debug, Clone, Copy)]
+pub struct Issue<'a> {
+    /// The newsletter.
+    pub newsletter_id: &'a str,
+    /// Its subject line.
+    pub subject: &'a str,
+    /// Its text.
+    pub body: &'a str,
+}
+
+/// The `newsletter.issued` event of `issue` for the subscriber at `email`.
+pub fn issued(issue: Issue<'_>, email: &str, locale: &str, unsubscribe_token: &str) -> NewEvent {
+    let payload = NewsletterIssued {
+        newsletter_id: issue.newsletter_id.to_owned(),
+        email: email.to_owned(),
+        locale: locale.to_owned(),
+        subject: issue.subject.to_owned(),
+        body: issue.body.to_owned(),
+        unsubscribe_token: unsubscribe_token.to_owned(),
+    };
+    NewEvent::new(NEWSLETTER_ISSUED, issue.newsletter_id, &payload)
 }

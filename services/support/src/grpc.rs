@@ -1,8 +1,9 @@
 //! The gRPC face of the support service: wire messages in, domain rules and store, wire messages out. Tickets
-//! are served here; attachments in [`attachments`], the FAQ in [`faq`].
+//! are served here; attachments in [`attachments`], the FAQ in [`faq`], the newsletter in [`newsletter`].
 
 mod attachments;
 mod faq;
+mod newsletter;
 
 use api::google::api::HttpBody;
 use api::mercato::support::v1::support_service_server::SupportService;
@@ -14,6 +15,11 @@ use api::mercato::support::v1::{
     ListFaqEntriesResponse, ListTicketsRequest, ListTicketsResponse, ResolveTicketRequest, ResolveTicketResponse,
     SubmitContactFormRequest, SubmitContactFormResponse, Ticket, TicketMessage, UpdateFaqEntryRequest,
     UpdateFaqEntryResponse,
+};
+use api::mercato::support::v1::{
+    ConfirmNewsletterSubscriptionRequest, ConfirmNewsletterSubscriptionResponse, SendNewsletterRequest,
+    SendNewsletterResponse, SubscribeNewsletterRequest, SubscribeNewsletterResponse, UnsubscribeNewsletterRequest,
+    UnsubscribeNewsletterResponse,
 };
 use platform::auth::{Claims, caller, optional_caller};
 use platform::blob::Blobs;
@@ -278,5 +284,34 @@ impl SupportService for SupportApi {
         request: Request<DeleteFaqEntryRequest>,
     ) -> Result<Response<DeleteFaqEntryResponse>, Status> {
         Ok(Response::new(self.delete_faq(request.into_inner()).await?))
+    }
+
+    async fn subscribe_newsletter(
+        &self,
+        request: Request<SubscribeNewsletterRequest>,
+    ) -> Result<Response<SubscribeNewsletterResponse>, Status> {
+        Ok(Response::new(self.subscribe(request.into_inner()).await?))
+    }
+
+    async fn confirm_newsletter_subscription(
+        &self,
+        request: Request<ConfirmNewsletterSubscriptionRequest>,
+    ) -> Result<Response<ConfirmNewsletterSubscriptionResponse>, Status> {
+        Ok(Response::new(self.confirm_subscription(request.into_inner()).await?))
+    }
+
+    async fn unsubscribe_newsletter(
+        &self,
+        request: Request<UnsubscribeNewsletterRequest>,
+    ) -> Result<Response<UnsubscribeNewsletterResponse>, Status> {
+        Ok(Response::new(self.unsubscribe(request.into_inner()).await?))
+    }
+
+    async fn send_newsletter(
+        &self,
+        request: Request<SendNewsletterRequest>,
+    ) -> Result<Response<SendNewsletterResponse>, Status> {
+        let claims = signed_in(&request)?;
+        Ok(Response::new(self.send_to_subscribers(&claims, request.into_inner()).await?))
     }
 }

@@ -54,9 +54,11 @@ macro_rules! add_message {
 
 mod attachments;
 mod faq;
+mod newsletter;
 
 pub use attachments::{Attachment, NewAttachment};
 pub use faq::{FaqEntry, FaqQuery};
+pub use newsletter::NewsletterRow;
 
 /// A message of a ticket.
 #[derive(Debug, Clone, PartialEq, Eq)]

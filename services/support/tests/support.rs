@@ -13,6 +13,10 @@ use api::mercato::support::v1::{
     GetTicketRequest, ListFaqEntriesRequest, ListTicketsRequest, ResolveTicketRequest, SubmitContactFormRequest,
     Ticket, TicketReplied, TicketStatus, UpdateFaqEntryRequest,
 };
+use api::mercato::support::v1::{
+    ConfirmNewsletterSubscriptionRequest, NewsletterIssued, NewsletterSubscriptionRequested, SendNewsletterRequest,
+    SubscribeNewsletterRequest, UnsubscribeNewsletterRequest,
+};
 use platform::db::Db;
 use platform::events::{EventBus, EventEnvelope, InProcessBus};
 use platform::testkit::TestIssuer;
@@ -46,7 +50,13 @@ impl Server {
         let recorded = published.clone();
         bus.subscribe(
             "test",
-            &[support::events::TICKET_CREATED, support::events::TICKET_REPLIED, support::events::TICKET_RESOLVED],
+            &[
+                support::events::TICKET_CREATED,
+                support::events::TICKET_REPLIED,
+                support::events::TICKET_RESOLVED,
+                support::events::NEWSLETTER_SUBSCRIPTION_REQUESTED,
+                support::events::NEWSLETTER_ISSUED,
+            ],
             Arc::new(move |envelope: Arc<EventEnvelope>| {
                 let recorded = recorded.clone();
                 Box::pin(async move {
@@ -161,6 +171,44 @@ impl Server {
     async fn faq(&self, token: Option<&str>, request: ListFaqEntriesRequest) -> Result<(Vec<String>, String), Status> {
         let answer = self.client.clone().list_faq_entries(maybe_token(request, token)).await?.into_inner();
         Ok((answer.entries.into_iter().map(|e| e.question).collect(), answer.next_page_token))
+    }
+
+    async fn subscribe(&self, email: &str, locale: &str) -> Result<(), Status> {
+        let request = SubscribeNewsletterRequest { email: email.into(), locale: locale.into() };
+        self.client.clone().subscribe_newsletter(Request::new(request)).await?;
+        Ok(())
+    }
+
+    async fn confirm(&self, token: &str) -> Result<String, Status> {
+        let request = ConfirmNewsletterSubscriptionRequest { token: token.into() };
+        Ok(self.client.clone().confirm_newsletter_subscription(Request::new(request)).await?.into_inner().email)
+    }
+
+    async fn unsubscribe(&self, token: &str) -> Result<String, Status> {
+        let request = UnsubscribeNewsletterRequest { token: token.into() };
+        Ok(self.client.clone().unsubscribe_newsletter(Request::new(request)).await?.into_inner().email)
+    }
+
+    /// Sends a newsletter; returns its id and how many it went to.
+    async fn send_newsletter(&self, token: &str, subject: &str, request_id: &str) -> Result<(String, i32), Status> {
+        let request = SendNewsletterRequest {
+            subject: subject.into(),
+            body: "Ten percent off.\nAll week.".into(),
+            request_id: request_id.into(),
+        };
+        let sent = self.client.clone().send_newsletter(with_token(request, token)).await?.into_inner();
+        let newsletter = sent.newsletter.expect("newsletter");
+        Ok((newsletter.id, newsletter.recipient_count))
+    }
+
+    fn marketing(&self) -> String {
+        self.issuer.token("staff-1", &["newsletter:send"], &["admin"])
+    }
+
+    /// The events of type `kind` published so far (after a moment for the relay).
+    async fn published_of(&self, kind: &str) -> Vec<Vec<u8>> {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        self.published.lock().expect("lock").iter().filter(|(t, _, _)| t == kind).map(|(_, _, d)| d.clone()).collect()
     }
 
     /// The files in the blob directory of `ticket_id`'s attachments.
@@ -539,6 +587,72 @@ async fn bad_faq_entries_name_their_fields_and_change_nothing(db: Db) {
     server.stop().await;
 }
 
+async fn the_newsletter_goes_only_to_addresses_that_confirmed(db: Db) {
+    let server = Server::start(db).await;
+    let staff = server.marketing();
+
+    server.subscribe(" Ada@Example.com ", "de").await.expect("anyone subscribes");
+    let asked = requested(&server).await;
+    assert_eq!(asked.len(), 1);
+    let (email, token) = (asked[0].email.clone(), asked[0].token.clone());
+    assert_eq!((email.as_str(), asked[0].locale.as_str()), ("ada@example.com", "de"));
+    server.subscribe("ada@example.com", "de").await.expect("again");
+    assert_eq!(requested(&server).await.len(), 1, "a waiting address is not mailed again at once");
+    assert_eq!(server.send_newsletter(&staff, "Before", "").await.expect("send").1, 0, "unconfirmed get nothing");
+
+    assert_eq!(server.confirm(&token).await.expect("confirm"), "ada@example.com");
+    assert_eq!(server.confirm(&token).await.expect("twice"), "ada@example.com");
+    server.subscribe("ADA@example.com", "").await.expect("subscribed already");
+    assert_eq!(requested(&server).await.len(), 1, "a subscribed address is not asked again");
+
+    let (id, count) = server.send_newsletter(&staff, "Spring sale", "req-1").await.expect("send");
+    assert_eq!(count, 1);
+    assert_eq!(server.send_newsletter(&staff, "Spring sale", "req-1").await.expect("retry"), (id.clone(), 1));
+    let issued = server.published_of("newsletter.issued").await;
+    assert_eq!(issued.len(), 1, "a retried request sends nothing more");
+    let mail = NewsletterIssued::decode(issued[0].as_slice()).expect("payload");
+    assert_eq!(
+        (mail.newsletter_id.as_str(), mail.email.as_str(), mail.locale.as_str(), mail.subject.as_str()),
+        (id.as_str(), "ada@example.com", "de", "Spring sale")
+    );
+    assert_eq!(mail.unsubscribe_token, token, "the mail carries the way out");
+
+    assert_eq!(server.unsubscribe(&token).await.expect("unsubscribe"), "ada@example.com");
+    assert_eq!(server.unsubscribe(&token).await.expect("twice"), "ada@example.com");
+    assert_eq!(server.send_newsletter(&staff, "After", "").await.expect("send").1, 0);
+    let ended = server.confirm(&token).await.expect_err("an ended subscription is not confirmed by its old token");
+    assert_eq!(ended.code(), Code::FailedPrecondition);
+    server.subscribe("ada@example.com", "en").await.expect("subscribe again");
+    let asked = requested(&server).await;
+    assert_eq!(asked.len(), 2);
+    assert_ne!(asked[1].token, token, "a new request, a new token");
+    assert_eq!(server.confirm(&token).await.expect_err("the old token is gone").code(), Code::NotFound);
+
+    // Only staff with newsletter:send send; bad input names its fields.
+    let agent = server.agent();
+    assert_eq!(server.send_newsletter(&agent, "S", "").await.expect_err("agent").code(), Code::PermissionDenied);
+    assert_eq!(bad_fields(&server.subscribe("nope", "de AT").await.expect_err("bad")), ["email", "locale"]);
+    assert_eq!(bad_fields(&server.confirm("' OR 1=1").await.expect_err("bad")), ["token"]);
+    assert_eq!(bad_fields(&server.send_newsletter(&staff, "", "").await.expect_err("bad")), ["subject"]);
+    server.stop().await;
+}
+
+/// The confirmation requests published so far.
+async fn requested(server: &Server) -> Vec<NewsletterSubscriptionRequested> {
+    let published = server.published_of("newsletter.subscription_requested").await;
+    published.iter().map(|d| NewsletterSubscriptionRequested::decode(d.as_slice()).expect("payload")).collect()
+}
+
+async fn one_address_asking_many_times_at_once_is_mailed_once(db: Db) {
+    let server = Server::start(db).await;
+    let attempts = (0..10).map(|_| server.subscribe("rush@example.com", ""));
+    for result in futures::future::join_all(attempts).await {
+        result.expect("every request is answered alike");
+    }
+    assert_eq!(server.published_of("newsletter.subscription_requested").await.len(), 1);
+    server.stop().await;
+}
+
 /// Runs each scenario once on SQLite and once on PostgreSQL.
 macro_rules! on_both_engines {
     ($($scenario:ident),* $(,)?) => {
@@ -571,4 +685,6 @@ on_both_engines!(
     attachments_are_checked_and_limited,
     agents_write_the_faq_and_everyone_reads_what_is_published,
     bad_faq_entries_name_their_fields_and_change_nothing,
+    the_newsletter_goes_only_to_addresses_that_confirmed,
+    one_address_asking_many_times_at_once_is_mailed_once,
 );

@@ -1,0 +1,233 @@
+//! The SQL of the newsletter: subscribers (one row per mailbox) and the newsletters sent. Each change of a
+//! subscription writes its row first, so two requests for one address apply one after the other; the mail it
+//! causes goes to the outbox in the same transaction.
+
+use platform::db::{finish, is_unique_violation};
+use platform::events::enqueue;
+use platform::with_db;
+
+use super::Store;
+use crate::domain::newsletter::{self, NewNewsletter, OnSubscribe, Subscription};
+use crate::error::{Error, SUBSCRIPTION_ENDED, TOKEN_EXPIRED};
+use crate::events::{self, Issue};
+
+/// A newsletter as stored.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct NewsletterRow {
+    /// UUIDv7.
+    pub id: String,
+    /// Its subject line.
+    pub subject: String,
+    /// Its text.
+    pub body: String,
+    /// How many confirmed subscribers it went to.
+    pub recipient_count: i32,
+    /// Microseconds since the epoch.
+    pub create_time: i64,
+}
+
+/// Locks the subscription whose `$column` is `$value` (a no-op update) and yields `(email, status, request_time)`.
+macro_rules! lock_subscriber {
+    ($conn:expr, $column:literal, $value:expr) => {
+        sqlx::query_as::<_, (String, String, i64)>(concat!(
+            "UPDATE newsletter_subscribers SET update_time = update_time WHERE ",
+            $column,
+            " = $1 RETURNING email, status, request_time"
+        ))
+        .bind($value)
+        .fetch_optional($conn)
+        .await?
+        .map(|(email, status, requested)| {
+            Subscription::parse(&status)
+                .map(|status| (email, status, requested))
+                .ok_or_else(|| Error::Corrupt(format!("subscription status {status:?}")))
+        })
+        .transpose()?
+    };
+}
+
+impl Store {
+    /// Asks for the newsletter at `email` (normalised) as [`newsletter::on_subscribe`] says: a new token and
+    /// `newsletter.subscription_requested` when the address is to be mailed; true when it was.
+    pub async fn subscribe(&self, email: &str, locale: &str, now: i64) -> Result<bool, Error> {
+        let token = newsletter::new_token();
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let result = async {
+                // A new address gets its row at once; a known one's row is locked, so concurrent requests for
+                // one address apply one after the other.
+                let inserted = sqlx::query(
+                    "INSERT INTO newsletter_subscribers (email, status, token, locale, request_time, update_time) \
+                     VALUES ($1, $2, $3, $4, $5, $5) ON CONFLICT (email) DO NOTHING",
+                )
+                .bind(email)
+                .bind(Subscription::Pending.as_str())
+                .bind(&token)
+                .bind(locale)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                    == 1;
+                if !inserted {
+                    let (_, status, requested) = lock_subscriber!(&mut *tx, "email", email)
+                        .ok_or_else(|| Error::Corrupt(format!("subscriber {email} vanished")))?;
+                    if newsletter::on_subscribe(Some((status, requested)), now) == OnSubscribe::Nothing {
+                        return Ok(false);
+                    }
+                    sqlx::query(
+                        "UPDATE newsletter_subscribers SET status = $1, token = $2, locale = $3, request_time = $4, \
+                         update_time = $4 WHERE email = $5",
+                    )
+                    .bind(Subscription::Pending.as_str())
+                    .bind(&token)
+                    .bind(locale)
+                    .bind(now)
+                    .bind(email)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                enqueue(&mut *tx, crate::NAME, &events::subscription_requested(email, &token, locale)).await?;
+                Ok(true)
+            }
+            .await;
+            finish(tx, result).await
+        })
+    }
+
+    /// Confirms the subscription of `token`; returns its address. NOT_FOUND for an unknown token,
+    /// FAILED_PRECONDITION for one older than a week (TOKEN_EXPIRED) or of an ended subscription
+    /// (SUBSCRIPTION_ENDED).
+    pub async fn confirm_subscription(&self, token: &str, now: i64) -> Result<String, Error> {
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let result = async {
+                let (email, status, requested) =
+                    lock_subscriber!(&mut *tx, "token", token).ok_or_else(Error::unknown_token)?;
+                match status {
+                    Subscription::Confirmed => return Ok(email),
+                    Subscription::Unsubscribed => {
+                        return Err(Error::FailedPrecondition {
+                            reason: SUBSCRIPTION_ENDED,
+                            message: "this subscription was ended; subscribe again".to_owned(),
+                        });
+                    }
+                    Subscription::Pending if !newsletter::token_fresh(requested, now) => {
+                        return Err(Error::FailedPrecondition {
+                            reason: TOKEN_EXPIRED,
+                            message: "this token is older than a week; subscribe again for a new one".to_owned(),
+                        });
+                    }
+                    Subscription::Pending => {}
+                }
+                sqlx::query("UPDATE newsletter_subscribers SET status = $1, update_time = $2 WHERE email = $3")
+                    .bind(Subscription::Confirmed.as_str())
+                    .bind(now)
+                    .bind(&email)
+                    .execute(&mut *tx)
+                    .await?;
+                Ok(email)
+            }
+            .await;
+            finish(tx, result).await
+        })
+    }
+
+    /// Ends the subscription of `token` (whatever its state); returns its address. NOT_FOUND for an unknown
+    /// token. The token stays, so the same link ends it again without error.
+    pub async fn unsubscribe(&self, token: &str, now: i64) -> Result<String, Error> {
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let result = async {
+                let (email, status, _) = lock_subscriber!(&mut *tx, "token", token).ok_or_else(Error::unknown_token)?;
+                if status != Subscription::Unsubscribed {
+                    sqlx::query("UPDATE newsletter_subscribers SET status = $1, update_time = $2 WHERE email = $3")
+                        .bind(Subscription::Unsubscribed.as_str())
+                        .bind(now)
+                        .bind(&email)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Ok(email)
+            }
+            .await;
+            finish(tx, result).await
+        })
+    }
+
+    /// Sends newsletter `id` to every confirmed subscriber: its row and a `newsletter.issued` per subscriber in
+    /// one transaction. With a request id sent before, sends nothing and returns the newsletter sent then.
+    pub async fn send_newsletter(
+        &self,
+        id: &str,
+        new: &NewNewsletter,
+        sent_by: &str,
+        now: i64,
+    ) -> Result<NewsletterRow, Error> {
+        if let Some(sent) = self.newsletter_by_request(&new.request_id).await? {
+            return Ok(sent);
+        }
+        let request_id = (!new.request_id.is_empty()).then_some(new.request_id.as_str());
+        let sent = with_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let result = async {
+                let subscribers = sqlx::query_as::<_, (String, String, String)>(
+                    "SELECT email, locale, token FROM newsletter_subscribers WHERE status = $1 ORDER BY email",
+                )
+                .bind(Subscription::Confirmed.as_str())
+                .fetch_all(&mut *tx)
+                .await?;
+                let row = NewsletterRow {
+                    id: id.to_owned(),
+                    subject: new.subject.clone(),
+                    body: new.body.clone(),
+                    recipient_count: i32::try_from(subscribers.len()).unwrap_or(i32::MAX),
+                    create_time: now,
+                };
+                sqlx::query(
+                    "INSERT INTO newsletters (id, request_id, subject, body, recipient_count, sent_by, create_time) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                )
+                .bind(&row.id)
+                .bind(request_id)
+                .bind(&row.subject)
+                .bind(&row.body)
+                .bind(row.recipient_count)
+                .bind(sent_by)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                let issue = Issue { newsletter_id: id, subject: &new.subject, body: &new.body };
+                for (email, locale, token) in &subscribers {
+                    enqueue(&mut *tx, crate::NAME, &events::issued(issue, email, locale, token)).await?;
+                }
+                Ok(row)
+            }
+            .await;
+            finish(tx, result).await
+        });
+        match sent {
+            // The same request id, sent at the same moment: the other request's newsletter is the answer.
+            Err(Error::Database(error)) if is_unique_violation(&error) && request_id.is_some() => self
+                .newsletter_by_request(&new.request_id)
+                .await?
+                .ok_or_else(|| Error::Corrupt(format!("newsletter of request {} vanished", new.request_id))),
+            other => other,
+        }
+    }
+
+    /// The newsletter sent for `request_id`, if any (never for an empty one).
+    async fn newsletter_by_request(&self, request_id: &str) -> Result<Option<NewsletterRow>, Error> {
+        if request_id.is_empty() {
+            return Ok(None);
+        }
+        Ok(with_db!(&self.db, pool => {
+            sqlx::query_as::<_, NewsletterRow>(
+                "SELECT id, subject, body, recipient_count, create_time FROM newsletters WHERE request_id = $1",
+            )
+            .bind(request_id)
+            .fetch_optional(pool)
+            .await?
+        }))
+    }
+}
