@@ -17,6 +17,13 @@ macro_rules! attachment_columns {
     };
 }
 
+/// Moves the update time of ticket `$id` to `$now`: its attachments changed.
+macro_rules! touch_ticket {
+    ($conn:expr, $id:expr, $now:expr) => {
+        sqlx::query("UPDATE tickets SET update_time = $1 WHERE id = $2").bind($now).bind($id).execute($conn).await?
+    };
+}
+
 /// A file attached to a ticket.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attachment {
@@ -144,11 +151,7 @@ impl Store {
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;
-                sqlx::query("UPDATE tickets SET update_time = $1 WHERE id = $2")
-                    .bind(now)
-                    .bind(ticket_id)
-                    .execute(&mut *tx)
-                    .await?;
+                touch_ticket!(&mut *tx, ticket_id, now);
                 Ok(attachment)
             }
             .await;
@@ -211,11 +214,7 @@ impl Store {
                     .bind(id)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query("UPDATE tickets SET update_time = $1 WHERE id = $2")
-                    .bind(now)
-                    .bind(ticket_id)
-                    .execute(&mut *tx)
-                    .await?;
+                touch_ticket!(&mut *tx, ticket_id, now);
                 Ok(())
             }
             .await;

@@ -46,6 +46,18 @@ macro_rules! lock_subscriber {
     };
 }
 
+/// Moves the subscription of `$email` to `$status` at `$now`.
+macro_rules! set_status {
+    ($conn:expr, $email:expr, $status:expr, $now:expr) => {
+        sqlx::query("UPDATE newsletter_subscribers SET status = $1, update_time = $2 WHERE email = $3")
+            .bind($status.as_str())
+            .bind($now)
+            .bind($email)
+            .execute($conn)
+            .await?
+    };
+}
+
 impl Store {
     /// Asks for the newsletter at `email` (normalised) as [`newsletter::on_subscribe`] says: a new token and
     /// `newsletter.subscription_requested` when the address is to be mailed; true when it was.
@@ -120,12 +132,7 @@ impl Store {
                     }
                     Subscription::Pending => {}
                 }
-                sqlx::query("UPDATE newsletter_subscribers SET status = $1, update_time = $2 WHERE email = $3")
-                    .bind(Subscription::Confirmed.as_str())
-                    .bind(now)
-                    .bind(&email)
-                    .execute(&mut *tx)
-                    .await?;
+                set_status!(&mut *tx, &email, Subscription::Confirmed, now);
                 Ok(email)
             }
             .await;
@@ -141,12 +148,7 @@ impl Store {
             let result = async {
                 let (email, status, _) = lock_subscriber!(&mut *tx, "token", token).ok_or_else(Error::unknown_token)?;
                 if status != Subscription::Unsubscribed {
-                    sqlx::query("UPDATE newsletter_subscribers SET status = $1, update_time = $2 WHERE email = $3")
-                        .bind(Subscription::Unsubscribed.as_str())
-                        .bind(now)
-                        .bind(&email)
-                        .execute(&mut *tx)
-                        .await?;
+                    set_status!(&mut *tx, &email, Subscription::Unsubscribed, now);
                 }
                 Ok(email)
             }
