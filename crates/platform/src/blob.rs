@@ -7,6 +7,7 @@
 //! The metadata of a blob (what it is, who owns it) is the service's to keep in its database; a blob store
 //! only maps keys to bytes. Keys are the service's own (`products/<id>/<image id>`), never a user's input.
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path as Key;
 use object_store::prefix::PrefixStore;
+use tokio_util::sync::CancellationToken;
 
 use crate::Settings;
 
@@ -98,6 +100,31 @@ impl Blobs {
         }
     }
 
+    /// Deletes the blobs under `prefix/` written before `written_before` (microseconds since the epoch) that
+    /// `named` says no row of the service names (it gets each blob's key); returns how many went.
+    ///
+    /// Bytes are written before their row and deleted after it, so a crash between the two leaves bytes nothing
+    /// names: this is how a service gets rid of them. The grace of `written_before` keeps bytes whose row is
+    /// still being written.
+    pub async fn sweep_orphans(
+        &self,
+        prefix: &str,
+        written_before: i64,
+        named: impl Fn(&str) -> bool,
+    ) -> Result<usize, BlobError> {
+        use futures::TryStreamExt;
+        let listed: Vec<_> = self.store.list(Some(&Key::from(prefix))).try_collect().await?;
+        let mut swept = 0;
+        for meta in listed {
+            let key = meta.location.to_string();
+            if meta.last_modified.timestamp_micros() < written_before && !named(&key) {
+                self.delete(&key).await?;
+                swept += 1;
+            }
+        }
+        Ok(swept)
+    }
+
     /// Removes the blob under `key`; a key with no blob is fine.
     pub async fn delete(&self, key: &str) -> Result<(), BlobError> {
         match self.store.delete(&Key::from(key)).await {
@@ -107,9 +134,56 @@ impl Blobs {
     }
 }
 
+/// How long bytes may go unnamed before they count as orphans: far longer than any upload takes between
+/// writing its bytes and its row.
+pub const ORPHAN_GRACE_MICROS: i64 = 3600 * 1_000_000;
+
+/// Sweeps the orphans under `prefix/` of `blobs` ([`Blobs::sweep_orphans`], with [`ORPHAN_GRACE_MICROS`]) at start
+/// and every hour until `shutdown`; `named` lists the keys the service's rows name, read anew each time. A failed
+/// sweep is logged and tried again an hour later.
+pub async fn sweep_hourly<F, Fut, E>(blobs: Blobs, prefix: &'static str, shutdown: CancellationToken, named: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<HashSet<String>, E>>,
+    E: std::fmt::Display,
+{
+    crate::shutdown::every(std::time::Duration::from_secs(3600), &shutdown, || async {
+        let written_before = crate::time::now_micros() - ORPHAN_GRACE_MICROS;
+        let keys = match named().await {
+            Ok(keys) => keys,
+            Err(error) => {
+                return tracing::warn!(prefix, %error, "listing the blobs rows name failed; sweeping in an hour");
+            }
+        };
+        match blobs.sweep_orphans(prefix, written_before, |key| keys.contains(key)).await {
+            Ok(0) => {}
+            Ok(swept) => tracing::info!(prefix, swept, "orphan blobs deleted"),
+            Err(error) => tracing::warn!(prefix, %error, "sweeping orphan blobs failed; trying again in an hour"),
+        }
+    })
+    .await;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn orphans_old_enough_are_swept_and_named_or_young_blobs_stay() {
+        let dir = crate::testkit::TempDir::new("blobs").expect("temp dir");
+        let blobs = Blobs::in_directory(&dir.path().join("catalog")).expect("open");
+        for key in ["products/p1/kept", "products/p1/orphan", "products/p2/orphan", "other/orphan"] {
+            blobs.put(key, Bytes::from_static(b"x")).await.expect("put");
+        }
+        let named = |key: &str| key.ends_with("/kept");
+        let now = crate::time::now_micros();
+        // Written just now: within the grace, even the orphans stay.
+        assert_eq!(blobs.sweep_orphans("products", now - 3_600_000_000, named).await.expect("sweep"), 0);
+        assert_eq!(blobs.sweep_orphans("products", now + 1_000_000, named).await.expect("sweep"), 2);
+        assert!(blobs.get("products/p1/kept").await.expect("get").is_some(), "a named blob stays");
+        assert!(blobs.get("products/p1/orphan").await.expect("get").is_none());
+        assert!(blobs.get("other/orphan").await.expect("get").is_some(), "other prefixes are not looked at");
+    }
 
     #[tokio::test]
     async fn blobs_are_stored_read_replaced_and_deleted() {

@@ -112,6 +112,17 @@ async fn blobs_in_a_bucket_are_shared_by_replicas_and_kept_apart_by_service() {
     assert_eq!(replica_a.get("products/p1/i1").await.expect("get"), None);
     assert_eq!(moto.s3("get", BUCKET, "catalog/products/p1/i1"), None);
 
+    // Sweeping orphans lists the service's own keys, relative to its prefix, and leaves other services' alone.
+    replica_a.put("products/p2/orphan", Bytes::from_static(b"x")).await.expect("put");
+    replica_a.put("products/p2/kept", Bytes::from_static(b"x")).await.expect("put");
+    support.put("products/p2/orphan", Bytes::from_static(b"x")).await.expect("put");
+    let later = platform::time::now_micros() + 60_000_000;
+    let swept = replica_b.sweep_orphans("products", later, |key| key == "products/p2/kept").await.expect("sweep");
+    assert_eq!(swept, 1);
+    assert_eq!(moto.s3("get", BUCKET, "catalog/products/p2/orphan"), None);
+    assert!(moto.s3("get", BUCKET, "catalog/products/p2/kept").is_some());
+    assert!(moto.s3("get", BUCKET, "support/products/p2/orphan").is_some(), "another service's blob");
+
     // A bucket that does not exist is an error, not an empty store.
     let missing = Settings::from_vars(
         [("MERCATO_S3_BUCKET", "no-such-bucket"), ("MERCATO_S3_ENDPOINT", moto.url.as_str())]

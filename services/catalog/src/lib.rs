@@ -12,6 +12,7 @@ pub mod grpc;
 mod seed;
 pub mod store;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use api::catalog::catalog_service_server::CatalogServiceServer;
@@ -56,7 +57,8 @@ pub async fn run(
 }
 
 /// Migrates `db`, then serves the catalog on `listener` with tokens checked by `verifier`, product images'
-/// bytes in `blobs`, publishing its events on `bus` and pruning its inbox, until `shutdown` is cancelled.
+/// bytes in `blobs` (orphans swept hourly), publishing its events on `bus` and pruning its inbox, until
+/// `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
     db: Db,
@@ -70,17 +72,39 @@ pub async fn serve(
     let relay = Relay::new(NAME, db.clone(), bus);
     let pruner = InboxPruner::new(NAME, db.clone());
     let service = GrpcService {
-        routes: tonic::service::Routes::new(CatalogServiceServer::new(CatalogApi::new(db, blobs, relay.handle()))),
+        routes: tonic::service::Routes::new(CatalogServiceServer::new(CatalogApi::new(
+            db.clone(),
+            blobs.clone(),
+            relay.handle(),
+        ))),
         names: vec![<CatalogServiceServer<CatalogApi> as NamedService>::NAME],
     };
     let background = shutdown.child_token();
     let relay_task = tokio::spawn(relay.run(background.clone()));
     let pruner_task = tokio::spawn(pruner.run(background.clone()));
+    let sweeper_task = tokio::spawn(platform::blob::sweep_hourly(blobs, "products", background.clone(), move || {
+        image_keys(db.clone())
+    }));
     let served = platform::grpc::serve(service, listener, verifier, shutdown).await;
-    // The relay and the pruner stop with the server; rows the relay did not publish stay in the outbox for the next start.
+    // The relay, the pruner and the sweeper stop with the server; rows the relay did not publish stay in the
+    // outbox for the next start.
     background.cancel();
-    let _ = tokio::join!(relay_task, pruner_task);
+    let _ = tokio::join!(relay_task, pruner_task, sweeper_task);
     Ok(served?)
+}
+
+/// The blob keys of every image row: what the blob store may keep.
+async fn image_keys(db: Db) -> Result<HashSet<String>, Error> {
+    let ids = store::Store::new(db).image_ids().await?;
+    Ok(ids.iter().map(|(product_id, id)| domain::images::blob_key(product_id, id)).collect())
+}
+
+/// Deletes the image bytes written before `written_before` (microseconds since the epoch) that no image row
+/// names: what a crash between writing the bytes and the row, or between deleting the row and the bytes, left
+/// behind. Returns how many went. `serve` does this hourly.
+pub async fn sweep_orphan_images(db: &Db, blobs: &Blobs, written_before: i64) -> Result<usize, Error> {
+    let keys = image_keys(db.clone()).await?;
+    Ok(blobs.sweep_orphans("products", written_before, |key| keys.contains(key)).await?)
 }
 
 /// Applies the catalog's pending migrations to the configured database.

@@ -448,6 +448,19 @@ async fn product_images(db: Db) {
     let again = server.client.clone().delete_product_image(with_token(delete(&first.id), &admin)).await;
     assert_eq!(again.expect_err("deleted already").code(), Code::NotFound);
 
+    // Bytes no row names (a crash between the two writes) are swept once they are old enough; images stay.
+    let blobs = platform::blob::Blobs::in_directory(server.blob_dir.path()).expect("blobs");
+    blobs.put(&format!("products/{}/crashed-upload", mug.id), b"orphan".to_vec().into()).await.expect("put");
+    let now = platform::time::now_micros();
+    assert_eq!(
+        catalog::sweep_orphan_images(&server.db, &blobs, now - 60_000_000).await.expect("sweep"),
+        0,
+        "too young"
+    );
+    assert_eq!(catalog::sweep_orphan_images(&server.db, &blobs, now + 1_000_000).await.expect("sweep"), 1);
+    assert_eq!(files(&product_dir), 9, "every image's bytes stayed");
+    assert_eq!(server.image_content(&mug.id, &second.id).await.expect("still served").1, jpeg);
+
     // An inactive product's images are as hidden as the product, but staff still see them.
     let hide = UpdateProductRequest {
         id: mug.id.clone(),

@@ -13,6 +13,7 @@ pub mod events;
 pub mod grpc;
 pub mod store;
 
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use api::mercato::support::v1::support_service_server::SupportServiceServer;
@@ -54,7 +55,7 @@ pub async fn run(
 }
 
 /// Migrates `db`, then serves the support service on `listener` with tokens checked by `verifier`, attachments'
-/// bytes in `blobs`, publishing its events on `bus`, until `shutdown` is cancelled.
+/// bytes in `blobs` (orphans swept hourly), publishing its events on `bus`, until `shutdown` is cancelled.
 pub async fn serve(
     listener: TcpListener,
     db: Db,
@@ -66,17 +67,36 @@ pub async fn serve(
     db.migrate(&MIGRATOR, NAME).await?;
     tracing::info!(backend = db.backend(), blobs = blobs.backend(), addr = ?listener.local_addr().ok(), "support serving");
     let relay = Relay::new(NAME, db.clone(), bus);
+    let api = SupportApi::new(db.clone(), blobs.clone(), relay.handle());
     let service = GrpcService {
-        routes: tonic::service::Routes::new(SupportServiceServer::new(SupportApi::new(db, blobs, relay.handle()))),
+        routes: tonic::service::Routes::new(SupportServiceServer::new(api)),
         names: vec![<SupportServiceServer<SupportApi> as NamedService>::NAME],
     };
     let background = shutdown.child_token();
     let relay_task = tokio::spawn(relay.run(background.clone()));
+    let sweeper_task = tokio::spawn(platform::blob::sweep_hourly(blobs, "tickets", background.clone(), move || {
+        attachment_keys(db.clone())
+    }));
     let served = platform::grpc::serve(service, listener, verifier, shutdown).await;
-    // The relay stops with the server; rows it did not publish stay in the outbox for the next start.
+    // The relay and the sweeper stop with the server; rows the relay did not publish stay in the outbox for the
+    // next start.
     background.cancel();
-    let _ = relay_task.await;
+    let _ = tokio::join!(relay_task, sweeper_task);
     Ok(served?)
+}
+
+/// The blob keys of every attachment row: what the blob store may keep.
+async fn attachment_keys(db: Db) -> Result<HashSet<String>, Error> {
+    let ids = store::Store::new(db).attachment_ids().await?;
+    Ok(ids.iter().map(|(ticket_id, id)| domain::attachments::blob_key(ticket_id, id)).collect())
+}
+
+/// Deletes the attachment bytes written before `written_before` (microseconds since the epoch) that no
+/// attachment row names (left by a crash between writing the bytes and the row, or between deleting the row
+/// and the bytes). Returns how many went. `serve` does this hourly.
+pub async fn sweep_orphan_attachments(db: &Db, blobs: &Blobs, written_before: i64) -> Result<usize, Error> {
+    let keys = attachment_keys(db.clone()).await?;
+    Ok(blobs.sweep_orphans("tickets", written_before, |key| keys.contains(key)).await?)
 }
 
 /// Applies the support service's pending migrations to the configured database.

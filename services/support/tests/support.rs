@@ -35,6 +35,7 @@ struct Server {
     published: Arc<Mutex<Vec<Published>>>,
     issuer: Arc<TestIssuer>,
     blob_dir: platform::testkit::TempDir,
+    db: Db,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), support::Error>>,
 }
@@ -68,7 +69,7 @@ impl Server {
         );
         let blob_dir = platform::testkit::TempDir::new("support-blobs").expect("temp dir");
         let blobs = platform::blob::Blobs::in_directory(blob_dir.path()).expect("blobs");
-        let task = tokio::spawn(support::serve(listener, db, blobs, issuer.verifier(), bus, shutdown.clone()));
+        let task = tokio::spawn(support::serve(listener, db.clone(), blobs, issuer.verifier(), bus, shutdown.clone()));
         let url = format!("http://{addr}");
         let mut attempt = 0;
         let client = loop {
@@ -82,7 +83,7 @@ impl Server {
                 Err(e) => panic!("support did not come up: {e}"),
             }
         };
-        Self { client, published, issuer, blob_dir, shutdown, task }
+        Self { client, published, issuer, blob_dir, db, shutdown, task }
     }
 
     async fn stop(self) {
@@ -494,6 +495,13 @@ async fn attachments_are_checked_and_limited(db: Db) {
     }
     assert_eq!(server.get(&ada, &ticket.id).await.expect("get").attachments.len(), 10);
     assert_eq!(server.stored_files(&ticket.id), 10, "refused ones took their bytes back");
+
+    // Bytes no row names (a crash between the two writes) are swept once they are old enough.
+    let blobs = platform::blob::Blobs::in_directory(server.blob_dir.path()).expect("blobs");
+    blobs.put(&format!("tickets/{}/crashed-upload", ticket.id), b"orphan".to_vec().into()).await.expect("put");
+    let now = platform::time::now_micros();
+    assert_eq!(support::sweep_orphan_attachments(&server.db, &blobs, now + 1_000_000).await.expect("sweep"), 1);
+    assert_eq!(server.stored_files(&ticket.id), 10, "every attachment's bytes stayed");
     server.stop().await;
 }
 

@@ -143,6 +143,13 @@ impl Store {
         Ok(images)
     }
 
+    /// The (product, image) ids of every image: what the blob store may keep ([`crate::sweep_orphan_images`]).
+    pub async fn image_ids(&self) -> Result<Vec<(String, String)>, Error> {
+        Ok(with_db!(&self.db, pool => {
+            sqlx::query_as::<_, (String, String)>("SELECT product_id, id FROM product_images").fetch_all(pool).await?
+        }))
+    }
+
     /// Removes image `image_id` from product `product_id`; false when it has no such image.
     pub async fn delete_image(&self, product_id: &str, image_id: &str) -> Result<bool, Error> {
         let deleted = with_db!(&self.db, pool => {

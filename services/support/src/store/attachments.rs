@@ -222,6 +222,13 @@ impl Store {
         })
     }
 
+    /// The (ticket, attachment) ids of every attachment: what the blob store may keep.
+    pub async fn attachment_ids(&self) -> Result<Vec<(String, String)>, Error> {
+        Ok(with_db!(&self.db, pool => {
+            sqlx::query_as::<_, (String, String)>("SELECT ticket_id, id FROM ticket_attachments").fetch_all(pool).await?
+        }))
+    }
+
     /// The attachments of ticket `ticket_id`, oldest first.
     pub(super) async fn attachments_of(&self, ticket_id: &str) -> Result<Vec<Attachment>, Error> {
         let rows = with_db!(&self.db, pool => {
