@@ -76,6 +76,9 @@ pub struct Settings {
     pub s3_credentials: Option<(String, String)>,
     /// Sender of outgoing mail (`MERCATO_MAIL_FROM`), a mailbox such as `Mercato <no-reply@example.com>`.
     pub mail_from: String,
+    /// Where new support tickets are announced (`MERCATO_SUPPORT_EMAIL`), a mailbox such as
+    /// `Support <support@example.com>`; none when unset.
+    pub support_email: Option<String>,
     /// Origins allowed by CORS (`MERCATO_CORS_ORIGINS`, comma-separated).
     pub cors_origins: Vec<String>,
     /// Client secrets of the services for the client-credentials grant (`MERCATO_<SERVICE>_CLIENT_SECRET`).
@@ -349,6 +352,7 @@ Settings (environment variables):
   MERCATO_S3_ACCESS_KEY_ID       S3 access key id and secret (both or neither)
   MERCATO_S3_SECRET_ACCESS_KEY                                   [default: the AWS credentials chain]
   MERCATO_MAIL_FROM              sender of outgoing mail         [default: Mercato <no-reply@mercato.localhost>]
+  MERCATO_SUPPORT_EMAIL          mailbox told of every new support ticket [default: none]
   MERCATO_CORS_ORIGINS           comma-separated allowed origins [default: none]
   MERCATO_RATE_LIMITS            gateway budgets per API key, user or client IP, comma-separated
                                  <route>=<count>/<s|min|h>[:<burst>], or off
@@ -490,6 +494,16 @@ impl Settings {
             );
         }
 
+        let support_email = vars.get("MERCATO_SUPPORT_EMAIL").map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        if let Some(inbox) = support_email.as_deref().filter(|inbox| !is_mailbox(inbox)) {
+            fail(
+                "MERCATO_SUPPORT_EMAIL",
+                format!(
+                    "{inbox:?} is not a mailbox; expected e.g. Support <support@example.com> or support@example.com"
+                ),
+            );
+        }
+
         let cors_origins: Vec<String> = vars
             .get("MERCATO_CORS_ORIGINS")
             .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
@@ -576,6 +590,7 @@ impl Settings {
                 s3_region,
                 s3_credentials,
                 mail_from,
+                support_email,
                 cors_origins,
                 service_secrets,
                 admin_email,
@@ -715,6 +730,15 @@ mod tests {
             assert_eq!(err.0.len(), 1, "{bad}");
             assert_eq!(err.0[0].variable, "MERCATO_MAIL_FROM", "{bad}");
         }
+    }
+
+    #[test]
+    fn the_support_inbox_is_a_mailbox_or_none() {
+        assert_eq!(Settings::from_vars(vars(&[])).expect("defaults").support_email, None);
+        let s = Settings::from_vars(vars(&[("MERCATO_SUPPORT_EMAIL", " Support <help@example.com> ")])).expect("ok");
+        assert_eq!(s.support_email.as_deref(), Some("Support <help@example.com>"));
+        let err = Settings::from_vars(vars(&[("MERCATO_SUPPORT_EMAIL", "help")])).expect_err("not a mailbox");
+        assert_eq!(err.0[0].variable, "MERCATO_SUPPORT_EMAIL");
     }
 
     #[test]

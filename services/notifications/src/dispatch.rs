@@ -40,6 +40,9 @@ pub struct DispatchOptions {
     /// Whether webhooks may go to loopback, private and link-local addresses (tests, a private deployment);
     /// off by default, so an endpoint URL cannot reach inside the network (server-side request forgery).
     pub allow_private_networks: bool,
+    /// The mailbox told of every new support ticket (`MERCATO_SUPPORT_EMAIL`); `ticket.created` is SKIPPED
+    /// without one.
+    pub support_inbox: Option<String>,
 }
 
 impl Default for DispatchOptions {
@@ -52,6 +55,7 @@ impl Default for DispatchOptions {
             poll_interval: Duration::from_secs(1),
             webhook_timeout: Duration::from_secs(10),
             allow_private_networks: false,
+            support_inbox: None,
         }
     }
 }

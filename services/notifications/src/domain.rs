@@ -27,6 +27,8 @@ pub const REFUND_COMPLETED: &str = "refund.completed";
 pub const SHIPMENT_SHIPPED: &str = "shipment.shipped";
 /// Event type of a shipment delivered.
 pub const SHIPMENT_DELIVERED: &str = "shipment.delivered";
+/// Event type of a new support ticket.
+pub const TICKET_CREATED: &str = "ticket.created";
 /// Event type of a support agent's answer.
 pub const TICKET_REPLIED: &str = "ticket.replied";
 /// Event type of an address asking for the newsletter (to be confirmed).
@@ -48,6 +50,7 @@ pub const CONSUMED: &[(&str, &str)] = &[
     (REFUND_COMPLETED, "mercato.refunds.v1.RefundCompleted"),
     (SHIPMENT_SHIPPED, "mercato.deliveries.v1.ShipmentShipped"),
     (SHIPMENT_DELIVERED, "mercato.deliveries.v1.ShipmentDelivered"),
+    (TICKET_CREATED, "mercato.support.v1.TicketCreated"),
     (TICKET_REPLIED, "mercato.support.v1.TicketReplied"),
     (NEWSLETTER_SUBSCRIPTION_REQUESTED, "mercato.support.v1.NewsletterSubscriptionRequested"),
     (NEWSLETTER_ISSUED, "mercato.support.v1.NewsletterIssued"),

@@ -4,7 +4,8 @@
 //! (also links its payment to the order and customer), `order.failed`, `payment.failed` and
 //! `refund.completed` (addressed through that link, as its payload names only the payment), `shipment.shipped`
 //! (with the carrier and tracking number), `shipment.delivered`, `ticket.replied` (to the ticket's customer,
-//! or to the address a contact form gave), and the newsletter's `newsletter.subscription_requested` (the
+//! or to the address a contact form gave), `ticket.created` (to the shop's support inbox, `MERCATO_SUPPORT_EMAIL`),
+//! and the newsletter's `newsletter.subscription_requested` (the
 //! confirmation token) and `newsletter.issued` (one subscriber's copy), both to the address they name. Each event
 //! becomes one email notification — PENDING, or SKIPPED with the reason when nobody can be addressed — and a
 //! webhook delivery per endpoint subscribed to its type, all in the transaction of its inbox row. Deliveries
@@ -21,7 +22,7 @@ use api::mercato::notifications::v1::{NotificationChannel, NotificationFailed, N
 use api::mercato::orders::v1::{OrderConfirmed, OrderFailed};
 use api::mercato::payments::v1::PaymentFailed;
 use api::mercato::refunds::v1::RefundCompleted;
-use api::mercato::support::v1::{NewsletterIssued, NewsletterSubscriptionRequested, TicketReplied};
+use api::mercato::support::v1::{NewsletterIssued, NewsletterSubscriptionRequested, TicketCreated, TicketReplied};
 use platform::events::{BatchRecorder, EventBus, EventEnvelope, GroupCommit, NewEvent};
 use prost::Message;
 use tokio::sync::Notify;
@@ -49,6 +50,7 @@ pub struct Consumer {
     store: Store,
     templates: Arc<Templates>,
     dispatcher: Arc<Notify>,
+    support_inbox: Option<Recipient>,
 }
 
 /// A delivery decoded: what its event asks for, before anybody is addressed.
@@ -71,7 +73,22 @@ struct Directory {
 impl Consumer {
     /// A consumer writing to `store`, rendering with `templates`, waking `dispatcher` after new work.
     pub fn new(store: Store, templates: Arc<Templates>, dispatcher: Arc<Notify>) -> Self {
-        Self { store, templates, dispatcher }
+        Self { store, templates, dispatcher, support_inbox: None }
+    }
+
+    /// Tells `inbox` (a mailbox, `Support <help@example.com>` or a bare address) of every new support ticket;
+    /// without one, `ticket.created` is SKIPPED.
+    pub fn with_support_inbox(mut self, inbox: Option<&str>) -> Self {
+        self.support_inbox = inbox.map(|mailbox| {
+            let name = mailbox.split_once('<').map(|(name, _)| name.trim().trim_matches('"')).unwrap_or_default();
+            Recipient {
+                user_id: String::new(),
+                email: mailbox.to_owned(),
+                display_name: if name.is_empty() { "support team".to_owned() } else { name.to_owned() },
+                locale: String::new(),
+            }
+        });
+        self
     }
 
     /// Subscribes for every consumed event type on `bus`. Deliveries that arrive while a batch is being
@@ -144,6 +161,12 @@ impl Consumer {
                 },
             },
             Addressee::Direct(recipient) => (Some(recipient.clone()), None),
+            Addressee::SupportInbox => match &self.support_inbox {
+                Some(inbox) => (Some(inbox.clone()), None),
+                None => {
+                    return skipped("", "MERCATO_SUPPORT_EMAIL is not set: nobody to tell of new tickets".to_owned());
+                }
+            },
             Addressee::Nobody(reason) => return skipped("", reason.clone()),
         };
         let Some(recipient) = recipient else { return skipped("", "no recipient".to_owned()) };
@@ -255,6 +278,8 @@ enum Addressee {
     Payment(String),
     /// Someone without an account, at the address the event names (a contact form's sender).
     Direct(Recipient),
+    /// The shop's support inbox (`MERCATO_SUPPORT_EMAIL`), if it has one.
+    SupportInbox,
     /// Nobody, for this reason.
     Nobody(String),
 }
@@ -402,6 +427,21 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 payment: None,
                 addressee,
                 facts: Facts::TicketReplied { ticket_id: e.ticket_id, subject: e.subject, body: e.body },
+            }
+        }
+        domain::TICKET_CREATED => {
+            let e = TicketCreated::decode(data).map_err(bad)?;
+            // Who wrote: the contact form's sender by name and address, a customer by account.
+            let from = if e.customer_id.is_empty() {
+                format!("{} <{}>", e.name, e.email)
+            } else {
+                format!("customer {}", e.customer_id)
+            };
+            Plan {
+                register: None,
+                payment: None,
+                addressee: Addressee::SupportInbox,
+                facts: Facts::TicketCreated { ticket_id: e.ticket_id, subject: e.subject, from, message: e.message },
             }
         }
         domain::NEWSLETTER_SUBSCRIPTION_REQUESTED => {

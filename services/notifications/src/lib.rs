@@ -52,7 +52,8 @@ pub const NAME: &str = "notifications";
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Runs the service as configured: opens its database, trusts the auth service's keys, sends mail through
-/// `MERCATO_SMTP_URL` as `MERCATO_MAIL_FROM` (or logs it when unset), consumes and publishes on `bus`, and
+/// `MERCATO_SMTP_URL` as `MERCATO_MAIL_FROM` (or logs it when unset), tells `MERCATO_SUPPORT_EMAIL` of new
+/// tickets, consumes and publishes on `bus`, and
 /// serves on `listener` until `shutdown` is cancelled.
 pub async fn run(
     listener: TcpListener,
@@ -65,7 +66,8 @@ pub async fn run(
     let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::balanced_channel(
         &settings.service_url_list("auth"),
     )?));
-    let result = serve(listener, db.clone(), verifier, bus, mailer, DispatchOptions::default(), shutdown).await;
+    let options = DispatchOptions { support_inbox: settings.support_email.clone(), ..DispatchOptions::default() };
+    let result = serve(listener, db.clone(), verifier, bus, mailer, options, shutdown).await;
     db.close().await;
     result
 }
@@ -87,7 +89,9 @@ pub async fn serve(
     let webhooks = channels::Webhooks::new(options.webhook_timeout, options.allow_private_networks)?;
     let store = store::Store::new(db.clone());
     let wake = Arc::new(Notify::new());
-    events::Consumer::new(store.clone(), templates, wake.clone()).subscribe(bus.as_ref());
+    events::Consumer::new(store.clone(), templates, wake.clone())
+        .with_support_inbox(options.support_inbox.as_deref())
+        .subscribe(bus.as_ref());
     tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), mailer = ?mailer, "notifications serving");
 
     let bus_for_admin = bus.clone();

@@ -24,10 +24,10 @@ macro_rules! embedded {
 /// Every template by name, e.g. `de/order.confirmed.html`.
 const TEMPLATES: &[(&str, &str)] = embedded!(
     "en": ["user.registered", "order.confirmed", "order.failed", "payment.failed", "refund.completed",
-           "shipment.shipped", "shipment.delivered", "ticket.replied", "newsletter.subscription_requested",
+           "shipment.shipped", "shipment.delivered", "ticket.created", "ticket.replied", "newsletter.subscription_requested",
            "newsletter.issued"],
     "de": ["user.registered", "order.confirmed", "order.failed", "payment.failed", "refund.completed",
-           "shipment.shipped", "shipment.delivered", "ticket.replied", "newsletter.subscription_requested",
+           "shipment.shipped", "shipment.delivered", "ticket.created", "ticket.replied", "newsletter.subscription_requested",
            "newsletter.issued"],
 );
 
@@ -106,6 +106,17 @@ pub enum Facts {
         /// The order delivered.
         order_id: String,
     },
+    /// `ticket.created`: to the support inbox.
+    TicketCreated {
+        /// The ticket.
+        ticket_id: String,
+        /// What it is about.
+        subject: String,
+        /// Who wrote it, for people.
+        from: String,
+        /// The first message.
+        message: String,
+    },
     /// `ticket.replied`.
     TicketReplied {
         /// The ticket.
@@ -142,6 +153,7 @@ impl Facts {
             Facts::RefundCompleted { .. } => domain::REFUND_COMPLETED,
             Facts::ShipmentShipped { .. } => domain::SHIPMENT_SHIPPED,
             Facts::ShipmentDelivered { .. } => domain::SHIPMENT_DELIVERED,
+            Facts::TicketCreated { .. } => domain::TICKET_CREATED,
             Facts::TicketReplied { .. } => domain::TICKET_REPLIED,
             Facts::NewsletterConfirmation { .. } => domain::NEWSLETTER_SUBSCRIPTION_REQUESTED,
             Facts::Newsletter { .. } => domain::NEWSLETTER_ISSUED,
@@ -169,6 +181,9 @@ impl Facts {
                 context! { name, order_id, carrier, tracking_number }
             }
             Facts::ShipmentDelivered { order_id } => context! { name, order_id },
+            Facts::TicketCreated { ticket_id, subject, from, message } => {
+                context! { name, ticket_id, subject, from, message }
+            }
             Facts::TicketReplied { ticket_id, subject, body } => context! { name, ticket_id, subject, body },
             Facts::NewsletterConfirmation { token } => context! { name, token },
             Facts::Newsletter { subject, body, unsubscribe_token } => {
@@ -236,6 +251,12 @@ mod tests {
             Facts::ShipmentShipped { order_id: "o-5".into(), carrier: "DHL".into(), tracking_number: "JJD0001".into() },
             Facts::ShipmentDelivered { order_id: "o-6".into() },
             Facts::TicketReplied { ticket_id: "t-1".into(), subject: "Sizes".into(), body: "Yes.".into() },
+            Facts::TicketCreated {
+                ticket_id: "t-2".into(),
+                subject: "Broken mug".into(),
+                from: "customer u-1".into(),
+                message: "It arrived broken.".into(),
+            },
             Facts::NewsletterConfirmation { token: "tok-1".into() },
             Facts::Newsletter {
                 subject: "Sale".into(),

@@ -6,7 +6,7 @@ mod common;
 
 use api::mercato::deliveries::v1::{ShipmentDelivered, ShipmentShipped};
 use api::mercato::notifications::v1::{NotificationChannel, NotificationStatus};
-use api::mercato::support::v1::{NewsletterIssued, NewsletterSubscriptionRequested, TicketReplied};
+use api::mercato::support::v1::{NewsletterIssued, NewsletterSubscriptionRequested, TicketCreated, TicketReplied};
 use common::{Service, SmtpServer, confirmed, envelope, fast_retries, free_port, registered, smtp_python};
 use notifications::domain::parse_smtp_url;
 use notifications::{DispatchOptions, Mailer};
@@ -207,6 +207,44 @@ async fn newsletter_mails_carry_the_confirmation_and_the_way_out(db: Db) {
     service.stop().await;
 }
 
+async fn new_tickets_are_announced_to_the_support_inbox_if_there_is_one(db: Db) {
+    let Some(python) = smtp_python() else { return };
+    let dir = platform::testkit::TempDir::new("maildir").expect("temp dir");
+    let port = free_port();
+    let smtp = SmtpServer::start(&python, port, dir.path()).await;
+    let inbox = Some("Help Desk <help@shop.example>".to_owned());
+    let service = Service::start(db, mailer(port), DispatchOptions { support_inbox: inbox, ..fast_retries() }).await;
+
+    let created = TicketCreated {
+        ticket_id: "t-9".into(),
+        customer_id: String::new(),
+        email: "grace@example.com".into(),
+        subject: "Norway?".into(),
+        message: "Do you ship to Norway?".into(),
+        name: "Grace".into(),
+    };
+    service.deliver(&envelope("ticket.created", "t-9", &created)).await;
+    service.wait_until("the inbox is told", |all| email_sent(all, "ticket.created")).await;
+    let messages = smtp.messages();
+    let mail = messages.iter().find(|m| m["subject"] == "New ticket: Norway?").expect("the announcement");
+    assert_eq!(mail["to"], "Help Desk <help@shop.example>");
+    let text = mail["text"].as_str().expect("text");
+    assert!(text.contains("Hello Help Desk,") && text.contains("Grace <grace@example.com>"), "{text}");
+    assert!(text.contains("Do you ship to Norway?") && text.contains("t-9"), "{text}");
+    service.stop().await;
+}
+
+async fn without_a_support_inbox_new_tickets_are_skipped_saying_why(db: Db) {
+    let service = Service::start(db, Mailer::Log, fast_retries()).await;
+    let created = TicketCreated { ticket_id: "t-1".into(), customer_id: "u-1".into(), ..Default::default() };
+    service.deliver(&envelope("ticket.created", "t-1", &created)).await;
+    let all = service.wait_until("recorded", |all| all.iter().any(|n| n.event_type == "ticket.created")).await;
+    let skipped = all.iter().find(|n| n.event_type == "ticket.created").expect("recorded");
+    assert_eq!(skipped.status, NotificationStatus::Skipped as i32, "{skipped:#?}");
+    assert!(skipped.last_error.contains("MERCATO_SUPPORT_EMAIL"), "{skipped:#?}");
+    service.stop().await;
+}
+
 /// Runs each scenario once on SQLite and once on PostgreSQL.
 macro_rules! on_both_engines {
     ($($scenario:ident),* $(,)?) => {
@@ -237,4 +275,6 @@ on_both_engines!(
     shipments_mail_the_customer_the_tracking_number_then_the_delivery,
     an_agents_answer_reaches_a_contact_form_sender_by_mail,
     newsletter_mails_carry_the_confirmation_and_the_way_out,
+    new_tickets_are_announced_to_the_support_inbox_if_there_is_one,
+    without_a_support_inbox_new_tickets_are_skipped_saying_why,
 );

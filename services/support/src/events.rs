@@ -36,13 +36,15 @@ pub struct About<'a> {
     pub name: &'a str,
 }
 
-/// The `ticket.created` event.
-pub fn created(about: About<'_>) -> NewEvent {
+/// The `ticket.created` event of a ticket opened with `message`.
+pub fn created(about: About<'_>, message: &str) -> NewEvent {
     let payload = TicketCreated {
         ticket_id: about.ticket_id.to_owned(),
         customer_id: about.customer_id.to_owned(),
         email: about.email.to_owned(),
         subject: about.subject.to_owned(),
+        message: message.to_owned(),
+        name: about.name.to_owned(),
     };
     NewEvent::new(TICKET_CREATED, about.ticket_id, &payload)
 }

@@ -203,7 +203,7 @@ impl Store {
                 add_message!(&mut *tx, &id, Author::Customer, customer_id, &new.message, now);
                 let about =
                     About { ticket_id: &id, customer_id, email: &new.email, subject: &new.subject, name: &new.name };
-                enqueue(&mut *tx, crate::NAME, &events::created(about)).await?;
+                enqueue(&mut *tx, crate::NAME, &events::created(about, &new.message)).await?;
                 Ok(id.clone())
             }
             .await;

@@ -32,6 +32,7 @@ pub fn fast_retries() -> DispatchOptions {
         webhook_timeout: Duration::from_secs(5),
         // The test's receivers listen on 127.0.0.1.
         allow_private_networks: true,
+        support_inbox: None,
     }
 }
 
