@@ -894,6 +894,19 @@ async fn checkout_on_postgres() {
 }
 
 #[tokio::test]
+async fn anyone_may_subscribe_but_not_flood_the_newsletter() {
+    let Some(p) = TestPlatform::start_with(Storage::Sqlite, &[]).await else { return };
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        let body = json!({"email": format!("reader{i}@example.com")});
+        statuses.push(p.send("POST", "/v1/newsletter/subscriptions", None, Some(body)).await.status);
+    }
+    // The default budget of this route is 5 a minute per client: each request mails an address.
+    assert_eq!(statuses, [202, 202, 202, 202, 202, 429]);
+    p.stop().await;
+}
+
+#[tokio::test]
 async fn logins_are_rate_limited_before_any_password_is_checked() {
     let Some(p) = TestPlatform::start_with(Storage::Sqlite, &[]).await else { return };
     let attempt = json!({"email": "victim@example.com", "password": "guess-guess"});
