@@ -7,6 +7,8 @@ use tonic::{Code, Status};
 pub const TICKET_FULL: &str = "TICKET_FULL";
 /// `ErrorInfo` reason when a ticket already holds the most attachments it may.
 pub const ATTACHMENT_LIMIT: &str = "ATTACHMENT_LIMIT";
+/// `ErrorInfo` reason when a newsletter's request id was used before for another newsletter.
+pub const REQUEST_ID_REUSED: &str = "REQUEST_ID_REUSED";
 /// `ErrorInfo` reason when a newsletter confirmation token is older than a week.
 pub const TOKEN_EXPIRED: &str = "TOKEN_EXPIRED";
 /// `ErrorInfo` reason when a subscription was ended and its old token is used to confirm it.
@@ -24,6 +26,9 @@ pub enum Error {
     /// The request is malformed; every offending field is named.
     #[error("invalid request: {}", describe(.0))]
     InvalidArgument(Vec<FieldViolation>),
+    /// A request id was used before for a different request (reason [`REQUEST_ID_REUSED`]).
+    #[error("{0}")]
+    RequestIdReused(String),
     /// The request is well-formed but the ticket's state refuses it.
     #[error("{message}")]
     FailedPrecondition {
@@ -88,6 +93,7 @@ impl From<Error> for Status {
         match e {
             Error::NotFound(m) => Status::not_found(m),
             Error::PermissionDenied(m) => Status::permission_denied(m),
+            Error::RequestIdReused(m) => with_reason(Code::InvalidArgument, REQUEST_ID_REUSED, m),
             Error::InvalidArgument(v) => invalid_argument(v),
             Error::FailedPrecondition { reason, message } => with_reason(Code::FailedPrecondition, reason, message),
             // Internal details (SQL, connection strings) stay in our logs, never in a response.

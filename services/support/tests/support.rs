@@ -616,6 +616,8 @@ async fn the_newsletter_goes_only_to_addresses_that_confirmed(db: Db) {
     let (id, count) = server.send_newsletter(&staff, "Spring sale", "req-1").await.expect("send");
     assert_eq!(count, 1);
     assert_eq!(server.send_newsletter(&staff, "Spring sale", "req-1").await.expect("retry"), (id.clone(), 1));
+    let reused = server.send_newsletter(&staff, "Summer sale", "req-1").await.expect_err("another newsletter");
+    assert_eq!(reused.code(), Code::InvalidArgument, "{reused:?}");
     let issued = server.published_of("newsletter.issued").await;
     assert_eq!(issued.len(), 1, "a retried request sends nothing more");
     let mail = NewsletterIssued::decode(issued[0].as_slice()).expect("payload");

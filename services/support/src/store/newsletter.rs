@@ -167,7 +167,7 @@ impl Store {
         now: i64,
     ) -> Result<NewsletterRow, Error> {
         if let Some(sent) = self.newsletter_by_request(&new.request_id).await? {
-            return Ok(sent);
+            return same_request(sent, new);
         }
         let request_id = (!new.request_id.is_empty()).then_some(new.request_id.as_str());
         let sent = with_db!(&self.db, pool => {
@@ -210,10 +210,13 @@ impl Store {
         });
         match sent {
             // The same request id, sent at the same moment: the other request's newsletter is the answer.
-            Err(Error::Database(error)) if is_unique_violation(&error) && request_id.is_some() => self
-                .newsletter_by_request(&new.request_id)
-                .await?
-                .ok_or_else(|| Error::Corrupt(format!("newsletter of request {} vanished", new.request_id))),
+            Err(Error::Database(error)) if is_unique_violation(&error) && request_id.is_some() => {
+                let sent = self.newsletter_by_request(&new.request_id).await?;
+                same_request(
+                    sent.ok_or_else(|| Error::Corrupt(format!("newsletter of request {} vanished", new.request_id)))?,
+                    new,
+                )
+            }
             other => other,
         }
     }
@@ -231,5 +234,18 @@ impl Store {
             .fetch_optional(pool)
             .await?
         }))
+    }
+}
+
+/// The newsletter `sent` under `new`'s request id, if `new` is the same request; INVALID_ARGUMENT
+/// (REQUEST_ID_REUSED) when the id was used for another subject or text.
+fn same_request(sent: NewsletterRow, new: &NewNewsletter) -> Result<NewsletterRow, Error> {
+    if sent.subject == new.subject && sent.body == new.body {
+        Ok(sent)
+    } else {
+        Err(Error::RequestIdReused(format!(
+            "request_id {} sent newsletter {} with another subject or text; use a new request id",
+            new.request_id, sent.id
+        )))
     }
 }
