@@ -138,16 +138,22 @@ impl Blobs {
 /// writing its bytes and its row.
 pub const ORPHAN_GRACE_MICROS: i64 = 3600 * 1_000_000;
 
-/// Sweeps the orphans under `prefix/` of `blobs` ([`Blobs::sweep_orphans`], with [`ORPHAN_GRACE_MICROS`]) at start
-/// and every hour until `shutdown`; `named` lists the keys the service's rows name, read anew each time. A failed
-/// sweep is logged and tried again an hour later.
+/// Sweeps the orphans under `prefix/` of `blobs` ([`Blobs::sweep_orphans`], with [`ORPHAN_GRACE_MICROS`]) every
+/// hour until `shutdown`, the first an hour after start (listing every blob is no work for start-up, and what a
+/// crash just left is within the grace anyway); `named` lists the keys the service's rows name, read anew each
+/// time. A failed sweep is logged and tried again an hour later.
 pub async fn sweep_hourly<F, Fut, E>(blobs: Blobs, prefix: &'static str, shutdown: CancellationToken, named: F)
 where
     F: Fn() -> Fut,
     Fut: std::future::Future<Output = Result<HashSet<String>, E>>,
     E: std::fmt::Display,
 {
-    crate::shutdown::every(std::time::Duration::from_secs(3600), &shutdown, || async {
+    let hour = std::time::Duration::from_secs(3600);
+    tokio::select! {
+        () = shutdown.cancelled() => return,
+        () = tokio::time::sleep(hour) => {}
+    }
+    crate::shutdown::every(hour, &shutdown, || async {
         let written_before = crate::time::now_micros() - ORPHAN_GRACE_MICROS;
         let keys = match named().await {
             Ok(keys) => keys,

@@ -103,6 +103,12 @@ pub fn check_id(field: &str, id: &str) -> Result<(), FieldViolation> {
     }
 }
 
+/// [`check_id`] for several `(field, id)` pairs at once: every bad one is named.
+pub fn check_ids(ids: &[(&str, &str)]) -> Result<(), Vec<FieldViolation>> {
+    let violations: Vec<_> = ids.iter().filter_map(|(field, id)| check_id(field, id).err()).collect();
+    if violations.is_empty() { Ok(()) } else { Err(violations) }
+}
+
 /// Decodes the `google.rpc.Status` carried in a status's details, if any.
 pub fn decode_details(status: &Status) -> Option<rpc::Status> {
     if status.details().is_empty() {

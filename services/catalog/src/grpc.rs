@@ -56,10 +56,10 @@ impl CatalogApi {
             .collect())
     }
 
-    /// [`Self::with_images`] for one product.
+    /// One product as the wire shows it, with its images.
     async fn one_with_images(&self, row: ProductRow) -> Result<Product, Error> {
-        let mut products = self.with_images(vec![row]).await?;
-        products.pop().ok_or_else(|| Error::NotFound("product not found".to_owned()))
+        let images = self.store.images_of_product(&row.id).await?;
+        Ok(Product { images: images.into_iter().map(image_to_wire).collect(), ..product_to_wire(row) })
     }
 }
 
@@ -358,11 +358,10 @@ impl CatalogService for CatalogApi {
         check_image_ids(&req.product_id, &req.image_id)?;
         let not_found = || Error::image_not_found(&req.product_id, &req.image_id);
         // An inactive product's images are as hidden as the product.
-        match self.store.get_product(&req.product_id).await? {
-            Some(product) if product.active || writer => {}
+        let image = match self.store.image(&req.product_id, &req.image_id).await? {
+            Some((image, active)) if active || writer => image,
             _ => return Err(not_found().into()),
-        }
-        let image = self.store.image(&req.product_id, &req.image_id).await?.ok_or_else(not_found)?;
+        };
         let key = images::blob_key(&image.product_id, &image.id);
         let Some(data) = self.blobs.get(&key).await.map_err(Error::from)? else {
             tracing::error!(%key, "an image's bytes are missing from the blob store");
@@ -381,10 +380,5 @@ impl CatalogService for CatalogApi {
 
 /// Checks the product and image ids of an image request.
 fn check_image_ids(product_id: &str, image_id: &str) -> Result<(), Error> {
-    let violations: Vec<_> =
-        [platform::error::check_id("product_id", product_id), platform::error::check_id("image_id", image_id)]
-            .into_iter()
-            .filter_map(Result::err)
-            .collect();
-    if violations.is_empty() { Ok(()) } else { Err(Error::InvalidArgument(violations)) }
+    platform::error::check_ids(&[("product_id", product_id), ("image_id", image_id)]).map_err(Error::InvalidArgument)
 }

@@ -109,13 +109,13 @@ pub fn after_message(author: Author) -> Status {
     }
 }
 
-/// A subject, trimmed: 1 to [`MAX_SUBJECT`] characters on one line.
-pub fn subject(text: &str) -> Result<String, String> {
+/// A one-line text, trimmed: 1 to `max` characters without control characters (a subject, a question).
+pub fn one_line(text: &str, max: usize) -> Result<String, String> {
     let text = text.trim();
     if text.is_empty() {
         Err("is required".to_owned())
-    } else if text.chars().count() > MAX_SUBJECT {
-        Err(format!("is longer than {MAX_SUBJECT} characters"))
+    } else if text.chars().count() > max {
+        Err(format!("is longer than {max} characters"))
     } else if text.chars().any(char::is_control) {
         Err("must be one line without control characters".to_owned())
     } else {
@@ -123,19 +123,29 @@ pub fn subject(text: &str) -> Result<String, String> {
     }
 }
 
-/// A message, trimmed: 1 to [`MAX_BODY`] characters; line breaks and tabs are fine, other control
-/// characters are not.
-pub fn body(text: &str) -> Result<String, String> {
+/// A text of several lines, trimmed: 1 to `max` characters; line breaks and tabs are fine, other control
+/// characters are not (a message, an answer).
+pub fn lines(text: &str, max: usize) -> Result<String, String> {
     let text = text.trim();
     if text.is_empty() {
         Err("is required".to_owned())
-    } else if text.chars().count() > MAX_BODY {
-        Err(format!("is longer than {MAX_BODY} characters"))
+    } else if text.chars().count() > max {
+        Err(format!("is longer than {max} characters"))
     } else if text.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
         Err("must not contain control characters".to_owned())
     } else {
         Ok(text.to_owned())
     }
+}
+
+/// A subject: [`one_line`], at most [`MAX_SUBJECT`] characters.
+pub fn subject(text: &str) -> Result<String, String> {
+    one_line(text, MAX_SUBJECT)
+}
+
+/// A message: [`lines`], at most [`MAX_BODY`] characters.
+pub fn body(text: &str) -> Result<String, String> {
+    lines(text, MAX_BODY)
 }
 
 /// An email address to answer at, trimmed: one `@` between a local part and a dotted domain, no spaces, at

@@ -34,6 +34,14 @@ pub struct ImageRow {
     pub create_time: i64,
 }
 
+/// An image with whether its product is active, read in one query.
+#[derive(sqlx::FromRow)]
+struct ImageOfProduct {
+    #[sqlx(flatten)]
+    image: ImageRow,
+    active: bool,
+}
+
 impl Store {
     /// Adds image `id` (its bytes already stored) after the other images of product `product_id`: NOT_FOUND
     /// without the product, FAILED_PRECONDITION (IMAGE_LIMIT) when it has [`MAX_IMAGES`] already. The
@@ -98,20 +106,34 @@ impl Store {
         Ok(row)
     }
 
-    /// Image `image_id` of product `product_id`, if it has it.
-    pub async fn image(&self, product_id: &str, image_id: &str) -> Result<Option<ImageRow>, Error> {
-        let row = with_db!(&self.db, pool => {
-            sqlx::query_as::<_, ImageRow>(concat!(
-                "SELECT ",
-                image_columns!(),
-                " FROM product_images WHERE id = $1 AND product_id = $2"
-            ))
+    /// Image `image_id` of product `product_id`, if it has it, with whether the product is active (one query:
+    /// an inactive product's images are as hidden as the product).
+    pub async fn image(&self, product_id: &str, image_id: &str) -> Result<Option<(ImageRow, bool)>, Error> {
+        let found = with_db!(&self.db, pool => {
+            sqlx::query_as::<_, ImageOfProduct>(
+                "SELECT i.id, i.product_id, i.content_type, i.size_bytes, i.alt_text, i.create_time, p.active \
+                 FROM product_images i JOIN products p ON p.id = i.product_id WHERE i.id = $1 AND i.product_id = $2",
+            )
             .bind(image_id)
             .bind(product_id)
             .fetch_optional(pool)
             .await?
         });
-        Ok(row)
+        Ok(found.map(|f| (f.image, f.active)))
+    }
+
+    /// The images of product `product_id`, in the order shown (one fixed statement, for a single product).
+    pub async fn images_of_product(&self, product_id: &str) -> Result<Vec<ImageRow>, Error> {
+        Ok(with_db!(&self.db, pool => {
+            sqlx::query_as::<_, ImageRow>(concat!(
+                "SELECT ",
+                image_columns!(),
+                " FROM product_images WHERE product_id = $1 ORDER BY position"
+            ))
+            .bind(product_id)
+            .fetch_all(pool)
+            .await?
+        }))
     }
 
     /// The images of each of `product_ids`, in the order shown (a product without images is absent).

@@ -3,6 +3,8 @@
 
 use platform::error::{FieldViolation, Violations};
 
+use super::{lines, one_line};
+
 /// Longest question, in characters.
 pub const MAX_QUESTION: usize = 300;
 /// Longest answer, in characters.
@@ -50,28 +52,13 @@ pub struct EntryFields {
 pub fn validate_entry(input: &EntryInput, prefix: &str) -> Result<EntryFields, Vec<FieldViolation>> {
     let mut violations = Violations::new();
     let field = |name: &str| format!("{prefix}{name}");
-    let question = input.question.trim();
-    if question.is_empty() {
-        violations.add(field("question"), "is required");
-    } else if question.chars().count() > MAX_QUESTION {
-        violations.add(field("question"), format!("is longer than {MAX_QUESTION} characters"));
-    } else if question.chars().any(char::is_control) {
-        violations.add(field("question"), "must be one line without control characters");
-    }
-    let answer = input.answer.trim();
-    if answer.is_empty() {
-        violations.add(field("answer"), "is required");
-    } else if answer.chars().count() > MAX_ANSWER {
-        violations.add(field("answer"), format!("is longer than {MAX_ANSWER} characters"));
-    } else if answer.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
-        violations.add(field("answer"), "must not contain control characters");
-    }
+    let question = one_line(&input.question, MAX_QUESTION).map_err(|why| violations.add(field("question"), why));
+    let answer = lines(&input.answer, MAX_ANSWER).map_err(|why| violations.add(field("answer"), why));
     let category = match input.category.trim() {
         "" => DEFAULT_CATEGORY,
         slug => slug,
     };
-    let slug_chars = category.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if category.len() > MAX_CATEGORY || !slug_chars {
+    if !is_slug(category) {
         violations.add(
             field("category"),
             format!("must be a slug: lower-case letters, digits and '-', at most {MAX_CATEGORY}"),
@@ -80,12 +67,13 @@ pub fn validate_entry(input: &EntryInput, prefix: &str) -> Result<EntryFields, V
     if input.position < 0 {
         violations.add(field("position"), "must not be negative");
     }
+    let (Ok(question), Ok(answer)) = (question, answer) else { return Err(violations.into_vec()) };
     if !violations.is_empty() {
         return Err(violations.into_vec());
     }
     Ok(EntryFields {
-        question: question.to_owned(),
-        answer: answer.to_owned(),
+        question,
+        answer,
         category: category.to_owned(),
         position: input.position,
         published: input.published,
@@ -133,10 +121,14 @@ pub fn validate_query(query: &str) -> Result<(), FieldViolation> {
     Ok(())
 }
 
+/// Whether `text` is a category slug: lower-case letters, digits and `-`, at most [`MAX_CATEGORY`].
+fn is_slug(text: &str) -> bool {
+    text.len() <= MAX_CATEGORY && text.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+}
+
 /// Checks a category filter: empty (every category) or a slug.
 pub fn validate_category_filter(category: &str) -> Result<(), FieldViolation> {
-    let slug = category.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
-    if category.len() > MAX_CATEGORY || !slug {
+    if !is_slug(category) {
         return Err(FieldViolation::new("category", "must be a category's slug"));
     }
     Ok(())

@@ -119,30 +119,18 @@ pub struct NewNewsletter {
 /// Checks a newsletter to send; violations name the request's fields.
 pub fn newsletter(subject: &str, body: &str, request_id: &str) -> Result<NewNewsletter, Vec<FieldViolation>> {
     let mut violations = Violations::new();
-    let subject = subject.trim();
-    if subject.is_empty() {
-        violations.add("subject", "is required");
-    } else if subject.chars().count() > MAX_SUBJECT {
-        violations.add("subject", format!("is longer than {MAX_SUBJECT} characters"));
-    } else if subject.chars().any(char::is_control) {
-        violations.add("subject", "must be one line without control characters");
-    }
-    let body = body.trim();
-    if body.is_empty() {
-        violations.add("body", "is required");
-    } else if body.chars().count() > MAX_BODY {
-        violations.add("body", format!("is longer than {MAX_BODY} characters"));
-    } else if body.chars().any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
-        violations.add("body", "must not contain control characters");
-    }
+    let subject = super::one_line(subject, MAX_SUBJECT).map_err(|why| violations.add("subject", why));
+    let body = super::lines(body, MAX_BODY).map_err(|why| violations.add("body", why));
     let request_id = request_id.trim();
     if request_id.len() > MAX_REQUEST_ID || request_id.chars().any(char::is_control) {
         violations.add("request_id", format!("must be at most {MAX_REQUEST_ID} characters without control characters"));
     }
-    if !violations.is_empty() {
-        return Err(violations.into_vec());
+    match (subject, body) {
+        (Ok(subject), Ok(body)) if violations.is_empty() => {
+            Ok(NewNewsletter { subject, body, request_id: request_id.to_owned() })
+        }
+        _ => Err(violations.into_vec()),
     }
-    Ok(NewNewsletter { subject: subject.to_owned(), body: body.to_owned(), request_id: request_id.to_owned() })
 }
 
 #[cfg(test)]

@@ -31,12 +31,8 @@ pub(super) fn attachment_to_wire(a: store::Attachment) -> Attachment {
 
 /// Checks the ticket and attachment ids of an attachment request.
 fn check_attachment_ids(ticket_id: &str, attachment_id: &str) -> Result<(), Error> {
-    let violations: Vec<_> =
-        [domain::validate_id("ticket_id", ticket_id), domain::validate_id("attachment_id", attachment_id)]
-            .into_iter()
-            .filter_map(Result::err)
-            .collect();
-    if violations.is_empty() { Ok(()) } else { Err(Error::InvalidArgument(violations)) }
+    platform::error::check_ids(&[("ticket_id", ticket_id), ("attachment_id", attachment_id)])
+        .map_err(Error::InvalidArgument)
 }
 
 impl SupportApi {

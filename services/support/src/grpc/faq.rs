@@ -107,14 +107,7 @@ impl SupportApi {
         let entry = self
             .store
             .update_faq_entry(&req.id, now_micros(), |current| {
-                let current = faq::EntryFields {
-                    question: current.question.clone(),
-                    answer: current.answer.clone(),
-                    category: current.category.clone(),
-                    position: current.position,
-                    published: current.published,
-                };
-                faq::apply_update_mask(&current, &input, &paths).map_err(Error::InvalidArgument)
+                faq::apply_update_mask(&current.fields(), &input, &paths).map_err(Error::InvalidArgument)
             })
             .await?;
         Ok(UpdateFaqEntryResponse { entry: Some(entry_to_wire(entry)) })

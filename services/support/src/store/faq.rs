@@ -35,6 +35,19 @@ pub struct FaqEntry {
     pub update_time: i64,
 }
 
+impl FaqEntry {
+    /// The fields an update may change, as they are.
+    pub fn fields(&self) -> EntryFields {
+        EntryFields {
+            question: self.question.clone(),
+            answer: self.answer.clone(),
+            category: self.category.clone(),
+            position: self.position,
+            published: self.published,
+        }
+    }
+}
+
 /// Which entries a listing returns.
 #[derive(Debug, Clone, Default)]
 pub struct FaqQuery {
