@@ -129,11 +129,7 @@ async fn bad_input_gets_a_clear_error() {
         .as_array()
         .map(|v| v.iter().filter_map(|f| f["field"].as_str()).collect())
         .unwrap_or_default();
-    assert!(
-        fields.contains(&"email") && fields.contains(&"password") && fields.contains(&"display_name"),
-        "{}",
-        r.json
-    );
+    assert!(fields.contains(&"email") && fields.contains(&"password") && fields.contains(&"displayName"), "{}", r.json);
     // Unknown query parameter, named.
     let r = p.send("GET", "/v1/products?colour=red", None, None).await;
     assert_eq!(r.status, 400);
@@ -458,6 +454,15 @@ async fn checkout(storage: Storage) {
         let body = json!({"shippingAddress": address, "paymentMethod": method});
         (key, body)
     };
+    // A bad address is refused naming its fields as the client spelled them, and nothing is ordered.
+    let mut unposted = address.clone();
+    unposted["postalCode"] = json!("");
+    let body = json!({"shippingAddress": unposted, "paymentMethod": "tok_visa"});
+    let headers = [("authorization", bearer.as_str()), ("idempotency-key", "checkout-0")];
+    let refused = p.send_with("POST", "/v1/orders", &headers, Some(body)).await;
+    assert_eq!(refused.status, 400, "{}", refused.json);
+    assert_eq!(refused.json["error"]["details"][0]["fieldViolations"][0]["field"], "shippingAddress.postalCode");
+    assert_eq!(refused.json["error"]["message"], "shippingAddress.postalCode: is required", "{}", refused.json);
     let (key, body) = order("checkout-1", "tok_visa");
     let placed = p
         .send_with("POST", "/v1/orders", &[("authorization", bearer.as_str()), ("idempotency-key", key)], Some(body))
@@ -736,7 +741,7 @@ async fn support_tickets(storage: Storage) {
     let html = json!({"filename": "x.html", "contentType": "text/html", "data": BASE64_STANDARD.encode("<script>")});
     let refused = p.send("POST", &format!("/v1/tickets/{id}/attachments"), Some(&customer), Some(html)).await;
     assert_eq!(refused.status, 400, "{}", refused.json);
-    assert_eq!(refused.json["error"]["details"][0]["fieldViolations"][0]["field"], "content_type", "{}", refused.json);
+    assert_eq!(refused.json["error"]["details"][0]["fieldViolations"][0]["field"], "contentType", "{}", refused.json);
 
     let form =
         json!({"name": "Grace", "email": "grace@example.com", "subject": "Norway?", "message": "Do you ship there?"});
@@ -891,6 +896,100 @@ async fn checkout_on_sqlite() {
 #[tokio::test]
 async fn checkout_on_postgres() {
     checkout(Storage::Postgres).await;
+}
+
+/// The token `email` was last mailed to reset its password: read where notifications gets it, auth's outbox.
+async fn mailed_reset_token(p: &TestPlatform, email: &str) -> String {
+    use prost::Message;
+    let auth = platform::Db::open(&p.settings, "auth").await.expect("auth database");
+    let payloads: Vec<String> = platform::with_db!(&auth, pool => {
+        sqlx::query_scalar("SELECT payload FROM outbox WHERE event_type = 'user.password_reset_requested' ORDER BY create_time")
+            .fetch_all(pool)
+            .await
+    })
+    .expect("outbox");
+    auth.close().await;
+    let decoded = payloads.iter().map(|payload| {
+        let bytes = BASE64_STANDARD.decode(payload).expect("base64");
+        api::auth::PasswordResetRequested::decode(bytes.as_slice()).expect("payload")
+    });
+    decoded.filter(|e| e.email == email).map(|e| e.token).next_back().expect("a reset token was mailed")
+}
+
+async fn passwords_are_changed_and_reset_by_mail(storage: Storage) {
+    let Some(p) = TestPlatform::start(storage).await else { return };
+    let admin = p.admin_token().await;
+    let email = "forgetful@example.com";
+    let token = p.customer_token(email).await;
+
+    let change = |current: &str, new: &str| json!({"currentPassword": current, "newPassword": new});
+    let wrong =
+        p.send("POST", "/v1/auth/password:change", Some(&token), Some(change("guess-guess", "second-pass-2"))).await;
+    assert_eq!(wrong.status, 400, "{}", wrong.json);
+    assert_eq!(wrong.json["error"]["details"][0]["fieldViolations"][0]["field"], "currentPassword", "{}", wrong.json);
+    let changed = p
+        .send("POST", "/v1/auth/password:change", Some(&token), Some(change("customer-pass-1", "second-pass-2")))
+        .await;
+    assert_eq!(changed.status, 200, "{}", changed.json);
+    assert!(changed.json["accessToken"].is_string() && changed.json["refreshToken"].is_string(), "{}", changed.json);
+    p.login(email, "second-pass-2").await;
+
+    // Forgotten: the same 202 for an address with or without an account; the account is mailed a code.
+    for address in [email, "nobody@example.com"] {
+        let asked = p.send("POST", "/v1/auth/password-resets", None, Some(json!({"email": address}))).await;
+        assert_eq!((asked.status, &asked.json), (202, &json!({})), "{address}");
+    }
+    let mailed = p
+        .get_until("/v1/notifications?pageSize=100", &admin, |all| {
+            all["notifications"].as_array().is_some_and(|all| {
+                all.iter().any(|n| n["eventType"] == "user.password_reset_requested" && n["recipient"] == email)
+            })
+        })
+        .await;
+    let resets = mailed["notifications"]
+        .as_array()
+        .map_or(0, |all| all.iter().filter(|n| n["eventType"] == "user.password_reset_requested").count());
+    assert_eq!(resets, 1, "nobody@example.com has no account and is mailed nothing: {mailed}");
+    let code = mailed_reset_token(&p, email).await;
+
+    let confirm = |token: &str, new: &str| json!({"token": token, "newPassword": new});
+    let unknown =
+        p.send("POST", "/v1/auth/password-resets:confirm", None, Some(confirm("made-up", "third-pass-3"))).await;
+    assert_eq!(unknown.status, 404, "{}", unknown.json);
+    let reset = p.send("POST", "/v1/auth/password-resets:confirm", None, Some(confirm(&code, "third-pass-3"))).await;
+    assert_eq!(reset.status, 200, "{}", reset.json);
+    let again = p.send("POST", "/v1/auth/password-resets:confirm", None, Some(confirm(&code, "fourth-pass-4"))).await;
+    assert_eq!(again.status, 400, "{}", again.json);
+    assert_eq!(again.json["error"]["details"][0]["reason"], "TOKEN_USED", "{}", again.json);
+    let old = p.send("POST", "/v1/auth/login", None, Some(json!({"email": email, "password": "second-pass-2"}))).await;
+    assert_eq!(old.status, 401, "{}", old.json);
+    let token = p.login(email, "third-pass-3").await;
+
+    // The owner is told of both changes, in their own list.
+    let told = p
+        .get_until("/v1/notifications", &token, |mine| {
+            let changes = mine["notifications"]
+                .as_array()
+                .map_or(0, |all| all.iter().filter(|n| n["eventType"] == "user.password_changed").count());
+            changes == 2
+        })
+        .await;
+    let subjects: Vec<&str> = told["notifications"]
+        .as_array()
+        .map(|all| all.iter().filter_map(|n| n["subject"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(subjects.contains(&"Your Mercato password was changed"), "{told}");
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn passwords_are_changed_and_reset_by_mail_on_sqlite() {
+    passwords_are_changed_and_reset_by_mail(Storage::Sqlite).await;
+}
+
+#[tokio::test]
+async fn passwords_are_changed_and_reset_by_mail_on_postgres() {
+    passwords_are_changed_and_reset_by_mail(Storage::Postgres).await;
 }
 
 #[tokio::test]

@@ -9,7 +9,7 @@
 use axum::Json;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderValue, StatusCode, header};
-use prost_reflect::{DynamicMessage, SerializeOptions};
+use prost_reflect::{DynamicMessage, Kind, MessageDescriptor, SerializeOptions};
 use serde_json::{Value, json};
 use tonic::Code;
 
@@ -80,7 +80,7 @@ impl ApiError {
         let (field, description) = (field.into(), description.into());
         let mut e = Self::new(Code::InvalidArgument, format!("{field}: {description}"));
         e.details.push(json!({
-            "@type": "type.googleapis.com/google.rpc.BadRequest",
+            "@type": BAD_REQUEST_TYPE,
             "fieldViolations": [{"field": field, "description": description}],
         }));
         e
@@ -115,6 +115,82 @@ impl ApiError {
         }
         error
     }
+}
+
+impl ApiError {
+    /// A service names a violated field by its proto path (`shipping_address.postal_code`, `items[1].product_id`),
+    /// but a client wrote the JSON names (`shippingAddress.postalCode`), the names the gateway's own violations use
+    /// too: rewrites every violation's field, and the message listing them, in the client's spelling. A field bound
+    /// from the URL keeps the template's name (`{product_id}`), the one the client sees in the route.
+    pub fn in_client_names(mut self, input: &MessageDescriptor, path_fields: &[&str]) -> Self {
+        let mut renamed = Vec::new();
+        for detail in &mut self.details {
+            if detail["@type"] != BAD_REQUEST_TYPE {
+                continue;
+            }
+            let Some(violations) = detail.get_mut("fieldViolations").and_then(Value::as_array_mut) else { continue };
+            for violation in violations {
+                let Some(field) = violation["field"].as_str() else { continue };
+                let client =
+                    if path_fields.contains(&field) { field.to_owned() } else { json_field_path(input, field) };
+                let description = violation["description"].as_str().unwrap_or_default().to_owned();
+                renamed.push((field.to_owned(), client.clone(), description));
+                violation["field"] = Value::String(client);
+            }
+        }
+        // The message lists the violations as `field: description; ...` (platform::error::invalid_argument);
+        // any other message is the service's own words and stays as it is.
+        let listed = |pick: fn(&(String, String, String)) -> &str| {
+            renamed.iter().map(|v| format!("{}: {}", pick(v), v.2)).collect::<Vec<_>>().join("; ")
+        };
+        if !renamed.is_empty() && self.message == listed(|v| &v.0) {
+            self.message = listed(|v| &v.1);
+        }
+        self
+    }
+}
+
+const BAD_REQUEST_TYPE: &str = "type.googleapis.com/google.rpc.BadRequest";
+
+/// The JSON spelling of a proto field path walked through `message`: each known field by its `json_name`, with
+/// any `[index]` or `[key]` kept; past an unknown name, the proto3 JSON rule (lowerCamelCase) for the rest.
+fn json_field_path(message: &MessageDescriptor, path: &str) -> String {
+    let mut current = Some(message.clone());
+    let segments = path.split('.').map(|segment| {
+        let (name, index) = segment.find('[').map_or((segment, ""), |at| segment.split_at(at));
+        let field = current.as_ref().and_then(|m| m.get_field_by_name(name).or_else(|| m.get_field_by_json_name(name)));
+        current = field.as_ref().and_then(|f| match f.kind() {
+            Kind::Message(entry) if f.is_map() => match entry.map_entry_value_field().kind() {
+                Kind::Message(value) => Some(value),
+                _ => None,
+            },
+            Kind::Message(inner) => Some(inner),
+            _ => None,
+        });
+        let json = field.map_or_else(|| lower_camel(name), |f| f.json_name().to_owned());
+        format!("{json}{index}")
+    });
+    segments.collect::<Vec<_>>().join(".")
+}
+
+/// `postal_code` → `postalCode`, as proto3 JSON names fields; anything but a snake_case name is left alone.
+fn lower_camel(name: &str) -> String {
+    if !name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+        return name.to_owned();
+    }
+    let mut out = String::with_capacity(name.len());
+    let mut upper = false;
+    for c in name.chars() {
+        match c {
+            '_' => upper = true,
+            c if upper => {
+                out.push(c.to_ascii_uppercase());
+                upper = false;
+            }
+            c => out.push(c),
+        }
+    }
+    out
 }
 
 /// The `google.rpc.Status` details of a status as proto3 JSON, resolved through the contracts' pool.
@@ -192,6 +268,46 @@ mod tests {
         assert_eq!(error.status, StatusCode::BAD_REQUEST);
         assert_eq!(error.details[0]["@type"], "type.googleapis.com/google.rpc.BadRequest");
         assert_eq!(error.details[0]["fieldViolations"][0]["field"], "email");
+    }
+
+    fn order_request() -> MessageDescriptor {
+        let pool = platform::descriptors::pool().expect("pool");
+        pool.get_message_by_name("mercato.orders.v1.CreateOrderRequest").expect("CreateOrderRequest")
+    }
+
+    fn violated(fields: &[&str]) -> ApiError {
+        let violations = fields.iter().map(|f| platform::error::FieldViolation::new(*f, "is wrong")).collect();
+        ApiError::from_status(&platform::error::invalid_argument(violations))
+    }
+
+    #[test]
+    fn service_violations_name_fields_as_the_client_wrote_them() {
+        let error =
+            violated(&["shipping_address.postal_code", "items[1].product_id", "payment_method", "not_a_field.x_y"])
+                .in_client_names(&order_request(), &[]);
+        let fields: Vec<&str> = error.details[0]["fieldViolations"]
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter_map(|v| v["field"].as_str())
+            .collect();
+        assert_eq!(fields, ["shippingAddress.postalCode", "items[1].productId", "paymentMethod", "notAField.xY"]);
+        assert_eq!(
+            error.message,
+            "shippingAddress.postalCode: is wrong; items[1].productId: is wrong; paymentMethod: is wrong; notAField.xY: is wrong"
+        );
+        assert_eq!(error.details[0]["fieldViolations"][0]["description"], "is wrong");
+    }
+
+    #[test]
+    fn path_variables_and_other_messages_keep_their_spelling() {
+        let error = violated(&["payment_method"]).in_client_names(&order_request(), &["payment_method"]);
+        assert_eq!(error.details[0]["fieldViolations"][0]["field"], "payment_method");
+        let mut own_words = violated(&["idempotency_key"]);
+        own_words.message = "idempotency_key was used for another order".to_owned();
+        let error = own_words.in_client_names(&order_request(), &[]);
+        assert_eq!(error.details[0]["fieldViolations"][0]["field"], "idempotencyKey");
+        assert_eq!(error.message, "idempotency_key was used for another order");
     }
 
     #[test]

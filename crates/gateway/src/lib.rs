@@ -623,7 +623,8 @@ fn upstream_error(status: &tonic::Status, route: &routes::Route, deadline: tokio
     if status.code() == Code::Cancelled && tokio::time::Instant::now() >= deadline {
         return deadline_exceeded(route);
     }
-    ApiError::from_status(status)
+    let path_fields: Vec<&str> = route.template.field_paths().collect();
+    ApiError::from_status(status).in_client_names(&route.grpc.input(), &path_fields)
 }
 
 /// The claims of an `Authorization` value: 401 unless it is `Bearer <token>` with a valid token.

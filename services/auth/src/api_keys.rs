@@ -29,7 +29,7 @@ pub fn shown_prefix(secret: &str) -> String {
 
 /// The stored hash of a secret.
 pub fn hash(secret: &str) -> String {
-    domain::hash_refresh_token(secret)
+    domain::hash_opaque_token(secret)
 }
 
 /// Checks a new key's request against the caller's scopes; returns its lifetime in days.

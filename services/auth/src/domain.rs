@@ -235,6 +235,54 @@ pub fn validate_registration(
     }
 }
 
+/// How long a password-reset token works, in microseconds (an hour).
+pub const PASSWORD_RESET_TTL_MICROS: i64 = 3600 * 1_000_000;
+/// The shortest gap between two reset mails to one account, in microseconds (two minutes): anyone may ask for
+/// a reset of any address, so asking again and again must not flood its mailbox.
+pub const PASSWORD_RESET_RESEND_MICROS: i64 = 120 * 1_000_000;
+
+/// Checks a password change: the current password given, the new one acceptable and different.
+pub fn validate_password_change(current: &str, new: &str) -> Result<(), Vec<FieldViolation>> {
+    let mut violations = Violations::new();
+    violations.check(current.is_empty(), "current_password", "is required");
+    if let Some(problem) = password_problem(new) {
+        violations.add("new_password", problem);
+    } else {
+        violations.check(new == current, "new_password", "must differ from the current password");
+    }
+    if violations.is_empty() { Ok(()) } else { Err(violations.into_vec()) }
+}
+
+/// Checks a password reset's confirmation: a token, and an acceptable new password.
+pub fn validate_password_reset(token: &str, new: &str) -> Result<(), Vec<FieldViolation>> {
+    let mut violations = Violations::new();
+    violations.check(token.trim().is_empty(), "token", "is required");
+    if let Some(problem) = password_problem(new) {
+        violations.add("new_password", problem);
+    }
+    if violations.is_empty() { Ok(()) } else { Err(violations.into_vec()) }
+}
+
+/// What a stored reset token says to its bearer at `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetTokenState {
+    /// It sets a password.
+    Usable,
+    /// It set a password already, or another token of the account did.
+    Used,
+    /// Its hour is over.
+    Expired,
+}
+
+/// The state of a reset token that expires at `expires_at` and was spent at `used_at`, if it was.
+pub fn reset_token_state(expires_at: i64, used_at: Option<i64>, now: i64) -> ResetTokenState {
+    match used_at {
+        Some(_) => ResetTokenState::Used,
+        None if expires_at <= now => ResetTokenState::Expired,
+        None => ResetTokenState::Usable,
+    }
+}
+
 /// Roles as stored: space-separated.
 pub fn format_roles(roles: &[&str]) -> String {
     roles.join(" ")
@@ -259,16 +307,16 @@ pub fn scopes_for(roles: &[String]) -> Vec<&'static str> {
     scopes
 }
 
-/// A new opaque refresh token: 32 random bytes, base64url without padding.
-pub fn new_refresh_token() -> String {
+/// A new opaque token (a refresh token, a password-reset token): 32 random bytes, base64url without padding.
+pub fn new_opaque_token() -> String {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     URL_SAFE_NO_PAD.encode(bytes)
 }
 
-/// The stored form of a refresh token: SHA-256, lower-case hex. Refresh tokens carry 256 bits of entropy,
-/// so a fast hash is enough (no password-style stretching needed).
-pub fn hash_refresh_token(token: &str) -> String {
+/// The stored form of an opaque token (and of an API key's secret): SHA-256, lower-case hex. They carry 256 bits
+/// of entropy, so a fast hash is enough (no password-style stretching needed).
+pub fn hash_opaque_token(token: &str) -> String {
     Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -333,6 +381,26 @@ mod tests {
     }
 
     #[test]
+    fn password_changes_name_each_bad_field() {
+        assert_eq!(validate_password_change("old-password", "new-password"), Ok(()));
+        let fields = |r: Result<(), Vec<FieldViolation>>| {
+            r.expect_err("refused").into_iter().map(|v| v.field).collect::<Vec<_>>()
+        };
+        assert_eq!(fields(validate_password_change("", "short")), ["current_password", "new_password"]);
+        assert_eq!(fields(validate_password_change("same-password", "same-password")), ["new_password"]);
+        assert_eq!(validate_password_reset("token", "new-password"), Ok(()));
+        assert_eq!(fields(validate_password_reset(" ", &"x".repeat(129))), ["token", "new_password"]);
+    }
+
+    #[test]
+    fn reset_tokens_work_once_within_their_hour() {
+        assert_eq!(reset_token_state(100, None, 99), ResetTokenState::Usable);
+        assert_eq!(reset_token_state(100, None, 100), ResetTokenState::Expired);
+        assert_eq!(reset_token_state(100, Some(50), 60), ResetTokenState::Used);
+        assert_eq!(reset_token_state(100, Some(50), 200), ResetTokenState::Used, "spent says more than expired");
+    }
+
+    #[test]
     fn locales_are_language_tags() {
         assert_eq!(normalize_locale(""), Ok("en".to_owned()));
         assert_eq!(normalize_locale(" DE "), Ok("de".to_owned()));
@@ -378,15 +446,15 @@ mod tests {
 
     #[test]
     fn refresh_tokens_are_random_and_hashed() {
-        let a = new_refresh_token();
-        let b = new_refresh_token();
+        let a = new_opaque_token();
+        let b = new_opaque_token();
         assert_ne!(a, b);
         assert_eq!(URL_SAFE_NO_PAD.decode(&a).expect("base64url").len(), 32);
-        let hash = hash_refresh_token(&a);
+        let hash = hash_opaque_token(&a);
         assert_eq!(hash.len(), 64);
         assert!(hash.chars().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
-        assert_eq!(hash, hash_refresh_token(&a));
-        assert_eq!(hash_refresh_token("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
+        assert_eq!(hash, hash_opaque_token(&a));
+        assert_eq!(hash_opaque_token("abc"), "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad");
     }
 
     #[test]

@@ -21,6 +21,18 @@ pub enum Error {
     /// A service presented an unknown client id or a wrong secret.
     #[error("invalid client credentials")]
     InvalidClient,
+    /// A password-reset token that was never issued (or was deleted a week after it expired).
+    #[error("password-reset token not found")]
+    ResetTokenNotFound,
+    /// A password-reset token that (or another of its account's) already set a password.
+    #[error("password-reset token used")]
+    ResetTokenUsed,
+    /// A password-reset token past its hour.
+    #[error("password-reset token expired")]
+    ResetTokenExpired,
+    /// The password changed between checking the current one and writing the new one.
+    #[error("the password was changed meanwhile")]
+    PasswordChangedMeanwhile,
     /// The caller's account does not exist (any more).
     #[error("user not found")]
     UserNotFound,
@@ -67,6 +79,24 @@ impl From<Error> for Status {
             }
             Error::InvalidClient => Status::unauthenticated("invalid client credentials"),
             Error::UserNotFound => with_reason(Code::NotFound, "USER_NOT_FOUND", "user not found"),
+            Error::ResetTokenNotFound => {
+                with_reason(Code::NotFound, "TOKEN_NOT_FOUND", "no such password-reset token; ask for a new one")
+            }
+            Error::ResetTokenUsed => with_reason(
+                Code::FailedPrecondition,
+                "TOKEN_USED",
+                "this password-reset token was used already; ask for a new one",
+            ),
+            Error::ResetTokenExpired => with_reason(
+                Code::FailedPrecondition,
+                "TOKEN_EXPIRED",
+                "this password-reset token expired; ask for a new one",
+            ),
+            Error::PasswordChangedMeanwhile => with_reason(
+                Code::Aborted,
+                "PASSWORD_CHANGED_MEANWHILE",
+                "the password was changed meanwhile; sign in with the new one",
+            ),
             internal @ (Error::Setting { .. }
             | Error::Database(_)
             | Error::Db(_)
@@ -99,6 +129,10 @@ mod tests {
         assert_eq!(Status::from(Error::InvalidCredentials).code(), Code::Unauthenticated);
         assert_eq!(Status::from(Error::InvalidRefreshToken).code(), Code::Unauthenticated);
         assert_eq!(Status::from(Error::UserNotFound).code(), Code::NotFound);
+        assert_eq!(Status::from(Error::ResetTokenNotFound).code(), Code::NotFound);
+        assert_eq!(Status::from(Error::ResetTokenUsed).code(), Code::FailedPrecondition);
+        assert_eq!(Status::from(Error::ResetTokenExpired).code(), Code::FailedPrecondition);
+        assert_eq!(Status::from(Error::PasswordChangedMeanwhile).code(), Code::Aborted);
         let invalid = Status::from(Error::Invalid(vec![FieldViolation::new("email", "bad")]));
         assert_eq!(invalid.code(), Code::InvalidArgument);
     }

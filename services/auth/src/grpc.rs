@@ -5,11 +5,12 @@ use std::sync::Arc;
 
 use api::auth::auth_service_server::AuthService;
 use api::auth::{
-    ApiKey, CreateApiKeyRequest, CreateApiKeyResponse, ExchangeApiKeyRequest, ExchangeApiKeyResponse, GetJwksRequest,
+    ApiKey, ChangePasswordRequest, ChangePasswordResponse, ConfirmPasswordResetRequest, ConfirmPasswordResetResponse,
+    CreateApiKeyRequest, CreateApiKeyResponse, ExchangeApiKeyRequest, ExchangeApiKeyResponse, GetJwksRequest,
     GetJwksResponse, GetMeRequest, GetMeResponse, IssueServiceTokenRequest, IssueServiceTokenResponse,
     ListApiKeysRequest, ListApiKeysResponse, LoginRequest, LoginResponse, LogoutRequest, LogoutResponse,
-    RefreshRequest, RefreshResponse, RegisterRequest, RegisterResponse, RevokeApiKeyRequest, RevokeApiKeyResponse,
-    User,
+    RefreshRequest, RefreshResponse, RegisterRequest, RegisterResponse, RequestPasswordResetRequest,
+    RequestPasswordResetResponse, RevokeApiKeyRequest, RevokeApiKeyResponse, User,
 };
 use platform::events::RelayHandle;
 use platform::time::{now_micros, timestamp};
@@ -23,6 +24,8 @@ use crate::key_store::ApiKeyRow;
 use crate::keys::Keyring;
 use crate::passwords::Hasher;
 use crate::store::{NewRefreshToken, Rotation, Store, UserRow};
+
+mod passwords;
 
 /// The auth service's gRPC handlers.
 #[derive(Debug, Clone)]
@@ -59,10 +62,10 @@ impl Service {
     }
 
     fn new_refresh_token(now_micros: i64) -> (String, NewRefreshToken) {
-        let token = domain::new_refresh_token();
+        let token = domain::new_opaque_token();
         let stored = NewRefreshToken {
             id: uuid::Uuid::now_v7().to_string(),
-            token_hash: domain::hash_refresh_token(&token),
+            token_hash: domain::hash_opaque_token(&token),
             expires_at: now_micros + domain::REFRESH_TOKEN_TTL_MICROS,
         };
         (token, stored)
@@ -93,7 +96,7 @@ impl Service {
         }
         let now = now_micros();
         let (refresh_token, successor) = Self::new_refresh_token(now);
-        let presented = domain::hash_refresh_token(presented);
+        let presented = domain::hash_opaque_token(presented);
         match self.store.rotate_refresh_token(&presented, &successor, now).await? {
             Rotation::Rotated(user) => Ok(TokenPair { access_token: self.access_token(&user, now)?, refresh_token }),
             Rotation::Reused | Rotation::Invalid => Err(Error::InvalidRefreshToken),
@@ -163,7 +166,7 @@ impl AuthService for Service {
     async fn logout(&self, request: Request<LogoutRequest>) -> Result<Response<LogoutResponse>, Status> {
         let presented = request.into_inner().refresh_token;
         if !presented.is_empty() {
-            self.store.revoke_family_of(&domain::hash_refresh_token(&presented), now_micros()).await?;
+            self.store.revoke_family_of(&domain::hash_opaque_token(&presented), now_micros()).await?;
         }
         Ok(Response::new(LogoutResponse {}))
     }
@@ -172,6 +175,38 @@ impl AuthService for Service {
         let caller = platform::auth::caller(&request)?;
         let user = self.store.user_by_id(&caller.sub).await?.ok_or(Error::UserNotFound)?;
         Ok(Response::new(GetMeResponse { user: Some(user_to_wire(user)) }))
+    }
+
+    async fn change_password(
+        &self,
+        request: Request<ChangePasswordRequest>,
+    ) -> Result<Response<ChangePasswordResponse>, Status> {
+        let user_id = platform::auth::caller(&request)?.sub.clone();
+        let request = request.into_inner();
+        let pair = self.set_new_password(&user_id, request.current_password, request.new_password).await?;
+        Ok(Response::new(ChangePasswordResponse {
+            access_token: pair.access_token,
+            refresh_token: pair.refresh_token,
+            token_type: domain::TOKEN_TYPE.to_owned(),
+            expires_in: expires_in(),
+        }))
+    }
+
+    async fn request_password_reset(
+        &self,
+        request: Request<RequestPasswordResetRequest>,
+    ) -> Result<Response<RequestPasswordResetResponse>, Status> {
+        self.mail_reset_token(&request.into_inner().email).await?;
+        Ok(Response::new(RequestPasswordResetResponse {}))
+    }
+
+    async fn confirm_password_reset(
+        &self,
+        request: Request<ConfirmPasswordResetRequest>,
+    ) -> Result<Response<ConfirmPasswordResetResponse>, Status> {
+        let request = request.into_inner();
+        self.reset_password(&request.token, request.new_password).await?;
+        Ok(Response::new(ConfirmPasswordResetResponse {}))
     }
 
     async fn get_jwks(&self, _request: Request<GetJwksRequest>) -> Result<Response<GetJwksResponse>, Status> {

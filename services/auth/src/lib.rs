@@ -5,9 +5,10 @@
 //! - [`domain`]: the rules (validation, roles and scopes, refresh tokens, claims), pure.
 //! - [`passwords`]: Argon2id hashing off the async runtime.
 //! - [`keys`]: signing keys, their stored and JWK forms, signing.
-//! - [`store`]: all SQL, for SQLite and PostgreSQL.
+//! - [`store`]: all SQL, for SQLite and PostgreSQL; [`password_store`]: password changes and resets.
 //! - [`grpc`]: the `AuthService` handlers.
-//! - [`events`]: what it publishes (`user.registered`, through the outbox).
+//! - [`events`]: what it publishes through the outbox (`user.registered`, `user.password_reset_requested`,
+//!   `user.password_changed`).
 //! - [`error`]: the crate's error and its gRPC status.
 
 pub mod api_keys;
@@ -17,6 +18,7 @@ pub mod events;
 pub mod grpc;
 pub mod key_store;
 pub mod keys;
+pub mod password_store;
 pub mod passwords;
 pub mod store;
 
@@ -79,7 +81,7 @@ pub async fn serve(
     tracing::info!(kid = %keys.active.kid(), "auth service ready");
     let relay = Relay::new(NAME, store.db().clone(), bus);
     let background = shutdown.child_token();
-    let pruner_task = tokio::spawn(prune_expired_refresh_tokens(store.clone(), background.clone()));
+    let pruner_task = tokio::spawn(prune_expired_tokens(store.clone(), background.clone()));
     let service = grpc::Service::new(store, keys, hasher, relay.handle(), settings.service_secrets.clone());
     let relay_task = tokio::spawn(relay.run(background.clone()));
     let routes = tonic::service::Routes::new(AuthServiceServer::new(service));
@@ -93,10 +95,11 @@ pub async fn serve(
     Ok(served?)
 }
 
-/// Deletes the refresh tokens past their retention ([`domain::EXPIRED_REFRESH_TOKEN_RETENTION_MICROS`]) when the
-/// service starts and hourly after, until `shutdown` is cancelled. Every replica may run it: they delete the same
-/// rows. A failure is logged and tried again at the next hour; the table only grows meanwhile.
-async fn prune_expired_refresh_tokens(store: Store, shutdown: CancellationToken) {
+/// Deletes the refresh and password-reset tokens past their retention (a week after expiry,
+/// [`domain::EXPIRED_REFRESH_TOKEN_RETENTION_MICROS`]) when the service starts and hourly after, until `shutdown` is
+/// cancelled. Every replica may run it: they delete the same rows. A failure is logged and tried again at the next
+/// hour; the tables only grow meanwhile.
+async fn prune_expired_tokens(store: Store, shutdown: CancellationToken) {
     const EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
     platform::shutdown::every(EVERY, &shutdown, || async {
         let before = platform::time::now_micros().saturating_sub(domain::EXPIRED_REFRESH_TOKEN_RETENTION_MICROS);
@@ -104,6 +107,11 @@ async fn prune_expired_refresh_tokens(store: Store, shutdown: CancellationToken)
             Ok(0) => {}
             Ok(deleted) => tracing::info!(deleted, "deleted refresh tokens expired over a week ago"),
             Err(error) => tracing::warn!(%error, "deleting expired refresh tokens failed"),
+        }
+        match store.delete_expired_password_resets(before).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "deleted password-reset tokens expired over a week ago"),
+            Err(error) => tracing::warn!(%error, "deleting expired password-reset tokens failed"),
         }
     })
     .await;

@@ -1,118 +1,21 @@
 //! The auth service over real gRPC on a port-0 listener, on SQLite and (when `MERCATO_TEST_DATABASE_URL` is
 //! set) PostgreSQL.
 
+#[macro_use]
+mod support;
+
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::auth::auth_service_client::AuthServiceClient;
-use api::auth::{
-    GetJwksRequest, GetMeRequest, LoginRequest, LoginResponse, LogoutRequest, RefreshRequest, RegisterRequest, User,
-};
+use api::auth::{GetJwksRequest, GetMeRequest, LogoutRequest, RefreshRequest};
 use api::google::rpc::BadRequest;
-use platform::auth::{Claims, StaticKeySource, TokenVerifier};
+use platform::auth::Claims;
 use platform::events::{EventBus, EventEnvelope, InProcessBus};
-use platform::grpc::Channel;
-use platform::{Db, Settings, with_db};
+use platform::{Db, with_db};
 use prost::Message;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-use tonic::{Code, Request, Status};
+use tonic::Code;
 
-const ADMIN_EMAIL: &str = "Root@Example.com";
-const ADMIN_PASSWORD: &str = "admin-password-1";
-
-type Client = AuthServiceClient<Channel>;
-
-/// One running instance of the service.
-struct Running {
-    client: Client,
-    client_channel: Channel,
-    shutdown: CancellationToken,
-    handle: JoinHandle<Result<(), auth::Error>>,
-}
-
-impl Running {
-    async fn stop(self) {
-        drop(self.client);
-        self.shutdown.cancel();
-        let result = tokio::time::timeout(Duration::from_secs(10), self.handle).await.expect("stops in time");
-        result.expect("task").expect("served without error");
-    }
-}
-
-const PAYMENTS_SECRET: &str = "payments-secret-of-at-least-32-characters";
-
-fn settings() -> Settings {
-    Settings::from_vars(vec![
-        ("MERCATO_ADMIN_EMAIL".to_owned(), ADMIN_EMAIL.to_owned()),
-        ("MERCATO_ADMIN_PASSWORD".to_owned(), ADMIN_PASSWORD.to_owned()),
-        ("MERCATO_PAYMENTS_CLIENT_SECRET".to_owned(), PAYMENTS_SECRET.to_owned()),
-    ])
-    .expect("settings")
-}
-
-async fn start(db: Db) -> Running {
-    start_with_bus(db, Arc::new(InProcessBus::new())).await
-}
-
-async fn start_with_bus(db: Db, bus: Arc<dyn EventBus>) -> Running {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let shutdown = CancellationToken::new();
-    let token = shutdown.clone();
-    let handle = tokio::spawn(async move { auth::serve(listener, db, &settings(), bus, token).await });
-    let url = format!("http://{addr}");
-    for _ in 0..100 {
-        assert!(!handle.is_finished(), "the service stopped while starting");
-        let channel = platform::grpc::channel(&url).expect("url");
-        let mut client = AuthServiceClient::new(channel.clone());
-        // The listener accepts before the service has migrated; wait until it answers.
-        if client.get_jwks(GetJwksRequest {}).await.is_ok() {
-            return Running { client, client_channel: channel, shutdown, handle };
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("the auth service did not come up at {url}");
-}
-
-fn bearer<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header value"));
-    request
-}
-
-async fn register(client: &mut Client, email: &str, password: &str, name: &str) -> Result<User, Status> {
-    let request = RegisterRequest {
-        email: email.to_owned(),
-        password: password.to_owned(),
-        display_name: name.to_owned(),
-        locale: String::new(),
-    };
-    Ok(client.register(request).await?.into_inner().user.expect("user"))
-}
-
-async fn login(client: &mut Client, email: &str, password: &str) -> Result<LoginResponse, Status> {
-    let request = LoginRequest { email: email.to_owned(), password: password.to_owned() };
-    Ok(client.login(request).await?.into_inner())
-}
-
-async fn refresh(client: &mut Client, token: &str) -> Result<String, Status> {
-    let response = client.refresh(RefreshRequest { refresh_token: token.to_owned() }).await?.into_inner();
-    assert_eq!((response.token_type.as_str(), response.expires_in), ("Bearer", 900));
-    Ok(response.refresh_token)
-}
-
-async fn verifier(client: &mut Client) -> TokenVerifier {
-    let keys = client.get_jwks(GetJwksRequest {}).await.expect("jwks").into_inner().keys;
-    TokenVerifier::new(Arc::new(StaticKeySource(keys)))
-}
-
-async fn execute(db: &Db, sql: &str, value: &str) {
-    with_db!(db, pool => {
-        sqlx::query(sqlx::AssertSqlSafe(sql)).bind(value).execute(pool).await.expect("sql");
-    });
-}
+use support::*;
 
 // --- scenarios ---------------------------------------------------------------------------------------------
 
@@ -500,25 +403,6 @@ async fn api_keys_grant_their_scopes_until_revoked(db: Db) {
     let unknown = running.client.exchange_api_key(exchange("mk_nope")).await.expect_err("unknown key");
     assert_eq!(unknown.code(), Code::Unauthenticated);
     running.stop().await;
-}
-
-/// Runs a scenario on SQLite and on PostgreSQL.
-macro_rules! on_both_backends {
-    ($($scenario:ident),* $(,)?) => {$(
-        mod $scenario {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn sqlite() {
-                let (db, _dir) = platform::testkit::sqlite(auth::NAME).await.expect("sqlite");
-                super::$scenario(db).await;
-            }
-
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn postgres() {
-                let Some(db) = platform::testkit::postgres(auth::NAME).await else { return };
-                super::$scenario(db).await;
-            }
-        }
-    )*};
 }
 
 on_both_backends!(

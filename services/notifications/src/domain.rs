@@ -35,6 +35,10 @@ pub const TICKET_REPLIED: &str = "ticket.replied";
 pub const NEWSLETTER_SUBSCRIPTION_REQUESTED: &str = "newsletter.subscription_requested";
 /// Event type of a newsletter for one subscriber.
 pub const NEWSLETTER_ISSUED: &str = "newsletter.issued";
+/// Event type of a password reset asked for (its token goes to the account's address).
+pub const PASSWORD_RESET_REQUESTED: &str = "user.password_reset_requested";
+/// Event type of a password changed (its owner is told).
+pub const PASSWORD_CHANGED: &str = "user.password_changed";
 /// Event type this service publishes when a notification was delivered.
 pub const NOTIFICATION_SENT: &str = "notification.sent";
 /// Event type this service publishes when every attempt of a notification failed.
@@ -54,7 +58,19 @@ pub const CONSUMED: &[(&str, &str)] = &[
     (TICKET_REPLIED, "mercato.support.v1.TicketReplied"),
     (NEWSLETTER_SUBSCRIPTION_REQUESTED, "mercato.support.v1.NewsletterSubscriptionRequested"),
     (NEWSLETTER_ISSUED, "mercato.support.v1.NewsletterIssued"),
+    (PASSWORD_RESET_REQUESTED, "mercato.auth.v1.PasswordResetRequested"),
+    (PASSWORD_CHANGED, "mercato.auth.v1.PasswordChanged"),
 ];
+
+/// Consumed event types that carry a secret meant for one mailbox (a password-reset token, a subscription's
+/// confirmation or unsubscribe token): they are mailed to it and never sent to webhooks, whose endpoints would
+/// otherwise hold every customer's reset tokens.
+pub const MAIL_ONLY: &[&str] = &[PASSWORD_RESET_REQUESTED, NEWSLETTER_SUBSCRIPTION_REQUESTED, NEWSLETTER_ISSUED];
+
+/// Whether events of `event_type` may go to webhooks (see [`MAIL_ONLY`]).
+pub fn webhooks_may_receive(event_type: &str) -> bool {
+    !MAIL_ONLY.contains(&event_type)
+}
 
 /// The payload message of a consumed event type.
 pub fn payload_message(event_type: &str) -> Option<&'static str> {
@@ -308,10 +324,13 @@ pub fn validate_event_types(types: &[String]) -> Vec<FieldViolation> {
     if types.is_empty() {
         return vec![FieldViolation::new("event_types", "must name at least one event type")];
     }
-    let known = CONSUMED.iter().map(|(t, _)| *t).collect::<Vec<_>>().join(", ");
+    let known = CONSUMED.iter().map(|(t, _)| *t).filter(|t| webhooks_may_receive(t)).collect::<Vec<_>>().join(", ");
     let mut violations = Vec::new();
     for (i, t) in types.iter().enumerate() {
-        if payload_message(t).is_none() {
+        if payload_message(t).is_some() && !webhooks_may_receive(t) {
+            let why = format!("{t:?} carries a secret for one mailbox and is only mailed");
+            violations.push(FieldViolation::new(format!("event_types[{i}]"), why));
+        } else if payload_message(t).is_none() {
             violations.push(FieldViolation::new(format!("event_types[{i}]"), format!("{t:?} is not one of {known}")));
         } else if types[..i].contains(t) {
             violations.push(FieldViolation::new(format!("event_types[{i}]"), format!("{t:?} is named twice")));
@@ -636,6 +655,9 @@ mod tests {
             fields(validate_event_types(&["order.confirmed".into(), "order.shipped".into(), "order.confirmed".into()])),
             ["event_types[1]", "event_types[2]"]
         );
+        let secrets = validate_event_types(&["user.password_changed".into(), "user.password_reset_requested".into()]);
+        assert_eq!(fields(secrets.clone()), ["event_types[1]"], "the owner's notice may go out, the token not");
+        assert!(secrets[0].description.contains("only mailed"), "{secrets:?}");
         let secret = new_webhook_secret();
         assert!(secret.starts_with("whsec_") && secret.len() > 40 && secret != new_webhook_secret());
     }

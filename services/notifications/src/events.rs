@@ -5,8 +5,9 @@
 //! `refund.completed` (addressed through that link, as its payload names only the payment), `shipment.shipped`
 //! (with the carrier and tracking number), `shipment.delivered`, `ticket.replied` (to the ticket's customer,
 //! or to the address a contact form gave), `ticket.created` (to the shop's support inbox, `MERCATO_SUPPORT_EMAIL`),
-//! and the newsletter's `newsletter.subscription_requested` (the
-//! confirmation token) and `newsletter.issued` (one subscriber's copy), both to the address they name. Each event
+//! the newsletter's `newsletter.subscription_requested` (the confirmation token) and `newsletter.issued` (one
+//! subscriber's copy), both to the address they name, and auth's `user.password_reset_requested` (the reset token)
+//! and `user.password_changed` (the owner is told), to the account's address. Each event
 //! becomes one email notification — PENDING, or SKIPPED with the reason when nobody can be addressed — and a
 //! webhook delivery per endpoint subscribed to its type, all in the transaction of its inbox row. Deliveries
 //! are recorded in batches: those that arrive while one is being written go together into the next.
@@ -16,7 +17,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use api::mercato::auth::v1::UserRegistered;
+use api::mercato::auth::v1::{PasswordChangeMethod, PasswordChanged, PasswordResetRequested, UserRegistered};
 use api::mercato::deliveries::v1::{ShipmentDelivered, ShipmentShipped};
 use api::mercato::notifications::v1::{NotificationChannel, NotificationFailed, NotificationSent};
 use api::mercato::orders::v1::{OrderConfirmed, OrderFailed};
@@ -309,6 +310,15 @@ fn subscriber(email: String, locale: String) -> Addressee {
     Addressee::Direct(Recipient { user_id: String::new(), display_name: email.clone(), email, locale })
 }
 
+/// An account's own address as the event names it, the one its credentials belong to (not the directory's
+/// copy, which a later change could have made stale).
+fn account_owner(user_id: String, email: String, display_name: String, locale: String) -> Addressee {
+    if email.is_empty() {
+        return Addressee::Nobody(format!("the event names no email address for user {user_id}"));
+    }
+    Addressee::Direct(Recipient { user_id, email, display_name, locale })
+}
+
 /// Decodes an event's payload into what it asks for.
 fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
     let data = envelope.data.as_slice();
@@ -460,6 +470,25 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 payment: None,
                 addressee: subscriber(e.email, e.locale),
                 facts: Facts::Newsletter { subject: e.subject, body: e.body, unsubscribe_token: e.unsubscribe_token },
+            }
+        }
+        domain::PASSWORD_RESET_REQUESTED => {
+            let e = PasswordResetRequested::decode(data).map_err(bad)?;
+            Plan {
+                register: None,
+                payment: None,
+                addressee: account_owner(e.user_id, e.email, e.display_name, e.locale),
+                facts: Facts::PasswordReset { token: e.token },
+            }
+        }
+        domain::PASSWORD_CHANGED => {
+            let e = PasswordChanged::decode(data).map_err(bad)?;
+            let by_reset = e.method() == PasswordChangeMethod::Reset;
+            Plan {
+                register: None,
+                payment: None,
+                addressee: account_owner(e.user_id, e.email, e.display_name, e.locale),
+                facts: Facts::PasswordChanged { by_reset },
             }
         }
         other => return Err(format!("event type {other} is not consumed here")),

@@ -13,7 +13,7 @@ use platform::events::{NewEvent, enqueue};
 use platform::with_db;
 use sqlx::QueryBuilder;
 
-use crate::domain::{Channel, Cursor, Status};
+use crate::domain::{self, Channel, Cursor, Status};
 use crate::error::Error;
 
 /// A user as `user.registered` introduced them.
@@ -386,8 +386,11 @@ impl Store {
                 let mut rows = Vec::with_capacity(kept.len());
                 for event in &kept {
                     rows.push(NotificationInsert::email(event));
-                    let subscribed =
-                        endpoints.iter().filter(|e| e.event_types.split(' ').any(|t| t == event.event_type));
+                    // An endpoint subscribed before its type became mail-only gets nothing of it either.
+                    let subscribed = endpoints.iter().filter(|e| {
+                        domain::webhooks_may_receive(event.event_type)
+                            && e.event_types.split(' ').any(|t| t == event.event_type)
+                    });
                     rows.extend(subscribed.map(|endpoint| NotificationInsert::webhook(event, endpoint)));
                 }
                 for chunk in rows.chunks(INSERT_ROWS) {

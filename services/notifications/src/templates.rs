@@ -25,10 +25,10 @@ macro_rules! embedded {
 const TEMPLATES: &[(&str, &str)] = embedded!(
     "en": ["user.registered", "order.confirmed", "order.failed", "payment.failed", "refund.completed",
            "shipment.shipped", "shipment.delivered", "ticket.created", "ticket.replied", "newsletter.subscription_requested",
-           "newsletter.issued"],
+           "newsletter.issued", "user.password_reset_requested", "user.password_changed"],
     "de": ["user.registered", "order.confirmed", "order.failed", "payment.failed", "refund.completed",
            "shipment.shipped", "shipment.delivered", "ticket.created", "ticket.replied", "newsletter.subscription_requested",
-           "newsletter.issued"],
+           "newsletter.issued", "user.password_reset_requested", "user.password_changed"],
 );
 
 /// A rendered email.
@@ -140,6 +140,16 @@ pub enum Facts {
         /// The subscriber's secret for unsubscribing.
         unsubscribe_token: String,
     },
+    /// `user.password_reset_requested`: the code that sets a new password.
+    PasswordReset {
+        /// The single-use secret.
+        token: String,
+    },
+    /// `user.password_changed`: the owner is told.
+    PasswordChanged {
+        /// Whether a reset code did it (else the signed-in owner, with the old password).
+        by_reset: bool,
+    },
 }
 
 impl Facts {
@@ -157,6 +167,8 @@ impl Facts {
             Facts::TicketReplied { .. } => domain::TICKET_REPLIED,
             Facts::NewsletterConfirmation { .. } => domain::NEWSLETTER_SUBSCRIPTION_REQUESTED,
             Facts::Newsletter { .. } => domain::NEWSLETTER_ISSUED,
+            Facts::PasswordReset { .. } => domain::PASSWORD_RESET_REQUESTED,
+            Facts::PasswordChanged { .. } => domain::PASSWORD_CHANGED,
         }
     }
 
@@ -189,6 +201,8 @@ impl Facts {
             Facts::Newsletter { subject, body, unsubscribe_token } => {
                 context! { name, subject, body, unsubscribe_token }
             }
+            Facts::PasswordReset { token } => context! { name, token },
+            Facts::PasswordChanged { by_reset } => context! { name, by_reset },
         }
     }
 }
@@ -263,6 +277,9 @@ mod tests {
                 body: "Ten percent.".into(),
                 unsubscribe_token: "tok-2".into(),
             },
+            Facts::PasswordReset { token: "tok-3".into() },
+            Facts::PasswordChanged { by_reset: false },
+            Facts::PasswordChanged { by_reset: true },
         ]
     }
 

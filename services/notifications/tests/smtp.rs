@@ -4,6 +4,7 @@
 
 mod common;
 
+use api::mercato::auth::v1::{PasswordChangeMethod, PasswordChanged, PasswordResetRequested};
 use api::mercato::deliveries::v1::{ShipmentDelivered, ShipmentShipped};
 use api::mercato::notifications::v1::{NotificationChannel, NotificationStatus};
 use api::mercato::support::v1::{NewsletterIssued, NewsletterSubscriptionRequested, TicketCreated, TicketReplied};
@@ -207,6 +208,50 @@ async fn newsletter_mails_carry_the_confirmation_and_the_way_out(db: Db) {
     service.stop().await;
 }
 
+async fn password_mails_go_to_the_accounts_own_address(db: Db) {
+    let Some(python) = smtp_python() else { return };
+    let dir = platform::testkit::TempDir::new("maildir").expect("temp dir");
+    let port = free_port();
+    let smtp = SmtpServer::start(&python, port, dir.path()).await;
+    let service = Service::start(db, mailer(port), fast_retries()).await;
+
+    let reset = PasswordResetRequested {
+        user_id: "u-7".into(),
+        email: "nora@example.com".into(),
+        display_name: "Nora".into(),
+        locale: "de".into(),
+        token: "reset-token-7".into(),
+        expire_time: None,
+    };
+    service.deliver(&envelope("user.password_reset_requested", "u-7", &reset)).await;
+    let changed = PasswordChanged {
+        user_id: "u-7".into(),
+        email: "nora@example.com".into(),
+        display_name: "Nora".into(),
+        locale: String::new(),
+        method: PasswordChangeMethod::Reset.into(),
+        change_time: None,
+    };
+    service.deliver(&envelope("user.password_changed", "u-7", &changed)).await;
+    service
+        .wait_until("both are sent", |all| {
+            email_sent(all, "user.password_reset_requested") && email_sent(all, "user.password_changed")
+        })
+        .await;
+    let messages = smtp.messages();
+    let code =
+        messages.iter().find(|m| m["subject"] == "Ihr Code für ein neues Passwort").expect("the code, in German");
+    assert_eq!(code["to"], "nora@example.com");
+    assert!(code["text"].as_str().expect("text").contains("reset-token-7"), "{code:#?}");
+    assert!(code["html"].as_str().expect("html").contains("<code>reset-token-7</code>"), "{code:#?}");
+    let notice = messages.iter().find(|m| m["subject"] == "Your Mercato password was changed").expect("the notice");
+    assert_eq!(notice["to"], "nora@example.com");
+    let text = notice["text"].as_str().expect("text");
+    assert!(text.contains("Hello Nora,") && text.contains("with a code mailed to this address"), "{text}");
+    assert!(!text.contains("reset-token-7"), "the notice carries no secret");
+    service.stop().await;
+}
+
 async fn new_tickets_are_announced_to_the_support_inbox_if_there_is_one(db: Db) {
     let Some(python) = smtp_python() else { return };
     let dir = platform::testkit::TempDir::new("maildir").expect("temp dir");
@@ -275,6 +320,7 @@ on_both_engines!(
     shipments_mail_the_customer_the_tracking_number_then_the_delivery,
     an_agents_answer_reaches_a_contact_form_sender_by_mail,
     newsletter_mails_carry_the_confirmation_and_the_way_out,
+    password_mails_go_to_the_accounts_own_address,
     new_tickets_are_announced_to_the_support_inbox_if_there_is_one,
     without_a_support_inbox_new_tickets_are_skipped_saying_why,
 );

@@ -5,6 +5,7 @@ mod common;
 
 use std::sync::{Arc, Mutex};
 
+use api::mercato::auth::v1::PasswordResetRequested;
 use api::mercato::notifications::v1::{
     CreateWebhookEndpointRequest, DeleteWebhookEndpointRequest, ListWebhookEndpointsRequest, NotificationChannel,
     NotificationSent, NotificationStatus,
@@ -14,6 +15,7 @@ use common::{Service, confirmed, fast_retries, registered, with_token};
 use hmac::{Hmac, Mac};
 use notifications::Mailer;
 use platform::db::Db;
+use platform::with_db;
 use prost::Message;
 use sha2::Sha256;
 use tonic::Code;
@@ -185,6 +187,14 @@ async fn endpoints_are_managed_by_admins_only(db: Db) {
     let err = client.create_webhook_endpoint(with_token(bad, &admin)).await.expect_err("invalid");
     assert_eq!(common::bad_fields(&err), ["url", "event_types[0]"]);
 
+    // A reset token is for its account's mailbox only.
+    let secrets = CreateWebhookEndpointRequest {
+        url: "https://hooks.example.com".into(),
+        event_types: vec!["user.password_changed".into(), "user.password_reset_requested".into()],
+    };
+    let err = client.create_webhook_endpoint(with_token(secrets, &admin)).await.expect_err("a secret's event");
+    assert_eq!(common::bad_fields(&err), ["event_types[1]"]);
+
     let first = client.create_webhook_endpoint(with_token(request, &admin)).await.expect("created").into_inner();
     let second = CreateWebhookEndpointRequest {
         url: "https://other.example.com/in".into(),
@@ -229,7 +239,49 @@ macro_rules! on_both_engines {
     };
 }
 
+/// An endpoint stored with a mail-only type (before the rule, or by hand) still never gets its events.
+async fn events_carrying_secrets_never_reach_webhooks(db: Db) {
+    db.migrate(&notifications::MIGRATOR, notifications::NAME).await.expect("migrated");
+    with_db!(&db, pool => {
+        sqlx::query(
+            "INSERT INTO webhook_endpoints (id, url, event_types, secret, create_time) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind("w-old")
+        .bind("https://hooks.example.com/in")
+        .bind("user.password_reset_requested order.confirmed")
+        .bind("whsec_old")
+        .bind(1_i64)
+        .execute(pool)
+        .await
+        .expect("endpoint");
+    });
+    let service = Service::start(db, Mailer::Log, fast_retries()).await;
+    let reset = PasswordResetRequested {
+        user_id: "u-1".into(),
+        email: "ada@example.com".into(),
+        token: "secret".into(),
+        ..Default::default()
+    };
+    service.deliver(&common::envelope("user.password_reset_requested", "u-1", &reset)).await;
+    service.deliver(&confirmed("o-1", "u-1", "pay-1")).await;
+    let all = service
+        .wait_until("the order's webhook and the reset's mail", |all| {
+            let hook = all.iter().any(|n| n.channel == NotificationChannel::Webhook as i32);
+            let mail = all.iter().any(|n| n.event_type == "user.password_reset_requested");
+            hook && mail
+        })
+        .await;
+    let hooks: Vec<&str> = all
+        .iter()
+        .filter(|n| n.channel == NotificationChannel::Webhook as i32)
+        .map(|n| n.event_type.as_str())
+        .collect();
+    assert_eq!(hooks, ["order.confirmed"], "{all:#?}");
+    service.stop().await;
+}
+
 on_both_engines!(
+    events_carrying_secrets_never_reach_webhooks,
     deliveries_are_signed_and_retried_until_accepted,
     private_addresses_are_not_called_by_default,
     endpoints_are_managed_by_admins_only,

@@ -1,0 +1,112 @@
+//! Changing a password, and resetting a forgotten one with a token mailed to the account's address.
+
+use api::auth::PasswordChangeMethod;
+use platform::error::FieldViolation;
+use platform::time::now_micros;
+
+use super::{Service, TokenPair};
+use crate::domain::{self, ResetTokenState};
+use crate::error::Error;
+use crate::events;
+use crate::password_store::{Guard, NewPassword, NewPasswordReset};
+
+impl Service {
+    /// Sets `user_id`'s new password once `current` is proven, signs out every session and opens a new one.
+    pub(super) async fn set_new_password(
+        &self,
+        user_id: &str,
+        current: String,
+        new: String,
+    ) -> Result<TokenPair, Error> {
+        domain::validate_password_change(&current, &new).map_err(Error::Invalid)?;
+        let user = self.store.user_by_id(user_id).await?.ok_or(Error::UserNotFound)?;
+        // Longer than any accepted password: it cannot be the current one, and Argon2 is not spent on it.
+        let plausible = current.chars().count() <= domain::MAX_PASSWORD_CHARS;
+        if !plausible || !self.hasher.verify(current, Some(user.password_hash.clone())).await? {
+            let wrong = FieldViolation::new("current_password", "is not the account's password");
+            return Err(Error::Invalid(vec![wrong]));
+        }
+        let password_hash = self.hasher.hash(new).await?;
+        let now = now_micros();
+        let (refresh_token, session) = Self::new_refresh_token(now);
+        let changed = events::password_changed(&user, PasswordChangeMethod::Change, now);
+        let change = NewPassword {
+            user_id: &user.id,
+            password_hash: &password_hash,
+            guard: Guard::CurrentHash(&user.password_hash),
+            session: Some(&session),
+            changed: &changed,
+            now,
+        };
+        if !self.store.set_password(change).await? {
+            return Err(Error::PasswordChangedMeanwhile);
+        }
+        self.relay.wake();
+        tracing::info!(user_id = %user.id, "password changed; other sessions signed out");
+        Ok(TokenPair { access_token: self.access_token(&user, now)?, refresh_token })
+    }
+
+    /// Mails a reset token to the account of `email`, if there is one and it was not mailed one moments ago.
+    /// Says nothing either way: the caller must not learn whether the address has an account.
+    pub(super) async fn mail_reset_token(&self, email: &str) -> Result<(), Error> {
+        let email = domain::normalize_email(email);
+        if let Some(problem) = domain::email_problem(&email) {
+            return Err(Error::Invalid(vec![FieldViolation::new("email", problem)]));
+        }
+        let Some(user) = self.store.user_by_email(&email).await? else {
+            tracing::info!("password reset asked for an address without an account");
+            return Ok(());
+        };
+        let now = now_micros();
+        let token = domain::new_opaque_token();
+        let reset = NewPasswordReset {
+            id: uuid::Uuid::now_v7().to_string(),
+            user_id: user.id.clone(),
+            token_hash: domain::hash_opaque_token(&token),
+            expires_at: now + domain::PASSWORD_RESET_TTL_MICROS,
+            create_time: now,
+        };
+        let requested = events::password_reset_requested(&user, &token, reset.expires_at);
+        let resent_after = now - domain::PASSWORD_RESET_RESEND_MICROS;
+        if self.store.insert_password_reset(&reset, &requested, resent_after).await? {
+            self.relay.wake();
+            tracing::info!(user_id = %user.id, "password reset mailed");
+        } else {
+            tracing::info!(user_id = %user.id, "password reset not mailed again so soon");
+        }
+        Ok(())
+    }
+
+    /// Sets a new password with a reset token, spending it (and every other of the account's) and signing out
+    /// every session.
+    pub(super) async fn reset_password(&self, token: &str, new: String) -> Result<(), Error> {
+        domain::validate_password_reset(token, &new).map_err(Error::Invalid)?;
+        let token_hash = domain::hash_opaque_token(token.trim());
+        let reset = self.store.password_reset(&token_hash).await?.ok_or(Error::ResetTokenNotFound)?;
+        let now = now_micros();
+        match domain::reset_token_state(reset.expires_at, reset.used_at, now) {
+            ResetTokenState::Usable => {}
+            ResetTokenState::Used => return Err(Error::ResetTokenUsed),
+            ResetTokenState::Expired => return Err(Error::ResetTokenExpired),
+        }
+        let user = self.store.user_by_id(&reset.user_id).await?.ok_or(Error::ResetTokenNotFound)?;
+        let password_hash = self.hasher.hash(new).await?;
+        let now = now_micros();
+        let changed = events::password_changed(&user, PasswordChangeMethod::Reset, now);
+        let change = NewPassword {
+            user_id: &user.id,
+            password_hash: &password_hash,
+            guard: Guard::ResetToken(&token_hash),
+            session: None,
+            changed: &changed,
+            now,
+        };
+        // Spent (or expired) while the new password was being hashed.
+        if !self.store.set_password(change).await? {
+            return Err(Error::ResetTokenUsed);
+        }
+        self.relay.wake();
+        tracing::info!(user_id = %user.id, "password reset; every session signed out");
+        Ok(())
+    }
+}

@@ -1,0 +1,202 @@
+//! The SQL of password changes and resets (kept beside `store.rs`, which holds accounts, refresh tokens and
+//! signing keys).
+
+use platform::events::{self, NewEvent};
+use platform::with_db;
+
+use crate::error::Error;
+use crate::store::{NewRefreshToken, Store};
+
+/// A password-reset token to store (hashed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewPasswordReset {
+    /// UUIDv7 of the row.
+    pub id: String,
+    /// The account.
+    pub user_id: String,
+    /// SHA-256 hex of the token.
+    pub token_hash: String,
+    /// When it stops working, microseconds.
+    pub expires_at: i64,
+    /// Microseconds since the epoch.
+    pub create_time: i64,
+}
+
+/// A stored reset token, as its bearer's request finds it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PasswordResetRow {
+    /// The account.
+    pub user_id: String,
+    /// When it stops working, microseconds.
+    pub expires_at: i64,
+    /// When it (or another token of the account) set a password.
+    pub used_at: Option<i64>,
+}
+
+/// What must still hold for a new password to be written: the change's guard against a concurrent one.
+#[derive(Debug, Clone, Copy)]
+pub enum Guard<'a> {
+    /// The account's password is still the one the caller proved they know (this stored hash).
+    CurrentHash(&'a str),
+    /// This reset token (its hash) is still unspent and unexpired.
+    ResetToken(&'a str),
+}
+
+/// A new password to write.
+#[derive(Debug, Clone, Copy)]
+pub struct NewPassword<'a> {
+    /// The account.
+    pub user_id: &'a str,
+    /// The new password's Argon2id PHC string.
+    pub password_hash: &'a str,
+    /// What must still hold.
+    pub guard: Guard<'a>,
+    /// The caller's new session (the first refresh token of a new family), if it keeps one.
+    pub session: Option<&'a NewRefreshToken>,
+    /// `user.password_changed`.
+    pub changed: &'a NewEvent,
+    /// Microseconds since the epoch.
+    pub now: i64,
+}
+
+impl Store {
+    /// Stores a reset token for its account and, in the same transaction, the event that mails it; or nothing
+    /// (false) when the account was sent one after `resent_after` or no longer exists. The account's row is
+    /// written first, so concurrent requests for one account take their turns and at most one mails it.
+    pub async fn insert_password_reset(
+        &self,
+        reset: &NewPasswordReset,
+        requested: &NewEvent,
+        resent_after: i64,
+    ) -> Result<bool, Error> {
+        let inserted = with_db!(self.db(), pool => {
+            let mut tx = pool.begin().await?;
+            let account = sqlx::query("UPDATE users SET create_time = create_time WHERE id = $1")
+                .bind(&reset.user_id)
+                .execute(&mut *tx)
+                .await?;
+            let recent: i64 =
+                sqlx::query_scalar("SELECT COUNT(*) FROM password_resets WHERE user_id = $1 AND create_time > $2")
+                    .bind(&reset.user_id)
+                    .bind(resent_after)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if account.rows_affected() == 0 || recent > 0 {
+                tx.rollback().await?;
+                false
+            } else {
+                sqlx::query(
+                    "INSERT INTO password_resets (id, user_id, token_hash, expires_at, create_time) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(&reset.id)
+                .bind(&reset.user_id)
+                .bind(&reset.token_hash)
+                .bind(reset.expires_at)
+                .bind(reset.create_time)
+                .execute(&mut *tx)
+                .await?;
+                events::enqueue(&mut *tx, crate::NAME, requested).await?;
+                tx.commit().await?;
+                true
+            }
+        });
+        Ok(inserted)
+    }
+
+    /// The reset token hashed as `token_hash`.
+    pub async fn password_reset(&self, token_hash: &str) -> Result<Option<PasswordResetRow>, Error> {
+        let row = with_db!(self.db(), pool => {
+            sqlx::query_as::<_, PasswordResetRow>(
+                "SELECT user_id, expires_at, used_at FROM password_resets WHERE token_hash = $1",
+            )
+            .bind(token_hash)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(row)
+    }
+
+    /// Writes a new password, if its guard still holds (false if not: a concurrent change won), in one
+    /// transaction with its effects: every reset token of the account spent, every session (refresh token)
+    /// revoked, the caller's new session stored, and `user.password_changed` in the outbox. The guarded
+    /// statement comes first, so of two concurrent changes only one can win.
+    pub async fn set_password(&self, change: NewPassword<'_>) -> Result<bool, Error> {
+        let NewPassword { user_id, password_hash, guard, session, changed, now } = change;
+        let applied = with_db!(self.db(), pool => {
+            let mut tx = pool.begin().await?;
+            let guarded = match guard {
+                Guard::CurrentHash(current) => {
+                    sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3")
+                        .bind(password_hash)
+                        .bind(user_id)
+                        .bind(current)
+                        .execute(&mut *tx)
+                        .await?
+                }
+                Guard::ResetToken(token_hash) => {
+                    sqlx::query(
+                        "UPDATE password_resets SET used_at = $1 \
+                         WHERE token_hash = $2 AND user_id = $3 AND used_at IS NULL AND expires_at > $1",
+                    )
+                    .bind(now)
+                    .bind(token_hash)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?
+                }
+            };
+            if guarded.rows_affected() == 0 {
+                tx.rollback().await?;
+                false
+            } else {
+                if let Guard::ResetToken(_) = guard {
+                    sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+                        .bind(password_hash)
+                        .bind(user_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                sqlx::query("UPDATE password_resets SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL")
+                    .bind(now)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+                    .bind(now)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                if let Some(token) = session {
+                    sqlx::query(
+                        "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, expires_at, create_time) \
+                         VALUES ($1, $1, $2, $3, $4, $5)",
+                    )
+                    .bind(&token.id)
+                    .bind(user_id)
+                    .bind(&token.token_hash)
+                    .bind(token.expires_at)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                events::enqueue(&mut *tx, crate::NAME, changed).await?;
+                tx.commit().await?;
+                true
+            }
+        });
+        Ok(applied)
+    }
+
+    /// Deletes the reset tokens that expired before `before`; returns how many.
+    pub async fn delete_expired_password_resets(&self, before: i64) -> Result<u64, Error> {
+        let deleted = with_db!(self.db(), pool => {
+            sqlx::query("DELETE FROM password_resets WHERE expires_at < $1")
+                .bind(before)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok(deleted)
+    }
+}

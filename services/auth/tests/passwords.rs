@@ -1,0 +1,219 @@
+//! Changing a password and resetting a forgotten one, over real gRPC, on SQLite and (when
+//! `MERCATO_TEST_DATABASE_URL` is set) PostgreSQL.
+
+#[macro_use]
+mod support;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use api::auth::{
+    ChangePasswordRequest, ConfirmPasswordResetRequest, PasswordChangeMethod, PasswordChanged, PasswordResetRequested,
+    RequestPasswordResetRequest,
+};
+use api::google::rpc::{BadRequest, ErrorInfo};
+use platform::events::{EventBus, EventEnvelope, InProcessBus};
+use platform::{Db, with_db};
+use prost::Message;
+use tokio::sync::mpsc::UnboundedReceiver;
+use tonic::{Code, Status};
+
+use support::*;
+
+/// The service with a bus whose `user.password_*` events the test receives.
+async fn start_listening(db: Db) -> (Running, UnboundedReceiver<EventEnvelope>) {
+    let bus = Arc::new(InProcessBus::new());
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<EventEnvelope>();
+    bus.subscribe(
+        "test",
+        &[auth::events::PASSWORD_RESET_REQUESTED, auth::events::PASSWORD_CHANGED],
+        Arc::new(move |envelope| {
+            let tx = tx.clone();
+            Box::pin(async move {
+                let _ = tx.send((*envelope).clone());
+                Ok(())
+            })
+        }),
+    );
+    (start_with_bus(db, bus as Arc<dyn EventBus>).await, rx)
+}
+
+async fn next_event(rx: &mut UnboundedReceiver<EventEnvelope>) -> EventEnvelope {
+    tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("an event in time").expect("event")
+}
+
+/// The fields a status's BadRequest names.
+fn violated_fields(status: &Status) -> Vec<String> {
+    let details = platform::error::decode_details(status).expect("details");
+    let any = details.details.iter().find(|d| d.type_url.ends_with("google.rpc.BadRequest")).expect("BadRequest");
+    BadRequest::decode(any.value.as_slice()).expect("decodes").field_violations.into_iter().map(|v| v.field).collect()
+}
+
+/// The reason of a status's ErrorInfo.
+fn reason(status: &Status) -> String {
+    let details = platform::error::decode_details(status).expect("details");
+    let any = details.details.iter().find(|d| d.type_url.ends_with("google.rpc.ErrorInfo")).expect("ErrorInfo");
+    ErrorInfo::decode(any.value.as_slice()).expect("decodes").reason
+}
+
+async fn count(db: &Db, sql: &str, value: &str) -> i64 {
+    with_db!(db, pool => {
+        sqlx::query_scalar::<_, i64>(sqlx::AssertSqlSafe(sql)).bind(value).fetch_one(pool).await.expect("count")
+    })
+}
+
+fn change(current: &str, new: &str, token: &str) -> tonic::Request<ChangePasswordRequest> {
+    bearer(ChangePasswordRequest { current_password: current.to_owned(), new_password: new.to_owned() }, token)
+}
+
+fn confirm(token: &str, new: &str) -> ConfirmPasswordResetRequest {
+    ConfirmPasswordResetRequest { token: token.to_owned(), new_password: new.to_owned() }
+}
+
+fn ask(email: &str) -> RequestPasswordResetRequest {
+    RequestPasswordResetRequest { email: email.to_owned() }
+}
+
+// --- scenarios ---------------------------------------------------------------------------------------------
+
+async fn changing_the_password_signs_out_other_sessions(db: Db) {
+    let (running, mut events) = start_listening(db.clone()).await;
+    let mut client = running.client.clone();
+    let user = register(&mut client, "carol@example.com", "first password", "Carol").await.expect("registers");
+    let here = login(&mut client, "carol@example.com", "first password").await.expect("logs in");
+    let elsewhere = login(&mut client, "carol@example.com", "first password").await.expect("logs in again");
+
+    // Refused, naming the field, and nothing changes.
+    let wrong = client.change_password(change("not it", "second password", &here.access_token)).await;
+    assert_eq!(violated_fields(&wrong.expect_err("wrong current password")), ["current_password"]);
+    let same = client.change_password(change("first password", "first password", &here.access_token)).await;
+    assert_eq!(violated_fields(&same.expect_err("the same password")), ["new_password"]);
+    let short = client.change_password(change("first password", "short", &here.access_token)).await;
+    assert_eq!(violated_fields(&short.expect_err("too short")), ["new_password"]);
+    let anonymous = client.change_password(tonic::Request::new(ChangePasswordRequest::default())).await;
+    assert_eq!(anonymous.expect_err("needs a token").code(), Code::Unauthenticated);
+    refresh(&mut client, &elsewhere.refresh_token).await.expect("every refusal left the sessions alone");
+    let elsewhere = login(&mut client, "carol@example.com", "first password").await.expect("still the password");
+
+    let changed = client
+        .change_password(change("first password", "second password", &here.access_token))
+        .await
+        .expect("changes")
+        .into_inner();
+    assert_eq!((changed.token_type.as_str(), changed.expires_in), ("Bearer", 900));
+    // Every earlier session is signed out; the new pair works.
+    for old in [&here.refresh_token, &elsewhere.refresh_token] {
+        assert_eq!(refresh(&mut client, old).await.expect_err("signed out").code(), Code::Unauthenticated);
+    }
+    refresh(&mut client, &changed.refresh_token).await.expect("the caller's new session");
+    let old = login(&mut client, "carol@example.com", "first password").await.expect_err("old password");
+    assert_eq!(old.code(), Code::Unauthenticated);
+    login(&mut client, "carol@example.com", "second password").await.expect("new password");
+
+    // The owner is told.
+    let event = next_event(&mut events).await;
+    assert_eq!((event.r#type.as_str(), event.subject.as_str()), ("user.password_changed", user.id.as_str()));
+    let payload = PasswordChanged::decode(event.data.as_slice()).expect("payload");
+    assert_eq!((payload.email.as_str(), payload.method()), ("carol@example.com", PasswordChangeMethod::Change));
+    let told = count(&db, "SELECT COUNT(*) FROM outbox WHERE event_type = $1", "user.password_changed").await;
+    assert_eq!(told, 1, "only the change that happened is told");
+    running.stop().await;
+}
+
+async fn a_forgotten_password_is_reset_by_mail(db: Db) {
+    let (running, mut events) = start_listening(db.clone()).await;
+    let mut client = running.client.clone();
+    let user = register(&mut client, "dave@example.com", "forgotten password", "Dave").await.expect("registers");
+    let session = login(&mut client, "dave@example.com", "forgotten password").await.expect("logs in");
+
+    // An address without an account is answered the same, and nothing is mailed.
+    client.request_password_reset(ask("nobody@example.com")).await.expect("same answer");
+    let bad = client.request_password_reset(ask("not an address")).await.expect_err("not an address");
+    assert_eq!(violated_fields(&bad), ["email"]);
+    let asked_at = platform::time::now_micros();
+    client.request_password_reset(ask(" Dave@Example.com ")).await.expect("asks");
+    let event = next_event(&mut events).await;
+    assert_eq!((event.r#type.as_str(), event.subject.as_str()), ("user.password_reset_requested", user.id.as_str()));
+    let mailed = PasswordResetRequested::decode(event.data.as_slice()).expect("payload");
+    assert_eq!((mailed.email.as_str(), mailed.display_name.as_str()), ("dave@example.com", "Dave"));
+    assert_eq!(mailed.token.len(), 43, "32 random bytes, base64url");
+    let expires = mailed.expire_time.expect("expiry");
+    let hour = expires.seconds * 1_000_000 - asked_at;
+    assert!((3_590_000_000..=3_610_000_000).contains(&hour), "valid for an hour, not {hour} µs");
+    let stored = count(&db, "SELECT COUNT(*) FROM password_resets WHERE token_hash = $1", &mailed.token).await;
+    assert_eq!(stored, 0, "the token is stored hashed, never as it is");
+    // Asking again at once mails nothing more.
+    client.request_password_reset(ask("dave@example.com")).await.expect("same answer");
+    let mails = count(&db, "SELECT COUNT(*) FROM outbox WHERE event_type = $1", "user.password_reset_requested").await;
+    assert_eq!(mails, 1, "one mail, not one per request");
+
+    let unknown = client.confirm_password_reset(confirm("not-a-token", "brand new password")).await;
+    assert_eq!(reason(&unknown.expect_err("unknown token")), "TOKEN_NOT_FOUND");
+    let short = client.confirm_password_reset(confirm(&mailed.token, "short")).await.expect_err("too short");
+    assert_eq!(violated_fields(&short), ["new_password"]);
+    client.confirm_password_reset(confirm(&mailed.token, "brand new password")).await.expect("resets");
+    let again = client.confirm_password_reset(confirm(&mailed.token, "another password")).await;
+    assert_eq!(reason(&again.expect_err("single use")), "TOKEN_USED");
+    assert_eq!(
+        refresh(&mut client, &session.refresh_token).await.expect_err("signed out").code(),
+        Code::Unauthenticated
+    );
+    login(&mut client, "dave@example.com", "brand new password").await.expect("the new password");
+    let changed = next_event(&mut events).await;
+    assert_eq!(changed.r#type, "user.password_changed");
+    let payload = PasswordChanged::decode(changed.data.as_slice()).expect("payload");
+    assert_eq!(payload.method(), PasswordChangeMethod::Reset);
+
+    // Later, a token past its hour is refused as expired.
+    execute(&db, "UPDATE password_resets SET create_time = 0 WHERE user_id = $1", &user.id).await;
+    client.request_password_reset(ask("dave@example.com")).await.expect("asks again");
+    let second = PasswordResetRequested::decode(next_event(&mut events).await.data.as_slice()).expect("payload");
+    assert_ne!(second.token, mailed.token);
+    execute(&db, "UPDATE password_resets SET expires_at = 1 WHERE user_id = $1 AND used_at IS NULL", &user.id).await;
+    let late = client.confirm_password_reset(confirm(&second.token, "late password")).await.expect_err("expired");
+    assert_eq!((late.code(), reason(&late)), (Code::FailedPrecondition, "TOKEN_EXPIRED".to_owned()));
+    login(&mut client, "dave@example.com", "brand new password").await.expect("unchanged");
+    running.stop().await;
+}
+
+async fn a_reset_token_sets_one_password_however_often_it_is_sent(db: Db) {
+    let (running, mut events) = start_listening(db.clone()).await;
+    let mut client = running.client.clone();
+    register(&mut client, "erin@example.com", "forgotten password", "Erin").await.expect("registers");
+    // Ten requests at once mail one token.
+    let mut asks = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let mut client = client.clone();
+        asks.spawn(async move { client.request_password_reset(ask("erin@example.com")).await });
+    }
+    for answer in asks.join_all().await {
+        answer.expect("each is answered");
+    }
+    let mails = count(&db, "SELECT COUNT(*) FROM outbox WHERE event_type = $1", "user.password_reset_requested").await;
+    assert_eq!(mails, 1, "concurrent requests take turns");
+    let mailed = PasswordResetRequested::decode(next_event(&mut events).await.data.as_slice()).expect("payload");
+
+    // Two confirmations at once: one sets its password, the other is told the token was used.
+    let mut confirms = tokio::task::JoinSet::new();
+    for password in ["password of the first", "password of the second"] {
+        let mut client = client.clone();
+        let request = confirm(&mailed.token, password);
+        confirms.spawn(async move { (password, client.confirm_password_reset(request).await) });
+    }
+    let answers = confirms.join_all().await;
+    let winners: Vec<&str> = answers.iter().filter(|(_, a)| a.is_ok()).map(|(p, _)| *p).collect();
+    assert_eq!(winners.len(), 1, "{answers:?}");
+    for (_, answer) in &answers {
+        if let Err(status) = answer {
+            assert_eq!(reason(status), "TOKEN_USED");
+        }
+    }
+    login(&mut client, "erin@example.com", winners[0]).await.expect("the winner's password");
+    running.stop().await;
+}
+
+on_both_backends!(
+    changing_the_password_signs_out_other_sessions,
+    a_forgotten_password_is_reset_by_mail,
+    a_reset_token_sets_one_password_however_often_it_is_sent,
+);
