@@ -798,6 +798,19 @@ async fn support_tickets(storage: Storage) {
     assert_eq!(p.send("POST", "/v1/newsletters", Some(&customer), Some(issue)).await.status, 403);
     let unknown = json!({"token": "a".repeat(43)});
     assert_eq!(p.send("POST", "/v1/newsletter/subscriptions:confirm", None, Some(unknown)).await.status, 404);
+    // Staff see who asked and what was sent, and forget an address on request.
+    let listed =
+        p.send("GET", "/v1/newsletter/subscriptions?status=SUBSCRIPTION_STATUS_PENDING", Some(&admin), None).await;
+    assert_eq!(listed.status, 200, "{}", listed.json);
+    assert_eq!(listed.json["subscribers"][0]["email"], "fan@example.com", "{}", listed.json);
+    assert!(listed.json["subscribers"][0].get("token").is_none(), "never the token: {}", listed.json);
+    let history = p.send("GET", "/v1/newsletters", Some(&admin), None).await;
+    assert_eq!(history.json["newsletters"][0]["subject"], "Spring sale", "{}", history.json);
+    assert_eq!(p.send("GET", "/v1/newsletters", Some(&customer), None).await.status, 403);
+    let forgotten = p.send("DELETE", "/v1/newsletter/subscriptions/fan%40example.com", Some(&admin), None).await;
+    assert_eq!(forgotten.status, 200, "{}", forgotten.json);
+    let listed = p.send("GET", "/v1/newsletter/subscriptions", Some(&admin), None).await;
+    assert_eq!(listed.json["subscribers"], json!([]), "{}", listed.json);
 
     // The agent's answer reached the customer as a notification too (ticket.replied).
     let mut subjects = Vec::new();

@@ -79,6 +79,10 @@ pub struct Settings {
     /// Where new support tickets are announced (`MERCATO_SUPPORT_EMAIL`), a mailbox such as
     /// `Support <support@example.com>`; none when unset.
     pub support_email: Option<String>,
+    /// The shop's web front (`MERCATO_STOREFRONT_URL`, e.g. `https://shop.example.com`, kept without a trailing
+    /// `/`): mails carrying a token link to its pages, `/reset-password`, `/newsletter/confirm` and
+    /// `/newsletter/unsubscribe`, each with `?token=`; none when unset (the mails carry the token alone).
+    pub storefront_url: Option<String>,
     /// Origins allowed by CORS (`MERCATO_CORS_ORIGINS`, comma-separated).
     pub cors_origins: Vec<String>,
     /// Client secrets of the services for the client-credentials grant (`MERCATO_<SERVICE>_CLIENT_SECRET`).
@@ -358,6 +362,7 @@ Settings (environment variables):
   MERCATO_S3_SECRET_ACCESS_KEY                                   [default: the AWS credentials chain]
   MERCATO_MAIL_FROM              sender of outgoing mail         [default: Mercato <no-reply@mercato.localhost>]
   MERCATO_SUPPORT_EMAIL          mailbox told of every new support ticket [default: none]
+  MERCATO_STOREFRONT_URL         the shop's web front, linked from mails carrying a token [default: none]
   MERCATO_CORS_ORIGINS           comma-separated allowed origins [default: none]
   MERCATO_RATE_LIMITS            gateway budgets per API key, user or client IP, comma-separated
                                  <route>=<count>/<s|min|h>[:<burst>], or off
@@ -511,6 +516,11 @@ impl Settings {
             );
         }
 
+        let storefront_url = vars.get("MERCATO_STOREFRONT_URL").map(|v| v.trim()).filter(|v| !v.is_empty());
+        let storefront_url = storefront_url.and_then(|raw| {
+            storefront(raw).map_err(|problem| fail("MERCATO_STOREFRONT_URL", format!("{raw:?} {problem}"))).ok()
+        });
+
         let cors_origins: Vec<String> = vars
             .get("MERCATO_CORS_ORIGINS")
             .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
@@ -598,6 +608,7 @@ impl Settings {
                 s3_credentials,
                 mail_from,
                 support_email,
+                storefront_url,
                 cors_origins,
                 service_secrets,
                 admin_email,
@@ -654,6 +665,19 @@ fn is_mailbox(raw: &str) -> bool {
     };
     let valid_part = |p: &str| !p.is_empty() && !p.contains(|c: char| c.is_whitespace() || "<>@,;\"".contains(c));
     matches!(address.split_once('@'), Some((local, domain)) if valid_part(local) && valid_part(domain) && !domain.starts_with('.') && !domain.ends_with('.'))
+}
+
+/// The storefront's base URL as kept (no trailing `/`), or why `raw` cannot be one: links append a path and a
+/// query to it, so it must be an absolute http(s) URL of a host, without credentials, query or fragment.
+fn storefront(raw: &str) -> Result<String, &'static str> {
+    let url = url::Url::parse(raw).map_err(|_| "is not a URL; expected e.g. https://shop.example.com")?;
+    if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none_or(str::is_empty) {
+        return Err("is not an http(s) URL of a host; expected e.g. https://shop.example.com");
+    }
+    if !url.username().is_empty() || url.password().is_some() || url.query().is_some() || url.fragment().is_some() {
+        return Err("must not carry credentials, a query or a fragment: links add their own");
+    }
+    Ok(url.as_str().trim_end_matches('/').to_owned())
 }
 
 fn is_database_url(url: &str) -> bool {
@@ -746,6 +770,29 @@ mod tests {
         assert_eq!(s.support_email.as_deref(), Some("Support <help@example.com>"));
         let err = Settings::from_vars(vars(&[("MERCATO_SUPPORT_EMAIL", "help")])).expect_err("not a mailbox");
         assert_eq!(err.0[0].variable, "MERCATO_SUPPORT_EMAIL");
+    }
+
+    #[test]
+    fn the_storefront_is_an_http_url_to_append_links_to() {
+        assert_eq!(Settings::from_vars(vars(&[])).expect("defaults").storefront_url, None);
+        for (raw, kept) in [
+            (" https://shop.example.com/ ", "https://shop.example.com"),
+            ("http://localhost:3000", "http://localhost:3000"),
+            ("https://example.com/shop/", "https://example.com/shop"),
+        ] {
+            let s = Settings::from_vars(vars(&[("MERCATO_STOREFRONT_URL", raw)])).expect("ok");
+            assert_eq!(s.storefront_url.as_deref(), Some(kept), "{raw:?}");
+        }
+        for bad in [
+            "shop.example.com",
+            "ftp://shop.example.com",
+            "https://u:p@shop.example.com",
+            "https://x.com/?a=1",
+            "https://x.com/#top",
+        ] {
+            let err = Settings::from_vars(vars(&[("MERCATO_STOREFRONT_URL", bad)])).expect_err(bad);
+            assert_eq!(err.0[0].variable, "MERCATO_STOREFRONT_URL", "{bad:?}");
+        }
     }
 
     #[test]

@@ -43,6 +43,8 @@ pub struct DispatchOptions {
     /// The mailbox told of every new support ticket (`MERCATO_SUPPORT_EMAIL`); `ticket.created` is SKIPPED
     /// without one.
     pub support_inbox: Option<String>,
+    /// The shop's web front (`MERCATO_STOREFRONT_URL`): mails carrying a token link to its pages.
+    pub storefront_url: Option<String>,
 }
 
 impl Default for DispatchOptions {
@@ -56,6 +58,7 @@ impl Default for DispatchOptions {
             webhook_timeout: Duration::from_secs(10),
             allow_private_networks: false,
             support_inbox: None,
+            storefront_url: None,
         }
     }
 }

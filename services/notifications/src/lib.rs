@@ -66,7 +66,11 @@ pub async fn run(
     let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::balanced_channel(
         &settings.service_url_list("auth"),
     )?));
-    let options = DispatchOptions { support_inbox: settings.support_email.clone(), ..DispatchOptions::default() };
+    let options = DispatchOptions {
+        support_inbox: settings.support_email.clone(),
+        storefront_url: settings.storefront_url.clone(),
+        ..DispatchOptions::default()
+    };
     let result = serve(listener, db.clone(), verifier, bus, mailer, options, shutdown).await;
     db.close().await;
     result
@@ -85,7 +89,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     db.migrate(&MIGRATOR, NAME).await?;
-    let templates = Arc::new(templates::Templates::load()?);
+    let templates = Arc::new(templates::Templates::load()?.with_storefront(options.storefront_url.clone()));
     let webhooks = channels::Webhooks::new(options.webhook_timeout, options.allow_private_networks)?;
     let store = store::Store::new(db.clone());
     let wake = Arc::new(Notify::new());

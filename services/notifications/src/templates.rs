@@ -172,7 +172,20 @@ impl Facts {
         }
     }
 
-    fn context(&self, name: &str) -> Value {
+    /// The storefront page that takes this email's token, if it carries one and the shop has a storefront.
+    fn link(&self, storefront: Option<&str>) -> Option<String> {
+        let (page, token) = match self {
+            Facts::PasswordReset { token } => ("reset-password", token),
+            Facts::NewsletterConfirmation { token } => ("newsletter/confirm", token),
+            Facts::Newsletter { unsubscribe_token, .. } => ("newsletter/unsubscribe", unsubscribe_token),
+            _ => return None,
+        };
+        let token: String = url::form_urlencoded::byte_serialize(token.as_bytes()).collect();
+        storefront.map(|base| format!("{base}/{page}?token={token}"))
+    }
+
+    fn context(&self, name: &str, storefront: Option<&str>) -> Value {
+        let link = self.link(storefront);
         match self {
             Facts::Welcome => context! { name },
             Facts::OrderConfirmed { order_id, total, items } => {
@@ -197,11 +210,11 @@ impl Facts {
                 context! { name, ticket_id, subject, from, message }
             }
             Facts::TicketReplied { ticket_id, subject, body } => context! { name, ticket_id, subject, body },
-            Facts::NewsletterConfirmation { token } => context! { name, token },
+            Facts::NewsletterConfirmation { token } => context! { name, token, link },
             Facts::Newsletter { subject, body, unsubscribe_token } => {
-                context! { name, subject, body, unsubscribe_token }
+                context! { name, subject, body, unsubscribe_token, link }
             }
-            Facts::PasswordReset { token } => context! { name, token },
+            Facts::PasswordReset { token } => context! { name, token, link },
             Facts::PasswordChanged { by_reset } => context! { name, by_reset },
         }
     }
@@ -211,6 +224,7 @@ impl Facts {
 #[derive(Debug)]
 pub struct Templates {
     env: Environment<'static>,
+    storefront: Option<String>,
 }
 
 impl Templates {
@@ -222,14 +236,21 @@ impl Templates {
         for (name, source) in TEMPLATES {
             env.add_template(name, source).map_err(|e| Error::Template(format!("{name}: {e}")))?;
         }
-        Ok(Self { env })
+        Ok(Self { env, storefront: None })
+    }
+
+    /// Links the emails carrying a token to the pages of `storefront` (`MERCATO_STOREFRONT_URL`, no trailing `/`):
+    /// `/reset-password`, `/newsletter/confirm` and `/newsletter/unsubscribe`, each with `?token=`.
+    pub fn with_storefront(mut self, storefront: Option<String>) -> Self {
+        self.storefront = storefront;
+        self
     }
 
     /// The email telling `facts` to `name`, in the shipped locale closest to `locale` (see
     /// [`domain::resolve_locale`]).
     pub fn render(&self, facts: &Facts, name: &str, locale: &str) -> Result<Email, Error> {
         let prefix = format!("{}/{}", domain::resolve_locale(locale), facts.event_type());
-        let ctx = facts.context(name);
+        let ctx = facts.context(name, self.storefront.as_deref());
         let render = |suffix: &str| {
             let template = format!("{prefix}{suffix}");
             self.env
@@ -306,6 +327,27 @@ mod tests {
         let en = templates.render(facts, "Ada", "fr").expect("renders");
         assert_eq!(en.subject, "Your order o-1 is confirmed");
         assert!(en.html.contains("<td>Coffee</td><td>EUR 29.00</td>"), "{}", en.html);
+    }
+
+    #[test]
+    fn tokens_link_to_the_storefront_when_there_is_one() {
+        let reset = Facts::PasswordReset { token: "abc-_9".into() };
+        let bare = Templates::load().expect("templates load").render(&reset, "Ada", "en").expect("renders");
+        assert!(bare.text.contains("abc-_9") && !bare.text.contains("http"), "{}", bare.text);
+        let linked = Templates::load().expect("load").with_storefront(Some("https://shop.example.com/de".into()));
+        for (facts, link) in [
+            (reset, "https://shop.example.com/de/reset-password?token=abc-_9"),
+            (every_fact()[9].clone(), "https://shop.example.com/de/newsletter/confirm?token=tok-1"),
+            (every_fact()[10].clone(), "https://shop.example.com/de/newsletter/unsubscribe?token=tok-2"),
+        ] {
+            for locale in domain::LOCALES {
+                let email = linked.render(&facts, "Ada", locale).expect("renders");
+                assert!(email.text.contains(link), "{locale}: {}", email.text);
+                assert!(email.html.contains(&format!("href=\"{link}\"")), "{locale}: {}", email.html);
+            }
+        }
+        let welcome = linked.render(&Facts::Welcome, "Ada", "en").expect("renders");
+        assert!(!welcome.text.contains("token="), "only mails carrying a token link to one");
     }
 
     #[test]

@@ -213,7 +213,9 @@ async fn password_mails_go_to_the_accounts_own_address(db: Db) {
     let dir = platform::testkit::TempDir::new("maildir").expect("temp dir");
     let port = free_port();
     let smtp = SmtpServer::start(&python, port, dir.path()).await;
-    let service = Service::start(db, mailer(port), fast_retries()).await;
+    let storefront = Some("https://shop.example.com".to_owned());
+    let service =
+        Service::start(db, mailer(port), DispatchOptions { storefront_url: storefront, ..fast_retries() }).await;
 
     let reset = PasswordResetRequested {
         user_id: "u-7".into(),
@@ -244,6 +246,8 @@ async fn password_mails_go_to_the_accounts_own_address(db: Db) {
     assert_eq!(code["to"], "nora@example.com");
     assert!(code["text"].as_str().expect("text").contains("reset-token-7"), "{code:#?}");
     assert!(code["html"].as_str().expect("html").contains("<code>reset-token-7</code>"), "{code:#?}");
+    let link = "https://shop.example.com/reset-password?token=reset-token-7";
+    assert!(code["text"].as_str().expect("text").contains(link), "the storefront's page: {code:#?}");
     let notice = messages.iter().find(|m| m["subject"] == "Your Mercato password was changed").expect("the notice");
     assert_eq!(notice["to"], "nora@example.com");
     let text = notice["text"].as_str().expect("text");

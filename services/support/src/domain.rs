@@ -225,18 +225,19 @@ pub fn contact_form(
     Ok(NewTicket { subject, message, order_id: String::new(), email, name: name.to_owned() })
 }
 
-/// Where a page starts: after the ticket changed at `update_time` with id `id`.
+/// Where a page of a newest-first listing starts: after the row (a ticket by its update time, a newsletter by
+/// its send time) at `time` with id `id`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Cursor {
-    /// The last listed ticket's update time.
-    pub update_time: i64,
-    /// The last listed ticket's id.
+    /// The last listed row's time.
+    pub time: i64,
+    /// The last listed row's id.
     pub id: String,
 }
 
 /// The page token that continues after `cursor`.
 pub fn page_token(cursor: &Cursor) -> String {
-    format!("{}.{}", cursor.update_time, cursor.id)
+    format!("{}.{}", cursor.time, cursor.id)
 }
 
 /// The cursor a page token stands for; `None` for the first page.
@@ -246,11 +247,11 @@ pub fn parse_page_token(token: &str) -> Result<Option<Cursor>, FieldViolation> {
     }
     let bad = || FieldViolation::new("page_token", "is not a token this service issued");
     let (time, id) = token.split_once('.').ok_or_else(bad)?;
-    let update_time = time.parse::<i64>().map_err(|_| bad())?;
+    let time = time.parse::<i64>().map_err(|_| bad())?;
     if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
         return Err(bad());
     }
-    Ok(Some(Cursor { update_time, id: id.to_owned() }))
+    Ok(Some(Cursor { time, id: id.to_owned() }))
 }
 
 #[cfg(test)]
@@ -302,7 +303,7 @@ mod tests {
 
     #[test]
     fn page_tokens_round_trip_and_refuse_anything_else() {
-        let cursor = Cursor { update_time: 1_700_000_000_000_000, id: "0190-abc".into() };
+        let cursor = Cursor { time: 1_700_000_000_000_000, id: "0190-abc".into() };
         assert_eq!(parse_page_token(&page_token(&cursor)), Ok(Some(cursor)));
         assert_eq!(parse_page_token(""), Ok(None));
         for bad in ["abc", "1.", "x.abc", "1.' OR 1=1"] {

@@ -17,7 +17,9 @@ use api::mercato::support::v1::{
     UpdateFaqEntryResponse,
 };
 use api::mercato::support::v1::{
-    ConfirmNewsletterSubscriptionRequest, ConfirmNewsletterSubscriptionResponse, SendNewsletterRequest,
+    ConfirmNewsletterSubscriptionRequest, ConfirmNewsletterSubscriptionResponse, DeleteNewsletterSubscriberRequest,
+    DeleteNewsletterSubscriberResponse, GetNewsletterRequest, GetNewsletterResponse, ListNewsletterSubscribersRequest,
+    ListNewsletterSubscribersResponse, ListNewslettersRequest, ListNewslettersResponse, SendNewsletterRequest,
     SendNewsletterResponse, SubscribeNewsletterRequest, SubscribeNewsletterResponse, UnsubscribeNewsletterRequest,
     UnsubscribeNewsletterResponse,
 };
@@ -183,7 +185,7 @@ impl SupportService for SupportApi {
         let more = tickets.len() as i64 > limit;
         tickets.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
         let next_page_token = match tickets.last() {
-            Some(last) if more => domain::page_token(&Cursor { update_time: last.update_time, id: last.id.clone() }),
+            Some(last) if more => domain::page_token(&Cursor { time: last.update_time, id: last.id.clone() }),
             _ => String::new(),
         };
         Ok(Response::new(ListTicketsResponse {
@@ -313,5 +315,34 @@ impl SupportService for SupportApi {
     ) -> Result<Response<SendNewsletterResponse>, Status> {
         let claims = signed_in(&request)?;
         Ok(Response::new(self.send_to_subscribers(&claims, request.into_inner()).await?))
+    }
+
+    async fn list_newsletters(
+        &self,
+        request: Request<ListNewslettersRequest>,
+    ) -> Result<Response<ListNewslettersResponse>, Status> {
+        Ok(Response::new(self.newsletters_sent(request.into_inner()).await?))
+    }
+
+    async fn get_newsletter(
+        &self,
+        request: Request<GetNewsletterRequest>,
+    ) -> Result<Response<GetNewsletterResponse>, Status> {
+        Ok(Response::new(self.newsletter_sent(request.into_inner()).await?))
+    }
+
+    async fn list_newsletter_subscribers(
+        &self,
+        request: Request<ListNewsletterSubscribersRequest>,
+    ) -> Result<Response<ListNewsletterSubscribersResponse>, Status> {
+        Ok(Response::new(self.subscribers(request.into_inner()).await?))
+    }
+
+    async fn delete_newsletter_subscriber(
+        &self,
+        request: Request<DeleteNewsletterSubscriberRequest>,
+    ) -> Result<Response<DeleteNewsletterSubscriberResponse>, Status> {
+        let claims = signed_in(&request)?;
+        Ok(Response::new(self.forget_subscriber(&claims, request.into_inner()).await?))
     }
 }

@@ -58,7 +58,7 @@ mod newsletter;
 
 pub use attachments::{Attachment, NewAttachment};
 pub use faq::{FaqEntry, FaqQuery};
-pub use newsletter::NewsletterRow;
+pub use newsletter::{NewsletterRow, SubscriberRow};
 
 /// A message of a ticket.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -274,7 +274,7 @@ impl Store {
         if let Some(after) = &q.after {
             // The time is a number the service parsed from the token: written into the statement, not bound,
             // so every placeholder is text.
-            let t = after.update_time;
+            let t = after.time;
             let i = placeholder(after.id.clone());
             sql.push_str(&format!(" AND (update_time < {t} OR (update_time = {t} AND id < {i}))"));
         }

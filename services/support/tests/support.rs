@@ -14,8 +14,10 @@ use api::mercato::support::v1::{
     Ticket, TicketReplied, TicketStatus, UpdateFaqEntryRequest,
 };
 use api::mercato::support::v1::{
-    ConfirmNewsletterSubscriptionRequest, NewsletterIssued, NewsletterSubscriptionRequested, SendNewsletterRequest,
-    SubscribeNewsletterRequest, UnsubscribeNewsletterRequest,
+    ConfirmNewsletterSubscriptionRequest, DeleteNewsletterSubscriberRequest, GetNewsletterRequest,
+    ListNewsletterSubscribersRequest, ListNewsletterSubscribersResponse, ListNewslettersRequest, NewsletterIssued,
+    NewsletterSubscriptionRequested, SendNewsletterRequest, SubscribeNewsletterRequest, SubscriptionStatus,
+    UnsubscribeNewsletterRequest,
 };
 use platform::db::Db;
 use platform::events::{EventBus, EventEnvelope, InProcessBus};
@@ -663,6 +665,75 @@ async fn one_address_asking_many_times_at_once_is_mailed_once(db: Db) {
     server.stop().await;
 }
 
+async fn staff_see_the_addresses_and_newsletters_and_forget_an_address(db: Db) {
+    let server = Server::start(db).await;
+    let staff = server.marketing();
+    for email in ["cleo@example.com", "ada@example.com", "bo@example.com"] {
+        server.subscribe(email, "").await.expect("subscribes");
+    }
+    let tokens: Vec<(String, String)> = requested(&server).await.into_iter().map(|r| (r.email, r.token)).collect();
+    let token_of = |email: &str| tokens.iter().find(|(e, _)| e == email).map(|(_, t)| t.clone()).expect("mailed");
+    server.confirm(&token_of("bo@example.com")).await.expect("confirms");
+    server.confirm(&token_of("cleo@example.com")).await.expect("confirms");
+    let mut client = server.client.clone();
+    let list = |status: SubscriptionStatus, page_size: i32, page_token: &str| {
+        let request =
+            ListNewsletterSubscribersRequest { page_size, page_token: page_token.into(), status: status.into() };
+        with_token(request, &staff)
+    };
+
+    // By address, a page at a time, with their states and never their tokens.
+    let first = client.list_newsletter_subscribers(list(SubscriptionStatus::Unspecified, 2, "")).await;
+    let first = first.expect("lists").into_inner();
+    let shown = |page: &ListNewsletterSubscribersResponse| -> Vec<(String, SubscriptionStatus)> {
+        page.subscribers.iter().map(|s| (s.email.clone(), s.status())).collect()
+    };
+    assert_eq!(
+        shown(&first),
+        [
+            ("ada@example.com".into(), SubscriptionStatus::Pending),
+            ("bo@example.com".into(), SubscriptionStatus::Confirmed)
+        ]
+    );
+    let rest = client.list_newsletter_subscribers(list(SubscriptionStatus::Unspecified, 2, &first.next_page_token));
+    let rest = rest.await.expect("next page").into_inner();
+    assert_eq!(shown(&rest), [("cleo@example.com".into(), SubscriptionStatus::Confirmed)]);
+    assert_eq!(rest.next_page_token, "", "the last page");
+    let confirmed = client.list_newsletter_subscribers(list(SubscriptionStatus::Confirmed, 0, "")).await;
+    let emails: Vec<String> = confirmed.expect("lists").into_inner().subscribers.into_iter().map(|s| s.email).collect();
+    assert_eq!(emails, ["bo@example.com", "cleo@example.com"]);
+    let bad = client.list_newsletter_subscribers(list(SubscriptionStatus::Unspecified, -1, "not a token")).await;
+    assert_eq!(bad_fields(&bad.expect_err("bad")), ["page_size", "page_token"]);
+    let agent = server.agent();
+    let denied = client.list_newsletter_subscribers(with_token(ListNewsletterSubscribersRequest::default(), &agent));
+    assert_eq!(denied.await.expect_err("agents do not see the list").code(), Code::PermissionDenied);
+
+    // The newsletters sent, newest first.
+    let (older, _) = server.send_newsletter(&staff, "Spring sale", "").await.expect("sends");
+    let (newer, _) = server.send_newsletter(&staff, "Summer sale", "").await.expect("sends");
+    let page =
+        |page_token: &str| with_token(ListNewslettersRequest { page_size: 1, page_token: page_token.into() }, &staff);
+    let first = client.list_newsletters(page("")).await.expect("lists").into_inner();
+    assert_eq!(first.newsletters.iter().map(|n| n.id.as_str()).collect::<Vec<_>>(), [newer.as_str()]);
+    let second = client.list_newsletters(page(&first.next_page_token)).await.expect("lists").into_inner();
+    assert_eq!(second.newsletters[0].id, older);
+    assert_eq!((second.newsletters[0].subject.as_str(), second.newsletters[0].recipient_count), ("Spring sale", 2));
+    assert_eq!(second.next_page_token, "", "the last page");
+    let got = client.get_newsletter(with_token(GetNewsletterRequest { id: newer.clone() }, &staff)).await;
+    assert_eq!(got.expect("one").into_inner().newsletter.expect("newsletter").subject, "Summer sale");
+    let missing = client.get_newsletter(with_token(GetNewsletterRequest { id: "n-none".into() }, &staff)).await;
+    assert_eq!(missing.expect_err("unknown").code(), Code::NotFound);
+
+    // Forgetting an address deletes it and its token: nothing more is sent to it.
+    let forget = |email: &str| with_token(DeleteNewsletterSubscriberRequest { email: email.into() }, &staff);
+    client.delete_newsletter_subscriber(forget(" Cleo@Example.com ")).await.expect("forgotten");
+    let again = client.delete_newsletter_subscriber(forget("cleo@example.com")).await;
+    assert_eq!(again.expect_err("already forgotten").code(), Code::NotFound);
+    assert_eq!(server.unsubscribe(&token_of("cleo@example.com")).await.expect_err("its token").code(), Code::NotFound);
+    assert_eq!(server.send_newsletter(&staff, "Autumn sale", "").await.expect("sends").1, 1, "bo only");
+    server.stop().await;
+}
+
 /// Runs each scenario once on SQLite and once on PostgreSQL.
 macro_rules! on_both_engines {
     ($($scenario:ident),* $(,)?) => {
@@ -697,4 +768,5 @@ on_both_engines!(
     bad_faq_entries_name_their_fields_and_change_nothing,
     the_newsletter_goes_only_to_addresses_that_confirmed,
     one_address_asking_many_times_at_once_is_mailed_once,
+    staff_see_the_addresses_and_newsletters_and_forget_an_address,
 );

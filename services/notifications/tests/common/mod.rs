@@ -33,6 +33,7 @@ pub fn fast_retries() -> DispatchOptions {
         // The test's receivers listen on 127.0.0.1.
         allow_private_networks: true,
         support_inbox: None,
+        storefront_url: None,
     }
 }
 

@@ -96,6 +96,25 @@ pub fn subscriber_email(address: &str) -> Result<String, FieldViolation> {
     super::email(address).map(|e| e.to_lowercase()).map_err(|why| FieldViolation::new("email", why))
 }
 
+/// The page token that continues a listing of subscribers after `email` (opaque: the address in URL-safe base64).
+pub fn subscriber_page_token(email: &str) -> String {
+    URL_SAFE_NO_PAD.encode(email)
+}
+
+/// The address a subscribers' page token continues after; `None` for the first page.
+pub fn parse_subscriber_page_token(token: &str) -> Result<Option<String>, FieldViolation> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let bad = || FieldViolation::new("page_token", "is not a token this service issued");
+    let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
+    let email = String::from_utf8(bytes).map_err(|_| bad())?;
+    if email.is_empty() || email.len() > 320 {
+        return Err(bad());
+    }
+    Ok(Some(email))
+}
+
 /// A locale tag, trimmed: letters, digits, `-` and `_`, at most [`MAX_LOCALE`]; empty is the shop's default.
 pub fn locale(tag: &str) -> Result<String, FieldViolation> {
     let tag = tag.trim();
@@ -165,6 +184,12 @@ mod tests {
     fn addresses_are_one_per_mailbox_and_newsletters_are_checked() {
         assert_eq!(subscriber_email(" Ada@Example.COM "), Ok("ada@example.com".to_owned()));
         assert_eq!(subscriber_email("nope").expect_err("bad").field, "email");
+        let token = subscriber_page_token("ada@example.com");
+        assert_eq!(parse_subscriber_page_token(&token), Ok(Some("ada@example.com".to_owned())));
+        assert_eq!(parse_subscriber_page_token(""), Ok(None));
+        for bad in ["ada@example.com", "!!!", &URL_SAFE_NO_PAD.encode([0xff, 0xfe])] {
+            assert_eq!(parse_subscriber_page_token(bad).expect_err(bad).field, "page_token");
+        }
         assert_eq!(locale(" de-AT "), Ok("de-AT".to_owned()));
         assert!(locale("de AT").is_err());
         let fields = |v: Vec<FieldViolation>| v.into_iter().map(|v| v.field).collect::<Vec<_>>();

@@ -2,17 +2,52 @@
 //! with `newsletter:send` send one to every confirmed subscriber.
 
 use api::mercato::support::v1::{
-    ConfirmNewsletterSubscriptionRequest, ConfirmNewsletterSubscriptionResponse, Newsletter, SendNewsletterRequest,
-    SendNewsletterResponse, SubscribeNewsletterRequest, SubscribeNewsletterResponse, SubscriptionStatus,
-    UnsubscribeNewsletterRequest, UnsubscribeNewsletterResponse,
+    ConfirmNewsletterSubscriptionRequest, ConfirmNewsletterSubscriptionResponse, DeleteNewsletterSubscriberRequest,
+    DeleteNewsletterSubscriberResponse, GetNewsletterRequest, GetNewsletterResponse, ListNewsletterSubscribersRequest,
+    ListNewsletterSubscribersResponse, ListNewslettersRequest, ListNewslettersResponse, Newsletter,
+    NewsletterSubscriber, SendNewsletterRequest, SendNewsletterResponse, SubscribeNewsletterRequest,
+    SubscribeNewsletterResponse, SubscriptionStatus, UnsubscribeNewsletterRequest, UnsubscribeNewsletterResponse,
 };
 use platform::auth::Claims;
+use platform::error::{FieldViolation, check_id};
 use platform::time::{now_micros, timestamp};
 
 use super::SupportApi;
-use crate::domain::newsletter;
+use crate::domain::newsletter::{self, Subscription};
+use crate::domain::{self, Cursor};
 use crate::error::Error;
-use crate::store::NewsletterRow;
+use crate::store::{NewsletterRow, SubscriberRow};
+
+fn status_to_wire(status: Subscription) -> SubscriptionStatus {
+    match status {
+        Subscription::Pending => SubscriptionStatus::Pending,
+        Subscription::Confirmed => SubscriptionStatus::Confirmed,
+        Subscription::Unsubscribed => SubscriptionStatus::Unsubscribed,
+    }
+}
+
+/// The state a listing asks for: `None` for every state (unset).
+fn status_filter(value: i32) -> Result<Option<Subscription>, FieldViolation> {
+    match SubscriptionStatus::try_from(value) {
+        Ok(SubscriptionStatus::Unspecified) => Ok(None),
+        Ok(SubscriptionStatus::Pending) => Ok(Some(Subscription::Pending)),
+        Ok(SubscriptionStatus::Confirmed) => Ok(Some(Subscription::Confirmed)),
+        Ok(SubscriptionStatus::Unsubscribed) => Ok(Some(Subscription::Unsubscribed)),
+        Err(_) => Err(FieldViolation::new("status", "is not a subscription state")),
+    }
+}
+
+fn subscriber_to_wire(row: SubscriberRow) -> Result<NewsletterSubscriber, Error> {
+    let status = Subscription::parse(&row.status)
+        .ok_or_else(|| Error::Corrupt(format!("subscription status {:?}", row.status)))?;
+    Ok(NewsletterSubscriber {
+        email: row.email,
+        status: status_to_wire(status).into(),
+        locale: row.locale,
+        request_time: Some(timestamp(row.request_time)),
+        update_time: Some(timestamp(row.update_time)),
+    })
+}
 
 fn newsletter_to_wire(n: NewsletterRow) -> Newsletter {
     Newsletter {
@@ -79,5 +114,72 @@ impl SupportApi {
             tracing::info!(newsletter_id = %id, recipients = sent.recipient_count, "newsletter sent");
         }
         Ok(SendNewsletterResponse { newsletter: Some(newsletter_to_wire(sent)) })
+    }
+
+    /// A page of the newsletters sent, newest first.
+    pub(super) async fn newsletters_sent(&self, req: ListNewslettersRequest) -> Result<ListNewslettersResponse, Error> {
+        let mut violations = Vec::new();
+        let limit = domain::page_size(req.page_size).map_err(|v| violations.push(v)).unwrap_or_default();
+        let after = domain::parse_page_token(&req.page_token).map_err(|v| violations.push(v)).unwrap_or_default();
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument(violations));
+        }
+        // One more than the page: whether there is a next page.
+        let mut sent = self.store.newsletters(after.as_ref(), limit + 1).await?;
+        let more = sent.len() as i64 > limit;
+        sent.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let next_page_token = match sent.last() {
+            Some(last) if more => domain::page_token(&Cursor { time: last.create_time, id: last.id.clone() }),
+            _ => String::new(),
+        };
+        Ok(ListNewslettersResponse { newsletters: sent.into_iter().map(newsletter_to_wire).collect(), next_page_token })
+    }
+
+    /// One newsletter sent.
+    pub(super) async fn newsletter_sent(&self, req: GetNewsletterRequest) -> Result<GetNewsletterResponse, Error> {
+        check_id("id", &req.id).map_err(Error::invalid)?;
+        let sent = self.store.newsletter(&req.id).await?;
+        let sent = sent.ok_or_else(|| Error::NotFound(format!("newsletter {} not found", req.id)))?;
+        Ok(GetNewsletterResponse { newsletter: Some(newsletter_to_wire(sent)) })
+    }
+
+    /// A page of the addresses, by address.
+    pub(super) async fn subscribers(
+        &self,
+        req: ListNewsletterSubscribersRequest,
+    ) -> Result<ListNewsletterSubscribersResponse, Error> {
+        let mut violations = Vec::new();
+        let limit = domain::page_size(req.page_size).map_err(|v| violations.push(v)).unwrap_or_default();
+        let after = newsletter::parse_subscriber_page_token(&req.page_token)
+            .map_err(|v| violations.push(v))
+            .unwrap_or_default();
+        let status = status_filter(req.status).map_err(|v| violations.push(v)).unwrap_or_default();
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument(violations));
+        }
+        let mut rows = self.store.subscribers(status, after.as_deref(), limit + 1).await?;
+        let more = rows.len() as i64 > limit;
+        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+        let next_page_token = match rows.last() {
+            Some(last) if more => newsletter::subscriber_page_token(&last.email),
+            _ => String::new(),
+        };
+        let subscribers = rows.into_iter().map(subscriber_to_wire).collect::<Result<_, _>>()?;
+        Ok(ListNewsletterSubscribersResponse { subscribers, next_page_token })
+    }
+
+    /// Forgets an address altogether, as `claims`.
+    pub(super) async fn forget_subscriber(
+        &self,
+        claims: &Claims,
+        req: DeleteNewsletterSubscriberRequest,
+    ) -> Result<DeleteNewsletterSubscriberResponse, Error> {
+        let email = newsletter::subscriber_email(&req.email).map_err(Error::invalid)?;
+        if !self.store.delete_subscriber(&email).await? {
+            return Err(Error::NotFound("no such address among the newsletter's".to_owned()));
+        }
+        // The address itself stays out of the logs: forgetting it is the point.
+        tracing::info!(by = %claims.sub, "newsletter address forgotten");
+        Ok(DeleteNewsletterSubscriberResponse {})
     }
 }

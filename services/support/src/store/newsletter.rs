@@ -7,6 +7,7 @@ use platform::events::enqueue;
 use platform::with_db;
 
 use super::Store;
+use crate::domain::Cursor;
 use crate::domain::newsletter::{self, NewNewsletter, OnSubscribe, Subscription};
 use crate::error::{Error, SUBSCRIPTION_ENDED, TOKEN_EXPIRED};
 use crate::events::{self, Issue};
@@ -25,6 +26,23 @@ pub struct NewsletterRow {
     /// Microseconds since the epoch.
     pub create_time: i64,
 }
+
+/// An address of the newsletter, as staff see it (never its token).
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct SubscriberRow {
+    /// The address, lower-cased.
+    pub email: String,
+    /// PENDING, CONFIRMED or UNSUBSCRIBED.
+    pub status: String,
+    /// The language of its mails.
+    pub locale: String,
+    /// When it last asked for the newsletter, microseconds.
+    pub request_time: i64,
+    /// When its state last changed, microseconds.
+    pub update_time: i64,
+}
+
+const NEWSLETTER_COLUMNS: &str = "id, subject, body, recipient_count, create_time";
 
 /// Locks the subscription whose `$column` is `$value` (a no-op update) and yields `(email, status, request_time)`.
 macro_rules! lock_subscriber {
@@ -221,15 +239,72 @@ impl Store {
         }
     }
 
+    /// Newsletters sent, newest first: at most `limit`, after `after` (the last of the previous page).
+    pub async fn newsletters(&self, after: Option<&Cursor>, limit: i64) -> Result<Vec<NewsletterRow>, Error> {
+        // The first page starts after a newsletter of the end of time.
+        let (time, id) = after.map_or((i64::MAX, ""), |c| (c.time, c.id.as_str()));
+        let sql = format!(
+            "SELECT {NEWSLETTER_COLUMNS} FROM newsletters WHERE create_time < $1 OR (create_time = $1 AND id < $2) \
+             ORDER BY create_time DESC, id DESC LIMIT $3"
+        );
+        Ok(with_db!(&self.db, pool => {
+            sqlx::query_as::<_, NewsletterRow>(sqlx::AssertSqlSafe(sql))
+                .bind(time)
+                .bind(id)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+
+    /// The newsletter `id`.
+    pub async fn newsletter(&self, id: &str) -> Result<Option<NewsletterRow>, Error> {
+        let sql = format!("SELECT {NEWSLETTER_COLUMNS} FROM newsletters WHERE id = $1");
+        Ok(with_db!(&self.db, pool => {
+            sqlx::query_as::<_, NewsletterRow>(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?
+        }))
+    }
+
+    /// Addresses by address, only those in `status` if given: at most `limit`, after the address `after`.
+    pub async fn subscribers(
+        &self,
+        status: Option<Subscription>,
+        after: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<SubscriberRow>, Error> {
+        Ok(with_db!(&self.db, pool => {
+            sqlx::query_as::<_, SubscriberRow>(
+                "SELECT email, status, locale, request_time, update_time FROM newsletter_subscribers \
+                 WHERE ($1 = '' OR status = $1) AND email > $2 ORDER BY email LIMIT $3",
+            )
+            .bind(status.map_or("", Subscription::as_str))
+            .bind(after.unwrap_or_default())
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
+    /// Forgets `email` altogether (its row and token); false when it was not known.
+    pub async fn delete_subscriber(&self, email: &str) -> Result<bool, Error> {
+        Ok(with_db!(&self.db, pool => {
+            sqlx::query("DELETE FROM newsletter_subscribers WHERE email = $1")
+                .bind(email)
+                .execute(pool)
+                .await?
+                .rows_affected()
+                > 0
+        }))
+    }
+
     /// The newsletter sent for `request_id`, if any (never for an empty one).
     async fn newsletter_by_request(&self, request_id: &str) -> Result<Option<NewsletterRow>, Error> {
         if request_id.is_empty() {
             return Ok(None);
         }
         Ok(with_db!(&self.db, pool => {
-            sqlx::query_as::<_, NewsletterRow>(
-                "SELECT id, subject, body, recipient_count, create_time FROM newsletters WHERE request_id = $1",
-            )
+            let sql = format!("SELECT {NEWSLETTER_COLUMNS} FROM newsletters WHERE request_id = $1");
+            sqlx::query_as::<_, NewsletterRow>(sqlx::AssertSqlSafe(sql))
             .bind(request_id)
             .fetch_optional(pool)
             .await?
