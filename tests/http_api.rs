@@ -674,7 +674,7 @@ async fn profiles_and_address_books(storage: Storage) {
     let admin = p.admin_token().await;
     let made = p.send("POST", "/v1/products", Some(&admin), Some(product("MUG-2", "Mug", "home", "900"))).await;
     let mug = made.json["id"].as_str().expect("id").to_owned();
-    p.send("POST", &format!("/v1/products/{mug}/inventory:adjust"), Some(&admin), Some(json!({"delta": 2}))).await;
+    p.send("POST", &format!("/v1/products/{mug}/inventory:adjust"), Some(&admin), Some(json!({"delta": 5}))).await;
     let book = p.send("GET", "/v1/addresses", Some(&customer), None).await.json;
     let body = json!({"shippingAddress": book["addresses"][0]["address"], "paymentMethod": "tok_visa", "items": [{"productId": mug, "quantity": 1}]});
     let bearer = format!("Bearer {customer}");
@@ -688,6 +688,38 @@ async fn profiles_and_address_books(storage: Storage) {
         .await;
     assert_eq!(placed.json["status"], "ORDER_STATUS_CONFIRMED", "{}", placed.json);
     assert_eq!(placed.json["shippingAddress"]["city"], "Paris", "{}", placed.json);
+    // Or checkout names it by id (orders asks users for it, as the customer), or takes the default.
+    let fetched = p.send("GET", &format!("/v1/addresses/{id}"), Some(&customer), None).await;
+    assert_eq!((fetched.status, &fetched.json["label"]), (200, &json!("Home")), "{}", fetched.json);
+    for (key, body) in [
+        (
+            "addr-2",
+            json!({"shippingAddressId": id, "paymentMethod": "tok_visa", "items": [{"productId": mug, "quantity": 1}]}),
+        ),
+        ("addr-3", json!({"paymentMethod": "tok_visa", "items": [{"productId": mug, "quantity": 1}]})),
+    ] {
+        let headers = [("authorization", bearer.as_str()), ("idempotency-key", key)];
+        let placed = p.send_with("POST", "/v1/orders", &headers, Some(body)).await;
+        assert_eq!(placed.status, 201, "{key}: {}", placed.json);
+        assert_eq!(placed.json["shippingAddress"]["name"], "Marie", "{key}: {}", placed.json);
+    }
+    let others = format!("Bearer {other}");
+    let body =
+        json!({"shippingAddressId": id, "paymentMethod": "tok_visa", "items": [{"productId": mug, "quantity": 1}]});
+    let refused = p
+        .send_with(
+            "POST",
+            "/v1/orders",
+            &[("authorization", others.as_str()), ("idempotency-key", "addr-4")],
+            Some(body),
+        )
+        .await;
+    assert_eq!(refused.status, 400, "{}", refused.json);
+    assert_eq!(
+        refused.json["error"]["details"][0]["fieldViolations"][0]["field"], "shippingAddressId",
+        "{}",
+        refused.json
+    );
     assert_eq!(p.send("DELETE", &format!("/v1/addresses/{id}"), Some(&customer), None).await.status, 200);
     p.stop().await;
 }

@@ -139,6 +139,37 @@ fn is_admin(claims: &Claims) -> bool {
     claims.has_scope(ORDERS_ADMIN)
 }
 
+/// Where a checkout ships to, as the request says.
+#[derive(Debug, Clone)]
+enum Destination {
+    /// The address in the request, checked.
+    Given(Address),
+    /// The caller's saved address with this id.
+    Saved(String),
+    /// The caller's default saved address.
+    Default,
+}
+
+const NO_ADDRESS: &str =
+    "is required: give one, name a saved address in shipping_address_id, or save a default address";
+
+/// The destination of a checkout: the address given (trimmed and checked as every address the platform takes,
+/// `platform::address`), a saved address's id, or, with neither, the default one; not both.
+fn destination(given: Option<WireAddress>, saved_id: &str) -> Result<Destination, Vec<FieldViolation>> {
+    match (given, saved_id) {
+        (Some(_), id) if !id.is_empty() => Err(vec![FieldViolation::new(
+            "shipping_address_id",
+            "cannot be given with shipping_address: name one address",
+        )]),
+        (Some(address), _) => platform::address::validate("shipping_address", Some(address))
+            .map(|a| Destination::Given(address_from_wire(a))),
+        (None, "") => Ok(Destination::Default),
+        (None, id) => platform::error::check_id("shipping_address_id", id)
+            .map(|()| Destination::Saved(id.to_owned()))
+            .map_err(|v| vec![v]),
+    }
+}
+
 fn upstream(what: &str, error: PortError) -> Error {
     match error {
         PortError::Transient(text) => {
@@ -189,6 +220,23 @@ impl OrdersApi {
             return self.store.order(&id).await?.ok_or_else(|| Error::order_not_found(&id));
         }
         Ok(order)
+    }
+
+    /// Where to ship: the address given, or the one named or the default from the caller's address book.
+    async fn address(&self, destination: Destination, authorization: &str) -> Result<Address, Error> {
+        let (id, missing) = match destination {
+            Destination::Given(address) => return Ok(address),
+            Destination::Saved(id) => {
+                (Some(id), FieldViolation::new("shipping_address_id", "is not an address in your address book"))
+            }
+            Destination::Default => (None, FieldViolation::new("shipping_address", NO_ADDRESS)),
+        };
+        let saved = self.ports.saved_address(authorization, id.as_deref()).await.map_err(|e| upstream("users", e))?;
+        let saved = saved.ok_or_else(|| Error::invalid(missing))?;
+        // Checked again as every address the platform takes: the book's rules could have been looser once.
+        platform::address::validate("shipping_address", Some(saved))
+            .map(address_from_wire)
+            .map_err(Error::InvalidArgument)
     }
 
     /// The lines to order: the request's, or the caller's cart.
@@ -253,11 +301,8 @@ impl OrderService for OrdersApi {
 
         let mut violations = Vec::new();
         let key = domain::idempotency_key(header.as_deref(), &req.idempotency_key).map_err(|v| violations.push(v)).ok();
-        // Trimmed and checked as every address the platform takes (`platform::address`).
-        let address = platform::address::validate("shipping_address", req.shipping_address)
-            .map(address_from_wire)
-            .map_err(|v| violations.extend(v))
-            .ok();
+        let destination =
+            destination(req.shipping_address, req.shipping_address_id.trim()).map_err(|v| violations.extend(v)).ok();
         if let Err(v) = domain::validate_payment_method(&req.payment_method) {
             violations.push(v);
         }
@@ -267,30 +312,39 @@ impl OrderService for OrdersApi {
             .map(|i| LineInput { product_id: i.product_id.trim().to_owned(), quantity: i.quantity })
             .collect();
         let asked = domain::normalize_lines(&asked).map_err(|v| violations.extend(v)).ok();
-        let (Some(key), Some(address), Some(asked), true) = (key, address, asked, violations.is_empty()) else {
+        let (Some(key), Some(destination), Some(asked), true) = (key, destination, asked, violations.is_empty()) else {
             return Err(Error::InvalidArgument(violations).into());
         };
         let payment_method = req.payment_method.trim().to_owned();
 
-        // What the request means, without its key: equal fingerprints are replays.
+        // What the request means, without its key: equal fingerprints are replays. A saved address counts by its
+        // id, so a retry after the customer edited it is still the same request.
         let canonical = CreateOrderRequest {
-            shipping_address: Some(address_to_wire(&address)),
+            shipping_address: match &destination {
+                Destination::Given(address) => Some(address_to_wire(address)),
+                Destination::Saved(_) | Destination::Default => None,
+            },
             payment_method: payment_method.clone(),
             items: asked
                 .iter()
                 .map(|l| CreateOrderItem { product_id: l.product_id.clone(), quantity: l.quantity })
                 .collect(),
             idempotency_key: String::new(),
+            shipping_address_id: match &destination {
+                Destination::Saved(id) => id.clone(),
+                Destination::Given(_) | Destination::Default => String::new(),
+            },
         };
         let hash = domain::fingerprint(&canonical.encode_to_vec());
         // A replay is found by its key where the request cannot go on: where the order's insert meets the key
         // (below), or here, when the cart it emptied is empty now or its products changed since. Looking the key
         // up first would cost every new order a statement.
         let priced = async {
+            let address = self.address(destination, &authorization).await?;
             let (lines, from_cart) = self.lines(asked, &authorization).await?;
-            Ok::<_, Error>((self.price(&lines, from_cart).await?, from_cart))
+            Ok::<_, Error>((self.price(&lines, from_cart).await?, from_cart, address))
         };
-        let (priced, from_cart) = match priced.await {
+        let (priced, from_cart, address) = match priced.await {
             Ok(priced) => priced,
             Err(e) => match self.store.id_by_key(&claims.sub, &key).await? {
                 Some(id) => {

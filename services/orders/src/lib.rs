@@ -11,7 +11,8 @@
 //!
 //! - [`domain`]: the rules, free of I/O.
 //! - [`store`]: all SQL, the same on SQLite and PostgreSQL.
-//! - [`ports`]: what it asks of the catalog, the cart, the payments and the deliveries service ([`SagaPorts`]).
+//! - [`ports`]: what it asks of the catalog, the cart, the payments, the deliveries and the users service
+//!   ([`SagaPorts`]).
 //! - [`saga`]: the checkout saga and its recovery.
 //! - [`grpc`]: the handlers of `mercato.orders.v1.OrderService`.
 //! - [`events`]: what it publishes (`order.*`, through the outbox).
@@ -50,8 +51,8 @@ pub const NAME: &str = "orders";
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Runs the orders service as configured: opens its database, trusts the auth service's keys, reaches the
-/// catalog, cart and payments services at their configured URLs with this service's own tokens (client
-/// secret `MERCATO_ORDERS_CLIENT_SECRET`), publishes its events to `bus`, and serves on `listener` until
+/// catalog, cart, payments, deliveries and users services at their configured URLs (with this service's own
+/// tokens, client secret `MERCATO_ORDERS_CLIENT_SECRET`, or the customer's for their cart and addresses), publishes its events to `bus`, and serves on `listener` until
 /// `shutdown` is cancelled.
 pub async fn run(
     listener: TcpListener,
@@ -70,6 +71,7 @@ pub async fn run(
         cart: channel("cart")?,
         payments: channel("payments")?,
         deliveries: channel("deliveries")?,
+        users: channel("users")?,
     };
     let ports = GrpcPorts::new(channels, Credentials::Service(Arc::new(tokens)));
     let db = Db::open(&settings, NAME).await?;

@@ -17,8 +17,11 @@ use api::mercato::cart::v1::cart_service_client::CartServiceClient;
 use api::mercato::cart::v1::{ClearCartRequest, GetCartRequest};
 use api::mercato::deliveries::v1::CancelOrderShipmentRequest;
 use api::mercato::deliveries::v1::delivery_service_client::DeliveryServiceClient;
+use api::mercato::orders::v1::Address as WireAddress;
 use api::mercato::payments::v1::payment_service_client::PaymentServiceClient;
 use api::mercato::payments::v1::{CreatePaymentRequest, PaymentStatus, RefundPaymentRequest};
+use api::mercato::users::v1::user_service_client::UserServiceClient;
+use api::mercato::users::v1::{GetAddressRequest, ListAddressesRequest};
 use platform::auth::ServiceTokens;
 use platform::grpc::Channel;
 use platform::grpc::TracedChannel;
@@ -126,13 +129,17 @@ pub struct RefundRequest {
     pub reason: String,
 }
 
-/// Everything the orders service needs from the catalog, the cart, the payments and the deliveries service.
+/// Everything the orders service needs from the catalog, the cart, the payments, the deliveries and the users
+/// service.
 #[tonic::async_trait]
 pub trait SagaPorts: Send + Sync + 'static {
     /// The product as the catalog sells it now; `None` when unknown or hidden (not for sale).
     async fn product(&self, product_id: &str) -> Result<Option<Offer>, PortError>;
     /// The lines of the cart of the caller whose `authorization` metadata value is given.
     async fn cart(&self, authorization: &str) -> Result<Vec<LineInput>, PortError>;
+    /// Address `id` of that caller's address book, or with no id the book's default; `None` when there is no
+    /// such address.
+    async fn saved_address(&self, authorization: &str, id: Option<&str>) -> Result<Option<WireAddress>, PortError>;
     /// Holds stock for order `order_id` (the reservation id), all lines or none.
     async fn reserve(&self, order_id: &str, lines: &[LineInput]) -> Result<Reservation, PortError>;
     /// Gives the held stock of order `order_id` back; a reservation that does not exist is fine.
@@ -173,13 +180,22 @@ impl Credentials {
     }
 }
 
-/// The production ports: gRPC clients of the catalog, the cart, the payments and the deliveries service.
+/// A request made as the caller whose `authorization` metadata value is given (their cart, their addresses).
+fn as_caller<T>(message: T, authorization: &str) -> Result<Request<T>, PortError> {
+    let mut request = Request::new(message);
+    let value = authorization.parse().map_err(|_| PortError::Permanent("unusable authorization".into()))?;
+    request.metadata_mut().insert("authorization", value);
+    Ok(request)
+}
+
+/// The production ports: gRPC clients of the catalog, the cart, the payments, the deliveries and the users service.
 #[derive(Debug, Clone)]
 pub struct GrpcPorts {
     catalog: CatalogServiceClient<TracedChannel>,
     cart: CartServiceClient<TracedChannel>,
     payments: PaymentServiceClient<TracedChannel>,
     deliveries: DeliveryServiceClient<TracedChannel>,
+    users: UserServiceClient<TracedChannel>,
     credentials: Credentials,
 }
 
@@ -194,6 +210,8 @@ pub struct Channels {
     pub payments: Channel,
     /// To the deliveries service (the shipment of an order being cancelled).
     pub deliveries: Channel,
+    /// To the users service (the customer's saved addresses).
+    pub users: Channel,
 }
 
 impl GrpcPorts {
@@ -204,6 +222,7 @@ impl GrpcPorts {
             cart: CartServiceClient::new(TracedChannel::new(channels.cart)),
             payments: PaymentServiceClient::new(TracedChannel::new(channels.payments)),
             deliveries: DeliveryServiceClient::new(TracedChannel::new(channels.deliveries)),
+            users: UserServiceClient::new(TracedChannel::new(channels.users)),
             credentials,
         }
     }
@@ -259,9 +278,7 @@ impl SagaPorts for GrpcPorts {
     }
 
     async fn cart(&self, authorization: &str) -> Result<Vec<LineInput>, PortError> {
-        let mut request = Request::new(GetCartRequest {});
-        let value = authorization.parse().map_err(|_| PortError::Permanent("unusable authorization".into()))?;
-        request.metadata_mut().insert("authorization", value);
+        let request = as_caller(GetCartRequest {}, authorization)?;
         let cart = self
             .cart
             .clone()
@@ -272,6 +289,20 @@ impl SagaPorts for GrpcPorts {
             .cart
             .unwrap_or_default();
         Ok(cart.items.into_iter().map(|i| LineInput { product_id: i.product_id, quantity: i.quantity }).collect())
+    }
+
+    async fn saved_address(&self, authorization: &str, id: Option<&str>) -> Result<Option<WireAddress>, PortError> {
+        let mut users = self.users.clone();
+        let Some(id) = id else {
+            let book = users.list_addresses(as_caller(ListAddressesRequest {}, authorization)?).await;
+            let book = book.map_err(|s| PortError::from_status("ListAddresses", &s))?.into_inner();
+            return Ok(book.addresses.into_iter().find(|a| a.is_default).and_then(|a| a.address));
+        };
+        match users.get_address(as_caller(GetAddressRequest { id: id.to_owned() }, authorization)?).await {
+            Ok(found) => Ok(found.into_inner().address.and_then(|a| a.address)),
+            Err(status) if status.code() == Code::NotFound => Ok(None),
+            Err(status) => Err(PortError::from_status("GetAddress", &status)),
+        }
     }
 
     async fn reserve(&self, order_id: &str, lines: &[LineInput]) -> Result<Reservation, PortError> {

@@ -113,6 +113,8 @@ struct State {
     cancelled_shipments: HashMap<String, String>,
     /// `authorization` value -> customer.
     tokens: HashMap<String, String>,
+    /// Address books by customer: (id, address, whether it is the default).
+    addresses: HashMap<String, Vec<(String, Address, bool)>>,
     calls: HashMap<Op, u32>,
     transient: HashMap<Op, u32>,
     crash_after: Option<Op>,
@@ -212,6 +214,14 @@ impl SagaPorts for Fake {
         let s = self.state();
         let customer = s.tokens.get(authorization).ok_or_else(|| PortError::Permanent("unknown caller".into()))?;
         Ok(s.carts.get(customer).cloned().unwrap_or_default())
+    }
+
+    async fn saved_address(&self, authorization: &str, id: Option<&str>) -> Result<Option<Address>, PortError> {
+        let s = self.state();
+        let customer = s.tokens.get(authorization).ok_or_else(|| PortError::Permanent("unknown caller".into()))?;
+        let book = s.addresses.get(customer).map(Vec::as_slice).unwrap_or_default();
+        let found = book.iter().find(|(saved_id, _, default)| id.map_or(*default, |id| id == saved_id));
+        Ok(found.map(|(_, address, _)| address.clone()))
     }
 
     async fn reserve(&self, order_id: &str, lines: &[LineInput]) -> Result<Reservation, PortError> {
@@ -696,7 +706,9 @@ impl Server {
                     catalog: channel.clone(),
                     cart: channel.clone(),
                     payments: channel.clone(),
-                    deliveries: channel,
+                    deliveries: channel.clone(),
+                    // No address books over gRPC here: the saved-address scenario runs on the direct wiring.
+                    users: channel,
                 };
                 let ports = GrpcPorts::new(channels, Credentials::Fixed(SERVICE_TOKEN.to_owned()));
                 (Arc::new(ports) as Arc<dyn SagaPorts>, Some((stop, task)))
@@ -819,6 +831,7 @@ fn order_of(items: &[(&str, i32)], key: &str) -> CreateOrderRequest {
         payment_method: "tok_visa".into(),
         items: items.iter().map(|(p, q)| CreateOrderItem { product_id: (*p).into(), quantity: *q }).collect(),
         idempotency_key: key.into(),
+        shipping_address_id: String::new(),
     }
 }
 
@@ -1123,6 +1136,57 @@ async fn validation_and_pricing(db: Db) {
     let (orders, _) = ada.list(ListOrdersRequest::default()).await.expect("list");
     assert!(orders.is_empty(), "nothing was created");
     assert_eq!(fake.calls(Op::Reserve), 0);
+    server.stop().await;
+}
+
+async fn ships_to_a_saved_or_the_default_address(db: Db) {
+    let fake = Fake::new();
+    let server = Server::start(db, fake.clone(), Wiring::Direct).await;
+    let ada = server.client("ada", false).await;
+    let work = Address { name: "Ada at work".into(), line1: " 2 Engine Lane ".into(), ..address() };
+    fake.state()
+        .addresses
+        .insert("ada".into(), vec![("a-home".into(), address(), true), ("a-work".into(), work, false)]);
+    let mut named = order_of(&[(COFFEE, 1)], "saved-1");
+    (named.shipping_address, named.shipping_address_id) = (None, "a-work".into());
+    let order = ada.create(named.clone()).await.expect("ships to the saved address");
+    let shipped = order.shipping_address.clone().expect("address");
+    assert_eq!(
+        (shipped.name.as_str(), shipped.line1.as_str(), shipped.country.as_str()),
+        ("Ada at work", "2 Engine Lane", "GB")
+    );
+    // A retry is the same request even after the book changed: the order as it was.
+    fake.state().addresses.get_mut("ada").expect("book")[1].1.city = "Paris".into();
+    assert_eq!(ada.create(named).await.expect("replay").id, order.id);
+
+    let mut default = order_of(&[(COFFEE, 1)], "saved-2");
+    default.shipping_address = None;
+    let order = ada.create(default).await.expect("ships to the default address");
+    assert_eq!(order.shipping_address.map(|a| a.name), Some("Ada Lovelace".into()));
+
+    // Another's address, none at all, or both at once: refused, naming the field, and nothing is reserved.
+    let reserved = fake.calls(Op::Reserve);
+    let bob = server.client("bob", false).await;
+    let mut theirs = order_of(&[(COFFEE, 1)], "saved-3");
+    (theirs.shipping_address, theirs.shipping_address_id) = (None, "a-home".into());
+    let err = bob.create(theirs).await.expect_err("not bob's");
+    assert_eq!(
+        (err.code(), err.message()),
+        (Code::InvalidArgument, "shipping_address_id: is not an address in your address book")
+    );
+    let mut nothing = order_of(&[(COFFEE, 1)], "saved-4");
+    nothing.shipping_address = None;
+    let err = bob.create(nothing).await.expect_err("no default");
+    assert!(err.message().starts_with("shipping_address: is required"), "{}", err.message());
+    let mut both = order_of(&[(COFFEE, 1)], "saved-5");
+    both.shipping_address_id = "a-home".into();
+    let err = ada.create(both).await.expect_err("both");
+    assert!(
+        err.message().starts_with("shipping_address_id: cannot be given with shipping_address"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(fake.calls(Op::Reserve), reserved, "nothing refused was reserved");
     server.stop().await;
 }
 
@@ -1556,6 +1620,7 @@ on_both_engines!(
     idempotent_replay_and_key_reuse,
     validation_and_pricing,
     visibility_and_listing,
+    ships_to_a_saved_or_the_default_address,
     cancel_refunds,
     a_dispatched_order_is_not_cancelled,
     crash_at_every_step_then_resume,

@@ -2,9 +2,9 @@
 
 use api::mercato::users::v1::user_service_server::UserService;
 use api::mercato::users::v1::{
-    CreateAddressRequest, CreateAddressResponse, DeleteAddressRequest, DeleteAddressResponse, GetProfileRequest,
-    GetProfileResponse, ListAddressesRequest, ListAddressesResponse, Profile, SavedAddress, UpdateAddressRequest,
-    UpdateAddressResponse, UpdateProfileRequest, UpdateProfileResponse,
+    CreateAddressRequest, CreateAddressResponse, DeleteAddressRequest, DeleteAddressResponse, GetAddressRequest,
+    GetAddressResponse, GetProfileRequest, GetProfileResponse, ListAddressesRequest, ListAddressesResponse, Profile,
+    SavedAddress, UpdateAddressRequest, UpdateAddressResponse, UpdateProfileRequest, UpdateProfileResponse,
 };
 use platform::auth::caller;
 use platform::db::Db;
@@ -111,6 +111,14 @@ impl UserService for UserApi {
         let user_id = customer(&request)?;
         let addresses = self.store.addresses(&user_id).await?;
         Ok(Response::new(ListAddressesResponse { addresses: addresses.into_iter().map(address_to_wire).collect() }))
+    }
+
+    async fn get_address(&self, request: Request<GetAddressRequest>) -> Result<Response<GetAddressResponse>, Status> {
+        let user_id = customer(&request)?;
+        let id = request.into_inner().id;
+        domain::validate_id("id", &id).map_err(Error::invalid)?;
+        let saved = self.store.address(&user_id, &id).await?;
+        Ok(Response::new(GetAddressResponse { address: Some(address_to_wire(saved)) }))
     }
 
     async fn create_address(

@@ -248,6 +248,22 @@ impl Store {
         Ok(rows.into_iter().map(SavedAddress::from).collect())
     }
 
+    /// Address `id` of `user_id`; NOT_FOUND when the customer has no such address.
+    pub async fn address(&self, user_id: &str, id: &str) -> Result<SavedAddress, Error> {
+        let row = with_db!(&self.db, pool => {
+            sqlx::query_as::<_, AddressRow>(concat!(
+                "SELECT ",
+                address_columns!(),
+                " FROM addresses WHERE id = $1 AND user_id = $2"
+            ))
+            .bind(id)
+            .bind(user_id)
+            .fetch_optional(pool)
+            .await?
+        });
+        row.map(SavedAddress::from).ok_or_else(|| Error::address_not_found(id))
+    }
+
     /// Saves a new address for `user_id`: the default when asked or when it is the first; FAILED_PRECONDITION
     /// when the book already holds [`MAX_ADDRESSES`].
     pub async fn create_address(&self, user_id: &str, fields: &AddressFields, now: i64) -> Result<SavedAddress, Error> {

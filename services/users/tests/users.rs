@@ -9,8 +9,8 @@ use api::mercato::auth::v1::UserRegistered;
 use api::mercato::orders::v1::Address;
 use api::mercato::users::v1::user_service_client::UserServiceClient;
 use api::mercato::users::v1::{
-    CreateAddressRequest, DeleteAddressRequest, GetProfileRequest, ListAddressesRequest, Profile, SavedAddress,
-    UpdateAddressRequest, UpdateProfileRequest,
+    CreateAddressRequest, DeleteAddressRequest, GetAddressRequest, GetProfileRequest, ListAddressesRequest, Profile,
+    SavedAddress, UpdateAddressRequest, UpdateProfileRequest,
 };
 use platform::db::Db;
 use platform::events::{EventBus, EventEnvelope, InProcessBus};
@@ -268,8 +268,16 @@ async fn an_address_book_has_one_default_and_is_private(db: Db) {
         [entry("Office", "Leeds", true), entry("Parents", "York", false), entry("Home", "London", false)]
     );
 
+    let get = |token: &str, id: &str| {
+        let request = with_token(GetAddressRequest { id: id.into() }, token);
+        let mut client = server.client.clone();
+        async move { Ok::<_, Status>(client.get_address(request).await?.into_inner().address) }
+    };
+    assert_eq!(get(&ada, &work.id).await.expect("one"), Some(office.clone()));
+
     let bob = server.customer("u-bob");
     assert!(server.addresses(&bob).await.is_empty());
+    assert_eq!(get(&bob, &work.id).await.expect_err("not bob's").code(), Code::NotFound);
     let theirs = server.delete(&bob, &home.id).await.expect_err("another customer's address");
     assert_eq!(theirs.code(), Code::NotFound);
     let change = SavedAddress { label: "Mine".into(), ..SavedAddress::default() };
