@@ -196,7 +196,7 @@ async fn products_page_through_the_gateway() {
                 "POST",
                 "/v1/products",
                 Some(&admin),
-                Some(product(&format!("B-{i}"), &format!("Book {i}"), "books", "1000")),
+                Some(product(&format!("B-{i}"), &format!("Book {i}"), "books", &format!("{}", 1000 + 100 * i))),
             )
             .await;
         assert_eq!(r.status, 201, "{}", r.json);
@@ -218,6 +218,16 @@ async fn products_page_through_the_gateway() {
     assert_eq!(seen, (0..7).map(|i| format!("B-{i}")).collect::<Vec<_>>());
     let r = p.send("GET", "/v1/products?query=book%205", None, None).await;
     assert_eq!(r.json["products"].as_array().map(Vec::len), Some(1), "{}", r.json);
+    // The dearest first, within a price range.
+    let r = p.send("GET", "/v1/products?orderBy=price%20desc&minPriceMinor=1200&maxPriceMinor=1400", None, None).await;
+    let skus: Vec<&str> = r.json["products"]
+        .as_array()
+        .map(|all| all.iter().filter_map(|p| p["sku"].as_str()).collect())
+        .unwrap_or_default();
+    assert_eq!(skus, ["B-4", "B-3", "B-2"], "{}", r.json);
+    let r = p.send("GET", "/v1/products?orderBy=cheapest", None, None).await;
+    assert_eq!(r.status, 400, "{}", r.json);
+    assert_eq!(r.json["error"]["details"][0]["fieldViolations"][0]["field"], "orderBy", "{}", r.json);
     p.stop().await;
 }
 

@@ -1,13 +1,14 @@
-//! The catalog's rules, free of I/O: what a valid product is, how pages and page tokens work, stock
+//! The catalog's rules, free of I/O: what a valid product is, how listings sort and page ([`listing`]), stock
 //! arithmetic, reservation requests and their state machine, and update masks.
 //!
 //! Field names in violations are proto field paths (`product.price.currency`, `items[1].quantity`), so
 //! clients can point at the offending input.
 
 pub mod images;
+pub mod listing;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+pub use listing::{Cursor, ProductOrder, SortField, SortKey};
+
 use platform::error::FieldViolation;
 
 pub use platform::paging::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, page_size};
@@ -186,38 +187,6 @@ pub fn apply_update_mask(
         }
     }
     validate_product(next)
-}
-
-/// Where a page of products ends: the newest-first sort key of its last product.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cursor {
-    /// Creation time of the last product, microseconds.
-    pub create_time: i64,
-    /// Id of the last product (breaks ties between equal times).
-    pub id: String,
-}
-
-impl Cursor {
-    /// The opaque page token for this cursor.
-    pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("{}:{}", self.create_time, self.id))
-    }
-
-    /// Reads a page token; the empty token is the first page (`None`).
-    pub fn decode(token: &str) -> Result<Option<Self>, FieldViolation> {
-        if token.is_empty() {
-            return Ok(None);
-        }
-        let bad = || FieldViolation::new("page_token", "is not a token returned by ListProducts");
-        let bytes = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
-        let text = String::from_utf8(bytes).map_err(|_| bad())?;
-        let (time, id) = text.split_once(':').ok_or_else(bad)?;
-        let create_time = time.parse::<i64>().map_err(|_| bad())?;
-        if id.is_empty() || id.len() > 64 {
-            return Err(bad());
-        }
-        Ok(Some(Self { create_time, id: id.to_owned() }))
-    }
 }
 
 /// Checks the free-text search of ListProducts.
@@ -504,19 +473,6 @@ mod tests {
         assert_eq!(page_size(101), Ok(100));
         assert_eq!(page_size(i32::MAX), Ok(100));
         assert_eq!(page_size(-1).map_err(|v| v.field), Err("page_size".to_owned()));
-    }
-
-    #[test]
-    fn page_tokens_round_trip_and_reject_garbage() {
-        let cursor = Cursor { create_time: 1_700_000_000_000_001, id: "0190-abc".into() };
-        let token = cursor.encode();
-        assert!(!token.contains(':'), "opaque");
-        assert_eq!(Cursor::decode(&token), Ok(Some(cursor)));
-        assert_eq!(Cursor::decode(""), Ok(None));
-        for garbage in ["!!!", "bm9jb2xvbg", "eDox", "MTI6", &URL_SAFE_NO_PAD.encode([0xff, 0xfe, b':'])] {
-            let err = Cursor::decode(garbage).expect_err(garbage);
-            assert_eq!(err.field, "page_token");
-        }
     }
 
     #[test]

@@ -21,7 +21,7 @@ use platform::time::{now_micros, timestamp};
 use tonic::{Request, Response, Status};
 
 use crate::domain::images;
-use crate::domain::{self, Cursor, Price, ProductInput, ReservationStatus, Stock};
+use crate::domain::{self, Cursor, Price, ProductInput, ProductOrder, ReservationStatus, Stock, listing};
 use crate::error::Error;
 use crate::store::{ImageRow, ListQuery, ProductRow, Store};
 
@@ -148,13 +148,22 @@ impl CatalogService for CatalogApi {
             violations.push(v);
             domain::DEFAULT_PAGE_SIZE
         });
-        let after = Cursor::decode(&req.page_token).unwrap_or_else(|v| {
+        let order = ProductOrder::parse(&req.order_by).unwrap_or_else(|v| {
+            violations.push(v);
+            ProductOrder::NEWEST
+        });
+        let after = Cursor::decode(&req.page_token, order).unwrap_or_else(|v| {
             violations.push(v);
             None
         });
         if let Err(v) = domain::validate_query(&req.query) {
             violations.push(v);
         }
+        let (min_price, max_price) =
+            listing::price_bounds(req.min_price_minor, req.max_price_minor).unwrap_or_else(|v| {
+                violations.extend(v);
+                (None, None)
+            });
         if !violations.is_empty() {
             return Err(Error::InvalidArgument(violations).into());
         }
@@ -165,6 +174,9 @@ impl CatalogService for CatalogApi {
                 include_inactive: req.include_inactive,
                 category: req.category,
                 pattern: platform::db::like_pattern(&req.query),
+                min_price,
+                max_price,
+                order,
                 after,
                 limit: size + 1,
             })
@@ -172,9 +184,10 @@ impl CatalogService for CatalogApi {
         let more = rows.len() as i64 > size;
         rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
         let next_page_token = match rows.last() {
-            Some(last) if more => last.cursor().encode(),
+            Some((_, cursor)) if more => cursor.encode(),
             _ => String::new(),
         };
+        let rows = rows.into_iter().map(|(row, _)| row).collect();
         Ok(Response::new(ListProductsResponse { products: self.with_images(rows).await?, next_page_token }))
     }
 

@@ -10,7 +10,10 @@ use platform::db::finish;
 use platform::db::{Db, is_foreign_key_violation, is_unique_violation};
 use platform::with_db;
 
-use crate::domain::{self, Cursor, MAX_STOCK, Price, ProductFields, ReservationStatus, ReserveItem, Stock};
+use crate::domain::{
+    self, Cursor, MAX_STOCK, Price, ProductFields, ProductOrder, ReservationStatus, ReserveItem, SortField, SortKey,
+    Stock,
+};
 use crate::error::{Error, INSUFFICIENT_STOCK, PRODUCT_INACTIVE, RESERVATION_SETTLED, STOCK_LIMIT};
 
 /// Appends a row to the stock history (a macro: it runs on either engine's transaction).
@@ -222,10 +225,26 @@ impl ProductRow {
             active: self.active,
         }
     }
+}
 
-    /// The cursor of a page ending with this product.
-    pub fn cursor(&self) -> Cursor {
-        Cursor { create_time: self.create_time, id: self.id.clone() }
+/// A product as a listing found it, with the database's sort text (the lowered name when sorting by name).
+#[derive(sqlx::FromRow)]
+struct ListedRow {
+    #[sqlx(flatten)]
+    product: ProductRow,
+    sort_text: Option<String>,
+}
+
+impl ListedRow {
+    /// The product, and the cursor of a page of `order` ending with it.
+    fn into_listed(self, order: ProductOrder) -> (ProductRow, Cursor) {
+        let key = match order.field {
+            SortField::CreateTime => SortKey::Int(self.product.create_time),
+            SortField::Price => SortKey::Int(self.product.price_amount_minor),
+            SortField::Name => SortKey::Text(self.sort_text.unwrap_or_default()),
+        };
+        let cursor = Cursor { order, key, id: self.product.id.clone() };
+        (self.product, cursor)
     }
 }
 
@@ -256,7 +275,13 @@ pub struct ListQuery {
     pub category: String,
     /// A `LIKE` pattern (lower case, `!`-escaped) on name, description or sku.
     pub pattern: Option<String>,
-    /// Start after this product.
+    /// Only prices of at least this many minor units.
+    pub min_price: Option<i64>,
+    /// Only prices of at most this many minor units.
+    pub max_price: Option<i64>,
+    /// The order.
+    pub order: ProductOrder,
+    /// Start after this product (a cursor of `order`).
     pub after: Option<Cursor>,
     /// At most this many rows.
     pub limit: i64,
@@ -332,9 +357,11 @@ impl Store {
         Ok(row)
     }
 
-    /// Products newest first, after the cursor, filtered as asked.
-    pub async fn list_products(&self, q: &ListQuery) -> Result<Vec<ProductRow>, Error> {
-        let mut sql = format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE 1 = 1");
+    /// Products filtered and sorted as asked, after the cursor, each with the cursor of a page ending with it.
+    pub async fn list_products(&self, q: &ListQuery) -> Result<Vec<(ProductRow, Cursor)>, Error> {
+        let field = q.order.field;
+        let sort_text = if field == SortField::Name { "LOWER(name)" } else { "CAST(NULL AS TEXT)" };
+        let mut sql = format!("SELECT {PRODUCT_COLUMNS}, {sort_text} AS sort_text FROM products WHERE 1 = 1");
         let mut args = Vec::new();
         let mut arg = |a: Arg| {
             args.push(a);
@@ -354,16 +381,29 @@ impl Store {
                  OR LOWER(sku) LIKE ${n} ESCAPE '!')"
             ));
         }
+        if let Some(min) = q.min_price {
+            let n = arg(Arg::Int(min));
+            sql.push_str(&format!(" AND price_amount_minor >= ${n}"));
+        }
+        if let Some(max) = q.max_price {
+            let n = arg(Arg::Int(max));
+            sql.push_str(&format!(" AND price_amount_minor <= ${n}"));
+        }
+        let expression = field.expression();
+        let (direction, beyond) = if q.order.descending { ("DESC", "<") } else { ("ASC", ">") };
         if let Some(after) = &q.after {
-            // Keyset pagination: rows strictly after the cursor in (create_time DESC, id DESC) order.
-            let t = arg(Arg::Int(after.create_time));
+            // Keyset pagination: rows strictly after the cursor in (key, id) order, the direction of the listing.
+            let k = arg(match &after.key {
+                SortKey::Int(n) => Arg::Int(*n),
+                SortKey::Text(text) => Arg::Text(text.clone()),
+            });
             let i = arg(Arg::Text(after.id.clone()));
-            sql.push_str(&format!(" AND (create_time < ${t} OR (create_time = ${t} AND id < ${i}))"));
+            sql.push_str(&format!(" AND ({expression} {beyond} ${k} OR ({expression} = ${k} AND id {beyond} ${i}))"));
         }
         let n = arg(Arg::Int(q.limit));
-        sql.push_str(&format!(" ORDER BY create_time DESC, id DESC LIMIT ${n}"));
+        sql.push_str(&format!(" ORDER BY {expression} {direction}, id {direction} LIMIT ${n}"));
         let rows = with_db!(&self.db, pool => {
-            let mut query = sqlx::query_as::<_, ProductRow>(sqlx::AssertSqlSafe(sql));
+            let mut query = sqlx::query_as::<_, ListedRow>(sqlx::AssertSqlSafe(sql));
             for a in &args {
                 query = match a {
                     Arg::Text(s) => query.bind(s.as_str()),
@@ -372,7 +412,7 @@ impl Store {
             }
             query.fetch_all(pool).await?
         });
-        Ok(rows)
+        Ok(rows.into_iter().map(|row| row.into_listed(q.order)).collect())
     }
 
     /// Changes product `id` to what `change` makes of its current fields. Compare-and-set on update_time, so

@@ -390,6 +390,62 @@ impl Server {
     }
 }
 
+/// Every product of a listing, read a page of `page_size` at a time (the token of each page to the next).
+async fn all_pages(server: &Server, request: ListProductsRequest) -> Vec<Product> {
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    for _ in 0..20 {
+        let page = ListProductsRequest { page_token: token, ..request.clone() };
+        let page = server.list(page, None).await.expect("page");
+        seen.extend(page.products);
+        token = page.next_page_token;
+        if token.is_empty() {
+            return seen;
+        }
+    }
+    panic!("pagination does not end");
+}
+
+async fn sorted_by_price_or_name_and_bounded_by_price(db: Db) {
+    let server = Server::start(db).await;
+    // Names in mixed case, and prices that tie across a page boundary (ties go by id, in the direction listed).
+    let made = [("Darjeeling", 450), ("assam", 300), ("Ceylon", 450), ("bancha", 120), ("Earl grey", 900)];
+    for (i, (name, cents)) in made.into_iter().enumerate() {
+        server.create(product(&format!("SORT-{i}"), name, "tea", cents)).await;
+    }
+    let names = |products: &[Product]| products.iter().map(|p| p.name.clone()).collect::<Vec<_>>();
+    let by = |order_by: &str| ListProductsRequest { order_by: order_by.into(), page_size: 3, ..Default::default() };
+
+    assert_eq!(names(&all_pages(&server, by("name")).await), ["assam", "bancha", "Ceylon", "Darjeeling", "Earl grey"]);
+    assert_eq!(
+        names(&all_pages(&server, by("name desc")).await),
+        ["Earl grey", "Darjeeling", "Ceylon", "bancha", "assam"]
+    );
+    let cheapest = all_pages(&server, by("price")).await;
+    let prices: Vec<i64> = cheapest.iter().filter_map(|p| p.price.as_ref().map(|m| m.amount_minor)).collect();
+    assert_eq!(prices, [120, 300, 450, 450, 900]);
+    assert!(cheapest[2].id < cheapest[3].id, "a tie goes by id");
+    let dearest = all_pages(&server, by("price desc")).await;
+    assert_eq!(
+        dearest.iter().map(|p| p.id.clone()).collect::<Vec<_>>(),
+        cheapest.iter().rev().map(|p| p.id.clone()).collect::<Vec<_>>()
+    );
+    assert_eq!(names(&all_pages(&server, by("create_time")).await), made.map(|(name, _)| name.to_owned()));
+
+    let bounded = ListProductsRequest { min_price_minor: 300, max_price_minor: 450, ..by("price") };
+    assert_eq!(names(&all_pages(&server, bounded).await), ["assam", "Darjeeling", "Ceylon"]);
+    let from = ListProductsRequest { min_price_minor: 450, ..by("name") };
+    assert_eq!(names(&all_pages(&server, from).await), ["Ceylon", "Darjeeling", "Earl grey"]);
+
+    // A token is for its own order; bad orders and bounds are named.
+    let first = server.list(by("price"), None).await.expect("page");
+    let mixed = ListProductsRequest { page_token: first.next_page_token, ..by("name") };
+    assert_eq!(bad_fields(&server.list(mixed, None).await.expect_err("another order")), ["page_token"]);
+    let bad = ListProductsRequest { min_price_minor: -1, max_price_minor: 0, ..by("cost desc") };
+    assert_eq!(bad_fields(&server.list(bad, None).await.expect_err("bad")), ["order_by", "min_price_minor"]);
+    server.stop().await;
+}
+
 async fn product_images(db: Db) {
     let server = Server::start(db).await;
     let admin = server.admin();
@@ -839,6 +895,7 @@ on_both_engines!(
     changes_are_published,
     create_get_list_and_access,
     pagination_and_filters,
+    sorted_by_price_or_name_and_bounded_by_price,
     update_and_visibility,
     product_images,
     inventory_adjustments,
