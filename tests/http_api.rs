@@ -971,7 +971,7 @@ async fn mailed_reset_token(p: &TestPlatform, email: &str) -> String {
     decoded.filter(|e| e.email == email).map(|e| e.token).next_back().expect("a reset token was mailed")
 }
 
-async fn passwords_are_changed_and_reset_by_mail(storage: Storage) {
+async fn an_account_changes_and_resets_its_password_then_is_deleted(storage: Storage) {
     let Some(p) = TestPlatform::start(storage).await else { return };
     let admin = p.admin_token().await;
     let email = "forgetful@example.com";
@@ -1034,17 +1034,49 @@ async fn passwords_are_changed_and_reset_by_mail(storage: Storage) {
         .map(|all| all.iter().filter_map(|n| n["subject"].as_str()).collect())
         .unwrap_or_default();
     assert!(subjects.contains(&"Your Mercato password was changed"), "{told}");
+
+    // Deleting the account takes its password; then its profile, address book and cart go too.
+    let me = p.send("GET", "/v1/auth/me", Some(&token), None).await.json;
+    let user_id = me["id"].as_str().expect("id").to_owned();
+    let home = json!({"name": "F", "line1": "1 Rue", "city": "Paris", "postalCode": "75001", "country": "FR"});
+    assert_eq!(p.send("POST", "/v1/addresses", Some(&token), Some(json!({"address": home}))).await.status, 201);
+    let wrong = p.send("POST", "/v1/auth/me:delete", Some(&token), Some(json!({"password": "guess-guess"}))).await;
+    assert_eq!(wrong.status, 400, "{}", wrong.json);
+    assert_eq!(wrong.json["error"]["details"][0]["fieldViolations"][0]["field"], "password", "{}", wrong.json);
+    let deleted = p.send("POST", "/v1/auth/me:delete", Some(&token), Some(json!({"password": "third-pass-3"}))).await;
+    assert_eq!((deleted.status, &deleted.json), (200, &json!({})), "{}", deleted.json);
+    let gone = p.send("POST", "/v1/auth/login", None, Some(json!({"email": email, "password": "third-pass-3"}))).await;
+    assert_eq!(gone.status, 401, "{}", gone.json);
+    let profile = format!("/v1/users/{user_id}/profile");
+    let mut status = 0;
+    for _ in 0..100 {
+        status = p.send("GET", &profile, Some(&admin), None).await.status;
+        if status == 404 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(status, 404, "the profile is erased once user.deleted arrives");
+    let confirmed = p
+        .get_until("/v1/notifications?pageSize=100", &admin, |all| {
+            all["notifications"].as_array().is_some_and(|all| all.iter().any(|n| n["eventType"] == "user.deleted"))
+        })
+        .await;
+    let farewell = confirmed["notifications"]
+        .as_array()
+        .and_then(|all| all.iter().find(|n| n["eventType"] == "user.deleted").cloned());
+    assert_eq!(farewell.map(|n| n["recipient"].clone()), Some(json!(email)), "{confirmed}");
     p.stop().await;
 }
 
 #[tokio::test]
-async fn passwords_are_changed_and_reset_by_mail_on_sqlite() {
-    passwords_are_changed_and_reset_by_mail(Storage::Sqlite).await;
+async fn an_account_changes_and_resets_its_password_then_is_deleted_on_sqlite() {
+    an_account_changes_and_resets_its_password_then_is_deleted(Storage::Sqlite).await;
 }
 
 #[tokio::test]
-async fn passwords_are_changed_and_reset_by_mail_on_postgres() {
-    passwords_are_changed_and_reset_by_mail(Storage::Postgres).await;
+async fn an_account_changes_and_resets_its_password_then_is_deleted_on_postgres() {
+    an_account_changes_and_resets_its_password_then_is_deleted(Storage::Postgres).await;
 }
 
 #[tokio::test]

@@ -1,6 +1,6 @@
 //! What the auth service publishes.
 
-use api::auth::{PasswordChangeMethod, PasswordChanged, PasswordResetRequested, UserRegistered};
+use api::auth::{PasswordChangeMethod, PasswordChanged, PasswordResetRequested, UserDeleted, UserRegistered};
 use platform::events::NewEvent;
 use platform::time::timestamp;
 
@@ -53,4 +53,20 @@ pub fn password_changed(user: &UserRow, how: PasswordChangeMethod, now: i64) -> 
         change_time: Some(timestamp(now)),
     };
     NewEvent::new(PASSWORD_CHANGED, user.id.clone(), &payload)
+}
+
+/// Event type published when an account was deleted (payload `mercato.auth.v1.UserDeleted`): services erase what
+/// they keep of the user.
+pub const USER_DELETED: &str = "user.deleted";
+
+/// The `user.deleted` event of `user`, deleted at `now`.
+pub fn user_deleted(user: &UserRow, now: i64) -> NewEvent {
+    let payload = UserDeleted {
+        user_id: user.id.clone(),
+        email: user.email.clone(),
+        display_name: user.display_name.clone(),
+        locale: user.locale.clone(),
+        delete_time: Some(timestamp(now)),
+    };
+    NewEvent::new(USER_DELETED, user.id.clone(), &payload)
 }

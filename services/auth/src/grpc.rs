@@ -6,10 +6,10 @@ use std::sync::Arc;
 use api::auth::auth_service_server::AuthService;
 use api::auth::{
     ApiKey, ChangePasswordRequest, ChangePasswordResponse, ConfirmPasswordResetRequest, ConfirmPasswordResetResponse,
-    CreateApiKeyRequest, CreateApiKeyResponse, ExchangeApiKeyRequest, ExchangeApiKeyResponse, GetJwksRequest,
-    GetJwksResponse, GetMeRequest, GetMeResponse, IssueServiceTokenRequest, IssueServiceTokenResponse,
-    ListApiKeysRequest, ListApiKeysResponse, LoginRequest, LoginResponse, LogoutRequest, LogoutResponse,
-    RefreshRequest, RefreshResponse, RegisterRequest, RegisterResponse, RequestPasswordResetRequest,
+    CreateApiKeyRequest, CreateApiKeyResponse, DeleteAccountRequest, DeleteAccountResponse, ExchangeApiKeyRequest,
+    ExchangeApiKeyResponse, GetJwksRequest, GetJwksResponse, GetMeRequest, GetMeResponse, IssueServiceTokenRequest,
+    IssueServiceTokenResponse, ListApiKeysRequest, ListApiKeysResponse, LoginRequest, LoginResponse, LogoutRequest,
+    LogoutResponse, RefreshRequest, RefreshResponse, RegisterRequest, RegisterResponse, RequestPasswordResetRequest,
     RequestPasswordResetResponse, RevokeApiKeyRequest, RevokeApiKeyResponse, User,
 };
 use platform::events::RelayHandle;
@@ -190,6 +190,15 @@ impl AuthService for Service {
             token_type: domain::TOKEN_TYPE.to_owned(),
             expires_in: expires_in(),
         }))
+    }
+
+    async fn delete_account(
+        &self,
+        request: Request<DeleteAccountRequest>,
+    ) -> Result<Response<DeleteAccountResponse>, Status> {
+        let user_id = platform::auth::caller(&request)?.sub.clone();
+        self.erase_account(&user_id, request.into_inner().password).await?;
+        Ok(Response::new(DeleteAccountResponse {}))
     }
 
     async fn request_password_reset(

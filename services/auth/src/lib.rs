@@ -8,7 +8,7 @@
 //! - [`store`]: all SQL, for SQLite and PostgreSQL; [`password_store`]: password changes and resets.
 //! - [`grpc`]: the `AuthService` handlers.
 //! - [`events`]: what it publishes through the outbox (`user.registered`, `user.password_reset_requested`,
-//!   `user.password_changed`).
+//!   `user.password_changed`, `user.deleted`).
 //! - [`error`]: the crate's error and its gRPC status.
 
 pub mod api_keys;

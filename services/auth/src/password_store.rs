@@ -1,5 +1,5 @@
-//! The SQL of password changes and resets (kept beside `store.rs`, which holds accounts, refresh tokens and
-//! signing keys).
+//! The SQL of password changes and resets, and of deleting an account (kept beside `store.rs`, which holds
+//! accounts, refresh tokens and signing keys).
 
 use platform::events::{self, NewEvent};
 use platform::with_db;
@@ -186,6 +186,36 @@ impl Store {
             }
         });
         Ok(applied)
+    }
+
+    /// Deletes account `user_id` with everything auth keeps of it (sessions, API keys, reset tokens), if its
+    /// password is still `password_hash` (false if not, or if it is gone already), and writes `user.deleted` in the
+    /// same transaction. The account's row goes first, so a concurrent change of the password makes this fail.
+    pub async fn delete_user(&self, user_id: &str, password_hash: &str, deleted: &NewEvent) -> Result<bool, Error> {
+        let removed = with_db!(self.db(), pool => {
+            let mut tx = pool.begin().await?;
+            let account = sqlx::query("DELETE FROM users WHERE id = $1 AND password_hash = $2")
+                .bind(user_id)
+                .bind(password_hash)
+                .execute(&mut *tx)
+                .await?;
+            if account.rows_affected() == 0 {
+                tx.rollback().await?;
+                false
+            } else {
+                // Named, not left to ON DELETE CASCADE: SQLite enforces foreign keys only when asked to.
+                for table in ["refresh_tokens", "api_keys", "password_resets"] {
+                    sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE user_id = $1")))
+                        .bind(user_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                events::enqueue(&mut *tx, crate::NAME, deleted).await?;
+                tx.commit().await?;
+                true
+            }
+        });
+        Ok(removed)
     }
 
     /// Deletes the reset tokens that expired before `before`; returns how many.

@@ -1,4 +1,4 @@
-//! Changing a password and resetting a forgotten one, over real gRPC, on SQLite and (when
+//! Changing a password, resetting a forgotten one and deleting an account, over real gRPC, on SQLite and (when
 //! `MERCATO_TEST_DATABASE_URL` is set) PostgreSQL.
 
 #[macro_use]
@@ -8,8 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api::auth::{
-    ChangePasswordRequest, ConfirmPasswordResetRequest, PasswordChangeMethod, PasswordChanged, PasswordResetRequested,
-    RequestPasswordResetRequest,
+    ChangePasswordRequest, ConfirmPasswordResetRequest, CreateApiKeyRequest, DeleteAccountRequest,
+    ExchangeApiKeyRequest, PasswordChangeMethod, PasswordChanged, PasswordResetRequested, RequestPasswordResetRequest,
+    UserDeleted,
 };
 use api::google::rpc::{BadRequest, ErrorInfo};
 use platform::events::{EventBus, EventEnvelope, InProcessBus};
@@ -26,7 +27,7 @@ async fn start_listening(db: Db) -> (Running, UnboundedReceiver<EventEnvelope>) 
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<EventEnvelope>();
     bus.subscribe(
         "test",
-        &[auth::events::PASSWORD_RESET_REQUESTED, auth::events::PASSWORD_CHANGED],
+        &[auth::events::PASSWORD_RESET_REQUESTED, auth::events::PASSWORD_CHANGED, auth::events::USER_DELETED],
         Arc::new(move |envelope| {
             let tx = tx.clone();
             Box::pin(async move {
@@ -212,8 +213,49 @@ async fn a_reset_token_sets_one_password_however_often_it_is_sent(db: Db) {
     running.stop().await;
 }
 
+async fn an_account_is_deleted_once_its_password_is_confirmed(db: Db) {
+    let (running, mut events) = start_listening(db.clone()).await;
+    let mut client = running.client.clone();
+    let user = register(&mut client, "gone@example.com", "leaving password", "Gwen").await.expect("registers");
+    let session = login(&mut client, "gone@example.com", "leaving password").await.expect("logs in");
+    let key = CreateApiKeyRequest { name: "script".into(), scopes: vec!["cart:write".into()], ttl_days: 0 };
+    let key = client.create_api_key(bearer(key, &session.access_token)).await.expect("a key").into_inner().secret;
+    let delete = |password: &str| bearer(DeleteAccountRequest { password: password.into() }, &session.access_token);
+
+    let wrong = client.delete_account(delete("not it")).await.expect_err("wrong password");
+    assert_eq!(violated_fields(&wrong), ["password"]);
+    let empty = client.delete_account(delete("")).await.expect_err("no password");
+    assert_eq!(violated_fields(&empty), ["password"]);
+    login(&mut client, "gone@example.com", "leaving password").await.expect("still there");
+
+    client.delete_account(delete("leaving password")).await.expect("deleted");
+    let event = next_event(&mut events).await;
+    assert_eq!((event.r#type.as_str(), event.subject.as_str()), ("user.deleted", user.id.as_str()));
+    let payload = UserDeleted::decode(event.data.as_slice()).expect("payload");
+    assert_eq!((payload.email.as_str(), payload.display_name.as_str()), ("gone@example.com", "Gwen"));
+    // Nothing of it works or stays.
+    let login_again = login(&mut client, "gone@example.com", "leaving password").await.expect_err("gone");
+    assert_eq!(login_again.code(), Code::Unauthenticated);
+    let refreshed = refresh(&mut client, &session.refresh_token).await.expect_err("sessions gone");
+    assert_eq!(refreshed.code(), Code::Unauthenticated);
+    let exchanged = client.exchange_api_key(ExchangeApiKeyRequest { api_key: key }).await.expect_err("keys gone");
+    assert_eq!(exchanged.code(), Code::Unauthenticated);
+    for table in ["refresh_tokens", "api_keys", "users"] {
+        let column = if table == "users" { "id" } else { "user_id" };
+        let left = count(&db, &format!("SELECT COUNT(*) FROM {table} WHERE {column} = $1"), &user.id).await;
+        assert_eq!(left, 0, "{table}");
+    }
+    let again = client.delete_account(delete("leaving password")).await.expect_err("twice");
+    assert_eq!(again.code(), Code::NotFound);
+    // The address is free for a new account.
+    let new = register(&mut client, "gone@example.com", "another password", "Gwen").await.expect("registers anew");
+    assert_ne!(new.id, user.id);
+    running.stop().await;
+}
+
 on_both_backends!(
     changing_the_password_signs_out_other_sessions,
     a_forgotten_password_is_reset_by_mail,
     a_reset_token_sets_one_password_however_often_it_is_sent,
+    an_account_is_deleted_once_its_password_is_confirmed,
 );

@@ -2,10 +2,12 @@
 //!
 //! It publishes `cart.item_added` (analytics counts carts started from it). It consumes `order.confirmed`,
 //! which empties the cart an order was placed from: the orders service also clears it right away; this
-//! consumer is what makes it certain (the saga's call is best effort).
+//! consumer is what makes it certain (the saga's call is best effort). And `user.deleted`: the cart of a
+//! deleted account is erased.
 
 use std::sync::Arc;
 
+use api::mercato::auth::v1::UserDeleted;
 use api::mercato::cart::v1::CartItemAdded;
 use api::mercato::orders::v1::OrderConfirmed;
 use platform::events::{EventBus, EventEnvelope, NewEvent};
@@ -32,11 +34,13 @@ pub fn item_added(customer_id: &str, product_id: &str, quantity: i32, cart_was_e
 pub const CONSUMER: &str = "cart";
 /// Event type of a confirmed order.
 pub const ORDER_CONFIRMED: &str = "order.confirmed";
+/// Event type of a deleted account.
+pub const USER_DELETED: &str = "user.deleted";
 
 /// The event types the consumer takes: what it subscribes to, and its queue's bindings on RabbitMQ, which a
 /// publisher in another process declares too (`AmqpBus::expect_consumer`).
 pub fn event_types() -> Vec<&'static str> {
-    vec![ORDER_CONFIRMED]
+    vec![ORDER_CONFIRMED, USER_DELETED]
 }
 
 /// Subscribes the cart's consumers on `bus`.
@@ -46,7 +50,12 @@ pub fn subscribe(bus: &dyn EventBus, store: Store) {
         &event_types(),
         Arc::new(move |envelope: Arc<EventEnvelope>| {
             let store = store.clone();
-            Box::pin(async move { empty_cart(&store, &envelope).await })
+            Box::pin(async move {
+                match envelope.r#type.as_str() {
+                    USER_DELETED => erase_cart(&store, &envelope).await,
+                    _ => empty_cart(&store, &envelope).await,
+                }
+            })
         }),
     );
 }
@@ -60,5 +69,17 @@ async fn empty_cart(store: &Store, envelope: &EventEnvelope) -> Result<(), Strin
         .clear_for_event(&envelope.id, &confirmed.customer_id, platform::time::now_micros())
         .await
         .map_err(|e| format!("emptying the cart of order {}: {e}", confirmed.order_id))?;
+    Ok(())
+}
+
+async fn erase_cart(store: &Store, envelope: &EventEnvelope) -> Result<(), String> {
+    let deleted = UserDeleted::decode(envelope.data.as_slice()).map_err(|e| format!("bad payload: {e}"))?;
+    if deleted.user_id.is_empty() {
+        return Err("user.deleted names no user".to_owned());
+    }
+    store
+        .erase(&envelope.id, &deleted.user_id)
+        .await
+        .map_err(|e| format!("erasing the cart of user {}: {e}", deleted.user_id))?;
     Ok(())
 }

@@ -229,6 +229,28 @@ impl Store {
         })
     }
 
+    /// Erases the cart of `customer_id` (its items and its row) for the event `event_id`, once (false for a
+    /// redelivery): the account was deleted.
+    pub async fn erase(&self, event_id: &str, customer_id: &str) -> Result<bool, Error> {
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let result = async {
+                if !platform::events::first_delivery(&mut *tx, crate::events::CONSUMER, event_id).await? {
+                    return Ok(false);
+                }
+                for table in ["cart_items", "carts"] {
+                    sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE customer_id = $1")))
+                        .bind(customer_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Ok(true)
+            }
+            .await;
+            finish(tx, result).await
+        })
+    }
+
     /// Empties the cart of `customer_id`; a customer without a cart keeps having none.
     pub async fn clear(&self, customer_id: &str, now: i64) -> Result<(), Error> {
         with_db!(&self.db, pool => {

@@ -18,6 +18,7 @@ use api::catalog::{
     ReserveStockResponse, UpdateProductRequest, UpdateProductResponse,
 };
 use api::common::Money;
+use api::mercato::auth::v1::UserDeleted;
 use api::mercato::cart::v1::CartItemAdded;
 use api::mercato::cart::v1::cart_service_client::CartServiceClient;
 use api::mercato::cart::v1::{
@@ -171,6 +172,7 @@ struct Server {
     catalog_task: JoinHandle<Result<(), tonic::transport::Error>>,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), cart::Error>>,
+    bus: Arc<InProcessBus>,
 }
 
 impl Server {
@@ -214,7 +216,9 @@ impl Server {
                 })
             }),
         );
-        let task = tokio::spawn(cart::serve(listener, db, issuer.verifier(), channel, bus, shutdown.clone()));
+        // As `cart::run` does: the consumer on the bus.
+        cart::events::subscribe(bus.as_ref(), Store::new(db.clone()));
+        let task = tokio::spawn(cart::serve(listener, db, issuer.verifier(), channel, bus.clone(), shutdown.clone()));
         let url = format!("http://{addr}");
         let mut attempt = 0;
         let client = loop {
@@ -228,7 +232,7 @@ impl Server {
                 Err(e) => panic!("cart did not come up: {e}"),
             }
         };
-        Self { client, item_added, issuer, catalog, catalog_stop, catalog_task, shutdown, task }
+        Self { client, item_added, issuer, catalog, catalog_stop, catalog_task, shutdown, task, bus }
     }
 
     async fn stop(self) {
@@ -398,6 +402,30 @@ async fn adding_items_publishes_cart_item_added(db: Db) {
         published.iter().map(|e| (e.product_id.as_str(), e.quantity, e.cart_was_empty)).collect();
     assert_eq!(seen, [(COFFEE, 2, true), (TEA, 1, false), (COFFEE, 1, false), (TEA, 3, true)]);
     assert!(published.iter().all(|e| e.customer_id == "ada"));
+    server.stop().await;
+}
+
+async fn a_deleted_accounts_cart_is_erased(db: Db) {
+    let server = Server::start(db).await;
+    let (ada, bob) = (server.customer("ada"), server.customer("bob"));
+    server.add(&ada, COFFEE, 2).await.expect("ada's");
+    server.add(&bob, TEA, 1).await.expect("bob's");
+    let deleted = EventEnvelope {
+        id: "ev-deleted".into(),
+        source: "auth".into(),
+        r#type: "user.deleted".into(),
+        subject: "ada".into(),
+        data: UserDeleted { user_id: "ada".into(), ..UserDeleted::default() }.encode_to_vec(),
+        ..EventEnvelope::default()
+    };
+    server.bus.publish(deleted.clone()).await.expect("taken");
+    assert_eq!(
+        server.get(&ada).await.expect("cart"),
+        Cart { customer_id: "ada".into(), ..Cart::default() },
+        "no cart at all"
+    );
+    server.bus.publish(deleted).await.expect("a redelivery is taken too");
+    assert_eq!(server.get(&bob).await.expect("cart").items.len(), 1, "others keep theirs");
     server.stop().await;
 }
 
@@ -572,14 +600,14 @@ async fn a_missing_catalog_is_unavailable(db: Db) {
     server.add(&alice, COFFEE, 1).await.expect("add");
     // Stop the catalog; the cart's channel to it then fails to reconnect.
     server.catalog_stop.cancel();
-    let Server { client, item_added, issuer, catalog, catalog_stop, catalog_task, shutdown, task } = server;
+    let Server { client, item_added, issuer, catalog, catalog_stop, catalog_task, shutdown, task, bus } = server;
     tokio::time::timeout(Duration::from_secs(20), catalog_task)
         .await
         .expect("the catalog stops")
         .expect("join")
         .expect("catalog stopped cleanly");
     let catalog_task = tokio::spawn(async { Ok(()) });
-    let server = Server { client, item_added, issuer, catalog, catalog_stop, catalog_task, shutdown, task };
+    let server = Server { client, item_added, issuer, catalog, catalog_stop, catalog_task, shutdown, task, bus };
     let err = server.get(&alice).await.expect_err("no prices without the catalog");
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     assert!(!err.message().contains("127.0.0.1"), "{}", err.message());
@@ -639,6 +667,7 @@ macro_rules! on_both_engines {
 on_both_engines!(
     add_merge_update_remove_clear,
     adding_items_publishes_cart_item_added,
+    a_deleted_accounts_cart_is_erased,
     quantity_limits,
     only_products_for_sale_can_be_added,
     prices_and_availability_follow_the_catalog,

@@ -39,6 +39,8 @@ pub const NEWSLETTER_ISSUED: &str = "newsletter.issued";
 pub const PASSWORD_RESET_REQUESTED: &str = "user.password_reset_requested";
 /// Event type of a password changed (its owner is told).
 pub const PASSWORD_CHANGED: &str = "user.password_changed";
+/// Event type of a deleted account (its traces here are erased; the address is told).
+pub const USER_DELETED: &str = "user.deleted";
 /// Event type this service publishes when a notification was delivered.
 pub const NOTIFICATION_SENT: &str = "notification.sent";
 /// Event type this service publishes when every attempt of a notification failed.
@@ -60,6 +62,7 @@ pub const CONSUMED: &[(&str, &str)] = &[
     (NEWSLETTER_ISSUED, "mercato.support.v1.NewsletterIssued"),
     (PASSWORD_RESET_REQUESTED, "mercato.auth.v1.PasswordResetRequested"),
     (PASSWORD_CHANGED, "mercato.auth.v1.PasswordChanged"),
+    (USER_DELETED, "mercato.auth.v1.UserDeleted"),
 ];
 
 /// Consumed event types that carry a secret meant for one mailbox (a password-reset token, a subscription's

@@ -7,7 +7,8 @@
 //! or to the address a contact form gave), `ticket.created` (to the shop's support inbox, `MERCATO_SUPPORT_EMAIL`),
 //! the newsletter's `newsletter.subscription_requested` (the confirmation token) and `newsletter.issued` (one
 //! subscriber's copy), both to the address they name, and auth's `user.password_reset_requested` (the reset token)
-//! and `user.password_changed` (the owner is told), to the account's address. Each event
+//! and `user.password_changed` (the owner is told), to the account's address, and `user.deleted`, which erases
+//! the user's directory entry and the addresses and texts of their past mails, then confirms to the address. Each event
 //! becomes one email notification — PENDING, or SKIPPED with the reason when nobody can be addressed — and a
 //! webhook delivery per endpoint subscribed to its type, all in the transaction of its inbox row. Deliveries
 //! are recorded in batches: those that arrive while one is being written go together into the next.
@@ -17,7 +18,9 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use api::mercato::auth::v1::{PasswordChangeMethod, PasswordChanged, PasswordResetRequested, UserRegistered};
+use api::mercato::auth::v1::{
+    PasswordChangeMethod, PasswordChanged, PasswordResetRequested, UserDeleted, UserRegistered,
+};
 use api::mercato::deliveries::v1::{ShipmentDelivered, ShipmentShipped};
 use api::mercato::notifications::v1::{NotificationChannel, NotificationFailed, NotificationSent};
 use api::mercato::orders::v1::{OrderConfirmed, OrderFailed};
@@ -224,6 +227,7 @@ impl BatchRecorder for Consumer {
                     event_id: &d.event_id,
                     event_type: &d.event_type,
                     register: d.plan.register.as_ref(),
+                    forget: d.plan.forget.as_deref(),
                     payment: d.plan.payment.as_ref(),
                     email,
                     webhook_body: &d.webhook_body,
@@ -291,6 +295,8 @@ struct Plan {
     register: Option<Recipient>,
     payment: Option<PaymentLink>,
     addressee: Addressee,
+    /// A deleted user whose directory entry and mail addresses are to be erased.
+    forget: Option<String>,
     facts: Facts,
 }
 
@@ -340,6 +346,7 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 }),
                 payment: None,
                 addressee,
+                forget: None,
                 facts: Facts::Welcome,
             }
         }
@@ -359,6 +366,7 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 register: None,
                 payment,
                 addressee: customer(e.customer_id),
+                forget: None,
                 facts: Facts::OrderConfirmed { order_id: e.order_id, total: money(e.total), items },
             }
         }
@@ -368,6 +376,7 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 register: None,
                 payment: None,
                 addressee: customer(e.customer_id),
+                forget: None,
                 facts: Facts::OrderFailed { order_id: e.order_id, reason: e.reason },
             }
         }
@@ -377,6 +386,7 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 register: None,
                 payment: None,
                 addressee: customer(e.customer_id),
+                forget: None,
                 facts: Facts::PaymentFailed { order_id: e.order_id, amount: money(e.amount), reason: e.failure_reason },
             }
         }
@@ -392,6 +402,7 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 payment: None,
                 addressee,
                 // The order comes from the payment's link once it is looked up.
+                forget: None,
                 facts: Facts::RefundCompleted { order_id: String::new(), amount: money(e.amount), reason: e.reason },
             }
         }
@@ -401,6 +412,7 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 register: None,
                 payment: None,
                 addressee: customer(e.customer_id),
+                forget: None,
                 facts: Facts::ShipmentShipped {
                     order_id: e.order_id,
                     carrier: e.carrier,
@@ -414,6 +426,7 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 register: None,
                 payment: None,
                 addressee: customer(e.customer_id),
+                forget: None,
                 facts: Facts::ShipmentDelivered { order_id: e.order_id },
             }
         }
@@ -436,6 +449,7 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 register: None,
                 payment: None,
                 addressee,
+                forget: None,
                 facts: Facts::TicketReplied { ticket_id: e.ticket_id, subject: e.subject, body: e.body },
             }
         }
@@ -451,6 +465,7 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 register: None,
                 payment: None,
                 addressee: Addressee::SupportInbox,
+                forget: None,
                 facts: Facts::TicketCreated { ticket_id: e.ticket_id, subject: e.subject, from, message: e.message },
             }
         }
@@ -460,6 +475,7 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 register: None,
                 payment: None,
                 addressee: subscriber(e.email, e.locale),
+                forget: None,
                 facts: Facts::NewsletterConfirmation { token: e.token },
             }
         }
@@ -469,6 +485,7 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 register: None,
                 payment: None,
                 addressee: subscriber(e.email, e.locale),
+                forget: None,
                 facts: Facts::Newsletter { subject: e.subject, body: e.body, unsubscribe_token: e.unsubscribe_token },
             }
         }
@@ -478,6 +495,7 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 register: None,
                 payment: None,
                 addressee: account_owner(e.user_id, e.email, e.display_name, e.locale),
+                forget: None,
                 facts: Facts::PasswordReset { token: e.token },
             }
         }
@@ -488,7 +506,23 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 register: None,
                 payment: None,
                 addressee: account_owner(e.user_id, e.email, e.display_name, e.locale),
+                forget: None,
                 facts: Facts::PasswordChanged { by_reset },
+            }
+        }
+        domain::USER_DELETED => {
+            let e = UserDeleted::decode(data).map_err(bad)?;
+            if e.user_id.is_empty() {
+                return Err("user.deleted names no user".to_owned());
+            }
+            // The confirmation goes to the address the event carries, unlinked from the account being erased.
+            let farewell = account_owner(String::new(), e.email, e.display_name, e.locale);
+            Plan {
+                register: None,
+                payment: None,
+                addressee: farewell,
+                forget: Some(e.user_id),
+                facts: Facts::AccountDeleted,
             }
         }
         other => return Err(format!("event type {other} is not consumed here")),

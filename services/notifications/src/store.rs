@@ -265,6 +265,9 @@ pub struct EventEffect<'a> {
     pub event_type: &'a str,
     /// A user it introduces.
     pub register: Option<&'a Recipient>,
+    /// A deleted user to erase: their directory entry, and the address, subject and texts of their mails sent
+    /// (or given up on) before.
+    pub forget: Option<&'a str>,
     /// A payment it links to its order and customer.
     pub payment: Option<&'a PaymentLink>,
     /// The email it causes (possibly SKIPPED).
@@ -339,6 +342,18 @@ impl Store {
                     events.iter().zip(&new).filter(|(_, new)| **new).map(|(event, _)| event).collect();
                 if kept.is_empty() {
                     return Ok(new);
+                }
+                let forgotten: BTreeSet<&str> = kept.iter().filter_map(|e| e.forget).collect();
+                for user_id in &forgotten {
+                    sqlx::query("DELETE FROM recipients WHERE user_id = $1").bind(*user_id).execute(&mut *tx).await?;
+                    // Mails still to send keep what they need; they are erased by the next deletion or not at all.
+                    sqlx::query(
+                        "UPDATE notifications SET recipient = '', subject = '', body_text = '', body_html = '' \
+                         WHERE user_id = $1 AND channel = 'EMAIL' AND status <> 'PENDING'",
+                    )
+                    .bind(*user_id)
+                    .execute(&mut *tx)
+                    .await?;
                 }
                 // One row per key and statement, as PostgreSQL requires: a user's last registration in the
                 // batch wins (as it would one event at a time), a payment's first link stays.

@@ -25,10 +25,10 @@ macro_rules! embedded {
 const TEMPLATES: &[(&str, &str)] = embedded!(
     "en": ["user.registered", "order.confirmed", "order.failed", "payment.failed", "refund.completed",
            "shipment.shipped", "shipment.delivered", "ticket.created", "ticket.replied", "newsletter.subscription_requested",
-           "newsletter.issued", "user.password_reset_requested", "user.password_changed"],
+           "newsletter.issued", "user.password_reset_requested", "user.password_changed", "user.deleted"],
     "de": ["user.registered", "order.confirmed", "order.failed", "payment.failed", "refund.completed",
            "shipment.shipped", "shipment.delivered", "ticket.created", "ticket.replied", "newsletter.subscription_requested",
-           "newsletter.issued", "user.password_reset_requested", "user.password_changed"],
+           "newsletter.issued", "user.password_reset_requested", "user.password_changed", "user.deleted"],
 );
 
 /// A rendered email.
@@ -145,6 +145,8 @@ pub enum Facts {
         /// The single-use secret.
         token: String,
     },
+    /// `user.deleted`: the account is gone.
+    AccountDeleted,
     /// `user.password_changed`: the owner is told.
     PasswordChanged {
         /// Whether a reset code did it (else the signed-in owner, with the old password).
@@ -169,6 +171,7 @@ impl Facts {
             Facts::Newsletter { .. } => domain::NEWSLETTER_ISSUED,
             Facts::PasswordReset { .. } => domain::PASSWORD_RESET_REQUESTED,
             Facts::PasswordChanged { .. } => domain::PASSWORD_CHANGED,
+            Facts::AccountDeleted => domain::USER_DELETED,
         }
     }
 
@@ -216,6 +219,7 @@ impl Facts {
             }
             Facts::PasswordReset { token } => context! { name, token, link },
             Facts::PasswordChanged { by_reset } => context! { name, by_reset },
+            Facts::AccountDeleted => context! { name },
         }
     }
 }
@@ -301,6 +305,7 @@ mod tests {
             Facts::PasswordReset { token: "tok-3".into() },
             Facts::PasswordChanged { by_reset: false },
             Facts::PasswordChanged { by_reset: true },
+            Facts::AccountDeleted,
         ]
     }
 

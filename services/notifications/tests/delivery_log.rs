@@ -3,6 +3,7 @@
 
 mod common;
 
+use api::mercato::auth::v1::UserDeleted;
 use api::mercato::notifications::v1::{
     ListNotificationsRequest, Notification, NotificationChannel, NotificationStatus,
 };
@@ -105,6 +106,54 @@ async fn customers_see_only_their_own_and_admins_all(db: Db) {
     service.stop().await;
 }
 
+async fn a_deleted_account_is_erased_and_told_once(db: Db) {
+    let service = Service::start(db, Mailer::Log, fast_retries()).await;
+    service.deliver(&registered("u-ada", "ada@example.com", "Ada", "en")).await;
+    service.deliver(&registered("u-bob", "bob@example.com", "Bob", "en")).await;
+    service.deliver(&confirmed("o-1", "u-ada", "pay-1")).await;
+    service
+        .wait_until("three mails logged", |all| {
+            all.iter().filter(|n| n.status == NotificationStatus::Logged as i32).count() == 3
+        })
+        .await;
+
+    let deleted = UserDeleted {
+        user_id: "u-ada".into(),
+        email: "ada@example.com".into(),
+        display_name: "Ada".into(),
+        locale: "de".into(),
+        delete_time: None,
+    };
+    let event = envelope("user.deleted", "u-ada", &deleted);
+    service.deliver(&event).await;
+    service.deliver(&event).await; // a redelivery: one confirmation
+    let all = service
+        .wait_until("the confirmation is logged", |all| {
+            of_type(all, "user.deleted").iter().any(|n| n.status == NotificationStatus::Logged as i32)
+        })
+        .await;
+    let farewell = of_type(&all, "user.deleted");
+    assert_eq!(farewell.len(), 1, "{all:#?}");
+    assert_eq!(
+        (farewell[0].recipient.as_str(), farewell[0].user_id.as_str()),
+        ("ada@example.com", ""),
+        "unlinked from the account"
+    );
+    assert_eq!(farewell[0].subject, "Ihr Mercato-Konto wurde gelöscht");
+    // Ada's earlier mails keep their facts but not her address or their texts; Bob's are untouched.
+    for n in all.iter().filter(|n| n.user_id == "u-ada") {
+        assert_eq!((n.recipient.as_str(), n.subject.as_str()), ("", ""), "{n:#?}");
+    }
+    assert_eq!(of_type(&all, "user.registered").iter().filter(|n| n.recipient == "bob@example.com").count(), 1);
+    // The directory forgot her: a later event for her reaches nobody.
+    let later = confirmed("o-2", "u-ada", "pay-2");
+    service.deliver(&later).await;
+    let all = service.all().await;
+    let late = all.iter().find(|n| n.event_id == later.id).expect("the late order's notification");
+    assert_eq!(late.status, NotificationStatus::Skipped as i32, "{late:#?}");
+    service.stop().await;
+}
+
 async fn unknown_customers_are_skipped_with_a_reason(db: Db) {
     let service = Service::start(db, Mailer::Log, fast_retries()).await;
     service.deliver(&confirmed("o-9", "u-ghost", "pay-9")).await;
@@ -201,6 +250,7 @@ macro_rules! on_both_engines {
 }
 
 on_both_engines!(
+    a_deleted_account_is_erased_and_told_once,
     confirmed_orders_email_the_user_once_in_their_locale,
     customers_see_only_their_own_and_admins_all,
     unknown_customers_are_skipped_with_a_reason,

@@ -1,9 +1,10 @@
 //! What the users service consumes: `user.registered`, which makes the new account's profile with the name
-//! and language given at registration. It publishes nothing.
+//! and language given at registration, and `user.deleted`, which erases the profile and the address book. It
+//! publishes nothing.
 
 use std::sync::Arc;
 
-use api::mercato::auth::v1::UserRegistered;
+use api::mercato::auth::v1::{UserDeleted, UserRegistered};
 use platform::events::{EventBus, EventEnvelope};
 use prost::Message;
 
@@ -13,11 +14,13 @@ use crate::store::{Registration, Store};
 pub const CONSUMER: &str = "users";
 /// Event type of a new account.
 pub const USER_REGISTERED: &str = "user.registered";
+/// Event type of a deleted account.
+pub const USER_DELETED: &str = "user.deleted";
 
 /// The event types the consumer takes: what it subscribes to, and its queue's bindings on RabbitMQ, which a
 /// publisher in another process declares too (`AmqpBus::expect_consumer`).
 pub fn event_types() -> Vec<&'static str> {
-    vec![USER_REGISTERED]
+    vec![USER_REGISTERED, USER_DELETED]
 }
 
 /// Subscribes the service's consumer on `bus`.
@@ -27,7 +30,12 @@ pub fn subscribe(bus: &dyn EventBus, store: Store) {
         &event_types(),
         Arc::new(move |envelope: Arc<EventEnvelope>| {
             let store = store.clone();
-            Box::pin(async move { make_profile(&store, &envelope).await })
+            Box::pin(async move {
+                match envelope.r#type.as_str() {
+                    USER_DELETED => erase(&store, &envelope).await,
+                    _ => make_profile(&store, &envelope).await,
+                }
+            })
         }),
     );
 }
@@ -43,5 +51,16 @@ async fn make_profile(store: &Store, envelope: &EventEnvelope) -> Result<(), Str
         .register(&envelope.id, &registration, platform::time::now_micros())
         .await
         .map_err(|e| format!("making the profile of user {}: {e}", registration.user_id))?;
+    Ok(())
+}
+
+async fn erase(store: &Store, envelope: &EventEnvelope) -> Result<(), String> {
+    let e = UserDeleted::decode(envelope.data.as_slice()).map_err(|e| format!("bad payload: {e}"))?;
+    if e.user_id.is_empty() {
+        return Err("user.deleted names no user".to_owned());
+    }
+    if store.erase(&envelope.id, &e.user_id).await.map_err(|error| format!("erasing user {}: {error}", e.user_id))? {
+        tracing::info!(user_id = %e.user_id, "profile and address book erased");
+    }
     Ok(())
 }

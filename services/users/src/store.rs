@@ -175,6 +175,28 @@ impl Store {
         })
     }
 
+    /// Erases the profile and the address book of `user_id` for the event `event_id`, once (false for a
+    /// redelivery).
+    pub async fn erase(&self, event_id: &str, user_id: &str) -> Result<bool, Error> {
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let result = async {
+                if !first_delivery(&mut *tx, crate::events::CONSUMER, event_id).await? {
+                    return Ok(false);
+                }
+                for table in ["addresses", "profiles"] {
+                    sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE user_id = $1")))
+                        .bind(user_id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                Ok(true)
+            }
+            .await;
+            finish(tx, result).await
+        })
+    }
+
     /// The profile of `user_id`, if it exists.
     pub async fn profile(&self, user_id: &str) -> Result<Option<Profile>, Error> {
         let profile = with_db!(&self.db, pool => {

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::mercato::auth::v1::UserRegistered;
+use api::mercato::auth::v1::{UserDeleted, UserRegistered};
 use api::mercato::orders::v1::Address;
 use api::mercato::users::v1::user_service_client::UserServiceClient;
 use api::mercato::users::v1::{
@@ -82,6 +82,21 @@ impl Server {
             id: event_id.into(),
             source: "auth".into(),
             r#type: "user.registered".into(),
+            subject: user_id.into(),
+            time: Some(platform::time::timestamp(platform::time::now_micros())),
+            data_content_type: "application/protobuf".into(),
+            data: payload.encode_to_vec(),
+            traceparent: String::new(),
+        };
+        self.bus.publish(envelope).await.expect("the users service took the event");
+    }
+
+    async fn deleted(&self, event_id: &str, user_id: &str) {
+        let payload = UserDeleted { user_id: user_id.into(), ..UserDeleted::default() };
+        let envelope = EventEnvelope {
+            id: event_id.into(),
+            source: "auth".into(),
+            r#type: "user.deleted".into(),
             subject: user_id.into(),
             time: Some(platform::time::timestamp(platform::time::now_micros())),
             data_content_type: "application/protobuf".into(),
@@ -290,6 +305,25 @@ async fn an_address_book_has_one_default_and_is_private(db: Db) {
     server.stop().await;
 }
 
+async fn a_deleted_account_leaves_no_profile_or_address(db: Db) {
+    let server = Server::start(db).await;
+    let (ada, bob) = (server.customer("u-ada"), server.customer("u-bob"));
+    server.registered("ev-1", "u-ada", "ada@example.com", "Ada", "en").await;
+    server.registered("ev-2", "u-bob", "bob@example.com", "Bob", "en").await;
+    server.save(&ada, "Home", "London", true).await.expect("saved");
+    server.save(&bob, "Home", "Leeds", true).await.expect("saved");
+
+    server.deleted("ev-3", "u-ada").await;
+    assert!(server.addresses(&ada).await.is_empty(), "the address book is erased");
+    let gone = server.profile(&server.admin(), "u-ada").await.expect_err("nothing of it is kept");
+    assert_eq!(gone.code(), Code::NotFound);
+    // A redelivery changes nothing, and other customers keep theirs.
+    server.deleted("ev-3", "u-ada").await;
+    assert_eq!(server.addresses(&bob).await.len(), 1);
+    assert_eq!(server.profile(&bob, "").await.expect("profile").email, "bob@example.com");
+    server.stop().await;
+}
+
 async fn an_address_book_is_bounded_and_checked(db: Db) {
     let server = Server::start(db).await;
     let ada = server.customer("u-ada");
@@ -351,4 +385,5 @@ on_both_engines!(
     bad_profile_changes_name_their_fields_and_change_nothing,
     an_address_book_has_one_default_and_is_private,
     an_address_book_is_bounded_and_checked,
+    a_deleted_account_leaves_no_profile_or_address,
 );

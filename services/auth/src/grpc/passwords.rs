@@ -1,4 +1,5 @@
-//! Changing a password, and resetting a forgotten one with a token mailed to the account's address.
+//! Changing a password, resetting a forgotten one with a token mailed to the account's address, and deleting
+//! the account (which needs the password too).
 
 use api::auth::PasswordChangeMethod;
 use platform::error::FieldViolation;
@@ -44,6 +45,25 @@ impl Service {
         self.relay.wake();
         tracing::info!(user_id = %user.id, "password changed; other sessions signed out");
         Ok(TokenPair { access_token: self.access_token(&user, now)?, refresh_token })
+    }
+
+    /// Deletes `user_id`'s account once `password` is proven.
+    pub(super) async fn erase_account(&self, user_id: &str, password: String) -> Result<(), Error> {
+        if password.is_empty() {
+            return Err(Error::Invalid(vec![FieldViolation::new("password", "is required")]));
+        }
+        let user = self.store.user_by_id(user_id).await?.ok_or(Error::UserNotFound)?;
+        let plausible = password.chars().count() <= domain::MAX_PASSWORD_CHARS;
+        if !plausible || !self.hasher.verify(password, Some(user.password_hash.clone())).await? {
+            return Err(Error::Invalid(vec![FieldViolation::new("password", "is not the account's password")]));
+        }
+        let deleted = events::user_deleted(&user, now_micros());
+        if !self.store.delete_user(&user.id, &user.password_hash, &deleted).await? {
+            return Err(Error::PasswordChangedMeanwhile);
+        }
+        self.relay.wake();
+        tracing::info!(user_id = %user.id, "account deleted");
+        Ok(())
     }
 
     /// Mails a reset token to the account of `email`, if there is one and it was not mailed one moments ago.
