@@ -78,29 +78,24 @@ impl Server {
             display_name: name.into(),
             locale: locale.into(),
         };
-        let envelope = EventEnvelope {
-            id: event_id.into(),
-            source: "auth".into(),
-            r#type: "user.registered".into(),
-            subject: user_id.into(),
-            time: Some(platform::time::timestamp(platform::time::now_micros())),
-            data_content_type: "application/protobuf".into(),
-            data: payload.encode_to_vec(),
-            traceparent: String::new(),
-        };
-        self.bus.publish(envelope).await.expect("the users service took the event");
+        self.deliver(event_id, "user.registered", user_id, payload.encode_to_vec()).await;
     }
 
+    /// Delivers `user.deleted` (event id `event_id`) as auth publishes it.
     async fn deleted(&self, event_id: &str, user_id: &str) {
         let payload = UserDeleted { user_id: user_id.into(), ..UserDeleted::default() };
+        self.deliver(event_id, "user.deleted", user_id, payload.encode_to_vec()).await;
+    }
+
+    async fn deliver(&self, event_id: &str, event_type: &str, user_id: &str, data: Vec<u8>) {
         let envelope = EventEnvelope {
             id: event_id.into(),
             source: "auth".into(),
-            r#type: "user.deleted".into(),
+            r#type: event_type.into(),
             subject: user_id.into(),
             time: Some(platform::time::timestamp(platform::time::now_micros())),
             data_content_type: "application/protobuf".into(),
-            data: payload.encode_to_vec(),
+            data,
             traceparent: String::new(),
         };
         self.bus.publish(envelope).await.expect("the users service took the event");

@@ -10,8 +10,19 @@ use crate::domain::{self, ResetTokenState};
 use crate::error::Error;
 use crate::events;
 use crate::password_store::{Guard, NewPassword, NewPasswordReset};
+use crate::store::UserRow;
 
 impl Service {
+    /// Ok when `password` (given as `field`) is `user`'s; else INVALID_ARGUMENT naming the field.
+    async fn prove_password(&self, user: &UserRow, field: &str, password: String) -> Result<(), Error> {
+        // Longer than any accepted password: it cannot be the account's, and Argon2 is not spent on it.
+        let plausible = password.chars().count() <= domain::MAX_PASSWORD_CHARS;
+        if plausible && self.hasher.verify(password, Some(user.password_hash.clone())).await? {
+            return Ok(());
+        }
+        Err(Error::Invalid(vec![FieldViolation::new(field, "is not the account's password")]))
+    }
+
     /// Sets `user_id`'s new password once `current` is proven, signs out every session and opens a new one.
     pub(super) async fn set_new_password(
         &self,
@@ -21,12 +32,7 @@ impl Service {
     ) -> Result<TokenPair, Error> {
         domain::validate_password_change(&current, &new).map_err(Error::Invalid)?;
         let user = self.store.user_by_id(user_id).await?.ok_or(Error::UserNotFound)?;
-        // Longer than any accepted password: it cannot be the current one, and Argon2 is not spent on it.
-        let plausible = current.chars().count() <= domain::MAX_PASSWORD_CHARS;
-        if !plausible || !self.hasher.verify(current, Some(user.password_hash.clone())).await? {
-            let wrong = FieldViolation::new("current_password", "is not the account's password");
-            return Err(Error::Invalid(vec![wrong]));
-        }
+        self.prove_password(&user, "current_password", current).await?;
         let password_hash = self.hasher.hash(new).await?;
         let now = now_micros();
         let (refresh_token, session) = Self::new_refresh_token(now);
@@ -53,10 +59,7 @@ impl Service {
             return Err(Error::Invalid(vec![FieldViolation::new("password", "is required")]));
         }
         let user = self.store.user_by_id(user_id).await?.ok_or(Error::UserNotFound)?;
-        let plausible = password.chars().count() <= domain::MAX_PASSWORD_CHARS;
-        if !plausible || !self.hasher.verify(password, Some(user.password_hash.clone())).await? {
-            return Err(Error::Invalid(vec![FieldViolation::new("password", "is not the account's password")]));
-        }
+        self.prove_password(&user, "password", password).await?;
         let deleted = events::user_deleted(&user, now_micros());
         if !self.store.delete_user(&user.id, &user.password_hash, &deleted).await? {
             return Err(Error::PasswordChangedMeanwhile);
