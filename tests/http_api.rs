@@ -228,6 +228,24 @@ async fn products_page_through_the_gateway() {
     let r = p.send("GET", "/v1/products?orderBy=cheapest", None, None).await;
     assert_eq!(r.status, 400, "{}", r.json);
     assert_eq!(r.json["error"]["details"][0]["fieldViolations"][0]["field"], "orderBy", "{}", r.json);
+
+    // Categories: the ones products name, then described by an editor.
+    let categories = p.send("GET", "/v1/categories", None, None).await;
+    assert_eq!(
+        categories.json["categories"],
+        json!([{"slug": "books", "name": "books", "description": "", "position": 0, "productCount": 7, "described": false}]),
+        "{}",
+        categories.json
+    );
+    let described = json!({"slug": "books", "name": "Books", "description": "To read.", "position": 1});
+    let made = p.send("POST", "/v1/categories", Some(&admin), Some(described)).await;
+    assert_eq!((made.status, &made.json["described"]), (201, &json!(true)), "{}", made.json);
+    let renamed = p.send("PATCH", "/v1/categories/books", Some(&admin), Some(json!({"name": "Books & more"}))).await;
+    assert_eq!((renamed.status, &renamed.json["description"]), (200, &json!("To read.")), "{}", renamed.json);
+    let categories = p.send("GET", "/v1/categories", None, None).await;
+    assert_eq!(categories.json["categories"][0]["name"], "Books & more", "{}", categories.json);
+    assert_eq!(p.send("DELETE", "/v1/categories/books", None, None).await.status, 401);
+    assert_eq!(p.send("DELETE", "/v1/categories/books", Some(&admin), None).await.status, 200);
     p.stop().await;
 }
 

@@ -132,6 +132,30 @@ impl CatalogService for FakeCatalog {
     async fn commit_stock(&self, _: Request<CommitStockRequest>) -> Result<Response<CommitStockResponse>, Status> {
         Err(Status::unimplemented("not in the stand-in"))
     }
+    async fn list_categories(
+        &self,
+        _: Request<api::catalog::ListCategoriesRequest>,
+    ) -> Result<Response<api::catalog::ListCategoriesResponse>, Status> {
+        Err(Status::unimplemented("not in the stand-in"))
+    }
+    async fn create_category(
+        &self,
+        _: Request<api::catalog::CreateCategoryRequest>,
+    ) -> Result<Response<api::catalog::CreateCategoryResponse>, Status> {
+        Err(Status::unimplemented("not in the stand-in"))
+    }
+    async fn update_category(
+        &self,
+        _: Request<api::catalog::UpdateCategoryRequest>,
+    ) -> Result<Response<api::catalog::UpdateCategoryResponse>, Status> {
+        Err(Status::unimplemented("not in the stand-in"))
+    }
+    async fn delete_category(
+        &self,
+        _: Request<api::catalog::DeleteCategoryRequest>,
+    ) -> Result<Response<api::catalog::DeleteCategoryResponse>, Status> {
+        Err(Status::unimplemented("not in the stand-in"))
+    }
     async fn add_product_image(
         &self,
         _: Request<api::catalog::AddProductImageRequest>,

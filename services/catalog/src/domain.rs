@@ -4,6 +4,7 @@
 //! Field names in violations are proto field paths (`product.price.currency`, `items[1].quantity`), so
 //! clients can point at the offending input.
 
+pub mod categories;
 pub mod images;
 pub mod listing;
 

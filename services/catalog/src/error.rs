@@ -13,6 +13,8 @@ pub const RESERVATION_SETTLED: &str = "RESERVATION_SETTLED";
 pub const STOCK_LIMIT: &str = "STOCK_LIMIT";
 /// `ErrorInfo` reason when a product already has as many images as it may.
 pub const IMAGE_LIMIT: &str = "IMAGE_LIMIT";
+/// `ErrorInfo` reason when the shop already describes as many categories as it may.
+pub const CATEGORY_LIMIT: &str = "CATEGORY_LIMIT";
 
 /// Everything that can go wrong in the catalog.
 #[derive(Debug, thiserror::Error)]

@@ -1,12 +1,17 @@
-//! The gRPC face of the catalog: wire messages in, domain rules, store, wire messages out.
+//! The gRPC face of the catalog: wire messages in, domain rules, store, wire messages out. Products, images and
+//! stock are served here; categories in [`categories`].
+
+mod categories;
 
 use api::catalog::catalog_service_server::CatalogService;
 use api::catalog::{
     AddProductImageRequest, AddProductImageResponse, AdjustInventoryRequest, AdjustInventoryResponse,
-    CommitStockRequest, CommitStockResponse, CreateProductRequest, CreateProductResponse, DeleteProductImageRequest,
+    CommitStockRequest, CommitStockResponse, CreateCategoryRequest, CreateCategoryResponse, CreateProductRequest,
+    CreateProductResponse, DeleteCategoryRequest, DeleteCategoryResponse, DeleteProductImageRequest,
     DeleteProductImageResponse, GetInventoryRequest, GetInventoryResponse, GetProductImageContentRequest,
-    GetProductRequest, GetProductResponse, Inventory, ListProductsRequest, ListProductsResponse, Product, ProductImage,
-    ReleaseStockRequest, ReleaseStockResponse, ReserveStockRequest, ReserveStockResponse, UpdateProductRequest,
+    GetProductRequest, GetProductResponse, Inventory, ListCategoriesRequest, ListCategoriesResponse,
+    ListProductsRequest, ListProductsResponse, Product, ProductImage, ReleaseStockRequest, ReleaseStockResponse,
+    ReserveStockRequest, ReserveStockResponse, UpdateCategoryRequest, UpdateCategoryResponse, UpdateProductRequest,
     UpdateProductResponse,
 };
 use api::common::Money;
@@ -309,6 +314,34 @@ impl CatalogService for CatalogApi {
         self.store.settle(&id, ReservationStatus::Committed, &actor, now_micros()).await?;
         self.relay.wake();
         Ok(Response::new(CommitStockResponse { status: status_to_wire(ReservationStatus::Committed) }))
+    }
+
+    async fn list_categories(
+        &self,
+        _request: Request<ListCategoriesRequest>,
+    ) -> Result<Response<ListCategoriesResponse>, Status> {
+        Ok(Response::new(self.every_category().await?))
+    }
+
+    async fn create_category(
+        &self,
+        request: Request<CreateCategoryRequest>,
+    ) -> Result<Response<CreateCategoryResponse>, Status> {
+        Ok(Response::new(self.describe_category(request.into_inner()).await?))
+    }
+
+    async fn update_category(
+        &self,
+        request: Request<UpdateCategoryRequest>,
+    ) -> Result<Response<UpdateCategoryResponse>, Status> {
+        Ok(Response::new(self.redescribe_category(request.into_inner()).await?))
+    }
+
+    async fn delete_category(
+        &self,
+        request: Request<DeleteCategoryRequest>,
+    ) -> Result<Response<DeleteCategoryResponse>, Status> {
+        Ok(Response::new(self.undescribe_category(request.into_inner()).await?))
     }
 
     async fn add_product_image(

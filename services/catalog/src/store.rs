@@ -156,9 +156,11 @@ const RESERVATION_LINES_SQL: &str =
 const MOVE_RESERVATION_SQL: &str =
     "UPDATE reservations SET status = $1, update_time = $2 WHERE id = $3 AND status = 'HELD'";
 
+mod categories;
 mod images;
 mod postgres;
 
+pub use categories::CategoryRow;
 pub use images::ImageRow;
 
 /// What [`Store::reserve`] did.

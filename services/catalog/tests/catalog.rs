@@ -12,6 +12,9 @@ use api::catalog::{
     ListProductsRequest, ListProductsResponse, Product, ProductImage, ReleaseStockRequest, ReservationStatus,
     ReserveStockRequest, StockItem, UpdateProductRequest,
 };
+use api::catalog::{
+    Category, CreateCategoryRequest, DeleteCategoryRequest, ListCategoriesRequest, UpdateCategoryRequest,
+};
 use api::catalog::{InventoryAdjusted, InventoryLow, ProductUpdated};
 use api::common::Money;
 use platform::db::Db;
@@ -443,6 +446,78 @@ async fn sorted_by_price_or_name_and_bounded_by_price(db: Db) {
     assert_eq!(bad_fields(&server.list(mixed, None).await.expect_err("another order")), ["page_token"]);
     let bad = ListProductsRequest { min_price_minor: -1, max_price_minor: 0, ..by("cost desc") };
     assert_eq!(bad_fields(&server.list(bad, None).await.expect_err("bad")), ["order_by", "min_price_minor"]);
+    server.stop().await;
+}
+
+async fn categories_are_described_and_listed_with_their_products(db: Db) {
+    let server = Server::start(db).await;
+    server.create(product("CAT-1", "Sencha", "green-tea", 900)).await;
+    server.create(product("CAT-2", "Matcha", "green-tea", 1900)).await;
+    server.create(product("CAT-3", "Espresso", "coffee", 1200)).await;
+    server.create(Product { active: false, ..product("CAT-4", "Old mug", "mugs", 500) }).await;
+    let mut client = server.client.clone();
+    let listed = || {
+        let mut client = server.client.clone();
+        async move {
+            let all = client.list_categories(ListCategoriesRequest {}).await.expect("anyone lists").into_inner();
+            all.categories.into_iter().map(|c| (c.slug, c.name, c.product_count, c.described)).collect::<Vec<_>>()
+        }
+    };
+    let row =
+        |slug: &str, name: &str, count: i32, described: bool| (slug.to_owned(), name.to_owned(), count, described);
+    // Undescribed categories come from the products for sale, named by their slug.
+    assert_eq!(listed().await, [row("coffee", "coffee", 1, false), row("green-tea", "green-tea", 2, false)]);
+
+    let admin = server.admin();
+    let describe = |slug: &str, name: &str, position: i32| {
+        let category = Category {
+            slug: slug.into(),
+            name: name.into(),
+            description: "For you.".into(),
+            position,
+            ..Category::default()
+        };
+        with_token(CreateCategoryRequest { category: Some(category) }, &admin)
+    };
+    let green = client.create_category(describe("green-tea", " Green tea ", 1)).await.expect("described").into_inner();
+    let green = green.category.expect("category");
+    assert_eq!((green.name.as_str(), green.product_count, green.described), ("Green tea", 2, true));
+    client.create_category(describe("gifts", "Gifts", 0)).await.expect("described, with no products yet");
+    assert_eq!(
+        listed().await,
+        [row("gifts", "Gifts", 0, true), row("green-tea", "Green tea", 2, true), row("coffee", "coffee", 1, false)]
+    );
+    let twice = client.create_category(describe("gifts", "Gifts", 0)).await.expect_err("described already");
+    assert_eq!(twice.code(), Code::AlreadyExists);
+    let bad = client.create_category(describe("Gifts!", "", 0)).await.expect_err("bad");
+    assert_eq!(bad_fields(&bad), ["category.slug", "category.name"]);
+    let customer = server.customer();
+    let request = with_token(
+        CreateCategoryRequest {
+            category: Some(Category { slug: "x".into(), name: "X".into(), ..Category::default() }),
+        },
+        &customer,
+    );
+    assert_eq!(client.create_category(request).await.expect_err("editors only").code(), Code::PermissionDenied);
+
+    // Only the fields the mask names change.
+    let moved = Category { position: 9, name: "ignored".into(), ..Category::default() };
+    let mask = prost_types::FieldMask { paths: vec!["position".into()] };
+    let update = UpdateCategoryRequest { slug: "gifts".into(), category: Some(moved), update_mask: Some(mask) };
+    let gifts = client.update_category(with_token(update.clone(), &admin)).await.expect("moved").into_inner();
+    assert_eq!(gifts.category.map(|c| (c.name, c.position)), Some(("Gifts".to_owned(), 9)));
+    assert_eq!(listed().await[0].0, "green-tea", "by position");
+    let unknown = UpdateCategoryRequest { slug: "teapots".into(), ..update };
+    assert_eq!(client.update_category(with_token(unknown, &admin)).await.expect_err("none").code(), Code::NotFound);
+
+    // Without its description a category its products name is listed undescribed again.
+    let delete = || with_token(DeleteCategoryRequest { slug: "green-tea".into() }, &admin);
+    client.delete_category(delete()).await.expect("deleted");
+    assert_eq!(client.delete_category(delete()).await.expect_err("gone").code(), Code::NotFound);
+    assert_eq!(
+        listed().await,
+        [row("gifts", "Gifts", 0, true), row("coffee", "coffee", 1, false), row("green-tea", "green-tea", 2, false)]
+    );
     server.stop().await;
 }
 
@@ -896,6 +971,7 @@ on_both_engines!(
     create_get_list_and_access,
     pagination_and_filters,
     sorted_by_price_or_name_and_bounded_by_price,
+    categories_are_described_and_listed_with_their_products,
     update_and_visibility,
     product_images,
     inventory_adjustments,

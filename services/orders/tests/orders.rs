@@ -472,6 +472,30 @@ impl CatalogService for Remote {
     ) -> Result<Response<AdjustInventoryResponse>, Status> {
         unimplemented()
     }
+    async fn list_categories(
+        &self,
+        _: Request<api::catalog::ListCategoriesRequest>,
+    ) -> Result<Response<api::catalog::ListCategoriesResponse>, Status> {
+        unimplemented()
+    }
+    async fn create_category(
+        &self,
+        _: Request<api::catalog::CreateCategoryRequest>,
+    ) -> Result<Response<api::catalog::CreateCategoryResponse>, Status> {
+        unimplemented()
+    }
+    async fn update_category(
+        &self,
+        _: Request<api::catalog::UpdateCategoryRequest>,
+    ) -> Result<Response<api::catalog::UpdateCategoryResponse>, Status> {
+        unimplemented()
+    }
+    async fn delete_category(
+        &self,
+        _: Request<api::catalog::DeleteCategoryRequest>,
+    ) -> Result<Response<api::catalog::DeleteCategoryResponse>, Status> {
+        unimplemented()
+    }
     async fn add_product_image(
         &self,
         _: Request<api::catalog::AddProductImageRequest>,

@@ -108,6 +108,30 @@ impl CatalogService for StandInCatalog {
     async fn commit_stock(&self, _: Request<CommitStockRequest>) -> Result<Response<CommitStockResponse>, Status> {
         not_here()
     }
+    async fn list_categories(
+        &self,
+        _: Request<api::catalog::ListCategoriesRequest>,
+    ) -> Result<Response<api::catalog::ListCategoriesResponse>, Status> {
+        not_here()
+    }
+    async fn create_category(
+        &self,
+        _: Request<api::catalog::CreateCategoryRequest>,
+    ) -> Result<Response<api::catalog::CreateCategoryResponse>, Status> {
+        not_here()
+    }
+    async fn update_category(
+        &self,
+        _: Request<api::catalog::UpdateCategoryRequest>,
+    ) -> Result<Response<api::catalog::UpdateCategoryResponse>, Status> {
+        not_here()
+    }
+    async fn delete_category(
+        &self,
+        _: Request<api::catalog::DeleteCategoryRequest>,
+    ) -> Result<Response<api::catalog::DeleteCategoryResponse>, Status> {
+        not_here()
+    }
     async fn add_product_image(
         &self,
         _: Request<api::catalog::AddProductImageRequest>,
