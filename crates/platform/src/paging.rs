@@ -1,6 +1,6 @@
 //! Pages of a listing, the same in every service: `page_size` as Google's API Improvement Proposals say
-//! (AIP-158: unset means the default, larger than the maximum means the maximum, negative is an error), and
-//! page tokens that are the id of the last item of the previous page.
+//! (AIP-158: unset means the default, larger than the maximum means the maximum, negative is an error), a
+//! page cut from a read of one row more, and page tokens that are the id of the last item of the previous page.
 
 use crate::error::FieldViolation;
 
@@ -28,6 +28,18 @@ pub fn id_token(token: &str) -> Result<&str, FieldViolation> {
     Ok(token)
 }
 
+/// One page of a listing read with one row more than `limit` (whether another page follows): the first `limit`
+/// rows, and the token of the next page, `token` of the page's last row, or empty on the last page.
+pub fn page<T>(mut rows: Vec<T>, limit: i64, token: impl FnOnce(&T) -> String) -> (Vec<T>, String) {
+    let more = rows.len() as i64 > limit;
+    rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+    let next_page_token = match rows.last() {
+        Some(last) if more => token(last),
+        _ => String::new(),
+    };
+    (rows, next_page_token)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -38,6 +50,14 @@ mod tests {
         assert_eq!(page_size(7), Ok(7));
         assert_eq!(page_size(1000), Ok(MAX_PAGE_SIZE));
         assert_eq!(page_size(-1).expect_err("negative").field, "page_size");
+    }
+
+    #[test]
+    fn a_page_ends_with_the_token_of_its_last_row_when_more_follow() {
+        let token = |n: &i32| n.to_string();
+        assert_eq!(page(vec![1, 2, 3], 2, token), (vec![1, 2], "2".to_owned()), "the extra row: another page");
+        assert_eq!(page(vec![1, 2], 2, token), (vec![1, 2], String::new()), "exactly a page: the last");
+        assert_eq!(page(Vec::<i32>::new(), 2, token), (vec![], String::new()));
     }
 
     #[test]

@@ -57,6 +57,8 @@ pub async fn run(
 
 /// Migrates `db`, then serves the cart on `listener` with tokens checked by `verifier` and prices from the
 /// catalog behind `catalog`, publishing its events on `bus` and pruning its inbox, until `shutdown` is cancelled.
+/// (Consuming `order.confirmed` and `user.deleted` is subscribed by [`run`], or by the caller:
+/// [`events::subscribe`].)
 pub async fn serve(
     listener: TcpListener,
     db: Db,

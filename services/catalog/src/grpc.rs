@@ -173,7 +173,7 @@ impl CatalogService for CatalogApi {
             return Err(Error::InvalidArgument(violations).into());
         }
         // One row more than the page tells whether another page follows.
-        let mut rows = self
+        let rows = self
             .store
             .list_products(&ListQuery {
                 include_inactive: req.include_inactive,
@@ -186,12 +186,7 @@ impl CatalogService for CatalogApi {
                 limit: size + 1,
             })
             .await?;
-        let more = rows.len() as i64 > size;
-        rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
-        let next_page_token = match rows.last() {
-            Some((_, cursor)) if more => cursor.encode(),
-            _ => String::new(),
-        };
+        let (rows, next_page_token) = platform::paging::page(rows, size, |(_, cursor)| cursor.encode());
         let rows = rows.into_iter().map(|(row, _)| row).collect();
         Ok(Response::new(ListProductsResponse { products: self.with_images(rows).await?, next_page_token }))
     }

@@ -131,11 +131,8 @@ impl DeliveryService for DeliveryApi {
             // One more than the page: whether there is a next page.
             limit: limit + 1,
         };
-        let mut shipments = self.store.list(&query).await?;
-        let more = shipments.len() as i64 > limit;
-        shipments.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        let next_page_token =
-            if more { shipments.last().map(|s| s.id.clone()).unwrap_or_default() } else { String::new() };
+        let shipments = self.store.list(&query).await?;
+        let (shipments, next_page_token) = platform::paging::page(shipments, limit, |s| s.id.clone());
         Ok(Response::new(ListShipmentsResponse {
             shipments: shipments.into_iter().map(shipment_to_wire).collect(),
             next_page_token,

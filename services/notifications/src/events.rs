@@ -308,21 +308,18 @@ fn customer(id: String) -> Addressee {
     if id.is_empty() { Addressee::Nobody("the event names no customer".to_owned()) } else { Addressee::Customer(id) }
 }
 
-/// A newsletter's address: no account, greeted by the address itself.
-fn subscriber(email: String, locale: String) -> Addressee {
-    if email.is_empty() {
+/// Whom an event names by address (a newsletter's subscriber, an account's owner): that address as the event
+/// gives it, not the directory's copy, which a later change could have made stale; nobody when it names none.
+fn to_address(recipient: Recipient) -> Addressee {
+    if recipient.email.is_empty() {
         return Addressee::Nobody("the event names no email address".to_owned());
     }
-    Addressee::Direct(Recipient { user_id: String::new(), display_name: email.clone(), email, locale })
+    Addressee::Direct(recipient)
 }
 
-/// An account's own address as the event names it, the one its credentials belong to (not the directory's
-/// copy, which a later change could have made stale).
-fn account_owner(user_id: String, email: String, display_name: String, locale: String) -> Addressee {
-    if email.is_empty() {
-        return Addressee::Nobody(format!("the event names no email address for user {user_id}"));
-    }
-    Addressee::Direct(Recipient { user_id, email, display_name, locale })
+/// A newsletter's address: no account, greeted by the address itself.
+fn subscriber(email: String, locale: String) -> Addressee {
+    to_address(Recipient { user_id: String::new(), display_name: email.clone(), email, locale })
 }
 
 /// Decodes an event's payload into what it asks for.
@@ -494,7 +491,12 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
             Plan {
                 register: None,
                 payment: None,
-                addressee: account_owner(e.user_id, e.email, e.display_name, e.locale),
+                addressee: to_address(Recipient {
+                    user_id: e.user_id,
+                    email: e.email,
+                    display_name: e.display_name,
+                    locale: e.locale,
+                }),
                 forget: None,
                 facts: Facts::PasswordReset { token: e.token },
             }
@@ -505,7 +507,12 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
             Plan {
                 register: None,
                 payment: None,
-                addressee: account_owner(e.user_id, e.email, e.display_name, e.locale),
+                addressee: to_address(Recipient {
+                    user_id: e.user_id,
+                    email: e.email,
+                    display_name: e.display_name,
+                    locale: e.locale,
+                }),
                 forget: None,
                 facts: Facts::PasswordChanged { by_reset },
             }
@@ -516,7 +523,12 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 return Err("user.deleted names no user".to_owned());
             }
             // The confirmation goes to the address the event carries, unlinked from the account being erased.
-            let farewell = account_owner(String::new(), e.email, e.display_name, e.locale);
+            let farewell = to_address(Recipient {
+                user_id: String::new(),
+                email: e.email,
+                display_name: e.display_name,
+                locale: e.locale,
+            });
             Plan {
                 register: None,
                 payment: None,

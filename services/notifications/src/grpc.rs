@@ -114,13 +114,10 @@ impl NotificationService for NotificationsApi {
         let user_id = domain::list_target(&sub, admin, &req.user_id)
             .map_err(|v| Error::PermissionDenied(format!("{}: {}", v.field, v.description)))?;
         // One row more than the page tells whether another page follows.
-        let mut rows = self.store.list(&ListQuery { user_id, status, after, limit: limit + 1 }).await?;
-        let more = rows.len() as i64 > limit;
-        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        let next_page_token = match rows.last() {
-            Some(last) if more => Cursor { create_time: last.create_time, id: last.id.clone() }.encode(),
-            _ => String::new(),
-        };
+        let rows = self.store.list(&ListQuery { user_id, status, after, limit: limit + 1 }).await?;
+        let (rows, next_page_token) = platform::paging::page(rows, limit, |last| {
+            Cursor { create_time: last.create_time, id: last.id.clone() }.encode()
+        });
         Ok(Response::new(ListNotificationsResponse {
             notifications: rows.into_iter().map(|row| notification_to_wire(row, admin)).collect(),
             next_page_token,

@@ -437,13 +437,8 @@ impl OrderService for OrdersApi {
                 Error::PermissionDenied(format!("listing another customer's orders needs {ORDERS_ADMIN}")).into()
             );
         };
-        let mut rows = self.store.list(&ListQuery { customer_id, status, after, limit: size + 1 }).await?;
-        let more = rows.len() as i64 > size;
-        rows.truncate(usize::try_from(size).unwrap_or(usize::MAX));
-        let next_page_token = match rows.last() {
-            Some(last) if more => last.cursor().encode(),
-            _ => String::new(),
-        };
+        let rows = self.store.list(&ListQuery { customer_id, status, after, limit: size + 1 }).await?;
+        let (rows, next_page_token) = platform::paging::page(rows, size, |last| last.cursor().encode());
         Ok(Response::new(ListOrdersResponse { orders: rows.into_iter().map(order_to_wire).collect(), next_page_token }))
     }
 

@@ -181,13 +181,10 @@ impl SupportService for SupportApi {
         let customer_id = (!claims.has_scope(SUPPORT_AGENT)).then(|| claims.sub.clone());
         // One more than the page: whether there is a next page.
         let query = ListQuery { customer_id, status, after, limit: limit + 1 };
-        let mut tickets = self.store.list(&query).await?;
-        let more = tickets.len() as i64 > limit;
-        tickets.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        let next_page_token = match tickets.last() {
-            Some(last) if more => domain::page_token(&Cursor { time: last.update_time, id: last.id.clone() }),
-            _ => String::new(),
-        };
+        let tickets = self.store.list(&query).await?;
+        let (tickets, next_page_token) = platform::paging::page(tickets, limit, |last| {
+            domain::page_token(&Cursor { time: last.update_time, id: last.id.clone() })
+        });
         Ok(Response::new(ListTicketsResponse {
             tickets: tickets.into_iter().map(ticket_to_wire).collect(),
             next_page_token,

@@ -24,13 +24,6 @@ pub struct CategoryRow {
     pub described: bool,
 }
 
-impl CategoryRow {
-    /// Its editable fields.
-    pub fn fields(&self) -> CategoryFields {
-        CategoryFields { name: self.name.clone(), description: self.description.clone(), position: self.position }
-    }
-}
-
 /// A described category with its count of products for sale, `$1` its slug.
 const ONE_CATEGORY: &str = "SELECT c.slug, c.name, c.description, c.position, \
      (SELECT COUNT(*) FROM products p WHERE p.category = c.slug AND p.active = TRUE) AS product_count, \

@@ -64,15 +64,10 @@ impl SupportApi {
             after,
             limit: limit + 1,
         };
-        let mut entries = self.store.list_faq_entries(&query).await?;
-        let more = entries.len() as i64 > limit;
-        entries.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        let next_page_token = match entries.last() {
-            Some(last) if more => {
-                FaqCursor { category: last.category.clone(), position: last.position, id: last.id.clone() }.encode()
-            }
-            _ => String::new(),
-        };
+        let entries = self.store.list_faq_entries(&query).await?;
+        let (entries, next_page_token) = platform::paging::page(entries, limit, |last| {
+            FaqCursor { category: last.category.clone(), position: last.position, id: last.id.clone() }.encode()
+        });
         Ok(ListFaqEntriesResponse { entries: entries.into_iter().map(entry_to_wire).collect(), next_page_token })
     }
 

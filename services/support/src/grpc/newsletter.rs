@@ -125,13 +125,10 @@ impl SupportApi {
             return Err(Error::InvalidArgument(violations));
         }
         // One more than the page: whether there is a next page.
-        let mut sent = self.store.newsletters(after.as_ref(), limit + 1).await?;
-        let more = sent.len() as i64 > limit;
-        sent.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        let next_page_token = match sent.last() {
-            Some(last) if more => domain::page_token(&Cursor { time: last.create_time, id: last.id.clone() }),
-            _ => String::new(),
-        };
+        let sent = self.store.newsletters(after.as_ref(), limit + 1).await?;
+        let (sent, next_page_token) = platform::paging::page(sent, limit, |last| {
+            domain::page_token(&Cursor { time: last.create_time, id: last.id.clone() })
+        });
         Ok(ListNewslettersResponse { newsletters: sent.into_iter().map(newsletter_to_wire).collect(), next_page_token })
     }
 
@@ -157,13 +154,9 @@ impl SupportApi {
         if !violations.is_empty() {
             return Err(Error::InvalidArgument(violations));
         }
-        let mut rows = self.store.subscribers(status, after.as_deref(), limit + 1).await?;
-        let more = rows.len() as i64 > limit;
-        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        let next_page_token = match rows.last() {
-            Some(last) if more => newsletter::subscriber_page_token(&last.email),
-            _ => String::new(),
-        };
+        let rows = self.store.subscribers(status, after.as_deref(), limit + 1).await?;
+        let (rows, next_page_token) =
+            platform::paging::page(rows, limit, |last| newsletter::subscriber_page_token(&last.email));
         let subscribers = rows.into_iter().map(subscriber_to_wire).collect::<Result<_, _>>()?;
         Ok(ListNewsletterSubscribersResponse { subscribers, next_page_token })
     }
