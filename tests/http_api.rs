@@ -2,7 +2,7 @@
 //! on SQLite and on PostgreSQL.
 
 use base64::prelude::{BASE64_STANDARD, Engine as _};
-use e2e::{Storage, TestPlatform};
+use e2e::{Reply, Storage, TestPlatform};
 use serde_json::{Value, json};
 
 fn product(sku: &str, name: &str, category: &str, amount: &str) -> Value {
@@ -972,6 +972,47 @@ async fn checkout_on_postgres() {
 }
 
 /// The token `email` was last mailed to reset its password: read where notifications gets it, auth's outbox.
+/// Waits until the edge refuses `token` on `path` as the token of an ended session (services and the gateway read
+/// the ended sessions every few seconds), and returns that reply.
+async fn refused_as_ended(p: &TestPlatform, path: &str, token: &str) -> Reply {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let reply = p.send("GET", path, Some(token), None).await;
+        if reply.status == 401 {
+            assert!(
+                reply.json["error"]["message"].as_str().is_some_and(|m| m.contains("session has ended")),
+                "{}",
+                reply.json
+            );
+            return reply;
+        }
+        assert_eq!(reply.status, 200, "{}", reply.json);
+        assert!(std::time::Instant::now() < deadline, "an ended session's token is still honoured on {path}");
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test]
+async fn signing_out_ends_the_session_at_the_edge() {
+    let Some(p) = TestPlatform::start(Storage::Sqlite).await else { return };
+    let email = "two-devices@example.com";
+    p.customer_token(email).await;
+    let sign_in =
+        || p.send("POST", "/v1/auth/login", None, Some(json!({"email": email, "password": "customer-pass-1"})));
+    let (phone, laptop) = (sign_in().await.json, sign_in().await.json);
+    let access = |session: &Value| session["accessToken"].as_str().expect("access token").to_owned();
+    assert_eq!(p.send("GET", "/v1/cart", Some(&access(&phone)), None).await.status, 200);
+
+    let out = p.send("POST", "/v1/auth/logout", None, Some(json!({"refreshToken": phone["refreshToken"]}))).await;
+    assert_eq!(out.status, 200, "{}", out.json);
+    let refused = refused_as_ended(&p, "/v1/cart", &access(&phone)).await;
+    let challenge = refused.headers.get("www-authenticate").and_then(|v| v.to_str().ok()).unwrap_or_default();
+    assert!(challenge.starts_with("Bearer") && challenge.contains("invalid_token"), "{challenge}");
+    assert_eq!(p.send("GET", "/v1/auth/me", Some(&access(&phone)), None).await.status, 401);
+    assert_eq!(p.send("GET", "/v1/cart", Some(&access(&laptop)), None).await.status, 200, "the other session lives");
+    p.stop().await;
+}
+
 async fn mailed_reset_token(p: &TestPlatform, email: &str) -> String {
     use prost::Message;
     let auth = platform::Db::open(&p.settings, "auth").await.expect("auth database");
@@ -1006,6 +1047,8 @@ async fn an_account_changes_and_resets_its_password_then_is_deleted(storage: Sto
     assert_eq!(changed.status, 200, "{}", changed.json);
     assert!(changed.json["accessToken"].is_string() && changed.json["refreshToken"].is_string(), "{}", changed.json);
     p.login(email, "second-pass-2").await;
+    // Every session signed in with the old password ends: its access token is refused before it expires.
+    refused_as_ended(&p, "/v1/auth/me", &token).await;
 
     // Forgotten: the same 202 for an address with or without an account; the account is mailed a code.
     for address in [email, "nobody@example.com"] {
@@ -1065,6 +1108,7 @@ async fn an_account_changes_and_resets_its_password_then_is_deleted(storage: Sto
     assert_eq!((deleted.status, &deleted.json), (200, &json!({})), "{}", deleted.json);
     let gone = p.send("POST", "/v1/auth/login", None, Some(json!({"email": email, "password": "third-pass-3"}))).await;
     assert_eq!(gone.status, 401, "{}", gone.json);
+    refused_as_ended(&p, "/v1/cart", &token).await;
     let profile = format!("/v1/users/{user_id}/profile");
     let mut status = 0;
     for _ in 0..100 {

@@ -99,6 +99,17 @@ impl ApiError {
         self
     }
 
+    /// A 401 caused by a bearer token that was sent and refused (forged, expired, of an ended session): the
+    /// challenge says so (RFC 6750 section 3.1, `error="invalid_token"`), so a client knows to refresh the token or
+    /// sign in again rather than that it forgot one. Other errors are left as they are.
+    pub fn for_refused_token(mut self) -> Self {
+        if self.code == Code::Unauthenticated {
+            self.headers.retain(|(name, _)| name != header::WWW_AUTHENTICATE);
+            self = self.with_header(header::WWW_AUTHENTICATE, "Bearer realm=\"mercato\", error=\"invalid_token\"");
+        }
+        self
+    }
+
     /// The HTTP form of a gRPC status from a service or from the edge's own checks.
     pub fn from_status(status: &tonic::Status) -> Self {
         let code = status.code();

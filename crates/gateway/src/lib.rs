@@ -478,10 +478,13 @@ async fn call(
     let authorization = caller_authorization(gateway, &parts.headers).await?;
     let authorization = authorization.as_deref();
     let refused = |status: tonic::Status| ApiError::from_status(&status);
+    let token_refused = |status: tonic::Status| ApiError::from_status(&status).for_refused_token();
     let claims = match (bearer, authorization) {
-        (Some(verified), _) => Some(verified.map_err(refused)?),
+        (Some(verified), _) => Some(verified.map_err(token_refused)?),
         // No Authorization header but an authorization: the token an API key exchanged for.
-        (None, Some(exchanged)) => Some(verify_authorization(&gateway.verifier, exchanged).await.map_err(refused)?),
+        (None, Some(exchanged)) => {
+            Some(verify_authorization(&gateway.verifier, exchanged).await.map_err(token_refused)?)
+        }
         (None, None) => None,
     };
     // The edge check: refused callers never reach a service, and the service checks again.

@@ -282,9 +282,13 @@ async fn a_proto_annotation_is_all_a_new_route_needs() {
 
     // The access rule of the proto, checked at the edge.
     let deleted = client.delete(format!("{base}/v1/shelves/s1")).send().await.expect("sent");
-    assert!(deleted.headers().contains_key("www-authenticate"));
+    assert_eq!(deleted.headers()["www-authenticate"], "Bearer realm=\"mercato\"", "no token: a plain challenge");
     let (status, body) = json_of(deleted).await;
     assert_eq!((status, &body["error"]["status"]), (401, &json!("UNAUTHENTICATED")));
+    let forged = client.delete(format!("{base}/v1/shelves/s1")).bearer_auth("not.a.jwt").send().await.expect("sent");
+    let challenge = forged.headers()["www-authenticate"].to_str().expect("ascii").to_owned();
+    assert_eq!(challenge, "Bearer realm=\"mercato\", error=\"invalid_token\"", "a refused token is named so");
+    assert_eq!(json_of(forged).await.0, 401);
 
     // Unknown query parameters are named, as for the built-in contracts.
     let typo = client.get(format!("{base}/v1/shelves/s1?colour=red")).send().await.expect("sent");

@@ -15,6 +15,11 @@ use tonic::Status;
 
 use crate::descriptors::AccessPolicy;
 
+mod revocations;
+
+use revocations::Revocations;
+pub use revocations::{EndedSession, GrpcRevocationSource, REVOCATION_MEMORY, REVOCATION_POLL, RevocationSource};
+
 /// The `iss` of every access token.
 pub const ISSUER: &str = "mercato-auth";
 /// The `aud` of every access token.
@@ -42,6 +47,10 @@ pub struct Claims {
     pub nbf: i64,
     /// Token id.
     pub jti: String,
+    /// The session the token belongs to (a sign-in and its refreshes); empty for tokens of no session (services,
+    /// API keys). Once the session ends, its tokens are refused (see [`RevocationSource`]).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sid: String,
     /// Granted scopes, space-separated (RFC 9068).
     pub scope: String,
     /// Roles of the subject.
@@ -76,6 +85,9 @@ pub enum TokenError {
     /// The key set could not be fetched.
     #[error("cannot verify tokens right now: key set unavailable")]
     KeysUnavailable,
+    /// The token's session ended (signed out, password changed, account deleted) before the token expired.
+    #[error("invalid token: its session has ended; sign in again")]
+    SessionEnded,
 }
 
 impl From<TokenError> for Status {
@@ -149,6 +161,7 @@ pub struct TokenVerifier {
     cache: RwLock<KeyCache>,
     verified: std::sync::Mutex<HashMap<String, Claims>>,
     validation: Validation,
+    revocations: Option<Arc<Revocations>>,
 }
 
 impl std::fmt::Debug for TokenVerifier {
@@ -166,12 +179,26 @@ impl TokenVerifier {
         validation.leeway = LEEWAY_SECS;
         validation.validate_nbf = true;
         validation.set_required_spec_claims(&["exp", "nbf", "iss", "aud", "sub"]);
-        Self { source, cache: RwLock::new(KeyCache::default()), verified: Default::default(), validation }
+        Self {
+            source,
+            cache: RwLock::new(KeyCache::default()),
+            verified: Default::default(),
+            validation,
+            revocations: None,
+        }
     }
 
-    /// A verifier fetching keys from the auth service at `channel`.
+    /// This verifier, also refusing the tokens of sessions that `source` says ended, by a list asked for again
+    /// every `poll_every` ([`REVOCATION_POLL`] in services) while tokens are being verified.
+    pub fn with_revocations(mut self, source: Arc<dyn RevocationSource>, poll_every: Duration) -> Self {
+        self.revocations = Some(Arc::new(Revocations::new(source, poll_every)));
+        self
+    }
+
+    /// A verifier fetching keys, and the sessions that ended, from the auth service at `channel`.
     pub fn from_auth_service(channel: crate::grpc::Channel) -> Self {
-        Self::new(Arc::new(GrpcKeySource::new(channel)))
+        Self::new(Arc::new(GrpcKeySource::new(channel.clone())))
+            .with_revocations(Arc::new(GrpcRevocationSource::new(channel)), REVOCATION_POLL)
     }
 
     async fn key(&self, kid: &str) -> Result<DecodingKey, TokenError> {
@@ -207,6 +234,17 @@ impl TokenVerifier {
 
     /// Verifies `token` and returns its claims.
     pub async fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        let claims = self.verify_unrevoked(token).await?;
+        if let Some(revocations) = &self.revocations
+            && revocations.has_ended(&claims.sid).await
+        {
+            return Err(TokenError::SessionEnded);
+        }
+        Ok(claims)
+    }
+
+    /// Verifies `token` by its signature, or by its times alone if it verified before; its session is not looked at.
+    async fn verify_unrevoked(&self, token: &str) -> Result<Claims, TokenError> {
         let remembered = self.verified_tokens().get(token).cloned();
         if let Some(claims) = remembered {
             if times_valid(&claims, crate::time::now_secs()) {
@@ -495,6 +533,7 @@ mod tests {
             iat: now,
             nbf: now,
             jti: "j".into(),
+            sid: "session-1".into(),
             scope: "catalog:write cart:write".into(),
             roles: vec!["admin".into()],
         }
@@ -597,6 +636,84 @@ mod tests {
         ] {
             assert!(verifier.verify(&token).await.is_err(), "{name} token was accepted");
         }
+    }
+
+    /// Ended sessions as a test ends them; remembers the `since` of every poll, and fails while `down`.
+    #[derive(Default)]
+    struct EndedSessions {
+        ended: std::sync::Mutex<Vec<EndedSession>>,
+        polls: std::sync::Mutex<Vec<i64>>,
+        down: std::sync::atomic::AtomicBool,
+    }
+
+    impl EndedSessions {
+        fn end(&self, session_id: &str) {
+            let ended = EndedSession { session_id: session_id.into(), revoke_time: crate::time::now_micros() };
+            self.ended.lock().expect("lock").push(ended);
+        }
+    }
+
+    impl RevocationSource for EndedSessions {
+        fn ended_since(&self, since: i64) -> BoxFuture<'_, Result<Vec<EndedSession>, String>> {
+            self.polls.lock().expect("lock").push(since);
+            let ended = self.ended.lock().expect("lock").iter().filter(|s| s.revoke_time >= since).cloned().collect();
+            let down = self.down.load(std::sync::atomic::Ordering::SeqCst);
+            Box::pin(async move { if down { Err("auth is away".to_owned()) } else { Ok(ended) } })
+        }
+    }
+
+    fn in_session(issuer: &TestIssuer, sid: &str) -> String {
+        issuer.sign(&Claims { sid: sid.into(), ..claims(ISSUER, AUDIENCE, 600) })
+    }
+
+    #[tokio::test]
+    async fn tokens_of_an_ended_session_are_refused_even_when_remembered() {
+        let issuer = issuer();
+        let sessions = Arc::new(EndedSessions::default());
+        let poll_every = Duration::from_millis(50);
+        let verifier = TokenVerifier::new(issuer.clone()).with_revocations(sessions.clone(), poll_every);
+        let (ending, staying) = (in_session(&issuer, "s1"), in_session(&issuer, "s2"));
+        let sessionless = issuer.token("u1", &["cart:write"], &[]);
+        verifier.verify(&ending).await.expect("verified, and remembered, before its session ends");
+
+        sessions.end("s1");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while verifier.verify(&ending).await.is_ok() {
+            assert!(Instant::now() < deadline, "the ended session's token is still honoured");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(verifier.verify(&ending).await, Err(TokenError::SessionEnded));
+        assert_eq!(verifier.verify(&staying).await.expect("another session").sid, "s2");
+        assert!(verifier.verify(&sessionless).await.is_ok(), "tokens of no session are not looked up");
+
+        // The first poll looked back an hour; the polls after one that saw an ending read on from it, with a few
+        // seconds' overlap.
+        let newest = sessions.ended.lock().expect("lock")[0].revoke_time;
+        let polls = || sessions.polls.lock().expect("lock").clone();
+        assert!(polls()[0] < newest - 3_000_000_000, "{:?}", polls());
+        while !polls().contains(&(newest - 5_000_000)) {
+            assert!(Instant::now() < deadline, "no poll read on from the newest ending: {:?}", polls());
+            verifier.verify(&staying).await.expect("valid");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_new_verifier_refuses_ended_sessions_from_its_first_token() {
+        let issuer = issuer();
+        let sessions = Arc::new(EndedSessions::default());
+        sessions.end("s1");
+        let verifier = TokenVerifier::new(issuer.clone()).with_revocations(sessions, REVOCATION_POLL);
+        assert_eq!(verifier.verify(&in_session(&issuer, "s1")).await, Err(TokenError::SessionEnded));
+    }
+
+    #[tokio::test]
+    async fn tokens_are_still_verified_while_the_ended_sessions_cannot_be_read() {
+        let issuer = issuer();
+        let sessions = Arc::new(EndedSessions::default());
+        sessions.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        let verifier = TokenVerifier::new(issuer.clone()).with_revocations(sessions, REVOCATION_POLL);
+        assert!(verifier.verify(&in_session(&issuer, "s1")).await.is_ok());
     }
 
     #[tokio::test]

@@ -131,6 +131,7 @@ impl TestIssuer {
             iat: now,
             nbf: now,
             jti: uuid::Uuid::now_v7().to_string(),
+            sid: String::new(),
             scope: scopes.join(" "),
             roles: roles.iter().map(|r| (*r).to_owned()).collect(),
         })

@@ -21,6 +21,11 @@ pub fn timestamp(micros: i64) -> prost_types::Timestamp {
     }
 }
 
+/// Microseconds since the epoch of a wire timestamp; `None` when it is out of the stored range.
+pub fn micros(t: &prost_types::Timestamp) -> Option<i64> {
+    t.seconds.checked_mul(1_000_000)?.checked_add(i64::from(t.nanos / 1_000))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -31,5 +36,8 @@ mod tests {
         assert_eq!((ts.seconds, ts.nanos), (1_700_000_000, 123_456_000));
         let before = timestamp(-1);
         assert_eq!((before.seconds, before.nanos), (-1, 999_999_000));
+        assert_eq!(micros(&ts), Some(1_700_000_000_123_456), "and back");
+        assert_eq!(micros(&before), Some(-1));
+        assert_eq!(micros(&prost_types::Timestamp { seconds: i64::MAX, nanos: 0 }), None);
     }
 }

@@ -52,7 +52,7 @@ pub fn validate(name: &str, scopes: &[String], ttl_days: i32, caller: &Claims) -
 
 /// The claims of a token for a key of `user_id`: the key's scopes that the owner's roles still grant.
 pub fn key_claims(user_id: &str, roles: &[String], key_scopes: &str, now_secs: i64) -> Claims {
-    let owner = domain::scopes_for(roles);
+    let owner = crate::staff::scopes_for(roles);
     let scope = key_scopes.split(' ').filter(|s| owner.contains(s)).collect::<Vec<_>>().join(" ");
     Claims {
         iss: ISSUER.to_owned(),
@@ -62,6 +62,7 @@ pub fn key_claims(user_id: &str, roles: &[String], key_scopes: &str, now_secs: i
         iat: now_secs,
         nbf: now_secs,
         jti: uuid::Uuid::now_v7().to_string(),
+        sid: String::new(),
         scope,
         roles: roles.to_vec(),
     }
@@ -80,6 +81,7 @@ mod tests {
             iat: 0,
             nbf: 0,
             jti: "j".into(),
+            sid: String::new(),
             scope: scopes.into(),
             roles: vec![],
         }

@@ -16,6 +16,11 @@ pub const REFRESH_TOKEN_TTL_MICROS: i64 = 30 * 24 * 3600 * 1_000_000;
 /// unknown, which it could not be used past its expiry anyway. Without a limit every rotation (one per access
 /// token's life, a quarter of an hour, for every signed-in client) would stay for ever.
 pub const EXPIRED_REFRESH_TOKEN_RETENTION_MICROS: i64 = 7 * 24 * 3600 * 1_000_000;
+/// How long an ended session is listed (ListRevokedSessions), in microseconds (a day): verifiers remember it for
+/// [`platform::auth::REVOCATION_MEMORY`], which outlasts every access token of the session.
+pub const REVOKED_SESSION_RETENTION_MICROS: i64 = 24 * 3600 * 1_000_000;
+/// Most ended sessions in one page of ListRevokedSessions (also the default: its callers want them all).
+pub const MAX_REVOKED_SESSIONS_PAGE: i64 = 1000;
 /// The `token_type` of every token pair.
 pub const TOKEN_TYPE: &str = "Bearer";
 
@@ -30,7 +35,8 @@ pub const MAX_DISPLAY_NAME_CHARS: usize = 100;
 
 /// The role every registered account has.
 pub const ROLE_CUSTOMER: &str = "customer";
-/// The role of administrators.
+/// The role of administrators: every scope, and the administration of accounts (see [`crate::staff`] for the
+/// other staff roles).
 pub const ROLE_ADMIN: &str = "admin";
 
 /// Scopes of the customer role.
@@ -53,6 +59,7 @@ pub const ADMIN_SCOPES: &[&str] = &[
     "orders:admin",
     "notifications:admin",
     "events:admin",
+    "accounts:admin",
 ];
 
 /// Lifetime of a service token, in seconds.
@@ -88,6 +95,7 @@ pub fn service_claims(client_id: &str, now_secs: i64) -> Claims {
         iat: now_secs,
         nbf: now_secs,
         jti: uuid::Uuid::now_v7().to_string(),
+        sid: String::new(),
         scope: service_scopes(client_id).join(" "),
         roles: vec![ROLE_SERVICE.to_owned()],
     }
@@ -293,20 +301,6 @@ pub fn parse_roles(stored: &str) -> Vec<String> {
     stored.split_whitespace().map(str::to_owned).collect()
 }
 
-/// The scopes granted to someone with `roles`, without duplicates, in a stable order. Unknown roles grant
-/// nothing; admin includes everything a customer may do.
-pub fn scopes_for(roles: &[String]) -> Vec<&'static str> {
-    let has = |role: &str| roles.iter().any(|r| r == role);
-    let mut scopes = Vec::new();
-    if has(ROLE_CUSTOMER) || has(ROLE_ADMIN) {
-        scopes.extend_from_slice(CUSTOMER_SCOPES);
-    }
-    if has(ROLE_ADMIN) {
-        scopes.extend_from_slice(ADMIN_SCOPES);
-    }
-    scopes
-}
-
 /// A new opaque token (a refresh token, a password-reset token): 32 random bytes, base64url without padding.
 pub fn new_opaque_token() -> String {
     let mut bytes = [0u8; 32];
@@ -320,8 +314,35 @@ pub fn hash_opaque_token(token: &str) -> String {
     Sha256::digest(token.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// The claims of an access token for `user_id` with `roles`, issued at `now_secs`.
-pub fn access_claims(user_id: &str, roles: &[String], now_secs: i64) -> Claims {
+/// The page size of a ListRevokedSessions request: [`MAX_REVOKED_SESSIONS_PAGE`] when unset (0), at most that.
+pub fn revoked_sessions_page_size(requested: i32) -> Result<i64, FieldViolation> {
+    match i64::from(requested) {
+        n if n < 0 => Err(FieldViolation::new("page_size", "must not be negative")),
+        0 => Ok(MAX_REVOKED_SESSIONS_PAGE),
+        n => Ok(n.min(MAX_REVOKED_SESSIONS_PAGE)),
+    }
+}
+
+/// The page token after an ended session: its time and id (ties in time are ordered by id).
+pub fn revoked_sessions_page_token(revoke_time: i64, session_id: &str) -> String {
+    format!("{revoke_time}.{session_id}")
+}
+
+/// The ended session a ListRevokedSessions page token names (`None` for the first page).
+pub fn parse_revoked_sessions_page_token(token: &str) -> Result<Option<(i64, &str)>, FieldViolation> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let refused = || FieldViolation::new("page_token", "is not a token this service issued");
+    let (time, id) = token.split_once('.').ok_or_else(refused)?;
+    let time = time.parse::<i64>().map_err(|_| refused())?;
+    let id = platform::paging::id_token(id).map_err(|_| refused())?;
+    Ok(Some((time, id)))
+}
+
+/// The claims of an access token for `user_id` with `roles` in session `session_id` (its refresh-token family),
+/// issued at `now_secs`.
+pub fn access_claims(user_id: &str, roles: &[String], session_id: &str, now_secs: i64) -> Claims {
     Claims {
         iss: ISSUER.to_owned(),
         aud: AUDIENCE.to_owned(),
@@ -330,7 +351,8 @@ pub fn access_claims(user_id: &str, roles: &[String], now_secs: i64) -> Claims {
         iat: now_secs,
         nbf: now_secs,
         jti: uuid::Uuid::now_v7().to_string(),
-        scope: scopes_for(roles).join(" "),
+        sid: session_id.to_owned(),
+        scope: crate::staff::scopes_for(roles).join(" "),
         roles: roles.to_vec(),
     }
 }
@@ -434,17 +456,6 @@ mod tests {
     }
 
     #[test]
-    fn roles_map_to_scopes() {
-        let customer = scopes_for(&parse_roles("customer"));
-        assert_eq!(customer, CUSTOMER_SCOPES);
-        let admin = scopes_for(&parse_roles("customer admin"));
-        assert!(admin.contains(&"catalog:write") && admin.contains(&"cart:write"));
-        assert_eq!(admin.len(), CUSTOMER_SCOPES.len() + ADMIN_SCOPES.len());
-        assert!(scopes_for(&parse_roles("stranger")).is_empty());
-        assert_eq!(format_roles(&[ROLE_CUSTOMER, ROLE_ADMIN]), "customer admin");
-    }
-
-    #[test]
     fn refresh_tokens_are_random_and_hashed() {
         let a = new_opaque_token();
         let b = new_opaque_token();
@@ -458,9 +469,31 @@ mod tests {
     }
 
     #[test]
+    fn ended_sessions_are_listed_until_their_tokens_expired_everywhere() {
+        let memory = i64::try_from(platform::auth::REVOCATION_MEMORY.as_secs()).expect("secs");
+        assert!(ACCESS_TOKEN_TTL_SECS + platform::auth::LEEWAY_SECS as i64 <= memory, "verifiers forget too soon");
+        assert!(memory * 1_000_000 < REVOKED_SESSION_RETENTION_MICROS, "a verifier's first poll finds them gone");
+    }
+
+    #[test]
+    fn revoked_session_pages_resume_after_their_last_session() {
+        let token = revoked_sessions_page_token(1_700_000_000_000_001, "0190-ab");
+        assert_eq!(parse_revoked_sessions_page_token(&token), Ok(Some((1_700_000_000_000_001, "0190-ab"))));
+        assert_eq!(parse_revoked_sessions_page_token(""), Ok(None));
+        for bad in ["12", "x.0190", "12.' OR 1=1", "-"] {
+            assert_eq!(parse_revoked_sessions_page_token(bad).expect_err(bad).field, "page_token");
+        }
+        assert_eq!(revoked_sessions_page_size(0), Ok(MAX_REVOKED_SESSIONS_PAGE));
+        assert_eq!(revoked_sessions_page_size(5), Ok(5));
+        assert_eq!(revoked_sessions_page_size(1_000_000), Ok(MAX_REVOKED_SESSIONS_PAGE));
+        assert_eq!(revoked_sessions_page_size(-1).expect_err("negative").field, "page_size");
+    }
+
+    #[test]
     fn claims_live_fifteen_minutes() {
-        let claims = access_claims("u1", &parse_roles("customer"), 1_000);
+        let claims = access_claims("u1", &parse_roles("customer"), "session-1", 1_000);
         assert_eq!((claims.iss.as_str(), claims.aud.as_str(), claims.sub.as_str()), (ISSUER, AUDIENCE, "u1"));
+        assert_eq!(claims.sid, "session-1");
         assert_eq!((claims.iat, claims.nbf, claims.exp), (1_000, 1_000, 1_900));
         assert!(claims.has_scope("cart:write") && !claims.has_scope("catalog:write"));
         assert_eq!(claims.roles, ["customer"]);

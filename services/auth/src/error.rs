@@ -33,6 +33,12 @@ pub enum Error {
     /// The password changed between checking the current one and writing the new one.
     #[error("the password was changed meanwhile")]
     PasswordChangedMeanwhile,
+    /// Staff tried what nobody may do to their own account (disable it, take their admin role away).
+    #[error("{0}")]
+    OwnAccount(&'static str),
+    /// Sign-in to an account staff disabled.
+    #[error("this account is disabled")]
+    AccountDisabled,
     /// The caller's account does not exist (any more).
     #[error("user not found")]
     UserNotFound,
@@ -79,6 +85,12 @@ impl From<Error> for Status {
             }
             Error::InvalidClient => Status::unauthenticated("invalid client credentials"),
             Error::UserNotFound => with_reason(Code::NotFound, "USER_NOT_FOUND", "user not found"),
+            Error::OwnAccount(what) => with_reason(Code::FailedPrecondition, "OWN_ACCOUNT", what),
+            Error::AccountDisabled => with_reason(
+                Code::PermissionDenied,
+                "ACCOUNT_DISABLED",
+                "this account is disabled; contact the shop's support",
+            ),
             Error::ResetTokenNotFound => {
                 with_reason(Code::NotFound, "TOKEN_NOT_FOUND", "no such password-reset token; ask for a new one")
             }

@@ -6,12 +6,15 @@ use std::sync::Arc;
 use api::auth::auth_service_server::AuthService;
 use api::auth::{
     ApiKey, ChangePasswordRequest, ChangePasswordResponse, ConfirmPasswordResetRequest, ConfirmPasswordResetResponse,
-    CreateApiKeyRequest, CreateApiKeyResponse, DeleteAccountRequest, DeleteAccountResponse, ExchangeApiKeyRequest,
-    ExchangeApiKeyResponse, GetJwksRequest, GetJwksResponse, GetMeRequest, GetMeResponse, IssueServiceTokenRequest,
-    IssueServiceTokenResponse, ListApiKeysRequest, ListApiKeysResponse, LoginRequest, LoginResponse, LogoutRequest,
-    LogoutResponse, RefreshRequest, RefreshResponse, RegisterRequest, RegisterResponse, RequestPasswordResetRequest,
-    RequestPasswordResetResponse, RevokeApiKeyRequest, RevokeApiKeyResponse, User,
+    CreateApiKeyRequest, CreateApiKeyResponse, DeleteAccountRequest, DeleteAccountResponse, DisableUserRequest,
+    DisableUserResponse, EnableUserRequest, EnableUserResponse, ExchangeApiKeyRequest, ExchangeApiKeyResponse,
+    GetJwksRequest, GetJwksResponse, GetMeRequest, GetMeResponse, IssueServiceTokenRequest, IssueServiceTokenResponse,
+    ListApiKeysRequest, ListApiKeysResponse, ListRevokedSessionsRequest, ListRevokedSessionsResponse, ListUsersRequest,
+    ListUsersResponse, LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, RefreshRequest, RefreshResponse,
+    RegisterRequest, RegisterResponse, RequestPasswordResetRequest, RequestPasswordResetResponse, RevokeApiKeyRequest,
+    RevokeApiKeyResponse, RevokedSession, SetUserRolesRequest, SetUserRolesResponse, User,
 };
+use platform::error::FieldViolation;
 use platform::events::RelayHandle;
 use platform::time::{now_micros, timestamp};
 use tonic::{Request, Response, Status};
@@ -25,6 +28,7 @@ use crate::keys::Keyring;
 use crate::passwords::Hasher;
 use crate::store::{NewRefreshToken, Rotation, Store, UserRow};
 
+mod accounts;
 mod passwords;
 
 /// The auth service's gRPC handlers.
@@ -55,9 +59,9 @@ impl Service {
         Self { store, keys, hasher, relay, service_secrets: Arc::new(service_secrets) }
     }
 
-    fn access_token(&self, user: &UserRow, now_micros: i64) -> Result<String, Error> {
+    fn access_token(&self, user: &UserRow, session_id: &str, now_micros: i64) -> Result<String, Error> {
         let roles = domain::parse_roles(&user.roles);
-        let claims = domain::access_claims(&user.id, &roles, now_micros.div_euclid(1_000_000));
+        let claims = domain::access_claims(&user.id, &roles, session_id, now_micros.div_euclid(1_000_000));
         self.keys.active.sign(&claims)
     }
 
@@ -83,11 +87,15 @@ impl Service {
             return Err(Error::InvalidCredentials);
         }
         let user = user.ok_or(Error::InvalidCredentials)?;
+        // Said only to whoever knows the password.
+        if user.disable_time.is_some() {
+            return Err(Error::AccountDisabled);
+        }
         let now = now_micros();
         let (refresh_token, stored) = Self::new_refresh_token(now);
         let family_id = uuid::Uuid::now_v7().to_string();
         self.store.insert_refresh_token(&stored, &family_id, &user.id, now).await?;
-        Ok(TokenPair { access_token: self.access_token(&user, now)?, refresh_token })
+        Ok(TokenPair { access_token: self.access_token(&user, &family_id, now)?, refresh_token })
     }
 
     async fn refresh_pair(&self, presented: &str) -> Result<TokenPair, Error> {
@@ -98,7 +106,9 @@ impl Service {
         let (refresh_token, successor) = Self::new_refresh_token(now);
         let presented = domain::hash_opaque_token(presented);
         match self.store.rotate_refresh_token(&presented, &successor, now).await? {
-            Rotation::Rotated(user) => Ok(TokenPair { access_token: self.access_token(&user, now)?, refresh_token }),
+            Rotation::Rotated { user, session_id } => {
+                Ok(TokenPair { access_token: self.access_token(&user, &session_id, now)?, refresh_token })
+            }
             Rotation::Reused | Rotation::Invalid => Err(Error::InvalidRefreshToken),
         }
     }
@@ -113,6 +123,7 @@ pub fn user_to_wire(user: UserRow) -> User {
         email: user.email,
         display_name: user.display_name,
         locale: user.locale,
+        disable_time: user.disable_time.map(timestamp),
     }
 }
 
@@ -135,6 +146,7 @@ impl AuthService for Service {
             roles: domain::format_roles(&[domain::ROLE_CUSTOMER]),
             locale: account.locale,
             create_time: now_micros(),
+            disable_time: None,
         };
         self.store.insert_user(&user, &events::user_registered(&user)).await?;
         self.relay.wake();
@@ -218,8 +230,60 @@ impl AuthService for Service {
         Ok(Response::new(ConfirmPasswordResetResponse {}))
     }
 
+    async fn list_users(&self, request: Request<ListUsersRequest>) -> Result<Response<ListUsersResponse>, Status> {
+        let request = request.into_inner();
+        let (users, next_page_token) =
+            self.list_accounts(&request.email, &request.role, request.page_size, &request.page_token).await?;
+        Ok(Response::new(ListUsersResponse { users, next_page_token }))
+    }
+
+    async fn set_user_roles(
+        &self,
+        request: Request<SetUserRolesRequest>,
+    ) -> Result<Response<SetUserRolesResponse>, Status> {
+        let caller = platform::auth::caller(&request)?.clone();
+        let request = request.into_inner();
+        let user = self.assign_roles(&caller, &request.id, &request.roles).await?;
+        Ok(Response::new(SetUserRolesResponse { user: Some(user_to_wire(user)) }))
+    }
+
+    async fn disable_user(
+        &self,
+        request: Request<DisableUserRequest>,
+    ) -> Result<Response<DisableUserResponse>, Status> {
+        let caller = platform::auth::caller(&request)?.clone();
+        let user = self.set_account_disabled(&caller, &request.into_inner().id, true).await?;
+        Ok(Response::new(DisableUserResponse { user: Some(user_to_wire(user)) }))
+    }
+
+    async fn enable_user(&self, request: Request<EnableUserRequest>) -> Result<Response<EnableUserResponse>, Status> {
+        let caller = platform::auth::caller(&request)?.clone();
+        let user = self.set_account_disabled(&caller, &request.into_inner().id, false).await?;
+        Ok(Response::new(EnableUserResponse { user: Some(user_to_wire(user)) }))
+    }
+
     async fn get_jwks(&self, _request: Request<GetJwksRequest>) -> Result<Response<GetJwksResponse>, Status> {
         Ok(Response::new(GetJwksResponse { keys: self.keys.jwks.clone() }))
+    }
+
+    async fn list_revoked_sessions(
+        &self,
+        request: Request<ListRevokedSessionsRequest>,
+    ) -> Result<Response<ListRevokedSessionsResponse>, Status> {
+        let request = request.into_inner();
+        let limit = domain::revoked_sessions_page_size(request.page_size).map_err(|v| Error::Invalid(vec![v]))?;
+        let after =
+            domain::parse_revoked_sessions_page_token(&request.page_token).map_err(|v| Error::Invalid(vec![v]))?;
+        let since = request.since.as_ref().map_or(Some(i64::MIN), platform::time::micros);
+        let since = since.ok_or_else(|| Error::Invalid(vec![FieldViolation::new("since", "is out of range")]))?;
+        let rows = self.store.revoked_sessions(since, after, limit + 1).await?;
+        let (rows, next_page_token) =
+            platform::paging::page(rows, limit, |r| domain::revoked_sessions_page_token(r.revoke_time, &r.session_id));
+        let sessions = rows
+            .into_iter()
+            .map(|r| RevokedSession { session_id: r.session_id, revoke_time: Some(timestamp(r.revoke_time)) })
+            .collect();
+        Ok(Response::new(ListRevokedSessionsResponse { sessions, next_page_token }))
     }
 
     async fn create_api_key(
@@ -280,7 +344,8 @@ impl AuthService for Service {
         if key.revoke_time.is_some() || key.expire_time <= now {
             return Err(refused());
         }
-        let user = self.store.user_by_id(&key.user_id).await?.ok_or_else(refused)?;
+        let user =
+            self.store.user_by_id(&key.user_id).await?.filter(|u| u.disable_time.is_none()).ok_or_else(refused)?;
         let roles = domain::parse_roles(&user.roles);
         let claims = api_keys::key_claims(&user.id, &roles, &key.scopes, now.div_euclid(1_000_000));
         let access_token = self.keys.active.sign(&claims)?;

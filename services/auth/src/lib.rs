@@ -2,15 +2,19 @@
 //! Ed25519 keys that sign access tokens (published as JWKS).
 //!
 //! - [`api_keys`]: API keys' format and rules, pure; [`key_store`]: their SQL.
-//! - [`domain`]: the rules (validation, roles and scopes, refresh tokens, claims), pure.
+//! - [`domain`]: the rules (validation, refresh tokens, claims), pure; [`staff`]: the roles and the scopes each
+//!   grants, and the rules of account administration, pure.
 //! - [`passwords`]: Argon2id hashing off the async runtime.
 //! - [`keys`]: signing keys, their stored and JWK forms, signing.
-//! - [`store`]: all SQL, for SQLite and PostgreSQL; [`password_store`]: password changes and resets.
+//! - [`store`]: all SQL, for SQLite and PostgreSQL; [`password_store`]: password changes and resets;
+//!   [`revoked_store`]: ended sessions, whose access tokens verifiers refuse (`ListRevokedSessions`);
+//!   [`account_store`]: listing accounts, setting roles, disabling.
 //! - [`grpc`]: the `AuthService` handlers.
 //! - [`events`]: what it publishes through the outbox (`user.registered`, `user.password_reset_requested`,
 //!   `user.password_changed`, `user.deleted`).
 //! - [`error`]: the crate's error and its gRPC status.
 
+pub mod account_store;
 pub mod api_keys;
 pub mod domain;
 pub mod error;
@@ -20,12 +24,15 @@ pub mod key_store;
 pub mod keys;
 pub mod password_store;
 pub mod passwords;
+pub mod revoked_store;
+pub mod staff;
 pub mod store;
 
 use std::sync::Arc;
 
 use api::auth::auth_service_server::AuthServiceServer;
-use platform::auth::{StaticKeySource, TokenVerifier};
+use futures::future::BoxFuture;
+use platform::auth::{EndedSession, RevocationSource, StaticKeySource, TokenVerifier};
 use platform::events::{EventBus, Relay};
 use platform::grpc::GrpcService;
 use platform::{Db, Settings};
@@ -77,7 +84,10 @@ pub async fn serve(
     let hasher = Hasher::new().await?;
     ensure_admin(&store, &hasher, settings).await?;
 
-    let verifier = Arc::new(TokenVerifier::new(Arc::new(StaticKeySource(keys.jwks.clone()))));
+    let verifier = Arc::new(
+        TokenVerifier::new(Arc::new(StaticKeySource(keys.jwks.clone())))
+            .with_revocations(Arc::new(StoredRevocations(store.clone())), platform::auth::REVOCATION_POLL),
+    );
     tracing::info!(kid = %keys.active.kid(), "auth service ready");
     let relay = Relay::new(NAME, store.db().clone(), bus);
     let background = shutdown.child_token();
@@ -93,6 +103,21 @@ pub async fn serve(
     background.cancel();
     let _ = tokio::join!(relay_task, pruner_task);
     Ok(served?)
+}
+
+/// The auth service's own verifier reads the ended sessions from its database, as others read them from it.
+struct StoredRevocations(Store);
+
+impl RevocationSource for StoredRevocations {
+    fn ended_since(&self, since: i64) -> BoxFuture<'_, Result<Vec<EndedSession>, String>> {
+        Box::pin(async move {
+            let rows = self.0.revoked_sessions(since, None, i64::MAX).await.map_err(|e| e.to_string())?;
+            Ok(rows
+                .into_iter()
+                .map(|r| EndedSession { session_id: r.session_id, revoke_time: r.revoke_time })
+                .collect())
+        })
+    }
 }
 
 /// Deletes the refresh and password-reset tokens past their retention (a week after expiry,
@@ -112,6 +137,12 @@ async fn prune_expired_tokens(store: Store, shutdown: CancellationToken) {
             Ok(0) => {}
             Ok(deleted) => tracing::info!(deleted, "deleted password-reset tokens expired over a week ago"),
             Err(error) => tracing::warn!(%error, "deleting expired password-reset tokens failed"),
+        }
+        let ended_before = platform::time::now_micros().saturating_sub(domain::REVOKED_SESSION_RETENTION_MICROS);
+        match store.delete_old_revoked_sessions(ended_before).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "forgot sessions that ended over a day ago"),
+            Err(error) => tracing::warn!(%error, "forgetting ended sessions failed"),
         }
     })
     .await;
@@ -165,6 +196,7 @@ async fn ensure_admin(store: &Store, hasher: &Hasher, settings: &Settings) -> Re
         roles: domain::format_roles(&[domain::ROLE_CUSTOMER, domain::ROLE_ADMIN]),
         locale: domain::DEFAULT_LOCALE.to_owned(),
         create_time: platform::time::now_micros(),
+        disable_time: None,
     };
     match store.insert_user(&admin, &events::user_registered(&admin)).await {
         Ok(()) => {

@@ -162,7 +162,12 @@ impl Store {
                     .bind(user_id)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL")
+                sqlx::query(crate::revoked_store::END_SESSIONS_OF_USER)
+                    .bind(now)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(crate::revoked_store::REVOKE_SESSIONS_OF_USER)
                     .bind(now)
                     .bind(user_id)
                     .execute(&mut *tx)
@@ -188,13 +193,22 @@ impl Store {
         Ok(applied)
     }
 
-    /// Deletes account `user_id` with everything auth keeps of it (sessions, API keys, reset tokens), if its
-    /// password is still `password_hash` (false if not, or if it is gone already), and writes `user.deleted` in the
-    /// same transaction. The account's row goes first, so a concurrent change of the password makes this fail.
-    pub async fn delete_user(&self, user_id: &str, password_hash: &str, deleted: &NewEvent) -> Result<bool, Error> {
+    /// Deletes account `user_id` with everything auth keeps of it (sessions, listed as ended; API keys, reset
+    /// tokens), if its password is still `password_hash` (false if not, or if it is gone already), and writes
+    /// `user.deleted` in the same transaction. The account's row is locked first, so a concurrent change of the password makes this fail.
+    pub async fn delete_user(
+        &self,
+        user_id: &str,
+        password_hash: &str,
+        deleted: &NewEvent,
+        now: i64,
+    ) -> Result<bool, Error> {
         let removed = with_db!(self.db(), pool => {
             let mut tx = pool.begin().await?;
-            let account = sqlx::query("DELETE FROM users WHERE id = $1 AND password_hash = $2")
+            // The guard, and the row lock that orders this after (or before) a concurrent password change; the row
+            // itself goes last, as deleting it would take its sessions with it (ON DELETE CASCADE) before they are
+            // listed as ended.
+            let account = sqlx::query("UPDATE users SET password_hash = password_hash WHERE id = $1 AND password_hash = $2")
                 .bind(user_id)
                 .bind(password_hash)
                 .execute(&mut *tx)
@@ -203,6 +217,11 @@ impl Store {
                 tx.rollback().await?;
                 false
             } else {
+                sqlx::query(crate::revoked_store::END_SESSIONS_OF_USER)
+                    .bind(now)
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
                 // Named, not left to ON DELETE CASCADE: SQLite enforces foreign keys only when asked to.
                 for table in ["refresh_tokens", "api_keys", "password_resets"] {
                     sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE user_id = $1")))
@@ -210,6 +229,7 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                 }
+                sqlx::query("DELETE FROM users WHERE id = $1").bind(user_id).execute(&mut *tx).await?;
                 events::enqueue(&mut *tx, crate::NAME, deleted).await?;
                 tx.commit().await?;
                 true

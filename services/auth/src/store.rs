@@ -24,6 +24,8 @@ pub struct UserRow {
     pub locale: String,
     /// Microseconds since the epoch.
     pub create_time: i64,
+    /// When staff disabled the account, microseconds; `None` while it is enabled.
+    pub disable_time: Option<i64>,
 }
 
 impl std::fmt::Debug for UserRow {
@@ -35,6 +37,7 @@ impl std::fmt::Debug for UserRow {
             .field("roles", &self.roles)
             .field("locale", &self.locale)
             .field("create_time", &self.create_time)
+            .field("disable_time", &self.disable_time)
             .finish_non_exhaustive()
     }
 }
@@ -53,15 +56,22 @@ pub struct NewRefreshToken {
 /// What happened to a refresh token presented for rotation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Rotation {
-    /// The token was live and is now spent; its successor is stored. Carries the token's user as of now.
-    Rotated(UserRow),
+    /// The token was live and is now spent; its successor is stored.
+    Rotated {
+        /// The token's user as of now.
+        user: UserRow,
+        /// The session (family) the token belongs to.
+        session_id: String,
+    },
     /// The token had already been spent or revoked: its whole family is now revoked.
     Reused,
     /// Unknown or expired.
     Invalid,
 }
 
-const USER_COLUMNS: &str = "id, email, password_hash, display_name, roles, locale, create_time";
+/// The columns of a [`UserRow`], in its order.
+pub(crate) const USER_COLUMNS: &str =
+    "id, email, password_hash, display_name, roles, locale, create_time, disable_time";
 
 /// The auth service's database.
 #[derive(Debug, Clone)]
@@ -216,7 +226,8 @@ impl Store {
                     .fetch_optional(&mut *tx)
                     .await?;
                 match user {
-                    None => {
+                    // Gone, or disabled (its tokens were revoked then; this one was spent concurrently).
+                    None | Some(UserRow { disable_time: Some(_), .. }) => {
                         tx.rollback().await?;
                         Rotation::Invalid
                     }
@@ -234,7 +245,7 @@ impl Store {
                         .execute(&mut *tx)
                         .await?;
                         tx.commit().await?;
-                        Rotation::Rotated(user)
+                        Rotation::Rotated { user, session_id: family_id }
                     }
                 }
             } else {
@@ -246,6 +257,11 @@ impl Store {
                 .await?;
                 match found {
                     Some((family_id, used_at, revoked_at)) if used_at.is_some() || revoked_at.is_some() => {
+                        sqlx::query(crate::revoked_store::END_SESSION)
+                            .bind(now)
+                            .bind(&family_id)
+                            .execute(&mut *tx)
+                            .await?;
                         sqlx::query(
                             "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
                         )
@@ -291,10 +307,16 @@ impl Store {
         }
     }
 
-    /// Revokes every token of the family of the token hashed as `presented`. Nothing happens for an unknown
-    /// token; revoking twice is harmless.
+    /// Revokes every token of the family of the token hashed as `presented`, and lists the session as ended so its
+    /// access tokens are refused too. Nothing happens for an unknown token; revoking twice is harmless.
     pub async fn revoke_family_of(&self, presented: &str, now: i64) -> Result<(), Error> {
         with_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(crate::revoked_store::END_SESSION_OF_TOKEN)
+                .bind(now)
+                .bind(presented)
+                .execute(&mut *tx)
+                .await?;
             sqlx::query(
                 "UPDATE refresh_tokens SET revoked_at = $1 \
                  WHERE revoked_at IS NULL \
@@ -302,8 +324,9 @@ impl Store {
             )
             .bind(now)
             .bind(presented)
-            .execute(pool)
+            .execute(&mut *tx)
             .await?;
+            tx.commit().await?;
         });
         Ok(())
     }

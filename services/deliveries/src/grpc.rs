@@ -9,7 +9,7 @@ use api::mercato::deliveries::v1::{
 use platform::auth::{Claims, caller};
 use platform::db::Db;
 use platform::events::RelayHandle;
-use platform::time::{now_micros, timestamp};
+use platform::time::{micros, now_micros, timestamp};
 use tonic::{Request, Response, Status};
 
 use crate::domain::{self, Status as ShipmentState, TrackingInput};
@@ -71,11 +71,6 @@ fn shipment_to_wire(s: store::Shipment) -> Shipment {
         ship_time: s.ship_time.map(timestamp),
         deliver_time: s.deliver_time.map(timestamp),
     }
-}
-
-/// Microseconds since the epoch of a wire timestamp; `None` when it is out of range.
-fn micros(t: &prost_types::Timestamp) -> Option<i64> {
-    t.seconds.checked_mul(1_000_000)?.checked_add(i64::from(t.nanos / 1_000))
 }
 
 #[tonic::async_trait]

@@ -50,7 +50,7 @@ impl Service {
         }
         self.relay.wake();
         tracing::info!(user_id = %user.id, "password changed; other sessions signed out");
-        Ok(TokenPair { access_token: self.access_token(&user, now)?, refresh_token })
+        Ok(TokenPair { access_token: self.access_token(&user, &session.id, now)?, refresh_token })
     }
 
     /// Deletes `user_id`'s account once `password` is proven.
@@ -60,8 +60,9 @@ impl Service {
         }
         let user = self.store.user_by_id(user_id).await?.ok_or(Error::UserNotFound)?;
         self.prove_password(&user, "password", password).await?;
-        let deleted = events::user_deleted(&user, now_micros());
-        if !self.store.delete_user(&user.id, &user.password_hash, &deleted).await? {
+        let now = now_micros();
+        let deleted = events::user_deleted(&user, now);
+        if !self.store.delete_user(&user.id, &user.password_hash, &deleted, now).await? {
             return Err(Error::PasswordChangedMeanwhile);
         }
         self.relay.wake();

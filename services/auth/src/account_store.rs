@@ -1,0 +1,98 @@
+//! The SQL of account administration: listing accounts, setting their roles, disabling and enabling them (kept
+//! beside `store.rs`, which holds accounts, refresh tokens and signing keys).
+
+use platform::with_db;
+
+use crate::error::Error;
+use crate::revoked_store::{END_SESSIONS_OF_USER, REVOKE_SESSIONS_OF_USER};
+use crate::staff::UserFilter;
+use crate::store::{Store, USER_COLUMNS, UserRow};
+
+impl Store {
+    /// Accounts matching `filter`, oldest first (ids are UUIDv7), after id `after`; at most `limit`.
+    pub async fn list_users(&self, filter: &UserFilter, after: &str, limit: i64) -> Result<Vec<UserRow>, Error> {
+        // Roles are stored space-separated; padding both ends makes ` role ` match whole names only.
+        let sql = format!(
+            "SELECT {USER_COLUMNS} FROM users \
+             WHERE email LIKE $1 ESCAPE '\\' AND ($2 = '' OR (' ' || roles || ' ') LIKE ('% ' || $2 || ' %')) \
+             AND id > $3 ORDER BY id LIMIT $4"
+        );
+        let users = with_db!(self.db(), pool => {
+            sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(sql))
+                .bind(&filter.email_pattern)
+                .bind(&filter.role)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(users)
+    }
+
+    /// Sets user `id`'s roles to `roles` (stored form) and, when `decide` says the change takes a role away
+    /// (given the roles before), ends every session of the account, in one transaction. The account's row is
+    /// written first, so concurrent changes take turns and each sees the roles the previous one left. `None`
+    /// when there is no such account.
+    pub async fn set_roles(
+        &self,
+        id: &str,
+        roles: &str,
+        decide: impl Fn(&UserRow) -> bool,
+        now: i64,
+    ) -> Result<Option<UserRow>, Error> {
+        let select = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        let updated = with_db!(self.db(), pool => {
+            let mut tx = pool.begin().await?;
+            let locked = sqlx::query("UPDATE users SET roles = roles WHERE id = $1").bind(id).execute(&mut *tx).await?;
+            if locked.rows_affected() == 0 {
+                tx.rollback().await?;
+                None
+            } else {
+                let before = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(select.clone()))
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if decide(&before) {
+                    for statement in [END_SESSIONS_OF_USER, REVOKE_SESSIONS_OF_USER] {
+                        sqlx::query(statement).bind(now).bind(id).execute(&mut *tx).await?;
+                    }
+                }
+                sqlx::query("UPDATE users SET roles = $1 WHERE id = $2").bind(roles).bind(id).execute(&mut *tx).await?;
+                let after =
+                    sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(select)).bind(id).fetch_one(&mut *tx).await?;
+                tx.commit().await?;
+                Some(after)
+            }
+        });
+        Ok(updated)
+    }
+
+    /// Disables user `id` (at `now`; an account disabled already keeps its first time) and ends every session
+    /// of it, in one transaction; or enables it again (`now` is `None`). `None` when there is no such account.
+    pub async fn set_disabled(&self, id: &str, now: Option<i64>) -> Result<Option<UserRow>, Error> {
+        let select = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        let updated = with_db!(self.db(), pool => {
+            let mut tx = pool.begin().await?;
+            let changed = sqlx::query("UPDATE users SET disable_time = CASE WHEN $1 IS NULL THEN NULL ELSE COALESCE(disable_time, $1) END WHERE id = $2")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            if changed.rows_affected() == 0 {
+                tx.rollback().await?;
+                None
+            } else {
+                if let Some(now) = now {
+                    for statement in [END_SESSIONS_OF_USER, REVOKE_SESSIONS_OF_USER] {
+                        sqlx::query(statement).bind(now).bind(id).execute(&mut *tx).await?;
+                    }
+                }
+                let user =
+                    sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(select)).bind(id).fetch_one(&mut *tx).await?;
+                tx.commit().await?;
+                Some(user)
+            }
+        });
+        Ok(updated)
+    }
+}

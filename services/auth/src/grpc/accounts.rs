@@ -1,0 +1,66 @@
+//! Account administration by staff (`accounts:admin`): listing accounts, setting their roles, disabling and
+//! enabling them.
+
+use platform::auth::Claims;
+use platform::time::now_micros;
+
+use super::{Service, user_to_wire};
+use crate::domain;
+use crate::error::Error;
+use crate::staff;
+use crate::store::UserRow;
+
+impl Service {
+    /// A page of the accounts matching the filters, and the next page's token.
+    pub(super) async fn list_accounts(
+        &self,
+        email_prefix: &str,
+        role: &str,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<(Vec<api::auth::User>, String), Error> {
+        let mut violations = Vec::new();
+        let filter = staff::user_filter(email_prefix, role).map_err(|v| violations.extend(v));
+        let limit = platform::paging::page_size(page_size).map_err(|v| violations.push(v));
+        let after = platform::paging::id_token(page_token).map_err(|v| violations.push(v));
+        let (Ok(filter), Ok(limit), Ok(after)) = (filter, limit, after) else {
+            return Err(Error::Invalid(violations));
+        };
+        let rows = self.store.list_users(&filter, after, limit + 1).await?;
+        let (rows, next_page_token) = platform::paging::page(rows, limit, |u| u.id.clone());
+        Ok((rows.into_iter().map(user_to_wire).collect(), next_page_token))
+    }
+
+    /// Sets account `id`'s roles; ends its sessions when a role is taken away. An administrator keeps their own
+    /// admin role.
+    pub(super) async fn assign_roles(&self, caller: &Claims, id: &str, requested: &[String]) -> Result<UserRow, Error> {
+        platform::error::check_id("id", id).map_err(|v| Error::Invalid(vec![v]))?;
+        let roles = staff::checked_roles(requested).map_err(Error::Invalid)?;
+        if id == caller.sub && !roles.contains(&domain::ROLE_ADMIN) {
+            return Err(Error::OwnAccount("an administrator cannot take their own admin role away"));
+        }
+        let stored = domain::format_roles(&roles);
+        let takes_away = |before: &UserRow| staff::takes_a_role_away(&domain::parse_roles(&before.roles), &roles);
+        let user = self.store.set_roles(id, &stored, takes_away, now_micros()).await?.ok_or(Error::UserNotFound)?;
+        tracing::info!(user_id = %user.id, roles = %user.roles, by = %caller.sub, "roles set");
+        Ok(user)
+    }
+
+    /// Disables account `id` (ending its sessions), or enables it again.
+    pub(super) async fn set_account_disabled(
+        &self,
+        caller: &Claims,
+        id: &str,
+        disabled: bool,
+    ) -> Result<UserRow, Error> {
+        platform::error::check_id("id", id).map_err(|v| Error::Invalid(vec![v]))?;
+        if disabled && id == caller.sub {
+            return Err(Error::OwnAccount("an administrator cannot disable their own account"));
+        }
+        let now = disabled.then(now_micros);
+        let user = self.store.set_disabled(id, now).await?.ok_or(Error::UserNotFound)?;
+        let action = if disabled { "account disabled" } else { "account enabled" };
+        tracing::info!(user_id = %user.id, by = %caller.sub, "{action}");
+        Ok(user)
+    }
+}

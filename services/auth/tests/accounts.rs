@@ -1,0 +1,181 @@
+//! Account administration by staff: listing accounts, staff roles and their scopes, disabling accounts; over
+//! real gRPC, on SQLite and (when `MERCATO_TEST_DATABASE_URL` is set) PostgreSQL.
+
+#[macro_use]
+mod support;
+
+use api::auth::{
+    CreateApiKeyRequest, DisableUserRequest, EnableUserRequest, ExchangeApiKeyRequest, ListRevokedSessionsRequest,
+    ListUsersRequest, RefreshRequest, SetUserRolesRequest, User,
+};
+use api::google::rpc::{BadRequest, ErrorInfo};
+use platform::Db;
+use prost::Message;
+use tonic::{Code, Status};
+
+use support::*;
+
+const PASSWORD: &str = "staff password";
+
+async fn admin_token(client: &mut Client) -> String {
+    login(client, ADMIN_EMAIL, ADMIN_PASSWORD).await.expect("the admin signs in").access_token
+}
+
+fn list(email: &str, role: &str, page_size: i32, page_token: &str) -> ListUsersRequest {
+    ListUsersRequest { email: email.into(), role: role.into(), page_size, page_token: page_token.into() }
+}
+
+fn set_roles(id: &str, roles: &[&str]) -> SetUserRolesRequest {
+    SetUserRolesRequest { id: id.into(), roles: roles.iter().map(|r| (*r).to_owned()).collect() }
+}
+
+fn reason(status: &Status) -> String {
+    let details = api::google::rpc::Status::decode(status.details()).expect("details");
+    let info = details.details.iter().find(|d| d.type_url.ends_with("ErrorInfo")).expect("an ErrorInfo");
+    ErrorInfo::decode(info.value.as_slice()).expect("error info").reason
+}
+
+fn violated_field(status: &Status) -> String {
+    let details = api::google::rpc::Status::decode(status.details()).expect("details");
+    let bad = details.details.iter().find(|d| d.type_url.ends_with("BadRequest")).expect("a BadRequest");
+    BadRequest::decode(bad.value.as_slice()).expect("bad request").field_violations[0].field.clone()
+}
+
+async fn ended_sessions(client: &mut Client) -> Vec<String> {
+    let request = ListRevokedSessionsRequest::default();
+    let listed = client.list_revoked_sessions(request).await.expect("lists").into_inner();
+    listed.sessions.into_iter().map(|s| s.session_id).collect()
+}
+
+async fn staff_find_accounts_by_email_and_role(db: Db) {
+    let running = start(db).await;
+    let mut client = running.client.clone();
+    let mut registered: Vec<User> = Vec::new();
+    for email in ["ann@shop.example", "andy@shop.example", "bea@example.com", "an_x@example.com"] {
+        registered.push(register(&mut client, email, PASSWORD, "Staff").await.expect("registers"));
+    }
+    let admin = admin_token(&mut client).await;
+
+    let emails = |users: &[User]| users.iter().map(|u| u.email.clone()).collect::<Vec<_>>();
+    let all = client.list_users(bearer(list("", "", 0, ""), &admin)).await.expect("lists").into_inner();
+    assert_eq!(all.users.len(), 5, "the four and the admin: {:?}", emails(&all.users));
+    let ann = client.list_users(bearer(list("AN", "", 0, ""), &admin)).await.expect("lists").into_inner();
+    assert_eq!(emails(&ann.users), ["ann@shop.example", "andy@shop.example", "an_x@example.com"], "oldest first");
+    let literal = client.list_users(bearer(list("an_", "", 0, ""), &admin)).await.expect("lists").into_inner();
+    assert_eq!(emails(&literal.users), ["an_x@example.com"], "`_` matches itself, not any character");
+    let admins = client.list_users(bearer(list("", "admin", 0, ""), &admin)).await.expect("lists").into_inner();
+    assert_eq!(emails(&admins.users), ["root@example.com"]);
+
+    // A page at a time, with the same filter.
+    let mut paged = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = client.list_users(bearer(list("a", "", 1, &token), &admin)).await.expect("a page").into_inner();
+        assert!(page.users.len() <= 1);
+        paged.extend(page.users);
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        token = page.next_page_token;
+    }
+    assert_eq!(emails(&paged), emails(&ann.users));
+
+    // Customers may not; bad filters are named.
+    let customer = login(&mut client, "bea@example.com", PASSWORD).await.expect("signs in").access_token;
+    let denied = client.list_users(bearer(list("", "", 0, ""), &customer)).await.expect_err("a customer");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    for (request, field) in [
+        (list("", "owner", 0, ""), "role"),
+        (list("", "", -1, ""), "page_size"),
+        (list("", "", 0, "'; --"), "page_token"),
+    ] {
+        let refused = client.list_users(bearer(request, &admin)).await.expect_err(field);
+        assert_eq!((refused.code(), violated_field(&refused)), (Code::InvalidArgument, field.to_owned()));
+    }
+    running.stop().await;
+}
+
+async fn staff_roles_grant_their_scopes_and_taking_one_away_ends_sessions(db: Db) {
+    let running = start(db).await;
+    let mut client = running.client.clone();
+    let user = register(&mut client, "carl@example.com", PASSWORD, "Carl").await.expect("registers");
+    let admin = admin_token(&mut client).await;
+    let session = login(&mut client, "carl@example.com", PASSWORD).await.expect("signs in");
+
+    let granted = client.set_user_roles(bearer(set_roles(&user.id, &["support"]), &admin)).await.expect("sets");
+    assert_eq!(granted.into_inner().user.expect("user").roles, ["customer", "support"], "customer is kept");
+    // An added role comes with the next refresh; the session goes on.
+    let refreshed = client
+        .refresh(RefreshRequest { refresh_token: session.refresh_token.clone() })
+        .await
+        .expect("the session lives on")
+        .into_inner();
+    let claims = verifier(&mut client).await.verify(&refreshed.access_token).await.expect("valid");
+    assert!(claims.has_scope("support:agent") && !claims.has_scope("ledger:write"), "{}", claims.scope);
+    assert!(ended_sessions(&mut client).await.is_empty());
+
+    // Taking it away ends the session: refresh refused, the session listed as ended.
+    let taken = client.set_user_roles(bearer(set_roles(&user.id, &["catalog"]), &admin)).await.expect("sets");
+    assert_eq!(taken.into_inner().user.expect("user").roles, ["customer", "catalog"]);
+    let refused = client.refresh(RefreshRequest { refresh_token: refreshed.refresh_token.clone() }).await;
+    assert_eq!(refused.expect_err("signed out").code(), Code::Unauthenticated);
+    assert_eq!(ended_sessions(&mut client).await, [claims.sid]);
+
+    // Unknown roles are named; an unknown account is 404; nobody takes their own admin role away.
+    let unknown = client.set_user_roles(bearer(set_roles(&user.id, &["catalog", "owner"]), &admin)).await;
+    assert_eq!(violated_field(&unknown.expect_err("unknown role")), "roles[1]");
+    let nobody = client.set_user_roles(bearer(set_roles("0190-none", &["support"]), &admin)).await;
+    assert_eq!(nobody.expect_err("no such account").code(), Code::NotFound);
+    let admin_id = verifier(&mut client).await.verify(&admin).await.expect("valid").sub;
+    let own = client.set_user_roles(bearer(set_roles(&admin_id, &["support"]), &admin)).await.expect_err("own");
+    assert_eq!((own.code(), reason(&own)), (Code::FailedPrecondition, "OWN_ACCOUNT".to_owned()));
+    let customer = login(&mut client, "carl@example.com", PASSWORD).await.expect("signs in").access_token;
+    let denied = client.set_user_roles(bearer(set_roles(&user.id, &["admin"]), &customer)).await;
+    assert_eq!(denied.expect_err("not staff").code(), Code::PermissionDenied, "no one grants themselves admin");
+    running.stop().await;
+}
+
+async fn a_disabled_account_cannot_sign_in_until_enabled(db: Db) {
+    let running = start(db).await;
+    let mut client = running.client.clone();
+    let user = register(&mut client, "dora@example.com", PASSWORD, "Dora").await.expect("registers");
+    let admin = admin_token(&mut client).await;
+    let session = login(&mut client, "dora@example.com", PASSWORD).await.expect("signs in");
+    let sid = verifier(&mut client).await.verify(&session.access_token).await.expect("valid").sid;
+    let key_request = CreateApiKeyRequest { name: "sync".into(), scopes: vec!["cart:write".into()], ttl_days: 30 };
+    let key = client.create_api_key(bearer(key_request, &session.access_token)).await.expect("a key").into_inner();
+
+    let disable = || bearer(DisableUserRequest { id: user.id.clone() }, &admin);
+    let disabled = client.disable_user(disable()).await.expect("disables").into_inner().user.expect("user");
+    let disabled_at = disabled.disable_time.expect("a disable time");
+    let again = client.disable_user(disable()).await.expect("again").into_inner().user.expect("user");
+    assert_eq!(again.disable_time, Some(disabled_at), "disabling twice keeps the first time");
+
+    let wrong = login(&mut client, "dora@example.com", "not her password").await.expect_err("wrong password");
+    assert_eq!(wrong.code(), Code::Unauthenticated, "only the password's owner learns the account is disabled");
+    let refused = login(&mut client, "dora@example.com", PASSWORD).await.expect_err("disabled");
+    assert_eq!((refused.code(), reason(&refused)), (Code::PermissionDenied, "ACCOUNT_DISABLED".to_owned()));
+    let refresh = client.refresh(RefreshRequest { refresh_token: session.refresh_token.clone() }).await;
+    assert_eq!(refresh.expect_err("signed out").code(), Code::Unauthenticated);
+    assert_eq!(ended_sessions(&mut client).await, [sid]);
+    let exchange = || ExchangeApiKeyRequest { api_key: key.secret.clone() };
+    let key_refused = client.exchange_api_key(exchange()).await.expect_err("the key stops working");
+    assert_eq!(key_refused.code(), Code::Unauthenticated);
+    let admin_id = verifier(&mut client).await.verify(&admin).await.expect("valid").sub;
+    let own = client.disable_user(bearer(DisableUserRequest { id: admin_id }, &admin)).await.expect_err("own");
+    assert_eq!(reason(&own), "OWN_ACCOUNT");
+
+    let enabled = client.enable_user(bearer(EnableUserRequest { id: user.id.clone() }, &admin)).await.expect("enables");
+    assert_eq!(enabled.into_inner().user.expect("user").disable_time, None);
+    login(&mut client, "dora@example.com", PASSWORD).await.expect("signs in again");
+    client.exchange_api_key(exchange()).await.expect("the key works again: nothing was deleted");
+    let nobody = client.enable_user(bearer(EnableUserRequest { id: "0190-none".into() }, &admin)).await;
+    assert_eq!(nobody.expect_err("no such account").code(), Code::NotFound);
+    running.stop().await;
+}
+
+on_both_backends!(
+    staff_find_accounts_by_email_and_role,
+    staff_roles_grant_their_scopes_and_taking_one_away_ends_sessions,
+    a_disabled_account_cannot_sign_in_until_enabled,
+);

@@ -1,0 +1,177 @@
+//! Ended sessions: every way a session ends lists it (`ListRevokedSessions`) and its access tokens are refused
+//! before they expire; over real gRPC, on SQLite and (when `MERCATO_TEST_DATABASE_URL` is set) PostgreSQL.
+
+#[macro_use]
+mod support;
+
+use std::time::{Duration, Instant};
+
+use api::auth::{
+    ChangePasswordRequest, DeleteAccountRequest, GetMeRequest, ListRevokedSessionsRequest, LogoutRequest,
+    RefreshRequest,
+};
+use api::google::rpc::BadRequest;
+use platform::{Db, with_db};
+use prost::Message;
+use tonic::Code;
+
+use support::*;
+
+const EMAIL: &str = "sam@example.com";
+const PASSWORD: &str = "sams password";
+
+/// The session (`sid`) of an access token.
+async fn session_of(client: &mut Client, access_token: &str) -> String {
+    let claims = verifier(client).await.verify(access_token).await.expect("a valid token");
+    assert!(!claims.sid.is_empty(), "a user's token names its session");
+    claims.sid
+}
+
+/// Every listed session, from `since` on, read a page of `page_size` at a time.
+async fn listed(client: &mut Client, since: Option<prost_types::Timestamp>, page_size: i32) -> Vec<String> {
+    let mut sessions = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let request = ListRevokedSessionsRequest { since, page_size, page_token };
+        let page = client.list_revoked_sessions(request).await.expect("lists").into_inner();
+        if page_size > 0 {
+            assert!(page.sessions.len() <= page_size as usize, "a page holds at most page_size");
+        }
+        sessions.extend(page.sessions.into_iter().map(|s| s.session_id));
+        if page.next_page_token.is_empty() {
+            return sessions;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+/// Waits until the service itself refuses `access_token` (it reads the list every few seconds).
+async fn refused_within_seconds(client: &mut Client, access_token: &str) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match client.get_me(bearer(GetMeRequest {}, access_token)).await {
+            Err(status) if status.code() == Code::Unauthenticated => {
+                assert!(status.message().contains("session has ended"), "{}", status.message());
+                return;
+            }
+            other => assert!(Instant::now() < deadline, "an ended session's token is still honoured: {other:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn every_way_a_session_ends_lists_it(db: Db) {
+    let running = start(db.clone()).await;
+    let mut client = running.client.clone();
+    register(&mut client, EMAIL, PASSWORD, "Sam").await.expect("registers");
+    let signed_out = login(&mut client, EMAIL, PASSWORD).await.expect("logs in");
+    let reused = login(&mut client, EMAIL, PASSWORD).await.expect("logs in again");
+    let changing = login(&mut client, EMAIL, PASSWORD).await.expect("and again");
+    let signed_out_sid = session_of(&mut client, &signed_out.access_token).await;
+    let reused_sid = session_of(&mut client, &reused.access_token).await;
+    let changing_sid = session_of(&mut client, &changing.access_token).await;
+    assert!(signed_out_sid != reused_sid && reused_sid != changing_sid, "each sign-in is a session of its own");
+    let refreshed = client
+        .refresh(RefreshRequest { refresh_token: reused.refresh_token.clone() })
+        .await
+        .expect("rotates")
+        .into_inner();
+    assert_eq!(session_of(&mut client, &refreshed.access_token).await, reused_sid, "a refresh stays in its session");
+    assert!(listed(&mut client, None, 0).await.is_empty(), "no session has ended yet");
+
+    // Signing out; presenting a spent refresh token again (its family is revoked); changing the password (every
+    // session of the account ends, and the caller gets a new one).
+    client.logout(LogoutRequest { refresh_token: signed_out.refresh_token.clone() }).await.expect("signs out");
+    let replay = client.refresh(RefreshRequest { refresh_token: reused.refresh_token.clone() }).await;
+    assert_eq!(replay.expect_err("a spent token").code(), Code::Unauthenticated);
+    let change = ChangePasswordRequest { current_password: PASSWORD.into(), new_password: "sams new password".into() };
+    let changed = client.change_password(bearer(change, &changing.access_token)).await.expect("changes").into_inner();
+    let new_sid = session_of(&mut client, &changed.access_token).await;
+
+    let ended = listed(&mut client, None, 0).await;
+    assert_eq!(ended, [signed_out_sid.clone(), reused_sid.clone(), changing_sid.clone()], "oldest first");
+    assert_eq!(listed(&mut client, None, 1).await, ended, "a page at a time, none repeated or skipped");
+    client.logout(LogoutRequest { refresh_token: signed_out.refresh_token.clone() }).await.expect("again");
+    assert_eq!(listed(&mut client, None, 0).await, ended, "signing out twice ends the session once");
+
+    // `since` leaves out what ended before.
+    let first_ended: i64 = with_db!(&db, pool => {
+        sqlx::query_scalar("SELECT revoke_time FROM revoked_sessions WHERE session_id = $1")
+            .bind(&signed_out_sid).fetch_one(pool).await.expect("listed")
+    });
+    let since = Some(platform::time::timestamp(first_ended + 1));
+    assert_eq!(listed(&mut client, since, 0).await, ended[1..], "ended after `since`");
+
+    // The ended sessions' tokens are refused by the service itself; the new session's is honoured.
+    refused_within_seconds(&mut client, &signed_out.access_token).await;
+    refused_within_seconds(&mut client, &refreshed.access_token).await;
+    refused_within_seconds(&mut client, &changing.access_token).await;
+    client.get_me(bearer(GetMeRequest {}, &changed.access_token)).await.expect("the new session lives");
+
+    // Deleting the account ends its last session, though its refresh tokens are gone.
+    let delete = DeleteAccountRequest { password: "sams new password".into() };
+    client.delete_account(bearer(delete, &changed.access_token)).await.expect("deletes");
+    let ended = listed(&mut client, None, 0).await;
+    assert_eq!(ended.last(), Some(&new_sid), "{ended:?}");
+    running.stop().await;
+}
+
+async fn bad_listing_requests_name_their_field(db: Db) {
+    let running = start(db).await;
+    let mut client = running.client.clone();
+    for (request, field) in [
+        (ListRevokedSessionsRequest { page_token: "not-a-token".into(), ..Default::default() }, "page_token"),
+        (ListRevokedSessionsRequest { page_size: -1, ..Default::default() }, "page_size"),
+        (
+            ListRevokedSessionsRequest {
+                since: Some(prost_types::Timestamp { seconds: i64::MAX, nanos: 0 }),
+                ..Default::default()
+            },
+            "since",
+        ),
+    ] {
+        let status = client.list_revoked_sessions(request).await.expect_err(field);
+        assert_eq!(status.code(), Code::InvalidArgument);
+        let details = api::google::rpc::Status::decode(status.details()).expect("details");
+        let violations = BadRequest::decode(details.details[0].value.as_slice()).expect("bad request");
+        assert_eq!(violations.field_violations[0].field, field);
+    }
+    running.stop().await;
+}
+
+/// Sessions are listed a day, then forgotten (when the service starts, and hourly after).
+async fn sessions_ended_over_a_day_ago_are_forgotten(db: Db) {
+    let running = start(db.clone()).await;
+    let mut client = running.client.clone();
+    register(&mut client, EMAIL, PASSWORD, "Sam").await.expect("registers");
+    for _ in 0..2 {
+        let session = login(&mut client, EMAIL, PASSWORD).await.expect("logs in");
+        client.logout(LogoutRequest { refresh_token: session.refresh_token }).await.expect("signs out");
+    }
+    let ended = listed(&mut client, None, 0).await;
+    drop(client);
+    running.stop().await;
+    let day = 24 * 3600 * 1_000_000_i64;
+    with_db!(&db, pool => {
+        sqlx::query("UPDATE revoked_sessions SET revoke_time = $1 WHERE session_id = $2")
+            .bind(platform::time::now_micros() - day - 60_000_000).bind(&ended[0])
+            .execute(pool).await.expect("aged");
+    });
+
+    let running = start(db).await;
+    let mut client = running.client.clone();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while listed(&mut client, None, 0).await.len() > 1 {
+        assert!(Instant::now() < deadline, "the session ended over a day ago is still listed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(listed(&mut client, None, 0).await, ended[1..], "the one ended lately is kept");
+    drop(client);
+    running.stop().await;
+}
+
+on_both_backends!(
+    every_way_a_session_ends_lists_it,
+    bad_listing_requests_name_their_field,
+    sessions_ended_over_a_day_ago_are_forgotten,
+);
