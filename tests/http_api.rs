@@ -1013,6 +1013,45 @@ async fn signing_out_ends_the_session_at_the_edge() {
     p.stop().await;
 }
 
+#[tokio::test]
+async fn staff_give_roles_and_disable_accounts() {
+    let Some(p) = TestPlatform::start(Storage::Sqlite).await else { return };
+    let admin = p.admin_token().await;
+    let email = "new-hire@example.com";
+    let token = p.customer_token(email).await;
+    let tea = || Some(product("HIRE-1", "Hire tea", "tea", "300"));
+    assert_eq!(p.send("POST", "/v1/products", Some(&token), tea()).await.status, 403, "a customer");
+
+    let found = p.send("GET", "/v1/auth/users?email=NEW-HIRE", Some(&admin), None).await;
+    assert_eq!(found.status, 200, "{}", found.json);
+    assert_eq!(found.json["users"].as_array().map(Vec::len), Some(1), "{}", found.json);
+    let id = found.json["users"][0]["id"].as_str().expect("id").to_owned();
+    let by_customer = p.send("GET", "/v1/auth/users", Some(&token), None).await;
+    assert_eq!(by_customer.status, 403, "{}", by_customer.json);
+
+    let set_roles = format!("/v1/auth/users/{id}:setRoles");
+    let roles = p.send("POST", &set_roles, Some(&admin), Some(json!({"roles": ["catalog"]}))).await;
+    assert_eq!((roles.status, &roles.json["roles"]), (200, &json!(["customer", "catalog"])), "{}", roles.json);
+    let unknown = p.send("POST", &set_roles, Some(&admin), Some(json!({"roles": ["owner"]}))).await;
+    assert_eq!(unknown.status, 400, "{}", unknown.json);
+    assert_eq!(unknown.json["error"]["details"][0]["fieldViolations"][0]["field"], "roles[0]", "{}", unknown.json);
+    let staff = p.login(email, "customer-pass-1").await;
+    assert_eq!(p.send("POST", "/v1/products", Some(&staff), tea()).await.status, 201, "the catalog role's scope");
+
+    let disabled = p.send("POST", &format!("/v1/auth/users/{id}:disable"), Some(&admin), Some(json!({}))).await;
+    assert_eq!(disabled.status, 200, "{}", disabled.json);
+    assert!(disabled.json["disableTime"].is_string(), "{}", disabled.json);
+    refused_as_ended(&p, "/v1/auth/me", &staff).await;
+    let credentials = json!({"email": email, "password": "customer-pass-1"});
+    let refused = p.send("POST", "/v1/auth/login", None, Some(credentials.clone())).await;
+    assert_eq!(refused.status, 403, "{}", refused.json);
+    assert_eq!(refused.json["error"]["details"][0]["reason"], "ACCOUNT_DISABLED", "{}", refused.json);
+    let enabled = p.send("POST", &format!("/v1/auth/users/{id}:enable"), Some(&admin), Some(json!({}))).await;
+    assert_eq!(enabled.status, 200, "{}", enabled.json);
+    assert_eq!(p.send("POST", "/v1/auth/login", None, Some(credentials)).await.status, 200, "enabled again");
+    p.stop().await;
+}
+
 async fn mailed_reset_token(p: &TestPlatform, email: &str) -> String {
     use prost::Message;
     let auth = platform::Db::open(&p.settings, "auth").await.expect("auth database");
