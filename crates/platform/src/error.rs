@@ -89,6 +89,11 @@ impl Violations {
     pub fn into_vec(self) -> Vec<FieldViolation> {
         self.0
     }
+
+    /// Ok when nothing was recorded, else every violation: the end of a validation that returns them (`?`).
+    pub fn finish(self) -> Result<(), Vec<FieldViolation>> {
+        if self.0.is_empty() { Ok(()) } else { Err(self.0) }
+    }
 }
 
 /// Checks an id given in a request (`field` names it in the error): present, at most 64 bytes, no control

@@ -236,11 +236,8 @@ pub fn validate_registration(
         violations.add("locale", problem);
         String::new()
     });
-    if violations.is_empty() {
-        Ok(NewAccount { email, password: password.to_owned(), display_name, locale })
-    } else {
-        Err(violations.into_vec())
-    }
+    violations.finish()?;
+    Ok(NewAccount { email, password: password.to_owned(), display_name, locale })
 }
 
 /// How long a password-reset token works, in microseconds (an hour).
@@ -258,7 +255,7 @@ pub fn validate_password_change(current: &str, new: &str) -> Result<(), Vec<Fiel
     } else {
         violations.check(new == current, "new_password", "must differ from the current password");
     }
-    if violations.is_empty() { Ok(()) } else { Err(violations.into_vec()) }
+    violations.finish()
 }
 
 /// Checks a password reset's confirmation: a token, and an acceptable new password.
@@ -268,7 +265,7 @@ pub fn validate_password_reset(token: &str, new: &str) -> Result<(), Vec<FieldVi
     if let Some(problem) = password_problem(new) {
         violations.add("new_password", problem);
     }
-    if violations.is_empty() { Ok(()) } else { Err(violations.into_vec()) }
+    violations.finish()
 }
 
 /// What a stored reset token says to its bearer at `now`.

@@ -59,10 +59,7 @@ pub fn checked_roles(requested: &[String]) -> Result<Vec<&'static str>, Vec<Fiel
             violations.add(format!("roles[{i}]"), format!("is not a role; roles are {}", known.join(", ")));
         }
     }
-    let violations = violations.into_vec();
-    if !violations.is_empty() {
-        return Err(violations);
-    }
+    violations.finish()?;
     Ok(all_roles().filter(|known| *known == ROLE_CUSTOMER || requested.iter().any(|r| r.trim() == *known)).collect())
 }
 
@@ -92,10 +89,7 @@ pub fn user_filter(email_prefix: &str, role: &str) -> Result<UserFilter, Vec<Fie
     if !role.is_empty() && !all_roles().any(|known| known == role) {
         violations.add("role", "is not a role");
     }
-    let violations = violations.into_vec();
-    if !violations.is_empty() {
-        return Err(violations);
-    }
+    violations.finish()?;
     Ok(UserFilter { email_pattern: format!("{}%", escape_like(&prefix)), role: role.to_owned() })
 }
 

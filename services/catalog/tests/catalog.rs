@@ -521,6 +521,44 @@ async fn categories_are_described_and_listed_with_their_products(db: Db) {
     server.stop().await;
 }
 
+/// The shop describes at most 200 categories, also when the last places are taken by creations at once.
+async fn at_most_200_categories_even_when_created_together(db: Db) {
+    let server = Server::start(db.clone()).await;
+    // Answering a listing, the service has migrated its database.
+    server.client.clone().list_categories(ListCategoriesRequest {}).await.expect("lists");
+    platform::with_db!(&db, pool => {
+        for n in 0..195 {
+            sqlx::query("INSERT INTO categories (slug, name, description, position, create_time, update_time) VALUES ($1, $1, '', 0, 0, 0)")
+                .bind(format!("filler-{n}"))
+                .execute(pool)
+                .await
+                .expect("a filler");
+        }
+    });
+    let admin = server.admin();
+    let creations = (0..10).map(|n| {
+        let mut client = server.client.clone();
+        let category = Category { slug: format!("last-{n}"), name: format!("Last {n}"), ..Category::default() };
+        let request = with_token(CreateCategoryRequest { category: Some(category) }, &admin);
+        tokio::spawn(async move { client.create_category(request).await })
+    });
+    let (mut created, mut refused) = (0, 0);
+    for creation in creations.collect::<Vec<_>>() {
+        match creation.await.expect("task") {
+            Ok(_) => created += 1,
+            Err(status) => {
+                assert_eq!((status.code(), reason(&status)), (Code::FailedPrecondition, "CATEGORY_LIMIT".to_owned()));
+                refused += 1;
+            }
+        }
+    }
+    assert_eq!((created, refused), (5, 5), "the five places left are taken once each");
+    let mut client = server.client.clone();
+    let listed = client.list_categories(ListCategoriesRequest {}).await.expect("lists").into_inner();
+    assert_eq!(listed.categories.iter().filter(|c| c.described).count(), 200);
+    server.stop().await;
+}
+
 async fn product_images(db: Db) {
     let server = Server::start(db).await;
     let admin = server.admin();
@@ -972,6 +1010,7 @@ on_both_engines!(
     pagination_and_filters,
     sorted_by_price_or_name_and_bounded_by_price,
     categories_are_described_and_listed_with_their_products,
+    at_most_200_categories_even_when_created_together,
     update_and_visibility,
     product_images,
     inventory_adjustments,

@@ -220,11 +220,8 @@ pub fn validate_dispatch(carrier: &str, tracking_number: &str) -> Result<Dispatc
     } else if !tracking_number.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b' ') {
         violations.add("tracking_number", "may hold only letters, digits, '-' and spaces");
     }
-    if violations.is_empty() {
-        Ok(Dispatch { carrier: carrier.to_owned(), tracking_number: tracking_number.to_owned() })
-    } else {
-        Err(violations.into_vec())
-    }
+    violations.finish()?;
+    Ok(Dispatch { carrier: carrier.to_owned(), tracking_number: tracking_number.to_owned() })
 }
 
 /// A tracking event as validated.

@@ -37,6 +37,15 @@ fn is_service(claims: &Claims) -> bool {
     claims.roles.iter().any(|r| r == ROLE_SERVICE)
 }
 
+/// The scopes of staff who read every payment: those who act on every order (`orders:admin`: fulfilment,
+/// support) or give money back (`refund:write`: finance); administrators hold both. Scopes decide, not roles.
+const READ_EVERY_PAYMENT: &[&str] = &["orders:admin", "refund:write"];
+
+/// Whether `claims` may read payments other customers made.
+fn reads_every_payment(claims: &Claims) -> bool {
+    is_service(claims) || READ_EVERY_PAYMENT.iter().any(|scope| claims.has_scope(scope))
+}
+
 /// The customer a CreatePayment charges: services name one in `customer_id`; anyone else is the customer,
 /// and naming somebody else is PERMISSION_DENIED.
 fn customer_of(claims: &Claims, customer_id: &str) -> Result<String, Error> {
@@ -117,7 +126,7 @@ impl PaymentService for PaymentsApi {
             .get(&id)
             .await?
             // Someone else's payment is NOT_FOUND, as an unknown one: its existence is not revealed.
-            .filter(|p| claims.is_admin() || is_service(&claims) || p.customer_id == claims.sub)
+            .filter(|p| reads_every_payment(&claims) || p.customer_id == claims.sub)
             .ok_or_else(|| Error::payment_not_found(&id))?;
         Ok(Response::new(GetPaymentResponse { payment: Some(payment_to_wire(payment)) }))
     }

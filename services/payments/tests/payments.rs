@@ -279,7 +279,12 @@ impl Server {
     }
 
     fn admin(&self) -> String {
-        self.issuer.token("admin-1", &["payment:write"], &["customer", "admin"])
+        self.issuer.token("admin-1", &["payment:write", "orders:admin", "refund:write"], &["customer", "admin"])
+    }
+
+    /// A staff member holding `scope` (besides a customer's).
+    fn staff(&self, scope: &str) -> String {
+        self.issuer.token("staff-1", &["payment:write", scope], &["customer", "staff"])
     }
 
     async fn create(&self, token: &str, request: CreatePaymentRequest) -> Result<Payment, Status> {
@@ -498,6 +503,13 @@ async fn payments_are_private(db: Db) {
     assert_eq!(stranger.code(), Code::NotFound);
     assert_eq!(server.get(&alice, "no-such-payment").await.expect_err("unknown").code(), Code::NotFound);
     assert_eq!(server.get(&server.admin(), &payment.id).await.expect("admin"), payment);
+    assert_eq!(server.get(&server.staff("refund:write"), &payment.id).await.expect("finance"), payment);
+    assert_eq!(server.get(&server.staff("orders:admin"), &payment.id).await.expect("fulfilment"), payment);
+    let catalog = server.get(&server.staff("catalog:write"), &payment.id).await.expect_err("not their job");
+    assert_eq!(catalog.code(), Code::NotFound);
+    let role_alone = server.issuer.token("admin-2", &["payment:write"], &["customer", "admin"]);
+    let by_role = server.get(&role_alone, &payment.id).await.expect_err("scopes decide, not role names");
+    assert_eq!(by_role.code(), Code::NotFound);
     assert_eq!(server.get(&server.service(), &payment.id).await.expect("service"), payment);
     let anonymous = server.client.clone().get_payment(GetPaymentRequest { id: payment.id.clone() }).await;
     assert_eq!(anonymous.expect_err("no token").code(), Code::Unauthenticated);

@@ -194,9 +194,7 @@ pub fn customer_ticket(subject_text: &str, message: &str, order_id: &str) -> Res
     if order_id.len() > 64 || order_id.chars().any(char::is_control) {
         violations.add("order_id", "is not an id");
     }
-    if !violations.is_empty() {
-        return Err(violations.into_vec());
-    }
+    violations.finish()?;
     Ok(NewTicket { subject, message, order_id: order_id.to_owned(), email: String::new(), name: String::new() })
 }
 
@@ -219,9 +217,7 @@ pub fn contact_form(
     let email = email(email_text).map_err(|why| violations.add("email", why)).unwrap_or_default();
     let subject = subject(subject_text).map_err(|why| violations.add("subject", why)).unwrap_or_default();
     let message = body(message).map_err(|why| violations.add("message", why)).unwrap_or_default();
-    if !violations.is_empty() {
-        return Err(violations.into_vec());
-    }
+    violations.finish()?;
     Ok(NewTicket { subject, message, order_id: String::new(), email, name: name.to_owned() })
 }
 

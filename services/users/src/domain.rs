@@ -80,7 +80,8 @@ pub fn update_profile(
             _ => {}
         }
     }
-    if violations.is_empty() { Ok(next) } else { Err(violations.into_vec()) }
+    violations.finish()?;
+    Ok(next)
 }
 
 /// A display name, trimmed: 1 to [`MAX_DISPLAY_NAME`] characters, no control characters.

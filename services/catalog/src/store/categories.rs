@@ -1,6 +1,6 @@
 //! The SQL of categories: those an editor described, and those products merely name.
 
-use platform::db::{finish, is_unique_violation};
+use platform::db::{Db, finish, is_unique_violation};
 use platform::with_db;
 
 use super::Store;
@@ -53,21 +53,37 @@ impl Store {
     }
 
     /// Describes category `slug`; ALREADY_EXISTS when it is, FAILED_PRECONDITION when [`MAX_CATEGORIES`] are.
+    ///
+    /// The count and the insert are one statement; on PostgreSQL concurrent creations take turns on a lock first,
+    /// else two at the limit's edge would both count one place left (SQLite's one writer already takes turns).
     pub async fn create_category(&self, slug: &str, fields: &CategoryFields, now: i64) -> Result<CategoryRow, Error> {
+        let take_turns = match &self.db {
+            Db::Postgres(_) => Some("SELECT pg_advisory_xact_lock(hashtext('mercato.catalog.categories'))"),
+            Db::Sqlite(_) => None,
+        };
         let inserted = with_db!(&self.db, pool => {
-            sqlx::query(
-                "INSERT INTO categories (slug, name, description, position, create_time, update_time) \
-                 SELECT $1, $2, $3, $4, $5, $5 WHERE (SELECT COUNT(*) FROM categories) < $6",
-            )
-            .bind(slug)
-            .bind(&fields.name)
-            .bind(&fields.description)
-            .bind(fields.position)
-            .bind(now)
-            .bind(MAX_CATEGORIES)
-            .execute(pool)
+            async {
+                let mut tx = pool.begin().await?;
+                if let Some(lock) = take_turns {
+                    sqlx::query(lock).execute(&mut *tx).await?;
+                }
+                let inserted = sqlx::query(
+                    "INSERT INTO categories (slug, name, description, position, create_time, update_time) \
+                     SELECT $1, $2, $3, $4, $5, $5 WHERE (SELECT COUNT(*) FROM categories) < $6",
+                )
+                .bind(slug)
+                .bind(&fields.name)
+                .bind(&fields.description)
+                .bind(fields.position)
+                .bind(now)
+                .bind(MAX_CATEGORIES)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                tx.commit().await?;
+                Ok::<_, sqlx::Error>(inserted)
+            }
             .await
-            .map(|done| done.rows_affected())
         });
         match inserted {
             Ok(0) => Err(Error::FailedPrecondition {

@@ -56,9 +56,7 @@ pub fn validate_attachment(
     } else if known && !media::matches(&content_type, data) {
         violations.add("data", format!("is not a {content_type} file"));
     }
-    if !violations.is_empty() {
-        return Err(violations.into_vec());
-    }
+    violations.finish()?;
     Ok(AttachmentInput { filename: filename.to_owned(), content_type })
 }
 

@@ -68,9 +68,7 @@ pub fn validate_entry(input: &EntryInput, prefix: &str) -> Result<EntryFields, V
         violations.add(field("position"), "must not be negative");
     }
     let (Ok(question), Ok(answer)) = (question, answer) else { return Err(violations.into_vec()) };
-    if !violations.is_empty() {
-        return Err(violations.into_vec());
-    }
+    violations.finish()?;
     Ok(EntryFields {
         question,
         answer,
