@@ -1010,6 +1010,24 @@ async fn signing_out_ends_the_session_at_the_edge() {
     assert!(challenge.starts_with("Bearer") && challenge.contains("invalid_token"), "{challenge}");
     assert_eq!(p.send("GET", "/v1/auth/me", Some(&access(&phone)), None).await.status, 401);
     assert_eq!(p.send("GET", "/v1/cart", Some(&access(&laptop)), None).await.status, 200, "the other session lives");
+
+    // The owner lists their sessions and ends one from another.
+    let tablet = sign_in().await.json;
+    let listed = p.send("GET", "/v1/auth/sessions", Some(&access(&laptop)), None).await;
+    assert_eq!(listed.status, 200, "{}", listed.json);
+    let sessions = listed.json["sessions"].as_array().cloned().unwrap_or_default();
+    let current: Vec<bool> = sessions.iter().map(|s| s["current"] == json!(true)).collect();
+    // The sign-in that registered, the laptop's (the caller's), the tablet's; the phone's ended.
+    assert_eq!(current, [false, true, false], "{}", listed.json);
+    let tablet_id = sessions[2]["id"].as_str().expect("id").to_owned();
+    let ended = p.send("DELETE", &format!("/v1/auth/sessions/{tablet_id}"), Some(&access(&laptop)), None).await;
+    assert_eq!((ended.status, &ended.json), (200, &json!({})), "{}", ended.json);
+    refused_as_ended(&p, "/v1/cart", &access(&tablet)).await;
+    let again = p.send("DELETE", &format!("/v1/auth/sessions/{tablet_id}"), Some(&access(&laptop)), None).await;
+    assert_eq!(again.status, 404, "{}", again.json);
+    let others = p.send("POST", "/v1/auth/sessions:revokeOthers", Some(&access(&laptop)), Some(json!({}))).await;
+    assert_eq!((others.status, &others.json["revokedCount"]), (200, &json!(1)), "{}", others.json);
+    assert_eq!(p.send("GET", "/v1/cart", Some(&access(&laptop)), None).await.status, 200, "the caller's own lives");
     p.stop().await;
 }
 

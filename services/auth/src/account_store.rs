@@ -4,7 +4,7 @@
 use platform::with_db;
 
 use crate::error::Error;
-use crate::revoked_store::{END_SESSIONS_OF_USER, REVOKE_SESSIONS_OF_USER};
+use crate::session_store::{END_SESSIONS_OF_USER, REVOKE_SESSIONS_OF_USER};
 use crate::staff::UserFilter;
 use crate::store::{Store, USER_COLUMNS, UserRow};
 

@@ -33,6 +33,9 @@ pub enum Error {
     /// The password changed between checking the current one and writing the new one.
     #[error("the password was changed meanwhile")]
     PasswordChangedMeanwhile,
+    /// The caller has no such live session.
+    #[error("session not found")]
+    SessionNotFound,
     /// Staff tried what nobody may do to their own account (disable it, take their admin role away).
     #[error("{0}")]
     OwnAccount(&'static str),
@@ -85,6 +88,7 @@ impl From<Error> for Status {
             }
             Error::InvalidClient => Status::unauthenticated("invalid client credentials"),
             Error::UserNotFound => with_reason(Code::NotFound, "USER_NOT_FOUND", "user not found"),
+            Error::SessionNotFound => with_reason(Code::NotFound, "SESSION_NOT_FOUND", "no such session of yours"),
             Error::OwnAccount(what) => with_reason(Code::FailedPrecondition, "OWN_ACCOUNT", what),
             Error::AccountDisabled => with_reason(
                 Code::PermissionDenied,

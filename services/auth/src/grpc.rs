@@ -9,10 +9,12 @@ use api::auth::{
     CreateApiKeyRequest, CreateApiKeyResponse, DeleteAccountRequest, DeleteAccountResponse, DisableUserRequest,
     DisableUserResponse, EnableUserRequest, EnableUserResponse, ExchangeApiKeyRequest, ExchangeApiKeyResponse,
     GetJwksRequest, GetJwksResponse, GetMeRequest, GetMeResponse, IssueServiceTokenRequest, IssueServiceTokenResponse,
-    ListApiKeysRequest, ListApiKeysResponse, ListRevokedSessionsRequest, ListRevokedSessionsResponse, ListUsersRequest,
-    ListUsersResponse, LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, RefreshRequest, RefreshResponse,
-    RegisterRequest, RegisterResponse, RequestPasswordResetRequest, RequestPasswordResetResponse, RevokeApiKeyRequest,
-    RevokeApiKeyResponse, RevokedSession, SetUserRolesRequest, SetUserRolesResponse, User,
+    ListApiKeysRequest, ListApiKeysResponse, ListRevokedSessionsRequest, ListRevokedSessionsResponse,
+    ListSessionsRequest, ListSessionsResponse, ListUsersRequest, ListUsersResponse, LoginRequest, LoginResponse,
+    LogoutRequest, LogoutResponse, RefreshRequest, RefreshResponse, RegisterRequest, RegisterResponse,
+    RequestPasswordResetRequest, RequestPasswordResetResponse, RevokeApiKeyRequest, RevokeApiKeyResponse,
+    RevokeOtherSessionsRequest, RevokeOtherSessionsResponse, RevokeSessionRequest, RevokeSessionResponse,
+    RevokedSession, SetUserRolesRequest, SetUserRolesResponse, User,
 };
 use platform::error::FieldViolation;
 use platform::events::RelayHandle;
@@ -30,6 +32,7 @@ use crate::store::{NewRefreshToken, Rotation, Store, UserRow};
 
 mod accounts;
 mod passwords;
+mod sessions;
 
 /// The auth service's gRPC handlers.
 #[derive(Debug, Clone)]
@@ -181,6 +184,34 @@ impl AuthService for Service {
             self.store.revoke_family_of(&domain::hash_opaque_token(&presented), now_micros()).await?;
         }
         Ok(Response::new(LogoutResponse {}))
+    }
+
+    async fn list_sessions(
+        &self,
+        request: Request<ListSessionsRequest>,
+    ) -> Result<Response<ListSessionsResponse>, Status> {
+        let caller = platform::auth::caller(&request)?.clone();
+        let request = request.into_inner();
+        let (sessions, next_page_token) = self.own_sessions(&caller, request.page_size, &request.page_token).await?;
+        Ok(Response::new(ListSessionsResponse { sessions, next_page_token }))
+    }
+
+    async fn revoke_session(
+        &self,
+        request: Request<RevokeSessionRequest>,
+    ) -> Result<Response<RevokeSessionResponse>, Status> {
+        let caller = platform::auth::caller(&request)?.clone();
+        self.end_session(&caller, &request.into_inner().id).await?;
+        Ok(Response::new(RevokeSessionResponse {}))
+    }
+
+    async fn revoke_other_sessions(
+        &self,
+        request: Request<RevokeOtherSessionsRequest>,
+    ) -> Result<Response<RevokeOtherSessionsResponse>, Status> {
+        let caller = platform::auth::caller(&request)?.clone();
+        let ended = self.end_other_sessions(&caller).await?;
+        Ok(Response::new(RevokeOtherSessionsResponse { revoked_count: i32::try_from(ended).unwrap_or(i32::MAX) }))
     }
 
     async fn get_me(&self, request: Request<GetMeRequest>) -> Result<Response<GetMeResponse>, Status> {

@@ -7,7 +7,7 @@
 //! - [`passwords`]: Argon2id hashing off the async runtime.
 //! - [`keys`]: signing keys, their stored and JWK forms, signing.
 //! - [`store`]: all SQL, for SQLite and PostgreSQL; [`password_store`]: password changes and resets;
-//!   [`revoked_store`]: ended sessions, whose access tokens verifiers refuse (`ListRevokedSessions`);
+//!   [`session_store`]: a user's sessions, and the ended ones, whose access tokens verifiers refuse;
 //!   [`account_store`]: listing accounts, setting roles, disabling.
 //! - [`grpc`]: the `AuthService` handlers.
 //! - [`events`]: what it publishes through the outbox (`user.registered`, `user.password_reset_requested`,
@@ -24,7 +24,7 @@ pub mod key_store;
 pub mod keys;
 pub mod password_store;
 pub mod passwords;
-pub mod revoked_store;
+pub mod session_store;
 pub mod staff;
 pub mod store;
 

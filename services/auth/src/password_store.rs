@@ -162,12 +162,12 @@ impl Store {
                     .bind(user_id)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query(crate::revoked_store::END_SESSIONS_OF_USER)
+                sqlx::query(crate::session_store::END_SESSIONS_OF_USER)
                     .bind(now)
                     .bind(user_id)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query(crate::revoked_store::REVOKE_SESSIONS_OF_USER)
+                sqlx::query(crate::session_store::REVOKE_SESSIONS_OF_USER)
                     .bind(now)
                     .bind(user_id)
                     .execute(&mut *tx)
@@ -217,7 +217,7 @@ impl Store {
                 tx.rollback().await?;
                 false
             } else {
-                sqlx::query(crate::revoked_store::END_SESSIONS_OF_USER)
+                sqlx::query(crate::session_store::END_SESSIONS_OF_USER)
                     .bind(now)
                     .bind(user_id)
                     .execute(&mut *tx)

@@ -257,7 +257,7 @@ impl Store {
                 .await?;
                 match found {
                     Some((family_id, used_at, revoked_at)) if used_at.is_some() || revoked_at.is_some() => {
-                        sqlx::query(crate::revoked_store::END_SESSION)
+                        sqlx::query(crate::session_store::END_SESSION)
                             .bind(now)
                             .bind(&family_id)
                             .execute(&mut *tx)
@@ -312,7 +312,7 @@ impl Store {
     pub async fn revoke_family_of(&self, presented: &str, now: i64) -> Result<(), Error> {
         with_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query(crate::revoked_store::END_SESSION_OF_TOKEN)
+            sqlx::query(crate::session_store::END_SESSION_OF_TOKEN)
                 .bind(now)
                 .bind(presented)
                 .execute(&mut *tx)

@@ -7,8 +7,8 @@ mod support;
 use std::time::{Duration, Instant};
 
 use api::auth::{
-    ChangePasswordRequest, DeleteAccountRequest, GetMeRequest, ListRevokedSessionsRequest, LogoutRequest,
-    RefreshRequest,
+    ChangePasswordRequest, DeleteAccountRequest, GetMeRequest, ListRevokedSessionsRequest, ListSessionsRequest,
+    LogoutRequest, RefreshRequest, RevokeOtherSessionsRequest, RevokeSessionRequest, Session,
 };
 use api::google::rpc::BadRequest;
 use platform::{Db, with_db};
@@ -116,6 +116,74 @@ async fn every_way_a_session_ends_lists_it(db: Db) {
     running.stop().await;
 }
 
+/// The caller's own sessions, a page of `page_size` at a time.
+async fn own_sessions(client: &mut Client, access_token: &str, page_size: i32) -> Vec<Session> {
+    let mut sessions = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let request = bearer(ListSessionsRequest { page_size, page_token }, access_token);
+        let page = client.list_sessions(request).await.expect("lists").into_inner();
+        sessions.extend(page.sessions);
+        if page.next_page_token.is_empty() {
+            return sessions;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+async fn owners_list_and_end_their_sessions(db: Db) {
+    let running = start(db).await;
+    let mut client = running.client.clone();
+    register(&mut client, EMAIL, PASSWORD, "Sam").await.expect("registers");
+    register(&mut client, "other@example.com", PASSWORD, "Other").await.expect("registers");
+    let phone = login(&mut client, EMAIL, PASSWORD).await.expect("signs in");
+    let laptop = login(&mut client, EMAIL, PASSWORD).await.expect("signs in");
+    let tablet = login(&mut client, EMAIL, PASSWORD).await.expect("signs in");
+    let stranger = login(&mut client, "other@example.com", PASSWORD).await.expect("signs in");
+    let (phone_sid, laptop_sid) =
+        (session_of(&mut client, &phone.access_token).await, session_of(&mut client, &laptop.access_token).await);
+    let tablet_sid = session_of(&mut client, &tablet.access_token).await;
+    let stranger_sid = session_of(&mut client, &stranger.access_token).await;
+
+    let mine = own_sessions(&mut client, &laptop.access_token, 0).await;
+    let ids: Vec<&str> = mine.iter().map(|s| s.id.as_str()).collect();
+    assert_eq!(ids, [phone_sid.as_str(), laptop_sid.as_str(), tablet_sid.as_str()], "oldest first, only Sam's");
+    let current: Vec<bool> = mine.iter().map(|s| s.current).collect();
+    assert_eq!(current, [false, true, false], "the caller's own is marked");
+    let micros = |t: &Option<prost_types::Timestamp>| t.as_ref().and_then(platform::time::micros).expect("a time");
+    assert!(mine.iter().all(|s| micros(&s.expire_time) > micros(&s.refresh_time)), "{mine:?}");
+    assert_eq!(own_sessions(&mut client, &laptop.access_token, 1).await, mine, "a page at a time");
+
+    // A refresh moves a session's refresh time, not its sign-in.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    client.refresh(RefreshRequest { refresh_token: tablet.refresh_token.clone() }).await.expect("refreshes");
+    let tablet_now = own_sessions(&mut client, &laptop.access_token, 0).await.remove(2);
+    assert_eq!(tablet_now.create_time, mine[2].create_time);
+    assert!(micros(&tablet_now.refresh_time) > micros(&mine[2].refresh_time), "{tablet_now:?}");
+
+    // Ending one: the phone. Someone else's session, or one ended already, is not found.
+    let end = |id: &str| bearer(RevokeSessionRequest { id: id.into() }, &laptop.access_token);
+    client.revoke_session(end(&phone_sid)).await.expect("ends the phone's session");
+    let again = client.revoke_session(end(&phone_sid)).await.expect_err("ended already");
+    assert_eq!(again.code(), Code::NotFound);
+    let not_mine = client.revoke_session(end(&stranger_sid)).await.expect_err("someone else's");
+    assert_eq!(not_mine.code(), Code::NotFound);
+    let replay = client.refresh(RefreshRequest { refresh_token: phone.refresh_token.clone() }).await;
+    assert_eq!(replay.expect_err("its refresh token is revoked").code(), Code::Unauthenticated);
+    refused_within_seconds(&mut client, &phone.access_token).await;
+
+    // Ending the others keeps the caller's own session, and nobody else's ends.
+    let others = bearer(RevokeOtherSessionsRequest {}, &laptop.access_token);
+    let ended = client.revoke_other_sessions(others).await.expect("ends the others").into_inner();
+    assert_eq!(ended.revoked_count, 1, "the tablet's; the phone's had ended");
+    let left = own_sessions(&mut client, &laptop.access_token, 0).await;
+    assert_eq!(left.iter().map(|s| s.id.as_str()).collect::<Vec<_>>(), [laptop_sid.as_str()]);
+    client.get_me(bearer(GetMeRequest {}, &laptop.access_token)).await.expect("the laptop's session lives");
+    client.get_me(bearer(GetMeRequest {}, &stranger.access_token)).await.expect("so does a stranger's");
+    assert_eq!(listed(&mut client, None, 0).await, [phone_sid, tablet_sid]);
+    running.stop().await;
+}
+
 async fn bad_listing_requests_name_their_field(db: Db) {
     let running = start(db).await;
     let mut client = running.client.clone();
@@ -172,6 +240,7 @@ async fn sessions_ended_over_a_day_ago_are_forgotten(db: Db) {
 
 on_both_backends!(
     every_way_a_session_ends_lists_it,
+    owners_list_and_end_their_sessions,
     bad_listing_requests_name_their_field,
     sessions_ended_over_a_day_ago_are_forgotten,
 );
