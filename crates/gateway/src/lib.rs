@@ -516,7 +516,13 @@ async fn call(
         tokio::time::timeout_at(deadline, gateway.upstreams.unary(&route.upstream, &route.grpc_path, grpc_request))
             .await
             .map_err(|_| deadline_exceeded(route))?
-            .map_err(|status| upstream_error(&status, route, deadline))?;
+            .map_err(|status| {
+                let error = upstream_error(&status, route, deadline);
+                // A service refusing the token the edge let through (its session ended meanwhile, say): a plain
+                // UNAUTHENTICATED, without the reason a refused login or refresh token carries.
+                let token_refused = authorization.is_some() && status.details().is_empty();
+                if token_refused { error.for_refused_token() } else { error }
+            })?;
     if route.raw_body {
         return raw_body(route, &bytes, parts.headers.get(header::IF_NONE_MATCH));
     }

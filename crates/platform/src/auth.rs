@@ -699,6 +699,19 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn after_a_quiet_spell_the_first_token_waits_for_a_fresh_list() {
+        let issuer = issuer();
+        let sessions = Arc::new(EndedSessions::default());
+        let poll_every = Duration::from_millis(200);
+        let verifier = TokenVerifier::new(issuer.clone()).with_revocations(sessions.clone(), poll_every);
+        let token = in_session(&issuer, "s1");
+        verifier.verify(&token).await.expect("its session is live");
+        sessions.end("s1");
+        tokio::time::sleep(poll_every + Duration::from_millis(50)).await;
+        assert_eq!(verifier.verify(&token).await, Err(TokenError::SessionEnded), "not let through once");
+    }
+
+    #[tokio::test]
     async fn a_new_verifier_refuses_ended_sessions_from_its_first_token() {
         let issuer = issuer();
         let sessions = Arc::new(EndedSessions::default());

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use api::auth::ListRevokedSessionsRequest;
 use api::auth::auth_service_client::AuthServiceClient;
 use futures::future::BoxFuture;
-use tokio::sync::OnceCell;
 
 /// How often a verifier asks which sessions ended: about the longest an ended session's token is still honoured.
 pub const REVOCATION_POLL: Duration = Duration::from_secs(5);
@@ -22,8 +21,9 @@ pub const REVOCATION_MEMORY: Duration = Duration::from_secs(3600);
 /// Each poll reads again the last few seconds of the previous one: an ending is stamped before its transaction
 /// commits, so it can appear after a poll that already read past its time.
 const POLL_OVERLAP_MICROS: i64 = 5_000_000;
-/// A poll that takes longer is abandoned (and tried again at the next interval).
-const POLL_TIMEOUT: Duration = Duration::from_secs(3);
+/// A poll that takes longer is abandoned (and tried again at the next interval); a request that waits for a
+/// poll waits at most this.
+const POLL_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// A session that ended, as a [`RevocationSource`] reports it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -84,9 +84,12 @@ pub(super) struct Revocations {
     ended: RwLock<HashMap<String, i64>>,
     /// The latest `revoke_time` seen (0 before the first poll).
     newest: AtomicI64,
-    first_poll: OnceCell<()>,
-    last_poll: Mutex<Instant>,
-    polling: AtomicBool,
+    /// When the list was last read (`None` before the first read), and whether that read succeeded.
+    last_poll: Mutex<Option<(Instant, bool)>>,
+    /// One poll at a time.
+    polling: tokio::sync::Mutex<()>,
+    /// A background poll is on its way.
+    spawned: AtomicBool,
 }
 
 impl Revocations {
@@ -96,29 +99,46 @@ impl Revocations {
             poll_every,
             ended: RwLock::default(),
             newest: AtomicI64::new(0),
-            first_poll: OnceCell::new(),
-            last_poll: Mutex::new(Instant::now()),
-            polling: AtomicBool::new(false),
+            last_poll: Mutex::new(None),
+            polling: tokio::sync::Mutex::new(()),
+            spawned: AtomicBool::new(false),
         }
     }
 
-    /// Whether `session_id` ended, by a list at most about [`REVOCATION_POLL`] old. The first call waits for the
-    /// first poll (a verifier that just started must not honour a token signed out a minute ago); later calls
-    /// start the next poll in the background when the list is due, and never wait for it.
+    /// Whether `session_id` ended, by a list at most `poll_every` old: under steady traffic the list is read
+    /// again in the background from half that age, so no request waits; a request that finds it older (the first
+    /// one, or the first after a quiet spell) waits for a fresh read, so a token stolen and used after a quiet hour
+    /// is not let through once. While the auth service does not answer, the last list serves and nobody waits
+    /// (after the one request that found out).
     pub(super) async fn has_ended(self: &Arc<Self>, session_id: &str) -> bool {
-        self.first_poll.get_or_init(|| self.poll()).await;
-        if self.due() && !self.polling.swap(true, Ordering::AcqRel) {
-            let revocations = Arc::clone(self);
-            tokio::spawn(async move {
-                revocations.poll().await;
-                revocations.polling.store(false, Ordering::Release);
-            });
+        match self.last_poll() {
+            None => self.poll_if_older_than(Duration::ZERO).await,
+            Some((at, healthy)) if healthy && at.elapsed() >= self.poll_every => {
+                self.poll_if_older_than(self.poll_every).await;
+            }
+            Some((at, _)) if at.elapsed() >= self.poll_every / 2 && !self.spawned.swap(true, Ordering::AcqRel) => {
+                let revocations = Arc::clone(self);
+                tokio::spawn(async move {
+                    revocations.poll_if_older_than(revocations.poll_every / 2).await;
+                    revocations.spawned.store(false, Ordering::Release);
+                });
+            }
+            Some(_) => {}
         }
         !session_id.is_empty() && self.ended.read().unwrap_or_else(|p| p.into_inner()).contains_key(session_id)
     }
 
-    fn due(&self) -> bool {
-        self.last_poll.lock().unwrap_or_else(|p| p.into_inner()).elapsed() >= self.poll_every
+    fn last_poll(&self) -> Option<(Instant, bool)> {
+        *self.last_poll.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads the list unless another caller read it within `age` while this one waited for its turn.
+    async fn poll_if_older_than(&self, age: Duration) {
+        let _turn = self.polling.lock().await;
+        let fresh = self.last_poll().is_some_and(|(at, _)| at.elapsed() < age || age.is_zero());
+        if !fresh {
+            self.poll().await;
+        }
     }
 
     /// Asks the source for the sessions ended since the last poll (with an overlap) and forgets those older than
@@ -132,7 +152,7 @@ impl Revocations {
             0 => oldest_kept,
             newest => newest.saturating_sub(POLL_OVERLAP_MICROS).max(oldest_kept),
         };
-        match tokio::time::timeout(POLL_TIMEOUT, self.source.ended_since(since)).await {
+        let healthy = match tokio::time::timeout(POLL_TIMEOUT, self.source.ended_since(since)).await {
             Ok(Ok(sessions)) => {
                 let mut ended = self.ended.write().unwrap_or_else(|p| p.into_inner());
                 for session in sessions {
@@ -140,10 +160,17 @@ impl Revocations {
                     ended.insert(session.session_id, session.revoke_time);
                 }
                 ended.retain(|_, revoke_time| *revoke_time >= oldest_kept);
+                true
             }
-            Ok(Err(error)) => tracing::warn!(%error, "reading the ended sessions failed; the last list is kept"),
-            Err(_) => tracing::warn!("reading the ended sessions timed out; the last list is kept"),
-        }
-        *self.last_poll.lock().unwrap_or_else(|p| p.into_inner()) = Instant::now();
+            Ok(Err(error)) => {
+                tracing::warn!(%error, "reading the ended sessions failed; the last list is kept");
+                false
+            }
+            Err(_) => {
+                tracing::warn!("reading the ended sessions timed out; the last list is kept");
+                false
+            }
+        };
+        *self.last_poll.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), healthy));
     }
 }
