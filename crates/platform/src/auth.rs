@@ -63,11 +63,6 @@ impl Claims {
     pub fn has_scope(&self, scope: &str) -> bool {
         self.scope.split(' ').any(|s| s == scope)
     }
-
-    /// Whether the subject has the admin role.
-    pub fn is_admin(&self) -> bool {
-        self.roles.iter().any(|r| r == "admin")
-    }
 }
 
 /// Why a token was refused. The text is safe to show to the caller.
@@ -567,7 +562,6 @@ mod tests {
         let claims = verifier.verify(&issuer.token("u1", &["catalog:write"], &["admin"])).await.expect("valid");
         assert_eq!(claims.sub, "u1");
         assert!(claims.has_scope("catalog:write") && !claims.has_scope("catalog"));
-        assert!(claims.is_admin());
     }
 
     #[tokio::test]
