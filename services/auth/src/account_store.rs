@@ -29,15 +29,15 @@ impl Store {
         Ok(users)
     }
 
-    /// Sets user `id`'s roles to `roles` (stored form) and, when `decide` says the change takes a role away
-    /// (given the roles before), ends every session of the account, in one transaction. The account's row is
+    /// Sets user `id`'s roles to `roles` (stored form) and, when `takes_a_role_away` holds for the account as it
+    /// was, ends every session of the account, in one transaction. The account's row is
     /// written first, so concurrent changes take turns and each sees the roles the previous one left. `None`
     /// when there is no such account.
     pub async fn set_roles(
         &self,
         id: &str,
         roles: &str,
-        decide: impl Fn(&UserRow) -> bool,
+        takes_a_role_away: impl Fn(&UserRow) -> bool,
         now: i64,
     ) -> Result<Option<UserRow>, Error> {
         let select = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
@@ -52,7 +52,7 @@ impl Store {
                     .bind(id)
                     .fetch_one(&mut *tx)
                     .await?;
-                if decide(&before) {
+                if takes_a_role_away(&before) {
                     for statement in [END_SESSIONS_OF_USER, REVOKE_SESSIONS_OF_USER] {
                         sqlx::query(statement).bind(now).bind(id).execute(&mut *tx).await?;
                     }

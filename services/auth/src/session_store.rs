@@ -1,7 +1,8 @@
 //! The SQL of sessions. A session is a refresh-token family (a sign-in and its refreshes); its access tokens carry
 //! its id as `sid`. Here: a user's live sessions, and the ended ones (`revoked_sessions`): the statements that
-//! record them, run in the transaction of the change that ends them (sign-out, password change or reset, account
-//! deletion, a refresh token reused, the owner ending one), and the listing verifiers poll.
+//! record them, run in the transaction of the change that ends them (sign-out, password change or reset, the
+//! account deleted or disabled, a role taken away, a refresh token reused, the owner ending one), and the listing
+//! verifiers poll.
 
 use platform::with_db;
 
