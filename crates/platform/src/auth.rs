@@ -18,7 +18,9 @@ use crate::descriptors::AccessPolicy;
 mod revocations;
 
 use revocations::Revocations;
-pub use revocations::{EndedSession, GrpcRevocationSource, REVOCATION_MEMORY, REVOCATION_POLL, RevocationSource};
+pub use revocations::{
+    EndedSession, GrpcRevocationSource, READ_FAILURES_METRIC, REVOCATION_MEMORY, REVOCATION_POLL, RevocationSource,
+};
 
 /// The `iss` of every access token.
 pub const ISSUER: &str = "mercato-auth";
@@ -715,12 +717,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn tokens_are_still_verified_while_the_ended_sessions_cannot_be_read() {
+    async fn tokens_are_still_verified_while_the_ended_sessions_cannot_be_read_and_the_failures_are_counted() {
         let issuer = issuer();
         let sessions = Arc::new(EndedSessions::default());
         sessions.down.store(true, std::sync::atomic::Ordering::SeqCst);
         let verifier = TokenVerifier::new(issuer.clone()).with_revocations(sessions, REVOCATION_POLL);
+        let failures = || {
+            let rendered = crate::metrics::handle().render();
+            let line = rendered.lines().find(|l| l.starts_with(READ_FAILURES_METRIC)).map(str::to_owned);
+            line.and_then(|l| l.rsplit(' ').next().and_then(|n| n.parse::<f64>().ok())).unwrap_or(0.0)
+        };
+        let before = failures();
         assert!(verifier.verify(&in_session(&issuer, "s1")).await.is_ok());
+        assert!(failures() >= before + 1.0, "a failed read is counted for the alert");
     }
 
     #[tokio::test]

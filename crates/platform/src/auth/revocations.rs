@@ -21,6 +21,9 @@ pub const REVOCATION_MEMORY: Duration = Duration::from_secs(3600);
 /// Each poll reads again the last few seconds of the previous one: an ending is stamped before its transaction
 /// commits, so it can appear after a poll that already read past its time.
 const POLL_OVERLAP_MICROS: i64 = 5_000_000;
+/// Counts the failed reads of the ended sessions: while they fail, tokens of signed-out sessions are honoured
+/// until they expire (an alert watches it).
+pub const READ_FAILURES_METRIC: &str = "mercato_revocation_read_failures_total";
 /// A poll that takes longer is abandoned (and tried again at the next interval); a request that waits for a
 /// poll waits at most this.
 const POLL_TIMEOUT: Duration = Duration::from_secs(1);
@@ -171,6 +174,9 @@ impl Revocations {
                 false
             }
         };
+        if !healthy {
+            metrics::counter!(READ_FAILURES_METRIC).increment(1);
+        }
         *self.last_poll.lock().unwrap_or_else(|p| p.into_inner()) = Some((Instant::now(), healthy));
     }
 }
