@@ -97,7 +97,10 @@ impl Service {
         let now = now_micros();
         let (refresh_token, stored) = Self::new_refresh_token(now);
         let family_id = uuid::Uuid::now_v7().to_string();
-        self.store.insert_refresh_token(&stored, &family_id, &user.id, now).await?;
+        // Disabled (or deleted) while the password was being checked.
+        if !self.store.insert_refresh_token(&stored, &family_id, &user.id, now).await? {
+            return Err(Error::AccountDisabled);
+        }
         Ok(TokenPair { access_token: self.access_token(&user, &family_id, now)?, refresh_token })
     }
 

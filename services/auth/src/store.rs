@@ -168,29 +168,43 @@ impl Store {
         Ok(())
     }
 
-    /// Stores the first refresh token of a new family (a login) for `user_id`.
+    /// Stores the first refresh token of a new family (a login) for `user_id`, unless the account is gone or
+    /// disabled (false). The account's row is written first: a sign-in and a concurrent disable take turns, so
+    /// either the sign-in sees the account disabled or the disable sees, and ends, the new session.
     pub async fn insert_refresh_token(
         &self,
         token: &NewRefreshToken,
         family_id: &str,
         user_id: &str,
         now: i64,
-    ) -> Result<(), Error> {
-        with_db!(&self.db, pool => {
-            sqlx::query(
-                "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, expires_at, create_time) \
-                 VALUES ($1, $2, $3, $4, $5, $6)",
-            )
-            .bind(&token.id)
-            .bind(family_id)
-            .bind(user_id)
-            .bind(&token.token_hash)
-            .bind(token.expires_at)
-            .bind(now)
-            .execute(pool)
-            .await?;
+    ) -> Result<bool, Error> {
+        let inserted = with_db!(&self.db, pool => {
+            let mut tx = pool.begin().await?;
+            let enabled = sqlx::query("UPDATE users SET disable_time = disable_time WHERE id = $1 AND disable_time IS NULL")
+                .bind(user_id)
+                .execute(&mut *tx)
+                .await?;
+            if enabled.rows_affected() == 0 {
+                tx.rollback().await?;
+                false
+            } else {
+                sqlx::query(
+                    "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, expires_at, create_time) \
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(&token.id)
+                .bind(family_id)
+                .bind(user_id)
+                .bind(&token.token_hash)
+                .bind(token.expires_at)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                true
+            }
         });
-        Ok(())
+        Ok(inserted)
     }
 
     /// Spends the token hashed as `presented` and stores `successor` in its family, in one transaction.

@@ -174,7 +174,39 @@ async fn a_disabled_account_cannot_sign_in_until_enabled(db: Db) {
     running.stop().await;
 }
 
+/// Sign-ins that check the password while staff disable the account leave no session alive: each either sees
+/// the account disabled or is ended by the disable.
+async fn sign_ins_racing_a_disable_leave_no_live_session(db: Db) {
+    let running = start(db.clone()).await;
+    let mut client = running.client.clone();
+    let user = register(&mut client, "eve@example.com", PASSWORD, "Eve").await.expect("registers");
+    let admin = admin_token(&mut client).await;
+    let sign_ins: Vec<_> = (0..8)
+        .map(|_| {
+            let mut client = client.clone();
+            tokio::spawn(async move { login(&mut client, "eve@example.com", PASSWORD).await })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+    client.disable_user(bearer(DisableUserRequest { id: user.id.clone() }, &admin)).await.expect("disables");
+    for sign_in in sign_ins {
+        if let Err(status) = sign_in.await.expect("task") {
+            assert_eq!(reason(&status), "ACCOUNT_DISABLED");
+        }
+    }
+    let live: i64 = platform::with_db!(&db, pool => {
+        sqlx::query_scalar("SELECT COUNT(*) FROM refresh_tokens WHERE user_id = $1 AND revoked_at IS NULL")
+            .bind(&user.id)
+            .fetch_one(pool)
+            .await
+            .expect("count")
+    });
+    assert_eq!(live, 0, "a session outlived the disable");
+    running.stop().await;
+}
+
 on_both_backends!(
+    sign_ins_racing_a_disable_leave_no_live_session,
     staff_find_accounts_by_email_and_role,
     staff_roles_grant_their_scopes_and_taking_one_away_ends_sessions,
     a_disabled_account_cannot_sign_in_until_enabled,
