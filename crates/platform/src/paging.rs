@@ -28,6 +28,15 @@ pub fn id_token(token: &str) -> Result<&str, FieldViolation> {
     Ok(token)
 }
 
+/// The page size and the id the page starts after, for a listing paged by id: both checked, every violation of
+/// the two reported together.
+pub fn id_page(page_size: i32, page_token: &str) -> Result<(i64, &str), Vec<FieldViolation>> {
+    match (self::page_size(page_size), id_token(page_token)) {
+        (Ok(limit), Ok(after)) => Ok((limit, after)),
+        (limit, after) => Err(limit.err().into_iter().chain(after.err()).collect()),
+    }
+}
+
 /// One page of a listing read with one row more than `limit` (whether another page follows): the first `limit`
 /// rows, and the token of the next page, `token` of the page's last row, or empty on the last page.
 pub fn page<T>(mut rows: Vec<T>, limit: i64, token: impl FnOnce(&T) -> String) -> (Vec<T>, String) {
@@ -58,6 +67,13 @@ mod tests {
         assert_eq!(page(vec![1, 2, 3], 2, token), (vec![1, 2], "2".to_owned()), "the extra row: another page");
         assert_eq!(page(vec![1, 2], 2, token), (vec![1, 2], String::new()), "exactly a page: the last");
         assert_eq!(page(Vec::<i32>::new(), 2, token), (vec![], String::new()));
+    }
+
+    #[test]
+    fn an_id_page_names_both_bad_fields() {
+        assert_eq!(id_page(0, "0190-abc"), Ok((DEFAULT_PAGE_SIZE, "0190-abc")));
+        let both = id_page(-1, "' OR 1=1").expect_err("both bad");
+        assert_eq!(both.iter().map(|v| v.field.as_str()).collect::<Vec<_>>(), ["page_size", "page_token"]);
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use platform::with_db;
 
 use crate::error::Error;
-use crate::session_store::{END_SESSIONS_OF_USER, REVOKE_SESSIONS_OF_USER};
+use crate::session_store::SIGN_OUT_USER;
 use crate::staff::UserFilter;
 use crate::store::{Store, USER_COLUMNS, UserRow};
 
@@ -53,7 +53,7 @@ impl Store {
                     .fetch_one(&mut *tx)
                     .await?;
                 if takes_a_role_away(&before) {
-                    for statement in [END_SESSIONS_OF_USER, REVOKE_SESSIONS_OF_USER] {
+                    for statement in SIGN_OUT_USER {
                         sqlx::query(statement).bind(now).bind(id).execute(&mut *tx).await?;
                     }
                 }
@@ -83,7 +83,7 @@ impl Store {
                 None
             } else {
                 if let Some(now) = now {
-                    for statement in [END_SESSIONS_OF_USER, REVOKE_SESSIONS_OF_USER] {
+                    for statement in SIGN_OUT_USER {
                         sqlx::query(statement).bind(now).bind(id).execute(&mut *tx).await?;
                     }
                 }

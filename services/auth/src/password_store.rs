@@ -162,16 +162,9 @@ impl Store {
                     .bind(user_id)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query(crate::session_store::END_SESSIONS_OF_USER)
-                    .bind(now)
-                    .bind(user_id)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(crate::session_store::REVOKE_SESSIONS_OF_USER)
-                    .bind(now)
-                    .bind(user_id)
-                    .execute(&mut *tx)
-                    .await?;
+                for statement in crate::session_store::SIGN_OUT_USER {
+                    sqlx::query(statement).bind(now).bind(user_id).execute(&mut *tx).await?;
+                }
                 if let Some(token) = session {
                     sqlx::query(
                         "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, expires_at, create_time) \
@@ -217,11 +210,9 @@ impl Store {
                 tx.rollback().await?;
                 false
             } else {
-                sqlx::query(crate::session_store::END_SESSIONS_OF_USER)
-                    .bind(now)
-                    .bind(user_id)
-                    .execute(&mut *tx)
-                    .await?;
+                // Listed as ended before the refresh tokens go (the listing reads them).
+                let [end_sessions, _] = crate::session_store::SIGN_OUT_USER;
+                sqlx::query(end_sessions).bind(now).bind(user_id).execute(&mut *tx).await?;
                 // Named, not left to ON DELETE CASCADE: SQLite enforces foreign keys only when asked to.
                 for table in ["refresh_tokens", "api_keys", "password_resets"] {
                     sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE user_id = $1")))

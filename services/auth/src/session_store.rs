@@ -9,37 +9,35 @@ use platform::with_db;
 use crate::error::Error;
 use crate::store::Store;
 
-/// The start of every statement that ends sessions: each live family the condition selects (`$1` is now) is
-/// listed as ended at `$1`. Run before the family's tokens are revoked or deleted, which the condition relies on;
-/// a family listed already keeps its first time.
-macro_rules! end_sessions_where {
+/// The two statements that sign out the live sessions (refresh-token families) a condition selects, at `$1`
+/// (now): the first lists each as ended (a family listed already keeps its first time), the second revokes its
+/// refresh tokens. Run in this order, in one transaction: the listing reads the tokens the revocation changes.
+macro_rules! sign_out_where {
     ($condition:literal) => {
-        concat!(
-            "INSERT INTO revoked_sessions (session_id, revoke_time) \
-             SELECT DISTINCT family_id, $1 FROM refresh_tokens \
-             WHERE revoked_at IS NULL AND expires_at > $1 AND ",
-            $condition,
-            " ON CONFLICT (session_id) DO NOTHING"
-        )
+        [
+            concat!(
+                "INSERT INTO revoked_sessions (session_id, revoke_time) \
+                 SELECT DISTINCT family_id, $1 FROM refresh_tokens \
+                 WHERE revoked_at IS NULL AND expires_at > $1 AND ",
+                $condition,
+                " ON CONFLICT (session_id) DO NOTHING"
+            ),
+            concat!("UPDATE refresh_tokens SET revoked_at = $1 WHERE revoked_at IS NULL AND ", $condition),
+        ]
     };
 }
 
-/// Ends every live session of user `$2`.
-pub(crate) const END_SESSIONS_OF_USER: &str = end_sessions_where!("user_id = $2");
-/// Ends session (family) `$2`.
-pub(crate) const END_SESSION: &str = end_sessions_where!("family_id = $2");
-/// Ends session `$2` if it is user `$3`'s.
-const END_OWN_SESSION: &str = end_sessions_where!("family_id = $2 AND user_id = $3");
-/// Ends every session of user `$2` but `$3`.
-const END_OTHER_SESSIONS: &str = end_sessions_where!("user_id = $2 AND family_id <> $3");
-/// Ends the session of the refresh token hashed as `$2`.
-pub(crate) const END_SESSION_OF_TOKEN: &str =
-    end_sessions_where!("family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $2)");
-
-/// Revokes the refresh tokens of every session of user `$2` at `$1`; after [`END_SESSIONS_OF_USER`], which reads
-/// the live ones.
-pub(crate) const REVOKE_SESSIONS_OF_USER: &str =
-    "UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND revoked_at IS NULL";
+/// Signs out every session of user `$2`.
+pub(crate) const SIGN_OUT_USER: [&str; 2] = sign_out_where!("user_id = $2");
+/// Signs out session (family) `$2`.
+pub(crate) const SIGN_OUT_SESSION: [&str; 2] = sign_out_where!("family_id = $2");
+/// Signs out the session of the refresh token hashed as `$2`.
+pub(crate) const SIGN_OUT_SESSION_OF_TOKEN: [&str; 2] =
+    sign_out_where!("family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $2)");
+/// Signs out session `$2` if it is user `$3`'s.
+const SIGN_OUT_OWN_SESSION: [&str; 2] = sign_out_where!("family_id = $2 AND user_id = $3");
+/// Signs out every session of user `$2` but `$3`.
+const SIGN_OUT_OTHER_SESSIONS: [&str; 2] = sign_out_where!("user_id = $2 AND family_id <> $3");
 
 /// A live session, as its owner lists it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -90,35 +88,23 @@ impl Store {
         Ok(rows)
     }
 
-    /// Ends session `session_id` of user `user_id` (listed as ended, its refresh tokens revoked); false when the
-    /// user has no such live session.
+    /// Ends session `session_id` of user `user_id`; false when the user has no such live session.
     pub async fn end_own_session(&self, user_id: &str, session_id: &str, now: i64) -> Result<bool, Error> {
-        let ended = with_db!(self.db(), pool => {
-            let mut tx = pool.begin().await?;
-            let listed = sqlx::query(END_OWN_SESSION).bind(now).bind(session_id).bind(user_id).execute(&mut *tx).await?;
-            sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND user_id = $3 AND revoked_at IS NULL")
-                .bind(now)
-                .bind(session_id)
-                .bind(user_id)
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            listed.rows_affected() > 0
-        });
-        Ok(ended)
+        Ok(self.sign_out(SIGN_OUT_OWN_SESSION, now, session_id, user_id).await? > 0)
     }
 
     /// Ends every live session of user `user_id` but `keep`; returns how many ended.
     pub async fn end_other_sessions(&self, user_id: &str, keep: &str, now: i64) -> Result<u64, Error> {
+        self.sign_out(SIGN_OUT_OTHER_SESSIONS, now, user_id, keep).await
+    }
+
+    /// Runs a sign-out pair with `$2` and `$3` in a transaction of its own; returns how many sessions ended.
+    async fn sign_out(&self, statements: [&'static str; 2], now: i64, second: &str, third: &str) -> Result<u64, Error> {
+        let [end, revoke] = statements;
         let ended = with_db!(self.db(), pool => {
             let mut tx = pool.begin().await?;
-            let listed = sqlx::query(END_OTHER_SESSIONS).bind(now).bind(user_id).bind(keep).execute(&mut *tx).await?;
-            sqlx::query("UPDATE refresh_tokens SET revoked_at = $1 WHERE user_id = $2 AND family_id <> $3 AND revoked_at IS NULL")
-                .bind(now)
-                .bind(user_id)
-                .bind(keep)
-                .execute(&mut *tx)
-                .await?;
+            let listed = sqlx::query(end).bind(now).bind(second).bind(third).execute(&mut *tx).await?;
+            sqlx::query(revoke).bind(now).bind(second).bind(third).execute(&mut *tx).await?;
             tx.commit().await?;
             listed.rows_affected()
         });

@@ -271,18 +271,9 @@ impl Store {
                 .await?;
                 match found {
                     Some((family_id, used_at, revoked_at)) if used_at.is_some() || revoked_at.is_some() => {
-                        sqlx::query(crate::session_store::END_SESSION)
-                            .bind(now)
-                            .bind(&family_id)
-                            .execute(&mut *tx)
-                            .await?;
-                        sqlx::query(
-                            "UPDATE refresh_tokens SET revoked_at = $1 WHERE family_id = $2 AND revoked_at IS NULL",
-                        )
-                        .bind(now)
-                        .bind(&family_id)
-                        .execute(&mut *tx)
-                        .await?;
+                        for statement in crate::session_store::SIGN_OUT_SESSION {
+                            sqlx::query(statement).bind(now).bind(&family_id).execute(&mut *tx).await?;
+                        }
                         tx.commit().await?;
                         tracing::warn!(family_id = %family_id, "refresh token reused: family revoked");
                         Rotation::Reused
@@ -326,20 +317,9 @@ impl Store {
     pub async fn revoke_family_of(&self, presented: &str, now: i64) -> Result<(), Error> {
         with_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
-            sqlx::query(crate::session_store::END_SESSION_OF_TOKEN)
-                .bind(now)
-                .bind(presented)
-                .execute(&mut *tx)
-                .await?;
-            sqlx::query(
-                "UPDATE refresh_tokens SET revoked_at = $1 \
-                 WHERE revoked_at IS NULL \
-                 AND family_id = (SELECT family_id FROM refresh_tokens WHERE token_hash = $2)",
-            )
-            .bind(now)
-            .bind(presented)
-            .execute(&mut *tx)
-            .await?;
+            for statement in crate::session_store::SIGN_OUT_SESSION_OF_TOKEN {
+                sqlx::query(statement).bind(now).bind(presented).execute(&mut *tx).await?;
+            }
             tx.commit().await?;
         });
         Ok(())

@@ -12,12 +12,11 @@ use api::auth::{
     ExchangeApiKeyRequest, PasswordChangeMethod, PasswordChanged, PasswordResetRequested, RequestPasswordResetRequest,
     UserDeleted,
 };
-use api::google::rpc::{BadRequest, ErrorInfo};
 use platform::events::{EventBus, EventEnvelope, InProcessBus};
 use platform::{Db, with_db};
 use prost::Message;
 use tokio::sync::mpsc::UnboundedReceiver;
-use tonic::{Code, Status};
+use tonic::Code;
 
 use support::*;
 
@@ -41,20 +40,6 @@ async fn start_listening(db: Db) -> (Running, UnboundedReceiver<EventEnvelope>) 
 
 async fn next_event(rx: &mut UnboundedReceiver<EventEnvelope>) -> EventEnvelope {
     tokio::time::timeout(Duration::from_secs(10), rx.recv()).await.expect("an event in time").expect("event")
-}
-
-/// The fields a status's BadRequest names.
-fn violated_fields(status: &Status) -> Vec<String> {
-    let details = platform::error::decode_details(status).expect("details");
-    let any = details.details.iter().find(|d| d.type_url.ends_with("google.rpc.BadRequest")).expect("BadRequest");
-    BadRequest::decode(any.value.as_slice()).expect("decodes").field_violations.into_iter().map(|v| v.field).collect()
-}
-
-/// The reason of a status's ErrorInfo.
-fn reason(status: &Status) -> String {
-    let details = platform::error::decode_details(status).expect("details");
-    let any = details.details.iter().find(|d| d.type_url.ends_with("google.rpc.ErrorInfo")).expect("ErrorInfo");
-    ErrorInfo::decode(any.value.as_slice()).expect("decodes").reason
 }
 
 async fn count(db: &Db, sql: &str, value: &str) -> i64 {

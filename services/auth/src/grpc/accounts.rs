@@ -19,12 +19,12 @@ impl Service {
         page_size: i32,
         page_token: &str,
     ) -> Result<(Vec<api::auth::User>, String), Error> {
-        let mut violations = Vec::new();
-        let filter = staff::user_filter(email_prefix, role).map_err(|v| violations.extend(v));
-        let limit = platform::paging::page_size(page_size).map_err(|v| violations.push(v));
-        let after = platform::paging::id_token(page_token).map_err(|v| violations.push(v));
-        let (Ok(filter), Ok(limit), Ok(after)) = (filter, limit, after) else {
-            return Err(Error::Invalid(violations));
+        let (filter, page) = (staff::user_filter(email_prefix, role), platform::paging::id_page(page_size, page_token));
+        let (filter, (limit, after)) = match (filter, page) {
+            (Ok(filter), Ok(page)) => (filter, page),
+            (filter, page) => {
+                return Err(Error::Invalid(filter.err().into_iter().chain(page.err()).flatten().collect()));
+            }
         };
         let rows = self.store.list_users(&filter, after, limit + 1).await?;
         let (rows, next_page_token) = platform::paging::page(rows, limit, |u| u.id.clone());

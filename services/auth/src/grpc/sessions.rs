@@ -15,12 +15,7 @@ impl Service {
         page_size: i32,
         page_token: &str,
     ) -> Result<(Vec<Session>, String), Error> {
-        let mut violations = Vec::new();
-        let limit = platform::paging::page_size(page_size).map_err(|v| violations.push(v));
-        let after = platform::paging::id_token(page_token).map_err(|v| violations.push(v));
-        let (Ok(limit), Ok(after)) = (limit, after) else {
-            return Err(Error::Invalid(violations));
-        };
+        let (limit, after) = platform::paging::id_page(page_size, page_token).map_err(Error::Invalid)?;
         let rows = self.store.sessions_of(&caller.sub, now_micros(), after, limit + 1).await?;
         let (rows, next_page_token) = platform::paging::page(rows, limit, |s| s.session_id.clone());
         let sessions = rows

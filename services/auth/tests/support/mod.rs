@@ -73,6 +73,23 @@ pub async fn start_with_bus(db: Db, bus: Arc<dyn EventBus>) -> Running {
     panic!("the auth service did not come up at {url}");
 }
 
+/// The fields a status's BadRequest detail names, in order.
+pub fn violated_fields(status: &Status) -> Vec<String> {
+    use prost::Message;
+    let details = platform::error::decode_details(status).expect("details");
+    let any = details.details.iter().find(|d| d.type_url.ends_with("google.rpc.BadRequest")).expect("BadRequest");
+    let bad = api::google::rpc::BadRequest::decode(any.value.as_slice()).expect("decodes");
+    bad.field_violations.into_iter().map(|v| v.field).collect()
+}
+
+/// The reason of a status's ErrorInfo detail.
+pub fn reason(status: &Status) -> String {
+    use prost::Message;
+    let details = platform::error::decode_details(status).expect("details");
+    let any = details.details.iter().find(|d| d.type_url.ends_with("google.rpc.ErrorInfo")).expect("ErrorInfo");
+    api::google::rpc::ErrorInfo::decode(any.value.as_slice()).expect("decodes").reason
+}
+
 pub fn bearer<T>(message: T, token: &str) -> Request<T> {
     let mut request = Request::new(message);
     request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("header value"));
