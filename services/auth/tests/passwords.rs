@@ -8,9 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api::auth::{
-    ChangePasswordRequest, ConfirmPasswordResetRequest, CreateApiKeyRequest, DeleteAccountRequest,
-    ExchangeApiKeyRequest, PasswordChangeMethod, PasswordChanged, PasswordResetRequested, RequestPasswordResetRequest,
-    UserDeleted,
+    ChangePasswordRequest, ConfirmPasswordResetRequest, CreateApiKeyRequest, DeleteAccountRequest, DisableUserRequest,
+    EnableUserRequest, ExchangeApiKeyRequest, PasswordChangeMethod, PasswordChanged, PasswordResetRequested,
+    RequestPasswordResetRequest, UserDeleted,
 };
 use platform::events::{EventBus, EventEnvelope, InProcessBus};
 use platform::{Db, with_db};
@@ -198,6 +198,31 @@ async fn a_reset_token_sets_one_password_however_often_it_is_sent(db: Db) {
     running.stop().await;
 }
 
+async fn a_disabled_account_gets_no_new_password(db: Db) {
+    let (running, mut events) = start_listening(db.clone()).await;
+    let mut client = running.client.clone();
+    let user = register(&mut client, "fay@example.com", "old password", "Fay").await.expect("registers");
+    client.request_password_reset(ask("fay@example.com")).await.expect("asks");
+    let mailed = PasswordResetRequested::decode(next_event(&mut events).await.data.as_slice()).expect("payload");
+    let admin = login(&mut client, ADMIN_EMAIL, ADMIN_PASSWORD).await.expect("the admin signs in").access_token;
+    client.disable_user(bearer(DisableUserRequest { id: user.id.clone() }, &admin)).await.expect("disables");
+
+    // The token mailed before is refused, saying why; asking again (past the resend pause) mails nothing.
+    let refused = client.confirm_password_reset(confirm(&mailed.token, "new password")).await.expect_err("disabled");
+    assert_eq!((refused.code(), reason(&refused)), (Code::PermissionDenied, "ACCOUNT_DISABLED".to_owned()));
+    execute(&db, "UPDATE password_resets SET create_time = 0 WHERE user_id = $1", &user.id).await;
+    client.request_password_reset(ask("fay@example.com")).await.expect("the same answer as ever");
+    let mails = count(&db, "SELECT COUNT(*) FROM outbox WHERE event_type = $1", "user.password_reset_requested").await;
+    assert_eq!(mails, 1, "no token for a disabled account");
+
+    // Enabled again, the account's password is the old one, and the unspent token still works.
+    client.enable_user(bearer(EnableUserRequest { id: user.id.clone() }, &admin)).await.expect("enables");
+    login(&mut client, "fay@example.com", "old password").await.expect("the refused reset changed nothing");
+    client.confirm_password_reset(confirm(&mailed.token, "new password")).await.expect("resets");
+    login(&mut client, "fay@example.com", "new password").await.expect("the new password");
+    running.stop().await;
+}
+
 async fn an_account_is_deleted_once_its_password_is_confirmed(db: Db) {
     let (running, mut events) = start_listening(db.clone()).await;
     let mut client = running.client.clone();
@@ -242,5 +267,6 @@ on_both_backends!(
     changing_the_password_signs_out_other_sessions,
     a_forgotten_password_is_reset_by_mail,
     a_reset_token_sets_one_password_however_often_it_is_sent,
+    a_disabled_account_gets_no_new_password,
     an_account_is_deleted_once_its_password_is_confirmed,
 );

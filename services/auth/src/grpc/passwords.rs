@@ -70,7 +70,8 @@ impl Service {
         Ok(())
     }
 
-    /// Mails a reset token to the account of `email`, if there is one and it was not mailed one moments ago.
+    /// Mails a reset token to the account of `email`, if there is one, it is not disabled and it was not mailed
+    /// one moments ago.
     /// Says nothing either way: the caller must not learn whether the address has an account.
     pub(super) async fn mail_reset_token(&self, email: &str) -> Result<(), Error> {
         let email = domain::normalize_email(email);
@@ -81,6 +82,11 @@ impl Service {
             tracing::info!("password reset asked for an address without an account");
             return Ok(());
         };
+        if user.disable_time.is_some() {
+            // Its sign-in is refused whatever the password: a new one would change nothing but the account.
+            tracing::info!(user_id = %user.id, "password reset asked for a disabled account: not mailed");
+            return Ok(());
+        }
         let now = now_micros();
         let token = domain::new_opaque_token();
         let reset = NewPasswordReset {
@@ -114,6 +120,10 @@ impl Service {
             ResetTokenState::Expired => return Err(Error::ResetTokenExpired),
         }
         let user = self.store.user_by_id(&reset.user_id).await?.ok_or(Error::ResetTokenNotFound)?;
+        // A token mailed before staff disabled the account; the holder proved the mailbox, so may know why.
+        if user.disable_time.is_some() {
+            return Err(Error::AccountDisabled);
+        }
         let password_hash = self.hasher.hash(new).await?;
         let now = now_micros();
         let changed = events::password_changed(&user, PasswordChangeMethod::Reset, now);
