@@ -1071,20 +1071,9 @@ async fn staff_give_roles_and_disable_accounts() {
 }
 
 async fn mailed_reset_token(p: &TestPlatform, email: &str) -> String {
-    use prost::Message;
-    let auth = platform::Db::open(&p.settings, "auth").await.expect("auth database");
-    let payloads: Vec<String> = platform::with_db!(&auth, pool => {
-        sqlx::query_scalar("SELECT payload FROM outbox WHERE event_type = 'user.password_reset_requested' ORDER BY create_time")
-            .fetch_all(pool)
-            .await
-    })
-    .expect("outbox");
-    auth.close().await;
-    let decoded = payloads.iter().map(|payload| {
-        let bytes = BASE64_STANDARD.decode(payload).expect("base64");
-        api::auth::PasswordResetRequested::decode(bytes.as_slice()).expect("payload")
-    });
-    decoded.filter(|e| e.email == email).map(|e| e.token).next_back().expect("a reset token was mailed")
+    let mailed: Vec<api::auth::PasswordResetRequested> =
+        outbox_payloads(p, "auth", "user.password_reset_requested").await;
+    mailed.into_iter().filter(|e| e.email == email).map(|e| e.token).next_back().expect("a reset token was mailed")
 }
 
 async fn an_account_changes_and_resets_its_password_then_is_deleted(storage: Storage) {
@@ -1208,6 +1197,78 @@ async fn anyone_may_subscribe_but_not_flood_the_newsletter() {
     }
     // The default budget of this route is 5 a minute per client: each request mails an address.
     assert_eq!(statuses, [202, 202, 202, 202, 202, 429]);
+    p.stop().await;
+}
+
+/// Events of `event_type` that `service` wrote to its outbox (the mails they cause), oldest first.
+async fn outbox_payloads<M: prost::Message + Default>(p: &TestPlatform, service: &str, event_type: &str) -> Vec<M> {
+    let db = platform::Db::open(&p.settings, service).await.expect("the service's database");
+    let payloads: Vec<String> = platform::with_db!(&db, pool => {
+        sqlx::query_scalar("SELECT payload FROM outbox WHERE event_type = $1 ORDER BY create_time")
+            .bind(event_type)
+            .fetch_all(pool)
+            .await
+    })
+    .expect("outbox");
+    db.close().await;
+    let decode = |payload: &String| M::decode(BASE64_STANDARD.decode(payload).expect("base64").as_slice());
+    payloads.iter().map(|payload| decode(payload).expect("payload")).collect()
+}
+
+#[tokio::test]
+async fn a_newsletter_is_left_with_one_click_in_the_mail_client() {
+    let settings = [("MERCATO_RATE_LIMITS", "off"), ("MERCATO_PUBLIC_API_URL", "https://api.shop.test")];
+    let Some(p) = TestPlatform::start_with(Storage::Sqlite, &settings).await else { return };
+    let admin = p.admin_token().await;
+    let asked = p.send("POST", "/v1/newsletter/subscriptions", None, Some(json!({"email": "fan@example.com"}))).await;
+    assert_eq!(asked.status, 202, "{}", asked.json);
+    let requested: Vec<api::mercato::support::v1::NewsletterSubscriptionRequested> =
+        outbox_payloads(&p, "support", "newsletter.subscription_requested").await;
+    let confirm = json!({"token": requested[0].token});
+    let confirmed = p.send("POST", "/v1/newsletter/subscriptions:confirm", None, Some(confirm)).await;
+    assert_eq!(confirmed.status, 200, "{}", confirmed.json);
+    let issue = json!({"subject": "Spring sale", "body": "Ten percent off."});
+    let sent = p.send("POST", "/v1/newsletters", Some(&admin), Some(issue)).await;
+    assert_eq!((sent.status, &sent.json["recipientCount"]), (201, &json!(1)), "{}", sent.json);
+
+    // The newsletter's List-Unsubscribe names the gateway's one-click route (the mail itself is logged here).
+    let mut header = None;
+    for _ in 0..200 {
+        let db = platform::Db::open(&p.settings, "notifications").await.expect("notifications database");
+        header = platform::with_db!(&db, pool => {
+            sqlx::query_as::<_, (String, i32)>(
+                "SELECT list_unsubscribe, list_unsubscribe_one_click FROM notifications WHERE event_type = 'newsletter.issued'",
+            )
+            .fetch_optional(pool)
+            .await
+        })
+        .expect("notifications");
+        db.close().await;
+        if header.is_some() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (url, one_click) = header.expect("the newsletter's mail");
+    assert_eq!(one_click, 1, "announced with List-Unsubscribe-Post");
+    let path = url.strip_prefix("https://api.shop.test").expect("the public address").to_owned();
+    assert!(path.starts_with("/v1/newsletter/tokens/") && path.ends_with(":unsubscribe"), "{url}");
+
+    // The mail client's POST: a form, no token, no cookie. Twice (a retry) answers the same.
+    let form = "application/x-www-form-urlencoded";
+    let odd = p.send_raw("POST", &path, form, b"List-Unsubscribe=Maybe".to_vec()).await;
+    assert_eq!(odd.status, 400, "{}", odd.json);
+    assert_eq!(odd.json["error"]["details"][0]["fieldViolations"][0]["field"], "List-Unsubscribe", "{}", odd.json);
+    for _ in 0..2 {
+        let left = p.send_raw("POST", &path, form, b"List-Unsubscribe=One-Click".to_vec()).await;
+        assert_eq!(left.status, 200, "{}", left.json);
+        assert_eq!(
+            (&left.json["email"], &left.json["status"]),
+            (&json!("fan@example.com"), &json!("SUBSCRIPTION_STATUS_UNSUBSCRIBED"))
+        );
+    }
+    let again = p.send("POST", "/v1/newsletters", Some(&admin), Some(json!({"subject": "S", "body": "B"}))).await;
+    assert_eq!(again.json["recipientCount"], 0, "{}", again.json);
     p.stop().await;
 }
 

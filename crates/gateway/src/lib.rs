@@ -490,8 +490,9 @@ async fn call(
     // The edge check: refused callers never reach a service, and the service checks again.
     authorize_at_edge(&route.access, claims.as_ref()).map_err(refused)?;
 
-    let body = read_body(body, &parts.headers).await?;
-    let message = transcode::build_request(route, bound, parts.uri.query(), &body)?;
+    let (body, form) = read_body(body, &parts.headers, route.accepts_form).await?;
+    let body = if form { transcode::Body::Form(&body) } else { transcode::Body::Json(&body) };
+    let message = transcode::build_request(route, bound, parts.uri.query(), body)?;
 
     let mut grpc_request = tonic::Request::new(transcode::encode(&message));
     // The service learns the deadline (grpc-timeout); the gateway enforces it too, whatever the service does.
@@ -677,7 +678,12 @@ async fn caller_authorization(gateway: &Gateway, headers: &http::HeaderMap) -> R
     Ok(Some(format!("Bearer {token}")))
 }
 
-async fn read_body(body: Body, headers: &http::HeaderMap) -> Result<bytes::Bytes, ApiError> {
+/// The request's body, and whether it is a form (`accepts_form`: the route takes one besides JSON).
+async fn read_body(
+    body: Body,
+    headers: &http::HeaderMap,
+    accepts_form: bool,
+) -> Result<(bytes::Bytes, bool), ApiError> {
     let declared_too_big = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
@@ -701,16 +707,25 @@ async fn read_body(body: Body, headers: &http::HeaderMap) -> Result<bytes::Bytes
         }
     })?;
     let bytes = collected.to_bytes();
-    if !bytes.is_empty() {
-        let content_type =
-            headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
-        if !content_type.starts_with("application/json") {
-            return Err(ApiError::http(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                Code::InvalidArgument,
-                "request bodies must be application/json",
-            ));
-        }
+    if bytes.is_empty() {
+        return Ok((bytes, false));
     }
-    Ok(bytes)
+    let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
+    let media_type = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
+    match media_type.as_str() {
+        "application/json" => Ok((bytes, false)),
+        FORM if accepts_form => Ok((bytes, true)),
+        _ => Err(ApiError::http(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Code::InvalidArgument,
+            if accepts_form {
+                "request bodies must be application/json or application/x-www-form-urlencoded"
+            } else {
+                "request bodies must be application/json"
+            },
+        )),
+    }
 }
+
+/// The media type of an HTML form's body.
+const FORM: &str = "application/x-www-form-urlencoded";

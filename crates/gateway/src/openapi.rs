@@ -318,7 +318,11 @@ fn request_body(route: &Route, path_fields: &[&str], schemas: &mut Schemas) -> O
         }
         field => schemas.field_schema(&input.get_field_by_name(field)?),
     };
-    Some(json!({"required": true, "content": {"application/json": {"schema": schema}}}))
+    let mut content = json!({"application/json": {"schema": schema}});
+    if route.accepts_form {
+        content["application/x-www-form-urlencoded"] = json!({"schema": schema});
+    }
+    Some(json!({"required": true, "content": content}))
 }
 
 fn responses(route: &Route, schemas: &mut Schemas) -> Value {

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api::google::api::{HttpRule, http_rule::Pattern};
-use api::mercato::options::v1::{AccessRule, HttpResponseRule};
+use api::mercato::options::v1::{AccessRule, HttpRequestRule, HttpResponseRule};
 use http::{Method, StatusCode};
 use platform::descriptors::{self, DescriptorError};
 use prost_reflect::{DescriptorPool, MethodDescriptor};
@@ -23,6 +23,8 @@ pub struct Route {
     pub grpc: MethodDescriptor,
     /// `"*"` (the whole request message), a field name, or empty (no body).
     pub body: String,
+    /// The body may also be an `application/x-www-form-urlencoded` form (only where `body` is `"*"`).
+    pub accepts_form: bool,
     /// Empty (the whole response message) or the field of the response to send.
     pub response_body: String,
     /// The method answers a `google.api.HttpBody`: the HTTP body is its bytes, with its Content-Type.
@@ -114,6 +116,9 @@ impl RouteTable {
                     .ok()
                     .and_then(|c| StatusCode::from_u16(c).ok())
                     .unwrap_or(StatusCode::OK);
+                let request_rule =
+                    descriptors::method_option::<HttpRequestRule>(&method, "mercato.options.v1.http_request")
+                        .unwrap_or_default();
                 let timeout = match response_rule.timeout_ms {
                     0 => DEFAULT_TIMEOUT,
                     ms => Duration::from_millis(u64::from(ms)),
@@ -124,6 +129,12 @@ impl RouteTable {
                     let template = PathTemplate::parse(&path)
                         .map_err(|source| RouteError::Template { method: method.full_name().to_owned(), source })?;
                     check_fields(&method, &template, &binding)?;
+                    if request_rule.accepts_form && binding.body != "*" {
+                        return Err(RouteError::Field {
+                            method: method.full_name().to_owned(),
+                            problem: format!("accepts_form needs body \"*\", not {:?}", binding.body),
+                        });
+                    }
                     // Milliseconds, as the option gives them; gRPC allows at most eight digits (27 hours).
                     let grpc_timeout = format!("{}m", timeout.as_millis().min(99_999_999)).parse().map_err(|_| {
                         RouteError::Field { method: method.full_name().to_owned(), problem: "unusable timeout".into() }
@@ -136,6 +147,7 @@ impl RouteTable {
                         template,
                         grpc: method.clone(),
                         body: binding.body.clone(),
+                        accepts_form: request_rule.accepts_form,
                         response_body: binding.response_body.clone(),
                         raw_body: binding.response_body.is_empty()
                             && !method.is_server_streaming()

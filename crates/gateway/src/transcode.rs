@@ -29,14 +29,36 @@ pub fn resolve_field(message: &MessageDescriptor, path: &str) -> Option<Vec<Fiel
     Some(chain)
 }
 
+/// A request body as the gateway read it.
+#[derive(Debug, Clone, Copy)]
+pub enum Body<'a> {
+    /// JSON, or nothing.
+    Json(&'a [u8]),
+    /// `application/x-www-form-urlencoded`, sent to a route whose method accepts forms.
+    Form(&'a [u8]),
+}
+
+/// Where a field's text came from, for the errors that name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Path,
+    Query,
+    Form,
+}
+
 /// Builds the request message of `route`.
 pub fn build_request(
     route: &Route,
     bound: &[(String, String)],
     query: Option<&str>,
-    body: &[u8],
+    body: Body<'_>,
 ) -> Result<DynamicMessage, ApiError> {
     let input = route.grpc.input();
+    let (body, form) = match body {
+        Body::Json(bytes) => (bytes, None),
+        // The routes table allows forms only where the body is the whole message.
+        Body::Form(bytes) => (&[][..], Some(form_urlencoded(&String::from_utf8_lossy(bytes)))),
+    };
     let body_is_empty = body.iter().all(u8::is_ascii_whitespace);
     let mut message = match route.body.as_str() {
         "" if !body_is_empty => {
@@ -63,7 +85,14 @@ pub fn build_request(
 
     let path_fields: Vec<&str> = route.template.field_paths().collect();
     for (path, value) in bound {
-        set_path(&mut message, path, value, true)?;
+        set_path(&mut message, path, value, Source::Path)?;
+    }
+    for (key, value) in form.unwrap_or_default() {
+        let key = key.strip_suffix("[]").unwrap_or(&key).to_owned();
+        if path_fields.iter().any(|p| same_path(&input, p, &key)) {
+            return Err(ApiError::bad_field(key, "is set by the path, not the form"));
+        }
+        set_path(&mut message, &key, &value, Source::Form)?;
     }
 
     if let Some(query) = query.filter(|q| !q.is_empty()) {
@@ -80,7 +109,7 @@ pub fn build_request(
             if bound_by_path || bound_by_body {
                 return Err(ApiError::bad_field(key, "is set by the path or body, not the query string"));
             }
-            set_path(&mut message, &key, &value, false)?;
+            set_path(&mut message, &key, &value, Source::Query)?;
         }
     }
     Ok(message)
@@ -180,15 +209,13 @@ fn same_path(input: &MessageDescriptor, a: &str, b: &str) -> bool {
     }
 }
 
-/// Sets the field at a dotted path from its text form. Path variables replace; query parameters of
-/// repeated fields append.
-fn set_path(message: &mut DynamicMessage, path: &str, text: &str, from_path: bool) -> Result<(), ApiError> {
-    let unknown = || {
-        if from_path {
-            ApiError::new(tonic::Code::Internal, "bad route")
-        } else {
-            ApiError::bad_field(path, "unknown query parameter")
-        }
+/// Sets the field at a dotted path from its text form. Path variables replace; query parameters and form
+/// fields of repeated fields append.
+fn set_path(message: &mut DynamicMessage, path: &str, text: &str, source: Source) -> Result<(), ApiError> {
+    let unknown = || match source {
+        Source::Path => ApiError::new(tonic::Code::Internal, "bad route"),
+        Source::Query => ApiError::bad_field(path, "unknown query parameter"),
+        Source::Form => ApiError::bad_field(path, "unknown form field"),
     };
     let chain = resolve_field(&message.descriptor(), path).ok_or_else(unknown)?;
     let (last, parents) = chain.split_last().ok_or_else(unknown)?;
@@ -203,7 +230,7 @@ fn set_path(message: &mut DynamicMessage, path: &str, text: &str, from_path: boo
         };
     }
     if last.is_map() {
-        return Err(ApiError::bad_field(path, "maps cannot be set from the query string"));
+        return Err(ApiError::bad_field(path, "maps cannot be set from a query string or form"));
     }
     let value = parse_text(last, text).map_err(|why| ApiError::bad_field(path, why))?;
     if last.is_list() {
@@ -296,7 +323,8 @@ mod tests {
     fn body_star_with_both_spellings() {
         let table = RouteTable::from_contracts().expect("routes");
         let (r, b) = route(&table, Method::POST, "/v1/auth/register");
-        let m = build_request(r, &b, None, br#"{"email":"a@b.co","password":"x","display_name":"A"}"#).expect("ok");
+        let m = build_request(r, &b, None, Body::Json(br#"{"email":"a@b.co","password":"x","display_name":"A"}"#))
+            .expect("ok");
         assert_eq!(json_of(&m)["displayName"], "A");
     }
 
@@ -304,13 +332,14 @@ mod tests {
     fn unknown_and_mistyped_fields_are_named() {
         let table = RouteTable::from_contracts().expect("routes");
         let (r, b) = route(&table, Method::POST, "/v1/auth/login");
-        let e = build_request(r, &b, None, br#"{"email":"a@b.co","pasword":"x"}"#).expect_err("unknown");
+        let e = build_request(r, &b, None, Body::Json(br#"{"email":"a@b.co","pasword":"x"}"#)).expect_err("unknown");
         assert!(e.message.contains("pasword"), "{}", e.message);
         assert_eq!(e.details[0]["fieldViolations"][0]["field"], "pasword", "{}", e.message);
         let (r, b) = route(&table, Method::POST, "/v1/products");
-        let e = build_request(r, &b, None, br#"{"name":"x","price":{"amountMinor":{}}}"#).expect_err("type");
+        let e =
+            build_request(r, &b, None, Body::Json(br#"{"name":"x","price":{"amountMinor":{}}}"#)).expect_err("type");
         assert_eq!(e.details[0]["fieldViolations"][0]["field"], "product.price.amountMinor");
-        let e = build_request(r, &b, None, b"{not json").expect_err("syntax");
+        let e = build_request(r, &b, None, Body::Json(b"{not json")).expect_err("syntax");
         assert_eq!(e.status, http::StatusCode::BAD_REQUEST);
     }
 
@@ -318,18 +347,36 @@ mod tests {
     fn path_and_query_parameters_bind_fields() {
         let table = RouteTable::from_contracts().expect("routes");
         let (r, b) = route(&table, Method::GET, "/v1/products");
-        let m = build_request(r, &b, Some("pageSize=5&category=tea&page_token=abc"), b"").expect("ok");
+        let m = build_request(r, &b, Some("pageSize=5&category=tea&page_token=abc"), Body::Json(b"")).expect("ok");
         let j = json_of(&m);
         assert_eq!(
             (j["pageSize"].as_i64(), j["category"].as_str(), j["pageToken"].as_str()),
             (Some(5), Some("tea"), Some("abc"))
         );
-        let e = build_request(r, &b, Some("colour=red"), b"").expect_err("unknown param");
+        let e = build_request(r, &b, Some("colour=red"), Body::Json(b"")).expect_err("unknown param");
         assert!(e.message.starts_with("colour:"), "{}", e.message);
-        let e = build_request(r, &b, Some("pageSize=many"), b"").expect_err("bad int");
+        let e = build_request(r, &b, Some("pageSize=many"), Body::Json(b"")).expect_err("bad int");
         assert!(e.message.starts_with("pageSize:"), "{}", e.message);
         let (r, b) = route(&table, Method::GET, "/v1/products/p%201");
-        assert_eq!(json_of(&build_request(r, &b, None, b"").expect("ok"))["id"], "p 1");
+        assert_eq!(json_of(&build_request(r, &b, None, Body::Json(b"")).expect("ok"))["id"], "p 1");
+    }
+
+    #[test]
+    fn forms_set_fields_by_name_where_the_method_accepts_them() {
+        let table = RouteTable::from_contracts().expect("routes");
+        let (r, b) = route(&table, Method::POST, "/v1/newsletter/tokens/t%201:unsubscribe");
+        let m = build_request(r, &b, None, Body::Form(b"List-Unsubscribe=One-Click")).expect("ok");
+        let j = json_of(&m);
+        assert_eq!((j["token"].as_str(), j["List-Unsubscribe"].as_str()), (Some("t 1"), Some("One-Click")));
+        let (r, b) = route(&table, Method::POST, "/v1/newsletter/subscriptions:unsubscribe");
+        let m = build_request(r, &b, None, Body::Form(b"token=a+b%2Bc&list_unsubscribe=One-Click")).expect("ok");
+        assert_eq!(json_of(&m)["token"], "a b+c", "plus is a space, percent-escapes are decoded");
+        let e = build_request(r, &b, None, Body::Form(b"tokn=x")).expect_err("unknown");
+        assert_eq!(e.details[0]["fieldViolations"][0]["field"], "tokn", "{}", e.message);
+        assert!(e.message.contains("unknown form field"), "{}", e.message);
+        let (r, b) = route(&table, Method::POST, "/v1/newsletter/tokens/t1:unsubscribe");
+        let e = build_request(r, &b, None, Body::Form(b"token=other")).expect_err("set by the path");
+        assert_eq!(e.details[0]["fieldViolations"][0]["field"], "token", "{}", e.message);
     }
 
     #[test]
@@ -337,7 +384,8 @@ mod tests {
         let table = RouteTable::from_contracts().expect("routes");
         let (r, b) = route(&table, Method::PATCH, "/v1/products/p1");
         let m =
-            build_request(r, &b, None, br#"{"name":"New","price":{"currency":"EUR","amountMinor":"5"}}"#).expect("ok");
+            build_request(r, &b, None, Body::Json(br#"{"name":"New","price":{"currency":"EUR","amountMinor":"5"}}"#))
+                .expect("ok");
         let j = json_of(&m);
         assert_eq!(j["id"], "p1");
         assert_eq!(j["updateMask"], "name,price");

@@ -280,6 +280,22 @@ async fn a_proto_annotation_is_all_a_new_route_needs() {
         (&json!("shelves/s3"), &json!("full"), &json!(true))
     );
 
+    // A method that accepts forms takes an HTML form's body, fields by name; JSON-only routes refuse one.
+    let form = "application/x-www-form-urlencoded";
+    let archive = |body: &'static str| {
+        client.post(format!("{base}/v1/shelves/s4:archive")).header("content-type", form).body(body).send()
+    };
+    let (status, body) = json_of(archive("reason=too+full%21").await.expect("sent")).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!((&body["name"], &body["theme"]), (&json!("shelves/s4"), &json!("too full!")));
+    let (status, body) = json_of(archive("colour=red").await.expect("sent")).await;
+    assert_eq!((status, &body["error"]["details"][0]["fieldViolations"][0]["field"]), (400, &json!("colour")));
+    let (status, body) = json_of(archive("name=shelves/s9").await.expect("sent")).await;
+    assert_eq!((status, &body["error"]["details"][0]["fieldViolations"][0]["field"]), (400, &json!("name")));
+    let not_here = client.post(format!("{base}/v1/shelves")).header("content-type", form).body("name=shelves%2Fs5");
+    let (status, body) = json_of(not_here.send().await.expect("sent")).await;
+    assert_eq!((status, &body["error"]["message"]), (415, &json!("request bodies must be application/json")));
+
     // The access rule of the proto, checked at the edge.
     let deleted = client.delete(format!("{base}/v1/shelves/s1")).send().await.expect("sent");
     assert_eq!(deleted.headers()["www-authenticate"], "Bearer realm=\"mercato\"", "no token: a plain challenge");
@@ -322,7 +338,10 @@ async fn a_proto_annotation_is_all_a_new_route_needs() {
     let (status, doc) = json_of(client.get(format!("{base}/openapi.json")).send().await.expect("sent")).await;
     assert_eq!(status, 200);
     let paths = doc["paths"].as_object().expect("paths");
-    assert!(paths.keys().any(|p| p.ends_with(":archive")), "{:?}", paths.keys());
+    let archive_path = paths.keys().find(|p| p.ends_with(":archive")).expect("the archive route");
+    let takes = &doc["paths"][archive_path]["post"]["requestBody"]["content"];
+    assert!(takes["application/json"].is_object() && takes[form].is_object(), "{takes}");
+    assert!(doc["paths"]["/v1/shelves"]["post"]["requestBody"]["content"][form].is_null());
     let list = &doc["paths"]["/v1/shelves"]["get"]["responses"]["200"]["content"];
     assert!(list["application/x-ndjson"].is_object(), "{list}");
     assert!(list["application/json"].is_null(), "{list}");

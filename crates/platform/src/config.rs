@@ -83,6 +83,10 @@ pub struct Settings {
     /// `/`): mails carrying a token link to its pages, `/reset-password`, `/newsletter/confirm` and
     /// `/newsletter/unsubscribe`, each with `?token=`; none when unset (the mails carry the token alone).
     pub storefront_url: Option<String>,
+    /// The gateway as mail recipients reach it (`MERCATO_PUBLIC_API_URL`, e.g. `https://api.shop.example.com`,
+    /// kept without a trailing `/`): newsletters name its one-click unsubscribe route in their
+    /// `List-Unsubscribe` header (RFC 8058); none when unset.
+    pub public_api_url: Option<String>,
     /// Origins allowed by CORS (`MERCATO_CORS_ORIGINS`, comma-separated).
     pub cors_origins: Vec<String>,
     /// Client secrets of the services for the client-credentials grant (`MERCATO_<SERVICE>_CLIENT_SECRET`).
@@ -363,6 +367,8 @@ Settings (environment variables):
   MERCATO_MAIL_FROM              sender of outgoing mail         [default: Mercato <no-reply@mercato.localhost>]
   MERCATO_SUPPORT_EMAIL          mailbox told of every new support ticket [default: none]
   MERCATO_STOREFRONT_URL         the shop's web front, linked from mails carrying a token [default: none]
+  MERCATO_PUBLIC_API_URL         the gateway as mail recipients reach it, for one-click unsubscribes
+                                 [default: none]
   MERCATO_CORS_ORIGINS           comma-separated allowed origins [default: none]
   MERCATO_RATE_LIMITS            gateway budgets per API key, user or client IP, comma-separated
                                  <route>=<count>/<s|min|h>[:<burst>], or off
@@ -516,10 +522,12 @@ impl Settings {
             );
         }
 
-        let storefront_url = vars.get("MERCATO_STOREFRONT_URL").map(|v| v.trim()).filter(|v| !v.is_empty());
-        let storefront_url = storefront_url.and_then(|raw| {
-            storefront(raw).map_err(|problem| fail("MERCATO_STOREFRONT_URL", format!("{raw:?} {problem}"))).ok()
-        });
+        let mut base_url_of = |variable: &str, example: &str| {
+            let raw = vars.get(variable).map(|v| v.trim()).filter(|v| !v.is_empty())?;
+            base_url(raw, example).map_err(|problem| fail(variable, format!("{raw:?} {problem}"))).ok()
+        };
+        let storefront_url = base_url_of("MERCATO_STOREFRONT_URL", "https://shop.example.com");
+        let public_api_url = base_url_of("MERCATO_PUBLIC_API_URL", "https://api.shop.example.com");
 
         let cors_origins: Vec<String> = vars
             .get("MERCATO_CORS_ORIGINS")
@@ -609,6 +617,7 @@ impl Settings {
                 mail_from,
                 support_email,
                 storefront_url,
+                public_api_url,
                 cors_origins,
                 service_secrets,
                 admin_email,
@@ -667,15 +676,16 @@ fn is_mailbox(raw: &str) -> bool {
     matches!(address.split_once('@'), Some((local, domain)) if valid_part(local) && valid_part(domain) && !domain.starts_with('.') && !domain.ends_with('.'))
 }
 
-/// The storefront's base URL as kept (no trailing `/`), or why `raw` cannot be one: links append a path and a
-/// query to it, so it must be an absolute http(s) URL of a host, without credentials, query or fragment.
-fn storefront(raw: &str) -> Result<String, &'static str> {
-    let url = url::Url::parse(raw).map_err(|_| "is not a URL; expected e.g. https://shop.example.com")?;
+/// A base URL as kept (no trailing `/`), or why `raw` cannot be one (`example` shows a good one): links append
+/// a path and a query to it, so it must be an absolute http(s) URL of a host, without credentials, query or
+/// fragment.
+fn base_url(raw: &str, example: &str) -> Result<String, String> {
+    let url = url::Url::parse(raw).map_err(|_| format!("is not a URL; expected e.g. {example}"))?;
     if !matches!(url.scheme(), "https" | "http") || url.host_str().is_none_or(str::is_empty) {
-        return Err("is not an http(s) URL of a host; expected e.g. https://shop.example.com");
+        return Err(format!("is not an http(s) URL of a host; expected e.g. {example}"));
     }
     if !url.username().is_empty() || url.password().is_some() || url.query().is_some() || url.fragment().is_some() {
-        return Err("must not carry credentials, a query or a fragment: links add their own");
+        return Err("must not carry credentials, a query or a fragment: links add their own".to_owned());
     }
     Ok(url.as_str().trim_end_matches('/').to_owned())
 }
@@ -773,16 +783,22 @@ mod tests {
     }
 
     #[test]
-    fn the_storefront_is_an_http_url_to_append_links_to() {
-        assert_eq!(Settings::from_vars(vars(&[])).expect("defaults").storefront_url, None);
+    fn the_storefront_and_public_api_are_http_urls_to_append_links_to() {
+        let defaults = Settings::from_vars(vars(&[])).expect("defaults");
+        assert_eq!((defaults.storefront_url, defaults.public_api_url), (None, None));
         for (raw, kept) in [
             (" https://shop.example.com/ ", "https://shop.example.com"),
             ("http://localhost:3000", "http://localhost:3000"),
             ("https://example.com/shop/", "https://example.com/shop"),
         ] {
-            let s = Settings::from_vars(vars(&[("MERCATO_STOREFRONT_URL", raw)])).expect("ok");
+            let s = Settings::from_vars(vars(&[("MERCATO_STOREFRONT_URL", raw), ("MERCATO_PUBLIC_API_URL", raw)]))
+                .expect("ok");
             assert_eq!(s.storefront_url.as_deref(), Some(kept), "{raw:?}");
+            assert_eq!(s.public_api_url.as_deref(), Some(kept), "{raw:?}");
         }
+        let err = Settings::from_vars(vars(&[("MERCATO_PUBLIC_API_URL", "api.example.com")])).expect_err("no scheme");
+        assert_eq!(err.0[0].variable, "MERCATO_PUBLIC_API_URL");
+        assert!(err.0[0].problem.contains("https://api.shop.example.com"), "{}", err.0[0].problem);
         for bad in [
             "shop.example.com",
             "ftp://shop.example.com",

@@ -5,15 +5,36 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
+use lettre::message::header::{HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::{AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
-use crate::domain::{self, SmtpConfig, SmtpSecurity};
+use crate::domain::{self, ListUnsubscribe, SmtpConfig, SmtpSecurity};
 use crate::error::Error;
 
 /// How long one SMTP conversation may take.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Where a mail client's "unsubscribe" goes (RFC 2369).
+const LIST_UNSUBSCRIBE: HeaderName = HeaderName::new_from_ascii_str("List-Unsubscribe");
+/// That a POST there unsubscribes at once (RFC 8058).
+const LIST_UNSUBSCRIBE_POST: HeaderName = HeaderName::new_from_ascii_str("List-Unsubscribe-Post");
+
+/// One email to send: a text and an HTML alternative, to one address.
+#[derive(Debug, Clone, Copy)]
+pub struct OutgoingEmail<'a> {
+    /// The recipient's address.
+    pub to: &'a str,
+    /// One line.
+    pub subject: &'a str,
+    /// The plain-text body.
+    pub text: &'a str,
+    /// The HTML body.
+    pub html: &'a str,
+    /// The `List-Unsubscribe` headers of bulk mail.
+    pub list_unsubscribe: Option<&'a ListUnsubscribe>,
+}
 
 /// Why an attempt failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -101,7 +122,8 @@ impl Mailer {
     }
 
     /// Sends one email with a text and an HTML alternative.
-    pub async fn send(&self, to: &str, subject: &str, text: &str, html: &str) -> Result<Delivered, SendError> {
+    pub async fn send(&self, email: OutgoingEmail<'_>) -> Result<Delivered, SendError> {
+        let OutgoingEmail { to, subject, text, html, list_unsubscribe } = email;
         let (transport, from) = match self {
             Mailer::Log => {
                 tracing::info!(to, subject, "email not sent (no MERCATO_SMTP_URL): logged instead");
@@ -110,10 +132,16 @@ impl Mailer {
             Mailer::Smtp { transport, from } => (transport, from),
         };
         let to: Mailbox = to.parse().map_err(|e| SendError::permanent(format!("bad recipient address {to:?}: {e}")))?;
-        let message = Message::builder()
-            .from(from.clone())
-            .to(to)
-            .subject(subject)
+        let mut message = Message::builder().from(from.clone()).to(to).subject(subject);
+        if let Some(list) = list_unsubscribe {
+            // RFC 2369 wants the URL in angle brackets; RFC 8058's second header says a POST unsubscribes.
+            message = message.raw_header(HeaderValue::new(LIST_UNSUBSCRIBE, format!("<{}>", list.url)));
+            if list.one_click {
+                let one_click = "List-Unsubscribe=One-Click".to_owned();
+                message = message.raw_header(HeaderValue::new(LIST_UNSUBSCRIBE_POST, one_click));
+            }
+        }
+        let message = message
             .multipart(MultiPart::alternative_plain_html(text.to_owned(), html.to_owned()))
             .map_err(|e| SendError::permanent(format!("building the message: {e}")))?;
         match transport.send(message).await {

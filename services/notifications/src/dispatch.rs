@@ -15,8 +15,8 @@ use platform::time::now_micros;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::channels::{Delivered, Mailer, SendError, Webhooks};
-use crate::domain::{self, AfterFailure, Channel};
+use crate::channels::{Delivered, Mailer, OutgoingEmail, SendError, Webhooks};
+use crate::domain::{self, AfterFailure, Channel, ListUnsubscribe};
 use crate::store::{Due, Finished, Outcome, Store};
 
 /// Notifications claimed per round.
@@ -45,6 +45,9 @@ pub struct DispatchOptions {
     pub support_inbox: Option<String>,
     /// The shop's web front (`MERCATO_STOREFRONT_URL`): mails carrying a token link to its pages.
     pub storefront_url: Option<String>,
+    /// The gateway as mail recipients reach it (`MERCATO_PUBLIC_API_URL`): newsletters offer a one-click
+    /// unsubscribe through it.
+    pub public_api_url: Option<String>,
 }
 
 impl Default for DispatchOptions {
@@ -59,6 +62,7 @@ impl Default for DispatchOptions {
             allow_private_networks: false,
             support_inbox: None,
             storefront_url: None,
+            public_api_url: None,
         }
     }
 }
@@ -158,7 +162,18 @@ impl Dispatcher {
     async fn attempt(&self, due: Due) {
         let sent = match Channel::parse(&due.channel) {
             Some(Channel::Email) => {
-                self.mailer.send(&due.recipient, &due.subject, &due.body_text, &due.body_html).await.map(Some)
+                let list_unsubscribe = (!due.list_unsubscribe.is_empty()).then(|| ListUnsubscribe {
+                    url: due.list_unsubscribe.clone(),
+                    one_click: due.list_unsubscribe_one_click != 0,
+                });
+                let email = OutgoingEmail {
+                    to: &due.recipient,
+                    subject: &due.subject,
+                    text: &due.body_text,
+                    html: &due.body_html,
+                    list_unsubscribe: list_unsubscribe.as_ref(),
+                };
+                self.mailer.send(email).await.map(Some)
             }
             Some(Channel::Webhook) => self.post_webhook(&due).await,
             None => Err(SendError { message: format!("unknown channel {}", due.channel), permanent: true }),

@@ -514,6 +514,16 @@ pub fn list_target(caller: &str, is_admin: bool, requested: &str) -> Result<Opti
     Err(FieldViolation::new("user_id", "may only name the caller without the scope notifications:admin"))
 }
 
+/// A mail's `List-Unsubscribe` header (RFC 2369), and whether it takes a one-click unsubscribe (RFC 8058).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListUnsubscribe {
+    /// The http(s) URL.
+    pub url: String,
+    /// Whether a POST of the form `List-Unsubscribe=One-Click` to `url` unsubscribes at once (the gateway's
+    /// route does; a storefront page is for a person to open), announced with `List-Unsubscribe-Post`.
+    pub one_click: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -186,13 +186,18 @@ impl Consumer {
             subject: String::new(),
             body_text: String::new(),
             body_html: String::new(),
+            list_unsubscribe: None,
             status: Status::Pending,
             last_error: String::new(),
         };
         match self.templates.render(&facts, &recipient.display_name, &recipient.locale) {
-            Ok(email) => {
-                NewNotification { subject: email.subject, body_text: email.text, body_html: email.html, ..base }
-            }
+            Ok(email) => NewNotification {
+                subject: email.subject,
+                body_text: email.text,
+                body_html: email.html,
+                list_unsubscribe: email.list_unsubscribe,
+                ..base
+            },
             // A broken template must not block the event stream: the notification fails, visibly.
             Err(e) => {
                 tracing::error!(error = %e, "rendering a notification failed");
@@ -267,6 +272,7 @@ fn skipped(user_id: &str, reason: String) -> NewNotification {
         subject: String::new(),
         body_text: String::new(),
         body_html: String::new(),
+        list_unsubscribe: None,
         status: Status::Skipped,
         last_error: reason,
     }

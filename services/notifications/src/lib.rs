@@ -69,6 +69,7 @@ pub async fn run(
     let options = DispatchOptions {
         support_inbox: settings.support_email.clone(),
         storefront_url: settings.storefront_url.clone(),
+        public_api_url: settings.public_api_url.clone(),
         ..DispatchOptions::default()
     };
     let result = serve(listener, db.clone(), verifier, bus, mailer, options, shutdown).await;
@@ -89,7 +90,10 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     db.migrate(&MIGRATOR, NAME).await?;
-    let templates = Arc::new(templates::Templates::load()?.with_storefront(options.storefront_url.clone()));
+    let templates = templates::Templates::load()?
+        .with_storefront(options.storefront_url.clone())
+        .with_public_api(options.public_api_url.clone());
+    let templates = Arc::new(templates);
     let webhooks = channels::Webhooks::new(options.webhook_timeout, options.allow_private_networks)?;
     let store = store::Store::new(db.clone());
     let wake = Arc::new(Notify::new());

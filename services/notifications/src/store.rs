@@ -13,7 +13,7 @@ use platform::events::{NewEvent, enqueue};
 use platform::with_db;
 use sqlx::QueryBuilder;
 
-use crate::domain::{self, Channel, Cursor, Status};
+use crate::domain::{self, Channel, Cursor, ListUnsubscribe, Status};
 use crate::error::Error;
 
 /// A user as `user.registered` introduced them.
@@ -53,6 +53,8 @@ pub struct NewNotification {
     pub body_text: String,
     /// Rendered HTML body.
     pub body_html: String,
+    /// The mail's `List-Unsubscribe`, for bulk mail.
+    pub list_unsubscribe: Option<ListUnsubscribe>,
     /// PENDING, or SKIPPED/FAILED with `last_error`.
     pub status: Status,
     /// Why it is skipped or failed.
@@ -111,6 +113,10 @@ pub struct Due {
     pub body_text: String,
     /// Email HTML body.
     pub body_html: String,
+    /// The email's `List-Unsubscribe` URL, or empty.
+    pub list_unsubscribe: String,
+    /// Whether that URL takes a one-click unsubscribe (1) or not (0).
+    pub list_unsubscribe_one_click: i32,
     /// Webhook endpoint id, empty for emails.
     pub endpoint_id: String,
     /// Webhook JSON body, empty for emails.
@@ -200,7 +206,7 @@ enum Arg {
     Int(i64),
 }
 
-/// Rows per multi-row insert of notifications: seventeen parameters each stays far below SQLite's 32766
+/// Rows per multi-row insert of notifications: nineteen parameters each stays far below SQLite's 32766
 /// parameters per statement (a batch of events times the endpoints subscribed to them can be thousands).
 const INSERT_ROWS: usize = 500;
 
@@ -213,6 +219,7 @@ struct NotificationInsert<'a> {
     subject: &'a str,
     body_text: &'a str,
     body_html: &'a str,
+    list_unsubscribe: Option<&'a ListUnsubscribe>,
     endpoint_id: &'a str,
     payload: &'a str,
     status: Status,
@@ -231,6 +238,7 @@ impl<'a> NotificationInsert<'a> {
             subject: &n.subject,
             body_text: &n.body_text,
             body_html: &n.body_html,
+            list_unsubscribe: n.list_unsubscribe.as_ref(),
             endpoint_id: "",
             payload: "",
             status: n.status,
@@ -248,6 +256,7 @@ impl<'a> NotificationInsert<'a> {
             subject: "",
             body_text: "",
             body_html: "",
+            list_unsubscribe: None,
             endpoint_id: &endpoint.id,
             payload: event.webhook_body,
             status: Status::Pending,
@@ -348,7 +357,8 @@ impl Store {
                     sqlx::query("DELETE FROM recipients WHERE user_id = $1").bind(*user_id).execute(&mut *tx).await?;
                     // Mails still to send keep what they need; they are erased by the next deletion or not at all.
                     sqlx::query(
-                        "UPDATE notifications SET recipient = '', subject = '', body_text = '', body_html = '' \
+                        "UPDATE notifications SET recipient = '', subject = '', body_text = '', body_html = '', \
+                         list_unsubscribe = '' \
                          WHERE user_id = $1 AND channel = 'EMAIL' AND status <> 'PENDING'",
                     )
                     .bind(*user_id)
@@ -411,8 +421,8 @@ impl Store {
                 for chunk in rows.chunks(INSERT_ROWS) {
                     let mut insert = QueryBuilder::new(
                         "INSERT INTO notifications (id, user_id, channel, event_type, event_id, recipient, subject, \
-                         body_text, body_html, endpoint_id, payload, status, attempts, last_error, next_attempt_time, \
-                         create_time, update_time) ",
+                         body_text, body_html, list_unsubscribe, list_unsubscribe_one_click, endpoint_id, payload, \
+                         status, attempts, last_error, next_attempt_time, create_time, update_time) ",
                     );
                     insert.push_values(chunk, |mut row, n| {
                         // Version 7 ids follow creation order, which the dispatcher's claim goes by.
@@ -425,6 +435,8 @@ impl Store {
                             .push_bind(n.subject)
                             .push_bind(n.body_text)
                             .push_bind(n.body_html)
+                            .push_bind(n.list_unsubscribe.map_or("", |l| l.url.as_str()))
+                            .push_bind(i32::from(n.list_unsubscribe.is_some_and(|l| l.one_click)))
                             .push_bind(n.endpoint_id)
                             .push_bind(n.payload)
                             .push_bind(n.status.as_str())
@@ -458,7 +470,7 @@ impl Store {
             "UPDATE notifications SET next_attempt_time = $1 WHERE id IN (SELECT id FROM notifications \
              WHERE status = 'PENDING' AND next_attempt_time <= $2 ORDER BY next_attempt_time, id LIMIT $3{lock}) \
              RETURNING id, user_id, channel, event_type, event_id, recipient, subject, body_text, body_html, \
-             endpoint_id, payload, attempts"
+             list_unsubscribe, list_unsubscribe_one_click, endpoint_id, payload, attempts"
         );
         let rows = with_db!(&self.db, pool => {
             sqlx::query_as::<_, Due>(sqlx::AssertSqlSafe(sql))

@@ -6,7 +6,7 @@
 
 use minijinja::{Environment, Value, context};
 
-use crate::domain::{self, Money, format_money};
+use crate::domain::{self, ListUnsubscribe, Money, format_money};
 use crate::error::Error;
 
 /// The three templates of each locale and event type.
@@ -40,6 +40,8 @@ pub struct Email {
     pub text: String,
     /// The HTML body.
     pub html: String,
+    /// Where a mail client's own "unsubscribe" goes: bulk mail (newsletters) only.
+    pub list_unsubscribe: Option<ListUnsubscribe>,
 }
 
 /// One line of an order, as the email shows it.
@@ -187,6 +189,20 @@ impl Facts {
         storefront.map(|base| format!("{base}/{page}?token={token}"))
     }
 
+    /// The `List-Unsubscribe` of a newsletter: the gateway's one-click route when the shop names its public
+    /// address, else the storefront's unsubscribe page, else none.
+    fn list_unsubscribe(&self, public_api: Option<&str>, storefront: Option<&str>) -> Option<ListUnsubscribe> {
+        let Facts::Newsletter { unsubscribe_token, .. } = self else { return None };
+        match public_api {
+            Some(api) => {
+                let token: String = percent_encoding::utf8_percent_encode(unsubscribe_token, PATH_SEGMENT).collect();
+                let url = format!("{api}/v1/newsletter/tokens/{token}:unsubscribe");
+                Some(ListUnsubscribe { url, one_click: true })
+            }
+            None => self.link(storefront).map(|url| ListUnsubscribe { url, one_click: false }),
+        }
+    }
+
     fn context(&self, name: &str, storefront: Option<&str>) -> Value {
         let link = self.link(storefront);
         match self {
@@ -229,7 +245,12 @@ impl Facts {
 pub struct Templates {
     env: Environment<'static>,
     storefront: Option<String>,
+    public_api: Option<String>,
 }
+
+/// What a path segment must escape (RFC 3986's pchar, `:` included: the route's verb follows the token).
+const PATH_SEGMENT: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~');
 
 impl Templates {
     /// Loads (and so checks the syntax of) every embedded template.
@@ -240,13 +261,20 @@ impl Templates {
         for (name, source) in TEMPLATES {
             env.add_template(name, source).map_err(|e| Error::Template(format!("{name}: {e}")))?;
         }
-        Ok(Self { env, storefront: None })
+        Ok(Self { env, storefront: None, public_api: None })
     }
 
     /// Links the emails carrying a token to the pages of `storefront` (`MERCATO_STOREFRONT_URL`, no trailing `/`):
     /// `/reset-password`, `/newsletter/confirm` and `/newsletter/unsubscribe`, each with `?token=`.
     pub fn with_storefront(mut self, storefront: Option<String>) -> Self {
         self.storefront = storefront;
+        self
+    }
+
+    /// Names the gateway's address as mail recipients reach it (`MERCATO_PUBLIC_API_URL`, no trailing `/`):
+    /// newsletters then offer a one-click unsubscribe through it (see [`ListUnsubscribe`]).
+    pub fn with_public_api(mut self, public_api: Option<String>) -> Self {
+        self.public_api = public_api;
         self
     }
 
@@ -264,7 +292,8 @@ impl Templates {
         };
         // A subject is one line: line breaks in values cannot start new headers.
         let subject = render(".subject.txt")?.split_whitespace().collect::<Vec<_>>().join(" ");
-        Ok(Email { subject, text: render(".txt")?, html: render(".html")? })
+        let list_unsubscribe = facts.list_unsubscribe(self.public_api.as_deref(), self.storefront.as_deref());
+        Ok(Email { subject, text: render(".txt")?, html: render(".html")?, list_unsubscribe })
     }
 }
 
@@ -353,6 +382,28 @@ mod tests {
         }
         let welcome = linked.render(&Facts::Welcome, "Ada", "en").expect("renders");
         assert!(!welcome.text.contains("token="), "only mails carrying a token link to one");
+    }
+
+    #[test]
+    fn newsletters_name_their_unsubscribe_link_for_mail_clients() {
+        let newsletter = every_fact()[10].clone();
+        let bare = Templates::load().expect("templates load");
+        assert_eq!(bare.render(&newsletter, "Ada", "en").expect("renders").list_unsubscribe, None);
+        let storefront = bare.with_storefront(Some("https://shop.example.com".into()));
+        let page = storefront.render(&newsletter, "Ada", "en").expect("renders").list_unsubscribe;
+        let url = "https://shop.example.com/newsletter/unsubscribe?token=tok-2".to_owned();
+        assert_eq!(page, Some(ListUnsubscribe { url, one_click: false }), "a page for a person, not a POST");
+        let api = storefront.with_public_api(Some("https://api.example.com".into()));
+        for locale in domain::LOCALES {
+            let one_click = api.render(&newsletter, "Ada", locale).expect("renders").list_unsubscribe;
+            let url = "https://api.example.com/v1/newsletter/tokens/tok-2:unsubscribe".to_owned();
+            assert_eq!(one_click, Some(ListUnsubscribe { url, one_click: true }), "{locale}");
+        }
+        let odd = Facts::Newsletter { subject: "S".into(), body: "B".into(), unsubscribe_token: "a/b:c d".into() };
+        let escaped = api.render(&odd, "Ada", "en").expect("renders").list_unsubscribe.expect("a link");
+        assert_eq!(escaped.url, "https://api.example.com/v1/newsletter/tokens/a%2Fb%3Ac%20d:unsubscribe");
+        let confirmation = api.render(&every_fact()[9], "Ada", "en").expect("renders");
+        assert_eq!(confirmation.list_unsubscribe, None, "only bulk mail: a confirmation is asked for");
     }
 
     #[test]

@@ -170,7 +170,8 @@ async fn newsletter_mails_carry_the_confirmation_and_the_way_out(db: Db) {
     let dir = platform::testkit::TempDir::new("maildir").expect("temp dir");
     let port = free_port();
     let smtp = SmtpServer::start(&python, port, dir.path()).await;
-    let service = Service::start(db, mailer(port), fast_retries()).await;
+    let options = DispatchOptions { public_api_url: Some("https://api.shop.test".into()), ..fast_retries() };
+    let service = Service::start(db, mailer(port), options).await;
 
     let requested = NewsletterSubscriptionRequested {
         email: "lena@example.com".into(),
@@ -199,12 +200,19 @@ async fn newsletter_mails_carry_the_confirmation_and_the_way_out(db: Db) {
         .unwrap_or_else(|| panic!("the confirmation, in German: {messages:#?}"));
     assert_eq!(confirm["to"], "lena@example.com");
     assert!(confirm["text"].as_str().expect("text").contains("confirm-token-1"), "{confirm:#?}");
+    assert!(confirm["list_unsubscribe"].is_null(), "a confirmation is no bulk mail: {confirm:#?}");
     let newsletter = messages.iter().find(|m| m["subject"] == "Spring sale").expect("the newsletter");
     assert_eq!(newsletter["to"], "max@example.com");
     let text = newsletter["text"].as_str().expect("text");
     assert!(text.contains("Ten percent off <everything>.") && text.contains("leave-token-2"), "{text}");
     let html = newsletter["html"].as_str().expect("html");
     assert!(html.contains("&lt;everything&gt;") && html.contains("leave-token-2"), "{html}");
+    // A mail client's own "unsubscribe", one click through the gateway (RFC 2369, RFC 8058).
+    assert_eq!(
+        newsletter["list_unsubscribe"],
+        "<https://api.shop.test/v1/newsletter/tokens/leave-token-2:unsubscribe>"
+    );
+    assert_eq!(newsletter["list_unsubscribe_post"], "List-Unsubscribe=One-Click");
     service.stop().await;
 }
 

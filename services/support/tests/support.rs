@@ -188,7 +188,12 @@ impl Server {
     }
 
     async fn unsubscribe(&self, token: &str) -> Result<String, Status> {
-        let request = UnsubscribeNewsletterRequest { token: token.into() };
+        self.unsubscribe_marked(token, "").await
+    }
+
+    /// Unsubscribes as a mail client's one-click does (RFC 8058), with `marker` as `List-Unsubscribe`.
+    async fn unsubscribe_marked(&self, token: &str, marker: &str) -> Result<String, Status> {
+        let request = UnsubscribeNewsletterRequest { token: token.into(), list_unsubscribe: marker.into() };
         Ok(self.client.clone().unsubscribe_newsletter(Request::new(request)).await?.into_inner().email)
     }
 
@@ -629,7 +634,10 @@ async fn the_newsletter_goes_only_to_addresses_that_confirmed(db: Db) {
     );
     assert_eq!(mail.unsubscribe_token, token, "the mail carries the way out");
 
-    assert_eq!(server.unsubscribe(&token).await.expect("unsubscribe"), "ada@example.com");
+    let odd = server.unsubscribe_marked(&token, "Yes").await.expect_err("not RFC 8058's marker");
+    assert_eq!(bad_fields(&odd), ["list_unsubscribe"]);
+    assert_eq!(server.send_newsletter(&staff, "Still", "").await.expect("send").1, 1, "a refusal changes nothing");
+    assert_eq!(server.unsubscribe_marked(&token, "One-Click").await.expect("one click"), "ada@example.com");
     assert_eq!(server.unsubscribe(&token).await.expect("twice"), "ada@example.com");
     assert_eq!(server.send_newsletter(&staff, "After", "").await.expect("send").1, 0);
     let ended = server.confirm(&token).await.expect_err("an ended subscription is not confirmed by its old token");

@@ -34,6 +34,7 @@ pub fn fast_retries() -> DispatchOptions {
         allow_private_networks: true,
         support_inbox: None,
         storefront_url: None,
+        public_api_url: None,
     }
 }
 
@@ -253,7 +254,8 @@ impl SmtpServer {
         panic!("aiosmtpd did not listen on {port}");
     }
 
-    /// Every message received, decoded by Python's email package: To, From, Subject, text and HTML parts.
+    /// Every message received, decoded by Python's email package: To, From, Subject, text and HTML parts, and
+    /// the List-Unsubscribe headers (null when absent).
     pub fn messages(&self) -> Vec<serde_json::Value> {
         const DECODE: &str = r#"
 import json, os, sys
@@ -267,7 +269,8 @@ for sub in ("new", "cur"):
             m = BytesParser(policy=policy.default).parse(f)
         text, html = m.get_body(preferencelist=("plain",)), m.get_body(preferencelist=("html",))
         out.append({"to": str(m["To"]), "from": str(m["From"]), "subject": str(m["Subject"]),
-                    "text": text.get_content() if text else None, "html": html.get_content() if html else None})
+                    "text": text.get_content() if text else None, "html": html.get_content() if html else None,
+                    "list_unsubscribe": m["List-Unsubscribe"], "list_unsubscribe_post": m["List-Unsubscribe-Post"]})
 print(json.dumps(out))
 "#;
         let output = Command::new(&self.python).args(["-c", DECODE]).arg(&self.maildir).output().expect("python runs");

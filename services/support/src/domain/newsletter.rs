@@ -91,6 +91,24 @@ pub fn check_token(token: &str) -> Result<(), FieldViolation> {
     }
 }
 
+/// What a mail client sends with a one-click unsubscribe (RFC 8058): the form `List-Unsubscribe=One-Click`.
+pub const ONE_CLICK: &str = "One-Click";
+
+/// Checks an unsubscribe request: its token, and the one-click marker when one is sent (anything but
+/// [`ONE_CLICK`] is a client that means something else, refused rather than guessed at).
+pub fn check_unsubscribe(token: &str, list_unsubscribe: &str) -> Result<(), Vec<FieldViolation>> {
+    let mut violations = Violations::new();
+    if let Err(bad) = check_token(token) {
+        violations.add(bad.field, bad.description);
+    }
+    violations.check(
+        !list_unsubscribe.is_empty() && list_unsubscribe != ONE_CLICK,
+        "list_unsubscribe",
+        "must be One-Click when set (RFC 8058)",
+    );
+    violations.finish()
+}
+
 /// An address as stored and compared: trimmed, checked, lower-cased (so one mailbox is one subscription).
 pub fn subscriber_email(address: &str) -> Result<String, FieldViolation> {
     super::email(address).map(|e| e.to_lowercase()).map_err(|why| FieldViolation::new("email", why))
@@ -157,6 +175,18 @@ mod tests {
     use super::*;
 
     const MINUTE: i64 = 60 * 1_000_000;
+
+    #[test]
+    fn an_unsubscribe_takes_a_token_and_at_most_the_one_click_marker() {
+        let token = new_token();
+        assert_eq!(check_unsubscribe(&token, ""), Ok(()));
+        assert_eq!(check_unsubscribe(&token, "One-Click"), Ok(()));
+        let fields = |r: Result<(), Vec<FieldViolation>>| -> Vec<String> {
+            r.expect_err("refused").into_iter().map(|v| v.field).collect()
+        };
+        assert_eq!(fields(check_unsubscribe(&token, "one-click please")), ["list_unsubscribe"]);
+        assert_eq!(fields(check_unsubscribe("", "Yes")), ["token", "list_unsubscribe"]);
+    }
 
     #[test]
     fn an_address_is_mailed_until_it_confirms_but_not_every_moment() {

@@ -95,7 +95,7 @@ impl SupportApi {
         &self,
         req: UnsubscribeNewsletterRequest,
     ) -> Result<UnsubscribeNewsletterResponse, Error> {
-        newsletter::check_token(&req.token).map_err(Error::invalid)?;
+        newsletter::check_unsubscribe(&req.token, &req.list_unsubscribe).map_err(Error::InvalidArgument)?;
         let email = self.store.unsubscribe(&req.token, now_micros()).await?;
         Ok(UnsubscribeNewsletterResponse { email, status: SubscriptionStatus::Unsubscribed.into() })
     }
