@@ -1067,6 +1067,25 @@ async fn staff_give_roles_and_disable_accounts() {
     let enabled = p.send("POST", &format!("/v1/auth/users/{id}:enable"), Some(&admin), Some(json!({}))).await;
     assert_eq!(enabled.status, 200, "{}", enabled.json);
     assert_eq!(p.send("POST", "/v1/auth/login", None, Some(credentials)).await.status, 200, "enabled again");
+
+    // The owner was mailed each change (logged here: no SMTP server).
+    let mut told = Vec::new();
+    for _ in 0..200 {
+        let all = p.send("GET", "/v1/notifications?pageSize=100", Some(&admin), None).await.json;
+        told = all["notifications"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| n["recipient"] == email && n["eventType"] != "user.registered")
+            .filter_map(|n| n["eventType"].as_str().map(str::to_owned))
+            .collect();
+        if told.len() >= 3 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    told.sort();
+    assert_eq!(told, ["user.disabled", "user.enabled", "user.roles_changed"]);
     p.stop().await;
 }
 

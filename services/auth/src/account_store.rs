@@ -1,6 +1,7 @@
 //! The SQL of account administration: listing accounts, setting their roles, disabling and enabling them (kept
 //! beside `store.rs`, which holds accounts, refresh tokens and signing keys).
 
+use platform::events::{self, NewEvent};
 use platform::with_db;
 
 use crate::error::Error;
@@ -30,14 +31,15 @@ impl Store {
     }
 
     /// Sets user `id`'s roles to `roles` (stored form) and, when `takes_a_role_away` holds for the account as it
-    /// was, ends every session of the account, in one transaction. The account's row is
-    /// written first, so concurrent changes take turns and each sees the roles the previous one left. `None`
-    /// when there is no such account.
+    /// was, ends every session of the account, in one transaction with the event `announce` makes of the account
+    /// before and after (if any). The account's row is written first, so concurrent changes take turns and each
+    /// sees the roles the previous one left. `None` when there is no such account.
     pub async fn set_roles(
         &self,
         id: &str,
         roles: &str,
         takes_a_role_away: impl Fn(&UserRow) -> bool,
+        announce: impl Fn(&UserRow, &UserRow) -> Option<NewEvent>,
         now: i64,
     ) -> Result<Option<UserRow>, Error> {
         let select = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
@@ -60,6 +62,9 @@ impl Store {
                 sqlx::query("UPDATE users SET roles = $1 WHERE id = $2").bind(roles).bind(id).execute(&mut *tx).await?;
                 let after =
                     sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(select)).bind(id).fetch_one(&mut *tx).await?;
+                if let Some(event) = announce(&before, &after) {
+                    events::enqueue(&mut *tx, crate::NAME, &event).await?;
+                }
                 tx.commit().await?;
                 Some(after)
             }
@@ -68,29 +73,47 @@ impl Store {
     }
 
     /// Disables user `id` (at `now`; an account disabled already keeps its first time) and ends every session
-    /// of it, in one transaction; or enables it again (`now` is `None`). `None` when there is no such account.
-    pub async fn set_disabled(&self, id: &str, now: Option<i64>) -> Result<Option<UserRow>, Error> {
+    /// of it, or enables it again (`now` is `None`), in one transaction with the event `announce` makes of the
+    /// account before and after (if any). `None` when there is no such account.
+    pub async fn set_disabled(
+        &self,
+        id: &str,
+        now: Option<i64>,
+        announce: impl Fn(&UserRow, &UserRow) -> Option<NewEvent>,
+    ) -> Result<Option<UserRow>, Error> {
         let select = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
         let updated = with_db!(self.db(), pool => {
             let mut tx = pool.begin().await?;
-            let changed = sqlx::query("UPDATE users SET disable_time = CASE WHEN $1 IS NULL THEN NULL ELSE COALESCE(disable_time, $1) END WHERE id = $2")
-                .bind(now)
+            // Written first: a disable and an enable at once take turns, and each sees what the other left.
+            let locked = sqlx::query("UPDATE users SET disable_time = disable_time WHERE id = $1")
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
-            if changed.rows_affected() == 0 {
+            if locked.rows_affected() == 0 {
                 tx.rollback().await?;
                 None
             } else {
+                let before = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(select.clone()))
+                    .bind(id)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                sqlx::query("UPDATE users SET disable_time = CASE WHEN $1 IS NULL THEN NULL ELSE COALESCE(disable_time, $1) END WHERE id = $2")
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
                 if let Some(now) = now {
                     for statement in SIGN_OUT_USER {
                         sqlx::query(statement).bind(now).bind(id).execute(&mut *tx).await?;
                     }
                 }
-                let user =
+                let after =
                     sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(select)).bind(id).fetch_one(&mut *tx).await?;
+                if let Some(event) = announce(&before, &after) {
+                    events::enqueue(&mut *tx, crate::NAME, &event).await?;
+                }
                 tx.commit().await?;
-                Some(user)
+                Some(after)
             }
         });
         Ok(updated)

@@ -1,9 +1,13 @@
 //! What the auth service publishes.
 
-use api::auth::{PasswordChangeMethod, PasswordChanged, PasswordResetRequested, UserDeleted, UserRegistered};
+use api::auth::{
+    PasswordChangeMethod, PasswordChanged, PasswordResetRequested, UserDeleted, UserDisabled, UserEnabled,
+    UserRegistered, UserRolesChanged,
+};
 use platform::events::NewEvent;
 use platform::time::timestamp;
 
+use crate::domain;
 use crate::store::UserRow;
 
 /// Event type published when an account is created (payload `mercato.auth.v1.UserRegistered`).
@@ -69,4 +73,112 @@ pub fn user_deleted(user: &UserRow, now: i64) -> NewEvent {
         delete_time: Some(timestamp(now)),
     };
     NewEvent::new(USER_DELETED, user.id.clone(), &payload)
+}
+
+/// Event type published when staff changed an account's roles (payload `mercato.auth.v1.UserRolesChanged`).
+pub const USER_ROLES_CHANGED: &str = "user.roles_changed";
+
+/// Event type published when staff disabled an account (payload `mercato.auth.v1.UserDisabled`).
+pub const USER_DISABLED: &str = "user.disabled";
+
+/// Event type published when staff enabled a disabled account again (payload `mercato.auth.v1.UserEnabled`).
+pub const USER_ENABLED: &str = "user.enabled";
+
+/// The `user.roles_changed` event of an account whose roles went from `before`'s to `after`'s, changed by staff
+/// account `by` at `now`; none when they are the same roles (setting them again changes nothing).
+pub fn roles_changed(before: &UserRow, after: &UserRow, by: &str, now: i64) -> Option<NewEvent> {
+    let (previous, roles) = (domain::parse_roles(&before.roles), domain::parse_roles(&after.roles));
+    let set = |roles: &[String]| roles.iter().cloned().collect::<std::collections::BTreeSet<_>>();
+    if set(&previous) == set(&roles) {
+        return None;
+    }
+    let payload = UserRolesChanged {
+        user_id: after.id.clone(),
+        email: after.email.clone(),
+        display_name: after.display_name.clone(),
+        locale: after.locale.clone(),
+        roles,
+        previous_roles: previous,
+        changed_by: by.to_owned(),
+        change_time: Some(timestamp(now)),
+    };
+    Some(NewEvent::new(USER_ROLES_CHANGED, after.id.clone(), &payload))
+}
+
+/// The `user.disabled` or `user.enabled` event of an account that went from `before` to `after`, by staff
+/// account `by` at `now`; none when it was disabled (or enabled) already.
+pub fn disabled_or_enabled(before: &UserRow, after: &UserRow, by: &str, now: i64) -> Option<NewEvent> {
+    let user = after;
+    match (before.disable_time, after.disable_time) {
+        (None, Some(disabled_at)) => {
+            let payload = UserDisabled {
+                user_id: user.id.clone(),
+                email: user.email.clone(),
+                display_name: user.display_name.clone(),
+                locale: user.locale.clone(),
+                disabled_by: by.to_owned(),
+                disable_time: Some(timestamp(disabled_at)),
+            };
+            Some(NewEvent::new(USER_DISABLED, user.id.clone(), &payload))
+        }
+        (Some(_), None) => {
+            let payload = UserEnabled {
+                user_id: user.id.clone(),
+                email: user.email.clone(),
+                display_name: user.display_name.clone(),
+                locale: user.locale.clone(),
+                enabled_by: by.to_owned(),
+                enable_time: Some(timestamp(now)),
+            };
+            Some(NewEvent::new(USER_ENABLED, user.id.clone(), &payload))
+        }
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use prost::Message;
+
+    fn user(roles: &str, disable_time: Option<i64>) -> UserRow {
+        UserRow {
+            id: "u-1".into(),
+            email: "ann@example.com".into(),
+            password_hash: String::new(),
+            display_name: "Ann".into(),
+            roles: roles.into(),
+            locale: "de".into(),
+            create_time: 1,
+            disable_time,
+        }
+    }
+
+    #[test]
+    fn only_a_real_change_of_roles_is_announced() {
+        let event = roles_changed(&user("customer", None), &user("customer catalog", None), "u-admin", 7)
+            .expect("a role was added");
+        assert_eq!((event.event_type, event.subject.as_str()), (USER_ROLES_CHANGED, "u-1"));
+        let payload = UserRolesChanged::decode(event.payload.as_slice()).expect("payload");
+        assert_eq!(
+            (payload.roles, payload.previous_roles),
+            (vec!["customer".into(), "catalog".into()], vec!["customer".into()])
+        );
+        assert_eq!((payload.changed_by.as_str(), payload.locale.as_str()), ("u-admin", "de"));
+        assert!(
+            roles_changed(&user("customer catalog", None), &user("catalog customer", None), "u-admin", 7).is_none()
+        );
+    }
+
+    #[test]
+    fn disabling_and_enabling_are_announced_once_each() {
+        let (enabled, disabled) = (user("customer", None), user("customer", Some(5)));
+        let event = disabled_or_enabled(&enabled, &disabled, "u-admin", 9).expect("disabled");
+        assert_eq!(event.event_type, USER_DISABLED);
+        let payload = UserDisabled::decode(event.payload.as_slice()).expect("payload");
+        assert_eq!((payload.disabled_by.as_str(), payload.disable_time.map(|t| t.nanos)), ("u-admin", Some(5_000)));
+        assert_eq!(disabled_or_enabled(&disabled, &enabled, "u-admin", 9).expect("enabled").event_type, USER_ENABLED);
+        assert!(disabled_or_enabled(&disabled, &disabled, "u-admin", 9).is_none(), "disabled already");
+        assert!(disabled_or_enabled(&enabled, &enabled, "u-admin", 9).is_none(), "enabled already");
+    }
 }

@@ -6,7 +6,7 @@ mod support;
 
 use api::auth::{
     CreateApiKeyRequest, DisableUserRequest, EnableUserRequest, ExchangeApiKeyRequest, ListRevokedSessionsRequest,
-    ListUsersRequest, RefreshRequest, SetUserRolesRequest, User,
+    ListUsersRequest, RefreshRequest, SetUserRolesRequest, User, UserDisabled, UserEnabled, UserRolesChanged,
 };
 use platform::Db;
 use tonic::Code;
@@ -82,7 +82,7 @@ async fn staff_find_accounts_by_email_and_role(db: Db) {
 }
 
 async fn staff_roles_grant_their_scopes_and_taking_one_away_ends_sessions(db: Db) {
-    let running = start(db).await;
+    let running = start(db.clone()).await;
     let mut client = running.client.clone();
     let user = register(&mut client, "carl@example.com", PASSWORD, "Carl").await.expect("registers");
     let admin = admin_token(&mut client).await;
@@ -118,11 +118,26 @@ async fn staff_roles_grant_their_scopes_and_taking_one_away_ends_sessions(db: Db
     let customer = login(&mut client, "carl@example.com", PASSWORD).await.expect("signs in").access_token;
     let denied = client.set_user_roles(bearer(set_roles(&user.id, &["admin"]), &customer)).await;
     assert_eq!(denied.expect_err("not staff").code(), Code::PermissionDenied, "no one grants themselves admin");
+
+    // Each change is announced (the owner is mailed, a webhook keeps the trail); the same roles again are not.
+    client.set_user_roles(bearer(set_roles(&user.id, &["catalog"]), &admin)).await.expect("the same roles");
+    let changes: Vec<UserRolesChanged> = outbox(&db, "user.roles_changed").await;
+    let seen: Vec<(Vec<String>, Vec<String>)> =
+        changes.iter().map(|c| (c.previous_roles.clone(), c.roles.clone())).collect();
+    let roles = |names: &[&str]| names.iter().map(|r| (*r).to_owned()).collect::<Vec<_>>();
+    assert_eq!(
+        seen,
+        [
+            (roles(&["customer"]), roles(&["customer", "support"])),
+            (roles(&["customer", "support"]), roles(&["customer", "catalog"]))
+        ]
+    );
+    assert!(changes.iter().all(|c| c.changed_by == admin_id && c.email == "carl@example.com"), "{changes:?}");
     running.stop().await;
 }
 
 async fn a_disabled_account_cannot_sign_in_until_enabled(db: Db) {
-    let running = start(db).await;
+    let running = start(db.clone()).await;
     let mut client = running.client.clone();
     let user = register(&mut client, "dora@example.com", PASSWORD, "Dora").await.expect("registers");
     let admin = admin_token(&mut client).await;
@@ -148,7 +163,7 @@ async fn a_disabled_account_cannot_sign_in_until_enabled(db: Db) {
     let key_refused = client.exchange_api_key(exchange()).await.expect_err("the key stops working");
     assert_eq!(key_refused.code(), Code::Unauthenticated);
     let admin_id = verifier(&mut client).await.verify(&admin).await.expect("valid").sub;
-    let own = client.disable_user(bearer(DisableUserRequest { id: admin_id }, &admin)).await.expect_err("own");
+    let own = client.disable_user(bearer(DisableUserRequest { id: admin_id.clone() }, &admin)).await.expect_err("own");
     assert_eq!(reason(&own), "OWN_ACCOUNT");
 
     let enabled = client.enable_user(bearer(EnableUserRequest { id: user.id.clone() }, &admin)).await.expect("enables");
@@ -157,6 +172,17 @@ async fn a_disabled_account_cannot_sign_in_until_enabled(db: Db) {
     client.exchange_api_key(exchange()).await.expect("the key works again: nothing was deleted");
     let nobody = client.enable_user(bearer(EnableUserRequest { id: "0190-none".into() }, &admin)).await;
     assert_eq!(nobody.expect_err("no such account").code(), Code::NotFound);
+    client.enable_user(bearer(EnableUserRequest { id: user.id.clone() }, &admin)).await.expect("enabled already");
+
+    // The owner is told once of each: disabled twice and enabled twice announce one of each.
+    let disables: Vec<UserDisabled> = outbox(&db, "user.disabled").await;
+    let enables: Vec<UserEnabled> = outbox(&db, "user.enabled").await;
+    assert_eq!((disables.len(), enables.len()), (1, 1), "{disables:?} {enables:?}");
+    assert_eq!((disables[0].email.as_str(), disables[0].disable_time), ("dora@example.com", Some(disabled_at)));
+    assert_eq!(
+        (disables[0].disabled_by.as_str(), enables[0].enabled_by.as_str()),
+        (admin_id.as_str(), admin_id.as_str())
+    );
     running.stop().await;
 }
 

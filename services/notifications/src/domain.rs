@@ -41,6 +41,12 @@ pub const PASSWORD_RESET_REQUESTED: &str = "user.password_reset_requested";
 pub const PASSWORD_CHANGED: &str = "user.password_changed";
 /// Event type of a deleted account (its traces here are erased; the address is told).
 pub const USER_DELETED: &str = "user.deleted";
+/// Event type of an account whose roles staff changed (its owner is told).
+pub const USER_ROLES_CHANGED: &str = "user.roles_changed";
+/// Event type of an account staff disabled (its owner is told).
+pub const USER_DISABLED: &str = "user.disabled";
+/// Event type of an account staff enabled again (its owner is told).
+pub const USER_ENABLED: &str = "user.enabled";
 /// Event type this service publishes when a notification was delivered.
 pub const NOTIFICATION_SENT: &str = "notification.sent";
 /// Event type this service publishes when every attempt of a notification failed.
@@ -63,6 +69,9 @@ pub const CONSUMED: &[(&str, &str)] = &[
     (PASSWORD_RESET_REQUESTED, "mercato.auth.v1.PasswordResetRequested"),
     (PASSWORD_CHANGED, "mercato.auth.v1.PasswordChanged"),
     (USER_DELETED, "mercato.auth.v1.UserDeleted"),
+    (USER_ROLES_CHANGED, "mercato.auth.v1.UserRolesChanged"),
+    (USER_DISABLED, "mercato.auth.v1.UserDisabled"),
+    (USER_ENABLED, "mercato.auth.v1.UserEnabled"),
 ];
 
 /// Consumed event types that carry a secret meant for one mailbox (a password-reset token, a subscription's

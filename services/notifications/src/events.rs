@@ -7,7 +7,8 @@
 //! or to the address a contact form gave), `ticket.created` (to the shop's support inbox, `MERCATO_SUPPORT_EMAIL`),
 //! the newsletter's `newsletter.subscription_requested` (the confirmation token) and `newsletter.issued` (one
 //! subscriber's copy), both to the address they name, and auth's `user.password_reset_requested` (the reset token)
-//! and `user.password_changed` (the owner is told), to the account's address, and `user.deleted`, which erases
+//! and `user.password_changed`, `user.roles_changed`, `user.disabled` and `user.enabled` (the owner is told), to
+//! the account's address, and `user.deleted`, which erases
 //! the user's directory entry and the addresses and texts of their past mails, then confirms to the address. Each event
 //! becomes one email notification — PENDING, or SKIPPED with the reason when nobody can be addressed — and a
 //! webhook delivery per endpoint subscribed to its type, all in the transaction of its inbox row. Deliveries
@@ -19,7 +20,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use api::mercato::auth::v1::{
-    PasswordChangeMethod, PasswordChanged, PasswordResetRequested, UserDeleted, UserRegistered,
+    PasswordChangeMethod, PasswordChanged, PasswordResetRequested, UserDeleted, UserDisabled, UserEnabled,
+    UserRegistered, UserRolesChanged,
 };
 use api::mercato::deliveries::v1::{ShipmentDelivered, ShipmentShipped};
 use api::mercato::notifications::v1::{NotificationChannel, NotificationFailed, NotificationSent};
@@ -541,6 +543,42 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 addressee: farewell,
                 forget: Some(e.user_id),
                 facts: Facts::AccountDeleted,
+            }
+        }
+        domain::USER_ROLES_CHANGED => {
+            let e = UserRolesChanged::decode(data).map_err(bad)?;
+            let owner =
+                Recipient { user_id: e.user_id, email: e.email, display_name: e.display_name, locale: e.locale };
+            Plan {
+                register: None,
+                payment: None,
+                addressee: to_address(owner),
+                forget: None,
+                facts: Facts::RolesChanged { roles: e.roles, previous_roles: e.previous_roles },
+            }
+        }
+        domain::USER_DISABLED => {
+            let e = UserDisabled::decode(data).map_err(bad)?;
+            let owner =
+                Recipient { user_id: e.user_id, email: e.email, display_name: e.display_name, locale: e.locale };
+            Plan {
+                register: None,
+                payment: None,
+                addressee: to_address(owner),
+                forget: None,
+                facts: Facts::AccountDisabled,
+            }
+        }
+        domain::USER_ENABLED => {
+            let e = UserEnabled::decode(data).map_err(bad)?;
+            let owner =
+                Recipient { user_id: e.user_id, email: e.email, display_name: e.display_name, locale: e.locale };
+            Plan {
+                register: None,
+                payment: None,
+                addressee: to_address(owner),
+                forget: None,
+                facts: Facts::AccountEnabled,
             }
         }
         other => return Err(format!("event type {other} is not consumed here")),

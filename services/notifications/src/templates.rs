@@ -25,10 +25,12 @@ macro_rules! embedded {
 const TEMPLATES: &[(&str, &str)] = embedded!(
     "en": ["user.registered", "order.confirmed", "order.failed", "payment.failed", "refund.completed",
            "shipment.shipped", "shipment.delivered", "ticket.created", "ticket.replied", "newsletter.subscription_requested",
-           "newsletter.issued", "user.password_reset_requested", "user.password_changed", "user.deleted"],
+           "newsletter.issued", "user.password_reset_requested", "user.password_changed", "user.deleted",
+           "user.roles_changed", "user.disabled", "user.enabled"],
     "de": ["user.registered", "order.confirmed", "order.failed", "payment.failed", "refund.completed",
            "shipment.shipped", "shipment.delivered", "ticket.created", "ticket.replied", "newsletter.subscription_requested",
-           "newsletter.issued", "user.password_reset_requested", "user.password_changed", "user.deleted"],
+           "newsletter.issued", "user.password_reset_requested", "user.password_changed", "user.deleted",
+           "user.roles_changed", "user.disabled", "user.enabled"],
 );
 
 /// A rendered email.
@@ -149,6 +151,17 @@ pub enum Facts {
     },
     /// `user.deleted`: the account is gone.
     AccountDeleted,
+    /// `user.roles_changed`: staff changed the account's roles.
+    RolesChanged {
+        /// Its roles now.
+        roles: Vec<String>,
+        /// Its roles before.
+        previous_roles: Vec<String>,
+    },
+    /// `user.disabled`: staff disabled the account.
+    AccountDisabled,
+    /// `user.enabled`: staff enabled it again.
+    AccountEnabled,
     /// `user.password_changed`: the owner is told.
     PasswordChanged {
         /// Whether a reset code did it (else the signed-in owner, with the old password).
@@ -174,6 +187,9 @@ impl Facts {
             Facts::PasswordReset { .. } => domain::PASSWORD_RESET_REQUESTED,
             Facts::PasswordChanged { .. } => domain::PASSWORD_CHANGED,
             Facts::AccountDeleted => domain::USER_DELETED,
+            Facts::RolesChanged { .. } => domain::USER_ROLES_CHANGED,
+            Facts::AccountDisabled => domain::USER_DISABLED,
+            Facts::AccountEnabled => domain::USER_ENABLED,
         }
     }
 
@@ -235,7 +251,8 @@ impl Facts {
             }
             Facts::PasswordReset { token } => context! { name, token, link },
             Facts::PasswordChanged { by_reset } => context! { name, by_reset },
-            Facts::AccountDeleted => context! { name },
+            Facts::AccountDeleted | Facts::AccountDisabled | Facts::AccountEnabled => context! { name },
+            Facts::RolesChanged { roles, previous_roles } => context! { name, roles, previous_roles },
         }
     }
 }
@@ -335,6 +352,12 @@ mod tests {
             Facts::PasswordChanged { by_reset: false },
             Facts::PasswordChanged { by_reset: true },
             Facts::AccountDeleted,
+            Facts::RolesChanged {
+                roles: vec!["customer".into(), "catalog".into()],
+                previous_roles: vec!["customer".into()],
+            },
+            Facts::AccountDisabled,
+            Facts::AccountEnabled,
         ]
     }
 

@@ -4,7 +4,9 @@
 
 mod common;
 
-use api::mercato::auth::v1::{PasswordChangeMethod, PasswordChanged, PasswordResetRequested};
+use api::mercato::auth::v1::{
+    PasswordChangeMethod, PasswordChanged, PasswordResetRequested, UserDisabled, UserEnabled, UserRolesChanged,
+};
 use api::mercato::deliveries::v1::{ShipmentDelivered, ShipmentShipped};
 use api::mercato::notifications::v1::{NotificationChannel, NotificationStatus};
 use api::mercato::support::v1::{NewsletterIssued, NewsletterSubscriptionRequested, TicketCreated, TicketReplied};
@@ -264,6 +266,65 @@ async fn password_mails_go_to_the_accounts_own_address(db: Db) {
     service.stop().await;
 }
 
+async fn staff_changes_to_an_account_are_mailed_to_its_owner(db: Db) {
+    let Some(python) = smtp_python() else { return };
+    let dir = platform::testkit::TempDir::new("maildir").expect("temp dir");
+    let port = free_port();
+    let smtp = SmtpServer::start(&python, port, dir.path()).await;
+    let service = Service::start(db, mailer(port), fast_retries()).await;
+
+    let changed = UserRolesChanged {
+        user_id: "u-8".into(),
+        email: "olga@example.com".into(),
+        display_name: "Olga".into(),
+        locale: "de".into(),
+        roles: vec!["customer".into(), "catalog".into()],
+        previous_roles: vec!["customer".into(), "support".into()],
+        changed_by: "u-admin".into(),
+        change_time: None,
+    };
+    service.deliver(&envelope("user.roles_changed", "u-8", &changed)).await;
+    let disabled = UserDisabled {
+        user_id: "u-9".into(),
+        email: "pia@example.com".into(),
+        display_name: "Pia".into(),
+        locale: "en".into(),
+        disabled_by: "u-admin".into(),
+        disable_time: None,
+    };
+    service.deliver(&envelope("user.disabled", "u-9", &disabled)).await;
+    let enabled = UserEnabled {
+        user_id: "u-9".into(),
+        email: "pia@example.com".into(),
+        display_name: "Pia".into(),
+        locale: "en".into(),
+        enabled_by: "u-admin".into(),
+        enable_time: None,
+    };
+    service.deliver(&envelope("user.enabled", "u-9", &enabled)).await;
+    service
+        .wait_until("all three are sent", |all| {
+            ["user.roles_changed", "user.disabled", "user.enabled"].iter().all(|t| email_sent(all, t))
+        })
+        .await;
+    let messages = smtp.messages();
+    let roles = messages
+        .iter()
+        .find(|m| m["subject"] == "Ihre Rollen bei Mercato wurden geändert")
+        .unwrap_or_else(|| panic!("the roles, in German: {messages:#?}"));
+    assert_eq!(roles["to"], "olga@example.com");
+    let text = roles["text"].as_str().expect("text");
+    assert!(
+        text.contains("Hallo Olga,") && text.contains("jetzt: customer, catalog (vorher: customer, support)"),
+        "{text}"
+    );
+    let off = messages.iter().find(|m| m["subject"] == "Your Mercato account was disabled").expect("disabled");
+    let on = messages.iter().find(|m| m["subject"] == "Your Mercato account is enabled again").expect("enabled");
+    assert_eq!((&off["to"], &on["to"]), (&serde_json::json!("pia@example.com"), &serde_json::json!("pia@example.com")));
+    assert!(off["text"].as_str().expect("text").contains("you cannot sign in"), "{off:#?}");
+    service.stop().await;
+}
+
 async fn new_tickets_are_announced_to_the_support_inbox_if_there_is_one(db: Db) {
     let Some(python) = smtp_python() else { return };
     let dir = platform::testkit::TempDir::new("maildir").expect("temp dir");
@@ -333,6 +394,7 @@ on_both_engines!(
     an_agents_answer_reaches_a_contact_form_sender_by_mail,
     newsletter_mails_carry_the_confirmation_and_the_way_out,
     password_mails_go_to_the_accounts_own_address,
+    staff_changes_to_an_account_are_mailed_to_its_owner,
     new_tickets_are_announced_to_the_support_inbox_if_there_is_one,
     without_a_support_inbox_new_tickets_are_skipped_saying_why,
 );

@@ -5,10 +5,10 @@ use platform::auth::Claims;
 use platform::time::now_micros;
 
 use super::{Service, user_to_wire};
-use crate::domain;
 use crate::error::Error;
 use crate::staff;
 use crate::store::UserRow;
+use crate::{domain, events};
 
 impl Service {
     /// A page of the accounts matching the filters, and the next page's token.
@@ -41,7 +41,10 @@ impl Service {
         }
         let stored = domain::format_roles(&roles);
         let takes_away = |before: &UserRow| staff::takes_a_role_away(&domain::parse_roles(&before.roles), &roles);
-        let user = self.store.set_roles(id, &stored, takes_away, now_micros()).await?.ok_or(Error::UserNotFound)?;
+        let now = now_micros();
+        let announce = |before: &UserRow, after: &UserRow| events::roles_changed(before, after, &caller.sub, now);
+        let user = self.store.set_roles(id, &stored, takes_away, announce, now).await?.ok_or(Error::UserNotFound)?;
+        self.relay.wake();
         tracing::info!(user_id = %user.id, roles = %user.roles, by = %caller.sub, "roles set");
         Ok(user)
     }
@@ -57,8 +60,11 @@ impl Service {
         if disabled && id == caller.sub {
             return Err(Error::OwnAccount("an administrator cannot disable their own account"));
         }
-        let now = disabled.then(now_micros);
-        let user = self.store.set_disabled(id, now).await?.ok_or(Error::UserNotFound)?;
+        let now = now_micros();
+        let announce = |before: &UserRow, after: &UserRow| events::disabled_or_enabled(before, after, &caller.sub, now);
+        let disable_at = disabled.then_some(now);
+        let user = self.store.set_disabled(id, disable_at, announce).await?.ok_or(Error::UserNotFound)?;
+        self.relay.wake();
         let action = if disabled { "account disabled" } else { "account enabled" };
         tracing::info!(user_id = %user.id, by = %caller.sub, "{action}");
         Ok(user)

@@ -122,6 +122,20 @@ pub async fn verifier(client: &mut Client) -> TokenVerifier {
     TokenVerifier::new(Arc::new(StaticKeySource(keys)))
 }
 
+/// The payloads of the `event_type` events the service wrote to its outbox, oldest first.
+pub async fn outbox<M: prost::Message + Default>(db: &Db, event_type: &str) -> Vec<M> {
+    use base64::Engine;
+    let payloads: Vec<String> = with_db!(db, pool => {
+        sqlx::query_scalar("SELECT payload FROM outbox WHERE event_type = $1 ORDER BY create_time, id")
+            .bind(event_type)
+            .fetch_all(pool)
+            .await
+            .expect("outbox")
+    });
+    let decode = |payload: &String| base64::engine::general_purpose::STANDARD.decode(payload).expect("base64");
+    payloads.iter().map(|payload| M::decode(decode(payload).as_slice()).expect("payload")).collect()
+}
+
 pub async fn execute(db: &Db, sql: &str, value: &str) {
     with_db!(db, pool => {
         sqlx::query(sqlx::AssertSqlSafe(sql)).bind(value).execute(pool).await.expect("sql");
