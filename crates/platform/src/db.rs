@@ -333,9 +333,16 @@ pub fn is_foreign_key_violation(error: &sqlx::Error) -> bool {
     error.as_database_error().is_some_and(|e| e.is_foreign_key_violation())
 }
 
+/// The case-folded copy of `text` that a searchable column keeps beside it (`name_key` beside `name`): the
+/// lower case of every letter, as [`like_pattern`] folds the query. Folded here rather than by SQL's `LOWER`,
+/// which in SQLite folds ASCII letters only.
+pub fn case_key(text: &str) -> String {
+    text.to_lowercase()
+}
+
 /// A case-insensitive `LIKE` pattern matching `query` anywhere, with `%`, `_` and the escape character `!`
-/// escaped (use with `LOWER(column) LIKE $n ESCAPE '!'`; SQLite lowers only ASCII letters). `None` for an
-/// empty query.
+/// escaped: use with `column_key LIKE $n ESCAPE '!'` on a column kept by [`case_key`] (or `LOWER(column)` for
+/// ASCII-only text such as SKUs). `None` for an empty query.
 pub fn like_pattern(query: &str) -> Option<String> {
     if query.is_empty() {
         return None;
@@ -355,6 +362,12 @@ pub fn like_pattern(query: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn case_keys_fold_every_letter_as_patterns_do() {
+        assert_eq!(case_key("Äpfel & ÖL"), "äpfel & öl");
+        assert_eq!(like_pattern("ÄPFEL").as_deref(), Some("%äpfel%"));
+    }
 
     #[test]
     fn like_patterns_escape_wildcards() {

@@ -12,10 +12,16 @@ pub const MAX_PAGE_SIZE: i64 = 100;
 /// The page size to use for a requested `page_size`: [`DEFAULT_PAGE_SIZE`] when unset (0), at most
 /// [`MAX_PAGE_SIZE`].
 pub fn page_size(requested: i32) -> Result<i64, FieldViolation> {
+    page_size_within(requested, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+}
+
+/// [`page_size`] for a listing with a default and a maximum of its own (larger rows, or an internal poller
+/// that reads many at once): `default` when unset (0), at most `max`.
+pub fn page_size_within(requested: i32, default: i64, max: i64) -> Result<i64, FieldViolation> {
     match i64::from(requested) {
         n if n < 0 => Err(FieldViolation::new("page_size", "must not be negative")),
-        0 => Ok(DEFAULT_PAGE_SIZE),
-        n => Ok(n.min(MAX_PAGE_SIZE)),
+        0 => Ok(default),
+        n => Ok(n.min(max)),
     }
 }
 
@@ -59,6 +65,9 @@ mod tests {
         assert_eq!(page_size(7), Ok(7));
         assert_eq!(page_size(1000), Ok(MAX_PAGE_SIZE));
         assert_eq!(page_size(-1).expect_err("negative").field, "page_size");
+        assert_eq!(page_size_within(0, 50, 200), Ok(50));
+        assert_eq!(page_size_within(500, 50, 200), Ok(200));
+        assert_eq!(page_size_within(-5, 50, 200).expect_err("negative").field, "page_size");
     }
 
     #[test]

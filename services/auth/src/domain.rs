@@ -313,11 +313,7 @@ pub fn hash_opaque_token(token: &str) -> String {
 
 /// The page size of a ListRevokedSessions request: [`MAX_REVOKED_SESSIONS_PAGE`] when unset (0), at most that.
 pub fn revoked_sessions_page_size(requested: i32) -> Result<i64, FieldViolation> {
-    match i64::from(requested) {
-        n if n < 0 => Err(FieldViolation::new("page_size", "must not be negative")),
-        0 => Ok(MAX_REVOKED_SESSIONS_PAGE),
-        n => Ok(n.min(MAX_REVOKED_SESSIONS_PAGE)),
-    }
+    platform::paging::page_size_within(requested, MAX_REVOKED_SESSIONS_PAGE, MAX_REVOKED_SESSIONS_PAGE)
 }
 
 /// The page token after an ended session: its time and id (ties in time are ordered by id).

@@ -45,7 +45,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let db = Db::open(&settings, NAME).await?;
-    db.migrate(&MIGRATOR, NAME).await?;
+    prepare(&db).await?;
     events::subscribe(bus.as_ref(), store::Store::new(db.clone()));
     let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::balanced_channel(
         &settings.service_url_list("auth"),
@@ -67,7 +67,7 @@ pub async fn serve(
     bus: Arc<dyn EventBus>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    db.migrate(&MIGRATOR, NAME).await?;
+    prepare(&db).await?;
     tracing::info!(backend = db.backend(), blobs = blobs.backend(), addr = ?listener.local_addr().ok(), "catalog serving");
     let relay = Relay::new(NAME, db.clone(), bus);
     let pruner = InboxPruner::new(NAME, db.clone());
@@ -110,9 +110,20 @@ pub async fn sweep_orphan_images(db: &Db, blobs: &Blobs, written_before: i64) ->
 /// Applies the catalog's pending migrations to the configured database.
 pub async fn migrate(settings: &Settings) -> Result<(), Error> {
     let db = Db::open(settings, NAME).await?;
-    let result = db.migrate(&MIGRATOR, NAME).await;
+    let result = prepare(&db).await;
     db.close().await;
-    Ok(result?)
+    result
+}
+
+/// Applies pending migrations to `db`, then fills what a migration left for the service to compute (the
+/// case-folded keys of products stored before 0008).
+async fn prepare(db: &Db) -> Result<(), Error> {
+    db.migrate(&MIGRATOR, NAME).await?;
+    let filled = store::Store::new(db.clone()).fill_missing_case_keys().await?;
+    if filled > 0 {
+        tracing::info!(products = filled, "case-folded keys written for products stored before they existed");
+    }
+    Ok(())
 }
 
 /// Fills an empty catalog with demo products (coffee, tea, books, kitchen, games, stationery) and their
@@ -126,13 +137,13 @@ pub async fn seed_demo(settings: &Settings) -> Result<usize, Error> {
 
 /// [`seed_demo`] on an open database (migrated first).
 pub async fn seed_demo_into(db: &Db) -> Result<usize, Error> {
-    db.migrate(&MIGRATOR, NAME).await?;
+    prepare(db).await?;
     seed::insert_demo(&store::Store::new(db.clone())).await
 }
 
 /// The ids of the reservations whose stock was sold (committed): for an operator's audit, every confirmed
 /// order's id is among them.
 pub async fn committed_reservations(db: &Db) -> Result<std::collections::HashSet<String>, Error> {
-    db.migrate(&MIGRATOR, NAME).await?;
+    prepare(db).await?;
     store::Store::new(db.clone()).committed_reservations().await
 }

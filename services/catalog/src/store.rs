@@ -317,8 +317,10 @@ impl Store {
     /// Inserts a product and its empty inventory row.
     pub async fn create_product(&self, id: &str, fields: ProductFields, now: i64) -> Result<ProductRow, Error> {
         let row = ProductRow::new(id, fields, now, now);
-        let insert =
-            format!("INSERT INTO products ({PRODUCT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
+        let insert = format!(
+            "INSERT INTO products ({PRODUCT_COLUMNS}, name_key, description_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+        );
         with_db!(&self.db, pool => {
             let mut tx = pool.begin().await?;
             let result: Result<_, Error> = async {
@@ -333,6 +335,8 @@ impl Store {
                     .bind(row.active)
                     .bind(row.create_time)
                     .bind(row.update_time)
+                    .bind(platform::db::case_key(&row.name))
+                    .bind(platform::db::case_key(&row.description))
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| sku_taken(e, &row.sku))?;
@@ -350,6 +354,36 @@ impl Store {
         Ok(row)
     }
 
+    /// Writes the case-folded keys (see [`platform::db::case_key`]) of the products stored before they had them
+    /// (migration 0008), a batch per transaction; returns how many. Run at start-up, before serving: afterwards
+    /// every write keeps them.
+    pub async fn fill_missing_case_keys(&self) -> Result<usize, Error> {
+        let mut filled = 0;
+        loop {
+            let batch = with_db!(&self.db, pool => {
+                let mut tx = pool.begin().await?;
+                let rows: Vec<(String, String, String)> =
+                    sqlx::query_as("SELECT id, name, description FROM products WHERE name_key = '' LIMIT 500")
+                        .fetch_all(&mut *tx)
+                        .await?;
+                for (id, name, description) in &rows {
+                    sqlx::query("UPDATE products SET name_key = $1, description_key = $2 WHERE id = $3")
+                        .bind(platform::db::case_key(name))
+                        .bind(platform::db::case_key(description))
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                rows.len()
+            });
+            filled += batch;
+            if batch == 0 {
+                return Ok(filled);
+            }
+        }
+    }
+
     /// The product `id`, if it exists.
     pub async fn get_product(&self, id: &str) -> Result<Option<ProductRow>, Error> {
         let sql = format!("SELECT {PRODUCT_COLUMNS} FROM products WHERE id = $1");
@@ -362,7 +396,7 @@ impl Store {
     /// Products filtered and sorted as asked, after the cursor, each with the cursor of a page ending with it.
     pub async fn list_products(&self, q: &ListQuery) -> Result<Vec<(ProductRow, Cursor)>, Error> {
         let field = q.order.field;
-        let sort_text = if field == SortField::Name { "LOWER(name)" } else { "CAST(NULL AS TEXT)" };
+        let sort_text = if field == SortField::Name { "name_key" } else { "CAST(NULL AS TEXT)" };
         let mut sql = format!("SELECT {PRODUCT_COLUMNS}, {sort_text} AS sort_text FROM products WHERE 1 = 1");
         let mut args = Vec::new();
         let mut arg = |a: Arg| {
@@ -379,7 +413,7 @@ impl Store {
         if let Some(pattern) = &q.pattern {
             let n = arg(Arg::Text(pattern.clone()));
             sql.push_str(&format!(
-                " AND (LOWER(name) LIKE ${n} ESCAPE '!' OR LOWER(description) LIKE ${n} ESCAPE '!' \
+                " AND (name_key LIKE ${n} ESCAPE '!' OR description_key LIKE ${n} ESCAPE '!' \
                  OR LOWER(sku) LIKE ${n} ESCAPE '!')"
             ));
         }
@@ -434,8 +468,8 @@ impl Store {
                 let result: Result<bool, Error> = async {
                     let changed = sqlx::query(
                         "UPDATE products SET sku = $1, name = $2, description = $3, price_currency = $4, \
-                         price_amount_minor = $5, category = $6, active = $7, update_time = $8 \
-                         WHERE id = $9 AND update_time = $10",
+                         price_amount_minor = $5, category = $6, active = $7, update_time = $8, name_key = $11, \
+                         description_key = $12 WHERE id = $9 AND update_time = $10",
                     )
                     .bind(&row.sku)
                     .bind(&row.name)
@@ -447,6 +481,8 @@ impl Store {
                     .bind(row.update_time)
                     .bind(id)
                     .bind(current.update_time)
+                    .bind(platform::db::case_key(&row.name))
+                    .bind(platform::db::case_key(&row.description))
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| sku_taken(e, &row.sku))?

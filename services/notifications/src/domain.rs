@@ -472,11 +472,7 @@ pub const MAX_PAGE_SIZE: i64 = 200;
 /// The page size of a request, as every listing takes it (AIP-158): 0 means the default, more than
 /// [`MAX_PAGE_SIZE`] means [`MAX_PAGE_SIZE`], negative is refused.
 pub fn page_size(requested: i32) -> Result<i64, FieldViolation> {
-    match i64::from(requested) {
-        n if n < 0 => Err(FieldViolation::new("page_size", "must not be negative")),
-        0 => Ok(DEFAULT_PAGE_SIZE),
-        n => Ok(n.min(MAX_PAGE_SIZE)),
-    }
+    platform::paging::page_size_within(requested, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
 }
 
 /// Where a page starts: after the notification with this create time and id (newest first).

@@ -330,6 +330,18 @@ fn subscriber(email: String, locale: String) -> Addressee {
     to_address(Recipient { user_id: String::new(), display_name: email.clone(), email, locale })
 }
 
+/// The owner of an account, at the address the auth event names.
+fn account_owner(user_id: String, email: String, display_name: String, locale: String) -> Addressee {
+    to_address(Recipient { user_id, email, display_name, locale })
+}
+
+impl Plan {
+    /// One email to `addressee` telling `facts`, and nothing else.
+    fn mail(addressee: Addressee, facts: Facts) -> Self {
+        Self { register: None, payment: None, addressee, forget: None, facts }
+    }
+}
+
 /// Decodes an event's payload into what it asks for.
 fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
     let data = envelope.data.as_slice();
@@ -377,23 +389,14 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
         }
         domain::ORDER_FAILED => {
             let e = OrderFailed::decode(data).map_err(bad)?;
-            Plan {
-                register: None,
-                payment: None,
-                addressee: customer(e.customer_id),
-                forget: None,
-                facts: Facts::OrderFailed { order_id: e.order_id, reason: e.reason },
-            }
+            Plan::mail(customer(e.customer_id), Facts::OrderFailed { order_id: e.order_id, reason: e.reason })
         }
         domain::PAYMENT_FAILED => {
             let e = PaymentFailed::decode(data).map_err(bad)?;
-            Plan {
-                register: None,
-                payment: None,
-                addressee: customer(e.customer_id),
-                forget: None,
-                facts: Facts::PaymentFailed { order_id: e.order_id, amount: money(e.amount), reason: e.failure_reason },
-            }
+            Plan::mail(
+                customer(e.customer_id),
+                Facts::PaymentFailed { order_id: e.order_id, amount: money(e.amount), reason: e.failure_reason },
+            )
         }
         domain::REFUND_COMPLETED => {
             let e = RefundCompleted::decode(data).map_err(bad)?;
@@ -413,27 +416,14 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
         }
         domain::SHIPMENT_SHIPPED => {
             let e = ShipmentShipped::decode(data).map_err(bad)?;
-            Plan {
-                register: None,
-                payment: None,
-                addressee: customer(e.customer_id),
-                forget: None,
-                facts: Facts::ShipmentShipped {
-                    order_id: e.order_id,
-                    carrier: e.carrier,
-                    tracking_number: e.tracking_number,
-                },
-            }
+            Plan::mail(
+                customer(e.customer_id),
+                Facts::ShipmentShipped { order_id: e.order_id, carrier: e.carrier, tracking_number: e.tracking_number },
+            )
         }
         domain::SHIPMENT_DELIVERED => {
             let e = ShipmentDelivered::decode(data).map_err(bad)?;
-            Plan {
-                register: None,
-                payment: None,
-                addressee: customer(e.customer_id),
-                forget: None,
-                facts: Facts::ShipmentDelivered { order_id: e.order_id },
-            }
+            Plan::mail(customer(e.customer_id), Facts::ShipmentDelivered { order_id: e.order_id })
         }
         domain::TICKET_REPLIED => {
             let e = TicketReplied::decode(data).map_err(bad)?;
@@ -450,13 +440,7 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
             } else {
                 Addressee::Nobody("the ticket names neither a customer nor an email address".to_owned())
             };
-            Plan {
-                register: None,
-                payment: None,
-                addressee,
-                forget: None,
-                facts: Facts::TicketReplied { ticket_id: e.ticket_id, subject: e.subject, body: e.body },
-            }
+            Plan::mail(addressee, Facts::TicketReplied { ticket_id: e.ticket_id, subject: e.subject, body: e.body })
         }
         domain::TICKET_CREATED => {
             let e = TicketCreated::decode(data).map_err(bad)?;
@@ -466,64 +450,33 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
             } else {
                 format!("customer {}", e.customer_id)
             };
-            Plan {
-                register: None,
-                payment: None,
-                addressee: Addressee::SupportInbox,
-                forget: None,
-                facts: Facts::TicketCreated { ticket_id: e.ticket_id, subject: e.subject, from, message: e.message },
-            }
+            Plan::mail(
+                Addressee::SupportInbox,
+                Facts::TicketCreated { ticket_id: e.ticket_id, subject: e.subject, from, message: e.message },
+            )
         }
         domain::NEWSLETTER_SUBSCRIPTION_REQUESTED => {
             let e = NewsletterSubscriptionRequested::decode(data).map_err(bad)?;
-            Plan {
-                register: None,
-                payment: None,
-                addressee: subscriber(e.email, e.locale),
-                forget: None,
-                facts: Facts::NewsletterConfirmation { token: e.token },
-            }
+            Plan::mail(subscriber(e.email, e.locale), Facts::NewsletterConfirmation { token: e.token })
         }
         domain::NEWSLETTER_ISSUED => {
             let e = NewsletterIssued::decode(data).map_err(bad)?;
-            Plan {
-                register: None,
-                payment: None,
-                addressee: subscriber(e.email, e.locale),
-                forget: None,
-                facts: Facts::Newsletter { subject: e.subject, body: e.body, unsubscribe_token: e.unsubscribe_token },
-            }
+            Plan::mail(
+                subscriber(e.email, e.locale),
+                Facts::Newsletter { subject: e.subject, body: e.body, unsubscribe_token: e.unsubscribe_token },
+            )
         }
         domain::PASSWORD_RESET_REQUESTED => {
             let e = PasswordResetRequested::decode(data).map_err(bad)?;
-            Plan {
-                register: None,
-                payment: None,
-                addressee: to_address(Recipient {
-                    user_id: e.user_id,
-                    email: e.email,
-                    display_name: e.display_name,
-                    locale: e.locale,
-                }),
-                forget: None,
-                facts: Facts::PasswordReset { token: e.token },
-            }
+            Plan::mail(
+                account_owner(e.user_id, e.email, e.display_name, e.locale),
+                Facts::PasswordReset { token: e.token },
+            )
         }
         domain::PASSWORD_CHANGED => {
             let e = PasswordChanged::decode(data).map_err(bad)?;
             let by_reset = e.method() == PasswordChangeMethod::Reset;
-            Plan {
-                register: None,
-                payment: None,
-                addressee: to_address(Recipient {
-                    user_id: e.user_id,
-                    email: e.email,
-                    display_name: e.display_name,
-                    locale: e.locale,
-                }),
-                forget: None,
-                facts: Facts::PasswordChanged { by_reset },
-            }
+            Plan::mail(account_owner(e.user_id, e.email, e.display_name, e.locale), Facts::PasswordChanged { by_reset })
         }
         domain::USER_DELETED => {
             let e = UserDeleted::decode(data).map_err(bad)?;
@@ -547,39 +500,18 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
         }
         domain::USER_ROLES_CHANGED => {
             let e = UserRolesChanged::decode(data).map_err(bad)?;
-            let owner =
-                Recipient { user_id: e.user_id, email: e.email, display_name: e.display_name, locale: e.locale };
-            Plan {
-                register: None,
-                payment: None,
-                addressee: to_address(owner),
-                forget: None,
-                facts: Facts::RolesChanged { roles: e.roles, previous_roles: e.previous_roles },
-            }
+            Plan::mail(
+                account_owner(e.user_id, e.email, e.display_name, e.locale),
+                Facts::RolesChanged { roles: e.roles, previous_roles: e.previous_roles },
+            )
         }
         domain::USER_DISABLED => {
             let e = UserDisabled::decode(data).map_err(bad)?;
-            let owner =
-                Recipient { user_id: e.user_id, email: e.email, display_name: e.display_name, locale: e.locale };
-            Plan {
-                register: None,
-                payment: None,
-                addressee: to_address(owner),
-                forget: None,
-                facts: Facts::AccountDisabled,
-            }
+            Plan::mail(account_owner(e.user_id, e.email, e.display_name, e.locale), Facts::AccountDisabled)
         }
         domain::USER_ENABLED => {
             let e = UserEnabled::decode(data).map_err(bad)?;
-            let owner =
-                Recipient { user_id: e.user_id, email: e.email, display_name: e.display_name, locale: e.locale };
-            Plan {
-                register: None,
-                payment: None,
-                addressee: to_address(owner),
-                forget: None,
-                facts: Facts::AccountEnabled,
-            }
+            Plan::mail(account_owner(e.user_id, e.email, e.display_name, e.locale), Facts::AccountEnabled)
         }
         other => return Err(format!("event type {other} is not consumed here")),
     };

@@ -64,7 +64,7 @@ pub async fn serve(
     bus: Arc<dyn EventBus>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    db.migrate(&MIGRATOR, NAME).await?;
+    prepare(&db).await?;
     tracing::info!(backend = db.backend(), blobs = blobs.backend(), addr = ?listener.local_addr().ok(), "support serving");
     let relay = Relay::new(NAME, db.clone(), bus);
     let api = SupportApi::new(db.clone(), blobs.clone(), relay.handle());
@@ -102,7 +102,18 @@ pub async fn sweep_orphan_attachments(db: &Db, blobs: &Blobs, written_before: i6
 /// Applies the support service's pending migrations to the configured database.
 pub async fn migrate(settings: &Settings) -> Result<(), Error> {
     let db = Db::open(settings, NAME).await?;
-    let result = db.migrate(&MIGRATOR, NAME).await;
+    let result = prepare(&db).await;
     db.close().await;
-    Ok(result?)
+    result
+}
+
+/// Applies pending migrations to `db`, then fills what a migration left for the service to compute (the
+/// case-folded keys of FAQ entries stored before 0005).
+async fn prepare(db: &Db) -> Result<(), Error> {
+    db.migrate(&MIGRATOR, NAME).await?;
+    let filled = store::Store::new(db.clone()).fill_missing_faq_case_keys().await?;
+    if filled > 0 {
+        tracing::info!(entries = filled, "case-folded keys written for FAQ entries stored before they existed");
+    }
+    Ok(())
 }

@@ -577,6 +577,32 @@ async fn agents_write_the_faq_and_everyone_reads_what_is_published(db: Db) {
     server.stop().await;
 }
 
+/// The FAQ search finds letters beyond ASCII in any case, on SQLite too (whose LOWER folds ASCII only), also in
+/// entries stored before the service kept case-folded keys.
+async fn faq_search_folds_every_letters_case(db: Db) {
+    let server = Server::start(db.clone()).await;
+    let agent = server.agent();
+    let entry = faq_entry("Zahlen per Überweisung?", "Ja, auf unser KONTO bei der Bank.", "zahlung", 0, true);
+    let written = server.write_faq(&agent, entry).await.expect("write");
+    let search = |query: &str| ListFaqEntriesRequest { query: query.into(), ..Default::default() };
+    for query in ["überweisung", "ÜBERWEISUNG", "konto"] {
+        assert_eq!(server.faq(None, search(query)).await.expect("search").0, [written.question.clone()], "{query}");
+    }
+    // An answer changed is searched as changed.
+    let changed = faq_entry("", "Ja, auch per Lastschrift.", "", 0, true);
+    server.change_faq(&agent, &written.id, changed, &["answer"]).await.expect("change");
+    assert!(server.faq(None, search("konto")).await.expect("search").0.is_empty());
+    assert_eq!(server.faq(None, search("LASTSCHRIFT")).await.expect("search").0.len(), 1);
+
+    platform::with_db!(&db, pool => {
+        sqlx::query("UPDATE faq_entries SET question_key = '', answer_key = ''").execute(pool).await.expect("sql");
+    });
+    server.stop().await;
+    let server = Server::start(db).await;
+    assert_eq!(server.faq(None, search("überweisung")).await.expect("search").0.len(), 1, "keys filled at start");
+    server.stop().await;
+}
+
 async fn bad_faq_entries_name_their_fields_and_change_nothing(db: Db) {
     let server = Server::start(db).await;
     let agent = server.agent();
@@ -774,6 +800,7 @@ on_both_engines!(
     attachments_are_checked_and_limited,
     agents_write_the_faq_and_everyone_reads_what_is_published,
     bad_faq_entries_name_their_fields_and_change_nothing,
+    faq_search_folds_every_letters_case,
     the_newsletter_goes_only_to_addresses_that_confirmed,
     one_address_asking_many_times_at_once_is_mailed_once,
     staff_see_the_addresses_and_newsletters_and_forget_an_address,

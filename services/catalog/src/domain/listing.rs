@@ -33,7 +33,7 @@ impl SortField {
         match self {
             SortField::CreateTime => "create_time",
             SortField::Price => "price_amount_minor",
-            SortField::Name => "LOWER(name)",
+            SortField::Name => "name_key",
         }
     }
 }

@@ -77,7 +77,11 @@ impl Store {
             update_time: now,
         };
         with_db!(&self.db, pool => {
-            sqlx::query(concat!("INSERT INTO faq_entries (", faq_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $7)"))
+            sqlx::query(concat!(
+                "INSERT INTO faq_entries (",
+                faq_columns!(),
+                ", question_key, answer_key) VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8, $9)"
+            ))
                 .bind(&entry.id)
                 .bind(&entry.question)
                 .bind(&entry.answer)
@@ -85,10 +89,41 @@ impl Store {
                 .bind(entry.position)
                 .bind(entry.published)
                 .bind(now)
+                .bind(platform::db::case_key(&entry.question))
+                .bind(platform::db::case_key(&entry.answer))
                 .execute(pool)
                 .await?;
         });
         Ok(entry)
+    }
+
+    /// Writes the case-folded keys (see [`platform::db::case_key`]) of the entries stored before they had them
+    /// (migration 0005), a batch per transaction; returns how many. Run at start-up, before serving.
+    pub async fn fill_missing_faq_case_keys(&self) -> Result<usize, Error> {
+        let mut filled = 0;
+        loop {
+            let batch = with_db!(&self.db, pool => {
+                let mut tx = pool.begin().await?;
+                let rows: Vec<(String, String, String)> =
+                    sqlx::query_as("SELECT id, question, answer FROM faq_entries WHERE question_key = '' LIMIT 500")
+                        .fetch_all(&mut *tx)
+                        .await?;
+                for (id, question, answer) in &rows {
+                    sqlx::query("UPDATE faq_entries SET question_key = $1, answer_key = $2 WHERE id = $3")
+                        .bind(platform::db::case_key(question))
+                        .bind(platform::db::case_key(answer))
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+                tx.commit().await?;
+                rows.len()
+            });
+            filled += batch;
+            if batch == 0 {
+                return Ok(filled);
+            }
+        }
     }
 
     /// Entry `id`, if it exists.
@@ -123,7 +158,7 @@ impl Store {
                 let next = change(&current)?;
                 sqlx::query(
                     "UPDATE faq_entries SET question = $1, answer = $2, category = $3, position = $4, published = $5, \
-                     update_time = $6 WHERE id = $7",
+                     update_time = $6, question_key = $8, answer_key = $9 WHERE id = $7",
                 )
                 .bind(&next.question)
                 .bind(&next.answer)
@@ -132,6 +167,8 @@ impl Store {
                 .bind(next.published)
                 .bind(now)
                 .bind(id)
+                .bind(platform::db::case_key(&next.question))
+                .bind(platform::db::case_key(&next.answer))
                 .execute(&mut *tx)
                 .await?;
                 Ok(FaqEntry {
@@ -173,7 +210,7 @@ impl Store {
         }
         if let Some(pattern) = q.text.as_deref().and_then(like_pattern) {
             let p = placeholder(pattern);
-            sql.push_str(&format!(" AND (LOWER(question) LIKE {p} ESCAPE '!' OR LOWER(answer) LIKE {p} ESCAPE '!')"));
+            sql.push_str(&format!(" AND (question_key LIKE {p} ESCAPE '!' OR answer_key LIKE {p} ESCAPE '!')"));
         }
         if let Some(after) = &q.after {
             // The position is a number the service parsed from the token: written into the statement, not bound,
