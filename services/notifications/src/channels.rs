@@ -16,6 +16,8 @@ use crate::error::Error;
 /// How long one SMTP conversation may take.
 const SMTP_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// That a mail was sent by a program, not a person (RFC 3834).
+const AUTO_SUBMITTED: HeaderName = HeaderName::new_from_ascii_str("Auto-Submitted");
 /// Where a mail client's "unsubscribe" goes (RFC 2369).
 const LIST_UNSUBSCRIBE: HeaderName = HeaderName::new_from_ascii_str("List-Unsubscribe");
 /// That a POST there unsubscribes at once (RFC 8058).
@@ -24,6 +26,9 @@ const LIST_UNSUBSCRIBE_POST: HeaderName = HeaderName::new_from_ascii_str("List-U
 /// One email to send: a text and an HTML alternative, to one address.
 #[derive(Debug, Clone, Copy)]
 pub struct OutgoingEmail<'a> {
+    /// The notification's id: the mail's `Message-ID` is made of it, so every attempt at one notification
+    /// sends the same id (a retry after an answer that was lost is recognised as the same mail).
+    pub id: &'a str,
     /// The recipient's address.
     pub to: &'a str,
     /// One line.
@@ -123,7 +128,7 @@ impl Mailer {
 
     /// Sends one email with a text and an HTML alternative.
     pub async fn send(&self, email: OutgoingEmail<'_>) -> Result<Delivered, SendError> {
-        let OutgoingEmail { to, subject, text, html, list_unsubscribe } = email;
+        let OutgoingEmail { id, to, subject, text, html, list_unsubscribe } = email;
         let (transport, from) = match self {
             Mailer::Log => {
                 tracing::info!(to, subject, "email not sent (no MERCATO_SMTP_URL): logged instead");
@@ -132,7 +137,15 @@ impl Mailer {
             Mailer::Smtp { transport, from } => (transport, from),
         };
         let to: Mailbox = to.parse().map_err(|e| SendError::permanent(format!("bad recipient address {to:?}: {e}")))?;
-        let mut message = Message::builder().from(from.clone()).to(to).subject(subject);
+        // RFC 5322 wants a Message-ID (some receivers refuse mail without one), unique by the sender's domain;
+        // RFC 3834's Auto-Submitted keeps out-of-office replies away from an address nobody reads.
+        let message_id = format!("<{id}@{}>", from.email.domain());
+        let mut message = Message::builder()
+            .from(from.clone())
+            .to(to)
+            .subject(subject)
+            .message_id(Some(message_id))
+            .raw_header(HeaderValue::new(AUTO_SUBMITTED, "auto-generated".to_owned()));
         if let Some(list) = list_unsubscribe {
             // RFC 2369 wants the URL in angle brackets; RFC 8058's second header says a POST unsubscribes.
             message = message.raw_header(HeaderValue::new(LIST_UNSUBSCRIBE, format!("<{}>", list.url)));

@@ -167,6 +167,7 @@ impl Dispatcher {
                     one_click: due.list_unsubscribe_one_click != 0,
                 });
                 let email = OutgoingEmail {
+                    id: &due.id,
                     to: &due.recipient,
                     subject: &due.subject,
                     text: &due.body_text,

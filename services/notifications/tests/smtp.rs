@@ -46,6 +46,17 @@ async fn emails_carry_text_and_escaped_html(db: Db) {
 
     let messages = smtp.messages();
     assert_eq!(messages.len(), 2, "{messages:#?}");
+    // Each mail's Message-ID is its notification's (the same on every attempt), at the sender's domain.
+    let mut ids: Vec<String> = messages.iter().filter_map(|m| m["message_id"].as_str().map(str::to_owned)).collect();
+    let mut expected: Vec<String> = all
+        .iter()
+        .filter(|n| n.channel == NotificationChannel::Email as i32)
+        .map(|n| format!("<{}@mercato.test>", n.id))
+        .collect();
+    ids.sort();
+    expected.sort();
+    assert_eq!(ids, expected);
+    assert!(messages.iter().all(|m| m["auto_submitted"] == "auto-generated"), "{messages:#?}");
     let order = messages
         .iter()
         .find(|m| m["subject"] == "Ihre Bestellung o-7 ist bestätigt")
