@@ -39,6 +39,8 @@ pub struct OutgoingEmail<'a> {
     pub html: &'a str,
     /// The `List-Unsubscribe` headers of bulk mail.
     pub list_unsubscribe: Option<&'a ListUnsubscribe>,
+    /// Where answers go (`Reply-To`), when not to the sender.
+    pub reply_to: Option<&'a str>,
 }
 
 /// Why an attempt failed.
@@ -128,7 +130,7 @@ impl Mailer {
 
     /// Sends one email with a text and an HTML alternative.
     pub async fn send(&self, email: OutgoingEmail<'_>) -> Result<Delivered, SendError> {
-        let OutgoingEmail { id, to, subject, text, html, list_unsubscribe } = email;
+        let OutgoingEmail { id, to, subject, text, html, list_unsubscribe, reply_to } = email;
         let (transport, from) = match self {
             Mailer::Log => {
                 tracing::info!(to, subject, "email not sent (no MERCATO_SMTP_URL): logged instead");
@@ -146,6 +148,10 @@ impl Mailer {
             .subject(subject)
             .message_id(Some(message_id))
             .raw_header(HeaderValue::new(AUTO_SUBMITTED, "auto-generated".to_owned()));
+        // Checked when the setting was read; one that cannot be parsed only loses the pointer, not the mail.
+        if let Some(reply_to) = reply_to.and_then(|r| r.parse::<Mailbox>().ok()) {
+            message = message.reply_to(reply_to);
+        }
         if let Some(list) = list_unsubscribe {
             // RFC 2369 wants the URL in angle brackets; RFC 8058's second header says a POST unsubscribes.
             message = message.raw_header(HeaderValue::new(LIST_UNSUBSCRIBE, format!("<{}>", list.url)));

@@ -173,6 +173,13 @@ impl Dispatcher {
                     text: &due.body_text,
                     html: &due.body_html,
                     list_unsubscribe: list_unsubscribe.as_ref(),
+                    // Answers to a mail from a no-reply sender reach the shop's support inbox, if it has one;
+                    // the inbox's own announcements of new tickets need no such pointer.
+                    reply_to: self
+                        .options
+                        .support_inbox
+                        .as_deref()
+                        .filter(|_| due.event_type != domain::TICKET_CREATED),
                 };
                 self.mailer.send(email).await.map(Some)
             }

@@ -353,10 +353,16 @@ async fn new_tickets_are_announced_to_the_support_inbox_if_there_is_one(db: Db) 
         name: "Grace".into(),
     };
     service.deliver(&envelope("ticket.created", "t-9", &created)).await;
+    service.deliver(&registered("u-hal", "hal@example.com", "Hal", "en")).await;
     service.wait_until("the inbox is told", |all| email_sent(all, "ticket.created")).await;
+    service.wait_until("the customer is welcomed", |all| email_sent(all, "user.registered")).await;
     let messages = smtp.messages();
     let mail = messages.iter().find(|m| m["subject"] == "New ticket: Norway?").expect("the announcement");
     assert_eq!(mail["to"], "Help Desk <help@shop.example>");
+    assert!(mail["reply_to"].is_null(), "the inbox is not pointed at itself: {mail:#?}");
+    // A customer's answer to any mail from the no-reply sender reaches the inbox.
+    let welcome = messages.iter().find(|m| m["to"] == "hal@example.com").expect("the welcome");
+    assert_eq!(welcome["reply_to"], "Help Desk <help@shop.example>");
     let text = mail["text"].as_str().expect("text");
     assert!(text.contains("Hello Help Desk,") && text.contains("Grace <grace@example.com>"), "{text}");
     assert!(text.contains("Do you ship to Norway?") && text.contains("t-9"), "{text}");
