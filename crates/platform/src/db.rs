@@ -340,6 +340,40 @@ pub fn case_key(text: &str) -> String {
     text.to_lowercase()
 }
 
+/// Writes the [`case_key`]s of rows stored before a migration added the key columns: in `table` (whose primary
+/// key is the text column `id`), each `(column, key column)` of `columns` for the rows whose first key column is
+/// still empty, so its column must never be empty (a name, a question). A batch of rows per transaction; returns
+/// how many rows. Meant for start-up, after migrating and before serving; several replicas doing it at once write
+/// the same values.
+pub async fn fill_case_keys(db: &Db, table: &str, columns: &[(&str, &str)]) -> Result<usize, sqlx::Error> {
+    use sqlx::Row;
+    let Some((_, marker)) = columns.first() else { return Ok(0) };
+    let sources: Vec<&str> = columns.iter().map(|(column, _)| *column).collect();
+    let select = format!("SELECT id, {} FROM {table} WHERE {marker} = '' LIMIT 500", sources.join(", "));
+    let sets: Vec<String> = columns.iter().enumerate().map(|(i, (_, key))| format!("{key} = ${}", i + 1)).collect();
+    let update = format!("UPDATE {table} SET {} WHERE id = ${}", sets.join(", "), columns.len() + 1);
+    let mut filled = 0;
+    loop {
+        let batch = with_db!(db, pool => {
+            let mut tx = pool.begin().await?;
+            let rows = sqlx::query(sqlx::AssertSqlSafe(select.clone())).fetch_all(&mut *tx).await?;
+            for row in &rows {
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(update.clone()));
+                for i in 1..=columns.len() {
+                    query = query.bind(case_key(&row.try_get::<String, _>(i)?));
+                }
+                query.bind(row.try_get::<String, _>(0)?).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+            rows.len()
+        });
+        filled += batch;
+        if batch == 0 {
+            return Ok(filled);
+        }
+    }
+}
+
 /// A case-insensitive `LIKE` pattern matching `query` anywhere, with `%`, `_` and the escape character `!`
 /// escaped: use with `column_key LIKE $n ESCAPE '!'` on a column kept by [`case_key`] (or `LOWER(column)` for
 /// ASCII-only text such as SKUs). `None` for an empty query.

@@ -354,34 +354,11 @@ impl Store {
         Ok(row)
     }
 
-    /// Writes the case-folded keys (see [`platform::db::case_key`]) of the products stored before they had them
-    /// (migration 0008), a batch per transaction; returns how many. Run at start-up, before serving: afterwards
-    /// every write keeps them.
+    /// Writes the case-folded keys of the products stored before they had them (migration 0008); returns how
+    /// many. Run at start-up, before serving: afterwards every write keeps them.
     pub async fn fill_missing_case_keys(&self) -> Result<usize, Error> {
-        let mut filled = 0;
-        loop {
-            let batch = with_db!(&self.db, pool => {
-                let mut tx = pool.begin().await?;
-                let rows: Vec<(String, String, String)> =
-                    sqlx::query_as("SELECT id, name, description FROM products WHERE name_key = '' LIMIT 500")
-                        .fetch_all(&mut *tx)
-                        .await?;
-                for (id, name, description) in &rows {
-                    sqlx::query("UPDATE products SET name_key = $1, description_key = $2 WHERE id = $3")
-                        .bind(platform::db::case_key(name))
-                        .bind(platform::db::case_key(description))
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
-                rows.len()
-            });
-            filled += batch;
-            if batch == 0 {
-                return Ok(filled);
-            }
-        }
+        let keys = [("name", "name_key"), ("description", "description_key")];
+        Ok(platform::db::fill_case_keys(&self.db, "products", &keys).await?)
     }
 
     /// The product `id`, if it exists.

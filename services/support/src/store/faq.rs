@@ -97,33 +97,11 @@ impl Store {
         Ok(entry)
     }
 
-    /// Writes the case-folded keys (see [`platform::db::case_key`]) of the entries stored before they had them
-    /// (migration 0005), a batch per transaction; returns how many. Run at start-up, before serving.
+    /// Writes the case-folded keys of the entries stored before they had them (migration 0005); returns how
+    /// many. Run at start-up, before serving.
     pub async fn fill_missing_faq_case_keys(&self) -> Result<usize, Error> {
-        let mut filled = 0;
-        loop {
-            let batch = with_db!(&self.db, pool => {
-                let mut tx = pool.begin().await?;
-                let rows: Vec<(String, String, String)> =
-                    sqlx::query_as("SELECT id, question, answer FROM faq_entries WHERE question_key = '' LIMIT 500")
-                        .fetch_all(&mut *tx)
-                        .await?;
-                for (id, question, answer) in &rows {
-                    sqlx::query("UPDATE faq_entries SET question_key = $1, answer_key = $2 WHERE id = $3")
-                        .bind(platform::db::case_key(question))
-                        .bind(platform::db::case_key(answer))
-                        .bind(id)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                tx.commit().await?;
-                rows.len()
-            });
-            filled += batch;
-            if batch == 0 {
-                return Ok(filled);
-            }
-        }
+        let keys = [("question", "question_key"), ("answer", "answer_key")];
+        Ok(platform::db::fill_case_keys(&self.db, "faq_entries", &keys).await?)
     }
 
     /// Entry `id`, if it exists.
