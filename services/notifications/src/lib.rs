@@ -110,6 +110,7 @@ pub async fn serve(
     let relay_task = tokio::spawn(relay.run(background.clone()));
     let dispatch_task = tokio::spawn(dispatcher.run(background.clone()));
     let pruner_task = tokio::spawn(pruner.run(background.clone()));
+    let retention_task = tokio::spawn(forget_old_notifications(store.clone(), background.clone()));
     let routes = tonic::service::Routes::new(NotificationServiceServer::new(NotificationsApi::new(store)))
         .add_service(DeadLetterServiceServer::new(DeadLettersApi::new(bus_for_admin)));
     let service = GrpcService {
@@ -121,8 +122,23 @@ pub async fn serve(
     };
     let served = platform::grpc::serve(service, listener, verifier, shutdown).await;
     background.cancel();
-    let _ = tokio::join!(relay_task, dispatch_task, pruner_task);
+    let _ = tokio::join!(relay_task, dispatch_task, pruner_task, retention_task);
     Ok(served?)
+}
+
+/// Deletes the notifications past their retention ([`domain::DELIVERY_LOG_RETENTION_MICROS`]) when the service
+/// starts and hourly after, until `shutdown` is cancelled. A failure is logged and tried again at the next hour.
+async fn forget_old_notifications(store: store::Store, shutdown: CancellationToken) {
+    const EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+    platform::shutdown::every(EVERY, &shutdown, || async {
+        let before = platform::time::now_micros().saturating_sub(domain::DELIVERY_LOG_RETENTION_MICROS);
+        match store.delete_finished_before(before).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "deleted notifications older than 90 days"),
+            Err(error) => tracing::warn!(%error, "deleting old notifications failed"),
+        }
+    })
+    .await;
 }
 
 /// Applies the service's pending migrations to the configured database.

@@ -249,7 +249,40 @@ macro_rules! on_both_engines {
     };
 }
 
+async fn the_log_forgets_what_is_done_with_after_90_days(db: Db) {
+    let service = Service::start(db.clone(), Mailer::Log, fast_retries()).await;
+    for (user, email) in [("u-old", "old@example.com"), ("u-new", "new@example.com"), ("u-due", "due@example.com")] {
+        service.deliver(&registered(user, email, "Someone", "en")).await;
+    }
+    let logged = |n: &Notification| n.status == NotificationStatus::Logged as i32;
+    service.wait_until("all logged", |all| all.len() == 3 && all.iter().all(logged)).await;
+    let day: i64 = 24 * 3600 * 1_000_000;
+    let now = platform::time::now_micros();
+    // Two made 91 days ago, one of them still PENDING (a retry scheduled far ahead).
+    platform::with_db!(&db, pool => {
+        sqlx::query("UPDATE notifications SET create_time = $1 WHERE user_id IN ('u-old', 'u-due')")
+            .bind(now - 91 * day)
+            .execute(pool)
+            .await
+            .expect("sql");
+        sqlx::query("UPDATE notifications SET status = 'PENDING', next_attempt_time = $1 WHERE user_id = 'u-due'")
+            .bind(now + 365 * day)
+            .execute(pool)
+            .await
+            .expect("sql");
+    });
+    let store = notifications::store::Store::new(db.clone());
+    let before = now - notifications::domain::DELIVERY_LOG_RETENTION_MICROS;
+    assert_eq!(store.delete_finished_before(before).await.expect("deletes"), 1);
+    let left: Vec<String> = service.all().await.into_iter().map(|n| n.user_id).collect();
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.contains(&"u-new".to_owned()) && left.contains(&"u-due".to_owned()), "{left:?}");
+    assert_eq!(store.delete_finished_before(before).await.expect("again"), 0);
+    service.stop().await;
+}
+
 on_both_engines!(
+    the_log_forgets_what_is_done_with_after_90_days,
     a_deleted_account_is_erased_and_told_once,
     confirmed_orders_email_the_user_once_in_their_locale,
     customers_see_only_their_own_and_admins_all,
