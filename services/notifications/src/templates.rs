@@ -430,6 +430,20 @@ mod tests {
     }
 
     #[test]
+    fn roles_are_named_in_the_users_language() {
+        let templates = Templates::load().expect("templates load");
+        let facts = Facts::RolesChanged {
+            roles: vec!["customer".into(), "fulfilment".into(), "auditor".into()],
+            previous_roles: vec!["customer".into()],
+        };
+        let de = templates.render(&facts, "Ada", "de").expect("renders");
+        assert!(de.text.contains("jetzt: Kunde, Versand, auditor (vorher: Kunde)"), "{}", de.text);
+        assert!(de.html.contains("Kunde, Versand, auditor"), "{}", de.html);
+        let en = templates.render(&facts, "Ada", "en").expect("renders");
+        assert!(en.text.contains("now has: customer, fulfilment, auditor (before: customer)"), "{}", en.text);
+    }
+
+    #[test]
     fn html_escapes_values_and_text_keeps_them() {
         let templates = Templates::load().expect("templates load");
         let email = templates.render(&Facts::Welcome, "<script>alert(1)</script>", "en").expect("renders");

@@ -326,7 +326,7 @@ async fn staff_changes_to_an_account_are_mailed_to_its_owner(db: Db) {
     assert_eq!(roles["to"], "olga@example.com");
     let text = roles["text"].as_str().expect("text");
     assert!(
-        text.contains("Hallo Olga,") && text.contains("jetzt: customer, catalog (vorher: customer, support)"),
+        text.contains("Hallo Olga,") && text.contains("jetzt: Kunde, Katalog (vorher: Kunde, Kundendienst)"),
         "{text}"
     );
     let off = messages.iter().find(|m| m["subject"] == "Your Mercato account was disabled").expect("disabled");
