@@ -88,6 +88,10 @@ pub struct Settings {
     /// kept without a trailing `/`): newsletters name its one-click unsubscribe route in their
     /// `List-Unsubscribe` header (RFC 8058); none when unset.
     pub public_api_url: Option<String>,
+    /// How long notifications' delivery log keeps a notification that is done with
+    /// (`MERCATO_NOTIFICATION_RETENTION_DAYS`, default 90 days); `None` (`0`): for ever, for a shop that must keep
+    /// its business letters (order confirmations) for years.
+    pub notification_retention: Option<Duration>,
     /// Origins allowed by CORS (`MERCATO_CORS_ORIGINS`, comma-separated).
     pub cors_origins: Vec<String>,
     /// Client secrets of the services for the client-credentials grant (`MERCATO_<SERVICE>_CLIENT_SECRET`).
@@ -371,6 +375,8 @@ Settings (environment variables):
   MERCATO_STOREFRONT_URL         the shop's web front, linked from mails carrying a token [default: none]
   MERCATO_PUBLIC_API_URL         the gateway as mail recipients reach it, for one-click unsubscribes
                                  [default: none]
+  MERCATO_NOTIFICATION_RETENTION_DAYS
+                                 days the delivery log keeps a sent notification, 0 for ever [default: 90]
   MERCATO_CORS_ORIGINS           comma-separated allowed origins [default: none]
   MERCATO_RATE_LIMITS            gateway budgets per API key, user or client IP, comma-separated
                                  <route>=<count>/<s|min|h>[:<burst>], or off
@@ -531,6 +537,19 @@ impl Settings {
         let storefront_url = base_url_of("MERCATO_STOREFRONT_URL", "https://shop.example.com");
         let public_api_url = base_url_of("MERCATO_PUBLIC_API_URL", "https://api.shop.example.com");
 
+        let notification_retention = match vars.get("MERCATO_NOTIFICATION_RETENTION_DAYS").map(|v| v.trim()) {
+            None => Some(Duration::from_secs(DEFAULT_NOTIFICATION_RETENTION_DAYS * 24 * 3600)),
+            Some(raw) => match raw.parse::<u64>() {
+                Ok(0) => None,
+                Ok(days) if days <= 36_500 => Some(Duration::from_secs(days * 24 * 3600)),
+                _ => {
+                    let problem = format!("{raw:?} is not a number of days from 0 (for ever) to 36500, e.g. 90");
+                    fail("MERCATO_NOTIFICATION_RETENTION_DAYS", problem);
+                    None
+                }
+            },
+        };
+
         let cors_origins: Vec<String> = vars
             .get("MERCATO_CORS_ORIGINS")
             .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
@@ -620,6 +639,7 @@ impl Settings {
                 support_email,
                 storefront_url,
                 public_api_url,
+                notification_retention,
                 cors_origins,
                 service_secrets,
                 admin_email,
@@ -650,6 +670,10 @@ impl Settings {
 
 /// The sender of outgoing mail when `MERCATO_MAIL_FROM` is unset.
 pub const DEFAULT_MAIL_FROM: &str = "Mercato <no-reply@mercato.localhost>";
+
+/// How many days notifications' delivery log keeps a notification that is done with, unless
+/// `MERCATO_NOTIFICATION_RETENTION_DAYS` says otherwise.
+pub const DEFAULT_NOTIFICATION_RETENTION_DAYS: u64 = 90;
 
 /// An S3 bucket name as AWS allows it: 3 to 63 lower-case letters, digits, dots and hyphens, starting and
 /// ending with a letter or digit.
@@ -810,6 +834,18 @@ mod tests {
         ] {
             let err = Settings::from_vars(vars(&[("MERCATO_STOREFRONT_URL", bad)])).expect_err(bad);
             assert_eq!(err.0[0].variable, "MERCATO_STOREFRONT_URL", "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn the_delivery_log_keeps_90_days_unless_told_otherwise() {
+        let days = |n: u64| Some(Duration::from_secs(n * 24 * 3600));
+        assert_eq!(Settings::from_vars(vars(&[])).expect("defaults").notification_retention, days(90));
+        let set = |raw: &str| Settings::from_vars(vars(&[("MERCATO_NOTIFICATION_RETENTION_DAYS", raw)]));
+        assert_eq!(set("2190").expect("six years").notification_retention, days(2190));
+        assert_eq!(set("0").expect("for ever").notification_retention, None);
+        for bad in ["-1", "ninety", "40000"] {
+            assert_eq!(set(bad).expect_err(bad).0[0].variable, "MERCATO_NOTIFICATION_RETENTION_DAYS");
         }
     }
 

@@ -462,12 +462,7 @@ impl Channel {
 }
 
 // ---------------------------------------------------------------------------------------------------------
-// The delivery log's pages and how long it keeps what it holds.
-
-/// How long the delivery log keeps a notification that is done with (sent, logged, skipped or failed), in
-/// microseconds after it was made (90 days): long enough to answer "did the customer get the mail?", and no
-/// longer, since each holds a customer's address and the mail's text. PENDING ones stay until they end.
-pub const DELIVERY_LOG_RETENTION_MICROS: i64 = 90 * 24 * 3600 * 1_000_000;
+// The delivery log's pages.
 
 /// Page size when the request names none.
 pub const DEFAULT_PAGE_SIZE: i64 = 50;

@@ -26,6 +26,7 @@ pub mod store;
 pub mod templates;
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use api::mercato::notifications::v1::dead_letter_service_server::DeadLetterServiceServer;
 use api::mercato::notifications::v1::notification_service_server::NotificationServiceServer;
@@ -70,6 +71,7 @@ pub async fn run(
         support_inbox: settings.support_email.clone(),
         storefront_url: settings.storefront_url.clone(),
         public_api_url: settings.public_api_url.clone(),
+        retention: settings.notification_retention,
         ..DispatchOptions::default()
     };
     let result = serve(listener, db.clone(), verifier, bus, mailer, options, shutdown).await;
@@ -105,12 +107,13 @@ pub async fn serve(
     let bus_for_admin = bus.clone();
     let pruner = InboxPruner::new(NAME, db.clone());
     let relay = Relay::new(NAME, db, bus);
+    let retention = options.retention;
     let dispatcher = dispatch::Dispatcher::new(store.clone(), mailer, webhooks, options, wake, relay.handle());
     let background = shutdown.child_token();
     let relay_task = tokio::spawn(relay.run(background.clone()));
     let dispatch_task = tokio::spawn(dispatcher.run(background.clone()));
     let pruner_task = tokio::spawn(pruner.run(background.clone()));
-    let retention_task = tokio::spawn(forget_old_notifications(store.clone(), background.clone()));
+    let retention_task = tokio::spawn(forget_old_notifications(store.clone(), retention, background.clone()));
     let routes = tonic::service::Routes::new(NotificationServiceServer::new(NotificationsApi::new(store)))
         .add_service(DeadLetterServiceServer::new(DeadLettersApi::new(bus_for_admin)));
     let service = GrpcService {
@@ -126,15 +129,20 @@ pub async fn serve(
     Ok(served?)
 }
 
-/// Deletes the notifications past their retention ([`domain::DELIVERY_LOG_RETENTION_MICROS`]) when the service
-/// starts and hourly after, until `shutdown` is cancelled. A failure is logged and tried again at the next hour.
-async fn forget_old_notifications(store: store::Store, shutdown: CancellationToken) {
-    const EVERY: std::time::Duration = std::time::Duration::from_secs(3600);
+/// Deletes the notifications done with that were made longer than `retention` ago (`None`: none) when the
+/// service starts and hourly after, until `shutdown` is cancelled. A failure is logged and tried again at the next
+/// hour.
+async fn forget_old_notifications(store: store::Store, retention: Option<Duration>, shutdown: CancellationToken) {
+    const EVERY: Duration = Duration::from_secs(3600);
+    let Some(retention) = retention else { return };
+    let retention_micros = i64::try_from(retention.as_micros()).unwrap_or(i64::MAX);
     platform::shutdown::every(EVERY, &shutdown, || async {
-        let before = platform::time::now_micros().saturating_sub(domain::DELIVERY_LOG_RETENTION_MICROS);
+        let before = platform::time::now_micros().saturating_sub(retention_micros);
         match store.delete_finished_before(before).await {
             Ok(0) => {}
-            Ok(deleted) => tracing::info!(deleted, "deleted notifications older than 90 days"),
+            Ok(deleted) => {
+                tracing::info!(deleted, retention_days = retention.as_secs() / 86_400, "deleted old notifications")
+            }
             Err(error) => tracing::warn!(%error, "deleting old notifications failed"),
         }
     })

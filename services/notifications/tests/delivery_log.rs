@@ -272,7 +272,7 @@ async fn the_log_forgets_what_is_done_with_after_90_days(db: Db) {
             .expect("sql");
     });
     let store = notifications::store::Store::new(db.clone());
-    let before = now - notifications::domain::DELIVERY_LOG_RETENTION_MICROS;
+    let before = now - 90 * day;
     assert_eq!(store.delete_finished_before(before).await.expect("deletes"), 1);
     let left: Vec<String> = service.all().await.into_iter().map(|n| n.user_id).collect();
     assert_eq!(left.len(), 2, "{left:?}");

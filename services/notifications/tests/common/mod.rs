@@ -35,6 +35,7 @@ pub fn fast_retries() -> DispatchOptions {
         support_inbox: None,
         storefront_url: None,
         public_api_url: None,
+        retention: None,
     }
 }
 
