@@ -340,6 +340,23 @@ pub fn case_key(text: &str) -> String {
     text.to_lowercase()
 }
 
+/// Runs `delete`, a DELETE of at most `$2` rows older than `$1` (`DELETE FROM t WHERE id IN (SELECT id FROM t
+/// WHERE time < $1 LIMIT $2)`), with `batch` rows a statement until one deletes fewer; returns how many rows in
+/// all. Short statements keep locks and the write-ahead log small while a large backlog goes; replicas doing it
+/// at once delete each row once.
+pub async fn delete_in_batches(db: &Db, delete: &'static str, before: i64, batch: i64) -> Result<u64, sqlx::Error> {
+    let mut deleted = 0;
+    loop {
+        let rows = with_db!(db, pool => {
+            sqlx::query(delete).bind(before).bind(batch).execute(pool).await?.rows_affected()
+        });
+        deleted += rows;
+        if rows < u64::try_from(batch).unwrap_or(0) {
+            return Ok(deleted);
+        }
+    }
+}
+
 /// Writes the [`case_key`]s of rows stored before a migration added the key columns: in `table` (whose primary
 /// key is the text column `id`), each `(column, key column)` of `columns` for the rows whose first key column is
 /// still empty, so its column must never be empty (a name, a question). A batch of rows per transaction; returns

@@ -291,25 +291,9 @@ impl Store {
     /// Deletes the refresh tokens that expired before `before`, a thousand per statement so that none holds many
     /// locks or runs long; returns how many.
     pub async fn delete_expired_refresh_tokens(&self, before: i64) -> Result<u64, Error> {
-        const BATCH: i64 = 1000;
-        let mut deleted = 0;
-        loop {
-            let batch = with_db!(&self.db, pool => {
-                sqlx::query(
-                    "DELETE FROM refresh_tokens WHERE id IN \
-                     (SELECT id FROM refresh_tokens WHERE expires_at < $1 LIMIT $2)",
-                )
-                .bind(before)
-                .bind(BATCH)
-                .execute(pool)
-                .await?
-                .rows_affected()
-            });
-            deleted += batch;
-            if batch < BATCH as u64 {
-                return Ok(deleted);
-            }
-        }
+        const DELETE: &str =
+            "DELETE FROM refresh_tokens WHERE id IN (SELECT id FROM refresh_tokens WHERE expires_at < $1 LIMIT $2)";
+        Ok(platform::db::delete_in_batches(&self.db, DELETE, before, 1000).await?)
     }
 
     /// Revokes every token of the family of the token hashed as `presented`, and lists the session as ended so its

@@ -486,25 +486,9 @@ impl Store {
     /// Deletes the notifications made before `before` that are done with (not PENDING), a batch per statement;
     /// returns how many. Several replicas doing it at once delete each row once.
     pub async fn delete_finished_before(&self, before: i64) -> Result<u64, Error> {
-        const BATCH: i64 = 1000;
-        let mut deleted = 0;
-        loop {
-            let batch = with_db!(&self.db, pool => {
-                sqlx::query(
-                    "DELETE FROM notifications WHERE id IN (SELECT id FROM notifications \
-                     WHERE create_time < $1 AND status <> 'PENDING' LIMIT $2)",
-                )
-                .bind(before)
-                .bind(BATCH)
-                .execute(pool)
-                .await?
-                .rows_affected()
-            });
-            deleted += batch;
-            if batch < BATCH as u64 {
-                return Ok(deleted);
-            }
-        }
+        const DELETE: &str = "DELETE FROM notifications WHERE id IN (SELECT id FROM notifications \
+                              WHERE create_time < $1 AND status <> 'PENDING' LIMIT $2)";
+        Ok(platform::db::delete_in_batches(&self.db, DELETE, before, 1000).await?)
     }
 
     /// When the earliest PENDING notification is due, if any.

@@ -5,7 +5,6 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 use crate::db::Db;
-use crate::with_db;
 
 /// Records that `consumer` handles `event_id`, through `executor` (the transaction of the effect). Returns
 /// `false` when it was handled before: the caller then skips the effect and commits nothing new.
@@ -122,25 +121,11 @@ impl InboxPruner {
     pub async fn prune(&self) -> Result<u64, sqlx::Error> {
         let retention = i64::try_from(self.retention.as_micros()).unwrap_or(i64::MAX);
         let before = crate::time::now_micros().saturating_sub(retention);
-        let mut pruned = 0;
-        loop {
-            // By row value: a plain `IN` of one column cannot name a two-column key, and both engines take it.
-            let deleted = with_db!(&self.db, pool => {
-                sqlx::query(
-                    "DELETE FROM inbox WHERE (consumer, event_id) IN \
-                     (SELECT consumer, event_id FROM inbox WHERE handle_time < $1 LIMIT $2)",
-                )
-                .bind(before)
-                .bind(PRUNE_BATCH)
-                .execute(pool)
-                .await?
-                .rows_affected()
-            });
-            metrics::counter!("mercato_inbox_pruned_total", "service" => self.service).increment(deleted);
-            pruned += deleted;
-            if deleted < PRUNE_BATCH as u64 {
-                return Ok(pruned);
-            }
-        }
+        // By row value: a plain `IN` of one column cannot name a two-column key, and both engines take it.
+        const DELETE: &str = "DELETE FROM inbox WHERE (consumer, event_id) IN \
+                              (SELECT consumer, event_id FROM inbox WHERE handle_time < $1 LIMIT $2)";
+        let pruned = crate::db::delete_in_batches(&self.db, DELETE, before, PRUNE_BATCH).await?;
+        metrics::counter!("mercato_inbox_pruned_total", "service" => self.service).increment(pruned);
+        Ok(pruned)
     }
 }
