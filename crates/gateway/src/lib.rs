@@ -711,10 +711,10 @@ async fn read_body(
         return Ok((bytes, false));
     }
     let content_type = headers.get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("application/json");
-    let media_type = content_type.split(';').next().unwrap_or_default().trim().to_ascii_lowercase();
-    match media_type.as_str() {
-        "application/json" => Ok((bytes, false)),
-        FORM if accepts_form => Ok((bytes, true)),
+    let media_type = content_type.split(';').next().unwrap_or_default().trim();
+    match media_type {
+        json if json.eq_ignore_ascii_case("application/json") => Ok((bytes, false)),
+        form if accepts_form && form.eq_ignore_ascii_case(FORM) => Ok((bytes, true)),
         _ => Err(ApiError::http(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Code::InvalidArgument,

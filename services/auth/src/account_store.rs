@@ -42,31 +42,32 @@ impl Store {
         announce: impl Fn(&UserRow, &UserRow) -> Option<NewEvent>,
         now: i64,
     ) -> Result<Option<UserRow>, Error> {
-        let select = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        let lock = format!("UPDATE users SET roles = roles WHERE id = $1 RETURNING {USER_COLUMNS}");
+        let write = format!("UPDATE users SET roles = $1 WHERE id = $2 RETURNING {USER_COLUMNS}");
         let updated = with_db!(self.db(), pool => {
             let mut tx = pool.begin().await?;
-            let locked = sqlx::query("UPDATE users SET roles = roles WHERE id = $1").bind(id).execute(&mut *tx).await?;
-            if locked.rows_affected() == 0 {
-                tx.rollback().await?;
-                None
-            } else {
-                let before = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(select.clone()))
-                    .bind(id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                if takes_a_role_away(&before) {
-                    for statement in SIGN_OUT_USER {
-                        sqlx::query(statement).bind(now).bind(id).execute(&mut *tx).await?;
+            match sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(lock)).bind(id).fetch_optional(&mut *tx).await? {
+                None => {
+                    tx.rollback().await?;
+                    None
+                }
+                Some(before) => {
+                    if takes_a_role_away(&before) {
+                        for statement in SIGN_OUT_USER {
+                            sqlx::query(statement).bind(now).bind(id).execute(&mut *tx).await?;
+                        }
                     }
+                    let after = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(write))
+                        .bind(roles)
+                        .bind(id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if let Some(event) = announce(&before, &after) {
+                        events::enqueue(&mut *tx, crate::NAME, &event).await?;
+                    }
+                    tx.commit().await?;
+                    Some(after)
                 }
-                sqlx::query("UPDATE users SET roles = $1 WHERE id = $2").bind(roles).bind(id).execute(&mut *tx).await?;
-                let after =
-                    sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(select)).bind(id).fetch_one(&mut *tx).await?;
-                if let Some(event) = announce(&before, &after) {
-                    events::enqueue(&mut *tx, crate::NAME, &event).await?;
-                }
-                tx.commit().await?;
-                Some(after)
             }
         });
         Ok(updated)
@@ -74,46 +75,43 @@ impl Store {
 
     /// Disables user `id` (at `now`; an account disabled already keeps its first time) and ends every session
     /// of it, or enables it again (`now` is `None`), in one transaction with the event `announce` makes of the
-    /// account before and after (if any). `None` when there is no such account.
+    /// account before and after (if any). The row is written first, so a disable and an enable at once take turns
+    /// and each sees what the other left. `None` when there is no such account.
     pub async fn set_disabled(
         &self,
         id: &str,
         now: Option<i64>,
         announce: impl Fn(&UserRow, &UserRow) -> Option<NewEvent>,
     ) -> Result<Option<UserRow>, Error> {
-        let select = format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1");
+        let lock = format!("UPDATE users SET disable_time = disable_time WHERE id = $1 RETURNING {USER_COLUMNS}");
+        let write = format!(
+            "UPDATE users SET disable_time = CASE WHEN $1 IS NULL THEN NULL ELSE COALESCE(disable_time, $1) END \
+             WHERE id = $2 RETURNING {USER_COLUMNS}"
+        );
         let updated = with_db!(self.db(), pool => {
             let mut tx = pool.begin().await?;
-            // Written first: a disable and an enable at once take turns, and each sees what the other left.
-            let locked = sqlx::query("UPDATE users SET disable_time = disable_time WHERE id = $1")
-                .bind(id)
-                .execute(&mut *tx)
-                .await?;
-            if locked.rows_affected() == 0 {
-                tx.rollback().await?;
-                None
-            } else {
-                let before = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(select.clone()))
-                    .bind(id)
-                    .fetch_one(&mut *tx)
-                    .await?;
-                sqlx::query("UPDATE users SET disable_time = CASE WHEN $1 IS NULL THEN NULL ELSE COALESCE(disable_time, $1) END WHERE id = $2")
-                    .bind(now)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                if let Some(now) = now {
-                    for statement in SIGN_OUT_USER {
-                        sqlx::query(statement).bind(now).bind(id).execute(&mut *tx).await?;
+            match sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(lock)).bind(id).fetch_optional(&mut *tx).await? {
+                None => {
+                    tx.rollback().await?;
+                    None
+                }
+                Some(before) => {
+                    let after = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(write))
+                        .bind(now)
+                        .bind(id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                    if let Some(now) = now {
+                        for statement in SIGN_OUT_USER {
+                            sqlx::query(statement).bind(now).bind(id).execute(&mut *tx).await?;
+                        }
                     }
+                    if let Some(event) = announce(&before, &after) {
+                        events::enqueue(&mut *tx, crate::NAME, &event).await?;
+                    }
+                    tx.commit().await?;
+                    Some(after)
                 }
-                let after =
-                    sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(select)).bind(id).fetch_one(&mut *tx).await?;
-                if let Some(event) = announce(&before, &after) {
-                    events::enqueue(&mut *tx, crate::NAME, &event).await?;
-                }
-                tx.commit().await?;
-                Some(after)
             }
         });
         Ok(updated)
