@@ -12,6 +12,7 @@
 //!    each commit); the consumer applies each in an inbox transaction. Reports end-to-end events/s and the
 //!    p50/p99/max lag from the commit (`create_time`) to the consumer's commit.
 
+use platform::db::BeginWrite;
 use std::error::Error;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -42,7 +43,7 @@ fn consumer(db: Db, applied: Arc<Applied>) -> events::Handler {
         Box::pin(async move {
             let first: std::result::Result<bool, sqlx::Error> = with_db!(&db, pool => {
                 async {
-                    let mut tx = pool.begin().await?;
+                    let mut tx = pool.begin_write().await?;
                     let first = events::first_delivery(&mut *tx, "bench", &envelope.id).await?;
                     tx.commit().await?;
                     Ok(first)
@@ -64,7 +65,7 @@ fn consumer(db: Db, applied: Arc<Applied>) -> events::Handler {
 async fn write(db: &Db, n: usize) -> Result<()> {
     let event = NewEvent { event_type: "bench.happened", subject: format!("s{}", n % 16), payload: vec![0u8; 64] };
     with_db!(db, pool => {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         events::enqueue(&mut *tx, "bench", &event).await?;
         tx.commit().await?;
     });

@@ -19,6 +19,7 @@
 //!    each commit; lag of every event from its outbox insert (`create_time`) to the consumer's inbox commit,
 //!    p50/p99/max.
 
+use platform::db::BeginWrite;
 use std::error::Error;
 use std::str::FromStr;
 use std::sync::{Arc, Mutex};
@@ -60,7 +61,7 @@ fn consumer(db: Db, applied: Arc<Applied>) -> events::Handler {
         Box::pin(async move {
             let first: std::result::Result<bool, sqlx::Error> = with_db!(&db, pool => {
                 async {
-                    let mut tx = pool.begin().await?;
+                    let mut tx = pool.begin_write().await?;
                     let first = events::first_delivery(&mut *tx, "bench", &envelope.id).await?;
                     tx.commit().await?;
                     Ok(first)
@@ -86,7 +87,7 @@ fn event(n: usize) -> NewEvent {
 /// Writes `n` events in one transaction (a backlog).
 async fn write_backlog(db: &Db, n: usize) -> Result<()> {
     with_db!(db, pool => {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         for i in 0..n {
             events::enqueue(&mut *tx, "bench", &event(i)).await?;
         }
@@ -97,7 +98,7 @@ async fn write_backlog(db: &Db, n: usize) -> Result<()> {
 
 async fn write_one(db: &Db, i: usize) -> Result<()> {
     with_db!(db, pool => {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         events::enqueue(&mut *tx, "bench", &event(i)).await?;
         tx.commit().await?;
     });

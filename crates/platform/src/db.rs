@@ -287,6 +287,42 @@ impl Db {
     }
 }
 
+/// Starts the transactions of services: every transaction they open may write, so on SQLite it takes the write
+/// lock at once.
+///
+/// SQLite's plain `BEGIN` is deferred: a transaction that reads before it writes reads from the snapshot of its
+/// first statement, and when another connection commits before its first write (the outbox relay marking events
+/// sent, say), that write fails at once with `SQLITE_BUSY`; the busy timeout cannot help, as the snapshot is
+/// stale, not locked. `BEGIN IMMEDIATE` takes the write lock first, so writers wait their turn (up to the busy
+/// timeout) instead. PostgreSQL needs nothing of the kind: its row locks and `UPDATE` re-checks order writers.
+/// The workspace's clippy.toml forbids `Pool::begin`, so no transaction starts the other way by accident.
+pub trait BeginWrite {
+    /// The engine of the pool.
+    type Database: sqlx::Database;
+
+    /// Takes a connection and starts a transaction on it that may write (`BEGIN IMMEDIATE` on SQLite).
+    fn begin_write(
+        &self,
+    ) -> impl std::future::Future<Output = Result<sqlx::Transaction<'static, Self::Database>, sqlx::Error>> + Send;
+}
+
+impl BeginWrite for SqlitePool {
+    type Database = sqlx::Sqlite;
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
+impl BeginWrite for PgPool {
+    type Database = sqlx::Postgres;
+
+    async fn begin_write(&self) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+        #[allow(clippy::disallowed_methods)] // The one place it is meant.
+        self.begin().await
+    }
+}
+
 /// Ends a transaction by its outcome: commits when `result` is Ok, rolls back otherwise, and hands `result`
 /// back (a failed commit or rollback becomes the error instead).
 pub async fn finish<DB: sqlx::Database, T, E: From<sqlx::Error>>(
@@ -372,7 +408,7 @@ pub async fn fill_case_keys(db: &Db, table: &str, columns: &[(&str, &str)]) -> R
     let mut filled = 0;
     loop {
         let batch = with_db!(db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let rows = sqlx::query(sqlx::AssertSqlSafe(select.clone())).fetch_all(&mut *tx).await?;
             for row in &rows {
                 let mut query = sqlx::query(sqlx::AssertSqlSafe(update.clone()));

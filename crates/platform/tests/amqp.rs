@@ -2,6 +2,7 @@
 //! `amqp://guest:guest@127.0.0.1:5672`). Without it these tests are skipped, except under `CI=true`, where a
 //! missing broker fails them. Each test works under its own prefix and deletes its queues and exchanges.
 
+use platform::db::BeginWrite;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -135,7 +136,7 @@ async fn create_tables(db: &Db) {
 async fn write(db: &Db, event_type: &'static str, subject: &str, n: u8) -> String {
     let event = NewEvent { event_type, subject: subject.to_owned(), payload: vec![n] };
     with_db!(db, pool => {
-        let mut tx = pool.begin().await.expect("begin");
+        let mut tx = pool.begin_write().await.expect("begin");
         let id = events::enqueue(&mut *tx, "test", &event).await.expect("enqueue");
         tx.commit().await.expect("commit");
         id
@@ -166,7 +167,7 @@ impl Counter {
 async fn apply(db: &Db, consumer: &str, counter: &Counter, envelope: &EventEnvelope) -> Result<(), String> {
     let first: Result<bool, sqlx::Error> = with_db!(db, pool => {
         async {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let first = events::first_delivery(&mut *tx, consumer, &envelope.id).await?;
             tx.commit().await?;
             Ok(first)

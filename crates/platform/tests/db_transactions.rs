@@ -31,6 +31,7 @@ async fn a_transaction_start_cancelled_midway_leaves_the_connection_clean() {
     // (When the answer happened to be read in the step that sent `BEGIN`, the start completed: try again.)
     let mut cancelled_inside = false;
     for attempt in 1..=20_i64 {
+        #[allow(clippy::disallowed_methods)] // sqlx's own begin is what this checks.
         let mut begin = Box::pin(one.begin());
         'polls: for _ in 0..100 {
             if (&mut begin).now_or_never().is_some() {
@@ -57,4 +58,41 @@ async fn a_transaction_start_cancelled_midway_leaves_the_connection_clean() {
     assert!(cancelled_inside, "the start was never caught inside the transaction: the test did not test it");
     one.close().await;
     observer.close().await;
+}
+
+/// On SQLite, a transaction that reads before it writes still writes when another connection wants to write
+/// meanwhile (the outbox relay marking events sent, say): it holds the write lock from its start, so the other
+/// writer waits for it. With a deferred `BEGIN` the other write went first and this one failed with SQLITE_BUSY.
+#[tokio::test]
+async fn a_sqlite_transaction_that_reads_first_writes_even_when_another_connection_writes_meanwhile() {
+    use platform::db::BeginWrite;
+
+    let (db, _dir) = platform::testkit::sqlite("read_then_write").await.expect("sqlite");
+    let Db::Sqlite(pool) = db else { panic!("testkit::sqlite opens SQLite") };
+    sqlx::query("CREATE TABLE counters (id INTEGER PRIMARY KEY, n BIGINT NOT NULL)")
+        .execute(&pool)
+        .await
+        .expect("table");
+    sqlx::query("INSERT INTO counters VALUES (1, 0), (2, 0)").execute(&pool).await.expect("rows");
+
+    let mut tx = pool.begin_write().await.expect("begin");
+    let read: i64 = sqlx::query_scalar("SELECT n FROM counters WHERE id = 1").fetch_one(&mut *tx).await.expect("read");
+    let mut other = tokio::spawn({
+        let pool = pool.clone();
+        async move { sqlx::query("UPDATE counters SET n = n + 1 WHERE id = 2").execute(&pool).await.map(drop) }
+    });
+    let waited = tokio::time::timeout(Duration::from_millis(300), &mut other).await;
+    assert!(waited.is_err(), "the other writer should wait for the transaction, but it wrote: {waited:?}");
+    sqlx::query("UPDATE counters SET n = $1 WHERE id = 1")
+        .bind(read + 1)
+        .execute(&mut *tx)
+        .await
+        .expect("the write after the read");
+    tx.commit().await.expect("commit");
+    other.await.expect("the other writer's task").expect("the other write, after the transaction");
+
+    let counters: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT id, n FROM counters ORDER BY id").fetch_all(&pool).await.expect("counters");
+    assert_eq!(counters, [(1, 1), (2, 1)]);
+    pool.close().await;
 }

@@ -1,6 +1,7 @@
 //! The outbox, relay, in-process bus and inbox against real databases: SQLite, and PostgreSQL when
 //! `MERCATO_TEST_DATABASE_URL` is set.
 
+use platform::db::BeginWrite;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -19,7 +20,7 @@ fn event(subject: &str, n: u8) -> NewEvent {
 /// Writes events the way a service does: in a transaction with its change, here committed or rolled back.
 async fn write(db: &Db, event: &NewEvent, commit: bool) {
     with_db!(db, pool => {
-        let mut tx = pool.begin().await.expect("begin");
+        let mut tx = pool.begin_write().await.expect("begin");
         events::enqueue(&mut *tx, "test", event).await.expect("enqueue");
         if commit { tx.commit().await.expect("commit") } else { tx.rollback().await.expect("rollback") }
     });
@@ -28,7 +29,7 @@ async fn write(db: &Db, event: &NewEvent, commit: bool) {
 /// Writes one event in a transaction of its own and returns its id.
 async fn enqueue(db: &Db, event: &NewEvent) -> String {
     with_db!(db, pool => {
-        let mut tx = pool.begin().await.expect("begin");
+        let mut tx = pool.begin_write().await.expect("begin");
         let id = events::enqueue(&mut *tx, "test", event).await.expect("enqueue");
         tx.commit().await.expect("commit");
         id
@@ -59,7 +60,7 @@ fn consumer(db: Db, applied: Arc<AtomicUsize>, fail_first: usize) -> events::Han
             }
             let first: Result<bool, sqlx::Error> = with_db!(&db, pool => {
                 async {
-                    let mut tx = pool.begin().await?;
+                    let mut tx = pool.begin_write().await?;
                     let first = events::first_delivery(&mut *tx, "counter", &envelope.id).await?;
                     tx.commit().await?;
                     Ok(first)

@@ -9,7 +9,7 @@
 //! therefore never interleaves with an event being applied: an event committed before it is replayed, an
 //! event arriving meanwhile waits and is applied after it, exactly once either way.
 
-use platform::db::{Db, finish};
+use platform::db::{BeginWrite, Db, finish};
 use platform::with_db;
 
 use crate::domain::{Day, Effect, Funnel, Period, ProductSales, SalesFigures};
@@ -185,7 +185,7 @@ impl Store {
             return Ok(Vec::new());
         }
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result = async {
                 lock_aggregates!(&mut *tx);
                 let ids: Vec<&str> = events.iter().map(|(event, _)| event.id.as_str()).collect();
@@ -231,7 +231,7 @@ impl Store {
         F: Fn(&RecordedEvent) -> Result<Effect, Error> + Send + Sync,
     {
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result = async {
                 lock_aggregates!(&mut *tx);
                 sqlx::query("DELETE FROM daily_sales").execute(&mut *tx).await?;

@@ -1,6 +1,7 @@
 //! The SQL of account administration: listing accounts, setting their roles, disabling and enabling them (kept
 //! beside `store.rs`, which holds accounts, refresh tokens and signing keys).
 
+use platform::db::BeginWrite;
 use platform::events::{self, NewEvent};
 use platform::with_db;
 
@@ -45,7 +46,7 @@ impl Store {
         let lock = format!("UPDATE users SET roles = roles WHERE id = $1 RETURNING {USER_COLUMNS}");
         let write = format!("UPDATE users SET roles = $1 WHERE id = $2 RETURNING {USER_COLUMNS}");
         let updated = with_db!(self.db(), pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             match sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(lock)).bind(id).fetch_optional(&mut *tx).await? {
                 None => {
                     tx.rollback().await?;
@@ -89,7 +90,7 @@ impl Store {
              WHERE id = $2 RETURNING {USER_COLUMNS}"
         );
         let updated = with_db!(self.db(), pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             match sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(lock)).bind(id).fetch_optional(&mut *tx).await? {
                 None => {
                     tx.rollback().await?;

@@ -1,6 +1,7 @@
 //! The SQL of password changes and resets, and of deleting an account (kept beside `store.rs`, which holds
 //! accounts, refresh tokens and signing keys).
 
+use platform::db::BeginWrite;
 use platform::events::{self, NewEvent};
 use platform::with_db;
 
@@ -70,7 +71,7 @@ impl Store {
         resent_after: i64,
     ) -> Result<bool, Error> {
         let inserted = with_db!(self.db(), pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let account = sqlx::query("UPDATE users SET create_time = create_time WHERE id = $1")
                 .bind(&reset.user_id)
                 .execute(&mut *tx)
@@ -124,7 +125,7 @@ impl Store {
     pub async fn set_password(&self, change: NewPassword<'_>) -> Result<bool, Error> {
         let NewPassword { user_id, password_hash, guard, session, changed, now } = change;
         let applied = with_db!(self.db(), pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let guarded = match guard {
                 Guard::CurrentHash(current) => {
                     sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3")
@@ -197,7 +198,7 @@ impl Store {
         now: i64,
     ) -> Result<bool, Error> {
         let removed = with_db!(self.db(), pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             // The guard, and the row lock that orders this after (or before) a concurrent password change; the row
             // itself goes last, as deleting it would take its sessions with it (ON DELETE CASCADE) before they are
             // listed as ended.

@@ -4,6 +4,7 @@
 //! account deleted or disabled, a role taken away, a refresh token reused, the owner ending one), and the listing
 //! verifiers poll.
 
+use platform::db::BeginWrite;
 use platform::with_db;
 
 use crate::error::Error;
@@ -102,7 +103,7 @@ impl Store {
     async fn sign_out(&self, statements: [&'static str; 2], now: i64, second: &str, third: &str) -> Result<u64, Error> {
         let [end, revoke] = statements;
         let ended = with_db!(self.db(), pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let listed = sqlx::query(end).bind(now).bind(second).bind(third).execute(&mut *tx).await?;
             sqlx::query(revoke).bind(now).bind(second).bind(third).execute(&mut *tx).await?;
             tx.commit().await?;

@@ -1,6 +1,6 @@
 //! All SQL of the auth service, written once for SQLite and PostgreSQL and run through `with_db!`.
 
-use platform::db::{Db, is_unique_violation};
+use platform::db::{BeginWrite, Db, is_unique_violation};
 use platform::events::{self, NewEvent};
 use platform::with_db;
 
@@ -96,7 +96,7 @@ impl Store {
         let result: Result<(), sqlx::Error> = with_db!(&self.db, pool => {
             async {
                 // The insert comes first so that the transaction takes SQLite's write lock at once.
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_write().await?;
                 sqlx::query(
                     "INSERT INTO users (id, email, password_hash, display_name, roles, locale, create_time) \
                      VALUES ($1, $2, $3, $4, $5, $6, $7)",
@@ -179,7 +179,7 @@ impl Store {
         now: i64,
     ) -> Result<bool, Error> {
         let inserted = with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let enabled = sqlx::query("UPDATE users SET disable_time = disable_time WHERE id = $1 AND disable_time IS NULL")
                 .bind(user_id)
                 .execute(&mut *tx)
@@ -219,7 +219,7 @@ impl Store {
         now: i64,
     ) -> Result<Rotation, Error> {
         let rotation = with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let spent = sqlx::query(
                 "UPDATE refresh_tokens SET used_at = $1 \
                  WHERE token_hash = $2 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $1",
@@ -300,7 +300,7 @@ impl Store {
     /// access tokens are refused too. Nothing happens for an unknown token; revoking twice is harmless.
     pub async fn revoke_family_of(&self, presented: &str, now: i64) -> Result<(), Error> {
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             for statement in crate::session_store::SIGN_OUT_SESSION_OF_TOKEN {
                 sqlx::query(statement).bind(now).bind(presented).execute(&mut *tx).await?;
             }

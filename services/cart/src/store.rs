@@ -6,8 +6,8 @@
 //! to one cart are serialised. Adding to a line is one conditional upsert, so the database, not a
 //! read-then-write in Rust, keeps a line within [`MAX_QUANTITY`] under concurrency.
 
-use platform::db::Db;
 use platform::db::finish;
+use platform::db::{BeginWrite, Db};
 use platform::with_db;
 
 use crate::domain::{self, Line, MAX_LINES, MAX_QUANTITY};
@@ -102,7 +102,7 @@ impl Store {
     /// The `cart.item_added` event is written in the same transaction.
     pub async fn add(&self, customer_id: &str, line: &NewLine<'_>, now: i64) -> Result<(), Error> {
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result = async {
                 touch_cart!(&mut *tx, customer_id, now);
                 let lines_before = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM cart_items WHERE customer_id = $1")
@@ -165,7 +165,7 @@ impl Store {
         now: i64,
     ) -> Result<(), Error> {
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result = async {
                 touch_cart!(&mut *tx, customer_id, now);
                 let updated =
@@ -188,7 +188,7 @@ impl Store {
     /// Takes a line out; NOT_FOUND when the product is not in the cart.
     pub async fn remove(&self, customer_id: &str, product_id: &str, now: i64) -> Result<(), Error> {
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result = async {
                 touch_cart!(&mut *tx, customer_id, now);
                 let removed = sqlx::query("DELETE FROM cart_items WHERE customer_id = $1 AND product_id = $2")
@@ -212,7 +212,7 @@ impl Store {
     /// the event are removed.
     pub async fn clear_for_event(&self, event_id: &str, customer_id: &str, now: i64) -> Result<bool, Error> {
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result = async {
                 if !platform::events::first_delivery(&mut *tx, crate::events::CONSUMER, event_id).await? {
                     return Ok(false);
@@ -233,7 +233,7 @@ impl Store {
     /// redelivery): the account was deleted.
     pub async fn erase(&self, event_id: &str, customer_id: &str) -> Result<bool, Error> {
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result = async {
                 if !platform::events::first_delivery(&mut *tx, crate::events::CONSUMER, event_id).await? {
                     return Ok(false);
@@ -254,7 +254,7 @@ impl Store {
     /// Empties the cart of `customer_id`; a customer without a cart keeps having none.
     pub async fn clear(&self, customer_id: &str, now: i64) -> Result<(), Error> {
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result = async {
                 // An UPDATE, not the upsert: clearing (e.g. by the orders service) creates no cart.
                 sqlx::query(

@@ -6,7 +6,7 @@
 //! not a read-then-write in Rust, decides whether there is enough; every transaction writes first, so that
 //! on SQLite it takes the write lock up front instead of failing with SQLITE_BUSY when upgrading.
 
-use platform::db::finish;
+use platform::db::{BeginWrite, finish};
 use platform::db::{Db, is_foreign_key_violation, is_unique_violation};
 use platform::with_db;
 
@@ -322,7 +322,7 @@ impl Store {
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
         );
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result: Result<_, Error> = async {
                 sqlx::query(sqlx::AssertSqlSafe(insert))
                     .bind(&row.id)
@@ -441,7 +441,7 @@ impl Store {
             let update_time = now.max(current.update_time + 1);
             let row = ProductRow::new(id, next, current.create_time, update_time);
             let updated = with_db!(&self.db, pool => {
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_write().await?;
                 let result: Result<bool, Error> = async {
                     let changed = sqlx::query(
                         "UPDATE products SET sku = $1, name = $2, description = $3, price_currency = $4, \
@@ -510,7 +510,7 @@ impl Store {
     ) -> Result<Stock, Error> {
         loop {
             let updated = with_db!(&self.db, pool => {
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_write().await?;
                 let result: Result<_, Error> = async {
                     // fetch_all, not fetch_optional: the statement must run to completion on SQLite.
                     let rows = sqlx::query_as::<_, StockRow>(
@@ -572,7 +572,7 @@ impl Store {
         now: i64,
     ) -> Result<bool, Error> {
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result = async {
                 // The inbox row first: it is the write that takes SQLite's lock, and it decides "once".
                 if !platform::events::first_delivery(&mut *tx, crate::events::CONSUMER, event_id).await? {
@@ -607,7 +607,7 @@ impl Store {
         let created = match &self.db {
             Db::Postgres(pool) => postgres::reserve(pool, reservation_id, items, now).await?,
             Db::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_write().await?;
                 // The reservation row first: it takes SQLite's write lock and makes duplicates collide at once.
                 let inserted = sqlx::query(
                     "INSERT INTO reservations (id, status, create_time, update_time) VALUES ($1, $2, $3, $3)",
@@ -709,7 +709,7 @@ impl Store {
         };
         let commit = target == ReservationStatus::Committed;
         let sale = sale_reason(id);
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         let result: Result<_, Error> = async {
             // The state change first, conditional on HELD: of two concurrent settlements only one moves stock.
             let moved =

@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 
 use api::mercato::orders::v1::Address;
-use platform::db::{Db, finish};
+use platform::db::{BeginWrite, Db, finish};
 use platform::events::{enqueue, first_delivery};
 use platform::with_db;
 
@@ -270,7 +270,7 @@ impl Store {
     pub async fn create_for_order(&self, event_id: &str, new: &NewShipment, now: i64) -> Result<Option<String>, Error> {
         let id = uuid::Uuid::now_v7().to_string();
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result = async {
                 if !first_delivery(&mut *tx, events::CONSUMER, event_id).await? {
                     return Ok(None);
@@ -356,7 +356,7 @@ impl Store {
 
     async fn cancel_order(&self, c: &Cancellation<'_>, now: i64) -> Result<(OnOrderCancelled, Option<String>), Error> {
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result = async {
                 if let Some(event_id) = c.event_id
                     && !first_delivery(&mut *tx, events::CONSUMER, event_id).await?
@@ -542,7 +542,7 @@ impl Store {
     /// and tracking number (a retry, answered as [`Dispatched::Already`]).
     pub async fn dispatch(&self, id: &str, dispatch: &Dispatch, now: i64) -> Result<Dispatched, Error> {
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result = async {
                 let Some(row) = lock_shipment!(&mut *tx, id) else {
                     return Err(Error::shipment_not_found(id));
@@ -589,7 +589,7 @@ impl Store {
     /// when the shipment is not with a carrier.
     pub async fn record(&self, id: &str, event: &NewTrackingEvent, now: i64) -> Result<Recorded, Error> {
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result = async {
                 let Some(row) = lock_shipment!(&mut *tx, id) else {
                     return Err(Error::shipment_not_found(id));

@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use futures::TryStreamExt;
 use platform::db::finish;
-use platform::db::{Db, is_unique_violation};
+use platform::db::{BeginWrite, Db, is_unique_violation};
 use platform::error::FieldViolation;
 use platform::with_db;
 
@@ -502,7 +502,7 @@ impl Store {
             Db::Sqlite(pool) => pool,
         };
         let attempt = {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             // The transaction row first: a duplicate id collides here, before anything else is written.
             let inserted = sqlx::query(
                 "INSERT INTO transactions (id, description, reverses_transaction_id, actor, create_time) \

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
-use platform::db::{Db, finish};
+use platform::db::{BeginWrite, Db, finish};
 use platform::events::{NewEvent, enqueue};
 use platform::with_db;
 use sqlx::QueryBuilder;
@@ -341,7 +341,7 @@ impl Store {
             return Ok(Vec::new());
         }
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result: Result<Vec<bool>, Error> = async {
                 let ids: Vec<&str> = events.iter().map(|e| e.event_id).collect();
                 let mut first = platform::events::first_deliveries(&mut *tx, crate::events::CONSUMER, &ids).await?;
@@ -534,7 +534,7 @@ impl Store {
                 let stored: std::collections::HashSet<String> = update.fetch_all(pool).await?.into_iter().collect();
                 return Ok(finished.iter().map(|f| stored.contains(&f.id)).collect());
             }
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result: Result<Vec<bool>, Error> = async {
                 let mut stored = Vec::with_capacity(finished.len());
                 for f in finished {
@@ -635,7 +635,7 @@ impl Store {
     /// Deletes endpoint `id` and skips its deliveries still waiting; false when there was no such endpoint.
     pub async fn delete_endpoint(&self, id: &str, now: i64) -> Result<bool, Error> {
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result: Result<bool, Error> = async {
                 let deleted = sqlx::query("DELETE FROM webhook_endpoints WHERE id = $1").bind(id).execute(&mut *tx).await?;
                 if deleted.rows_affected() == 0 {

@@ -8,7 +8,7 @@
 //! front instead of failing with SQLITE_BUSY when upgrading.
 
 use platform::db::finish;
-use platform::db::{Db, is_unique_violation};
+use platform::db::{BeginWrite, Db, is_unique_violation};
 use platform::events::{NewEvent, OutboxEntry, enqueue};
 use platform::with_db;
 
@@ -413,7 +413,7 @@ impl Store {
                 return Ok(placed.rows_affected() == 1);
             }
         };
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         let first = bind_order(sqlx::query(INSERT_ORDER_SQL.as_str()), order).execute(&mut *tx).await;
         let inserted = match first {
             Err(e) if is_unique_violation(&e) => {
@@ -589,7 +589,7 @@ impl Store {
                 return Ok(query.execute(pool).await?.rows_affected() == 1);
             }
         };
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         let result: Result<_, Error> = async {
             let updated =
                 bind_move(sqlx::query(MOVE_SQL), id, (from_status, from_step), change, now).execute(&mut *tx).await?;

@@ -5,7 +5,7 @@
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use platform::db::Db;
+use platform::db::{BeginWrite, Db};
 use platform::with_db;
 
 /// How a charge ended at the processor.
@@ -200,7 +200,7 @@ impl PaymentProcessor for SimulatedProcessor {
         self.refund_calls.fetch_add(1, Ordering::SeqCst);
         let refund = reference("re");
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await.map_err(unavailable)?;
+            let mut tx = pool.begin_write().await.map_err(unavailable)?;
             let result = async {
                 // The refund's row first: a concurrent request with the same key waits here for this one.
                 let inserted = sqlx::query(

@@ -11,7 +11,7 @@
 //!   as its first statement, so concurrent refunds never take the total beyond the captured amount.
 
 use platform::db::finish;
-use platform::db::{Db, is_unique_violation};
+use platform::db::{BeginWrite, Db, is_unique_violation};
 use platform::events::{self, NewEvent};
 use platform::with_db;
 
@@ -318,7 +318,7 @@ impl Store {
                 return Ok(());
             }
         };
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_write().await?;
         let work: Result<(), Error> = async {
             bind_payment(sqlx::query(INSERT_PAYMENT_SQL.as_str()), p).execute(&mut *tx).await?;
             events::enqueue(&mut *tx, crate::NAME, event).await?;
@@ -378,7 +378,7 @@ impl Store {
     pub async fn reserve_refund(&self, r: &RefundRow) -> Result<Reservation, Error> {
         let result: Result<Reservation, Error> = with_db!(&self.db, pool => {
             async {
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_write().await?;
                 let reserved = sqlx::query(
                     "UPDATE payments SET refunded_minor = refunded_minor + $1, update_time = $2 \
                      WHERE id = $3 AND currency = $4 AND status IN ('CAPTURED', 'PARTIALLY_REFUNDED') \
@@ -441,7 +441,7 @@ impl Store {
         let payment_sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1");
         let result: Result<bool, Error> = with_db!(&self.db, pool => {
             async {
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_write().await?;
                 let work: Result<bool, Error> = async {
                     let completed = sqlx::query(
                         "UPDATE refunds_applied SET state = $1, processor_reference = $2, update_time = $3 \
@@ -501,7 +501,7 @@ impl Store {
     pub async fn cancel_refund(&self, refund_id: &str, now: i64) -> Result<(), Error> {
         let result: Result<(), Error> = with_db!(&self.db, pool => {
             async {
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_write().await?;
                 let work: Result<(), Error> = async {
                     let row: Option<(String, i64)> = sqlx::query_as(
                         "DELETE FROM refunds_applied WHERE refund_id = $1 AND state = $2 \

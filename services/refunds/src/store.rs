@@ -12,7 +12,7 @@
 //!   changes, so its event is written once and a failure gives its amount back once).
 
 use platform::db::finish;
-use platform::db::{Db, is_unique_violation};
+use platform::db::{BeginWrite, Db, is_unique_violation};
 use platform::events::{self, NewEvent};
 use platform::with_db;
 
@@ -197,7 +197,7 @@ impl Store {
         );
         let result: Result<Reservation, Error> = with_db!(&self.db, pool => {
             async {
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_write().await?;
                 let reserved = sqlx::query(
                     "UPDATE payment_refund_totals SET refunded_minor = refunded_minor + $1, update_time = $3 \
                      WHERE payment_id = $2 AND refunded_minor + $1 <= captured_minor",
@@ -279,7 +279,7 @@ impl Store {
     pub async fn complete(&self, id: &str, now: i64, event: &NewEvent) -> Result<bool, Error> {
         let result: Result<bool, Error> = with_db!(&self.db, pool => {
             async {
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_write().await?;
                 let work: Result<bool, Error> = async {
                     let changed = sqlx::query(
                         "UPDATE refunds SET status = $1, lease_until = 0, update_time = $2 WHERE id = $3 AND status = $4",
@@ -310,7 +310,7 @@ impl Store {
     pub async fn fail(&self, r: &RefundRow, failure_reason: &str, now: i64, event: &NewEvent) -> Result<bool, Error> {
         let result: Result<bool, Error> = with_db!(&self.db, pool => {
             async {
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_write().await?;
                 let work: Result<bool, Error> = async {
                     let changed = sqlx::query(
                         "UPDATE refunds SET status = $1, failure_reason = $2, lease_until = 0, update_time = $3 \

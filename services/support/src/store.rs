@@ -6,7 +6,7 @@
 //! its state follows the last message. The event a change causes goes to the outbox in the same transaction.
 //! Attachments' rows are in [`attachments`]; their bytes are in the blob store.
 
-use platform::db::{Db, finish};
+use platform::db::{BeginWrite, Db, finish};
 use platform::events::enqueue;
 use platform::with_db;
 
@@ -183,7 +183,7 @@ impl Store {
     pub async fn open(&self, customer_id: &str, new: &NewTicket, now: i64) -> Result<String, Error> {
         let id = uuid::Uuid::now_v7().to_string();
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result = async {
                 sqlx::query(concat!(
                     "INSERT INTO tickets (",
@@ -302,7 +302,7 @@ impl Store {
         role: impl Fn(&Ticket) -> Option<Author>,
     ) -> Result<Author, Error> {
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result = async {
                 let row = lock_ticket!(&mut *tx, id).ok_or_else(|| Error::ticket_not_found(id))?;
                 let ticket = Ticket::try_from(row)?;
@@ -338,7 +338,7 @@ impl Store {
     /// `visible` decides whether the caller may see the ticket (NOT_FOUND when not).
     pub async fn resolve(&self, id: &str, by: &str, now: i64, visible: impl Fn(&Ticket) -> bool) -> Result<(), Error> {
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result = async {
                 let row = lock_ticket!(&mut *tx, id).ok_or_else(|| Error::ticket_not_found(id))?;
                 let ticket = Ticket::try_from(row)?;

@@ -7,7 +7,7 @@
 //! address book's limit and its single default hold under concurrency.
 
 use api::mercato::orders::v1::Address;
-use platform::db::{Db, finish};
+use platform::db::{BeginWrite, Db, finish};
 use platform::events::first_delivery;
 use platform::with_db;
 
@@ -148,7 +148,7 @@ impl Store {
     /// before the registration arrived, their name and language stay; the email is the account's.
     pub async fn register(&self, event_id: &str, registration: &Registration, now: i64) -> Result<bool, Error> {
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result = async {
                 if !first_delivery(&mut *tx, crate::events::CONSUMER, event_id).await? {
                     return Ok(false);
@@ -179,7 +179,7 @@ impl Store {
     /// redelivery).
     pub async fn erase(&self, event_id: &str, user_id: &str) -> Result<bool, Error> {
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result = async {
                 if !first_delivery(&mut *tx, crate::events::CONSUMER, event_id).await? {
                     return Ok(false);
@@ -220,7 +220,7 @@ impl Store {
         change: impl FnOnce(&ProfileFields) -> Result<ProfileFields, Error>,
     ) -> Result<Profile, Error> {
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result = async {
                 lock_profile!(&mut *tx, user_id, now);
                 let current = sqlx::query_as::<_, Profile>(
@@ -294,7 +294,7 @@ impl Store {
              country, is_default, create_time, update_time) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $12)";
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result = async {
                 lock_profile!(&mut *tx, user_id, now);
                 let saved = sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM addresses WHERE user_id = $1")
@@ -354,7 +354,7 @@ impl Store {
         change: impl FnOnce(&AddressFields) -> Result<AddressFields, Error>,
     ) -> Result<SavedAddress, Error> {
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result = async {
                 lock_profile!(&mut *tx, user_id, now);
                 let row = sqlx::query_as::<_, AddressRow>(concat!(

@@ -1,6 +1,6 @@
 //! The SQL of categories: those an editor described, and those products merely name.
 
-use platform::db::{Db, finish, is_unique_violation};
+use platform::db::{BeginWrite, Db, finish, is_unique_violation};
 use platform::with_db;
 
 use super::Store;
@@ -63,7 +63,7 @@ impl Store {
         };
         let inserted = with_db!(&self.db, pool => {
             async {
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_write().await?;
                 if let Some(lock) = take_turns {
                     sqlx::query(lock).execute(&mut *tx).await?;
                 }
@@ -113,7 +113,7 @@ impl Store {
         change: impl FnOnce(&CategoryFields) -> Result<CategoryFields, Error>,
     ) -> Result<CategoryRow, Error> {
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result = async {
                 let current = sqlx::query_as::<_, (String, String, i32)>(
                     "UPDATE categories SET update_time = update_time WHERE slug = $1 \

@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use platform::db::finish;
+use platform::db::{BeginWrite, finish};
 use platform::with_db;
 
 use super::Store;
@@ -63,7 +63,7 @@ impl Store {
             create_time: now,
         };
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result = async {
                 let locked = sqlx::query("UPDATE products SET update_time = update_time WHERE id = $1")
                     .bind(product_id)

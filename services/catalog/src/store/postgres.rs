@@ -14,7 +14,7 @@
 //! when it writes no event (the id is new, the units are there and the hold leaves the product on the same side
 //! of the low-stock threshold); anything else takes the transactional way, which says why or writes the event.
 
-use platform::db::{finish, is_foreign_key_violation, is_unique_violation};
+use platform::db::{BeginWrite, finish, is_foreign_key_violation, is_unique_violation};
 use platform::error::FieldViolation;
 use platform::events::{OutboxEntry, bind_outbox_entries, insert_outbox_entries};
 use sqlx::{PgPool, Row};
@@ -122,7 +122,7 @@ pub(super) async fn reserve(
             Err(e) => return Err(e.into()),
         }
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = pool.begin_write().await?;
     let written = sqlx::query_as::<_, (bool, Option<i64>)>(RESERVE_SQL)
         .bind(reservation_id)
         .bind(ReservationStatus::Held.as_str())
@@ -186,7 +186,7 @@ pub(super) async fn settle(
     if let [line] = items.as_slice() {
         return settle_one_line(pool, id, line, target, actor, now).await;
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = pool.begin_write().await?;
     let result: Result<_, Error> = async {
         let moved =
             sqlx::query(MOVE_RESERVATION_SQL).bind(target.as_str()).bind(now).bind(id).execute(&mut *tx).await?;

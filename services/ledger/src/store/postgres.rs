@@ -15,7 +15,7 @@
 
 use std::collections::HashMap;
 
-use platform::db::finish;
+use platform::db::{BeginWrite, finish};
 use platform::error::FieldViolation;
 use platform::events::OutboxEntry;
 use sqlx::{PgPool, Row};
@@ -118,7 +118,7 @@ pub(super) async fn try_record(
             (false, _) => {}
         }
     }
-    let mut tx = pool.begin().await?;
+    let mut tx = pool.begin_write().await?;
     let query = sqlx::query(RECORD_SQL.as_str())
         .bind(&t.id)
         .bind(&t.description)

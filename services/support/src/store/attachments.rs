@@ -1,7 +1,7 @@
 //! The SQL of ticket attachments. Their bytes are in the blob store: the caller writes them before
 //! [`Store::add_attachment`] and removes them after [`Store::delete_attachment`].
 
-use platform::db::finish;
+use platform::db::{BeginWrite, finish};
 use platform::with_db;
 
 use super::{Store, Ticket, TicketRow};
@@ -111,7 +111,7 @@ impl Store {
     ) -> Result<Attachment, Error> {
         let ticket_id = new.ticket_id;
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result = async {
                 let row = lock_ticket!(&mut *tx, ticket_id).ok_or_else(|| Error::ticket_not_found(ticket_id))?;
                 let author = role(&Ticket::try_from(row)?).ok_or_else(|| Error::ticket_not_found(ticket_id))?;
@@ -188,7 +188,7 @@ impl Store {
         may_remove: impl Fn(&Attachment) -> bool,
     ) -> Result<(), Error> {
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result = async {
                 let row = lock_ticket!(&mut *tx, ticket_id).ok_or_else(|| Error::ticket_not_found(ticket_id))?;
                 if !visible(&Ticket::try_from(row)?) {

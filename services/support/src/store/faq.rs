@@ -1,6 +1,6 @@
 //! The SQL of the FAQ: entries in `faq_entries`, listed by category, position and id.
 
-use platform::db::{finish, like_pattern};
+use platform::db::{BeginWrite, finish, like_pattern};
 use platform::with_db;
 
 use super::Store;
@@ -123,7 +123,7 @@ impl Store {
         change: impl Fn(&FaqEntry) -> Result<EntryFields, Error>,
     ) -> Result<FaqEntry, Error> {
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result = async {
                 let current = sqlx::query_as::<_, FaqEntry>(concat!(
                     "UPDATE faq_entries SET update_time = update_time WHERE id = $1 RETURNING ",

@@ -2,7 +2,7 @@
 //! subscription writes its row first, so two requests for one address apply one after the other; the mail it
 //! causes goes to the outbox in the same transaction.
 
-use platform::db::{finish, is_unique_violation};
+use platform::db::{BeginWrite, finish, is_unique_violation};
 use platform::events::enqueue;
 use platform::with_db;
 
@@ -82,7 +82,7 @@ impl Store {
     pub async fn subscribe(&self, email: &str, locale: &str, now: i64) -> Result<bool, Error> {
         let token = newsletter::new_token();
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result = async {
                 // A new address gets its row at once; a known one's row is locked, so concurrent requests for
                 // one address apply one after the other.
@@ -130,7 +130,7 @@ impl Store {
     /// (SUBSCRIPTION_ENDED).
     pub async fn confirm_subscription(&self, token: &str, now: i64) -> Result<String, Error> {
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result = async {
                 let (email, status, requested) =
                     lock_subscriber!(&mut *tx, "token", token).ok_or_else(Error::unknown_token)?;
@@ -162,7 +162,7 @@ impl Store {
     /// token. The token stays, so the same link ends it again without error.
     pub async fn unsubscribe(&self, token: &str, now: i64) -> Result<String, Error> {
         with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result = async {
                 let (email, status, _) = lock_subscriber!(&mut *tx, "token", token).ok_or_else(Error::unknown_token)?;
                 if status != Subscription::Unsubscribed {
@@ -189,7 +189,7 @@ impl Store {
         }
         let request_id = (!new.request_id.is_empty()).then_some(new.request_id.as_str());
         let sent = with_db!(&self.db, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let result = async {
                 let subscribers = sqlx::query_as::<_, (String, String, String)>(
                     "SELECT email, locale, token FROM newsletter_subscribers WHERE status = $1 ORDER BY email",
