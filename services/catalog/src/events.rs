@@ -1,9 +1,9 @@
 //! What the catalog publishes and consumes.
 //!
-//! Published, each in the transaction of its change: `product.created`, `product.updated`,
-//! `inventory.adjusted` (every change of units on hand) and `inventory.low` (available units fell below
-//! [`LOW_STOCK_THRESHOLD`](crate::domain::LOW_STOCK_THRESHOLD)). Consumed: `order.cancelled` puts the sold
-//! units of a cancelled order back in stock.
+//! Published, each in the transaction of its change: `product.created`, `product.updated` (its fields or its
+//! images changed; it carries the images), `inventory.adjusted` (every change of units on hand) and
+//! `inventory.low` (available units fell below [`LOW_STOCK_THRESHOLD`](crate::domain::LOW_STOCK_THRESHOLD)).
+//! Consumed: `order.cancelled` puts the sold units of a cancelled order back in stock.
 
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use api::mercato::orders::v1::OrderCancelled;
 use platform::events::{EventBus, EventEnvelope, NewEvent};
 use prost::Message;
 
-use crate::store::{ProductRow, Store};
+use crate::store::{ImageRow, ProductRow, Store};
 
 /// Event type of a new product.
 pub const PRODUCT_CREATED: &str = "product.created";
@@ -32,13 +32,11 @@ pub fn product_created(row: &ProductRow) -> NewEvent {
     )
 }
 
-/// The `product.updated` event of `row` as it is now.
-pub fn product_updated(row: &ProductRow) -> NewEvent {
-    NewEvent::new(
-        PRODUCT_UPDATED,
-        row.id.clone(),
-        &ProductUpdated { product: Some(crate::grpc::product_to_wire(row.clone())) },
-    )
+/// The `product.updated` event of `row` as it is now, with its `images` in the order shown.
+pub fn product_updated(row: &ProductRow, images: Vec<ImageRow>) -> NewEvent {
+    let mut product = crate::grpc::product_to_wire(row.clone());
+    product.images = images.into_iter().map(crate::grpc::image_to_wire).collect();
+    NewEvent::new(PRODUCT_UPDATED, row.id.clone(), &ProductUpdated { product: Some(product) })
 }
 
 /// The `inventory.adjusted` event of adjustment `adjustment_id`.

@@ -68,7 +68,7 @@ impl CatalogApi {
     }
 }
 
-fn image_to_wire(row: ImageRow) -> ProductImage {
+pub(crate) fn image_to_wire(row: ImageRow) -> ProductImage {
     ProductImage {
         uri: images::image_uri(&row.product_id, &row.id),
         id: row.id,
@@ -378,7 +378,7 @@ impl CatalogService for CatalogApi {
     ) -> Result<Response<DeleteProductImageResponse>, Status> {
         let req = request.into_inner();
         check_image_ids(&req.product_id, &req.image_id)?;
-        if !self.store.delete_image(&req.product_id, &req.image_id).await? {
+        if !self.store.delete_image(&req.product_id, &req.image_id, now_micros()).await? {
             return Err(Error::image_not_found(&req.product_id, &req.image_id).into());
         }
         // The row is gone, so the image is too; bytes that fail to go are only space.

@@ -6,8 +6,7 @@
 //! not a read-then-write in Rust, decides whether there is enough; every transaction writes first, so that
 //! on SQLite it takes the write lock up front instead of failing with SQLITE_BUSY when upgrading.
 
-use platform::db::{BeginWrite, finish};
-use platform::db::{Db, is_foreign_key_violation, is_unique_violation};
+use platform::db::{BeginWrite, Db, finish, is_foreign_key_violation, is_unique_violation};
 use platform::with_db;
 
 use crate::domain::{
@@ -155,6 +154,19 @@ const RESERVATION_LINES_SQL: &str =
 /// Moves reservation $3 from HELD to $1 at time $2.
 const MOVE_RESERVATION_SQL: &str =
     "UPDATE reservations SET status = $1, update_time = $2 WHERE id = $3 AND status = 'HELD'";
+
+/// Writes `product.updated` for `$row` (the product as it is now) with its images, inside the change's
+/// transaction `$conn`: images are part of the product, so adding or deleting one announces the product too.
+macro_rules! announce_update {
+    ($conn:expr, $row:expr) => {{
+        let row: &crate::store::ProductRow = $row;
+        let images = sqlx::query_as::<_, crate::store::ImageRow>(crate::store::images::IMAGES_OF_PRODUCT_SQL)
+            .bind(&row.id)
+            .fetch_all(&mut *$conn)
+            .await?;
+        platform::events::enqueue(&mut *$conn, crate::NAME, &crate::events::product_updated(row, images)).await?;
+    }};
+}
 
 mod categories;
 mod images;
@@ -467,7 +479,7 @@ impl Store {
                     if changed != 1 {
                         return Ok(false);
                     }
-                    platform::events::enqueue(&mut *tx, crate::NAME, &crate::events::product_updated(&row)).await?;
+                    announce_update!(tx, &row);
                     Ok(true)
                 }
                 .await;

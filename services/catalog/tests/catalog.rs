@@ -111,6 +111,25 @@ impl Server {
         self.task.await.expect("join").expect("served cleanly");
     }
 
+    /// The products announced by `product.updated` so far, once there are at least `count` (waiting up to two
+    /// seconds for the relay).
+    async fn announced(&self, count: usize) -> Vec<Product> {
+        let mut updates = Vec::new();
+        for _ in 0..100 {
+            let published = self.published.lock().expect("lock").clone();
+            updates = published
+                .iter()
+                .filter(|(kind, _, _)| kind == catalog::events::PRODUCT_UPDATED)
+                .map(|(_, _, data)| ProductUpdated::decode(data.as_slice()).expect("payload").product.expect("product"))
+                .collect();
+            if updates.len() >= count {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        updates
+    }
+
     async fn create(&self, product: Product) -> Product {
         let request = with_token(CreateProductRequest { product: Some(product) }, &self.admin());
         self.client.clone().create_product(request).await.expect("create").into_inner().product.expect("product")
@@ -605,6 +624,13 @@ async fn product_images(db: Db) {
     assert_eq!(first.uri, format!("/v1/products/{}/images/{}/content", mug.id, first.id));
     let shown = server.get_as(None, &mug.id).await.expect("get");
     assert_eq!(shown.images, [first.clone(), second.clone()]);
+    // Images are part of the product: each addition announces it as it is now, and it changed then.
+    let announced = server.announced(2).await;
+    let images = |products: &[Product]| products.iter().map(|p| p.images.clone()).collect::<Vec<_>>();
+    assert_eq!(images(&announced), [vec![first.clone()], vec![first.clone(), second.clone()]]);
+    let time = |p: &Product| p.update_time.map(|t| (t.seconds, t.nanos)).expect("update_time");
+    assert!(time(&announced[0]) > time(&mug) && time(&announced[1]) > time(&announced[0]), "{announced:?}");
+    assert_eq!(time(&shown), time(&announced[1]));
     let listed = server.client.clone().list_products(ListProductsRequest::default()).await.expect("list");
     let in_list = listed.into_inner().products.into_iter().find(|p| p.id == mug.id).expect("listed");
     assert_eq!(in_list.images, [first.clone(), second.clone()], "lists carry images too");
@@ -649,6 +675,11 @@ async fn product_images(db: Db) {
     assert_eq!(files(&product_dir), 9);
     let again = server.client.clone().delete_product_image(with_token(delete(&first.id), &admin)).await;
     assert_eq!(again.expect_err("deleted already").code(), Code::NotFound);
+    // Ten additions and one deletion were announced; refusals announce nothing.
+    let announced = server.announced(11).await;
+    assert_eq!(announced.iter().map(|p| p.images.len()).collect::<Vec<_>>(), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 9]);
+    assert_eq!(announced[10].images, after);
+    assert!(time(&announced[10]) > time(&announced[9]));
 
     // Bytes no row names (a crash between the two writes) are swept once they are old enough; images stay.
     let blobs = platform::blob::Blobs::in_directory(server.blob_dir.path()).expect("blobs");
@@ -670,6 +701,9 @@ async fn product_images(db: Db) {
         update_mask: Some(prost_types::FieldMask { paths: vec!["active".into()] }),
     };
     server.client.clone().update_product(with_token(hide, &admin)).await.expect("hide");
+    let announced = server.announced(12).await;
+    assert_eq!(announced.len(), 12, "nothing else was announced");
+    assert_eq!((announced[11].active, &announced[11].images), (false, &after), "an update carries the images too");
     assert_eq!(server.image_content(&mug.id, &second.id).await.expect_err("hidden").code(), Code::NotFound);
     assert_eq!(server.get_as(Some(&admin), &mug.id).await.expect("staff").images.len(), 9);
     server.stop().await;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use platform::db::{BeginWrite, finish};
 use platform::with_db;
 
-use super::Store;
+use super::{PRODUCT_COLUMNS, ProductRow, Store};
 use crate::domain::images::{ImageInput, MAX_IMAGES};
 use crate::error::{Error, IMAGE_LIMIT};
 
@@ -15,6 +15,19 @@ macro_rules! image_columns {
     () => {
         "id, product_id, content_type, size_bytes, alt_text, create_time"
     };
+}
+
+/// The images of product $1, in the order shown.
+pub(super) const IMAGES_OF_PRODUCT_SQL: &str =
+    concat!("SELECT ", image_columns!(), " FROM product_images WHERE product_id = $1 ORDER BY position");
+
+/// Marks product $1 changed at $2 (strictly later than before: update_time is the version `update_product`
+/// compares on) and yields its row; it stays locked until the transaction ends.
+fn touch_product_sql() -> String {
+    format!(
+        "UPDATE products SET update_time = CASE WHEN update_time < $2 THEN $2 ELSE update_time + 1 END \
+         WHERE id = $1 RETURNING {PRODUCT_COLUMNS}"
+    )
 }
 
 /// A stored image of a product.
@@ -45,7 +58,8 @@ struct ImageOfProduct {
 impl Store {
     /// Adds image `id` (its bytes already stored) after the other images of product `product_id`: NOT_FOUND
     /// without the product, FAILED_PRECONDITION (IMAGE_LIMIT) when it has [`MAX_IMAGES`] already. The
-    /// product's row is written first, so concurrent additions to one product are counted one at a time.
+    /// product's row is written first (its update_time), so concurrent additions to one product are counted one
+    /// at a time; `product.updated` tells of the new image.
     pub async fn add_image(
         &self,
         id: &str,
@@ -65,13 +79,12 @@ impl Store {
         with_db!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
             let result = async {
-                let locked = sqlx::query("UPDATE products SET update_time = update_time WHERE id = $1")
+                let product = sqlx::query_as::<_, ProductRow>(sqlx::AssertSqlSafe(touch_product_sql()))
                     .bind(product_id)
-                    .execute(&mut *tx)
-                    .await?;
-                if locked.rows_affected() == 0 {
-                    return Err(Error::product_not_found(product_id));
-                }
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                    .ok_or_else(|| Error::product_not_found(product_id))?;
                 let (count, last) = sqlx::query_as::<_, (i64, i64)>(
                     "SELECT COUNT(*), COALESCE(MAX(position), 0) FROM product_images WHERE product_id = $1",
                 )
@@ -98,6 +111,7 @@ impl Store {
                 .bind(last + 1)
                 .execute(&mut *tx)
                 .await?;
+                announce_update!(tx, &product);
                 Ok(())
             }
             .await;
@@ -125,11 +139,7 @@ impl Store {
     /// The images of product `product_id`, in the order shown (one fixed statement, for a single product).
     pub async fn images_of_product(&self, product_id: &str) -> Result<Vec<ImageRow>, Error> {
         Ok(with_db!(&self.db, pool => {
-            sqlx::query_as::<_, ImageRow>(concat!(
-                "SELECT ",
-                image_columns!(),
-                " FROM product_images WHERE product_id = $1 ORDER BY position"
-            ))
+            sqlx::query_as::<_, ImageRow>(IMAGES_OF_PRODUCT_SQL)
             .bind(product_id)
             .fetch_all(pool)
             .await?
@@ -172,16 +182,32 @@ impl Store {
         }))
     }
 
-    /// Removes image `image_id` from product `product_id`; false when it has no such image.
-    pub async fn delete_image(&self, product_id: &str, image_id: &str) -> Result<bool, Error> {
-        let deleted = with_db!(&self.db, pool => {
-            sqlx::query("DELETE FROM product_images WHERE id = $1 AND product_id = $2")
-                .bind(image_id)
-                .bind(product_id)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        Ok(deleted == 1)
+    /// Removes image `image_id` from product `product_id` and tells of it (`product.updated`, its update_time
+    /// moved); false, changing nothing, when it has no such image.
+    pub async fn delete_image(&self, product_id: &str, image_id: &str, now: i64) -> Result<bool, Error> {
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            let result = async {
+                let deleted = sqlx::query("DELETE FROM product_images WHERE id = $1 AND product_id = $2")
+                    .bind(image_id)
+                    .bind(product_id)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+                if deleted == 0 {
+                    return Ok(false);
+                }
+                // The image's foreign key held its product in place.
+                let product = sqlx::query_as::<_, ProductRow>(sqlx::AssertSqlSafe(touch_product_sql()))
+                    .bind(product_id)
+                    .bind(now)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                announce_update!(tx, &product);
+                Ok(true)
+            }
+            .await;
+            finish(tx, result).await
+        })
     }
 }
