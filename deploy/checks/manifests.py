@@ -26,6 +26,12 @@ MERCATO_SERVICES = ("auth", "users", "catalog", "cart", "orders", "payments", "l
 BLOB_SERVICES = ("catalog", "support")
 S3_SECRET_KEYS = ("MERCATO_S3_ACCESS_KEY_ID", "MERCATO_S3_SECRET_ACCESS_KEY")
 
+# TLS between services (components/grpc-tls): the settings naming its files, and the Secret that holds them.
+GRPC_TLS_SETTINGS = ("MERCATO_GRPC_TLS_CERT", "MERCATO_GRPC_TLS_KEY", "MERCATO_GRPC_TLS_CA")
+GRPC_TLS_SECRET = "mercato-grpc-tls"
+# Environments that must run it.
+GRPC_TLS_ENVS = ("staging", "prod")
+
 
 def fail(msg):
     problems.append(msg)
@@ -82,9 +88,11 @@ def check_pod(owner, spec, is_mercato):
     c = spec["containers"][0]
     cw = f"{where} container {c['name']}"
     component = owner["spec"]["template"]["metadata"]["labels"].get("app.kubernetes.io/component")
+    # With TLS between services the kubelet's gRPC probe (which cannot speak TLS) gives way to HTTP on 9090.
+    tls = any(v.get("secret", {}).get("secretName") == GRPC_TLS_SECRET for v in spec.get("volumes", []))
     for probe in ("livenessProbe", "readinessProbe"):
         p = c.get(probe, {})
-        if component == "gateway" or owner["metadata"]["name"] == "gateway":
+        if component == "gateway" or owner["metadata"]["name"] == "gateway" or tls:
             get = p.get("httpGet", {})
             want = "/healthz" if probe == "livenessProbe" else "/readyz"
             if get.get("path") != want or port_number(c, get.get("port")) != 9090:
@@ -228,6 +236,7 @@ def check_k8s(env, rendered, deploy_dir):
             for key in S3_SECRET_KEYS:
                 if key not in secret_env:
                     fail(f"{name(d)}: keeps blobs in S3, so env {key} must come from a secret")
+    check_grpc_tls(env, configmaps, deployments, by_kind.get("Certificate", []))
     dbs = {c["metadata"]["name"] for c in by_kind.get("Cluster", [])}
     for d in deployments:
         for e in d["spec"]["template"]["spec"]["containers"][0].get("env", []):
@@ -238,6 +247,48 @@ def check_k8s(env, rendered, deploy_dir):
     if not ing or "cert-manager.io/cluster-issuer" not in ing[0]["metadata"].get("annotations", {}):
         fail("gateway Ingress with a cert-manager.io/cluster-issuer annotation missing")
     print(f"{env}: {len(docs)} objects, {len(deployments)} Deployments checked")
+
+
+def check_grpc_tls(env, configmaps, deployments, certificates):
+    """TLS between services is all or nothing: the three settings, https:// service URLs, the Secret mounted where
+    the settings say in every pod, and a Certificate for every service host called."""
+    common = next((data for n, data in configmaps.items() if n.startswith("mercato-common")), {})
+    urls = {k: v for k, v in common.items() if k.endswith("_URL") and k.startswith("MERCATO_")
+            and k[len("MERCATO_"):-len("_URL")].lower() in MERCATO_SERVICES}
+    given = [k for k in GRPC_TLS_SETTINGS if k in common]
+    if not given:
+        if env in GRPC_TLS_ENVS:
+            fail(f"{env}: TLS between services is off; include components/grpc-tls")
+        for k, v in urls.items():
+            if not v.startswith("http://"):
+                fail(f"mercato-common {k}={v}: without MERCATO_GRPC_TLS_* service URLs are http://")
+        return
+    for k in GRPC_TLS_SETTINGS:
+        if k not in given:
+            fail(f"mercato-common: {k} missing; TLS between services needs all of {', '.join(GRPC_TLS_SETTINGS)}")
+    hosts = set()
+    for k, v in urls.items():
+        if not v.startswith("https://"):
+            fail(f"mercato-common {k}={v}: with TLS between services every service URL is https://")
+        hosts.update(u.split("://", 1)[-1].rsplit(":", 1)[0] for u in v.split(","))
+    dirs = {os.path.dirname(common[k]) for k in given}
+    for d in deployments:
+        spec = d["spec"]["template"]["spec"]
+        volumes = {v["name"] for v in spec.get("volumes", []) if v.get("secret", {}).get("secretName") == GRPC_TLS_SECRET}
+        mounts = {m["mountPath"] for m in spec["containers"][0].get("volumeMounts", []) if m["name"] in volumes}
+        if not dirs <= mounts:
+            fail(f"{name(d)}: must mount Secret {GRPC_TLS_SECRET} at {', '.join(sorted(dirs))} (TLS between services)")
+    certs = [c for c in certificates if c["spec"].get("secretName") == GRPC_TLS_SECRET]
+    if not certs:
+        fail(f"{env}: no cert-manager Certificate writes Secret {GRPC_TLS_SECRET}")
+        return
+    spec = certs[0]["spec"]
+    missing = sorted(hosts - set(spec.get("dnsNames", [])))
+    if missing:
+        fail(f"{name(certs[0])}: dnsNames lack {', '.join(missing)}, which the service URLs call")
+    for usage in ("server auth", "client auth"):
+        if usage not in spec.get("usages", []):
+            fail(f"{name(certs[0])}: usages lack {usage!r} (every process is a server and a client)")
 
 
 def check_compose(path):

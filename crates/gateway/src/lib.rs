@@ -130,7 +130,7 @@ impl Gateway {
     }
 
     fn with_routes(table: RouteTable, upstreams: Upstreams, settings: &Settings) -> Result<Self, GatewayError> {
-        let auth = platform::grpc::balanced_channel(&settings.service_url_list("auth"))?;
+        let auth = platform::grpc::service_channel(settings, "auth")?;
         let mut known: Vec<String> = table.routes().iter().map(|r| r.label.clone()).collect();
         known.push(OPENAPI_ROUTE.to_owned());
         known.push(docs::DOCS_ROUTE.to_owned());
@@ -171,7 +171,7 @@ impl Gateway {
     /// the services the settings point at and to auth (and so its own caches of tokens and API keys): one
     /// worker's gateway (see [`workers`]).
     pub fn with_own_connections(&self, settings: &Settings) -> Result<Self, GatewayError> {
-        let auth = platform::grpc::balanced_channel(&settings.service_url_list("auth"))?;
+        let auth = platform::grpc::service_channel(settings, "auth")?;
         Ok(Self {
             upstreams: Arc::new(Upstreams::connect(&self.table.upstreams(), settings)?),
             verifier: Arc::new(TokenVerifier::from_auth_service(auth.clone())),

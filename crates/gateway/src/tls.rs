@@ -6,7 +6,6 @@
 
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,9 +15,7 @@ use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsAcceptor;
-use tokio_rustls::rustls::pki_types::pem::PemObject;
-use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use tokio_rustls::rustls::{self, ServerConfig};
+use tokio_rustls::rustls::ServerConfig;
 use tokio_rustls::server::TlsStream;
 
 /// How long a client may take to complete its TLS handshake.
@@ -27,33 +24,13 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshaken connections waiting for the server to take them.
 const QUEUE: usize = 64;
 
-/// The TLS files are unusable; the message names the setting and the file.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-pub struct TlsError(String);
+pub use platform::tls::TlsError;
 
-/// The rustls server configuration of `files`: the certificate chain and its key, ALPN `h2` then `http/1.1`,
-/// with the ring provider (the one rustls uses everywhere else in Mercato).
+/// The rustls server configuration of `files`: the certificate chain and its key, ALPN `h2` then `http/1.1`.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
-    let cert_pem = read(&files.cert, "MERCATO_GATEWAY_TLS_CERT")?;
-    let certs = CertificateDer::pem_slice_iter(&cert_pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| TlsError(format!("MERCATO_GATEWAY_TLS_CERT: {} is not valid PEM: {e}", files.cert.display())))?;
-    if certs.is_empty() {
-        return Err(TlsError(format!(
-            "MERCATO_GATEWAY_TLS_CERT: {} holds no certificate (expected PEM \"BEGIN CERTIFICATE\" blocks, leaf first)",
-            files.cert.display()
-        )));
-    }
-    let key_pem = read(&files.key, "MERCATO_GATEWAY_TLS_KEY")?;
-    let key = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|e| {
-        TlsError(format!(
-            "MERCATO_GATEWAY_TLS_KEY: {} holds no usable private key (expected a PEM PKCS#8, PKCS#1 or SEC1 key): {e}",
-            files.key.display()
-        ))
-    })?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut config = ServerConfig::builder_with_provider(provider)
+    let certs = platform::tls::certificates(&files.cert, "MERCATO_GATEWAY_TLS_CERT")?;
+    let key = platform::tls::private_key(&files.key, "MERCATO_GATEWAY_TLS_KEY")?;
+    let mut config = ServerConfig::builder_with_provider(platform::tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError(format!("TLS protocol versions: {e}")))?
         .with_no_client_auth()
@@ -67,10 +44,6 @@ pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
         })?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
-}
-
-fn read(path: &Path, variable: &str) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|e| TlsError(format!("{variable}: cannot read {}: {e}", path.display())))
 }
 
 /// A listener of TLS connections for `axum::serve`: TCP connections are accepted and their handshakes run in

@@ -63,7 +63,7 @@ impl Upstreams {
     pub fn connect(names: &[String], settings: &platform::Settings) -> Result<Self, platform::grpc::ChannelError> {
         let mut channels = HashMap::new();
         for name in names {
-            channels.insert(name.clone(), platform::grpc::balanced_channel(&settings.service_url_list(name))?);
+            channels.insert(name.clone(), platform::grpc::service_channel(settings, name)?);
         }
         Ok(Self { channels })
     }

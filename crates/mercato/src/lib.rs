@@ -108,7 +108,9 @@ pub async fn up(mut settings: Settings, options: UpOptions, shutdown: Cancellati
     for service in SERVICES {
         let listener = bind(service_addr(&settings, service)?, options.ephemeral_ports, service).await?;
         let addr = listener.local_addr()?;
-        settings.service_urls.insert((*service).to_owned(), format!("http://{addr}"));
+        // The scheme says whether the services speak TLS (MERCATO_GRPC_TLS_*).
+        let scheme = if settings.grpc_tls.is_some() { "https" } else { "http" };
+        settings.service_urls.insert((*service).to_owned(), format!("{scheme}://{addr}"));
         listeners.push((*service, listener, addr));
     }
     let http = bind(settings.http_addr, options.ephemeral_ports, "the gateway").await?;
@@ -141,6 +143,8 @@ pub async fn up(mut settings: Settings, options: UpOptions, shutdown: Cancellati
     let mut services = Vec::new();
     for (service, listener, addr) in listeners {
         services.push((service, addr));
+        // With MERCATO_GRPC_TLS_* each server speaks TLS; the files are read (and checked) here, before serving.
+        let listener = platform::grpc::Listener::new(listener, &settings)?;
         let (settings, bus, stop) = (settings.clone(), bus.clone(), shutdown.clone());
         tasks.spawn(async move { (service, run_service(service, listener, settings, bus, stop).await) });
     }
@@ -161,8 +165,9 @@ pub async fn up(mut settings: Settings, options: UpOptions, shutdown: Cancellati
             ("metrics", served.map_err(Into::into))
         });
     }
-    let urls: Vec<String> = SERVICES.iter().map(|s| settings.service_url(s)).collect();
-    tokio::spawn(open_when_serving(gate, urls, shutdown.clone()));
+    // Channels as the services call each other: over TLS when it is configured.
+    let channels = SERVICES.iter().map(|s| platform::grpc::service_channel(&settings, s)).collect::<Result<_, _>>()?;
+    tokio::spawn(open_when_serving(gate, channels, shutdown.clone()));
     readiness.set(true);
     Ok(Running {
         gateway: settings.http_addr,
@@ -227,8 +232,10 @@ pub async fn serve_one(name: &str, settings: Settings, shutdown: CancellationTok
             .with_context(|| format!("unknown service {name:?}; expected one of: gateway, {}", SERVICES.join(", ")))?;
         let addr = settings.grpc_addr.unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], port)));
         let listener = TcpListener::bind(addr).await.with_context(|| format!("cannot listen on {addr} for {name}"))?;
-        println!("{name} gRPC listening on {}", listener.local_addr()?);
-        readiness.set(true);
+        let scheme = if settings.grpc_tls.is_some() { "TLS" } else { "plain" };
+        println!("{name} gRPC ({scheme}) listening on {}", listener.local_addr()?);
+        // Ready (`/readyz`) once the gRPC server takes calls, after the service's migrations.
+        let listener = platform::grpc::Listener::new(listener, &settings)?.reporting(readiness.clone());
         // Without a broker, events of a lone service reach only consumers in the same process.
         let bus: Arc<dyn EventBus> = match &settings.amqp_url {
             Some(url) => amqp_bus(url, AMQP_PREFIX).await?,
@@ -241,11 +248,10 @@ pub async fn serve_one(name: &str, settings: Settings, shutdown: CancellationTok
     result
 }
 
-/// Opens `bus` once every service at `urls` answers its health check with SERVING.
-async fn open_when_serving(bus: Arc<GatedBus>, urls: Vec<String>, shutdown: CancellationToken) {
+/// Opens `bus` once every service behind `channels` answers its health check with SERVING.
+async fn open_when_serving(bus: Arc<GatedBus>, channels: Vec<platform::grpc::Channel>, shutdown: CancellationToken) {
     use tonic_health::pb::{HealthCheckRequest, health_check_response::ServingStatus, health_client::HealthClient};
-    for url in urls {
-        let Ok(channel) = platform::grpc::channel(&url) else { continue };
+    for channel in channels {
         let mut client = HealthClient::new(channel);
         loop {
             let check = client.check(HealthCheckRequest { service: String::new() }).await;
@@ -265,7 +271,7 @@ async fn open_when_serving(bus: Arc<GatedBus>, urls: Vec<String>, shutdown: Canc
 /// Runs service `name` on `listener` until `shutdown` is cancelled.
 async fn run_service(
     name: &str,
-    listener: TcpListener,
+    listener: platform::grpc::Listener,
     settings: Settings,
     bus: Arc<dyn EventBus>,
     shutdown: CancellationToken,

@@ -113,16 +113,31 @@ pub struct Settings {
     /// TLS termination at the gateway (`MERCATO_GATEWAY_TLS_CERT` and `MERCATO_GATEWAY_TLS_KEY`, both or
     /// neither); plain HTTP when unset.
     pub gateway_tls: Option<TlsFiles>,
+    /// TLS between services (`MERCATO_GRPC_TLS_CERT`, `MERCATO_GRPC_TLS_KEY` and `MERCATO_GRPC_TLS_CA`, all three
+    /// or none): every gRPC server and client of the process speaks mutual TLS, and the services' URLs are
+    /// `https://`; plain gRPC when unset.
+    pub grpc_tls: Option<GrpcTlsFiles>,
 }
 
-/// The PEM files a TLS listener serves from. Only the paths are checked here; the gateway reads and validates
-/// the files when it starts.
+/// The PEM files of a TLS identity: what a TLS listener serves with (and a client of mutual TLS shows). Only the
+/// paths are checked here; the files are read and validated when the server or client is made, at start.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsFiles {
-    /// The certificate chain, leaf first (`MERCATO_GATEWAY_TLS_CERT`).
+    /// The certificate chain, leaf first.
     pub cert: PathBuf,
-    /// The private key of the leaf certificate: PKCS#8, PKCS#1 or SEC1 (`MERCATO_GATEWAY_TLS_KEY`).
+    /// The private key of the leaf certificate: PKCS#8, PKCS#1 or SEC1.
     pub key: PathBuf,
+}
+
+/// The PEM files of TLS between services. Each process serves and calls with its own certificate, and on both
+/// ends of a call trusts only certificates the CA signed (mutual TLS: a caller without one is not even heard).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GrpcTlsFiles {
+    /// This process's certificate and key (`MERCATO_GRPC_TLS_CERT`, `MERCATO_GRPC_TLS_KEY`): its servers' and,
+    /// as a client, its own. The certificate names every host name or IP the process is called by.
+    pub identity: TlsFiles,
+    /// The certificates of the CA that signs the services' certificates (`MERCATO_GRPC_TLS_CA`).
+    pub ca: PathBuf,
 }
 
 /// A request budget: a steady rate of `count` requests per `period`, and up to `burst` requests at once after
@@ -357,6 +372,7 @@ Settings (environment variables):
   MERCATO_GRPC_ADDR              gRPC address for `serve`        [default: 127.0.0.1:<service port>]
   MERCATO_<SERVICE>_URL          where clients reach a service   [default: http://127.0.0.1:<service port>]
                                  or a comma-separated list of replicas that clients balance over
+                                 (https://, and the default too, with MERCATO_GRPC_TLS_*)
   MERCATO_DATA_DIR               SQLite files and blobs          [default: ./mercato-data]
   MERCATO_DATABASE_URL           PostgreSQL server URL; each service uses database mercato_<service>
   MERCATO_<SERVICE>_DATABASE_URL database URL of one service (overrides MERCATO_DATABASE_URL)
@@ -386,6 +402,9 @@ Settings (environment variables):
   MERCATO_TRUSTED_PROXIES        IPs/CIDRs whose X-Forwarded-For is believed [default: none]
   MERCATO_GATEWAY_TLS_CERT       gateway TLS certificate chain (PEM file) [default: plain HTTP]
   MERCATO_GATEWAY_TLS_KEY        its private key (PEM file); set both or neither
+  MERCATO_GRPC_TLS_CERT          this process's certificate for TLS between services (PEM file) [default: plain gRPC]
+  MERCATO_GRPC_TLS_KEY           its private key (PEM file)
+  MERCATO_GRPC_TLS_CA            the CA that signs the services' certificates (PEM file); set all three or none
   MERCATO_<SERVICE>_CLIENT_SECRET a service's secret for service tokens (32+ characters) [`up`: generated]
   MERCATO_ADMIN_EMAIL            first administrator, created at start if absent
   MERCATO_ADMIN_PASSWORD         its password (8 to 128 characters)
@@ -426,17 +445,45 @@ impl Settings {
         let metrics_addr = addr("MERCATO_METRICS_ADDR", Some("127.0.0.1:9090"));
         let grpc_addr = addr("MERCATO_GRPC_ADDR", None);
 
+        let grpc_tls_vars = ["MERCATO_GRPC_TLS_CERT", "MERCATO_GRPC_TLS_KEY", "MERCATO_GRPC_TLS_CA"];
+        let grpc_tls = match grpc_tls_vars.map(|name| vars.get(name)) {
+            [Some(cert), Some(key), Some(ca)] => Some(GrpcTlsFiles {
+                identity: TlsFiles { cert: PathBuf::from(cert), key: PathBuf::from(key) },
+                ca: PathBuf::from(ca),
+            }),
+            [None, None, None] => None,
+            given => {
+                for (name, value) in grpc_tls_vars.iter().zip(given) {
+                    if value.is_none() {
+                        let problem = "must be set with the other MERCATO_GRPC_TLS_* settings: TLS between services \
+                                       needs a certificate, its key and the CA (a PEM file each)";
+                        fail(name, problem.to_owned());
+                    }
+                }
+                None
+            }
+        };
+        // With TLS between services every service URL is https://; without, http://.
+        let scheme = if grpc_tls.is_some() { "https" } else { "http" };
+
         let mut service_urls = HashMap::new();
         let mut service_database_urls = HashMap::new();
         let mut service_secrets = HashMap::new();
         for (service, port) in SERVICE_PORTS {
             let upper = service.to_ascii_uppercase();
             let url_var = format!("MERCATO_{upper}_URL");
-            let value = vars.get(&url_var).cloned().unwrap_or_else(|| format!("http://127.0.0.1:{port}"));
+            let value = vars.get(&url_var).cloned().unwrap_or_else(|| format!("{scheme}://127.0.0.1:{port}"));
             // A comma-separated list names replicas that clients balance over.
             let urls: Vec<&str> = value.split(',').map(str::trim).collect();
             if let Some(bad) = urls.iter().find(|url| !(url.starts_with("http://") || url.starts_with("https://"))) {
                 fail(&url_var, format!("{bad:?} is not a URL; expected http://host:port, or several, comma-separated"));
+            } else if let Some(bad) = urls.iter().find(|url| !url.starts_with(&format!("{scheme}://"))) {
+                let problem = if grpc_tls.is_some() {
+                    format!("{bad:?}: services speak TLS (MERCATO_GRPC_TLS_* are set), so expected https://host:port")
+                } else {
+                    format!("{bad:?}: https:// needs TLS between services (set MERCATO_GRPC_TLS_CERT, _KEY and _CA)")
+                };
+                fail(&url_var, problem);
             }
             service_urls.insert((*service).to_owned(), urls.join(","));
             let db_var = format!("MERCATO_{upper}_DATABASE_URL");
@@ -649,6 +696,7 @@ impl Settings {
                 rate_limits,
                 trusted_proxies,
                 gateway_tls,
+                grpc_tls,
             }),
             _ => Err(ConfigError(errors)),
         }
@@ -663,7 +711,10 @@ impl Settings {
     pub fn service_url_list(&self, service: &str) -> Vec<String> {
         match self.service_urls.get(service) {
             Some(list) => list.split(',').map(str::to_owned).collect(),
-            None => vec![format!("http://127.0.0.1:{}", default_grpc_port(service).unwrap_or(50050))],
+            None => {
+                let scheme = if self.grpc_tls.is_some() { "https" } else { "http" };
+                vec![format!("{scheme}://127.0.0.1:{}", default_grpc_port(service).unwrap_or(50050))]
+            }
         }
     }
 }
@@ -956,6 +1007,33 @@ mod tests {
         assert_eq!(err.0.len(), 2);
         assert!(err.0.iter().all(|e| e.variable == "MERCATO_TRUSTED_PROXIES"));
         assert!(err.to_string().contains("\"proxy.local\" is not an IP address"));
+    }
+
+    #[test]
+    fn tls_between_services_needs_all_three_files_and_https_urls() {
+        let plain = Settings::from_vars(vars(&[])).expect("valid");
+        assert_eq!((&plain.grpc_tls, plain.service_url("orders").as_str()), (&None, "http://127.0.0.1:50055"));
+        let tls = [
+            ("MERCATO_GRPC_TLS_CERT", "/etc/mercato/grpc/tls.crt"),
+            ("MERCATO_GRPC_TLS_KEY", "/etc/mercato/grpc/tls.key"),
+            ("MERCATO_GRPC_TLS_CA", "/etc/mercato/grpc/ca.crt"),
+        ];
+        let s = Settings::from_vars(vars(&[tls[0], tls[1], tls[2], ("MERCATO_AUTH_URL", "https://auth:50051")]))
+            .expect("valid");
+        let files = s.grpc_tls.clone().expect("TLS between services");
+        assert_eq!((files.identity.cert.to_str(), files.ca.to_str()), (Some(tls[0].1), Some(tls[2].1)));
+        assert_eq!(s.service_url("auth"), "https://auth:50051");
+        assert_eq!(s.service_url("orders"), "https://127.0.0.1:50055", "defaults speak TLS too");
+
+        let err = Settings::from_vars(vars(&[tls[0], tls[2]])).expect_err("no key");
+        assert_eq!(err.0.iter().map(|e| e.variable.as_str()).collect::<Vec<_>>(), ["MERCATO_GRPC_TLS_KEY"]);
+        let err = Settings::from_vars(vars(&[tls[0], tls[1], tls[2], ("MERCATO_CART_URL", "http://cart:50054")]))
+            .expect_err("plain URL with TLS");
+        assert_eq!(err.0[0].variable, "MERCATO_CART_URL");
+        assert!(err.0[0].problem.contains("expected https://"), "{err}");
+        let err = Settings::from_vars(vars(&[("MERCATO_CART_URL", "https://cart:50054")])).expect_err("https alone");
+        assert_eq!(err.0[0].variable, "MERCATO_CART_URL");
+        assert!(err.0[0].problem.contains("MERCATO_GRPC_TLS_CERT"), "{err}");
     }
 
     #[test]

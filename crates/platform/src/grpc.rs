@@ -18,10 +18,12 @@ use tracing::Instrument;
 
 use crate::auth::{AuthLayer, TokenVerifier};
 use crate::descriptors::{AccessPolicy, DescriptorError};
+use crate::metrics::Readiness;
 use crate::telemetry::REQUEST_ID_HEADER;
 use crate::trace_context;
 
 mod channel;
+mod tls;
 
 pub use channel::{Channel, ChannelError};
 
@@ -37,6 +39,50 @@ pub enum ServeError {
     /// The transport failed.
     #[error("gRPC transport: {0}")]
     Transport(#[from] tonic::transport::Error),
+    /// The files of TLS between services are unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+}
+
+/// Where a gRPC server listens: a bound TCP listener, the TLS its callers must speak (none: plain HTTP/2, the
+/// default and what tests use: `TcpListener` converts into one), and the readiness it reports, if any.
+#[derive(Debug)]
+pub struct Listener {
+    tcp: TcpListener,
+    tls: Option<tonic::transport::ServerTlsConfig>,
+    readiness: Option<Readiness>,
+}
+
+impl Listener {
+    /// `tcp`, with the TLS between services of `settings` (mutual TLS when `MERCATO_GRPC_TLS_*` are set: the
+    /// files are read and checked now).
+    pub fn new(tcp: TcpListener, settings: &crate::Settings) -> Result<Self, ServeError> {
+        let tls = settings.grpc_tls.as_ref().map(tls::server_config).transpose()?;
+        Ok(Self { tcp, tls, readiness: None })
+    }
+
+    /// Reports the server on `readiness` (the process's `/readyz`): ready while it takes calls, from its start
+    /// (after the service's migrations) until its shutdown begins.
+    pub fn reporting(mut self, readiness: Readiness) -> Self {
+        self.readiness = Some(readiness);
+        self
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.tcp.local_addr()
+    }
+
+    /// Whether callers must speak TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+}
+
+impl From<TcpListener> for Listener {
+    fn from(tcp: TcpListener) -> Self {
+        Self { tcp, tls: None, readiness: None }
+    }
 }
 
 /// A service ready to be served: its routes and the full names of its gRPC services.
@@ -51,7 +97,7 @@ pub struct GrpcService {
 /// Serves `service` on `listener` until `shutdown` is cancelled, then lets in-flight calls finish.
 pub async fn serve(
     service: GrpcService,
-    listener: TcpListener,
+    listener: impl Into<Listener>,
     verifier: Arc<TokenVerifier>,
     shutdown: CancellationToken,
 ) -> Result<(), ServeError> {
@@ -68,14 +114,25 @@ pub async fn serve(
 
     let routes = service.routes.add_service(health_service).add_service(reflection);
     let layers = tower::ServiceBuilder::new().layer(ObserveLayer).layer(AuthLayer::new(verifier, policy));
-    let incoming = accept_with_nodelay(listener);
+    let Listener { tcp, tls, readiness } = listener.into();
+    let incoming = accept_with_nodelay(tcp);
     let stopping = shutdown.clone();
-    Server::builder()
+    let mut server = Server::builder();
+    if let Some(tls) = tls {
+        server = server.tls_config(tls)?;
+    }
+    server
         .layer(layers)
         .add_routes(routes)
         .serve_with_incoming_shutdown(incoming, async move {
+            if let Some(readiness) = &readiness {
+                readiness.set(true);
+            }
             stopping.cancelled().await;
             // Tell load balancers first, then stop accepting.
+            if let Some(readiness) = &readiness {
+                readiness.set(false);
+            }
             for name in &service.names {
                 health_reporter.set_service_status(*name, tonic_health::ServingStatus::NotServing).await;
             }
@@ -103,6 +160,14 @@ fn accept_with_nodelay(
 /// A channel to `url` that connects on first use and reconnects as needed.
 pub fn channel(url: &str) -> Result<Channel, ChannelError> {
     Channel::new(&[url.to_owned()])
+}
+
+/// A channel to `service` as `settings` say: balanced over its URLs (`MERCATO_<SERVICE>_URL`), over mutual TLS
+/// when `MERCATO_GRPC_TLS_*` are set (the files are read and checked now). What services and the gateway call
+/// each other with.
+pub fn service_channel(settings: &crate::Settings, service: &str) -> Result<Channel, ChannelError> {
+    let tls = settings.grpc_tls.as_ref().map(tls::client_config).transpose()?;
+    Channel::with_tls(&settings.service_url_list(service), tls)
 }
 
 /// A channel that balances calls over the replicas at `urls` (one URL: the same as [`channel`];

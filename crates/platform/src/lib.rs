@@ -15,6 +15,7 @@
 //! - [`paging`]: page sizes and page tokens of listings, the same in every service.
 //! - [`metrics`]: the Prometheus recorder, `/metrics`, `/healthz`, `/readyz`.
 //! - [`shutdown`]: signals to a cancellation token.
+//! - [`tls`]: certificates and keys from PEM files (the gateway's HTTPS, TLS between services).
 //! - [`testkit`]: helpers for tests that need a real PostgreSQL or RabbitMQ, and a test token issuer.
 //!
 //! `platform` knows nothing about any particular service.
@@ -35,6 +36,7 @@ pub mod shutdown;
 pub mod telemetry;
 pub mod testkit;
 pub mod time;
+pub mod tls;
 pub mod trace_context;
 mod trace_ids;
 

@@ -26,7 +26,6 @@ use platform::auth::TokenVerifier;
 use platform::db::Db;
 use platform::events::{EventBus, InboxPruner};
 use platform::grpc::GrpcService;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 
@@ -42,7 +41,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Runs analytics as configured: opens its database, subscribes its consumers on `bus`, trusts the auth
 /// service's keys, and serves on `listener` until `shutdown` is cancelled.
 pub async fn run(
-    listener: TcpListener,
+    listener: platform::grpc::Listener,
     settings: Settings,
     bus: Arc<dyn EventBus>,
     shutdown: CancellationToken,
@@ -50,9 +49,7 @@ pub async fn run(
     let db = Db::open(&settings, NAME).await?;
     db.migrate(&MIGRATOR, NAME).await?;
     events::subscribe(bus.as_ref(), store::Store::new(db.clone()));
-    let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::balanced_channel(
-        &settings.service_url_list("auth"),
-    )?));
+    let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::service_channel(&settings, "auth")?));
     let result = serve(listener, db.clone(), verifier, shutdown).await;
     db.close().await;
     result
@@ -61,13 +58,14 @@ pub async fn run(
 /// Migrates `db`, then serves the reports on `listener` with tokens checked by `verifier` until `shutdown` is
 /// cancelled, pruning its inbox meanwhile. Consuming events is separate: see [`events::subscribe`].
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<platform::grpc::Listener>,
     db: Db,
     verifier: Arc<TokenVerifier>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     db.migrate(&MIGRATOR, NAME).await?;
-    tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), "analytics serving");
+    let listener = listener.into();
+    tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), tls = listener.is_tls(), "analytics serving");
     let pruner_stop = shutdown.child_token();
     let pruner_task = tokio::spawn(InboxPruner::new(NAME, db.clone()).run(pruner_stop.clone()));
     let service = GrpcService {

@@ -36,7 +36,6 @@ use platform::auth::{EndedSession, RevocationSource, StaticKeySource, TokenVerif
 use platform::events::{EventBus, Relay};
 use platform::grpc::GrpcService;
 use platform::{Db, Settings};
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use error::Error;
@@ -59,7 +58,7 @@ pub const ADMIN_DISPLAY_NAME: &str = "Administrator";
 
 /// Opens the service's database as `settings` say and serves on `listener` until `shutdown` is cancelled.
 pub async fn run(
-    listener: TcpListener,
+    listener: platform::grpc::Listener,
     settings: Settings,
     bus: Arc<dyn EventBus>,
     shutdown: CancellationToken,
@@ -72,7 +71,7 @@ pub async fn run(
 /// first start creates) the signing key, creates the first administrator from the settings if absent, then
 /// answers gRPC calls, verifying access tokens against its own keys. Its events go through the outbox to `bus`.
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<platform::grpc::Listener>,
     db: Db,
     settings: &Settings,
     bus: Arc<dyn EventBus>,
@@ -88,7 +87,8 @@ pub async fn serve(
         TokenVerifier::new(Arc::new(StaticKeySource(keys.jwks.clone())))
             .with_revocations(Arc::new(StoredRevocations(store.clone())), platform::auth::REVOCATION_POLL),
     );
-    tracing::info!(kid = %keys.active.kid(), "auth service ready");
+    let listener = listener.into();
+    tracing::info!(kid = %keys.active.kid(), addr = ?listener.local_addr().ok(), tls = listener.is_tls(), "auth service ready");
     let relay = Relay::new(NAME, store.db().clone(), bus);
     let background = shutdown.child_token();
     let pruner_task = tokio::spawn(prune_expired_tokens(store.clone(), background.clone()));

@@ -22,7 +22,6 @@ use platform::db::Db;
 use platform::events::{EventBus, InboxPruner, Relay};
 use platform::grpc::Channel;
 use platform::grpc::GrpcService;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 
@@ -38,7 +37,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Runs the cart as configured: opens its database, trusts the auth service's keys, prices carts with the
 /// catalog at `MERCATO_CATALOG_URL`, and serves on `listener` until `shutdown` is cancelled.
 pub async fn run(
-    listener: TcpListener,
+    listener: platform::grpc::Listener,
     settings: Settings,
     bus: Arc<dyn EventBus>,
     shutdown: CancellationToken,
@@ -46,10 +45,8 @@ pub async fn run(
     let db = Db::open(&settings, NAME).await?;
     db.migrate(&MIGRATOR, NAME).await?;
     events::subscribe(bus.as_ref(), store::Store::new(db.clone()));
-    let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::balanced_channel(
-        &settings.service_url_list("auth"),
-    )?));
-    let catalog = platform::grpc::balanced_channel(&settings.service_url_list("catalog"))?;
+    let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::service_channel(&settings, "auth")?));
+    let catalog = platform::grpc::service_channel(&settings, "catalog")?;
     let result = serve(listener, db.clone(), verifier, catalog, bus, shutdown).await;
     db.close().await;
     result
@@ -60,7 +57,7 @@ pub async fn run(
 /// (Consuming `order.confirmed` and `user.deleted` is subscribed by [`run`], or by the caller:
 /// [`events::subscribe`].)
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<platform::grpc::Listener>,
     db: Db,
     verifier: Arc<TokenVerifier>,
     catalog: Channel,
@@ -68,7 +65,8 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     db.migrate(&MIGRATOR, NAME).await?;
-    tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), "cart serving");
+    let listener = listener.into();
+    tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), tls = listener.is_tls(), "cart serving");
     let relay = Relay::new(NAME, db.clone(), bus);
     let pruner = InboxPruner::new(NAME, db.clone());
     let service = GrpcService {

@@ -22,7 +22,6 @@ use platform::blob::Blobs;
 use platform::db::Db;
 use platform::events::{EventBus, InboxPruner, Relay};
 use platform::grpc::GrpcService;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 
@@ -39,7 +38,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// service's keys, and serves on `listener` until `shutdown` is cancelled. Its consumers (see [`events`])
 /// subscribe on `bus`.
 pub async fn run(
-    listener: TcpListener,
+    listener: platform::grpc::Listener,
     settings: Settings,
     bus: Arc<dyn EventBus>,
     shutdown: CancellationToken,
@@ -47,9 +46,7 @@ pub async fn run(
     let db = Db::open(&settings, NAME).await?;
     prepare(&db).await?;
     events::subscribe(bus.as_ref(), store::Store::new(db.clone()));
-    let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::balanced_channel(
-        &settings.service_url_list("auth"),
-    )?));
+    let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::service_channel(&settings, "auth")?));
     let blobs = Blobs::open(&settings, NAME)?;
     let result = serve(listener, db.clone(), blobs, verifier, bus, shutdown).await;
     db.close().await;
@@ -60,7 +57,7 @@ pub async fn run(
 /// bytes in `blobs` (orphans swept hourly), publishing its events on `bus` and pruning its inbox, until
 /// `shutdown` is cancelled.
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<platform::grpc::Listener>,
     db: Db,
     blobs: Blobs,
     verifier: Arc<TokenVerifier>,
@@ -68,7 +65,8 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     prepare(&db).await?;
-    tracing::info!(backend = db.backend(), blobs = blobs.backend(), addr = ?listener.local_addr().ok(), "catalog serving");
+    let listener = listener.into();
+    tracing::info!(backend = db.backend(), blobs = blobs.backend(), addr = ?listener.local_addr().ok(), tls = listener.is_tls(), "catalog serving");
     let relay = Relay::new(NAME, db.clone(), bus);
     let pruner = InboxPruner::new(NAME, db.clone());
     let service = GrpcService {

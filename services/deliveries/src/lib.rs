@@ -21,7 +21,6 @@ use platform::auth::TokenVerifier;
 use platform::db::Db;
 use platform::events::{EventBus, InboxPruner, Relay};
 use platform::grpc::GrpcService;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 
@@ -37,7 +36,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Runs the deliveries service as configured: opens its database, consumes the orders' events, trusts the
 /// auth service's keys, and serves on `listener` until `shutdown` is cancelled.
 pub async fn run(
-    listener: TcpListener,
+    listener: platform::grpc::Listener,
     settings: Settings,
     bus: Arc<dyn EventBus>,
     shutdown: CancellationToken,
@@ -45,9 +44,7 @@ pub async fn run(
     let db = Db::open(&settings, NAME).await?;
     db.migrate(&MIGRATOR, NAME).await?;
     events::subscribe(bus.as_ref(), store::Store::new(db.clone()));
-    let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::balanced_channel(
-        &settings.service_url_list("auth"),
-    )?));
+    let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::service_channel(&settings, "auth")?));
     let result = serve(listener, db.clone(), verifier, bus, shutdown).await;
     db.close().await;
     result
@@ -57,14 +54,15 @@ pub async fn run(
 /// publishing its events on `bus` and pruning its inbox, until `shutdown` is cancelled. (The consumer of the
 /// orders' events is subscribed by [`run`], or by the caller: [`events::subscribe`].)
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<platform::grpc::Listener>,
     db: Db,
     verifier: Arc<TokenVerifier>,
     bus: Arc<dyn EventBus>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     db.migrate(&MIGRATOR, NAME).await?;
-    tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), "deliveries serving");
+    let listener = listener.into();
+    tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), tls = listener.is_tls(), "deliveries serving");
     let relay = Relay::new(NAME, db.clone(), bus);
     let pruner = InboxPruner::new(NAME, db.clone());
     let service = GrpcService {

@@ -25,7 +25,6 @@ use platform::auth::TokenVerifier;
 use platform::db::Db;
 use platform::events::{EventBus, Relay};
 use platform::grpc::GrpcService;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 
@@ -41,15 +40,13 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Runs the ledger as configured: opens its database, trusts the auth service's keys, and serves on
 /// `listener`, publishing its events on `bus`, until `shutdown` is cancelled.
 pub async fn run(
-    listener: TcpListener,
+    listener: platform::grpc::Listener,
     settings: Settings,
     bus: Arc<dyn EventBus>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let db = Db::open(&settings, NAME).await?;
-    let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::balanced_channel(
-        &settings.service_url_list("auth"),
-    )?));
+    let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::service_channel(&settings, "auth")?));
     let result = serve(listener, db.clone(), verifier, bus, shutdown).await;
     db.close().await;
     result
@@ -58,14 +55,15 @@ pub async fn run(
 /// Migrates `db`, then serves the ledger on `listener` with tokens checked by `verifier`, publishing its
 /// events on `bus`, until `shutdown` is cancelled.
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<platform::grpc::Listener>,
     db: Db,
     verifier: Arc<TokenVerifier>,
     bus: Arc<dyn EventBus>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     db.migrate(&MIGRATOR, NAME).await?;
-    tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), "ledger serving");
+    let listener = listener.into();
+    tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), tls = listener.is_tls(), "ledger serving");
     let relay = Relay::new(NAME, db.clone(), bus);
     let service = GrpcService {
         routes: tonic::service::Routes::new(LedgerServiceServer::new(LedgerApi::new(db, relay.handle()))),

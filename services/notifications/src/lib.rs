@@ -35,7 +35,6 @@ use platform::auth::TokenVerifier;
 use platform::db::Db;
 use platform::events::{EventBus, InboxPruner, Relay};
 use platform::grpc::GrpcService;
-use tokio::net::TcpListener;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
@@ -57,16 +56,14 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// tickets, consumes and publishes on `bus`, and
 /// serves on `listener` until `shutdown` is cancelled.
 pub async fn run(
-    listener: TcpListener,
+    listener: platform::grpc::Listener,
     settings: Settings,
     bus: Arc<dyn EventBus>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let mailer = Mailer::from_settings(settings.smtp_url.as_deref(), &settings.mail_from)?;
     let db = Db::open(&settings, NAME).await?;
-    let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::balanced_channel(
-        &settings.service_url_list("auth"),
-    )?));
+    let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::service_channel(&settings, "auth")?));
     let options = DispatchOptions {
         support_inbox: settings.support_email.clone(),
         storefront_url: settings.storefront_url.clone(),
@@ -83,7 +80,7 @@ pub async fn run(
 /// by `options`), the outbox relay and the inbox's pruner, and serves on `listener` with tokens checked by `verifier` until
 /// `shutdown` is cancelled; the three stop with the server.
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<platform::grpc::Listener>,
     db: Db,
     verifier: Arc<TokenVerifier>,
     bus: Arc<dyn EventBus>,
@@ -102,7 +99,8 @@ pub async fn serve(
     events::Consumer::new(store.clone(), templates, wake.clone())
         .with_support_inbox(options.support_inbox.as_deref())
         .subscribe(bus.as_ref());
-    tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), mailer = ?mailer, "notifications serving");
+    let listener = listener.into();
+    tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), tls = listener.is_tls(), mailer = ?mailer, "notifications serving");
 
     let bus_for_admin = bus.clone();
     let pruner = InboxPruner::new(NAME, db.clone());

@@ -35,7 +35,6 @@ use platform::auth::{ServiceTokens, TokenVerifier};
 use platform::db::Db;
 use platform::events::{EventBus, Relay};
 use platform::grpc::GrpcService;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 
@@ -55,17 +54,17 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// tokens, client secret `MERCATO_ORDERS_CLIENT_SECRET`, or the customer's for their cart and addresses), publishes its events to `bus`, and serves on `listener` until
 /// `shutdown` is cancelled.
 pub async fn run(
-    listener: TcpListener,
+    listener: platform::grpc::Listener,
     settings: Settings,
     bus: Arc<dyn EventBus>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let auth = platform::grpc::balanced_channel(&settings.service_url_list("auth"))?;
+    let auth = platform::grpc::service_channel(&settings, "auth")?;
     let tokens = ServiceTokens::from_settings(&settings, NAME, auth.clone()).ok_or_else(|| Error::Setting {
         variable: "MERCATO_ORDERS_CLIENT_SECRET".to_owned(),
         problem: "is not set: the orders service needs its client secret to reserve stock and take payments".to_owned(),
     })?;
-    let channel = |service: &str| platform::grpc::balanced_channel(&settings.service_url_list(service));
+    let channel = |service: &str| platform::grpc::service_channel(&settings, service);
     let channels = Channels {
         catalog: channel("catalog")?,
         cart: channel("cart")?,
@@ -86,7 +85,7 @@ pub async fn run(
 /// until `shutdown` is cancelled. Saga runs still going at shutdown stop where they are and resume on the
 /// next start.
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<platform::grpc::Listener>,
     db: Db,
     verifier: Arc<TokenVerifier>,
     ports: Arc<dyn SagaPorts>,
@@ -95,7 +94,8 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     db.migrate(&MIGRATOR, NAME).await?;
-    tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), "orders serving");
+    let listener = listener.into();
+    tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), tls = listener.is_tls(), "orders serving");
     let store = store::Store::new(db.clone());
     let relay = Relay::new(NAME, db, bus);
     let background = shutdown.child_token();

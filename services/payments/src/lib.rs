@@ -32,7 +32,6 @@ use platform::auth::{ServiceTokens, TokenVerifier};
 use platform::db::Db;
 use platform::events::{EventBus, Relay};
 use platform::grpc::GrpcService;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 
@@ -52,18 +51,17 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// the [`SimulatedProcessor`] (no real money moves), posts to the ledger at `MERCATO_LEDGER_URL`, publishes
 /// its events to `bus`, and serves on `listener` until `shutdown` is cancelled.
 pub async fn run(
-    listener: TcpListener,
+    listener: platform::grpc::Listener,
     settings: Settings,
     bus: Arc<dyn EventBus>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let auth = platform::grpc::balanced_channel(&settings.service_url_list("auth"))?;
+    let auth = platform::grpc::service_channel(&settings, "auth")?;
     let tokens = ServiceTokens::from_settings(&settings, NAME, auth.clone()).ok_or_else(|| Error::Setting {
         variable: "MERCATO_PAYMENTS_CLIENT_SECRET".to_owned(),
         problem: "is not set: the payments service needs its client secret to post to the ledger".to_owned(),
     })?;
-    let ledger =
-        LedgerClient::new(platform::grpc::balanced_channel(&settings.service_url_list("ledger"))?, Arc::new(tokens));
+    let ledger = LedgerClient::new(platform::grpc::service_channel(&settings, "ledger")?, Arc::new(tokens));
     let verifier = Arc::new(TokenVerifier::from_auth_service(auth));
     let db = Db::open(&settings, NAME).await?;
     let processor: Arc<dyn PaymentProcessor> = Arc::new(SimulatedProcessor::new(db.clone()));
@@ -77,7 +75,7 @@ pub async fn run(
 /// `processor`, postings to `ledger` and events (through the outbox) to `bus`, until `shutdown` is
 /// cancelled. A background task posts what the ledger is missing and deletes old idempotency keys.
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<platform::grpc::Listener>,
     db: Db,
     verifier: Arc<TokenVerifier>,
     processor: Arc<dyn PaymentProcessor>,
@@ -86,7 +84,8 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     db.migrate(&MIGRATOR, NAME).await?;
-    tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), "payments serving");
+    let listener = listener.into();
+    tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), tls = listener.is_tls(), "payments serving");
     let relay = Relay::new(NAME, db.clone(), bus);
     let payments = service::Payments::new(store::Store::new(db), processor, ledger, relay.handle());
     let background_stop = shutdown.child_token();

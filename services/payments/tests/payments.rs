@@ -722,6 +722,6 @@ async fn run_needs_the_client_secret() {
     let settings = platform::Settings::from_vars(vars).expect("settings");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let bus = Arc::new(platform::events::InProcessBus::new());
-    let error = payments::run(listener, settings, bus, CancellationToken::new()).await.expect_err("no secret");
+    let error = payments::run(listener.into(), settings, bus, CancellationToken::new()).await.expect_err("no secret");
     assert!(error.to_string().contains("MERCATO_PAYMENTS_CLIENT_SECRET"), "{error}");
 }

@@ -32,7 +32,6 @@ use platform::auth::{ServiceTokens, TokenVerifier};
 use platform::db::Db;
 use platform::events::{EventBus, Relay};
 use platform::grpc::GrpcService;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 
@@ -51,20 +50,17 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// payments service at `MERCATO_PAYMENTS_URL`, publishes its events to `bus`, and serves on `listener` until
 /// `shutdown` is cancelled.
 pub async fn run(
-    listener: TcpListener,
+    listener: platform::grpc::Listener,
     settings: Settings,
     bus: Arc<dyn EventBus>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
-    let auth = platform::grpc::balanced_channel(&settings.service_url_list("auth"))?;
+    let auth = platform::grpc::service_channel(&settings, "auth")?;
     let tokens = ServiceTokens::from_settings(&settings, NAME, auth.clone()).ok_or_else(|| Error::Setting {
         variable: "MERCATO_REFUNDS_CLIENT_SECRET".to_owned(),
         problem: "is not set: the refunds service needs its client secret to call the payments service".to_owned(),
     })?;
-    let payments = PaymentsClient::new(
-        platform::grpc::balanced_channel(&settings.service_url_list("payments"))?,
-        Arc::new(tokens),
-    );
+    let payments = PaymentsClient::new(platform::grpc::service_channel(&settings, "payments")?, Arc::new(tokens));
     let verifier = Arc::new(TokenVerifier::from_auth_service(auth));
     let db = Db::open(&settings, NAME).await?;
     let result = serve(listener, db.clone(), verifier, payments, bus, shutdown).await;
@@ -76,7 +72,7 @@ pub async fn run(
 /// through `payments` and events (through the outbox) to `bus`, until `shutdown` is cancelled. A background
 /// task retries pending refunds at start and every `payments.retry_interval()`.
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<platform::grpc::Listener>,
     db: Db,
     verifier: Arc<TokenVerifier>,
     payments: PaymentsClient,
@@ -84,7 +80,8 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     db.migrate(&MIGRATOR, NAME).await?;
-    tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), "refunds serving");
+    let listener = listener.into();
+    tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), tls = listener.is_tls(), "refunds serving");
     let relay = Relay::new(NAME, db.clone(), bus);
     let refunds = service::Refunds::new(store::Store::new(db), payments, relay.handle());
     let background_stop = shutdown.child_token();

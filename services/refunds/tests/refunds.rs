@@ -667,6 +667,6 @@ async fn run_needs_the_client_secret() {
     let settings = platform::Settings::from_vars(Vec::new()).expect("settings");
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let bus: Arc<dyn EventBus> = Arc::new(InProcessBus::new());
-    let error = refunds::run(listener, settings, bus, CancellationToken::new()).await.expect_err("no secret");
+    let error = refunds::run(listener.into(), settings, bus, CancellationToken::new()).await.expect_err("no secret");
     assert!(error.to_string().contains("MERCATO_REFUNDS_CLIENT_SECRET"), "{error}");
 }

@@ -23,7 +23,6 @@ use platform::blob::Blobs;
 use platform::db::Db;
 use platform::events::{EventBus, Relay};
 use platform::grpc::GrpcService;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 
@@ -39,15 +38,13 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Runs the support service as configured: opens its database and its blob store (attachments), trusts the auth service's keys, and serves on
 /// `listener` until `shutdown` is cancelled.
 pub async fn run(
-    listener: TcpListener,
+    listener: platform::grpc::Listener,
     settings: Settings,
     bus: Arc<dyn EventBus>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     let db = Db::open(&settings, NAME).await?;
-    let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::balanced_channel(
-        &settings.service_url_list("auth"),
-    )?));
+    let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::service_channel(&settings, "auth")?));
     let blobs = Blobs::open(&settings, NAME)?;
     let result = serve(listener, db.clone(), blobs, verifier, bus, shutdown).await;
     db.close().await;
@@ -57,7 +54,7 @@ pub async fn run(
 /// Migrates `db`, then serves the support service on `listener` with tokens checked by `verifier`, attachments'
 /// bytes in `blobs` (orphans swept hourly), publishing its events on `bus`, until `shutdown` is cancelled.
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<platform::grpc::Listener>,
     db: Db,
     blobs: Blobs,
     verifier: Arc<TokenVerifier>,
@@ -65,7 +62,8 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     prepare(&db).await?;
-    tracing::info!(backend = db.backend(), blobs = blobs.backend(), addr = ?listener.local_addr().ok(), "support serving");
+    let listener = listener.into();
+    tracing::info!(backend = db.backend(), blobs = blobs.backend(), addr = ?listener.local_addr().ok(), tls = listener.is_tls(), "support serving");
     let relay = Relay::new(NAME, db.clone(), bus);
     let api = SupportApi::new(db.clone(), blobs.clone(), relay.handle());
     let service = GrpcService {

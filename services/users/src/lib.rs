@@ -20,7 +20,6 @@ use platform::auth::TokenVerifier;
 use platform::db::Db;
 use platform::events::{EventBus, InboxPruner};
 use platform::grpc::GrpcService;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tonic::server::NamedService;
 
@@ -36,7 +35,7 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 /// Runs the users service as configured: opens its database, consumes `user.registered`, trusts the auth
 /// service's keys, and serves on `listener` until `shutdown` is cancelled.
 pub async fn run(
-    listener: TcpListener,
+    listener: platform::grpc::Listener,
     settings: Settings,
     bus: Arc<dyn EventBus>,
     shutdown: CancellationToken,
@@ -44,9 +43,7 @@ pub async fn run(
     let db = Db::open(&settings, NAME).await?;
     db.migrate(&MIGRATOR, NAME).await?;
     events::subscribe(bus.as_ref(), store::Store::new(db.clone()));
-    let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::balanced_channel(
-        &settings.service_url_list("auth"),
-    )?));
+    let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::service_channel(&settings, "auth")?));
     let result = serve(listener, db.clone(), verifier, shutdown).await;
     db.close().await;
     result
@@ -56,13 +53,14 @@ pub async fn run(
 /// inbox, until `shutdown` is cancelled. (The consumer of `user.registered` is subscribed by [`run`], or by the
 /// caller: [`events::subscribe`].)
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<platform::grpc::Listener>,
     db: Db,
     verifier: Arc<TokenVerifier>,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     db.migrate(&MIGRATOR, NAME).await?;
-    tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), "users serving");
+    let listener = listener.into();
+    tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), tls = listener.is_tls(), "users serving");
     let pruner = InboxPruner::new(NAME, db.clone());
     let service = GrpcService {
         routes: tonic::service::Routes::new(UserServiceServer::new(UserApi::new(db))),

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use h2::client::SendRequest;
-use http::uri::Authority;
+use tokio_rustls::rustls::ClientConfig;
 use tonic::Status;
 
 mod call;
@@ -43,7 +43,7 @@ const LOOKUP_EVERY: Duration = Duration::from_secs(30);
 /// A service's address could not be used as a channel's.
 #[derive(Debug, thiserror::Error)]
 pub enum ChannelError {
-    /// The address is not an `http://host:port` URL.
+    /// The address is not an `http://host:port` URL (or `https://` with TLS).
     #[error("service address {url:?}: {reason}")]
     InvalidUrl {
         /// The address as given.
@@ -51,9 +51,13 @@ pub enum ChannelError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// The files of TLS between services are unusable.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
-/// A gRPC client channel to one service. Its addresses (`http://host:port`) name the replicas: an IP address is
+/// A gRPC client channel to one service. Its addresses (`http://host:port`, or `https://` over TLS) name the
+/// replicas: an IP address is
 /// one, a host name one per address it resolves to (looked up again every 30 s; a name that resolved to nothing
 /// after a second, its calls failing at once with the lookup's error meanwhile). Calls go round-robin over them,
 /// each replica reached over one HTTP/2 connection made on first use, pinged every 15 s, and remade when it ends.
@@ -96,16 +100,22 @@ struct Options {
 impl Channel {
     /// A channel to the replicas at `urls` (`http://host:port` each; at least one). Connects on first use.
     pub fn new(urls: &[String]) -> Result<Self, ChannelError> {
+        Self::with_tls(urls, None)
+    }
+
+    /// A channel to the replicas at `urls`, where `https://` ones are called over TLS configured by `tls`
+    /// (without it, only `http://` URLs are accepted). Connects on first use.
+    pub fn with_tls(urls: &[String], tls: Option<Arc<ClientConfig>>) -> Result<Self, ChannelError> {
         let options = Options {
             keepalive: Keepalive { every: KEEPALIVE_EVERY, timeout: KEEPALIVE_TIMEOUT },
             lookup_every: LOOKUP_EVERY,
             resolve: targets::system_resolver(),
         };
-        Self::with_options(urls, options)
+        Self::with_options(urls, tls, options)
     }
 
-    fn with_options(urls: &[String], options: Options) -> Result<Self, ChannelError> {
-        let targets = urls.iter().map(|url| Target::parse(url)).collect::<Result<Box<[_]>, _>>()?;
+    fn with_options(urls: &[String], tls: Option<Arc<ClientConfig>>, options: Options) -> Result<Self, ChannelError> {
+        let targets = urls.iter().map(|url| Target::parse(url, tls.as_ref())).collect::<Result<Box<[_]>, _>>()?;
         if targets.is_empty() {
             return Err(ChannelError::InvalidUrl { url: String::new(), reason: "no address given" });
         }
@@ -118,8 +128,8 @@ impl Channel {
         &self,
         request: http::Request<tonic::body::Body>,
     ) -> Result<http::Response<tonic::body::Body>, Status> {
-        let (authority, sender) = self.shared.ready_sender().await?;
-        call::send(&authority, sender, request).await
+        let (target, sender) = self.shared.ready_sender().await?;
+        call::send(&target.scheme, &target.authority, sender, request).await
     }
 }
 
@@ -141,7 +151,7 @@ impl tower::Service<http::Request<tonic::body::Body>> for Channel {
 
 impl Shared {
     /// A sender ready for one more stream, on the next replica that is up; tries each replica once.
-    async fn ready_sender(&self) -> Result<(Authority, SendRequest<Bytes>), Status> {
+    async fn ready_sender(&self) -> Result<(&Target, SendRequest<Bytes>), Status> {
         let options = &self.options;
         let mut last_error = None;
         let mut lists = Vec::with_capacity(self.targets.len());
@@ -171,8 +181,8 @@ impl Shared {
                 if replica.is_up(now) != want_up {
                     continue;
                 }
-                match replica.ready_sender(self.epoch, options.keepalive).await {
-                    Ok(sender) => return Ok((target.authority.clone(), sender)),
+                match replica.ready_sender(self.epoch, options.keepalive, target.tls.as_ref()).await {
+                    Ok(sender) => return Ok((target, sender)),
                     Err(status) => last_error = Some(status),
                 }
             }
@@ -322,7 +332,7 @@ mod tests {
             let mut sink = Vec::new();
             let _ = tokio::io::AsyncReadExt::read_to_end(&mut socket, &mut sink).await;
         });
-        let channel = Channel::with_options(&[format!("http://{address}")], pinging(100, 100)).expect("channel");
+        let channel = Channel::with_options(&[format!("http://{address}")], None, pinging(100, 100)).expect("channel");
         // Without the keepalive the call would wait 30 s for its response headers.
         let call = tokio::time::timeout(Duration::from_secs(3), check(&channel, "who")).await;
         let status = call.expect("the call ended when the ping went unanswered").expect_err("nothing answered");
@@ -334,7 +344,7 @@ mod tests {
     async fn pings_answered_keep_the_connection_serving() {
         let (listener, address) = listener().await;
         let (stop, server) = serve_health(listener, ServingStatus::Serving).await;
-        let channel = Channel::with_options(&[format!("http://{address}")], pinging(20, 500)).expect("channel");
+        let channel = Channel::with_options(&[format!("http://{address}")], None, pinging(20, 500)).expect("channel");
         check(&channel, "who").await.expect("answered");
         tokio::time::sleep(Duration::from_millis(200)).await;
         // Still the first connection: a dropped one would be remade silently by the next call.
@@ -356,7 +366,7 @@ mod tests {
         let (_stop_second, _second) = serve_health(second, ServingStatus::NotServing).await;
         let answer = Arc::new(Mutex::new(vec![first_address]));
         let url = format!("http://replicas.test:{}", first_address.port());
-        let channel = Channel::with_options(&[url], looking_up(answer.clone())).expect("channel");
+        let channel = Channel::with_options(&[url], None, looking_up(answer.clone())).expect("channel");
         let answers_of = |n| {
             let channel = channel.clone();
             async move {
@@ -390,8 +400,8 @@ mod tests {
     #[tokio::test]
     async fn a_host_name_that_does_not_resolve_is_unavailable_naming_it() {
         let answer = Arc::new(Mutex::new(Vec::new()));
-        let channel =
-            Channel::with_options(&["http://nowhere.test:50053".to_owned()], looking_up(answer)).expect("channel");
+        let channel = Channel::with_options(&["http://nowhere.test:50053".to_owned()], None, looking_up(answer))
+            .expect("channel");
         let status = check(&channel, "who").await.expect_err("no address");
         assert_eq!(status.code(), Code::Unavailable, "{status:?}");
         assert!(status.message().contains("nowhere.test"), "{status:?}");
@@ -419,7 +429,7 @@ mod tests {
         let (listener, address) = listener().await;
         let (stop, server) = serve_health(listener, ServingStatus::Serving).await;
         let url = format!("http://missing.test:{}", address.port());
-        let channel = Channel::with_options(&[url], options).expect("channel");
+        let channel = Channel::with_options(&[url], None, options).expect("channel");
 
         let calls = (0..20).map(|_| check(&channel, "who"));
         for result in futures::future::join_all(calls).await {

@@ -13,8 +13,10 @@ use tonic::Status;
 
 use super::RESPONSE_TIMEOUT;
 
-/// Opens a stream for `request` on `sender`, writes its body, and waits for the response headers.
+/// Opens a stream for `request` on `sender` (to `scheme://authority`), writes its body, and waits for the
+/// response headers.
 pub(super) async fn send(
+    scheme: &Scheme,
     authority: &Authority,
     mut sender: SendRequest<Bytes>,
     request: http::Request<tonic::body::Body>,
@@ -22,7 +24,7 @@ pub(super) async fn send(
     let (mut head, body) = request.into_parts();
     // HTTP/2 requests carry the scheme and authority as pseudo-headers; callers give only the path.
     let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(Scheme::HTTP);
+    uri.scheme = Some(scheme.clone());
     uri.authority = Some(authority.clone());
     uri.path_and_query = head.uri.path_and_query().cloned();
     head.uri = http::Uri::from_parts(uri).map_err(|e| Status::internal(format!("request path: {e}")))?;

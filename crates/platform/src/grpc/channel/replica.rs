@@ -8,9 +8,11 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use h2::client::SendRequest;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tonic::Status;
 
+use super::targets::TlsTarget;
 use super::{CONNECT_TIMEOUT, DOWN_FOR, Keepalive};
 
 /// HTTP/2 flow-control windows, as hyper's client sets them (the protocol's default of 64 KiB would stall
@@ -61,12 +63,13 @@ impl Replica {
         connection.as_ref().filter(|c| !c.closed.load(Ordering::Acquire)).map(|c| c.sender.clone())
     }
 
-    /// A sender that may open one more stream, on the open connection or a new one. A failed connection attempt
-    /// marks the replica down for [`DOWN_FOR`].
+    /// A sender that may open one more stream, on the open connection or a new one (over TLS with `tls`). A
+    /// failed connection attempt marks the replica down for [`DOWN_FOR`].
     pub(super) async fn ready_sender(
         &self,
         epoch: Instant,
         keepalive: Keepalive,
+        tls: Option<&TlsTarget>,
     ) -> Result<SendRequest<Bytes>, Status> {
         if let Some(sender) = self.current()
             && let Ok(ready) = sender.ready().await
@@ -80,7 +83,7 @@ impl Replica {
         {
             return Ok(ready);
         }
-        match self.connect(keepalive).await {
+        match self.connect(keepalive, tls).await {
             Ok(sender) => {
                 self.down_until_ms.store(0, Ordering::Relaxed);
                 sender.ready().await.map_err(|e| self.unavailable(&e))
@@ -93,8 +96,9 @@ impl Replica {
         }
     }
 
-    /// Opens a new connection, spawns its I/O task, and keeps its sender for the next calls.
-    async fn connect(&self, keepalive: Keepalive) -> Result<SendRequest<Bytes>, Status> {
+    /// Opens a new connection (with a TLS handshake first with `tls`), spawns its I/O task, and keeps its sender
+    /// for the next calls.
+    async fn connect(&self, keepalive: Keepalive, tls: Option<&TlsTarget>) -> Result<SendRequest<Bytes>, Status> {
         let stream = match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(self.address)).await {
             Ok(Ok(stream)) => stream,
             Ok(Err(e)) => return Err(self.unavailable(&e)),
@@ -102,6 +106,20 @@ impl Replica {
         };
         // Small writes (a call is often one frame) go out at once.
         stream.set_nodelay(true).map_err(|e| self.unavailable(&e))?;
+        let Some(tls) = tls else { return self.start_http2(stream, keepalive).await };
+        let handshake = tls.connector.connect(tls.server_name.clone(), stream);
+        match tokio::time::timeout(CONNECT_TIMEOUT, handshake).await {
+            Ok(Ok(stream)) => self.start_http2(stream, keepalive).await,
+            Ok(Err(e)) => Err(self.unavailable(&format!("TLS handshake failed: {e}"))),
+            Err(_) => Err(self.unavailable(&"TLS handshake timed out")),
+        }
+    }
+
+    /// Starts HTTP/2 on `stream` and spawns the connection's I/O task.
+    async fn start_http2<T>(&self, stream: T, keepalive: Keepalive) -> Result<SendRequest<Bytes>, Status>
+    where
+        T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
         let handshake = h2::client::Builder::new()
             .enable_push(false)
             .initial_window_size(STREAM_WINDOW)
@@ -144,7 +162,10 @@ enum Ended {
 
 /// Runs a connection's I/O until it closes, pinging it every `keepalive.every`; gives up on it when a ping is not
 /// answered within `keepalive.timeout`.
-async fn drive(mut connection: h2::client::Connection<TcpStream, Bytes>, keepalive: Keepalive) -> Result<(), Ended> {
+async fn drive<T>(mut connection: h2::client::Connection<T, Bytes>, keepalive: Keepalive) -> Result<(), Ended>
+where
+    T: AsyncRead + AsyncWrite + Unpin,
+{
     let Some(mut pings) = connection.ping_pong() else {
         return connection.await.map_err(Ended::Failed);
     };

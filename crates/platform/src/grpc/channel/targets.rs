@@ -10,6 +10,9 @@ use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
 use http::uri::{Authority, Scheme};
+use tokio_rustls::TlsConnector;
+use tokio_rustls::rustls::ClientConfig;
+use tokio_rustls::rustls::pki_types::ServerName;
 use tonic::Status;
 
 use super::ChannelError;
@@ -26,10 +29,14 @@ pub(super) fn system_resolver() -> Resolve {
 /// The replicas currently behind one address.
 pub(super) type Replicas = Arc<[Arc<Replica>]>;
 
-/// One address of a service, `http://host:port`.
+/// One address of a service, `http://host:port` or `https://host:port`.
 pub(super) struct Target {
+    /// `http` or `https`, sent as every request's `:scheme`.
+    pub(super) scheme: Scheme,
     /// `host:port`, sent as every request's `:authority`.
     pub(super) authority: Authority,
+    /// How its replicas are called over TLS (`https://`); `None` for plain HTTP/2.
+    pub(super) tls: Option<TlsTarget>,
     host: String,
     port: u16,
     replicas: Mutex<Replicas>,
@@ -44,32 +51,54 @@ pub(super) struct Target {
 
 const NEVER: u64 = u64::MAX;
 
+/// TLS towards one address: the client configuration, and the name its replicas' certificates must carry (the
+/// URL's host, whichever address it resolved to).
+pub(super) struct TlsTarget {
+    pub(super) connector: TlsConnector,
+    pub(super) server_name: ServerName<'static>,
+}
+
 /// How soon a name that resolved to nothing is looked up again (at most; `refresh` when shorter). Until then calls
 /// fail at once with the lookup's error, instead of each waiting in turn for a lookup of its own (slow when the
 /// resolver times out) while the service is missing.
 const RETRY_FAILED_LOOKUP: Duration = Duration::from_secs(1);
 
 impl Target {
-    pub(super) fn parse(url: &str) -> Result<Self, ChannelError> {
+    /// The address `url`; `https://` ones are called over TLS configured by `tls`, and refused without it.
+    pub(super) fn parse(url: &str, tls: Option<&Arc<ClientConfig>>) -> Result<Self, ChannelError> {
         let invalid = |reason| ChannelError::InvalidUrl { url: url.to_owned(), reason };
         let uri: http::Uri = url.parse().map_err(|_| invalid("not a URL"))?;
-        if uri.scheme() != Some(&Scheme::HTTP) {
-            return Err(invalid("the scheme must be http (TLS between services is not supported)"));
-        }
+        let (scheme, tls, default_port) = match (uri.scheme(), tls) {
+            (Some(scheme), _) if *scheme == Scheme::HTTP => (Scheme::HTTP, None, 80),
+            (Some(scheme), Some(tls)) if *scheme == Scheme::HTTPS => (Scheme::HTTPS, Some(tls), 443),
+            (Some(scheme), None) if *scheme == Scheme::HTTPS => {
+                return Err(invalid("https needs TLS between services (MERCATO_GRPC_TLS_CERT, _KEY and _CA)"));
+            }
+            _ => return Err(invalid("the scheme must be http or https")),
+        };
         let given = uri.authority().ok_or_else(|| invalid("no host"))?;
-        // `host:port`, with HTTP's default port made explicit.
-        let port = given.port_u16().unwrap_or(80);
+        // `host:port`, with the scheme's default port made explicit.
+        let port = given.port_u16().unwrap_or(default_port);
         let authority: Authority = format!("{}:{port}", given.host()).parse().map_err(|_| invalid("bad host"))?;
         let host = given.host().trim_start_matches('[').trim_end_matches(']').to_owned();
         if host.is_empty() {
             return Err(invalid("no host"));
         }
+        let tls = match tls {
+            Some(config) => Some(TlsTarget {
+                connector: TlsConnector::from(config.clone()),
+                server_name: ServerName::try_from(host.clone()).map_err(|_| invalid("bad host for TLS"))?,
+            }),
+            None => None,
+        };
         let (replicas, looked_up_ms): (Replicas, _) = match host.parse::<IpAddr>() {
             Ok(ip) => (Arc::new([Arc::new(Replica::new(SocketAddr::new(ip, port)))]), None),
             Err(_) => (Arc::new([]), Some(AtomicU64::new(NEVER))),
         };
         Ok(Self {
+            scheme,
             authority,
+            tls,
             host,
             port,
             replicas: Mutex::new(replicas),
