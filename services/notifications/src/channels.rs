@@ -22,6 +22,8 @@ const AUTO_SUBMITTED: HeaderName = HeaderName::new_from_ascii_str("Auto-Submitte
 const LIST_UNSUBSCRIBE: HeaderName = HeaderName::new_from_ascii_str("List-Unsubscribe");
 /// That a POST there unsubscribes at once (RFC 8058).
 const LIST_UNSUBSCRIBE_POST: HeaderName = HeaderName::new_from_ascii_str("List-Unsubscribe-Post");
+/// Which list a bulk mail belongs to (RFC 2919), for mail clients' filters and providers' sender reputation.
+const LIST_ID: HeaderName = HeaderName::new_from_ascii_str("List-Id");
 
 /// One email to send: a text and an HTML alternative, to one address.
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +39,8 @@ pub struct OutgoingEmail<'a> {
     pub text: &'a str,
     /// The HTML body.
     pub html: &'a str,
+    /// Whether it is the newsletter (bulk mail): it names its list (`List-Id`).
+    pub newsletter: bool,
     /// The `List-Unsubscribe` headers of bulk mail.
     pub list_unsubscribe: Option<&'a ListUnsubscribe>,
     /// Where answers go (`Reply-To`), when not to the sender.
@@ -130,7 +134,7 @@ impl Mailer {
 
     /// Sends one email with a text and an HTML alternative.
     pub async fn send(&self, email: OutgoingEmail<'_>) -> Result<Delivered, SendError> {
-        let OutgoingEmail { id, to, subject, text, html, list_unsubscribe, reply_to } = email;
+        let OutgoingEmail { id, to, subject, text, html, newsletter, list_unsubscribe, reply_to } = email;
         let (transport, from) = match self {
             Mailer::Log => {
                 tracing::info!(to, subject, "email not sent (no MERCATO_SMTP_URL): logged instead");
@@ -151,6 +155,10 @@ impl Mailer {
         // Checked when the setting was read; one that cannot be parsed only loses the pointer, not the mail.
         if let Some(reply_to) = reply_to.and_then(|r| r.parse::<Mailbox>().ok()) {
             message = message.reply_to(reply_to);
+        }
+        if newsletter {
+            // The shop's one list, named under the sender's domain, which the shop controls (RFC 2919).
+            message = message.raw_header(HeaderValue::new(LIST_ID, format!("<newsletter.{}>", from.email.domain())));
         }
         if let Some(list) = list_unsubscribe {
             // RFC 2369 wants the URL in angle brackets; RFC 8058's second header says a POST unsubscribes.

@@ -178,6 +178,7 @@ impl Dispatcher {
                     subject: &due.subject,
                     text: &due.body_text,
                     html: &due.body_html,
+                    newsletter: due.event_type == domain::NEWSLETTER_ISSUED,
                     list_unsubscribe: list_unsubscribe.as_ref(),
                     // Answers to a mail from a no-reply sender reach the shop's support inbox, if it has one;
                     // the inbox's own announcements of new tickets need no such pointer.

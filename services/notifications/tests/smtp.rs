@@ -226,6 +226,8 @@ async fn newsletter_mails_carry_the_confirmation_and_the_way_out(db: Db) {
         "<https://api.shop.test/v1/newsletter/tokens/leave-token-2:unsubscribe>"
     );
     assert_eq!(newsletter["list_unsubscribe_post"], "List-Unsubscribe=One-Click");
+    assert_eq!(newsletter["list_id"], "<newsletter.mercato.test>", "the list, under the sender's domain");
+    assert!(confirm["list_id"].is_null(), "{confirm:#?}");
     service.stop().await;
 }
 

@@ -256,7 +256,7 @@ impl SmtpServer {
     }
 
     /// Every message received, decoded by Python's email package: To, From, Subject, text and HTML parts, and
-    /// the List-Unsubscribe, Message-ID, Auto-Submitted and Reply-To headers (null when absent).
+    /// the List-Unsubscribe, List-Id, Message-ID, Auto-Submitted and Reply-To headers (null when absent).
     pub fn messages(&self) -> Vec<serde_json::Value> {
         const DECODE: &str = r#"
 import json, os, sys
@@ -272,6 +272,7 @@ for sub in ("new", "cur"):
         out.append({"to": str(m["To"]), "from": str(m["From"]), "subject": str(m["Subject"]),
                     "text": text.get_content() if text else None, "html": html.get_content() if html else None,
                     "list_unsubscribe": m["List-Unsubscribe"], "list_unsubscribe_post": m["List-Unsubscribe-Post"],
+                    "list_id": m["List-Id"],
                     "message_id": m["Message-ID"], "auto_submitted": m["Auto-Submitted"],
                     "reply_to": m["Reply-To"]})
 print(json.dumps(out))
