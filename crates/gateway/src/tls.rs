@@ -24,24 +24,18 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Handshaken connections waiting for the server to take them.
 const QUEUE: usize = 64;
 
+use platform::tls::ReloadingIdentity;
 pub use platform::tls::TlsError;
 
-/// The rustls server configuration of `files`: the certificate chain and its key, ALPN `h2` then `http/1.1`.
+/// The rustls server configuration of `files`: the certificate chain and its key (read again when the files
+/// change, so a renewed certificate is served without a restart), ALPN `h2` then `http/1.1`.
 pub fn server_config(files: &TlsFiles) -> Result<Arc<ServerConfig>, TlsError> {
-    let certs = platform::tls::certificates(&files.cert, "MERCATO_GATEWAY_TLS_CERT")?;
-    let key = platform::tls::private_key(&files.key, "MERCATO_GATEWAY_TLS_KEY")?;
+    let identity = ReloadingIdentity::load(files, "MERCATO_GATEWAY_TLS_CERT", "MERCATO_GATEWAY_TLS_KEY")?;
     let mut config = ServerConfig::builder_with_provider(platform::tls::provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError(format!("TLS protocol versions: {e}")))?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| {
-            TlsError(format!(
-                "MERCATO_GATEWAY_TLS_CERT and MERCATO_GATEWAY_TLS_KEY: {} with {} is unusable: {e}",
-                files.cert.display(),
-                files.key.display()
-            ))
-        })?;
+        .with_cert_resolver(Arc::new(identity));
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(Arc::new(config))
 }

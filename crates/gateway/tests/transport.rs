@@ -109,6 +109,28 @@ async fn tls_negotiates_http2_or_http1_and_refuses_plain_http() {
 }
 
 #[tokio::test]
+async fn a_certificate_renewed_in_place_is_served_without_a_restart() {
+    let dir = TempDir::new("gateway-tls").expect("temp dir");
+    let (first, cert_path, key_path) = certificate(&dir);
+    let settings = settings(
+        &catalog(Duration::ZERO).await,
+        &[("MERCATO_GATEWAY_TLS_CERT", &cert_path), ("MERCATO_GATEWAY_TLS_KEY", &key_path)],
+    );
+    let (addr, _stop, _server) = support::serve_gateway(settings).await;
+    let url = format!("https://localhost:{}/v1/products/p-1", addr.port());
+    let get = |cert: &str| tls_client(cert, addr).build().expect("client").get(&url).send();
+    assert_eq!(product_name(get(&first).await.expect("the first certificate")).await, "Green tea");
+
+    // The renewal overwrites both files: new connections meet the new certificate, trusted or not.
+    let renewed_dir = TempDir::new("gateway-tls-renewed").expect("temp dir");
+    let (renewed, new_cert, new_key) = certificate(&renewed_dir);
+    std::fs::copy(new_cert, &cert_path).expect("certificate renewed");
+    std::fs::copy(new_key, &key_path).expect("key renewed");
+    assert!(get(&first).await.is_err(), "the old certificate is still served");
+    assert_eq!(product_name(get(&renewed).await.expect("the renewed certificate")).await, "Green tea");
+}
+
+#[tokio::test]
 async fn over_tls_a_request_in_flight_at_shutdown_is_answered_and_the_port_closes() {
     let dir = TempDir::new("gateway-tls").expect("temp dir");
     let (cert, cert_path, key_path) = certificate(&dir);

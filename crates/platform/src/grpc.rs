@@ -46,18 +46,23 @@ pub enum ServeError {
 
 /// Where a gRPC server listens: a bound TCP listener, the TLS its callers must speak (none: plain HTTP/2, the
 /// default and what tests use: `TcpListener` converts into one), and the readiness it reports, if any.
-#[derive(Debug)]
 pub struct Listener {
     tcp: TcpListener,
-    tls: Option<tonic::transport::ServerTlsConfig>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     readiness: Option<Readiness>,
+}
+
+impl std::fmt::Debug for Listener {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Listener").field("tcp", &self.tcp).field("tls", &self.tls.is_some()).finish()
+    }
 }
 
 impl Listener {
     /// `tcp`, with the TLS between services of `settings` (mutual TLS when `MERCATO_GRPC_TLS_*` are set: the
     /// files are read and checked now).
     pub fn new(tcp: TcpListener, settings: &crate::Settings) -> Result<Self, ServeError> {
-        let tls = settings.grpc_tls.as_ref().map(tls::server_config).transpose()?;
+        let tls = settings.grpc_tls.as_ref().map(tls::acceptor).transpose()?;
         Ok(Self { tcp, tls, readiness: None })
     }
 
@@ -117,27 +122,24 @@ pub async fn serve(
     let Listener { tcp, tls, readiness } = listener.into();
     let incoming = accept_with_nodelay(tcp);
     let stopping = shutdown.clone();
-    let mut server = Server::builder();
-    if let Some(tls) = tls {
-        server = server.tls_config(tls)?;
+    let signal = async move {
+        if let Some(readiness) = &readiness {
+            readiness.set(true);
+        }
+        stopping.cancelled().await;
+        // Tell load balancers first, then stop accepting.
+        if let Some(readiness) = &readiness {
+            readiness.set(false);
+        }
+        for name in &service.names {
+            health_reporter.set_service_status(*name, tonic_health::ServingStatus::NotServing).await;
+        }
+    };
+    let router = Server::builder().layer(layers).add_routes(routes);
+    match tls {
+        Some(acceptor) => router.serve_with_incoming_shutdown(tls::handshaken(incoming, acceptor), signal).await?,
+        None => router.serve_with_incoming_shutdown(incoming, signal).await?,
     }
-    server
-        .layer(layers)
-        .add_routes(routes)
-        .serve_with_incoming_shutdown(incoming, async move {
-            if let Some(readiness) = &readiness {
-                readiness.set(true);
-            }
-            stopping.cancelled().await;
-            // Tell load balancers first, then stop accepting.
-            if let Some(readiness) = &readiness {
-                readiness.set(false);
-            }
-            for name in &service.names {
-                health_reporter.set_service_status(*name, tonic_health::ServingStatus::NotServing).await;
-            }
-        })
-        .await?;
     Ok(())
 }
 

@@ -193,3 +193,32 @@ async fn a_tls_server_reports_its_readiness_for_http_probes() {
     server.await.expect("join").expect("served");
     assert!(!readiness.is_ready(), "still ready after the shutdown");
 }
+
+/// cert-manager renews the certificate in place: new connections get the new one without a restart, and files
+/// caught half written leave the last good pair in place.
+#[tokio::test]
+async fn a_renewed_certificate_reaches_new_callers_without_a_restart() {
+    let pki = Pki::new("grpc-tls-renewal");
+    let (cert, key) = pki.issue("auth", &["localhost"]);
+    let shutdown = CancellationToken::new();
+    let port = serve(&settings(&(cert.clone(), key.clone()), &pki.ca_file, "https://localhost:1"), &shutdown).await;
+    let caller = settings(&pki.issue("orders", &["orders"]), &pki.ca_file, &format!("https://localhost:{port}"));
+    let call = || async { health(platform::grpc::service_channel(&caller, "auth").expect("channel")).await };
+    call().await.expect("the first certificate");
+
+    // Renewed for another name: a new caller of `localhost` now meets a certificate that does not name it.
+    let renew = |(new_cert, new_key): (PathBuf, PathBuf)| {
+        std::fs::copy(new_cert, &cert).expect("certificate renewed");
+        std::fs::copy(new_key, &key).expect("key renewed");
+    };
+    renew(pki.issue("elsewhere", &["elsewhere.test"]));
+    let refused = call().await.expect_err("the renewed certificate names another host");
+    assert!(refused.message().contains("TLS handshake failed"), "{refused:?}");
+
+    // Renewed for the right name again; then a key written without its certificate changes nothing.
+    renew(pki.issue("auth-2", &["localhost"]));
+    call().await.expect("the third certificate");
+    std::fs::write(&key, KeyPair::generate().expect("key").serialize_pem()).expect("a key alone");
+    call().await.expect("the last good pair, while the files disagree");
+    shutdown.cancel();
+}

@@ -4,18 +4,22 @@
 //! process's certificate in turn. Tokens still travel with every call: TLS keeps them (and the data) from
 //! anyone on the network between two services, and the CA keeps out callers that are not Mercato's.
 //!
-//! The files are read when a server or channel is made, at start; a renewed certificate is taken up by the next
-//! start of the process.
+//! The certificate and key are read again when their files change (`ReloadingIdentity`): cert-manager renews
+//! them in place, and new connections show the new certificate without a restart. The CA is read at start.
 
+use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::{Stream, StreamExt};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore, ServerConfig};
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tokio_rustls::server::TlsStream;
 
 use crate::config::GrpcTlsFiles;
-use crate::tls::{TlsError, certificates, private_key, provider};
+use crate::tls::{ReloadingIdentity, TlsError, certificates, provider};
 
 const CERT: &str = "MERCATO_GRPC_TLS_CERT";
 const KEY: &str = "MERCATO_GRPC_TLS_KEY";
@@ -23,44 +27,67 @@ const CA: &str = "MERCATO_GRPC_TLS_CA";
 
 /// How long a caller may take over its TLS handshake before the server drops the connection.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Handshakes under way at once on one server; further connections wait in the listen queue meanwhile.
+const CONCURRENT_HANDSHAKES: usize = 64;
 
-/// The server side of `files`: its certificate, and the CA its callers' certificates must be signed by.
-pub(super) fn server_config(files: &GrpcTlsFiles) -> Result<ServerTlsConfig, TlsError> {
-    // Built once with rustls here for errors that name the settings; tonic builds its own from the same PEM.
-    let roots = Arc::new(root_store(files)?);
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider())
+/// The server side of `files`: the process's certificate (kept current), and the CA its callers' certificates
+/// must be signed by. ALPN says HTTP/2, the only protocol gRPC speaks.
+pub(super) fn acceptor(files: &GrpcTlsFiles) -> Result<TlsAcceptor, TlsError> {
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(root_store(files)?), provider())
         .build()
         .map_err(|e| TlsError(format!("{CA}: {} cannot verify callers: {e}", files.ca.display())))?;
-    ServerConfig::builder_with_provider(provider())
+    let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError(format!("TLS protocol versions: {e}")))?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain(files)?, private_key(&files.identity.key, KEY)?)
-        .map_err(|e| unusable_identity(files, &e))?;
-    let pem = |path: &std::path::Path, variable: &str| {
-        std::fs::read(path).map_err(|e| TlsError(format!("{variable}: cannot read {}: {e}", path.display())))
-    };
-    Ok(ServerTlsConfig::new()
-        .identity(Identity::from_pem(pem(&files.identity.cert, CERT)?, pem(&files.identity.key, KEY)?))
-        .client_ca_root(Certificate::from_pem(pem(&files.ca, CA)?))
-        .timeout(HANDSHAKE_TIMEOUT))
+        .with_cert_resolver(Arc::new(ReloadingIdentity::load(&files.identity, CERT, KEY)?));
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(TlsAcceptor::from(Arc::new(config)))
 }
 
 /// The client side of `files`: servers are trusted when the CA signed their certificate for the host called;
-/// the process's own certificate answers theirs. ALPN says HTTP/2, the only protocol gRPC speaks.
+/// the process's own certificate (kept current) answers theirs.
 pub(super) fn client_config(files: &GrpcTlsFiles) -> Result<Arc<ClientConfig>, TlsError> {
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()
         .map_err(|e| TlsError(format!("TLS protocol versions: {e}")))?
         .with_root_certificates(root_store(files)?)
-        .with_client_auth_cert(chain(files)?, private_key(&files.identity.key, KEY)?)
-        .map_err(|e| unusable_identity(files, &e))?;
+        .with_client_cert_resolver(Arc::new(ReloadingIdentity::load(&files.identity, CERT, KEY)?));
     config.alpn_protocols = vec![b"h2".to_vec()];
     Ok(Arc::new(config))
 }
 
-fn chain(files: &GrpcTlsFiles) -> Result<Vec<tokio_rustls::rustls::pki_types::CertificateDer<'static>>, TlsError> {
-    certificates(&files.identity.cert, CERT)
+/// The connections of `incoming` once their TLS handshakes are done. Handshakes run side by side (up to
+/// [`CONCURRENT_HANDSHAKES`]), each bounded by [`HANDSHAKE_TIMEOUT`], so a slow or failing caller holds up no
+/// other; a failed one is logged and dropped. Polled by the server itself: nothing outlives it.
+pub(super) fn handshaken<S>(incoming: S, acceptor: TlsAcceptor) -> impl Stream<Item = io::Result<TlsStream<TcpStream>>>
+where
+    S: Stream<Item = io::Result<TcpStream>>,
+{
+    incoming
+        .map(move |accepted| {
+            let acceptor = acceptor.clone();
+            async move {
+                let tcp = match accepted {
+                    Ok(tcp) => tcp,
+                    Err(e) => return Some(Err(e)),
+                };
+                let peer = tcp.peer_addr().ok();
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(tls)) => Some(Ok(tls)),
+                    Ok(Err(error)) => {
+                        tracing::debug!(?peer, %error, "gRPC TLS handshake failed");
+                        None
+                    }
+                    Err(_) => {
+                        tracing::debug!(?peer, "gRPC TLS handshake timed out");
+                        None
+                    }
+                }
+            }
+        })
+        .buffer_unordered(CONCURRENT_HANDSHAKES)
+        .filter_map(std::future::ready)
 }
 
 fn root_store(files: &GrpcTlsFiles) -> Result<RootCertStore, TlsError> {
@@ -71,12 +98,4 @@ fn root_store(files: &GrpcTlsFiles) -> Result<RootCertStore, TlsError> {
             .map_err(|e| TlsError(format!("{CA}: {} holds a certificate that is no CA's: {e}", files.ca.display())))?;
     }
     Ok(roots)
-}
-
-fn unusable_identity(files: &GrpcTlsFiles, error: &dyn std::fmt::Display) -> TlsError {
-    TlsError(format!(
-        "{CERT} and {KEY}: {} with {} is unusable: {error}",
-        files.identity.cert.display(),
-        files.identity.key.display()
-    ))
 }
