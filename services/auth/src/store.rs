@@ -263,8 +263,13 @@ impl Store {
                     }
                 }
             } else {
+                // Locked, not just read: on PostgreSQL a spend that waited for a concurrent one keeps the token's
+                // row locked though it changed nothing, so every reuse of one token takes that lock before the
+                // sign-out's statements; reading without it, one could list the session as ended and then wait for
+                // the token row while the holder waits for that listing: a deadlock (seen with 40 presentations).
                 let found = sqlx::query_as::<_, (String, Option<i64>, Option<i64>)>(
-                    "SELECT family_id, used_at, revoked_at FROM refresh_tokens WHERE token_hash = $1",
+                    "UPDATE refresh_tokens SET used_at = used_at WHERE token_hash = $1 \
+                     RETURNING family_id, used_at, revoked_at",
                 )
                 .bind(presented)
                 .fetch_optional(&mut *tx)
