@@ -172,12 +172,6 @@ pub fn service_channel(settings: &crate::Settings, service: &str) -> Result<Chan
     Channel::with_tls(&settings.service_url_list(service), tls)
 }
 
-/// A channel that balances calls over the replicas at `urls` (one URL: the same as [`channel`];
-/// [`Settings::service_url_list`](crate::Settings::service_url_list) gives one or more).
-pub fn balanced_channel(urls: &[String]) -> Result<Channel, ChannelError> {
-    Channel::new(urls)
-}
-
 /// A client channel whose every call runs in a client span (`<package.Service>/<Method>`, the `rpc.*`
 /// attributes) and carries that span's `traceparent` in its metadata, so the callee's server span is its
 /// child. Wrap the channel once where a generated client is built: `FooClient::new(TracedChannel::new(ch))`.
