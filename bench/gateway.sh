@@ -25,6 +25,9 @@
 #                            and perf.data>; needs nginx, wrk, h2load, curl, python3, and perf for PERF=1)
 # WORKERS=n runs auth, catalog and the gateway with n Tokio worker threads each (TOKIO_WORKER_THREADS); unset,
 # each takes one per CPU, as a process alone on the machine would. The load generator keeps its default.
+# GRPC_TLS=1 runs the services with TLS between them (MERCATO_GRPC_TLS_*, a CA and one certificate for 127.0.0.1
+# made here with openssl): the gateway's call to the catalog, and the catalog's to auth, go over mutual TLS. The
+# load generator and h2load speak plain gRPC, so the direct targets and CROSSCHECK are left out then.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS="${ROUNDS:-3}"
@@ -36,6 +39,12 @@ CROSSCHECK="${CROSSCHECK:-1}"
 # direct, gateway, nginx; direct_anon and gateway_anon send no token (GetProduct allows anonymous callers): what
 # verifying the JWT costs.
 TARGETS="${TARGETS:-direct gateway nginx}"
+GRPC_TLS="${GRPC_TLS:-0}"
+if [ "$GRPC_TLS" = 1 ]; then
+  case " $TARGETS " in *" direct"*) echo "GRPC_TLS=1: leave out the direct targets (the load generator speaks plain gRPC)" >&2; exit 1 ;; esac
+  [ "$CROSSCHECK" = 0 ] || { echo "GRPC_TLS=1: set CROSSCHECK=0 (h2load speaks plain gRPC to the catalog)" >&2; exit 1; }
+  command -v openssl >/dev/null || { echo "GRPC_TLS=1 needs openssl" >&2; exit 1; }
+fi
 LOCK="${BENCH_LOCK:-/var/tmp/bench.lock}"
 QUIET_TIMEOUT="${QUIET_TIMEOUT:-1800}"
 # Far above what two cores can serve, so no request is refused; logins get room for one per run.
@@ -80,9 +89,26 @@ OUT="${RESULTS:-$WORK/results}"
 mkdir -p "$OUT"
 
 # One service per process, so each one's CPU is its own.
-common=(MERCATO_DATA_DIR="$WORK/data" MERCATO_LOG=warn MERCATO_AUTH_URL="http://$AUTH"
-  MERCATO_CATALOG_URL="http://$CATALOG" MERCATO_ADMIN_EMAIL=bench@example.com
+scheme=http
+if [ "$GRPC_TLS" = 1 ]; then
+  tls=$WORK/tls
+  mkdir -p "$tls"
+  openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$tls/ca.key" -out "$tls/ca.crt" \
+    -days 2 -subj /CN=bench-ca -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign \
+    2>/dev/null
+  openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout "$tls/tls.key" -out "$tls/tls.csr" \
+    -subj /CN=mercato 2>/dev/null
+  printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n' >"$tls/ext"
+  openssl x509 -req -in "$tls/tls.csr" -CA "$tls/ca.crt" -CAkey "$tls/ca.key" -CAcreateserial -days 1 \
+    -out "$tls/tls.crt" -extfile "$tls/ext" 2>/dev/null
+  scheme=https
+fi
+common=(MERCATO_DATA_DIR="$WORK/data" MERCATO_LOG=warn MERCATO_AUTH_URL="$scheme://$AUTH"
+  MERCATO_CATALOG_URL="$scheme://$CATALOG" MERCATO_ADMIN_EMAIL=bench@example.com
   MERCATO_ADMIN_PASSWORD=bench-password-1)
+if [ "$GRPC_TLS" = 1 ]; then
+  common+=(MERCATO_GRPC_TLS_CERT="$tls/tls.crt" MERCATO_GRPC_TLS_KEY="$tls/tls.key" MERCATO_GRPC_TLS_CA="$tls/ca.crt")
+fi
 if [ -n "${WORKERS:-}" ]; then
   common+=(TOKIO_WORKER_THREADS="$WORKERS")
 fi
@@ -217,6 +243,7 @@ measure() { # target, connections, round
   echo "$(nproc) CPUs: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'); $(uname -sr)"
   echo "$(nginx -v 2>&1); $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2); $(h2load --version | head -1)"
   echo "Tokio worker threads of auth, catalog and the gateway: ${WORKERS:-one per CPU (default)}; nginx: 2 workers each"
+  echo "between the services: $([ "$GRPC_TLS" = 1 ] && echo "mutual TLS (GRPC_TLS=1)" || echo "plain gRPC")"
 } | tee "$OUT/machine.txt"
 : >"$OUT/runs.txt"
 for round in $(seq "$ROUNDS"); do
