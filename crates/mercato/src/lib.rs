@@ -108,9 +108,7 @@ pub async fn up(mut settings: Settings, options: UpOptions, shutdown: Cancellati
     for service in SERVICES {
         let listener = bind(service_addr(&settings, service)?, options.ephemeral_ports, service).await?;
         let addr = listener.local_addr()?;
-        // The scheme says whether the services speak TLS (MERCATO_GRPC_TLS_*).
-        let scheme = if settings.grpc_tls.is_some() { "https" } else { "http" };
-        settings.service_urls.insert((*service).to_owned(), format!("{scheme}://{addr}"));
+        settings.service_urls.insert((*service).to_owned(), format!("{}://{addr}", settings.service_scheme()));
         listeners.push((*service, listener, addr));
     }
     let http = bind(settings.http_addr, options.ephemeral_ports, "the gateway").await?;

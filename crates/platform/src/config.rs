@@ -463,8 +463,7 @@ impl Settings {
                 None
             }
         };
-        // With TLS between services every service URL is https://; without, http://.
-        let scheme = if grpc_tls.is_some() { "https" } else { "http" };
+        let scheme = service_scheme(grpc_tls.as_ref());
 
         let mut service_urls = HashMap::new();
         let mut service_database_urls = HashMap::new();
@@ -702,6 +701,11 @@ impl Settings {
         }
     }
 
+    /// The scheme of the services' URLs: `https` with TLS between services (`MERCATO_GRPC_TLS_*`), else `http`.
+    pub fn service_scheme(&self) -> &'static str {
+        service_scheme(self.grpc_tls.as_ref())
+    }
+
     /// Where clients reach `service`: the first of its URLs (the one `up` listens on).
     pub fn service_url(&self, service: &str) -> String {
         self.service_url_list(service).swap_remove(0)
@@ -712,11 +716,16 @@ impl Settings {
         match self.service_urls.get(service) {
             Some(list) => list.split(',').map(str::to_owned).collect(),
             None => {
-                let scheme = if self.grpc_tls.is_some() { "https" } else { "http" };
-                vec![format!("{scheme}://127.0.0.1:{}", default_grpc_port(service).unwrap_or(50050))]
+                let (scheme, port) = (self.service_scheme(), default_grpc_port(service).unwrap_or(50050));
+                vec![format!("{scheme}://127.0.0.1:{port}")]
             }
         }
     }
+}
+
+/// With TLS between services every service URL is https://; without, http://.
+fn service_scheme(grpc_tls: Option<&GrpcTlsFiles>) -> &'static str {
+    if grpc_tls.is_some() { "https" } else { "http" }
 }
 
 /// The sender of outgoing mail when `MERCATO_MAIL_FROM` is unset.

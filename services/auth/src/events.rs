@@ -108,29 +108,28 @@ pub fn roles_changed(before: &UserRow, after: &UserRow, by: &str, now: i64) -> O
 /// The `user.disabled` or `user.enabled` event of an account that went from `before` to `after`, by staff
 /// account `by` at `now`; none when it was disabled (or enabled) already.
 pub fn disabled_or_enabled(before: &UserRow, after: &UserRow, by: &str, now: i64) -> Option<NewEvent> {
-    let user = after;
     match (before.disable_time, after.disable_time) {
         (None, Some(disabled_at)) => {
             let payload = UserDisabled {
-                user_id: user.id.clone(),
-                email: user.email.clone(),
-                display_name: user.display_name.clone(),
-                locale: user.locale.clone(),
+                user_id: after.id.clone(),
+                email: after.email.clone(),
+                display_name: after.display_name.clone(),
+                locale: after.locale.clone(),
                 disabled_by: by.to_owned(),
                 disable_time: Some(timestamp(disabled_at)),
             };
-            Some(NewEvent::new(USER_DISABLED, user.id.clone(), &payload))
+            Some(NewEvent::new(USER_DISABLED, after.id.clone(), &payload))
         }
         (Some(_), None) => {
             let payload = UserEnabled {
-                user_id: user.id.clone(),
-                email: user.email.clone(),
-                display_name: user.display_name.clone(),
-                locale: user.locale.clone(),
+                user_id: after.id.clone(),
+                email: after.email.clone(),
+                display_name: after.display_name.clone(),
+                locale: after.locale.clone(),
                 enabled_by: by.to_owned(),
                 enable_time: Some(timestamp(now)),
             };
-            Some(NewEvent::new(USER_ENABLED, user.id.clone(), &payload))
+            Some(NewEvent::new(USER_ENABLED, after.id.clone(), &payload))
         }
         _ => None,
     }
