@@ -164,6 +164,16 @@ async fn within<T>(what: &str, step: impl Future<Output = Result<T, AmqpError>>)
     }
 }
 
+/// Closes `connection` with `reason`, waiting for the broker's answer at most [`SETUP_TIMEOUT`]: an answer that
+/// never comes (a broker restarting, a lost packet) must not hold up a shutdown or an admin call for ever. A close
+/// that fails or times out leaves nothing to do: the socket goes with the connection.
+async fn close(connection: &Connection, reason: &str) {
+    let closing = connection.close(200, reason.into());
+    if tokio::time::timeout(SETUP_TIMEOUT, closing).await.is_err() {
+        tracing::warn!(reason, timeout_s = SETUP_TIMEOUT.as_secs(), "closing a broker connection timed out");
+    }
+}
+
 async fn declare_exchanges(channel: &Channel, options: &AmqpOptions) -> Result<(), AmqpError> {
     let durable = ExchangeDeclareOptions { durable: true, ..ExchangeDeclareOptions::default() };
     let exchange = options.exchange();
@@ -343,7 +353,7 @@ impl AmqpBus {
             let _ = task.await;
         }
         if let Some(publisher) = self.publisher.lock().await.take() {
-            let _ = publisher.connection.close(200, "shutdown".into()).await;
+            close(&publisher.connection, "shutdown").await;
         }
     }
 
@@ -379,7 +389,7 @@ impl AmqpBus {
             Ok(())
         }
         .await;
-        let _ = connection.close(200, "done".into()).await;
+        close(&connection, "done").await;
         result.map(|()| envelopes)
     }
 
@@ -439,7 +449,7 @@ impl AmqpBus {
         }
         .await;
         // Closing returns whatever was read but not moved.
-        let _ = connection.close(200, "done".into()).await;
+        close(&connection, "done").await;
         result
     }
 
@@ -449,7 +459,7 @@ impl AmqpBus {
     pub async fn consumer_count(&self, consumer: &str) -> Result<u32, AmqpError> {
         let (connection, _, queue) =
             self.open_queue(self.options.queue(consumer), "checking a consumer's queue").await?;
-        let _ = connection.close(200, "done".into()).await;
+        close(&connection, "done").await;
         Ok(queue.consumer_count())
     }
 
@@ -457,7 +467,7 @@ impl AmqpBus {
     pub async fn queued(&self, consumer: &str) -> Result<u32, AmqpError> {
         let (connection, _, queue) =
             self.open_queue(self.options.queue(consumer), "counting a consumer's queue").await?;
-        let _ = connection.close(200, "done".into()).await;
+        close(&connection, "done").await;
         Ok(queue.message_count())
     }
 
@@ -487,7 +497,7 @@ impl AmqpBus {
         match result {
             Ok((channel, declared)) => Ok((connection, channel, declared)),
             Err(error) => {
-                let _ = connection.close(200, "failed".into()).await;
+                close(&connection, "failed").await;
                 Err(error)
             }
         }
@@ -517,7 +527,7 @@ impl AmqpBus {
                 let channel = match channel {
                     Ok(channel) => channel,
                     Err(error) => {
-                        let _ = connection.close(200, "failed".into()).await;
+                        close(&connection, "failed").await;
                         return Err(error);
                     }
                 };
@@ -539,7 +549,7 @@ impl AmqpBus {
             if let Err(error) = declared {
                 // The channel may be wedged: the next publish starts over on a new connection.
                 if let Some(publisher) = guard.take() {
-                    let _ = publisher.connection.close(200, "failed".into()).await;
+                    close(&publisher.connection, "failed").await;
                 }
                 return Err(error);
             }
@@ -554,7 +564,7 @@ impl AmqpBus {
         if guard.as_ref().is_some_and(|p| p.generation == generation)
             && let Some(publisher) = guard.take()
         {
-            let _ = publisher.connection.close(200, "failed".into()).await;
+            close(&publisher.connection, "failed").await;
         }
     }
 
@@ -755,7 +765,7 @@ async fn consume_once(
         }
     }
     .await;
-    let _ = connection.close(200, "consumer stopped".into()).await;
+    close(&connection, "consumer stopped").await;
     result
 }
 
