@@ -341,6 +341,54 @@ pub async fn finish<DB: sqlx::Database, T, E: From<sqlx::Error>>(
     }
 }
 
+/// How many times in all [`retry_conflicts`] runs a transaction that keeps being aborted for a conflict.
+pub const CONFLICT_ATTEMPTS: u32 = 4;
+
+/// Whether `error` (or one of its sources: a service's own error wrapping a `sqlx::Error` answers too) says the
+/// database aborted the transaction to resolve a conflict with another one: PostgreSQL's `deadlock_detected`
+/// (40P01) and `serialization_failure` (40001). Nothing of that transaction was written, and running it again
+/// normally succeeds: the remedy the database asks its clients for.
+pub fn is_conflict(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cause = Some(error);
+    while let Some(error) = cause {
+        if let Some(sqlx::Error::Database(database)) = error.downcast_ref::<sqlx::Error>() {
+            return matches!(database.code().as_deref(), Some("40P01" | "40001"));
+        }
+        cause = error.source();
+    }
+    false
+}
+
+/// Runs `transaction` (one whole transaction, begin to commit, whose only effects are in the database) and runs it
+/// again when the database aborted it for a conflict with another ([`is_conflict`]), up to [`CONFLICT_ATTEMPTS`]
+/// runs in all; any other outcome, and the last run's conflict, is returned as it is.
+///
+/// On PostgreSQL two transactions that take the same rows in different orders (two different sign-outs of one
+/// session, say) deadlock, and the server aborts one of them; without this its caller would see an internal error
+/// for what is only bad timing. Each retry waits a few random milliseconds first (more each time), by when the
+/// winner has usually committed. SQLite never aborts a transaction so: its writers take turns from their
+/// `BEGIN IMMEDIATE`. Every retry counts in `mercato_db_conflict_retries_total{service}`.
+pub async fn retry_conflicts<T, E, F, Fut>(service: &'static str, mut transaction: F) -> Result<T, E>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, E>>,
+    E: std::error::Error + 'static,
+{
+    let mut attempt = 1;
+    loop {
+        match transaction().await {
+            Err(error) if attempt < CONFLICT_ATTEMPTS && is_conflict(&error) => {
+                tracing::warn!(service, attempt, %error, "transaction aborted for a conflict with another: running it again");
+                metrics::counter!("mercato_db_conflict_retries_total", "service" => service).increment(1);
+                let pause = rand::Rng::gen_range(&mut rand::thread_rng(), 1..=10 * u64::from(attempt));
+                tokio::time::sleep(Duration::from_millis(pause)).await;
+                attempt += 1;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
 /// `$first, $first+1, …`: `count` numbered parameters for a statement built at run time (an `IN (…)` list, a row
 /// of values), in the syntax both engines read.
 pub fn placeholders(first: usize, count: usize) -> String {

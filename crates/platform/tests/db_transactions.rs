@@ -96,3 +96,87 @@ async fn a_sqlite_transaction_that_reads_first_writes_even_when_another_connecti
     assert_eq!(counters, [(1, 1), (2, 1)]);
     pool.close().await;
 }
+
+/// Two transactions that take two rows in opposite orders deadlock; PostgreSQL breaks the deadlock by aborting one
+/// of them (40P01). Under `retry_conflicts` the aborted one runs again once the other has committed, so both
+/// changes land and neither caller sees the error.
+#[tokio::test]
+async fn a_transaction_aborted_to_break_a_deadlock_runs_again() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use platform::db::{BeginWrite, retry_conflicts};
+    use tokio::sync::Barrier;
+
+    let Some(Db::Postgres(pool)) = platform::testkit::postgres("deadlock_retried").await else { return };
+    sqlx::query("CREATE TABLE counters (id BIGINT PRIMARY KEY, n BIGINT NOT NULL)")
+        .execute(&pool)
+        .await
+        .expect("table");
+    sqlx::query("INSERT INTO counters VALUES (1, 0), (2, 0)").execute(&pool).await.expect("rows");
+
+    // Both first attempts hold their first row before either asks for its second: a deadlock for sure.
+    let both_hold_one = Arc::new(Barrier::new(2));
+    let attempts = Arc::new(AtomicU32::new(0));
+    let increment_in_order = |first: i64, second: i64| {
+        let (pool, both_hold_one, attempts) = (pool.clone(), both_hold_one.clone(), attempts.clone());
+        tokio::spawn(async move {
+            let mut first_attempt = true;
+            retry_conflicts("deadlock_test", || {
+                let (pool, both_hold_one, attempts) = (pool.clone(), both_hold_one.clone(), attempts.clone());
+                let wait_for_the_other = std::mem::replace(&mut first_attempt, false);
+                async move {
+                    attempts.fetch_add(1, Ordering::SeqCst);
+                    let mut tx = pool.begin_write().await?;
+                    for (step, id) in [first, second].into_iter().enumerate() {
+                        sqlx::query("UPDATE counters SET n = n + 1 WHERE id = $1").bind(id).execute(&mut *tx).await?;
+                        if step == 0 && wait_for_the_other {
+                            both_hold_one.wait().await;
+                        }
+                    }
+                    tx.commit().await
+                }
+            })
+            .await
+        })
+    };
+    let one_then_two = increment_in_order(1, 2);
+    let two_then_one = increment_in_order(2, 1);
+    one_then_two.await.expect("task").expect("the first transaction lands");
+    two_then_one.await.expect("task").expect("the second transaction lands");
+
+    assert_eq!(attempts.load(Ordering::SeqCst), 3, "one of the two was aborted and ran again");
+    let counters: Vec<(i64, i64)> =
+        sqlx::query_as("SELECT id, n FROM counters ORDER BY id").fetch_all(&pool).await.expect("counters");
+    assert_eq!(counters, [(1, 2), (2, 2)], "each transaction's changes landed once");
+    pool.close().await;
+}
+
+/// Which errors are conflicts: the database's deadlock and serialization failures, also inside a service's own
+/// error type; not other database errors.
+#[tokio::test]
+async fn conflicts_are_told_from_other_errors_through_a_services_error_type() {
+    use platform::db::is_conflict;
+
+    #[derive(Debug, thiserror::Error)]
+    enum ServiceError {
+        #[error("database: {0}")]
+        Database(#[from] sqlx::Error),
+    }
+
+    let Some(Db::Postgres(pool)) = platform::testkit::postgres("conflicts_told").await else { return };
+    let raised = |code: &'static str| {
+        let pool = pool.clone();
+        async move {
+            let sql = format!("DO $$ BEGIN RAISE EXCEPTION 'raised' USING ERRCODE = '{code}'; END $$");
+            sqlx::query(sqlx::AssertSqlSafe(sql)).execute(&pool).await.expect_err("raises")
+        }
+    };
+    for (code, conflict) in [("40P01", true), ("40001", true), ("23505", false), ("57014", false)] {
+        let error = raised(code).await;
+        assert_eq!(is_conflict(&error), conflict, "{code} as it is");
+        assert_eq!(is_conflict(&ServiceError::from(raised(code).await)), conflict, "{code} in a service's error");
+    }
+    assert!(!is_conflict(&sqlx::Error::PoolTimedOut), "not a database's answer");
+    pool.close().await;
+}

@@ -1,7 +1,7 @@
 //! The SQL of account administration: listing accounts, setting their roles, disabling and enabling them (kept
 //! beside `store.rs`, which holds accounts, refresh tokens and signing keys).
 
-use platform::db::BeginWrite;
+use platform::db::{BeginWrite, retry_conflicts};
 use platform::events::{self, NewEvent};
 use platform::with_db;
 
@@ -45,33 +45,38 @@ impl Store {
     ) -> Result<Option<UserRow>, Error> {
         let lock = format!("UPDATE users SET roles = roles WHERE id = $1 RETURNING {USER_COLUMNS}");
         let write = format!("UPDATE users SET roles = $1 WHERE id = $2 RETURNING {USER_COLUMNS}");
-        let updated = with_db!(self.db(), pool => {
-            let mut tx = pool.begin_write().await?;
-            match sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(lock)).bind(id).fetch_optional(&mut *tx).await? {
-                None => {
-                    tx.rollback().await?;
-                    None
-                }
-                Some(before) => {
-                    if takes_a_role_away(&before) {
-                        for statement in SIGN_OUT_USER {
-                            sqlx::query(statement).bind(now).bind(id).execute(&mut *tx).await?;
+        // Borrowed, as every attempt uses them.
+        let (lock, write, takes_a_role_away, announce) = (lock.as_str(), write.as_str(), &takes_a_role_away, &announce);
+        retry_conflicts(crate::NAME, || async move {
+            let updated = with_db!(self.db(), pool => {
+                let mut tx = pool.begin_write().await?;
+                match sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(lock)).bind(id).fetch_optional(&mut *tx).await? {
+                    None => {
+                        tx.rollback().await?;
+                        None
+                    }
+                    Some(before) => {
+                        if takes_a_role_away(&before) {
+                            for statement in SIGN_OUT_USER {
+                                sqlx::query(statement).bind(now).bind(id).execute(&mut *tx).await?;
+                            }
                         }
+                        let after = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(write))
+                            .bind(roles)
+                            .bind(id)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        if let Some(event) = announce(&before, &after) {
+                            events::enqueue(&mut *tx, crate::NAME, &event).await?;
+                        }
+                        tx.commit().await?;
+                        Some(after)
                     }
-                    let after = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(write))
-                        .bind(roles)
-                        .bind(id)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    if let Some(event) = announce(&before, &after) {
-                        events::enqueue(&mut *tx, crate::NAME, &event).await?;
-                    }
-                    tx.commit().await?;
-                    Some(after)
                 }
-            }
-        });
-        Ok(updated)
+            });
+            Ok(updated)
+        })
+        .await
     }
 
     /// Disables user `id` (at `now`; an account disabled already keeps its first time) and ends every session
@@ -89,32 +94,36 @@ impl Store {
             "UPDATE users SET disable_time = CASE WHEN $1 IS NULL THEN NULL ELSE COALESCE(disable_time, $1) END \
              WHERE id = $2 RETURNING {USER_COLUMNS}"
         );
-        let updated = with_db!(self.db(), pool => {
-            let mut tx = pool.begin_write().await?;
-            match sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(lock)).bind(id).fetch_optional(&mut *tx).await? {
-                None => {
-                    tx.rollback().await?;
-                    None
-                }
-                Some(before) => {
-                    let after = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(write))
-                        .bind(now)
-                        .bind(id)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                    if let Some(now) = now {
-                        for statement in SIGN_OUT_USER {
-                            sqlx::query(statement).bind(now).bind(id).execute(&mut *tx).await?;
+        let (lock, write, announce) = (lock.as_str(), write.as_str(), &announce);
+        retry_conflicts(crate::NAME, || async move {
+            let updated = with_db!(self.db(), pool => {
+                let mut tx = pool.begin_write().await?;
+                match sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(lock)).bind(id).fetch_optional(&mut *tx).await? {
+                    None => {
+                        tx.rollback().await?;
+                        None
+                    }
+                    Some(before) => {
+                        let after = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(write))
+                            .bind(now)
+                            .bind(id)
+                            .fetch_one(&mut *tx)
+                            .await?;
+                        if let Some(now) = now {
+                            for statement in SIGN_OUT_USER {
+                                sqlx::query(statement).bind(now).bind(id).execute(&mut *tx).await?;
+                            }
                         }
+                        if let Some(event) = announce(&before, &after) {
+                            events::enqueue(&mut *tx, crate::NAME, &event).await?;
+                        }
+                        tx.commit().await?;
+                        Some(after)
                     }
-                    if let Some(event) = announce(&before, &after) {
-                        events::enqueue(&mut *tx, crate::NAME, &event).await?;
-                    }
-                    tx.commit().await?;
-                    Some(after)
                 }
-            }
-        });
-        Ok(updated)
+            });
+            Ok(updated)
+        })
+        .await
     }
 }

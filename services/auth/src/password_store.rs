@@ -1,7 +1,7 @@
 //! The SQL of password changes and resets, and of deleting an account (kept beside `store.rs`, which holds
 //! accounts, refresh tokens and signing keys).
 
-use platform::db::BeginWrite;
+use platform::db::{BeginWrite, retry_conflicts};
 use platform::events::{self, NewEvent};
 use platform::with_db;
 
@@ -124,67 +124,70 @@ impl Store {
     /// statement comes first, so of two concurrent changes only one can win.
     pub async fn set_password(&self, change: NewPassword<'_>) -> Result<bool, Error> {
         let NewPassword { user_id, password_hash, guard, session, changed, now } = change;
-        let applied = with_db!(self.db(), pool => {
-            let mut tx = pool.begin_write().await?;
-            let guarded = match guard {
-                Guard::CurrentHash(current) => {
-                    sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3")
-                        .bind(password_hash)
+        retry_conflicts(crate::NAME, || async move {
+            let applied = with_db!(self.db(), pool => {
+                let mut tx = pool.begin_write().await?;
+                let guarded = match guard {
+                    Guard::CurrentHash(current) => {
+                        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2 AND password_hash = $3")
+                            .bind(password_hash)
+                            .bind(user_id)
+                            .bind(current)
+                            .execute(&mut *tx)
+                            .await?
+                    }
+                    Guard::ResetToken(token_hash) => {
+                        sqlx::query(
+                            "UPDATE password_resets SET used_at = $1 \
+                             WHERE token_hash = $2 AND user_id = $3 AND used_at IS NULL AND expires_at > $1",
+                        )
+                        .bind(now)
+                        .bind(token_hash)
                         .bind(user_id)
-                        .bind(current)
                         .execute(&mut *tx)
                         .await?
-                }
-                Guard::ResetToken(token_hash) => {
-                    sqlx::query(
-                        "UPDATE password_resets SET used_at = $1 \
-                         WHERE token_hash = $2 AND user_id = $3 AND used_at IS NULL AND expires_at > $1",
-                    )
-                    .bind(now)
-                    .bind(token_hash)
-                    .bind(user_id)
-                    .execute(&mut *tx)
-                    .await?
-                }
-            };
-            if guarded.rows_affected() == 0 {
-                tx.rollback().await?;
-                false
-            } else {
-                if let Guard::ResetToken(_) = guard {
-                    sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
-                        .bind(password_hash)
+                    }
+                };
+                if guarded.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    false
+                } else {
+                    if let Guard::ResetToken(_) = guard {
+                        sqlx::query("UPDATE users SET password_hash = $1 WHERE id = $2")
+                            .bind(password_hash)
+                            .bind(user_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    sqlx::query("UPDATE password_resets SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL")
+                        .bind(now)
                         .bind(user_id)
                         .execute(&mut *tx)
                         .await?;
+                    for statement in crate::session_store::SIGN_OUT_USER {
+                        sqlx::query(statement).bind(now).bind(user_id).execute(&mut *tx).await?;
+                    }
+                    if let Some(token) = session {
+                        sqlx::query(
+                            "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, expires_at, create_time) \
+                             VALUES ($1, $1, $2, $3, $4, $5)",
+                        )
+                        .bind(&token.id)
+                        .bind(user_id)
+                        .bind(&token.token_hash)
+                        .bind(token.expires_at)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    events::enqueue(&mut *tx, crate::NAME, changed).await?;
+                    tx.commit().await?;
+                    true
                 }
-                sqlx::query("UPDATE password_resets SET used_at = $1 WHERE user_id = $2 AND used_at IS NULL")
-                    .bind(now)
-                    .bind(user_id)
-                    .execute(&mut *tx)
-                    .await?;
-                for statement in crate::session_store::SIGN_OUT_USER {
-                    sqlx::query(statement).bind(now).bind(user_id).execute(&mut *tx).await?;
-                }
-                if let Some(token) = session {
-                    sqlx::query(
-                        "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, expires_at, create_time) \
-                         VALUES ($1, $1, $2, $3, $4, $5)",
-                    )
-                    .bind(&token.id)
-                    .bind(user_id)
-                    .bind(&token.token_hash)
-                    .bind(token.expires_at)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                events::enqueue(&mut *tx, crate::NAME, changed).await?;
-                tx.commit().await?;
-                true
-            }
-        });
-        Ok(applied)
+            });
+            Ok(applied)
+        })
+        .await
     }
 
     /// Deletes account `user_id` with everything auth keeps of it (sessions, listed as ended; API keys, reset
@@ -197,37 +200,40 @@ impl Store {
         deleted: &NewEvent,
         now: i64,
     ) -> Result<bool, Error> {
-        let removed = with_db!(self.db(), pool => {
-            let mut tx = pool.begin_write().await?;
-            // The guard, and the row lock that orders this after (or before) a concurrent password change; the row
-            // itself goes last, as deleting it would take its sessions with it (ON DELETE CASCADE) before they are
-            // listed as ended.
-            let account = sqlx::query("UPDATE users SET password_hash = password_hash WHERE id = $1 AND password_hash = $2")
-                .bind(user_id)
-                .bind(password_hash)
-                .execute(&mut *tx)
-                .await?;
-            if account.rows_affected() == 0 {
-                tx.rollback().await?;
-                false
-            } else {
-                // Listed as ended before the refresh tokens go (the listing reads them).
-                let [end_sessions, _] = crate::session_store::SIGN_OUT_USER;
-                sqlx::query(end_sessions).bind(now).bind(user_id).execute(&mut *tx).await?;
-                // Named, not left to ON DELETE CASCADE: SQLite enforces foreign keys only when asked to.
-                for table in ["refresh_tokens", "api_keys", "password_resets"] {
-                    sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE user_id = $1")))
-                        .bind(user_id)
-                        .execute(&mut *tx)
-                        .await?;
+        retry_conflicts(crate::NAME, || async move {
+            let removed = with_db!(self.db(), pool => {
+                let mut tx = pool.begin_write().await?;
+                // The guard, and the row lock that orders this after (or before) a concurrent password change; the row
+                // itself goes last, as deleting it would take its sessions with it (ON DELETE CASCADE) before they are
+                // listed as ended.
+                let account = sqlx::query("UPDATE users SET password_hash = password_hash WHERE id = $1 AND password_hash = $2")
+                    .bind(user_id)
+                    .bind(password_hash)
+                    .execute(&mut *tx)
+                    .await?;
+                if account.rows_affected() == 0 {
+                    tx.rollback().await?;
+                    false
+                } else {
+                    // Listed as ended before the refresh tokens go (the listing reads them).
+                    let [end_sessions, _] = crate::session_store::SIGN_OUT_USER;
+                    sqlx::query(end_sessions).bind(now).bind(user_id).execute(&mut *tx).await?;
+                    // Named, not left to ON DELETE CASCADE: SQLite enforces foreign keys only when asked to.
+                    for table in ["refresh_tokens", "api_keys", "password_resets"] {
+                        sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE user_id = $1")))
+                            .bind(user_id)
+                            .execute(&mut *tx)
+                            .await?;
+                    }
+                    sqlx::query("DELETE FROM users WHERE id = $1").bind(user_id).execute(&mut *tx).await?;
+                    events::enqueue(&mut *tx, crate::NAME, deleted).await?;
+                    tx.commit().await?;
+                    true
                 }
-                sqlx::query("DELETE FROM users WHERE id = $1").bind(user_id).execute(&mut *tx).await?;
-                events::enqueue(&mut *tx, crate::NAME, deleted).await?;
-                tx.commit().await?;
-                true
-            }
-        });
-        Ok(removed)
+            });
+            Ok(removed)
+        })
+        .await
     }
 
     /// Deletes the reset tokens that expired before `before`; returns how many.

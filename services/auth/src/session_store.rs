@@ -4,7 +4,7 @@
 //! account deleted or disabled, a role taken away, a refresh token reused, the owner ending one), and the listing
 //! verifiers poll.
 
-use platform::db::BeginWrite;
+use platform::db::{BeginWrite, retry_conflicts};
 use platform::with_db;
 
 use crate::error::Error;
@@ -13,6 +13,9 @@ use crate::store::Store;
 /// The two statements that sign out the live sessions (refresh-token families) a condition selects, at `$1`
 /// (now): the first lists each as ended (a family listed already keeps its first time), the second revokes its
 /// refresh tokens. Run in this order, in one transaction: the listing reads the tokens the revocation changes.
+/// Every sign-out takes its rows in this order (the account's row first where it changes the account, then the
+/// listing, by session id, then the tokens), so two at once queue rather than deadlock; should PostgreSQL still
+/// abort one to break a deadlock, it runs again (`platform::db::retry_conflicts`).
 macro_rules! sign_out_where {
     ($condition:literal) => {
         [
@@ -21,7 +24,7 @@ macro_rules! sign_out_where {
                  SELECT DISTINCT family_id, $1 FROM refresh_tokens \
                  WHERE revoked_at IS NULL AND expires_at > $1 AND ",
                 $condition,
-                " ON CONFLICT (session_id) DO NOTHING"
+                " ORDER BY family_id ON CONFLICT (session_id) DO NOTHING"
             ),
             concat!("UPDATE refresh_tokens SET revoked_at = $1 WHERE revoked_at IS NULL AND ", $condition),
         ]
@@ -91,25 +94,40 @@ impl Store {
 
     /// Ends session `session_id` of user `user_id`; false when the user has no such live session.
     pub async fn end_own_session(&self, user_id: &str, session_id: &str, now: i64) -> Result<bool, Error> {
-        Ok(self.sign_out(SIGN_OUT_OWN_SESSION, now, session_id, user_id).await? > 0)
+        Ok(self.sign_out(SIGN_OUT_OWN_SESSION, now, &[session_id, user_id]).await? > 0)
     }
 
     /// Ends every live session of user `user_id` but `keep`; returns how many ended.
     pub async fn end_other_sessions(&self, user_id: &str, keep: &str, now: i64) -> Result<u64, Error> {
-        self.sign_out(SIGN_OUT_OTHER_SESSIONS, now, user_id, keep).await
+        self.sign_out(SIGN_OUT_OTHER_SESSIONS, now, &[user_id, keep]).await
     }
 
-    /// Runs a sign-out pair with `$2` and `$3` in a transaction of its own; returns how many sessions ended.
-    async fn sign_out(&self, statements: [&'static str; 2], now: i64, second: &str, third: &str) -> Result<u64, Error> {
+    /// Ends session `session_id`, whoever's it is (a refresh token of it was reused); false when it had ended.
+    pub async fn end_session(&self, session_id: &str, now: i64) -> Result<bool, Error> {
+        Ok(self.sign_out(SIGN_OUT_SESSION, now, &[session_id]).await? > 0)
+    }
+
+    /// Runs a sign-out pair with `$2`, `$3`, … from `parameters` in a transaction of its own; returns how many
+    /// sessions ended.
+    async fn sign_out(&self, statements: [&'static str; 2], now: i64, parameters: &[&str]) -> Result<u64, Error> {
         let [end, revoke] = statements;
-        let ended = with_db!(self.db(), pool => {
-            let mut tx = pool.begin_write().await?;
-            let listed = sqlx::query(end).bind(now).bind(second).bind(third).execute(&mut *tx).await?;
-            sqlx::query(revoke).bind(now).bind(second).bind(third).execute(&mut *tx).await?;
-            tx.commit().await?;
-            listed.rows_affected()
-        });
-        Ok(ended)
+        retry_conflicts(crate::NAME, || async move {
+            let ended = with_db!(self.db(), pool => {
+                let mut tx = pool.begin_write().await?;
+                let mut listed = sqlx::query(end).bind(now);
+                let mut revoked = sqlx::query(revoke).bind(now);
+                for parameter in parameters {
+                    listed = listed.bind(*parameter);
+                    revoked = revoked.bind(*parameter);
+                }
+                let listed = listed.execute(&mut *tx).await?;
+                revoked.execute(&mut *tx).await?;
+                tx.commit().await?;
+                listed.rows_affected()
+            });
+            Ok(ended)
+        })
+        .await
     }
 
     /// Sessions ended at or after `since`, oldest first (ties by id), after the row `after` (the last of the previous

@@ -1,6 +1,6 @@
 //! All SQL of the auth service, written once for SQLite and PostgreSQL and run through `with_db!`.
 
-use platform::db::{BeginWrite, Db, is_unique_violation};
+use platform::db::{BeginWrite, Db, is_unique_violation, retry_conflicts};
 use platform::events::{self, NewEvent};
 use platform::with_db;
 
@@ -67,6 +67,16 @@ pub enum Rotation {
     Reused,
     /// Unknown or expired.
     Invalid,
+}
+
+/// The outcome of a rotation's first transaction.
+enum Spend {
+    /// Spent, its successor stored.
+    Rotated(Rotation),
+    /// A reuse of a token of this family, which is yet to be signed out.
+    Reused { family_id: String },
+    /// Unknown, expired, or its account is gone or disabled.
+    Refused,
 }
 
 /// The columns of a [`UserRow`], in its order.
@@ -211,86 +221,92 @@ impl Store {
     ///
     /// The spend is the transaction's first statement and is conditional (live, unspent, unrevoked), so of
     /// two concurrent presentations only one can win; on SQLite it also takes the write lock up front. A
-    /// token that exists but was already spent or revoked is a reuse: its whole family is revoked.
+    /// token that exists but was already spent or revoked is a reuse: its whole family is signed out, in a second
+    /// transaction.
     pub async fn rotate_refresh_token(
         &self,
         presented: &str,
         successor: &NewRefreshToken,
         now: i64,
     ) -> Result<Rotation, Error> {
-        let rotation = with_db!(&self.db, pool => {
-            let mut tx = pool.begin_write().await?;
-            let spent = sqlx::query(
-                "UPDATE refresh_tokens SET used_at = $1 \
-                 WHERE token_hash = $2 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $1",
-            )
-            .bind(now)
-            .bind(presented)
-            .execute(&mut *tx)
-            .await?;
-            if spent.rows_affected() == 1 {
-                let (family_id, user_id) = sqlx::query_as::<_, (String, String)>(
-                    "SELECT family_id, user_id FROM refresh_tokens WHERE token_hash = $1",
+        let spend = retry_conflicts(crate::NAME, || async move {
+            let spend = with_db!(&self.db, pool => {
+                let mut tx = pool.begin_write().await?;
+                let spent = sqlx::query(
+                    "UPDATE refresh_tokens SET used_at = $1 \
+                     WHERE token_hash = $2 AND used_at IS NULL AND revoked_at IS NULL AND expires_at > $1",
                 )
+                .bind(now)
                 .bind(presented)
-                .fetch_one(&mut *tx)
+                .execute(&mut *tx)
                 .await?;
-                let user = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1")))
-                    .bind(&user_id)
+                if spent.rows_affected() == 1 {
+                    let (family_id, user_id) = sqlx::query_as::<_, (String, String)>(
+                        "SELECT family_id, user_id FROM refresh_tokens WHERE token_hash = $1",
+                    )
+                    .bind(presented)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                    let user = sqlx::query_as::<_, UserRow>(sqlx::AssertSqlSafe(format!("SELECT {USER_COLUMNS} FROM users WHERE id = $1")))
+                        .bind(&user_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                    match user {
+                        // Gone, or disabled (its tokens were revoked then; this one was spent concurrently).
+                        None | Some(UserRow { disable_time: Some(_), .. }) => {
+                            tx.rollback().await?;
+                            Spend::Refused
+                        }
+                        Some(user) => {
+                            sqlx::query(
+                                "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, expires_at, create_time) \
+                                 VALUES ($1, $2, $3, $4, $5, $6)",
+                            )
+                            .bind(&successor.id)
+                            .bind(&family_id)
+                            .bind(&user_id)
+                            .bind(&successor.token_hash)
+                            .bind(successor.expires_at)
+                            .bind(now)
+                            .execute(&mut *tx)
+                            .await?;
+                            tx.commit().await?;
+                            Spend::Rotated(Rotation::Rotated { user, session_id: family_id })
+                        }
+                    }
+                } else {
+                    // Only read, in this transaction, which then ends: on PostgreSQL a spend that waited for a
+                    // concurrent one keeps the token's row locked though it changed nothing, and signing out while
+                    // holding that lock deadlocked with every other sign-out of the session (they take the listing
+                    // first, then the tokens).
+                    let found = sqlx::query_as::<_, (String, Option<i64>, Option<i64>)>(
+                        "SELECT family_id, used_at, revoked_at FROM refresh_tokens WHERE token_hash = $1",
+                    )
+                    .bind(presented)
                     .fetch_optional(&mut *tx)
                     .await?;
-                match user {
-                    // Gone, or disabled (its tokens were revoked then; this one was spent concurrently).
-                    None | Some(UserRow { disable_time: Some(_), .. }) => {
-                        tx.rollback().await?;
-                        Rotation::Invalid
-                    }
-                    Some(user) => {
-                        sqlx::query(
-                            "INSERT INTO refresh_tokens (id, family_id, user_id, token_hash, expires_at, create_time) \
-                             VALUES ($1, $2, $3, $4, $5, $6)",
-                        )
-                        .bind(&successor.id)
-                        .bind(&family_id)
-                        .bind(&user_id)
-                        .bind(&successor.token_hash)
-                        .bind(successor.expires_at)
-                        .bind(now)
-                        .execute(&mut *tx)
-                        .await?;
-                        tx.commit().await?;
-                        Rotation::Rotated { user, session_id: family_id }
-                    }
-                }
-            } else {
-                // Locked, not just read: on PostgreSQL a spend that waited for a concurrent one keeps the token's
-                // row locked though it changed nothing, so every reuse of one token takes that lock before the
-                // sign-out's statements; reading without it, one could list the session as ended and then wait for
-                // the token row while the holder waits for that listing: a deadlock (seen with 40 presentations).
-                let found = sqlx::query_as::<_, (String, Option<i64>, Option<i64>)>(
-                    "UPDATE refresh_tokens SET used_at = used_at WHERE token_hash = $1 \
-                     RETURNING family_id, used_at, revoked_at",
-                )
-                .bind(presented)
-                .fetch_optional(&mut *tx)
-                .await?;
-                match found {
-                    Some((family_id, used_at, revoked_at)) if used_at.is_some() || revoked_at.is_some() => {
-                        for statement in crate::session_store::SIGN_OUT_SESSION {
-                            sqlx::query(statement).bind(now).bind(&family_id).execute(&mut *tx).await?;
+                    tx.rollback().await?;
+                    match found {
+                        Some((family_id, used_at, revoked_at)) if used_at.is_some() || revoked_at.is_some() => {
+                            Spend::Reused { family_id }
                         }
-                        tx.commit().await?;
-                        tracing::warn!(family_id = %family_id, "refresh token reused: family revoked");
-                        Rotation::Reused
-                    }
-                    _ => {
-                        tx.rollback().await?;
-                        Rotation::Invalid
+                        _ => Spend::Refused,
                     }
                 }
+            });
+            Ok::<_, Error>(spend)
+        })
+        .await?;
+        match spend {
+            Spend::Rotated(rotated) => Ok(rotated),
+            Spend::Refused => Ok(Rotation::Invalid),
+            Spend::Reused { family_id } => {
+                // A transaction of its own, ordered like every other sign-out.
+                self.end_session(&family_id, now).await?;
+                tracing::warn!(family_id = %family_id, "refresh token reused: family revoked");
+                Ok(Rotation::Reused)
             }
-        });
-        Ok(rotation)
+        }
     }
 
     /// Deletes the refresh tokens that expired before `before`, a thousand per statement so that none holds many
@@ -304,13 +320,16 @@ impl Store {
     /// Revokes every token of the family of the token hashed as `presented`, and lists the session as ended so its
     /// access tokens are refused too. Nothing happens for an unknown token; revoking twice is harmless.
     pub async fn revoke_family_of(&self, presented: &str, now: i64) -> Result<(), Error> {
-        with_db!(&self.db, pool => {
-            let mut tx = pool.begin_write().await?;
-            for statement in crate::session_store::SIGN_OUT_SESSION_OF_TOKEN {
-                sqlx::query(statement).bind(now).bind(presented).execute(&mut *tx).await?;
-            }
-            tx.commit().await?;
-        });
-        Ok(())
+        retry_conflicts(crate::NAME, || async move {
+            with_db!(&self.db, pool => {
+                let mut tx = pool.begin_write().await?;
+                for statement in crate::session_store::SIGN_OUT_SESSION_OF_TOKEN {
+                    sqlx::query(statement).bind(now).bind(presented).execute(&mut *tx).await?;
+                }
+                tx.commit().await?;
+            });
+            Ok(())
+        })
+        .await
     }
 }

@@ -165,7 +165,8 @@ async fn refresh_rotation_and_reuse(db: Db) {
     assert_eq!(refresh(&mut client, &unrelated_next).await.expect_err("expired").code(), Code::Unauthenticated);
 
     // Concurrent presentations of one token: exactly one wins, and every other is refused, none failing (forty:
-    // enough for the losers to have deadlocked among themselves on PostgreSQL before the reuse path locked first).
+    // enough for the losers to have deadlocked among themselves on PostgreSQL when each signed out the session in
+    // the transaction of its spend, which had locked the token's row).
     let live = login(&mut client, "dave@example.com", "daves password").await.expect("still works").refresh_token;
     let attempts: Vec<_> = (0..40)
         .map(|_| {

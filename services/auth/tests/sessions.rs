@@ -233,9 +233,63 @@ async fn sessions_ended_over_a_day_ago_are_forgotten(db: Db) {
     running.stop().await;
 }
 
+/// Every way of ending one session, at the same moment: a spent refresh token presented again and again (the
+/// family is revoked), a sign-out with its live one, and the owner ending it and every other session from a
+/// second device. Each answers as if it came alone: never INTERNAL. On PostgreSQL these take the same rows in
+/// different orders and the database aborts one to break the deadlock; such a transaction is run again.
+async fn sign_outs_of_one_session_at_once_all_answer(db: Db) {
+    let running = start(db).await;
+    let mut client = running.client.clone();
+    register(&mut client, EMAIL, PASSWORD, "Sam").await.expect("registers");
+    let keeper = login(&mut client, EMAIL, PASSWORD).await.expect("signs in on a second device");
+    for round in 0..8 {
+        let session = login(&mut client, EMAIL, PASSWORD).await.expect("signs in");
+        let sid = session_of(&mut client, &session.access_token).await;
+        let live = refresh(&mut client, &session.refresh_token).await.expect("rotates");
+
+        let mut calls = tokio::task::JoinSet::new();
+        for _ in 0..12 {
+            let (mut client, spent) = (client.clone(), session.refresh_token.clone());
+            calls.spawn(async move {
+                let reused = refresh(&mut client, &spent).await.expect_err("a spent token");
+                ("reuse", reused.code(), Code::Unauthenticated)
+            });
+        }
+        let (mut logout_client, signing_out) = (client.clone(), live.clone());
+        calls.spawn(async move {
+            let outcome = logout_client.logout(LogoutRequest { refresh_token: signing_out }).await;
+            ("logout", outcome.map_or_else(|s| s.code(), |_| Code::Ok), Code::Ok)
+        });
+        let (mut others_client, keeper_token) = (client.clone(), keeper.access_token.clone());
+        calls.spawn(async move {
+            let request = bearer(RevokeOtherSessionsRequest {}, &keeper_token);
+            let outcome = others_client.revoke_other_sessions(request).await;
+            ("revoke others", outcome.map_or_else(|s| s.code(), |_| Code::Ok), Code::Ok)
+        });
+        let (mut end_client, keeper_token) = (client.clone(), keeper.access_token.clone());
+        calls.spawn(async move {
+            let request = bearer(RevokeSessionRequest { id: sid }, &keeper_token);
+            match end_client.revoke_session(request).await {
+                // Ended by this call, or by another one first.
+                Ok(_) => ("revoke session", Code::Ok, Code::Ok),
+                Err(status) => ("revoke session", status.code(), Code::NotFound),
+            }
+        });
+        while let Some(call) = calls.join_next().await {
+            let (what, got, expected) = call.expect("the call's task");
+            assert_eq!(got, expected, "round {round}: {what}");
+        }
+        let after = refresh(&mut client, &live).await.expect_err("the session ended");
+        assert_eq!(after.code(), Code::Unauthenticated, "round {round}");
+    }
+    client.get_me(bearer(GetMeRequest {}, &keeper.access_token)).await.expect("the second device's session lives");
+    running.stop().await;
+}
+
 on_both_backends!(
     every_way_a_session_ends_lists_it,
     owners_list_and_end_their_sessions,
     bad_listing_requests_name_their_field,
     sessions_ended_over_a_day_ago_are_forgotten,
+    sign_outs_of_one_session_at_once_all_answer,
 );
