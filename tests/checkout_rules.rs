@@ -246,6 +246,9 @@ async fn other_customers_things_do_not_exist(storage: Storage) {
         let mine = p.send("GET", &path, Some(&ada), None).await;
         assert_eq!(mine.status, 200, "ada reads {path}: {}", mine.json);
     }
+    let listed = p.send("GET", &format!("/v1/payments?orderId={order_id}"), Some(&ada), None).await;
+    assert_eq!(listed.status, 200, "{}", listed.json);
+    assert_eq!(listed.json["payments"][0]["id"], payment_id, "ada lists her order's payment: {}", listed.json);
 
     // Bob finds none of it.
     for (method, path) in [
@@ -261,6 +264,10 @@ async fn other_customers_things_do_not_exist(storage: Storage) {
         assert_eq!(theirs.status, 404, "bob {method} {path}: {}", theirs.json);
         assert_eq!(theirs.json["error"]["status"], "NOT_FOUND", "{}", theirs.json);
     }
+    let bobs_payments = p.send("GET", "/v1/payments", Some(&bob), None).await;
+    assert_eq!(bobs_payments.json["payments"], json!([]), "bob lists only his own: {}", bobs_payments.json);
+    let adas_payments = p.send("GET", &format!("/v1/payments?customerId={ada_id}"), Some(&bob), None).await;
+    assert_eq!(adas_payments.status, 403, "{}", adas_payments.json);
     let bobs_cart = p.send("GET", "/v1/cart", Some(&bob), None).await;
     assert_eq!(bobs_cart.json["items"], json!([]), "bob only ever sees his own cart: {}", bobs_cart.json);
 

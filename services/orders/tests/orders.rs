@@ -39,8 +39,8 @@ use api::mercato::orders::v1::{
 };
 use api::mercato::payments::v1::payment_service_server::{PaymentService, PaymentServiceServer};
 use api::mercato::payments::v1::{
-    CreatePaymentRequest, CreatePaymentResponse, GetPaymentRequest, GetPaymentResponse, Payment, PaymentStatus,
-    RefundPaymentRequest, RefundPaymentResponse,
+    CreatePaymentRequest, CreatePaymentResponse, GetPaymentRequest, GetPaymentResponse, ListPaymentsRequest,
+    ListPaymentsResponse, Payment, PaymentStatus, RefundPaymentRequest, RefundPaymentResponse,
 };
 use orders::domain::{LineInput, Offer, Price};
 use orders::ports::{
@@ -605,6 +605,10 @@ impl PaymentService for Remote {
         Ok(Response::new(RefundPaymentResponse::default()))
     }
     async fn get_payment(&self, _: Request<GetPaymentRequest>) -> Result<Response<GetPaymentResponse>, Status> {
+        unimplemented()
+    }
+
+    async fn list_payments(&self, _: Request<ListPaymentsRequest>) -> Result<Response<ListPaymentsResponse>, Status> {
         unimplemented()
     }
 }

@@ -3,17 +3,18 @@
 use api::common::Money;
 use api::mercato::payments::v1::payment_service_server::PaymentService;
 use api::mercato::payments::v1::{
-    CreatePaymentRequest, CreatePaymentResponse, GetPaymentRequest, GetPaymentResponse, Payment, PaymentStatus,
-    RefundPaymentRequest, RefundPaymentResponse,
+    CreatePaymentRequest, CreatePaymentResponse, GetPaymentRequest, GetPaymentResponse, ListPaymentsRequest,
+    ListPaymentsResponse, Payment, PaymentStatus, RefundPaymentRequest, RefundPaymentResponse,
 };
 use platform::auth::{Claims, caller};
+use platform::error::FieldViolation;
 use platform::time::timestamp;
 use tonic::{Request, Response, Status};
 
 use crate::domain::{self, PaymentInput};
 use crate::error::Error;
 use crate::service::{Payments, RefundRequest};
-use crate::store::PaymentRow;
+use crate::store::{PaymentFilter, PaymentRow};
 
 /// The role of service callers (tokens from the client-credentials grant).
 pub const ROLE_SERVICE: &str = "service";
@@ -69,6 +70,44 @@ fn status_to_wire(status: domain::Status) -> i32 {
         domain::Status::Refunded => PaymentStatus::Refunded,
     };
     wire as i32
+}
+
+/// The state a listing filters by; `None` when unset.
+fn status_from_wire(status: i32) -> Result<Option<domain::Status>, FieldViolation> {
+    match PaymentStatus::try_from(status) {
+        Ok(PaymentStatus::Unspecified) => Ok(None),
+        Ok(PaymentStatus::Captured) => Ok(Some(domain::Status::Captured)),
+        Ok(PaymentStatus::Failed) => Ok(Some(domain::Status::Failed)),
+        Ok(PaymentStatus::PartiallyRefunded) => Ok(Some(domain::Status::PartiallyRefunded)),
+        Ok(PaymentStatus::Refunded) => Ok(Some(domain::Status::Refunded)),
+        Err(_) => Err(FieldViolation::new("status", "is not a payment status")),
+    }
+}
+
+/// The checked filter of a ListPayments `req` (reading one row more than the page, to tell whether another
+/// follows) and the page size, every bad field named at once. Whose payments the caller may list is checked
+/// apart.
+fn list_filter(req: &ListPaymentsRequest) -> Result<(PaymentFilter, i64), Vec<FieldViolation>> {
+    let mut violations = Vec::new();
+    let (limit, after) = platform::paging::id_page(req.page_size, &req.page_token).unwrap_or_else(|bad| {
+        violations.extend(bad);
+        (0, "")
+    });
+    let mut optional_id = |field: &str, id: &str| {
+        if id.is_empty() {
+            return None;
+        }
+        platform::error::check_id(field, id).map_err(|bad| violations.push(bad)).ok()?;
+        Some(id.to_owned())
+    };
+    let customer_id = optional_id("customer_id", &req.customer_id);
+    let order_id = optional_id("order_id", &req.order_id);
+    let status = status_from_wire(req.status).map_err(|bad| violations.push(bad)).ok().flatten();
+    if !violations.is_empty() {
+        return Err(violations);
+    }
+    let after = Some(after.to_owned()).filter(|id| !id.is_empty());
+    Ok((PaymentFilter { customer_id, order_id, status, after, limit: limit + 1 }, limit))
 }
 
 fn payment_to_wire(p: PaymentRow) -> Payment {
@@ -129,6 +168,31 @@ impl PaymentService for PaymentsApi {
             .filter(|p| reads_every_payment(&claims) || p.customer_id == claims.sub)
             .ok_or_else(|| Error::payment_not_found(&id))?;
         Ok(Response::new(GetPaymentResponse { payment: Some(payment_to_wire(payment)) }))
+    }
+
+    async fn list_payments(
+        &self,
+        request: Request<ListPaymentsRequest>,
+    ) -> Result<Response<ListPaymentsResponse>, Status> {
+        let claims = caller(&request)?.clone();
+        let (mut filter, page_size) = list_filter(request.get_ref()).map_err(Error::InvalidArgument)?;
+        match &filter.customer_id {
+            _ if reads_every_payment(&claims) => {}
+            None => filter.customer_id = Some(claims.sub.clone()),
+            Some(customer) if *customer == claims.sub => {}
+            Some(_) => {
+                let needs = READ_EVERY_PAYMENT.join(" or ");
+                return Err(
+                    Error::PermissionDenied(format!("listing another customer's payments needs {needs}")).into()
+                );
+            }
+        }
+        let rows = self.payments.list(&filter).await?;
+        let (rows, next_page_token) = platform::paging::page(rows, page_size, |last| last.id.clone());
+        Ok(Response::new(ListPaymentsResponse {
+            payments: rows.into_iter().map(payment_to_wire).collect(),
+            next_page_token,
+        }))
     }
 
     async fn refund_payment(

@@ -13,7 +13,9 @@ use crate::error::{Error, PAYMENT_NOT_REFUNDABLE, REFUND_EXCEEDS_CAPTURED, REFUN
 use crate::events;
 use crate::ledger::LedgerClient;
 use crate::processor::{ChargeOutcome, PaymentProcessor, ProcessorError};
-use crate::store::{KEY_FINISHED, PaymentRow, REFUND_COMPLETED, REFUND_PENDING, RefundRow, Reservation, Store};
+use crate::store::{
+    KEY_FINISHED, PaymentFilter, PaymentRow, REFUND_COMPLETED, REFUND_PENDING, RefundRow, Reservation, Store,
+};
 
 /// How long a ledger call right after a commit may take before it is left to the retry loop.
 const POST_NOW_TIMEOUT: Duration = Duration::from_secs(5);
@@ -65,6 +67,11 @@ impl Payments {
     /// The payment `id`, if it exists.
     pub async fn get(&self, id: &str) -> Result<Option<PaymentRow>, Error> {
         self.store.payment(id).await
+    }
+
+    /// The payments `filter` selects, newest first.
+    pub async fn list(&self, filter: &PaymentFilter) -> Result<Vec<PaymentRow>, Error> {
+        self.store.payments(filter).await
     }
 
     /// Creates a payment under the customer's idempotency `key`: the first request with the key charges;

@@ -75,6 +75,21 @@ pub const REFUND_PENDING: &str = "pending";
 /// Refund state once the processor gave the money back.
 pub const REFUND_COMPLETED: &str = "completed";
 
+/// Which payments a listing reads.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PaymentFilter {
+    /// Only this customer's.
+    pub customer_id: Option<String>,
+    /// Only this order's.
+    pub order_id: Option<String>,
+    /// Only those in this state.
+    pub status: Option<Status>,
+    /// Only those older than this payment (the last of the previous page).
+    pub after: Option<String>,
+    /// At most this many.
+    pub limit: i64,
+}
+
 /// A stored payment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentRow {
@@ -344,6 +359,33 @@ impl Store {
         let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE id = $1");
         let row = with_db!(&self.db, pool => sqlx::query_as::<_, RawPayment>(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?);
         row.map(PaymentRow::try_from).transpose()
+    }
+
+    /// Payments `filter` selects, newest first (ids are UUIDv7), after id `filter.after`; at most `filter.limit`.
+    pub async fn payments(&self, filter: &PaymentFilter) -> Result<Vec<PaymentRow>, Error> {
+        let mut sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE 1 = 1");
+        let mut values = Vec::new();
+        let conditions = [
+            ("customer_id =", filter.customer_id.as_deref()),
+            ("order_id =", filter.order_id.as_deref()),
+            ("status =", filter.status.map(Status::as_str)),
+            ("id <", filter.after.as_deref()),
+        ];
+        for (condition, value) in conditions {
+            if let Some(value) = value {
+                values.push(value);
+                sql.push_str(&format!(" AND {condition} ${}", values.len()));
+            }
+        }
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", values.len() + 1));
+        let rows = with_db!(&self.db, pool => {
+            let mut query = sqlx::query_as::<_, RawPayment>(sqlx::AssertSqlSafe(sql));
+            for value in &values {
+                query = query.bind(*value);
+            }
+            query.bind(filter.limit).fetch_all(pool).await?
+        });
+        rows.into_iter().map(PaymentRow::try_from).collect()
     }
 
     /// Notes that the capture of payment `id` is in the ledger.

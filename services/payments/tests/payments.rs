@@ -17,7 +17,8 @@ use api::mercato::ledger::v1::{
 };
 use api::mercato::payments::v1::payment_service_client::PaymentServiceClient;
 use api::mercato::payments::v1::{
-    CreatePaymentRequest, GetPaymentRequest, Payment, PaymentStatus, RefundPaymentRequest, RefundPaymentResponse,
+    CreatePaymentRequest, GetPaymentRequest, ListPaymentsRequest, ListPaymentsResponse, Payment, PaymentStatus,
+    RefundPaymentRequest, RefundPaymentResponse,
 };
 use payments::processor::{ChargeOutcome, PaymentProcessor, ProcessorError, SimulatedProcessor};
 use payments::{LedgerClient, StaticToken};
@@ -666,6 +667,105 @@ async fn a_failed_processor_refund_gives_the_amount_back(db: Db) {
     server.stop().await;
 }
 
+async fn list(server: &Server, token: &str, request: ListPaymentsRequest) -> Result<ListPaymentsResponse, Status> {
+    Ok(server.client.clone().list_payments(with_token(request, token)).await?.into_inner())
+}
+
+/// Every payment `request` lists, read a page of `page_size` at a time.
+async fn list_all(server: &Server, token: &str, request: ListPaymentsRequest, page_size: i32) -> Vec<Payment> {
+    let mut listed = Vec::new();
+    let mut request = ListPaymentsRequest { page_size, ..request };
+    for _ in 0..50 {
+        let page = list(server, token, request.clone()).await.expect("lists");
+        assert!(page.payments.len() <= page_size as usize, "a page holds at most page_size");
+        listed.extend(page.payments);
+        if page.next_page_token.is_empty() {
+            return listed;
+        }
+        request.page_token = page.next_page_token;
+    }
+    panic!("the pages never end: {:?}", ids(&listed));
+}
+
+fn ids(payments: &[Payment]) -> Vec<&str> {
+    payments.iter().map(|p| p.id.as_str()).collect()
+}
+
+/// Customers list their own payments, newest first, a page at a time; staff who read every payment list
+/// everyone's and filter by customer, order and state; nobody else lists another's.
+async fn payments_are_listed_newest_first_to_whom_they_belong(db: Db) {
+    let (server, _) = Server::simulated(db).await;
+    let (alice, bob) = (server.customer("alice"), server.customer("bob"));
+    let mut alices = Vec::new();
+    for (n, method) in ["tok_visa", "tok_chargeDeclined", "tok_mastercard"].into_iter().enumerate() {
+        alices.push(
+            server
+                .create(&alice, pay(&format!("order-a{n}"), 100 + n as i64, method, &format!("a{n}")))
+                .await
+                .expect("pays"),
+        );
+    }
+    let bobs = server.create(&bob, pay("order-b", 700, "tok_visa", "b")).await.expect("pays");
+    server.refund(&alices[0].id, "refund-a0", 100).await.expect("refunds in full");
+    let refunded = server.get(&alice, &alices[0].id).await.expect("gets");
+    assert_eq!(status_of(&refunded), PaymentStatus::Refunded);
+
+    // Alice's own, newest first, as GetPayment shows them; the same a page at a time.
+    let own = list_all(&server, &alice, ListPaymentsRequest::default(), 100).await;
+    let newest_first: Vec<&str> = alices.iter().rev().map(|p| p.id.as_str()).collect();
+    assert_eq!(ids(&own), newest_first);
+    assert_eq!(own[2], refunded, "listed as they are now");
+    assert_eq!(list_all(&server, &alice, ListPaymentsRequest::default(), 1).await, own, "none repeated or skipped");
+    let first = list(&server, &alice, ListPaymentsRequest { page_size: 2, ..Default::default() }).await.expect("lists");
+    assert_eq!((first.payments.len(), first.next_page_token.is_empty()), (2, false));
+
+    // Naming herself is the same; naming Bob is refused, and so is a staff member without the scopes.
+    let herself = ListPaymentsRequest { customer_id: "alice".into(), ..Default::default() };
+    assert_eq!(list_all(&server, &alice, herself, 100).await, own);
+    let bobs_request = ListPaymentsRequest { customer_id: "bob".into(), ..Default::default() };
+    let denied = list(&server, &alice, bobs_request.clone()).await.expect_err("not hers");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let catalog = list(&server, &server.staff("catalog:write"), bobs_request.clone()).await.expect_err("not theirs");
+    assert_eq!(catalog.code(), Code::PermissionDenied);
+    assert_eq!(ids(&list_all(&server, &bob, ListPaymentsRequest::default(), 100).await), [bobs.id.as_str()]);
+
+    // Staff and services: everyone's, or filtered.
+    for staff in [server.staff("refund:write"), server.staff("orders:admin"), server.admin(), server.service()] {
+        let everyone = list_all(&server, &staff, ListPaymentsRequest::default(), 2).await;
+        assert_eq!(ids(&everyone), [&[bobs.id.as_str()][..], &newest_first].concat());
+        assert_eq!(ids(&list_all(&server, &staff, bobs_request.clone(), 100).await), [bobs.id.as_str()]);
+    }
+    let finance = server.staff("refund:write");
+    let of_order = ListPaymentsRequest { order_id: "order-a1".into(), ..Default::default() };
+    assert_eq!(ids(&list_all(&server, &finance, of_order, 100).await), [alices[1].id.as_str()]);
+    let failed = ListPaymentsRequest { status: PaymentStatus::Failed as i32, ..Default::default() };
+    assert_eq!(ids(&list_all(&server, &finance, failed, 100).await), [alices[1].id.as_str()]);
+    let captured_of_alice = ListPaymentsRequest {
+        customer_id: "alice".into(),
+        status: PaymentStatus::Captured as i32,
+        ..Default::default()
+    };
+    assert_eq!(ids(&list_all(&server, &finance, captured_of_alice, 100).await), [alices[2].id.as_str()]);
+    let of_nobody = ListPaymentsRequest { order_id: "no-such-order".into(), ..Default::default() };
+    let empty = list(&server, &finance, of_nobody).await.expect("lists");
+    assert!(empty.payments.is_empty() && empty.next_page_token.is_empty());
+
+    // Bad requests name every bad field; no token is UNAUTHENTICATED.
+    let bad = ListPaymentsRequest {
+        page_size: -1,
+        page_token: "not a token!".into(),
+        order_id: "x".repeat(65),
+        status: 99,
+        ..Default::default()
+    };
+    let invalid = list(&server, &alice, bad).await.expect_err("bad");
+    assert_eq!(invalid.code(), Code::InvalidArgument);
+    assert_eq!(fields(&invalid), ["page_size", "page_token", "order_id", "status"]);
+    let anonymous = server.client.clone().list_payments(ListPaymentsRequest::default()).await;
+    assert_eq!(anonymous.expect_err("no token").code(), Code::Unauthenticated);
+    server.stop().await;
+}
+
 macro_rules! on_both_engines {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -701,6 +801,7 @@ on_both_engines!(
     refunds_partial_full_and_replayed,
     concurrent_refunds_never_exceed_the_capture,
     a_failed_processor_refund_gives_the_amount_back,
+    payments_are_listed_newest_first_to_whom_they_belong,
 );
 
 #[tokio::test]

@@ -13,8 +13,8 @@ use std::time::Duration;
 use api::common::Money;
 use api::mercato::payments::v1::payment_service_server::{PaymentService, PaymentServiceServer};
 use api::mercato::payments::v1::{
-    CreatePaymentRequest, CreatePaymentResponse, GetPaymentRequest, GetPaymentResponse, Payment, PaymentStatus,
-    RefundPaymentRequest, RefundPaymentResponse,
+    CreatePaymentRequest, CreatePaymentResponse, GetPaymentRequest, GetPaymentResponse, ListPaymentsRequest,
+    ListPaymentsResponse, Payment, PaymentStatus, RefundPaymentRequest, RefundPaymentResponse,
 };
 use api::mercato::refunds::v1::refund_service_client::RefundServiceClient;
 use api::mercato::refunds::v1::{
@@ -113,6 +113,10 @@ impl PaymentService for FakePayments {
         let payment = self.state.lock().expect("lock").payments.get(&id).cloned();
         let payment = payment.ok_or_else(|| Status::not_found(format!("payment {id} not found")))?;
         Ok(Response::new(GetPaymentResponse { payment: Some(payment) }))
+    }
+
+    async fn list_payments(&self, _: Request<ListPaymentsRequest>) -> Result<Response<ListPaymentsResponse>, Status> {
+        Err(Status::unimplemented("not in the stand-in"))
     }
 
     async fn refund_payment(
