@@ -53,6 +53,20 @@ pub fn with_reason(code: Code, reason: &str, message: impl Into<String>) -> Stat
     with_details(code, message.into(), vec![any("google.rpc.ErrorInfo", &info)])
 }
 
+/// The status of a failure that is the service's, not the caller's (a query failed, a task panicked, another
+/// service answered nonsense): logged with its detail, answered INTERNAL without it, so no SQL, address or key
+/// material reaches a client. The one exception is a transaction the database aborted for a conflict with a
+/// concurrent one ([`crate::db::is_conflict`]) that outlived its retries, or ran without them: ABORTED with
+/// reason `CONFLICT`, since the same request sent again normally succeeds (HTTP 409 at the gateway).
+pub fn internal(error: &(dyn std::error::Error + 'static)) -> Status {
+    if crate::db::is_conflict(error) {
+        tracing::warn!(%error, "aborted by a conflict with a concurrent change");
+        return with_reason(Code::Aborted, "CONFLICT", "a concurrent change got in the way; send the request again");
+    }
+    tracing::error!(%error, "internal error");
+    Status::internal("internal error")
+}
+
 /// Collects field violations while validating a request, then fails with all of them at once.
 #[derive(Debug, Default)]
 pub struct Violations(Vec<FieldViolation>);

@@ -153,7 +153,8 @@ async fn a_transaction_aborted_to_break_a_deadlock_runs_again() {
 }
 
 /// Which errors are conflicts: the database's deadlock and serialization failures, also inside a service's own
-/// error type; not other database errors.
+/// error type; not other database errors. A client is told to try a conflict again (ABORTED, reason CONFLICT),
+/// and nothing but "internal error" of the others.
 #[tokio::test]
 async fn conflicts_are_told_from_other_errors_through_a_services_error_type() {
     use platform::db::is_conflict;
@@ -175,7 +176,19 @@ async fn conflicts_are_told_from_other_errors_through_a_services_error_type() {
     for (code, conflict) in [("40P01", true), ("40001", true), ("23505", false), ("57014", false)] {
         let error = raised(code).await;
         assert_eq!(is_conflict(&error), conflict, "{code} as it is");
-        assert_eq!(is_conflict(&ServiceError::from(raised(code).await)), conflict, "{code} in a service's error");
+        let error = ServiceError::from(raised(code).await);
+        assert_eq!(is_conflict(&error), conflict, "{code} in a service's error");
+        // What a client is told: try again, or nothing of the database's words.
+        let status = platform::error::internal(&error);
+        if conflict {
+            assert_eq!(status.code(), tonic::Code::Aborted, "{code}");
+            let details = platform::error::decode_details(&status).expect("details");
+            let info = details.details.iter().find(|d| d.type_url.ends_with("ErrorInfo")).expect("an ErrorInfo");
+            let info = <api::google::rpc::ErrorInfo as prost::Message>::decode(info.value.as_slice()).expect("decodes");
+            assert_eq!(info.reason, "CONFLICT");
+        } else {
+            assert_eq!((status.code(), status.message()), (tonic::Code::Internal, "internal error"), "{code}");
+        }
     }
     assert!(!is_conflict(&sqlx::Error::PoolTimedOut), "not a database's answer");
     pool.close().await;

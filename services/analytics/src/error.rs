@@ -57,10 +57,7 @@ impl From<Error> for Status {
             | Error::Database(_)
             | Error::Db(_)
             | Error::Serve(_)
-            | Error::Channel(_)) => {
-                tracing::error!(error = %internal, "internal error");
-                Status::internal("internal error")
-            }
+            | Error::Channel(_)) => platform::error::internal(&internal),
         }
     }
 }

@@ -121,8 +121,7 @@ impl From<Error> for Status {
             | Error::Password(_)
             | Error::Task(_)) => {
                 // The details stay in our logs; clients never see SQL or key material errors.
-                tracing::error!(error = %internal, "internal error");
-                Status::internal("internal error")
+                platform::error::internal(&internal)
             }
         }
     }

@@ -92,8 +92,7 @@ impl From<Error> for Status {
             Error::PermissionDenied(m) => Status::permission_denied(m),
             // Internal details (SQL, connection strings) stay in our logs, never in a response.
             internal @ (Error::Database(_) | Error::Db(_) | Error::Blob(_) | Error::Serve(_) | Error::Channel(_)) => {
-                tracing::error!(error = %internal, "internal error");
-                Status::internal("internal error")
+                platform::error::internal(&internal)
             }
         }
     }

@@ -73,8 +73,7 @@ impl From<Error> for Status {
             // Internal details (SQL, connection strings) stay in our logs, never in a response.
             internal
             @ (Error::Corrupt(_) | Error::Database(_) | Error::Db(_) | Error::Serve(_) | Error::Channel(_)) => {
-                tracing::error!(error = %internal, "internal error");
-                Status::internal("internal error")
+                platform::error::internal(&internal)
             }
         }
     }

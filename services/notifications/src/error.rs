@@ -71,10 +71,7 @@ impl From<Error> for Status {
             | Error::Db(_)
             | Error::Serve(_)
             | Error::Channel(_)
-            | Error::Http(_)) => {
-                tracing::error!(error = %internal, "internal error");
-                Status::internal("internal error")
-            }
+            | Error::Http(_)) => platform::error::internal(&internal),
         }
     }
 }

@@ -107,10 +107,7 @@ impl From<Error> for Status {
             | Error::Db(_)
             | Error::Serve(_)
             | Error::Channel(_)
-            | Error::Task(_)) => {
-                tracing::error!(error = %internal, "internal error");
-                Status::internal("internal error")
-            }
+            | Error::Task(_)) => platform::error::internal(&internal),
         }
     }
 }

@@ -100,10 +100,7 @@ impl From<Error> for Status {
             | Error::Db(_)
             | Error::Serve(_)
             | Error::Channel(_)
-            | Error::Setting { .. }) => {
-                tracing::error!(error = %internal, "internal error");
-                Status::internal("internal error")
-            }
+            | Error::Setting { .. }) => platform::error::internal(&internal),
         }
     }
 }

@@ -102,10 +102,7 @@ impl From<Error> for Status {
             | Error::Db(_)
             | Error::Blob(_)
             | Error::Serve(_)
-            | Error::Channel(_)) => {
-                tracing::error!(error = %internal, "internal error");
-                Status::internal("internal error")
-            }
+            | Error::Channel(_)) => platform::error::internal(&internal),
         }
     }
 }

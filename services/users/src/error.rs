@@ -61,8 +61,7 @@ impl From<Error> for Status {
             Error::FailedPrecondition { reason, message } => with_reason(Code::FailedPrecondition, reason, message),
             // Internal details (SQL, connection strings) stay in our logs, never in a response.
             internal @ (Error::Database(_) | Error::Db(_) | Error::Serve(_) | Error::Channel(_)) => {
-                tracing::error!(error = %internal, "internal error");
-                Status::internal("internal error")
+                platform::error::internal(&internal)
             }
         }
     }
