@@ -232,6 +232,10 @@ async fn other_customers_things_do_not_exist(storage: Storage) {
         .await;
     assert_eq!(refund.status, 201, "{}", refund.json);
     let refund_id = refund.json["id"].as_str().expect("refund id");
+    let refunds = p.send("GET", "/v1/refunds", Some(&admin), None).await;
+    assert_eq!(refunds.json["refunds"][0]["id"], refund_id, "finance lists it first: {}", refunds.json);
+    let not_finance = p.send("GET", "/v1/refunds", Some(&ada), None).await;
+    assert_eq!(not_finance.status, 403, "a customer lists no refunds but her payments': {}", not_finance.json);
     let added = p.send("POST", "/v1/cart/items", Some(&ada), Some(json!({"productId": books, "quantity": 1}))).await;
     assert_eq!(added.status, 200, "{}", added.json);
     let ada_id = p.send("GET", "/v1/auth/me", Some(&ada), None).await.json["id"].as_str().expect("ada's id").to_owned();

@@ -4,9 +4,10 @@ use api::common::Money;
 use api::mercato::refunds::v1::refund_service_server::RefundService;
 use api::mercato::refunds::v1::{
     CreateRefundRequest, CreateRefundResponse, GetRefundRequest, GetRefundResponse, ListPaymentRefundsRequest,
-    ListPaymentRefundsResponse, Refund, RefundStatus,
+    ListPaymentRefundsResponse, ListRefundsRequest, ListRefundsResponse, Refund, RefundStatus,
 };
 use platform::auth::{Claims, caller};
+use platform::error::FieldViolation;
 use platform::time::timestamp;
 use tonic::{Request, Response, Status};
 
@@ -71,6 +72,17 @@ fn status_to_wire(status: domain::Status) -> i32 {
     wire as i32
 }
 
+/// The state a listing filters by; `None` when unset.
+fn status_from_wire(status: i32) -> Result<Option<domain::Status>, FieldViolation> {
+    match RefundStatus::try_from(status) {
+        Ok(RefundStatus::Unspecified) => Ok(None),
+        Ok(RefundStatus::Pending) => Ok(Some(domain::Status::Pending)),
+        Ok(RefundStatus::Completed) => Ok(Some(domain::Status::Completed)),
+        Ok(RefundStatus::Failed) => Ok(Some(domain::Status::Failed)),
+        Err(_) => Err(FieldViolation::new("status", "is not a refund status")),
+    }
+}
+
 fn refund_to_wire(r: RefundRow) -> Refund {
     Refund {
         amount: Some(Money { currency: r.currency, amount_minor: r.amount_minor }),
@@ -121,6 +133,30 @@ impl RefundService for RefundsApi {
         Ok(Response::new(GetRefundResponse { refund: Some(refund_to_wire(refund)) }))
     }
 
+    async fn list_refunds(
+        &self,
+        request: Request<ListRefundsRequest>,
+    ) -> Result<Response<ListRefundsResponse>, Status> {
+        // Only callers with refund:write get here (the method's access rule).
+        let req = request.into_inner();
+        let page = platform::paging::id_page(req.page_size, &req.page_token);
+        let status = status_from_wire(req.status);
+        let ((limit, before), status) = match (page, status) {
+            (Ok(page), Ok(status)) => (page, status),
+            (page, status) => {
+                let violations = page.err().into_iter().flatten().chain(status.err()).collect();
+                return Err(Error::InvalidArgument(violations).into());
+            }
+        };
+        // One more than the page tells whether there is a next page.
+        let rows = self.refunds.list_all(status, before, limit + 1).await?;
+        let (rows, next_page_token) = platform::paging::page(rows, limit, |last| last.id.clone());
+        Ok(Response::new(ListRefundsResponse {
+            refunds: rows.into_iter().map(refund_to_wire).collect(),
+            next_page_token,
+        }))
+    }
+
     async fn list_payment_refunds(
         &self,
         request: Request<ListPaymentRefundsRequest>,
@@ -134,10 +170,8 @@ impl RefundService for RefundsApi {
         let limit = domain::page_size(req.page_size).map_err(|v| Error::InvalidArgument(vec![v]))?;
         let after = domain::page_token(&req.page_token).map_err(|v| Error::InvalidArgument(vec![v]))?;
         // One more than the page tells whether there is a next page.
-        let mut rows = self.refunds.list(&req.payment_id, after, limit + 1).await?;
-        let more = rows.len() > usize::try_from(limit).unwrap_or(usize::MAX);
-        rows.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
-        let next_page_token = if more { rows.last().map(|r| r.id.clone()).unwrap_or_default() } else { String::new() };
+        let rows = self.refunds.list(&req.payment_id, after, limit + 1).await?;
+        let (rows, next_page_token) = platform::paging::page(rows, limit, |last| last.id.clone());
         Ok(Response::new(ListPaymentRefundsResponse {
             refunds: rows.into_iter().map(refund_to_wire).collect(),
             next_page_token,

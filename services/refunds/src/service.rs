@@ -62,6 +62,12 @@ impl Refunds {
         self.store.list(payment_id, after, limit).await
     }
 
+    /// Up to `limit` refunds, newest first, older than refund `before` (empty: from the newest), only those in
+    /// `status` if given.
+    pub async fn list_all(&self, status: Option<Status>, before: &str, limit: i64) -> Result<Vec<RefundRow>, Error> {
+        self.store.list_all(status, before, limit).await
+    }
+
     /// Creates refund `new` for `requester` under idempotency `key`: a key seen before replays its refund
     /// (or is refused for another request); otherwise the amount is reserved against what the payment
     /// captured, and the payments service is asked to give it back.

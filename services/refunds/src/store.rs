@@ -157,6 +157,30 @@ impl Store {
         rows.into_iter().map(RefundRow::try_from).collect()
     }
 
+    /// Up to `limit` refunds, newest first (ids are UUIDv7), older than refund `before` (empty: from the newest),
+    /// only those in `status` if given.
+    pub async fn list_all(&self, status: Option<Status>, before: &str, limit: i64) -> Result<Vec<RefundRow>, Error> {
+        let mut sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE 1 = 1");
+        let mut values = Vec::new();
+        for (condition, value) in
+            [("status =", status.map(Status::as_str)), ("id <", Some(before).filter(|b| !b.is_empty()))]
+        {
+            if let Some(value) = value {
+                values.push(value);
+                sql.push_str(&format!(" AND {condition} ${}", values.len()));
+            }
+        }
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", values.len() + 1));
+        let rows = with_db!(&self.db, pool => {
+            let mut query = sqlx::query_as::<_, RawRefund>(sqlx::AssertSqlSafe(sql));
+            for value in &values {
+                query = query.bind(*value);
+            }
+            query.bind(limit).fetch_all(pool).await?
+        });
+        rows.into_iter().map(RefundRow::try_from).collect()
+    }
+
     /// Records what payment `payment_id` captured, unless it is recorded already.
     pub async fn ensure_totals(&self, payment_id: &str, currency: &str, captured: i64, now: i64) -> Result<(), Error> {
         with_db!(&self.db, pool => {

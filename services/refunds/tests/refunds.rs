@@ -18,8 +18,8 @@ use api::mercato::payments::v1::{
 };
 use api::mercato::refunds::v1::refund_service_client::RefundServiceClient;
 use api::mercato::refunds::v1::{
-    CreateRefundRequest, GetRefundRequest, ListPaymentRefundsRequest, Refund, RefundCompleted, RefundFailed,
-    RefundStatus,
+    CreateRefundRequest, GetRefundRequest, ListPaymentRefundsRequest, ListRefundsRequest, ListRefundsResponse, Refund,
+    RefundCompleted, RefundFailed, RefundStatus,
 };
 use platform::db::Db;
 use platform::events::{EventBus, EventEnvelope, InProcessBus};
@@ -629,6 +629,70 @@ async fn the_audit_reports_inconsistent_totals_and_stuck_refunds(db: Db) {
     server.payments_stop.cancel();
 }
 
+/// Staff who give money back list every refund, newest first, a page at a time, or only those in one state
+/// (the failed ones someone has to look at, the pending ones); nobody else lists them.
+async fn every_refund_is_listed_to_finance_newest_first_by_state(db: Db) {
+    let server = Server::start(db).await;
+    let (first, second) =
+        (server.payments.add(10_000, PaymentStatus::Captured), server.payments.add(10_000, PaymentStatus::Captured));
+    let completed = server.refund(&first, 1_000, "k-1").await.expect("refunds");
+    server.payments.refuse.store(true, Ordering::SeqCst);
+    let failed = server.refund(&first, 2_000, "k-2").await.expect("answered");
+    server.payments.refuse.store(false, Ordering::SeqCst);
+    server.payments.refunds_down.store(true, Ordering::SeqCst);
+    let pending = server.refund(&second, 500, "k-3").await.expect("accepted");
+    let states = [completed.status, failed.status, pending.status];
+    let expected = [RefundStatus::Completed, RefundStatus::Failed, RefundStatus::Pending].map(|s| s as i32);
+    assert_eq!(states, expected);
+
+    let list = |token: String, request: ListRefundsRequest| {
+        let mut client = server.client.clone();
+        async move { client.list_refunds(with_token(request, &token)).await.map(|r| r.into_inner()) }
+    };
+    let ids = |page: &ListRefundsResponse| page.refunds.iter().map(|r| r.id.clone()).collect::<Vec<_>>();
+    let everything = list(server.admin(), ListRefundsRequest::default()).await.expect("lists");
+    assert_eq!(ids(&everything), [pending.id.as_str(), &failed.id, &completed.id], "newest first");
+    assert_eq!(everything.refunds[1], failed, "as GetRefund shows it");
+    assert!(everything.next_page_token.is_empty());
+
+    // A page at a time: none repeated or skipped.
+    let mut walked = Vec::new();
+    let mut request = ListRefundsRequest { page_size: 1, ..Default::default() };
+    for _ in 0..10 {
+        let page = list(server.admin(), request.clone()).await.expect("a page");
+        assert!(page.refunds.len() <= 1);
+        walked.extend(ids(&page));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        request.page_token = page.next_page_token;
+    }
+    assert_eq!(walked, ids(&everything));
+
+    for (state, refund) in
+        [(RefundStatus::Failed, &failed), (RefundStatus::Pending, &pending), (RefundStatus::Completed, &completed)]
+    {
+        let only = list(server.admin(), ListRefundsRequest { status: state as i32, ..Default::default() }).await;
+        assert_eq!(ids(&only.expect("lists")), [refund.id.as_str()], "{state:?}");
+    }
+
+    // Customers, and services without the scope, may not; bad requests name every bad field.
+    for token in [server.customer(), server.service()] {
+        let denied = list(token, ListRefundsRequest::default()).await.expect_err("no refund:write");
+        assert_eq!(denied.code(), Code::PermissionDenied);
+    }
+    let bad = ListRefundsRequest { page_size: -1, page_token: "not a token!".into(), status: 99 };
+    let invalid = list(server.admin(), bad).await.expect_err("bad");
+    assert_eq!(fields(&invalid), ["page_size", "page_token", "status"]);
+    let anonymous = server.client.clone().list_refunds(ListRefundsRequest::default()).await;
+    assert_eq!(anonymous.expect_err("no token").code(), Code::Unauthenticated);
+
+    // The pending one completes once the payments service answers again (and the audit finds nothing stuck).
+    server.payments.refunds_down.store(false, Ordering::SeqCst);
+    server.wait_status(&pending.id, RefundStatus::Completed).await;
+    server.stop().await;
+}
+
 macro_rules! on_both_engines {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -664,6 +728,7 @@ on_both_engines!(
     customers_see_only_the_refunds_of_their_own_payments,
     refunds_are_listed_by_payment_page_by_page,
     the_audit_reports_inconsistent_totals_and_stuck_refunds,
+    every_refund_is_listed_to_finance_newest_first_by_state,
 );
 
 #[tokio::test]
