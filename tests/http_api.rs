@@ -265,6 +265,48 @@ async fn ledger_books(storage: Storage) {
     assert_eq!(listed.json["accounts"][0]["code"], "assets:cash:eur", "{}", listed.json);
     let entries = p.send("GET", &format!("/v1/ledger/accounts/{id}/entries"), Some(&admin), None).await;
     assert_eq!(entries.status, 200, "{}", entries.json);
+
+    // A manual entry: the owner pays 100.00 EUR in. Resent, it is the same entry; its id with other content is
+    // refused; a correction reverses it, once.
+    let equity = json!({"code": "equity:owner:eur", "name": "Owner", "type": "ACCOUNT_TYPE_EQUITY", "currency": "EUR"});
+    let equity = p.send("POST", "/v1/ledger/accounts", Some(&admin), Some(equity)).await;
+    let equity_id = equity.json["id"].as_str().expect("equity id").to_owned();
+    let posting = |account: &str, amount: &str| json!({"accountId": account, "amount": {"currency": "EUR", "amountMinor": amount}});
+    let entry = |tx_id: &str, cash: &str, owner: &str, reverses: &str| {
+        json!({"transactionId": tx_id, "description": "owner's capital", "reversesTransactionId": reverses,
+               "postings": [posting(&id, cash), posting(&equity_id, owner)]})
+    };
+    let paid_in =
+        p.send("POST", "/v1/ledger/transactions", Some(&admin), Some(entry("capital-1", "10000", "-10000", ""))).await;
+    assert_eq!(paid_in.status, 201, "{}", paid_in.json);
+    assert_eq!(paid_in.json["id"], "capital-1", "{}", paid_in.json);
+    let resent =
+        p.send("POST", "/v1/ledger/transactions", Some(&admin), Some(entry("capital-1", "10000", "-10000", ""))).await;
+    assert_eq!((resent.status, &resent.json), (201, &paid_in.json), "the same entry, posted once");
+    let reused =
+        p.send("POST", "/v1/ledger/transactions", Some(&admin), Some(entry("capital-1", "5000", "-5000", ""))).await;
+    assert_eq!(reused.status, 409, "{}", reused.json);
+    let balance = |account: &str| {
+        let path = format!("/v1/ledger/accounts/{account}");
+        let (p, admin) = (&p, &admin);
+        async move { p.send("GET", &path, Some(admin), None).await.json["balance"]["amountMinor"].clone() }
+    };
+    assert_eq!((balance(&id).await, balance(&equity_id).await), (json!("10000"), json!("-10000")));
+    let reversal = entry("capital-1:reversal", "-10000", "10000", "capital-1");
+    let reversed = p.send("POST", "/v1/ledger/transactions", Some(&admin), Some(reversal)).await;
+    assert_eq!(reversed.status, 201, "{}", reversed.json);
+    assert_eq!((balance(&id).await, balance(&equity_id).await), (json!("0"), json!("0")));
+    let twice = entry("capital-1:reversal-2", "-10000", "10000", "capital-1");
+    let twice = p.send("POST", "/v1/ledger/transactions", Some(&admin), Some(twice)).await;
+    assert_eq!(twice.status, 400, "a transaction is reversed once: {}", twice.json);
+    assert_eq!(twice.json["error"]["details"][0]["reason"], "TRANSACTION_ALREADY_REVERSED", "{}", twice.json);
+    let unbalanced =
+        p.send("POST", "/v1/ledger/transactions", Some(&admin), Some(entry("capital-2", "10000", "-9999", ""))).await;
+    assert_eq!(unbalanced.status, 400, "{}", unbalanced.json);
+    let by_customer =
+        p.send("POST", "/v1/ledger/transactions", Some(&customer), Some(entry("capital-3", "1", "-1", ""))).await;
+    assert_eq!(by_customer.status, 403, "{}", by_customer.json);
+
     // The books are for staff only.
     assert_eq!(p.send("GET", "/v1/ledger/accounts", Some(&customer), None).await.status, 403);
     assert_eq!(p.send("GET", "/v1/ledger/accounts", None, None).await.status, 401);
