@@ -232,6 +232,10 @@ async fn other_customers_things_do_not_exist(storage: Storage) {
         .await;
     assert_eq!(refund.status, 201, "{}", refund.json);
     let refund_id = refund.json["id"].as_str().expect("refund id");
+    let stock = p.send("GET", "/v1/inventory?availableBelow=9", Some(&admin), None).await;
+    assert_eq!(stock.json["stockLevels"][0]["sku"], "BOOK-1", "{}", stock.json);
+    assert_eq!(stock.json["stockLevels"][0]["inventory"]["available"], 8, "ten less Ada's two: {}", stock.json);
+    assert_eq!(p.send("GET", "/v1/inventory", Some(&ada), None).await.status, 403);
     let refunds = p.send("GET", "/v1/refunds", Some(&admin), None).await;
     assert_eq!(refunds.json["refunds"][0]["id"], refund_id, "finance lists it first: {}", refunds.json);
     let not_finance = p.send("GET", "/v1/refunds", Some(&ada), None).await;

@@ -132,6 +132,12 @@ impl CatalogService for FakeCatalog {
     async fn commit_stock(&self, _: Request<CommitStockRequest>) -> Result<Response<CommitStockResponse>, Status> {
         Err(Status::unimplemented("not in the stand-in"))
     }
+    async fn list_stock_levels(
+        &self,
+        _: Request<api::catalog::ListStockLevelsRequest>,
+    ) -> Result<Response<api::catalog::ListStockLevelsResponse>, Status> {
+        Err(Status::unimplemented("not in the stand-in"))
+    }
     async fn list_categories(
         &self,
         _: Request<api::catalog::ListCategoriesRequest>,

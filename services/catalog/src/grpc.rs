@@ -1,7 +1,8 @@
 //! The gRPC face of the catalog: wire messages in, domain rules, store, wire messages out. Products, images and
-//! stock are served here; categories in [`categories`].
+//! stock are served here; categories in [`categories`], the restocking list in [`stock`].
 
 mod categories;
+mod stock;
 
 use api::catalog::catalog_service_server::CatalogService;
 use api::catalog::{
@@ -10,9 +11,9 @@ use api::catalog::{
     CreateProductResponse, DeleteCategoryRequest, DeleteCategoryResponse, DeleteProductImageRequest,
     DeleteProductImageResponse, GetInventoryRequest, GetInventoryResponse, GetProductImageContentRequest,
     GetProductRequest, GetProductResponse, Inventory, ListCategoriesRequest, ListCategoriesResponse,
-    ListProductsRequest, ListProductsResponse, Product, ProductImage, ReleaseStockRequest, ReleaseStockResponse,
-    ReserveStockRequest, ReserveStockResponse, UpdateCategoryRequest, UpdateCategoryResponse, UpdateProductRequest,
-    UpdateProductResponse,
+    ListProductsRequest, ListProductsResponse, ListStockLevelsRequest, ListStockLevelsResponse, Product, ProductImage,
+    ReleaseStockRequest, ReleaseStockResponse, ReserveStockRequest, ReserveStockResponse, UpdateCategoryRequest,
+    UpdateCategoryResponse, UpdateProductRequest, UpdateProductResponse,
 };
 use api::common::Money;
 use api::google::api::HttpBody;
@@ -309,6 +310,13 @@ impl CatalogService for CatalogApi {
         self.store.settle(&id, ReservationStatus::Committed, &actor, now_micros()).await?;
         self.relay.wake();
         Ok(Response::new(CommitStockResponse { status: status_to_wire(ReservationStatus::Committed) }))
+    }
+
+    async fn list_stock_levels(
+        &self,
+        request: Request<ListStockLevelsRequest>,
+    ) -> Result<Response<ListStockLevelsResponse>, Status> {
+        Ok(Response::new(self.stock_levels(request.into_inner()).await?))
     }
 
     async fn list_categories(

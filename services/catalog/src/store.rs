@@ -171,9 +171,11 @@ macro_rules! announce_update {
 mod categories;
 mod images;
 mod postgres;
+mod stock;
 
 pub use categories::CategoryRow;
 pub use images::ImageRow;
+pub use stock::StockLevelRow;
 
 /// What [`Store::reserve`] did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use api::catalog::{
 use api::catalog::{
     Category, CreateCategoryRequest, DeleteCategoryRequest, ListCategoriesRequest, UpdateCategoryRequest,
 };
-use api::catalog::{InventoryAdjusted, InventoryLow, ProductUpdated};
+use api::catalog::{InventoryAdjusted, InventoryLow, ListStockLevelsRequest, ListStockLevelsResponse, ProductUpdated};
 use api::common::Money;
 use platform::db::Db;
 use platform::events::{EventBus, EventEnvelope, InProcessBus};
@@ -979,6 +979,84 @@ async fn seeding_is_idempotent(db: Db) {
 }
 
 /// Runs each scenario once on SQLite and once on PostgreSQL.
+/// Those who manage stock list it fewest units available first (reservations count), a page at a time, only
+/// what is below a number of units if they ask, inactive products only if they ask; nobody else lists it.
+async fn stock_levels_list_what_to_restock_first(db: Db) {
+    let server = Server::start(db).await;
+    let mut made = Vec::new();
+    for (sku, on_hand) in [("TEA-1", 12), ("TEA-2", 3), ("TEA-3", 0), ("TEA-4", 7), ("TEA-5", 3)] {
+        let created = server.create(product(sku, sku, "tea", 500)).await;
+        if on_hand > 0 {
+            server.adjust(&created.id, on_hand).await.expect("stocked");
+        }
+        made.push(created);
+    }
+    // Four of TEA-4's seven are held by a checkout: three available, as many as TEA-2 and TEA-5 (ties by id).
+    server.reserve("order-1", &[(&made[3].id, 4)]).await.expect("held");
+    let hidden = server.create(product("TEA-6", "TEA-6", "tea", 500)).await;
+    let hide = UpdateProductRequest {
+        id: hidden.id.clone(),
+        product: Some(Product { active: false, ..Product::default() }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["active".into()] }),
+    };
+    server.client.clone().update_product(with_token(hide, &server.admin())).await.expect("hidden");
+
+    let list = |token: String, request: ListStockLevelsRequest| {
+        let mut client = server.client.clone();
+        async move { client.list_stock_levels(with_token(request, &token)).await.map(|r| r.into_inner()) }
+    };
+    let lines = |page: &ListStockLevelsResponse| -> Vec<(String, (i32, i32, i32))> {
+        page.stock_levels
+            .iter()
+            .map(|level| (level.sku.clone(), stock(level.inventory.as_ref().expect("inventory"))))
+            .collect()
+    };
+    let mut three_left = [made[1].clone(), made[3].clone(), made[4].clone()];
+    three_left.sort_by(|a, b| a.id.cmp(&b.id));
+    let mut expected = vec![("TEA-3".to_owned(), (0, 0, 0))];
+    expected.extend(three_left.iter().map(|p| (p.sku.clone(), if p.sku == "TEA-4" { (7, 4, 3) } else { (3, 0, 3) })));
+    expected.push(("TEA-1".to_owned(), (12, 0, 12)));
+    let everything = list(server.admin(), ListStockLevelsRequest::default()).await.expect("lists");
+    assert_eq!(lines(&everything), expected, "fewest available first, ties by product id");
+    let first = &everything.stock_levels[0];
+    assert_eq!((first.name.as_str(), first.active), ("TEA-3", true));
+    assert_eq!(first.inventory.as_ref().map(|i| i.product_id.as_str()), Some(made[2].id.as_str()));
+
+    // A page at a time: none repeated or skipped, ties split across pages included.
+    let mut walked = Vec::new();
+    let mut request = ListStockLevelsRequest { page_size: 2, ..Default::default() };
+    for _ in 0..10 {
+        let page = list(server.admin(), request.clone()).await.expect("a page");
+        assert!(page.stock_levels.len() <= 2);
+        walked.extend(lines(&page));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        request.page_token = page.next_page_token;
+    }
+    assert_eq!(walked, expected);
+
+    let below = |n: i32| ListStockLevelsRequest { available_below: n, ..Default::default() };
+    assert_eq!(lines(&list(server.admin(), below(1)).await.expect("sold out")), expected[..1], "sold out");
+    assert_eq!(lines(&list(server.admin(), below(5)).await.expect("low")), expected[..4], "below five");
+    let all = ListStockLevelsRequest { include_inactive: true, ..Default::default() };
+    let with_hidden = list(server.admin(), all).await.expect("with inactive");
+    assert_eq!(with_hidden.stock_levels.len(), 6);
+    assert!(with_hidden.stock_levels.iter().any(|level| level.sku == "TEA-6" && !level.active));
+
+    for token in [server.customer(), server.orders()] {
+        let denied = list(token, ListStockLevelsRequest::default()).await.expect_err("no inventory:write");
+        assert_eq!(denied.code(), Code::PermissionDenied);
+    }
+    let bad =
+        ListStockLevelsRequest { page_size: -1, page_token: "nope".into(), available_below: -1, ..Default::default() };
+    assert_eq!(
+        bad_fields(&list(server.admin(), bad).await.expect_err("bad")),
+        ["page_size", "page_token", "available_below"]
+    );
+    server.stop().await;
+}
+
 macro_rules! on_both_engines {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -1084,6 +1162,7 @@ on_both_engines!(
     inventory_adjustments,
     reservations_never_oversell,
     seeding_is_idempotent,
+    stock_levels_list_what_to_restock_first,
 );
 
 #[tokio::test]

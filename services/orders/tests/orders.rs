@@ -472,6 +472,12 @@ impl CatalogService for Remote {
     ) -> Result<Response<AdjustInventoryResponse>, Status> {
         unimplemented()
     }
+    async fn list_stock_levels(
+        &self,
+        _: Request<api::catalog::ListStockLevelsRequest>,
+    ) -> Result<Response<api::catalog::ListStockLevelsResponse>, Status> {
+        unimplemented()
+    }
     async fn list_categories(
         &self,
         _: Request<api::catalog::ListCategoriesRequest>,

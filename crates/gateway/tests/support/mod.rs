@@ -108,6 +108,12 @@ impl CatalogService for StandInCatalog {
     async fn commit_stock(&self, _: Request<CommitStockRequest>) -> Result<Response<CommitStockResponse>, Status> {
         not_here()
     }
+    async fn list_stock_levels(
+        &self,
+        _: Request<api::catalog::ListStockLevelsRequest>,
+    ) -> Result<Response<api::catalog::ListStockLevelsResponse>, Status> {
+        not_here()
+    }
     async fn list_categories(
         &self,
         _: Request<api::catalog::ListCategoriesRequest>,
