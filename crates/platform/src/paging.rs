@@ -1,6 +1,10 @@
 //! Pages of a listing, the same in every service: `page_size` as Google's API Improvement Proposals say
 //! (AIP-158: unset means the default, larger than the maximum means the maximum, negative is an error), a
-//! page cut from a read of one row more, and page tokens that are the id of the last item of the previous page.
+//! page cut from a read of one row more, and page tokens: the id of the last item of the previous page, or, for
+//! listings ordered by a number first ([`KeyCursor`]), that number and the id.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 
 use crate::error::FieldViolation;
 
@@ -43,6 +47,41 @@ pub fn id_page(page_size: i32, page_token: &str) -> Result<(i64, &str), Vec<Fiel
     }
 }
 
+/// Where a page of a listing ordered by a number, then by id, ends (newest first by create time, fewest units
+/// available first, ...): the last row's number and id. Its page token is opaque to clients (URL-safe base64 of
+/// `key:id`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyCursor {
+    /// The last row's sort key.
+    pub key: i64,
+    /// The last row's id, which breaks ties.
+    pub id: String,
+}
+
+impl KeyCursor {
+    /// The page token that continues after this row.
+    pub fn encode(&self) -> String {
+        URL_SAFE_NO_PAD.encode(format!("{}:{}", self.key, self.id))
+    }
+
+    /// The cursor a page token stands for; `None` for the empty token (the first page). A token this module did
+    /// not make is INVALID_ARGUMENT on `page_token`.
+    pub fn decode(token: &str) -> Result<Option<Self>, FieldViolation> {
+        if token.is_empty() {
+            return Ok(None);
+        }
+        let bad = || FieldViolation::new("page_token", "is not a token this service issued");
+        let text =
+            URL_SAFE_NO_PAD.decode(token).ok().and_then(|bytes| String::from_utf8(bytes).ok()).ok_or_else(bad)?;
+        let (key, id) = text.split_once(':').ok_or_else(bad)?;
+        let key = key.parse().map_err(|_| bad())?;
+        if id.is_empty() || id.len() > 64 {
+            return Err(bad());
+        }
+        Ok(Some(Self { key, id: id.to_owned() }))
+    }
+}
+
 /// One page of a listing read with one row more than `limit` (whether another page follows): the first `limit`
 /// rows, and the token of the next page, `token` of the page's last row, or empty on the last page.
 pub fn page<T>(mut rows: Vec<T>, limit: i64, token: impl FnOnce(&T) -> String) -> (Vec<T>, String) {
@@ -58,6 +97,24 @@ pub fn page<T>(mut rows: Vec<T>, limit: i64, token: impl FnOnce(&T) -> String) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_cursors_survive_their_token_and_refuse_others() {
+        for cursor in [KeyCursor { key: 42, id: "0190-abc".into() }, KeyCursor { key: -7, id: "a:b".into() }] {
+            assert_eq!(KeyCursor::decode(&cursor.encode()), Ok(Some(cursor)));
+        }
+        assert_eq!(KeyCursor::decode(""), Ok(None));
+        let too_long = URL_SAFE_NO_PAD.encode(format!("1:{}", "x".repeat(65)));
+        for bad in [
+            "!!",
+            &URL_SAFE_NO_PAD.encode("no-colon"),
+            &URL_SAFE_NO_PAD.encode("x:id"),
+            &URL_SAFE_NO_PAD.encode("3:"),
+            &too_long,
+        ] {
+            assert_eq!(KeyCursor::decode(bad).expect_err(bad).field, "page_token");
+        }
+    }
 
     #[test]
     fn page_sizes_follow_aip_158() {

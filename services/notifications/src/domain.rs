@@ -7,8 +7,6 @@
 
 use std::time::Duration;
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, Mac};
 use platform::error::FieldViolation;
 use sha2::Sha256;
@@ -476,36 +474,7 @@ pub fn page_size(requested: i32) -> Result<i64, FieldViolation> {
 }
 
 /// Where a page starts: after the notification with this create time and id (newest first).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cursor {
-    /// Its create time.
-    pub create_time: i64,
-    /// Its id.
-    pub id: String,
-}
-
-impl Cursor {
-    /// The opaque page token.
-    pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("{}:{}", self.create_time, self.id))
-    }
-
-    /// From a page token; an empty token is the first page.
-    pub fn decode(token: &str) -> Result<Option<Self>, FieldViolation> {
-        if token.is_empty() {
-            return Ok(None);
-        }
-        let bad = || FieldViolation::new("page_token", "is not a token this service issued");
-        let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
-        let text = String::from_utf8(raw).map_err(|_| bad())?;
-        let (time, id) = text.split_once(':').ok_or_else(bad)?;
-        let create_time = time.parse().map_err(|_| bad())?;
-        if id.is_empty() {
-            return Err(bad());
-        }
-        Ok(Some(Self { create_time, id: id.to_owned() }))
-    }
-}
+pub use platform::paging::KeyCursor as Cursor;
 
 /// Whose notifications a ListNotifications shows: an administrator's filter (empty: everyone's), or the
 /// caller's own. `Err` when a customer names someone else.
@@ -686,10 +655,6 @@ mod tests {
         assert_eq!(page_size(200), Ok(200));
         assert_eq!(page_size(201), Ok(200), "more than the largest page is the largest page (AIP-158)");
         assert!(page_size(-1).is_err());
-        let c = Cursor { create_time: 42, id: "n-1".into() };
-        assert_eq!(Cursor::decode(&c.encode()).expect("valid"), Some(c));
-        assert_eq!(Cursor::decode("").expect("empty"), None);
-        assert!(Cursor::decode("!!").is_err() && Cursor::decode(&URL_SAFE_NO_PAD.encode("x:y")).is_err());
         assert_eq!(list_target("alice", false, ""), Ok(Some("alice".into())));
         assert_eq!(list_target("alice", false, "alice"), Ok(Some("alice".into())));
         assert!(list_target("alice", false, "bob").is_err());

@@ -115,9 +115,8 @@ impl NotificationService for NotificationsApi {
             .map_err(|v| Error::PermissionDenied(format!("{}: {}", v.field, v.description)))?;
         // One row more than the page tells whether another page follows.
         let rows = self.store.list(&ListQuery { user_id, status, after, limit: limit + 1 }).await?;
-        let (rows, next_page_token) = platform::paging::page(rows, limit, |last| {
-            Cursor { create_time: last.create_time, id: last.id.clone() }.encode()
-        });
+        let (rows, next_page_token) =
+            platform::paging::page(rows, limit, |last| Cursor { key: last.create_time, id: last.id.clone() }.encode());
         Ok(Response::new(ListNotificationsResponse {
             notifications: rows.into_iter().map(|row| notification_to_wire(row, admin)).collect(),
             next_page_token,

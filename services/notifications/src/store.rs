@@ -578,7 +578,7 @@ impl Store {
             sql.push_str(&format!(" AND status = ${n}"));
         }
         if let Some(after) = &q.after {
-            let t = arg(Arg::Int(after.create_time));
+            let t = arg(Arg::Int(after.key));
             let i = arg(Arg::Text(after.id.clone()));
             sql.push_str(&format!(" AND (create_time < ${t} OR (create_time = ${t} AND id < ${i}))"));
         }

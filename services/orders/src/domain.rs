@@ -1,8 +1,6 @@
 //! The rules of orders and checkout, free of I/O: validation, pricing, states and steps, cursors, and the
 //! words customers read when a checkout fails.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use platform::error::FieldViolation;
 use sha2::{Digest, Sha256};
 
@@ -328,37 +326,8 @@ pub const COMMIT_FAILED: &str = "We could not complete your order. Your payment 
 pub const CANCEL_REFUSED_SHIPPED: &str =
     "the order has been handed to the carrier and can no longer be cancelled; return it once it arrives";
 
-/// Position in the newest-first order list: the last order of a page.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cursor {
-    /// Its create time.
-    pub create_time: i64,
-    /// Its id.
-    pub id: String,
-}
-
-impl Cursor {
-    /// The opaque page token.
-    pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("{}:{}", self.create_time, self.id))
-    }
-
-    /// From a page token; an empty token is the first page.
-    pub fn decode(token: &str) -> Result<Option<Self>, FieldViolation> {
-        if token.is_empty() {
-            return Ok(None);
-        }
-        let bad = || FieldViolation::new("page_token", "is not a token this service issued");
-        let raw = URL_SAFE_NO_PAD.decode(token).map_err(|_| bad())?;
-        let text = String::from_utf8(raw).map_err(|_| bad())?;
-        let (time, id) = text.split_once(':').ok_or_else(bad)?;
-        let create_time = time.parse().map_err(|_| bad())?;
-        if id.is_empty() {
-            return Err(bad());
-        }
-        Ok(Some(Self { create_time, id: id.to_owned() }))
-    }
-}
+/// Position in the newest-first order list: the create time and id of the last order of a page.
+pub use platform::paging::KeyCursor as Cursor;
 
 /// The payment's idempotency key of an order.
 pub fn payment_key(order_id: &str) -> String {
@@ -437,15 +406,6 @@ mod tests {
         inactive.active = false;
         assert_eq!(price(&[line("a", 1)], &[inactive]), Err(PricingError::Inactive("Product a".into())));
         assert_eq!(price(&[line("a", 2)], &[offer("a", "EUR", i64::MAX)]), Err(PricingError::Overflow));
-    }
-
-    #[test]
-    fn cursors_round_trip_and_reject_garbage() {
-        let c = Cursor { create_time: 42, id: "o-1".into() };
-        assert_eq!(Cursor::decode(&c.encode()).expect("valid"), Some(c));
-        assert_eq!(Cursor::decode("").expect("empty"), None);
-        assert!(Cursor::decode("!!").is_err());
-        assert!(Cursor::decode(&URL_SAFE_NO_PAD.encode("x:y")).is_err());
     }
 
     #[test]

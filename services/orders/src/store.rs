@@ -98,7 +98,7 @@ pub struct Order {
 impl Order {
     /// The cursor of a page ending with this order.
     pub fn cursor(&self) -> Cursor {
-        Cursor { create_time: self.create_time, id: self.id.clone() }
+        Cursor { key: self.create_time, id: self.id.clone() }
     }
 }
 
@@ -512,7 +512,7 @@ impl Store {
             sql.push_str(&format!(" AND status = ${n}"));
         }
         if let Some(after) = &q.after {
-            let t = arg(Arg::Int(after.create_time));
+            let t = arg(Arg::Int(after.key));
             let i = arg(Arg::Text(after.id.clone()));
             sql.push_str(&format!(" AND (create_time < ${t} OR (create_time = ${t} AND id < ${i}))"));
         }

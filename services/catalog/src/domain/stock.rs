@@ -1,41 +1,10 @@
 //! Stock levels listed for restocking (`ListStockLevels`): fewest units available first, ties by product id,
 //! optionally only those below a number of units; what a request may ask and where a page ends.
 
-use base64::Engine;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use platform::error::FieldViolation;
 
-/// Where a page of stock levels ends: the available units and the product id of its last line.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StockCursor {
-    /// Units available of the last product listed.
-    pub available: i64,
-    /// The last product listed (breaks ties).
-    pub product_id: String,
-}
-
-impl StockCursor {
-    /// The opaque page token.
-    pub fn encode(&self) -> String {
-        URL_SAFE_NO_PAD.encode(format!("{}:{}", self.available, self.product_id))
-    }
-
-    /// Reads a page token; the empty token is the first page (`None`).
-    pub fn decode(token: &str) -> Result<Option<Self>, FieldViolation> {
-        if token.is_empty() {
-            return Ok(None);
-        }
-        let bad = || FieldViolation::new("page_token", "is not a token returned by ListStockLevels");
-        let text =
-            URL_SAFE_NO_PAD.decode(token).ok().and_then(|bytes| String::from_utf8(bytes).ok()).ok_or_else(bad)?;
-        let (available, product_id) = text.split_once(':').ok_or_else(bad)?;
-        let available = available.parse().map_err(|_| bad())?;
-        if product_id.is_empty() || product_id.len() > 64 {
-            return Err(bad());
-        }
-        Ok(Some(Self { available, product_id: product_id.to_owned() }))
-    }
-}
+/// Where a page of stock levels ends: the available units (`key`) and the product id of its last line.
+pub use platform::paging::KeyCursor as StockCursor;
 
 /// A checked request for stock levels.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,20 +44,6 @@ pub fn stock_query(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cursors_survive_their_token() {
-        let cursor = StockCursor { available: 0, product_id: "0190-abc".into() };
-        assert_eq!(StockCursor::decode(&cursor.encode()), Ok(Some(cursor)));
-        let cursor = StockCursor { available: 42, product_id: "p:with:colons".into() };
-        assert_eq!(StockCursor::decode(&cursor.encode()), Ok(Some(cursor)));
-        assert_eq!(StockCursor::decode(""), Ok(None));
-        for bad in
-            ["!!", &URL_SAFE_NO_PAD.encode("no-colon"), &URL_SAFE_NO_PAD.encode("x:id"), &URL_SAFE_NO_PAD.encode("3:")]
-        {
-            assert_eq!(StockCursor::decode(bad).expect_err(bad).field, "page_token");
-        }
-    }
 
     #[test]
     fn queries_name_every_bad_field() {

@@ -33,7 +33,7 @@ impl StockLevelRow {
 
     /// Where a page ending with this line ends.
     pub fn cursor(&self) -> StockCursor {
-        StockCursor { available: self.stock().available(), product_id: self.product_id.clone() }
+        StockCursor { key: self.stock().available(), id: self.product_id.clone() }
     }
 }
 
@@ -69,8 +69,8 @@ impl Store {
             if let Some(below) = query.available_below {
                 statement = statement.bind(below);
             }
-            if let Some(StockCursor { available, product_id }) = &query.after {
-                statement = statement.bind(*available).bind(product_id.as_str());
+            if let Some(StockCursor { key: available, id }) = &query.after {
+                statement = statement.bind(*available).bind(id.as_str());
             }
             statement.bind(limit).fetch_all(pool).await?
         });
