@@ -296,6 +296,10 @@ async fn ledger_books(storage: Storage) {
     let reversed = p.send("POST", "/v1/ledger/transactions", Some(&admin), Some(reversal)).await;
     assert_eq!(reversed.status, 201, "{}", reversed.json);
     assert_eq!((balance(&id).await, balance(&equity_id).await), (json!("0"), json!("0")));
+    let journal = p.send("GET", "/v1/ledger/transactions?pageSize=2", Some(&admin), None).await;
+    let listed: Vec<&str> =
+        journal.json["transactions"].as_array().into_iter().flatten().filter_map(|t| t["id"].as_str()).collect();
+    assert_eq!(listed, ["capital-1:reversal", "capital-1"], "the journal, newest first: {}", journal.json);
     let twice = entry("capital-1:reversal-2", "-10000", "10000", "capital-1");
     let twice = p.send("POST", "/v1/ledger/transactions", Some(&admin), Some(twice)).await;
     assert_eq!(twice.status, 400, "a transaction is reversed once: {}", twice.json);

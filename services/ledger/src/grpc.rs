@@ -7,8 +7,8 @@ use api::mercato::ledger::v1::ledger_service_server::LedgerService;
 use api::mercato::ledger::v1::{
     Account, CreateAccountRequest, CreateAccountResponse, Entry, GetAccountRequest, GetAccountResponse,
     GetTransactionRequest, GetTransactionResponse, ListAccountEntriesRequest, ListAccountEntriesResponse,
-    ListAccountsRequest, ListAccountsResponse, Posting, RecordTransactionRequest, RecordTransactionResponse,
-    Transaction,
+    ListAccountsRequest, ListAccountsResponse, ListTransactionsRequest, ListTransactionsResponse, Posting,
+    RecordTransactionRequest, RecordTransactionResponse, Transaction,
 };
 use platform::auth::caller;
 use platform::db::Db;
@@ -247,6 +247,30 @@ impl LedgerService for LedgerApi {
             "transaction recorded"
         );
         Ok(Response::new(RecordTransactionResponse { transaction: Some(transaction_to_wire(stored)) }))
+    }
+
+    async fn list_transactions(
+        &self,
+        request: Request<ListTransactionsRequest>,
+    ) -> Result<Response<ListTransactionsResponse>, Status> {
+        let req = request.into_inner();
+        let page = platform::paging::page_size(req.page_size);
+        let before = platform::paging::KeyCursor::decode(&req.page_token);
+        let (limit, before) = match (page, before) {
+            (Ok(limit), Ok(before)) => (limit, before),
+            (limit, before) => {
+                return Err(Error::InvalidArgument(limit.err().into_iter().chain(before.err()).collect()).into());
+            }
+        };
+        // One more than the page tells whether another follows.
+        let rows = self.store.journal(before.as_ref(), limit + 1).await?;
+        let (rows, next_page_token) = platform::paging::page(rows, limit, |last| {
+            platform::paging::KeyCursor { key: last.create_time, id: last.transaction.id.clone() }.encode()
+        });
+        Ok(Response::new(ListTransactionsResponse {
+            transactions: rows.into_iter().map(transaction_to_wire).collect(),
+            next_page_token,
+        }))
     }
 
     async fn get_transaction(

@@ -84,6 +84,7 @@ macro_rules! move_balance {
     }};
 }
 
+mod journal;
 mod postgres;
 
 /// The UPDATE that moves the balance of posting `p`'s account ($1 amount, $2 account, $3 the guard's bound, from

@@ -11,8 +11,8 @@ use api::mercato::ledger::v1::TransactionRecorded;
 use api::mercato::ledger::v1::ledger_service_client::LedgerServiceClient;
 use api::mercato::ledger::v1::{
     Account, AccountType, CreateAccountRequest, Entry, GetAccountRequest, GetTransactionRequest,
-    ListAccountEntriesRequest, ListAccountEntriesResponse, ListAccountsRequest, Posting, RecordTransactionRequest,
-    Transaction,
+    ListAccountEntriesRequest, ListAccountEntriesResponse, ListAccountsRequest, ListTransactionsRequest,
+    ListTransactionsResponse, Posting, RecordTransactionRequest, Transaction,
 };
 use platform::db::Db;
 use platform::events::{EventBus, EventEnvelope, InProcessBus};
@@ -689,6 +689,70 @@ async fn audit_finds_a_corrupted_balance(db: Db) {
 }
 
 /// Runs each scenario once on SQLite and once on PostgreSQL.
+/// The journal lists every transaction newest first (two of the same microsecond by id, descending), each as
+/// GetTransaction shows it (postings, metadata, the transaction it reverses), page by page; only for readers of
+/// the books.
+async fn the_journal_lists_transactions_newest_first(db: Db) {
+    let server = Server::start(db).await;
+    let cash = server.open("assets:cash:eur", AccountType::Asset, "EUR").await;
+    let sales = server.open("revenue:sales:eur", AccountType::Revenue, "EUR").await;
+    for i in 1..=6 {
+        let mut sale = tx(&format!("sale-{i}"), vec![posting(&cash, i * 100), posting(&sales, -i * 100)]);
+        sale.metadata.insert("order_id".into(), format!("order-{i}"));
+        server.record(sale).await.expect("sale");
+    }
+    let mut correction = tx("sale-3:reversal", vec![posting(&sales, 300), posting(&cash, -300)]);
+    correction.reverses_transaction_id = "sale-3".into();
+    server.record(correction).await.expect("reversal");
+    // sale-2 stamped in the same microsecond as sale-4: the greater id comes first.
+    platform::with_db!(&server.db, pool => {
+        sqlx::query("UPDATE transactions SET create_time = (SELECT create_time FROM transactions WHERE id = 'sale-4') \
+                     WHERE id = 'sale-2'")
+            .execute(pool)
+            .await
+            .expect("a tie");
+    });
+
+    let list = |page_size: i32, page_token: String, token: String| {
+        let mut client = server.client.clone();
+        async move {
+            let request = with_token(ListTransactionsRequest { page_size, page_token }, &token);
+            client.list_transactions(request).await.map(|r| r.into_inner())
+        }
+    };
+    let ids = |page: &ListTransactionsResponse| page.transactions.iter().map(|t| t.id.clone()).collect::<Vec<_>>();
+    let journal = list(0, String::new(), server.admin()).await.expect("lists");
+    let newest_first = ["sale-3:reversal", "sale-6", "sale-5", "sale-4", "sale-2", "sale-3", "sale-1"];
+    assert_eq!(ids(&journal), newest_first);
+    assert!(journal.next_page_token.is_empty());
+    for listed in &journal.transactions {
+        assert_eq!(*listed, server.transaction(&listed.id).await.expect("gets"), "as GetTransaction shows it");
+    }
+    assert_eq!(journal.transactions[0].reverses_transaction_id, "sale-3");
+    assert_eq!(journal.transactions[1].metadata.get("order_id").map(String::as_str), Some("order-6"));
+
+    // One at a time (the tie split across pages), and three at a time: none repeated or skipped.
+    for page_size in [1, 3] {
+        let (mut walked, mut token) = (Vec::new(), String::new());
+        for _ in 0..10 {
+            let page = list(page_size, token, server.admin()).await.expect("a page");
+            assert!(page.transactions.len() <= page_size as usize);
+            walked.extend(ids(&page));
+            token = page.next_page_token;
+            if token.is_empty() {
+                break;
+            }
+        }
+        assert_eq!(walked, newest_first, "pages of {page_size}");
+    }
+
+    let denied = list(0, String::new(), server.customer()).await.expect_err("not a reader of the books");
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let bad = list(-1, "not-a-token!".into(), server.admin()).await.expect_err("bad");
+    assert_eq!(bad_fields(&bad), ["page_size", "page_token"]);
+    server.stop().await;
+}
+
 macro_rules! on_both_engines {
     ($($scenario:ident),* $(,)?) => {
         mod sqlite {
@@ -721,6 +785,7 @@ on_both_engines!(
     concurrent_transactions_keep_balances,
     entries_pagination,
     audit_finds_a_corrupted_balance,
+    the_journal_lists_transactions_newest_first,
 );
 
 #[tokio::test]

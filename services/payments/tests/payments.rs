@@ -164,6 +164,13 @@ impl LedgerService for FakeLedger {
     ) -> Result<Response<GetTransactionResponse>, Status> {
         Err(Status::unimplemented("not in the stand-in"))
     }
+
+    async fn list_transactions(
+        &self,
+        _: Request<api::mercato::ledger::v1::ListTransactionsRequest>,
+    ) -> Result<Response<api::mercato::ledger::v1::ListTransactionsResponse>, Status> {
+        Err(Status::unimplemented("not in the stand-in"))
+    }
 }
 
 // ---------------------------------------------------------------------------------------------------------
