@@ -300,6 +300,9 @@ async fn ledger_books(storage: Storage) {
     let listed: Vec<&str> =
         journal.json["transactions"].as_array().into_iter().flatten().filter_map(|t| t["id"].as_str()).collect();
     assert_eq!(listed, ["capital-1:reversal", "capital-1"], "the journal, newest first: {}", journal.json);
+    let long_ago = "/v1/ledger/transactions?startTime=2000-01-01T00:00:00Z&endTime=2000-02-01T00:00:00Z";
+    let january_2000 = p.send("GET", long_ago, Some(&admin), None).await;
+    assert_eq!((january_2000.status, &january_2000.json["transactions"]), (200, &json!([])), "{}", january_2000.json);
     let twice = entry("capital-1:reversal-2", "-10000", "10000", "capital-1");
     let twice = p.send("POST", "/v1/ledger/transactions", Some(&admin), Some(twice)).await;
     assert_eq!(twice.status, 400, "a transaction is reversed once: {}", twice.json);

@@ -256,14 +256,16 @@ impl LedgerService for LedgerApi {
         let req = request.into_inner();
         let page = platform::paging::page_size(req.page_size);
         let before = platform::paging::KeyCursor::decode(&req.page_token);
-        let (limit, before) = match (page, before) {
-            (Ok(limit), Ok(before)) => (limit, before),
-            (limit, before) => {
-                return Err(Error::InvalidArgument(limit.err().into_iter().chain(before.err()).collect()).into());
+        let period = domain::period(req.start_time.as_ref(), req.end_time.as_ref());
+        let (limit, before, period) = match (page, before, period) {
+            (Ok(limit), Ok(before), Ok(period)) => (limit, before, period),
+            (limit, before, period) => {
+                let violations = limit.err().into_iter().chain(before.err()).chain(period.err().into_iter().flatten());
+                return Err(Error::InvalidArgument(violations.collect()).into());
             }
         };
         // One more than the page tells whether another follows.
-        let rows = self.store.journal(before.as_ref(), limit + 1).await?;
+        let rows = self.store.journal(period, before.as_ref(), limit + 1).await?;
         let (rows, next_page_token) = platform::paging::page(rows, limit, |last| {
             platform::paging::KeyCursor { key: last.create_time, id: last.transaction.id.clone() }.encode()
         });

@@ -713,13 +713,14 @@ async fn the_journal_lists_transactions_newest_first(db: Db) {
             .expect("a tie");
     });
 
-    let list = |page_size: i32, page_token: String, token: String| {
+    let list_in = |period: (Option<i64>, Option<i64>), page_size: i32, page_token: String, token: String| {
         let mut client = server.client.clone();
-        async move {
-            let request = with_token(ListTransactionsRequest { page_size, page_token }, &token);
-            client.list_transactions(request).await.map(|r| r.into_inner())
-        }
+        let time = |micros: Option<i64>| micros.map(platform::time::timestamp);
+        let request =
+            ListTransactionsRequest { page_size, page_token, start_time: time(period.0), end_time: time(period.1) };
+        async move { client.list_transactions(with_token(request, &token)).await.map(|r| r.into_inner()) }
     };
+    let list = |page_size: i32, page_token: String, token: String| list_in((None, None), page_size, page_token, token);
     let ids = |page: &ListTransactionsResponse| page.transactions.iter().map(|t| t.id.clone()).collect::<Vec<_>>();
     let journal = list(0, String::new(), server.admin()).await.expect("lists");
     let newest_first = ["sale-3:reversal", "sale-6", "sale-5", "sale-4", "sale-2", "sale-3", "sale-1"];
@@ -745,6 +746,23 @@ async fn the_journal_lists_transactions_newest_first(db: Db) {
         }
         assert_eq!(walked, newest_first, "pages of {page_size}");
     }
+
+    // A period: from sale-4's time (sale-2's too, the tie) up to, not including, sale-6's; a page at a time.
+    let micros = |t: &Transaction| t.create_time.as_ref().and_then(platform::time::micros).expect("a time");
+    let time_of = |id: &str| micros(journal.transactions.iter().find(|t| t.id == id).expect("listed"));
+    let period = (Some(time_of("sale-4")), Some(time_of("sale-6")));
+    let (mut walked, mut token) = (Vec::new(), String::new());
+    for _ in 0..10 {
+        let page = list_in(period, 1, token, server.admin()).await.expect("a page of the period");
+        walked.extend(ids(&page));
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(walked, ["sale-5", "sale-4", "sale-2"], "start inclusive, end exclusive");
+    let empty = list_in((period.1, period.0), 0, String::new(), server.admin()).await.expect_err("backwards");
+    assert_eq!(bad_fields(&empty), ["end_time"]);
 
     let denied = list(0, String::new(), server.customer()).await.expect_err("not a reader of the books");
     assert_eq!(denied.code(), Code::PermissionDenied);

@@ -26,19 +26,26 @@ struct JournalPosting {
 }
 
 impl Store {
-    /// Up to `limit` transactions, newest first (ties by id, descending), older than the one `before` names
-    /// (`None`: from the newest).
-    pub async fn journal(&self, before: Option<&KeyCursor>, limit: i64) -> Result<Vec<StoredTransaction>, Error> {
+    /// Up to `limit` transactions recorded in `period` (microseconds, start inclusive, end exclusive), newest
+    /// first (ties by id, descending), older than the one `before` names (`None`: from the newest).
+    pub async fn journal(
+        &self,
+        period: (i64, i64),
+        before: Option<&KeyCursor>,
+        limit: i64,
+    ) -> Result<Vec<StoredTransaction>, Error> {
         let (time, id) = before.map_or((i64::MAX, ""), |c| (c.key, c.id.as_str()));
         let heads = with_db!(&self.db, pool => {
             sqlx::query_as::<_, JournalHead>(
                 "SELECT id, description, reverses_transaction_id, create_time FROM transactions \
-                 WHERE create_time < $1 OR (create_time = $1 AND id < $2) \
+                 WHERE create_time >= $4 AND create_time < $5 AND (create_time < $1 OR (create_time = $1 AND id < $2)) \
                  ORDER BY create_time DESC, id DESC LIMIT $3",
             )
             .bind(time)
             .bind(id)
             .bind(limit)
+            .bind(period.0)
+            .bind(period.1)
             .fetch_all(pool)
             .await?
         });
