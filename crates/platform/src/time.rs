@@ -26,9 +26,40 @@ pub fn micros(t: &prost_types::Timestamp) -> Option<i64> {
     t.seconds.checked_mul(1_000_000)?.checked_add(i64::from(t.nanos / 1_000))
 }
 
+/// The period a listing asks for, in stored microseconds, start inclusive and end exclusive, from its optional
+/// `start_time` and `end_time` (unset: unbounded on that side); an out-of-range bound, or an end not after the
+/// start, is named.
+pub fn period(
+    start_time: Option<&prost_types::Timestamp>,
+    end_time: Option<&prost_types::Timestamp>,
+) -> Result<(i64, i64), Vec<crate::error::FieldViolation>> {
+    use crate::error::FieldViolation;
+    let bound = |field: &str, time: Option<&prost_types::Timestamp>, unset: i64| match time {
+        None => Ok(unset),
+        Some(time) => micros(time).ok_or_else(|| FieldViolation::new(field, "is out of range")),
+    };
+    match (bound("start_time", start_time, i64::MIN), bound("end_time", end_time, i64::MAX)) {
+        (Ok(start), Ok(end)) if start < end => Ok((start, end)),
+        (Ok(_), Ok(_)) => Err(vec![FieldViolation::new("end_time", "must be after start_time")]),
+        (start, end) => Err(start.err().into_iter().chain(end.err()).collect()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn periods_are_half_open_and_checked() {
+        let at = |seconds: i64| prost_types::Timestamp { seconds, nanos: 0 };
+        assert_eq!(period(None, None), Ok((i64::MIN, i64::MAX)));
+        assert_eq!(period(Some(&at(10)), Some(&at(20))), Ok((10_000_000, 20_000_000)));
+        assert_eq!(period(Some(&at(10)), None), Ok((10_000_000, i64::MAX)));
+        let fields = |v: Vec<crate::error::FieldViolation>| v.into_iter().map(|v| v.field).collect::<Vec<_>>();
+        assert_eq!(fields(period(Some(&at(20)), Some(&at(20))).expect_err("empty")), ["end_time"]);
+        let huge = at(i64::MAX);
+        assert_eq!(fields(period(Some(&huge), Some(&huge)).expect_err("huge")), ["start_time", "end_time"]);
+    }
 
     #[test]
     fn micros_become_seconds_and_nanos() {

@@ -537,23 +537,6 @@ pub fn audit_transaction(id: &str, postings: &[Posting]) -> Vec<String> {
     violations
 }
 
-/// The period of a journal listing in microseconds, start inclusive and end exclusive, from its optional
-/// bounds (unset: unbounded); every bad bound is named.
-pub fn period(
-    start: Option<&prost_types::Timestamp>,
-    end: Option<&prost_types::Timestamp>,
-) -> Result<(i64, i64), Vec<FieldViolation>> {
-    let bound = |field: &str, time: Option<&prost_types::Timestamp>, unset: i64| match time {
-        None => Ok(unset),
-        Some(time) => platform::time::micros(time).ok_or_else(|| FieldViolation::new(field, "is out of range")),
-    };
-    match (bound("start_time", start, i64::MIN), bound("end_time", end, i64::MAX)) {
-        (Ok(start), Ok(end)) if start < end => Ok((start, end)),
-        (Ok(_), Ok(_)) => Err(vec![FieldViolation::new("end_time", "must be after start_time")]),
-        (start, end) => Err(start.err().into_iter().chain(end.err()).collect()),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -682,18 +665,6 @@ mod tests {
         ]);
         let v = check_postings_against_accounts(&tx.postings, &accounts).expect_err("bad");
         assert_eq!(fields(&v), ["postings[1].account_id", "postings[2].amount.currency"]);
-    }
-
-    #[test]
-    fn periods_are_half_open_and_checked() {
-        let at = |seconds: i64| prost_types::Timestamp { seconds, nanos: 0 };
-        assert_eq!(period(None, None), Ok((i64::MIN, i64::MAX)));
-        assert_eq!(period(Some(&at(10)), Some(&at(20))), Ok((10_000_000, 20_000_000)));
-        assert_eq!(period(Some(&at(10)), None), Ok((10_000_000, i64::MAX)));
-        let fields = |v: Vec<FieldViolation>| v.into_iter().map(|v| v.field).collect::<Vec<_>>();
-        assert_eq!(fields(period(Some(&at(20)), Some(&at(20))).expect_err("empty")), ["end_time"]);
-        let huge = at(i64::MAX);
-        assert_eq!(fields(period(Some(&huge), Some(&huge)).expect_err("huge")), ["start_time", "end_time"]);
     }
 
     #[test]

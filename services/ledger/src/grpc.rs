@@ -256,7 +256,7 @@ impl LedgerService for LedgerApi {
         let req = request.into_inner();
         let page = platform::paging::page_size(req.page_size);
         let before = platform::paging::KeyCursor::decode(&req.page_token);
-        let period = domain::period(req.start_time.as_ref(), req.end_time.as_ref());
+        let period = platform::time::period(req.start_time.as_ref(), req.end_time.as_ref());
         let (limit, before, period) = match (page, before, period) {
             (Ok(limit), Ok(before), Ok(period)) => (limit, before, period),
             (limit, before, period) => {

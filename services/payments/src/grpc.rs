@@ -103,11 +103,14 @@ fn list_filter(req: &ListPaymentsRequest) -> Result<(PaymentFilter, i64), Vec<Fi
     let customer_id = optional_id("customer_id", &req.customer_id);
     let order_id = optional_id("order_id", &req.order_id);
     let status = status_from_wire(req.status).map_err(|bad| violations.push(bad)).ok().flatten();
+    let period = platform::time::period(req.start_time.as_ref(), req.end_time.as_ref())
+        .map_err(|bad| violations.extend(bad))
+        .unwrap_or((i64::MIN, i64::MAX));
     if !violations.is_empty() {
         return Err(violations);
     }
     let after = Some(after.to_owned()).filter(|id| !id.is_empty());
-    Ok((PaymentFilter { customer_id, order_id, status, after, limit: limit + 1 }, limit))
+    Ok((PaymentFilter { customer_id, order_id, status, after, period, limit: limit + 1 }, limit))
 }
 
 fn payment_to_wire(p: PaymentRow) -> Payment {

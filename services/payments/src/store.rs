@@ -76,7 +76,7 @@ pub const REFUND_PENDING: &str = "pending";
 pub const REFUND_COMPLETED: &str = "completed";
 
 /// Which payments a listing reads.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentFilter {
     /// Only this customer's.
     pub customer_id: Option<String>,
@@ -86,6 +86,8 @@ pub struct PaymentFilter {
     pub status: Option<Status>,
     /// Only those older than this payment (the last of the previous page).
     pub after: Option<String>,
+    /// Only those made in this period (microseconds, start inclusive, end exclusive).
+    pub period: (i64, i64),
     /// At most this many.
     pub limit: i64,
 }
@@ -377,13 +379,15 @@ impl Store {
                 sql.push_str(&format!(" AND {condition} ${}", values.len()));
             }
         }
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", values.len() + 1));
+        let n = values.len();
+        sql.push_str(&format!(" AND create_time >= ${} AND create_time < ${}", n + 1, n + 2));
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", n + 3));
         let rows = with_db!(&self.db, pool => {
             let mut query = sqlx::query_as::<_, RawPayment>(sqlx::AssertSqlSafe(sql));
             for value in &values {
                 query = query.bind(*value);
             }
-            query.bind(filter.limit).fetch_all(pool).await?
+            query.bind(filter.period.0).bind(filter.period.1).bind(filter.limit).fetch_all(pool).await?
         });
         rows.into_iter().map(PaymentRow::try_from).collect()
     }

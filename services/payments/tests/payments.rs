@@ -753,6 +753,12 @@ async fn payments_are_listed_newest_first_to_whom_they_belong(db: Db) {
         ..Default::default()
     };
     assert_eq!(ids(&list_all(&server, &finance, captured_of_alice, 100).await), [alices[2].id.as_str()]);
+    // A period: from Alice's second payment (inclusive) to her third (exclusive).
+    let made = |p: &Payment| p.create_time;
+    let second_only =
+        ListPaymentsRequest { start_time: made(&alices[1]), end_time: made(&alices[2]), ..Default::default() };
+    assert_eq!(ids(&list_all(&server, &finance, second_only.clone(), 100).await), [alices[1].id.as_str()]);
+    assert_eq!(ids(&list_all(&server, &alice, second_only, 100).await), [alices[1].id.as_str()], "her own too");
     let of_nobody = ListPaymentsRequest { order_id: "no-such-order".into(), ..Default::default() };
     let empty = list(&server, &finance, of_nobody).await.expect("lists");
     assert!(empty.payments.is_empty() && empty.next_page_token.is_empty());
@@ -763,11 +769,13 @@ async fn payments_are_listed_newest_first_to_whom_they_belong(db: Db) {
         page_token: "not a token!".into(),
         order_id: "x".repeat(65),
         status: 99,
+        start_time: alices[2].create_time,
+        end_time: alices[1].create_time,
         ..Default::default()
     };
     let invalid = list(&server, &alice, bad).await.expect_err("bad");
     assert_eq!(invalid.code(), Code::InvalidArgument);
-    assert_eq!(fields(&invalid), ["page_size", "page_token", "order_id", "status"]);
+    assert_eq!(fields(&invalid), ["page_size", "page_token", "order_id", "status", "end_time"]);
     let anonymous = server.client.clone().list_payments(ListPaymentsRequest::default()).await;
     assert_eq!(anonymous.expect_err("no token").code(), Code::Unauthenticated);
     server.stop().await;
