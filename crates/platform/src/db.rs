@@ -395,6 +395,20 @@ pub fn placeholders(first: usize, count: usize) -> String {
     (first..first + count).map(|n| format!("${n}")).collect::<Vec<_>>().join(", ")
 }
 
+/// Appends ` AND <condition> $n` to `sql` for each of `conditions` whose value is given (a listing's optional
+/// filters: `("status =", Some("FAILED"))`), numbering from `$1`; returns those values in order, to bind before
+/// any later parameter (whose number is one more than their count).
+pub fn and_given<'a>(sql: &mut String, conditions: &[(&str, Option<&'a str>)]) -> Vec<&'a str> {
+    let mut values = Vec::new();
+    for (condition, value) in conditions {
+        if let Some(value) = value {
+            values.push(*value);
+            sql.push_str(&format!(" AND {condition} ${}", values.len()));
+        }
+    }
+    values
+}
+
 /// `$1, $2, …`: one numbered parameter per column of `columns` (a comma-separated list), for the `VALUES` of an
 /// `INSERT` whose binder binds every column in that order.
 pub fn values_for(columns: &str) -> String {
@@ -497,6 +511,14 @@ pub fn like_pattern(query: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn given_conditions_are_numbered_in_order() {
+        let mut sql = String::from("SELECT * FROM t WHERE 1 = 1");
+        let values = and_given(&mut sql, &[("a =", Some("x")), ("b =", None), ("id <", Some("y"))]);
+        assert_eq!(sql, "SELECT * FROM t WHERE 1 = 1 AND a = $1 AND id < $2");
+        assert_eq!(values, ["x", "y"]);
+    }
 
     #[test]
     fn case_keys_fold_every_letter_as_patterns_do() {

@@ -69,14 +69,12 @@ pub enum Rotation {
     Invalid,
 }
 
-/// The outcome of a rotation's first transaction.
+/// The outcome of a rotation's first transaction: final, or a reuse whose session is yet to be signed out.
 enum Spend {
-    /// Spent, its successor stored.
-    Rotated(Rotation),
-    /// A reuse of a token of this family, which is yet to be signed out.
+    /// Rotated, or refused (unknown, expired, its account gone or disabled).
+    Done(Rotation),
+    /// A reuse of a token of this family.
     Reused { family_id: String },
-    /// Unknown, expired, or its account is gone or disabled.
-    Refused,
 }
 
 /// The columns of a [`UserRow`], in its order.
@@ -255,7 +253,7 @@ impl Store {
                         // Gone, or disabled (its tokens were revoked then; this one was spent concurrently).
                         None | Some(UserRow { disable_time: Some(_), .. }) => {
                             tx.rollback().await?;
-                            Spend::Refused
+                            Spend::Done(Rotation::Invalid)
                         }
                         Some(user) => {
                             sqlx::query(
@@ -271,7 +269,7 @@ impl Store {
                             .execute(&mut *tx)
                             .await?;
                             tx.commit().await?;
-                            Spend::Rotated(Rotation::Rotated { user, session_id: family_id })
+                            Spend::Done(Rotation::Rotated { user, session_id: family_id })
                         }
                     }
                 } else {
@@ -290,7 +288,7 @@ impl Store {
                         Some((family_id, used_at, revoked_at)) if used_at.is_some() || revoked_at.is_some() => {
                             Spend::Reused { family_id }
                         }
-                        _ => Spend::Refused,
+                        _ => Spend::Done(Rotation::Invalid),
                     }
                 }
             });
@@ -298,8 +296,7 @@ impl Store {
         })
         .await?;
         match spend {
-            Spend::Rotated(rotated) => Ok(rotated),
-            Spend::Refused => Ok(Rotation::Invalid),
+            Spend::Done(rotation) => Ok(rotation),
             Spend::Reused { family_id } => {
                 // A transaction of its own, ordered like every other sign-out.
                 self.end_session(&family_id, now).await?;

@@ -366,19 +366,15 @@ impl Store {
     /// Payments `filter` selects, newest first (ids are UUIDv7), after id `filter.after`; at most `filter.limit`.
     pub async fn payments(&self, filter: &PaymentFilter) -> Result<Vec<PaymentRow>, Error> {
         let mut sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE 1 = 1");
-        let mut values = Vec::new();
-        let conditions = [
-            ("customer_id =", filter.customer_id.as_deref()),
-            ("order_id =", filter.order_id.as_deref()),
-            ("status =", filter.status.map(Status::as_str)),
-            ("id <", filter.after.as_deref()),
-        ];
-        for (condition, value) in conditions {
-            if let Some(value) = value {
-                values.push(value);
-                sql.push_str(&format!(" AND {condition} ${}", values.len()));
-            }
-        }
+        let values = platform::db::and_given(
+            &mut sql,
+            &[
+                ("customer_id =", filter.customer_id.as_deref()),
+                ("order_id =", filter.order_id.as_deref()),
+                ("status =", filter.status.map(Status::as_str)),
+                ("id <", filter.after.as_deref()),
+            ],
+        );
         let n = values.len();
         sql.push_str(&format!(" AND create_time >= ${} AND create_time < ${}", n + 1, n + 2));
         sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", n + 3));

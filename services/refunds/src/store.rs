@@ -161,15 +161,8 @@ impl Store {
     /// only those in `status` if given.
     pub async fn list_all(&self, status: Option<Status>, before: &str, limit: i64) -> Result<Vec<RefundRow>, Error> {
         let mut sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE 1 = 1");
-        let mut values = Vec::new();
-        for (condition, value) in
-            [("status =", status.map(Status::as_str)), ("id <", Some(before).filter(|b| !b.is_empty()))]
-        {
-            if let Some(value) = value {
-                values.push(value);
-                sql.push_str(&format!(" AND {condition} ${}", values.len()));
-            }
-        }
+        let before = Some(before).filter(|b| !b.is_empty());
+        let values = platform::db::and_given(&mut sql, &[("status =", status.map(Status::as_str)), ("id <", before)]);
         sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", values.len() + 1));
         let rows = with_db!(&self.db, pool => {
             let mut query = sqlx::query_as::<_, RawRefund>(sqlx::AssertSqlSafe(sql));
