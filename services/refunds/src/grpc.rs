@@ -14,7 +14,7 @@ use tonic::{Request, Response, Status};
 use crate::domain::{self, RefundInput};
 use crate::error::Error;
 use crate::service::Refunds;
-use crate::store::RefundRow;
+use crate::store::{RefundFilter, RefundRow};
 
 /// The role of service callers (tokens from the client-credentials grant).
 pub const ROLE_SERVICE: &str = "service";
@@ -83,6 +83,25 @@ fn status_from_wire(status: i32) -> Result<Option<domain::Status>, FieldViolatio
     }
 }
 
+/// The checked filter of a ListRefunds `req` (reading one row more than the page, to tell whether another
+/// follows) and the page size, every bad field named at once.
+fn list_filter(req: &ListRefundsRequest) -> Result<(RefundFilter, i64), Vec<FieldViolation>> {
+    let mut violations = Vec::new();
+    let (limit, before) = platform::paging::id_page(req.page_size, &req.page_token).unwrap_or_else(|bad| {
+        violations.extend(bad);
+        (0, "")
+    });
+    let status = status_from_wire(req.status).map_err(|bad| violations.push(bad)).ok().flatten();
+    let period = platform::time::period(req.start_time.as_ref(), req.end_time.as_ref())
+        .map_err(|bad| violations.extend(bad))
+        .unwrap_or((i64::MIN, i64::MAX));
+    if !violations.is_empty() {
+        return Err(violations);
+    }
+    let before = Some(before.to_owned()).filter(|id| !id.is_empty());
+    Ok((RefundFilter { status, before, period, limit: limit + 1 }, limit))
+}
+
 fn refund_to_wire(r: RefundRow) -> Refund {
     Refund {
         amount: Some(Money { currency: r.currency, amount_minor: r.amount_minor }),
@@ -138,18 +157,8 @@ impl RefundService for RefundsApi {
         request: Request<ListRefundsRequest>,
     ) -> Result<Response<ListRefundsResponse>, Status> {
         // Only callers with refund:write get here (the method's access rule).
-        let req = request.into_inner();
-        let page = platform::paging::id_page(req.page_size, &req.page_token);
-        let status = status_from_wire(req.status);
-        let ((limit, before), status) = match (page, status) {
-            (Ok(page), Ok(status)) => (page, status),
-            (page, status) => {
-                let violations = page.err().into_iter().flatten().chain(status.err()).collect();
-                return Err(Error::InvalidArgument(violations).into());
-            }
-        };
-        // One more than the page tells whether there is a next page.
-        let rows = self.refunds.list_all(status, before, limit + 1).await?;
+        let (filter, limit) = list_filter(&request.into_inner()).map_err(Error::InvalidArgument)?;
+        let rows = self.refunds.list_all(&filter).await?;
         let (rows, next_page_token) = platform::paging::page(rows, limit, |last| last.id.clone());
         Ok(Response::new(ListRefundsResponse {
             refunds: rows.into_iter().map(refund_to_wire).collect(),

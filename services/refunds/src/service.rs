@@ -12,7 +12,7 @@ use crate::domain::{self, NewRefund, Status};
 use crate::error::{Error, PAYMENT_NOT_REFUNDABLE, REFUND_EXCEEDS_CAPTURED};
 use crate::events;
 use crate::payments::PaymentsClient;
-use crate::store::{RefundRow, Reservation, Store};
+use crate::store::{RefundFilter, RefundRow, Reservation, Store};
 
 /// How many pending refunds one pass of the retry loop handles.
 const RETRY_BATCH: i64 = 100;
@@ -62,10 +62,9 @@ impl Refunds {
         self.store.list(payment_id, after, limit).await
     }
 
-    /// Up to `limit` refunds, newest first, older than refund `before` (empty: from the newest), only those in
-    /// `status` if given.
-    pub async fn list_all(&self, status: Option<Status>, before: &str, limit: i64) -> Result<Vec<RefundRow>, Error> {
-        self.store.list_all(status, before, limit).await
+    /// The refunds `filter` selects, newest first.
+    pub async fn list_all(&self, filter: &RefundFilter) -> Result<Vec<RefundRow>, Error> {
+        self.store.list_all(filter).await
     }
 
     /// Creates refund `new` for `requester` under idempotency `key`: a key seen before replays its refund

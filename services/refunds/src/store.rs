@@ -22,6 +22,19 @@ use crate::error::Error;
 const REFUND_COLUMNS: &str = "id, payment_id, currency, amount_minor, reason, status, failure_reason, requester, \
      idempotency_key, fingerprint, lease_until, create_time, update_time";
 
+/// Which refunds a listing of every refund (ListRefunds) reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundFilter {
+    /// Only those in this state.
+    pub status: Option<Status>,
+    /// Only those older than this refund (the last of the previous page).
+    pub before: Option<String>,
+    /// Only those asked for in this period (microseconds, start inclusive, end exclusive).
+    pub period: (i64, i64),
+    /// At most this many.
+    pub limit: i64,
+}
+
 /// A stored refund.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefundRow {
@@ -157,19 +170,23 @@ impl Store {
         rows.into_iter().map(RefundRow::try_from).collect()
     }
 
-    /// Up to `limit` refunds, newest first (ids are UUIDv7), older than refund `before` (empty: from the newest),
-    /// only those in `status` if given.
-    pub async fn list_all(&self, status: Option<Status>, before: &str, limit: i64) -> Result<Vec<RefundRow>, Error> {
+    /// Refunds `filter` selects, newest first (ids are UUIDv7), older than refund `filter.before`; at most
+    /// `filter.limit`.
+    pub async fn list_all(&self, filter: &RefundFilter) -> Result<Vec<RefundRow>, Error> {
         let mut sql = format!("SELECT {REFUND_COLUMNS} FROM refunds WHERE 1 = 1");
-        let before = Some(before).filter(|b| !b.is_empty());
-        let values = platform::db::and_given(&mut sql, &[("status =", status.map(Status::as_str)), ("id <", before)]);
-        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", values.len() + 1));
+        let values = platform::db::and_given(
+            &mut sql,
+            &[("status =", filter.status.map(Status::as_str)), ("id <", filter.before.as_deref())],
+        );
+        let n = values.len();
+        sql.push_str(&format!(" AND create_time >= ${} AND create_time < ${}", n + 1, n + 2));
+        sql.push_str(&format!(" ORDER BY id DESC LIMIT ${}", n + 3));
         let rows = with_db!(&self.db, pool => {
             let mut query = sqlx::query_as::<_, RawRefund>(sqlx::AssertSqlSafe(sql));
             for value in &values {
                 query = query.bind(*value);
             }
-            query.bind(limit).fetch_all(pool).await?
+            query.bind(filter.period.0).bind(filter.period.1).bind(filter.limit).fetch_all(pool).await?
         });
         rows.into_iter().map(RefundRow::try_from).collect()
     }

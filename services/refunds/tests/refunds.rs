@@ -676,14 +676,29 @@ async fn every_refund_is_listed_to_finance_newest_first_by_state(db: Db) {
         assert_eq!(ids(&only.expect("lists")), [refund.id.as_str()], "{state:?}");
     }
 
+    // A period: from the failed refund (inclusive) to the pending one (exclusive); then from the failed one on.
+    let made = |r: &Refund| r.create_time;
+    let between = ListRefundsRequest { start_time: made(&failed), end_time: made(&pending), ..Default::default() };
+    assert_eq!(ids(&list(server.admin(), between).await.expect("lists")), [failed.id.as_str()]);
+    let since = ListRefundsRequest { start_time: made(&failed), ..Default::default() };
+    assert_eq!(ids(&list(server.admin(), since).await.expect("lists")), [pending.id.as_str(), &failed.id]);
+    let until = ListRefundsRequest { end_time: made(&failed), ..Default::default() };
+    assert_eq!(ids(&list(server.admin(), until).await.expect("lists")), [completed.id.as_str()]);
+
     // Customers, and services without the scope, may not; bad requests name every bad field.
     for token in [server.customer(), server.service()] {
         let denied = list(token, ListRefundsRequest::default()).await.expect_err("no refund:write");
         assert_eq!(denied.code(), Code::PermissionDenied);
     }
-    let bad = ListRefundsRequest { page_size: -1, page_token: "not a token!".into(), status: 99 };
+    let bad = ListRefundsRequest {
+        page_size: -1,
+        page_token: "not a token!".into(),
+        status: 99,
+        start_time: made(&pending),
+        end_time: made(&failed),
+    };
     let invalid = list(server.admin(), bad).await.expect_err("bad");
-    assert_eq!(fields(&invalid), ["page_size", "page_token", "status"]);
+    assert_eq!(fields(&invalid), ["page_size", "page_token", "status", "end_time"]);
     let anonymous = server.client.clone().list_refunds(ListRefundsRequest::default()).await;
     assert_eq!(anonymous.expect_err("no token").code(), Code::Unauthenticated);
 
