@@ -31,9 +31,15 @@ fn with_details(code: Code, message: String, details: Vec<prost_types::Any>) -> 
     Status::with_details(code, message, status.encode_to_vec().into())
 }
 
+/// The violations in one line, `field: why; other: why`: the message of an INVALID_ARGUMENT, and what a
+/// service's error says of a bad request in its logs.
+pub fn describe(violations: &[FieldViolation]) -> String {
+    violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ")
+}
+
 /// INVALID_ARGUMENT naming every violated field (a `google.rpc.BadRequest` detail).
 pub fn invalid_argument(violations: Vec<FieldViolation>) -> Status {
-    let message = violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ");
+    let message = describe(&violations);
     let bad_request = rpc::BadRequest {
         field_violations: violations
             .into_iter()

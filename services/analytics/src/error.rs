@@ -7,7 +7,7 @@ use tonic::Status;
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     /// The request is malformed; every offending field is named.
-    #[error("invalid request: {}", describe(.0))]
+    #[error("invalid request: {}", platform::error::describe(.0))]
     InvalidArgument(Vec<FieldViolation>),
     /// An event cannot be read (an unknown type, a payload that does not decode or lacks a field).
     #[error("event {event_id}: {problem}")]
@@ -29,10 +29,6 @@ pub enum Error {
     /// A gRPC client channel could not be built.
     #[error(transparent)]
     Channel(#[from] platform::grpc::ChannelError),
-}
-
-fn describe(violations: &[FieldViolation]) -> String {
-    violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ")
 }
 
 impl Error {

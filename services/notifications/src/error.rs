@@ -10,7 +10,7 @@ pub enum Error {
     #[error("{0}")]
     NotFound(String),
     /// The request is malformed; every offending field is named.
-    #[error("invalid request: {}", describe(.0))]
+    #[error("invalid request: {}", platform::error::describe(.0))]
     InvalidArgument(Vec<FieldViolation>),
     /// The caller may not do this.
     #[error("{0}")]
@@ -44,10 +44,6 @@ pub enum Error {
     /// A dependency (the broker) did not answer; the caller may try again.
     #[error("{0}")]
     Unavailable(String),
-}
-
-fn describe(violations: &[FieldViolation]) -> String {
-    violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ")
 }
 
 impl Error {

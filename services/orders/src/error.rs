@@ -23,7 +23,7 @@ pub enum Error {
     #[error("{0}")]
     NotFound(String),
     /// The request is malformed; every offending field is named.
-    #[error("invalid request: {}", describe(.0))]
+    #[error("invalid request: {}", platform::error::describe(.0))]
     InvalidArgument(Vec<FieldViolation>),
     /// The request is malformed in a way with a machine-readable reason (e.g. [`IDEMPOTENCY_KEY_REUSED`]).
     #[error("{message}")]
@@ -73,10 +73,6 @@ pub enum Error {
     /// A task the request handed work to panicked or was stopped by shutdown.
     #[error("task: {0}")]
     Task(#[from] tokio::task::JoinError),
-}
-
-fn describe(violations: &[FieldViolation]) -> String {
-    violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ")
 }
 
 impl Error {

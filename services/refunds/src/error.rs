@@ -17,7 +17,7 @@ pub enum Error {
     #[error("{0}")]
     NotFound(String),
     /// The request is malformed; every offending field is named.
-    #[error("invalid request: {}", describe(.0))]
+    #[error("invalid request: {}", platform::error::describe(.0))]
     InvalidArgument(Vec<FieldViolation>),
     /// The idempotency key was used before for another request.
     #[error("{0}")]
@@ -59,10 +59,6 @@ pub enum Error {
         /// What is wrong.
         problem: String,
     },
-}
-
-fn describe(violations: &[FieldViolation]) -> String {
-    violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ")
 }
 
 impl Error {

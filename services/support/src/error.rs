@@ -24,7 +24,7 @@ pub enum Error {
     #[error("{0}")]
     PermissionDenied(String),
     /// The request is malformed; every offending field is named.
-    #[error("invalid request: {}", describe(.0))]
+    #[error("invalid request: {}", platform::error::describe(.0))]
     InvalidArgument(Vec<FieldViolation>),
     /// A request id was used before for a different request (reason [`REQUEST_ID_REUSED`]).
     #[error("{0}")]
@@ -55,10 +55,6 @@ pub enum Error {
     /// A gRPC client channel could not be built.
     #[error(transparent)]
     Channel(#[from] platform::grpc::ChannelError),
-}
-
-fn describe(violations: &[FieldViolation]) -> String {
-    violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ")
 }
 
 impl Error {

@@ -13,7 +13,7 @@ pub enum Error {
     #[error("{0}")]
     NotFound(String),
     /// The request is malformed; every offending field is named.
-    #[error("invalid request: {}", describe(.0))]
+    #[error("invalid request: {}", platform::error::describe(.0))]
     InvalidArgument(Vec<FieldViolation>),
     /// The request is well-formed but the state refuses it.
     #[error("{message}")]
@@ -35,10 +35,6 @@ pub enum Error {
     /// A gRPC client channel could not be built.
     #[error(transparent)]
     Channel(#[from] platform::grpc::ChannelError),
-}
-
-fn describe(violations: &[FieldViolation]) -> String {
-    violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ")
 }
 
 impl Error {
