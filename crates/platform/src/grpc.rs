@@ -3,6 +3,7 @@
 //! caller), and graceful shutdown. Also the client side: lazily connected channels with timeouts, and
 //! [`TracedChannel`], which gives every outgoing call a client span and passes its trace context on.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -90,13 +91,78 @@ impl From<TcpListener> for Listener {
     }
 }
 
-/// A service ready to be served: its routes and the full names of its gRPC services.
-#[derive(Debug)]
+/// A service ready to be served: its gRPC services, under their full names (what health and reflection
+/// report), and the work that runs beside them (the outbox relay, an inbox pruner, retry loops), which
+/// [`serve`] starts with the server and stops with it.
+#[derive(Default)]
 pub struct GrpcService {
-    /// The service's tonic routes.
-    pub routes: Routes,
-    /// Full names of the gRPC services in `routes`, e.g. `mercato.catalog.v1.CatalogService`.
-    pub names: Vec<&'static str>,
+    routes: Routes,
+    names: Vec<&'static str>,
+    tasks: Vec<BackgroundTask>,
+}
+
+/// A task of a [`GrpcService`], started with the token that tells it to stop.
+type BackgroundTask = Box<dyn FnOnce(CancellationToken) -> BoxFuture<'static, ()> + Send>;
+
+impl GrpcService {
+    /// Serves `server` (a generated `…Server`), named as its proto says, e.g. `mercato.catalog.v1.CatalogService`.
+    pub fn new<S>(server: S) -> Self
+    where
+        S: tower::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible>
+            + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        Self::default().with(server)
+    }
+
+    /// Serves `server` too, beside those already added.
+    pub fn with<S>(mut self, server: S) -> Self
+    where
+        S: tower::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible>
+            + tonic::server::NamedService
+            + Clone
+            + Send
+            + Sync
+            + 'static,
+        S::Response: axum::response::IntoResponse,
+        S::Future: Send + 'static,
+    {
+        self.routes = self.routes.add_service(server);
+        self.names.push(S::NAME);
+        self
+    }
+
+    /// Runs `task` beside the server: [`serve`] spawns it once the server is set up, with a token cancelled when
+    /// `shutdown` is (or when the server fails), and waits for it to end before returning. A task stops at a
+    /// point it can resume from; what it left is picked up on the next start.
+    pub fn background<F, T>(mut self, task: F) -> Self
+    where
+        F: FnOnce(CancellationToken) -> T + Send + 'static,
+        T: Future + Send + 'static,
+    {
+        self.tasks.push(Box::new(move |stop| {
+            Box::pin(async move {
+                task(stop).await;
+            })
+        }));
+        self
+    }
+
+    /// The full names of the gRPC services served.
+    pub fn names(&self) -> &[&'static str] {
+        &self.names
+    }
+}
+
+impl std::fmt::Debug for GrpcService {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GrpcService").field("names", &self.names).field("tasks", &self.tasks.len()).finish()
+    }
 }
 
 /// Serves `service` on `listener` until `shutdown` is cancelled, then lets in-flight calls finish.
@@ -136,11 +202,16 @@ pub async fn serve(
         }
     };
     let router = Server::builder().layer(layers).add_routes(routes);
-    match tls {
-        Some(acceptor) => router.serve_with_incoming_shutdown(tls::handshaken(incoming, acceptor), signal).await?,
-        None => router.serve_with_incoming_shutdown(incoming, signal).await?,
-    }
-    Ok(())
+    let background = shutdown.child_token();
+    let tasks: Vec<_> = service.tasks.into_iter().map(|task| tokio::spawn(task(background.clone()))).collect();
+    let served = match tls {
+        Some(acceptor) => router.serve_with_incoming_shutdown(tls::handshaken(incoming, acceptor), signal).await,
+        None => router.serve_with_incoming_shutdown(incoming, signal).await,
+    };
+    // Cancelled already when `shutdown` was; not yet if the server failed.
+    background.cancel();
+    futures::future::join_all(tasks).await;
+    Ok(served?)
 }
 
 /// The connections `listener` accepts, with TCP_NODELAY set: small writes go out at once. Without it a response
@@ -359,7 +430,64 @@ where
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::time::Duration;
+
     use tokio_stream::StreamExt;
+    use tokio_util::sync::CancellationToken;
+
+    use super::GrpcService;
+    use crate::testkit::TestIssuer;
+
+    /// A gRPC service without methods.
+    #[derive(Clone)]
+    struct Nothing;
+
+    impl tonic::server::NamedService for Nothing {
+        const NAME: &'static str = "mercato.test.v1.Nothing";
+    }
+
+    impl tower::Service<http::Request<tonic::body::Body>> for Nothing {
+        type Response = http::Response<tonic::body::Body>;
+        type Error = std::convert::Infallible;
+        type Future = std::future::Ready<Result<Self::Response, Self::Error>>;
+
+        fn poll_ready(&mut self, _: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+            std::task::Poll::Ready(Ok(()))
+        }
+
+        fn call(&mut self, _: http::Request<tonic::body::Body>) -> Self::Future {
+            std::future::ready(Ok(tonic::Status::unimplemented("nothing here").into_http()))
+        }
+    }
+
+    /// A service's background work (its outbox relay, say) runs while it serves, is told to stop at shutdown,
+    /// and has ended when `serve` returns: a caller that closes the database next never pulls it from under it.
+    #[tokio::test]
+    async fn background_tasks_run_while_serving_and_end_before_serve_returns() {
+        let (started_tx, started) = tokio::sync::oneshot::channel();
+        let finished = Arc::new(AtomicBool::new(false));
+        let finished_by_task = finished.clone();
+        let service = GrpcService::new(Nothing).background(move |stop: CancellationToken| async move {
+            let _ = started_tx.send(());
+            stop.cancelled().await;
+            // Winding down takes a moment (a batch to finish); serve must wait for it.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            finished_by_task.store(true, Ordering::SeqCst);
+        });
+        assert_eq!(service.names(), ["mercato.test.v1.Nothing"]);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let verifier = Arc::new(TestIssuer::new().expect("issuer")).verifier();
+        let shutdown = CancellationToken::new();
+        let serving = tokio::spawn(super::serve(service, listener, verifier, shutdown.clone()));
+        tokio::time::timeout(Duration::from_secs(10), started).await.expect("the task starts").expect("started");
+        assert!(!serving.is_finished() && !finished.load(Ordering::SeqCst), "both run until shutdown");
+        shutdown.cancel();
+        let served = tokio::time::timeout(Duration::from_secs(10), serving).await.expect("serve returns");
+        served.expect("joined").expect("served");
+        assert!(finished.load(Ordering::SeqCst), "serve returned before its background task ended");
+    }
 
     /// A checkout alone took 56 ms instead of 12 while accepted gRPC connections lacked TCP_NODELAY.
     #[tokio::test]

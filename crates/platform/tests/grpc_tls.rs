@@ -65,7 +65,7 @@ async fn serve(settings: &Settings, shutdown: &CancellationToken) -> u16 {
     let port = tcp.local_addr().expect("address").port();
     let listener = Listener::new(tcp, settings).expect("the TLS files are usable");
     assert!(listener.is_tls());
-    let service = GrpcService { routes: tonic::service::Routes::default(), names: Vec::new() };
+    let service = GrpcService::default();
     let verifier = Arc::new(TestIssuer::new().expect("issuer")).verifier();
     tokio::spawn(platform::grpc::serve(service, listener, verifier, shutdown.clone()));
     port
@@ -178,7 +178,7 @@ async fn a_tls_server_reports_its_readiness_for_http_probes() {
     let tcp = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let listener = Listener::new(tcp, &settings).expect("listener").reporting(readiness.clone());
     assert!(!readiness.is_ready(), "ready before serving");
-    let service = GrpcService { routes: tonic::service::Routes::default(), names: Vec::new() };
+    let service = GrpcService::default();
     let verifier = Arc::new(TestIssuer::new().expect("issuer")).verifier();
     let shutdown = CancellationToken::new();
     let server = tokio::spawn(platform::grpc::serve(service, listener, verifier, shutdown.clone()));

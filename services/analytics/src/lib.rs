@@ -27,7 +27,6 @@ use platform::db::Db;
 use platform::events::{EventBus, InboxPruner};
 use platform::grpc::GrpcService;
 use tokio_util::sync::CancellationToken;
-use tonic::server::NamedService;
 
 pub use error::Error;
 pub use grpc::AnalyticsApi;
@@ -66,16 +65,10 @@ pub async fn serve(
     db.migrate(&MIGRATOR, NAME).await?;
     let listener = listener.into();
     tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), tls = listener.is_tls(), "analytics serving");
-    let pruner_stop = shutdown.child_token();
-    let pruner_task = tokio::spawn(InboxPruner::new(NAME, db.clone()).run(pruner_stop.clone()));
-    let service = GrpcService {
-        routes: tonic::service::Routes::new(AnalyticsServiceServer::new(AnalyticsApi::new(db))),
-        names: vec![<AnalyticsServiceServer<AnalyticsApi> as NamedService>::NAME],
-    };
-    let served = platform::grpc::serve(service, listener, verifier, shutdown).await;
-    pruner_stop.cancel();
-    let _ = pruner_task.await;
-    Ok(served?)
+    let pruner = InboxPruner::new(NAME, db.clone());
+    let service =
+        GrpcService::new(AnalyticsServiceServer::new(AnalyticsApi::new(db))).background(|stop| pruner.run(stop));
+    Ok(platform::grpc::serve(service, listener, verifier, shutdown).await?)
 }
 
 /// Applies the pending analytics migrations to the configured database.

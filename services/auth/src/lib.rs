@@ -47,9 +47,6 @@ use store::{Store, UserRow};
 /// The service's name: its database is `auth` (`mercato_auth` on a shared PostgreSQL server).
 pub const NAME: &str = "auth";
 
-/// The full gRPC name of the service.
-pub const GRPC_SERVICE: &str = "mercato.auth.v1.AuthService";
-
 /// The service's embedded migrations.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
@@ -90,19 +87,14 @@ pub async fn serve(
     let listener = listener.into();
     tracing::info!(kid = %keys.active.kid(), addr = ?listener.local_addr().ok(), tls = listener.is_tls(), "auth service ready");
     let relay = Relay::new(NAME, store.db().clone(), bus);
-    let background = shutdown.child_token();
-    let pruner_task = tokio::spawn(prune_expired_tokens(store.clone(), background.clone()));
-    let service = grpc::Service::new(store, keys, hasher, relay.handle(), settings.service_secrets.clone());
-    let relay_task = tokio::spawn(relay.run(background.clone()));
-    let routes = tonic::service::Routes::new(AuthServiceServer::new(service));
-    let served =
-        platform::grpc::serve(GrpcService { routes, names: vec![GRPC_SERVICE] }, listener, verifier, shutdown.clone())
-            .await;
+    let pruned = store.clone();
+    let api = grpc::Service::new(store, keys, hasher, relay.handle(), settings.service_secrets.clone());
     // The relay and the pruner stop with the server; rows the relay did not publish stay in the outbox for the
     // next start.
-    background.cancel();
-    let _ = tokio::join!(relay_task, pruner_task);
-    Ok(served?)
+    let service = GrpcService::new(AuthServiceServer::new(api))
+        .background(|stop| relay.run(stop))
+        .background(move |stop| prune_expired_tokens(pruned, stop));
+    Ok(platform::grpc::serve(service, listener, verifier, shutdown).await?)
 }
 
 /// The auth service's own verifier reads the ended sessions from its database, as others read them from it.

@@ -23,7 +23,6 @@ use platform::events::{EventBus, InboxPruner, Relay};
 use platform::grpc::Channel;
 use platform::grpc::GrpcService;
 use tokio_util::sync::CancellationToken;
-use tonic::server::NamedService;
 
 pub use error::Error;
 pub use grpc::CartApi;
@@ -69,18 +68,12 @@ pub async fn serve(
     tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), tls = listener.is_tls(), "cart serving");
     let relay = Relay::new(NAME, db.clone(), bus);
     let pruner = InboxPruner::new(NAME, db.clone());
-    let service = GrpcService {
-        routes: tonic::service::Routes::new(CartServiceServer::new(CartApi::new(db, catalog, relay.handle()))),
-        names: vec![<CartServiceServer<CartApi> as NamedService>::NAME],
-    };
-    let background = shutdown.child_token();
-    let relay_task = tokio::spawn(relay.run(background.clone()));
-    let pruner_task = tokio::spawn(pruner.run(background.clone()));
-    let served = platform::grpc::serve(service, listener, verifier, shutdown).await;
-    // The relay and the pruner stop with the server; rows the relay did not publish stay in the outbox for the next start.
-    background.cancel();
-    let _ = tokio::join!(relay_task, pruner_task);
-    Ok(served?)
+    // The relay and the pruner stop with the server; rows the relay did not publish stay in the outbox for the
+    // next start.
+    let service = GrpcService::new(CartServiceServer::new(CartApi::new(db, catalog, relay.handle())))
+        .background(|stop| relay.run(stop))
+        .background(|stop| pruner.run(stop));
+    Ok(platform::grpc::serve(service, listener, verifier, shutdown).await?)
 }
 
 /// Applies the cart's pending migrations to the configured database.

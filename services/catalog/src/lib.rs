@@ -23,7 +23,6 @@ use platform::db::Db;
 use platform::events::{EventBus, InboxPruner, Relay};
 use platform::grpc::GrpcService;
 use tokio_util::sync::CancellationToken;
-use tonic::server::NamedService;
 
 pub use error::Error;
 pub use grpc::CatalogApi;
@@ -69,26 +68,14 @@ pub async fn serve(
     tracing::info!(backend = db.backend(), blobs = blobs.backend(), addr = ?listener.local_addr().ok(), tls = listener.is_tls(), "catalog serving");
     let relay = Relay::new(NAME, db.clone(), bus);
     let pruner = InboxPruner::new(NAME, db.clone());
-    let service = GrpcService {
-        routes: tonic::service::Routes::new(CatalogServiceServer::new(CatalogApi::new(
-            db.clone(),
-            blobs.clone(),
-            relay.handle(),
-        ))),
-        names: vec![<CatalogServiceServer<CatalogApi> as NamedService>::NAME],
-    };
-    let background = shutdown.child_token();
-    let relay_task = tokio::spawn(relay.run(background.clone()));
-    let pruner_task = tokio::spawn(pruner.run(background.clone()));
-    let sweeper_task = tokio::spawn(platform::blob::sweep_hourly(blobs, "products", background.clone(), move || {
-        image_keys(db.clone())
-    }));
-    let served = platform::grpc::serve(service, listener, verifier, shutdown).await;
+    let api = CatalogApi::new(db.clone(), blobs.clone(), relay.handle());
     // The relay, the pruner and the sweeper stop with the server; rows the relay did not publish stay in the
     // outbox for the next start.
-    background.cancel();
-    let _ = tokio::join!(relay_task, pruner_task, sweeper_task);
-    Ok(served?)
+    let service = GrpcService::new(CatalogServiceServer::new(api))
+        .background(|stop| relay.run(stop))
+        .background(|stop| pruner.run(stop))
+        .background(|stop| platform::blob::sweep_hourly(blobs, "products", stop, move || image_keys(db.clone())));
+    Ok(platform::grpc::serve(service, listener, verifier, shutdown).await?)
 }
 
 /// The blob keys of every image row: what the blob store may keep.

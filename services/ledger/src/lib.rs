@@ -26,7 +26,6 @@ use platform::db::Db;
 use platform::events::{EventBus, Relay};
 use platform::grpc::GrpcService;
 use tokio_util::sync::CancellationToken;
-use tonic::server::NamedService;
 
 pub use error::Error;
 pub use grpc::LedgerApi;
@@ -65,17 +64,10 @@ pub async fn serve(
     let listener = listener.into();
     tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), tls = listener.is_tls(), "ledger serving");
     let relay = Relay::new(NAME, db.clone(), bus);
-    let service = GrpcService {
-        routes: tonic::service::Routes::new(LedgerServiceServer::new(LedgerApi::new(db, relay.handle()))),
-        names: vec![<LedgerServiceServer<LedgerApi> as NamedService>::NAME],
-    };
-    let relay_stop = shutdown.child_token();
-    let relay_task = tokio::spawn(relay.run(relay_stop.clone()));
-    let served = platform::grpc::serve(service, listener, verifier, shutdown).await;
     // The relay stops with the server; rows it did not publish stay in the outbox for the next start.
-    relay_stop.cancel();
-    let _ = relay_task.await;
-    Ok(served?)
+    let service = GrpcService::new(LedgerServiceServer::new(LedgerApi::new(db, relay.handle())))
+        .background(|stop| relay.run(stop));
+    Ok(platform::grpc::serve(service, listener, verifier, shutdown).await?)
 }
 
 /// Applies the ledger's pending migrations to the configured database.

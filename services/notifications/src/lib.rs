@@ -37,7 +37,6 @@ use platform::events::{EventBus, InboxPruner, Relay};
 use platform::grpc::GrpcService;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
-use tonic::server::NamedService;
 
 pub use channels::Mailer;
 pub use dead_letters::DeadLettersApi;
@@ -107,24 +106,13 @@ pub async fn serve(
     let relay = Relay::new(NAME, db, bus);
     let retention = options.retention;
     let dispatcher = dispatch::Dispatcher::new(store.clone(), mailer, webhooks, options, wake, relay.handle());
-    let background = shutdown.child_token();
-    let relay_task = tokio::spawn(relay.run(background.clone()));
-    let dispatch_task = tokio::spawn(dispatcher.run(background.clone()));
-    let pruner_task = tokio::spawn(pruner.run(background.clone()));
-    let retention_task = tokio::spawn(forget_old_notifications(store.clone(), retention, background.clone()));
-    let routes = tonic::service::Routes::new(NotificationServiceServer::new(NotificationsApi::new(store)))
-        .add_service(DeadLetterServiceServer::new(DeadLettersApi::new(bus_for_admin)));
-    let service = GrpcService {
-        routes,
-        names: vec![
-            <NotificationServiceServer<NotificationsApi> as NamedService>::NAME,
-            <DeadLetterServiceServer<DeadLettersApi> as NamedService>::NAME,
-        ],
-    };
-    let served = platform::grpc::serve(service, listener, verifier, shutdown).await;
-    background.cancel();
-    let _ = tokio::join!(relay_task, dispatch_task, pruner_task, retention_task);
-    Ok(served?)
+    let service = GrpcService::new(NotificationServiceServer::new(NotificationsApi::new(store.clone())))
+        .with(DeadLetterServiceServer::new(DeadLettersApi::new(bus_for_admin)))
+        .background(|stop| relay.run(stop))
+        .background(|stop| dispatcher.run(stop))
+        .background(|stop| pruner.run(stop))
+        .background(move |stop| forget_old_notifications(store, retention, stop));
+    Ok(platform::grpc::serve(service, listener, verifier, shutdown).await?)
 }
 
 /// Deletes the notifications done with that were made longer than `retention` ago (`None`: none) when the

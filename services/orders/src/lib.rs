@@ -36,7 +36,6 @@ use platform::db::Db;
 use platform::events::{EventBus, Relay};
 use platform::grpc::GrpcService;
 use tokio_util::sync::CancellationToken;
-use tonic::server::NamedService;
 
 pub use error::Error;
 pub use grpc::OrdersApi;
@@ -98,20 +97,15 @@ pub async fn serve(
     tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), tls = listener.is_tls(), "orders serving");
     let store = store::Store::new(db.clone());
     let relay = Relay::new(NAME, db, bus);
-    let background = shutdown.child_token();
-    let saga = saga::Saga::new(store.clone(), ports.clone(), relay.handle(), options, background.clone());
+    let saga_stop = shutdown.child_token();
+    let saga = saga::Saga::new(store.clone(), ports.clone(), relay.handle(), options, saga_stop.clone());
     saga.spawn_recovery();
-    let relay_task = tokio::spawn(relay.run(background.clone()));
     let api = OrdersApi::new(store, saga.clone(), ports);
-    let service = GrpcService {
-        routes: tonic::service::Routes::new(OrderServiceServer::new(api)),
-        names: vec![<OrderServiceServer<OrdersApi> as NamedService>::NAME],
-    };
+    let service = GrpcService::new(OrderServiceServer::new(api)).background(|stop| relay.run(stop));
     let served = platform::grpc::serve(service, listener, verifier, shutdown).await;
     // Sagas and the relay stop with the server; what they left resumes on the next start.
     saga.shutdown().await;
-    background.cancel();
-    let _ = relay_task.await;
+    saga_stop.cancel();
     Ok(served?)
 }
 

@@ -33,7 +33,6 @@ use platform::db::Db;
 use platform::events::{EventBus, Relay};
 use platform::grpc::GrpcService;
 use tokio_util::sync::CancellationToken;
-use tonic::server::NamedService;
 
 pub use error::Error;
 pub use grpc::PaymentsApi;
@@ -88,19 +87,11 @@ pub async fn serve(
     tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), tls = listener.is_tls(), "payments serving");
     let relay = Relay::new(NAME, db.clone(), bus);
     let payments = service::Payments::new(store::Store::new(db), processor, ledger, relay.handle());
-    let background_stop = shutdown.child_token();
-    let relay_task = tokio::spawn(relay.run(background_stop.clone()));
-    let background_task = tokio::spawn(payments.clone().run_background(background_stop.clone()));
-    let service = GrpcService {
-        routes: tonic::service::Routes::new(PaymentServiceServer::new(PaymentsApi::new(payments))),
-        names: vec![<PaymentServiceServer<PaymentsApi> as NamedService>::NAME],
-    };
-    let served = platform::grpc::serve(service, listener, verifier, shutdown).await;
     // Background work stops with the server; what it did not finish is picked up at the next start.
-    background_stop.cancel();
-    let _ = relay_task.await;
-    let _ = background_task.await;
-    Ok(served?)
+    let service = GrpcService::new(PaymentServiceServer::new(PaymentsApi::new(payments.clone())))
+        .background(|stop| relay.run(stop))
+        .background(|stop| payments.run_background(stop));
+    Ok(platform::grpc::serve(service, listener, verifier, shutdown).await?)
 }
 
 /// Applies the payments service's pending migrations to the configured database.

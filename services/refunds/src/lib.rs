@@ -33,7 +33,6 @@ use platform::db::Db;
 use platform::events::{EventBus, Relay};
 use platform::grpc::GrpcService;
 use tokio_util::sync::CancellationToken;
-use tonic::server::NamedService;
 
 pub use error::Error;
 pub use grpc::RefundsApi;
@@ -84,19 +83,11 @@ pub async fn serve(
     tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), tls = listener.is_tls(), "refunds serving");
     let relay = Relay::new(NAME, db.clone(), bus);
     let refunds = service::Refunds::new(store::Store::new(db), payments, relay.handle());
-    let background_stop = shutdown.child_token();
-    let relay_task = tokio::spawn(relay.run(background_stop.clone()));
-    let background_task = tokio::spawn(refunds.clone().run_background(background_stop.clone()));
-    let service = GrpcService {
-        routes: tonic::service::Routes::new(RefundServiceServer::new(RefundsApi::new(refunds))),
-        names: vec![<RefundServiceServer<RefundsApi> as NamedService>::NAME],
-    };
-    let served = platform::grpc::serve(service, listener, verifier, shutdown).await;
     // Background work stops with the server; pending refunds are picked up again at the next start.
-    background_stop.cancel();
-    let _ = relay_task.await;
-    let _ = background_task.await;
-    Ok(served?)
+    let service = GrpcService::new(RefundServiceServer::new(RefundsApi::new(refunds.clone())))
+        .background(|stop| relay.run(stop))
+        .background(|stop| refunds.run_background(stop));
+    Ok(platform::grpc::serve(service, listener, verifier, shutdown).await?)
 }
 
 /// Applies the refunds service's pending migrations to the configured database.

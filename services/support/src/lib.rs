@@ -24,7 +24,6 @@ use platform::db::Db;
 use platform::events::{EventBus, Relay};
 use platform::grpc::GrpcService;
 use tokio_util::sync::CancellationToken;
-use tonic::server::NamedService;
 
 pub use error::Error;
 pub use grpc::SupportApi;
@@ -66,21 +65,12 @@ pub async fn serve(
     tracing::info!(backend = db.backend(), blobs = blobs.backend(), addr = ?listener.local_addr().ok(), tls = listener.is_tls(), "support serving");
     let relay = Relay::new(NAME, db.clone(), bus);
     let api = SupportApi::new(db.clone(), blobs.clone(), relay.handle());
-    let service = GrpcService {
-        routes: tonic::service::Routes::new(SupportServiceServer::new(api)),
-        names: vec![<SupportServiceServer<SupportApi> as NamedService>::NAME],
-    };
-    let background = shutdown.child_token();
-    let relay_task = tokio::spawn(relay.run(background.clone()));
-    let sweeper_task = tokio::spawn(platform::blob::sweep_hourly(blobs, "tickets", background.clone(), move || {
-        attachment_keys(db.clone())
-    }));
-    let served = platform::grpc::serve(service, listener, verifier, shutdown).await;
     // The relay and the sweeper stop with the server; rows the relay did not publish stay in the outbox for the
     // next start.
-    background.cancel();
-    let _ = tokio::join!(relay_task, sweeper_task);
-    Ok(served?)
+    let service = GrpcService::new(SupportServiceServer::new(api))
+        .background(|stop| relay.run(stop))
+        .background(|stop| platform::blob::sweep_hourly(blobs, "tickets", stop, move || attachment_keys(db.clone())));
+    Ok(platform::grpc::serve(service, listener, verifier, shutdown).await?)
 }
 
 /// The blob keys of every attachment row: what the blob store may keep.

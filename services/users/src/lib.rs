@@ -21,7 +21,6 @@ use platform::db::Db;
 use platform::events::{EventBus, InboxPruner};
 use platform::grpc::GrpcService;
 use tokio_util::sync::CancellationToken;
-use tonic::server::NamedService;
 
 pub use error::Error;
 pub use grpc::UserApi;
@@ -62,16 +61,8 @@ pub async fn serve(
     let listener = listener.into();
     tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), tls = listener.is_tls(), "users serving");
     let pruner = InboxPruner::new(NAME, db.clone());
-    let service = GrpcService {
-        routes: tonic::service::Routes::new(UserServiceServer::new(UserApi::new(db))),
-        names: vec![<UserServiceServer<UserApi> as NamedService>::NAME],
-    };
-    let background = shutdown.child_token();
-    let pruner_task = tokio::spawn(pruner.run(background.clone()));
-    let served = platform::grpc::serve(service, listener, verifier, shutdown).await;
-    background.cancel();
-    let _ = pruner_task.await;
-    Ok(served?)
+    let service = GrpcService::new(UserServiceServer::new(UserApi::new(db))).background(|stop| pruner.run(stop));
+    Ok(platform::grpc::serve(service, listener, verifier, shutdown).await?)
 }
 
 /// Applies the users service's pending migrations to the configured database.
