@@ -196,10 +196,12 @@ impl CatalogService for CatalogApi {
         let writer = can_write(&request);
         let id = request.into_inner().id;
         require("id", &id)?;
-        match self.store.get_product(&id).await? {
+        match self.store.product_with_images(&id).await? {
             // Inactive products do not exist for customers.
-            Some(row) if row.active || writer => {
-                Ok(Response::new(GetProductResponse { product: Some(self.one_with_images(row).await?) }))
+            Some((row, images)) if row.active || writer => {
+                let product =
+                    Product { images: images.into_iter().map(image_to_wire).collect(), ..product_to_wire(row) };
+                Ok(Response::new(GetProductResponse { product: Some(product) }))
             }
             _ => Err(Error::product_not_found(&id).into()),
         }

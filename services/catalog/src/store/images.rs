@@ -55,7 +55,53 @@ struct ImageOfProduct {
     active: bool,
 }
 
+/// A product with one of its images, or with none (a LEFT JOIN's row of a product without images).
+#[derive(sqlx::FromRow)]
+struct ProductImageRow {
+    #[sqlx(flatten)]
+    product: ProductRow,
+    image_id: Option<String>,
+    image_content_type: Option<String>,
+    image_size_bytes: Option<i64>,
+    image_alt_text: Option<String>,
+    image_create_time: Option<i64>,
+}
+
+/// Product $1 and its images in the order shown, one row per image (one row with NULL image columns for a
+/// product without any): what GetProduct shows, in one round trip.
+const PRODUCT_WITH_IMAGES_SQL: &str = "SELECT p.id, p.sku, p.name, p.description, p.price_currency, \
+     p.price_amount_minor, p.category, p.active, p.create_time, p.update_time, i.id AS image_id, \
+     i.content_type AS image_content_type, i.size_bytes AS image_size_bytes, i.alt_text AS image_alt_text, \
+     i.create_time AS image_create_time \
+     FROM products p LEFT JOIN product_images i ON i.product_id = p.id WHERE p.id = $1 ORDER BY i.position";
+
 impl Store {
+    /// Product `id` with its images in the order shown, read in one statement; `None` without the product.
+    pub async fn product_with_images(&self, id: &str) -> Result<Option<(ProductRow, Vec<ImageRow>)>, Error> {
+        let rows = with_db!(&self.db, pool => {
+            sqlx::query_as::<_, ProductImageRow>(PRODUCT_WITH_IMAGES_SQL).bind(id).fetch_all(pool).await?
+        });
+        let mut rows = rows.into_iter();
+        let Some(first) = rows.next() else {
+            return Ok(None);
+        };
+        let product = first.product.clone();
+        let images = std::iter::once(first)
+            .chain(rows)
+            .filter_map(|row| {
+                Some(ImageRow {
+                    id: row.image_id?,
+                    product_id: row.product.id,
+                    content_type: row.image_content_type?,
+                    size_bytes: row.image_size_bytes?,
+                    alt_text: row.image_alt_text?,
+                    create_time: row.image_create_time?,
+                })
+            })
+            .collect();
+        Ok(Some((product, images)))
+    }
+
     /// Adds image `id` (its bytes already stored) after the other images of product `product_id`: NOT_FOUND
     /// without the product, FAILED_PRECONDITION (IMAGE_LIMIT) when it has [`MAX_IMAGES`] already. The
     /// product's row is written first (its update_time), so concurrent additions to one product are counted one
