@@ -51,10 +51,15 @@ pub fn inventory_adjusted(adjustment_id: &str, product_id: &str, delta: i64, rea
     NewEvent::new(INVENTORY_ADJUSTED, product_id, &payload)
 }
 
-/// The `inventory.low` event of `product_id`, now at `available` units.
-pub fn inventory_low(product_id: &str, available: i64) -> NewEvent {
-    let payload =
-        InventoryLow { product_id: product_id.to_owned(), available, threshold: crate::domain::LOW_STOCK_THRESHOLD };
+/// The `inventory.low` event of product `product_id` (`sku`, `name`), now at `available` units.
+pub fn inventory_low(product_id: &str, sku: &str, name: &str, available: i64) -> NewEvent {
+    let payload = InventoryLow {
+        product_id: product_id.to_owned(),
+        available,
+        threshold: crate::domain::LOW_STOCK_THRESHOLD,
+        sku: sku.to_owned(),
+        name: name.to_owned(),
+    };
     NewEvent::new(INVENTORY_LOW, product_id, &payload)
 }
 

@@ -38,14 +38,20 @@ macro_rules! record_adjustment {
 
 /// Publishes `inventory.low` (inside the caller's transaction) when taking `taken` available units of a
 /// product left it at `available`, below the threshold where it was not before; evaluates to whether it did.
-/// The caller knows `available` from its own UPDATE ... RETURNING: no extra read on the checkout's path.
+/// The caller knows `available` from its own UPDATE ... RETURNING: no extra read on the checkout's path, except
+/// the product's SKU and name when it did fall low (once per crossing), which the event carries for whoever
+/// restocks.
 macro_rules! report_low_stock {
     ($conn:expr, $product_id:expr, $available:expr, $taken:expr) => {{
         let available: i64 = $available;
         let low = domain::fell_below(available + $taken, available, domain::LOW_STOCK_THRESHOLD);
         if low {
-            platform::events::enqueue(&mut *$conn, crate::NAME, &crate::events::inventory_low($product_id, available))
+            let (sku, name): (String, String) = sqlx::query_as("SELECT sku, name FROM products WHERE id = $1")
+                .bind($product_id)
+                .fetch_one(&mut *$conn)
                 .await?;
+            let event = crate::events::inventory_low($product_id, &sku, &name, available);
+            platform::events::enqueue(&mut *$conn, crate::NAME, &event).await?;
         }
         low
     }};

@@ -1122,6 +1122,7 @@ async fn changes_are_published(db: Db) {
     assert_eq!((stocked.delta, stocked.actor.as_str()), (7, "admin-1"));
     let low = InventoryLow::decode(seen[3].2.as_slice()).expect("payload");
     assert_eq!((low.available, low.threshold), (4, 5));
+    assert_eq!((low.sku.as_str(), low.name.as_str()), ("TEA-9", "Tea"), "what a restocker needs");
     let sold = InventoryAdjusted::decode(seen[4].2.as_slice()).expect("payload");
     assert_eq!((sold.delta, sold.reason.as_str()), (-2, "sale: reservation order-1"));
     server.stop().await;

@@ -181,12 +181,12 @@ impl Dispatcher {
                     newsletter: due.event_type == domain::NEWSLETTER_ISSUED,
                     list_unsubscribe: list_unsubscribe.as_ref(),
                     // Answers to a mail from a no-reply sender reach the shop's support inbox, if it has one;
-                    // the inbox's own announcements of new tickets need no such pointer.
+                    // the mails to the inbox itself (new tickets, low stock) need no such pointer.
                     reply_to: self
                         .options
                         .support_inbox
                         .as_deref()
-                        .filter(|_| due.event_type != domain::TICKET_CREATED),
+                        .filter(|_| !domain::TO_THE_SHOP.contains(&due.event_type.as_str())),
                 };
                 self.mailer.send(email).await.map(Some)
             }

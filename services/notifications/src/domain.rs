@@ -27,6 +27,8 @@ pub const SHIPMENT_SHIPPED: &str = "shipment.shipped";
 pub const SHIPMENT_DELIVERED: &str = "shipment.delivered";
 /// Event type of a new support ticket.
 pub const TICKET_CREATED: &str = "ticket.created";
+/// Event type of a product whose available units fell below the catalog's threshold.
+pub const INVENTORY_LOW: &str = "inventory.low";
 /// Event type of a support agent's answer.
 pub const TICKET_REPLIED: &str = "ticket.replied";
 /// Event type of an address asking for the newsletter (to be confirmed).
@@ -61,6 +63,7 @@ pub const CONSUMED: &[(&str, &str)] = &[
     (SHIPMENT_SHIPPED, "mercato.deliveries.v1.ShipmentShipped"),
     (SHIPMENT_DELIVERED, "mercato.deliveries.v1.ShipmentDelivered"),
     (TICKET_CREATED, "mercato.support.v1.TicketCreated"),
+    (INVENTORY_LOW, "mercato.catalog.v1.InventoryLow"),
     (TICKET_REPLIED, "mercato.support.v1.TicketReplied"),
     (NEWSLETTER_SUBSCRIPTION_REQUESTED, "mercato.support.v1.NewsletterSubscriptionRequested"),
     (NEWSLETTER_ISSUED, "mercato.support.v1.NewsletterIssued"),
@@ -76,6 +79,10 @@ pub const CONSUMED: &[(&str, &str)] = &[
 /// confirmation or unsubscribe token): they are mailed to it and never sent to webhooks, whose endpoints would
 /// otherwise hold every customer's reset tokens.
 pub const MAIL_ONLY: &[&str] = &[PASSWORD_RESET_REQUESTED, NEWSLETTER_SUBSCRIPTION_REQUESTED, NEWSLETTER_ISSUED];
+
+/// Consumed event types mailed to the shop's own inbox (`MERCATO_SUPPORT_EMAIL`): new tickets and products
+/// running low. Those mails need no Reply-To pointing back at the inbox.
+pub const TO_THE_SHOP: &[&str] = &[TICKET_CREATED, INVENTORY_LOW];
 
 /// Whether events of `event_type` may go to webhooks (see [`MAIL_ONLY`]).
 pub fn webhooks_may_receive(event_type: &str) -> bool {

@@ -4,7 +4,8 @@
 //! (also links its payment to the order and customer), `order.failed`, `payment.failed` and
 //! `refund.completed` (addressed through that link, as its payload names only the payment), `shipment.shipped`
 //! (with the carrier and tracking number), `shipment.delivered`, `ticket.replied` (to the ticket's customer,
-//! or to the address a contact form gave), `ticket.created` (to the shop's support inbox, `MERCATO_SUPPORT_EMAIL`),
+//! or to the address a contact form gave), `ticket.created` and the catalog's `inventory.low` (to the shop's
+//! support inbox, `MERCATO_SUPPORT_EMAIL`),
 //! the newsletter's `newsletter.subscription_requested` (the confirmation token) and `newsletter.issued` (one
 //! subscriber's copy), both to the address they name, and auth's `user.password_reset_requested` (the reset token)
 //! and `user.password_changed`, `user.roles_changed`, `user.disabled` and `user.enabled` (the owner is told), to
@@ -23,6 +24,7 @@ use api::mercato::auth::v1::{
     PasswordChangeMethod, PasswordChanged, PasswordResetRequested, UserDeleted, UserDisabled, UserEnabled,
     UserRegistered, UserRolesChanged,
 };
+use api::mercato::catalog::v1::InventoryLow;
 use api::mercato::deliveries::v1::{ShipmentDelivered, ShipmentShipped};
 use api::mercato::notifications::v1::{NotificationChannel, NotificationFailed, NotificationSent};
 use api::mercato::orders::v1::{OrderConfirmed, OrderFailed};
@@ -82,8 +84,8 @@ impl Consumer {
         Self { store, templates, dispatcher, support_inbox: None }
     }
 
-    /// Tells `inbox` (a mailbox, `Support <help@example.com>` or a bare address) of every new support ticket;
-    /// without one, `ticket.created` is SKIPPED.
+    /// Tells `inbox` (a mailbox, `Support <help@example.com>` or a bare address) of every new support ticket
+    /// and of every product running low; without one, `ticket.created` and `inventory.low` are SKIPPED.
     pub fn with_support_inbox(mut self, inbox: Option<&str>) -> Self {
         self.support_inbox = inbox.map(|mailbox| {
             let name = mailbox.split_once('<').map(|(name, _)| name.trim().trim_matches('"')).unwrap_or_default();
@@ -170,7 +172,7 @@ impl Consumer {
             Addressee::SupportInbox => match &self.support_inbox {
                 Some(inbox) => (Some(inbox.clone()), None),
                 None => {
-                    return skipped("", "MERCATO_SUPPORT_EMAIL is not set: nobody to tell of new tickets".to_owned());
+                    return skipped("", "MERCATO_SUPPORT_EMAIL is not set: the shop has no inbox to tell".to_owned());
                 }
             },
             Addressee::Nobody(reason) => return skipped("", reason.clone()),
@@ -454,6 +456,17 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 Addressee::SupportInbox,
                 Facts::TicketCreated { ticket_id: e.ticket_id, subject: e.subject, from, message: e.message },
             )
+        }
+        domain::INVENTORY_LOW => {
+            let e = InventoryLow::decode(data).map_err(bad)?;
+            let facts = Facts::InventoryLow {
+                product_id: e.product_id,
+                sku: e.sku,
+                product_name: e.name,
+                available: e.available,
+                threshold: e.threshold,
+            };
+            Plan::mail(Addressee::SupportInbox, facts)
         }
         domain::NEWSLETTER_SUBSCRIPTION_REQUESTED => {
             let e = NewsletterSubscriptionRequested::decode(data).map_err(bad)?;

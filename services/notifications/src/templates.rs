@@ -24,11 +24,11 @@ macro_rules! embedded {
 /// Every template by name, e.g. `de/order.confirmed.html`.
 const TEMPLATES: &[(&str, &str)] = embedded!(
     "en": ["user.registered", "order.confirmed", "order.failed", "payment.failed", "refund.completed",
-           "shipment.shipped", "shipment.delivered", "ticket.created", "ticket.replied", "newsletter.subscription_requested",
+           "shipment.shipped", "shipment.delivered", "ticket.created", "inventory.low", "ticket.replied", "newsletter.subscription_requested",
            "newsletter.issued", "user.password_reset_requested", "user.password_changed", "user.deleted",
            "user.roles_changed", "user.disabled", "user.enabled"],
     "de": ["user.registered", "order.confirmed", "order.failed", "payment.failed", "refund.completed",
-           "shipment.shipped", "shipment.delivered", "ticket.created", "ticket.replied", "newsletter.subscription_requested",
+           "shipment.shipped", "shipment.delivered", "ticket.created", "inventory.low", "ticket.replied", "newsletter.subscription_requested",
            "newsletter.issued", "user.password_reset_requested", "user.password_changed", "user.deleted",
            "user.roles_changed", "user.disabled", "user.enabled"],
 );
@@ -121,6 +121,19 @@ pub enum Facts {
         /// The first message.
         message: String,
     },
+    /// `inventory.low`: a product is running out (to the shop's inbox).
+    InventoryLow {
+        /// The product.
+        product_id: String,
+        /// Its SKU.
+        sku: String,
+        /// Its name.
+        product_name: String,
+        /// Units available now.
+        available: i64,
+        /// The threshold it fell below.
+        threshold: i64,
+    },
     /// `ticket.replied`.
     TicketReplied {
         /// The ticket.
@@ -181,6 +194,7 @@ impl Facts {
             Facts::ShipmentShipped { .. } => domain::SHIPMENT_SHIPPED,
             Facts::ShipmentDelivered { .. } => domain::SHIPMENT_DELIVERED,
             Facts::TicketCreated { .. } => domain::TICKET_CREATED,
+            Facts::InventoryLow { .. } => domain::INVENTORY_LOW,
             Facts::TicketReplied { .. } => domain::TICKET_REPLIED,
             Facts::NewsletterConfirmation { .. } => domain::NEWSLETTER_SUBSCRIPTION_REQUESTED,
             Facts::Newsletter { .. } => domain::NEWSLETTER_ISSUED,
@@ -243,6 +257,9 @@ impl Facts {
             Facts::ShipmentDelivered { order_id } => context! { name, order_id },
             Facts::TicketCreated { ticket_id, subject, from, message } => {
                 context! { name, ticket_id, subject, from, message }
+            }
+            Facts::InventoryLow { product_id, sku, product_name, available, threshold } => {
+                context! { name, product_id, sku, product_name, available, threshold }
             }
             Facts::TicketReplied { ticket_id, subject, body } => context! { name, ticket_id, subject, body },
             Facts::NewsletterConfirmation { token } => context! { name, token, link },
@@ -358,6 +375,13 @@ mod tests {
             },
             Facts::AccountDisabled,
             Facts::AccountEnabled,
+            Facts::InventoryLow {
+                product_id: "p-1".into(),
+                sku: "TEA-1".into(),
+                product_name: "Sencha".into(),
+                available: 4,
+                threshold: 5,
+            },
         ]
     }
 

@@ -7,8 +7,9 @@ mod common;
 use api::mercato::auth::v1::{
     PasswordChangeMethod, PasswordChanged, PasswordResetRequested, UserDisabled, UserEnabled, UserRolesChanged,
 };
+use api::mercato::catalog::v1::InventoryLow;
 use api::mercato::deliveries::v1::{ShipmentDelivered, ShipmentShipped};
-use api::mercato::notifications::v1::{NotificationChannel, NotificationStatus};
+use api::mercato::notifications::v1::{Notification, NotificationChannel, NotificationStatus};
 use api::mercato::support::v1::{NewsletterIssued, NewsletterSubscriptionRequested, TicketCreated, TicketReplied};
 use common::{Service, SmtpServer, confirmed, envelope, fast_retries, free_port, registered, smtp_python};
 use notifications::domain::parse_smtp_url;
@@ -338,7 +339,8 @@ async fn staff_changes_to_an_account_are_mailed_to_its_owner(db: Db) {
     service.stop().await;
 }
 
-async fn new_tickets_are_announced_to_the_support_inbox_if_there_is_one(db: Db) {
+/// The shop's inbox (`MERCATO_SUPPORT_EMAIL`) hears of every new ticket and of every product running low.
+async fn new_tickets_and_low_stock_are_announced_to_the_shops_inbox_if_there_is_one(db: Db) {
     let Some(python) = smtp_python() else { return };
     let dir = platform::testkit::TempDir::new("maildir").expect("temp dir");
     let port = free_port();
@@ -355,8 +357,17 @@ async fn new_tickets_are_announced_to_the_support_inbox_if_there_is_one(db: Db) 
         name: "Grace".into(),
     };
     service.deliver(&envelope("ticket.created", "t-9", &created)).await;
+    let low = InventoryLow {
+        product_id: "p-7".into(),
+        available: 3,
+        threshold: 5,
+        sku: "TEA-7".into(),
+        name: "Sencha".into(),
+    };
+    service.deliver(&envelope("inventory.low", "p-7", &low)).await;
     service.deliver(&registered("u-hal", "hal@example.com", "Hal", "en")).await;
     service.wait_until("the inbox is told", |all| email_sent(all, "ticket.created")).await;
+    service.wait_until("the inbox is told of the stock", |all| email_sent(all, "inventory.low")).await;
     service.wait_until("the customer is welcomed", |all| email_sent(all, "user.registered")).await;
     let messages = smtp.messages();
     let mail = messages.iter().find(|m| m["subject"] == "New ticket: Norway?").expect("the announcement");
@@ -368,17 +379,32 @@ async fn new_tickets_are_announced_to_the_support_inbox_if_there_is_one(db: Db) 
     let text = mail["text"].as_str().expect("text");
     assert!(text.contains("Hello Help Desk,") && text.contains("Grace <grace@example.com>"), "{text}");
     assert!(text.contains("Do you ship to Norway?") && text.contains("t-9"), "{text}");
+
+    // A product running low is the shop's business too: what it is, how many are left, where to restock.
+    let stock = messages.iter().find(|m| m["subject"] == "Low stock: Sencha (TEA-7), 3 left").expect("low stock");
+    assert_eq!(stock["to"], "Help Desk <help@shop.example>");
+    assert!(stock["reply_to"].is_null(), "the inbox is not pointed at itself: {stock:#?}");
+    let text = stock["text"].as_str().expect("text");
+    assert!(text.contains("3 available, below the threshold of 5"), "{text}");
+    assert!(text.contains("POST /v1/products/p-7/inventory:adjust"), "{text}");
     service.stop().await;
 }
 
-async fn without_a_support_inbox_new_tickets_are_skipped_saying_why(db: Db) {
+async fn without_a_support_inbox_the_shops_mails_are_skipped_saying_why(db: Db) {
     let service = Service::start(db, Mailer::Log, fast_retries()).await;
     let created = TicketCreated { ticket_id: "t-1".into(), customer_id: "u-1".into(), ..Default::default() };
     service.deliver(&envelope("ticket.created", "t-1", &created)).await;
-    let all = service.wait_until("recorded", |all| all.iter().any(|n| n.event_type == "ticket.created")).await;
-    let skipped = all.iter().find(|n| n.event_type == "ticket.created").expect("recorded");
-    assert_eq!(skipped.status, NotificationStatus::Skipped as i32, "{skipped:#?}");
-    assert!(skipped.last_error.contains("MERCATO_SUPPORT_EMAIL"), "{skipped:#?}");
+    let low = InventoryLow { product_id: "p-1".into(), available: 0, threshold: 5, ..Default::default() };
+    service.deliver(&envelope("inventory.low", "p-1", &low)).await;
+    let recorded = |all: &[Notification]| {
+        ["ticket.created", "inventory.low"].iter().all(|t| all.iter().any(|n| n.event_type == *t))
+    };
+    let all = service.wait_until("recorded", recorded).await;
+    for event_type in ["ticket.created", "inventory.low"] {
+        let skipped = all.iter().find(|n| n.event_type == event_type).expect("recorded");
+        assert_eq!(skipped.status, NotificationStatus::Skipped as i32, "{skipped:#?}");
+        assert!(skipped.last_error.contains("MERCATO_SUPPORT_EMAIL"), "{skipped:#?}");
+    }
     service.stop().await;
 }
 
@@ -414,6 +440,6 @@ on_both_engines!(
     newsletter_mails_carry_the_confirmation_and_the_way_out,
     password_mails_go_to_the_accounts_own_address,
     staff_changes_to_an_account_are_mailed_to_its_owner,
-    new_tickets_are_announced_to_the_support_inbox_if_there_is_one,
-    without_a_support_inbox_new_tickets_are_skipped_saying_why,
+    new_tickets_and_low_stock_are_announced_to_the_shops_inbox_if_there_is_one,
+    without_a_support_inbox_the_shops_mails_are_skipped_saying_why,
 );
