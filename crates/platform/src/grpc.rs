@@ -101,37 +101,47 @@ pub struct GrpcService {
     tasks: Vec<BackgroundTask>,
 }
 
+/// What a [`GrpcService`] serves: a generated `…Server` (the service's implementation wrapped by tonic), which
+/// knows its proto name.
+pub trait GrpcServer:
+    tower::Service<
+        http::Request<tonic::body::Body>,
+        Error = std::convert::Infallible,
+        Response: axum::response::IntoResponse,
+        Future: Send + 'static,
+    > + tonic::server::NamedService
+    + Clone
+    + Send
+    + Sync
+    + 'static
+{
+}
+
+impl<S> GrpcServer for S where
+    S: tower::Service<
+            http::Request<tonic::body::Body>,
+            Error = std::convert::Infallible,
+            Response: axum::response::IntoResponse,
+            Future: Send + 'static,
+        > + tonic::server::NamedService
+        + Clone
+        + Send
+        + Sync
+        + 'static
+{
+}
+
 /// A task of a [`GrpcService`], started with the token that tells it to stop.
 type BackgroundTask = Box<dyn FnOnce(CancellationToken) -> BoxFuture<'static, ()> + Send>;
 
 impl GrpcService {
     /// Serves `server` (a generated `…Server`), named as its proto says, e.g. `mercato.catalog.v1.CatalogService`.
-    pub fn new<S>(server: S) -> Self
-    where
-        S: tower::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible>
-            + tonic::server::NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Response: axum::response::IntoResponse,
-        S::Future: Send + 'static,
-    {
+    pub fn new(server: impl GrpcServer) -> Self {
         Self::default().with(server)
     }
 
     /// Serves `server` too, beside those already added.
-    pub fn with<S>(mut self, server: S) -> Self
-    where
-        S: tower::Service<http::Request<tonic::body::Body>, Error = std::convert::Infallible>
-            + tonic::server::NamedService
-            + Clone
-            + Send
-            + Sync
-            + 'static,
-        S::Response: axum::response::IntoResponse,
-        S::Future: Send + 'static,
-    {
+    pub fn with<S: GrpcServer>(mut self, server: S) -> Self {
         self.routes = self.routes.add_service(server);
         self.names.push(S::NAME);
         self
