@@ -1,7 +1,7 @@
 //! Events end to end through the whole platform: a German-speaking customer registers, fills a cart and
 //! checks out; a second order is declined; the first is cancelled. What the services that live on events
 //! show afterwards proves the events arrived, once each: the customer's notifications (in German), the shop's
-//! analytics, the emptied cart and the restocked units. Run on the in-process bus (SQLite and PostgreSQL) and
+//! low-stock notice, the shop's analytics, the emptied cart and the restocked units. Run on the in-process bus (SQLite and PostgreSQL) and
 //! on the machine's RabbitMQ (PostgreSQL, as in production).
 
 use e2e::{Storage, TestPlatform};
@@ -38,11 +38,11 @@ async fn events_reach_their_consumers(p: TestPlatform) {
         "price": {"currency": "EUR", "amountMinor": "1250"}, "active": true});
     let coffee =
         p.send("POST", "/v1/products", Some(&admin), Some(body)).await.json["id"].as_str().expect("id").to_owned();
-    p.send("POST", &format!("/v1/products/{coffee}/inventory:adjust"), Some(&admin), Some(json!({"delta": 10}))).await;
+    p.send("POST", &format!("/v1/products/{coffee}/inventory:adjust"), Some(&admin), Some(json!({"delta": 6}))).await;
     let added = p.send("POST", "/v1/cart/items", Some(&grete), Some(json!({"productId": coffee, "quantity": 2}))).await;
     assert_eq!(added.status, 200, "{}", added.json);
 
-    // A checkout from the cart; order.confirmed empties the cart.
+    // A checkout from the cart (it leaves 4 of 6 available: inventory.low); order.confirmed empties the cart.
     let confirmed = order(&p, &grete, "e-1", json!({"shippingAddress": address(), "paymentMethod": "tok_visa"})).await;
     assert_eq!(confirmed["status"], "ORDER_STATUS_CONFIRMED", "{confirmed}");
     let order_id = confirmed["id"].as_str().expect("order id").to_owned();
@@ -63,7 +63,7 @@ async fn events_reach_their_consumers(p: TestPlatform) {
     let cancelled = p.send("POST", &format!("/v1/orders/{order_id}:cancel"), Some(&grete), Some(json!({}))).await;
     assert_eq!(cancelled.json["status"], "ORDER_STATUS_CANCELLED", "{}", cancelled.json);
     let inventory = format!("/v1/products/{coffee}/inventory");
-    p.get_until(&inventory, &grete, |stock| stock["onHand"] == 10).await;
+    p.get_until(&inventory, &grete, |stock| stock["onHand"] == 6).await;
 
     // Notifications: one per event that concerns Grete (a welcome too), in German, logged (no SMTP server is
     // configured).
@@ -97,6 +97,18 @@ async fn events_reach_their_consumers(p: TestPlatform) {
     let about_grete =
         all["notifications"].as_array().expect("list").iter().filter(|n| n["recipient"] == "grete@example.com");
     assert_eq!(about_grete.count(), 4, "{all}");
+    // The catalog's inventory.low is the shop's to hear of; this platform names no shop inbox, so the notification
+    // is recorded, skipped, saying which setting would have addressed it.
+    let is_low = |n: &&Value| n["eventType"] == "inventory.low";
+    let shop = p
+        .get_until("/v1/notifications?pageSize=100", &admin, |all| {
+            all["notifications"].as_array().is_some_and(|n| n.iter().any(|n| is_low(&n)))
+        })
+        .await;
+    let lows: Vec<&Value> = shop["notifications"].as_array().expect("list").iter().filter(is_low).collect();
+    assert_eq!(lows.len(), 1, "once per crossing: {shop}");
+    assert_eq!(lows[0]["status"], "NOTIFICATION_STATUS_SKIPPED", "{shop}");
+    assert!(lows[0]["lastError"].as_str().is_some_and(|e| e.contains("MERCATO_SUPPORT_EMAIL")), "{shop}");
 
     // Analytics: one confirmed order of 25.00 EUR from a cart, cancelled (everything given back).
     let summary = p
