@@ -21,6 +21,8 @@ pub const ORDER_FAILED: &str = "order.failed";
 pub const PAYMENT_FAILED: &str = "payment.failed";
 /// Event type of a refund given back.
 pub const REFUND_COMPLETED: &str = "refund.completed";
+/// Event type of a refund the payment processor refused (staff must find another way).
+pub const REFUND_FAILED: &str = "refund.failed";
 /// Event type of a shipment handed to a carrier.
 pub const SHIPMENT_SHIPPED: &str = "shipment.shipped";
 /// Event type of a shipment delivered.
@@ -60,6 +62,7 @@ pub const CONSUMED: &[(&str, &str)] = &[
     (ORDER_FAILED, "mercato.orders.v1.OrderFailed"),
     (PAYMENT_FAILED, "mercato.payments.v1.PaymentFailed"),
     (REFUND_COMPLETED, "mercato.refunds.v1.RefundCompleted"),
+    (REFUND_FAILED, "mercato.refunds.v1.RefundFailed"),
     (SHIPMENT_SHIPPED, "mercato.deliveries.v1.ShipmentShipped"),
     (SHIPMENT_DELIVERED, "mercato.deliveries.v1.ShipmentDelivered"),
     (TICKET_CREATED, "mercato.support.v1.TicketCreated"),
@@ -80,9 +83,9 @@ pub const CONSUMED: &[(&str, &str)] = &[
 /// otherwise hold every customer's reset tokens.
 pub const MAIL_ONLY: &[&str] = &[PASSWORD_RESET_REQUESTED, NEWSLETTER_SUBSCRIPTION_REQUESTED, NEWSLETTER_ISSUED];
 
-/// Consumed event types mailed to the shop's own inbox (`MERCATO_SUPPORT_EMAIL`): new tickets and products
-/// running low. Those mails need no Reply-To pointing back at the inbox.
-pub const TO_THE_SHOP: &[&str] = &[TICKET_CREATED, INVENTORY_LOW];
+/// Consumed event types mailed to the shop's own inbox (`MERCATO_SUPPORT_EMAIL`): new tickets, products running
+/// low and refused refunds. Those mails need no Reply-To pointing back at the inbox.
+pub const TO_THE_SHOP: &[&str] = &[TICKET_CREATED, INVENTORY_LOW, REFUND_FAILED];
 
 /// Whether events of `event_type` may go to webhooks (see [`MAIL_ONLY`]).
 pub fn webhooks_may_receive(event_type: &str) -> bool {

@@ -4,8 +4,8 @@
 //! (also links its payment to the order and customer), `order.failed`, `payment.failed` and
 //! `refund.completed` (addressed through that link, as its payload names only the payment), `shipment.shipped`
 //! (with the carrier and tracking number), `shipment.delivered`, `ticket.replied` (to the ticket's customer,
-//! or to the address a contact form gave), `ticket.created` and the catalog's `inventory.low` (to the shop's
-//! support inbox, `MERCATO_SUPPORT_EMAIL`),
+//! or to the address a contact form gave), `ticket.created`, the catalog's `inventory.low` and `refund.failed` (to
+//! the shop's support inbox, `MERCATO_SUPPORT_EMAIL`),
 //! the newsletter's `newsletter.subscription_requested` (the confirmation token) and `newsletter.issued` (one
 //! subscriber's copy), both to the address they name, and auth's `user.password_reset_requested` (the reset token)
 //! and `user.password_changed`, `user.roles_changed`, `user.disabled` and `user.enabled` (the owner is told), to
@@ -29,7 +29,7 @@ use api::mercato::deliveries::v1::{ShipmentDelivered, ShipmentShipped};
 use api::mercato::notifications::v1::{NotificationChannel, NotificationFailed, NotificationSent};
 use api::mercato::orders::v1::{OrderConfirmed, OrderFailed};
 use api::mercato::payments::v1::PaymentFailed;
-use api::mercato::refunds::v1::RefundCompleted;
+use api::mercato::refunds::v1::{RefundCompleted, RefundFailed};
 use api::mercato::support::v1::{NewsletterIssued, NewsletterSubscriptionRequested, TicketCreated, TicketReplied};
 use platform::events::{BatchRecorder, EventBus, EventEnvelope, GroupCommit, NewEvent};
 use prost::Message;
@@ -84,8 +84,8 @@ impl Consumer {
         Self { store, templates, dispatcher, support_inbox: None }
     }
 
-    /// Tells `inbox` (a mailbox, `Support <help@example.com>` or a bare address) of every new support ticket
-    /// and of every product running low; without one, `ticket.created` and `inventory.low` are SKIPPED.
+    /// Tells `inbox` (a mailbox, `Support <help@example.com>` or a bare address) of every new support ticket,
+    /// every product running low and every refused refund; without one, those are SKIPPED.
     pub fn with_support_inbox(mut self, inbox: Option<&str>) -> Self {
         self.support_inbox = inbox.map(|mailbox| {
             let name = mailbox.split_once('<').map(|(name, _)| name.trim().trim_matches('"')).unwrap_or_default();
@@ -415,6 +415,17 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 forget: None,
                 facts: Facts::RefundCompleted { order_id: String::new(), amount: money(e.amount), reason: e.reason },
             }
+        }
+        domain::REFUND_FAILED => {
+            let e = RefundFailed::decode(data).map_err(bad)?;
+            let facts = Facts::RefundFailed {
+                refund_id: e.refund_id,
+                payment_id: e.payment_id,
+                amount: money(e.amount),
+                reason: e.reason,
+                failure_reason: e.failure_reason,
+            };
+            Plan::mail(Addressee::SupportInbox, facts)
         }
         domain::SHIPMENT_SHIPPED => {
             let e = ShipmentShipped::decode(data).map_err(bad)?;

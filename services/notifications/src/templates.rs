@@ -24,11 +24,11 @@ macro_rules! embedded {
 /// Every template by name, e.g. `de/order.confirmed.html`.
 const TEMPLATES: &[(&str, &str)] = embedded!(
     "en": ["user.registered", "order.confirmed", "order.failed", "payment.failed", "refund.completed",
-           "shipment.shipped", "shipment.delivered", "ticket.created", "inventory.low", "ticket.replied", "newsletter.subscription_requested",
+           "shipment.shipped", "shipment.delivered", "ticket.created", "inventory.low", "refund.failed", "ticket.replied", "newsletter.subscription_requested",
            "newsletter.issued", "user.password_reset_requested", "user.password_changed", "user.deleted",
            "user.roles_changed", "user.disabled", "user.enabled"],
     "de": ["user.registered", "order.confirmed", "order.failed", "payment.failed", "refund.completed",
-           "shipment.shipped", "shipment.delivered", "ticket.created", "inventory.low", "ticket.replied", "newsletter.subscription_requested",
+           "shipment.shipped", "shipment.delivered", "ticket.created", "inventory.low", "refund.failed", "ticket.replied", "newsletter.subscription_requested",
            "newsletter.issued", "user.password_reset_requested", "user.password_changed", "user.deleted",
            "user.roles_changed", "user.disabled", "user.enabled"],
 );
@@ -134,6 +134,19 @@ pub enum Facts {
         /// The threshold it fell below.
         threshold: i64,
     },
+    /// `refund.failed`: the processor refused a refund (to the shop's inbox).
+    RefundFailed {
+        /// The refund.
+        refund_id: String,
+        /// The payment it was to give back from.
+        payment_id: String,
+        /// What was to be given back.
+        amount: Money,
+        /// Why it was asked for (may be empty).
+        reason: String,
+        /// Why it was refused (may be empty).
+        failure_reason: String,
+    },
     /// `ticket.replied`.
     TicketReplied {
         /// The ticket.
@@ -195,6 +208,7 @@ impl Facts {
             Facts::ShipmentDelivered { .. } => domain::SHIPMENT_DELIVERED,
             Facts::TicketCreated { .. } => domain::TICKET_CREATED,
             Facts::InventoryLow { .. } => domain::INVENTORY_LOW,
+            Facts::RefundFailed { .. } => domain::REFUND_FAILED,
             Facts::TicketReplied { .. } => domain::TICKET_REPLIED,
             Facts::NewsletterConfirmation { .. } => domain::NEWSLETTER_SUBSCRIPTION_REQUESTED,
             Facts::Newsletter { .. } => domain::NEWSLETTER_ISSUED,
@@ -260,6 +274,9 @@ impl Facts {
             }
             Facts::InventoryLow { product_id, sku, product_name, available, threshold } => {
                 context! { name, product_id, sku, product_name, available, threshold }
+            }
+            Facts::RefundFailed { refund_id, payment_id, amount, reason, failure_reason } => {
+                context! { name, refund_id, payment_id, amount => format_money(amount), reason, failure_reason }
             }
             Facts::TicketReplied { ticket_id, subject, body } => context! { name, ticket_id, subject, body },
             Facts::NewsletterConfirmation { token } => context! { name, token, link },
@@ -375,6 +392,13 @@ mod tests {
             },
             Facts::AccountDisabled,
             Facts::AccountEnabled,
+            Facts::RefundFailed {
+                refund_id: "r-1".into(),
+                payment_id: "pay-1".into(),
+                amount: eur(1250),
+                reason: "broken on arrival".into(),
+                failure_reason: "the card account is closed".into(),
+            },
             Facts::InventoryLow {
                 product_id: "p-1".into(),
                 sku: "TEA-1".into(),

@@ -4,12 +4,14 @@
 
 mod common;
 
+use api::common::Money;
 use api::mercato::auth::v1::{
     PasswordChangeMethod, PasswordChanged, PasswordResetRequested, UserDisabled, UserEnabled, UserRolesChanged,
 };
 use api::mercato::catalog::v1::InventoryLow;
 use api::mercato::deliveries::v1::{ShipmentDelivered, ShipmentShipped};
 use api::mercato::notifications::v1::{Notification, NotificationChannel, NotificationStatus};
+use api::mercato::refunds::v1::RefundFailed;
 use api::mercato::support::v1::{NewsletterIssued, NewsletterSubscriptionRequested, TicketCreated, TicketReplied};
 use common::{Service, SmtpServer, confirmed, envelope, fast_retries, free_port, registered, smtp_python};
 use notifications::domain::parse_smtp_url;
@@ -339,8 +341,9 @@ async fn staff_changes_to_an_account_are_mailed_to_its_owner(db: Db) {
     service.stop().await;
 }
 
-/// The shop's inbox (`MERCATO_SUPPORT_EMAIL`) hears of every new ticket and of every product running low.
-async fn new_tickets_and_low_stock_are_announced_to_the_shops_inbox_if_there_is_one(db: Db) {
+/// The shop's inbox (`MERCATO_SUPPORT_EMAIL`) hears of every new ticket, every product running low and every
+/// refused refund.
+async fn new_tickets_low_stock_and_refused_refunds_are_announced_to_the_shops_inbox(db: Db) {
     let Some(python) = smtp_python() else { return };
     let dir = platform::testkit::TempDir::new("maildir").expect("temp dir");
     let port = free_port();
@@ -365,9 +368,18 @@ async fn new_tickets_and_low_stock_are_announced_to_the_shops_inbox_if_there_is_
         name: "Sencha".into(),
     };
     service.deliver(&envelope("inventory.low", "p-7", &low)).await;
+    let refused = RefundFailed {
+        refund_id: "r-4".into(),
+        payment_id: "pay-4".into(),
+        amount: Some(Money { currency: "EUR".into(), amount_minor: 1250 }),
+        reason: "arrived broken".into(),
+        failure_reason: "the card account is closed".into(),
+    };
+    service.deliver(&envelope("refund.failed", "r-4", &refused)).await;
     service.deliver(&registered("u-hal", "hal@example.com", "Hal", "en")).await;
     service.wait_until("the inbox is told", |all| email_sent(all, "ticket.created")).await;
     service.wait_until("the inbox is told of the stock", |all| email_sent(all, "inventory.low")).await;
+    service.wait_until("the inbox is told of the refusal", |all| email_sent(all, "refund.failed")).await;
     service.wait_until("the customer is welcomed", |all| email_sent(all, "user.registered")).await;
     let messages = smtp.messages();
     let mail = messages.iter().find(|m| m["subject"] == "New ticket: Norway?").expect("the announcement");
@@ -387,6 +399,15 @@ async fn new_tickets_and_low_stock_are_announced_to_the_shops_inbox_if_there_is_
     let text = stock["text"].as_str().expect("text");
     assert!(text.contains("3 available, below the threshold of 5"), "{text}");
     assert!(text.contains("POST /v1/products/p-7/inventory:adjust"), "{text}");
+
+    // So is a refund the processor refused: nothing was given back, and someone has to find another way.
+    let subject = "Refund refused: EUR 12.50 from payment pay-4";
+    let refusal = messages.iter().find(|m| m["subject"] == subject).expect("the refusal");
+    assert_eq!(refusal["to"], "Help Desk <help@shop.example>");
+    assert!(refusal["reply_to"].is_null(), "the inbox is not pointed at itself: {refusal:#?}");
+    let text = refusal["text"].as_str().expect("text");
+    assert!(text.contains("r-4") && text.contains("refused: the card account is closed"), "{text}");
+    assert!(text.contains("It was asked for because: arrived broken"), "{text}");
     service.stop().await;
 }
 
@@ -396,11 +417,12 @@ async fn without_a_support_inbox_the_shops_mails_are_skipped_saying_why(db: Db) 
     service.deliver(&envelope("ticket.created", "t-1", &created)).await;
     let low = InventoryLow { product_id: "p-1".into(), available: 0, threshold: 5, ..Default::default() };
     service.deliver(&envelope("inventory.low", "p-1", &low)).await;
-    let recorded = |all: &[Notification]| {
-        ["ticket.created", "inventory.low"].iter().all(|t| all.iter().any(|n| n.event_type == *t))
-    };
+    let refused = RefundFailed { refund_id: "r-1".into(), payment_id: "pay-1".into(), ..Default::default() };
+    service.deliver(&envelope("refund.failed", "r-1", &refused)).await;
+    let to_the_shop = ["ticket.created", "inventory.low", "refund.failed"];
+    let recorded = |all: &[Notification]| to_the_shop.iter().all(|t| all.iter().any(|n| n.event_type == *t));
     let all = service.wait_until("recorded", recorded).await;
-    for event_type in ["ticket.created", "inventory.low"] {
+    for event_type in to_the_shop {
         let skipped = all.iter().find(|n| n.event_type == event_type).expect("recorded");
         assert_eq!(skipped.status, NotificationStatus::Skipped as i32, "{skipped:#?}");
         assert!(skipped.last_error.contains("MERCATO_SUPPORT_EMAIL"), "{skipped:#?}");
@@ -440,6 +462,6 @@ on_both_engines!(
     newsletter_mails_carry_the_confirmation_and_the_way_out,
     password_mails_go_to_the_accounts_own_address,
     staff_changes_to_an_account_are_mailed_to_its_owner,
-    new_tickets_and_low_stock_are_announced_to_the_shops_inbox_if_there_is_one,
+    new_tickets_low_stock_and_refused_refunds_are_announced_to_the_shops_inbox,
     without_a_support_inbox_the_shops_mails_are_skipped_saying_why,
 );
