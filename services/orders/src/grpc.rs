@@ -425,6 +425,10 @@ impl OrderService for OrdersApi {
             violations.push(v);
             None
         });
+        let period = platform::time::period(req.start_time.as_ref(), req.end_time.as_ref()).unwrap_or_else(|v| {
+            violations.extend(v);
+            (i64::MIN, i64::MAX)
+        });
         if !violations.is_empty() {
             return Err(Error::InvalidArgument(violations).into());
         }
@@ -437,7 +441,7 @@ impl OrderService for OrdersApi {
                 Error::PermissionDenied(format!("listing another customer's orders needs {ORDERS_ADMIN}")).into()
             );
         };
-        let rows = self.store.list(&ListQuery { customer_id, status, after, limit: size + 1 }).await?;
+        let rows = self.store.list(&ListQuery { customer_id, status, after, period, limit: size + 1 }).await?;
         let (rows, next_page_token) = platform::paging::page(rows, size, |last| last.cursor().encode());
         Ok(Response::new(ListOrdersResponse { orders: rows.into_iter().map(order_to_wire).collect(), next_page_token }))
     }

@@ -353,6 +353,8 @@ pub struct ListQuery {
     pub status: Option<Status>,
     /// Start after this order.
     pub after: Option<Cursor>,
+    /// Only orders placed in this period (microseconds, start inclusive, end exclusive).
+    pub period: (i64, i64),
     /// At most this many rows.
     pub limit: i64,
 }
@@ -516,6 +518,8 @@ impl Store {
             let i = arg(Arg::Text(after.id.clone()));
             sql.push_str(&format!(" AND (create_time < ${t} OR (create_time = ${t} AND id < ${i}))"));
         }
+        let (start, end) = (arg(Arg::Int(q.period.0)), arg(Arg::Int(q.period.1)));
+        sql.push_str(&format!(" AND create_time >= ${start} AND create_time < ${end}"));
         let n = arg(Arg::Int(q.limit));
         sql.push_str(&format!(" ORDER BY create_time DESC, id DESC LIMIT ${n}"));
         let rows = with_db!(&self.db, pool => {

@@ -1268,6 +1268,23 @@ async fn visibility_and_listing(db: Db) {
     assert_eq!(failed.iter().map(|o| o.id.as_str()).collect::<Vec<_>>(), [bobs.id.as_str()]);
     let bad = admin.list(ListOrdersRequest { page_token: "garbage!".into(), ..Default::default() }).await;
     assert_eq!(bad.expect_err("bad token").code(), Code::InvalidArgument);
+
+    // A period: placed from Ada's second order (inclusive) to her fourth (exclusive); her own, or anyone's.
+    let second = admin.get(&adas[1]).await.expect("order").create_time;
+    let fourth = admin.get(&adas[3]).await.expect("order").create_time;
+    let between = ListOrdersRequest { start_time: second, end_time: fourth, ..Default::default() };
+    let ids = |orders: Vec<Order>| orders.into_iter().map(|o| o.id).collect::<Vec<_>>();
+    assert_eq!(ids(ada.list(between.clone()).await.expect("hers").0), [&adas[2], &adas[1]].map(|s| s.clone()));
+    assert_eq!(ids(admin.list(between).await.expect("anyone's").0), [&adas[2], &adas[1]].map(|s| s.clone()));
+    let since = ListOrdersRequest { start_time: fourth, ..Default::default() };
+    assert_eq!(ids(admin.list(since).await.expect("since").0), [&bobs.id, &adas[4], &adas[3]].map(|s| s.clone()));
+    let backwards = ListOrdersRequest { start_time: fourth, end_time: second, ..Default::default() };
+    let refused = admin.list(backwards).await.expect_err("a backwards period");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let details = platform::error::decode_details(&refused).expect("details");
+    let bad_request =
+        <api::google::rpc::BadRequest as prost::Message>::decode(details.details[0].value.as_slice()).expect("bad");
+    assert_eq!(bad_request.field_violations[0].field, "end_time");
     server.stop().await;
 }
 
