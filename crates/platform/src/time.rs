@@ -40,7 +40,7 @@ pub fn period(
     };
     match (bound("start_time", start_time, i64::MIN), bound("end_time", end_time, i64::MAX)) {
         (Ok(start), Ok(end)) if start < end => Ok((start, end)),
-        (Ok(_), Ok(_)) => Err(vec![FieldViolation::new("end_time", "must be after start_time")]),
+        (Ok(_), Ok(_)) => Err(vec![FieldViolation::new("end_time", "must be after the start time")]),
         (start, end) => Err(start.err().into_iter().chain(end.err()).collect()),
     }
 }
