@@ -76,6 +76,37 @@ pub const CONSUMED: &[(&str, &str)] = &[
     (USER_ROLES_CHANGED, "mercato.auth.v1.UserRolesChanged"),
     (USER_DISABLED, "mercato.auth.v1.UserDisabled"),
     (USER_ENABLED, "mercato.auth.v1.UserEnabled"),
+    // Webhooks only (see WEBHOOKS_ONLY).
+    ("order.placed", "mercato.orders.v1.OrderPlaced"),
+    ("order.cancelled", "mercato.orders.v1.OrderCancelled"),
+    ("payment.captured", "mercato.payments.v1.PaymentCaptured"),
+    ("payment.refunded", "mercato.payments.v1.PaymentRefunded"),
+    ("product.created", "mercato.catalog.v1.ProductCreated"),
+    ("product.updated", "mercato.catalog.v1.ProductUpdated"),
+    ("inventory.adjusted", "mercato.catalog.v1.InventoryAdjusted"),
+    ("shipment.created", "mercato.deliveries.v1.ShipmentCreated"),
+    ("shipment.cancelled", "mercato.deliveries.v1.ShipmentCancelled"),
+    ("ticket.resolved", "mercato.support.v1.TicketResolved"),
+    ("ledger.transaction.recorded", "mercato.ledger.v1.TransactionRecorded"),
+];
+
+/// Consumed event types nobody is mailed of: they are here for the webhook endpoints subscribed to them (a
+/// fulfilment partner hears of `shipment.created`, a marketplace of `product.updated`), and an event of these
+/// types with no endpoint subscribed leaves nothing behind but its inbox row. Not this service's own
+/// `notification.*` (a webhook delivery would announce itself, without end) nor `cart.item_added` (every click
+/// of every shopper).
+pub const WEBHOOKS_ONLY: &[&str] = &[
+    "order.placed",
+    "order.cancelled",
+    "payment.captured",
+    "payment.refunded",
+    "product.created",
+    "product.updated",
+    "inventory.adjusted",
+    "shipment.created",
+    "shipment.cancelled",
+    "ticket.resolved",
+    "ledger.transaction.recorded",
 ];
 
 /// Consumed event types that carry a secret meant for one mailbox (a password-reset token, a subscription's

@@ -145,8 +145,14 @@ impl Consumer {
         Ok(Directory { recipients, payments })
     }
 
-    /// The email for `plan`: rendered for its recipient, or SKIPPED saying why nobody can be addressed.
-    fn email(&self, plan: &Plan, directory: &Directory) -> NewNotification {
+    /// The email for `plan`: rendered for its recipient, or SKIPPED saying why nobody can be addressed; `None`
+    /// for an event no one is mailed of.
+    fn email(&self, plan: &Plan, directory: &Directory) -> Option<NewNotification> {
+        let facts = plan.facts.as_ref()?;
+        Some(self.email_telling(facts, plan, directory))
+    }
+
+    fn email_telling(&self, facts: &Facts, plan: &Plan, directory: &Directory) -> NewNotification {
         let (recipient, order_id) = match &plan.addressee {
             Addressee::Registered => (plan.register.clone(), None),
             Addressee::Customer(id) => match directory.recipients.get(id) {
@@ -178,7 +184,7 @@ impl Consumer {
             Addressee::Nobody(reason) => return skipped("", reason.clone()),
         };
         let Some(recipient) = recipient else { return skipped("", "no recipient".to_owned()) };
-        let facts = match (&plan.facts, order_id) {
+        let facts = match (facts, order_id) {
             (Facts::RefundCompleted { amount, reason, .. }, Some(order_id)) => {
                 Facts::RefundCompleted { order_id, amount: amount.clone(), reason: reason.clone() }
             }
@@ -211,15 +217,25 @@ impl Consumer {
     }
 }
 
+/// What became of a delivered event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Its email was written, in this state (and its webhook deliveries, if any).
+    Email(Status),
+    /// No email is written for its type; its webhook deliveries, if any, were.
+    WebhooksOnly,
+    /// It was handled before: nothing was written.
+    SeenBefore,
+}
+
 impl BatchRecorder for Consumer {
     type Item = Delivery;
-    /// The status of the event's email, or `None` when the event was handled before.
-    type Outcome = Option<Status>;
+    type Outcome = Recorded;
     type Error = Error;
 
     /// Addresses and renders the batch's emails, then writes them and the rest of the effects in one
     /// transaction; wakes the dispatcher when anything new was written.
-    async fn record_batch(&self, deliveries: &[Delivery]) -> Result<Vec<Option<Status>>, Error> {
+    async fn record_batch(&self, deliveries: &[Delivery]) -> Result<Vec<Recorded>, Error> {
         let mut directory = self.directory(deliveries).await?;
         let effects: Vec<EventEffect> = deliveries
             .iter()
@@ -247,7 +263,12 @@ impl BatchRecorder for Consumer {
         if new.iter().any(|new| *new) {
             self.dispatcher.notify_one();
         }
-        Ok(effects.iter().zip(new).map(|(effect, new)| new.then_some(effect.email.status)).collect())
+        let outcome = |(effect, new): (&EventEffect, bool)| match (new, &effect.email) {
+            (false, _) => Recorded::SeenBefore,
+            (true, Some(email)) => Recorded::Email(email.status),
+            (true, None) => Recorded::WebhooksOnly,
+        };
+        Ok(effects.iter().zip(new).map(outcome).collect())
     }
 }
 
@@ -261,11 +282,14 @@ impl Delivery {
 }
 
 /// Logs what became of a delivery, in its consumer span.
-fn log_outcome(envelope: &EventEnvelope, email: Option<Status>) {
+fn log_outcome(envelope: &EventEnvelope, recorded: Recorded) {
     let (event_id, event_type) = (&envelope.id, &envelope.r#type);
-    match email {
-        Some(status) => tracing::info!(%event_id, %event_type, status = status.as_str(), "notification recorded"),
-        None => tracing::info!(%event_id, %event_type, "event seen before, skipped"),
+    match recorded {
+        Recorded::Email(status) => {
+            tracing::info!(%event_id, %event_type, status = status.as_str(), "notification recorded")
+        }
+        Recorded::WebhooksOnly => tracing::info!(%event_id, %event_type, "recorded for webhooks only"),
+        Recorded::SeenBefore => tracing::info!(%event_id, %event_type, "event seen before, skipped"),
     }
 }
 
@@ -307,7 +331,8 @@ struct Plan {
     addressee: Addressee,
     /// A deleted user whose directory entry and mail addresses are to be erased.
     forget: Option<String>,
-    facts: Facts,
+    /// What the email tells; `None` for an event only webhook endpoints hear of.
+    facts: Option<Facts>,
 }
 
 fn money(m: Option<api::common::Money>) -> Money {
@@ -340,7 +365,13 @@ fn account_owner(user_id: String, email: String, display_name: String, locale: S
 impl Plan {
     /// One email to `addressee` telling `facts`, and nothing else.
     fn mail(addressee: Addressee, facts: Facts) -> Self {
-        Self { register: None, payment: None, addressee, forget: None, facts }
+        Self { register: None, payment: None, addressee, forget: None, facts: Some(facts) }
+    }
+
+    /// No email: the event goes to the webhook endpoints subscribed to its type, if any ([`domain::WEBHOOKS_ONLY`]).
+    fn webhooks_only() -> Self {
+        let addressee = Addressee::Nobody("nobody is mailed of this event".to_owned());
+        Self { register: None, payment: None, addressee, forget: None, facts: None }
     }
 }
 
@@ -366,7 +397,7 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 payment: None,
                 addressee,
                 forget: None,
-                facts: Facts::Welcome,
+                facts: Some(Facts::Welcome),
             }
         }
         domain::ORDER_CONFIRMED => {
@@ -386,7 +417,7 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 payment,
                 addressee: customer(e.customer_id),
                 forget: None,
-                facts: Facts::OrderConfirmed { order_id: e.order_id, total: money(e.total), items },
+                facts: Some(Facts::OrderConfirmed { order_id: e.order_id, total: money(e.total), items }),
             }
         }
         domain::ORDER_FAILED => {
@@ -413,7 +444,11 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 addressee,
                 // The order comes from the payment's link once it is looked up.
                 forget: None,
-                facts: Facts::RefundCompleted { order_id: String::new(), amount: money(e.amount), reason: e.reason },
+                facts: Some(Facts::RefundCompleted {
+                    order_id: String::new(),
+                    amount: money(e.amount),
+                    reason: e.reason,
+                }),
             }
         }
         domain::REFUND_FAILED => {
@@ -519,7 +554,7 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 payment: None,
                 addressee: farewell,
                 forget: Some(e.user_id),
-                facts: Facts::AccountDeleted,
+                facts: Some(Facts::AccountDeleted),
             }
         }
         domain::USER_ROLES_CHANGED => {
@@ -537,6 +572,7 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
             let e = UserEnabled::decode(data).map_err(bad)?;
             Plan::mail(account_owner(e.user_id, e.email, e.display_name, e.locale), Facts::AccountEnabled)
         }
+        other if domain::WEBHOOKS_ONLY.contains(&other) => Plan::webhooks_only(),
         other => return Err(format!("event type {other} is not consumed here")),
     };
     Ok(plan)

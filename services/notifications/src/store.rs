@@ -228,8 +228,7 @@ struct NotificationInsert<'a> {
 
 impl<'a> NotificationInsert<'a> {
     /// The email `event` causes.
-    fn email(event: &'a EventEffect<'a>) -> Self {
-        let n = &event.email;
+    fn email(event: &'a EventEffect<'a>, n: &'a NewNotification) -> Self {
         Self {
             channel: Channel::Email,
             event,
@@ -279,8 +278,8 @@ pub struct EventEffect<'a> {
     pub forget: Option<&'a str>,
     /// A payment it links to its order and customer.
     pub payment: Option<&'a PaymentLink>,
-    /// The email it causes (possibly SKIPPED).
-    pub email: NewNotification,
+    /// The email it causes (possibly SKIPPED); none for an event only webhooks hear of.
+    pub email: Option<NewNotification>,
     /// The JSON body for the webhook endpoints subscribed to its type.
     pub webhook_body: &'a str,
 }
@@ -410,7 +409,7 @@ impl Store {
                 .await?;
                 let mut rows = Vec::with_capacity(kept.len());
                 for event in &kept {
-                    rows.push(NotificationInsert::email(event));
+                    rows.extend(event.email.as_ref().map(|email| NotificationInsert::email(event, email)));
                     // An endpoint subscribed before its type became mail-only gets nothing of it either.
                     let subscribed = endpoints.iter().filter(|e| {
                         domain::webhooks_may_receive(event.event_type)

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use api::mercato::refunds::v1::RefundCompleted;
 use common::{confirmed, envelope, eur, registered};
 use notifications::domain::Status;
-use notifications::events::{Consumer, Delivery};
+use notifications::events::{Consumer, Delivery, Recorded};
 use notifications::store::{Due, Finished, ListQuery, Outcome, Store};
 use notifications::templates::Templates;
 use platform::db::Db;
@@ -53,7 +53,12 @@ async fn a_batch_sees_what_its_earlier_events_introduce(db: Db) {
     let outcomes = consumer.record_batch(&decoded(&[&register, &order, &refund, &order])).await.expect("recorded");
     assert_eq!(
         outcomes,
-        [Some(Status::Pending), Some(Status::Pending), Some(Status::Pending), None],
+        [
+            Recorded::Email(Status::Pending),
+            Recorded::Email(Status::Pending),
+            Recorded::Email(Status::Pending),
+            Recorded::SeenBefore
+        ],
         "the second copy of the order is a repeat"
     );
     // The dispatcher was woken.
@@ -75,7 +80,7 @@ async fn a_batch_sees_what_its_earlier_events_introduce(db: Db) {
     // A later batch: what the first stored addresses its events; repeats of any earlier event change nothing.
     let second_order = confirmed("o-2", "u-ada", "pay-2");
     let outcomes = consumer.record_batch(&decoded(&[&register, &second_order, &refund])).await.expect("recorded");
-    assert_eq!(outcomes, [None, Some(Status::Pending), None]);
+    assert_eq!(outcomes, [Recorded::SeenBefore, Recorded::Email(Status::Pending), Recorded::SeenBefore]);
     let mails = pending(&store).await;
     assert_eq!(mails.len(), 1, "only the new order's mail: {mails:#?}");
     assert_eq!(
@@ -90,7 +95,7 @@ async fn a_customer_registered_after_their_order_in_the_batch_is_not_addressed(d
     let register = registered("u-bob", "bob@example.com", "Bob", "en");
     let outcomes = consumer.record_batch(&decoded(&[&order, &register])).await.expect("recorded");
     // As one event at a time in this order: the order came before anybody knew Bob.
-    assert_eq!(outcomes, [Some(Status::Skipped), Some(Status::Pending)]);
+    assert_eq!(outcomes, [Recorded::Email(Status::Skipped), Recorded::Email(Status::Pending)]);
     let mails = pending(&store).await;
     assert_eq!(mails.len(), 1);
     assert_eq!(mails[0].event_type, "user.registered");

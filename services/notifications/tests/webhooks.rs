@@ -6,9 +6,11 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use api::mercato::auth::v1::PasswordResetRequested;
+use api::mercato::catalog::v1::ProductUpdated;
+use api::mercato::deliveries::v1::ShipmentCreated;
 use api::mercato::notifications::v1::{
-    CreateWebhookEndpointRequest, DeleteWebhookEndpointRequest, ListWebhookEndpointsRequest, NotificationChannel,
-    NotificationSent, NotificationStatus,
+    CreateWebhookEndpointRequest, DeleteWebhookEndpointRequest, ListWebhookEndpointsRequest, Notification,
+    NotificationChannel, NotificationSent, NotificationStatus,
 };
 use axum::http::{HeaderMap, StatusCode};
 use common::{Service, confirmed, fast_retries, registered, with_token};
@@ -280,7 +282,43 @@ async fn events_carrying_secrets_never_reach_webhooks(db: Db) {
     service.stop().await;
 }
 
+/// Events nobody is mailed of (a shipment to pack, a product changed) are there for integrations: an endpoint
+/// subscribed to one gets it, once, and no email row is written for them.
+async fn events_nobody_is_mailed_of_reach_the_endpoints_subscribed_to_them(db: Db) {
+    let service = Service::start(db, Mailer::Log, fast_retries()).await;
+    let receiver = Receiver::default();
+    let (url, receiver_task) = start_receiver(receiver.clone()).await;
+    let request = CreateWebhookEndpointRequest { url: url.clone(), event_types: vec!["shipment.created".into()] };
+    let mut client = service.client.clone();
+    client.create_webhook_endpoint(with_token(request, &service.admin())).await.expect("subscribed");
+
+    let created = ShipmentCreated { shipment_id: "s-1".into(), order_id: "o-1".into(), customer_id: "u-1".into() };
+    let shipment = common::envelope("shipment.created", "s-1", &created);
+    service.deliver(&shipment).await;
+    service.deliver(&shipment).await; // a redelivery is not a second webhook
+    let product = ProductUpdated::default();
+    service.deliver(&common::envelope("product.updated", "p-1", &product)).await; // nobody subscribed
+    let sent = |n: &Notification| n.status == NotificationStatus::Sent as i32;
+    let all = service.wait_until("the webhook is delivered", |all| all.iter().any(sent)).await;
+    let rows: Vec<(i32, &str)> = all.iter().map(|n| (n.channel, n.event_type.as_str())).collect();
+    assert_eq!(rows, [(NotificationChannel::Webhook as i32, "shipment.created")], "no email rows: {all:#?}");
+    let requests = receiver.requests.lock().expect("lock").clone();
+    assert_eq!(requests.len(), 1);
+    let json: serde_json::Value = serde_json::from_str(&requests[0].1).expect("JSON body");
+    assert_eq!((json["type"].as_str(), json["data"]["orderId"].as_str()), (Some("shipment.created"), Some("o-1")));
+
+    // Events no one subscribed to, and this service's own, cannot be asked for by mistake.
+    for (types, bad) in [(vec!["notification.sent".to_owned()], true), (vec!["product.updated".to_owned()], false)] {
+        let request = CreateWebhookEndpointRequest { url: url.clone(), event_types: types };
+        let answer = client.create_webhook_endpoint(with_token(request, &service.admin())).await;
+        assert_eq!(answer.is_err(), bad, "{answer:?}");
+    }
+    receiver_task.abort();
+    service.stop().await;
+}
+
 on_both_engines!(
+    events_nobody_is_mailed_of_reach_the_endpoints_subscribed_to_them,
     events_carrying_secrets_never_reach_webhooks,
     deliveries_are_signed_and_retried_until_accepted,
     private_addresses_are_not_called_by_default,
