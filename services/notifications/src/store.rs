@@ -188,6 +188,14 @@ pub struct EndpointRow {
     pub create_time: i64,
 }
 
+impl EndpointRow {
+    /// Whether events of `event_type` go to this endpoint: it subscribed to the type, and the type may go to
+    /// webhooks (an endpoint subscribed before its type became mail-only gets nothing of it either).
+    pub fn receives(&self, event_type: &str) -> bool {
+        domain::webhooks_may_receive(event_type) && self.event_types.split(' ').any(|t| t == event_type)
+    }
+}
+
 /// Filters and page of a ListNotifications.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
@@ -342,10 +350,24 @@ impl Store {
         with_db!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
             let result: Result<Vec<bool>, Error> = async {
-                let ids: Vec<&str> = events.iter().map(|e| e.event_id).collect();
+                let endpoints = sqlx::query_as::<_, EndpointRow>(
+                    "SELECT id, url, event_types, create_time FROM webhook_endpoints ORDER BY create_time, id",
+                )
+                .fetch_all(&mut *tx)
+                .await?;
+                // An event that writes nothing here (a webhooks-only type no endpoint subscribes to: most events of
+                // a checkout) needs no inbox row either: a redelivery would write nothing again.
+                let writes = |e: &EventEffect<'_>| {
+                    e.email.is_some()
+                        || e.register.is_some()
+                        || e.forget.is_some()
+                        || e.payment.is_some()
+                        || endpoints.iter().any(|endpoint| endpoint.receives(e.event_type))
+                };
+                let ids: Vec<&str> = events.iter().filter(|e| writes(e)).map(|e| e.event_id).collect();
                 let mut first = platform::events::first_deliveries(&mut *tx, crate::events::CONSUMER, &ids).await?;
                 // `remove`: a second copy of an event in the batch is a repeat.
-                let new: Vec<bool> = events.iter().map(|e| first.remove(e.event_id)).collect();
+                let new: Vec<bool> = events.iter().map(|e| !writes(e) || first.remove(e.event_id)).collect();
                 let kept: Vec<&EventEffect<'_>> =
                     events.iter().zip(&new).filter(|(_, new)| **new).map(|(event, _)| event).collect();
                 if kept.is_empty() {
@@ -402,19 +424,10 @@ impl Store {
                     insert.push(" ON CONFLICT (payment_id) DO NOTHING");
                     insert.build().execute(&mut *tx).await?;
                 }
-                let endpoints = sqlx::query_as::<_, EndpointRow>(
-                    "SELECT id, url, event_types, create_time FROM webhook_endpoints ORDER BY create_time, id",
-                )
-                .fetch_all(&mut *tx)
-                .await?;
                 let mut rows = Vec::with_capacity(kept.len());
                 for event in &kept {
                     rows.extend(event.email.as_ref().map(|email| NotificationInsert::email(event, email)));
-                    // An endpoint subscribed before its type became mail-only gets nothing of it either.
-                    let subscribed = endpoints.iter().filter(|e| {
-                        domain::webhooks_may_receive(event.event_type)
-                            && e.event_types.split(' ').any(|t| t == event.event_type)
-                    });
+                    let subscribed = endpoints.iter().filter(|e| e.receives(event.event_type));
                     rows.extend(subscribed.map(|endpoint| NotificationInsert::webhook(event, endpoint)));
                 }
                 for chunk in rows.chunks(INSERT_ROWS) {

@@ -285,7 +285,7 @@ async fn events_carrying_secrets_never_reach_webhooks(db: Db) {
 /// Events nobody is mailed of (a shipment to pack, a product changed) are there for integrations: an endpoint
 /// subscribed to one gets it, once, and no email row is written for them.
 async fn events_nobody_is_mailed_of_reach_the_endpoints_subscribed_to_them(db: Db) {
-    let service = Service::start(db, Mailer::Log, fast_retries()).await;
+    let service = Service::start(db.clone(), Mailer::Log, fast_retries()).await;
     let receiver = Receiver::default();
     let (url, receiver_task) = start_receiver(receiver.clone()).await;
     let request = CreateWebhookEndpointRequest { url: url.clone(), event_types: vec!["shipment.created".into()] };
@@ -306,6 +306,11 @@ async fn events_nobody_is_mailed_of_reach_the_endpoints_subscribed_to_them(db: D
     assert_eq!(requests.len(), 1);
     let json: serde_json::Value = serde_json::from_str(&requests[0].1).expect("JSON body");
     assert_eq!((json["type"].as_str(), json["data"]["orderId"].as_str()), (Some("shipment.created"), Some("o-1")));
+    // An event that wrote nothing leaves no inbox row either (most of a checkout's events, without endpoints).
+    let handled: Vec<String> = with_db!(&db, pool => {
+        sqlx::query_scalar("SELECT event_id FROM inbox WHERE consumer = 'notifications'").fetch_all(pool).await.expect("inbox")
+    });
+    assert_eq!(handled, [shipment.id.as_str()]);
 
     // Events no one subscribed to, and this service's own, cannot be asked for by mistake.
     for (types, bad) in [(vec!["notification.sent".to_owned()], true), (vec!["product.updated".to_owned()], false)] {
