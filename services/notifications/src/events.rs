@@ -13,7 +13,9 @@
 //! the user's directory entry and the addresses and texts of their past mails, then confirms to the address. Each event
 //! becomes one email notification — PENDING, or SKIPPED with the reason when nobody can be addressed — and a
 //! webhook delivery per endpoint subscribed to its type, all in the transaction of its inbox row. Deliveries
-//! are recorded in batches: those that arrive while one is being written go together into the next.
+//! are recorded in batches: those that arrive while one is being written go together into the next. The
+//! events nobody is mailed of ([`domain::WEBHOOKS_ONLY`]) are acknowledged at once, with no transaction, while no
+//! endpoint subscribes to their type ([`crate::subscriptions`]).
 //!
 //! Published (through the outbox, see [`crate::dispatch`]): `notification.sent` and `notification.failed`.
 
@@ -38,6 +40,7 @@ use tokio::sync::Notify;
 use crate::domain::{self, Channel, Money, Status};
 use crate::error::Error;
 use crate::store::{Due, EventEffect, NewNotification, PaymentLink, Recipient, Store};
+use crate::subscriptions::Subscriptions;
 use crate::templates::{Facts, ItemLine, Templates};
 
 /// The service's consumer name (its inbox and, on RabbitMQ, its queue).
@@ -59,6 +62,7 @@ pub struct Consumer {
     templates: Arc<Templates>,
     dispatcher: Arc<Notify>,
     support_inbox: Option<Recipient>,
+    subscriptions: Arc<Subscriptions>,
 }
 
 /// A delivery decoded: what its event asks for, before anybody is addressed.
@@ -81,7 +85,14 @@ struct Directory {
 impl Consumer {
     /// A consumer writing to `store`, rendering with `templates`, waking `dispatcher` after new work.
     pub fn new(store: Store, templates: Arc<Templates>, dispatcher: Arc<Notify>) -> Self {
-        Self { store, templates, dispatcher, support_inbox: None }
+        Self { store, templates, dispatcher, support_inbox: None, subscriptions: Arc::default() }
+    }
+
+    /// Lets the events nobody is mailed of go without a transaction while `subscriptions` says no endpoint
+    /// receives their type; without it every event is recorded in the database's terms.
+    pub fn with_subscriptions(mut self, subscriptions: Arc<Subscriptions>) -> Self {
+        self.subscriptions = subscriptions;
+        self
     }
 
     /// Tells `inbox` (a mailbox, `Support <help@example.com>` or a bare address) of every new support ticket,
@@ -104,13 +115,21 @@ impl Consumer {
     /// its batch has committed. Must be called inside a Tokio runtime (it starts the task recording batches).
     pub fn subscribe(self, bus: &dyn EventBus) {
         let types = event_types();
+        let subscriptions = self.subscriptions.clone();
         let batches = GroupCommit::start(self, MAX_BATCH);
         bus.subscribe(
             CONSUMER,
             &types,
             Arc::new(move |envelope: Arc<EventEnvelope>| {
                 let batches = batches.clone();
+                let unwanted = domain::WEBHOOKS_ONLY.contains(&envelope.r#type.as_str())
+                    && !subscriptions.may_receive(&envelope.r#type);
                 Box::pin(async move {
+                    if unwanted {
+                        // It would write nothing: no mail, no endpoint, so no inbox row either.
+                        tracing::debug!(event_id = %envelope.id, event_type = %envelope.r#type, "no endpoint subscribes, let go");
+                        return Ok(());
+                    }
                     let delivery = Delivery::decode(&envelope)?;
                     let recorded =
                         batches.record(delivery).await.map_err(|e| format!("recording event {}: {e}", envelope.id))?;

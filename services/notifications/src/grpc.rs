@@ -1,5 +1,7 @@
 //! The gRPC face of the notifications service: the delivery log and the webhook endpoints.
 
+use std::sync::Arc;
+
 use api::mercato::notifications::v1::notification_service_server::NotificationService;
 use api::mercato::notifications::v1::{
     CreateWebhookEndpointRequest, CreateWebhookEndpointResponse, DeleteWebhookEndpointRequest,
@@ -14,6 +16,7 @@ use tonic::{Request, Response, Status};
 use crate::domain::{self, Channel, Cursor};
 use crate::error::Error;
 use crate::store::{EndpointRow, ListQuery, NotificationRow, Store};
+use crate::subscriptions::Subscriptions;
 
 /// The scope that shows every notification (and their errors) and manages webhook endpoints.
 pub const NOTIFICATIONS_ADMIN: &str = "notifications:admin";
@@ -22,12 +25,13 @@ pub const NOTIFICATIONS_ADMIN: &str = "notifications:admin";
 #[derive(Debug, Clone)]
 pub struct NotificationsApi {
     store: Store,
+    subscriptions: Arc<Subscriptions>,
 }
 
 impl NotificationsApi {
-    /// The service over a migrated database.
-    pub fn new(store: Store) -> Self {
-        Self { store }
+    /// The service over a migrated database; `subscriptions` is read again after each change of endpoints.
+    pub fn new(store: Store, subscriptions: Arc<Subscriptions>) -> Self {
+        Self { store, subscriptions }
     }
 }
 
@@ -137,6 +141,8 @@ impl NotificationService for NotificationsApi {
         let id = uuid::Uuid::now_v7().to_string();
         let secret = domain::new_webhook_secret();
         let row = self.store.create_endpoint(&id, &req.url, &req.event_types, &secret, now_micros()).await?;
+        // The consumer lets no event of the new types go by from now on.
+        self.subscriptions.refresh(&self.store).await;
         tracing::info!(endpoint_id = %id, url = %req.url, by = %by, "webhook endpoint created");
         Ok(Response::new(CreateWebhookEndpointResponse { webhook_endpoint: Some(endpoint_to_wire(row)), secret }))
     }
@@ -163,6 +169,7 @@ impl NotificationService for NotificationsApi {
         if !self.store.delete_endpoint(&id, now_micros()).await? {
             return Err(Error::NotFound(format!("webhook endpoint {id} not found")).into());
         }
+        self.subscriptions.refresh(&self.store).await;
         tracing::info!(endpoint_id = %id, by = %by, "webhook endpoint deleted");
         Ok(Response::new(DeleteWebhookEndpointResponse {}))
     }

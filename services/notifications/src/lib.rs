@@ -7,6 +7,7 @@
 //! - [`dispatch`]: the task sending due notifications, with exponential backoff.
 //! - [`channels`]: SMTP (lettre) or the log, and webhooks (reqwest).
 //! - [`store`]: all SQL, the same on SQLite and PostgreSQL.
+//! - [`subscriptions`]: the event types webhook endpoints subscribe to, kept in memory for the consumer.
 //! - [`grpc`]: the handlers of `mercato.notifications.v1.NotificationService`.
 //! - [`dead_letters`]: `mercato.notifications.v1.DeadLetterService`, the administrators' view of every
 //!   consumer's dead letters on the broker.
@@ -23,6 +24,7 @@ pub mod error;
 pub mod events;
 pub mod grpc;
 pub mod store;
+pub mod subscriptions;
 pub mod templates;
 
 use std::sync::Arc;
@@ -95,8 +97,11 @@ pub async fn serve(
     let webhooks = channels::Webhooks::new(options.webhook_timeout, options.allow_private_networks)?;
     let store = store::Store::new(db.clone());
     let wake = Arc::new(Notify::new());
+    let subscriptions = Arc::new(subscriptions::Subscriptions::default());
+    subscriptions.refresh(&store).await;
     events::Consumer::new(store.clone(), templates, wake.clone())
         .with_support_inbox(options.support_inbox.as_deref())
+        .with_subscriptions(subscriptions.clone())
         .subscribe(bus.as_ref());
     let listener = listener.into();
     tracing::info!(backend = db.backend(), addr = ?listener.local_addr().ok(), tls = listener.is_tls(), mailer = ?mailer, "notifications serving");
@@ -106,8 +111,11 @@ pub async fn serve(
     let relay = Relay::new(NAME, db, bus);
     let retention = options.retention;
     let dispatcher = dispatch::Dispatcher::new(store.clone(), mailer, webhooks, options, wake, relay.handle());
-    let service = GrpcService::new(NotificationServiceServer::new(NotificationsApi::new(store.clone())))
+    let api = NotificationsApi::new(store.clone(), subscriptions.clone());
+    let subscriptions_store = store.clone();
+    let service = GrpcService::new(NotificationServiceServer::new(api))
         .with(DeadLetterServiceServer::new(DeadLettersApi::new(bus_for_admin)))
+        .background(move |stop| async move { subscriptions.run(subscriptions_store, stop).await })
         .background(|stop| relay.run(stop))
         .background(|stop| dispatcher.run(stop))
         .background(|stop| pruner.run(stop))

@@ -322,7 +322,37 @@ async fn events_nobody_is_mailed_of_reach_the_endpoints_subscribed_to_them(db: D
     service.stop().await;
 }
 
+/// Replicas share the endpoints: one created through another replica is heard of here too, within about
+/// [`notifications::subscriptions::REFRESH`], although this replica lets the events nobody is mailed of go without
+/// reading the database while it knows of no endpoint for them.
+async fn an_endpoint_created_through_another_replica_is_heard_of_here(db: Db) {
+    let here = Service::start(db.clone(), Mailer::Log, fast_retries()).await;
+    let there = Service::start(db, Mailer::Log, fast_retries()).await;
+    let receiver = Receiver::default();
+    let (url, receiver_task) = start_receiver(receiver.clone()).await;
+    let updated = |n: u32| common::envelope("product.updated", &format!("p-{n}"), &ProductUpdated::default());
+    here.deliver(&updated(0)).await; // before any endpoint: let go
+
+    let request = CreateWebhookEndpointRequest { url, event_types: vec!["product.updated".into()] };
+    there.client.clone().create_webhook_endpoint(with_token(request, &there.admin())).await.expect("subscribed");
+    // Until here reads the endpoints again, its product updates go unheard; then they reach the endpoint.
+    let mut sent = 0;
+    while receiver.requests.lock().expect("lock").is_empty() {
+        sent += 1;
+        assert!(sent <= 100, "no product update reached the endpoint created through the other replica");
+        here.deliver(&updated(sent)).await;
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let requests = receiver.requests.lock().expect("lock").clone();
+    let json: serde_json::Value = serde_json::from_str(&requests[0].1).expect("JSON body");
+    assert_ne!(json["subject"], "p-0", "the update before the endpoint existed is not delivered: {json}");
+    receiver_task.abort();
+    here.stop().await;
+    there.stop().await;
+}
+
 on_both_engines!(
+    an_endpoint_created_through_another_replica_is_heard_of_here,
     events_nobody_is_mailed_of_reach_the_endpoints_subscribed_to_them,
     events_carrying_secrets_never_reach_webhooks,
     deliveries_are_signed_and_retried_until_accepted,
