@@ -246,6 +246,11 @@ pub const PASSWORD_RESET_TTL_MICROS: i64 = 3600 * 1_000_000;
 /// a reset of any address, so asking again and again must not flood its mailbox.
 pub const PASSWORD_RESET_RESEND_MICROS: i64 = 120 * 1_000_000;
 
+/// How long an email-verification token works, in microseconds (a day: the mail may be read the next morning).
+pub const EMAIL_VERIFICATION_TTL_MICROS: i64 = 24 * 3600 * 1_000_000;
+/// The shortest gap between two verification mails to one account, in microseconds (two minutes).
+pub const EMAIL_VERIFICATION_RESEND_MICROS: i64 = 120 * 1_000_000;
+
 /// Checks a password change: the current password given, the new one acceptable and different.
 pub fn validate_password_change(current: &str, new: &str) -> Result<(), Vec<FieldViolation>> {
     let mut violations = Violations::new();

@@ -30,6 +30,15 @@ pub enum Error {
     /// A password-reset token past its hour.
     #[error("password-reset token expired")]
     ResetTokenExpired,
+    /// An email-verification token that was never issued (or was deleted a week after it expired).
+    #[error("email-verification token not found")]
+    VerificationTokenNotFound,
+    /// An email-verification token past its day, of an account still unverified.
+    #[error("email-verification token expired")]
+    VerificationTokenExpired,
+    /// A new verification token asked for an address verified already.
+    #[error("the email address is verified already")]
+    EmailAlreadyVerified,
     /// The password changed between checking the current one and writing the new one.
     #[error("the password was changed meanwhile")]
     PasswordChangedMeanwhile,
@@ -108,6 +117,19 @@ impl From<Error> for Status {
                 "TOKEN_EXPIRED",
                 "this password-reset token expired; ask for a new one",
             ),
+            Error::VerificationTokenNotFound => with_reason(
+                Code::NotFound,
+                "TOKEN_NOT_FOUND",
+                "no such email-verification token; sign in and ask for a new one",
+            ),
+            Error::VerificationTokenExpired => with_reason(
+                Code::FailedPrecondition,
+                "TOKEN_EXPIRED",
+                "this email-verification token expired; sign in and ask for a new one",
+            ),
+            Error::EmailAlreadyVerified => {
+                with_reason(Code::FailedPrecondition, "EMAIL_ALREADY_VERIFIED", "the email address is verified already")
+            }
             Error::PasswordChangedMeanwhile => with_reason(
                 Code::Aborted,
                 "PASSWORD_CHANGED_MEANWHILE",
@@ -147,6 +169,9 @@ mod tests {
         assert_eq!(Status::from(Error::ResetTokenNotFound).code(), Code::NotFound);
         assert_eq!(Status::from(Error::ResetTokenUsed).code(), Code::FailedPrecondition);
         assert_eq!(Status::from(Error::ResetTokenExpired).code(), Code::FailedPrecondition);
+        assert_eq!(Status::from(Error::VerificationTokenNotFound).code(), Code::NotFound);
+        assert_eq!(Status::from(Error::VerificationTokenExpired).code(), Code::FailedPrecondition);
+        assert_eq!(Status::from(Error::EmailAlreadyVerified).code(), Code::FailedPrecondition);
         assert_eq!(Status::from(Error::PasswordChangedMeanwhile).code(), Code::Aborted);
         let invalid = Status::from(Error::Invalid(vec![FieldViolation::new("email", "bad")]));
         assert_eq!(invalid.code(), Code::InvalidArgument);

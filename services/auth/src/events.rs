@@ -1,8 +1,8 @@
 //! What the auth service publishes.
 
 use api::auth::{
-    PasswordChangeMethod, PasswordChanged, PasswordResetRequested, UserDeleted, UserDisabled, UserEnabled,
-    UserRegistered, UserRolesChanged,
+    EmailVerificationRequested, EmailVerified, PasswordChangeMethod, PasswordChanged, PasswordResetRequested,
+    UserDeleted, UserDisabled, UserEnabled, UserRegistered, UserRolesChanged,
 };
 use platform::events::NewEvent;
 use platform::time::timestamp;
@@ -27,6 +27,34 @@ pub fn user_registered(user: &UserRow) -> NewEvent {
 /// Event type published when a password reset is asked for (payload `mercato.auth.v1.PasswordResetRequested`):
 /// notifications mails its token to the account's address.
 pub const PASSWORD_RESET_REQUESTED: &str = "user.password_reset_requested";
+
+/// Event type published when an account's address is to be verified (payload
+/// `mercato.auth.v1.EmailVerificationRequested`): notifications mails its token to the address.
+pub const EMAIL_VERIFICATION_REQUESTED: &str = "user.email_verification_requested";
+
+/// Event type published when an account's address was verified (payload `mercato.auth.v1.EmailVerified`).
+pub const EMAIL_VERIFIED: &str = "user.email_verified";
+
+/// The `user.email_verification_requested` event carrying `token` (valid until `expires_at`) to `user`'s
+/// address. Its subject is the account's id: subjects show in logs, the token must not.
+pub fn email_verification_requested(user: &UserRow, token: &str, expires_at: i64) -> NewEvent {
+    let payload = EmailVerificationRequested {
+        user_id: user.id.clone(),
+        email: user.email.clone(),
+        display_name: user.display_name.clone(),
+        locale: user.locale.clone(),
+        token: token.to_owned(),
+        expire_time: Some(timestamp(expires_at)),
+    };
+    NewEvent::new(EMAIL_VERIFICATION_REQUESTED, user.id.clone(), &payload)
+}
+
+/// The `user.email_verified` event of `user`'s address, verified at `now`.
+pub fn email_verified(user: &UserRow, now: i64) -> NewEvent {
+    let payload =
+        EmailVerified { user_id: user.id.clone(), email: user.email.clone(), verify_time: Some(timestamp(now)) };
+    NewEvent::new(EMAIL_VERIFIED, user.id.clone(), &payload)
+}
 
 /// Event type published when a password was changed (payload `mercato.auth.v1.PasswordChanged`), so the owner
 /// learns of it.
@@ -150,6 +178,7 @@ mod tests {
             locale: "de".into(),
             create_time: 1,
             disable_time,
+            email_verify_time: None,
         }
     }
 

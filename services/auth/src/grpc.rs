@@ -5,16 +5,18 @@ use std::sync::Arc;
 
 use api::auth::auth_service_server::AuthService;
 use api::auth::{
-    ApiKey, ChangePasswordRequest, ChangePasswordResponse, ConfirmPasswordResetRequest, ConfirmPasswordResetResponse,
-    CreateApiKeyRequest, CreateApiKeyResponse, DeleteAccountRequest, DeleteAccountResponse, DisableUserRequest,
-    DisableUserResponse, EnableUserRequest, EnableUserResponse, ExchangeApiKeyRequest, ExchangeApiKeyResponse,
-    GetJwksRequest, GetJwksResponse, GetMeRequest, GetMeResponse, IssueServiceTokenRequest, IssueServiceTokenResponse,
+    ApiKey, ChangePasswordRequest, ChangePasswordResponse, ConfirmEmailVerificationRequest,
+    ConfirmEmailVerificationResponse, ConfirmPasswordResetRequest, ConfirmPasswordResetResponse, CreateApiKeyRequest,
+    CreateApiKeyResponse, DeleteAccountRequest, DeleteAccountResponse, DisableUserRequest, DisableUserResponse,
+    EnableUserRequest, EnableUserResponse, ExchangeApiKeyRequest, ExchangeApiKeyResponse, GetJwksRequest,
+    GetJwksResponse, GetMeRequest, GetMeResponse, IssueServiceTokenRequest, IssueServiceTokenResponse,
     ListApiKeysRequest, ListApiKeysResponse, ListRevokedSessionsRequest, ListRevokedSessionsResponse,
     ListSessionsRequest, ListSessionsResponse, ListUsersRequest, ListUsersResponse, LoginRequest, LoginResponse,
     LogoutRequest, LogoutResponse, RefreshRequest, RefreshResponse, RegisterRequest, RegisterResponse,
-    RequestPasswordResetRequest, RequestPasswordResetResponse, RevokeApiKeyRequest, RevokeApiKeyResponse,
-    RevokeOtherSessionsRequest, RevokeOtherSessionsResponse, RevokeSessionRequest, RevokeSessionResponse,
-    RevokedSession, SetUserRolesRequest, SetUserRolesResponse, User,
+    RequestEmailVerificationRequest, RequestEmailVerificationResponse, RequestPasswordResetRequest,
+    RequestPasswordResetResponse, RevokeApiKeyRequest, RevokeApiKeyResponse, RevokeOtherSessionsRequest,
+    RevokeOtherSessionsResponse, RevokeSessionRequest, RevokeSessionResponse, RevokedSession, SetUserRolesRequest,
+    SetUserRolesResponse, User,
 };
 use platform::error::FieldViolation;
 use platform::events::RelayHandle;
@@ -33,6 +35,7 @@ use crate::store::{NewRefreshToken, Rotation, Store, UserRow};
 mod accounts;
 mod passwords;
 mod sessions;
+mod verification;
 
 /// The auth service's gRPC handlers.
 #[derive(Debug, Clone)]
@@ -130,6 +133,8 @@ pub fn user_to_wire(user: UserRow) -> User {
         display_name: user.display_name,
         locale: user.locale,
         disable_time: user.disable_time.map(timestamp),
+        email_verified: user.email_verify_time.is_some(),
+        email_verify_time: user.email_verify_time.map(timestamp),
     }
 }
 
@@ -153,8 +158,11 @@ impl AuthService for Service {
             locale: account.locale,
             create_time: now_micros(),
             disable_time: None,
+            email_verify_time: None,
         };
-        self.store.insert_user(&user, &events::user_registered(&user)).await?;
+        // The first verification mail goes with the account: a registration never lacks one.
+        let verification = Self::new_verification(&user, user.create_time);
+        self.store.insert_user(&user, &events::user_registered(&user), Some(&verification)).await?;
         self.relay.wake();
         tracing::info!(user_id = %user.id, "account registered");
         Ok(Response::new(RegisterResponse { user: Some(user_to_wire(user)) }))
@@ -262,6 +270,23 @@ impl AuthService for Service {
         let request = request.into_inner();
         self.reset_password(&request.token, request.new_password).await?;
         Ok(Response::new(ConfirmPasswordResetResponse {}))
+    }
+
+    async fn request_email_verification(
+        &self,
+        request: Request<RequestEmailVerificationRequest>,
+    ) -> Result<Response<RequestEmailVerificationResponse>, Status> {
+        let user_id = platform::auth::caller(&request)?.sub.clone();
+        let expires_at = self.mail_verification_token(&user_id).await?;
+        Ok(Response::new(RequestEmailVerificationResponse { expire_time: Some(timestamp(expires_at)) }))
+    }
+
+    async fn confirm_email_verification(
+        &self,
+        request: Request<ConfirmEmailVerificationRequest>,
+    ) -> Result<Response<ConfirmEmailVerificationResponse>, Status> {
+        let user = self.verify_email(&request.into_inner().token).await?;
+        Ok(Response::new(ConfirmEmailVerificationResponse { user: Some(user_to_wire(user)) }))
     }
 
     async fn list_users(&self, request: Request<ListUsersRequest>) -> Result<Response<ListUsersResponse>, Status> {

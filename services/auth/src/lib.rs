@@ -8,10 +8,10 @@
 //! - [`keys`]: signing keys, their stored and JWK forms, signing.
 //! - [`store`]: all SQL, for SQLite and PostgreSQL; [`password_store`]: password changes and resets;
 //!   [`session_store`]: a user's sessions, and the ended ones, whose access tokens verifiers refuse;
-//!   [`account_store`]: listing accounts, setting roles, disabling.
+//!   [`account_store`]: listing accounts, setting roles, disabling; [`verification_store`]: email verification.
 //! - [`grpc`]: the `AuthService` handlers.
-//! - [`events`]: what it publishes through the outbox (`user.registered`, `user.password_reset_requested`,
-//!   `user.password_changed`, `user.deleted`).
+//! - [`events`]: what it publishes through the outbox (`user.registered`, `user.email_verification_requested`,
+//!   `user.email_verified`, `user.password_reset_requested`, `user.password_changed`, `user.deleted`, ...).
 //! - [`error`]: the crate's error and its gRPC status.
 
 pub mod account_store;
@@ -27,6 +27,7 @@ pub mod passwords;
 pub mod session_store;
 pub mod staff;
 pub mod store;
+pub mod verification_store;
 
 use std::sync::Arc;
 
@@ -130,6 +131,11 @@ async fn prune_expired_tokens(store: Store, shutdown: CancellationToken) {
             Ok(deleted) => tracing::info!(deleted, "deleted password-reset tokens expired over a week ago"),
             Err(error) => tracing::warn!(%error, "deleting expired password-reset tokens failed"),
         }
+        match store.delete_expired_email_verifications(before).await {
+            Ok(0) => {}
+            Ok(deleted) => tracing::info!(deleted, "deleted email-verification tokens expired over a week ago"),
+            Err(error) => tracing::warn!(%error, "deleting expired email-verification tokens failed"),
+        }
         let ended_before = platform::time::now_micros().saturating_sub(domain::REVOKED_SESSION_RETENTION_MICROS);
         match store.delete_old_revoked_sessions(ended_before).await {
             Ok(0) => {}
@@ -180,6 +186,7 @@ async fn ensure_admin(store: &Store, hasher: &Hasher, settings: &Settings) -> Re
         }
         return Ok(());
     }
+    let now = platform::time::now_micros();
     let admin = UserRow {
         id: uuid::Uuid::now_v7().to_string(),
         email,
@@ -187,10 +194,12 @@ async fn ensure_admin(store: &Store, hasher: &Hasher, settings: &Settings) -> Re
         display_name: ADMIN_DISPLAY_NAME.to_owned(),
         roles: domain::format_roles(&[domain::ROLE_CUSTOMER, domain::ROLE_ADMIN]),
         locale: domain::DEFAULT_LOCALE.to_owned(),
-        create_time: platform::time::now_micros(),
+        create_time: now,
         disable_time: None,
+        // The operator chose the address: it needs no proof by mail.
+        email_verify_time: Some(now),
     };
-    match store.insert_user(&admin, &events::user_registered(&admin)).await {
+    match store.insert_user(&admin, &events::user_registered(&admin), None).await {
         Ok(()) => {
             tracing::info!(user_id = %admin.id, "created the first administrator");
             Ok(())

@@ -6,6 +6,7 @@ use platform::with_db;
 
 use crate::error::Error;
 use crate::keys::StoredKey;
+use crate::verification_store::{INSERT_EMAIL_VERIFICATION, NewEmailVerification};
 
 /// A row of `users`.
 #[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -26,6 +27,8 @@ pub struct UserRow {
     pub create_time: i64,
     /// When staff disabled the account, microseconds; `None` while it is enabled.
     pub disable_time: Option<i64>,
+    /// When the owner verified the address, microseconds; `None` until then.
+    pub email_verify_time: Option<i64>,
 }
 
 impl std::fmt::Debug for UserRow {
@@ -38,6 +41,7 @@ impl std::fmt::Debug for UserRow {
             .field("locale", &self.locale)
             .field("create_time", &self.create_time)
             .field("disable_time", &self.disable_time)
+            .field("email_verify_time", &self.email_verify_time)
             .finish_non_exhaustive()
     }
 }
@@ -59,7 +63,7 @@ pub enum Rotation {
     /// The token was live and is now spent; its successor is stored.
     Rotated {
         /// The token's user as of now.
-        user: UserRow,
+        user: Box<UserRow>,
         /// The session (family) the token belongs to.
         session_id: String,
     },
@@ -79,7 +83,7 @@ enum Spend {
 
 /// The columns of a [`UserRow`], in its order.
 pub(crate) const USER_COLUMNS: &str =
-    "id, email, password_hash, display_name, roles, locale, create_time, disable_time";
+    "id, email, password_hash, display_name, roles, locale, create_time, disable_time, email_verify_time";
 
 /// The auth service's database.
 #[derive(Debug, Clone)]
@@ -98,16 +102,21 @@ impl Store {
         &self.db
     }
 
-    /// Inserts a user and, in the same transaction, its `user.registered` event; [`Error::EmailTaken`] when
-    /// the email already has an account.
-    pub async fn insert_user(&self, user: &UserRow, registered: &NewEvent) -> Result<(), Error> {
+    /// Inserts a user and, in the same transaction, its `user.registered` event and the token that verifies its
+    /// address (with the event mailing it), if any; [`Error::EmailTaken`] when the email already has an account.
+    pub async fn insert_user(
+        &self,
+        user: &UserRow,
+        registered: &NewEvent,
+        verification: Option<&NewEmailVerification>,
+    ) -> Result<(), Error> {
         let result: Result<(), sqlx::Error> = with_db!(&self.db, pool => {
             async {
                 // The insert comes first so that the transaction takes SQLite's write lock at once.
                 let mut tx = pool.begin_write().await?;
                 sqlx::query(
-                    "INSERT INTO users (id, email, password_hash, display_name, roles, locale, create_time) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    "INSERT INTO users (id, email, password_hash, display_name, roles, locale, create_time, \
+                     email_verify_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
                 )
                 .bind(&user.id)
                 .bind(&user.email)
@@ -116,9 +125,21 @@ impl Store {
                 .bind(&user.roles)
                 .bind(&user.locale)
                 .bind(user.create_time)
+                .bind(user.email_verify_time)
                 .execute(&mut *tx)
                 .await?;
                 events::enqueue(&mut *tx, crate::NAME, registered).await?;
+                if let Some(verification) = verification {
+                    sqlx::query(INSERT_EMAIL_VERIFICATION)
+                    .bind(&verification.id)
+                    .bind(&verification.user_id)
+                    .bind(&verification.token_hash)
+                    .bind(verification.expires_at)
+                    .bind(verification.create_time)
+                    .execute(&mut *tx)
+                    .await?;
+                    events::enqueue(&mut *tx, crate::NAME, &verification.requested).await?;
+                }
                 tx.commit().await
             }
             .await
@@ -269,7 +290,7 @@ impl Store {
                             .execute(&mut *tx)
                             .await?;
                             tx.commit().await?;
-                            Spend::Done(Rotation::Rotated { user, session_id: family_id })
+                            Spend::Done(Rotation::Rotated { user: Box::new(user), session_id: family_id })
                         }
                     }
                 } else {

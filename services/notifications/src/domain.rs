@@ -39,6 +39,8 @@ pub const NEWSLETTER_SUBSCRIPTION_REQUESTED: &str = "newsletter.subscription_req
 pub const NEWSLETTER_ISSUED: &str = "newsletter.issued";
 /// Event type of a password reset asked for (its token goes to the account's address).
 pub const PASSWORD_RESET_REQUESTED: &str = "user.password_reset_requested";
+/// Event type of an address to verify (its token goes to that address).
+pub const EMAIL_VERIFICATION_REQUESTED: &str = "user.email_verification_requested";
 /// Event type of a password changed (its owner is told).
 pub const PASSWORD_CHANGED: &str = "user.password_changed";
 /// Event type of a deleted account (its traces here are erased; the address is told).
@@ -71,6 +73,7 @@ pub const CONSUMED: &[(&str, &str)] = &[
     (NEWSLETTER_SUBSCRIPTION_REQUESTED, "mercato.support.v1.NewsletterSubscriptionRequested"),
     (NEWSLETTER_ISSUED, "mercato.support.v1.NewsletterIssued"),
     (PASSWORD_RESET_REQUESTED, "mercato.auth.v1.PasswordResetRequested"),
+    (EMAIL_VERIFICATION_REQUESTED, "mercato.auth.v1.EmailVerificationRequested"),
     (PASSWORD_CHANGED, "mercato.auth.v1.PasswordChanged"),
     (USER_DELETED, "mercato.auth.v1.UserDeleted"),
     (USER_ROLES_CHANGED, "mercato.auth.v1.UserRolesChanged"),
@@ -88,6 +91,7 @@ pub const CONSUMED: &[(&str, &str)] = &[
     ("shipment.cancelled", "mercato.deliveries.v1.ShipmentCancelled"),
     ("ticket.resolved", "mercato.support.v1.TicketResolved"),
     ("ledger.transaction.recorded", "mercato.ledger.v1.TransactionRecorded"),
+    ("user.email_verified", "mercato.auth.v1.EmailVerified"),
 ];
 
 /// Consumed event types nobody is mailed of: they are here for the webhook endpoints subscribed to them (a
@@ -107,12 +111,14 @@ pub const WEBHOOKS_ONLY: &[&str] = &[
     "shipment.cancelled",
     "ticket.resolved",
     "ledger.transaction.recorded",
+    "user.email_verified",
 ];
 
-/// Consumed event types that carry a secret meant for one mailbox (a password-reset token, a subscription's
-/// confirmation or unsubscribe token): they are mailed to it and never sent to webhooks, whose endpoints would
-/// otherwise hold every customer's reset tokens.
-pub const MAIL_ONLY: &[&str] = &[PASSWORD_RESET_REQUESTED, NEWSLETTER_SUBSCRIPTION_REQUESTED, NEWSLETTER_ISSUED];
+/// Consumed event types that carry a secret meant for one mailbox (a password-reset or email-verification
+/// token, a subscription's confirmation or unsubscribe token): they are mailed to it and never sent to webhooks,
+/// whose endpoints would otherwise hold every customer's reset tokens.
+pub const MAIL_ONLY: &[&str] =
+    &[PASSWORD_RESET_REQUESTED, EMAIL_VERIFICATION_REQUESTED, NEWSLETTER_SUBSCRIPTION_REQUESTED, NEWSLETTER_ISSUED];
 
 /// Consumed event types mailed to the shop's own inbox (`MERCATO_SUPPORT_EMAIL`): new tickets, products running
 /// low and refused refunds. Those mails need no Reply-To pointing back at the inbox.
@@ -686,6 +692,9 @@ mod tests {
         let secrets = validate_event_types(&["user.password_changed".into(), "user.password_reset_requested".into()]);
         assert_eq!(fields(secrets.clone()), ["event_types[1]"], "the owner's notice may go out, the token not");
         assert!(secrets[0].description.contains("only mailed"), "{secrets:?}");
+        let verification =
+            validate_event_types(&["user.email_verified".into(), "user.email_verification_requested".into()]);
+        assert_eq!(fields(verification), ["event_types[1]"], "that it was verified may go out, the code not");
         let secret = new_webhook_secret();
         assert!(secret.starts_with("whsec_") && secret.len() > 40 && secret != new_webhook_secret());
     }

@@ -7,8 +7,8 @@
 //! or to the address a contact form gave), `ticket.created`, the catalog's `inventory.low` and `refund.failed` (to
 //! the shop's support inbox, `MERCATO_SUPPORT_EMAIL`),
 //! the newsletter's `newsletter.subscription_requested` (the confirmation token) and `newsletter.issued` (one
-//! subscriber's copy), both to the address they name, and auth's `user.password_reset_requested` (the reset token)
-//! and `user.password_changed`, `user.roles_changed`, `user.disabled` and `user.enabled` (the owner is told), to
+//! subscriber's copy), both to the address they name, and auth's `user.password_reset_requested` (the reset token),
+//! `user.email_verification_requested` (the token that verifies the address) and `user.password_changed`, `user.roles_changed`, `user.disabled` and `user.enabled` (the owner is told), to
 //! the account's address, and `user.deleted`, which erases
 //! the user's directory entry and the addresses and texts of their past mails, then confirms to the address. Each event
 //! becomes one email notification — PENDING, or SKIPPED with the reason when nobody can be addressed — and a
@@ -23,8 +23,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use api::mercato::auth::v1::{
-    PasswordChangeMethod, PasswordChanged, PasswordResetRequested, UserDeleted, UserDisabled, UserEnabled,
-    UserRegistered, UserRolesChanged,
+    EmailVerificationRequested, PasswordChangeMethod, PasswordChanged, PasswordResetRequested, UserDeleted,
+    UserDisabled, UserEnabled, UserRegistered, UserRolesChanged,
 };
 use api::mercato::catalog::v1::InventoryLow;
 use api::mercato::deliveries::v1::{ShipmentDelivered, ShipmentShipped};
@@ -144,16 +144,16 @@ impl Consumer {
     async fn directory(&self, deliveries: &[Delivery]) -> Result<Directory, Error> {
         let payment_ids: BTreeSet<&str> = deliveries
             .iter()
-            .filter_map(|d| match &d.plan.addressee {
-                Addressee::Payment(id) => Some(id.as_str()),
+            .filter_map(|d| match d.plan.addressee() {
+                Some(Addressee::Payment(id)) => Some(id.as_str()),
                 _ => None,
             })
             .collect();
         let payments = self.store.payments(&payment_ids).await?;
         let mut customers: BTreeSet<&str> = deliveries
             .iter()
-            .filter_map(|d| match &d.plan.addressee {
-                Addressee::Customer(id) => Some(id.as_str()),
+            .filter_map(|d| match d.plan.addressee() {
+                Some(Addressee::Customer(id)) => Some(id.as_str()),
                 _ => None,
             })
             .collect();
@@ -167,12 +167,12 @@ impl Consumer {
     /// The email for `plan`: rendered for its recipient, or SKIPPED saying why nobody can be addressed; `None`
     /// for an event no one is mailed of.
     fn email(&self, plan: &Plan, directory: &Directory) -> Option<NewNotification> {
-        let facts = plan.facts.as_ref()?;
-        Some(self.email_telling(facts, plan, directory))
+        let Mail { to, facts } = plan.mail.as_ref()?;
+        Some(self.email_telling(to, facts, plan, directory))
     }
 
-    fn email_telling(&self, facts: &Facts, plan: &Plan, directory: &Directory) -> NewNotification {
-        let (recipient, order_id) = match &plan.addressee {
+    fn email_telling(&self, to: &Addressee, facts: &Facts, plan: &Plan, directory: &Directory) -> NewNotification {
+        let (recipient, order_id) = match to {
             Addressee::Registered => (plan.register.clone(), None),
             Addressee::Customer(id) => match directory.recipients.get(id) {
                 Some(r) => (Some(r.clone()), None),
@@ -342,16 +342,25 @@ enum Addressee {
     Nobody(String),
 }
 
-/// What an event asks for.
+/// What an event asks for: an email, changes to the directory of recipients, and (to every endpoint subscribed
+/// to its type) a webhook delivery.
 #[derive(Debug, Clone)]
 struct Plan {
+    /// The email; `None` for an event only webhook endpoints hear of.
+    mail: Option<Mail>,
+    /// A user to add to the directory (or whose entry to update).
     register: Option<Recipient>,
+    /// A payment's order and customer, for the refunds of that payment later.
     payment: Option<PaymentLink>,
-    addressee: Addressee,
     /// A deleted user whose directory entry and mail addresses are to be erased.
     forget: Option<String>,
-    /// What the email tells; `None` for an event only webhook endpoints hear of.
-    facts: Option<Facts>,
+}
+
+/// An email an event asks for: to whom, telling what.
+#[derive(Debug, Clone)]
+struct Mail {
+    to: Addressee,
+    facts: Facts,
 }
 
 fn money(m: Option<api::common::Money>) -> Money {
@@ -382,15 +391,34 @@ fn account_owner(user_id: String, email: String, display_name: String, locale: S
 }
 
 impl Plan {
-    /// One email to `addressee` telling `facts`, and nothing else.
-    fn mail(addressee: Addressee, facts: Facts) -> Self {
-        Self { register: None, payment: None, addressee, forget: None, facts: Some(facts) }
+    /// One email to `to` telling `facts`.
+    fn mail(to: Addressee, facts: Facts) -> Self {
+        Self { mail: Some(Mail { to, facts }), ..Self::webhooks_only() }
     }
 
     /// No email: the event goes to the webhook endpoints subscribed to its type, if any ([`domain::WEBHOOKS_ONLY`]).
     fn webhooks_only() -> Self {
-        let addressee = Addressee::Nobody("nobody is mailed of this event".to_owned());
-        Self { register: None, payment: None, addressee, forget: None, facts: None }
+        Self { mail: None, register: None, payment: None, forget: None }
+    }
+
+    /// Adds `recipient` to the directory too.
+    fn registering(self, recipient: Recipient) -> Self {
+        Self { register: Some(recipient), ..self }
+    }
+
+    /// Links a payment to its order and customer too.
+    fn linking(self, payment: Option<PaymentLink>) -> Self {
+        Self { payment, ..self }
+    }
+
+    /// Erases what is kept of `user_id` too.
+    fn forgetting(self, user_id: String) -> Self {
+        Self { forget: Some(user_id), ..self }
+    }
+
+    /// Whom the email goes to, if there is one.
+    fn addressee(&self) -> Option<&Addressee> {
+        self.mail.as_ref().map(|mail| &mail.to)
     }
 }
 
@@ -406,18 +434,12 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
             } else {
                 Addressee::Registered
             };
-            Plan {
-                register: Some(Recipient {
-                    user_id: e.user_id,
-                    email: e.email,
-                    display_name: e.display_name,
-                    locale: e.locale,
-                }),
-                payment: None,
-                addressee,
-                forget: None,
-                facts: Some(Facts::Welcome),
-            }
+            Plan::mail(addressee, Facts::Welcome).registering(Recipient {
+                user_id: e.user_id,
+                email: e.email,
+                display_name: e.display_name,
+                locale: e.locale,
+            })
         }
         domain::ORDER_CONFIRMED => {
             let e = OrderConfirmed::decode(data).map_err(bad)?;
@@ -431,13 +453,8 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 .into_iter()
                 .map(|i| ItemLine { name: i.name, quantity: i.quantity, line_total: money(i.line_total) })
                 .collect();
-            Plan {
-                register: None,
-                payment,
-                addressee: customer(e.customer_id),
-                forget: None,
-                facts: Some(Facts::OrderConfirmed { order_id: e.order_id, total: money(e.total), items }),
-            }
+            let facts = Facts::OrderConfirmed { order_id: e.order_id, total: money(e.total), items };
+            Plan::mail(customer(e.customer_id), facts).linking(payment)
         }
         domain::ORDER_FAILED => {
             let e = OrderFailed::decode(data).map_err(bad)?;
@@ -457,18 +474,9 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
             } else {
                 Addressee::Payment(e.payment_id)
             };
-            Plan {
-                register: None,
-                payment: None,
-                addressee,
-                // The order comes from the payment's link once it is looked up.
-                forget: None,
-                facts: Some(Facts::RefundCompleted {
-                    order_id: String::new(),
-                    amount: money(e.amount),
-                    reason: e.reason,
-                }),
-            }
+            // The order comes from the payment's link once it is looked up.
+            let facts = Facts::RefundCompleted { order_id: String::new(), amount: money(e.amount), reason: e.reason };
+            Plan::mail(addressee, facts)
         }
         domain::REFUND_FAILED => {
             let e = RefundFailed::decode(data).map_err(bad)?;
@@ -551,6 +559,11 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 Facts::PasswordReset { token: e.token },
             )
         }
+        domain::EMAIL_VERIFICATION_REQUESTED => {
+            let e = EmailVerificationRequested::decode(data).map_err(bad)?;
+            let facts = Facts::EmailVerification { email: e.email.clone(), token: e.token };
+            Plan::mail(account_owner(e.user_id, e.email, e.display_name, e.locale), facts)
+        }
         domain::PASSWORD_CHANGED => {
             let e = PasswordChanged::decode(data).map_err(bad)?;
             let by_reset = e.method() == PasswordChangeMethod::Reset;
@@ -568,13 +581,7 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 display_name: e.display_name,
                 locale: e.locale,
             });
-            Plan {
-                register: None,
-                payment: None,
-                addressee: farewell,
-                forget: Some(e.user_id),
-                facts: Some(Facts::AccountDeleted),
-            }
+            Plan::mail(farewell, Facts::AccountDeleted).forgetting(e.user_id)
         }
         domain::USER_ROLES_CHANGED => {
             let e = UserRolesChanged::decode(data).map_err(bad)?;

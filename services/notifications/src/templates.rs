@@ -25,11 +25,13 @@ macro_rules! embedded {
 const TEMPLATES: &[(&str, &str)] = embedded!(
     "en": ["user.registered", "order.confirmed", "order.failed", "payment.failed", "refund.completed",
            "shipment.shipped", "shipment.delivered", "ticket.created", "inventory.low", "refund.failed", "ticket.replied", "newsletter.subscription_requested",
-           "newsletter.issued", "user.password_reset_requested", "user.password_changed", "user.deleted",
+           "newsletter.issued", "user.password_reset_requested", "user.email_verification_requested",
+           "user.password_changed", "user.deleted",
            "user.roles_changed", "user.disabled", "user.enabled"],
     "de": ["user.registered", "order.confirmed", "order.failed", "payment.failed", "refund.completed",
            "shipment.shipped", "shipment.delivered", "ticket.created", "inventory.low", "refund.failed", "ticket.replied", "newsletter.subscription_requested",
-           "newsletter.issued", "user.password_reset_requested", "user.password_changed", "user.deleted",
+           "newsletter.issued", "user.password_reset_requested", "user.email_verification_requested",
+           "user.password_changed", "user.deleted",
            "user.roles_changed", "user.disabled", "user.enabled"],
 );
 
@@ -175,6 +177,13 @@ pub enum Facts {
         /// The single-use secret.
         token: String,
     },
+    /// `user.email_verification_requested`: the code that proves the address is the account owner's.
+    EmailVerification {
+        /// The address to verify.
+        email: String,
+        /// The secret.
+        token: String,
+    },
     /// `user.deleted`: the account is gone.
     AccountDeleted,
     /// `user.roles_changed`: staff changed the account's roles.
@@ -213,6 +222,7 @@ impl Facts {
             Facts::NewsletterConfirmation { .. } => domain::NEWSLETTER_SUBSCRIPTION_REQUESTED,
             Facts::Newsletter { .. } => domain::NEWSLETTER_ISSUED,
             Facts::PasswordReset { .. } => domain::PASSWORD_RESET_REQUESTED,
+            Facts::EmailVerification { .. } => domain::EMAIL_VERIFICATION_REQUESTED,
             Facts::PasswordChanged { .. } => domain::PASSWORD_CHANGED,
             Facts::AccountDeleted => domain::USER_DELETED,
             Facts::RolesChanged { .. } => domain::USER_ROLES_CHANGED,
@@ -225,6 +235,7 @@ impl Facts {
     fn link(&self, storefront: Option<&str>) -> Option<String> {
         let (page, token) = match self {
             Facts::PasswordReset { token } => ("reset-password", token),
+            Facts::EmailVerification { token, .. } => ("verify-email", token),
             Facts::NewsletterConfirmation { token } => ("newsletter/confirm", token),
             Facts::Newsletter { unsubscribe_token, .. } => ("newsletter/unsubscribe", unsubscribe_token),
             _ => return None,
@@ -284,6 +295,7 @@ impl Facts {
                 context! { name, subject, body, unsubscribe_token, link }
             }
             Facts::PasswordReset { token } => context! { name, token, link },
+            Facts::EmailVerification { email, token } => context! { name, email, token, link },
             Facts::PasswordChanged { by_reset } => context! { name, by_reset },
             Facts::AccountDeleted | Facts::AccountDisabled | Facts::AccountEnabled => context! { name },
             Facts::RolesChanged { roles, previous_roles } => context! { name, roles, previous_roles },
@@ -383,6 +395,7 @@ mod tests {
                 unsubscribe_token: "tok-2".into(),
             },
             Facts::PasswordReset { token: "tok-3".into() },
+            Facts::EmailVerification { email: "ada@example.com".into(), token: "tok-4".into() },
             Facts::PasswordChanged { by_reset: false },
             Facts::PasswordChanged { by_reset: true },
             Facts::AccountDeleted,
@@ -442,6 +455,7 @@ mod tests {
         let linked = Templates::load().expect("load").with_storefront(Some("https://shop.example.com/de".into()));
         for (facts, link) in [
             (reset, "https://shop.example.com/de/reset-password?token=abc-_9"),
+            (every_fact()[12].clone(), "https://shop.example.com/de/verify-email?token=tok-4"),
             (every_fact()[9].clone(), "https://shop.example.com/de/newsletter/confirm?token=tok-1"),
             (every_fact()[10].clone(), "https://shop.example.com/de/newsletter/unsubscribe?token=tok-2"),
         ] {

@@ -6,7 +6,8 @@ mod common;
 
 use api::common::Money;
 use api::mercato::auth::v1::{
-    PasswordChangeMethod, PasswordChanged, PasswordResetRequested, UserDisabled, UserEnabled, UserRolesChanged,
+    EmailVerificationRequested, PasswordChangeMethod, PasswordChanged, PasswordResetRequested, UserDisabled,
+    UserEnabled, UserRolesChanged,
 };
 use api::mercato::catalog::v1::InventoryLow;
 use api::mercato::deliveries::v1::{ShipmentDelivered, ShipmentShipped};
@@ -261,9 +262,20 @@ async fn password_mails_go_to_the_accounts_own_address(db: Db) {
         change_time: None,
     };
     service.deliver(&envelope("user.password_changed", "u-7", &changed)).await;
+    let verify = EmailVerificationRequested {
+        user_id: "u-7".into(),
+        email: "nora@example.com".into(),
+        display_name: "Nora".into(),
+        locale: "en".into(),
+        token: "verify-token-7".into(),
+        expire_time: None,
+    };
+    service.deliver(&envelope("user.email_verification_requested", "u-7", &verify)).await;
     service
-        .wait_until("both are sent", |all| {
-            email_sent(all, "user.password_reset_requested") && email_sent(all, "user.password_changed")
+        .wait_until("all three are sent", |all| {
+            email_sent(all, "user.password_reset_requested")
+                && email_sent(all, "user.password_changed")
+                && email_sent(all, "user.email_verification_requested")
         })
         .await;
     let messages = smtp.messages();
@@ -279,6 +291,11 @@ async fn password_mails_go_to_the_accounts_own_address(db: Db) {
     let text = notice["text"].as_str().expect("text");
     assert!(text.contains("Hello Nora,") && text.contains("with a code mailed to this address"), "{text}");
     assert!(!text.contains("reset-token-7"), "the notice carries no secret");
+    let verification = messages.iter().find(|m| m["subject"] == "Confirm your email address").expect("the code");
+    assert_eq!(verification["to"], "nora@example.com");
+    let text = verification["text"].as_str().expect("text");
+    assert!(text.contains("https://shop.example.com/verify-email?token=verify-token-7"), "{text}");
+    assert!(text.contains("nora@example.com is your address"), "{text}");
     service.stop().await;
 }
 

@@ -1,0 +1,78 @@
+//! Verifying an account's address: a token mailed to it (at registration, and again on request) proves the
+//! mailbox is the owner's.
+
+use platform::time::now_micros;
+
+use super::Service;
+use crate::domain;
+use crate::error::Error;
+use crate::events;
+use crate::store::UserRow;
+use crate::verification_store::NewEmailVerification;
+
+impl Service {
+    /// A new verification token for `user` (valid from `now` for a day), with the event that mails it.
+    pub(super) fn new_verification(user: &UserRow, now: i64) -> NewEmailVerification {
+        let token = domain::new_opaque_token();
+        let expires_at = now + domain::EMAIL_VERIFICATION_TTL_MICROS;
+        NewEmailVerification {
+            id: uuid::Uuid::now_v7().to_string(),
+            user_id: user.id.clone(),
+            token_hash: domain::hash_opaque_token(&token),
+            expires_at,
+            create_time: now,
+            requested: events::email_verification_requested(user, &token, expires_at),
+        }
+    }
+
+    /// Mails `user_id`'s address a new verification token, unless it is verified already (an error) or was
+    /// mailed one moments ago (nothing is sent: the earlier mail's token still works). Returns when the token
+    /// mailed, or the earlier one, stops working.
+    pub(super) async fn mail_verification_token(&self, user_id: &str) -> Result<i64, Error> {
+        let user = self.store.user_by_id(user_id).await?.ok_or(Error::UserNotFound)?;
+        if user.email_verify_time.is_some() {
+            return Err(Error::EmailAlreadyVerified);
+        }
+        let now = now_micros();
+        let verification = Self::new_verification(&user, now);
+        let resent_after = now - domain::EMAIL_VERIFICATION_RESEND_MICROS;
+        if self.store.insert_email_verification(&verification, resent_after).await? {
+            self.relay.wake();
+            tracing::info!(user_id = %user.id, "email verification mailed");
+            return Ok(verification.expires_at);
+        }
+        // Verified meanwhile, or mailed moments ago: say which.
+        let user = self.store.user_by_id(user_id).await?.ok_or(Error::UserNotFound)?;
+        if user.email_verify_time.is_some() {
+            return Err(Error::EmailAlreadyVerified);
+        }
+        tracing::info!(user_id = %user.id, "email verification not mailed again so soon");
+        let latest = self.store.latest_email_verification(&user.id).await?;
+        Ok(latest.map_or(verification.expires_at, |row| row.expires_at))
+    }
+
+    /// Verifies the address of the account `token` was mailed to; the account as it is now. A token of an
+    /// account verified already (a second click) confirms it again, whatever its age.
+    pub(super) async fn verify_email(&self, token: &str) -> Result<UserRow, Error> {
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(Error::Invalid(vec![platform::error::FieldViolation::new("token", "is required")]));
+        }
+        let token_hash = domain::hash_opaque_token(token);
+        let row = self.store.email_verification(&token_hash).await?.ok_or(Error::VerificationTokenNotFound)?;
+        let user = self.store.user_by_id(&row.user_id).await?.ok_or(Error::VerificationTokenNotFound)?;
+        if user.email_verify_time.is_some() {
+            return Ok(user);
+        }
+        let now = now_micros();
+        if row.expires_at <= now {
+            return Err(Error::VerificationTokenExpired);
+        }
+        if self.store.verify_email(&user.id, &events::email_verified(&user, now), now).await? {
+            self.relay.wake();
+            tracing::info!(user_id = %user.id, "email address verified");
+        }
+        // Verified by this call or by a concurrent one with another token: either way it is now.
+        self.store.user_by_id(&user.id).await?.ok_or(Error::VerificationTokenNotFound)
+    }
+}
