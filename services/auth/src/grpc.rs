@@ -161,8 +161,8 @@ impl AuthService for Service {
             email_verify_time: None,
         };
         // The first verification mail goes with the account: a registration never lacks one.
-        let verification = Self::new_verification(&user, user.create_time);
-        self.store.insert_user(&user, &events::user_registered(&user), Some(&verification)).await?;
+        let (token, requested) = Self::new_verification(&user, user.create_time);
+        self.store.insert_user(&user, &events::user_registered(&user), Some((&token, &requested))).await?;
         self.relay.wake();
         tracing::info!(user_id = %user.id, "account registered");
         Ok(Response::new(RegisterResponse { user: Some(user_to_wire(user)) }))

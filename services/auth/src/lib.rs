@@ -8,7 +8,8 @@
 //! - [`keys`]: signing keys, their stored and JWK forms, signing.
 //! - [`store`]: all SQL, for SQLite and PostgreSQL; [`password_store`]: password changes and resets;
 //!   [`session_store`]: a user's sessions, and the ended ones, whose access tokens verifiers refuse;
-//!   [`account_store`]: listing accounts, setting roles, disabling; [`verification_store`]: email verification.
+//!   [`account_store`]: listing accounts, setting roles, disabling; [`token_store`]: the tokens mailed to an
+//!   account's address (password resets, email verifications); [`verification_store`]: email verification.
 //! - [`grpc`]: the `AuthService` handlers.
 //! - [`events`]: what it publishes through the outbox (`user.registered`, `user.email_verification_requested`,
 //!   `user.email_verified`, `user.password_reset_requested`, `user.password_changed`, `user.deleted`, ...).
@@ -27,6 +28,7 @@ pub mod passwords;
 pub mod session_store;
 pub mod staff;
 pub mod store;
+pub mod token_store;
 pub mod verification_store;
 
 use std::sync::Arc;
@@ -37,6 +39,7 @@ use platform::auth::{EndedSession, RevocationSource, StaticKeySource, TokenVerif
 use platform::events::{EventBus, Relay};
 use platform::grpc::GrpcService;
 use platform::{Db, Settings};
+use token_store::TokenPurpose;
 use tokio_util::sync::CancellationToken;
 
 pub use error::Error;
@@ -113,7 +116,7 @@ impl RevocationSource for StoredRevocations {
     }
 }
 
-/// Deletes the refresh and password-reset tokens past their retention (a week after expiry,
+/// Deletes the refresh, password-reset and email-verification tokens past their retention (a week after expiry,
 /// [`domain::EXPIRED_REFRESH_TOKEN_RETENTION_MICROS`]) when the service starts and hourly after, until `shutdown` is
 /// cancelled. Every replica may run it: they delete the same rows. A failure is logged and tried again at the next
 /// hour; the tables only grow meanwhile.
@@ -126,15 +129,13 @@ async fn prune_expired_tokens(store: Store, shutdown: CancellationToken) {
             Ok(deleted) => tracing::info!(deleted, "deleted refresh tokens expired over a week ago"),
             Err(error) => tracing::warn!(%error, "deleting expired refresh tokens failed"),
         }
-        match store.delete_expired_password_resets(before).await {
-            Ok(0) => {}
-            Ok(deleted) => tracing::info!(deleted, "deleted password-reset tokens expired over a week ago"),
-            Err(error) => tracing::warn!(%error, "deleting expired password-reset tokens failed"),
-        }
-        match store.delete_expired_email_verifications(before).await {
-            Ok(0) => {}
-            Ok(deleted) => tracing::info!(deleted, "deleted email-verification tokens expired over a week ago"),
-            Err(error) => tracing::warn!(%error, "deleting expired email-verification tokens failed"),
+        for purpose in TokenPurpose::ALL {
+            let table = purpose.table();
+            match store.delete_expired_tokens(purpose, before).await {
+                Ok(0) => {}
+                Ok(deleted) => tracing::info!(deleted, table, "deleted mailed tokens expired over a week ago"),
+                Err(error) => tracing::warn!(%error, table, "deleting expired mailed tokens failed"),
+            }
         }
         let ended_before = platform::time::now_micros().saturating_sub(domain::REVOKED_SESSION_RETENTION_MICROS);
         match store.delete_old_revoked_sessions(ended_before).await {

@@ -8,21 +8,6 @@ use platform::with_db;
 use crate::error::Error;
 use crate::store::{NewRefreshToken, Store};
 
-/// A password-reset token to store (hashed).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewPasswordReset {
-    /// UUIDv7 of the row.
-    pub id: String,
-    /// The account.
-    pub user_id: String,
-    /// SHA-256 hex of the token.
-    pub token_hash: String,
-    /// When it stops working, microseconds.
-    pub expires_at: i64,
-    /// Microseconds since the epoch.
-    pub create_time: i64,
-}
-
 /// A stored reset token, as its bearer's request finds it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct PasswordResetRow {
@@ -61,50 +46,6 @@ pub struct NewPassword<'a> {
 }
 
 impl Store {
-    /// Stores a reset token for its account and, in the same transaction, the event that mails it; or nothing
-    /// (false) when the account was sent one after `resent_after` or no longer exists. The account's row is
-    /// written first, so concurrent requests for one account take their turns and at most one mails it.
-    pub async fn insert_password_reset(
-        &self,
-        reset: &NewPasswordReset,
-        requested: &NewEvent,
-        resent_after: i64,
-    ) -> Result<bool, Error> {
-        let inserted = with_db!(self.db(), pool => {
-            let mut tx = pool.begin_write().await?;
-            let account = sqlx::query("UPDATE users SET create_time = create_time WHERE id = $1")
-                .bind(&reset.user_id)
-                .execute(&mut *tx)
-                .await?;
-            let recent: i64 =
-                sqlx::query_scalar("SELECT COUNT(*) FROM password_resets WHERE user_id = $1 AND create_time > $2")
-                    .bind(&reset.user_id)
-                    .bind(resent_after)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            if account.rows_affected() == 0 || recent > 0 {
-                tx.rollback().await?;
-                false
-            } else {
-                sqlx::query(
-                    "INSERT INTO password_resets (id, user_id, token_hash, expires_at, create_time) \
-                     VALUES ($1, $2, $3, $4, $5)",
-                )
-                .bind(&reset.id)
-                .bind(&reset.user_id)
-                .bind(&reset.token_hash)
-                .bind(reset.expires_at)
-                .bind(reset.create_time)
-                .execute(&mut *tx)
-                .await?;
-                events::enqueue(&mut *tx, crate::NAME, requested).await?;
-                tx.commit().await?;
-                true
-            }
-        });
-        Ok(inserted)
-    }
-
     /// The reset token hashed as `token_hash`.
     pub async fn password_reset(&self, token_hash: &str) -> Result<Option<PasswordResetRow>, Error> {
         let row = with_db!(self.db(), pool => {
@@ -219,7 +160,7 @@ impl Store {
                     let [end_sessions, _] = crate::session_store::SIGN_OUT_USER;
                     sqlx::query(end_sessions).bind(now).bind(user_id).execute(&mut *tx).await?;
                     // Named, not left to ON DELETE CASCADE: SQLite enforces foreign keys only when asked to.
-                    for table in ["refresh_tokens", "api_keys", "password_resets"] {
+                    for table in ["refresh_tokens", "api_keys", "password_resets", "email_verifications"] {
                         sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE user_id = $1")))
                             .bind(user_id)
                             .execute(&mut *tx)
@@ -234,17 +175,5 @@ impl Store {
             Ok(removed)
         })
         .await
-    }
-
-    /// Deletes the reset tokens that expired before `before`; returns how many.
-    pub async fn delete_expired_password_resets(&self, before: i64) -> Result<u64, Error> {
-        let deleted = with_db!(self.db(), pool => {
-            sqlx::query("DELETE FROM password_resets WHERE expires_at < $1")
-                .bind(before)
-                .execute(pool)
-                .await?
-                .rows_affected()
-        });
-        Ok(deleted)
     }
 }

@@ -6,7 +6,7 @@ use platform::with_db;
 
 use crate::error::Error;
 use crate::keys::StoredKey;
-use crate::verification_store::{INSERT_EMAIL_VERIFICATION, NewEmailVerification};
+use crate::token_store::{MailedToken, TokenPurpose};
 
 /// A row of `users`.
 #[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -108,8 +108,9 @@ impl Store {
         &self,
         user: &UserRow,
         registered: &NewEvent,
-        verification: Option<&NewEmailVerification>,
+        verification: Option<(&MailedToken, &NewEvent)>,
     ) -> Result<(), Error> {
+        let insert_token = TokenPurpose::EmailVerification.insert_sql();
         let result: Result<(), sqlx::Error> = with_db!(&self.db, pool => {
             async {
                 // The insert comes first so that the transaction takes SQLite's write lock at once.
@@ -129,16 +130,16 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
                 events::enqueue(&mut *tx, crate::NAME, registered).await?;
-                if let Some(verification) = verification {
-                    sqlx::query(INSERT_EMAIL_VERIFICATION)
-                    .bind(&verification.id)
-                    .bind(&verification.user_id)
-                    .bind(&verification.token_hash)
-                    .bind(verification.expires_at)
-                    .bind(verification.create_time)
-                    .execute(&mut *tx)
-                    .await?;
-                    events::enqueue(&mut *tx, crate::NAME, &verification.requested).await?;
+                if let Some((token, requested)) = verification {
+                    sqlx::query(sqlx::AssertSqlSafe(insert_token.as_str()))
+                        .bind(&token.id)
+                        .bind(&token.user_id)
+                        .bind(&token.token_hash)
+                        .bind(token.expires_at)
+                        .bind(token.create_time)
+                        .execute(&mut *tx)
+                        .await?;
+                    events::enqueue(&mut *tx, crate::NAME, requested).await?;
                 }
                 tx.commit().await
             }

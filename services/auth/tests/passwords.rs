@@ -250,7 +250,7 @@ async fn an_account_is_deleted_once_its_password_is_confirmed(db: Db) {
     assert_eq!(refreshed.code(), Code::Unauthenticated);
     let exchanged = client.exchange_api_key(ExchangeApiKeyRequest { api_key: key }).await.expect_err("keys gone");
     assert_eq!(exchanged.code(), Code::Unauthenticated);
-    for table in ["refresh_tokens", "api_keys", "users"] {
+    for table in ["refresh_tokens", "api_keys", "email_verifications", "users"] {
         let column = if table == "users" { "id" } else { "user_id" };
         let left = count(&db, &format!("SELECT COUNT(*) FROM {table} WHERE {column} = $1"), &user.id).await;
         assert_eq!(left, 0, "{table}");

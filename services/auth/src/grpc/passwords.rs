@@ -9,8 +9,9 @@ use super::{Service, TokenPair};
 use crate::domain::{self, ResetTokenState};
 use crate::error::Error;
 use crate::events;
-use crate::password_store::{Guard, NewPassword, NewPasswordReset};
+use crate::password_store::{Guard, NewPassword};
 use crate::store::UserRow;
+use crate::token_store::{MailedToken, TokenPurpose};
 
 impl Service {
     /// Ok when `password` (given as `field`) is `user`'s; else INVALID_ARGUMENT naming the field.
@@ -89,16 +90,10 @@ impl Service {
         }
         let now = now_micros();
         let token = domain::new_opaque_token();
-        let reset = NewPasswordReset {
-            id: uuid::Uuid::now_v7().to_string(),
-            user_id: user.id.clone(),
-            token_hash: domain::hash_opaque_token(&token),
-            expires_at: now + domain::PASSWORD_RESET_TTL_MICROS,
-            create_time: now,
-        };
+        let reset = MailedToken::new(&user.id, &token, now, domain::PASSWORD_RESET_TTL_MICROS);
         let requested = events::password_reset_requested(&user, &token, reset.expires_at);
         let resent_after = now - domain::PASSWORD_RESET_RESEND_MICROS;
-        if self.store.insert_password_reset(&reset, &requested, resent_after).await? {
+        if self.store.insert_mailed_token(TokenPurpose::PasswordReset, &reset, &requested, resent_after).await? {
             self.relay.wake();
             tracing::info!(user_id = %user.id, "password reset mailed");
         } else {

@@ -1,6 +1,7 @@
 //! Verifying an account's address: a token mailed to it (at registration, and again on request) proves the
 //! mailbox is the owner's.
 
+use platform::events::NewEvent;
 use platform::time::now_micros;
 
 use super::Service;
@@ -8,21 +9,15 @@ use crate::domain;
 use crate::error::Error;
 use crate::events;
 use crate::store::UserRow;
-use crate::verification_store::NewEmailVerification;
+use crate::token_store::{MailedToken, TokenPurpose};
 
 impl Service {
     /// A new verification token for `user` (valid from `now` for a day), with the event that mails it.
-    pub(super) fn new_verification(user: &UserRow, now: i64) -> NewEmailVerification {
+    pub(super) fn new_verification(user: &UserRow, now: i64) -> (MailedToken, NewEvent) {
         let token = domain::new_opaque_token();
-        let expires_at = now + domain::EMAIL_VERIFICATION_TTL_MICROS;
-        NewEmailVerification {
-            id: uuid::Uuid::now_v7().to_string(),
-            user_id: user.id.clone(),
-            token_hash: domain::hash_opaque_token(&token),
-            expires_at,
-            create_time: now,
-            requested: events::email_verification_requested(user, &token, expires_at),
-        }
+        let stored = MailedToken::new(&user.id, &token, now, domain::EMAIL_VERIFICATION_TTL_MICROS);
+        let requested = events::email_verification_requested(user, &token, stored.expires_at);
+        (stored, requested)
     }
 
     /// Mails `user_id`'s address a new verification token, unless it is verified already (an error) or was
@@ -34,12 +29,13 @@ impl Service {
             return Err(Error::EmailAlreadyVerified);
         }
         let now = now_micros();
-        let verification = Self::new_verification(&user, now);
+        let (token, requested) = Self::new_verification(&user, now);
         let resent_after = now - domain::EMAIL_VERIFICATION_RESEND_MICROS;
-        if self.store.insert_email_verification(&verification, resent_after).await? {
+        let purpose = TokenPurpose::EmailVerification;
+        if self.store.insert_mailed_token(purpose, &token, &requested, resent_after).await? {
             self.relay.wake();
             tracing::info!(user_id = %user.id, "email verification mailed");
-            return Ok(verification.expires_at);
+            return Ok(token.expires_at);
         }
         // Verified meanwhile, or mailed moments ago: say which.
         let user = self.store.user_by_id(user_id).await?.ok_or(Error::UserNotFound)?;
@@ -48,7 +44,7 @@ impl Service {
         }
         tracing::info!(user_id = %user.id, "email verification not mailed again so soon");
         let latest = self.store.latest_email_verification(&user.id).await?;
-        Ok(latest.map_or(verification.expires_at, |row| row.expires_at))
+        Ok(latest.map_or(token.expires_at, |row| row.expires_at))
     }
 
     /// Verifies the address of the account `token` was mailed to; the account as it is now. A token of an
