@@ -97,8 +97,8 @@ pub async fn serve(
     let webhooks = channels::Webhooks::new(options.webhook_timeout, options.allow_private_networks)?;
     let store = store::Store::new(db.clone());
     let wake = Arc::new(Notify::new());
+    // Unknown (every event goes to the database) until the background task's first read, which it makes at once.
     let subscriptions = Arc::new(subscriptions::Subscriptions::default());
-    subscriptions.refresh(&store).await;
     events::Consumer::new(store.clone(), templates, wake.clone())
         .with_support_inbox(options.support_inbox.as_deref())
         .with_subscriptions(subscriptions.clone())

@@ -192,7 +192,12 @@ impl EndpointRow {
     /// Whether events of `event_type` go to this endpoint: it subscribed to the type, and the type may go to
     /// webhooks (an endpoint subscribed before its type became mail-only gets nothing of it either).
     pub fn receives(&self, event_type: &str) -> bool {
-        domain::webhooks_may_receive(event_type) && self.event_types.split(' ').any(|t| t == event_type)
+        self.received_types().any(|t| t == event_type)
+    }
+
+    /// The types whose events go to this endpoint (see [`receives`](Self::receives)).
+    pub fn received_types(&self) -> impl Iterator<Item = &str> {
+        self.event_types.split(' ').filter(|t| !t.is_empty() && domain::webhooks_may_receive(t))
     }
 }
 

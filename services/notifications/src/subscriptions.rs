@@ -13,8 +13,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::domain;
-use crate::store::Store;
+use crate::store::{EndpointRow, Store};
 
 /// How often the subscribed types are read again.
 pub const REFRESH: Duration = Duration::from_secs(1);
@@ -49,14 +48,7 @@ impl Subscriptions {
     pub async fn refresh(&self, store: &Store) {
         let read = self.start_read();
         let types = match store.endpoints().await {
-            Ok(endpoints) => Some(
-                endpoints
-                    .iter()
-                    .flat_map(|endpoint| endpoint.event_types.split(' '))
-                    .filter(|t| !t.is_empty() && domain::webhooks_may_receive(t))
-                    .map(str::to_owned)
-                    .collect(),
-            ),
+            Ok(endpoints) => Some(endpoints.iter().flat_map(EndpointRow::received_types).map(str::to_owned).collect()),
             Err(error) => {
                 tracing::warn!(%error, "reading the webhook endpoints' event types failed");
                 None

@@ -67,8 +67,9 @@ impl Service {
         if self.store.verify_email(&user.id, &events::email_verified(&user, now), now).await? {
             self.relay.wake();
             tracing::info!(user_id = %user.id, "email address verified");
+            return Ok(UserRow { email_verify_time: Some(now), ..user });
         }
-        // Verified by this call or by a concurrent one with another token: either way it is now.
+        // Verified meanwhile by a concurrent confirmation (another of the account's tokens): read when.
         self.store.user_by_id(&user.id).await?.ok_or(Error::VerificationTokenNotFound)
     }
 }
