@@ -1300,6 +1300,52 @@ async fn a_new_account_verifies_its_address_with_the_code_mailed_to_it() {
     p.stop().await;
 }
 
+/// An account moves to another address: the code goes to the new mailbox (auth's outbox, the bus,
+/// notifications' log), its return moves the account without a sign-in, the profile follows, and the address the
+/// account left is told.
+#[tokio::test]
+async fn an_account_moves_to_a_new_address_and_the_services_follow() {
+    let Some(p) = TestPlatform::start(Storage::Sqlite).await else { return };
+    let (old, new) = ("moving@example.com", "moved@example.org");
+    let token = p.customer_token(old).await;
+    let ask = |email: &str, password: &str| Some(json!({"newEmail": email, "password": password}));
+    let wrong = p.send("POST", "/v1/auth/email-changes", Some(&token), ask(new, "not-my-password")).await;
+    assert_eq!(wrong.status, 400, "{}", wrong.json);
+    assert_eq!(wrong.json["error"]["details"][0]["fieldViolations"][0]["field"], "password", "{}", wrong.json);
+    let asked = p.send("POST", "/v1/auth/email-changes", Some(&token), ask(new, "customer-pass-1")).await;
+    assert_eq!(asked.status, 202, "{}", asked.json);
+    assert!(asked.json["expireTime"].is_string(), "{}", asked.json);
+    let mine = p
+        .get_until("/v1/notifications", &token, |mine| {
+            mine["notifications"].as_array().is_some_and(|all| {
+                all.iter().any(|n| n["eventType"] == "user.email_change_requested" && n["recipient"] == new)
+            })
+        })
+        .await;
+    assert!(mine.to_string().contains("Confirm your new email address"), "{mine}");
+    let mailed: Vec<api::auth::EmailChangeRequested> = outbox_payloads(&p, "auth", "user.email_change_requested").await;
+    let code = mailed.into_iter().find(|e| e.email == new).map(|e| e.token).expect("a code was mailed");
+
+    let moved = p.send("POST", "/v1/auth/email-changes:confirm", None, Some(json!({"token": code}))).await;
+    assert_eq!(moved.status, 200, "{}", moved.json);
+    assert_eq!((&moved.json["user"]["email"], &moved.json["user"]["emailVerified"]), (&json!(new), &json!(true)));
+    let profile = p.get_until("/v1/profile", &token, |profile| profile["email"] == new).await;
+    assert_eq!(profile["email"], new, "the users service follows user.email_changed");
+    let told = p
+        .get_until("/v1/notifications", &token, |mine| {
+            mine["notifications"]
+                .as_array()
+                .is_some_and(|all| all.iter().any(|n| n["eventType"] == "user.email_changed" && n["recipient"] == old))
+        })
+        .await;
+    assert!(told.to_string().contains("The email address of your Mercato account was changed"), "{told}");
+    let signed_in = p.send("POST", "/v1/auth/login", None, Some(json!({"email": new, "password": "customer-pass-1"})));
+    assert_eq!(signed_in.await.status, 200);
+    let old_login = p.send("POST", "/v1/auth/login", None, Some(json!({"email": old, "password": "customer-pass-1"})));
+    assert_eq!(old_login.await.status, 401);
+    p.stop().await;
+}
+
 #[tokio::test]
 async fn anyone_may_subscribe_but_not_flood_the_newsletter() {
     let Some(p) = TestPlatform::start_with(Storage::Sqlite, &[]).await else { return };

@@ -214,14 +214,16 @@ pub struct RateLimits {
 /// The budget of routes without their own: 20 requests a second, bursts of 40.
 pub const DEFAULT_QUOTA: Quota = Quota::new(20, Duration::from_secs(1), 40);
 
-/// Budgets that apply even when `MERCATO_RATE_LIMITS` does not mention them: logins, registrations and
-/// password changes are slow (password hashing) and the target of password guessing; the contact form, newsletter
-/// subscriptions and password resets are open to anyone and make tickets and mails, so a client may not flood them.
+/// Budgets that apply even when `MERCATO_RATE_LIMITS` does not mention them: logins, registrations, password
+/// changes and email changes are slow (password hashing) and the target of password guessing; the contact form,
+/// newsletter subscriptions and password resets are open to anyone and make tickets and mails, so a client may not
+/// flood them.
 pub const DEFAULT_ROUTE_QUOTAS: &[(&str, Quota)] = &[
     ("POST /v1/auth/login", Quota::new(5, Duration::from_secs(60), 5)),
     ("POST /v1/auth/register", Quota::new(10, Duration::from_secs(60), 10)),
     ("POST /v1/auth/password:change", Quota::new(5, Duration::from_secs(60), 5)),
     ("POST /v1/auth/password-resets", Quota::new(5, Duration::from_secs(60), 5)),
+    ("POST /v1/auth/email-changes", Quota::new(5, Duration::from_secs(60), 5)),
     ("POST /v1/contact", Quota::new(5, Duration::from_secs(60), 5)),
     ("POST /v1/newsletter/subscriptions", Quota::new(5, Duration::from_secs(60), 5)),
 ];
@@ -398,7 +400,8 @@ Settings (environment variables):
                                  <route>=<count>/<s|min|h>[:<burst>], or off
                                  [default: default=20/s:40,POST /v1/auth/login=5/min:5,POST /v1/auth/register=10/min:10,
                                   POST /v1/auth/password:change=5/min:5,POST /v1/auth/password-resets=5/min:5,
-                                  POST /v1/contact=5/min:5,POST /v1/newsletter/subscriptions=5/min:5]
+                                  POST /v1/auth/email-changes=5/min:5,POST /v1/contact=5/min:5,
+                                  POST /v1/newsletter/subscriptions=5/min:5]
   MERCATO_TRUSTED_PROXIES        IPs/CIDRs whose X-Forwarded-For is believed [default: none]
   MERCATO_GATEWAY_TLS_CERT       gateway TLS certificate chain (PEM file) [default: plain HTTP]
   MERCATO_GATEWAY_TLS_KEY        its private key (PEM file); set both or neither
@@ -955,6 +958,7 @@ mod tests {
         assert_eq!(s.rate_limits.quota("POST /v1/newsletter/subscriptions"), anyones_mail);
         assert_eq!(s.rate_limits.quota("POST /v1/auth/password-resets"), anyones_mail);
         assert_eq!(s.rate_limits.quota("POST /v1/auth/password:change"), Quota::new(5, Duration::from_secs(60), 5));
+        assert_eq!(s.rate_limits.quota("POST /v1/auth/email-changes"), Quota::new(5, Duration::from_secs(60), 5));
         assert_eq!(s.rate_limits.quota("GET /v1/products"), s.rate_limits.default);
         assert!(s.trusted_proxies.is_empty());
     }

@@ -273,6 +273,30 @@ pub fn validate_password_reset(token: &str, new: &str) -> Result<(), Vec<FieldVi
     violations.finish()
 }
 
+/// How long an email-change token works, in microseconds (a day, as for verification).
+pub const EMAIL_CHANGE_TTL_MICROS: i64 = 24 * 3600 * 1_000_000;
+/// The shortest gap between two mails of an email change to one new address, in microseconds (two minutes).
+pub const EMAIL_CHANGE_RESEND_MICROS: i64 = 120 * 1_000_000;
+
+/// Checks a request to move the account at `current_email` to `new_email`: an acceptable address other than
+/// the current one, and a password to prove. Returns the new address normalised.
+pub fn validate_email_change(
+    current_email: &str,
+    new_email: &str,
+    password: &str,
+) -> Result<String, Vec<FieldViolation>> {
+    let mut violations = Violations::new();
+    let new_email = normalize_email(new_email);
+    if let Some(problem) = email_problem(&new_email) {
+        violations.add("new_email", problem);
+    } else {
+        violations.check(new_email == current_email, "new_email", "is the account's address already");
+    }
+    violations.check(password.is_empty(), "password", "is required");
+    violations.finish()?;
+    Ok(new_email)
+}
+
 /// What a stored reset token says to its bearer at `now`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResetTokenState {
@@ -496,5 +520,20 @@ mod tests {
         assert!(claims.has_scope("cart:write") && !claims.has_scope("catalog:write"));
         assert_eq!(claims.roles, ["customer"]);
         assert_eq!(uuid::Uuid::parse_str(&claims.jti).expect("uuid").get_version_num(), 7);
+    }
+
+    #[test]
+    fn an_email_change_needs_another_acceptable_address_and_the_password() {
+        assert_eq!(
+            validate_email_change("ann@example.com", " New@Example.COM ", "pw").as_deref(),
+            Ok("new@example.com")
+        );
+        let fields = |r: Result<String, Vec<FieldViolation>>| -> Vec<String> {
+            r.expect_err("refused").into_iter().map(|v| v.field).collect()
+        };
+        assert_eq!(fields(validate_email_change("ann@example.com", "ANN@example.com", "pw")), ["new_email"]);
+        assert_eq!(fields(validate_email_change("ann@example.com", "no at sign", "")), ["new_email", "password"]);
+        assert_eq!(fields(validate_email_change("ann@example.com", "", "pw")), ["new_email"]);
+        assert_eq!(fields(validate_email_change("ann@example.com", "new@example.com", "")), ["password"]);
     }
 }

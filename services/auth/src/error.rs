@@ -39,6 +39,13 @@ pub enum Error {
     /// A new verification token asked for an address verified already.
     #[error("the email address is verified already")]
     EmailAlreadyVerified,
+    /// An email-change token that was never issued, was replaced by a newer request, or was deleted a week after
+    /// it expired.
+    #[error("email-change token not found")]
+    EmailChangeTokenNotFound,
+    /// An email-change token past its day.
+    #[error("email-change token expired")]
+    EmailChangeTokenExpired,
     /// The password changed between checking the current one and writing the new one.
     #[error("the password was changed meanwhile")]
     PasswordChangedMeanwhile,
@@ -130,6 +137,16 @@ impl From<Error> for Status {
             Error::EmailAlreadyVerified => {
                 with_reason(Code::FailedPrecondition, "EMAIL_ALREADY_VERIFIED", "the email address is verified already")
             }
+            Error::EmailChangeTokenNotFound => with_reason(
+                Code::NotFound,
+                "TOKEN_NOT_FOUND",
+                "no such email-change token (a newer request replaces older ones); sign in and ask again",
+            ),
+            Error::EmailChangeTokenExpired => with_reason(
+                Code::FailedPrecondition,
+                "TOKEN_EXPIRED",
+                "this email-change token expired; sign in and ask again",
+            ),
             Error::PasswordChangedMeanwhile => with_reason(
                 Code::Aborted,
                 "PASSWORD_CHANGED_MEANWHILE",
@@ -172,6 +189,8 @@ mod tests {
         assert_eq!(Status::from(Error::VerificationTokenNotFound).code(), Code::NotFound);
         assert_eq!(Status::from(Error::VerificationTokenExpired).code(), Code::FailedPrecondition);
         assert_eq!(Status::from(Error::EmailAlreadyVerified).code(), Code::FailedPrecondition);
+        assert_eq!(Status::from(Error::EmailChangeTokenNotFound).code(), Code::NotFound);
+        assert_eq!(Status::from(Error::EmailChangeTokenExpired).code(), Code::FailedPrecondition);
         assert_eq!(Status::from(Error::PasswordChangedMeanwhile).code(), Code::Aborted);
         let invalid = Status::from(Error::Invalid(vec![FieldViolation::new("email", "bad")]));
         assert_eq!(invalid.code(), Code::InvalidArgument);

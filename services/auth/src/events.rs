@@ -1,8 +1,8 @@
 //! What the auth service publishes.
 
 use api::auth::{
-    EmailVerificationRequested, EmailVerified, PasswordChangeMethod, PasswordChanged, PasswordResetRequested,
-    UserDeleted, UserDisabled, UserEnabled, UserRegistered, UserRolesChanged,
+    EmailChangeRequested, EmailChanged, EmailVerificationRequested, EmailVerified, PasswordChangeMethod,
+    PasswordChanged, PasswordResetRequested, UserDeleted, UserDisabled, UserEnabled, UserRegistered, UserRolesChanged,
 };
 use platform::events::NewEvent;
 use platform::time::timestamp;
@@ -54,6 +54,41 @@ pub fn email_verified(user: &UserRow, now: i64) -> NewEvent {
     let payload =
         EmailVerified { user_id: user.id.clone(), email: user.email.clone(), verify_time: Some(timestamp(now)) };
     NewEvent::new(EMAIL_VERIFIED, user.id.clone(), &payload)
+}
+
+/// Event type published when an account's owner asked to move it to another address (payload
+/// `mercato.auth.v1.EmailChangeRequested`): notifications mails its token to the new address.
+pub const EMAIL_CHANGE_REQUESTED: &str = "user.email_change_requested";
+
+/// Event type published when an account moved to another address (payload `mercato.auth.v1.EmailChanged`).
+pub const EMAIL_CHANGED: &str = "user.email_changed";
+
+/// The `user.email_change_requested` event carrying `token` (valid until `expires_at`) to `new_email`, the
+/// address `user` asked to move to. Its subject is the account's id: subjects show in logs, the token must not.
+pub fn email_change_requested(user: &UserRow, new_email: &str, token: &str, expires_at: i64) -> NewEvent {
+    let payload = EmailChangeRequested {
+        user_id: user.id.clone(),
+        email: new_email.to_owned(),
+        display_name: user.display_name.clone(),
+        locale: user.locale.clone(),
+        token: token.to_owned(),
+        expire_time: Some(timestamp(expires_at)),
+        current_email: user.email.clone(),
+    };
+    NewEvent::new(EMAIL_CHANGE_REQUESTED, user.id.clone(), &payload)
+}
+
+/// The `user.email_changed` event of `user`, now at its new address, moved from `previous_email` at `now`.
+pub fn email_changed(user: &UserRow, previous_email: &str, now: i64) -> NewEvent {
+    let payload = EmailChanged {
+        user_id: user.id.clone(),
+        email: user.email.clone(),
+        display_name: user.display_name.clone(),
+        locale: user.locale.clone(),
+        previous_email: previous_email.to_owned(),
+        change_time: Some(timestamp(now)),
+    };
+    NewEvent::new(EMAIL_CHANGED, user.id.clone(), &payload)
 }
 
 /// Event type published when a password was changed (payload `mercato.auth.v1.PasswordChanged`), so the owner

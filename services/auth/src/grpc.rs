@@ -5,14 +5,15 @@ use std::sync::Arc;
 
 use api::auth::auth_service_server::AuthService;
 use api::auth::{
-    ApiKey, ChangePasswordRequest, ChangePasswordResponse, ConfirmEmailVerificationRequest,
-    ConfirmEmailVerificationResponse, ConfirmPasswordResetRequest, ConfirmPasswordResetResponse, CreateApiKeyRequest,
-    CreateApiKeyResponse, DeleteAccountRequest, DeleteAccountResponse, DisableUserRequest, DisableUserResponse,
-    EnableUserRequest, EnableUserResponse, ExchangeApiKeyRequest, ExchangeApiKeyResponse, GetJwksRequest,
-    GetJwksResponse, GetMeRequest, GetMeResponse, IssueServiceTokenRequest, IssueServiceTokenResponse,
-    ListApiKeysRequest, ListApiKeysResponse, ListRevokedSessionsRequest, ListRevokedSessionsResponse,
-    ListSessionsRequest, ListSessionsResponse, ListUsersRequest, ListUsersResponse, LoginRequest, LoginResponse,
-    LogoutRequest, LogoutResponse, RefreshRequest, RefreshResponse, RegisterRequest, RegisterResponse,
+    ApiKey, ChangePasswordRequest, ChangePasswordResponse, ConfirmEmailChangeRequest, ConfirmEmailChangeResponse,
+    ConfirmEmailVerificationRequest, ConfirmEmailVerificationResponse, ConfirmPasswordResetRequest,
+    ConfirmPasswordResetResponse, CreateApiKeyRequest, CreateApiKeyResponse, DeleteAccountRequest,
+    DeleteAccountResponse, DisableUserRequest, DisableUserResponse, EnableUserRequest, EnableUserResponse,
+    ExchangeApiKeyRequest, ExchangeApiKeyResponse, GetJwksRequest, GetJwksResponse, GetMeRequest, GetMeResponse,
+    IssueServiceTokenRequest, IssueServiceTokenResponse, ListApiKeysRequest, ListApiKeysResponse,
+    ListRevokedSessionsRequest, ListRevokedSessionsResponse, ListSessionsRequest, ListSessionsResponse,
+    ListUsersRequest, ListUsersResponse, LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, RefreshRequest,
+    RefreshResponse, RegisterRequest, RegisterResponse, RequestEmailChangeRequest, RequestEmailChangeResponse,
     RequestEmailVerificationRequest, RequestEmailVerificationResponse, RequestPasswordResetRequest,
     RequestPasswordResetResponse, RevokeApiKeyRequest, RevokeApiKeyResponse, RevokeOtherSessionsRequest,
     RevokeOtherSessionsResponse, RevokeSessionRequest, RevokeSessionResponse, RevokedSession, SetUserRolesRequest,
@@ -33,6 +34,7 @@ use crate::passwords::Hasher;
 use crate::store::{NewRefreshToken, Rotation, Store, UserRow};
 
 mod accounts;
+mod email_change;
 mod passwords;
 mod sessions;
 mod verification;
@@ -287,6 +289,24 @@ impl AuthService for Service {
     ) -> Result<Response<ConfirmEmailVerificationResponse>, Status> {
         let user = self.verify_email(&request.into_inner().token).await?;
         Ok(Response::new(ConfirmEmailVerificationResponse { user: Some(user_to_wire(user)) }))
+    }
+
+    async fn request_email_change(
+        &self,
+        request: Request<RequestEmailChangeRequest>,
+    ) -> Result<Response<RequestEmailChangeResponse>, Status> {
+        let user_id = platform::auth::caller(&request)?.sub.clone();
+        let request = request.into_inner();
+        let expires_at = self.mail_email_change_token(&user_id, &request.new_email, request.password).await?;
+        Ok(Response::new(RequestEmailChangeResponse { expire_time: Some(timestamp(expires_at)) }))
+    }
+
+    async fn confirm_email_change(
+        &self,
+        request: Request<ConfirmEmailChangeRequest>,
+    ) -> Result<Response<ConfirmEmailChangeResponse>, Status> {
+        let user = self.apply_email_change(&request.into_inner().token).await?;
+        Ok(Response::new(ConfirmEmailChangeResponse { user: Some(user_to_wire(user)) }))
     }
 
     async fn list_users(&self, request: Request<ListUsersRequest>) -> Result<Response<ListUsersResponse>, Status> {

@@ -9,15 +9,17 @@
 //! - [`store`]: all SQL, for SQLite and PostgreSQL; [`password_store`]: password changes and resets;
 //!   [`session_store`]: a user's sessions, and the ended ones, whose access tokens verifiers refuse;
 //!   [`account_store`]: listing accounts, setting roles, disabling; [`token_store`]: the tokens mailed to an
-//!   account's address (password resets, email verifications); [`verification_store`]: email verification.
+//!   account's address (password resets, email verifications); [`verification_store`]: email verification;
+//!   [`email_change_store`]: moving an account to another address.
 //! - [`grpc`]: the `AuthService` handlers.
 //! - [`events`]: what it publishes through the outbox (`user.registered`, `user.email_verification_requested`,
-//!   `user.email_verified`, `user.password_reset_requested`, `user.password_changed`, `user.deleted`, ...).
+//!   `user.email_verified`, `user.email_change_requested`, `user.email_changed`, `user.password_reset_requested`, `user.password_changed`, `user.deleted`, ...).
 //! - [`error`]: the crate's error and its gRPC status.
 
 pub mod account_store;
 pub mod api_keys;
 pub mod domain;
+pub mod email_change_store;
 pub mod error;
 pub mod events;
 pub mod grpc;
@@ -39,7 +41,7 @@ use platform::auth::{EndedSession, RevocationSource, StaticKeySource, TokenVerif
 use platform::events::{EventBus, Relay};
 use platform::grpc::GrpcService;
 use platform::{Db, Settings};
-use token_store::TokenPurpose;
+use token_store::MAILED_TOKEN_TABLES;
 use tokio_util::sync::CancellationToken;
 
 pub use error::Error;
@@ -129,9 +131,8 @@ async fn prune_expired_tokens(store: Store, shutdown: CancellationToken) {
             Ok(deleted) => tracing::info!(deleted, "deleted refresh tokens expired over a week ago"),
             Err(error) => tracing::warn!(%error, "deleting expired refresh tokens failed"),
         }
-        for purpose in TokenPurpose::ALL {
-            let table = purpose.table();
-            match store.delete_expired_tokens(purpose, before).await {
+        for table in MAILED_TOKEN_TABLES {
+            match store.delete_expired_tokens(table, before).await {
                 Ok(0) => {}
                 Ok(deleted) => tracing::info!(deleted, table, "deleted mailed tokens expired over a week ago"),
                 Err(error) => tracing::warn!(%error, table, "deleting expired mailed tokens failed"),

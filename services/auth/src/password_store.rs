@@ -159,8 +159,9 @@ impl Store {
                     // Listed as ended before the refresh tokens go (the listing reads them).
                     let [end_sessions, _] = crate::session_store::SIGN_OUT_USER;
                     sqlx::query(end_sessions).bind(now).bind(user_id).execute(&mut *tx).await?;
-                    // Named, not left to ON DELETE CASCADE: SQLite enforces foreign keys only when asked to.
-                    for table in ["refresh_tokens", "api_keys", "password_resets", "email_verifications"] {
+                    // Named rather than left to ON DELETE CASCADE, which SQLite applies only where foreign keys are
+                    // switched on (sqlx does; other tools opening the file do not).
+                    for table in ["refresh_tokens", "api_keys", "password_resets", "email_verifications", "email_changes"] {
                         sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE user_id = $1")))
                             .bind(user_id)
                             .execute(&mut *tx)

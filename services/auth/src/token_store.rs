@@ -1,5 +1,6 @@
 //! The SQL shared by the single-use tokens mailed to an account's address: password resets and email
-//! verifications. Each has its own table of the same shape; what tells them apart is [`TokenPurpose`].
+//! verifications. Each has its own table of the same shape; what tells them apart is [`TokenPurpose`]. Email
+//! changes' tokens carry their new address too, so they have SQL of their own ([`crate::email_change_store`]).
 
 use platform::db::BeginWrite;
 use platform::events::{self, NewEvent};
@@ -18,10 +19,12 @@ pub enum TokenPurpose {
     EmailVerification,
 }
 
-impl TokenPurpose {
-    /// Every purpose, for what is done to all tokens alike (deleting the expired ones).
-    pub const ALL: [Self; 2] = [Self::PasswordReset, Self::EmailVerification];
+/// Every table of tokens mailed to an address, for what is done to all alike (deleting the expired ones): those
+/// of the [`TokenPurpose`]s and `email_changes`, whose tokens also carry the address they were mailed to
+/// ([`crate::email_change_store`]).
+pub const MAILED_TOKEN_TABLES: [&str; 3] = ["password_resets", "email_verifications", "email_changes"];
 
+impl TokenPurpose {
     /// Its table.
     pub fn table(self) -> &'static str {
         match self {
@@ -121,9 +124,10 @@ impl Store {
         Ok(inserted)
     }
 
-    /// Deletes the tokens for `purpose` that expired before `before`; returns how many.
-    pub async fn delete_expired_tokens(&self, purpose: TokenPurpose, before: i64) -> Result<u64, Error> {
-        let sql = format!("DELETE FROM {} WHERE expires_at < $1", purpose.table());
+    /// Deletes the tokens of `table` (one of [`MAILED_TOKEN_TABLES`]) that expired before `before`; returns how
+    /// many.
+    pub async fn delete_expired_tokens(&self, table: &str, before: i64) -> Result<u64, Error> {
+        let sql = format!("DELETE FROM {table} WHERE expires_at < $1");
         let deleted = with_db!(self.db(), pool => {
             sqlx::query(sqlx::AssertSqlSafe(sql.as_str())).bind(before).execute(pool).await?.rows_affected()
         });

@@ -10,7 +10,7 @@ use std::time::Duration;
 use api::auth::{
     ChangePasswordRequest, ConfirmPasswordResetRequest, CreateApiKeyRequest, DeleteAccountRequest, DisableUserRequest,
     EnableUserRequest, ExchangeApiKeyRequest, PasswordChangeMethod, PasswordChanged, PasswordResetRequested,
-    RequestPasswordResetRequest, UserDeleted,
+    RequestEmailChangeRequest, RequestPasswordResetRequest, UserDeleted,
 };
 use platform::events::{EventBus, EventEnvelope, InProcessBus};
 use platform::{Db, with_db};
@@ -231,6 +231,9 @@ async fn an_account_is_deleted_once_its_password_is_confirmed(db: Db) {
     let key = CreateApiKeyRequest { name: "script".into(), scopes: vec!["cart:write".into()], ttl_days: 0 };
     let key = client.create_api_key(bearer(key, &session.access_token)).await.expect("a key").into_inner().secret;
     let delete = |password: &str| bearer(DeleteAccountRequest { password: password.into() }, &session.access_token);
+    let moving =
+        RequestEmailChangeRequest { new_email: "elsewhere@example.com".into(), password: "leaving password".into() };
+    client.request_email_change(bearer(moving, &session.access_token)).await.expect("a pending change");
 
     let wrong = client.delete_account(delete("not it")).await.expect_err("wrong password");
     assert_eq!(violated_fields(&wrong), ["password"]);
@@ -250,7 +253,7 @@ async fn an_account_is_deleted_once_its_password_is_confirmed(db: Db) {
     assert_eq!(refreshed.code(), Code::Unauthenticated);
     let exchanged = client.exchange_api_key(ExchangeApiKeyRequest { api_key: key }).await.expect_err("keys gone");
     assert_eq!(exchanged.code(), Code::Unauthenticated);
-    for table in ["refresh_tokens", "api_keys", "email_verifications", "users"] {
+    for table in ["refresh_tokens", "api_keys", "email_verifications", "email_changes", "users"] {
         let column = if table == "users" { "id" } else { "user_id" };
         let left = count(&db, &format!("SELECT COUNT(*) FROM {table} WHERE {column} = $1"), &user.id).await;
         assert_eq!(left, 0, "{table}");

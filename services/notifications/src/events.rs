@@ -9,7 +9,8 @@
 //! the newsletter's `newsletter.subscription_requested` (the confirmation token) and `newsletter.issued` (one
 //! subscriber's copy), both to the address they name, and auth's `user.password_reset_requested` (the reset token),
 //! `user.email_verification_requested` (the token that verifies the address) and `user.password_changed`, `user.roles_changed`, `user.disabled` and `user.enabled` (the owner is told), to
-//! the account's address, and `user.deleted`, which erases
+//! the account's address, `user.email_change_requested` (the token, to the new address), `user.email_changed`
+//! (the directory takes the new address; the previous one is told), and `user.deleted`, which erases
 //! the user's directory entry and the addresses and texts of their past mails, then confirms to the address. Each event
 //! becomes one email notification — PENDING, or SKIPPED with the reason when nobody can be addressed — and a
 //! webhook delivery per endpoint subscribed to its type, all in the transaction of its inbox row. Deliveries
@@ -23,8 +24,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use api::mercato::auth::v1::{
-    EmailVerificationRequested, PasswordChangeMethod, PasswordChanged, PasswordResetRequested, UserDeleted,
-    UserDisabled, UserEnabled, UserRegistered, UserRolesChanged,
+    EmailChangeRequested, EmailChanged, EmailVerificationRequested, PasswordChangeMethod, PasswordChanged,
+    PasswordResetRequested, UserDeleted, UserDisabled, UserEnabled, UserRegistered, UserRolesChanged,
 };
 use api::mercato::catalog::v1::InventoryLow;
 use api::mercato::deliveries::v1::{ShipmentDelivered, ShipmentShipped};
@@ -563,6 +564,30 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
             let e = EmailVerificationRequested::decode(data).map_err(bad)?;
             let facts = Facts::EmailVerification { email: e.email.clone(), token: e.token };
             Plan::mail(account_owner(e.user_id, e.email, e.display_name, e.locale), facts)
+        }
+        domain::EMAIL_CHANGE_REQUESTED => {
+            let e = EmailChangeRequested::decode(data).map_err(bad)?;
+            let facts = Facts::EmailChangeConfirmation {
+                current_email: e.current_email,
+                email: e.email.clone(),
+                token: e.token,
+            };
+            Plan::mail(account_owner(e.user_id, e.email, e.display_name, e.locale), facts)
+        }
+        domain::EMAIL_CHANGED => {
+            let e = EmailChanged::decode(data).map_err(bad)?;
+            if e.user_id.is_empty() || e.email.is_empty() {
+                return Err("user.email_changed names no user or no address".to_owned());
+            }
+            // The notice goes to the address the account left; the directory takes the new one, where every
+            // later mail goes.
+            let previous = account_owner(e.user_id.clone(), e.previous_email, e.display_name.clone(), e.locale.clone());
+            Plan::mail(previous, Facts::EmailChanged { new_email: e.email.clone() }).registering(Recipient {
+                user_id: e.user_id,
+                email: e.email,
+                display_name: e.display_name,
+                locale: e.locale,
+            })
         }
         domain::PASSWORD_CHANGED => {
             let e = PasswordChanged::decode(data).map_err(bad)?;

@@ -26,12 +26,12 @@ const TEMPLATES: &[(&str, &str)] = embedded!(
     "en": ["user.registered", "order.confirmed", "order.failed", "payment.failed", "refund.completed",
            "shipment.shipped", "shipment.delivered", "ticket.created", "inventory.low", "refund.failed", "ticket.replied", "newsletter.subscription_requested",
            "newsletter.issued", "user.password_reset_requested", "user.email_verification_requested",
-           "user.password_changed", "user.deleted",
+           "user.email_change_requested", "user.email_changed", "user.password_changed", "user.deleted",
            "user.roles_changed", "user.disabled", "user.enabled"],
     "de": ["user.registered", "order.confirmed", "order.failed", "payment.failed", "refund.completed",
            "shipment.shipped", "shipment.delivered", "ticket.created", "inventory.low", "refund.failed", "ticket.replied", "newsletter.subscription_requested",
            "newsletter.issued", "user.password_reset_requested", "user.email_verification_requested",
-           "user.password_changed", "user.deleted",
+           "user.email_change_requested", "user.email_changed", "user.password_changed", "user.deleted",
            "user.roles_changed", "user.disabled", "user.enabled"],
 );
 
@@ -184,6 +184,20 @@ pub enum Facts {
         /// The secret.
         token: String,
     },
+    /// `user.email_change_requested`, to the new address: the code that moves the account there.
+    EmailChangeConfirmation {
+        /// The address the account keeps until the change.
+        current_email: String,
+        /// The new address (this mail's).
+        email: String,
+        /// The secret.
+        token: String,
+    },
+    /// `user.email_changed`, to the previous address: the account moved.
+    EmailChanged {
+        /// Where it moved to.
+        new_email: String,
+    },
     /// `user.deleted`: the account is gone.
     AccountDeleted,
     /// `user.roles_changed`: staff changed the account's roles.
@@ -223,6 +237,8 @@ impl Facts {
             Facts::Newsletter { .. } => domain::NEWSLETTER_ISSUED,
             Facts::PasswordReset { .. } => domain::PASSWORD_RESET_REQUESTED,
             Facts::EmailVerification { .. } => domain::EMAIL_VERIFICATION_REQUESTED,
+            Facts::EmailChangeConfirmation { .. } => domain::EMAIL_CHANGE_REQUESTED,
+            Facts::EmailChanged { .. } => domain::EMAIL_CHANGED,
             Facts::PasswordChanged { .. } => domain::PASSWORD_CHANGED,
             Facts::AccountDeleted => domain::USER_DELETED,
             Facts::RolesChanged { .. } => domain::USER_ROLES_CHANGED,
@@ -236,6 +252,7 @@ impl Facts {
         let (page, token) = match self {
             Facts::PasswordReset { token } => ("reset-password", token),
             Facts::EmailVerification { token, .. } => ("verify-email", token),
+            Facts::EmailChangeConfirmation { token, .. } => ("change-email", token),
             Facts::NewsletterConfirmation { token } => ("newsletter/confirm", token),
             Facts::Newsletter { unsubscribe_token, .. } => ("newsletter/unsubscribe", unsubscribe_token),
             _ => return None,
@@ -296,6 +313,10 @@ impl Facts {
             }
             Facts::PasswordReset { token } => context! { name, token, link },
             Facts::EmailVerification { email, token } => context! { name, email, token, link },
+            Facts::EmailChangeConfirmation { current_email, email, token } => {
+                context! { name, current_email, email, token, link }
+            }
+            Facts::EmailChanged { new_email } => context! { name, new_email },
             Facts::PasswordChanged { by_reset } => context! { name, by_reset },
             Facts::AccountDeleted | Facts::AccountDisabled | Facts::AccountEnabled => context! { name },
             Facts::RolesChanged { roles, previous_roles } => context! { name, roles, previous_roles },
@@ -419,6 +440,12 @@ mod tests {
                 available: 4,
                 threshold: 5,
             },
+            Facts::EmailChangeConfirmation {
+                current_email: "ada@example.com".into(),
+                email: "ada@example.org".into(),
+                token: "tok-5".into(),
+            },
+            Facts::EmailChanged { new_email: "ada@example.org".into() },
         ]
     }
 
@@ -456,6 +483,7 @@ mod tests {
         for (facts, link) in [
             (reset, "https://shop.example.com/de/reset-password?token=abc-_9"),
             (every_fact()[12].clone(), "https://shop.example.com/de/verify-email?token=tok-4"),
+            (every_fact()[21].clone(), "https://shop.example.com/de/change-email?token=tok-5"),
             (every_fact()[9].clone(), "https://shop.example.com/de/newsletter/confirm?token=tok-1"),
             (every_fact()[10].clone(), "https://shop.example.com/de/newsletter/unsubscribe?token=tok-2"),
         ] {
@@ -489,6 +517,22 @@ mod tests {
         assert_eq!(escaped.url, "https://api.example.com/v1/newsletter/tokens/a%2Fb%3Ac%20d:unsubscribe");
         let confirmation = api.render(&every_fact()[9], "Ada", "en").expect("renders");
         assert_eq!(confirmation.list_unsubscribe, None, "only bulk mail: a confirmation is asked for");
+    }
+
+    #[test]
+    fn an_email_change_names_both_addresses() {
+        let templates = Templates::load().expect("templates load");
+        for locale in domain::LOCALES {
+            let confirm = templates.render(&every_fact()[21], "Ada", locale).expect("renders");
+            for body in [&confirm.text, &confirm.html] {
+                assert!(body.contains("ada@example.com") && body.contains("ada@example.org"), "{locale}: {body}");
+                assert!(body.contains("tok-5"), "{locale}: {body}");
+            }
+            let told = templates.render(&every_fact()[22], "Ada", locale).expect("renders");
+            assert!(told.text.contains("ada@example.org") && told.html.contains("ada@example.org"), "{locale}");
+        }
+        let en = templates.render(&every_fact()[22], "Ada", "en").expect("renders");
+        assert_eq!(en.subject, "The email address of your Mercato account was changed");
     }
 
     #[test]

@@ -6,8 +6,8 @@ mod common;
 
 use api::common::Money;
 use api::mercato::auth::v1::{
-    EmailVerificationRequested, PasswordChangeMethod, PasswordChanged, PasswordResetRequested, UserDisabled,
-    UserEnabled, UserRolesChanged,
+    EmailChangeRequested, EmailChanged, EmailVerificationRequested, PasswordChangeMethod, PasswordChanged,
+    PasswordResetRequested, UserDisabled, UserEnabled, UserRolesChanged,
 };
 use api::mercato::catalog::v1::InventoryLow;
 use api::mercato::deliveries::v1::{ShipmentDelivered, ShipmentShipped};
@@ -299,6 +299,62 @@ async fn password_mails_go_to_the_accounts_own_address(db: Db) {
     service.stop().await;
 }
 
+async fn an_email_change_mails_the_new_address_its_code_then_tells_the_old_one(db: Db) {
+    let Some(python) = smtp_python() else { return };
+    let dir = platform::testkit::TempDir::new("maildir").expect("temp dir");
+    let port = free_port();
+    let smtp = SmtpServer::start(&python, port, dir.path()).await;
+    let storefront = Some("https://shop.example.com".to_owned());
+    let service =
+        Service::start(db, mailer(port), DispatchOptions { storefront_url: storefront, ..fast_retries() }).await;
+    service.deliver(&registered("u-8", "olga@example.com", "Olga", "en")).await;
+
+    let requested = EmailChangeRequested {
+        user_id: "u-8".into(),
+        email: "olga@example.org".into(),
+        display_name: "Olga".into(),
+        locale: "en".into(),
+        token: "change-token-8".into(),
+        expire_time: None,
+        current_email: "olga@example.com".into(),
+    };
+    service.deliver(&envelope("user.email_change_requested", "u-8", &requested)).await;
+    let changed = EmailChanged {
+        user_id: "u-8".into(),
+        email: "olga@example.org".into(),
+        display_name: "Olga".into(),
+        locale: "en".into(),
+        previous_email: "olga@example.com".into(),
+        change_time: None,
+    };
+    service.deliver(&envelope("user.email_changed", "u-8", &changed)).await;
+    // Mails about the account go to the new address from now on.
+    service.deliver(&confirmed("o-8", "u-8", "pay-8")).await;
+    service
+        .wait_until("the code, the notice and the order's mail are sent", |all| {
+            email_sent(all, "user.email_change_requested")
+                && email_sent(all, "user.email_changed")
+                && email_sent(all, "order.confirmed")
+        })
+        .await;
+    let messages = smtp.messages();
+    let code = messages.iter().find(|m| m["subject"] == "Confirm your new email address").expect("the code");
+    assert_eq!(code["to"], "olga@example.org", "to the new mailbox, which the code proves");
+    let text = code["text"].as_str().expect("text");
+    assert!(text.contains("https://shop.example.com/change-email?token=change-token-8"), "{text}");
+    assert!(text.contains("from olga@example.com to this address, olga@example.org"), "{text}");
+    let notice = messages
+        .iter()
+        .find(|m| m["subject"] == "The email address of your Mercato account was changed")
+        .expect("the notice");
+    assert_eq!(notice["to"], "olga@example.com", "to the address the account left");
+    let text = notice["text"].as_str().expect("text");
+    assert!(text.contains("to olga@example.org") && !text.contains("change-token-8"), "{text}");
+    let order = messages.iter().find(|m| m["subject"] == "Your order o-8 is confirmed").expect("the order's mail");
+    assert_eq!(order["to"], "olga@example.org");
+    service.stop().await;
+}
+
 async fn staff_changes_to_an_account_are_mailed_to_its_owner(db: Db) {
     let Some(python) = smtp_python() else { return };
     let dir = platform::testkit::TempDir::new("maildir").expect("temp dir");
@@ -478,6 +534,7 @@ on_both_engines!(
     an_agents_answer_reaches_a_contact_form_sender_by_mail,
     newsletter_mails_carry_the_confirmation_and_the_way_out,
     password_mails_go_to_the_accounts_own_address,
+    an_email_change_mails_the_new_address_its_code_then_tells_the_old_one,
     staff_changes_to_an_account_are_mailed_to_its_owner,
     new_tickets_low_stock_and_refused_refunds_are_announced_to_the_shops_inbox,
     without_a_support_inbox_the_shops_mails_are_skipped_saying_why,

@@ -1,10 +1,10 @@
 //! What the users service consumes: `user.registered`, which makes the new account's profile with the name
-//! and language given at registration, and `user.deleted`, which erases the profile and the address book. It
-//! publishes nothing.
+//! and language given at registration, `user.email_changed`, which copies the account's new address into it,
+//! and `user.deleted`, which erases the profile and the address book. It publishes nothing.
 
 use std::sync::Arc;
 
-use api::mercato::auth::v1::{UserDeleted, UserRegistered};
+use api::mercato::auth::v1::{EmailChanged, UserDeleted, UserRegistered};
 use platform::events::{EventBus, EventEnvelope};
 use prost::Message;
 
@@ -14,13 +14,15 @@ use crate::store::{Registration, Store};
 pub const CONSUMER: &str = "users";
 /// Event type of a new account.
 pub const USER_REGISTERED: &str = "user.registered";
+/// Event type of an account moved to another address.
+pub const USER_EMAIL_CHANGED: &str = "user.email_changed";
 /// Event type of a deleted account.
 pub const USER_DELETED: &str = "user.deleted";
 
 /// The event types the consumer takes: what it subscribes to, and its queue's bindings on RabbitMQ, which a
 /// publisher in another process declares too (`AmqpBus::expect_consumer`).
 pub fn event_types() -> Vec<&'static str> {
-    vec![USER_REGISTERED, USER_DELETED]
+    vec![USER_REGISTERED, USER_EMAIL_CHANGED, USER_DELETED]
 }
 
 /// Subscribes the service's consumer on `bus`.
@@ -33,6 +35,7 @@ pub fn subscribe(bus: &dyn EventBus, store: Store) {
             Box::pin(async move {
                 match envelope.r#type.as_str() {
                     USER_DELETED => erase(&store, &envelope).await,
+                    USER_EMAIL_CHANGED => copy_email(&store, &envelope).await,
                     _ => make_profile(&store, &envelope).await,
                 }
             })
@@ -51,6 +54,18 @@ async fn make_profile(store: &Store, envelope: &EventEnvelope) -> Result<(), Str
         .register(&envelope.id, &registration, platform::time::now_micros())
         .await
         .map_err(|e| format!("making the profile of user {}: {e}", registration.user_id))?;
+    Ok(())
+}
+
+async fn copy_email(store: &Store, envelope: &EventEnvelope) -> Result<(), String> {
+    let e = EmailChanged::decode(envelope.data.as_slice()).map_err(|e| format!("bad payload: {e}"))?;
+    if e.user_id.is_empty() || e.email.is_empty() {
+        return Err("user.email_changed names no user or no address".to_owned());
+    }
+    store
+        .change_email(&envelope.id, &e.user_id, &e.email, platform::time::now_micros())
+        .await
+        .map_err(|error| format!("changing the email of user {}: {error}", e.user_id))?;
     Ok(())
 }
 

@@ -145,7 +145,8 @@ impl Store {
     }
 
     /// Makes the profile of a new account for event `event_id`, once. When the customer changed their profile
-    /// before the registration arrived, their name and language stay; the email is the account's.
+    /// before the registration arrived, their name and language stay; the email is the account's, unless a
+    /// later change of it arrived first (a redelivered registration must not bring the old address back).
     pub async fn register(&self, event_id: &str, registration: &Registration, now: i64) -> Result<bool, Error> {
         with_db!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
@@ -156,7 +157,8 @@ impl Store {
                 sqlx::query(
                     "INSERT INTO profiles (user_id, email, display_name, phone, locale, create_time, update_time) \
                      VALUES ($1, $2, $3, '', $4, $5, $5) \
-                     ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, \
+                     ON CONFLICT (user_id) DO UPDATE SET \
+                     email = CASE WHEN profiles.email = '' THEN excluded.email ELSE profiles.email END, \
                      display_name = CASE WHEN profiles.display_name = '' THEN excluded.display_name \
                      ELSE profiles.display_name END, \
                      locale = CASE WHEN profiles.locale = '' THEN excluded.locale ELSE profiles.locale END",
@@ -165,6 +167,33 @@ impl Store {
                 .bind(&registration.email)
                 .bind(&registration.display_name)
                 .bind(&registration.locale)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                Ok(true)
+            }
+            .await;
+            finish(tx, result).await
+        })
+    }
+
+    /// Sets the address of `user_id`'s profile to `email`, the account's new one, for the event `event_id`,
+    /// once (false for a redelivery). A profile not made yet is made with it; the registration then fills in
+    /// the rest.
+    pub async fn change_email(&self, event_id: &str, user_id: &str, email: &str, now: i64) -> Result<bool, Error> {
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            let result = async {
+                if !first_delivery(&mut *tx, crate::events::CONSUMER, event_id).await? {
+                    return Ok(false);
+                }
+                sqlx::query(
+                    "INSERT INTO profiles (user_id, email, display_name, phone, locale, create_time, update_time) \
+                     VALUES ($1, $2, '', '', '', $3, $3) \
+                     ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, update_time = excluded.update_time",
+                )
+                .bind(user_id)
+                .bind(email)
                 .bind(now)
                 .execute(&mut *tx)
                 .await?;

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::mercato::auth::v1::{UserDeleted, UserRegistered};
+use api::mercato::auth::v1::{EmailChanged, UserDeleted, UserRegistered};
 use api::mercato::orders::v1::Address;
 use api::mercato::users::v1::user_service_client::UserServiceClient;
 use api::mercato::users::v1::{
@@ -79,6 +79,17 @@ impl Server {
             locale: locale.into(),
         };
         self.deliver(event_id, "user.registered", user_id, payload.encode_to_vec()).await;
+    }
+
+    /// Delivers `user.email_changed` (event id `event_id`) as auth publishes it.
+    async fn email_changed(&self, event_id: &str, user_id: &str, email: &str, previous_email: &str) {
+        let payload = EmailChanged {
+            user_id: user_id.into(),
+            email: email.into(),
+            previous_email: previous_email.into(),
+            ..EmailChanged::default()
+        };
+        self.deliver(event_id, "user.email_changed", user_id, payload.encode_to_vec()).await;
     }
 
     /// Delivers `user.deleted` (event id `event_id`) as auth publishes it.
@@ -300,6 +311,34 @@ async fn an_address_book_has_one_default_and_is_private(db: Db) {
     server.stop().await;
 }
 
+async fn the_profile_follows_the_accounts_new_address(db: Db) {
+    let server = Server::start(db).await;
+    let ada = server.customer("u-ada");
+    server.registered("ev-1", "u-ada", "ada@example.com", "Ada", "en").await;
+    let before = server.profile(&ada, "").await.expect("profile");
+    server.email_changed("ev-2", "u-ada", "ada@example.org", "ada@example.com").await;
+    let after = server.profile(&ada, "").await.expect("profile");
+    assert_eq!(after.email, "ada@example.org");
+    assert_eq!((after.display_name.as_str(), after.locale.as_str()), ("Ada", "en"), "the rest stays");
+    let when = |p: &Profile| p.update_time.map(|t| (t.seconds, t.nanos));
+    assert!(when(&after) > when(&before), "{after:?}");
+    // A redelivered registration does not bring the old address back.
+    server.registered("ev-1", "u-ada", "ada@example.com", "Ada", "en").await;
+    assert_eq!(server.profile(&ada, "").await.expect("profile").email, "ada@example.org");
+
+    // The change arriving before the registration (a registration's delivery failed and came back later): the
+    // registration fills in the rest and leaves the newer address.
+    let bob = server.customer("u-bob");
+    server.email_changed("ev-3", "u-bob", "bob@example.org", "bob@example.com").await;
+    server.registered("ev-4", "u-bob", "bob@example.com", "Bob", "de").await;
+    let bobs = server.profile(&bob, "").await.expect("profile");
+    assert_eq!(
+        (bobs.email.as_str(), bobs.display_name.as_str(), bobs.locale.as_str()),
+        ("bob@example.org", "Bob", "de")
+    );
+    server.stop().await;
+}
+
 async fn a_deleted_account_leaves_no_profile_or_address(db: Db) {
     let server = Server::start(db).await;
     let (ada, bob) = (server.customer("u-ada"), server.customer("u-bob"));
@@ -378,6 +417,7 @@ macro_rules! on_both_engines {
 on_both_engines!(
     registration_makes_the_profile_and_the_customer_keeps_it,
     bad_profile_changes_name_their_fields_and_change_nothing,
+    the_profile_follows_the_accounts_new_address,
     an_address_book_has_one_default_and_is_private,
     an_address_book_is_bounded_and_checked,
     a_deleted_account_leaves_no_profile_or_address,

@@ -15,7 +15,7 @@ use crate::token_store::{MailedToken, TokenPurpose};
 
 impl Service {
     /// Ok when `password` (given as `field`) is `user`'s; else INVALID_ARGUMENT naming the field.
-    async fn prove_password(&self, user: &UserRow, field: &str, password: String) -> Result<(), Error> {
+    pub(super) async fn prove_password(&self, user: &UserRow, field: &str, password: String) -> Result<(), Error> {
         // Longer than any accepted password: it cannot be the account's, and Argon2 is not spent on it.
         let plausible = password.chars().count() <= domain::MAX_PASSWORD_CHARS;
         if plausible && self.hasher.verify(password, Some(user.password_hash.clone())).await? {

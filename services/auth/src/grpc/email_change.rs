@@ -1,0 +1,88 @@
+//! Moving an account to another address: the owner names it and proves the password; a token mailed there
+//! proves the new mailbox, and only its return moves the account.
+
+use platform::error::FieldViolation;
+use platform::time::now_micros;
+
+use super::Service;
+use crate::domain;
+use crate::email_change_store::EmailChange;
+use crate::error::Error;
+use crate::events;
+use crate::store::UserRow;
+use crate::token_store::MailedToken;
+
+impl Service {
+    /// Mails a token that moves `user_id`'s account to `new_email` once `password` is proven, unless that
+    /// address has an account or was mailed a token moments ago (nothing is sent: the earlier token still works).
+    /// Returns when the token mailed, or the earlier one, stops working.
+    pub(super) async fn mail_email_change_token(
+        &self,
+        user_id: &str,
+        new_email: &str,
+        password: String,
+    ) -> Result<i64, Error> {
+        let user = self.store.user_by_id(user_id).await?.ok_or(Error::UserNotFound)?;
+        let new_email = domain::validate_email_change(&user.email, new_email, &password).map_err(Error::Invalid)?;
+        // The password first: whether an address has an account is told only to whoever knows it.
+        self.prove_password(&user, "password", password).await?;
+        if self.store.user_by_email(&new_email).await?.is_some() {
+            return Err(Error::EmailTaken);
+        }
+        let now = now_micros();
+        let token = domain::new_opaque_token();
+        let stored = MailedToken::new(&user.id, &token, now, domain::EMAIL_CHANGE_TTL_MICROS);
+        let requested = events::email_change_requested(&user, &new_email, &token, stored.expires_at);
+        let resent_after = now - domain::EMAIL_CHANGE_RESEND_MICROS;
+        if self.store.insert_email_change(&stored, &new_email, &requested, resent_after).await? {
+            self.relay.wake();
+            tracing::info!(user_id = %user.id, "email change mailed to the new address");
+            return Ok(stored.expires_at);
+        }
+        tracing::info!(user_id = %user.id, "email change not mailed again so soon");
+        let latest = self.store.latest_email_change(&user.id).await?.ok_or(Error::UserNotFound)?;
+        Ok(latest.expires_at)
+    }
+
+    /// Moves the account `token` was mailed for to the address it was mailed to; the account as it is now. A
+    /// token whose change is made already (a second click) answers the same, whatever its age.
+    pub(super) async fn apply_email_change(&self, token: &str) -> Result<UserRow, Error> {
+        let token = token.trim();
+        if token.is_empty() {
+            return Err(Error::Invalid(vec![FieldViolation::new("token", "is required")]));
+        }
+        let token_hash = domain::hash_opaque_token(token);
+        let row = self.store.email_change(&token_hash).await?.ok_or(Error::EmailChangeTokenNotFound)?;
+        let user = self.store.user_by_id(&row.user_id).await?.ok_or(Error::EmailChangeTokenNotFound)?;
+        if user.email == row.new_email {
+            return Ok(user);
+        }
+        let now = now_micros();
+        if row.expires_at <= now {
+            return Err(Error::EmailChangeTokenExpired);
+        }
+        // The holder proved the new mailbox, not the account: a disabled account stays as staff left it.
+        if user.disable_time.is_some() {
+            return Err(Error::AccountDisabled);
+        }
+        let moved = UserRow { email: row.new_email.clone(), email_verify_time: Some(now), ..user.clone() };
+        let changed = events::email_changed(&moved, &user.email, now);
+        let change = EmailChange {
+            user_id: &user.id,
+            previous_email: &user.email,
+            new_email: &row.new_email,
+            token_hash: &token_hash,
+            changed: &changed,
+            now,
+        };
+        if self.store.change_email(change).await? {
+            self.relay.wake();
+            tracing::info!(user_id = %user.id, "email address changed");
+            return Ok(moved);
+        }
+        // Moved meanwhile: by this token in a concurrent click (answer the same), or by another request, which
+        // replaced this one.
+        let now_user = self.store.user_by_id(&user.id).await?.ok_or(Error::EmailChangeTokenNotFound)?;
+        if now_user.email == row.new_email { Ok(now_user) } else { Err(Error::EmailChangeTokenNotFound) }
+    }
+}
