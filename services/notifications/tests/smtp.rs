@@ -24,6 +24,24 @@ fn mailer(port: u16) -> Mailer {
     Mailer::smtp(&config, "Mercato Shop <shop@mercato.test>".parse().expect("mailbox")).expect("mailer")
 }
 
+/// A mail server (aiosmtpd) and the service mailing it.
+struct Mailing {
+    smtp: SmtpServer,
+    service: Service,
+    /// Where the server writes what it receives; removed when dropped.
+    dir: platform::testkit::TempDir,
+}
+
+/// The service with `options`, mailing a server started for the test; `None` when no aiosmtpd is at hand.
+async fn mailing(db: Db, options: DispatchOptions) -> Option<Mailing> {
+    let python = smtp_python()?;
+    let dir = platform::testkit::TempDir::new("maildir").expect("temp dir");
+    let port = free_port();
+    let smtp = SmtpServer::start(&python, port, dir.path()).await;
+    let service = Service::start(db, mailer(port), options).await;
+    Some(Mailing { smtp, service, dir })
+}
+
 fn email_sent(all: &[api::mercato::notifications::v1::Notification], event_type: &str) -> bool {
     all.iter().any(|n| {
         n.event_type == event_type
@@ -33,11 +51,7 @@ fn email_sent(all: &[api::mercato::notifications::v1::Notification], event_type:
 }
 
 async fn emails_carry_text_and_escaped_html(db: Db) {
-    let Some(python) = smtp_python() else { return };
-    let dir = platform::testkit::TempDir::new("maildir").expect("temp dir");
-    let port = free_port();
-    let smtp = SmtpServer::start(&python, port, dir.path()).await;
-    let service = Service::start(db, mailer(port), fast_retries()).await;
+    let Some(Mailing { smtp, service, dir: _dir }) = mailing(db, fast_retries()).await else { return };
 
     service.deliver(&registered("u-eve", "eve@example.com", "<script>alert(1)</script> Eve", "de")).await;
     service.deliver(&confirmed("o-7", "u-eve", "pay-7")).await;
@@ -114,11 +128,7 @@ async fn a_server_down_at_first_gets_the_mail_once_it_is_up(db: Db) {
 }
 
 async fn shipments_mail_the_customer_the_tracking_number_then_the_delivery(db: Db) {
-    let Some(python) = smtp_python() else { return };
-    let dir = platform::testkit::TempDir::new("maildir").expect("temp dir");
-    let port = free_port();
-    let smtp = SmtpServer::start(&python, port, dir.path()).await;
-    let service = Service::start(db, mailer(port), fast_retries()).await;
+    let Some(Mailing { smtp, service, dir: _dir }) = mailing(db, fast_retries()).await else { return };
 
     service.deliver(&registered("u-ada", "ada@example.com", "Ada", "en-GB")).await;
     let shipped = ShipmentShipped {
@@ -157,11 +167,7 @@ async fn shipments_mail_the_customer_the_tracking_number_then_the_delivery(db: D
 }
 
 async fn an_agents_answer_reaches_a_contact_form_sender_by_mail(db: Db) {
-    let Some(python) = smtp_python() else { return };
-    let dir = platform::testkit::TempDir::new("maildir").expect("temp dir");
-    let port = free_port();
-    let smtp = SmtpServer::start(&python, port, dir.path()).await;
-    let service = Service::start(db, mailer(port), fast_retries()).await;
+    let Some(Mailing { smtp, service, dir: _dir }) = mailing(db, fast_retries()).await else { return };
 
     // No account: the address and name come with the event.
     let replied = TicketReplied {
@@ -183,12 +189,11 @@ async fn an_agents_answer_reaches_a_contact_form_sender_by_mail(db: Db) {
 }
 
 async fn newsletter_mails_carry_the_confirmation_and_the_way_out(db: Db) {
-    let Some(python) = smtp_python() else { return };
-    let dir = platform::testkit::TempDir::new("maildir").expect("temp dir");
-    let port = free_port();
-    let smtp = SmtpServer::start(&python, port, dir.path()).await;
-    let options = DispatchOptions { public_api_url: Some("https://api.shop.test".into()), ..fast_retries() };
-    let service = Service::start(db, mailer(port), options).await;
+    let Some(Mailing { smtp, service, dir: _dir }) =
+        mailing(db, DispatchOptions { public_api_url: Some("https://api.shop.test".into()), ..fast_retries() }).await
+    else {
+        return;
+    };
 
     let requested = NewsletterSubscriptionRequested {
         email: "lena@example.com".into(),
@@ -236,13 +241,12 @@ async fn newsletter_mails_carry_the_confirmation_and_the_way_out(db: Db) {
 }
 
 async fn password_mails_go_to_the_accounts_own_address(db: Db) {
-    let Some(python) = smtp_python() else { return };
-    let dir = platform::testkit::TempDir::new("maildir").expect("temp dir");
-    let port = free_port();
-    let smtp = SmtpServer::start(&python, port, dir.path()).await;
-    let storefront = Some("https://shop.example.com".to_owned());
-    let service =
-        Service::start(db, mailer(port), DispatchOptions { storefront_url: storefront, ..fast_retries() }).await;
+    let Some(Mailing { smtp, service, dir: _dir }) =
+        mailing(db, DispatchOptions { storefront_url: Some("https://shop.example.com".into()), ..fast_retries() })
+            .await
+    else {
+        return;
+    };
 
     let reset = PasswordResetRequested {
         user_id: "u-7".into(),
@@ -300,13 +304,12 @@ async fn password_mails_go_to_the_accounts_own_address(db: Db) {
 }
 
 async fn an_email_change_mails_the_new_address_its_code_then_tells_the_old_one(db: Db) {
-    let Some(python) = smtp_python() else { return };
-    let dir = platform::testkit::TempDir::new("maildir").expect("temp dir");
-    let port = free_port();
-    let smtp = SmtpServer::start(&python, port, dir.path()).await;
-    let storefront = Some("https://shop.example.com".to_owned());
-    let service =
-        Service::start(db, mailer(port), DispatchOptions { storefront_url: storefront, ..fast_retries() }).await;
+    let Some(Mailing { smtp, service, dir: _dir }) =
+        mailing(db, DispatchOptions { storefront_url: Some("https://shop.example.com".into()), ..fast_retries() })
+            .await
+    else {
+        return;
+    };
     service.deliver(&registered("u-8", "olga@example.com", "Olga", "en")).await;
 
     let requested = EmailChangeRequested {
@@ -356,11 +359,7 @@ async fn an_email_change_mails_the_new_address_its_code_then_tells_the_old_one(d
 }
 
 async fn staff_changes_to_an_account_are_mailed_to_its_owner(db: Db) {
-    let Some(python) = smtp_python() else { return };
-    let dir = platform::testkit::TempDir::new("maildir").expect("temp dir");
-    let port = free_port();
-    let smtp = SmtpServer::start(&python, port, dir.path()).await;
-    let service = Service::start(db, mailer(port), fast_retries()).await;
+    let Some(Mailing { smtp, service, dir: _dir }) = mailing(db, fast_retries()).await else { return };
 
     let changed = UserRolesChanged {
         user_id: "u-8".into(),
@@ -417,12 +416,12 @@ async fn staff_changes_to_an_account_are_mailed_to_its_owner(db: Db) {
 /// The shop's inbox (`MERCATO_SUPPORT_EMAIL`) hears of every new ticket, every product running low and every
 /// refused refund.
 async fn new_tickets_low_stock_and_refused_refunds_are_announced_to_the_shops_inbox(db: Db) {
-    let Some(python) = smtp_python() else { return };
-    let dir = platform::testkit::TempDir::new("maildir").expect("temp dir");
-    let port = free_port();
-    let smtp = SmtpServer::start(&python, port, dir.path()).await;
-    let inbox = Some("Help Desk <help@shop.example>".to_owned());
-    let service = Service::start(db, mailer(port), DispatchOptions { support_inbox: inbox, ..fast_retries() }).await;
+    let Some(Mailing { smtp, service, dir: _dir }) =
+        mailing(db, DispatchOptions { support_inbox: Some("Help Desk <help@shop.example>".into()), ..fast_retries() })
+            .await
+    else {
+        return;
+    };
 
     let created = TicketCreated {
         ticket_id: "t-9".into(),
