@@ -1346,6 +1346,53 @@ async fn an_account_moves_to_a_new_address_and_the_services_follow() {
     p.stop().await;
 }
 
+/// A shop that requires verified addresses: the checkout of an unverified customer is refused saying why; once
+/// the code mailed at registration is used and the sign-in refreshed, the same order goes through.
+#[tokio::test]
+async fn a_shop_can_require_a_verified_address_for_checkout() {
+    let settings = [("MERCATO_RATE_LIMITS", "off"), ("MERCATO_CHECKOUT_REQUIRES_VERIFIED_EMAIL", "true")];
+    let Some(p) = TestPlatform::start_with(Storage::Sqlite, &settings).await else { return };
+    let admin = p.admin_token().await;
+    let made = p.send("POST", "/v1/products", Some(&admin), Some(product("TEA-9", "Tea", "tea", "900"))).await;
+    let tea = made.json["id"].as_str().expect("id").to_owned();
+    p.send("POST", &format!("/v1/products/{tea}/inventory:adjust"), Some(&admin), Some(json!({"delta": 3}))).await;
+    let email = "unverified@example.com";
+    p.customer_token(email).await;
+    let signed_in =
+        p.send("POST", "/v1/auth/login", None, Some(json!({"email": email, "password": "customer-pass-1"}))).await;
+    let token = signed_in.json["accessToken"].as_str().expect("access token").to_owned();
+    let address = json!({"name": "Ada", "line1": "1 Main St", "city": "Paris", "postalCode": "75001", "country": "FR"});
+    let body =
+        json!({"items": [{"productId": tea, "quantity": 1}], "shippingAddress": address, "paymentMethod": "tok_visa"});
+    let platform = &p;
+    let place = |token: &str| {
+        let bearer = format!("Bearer {token}");
+        let body = body.clone();
+        async move {
+            let headers = [("authorization", bearer.as_str()), ("idempotency-key", "verified-checkout-1")];
+            platform.send_with("POST", "/v1/orders", &headers, Some(body)).await
+        }
+    };
+    let refused = place(&token).await;
+    assert_eq!(refused.status, 400, "{}", refused.json);
+    assert_eq!(refused.json["error"]["details"][0]["reason"], "EMAIL_NOT_VERIFIED", "{}", refused.json);
+    let stock = p.send("GET", &format!("/v1/products/{tea}/inventory"), None, None).await;
+    assert_eq!(stock.json["available"], 3, "nothing held: {}", stock.json);
+
+    let mailed: Vec<api::auth::EmailVerificationRequested> =
+        outbox_payloads(&p, "auth", "user.email_verification_requested").await;
+    let code = mailed.into_iter().find(|e| e.email == email).map(|e| e.token).expect("a code was mailed");
+    let verified = p.send("POST", "/v1/auth/email-verifications:confirm", None, Some(json!({"token": code}))).await;
+    assert_eq!(verified.status, 200, "{}", verified.json);
+    let refreshed =
+        p.send("POST", "/v1/auth/refresh", None, Some(json!({"refreshToken": signed_in.json["refreshToken"]}))).await;
+    let token = refreshed.json["accessToken"].as_str().expect("access token").to_owned();
+    let placed = place(&token).await;
+    assert_eq!(placed.status, 201, "{}", placed.json);
+    assert_eq!(placed.json["status"], "ORDER_STATUS_CONFIRMED", "{}", placed.json);
+    p.stop().await;
+}
+
 #[tokio::test]
 async fn anyone_may_subscribe_but_not_flood_the_newsletter() {
     let Some(p) = TestPlatform::start_with(Storage::Sqlite, &[]).await else { return };

@@ -58,6 +58,10 @@ pub struct Claims {
     /// Roles of the subject.
     #[serde(default)]
     pub roles: Vec<String>,
+    /// Whether the subject's email address was verified when the token was issued (OpenID Connect's claim):
+    /// a verification shows from the next sign-in or refresh. False for services, and left out when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub email_verified: bool,
 }
 
 impl Claims {
@@ -533,6 +537,7 @@ mod tests {
             sid: "session-1".into(),
             scope: "catalog:write cart:write".into(),
             roles: vec!["admin".into()],
+            email_verified: false,
         }
     }
 

@@ -92,6 +92,10 @@ pub struct Settings {
     /// (`MERCATO_NOTIFICATION_RETENTION_DAYS`, default 90 days); `None` (`0`): for ever, for a shop that must keep
     /// its business letters (order confirmations) for years.
     pub notification_retention: Option<Duration>,
+    /// Whether placing an order needs a verified email address (`MERCATO_CHECKOUT_REQUIRES_VERIFIED_EMAIL`,
+    /// `true` or `false`, default `false`): the orders service refuses the checkout of a customer whose access
+    /// token does not say the address is verified.
+    pub checkout_requires_verified_email: bool,
     /// Origins allowed by CORS (`MERCATO_CORS_ORIGINS`, comma-separated).
     pub cors_origins: Vec<String>,
     /// Client secrets of the services for the client-credentials grant (`MERCATO_<SERVICE>_CLIENT_SECRET`).
@@ -395,6 +399,8 @@ Settings (environment variables):
                                  [default: none]
   MERCATO_NOTIFICATION_RETENTION_DAYS
                                  days the delivery log keeps a sent notification, 0 for ever [default: 90]
+  MERCATO_CHECKOUT_REQUIRES_VERIFIED_EMAIL
+                                 true: placing an order needs a verified email address [default: false]
   MERCATO_CORS_ORIGINS           comma-separated allowed origins [default: none]
   MERCATO_RATE_LIMITS            gateway budgets per API key, user or client IP, comma-separated
                                  <route>=<count>/<s|min|h>[:<burst>], or off
@@ -599,6 +605,19 @@ impl Settings {
             },
         };
 
+        let checkout_requires_verified_email =
+            match vars.get("MERCATO_CHECKOUT_REQUIRES_VERIFIED_EMAIL").map(|v| v.trim().to_ascii_lowercase()) {
+                None => false,
+                Some(raw) => match raw.as_str() {
+                    "" | "false" | "0" => false,
+                    "true" | "1" => true,
+                    _ => {
+                        fail("MERCATO_CHECKOUT_REQUIRES_VERIFIED_EMAIL", format!("{raw:?} is neither true nor false"));
+                        false
+                    }
+                },
+            };
+
         let cors_origins: Vec<String> = vars
             .get("MERCATO_CORS_ORIGINS")
             .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
@@ -689,6 +708,7 @@ impl Settings {
                 storefront_url,
                 public_api_url,
                 notification_retention,
+                checkout_requires_verified_email,
                 cors_origins,
                 service_secrets,
                 admin_email,
@@ -909,6 +929,20 @@ mod tests {
         assert_eq!(set("0").expect("for ever").notification_retention, None);
         for bad in ["-1", "ninety", "40000"] {
             assert_eq!(set(bad).expect_err(bad).0[0].variable, "MERCATO_NOTIFICATION_RETENTION_DAYS");
+        }
+    }
+
+    #[test]
+    fn checkout_asks_for_a_verified_address_only_when_told_to() {
+        assert!(!Settings::from_vars(vars(&[])).expect("defaults").checkout_requires_verified_email);
+        let set = |raw: &str| Settings::from_vars(vars(&[("MERCATO_CHECKOUT_REQUIRES_VERIFIED_EMAIL", raw)]));
+        for (raw, required) in
+            [("true", true), (" TRUE ", true), ("1", true), ("false", false), ("0", false), ("", false)]
+        {
+            assert_eq!(set(raw).expect(raw).checkout_requires_verified_email, required, "{raw:?}");
+        }
+        for bad in ["yes", "on", "2"] {
+            assert_eq!(set(bad).expect_err(bad).0[0].variable, "MERCATO_CHECKOUT_REQUIRES_VERIFIED_EMAIL");
         }
     }
 

@@ -120,10 +120,15 @@ impl TestIssuer {
         std::sync::Arc::new(crate::auth::TokenVerifier::new(self.clone()))
     }
 
-    /// A valid 15-minute token for `subject` with `scopes` and `roles`.
+    /// A valid 15-minute token for `subject` with `scopes` and `roles` (an unverified address).
     pub fn token(&self, subject: &str, scopes: &[&str], roles: &[&str]) -> String {
+        self.sign(&self.claims(subject, scopes, roles))
+    }
+
+    /// The claims of [`token`](Self::token), to change before [`sign`](Self::sign)ing them.
+    pub fn claims(&self, subject: &str, scopes: &[&str], roles: &[&str]) -> crate::auth::Claims {
         let now = crate::time::now_secs();
-        self.sign(&crate::auth::Claims {
+        crate::auth::Claims {
             iss: crate::auth::ISSUER.into(),
             aud: crate::auth::AUDIENCE.into(),
             sub: subject.into(),
@@ -134,7 +139,8 @@ impl TestIssuer {
             sid: String::new(),
             scope: scopes.join(" "),
             roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-        })
+            email_verified: false,
+        }
     }
 
     /// Signs arbitrary claims (expired, wrong audience, ...) with this issuer's key.

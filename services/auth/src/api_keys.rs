@@ -50,8 +50,9 @@ pub fn validate(name: &str, scopes: &[String], ttl_days: i32, caller: &Claims) -
     if v.is_empty() { Ok(ttl) } else { Err(v) }
 }
 
-/// The claims of a token for a key of `user_id`: the key's scopes that the owner's roles still grant.
-pub fn key_claims(user_id: &str, roles: &[String], key_scopes: &str, now_secs: i64) -> Claims {
+/// The claims of a token for a key of `user_id`: the key's scopes that the owner's roles still grant, and
+/// whether the owner's address is verified.
+pub fn key_claims(user_id: &str, roles: &[String], email_verified: bool, key_scopes: &str, now_secs: i64) -> Claims {
     let owner = crate::staff::scopes_for(roles);
     let scope = key_scopes.split(' ').filter(|s| owner.contains(s)).collect::<Vec<_>>().join(" ");
     Claims {
@@ -65,6 +66,7 @@ pub fn key_claims(user_id: &str, roles: &[String], key_scopes: &str, now_secs: i
         sid: String::new(),
         scope,
         roles: roles.to_vec(),
+        email_verified,
     }
 }
 
@@ -84,6 +86,7 @@ mod tests {
             sid: String::new(),
             scope: scopes.into(),
             roles: vec![],
+            email_verified: false,
         }
     }
 
@@ -100,9 +103,10 @@ mod tests {
     #[test]
     fn a_demoted_owner_takes_the_scopes_away() {
         let customer = vec!["customer".to_owned()];
-        let claims = key_claims("u1", &customer, "catalog:write cart:write", 100);
+        let claims = key_claims("u1", &customer, true, "catalog:write cart:write", 100);
         assert_eq!(claims.scope, "cart:write");
         assert_eq!(claims.exp - claims.iat, KEY_TOKEN_TTL_SECS);
+        assert!(claims.email_verified, "the owner's verification goes with the key's tokens");
     }
 
     #[test]

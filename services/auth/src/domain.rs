@@ -98,6 +98,7 @@ pub fn service_claims(client_id: &str, now_secs: i64) -> Claims {
         sid: String::new(),
         scope: service_scopes(client_id).join(" "),
         roles: vec![ROLE_SERVICE.to_owned()],
+        email_verified: false,
     }
 }
 
@@ -363,8 +364,8 @@ pub fn parse_revoked_sessions_page_token(token: &str) -> Result<Option<(i64, &st
 }
 
 /// The claims of an access token for `user_id` with `roles` in session `session_id` (its refresh-token family),
-/// issued at `now_secs`.
-pub fn access_claims(user_id: &str, roles: &[String], session_id: &str, now_secs: i64) -> Claims {
+/// issued at `now_secs`; `email_verified` tells whether the account's address is verified by then.
+pub fn access_claims(user_id: &str, roles: &[String], email_verified: bool, session_id: &str, now_secs: i64) -> Claims {
     Claims {
         iss: ISSUER.to_owned(),
         aud: AUDIENCE.to_owned(),
@@ -376,6 +377,7 @@ pub fn access_claims(user_id: &str, roles: &[String], session_id: &str, now_secs
         sid: session_id.to_owned(),
         scope: crate::staff::scopes_for(roles).join(" "),
         roles: roles.to_vec(),
+        email_verified,
     }
 }
 
@@ -513,12 +515,14 @@ mod tests {
 
     #[test]
     fn claims_live_fifteen_minutes() {
-        let claims = access_claims("u1", &parse_roles("customer"), "session-1", 1_000);
+        let claims = access_claims("u1", &parse_roles("customer"), true, "session-1", 1_000);
         assert_eq!((claims.iss.as_str(), claims.aud.as_str(), claims.sub.as_str()), (ISSUER, AUDIENCE, "u1"));
         assert_eq!(claims.sid, "session-1");
         assert_eq!((claims.iat, claims.nbf, claims.exp), (1_000, 1_000, 1_900));
         assert!(claims.has_scope("cart:write") && !claims.has_scope("catalog:write"));
         assert_eq!(claims.roles, ["customer"]);
+        assert!(claims.email_verified);
+        assert!(!access_claims("u1", &parse_roles("customer"), false, "s", 1_000).email_verified);
         assert_eq!(uuid::Uuid::parse_str(&claims.jti).expect("uuid").get_version_num(), 7);
     }
 

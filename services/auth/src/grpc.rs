@@ -69,7 +69,8 @@ impl Service {
 
     fn access_token(&self, user: &UserRow, session_id: &str, now_micros: i64) -> Result<String, Error> {
         let roles = domain::parse_roles(&user.roles);
-        let claims = domain::access_claims(&user.id, &roles, session_id, now_micros.div_euclid(1_000_000));
+        let verified = user.email_verify_time.is_some();
+        let claims = domain::access_claims(&user.id, &roles, verified, session_id, now_micros.div_euclid(1_000_000));
         self.keys.active.sign(&claims)
     }
 
@@ -426,7 +427,8 @@ impl AuthService for Service {
         let user =
             self.store.user_by_id(&key.user_id).await?.filter(|u| u.disable_time.is_none()).ok_or_else(refused)?;
         let roles = domain::parse_roles(&user.roles);
-        let claims = api_keys::key_claims(&user.id, &roles, &key.scopes, now.div_euclid(1_000_000));
+        let verified = user.email_verify_time.is_some();
+        let claims = api_keys::key_claims(&user.id, &roles, verified, &key.scopes, now.div_euclid(1_000_000));
         let access_token = self.keys.active.sign(&claims)?;
         Ok(Response::new(ExchangeApiKeyResponse {
             access_token,

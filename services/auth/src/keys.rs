@@ -182,7 +182,8 @@ mod tests {
             (jwk.kty.as_str(), jwk.crv.as_str(), jwk.alg.as_str(), jwk.r#use.as_str()),
             ("OKP", "Ed25519", "EdDSA", "sig")
         );
-        let claims = crate::domain::access_claims("u1", &["customer".to_owned()], "s1", platform::time::now_secs());
+        let claims =
+            crate::domain::access_claims("u1", &["customer".to_owned()], false, "s1", platform::time::now_secs());
         let token = key.sign(&claims).expect("signs");
         let header = jsonwebtoken::decode_header(&token).expect("header");
         assert_eq!((header.alg, header.kid.as_deref()), (Algorithm::EdDSA, Some(key.kid())));

@@ -390,6 +390,7 @@ async fn api_keys_grant_their_scopes_until_revoked(db: Db) {
     let token = running.client.exchange_api_key(exchange(&created.secret)).await.expect("exchanged").into_inner();
     let claims = verifier.verify(&token.access_token).await.expect("valid");
     assert_eq!(claims.scope, "inventory:write");
+    assert!(claims.email_verified, "the owner's (the first administrator's) address is verified");
     assert!(token.expires_in <= 60);
 
     // Keys never hold more than their owner; listing shows no secret; revoked keys stop working.

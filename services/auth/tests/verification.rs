@@ -5,7 +5,7 @@
 mod support;
 
 use api::auth::{
-    ConfirmEmailVerificationRequest, EmailVerificationRequested, EmailVerified, GetMeRequest,
+    ConfirmEmailVerificationRequest, EmailVerificationRequested, EmailVerified, GetMeRequest, RefreshRequest,
     RequestEmailVerificationRequest, User,
 };
 use platform::Db;
@@ -46,8 +46,11 @@ async fn registering_mails_a_code_that_verifies_the_address(db: Db) {
     assert_eq!(code.display_name, "Dana");
     let valid_for = code.expire_time.as_ref().expect("expiry").seconds - platform::time::now_secs();
     assert!((23 * 3600..=24 * 3600).contains(&valid_for), "a day: {valid_for} s");
-    let session = login(&mut client, "dana@example.com", "dana's password").await.expect("signs in").access_token;
+    let signed_in = login(&mut client, "dana@example.com", "dana's password").await.expect("signs in");
+    let session = signed_in.access_token;
     assert!(!me(&mut client, &session).await.email_verified, "not before the code is used");
+    let tokens = verifier(&mut client).await;
+    assert!(!tokens.verify(&session).await.expect("valid").email_verified, "nor does the token say so");
 
     // Bad codes change nothing.
     let unknown = confirm(&mut client, "not-a-code").await.expect_err("unknown code");
@@ -64,6 +67,9 @@ async fn registering_mails_a_code_that_verifies_the_address(db: Db) {
     assert!((platform::time::now_secs() - verify_time.seconds).abs() < 60);
     let shown = me(&mut client, &session).await;
     assert_eq!((shown.email_verified, shown.email_verify_time.as_ref()), (true, Some(&verify_time)));
+    // Access tokens say it from the next refresh (a shop may require it for checkout).
+    let refreshed = client.refresh(RefreshRequest { refresh_token: signed_in.refresh_token }).await.expect("refreshes");
+    assert!(tokens.verify(&refreshed.into_inner().access_token).await.expect("valid").email_verified);
     let announced: Vec<EmailVerified> = outbox(&db, "user.email_verified").await;
     assert_eq!(announced.len(), 1);
     assert_eq!(

@@ -13,6 +13,8 @@ pub const CART_EMPTY: &str = "CART_EMPTY";
 pub const ORDER_STATE: &str = "ORDER_STATE";
 /// `ErrorInfo` reason when a confirmed order cannot be cancelled because its parcel is with the carrier.
 pub const ORDER_SHIPPED: &str = "ORDER_SHIPPED";
+/// `ErrorInfo` reason when the shop wants a verified email address before checkout and the customer's is not.
+pub const EMAIL_NOT_VERIFIED: &str = "EMAIL_NOT_VERIFIED";
 /// `ErrorInfo` reason when items of an order are priced in several currencies.
 pub const MIXED_CURRENCIES: &str = "MIXED_CURRENCIES";
 

@@ -19,7 +19,8 @@ use tracing::Instrument;
 
 use crate::domain::{self, Address, Line, LineInput, Price, PricingError, Status, Step};
 use crate::error::{
-    CART_EMPTY, Error, IDEMPOTENCY_KEY_REUSED, MIXED_CURRENCIES, ORDER_SHIPPED, ORDER_STATE, PRODUCT_UNAVAILABLE,
+    CART_EMPTY, EMAIL_NOT_VERIFIED, Error, IDEMPOTENCY_KEY_REUSED, MIXED_CURRENCIES, ORDER_SHIPPED, ORDER_STATE,
+    PRODUCT_UNAVAILABLE,
 };
 use crate::events;
 use crate::ports::{PortError, SagaPorts};
@@ -316,6 +317,13 @@ impl OrderService for OrdersApi {
             return Err(Error::InvalidArgument(violations).into());
         };
         let payment_method = req.payment_method.trim().to_owned();
+        // The shop's rule, when it has it (`MERCATO_CHECKOUT_REQUIRES_VERIFIED_EMAIL`): the access token tells
+        // whether the customer proved their address, as of their last sign-in or refresh.
+        if self.saga.options().requires_verified_email && !claims.email_verified {
+            let message = "verify your email address before checking out (the code was mailed to you; \
+                           POST /v1/auth/email-verifications mails another), then refresh your sign-in";
+            return Err(Error::FailedPrecondition { reason: EMAIL_NOT_VERIFIED, message: message.to_owned() }.into());
+        }
 
         // What the request means, without its key: equal fingerprints are replays. A saved address counts by its
         // id, so a retry after the customer edited it is still the same request.

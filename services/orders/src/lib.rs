@@ -74,7 +74,9 @@ pub async fn run(
     let ports = GrpcPorts::new(channels, Credentials::Service(Arc::new(tokens)));
     let db = Db::open(&settings, NAME).await?;
     let verifier = Arc::new(TokenVerifier::from_auth_service(auth));
-    let result = serve(listener, db.clone(), verifier, Arc::new(ports), bus, SagaOptions::default(), shutdown).await;
+    let options =
+        SagaOptions { requires_verified_email: settings.checkout_requires_verified_email, ..SagaOptions::default() };
+    let result = serve(listener, db.clone(), verifier, Arc::new(ports), bus, options, shutdown).await;
     db.close().await;
     result
 }

@@ -50,6 +50,9 @@ pub struct SagaOptions {
     pub recovery_interval: Duration,
     /// A saga whose step is older than this is stalled: the recovery task resumes it.
     pub stuck_after: Duration,
+    /// Whether a checkout needs the customer's email address verified (the shop's choice,
+    /// `MERCATO_CHECKOUT_REQUIRES_VERIFIED_EMAIL`): CreateOrder refuses it otherwise, before anything is held.
+    pub requires_verified_email: bool,
 }
 
 impl Default for SagaOptions {
@@ -60,6 +63,7 @@ impl Default for SagaOptions {
             backoff: Duration::from_millis(200),
             recovery_interval: Duration::from_secs(10),
             stuck_after: Duration::from_secs(30),
+            requires_verified_email: false,
         }
     }
 }

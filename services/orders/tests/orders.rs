@@ -678,6 +678,7 @@ fn options() -> SagaOptions {
         backoff: Duration::from_millis(10),
         recovery_interval: Duration::from_millis(200),
         stuck_after: Duration::from_secs(30),
+        requires_verified_email: false,
     }
 }
 
@@ -767,11 +768,22 @@ impl Server {
         server
     }
 
-    /// A client acting as `customer` (scopes orders:write, plus orders:admin for admins).
+    /// A client acting as `customer` (scopes orders:write, plus orders:admin for admins), whose address is not
+    /// verified.
     async fn client(&self, customer: &str, admin: bool) -> Client {
         let scopes: &[&str] = if admin { &["orders:write", "orders:admin"] } else { &["orders:write"] };
-        let token = format!("Bearer {}", self.issuer.token(customer, scopes, &["customer"]));
-        self.fake.state().tokens.insert(token.clone(), customer.to_owned());
+        self.client_with(self.issuer.claims(customer, scopes, &["customer"])).await
+    }
+
+    /// A client acting as `customer`, whose token says the address is verified.
+    async fn verified_client(&self, customer: &str) -> Client {
+        let claims = self.issuer.claims(customer, &["orders:write"], &["customer"]);
+        self.client_with(platform::auth::Claims { email_verified: true, ..claims }).await
+    }
+
+    async fn client_with(&self, claims: platform::auth::Claims) -> Client {
+        let token = format!("Bearer {}", self.issuer.sign(&claims));
+        self.fake.state().tokens.insert(token.clone(), claims.sub.clone());
         Client { inner: OrderServiceClient::new(connect(&self.url).await), token }
     }
 
@@ -1009,6 +1021,25 @@ async fn happy_path_from_cart(db: Db) {
         assert_eq!(reason(&empty), "CART_EMPTY");
         server.stop().await;
     }
+}
+
+async fn a_shop_asking_for_verified_addresses_checks_out_only_those(db: Db) {
+    let fake = Fake::new();
+    let issuer = Arc::new(TestIssuer::new().expect("issuer"));
+    let strict = SagaOptions { requires_verified_email: true, ..options() };
+    let server = Server::start_with(db, fake.clone(), Wiring::Direct, issuer, strict).await;
+    let unverified = server.client("ada", false).await;
+    let refused = unverified.create(order_of(&[(COFFEE, 1)], "k-unverified")).await.expect_err("not verified");
+    assert_eq!((refused.code(), reason(&refused).as_str()), (Code::FailedPrecondition, "EMAIL_NOT_VERIFIED"));
+    assert!(refused.message().contains("verify your email address"), "{}", refused.message());
+    assert_eq!(fake.calls(Op::Reserve), 0, "nothing is held for a refused checkout");
+    assert!(unverified.list(ListOrdersRequest::default()).await.expect("list").0.is_empty(), "and no order kept");
+
+    // The same customer once their token says the address is verified (signed in or refreshed since).
+    let verified = server.verified_client("ada").await;
+    let order = verified.create(order_of(&[(COFFEE, 1)], "k-unverified")).await.expect("verified");
+    assert_eq!((status(&order), order.customer_id.as_str()), (OrderStatus::Confirmed, "ada"));
+    server.stop().await;
 }
 
 async fn declined_payment_fails_and_releases(db: Db) {
@@ -1664,6 +1695,7 @@ macro_rules! on_both_engines {
 on_both_engines!(
     happy_path_from_items,
     happy_path_from_cart,
+    a_shop_asking_for_verified_addresses_checks_out_only_those,
     declined_payment_fails_and_releases,
     out_of_stock_fails_without_payment,
     commit_refused_refunds_and_releases,
