@@ -1,9 +1,13 @@
-//! Typed settings from `MERCATO_*` environment variables, validated at start.
+//! Typed settings from `MERCATO_*` environment variables, and optionally a TOML file (`MERCATO_CONFIG`, see
+//! [`file`]), validated at start.
 //!
 //! Every problem is collected and reported at once, one line per variable, so an operator fixes a bad
 //! deployment in one round instead of one restart per typo.
 
-use std::collections::{BTreeMap, HashMap};
+pub mod file;
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -372,7 +376,8 @@ impl fmt::Display for ConfigError {
 
 /// Names and meanings of the settings, for `--help` texts and docs.
 pub const SETTINGS_HELP: &str = "\
-Settings (environment variables):
+Settings (environment variables; MERCATO_CONFIG may name a TOML file of them, keyed by name without MERCATO_
+in lower case, e.g. smtp_url = \"smtp://mail:25\" or [catalog] url = \"...\"; a variable wins over the file):
   MERCATO_HTTP_ADDR              gateway HTTP address            [default: 127.0.0.1:8080]
   MERCATO_METRICS_ADDR           /metrics, /healthz, /readyz     [default: 127.0.0.1:9090]
   MERCATO_GRPC_ADDR              gRPC address for `serve`        [default: 127.0.0.1:<service port>]
@@ -422,16 +427,72 @@ Settings (environment variables):
 Ports: auth 50051, users 50052, catalog 50053, cart 50054, orders 50055, payments 50056, ledger 50057,
 refunds 50058, deliveries 50059, notifications 50060, analytics 50061, support 50062.";
 
+/// The variables a reading looks at, remembering each name it looked up: a settings file's key that no reading
+/// looks up is no setting (a typo, most likely).
+struct Vars {
+    values: HashMap<String, String>,
+    read: RefCell<HashSet<String>>,
+}
+
+impl Vars {
+    /// The non-empty `MERCATO_*` variables of `pairs`; of two pairs with one name, the later wins.
+    fn new(pairs: impl IntoIterator<Item = (String, String)>) -> Self {
+        let values = pairs.into_iter().filter(|(k, v)| k.starts_with("MERCATO_") && !v.is_empty()).collect();
+        Self { values, read: RefCell::new(HashSet::new()) }
+    }
+
+    fn get(&self, name: &str) -> Option<&String> {
+        self.read.borrow_mut().insert(name.to_owned());
+        self.values.get(name)
+    }
+
+    fn was_read(&self, name: &str) -> bool {
+        self.read.borrow().contains(name)
+    }
+}
+
 impl Settings {
-    /// Reads the settings from the process environment.
+    /// Reads the settings from the process environment, over those of the settings file `MERCATO_CONFIG` names
+    /// (see [`Settings::from_vars_and_file`]).
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_vars(std::env::vars())
+        Self::from_vars_and_file(std::env::vars())
+    }
+
+    /// Reads the settings from the given variables, over those of the TOML file `MERCATO_CONFIG` names among
+    /// them, if it names one ([`file`]): a variable wins over the file's key for it. The file must be readable
+    /// TOML, and every key in it a setting.
+    pub fn from_vars_and_file(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
+        let path = vars.iter().find(|(k, _)| k == file::VARIABLE).map(|(_, path)| path.trim().to_owned());
+        let Some(path) = path.filter(|path| !path.is_empty()) else { return Self::from_vars(vars) };
+        let problem = |problem: String| SettingError { variable: file::VARIABLE.to_owned(), problem };
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| ConfigError(vec![problem(format!("cannot read {path}: {e}"))]))?;
+        let given = file::settings(&text).map_err(|e| ConfigError(vec![problem(format!("{path}: {e}"))]))?;
+        let from_file = given.iter().map(|s| (s.variable.clone(), s.value.clone()));
+        let vars = Vars::new(from_file.chain(vars));
+        let parsed = Self::parse(&vars);
+        let unknown: Vec<SettingError> = given
+            .iter()
+            .filter(|s| !vars.was_read(&s.variable))
+            .map(|s| problem(format!("{path}: `{}` is not a setting (there is no {})", s.key, s.variable)))
+            .collect();
+        match parsed {
+            Ok(settings) if unknown.is_empty() => Ok(settings),
+            Ok(_) => Err(ConfigError(unknown)),
+            Err(ConfigError(mut errors)) => {
+                errors.extend(unknown);
+                Err(ConfigError(errors))
+            }
+        }
     }
 
     /// Reads the settings from the given variables (only `MERCATO_*` ones are looked at).
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
-        let vars: HashMap<String, String> =
-            vars.into_iter().filter(|(k, v)| k.starts_with("MERCATO_") && !v.is_empty()).collect();
+        Self::parse(&Vars::new(vars))
+    }
+
+    fn parse(vars: &Vars) -> Result<Self, ConfigError> {
         let mut errors = Vec::new();
         let mut fail = |variable: &str, problem: String| {
             errors.push(SettingError { variable: variable.to_owned(), problem });
@@ -684,16 +745,16 @@ impl Settings {
             }
         };
 
+        let data_dir = vars.get("MERCATO_DATA_DIR").map_or_else(|| PathBuf::from("./mercato-data"), PathBuf::from);
+        let log_filter = vars.get("MERCATO_LOG").cloned().unwrap_or_else(|| "info".to_owned());
+
         match (http_addr, metrics_addr) {
             (Some(http_addr), Some(metrics_addr)) if errors.is_empty() => Ok(Settings {
                 http_addr,
                 metrics_addr,
                 grpc_addr,
                 service_urls,
-                data_dir: vars
-                    .get("MERCATO_DATA_DIR")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| PathBuf::from("./mercato-data")),
+                data_dir,
                 database_url,
                 service_database_urls,
                 amqp_url,
@@ -713,7 +774,7 @@ impl Settings {
                 service_secrets,
                 admin_email,
                 admin_password,
-                log_filter: vars.get("MERCATO_LOG").cloned().unwrap_or_else(|| "info".to_owned()),
+                log_filter,
                 log_format,
                 rate_limits,
                 trusted_proxies,
@@ -930,6 +991,63 @@ mod tests {
         for bad in ["-1", "ninety", "40000"] {
             assert_eq!(set(bad).expect_err(bad).0[0].variable, "MERCATO_NOTIFICATION_RETENTION_DAYS");
         }
+    }
+
+    /// A settings file with `text` in a directory of its own (kept while the guard lives), and its path.
+    fn settings_file(text: &str) -> (crate::testkit::TempDir, String) {
+        let dir = crate::testkit::TempDir::new("settings").expect("temp dir");
+        let path = dir.path().join("mercato.toml");
+        std::fs::write(&path, text).expect("written");
+        (dir, path.display().to_string())
+    }
+
+    #[test]
+    fn a_settings_file_gives_what_the_environment_does_not() {
+        let (_dir, path) = settings_file(
+            r#"
+            http_addr = "0.0.0.0:8081"
+            metrics_addr = "0.0.0.0:9091"
+            cors_origins = ["https://shop.example.com", "https://admin.example.com"]
+            checkout_requires_verified_email = true
+            notification_retention_days = 30
+
+            [catalog]
+            url = "http://catalog:50053"
+            client_secret = "catalog-secret-of-at-least-32-characters"
+            "#,
+        );
+        let s =
+            Settings::from_vars_and_file(vars(&[("MERCATO_CONFIG", &path), ("MERCATO_HTTP_ADDR", "127.0.0.1:8088")]))
+                .expect("valid");
+        assert_eq!(s.http_addr, "127.0.0.1:8088".parse().expect("addr"), "the environment wins");
+        assert_eq!(s.metrics_addr, "0.0.0.0:9091".parse().expect("addr"));
+        assert_eq!(s.cors_origins, ["https://shop.example.com", "https://admin.example.com"]);
+        assert!(s.checkout_requires_verified_email);
+        assert_eq!(s.notification_retention, Some(Duration::from_secs(30 * 24 * 3600)));
+        assert_eq!(s.service_url("catalog"), "http://catalog:50053");
+        assert_eq!(s.service_secrets.get("catalog").map(String::len), Some(40));
+        // Without MERCATO_CONFIG no file is read.
+        let plain = Settings::from_vars_and_file(vars(&[])).expect("defaults");
+        assert_eq!(plain.metrics_addr, "127.0.0.1:9090".parse().expect("addr"));
+    }
+
+    #[test]
+    fn a_settings_file_with_a_typo_or_a_bad_value_stops_the_start_naming_both() {
+        let (_dir, path) = settings_file("smpt_url = \"smtp://mail:25\"\nhttp_addr = \"everywhere\"\n");
+        let errors = Settings::from_vars_and_file(vars(&[("MERCATO_CONFIG", &path)])).expect_err("refused").0;
+        let named: Vec<&str> = errors.iter().map(|e| e.variable.as_str()).collect();
+        assert_eq!(named, ["MERCATO_HTTP_ADDR", "MERCATO_CONFIG"], "{errors:?}");
+        assert!(errors[1].problem.contains("`smpt_url` is not a setting"), "{}", errors[1].problem);
+        assert!(errors[1].problem.contains(&path), "says which file: {}", errors[1].problem);
+
+        let missing = Settings::from_vars_and_file(vars(&[("MERCATO_CONFIG", "/nonexistent/mercato.toml")]));
+        let missing = missing.expect_err("no such file").0;
+        assert_eq!(missing[0].variable, "MERCATO_CONFIG");
+        assert!(missing[0].problem.starts_with("cannot read /nonexistent/mercato.toml"), "{}", missing[0].problem);
+        let (_dir, broken) = settings_file("http_addr = ");
+        let broken = Settings::from_vars_and_file(vars(&[("MERCATO_CONFIG", &broken)])).expect_err("not TOML").0;
+        assert_eq!(broken.len(), 1, "{broken:?}");
+        assert_eq!(broken[0].variable, "MERCATO_CONFIG");
     }
 
     #[test]
