@@ -40,7 +40,7 @@ use tokio::sync::Notify;
 
 use crate::domain::{self, Channel, Money, Status};
 use crate::error::Error;
-use crate::store::{Due, EventEffect, NewNotification, PaymentLink, Recipient, Store};
+use crate::store::{Due, EventEffect, Listing, NewNotification, PaymentLink, Recipient, Store};
 use crate::subscriptions::Subscriptions;
 use crate::templates::{Facts, ItemLine, Templates};
 
@@ -174,7 +174,7 @@ impl Consumer {
 
     fn email_telling(&self, to: &Addressee, facts: &Facts, plan: &Plan, directory: &Directory) -> NewNotification {
         let (recipient, order_id) = match to {
-            Addressee::Registered => (plan.register.clone(), None),
+            Addressee::Registered => (plan.register.as_ref().map(|listing| listing.recipient.clone()), None),
             Addressee::Customer(id) => match directory.recipients.get(id) {
                 Some(r) => (Some(r.clone()), None),
                 None => return skipped(id, format!("no address for customer {id}: no user.registered seen")),
@@ -262,8 +262,11 @@ impl BatchRecorder for Consumer {
             .map(|d| {
                 let email = self.email(&d.plan, &directory);
                 // Whom this event introduces is known to the events after it.
-                if let Some(r) = &d.plan.register {
-                    directory.recipients.insert(r.user_id.clone(), r.clone());
+                if let Some(listing) = &d.plan.register {
+                    let user_id = &listing.recipient.user_id;
+                    if listing.replaces || !directory.recipients.contains_key(user_id) {
+                        directory.recipients.insert(user_id.clone(), listing.recipient.clone());
+                    }
                 }
                 if let Some(link) = &d.plan.payment {
                     directory.payments.entry(link.payment_id.clone()).or_insert_with(|| link.clone());
@@ -349,8 +352,8 @@ enum Addressee {
 struct Plan {
     /// The email; `None` for an event only webhook endpoints hear of.
     mail: Option<Mail>,
-    /// A user to add to the directory (or whose entry to update).
-    register: Option<Recipient>,
+    /// A user to add to the directory, or whose entry to replace.
+    register: Option<Listing>,
     /// A payment's order and customer, for the refunds of that payment later.
     payment: Option<PaymentLink>,
     /// A deleted user whose directory entry and mail addresses are to be erased.
@@ -402,9 +405,14 @@ impl Plan {
         Self { mail: None, register: None, payment: None, forget: None }
     }
 
-    /// Adds `recipient` to the directory too.
+    /// Adds `recipient`, a new account, to the directory too (unless it lists the user already).
     fn registering(self, recipient: Recipient) -> Self {
-        Self { register: Some(recipient), ..self }
+        Self { register: Some(Listing { recipient, replaces: false }), ..self }
+    }
+
+    /// Puts `recipient`, an account as it is now, in the directory too, in place of its entry.
+    fn relisting(self, recipient: Recipient) -> Self {
+        Self { register: Some(Listing { recipient, replaces: true }), ..self }
     }
 
     /// Links a payment to its order and customer too.
@@ -582,7 +590,7 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
             // The notice goes to the address the account left; the directory takes the new one, where every
             // later mail goes.
             let previous = account_owner(e.user_id.clone(), e.previous_email, e.display_name.clone(), e.locale.clone());
-            Plan::mail(previous, Facts::EmailChanged { new_email: e.email.clone() }).registering(Recipient {
+            Plan::mail(previous, Facts::EmailChanged { new_email: e.email.clone() }).relisting(Recipient {
                 user_id: e.user_id,
                 email: e.email,
                 display_name: e.display_name,

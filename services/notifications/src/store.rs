@@ -16,7 +16,7 @@ use sqlx::QueryBuilder;
 use crate::domain::{self, Channel, Cursor, ListUnsubscribe, Status};
 use crate::error::Error;
 
-/// A user as `user.registered` introduced them.
+/// A user as `user.registered` introduced them (or `user.email_changed` updated them).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct Recipient {
     /// The user's id.
@@ -27,6 +27,25 @@ pub struct Recipient {
     pub display_name: String,
     /// BCP 47 tag as given at registration (may be empty).
     pub locale: String,
+}
+
+/// A user's entry in the directory of recipients, as an event gives it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listing {
+    /// The user: address, name and language.
+    pub recipient: Recipient,
+    /// Whether it replaces the user's entry: an account's address as it is now (`user.email_changed`) does. A
+    /// registration only fills in a user not listed yet: the entry it could meet is a later one (a move handled
+    /// before a registration delivered late, as when dead letters are replayed), which must stay.
+    pub replaces: bool,
+}
+
+impl Listing {
+    /// Whether this listing, coming after `earlier` (the entry there is, or one earlier in a batch), takes its
+    /// place.
+    pub fn supersedes(&self, earlier: &Listing) -> bool {
+        self.replaces || !earlier.replaces
+    }
 }
 
 /// Which order and customer a payment belongs to.
@@ -284,8 +303,8 @@ pub struct EventEffect<'a> {
     pub event_id: &'a str,
     /// Its type.
     pub event_type: &'a str,
-    /// A user it introduces.
-    pub register: Option<&'a Recipient>,
+    /// A user it lists (or whose entry it updates).
+    pub register: Option<&'a Listing>,
     /// A deleted user to erase: their directory entry, and the address, subject and texts of their mails sent
     /// (or given up on) before.
     pub forget: Option<&'a str>,
@@ -391,26 +410,38 @@ impl Store {
                     .execute(&mut *tx)
                     .await?;
                 }
-                // One row per key and statement, as PostgreSQL requires: a user's last registration in the
-                // batch wins (as it would one event at a time), a payment's first link stays.
-                let registered: BTreeMap<&str, &Recipient> =
-                    kept.iter().filter_map(|e| e.register).map(|r| (r.user_id.as_str(), r)).collect();
-                if !registered.is_empty() {
+                // One row per key and statement, as PostgreSQL requires: a user's listing in the batch is the one
+                // that would be left one event at a time ([`Listing::supersedes`]); a payment's first link stays.
+                let mut listed: BTreeMap<&str, &Listing> = BTreeMap::new();
+                for listing in kept.iter().filter_map(|e| e.register) {
+                    let user_id = listing.recipient.user_id.as_str();
+                    if listed.get(user_id).is_none_or(|earlier| listing.supersedes(earlier)) {
+                        listed.insert(user_id, listing);
+                    }
+                }
+                for replacing in [false, true] {
+                    let rows: Vec<&Recipient> =
+                        listed.values().filter(|l| l.replaces == replacing).map(|l| &l.recipient).collect();
+                    if rows.is_empty() {
+                        continue;
+                    }
                     let mut upsert = QueryBuilder::new(
                         "INSERT INTO recipients (user_id, email, display_name, locale, update_time) ",
                     );
-                    upsert.push_values(registered.values(), |mut row, r| {
+                    upsert.push_values(rows, |mut row, r| {
                         row.push_bind(r.user_id.as_str())
                             .push_bind(r.email.as_str())
                             .push_bind(r.display_name.as_str())
                             .push_bind(r.locale.as_str())
                             .push_bind(now);
                     });
-                    upsert.push(
+                    upsert.push(if replacing {
                         " ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, \
                          display_name = excluded.display_name, locale = excluded.locale, \
-                         update_time = excluded.update_time",
-                    );
+                         update_time = excluded.update_time"
+                    } else {
+                        " ON CONFLICT (user_id) DO NOTHING"
+                    });
                     upsert.build().execute(&mut *tx).await?;
                 }
                 let mut links: BTreeMap<&str, &PaymentLink> = BTreeMap::new();

@@ -101,6 +101,44 @@ async fn a_customer_registered_after_their_order_in_the_batch_is_not_addressed(d
     assert_eq!(mails[0].event_type, "user.registered");
 }
 
+/// `user.email_changed` of `user_id`, from `previous` to `email`.
+fn moved(user_id: &str, email: &str, previous: &str) -> platform::events::EventEnvelope {
+    let payload = api::mercato::auth::v1::EmailChanged {
+        user_id: user_id.into(),
+        email: email.into(),
+        display_name: "Cy".into(),
+        locale: "en".into(),
+        previous_email: previous.into(),
+        change_time: None,
+    };
+    envelope("user.email_changed", user_id, &payload)
+}
+
+async fn a_registration_handled_after_a_move_leaves_the_new_address(db: Db) {
+    let (consumer, store, _wake) = consumer(&db).await;
+    // A registration delivered late (a dead letter replayed), in the batch after its account's move.
+    let move_cy = moved("u-cy", "cy@example.org", "cy@example.com");
+    let register_cy = registered("u-cy", "cy@example.com", "Cy", "en");
+    consumer.record_batch(&decoded(&[&move_cy, &register_cy, &confirmed("o-1", "u-cy", "pay-1")])).await.expect("ok");
+    // And in batches of its own.
+    consumer.record_batch(&decoded(&[&moved("u-dee", "dee@example.org", "dee@example.com")])).await.expect("ok");
+    consumer.record_batch(&decoded(&[&registered("u-dee", "dee@example.com", "Dee", "en")])).await.expect("ok");
+    consumer.record_batch(&decoded(&[&confirmed("o-2", "u-dee", "pay-2")])).await.expect("ok");
+    // What the first batch stored, read by a later one.
+    consumer.record_batch(&decoded(&[&confirmed("o-3", "u-cy", "pay-3")])).await.expect("ok");
+
+    let mails = pending(&store).await;
+    let to = |event_type: &str, user_id: &str| {
+        let mail = mails.iter().find(|m| m.event_type == event_type && m.user_id == user_id);
+        mail.map(|m| m.recipient.clone()).unwrap_or_else(|| panic!("no {event_type} for {user_id}: {mails:#?}"))
+    };
+    assert_eq!(to("user.email_changed", "u-cy"), "cy@example.com", "the notice goes to the address left");
+    assert_eq!(to("order.confirmed", "u-cy"), "cy@example.org", "in the batch, the move stays");
+    assert_eq!(to("order.confirmed", "u-dee"), "dee@example.org", "across batches, the move stays");
+    let later = mails.iter().find(|m| m.subject == "Your order o-3 is confirmed").map(|m| m.recipient.as_str());
+    assert_eq!(later, Some("cy@example.org"), "the batch stored the move, not the registration after it");
+}
+
 async fn outcomes_are_stored_once_each_with_its_event(db: Db) {
     let (consumer, store, _wake) = consumer(&db).await;
     let users = [
@@ -167,5 +205,6 @@ macro_rules! on_both_engines {
 on_both_engines!(
     a_batch_sees_what_its_earlier_events_introduce,
     a_customer_registered_after_their_order_in_the_batch_is_not_addressed,
+    a_registration_handled_after_a_move_leaves_the_new_address,
     outcomes_are_stored_once_each_with_its_event,
 );
