@@ -5,8 +5,8 @@
 mod support;
 
 use api::auth::{
-    ConfirmEmailChangeRequest, ConfirmEmailVerificationRequest, ConfirmPasswordResetRequest, EmailChangeRequested,
-    EmailChanged, GetMeRequest, RequestEmailChangeRequest, RequestPasswordResetRequest, User,
+    ConfirmEmailChangeRequest, ConfirmEmailVerificationRequest, ConfirmPasswordResetRequest, DisableUserRequest,
+    EmailChangeRequested, EmailChanged, GetMeRequest, RequestEmailChangeRequest, RequestPasswordResetRequest, User,
 };
 use platform::Db;
 use tonic::Code;
@@ -164,7 +164,16 @@ async fn a_late_code_or_a_taken_address_leaves_the_account_where_it_is(db: Db) {
     assert_eq!((taken.code(), reason(&taken).as_str()), (Code::AlreadyExists, "EMAIL_TAKEN"));
     let unchanged = me(&mut client, &session).await;
     assert_eq!((unchanged.email.as_str(), unchanged.email_verified), ("dora@example.com", false));
-    assert!(changes(&db).await.is_empty());
+
+    // A code mailed before staff disabled the account: its holder proved the mailbox, not the account.
+    ask(&mut client, &session, "dora@example.info", "dora's password").await.expect("mailed");
+    let code = mailed(&db).await.remove(2);
+    let admin = login(&mut client, ADMIN_EMAIL, ADMIN_PASSWORD).await.expect("admin").access_token;
+    let disable = DisableUserRequest { id: unchanged.id.clone() };
+    client.disable_user(bearer(disable, &admin)).await.expect("disabled");
+    let refused = confirm(&mut client, &code.token).await.expect_err("disabled");
+    assert_eq!((refused.code(), reason(&refused).as_str()), (Code::PermissionDenied, "ACCOUNT_DISABLED"));
+    assert!(changes(&db).await.is_empty(), "no move happened");
     running.stop().await;
 }
 
