@@ -7,7 +7,7 @@ use platform::with_db;
 
 use crate::error::Error;
 use crate::store::Store;
-use crate::token_store::MailedToken;
+use crate::token_store::{MailedToken, bind_mailed_token};
 
 /// A stored email-change token, as its bearer's request finds it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -71,18 +71,11 @@ impl Store {
                     .bind(&token.user_id)
                     .execute(&mut *tx)
                     .await?;
-                sqlx::query(
-                    "INSERT INTO email_changes (id, user_id, new_email, token_hash, expires_at, create_time) \
+                let insert = sqlx::query(
+                    "INSERT INTO email_changes (id, user_id, token_hash, expires_at, create_time, new_email) \
                      VALUES ($1, $2, $3, $4, $5, $6)",
-                )
-                .bind(&token.id)
-                .bind(&token.user_id)
-                .bind(new_email)
-                .bind(&token.token_hash)
-                .bind(token.expires_at)
-                .bind(token.create_time)
-                .execute(&mut *tx)
-                .await?;
+                );
+                bind_mailed_token!(insert, token).bind(new_email).execute(&mut *tx).await?;
                 events::enqueue(&mut *tx, crate::NAME, mailed).await?;
                 tx.commit().await?;
                 true

@@ -6,7 +6,7 @@ use platform::with_db;
 
 use crate::error::Error;
 use crate::keys::StoredKey;
-use crate::token_store::{MailedToken, TokenPurpose};
+use crate::token_store::{MailedToken, TokenPurpose, bind_mailed_token};
 
 /// A row of `users`.
 #[derive(Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -131,12 +131,7 @@ impl Store {
                 .await?;
                 events::enqueue(&mut *tx, crate::NAME, registered).await?;
                 if let Some((token, requested)) = verification {
-                    sqlx::query(sqlx::AssertSqlSafe(insert_token.as_str()))
-                        .bind(&token.id)
-                        .bind(&token.user_id)
-                        .bind(&token.token_hash)
-                        .bind(token.expires_at)
-                        .bind(token.create_time)
+                    bind_mailed_token!(sqlx::query(sqlx::AssertSqlSafe(insert_token.as_str())), token)
                         .execute(&mut *tx)
                         .await?;
                     events::enqueue(&mut *tx, crate::NAME, requested).await?;

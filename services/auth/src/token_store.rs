@@ -51,6 +51,20 @@ impl TokenPurpose {
     }
 }
 
+/// Binds a [`MailedToken`] to a statement's next five parameters: id, user id, token hash, expiry, creation time
+/// (a macro, so that it binds to either engine's statement inside `with_db!`).
+macro_rules! bind_mailed_token {
+    ($query:expr, $token:expr) => {
+        $query
+            .bind(&$token.id)
+            .bind(&$token.user_id)
+            .bind(&$token.token_hash)
+            .bind($token.expires_at)
+            .bind($token.create_time)
+    };
+}
+pub(crate) use bind_mailed_token;
+
 /// A single-use token to store (hashed) for an account.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MailedToken {
@@ -108,14 +122,7 @@ impl Store {
                 tx.rollback().await?;
                 false
             } else {
-                sqlx::query(sqlx::AssertSqlSafe(insert.as_str()))
-                    .bind(&token.id)
-                    .bind(&token.user_id)
-                    .bind(&token.token_hash)
-                    .bind(token.expires_at)
-                    .bind(token.create_time)
-                    .execute(&mut *tx)
-                    .await?;
+                bind_mailed_token!(sqlx::query(sqlx::AssertSqlSafe(insert.as_str())), token).execute(&mut *tx).await?;
                 events::enqueue(&mut *tx, crate::NAME, mailed).await?;
                 tx.commit().await?;
                 true

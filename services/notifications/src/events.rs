@@ -264,7 +264,7 @@ impl BatchRecorder for Consumer {
                 // Whom this event introduces is known to the events after it.
                 if let Some(listing) = &d.plan.register {
                     let user_id = &listing.recipient.user_id;
-                    if listing.replaces || !directory.recipients.contains_key(user_id) {
+                    if listing.goes_in(directory.recipients.contains_key(user_id)) {
                         directory.recipients.insert(user_id.clone(), listing.recipient.clone());
                     }
                 }

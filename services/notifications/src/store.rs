@@ -41,10 +41,9 @@ pub struct Listing {
 }
 
 impl Listing {
-    /// Whether this listing, coming after `earlier` (the entry there is, or one earlier in a batch), takes its
-    /// place.
-    pub fn supersedes(&self, earlier: &Listing) -> bool {
-        self.replaces || !earlier.replaces
+    /// Whether this listing goes in the directory, which lists the user already (`listed`) or not.
+    pub fn goes_in(&self, listed: bool) -> bool {
+        self.replaces || !listed
     }
 }
 
@@ -411,11 +410,11 @@ impl Store {
                     .await?;
                 }
                 // One row per key and statement, as PostgreSQL requires: a user's listing in the batch is the one
-                // that would be left one event at a time ([`Listing::supersedes`]); a payment's first link stays.
+                // that would be left one event at a time ([`Listing::goes_in`]); a payment's first link stays.
                 let mut listed: BTreeMap<&str, &Listing> = BTreeMap::new();
                 for listing in kept.iter().filter_map(|e| e.register) {
                     let user_id = listing.recipient.user_id.as_str();
-                    if listed.get(user_id).is_none_or(|earlier| listing.supersedes(earlier)) {
+                    if listing.goes_in(listed.contains_key(user_id)) {
                         listed.insert(user_id, listing);
                     }
                 }
