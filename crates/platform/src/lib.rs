@@ -11,6 +11,7 @@
 //! - [`media`]: media types of uploads, and whether a file's bytes are the type it claims.
 //! - [`error`]: rich gRPC errors (field violations, reasons).
 //! - [`address`]: postal addresses checked the same way by checkout and the address book.
+//! - [`money`]: amounts of minor units as people read them (`EUR 19.99`), and currency codes.
 //! - [`events`]: transactional outbox, relay, in-process bus, inbox.
 //! - [`paging`]: page sizes and page tokens of listings, the same in every service.
 //! - [`metrics`]: the Prometheus recorder, `/metrics`, `/healthz`, `/readyz`.
@@ -31,6 +32,7 @@ pub mod events;
 pub mod grpc;
 pub mod media;
 pub mod metrics;
+pub mod money;
 pub mod paging;
 pub mod shutdown;
 pub mod telemetry;

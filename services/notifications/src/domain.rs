@@ -176,53 +176,9 @@ pub struct Money {
     pub amount_minor: i64,
 }
 
-/// Currencies whose minor unit is not a hundredth (ISO 4217 exponents); every other has 2.
-const EXPONENTS: &[(&str, u32)] = &[
-    ("BIF", 0),
-    ("CLP", 0),
-    ("DJF", 0),
-    ("GNF", 0),
-    ("ISK", 0),
-    ("JPY", 0),
-    ("KMF", 0),
-    ("KRW", 0),
-    ("PYG", 0),
-    ("RWF", 0),
-    ("UGX", 0),
-    ("UYI", 0),
-    ("VND", 0),
-    ("VUV", 0),
-    ("XAF", 0),
-    ("XOF", 0),
-    ("XPF", 0),
-    ("BHD", 3),
-    ("IQD", 3),
-    ("JOD", 3),
-    ("KWD", 3),
-    ("LYD", 3),
-    ("OMR", 3),
-    ("TND", 3),
-    ("CLF", 4),
-    ("UYW", 4),
-];
-
-/// Digits after the decimal point of `currency` (2 unless the table says otherwise).
-pub fn currency_exponent(currency: &str) -> u32 {
-    EXPONENTS.iter().find(|(code, _)| code.eq_ignore_ascii_case(currency)).map_or(2, |(_, e)| *e)
-}
-
-/// `EUR 19.99`, `JPY 500`, `KWD 1.250`, `EUR -0.05`: the code, then the amount with the currency's digits.
+/// `EUR 19.99`, `JPY 500`: the code, then the amount with the currency's digits ([`platform::money::format`]).
 pub fn format_money(money: &Money) -> String {
-    let exponent = currency_exponent(&money.currency);
-    let sign = if money.amount_minor < 0 { "-" } else { "" };
-    let minor = money.amount_minor.unsigned_abs();
-    let code = money.currency.to_ascii_uppercase();
-    if exponent == 0 {
-        return format!("{code} {sign}{minor}");
-    }
-    let scale = 10u64.pow(exponent);
-    let width = exponent as usize;
-    format!("{code} {sign}{}.{:0width$}", minor / scale, minor % scale)
+    platform::money::format(&money.currency, money.amount_minor)
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -560,10 +516,6 @@ pub struct ListUnsubscribe {
 mod tests {
     use super::*;
 
-    fn money(currency: &str, amount_minor: i64) -> String {
-        format_money(&Money { currency: currency.into(), amount_minor })
-    }
-
     #[test]
     fn locales_fall_back_to_the_language_then_english() {
         assert_eq!(resolve_locale("de-AT"), "de");
@@ -573,20 +525,6 @@ mod tests {
         assert_eq!(resolve_locale("fr-FR"), "en");
         assert_eq!(resolve_locale(""), "en");
         assert_eq!(resolve_locale("  "), "en");
-    }
-
-    #[test]
-    fn money_has_the_digits_of_its_currency() {
-        assert_eq!(money("EUR", 1999), "EUR 19.99");
-        assert_eq!(money("eur", 5), "EUR 0.05");
-        assert_eq!(money("USD", 100_000), "USD 1000.00");
-        assert_eq!(money("JPY", 500), "JPY 500");
-        assert_eq!(money("KRW", 0), "KRW 0");
-        assert_eq!(money("KWD", 1250), "KWD 1.250");
-        assert_eq!(money("CLF", 12_345), "CLF 1.2345");
-        assert_eq!(money("EUR", -5), "EUR -0.05");
-        assert_eq!(money("EUR", i64::MIN), "EUR -92233720368547758.08");
-        assert_eq!((currency_exponent("jpy"), currency_exponent("XYZ")), (0, 2));
     }
 
     #[test]
