@@ -1,6 +1,7 @@
 //! The checkout's hard cases over HTTP, on SQLite and PostgreSQL: an order for more than is in stock, 300
-//! buyers racing for 100 units, and a second customer who tries to read or act on the first one's cart,
-//! orders, payments and refunds. Each ends with `mercato audit` finding the books sound.
+//! buyers racing for 100 units, a second customer who tries to read or act on the first one's cart, orders,
+//! payments and refunds, and a discount code with one use. Each ends with `mercato audit` finding the books
+//! sound.
 
 use std::time::Duration;
 
@@ -296,4 +297,77 @@ async fn other_customers_things_do_not_exist_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn other_customers_things_do_not_exist_on_postgres() {
     other_customers_things_do_not_exist(Storage::Postgres).await;
+}
+
+/// Staff make a code with one use; a customer's order takes it off what is charged (the payment and the
+/// books follow the total); another customer is told it is used up, naming the field; cancelling the first
+/// order gives the use back.
+async fn a_discount_code_with_one_use(storage: Storage) {
+    let Some(p) = TestPlatform::start(storage).await else { return };
+    let admin = p.admin_token().await;
+    let (ada, bob) = (p.customer_token("ada-code@example.com").await, p.customer_token("bob-code@example.com").await);
+    let mugs = product_in_stock(&p, &admin, "MUG-5", "900", 5).await;
+    let code =
+        json!({"code": "welcome-5", "amountOff": {"currency": "EUR", "amountMinor": "500"}, "maxRedemptions": 1});
+    let made = p.send("POST", "/v1/discount-codes", Some(&admin), Some(code)).await;
+    assert_eq!(made.status, 201, "{}", made.json);
+    assert_eq!((made.json["code"].as_str(), made.json["timesRedeemed"].as_i64().unwrap_or(0)), (Some("WELCOME-5"), 0));
+    let hidden = p.send("GET", "/v1/discount-codes", Some(&ada), None).await;
+    assert_eq!(hidden.status, 403, "customers do not list codes: {}", hidden.json);
+
+    let with_code = |token: &str, key: &str| {
+        let body = json!({"shippingAddress": address(), "paymentMethod": "tok_visa",
+            "items": [{"productId": mugs, "quantity": 2}], "discountCode": "Welcome-5"});
+        let (bearer, key) = (format!("Bearer {token}"), key.to_owned());
+        let p = &p;
+        async move {
+            p.send_with(
+                "POST",
+                "/v1/orders",
+                &[("authorization", bearer.as_str()), ("idempotency-key", &key)],
+                Some(body),
+            )
+            .await
+        }
+    };
+    let placed = with_code(&ada, "ada-1").await;
+    assert_eq!(placed.status, 201, "{}", placed.json);
+    let order = placed.json;
+    assert_eq!(order["status"], "ORDER_STATUS_CONFIRMED", "{order}");
+    let amounts = ["subtotal", "discount", "total"].map(|field| order[field]["amountMinor"].clone());
+    assert_eq!(amounts, [json!("1800"), json!("500"), json!("1300")], "{order}");
+    assert_eq!(order["discountCode"], "WELCOME-5");
+    let payment_id = order["paymentId"].as_str().expect("payment id");
+    let payment = p.send("GET", &format!("/v1/payments/{payment_id}"), Some(&ada), None).await;
+    assert_eq!(payment.json["amount"]["amountMinor"], "1300", "{}", payment.json);
+    assert_books_sound(&p).await;
+
+    let refused = with_code(&bob, "bob-1").await;
+    assert_eq!(refused.status, 400, "{}", refused.json);
+    let violation = &refused.json["error"]["details"][0]["fieldViolations"][0];
+    assert_eq!(
+        (violation["field"].as_str(), violation["description"].as_str()),
+        (Some("discountCode"), Some("has been used up"))
+    );
+    assert_eq!(inventory(&p, &mugs).await["available"], 3, "nothing held for the refused order");
+
+    let id = order["id"].as_str().expect("order id");
+    let cancelled = p.send("POST", &format!("/v1/orders/{id}:cancel"), Some(&ada), Some(json!({}))).await;
+    assert_eq!(cancelled.json["status"], "ORDER_STATUS_CANCELLED", "{}", cancelled.json);
+    let code = p.send("GET", "/v1/discount-codes/welcome-5", Some(&admin), None).await;
+    assert_eq!(code.json["timesRedeemed"].as_i64().unwrap_or(0), 0, "the use is given back: {}", code.json);
+    let again = with_code(&bob, "bob-1").await;
+    assert_eq!(again.json["discount"]["amountMinor"], "500", "{}", again.json);
+    assert_books_sound(&p).await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_discount_code_with_one_use_on_sqlite() {
+    a_discount_code_with_one_use(Storage::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_discount_code_with_one_use_on_postgres() {
+    a_discount_code_with_one_use(Storage::Postgres).await;
 }

@@ -181,6 +181,7 @@ fn confirmed(id: &str, date: &str, hour: i64, items: Vec<OrderItem>, from_cart: 
         total: money(&currency, total),
         shipping_address: None,
         from_cart,
+        ..OrderConfirmed::default()
     };
     envelope(&format!("ev-confirmed-{id}"), "order.confirmed", date, hour, payload.encode_to_vec())
 }

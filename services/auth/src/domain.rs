@@ -47,6 +47,7 @@ pub const ADMIN_SCOPES: &[&str] = &[
     "catalog:write",
     "inventory:write",
     "inventory:reserve",
+    "discounts:write",
     "ledger:read",
     "ledger:write",
     "refund:write",

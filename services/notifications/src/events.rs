@@ -462,7 +462,8 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 .into_iter()
                 .map(|i| ItemLine { name: i.name, quantity: i.quantity, line_total: money(i.line_total) })
                 .collect();
-            let facts = Facts::OrderConfirmed { order_id: e.order_id, total: money(e.total), items };
+            let discount = (!e.discount_code.is_empty()).then(|| (e.discount_code, money(e.discount)));
+            let facts = Facts::OrderConfirmed { order_id: e.order_id, total: money(e.total), items, discount };
             Plan::mail(customer(e.customer_id), facts).linking(payment)
         }
         domain::ORDER_FAILED => {
@@ -689,4 +690,44 @@ pub fn failed(due: &Due, attempts: i32, error: &str) -> NewEvent {
         error: error.to_owned(),
     };
     NewEvent::new(domain::NOTIFICATION_FAILED, due.id.clone(), &payload)
+}
+
+#[cfg(test)]
+mod tests {
+    use api::common::Money;
+    use api::mercato::orders::v1::OrderConfirmed;
+    use prost::Message;
+
+    use super::*;
+
+    fn confirmed(discount_code: &str, discount_minor: i64) -> EventEnvelope {
+        let eur = |amount_minor| Some(Money { currency: "EUR".into(), amount_minor });
+        let payload = OrderConfirmed {
+            order_id: "o-1".into(),
+            customer_id: "u-1".into(),
+            total: eur(2900 - discount_minor),
+            discount: eur(discount_minor),
+            discount_code: discount_code.into(),
+            ..OrderConfirmed::default()
+        };
+        EventEnvelope {
+            r#type: domain::ORDER_CONFIRMED.into(),
+            data: payload.encode_to_vec(),
+            ..EventEnvelope::default()
+        }
+    }
+
+    fn discount_mailed(envelope: &EventEnvelope) -> Option<(String, i64)> {
+        let plan = plan(envelope).expect("planned");
+        match plan.mail.expect("a mail").facts {
+            Facts::OrderConfirmed { discount, .. } => discount.map(|(code, amount)| (code, amount.amount_minor)),
+            other => panic!("not an order's mail: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_order_confirmation_tells_the_discount_of_its_code_only() {
+        assert_eq!(discount_mailed(&confirmed("SUMMER-10", 290)), Some(("SUMMER-10".to_owned(), 290)));
+        assert_eq!(discount_mailed(&confirmed("", 0)), None);
+    }
 }

@@ -72,6 +72,8 @@ pub enum Facts {
         total: Money,
         /// The lines.
         items: Vec<ItemLine>,
+        /// What a discount code took off the lines' sum, with the code; None without one.
+        discount: Option<(String, Money)>,
     },
     /// `order.failed`.
     OrderFailed {
@@ -279,12 +281,16 @@ impl Facts {
         let link = self.link(storefront);
         match self {
             Facts::Welcome => context! { name },
-            Facts::OrderConfirmed { order_id, total, items } => {
+            Facts::OrderConfirmed { order_id, total, items, discount } => {
                 let items: Vec<Value> = items
                     .iter()
                     .map(|i| context! { name => i.name.as_str(), quantity => i.quantity, line_total => format_money(&i.line_total) })
                     .collect();
-                context! { name, order_id, total => format_money(total), items }
+                // Shown as taken off: "-EUR 3.40".
+                let discount = discount.as_ref().map(|(code, amount)| {
+                    context! { code, amount => format_money(&Money { amount_minor: -amount.amount_minor, ..amount.clone() }) }
+                });
+                context! { name, order_id, total => format_money(total), items, discount }
             }
             Facts::OrderFailed { order_id, reason } => context! { name, order_id, reason },
             Facts::PaymentFailed { order_id, amount, reason } => {
@@ -394,8 +400,9 @@ mod tests {
             Facts::Welcome,
             Facts::OrderConfirmed {
                 order_id: "o-1".into(),
-                total: eur(2900),
+                total: eur(2610),
                 items: vec![ItemLine { name: "Coffee".into(), quantity: 2, line_total: eur(2900) }],
+                discount: Some(("SUMMER-10".into(), eur(290))),
             },
             Facts::OrderFailed { order_id: "o-2".into(), reason: "the card was declined".into() },
             Facts::PaymentFailed { order_id: "o-3".into(), amount: eur(500), reason: "insufficient funds".into() },
@@ -468,10 +475,21 @@ mod tests {
         let facts = &every_fact()[1];
         let de = templates.render(facts, "Ada", "de-AT").expect("renders");
         assert_eq!(de.subject, "Ihre Bestellung o-1 ist bestätigt");
-        assert!(de.text.contains("- 2 x Coffee: EUR 29.00") && de.text.contains("Gesamt: EUR 29.00"), "{}", de.text);
+        let lines = "- 2 x Coffee: EUR 29.00\n- Rabatt (SUMMER-10): EUR -2.90\n\nGesamt: EUR 26.10";
+        assert!(de.text.contains(lines), "{}", de.text);
         let en = templates.render(facts, "Ada", "fr").expect("renders");
         assert_eq!(en.subject, "Your order o-1 is confirmed");
         assert!(en.html.contains("<td>Coffee</td><td>EUR 29.00</td>"), "{}", en.html);
+        assert!(en.html.contains("<td>Discount (SUMMER-10)</td><td>EUR -2.90</td>"), "{}", en.html);
+        // Without a code, no discount line.
+        let Facts::OrderConfirmed { order_id, items, .. } = facts.clone() else { panic!("an order") };
+        let plain = Facts::OrderConfirmed { order_id, total: eur(2900), items, discount: None };
+        let plain = templates.render(&plain, "Ada", "en").expect("renders");
+        assert!(
+            plain.text.contains("EUR 29.00\n\nTotal: EUR 29.00") && !plain.text.contains("Discount"),
+            "{}",
+            plain.text
+        );
     }
 
     #[test]

@@ -43,6 +43,12 @@ pub enum Error {
         /// What happened, for people.
         message: String,
     },
+    /// The thing to create exists already (a discount code).
+    #[error("{0}")]
+    AlreadyExists(String),
+    /// A concurrent change won; the client may try again.
+    #[error("{0}")]
+    Aborted(String),
     /// The caller may not do this.
     #[error("{0}")]
     PermissionDenied(String),
@@ -96,6 +102,8 @@ impl From<Error> for Status {
             Error::InvalidArgument(v) => invalid_argument(v),
             Error::Rejected { reason, message } => with_reason(Code::InvalidArgument, reason, message),
             Error::FailedPrecondition { reason, message } => with_reason(Code::FailedPrecondition, reason, message),
+            Error::AlreadyExists(m) => Status::already_exists(m),
+            Error::Aborted(m) => Status::aborted(m),
             Error::PermissionDenied(m) => Status::permission_denied(m),
             Error::Unavailable(m) => Status::unavailable(m),
             // Internal details (SQL, connection strings, other services' answers) stay in our logs.

@@ -23,6 +23,8 @@ pub fn placed(order: &Order) -> NewEvent {
         customer_id: order.customer_id.clone(),
         items: lines_to_wire(&order.lines, &order.total.currency),
         total: Some(money(&order.total)),
+        discount: Some(money(&order.discount())),
+        discount_code: order.discount_code.clone(),
     };
     NewEvent::new(ORDER_PLACED, order.id.clone(), &payload)
 }
@@ -37,6 +39,8 @@ pub fn confirmed(order: &Order) -> NewEvent {
         total: Some(money(&order.total)),
         shipping_address: Some(address_to_wire(&order.address)),
         from_cart: order.from_cart,
+        discount: Some(money(&order.discount())),
+        discount_code: order.discount_code.clone(),
     };
     NewEvent::new(ORDER_CONFIRMED, order.id.clone(), &payload)
 }

@@ -17,6 +17,7 @@ use prost::Message;
 use tonic::{Request, Response, Status as GrpcStatus};
 use tracing::Instrument;
 
+use crate::discount;
 use crate::domain::{self, Address, Line, LineInput, Price, PricingError, Status, Step};
 use crate::error::{
     CART_EMPTY, EMAIL_NOT_VERIFIED, Error, IDEMPOTENCY_KEY_REUSED, MIXED_CURRENCIES, ORDER_SHIPPED, ORDER_STATE,
@@ -25,7 +26,7 @@ use crate::error::{
 use crate::events;
 use crate::ports::{PortError, SagaPorts};
 use crate::saga::Saga;
-use crate::store::{Change, ListQuery, Order, Store};
+use crate::store::{Change, ListQuery, Order, Placement, Store};
 
 /// The scope that lets a caller see and manage every customer's orders.
 pub const ORDERS_ADMIN: &str = "orders:admin";
@@ -121,6 +122,8 @@ fn status_from_wire(status: i32) -> Result<Option<Status>, FieldViolation> {
 /// An order on the wire.
 pub fn order_to_wire(order: Order) -> WireOrder {
     WireOrder {
+        subtotal: Some(money(&order.subtotal())),
+        discount: Some(money(&order.discount())),
         items: lines_to_wire(&order.lines, &order.total.currency),
         total: Some(money(&order.total)),
         shipping_address: Some(address_to_wire(&order.address)),
@@ -133,6 +136,7 @@ pub fn order_to_wire(order: Order) -> WireOrder {
         failure_reason: if order.status == Status::Failed { order.failure_reason } else { String::new() },
         create_time: Some(timestamp(order.create_time)),
         update_time: Some(timestamp(order.update_time)),
+        discount_code: order.discount_code,
     }
 }
 
@@ -288,6 +292,16 @@ impl OrdersApi {
     }
 }
 
+impl OrdersApi {
+    /// What discount code `code` takes off `subtotal` now, or the violation that tells the customer why not.
+    async fn discount(&self, code: &str, subtotal: &Price, now: i64) -> Result<i64, Error> {
+        let found = self.store.discount_code(code).await?;
+        let refused = |refusal: discount::Refusal| Error::invalid(refusal.violation());
+        let code = found.ok_or_else(|| refused(discount::Refusal::Unknown))?;
+        discount::discount_for(&code, subtotal, now).map_err(refused)
+    }
+}
+
 #[tonic::async_trait]
 impl OrderService for OrdersApi {
     async fn create_order(
@@ -313,7 +327,15 @@ impl OrderService for OrdersApi {
             .map(|i| LineInput { product_id: i.product_id.trim().to_owned(), quantity: i.quantity })
             .collect();
         let asked = domain::normalize_lines(&asked).map_err(|v| violations.extend(v)).ok();
-        let (Some(key), Some(destination), Some(asked), true) = (key, destination, asked, violations.is_empty()) else {
+        let discount_code = match req.discount_code.trim() {
+            "" => Some(None),
+            code => {
+                discount::normalize_code(discount::CHECKOUT_FIELD, code).map(Some).map_err(|v| violations.push(v)).ok()
+            }
+        };
+        let (Some(key), Some(destination), Some(asked), Some(discount_code), true) =
+            (key, destination, asked, discount_code, violations.is_empty())
+        else {
             return Err(Error::InvalidArgument(violations).into());
         };
         let payment_method = req.payment_method.trim().to_owned();
@@ -342,17 +364,24 @@ impl OrderService for OrdersApi {
                 Destination::Saved(id) => id.clone(),
                 Destination::Given(_) | Destination::Default => String::new(),
             },
+            discount_code: discount_code.clone().unwrap_or_default(),
         };
         let hash = domain::fingerprint(&canonical.encode_to_vec());
         // A replay is found by its key where the request cannot go on: where the order's insert meets the key
         // (below), or here, when the cart it emptied is empty now or its products changed since. Looking the key
         // up first would cost every new order a statement.
+        let now = now_micros();
         let priced = async {
             let address = self.address(destination, &authorization).await?;
             let (lines, from_cart) = self.lines(asked, &authorization).await?;
-            Ok::<_, Error>((self.price(&lines, from_cart).await?, from_cart, address))
+            let priced = self.price(&lines, from_cart).await?;
+            let discount_minor = match &discount_code {
+                Some(code) => self.discount(code, &priced.total, now).await?,
+                None => 0,
+            };
+            Ok::<_, Error>((priced, discount_minor, from_cart, address))
         };
-        let (priced, from_cart, address) = match priced.await {
+        let (priced, discount_minor, from_cart, address) = match priced.await {
             Ok(priced) => priced,
             Err(e) => match self.store.id_by_key(&claims.sub, &key).await? {
                 Some(id) => {
@@ -361,7 +390,6 @@ impl OrderService for OrdersApi {
                 None => return Err(e.into()),
             },
         };
-        let now = now_micros();
         let order = Order {
             id: uuid::Uuid::now_v7().to_string(),
             customer_id: claims.sub.clone(),
@@ -369,7 +397,9 @@ impl OrderService for OrdersApi {
             step: Step::Reserve,
             step_time: now,
             lines: priced.lines,
-            total: priced.total,
+            total: Price { amount_minor: priced.total.amount_minor - discount_minor, ..priced.total },
+            discount_minor,
+            discount_code: discount_code.unwrap_or_default(),
             address,
             payment_method,
             payment_id: String::new(),
@@ -389,7 +419,7 @@ impl OrderService for OrdersApi {
             tokio::spawn(
                 async move {
                     let placed = store.insert_order(&order, &events::placed(&order)).await?;
-                    if placed {
+                    if placed == Placement::Placed {
                         // The saga starts from the order as just stored: no read back.
                         saga.start_placed(order);
                     }
@@ -398,10 +428,15 @@ impl OrderService for OrdersApi {
                 .in_current_span(),
             )
         };
-        if !placing.await.map_err(Error::from)?? {
-            // A concurrent request with the same key won the race.
-            let id = self.store.id_by_key(&claims.sub, &key).await?.ok_or_else(|| Error::order_not_found(&key))?;
-            return Ok(Response::new(CreateOrderResponse { order: Some(self.replay(&id, &hash).await?) }));
+        match placing.await.map_err(Error::from)?? {
+            Placement::Placed => {}
+            Placement::KeyUsed => {
+                // A concurrent request with the same key won the race.
+                let id = self.store.id_by_key(&claims.sub, &key).await?.ok_or_else(|| Error::order_not_found(&key))?;
+                return Ok(Response::new(CreateOrderResponse { order: Some(self.replay(&id, &hash).await?) }));
+            }
+            // The code's last use went to another order meanwhile, or this customer's earlier one counts.
+            Placement::Refused(refusal) => return Err(Error::invalid(refusal.violation()).into()),
         }
         tracing::info!(order_id = %order.id, customer_id = %order.customer_id, from_cart, "order placed");
         let order = self.settled(order).await?;

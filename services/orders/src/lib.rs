@@ -10,6 +10,9 @@
 //! (the orders service holds `inventory:reserve`, not `inventory:write`).
 //!
 //! - [`domain`]: the rules, free of I/O.
+//! - [`discount`], [`discount_store`], [`discount_grpc`]: discount codes (`mercato.orders.v1.DiscountCodeService`):
+//!   their rules, their SQL, their handlers. A code's use is counted in the transaction that places the order
+//!   ([`store::Store::insert_order`]) and given back in the one that fails or cancels it.
 //! - [`store`]: all SQL, the same on SQLite and PostgreSQL.
 //! - [`ports`]: what it asks of the catalog, the cart, the payments, the deliveries and the users service
 //!   ([`SagaPorts`]).
@@ -18,6 +21,9 @@
 //! - [`events`]: what it publishes (`order.*`, through the outbox).
 //! - [`error`]: the crate's one error type and its mapping to gRPC statuses.
 
+pub mod discount;
+pub mod discount_grpc;
+pub mod discount_store;
 pub mod domain;
 pub mod error;
 pub mod events;
@@ -29,6 +35,7 @@ pub mod store;
 use std::sync::Arc;
 use std::time::Duration;
 
+use api::mercato::orders::v1::discount_code_service_server::DiscountCodeServiceServer;
 use api::mercato::orders::v1::order_service_server::OrderServiceServer;
 use platform::Settings;
 use platform::auth::{ServiceTokens, TokenVerifier};
@@ -102,8 +109,11 @@ pub async fn serve(
     let saga_stop = shutdown.child_token();
     let saga = saga::Saga::new(store.clone(), ports.clone(), relay.handle(), options, saga_stop.clone());
     saga.spawn_recovery();
+    let discounts = discount_grpc::DiscountCodesApi::new(store.clone());
     let api = OrdersApi::new(store, saga.clone(), ports);
-    let service = GrpcService::new(OrderServiceServer::new(api)).background(|stop| relay.run(stop));
+    let service = GrpcService::new(OrderServiceServer::new(api))
+        .with(DiscountCodeServiceServer::new(discounts))
+        .background(|stop| relay.run(stop));
     let served = platform::grpc::serve(service, listener, verifier, shutdown).await;
     // Sagas and the relay stop with the server; what they left resumes on the next start.
     saga.shutdown().await;

@@ -12,12 +12,14 @@ use platform::db::{BeginWrite, Db, is_unique_violation};
 use platform::events::{NewEvent, OutboxEntry, enqueue};
 use platform::with_db;
 
+use crate::discount::Refusal;
 use crate::domain::{Address, Cursor, Line, Price, Status, Step};
 use crate::error::Error;
 
 const ORDER_COLUMNS: &str = "id, customer_id, status, saga_step, step_time, currency, total_minor, ship_name, \
      ship_line1, ship_line2, ship_city, ship_region, ship_postal_code, ship_country, payment_method, payment_id, \
-     failure_reason, cancel_reason, from_cart, idempotency_key, request_hash, create_time, update_time";
+     failure_reason, cancel_reason, from_cart, idempotency_key, request_hash, create_time, update_time, \
+     discount_minor, discount_code";
 
 #[derive(sqlx::FromRow)]
 struct OrderRow {
@@ -44,6 +46,8 @@ struct OrderRow {
     request_hash: String,
     create_time: i64,
     update_time: i64,
+    discount_minor: i64,
+    discount_code: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -71,8 +75,13 @@ pub struct Order {
     pub step_time: i64,
     /// Lines, in the order placed.
     pub lines: Vec<Line>,
-    /// Total.
+    /// What the customer pays: the lines' sum less the discount.
     pub total: Price,
+    /// What a discount code took off the lines' sum (0 without one), in the total's currency.
+    pub discount_minor: i64,
+    /// The discount code, upper case; empty without one. The order holds one of its uses until it fails or is
+    /// cancelled.
+    pub discount_code: String,
     /// Shipping address.
     pub address: Address,
     /// Payment method token.
@@ -96,6 +105,16 @@ pub struct Order {
 }
 
 impl Order {
+    /// The sum of the lines, before the discount.
+    pub fn subtotal(&self) -> Price {
+        Price { currency: self.total.currency.clone(), amount_minor: self.total.amount_minor + self.discount_minor }
+    }
+
+    /// What the discount code took off (zero without one).
+    pub fn discount(&self) -> Price {
+        Price { currency: self.total.currency.clone(), amount_minor: self.discount_minor }
+    }
+
     /// The cursor of a page ending with this order.
     pub fn cursor(&self) -> Cursor {
         Cursor { key: self.create_time, id: self.id.clone() }
@@ -115,6 +134,8 @@ fn assemble(row: OrderRow, lines: Vec<Line>) -> Result<Order, Error> {
         step_time: row.step_time,
         lines,
         total: Price { currency: row.currency, amount_minor: row.total_minor },
+        discount_minor: row.discount_minor,
+        discount_code: row.discount_code,
         address: Address {
             name: row.ship_name,
             line1: row.ship_line1,
@@ -144,6 +165,18 @@ fn line(row: LineRow) -> Line {
         quantity: i32::try_from(row.quantity).unwrap_or(i32::MAX),
         unit_price_minor: row.unit_price_minor,
     }
+}
+
+/// How placing an order went ([`Store::insert_order`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Placement {
+    /// Stored, with its lines, its event and its discount code's use.
+    Placed,
+    /// The customer used the order's idempotency key before: nothing was written.
+    KeyUsed,
+    /// Its discount code cannot be used by it after all (used up, or by this customer before, or switched off
+    /// since it was read): nothing was written.
+    Refused(Refusal),
 }
 
 /// A saga move: the state an order goes to, and what it records on the way.
@@ -260,31 +293,32 @@ fn move_sql(flight: Flight, event: bool) -> &'static str {
     &STATEMENTS[flight as usize][usize::from(event)]
 }
 
-/// Placing an order in one statement (PostgreSQL): the order ($1 to $23, as [`bind_order`] binds them), its
-/// lines as arrays ($24 to $29), its first `saga_log` line ($30) and its `order.placed` event ($31 to $37). A
-/// used idempotency key inserts nothing at all: the statement then changes no outbox row.
+/// Placing an order without a discount code in one statement (PostgreSQL): the order ($1 to $25, as
+/// [`bind_order`] binds them), its lines as arrays ($26 to $31), its first `saga_log` line ($32) and its
+/// `order.placed` event ($33 to $39). A used idempotency key inserts nothing at all: the statement then changes
+/// no outbox row.
 static PLACE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "WITH placed AS ({} \
          ON CONFLICT (customer_id, idempotency_key) DO NOTHING RETURNING id), \
          lines AS (INSERT INTO order_items (order_id, line_no, product_id, sku, name, quantity, unit_price_minor) \
          SELECT placed.id, l.line_no, l.product_id, l.sku, l.name, l.quantity, l.unit_price_minor FROM placed, \
-         unnest($24::bigint[], $25::text[], $26::text[], $27::text[], $28::bigint[], $29::bigint[]) \
+         unnest($26::bigint[], $27::text[], $28::text[], $29::text[], $30::bigint[], $31::bigint[]) \
          AS l (line_no, product_id, sku, name, quantity, unit_price_minor)), \
          flying AS (INSERT INTO sagas_in_flight (order_id) SELECT id FROM placed), \
-         logged AS ({INSERT_SAGA_LOG} SELECT $30, id, '', $4, $3, 'order placed', $22 FROM placed \
+         logged AS ({INSERT_SAGA_LOG} SELECT $32, id, '', $4, $3, 'order placed', $22 FROM placed \
          RETURNING order_id) {}",
         *INSERT_ORDER_SQL,
-        OutboxEntry::insert_from("logged", 31)
+        OutboxEntry::insert_from("logged", 33)
     )
 });
 
-/// Inserts an order; [`bind_order`] binds $1 to $23.
+/// Inserts an order; [`bind_order`] binds $1 to $25.
 static INSERT_ORDER_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!("INSERT INTO orders ({ORDER_COLUMNS}) VALUES ({})", platform::db::values_for(ORDER_COLUMNS))
 });
 
-/// Binds the columns of an order, in the order of [`ORDER_COLUMNS`].
+/// Binds the columns of an order, in the order of [`ORDER_COLUMNS`] ($1 to $25).
 fn bind_order<'q, DB>(query: platform::db::Query<'q, DB>, order: &'q Order) -> platform::db::Query<'q, DB>
 where
     DB: sqlx::Database,
@@ -316,6 +350,8 @@ where
         .bind(order.request_hash.as_str())
         .bind(order.create_time)
         .bind(order.update_time)
+        .bind(order.discount_minor)
+        .bind(order.discount_code.as_str())
 }
 
 /// Binds the parameters of [`MOVE_SQL`] (also inside the statement that logs the move with it).
@@ -396,76 +432,122 @@ impl Store {
         &self.db
     }
 
-    /// Inserts a new order with its lines and its `order.placed` event, in one transaction (one statement on
-    /// PostgreSQL). False when the customer already used the order's idempotency key (nothing is written).
-    pub async fn insert_order(&self, order: &Order, placed: &NewEvent) -> Result<bool, Error> {
-        let pool = match &self.db {
-            Db::Sqlite(pool) => pool,
-            Db::Postgres(pool) => {
-                let line_nos: Vec<i64> = (0..order.lines.len()).map(|n| i64::try_from(n).unwrap_or(i64::MAX)).collect();
-                let query = bind_order(sqlx::query(PLACE_SQL.as_str()), order)
-                    .bind(line_nos)
-                    .bind(order.lines.iter().map(|l| l.product_id.as_str()).collect::<Vec<_>>())
-                    .bind(order.lines.iter().map(|l| l.sku.as_str()).collect::<Vec<_>>())
-                    .bind(order.lines.iter().map(|l| l.name.as_str()).collect::<Vec<_>>())
-                    .bind(order.lines.iter().map(|l| i64::from(l.quantity)).collect::<Vec<_>>())
-                    .bind(order.lines.iter().map(|l| l.unit_price_minor).collect::<Vec<_>>())
-                    .bind(uuid::Uuid::now_v7().to_string());
-                let placed = OutboxEntry::new(crate::NAME, placed).bind(query).execute(pool).await?;
-                return Ok(placed.rows_affected() == 1);
-            }
-        };
-        let mut tx = pool.begin_write().await?;
-        let first = bind_order(sqlx::query(INSERT_ORDER_SQL.as_str()), order).execute(&mut *tx).await;
-        let inserted = match first {
-            Err(e) if is_unique_violation(&e) => {
-                tx.rollback().await?;
-                false
-            }
-            Err(e) => {
-                tx.rollback().await?;
-                return Err(e.into());
-            }
-            Ok(_) => {
-                let result: Result<_, Error> = async {
-                    for (n, l) in order.lines.iter().enumerate() {
-                        sqlx::query(
-                            "INSERT INTO order_items (order_id, line_no, product_id, sku, name, quantity, \
-                                 unit_price_minor) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+    /// Inserts a new order with its lines and its `order.placed` event, and counts the use of its discount code,
+    /// in one transaction (one statement on PostgreSQL for an order without a code). Nothing is written when the
+    /// customer already used the order's idempotency key, or when the code cannot be used by this order after all.
+    pub async fn insert_order(&self, order: &Order, placed: &NewEvent) -> Result<Placement, Error> {
+        if let (Db::Postgres(pool), true) = (&self.db, order.discount_code.is_empty()) {
+            let line_nos: Vec<i64> = (0..order.lines.len()).map(|n| i64::try_from(n).unwrap_or(i64::MAX)).collect();
+            let query = bind_order(sqlx::query(PLACE_SQL.as_str()), order)
+                .bind(line_nos)
+                .bind(order.lines.iter().map(|l| l.product_id.as_str()).collect::<Vec<_>>())
+                .bind(order.lines.iter().map(|l| l.sku.as_str()).collect::<Vec<_>>())
+                .bind(order.lines.iter().map(|l| l.name.as_str()).collect::<Vec<_>>())
+                .bind(order.lines.iter().map(|l| i64::from(l.quantity)).collect::<Vec<_>>())
+                .bind(order.lines.iter().map(|l| l.unit_price_minor).collect::<Vec<_>>())
+                .bind(uuid::Uuid::now_v7().to_string());
+            let placed = OutboxEntry::new(crate::NAME, placed).bind(query).execute(pool).await?;
+            return Ok(if placed.rows_affected() == 1 { Placement::Placed } else { Placement::KeyUsed });
+        }
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            let result: Result<Placement, Error> = async {
+                match bind_order(sqlx::query(INSERT_ORDER_SQL.as_str()), order).execute(&mut *tx).await {
+                    Err(e) if is_unique_violation(&e) => return Ok(Placement::KeyUsed),
+                    inserted => inserted?,
+                };
+                if !order.discount_code.is_empty() {
+                    // The code's row is written first: concurrent uses of one code queue on its row lock
+                    // (PostgreSQL) or the write lock (SQLite), so the limit and the customer's earlier uses
+                    // below are read after every earlier use committed.
+                    let once_per_customer = sqlx::query_scalar::<_, bool>(
+                        "UPDATE discount_codes SET times_redeemed = times_redeemed + 1, update_time = $2 \
+                         WHERE code = $1 AND disabled = FALSE \
+                         AND (max_redemptions = 0 OR times_redeemed < max_redemptions) RETURNING once_per_customer",
+                    )
+                    .bind(&order.discount_code)
+                    .bind(order.create_time)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    let Some(once_per_customer) = once_per_customer else {
+                        let disabled = sqlx::query_scalar::<_, bool>("SELECT disabled FROM discount_codes WHERE code = $1")
+                            .bind(&order.discount_code)
+                            .fetch_optional(&mut *tx)
+                            .await?;
+                        return Ok(Placement::Refused(match disabled {
+                            None => Refusal::Unknown,
+                            Some(true) => Refusal::Disabled,
+                            Some(false) => Refusal::UsedUp,
+                        }));
+                    };
+                    if once_per_customer {
+                        let used: i64 = sqlx::query_scalar(
+                            "SELECT COUNT(*) FROM discount_redemptions WHERE code = $1 AND customer_id = $2",
                         )
-                        .bind(&order.id)
-                        .bind(i64::try_from(n).unwrap_or(i64::MAX))
-                        .bind(&l.product_id)
-                        .bind(&l.sku)
-                        .bind(&l.name)
-                        .bind(i64::from(l.quantity))
-                        .bind(l.unit_price_minor)
-                        .execute(&mut *tx)
+                        .bind(&order.discount_code)
+                        .bind(&order.customer_id)
+                        .fetch_one(&mut *tx)
                         .await?;
+                        if used > 0 {
+                            return Ok(Placement::Refused(Refusal::UsedBefore));
+                        }
                     }
-                    sqlx::query(sqlx::AssertSqlSafe(format!(
-                        "{INSERT_SAGA_LOG} VALUES ($1, $2, '', $3, $4, 'order placed', $5)"
-                    )))
-                    .bind(uuid::Uuid::now_v7().to_string())
+                    sqlx::query(
+                        "INSERT INTO discount_redemptions (order_id, code, customer_id, create_time) \
+                         VALUES ($1, $2, $3, $4)",
+                    )
                     .bind(&order.id)
-                    .bind(order.step.as_str())
-                    .bind(order.status.as_str())
+                    .bind(&order.discount_code)
+                    .bind(&order.customer_id)
                     .bind(order.create_time)
                     .execute(&mut *tx)
                     .await?;
-                    sqlx::query("INSERT INTO sagas_in_flight (order_id) VALUES ($1)")
-                        .bind(&order.id)
-                        .execute(&mut *tx)
-                        .await?;
-                    enqueue(&mut *tx, crate::NAME, placed).await?;
-                    Ok(())
                 }
-                .await;
-                finish(tx, result).await?;
-                true
+                for (n, l) in order.lines.iter().enumerate() {
+                    sqlx::query(
+                        "INSERT INTO order_items (order_id, line_no, product_id, sku, name, quantity, \
+                             unit_price_minor) VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(&order.id)
+                    .bind(i64::try_from(n).unwrap_or(i64::MAX))
+                    .bind(&l.product_id)
+                    .bind(&l.sku)
+                    .bind(&l.name)
+                    .bind(i64::from(l.quantity))
+                    .bind(l.unit_price_minor)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                sqlx::query(sqlx::AssertSqlSafe(format!(
+                    "{INSERT_SAGA_LOG} VALUES ($1, $2, '', $3, $4, 'order placed', $5)"
+                )))
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(&order.id)
+                .bind(order.step.as_str())
+                .bind(order.status.as_str())
+                .bind(order.create_time)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query("INSERT INTO sagas_in_flight (order_id) VALUES ($1)")
+                    .bind(&order.id)
+                    .execute(&mut *tx)
+                    .await?;
+                enqueue(&mut *tx, crate::NAME, placed).await?;
+                Ok(Placement::Placed)
             }
-        };
-        Ok(inserted)
+            .await;
+            match result {
+                Ok(Placement::Placed) => {
+                    tx.commit().await?;
+                    Ok(Placement::Placed)
+                }
+                // A used key or a refused code writes nothing.
+                other => {
+                    tx.rollback().await?;
+                    other
+                }
+            }
+        })
     }
 
     /// The id of the order `customer_id` created with idempotency key `key`, if any.
@@ -571,55 +653,70 @@ impl Store {
         now: i64,
     ) -> Result<bool, Error> {
         let flight = Flight::of(from_step, change.step);
-        let pool = match &self.db {
-            Db::Sqlite(pool) => pool,
-            Db::Postgres(pool) => {
-                // A move is one statement on PostgreSQL: the compare-and-set, its log line, its in-flight row and
-                // its event in one round trip instead of up to six (BEGIN, UPDATE, INSERT, DELETE, INSERT,
-                // COMMIT). SQLite has no data-modifying CTEs.
-                let query = bind_move(
-                    sqlx::query(move_sql(flight, event.is_some())),
-                    id,
-                    (from_status, from_step),
-                    change,
-                    now,
-                )
-                .bind(uuid::Uuid::now_v7().to_string())
-                .bind(note);
-                let query = match event {
-                    Some(event) => OutboxEntry::new(crate::NAME, event).bind(query),
-                    None => query,
-                };
-                return Ok(query.execute(pool).await?.rows_affected() == 1);
-            }
-        };
-        let mut tx = pool.begin_write().await?;
-        let result: Result<_, Error> = async {
-            let updated =
-                bind_move(sqlx::query(MOVE_SQL), id, (from_status, from_step), change, now).execute(&mut *tx).await?;
-            if updated.rows_affected() != 1 {
-                return Ok(false);
-            }
-            sqlx::query(sqlx::AssertSqlSafe(format!("{INSERT_SAGA_LOG} VALUES ($1, $2, $3, $4, $5, $6, $7)")))
-                .bind(uuid::Uuid::now_v7().to_string())
-                .bind(id)
-                .bind(from_step.as_str())
-                .bind(change.step.as_str())
-                .bind(change.status.as_str())
-                .bind(note)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-            if let Some(sql) = flight.sql() {
-                sqlx::query(sql).bind(id).execute(&mut *tx).await?;
-            }
-            if let Some(event) = event {
-                enqueue(&mut *tx, crate::NAME, event).await?;
-            }
-            Ok(true)
+        // An order that fails or is cancelled gives its discount code's use back, in the same transaction.
+        let gives_back = matches!(change.status, Status::Failed | Status::Cancelled);
+        if let (Db::Postgres(pool), false) = (&self.db, gives_back) {
+            // A move is one statement on PostgreSQL: the compare-and-set, its log line, its in-flight row and
+            // its event in one round trip instead of up to six (BEGIN, UPDATE, INSERT, DELETE, INSERT,
+            // COMMIT). SQLite has no data-modifying CTEs; the rarer moves that end an order take a transaction.
+            let query =
+                bind_move(sqlx::query(move_sql(flight, event.is_some())), id, (from_status, from_step), change, now)
+                    .bind(uuid::Uuid::now_v7().to_string())
+                    .bind(note);
+            let query = match event {
+                Some(event) => OutboxEntry::new(crate::NAME, event).bind(query),
+                None => query,
+            };
+            return Ok(query.execute(pool).await?.rows_affected() == 1);
         }
-        .await;
-        finish(tx, result).await
+        with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            let result: Result<_, Error> = async {
+                let updated = bind_move(sqlx::query(MOVE_SQL), id, (from_status, from_step), change, now)
+                    .execute(&mut *tx)
+                    .await?;
+                if updated.rows_affected() != 1 {
+                    return Ok(false);
+                }
+                sqlx::query(sqlx::AssertSqlSafe(format!("{INSERT_SAGA_LOG} VALUES ($1, $2, $3, $4, $5, $6, $7)")))
+                    .bind(uuid::Uuid::now_v7().to_string())
+                    .bind(id)
+                    .bind(from_step.as_str())
+                    .bind(change.step.as_str())
+                    .bind(change.status.as_str())
+                    .bind(note)
+                    .bind(now)
+                    .execute(&mut *tx)
+                    .await?;
+                if let Some(sql) = flight.sql() {
+                    sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+                }
+                if gives_back {
+                    let code = sqlx::query_scalar::<_, String>(
+                        "DELETE FROM discount_redemptions WHERE order_id = $1 RETURNING code",
+                    )
+                    .bind(id)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                    if let Some(code) = code {
+                        sqlx::query(
+                            "UPDATE discount_codes SET times_redeemed = times_redeemed - 1, update_time = $2 \
+                             WHERE code = $1",
+                        )
+                        .bind(&code)
+                        .bind(now)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                }
+                if let Some(event) = event {
+                    enqueue(&mut *tx, crate::NAME, event).await?;
+                }
+                Ok(true)
+            }
+            .await;
+            finish(tx, result).await
+        })
     }
 
     /// Orders whose saga has work left (PENDING, or CONFIRMED while cancelling: listed in `sagas_in_flight`),

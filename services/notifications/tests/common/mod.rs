@@ -195,6 +195,7 @@ pub fn confirmed(order_id: &str, customer: &str, payment_id: &str) -> EventEnvel
         total: Some(eur(2900)),
         shipping_address: None,
         from_cart: true,
+        ..OrderConfirmed::default()
     };
     envelope("order.confirmed", order_id, &payload)
 }
