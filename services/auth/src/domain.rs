@@ -277,6 +277,8 @@ pub fn validate_password_reset(token: &str, new: &str) -> Result<(), Vec<FieldVi
 
 /// How long an email-change token works, in microseconds (a day, as for verification).
 pub const EMAIL_CHANGE_TTL_MICROS: i64 = 24 * 3600 * 1_000_000;
+/// How long the token mailed to the old address undoes an email change, in microseconds (a week).
+pub const EMAIL_CHANGE_REVERT_TTL_MICROS: i64 = 7 * 24 * 3600 * 1_000_000;
 /// The shortest gap between two mails of an email change to one new address, in microseconds (two minutes).
 pub const EMAIL_CHANGE_RESEND_MICROS: i64 = 120 * 1_000_000;
 

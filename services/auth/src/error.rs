@@ -46,6 +46,12 @@ pub enum Error {
     /// An email-change token past its day.
     #[error("email-change token expired")]
     EmailChangeTokenExpired,
+    /// A token undoing an email change that was never issued, was used, or was deleted a week after it expired.
+    #[error("email-revert token not found")]
+    EmailRevertTokenNotFound,
+    /// A token undoing an email change past its week.
+    #[error("email-revert token expired")]
+    EmailRevertTokenExpired,
     /// The password changed between checking the current one and writing the new one.
     #[error("the password was changed meanwhile")]
     PasswordChangedMeanwhile,
@@ -147,6 +153,16 @@ impl From<Error> for Status {
                 "TOKEN_EXPIRED",
                 "this email-change token expired; sign in and ask again",
             ),
+            Error::EmailRevertTokenNotFound => with_reason(
+                Code::NotFound,
+                "TOKEN_NOT_FOUND",
+                "no such token for undoing an email change, or it was used already",
+            ),
+            Error::EmailRevertTokenExpired => with_reason(
+                Code::FailedPrecondition,
+                "TOKEN_EXPIRED",
+                "this token for undoing an email change expired a week after the change; contact the shop's support",
+            ),
             Error::PasswordChangedMeanwhile => with_reason(
                 Code::Aborted,
                 "PASSWORD_CHANGED_MEANWHILE",
@@ -191,6 +207,8 @@ mod tests {
         assert_eq!(Status::from(Error::EmailAlreadyVerified).code(), Code::FailedPrecondition);
         assert_eq!(Status::from(Error::EmailChangeTokenNotFound).code(), Code::NotFound);
         assert_eq!(Status::from(Error::EmailChangeTokenExpired).code(), Code::FailedPrecondition);
+        assert_eq!(Status::from(Error::EmailRevertTokenNotFound).code(), Code::NotFound);
+        assert_eq!(Status::from(Error::EmailRevertTokenExpired).code(), Code::FailedPrecondition);
         assert_eq!(Status::from(Error::PasswordChangedMeanwhile).code(), Code::Aborted);
         let invalid = Status::from(Error::Invalid(vec![FieldViolation::new("email", "bad")]));
         assert_eq!(invalid.code(), Code::InvalidArgument);

@@ -1,8 +1,9 @@
 //! What the auth service publishes.
 
 use api::auth::{
-    EmailChangeRequested, EmailChanged, EmailVerificationRequested, EmailVerified, PasswordChangeMethod,
-    PasswordChanged, PasswordResetRequested, UserDeleted, UserDisabled, UserEnabled, UserRegistered, UserRolesChanged,
+    EmailChangeConfirmed, EmailChangeRequested, EmailChanged, EmailVerificationRequested, EmailVerified,
+    PasswordChangeMethod, PasswordChanged, PasswordResetRequested, UserDeleted, UserDisabled, UserEnabled,
+    UserRegistered, UserRolesChanged,
 };
 use platform::events::NewEvent;
 use platform::time::timestamp;
@@ -89,6 +90,32 @@ pub fn email_changed(user: &UserRow, previous_email: &str, now: i64) -> NewEvent
         change_time: Some(timestamp(now)),
     };
     NewEvent::new(EMAIL_CHANGED, user.id.clone(), &payload)
+}
+
+/// Event type published when an account moved to another address, for the address it had (payload
+/// `mercato.auth.v1.EmailChangeConfirmed`): notifications mails it the token that undoes the change.
+pub const EMAIL_CHANGE_CONFIRMED: &str = "user.email_change_confirmed";
+
+/// The `user.email_change_confirmed` event of `user`, now at its new address, telling `previous_email` with
+/// `token` (valid until `expires_at`) that undoes the change made at `now`. Its subject is the account's id.
+pub fn email_change_confirmed(
+    user: &UserRow,
+    previous_email: &str,
+    token: &str,
+    expires_at: i64,
+    now: i64,
+) -> NewEvent {
+    let payload = EmailChangeConfirmed {
+        user_id: user.id.clone(),
+        previous_email: previous_email.to_owned(),
+        email: user.email.clone(),
+        display_name: user.display_name.clone(),
+        locale: user.locale.clone(),
+        token: token.to_owned(),
+        expire_time: Some(timestamp(expires_at)),
+        change_time: Some(timestamp(now)),
+    };
+    NewEvent::new(EMAIL_CHANGE_CONFIRMED, user.id.clone(), &payload)
 }
 
 /// Event type published when a password was changed (payload `mercato.auth.v1.PasswordChanged`), so the owner

@@ -15,9 +15,9 @@ use api::auth::{
     ListUsersRequest, ListUsersResponse, LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, RefreshRequest,
     RefreshResponse, RegisterRequest, RegisterResponse, RequestEmailChangeRequest, RequestEmailChangeResponse,
     RequestEmailVerificationRequest, RequestEmailVerificationResponse, RequestPasswordResetRequest,
-    RequestPasswordResetResponse, RevokeApiKeyRequest, RevokeApiKeyResponse, RevokeOtherSessionsRequest,
-    RevokeOtherSessionsResponse, RevokeSessionRequest, RevokeSessionResponse, RevokedSession, SetUserRolesRequest,
-    SetUserRolesResponse, User,
+    RequestPasswordResetResponse, RevertEmailChangeRequest, RevertEmailChangeResponse, RevokeApiKeyRequest,
+    RevokeApiKeyResponse, RevokeOtherSessionsRequest, RevokeOtherSessionsResponse, RevokeSessionRequest,
+    RevokeSessionResponse, RevokedSession, SetUserRolesRequest, SetUserRolesResponse, User,
 };
 use platform::error::FieldViolation;
 use platform::events::RelayHandle;
@@ -308,6 +308,15 @@ impl AuthService for Service {
     ) -> Result<Response<ConfirmEmailChangeResponse>, Status> {
         let user = self.apply_email_change(&request.into_inner().token).await?;
         Ok(Response::new(ConfirmEmailChangeResponse { user: Some(user_to_wire(user)) }))
+    }
+
+    async fn revert_email_change(
+        &self,
+        request: Request<RevertEmailChangeRequest>,
+    ) -> Result<Response<RevertEmailChangeResponse>, Status> {
+        let request = request.into_inner();
+        let user = self.revert_email_change(&request.token, request.new_password).await?;
+        Ok(Response::new(RevertEmailChangeResponse { user: Some(user_to_wire(user)) }))
     }
 
     async fn list_users(&self, request: Request<ListUsersRequest>) -> Result<Response<ListUsersResponse>, Status> {

@@ -161,7 +161,7 @@ impl Store {
                     sqlx::query(end_sessions).bind(now).bind(user_id).execute(&mut *tx).await?;
                     // Named rather than left to ON DELETE CASCADE, which SQLite applies only where foreign keys are
                     // switched on (sqlx does; other tools opening the file do not).
-                    for table in ["refresh_tokens", "api_keys", "password_resets", "email_verifications", "email_changes"] {
+                    for table in ["refresh_tokens", "api_keys"].into_iter().chain(crate::token_store::MAILED_TOKEN_TABLES) {
                         sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE user_id = $1")))
                             .bind(user_id)
                             .execute(&mut *tx)

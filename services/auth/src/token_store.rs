@@ -20,9 +20,10 @@ pub enum TokenPurpose {
 }
 
 /// Every table of tokens mailed to an address, for what is done to all alike (deleting the expired ones): those
-/// of the [`TokenPurpose`]s and `email_changes`, whose tokens also carry the address they were mailed to
+/// of the [`TokenPurpose`]s, and `email_changes` and `email_change_reverts`, whose tokens also carry an address
 /// ([`crate::email_change_store`]).
-pub const MAILED_TOKEN_TABLES: [&str; 3] = ["password_resets", "email_verifications", "email_changes"];
+pub const MAILED_TOKEN_TABLES: [&str; 4] =
+    ["password_resets", "email_verifications", "email_changes", "email_change_reverts"];
 
 impl TokenPurpose {
     /// Its table.

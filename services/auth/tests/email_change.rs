@@ -1,12 +1,15 @@
-//! Moving an account to another address with a code mailed there, over real gRPC, on SQLite and (when
-//! `MERCATO_TEST_DATABASE_URL` is set) PostgreSQL.
+//! Moving an account to another address with a code mailed there, and taking it back with the code mailed to
+//! the address it left ("this wasn't me"), over real gRPC, on SQLite and (when `MERCATO_TEST_DATABASE_URL` is
+//! set) PostgreSQL.
 
 #[macro_use]
 mod support;
 
 use api::auth::{
-    ConfirmEmailChangeRequest, ConfirmEmailVerificationRequest, ConfirmPasswordResetRequest, DisableUserRequest,
-    EmailChangeRequested, EmailChanged, GetMeRequest, RequestEmailChangeRequest, RequestPasswordResetRequest, User,
+    ConfirmEmailChangeRequest, ConfirmEmailVerificationRequest, ConfirmPasswordResetRequest, CreateApiKeyRequest,
+    DisableUserRequest, EmailChangeConfirmed, EmailChangeRequested, EmailChanged, ExchangeApiKeyRequest, GetMeRequest,
+    PasswordChangeMethod, PasswordChanged, RequestEmailChangeRequest, RequestPasswordResetRequest,
+    RevertEmailChangeRequest, User,
 };
 use platform::Db;
 use tonic::Code;
@@ -20,6 +23,23 @@ async fn mailed(db: &Db) -> Vec<EmailChangeRequested> {
 
 async fn changes(db: &Db) -> Vec<EmailChanged> {
     outbox(db, "user.email_changed").await
+}
+
+/// The notices mailed to the addresses accounts left, with the codes that undo the moves, oldest first.
+async fn undo_codes(db: &Db) -> Vec<EmailChangeConfirmed> {
+    outbox(db, "user.email_change_confirmed").await
+}
+
+async fn revert(client: &mut Client, token: &str, new_password: &str) -> Result<User, tonic::Status> {
+    let request = RevertEmailChangeRequest { token: token.to_owned(), new_password: new_password.to_owned() };
+    Ok(client.revert_email_change(request).await?.into_inner().user.expect("user"))
+}
+
+/// Moves the account signed in as `session` to `new_email` with the code mailed there.
+async fn move_to(client: &mut Client, db: &Db, session: &str, new_email: &str, password: &str) -> User {
+    ask(client, session, new_email, password).await.expect("mailed");
+    let code = mailed(db).await.into_iter().rfind(|c| c.email == new_email).expect("the code");
+    confirm(client, &code.token).await.expect("moves")
 }
 
 /// Asks to move the signed-in account to `new_email`; the answer's expiry in seconds.
@@ -177,7 +197,116 @@ async fn a_late_code_or_a_taken_address_leaves_the_account_where_it_is(db: Db) {
     running.stop().await;
 }
 
+async fn the_address_left_takes_the_account_back_with_a_new_password(db: Db) {
+    let running = start(db.clone()).await;
+    let mut client = running.client.clone();
+    let eve = register(&mut client, "eve@example.com", "eve's password", "Eve").await.expect("registers");
+    // Someone who knows Eve's password signs in, makes an API key and moves the account to their address.
+    let theirs = login(&mut client, "eve@example.com", "eve's password").await.expect("signs in");
+    let key = CreateApiKeyRequest { name: "backdoor".into(), scopes: vec!["cart:write".into()], ttl_days: 30 };
+    let key = client.create_api_key(bearer(key, &theirs.access_token)).await.expect("a key").into_inner();
+    move_to(&mut client, &db, &theirs.access_token, "mallory@example.net", "eve's password").await;
+
+    // The address left is told, with a code that works for a week.
+    let told = undo_codes(&db).await;
+    assert_eq!(told.len(), 1);
+    let undo = &told[0];
+    assert_eq!(
+        (undo.user_id.as_str(), undo.previous_email.as_str(), undo.email.as_str()),
+        (eve.id.as_str(), "eve@example.com", "mallory@example.net")
+    );
+    let valid_for = undo.expire_time.as_ref().expect("expiry").seconds - platform::time::now_secs();
+    assert!((7 * 24 * 3600 - 60..=7 * 24 * 3600).contains(&valid_for), "a week: {valid_for} s");
+
+    // Bad requests change nothing.
+    let weak = revert(&mut client, &undo.token, "short").await.expect_err("weak password");
+    assert_eq!(violated_fields(&weak), ["new_password"]);
+    let unknown = revert(&mut client, "not-a-code", "eve's new password").await.expect_err("unknown");
+    assert_eq!((unknown.code(), reason(&unknown).as_str()), (Code::NotFound, "TOKEN_NOT_FOUND"));
+    login(&mut client, "mallory@example.net", "eve's password").await.expect("still moved");
+
+    // The code takes the account back, with a new password, signing everyone out.
+    let back = revert(&mut client, &undo.token, "eve's new password").await.expect("taken back");
+    assert_eq!(
+        (back.id.as_str(), back.email.as_str(), back.email_verified),
+        (eve.id.as_str(), "eve@example.com", true)
+    );
+    login(&mut client, "eve@example.com", "eve's new password").await.expect("Eve signs in");
+    for (email, password) in [("eve@example.com", "eve's password"), ("mallory@example.net", "eve's new password")] {
+        let refused = login(&mut client, email, password).await.expect_err("no longer");
+        assert_eq!(refused.code(), Code::Unauthenticated, "{email}");
+    }
+    let session = refresh(&mut client, &theirs.refresh_token).await.expect_err("their session ended");
+    assert_eq!(session.code(), Code::Unauthenticated);
+    let exchanged = client.exchange_api_key(ExchangeApiKeyRequest { api_key: key.secret }).await;
+    assert_eq!(exchanged.expect_err("their key is revoked").code(), Code::Unauthenticated);
+
+    // The services follow the address back; the owner is told of the new password.
+    let moves = changes(&db).await;
+    let last = moves.last().expect("the way back");
+    assert_eq!(
+        (moves.len(), last.email.as_str(), last.previous_email.as_str()),
+        (2, "eve@example.com", "mallory@example.net")
+    );
+    let passwords: Vec<PasswordChanged> = outbox(&db, "user.password_changed").await;
+    assert_eq!(passwords.len(), 1);
+    assert_eq!((passwords[0].email.as_str(), passwords[0].method()), ("eve@example.com", PasswordChangeMethod::Reset));
+
+    // A code works once.
+    let again = revert(&mut client, &undo.token, "yet another one").await.expect_err("used");
+    assert_eq!((again.code(), reason(&again).as_str()), (Code::NotFound, "TOKEN_NOT_FOUND"));
+    running.stop().await;
+}
+
+async fn an_undo_code_restores_its_address_unless_late_taken_or_disabled(db: Db) {
+    let running = start(db.clone()).await;
+    let mut client = running.client.clone();
+    register(&mut client, "fay@example.com", "fay's password", "Fay").await.expect("registers");
+    let session = login(&mut client, "fay@example.com", "fay's password").await.expect("signs in").access_token;
+
+    // Two moves: the first address's code still works, and takes it home past the second.
+    move_to(&mut client, &db, &session, "fay@example.org", "fay's password").await;
+    move_to(&mut client, &db, &session, "fay@example.net", "fay's password").await;
+    let codes = undo_codes(&db).await;
+    assert_eq!(
+        codes.iter().map(|c| c.previous_email.as_str()).collect::<Vec<_>>(),
+        ["fay@example.com", "fay@example.org"]
+    );
+    let home = revert(&mut client, &codes[0].token, "fay's new password").await.expect("home");
+    assert_eq!(home.email, "fay@example.com");
+    let later = revert(&mut client, &codes[1].token, "fay's other password").await.expect_err("spent with it");
+    assert_eq!(reason(&later), "TOKEN_NOT_FOUND");
+
+    // A late code, then an address someone registered meanwhile: refused, the account stays where it is.
+    let session = login(&mut client, "fay@example.com", "fay's new password").await.expect("signs in").access_token;
+    move_to(&mut client, &db, &session, "fay@example.info", "fay's new password").await;
+    let late = undo_codes(&db).await.remove(2);
+    execute(&db, "UPDATE email_change_reverts SET expires_at = 1 WHERE previous_email = $1", "fay@example.com").await;
+    let expired = revert(&mut client, &late.token, "fay's third password").await.expect_err("late");
+    assert_eq!((expired.code(), reason(&expired).as_str()), (Code::FailedPrecondition, "TOKEN_EXPIRED"));
+    execute(
+        &db,
+        "UPDATE email_change_reverts SET expires_at = 9000000000000000 WHERE previous_email = $1",
+        "fay@example.com",
+    )
+    .await;
+    register(&mut client, "fay@example.com", "someone's password", "Not Fay").await.expect("the address is free");
+    let taken = revert(&mut client, &late.token, "fay's third password").await.expect_err("taken");
+    assert_eq!((taken.code(), reason(&taken).as_str()), (Code::AlreadyExists, "EMAIL_TAKEN"));
+    login(&mut client, "fay@example.info", "fay's new password").await.expect("unchanged");
+
+    // A disabled account stays as staff left it.
+    let fay = me(&mut client, &session).await;
+    let admin = login(&mut client, ADMIN_EMAIL, ADMIN_PASSWORD).await.expect("admin").access_token;
+    client.disable_user(bearer(DisableUserRequest { id: fay.id.clone() }, &admin)).await.expect("disabled");
+    let disabled = revert(&mut client, &late.token, "fay's third password").await.expect_err("disabled");
+    assert_eq!((disabled.code(), reason(&disabled).as_str()), (Code::PermissionDenied, "ACCOUNT_DISABLED"));
+    running.stop().await;
+}
+
 on_both_backends!(
+    the_address_left_takes_the_account_back_with_a_new_password,
+    an_undo_code_restores_its_address_unless_late_taken_or_disabled,
     an_account_moves_only_when_the_new_mailbox_confirms,
     only_the_newest_request_counts_and_one_address_is_not_mailed_again_at_once,
     a_late_code_or_a_taken_address_leaves_the_account_where_it_is,

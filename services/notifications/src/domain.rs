@@ -43,8 +43,10 @@ pub const PASSWORD_RESET_REQUESTED: &str = "user.password_reset_requested";
 pub const EMAIL_VERIFICATION_REQUESTED: &str = "user.email_verification_requested";
 /// Event type of a move to another address asked for (its token goes to the new address).
 pub const EMAIL_CHANGE_REQUESTED: &str = "user.email_change_requested";
-/// Event type of an account moved to another address (the previous address is told; the directory follows).
+/// Event type of an account moved to another address (the directory follows).
 pub const EMAIL_CHANGED: &str = "user.email_changed";
+/// Event type of an email change made, for the address the account had (told, with the token that undoes it).
+pub const EMAIL_CHANGE_CONFIRMED: &str = "user.email_change_confirmed";
 /// Event type of a password changed (its owner is told).
 pub const PASSWORD_CHANGED: &str = "user.password_changed";
 /// Event type of a deleted account (its traces here are erased; the address is told).
@@ -80,6 +82,7 @@ pub const CONSUMED: &[(&str, &str)] = &[
     (EMAIL_VERIFICATION_REQUESTED, "mercato.auth.v1.EmailVerificationRequested"),
     (EMAIL_CHANGE_REQUESTED, "mercato.auth.v1.EmailChangeRequested"),
     (EMAIL_CHANGED, "mercato.auth.v1.EmailChanged"),
+    (EMAIL_CHANGE_CONFIRMED, "mercato.auth.v1.EmailChangeConfirmed"),
     (PASSWORD_CHANGED, "mercato.auth.v1.PasswordChanged"),
     (USER_DELETED, "mercato.auth.v1.UserDeleted"),
     (USER_ROLES_CHANGED, "mercato.auth.v1.UserRolesChanged"),
@@ -121,12 +124,13 @@ pub const WEBHOOKS_ONLY: &[&str] = &[
 ];
 
 /// Consumed event types that carry a secret meant for one mailbox (a password-reset, email-verification or
-/// email-change token, a subscription's confirmation or unsubscribe token): they are mailed to it and never sent
+/// email-change token, the token undoing an email change, a subscription's confirmation or unsubscribe token): they are mailed to it and never sent
 /// to webhooks, whose endpoints would otherwise hold every customer's reset tokens.
 pub const MAIL_ONLY: &[&str] = &[
     PASSWORD_RESET_REQUESTED,
     EMAIL_VERIFICATION_REQUESTED,
     EMAIL_CHANGE_REQUESTED,
+    EMAIL_CHANGE_CONFIRMED,
     NEWSLETTER_SUBSCRIPTION_REQUESTED,
     NEWSLETTER_ISSUED,
 ];
@@ -644,8 +648,16 @@ mod tests {
         let verification =
             validate_event_types(&["user.email_verified".into(), "user.email_verification_requested".into()]);
         assert_eq!(fields(verification), ["event_types[1]"], "that it was verified may go out, the code not");
-        let change = validate_event_types(&["user.email_change_requested".into(), "user.email_changed".into()]);
-        assert_eq!(fields(change), ["event_types[0]"], "that the address changed may go out, the code not");
+        let change = validate_event_types(&[
+            "user.email_change_requested".into(),
+            "user.email_changed".into(),
+            "user.email_change_confirmed".into(),
+        ]);
+        assert_eq!(
+            fields(change),
+            ["event_types[0]", "event_types[2]"],
+            "that the address changed may go out, codes not"
+        );
         let secret = new_webhook_secret();
         assert!(secret.starts_with("whsec_") && secret.len() > 40 && secret != new_webhook_secret());
     }

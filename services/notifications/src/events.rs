@@ -10,7 +10,8 @@
 //! subscriber's copy), both to the address they name, and auth's `user.password_reset_requested` (the reset token),
 //! `user.email_verification_requested` (the token that verifies the address) and `user.password_changed`, `user.roles_changed`, `user.disabled` and `user.enabled` (the owner is told), to
 //! the account's address, `user.email_change_requested` (the token, to the new address), `user.email_changed`
-//! (the directory takes the new address; the previous one is told), and `user.deleted`, which erases
+//! (the directory takes the new address), `user.email_change_confirmed` (the previous address is told, with the
+//! token that undoes the change), and `user.deleted`, which erases
 //! the user's directory entry and the addresses and texts of their past mails, then confirms to the address. Each event
 //! becomes one email notification — PENDING, or SKIPPED with the reason when nobody can be addressed — and a
 //! webhook delivery per endpoint subscribed to its type, all in the transaction of its inbox row. Deliveries
@@ -24,8 +25,8 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use api::mercato::auth::v1::{
-    EmailChangeRequested, EmailChanged, EmailVerificationRequested, PasswordChangeMethod, PasswordChanged,
-    PasswordResetRequested, UserDeleted, UserDisabled, UserEnabled, UserRegistered, UserRolesChanged,
+    EmailChangeConfirmed, EmailChangeRequested, EmailChanged, EmailVerificationRequested, PasswordChangeMethod,
+    PasswordChanged, PasswordResetRequested, UserDeleted, UserDisabled, UserEnabled, UserRegistered, UserRolesChanged,
 };
 use api::mercato::catalog::v1::InventoryLow;
 use api::mercato::deliveries::v1::{ShipmentDelivered, ShipmentShipped};
@@ -588,15 +589,19 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
             if e.user_id.is_empty() || e.email.is_empty() {
                 return Err("user.email_changed names no user or no address".to_owned());
             }
-            // The notice goes to the address the account left; the directory takes the new one, where every
-            // later mail goes.
-            let previous = account_owner(e.user_id.clone(), e.previous_email, e.display_name.clone(), e.locale.clone());
-            Plan::mail(previous, Facts::EmailChanged { new_email: e.email.clone() }).relisting(Recipient {
+            // The directory takes the new address, where every later mail goes. The address the account left is
+            // told by `user.email_change_confirmed`, which carries the token that undoes the change.
+            Plan::webhooks_only().relisting(Recipient {
                 user_id: e.user_id,
                 email: e.email,
                 display_name: e.display_name,
                 locale: e.locale,
             })
+        }
+        domain::EMAIL_CHANGE_CONFIRMED => {
+            let e = EmailChangeConfirmed::decode(data).map_err(bad)?;
+            let facts = Facts::EmailChanged { new_email: e.email, token: e.token };
+            Plan::mail(account_owner(e.user_id, e.previous_email, e.display_name, e.locale), facts)
         }
         domain::PASSWORD_CHANGED => {
             let e = PasswordChanged::decode(data).map_err(bad)?;

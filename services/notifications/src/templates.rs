@@ -26,12 +26,12 @@ const TEMPLATES: &[(&str, &str)] = embedded!(
     "en": ["user.registered", "order.confirmed", "order.failed", "payment.failed", "refund.completed",
            "shipment.shipped", "shipment.delivered", "ticket.created", "inventory.low", "refund.failed", "ticket.replied", "newsletter.subscription_requested",
            "newsletter.issued", "user.password_reset_requested", "user.email_verification_requested",
-           "user.email_change_requested", "user.email_changed", "user.password_changed", "user.deleted",
+           "user.email_change_requested", "user.email_change_confirmed", "user.password_changed", "user.deleted",
            "user.roles_changed", "user.disabled", "user.enabled"],
     "de": ["user.registered", "order.confirmed", "order.failed", "payment.failed", "refund.completed",
            "shipment.shipped", "shipment.delivered", "ticket.created", "inventory.low", "refund.failed", "ticket.replied", "newsletter.subscription_requested",
            "newsletter.issued", "user.password_reset_requested", "user.email_verification_requested",
-           "user.email_change_requested", "user.email_changed", "user.password_changed", "user.deleted",
+           "user.email_change_requested", "user.email_change_confirmed", "user.password_changed", "user.deleted",
            "user.roles_changed", "user.disabled", "user.enabled"],
 );
 
@@ -195,10 +195,12 @@ pub enum Facts {
         /// The secret.
         token: String,
     },
-    /// `user.email_changed`, to the previous address: the account moved.
+    /// `user.email_change_confirmed`, to the previous address: the account moved; the code that undoes it.
     EmailChanged {
         /// Where it moved to.
         new_email: String,
+        /// The secret that takes it back.
+        token: String,
     },
     /// `user.deleted`: the account is gone.
     AccountDeleted,
@@ -240,7 +242,7 @@ impl Facts {
             Facts::PasswordReset { .. } => domain::PASSWORD_RESET_REQUESTED,
             Facts::EmailVerification { .. } => domain::EMAIL_VERIFICATION_REQUESTED,
             Facts::EmailChangeConfirmation { .. } => domain::EMAIL_CHANGE_REQUESTED,
-            Facts::EmailChanged { .. } => domain::EMAIL_CHANGED,
+            Facts::EmailChanged { .. } => domain::EMAIL_CHANGE_CONFIRMED,
             Facts::PasswordChanged { .. } => domain::PASSWORD_CHANGED,
             Facts::AccountDeleted => domain::USER_DELETED,
             Facts::RolesChanged { .. } => domain::USER_ROLES_CHANGED,
@@ -255,6 +257,7 @@ impl Facts {
             Facts::PasswordReset { token } => ("reset-password", token),
             Facts::EmailVerification { token, .. } => ("verify-email", token),
             Facts::EmailChangeConfirmation { token, .. } => ("change-email", token),
+            Facts::EmailChanged { token, .. } => ("revert-email-change", token),
             Facts::NewsletterConfirmation { token } => ("newsletter/confirm", token),
             Facts::Newsletter { unsubscribe_token, .. } => ("newsletter/unsubscribe", unsubscribe_token),
             _ => return None,
@@ -322,7 +325,7 @@ impl Facts {
             Facts::EmailChangeConfirmation { current_email, email, token } => {
                 context! { name, current_email, email, token, link }
             }
-            Facts::EmailChanged { new_email } => context! { name, new_email },
+            Facts::EmailChanged { new_email, token } => context! { name, new_email, token, link },
             Facts::PasswordChanged { by_reset } => context! { name, by_reset },
             Facts::AccountDeleted | Facts::AccountDisabled | Facts::AccountEnabled => context! { name },
             Facts::RolesChanged { roles, previous_roles } => context! { name, roles, previous_roles },
@@ -452,7 +455,7 @@ mod tests {
                 email: "ada@example.org".into(),
                 token: "tok-5".into(),
             },
-            Facts::EmailChanged { new_email: "ada@example.org".into() },
+            Facts::EmailChanged { new_email: "ada@example.org".into(), token: "tok-6".into() },
         ]
     }
 
@@ -548,7 +551,11 @@ mod tests {
             }
             let told = templates.render(&every_fact()[22], "Ada", locale).expect("renders");
             assert!(told.text.contains("ada@example.org") && told.html.contains("ada@example.org"), "{locale}");
+            assert!(told.text.contains("tok-6") && told.html.contains("tok-6"), "{locale}: the code that undoes it");
         }
+        let linked = Templates::load().expect("templates load").with_storefront(Some("https://shop.example".into()));
+        let told = linked.render(&every_fact()[22], "Ada", "de").expect("renders");
+        assert!(told.text.contains("https://shop.example/revert-email-change?token=tok-6"), "{}", told.text);
         let en = templates.render(&every_fact()[22], "Ada", "en").expect("renders");
         assert_eq!(en.subject, "The email address of your Mercato account was changed");
     }

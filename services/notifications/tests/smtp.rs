@@ -6,8 +6,8 @@ mod common;
 
 use api::common::Money;
 use api::mercato::auth::v1::{
-    EmailChangeRequested, EmailChanged, EmailVerificationRequested, PasswordChangeMethod, PasswordChanged,
-    PasswordResetRequested, UserDisabled, UserEnabled, UserRolesChanged,
+    EmailChangeConfirmed, EmailChangeRequested, EmailChanged, EmailVerificationRequested, PasswordChangeMethod,
+    PasswordChanged, PasswordResetRequested, UserDisabled, UserEnabled, UserRolesChanged,
 };
 use api::mercato::catalog::v1::InventoryLow;
 use api::mercato::deliveries::v1::{ShipmentDelivered, ShipmentShipped};
@@ -331,12 +331,23 @@ async fn an_email_change_mails_the_new_address_its_code_then_tells_the_old_one(d
         change_time: None,
     };
     service.deliver(&envelope("user.email_changed", "u-8", &changed)).await;
+    let told = EmailChangeConfirmed {
+        user_id: "u-8".into(),
+        previous_email: "olga@example.com".into(),
+        email: "olga@example.org".into(),
+        display_name: "Olga".into(),
+        locale: "en".into(),
+        token: "revert-token-8".into(),
+        expire_time: None,
+        change_time: None,
+    };
+    service.deliver(&envelope("user.email_change_confirmed", "u-8", &told)).await;
     // Mails about the account go to the new address from now on.
     service.deliver(&confirmed("o-8", "u-8", "pay-8")).await;
     service
         .wait_until("the code, the notice and the order's mail are sent", |all| {
             email_sent(all, "user.email_change_requested")
-                && email_sent(all, "user.email_changed")
+                && email_sent(all, "user.email_change_confirmed")
                 && email_sent(all, "order.confirmed")
         })
         .await;
@@ -353,6 +364,7 @@ async fn an_email_change_mails_the_new_address_its_code_then_tells_the_old_one(d
     assert_eq!(notice["to"], "olga@example.com", "to the address the account left");
     let text = notice["text"].as_str().expect("text");
     assert!(text.contains("to olga@example.org") && !text.contains("change-token-8"), "{text}");
+    assert!(text.contains("https://shop.example.com/revert-email-change?token=revert-token-8"), "the way back: {text}");
     let order = messages.iter().find(|m| m["subject"] == "Your order o-8 is confirmed").expect("the order's mail");
     assert_eq!(order["to"], "olga@example.org");
     service.stop().await;

@@ -1,12 +1,13 @@
 //! Moving an account to another address: the owner names it and proves the password; a token mailed there
 //! proves the new mailbox, and only its return moves the account.
 
+use api::auth::PasswordChangeMethod;
 use platform::error::FieldViolation;
 use platform::time::now_micros;
 
 use super::Service;
 use crate::domain;
-use crate::email_change_store::EmailChange;
+use crate::email_change_store::{EmailChange, EmailRevert};
 use crate::error::Error;
 use crate::events;
 use crate::store::UserRow;
@@ -67,12 +68,17 @@ impl Service {
         }
         let moved = UserRow { email: row.new_email.clone(), email_verify_time: Some(now), ..user.clone() };
         let changed = events::email_changed(&moved, &user.email, now);
+        let revert_token = domain::new_opaque_token();
+        let revert = MailedToken::new(&user.id, &revert_token, now, domain::EMAIL_CHANGE_REVERT_TTL_MICROS);
+        let confirmed = events::email_change_confirmed(&moved, &user.email, &revert_token, revert.expires_at, now);
         let change = EmailChange {
             user_id: &user.id,
             previous_email: &user.email,
             new_email: &row.new_email,
             token_hash: &token_hash,
             changed: &changed,
+            revert: &revert,
+            confirmed: &confirmed,
             now,
         };
         if self.store.change_email(change).await? {
@@ -84,5 +90,51 @@ impl Service {
         // replaced this one.
         let now_user = self.store.user_by_id(&user.id).await?.ok_or(Error::EmailChangeTokenNotFound)?;
         if now_user.email == row.new_email { Ok(now_user) } else { Err(Error::EmailChangeTokenNotFound) }
+    }
+
+    /// Takes the account `token` was mailed for back to the address it was mailed to, with `new_password`,
+    /// signing out every session and revoking every API key; the account as it is then.
+    pub(super) async fn revert_email_change(&self, token: &str, new_password: String) -> Result<UserRow, Error> {
+        domain::validate_password_reset(token, &new_password).map_err(Error::Invalid)?;
+        let token_hash = domain::hash_opaque_token(token.trim());
+        let row = self.store.email_revert(&token_hash).await?.ok_or(Error::EmailRevertTokenNotFound)?;
+        if row.expires_at <= now_micros() {
+            return Err(Error::EmailRevertTokenExpired);
+        }
+        let user = self.store.user_by_id(&row.user_id).await?.ok_or(Error::EmailRevertTokenNotFound)?;
+        // The holder proved the old mailbox, not the account: a disabled account stays as staff left it.
+        if user.disable_time.is_some() {
+            return Err(Error::AccountDisabled);
+        }
+        if self.store.user_by_email(&row.previous_email).await?.is_some_and(|other| other.id != user.id) {
+            return Err(Error::EmailTaken);
+        }
+        let password_hash = self.hasher.hash(new_password).await?;
+        let now = now_micros();
+        let restored = UserRow {
+            email: row.previous_email.clone(),
+            email_verify_time: Some(now),
+            password_hash: password_hash.clone(),
+            ..user.clone()
+        };
+        let changed = events::email_changed(&restored, &user.email, now);
+        // Told as a reset: the password was set with a token mailed to the account's address.
+        let password_changed = events::password_changed(&restored, PasswordChangeMethod::Reset, now);
+        let revert = EmailRevert {
+            user_id: &user.id,
+            token_hash: &token_hash,
+            previous_email: &row.previous_email,
+            password_hash: &password_hash,
+            changed: &changed,
+            password_changed: &password_changed,
+            now,
+        };
+        // Used (or expired) while the new password was being hashed.
+        if !self.store.revert_email_change(revert).await? {
+            return Err(Error::EmailRevertTokenNotFound);
+        }
+        self.relay.wake();
+        tracing::info!(user_id = %user.id, "email change undone; every session signed out, every API key revoked");
+        Ok(restored)
     }
 }

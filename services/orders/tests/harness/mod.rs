@@ -1,9 +1,7 @@
-//! The harness of the orders service's tests, shared by the scenario files (orders.rs, discounts.rs):
-//! the fakes of the services orders calls, the service on a port-0 listener, a client per customer, and helpers
-//! that read the database. Each test binary uses part of it.
-//!
-//! The orders service over real gRPC, on SQLite and (when `MERCATO_TEST_DATABASE_URL` is set) PostgreSQL:
-//! each scenario is an async fn taking a `Db`, run once per engine.
+//! The harness of the orders service's tests, shared by the scenario files (orders.rs, discounts.rs): the
+//! service over real gRPC on a port-0 listener, a client per customer, helpers that read its database, and
+//! [`on_both_engines!`], which runs each scenario (an async fn taking a `Db`) on SQLite and, when
+//! `MERCATO_TEST_DATABASE_URL` is set, PostgreSQL.
 //!
 //! A service never depends on another service's crate, so the catalog, the cart, the payments and the
 //! deliveries service are one in-memory fake ([`Fake`]) that honours the real idempotency rules (reservation id, payment key,
@@ -13,7 +11,9 @@
 //! production `GrpcPorts`, behind fake CatalogService / CartService / PaymentService / DeliveryService
 //! servers on port-0 listeners. The real end-to-end path is covered by the workspace's tests/.
 
+// Each scenario file is a test binary of its own and uses only part of the harness.
 #![allow(dead_code)]
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
