@@ -299,9 +299,9 @@ async fn other_customers_things_do_not_exist_on_postgres() {
     other_customers_things_do_not_exist(Storage::Postgres).await;
 }
 
-/// Staff make a code with one use; a customer's order takes it off what is charged (the payment and the
-/// books follow the total); another customer is told it is used up, naming the field; cancelling the first
-/// order gives the use back.
+/// Staff make a code with one use; a customer previews an order with it, then places one that takes it off
+/// what is charged (the payment and the books follow the total); another customer is told it is used up, naming
+/// the field; cancelling the first order gives the use back.
 async fn a_discount_code_with_one_use(storage: Storage) {
     let Some(p) = TestPlatform::start(storage).await else { return };
     let admin = p.admin_token().await;
@@ -330,6 +330,14 @@ async fn a_discount_code_with_one_use(storage: Storage) {
             .await
         }
     };
+    // The storefront shows what the code takes off before the order is placed.
+    let preview = json!({"items": [{"productId": mugs, "quantity": 2}], "discountCode": "welcome-5"});
+    let quoted = p.send("POST", "/v1/orders:preview", Some(&ada), Some(preview)).await;
+    assert_eq!(quoted.status, 200, "{}", quoted.json);
+    let amounts = ["subtotal", "discount", "total"].map(|field| quoted.json[field]["amountMinor"].clone());
+    assert_eq!(amounts, [json!("1800"), json!("500"), json!("1300")], "{}", quoted.json);
+    assert_eq!(inventory(&p, &mugs).await["available"], 5, "a preview holds nothing");
+
     let placed = with_code(&ada, "ada-1").await;
     assert_eq!(placed.status, 201, "{}", placed.json);
     let order = placed.json;

@@ -102,6 +102,18 @@ impl Store {
         Ok(row.map(DiscountCode::from))
     }
 
+    /// Whether `customer_id` holds a use of `code` (by an order not failed or cancelled).
+    pub async fn has_redeemed(&self, code: &str, customer_id: &str) -> Result<bool, Error> {
+        let uses: i64 = with_db!(self.db(), pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM discount_redemptions WHERE code = $1 AND customer_id = $2")
+                .bind(code)
+                .bind(customer_id)
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(uses > 0)
+    }
+
     /// Codes newest first, after the cursor (create time and code), at most `limit`.
     pub async fn discount_codes(&self, after: Option<&KeyCursor>, limit: i64) -> Result<Vec<DiscountCode>, Error> {
         let (time, code) = after.map_or((i64::MAX, ""), |c| (c.key, c.id.as_str()));

@@ -7,7 +7,7 @@ use api::mercato::orders::v1::order_service_server::OrderService;
 use api::mercato::orders::v1::{
     Address as WireAddress, CancelOrderRequest, CancelOrderResponse, CreateOrderItem, CreateOrderRequest,
     CreateOrderResponse, GetOrderRequest, GetOrderResponse, ListOrdersRequest, ListOrdersResponse, Order as WireOrder,
-    OrderItem, OrderStatus,
+    OrderItem, OrderStatus, PreviewOrderRequest, PreviewOrderResponse,
 };
 use futures::future::try_join_all;
 use platform::auth::{Claims, caller};
@@ -290,15 +290,35 @@ impl OrdersApi {
             PricingError::Overflow => Error::invalid(FieldViolation::new("items", "the total is too large")),
         })
     }
-}
 
-impl OrdersApi {
-    /// What discount code `code` takes off `subtotal` now, or the violation that tells the customer why not.
-    async fn discount(&self, code: &str, subtotal: &Price, now: i64) -> Result<i64, Error> {
+    /// What discount code `code` takes off `subtotal` for `customer_id` now, or the violation that tells the
+    /// customer why not. Placing the order checks the use limits again where it counts the use.
+    async fn discount(&self, code: &str, subtotal: &Price, customer_id: &str, now: i64) -> Result<i64, Error> {
         let found = self.store.discount_code(code).await?;
         let refused = |refusal: discount::Refusal| Error::invalid(refusal.violation());
         let code = found.ok_or_else(|| refused(discount::Refusal::Unknown))?;
-        discount::discount_for(&code, subtotal, now).map_err(refused)
+        let off = discount::discount_for(&code, subtotal, now).map_err(refused)?;
+        if code.once_per_customer && self.store.has_redeemed(&code.code, customer_id).await? {
+            return Err(refused(discount::Refusal::UsedBefore));
+        }
+        Ok(off)
+    }
+
+    /// The lines as asked for at checkout or in a preview, checked and merged (empty: the cart's).
+    fn asked_lines(items: &[CreateOrderItem]) -> Result<Vec<LineInput>, Vec<FieldViolation>> {
+        let asked: Vec<LineInput> = items
+            .iter()
+            .map(|i| LineInput { product_id: i.product_id.trim().to_owned(), quantity: i.quantity })
+            .collect();
+        domain::normalize_lines(&asked)
+    }
+
+    /// A discount code as asked for at checkout or in a preview: None for none, or the code as stored.
+    fn asked_code(raw: &str) -> Result<Option<String>, FieldViolation> {
+        match raw.trim() {
+            "" => Ok(None),
+            code => discount::normalize_code(discount::CHECKOUT_FIELD, code).map(Some),
+        }
     }
 }
 
@@ -321,18 +341,8 @@ impl OrderService for OrdersApi {
         if let Err(v) = domain::validate_payment_method(&req.payment_method) {
             violations.push(v);
         }
-        let asked: Vec<LineInput> = req
-            .items
-            .iter()
-            .map(|i| LineInput { product_id: i.product_id.trim().to_owned(), quantity: i.quantity })
-            .collect();
-        let asked = domain::normalize_lines(&asked).map_err(|v| violations.extend(v)).ok();
-        let discount_code = match req.discount_code.trim() {
-            "" => Some(None),
-            code => {
-                discount::normalize_code(discount::CHECKOUT_FIELD, code).map(Some).map_err(|v| violations.push(v)).ok()
-            }
-        };
+        let asked = Self::asked_lines(&req.items).map_err(|v| violations.extend(v)).ok();
+        let discount_code = Self::asked_code(&req.discount_code).map_err(|v| violations.push(v)).ok();
         let (Some(key), Some(destination), Some(asked), Some(discount_code), true) =
             (key, destination, asked, discount_code, violations.is_empty())
         else {
@@ -376,7 +386,7 @@ impl OrderService for OrdersApi {
             let (lines, from_cart) = self.lines(asked, &authorization).await?;
             let priced = self.price(&lines, from_cart).await?;
             let discount_minor = match &discount_code {
-                Some(code) => self.discount(code, &priced.total, now).await?,
+                Some(code) => self.discount(code, &priced.total, &claims.sub, now).await?,
                 None => 0,
             };
             Ok::<_, Error>((priced, discount_minor, from_cart, address))
@@ -441,6 +451,37 @@ impl OrderService for OrdersApi {
         tracing::info!(order_id = %order.id, customer_id = %order.customer_id, from_cart, "order placed");
         let order = self.settled(order).await?;
         Ok(Response::new(CreateOrderResponse { order: Some(order) }))
+    }
+
+    async fn preview_order(
+        &self,
+        request: Request<PreviewOrderRequest>,
+    ) -> Result<Response<PreviewOrderResponse>, GrpcStatus> {
+        let claims = caller(&request)?.clone();
+        let authorization =
+            request.metadata().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let req = request.into_inner();
+        let mut violations = Vec::new();
+        let asked = Self::asked_lines(&req.items).map_err(|v| violations.extend(v)).ok();
+        let discount_code = Self::asked_code(&req.discount_code).map_err(|v| violations.push(v)).ok();
+        let (Some(asked), Some(discount_code), true) = (asked, discount_code, violations.is_empty()) else {
+            return Err(Error::InvalidArgument(violations).into());
+        };
+        let (lines, from_cart) = self.lines(asked, &authorization).await?;
+        let priced = self.price(&lines, from_cart).await?;
+        let discount_minor = match &discount_code {
+            Some(code) => self.discount(code, &priced.total, &claims.sub, now_micros()).await?,
+            None => 0,
+        };
+        let currency = priced.total.currency.clone();
+        let total = Price { amount_minor: priced.total.amount_minor - discount_minor, ..priced.total.clone() };
+        Ok(Response::new(PreviewOrderResponse {
+            items: lines_to_wire(&priced.lines, &currency),
+            discount: Some(money(&Price { currency, amount_minor: discount_minor })),
+            subtotal: Some(money(&priced.total)),
+            total: Some(money(&total)),
+            discount_code: discount_code.unwrap_or_default(),
+        }))
     }
 
     async fn get_order(&self, request: Request<GetOrderRequest>) -> Result<Response<GetOrderResponse>, GrpcStatus> {

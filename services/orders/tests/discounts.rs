@@ -7,9 +7,10 @@ mod harness;
 use api::common::Money;
 use api::mercato::orders::v1::discount_code_service_client::DiscountCodeServiceClient;
 use api::mercato::orders::v1::{
-    CreateDiscountCodeRequest, DiscountCode, GetDiscountCodeRequest, ListDiscountCodesRequest, Order, OrderStatus,
-    UpdateDiscountCodeRequest,
+    CreateDiscountCodeRequest, DiscountCode, GetDiscountCodeRequest, ListDiscountCodesRequest, ListOrdersRequest,
+    Order, OrderStatus, UpdateDiscountCodeRequest,
 };
+use orders::domain::LineInput;
 use platform::db::Db;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -214,6 +215,38 @@ async fn a_code_takes_its_discount_off_what_is_charged(db: Db) {
     server.stop().await;
 }
 
+async fn a_preview_prices_with_the_code_and_holds_nothing(db: Db) {
+    let fake = Fake::new();
+    let server = Server::start(db.clone(), fake.clone(), Wiring::Grpc).await;
+    let staff = Staff::new(&server, &[WRITE]).await;
+    staff.create(DiscountCode { once_per_customer: true, ..percent("HELLO", 15) }).await.expect("create");
+    let ada = server.client("ada", false).await;
+
+    let preview = ada.preview(&[(COFFEE, 2)], " hello ").await.expect("preview");
+    let minor = |m: &Option<Money>| m.as_ref().map_or(-1, |m| m.amount_minor);
+    let quoted = (minor(&preview.subtotal), minor(&preview.discount), minor(&preview.total));
+    assert_eq!((quoted, preview.discount_code.as_str()), ((2900, 435, 2465), "HELLO"));
+    assert_eq!((preview.items.len(), preview.items[0].name.as_str()), (1, "Coffee"));
+    assert_eq!((fake.calls(Op::Reserve), fake.calls(Op::Pay), staff.used("HELLO").await), (0, 0, 0), "nothing held");
+    assert!(ada.list(ListOrdersRequest::default()).await.expect("list").0.is_empty(), "nothing placed");
+
+    // The order then costs what the preview said; after it, the code is used for this customer.
+    let order = ada.create(with_code(&[(COFFEE, 2)], "p1", "HELLO")).await.expect("create");
+    assert_eq!(amounts(&order), quoted);
+    let used = ada.preview(&[(COFFEE, 2)], "HELLO").await.expect_err("used");
+    assert_eq!(refusal(&used), "has been used by you already (once per customer)");
+
+    // The cart's items without a code; bad input named as at checkout.
+    fake.state().carts.insert("ada".into(), vec![LineInput { product_id: TEA.into(), quantity: 3 }]);
+    let cart = ada.preview(&[], "").await.expect("the cart");
+    let cart_amounts = (minor(&cart.subtotal), minor(&cart.discount), minor(&cart.total));
+    assert_eq!((cart_amounts, cart.discount_code.as_str()), ((1500, 0, 1500), ""));
+    let bad = ada.preview(&[(TEA, 0)], "no way").await.expect_err("bad");
+    let fields: Vec<String> = violations(&bad).into_iter().map(|(field, _)| field).collect();
+    assert_eq!(fields, ["items[0].quantity", "discount_code"]);
+    server.stop().await;
+}
+
 async fn a_failed_or_cancelled_order_gives_its_use_back(db: Db) {
     let fake = Fake::new();
     let server = Server::start(db.clone(), fake.clone(), Wiring::Direct).await;
@@ -307,6 +340,7 @@ async fn once_per_customer_and_a_race_for_the_last_use(db: Db) {
 on_both_engines!(
     staff_manage_codes,
     a_code_takes_its_discount_off_what_is_charged,
+    a_preview_prices_with_the_code_and_holds_nothing,
     a_failed_or_cancelled_order_gives_its_use_back,
     once_per_customer_and_a_race_for_the_last_use,
 );

@@ -40,7 +40,7 @@ use api::mercato::deliveries::v1::{
 use api::mercato::orders::v1::order_service_client::OrderServiceClient;
 use api::mercato::orders::v1::{
     Address, CancelOrderRequest, CreateOrderItem, CreateOrderRequest, GetOrderRequest, ListOrdersRequest, Order,
-    OrderStatus,
+    OrderStatus, PreviewOrderRequest, PreviewOrderResponse,
 };
 use api::mercato::payments::v1::payment_service_server::{PaymentService, PaymentServiceServer};
 use api::mercato::payments::v1::{
@@ -822,6 +822,13 @@ impl Client {
     pub async fn create(&self, req: CreateOrderRequest) -> Result<Order, Status> {
         let order = self.inner.clone().create_order(self.request(req)).await?.into_inner().order;
         Ok(order.expect("order"))
+    }
+
+    /// What `items` (none: the cart) would cost with `discount_code`, without placing an order.
+    pub async fn preview(&self, items: &[(&str, i32)], discount_code: &str) -> Result<PreviewOrderResponse, Status> {
+        let items = items.iter().map(|(p, q)| CreateOrderItem { product_id: (*p).into(), quantity: *q }).collect();
+        let request = PreviewOrderRequest { items, discount_code: discount_code.into() };
+        Ok(self.inner.clone().preview_order(self.request(request)).await?.into_inner())
     }
 
     pub async fn get(&self, id: &str) -> Result<Order, Status> {
