@@ -259,6 +259,8 @@ pub enum Fact {
     OrderConfirmed {
         /// What was charged.
         total: Amount,
+        /// What a discount code took off (0 without one), in the total's currency.
+        discount_minor: i64,
         /// Its lines.
         lines: Vec<OrderLine>,
         /// Whether it was placed from the customer's cart.
@@ -305,6 +307,10 @@ pub struct SalesFigures {
     pub refunded_minor: i64,
     /// What payments captured.
     pub captured_minor: i64,
+    /// Confirmed orders that used a discount code.
+    pub discounted_orders: i64,
+    /// What discount codes took off confirmed orders.
+    pub discount_minor: i64,
 }
 
 impl SalesFigures {
@@ -317,6 +323,8 @@ impl SalesFigures {
         self.refunds = self.refunds.saturating_add(other.refunds);
         self.refunded_minor = self.refunded_minor.saturating_add(other.refunded_minor);
         self.captured_minor = self.captured_minor.saturating_add(other.captured_minor);
+        self.discounted_orders = self.discounted_orders.saturating_add(other.discounted_orders);
+        self.discount_minor = self.discount_minor.saturating_add(other.discount_minor);
     }
 
     /// Everything given back: refunds and cancellations.
@@ -422,9 +430,18 @@ pub fn effect(fact: &Fact, day: Day) -> Effect {
     };
     let sales = |amount: &Amount, figures: SalesFigures| Some((amount.currency.clone(), figures));
     match fact {
-        Fact::OrderConfirmed { total, lines, from_cart } => Effect {
+        Fact::OrderConfirmed { total, discount_minor, lines, from_cart } => Effect {
             day,
-            sales: sales(total, SalesFigures { orders: 1, gross_minor: total.minor, ..SalesFigures::default() }),
+            sales: sales(
+                total,
+                SalesFigures {
+                    orders: 1,
+                    gross_minor: total.minor,
+                    discounted_orders: i64::from(*discount_minor > 0),
+                    discount_minor: *discount_minor,
+                    ..SalesFigures::default()
+                },
+            ),
             products: lines.iter().map(|l| product(l, true)).collect(),
             labels: labels(lines),
             funnel: from_cart.then_some(Funnel { carts_started: 0, orders_from_carts: 1 }),
@@ -779,6 +796,7 @@ mod tests {
             refunds: 1,
             refunded_minor: 500,
             captured_minor: 10_001,
+            ..SalesFigures::default()
         };
         assert_eq!(figures.total_refunded(), 2_500);
         assert_eq!(figures.net(), 7_501);
@@ -807,6 +825,7 @@ mod tests {
     fn a_confirmed_order_adds_revenue_units_and_the_funnel() {
         let fact = Fact::OrderConfirmed {
             total: eur(3_500),
+            discount_minor: 0,
             lines: vec![line("a", 2, 3_000), line("b", 1, 500)],
             from_cart: true,
         };
@@ -822,8 +841,27 @@ mod tests {
         );
         assert_eq!(effect.labels[1], ProductLabel { product_id: "b".into(), sku: "SKU-b".into(), name: "B".into() });
         assert_eq!(effect.funnel, Some(Funnel { carts_started: 0, orders_from_carts: 1 }));
-        let direct = Fact::OrderConfirmed { total: eur(1), lines: vec![], from_cart: false };
+        let direct = Fact::OrderConfirmed { total: eur(1), discount_minor: 0, lines: vec![], from_cart: false };
         assert_eq!(super::effect(&direct, 7).funnel, None, "a direct order is not a cart conversion");
+    }
+
+    #[test]
+    fn a_discounted_order_counts_what_its_code_took_off_beside_what_it_cost() {
+        let fact = Fact::OrderConfirmed {
+            total: eur(3_150),
+            discount_minor: 350,
+            lines: vec![line("a", 1, 3_500)],
+            from_cart: false,
+        };
+        let sales = effect(&fact, 7).sales.expect("sales").1;
+        assert_eq!(
+            (sales.orders, sales.gross_minor, sales.discounted_orders, sales.discount_minor),
+            (1, 3_150, 1, 350)
+        );
+        let mut day = sales.clone();
+        let plain = Fact::OrderConfirmed { total: eur(3_500), discount_minor: 0, lines: vec![], from_cart: false };
+        day.add(&effect(&plain, 7).sales.expect("sales").1);
+        assert_eq!((day.orders, day.discounted_orders, day.discount_minor), (2, 1, 350));
     }
 
     #[test]

@@ -123,8 +123,11 @@ pub fn fact(event: &RecordedEvent) -> Result<Fact, Error> {
     match event.event_type.as_str() {
         ORDER_CONFIRMED => {
             let confirmed = OrderConfirmed::decode(payload).map_err(decode_error)?;
+            // Absent (events from before discount codes) or zero: no discount.
+            let discount_minor = confirmed.discount.map_or(0, |d| d.amount_minor.max(0));
             Ok(Fact::OrderConfirmed {
                 total: amount(confirmed.total, "total").map_err(bad)?,
+                discount_minor,
                 lines: lines(confirmed.items).map_err(bad)?,
                 from_cart: confirmed.from_cart,
             })

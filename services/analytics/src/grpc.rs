@@ -47,6 +47,8 @@ fn sales_to_wire(currency: &str, figures: &SalesFigures) -> CurrencySales {
         cancelled: money(currency, figures.cancelled_minor),
         refunds: figures.refunds,
         captured: money(currency, figures.captured_minor),
+        discounted_orders: figures.discounted_orders,
+        discount: money(currency, figures.discount_minor),
     }
 }
 
@@ -64,6 +66,8 @@ fn summary_to_wire(currency: &str, figures: &SalesFigures) -> CurrencySummary {
         refund_rate_bps: figures.refund_rate_bps(),
         refund_count_rate_bps: figures.refund_count_rate_bps(),
         captured: money(currency, figures.captured_minor),
+        discounted_orders: figures.discounted_orders,
+        discount: money(currency, figures.discount_minor),
     }
 }
 

@@ -39,7 +39,7 @@ macro_rules! apply_totals {
         for rows in totals.sales.iter().collect::<Vec<_>>().chunks(UPSERT_ROWS) {
             let mut upsert = sqlx::QueryBuilder::new(
                 "INSERT INTO daily_sales (day, currency, orders, gross_minor, cancelled_orders, cancelled_minor, \
-                 refunds, refunded_minor, captured_minor) ",
+                 refunds, refunded_minor, captured_minor, discounted_orders, discount_minor) ",
             );
             upsert.push_values(rows, |mut row, ((day, currency), sales)| {
                 row.push_bind(*day)
@@ -50,7 +50,9 @@ macro_rules! apply_totals {
                     .push_bind(sales.cancelled_minor)
                     .push_bind(sales.refunds)
                     .push_bind(sales.refunded_minor)
-                    .push_bind(sales.captured_minor);
+                    .push_bind(sales.captured_minor)
+                    .push_bind(sales.discounted_orders)
+                    .push_bind(sales.discount_minor);
             });
             upsert.push(
                 " ON CONFLICT (day, currency) DO UPDATE SET \
@@ -60,7 +62,9 @@ macro_rules! apply_totals {
                  cancelled_minor = daily_sales.cancelled_minor + excluded.cancelled_minor, \
                  refunds = daily_sales.refunds + excluded.refunds, \
                  refunded_minor = daily_sales.refunded_minor + excluded.refunded_minor, \
-                 captured_minor = daily_sales.captured_minor + excluded.captured_minor",
+                 captured_minor = daily_sales.captured_minor + excluded.captured_minor, \
+                 discounted_orders = daily_sales.discounted_orders + excluded.discounted_orders, \
+                 discount_minor = daily_sales.discount_minor + excluded.discount_minor",
             );
             upsert.build().execute(&mut *$tx).await?;
         }
@@ -146,6 +150,8 @@ struct DailySalesRow {
     refunds: i64,
     refunded_minor: i64,
     captured_minor: i64,
+    discounted_orders: i64,
+    discount_minor: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -278,7 +284,7 @@ impl Store {
         let rows = with_db!(&self.db, pool => {
             sqlx::query_as::<_, DailySalesRow>(
                 "SELECT day, currency, orders, gross_minor, cancelled_orders, cancelled_minor, refunds, \
-                 refunded_minor, captured_minor FROM daily_sales \
+                 refunded_minor, captured_minor, discounted_orders, discount_minor FROM daily_sales \
                  WHERE day >= $1 AND day < $2 AND ($3 = '' OR currency = $3) ORDER BY day, currency",
             )
             .bind(period.from)
@@ -298,6 +304,8 @@ impl Store {
                     refunds: r.refunds,
                     refunded_minor: r.refunded_minor,
                     captured_minor: r.captured_minor,
+                    discounted_orders: r.discounted_orders,
+                    discount_minor: r.discount_minor,
                 };
                 (r.day, r.currency, figures)
             })

@@ -186,6 +186,23 @@ fn confirmed(id: &str, date: &str, hour: i64, items: Vec<OrderItem>, from_cart: 
     envelope(&format!("ev-confirmed-{id}"), "order.confirmed", date, hour, payload.encode_to_vec())
 }
 
+/// `order.confirmed` of `items` with a discount code that took `discount` off their sum.
+fn discounted(id: &str, date: &str, items: Vec<OrderItem>, discount: i64) -> EventEnvelope {
+    let currency = items[0].line_total.as_ref().expect("line total").currency.clone();
+    let subtotal: i64 = items.iter().map(|i| i.line_total.as_ref().expect("line total").amount_minor).sum();
+    let payload = OrderConfirmed {
+        order_id: id.into(),
+        customer_id: "c".into(),
+        payment_id: format!("pay-{id}"),
+        items,
+        total: money(&currency, subtotal - discount),
+        discount: money(&currency, discount),
+        discount_code: "SAVE-10".into(),
+        ..OrderConfirmed::default()
+    };
+    envelope(&format!("ev-confirmed-{id}"), "order.confirmed", date, 12, payload.encode_to_vec())
+}
+
 fn cancelled(id: &str, date: &str, items: Vec<OrderItem>) -> EventEnvelope {
     let currency = items[0].line_total.as_ref().expect("line total").currency.clone();
     let total: i64 = items.iter().map(|i| i.line_total.as_ref().expect("line total").amount_minor).sum();
@@ -445,6 +462,8 @@ async fn reports_show_what_the_shop_sold(db: Db) {
         refund_rate_bps: 1_471, // 15.00 / 102.00 = 14.706%
         refund_count_rate_bps: 5_000,
         captured: money("EUR", 4_500),
+        discounted_orders: 0,
+        discount: money("EUR", 0),
     };
     let usd = CurrencySummary {
         currency: "USD".into(),
@@ -459,6 +478,8 @@ async fn reports_show_what_the_shop_sold(db: Db) {
         refund_rate_bps: 0,
         refund_count_rate_bps: 0,
         captured: money("USD", 2_500),
+        discounted_orders: 0,
+        discount: money("USD", 0),
     };
     assert_eq!(
         summary,
@@ -635,6 +656,33 @@ async fn a_rebuild_reproduces_the_reports(db: Db) {
     server.stop().await;
 }
 
+async fn discounts_are_reported_beside_what_orders_cost(db: Db) {
+    let server = Server::start(db).await;
+    // The day's row exists before the discounted order adds to it.
+    server.publish(confirmed("d2", "2025-03-04", 13, vec![item(MUG, "Mug", 1, "EUR", 1200)], false)).await;
+    server.publish(discounted("d1", "2025-03-04", vec![item(MUG, "Mug", 2, "EUR", 1200)], 240)).await;
+    let owner = server.owner();
+    let daily = GetSalesReportRequest {
+        from: "2025-03-04".into(),
+        to: "2025-03-05".into(),
+        interval: SalesInterval::Day as i32,
+        currency: "EUR".into(),
+    };
+    let report = server.sales(&owner, daily.clone()).await.expect("sales");
+    let day = &report.buckets[0].sales[0];
+    assert_eq!(
+        (day.orders, amount(&day.gross, "EUR"), day.discounted_orders, amount(&day.discount, "EUR")),
+        (2, 2160 + 1200, 1, 240),
+        "gross is what the orders cost; the discount is beside it"
+    );
+    let summary = server.summary(&owner, "2025-03-01", "2025-04-01").await.expect("summary");
+    let eur = &summary.currencies[0];
+    assert_eq!((eur.discounted_orders, amount(&eur.discount, "EUR")), (1, 240));
+    assert_eq!(server.rebuild(&server.operator()).await.expect("rebuild"), 2);
+    assert_eq!(server.sales(&owner, daily).await.expect("sales"), report, "a rebuild finds the same");
+    server.stop().await;
+}
+
 async fn events_during_a_rebuild_count_exactly_once(db: Db) {
     let server = Arc::new(Server::start(db).await);
     let events = history();
@@ -802,6 +850,7 @@ macro_rules! on_both_engines {
 }
 
 on_both_engines!(
+    discounts_are_reported_beside_what_orders_cost,
     reports_show_what_the_shop_sold,
     a_redelivered_event_counts_once,
     the_inbox_forgets_events_handled_long_ago,
