@@ -282,6 +282,19 @@ pub const EMAIL_CHANGE_REVERT_TTL_MICROS: i64 = 7 * 24 * 3600 * 1_000_000;
 /// The shortest gap between two mails of an email change to one new address, in microseconds (two minutes).
 pub const EMAIL_CHANGE_RESEND_MICROS: i64 = 120 * 1_000_000;
 
+/// Checks an address an account at `current_email` is to move to, named `field`: acceptable, and not the
+/// current one. Returns it normalised.
+pub fn validate_new_address(field: &str, current_email: &str, new_email: &str) -> Result<String, FieldViolation> {
+    let new_email = normalize_email(new_email);
+    if let Some(problem) = email_problem(&new_email) {
+        return Err(FieldViolation::new(field, problem));
+    }
+    if new_email == current_email {
+        return Err(FieldViolation::new(field, "is the account's address already"));
+    }
+    Ok(new_email)
+}
+
 /// Checks a request to move the account at `current_email` to `new_email`: an acceptable address other than
 /// the current one, and a password to prove. Returns the new address normalised.
 pub fn validate_email_change(
@@ -289,16 +302,15 @@ pub fn validate_email_change(
     new_email: &str,
     password: &str,
 ) -> Result<String, Vec<FieldViolation>> {
-    let mut violations = Violations::new();
-    let new_email = normalize_email(new_email);
-    if let Some(problem) = email_problem(&new_email) {
-        violations.add("new_email", problem);
-    } else {
-        violations.check(new_email == current_email, "new_email", "is the account's address already");
+    let mut violations = Vec::new();
+    let new_email = validate_new_address("new_email", current_email, new_email).map_err(|v| violations.push(v)).ok();
+    if password.is_empty() {
+        violations.push(FieldViolation::new("password", "is required"));
     }
-    violations.check(password.is_empty(), "password", "is required");
-    violations.finish()?;
-    Ok(new_email)
+    match new_email {
+        Some(new_email) if violations.is_empty() => Ok(new_email),
+        _ => Err(violations),
+    }
 }
 
 /// What a stored reset token says to its bearer at `now`.

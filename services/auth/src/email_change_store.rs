@@ -8,7 +8,7 @@ use platform::with_db;
 
 use crate::error::Error;
 use crate::store::Store;
-use crate::token_store::{MAILED_TOKEN_TABLES, MailedToken, bind_mailed_token};
+use crate::token_store::{MAILED_TOKEN_TABLES, MailedToken, TokenPurpose, bind_mailed_token};
 
 /// A stored email-change token, as its bearer's request finds it.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -60,15 +60,19 @@ pub struct EmailChange<'a> {
     pub previous_email: &'a str,
     /// The address it moves to.
     pub new_email: &'a str,
-    /// The hash of the token that proved the new address (kept, so a second click finds it).
+    /// The hash of the token that proved the new address (kept, so a second click finds it); empty when staff
+    /// moved the account.
     pub token_hash: &'a str,
+    /// When staff moved the account, nobody proved the new mailbox: the code mailed there to verify it, and
+    /// `user.email_verification_requested`, which mails it. None: the token proved it, at `now`.
+    pub verification: Option<(&'a MailedToken, &'a NewEvent)>,
     /// `user.email_changed`.
     pub changed: &'a NewEvent,
     /// The token mailed to the previous address that undoes the change.
     pub revert: &'a MailedToken,
     /// `user.email_change_confirmed`, which mails it.
     pub confirmed: &'a NewEvent,
-    /// When, microseconds: the new address's verification time.
+    /// When, microseconds (the new address's verification time, unless `verification` is given).
     pub now: i64,
 }
 
@@ -158,7 +162,7 @@ impl Store {
                 let moved =
                     sqlx::query("UPDATE users SET email = $1, email_verify_time = $2 WHERE id = $3 AND email = $4")
                         .bind(change.new_email)
-                        .bind(change.now)
+                        .bind(change.verification.is_none().then_some(change.now))
                         .bind(change.user_id)
                         .bind(change.previous_email)
                         .execute(&mut *tx)
@@ -185,6 +189,11 @@ impl Store {
                      previous_email) VALUES ($1, $2, $3, $4, $5, $6)",
                 );
                 bind_mailed_token!(insert, change.revert).bind(change.previous_email).execute(&mut *tx).await?;
+                if let Some((token, mailed)) = change.verification {
+                    let insert = TokenPurpose::EmailVerification.insert_sql();
+                    bind_mailed_token!(sqlx::query(sqlx::AssertSqlSafe(insert)), token).execute(&mut *tx).await?;
+                    events::enqueue(&mut *tx, crate::NAME, mailed).await?;
+                }
                 events::enqueue(&mut *tx, crate::NAME, change.changed).await?;
                 events::enqueue(&mut *tx, crate::NAME, change.confirmed).await?;
                 tx.commit().await?;

@@ -52,6 +52,9 @@ pub enum Error {
     /// A token undoing an email change past its week.
     #[error("email-revert token expired")]
     EmailRevertTokenExpired,
+    /// The account's address changed between reading it and moving it.
+    #[error("the account's address changed meanwhile")]
+    EmailChangedMeanwhile,
     /// The password changed between checking the current one and writing the new one.
     #[error("the password was changed meanwhile")]
     PasswordChangedMeanwhile,
@@ -162,6 +165,11 @@ impl From<Error> for Status {
                 Code::FailedPrecondition,
                 "TOKEN_EXPIRED",
                 "this token for undoing an email change expired a week after the change; contact the shop's support",
+            ),
+            Error::EmailChangedMeanwhile => with_reason(
+                Code::Aborted,
+                "EMAIL_CHANGED_MEANWHILE",
+                "the account's address changed meanwhile; look at it again",
             ),
             Error::PasswordChangedMeanwhile => with_reason(
                 Code::Aborted,

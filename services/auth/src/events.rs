@@ -79,8 +79,9 @@ pub fn email_change_requested(user: &UserRow, new_email: &str, token: &str, expi
     NewEvent::new(EMAIL_CHANGE_REQUESTED, user.id.clone(), &payload)
 }
 
-/// The `user.email_changed` event of `user`, now at its new address, moved from `previous_email` at `now`.
-pub fn email_changed(user: &UserRow, previous_email: &str, now: i64) -> NewEvent {
+/// The `user.email_changed` event of `user`, now at its new address, moved from `previous_email` at `now` by
+/// staff member `changed_by` (empty: by the owner).
+pub fn email_changed(user: &UserRow, previous_email: &str, changed_by: &str, now: i64) -> NewEvent {
     let payload = EmailChanged {
         user_id: user.id.clone(),
         email: user.email.clone(),
@@ -88,6 +89,7 @@ pub fn email_changed(user: &UserRow, previous_email: &str, now: i64) -> NewEvent
         locale: user.locale.clone(),
         previous_email: previous_email.to_owned(),
         change_time: Some(timestamp(now)),
+        changed_by: changed_by.to_owned(),
     };
     NewEvent::new(EMAIL_CHANGED, user.id.clone(), &payload)
 }

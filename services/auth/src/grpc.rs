@@ -5,19 +5,20 @@ use std::sync::Arc;
 
 use api::auth::auth_service_server::AuthService;
 use api::auth::{
-    ApiKey, ChangePasswordRequest, ChangePasswordResponse, ConfirmEmailChangeRequest, ConfirmEmailChangeResponse,
-    ConfirmEmailVerificationRequest, ConfirmEmailVerificationResponse, ConfirmPasswordResetRequest,
-    ConfirmPasswordResetResponse, CreateApiKeyRequest, CreateApiKeyResponse, DeleteAccountRequest,
-    DeleteAccountResponse, DisableUserRequest, DisableUserResponse, EnableUserRequest, EnableUserResponse,
-    ExchangeApiKeyRequest, ExchangeApiKeyResponse, GetJwksRequest, GetJwksResponse, GetMeRequest, GetMeResponse,
-    IssueServiceTokenRequest, IssueServiceTokenResponse, ListApiKeysRequest, ListApiKeysResponse,
-    ListRevokedSessionsRequest, ListRevokedSessionsResponse, ListSessionsRequest, ListSessionsResponse,
-    ListUsersRequest, ListUsersResponse, LoginRequest, LoginResponse, LogoutRequest, LogoutResponse, RefreshRequest,
-    RefreshResponse, RegisterRequest, RegisterResponse, RequestEmailChangeRequest, RequestEmailChangeResponse,
-    RequestEmailVerificationRequest, RequestEmailVerificationResponse, RequestPasswordResetRequest,
-    RequestPasswordResetResponse, RevertEmailChangeRequest, RevertEmailChangeResponse, RevokeApiKeyRequest,
-    RevokeApiKeyResponse, RevokeOtherSessionsRequest, RevokeOtherSessionsResponse, RevokeSessionRequest,
-    RevokeSessionResponse, RevokedSession, SetUserRolesRequest, SetUserRolesResponse, User,
+    ApiKey, ChangePasswordRequest, ChangePasswordResponse, ChangeUserEmailRequest, ChangeUserEmailResponse,
+    ConfirmEmailChangeRequest, ConfirmEmailChangeResponse, ConfirmEmailVerificationRequest,
+    ConfirmEmailVerificationResponse, ConfirmPasswordResetRequest, ConfirmPasswordResetResponse, CreateApiKeyRequest,
+    CreateApiKeyResponse, DeleteAccountRequest, DeleteAccountResponse, DisableUserRequest, DisableUserResponse,
+    EnableUserRequest, EnableUserResponse, ExchangeApiKeyRequest, ExchangeApiKeyResponse, GetJwksRequest,
+    GetJwksResponse, GetMeRequest, GetMeResponse, IssueServiceTokenRequest, IssueServiceTokenResponse,
+    ListApiKeysRequest, ListApiKeysResponse, ListRevokedSessionsRequest, ListRevokedSessionsResponse,
+    ListSessionsRequest, ListSessionsResponse, ListUsersRequest, ListUsersResponse, LoginRequest, LoginResponse,
+    LogoutRequest, LogoutResponse, RefreshRequest, RefreshResponse, RegisterRequest, RegisterResponse,
+    RequestEmailChangeRequest, RequestEmailChangeResponse, RequestEmailVerificationRequest,
+    RequestEmailVerificationResponse, RequestPasswordResetRequest, RequestPasswordResetResponse,
+    RevertEmailChangeRequest, RevertEmailChangeResponse, RevokeApiKeyRequest, RevokeApiKeyResponse,
+    RevokeOtherSessionsRequest, RevokeOtherSessionsResponse, RevokeSessionRequest, RevokeSessionResponse,
+    RevokedSession, SetUserRolesRequest, SetUserRolesResponse, User,
 };
 use platform::error::FieldViolation;
 use platform::events::RelayHandle;
@@ -334,6 +335,16 @@ impl AuthService for Service {
         let request = request.into_inner();
         let user = self.assign_roles(&caller, &request.id, &request.roles).await?;
         Ok(Response::new(SetUserRolesResponse { user: Some(user_to_wire(user)) }))
+    }
+
+    async fn change_user_email(
+        &self,
+        request: Request<ChangeUserEmailRequest>,
+    ) -> Result<Response<ChangeUserEmailResponse>, Status> {
+        let caller = platform::auth::caller(&request)?.clone();
+        let request = request.into_inner();
+        let user = self.change_account_email(&caller, &request.id, &request.email).await?;
+        Ok(Response::new(ChangeUserEmailResponse { user: Some(user_to_wire(user)) }))
     }
 
     async fn disable_user(

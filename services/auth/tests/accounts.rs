@@ -1,12 +1,15 @@
-//! Account administration by staff: listing accounts, staff roles and their scopes, disabling accounts; over
-//! real gRPC, on SQLite and (when `MERCATO_TEST_DATABASE_URL` is set) PostgreSQL.
+//! Account administration by staff: listing accounts, staff roles and their scopes, changing an account's address
+//! for its owner, disabling accounts; over real gRPC, on SQLite and (when `MERCATO_TEST_DATABASE_URL` is set)
+//! PostgreSQL.
 
 #[macro_use]
 mod support;
 
 use api::auth::{
-    CreateApiKeyRequest, DisableUserRequest, EnableUserRequest, ExchangeApiKeyRequest, ListRevokedSessionsRequest,
-    ListUsersRequest, RefreshRequest, SetUserRolesRequest, User, UserDisabled, UserEnabled, UserRolesChanged,
+    ChangeUserEmailRequest, ConfirmEmailVerificationRequest, CreateApiKeyRequest, DisableUserRequest,
+    EmailChangeConfirmed, EmailChanged, EmailVerificationRequested, EnableUserRequest, ExchangeApiKeyRequest,
+    GetMeRequest, ListRevokedSessionsRequest, ListUsersRequest, RefreshRequest, RevertEmailChangeRequest,
+    SetUserRolesRequest, User, UserDisabled, UserEnabled, UserRolesChanged,
 };
 use platform::Db;
 use tonic::Code;
@@ -217,7 +220,56 @@ async fn sign_ins_racing_a_disable_leave_no_live_session(db: Db) {
     running.stop().await;
 }
 
+async fn staff_move_an_account_for_its_owner_and_the_old_address_can_undo_it(db: Db) {
+    let running = start(db.clone()).await;
+    let mut client = running.client.clone();
+    let gus = register(&mut client, "gus@example.com", PASSWORD, "Gus").await.expect("registers");
+    register(&mut client, "hal@example.com", PASSWORD, "Hal").await.expect("registers");
+    let session = login(&mut client, "gus@example.com", PASSWORD).await.expect("signs in").access_token;
+    let admin = admin_token(&mut client).await;
+    let change = |id: &str, email: &str| ChangeUserEmailRequest { id: id.into(), email: email.into() };
+
+    // Refused, changing nothing: a customer, the account's own address, one with an account, no such account.
+    let customer = client.change_user_email(bearer(change(&gus.id, "gus@example.org"), &session)).await;
+    assert_eq!(customer.expect_err("a customer").code(), Code::PermissionDenied);
+    let same = client.change_user_email(bearer(change(&gus.id, " GUS@example.com"), &admin)).await;
+    assert_eq!(violated_fields(&same.expect_err("same")), ["email"]);
+    let taken = client.change_user_email(bearer(change(&gus.id, "hal@example.com"), &admin)).await;
+    assert_eq!(reason(&taken.expect_err("taken")), "EMAIL_TAKEN");
+    let nobody =
+        client.change_user_email(bearer(change("01a24ea1-0000-7000-8000-000000000000", "x@example.org"), &admin));
+    assert_eq!(nobody.await.expect_err("no account").code(), Code::NotFound);
+
+    // Moved at once, unverified; the owner's session goes on and the new address signs in.
+    let moved = client.change_user_email(bearer(change(&gus.id, "Gus@Example.org"), &admin)).await.expect("moved");
+    let moved = moved.into_inner().user.expect("user");
+    assert_eq!((moved.email.as_str(), moved.email_verified), ("gus@example.org", false));
+    let me = client.get_me(bearer(GetMeRequest {}, &session)).await.expect("the session goes on").into_inner();
+    let me = me.user.expect("user");
+    assert_eq!((me.email.as_str(), me.email_verified), ("gus@example.org", false), "nobody proved the mailbox");
+    login(&mut client, "gus@example.org", PASSWORD).await.expect("the new address signs in");
+    let changed: Vec<EmailChanged> = outbox(&db, "user.email_changed").await;
+    let admin_me = client.get_me(bearer(GetMeRequest {}, &admin)).await.expect("admin").into_inner();
+    assert_eq!((changed.len(), changed[0].previous_email.as_str()), (1, "gus@example.com"));
+    assert_eq!(changed[0].changed_by, admin_me.user.expect("user").id, "names the staff member");
+
+    // The new mailbox gets a code that verifies it; the old one is told, with a code that undoes the move.
+    let codes: Vec<EmailVerificationRequested> = outbox(&db, "user.email_verification_requested").await;
+    let code = codes.iter().rfind(|c| c.user_id == gus.id).expect("a code");
+    assert_eq!(code.email, "gus@example.org");
+    let told: Vec<EmailChangeConfirmed> = outbox(&db, "user.email_change_confirmed").await;
+    assert_eq!((told.len(), told[0].previous_email.as_str()), (1, "gus@example.com"));
+    let verify = ConfirmEmailVerificationRequest { token: code.token.clone() };
+    let verified = client.confirm_email_verification(verify).await.expect("verifies").into_inner().user;
+    assert!(verified.expect("user").email_verified);
+    let undo = RevertEmailChangeRequest { token: told[0].token.clone(), new_password: "gus's own again".into() };
+    let back = client.revert_email_change(undo).await.expect("undone").into_inner().user.expect("user");
+    assert_eq!(back.email, "gus@example.com");
+    running.stop().await;
+}
+
 on_both_backends!(
+    staff_move_an_account_for_its_owner_and_the_old_address_can_undo_it,
     sign_ins_racing_a_disable_leave_no_live_session,
     staff_find_accounts_by_email_and_role,
     staff_roles_grant_their_scopes_and_taking_one_away_ends_sessions,

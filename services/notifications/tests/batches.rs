@@ -110,6 +110,7 @@ fn moved(user_id: &str, email: &str, previous: &str) -> platform::events::EventE
         locale: "en".into(),
         previous_email: previous.into(),
         change_time: None,
+        changed_by: String::new(),
     };
     envelope("user.email_changed", user_id, &payload)
 }

@@ -329,6 +329,7 @@ async fn an_email_change_mails_the_new_address_its_code_then_tells_the_old_one(d
         locale: "en".into(),
         previous_email: "olga@example.com".into(),
         change_time: None,
+        changed_by: String::new(),
     };
     service.deliver(&envelope("user.email_changed", "u-8", &changed)).await;
     let told = EmailChangeConfirmed {

@@ -1,13 +1,16 @@
-//! Account administration by staff (`accounts:admin`): listing accounts, setting their roles, disabling and
-//! enabling them.
+//! Account administration by staff (`accounts:admin`): listing accounts, setting their roles, changing their
+//! address on their owner's behalf, disabling and enabling them.
 
 use platform::auth::Claims;
 use platform::time::now_micros;
 
+use super::email_change::undo_offer;
 use super::{Service, user_to_wire};
+use crate::email_change_store::EmailChange;
 use crate::error::Error;
 use crate::staff;
 use crate::store::UserRow;
+use crate::token_store::MailedToken;
 use crate::{domain, events};
 
 impl Service {
@@ -47,6 +50,42 @@ impl Service {
         self.relay.wake();
         tracing::info!(user_id = %user.id, roles = %user.roles, by = %caller.sub, "roles set");
         Ok(user)
+    }
+
+    /// Moves account `id` to `email` on its owner's behalf: at once and unverified, with a verification code to
+    /// the new address, and the old address told with a code that undoes the move.
+    pub(super) async fn change_account_email(&self, caller: &Claims, id: &str, email: &str) -> Result<UserRow, Error> {
+        platform::error::check_id("id", id).map_err(|v| Error::Invalid(vec![v]))?;
+        let user = self.store.user_by_id(id).await?.ok_or(Error::UserNotFound)?;
+        let new_email =
+            domain::validate_new_address("email", &user.email, email).map_err(|v| Error::Invalid(vec![v]))?;
+        if self.store.user_by_email(&new_email).await?.is_some() {
+            return Err(Error::EmailTaken);
+        }
+        let now = now_micros();
+        let moved = UserRow { email: new_email.clone(), email_verify_time: None, ..user.clone() };
+        let changed = events::email_changed(&moved, &user.email, &caller.sub, now);
+        let (revert, confirmed) = undo_offer(&moved, &user.email, now);
+        let code = domain::new_opaque_token();
+        let verification = MailedToken::new(&user.id, &code, now, domain::EMAIL_VERIFICATION_TTL_MICROS);
+        let verify = events::email_verification_requested(&moved, &code, verification.expires_at);
+        let change = EmailChange {
+            user_id: &user.id,
+            previous_email: &user.email,
+            new_email: &new_email,
+            token_hash: "",
+            verification: Some((&verification, &verify)),
+            changed: &changed,
+            revert: &revert,
+            confirmed: &confirmed,
+            now,
+        };
+        if !self.store.change_email(change).await? {
+            return Err(Error::EmailChangedMeanwhile);
+        }
+        self.relay.wake();
+        tracing::info!(user_id = %user.id, by = %caller.sub, "email address changed by staff");
+        Ok(moved)
     }
 
     /// Disables account `id` (ending its sessions), or enables it again.

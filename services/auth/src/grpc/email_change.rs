@@ -3,6 +3,7 @@
 
 use api::auth::PasswordChangeMethod;
 use platform::error::FieldViolation;
+use platform::events::NewEvent;
 use platform::time::now_micros;
 
 use super::Service;
@@ -12,6 +13,15 @@ use crate::error::Error;
 use crate::events;
 use crate::store::UserRow;
 use crate::token_store::MailedToken;
+
+/// The token that undoes `moved`'s move from `previous_email` at `now`, and `user.email_change_confirmed`, which
+/// mails it to that address.
+pub(super) fn undo_offer(moved: &UserRow, previous_email: &str, now: i64) -> (MailedToken, NewEvent) {
+    let token = domain::new_opaque_token();
+    let stored = MailedToken::new(&moved.id, &token, now, domain::EMAIL_CHANGE_REVERT_TTL_MICROS);
+    let confirmed = events::email_change_confirmed(moved, previous_email, &token, stored.expires_at, now);
+    (stored, confirmed)
+}
 
 impl Service {
     /// Mails a token that moves `user_id`'s account to `new_email` once `password` is proven, unless that
@@ -67,15 +77,14 @@ impl Service {
             return Err(Error::AccountDisabled);
         }
         let moved = UserRow { email: row.new_email.clone(), email_verify_time: Some(now), ..user.clone() };
-        let changed = events::email_changed(&moved, &user.email, now);
-        let revert_token = domain::new_opaque_token();
-        let revert = MailedToken::new(&user.id, &revert_token, now, domain::EMAIL_CHANGE_REVERT_TTL_MICROS);
-        let confirmed = events::email_change_confirmed(&moved, &user.email, &revert_token, revert.expires_at, now);
+        let changed = events::email_changed(&moved, &user.email, "", now);
+        let (revert, confirmed) = undo_offer(&moved, &user.email, now);
         let change = EmailChange {
             user_id: &user.id,
             previous_email: &user.email,
             new_email: &row.new_email,
             token_hash: &token_hash,
+            verification: None,
             changed: &changed,
             revert: &revert,
             confirmed: &confirmed,
@@ -117,7 +126,7 @@ impl Service {
             password_hash: password_hash.clone(),
             ..user.clone()
         };
-        let changed = events::email_changed(&restored, &user.email, now);
+        let changed = events::email_changed(&restored, &user.email, "", now);
         // Told as a reset: the password was set with a token mailed to the account's address.
         let password_changed = events::password_changed(&restored, PasswordChangeMethod::Reset, now);
         let revert = EmailRevert {
