@@ -134,6 +134,20 @@ pub fn check_ids(ids: &[(&str, &str)]) -> Result<(), Vec<FieldViolation>> {
     if violations.is_empty() { Ok(()) } else { Err(violations) }
 }
 
+/// Checks the paths of an update's field mask (AIP-134) against the fields it may change: at least one, and
+/// every path one of `allowed`; each unknown path is named (the violations are of `update_mask`).
+pub fn check_update_mask(paths: &[String], allowed: &[&str]) -> Result<(), Vec<FieldViolation>> {
+    if paths.is_empty() {
+        return Err(vec![FieldViolation::new("update_mask", "must name at least one field")]);
+    }
+    let unknown: Vec<FieldViolation> = paths
+        .iter()
+        .filter(|p| !allowed.contains(&p.as_str()))
+        .map(|p| FieldViolation::new("update_mask", format!("unknown field `{p}`; allowed: {}", allowed.join(", "))))
+        .collect();
+    if unknown.is_empty() { Ok(()) } else { Err(unknown) }
+}
+
 /// Decodes the `google.rpc.Status` carried in a status's details, if any.
 pub fn decode_details(status: &Status) -> Option<rpc::Status> {
     if status.details().is_empty() {
@@ -145,6 +159,20 @@ pub fn decode_details(status: &Status) -> Option<rpc::Status> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_update_mask_names_at_least_one_field_and_only_those_allowed() {
+        let paths = |p: &[&str]| p.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(check_update_mask(&paths(&["name", "price"]), &["name", "price", "active"]), Ok(()));
+        let empty = check_update_mask(&[], &["name"]).expect_err("empty");
+        assert_eq!(
+            (empty[0].field.as_str(), empty[0].description.as_str()),
+            ("update_mask", "must name at least one field")
+        );
+        let unknown = check_update_mask(&paths(&["name", "sku", "id"]), &["name", "price"]).expect_err("unknown");
+        let said: Vec<&str> = unknown.iter().map(|v| v.description.as_str()).collect();
+        assert_eq!(said, ["unknown field `sku`; allowed: name, price", "unknown field `id`; allowed: name, price"]);
+    }
 
     #[test]
     fn invalid_argument_carries_every_field() {

@@ -140,17 +140,7 @@ pub const UPDATABLE_PATHS: &[&str] =
 
 /// Checks that an update mask names at least one field and only fields that can change.
 pub fn check_update_mask(paths: &[String]) -> Result<(), Vec<FieldViolation>> {
-    if paths.is_empty() {
-        return Err(vec![FieldViolation::new("update_mask", "must name at least one field")]);
-    }
-    let unknown: Vec<FieldViolation> = paths
-        .iter()
-        .filter(|p| !UPDATABLE_PATHS.contains(&p.as_str()))
-        .map(|p| {
-            FieldViolation::new("update_mask", format!("unknown field `{p}`; allowed: {}", UPDATABLE_PATHS.join(", ")))
-        })
-        .collect();
-    if unknown.is_empty() { Ok(()) } else { Err(unknown) }
+    platform::error::check_update_mask(paths, UPDATABLE_PATHS)
 }
 
 /// Applies the fields of `input` named by `paths` to `current` and validates the result.

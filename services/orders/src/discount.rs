@@ -176,17 +176,7 @@ pub fn validate(draft: Draft, now: i64) -> Result<DiscountCode, Vec<FieldViolati
 
 /// Checks an update mask: at least one field, and only [`UPDATABLE_PATHS`].
 pub fn check_update_mask(paths: &[String]) -> Result<(), Vec<FieldViolation>> {
-    if paths.is_empty() {
-        return Err(vec![FieldViolation::new("update_mask", "must name at least one field")]);
-    }
-    let unknown: Vec<FieldViolation> = paths
-        .iter()
-        .filter(|p| !UPDATABLE_PATHS.contains(&p.as_str()))
-        .map(|p| {
-            FieldViolation::new("update_mask", format!("unknown field `{p}`; allowed: {}", UPDATABLE_PATHS.join(", ")))
-        })
-        .collect();
-    if unknown.is_empty() { Ok(()) } else { Err(unknown) }
+    platform::error::check_update_mask(paths, UPDATABLE_PATHS)
 }
 
 /// `current` with the fields of `draft` named by `paths`, checked, as of `now`.

@@ -3,7 +3,7 @@
 
 use api::mercato::orders::v1::Address;
 pub use platform::error::check_id as validate_id;
-use platform::error::{FieldViolation, Violations};
+use platform::error::{FieldViolation, Violations, check_update_mask};
 
 /// Longest display name, in characters.
 pub const MAX_DISPLAY_NAME: usize = 100;
@@ -40,19 +40,6 @@ pub struct AddressFields {
     pub is_default: bool,
 }
 
-/// Checks an update mask against the fields it may name.
-pub fn check_mask(paths: &[String], allowed: &[&str]) -> Result<(), Vec<FieldViolation>> {
-    if paths.is_empty() {
-        return Err(vec![FieldViolation::new("update_mask", "must name at least one field")]);
-    }
-    let unknown: Vec<FieldViolation> = paths
-        .iter()
-        .filter(|p| !allowed.contains(&p.as_str()))
-        .map(|p| FieldViolation::new("update_mask", format!("unknown field `{p}`; allowed: {}", allowed.join(", "))))
-        .collect();
-    if unknown.is_empty() { Ok(()) } else { Err(unknown) }
-}
-
 /// The profile after applying the fields of `input` named by `paths` to `current`, checked. Violations name
 /// the fields as `profile.<field>`.
 pub fn update_profile(
@@ -60,7 +47,7 @@ pub fn update_profile(
     input: &ProfileFields,
     paths: &[String],
 ) -> Result<ProfileFields, Vec<FieldViolation>> {
-    check_mask(paths, PROFILE_PATHS)?;
+    check_update_mask(paths, PROFILE_PATHS)?;
     let mut next = current.clone();
     let mut violations = Violations::new();
     for path in paths {
@@ -161,7 +148,7 @@ pub fn update_address(
     input_default: bool,
     paths: &[String],
 ) -> Result<AddressFields, Vec<FieldViolation>> {
-    check_mask(paths, ADDRESS_PATHS)?;
+    check_update_mask(paths, ADDRESS_PATHS)?;
     let mut next = current.clone();
     let mut violations = Vec::new();
     for path in paths {

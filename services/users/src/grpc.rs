@@ -93,7 +93,7 @@ impl UserService for UserApi {
         let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
         let given = req.profile.unwrap_or_default();
         let input = ProfileFields { display_name: given.display_name, phone: given.phone, locale: given.locale };
-        domain::check_mask(&paths, domain::PROFILE_PATHS).map_err(Error::InvalidArgument)?;
+        platform::error::check_update_mask(&paths, domain::PROFILE_PATHS).map_err(Error::InvalidArgument)?;
         let updated = self
             .store
             .update_profile(&user_id, now_micros(), |current| {
@@ -142,7 +142,7 @@ impl UserService for UserApi {
         let req = request.into_inner();
         domain::validate_id("id", &req.id).map_err(Error::invalid)?;
         let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
-        domain::check_mask(&paths, domain::ADDRESS_PATHS).map_err(Error::InvalidArgument)?;
+        platform::error::check_update_mask(&paths, domain::ADDRESS_PATHS).map_err(Error::InvalidArgument)?;
         let given = req.address.unwrap_or_default();
         let updated = self
             .store

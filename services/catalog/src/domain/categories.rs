@@ -51,24 +51,15 @@ pub fn apply_update_mask(
     input: &CategoryFields,
     paths: &[String],
 ) -> Result<CategoryFields, Vec<FieldViolation>> {
-    if paths.is_empty() {
-        return Err(vec![FieldViolation::new("update_mask", "must name at least one field")]);
-    }
+    platform::error::check_update_mask(paths, UPDATABLE_PATHS)?;
     let mut next = current.clone();
-    let mut unknown = Vec::new();
     for path in paths {
         match path.as_str() {
             "name" => next.name = input.name.clone(),
             "description" => next.description = input.description.clone(),
             "position" => next.position = input.position,
-            other => unknown.push(FieldViolation::new(
-                "update_mask",
-                format!("unknown field `{other}`; allowed: {}", UPDATABLE_PATHS.join(", ")),
-            )),
+            _ => {}
         }
-    }
-    if !unknown.is_empty() {
-        return Err(unknown);
     }
     validate(next)
 }

@@ -80,16 +80,7 @@ pub fn validate_entry(input: &EntryInput, prefix: &str) -> Result<EntryFields, V
 
 /// Checks an update mask: at least one field, each one an update may change.
 pub fn check_update_mask(paths: &[String]) -> Result<(), Vec<FieldViolation>> {
-    if paths.is_empty() {
-        return Err(vec![FieldViolation::new("update_mask", "must name at least one field")]);
-    }
-    if let Some(unknown) = paths.iter().find(|p| !UPDATABLE_PATHS.contains(&p.as_str())) {
-        return Err(vec![FieldViolation::new(
-            "update_mask",
-            format!("unknown field `{unknown}`; allowed: {}", UPDATABLE_PATHS.join(", ")),
-        )]);
-    }
-    Ok(())
+    platform::error::check_update_mask(paths, UPDATABLE_PATHS)
 }
 
 /// The entry `current` becomes when the fields `paths` names take their values from `input`, checked as a
