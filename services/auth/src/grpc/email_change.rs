@@ -1,5 +1,6 @@
 //! Moving an account to another address: the owner names it and proves the password; a token mailed there
-//! proves the new mailbox, and only its return moves the account.
+//! proves the new mailbox, and only its return moves the account. The address left is mailed a token that undoes
+//! the move ("this wasn't me"), with a new password.
 
 use api::auth::PasswordChangeMethod;
 use platform::error::FieldViolation;
