@@ -1,7 +1,8 @@
 //! All SQL of the orders service. Every statement is written once, in the subset SQLite and PostgreSQL
 //! share, and run on whichever pool the [`Db`] holds through `with_db!` — except the writes of the checkout's
-//! hot path (placing an order, a saga move), which on PostgreSQL are one data-modifying statement each
-//! instead of a transaction of up to six round trips (SQLite has no data-modifying CTEs).
+//! hot path (placing an order without a discount code, a saga move that does not end the order), which on
+//! PostgreSQL are one data-modifying statement each instead of a transaction of up to six round trips (SQLite
+//! has no data-modifying CTEs). A code's use is counted, and given back, in those transactions.
 //!
 //! Saga moves are compare-and-set on (status, saga_step): of two runners of one saga only one can move it,
 //! and the loser learns so. Every transaction writes first, so that on SQLite it takes the write lock up
