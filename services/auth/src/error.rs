@@ -3,6 +3,55 @@
 use platform::error::{FieldViolation, invalid_argument, with_reason};
 use tonic::{Code, Status};
 
+/// What a token mailed to an address is for, so that its refusals say which token and what to do next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MailedCode {
+    /// Sets a new password (RequestPasswordReset).
+    PasswordReset,
+    /// Verifies the account's address (RequestEmailVerification, registration).
+    EmailVerification,
+    /// Moves the account to the address it was mailed to (RequestEmailChange).
+    EmailChange,
+    /// Takes the account back to the address it was mailed to (a confirmed email change).
+    EmailRevert,
+}
+
+impl MailedCode {
+    /// The token's name in logs.
+    fn name(self) -> &'static str {
+        match self {
+            Self::PasswordReset => "password-reset token",
+            Self::EmailVerification => "email-verification token",
+            Self::EmailChange => "email-change token",
+            Self::EmailRevert => "email-revert token",
+        }
+    }
+
+    /// What a client is told of an unknown token.
+    fn not_found(self) -> &'static str {
+        match self {
+            Self::PasswordReset => "no such password-reset token; ask for a new one",
+            Self::EmailVerification => "no such email-verification token; sign in and ask for a new one",
+            Self::EmailChange => {
+                "no such email-change token (a newer request replaces older ones); sign in and ask again"
+            }
+            Self::EmailRevert => "no such token for undoing an email change, or it was used already",
+        }
+    }
+
+    /// What a client is told of a token past its time.
+    fn expired(self) -> &'static str {
+        match self {
+            Self::PasswordReset => "this password-reset token expired; ask for a new one",
+            Self::EmailVerification => "this email-verification token expired; sign in and ask for a new one",
+            Self::EmailChange => "this email-change token expired; sign in and ask again",
+            Self::EmailRevert => {
+                "this token for undoing an email change expired a week after the change; contact the shop's support"
+            }
+        }
+    }
+}
+
 /// Everything that can go wrong in the auth service.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -21,37 +70,20 @@ pub enum Error {
     /// A service presented an unknown client id or a wrong secret.
     #[error("invalid client credentials")]
     InvalidClient,
-    /// A password-reset token that was never issued (or was deleted a week after it expired).
-    #[error("password-reset token not found")]
-    ResetTokenNotFound,
+    /// A mailed token that was never issued, was replaced or used (as its kind has it), or was deleted a week
+    /// after it expired.
+    #[error("{} not found", .0.name())]
+    TokenNotFound(MailedCode),
+    /// A mailed token past its time (an hour for a reset, a day for a verification or a change, a week for an
+    /// undo).
+    #[error("{} expired", .0.name())]
+    TokenExpired(MailedCode),
     /// A password-reset token that (or another of its account's) already set a password.
     #[error("password-reset token used")]
     ResetTokenUsed,
-    /// A password-reset token past its hour.
-    #[error("password-reset token expired")]
-    ResetTokenExpired,
-    /// An email-verification token that was never issued (or was deleted a week after it expired).
-    #[error("email-verification token not found")]
-    VerificationTokenNotFound,
-    /// An email-verification token past its day, of an account still unverified.
-    #[error("email-verification token expired")]
-    VerificationTokenExpired,
     /// A new verification token asked for an address verified already.
     #[error("the email address is verified already")]
     EmailAlreadyVerified,
-    /// An email-change token that was never issued, was replaced by a newer request, or was deleted a week after
-    /// it expired.
-    #[error("email-change token not found")]
-    EmailChangeTokenNotFound,
-    /// An email-change token past its day.
-    #[error("email-change token expired")]
-    EmailChangeTokenExpired,
-    /// A token undoing an email change that was never issued, was used, or was deleted a week after it expired.
-    #[error("email-revert token not found")]
-    EmailRevertTokenNotFound,
-    /// A token undoing an email change past its week.
-    #[error("email-revert token expired")]
-    EmailRevertTokenExpired,
     /// The account's address changed between reading it and moving it.
     #[error("the account's address changed meanwhile")]
     EmailChangedMeanwhile,
@@ -120,52 +152,16 @@ impl From<Error> for Status {
                 "ACCOUNT_DISABLED",
                 "this account is disabled; contact the shop's support",
             ),
-            Error::ResetTokenNotFound => {
-                with_reason(Code::NotFound, "TOKEN_NOT_FOUND", "no such password-reset token; ask for a new one")
-            }
+            Error::TokenNotFound(code) => with_reason(Code::NotFound, "TOKEN_NOT_FOUND", code.not_found()),
+            Error::TokenExpired(code) => with_reason(Code::FailedPrecondition, "TOKEN_EXPIRED", code.expired()),
             Error::ResetTokenUsed => with_reason(
                 Code::FailedPrecondition,
                 "TOKEN_USED",
                 "this password-reset token was used already; ask for a new one",
             ),
-            Error::ResetTokenExpired => with_reason(
-                Code::FailedPrecondition,
-                "TOKEN_EXPIRED",
-                "this password-reset token expired; ask for a new one",
-            ),
-            Error::VerificationTokenNotFound => with_reason(
-                Code::NotFound,
-                "TOKEN_NOT_FOUND",
-                "no such email-verification token; sign in and ask for a new one",
-            ),
-            Error::VerificationTokenExpired => with_reason(
-                Code::FailedPrecondition,
-                "TOKEN_EXPIRED",
-                "this email-verification token expired; sign in and ask for a new one",
-            ),
             Error::EmailAlreadyVerified => {
                 with_reason(Code::FailedPrecondition, "EMAIL_ALREADY_VERIFIED", "the email address is verified already")
             }
-            Error::EmailChangeTokenNotFound => with_reason(
-                Code::NotFound,
-                "TOKEN_NOT_FOUND",
-                "no such email-change token (a newer request replaces older ones); sign in and ask again",
-            ),
-            Error::EmailChangeTokenExpired => with_reason(
-                Code::FailedPrecondition,
-                "TOKEN_EXPIRED",
-                "this email-change token expired; sign in and ask again",
-            ),
-            Error::EmailRevertTokenNotFound => with_reason(
-                Code::NotFound,
-                "TOKEN_NOT_FOUND",
-                "no such token for undoing an email change, or it was used already",
-            ),
-            Error::EmailRevertTokenExpired => with_reason(
-                Code::FailedPrecondition,
-                "TOKEN_EXPIRED",
-                "this token for undoing an email change expired a week after the change; contact the shop's support",
-            ),
             Error::EmailChangedMeanwhile => with_reason(
                 Code::Aborted,
                 "EMAIL_CHANGED_MEANWHILE",
@@ -207,16 +203,16 @@ mod tests {
         assert_eq!(Status::from(Error::InvalidCredentials).code(), Code::Unauthenticated);
         assert_eq!(Status::from(Error::InvalidRefreshToken).code(), Code::Unauthenticated);
         assert_eq!(Status::from(Error::UserNotFound).code(), Code::NotFound);
-        assert_eq!(Status::from(Error::ResetTokenNotFound).code(), Code::NotFound);
+        assert_eq!(Status::from(Error::TokenNotFound(MailedCode::PasswordReset)).code(), Code::NotFound);
         assert_eq!(Status::from(Error::ResetTokenUsed).code(), Code::FailedPrecondition);
-        assert_eq!(Status::from(Error::ResetTokenExpired).code(), Code::FailedPrecondition);
-        assert_eq!(Status::from(Error::VerificationTokenNotFound).code(), Code::NotFound);
-        assert_eq!(Status::from(Error::VerificationTokenExpired).code(), Code::FailedPrecondition);
+        assert_eq!(Status::from(Error::TokenExpired(MailedCode::PasswordReset)).code(), Code::FailedPrecondition);
+        assert_eq!(Status::from(Error::TokenNotFound(MailedCode::EmailVerification)).code(), Code::NotFound);
+        assert_eq!(Status::from(Error::TokenExpired(MailedCode::EmailVerification)).code(), Code::FailedPrecondition);
         assert_eq!(Status::from(Error::EmailAlreadyVerified).code(), Code::FailedPrecondition);
-        assert_eq!(Status::from(Error::EmailChangeTokenNotFound).code(), Code::NotFound);
-        assert_eq!(Status::from(Error::EmailChangeTokenExpired).code(), Code::FailedPrecondition);
-        assert_eq!(Status::from(Error::EmailRevertTokenNotFound).code(), Code::NotFound);
-        assert_eq!(Status::from(Error::EmailRevertTokenExpired).code(), Code::FailedPrecondition);
+        assert_eq!(Status::from(Error::TokenNotFound(MailedCode::EmailChange)).code(), Code::NotFound);
+        assert_eq!(Status::from(Error::TokenExpired(MailedCode::EmailChange)).code(), Code::FailedPrecondition);
+        assert_eq!(Status::from(Error::TokenNotFound(MailedCode::EmailRevert)).code(), Code::NotFound);
+        assert_eq!(Status::from(Error::TokenExpired(MailedCode::EmailRevert)).code(), Code::FailedPrecondition);
         assert_eq!(Status::from(Error::PasswordChangedMeanwhile).code(), Code::Aborted);
         let invalid = Status::from(Error::Invalid(vec![FieldViolation::new("email", "bad")]));
         assert_eq!(invalid.code(), Code::InvalidArgument);

@@ -10,7 +10,7 @@ use platform::time::now_micros;
 use super::Service;
 use crate::domain;
 use crate::email_change_store::{EmailChange, EmailRevert};
-use crate::error::Error;
+use crate::error::{Error, MailedCode};
 use crate::events;
 use crate::store::UserRow;
 use crate::token_store::MailedToken;
@@ -64,14 +64,14 @@ impl Service {
             return Err(Error::Invalid(vec![FieldViolation::new("token", "is required")]));
         }
         let token_hash = domain::hash_opaque_token(token);
-        let row = self.store.email_change(&token_hash).await?.ok_or(Error::EmailChangeTokenNotFound)?;
-        let user = self.store.user_by_id(&row.user_id).await?.ok_or(Error::EmailChangeTokenNotFound)?;
+        let row = self.store.email_change(&token_hash).await?.ok_or(Error::TokenNotFound(MailedCode::EmailChange))?;
+        let user = self.store.user_by_id(&row.user_id).await?.ok_or(Error::TokenNotFound(MailedCode::EmailChange))?;
         if user.email == row.new_email {
             return Ok(user);
         }
         let now = now_micros();
         if row.expires_at <= now {
-            return Err(Error::EmailChangeTokenExpired);
+            return Err(Error::TokenExpired(MailedCode::EmailChange));
         }
         // The holder proved the new mailbox, not the account: a disabled account stays as staff left it.
         if user.disable_time.is_some() {
@@ -98,8 +98,8 @@ impl Service {
         }
         // Moved meanwhile: by this token in a concurrent click (answer the same), or by another request, which
         // replaced this one.
-        let now_user = self.store.user_by_id(&user.id).await?.ok_or(Error::EmailChangeTokenNotFound)?;
-        if now_user.email == row.new_email { Ok(now_user) } else { Err(Error::EmailChangeTokenNotFound) }
+        let now_user = self.store.user_by_id(&user.id).await?.ok_or(Error::TokenNotFound(MailedCode::EmailChange))?;
+        if now_user.email == row.new_email { Ok(now_user) } else { Err(Error::TokenNotFound(MailedCode::EmailChange)) }
     }
 
     /// Takes the account `token` was mailed for back to the address it was mailed to, with `new_password`,
@@ -107,11 +107,11 @@ impl Service {
     pub(super) async fn revert_email_change(&self, token: &str, new_password: String) -> Result<UserRow, Error> {
         domain::validate_password_reset(token, &new_password).map_err(Error::Invalid)?;
         let token_hash = domain::hash_opaque_token(token.trim());
-        let row = self.store.email_revert(&token_hash).await?.ok_or(Error::EmailRevertTokenNotFound)?;
+        let row = self.store.email_revert(&token_hash).await?.ok_or(Error::TokenNotFound(MailedCode::EmailRevert))?;
         if row.expires_at <= now_micros() {
-            return Err(Error::EmailRevertTokenExpired);
+            return Err(Error::TokenExpired(MailedCode::EmailRevert));
         }
-        let user = self.store.user_by_id(&row.user_id).await?.ok_or(Error::EmailRevertTokenNotFound)?;
+        let user = self.store.user_by_id(&row.user_id).await?.ok_or(Error::TokenNotFound(MailedCode::EmailRevert))?;
         // The holder proved the old mailbox, not the account: a disabled account stays as staff left it.
         if user.disable_time.is_some() {
             return Err(Error::AccountDisabled);
@@ -141,7 +141,7 @@ impl Service {
         };
         // Used (or expired) while the new password was being hashed.
         if !self.store.revert_email_change(revert).await? {
-            return Err(Error::EmailRevertTokenNotFound);
+            return Err(Error::TokenNotFound(MailedCode::EmailRevert));
         }
         self.relay.wake();
         tracing::info!(user_id = %user.id, "email change undone; every session signed out, every API key revoked");

@@ -7,7 +7,7 @@ use platform::time::now_micros;
 
 use super::{Service, TokenPair};
 use crate::domain::{self, ResetTokenState};
-use crate::error::Error;
+use crate::error::{Error, MailedCode};
 use crate::events;
 use crate::password_store::{Guard, NewPassword};
 use crate::store::UserRow;
@@ -107,14 +107,16 @@ impl Service {
     pub(super) async fn reset_password(&self, token: &str, new: String) -> Result<(), Error> {
         domain::validate_password_reset(token, &new).map_err(Error::Invalid)?;
         let token_hash = domain::hash_opaque_token(token.trim());
-        let reset = self.store.password_reset(&token_hash).await?.ok_or(Error::ResetTokenNotFound)?;
+        let reset =
+            self.store.password_reset(&token_hash).await?.ok_or(Error::TokenNotFound(MailedCode::PasswordReset))?;
         let now = now_micros();
         match domain::reset_token_state(reset.expires_at, reset.used_at, now) {
             ResetTokenState::Usable => {}
             ResetTokenState::Used => return Err(Error::ResetTokenUsed),
-            ResetTokenState::Expired => return Err(Error::ResetTokenExpired),
+            ResetTokenState::Expired => return Err(Error::TokenExpired(MailedCode::PasswordReset)),
         }
-        let user = self.store.user_by_id(&reset.user_id).await?.ok_or(Error::ResetTokenNotFound)?;
+        let user =
+            self.store.user_by_id(&reset.user_id).await?.ok_or(Error::TokenNotFound(MailedCode::PasswordReset))?;
         // A token mailed before staff disabled the account; the holder proved the mailbox, so may know why.
         if user.disable_time.is_some() {
             return Err(Error::AccountDisabled);

@@ -6,7 +6,7 @@ use platform::time::now_micros;
 
 use super::Service;
 use crate::domain;
-use crate::error::Error;
+use crate::error::{Error, MailedCode};
 use crate::events;
 use crate::store::UserRow;
 use crate::token_store::{MailedToken, TokenPurpose};
@@ -55,14 +55,19 @@ impl Service {
             return Err(Error::Invalid(vec![platform::error::FieldViolation::new("token", "is required")]));
         }
         let token_hash = domain::hash_opaque_token(token);
-        let row = self.store.email_verification(&token_hash).await?.ok_or(Error::VerificationTokenNotFound)?;
-        let user = self.store.user_by_id(&row.user_id).await?.ok_or(Error::VerificationTokenNotFound)?;
+        let row = self
+            .store
+            .email_verification(&token_hash)
+            .await?
+            .ok_or(Error::TokenNotFound(MailedCode::EmailVerification))?;
+        let user =
+            self.store.user_by_id(&row.user_id).await?.ok_or(Error::TokenNotFound(MailedCode::EmailVerification))?;
         if user.email_verify_time.is_some() {
             return Ok(user);
         }
         let now = now_micros();
         if row.expires_at <= now {
-            return Err(Error::VerificationTokenExpired);
+            return Err(Error::TokenExpired(MailedCode::EmailVerification));
         }
         if self.store.verify_email(&user.id, &events::email_verified(&user, now), now).await? {
             self.relay.wake();
@@ -70,6 +75,6 @@ impl Service {
             return Ok(UserRow { email_verify_time: Some(now), ..user });
         }
         // Verified meanwhile by a concurrent confirmation (another of the account's tokens): read when.
-        self.store.user_by_id(&user.id).await?.ok_or(Error::VerificationTokenNotFound)
+        self.store.user_by_id(&user.id).await?.ok_or(Error::TokenNotFound(MailedCode::EmailVerification))
     }
 }
