@@ -44,11 +44,17 @@ pub fn validate(field: &str, address: Option<Address>) -> Result<Address, Vec<Fi
     }
     if a.country.is_empty() {
         violations.push(FieldViolation::new(format!("{field}.country"), "is required"));
-    } else if a.country.len() != 2 || !a.country.bytes().all(|b| b.is_ascii_uppercase()) {
+    } else if !is_country_code(&a.country) {
         violations
             .push(FieldViolation::new(format!("{field}.country"), "must be an ISO 3166-1 alpha-2 code such as \"DE\""));
     }
     if violations.is_empty() { Ok(a) } else { Err(violations) }
+}
+
+/// Whether `code` looks like an ISO 3166-1 alpha-2 country code: two upper-case ASCII letters (the list of
+/// assigned codes changes; the platform checks the shape).
+pub fn is_country_code(code: &str) -> bool {
+    code.len() == 2 && code.bytes().all(|b| b.is_ascii_uppercase())
 }
 
 #[cfg(test)]

@@ -48,6 +48,7 @@ pub const ADMIN_SCOPES: &[&str] = &[
     "inventory:write",
     "inventory:reserve",
     "discounts:write",
+    "shipping:write",
     "ledger:read",
     "ledger:write",
     "refund:write",

@@ -8,8 +8,8 @@ use crate::domain::{ADMIN_SCOPES, CUSTOMER_SCOPES, MAX_EMAIL_CHARS, ROLE_ADMIN, 
 /// The staff roles short of administrator, and the scopes each adds to the customer's: a shop gives each
 /// person what their job needs, not everything.
 pub const STAFF_ROLES: &[(&str, &[&str])] = &[
-    // Products, prices, images, categories, stock and discount codes.
-    ("catalog", &["catalog:write", "inventory:write", "discounts:write"]),
+    // Products, prices, images, categories, stock, discount codes and shipping rates.
+    ("catalog", &["catalog:write", "inventory:write", "discounts:write", "shipping:write"]),
     // Every order, and the shipments that carry them.
     ("fulfilment", &["orders:admin", "shipment:write"]),
     // The books, refunds and the sales reports.

@@ -25,6 +25,8 @@ pub fn placed(order: &Order) -> NewEvent {
         total: Some(money(&order.total)),
         discount: Some(money(&order.discount())),
         discount_code: order.discount_code.clone(),
+        shipping: Some(money(&order.shipping())),
+        shipping_rate_id: order.shipping_rate_id.clone(),
     };
     NewEvent::new(ORDER_PLACED, order.id.clone(), &payload)
 }
@@ -41,6 +43,9 @@ pub fn confirmed(order: &Order) -> NewEvent {
         from_cart: order.from_cart,
         discount: Some(money(&order.discount())),
         discount_code: order.discount_code.clone(),
+        shipping: Some(money(&order.shipping())),
+        shipping_rate_id: order.shipping_rate_id.clone(),
+        shipping_rate_name: order.shipping_rate_name.clone(),
     };
     NewEvent::new(ORDER_CONFIRMED, order.id.clone(), &payload)
 }

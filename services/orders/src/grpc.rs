@@ -7,7 +7,7 @@ use api::mercato::orders::v1::order_service_server::OrderService;
 use api::mercato::orders::v1::{
     Address as WireAddress, CancelOrderRequest, CancelOrderResponse, CreateOrderItem, CreateOrderRequest,
     CreateOrderResponse, GetOrderRequest, GetOrderResponse, ListOrdersRequest, ListOrdersResponse, Order as WireOrder,
-    OrderItem, OrderStatus, PreviewOrderRequest, PreviewOrderResponse,
+    OrderItem, OrderStatus, PreviewOrderRequest, PreviewOrderResponse, ShippingOption,
 };
 use futures::future::try_join_all;
 use platform::auth::{Claims, caller};
@@ -26,6 +26,7 @@ use crate::error::{
 use crate::events;
 use crate::ports::{PortError, SagaPorts};
 use crate::saga::Saga;
+use crate::shipping::{self, Shipping};
 use crate::store::{Change, ListQuery, Order, Placement, Store};
 
 /// The scope that lets a caller see and manage every customer's orders.
@@ -124,6 +125,7 @@ pub fn order_to_wire(order: Order) -> WireOrder {
     WireOrder {
         subtotal: Some(money(&order.subtotal())),
         discount: Some(money(&order.discount())),
+        shipping: Some(money(&order.shipping())),
         items: lines_to_wire(&order.lines, &order.total.currency),
         total: Some(money(&order.total)),
         shipping_address: Some(address_to_wire(&order.address)),
@@ -137,6 +139,8 @@ pub fn order_to_wire(order: Order) -> WireOrder {
         create_time: Some(timestamp(order.create_time)),
         update_time: Some(timestamp(order.update_time)),
         discount_code: order.discount_code,
+        shipping_rate_id: order.shipping_rate_id,
+        shipping_rate_name: order.shipping_rate_name,
     }
 }
 
@@ -173,6 +177,16 @@ fn destination(given: Option<WireAddress>, saved_id: &str) -> Result<Destination
             .map(|()| Destination::Saved(id.to_owned()))
             .map_err(|v| vec![v]),
     }
+}
+
+/// What an order whose items cost `items` (after a discount) costs with `shipping`.
+fn with_shipping(items: Price, shipping: Option<&Shipping>) -> Result<Price, Error> {
+    let shipping_minor = shipping.map_or(0, |s| s.amount_minor);
+    let amount_minor = items
+        .amount_minor
+        .checked_add(shipping_minor)
+        .ok_or_else(|| Error::invalid(FieldViolation::new("items", "the total is too large")))?;
+    Ok(Price { amount_minor, ..items })
 }
 
 fn upstream(what: &str, error: PortError) -> Error {
@@ -229,19 +243,41 @@ impl OrdersApi {
 
     /// Where to ship: the address given, or the one named or the default from the caller's address book.
     async fn address(&self, destination: Destination, authorization: &str) -> Result<Address, Error> {
-        let (id, missing) = match destination {
-            Destination::Given(address) => return Ok(address),
-            Destination::Saved(id) => {
-                (Some(id), FieldViolation::new("shipping_address_id", "is not an address in your address book"))
-            }
-            Destination::Default => (None, FieldViolation::new("shipping_address", NO_ADDRESS)),
+        self.known_address(destination, authorization)
+            .await?
+            .ok_or_else(|| Error::invalid(FieldViolation::new("shipping_address", NO_ADDRESS)))
+    }
+
+    /// [`Self::address`], or None when the caller named none and has no default address.
+    async fn known_address(&self, destination: Destination, authorization: &str) -> Result<Option<Address>, Error> {
+        let id = match destination {
+            Destination::Given(address) => return Ok(Some(address)),
+            Destination::Saved(id) => Some(id),
+            Destination::Default => None,
         };
         let saved = self.ports.saved_address(authorization, id.as_deref()).await.map_err(|e| upstream("users", e))?;
-        let saved = saved.ok_or_else(|| Error::invalid(missing))?;
+        let Some(saved) = saved else {
+            return match id {
+                Some(_) => Err(Error::invalid(FieldViolation::new(
+                    "shipping_address_id",
+                    "is not an address in your address book",
+                ))),
+                None => Ok(None),
+            };
+        };
         // Checked again as every address the platform takes: the book's rules could have been looser once.
         platform::address::validate("shipping_address", Some(saved))
-            .map(address_from_wire)
+            .map(|a| Some(address_from_wire(a)))
             .map_err(Error::InvalidArgument)
+    }
+
+    /// The lines priced at the catalog now, with the shop's shipping rates (read meanwhile).
+    async fn price_with_rates(
+        &self,
+        lines: &[LineInput],
+        from_cart: bool,
+    ) -> Result<(domain::Priced, Vec<shipping::ShippingRate>), Error> {
+        futures::try_join!(self.price(lines, from_cart), self.store.shipping_rates())
     }
 
     /// The lines to order: the request's, or the caller's cart.
@@ -313,6 +349,14 @@ impl OrdersApi {
         domain::normalize_lines(&asked)
     }
 
+    /// A shipping rate as asked for at checkout or in a preview: None for the cheapest, or the id as stored.
+    fn asked_rate(raw: &str) -> Result<Option<String>, FieldViolation> {
+        match raw.trim() {
+            "" => Ok(None),
+            id => shipping::normalize_id(shipping::CHECKOUT_FIELD, id).map(Some),
+        }
+    }
+
     /// A discount code as asked for at checkout or in a preview: None for none, or the code as stored.
     fn asked_code(raw: &str) -> Result<Option<String>, FieldViolation> {
         match raw.trim() {
@@ -343,8 +387,9 @@ impl OrderService for OrdersApi {
         }
         let asked = Self::asked_lines(&req.items).map_err(|v| violations.extend(v)).ok();
         let discount_code = Self::asked_code(&req.discount_code).map_err(|v| violations.push(v)).ok();
-        let (Some(key), Some(destination), Some(asked), Some(discount_code), true) =
-            (key, destination, asked, discount_code, violations.is_empty())
+        let rate = Self::asked_rate(&req.shipping_rate_id).map_err(|v| violations.push(v)).ok();
+        let (Some(key), Some(destination), Some(asked), Some(discount_code), Some(rate), true) =
+            (key, destination, asked, discount_code, rate, violations.is_empty())
         else {
             return Err(Error::InvalidArgument(violations).into());
         };
@@ -375,6 +420,7 @@ impl OrderService for OrdersApi {
                 Destination::Given(_) | Destination::Default => String::new(),
             },
             discount_code: discount_code.clone().unwrap_or_default(),
+            shipping_rate_id: rate.clone().unwrap_or_default(),
         };
         let hash = domain::fingerprint(&canonical.encode_to_vec());
         // A replay is found by its key where the request cannot go on: where the order's insert meets the key
@@ -384,14 +430,18 @@ impl OrderService for OrdersApi {
         let priced = async {
             let address = self.address(destination, &authorization).await?;
             let (lines, from_cart) = self.lines(asked, &authorization).await?;
-            let priced = self.price(&lines, from_cart).await?;
+            let (priced, rates) = self.price_with_rates(&lines, from_cart).await?;
             let discount_minor = match &discount_code {
                 Some(code) => self.discount(code, &priced.total, &claims.sub, now).await?,
                 None => 0,
             };
-            Ok::<_, Error>((priced, discount_minor, from_cart, address))
+            let items = Price { amount_minor: priced.total.amount_minor - discount_minor, ..priced.total.clone() };
+            let shipping = shipping::choose(&rates, rate.as_deref(), &address.country, &items)
+                .map_err(|refusal| Error::invalid(refusal.violation()))?;
+            let total = with_shipping(items, shipping.as_ref())?;
+            Ok::<_, Error>((priced, discount_minor, shipping, total, from_cart, address))
         };
-        let (priced, discount_minor, from_cart, address) = match priced.await {
+        let (priced, discount_minor, shipping, total, from_cart, address) = match priced.await {
             Ok(priced) => priced,
             Err(e) => match self.store.id_by_key(&claims.sub, &key).await? {
                 Some(id) => {
@@ -407,9 +457,12 @@ impl OrderService for OrdersApi {
             step: Step::Reserve,
             step_time: now,
             lines: priced.lines,
-            total: Price { amount_minor: priced.total.amount_minor - discount_minor, ..priced.total },
+            total,
             discount_minor,
             discount_code: discount_code.unwrap_or_default(),
+            shipping_minor: shipping.as_ref().map_or(0, |s| s.amount_minor),
+            shipping_rate_id: shipping.as_ref().map(|s| s.rate_id.clone()).unwrap_or_default(),
+            shipping_rate_name: shipping.map(|s| s.name).unwrap_or_default(),
             address,
             payment_method,
             payment_id: String::new(),
@@ -464,23 +517,56 @@ impl OrderService for OrdersApi {
         let mut violations = Vec::new();
         let asked = Self::asked_lines(&req.items).map_err(|v| violations.extend(v)).ok();
         let discount_code = Self::asked_code(&req.discount_code).map_err(|v| violations.push(v)).ok();
-        let (Some(asked), Some(discount_code), true) = (asked, discount_code, violations.is_empty()) else {
+        let destination =
+            destination(req.shipping_address, req.shipping_address_id.trim()).map_err(|v| violations.extend(v)).ok();
+        let rate = Self::asked_rate(&req.shipping_rate_id).map_err(|v| violations.push(v)).ok();
+        let (Some(asked), Some(discount_code), Some(destination), Some(rate), true) =
+            (asked, discount_code, destination, rate, violations.is_empty())
+        else {
             return Err(Error::InvalidArgument(violations).into());
         };
+        let address = self.known_address(destination, &authorization).await?;
+        if address.is_none() && rate.is_some() {
+            let why = format!("is required to price {}: {NO_ADDRESS}", shipping::CHECKOUT_FIELD);
+            return Err(Error::invalid(FieldViolation::new("shipping_address", why)).into());
+        }
         let (lines, from_cart) = self.lines(asked, &authorization).await?;
-        let priced = self.price(&lines, from_cart).await?;
+        let (priced, rates) = self.price_with_rates(&lines, from_cart).await?;
         let discount_minor = match &discount_code {
             Some(code) => self.discount(code, &priced.total, &claims.sub, now_micros()).await?,
             None => 0,
         };
         let currency = priced.total.currency.clone();
-        let total = Price { amount_minor: priced.total.amount_minor - discount_minor, ..priced.total.clone() };
+        let items = Price { amount_minor: priced.total.amount_minor - discount_minor, ..priced.total.clone() };
+        // Shipping is priced once the destination is known; until then the total is the items'.
+        let (shipping, options) = match &address {
+            Some(address) => {
+                let chosen = shipping::choose(&rates, rate.as_deref(), &address.country, &items)
+                    .map_err(|refusal| Error::invalid(refusal.violation()))?;
+                (Some(chosen), shipping::options(&rates, &address.country, &items))
+            }
+            None => (None, Vec::new()),
+        };
+        let chosen = shipping.clone().flatten();
+        let total = with_shipping(items, chosen.as_ref())?;
+        let price_of = |amount_minor| money(&Price { currency: currency.clone(), amount_minor });
         Ok(Response::new(PreviewOrderResponse {
             items: lines_to_wire(&priced.lines, &currency),
-            discount: Some(money(&Price { currency, amount_minor: discount_minor })),
+            discount: Some(price_of(discount_minor)),
             subtotal: Some(money(&priced.total)),
             total: Some(money(&total)),
             discount_code: discount_code.unwrap_or_default(),
+            shipping: shipping.map(|s| price_of(s.map_or(0, |s| s.amount_minor))),
+            shipping_rate_id: chosen.as_ref().map(|s| s.rate_id.clone()).unwrap_or_default(),
+            shipping_rate_name: chosen.map(|s| s.name).unwrap_or_default(),
+            shipping_options: options
+                .into_iter()
+                .map(|o| ShippingOption {
+                    price: Some(price_of(o.amount_minor)),
+                    shipping_rate_id: o.rate_id,
+                    name: o.name,
+                })
+                .collect(),
         }))
     }
 

@@ -13,6 +13,8 @@
 //! - [`discount`], [`discount_store`], [`discount_grpc`]: discount codes (`mercato.orders.v1.DiscountCodeService`):
 //!   their rules, their SQL, their handlers. A code's use is counted in the transaction that places the order
 //!   ([`store::Store::insert_order`]) and given back in the one that fails or cancels it.
+//! - [`shipping`], [`shipping_store`], [`shipping_grpc`]: shipping rates (`mercato.orders.v1.ShippingRateService`):
+//!   which rates serve an order and what it is charged, their SQL, their handlers. Checkout charges one.
 //! - [`store`]: all SQL, the same on SQLite and PostgreSQL.
 //! - [`ports`]: what it asks of the catalog, the cart, the payments, the deliveries and the users service
 //!   ([`SagaPorts`]).
@@ -30,6 +32,9 @@ pub mod events;
 pub mod grpc;
 pub mod ports;
 pub mod saga;
+pub mod shipping;
+pub mod shipping_grpc;
+pub mod shipping_store;
 pub mod store;
 
 use std::sync::Arc;
@@ -37,6 +42,7 @@ use std::time::Duration;
 
 use api::mercato::orders::v1::discount_code_service_server::DiscountCodeServiceServer;
 use api::mercato::orders::v1::order_service_server::OrderServiceServer;
+use api::mercato::orders::v1::shipping_rate_service_server::ShippingRateServiceServer;
 use platform::Settings;
 use platform::auth::{ServiceTokens, TokenVerifier};
 use platform::db::Db;
@@ -110,9 +116,11 @@ pub async fn serve(
     let saga = saga::Saga::new(store.clone(), ports.clone(), relay.handle(), options, saga_stop.clone());
     saga.spawn_recovery();
     let discounts = discount_grpc::DiscountCodesApi::new(store.clone());
+    let shipping_rates = shipping_grpc::ShippingRatesApi::new(store.clone());
     let api = OrdersApi::new(store, saga.clone(), ports);
     let service = GrpcService::new(OrderServiceServer::new(api))
         .with(DiscountCodeServiceServer::new(discounts))
+        .with(ShippingRateServiceServer::new(shipping_rates))
         .background(|stop| relay.run(stop));
     let served = platform::grpc::serve(service, listener, verifier, shutdown).await;
     // Sagas and the relay stop with the server; what they left resumes on the next start.

@@ -20,7 +20,7 @@ use crate::error::Error;
 const ORDER_COLUMNS: &str = "id, customer_id, status, saga_step, step_time, currency, total_minor, ship_name, \
      ship_line1, ship_line2, ship_city, ship_region, ship_postal_code, ship_country, payment_method, payment_id, \
      failure_reason, cancel_reason, from_cart, idempotency_key, request_hash, create_time, update_time, \
-     discount_minor, discount_code";
+     discount_minor, discount_code, shipping_minor, shipping_rate_id, shipping_rate_name";
 
 #[derive(sqlx::FromRow)]
 struct OrderRow {
@@ -49,6 +49,9 @@ struct OrderRow {
     update_time: i64,
     discount_minor: i64,
     discount_code: String,
+    shipping_minor: i64,
+    shipping_rate_id: String,
+    shipping_rate_name: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -76,13 +79,19 @@ pub struct Order {
     pub step_time: i64,
     /// Lines, in the order placed.
     pub lines: Vec<Line>,
-    /// What the customer pays: the lines' sum less the discount.
+    /// What the customer pays: the lines' sum less the discount, plus shipping.
     pub total: Price,
     /// What a discount code took off the lines' sum (0 without one), in the total's currency.
     pub discount_minor: i64,
     /// The discount code, upper case; empty without one. The order holds one of its uses until it fails or is
     /// cancelled.
     pub discount_code: String,
+    /// What shipping costs (0 when free or not charged), in the total's currency.
+    pub shipping_minor: i64,
+    /// The shipping rate charged; empty when the shop had no rates.
+    pub shipping_rate_id: String,
+    /// The rate's name when the order was placed.
+    pub shipping_rate_name: String,
     /// Shipping address.
     pub address: Address,
     /// Payment method token.
@@ -106,9 +115,17 @@ pub struct Order {
 }
 
 impl Order {
-    /// The sum of the lines, before the discount.
+    /// The sum of the lines, before the discount and without shipping.
     pub fn subtotal(&self) -> Price {
-        Price { currency: self.total.currency.clone(), amount_minor: self.total.amount_minor + self.discount_minor }
+        Price {
+            currency: self.total.currency.clone(),
+            amount_minor: self.total.amount_minor + self.discount_minor - self.shipping_minor,
+        }
+    }
+
+    /// What shipping costs (zero when free or not charged).
+    pub fn shipping(&self) -> Price {
+        Price { currency: self.total.currency.clone(), amount_minor: self.shipping_minor }
     }
 
     /// What the discount code took off (zero without one).
@@ -137,6 +154,9 @@ fn assemble(row: OrderRow, lines: Vec<Line>) -> Result<Order, Error> {
         total: Price { currency: row.currency, amount_minor: row.total_minor },
         discount_minor: row.discount_minor,
         discount_code: row.discount_code,
+        shipping_minor: row.shipping_minor,
+        shipping_rate_id: row.shipping_rate_id,
+        shipping_rate_name: row.shipping_rate_name,
         address: Address {
             name: row.ship_name,
             line1: row.ship_line1,
@@ -294,9 +314,9 @@ fn move_sql(flight: Flight, event: bool) -> &'static str {
     &STATEMENTS[flight as usize][usize::from(event)]
 }
 
-/// Placing an order without a discount code in one statement (PostgreSQL): the order ($1 to $25, as
-/// [`bind_order`] binds them), its lines as arrays ($26 to $31), its first `saga_log` line ($32) and its
-/// `order.placed` event ($33 to $39). A used idempotency key inserts nothing at all: the statement then changes
+/// Placing an order without a discount code in one statement (PostgreSQL): the order ($1 to $28, as
+/// [`bind_order`] binds them), its lines as arrays ($29 to $34), its first `saga_log` line ($35) and its
+/// `order.placed` event ($36 to $42). A used idempotency key inserts nothing at all: the statement then changes
 /// no outbox row.
 static PLACE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
@@ -304,22 +324,22 @@ static PLACE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
          ON CONFLICT (customer_id, idempotency_key) DO NOTHING RETURNING id), \
          lines AS (INSERT INTO order_items (order_id, line_no, product_id, sku, name, quantity, unit_price_minor) \
          SELECT placed.id, l.line_no, l.product_id, l.sku, l.name, l.quantity, l.unit_price_minor FROM placed, \
-         unnest($26::bigint[], $27::text[], $28::text[], $29::text[], $30::bigint[], $31::bigint[]) \
+         unnest($29::bigint[], $30::text[], $31::text[], $32::text[], $33::bigint[], $34::bigint[]) \
          AS l (line_no, product_id, sku, name, quantity, unit_price_minor)), \
          flying AS (INSERT INTO sagas_in_flight (order_id) SELECT id FROM placed), \
-         logged AS ({INSERT_SAGA_LOG} SELECT $32, id, '', $4, $3, 'order placed', $22 FROM placed \
+         logged AS ({INSERT_SAGA_LOG} SELECT $35, id, '', $4, $3, 'order placed', $22 FROM placed \
          RETURNING order_id) {}",
         *INSERT_ORDER_SQL,
-        OutboxEntry::insert_from("logged", 33)
+        OutboxEntry::insert_from("logged", 36)
     )
 });
 
-/// Inserts an order; [`bind_order`] binds $1 to $25.
+/// Inserts an order; [`bind_order`] binds $1 to $28.
 static INSERT_ORDER_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!("INSERT INTO orders ({ORDER_COLUMNS}) VALUES ({})", platform::db::values_for(ORDER_COLUMNS))
 });
 
-/// Binds the columns of an order, in the order of [`ORDER_COLUMNS`] ($1 to $25).
+/// Binds the columns of an order, in the order of [`ORDER_COLUMNS`] ($1 to $28).
 fn bind_order<'q, DB>(query: platform::db::Query<'q, DB>, order: &'q Order) -> platform::db::Query<'q, DB>
 where
     DB: sqlx::Database,
@@ -353,6 +373,9 @@ where
         .bind(order.update_time)
         .bind(order.discount_minor)
         .bind(order.discount_code.as_str())
+        .bind(order.shipping_minor)
+        .bind(order.shipping_rate_id.as_str())
+        .bind(order.shipping_rate_name.as_str())
 }
 
 /// Binds the parameters of [`MOVE_SQL`] (also inside the statement that logs the move with it).

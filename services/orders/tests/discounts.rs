@@ -74,19 +74,6 @@ fn amount(code: &str, amount_minor: i64) -> DiscountCode {
     DiscountCode { code: code.into(), amount_off: eur(amount_minor), ..DiscountCode::default() }
 }
 
-/// The field violations of an INVALID_ARGUMENT, as (field, description).
-fn violations(status: &Status) -> Vec<(String, String)> {
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    let details = platform::error::decode_details(status).expect("details");
-    let bad = details
-        .details
-        .iter()
-        .find(|d| d.type_url.ends_with("BadRequest"))
-        .map(|d| <api::google::rpc::BadRequest as prost::Message>::decode(d.value.as_slice()).expect("bad request"))
-        .expect("BadRequest");
-    bad.field_violations.into_iter().map(|v| (v.field, v.description)).collect()
-}
-
 /// Why checkout refused the order's code.
 fn refusal(status: &Status) -> String {
     match violations(status).as_slice() {

@@ -1,15 +1,16 @@
-//! The harness of the orders service's tests, shared by the scenario files (orders.rs, discounts.rs): the
+//! The harness of the orders service's tests, shared by the scenario files (orders.rs, discounts.rs,
+//! shipping.rs): the
 //! service over real gRPC on a port-0 listener, a client per customer, helpers that read its database, and
 //! [`on_both_engines!`], which runs each scenario (an async fn taking a `Db`) on SQLite and, when
 //! `MERCATO_TEST_DATABASE_URL` is set, PostgreSQL.
 //!
-//! A service never depends on another service's crate, so the catalog, the cart, the payments and the
-//! deliveries service are one in-memory fake ([`Fake`]) that honours the real idempotency rules (reservation id, payment key,
+//! A service never depends on another service's crate, so the catalog, the cart, the payments, the
+//! deliveries and the users service are one in-memory fake ([`Fake`]) that honours the real idempotency rules (reservation id, payment key,
 //! refund id), counts calls, and can be told to fail: decline, refuse a commit, fail transiently, or
 //! "crash" — perform a call's effect and then never answer, so the saga is cut off after the remote call
 //! and before its state is persisted. The fake is used directly as the `SagaPorts` or, to test the
-//! production `GrpcPorts`, behind fake CatalogService / CartService / PaymentService / DeliveryService
-//! servers on port-0 listeners. The real end-to-end path is covered by the workspace's tests/.
+//! production `GrpcPorts`, behind fake CatalogService / CartService / PaymentService / DeliveryService /
+//! UserService (address books) servers on port-0 listeners. The real end-to-end path is covered by the workspace's tests/.
 
 // Each scenario file is a test binary of its own and uses only part of the harness.
 #![allow(dead_code)]
@@ -46,6 +47,12 @@ use api::mercato::payments::v1::payment_service_server::{PaymentService, Payment
 use api::mercato::payments::v1::{
     CreatePaymentRequest, CreatePaymentResponse, GetPaymentRequest, GetPaymentResponse, ListPaymentsRequest,
     ListPaymentsResponse, Payment, PaymentStatus, RefundPaymentRequest, RefundPaymentResponse,
+};
+use api::mercato::users::v1::user_service_server::{UserService, UserServiceServer};
+use api::mercato::users::v1::{
+    CreateAddressRequest, CreateAddressResponse, DeleteAddressRequest, DeleteAddressResponse, GetAddressRequest,
+    GetAddressResponse, GetProfileRequest, GetProfileResponse, ListAddressesRequest, ListAddressesResponse,
+    SavedAddress, UpdateAddressRequest, UpdateAddressResponse, UpdateProfileRequest, UpdateProfileResponse,
 };
 use orders::domain::{LineInput, Offer, Price};
 use orders::ports::{
@@ -624,6 +631,67 @@ impl PaymentService for Remote {
     }
 }
 
+/// The address books, as the users service answers the customer's own token.
+#[tonic::async_trait]
+impl UserService for Remote {
+    async fn list_addresses(
+        &self,
+        request: Request<ListAddressesRequest>,
+    ) -> Result<Response<ListAddressesResponse>, Status> {
+        let auth = request.metadata().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        let s = self.0.state();
+        let customer = s.tokens.get(auth).ok_or_else(|| Status::unauthenticated("unknown caller"))?;
+        let book = s.addresses.get(customer).cloned().unwrap_or_default();
+        let addresses = book
+            .into_iter()
+            .map(|(id, address, is_default)| SavedAddress {
+                id,
+                address: Some(address),
+                is_default,
+                ..SavedAddress::default()
+            })
+            .collect();
+        Ok(Response::new(ListAddressesResponse { addresses }))
+    }
+    async fn get_address(&self, request: Request<GetAddressRequest>) -> Result<Response<GetAddressResponse>, Status> {
+        let auth = request.metadata().get("authorization").and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+        let id = request.into_inner().id;
+        let found =
+            self.0.saved_address(&auth, Some(&id)).await.map_err(|_| Status::unauthenticated("unknown caller"))?;
+        let address = found.ok_or_else(|| Status::not_found(format!("address {id} not found")))?;
+        Ok(Response::new(GetAddressResponse {
+            address: Some(SavedAddress { id, address: Some(address), ..SavedAddress::default() }),
+        }))
+    }
+    async fn get_profile(&self, _: Request<GetProfileRequest>) -> Result<Response<GetProfileResponse>, Status> {
+        unimplemented()
+    }
+    async fn update_profile(
+        &self,
+        _: Request<UpdateProfileRequest>,
+    ) -> Result<Response<UpdateProfileResponse>, Status> {
+        unimplemented()
+    }
+    async fn create_address(
+        &self,
+        _: Request<CreateAddressRequest>,
+    ) -> Result<Response<CreateAddressResponse>, Status> {
+        unimplemented()
+    }
+    async fn update_address(
+        &self,
+        _: Request<UpdateAddressRequest>,
+    ) -> Result<Response<UpdateAddressResponse>, Status> {
+        unimplemented()
+    }
+    async fn delete_address(
+        &self,
+        _: Request<DeleteAddressRequest>,
+    ) -> Result<Response<DeleteAddressResponse>, Status> {
+        unimplemented()
+    }
+}
+
 #[tonic::async_trait]
 impl DeliveryService for Remote {
     async fn cancel_order_shipment(
@@ -736,7 +804,8 @@ impl Server {
                         .add_service(CatalogServiceServer::new(remote.clone()))
                         .add_service(CartServiceServer::new(remote.clone()))
                         .add_service(PaymentServiceServer::new(remote.clone()))
-                        .add_service(DeliveryServiceServer::new(remote))
+                        .add_service(DeliveryServiceServer::new(remote.clone()))
+                        .add_service(UserServiceServer::new(remote))
                         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async move {
                             stopping.cancelled().await
                         }),
@@ -747,7 +816,6 @@ impl Server {
                     cart: channel.clone(),
                     payments: channel.clone(),
                     deliveries: channel.clone(),
-                    // No address books over gRPC here: the saved-address scenario runs on the direct wiring.
                     users: channel,
                 };
                 let ports = GrpcPorts::new(channels, Credentials::Fixed(SERVICE_TOKEN.to_owned()));
@@ -827,7 +895,12 @@ impl Client {
     /// What `items` (none: the cart) would cost with `discount_code`, without placing an order.
     pub async fn preview(&self, items: &[(&str, i32)], discount_code: &str) -> Result<PreviewOrderResponse, Status> {
         let items = items.iter().map(|(p, q)| CreateOrderItem { product_id: (*p).into(), quantity: *q }).collect();
-        let request = PreviewOrderRequest { items, discount_code: discount_code.into() };
+        self.preview_with(PreviewOrderRequest { items, discount_code: discount_code.into(), ..Default::default() })
+            .await
+    }
+
+    /// What `request` would cost, without placing an order.
+    pub async fn preview_with(&self, request: PreviewOrderRequest) -> Result<PreviewOrderResponse, Status> {
         Ok(self.inner.clone().preview_order(self.request(request)).await?.into_inner())
     }
 
@@ -891,6 +964,7 @@ pub fn order_of(items: &[(&str, i32)], key: &str) -> CreateOrderRequest {
         idempotency_key: key.into(),
         shipping_address_id: String::new(),
         discount_code: String::new(),
+        shipping_rate_id: String::new(),
     }
 }
 
@@ -907,6 +981,19 @@ pub fn reason(status: &Status) -> String {
         .map(|d| <api::google::rpc::ErrorInfo as prost::Message>::decode(d.value.as_slice()).expect("info"))
         .expect("ErrorInfo");
     info.reason
+}
+
+/// The field violations of an INVALID_ARGUMENT, as (field, description).
+pub fn violations(status: &Status) -> Vec<(String, String)> {
+    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
+    let details = platform::error::decode_details(status).expect("details");
+    let bad = details
+        .details
+        .iter()
+        .find(|d| d.type_url.ends_with("BadRequest"))
+        .map(|d| <api::google::rpc::BadRequest as prost::Message>::decode(d.value.as_slice()).expect("bad request"))
+        .expect("BadRequest");
+    bad.field_violations.into_iter().map(|v| (v.field, v.description)).collect()
 }
 
 pub async fn events_of(db: &Db, order_id: &str) -> Vec<String> {
