@@ -106,6 +106,7 @@ async fn handle(store: &Store, envelope: &EventEnvelope) -> Result<(), String> {
                     .collect(),
                 order_id: confirmed.order_id,
                 customer_id: confirmed.customer_id,
+                shipping_method: confirmed.shipping_rate_name,
             };
             let created = store
                 .create_for_order(&envelope.id, &new, now)

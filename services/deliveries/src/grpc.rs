@@ -55,6 +55,7 @@ fn shipment_to_wire(s: store::Shipment) -> Shipment {
         address: Some(s.address),
         carrier: s.carrier,
         tracking_number: s.tracking_number,
+        shipping_method: s.shipping_method,
         events: s
             .history
             .into_iter()

@@ -26,7 +26,7 @@ const ORIGIN_CARRIER: &str = "carrier";
 macro_rules! shipment_columns {
     () => {
         "id, order_id, customer_id, status, name, line1, line2, city, region, postal_code, country, carrier, \
-         tracking_number, create_time, update_time, ship_time, deliver_time"
+         tracking_number, create_time, update_time, ship_time, deliver_time, shipping_method"
     };
 }
 
@@ -120,6 +120,8 @@ pub struct Shipment {
     pub ship_time: Option<i64>,
     /// When delivered.
     pub deliver_time: Option<i64>,
+    /// The shipping rate the customer chose, by name; empty when the shop charges no shipping.
+    pub shipping_method: String,
     /// What goes in the parcel.
     pub items: Vec<Item>,
     /// The history in the order it happened (empty in listings).
@@ -137,6 +139,8 @@ pub struct NewShipment {
     pub address: Address,
     /// Its lines.
     pub items: Vec<Item>,
+    /// The order's shipping rate, by name.
+    pub shipping_method: String,
 }
 
 /// Which shipments a listing returns.
@@ -173,6 +177,7 @@ struct ShipmentRow {
     update_time: i64,
     ship_time: Option<i64>,
     deliver_time: Option<i64>,
+    shipping_method: String,
 }
 
 #[derive(sqlx::FromRow)]
@@ -218,6 +223,7 @@ fn assemble(row: ShipmentRow, items: Vec<Item>, history: Vec<HistoryEntry>) -> R
         update_time: row.update_time,
         ship_time: row.ship_time,
         deliver_time: row.deliver_time,
+        shipping_method: row.shipping_method,
         items,
         history,
     })
@@ -293,7 +299,7 @@ impl Store {
                 let inserted = sqlx::query(concat!(
                     "INSERT INTO shipments (",
                     shipment_columns!(),
-                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, '', '', $12, $12, NULL, NULL) \
+                    ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, '', '', $12, $12, NULL, NULL, $13) \
                      ON CONFLICT (order_id) DO NOTHING"
                 ))
                     .bind(&id)
@@ -308,6 +314,7 @@ impl Store {
                     .bind(&a.postal_code)
                     .bind(&a.country)
                     .bind(now)
+                    .bind(&new.shipping_method)
                     .execute(&mut *tx)
                     .await?;
                 if inserted.rows_affected() == 0 {

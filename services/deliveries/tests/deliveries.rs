@@ -202,6 +202,8 @@ fn confirmed(order_id: &str, customer_id: &str) -> OrderConfirmed {
         payment_id: format!("pay-{order_id}"),
         items: vec![item("p-coffee", "Coffee", 2), item("p-mug", "Mug", 1)],
         shipping_address: Some(address(customer_id)),
+        shipping_rate_id: "express".into(),
+        shipping_rate_name: "Express (next working day)".into(),
         ..OrderConfirmed::default()
     }
 }
@@ -279,6 +281,7 @@ async fn a_confirmed_order_gets_one_shipment(db: Db) {
     assert_eq!(status(&shipment), ShipmentStatus::Pending);
     assert_eq!((shipment.order_id.as_str(), shipment.customer_id.as_str()), ("o-1", "alice"));
     assert_eq!(shipment.address, Some(address("alice")));
+    assert_eq!(shipment.shipping_method, "Express (next working day)", "the warehouse sees how it is to go");
     let lines: Vec<_> = shipment.items.iter().map(|i| (i.product_id.as_str(), i.name.as_str(), i.quantity)).collect();
     assert_eq!(lines, [("p-coffee", "Coffee", 2), ("p-mug", "Mug", 1)]);
     assert_eq!(history(&shipment), [ShipmentStatus::Pending]);

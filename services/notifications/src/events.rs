@@ -464,7 +464,9 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 .map(|i| ItemLine { name: i.name, quantity: i.quantity, line_total: money(i.line_total) })
                 .collect();
             let discount = (!e.discount_code.is_empty()).then(|| (e.discount_code, money(e.discount)));
-            let facts = Facts::OrderConfirmed { order_id: e.order_id, total: money(e.total), items, discount };
+            let shipping = (!e.shipping_rate_id.is_empty()).then(|| (e.shipping_rate_name, money(e.shipping)));
+            let facts =
+                Facts::OrderConfirmed { order_id: e.order_id, total: money(e.total), items, discount, shipping };
             Plan::mail(customer(e.customer_id), facts).linking(payment)
         }
         domain::ORDER_FAILED => {
@@ -706,13 +708,26 @@ mod tests {
     use super::*;
 
     fn confirmed(discount_code: &str, discount_minor: i64) -> EventEnvelope {
+        shipped(discount_code, discount_minor, "", "", 0)
+    }
+
+    fn shipped(
+        discount_code: &str,
+        discount_minor: i64,
+        rate_id: &str,
+        rate_name: &str,
+        shipping: i64,
+    ) -> EventEnvelope {
         let eur = |amount_minor| Some(Money { currency: "EUR".into(), amount_minor });
         let payload = OrderConfirmed {
             order_id: "o-1".into(),
             customer_id: "u-1".into(),
-            total: eur(2900 - discount_minor),
+            total: eur(2900 - discount_minor + shipping),
             discount: eur(discount_minor),
             discount_code: discount_code.into(),
+            shipping: eur(shipping),
+            shipping_rate_id: rate_id.into(),
+            shipping_rate_name: rate_name.into(),
             ..OrderConfirmed::default()
         };
         EventEnvelope {
@@ -734,5 +749,20 @@ mod tests {
     fn an_order_confirmation_tells_the_discount_of_its_code_only() {
         assert_eq!(discount_mailed(&confirmed("SUMMER-10", 290)), Some(("SUMMER-10".to_owned(), 290)));
         assert_eq!(discount_mailed(&confirmed("", 0)), None);
+    }
+
+    fn shipping_mailed(envelope: &EventEnvelope) -> Option<(String, i64)> {
+        let plan = plan(envelope).expect("planned");
+        match plan.mail.expect("a mail").facts {
+            Facts::OrderConfirmed { shipping, .. } => shipping.map(|(name, cost)| (name, cost.amount_minor)),
+            other => panic!("not an order's mail: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn an_order_confirmation_tells_its_shipping_when_the_shop_charges_it() {
+        assert_eq!(shipping_mailed(&shipped("", 0, "standard", "Standard", 490)), Some(("Standard".to_owned(), 490)));
+        assert_eq!(shipping_mailed(&shipped("", 0, "pickup", "Pick-up", 0)), Some(("Pick-up".to_owned(), 0)));
+        assert_eq!(shipping_mailed(&confirmed("", 0)), None, "no rate: the shop charges no shipping");
     }
 }

@@ -74,6 +74,8 @@ pub enum Facts {
         items: Vec<ItemLine>,
         /// What a discount code took off the lines' sum, with the code; None without one.
         discount: Option<(String, Money)>,
+        /// The shipping rate's name and what it cost (zero: free); None when the shop charges no shipping.
+        shipping: Option<(String, Money)>,
     },
     /// `order.failed`.
     OrderFailed {
@@ -284,7 +286,7 @@ impl Facts {
         let link = self.link(storefront);
         match self {
             Facts::Welcome => context! { name },
-            Facts::OrderConfirmed { order_id, total, items, discount } => {
+            Facts::OrderConfirmed { order_id, total, items, discount, shipping } => {
                 let items: Vec<Value> = items
                     .iter()
                     .map(|i| context! { name => i.name.as_str(), quantity => i.quantity, line_total => format_money(&i.line_total) })
@@ -293,7 +295,12 @@ impl Facts {
                 let discount = discount.as_ref().map(|(code, amount)| {
                     context! { code, amount => format_money(&Money { amount_minor: -amount.amount_minor, ..amount.clone() }) }
                 });
-                context! { name, order_id, total => format_money(total), items, discount }
+                // Free shipping says so rather than "EUR 0.00".
+                let shipping = shipping.as_ref().map(|(rate, cost)| {
+                    let free = cost.amount_minor == 0;
+                    context! { name => rate, free, amount => format_money(cost) }
+                });
+                context! { name, order_id, total => format_money(total), items, discount, shipping }
             }
             Facts::OrderFailed { order_id, reason } => context! { name, order_id, reason },
             Facts::PaymentFailed { order_id, amount, reason } => {
@@ -403,9 +410,10 @@ mod tests {
             Facts::Welcome,
             Facts::OrderConfirmed {
                 order_id: "o-1".into(),
-                total: eur(2610),
+                total: eur(3100),
                 items: vec![ItemLine { name: "Coffee".into(), quantity: 2, line_total: eur(2900) }],
                 discount: Some(("SUMMER-10".into(), eur(290))),
+                shipping: Some(("Standard".into(), eur(490))),
             },
             Facts::OrderFailed { order_id: "o-2".into(), reason: "the card was declined".into() },
             Facts::PaymentFailed { order_id: "o-3".into(), amount: eur(500), reason: "insufficient funds".into() },
@@ -478,21 +486,42 @@ mod tests {
         let facts = &every_fact()[1];
         let de = templates.render(facts, "Ada", "de-AT").expect("renders");
         assert_eq!(de.subject, "Ihre Bestellung o-1 ist bestätigt");
-        let lines = "- 2 x Coffee: EUR 29.00\n- Rabatt (SUMMER-10): EUR -2.90\n\nGesamt: EUR 26.10";
+        let lines = "- 2 x Coffee: EUR 29.00\n- Rabatt (SUMMER-10): EUR -2.90\n- Versand (Standard): EUR 4.90\n\nGesamt: EUR 31.00";
         assert!(de.text.contains(lines), "{}", de.text);
         let en = templates.render(facts, "Ada", "fr").expect("renders");
         assert_eq!(en.subject, "Your order o-1 is confirmed");
         assert!(en.html.contains("<td>Coffee</td><td>EUR 29.00</td>"), "{}", en.html);
         assert!(en.html.contains("<td>Discount (SUMMER-10)</td><td>EUR -2.90</td>"), "{}", en.html);
-        // Without a code, no discount line.
+        assert!(en.html.contains("<td>Shipping (Standard)</td><td>EUR 4.90</td>"), "{}", en.html);
+        // Without a code, no discount line; without shipping rates, no shipping line.
         let Facts::OrderConfirmed { order_id, items, .. } = facts.clone() else { panic!("an order") };
-        let plain = Facts::OrderConfirmed { order_id, total: eur(2900), items, discount: None };
+        let plain = Facts::OrderConfirmed {
+            order_id: order_id.clone(),
+            total: eur(2900),
+            items: items.clone(),
+            discount: None,
+            shipping: None,
+        };
         let plain = templates.render(&plain, "Ada", "en").expect("renders");
         assert!(
-            plain.text.contains("EUR 29.00\n\nTotal: EUR 29.00") && !plain.text.contains("Discount"),
+            plain.text.contains("EUR 29.00\n\nTotal: EUR 29.00")
+                && !plain.text.contains("Discount")
+                && !plain.text.contains("Shipping"),
             "{}",
             plain.text
         );
+        // Free shipping says so.
+        let free = Facts::OrderConfirmed {
+            order_id,
+            total: eur(2900),
+            items,
+            discount: None,
+            shipping: Some(("Pick-up".into(), eur(0))),
+        };
+        for (locale, line) in [("en", "- Shipping (Pick-up): free\n"), ("de", "- Versand (Pick-up): kostenlos\n")] {
+            let email = templates.render(&free, "Ada", locale).expect("renders");
+            assert!(email.text.contains(line), "{}", email.text);
+        }
     }
 
     #[test]
