@@ -1,7 +1,7 @@
 //! The checkout's hard cases over HTTP, on SQLite and PostgreSQL: an order for more than is in stock, 300
 //! buyers racing for 100 units, a second customer who tries to read or act on the first one's cart, orders,
-//! payments and refunds, and a discount code with one use. Each ends with `mercato audit` finding the books
-//! sound.
+//! payments and refunds, a discount code with one use, and shipping rates priced with the checkout. Each ends
+//! with `mercato audit` finding the books sound.
 
 use std::time::Duration;
 
@@ -378,4 +378,100 @@ async fn a_discount_code_with_one_use_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_discount_code_with_one_use_on_postgres() {
     a_discount_code_with_one_use(Storage::Postgres).await;
+}
+
+async fn shipping_is_charged_by_the_rate_the_destination_allows(storage: Storage) {
+    let Some(p) = TestPlatform::start(storage).await else { return };
+    let admin = p.admin_token().await;
+    let ada = p.customer_token("ada-ship@example.com").await;
+    let teas = product_in_stock(&p, &admin, "TEA-SHIP", "1200", 10).await;
+    let eur = |minor: &str| json!({"currency": "EUR", "amountMinor": minor});
+    let rates = [
+        json!({"id": "standard", "name": "Standard (3-5 days)", "countries": ["fr", "DE"], "price": eur("490"),
+            "freeFrom": eur("5000")}),
+        json!({"id": "express", "name": "Express", "countries": ["FR"], "price": eur("1290")}),
+    ];
+    for rate in rates {
+        let made = p.send("POST", "/v1/shipping-rates", Some(&admin), Some(rate)).await;
+        assert_eq!(made.status, 201, "{}", made.json);
+    }
+    let mine = json!({"id": "mine", "name": "Mine", "price": eur("0")});
+    assert_eq!(
+        p.send("POST", "/v1/shipping-rates", Some(&ada), Some(mine)).await.status,
+        403,
+        "customers set no rates"
+    );
+
+    // Anyone sees what shipping to France costs, cheapest first.
+    let listed = p.send("GET", "/v1/shipping-rates?country=fr", None, None).await;
+    assert_eq!(listed.status, 200, "{}", listed.json);
+    let ids: Vec<_> = listed.json["shippingRates"].as_array().expect("rates").iter().map(|r| r["id"].clone()).collect();
+    assert_eq!(ids, [json!("standard"), json!("express")]);
+
+    // The preview offers both and prices the cheapest; the order charges the one chosen.
+    let items = json!([{"productId": teas, "quantity": 2}]);
+    let preview = json!({"items": items, "shippingAddress": address()});
+    let quoted = p.send("POST", "/v1/orders:preview", Some(&ada), Some(preview)).await;
+    assert_eq!(quoted.status, 200, "{}", quoted.json);
+    let amounts = ["subtotal", "shipping", "total"].map(|field| quoted.json[field]["amountMinor"].clone());
+    assert_eq!(amounts, [json!("2400"), json!("490"), json!("2890")], "{}", quoted.json);
+    let offered: Vec<_> = quoted.json["shippingOptions"]
+        .as_array()
+        .expect("options")
+        .iter()
+        .map(|o| (o["shippingRateId"].clone(), o["price"]["amountMinor"].clone()))
+        .collect();
+    assert_eq!(offered, [(json!("standard"), json!("490")), (json!("express"), json!("1290"))]);
+
+    let order = json!({"shippingAddress": address(), "paymentMethod": "tok_visa", "items": items,
+        "shippingRateId": "express"});
+    let bearer = format!("Bearer {ada}");
+    let headers = [("authorization", bearer.as_str()), ("idempotency-key", "ship-1")];
+    let placed = p.send_with("POST", "/v1/orders", &headers, Some(order)).await;
+    assert_eq!(placed.status, 201, "{}", placed.json);
+    let order = placed.json;
+    assert_eq!(order["status"], "ORDER_STATUS_CONFIRMED", "{order}");
+    let amounts = ["subtotal", "shipping", "total"].map(|field| order[field]["amountMinor"].clone());
+    assert_eq!(amounts, [json!("2400"), json!("1290"), json!("3690")], "{order}");
+    assert_eq!(
+        (order["shippingRateId"].as_str(), order["shippingRateName"].as_str()),
+        (Some("express"), Some("Express"))
+    );
+    let payment_id = order["paymentId"].as_str().expect("payment id");
+    let payment = p.send("GET", &format!("/v1/payments/{payment_id}"), Some(&ada), None).await;
+    assert_eq!(payment.json["amount"]["amountMinor"], "3690", "the payment includes shipping: {}", payment.json);
+    assert_books_sound(&p).await;
+
+    // The warehouse sees how the parcel is to go.
+    let id = order["id"].as_str().expect("order id");
+    let shipments = p
+        .get_until(&format!("/v1/shipments?orderId={id}"), &ada, |v| v["shipments"][0]["shippingMethod"] == "Express")
+        .await;
+    assert_eq!(shipments["shipments"].as_array().map(Vec::len), Some(1), "{shipments}");
+
+    // Where no rate goes, the order is refused before anything is held.
+    let mut far = address();
+    far["country"] = json!("JP");
+    let order =
+        json!({"shippingAddress": far, "paymentMethod": "tok_visa", "items": [{"productId": teas, "quantity": 1}]});
+    let headers = [("authorization", bearer.as_str()), ("idempotency-key", "ship-2")];
+    let refused = p.send_with("POST", "/v1/orders", &headers, Some(order)).await;
+    assert_eq!(refused.status, 400, "{}", refused.json);
+    let violation = &refused.json["error"]["details"][0]["fieldViolations"][0];
+    assert_eq!(
+        (violation["field"].as_str(), violation["description"].as_str()),
+        (Some("shippingAddress.country"), Some("JP is not a country this shop ships orders in EUR to"))
+    );
+    assert_eq!(inventory(&p, &teas).await["available"], 8, "nothing held for the refused order");
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shipping_is_charged_by_the_rate_the_destination_allows_on_sqlite() {
+    shipping_is_charged_by_the_rate_the_destination_allows(Storage::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn shipping_is_charged_by_the_rate_the_destination_allows_on_postgres() {
+    shipping_is_charged_by_the_rate_the_destination_allows(Storage::Postgres).await;
 }

@@ -121,6 +121,10 @@ pub async fn up(mut settings: Settings, options: UpOptions, shutdown: Cancellati
         if added > 0 {
             tracing::info!(products = added, "seeded the demo catalog");
         }
+        let added = orders::seed_demo(&settings).await.context("seeding the demo shipping rates")?;
+        if added > 0 {
+            tracing::info!(rates = added, "seeded the demo shipping rates");
+        }
     }
 
     // One bus for the whole process: every service's relay publishes to it and its consumers subscribe to it.

@@ -129,6 +129,32 @@ pub async fn serve(
     Ok(served?)
 }
 
+/// Gives a shop without shipping rates the demo's ([`shipping::demo_rates`]), in the configured database;
+/// answers how many were added (none when it has rates).
+pub async fn seed_demo(settings: &Settings) -> Result<usize, Error> {
+    let db = Db::open(settings, NAME).await?;
+    let result = seed_demo_into(&db).await;
+    db.close().await;
+    result
+}
+
+/// [`seed_demo`] on an open database (migrated first).
+pub async fn seed_demo_into(db: &Db) -> Result<usize, Error> {
+    db.migrate(&MIGRATOR, NAME).await?;
+    let store = store::Store::new(db.clone());
+    if !store.shipping_rates().await?.is_empty() {
+        return Ok(0);
+    }
+    let mut added = 0;
+    for rate in shipping::demo_rates(platform::time::now_micros()) {
+        // A start racing this one may have added it first.
+        if store.insert_shipping_rate(&rate).await? {
+            added += 1;
+        }
+    }
+    Ok(added)
+}
+
 /// Applies the orders service's pending migrations to the configured database.
 pub async fn migrate(settings: &Settings) -> Result<(), Error> {
     let db = Db::open(settings, NAME).await?;

@@ -193,6 +193,26 @@ pub fn apply_update(
     check(next, current.create_time, now)
 }
 
+/// The rates a fresh `mercato up --demo` ships with (the demo catalog is priced in euros): standard, free from
+/// EUR 50.00, and express, to every country.
+pub fn demo_rates(now: i64) -> Vec<ShippingRate> {
+    let eur = |amount_minor| Price { currency: "EUR".to_owned(), amount_minor };
+    let rate = |id: &str, name: &str, price, free_from_minor| ShippingRate {
+        id: id.to_owned(),
+        name: name.to_owned(),
+        countries: Vec::new(),
+        price: eur(price),
+        free_from_minor,
+        disabled: false,
+        create_time: now,
+        update_time: now,
+    };
+    vec![
+        rate("standard", "Standard (3-5 working days)", 490, Some(5000)),
+        rate("express", "Express (next working day)", 990, None),
+    ]
+}
+
 /// What an order is charged for shipping, and by which rate.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Shipping {

@@ -354,7 +354,20 @@ async fn a_preview_offers_the_rates_of_the_destination(db: Db) {
     server.stop().await;
 }
 
+async fn the_demo_ships_with_two_rates_once(db: Db) {
+    assert_eq!(orders::seed_demo_into(&db).await.expect("seed"), 2);
+    assert_eq!(orders::seed_demo_into(&db).await.expect("seed again"), 0, "a shop with rates keeps its own");
+    let server = Server::start(db, Fake::new(), Wiring::Direct).await;
+    let ada = server.client("ada", false).await;
+    let order = ada.create(order_of(&[(COFFEE, 1)], "d1")).await.expect("create");
+    assert_eq!((amounts(&order), order.shipping_rate_id.as_str()), ((1450, 0, 490, 1940), "standard"));
+    let listed = Rates::anonymous(&server).await.list("", "", false).await.expect("list");
+    assert_eq!(listed, ["standard", "express"]);
+    server.stop().await;
+}
+
 on_both_engines!(
+    the_demo_ships_with_two_rates_once,
     staff_manage_rates_and_anyone_lists_the_enabled_ones,
     checkout_charges_the_cheapest_rate_or_the_one_asked_for,
     a_preview_offers_the_rates_of_the_destination,
