@@ -261,6 +261,8 @@ pub enum Fact {
         total: Amount,
         /// What a discount code took off (0 without one), in the total's currency.
         discount_minor: i64,
+        /// What shipping cost (0 when free or not charged; the total includes it).
+        shipping_minor: i64,
         /// Its lines.
         lines: Vec<OrderLine>,
         /// Whether it was placed from the customer's cart.
@@ -311,6 +313,8 @@ pub struct SalesFigures {
     pub discounted_orders: i64,
     /// What discount codes took off confirmed orders.
     pub discount_minor: i64,
+    /// What confirmed orders paid for shipping.
+    pub shipping_minor: i64,
 }
 
 impl SalesFigures {
@@ -325,6 +329,7 @@ impl SalesFigures {
         self.captured_minor = self.captured_minor.saturating_add(other.captured_minor);
         self.discounted_orders = self.discounted_orders.saturating_add(other.discounted_orders);
         self.discount_minor = self.discount_minor.saturating_add(other.discount_minor);
+        self.shipping_minor = self.shipping_minor.saturating_add(other.shipping_minor);
     }
 
     /// Everything given back: refunds and cancellations.
@@ -430,7 +435,7 @@ pub fn effect(fact: &Fact, day: Day) -> Effect {
     };
     let sales = |amount: &Amount, figures: SalesFigures| Some((amount.currency.clone(), figures));
     match fact {
-        Fact::OrderConfirmed { total, discount_minor, lines, from_cart } => Effect {
+        Fact::OrderConfirmed { total, discount_minor, shipping_minor, lines, from_cart } => Effect {
             day,
             sales: sales(
                 total,
@@ -439,6 +444,7 @@ pub fn effect(fact: &Fact, day: Day) -> Effect {
                     gross_minor: total.minor,
                     discounted_orders: i64::from(*discount_minor > 0),
                     discount_minor: *discount_minor,
+                    shipping_minor: *shipping_minor,
                     ..SalesFigures::default()
                 },
             ),
@@ -826,6 +832,7 @@ mod tests {
         let fact = Fact::OrderConfirmed {
             total: eur(3_500),
             discount_minor: 0,
+            shipping_minor: 0,
             lines: vec![line("a", 2, 3_000), line("b", 1, 500)],
             from_cart: true,
         };
@@ -841,25 +848,38 @@ mod tests {
         );
         assert_eq!(effect.labels[1], ProductLabel { product_id: "b".into(), sku: "SKU-b".into(), name: "B".into() });
         assert_eq!(effect.funnel, Some(Funnel { carts_started: 0, orders_from_carts: 1 }));
-        let direct = Fact::OrderConfirmed { total: eur(1), discount_minor: 0, lines: vec![], from_cart: false };
+        let direct = Fact::OrderConfirmed {
+            total: eur(1),
+            discount_minor: 0,
+            shipping_minor: 0,
+            lines: vec![],
+            from_cart: false,
+        };
         assert_eq!(super::effect(&direct, 7).funnel, None, "a direct order is not a cart conversion");
     }
 
     #[test]
-    fn a_discounted_order_counts_what_its_code_took_off_beside_what_it_cost() {
+    fn a_discounted_order_counts_what_its_code_took_off_and_its_shipping_beside_what_it_cost() {
         let fact = Fact::OrderConfirmed {
-            total: eur(3_150),
+            total: eur(3_640),
             discount_minor: 350,
+            shipping_minor: 490,
             lines: vec![line("a", 1, 3_500)],
             from_cart: false,
         };
         let sales = effect(&fact, 7).sales.expect("sales").1;
         assert_eq!(
-            (sales.orders, sales.gross_minor, sales.discounted_orders, sales.discount_minor),
-            (1, 3_150, 1, 350)
+            (sales.orders, sales.gross_minor, sales.discounted_orders, sales.discount_minor, sales.shipping_minor),
+            (1, 3_640, 1, 350, 490)
         );
         let mut day = sales.clone();
-        let plain = Fact::OrderConfirmed { total: eur(3_500), discount_minor: 0, lines: vec![], from_cart: false };
+        let plain = Fact::OrderConfirmed {
+            total: eur(3_500),
+            discount_minor: 0,
+            shipping_minor: 0,
+            lines: vec![],
+            from_cart: false,
+        };
         day.add(&effect(&plain, 7).sales.expect("sales").1);
         assert_eq!((day.orders, day.discounted_orders, day.discount_minor), (2, 1, 350));
     }

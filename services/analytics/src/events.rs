@@ -125,9 +125,12 @@ pub fn fact(event: &RecordedEvent) -> Result<Fact, Error> {
             let confirmed = OrderConfirmed::decode(payload).map_err(decode_error)?;
             // Absent (events from before discount codes) or zero: no discount.
             let discount_minor = confirmed.discount.map_or(0, |d| d.amount_minor.max(0));
+            // Likewise for events from before shipping rates.
+            let shipping_minor = confirmed.shipping.map_or(0, |s| s.amount_minor.max(0));
             Ok(Fact::OrderConfirmed {
                 total: amount(confirmed.total, "total").map_err(bad)?,
                 discount_minor,
+                shipping_minor,
                 lines: lines(confirmed.items).map_err(bad)?,
                 from_cart: confirmed.from_cart,
             })

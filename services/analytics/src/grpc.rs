@@ -49,6 +49,7 @@ fn sales_to_wire(currency: &str, figures: &SalesFigures) -> CurrencySales {
         captured: money(currency, figures.captured_minor),
         discounted_orders: figures.discounted_orders,
         discount: money(currency, figures.discount_minor),
+        shipping: money(currency, figures.shipping_minor),
     }
 }
 
@@ -68,6 +69,7 @@ fn summary_to_wire(currency: &str, figures: &SalesFigures) -> CurrencySummary {
         captured: money(currency, figures.captured_minor),
         discounted_orders: figures.discounted_orders,
         discount: money(currency, figures.discount_minor),
+        shipping: money(currency, figures.shipping_minor),
     }
 }
 

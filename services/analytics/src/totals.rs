@@ -102,7 +102,7 @@ mod tests {
     }
 
     fn order(lines: Vec<OrderLine>, total: i64) -> Fact {
-        Fact::OrderConfirmed { total: eur(total), discount_minor: 0, lines, from_cart: true }
+        Fact::OrderConfirmed { total: eur(total), discount_minor: 0, shipping_minor: 0, lines, from_cart: true }
     }
 
     #[test]

@@ -188,6 +188,11 @@ fn confirmed(id: &str, date: &str, hour: i64, items: Vec<OrderItem>, from_cart: 
 
 /// `order.confirmed` of `items` with a discount code that took `discount` off their sum.
 fn discounted(id: &str, date: &str, items: Vec<OrderItem>, discount: i64) -> EventEnvelope {
+    shipped(id, date, items, discount, 0)
+}
+
+/// `order.confirmed` of `items` with a discount and `shipping` paid on top (a shipping rate when it is not 0).
+fn shipped(id: &str, date: &str, items: Vec<OrderItem>, discount: i64, shipping: i64) -> EventEnvelope {
     let currency = items[0].line_total.as_ref().expect("line total").currency.clone();
     let subtotal: i64 = items.iter().map(|i| i.line_total.as_ref().expect("line total").amount_minor).sum();
     let payload = OrderConfirmed {
@@ -195,9 +200,11 @@ fn discounted(id: &str, date: &str, items: Vec<OrderItem>, discount: i64) -> Eve
         customer_id: "c".into(),
         payment_id: format!("pay-{id}"),
         items,
-        total: money(&currency, subtotal - discount),
+        total: money(&currency, subtotal - discount + shipping),
         discount: money(&currency, discount),
-        discount_code: "SAVE-10".into(),
+        discount_code: if discount > 0 { "SAVE-10".into() } else { String::new() },
+        shipping: money(&currency, shipping),
+        shipping_rate_id: if shipping > 0 { "standard".into() } else { String::new() },
         ..OrderConfirmed::default()
     };
     envelope(&format!("ev-confirmed-{id}"), "order.confirmed", date, 12, payload.encode_to_vec())
@@ -464,6 +471,7 @@ async fn reports_show_what_the_shop_sold(db: Db) {
         captured: money("EUR", 4_500),
         discounted_orders: 0,
         discount: money("EUR", 0),
+        shipping: money("EUR", 0),
     };
     let usd = CurrencySummary {
         currency: "USD".into(),
@@ -480,6 +488,7 @@ async fn reports_show_what_the_shop_sold(db: Db) {
         captured: money("USD", 2_500),
         discounted_orders: 0,
         discount: money("USD", 0),
+        shipping: money("USD", 0),
     };
     assert_eq!(
         summary,
@@ -656,11 +665,12 @@ async fn a_rebuild_reproduces_the_reports(db: Db) {
     server.stop().await;
 }
 
-async fn discounts_are_reported_beside_what_orders_cost(db: Db) {
+async fn discounts_and_shipping_are_reported_beside_what_orders_cost(db: Db) {
     let server = Server::start(db).await;
     // The day's row exists before the discounted order adds to it.
     server.publish(confirmed("d2", "2025-03-04", 13, vec![item(MUG, "Mug", 1, "EUR", 1200)], false)).await;
     server.publish(discounted("d1", "2025-03-04", vec![item(MUG, "Mug", 2, "EUR", 1200)], 240)).await;
+    server.publish(shipped("d3", "2025-03-04", vec![item(MUG, "Mug", 1, "EUR", 1200)], 0, 490)).await;
     let owner = server.owner();
     let daily = GetSalesReportRequest {
         from: "2025-03-04".into(),
@@ -672,13 +682,14 @@ async fn discounts_are_reported_beside_what_orders_cost(db: Db) {
     let day = &report.buckets[0].sales[0];
     assert_eq!(
         (day.orders, amount(&day.gross, "EUR"), day.discounted_orders, amount(&day.discount, "EUR")),
-        (2, 2160 + 1200, 1, 240),
+        (3, 2160 + 1200 + 1690, 1, 240),
         "gross is what the orders cost; the discount is beside it"
     );
+    assert_eq!(amount(&day.shipping, "EUR"), 490, "what orders paid for shipping (in gross)");
     let summary = server.summary(&owner, "2025-03-01", "2025-04-01").await.expect("summary");
     let eur = &summary.currencies[0];
-    assert_eq!((eur.discounted_orders, amount(&eur.discount, "EUR")), (1, 240));
-    assert_eq!(server.rebuild(&server.operator()).await.expect("rebuild"), 2);
+    assert_eq!((eur.discounted_orders, amount(&eur.discount, "EUR"), amount(&eur.shipping, "EUR")), (1, 240, 490));
+    assert_eq!(server.rebuild(&server.operator()).await.expect("rebuild"), 3);
     assert_eq!(server.sales(&owner, daily).await.expect("sales"), report, "a rebuild finds the same");
     server.stop().await;
 }
@@ -850,7 +861,7 @@ macro_rules! on_both_engines {
 }
 
 on_both_engines!(
-    discounts_are_reported_beside_what_orders_cost,
+    discounts_and_shipping_are_reported_beside_what_orders_cost,
     reports_show_what_the_shop_sold,
     a_redelivered_event_counts_once,
     the_inbox_forgets_events_handled_long_ago,
