@@ -486,13 +486,13 @@ mod tests {
         let facts = &every_fact()[1];
         let de = templates.render(facts, "Ada", "de-AT").expect("renders");
         assert_eq!(de.subject, "Ihre Bestellung o-1 ist bestätigt");
-        let lines = "- 2 x Coffee: EUR 29.00\n- Rabatt (SUMMER-10): EUR -2.90\n- Versand (Standard): EUR 4.90\n\nGesamt: EUR 31.00";
+        let lines = "- 2 x Coffee: EUR 29.00\n- Rabatt (SUMMER-10): EUR -2.90\n- Versand, Standard: EUR 4.90\n\nGesamt: EUR 31.00";
         assert!(de.text.contains(lines), "{}", de.text);
         let en = templates.render(facts, "Ada", "fr").expect("renders");
         assert_eq!(en.subject, "Your order o-1 is confirmed");
         assert!(en.html.contains("<td>Coffee</td><td>EUR 29.00</td>"), "{}", en.html);
         assert!(en.html.contains("<td>Discount (SUMMER-10)</td><td>EUR -2.90</td>"), "{}", en.html);
-        assert!(en.html.contains("<td>Shipping (Standard)</td><td>EUR 4.90</td>"), "{}", en.html);
+        assert!(en.html.contains("<td>Shipping, Standard</td><td>EUR 4.90</td>"), "{}", en.html);
         // Without a code, no discount line; without shipping rates, no shipping line.
         let Facts::OrderConfirmed { order_id, items, .. } = facts.clone() else { panic!("an order") };
         let plain = Facts::OrderConfirmed {
@@ -518,7 +518,7 @@ mod tests {
             discount: None,
             shipping: Some(("Pick-up".into(), eur(0))),
         };
-        for (locale, line) in [("en", "- Shipping (Pick-up): free\n"), ("de", "- Versand (Pick-up): kostenlos\n")] {
+        for (locale, line) in [("en", "- Shipping, Pick-up: free\n"), ("de", "- Versand, Pick-up: kostenlos\n")] {
             let email = templates.render(&free, "Ada", locale).expect("renders");
             assert!(email.text.contains(line), "{}", email.text);
         }
