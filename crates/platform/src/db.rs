@@ -425,6 +425,17 @@ pub fn is_unique_violation(error: &sqlx::Error) -> bool {
     error.as_database_error().is_some_and(|e| e.is_unique_violation())
 }
 
+/// Whether an INSERT (its `execute` result) went in: false when it met a unique constraint (the row exists
+/// already), the error otherwise. Only for statements outside a transaction: on PostgreSQL the violation aborts
+/// the transaction it happens in.
+pub fn inserted<T>(result: Result<T, sqlx::Error>) -> Result<bool, sqlx::Error> {
+    match result {
+        Ok(_) => Ok(true),
+        Err(e) if is_unique_violation(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Whether an error is a violation of a foreign key (on either engine; SQLite enforces them in every pool this
 /// module opens).
 pub fn is_foreign_key_violation(error: &sqlx::Error) -> bool {

@@ -211,43 +211,25 @@ impl Store {
     /// Items added after the order was confirmed would be lost to a late redelivery; only lines older than
     /// the event are removed.
     pub async fn clear_for_event(&self, event_id: &str, customer_id: &str, now: i64) -> Result<bool, Error> {
-        with_db!(&self.db, pool => {
-            let mut tx = pool.begin_write().await?;
-            let result = async {
-                if !platform::events::first_delivery(&mut *tx, crate::events::CONSUMER, event_id).await? {
-                    return Ok(false);
-                }
-                sqlx::query("DELETE FROM cart_items WHERE customer_id = $1 AND add_time <= $2")
-                    .bind(customer_id)
-                    .bind(now)
-                    .execute(&mut *tx)
-                    .await?;
-                Ok(true)
-            }
-            .await;
-            finish(tx, result).await
+        platform::once_per_event!(&self.db, crate::events::CONSUMER, event_id, |tx| {
+            sqlx::query("DELETE FROM cart_items WHERE customer_id = $1 AND add_time <= $2")
+                .bind(customer_id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
         })
     }
 
     /// Erases the cart of `customer_id` (its items and its row) for the event `event_id`, once (false for a
     /// redelivery): the account was deleted.
     pub async fn erase(&self, event_id: &str, customer_id: &str) -> Result<bool, Error> {
-        with_db!(&self.db, pool => {
-            let mut tx = pool.begin_write().await?;
-            let result = async {
-                if !platform::events::first_delivery(&mut *tx, crate::events::CONSUMER, event_id).await? {
-                    return Ok(false);
-                }
-                for table in ["cart_items", "carts"] {
-                    sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE customer_id = $1")))
-                        .bind(customer_id)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                Ok(true)
+        platform::once_per_event!(&self.db, crate::events::CONSUMER, event_id, |tx| {
+            for table in ["cart_items", "carts"] {
+                sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE customer_id = $1")))
+                    .bind(customer_id)
+                    .execute(&mut *tx)
+                    .await?;
             }
-            .await;
-            finish(tx, result).await
         })
     }
 

@@ -591,33 +591,23 @@ impl Store {
         reason: &str,
         now: i64,
     ) -> Result<bool, Error> {
-        with_db!(&self.db, pool => {
-            let mut tx = pool.begin_write().await?;
-            let result = async {
-                // The inbox row first: it is the write that takes SQLite's lock, and it decides "once".
-                if !platform::events::first_delivery(&mut *tx, crate::events::CONSUMER, event_id).await? {
-                    return Ok(false);
+        platform::once_per_event!(&self.db, crate::events::CONSUMER, event_id, |tx| {
+            for (product_id, units) in items {
+                let changed = sqlx::query(
+                    "UPDATE inventory SET on_hand = on_hand + $1, update_time = $2 \
+                     WHERE product_id = $3 AND on_hand + $1 <= $4",
+                )
+                .bind(*units)
+                .bind(now)
+                .bind(product_id)
+                .bind(MAX_STOCK)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if changed == 1 {
+                    record_adjustment!(&mut *tx, product_id, *units, reason, "orders", now);
                 }
-                for (product_id, units) in items {
-                    let changed = sqlx::query(
-                        "UPDATE inventory SET on_hand = on_hand + $1, update_time = $2 \
-                         WHERE product_id = $3 AND on_hand + $1 <= $4",
-                    )
-                    .bind(*units)
-                    .bind(now)
-                    .bind(product_id)
-                    .bind(MAX_STOCK)
-                    .execute(&mut *tx)
-                    .await?
-                    .rows_affected();
-                    if changed == 1 {
-                        record_adjustment!(&mut *tx, product_id, *units, reason, "orders", now);
-                    }
-                }
-                Ok(true)
             }
-            .await;
-            finish(tx, result).await
         })
     }
 

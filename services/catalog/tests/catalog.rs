@@ -43,6 +43,8 @@ struct Server {
     blob_dir: platform::testkit::TempDir,
     shutdown: CancellationToken,
     task: JoinHandle<Result<(), catalog::Error>>,
+    /// The bus the catalog consumes from (a test publishes `order.cancelled` on it).
+    bus: Arc<InProcessBus>,
 }
 
 impl Server {
@@ -74,7 +76,10 @@ impl Server {
         );
         let blob_dir = platform::testkit::TempDir::new("catalog-blobs").expect("temp dir");
         let blobs = platform::blob::Blobs::in_directory(blob_dir.path()).expect("blobs");
-        let task = tokio::spawn(catalog::serve(listener, db.clone(), blobs, issuer.verifier(), bus, shutdown.clone()));
+        // The consumer of order.cancelled, as `catalog::run` subscribes it (used once serve has migrated).
+        catalog::events::subscribe(bus.as_ref(), catalog::store::Store::new(db.clone()));
+        let task =
+            tokio::spawn(catalog::serve(listener, db.clone(), blobs, issuer.verifier(), bus.clone(), shutdown.clone()));
         let url = format!("http://{addr}");
         let mut attempt = 0;
         let client = loop {
@@ -88,7 +93,7 @@ impl Server {
                 Err(e) => panic!("catalog did not come up: {e}"),
             }
         };
-        Self { client, published, issuer, db, blob_dir, shutdown, task }
+        Self { client, published, issuer, db, blob_dir, shutdown, task, bus }
     }
 
     /// A staff token with every catalog scope.
@@ -1149,7 +1154,35 @@ async fn holds_say_whether_they_wrote_an_event(db: Db) {
     server.stop().await;
 }
 
+/// A cancelled order's units go back on hand once, however often its `order.cancelled` is delivered.
+async fn a_cancelled_order_is_restocked_once(db: Db) {
+    let server = Server::start(db).await;
+    let tea = server.create(product("TEA-1", "Tea", "tea", 500)).await;
+    server.adjust(&tea.id, 10).await.expect("stock");
+    assert_eq!(server.reserve("o-1", &[(&tea.id, 3)]).await.expect("hold"), 1);
+    server.commit("o-1").await.expect("sold");
+    assert_eq!(server.inventory(&tea.id).await.on_hand, 7);
+
+    let item = api::mercato::orders::v1::OrderItem { product_id: tea.id.clone(), quantity: 3, ..Default::default() };
+    let cancelled =
+        api::mercato::orders::v1::OrderCancelled { order_id: "o-1".into(), items: vec![item], ..Default::default() };
+    let envelope = EventEnvelope {
+        id: "ev-cancelled-1".into(),
+        source: "orders".into(),
+        r#type: "order.cancelled".into(),
+        subject: "o-1".into(),
+        data: cancelled.encode_to_vec(),
+        ..EventEnvelope::default()
+    };
+    server.bus.publish(envelope.clone()).await.expect("taken");
+    assert_eq!(server.inventory(&tea.id).await.on_hand, 10, "the units are back");
+    server.bus.publish(envelope).await.expect("a redelivery is taken too");
+    assert_eq!(server.inventory(&tea.id).await.on_hand, 10, "and only once");
+    server.stop().await;
+}
+
 on_both_engines!(
+    a_cancelled_order_is_restocked_once,
     holds_say_whether_they_wrote_an_event,
     changes_are_published,
     create_get_list_and_access,

@@ -1,7 +1,6 @@
 //! The SQL of discount codes as staff manage them and checkout reads them. Counting a use, and giving it back,
 //! happen in the transactions that place and end orders ([`Store::insert_order`], [`Store::advance`]).
 
-use platform::db::is_unique_violation;
 use platform::paging::KeyCursor;
 use platform::with_db;
 
@@ -86,11 +85,7 @@ impl Store {
                 .await
                 .map(|_| ())
         });
-        match inserted {
-            Ok(()) => Ok(true),
-            Err(e) if is_unique_violation(&e) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        Ok(platform::db::inserted(inserted)?)
     }
 
     /// Code `code` (upper case), if it exists.

@@ -1,6 +1,5 @@
 //! The SQL of shipping rates, as staff manage them and checkout reads them.
 
-use platform::db::is_unique_violation;
 use platform::with_db;
 
 use crate::domain::Price;
@@ -57,11 +56,7 @@ impl Store {
                 .await
                 .map(|_| ())
         });
-        match inserted {
-            Ok(()) => Ok(true),
-            Err(e) if is_unique_violation(&e) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        Ok(platform::db::inserted(inserted)?)
     }
 
     /// Rate `id` (lower case), if it exists.

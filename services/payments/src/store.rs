@@ -250,11 +250,7 @@ impl Store {
             .await
             .map(|_| ())
         });
-        match inserted {
-            Ok(()) => Ok(true),
-            Err(e) if is_unique_violation(&e) => Ok(false),
-            Err(e) => Err(e.into()),
-        }
+        Ok(platform::db::inserted(inserted)?)
     }
 
     /// The stored key, if any.

@@ -8,7 +8,6 @@
 
 use api::mercato::orders::v1::Address;
 use platform::db::{BeginWrite, Db, finish};
-use platform::events::first_delivery;
 use platform::with_db;
 
 use crate::domain::{AddressFields, MAX_ADDRESSES, ProfileFields};
@@ -148,32 +147,23 @@ impl Store {
     /// before the registration arrived, their name and language stay; the email is the account's, unless a
     /// later change of it arrived first (a redelivered registration must not bring the old address back).
     pub async fn register(&self, event_id: &str, registration: &Registration, now: i64) -> Result<bool, Error> {
-        with_db!(&self.db, pool => {
-            let mut tx = pool.begin_write().await?;
-            let result = async {
-                if !first_delivery(&mut *tx, crate::events::CONSUMER, event_id).await? {
-                    return Ok(false);
-                }
-                sqlx::query(
-                    "INSERT INTO profiles (user_id, email, display_name, phone, locale, create_time, update_time) \
-                     VALUES ($1, $2, $3, '', $4, $5, $5) \
-                     ON CONFLICT (user_id) DO UPDATE SET \
-                     email = CASE WHEN profiles.email = '' THEN excluded.email ELSE profiles.email END, \
-                     display_name = CASE WHEN profiles.display_name = '' THEN excluded.display_name \
-                     ELSE profiles.display_name END, \
-                     locale = CASE WHEN profiles.locale = '' THEN excluded.locale ELSE profiles.locale END",
-                )
-                .bind(&registration.user_id)
-                .bind(&registration.email)
-                .bind(&registration.display_name)
-                .bind(&registration.locale)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                Ok(true)
-            }
-            .await;
-            finish(tx, result).await
+        platform::once_per_event!(&self.db, crate::events::CONSUMER, event_id, |tx| {
+            sqlx::query(
+                "INSERT INTO profiles (user_id, email, display_name, phone, locale, create_time, update_time) \
+                 VALUES ($1, $2, $3, '', $4, $5, $5) \
+                 ON CONFLICT (user_id) DO UPDATE SET \
+                 email = CASE WHEN profiles.email = '' THEN excluded.email ELSE profiles.email END, \
+                 display_name = CASE WHEN profiles.display_name = '' THEN excluded.display_name \
+                 ELSE profiles.display_name END, \
+                 locale = CASE WHEN profiles.locale = '' THEN excluded.locale ELSE profiles.locale END",
+            )
+            .bind(&registration.user_id)
+            .bind(&registration.email)
+            .bind(&registration.display_name)
+            .bind(&registration.locale)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         })
     }
 
@@ -181,48 +171,30 @@ impl Store {
     /// once (false for a redelivery). A profile not made yet is made with it; the registration then fills in
     /// the rest.
     pub async fn change_email(&self, event_id: &str, user_id: &str, email: &str, now: i64) -> Result<bool, Error> {
-        with_db!(&self.db, pool => {
-            let mut tx = pool.begin_write().await?;
-            let result = async {
-                if !first_delivery(&mut *tx, crate::events::CONSUMER, event_id).await? {
-                    return Ok(false);
-                }
-                sqlx::query(
-                    "INSERT INTO profiles (user_id, email, display_name, phone, locale, create_time, update_time) \
-                     VALUES ($1, $2, '', '', '', $3, $3) \
-                     ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, update_time = excluded.update_time",
-                )
-                .bind(user_id)
-                .bind(email)
-                .bind(now)
-                .execute(&mut *tx)
-                .await?;
-                Ok(true)
-            }
-            .await;
-            finish(tx, result).await
+        platform::once_per_event!(&self.db, crate::events::CONSUMER, event_id, |tx| {
+            sqlx::query(
+                "INSERT INTO profiles (user_id, email, display_name, phone, locale, create_time, update_time) \
+                 VALUES ($1, $2, '', '', '', $3, $3) \
+                 ON CONFLICT (user_id) DO UPDATE SET email = excluded.email, update_time = excluded.update_time",
+            )
+            .bind(user_id)
+            .bind(email)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
         })
     }
 
     /// Erases the profile and the address book of `user_id` for the event `event_id`, once (false for a
     /// redelivery).
     pub async fn erase(&self, event_id: &str, user_id: &str) -> Result<bool, Error> {
-        with_db!(&self.db, pool => {
-            let mut tx = pool.begin_write().await?;
-            let result = async {
-                if !first_delivery(&mut *tx, crate::events::CONSUMER, event_id).await? {
-                    return Ok(false);
-                }
-                for table in ["addresses", "profiles"] {
-                    sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE user_id = $1")))
-                        .bind(user_id)
-                        .execute(&mut *tx)
-                        .await?;
-                }
-                Ok(true)
+        platform::once_per_event!(&self.db, crate::events::CONSUMER, event_id, |tx| {
+            for table in ["addresses", "profiles"] {
+                sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE user_id = $1")))
+                    .bind(user_id)
+                    .execute(&mut *tx)
+                    .await?;
             }
-            .await;
-            finish(tx, result).await
         })
     }
 

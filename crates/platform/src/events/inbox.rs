@@ -6,6 +6,35 @@ use tokio_util::sync::CancellationToken;
 
 use crate::db::Db;
 
+/// Applies a consumer's effect of one event exactly once: in one write transaction of `$db` (a
+/// [`Db`](crate::db::Db)), records that `$consumer` handles `$event_id` ([`first_delivery`]: the write that takes
+/// SQLite's lock, and the one that decides "once"), then runs `$body` with the transaction as `$tx`, and commits.
+/// Evaluates to `Ok(true)`, or to `Ok(false)` without running `$body` for an event handled before; an error
+/// (`?` in `$body` converts into the enclosing function's error type) rolls everything back.
+///
+/// ```ignore
+/// platform::once_per_event!(&self.db, CONSUMER, event_id, |tx| {
+///     sqlx::query("DELETE FROM carts WHERE customer_id = $1").bind(customer_id).execute(&mut *tx).await?;
+/// })
+/// ```
+#[macro_export]
+macro_rules! once_per_event {
+    ($db:expr, $consumer:expr, $event_id:expr, |$tx:ident| $body:block) => {
+        $crate::with_db!($db, pool => {
+            let mut $tx = $crate::db::BeginWrite::begin_write(pool).await?;
+            let result = async {
+                if !$crate::events::first_delivery(&mut *$tx, $consumer, $event_id).await? {
+                    return Ok(false);
+                }
+                $body
+                Ok(true)
+            }
+            .await;
+            $crate::db::finish($tx, result).await
+        })
+    };
+}
+
 /// Records that `consumer` handles `event_id`, through `executor` (the transaction of the effect). Returns
 /// `false` when it was handled before: the caller then skips the effect and commits nothing new.
 pub async fn first_delivery<'e, E, DB>(executor: E, consumer: &str, event_id: &str) -> Result<bool, sqlx::Error>
