@@ -475,3 +475,51 @@ async fn shipping_is_charged_by_the_rate_the_destination_allows_on_sqlite() {
 async fn shipping_is_charged_by_the_rate_the_destination_allows_on_postgres() {
     shipping_is_charged_by_the_rate_the_destination_allows(Storage::Postgres).await;
 }
+
+async fn an_order_refunded_in_part_is_cancelled_for_the_rest(storage: Storage) {
+    let Some(p) = TestPlatform::start(storage).await else { return };
+    let admin = p.admin_token().await;
+    let ada = p.customer_token("ada-partial@example.com").await;
+    let lamps = product_in_stock(&p, &admin, "LAMP-1", "4000", 5).await;
+    let order = place_order(&p, &ada, "ada-lamp", &lamps, 1, "tok_visa").await;
+    assert_eq!(order["status"], "ORDER_STATUS_CONFIRMED", "{order}");
+    let (id, payment_id) = (order["id"].as_str().expect("id"), order["paymentId"].as_str().expect("payment"));
+
+    // Staff give EUR 5.00 back for a scratch; then, before it ships, Ada cancels the order.
+    let refund_body =
+        json!({"paymentId": payment_id, "amount": {"currency": "EUR", "amountMinor": "500"}, "reason": "scratched"});
+    let bearer = format!("Bearer {admin}");
+    let headers = [("authorization", bearer.as_str()), ("idempotency-key", "scratch-1")];
+    let refund = p.send_with("POST", "/v1/refunds", &headers, Some(refund_body)).await;
+    assert_eq!(refund.status, 201, "{}", refund.json);
+    let cancelled = p.send("POST", &format!("/v1/orders/{id}:cancel"), Some(&ada), Some(json!({}))).await;
+    assert_eq!(cancelled.status, 200, "{}", cancelled.json);
+    assert_eq!(cancelled.json["status"], "ORDER_STATUS_CANCELLED", "{}", cancelled.json);
+
+    // She got the rest back: the payment is refunded in full, once.
+    let payment = p.send("GET", &format!("/v1/payments/{payment_id}"), Some(&ada), None).await.json;
+    assert_eq!(payment["status"], "PAYMENT_STATUS_REFUNDED", "{payment}");
+    assert_eq!(payment["refundedAmount"]["amountMinor"], "4000", "{payment}");
+    // The catalog restocks from order.cancelled, an event: it may take a moment.
+    let mut available = Value::Null;
+    for _ in 0..100 {
+        available = inventory(&p, &lamps).await["available"].clone();
+        if available == 5 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(available, 5, "the lamp is back in stock");
+    assert_books_sound(&p).await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_order_refunded_in_part_is_cancelled_for_the_rest_on_sqlite() {
+    an_order_refunded_in_part_is_cancelled_for_the_rest(Storage::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_order_refunded_in_part_is_cancelled_for_the_rest_on_postgres() {
+    an_order_refunded_in_part_is_cancelled_for_the_rest(Storage::Postgres).await;
+}

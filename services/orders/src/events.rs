@@ -4,6 +4,7 @@
 use api::mercato::orders::v1::{OrderCancelled, OrderConfirmed, OrderFailed, OrderPlaced};
 use platform::events::NewEvent;
 
+use crate::domain::Price;
 use crate::grpc::{address_to_wire, lines_to_wire, money};
 use crate::store::Order;
 
@@ -61,14 +62,15 @@ pub fn failed(order: &Order, reason: &str, payment_id: &str) -> NewEvent {
     NewEvent::new(ORDER_FAILED, order.id.clone(), &payload)
 }
 
-/// The `order.cancelled` event of a cancelled, fully refunded order.
-pub fn cancelled(order: &Order) -> NewEvent {
+/// The `order.cancelled` event of a cancelled order whose cancellation gave `refunded_minor` back (the total,
+/// less what was refunded before), so its payment is now refunded in full.
+pub fn cancelled(order: &Order, refunded_minor: i64) -> NewEvent {
     let payload = OrderCancelled {
         order_id: order.id.clone(),
         customer_id: order.customer_id.clone(),
         items: lines_to_wire(&order.lines, &order.total.currency),
         payment_id: order.payment_id.clone(),
-        refunded: Some(money(&order.total)),
+        refunded: Some(money(&Price { currency: order.total.currency.clone(), amount_minor: refunded_minor })),
         reason: order.cancel_reason.clone(),
     };
     NewEvent::new(ORDER_CANCELLED, order.id.clone(), &payload)

@@ -116,15 +116,14 @@ pub struct PaymentOutcome {
     pub failure_reason: String,
 }
 
-/// A refund to make.
+/// A refund to make: whatever is still refundable of a payment (all of it, or the rest when staff gave part
+/// back already), so a compensation or a cancellation never asks for more than is left.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefundRequest {
     /// The captured payment.
     pub payment_id: String,
     /// Idempotency id of the refund.
     pub refund_id: String,
-    /// Amount.
-    pub amount: Price,
     /// Why.
     pub reason: String,
 }
@@ -148,8 +147,9 @@ pub trait SagaPorts: Send + Sync + 'static {
     async fn commit(&self, order_id: &str) -> Result<Commit, PortError>;
     /// Charges the payment method; a decline is an outcome, not an error.
     async fn pay(&self, request: &PaymentRequest) -> Result<PaymentOutcome, PortError>;
-    /// Refunds (part of) a captured payment.
-    async fn refund(&self, request: &RefundRequest) -> Result<(), PortError>;
+    /// Gives back what is still refundable of a captured payment; answers what that was (in minor units of the
+    /// payment's currency; 0 when nothing was left). A repeat with the same refund id answers the first result.
+    async fn refund(&self, request: &RefundRequest) -> Result<i64, PortError>;
     /// Empties the cart of `customer_id`.
     async fn clear_cart(&self, customer_id: &str) -> Result<(), PortError>;
     /// Cancels the shipment of order `order_id` (`reason` goes into its history), unless it was dispatched.
@@ -373,16 +373,23 @@ impl SagaPorts for GrpcPorts {
         Ok(PaymentOutcome { payment_id: payment.id, captured, failure_reason: payment.failure_reason })
     }
 
-    async fn refund(&self, request: &RefundRequest) -> Result<(), PortError> {
+    async fn refund(&self, request: &RefundRequest) -> Result<i64, PortError> {
         let message = RefundPaymentRequest {
             payment_id: request.payment_id.clone(),
             refund_id: request.refund_id.clone(),
-            amount: Some(money(&request.amount)),
+            amount: None,
             reason: request.reason.clone(),
+            rest: true,
         };
         let call = self.authed("RefundPayment", message).await?;
-        self.payments.clone().refund_payment(call).await.map_err(|s| PortError::from_status("RefundPayment", &s))?;
-        Ok(())
+        let answer = self
+            .payments
+            .clone()
+            .refund_payment(call)
+            .await
+            .map_err(|s| PortError::from_status("RefundPayment", &s))?
+            .into_inner();
+        Ok(answer.refunded.map_or(0, |m| m.amount_minor))
     }
 
     async fn clear_cart(&self, customer_id: &str) -> Result<(), PortError> {

@@ -31,7 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
-use crate::domain::{self, Price, Status, Step};
+use crate::domain::{self, Status, Step};
 use crate::error::Error;
 use crate::events;
 use crate::ports::{Commit, PaymentRequest, PortError, RefundRequest, Reservation, SagaPorts, ShipmentCancel};
@@ -466,19 +466,14 @@ impl Saga {
     }
 
     fn refund_request(order: &Order, refund_id: String, reason: &str) -> RefundRequest {
-        RefundRequest {
-            payment_id: order.payment_id.clone(),
-            refund_id,
-            amount: Price { currency: order.total.currency.clone(), amount_minor: order.total.amount_minor },
-            reason: reason.to_owned(),
-        }
+        RefundRequest { payment_id: order.payment_id.clone(), refund_id, reason: reason.to_owned() }
     }
 
     async fn refund(&self, order: &mut Order) -> Result<Next, Error> {
         let request = Self::refund_request(order, domain::compensation_refund_id(&order.id), "checkout compensation");
         let ports = &self.inner.ports;
         match self.call("refund", &order.id, || ports.refund(&request)).await {
-            Ok(()) => self.advance(order, Change::to(Status::Pending, Step::Release), None, "payment refunded").await,
+            Ok(_) => self.advance(order, Change::to(Status::Pending, Step::Release), None, "payment refunded").await,
             Err(error) => {
                 // Money is at stake: never give up silently. The order stays here, resumed periodically, and
                 // `audit` lists it once it is older than the threshold.
@@ -521,8 +516,9 @@ impl Saga {
         }
         let request = Self::refund_request(order, domain::cancel_refund_id(&order.id), reason);
         match self.call("cancel", &order.id, || ports.refund(&request)).await {
-            Ok(()) => {
-                let event = events::cancelled(order);
+            Ok(refunded_minor) => {
+                // What the cancellation gave back: the total, less what staff refunded before.
+                let event = events::cancelled(order, refunded_minor);
                 self.advance(order, Change::to(Status::Cancelled, Step::Done), Some(event), "refunded on cancel").await
             }
             Err(error) => {

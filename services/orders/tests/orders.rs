@@ -402,6 +402,20 @@ async fn cancel_refunds(db: Db) {
     assert_eq!(status(&ada.cancel(&order.id).await.expect("again")), OrderStatus::Cancelled);
     assert_eq!((fake.calls(Op::Refund), fake.calls(Op::CancelShipment)), (1, 1));
 
+    // Staff refunded part of an order (a scratch): cancelling it gives the rest back, not the total again.
+    let scratched = ada.create(order_of(&[(COFFEE, 1)], "scratched")).await.expect("create");
+    fake.state().payments.values_mut().find(|p| p.id == scratched.payment_id).expect("payment").refunded = 500;
+    let cancelled = ada.cancel(&scratched.id).await.expect("cancel");
+    assert_eq!(status(&cancelled), OrderStatus::Cancelled, "{cancelled:?}");
+    assert_eq!(fake.refunds_of(&scratched.payment_id), [(format!("order:{}:cancel", scratched.id), 950)]);
+    assert_eq!(fake.payments_of(&scratched.id)[0].refunded, 1450, "refunded in full, once");
+    let event = cancelled_event(&db, &scratched.id).await;
+    assert_eq!(
+        event.refunded.map(|m| m.amount_minor),
+        Some(950),
+        "order.cancelled says what the cancellation gave back"
+    );
+
     let mut declined = order_of(&[(TEA, 1)], "y");
     declined.payment_method = DECLINED.into();
     let failed = ada.create(declined).await.expect("create");

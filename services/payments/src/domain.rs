@@ -196,21 +196,29 @@ pub fn validate_payment(
     }
 }
 
-/// Validates a RefundPayment request; returns the currency and amount.
+/// Validates a RefundPayment request; returns the currency and amount, or None for the rest (`rest`: whatever
+/// is still refundable, with no amount given).
 pub fn validate_refund(
     payment_id: &str,
     refund_id: &str,
     amount: Option<(&str, i64)>,
-) -> Result<(String, i64), Vec<FieldViolation>> {
+    rest: bool,
+) -> Result<Option<(String, i64)>, Vec<FieldViolation>> {
     let mut v = Violations::new();
     check_id(&mut v, "payment_id", payment_id);
     check_id(&mut v, "refund_id", refund_id);
     if refund_id.len() > MAX_REFUND_ID_LEN {
         v.add("refund_id", format!("must be at most {MAX_REFUND_ID_LEN} characters"));
     }
+    if rest {
+        if amount.is_some() {
+            v.add("amount", "cannot be given with rest: the rest is whatever is still refundable");
+        }
+        return v.finish().map(|()| None);
+    }
     check_money(&mut v, "amount", amount);
     match amount {
-        Some((currency, amount_minor)) if v.is_empty() => Ok((currency.to_owned(), amount_minor)),
+        Some((currency, amount_minor)) if v.is_empty() => Ok(Some((currency.to_owned(), amount_minor))),
         _ => Err(v.into_vec()),
     }
 }
@@ -320,11 +328,14 @@ mod tests {
 
     #[test]
     fn refunds_are_validated() {
-        assert_eq!(validate_refund("p", "r", Some(("EUR", 5))), Ok(("EUR".to_owned(), 5)));
+        assert_eq!(validate_refund("p", "r", Some(("EUR", 5)), false), Ok(Some(("EUR".to_owned(), 5))));
+        assert_eq!(validate_refund("p", "r", None, true), Ok(None), "the rest needs no amount");
+        let both = validate_refund("p", "r", Some(("EUR", 5)), true).expect_err("both");
+        assert_eq!(both.into_iter().map(|v| v.field).collect::<Vec<_>>(), ["amount"]);
         let fields: Vec<_> =
-            validate_refund("", "", Some(("EUR", -1))).expect_err("bad").into_iter().map(|v| v.field).collect();
+            validate_refund("", "", Some(("EUR", -1)), false).expect_err("bad").into_iter().map(|v| v.field).collect();
         assert_eq!(fields, ["payment_id", "refund_id", "amount.amount_minor"]);
-        assert!(validate_refund("p", &"r".repeat(51), Some(("EUR", 5))).is_err());
+        assert!(validate_refund("p", &"r".repeat(51), Some(("EUR", 5)), false).is_err());
     }
 
     #[test]

@@ -204,16 +204,15 @@ impl PaymentService for PaymentsApi {
     ) -> Result<Response<RefundPaymentResponse>, Status> {
         let req = request.into_inner();
         let amount = req.amount.as_ref().map(|m| (m.currency.as_str(), m.amount_minor));
-        let (currency, amount_minor) =
-            domain::validate_refund(&req.payment_id, &req.refund_id, amount).map_err(Error::InvalidArgument)?;
-        let refund = RefundRequest {
-            payment_id: req.payment_id,
-            refund_id: req.refund_id,
-            currency,
-            amount_minor,
-            reason: req.reason,
-        };
-        let (payment, processor_reference) = self.payments.refund(&refund).await?;
-        Ok(Response::new(RefundPaymentResponse { payment: Some(payment_to_wire(payment)), processor_reference }))
+        let amount = domain::validate_refund(&req.payment_id, &req.refund_id, amount, req.rest)
+            .map_err(Error::InvalidArgument)?;
+        let refund = RefundRequest { payment_id: req.payment_id, refund_id: req.refund_id, amount, reason: req.reason };
+        let refunded = self.payments.refund(&refund).await?;
+        let given_back = Money { currency: refunded.payment.currency.clone(), amount_minor: refunded.amount_minor };
+        Ok(Response::new(RefundPaymentResponse {
+            payment: Some(payment_to_wire(refunded.payment)),
+            processor_reference: refunded.processor_reference,
+            refunded: Some(given_back),
+        }))
     }
 }

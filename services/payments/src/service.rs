@@ -31,12 +31,21 @@ pub struct RefundRequest {
     pub payment_id: String,
     /// The refunds service's id of the refund; the idempotency key.
     pub refund_id: String,
-    /// ISO 4217 code.
-    pub currency: String,
-    /// Positive amount, minor units.
-    pub amount_minor: i64,
+    /// ISO 4217 code and positive amount in minor units; None: whatever is still refundable (the rest).
+    pub amount: Option<(String, i64)>,
     /// Why, for the books.
     pub reason: String,
+}
+
+/// What a refund did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refunded {
+    /// The payment after it.
+    pub payment: PaymentRow,
+    /// The processor's reference of the refund; empty when nothing was refunded.
+    pub processor_reference: String,
+    /// What it gave back, in the payment's currency (0: a refund of the rest found nothing left).
+    pub amount_minor: i64,
 }
 
 /// The payments service's logic.
@@ -233,9 +242,10 @@ impl Payments {
         }
     }
 
-    /// Gives back part or all of a captured payment, idempotent by refund id; returns the payment after it
-    /// and the processor's reference of the refund.
-    pub async fn refund(&self, req: &RefundRequest) -> Result<(PaymentRow, String), Error> {
+    /// Gives back part or all of a captured payment, idempotent by refund id; returns the payment after it,
+    /// the processor's reference of the refund and what it gave back. A refund of the rest gives back what is
+    /// refundable when it is reserved: a concurrent refund that takes part first makes it compute again.
+    pub async fn refund(&self, req: &RefundRequest) -> Result<Refunded, Error> {
         loop {
             if let Some(existing) = self.store.refund(&req.refund_id).await? {
                 match self.replay_refund(req, existing).await? {
@@ -246,21 +256,29 @@ impl Payments {
             }
             let payment =
                 self.store.payment(&req.payment_id).await?.ok_or_else(|| Error::payment_not_found(&req.payment_id))?;
-            if payment.currency != req.currency {
-                return Err(Error::invalid(
-                    "amount.currency",
-                    format!("must be the payment's currency, {}", payment.currency),
-                ));
-            }
+            let amount_minor = match &req.amount {
+                Some((currency, _)) if *currency != payment.currency => {
+                    return Err(Error::invalid(
+                        "amount.currency",
+                        format!("must be the payment's currency, {}", payment.currency),
+                    ));
+                }
+                Some((_, amount_minor)) => *amount_minor,
+                None => payment.amount_minor - payment.refunded_minor,
+            };
             if payment.status == Status::Failed {
                 return Err(not_refundable(&payment));
+            }
+            if req.amount.is_none() && amount_minor <= 0 {
+                // The rest of a payment given back in full already: nothing to do.
+                return Ok(Refunded { payment, processor_reference: String::new(), amount_minor: 0 });
             }
             let now = now_micros();
             let refund = RefundRow {
                 refund_id: req.refund_id.clone(),
                 payment_id: req.payment_id.clone(),
-                currency: req.currency.clone(),
-                amount_minor: req.amount_minor,
+                currency: payment.currency.clone(),
+                amount_minor,
                 state: REFUND_PENDING.to_owned(),
                 reason: req.reason.clone(),
                 processor_reference: String::new(),
@@ -277,9 +295,13 @@ impl Payments {
                     if self.store.refund(&req.refund_id).await?.is_some() {
                         continue;
                     }
-                    let now = self.store.payment(&req.payment_id).await?.unwrap_or(payment);
+                    let now = self.store.payment(&req.payment_id).await?.unwrap_or_else(|| payment.clone());
                     if now.status == Status::Failed {
                         return Err(not_refundable(&now));
+                    }
+                    if req.amount.is_none() && now.refunded_minor != payment.refunded_minor {
+                        // The rest changed under it (a concurrent refund): compute it again.
+                        continue;
                     }
                     return Err(Error::FailedPrecondition {
                         reason: REFUND_EXCEEDS_CAPTURED,
@@ -297,17 +319,14 @@ impl Payments {
 
     /// A refund id seen before: the same refund returns its result (waiting while it is in flight), another
     /// one is refused. `None` when it vanished meanwhile (its first request failed and gave the amount back).
-    async fn replay_refund(
-        &self,
-        req: &RefundRequest,
-        mut existing: RefundRow,
-    ) -> Result<Option<(PaymentRow, String)>, Error> {
+    async fn replay_refund(&self, req: &RefundRequest, mut existing: RefundRow) -> Result<Option<Refunded>, Error> {
         let started = Instant::now();
         loop {
-            if existing.payment_id != req.payment_id
-                || existing.currency != req.currency
-                || existing.amount_minor != req.amount_minor
-            {
+            // A refund of the rest is the same request whatever it came to.
+            let same_amount = req.amount.as_ref().is_none_or(|(currency, amount_minor)| {
+                existing.currency == *currency && existing.amount_minor == *amount_minor
+            });
+            if existing.payment_id != req.payment_id || !same_amount {
                 return Err(key_reused("refund id"));
             }
             if existing.state == REFUND_COMPLETED {
@@ -316,7 +335,8 @@ impl Payments {
                     .payment(&existing.payment_id)
                     .await?
                     .ok_or_else(|| Error::Corrupt(format!("payment {} is missing", existing.payment_id)))?;
-                return Ok(Some((payment, existing.processor_reference)));
+                let amount_minor = existing.amount_minor;
+                return Ok(Some(Refunded { payment, processor_reference: existing.processor_reference, amount_minor }));
             }
             let idle = Duration::from_micros(u64::try_from(now_micros() - existing.update_time).unwrap_or(0));
             if idle > domain::STALE_KEY_AFTER {
@@ -341,7 +361,7 @@ impl Payments {
     }
 
     /// Asks the processor for reserved refund `r` of `payment`, then completes it, or undoes the reservation.
-    async fn drive_refund(&self, payment: &PaymentRow, r: &RefundRow) -> Result<(PaymentRow, String), Error> {
+    async fn drive_refund(&self, payment: &PaymentRow, r: &RefundRow) -> Result<Refunded, Error> {
         let key = domain::refund_key(&r.refund_id);
         let mut attempt = 1;
         let result = loop {
@@ -393,7 +413,7 @@ impl Payments {
         if completed {
             self.post_refund_now(&after, &stored).await;
         }
-        Ok((after, stored.processor_reference))
+        Ok(Refunded { payment: after, processor_reference: stored.processor_reference, amount_minor: r.amount_minor })
     }
 
     /// Posts every capture and refund the ledger does not have yet; returns how many were posted.

@@ -316,6 +316,19 @@ impl Server {
             refund_id: refund_id.into(),
             amount: eur(amount_minor),
             reason: "customer asked".into(),
+            rest: false,
+        };
+        Ok(self.client.clone().refund_payment(with_token(request, &self.service())).await?.into_inner())
+    }
+
+    /// Refunds whatever is left of `payment_id`.
+    async fn refund_rest(&self, payment_id: &str, refund_id: &str) -> Result<RefundPaymentResponse, Status> {
+        let request = RefundPaymentRequest {
+            payment_id: payment_id.into(),
+            refund_id: refund_id.into(),
+            reason: "order cancelled".into(),
+            rest: true,
+            ..RefundPaymentRequest::default()
         };
         Ok(self.client.clone().refund_payment(with_token(request, &self.service())).await?.into_inner())
     }
@@ -615,6 +628,7 @@ async fn refunds_partial_full_and_replayed(db: Db) {
         refund_id: "r-7".into(),
         amount: Some(Money { currency: "USD".into(), amount_minor: 1 }),
         reason: String::new(),
+        rest: false,
     };
     let wrong = server.client.clone().refund_payment(with_token(usd, &server.service())).await.expect_err("USD");
     assert_eq!(fields(&wrong), ["amount.currency"]);
@@ -625,9 +639,45 @@ async fn refunds_partial_full_and_replayed(db: Db) {
         refund_id: "r-9".into(),
         amount: eur(1),
         reason: String::new(),
+        rest: false,
     };
     let denied = server.client.clone().refund_payment(with_token(by_customer, &alice)).await.expect_err("scope");
     assert_eq!(denied.code(), Code::PermissionDenied);
+    server.stop().await;
+}
+
+async fn the_rest_is_whatever_is_left(db: Db) {
+    let (server, processor) = Server::simulated(db).await;
+    let alice = server.customer("alice");
+    let payment = server.create(&alice, pay("o-1", 1000, "tok_visa", "k")).await.expect("create");
+    server.refund(&payment.id, "scratch", 300).await.expect("a part");
+
+    let rest = server.refund_rest(&payment.id, "order:o-1:cancel").await.expect("the rest");
+    assert_eq!(rest.refunded, eur(700), "what this refund gave back");
+    let after = rest.payment.expect("payment");
+    assert_eq!((status_of(&after), after.refunded_amount), (PaymentStatus::Refunded, eur(1000)));
+    let replay = server.refund_rest(&payment.id, "order:o-1:cancel").await.expect("a repeat");
+    assert_eq!((replay.refunded, replay.processor_reference), (eur(700), rest.processor_reference));
+    // Nothing left is no error, and no refund.
+    let nothing = server.refund_rest(&payment.id, "another").await.expect("nothing left");
+    assert_eq!(nothing.refunded, eur(0));
+    assert_eq!(processor.refund_calls(), 2);
+    assert!(server.ledger.transaction(&format!("payment:{}:refund:order:o-1:cancel", payment.id)).is_some());
+    assert_eq!(server.events(&payment.id).await, ["payment.captured", "payment.refunded", "payment.refunded"]);
+
+    // The rest takes no amount, and a payment never captured has none.
+    let both = RefundPaymentRequest {
+        payment_id: payment.id.clone(),
+        refund_id: "both".into(),
+        amount: eur(1),
+        reason: String::new(),
+        rest: true,
+    };
+    let both = server.client.clone().refund_payment(with_token(both, &server.service())).await.expect_err("both");
+    assert_eq!(fields(&both), ["amount"]);
+    let failed = server.create(&alice, pay("o-2", 1000, "tok_chargeDeclined", "k2")).await.expect("create");
+    let refused = server.refund_rest(&failed.id, "r-failed").await.expect_err("failed payment");
+    assert_eq!((refused.code(), reason(&refused)), (Code::FailedPrecondition, "PAYMENT_NOT_REFUNDABLE".to_owned()));
     server.stop().await;
 }
 
@@ -805,6 +855,7 @@ macro_rules! on_both_engines {
 }
 
 on_both_engines!(
+    the_rest_is_whatever_is_left,
     approval_captures_and_posts_to_the_ledger,
     declines_fail_with_readable_reasons,
     processing_errors_are_retried_then_fail,

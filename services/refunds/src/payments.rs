@@ -109,6 +109,7 @@ impl PaymentsClient {
                 refund_id: r.id.clone(),
                 amount: Some(Money { currency: r.currency.clone(), amount_minor: r.amount_minor }),
                 reason: r.reason.clone(),
+                rest: false,
             })
             .await?;
         match tokio::time::timeout(CALL_TIMEOUT, self.client.clone().refund_payment(request)).await {

@@ -142,6 +142,7 @@ impl PaymentService for FakePayments {
             return Ok(Response::new(RefundPaymentResponse {
                 payment: Some(payment),
                 processor_reference: format!("re_{}", req.refund_id),
+                refunded: eur(applied),
             }));
         }
         if self.refuse.load(Ordering::SeqCst) {
@@ -170,6 +171,7 @@ impl PaymentService for FakePayments {
         Ok(Response::new(RefundPaymentResponse {
             payment: Some(payment),
             processor_reference: format!("re_{}", req.refund_id),
+            refunded: eur(amount),
         }))
     }
 }

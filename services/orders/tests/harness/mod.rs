@@ -331,25 +331,30 @@ impl SagaPorts for Fake {
         })
     }
 
-    async fn refund(&self, request: &RefundRequest) -> Result<(), PortError> {
+    async fn refund(&self, request: &RefundRequest) -> Result<i64, PortError> {
         self.enter(Op::Refund)?;
-        {
+        let refunded = {
             let mut s = self.state();
-            if !s.refunds.contains_key(&request.refund_id) {
-                let payment = s
-                    .payments
-                    .values_mut()
-                    .find(|p| p.id == request.payment_id && p.captured)
-                    .ok_or_else(|| PortError::Permanent("no such captured payment".into()))?;
-                if payment.refunded + request.amount.amount_minor > payment.amount {
-                    return Err(PortError::Permanent("refund exceeds the payment".into()));
+            match s.refunds.get(&request.refund_id) {
+                Some((_, amount)) => *amount,
+                None => {
+                    let payment = s
+                        .payments
+                        .values_mut()
+                        .find(|p| p.id == request.payment_id && p.captured)
+                        .ok_or_else(|| PortError::Permanent("no such captured payment".into()))?;
+                    // The rest, as the payments service gives it back.
+                    let rest = payment.amount - payment.refunded;
+                    payment.refunded += rest;
+                    if rest > 0 {
+                        s.refunds.insert(request.refund_id.clone(), (request.payment_id.clone(), rest));
+                    }
+                    rest
                 }
-                payment.refunded += request.amount.amount_minor;
-                s.refunds.insert(request.refund_id.clone(), (request.payment_id.clone(), request.amount.amount_minor));
             }
-        }
+        };
         self.leave(Op::Refund).await;
-        Ok(())
+        Ok(refunded)
     }
 
     async fn clear_cart(&self, customer_id: &str) -> Result<(), PortError> {
@@ -610,17 +615,19 @@ impl PaymentService for Remote {
     ) -> Result<Response<RefundPaymentResponse>, Status> {
         require_service(&request)?;
         let req = request.into_inner();
-        let amount = req.amount.unwrap_or_default();
-        self.0
-            .refund(&RefundRequest {
-                payment_id: req.payment_id,
-                refund_id: req.refund_id,
-                amount: Price { currency: amount.currency, amount_minor: amount.amount_minor },
-                reason: req.reason,
-            })
+        if !req.rest || req.amount.is_some() {
+            return Err(Status::invalid_argument("the orders service refunds the rest of a payment"));
+        }
+        let refunded = self
+            .0
+            .refund(&RefundRequest { payment_id: req.payment_id, refund_id: req.refund_id, reason: req.reason })
             .await
             .map_err(to_status)?;
-        Ok(Response::new(RefundPaymentResponse::default()))
+        // The fake's payments are all in euros; the orders service reads the amount.
+        Ok(Response::new(RefundPaymentResponse {
+            refunded: Some(Money { currency: "EUR".into(), amount_minor: refunded }),
+            ..RefundPaymentResponse::default()
+        }))
     }
     async fn get_payment(&self, _: Request<GetPaymentRequest>) -> Result<Response<GetPaymentResponse>, Status> {
         unimplemented()
@@ -1004,6 +1011,20 @@ pub async fn events_of(db: &Db, order_id: &str) -> Vec<String> {
             .await
             .expect("outbox")
     })
+}
+
+/// The `order.cancelled` event the order wrote to its outbox.
+pub async fn cancelled_event(db: &Db, order_id: &str) -> api::mercato::orders::v1::OrderCancelled {
+    // The outbox keeps the payload message in base64.
+    let payload: String = with_db!(db, pool => {
+        sqlx::query_scalar("SELECT payload FROM outbox WHERE subject = $1 AND event_type = 'order.cancelled'")
+            .bind(order_id)
+            .fetch_one(pool)
+            .await
+            .expect("order.cancelled")
+    });
+    let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, payload).expect("base64");
+    <api::mercato::orders::v1::OrderCancelled as prost::Message>::decode(bytes.as_slice()).expect("payload")
 }
 
 /// The saga's log of an order: (from step, to step, status) per stored move, in order.
