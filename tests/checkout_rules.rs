@@ -349,6 +349,14 @@ async fn a_discount_code_with_one_use(storage: Storage) {
     let payment = p.send("GET", &format!("/v1/payments/{payment_id}"), Some(&ada), None).await;
     assert_eq!(payment.json["amount"]["amountMinor"], "1300", "{}", payment.json);
     assert_books_sound(&p).await;
+    // Marketing sees what the code brought in.
+    let report = p.get_until("/v1/analytics/discount-codes", &admin, |v| v["codes"][0]["code"] == "WELCOME-5").await;
+    let code = &report["codes"][0];
+    assert_eq!(
+        (code["orders"].clone(), code["discount"]["amountMinor"].clone(), code["gross"]["amountMinor"].clone()),
+        (json!("1"), json!("500"), json!("1300")),
+        "{report}"
+    );
 
     let refused = with_code(&bob, "bob-1").await;
     assert_eq!(refused.status, 400, "{}", refused.json);

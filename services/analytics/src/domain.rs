@@ -263,6 +263,8 @@ pub enum Fact {
         discount_minor: i64,
         /// What shipping cost (0 when free or not charged; the total includes it).
         shipping_minor: i64,
+        /// The discount code it used, upper case; empty without one.
+        discount_code: String,
         /// Its lines.
         lines: Vec<OrderLine>,
         /// Whether it was placed from the customer's cart.
@@ -415,6 +417,51 @@ pub struct Effect {
     pub labels: Vec<ProductLabel>,
     /// The cart funnel.
     pub funnel: Option<Funnel>,
+    /// What a discount code brought in: the code, the currency and the figures.
+    pub code: Option<(String, String, CodeFigures)>,
+}
+
+/// What orders with one discount code add up to, in one currency: an event's contribution, or a sum.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CodeFigures {
+    /// Confirmed orders that used it.
+    pub orders: i64,
+    /// What it took off them.
+    pub discount_minor: i64,
+    /// What they cost (after the discount).
+    pub gross_minor: i64,
+}
+
+impl CodeFigures {
+    /// Adds `other` to these figures (saturating).
+    pub fn add(&mut self, other: &CodeFigures) {
+        self.orders = self.orders.saturating_add(other.orders);
+        self.discount_minor = self.discount_minor.saturating_add(other.discount_minor);
+        self.gross_minor = self.gross_minor.saturating_add(other.gross_minor);
+    }
+}
+
+/// One discount code's figures over a period, in one currency.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeSales {
+    /// The code.
+    pub code: String,
+    /// The currency.
+    pub currency: String,
+    /// Its figures.
+    pub figures: CodeFigures,
+}
+
+/// `rows` the most used first, then by code and currency.
+pub fn rank_codes(mut rows: Vec<CodeSales>) -> Vec<CodeSales> {
+    rows.sort_by(|a, b| {
+        b.figures
+            .orders
+            .cmp(&a.figures.orders)
+            .then_with(|| a.code.cmp(&b.code))
+            .then_with(|| a.currency.cmp(&b.currency))
+    });
+    rows
 }
 
 /// What `fact`, happening on `day`, adds to the aggregates.
@@ -435,7 +482,7 @@ pub fn effect(fact: &Fact, day: Day) -> Effect {
     };
     let sales = |amount: &Amount, figures: SalesFigures| Some((amount.currency.clone(), figures));
     match fact {
-        Fact::OrderConfirmed { total, discount_minor, shipping_minor, lines, from_cart } => Effect {
+        Fact::OrderConfirmed { total, discount_minor, shipping_minor, discount_code, lines, from_cart } => Effect {
             day,
             sales: sales(
                 total,
@@ -451,6 +498,10 @@ pub fn effect(fact: &Fact, day: Day) -> Effect {
             products: lines.iter().map(|l| product(l, true)).collect(),
             labels: labels(lines),
             funnel: from_cart.then_some(Funnel { carts_started: 0, orders_from_carts: 1 }),
+            code: (!discount_code.is_empty()).then(|| {
+                let figures = CodeFigures { orders: 1, discount_minor: *discount_minor, gross_minor: total.minor };
+                (discount_code.clone(), total.currency.clone(), figures)
+            }),
         },
         Fact::OrderCancelled { refunded, lines } => Effect {
             day,
@@ -460,7 +511,7 @@ pub fn effect(fact: &Fact, day: Day) -> Effect {
             ),
             products: lines.iter().map(|l| product(l, false)).collect(),
             labels: labels(lines),
-            funnel: None,
+            ..Effect::default()
         },
         Fact::PaymentCaptured { amount } => Effect {
             day,
@@ -833,6 +884,7 @@ mod tests {
             total: eur(3_500),
             discount_minor: 0,
             shipping_minor: 0,
+            discount_code: String::new(),
             lines: vec![line("a", 2, 3_000), line("b", 1, 500)],
             from_cart: true,
         };
@@ -852,6 +904,7 @@ mod tests {
             total: eur(1),
             discount_minor: 0,
             shipping_minor: 0,
+            discount_code: String::new(),
             lines: vec![],
             from_cart: false,
         };
@@ -864,6 +917,7 @@ mod tests {
             total: eur(3_640),
             discount_minor: 350,
             shipping_minor: 490,
+            discount_code: "SAVE-10".into(),
             lines: vec![line("a", 1, 3_500)],
             from_cart: false,
         };
@@ -873,15 +927,34 @@ mod tests {
             (1, 3_640, 1, 350, 490)
         );
         let mut day = sales.clone();
+        let code = effect(&fact, 7).code.expect("a code");
+        assert_eq!(
+            code,
+            ("SAVE-10".into(), "EUR".into(), CodeFigures { orders: 1, discount_minor: 350, gross_minor: 3_640 })
+        );
         let plain = Fact::OrderConfirmed {
             total: eur(3_500),
             discount_minor: 0,
             shipping_minor: 0,
+            discount_code: String::new(),
             lines: vec![],
             from_cart: false,
         };
+        assert_eq!(effect(&plain, 7).code, None, "an order without a code counts for none");
         day.add(&effect(&plain, 7).sales.expect("sales").1);
         assert_eq!((day.orders, day.discounted_orders, day.discount_minor), (2, 1, 350));
+    }
+
+    #[test]
+    fn codes_rank_by_orders_then_by_code() {
+        let row = |code: &str, currency: &str, orders| CodeSales {
+            code: code.into(),
+            currency: currency.into(),
+            figures: CodeFigures { orders, ..CodeFigures::default() },
+        };
+        let ranked = rank_codes(vec![row("B", "EUR", 2), row("A", "USD", 2), row("C", "EUR", 5), row("A", "EUR", 2)]);
+        let order: Vec<_> = ranked.iter().map(|r| (r.code.as_str(), r.currency.as_str())).collect();
+        assert_eq!(order, [("C", "EUR"), ("A", "EUR"), ("A", "USD"), ("B", "EUR")]);
     }
 
     #[test]

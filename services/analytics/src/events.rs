@@ -131,6 +131,7 @@ pub fn fact(event: &RecordedEvent) -> Result<Fact, Error> {
                 total: amount(confirmed.total, "total").map_err(bad)?,
                 discount_minor,
                 shipping_minor,
+                discount_code: confirmed.discount_code,
                 lines: lines(confirmed.items).map_err(bad)?,
                 from_cart: confirmed.from_cart,
             })

@@ -5,9 +5,10 @@
 use api::common::Money;
 use api::mercato::analytics::v1::analytics_service_server::AnalyticsService;
 use api::mercato::analytics::v1::{
-    CurrencySales, CurrencySummary, GetSalesReportRequest, GetSalesReportResponse, GetSummaryRequest,
-    GetSummaryResponse, GetTopProductsRequest, GetTopProductsResponse, ProductRanking, RebuildAggregatesRequest,
-    RebuildAggregatesResponse, SalesBucket, SalesInterval, TopProduct,
+    CurrencySales, CurrencySummary, DiscountCodeSales, GetDiscountCodeReportRequest, GetDiscountCodeReportResponse,
+    GetSalesReportRequest, GetSalesReportResponse, GetSummaryRequest, GetSummaryResponse, GetTopProductsRequest,
+    GetTopProductsResponse, ProductRanking, RebuildAggregatesRequest, RebuildAggregatesResponse, SalesBucket,
+    SalesInterval, TopProduct,
 };
 use platform::db::Db;
 use platform::error::FieldViolation;
@@ -185,6 +186,35 @@ impl AnalyticsService for AnalyticsApi {
             from: domain::format_date(period.from),
             to: domain::format_date(period.to),
             products,
+        }))
+    }
+
+    async fn get_discount_code_report(
+        &self,
+        request: Request<GetDiscountCodeReportRequest>,
+    ) -> Result<Response<GetDiscountCodeReportResponse>, Status> {
+        let req = request.into_inner();
+        let mut checked = Checked::default();
+        let period = checked.take(domain::resolve_period(&req.from, &req.to, today()));
+        let currency = checked.take(domain::validate_currency(&req.currency).map_err(|v| [v]));
+        let (Some(period), Some(currency), true) = (period, currency, checked.0.is_empty()) else {
+            return Err(checked.into_error().into());
+        };
+        let rows = self.store.code_sales(period, currency.as_deref()).await?;
+        let codes = domain::rank_codes(rows)
+            .into_iter()
+            .map(|row| DiscountCodeSales {
+                orders: row.figures.orders,
+                discount: money(&row.currency, row.figures.discount_minor),
+                gross: money(&row.currency, row.figures.gross_minor),
+                code: row.code,
+                currency: row.currency,
+            })
+            .collect();
+        Ok(Response::new(GetDiscountCodeReportResponse {
+            codes,
+            from: domain::format_date(period.from),
+            to: domain::format_date(period.to),
         }))
     }
 

@@ -12,7 +12,7 @@
 use platform::db::{BeginWrite, Db, finish};
 use platform::with_db;
 
-use crate::domain::{Day, Effect, Funnel, Period, ProductSales, SalesFigures};
+use crate::domain::{CodeFigures, CodeSales, Day, Effect, Funnel, Period, ProductSales, SalesFigures};
 use crate::error::Error;
 use crate::totals::Totals;
 
@@ -122,6 +122,26 @@ macro_rules! apply_totals {
                 " ON CONFLICT (day) DO UPDATE SET \
                  carts_started = daily_carts.carts_started + excluded.carts_started, \
                  orders_from_carts = daily_carts.orders_from_carts + excluded.orders_from_carts",
+            );
+            upsert.build().execute(&mut *$tx).await?;
+        }
+        for rows in totals.codes.iter().collect::<Vec<_>>().chunks(UPSERT_ROWS) {
+            let mut upsert = sqlx::QueryBuilder::new(
+                "INSERT INTO daily_discount_codes (day, code, currency, orders, discount_minor, gross_minor) ",
+            );
+            upsert.push_values(rows, |mut row, ((day, code, currency), figures)| {
+                row.push_bind(*day)
+                    .push_bind(code.clone())
+                    .push_bind(currency.clone())
+                    .push_bind(figures.orders)
+                    .push_bind(figures.discount_minor)
+                    .push_bind(figures.gross_minor);
+            });
+            upsert.push(
+                " ON CONFLICT (day, code, currency) DO UPDATE SET \
+                 orders = daily_discount_codes.orders + excluded.orders, \
+                 discount_minor = daily_discount_codes.discount_minor + excluded.discount_minor, \
+                 gross_minor = daily_discount_codes.gross_minor + excluded.gross_minor",
             );
             upsert.build().execute(&mut *$tx).await?;
         }
@@ -247,6 +267,7 @@ impl Store {
                 sqlx::query("DELETE FROM daily_product_sales").execute(&mut *tx).await?;
                 sqlx::query("DELETE FROM daily_carts").execute(&mut *tx).await?;
                 sqlx::query("DELETE FROM products").execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM daily_discount_codes").execute(&mut *tx).await?;
                 let mut replayed = 0_i64;
                 let (mut after_time, mut after_id) = (i64::MIN, String::new());
                 loop {
@@ -331,6 +352,32 @@ impl Store {
             carts_started: sum.carts_started + started,
             orders_from_carts: sum.orders_from_carts + ordered,
         }))
+    }
+
+    /// Every discount code's figures summed over `period`, one row per code and currency; only `currency`'s
+    /// when given.
+    pub async fn code_sales(&self, period: Period, currency: Option<&str>) -> Result<Vec<CodeSales>, Error> {
+        // CAST: PostgreSQL's SUM of BIGINT is NUMERIC.
+        let rows = with_db!(&self.db, pool => {
+            sqlx::query_as::<_, (String, String, i64, i64, i64)>(
+                "SELECT code, currency, CAST(SUM(orders) AS BIGINT), CAST(SUM(discount_minor) AS BIGINT), \
+                 CAST(SUM(gross_minor) AS BIGINT) FROM daily_discount_codes \
+                 WHERE day >= $1 AND day < $2 AND ($3 = '' OR currency = $3) GROUP BY code, currency",
+            )
+            .bind(period.from)
+            .bind(period.to)
+            .bind(currency.unwrap_or_default())
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows
+            .into_iter()
+            .map(|(code, currency, orders, discount_minor, gross_minor)| CodeSales {
+                code,
+                currency,
+                figures: CodeFigures { orders, discount_minor, gross_minor },
+            })
+            .collect())
     }
 
     /// Every product's net sales over `period`, one row per product and currency, with its latest sku and

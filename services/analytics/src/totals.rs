@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::domain::{Day, Effect, Funnel, ProductLabel, SalesFigures};
+use crate::domain::{CodeFigures, Day, Effect, Funnel, ProductLabel, SalesFigures};
 
 /// The sum of many events' [`Effect`]s, keyed as the aggregate tables are.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -17,6 +17,8 @@ pub struct Totals {
     pub labels: BTreeMap<String, SeenLabel>,
     /// The cart funnel by day (`daily_carts`).
     pub funnel: BTreeMap<Day, Funnel>,
+    /// Discount codes' figures by day, code and currency (`daily_discount_codes`).
+    pub codes: BTreeMap<(Day, String, String), CodeFigures>,
 }
 
 /// One product's figures of one day and currency, summed.
@@ -79,6 +81,9 @@ impl Totals {
             day.carts_started = day.carts_started.saturating_add(funnel.carts_started);
             day.orders_from_carts = day.orders_from_carts.saturating_add(funnel.orders_from_carts);
         }
+        if let Some((code, currency, figures)) = &effect.code {
+            self.codes.entry((effect.day, code.clone(), currency.clone())).or_default().add(figures);
+        }
     }
 }
 
@@ -102,7 +107,14 @@ mod tests {
     }
 
     fn order(lines: Vec<OrderLine>, total: i64) -> Fact {
-        Fact::OrderConfirmed { total: eur(total), discount_minor: 0, shipping_minor: 0, lines, from_cart: true }
+        Fact::OrderConfirmed {
+            total: eur(total),
+            discount_minor: 0,
+            shipping_minor: 0,
+            discount_code: String::new(),
+            lines,
+            from_cart: true,
+        }
     }
 
     #[test]

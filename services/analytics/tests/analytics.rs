@@ -9,9 +9,9 @@ use analytics::store::Store;
 use api::common::Money;
 use api::mercato::analytics::v1::analytics_service_client::AnalyticsServiceClient;
 use api::mercato::analytics::v1::{
-    CurrencySales, CurrencySummary, GetSalesReportRequest, GetSalesReportResponse, GetSummaryRequest,
-    GetSummaryResponse, GetTopProductsRequest, GetTopProductsResponse, ProductRanking, RebuildAggregatesRequest,
-    SalesInterval,
+    CurrencySales, CurrencySummary, DiscountCodeSales, GetDiscountCodeReportRequest, GetSalesReportRequest,
+    GetSalesReportResponse, GetSummaryRequest, GetSummaryResponse, GetTopProductsRequest, GetTopProductsResponse,
+    ProductRanking, RebuildAggregatesRequest, SalesInterval,
 };
 use api::mercato::cart::v1::CartItemAdded;
 use api::mercato::orders::v1::{OrderCancelled, OrderConfirmed, OrderItem};
@@ -93,6 +93,11 @@ impl Server {
     async fn summary(&self, token: &str, from: &str, to: &str) -> Result<GetSummaryResponse, Status> {
         let request = GetSummaryRequest { from: from.into(), to: to.into() };
         Ok(self.client.clone().get_summary(with_token(request, token)).await?.into_inner())
+    }
+
+    async fn codes(&self, token: &str, from: &str, to: &str, currency: &str) -> Result<Vec<DiscountCodeSales>, Status> {
+        let request = GetDiscountCodeReportRequest { from: from.into(), to: to.into(), currency: currency.into() };
+        Ok(self.client.clone().get_discount_code_report(with_token(request, token)).await?.into_inner().codes)
     }
 
     async fn rebuild(&self, token: &str) -> Result<i64, Status> {
@@ -186,9 +191,26 @@ fn confirmed(id: &str, date: &str, hour: i64, items: Vec<OrderItem>, from_cart: 
     envelope(&format!("ev-confirmed-{id}"), "order.confirmed", date, hour, payload.encode_to_vec())
 }
 
-/// `order.confirmed` of `items` with a discount code that took `discount` off their sum.
+/// `order.confirmed` of `items` with a discount code (SAVE-10) that took `discount` off their sum.
 fn discounted(id: &str, date: &str, items: Vec<OrderItem>, discount: i64) -> EventEnvelope {
     shipped(id, date, items, discount, 0)
+}
+
+/// `order.confirmed` of `items` with discount code `code` that took `discount` off their sum.
+fn with_code(id: &str, date: &str, items: Vec<OrderItem>, code: &str, discount: i64) -> EventEnvelope {
+    let currency = items[0].line_total.as_ref().expect("line total").currency.clone();
+    let subtotal: i64 = items.iter().map(|i| i.line_total.as_ref().expect("line total").amount_minor).sum();
+    let payload = OrderConfirmed {
+        order_id: id.into(),
+        customer_id: "c".into(),
+        payment_id: format!("pay-{id}"),
+        items,
+        total: money(&currency, subtotal - discount),
+        discount: money(&currency, discount),
+        discount_code: code.into(),
+        ..OrderConfirmed::default()
+    };
+    envelope(&format!("ev-confirmed-{id}"), "order.confirmed", date, 12, payload.encode_to_vec())
 }
 
 /// `order.confirmed` of `items` with a discount and `shipping` paid on top (a shipping rate when it is not 0).
@@ -694,6 +716,52 @@ async fn discounts_and_shipping_are_reported_beside_what_orders_cost(db: Db) {
     server.stop().await;
 }
 
+async fn each_discount_code_is_reported_with_what_it_brought_in(db: Db) {
+    let server = Server::start(db).await;
+    let mugs = |n| vec![item(MUG, "Mug", n, "EUR", 1200)];
+    server.publish(with_code("c1", "2025-03-04", mugs(2), "SUMMER", 240)).await;
+    server.publish(with_code("c2", "2025-03-05", mugs(1), "WELCOME", 500)).await;
+    // The same code the same day: the day's row exists and is added to.
+    server.publish(with_code("c3", "2025-03-04", mugs(1), "SUMMER", 120)).await;
+    server.publish(with_code("c4", "2025-03-06", vec![item(MUG, "Mug", 1, "USD", 1500)], "SUMMER", 150)).await;
+    server.publish(confirmed("c5", "2025-03-06", 13, mugs(3), false)).await;
+    // Outside the period asked for.
+    server.publish(with_code("c6", "2025-04-02", mugs(1), "WELCOME", 500)).await;
+    let owner = server.owner();
+
+    let report = server.codes(&owner, "2025-03-01", "2025-04-01", "").await.expect("codes");
+    let rows: Vec<_> = report
+        .iter()
+        .map(|c| {
+            (
+                c.code.as_str(),
+                c.currency.as_str(),
+                c.orders,
+                amount(&c.discount, &c.currency),
+                amount(&c.gross, &c.currency),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [("SUMMER", "EUR", 2, 360, 2160 + 1080), ("SUMMER", "USD", 1, 150, 1350), ("WELCOME", "EUR", 1, 500, 700),],
+        "the most used first; an order without a code is in none"
+    );
+    let euros = server.codes(&owner, "2025-03-01", "2025-04-01", "EUR").await.expect("codes");
+    assert_eq!(euros.iter().map(|c| c.code.as_str()).collect::<Vec<_>>(), ["SUMMER", "WELCOME"]);
+    let bad = server.codes(&owner, "March", "2025-04-01", "euro").await.expect_err("bad");
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    let customer = server.issuer.token("c-1", &["orders:write"], &["customer"]);
+    assert_eq!(server.codes(&customer, "", "", "").await.expect_err("not staff").code(), Code::PermissionDenied);
+    assert_eq!(server.rebuild(&server.operator()).await.expect("rebuild"), 6);
+    assert_eq!(
+        server.codes(&owner, "2025-03-01", "2025-04-01", "").await.expect("codes"),
+        report,
+        "a rebuild finds the same"
+    );
+    server.stop().await;
+}
+
 async fn events_during_a_rebuild_count_exactly_once(db: Db) {
     let server = Arc::new(Server::start(db).await);
     let events = history();
@@ -862,6 +930,7 @@ macro_rules! on_both_engines {
 
 on_both_engines!(
     discounts_and_shipping_are_reported_beside_what_orders_cost,
+    each_discount_code_is_reported_with_what_it_brought_in,
     reports_show_what_the_shop_sold,
     a_redelivered_event_counts_once,
     the_inbox_forgets_events_handled_long_ago,
