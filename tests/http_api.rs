@@ -1497,6 +1497,22 @@ async fn a_newsletter_is_left_with_one_click_in_the_mail_client() {
 }
 
 #[tokio::test]
+async fn discount_codes_cannot_be_guessed_at_the_preview() {
+    let Some(p) = TestPlatform::start_with(Storage::Sqlite, &[]).await else { return };
+    let customer = p.customer_token("guesser@example.com").await;
+    let mut statuses = Vec::new();
+    for i in 0..25 {
+        let guess =
+            json!({"items": [{"productId": "no-such-product", "quantity": 1}], "discountCode": format!("GUESS-{i}")});
+        statuses.push(p.send("POST", "/v1/orders:preview", Some(&customer), Some(guess)).await.status);
+    }
+    // The default budget of the preview is 60 a minute per caller, bursts of 20: enough for a storefront.
+    assert!(statuses[..20].iter().all(|s| *s != 429), "{statuses:?}");
+    assert!(statuses[20..].contains(&429), "a burst beyond 20 is refused: {statuses:?}");
+    p.stop().await;
+}
+
+#[tokio::test]
 async fn logins_are_rate_limited_before_any_password_is_checked() {
     let Some(p) = TestPlatform::start_with(Storage::Sqlite, &[]).await else { return };
     let attempt = json!({"email": "victim@example.com", "password": "guess-guess"});

@@ -225,7 +225,8 @@ pub const DEFAULT_QUOTA: Quota = Quota::new(20, Duration::from_secs(1), 40);
 /// Budgets that apply even when `MERCATO_RATE_LIMITS` does not mention them: logins, registrations, password
 /// changes and email changes are slow (password hashing) and the target of password guessing; the contact form,
 /// newsletter subscriptions and password resets are open to anyone and make tickets and mails, so a client may not
-/// flood them.
+/// flood them; an order's preview answers whether a discount code exists, so it is no place to guess codes (a
+/// storefront previews a cart a few times a minute).
 pub const DEFAULT_ROUTE_QUOTAS: &[(&str, Quota)] = &[
     ("POST /v1/auth/login", Quota::new(5, Duration::from_secs(60), 5)),
     ("POST /v1/auth/register", Quota::new(10, Duration::from_secs(60), 10)),
@@ -234,6 +235,7 @@ pub const DEFAULT_ROUTE_QUOTAS: &[(&str, Quota)] = &[
     ("POST /v1/auth/email-changes", Quota::new(5, Duration::from_secs(60), 5)),
     ("POST /v1/contact", Quota::new(5, Duration::from_secs(60), 5)),
     ("POST /v1/newsletter/subscriptions", Quota::new(5, Duration::from_secs(60), 5)),
+    ("POST /v1/orders:preview", Quota::new(60, Duration::from_secs(60), 20)),
 ];
 
 impl Default for RateLimits {
@@ -412,7 +414,7 @@ in lower case, e.g. smtp_url = \"smtp://mail:25\" or [catalog] url = \"...\"; a 
                                  [default: default=20/s:40,POST /v1/auth/login=5/min:5,POST /v1/auth/register=10/min:10,
                                   POST /v1/auth/password:change=5/min:5,POST /v1/auth/password-resets=5/min:5,
                                   POST /v1/auth/email-changes=5/min:5,POST /v1/contact=5/min:5,
-                                  POST /v1/newsletter/subscriptions=5/min:5]
+                                  POST /v1/newsletter/subscriptions=5/min:5,POST /v1/orders:preview=60/min:20]
   MERCATO_TRUSTED_PROXIES        IPs/CIDRs whose X-Forwarded-For is believed [default: none]
   MERCATO_GATEWAY_TLS_CERT       gateway TLS certificate chain (PEM file) [default: plain HTTP]
   MERCATO_GATEWAY_TLS_KEY        its private key (PEM file); set both or neither
