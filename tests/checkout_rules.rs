@@ -457,6 +457,18 @@ async fn shipping_is_charged_by_the_rate_the_destination_allows(storage: Storage
         .await;
     assert_eq!(shipments["shipments"].as_array().map(Vec::len), Some(1), "{shipments}");
 
+    // A free-shipping code: the order pays the items only.
+    let code = json!({"code": "freeship", "freeShipping": true});
+    let made = p.send("POST", "/v1/discount-codes", Some(&admin), Some(code)).await;
+    assert_eq!((made.status, &made.json["freeShipping"]), (201, &json!(true)), "{}", made.json);
+    let order = json!({"shippingAddress": address(), "paymentMethod": "tok_visa", "items": items,
+        "shippingRateId": "express", "discountCode": "FREESHIP"});
+    let headers = [("authorization", bearer.as_str()), ("idempotency-key", "ship-free")];
+    let placed = p.send_with("POST", "/v1/orders", &headers, Some(order)).await;
+    assert_eq!(placed.status, 201, "{}", placed.json);
+    let amounts = ["subtotal", "discount", "shipping", "total"].map(|field| placed.json[field]["amountMinor"].clone());
+    assert_eq!(amounts, [json!("2400"), json!("1290"), json!("1290"), json!("2400")], "{}", placed.json);
+
     // Where no rate goes, the order is refused before anything is held.
     let mut far = address();
     far["country"] = json!("JP");
@@ -470,7 +482,7 @@ async fn shipping_is_charged_by_the_rate_the_destination_allows(storage: Storage
         (violation["field"].as_str(), violation["description"].as_str()),
         (Some("shippingAddress.country"), Some("JP is not a country this shop ships orders in EUR to"))
     );
-    assert_eq!(inventory(&p, &teas).await["available"], 8, "nothing held for the refused order");
+    assert_eq!(inventory(&p, &teas).await["available"], 6, "nothing held for the refused order");
     p.stop().await;
 }
 

@@ -463,7 +463,10 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 .into_iter()
                 .map(|i| ItemLine { name: i.name, quantity: i.quantity, line_total: money(i.line_total) })
                 .collect();
-            let discount = (!e.discount_code.is_empty()).then(|| (e.discount_code, money(e.discount)));
+            // A code that took nothing off (free shipping on an order that shipped free anyway) shows no line.
+            let discount = money(e.discount);
+            let discount =
+                (!e.discount_code.is_empty() && discount.amount_minor > 0).then(|| (e.discount_code, discount));
             let shipping = (!e.shipping_rate_id.is_empty()).then(|| (e.shipping_rate_name, money(e.shipping)));
             let facts =
                 Facts::OrderConfirmed { order_id: e.order_id, total: money(e.total), items, discount, shipping };
@@ -749,6 +752,7 @@ mod tests {
     fn an_order_confirmation_tells_the_discount_of_its_code_only() {
         assert_eq!(discount_mailed(&confirmed("SUMMER-10", 290)), Some(("SUMMER-10".to_owned(), 290)));
         assert_eq!(discount_mailed(&confirmed("", 0)), None);
+        assert_eq!(discount_mailed(&confirmed("FREESHIP", 0)), None, "nothing off: no line");
     }
 
     fn shipping_mailed(envelope: &EventEnvelope) -> Option<(String, i64)> {

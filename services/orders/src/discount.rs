@@ -24,6 +24,8 @@ pub enum Off {
     Percent(i64),
     /// A fixed amount, for orders in its currency whose subtotal is larger.
     Amount(Price),
+    /// The shipping: the order pays none, and its discount is what shipping would have cost.
+    FreeShipping,
 }
 
 /// A discount code as stored.
@@ -66,6 +68,8 @@ pub struct Draft {
     pub percent_off: i32,
     /// None when percent_off is given.
     pub amount_off: Option<Price>,
+    /// Free shipping instead of money off the items.
+    pub free_shipping: bool,
     /// None: any subtotal.
     pub minimum: Option<Price>,
     /// None: from now (at creation).
@@ -128,21 +132,29 @@ pub fn validate(draft: Draft, now: i64) -> Result<DiscountCode, Vec<FieldViolati
     if draft.end_time.is_some_and(|end| end <= now) {
         v.push(FieldViolation::new("discount_code.end_time", "must be in the future"));
     }
-    let off = match (draft.percent_off, &draft.amount_off) {
-        (0, None) => {
-            v.push(FieldViolation::new("discount_code.percent_off", "or amount_off is required"));
+    let off = match (draft.percent_off, &draft.amount_off, draft.free_shipping) {
+        (0, None, false) => {
+            v.push(FieldViolation::new("discount_code.percent_off", "or amount_off or free_shipping is required"));
             None
         }
-        (percent, None) if !(1..=99).contains(&percent) => {
+        (0, None, true) => Some(Off::FreeShipping),
+        (_, _, true) => {
+            v.push(FieldViolation::new(
+                "discount_code.free_shipping",
+                "cannot be given with percent_off or amount_off: choose one",
+            ));
+            None
+        }
+        (percent, None, false) if !(1..=99).contains(&percent) => {
             v.push(FieldViolation::new("discount_code.percent_off", "must be 1 to 99"));
             None
         }
-        (percent, None) => Some(Off::Percent(i64::from(percent))),
-        (0, Some(amount)) => {
+        (percent, None, false) => Some(Off::Percent(i64::from(percent))),
+        (0, Some(amount), false) => {
             check_money("discount_code.amount_off", amount, &mut v);
             Some(Off::Amount(amount.clone()))
         }
-        (_, Some(_)) => {
+        (_, Some(_), false) => {
             v.push(FieldViolation::new("discount_code.amount_off", "cannot be given with percent_off: choose one"));
             None
         }
@@ -258,8 +270,9 @@ impl Refusal {
     }
 }
 
-/// What `code` takes off `subtotal` at `now` (less than the subtotal, so an order always costs something), or
-/// why it does not apply. The use limit is checked against the count read with the code; the store checks it
+/// What `code` takes off the items of `subtotal` at `now` (less than the subtotal, so an order always costs
+/// something; 0 for free shipping, which takes the shipping off once it is known: [`settle`]), or why it does
+/// not apply. The use limit is checked against the count read with the code; the store checks it
 /// again, with once-per-customer, where the use is counted.
 pub fn discount_for(code: &DiscountCode, subtotal: &Price, now: i64) -> Result<i64, Refusal> {
     if code.disabled {
@@ -295,7 +308,17 @@ pub fn discount_for(code: &DiscountCode, subtotal: &Price, now: i64) -> Result<i
             Err(Refusal::NotAboveAmount(amount.clone()))
         }
         Off::Amount(amount) => Ok(amount.amount_minor),
+        Off::FreeShipping => Ok(0),
     }
+}
+
+/// What an order costs once its shipping is known: (its discount, its total) for items of `subtotal_minor`,
+/// `items_off` taken off them by a code, and `shipping_minor` for shipping, which a free-shipping code takes off
+/// too (the order's discount is then the shipping). None when the total does not fit.
+pub fn settle(subtotal_minor: i64, items_off: i64, free_shipping: bool, shipping_minor: i64) -> Option<(i64, i64)> {
+    let discount = if free_shipping { items_off.checked_add(shipping_minor)? } else { items_off };
+    let total = subtotal_minor.checked_add(shipping_minor)?.checked_sub(discount)?;
+    Some((discount, total))
 }
 
 #[cfg(test)]
@@ -318,6 +341,7 @@ mod tests {
         let draft = match off {
             Off::Percent(p) => percent(i32::try_from(p).expect("small")),
             Off::Amount(amount) => Draft { code: "TENOFF".into(), amount_off: Some(amount), ..Draft::default() },
+            Off::FreeShipping => Draft { code: "FREESHIP".into(), free_shipping: true, ..Draft::default() },
         };
         validate(draft, 1_000).expect("valid")
     }
@@ -343,6 +367,27 @@ mod tests {
             fields(&validate(bad_amount, 5).expect_err("bad amount")),
             ["discount_code.amount_off.currency", "discount_code.amount_off.amount_minor"]
         );
+    }
+
+    #[test]
+    fn free_shipping_is_a_kind_of_its_own() {
+        let made = validate(Draft { code: "freeship".into(), free_shipping: true, ..Draft::default() }, 5);
+        assert_eq!(made.expect("valid").off, Off::FreeShipping);
+        let with_percent = Draft { free_shipping: true, ..percent(10) };
+        assert_eq!(fields(&validate(with_percent, 5).expect_err("both")), ["discount_code.free_shipping"]);
+        // It takes nothing off the items, and applies above its minimum like any code.
+        let minimum = DiscountCode { minimum: Some(eur(3000)), ..code(Off::FreeShipping) };
+        assert_eq!(discount_for(&minimum, &eur(3000), 2_000), Ok(0));
+        assert_eq!(discount_for(&minimum, &eur(2999), 2_000), Err(Refusal::BelowMinimum(eur(3000))));
+    }
+
+    #[test]
+    fn settling_takes_the_shipping_off_for_free_shipping_only() {
+        // 50.00 of items, 4.90 shipping: a 5.00 discount, or free shipping.
+        assert_eq!(settle(5_000, 500, false, 490), Some((500, 4_990)));
+        assert_eq!(settle(5_000, 0, true, 490), Some((490, 5_000)));
+        assert_eq!(settle(5_000, 0, true, 0), Some((0, 5_000)), "shipping free anyway: nothing off");
+        assert_eq!(settle(i64::MAX, 0, false, 1), None);
     }
 
     #[test]

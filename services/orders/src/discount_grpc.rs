@@ -61,6 +61,7 @@ fn draft(code: WireCode) -> Result<Draft, Vec<FieldViolation>> {
             description: code.description,
             percent_off: code.percent_off,
             amount_off: price(code.amount_off),
+            free_shipping: code.free_shipping,
             minimum: price(code.minimum_subtotal),
             start_time,
             end_time,
@@ -77,8 +78,10 @@ pub fn code_to_wire(code: DiscountCode) -> WireCode {
     let (percent_off, amount_off) = match &code.off {
         Off::Percent(percent) => (i32::try_from(*percent).unwrap_or(0), None),
         Off::Amount(amount) => (0, Some(wire_price(amount))),
+        Off::FreeShipping => (0, None),
     };
     WireCode {
+        free_shipping: code.off == Off::FreeShipping,
         percent_off,
         amount_off,
         minimum_subtotal: code.minimum.as_ref().map(wire_price),

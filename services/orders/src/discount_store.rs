@@ -11,7 +11,7 @@ use crate::store::Store;
 
 const COLUMNS: &str = "code, description, percent_off, amount_off_minor, amount_currency, minimum_minor, \
      minimum_currency, start_time, end_time, max_redemptions, once_per_customer, disabled, times_redeemed, \
-     create_time, update_time";
+     create_time, update_time, free_shipping";
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -30,12 +30,15 @@ struct Row {
     times_redeemed: i64,
     create_time: i64,
     update_time: i64,
+    free_shipping: bool,
 }
 
 impl From<Row> for DiscountCode {
     fn from(row: Row) -> Self {
         Self {
-            off: if row.percent_off > 0 {
+            off: if row.free_shipping {
+                Off::FreeShipping
+            } else if row.percent_off > 0 {
                 Off::Percent(row.percent_off)
             } else {
                 Off::Amount(Price { currency: row.amount_currency, amount_minor: row.amount_off_minor })
@@ -62,6 +65,7 @@ impl Store {
         let (percent, amount) = match &code.off {
             Off::Percent(percent) => (*percent, None),
             Off::Amount(amount) => (0, Some(amount)),
+            Off::FreeShipping => (0, None),
         };
         let sql = format!("INSERT INTO discount_codes ({COLUMNS}) VALUES ({})", platform::db::values_for(COLUMNS));
         let inserted = with_db!(self.db(), pool => {
@@ -81,6 +85,7 @@ impl Store {
                 .bind(code.times_redeemed)
                 .bind(code.create_time)
                 .bind(code.update_time)
+                .bind(code.off == Off::FreeShipping)
                 .execute(pool)
                 .await
                 .map(|_| ())

@@ -179,14 +179,20 @@ fn destination(given: Option<WireAddress>, saved_id: &str) -> Result<Destination
     }
 }
 
-/// What an order whose items cost `items` (after a discount) costs with `shipping`.
-fn with_shipping(items: Price, shipping: Option<&Shipping>) -> Result<Price, Error> {
+/// What a discount code does to an order: what it takes off the items, and whether it takes the shipping off.
+#[derive(Debug, Clone, Copy, Default)]
+struct Applied {
+    items_off: i64,
+    free_shipping: bool,
+}
+
+/// (the discount, the total) of an order of `subtotal` with `applied` and `shipping` ([`discount::settle`]).
+fn settle(subtotal: &Price, applied: Applied, shipping: Option<&Shipping>) -> Result<(i64, Price), Error> {
     let shipping_minor = shipping.map_or(0, |s| s.amount_minor);
-    let amount_minor = items
-        .amount_minor
-        .checked_add(shipping_minor)
-        .ok_or_else(|| Error::invalid(FieldViolation::new("items", "the total is too large")))?;
-    Ok(Price { amount_minor, ..items })
+    let (discount, total) =
+        discount::settle(subtotal.amount_minor, applied.items_off, applied.free_shipping, shipping_minor)
+            .ok_or_else(|| Error::invalid(FieldViolation::new("items", "the total is too large")))?;
+    Ok((discount, Price { currency: subtotal.currency.clone(), amount_minor: total }))
 }
 
 fn upstream(what: &str, error: PortError) -> Error {
@@ -327,9 +333,9 @@ impl OrdersApi {
         })
     }
 
-    /// What discount code `code` takes off `subtotal` for `customer_id` now, or the violation that tells the
-    /// customer why not. Placing the order checks the use limits again where it counts the use.
-    async fn discount(&self, code: &str, subtotal: &Price, customer_id: &str, now: i64) -> Result<i64, Error> {
+    /// What discount code `code` does to an order of `subtotal` for `customer_id` now, or the violation that
+    /// tells the customer why not. Placing the order checks the use limits again where it counts the use.
+    async fn discount(&self, code: &str, subtotal: &Price, customer_id: &str, now: i64) -> Result<Applied, Error> {
         let found = self.store.discount_code(code).await?;
         let refused = |refusal: discount::Refusal| Error::invalid(refusal.violation());
         let code = found.ok_or_else(|| refused(discount::Refusal::Unknown))?;
@@ -337,7 +343,7 @@ impl OrdersApi {
         if code.once_per_customer && self.store.has_redeemed(&code.code, customer_id).await? {
             return Err(refused(discount::Refusal::UsedBefore));
         }
-        Ok(off)
+        Ok(Applied { items_off: off, free_shipping: code.off == discount::Off::FreeShipping })
     }
 
     /// The lines as asked for at checkout or in a preview, checked and merged (empty: the cart's).
@@ -431,14 +437,14 @@ impl OrderService for OrdersApi {
             let address = self.address(destination, &authorization).await?;
             let (lines, from_cart) = self.lines(asked, &authorization).await?;
             let (priced, rates) = self.price_with_rates(&lines, from_cart).await?;
-            let discount_minor = match &discount_code {
+            let applied = match &discount_code {
                 Some(code) => self.discount(code, &priced.total, &claims.sub, now).await?,
-                None => 0,
+                None => Applied::default(),
             };
-            let items = Price { amount_minor: priced.total.amount_minor - discount_minor, ..priced.total.clone() };
+            let items = Price { amount_minor: priced.total.amount_minor - applied.items_off, ..priced.total.clone() };
             let shipping = shipping::choose(&rates, rate.as_deref(), &address.country, &items)
                 .map_err(|refusal| Error::invalid(refusal.violation()))?;
-            let total = with_shipping(items, shipping.as_ref())?;
+            let (discount_minor, total) = settle(&priced.total, applied, shipping.as_ref())?;
             Ok::<_, Error>((priced, discount_minor, shipping, total, from_cart, address))
         };
         let (priced, discount_minor, shipping, total, from_cart, address) = match priced.await {
@@ -532,12 +538,12 @@ impl OrderService for OrdersApi {
         }
         let (lines, from_cart) = self.lines(asked, &authorization).await?;
         let (priced, rates) = self.price_with_rates(&lines, from_cart).await?;
-        let discount_minor = match &discount_code {
+        let applied = match &discount_code {
             Some(code) => self.discount(code, &priced.total, &claims.sub, now_micros()).await?,
-            None => 0,
+            None => Applied::default(),
         };
         let currency = priced.total.currency.clone();
-        let items = Price { amount_minor: priced.total.amount_minor - discount_minor, ..priced.total.clone() };
+        let items = Price { amount_minor: priced.total.amount_minor - applied.items_off, ..priced.total.clone() };
         // Shipping is priced once the destination is known; until then the total is the items'.
         let (shipping, options) = match &address {
             Some(address) => {
@@ -548,7 +554,7 @@ impl OrderService for OrdersApi {
             None => (None, Vec::new()),
         };
         let chosen = shipping.clone().flatten();
-        let total = with_shipping(items, chosen.as_ref())?;
+        let (discount_minor, total) = settle(&priced.total, applied, chosen.as_ref())?;
         let price_of = |amount_minor| money(&Price { currency: currency.clone(), amount_minor });
         Ok(Response::new(PreviewOrderResponse {
             items: lines_to_wire(&priced.lines, &currency),

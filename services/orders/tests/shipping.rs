@@ -297,6 +297,20 @@ async fn checkout_charges_the_cheapest_rate_or_the_one_asked_for(db: Db) {
     let halved = CreateOrderRequest { discount_code: "half".into(), ..shipped(&[(COFFEE, 4)], "k6", "GB", "") };
     let halved = ada.create(halved).await.expect("create");
     assert_eq!(amounts(&halved), (5800, 2900, 690, 3590));
+
+    // A free-shipping code takes the shipping off: the discount is what shipping would have cost.
+    let free = DiscountCode { code: "FREESHIP".into(), free_shipping: true, ..DiscountCode::default() };
+    let mut request = tonic::Request::new(CreateDiscountCodeRequest { discount_code: Some(free) });
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {}", server.issuer.sign(&claims)).parse().expect("header"));
+    let made = codes.create_discount_code(request).await.expect("code").into_inner().discount_code.expect("code");
+    assert!(made.free_shipping && made.percent_off == 0 && made.amount_off.is_none(), "{made:?}");
+    let express =
+        CreateOrderRequest { discount_code: "freeship".into(), ..shipped(&[(TEA, 1)], "k7", "GB", "express") };
+    let express = ada.create(express).await.expect("create");
+    assert_eq!((amounts(&express), express.shipping_rate_id.as_str()), ((500, 990, 990, 500), "express"));
+    assert_eq!(fake.payments_of(&express.id)[0].amount, 500, "the customer pays the items only");
     server.stop().await;
 }
 
