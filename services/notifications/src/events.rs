@@ -466,7 +466,7 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
             // A code that took nothing off (free shipping on an order that shipped free anyway) shows no line.
             let discount = money(e.discount);
             let discount =
-                (!e.discount_code.is_empty() && discount.amount_minor > 0).then(|| (e.discount_code, discount));
+                (!e.discount_code.is_empty() && discount.amount_minor > 0).then_some((e.discount_code, discount));
             let shipping = (!e.shipping_rate_id.is_empty()).then(|| (e.shipping_rate_name, money(e.shipping)));
             let facts =
                 Facts::OrderConfirmed { order_id: e.order_id, total: money(e.total), items, discount, shipping };
