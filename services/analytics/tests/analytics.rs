@@ -193,28 +193,12 @@ fn confirmed(id: &str, date: &str, hour: i64, items: Vec<OrderItem>, from_cart: 
 
 /// `order.confirmed` of `items` with a discount code (SAVE-10) that took `discount` off their sum.
 fn discounted(id: &str, date: &str, items: Vec<OrderItem>, discount: i64) -> EventEnvelope {
-    shipped(id, date, items, discount, 0)
+    shipped(id, date, items, "SAVE-10", discount, 0)
 }
 
-/// `order.confirmed` of `items` with discount code `code` that took `discount` off their sum.
-fn with_code(id: &str, date: &str, items: Vec<OrderItem>, code: &str, discount: i64) -> EventEnvelope {
-    let currency = items[0].line_total.as_ref().expect("line total").currency.clone();
-    let subtotal: i64 = items.iter().map(|i| i.line_total.as_ref().expect("line total").amount_minor).sum();
-    let payload = OrderConfirmed {
-        order_id: id.into(),
-        customer_id: "c".into(),
-        payment_id: format!("pay-{id}"),
-        items,
-        total: money(&currency, subtotal - discount),
-        discount: money(&currency, discount),
-        discount_code: code.into(),
-        ..OrderConfirmed::default()
-    };
-    envelope(&format!("ev-confirmed-{id}"), "order.confirmed", date, 12, payload.encode_to_vec())
-}
-
-/// `order.confirmed` of `items` with a discount and `shipping` paid on top (a shipping rate when it is not 0).
-fn shipped(id: &str, date: &str, items: Vec<OrderItem>, discount: i64, shipping: i64) -> EventEnvelope {
+/// `order.confirmed` of `items` with discount code `code` (none when empty) that took `discount` off their sum,
+/// and `shipping` paid on top (a shipping rate when it is not 0).
+fn shipped(id: &str, date: &str, items: Vec<OrderItem>, code: &str, discount: i64, shipping: i64) -> EventEnvelope {
     let currency = items[0].line_total.as_ref().expect("line total").currency.clone();
     let subtotal: i64 = items.iter().map(|i| i.line_total.as_ref().expect("line total").amount_minor).sum();
     let payload = OrderConfirmed {
@@ -224,7 +208,7 @@ fn shipped(id: &str, date: &str, items: Vec<OrderItem>, discount: i64, shipping:
         items,
         total: money(&currency, subtotal - discount + shipping),
         discount: money(&currency, discount),
-        discount_code: if discount > 0 { "SAVE-10".into() } else { String::new() },
+        discount_code: code.into(),
         shipping: money(&currency, shipping),
         shipping_rate_id: if shipping > 0 { "standard".into() } else { String::new() },
         ..OrderConfirmed::default()
@@ -692,7 +676,7 @@ async fn discounts_and_shipping_are_reported_beside_what_orders_cost(db: Db) {
     // The day's row exists before the discounted order adds to it.
     server.publish(confirmed("d2", "2025-03-04", 13, vec![item(MUG, "Mug", 1, "EUR", 1200)], false)).await;
     server.publish(discounted("d1", "2025-03-04", vec![item(MUG, "Mug", 2, "EUR", 1200)], 240)).await;
-    server.publish(shipped("d3", "2025-03-04", vec![item(MUG, "Mug", 1, "EUR", 1200)], 0, 490)).await;
+    server.publish(shipped("d3", "2025-03-04", vec![item(MUG, "Mug", 1, "EUR", 1200)], "", 0, 490)).await;
     let owner = server.owner();
     let daily = GetSalesReportRequest {
         from: "2025-03-04".into(),
@@ -719,14 +703,14 @@ async fn discounts_and_shipping_are_reported_beside_what_orders_cost(db: Db) {
 async fn each_discount_code_is_reported_with_what_it_brought_in(db: Db) {
     let server = Server::start(db).await;
     let mugs = |n| vec![item(MUG, "Mug", n, "EUR", 1200)];
-    server.publish(with_code("c1", "2025-03-04", mugs(2), "SUMMER", 240)).await;
-    server.publish(with_code("c2", "2025-03-05", mugs(1), "WELCOME", 500)).await;
+    server.publish(shipped("c1", "2025-03-04", mugs(2), "SUMMER", 240, 0)).await;
+    server.publish(shipped("c2", "2025-03-05", mugs(1), "WELCOME", 500, 0)).await;
     // The same code the same day: the day's row exists and is added to.
-    server.publish(with_code("c3", "2025-03-04", mugs(1), "SUMMER", 120)).await;
-    server.publish(with_code("c4", "2025-03-06", vec![item(MUG, "Mug", 1, "USD", 1500)], "SUMMER", 150)).await;
+    server.publish(shipped("c3", "2025-03-04", mugs(1), "SUMMER", 120, 0)).await;
+    server.publish(shipped("c4", "2025-03-06", vec![item(MUG, "Mug", 1, "USD", 1500)], "SUMMER", 150, 0)).await;
     server.publish(confirmed("c5", "2025-03-06", 13, mugs(3), false)).await;
     // Outside the period asked for.
-    server.publish(with_code("c6", "2025-04-02", mugs(1), "WELCOME", 500)).await;
+    server.publish(shipped("c6", "2025-04-02", mugs(1), "WELCOME", 500, 0)).await;
     let owner = server.owner();
 
     let report = server.codes(&owner, "2025-03-01", "2025-04-01", "").await.expect("codes");

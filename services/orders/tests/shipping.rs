@@ -113,6 +113,16 @@ fn quote(preview: &PreviewOrderResponse) -> (i64, i64, &str, Vec<(&str, i64)>) {
     (minor(&preview.shipping), minor(&preview.total), preview.shipping_rate_id.as_str(), options)
 }
 
+/// Creates discount code `code` as staff holding `discounts:write`.
+async fn create_code(server: &Server, code: DiscountCode) -> DiscountCode {
+    let claims = server.issuer.claims("staff-2", &["discounts:write"], &["catalog"]);
+    let mut request = tonic::Request::new(CreateDiscountCodeRequest { discount_code: Some(code) });
+    let bearer = format!("Bearer {}", server.issuer.sign(&claims));
+    request.metadata_mut().insert("authorization", bearer.parse().expect("header"));
+    let mut codes = DiscountCodeServiceClient::new(connect(&server.url).await);
+    codes.create_discount_code(request).await.expect("code").into_inner().discount_code.expect("code")
+}
+
 /// The one field violation of a refusal.
 fn refusal(status: &Status) -> (String, String) {
     match violations(status).as_slice() {
@@ -286,25 +296,15 @@ async fn checkout_charges_the_cheapest_rate_or_the_one_asked_for(db: Db) {
     assert_eq!(amounts(&dearer), (500, 0, 690, 1190));
 
     // Free shipping counts what the items cost after a discount code.
-    let mut codes = DiscountCodeServiceClient::new(connect(&server.url).await);
-    let claims = server.issuer.claims("staff-2", &["discounts:write"], &["catalog"]);
     let half = DiscountCode { code: "HALF".into(), percent_off: 50, ..DiscountCode::default() };
-    let mut request = tonic::Request::new(CreateDiscountCodeRequest { discount_code: Some(half) });
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {}", server.issuer.sign(&claims)).parse().expect("header"));
-    codes.create_discount_code(request).await.expect("code");
+    create_code(&server, half).await;
     let halved = CreateOrderRequest { discount_code: "half".into(), ..shipped(&[(COFFEE, 4)], "k6", "GB", "") };
     let halved = ada.create(halved).await.expect("create");
     assert_eq!(amounts(&halved), (5800, 2900, 690, 3590));
 
     // A free-shipping code takes the shipping off: the discount is what shipping would have cost.
     let free = DiscountCode { code: "FREESHIP".into(), free_shipping: true, ..DiscountCode::default() };
-    let mut request = tonic::Request::new(CreateDiscountCodeRequest { discount_code: Some(free) });
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {}", server.issuer.sign(&claims)).parse().expect("header"));
-    let made = codes.create_discount_code(request).await.expect("code").into_inner().discount_code.expect("code");
+    let made = create_code(&server, free).await;
     assert!(made.free_shipping && made.percent_off == 0 && made.amount_off.is_none(), "{made:?}");
     let express =
         CreateOrderRequest { discount_code: "freeship".into(), ..shipped(&[(TEA, 1)], "k7", "GB", "express") };
