@@ -44,9 +44,8 @@ pub fn validate(field: &str, address: Option<Address>) -> Result<Address, Vec<Fi
     }
     if a.country.is_empty() {
         violations.push(FieldViolation::new(format!("{field}.country"), "is required"));
-    } else if !is_country_code(&a.country) {
-        violations
-            .push(FieldViolation::new(format!("{field}.country"), "must be an ISO 3166-1 alpha-2 code such as \"DE\""));
+    } else if let Err(v) = check_country(&format!("{field}.country"), &a.country) {
+        violations.push(v);
     }
     if violations.is_empty() { Ok(a) } else { Err(violations) }
 }
@@ -55,6 +54,14 @@ pub fn validate(field: &str, address: Option<Address>) -> Result<Address, Vec<Fi
 /// assigned codes changes; the platform checks the shape).
 pub fn is_country_code(code: &str) -> bool {
     code.len() == 2 && code.bytes().all(|b| b.is_ascii_uppercase())
+}
+
+/// [`is_country_code`] as a violation of `field` that says what is expected.
+pub fn check_country(field: &str, code: &str) -> Result<(), FieldViolation> {
+    if is_country_code(code) {
+        return Ok(());
+    }
+    Err(FieldViolation::new(field, "must be an ISO 3166-1 alpha-2 code such as \"DE\""))
 }
 
 #[cfg(test)]

@@ -55,6 +55,14 @@ pub fn is_currency_code(code: &str) -> bool {
     code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase())
 }
 
+/// [`is_currency_code`] as a violation of `field` that says what is expected.
+pub fn check_currency(field: &str, code: &str) -> Result<(), crate::error::FieldViolation> {
+    if is_currency_code(code) {
+        return Ok(());
+    }
+    Err(crate::error::FieldViolation::new(field, "must be an ISO 4217 code of 3 upper-case letters, e.g. EUR"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -110,11 +110,8 @@ pub fn validate_product(input: ProductInput) -> Result<ProductFields, Vec<FieldV
     match &input.price {
         None => v.push(FieldViolation::new("product.price", "is required")),
         Some(price) => {
-            if !platform::money::is_currency_code(&price.currency) {
-                v.push(FieldViolation::new(
-                    "product.price.currency",
-                    "must be an ISO 4217 code of 3 upper-case letters, e.g. EUR",
-                ));
+            if let Err(e) = platform::money::check_currency("product.price.currency", &price.currency) {
+                v.push(e);
             }
             if price.amount_minor < 0 {
                 v.push(FieldViolation::new("product.price.amount_minor", "must not be negative"));

@@ -99,11 +99,8 @@ pub fn normalize_code(field: &str, raw: &str) -> Result<String, FieldViolation> 
 }
 
 fn check_money(field: &str, price: &Price, v: &mut Vec<FieldViolation>) {
-    if !money::is_currency_code(&price.currency) {
-        v.push(FieldViolation::new(
-            format!("{field}.currency"),
-            "must be an ISO 4217 code of 3 upper-case letters, e.g. EUR",
-        ));
+    if let Err(e) = money::check_currency(&format!("{field}.currency"), &price.currency) {
+        v.push(e);
     }
     if price.amount_minor <= 0 {
         v.push(FieldViolation::new(format!("{field}.amount_minor"), "must be more than 0"));

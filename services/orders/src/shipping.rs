@@ -76,15 +76,6 @@ pub fn normalize_id(field: &str, raw: &str) -> Result<String, FieldViolation> {
     Ok(id)
 }
 
-fn check_currency(field: &str, currency: &str, v: &mut Vec<FieldViolation>) {
-    if !money::is_currency_code(currency) {
-        v.push(FieldViolation::new(
-            format!("{field}.currency"),
-            "must be an ISO 4217 code of 3 upper-case letters, e.g. EUR",
-        ));
-    }
-}
-
 /// The countries as stored: upper case, sorted, each once; every code that is not one is named by its index.
 fn countries(raw: &[String], v: &mut Vec<FieldViolation>) -> Vec<String> {
     if raw.len() > MAX_COUNTRIES {
@@ -93,13 +84,9 @@ fn countries(raw: &[String], v: &mut Vec<FieldViolation>) -> Vec<String> {
     let mut codes = Vec::with_capacity(raw.len());
     for (i, code) in raw.iter().enumerate() {
         let code = code.trim().to_ascii_uppercase();
-        if platform::address::is_country_code(&code) {
-            codes.push(code);
-        } else {
-            v.push(FieldViolation::new(
-                format!("shipping_rate.countries[{i}]"),
-                "must be an ISO 3166-1 alpha-2 code such as \"DE\"",
-            ));
+        match platform::address::check_country(&format!("shipping_rate.countries[{i}]"), &code) {
+            Ok(()) => codes.push(code),
+            Err(e) => v.push(e),
         }
     }
     codes.sort();
@@ -121,14 +108,18 @@ fn check(draft: Draft, create_time: i64, now: i64) -> Result<ShippingRate, Vec<F
     match &draft.price {
         None => v.push(FieldViolation::new("shipping_rate.price", "is required (zero for free shipping)")),
         Some(price) => {
-            check_currency("shipping_rate.price", &price.currency, &mut v);
+            if let Err(e) = money::check_currency("shipping_rate.price.currency", &price.currency) {
+                v.push(e);
+            }
             if price.amount_minor < 0 {
                 v.push(FieldViolation::new("shipping_rate.price.amount_minor", "must not be negative"));
             }
         }
     }
     if let Some(free_from) = &draft.free_from {
-        check_currency("shipping_rate.free_from", &free_from.currency, &mut v);
+        if let Err(e) = money::check_currency("shipping_rate.free_from.currency", &free_from.currency) {
+            v.push(e);
+        }
         if draft.price.as_ref().is_some_and(|p| p.currency != free_from.currency) {
             v.push(FieldViolation::new("shipping_rate.free_from.currency", "must be price's currency"));
         }

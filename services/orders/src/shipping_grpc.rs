@@ -116,11 +116,11 @@ impl ShippingRateService for ShippingRatesApi {
         let country = req.country.trim().to_ascii_uppercase();
         let currency = req.currency.trim().to_owned();
         let mut violations = Vec::new();
-        if !country.is_empty() && !platform::address::is_country_code(&country) {
-            violations.push(FieldViolation::new("country", "must be an ISO 3166-1 alpha-2 code such as \"DE\""));
+        if !country.is_empty() {
+            violations.extend(platform::address::check_country("country", &country).err());
         }
-        if !currency.is_empty() && !platform::money::is_currency_code(&currency) {
-            violations.push(FieldViolation::new("currency", "must be an ISO 4217 code of 3 upper-case letters"));
+        if !currency.is_empty() {
+            violations.extend(platform::money::check_currency("currency", &currency).err());
         }
         if !violations.is_empty() {
             return Err(Error::InvalidArgument(violations).into());
