@@ -504,14 +504,18 @@ async fn an_order_refunded_in_part_is_cancelled_for_the_rest(storage: Storage) {
     let order = place_order(&p, &ada, "ada-lamp", &lamps, 1, "tok_visa").await;
     assert_eq!(order["status"], "ORDER_STATUS_CONFIRMED", "{order}");
     let (id, payment_id) = (order["id"].as_str().expect("id"), order["paymentId"].as_str().expect("payment"));
+    assert_eq!(order["refunded"], json!({"currency": "EUR", "amountMinor": "0"}), "nothing given back yet: {order}");
 
-    // Staff give EUR 5.00 back for a scratch; then, before it ships, Ada cancels the order.
+    // Staff give EUR 5.00 back for a scratch: Ada's order shows it (from payment.refunded, so in a moment); then,
+    // before it ships, she cancels the order.
     let refund_body =
         json!({"paymentId": payment_id, "amount": {"currency": "EUR", "amountMinor": "500"}, "reason": "scratched"});
     let bearer = format!("Bearer {admin}");
     let headers = [("authorization", bearer.as_str()), ("idempotency-key", "scratch-1")];
     let refund = p.send_with("POST", "/v1/refunds", &headers, Some(refund_body)).await;
     assert_eq!(refund.status, 201, "{}", refund.json);
+    let path = format!("/v1/orders/{id}");
+    p.get_until(&path, &ada, |o| o["refunded"]["amountMinor"] == "500").await;
     let cancelled = p.send("POST", &format!("/v1/orders/{id}:cancel"), Some(&ada), Some(json!({}))).await;
     assert_eq!(cancelled.status, 200, "{}", cancelled.json);
     assert_eq!(cancelled.json["status"], "ORDER_STATUS_CANCELLED", "{}", cancelled.json);
@@ -520,6 +524,8 @@ async fn an_order_refunded_in_part_is_cancelled_for_the_rest(storage: Storage) {
     let payment = p.send("GET", &format!("/v1/payments/{payment_id}"), Some(&ada), None).await.json;
     assert_eq!(payment["status"], "PAYMENT_STATUS_REFUNDED", "{payment}");
     assert_eq!(payment["refundedAmount"]["amountMinor"], "4000", "{payment}");
+    let refunded = p.get_until(&path, &ada, |o| o["refunded"]["amountMinor"] == "4000").await;
+    assert_eq!(refunded["status"], "ORDER_STATUS_CANCELLED", "and the order shows the whole total: {refunded}");
     // The catalog restocks from order.cancelled, an event: it may take a moment.
     let mut available = Value::Null;
     for _ in 0..100 {

@@ -34,8 +34,9 @@ pub const SERVICES: &[&str] = &[
 pub const AMQP_PREFIX: &str = "mercato";
 
 /// Every consumer of the platform's events, with the event types it takes.
-pub fn consumers() -> [(&'static str, Vec<&'static str>); 6] {
+pub fn consumers() -> [(&'static str, Vec<&'static str>); 7] {
     [
+        (orders::events::CONSUMER, orders::events::event_types()),
         (users::events::CONSUMER, users::events::event_types()),
         (cart::events::CONSUMER, cart::events::event_types()),
         (catalog::events::CONSUMER, catalog::events::event_types()),

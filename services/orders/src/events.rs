@@ -1,12 +1,17 @@
 //! What the orders service publishes, through its outbox: `order.placed`, `order.confirmed`,
-//! `order.failed` and `order.cancelled` (payloads in `mercato.orders.v1`, see events.proto).
+//! `order.failed` and `order.cancelled` (payloads in `mercato.orders.v1`, see events.proto); and what it
+//! consumes: `payment.refunded`, which tells an order how much of it has been given back.
+
+use std::sync::Arc;
 
 use api::mercato::orders::v1::{OrderCancelled, OrderConfirmed, OrderFailed, OrderPlaced};
-use platform::events::NewEvent;
+use api::mercato::payments::v1::PaymentRefunded;
+use platform::events::{EventBus, EventEnvelope, NewEvent};
+use prost::Message;
 
 use crate::domain::Price;
 use crate::grpc::{address_to_wire, lines_to_wire, money};
-use crate::store::Order;
+use crate::store::{Order, Store};
 
 /// An order was created and its checkout started.
 pub const ORDER_PLACED: &str = "order.placed";
@@ -74,4 +79,44 @@ pub fn cancelled(order: &Order, refunded_minor: i64) -> NewEvent {
         reason: order.cancel_reason.clone(),
     };
     NewEvent::new(ORDER_CANCELLED, order.id.clone(), &payload)
+}
+
+/// The service's consumer name (its queue on RabbitMQ). It keeps no inbox: what it records is a cumulative amount
+/// that only rises ([`Store::record_refunded`]), so a redelivered event changes nothing.
+pub const CONSUMER: &str = "orders";
+/// Event type of a payment's refund (payload `mercato.payments.v1.PaymentRefunded`).
+pub const PAYMENT_REFUNDED: &str = "payment.refunded";
+
+/// The event types the consumer takes: what it subscribes to, and its queue's bindings on RabbitMQ, which a
+/// publisher in another process declares too (`AmqpBus::expect_consumer`).
+pub fn event_types() -> Vec<&'static str> {
+    vec![PAYMENT_REFUNDED]
+}
+
+/// Subscribes the service's consumer on `bus`.
+pub fn subscribe(bus: &dyn EventBus, store: Store) {
+    bus.subscribe(
+        CONSUMER,
+        &event_types(),
+        Arc::new(move |envelope: Arc<EventEnvelope>| {
+            let store = store.clone();
+            Box::pin(async move { handle(&store, &envelope).await })
+        }),
+    );
+}
+
+async fn handle(store: &Store, envelope: &EventEnvelope) -> Result<(), String> {
+    if envelope.r#type != PAYMENT_REFUNDED {
+        return Ok(());
+    }
+    let refunded = PaymentRefunded::decode(envelope.data.as_slice()).map_err(|e| format!("bad payload: {e}"))?;
+    let so_far = refunded.refunded_amount.map_or(0, |m| m.amount_minor);
+    let raised = store
+        .record_refunded(&refunded.order_id, &refunded.payment_id, so_far, platform::time::now_micros())
+        .await
+        .map_err(|e| format!("recording the refund of order {}: {e}", refunded.order_id))?;
+    if raised {
+        tracing::info!(order_id = %refunded.order_id, refunded_minor = so_far, "order refunded");
+    }
+    Ok(())
 }

@@ -20,7 +20,8 @@
 //!   ([`SagaPorts`]).
 //! - [`saga`]: the checkout saga and its recovery.
 //! - [`grpc`]: the handlers of `mercato.orders.v1.OrderService`.
-//! - [`events`]: what it publishes (`order.*`, through the outbox).
+//! - [`events`]: what it publishes (`order.*`, through the outbox) and consumes (`payment.refunded`: how much of an
+//!   order has been given back).
 //! - [`error`]: the crate's one error type and its mapping to gRPC statuses.
 
 pub mod discount;
@@ -63,7 +64,8 @@ pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Runs the orders service as configured: opens its database, trusts the auth service's keys, reaches the
 /// catalog, cart, payments, deliveries and users services at their configured URLs (with this service's own
-/// tokens, client secret `MERCATO_ORDERS_CLIENT_SECRET`, or the customer's for their cart and addresses), publishes its events to `bus`, and serves on `listener` until
+/// tokens, client secret `MERCATO_ORDERS_CLIENT_SECRET`, or the customer's for their cart and addresses),
+/// publishes its events to `bus` and consumes the payments' refunds from it, and serves on `listener` until
 /// `shutdown` is cancelled.
 pub async fn run(
     listener: platform::grpc::Listener,
@@ -86,6 +88,8 @@ pub async fn run(
     };
     let ports = GrpcPorts::new(channels, Credentials::Service(Arc::new(tokens)));
     let db = Db::open(&settings, NAME).await?;
+    db.migrate(&MIGRATOR, NAME).await?;
+    events::subscribe(bus.as_ref(), store::Store::new(db.clone()));
     let verifier = Arc::new(TokenVerifier::from_auth_service(auth));
     let options =
         SagaOptions { requires_verified_email: settings.checkout_requires_verified_email, ..SagaOptions::default() };
@@ -96,7 +100,8 @@ pub async fn run(
 
 /// Migrates `db`, resumes every checkout left in flight, then serves the orders service on `listener` with
 /// tokens checked by `verifier`, other services reached through `ports`, and events published to `bus`,
-/// until `shutdown` is cancelled. Saga runs still going at shutdown stop where they are and resume on the
+/// until `shutdown` is cancelled. (The consumer of the payments' refunds is subscribed by [`run`], or by the
+/// caller: [`events::subscribe`].) Saga runs still going at shutdown stop where they are and resume on the
 /// next start.
 pub async fn serve(
     listener: impl Into<platform::grpc::Listener>,

@@ -22,6 +22,11 @@ const ORDER_COLUMNS: &str = "id, customer_id, status, saga_step, step_time, curr
      failure_reason, cancel_reason, from_cart, idempotency_key, request_hash, create_time, update_time, \
      discount_minor, discount_code, shipping_minor, shipping_rate_id, shipping_rate_name";
 
+/// What an order's reads select: [`ORDER_COLUMNS`], which a new order is inserted with, and what only changes
+/// after (the amount refunded, from the payment's events).
+static SELECT_ORDER: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("SELECT {ORDER_COLUMNS}, refunded_minor FROM orders"));
+
 #[derive(sqlx::FromRow)]
 struct OrderRow {
     id: String,
@@ -52,6 +57,7 @@ struct OrderRow {
     shipping_minor: i64,
     shipping_rate_id: String,
     shipping_rate_name: String,
+    refunded_minor: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -92,6 +98,9 @@ pub struct Order {
     pub shipping_rate_id: String,
     /// The rate's name when the order was placed.
     pub shipping_rate_name: String,
+    /// What has been given back of the total so far (staff's refunds and a cancellation's), as the payment's
+    /// `payment.refunded` events told; 0 for a new order.
+    pub refunded_minor: i64,
     /// Shipping address.
     pub address: Address,
     /// Payment method token.
@@ -121,6 +130,11 @@ impl Order {
             currency: self.total.currency.clone(),
             amount_minor: self.total.amount_minor + self.discount_minor - self.shipping_minor,
         }
+    }
+
+    /// What has been given back so far (zero when nothing was).
+    pub fn refunded(&self) -> Price {
+        Price { currency: self.total.currency.clone(), amount_minor: self.refunded_minor }
     }
 
     /// What shipping costs (zero when free or not charged).
@@ -157,6 +171,7 @@ fn assemble(row: OrderRow, lines: Vec<Line>) -> Result<Order, Error> {
         shipping_minor: row.shipping_minor,
         shipping_rate_id: row.shipping_rate_id,
         shipping_rate_name: row.shipping_rate_name,
+        refunded_minor: row.refunded_minor,
         address: Address {
             name: row.ship_name,
             line1: row.ship_line1,
@@ -435,7 +450,7 @@ pub struct ConfirmedOrder {
     pub currency: String,
     /// Its total in minor units.
     pub total_minor: i64,
-    /// When it last changed (its confirmation), microseconds since the epoch.
+    /// When it last changed (its confirmation, or a refund since), microseconds since the epoch.
     pub update_time: i64,
 }
 
@@ -588,7 +603,7 @@ impl Store {
 
     /// Order `id` with its lines, if it exists.
     pub async fn order(&self, id: &str) -> Result<Option<Order>, Error> {
-        let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = $1");
+        let sql = format!("{} WHERE id = $1", *SELECT_ORDER);
         let (row, lines) = with_db!(&self.db, pool => {
             let row = sqlx::query_as::<_, OrderRow>(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?;
             let lines = sqlx::query_as::<_, LineRow>(
@@ -605,7 +620,7 @@ impl Store {
 
     /// Orders newest first, after the cursor, filtered as asked, with their lines.
     pub async fn list(&self, q: &ListQuery) -> Result<Vec<Order>, Error> {
-        let mut sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE 1 = 1");
+        let mut sql = format!("{} WHERE 1 = 1", *SELECT_ORDER);
         let mut args = Vec::new();
         let mut arg = |a: Arg| {
             args.push(a);
@@ -770,6 +785,32 @@ impl Store {
                 .execute(pool)
                 .await?
                 .rows_affected()
+        });
+        Ok(n == 1)
+    }
+
+    /// Records that payment `payment_id` of order `order_id` has given back `refunded_minor` in all (a cumulative
+    /// amount): raises the order's amount refunded to it, never lowers it, so events redelivered or out of order
+    /// change nothing. False when nothing changed (no such order paid by that payment, or it knew as much).
+    pub async fn record_refunded(
+        &self,
+        order_id: &str,
+        payment_id: &str,
+        refunded_minor: i64,
+        now: i64,
+    ) -> Result<bool, Error> {
+        let n = with_db!(&self.db, pool => {
+            sqlx::query(
+                "UPDATE orders SET refunded_minor = $1, update_time = $2 \
+                 WHERE id = $3 AND payment_id = $4 AND refunded_minor < $1",
+            )
+            .bind(refunded_minor)
+            .bind(now)
+            .bind(order_id)
+            .bind(payment_id)
+            .execute(pool)
+            .await?
+            .rows_affected()
         });
         Ok(n == 1)
     }

@@ -767,6 +767,8 @@ pub struct Server {
     pub issuer: Arc<TestIssuer>,
     pub fake: Arc<Fake>,
     pub db: Db,
+    /// The bus the service publishes on and consumes `payment.refunded` from (subscribed as `orders::run` does).
+    pub bus: Arc<InProcessBus>,
     pub shutdown: CancellationToken,
     pub task: JoinHandle<Result<(), orders::Error>>,
     pub remote: Option<(CancellationToken, JoinHandle<Result<(), tonic::transport::Error>>)>,
@@ -832,17 +834,19 @@ impl Server {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let shutdown = CancellationToken::new();
+        let bus = Arc::new(InProcessBus::new());
+        orders::events::subscribe(bus.as_ref(), orders::store::Store::new(db.clone()));
         let task = tokio::spawn(orders::serve(
             listener,
             db.clone(),
             issuer.verifier(),
             ports,
-            Arc::new(InProcessBus::new()),
+            bus.clone(),
             options,
             shutdown.clone(),
         ));
         connect(&url).await;
-        let server = Self { url, issuer, fake, db, shutdown, task, remote };
+        let server = Self { url, issuer, fake, db, bus, shutdown, task, remote };
         // The listener is bound before the service migrates: an answered call means its tables exist.
         server.client("probe", false).await.list(ListOrdersRequest::default()).await.expect("serving");
         server
