@@ -1,7 +1,7 @@
 //! The checkout's hard cases over HTTP, on SQLite and PostgreSQL: an order for more than is in stock, 300
 //! buyers racing for 100 units, a second customer who tries to read or act on the first one's cart, orders,
-//! payments and refunds, a discount code with one use, and shipping rates priced with the checkout. Each ends
-//! with `mercato audit` finding the books sound.
+//! payments and refunds, a discount code with one use, shipping rates priced with the checkout, and a review
+//! only a buyer may write. Each ends with `mercato audit` finding the books sound.
 
 use std::time::Duration;
 
@@ -548,4 +548,80 @@ async fn an_order_refunded_in_part_is_cancelled_for_the_rest_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_order_refunded_in_part_is_cancelled_for_the_rest_on_postgres() {
     an_order_refunded_in_part_is_cancelled_for_the_rest(Storage::Postgres).await;
+}
+
+/// POSTs `body` as a review of `product` by `token`'s customer until the catalog knows of their purchase (it learns
+/// from `order.confirmed`, an event): the first answer that is not NOT_A_BUYER.
+async fn review_once_bought(p: &TestPlatform, token: &str, product: &str, body: Value) -> e2e::Reply {
+    let path = format!("/v1/products/{product}/reviews");
+    for _ in 0..300 {
+        let reply = p.send("POST", &path, Some(token), Some(body.clone())).await;
+        if reply.json["error"]["details"][0]["reason"] != "NOT_A_BUYER" {
+            return reply;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("the catalog never learnt of the purchase of {product}");
+}
+
+async fn a_buyer_reviews_what_they_bought(storage: Storage) {
+    let Some(p) = TestPlatform::start(storage).await else { return };
+    let admin = p.admin_token().await;
+    let ada = p.customer_token("ada-reviews@example.com").await;
+    let bob = p.customer_token("bob-reviews@example.com").await;
+    let kettle = product_in_stock(&p, &admin, "KETTLE-1", "3500", 5).await;
+    let reviews = format!("/v1/products/{kettle}/reviews");
+
+    // Nobody who has not bought it may review it.
+    let body = json!({"rating": 5, "title": "Boils fast", "body": "Quiet, too.", "authorName": "Ada"});
+    let refused = p.send("POST", &reviews, Some(&bob), Some(body.clone())).await;
+    assert_eq!(refused.status, 400, "{}", refused.json);
+    assert_eq!(refused.json["error"]["status"], "FAILED_PRECONDITION", "{}", refused.json);
+    assert_eq!(refused.json["error"]["details"][0]["reason"], "NOT_A_BUYER", "{}", refused.json);
+    let anonymous = p.send("POST", &reviews, None, Some(body.clone())).await;
+    assert_eq!(anonymous.status, 401, "{}", anonymous.json);
+
+    // Ada buys one; then she may.
+    let order = place_order(&p, &ada, "ada-kettle", &kettle, 1, "tok_visa").await;
+    assert_eq!(order["status"], "ORDER_STATUS_CONFIRMED", "{order}");
+    let written = review_once_bought(&p, &ada, &kettle, body.clone()).await;
+    assert_eq!(written.status, 201, "{}", written.json);
+    assert_eq!((&written.json["rating"], &written.json["mine"]), (&json!(5), &json!(true)), "{}", written.json);
+    let again = p.send("POST", &reviews, Some(&ada), Some(body)).await;
+    assert_eq!(again.status, 409, "one each: {}", again.json);
+    let bad = p.send("POST", &reviews, Some(&ada), Some(json!({"rating": 6}))).await;
+    assert_eq!(bad.status, 400, "{}", bad.json);
+    assert_eq!(bad.json["error"]["details"][0]["fieldViolations"][0]["field"], "review.rating", "{}", bad.json);
+
+    // Anyone reads it, and the product shows its rating.
+    let listed = p.send("GET", &reviews, None, None).await;
+    assert_eq!(listed.status, 200, "{}", listed.json);
+    assert_eq!(listed.json["reviews"][0]["title"], "Boils fast", "{}", listed.json);
+    assert_eq!(listed.json["reviews"][0]["mine"], false, "{}", listed.json);
+    assert_eq!(listed.json["summary"]["stars"], json!([0, 0, 0, 0, 1]), "{}", listed.json);
+    let product = p.send("GET", &format!("/v1/products/{kettle}"), None, None).await.json;
+    assert_eq!((&product["rating"]["count"], &product["rating"]["average"]), (&json!(1), &json!(5.0)), "{product}");
+
+    // She changes her mind by a star or two, then deletes it: the product follows.
+    let id = written.json["id"].as_str().expect("review id");
+    let changed = p.send("PATCH", &format!("{reviews}/{id}"), Some(&ada), Some(json!({"rating": 3}))).await;
+    assert_eq!((changed.status, &changed.json["title"]), (200, &json!("Boils fast")), "{}", changed.json);
+    let product = p.send("GET", &format!("/v1/products/{kettle}"), None, None).await.json;
+    assert_eq!(product["rating"]["average"], json!(3.0), "{product}");
+    assert_eq!(p.send("DELETE", &format!("{reviews}/{id}"), Some(&bob), None).await.status, 404, "not Bob's");
+    assert_eq!(p.send("DELETE", &format!("{reviews}/{id}"), Some(&ada), None).await.status, 200);
+    let product = p.send("GET", &format!("/v1/products/{kettle}"), None, None).await.json;
+    assert_eq!(product["rating"]["count"], json!(0), "{product}");
+    assert_books_sound(&p).await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_buyer_reviews_what_they_bought_on_sqlite() {
+    a_buyer_reviews_what_they_bought(Storage::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_buyer_reviews_what_they_bought_on_postgres() {
+    a_buyer_reviews_what_they_bought(Storage::Postgres).await;
 }

@@ -41,7 +41,7 @@ pub const ROLE_ADMIN: &str = "admin";
 
 /// Scopes of the customer role.
 pub const CUSTOMER_SCOPES: &[&str] =
-    &["cart:write", "orders:read", "orders:write", "payment:write", "notifications:read"];
+    &["cart:write", "orders:read", "orders:write", "payment:write", "notifications:read", "reviews:write"];
 /// Scopes the admin role adds to the customer's.
 pub const ADMIN_SCOPES: &[&str] = &[
     "catalog:write",

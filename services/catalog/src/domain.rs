@@ -7,6 +7,7 @@
 pub mod categories;
 pub mod images;
 pub mod listing;
+pub mod reviews;
 pub mod stock;
 
 pub use listing::{Cursor, ProductOrder, SortField, SortKey};

@@ -15,6 +15,8 @@ pub const STOCK_LIMIT: &str = "STOCK_LIMIT";
 pub const IMAGE_LIMIT: &str = "IMAGE_LIMIT";
 /// `ErrorInfo` reason when the shop already describes as many categories as it may.
 pub const CATEGORY_LIMIT: &str = "CATEGORY_LIMIT";
+/// `ErrorInfo` reason when a customer reviews a product they did not buy.
+pub const NOT_A_BUYER: &str = "NOT_A_BUYER";
 
 /// Everything that can go wrong in the catalog.
 #[derive(Debug, thiserror::Error)]

@@ -3,12 +3,15 @@
 //! Published, each in the transaction of its change: `product.created`, `product.updated` (its fields or its
 //! images changed; it carries the images), `inventory.adjusted` (every change of units on hand) and
 //! `inventory.low` (available units fell below [`LOW_STOCK_THRESHOLD`](crate::domain::LOW_STOCK_THRESHOLD)).
-//! Consumed: `order.cancelled` puts the sold units of a cancelled order back in stock.
+//! Consumed: `order.cancelled` puts the sold units of a cancelled order back in stock; `order.confirmed` and
+//! `order.cancelled` tell who bought what (only a buyer may review a product); `user.deleted` erases the
+//! account's reviews and purchases.
 
 use std::sync::Arc;
 
+use api::auth::UserDeleted;
 use api::catalog::{InventoryAdjusted, InventoryLow, ProductCreated, ProductUpdated};
-use api::mercato::orders::v1::OrderCancelled;
+use api::mercato::orders::v1::{OrderCancelled, OrderConfirmed};
 use platform::events::{EventBus, EventEnvelope, NewEvent};
 use prost::Message;
 
@@ -67,11 +70,15 @@ pub fn inventory_low(product_id: &str, sku: &str, name: &str, available: i64) ->
 pub const CONSUMER: &str = "catalog";
 /// Event type of a cancelled order.
 pub const ORDER_CANCELLED: &str = "order.cancelled";
+/// Event type of a confirmed (paid) order.
+pub const ORDER_CONFIRMED: &str = "order.confirmed";
+/// Event type of a deleted account.
+pub const USER_DELETED: &str = "user.deleted";
 
 /// The event types the consumer takes: what it subscribes to, and its queue's bindings on RabbitMQ, which a
 /// publisher in another process declares too (`AmqpBus::expect_consumer`).
 pub fn event_types() -> Vec<&'static str> {
-    vec![ORDER_CANCELLED]
+    vec![ORDER_CANCELLED, ORDER_CONFIRMED, USER_DELETED]
 }
 
 /// Subscribes the catalog's consumers on `bus`.
@@ -81,13 +88,58 @@ pub fn subscribe(bus: &dyn EventBus, store: Store) {
         &event_types(),
         Arc::new(move |envelope: Arc<EventEnvelope>| {
             let store = store.clone();
-            Box::pin(async move { restock(&store, &envelope).await })
+            Box::pin(async move {
+                match envelope.r#type.as_str() {
+                    ORDER_CANCELLED => restock(&store, &envelope).await,
+                    ORDER_CONFIRMED => record_purchase(&store, &envelope).await,
+                    USER_DELETED => erase_customer(&store, &envelope).await,
+                    _ => Ok(()),
+                }
+            })
         }),
     );
 }
 
+fn bad_payload(e: prost::DecodeError) -> String {
+    format!("bad payload: {e}")
+}
+
+/// The distinct products of an order's lines.
+fn products_of(items: &[api::mercato::orders::v1::OrderItem]) -> Vec<String> {
+    let mut ids: Vec<String> = items.iter().map(|item| item.product_id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    ids
+}
+
+async fn record_purchase(store: &Store, envelope: &EventEnvelope) -> Result<(), String> {
+    let confirmed = OrderConfirmed::decode(envelope.data.as_slice()).map_err(bad_payload)?;
+    // Idempotent as it is (a row per order and product, written once): no inbox needed.
+    store
+        .record_purchase(
+            &confirmed.customer_id,
+            &confirmed.order_id,
+            &products_of(&confirmed.items),
+            platform::time::now_micros(),
+        )
+        .await
+        .map_err(|e| format!("recording the purchases of order {}: {e}", confirmed.order_id))
+}
+
+async fn erase_customer(store: &Store, envelope: &EventEnvelope) -> Result<(), String> {
+    let deleted = UserDeleted::decode(envelope.data.as_slice()).map_err(bad_payload)?;
+    let reviews = store
+        .erase_customer(&deleted.user_id)
+        .await
+        .map_err(|e| format!("erasing the reviews of user {}: {e}", deleted.user_id))?;
+    if reviews > 0 {
+        tracing::info!(user_id = %deleted.user_id, reviews, "reviews of a deleted account erased");
+    }
+    Ok(())
+}
+
 async fn restock(store: &Store, envelope: &EventEnvelope) -> Result<(), String> {
-    let cancelled = OrderCancelled::decode(envelope.data.as_slice()).map_err(|e| format!("bad payload: {e}"))?;
+    let cancelled = OrderCancelled::decode(envelope.data.as_slice()).map_err(bad_payload)?;
     let items: Vec<(String, i64)> =
         cancelled.items.iter().map(|item| (item.product_id.clone(), i64::from(item.quantity))).collect();
     let reason = format!("order {} cancelled", cancelled.order_id);
@@ -98,5 +150,10 @@ async fn restock(store: &Store, envelope: &EventEnvelope) -> Result<(), String> 
     if applied {
         tracing::info!(order_id = %cancelled.order_id, lines = items.len(), "stock of a cancelled order put back");
     }
-    Ok(())
+    // After the restock (kept once by the inbox); marking the purchases is idempotent on its own.
+    let now = platform::time::now_micros();
+    store
+        .cancel_purchase(&cancelled.customer_id, &cancelled.order_id, &products_of(&cancelled.items), now)
+        .await
+        .map_err(|e| format!("cancelling the purchases of order {}: {e}", cancelled.order_id))
 }

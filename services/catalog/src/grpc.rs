@@ -1,7 +1,9 @@
 //! The gRPC face of the catalog: wire messages in, domain rules, store, wire messages out. Products, images and
-//! stock are served here; categories in [`categories`], the restocking list in [`stock`].
+//! stock are served here; categories in [`categories`], the restocking list in [`stock`]; customers' reviews
+//! (`ReviewService`, a service of its own) in [`reviews`].
 
 mod categories;
+pub mod reviews;
 mod stock;
 
 use api::catalog::catalog_service_server::CatalogService;
@@ -12,8 +14,8 @@ use api::catalog::{
     DeleteProductImageResponse, GetInventoryRequest, GetInventoryResponse, GetProductImageContentRequest,
     GetProductRequest, GetProductResponse, Inventory, ListCategoriesRequest, ListCategoriesResponse,
     ListProductsRequest, ListProductsResponse, ListStockLevelsRequest, ListStockLevelsResponse, Product, ProductImage,
-    ReleaseStockRequest, ReleaseStockResponse, ReserveStockRequest, ReserveStockResponse, UpdateCategoryRequest,
-    UpdateCategoryResponse, UpdateProductRequest, UpdateProductResponse,
+    RatingSummary, ReleaseStockRequest, ReleaseStockResponse, ReserveStockRequest, ReserveStockResponse,
+    UpdateCategoryRequest, UpdateCategoryResponse, UpdateProductRequest, UpdateProductResponse,
 };
 use api::common::Money;
 use api::google::api::HttpBody;
@@ -93,6 +95,11 @@ pub(crate) fn product_to_wire(row: ProductRow) -> Product {
         create_time: Some(timestamp(row.create_time)),
         update_time: Some(timestamp(row.update_time)),
         images: Vec::new(),
+        rating: Some(RatingSummary {
+            count: i32::try_from(row.rating_count).unwrap_or(i32::MAX),
+            average: domain::reviews::average(row.rating_count, row.rating_sum),
+            stars: Vec::new(),
+        }),
     }
 }
 

@@ -2,7 +2,10 @@
 //!
 //! - [`domain`]: the rules, free of I/O.
 //! - [`store`]: all SQL, the same on SQLite and PostgreSQL.
-//! - [`grpc`]: `mercato.catalog.v1.CatalogService` on top of both.
+//! - [`grpc`]: `mercato.catalog.v1.CatalogService` on top of both, and `ReviewService` ([`grpc::reviews`]):
+//!   customers' reviews of what they bought.
+//! - [`events`]: what it publishes, and what it consumes (orders, to restock a cancelled one and to know who
+//!   bought what; deleted accounts, to erase their reviews).
 //! - [`error`]: the crate's one error type and its mapping to gRPC statuses.
 
 pub mod domain;
@@ -16,6 +19,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use api::catalog::catalog_service_server::CatalogServiceServer;
+use api::catalog::review_service_server::ReviewServiceServer;
 use platform::Settings;
 use platform::auth::TokenVerifier;
 use platform::blob::Blobs;
@@ -69,9 +73,11 @@ pub async fn serve(
     let relay = Relay::new(NAME, db.clone(), bus);
     let pruner = InboxPruner::new(NAME, db.clone());
     let api = CatalogApi::new(db.clone(), blobs.clone(), relay.handle());
+    let reviews = grpc::reviews::ReviewsApi::new(db.clone());
     // The relay, the pruner and the sweeper stop with the server; rows the relay did not publish stay in the
     // outbox for the next start.
     let service = GrpcService::new(CatalogServiceServer::new(api))
+        .with(ReviewServiceServer::new(reviews))
         .background(|stop| relay.run(stop))
         .background(|stop| pruner.run(stop))
         .background(|stop| platform::blob::sweep_hourly(blobs, "products", stop, move || image_keys(db.clone())));

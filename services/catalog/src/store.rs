@@ -177,10 +177,12 @@ macro_rules! announce_update {
 mod categories;
 mod images;
 mod postgres;
+mod reviews;
 mod stock;
 
 pub use categories::CategoryRow;
 pub use images::ImageRow;
+pub use reviews::ReviewRow;
 pub use stock::StockLevelRow;
 
 /// What [`Store::reserve`] did.
@@ -192,8 +194,8 @@ pub struct Reserved {
     pub wrote_events: bool,
 }
 
-const PRODUCT_COLUMNS: &str =
-    "id, sku, name, description, price_currency, price_amount_minor, category, active, create_time, update_time";
+const PRODUCT_COLUMNS: &str = "id, sku, name, description, price_currency, price_amount_minor, category, active, \
+     create_time, update_time, rating_count, rating_sum";
 
 /// A stored product.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -218,6 +220,10 @@ pub struct ProductRow {
     pub create_time: i64,
     /// Microseconds since the epoch.
     pub update_time: i64,
+    /// How many reviews it has (kept with every review written, changed or deleted).
+    pub rating_count: i64,
+    /// Their stars added up.
+    pub rating_sum: i64,
 }
 
 impl ProductRow {
@@ -233,6 +239,8 @@ impl ProductRow {
             active: fields.active,
             create_time,
             update_time,
+            rating_count: 0,
+            rating_sum: 0,
         }
     }
 
@@ -339,7 +347,7 @@ impl Store {
         let row = ProductRow::new(id, fields, now, now);
         let insert = format!(
             "INSERT INTO products ({PRODUCT_COLUMNS}, name_key, description_key) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
         );
         with_db!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
@@ -355,6 +363,8 @@ impl Store {
                     .bind(row.active)
                     .bind(row.create_time)
                     .bind(row.update_time)
+                    .bind(row.rating_count)
+                    .bind(row.rating_sum)
                     .bind(platform::db::case_key(&row.name))
                     .bind(platform::db::case_key(&row.description))
                     .execute(&mut *tx)
@@ -459,7 +469,12 @@ impl Store {
             let next = change(&current.fields())?;
             // Strictly later, even within one microsecond: update_time is also the version we compare on.
             let update_time = now.max(current.update_time + 1);
-            let row = ProductRow::new(id, next, current.create_time, update_time);
+            // The reviews' totals are not the editor's to change; they are shown as read.
+            let row = ProductRow {
+                rating_count: current.rating_count,
+                rating_sum: current.rating_sum,
+                ..ProductRow::new(id, next, current.create_time, update_time)
+            };
             let updated = with_db!(&self.db, pool => {
                 let mut tx = pool.begin_write().await?;
                 let result: Result<bool, Error> = async {

@@ -1,16 +1,13 @@
 //! The catalog over real gRPC, on SQLite and (when `MERCATO_TEST_DATABASE_URL` is set) PostgreSQL: each
-//! scenario is an async fn taking a `Db`, run once per engine.
+//! scenario is an async fn taking a `Db`, run once per engine (the harness is in `harness/`).
 
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::time::Duration;
 
-use api::catalog::catalog_service_client::CatalogServiceClient;
 use api::catalog::{
-    AddProductImageRequest, AdjustInventoryRequest, CommitStockRequest, CreateProductRequest,
-    DeleteProductImageRequest, GetInventoryRequest, GetProductImageContentRequest, GetProductRequest, Inventory,
-    ListProductsRequest, ListProductsResponse, Product, ProductImage, ReleaseStockRequest, ReservationStatus,
-    ReserveStockRequest, StockItem, UpdateProductRequest,
+    AddProductImageRequest, AdjustInventoryRequest, CreateProductRequest, DeleteProductImageRequest,
+    GetInventoryRequest, GetProductImageContentRequest, GetProductRequest, ListProductsRequest, Product, ProductImage,
+    ReservationStatus, ReserveStockRequest, StockItem, UpdateProductRequest,
 };
 use api::catalog::{
     Category, CreateCategoryRequest, DeleteCategoryRequest, ListCategoriesRequest, UpdateCategoryRequest,
@@ -18,212 +15,13 @@ use api::catalog::{
 use api::catalog::{InventoryAdjusted, InventoryLow, ListStockLevelsRequest, ListStockLevelsResponse, ProductUpdated};
 use api::common::Money;
 use platform::db::Db;
-use platform::events::{EventBus, EventEnvelope, InProcessBus};
-use platform::testkit::TestIssuer;
+use platform::events::{EventBus, EventEnvelope};
 use prost::Message;
-use tokio::net::TcpListener;
-use tokio::task::JoinHandle;
-use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
-type Client = CatalogServiceClient<Channel>;
+mod harness;
 
-/// An event as the catalog published it: type, subject and encoded payload.
-type Published = (String, String, Vec<u8>);
-
-/// The catalog running in-process on a port-0 listener.
-struct Server {
-    client: Client,
-    /// Every event the catalog published, in order.
-    published: Arc<std::sync::Mutex<Vec<Published>>>,
-    issuer: Arc<TestIssuer>,
-    db: Db,
-    /// Where the images' bytes are kept (removed with the server).
-    blob_dir: platform::testkit::TempDir,
-    shutdown: CancellationToken,
-    task: JoinHandle<Result<(), catalog::Error>>,
-    /// The bus the catalog consumes from (a test publishes `order.cancelled` on it).
-    bus: Arc<InProcessBus>,
-}
-
-impl Server {
-    async fn start(db: Db) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let issuer = Arc::new(TestIssuer::new().expect("issuer"));
-        let shutdown = CancellationToken::new();
-        let bus = Arc::new(InProcessBus::new());
-        let published = Arc::new(std::sync::Mutex::new(Vec::new()));
-        let sink = published.clone();
-        let types = [
-            catalog::events::PRODUCT_CREATED,
-            catalog::events::PRODUCT_UPDATED,
-            catalog::events::INVENTORY_ADJUSTED,
-            catalog::events::INVENTORY_LOW,
-        ];
-        bus.subscribe(
-            "test",
-            &types,
-            Arc::new(move |envelope: Arc<EventEnvelope>| {
-                let sink = sink.clone();
-                Box::pin(async move {
-                    let seen = (envelope.r#type.clone(), envelope.subject.clone(), envelope.data.clone());
-                    sink.lock().expect("lock").push(seen);
-                    Ok(())
-                })
-            }),
-        );
-        let blob_dir = platform::testkit::TempDir::new("catalog-blobs").expect("temp dir");
-        let blobs = platform::blob::Blobs::in_directory(blob_dir.path()).expect("blobs");
-        // The consumer of order.cancelled, as `catalog::run` subscribes it (used once serve has migrated).
-        catalog::events::subscribe(bus.as_ref(), catalog::store::Store::new(db.clone()));
-        let task =
-            tokio::spawn(catalog::serve(listener, db.clone(), blobs, issuer.verifier(), bus.clone(), shutdown.clone()));
-        let url = format!("http://{addr}");
-        let mut attempt = 0;
-        let client = loop {
-            match Channel::from_shared(url.clone()).expect("url").connect().await {
-                Ok(channel) => break CatalogServiceClient::new(channel),
-                Err(e) if attempt < 50 => {
-                    attempt += 1;
-                    eprintln!("catalog not up yet: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => panic!("catalog did not come up: {e}"),
-            }
-        };
-        Self { client, published, issuer, db, blob_dir, shutdown, task, bus }
-    }
-
-    /// A staff token with every catalog scope.
-    fn admin(&self) -> String {
-        self.issuer.token("admin-1", &["catalog:write", "inventory:write", "inventory:reserve"], &["admin"])
-    }
-
-    /// A shopper's token: no catalog scopes.
-    fn customer(&self) -> String {
-        self.issuer.token("customer-1", &["cart:write"], &["customer"])
-    }
-
-    /// The orders service's token: it reserves stock.
-    fn orders(&self) -> String {
-        self.issuer.token("svc-orders", &["inventory:reserve"], &["service"])
-    }
-
-    async fn stop(self) {
-        self.shutdown.cancel();
-        self.task.await.expect("join").expect("served cleanly");
-    }
-
-    /// The products announced by `product.updated` so far, once there are at least `count` (waiting up to two
-    /// seconds for the relay).
-    async fn announced(&self, count: usize) -> Vec<Product> {
-        let mut updates = Vec::new();
-        for _ in 0..100 {
-            let published = self.published.lock().expect("lock").clone();
-            updates = published
-                .iter()
-                .filter(|(kind, _, _)| kind == catalog::events::PRODUCT_UPDATED)
-                .map(|(_, _, data)| ProductUpdated::decode(data.as_slice()).expect("payload").product.expect("product"))
-                .collect();
-            if updates.len() >= count {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        updates
-    }
-
-    async fn create(&self, product: Product) -> Product {
-        let request = with_token(CreateProductRequest { product: Some(product) }, &self.admin());
-        self.client.clone().create_product(request).await.expect("create").into_inner().product.expect("product")
-    }
-
-    async fn inventory(&self, product_id: &str) -> Inventory {
-        let request = Request::new(GetInventoryRequest { product_id: product_id.into() });
-        self.client.clone().get_inventory(request).await.expect("inventory").into_inner().inventory.expect("inv")
-    }
-
-    async fn adjust(&self, product_id: &str, delta: i32) -> Result<Inventory, Status> {
-        let request = with_token(
-            AdjustInventoryRequest { product_id: product_id.into(), delta, reason: "test".into() },
-            &self.admin(),
-        );
-        Ok(self.client.clone().adjust_inventory(request).await?.into_inner().inventory.unwrap_or_default())
-    }
-
-    async fn reserve(&self, reservation_id: &str, items: &[(&str, i32)]) -> Result<i32, Status> {
-        let items = items.iter().map(|(p, q)| StockItem { product_id: (*p).into(), quantity: *q }).collect();
-        let request = with_token(ReserveStockRequest { reservation_id: reservation_id.into(), items }, &self.orders());
-        Ok(self.client.clone().reserve_stock(request).await?.into_inner().status)
-    }
-
-    async fn release(&self, reservation_id: &str) -> Result<i32, Status> {
-        let request = with_token(ReleaseStockRequest { reservation_id: reservation_id.into() }, &self.orders());
-        Ok(self.client.clone().release_stock(request).await?.into_inner().status)
-    }
-
-    async fn commit(&self, reservation_id: &str) -> Result<i32, Status> {
-        let request = with_token(CommitStockRequest { reservation_id: reservation_id.into() }, &self.orders());
-        Ok(self.client.clone().commit_stock(request).await?.into_inner().status)
-    }
-
-    async fn list(&self, request: ListProductsRequest, token: Option<&str>) -> Result<ListProductsResponse, Status> {
-        let request = match token {
-            Some(t) => with_token(request, t),
-            None => Request::new(request),
-        };
-        Ok(self.client.clone().list_products(request).await?.into_inner())
-    }
-
-    async fn get(&self, id: &str, token: Option<&str>) -> Result<Product, Status> {
-        let request = GetProductRequest { id: id.into() };
-        let request = match token {
-            Some(t) => with_token(request, t),
-            None => Request::new(request),
-        };
-        Ok(self.client.clone().get_product(request).await?.into_inner().product.unwrap_or_default())
-    }
-}
-
-fn with_token<T>(message: T, token: &str) -> Request<T> {
-    let mut request = Request::new(message);
-    request.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii token"));
-    request
-}
-
-fn product(sku: &str, name: &str, category: &str, cents: i64) -> Product {
-    Product {
-        sku: sku.into(),
-        name: name.into(),
-        description: format!("{name}, described."),
-        price: Some(Money { currency: "EUR".into(), amount_minor: cents }),
-        category: category.into(),
-        active: true,
-        ..Product::default()
-    }
-}
-
-/// The fields named by a status's BadRequest detail.
-fn bad_fields(status: &Status) -> Vec<String> {
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    let details = platform::error::decode_details(status).expect("details");
-    let any = details.details.iter().find(|d| d.type_url.ends_with("google.rpc.BadRequest")).expect("BadRequest");
-    let bad = api::google::rpc::BadRequest::decode(any.value.as_slice()).expect("decodes");
-    bad.field_violations.into_iter().map(|v| v.field).collect()
-}
-
-/// The reason of a status's ErrorInfo detail.
-fn reason(status: &Status) -> String {
-    let details = platform::error::decode_details(status).expect("details");
-    let any = details.details.iter().find(|d| d.type_url.ends_with("google.rpc.ErrorInfo")).expect("ErrorInfo");
-    api::google::rpc::ErrorInfo::decode(any.value.as_slice()).expect("decodes").reason
-}
-
-fn stock(inv: &Inventory) -> (i32, i32, i32) {
-    (inv.on_hand, inv.reserved, inv.available)
-}
+use harness::*;
 
 const HELD: i32 = ReservationStatus::Held as i32;
 const RELEASED: i32 = ReservationStatus::Released as i32;
@@ -1060,29 +858,6 @@ async fn stock_levels_list_what_to_restock_first(db: Db) {
         ["page_size", "page_token", "available_below"]
     );
     server.stop().await;
-}
-
-macro_rules! on_both_engines {
-    ($($scenario:ident),* $(,)?) => {
-        mod sqlite {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let (db, _dir) = platform::testkit::sqlite("catalog").await.expect("sqlite");
-                    super::$scenario(db).await;
-                }
-            )*
-        }
-        mod postgres {
-            $(
-                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                async fn $scenario() {
-                    let Some(db) = platform::testkit::postgres("catalog").await else { return };
-                    super::$scenario(db).await;
-                }
-            )*
-        }
-    };
 }
 
 /// Every change is published: products created and updated, units on hand adjusted (by hand and by sales),

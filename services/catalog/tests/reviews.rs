@@ -1,0 +1,294 @@
+//! Customers' reviews (`ReviewService`) over real gRPC, on SQLite and (when `MERCATO_TEST_DATABASE_URL` is set)
+//! PostgreSQL: who may write one (a buyer, from the orders' events the catalog consumes), what a product shows of
+//! them, changes and deletions by their authors and by staff, and an account's deletion.
+
+mod harness;
+
+use api::auth::UserDeleted;
+use api::catalog::{
+    CreateProductReviewRequest, DeleteProductReviewRequest, GetProductReviewRequest, ListProductReviewsRequest,
+    ListProductReviewsResponse, ListProductsRequest, Product, ProductReview, UpdateProductRequest,
+    UpdateProductReviewRequest,
+};
+use api::mercato::orders::v1::{OrderCancelled, OrderConfirmed, OrderItem};
+use platform::db::Db;
+use platform::events::{EventBus, EventEnvelope};
+use prost::Message;
+use tonic::{Code, Request, Status};
+
+use harness::*;
+
+fn envelope(id: &str, kind: &str, subject: &str, payload: &impl Message) -> EventEnvelope {
+    EventEnvelope {
+        id: id.into(),
+        source: "orders".into(),
+        r#type: kind.into(),
+        subject: subject.into(),
+        data: payload.encode_to_vec(),
+        ..EventEnvelope::default()
+    }
+}
+
+fn lines(product_ids: &[&str]) -> Vec<OrderItem> {
+    product_ids.iter().map(|id| OrderItem { product_id: (*id).into(), quantity: 1, ..OrderItem::default() }).collect()
+}
+
+impl Server {
+    /// A customer's token, with the scope every customer has for reviews.
+    fn shopper(&self, id: &str) -> String {
+        self.issuer.token(id, &["cart:write", "reviews:write"], &["customer"])
+    }
+
+    /// Staff who edit the catalog (admins hold every customer scope too).
+    fn editor(&self) -> String {
+        self.issuer.token("admin-1", &["catalog:write", "reviews:write"], &["admin"])
+    }
+
+    /// Delivers `order.confirmed` of order `order_id`, placed by `customer` for `product_ids`.
+    async fn confirmed(&self, order_id: &str, customer: &str, product_ids: &[&str]) {
+        let payload = OrderConfirmed {
+            order_id: order_id.into(),
+            customer_id: customer.into(),
+            items: lines(product_ids),
+            ..OrderConfirmed::default()
+        };
+        let event = envelope(&format!("{order_id}-confirmed"), "order.confirmed", order_id, &payload);
+        self.bus.publish(event).await.expect("taken");
+    }
+
+    /// Delivers `order.cancelled` of order `order_id`.
+    async fn cancelled(&self, order_id: &str, customer: &str, product_ids: &[&str]) {
+        let payload = OrderCancelled {
+            order_id: order_id.into(),
+            customer_id: customer.into(),
+            items: lines(product_ids),
+            ..OrderCancelled::default()
+        };
+        let event = envelope(&format!("{order_id}-cancelled"), "order.cancelled", order_id, &payload);
+        self.bus.publish(event).await.expect("taken");
+    }
+
+    async fn review(&self, token: &str, product_id: &str, rating: i32, title: &str) -> Result<ProductReview, Status> {
+        let review = ProductReview {
+            rating,
+            title: title.into(),
+            body: format!("{title}, in a few words."),
+            author_name: format!("{title} fan"),
+            ..ProductReview::default()
+        };
+        let request =
+            with_token(CreateProductReviewRequest { product_id: product_id.into(), review: Some(review) }, token);
+        Ok(self.reviews.clone().create_product_review(request).await?.into_inner().review.expect("review"))
+    }
+
+    async fn reviews_of(
+        &self,
+        token: Option<&str>,
+        product_id: &str,
+        page_size: i32,
+        page_token: &str,
+    ) -> Result<ListProductReviewsResponse, Status> {
+        let request =
+            ListProductReviewsRequest { product_id: product_id.into(), page_size, page_token: page_token.into() };
+        let request = match token {
+            Some(token) => with_token(request, token),
+            None => Request::new(request),
+        };
+        Ok(self.reviews.clone().list_product_reviews(request).await?.into_inner())
+    }
+
+    async fn change(
+        &self,
+        token: &str,
+        product_id: &str,
+        id: &str,
+        review: ProductReview,
+        paths: &[&str],
+    ) -> Result<ProductReview, Status> {
+        let request = UpdateProductReviewRequest {
+            product_id: product_id.into(),
+            review_id: id.into(),
+            review: Some(review),
+            update_mask: Some(prost_types::FieldMask { paths: paths.iter().map(|p| (*p).to_owned()).collect() }),
+        };
+        Ok(self
+            .reviews
+            .clone()
+            .update_product_review(with_token(request, token))
+            .await?
+            .into_inner()
+            .review
+            .expect("review"))
+    }
+
+    async fn delete(&self, token: &str, product_id: &str, id: &str) -> Result<(), Status> {
+        let request = DeleteProductReviewRequest { product_id: product_id.into(), review_id: id.into() };
+        self.reviews.clone().delete_product_review(with_token(request, token)).await?;
+        Ok(())
+    }
+
+    /// A product's rating as GetProduct shows it: (count, average).
+    async fn rating(&self, product_id: &str) -> (i32, f64) {
+        let rating = self.get(product_id, None).await.expect("product").rating.expect("rating");
+        (rating.count, rating.average)
+    }
+}
+
+/// (title, mine) of each review of a page, in the order listed.
+fn titles(page: &ListProductReviewsResponse) -> Vec<(&str, bool)> {
+    page.reviews.iter().map(|r| (r.title.as_str(), r.mine)).collect()
+}
+
+async fn buyers_review_what_they_bought(db: Db) {
+    let server = Server::start(db).await;
+    let tea = server.create(product("TEA-1", "Sencha", "tea", 900)).await;
+    let (ada, bob) = (server.shopper("ada"), server.shopper("bob"));
+    assert_eq!(server.rating(&tea.id).await, (0, 0.0), "no reviews yet");
+
+    // Only a buyer may review: Ada has not bought it yet.
+    let refused = server.review(&ada, &tea.id, 5, "Lovely").await.expect_err("not a buyer");
+    assert_eq!((refused.code(), reason(&refused)), (Code::FailedPrecondition, "NOT_A_BUYER".to_owned()));
+    server.confirmed("o-ada", "ada", &[&tea.id, &tea.id]).await;
+    let lovely = server.review(&ada, &tea.id, 5, "Lovely").await.expect("a buyer reviews");
+    assert_eq!(
+        (lovely.rating, lovely.title.as_str(), lovely.author_name.as_str(), lovely.mine),
+        (5, "Lovely", "Lovely fan", true)
+    );
+    let again = server.review(&ada, &tea.id, 1, "Changed my mind").await.expect_err("one review each");
+    assert_eq!(again.code(), Code::AlreadyExists, "{again:?}");
+    assert!(again.message().contains(&lovely.id), "names the review to change: {again:?}");
+
+    // Bad input is refused, naming each field; callers without the scope or a token are refused before.
+    let mut bad = ProductReview { rating: 0, title: "x".repeat(121), ..ProductReview::default() };
+    bad.author_name = "Ada\nL.".into();
+    let request = with_token(CreateProductReviewRequest { product_id: tea.id.clone(), review: Some(bad) }, &bob);
+    let status = server.reviews.clone().create_product_review(request).await.expect_err("bad");
+    assert_eq!(bad_fields(&status), ["review.rating", "review.title", "review.author_name"]);
+    let scopeless = server.review(&server.customer(), &tea.id, 4, "Nice").await.expect_err("no scope");
+    assert_eq!(scopeless.code(), Code::PermissionDenied);
+    let request = Request::new(CreateProductReviewRequest { product_id: tea.id.clone(), review: None });
+    assert_eq!(
+        server.reviews.clone().create_product_review(request).await.expect_err("anonymous").code(),
+        Code::Unauthenticated
+    );
+    let unknown = server.review(&ada, "no-such-product", 4, "Nice").await.expect_err("unknown product");
+    assert_eq!(unknown.code(), Code::NotFound);
+
+    // Bob bought it too and is less taken with it. The product shows both, in its own read and in lists.
+    server.confirmed("o-bob", "bob", &[&tea.id]).await;
+    let meh = server.review(&bob, &tea.id, 2, "Meh").await.expect("review");
+    assert_eq!(server.rating(&tea.id).await, (2, 3.5));
+    let listed = server.list(ListProductsRequest::default(), None).await.expect("list").products;
+    assert_eq!(listed[0].rating.as_ref().map(|r| (r.count, r.average)), Some((2, 3.5)));
+
+    // Anyone reads them, newest first, with how many gave each number of stars; the author sees which is theirs.
+    let page = server.reviews_of(None, &tea.id, 0, "").await.expect("anonymous list");
+    assert_eq!(titles(&page), [("Meh", false), ("Lovely", false)]);
+    let summary = page.summary.clone().expect("summary");
+    assert_eq!((summary.count, summary.average, summary.stars), (2, 3.5, vec![0, 1, 0, 0, 1]));
+    assert_eq!(
+        titles(&server.reviews_of(Some(&ada), &tea.id, 0, "").await.expect("list")),
+        [("Meh", false), ("Lovely", true)]
+    );
+    let first = server.reviews_of(None, &tea.id, 1, "").await.expect("page 1");
+    assert_eq!(titles(&first), [("Meh", false)]);
+    let second = server.reviews_of(None, &tea.id, 1, &first.next_page_token).await.expect("page 2");
+    assert_eq!((titles(&second), second.next_page_token.as_str()), (vec![("Lovely", false)], ""));
+    let bad_token = server.reviews_of(None, &tea.id, 0, "not a token!").await.expect_err("bad token");
+    assert_eq!(bad_fields(&bad_token), ["page_token"]);
+    let one = GetProductReviewRequest { product_id: tea.id.clone(), review_id: meh.id.clone() };
+    let got = server.reviews.clone().get_product_review(Request::new(one)).await.expect("get").into_inner().review;
+    assert_eq!(got.map(|r| (r.title, r.rating)), Some(("Meh".to_owned(), 2)));
+
+    // Ada changes her stars only; the average follows. Nobody changes or deletes another's review.
+    let four = ProductReview { rating: 4, title: "ignored".into(), ..ProductReview::default() };
+    let changed = server.change(&ada, &tea.id, &lovely.id, four.clone(), &["rating"]).await.expect("change");
+    assert_eq!((changed.rating, changed.title.as_str()), (4, "Lovely"), "only what the mask names");
+    assert_eq!(server.rating(&tea.id).await, (2, 3.0));
+    assert_eq!(
+        server.change(&bob, &tea.id, &lovely.id, four.clone(), &["rating"]).await.expect_err("not his").code(),
+        Code::NotFound
+    );
+    assert_eq!(
+        bad_fields(&server.change(&ada, &tea.id, &lovely.id, four.clone(), &["product_id"]).await.expect_err("mask")),
+        ["update_mask"]
+    );
+    let zero = ProductReview { rating: 0, ..ProductReview::default() };
+    assert_eq!(
+        bad_fields(&server.change(&ada, &tea.id, &lovely.id, zero, &["rating"]).await.expect_err("0 stars")),
+        ["review.rating"]
+    );
+    assert_eq!(server.delete(&bob, &tea.id, &lovely.id).await.expect_err("not his").code(), Code::NotFound);
+
+    // Bob deletes his own; staff delete one that breaks the shop's rules. The product's rating follows each.
+    server.delete(&bob, &tea.id, &meh.id).await.expect("his own");
+    assert_eq!(server.rating(&tea.id).await, (1, 4.0));
+    assert_eq!(server.delete(&bob, &tea.id, &meh.id).await.expect_err("gone").code(), Code::NotFound);
+    server.delete(&server.editor(), &tea.id, &lovely.id).await.expect("moderated");
+    assert_eq!(server.rating(&tea.id).await, (0, 0.0));
+    assert!(server.reviews_of(None, &tea.id, 0, "").await.expect("list").reviews.is_empty());
+
+    // An editor's change of the product keeps its rating; a product taken off sale hides its reviews from
+    // customers, not from staff.
+    server.review(&bob, &tea.id, 3, "Fine").await.expect("Bob again");
+    let off = UpdateProductRequest {
+        id: tea.id.clone(),
+        product: Some(Product { active: false, ..Product::default() }),
+        update_mask: Some(prost_types::FieldMask { paths: vec!["active".into()] }),
+    };
+    let updated = server.client.clone().update_product(with_token(off, &server.admin())).await.expect("update");
+    let rating = updated.into_inner().product.and_then(|p| p.rating).map(|r| (r.count, r.average));
+    assert_eq!(rating, Some((1, 3.0)), "the rating is not the editor's to reset");
+    assert_eq!(server.reviews_of(None, &tea.id, 0, "").await.expect_err("off sale").code(), Code::NotFound);
+    assert_eq!(
+        titles(&server.reviews_of(Some(&server.editor()), &tea.id, 0, "").await.expect("staff")),
+        [("Fine", false)]
+    );
+    server.stop().await;
+}
+
+async fn cancelled_orders_and_deleted_accounts_count_for_nothing(db: Db) {
+    let server = Server::start(db).await;
+    let tea = server.create(product("TEA-2", "Oolong", "tea", 1200)).await;
+    let cup = server.create(product("CUP-1", "Cup", "kitchen", 700)).await;
+
+    // Carol cancelled her order: she did not buy the tea after all.
+    server.confirmed("o-carol", "carol", &[&tea.id]).await;
+    server.cancelled("o-carol", "carol", &[&tea.id]).await;
+    let carol = server.review(&server.shopper("carol"), &tea.id, 1, "Never came").await.expect_err("cancelled");
+    assert_eq!(reason(&carol), "NOT_A_BUYER");
+    // Dave's cancellation overtook its confirmation: the late confirmation does not make it a purchase.
+    server.cancelled("o-dave", "dave", &[&tea.id]).await;
+    server.confirmed("o-dave", "dave", &[&tea.id]).await;
+    assert_eq!(
+        reason(&server.review(&server.shopper("dave"), &tea.id, 1, "Hm").await.expect_err("cancelled")),
+        "NOT_A_BUYER"
+    );
+    // Another order of his that was not cancelled counts, and a redelivered confirmation changes nothing.
+    server.confirmed("o-dave-2", "dave", &[&tea.id]).await;
+    server.confirmed("o-dave-2", "dave", &[&tea.id]).await;
+    server.review(&server.shopper("dave"), &tea.id, 4, "Good").await.expect("a buyer after all");
+
+    // Erin deletes her account: her reviews go, with what they added to each product.
+    server.confirmed("o-erin", "erin", &[&tea.id, &cup.id]).await;
+    let erin = server.shopper("erin");
+    server.review(&erin, &tea.id, 1, "Bitter").await.expect("review");
+    server.review(&erin, &cup.id, 5, "Perfect cup").await.expect("review");
+    assert_eq!((server.rating(&tea.id).await, server.rating(&cup.id).await), ((2, 2.5), (1, 5.0)));
+    let deleted = UserDeleted { user_id: "erin".into(), ..UserDeleted::default() };
+    let event = envelope("erin-deleted", "user.deleted", "erin", &deleted);
+    server.bus.publish(event.clone()).await.expect("taken");
+    server.bus.publish(event).await.expect("a redelivery is taken too");
+    assert_eq!((server.rating(&tea.id).await, server.rating(&cup.id).await), ((1, 4.0), (0, 0.0)), "once");
+    assert_eq!(titles(&server.reviews_of(None, &tea.id, 0, "").await.expect("list")), [("Good", false)]);
+    // Nor is she a buyer any more (her purchases went too).
+    assert_eq!(reason(&server.review(&erin, &cup.id, 5, "Again").await.expect_err("erased")), "NOT_A_BUYER");
+
+    // A garbled event is refused (RabbitMQ retries it, then dead-letters it), not taken as nothing.
+    let mut garbled = envelope("bad-1", "order.confirmed", "o-x", &OrderConfirmed::default());
+    garbled.data = vec![0xff, 0xff, 0xff];
+    server.bus.publish(garbled).await.expect_err("refused");
+    server.stop().await;
+}
+
+on_both_engines!(buyers_review_what_they_bought, cancelled_orders_and_deleted_accounts_count_for_nothing);
