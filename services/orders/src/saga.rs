@@ -465,6 +465,15 @@ impl Saga {
         }
     }
 
+    /// Records on the order that its payment has been given back in full (a refund of the rest just answered), so
+    /// the answer shows it at once rather than when `payment.refunded` arrives (which then changes nothing).
+    async fn refunded_in_full(&self, order: &mut Order) -> Result<(), Error> {
+        let total = order.total.amount_minor;
+        self.inner.store.record_refunded(&order.id, &order.payment_id, total, platform::time::now_micros()).await?;
+        order.refunded_minor = order.refunded_minor.max(total);
+        Ok(())
+    }
+
     fn refund_request(order: &Order, refund_id: String, reason: &str) -> RefundRequest {
         RefundRequest { payment_id: order.payment_id.clone(), refund_id, reason: reason.to_owned() }
     }
@@ -473,7 +482,10 @@ impl Saga {
         let request = Self::refund_request(order, domain::compensation_refund_id(&order.id), "checkout compensation");
         let ports = &self.inner.ports;
         match self.call("refund", &order.id, || ports.refund(&request)).await {
-            Ok(_) => self.advance(order, Change::to(Status::Pending, Step::Release), None, "payment refunded").await,
+            Ok(_) => {
+                self.refunded_in_full(order).await?;
+                self.advance(order, Change::to(Status::Pending, Step::Release), None, "payment refunded").await
+            }
             Err(error) => {
                 // Money is at stake: never give up silently. The order stays here, resumed periodically, and
                 // `audit` lists it once it is older than the threshold.
@@ -517,6 +529,7 @@ impl Saga {
         let request = Self::refund_request(order, domain::cancel_refund_id(&order.id), reason);
         match self.call("cancel", &order.id, || ports.refund(&request)).await {
             Ok(refunded_minor) => {
+                self.refunded_in_full(order).await?;
                 // What the cancellation gave back: the total, less what staff refunded before.
                 let event = events::cancelled(order, refunded_minor);
                 self.advance(order, Change::to(Status::Cancelled, Step::Done), Some(event), "refunded on cancel").await

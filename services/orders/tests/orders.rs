@@ -157,6 +157,7 @@ async fn commit_refused_refunds_and_releases(db: Db) {
     assert_eq!(status(&order), OrderStatus::Failed);
     assert_eq!(order.failure_reason, orders::domain::COMMIT_FAILED);
     assert_eq!(fake.refunds_of(&order.payment_id), [(format!("order:{}:compensation", order.id), 2900)]);
+    assert_eq!(order.refunded.as_ref().map(|m| m.amount_minor), Some(2900), "shown given back at once");
     assert_consistent(&fake, &order, 2, COFFEE, 10);
     assert_eq!(ada.get(&order.id).await.expect("get"), order, "answered as stored");
     server.stop().await;
@@ -392,6 +393,7 @@ async fn cancel_refunds(db: Db) {
     assert_eq!(status(&cancelled), OrderStatus::Cancelled);
     assert_eq!(ada.get(&order.id).await.expect("get"), cancelled, "answered as stored");
     assert_eq!(fake.refunds_of(&order.payment_id), [(format!("order:{}:cancel", order.id), 2900)]);
+    assert_eq!(cancelled.refunded.as_ref().map(|m| m.amount_minor), Some(2900), "shown given back at once");
     assert_consistent(&fake, &cancelled, 2, COFFEE, 10);
     // The stock stays sold until the catalog consumes order.cancelled.
     assert_eq!(fake.stock(COFFEE), (8, 0));
@@ -409,6 +411,7 @@ async fn cancel_refunds(db: Db) {
     assert_eq!(status(&cancelled), OrderStatus::Cancelled, "{cancelled:?}");
     assert_eq!(fake.refunds_of(&scratched.payment_id), [(format!("order:{}:cancel", scratched.id), 950)]);
     assert_eq!(fake.payments_of(&scratched.id)[0].refunded, 1450, "refunded in full, once");
+    assert_eq!(cancelled.refunded.as_ref().map(|m| m.amount_minor), Some(1450), "the part and the rest");
     let event = cancelled_event(&db, &scratched.id).await;
     assert_eq!(
         event.refunded.map(|m| m.amount_minor),
