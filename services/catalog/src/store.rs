@@ -272,6 +272,9 @@ impl ListedRow {
             SortField::CreateTime => SortKey::Int(self.product.create_time),
             SortField::Price => SortKey::Int(self.product.price_amount_minor),
             SortField::Name => SortKey::Text(self.sort_text.unwrap_or_default()),
+            SortField::Rating => {
+                SortKey::Int(domain::listing::rating_sort_key(self.product.rating_count, self.product.rating_sum))
+            }
         };
         let cursor = Cursor { order, key, id: self.product.id.clone() };
         (self.product, cursor)

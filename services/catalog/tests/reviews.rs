@@ -291,4 +291,52 @@ async fn cancelled_orders_and_deleted_accounts_count_for_nothing(db: Db) {
     server.stop().await;
 }
 
-on_both_engines!(buyers_review_what_they_bought, cancelled_orders_and_deleted_accounts_count_for_nothing);
+/// `order_by=rating desc`: the best average first, the most reviewed first among equals, products without
+/// reviews last; read a product a page, so every page token carries a rating key the database must agree with.
+async fn the_best_rated_come_first(db: Db) {
+    let server = Server::start(db).await;
+    let mut ids = Vec::new();
+    for sku in ["NONE", "FOURS", "ONE-FIVE", "TWO-FIVES", "THREE"] {
+        ids.push(server.create(product(sku, sku, "tea", 500)).await.id);
+    }
+    let [fours, one_five, two_fives, three] = [1, 2, 3, 4].map(|i| ids[i].clone());
+    for (customer, ratings) in [("ann", [4, 5, 5, 3]), ("ben", [4, 0, 5, 0]), ("cat", [5, 0, 0, 0])] {
+        let bought = [&fours, &one_five, &two_fives, &three];
+        server.confirmed(&format!("o-{customer}"), customer, &bought.map(String::as_str)).await;
+        for (product, rating) in bought.iter().zip(ratings) {
+            if rating > 0 {
+                server.review(&server.shopper(customer), product, rating, "Said so").await.expect("review");
+            }
+        }
+    }
+    // fours: 4, 4, 5 (4.33); one_five: 5; two_fives: 5, 5; three: 3; none: no reviews.
+    let names = |products: &[Product]| products.iter().map(|p| p.sku.clone()).collect::<Vec<_>>();
+    let mut seen = Vec::new();
+    let mut token = String::new();
+    for _ in 0..10 {
+        let request = ListProductsRequest {
+            order_by: "rating desc".into(),
+            page_size: 1,
+            page_token: token,
+            ..ListProductsRequest::default()
+        };
+        let page = server.list(request, None).await.expect("page");
+        seen.extend(names(&page.products));
+        token = page.next_page_token;
+        if token.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(seen, ["TWO-FIVES", "ONE-FIVE", "FOURS", "THREE", "NONE"]);
+    let request = ListProductsRequest { order_by: "rating".into(), ..ListProductsRequest::default() };
+    let ascending = server.list(request, None).await.expect("list").products;
+    assert_eq!(names(&ascending), ["NONE", "THREE", "FOURS", "ONE-FIVE", "TWO-FIVES"]);
+    assert_eq!(ascending[2].rating.as_ref().map(|r| (r.count, r.average)), Some((3, 4.33)));
+    server.stop().await;
+}
+
+on_both_engines!(
+    buyers_review_what_they_bought,
+    cancelled_orders_and_deleted_accounts_count_for_nothing,
+    the_best_rated_come_first,
+);
