@@ -1513,6 +1513,28 @@ async fn discount_codes_cannot_be_guessed_at_the_preview() {
 }
 
 #[tokio::test]
+async fn a_customer_who_keeps_guessing_codes_is_stopped() {
+    // Gateway budgets off: the orders service's own budget of refused codes is what stops this guesser.
+    let Some(p) = TestPlatform::start(Storage::Sqlite).await else { return };
+    let admin = p.admin_token().await;
+    let made = p.send("POST", "/v1/products", Some(&admin), Some(product("GUESS-1", "Tea", "tea", "500"))).await;
+    assert_eq!(made.status, 201, "{}", made.json);
+    let customer = p.customer_token("code-guesser@example.com").await;
+    let preview =
+        |code: String| json!({"items": [{"productId": made.json["id"], "quantity": 1}], "discountCode": code});
+    for i in 0..10 {
+        let refused = p.send("POST", "/v1/orders:preview", Some(&customer), Some(preview(format!("GUESS-{i}")))).await;
+        assert_eq!(refused.status, 400, "{}", refused.json);
+    }
+    let stopped = p.send("POST", "/v1/orders:preview", Some(&customer), Some(preview("GUESS-10".into()))).await;
+    assert_eq!(stopped.status, 429, "{}", stopped.json);
+    assert_eq!(stopped.json["error"]["details"][0]["reason"], "DISCOUNT_CODE_ATTEMPTS", "{}", stopped.json);
+    let without = json!({"items": [{"productId": made.json["id"], "quantity": 1}]});
+    assert_eq!(p.send("POST", "/v1/orders:preview", Some(&customer), Some(without)).await.status, 200, "no code: fine");
+    p.stop().await;
+}
+
+#[tokio::test]
 async fn logins_are_rate_limited_before_any_password_is_checked() {
     let Some(p) = TestPlatform::start_with(Storage::Sqlite, &[]).await else { return };
     let attempt = json!({"email": "victim@example.com", "password": "guess-guess"});

@@ -16,6 +16,22 @@ pub const MAX_CODE_CHARS: usize = 32;
 pub const UPDATABLE_PATHS: &[&str] = &["description", "start_time", "end_time", "max_redemptions", "disabled"];
 /// The field of CreateOrder that carries a code.
 pub const CHECKOUT_FIELD: &str = "discount_code";
+/// How many discount codes a customer may have refused within one hour (at checkout and in previews together)
+/// before every code is refused until the hour is over: guessing is how a private code would be found, and a
+/// customer mistyping one needs a few tries, not dozens.
+pub const MAX_REFUSED_PER_HOUR: i64 = 10;
+/// The hour those refusals are counted in, in microseconds.
+const REFUSAL_WINDOW_MICROS: i64 = 3_600_000_000;
+
+/// The start of the hour `now` falls in (microseconds since the epoch), by which refusals are counted.
+pub fn refusal_window(now: i64) -> i64 {
+    now - now.rem_euclid(REFUSAL_WINDOW_MICROS)
+}
+
+/// When the hour that starts at `window` is over.
+pub fn refusal_window_end(window: i64) -> i64 {
+    window + REFUSAL_WINDOW_MICROS
+}
 
 /// What a code takes off.
 #[derive(Debug, Clone, PartialEq, Eq)]

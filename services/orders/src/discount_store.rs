@@ -114,6 +114,39 @@ impl Store {
         Ok(uses > 0)
     }
 
+    /// How many discount codes `customer_id` had refused in the hour starting at `window`.
+    pub async fn refused_codes(&self, customer_id: &str, window: i64) -> Result<i64, Error> {
+        let refused: Option<i64> = with_db!(self.db(), pool => {
+            sqlx::query_scalar(
+                "SELECT CAST(refused AS BIGINT) FROM discount_code_refusals WHERE customer_id = $1 AND window_start = $2",
+            )
+            .bind(customer_id)
+            .bind(window)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(refused.unwrap_or(0))
+    }
+
+    /// Counts a refused code of `customer_id` in the hour starting at `window` (an earlier hour's count starts
+    /// again from one).
+    pub async fn count_refused_code(&self, customer_id: &str, window: i64) -> Result<(), Error> {
+        with_db!(self.db(), pool => {
+            sqlx::query(
+                "INSERT INTO discount_code_refusals (customer_id, window_start, refused) VALUES ($1, $2, 1) \
+                 ON CONFLICT (customer_id) DO UPDATE SET \
+                 refused = CASE WHEN discount_code_refusals.window_start = excluded.window_start \
+                     THEN discount_code_refusals.refused + 1 ELSE 1 END, \
+                 window_start = excluded.window_start",
+            )
+            .bind(customer_id)
+            .bind(window)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
     /// Codes newest first, after the cursor (create time and code), at most `limit`.
     pub async fn discount_codes(&self, after: Option<&KeyCursor>, limit: i64) -> Result<Vec<DiscountCode>, Error> {
         let (time, code) = after.map_or((i64::MAX, ""), |c| (c.key, c.id.as_str()));

@@ -17,6 +17,8 @@ pub const ORDER_SHIPPED: &str = "ORDER_SHIPPED";
 pub const EMAIL_NOT_VERIFIED: &str = "EMAIL_NOT_VERIFIED";
 /// `ErrorInfo` reason when items of an order are priced in several currencies.
 pub const MIXED_CURRENCIES: &str = "MIXED_CURRENCIES";
+/// `ErrorInfo` reason when a customer had too many discount codes refused lately to try another.
+pub const DISCOUNT_CODE_ATTEMPTS: &str = "DISCOUNT_CODE_ATTEMPTS";
 
 /// Everything that can go wrong in the orders service.
 #[derive(Debug, thiserror::Error)]
@@ -55,6 +57,9 @@ pub enum Error {
     /// A service the request needs (catalog, cart) cannot be reached now; the client may retry.
     #[error("{0}")]
     Unavailable(String),
+    /// The caller used up a budget of attempts ([`DISCOUNT_CODE_ATTEMPTS`]); trying later works.
+    #[error("{0}")]
+    TooManyAttempts(String),
     /// A service the request needs answered something unexpected (logged, not shown).
     #[error("upstream: {0}")]
     Upstream(String),
@@ -106,6 +111,7 @@ impl From<Error> for Status {
             Error::Aborted(m) => Status::aborted(m),
             Error::PermissionDenied(m) => Status::permission_denied(m),
             Error::Unavailable(m) => Status::unavailable(m),
+            Error::TooManyAttempts(m) => with_reason(Code::ResourceExhausted, DISCOUNT_CODE_ATTEMPTS, m),
             // Internal details (SQL, connection strings, other services' answers) stay in our logs.
             internal @ (Error::Upstream(_)
             | Error::Setting { .. }

@@ -336,7 +336,28 @@ impl OrdersApi {
 
     /// What discount code `code` does to an order of `subtotal` for `customer_id` now, or the violation that
     /// tells the customer why not. Placing the order checks the use limits again where it counts the use.
+    ///
+    /// A refusal counts against the customer's budget ([`discount::MAX_REFUSED_PER_HOUR`]); once it is spent,
+    /// every code is refused (RESOURCE_EXHAUSTED) until the hour is over, a good one too, so that whether a
+    /// code exists cannot be learnt by guessing.
     async fn discount(&self, code: &str, subtotal: &Price, customer_id: &str, now: i64) -> Result<Applied, Error> {
+        let window = discount::refusal_window(now);
+        if self.store.refused_codes(customer_id, window).await? >= discount::MAX_REFUSED_PER_HOUR {
+            // Whole minutes, rounded up: "in 0 minutes" would invite an immediate retry.
+            let minutes = (discount::refusal_window_end(window) - now + 59_999_999) / 60_000_000;
+            return Err(Error::TooManyAttempts(format!(
+                "too many discount codes were refused for this account lately; try again in {minutes} minutes"
+            )));
+        }
+        let checked = self.check_code(code, subtotal, customer_id, now).await;
+        if let Err(Error::InvalidArgument(_)) = &checked {
+            self.store.count_refused_code(customer_id, window).await?;
+        }
+        checked
+    }
+
+    /// [`Self::discount`] without the budget.
+    async fn check_code(&self, code: &str, subtotal: &Price, customer_id: &str, now: i64) -> Result<Applied, Error> {
         let found = self.store.discount_code(code).await?;
         let refused = |refusal: discount::Refusal| Error::invalid(refusal.violation());
         let code = found.ok_or_else(|| refused(discount::Refusal::Unknown))?;

@@ -12,6 +12,7 @@ use api::mercato::orders::v1::{
 };
 use orders::domain::LineInput;
 use platform::db::Db;
+use platform::with_db;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -324,7 +325,57 @@ async fn once_per_customer_and_a_race_for_the_last_use(db: Db) {
     server.stop().await;
 }
 
+/// A customer who had ten codes refused within the hour (previews and checkouts together) gets every code refused
+/// until it is over, a good one too: guessing cannot tell which exist. Others are not held back.
+async fn guessing_codes_is_cut_short(db: Db) {
+    let fake = Fake::new();
+    let server = Server::start(db.clone(), fake.clone(), Wiring::Direct).await;
+    let staff = Staff::new(&server, &[WRITE]).await;
+    staff.create(percent("REAL", 10)).await.expect("create");
+    let (ada, bob) = (server.client("ada", false).await, server.client("bob", false).await);
+    ada.preview(&[(COFFEE, 1)], "REAL").await.expect("a good code counts for nothing");
+    for n in 1..=6 {
+        let refused = ada.preview(&[(COFFEE, 1)], &format!("GUESS-{n}")).await.expect_err("unknown");
+        assert_eq!(refusal(&refused), "is not a discount code of this shop");
+    }
+    for n in 7..=10 {
+        let refused = ada.create(with_code(&[(COFFEE, 1)], &format!("g{n}"), &format!("GUESS-{n}"))).await;
+        assert_eq!(refusal(&refused.expect_err("unknown")), "is not a discount code of this shop");
+    }
+
+    // The budget is spent: every code is refused, at checkout too, and nothing is placed or held.
+    let spent = ada.preview(&[(COFFEE, 1)], "REAL").await.expect_err("spent");
+    assert_eq!((spent.code(), reason(&spent)), (Code::ResourceExhausted, "DISCOUNT_CODE_ATTEMPTS".to_owned()));
+    assert!(spent.message().contains("try again in"), "{spent:?}");
+    let checkout = ada.create(with_code(&[(COFFEE, 1)], "real-1", "REAL")).await.expect_err("spent");
+    assert_eq!(checkout.code(), Code::ResourceExhausted);
+    assert!(ada.list(ListOrdersRequest::default()).await.expect("list").0.is_empty(), "nothing placed");
+    assert_eq!(fake.calls(Op::Reserve), 0, "nothing held");
+    // Without a code she orders as ever; Bob's codes are his own business.
+    assert_eq!(status(&ada.create(order_of(&[(COFFEE, 1)], "plain")).await.expect("no code")), OrderStatus::Confirmed);
+    bob.preview(&[(COFFEE, 1)], "REAL").await.expect("another customer");
+
+    // The next hour starts again from nothing.
+    with_db!(&db, pool => {
+        sqlx::query("UPDATE discount_code_refusals SET window_start = window_start - 3600000000")
+            .execute(pool)
+            .await
+            .expect("an hour earlier");
+    });
+    ada.preview(&[(COFFEE, 1)], "REAL").await.expect("a new hour");
+    ada.preview(&[(COFFEE, 1)], "GUESS-11").await.expect_err("unknown");
+    let counted: i64 = with_db!(&db, pool => {
+        sqlx::query_scalar("SELECT CAST(refused AS BIGINT) FROM discount_code_refusals WHERE customer_id = 'ada'")
+            .fetch_one(pool)
+            .await
+            .expect("count")
+    });
+    assert_eq!(counted, 1, "counted from one again");
+    server.stop().await;
+}
+
 on_both_engines!(
+    guessing_codes_is_cut_short,
     staff_manage_codes,
     a_code_takes_its_discount_off_what_is_charged,
     a_preview_prices_with_the_code_and_holds_nothing,
