@@ -182,8 +182,7 @@ pub fn resolve_period(from: &str, to: &str, today: Day) -> Result<Period, Vec<Fi
 pub fn validate_currency(currency: &str) -> Result<Option<String>, FieldViolation> {
     match currency {
         "" => Ok(None),
-        code if code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase()) => Ok(Some(code.to_owned())),
-        _ => Err(FieldViolation::new("currency", "must be an ISO 4217 code in upper case, e.g. EUR")),
+        code => platform::money::check_currency("currency", code).map(|()| Some(code.to_owned())),
     }
 }
 

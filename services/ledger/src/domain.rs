@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use platform::error::FieldViolation;
+use platform::money::check_currency;
 
 pub use platform::paging::{DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE, page_size};
 
@@ -91,13 +92,6 @@ fn is_code(s: &str) -> bool {
         && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b':' | b'_' | b'-'))
 }
 
-/// Whether `s` looks like an ISO 4217 code: three upper-case letters.
-pub fn is_currency(s: &str) -> bool {
-    s.len() == 3 && s.bytes().all(|b| b.is_ascii_uppercase())
-}
-
-const CURRENCY_RULE: &str = "must be an ISO 4217 code of 3 upper-case letters, e.g. EUR";
-
 /// Checks the fields of CreateAccount; `account_type` is `None` when unspecified or unknown.
 pub fn validate_account(
     code: &str,
@@ -118,8 +112,8 @@ pub fn validate_account(
     if account_type.is_none() {
         v.push(FieldViolation::new("type", "is required: ASSET, LIABILITY, REVENUE, EXPENSE or EQUITY"));
     }
-    if !is_currency(currency) {
-        v.push(FieldViolation::new("currency", CURRENCY_RULE));
+    if let Err(violation) = check_currency("currency", currency) {
+        v.push(violation);
     }
     match account_type {
         Some(account_type) if v.is_empty() => {
@@ -131,11 +125,7 @@ pub fn validate_account(
 
 /// Checks the currency filter of ListAccounts (empty: any).
 pub fn validate_currency_filter(currency: &str) -> Result<(), FieldViolation> {
-    if currency.is_empty() || is_currency(currency) {
-        Ok(())
-    } else {
-        Err(FieldViolation::new("currency", CURRENCY_RULE))
-    }
+    if currency.is_empty() { Ok(()) } else { check_currency("currency", currency) }
 }
 
 /// An amount of money as sent: minor units of a currency.
@@ -253,8 +243,8 @@ pub fn validate_transaction(input: TransactionInput) -> Result<NewTransaction, V
         match p.amount {
             None => v.push(FieldViolation::new(format!("postings[{i}].amount"), "is required")),
             Some(amount) => {
-                if !is_currency(&amount.currency) {
-                    v.push(FieldViolation::new(format!("postings[{i}].amount.currency"), CURRENCY_RULE));
+                if let Err(violation) = check_currency(&format!("postings[{i}].amount.currency"), &amount.currency) {
+                    v.push(violation);
                 }
                 if amount.amount_minor == 0 {
                     v.push(FieldViolation::new(format!("postings[{i}].amount.amount_minor"), "must not be zero"));

@@ -112,11 +112,6 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-/// Whether `currency` looks like an ISO 4217 code: three upper-case letters.
-pub fn is_currency(currency: &str) -> bool {
-    currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase())
-}
-
 fn check_id(v: &mut Violations, field: &str, value: &str) {
     if value.is_empty() {
         v.add(field, "is required");
@@ -132,8 +127,8 @@ fn check_money(v: &mut Violations, field: &str, money: Option<(&str, i64)>) {
             if amount <= 0 {
                 v.add(format!("{field}.amount_minor"), "must be positive");
             }
-            if !is_currency(currency) {
-                v.add(format!("{field}.currency"), "must be an ISO 4217 code of 3 upper-case letters");
+            if let Err(violation) = platform::money::check_currency(&format!("{field}.currency"), currency) {
+                v.add(violation.field, violation.description);
             }
         }
     }

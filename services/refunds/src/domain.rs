@@ -79,11 +79,6 @@ impl NewRefund {
     }
 }
 
-/// Whether `currency` looks like an ISO 4217 code: three upper-case letters.
-pub fn is_currency(currency: &str) -> bool {
-    currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase())
-}
-
 /// The idempotency key of a request: the `idempotency-key` metadata, else the field.
 pub fn idempotency_key(metadata: Option<&str>, field: &str) -> Result<String, FieldViolation> {
     let key = metadata.map(str::trim).filter(|k| !k.is_empty()).unwrap_or(field.trim());
@@ -129,8 +124,8 @@ pub fn validate_refund(input: &RefundInput<'_>) -> Result<(NewRefund, String), V
             if amount <= 0 {
                 v.add("amount.amount_minor", "must be positive");
             }
-            if !is_currency(currency) {
-                v.add("amount.currency", "must be an ISO 4217 code of 3 upper-case letters");
+            if let Err(violation) = platform::money::check_currency("amount.currency", currency) {
+                v.add(violation.field, violation.description);
             }
         }
     }
