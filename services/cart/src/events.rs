@@ -5,8 +5,6 @@
 //! consumer is what makes it certain (the saga's call is best effort). And `user.deleted`: the cart of a
 //! deleted account is erased.
 
-use std::sync::Arc;
-
 use api::mercato::auth::v1::UserDeleted;
 use api::mercato::cart::v1::CartItemAdded;
 use api::mercato::orders::v1::OrderConfirmed;
@@ -45,19 +43,12 @@ pub fn event_types() -> Vec<&'static str> {
 
 /// Subscribes the cart's consumers on `bus`.
 pub fn subscribe(bus: &dyn EventBus, store: Store) {
-    bus.subscribe(
-        CONSUMER,
-        &event_types(),
-        Arc::new(move |envelope: Arc<EventEnvelope>| {
-            let store = store.clone();
-            Box::pin(async move {
-                match envelope.r#type.as_str() {
-                    USER_DELETED => erase_cart(&store, &envelope).await,
-                    _ => empty_cart(&store, &envelope).await,
-                }
-            })
-        }),
-    );
+    platform::events::subscribe_with(bus, CONSUMER, &event_types(), store, |store, envelope| async move {
+        match envelope.r#type.as_str() {
+            USER_DELETED => erase_cart(&store, &envelope).await,
+            _ => empty_cart(&store, &envelope).await,
+        }
+    });
 }
 
 async fn empty_cart(store: &Store, envelope: &EventEnvelope) -> Result<(), String> {

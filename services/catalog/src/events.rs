@@ -7,8 +7,6 @@
 //! `order.cancelled` tell who bought what (only a buyer may review a product); `user.deleted` erases the
 //! account's reviews and purchases.
 
-use std::sync::Arc;
-
 use api::auth::UserDeleted;
 use api::catalog::{InventoryAdjusted, InventoryLow, ProductCreated, ProductUpdated};
 use api::mercato::orders::v1::{OrderCancelled, OrderConfirmed};
@@ -83,21 +81,14 @@ pub fn event_types() -> Vec<&'static str> {
 
 /// Subscribes the catalog's consumers on `bus`.
 pub fn subscribe(bus: &dyn EventBus, store: Store) {
-    bus.subscribe(
-        CONSUMER,
-        &event_types(),
-        Arc::new(move |envelope: Arc<EventEnvelope>| {
-            let store = store.clone();
-            Box::pin(async move {
-                match envelope.r#type.as_str() {
-                    ORDER_CANCELLED => restock(&store, &envelope).await,
-                    ORDER_CONFIRMED => record_purchase(&store, &envelope).await,
-                    USER_DELETED => erase_customer(&store, &envelope).await,
-                    _ => Ok(()),
-                }
-            })
-        }),
-    );
+    platform::events::subscribe_with(bus, CONSUMER, &event_types(), store, |store, envelope| async move {
+        match envelope.r#type.as_str() {
+            ORDER_CANCELLED => restock(&store, &envelope).await,
+            ORDER_CONFIRMED => record_purchase(&store, &envelope).await,
+            USER_DELETED => erase_customer(&store, &envelope).await,
+            _ => Ok(()),
+        }
+    });
 }
 
 fn bad_payload(e: prost::DecodeError) -> String {

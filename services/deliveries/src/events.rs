@@ -6,8 +6,6 @@
 //! publishes `shipment.created`, `shipment.shipped`, `shipment.delivered` and `shipment.cancelled`, each with
 //! the shipment as its subject, so one shipment's events arrive in order.
 
-use std::sync::Arc;
-
 use api::mercato::deliveries::v1::{ShipmentCancelled, ShipmentCreated, ShipmentDelivered, ShipmentShipped};
 use api::mercato::orders::v1::{OrderCancelled, OrderConfirmed};
 use platform::events::{EventBus, EventEnvelope, NewEvent};
@@ -81,14 +79,9 @@ pub fn event_types() -> Vec<&'static str> {
 
 /// Subscribes the service's consumer on `bus`.
 pub fn subscribe(bus: &dyn EventBus, store: Store) {
-    bus.subscribe(
-        CONSUMER,
-        &event_types(),
-        Arc::new(move |envelope: Arc<EventEnvelope>| {
-            let store = store.clone();
-            Box::pin(async move { handle(&store, &envelope).await })
-        }),
-    );
+    platform::events::subscribe_with(bus, CONSUMER, &event_types(), store, |store, envelope| async move {
+        handle(&store, &envelope).await
+    });
 }
 
 async fn handle(store: &Store, envelope: &EventEnvelope) -> Result<(), String> {

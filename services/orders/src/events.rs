@@ -2,8 +2,6 @@
 //! `order.failed` and `order.cancelled` (payloads in `mercato.orders.v1`, see events.proto); and what it
 //! consumes: `payment.refunded`, which tells an order how much of it has been given back.
 
-use std::sync::Arc;
-
 use api::mercato::orders::v1::{OrderCancelled, OrderConfirmed, OrderFailed, OrderPlaced};
 use api::mercato::payments::v1::PaymentRefunded;
 use platform::events::{EventBus, EventEnvelope, NewEvent};
@@ -95,14 +93,9 @@ pub fn event_types() -> Vec<&'static str> {
 
 /// Subscribes the service's consumer on `bus`.
 pub fn subscribe(bus: &dyn EventBus, store: Store) {
-    bus.subscribe(
-        CONSUMER,
-        &event_types(),
-        Arc::new(move |envelope: Arc<EventEnvelope>| {
-            let store = store.clone();
-            Box::pin(async move { handle(&store, &envelope).await })
-        }),
-    );
+    platform::events::subscribe_with(bus, CONSUMER, &event_types(), store, |store, envelope| async move {
+        handle(&store, &envelope).await
+    });
 }
 
 async fn handle(store: &Store, envelope: &EventEnvelope) -> Result<(), String> {

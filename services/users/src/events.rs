@@ -2,8 +2,6 @@
 //! and language given at registration, `user.email_changed`, which copies the account's new address into it,
 //! and `user.deleted`, which erases the profile and the address book. It publishes nothing.
 
-use std::sync::Arc;
-
 use api::mercato::auth::v1::{EmailChanged, UserDeleted, UserRegistered};
 use platform::events::{EventBus, EventEnvelope};
 use prost::Message;
@@ -27,20 +25,13 @@ pub fn event_types() -> Vec<&'static str> {
 
 /// Subscribes the service's consumer on `bus`.
 pub fn subscribe(bus: &dyn EventBus, store: Store) {
-    bus.subscribe(
-        CONSUMER,
-        &event_types(),
-        Arc::new(move |envelope: Arc<EventEnvelope>| {
-            let store = store.clone();
-            Box::pin(async move {
-                match envelope.r#type.as_str() {
-                    USER_DELETED => erase(&store, &envelope).await,
-                    USER_EMAIL_CHANGED => copy_email(&store, &envelope).await,
-                    _ => make_profile(&store, &envelope).await,
-                }
-            })
-        }),
-    );
+    platform::events::subscribe_with(bus, CONSUMER, &event_types(), store, |store, envelope| async move {
+        match envelope.r#type.as_str() {
+            USER_DELETED => erase(&store, &envelope).await,
+            USER_EMAIL_CHANGED => copy_email(&store, &envelope).await,
+            _ => make_profile(&store, &envelope).await,
+        }
+    });
 }
 
 async fn make_profile(store: &Store, envelope: &EventEnvelope) -> Result<(), String> {

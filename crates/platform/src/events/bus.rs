@@ -12,6 +12,17 @@ use super::EventEnvelope;
 /// A consumer's handler: Ok once the effect is committed (with the event id in its inbox).
 pub type Handler = Arc<dyn Fn(Arc<EventEnvelope>) -> BoxFuture<'static, Result<(), String>> + Send + Sync>;
 
+/// Subscribes `consumer` on `bus` to `event_types`, each delivery handled by `handle` with its own clone of
+/// `state` (a service's store, usually): the consumer most services have, without spelling out the [`Handler`].
+pub fn subscribe_with<S, F, Fut>(bus: &dyn EventBus, consumer: &str, event_types: &[&str], state: S, handle: F)
+where
+    S: Clone + Send + Sync + 'static,
+    F: Fn(S, Arc<EventEnvelope>) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    bus.subscribe(consumer, event_types, Arc::new(move |envelope| Box::pin(handle(state.clone(), envelope))));
+}
+
 /// Publishing failed; the relay keeps the event and tries again later.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BusError {

@@ -16,7 +16,7 @@ mod relay;
 
 pub use amqp::{AmqpBus, AmqpError, AmqpOptions};
 pub use api::mercato::events::v1::EventEnvelope;
-pub use bus::{BatchOutcome, BusError, EventBus, GatedBus, Handler, InProcessBus};
+pub use bus::{BatchOutcome, BusError, EventBus, GatedBus, Handler, InProcessBus, subscribe_with};
 pub use group_commit::{BatchRecorder, GroupCommit};
 pub use inbox::{HANDLED_EVENT_RETENTION, InboxPruner, first_deliveries, first_delivery};
 pub use outbox::{NewEvent, OutboxEntry, bind_outbox_entries, enqueue, insert_outbox_entries, unsent_count};
