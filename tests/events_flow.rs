@@ -2,7 +2,8 @@
 //! checks out; a second order is declined; the first is cancelled. What the services that live on events
 //! show afterwards proves the events arrived, once each: the customer's notifications (in German), the shop's
 //! low-stock notice, the shop's analytics, the emptied cart and the restocked units. Run on the in-process bus (SQLite and PostgreSQL) and
-//! on the machine's RabbitMQ (PostgreSQL, as in production).
+//! on the machine's RabbitMQ (PostgreSQL, as in production). Then a back-in-stock alert from the catalog's sweep to
+//! the customer's mail.
 
 use e2e::{Storage, TestPlatform};
 use serde_json::{Value, json};
@@ -156,6 +157,56 @@ async fn events_reach_their_consumers_on_postgres() {
 async fn events_reach_their_consumers_through_rabbitmq() {
     let Some(p) = TestPlatform::start_on_rabbitmq(Storage::Postgres).await else { return };
     events_reach_their_consumers(p).await;
+}
+
+/// A customer waits for a sold-out product; staff restock it; the catalog's sweep publishes
+/// `stock_alert.triggered` and the notifications service mails her, in her language, once.
+async fn a_customer_hears_when_what_she_waits_for_is_back(p: TestPlatform) {
+    let admin = p.admin_token().await;
+    let body =
+        json!({"email": "liesl@example.com", "password": "liesl-pass-1", "displayName": "Liesl", "locale": "de"});
+    assert_eq!(p.send("POST", "/v1/auth/register", None, Some(body)).await.status, 201);
+    let liesl = p.login("liesl@example.com", "liesl-pass-1").await;
+    let body = json!({"sku": "TEE-1", "name": "Gyokuro", "description": "", "category": "tea",
+        "price": {"currency": "EUR", "amountMinor": "1890"}, "active": true});
+    let tea =
+        p.send("POST", "/v1/products", Some(&admin), Some(body)).await.json["id"].as_str().expect("id").to_owned();
+
+    let asked = p.send("POST", "/v1/stock-alerts", Some(&liesl), Some(json!({"productId": tea}))).await;
+    assert_eq!(asked.status, 201, "{}", asked.json);
+    assert_eq!(asked.json["productName"], "Gyokuro", "{}", asked.json);
+    let waiting = p.send("GET", "/v1/stock-alerts", Some(&liesl), None).await.json;
+    assert_eq!(waiting["alerts"][0]["productId"], json!(tea), "{waiting}");
+    let restocked =
+        p.send("POST", &format!("/v1/products/{tea}/inventory:adjust"), Some(&admin), Some(json!({"delta": 4}))).await;
+    assert_eq!(restocked.status, 200, "{}", restocked.json);
+    let is_back = |n: &&Value| n["eventType"] == "stock_alert.triggered";
+    let mine = p
+        .get_until("/v1/notifications", &liesl, |list| {
+            list["notifications"].as_array().is_some_and(|n| n.iter().any(|n| is_back(&n)))
+        })
+        .await;
+    let told: Vec<&Value> = mine["notifications"].as_array().expect("list").iter().filter(is_back).collect();
+    assert_eq!(told.len(), 1, "{mine}");
+    assert_eq!(told[0]["subject"], "Gyokuro ist wieder vorrätig", "{mine}");
+    assert_eq!(told[0]["recipient"], "liesl@example.com", "{mine}");
+    let waiting = p.send("GET", "/v1/stock-alerts", Some(&liesl), None).await.json;
+    assert_eq!(waiting["alerts"].as_array().map_or(0, Vec::len), 0, "told once, the alert is gone: {waiting}");
+    let in_stock = p.send("POST", "/v1/stock-alerts", Some(&liesl), Some(json!({"productId": tea}))).await;
+    assert_eq!((in_stock.status, &in_stock.json["error"]["details"][0]["reason"]), (400, &json!("IN_STOCK")));
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_customer_hears_when_what_she_waits_for_is_back_on_sqlite() {
+    let Some(p) = TestPlatform::start(Storage::Sqlite).await else { return };
+    a_customer_hears_when_what_she_waits_for_is_back(p).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_customer_hears_when_what_she_waits_for_is_back_through_rabbitmq() {
+    let Some(p) = TestPlatform::start_on_rabbitmq(Storage::Postgres).await else { return };
+    a_customer_hears_when_what_she_waits_for_is_back(p).await;
 }
 
 /// A poison event (its payload is not what its type promises) is tried up to the broker's delivery limit, then

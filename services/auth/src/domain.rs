@@ -40,8 +40,15 @@ pub const ROLE_CUSTOMER: &str = "customer";
 pub const ROLE_ADMIN: &str = "admin";
 
 /// Scopes of the customer role.
-pub const CUSTOMER_SCOPES: &[&str] =
-    &["cart:write", "orders:read", "orders:write", "payment:write", "notifications:read", "reviews:write"];
+pub const CUSTOMER_SCOPES: &[&str] = &[
+    "cart:write",
+    "orders:read",
+    "orders:write",
+    "payment:write",
+    "notifications:read",
+    "reviews:write",
+    "alerts:write",
+];
 /// Scopes the admin role adds to the customer's.
 pub const ADMIN_SCOPES: &[&str] = &[
     "catalog:write",

@@ -111,7 +111,10 @@ async fn access_tokens_verify_against_jwks(db: Db) {
     assert_eq!(claims.nbf, claims.iat);
     assert!((claims.iat - platform::time::now_secs()).abs() < 60);
     assert_eq!(claims.roles, ["customer"]);
-    assert_eq!(claims.scope, "cart:write orders:read orders:write payment:write notifications:read reviews:write");
+    assert_eq!(
+        claims.scope,
+        "cart:write orders:read orders:write payment:write notifications:read reviews:write alerts:write"
+    );
     assert!(!claims.has_scope("catalog:write"));
 
     let other = login(&mut client, "carol@example.com", "carols password").await.expect("logs in again");

@@ -17,6 +17,10 @@ pub const IMAGE_LIMIT: &str = "IMAGE_LIMIT";
 pub const CATEGORY_LIMIT: &str = "CATEGORY_LIMIT";
 /// `ErrorInfo` reason when a customer reviews a product they did not buy.
 pub const NOT_A_BUYER: &str = "NOT_A_BUYER";
+/// `ErrorInfo` reason when a customer asks to hear of a product that can be ordered now.
+pub const IN_STOCK: &str = "IN_STOCK";
+/// `ErrorInfo` reason when a customer waits for as many products as they may.
+pub const ALERT_LIMIT: &str = "ALERT_LIMIT";
 
 /// Everything that can go wrong in the catalog.
 #[derive(Debug, thiserror::Error)]

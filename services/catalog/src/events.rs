@@ -2,13 +2,14 @@
 //!
 //! Published, each in the transaction of its change: `product.created`, `product.updated` (its fields or its
 //! images changed; it carries the images), `inventory.adjusted` (every change of units on hand) and
-//! `inventory.low` (available units fell below [`LOW_STOCK_THRESHOLD`](crate::domain::LOW_STOCK_THRESHOLD)).
+//! `inventory.low` (available units fell below [`LOW_STOCK_THRESHOLD`](crate::domain::LOW_STOCK_THRESHOLD)) and
+//! `stock_alert.triggered` (a product a customer waited for can be ordered again; one per alert).
 //! Consumed: `order.cancelled` puts the sold units of a cancelled order back in stock; `order.confirmed` and
 //! `order.cancelled` tell who bought what (only a buyer may review a product); `user.deleted` erases the
 //! account's reviews and purchases.
 
 use api::auth::UserDeleted;
-use api::catalog::{InventoryAdjusted, InventoryLow, ProductCreated, ProductUpdated};
+use api::catalog::{InventoryAdjusted, InventoryLow, ProductCreated, ProductUpdated, StockAlertTriggered};
 use api::mercato::orders::v1::{OrderCancelled, OrderConfirmed};
 use platform::events::{EventBus, EventEnvelope, NewEvent};
 use prost::Message;
@@ -23,6 +24,8 @@ pub const PRODUCT_UPDATED: &str = "product.updated";
 pub const INVENTORY_ADJUSTED: &str = "inventory.adjusted";
 /// Event type of a product whose available units fell below the threshold.
 pub const INVENTORY_LOW: &str = "inventory.low";
+/// Event type of a product a customer waited for that can be ordered again.
+pub const STOCK_ALERT_TRIGGERED: &str = "stock_alert.triggered";
 
 /// The `product.created` event of `row`.
 pub fn product_created(row: &ProductRow) -> NewEvent {
@@ -62,6 +65,27 @@ pub fn inventory_low(product_id: &str, sku: &str, name: &str, available: i64) ->
         name: name.to_owned(),
     };
     NewEvent::new(INVENTORY_LOW, product_id, &payload)
+}
+
+/// The `stock_alert.triggered` event telling `customer_id` that product `product_id` (`name`, `sku`, `price` as
+/// currency and minor units) has `available` units again.
+pub fn stock_alert_triggered(
+    customer_id: &str,
+    product_id: &str,
+    name: &str,
+    sku: &str,
+    price: (&str, i64),
+    available: i64,
+) -> NewEvent {
+    let payload = StockAlertTriggered {
+        customer_id: customer_id.to_owned(),
+        product_id: product_id.to_owned(),
+        name: name.to_owned(),
+        sku: sku.to_owned(),
+        price: Some(api::common::Money { currency: price.0.to_owned(), amount_minor: price.1 }),
+        available,
+    };
+    NewEvent::new(STOCK_ALERT_TRIGGERED, customer_id, &payload)
 }
 
 /// The catalog's consumer name (its inbox and, on RabbitMQ, its queue).

@@ -1,7 +1,8 @@
 //! The gRPC face of the catalog: wire messages in, domain rules, store, wire messages out. Products, images and
 //! stock are served here; categories in [`categories`], the restocking list in [`stock`]; customers' reviews
-//! (`ReviewService`, a service of its own) in [`reviews`].
+//! (`ReviewService`, a service of its own) in [`reviews`]; back-in-stock alerts (`StockAlertService`) in [`alerts`].
 
+pub mod alerts;
 mod categories;
 pub mod reviews;
 mod stock;

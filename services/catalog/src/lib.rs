@@ -20,6 +20,7 @@ use std::sync::Arc;
 
 use api::catalog::catalog_service_server::CatalogServiceServer;
 use api::catalog::review_service_server::ReviewServiceServer;
+use api::catalog::stock_alert_service_server::StockAlertServiceServer;
 use platform::Settings;
 use platform::auth::TokenVerifier;
 use platform::blob::Blobs;
@@ -57,8 +58,8 @@ pub async fn run(
 }
 
 /// Migrates `db`, then serves the catalog on `listener` with tokens checked by `verifier`, product images'
-/// bytes in `blobs` (orphans swept hourly), publishing its events on `bus` and pruning its inbox, until
-/// `shutdown` is cancelled.
+/// bytes in `blobs` (orphans swept hourly), publishing its events on `bus`, pruning its inbox and telling the
+/// customers waiting for products back in stock ([`sweep_stock_alerts`]), until `shutdown` is cancelled.
 pub async fn serve(
     listener: impl Into<platform::grpc::Listener>,
     db: Db,
@@ -74,14 +75,44 @@ pub async fn serve(
     let pruner = InboxPruner::new(NAME, db.clone());
     let api = CatalogApi::new(db.clone(), blobs.clone(), relay.handle());
     let reviews = grpc::reviews::ReviewsApi::new(db.clone());
+    let alerts = grpc::alerts::StockAlertsApi::new(db.clone());
+    let sweeper = (store::Store::new(db.clone()), relay.handle());
     // The relay, the pruner and the sweeper stop with the server; rows the relay did not publish stay in the
     // outbox for the next start.
     let service = GrpcService::new(CatalogServiceServer::new(api))
         .with(ReviewServiceServer::new(reviews))
+        .with(StockAlertServiceServer::new(alerts))
         .background(|stop| relay.run(stop))
         .background(|stop| pruner.run(stop))
+        .background(|stop| sweep_stock_alerts(sweeper.0, sweeper.1, stop))
         .background(|stop| platform::blob::sweep_hourly(blobs, "products", stop, move || image_keys(db.clone())));
     Ok(platform::grpc::serve(service, listener, verifier, shutdown).await?)
+}
+
+/// How often the back-in-stock alerts are looked at: a customer hears of a product within seconds of its units
+/// being available (by a restock, a cancelled order or a released hold alike), and no stock change pays for it.
+pub const STOCK_ALERT_SWEEP: std::time::Duration = std::time::Duration::from_secs(2);
+/// Most alerts one sweep tells (the rest wait for the next).
+const STOCK_ALERT_BATCH: i64 = 500;
+
+/// Tells the customers waiting for products that are back in stock, every [`STOCK_ALERT_SWEEP`], until `shutdown`:
+/// their alerts go and `stock_alert.triggered` is published for each (notifications mails them).
+pub async fn sweep_stock_alerts(
+    store: store::Store,
+    relay: platform::events::RelayHandle,
+    shutdown: CancellationToken,
+) {
+    platform::shutdown::every(STOCK_ALERT_SWEEP, &shutdown, || async {
+        match store.trigger_stock_alerts(STOCK_ALERT_BATCH).await {
+            Ok(0) => {}
+            Ok(told) => {
+                relay.wake();
+                tracing::info!(told, "back-in-stock alerts triggered");
+            }
+            Err(error) => tracing::warn!(%error, "triggering back-in-stock alerts failed; trying again"),
+        }
+    })
+    .await;
 }
 
 /// The blob keys of every image row: what the blob store may keep.

@@ -174,12 +174,14 @@ macro_rules! announce_update {
     }};
 }
 
+mod alerts;
 mod categories;
 mod images;
 mod postgres;
 mod reviews;
 mod stock;
 
+pub use alerts::{AlertRow, MAX_ALERTS_PER_CUSTOMER};
 pub use categories::CategoryRow;
 pub use images::ImageRow;
 pub use reviews::ReviewRow;

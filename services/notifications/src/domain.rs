@@ -31,6 +31,8 @@ pub const SHIPMENT_DELIVERED: &str = "shipment.delivered";
 pub const TICKET_CREATED: &str = "ticket.created";
 /// Event type of a product whose available units fell below the catalog's threshold.
 pub const INVENTORY_LOW: &str = "inventory.low";
+/// Event type of a product a customer waited for that is back in stock.
+pub const STOCK_ALERT_TRIGGERED: &str = "stock_alert.triggered";
 /// Event type of a support agent's answer.
 pub const TICKET_REPLIED: &str = "ticket.replied";
 /// Event type of an address asking for the newsletter (to be confirmed).
@@ -75,6 +77,7 @@ pub const CONSUMED: &[(&str, &str)] = &[
     (SHIPMENT_DELIVERED, "mercato.deliveries.v1.ShipmentDelivered"),
     (TICKET_CREATED, "mercato.support.v1.TicketCreated"),
     (INVENTORY_LOW, "mercato.catalog.v1.InventoryLow"),
+    (STOCK_ALERT_TRIGGERED, "mercato.catalog.v1.StockAlertTriggered"),
     (TICKET_REPLIED, "mercato.support.v1.TicketReplied"),
     (NEWSLETTER_SUBSCRIPTION_REQUESTED, "mercato.support.v1.NewsletterSubscriptionRequested"),
     (NEWSLETTER_ISSUED, "mercato.support.v1.NewsletterIssued"),

@@ -28,7 +28,7 @@ use api::mercato::auth::v1::{
     EmailChangeConfirmed, EmailChangeRequested, EmailChanged, EmailVerificationRequested, PasswordChangeMethod,
     PasswordChanged, PasswordResetRequested, UserDeleted, UserDisabled, UserEnabled, UserRegistered, UserRolesChanged,
 };
-use api::mercato::catalog::v1::InventoryLow;
+use api::mercato::catalog::v1::{InventoryLow, StockAlertTriggered};
 use api::mercato::deliveries::v1::{ShipmentDelivered, ShipmentShipped};
 use api::mercato::notifications::v1::{NotificationChannel, NotificationFailed, NotificationSent};
 use api::mercato::orders::v1::{OrderConfirmed, OrderFailed};
@@ -556,6 +556,11 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 threshold: e.threshold,
             };
             Plan::mail(Addressee::SupportInbox, facts)
+        }
+        domain::STOCK_ALERT_TRIGGERED => {
+            let e = StockAlertTriggered::decode(data).map_err(bad)?;
+            let facts = Facts::BackInStock { product_id: e.product_id, product_name: e.name, price: money(e.price) };
+            Plan::mail(customer(e.customer_id), facts)
         }
         domain::NEWSLETTER_SUBSCRIPTION_REQUESTED => {
             let e = NewsletterSubscriptionRequested::decode(data).map_err(bad)?;

@@ -24,12 +24,12 @@ macro_rules! embedded {
 /// Every template by name, e.g. `de/order.confirmed.html`.
 const TEMPLATES: &[(&str, &str)] = embedded!(
     "en": ["user.registered", "order.confirmed", "order.failed", "payment.failed", "refund.completed",
-           "shipment.shipped", "shipment.delivered", "ticket.created", "inventory.low", "refund.failed", "ticket.replied", "newsletter.subscription_requested",
+           "shipment.shipped", "shipment.delivered", "ticket.created", "inventory.low", "stock_alert.triggered", "refund.failed", "ticket.replied", "newsletter.subscription_requested",
            "newsletter.issued", "user.password_reset_requested", "user.email_verification_requested",
            "user.email_change_requested", "user.email_change_confirmed", "user.password_changed", "user.deleted",
            "user.roles_changed", "user.disabled", "user.enabled"],
     "de": ["user.registered", "order.confirmed", "order.failed", "payment.failed", "refund.completed",
-           "shipment.shipped", "shipment.delivered", "ticket.created", "inventory.low", "refund.failed", "ticket.replied", "newsletter.subscription_requested",
+           "shipment.shipped", "shipment.delivered", "ticket.created", "inventory.low", "stock_alert.triggered", "refund.failed", "ticket.replied", "newsletter.subscription_requested",
            "newsletter.issued", "user.password_reset_requested", "user.email_verification_requested",
            "user.email_change_requested", "user.email_change_confirmed", "user.password_changed", "user.deleted",
            "user.roles_changed", "user.disabled", "user.enabled"],
@@ -140,6 +140,15 @@ pub enum Facts {
         /// The threshold it fell below.
         threshold: i64,
     },
+    /// `stock_alert.triggered`: a product the customer waited for can be ordered again.
+    BackInStock {
+        /// The product.
+        product_id: String,
+        /// Its name.
+        product_name: String,
+        /// Its price now.
+        price: Money,
+    },
     /// `refund.failed`: the processor refused a refund (to the shop's inbox).
     RefundFailed {
         /// The refund.
@@ -237,6 +246,7 @@ impl Facts {
             Facts::ShipmentDelivered { .. } => domain::SHIPMENT_DELIVERED,
             Facts::TicketCreated { .. } => domain::TICKET_CREATED,
             Facts::InventoryLow { .. } => domain::INVENTORY_LOW,
+            Facts::BackInStock { .. } => domain::STOCK_ALERT_TRIGGERED,
             Facts::RefundFailed { .. } => domain::REFUND_FAILED,
             Facts::TicketReplied { .. } => domain::TICKET_REPLIED,
             Facts::NewsletterConfirmation { .. } => domain::NEWSLETTER_SUBSCRIPTION_REQUESTED,
@@ -318,6 +328,9 @@ impl Facts {
             }
             Facts::InventoryLow { product_id, sku, product_name, available, threshold } => {
                 context! { name, product_id, sku, product_name, available, threshold }
+            }
+            Facts::BackInStock { product_id, product_name, price } => {
+                context! { name, product_id, product_name, price => format_money(price) }
             }
             Facts::RefundFailed { refund_id, payment_id, amount, reason, failure_reason } => {
                 context! { name, refund_id, payment_id, amount => format_money(amount), reason, failure_reason }
@@ -464,6 +477,8 @@ mod tests {
                 token: "tok-5".into(),
             },
             Facts::EmailChanged { new_email: "ada@example.org".into(), token: "tok-6".into() },
+            // Appended: the tests above name some of these by position.
+            Facts::BackInStock { product_id: "p-2".into(), product_name: "Gyokuro".into(), price: eur(1890) },
         ]
     }
 

@@ -326,7 +326,7 @@ impl Store {
     }
 
     /// Erases what the catalog keeps of customer `customer_id` (`user.deleted`): their reviews, taken out of
-    /// their products' totals, and their purchases. Returns how many reviews went; again, none.
+    /// their products' totals, their purchases and their stock alerts. Returns how many reviews went; again, none.
     pub async fn erase_customer(&self, customer_id: &str) -> Result<u64, Error> {
         let erased = with_db!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
@@ -348,6 +348,7 @@ impl Store {
                     .await?
                     .rows_affected();
                 sqlx::query("DELETE FROM purchases WHERE customer_id = $1").bind(customer_id).execute(&mut *tx).await?;
+                sqlx::query("DELETE FROM stock_alerts WHERE customer_id = $1").bind(customer_id).execute(&mut *tx).await?;
                 Ok(reviews)
             }
             .await;

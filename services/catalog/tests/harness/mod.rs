@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use api::catalog::catalog_service_client::CatalogServiceClient;
 use api::catalog::review_service_client::ReviewServiceClient;
+use api::catalog::stock_alert_service_client::StockAlertServiceClient;
 use api::catalog::{
     AdjustInventoryRequest, CommitStockRequest, CreateProductRequest, GetInventoryRequest, GetProductRequest,
     Inventory, ListProductsRequest, ListProductsResponse, Product, ProductUpdated, ReleaseStockRequest,
@@ -47,6 +48,8 @@ pub struct Server {
     pub bus: Arc<InProcessBus>,
     /// A client of the reviews (`ReviewService`), on the same connection.
     pub reviews: ReviewServiceClient<Channel>,
+    /// A client of the back-in-stock alerts (`StockAlertService`), on the same connection.
+    pub alerts: StockAlertServiceClient<Channel>,
 }
 
 impl Server {
@@ -63,6 +66,7 @@ impl Server {
             catalog::events::PRODUCT_UPDATED,
             catalog::events::INVENTORY_ADJUSTED,
             catalog::events::INVENTORY_LOW,
+            catalog::events::STOCK_ALERT_TRIGGERED,
         ];
         bus.subscribe(
             "test",
@@ -95,8 +99,9 @@ impl Server {
                 Err(e) => panic!("catalog did not come up: {e}"),
             }
         };
-        let (client, reviews) = (CatalogServiceClient::new(channel.clone()), ReviewServiceClient::new(channel));
-        Self { client, published, issuer, db, blob_dir, shutdown, task, bus, reviews }
+        let (client, reviews) = (CatalogServiceClient::new(channel.clone()), ReviewServiceClient::new(channel.clone()));
+        let alerts = StockAlertServiceClient::new(channel);
+        Self { client, published, issuer, db, blob_dir, shutdown, task, bus, reviews, alerts }
     }
 
     /// A staff token with every catalog scope.
