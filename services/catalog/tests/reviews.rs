@@ -7,8 +7,8 @@ mod harness;
 use api::auth::UserDeleted;
 use api::catalog::{
     CreateProductReviewRequest, DeleteProductReviewRequest, GetProductReviewRequest, ListProductReviewsRequest,
-    ListProductReviewsResponse, ListProductsRequest, Product, ProductReview, UpdateProductRequest,
-    UpdateProductReviewRequest,
+    ListProductReviewsResponse, ListProductsRequest, ListReviewsRequest, ListReviewsResponse, Product, ProductReview,
+    UpdateProductRequest, UpdateProductReviewRequest,
 };
 use api::mercato::orders::v1::{OrderCancelled, OrderConfirmed, OrderItem};
 use platform::db::Db;
@@ -332,6 +332,24 @@ async fn the_best_rated_come_first(db: Db) {
     let ascending = server.list(request, None).await.expect("list").products;
     assert_eq!(names(&ascending), ["NONE", "THREE", "FOURS", "ONE-FIVE", "TWO-FIVES"]);
     assert_eq!(ascending[2].rating.as_ref().map(|r| (r.count, r.average)), Some((3, 4.33)));
+
+    // Staff read every product's reviews, newest first, the lowest rated if they like; a page at a time.
+    let all_reviews = |max_rating: i32, page_size: i32, page_token: String, token: String| {
+        let request = ListReviewsRequest { page_size, page_token, max_rating };
+        let mut reviews = server.reviews.clone();
+        async move { Ok::<_, Status>(reviews.list_reviews(with_token(request, &token)).await?.into_inner()) }
+    };
+    let seen =
+        |page: &ListReviewsResponse| page.reviews.iter().map(|r| (r.product_id.clone(), r.rating)).collect::<Vec<_>>();
+    let first = all_reviews(4, 2, String::new(), server.editor()).await.expect("staff");
+    assert_eq!(seen(&first), [(fours.clone(), 4), (three.clone(), 3)], "Ben's four, then Ann's three");
+    let rest = all_reviews(4, 2, first.next_page_token.clone(), server.editor()).await.expect("page 2");
+    assert_eq!((seen(&rest), rest.next_page_token.as_str()), (vec![(fours.clone(), 4)], ""));
+    assert_eq!(all_reviews(0, 0, String::new(), server.editor()).await.expect("all").reviews.len(), 7);
+    let bad = all_reviews(6, -1, String::new(), server.editor()).await.expect_err("bad");
+    assert_eq!(bad_fields(&bad), ["page_size", "max_rating"]);
+    let customer = all_reviews(0, 0, String::new(), server.shopper("ann")).await.expect_err("customers");
+    assert_eq!(customer.code(), Code::PermissionDenied);
     server.stop().await;
 }
 

@@ -79,6 +79,15 @@ pub fn apply_update_mask(
     validate(next)
 }
 
+/// Checks the star filter of a listing: 0 for none, else 1 to 5.
+pub fn check_max_rating(max_rating: i32) -> Result<i32, FieldViolation> {
+    if max_rating == 0 || (MIN_RATING..=MAX_RATING).contains(&max_rating) {
+        Ok(max_rating)
+    } else {
+        Err(FieldViolation::new("max_rating", "must be 1 to 5 stars, or 0 for all"))
+    }
+}
+
 /// The average of `count` ratings that add up to `sum`, rounded to two decimals (half up); 0 without any.
 pub fn average(count: i64, sum: i64) -> f64 {
     if count <= 0 {
@@ -138,6 +147,15 @@ mod tests {
         );
         let zero = fields(0, "", "", "");
         assert_eq!(names(apply_update_mask(&current, &zero, &paths(&["rating"]))), ["review.rating"]);
+    }
+
+    #[test]
+    fn the_star_filter_is_none_or_one_to_five() {
+        assert_eq!(check_max_rating(0), Ok(0));
+        assert_eq!(check_max_rating(2), Ok(2));
+        for bad in [-1, 6] {
+            assert_eq!(check_max_rating(bad).expect_err("bad").field, "max_rating");
+        }
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! `mercato.catalog.v1.ReviewService`: anyone reads a product's reviews; a customer who bought it writes one
-//! (`reviews:write`), changes or deletes their own; staff who edit the catalog delete any.
+//! (`reviews:write`), changes or deletes their own; staff who edit the catalog read every product's (the lowest
+//! rated, say) and delete any.
 
 use api::catalog::review_service_server::ReviewService;
 use api::catalog::{
     CreateProductReviewRequest, CreateProductReviewResponse, DeleteProductReviewRequest, DeleteProductReviewResponse,
     GetProductReviewRequest, GetProductReviewResponse, ListProductReviewsRequest, ListProductReviewsResponse,
-    ProductReview, RatingSummary, UpdateProductReviewRequest, UpdateProductReviewResponse,
+    ListReviewsRequest, ListReviewsResponse, ProductReview, RatingSummary, UpdateProductReviewRequest,
+    UpdateProductReviewResponse,
 };
 use platform::auth::{caller, optional_caller};
 use platform::db::Db;
@@ -89,6 +91,29 @@ impl ReviewService for ReviewsApi {
             reviews: rows.into_iter().map(|row| review_to_wire(row, me.as_deref())).collect(),
             next_page_token,
             summary: Some(summary(stars)),
+        }))
+    }
+
+    async fn list_reviews(
+        &self,
+        request: Request<ListReviewsRequest>,
+    ) -> Result<Response<ListReviewsResponse>, Status> {
+        let me = optional_caller(&request).map(|c| c.sub.clone());
+        let req = request.into_inner();
+        let page = platform::paging::id_page(req.page_size, &req.page_token);
+        let (page, max_rating) = match (page, reviews::check_max_rating(req.max_rating)) {
+            (Ok(page), Ok(max_rating)) => (page, max_rating),
+            (page, max_rating) => {
+                let violations = page.err().into_iter().flatten().chain(max_rating.err());
+                return Err(Error::InvalidArgument(violations.collect()).into());
+            }
+        };
+        let (limit, after) = page;
+        let rows = self.store.all_reviews(max_rating, after, limit + 1).await?;
+        let (rows, next_page_token) = platform::paging::page(rows, limit, |last| last.id.clone());
+        Ok(Response::new(ListReviewsResponse {
+            reviews: rows.into_iter().map(|row| review_to_wire(row, me.as_deref())).collect(),
+            next_page_token,
         }))
     }
 

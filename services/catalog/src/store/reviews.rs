@@ -206,6 +206,23 @@ impl Store {
         }))
     }
 
+    /// Up to `limit` reviews of every product, newest first, after review id `after` (empty: from the newest),
+    /// only those of at most `max_rating` stars when it is not 0.
+    pub async fn all_reviews(&self, max_rating: i32, after: &str, limit: i64) -> Result<Vec<ReviewRow>, Error> {
+        let sql = format!(
+            "SELECT {REVIEW_COLUMNS} FROM reviews WHERE ($1 = 0 OR rating <= $1) AND ($2 = '' OR id < $2) \
+             ORDER BY id DESC LIMIT $3"
+        );
+        Ok(with_db!(&self.db, pool => {
+            sqlx::query_as::<_, ReviewRow>(sqlx::AssertSqlSafe(sql))
+                .bind(max_rating)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+        }))
+    }
+
     /// How many reviews of product `product_id` gave 1, 2, 3, 4 and 5 stars.
     pub async fn star_counts(&self, product_id: &str) -> Result<[i64; 5], Error> {
         let rows = with_db!(&self.db, pool => {
