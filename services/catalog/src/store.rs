@@ -184,7 +184,7 @@ mod stock;
 pub use alerts::{AlertRow, MAX_ALERTS_PER_CUSTOMER};
 pub use categories::CategoryRow;
 pub use images::ImageRow;
-pub use reviews::ReviewRow;
+pub use reviews::{ReviewQuery, ReviewRow};
 pub use stock::StockLevelRow;
 
 /// What [`Store::reserve`] did.

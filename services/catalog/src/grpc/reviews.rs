@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 use super::{can_write, require};
 use crate::domain::reviews::{self, ReviewFields};
 use crate::error::Error;
-use crate::store::{ReviewRow, Store};
+use crate::store::{ReviewQuery, ReviewRow, Store};
 
 /// Implements `mercato.catalog.v1.ReviewService`.
 #[derive(Debug, Clone)]
@@ -84,7 +84,8 @@ impl ReviewService for ReviewsApi {
             platform::paging::id_page(req.page_size, &req.page_token).map_err(Error::InvalidArgument)?;
         self.check_visible(&req.product_id, staff).await?;
         // One row more than the page tells whether another page follows.
-        let rows = self.store.reviews(&req.product_id, after, limit + 1).await?;
+        let query = ReviewQuery { product_id: Some(&req.product_id), max_rating: 0, after, limit: limit + 1 };
+        let rows = self.store.reviews(&query).await?;
         let (rows, next_page_token) = platform::paging::page(rows, limit, |last| last.id.clone());
         let stars = self.store.star_counts(&req.product_id).await?;
         Ok(Response::new(ListProductReviewsResponse {
@@ -109,7 +110,7 @@ impl ReviewService for ReviewsApi {
             }
         };
         let (limit, after) = page;
-        let rows = self.store.all_reviews(max_rating, after, limit + 1).await?;
+        let rows = self.store.reviews(&ReviewQuery { product_id: None, max_rating, after, limit: limit + 1 }).await?;
         let (rows, next_page_token) = platform::paging::page(rows, limit, |last| last.id.clone());
         Ok(Response::new(ListReviewsResponse {
             reviews: rows.into_iter().map(|row| review_to_wire(row, me.as_deref())).collect(),

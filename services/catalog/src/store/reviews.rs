@@ -42,6 +42,19 @@ impl ReviewRow {
     }
 }
 
+/// Which reviews a listing reads.
+#[derive(Debug, Clone, Copy)]
+pub struct ReviewQuery<'a> {
+    /// Only this product's; every product's when `None`.
+    pub product_id: Option<&'a str>,
+    /// Only those of at most this many stars; 0 for all.
+    pub max_rating: i32,
+    /// Start after this review id (empty: from the newest).
+    pub after: &'a str,
+    /// At most this many.
+    pub limit: i64,
+}
+
 const REVIEW_COLUMNS: &str = "id, product_id, customer_id, rating, title, body, author_name, create_time, update_time";
 
 /// Adds $2 reviews and $3 stars to product $1's totals (negative to take them away).
@@ -189,37 +202,24 @@ impl Store {
         }))
     }
 
-    /// Up to `limit` reviews of product `product_id`, newest first, after review id `after` (empty: from the
-    /// newest).
-    pub async fn reviews(&self, product_id: &str, after: &str, limit: i64) -> Result<Vec<ReviewRow>, Error> {
-        let sql = format!(
-            "SELECT {REVIEW_COLUMNS} FROM reviews WHERE product_id = $1 AND ($2 = '' OR id < $2) \
-             ORDER BY id DESC LIMIT $3"
-        );
+    /// The reviews `query` selects, newest first.
+    pub async fn reviews(&self, query: &ReviewQuery<'_>) -> Result<Vec<ReviewRow>, Error> {
+        let mut sql =
+            format!("SELECT {REVIEW_COLUMNS} FROM reviews WHERE ($1 = '' OR id < $1) AND ($2 = 0 OR rating <= $2)");
+        // Only when asked for: then the page is one range of the index on (product_id, id).
+        if query.product_id.is_some() {
+            sql.push_str(" AND product_id = $4");
+        }
+        sql.push_str(" ORDER BY id DESC LIMIT $3");
         Ok(with_db!(&self.db, pool => {
-            sqlx::query_as::<_, ReviewRow>(sqlx::AssertSqlSafe(sql))
-                .bind(product_id)
-                .bind(after)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?
-        }))
-    }
-
-    /// Up to `limit` reviews of every product, newest first, after review id `after` (empty: from the newest),
-    /// only those of at most `max_rating` stars when it is not 0.
-    pub async fn all_reviews(&self, max_rating: i32, after: &str, limit: i64) -> Result<Vec<ReviewRow>, Error> {
-        let sql = format!(
-            "SELECT {REVIEW_COLUMNS} FROM reviews WHERE ($1 = 0 OR rating <= $1) AND ($2 = '' OR id < $2) \
-             ORDER BY id DESC LIMIT $3"
-        );
-        Ok(with_db!(&self.db, pool => {
-            sqlx::query_as::<_, ReviewRow>(sqlx::AssertSqlSafe(sql))
-                .bind(max_rating)
-                .bind(after)
-                .bind(limit)
-                .fetch_all(pool)
-                .await?
+            let mut select = sqlx::query_as::<_, ReviewRow>(sqlx::AssertSqlSafe(sql))
+                .bind(query.after)
+                .bind(query.max_rating)
+                .bind(query.limit);
+            if let Some(product_id) = query.product_id {
+                select = select.bind(product_id);
+            }
+            select.fetch_all(pool).await?
         }))
     }
 
