@@ -6,7 +6,7 @@
 //! `stock_alert.triggered` (a product a customer waited for can be ordered again; one per alert).
 //! Consumed: `order.cancelled` puts the sold units of a cancelled order back in stock; `order.confirmed` and
 //! `order.cancelled` tell who bought what (only a buyer may review a product); `user.deleted` erases the
-//! account's reviews and purchases.
+//! account's reviews, purchases and stock alerts.
 
 use api::auth::UserDeleted;
 use api::catalog::{InventoryAdjusted, InventoryLow, ProductCreated, ProductUpdated, StockAlertTriggered};

@@ -2,10 +2,11 @@
 //!
 //! - [`domain`]: the rules, free of I/O.
 //! - [`store`]: all SQL, the same on SQLite and PostgreSQL.
-//! - [`grpc`]: `mercato.catalog.v1.CatalogService` on top of both, and `ReviewService` ([`grpc::reviews`]):
-//!   customers' reviews of what they bought.
+//! - [`grpc`]: `mercato.catalog.v1.CatalogService` on top of both, `ReviewService` ([`grpc::reviews`]):
+//!   customers' reviews of what they bought, and `StockAlertService` ([`grpc::alerts`]): back-in-stock alerts,
+//!   told by [`sweep_stock_alerts`].
 //! - [`events`]: what it publishes, and what it consumes (orders, to restock a cancelled one and to know who
-//!   bought what; deleted accounts, to erase their reviews).
+//!   bought what; deleted accounts, to erase their reviews, purchases and alerts).
 //! - [`error`]: the crate's one error type and its mapping to gRPC statuses.
 
 pub mod domain;
@@ -76,15 +77,15 @@ pub async fn serve(
     let api = CatalogApi::new(db.clone(), blobs.clone(), relay.handle());
     let reviews = grpc::reviews::ReviewsApi::new(db.clone());
     let alerts = grpc::alerts::StockAlertsApi::new(db.clone());
-    let sweeper = (store::Store::new(db.clone()), relay.handle());
-    // The relay, the pruner and the sweeper stop with the server; rows the relay did not publish stay in the
-    // outbox for the next start.
+    let (alert_store, alert_relay) = (store::Store::new(db.clone()), relay.handle());
+    // The relay, the pruner and the sweeps (stock alerts, orphan images) stop with the server; rows the relay did
+    // not publish stay in the outbox for the next start.
     let service = GrpcService::new(CatalogServiceServer::new(api))
         .with(ReviewServiceServer::new(reviews))
         .with(StockAlertServiceServer::new(alerts))
         .background(|stop| relay.run(stop))
         .background(|stop| pruner.run(stop))
-        .background(|stop| sweep_stock_alerts(sweeper.0, sweeper.1, stop))
+        .background(|stop| sweep_stock_alerts(alert_store, alert_relay, stop))
         .background(|stop| platform::blob::sweep_hourly(blobs, "products", stop, move || image_keys(db.clone())));
     Ok(platform::grpc::serve(service, listener, verifier, shutdown).await?)
 }
