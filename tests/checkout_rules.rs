@@ -612,6 +612,40 @@ async fn a_buyer_reviews_what_they_bought(storage: Storage) {
     assert_eq!(p.send("DELETE", &format!("{reviews}/{id}"), Some(&ada), None).await.status, 200);
     let product = p.send("GET", &format!("/v1/products/{kettle}"), None, None).await.json;
     assert_eq!(product["rating"]["count"], json!(0), "{product}");
+
+    // A shop upgrading from before reviews: the catalog knows no buyers (its purchases emptied here, once Bob's
+    // order reached it) until `mercato backfill-purchases` reads them from the orders.
+    let bobs = place_order(&p, &bob, "bob-kettle", &kettle, 1, "tok_visa").await;
+    let bobs = bobs["id"].as_str().expect("order id").to_owned();
+    let catalog = platform::Db::open(&p.settings, "catalog").await.expect("catalog database");
+    let known = || async {
+        platform::with_db!(&catalog, pool => {
+            sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM purchases WHERE order_id = $1")
+                .bind(&bobs)
+                .fetch_one(pool)
+                .await
+                .expect("purchases")
+        })
+    };
+    for _ in 0..300 {
+        if known().await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    platform::with_db!(&catalog, pool => {
+        sqlx::query("DELETE FROM purchases").execute(pool).await.expect("emptied");
+    });
+    let body = json!({"rating": 4, "title": "Solid"});
+    let before = p.send("POST", &reviews, Some(&bob), Some(body.clone())).await;
+    assert_eq!(before.json["error"]["details"][0]["reason"], "NOT_A_BUYER", "{}", before.json);
+    assert_eq!(mercato::backfill_purchases(&p.settings).await.expect("backfill"), 2, "Ada's order and Bob's");
+    assert_eq!(known().await, 1);
+    assert_eq!(mercato::backfill_purchases(&p.settings).await.expect("again"), 2, "again: the same, nothing added");
+    assert_eq!(known().await, 1);
+    let after = p.send("POST", &reviews, Some(&bob), Some(body)).await;
+    assert_eq!(after.status, 201, "{}", after.json);
+    catalog.close().await;
     assert_books_sound(&p).await;
     p.stop().await;
 }

@@ -338,6 +338,37 @@ pub const SHIPMENT_IN_FLIGHT: std::time::Duration = std::time::Duration::from_se
 /// An order still in checkout after this long is reported by the audit as stuck.
 pub const ORDER_STUCK_AFTER: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
+/// Orders read per page by [`backfill_purchases`].
+const BACKFILL_PAGE: i64 = 500;
+
+/// Tells the catalog who bought what from every order confirmed so far (cancelled ones as cancelled), as
+/// `order.confirmed` and `order.cancelled` have since reviews came: customers who bought before an upgrade may
+/// review what they bought. Reads the orders' database and writes the catalog's, as `audit` reads several; a
+/// purchase the catalog knows stays as it is, so running it again changes nothing. Returns how many orders it read.
+pub async fn backfill_purchases(settings: &Settings) -> anyhow::Result<usize> {
+    catalog::migrate(settings).await?;
+    let orders_db = platform::Db::open(settings, orders::NAME).await?;
+    let catalog_db = platform::Db::open(settings, catalog::NAME).await?;
+    let result = async {
+        let mut after = String::new();
+        let mut read = 0;
+        loop {
+            let page = orders::purchases(&orders_db, &after, BACKFILL_PAGE).await?;
+            let Some(last) = page.last() else { break };
+            after = last.order_id.clone();
+            for p in &page {
+                catalog::record_purchase(&catalog_db, &p.customer_id, &p.order_id, &p.product_ids, p.cancelled).await?;
+            }
+            read += page.len();
+        }
+        anyhow::Ok(read)
+    }
+    .await;
+    orders_db.close().await;
+    catalog_db.close().await;
+    result
+}
+
 /// Checks the books against the facts; returns every violation found (none means the books are sound).
 ///
 /// Today: every ledger transaction balances per currency, every stored balance equals the sum of its

@@ -56,6 +56,13 @@ enum Command {
     /// postings. Reads the same storage settings as `up`.
     #[command(after_help = SETTINGS_HELP)]
     Audit,
+    /// Tell the catalog who bought what from the orders kept so far, and exit.
+    ///
+    /// Run once after upgrading to a release with product reviews: only buyers review, and the catalog learns of
+    /// purchases from orders confirmed since. Running it again changes nothing. Reads the same storage settings
+    /// as `up`.
+    #[command(after_help = SETTINGS_HELP)]
+    BackfillPurchases,
     /// Exit 0 if the local process answers /readyz with 200, else 1 (for container health checks, so images
     /// need no curl).
     ///
@@ -141,6 +148,11 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
             }
             anyhow::ensure!(violations.is_empty(), "the audit found {} violation(s)", violations.len());
             println!("audit: the books are sound");
+            Ok(())
+        }
+        Command::BackfillPurchases => {
+            let read = mercato::backfill_purchases(&settings).await?;
+            println!("backfill-purchases: the catalog knows the buyers of {read} order(s)");
             Ok(())
         }
         Command::Healthcheck { url } => {

@@ -77,6 +77,10 @@ async fn up_demo_serves_stops_on_sigterm_and_keeps_its_data() {
     let audit = mercato().arg("audit").env("MERCATO_DATA_DIR", &dir).output().expect("runs");
     assert!(audit.status.success(), "{}", String::from_utf8_lossy(&audit.stderr));
     assert!(String::from_utf8_lossy(&audit.stdout).contains("sound"));
+    // The one-off after an upgrade runs on the same data (no orders yet: nobody to tell the catalog of).
+    let backfill = mercato().arg("backfill-purchases").env("MERCATO_DATA_DIR", &dir).output().expect("runs");
+    assert!(backfill.status.success(), "{}", String::from_utf8_lossy(&backfill.stderr));
+    assert!(String::from_utf8_lossy(&backfill.stdout).contains("buyers of 0 order(s)"));
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -164,6 +164,25 @@ pub async fn seed_demo_into(db: &Db) -> Result<usize, Error> {
     seed::insert_demo(&store::Store::new(db.clone())).await
 }
 
+/// Records that `customer_id` bought `product_ids` with order `order_id` (cancelled since, when `cancelled`), as
+/// `order.confirmed` and `order.cancelled` do: for orders placed before the catalog kept its buyers
+/// (`mercato backfill-purchases`). A purchase known already stays as it is.
+pub async fn record_purchase(
+    db: &Db,
+    customer_id: &str,
+    order_id: &str,
+    product_ids: &[String],
+    cancelled: bool,
+) -> Result<(), Error> {
+    let store = store::Store::new(db.clone());
+    let now = platform::time::now_micros();
+    if cancelled {
+        store.cancel_purchase(customer_id, order_id, product_ids, now).await
+    } else {
+        store.record_purchase(customer_id, order_id, product_ids, now).await
+    }
+}
+
 /// The ids of the reservations whose stock was sold (committed): for an operator's audit, every confirmed
 /// order's id is among them.
 pub async fn committed_reservations(db: &Db) -> Result<std::collections::HashSet<String>, Error> {

@@ -177,6 +177,13 @@ pub async fn audit(db: &Db, stuck_after: Duration) -> Result<Vec<String>, Error>
     store::Store::new(db.clone()).audit(stuck_before).await
 }
 
+/// Up to `limit` orders that were confirmed (and may have been cancelled since) after order id `after`, by id,
+/// with their products: what the catalog needs to know who bought what (`mercato backfill-purchases`).
+pub async fn purchases(db: &Db, after: &str, limit: i64) -> Result<Vec<store::Purchase>, Error> {
+    db.migrate(&MIGRATOR, NAME).await?;
+    store::Store::new(db.clone()).purchases(after, limit).await
+}
+
 /// Every confirmed order with its payment and total, for checks against the catalog and payments that only
 /// an operator's audit, reading every service's database, can make.
 pub async fn confirmed_orders(db: &Db) -> Result<Vec<store::ConfirmedOrder>, Error> {

@@ -454,6 +454,19 @@ pub struct ConfirmedOrder {
     pub update_time: i64,
 }
 
+/// What a customer bought with one order (confirmed, or cancelled since), for the catalog's record of buyers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Purchase {
+    /// The order.
+    pub order_id: String,
+    /// Who placed it.
+    pub customer_id: String,
+    /// Its products, each once.
+    pub product_ids: Vec<String>,
+    /// Whether it was cancelled after its confirmation.
+    pub cancelled: bool,
+}
+
 /// The orders service's tables.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -813,6 +826,41 @@ impl Store {
             .rows_affected()
         });
         Ok(n == 1)
+    }
+
+    /// Up to `limit` orders that were confirmed (CONFIRMED, or CANCELLED since) after order id `after`, by id, with
+    /// their products: one statement a page.
+    pub async fn purchases(&self, after: &str, limit: i64) -> Result<Vec<Purchase>, Error> {
+        let rows = with_db!(&self.db, pool => {
+            sqlx::query_as::<_, (String, String, String, String)>(
+                "SELECT o.id, o.customer_id, o.status, i.product_id FROM orders o \
+                 JOIN order_items i ON i.order_id = o.id \
+                 WHERE o.id IN (SELECT id FROM orders WHERE status IN ('CONFIRMED', 'CANCELLED') AND id > $1 \
+                     ORDER BY id LIMIT $2) \
+                 ORDER BY o.id, i.product_id",
+            )
+            .bind(after)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?
+        });
+        let mut purchases: Vec<Purchase> = Vec::new();
+        for (order_id, customer_id, status, product_id) in rows {
+            match purchases.last_mut() {
+                Some(last) if last.order_id == order_id => {
+                    if last.product_ids.last() != Some(&product_id) {
+                        last.product_ids.push(product_id);
+                    }
+                }
+                _ => purchases.push(Purchase {
+                    order_id,
+                    customer_id,
+                    product_ids: vec![product_id],
+                    cancelled: status == Status::Cancelled.as_str(),
+                }),
+            }
+        }
+        Ok(purchases)
     }
 
     /// Every CONFIRMED order with its payment and total, for the cross-service audit.

@@ -748,7 +748,40 @@ async fn recovery_sees_exactly_the_sagas_with_work_left(db: Db) {
     assert!(problems.iter().any(|p| p.contains(&confirmed.id) && p.contains("listed as in flight")), "{problems:?}");
 }
 
+/// What the catalog learns of buyers from orders placed before it kept them (`mercato backfill-purchases`):
+/// confirmed orders and those cancelled since, each product once, a page at a time; a failed order bought nothing.
+async fn confirmed_orders_tell_who_bought_what(db: Db) {
+    let fake = Fake::new();
+    let server = Server::start(db.clone(), fake.clone(), Wiring::Direct).await;
+    let ada = server.client("ada", false).await;
+    let kept = ada.create(order_of(&[(COFFEE, 1), (TEA, 2)], "p1")).await.expect("create");
+    let cancelled = ada.create(order_of(&[(TEA, 1)], "p2")).await.expect("create");
+    ada.cancel(&cancelled.id).await.expect("cancel");
+    let mut declined = order_of(&[(BOOK, 1)], "p3");
+    declined.payment_method = DECLINED.into();
+    assert_eq!(status(&ada.create(declined).await.expect("create")), OrderStatus::Failed);
+
+    let all = orders::purchases(&db, "", 10).await.expect("purchases");
+    let seen: Vec<(&str, Vec<&str>, bool)> = all
+        .iter()
+        .map(|p| (p.order_id.as_str(), p.product_ids.iter().map(String::as_str).collect(), p.cancelled))
+        .collect();
+    let mut products = vec![COFFEE, TEA];
+    products.sort_unstable();
+    assert_eq!(seen, [(kept.id.as_str(), products, false), (cancelled.id.as_str(), vec![TEA], true)]);
+    assert!(all.iter().all(|p| p.customer_id == "ada"));
+    let first = orders::purchases(&db, "", 1).await.expect("page 1");
+    let second = orders::purchases(&db, &first[0].order_id, 1).await.expect("page 2");
+    let third = orders::purchases(&db, &second[0].order_id, 1).await.expect("page 3");
+    assert_eq!(
+        (first[0].order_id.as_str(), second[0].order_id.as_str(), third.len()),
+        (kept.id.as_str(), cancelled.id.as_str(), 0)
+    );
+    server.stop().await;
+}
+
 on_both_engines!(
+    confirmed_orders_tell_who_bought_what,
     happy_path_from_items,
     happy_path_from_cart,
     a_shop_asking_for_verified_addresses_checks_out_only_those,
