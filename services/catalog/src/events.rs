@@ -135,6 +135,7 @@ async fn record_purchase(store: &Store, envelope: &EventEnvelope) -> Result<(), 
             &confirmed.customer_id,
             &confirmed.order_id,
             &products_of(&confirmed.items),
+            false,
             platform::time::now_micros(),
         )
         .await
@@ -168,7 +169,7 @@ async fn restock(store: &Store, envelope: &EventEnvelope) -> Result<(), String> 
     // After the restock (kept once by the inbox); marking the purchases is idempotent on its own.
     let now = platform::time::now_micros();
     store
-        .cancel_purchase(&cancelled.customer_id, &cancelled.order_id, &products_of(&cancelled.items), now)
+        .record_purchase(&cancelled.customer_id, &cancelled.order_id, &products_of(&cancelled.items), true, now)
         .await
         .map_err(|e| format!("cancelling the purchases of order {}: {e}", cancelled.order_id))
 }

@@ -174,13 +174,8 @@ pub async fn record_purchase(
     product_ids: &[String],
     cancelled: bool,
 ) -> Result<(), Error> {
-    let store = store::Store::new(db.clone());
     let now = platform::time::now_micros();
-    if cancelled {
-        store.cancel_purchase(customer_id, order_id, product_ids, now).await
-    } else {
-        store.record_purchase(customer_id, order_id, product_ids, now).await
-    }
+    store::Store::new(db.clone()).record_purchase(customer_id, order_id, product_ids, cancelled, now).await
 }
 
 /// The ids of the reservations whose stock was sold (committed): for an operator's audit, every confirmed

@@ -135,4 +135,26 @@ async fn customers_hear_once_when_a_product_is_back(db: Db) {
     server.stop().await;
 }
 
-on_both_engines!(customers_hear_once_when_a_product_is_back);
+/// Everyone waiting for one product is told, each with the product as it is now (a sweep reads it once for all).
+async fn everyone_waiting_for_a_product_is_told(db: Db) {
+    let server = Server::start(db).await;
+    let tea = server.create(product("TEA-2", "Bancha", "tea", 990)).await;
+    for customer in ["ann", "ben", "cy"] {
+        server.ask(&server.waiting_customer(customer), &tea.id).await.expect("ask");
+    }
+    server.adjust(&tea.id, 2).await.expect("restock");
+    let told = server.told_at_least(3).await;
+    let mut customers: Vec<&str> = told.iter().map(|t| t.customer_id.as_str()).collect();
+    customers.sort_unstable();
+    assert_eq!(customers, ["ann", "ben", "cy"]);
+    for t in &told {
+        let price = t.price.as_ref().map(|m| m.amount_minor);
+        assert_eq!(
+            (t.product_id.as_str(), t.name.as_str(), t.available, price),
+            (tea.id.as_str(), "Bancha", 2, Some(990))
+        );
+    }
+    server.stop().await;
+}
+
+on_both_engines!(customers_hear_once_when_a_product_is_back, everyone_waiting_for_a_product_is_told);

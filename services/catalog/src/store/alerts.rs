@@ -1,6 +1,9 @@
 //! The SQL of back-in-stock alerts: customers' wishes to hear of a sold-out product, and the sweep that tells
 //! them once it can be ordered again.
 
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+
 use platform::db::{BeginWrite, finish};
 use platform::with_db;
 
@@ -145,15 +148,22 @@ impl Store {
                     .bind(limit)
                 .fetch_all(&mut *tx)
                 .await?;
+                // Each product read once, however many waited for it.
+                let mut products: HashMap<&str, Triggered> = HashMap::new();
                 for (customer_id, product_id) in &taken {
-                    let told = sqlx::query_as::<_, Triggered>(
-                        "SELECT p.id AS product_id, p.name, p.sku, p.price_currency, p.price_amount_minor, \
-                         i.on_hand - i.reserved AS available \
-                         FROM products p JOIN inventory i ON i.product_id = p.id WHERE p.id = $1",
-                    )
-                    .bind(product_id)
-                    .fetch_one(&mut *tx)
-                    .await?;
+                    let told = match products.entry(product_id.as_str()) {
+                        Entry::Occupied(known) => known.into_mut(),
+                        Entry::Vacant(slot) => slot.insert(
+                            sqlx::query_as::<_, Triggered>(
+                                "SELECT p.id AS product_id, p.name, p.sku, p.price_currency, p.price_amount_minor, \
+                                 i.on_hand - i.reserved AS available \
+                                 FROM products p JOIN inventory i ON i.product_id = p.id WHERE p.id = $1",
+                            )
+                            .bind(product_id)
+                            .fetch_one(&mut *tx)
+                            .await?,
+                        ),
+                    };
                     let event = crate::events::stock_alert_triggered(
                         customer_id,
                         &told.product_id,

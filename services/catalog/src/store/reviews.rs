@@ -66,31 +66,11 @@ fn review_not_found(product_id: &str, id: &str) -> Error {
 }
 
 impl Store {
-    /// Records that `customer_id` bought `product_ids` with order `order_id` (`order.confirmed`). A row written
-    /// before stays as it is: a redelivery changes nothing, and a cancellation that came first stays.
+    /// Records that `customer_id` bought `product_ids` with order `order_id`: confirmed (`order.confirmed`), or
+    /// `cancelled` since (`order.cancelled`). A confirmation leaves a row written before as it is (a redelivery
+    /// changes nothing, a cancellation that came first stays); a cancellation marks the rows, writing them
+    /// cancelled when the confirmation has not been seen yet, so a late one cannot make them count.
     pub async fn record_purchase(
-        &self,
-        customer_id: &str,
-        order_id: &str,
-        product_ids: &[String],
-        now: i64,
-    ) -> Result<(), Error> {
-        self.write_purchases(customer_id, order_id, product_ids, false, now).await
-    }
-
-    /// Marks the purchases of order `order_id` cancelled (`order.cancelled`), writing them cancelled when the
-    /// confirmation has not been seen yet, so a late one cannot make them count.
-    pub async fn cancel_purchase(
-        &self,
-        customer_id: &str,
-        order_id: &str,
-        product_ids: &[String],
-        now: i64,
-    ) -> Result<(), Error> {
-        self.write_purchases(customer_id, order_id, product_ids, true, now).await
-    }
-
-    async fn write_purchases(
         &self,
         customer_id: &str,
         order_id: &str,
