@@ -5,11 +5,14 @@
 
 use std::time::Duration;
 
-use futures::FutureExt;
 use platform::db::Db;
 use sqlx::postgres::PgPoolOptions;
 
-/// A transaction start given up after its `BEGIN` reached the server, but before the answer was read.
+/// A transaction start given up after its `BEGIN` ran on the server, but before the answer was read.
+///
+/// The start's statement is `BEGIN` followed by a wait for a lock the test holds, so the start is surely cancelled
+/// at that point (catching the moment by polling a plain `BEGIN`, as this once did, failed under load: the answer
+/// was read in the poll that sent it). `Pool::begin` and `begin_with` share sqlx's transaction manager.
 #[tokio::test]
 async fn a_transaction_start_cancelled_midway_leaves_the_connection_clean() {
     let Some(Db::Postgres(observer)) = platform::testkit::postgres("begin_cancelled").await else { return };
@@ -18,44 +21,41 @@ async fn a_transaction_start_cancelled_midway_leaves_the_connection_clean() {
     let one = PgPoolOptions::new().max_connections(1).connect_with(options).await.expect("pool");
     sqlx::query("CREATE TABLE marks (id BIGINT)").execute(&observer).await.expect("table");
     let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()").fetch_one(&one).await.expect("pid");
-    let state = || async {
-        let state: Option<String> = sqlx::query_scalar("SELECT state FROM pg_stat_activity WHERE pid = $1")
-            .bind(pid)
-            .fetch_optional(&observer)
-            .await
-            .expect("activity");
-        state.unwrap_or_default()
+    let mut holder = observer.acquire().await.expect("holder");
+    sqlx::query("SELECT pg_advisory_lock(4393)").execute(&mut *holder).await.expect("lock");
+
+    let start = tokio::spawn({
+        let one = one.clone();
+        async move { one.begin_with("BEGIN; SELECT pg_advisory_xact_lock(4393)").await.map(drop) }
+    });
+    let waiting = || async {
+        let waiting: Option<bool> = sqlx::query_scalar(
+            "SELECT wait_event_type = 'Lock' AND wait_event = 'advisory' FROM pg_stat_activity WHERE pid = $1",
+        )
+        .bind(pid)
+        .fetch_optional(&observer)
+        .await
+        .expect("activity");
+        waiting.unwrap_or(false)
     };
-
-    // Poll the start one step at a time and stop as soon as the server is inside the transaction: then drop it.
-    // (When the answer happened to be read in the step that sent `BEGIN`, the start completed: try again.)
-    let mut cancelled_inside = false;
-    for attempt in 1..=20_i64 {
-        #[allow(clippy::disallowed_methods)] // sqlx's own begin is what this checks.
-        let mut begin = Box::pin(one.begin());
-        'polls: for _ in 0..100 {
-            if (&mut begin).now_or_never().is_some() {
-                break;
-            }
-            for _ in 0..50 {
-                if state().await == "idle in transaction" {
-                    cancelled_inside = true;
-                    break 'polls;
-                }
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
-        }
-        drop(begin);
-
-        // A statement outside any transaction commits on its own, visibly to every other connection.
-        sqlx::query("INSERT INTO marks VALUES ($1)").bind(attempt).execute(&one).await.expect("insert");
-        let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM marks").fetch_one(&observer).await.expect("count");
-        assert_eq!(seen, attempt, "the insert ran inside a transaction left open by the cancelled start");
-        if cancelled_inside {
+    let mut inside = false;
+    for _ in 0..1000 {
+        if waiting().await {
+            inside = true;
             break;
         }
+        tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    assert!(cancelled_inside, "the start was never caught inside the transaction: the test did not test it");
+    assert!(inside, "the start's statement was not waiting for the lock after ten seconds");
+    start.abort();
+    assert!(start.await.expect_err("cancelled").is_cancelled(), "the start finished though the lock was held");
+    sqlx::query("SELECT pg_advisory_unlock(4393)").execute(&mut *holder).await.expect("unlock");
+    drop(holder);
+
+    // A statement outside any transaction commits on its own, visibly to every other connection.
+    sqlx::query("INSERT INTO marks VALUES (1)").execute(&one).await.expect("insert");
+    let seen: i64 = sqlx::query_scalar("SELECT count(*) FROM marks").fetch_one(&observer).await.expect("count");
+    assert_eq!(seen, 1, "the insert ran inside a transaction left open by the cancelled start");
     one.close().await;
     observer.close().await;
 }
