@@ -1,7 +1,7 @@
 //! The checkout's hard cases over HTTP, on SQLite and PostgreSQL: an order for more than is in stock, 300
 //! buyers racing for 100 units, a second customer who tries to read or act on the first one's cart, orders,
-//! payments and refunds, a discount code with one use, shipping rates priced with the checkout, and a review
-//! only a buyer may write. Each ends with `mercato audit` finding the books sound.
+//! payments and refunds, a discount code with one use, shipping rates priced with the checkout, the tax an order's
+//! total includes, and a review only a buyer may write. Each ends with `mercato audit` finding the books sound.
 
 use std::time::Duration;
 
@@ -494,6 +494,69 @@ async fn shipping_is_charged_by_the_rate_the_destination_allows_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shipping_is_charged_by_the_rate_the_destination_allows_on_postgres() {
     shipping_is_charged_by_the_rate_the_destination_allows(Storage::Postgres).await;
+}
+
+async fn an_order_shows_the_tax_its_total_includes(storage: Storage) {
+    let Some(p) = TestPlatform::start(storage).await else { return };
+    let admin = p.admin_token().await;
+    let ada = p.customer_token("ada-tax@example.com").await;
+    let teas = product_in_stock(&p, &admin, "TEA-TAX", "1200", 10).await;
+
+    // Staff set France's rate; anyone reads it; customers and strangers set none.
+    let vat = json!({"name": "TVA", "rateBasisPoints": 2000});
+    let set = p.send("PUT", "/v1/tax-rates/fr", Some(&admin), Some(vat.clone())).await;
+    assert_eq!(set.status, 200, "{}", set.json);
+    assert_eq!((&set.json["country"], &set.json["rateBasisPoints"]), (&json!("FR"), &json!(2000)), "{}", set.json);
+    let listed = p.send("GET", "/v1/tax-rates", None, None).await;
+    assert_eq!(listed.json["taxRates"][0]["name"], "TVA", "{}", listed.json);
+    assert_eq!(p.send("PUT", "/v1/tax-rates/fr", Some(&ada), Some(vat.clone())).await.status, 403);
+    assert_eq!(p.send("PUT", "/v1/tax-rates/fr", None, Some(vat)).await.status, 401);
+    let wrong = p.send("PUT", "/v1/tax-rates/fr", Some(&admin), Some(json!({"name": "TVA", "rateBasisPoints": 20000})));
+    let wrong = wrong.await;
+    assert_eq!(wrong.status, 400, "{}", wrong.json);
+    let violation = &wrong.json["error"]["details"][0]["fieldViolations"][0];
+    assert_eq!(violation["field"], "taxRate.rateBasisPoints", "{}", wrong.json);
+    assert_eq!(p.send("GET", "/v1/tax-rates/fr", None, None).await.json["rateBasisPoints"], 2000, "unchanged");
+
+    // The preview and the order show the tax the total includes; the customer pays the total.
+    let items = json!([{"productId": teas, "quantity": 2}]);
+    let quoted =
+        p.send("POST", "/v1/orders:preview", Some(&ada), Some(json!({"items": items, "shippingAddress": address()})));
+    let quoted = quoted.await;
+    assert_eq!((quoted.status, &quoted.json["tax"]["amountMinor"]), (200, &json!("400")), "{}", quoted.json);
+    let order = place_order(&p, &ada, "tax-1", &teas, 2, "tok_visa").await;
+    assert_eq!(order["status"], "ORDER_STATUS_CONFIRMED", "{order}");
+    assert_eq!(order["total"]["amountMinor"], "2400", "{order}");
+    // 2400 × 20 / 120
+    let taxes = &order["taxes"];
+    assert_eq!(
+        (&taxes[0]["name"], &taxes[0]["rateBasisPoints"], &taxes[0]["taxable"]["amountMinor"]),
+        (&json!("TVA"), &json!(2000), &json!("2400")),
+        "{order}"
+    );
+    assert_eq!((&taxes[0]["amount"]["amountMinor"], &order["tax"]["amountMinor"]), (&json!("400"), &json!("400")));
+    let payment_id = order["paymentId"].as_str().expect("payment id");
+    let payment = p.send("GET", &format!("/v1/payments/{payment_id}"), Some(&ada), None).await;
+    assert_eq!(payment.json["amount"]["amountMinor"], "2400", "prices include tax: {}", payment.json);
+
+    // Once the rate is removed, orders show none; the earlier one keeps its own.
+    assert_eq!(p.send("DELETE", "/v1/tax-rates/FR", Some(&admin), None).await.status, 200);
+    let untaxed = place_order(&p, &ada, "tax-2", &teas, 1, "tok_visa").await;
+    assert_eq!((&untaxed["taxes"], &untaxed["tax"]["amountMinor"]), (&json!([]), &json!("0")), "{untaxed}");
+    let id = order["id"].as_str().expect("order id");
+    assert_eq!(p.send("GET", &format!("/v1/orders/{id}"), Some(&ada), None).await.json["tax"], order["tax"]);
+    assert_books_sound(&p).await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_order_shows_the_tax_its_total_includes_on_sqlite() {
+    an_order_shows_the_tax_its_total_includes(Storage::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_order_shows_the_tax_its_total_includes_on_postgres() {
+    an_order_shows_the_tax_its_total_includes(Storage::Postgres).await;
 }
 
 async fn an_order_refunded_in_part_is_cancelled_for_the_rest(storage: Storage) {

@@ -56,6 +56,7 @@ pub const ADMIN_SCOPES: &[&str] = &[
     "inventory:reserve",
     "discounts:write",
     "shipping:write",
+    "tax:write",
     "ledger:read",
     "ledger:write",
     "refund:write",

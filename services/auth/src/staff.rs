@@ -12,8 +12,8 @@ pub const STAFF_ROLES: &[(&str, &[&str])] = &[
     ("catalog", &["catalog:write", "inventory:write", "discounts:write", "shipping:write"]),
     // Every order, and the shipments that carry them.
     ("fulfilment", &["orders:admin", "shipment:write"]),
-    // The books, refunds and the sales reports.
-    ("finance", &["ledger:read", "refund:write", "analytics:read"]),
+    // The books, refunds, tax rates and the sales reports.
+    ("finance", &["ledger:read", "refund:write", "tax:write", "analytics:read"]),
     // Tickets, the FAQ and the newsletter, and the customers' profiles and orders to answer them.
     ("support", &["support:agent", "newsletter:send", "users:admin", "orders:admin"]),
 ];

@@ -468,8 +468,9 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
             let discount =
                 (!e.discount_code.is_empty() && discount.amount_minor > 0).then_some((e.discount_code, discount));
             let shipping = (!e.shipping_rate_id.is_empty()).then(|| (e.shipping_rate_name, money(e.shipping)));
+            let taxes = e.taxes.into_iter().map(|t| (t.name, t.rate_basis_points, money(t.amount))).collect();
             let facts =
-                Facts::OrderConfirmed { order_id: e.order_id, total: money(e.total), items, discount, shipping };
+                Facts::OrderConfirmed { order_id: e.order_id, total: money(e.total), items, discount, shipping, taxes };
             Plan::mail(customer(e.customer_id), facts).linking(payment)
         }
         domain::ORDER_FAILED => {
@@ -773,5 +774,31 @@ mod tests {
         assert_eq!(shipping_mailed(&shipped("", 0, "standard", "Standard", 490)), Some(("Standard".to_owned(), 490)));
         assert_eq!(shipping_mailed(&shipped("", 0, "pickup", "Pick-up", 0)), Some(("Pick-up".to_owned(), 0)));
         assert_eq!(shipping_mailed(&confirmed("", 0)), None, "no rate: the shop charges no shipping");
+    }
+
+    #[test]
+    fn an_order_confirmation_tells_the_tax_its_total_includes() {
+        use api::mercato::orders::v1::OrderTax;
+        let eur = |amount_minor| Some(Money { currency: "EUR".into(), amount_minor });
+        let payload = OrderConfirmed {
+            order_id: "o-1".into(),
+            customer_id: "u-1".into(),
+            total: eur(2900),
+            taxes: vec![OrderTax { name: "VAT".into(), rate_basis_points: 2000, taxable: eur(2900), amount: eur(483) }],
+            ..OrderConfirmed::default()
+        };
+        let envelope = EventEnvelope {
+            r#type: domain::ORDER_CONFIRMED.into(),
+            data: payload.encode_to_vec(),
+            ..EventEnvelope::default()
+        };
+        let taxes = |envelope: &EventEnvelope| match plan(envelope).expect("planned").mail.expect("a mail").facts {
+            Facts::OrderConfirmed { taxes, .. } => {
+                taxes.into_iter().map(|(name, rate, amount)| (name, rate, amount.amount_minor)).collect::<Vec<_>>()
+            }
+            other => panic!("not an order's mail: {other:?}"),
+        };
+        assert_eq!(taxes(&envelope), [("VAT".to_owned(), 2000, 483)]);
+        assert_eq!(taxes(&confirmed("", 0)), [], "no rate: no tax line");
     }
 }

@@ -6,7 +6,7 @@
 
 use minijinja::{Environment, Value, context};
 
-use crate::domain::{self, ListUnsubscribe, Money, format_money};
+use crate::domain::{self, ListUnsubscribe, Money, format_money, format_rate};
 use crate::error::Error;
 
 /// The three templates of each locale and event type.
@@ -76,6 +76,9 @@ pub enum Facts {
         discount: Option<(String, Money)>,
         /// The shipping rate's name and what it cost (zero: free); None when the shop charges no shipping.
         shipping: Option<(String, Money)>,
+        /// The tax the total includes, by rate: its name, the rate in basis points, the amount; empty when the
+        /// order's country had no rate.
+        taxes: Vec<(String, u32, Money)>,
     },
     /// `order.failed`.
     OrderFailed {
@@ -296,7 +299,7 @@ impl Facts {
         let link = self.link(storefront);
         match self {
             Facts::Welcome => context! { name },
-            Facts::OrderConfirmed { order_id, total, items, discount, shipping } => {
+            Facts::OrderConfirmed { order_id, total, items, discount, shipping, taxes } => {
                 let items: Vec<Value> = items
                     .iter()
                     .map(|i| context! { name => i.name.as_str(), quantity => i.quantity, line_total => format_money(&i.line_total) })
@@ -310,7 +313,13 @@ impl Facts {
                     let free = cost.amount_minor == 0;
                     context! { name => rate, free, amount => format_money(cost) }
                 });
-                context! { name, order_id, total => format_money(total), items, discount, shipping }
+                let taxes: Vec<Value> = taxes
+                    .iter()
+                    .map(|(tax, rate, amount)| {
+                        context! { name => tax, rate => format_rate(*rate), amount => format_money(amount) }
+                    })
+                    .collect();
+                context! { name, order_id, total => format_money(total), items, discount, shipping, taxes }
             }
             Facts::OrderFailed { order_id, reason } => context! { name, order_id, reason },
             Facts::PaymentFailed { order_id, amount, reason } => {
@@ -427,6 +436,7 @@ mod tests {
                 items: vec![ItemLine { name: "Coffee".into(), quantity: 2, line_total: eur(2900) }],
                 discount: Some(("SUMMER-10".into(), eur(290))),
                 shipping: Some(("Standard".into(), eur(490))),
+                taxes: vec![("VAT".into(), 2000, eur(517))],
             },
             Facts::OrderFailed { order_id: "o-2".into(), reason: "the card was declined".into() },
             Facts::PaymentFailed { order_id: "o-3".into(), amount: eur(500), reason: "insufficient funds".into() },
@@ -501,13 +511,15 @@ mod tests {
         let facts = &every_fact()[1];
         let de = templates.render(facts, "Ada", "de-AT").expect("renders");
         assert_eq!(de.subject, "Ihre Bestellung o-1 ist bestätigt");
-        let lines = "- 2 x Coffee: EUR 29.00\n- Rabatt (SUMMER-10): EUR -2.90\n- Versand, Standard: EUR 4.90\n\nGesamt: EUR 31.00";
+        let lines = "- 2 x Coffee: EUR 29.00\n- Rabatt (SUMMER-10): EUR -2.90\n- Versand, Standard: EUR 4.90\n\nGesamt: EUR 31.00\nDarin enthalten: VAT 20%: EUR 5.17\n\n";
         assert!(de.text.contains(lines), "{}", de.text);
         let en = templates.render(facts, "Ada", "fr").expect("renders");
         assert_eq!(en.subject, "Your order o-1 is confirmed");
         assert!(en.html.contains("<td>Coffee</td><td>EUR 29.00</td>"), "{}", en.html);
         assert!(en.html.contains("<td>Discount (SUMMER-10)</td><td>EUR -2.90</td>"), "{}", en.html);
         assert!(en.html.contains("<td>Shipping, Standard</td><td>EUR 4.90</td>"), "{}", en.html);
+        assert!(en.html.contains("<td>Includes VAT 20%</td><td>EUR 5.17</td>"), "{}", en.html);
+        assert!(en.text.contains("Total: EUR 31.00\nIncludes VAT 20%: EUR 5.17\n\n"), "{}", en.text);
         // Without a code, no discount line; without shipping rates, no shipping line.
         let Facts::OrderConfirmed { order_id, items, .. } = facts.clone() else { panic!("an order") };
         let plain = Facts::OrderConfirmed {
@@ -516,12 +528,16 @@ mod tests {
             items: items.clone(),
             discount: None,
             shipping: None,
+            taxes: Vec::new(),
         };
         let plain = templates.render(&plain, "Ada", "en").expect("renders");
+        // Without a tax rate, no tax line.
         assert!(
-            plain.text.contains("EUR 29.00\n\nTotal: EUR 29.00")
+            plain.text.contains("EUR 29.00\n\nTotal: EUR 29.00\n\n")
                 && !plain.text.contains("Discount")
-                && !plain.text.contains("Shipping"),
+                && !plain.text.contains("Shipping")
+                && !plain.text.contains("Includes")
+                && !plain.html.contains("Includes"),
             "{}",
             plain.text
         );
@@ -532,8 +548,12 @@ mod tests {
             items,
             discount: None,
             shipping: Some(("Pick-up".into(), eur(0))),
+            taxes: vec![("MwSt.".into(), 1750, eur(432))],
         };
-        for (locale, line) in [("en", "- Shipping, Pick-up: free\n"), ("de", "- Versand, Pick-up: kostenlos\n")] {
+        for (locale, line) in [
+            ("en", "- Shipping, Pick-up: free\n\nTotal: EUR 29.00\nIncludes MwSt. 17.5%: EUR 4.32\n"),
+            ("de", "- Versand, Pick-up: kostenlos\n\nGesamt: EUR 29.00\nDarin enthalten: MwSt. 17.5%: EUR 4.32\n"),
+        ] {
             let email = templates.render(&free, "Ada", locale).expect("renders");
             assert!(email.text.contains(line), "{}", email.text);
         }

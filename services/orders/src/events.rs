@@ -8,7 +8,7 @@ use platform::events::{EventBus, EventEnvelope, NewEvent};
 use prost::Message;
 
 use crate::domain::Price;
-use crate::grpc::{address_to_wire, lines_to_wire, money};
+use crate::grpc::{address_to_wire, lines_to_wire, money, taxes_to_wire};
 use crate::store::{Order, Store};
 
 /// An order was created and its checkout started.
@@ -50,6 +50,7 @@ pub fn confirmed(order: &Order) -> NewEvent {
         shipping: Some(money(&order.shipping())),
         shipping_rate_id: order.shipping_rate_id.clone(),
         shipping_rate_name: order.shipping_rate_name.clone(),
+        taxes: taxes_to_wire(&order.total, order.tax.as_ref()),
     };
     NewEvent::new(ORDER_CONFIRMED, order.id.clone(), &payload)
 }

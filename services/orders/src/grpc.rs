@@ -7,7 +7,7 @@ use api::mercato::orders::v1::order_service_server::OrderService;
 use api::mercato::orders::v1::{
     Address as WireAddress, CancelOrderRequest, CancelOrderResponse, CreateOrderItem, CreateOrderRequest,
     CreateOrderResponse, GetOrderRequest, GetOrderResponse, ListOrdersRequest, ListOrdersResponse, Order as WireOrder,
-    OrderItem, OrderStatus, PreviewOrderRequest, PreviewOrderResponse, ShippingOption,
+    OrderItem, OrderStatus, OrderTax, PreviewOrderRequest, PreviewOrderResponse, ShippingOption,
 };
 use futures::future::try_join_all;
 use platform::auth::{Claims, caller};
@@ -28,6 +28,7 @@ use crate::ports::{PortError, SagaPorts};
 use crate::saga::Saga;
 use crate::shipping::{self, Shipping};
 use crate::store::{Change, ListQuery, Order, Placement, Store};
+use crate::tax::{self, IncludedTax};
 
 /// The scope that lets a caller see and manage every customer's orders.
 pub const ORDERS_ADMIN: &str = "orders:admin";
@@ -120,9 +121,28 @@ fn status_from_wire(status: i32) -> Result<Option<Status>, FieldViolation> {
     }
 }
 
+/// All the tax included, in `currency`: zero without.
+fn tax_of(currency: &str, tax: Option<&IncludedTax>) -> Price {
+    Price { currency: currency.to_owned(), amount_minor: tax.map_or(0, |t| t.amount_minor) }
+}
+
+/// The tax included in `total` by rate, on the wire: one rate (the whole total's), or none.
+pub fn taxes_to_wire(total: &Price, tax: Option<&IncludedTax>) -> Vec<OrderTax> {
+    tax.map(|t| OrderTax {
+        name: t.name.clone(),
+        rate_basis_points: t.rate_basis_points,
+        taxable: Some(money(total)),
+        amount: Some(money(&tax_of(&total.currency, Some(t)))),
+    })
+    .into_iter()
+    .collect()
+}
+
 /// An order on the wire.
 pub fn order_to_wire(order: Order) -> WireOrder {
     WireOrder {
+        taxes: taxes_to_wire(&order.total, order.tax.as_ref()),
+        tax: Some(money(&tax_of(&order.total.currency, order.tax.as_ref()))),
         subtotal: Some(money(&order.subtotal())),
         discount: Some(money(&order.discount())),
         shipping: Some(money(&order.shipping())),
@@ -278,13 +298,21 @@ impl OrdersApi {
             .map_err(Error::InvalidArgument)
     }
 
-    /// The lines priced at the catalog now, with the shop's shipping rates (read meanwhile).
+    /// The lines priced at the catalog now, with the shop's shipping rates and the tax rate of `country` when it
+    /// is known (read meanwhile).
     async fn price_with_rates(
         &self,
         lines: &[LineInput],
         from_cart: bool,
-    ) -> Result<(domain::Priced, Vec<shipping::ShippingRate>), Error> {
-        futures::try_join!(self.price(lines, from_cart), self.store.shipping_rates())
+        country: Option<&str>,
+    ) -> Result<(domain::Priced, Vec<shipping::ShippingRate>, Option<tax::TaxRate>), Error> {
+        let tax_rate = async {
+            match country {
+                Some(country) => self.store.tax_rate(country).await,
+                None => Ok(None),
+            }
+        };
+        futures::try_join!(self.price(lines, from_cart), self.store.shipping_rates(), tax_rate)
     }
 
     /// The lines to order: the request's, or the caller's cart.
@@ -458,7 +486,7 @@ impl OrderService for OrdersApi {
         let priced = async {
             let address = self.address(destination, &authorization).await?;
             let (lines, from_cart) = self.lines(asked, &authorization).await?;
-            let (priced, rates) = self.price_with_rates(&lines, from_cart).await?;
+            let (priced, rates, tax_rate) = self.price_with_rates(&lines, from_cart, Some(&address.country)).await?;
             let applied = match &discount_code {
                 Some(code) => self.discount(code, &priced.total, &claims.sub, now).await?,
                 None => Applied::default(),
@@ -467,9 +495,10 @@ impl OrderService for OrdersApi {
             let shipping = shipping::choose(&rates, rate.as_deref(), &address.country, &items)
                 .map_err(|refusal| Error::invalid(refusal.violation()))?;
             let (discount_minor, total) = settle(&priced.total, applied, shipping.as_ref())?;
-            Ok::<_, Error>((priced, discount_minor, shipping, total, from_cart, address))
+            let tax = tax_rate.map(|rate| tax::included(&rate, total.amount_minor));
+            Ok::<_, Error>((priced, discount_minor, shipping, total, tax, from_cart, address))
         };
-        let (priced, discount_minor, shipping, total, from_cart, address) = match priced.await {
+        let (priced, discount_minor, shipping, total, tax, from_cart, address) = match priced.await {
             Ok(priced) => priced,
             Err(e) => match self.store.id_by_key(&claims.sub, &key).await? {
                 Some(id) => {
@@ -491,6 +520,7 @@ impl OrderService for OrdersApi {
             shipping_minor: shipping.as_ref().map_or(0, |s| s.amount_minor),
             shipping_rate_id: shipping.as_ref().map(|s| s.rate_id.clone()).unwrap_or_default(),
             shipping_rate_name: shipping.map(|s| s.name).unwrap_or_default(),
+            tax,
             refunded_minor: 0,
             address,
             payment_method,
@@ -560,7 +590,8 @@ impl OrderService for OrdersApi {
             return Err(Error::invalid(FieldViolation::new("shipping_address", why)).into());
         }
         let (lines, from_cart) = self.lines(asked, &authorization).await?;
-        let (priced, rates) = self.price_with_rates(&lines, from_cart).await?;
+        let country = address.as_ref().map(|a| a.country.as_str());
+        let (priced, rates, tax_rate) = self.price_with_rates(&lines, from_cart, country).await?;
         let applied = match &discount_code {
             Some(code) => self.discount(code, &priced.total, &claims.sub, now_micros()).await?,
             None => Applied::default(),
@@ -578,6 +609,10 @@ impl OrderService for OrdersApi {
         };
         let chosen = shipping.clone().flatten();
         let (discount_minor, total) = settle(&priced.total, applied, chosen.as_ref())?;
+        let included = tax_rate.map(|rate| tax::included(&rate, total.amount_minor));
+        // Like shipping, tax is known once the destination is.
+        let tax = address.is_some().then(|| money(&tax_of(&total.currency, included.as_ref())));
+        let taxes = taxes_to_wire(&total, included.as_ref());
         let price_of = |amount_minor| money(&Price { currency: currency.clone(), amount_minor });
         Ok(Response::new(PreviewOrderResponse {
             items: lines_to_wire(&priced.lines, &currency),
@@ -596,6 +631,8 @@ impl OrderService for OrdersApi {
                     name: o.name,
                 })
                 .collect(),
+            taxes,
+            tax,
         }))
     }
 

@@ -15,6 +15,8 @@
 //!   ([`store::Store::insert_order`]) and given back in the one that fails or cancels it.
 //! - [`shipping`], [`shipping_store`], [`shipping_grpc`]: shipping rates (`mercato.orders.v1.ShippingRateService`):
 //!   which rates serve an order and what it is charged, their SQL, their handlers. Checkout charges one.
+//! - [`tax`], [`tax_store`], [`tax_grpc`]: tax rates by country (`mercato.orders.v1.TaxRateService`): how much tax
+//!   an order's total includes (prices include it), their SQL, their handlers. Checkout reads the destination's.
 //! - [`store`]: all SQL, the same on SQLite and PostgreSQL.
 //! - [`ports`]: what it asks of the catalog, the cart, the payments, the deliveries and the users service
 //!   ([`SagaPorts`]).
@@ -37,6 +39,9 @@ pub mod shipping;
 pub mod shipping_grpc;
 pub mod shipping_store;
 pub mod store;
+pub mod tax;
+pub mod tax_grpc;
+pub mod tax_store;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,6 +49,7 @@ use std::time::Duration;
 use api::mercato::orders::v1::discount_code_service_server::DiscountCodeServiceServer;
 use api::mercato::orders::v1::order_service_server::OrderServiceServer;
 use api::mercato::orders::v1::shipping_rate_service_server::ShippingRateServiceServer;
+use api::mercato::orders::v1::tax_rate_service_server::TaxRateServiceServer;
 use platform::Settings;
 use platform::auth::{ServiceTokens, TokenVerifier};
 use platform::db::Db;
@@ -122,10 +128,12 @@ pub async fn serve(
     saga.spawn_recovery();
     let discounts = discount_grpc::DiscountCodesApi::new(store.clone());
     let shipping_rates = shipping_grpc::ShippingRatesApi::new(store.clone());
+    let tax_rates = tax_grpc::TaxRatesApi::new(store.clone());
     let api = OrdersApi::new(store, saga.clone(), ports);
     let service = GrpcService::new(OrderServiceServer::new(api))
         .with(DiscountCodeServiceServer::new(discounts))
         .with(ShippingRateServiceServer::new(shipping_rates))
+        .with(TaxRateServiceServer::new(tax_rates))
         .background(|stop| relay.run(stop));
     let served = platform::grpc::serve(service, listener, verifier, shutdown).await;
     // Sagas and the relay stop with the server; what they left resumes on the next start.

@@ -1019,16 +1019,22 @@ pub async fn events_of(db: &Db, order_id: &str) -> Vec<String> {
 
 /// The `order.cancelled` event the order wrote to its outbox.
 pub async fn cancelled_event(db: &Db, order_id: &str) -> api::mercato::orders::v1::OrderCancelled {
+    outbox_event(db, order_id, "order.cancelled").await
+}
+
+/// The payload of the event of `event_type` the order wrote to its outbox.
+pub async fn outbox_event<M: prost::Message + Default>(db: &Db, order_id: &str, event_type: &str) -> M {
     // The outbox keeps the payload message in base64.
     let payload: String = with_db!(db, pool => {
-        sqlx::query_scalar("SELECT payload FROM outbox WHERE subject = $1 AND event_type = 'order.cancelled'")
+        sqlx::query_scalar("SELECT payload FROM outbox WHERE subject = $1 AND event_type = $2")
             .bind(order_id)
+            .bind(event_type)
             .fetch_one(pool)
             .await
-            .expect("order.cancelled")
+            .expect("the event")
     });
     let bytes = base64::Engine::decode(&base64::engine::general_purpose::STANDARD, payload).expect("base64");
-    <api::mercato::orders::v1::OrderCancelled as prost::Message>::decode(bytes.as_slice()).expect("payload")
+    M::decode(bytes.as_slice()).expect("payload")
 }
 
 /// The saga's log of an order: (from step, to step, status) per stored move, in order.
