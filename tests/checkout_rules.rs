@@ -503,10 +503,11 @@ async fn an_order_shows_the_tax_its_total_includes(storage: Storage) {
     let teas = product_in_stock(&p, &admin, "TEA-TAX", "1200", 10).await;
 
     // Staff set France's rate; anyone reads it; customers and strangers set none.
-    let vat = json!({"name": "TVA", "rateBasisPoints": 2000});
+    let vat = json!({"name": "TVA", "rateBasisPoints": 2000, "reducedRate": {"rateBasisPoints": 550}});
     let set = p.send("PUT", "/v1/tax-rates/fr", Some(&admin), Some(vat.clone())).await;
     assert_eq!(set.status, 200, "{}", set.json);
     assert_eq!((&set.json["country"], &set.json["rateBasisPoints"]), (&json!("FR"), &json!(2000)), "{}", set.json);
+    assert_eq!(set.json["reducedRate"]["rateBasisPoints"], 550, "{}", set.json);
     let listed = p.send("GET", "/v1/tax-rates", None, None).await;
     assert_eq!(listed.json["taxRates"][0]["name"], "TVA", "{}", listed.json);
     assert_eq!(p.send("PUT", "/v1/tax-rates/fr", Some(&ada), Some(vat.clone())).await.status, 403);
@@ -538,6 +539,32 @@ async fn an_order_shows_the_tax_its_total_includes(storage: Storage) {
     let payment_id = order["paymentId"].as_str().expect("payment id");
     let payment = p.send("GET", &format!("/v1/payments/{payment_id}"), Some(&ada), None).await;
     assert_eq!(payment.json["amount"]["amountMinor"], "2400", "prices include tax: {}", payment.json);
+
+    // A book in the reduced class: the total splits between the rates as the items' prices do.
+    let body = json!({"sku": "BOOK-TAX", "name": "A Book", "description": "", "category": "books", "taxClass":
+        "TAX_CLASS_REDUCED", "price": {"currency": "EUR", "amountMinor": "1000"}, "active": true});
+    let book = p.send("POST", "/v1/products", Some(&admin), Some(body)).await;
+    assert_eq!((book.status, &book.json["taxClass"]), (201, &json!("TAX_CLASS_REDUCED")), "{}", book.json);
+    let book_id = book.json["id"].as_str().expect("product id").to_owned();
+    let adjust = format!("/v1/products/{book_id}/inventory:adjust");
+    assert_eq!(p.send("POST", &adjust, Some(&admin), Some(json!({"delta": 5}))).await.status, 200);
+    let both = json!({"shippingAddress": address(), "paymentMethod": "tok_visa",
+        "items": [{"productId": teas, "quantity": 1}, {"productId": book_id, "quantity": 1}]});
+    let bearer = format!("Bearer {ada}");
+    let headers = [("authorization", bearer.as_str()), ("idempotency-key", "tax-3")];
+    let placed = p.send_with("POST", "/v1/orders", &headers, Some(both)).await;
+    assert_eq!(placed.status, 201, "{}", placed.json);
+    let parts: Vec<_> = placed.json["taxes"]
+        .as_array()
+        .expect("taxes")
+        .iter()
+        .map(|t| {
+            (t["rateBasisPoints"].clone(), t["taxable"]["amountMinor"].clone(), t["amount"]["amountMinor"].clone())
+        })
+        .collect();
+    // 1200 × 20 / 120 = 200; 1000 × 5.5 / 105.5 = 52.13
+    assert_eq!(parts, [(json!(2000), json!("1200"), json!("200")), (json!(550), json!("1000"), json!("52"))]);
+    assert_eq!(placed.json["tax"]["amountMinor"], "252", "{}", placed.json);
 
     // Once the rate is removed, orders show none; the earlier one keeps its own.
     assert_eq!(p.send("DELETE", "/v1/tax-rates/FR", Some(&admin), None).await.status, 200);

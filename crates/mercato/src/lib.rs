@@ -122,9 +122,9 @@ pub async fn up(mut settings: Settings, options: UpOptions, shutdown: Cancellati
         if added > 0 {
             tracing::info!(products = added, "seeded the demo catalog");
         }
-        let added = orders::seed_demo(&settings).await.context("seeding the demo shipping rates")?;
+        let added = orders::seed_demo(&settings).await.context("seeding the demo shipping and tax rates")?;
         if added > 0 {
-            tracing::info!(rates = added, "seeded the demo shipping rates");
+            tracing::info!(rates = added, "seeded the demo shipping and tax rates");
         }
     }
 

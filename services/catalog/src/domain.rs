@@ -51,6 +51,33 @@ pub struct ProductInput {
     pub category: String,
     /// Whether customers see the product.
     pub active: bool,
+    /// Which of a country's tax rates applies; None when the request named no tax class there is.
+    pub tax_class: Option<TaxClass>,
+}
+
+/// Which of a country's tax rates a product's price includes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum TaxClass {
+    /// The standard rate.
+    #[default]
+    Standard,
+    /// The reduced rate, where the country has one.
+    Reduced,
+}
+
+impl TaxClass {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Standard => "standard",
+            Self::Reduced => "reduced",
+        }
+    }
+
+    /// From its stored form; anything else is standard (the table's CHECK allows nothing else).
+    pub fn parse(stored: &str) -> Self {
+        if stored == "reduced" { Self::Reduced } else { Self::Standard }
+    }
 }
 
 /// Product fields that passed [`validate_product`].
@@ -68,6 +95,8 @@ pub struct ProductFields {
     pub category: String,
     /// Whether customers see the product.
     pub active: bool,
+    /// Which of a country's tax rates applies.
+    pub tax_class: TaxClass,
 }
 
 impl From<ProductFields> for ProductInput {
@@ -79,6 +108,7 @@ impl From<ProductFields> for ProductInput {
             price: Some(f.price),
             category: f.category,
             active: f.active,
+            tax_class: Some(f.tax_class),
         }
     }
 }
@@ -119,14 +149,18 @@ pub fn validate_product(input: ProductInput) -> Result<ProductFields, Vec<FieldV
             }
         }
     }
-    match input.price {
-        Some(price) if v.is_empty() => Ok(ProductFields {
+    if input.tax_class.is_none() {
+        v.push(FieldViolation::new("product.tax_class", "must be TAX_CLASS_STANDARD or TAX_CLASS_REDUCED"));
+    }
+    match (input.price, input.tax_class) {
+        (Some(price), Some(tax_class)) if v.is_empty() => Ok(ProductFields {
             sku: input.sku,
             name: input.name,
             description: input.description,
             price,
             category: input.category,
             active: input.active,
+            tax_class,
         }),
         _ => Err(v),
     }
@@ -134,7 +168,7 @@ pub fn validate_product(input: ProductInput) -> Result<ProductFields, Vec<FieldV
 
 /// The field paths an update mask may name.
 pub const UPDATABLE_PATHS: &[&str] =
-    &["sku", "name", "description", "price", "price.currency", "price.amount_minor", "category", "active"];
+    &["sku", "name", "description", "price", "price.currency", "price.amount_minor", "category", "active", "tax_class"];
 
 /// Checks that an update mask names at least one field and only fields that can change.
 pub fn check_update_mask(paths: &[String]) -> Result<(), Vec<FieldViolation>> {
@@ -158,6 +192,7 @@ pub fn apply_update_mask(
             "description" => next.description = input.description.clone(),
             "category" => next.category = input.category.clone(),
             "active" => next.active = input.active,
+            "tax_class" => next.tax_class = input.tax_class,
             "price" => next.price = input.price.clone(),
             "price.currency" => {
                 if let Some(p) = next.price.as_mut() {
@@ -371,6 +406,7 @@ mod tests {
             price: Some(Price { currency: "EUR".into(), amount_minor: 1450 }),
             category: "coffee".into(),
             active: true,
+            tax_class: Some(TaxClass::Standard),
         }
     }
 
@@ -393,6 +429,7 @@ mod tests {
             price: Some(Price { currency: "eur".into(), amount_minor: -1 }),
             category: "Coffee".into(),
             active: true,
+            tax_class: None,
         };
         let v = validate_product(bad).expect_err("invalid");
         assert_eq!(
@@ -403,7 +440,8 @@ mod tests {
                 "product.description",
                 "product.category",
                 "product.price.currency",
-                "product.price.amount_minor"
+                "product.price.amount_minor",
+                "product.tax_class"
             ]
         );
         let no_price = validate_product(ProductInput { price: None, ..good() }).expect_err("no price");
@@ -433,6 +471,16 @@ mod tests {
         assert_eq!(next.sku, current.sku);
         assert_eq!(next.price, Price { currency: "EUR".into(), amount_minor: 99 });
         assert!(!apply_update_mask(&current, &input, &["active".into()]).expect("ok").active);
+        assert_eq!(current.tax_class, TaxClass::Standard);
+        let reduced = ProductInput { tax_class: Some(TaxClass::Reduced), ..input.clone() };
+        let next = apply_update_mask(&current, &reduced, &["tax_class".into()]).expect("ok");
+        assert_eq!((next.tax_class, next.name.as_str()), (TaxClass::Reduced, current.name.as_str()));
+        let kept = apply_update_mask(&next, &ProductInput::default(), &["name".into()]);
+        assert_eq!(kept.map(|f| f.tax_class).map_err(|v| fields(&v).join(",")), Err("product.name".to_owned()));
+        let unnamed = apply_update_mask(&next, &input, &["name".into()]).expect("ok");
+        assert_eq!(unnamed.tax_class, TaxClass::Reduced, "kept unless named");
+        let wrong = apply_update_mask(&current, &ProductInput::default(), &["tax_class".into()]).expect_err("none");
+        assert_eq!(fields(&wrong), ["product.tax_class"]);
     }
 
     #[test]

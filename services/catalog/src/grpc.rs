@@ -16,7 +16,8 @@ use api::catalog::{
     GetProductRequest, GetProductResponse, Inventory, ListCategoriesRequest, ListCategoriesResponse,
     ListProductsRequest, ListProductsResponse, ListStockLevelsRequest, ListStockLevelsResponse, Product, ProductImage,
     RatingSummary, ReleaseStockRequest, ReleaseStockResponse, ReserveStockRequest, ReserveStockResponse,
-    UpdateCategoryRequest, UpdateCategoryResponse, UpdateProductRequest, UpdateProductResponse,
+    TaxClass as WireTaxClass, UpdateCategoryRequest, UpdateCategoryResponse, UpdateProductRequest,
+    UpdateProductResponse,
 };
 use api::common::Money;
 use api::google::api::HttpBody;
@@ -30,7 +31,7 @@ use platform::time::{now_micros, timestamp};
 use tonic::{Request, Response, Status};
 
 use crate::domain::images;
-use crate::domain::{self, Cursor, Price, ProductInput, ProductOrder, ReservationStatus, Stock, listing};
+use crate::domain::{self, Cursor, Price, ProductInput, ProductOrder, ReservationStatus, Stock, TaxClass, listing};
 use crate::error::Error;
 use crate::store::{ImageRow, ListQuery, ProductRow, Store};
 
@@ -101,6 +102,10 @@ pub(crate) fn product_to_wire(row: ProductRow) -> Product {
             average: domain::reviews::average(row.rating_count, row.rating_sum),
             stars: Vec::new(),
         }),
+        tax_class: match TaxClass::parse(&row.tax_class) {
+            TaxClass::Standard => WireTaxClass::Standard as i32,
+            TaxClass::Reduced => WireTaxClass::Reduced as i32,
+        },
     }
 }
 
@@ -112,6 +117,11 @@ fn product_from_wire(product: Product) -> ProductInput {
         price: product.price.map(|m| Price { currency: m.currency, amount_minor: m.amount_minor }),
         category: product.category,
         active: product.active,
+        tax_class: match WireTaxClass::try_from(product.tax_class) {
+            Ok(WireTaxClass::Unspecified | WireTaxClass::Standard) => Some(TaxClass::Standard),
+            Ok(WireTaxClass::Reduced) => Some(TaxClass::Reduced),
+            Err(_) => None,
+        },
     }
 }
 

@@ -1,6 +1,6 @@
 //! Demo products, so that a fresh `mercato up` has a shop to browse.
 
-use crate::domain::{self, Price, ProductInput};
+use crate::domain::{self, Price, ProductInput, TaxClass};
 use crate::error::Error;
 use crate::store::Store;
 
@@ -142,6 +142,9 @@ const CATEGORIES: &[(&str, &[Demo])] = &[
     ),
 ];
 
+/// The demo's categories of food and books: taxed at the reduced rate where a country has one.
+const REDUCED_CATEGORIES: &[&str] = &["coffee", "tea", "books"];
+
 /// Inserts the demo products when the catalog is empty; returns how many were inserted. Products whose
 /// sku already exists (a concurrent seed) are skipped, so seeding is idempotent.
 pub async fn insert_demo(store: &Store) -> Result<usize, Error> {
@@ -158,6 +161,11 @@ pub async fn insert_demo(store: &Store) -> Result<usize, Error> {
                 price: Some(Price { currency: "EUR".to_owned(), amount_minor: cents }),
                 category: (*category).to_owned(),
                 active: true,
+                tax_class: Some(if REDUCED_CATEGORIES.contains(category) {
+                    TaxClass::Reduced
+                } else {
+                    TaxClass::Standard
+                }),
             })
             .map_err(Error::InvalidArgument)?;
             let id = uuid::Uuid::now_v7().to_string();

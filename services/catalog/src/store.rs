@@ -11,7 +11,7 @@ use platform::with_db;
 
 use crate::domain::{
     self, Cursor, MAX_STOCK, Price, ProductFields, ProductOrder, ReservationStatus, ReserveItem, SortField, SortKey,
-    Stock,
+    Stock, TaxClass,
 };
 use crate::error::{Error, INSUFFICIENT_STOCK, PRODUCT_INACTIVE, RESERVATION_SETTLED, STOCK_LIMIT};
 
@@ -197,7 +197,7 @@ pub struct Reserved {
 }
 
 const PRODUCT_COLUMNS: &str = "id, sku, name, description, price_currency, price_amount_minor, category, active, \
-     create_time, update_time, rating_count, rating_sum";
+     create_time, update_time, rating_count, rating_sum, tax_class";
 
 /// A stored product.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -226,6 +226,8 @@ pub struct ProductRow {
     pub rating_count: i64,
     /// Their stars added up.
     pub rating_sum: i64,
+    /// `standard` or `reduced` ([`TaxClass::as_str`]).
+    pub tax_class: String,
 }
 
 impl ProductRow {
@@ -243,6 +245,7 @@ impl ProductRow {
             update_time,
             rating_count: 0,
             rating_sum: 0,
+            tax_class: fields.tax_class.as_str().to_owned(),
         }
     }
 
@@ -255,6 +258,7 @@ impl ProductRow {
             price: Price { currency: self.price_currency.clone(), amount_minor: self.price_amount_minor },
             category: self.category.clone(),
             active: self.active,
+            tax_class: TaxClass::parse(&self.tax_class),
         }
     }
 }
@@ -352,7 +356,7 @@ impl Store {
         let row = ProductRow::new(id, fields, now, now);
         let insert = format!(
             "INSERT INTO products ({PRODUCT_COLUMNS}, name_key, description_key) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
         );
         with_db!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
@@ -370,6 +374,7 @@ impl Store {
                     .bind(row.update_time)
                     .bind(row.rating_count)
                     .bind(row.rating_sum)
+                    .bind(&row.tax_class)
                     .bind(platform::db::case_key(&row.name))
                     .bind(platform::db::case_key(&row.description))
                     .execute(&mut *tx)
@@ -486,7 +491,7 @@ impl Store {
                     let changed = sqlx::query(
                         "UPDATE products SET sku = $1, name = $2, description = $3, price_currency = $4, \
                          price_amount_minor = $5, category = $6, active = $7, update_time = $8, name_key = $11, \
-                         description_key = $12 WHERE id = $9 AND update_time = $10",
+                         description_key = $12, tax_class = $13 WHERE id = $9 AND update_time = $10",
                     )
                     .bind(&row.sku)
                     .bind(&row.name)
@@ -500,6 +505,7 @@ impl Store {
                     .bind(current.update_time)
                     .bind(platform::db::case_key(&row.name))
                     .bind(platform::db::case_key(&row.description))
+                    .bind(&row.tax_class)
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| sku_taken(e, &row.sku))?

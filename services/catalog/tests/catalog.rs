@@ -7,7 +7,7 @@ use std::time::Duration;
 use api::catalog::{
     AddProductImageRequest, AdjustInventoryRequest, CreateProductRequest, DeleteProductImageRequest,
     GetInventoryRequest, GetProductImageContentRequest, GetProductRequest, ListProductsRequest, Product, ProductImage,
-    ReservationStatus, ReserveStockRequest, StockItem, UpdateProductRequest,
+    ReservationStatus, ReserveStockRequest, StockItem, TaxClass, UpdateProductRequest,
 };
 use api::catalog::{
     Category, CreateCategoryRequest, DeleteCategoryRequest, ListCategoriesRequest, UpdateCategoryRequest,
@@ -549,6 +549,34 @@ async fn update_and_visibility(db: Db) {
     assert!((after.seconds, after.nanos) > (before.seconds, before.nanos), "update_time moves forward");
     assert_eq!(server.get(&original.id, None).await.expect("get"), updated, "the change is stored");
 
+    // The tax class: standard unless set, changed when named, and only to a class there is.
+    assert_eq!(original.tax_class, TaxClass::Standard as i32, "standard unless set");
+    let reduced = Product { tax_class: TaxClass::Reduced as i32, name: "ignored".into(), ..Product::default() };
+    let taxed = client
+        .update_product(with_token(update(&original.id, reduced, &["tax_class"]), &server.admin()))
+        .await
+        .expect("update")
+        .into_inner()
+        .product
+        .expect("product");
+    assert_eq!((taxed.tax_class, taxed.name.as_str()), (TaxClass::Reduced as i32, "Japanese Sencha"));
+    assert_eq!(server.get(&original.id, None).await.expect("get").tax_class, TaxClass::Reduced as i32);
+    let renamed = Product { name: "Sencha".into(), ..Product::default() };
+    let renamed = client
+        .update_product(with_token(update(&original.id, renamed, &["name"]), &server.admin()))
+        .await
+        .expect("update")
+        .into_inner()
+        .product
+        .expect("product");
+    assert_eq!(renamed.tax_class, TaxClass::Reduced as i32, "kept unless named");
+    let unknown = Product { tax_class: 9, ..Product::default() };
+    let err = client
+        .update_product(with_token(update(&original.id, unknown, &["tax_class"]), &server.admin()))
+        .await
+        .expect_err("no such class");
+    assert_eq!(bad_fields(&err), ["product.tax_class"]);
+
     let err = client
         .update_product(with_token(update(&original.id, Product::default(), &[]), &server.admin()))
         .await
@@ -605,6 +633,10 @@ async fn update_and_visibility(db: Db) {
     server.adjust(&original.id, 5).await.expect("stock");
     let err = server.reserve("order-inactive", &[(&original.id, 1)]).await.expect_err("inactive");
     assert_eq!((err.code(), reason(&err).as_str()), (Code::FailedPrecondition, "PRODUCT_INACTIVE"));
+
+    // A product is created in its tax class.
+    let genmaicha = Product { tax_class: TaxClass::Reduced as i32, ..product("TEA-GEN-50", "Genmaicha", "tea", 690) };
+    assert_eq!(server.create(genmaicha).await.tax_class, TaxClass::Reduced as i32);
     server.stop().await;
 }
 
@@ -777,6 +809,10 @@ async fn seeding_is_idempotent(db: Db) {
         let inv = server.inventory(&p.id).await;
         assert!((5..=200).contains(&inv.on_hand), "{} has {} on hand", p.sku, inv.on_hand);
         assert_eq!(p.price.as_ref().map(|m| m.currency.as_str()), Some("EUR"));
+        // Food and books at the reduced rate (where a country has one), the rest at the standard.
+        let reduced = ["coffee", "tea", "books"].contains(&p.category.as_str());
+        let class = if reduced { TaxClass::Reduced } else { TaxClass::Standard };
+        assert_eq!(p.tax_class, class as i32, "{} in {}", p.sku, p.category);
     }
     server.stop().await;
 }

@@ -155,6 +155,8 @@ pub struct Offer {
     pub price: Price,
     /// Whether it can be bought.
     pub active: bool,
+    /// Whether its price includes a country's reduced tax rate (where it has one) rather than the standard.
+    pub reduced_tax: bool,
 }
 
 /// One priced line of an order.
@@ -186,6 +188,8 @@ pub struct Priced {
     pub lines: Vec<Line>,
     /// Total in one currency.
     pub total: Price,
+    /// What of the total is for products taxed at the reduced rate.
+    pub reduced_tax_minor: i64,
 }
 
 /// Checks the payment method token.
@@ -271,6 +275,7 @@ pub enum PricingError {
 pub fn price(lines: &[LineInput], offers: &[Offer]) -> Result<Priced, PricingError> {
     let mut currency: Option<&str> = None;
     let mut total: i64 = 0;
+    let mut reduced_tax_minor: i64 = 0;
     let mut priced = Vec::with_capacity(lines.len());
     for (line, offer) in lines.iter().zip(offers) {
         if !offer.active {
@@ -284,6 +289,10 @@ pub fn price(lines: &[LineInput], offers: &[Offer]) -> Result<Priced, PricingErr
         let line_total =
             offer.price.amount_minor.checked_mul(i64::from(line.quantity)).ok_or(PricingError::Overflow)?;
         total = total.checked_add(line_total).ok_or(PricingError::Overflow)?;
+        if offer.reduced_tax {
+            // At most the total, which did not overflow.
+            reduced_tax_minor += line_total;
+        }
         priced.push(Line {
             product_id: line.product_id.clone(),
             sku: offer.sku.clone(),
@@ -295,6 +304,7 @@ pub fn price(lines: &[LineInput], offers: &[Offer]) -> Result<Priced, PricingErr
     Ok(Priced {
         lines: priced,
         total: Price { currency: currency.unwrap_or_default().to_owned(), amount_minor: total },
+        reduced_tax_minor,
     })
 }
 
@@ -355,6 +365,7 @@ mod tests {
             name: format!("Product {id}"),
             price: Price { currency: currency.into(), amount_minor: cents },
             active: true,
+            reduced_tax: false,
         }
     }
 
@@ -398,6 +409,10 @@ mod tests {
             price(&[line("a", 2), line("b", 1)], &[offer("a", "EUR", 150), offer("b", "EUR", 1000)]).expect("priced");
         assert_eq!(priced.total, Price { currency: "EUR".into(), amount_minor: 1300 });
         assert_eq!(priced.lines[0].total_minor(), 300);
+        assert_eq!(priced.reduced_tax_minor, 0);
+        let food = Offer { reduced_tax: true, ..offer("a", "EUR", 150) };
+        let mixed = price(&[line("a", 2), line("b", 1)], &[food, offer("b", "EUR", 1000)]).expect("priced");
+        assert_eq!((mixed.total.amount_minor, mixed.reduced_tax_minor), (1300, 300), "the reduced lines' share");
         assert_eq!(
             price(&[line("a", 1), line("b", 1)], &[offer("a", "EUR", 1), offer("b", "USD", 1)]),
             Err(PricingError::MixedCurrencies)

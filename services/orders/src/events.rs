@@ -50,7 +50,7 @@ pub fn confirmed(order: &Order) -> NewEvent {
         shipping: Some(money(&order.shipping())),
         shipping_rate_id: order.shipping_rate_id.clone(),
         shipping_rate_name: order.shipping_rate_name.clone(),
-        taxes: taxes_to_wire(&order.total, order.tax.as_ref()),
+        taxes: taxes_to_wire(&order.total.currency, order.tax.as_ref()),
     };
     NewEvent::new(ORDER_CONFIRMED, order.id.clone(), &payload)
 }

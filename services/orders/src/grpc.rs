@@ -7,7 +7,7 @@ use api::mercato::orders::v1::order_service_server::OrderService;
 use api::mercato::orders::v1::{
     Address as WireAddress, CancelOrderRequest, CancelOrderResponse, CreateOrderItem, CreateOrderRequest,
     CreateOrderResponse, GetOrderRequest, GetOrderResponse, ListOrdersRequest, ListOrdersResponse, Order as WireOrder,
-    OrderItem, OrderStatus, OrderTax, PreviewOrderRequest, PreviewOrderResponse, ShippingOption,
+    OrderItem, OrderStatus, OrderTax as WireOrderTax, PreviewOrderRequest, PreviewOrderResponse, ShippingOption,
 };
 use futures::future::try_join_all;
 use platform::auth::{Claims, caller};
@@ -28,7 +28,7 @@ use crate::ports::{PortError, SagaPorts};
 use crate::saga::Saga;
 use crate::shipping::{self, Shipping};
 use crate::store::{Change, ListQuery, Order, Placement, Store};
-use crate::tax::{self, IncludedTax};
+use crate::tax::{self, OrderTax};
 
 /// The scope that lets a caller see and manage every customer's orders.
 pub const ORDERS_ADMIN: &str = "orders:admin";
@@ -122,26 +122,28 @@ fn status_from_wire(status: i32) -> Result<Option<Status>, FieldViolation> {
 }
 
 /// All the tax included, in `currency`: zero without.
-fn tax_of(currency: &str, tax: Option<&IncludedTax>) -> Price {
-    Price { currency: currency.to_owned(), amount_minor: tax.map_or(0, |t| t.amount_minor) }
+fn tax_of(currency: &str, tax: Option<&OrderTax>) -> Price {
+    Price { currency: currency.to_owned(), amount_minor: tax.map_or(0, OrderTax::amount_minor) }
 }
 
-/// The tax included in `total` by rate, on the wire: one rate (the whole total's), or none.
-pub fn taxes_to_wire(total: &Price, tax: Option<&IncludedTax>) -> Vec<OrderTax> {
-    tax.map(|t| OrderTax {
-        name: t.name.clone(),
-        rate_basis_points: t.rate_basis_points,
-        taxable: Some(money(total)),
-        amount: Some(money(&tax_of(&total.currency, Some(t)))),
-    })
-    .into_iter()
-    .collect()
+/// The tax included in a total in `currency`, by rate, on the wire: the standard part, then the reduced one.
+pub fn taxes_to_wire(currency: &str, tax: Option<&OrderTax>) -> Vec<WireOrderTax> {
+    let Some(tax) = tax else { return Vec::new() };
+    let price = |amount_minor| Some(money(&Price { currency: currency.to_owned(), amount_minor }));
+    tax.parts()
+        .map(|part| WireOrderTax {
+            name: tax.name.clone(),
+            rate_basis_points: part.rate_basis_points,
+            taxable: price(part.taxable_minor),
+            amount: price(part.amount_minor),
+        })
+        .collect()
 }
 
 /// An order on the wire.
 pub fn order_to_wire(order: Order) -> WireOrder {
     WireOrder {
-        taxes: taxes_to_wire(&order.total, order.tax.as_ref()),
+        taxes: taxes_to_wire(&order.total.currency, order.tax.as_ref()),
         tax: Some(money(&tax_of(&order.total.currency, order.tax.as_ref()))),
         subtotal: Some(money(&order.subtotal())),
         discount: Some(money(&order.discount())),
@@ -495,7 +497,9 @@ impl OrderService for OrdersApi {
             let shipping = shipping::choose(&rates, rate.as_deref(), &address.country, &items)
                 .map_err(|refusal| Error::invalid(refusal.violation()))?;
             let (discount_minor, total) = settle(&priced.total, applied, shipping.as_ref())?;
-            let tax = tax_rate.map(|rate| tax::included(&rate, total.amount_minor));
+            let tax = tax_rate.map(|rate| {
+                tax::included(&rate, total.amount_minor, priced.total.amount_minor, priced.reduced_tax_minor)
+            });
             Ok::<_, Error>((priced, discount_minor, shipping, total, tax, from_cart, address))
         };
         let (priced, discount_minor, shipping, total, tax, from_cart, address) = match priced.await {
@@ -609,10 +613,11 @@ impl OrderService for OrdersApi {
         };
         let chosen = shipping.clone().flatten();
         let (discount_minor, total) = settle(&priced.total, applied, chosen.as_ref())?;
-        let included = tax_rate.map(|rate| tax::included(&rate, total.amount_minor));
+        let included = tax_rate
+            .map(|rate| tax::included(&rate, total.amount_minor, priced.total.amount_minor, priced.reduced_tax_minor));
         // Like shipping, tax is known once the destination is.
         let tax = address.is_some().then(|| money(&tax_of(&total.currency, included.as_ref())));
-        let taxes = taxes_to_wire(&total, included.as_ref());
+        let taxes = taxes_to_wire(&total.currency, included.as_ref());
         let price_of = |amount_minor| money(&Price { currency: currency.clone(), amount_minor });
         Ok(Response::new(PreviewOrderResponse {
             items: lines_to_wire(&priced.lines, &currency),

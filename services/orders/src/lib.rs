@@ -142,8 +142,9 @@ pub async fn serve(
     Ok(served?)
 }
 
-/// Gives a shop without shipping rates the demo's ([`shipping::demo_rates`]), in the configured database;
-/// answers how many were added (none when it has rates).
+/// Gives a shop without shipping rates the demo's ([`shipping::demo_rates`]), and one without tax rates the
+/// demo's ([`tax::demo_rates`]), in the configured database; answers how many rates were added (none when it
+/// has both).
 pub async fn seed_demo(settings: &Settings) -> Result<usize, Error> {
     let db = Db::open(settings, NAME).await?;
     let result = seed_demo_into(&db).await;
@@ -155,13 +156,20 @@ pub async fn seed_demo(settings: &Settings) -> Result<usize, Error> {
 pub async fn seed_demo_into(db: &Db) -> Result<usize, Error> {
     db.migrate(&MIGRATOR, NAME).await?;
     let store = store::Store::new(db.clone());
-    if !store.shipping_rates().await?.is_empty() {
-        return Ok(0);
-    }
+    let now = platform::time::now_micros();
     let mut added = 0;
-    for rate in shipping::demo_rates(platform::time::now_micros()) {
-        // A start racing this one may have added it first.
-        if store.insert_shipping_rate(&rate).await? {
+    if store.shipping_rates().await?.is_empty() {
+        for rate in shipping::demo_rates(now) {
+            // A start racing this one may have added it first.
+            if store.insert_shipping_rate(&rate).await? {
+                added += 1;
+            }
+        }
+    }
+    if store.tax_rates().await?.is_empty() {
+        for rate in tax::demo_rates(now) {
+            // Setting one twice (a racing start) leaves it as it was.
+            store.set_tax_rate(&rate).await?;
             added += 1;
         }
     }

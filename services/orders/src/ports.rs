@@ -11,6 +11,7 @@ use std::sync::Arc;
 use api::catalog::catalog_service_client::CatalogServiceClient;
 use api::catalog::{
     CommitStockRequest, GetProductRequest, ReleaseStockRequest, ReservationStatus, ReserveStockRequest, StockItem,
+    TaxClass,
 };
 use api::common::Money;
 use api::mercato::cart::v1::cart_service_client::CartServiceClient;
@@ -270,6 +271,7 @@ impl SagaPorts for GrpcPorts {
                     name: p.name,
                     price: Price { currency: price.currency, amount_minor: price.amount_minor },
                     active: p.active,
+                    reduced_tax: p.tax_class == TaxClass::Reduced as i32,
                 }))
             }
             Err(status) if status.code() == Code::NotFound => Ok(None),

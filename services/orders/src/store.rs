@@ -16,13 +16,14 @@ use platform::with_db;
 use crate::discount::Refusal;
 use crate::domain::{Address, Cursor, Line, Price, Status, Step};
 use crate::error::Error;
-use crate::tax::IncludedTax;
+use crate::tax::{OrderTax, TaxPart};
 
 const ORDER_COLUMNS: &str = "id, customer_id, status, saga_step, step_time, currency, total_minor, ship_name, \
      ship_line1, ship_line2, ship_city, ship_region, ship_postal_code, ship_country, payment_method, payment_id, \
      failure_reason, cancel_reason, from_cart, idempotency_key, request_hash, create_time, update_time, \
      discount_minor, discount_code, shipping_minor, shipping_rate_id, shipping_rate_name, tax_name, \
-     tax_rate_basis_points, tax_minor";
+     tax_rate_basis_points, tax_taxable_minor, tax_minor, reduced_tax_rate_basis_points, reduced_taxable_minor, \
+     reduced_tax_minor";
 
 /// What an order's reads select: [`ORDER_COLUMNS`], which a new order is inserted with, and what only changes
 /// after (the amount refunded, from the payment's events).
@@ -60,8 +61,12 @@ struct OrderRow {
     shipping_rate_id: String,
     shipping_rate_name: String,
     tax_name: String,
-    tax_rate_basis_points: i64,
+    tax_rate_basis_points: Option<i64>,
+    tax_taxable_minor: i64,
     tax_minor: i64,
+    reduced_tax_rate_basis_points: Option<i64>,
+    reduced_taxable_minor: i64,
+    reduced_tax_minor: i64,
     refunded_minor: i64,
 }
 
@@ -103,8 +108,8 @@ pub struct Order {
     pub shipping_rate_id: String,
     /// The rate's name when the order was placed.
     pub shipping_rate_name: String,
-    /// The tax the total includes, at the shipping country's rate when placed; None when it had none.
-    pub tax: Option<IncludedTax>,
+    /// The tax the total includes, at the shipping country's rates when placed; None when it had none.
+    pub tax: Option<OrderTax>,
     /// What has been given back of the total so far (staff's refunds and a cancellation's), as the payment's
     /// `payment.refunded` events told; 0 for a new order.
     pub refunded_minor: i64,
@@ -164,6 +169,16 @@ fn corrupt(what: &str, value: &str) -> Error {
     Error::Database(sqlx::Error::Protocol(format!("unknown {what} {value}")))
 }
 
+/// A part of an order's tax as stored: none without a rate.
+fn tax_part(rate_basis_points: Option<i64>, taxable_minor: i64, amount_minor: i64) -> Option<TaxPart> {
+    // The table's CHECK keeps rates within 0..=10000.
+    rate_basis_points.map(|rate| TaxPart {
+        rate_basis_points: u32::try_from(rate).unwrap_or_default(),
+        taxable_minor,
+        amount_minor,
+    })
+}
+
 fn assemble(row: OrderRow, lines: Vec<Line>) -> Result<Order, Error> {
     Ok(Order {
         status: Status::parse(&row.status).ok_or_else(|| corrupt("order status", &row.status))?,
@@ -179,10 +194,10 @@ fn assemble(row: OrderRow, lines: Vec<Line>) -> Result<Order, Error> {
         shipping_rate_id: row.shipping_rate_id,
         shipping_rate_name: row.shipping_rate_name,
         // An empty name is an order placed to a country without a rate.
-        tax: (!row.tax_name.is_empty()).then(|| IncludedTax {
+        tax: (!row.tax_name.is_empty()).then(|| OrderTax {
             name: row.tax_name,
-            rate_basis_points: u32::try_from(row.tax_rate_basis_points).unwrap_or_default(),
-            amount_minor: row.tax_minor,
+            standard: tax_part(row.tax_rate_basis_points, row.tax_taxable_minor, row.tax_minor),
+            reduced: tax_part(row.reduced_tax_rate_basis_points, row.reduced_taxable_minor, row.reduced_tax_minor),
         }),
         refunded_minor: row.refunded_minor,
         address: Address {
@@ -342,9 +357,9 @@ fn move_sql(flight: Flight, event: bool) -> &'static str {
     &STATEMENTS[flight as usize][usize::from(event)]
 }
 
-/// Placing an order without a discount code in one statement (PostgreSQL): the order ($1 to $31, as
-/// [`bind_order`] binds them), its lines as arrays ($32 to $37), its first `saga_log` line ($38) and its
-/// `order.placed` event ($39 to $45). A used idempotency key inserts nothing at all: the statement then changes
+/// Placing an order without a discount code in one statement (PostgreSQL): the order ($1 to $35, as
+/// [`bind_order`] binds them), its lines as arrays ($36 to $41), its first `saga_log` line ($42) and its
+/// `order.placed` event ($43 to $49). A used idempotency key inserts nothing at all: the statement then changes
 /// no outbox row.
 static PLACE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
@@ -352,29 +367,31 @@ static PLACE_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
          ON CONFLICT (customer_id, idempotency_key) DO NOTHING RETURNING id), \
          lines AS (INSERT INTO order_items (order_id, line_no, product_id, sku, name, quantity, unit_price_minor) \
          SELECT placed.id, l.line_no, l.product_id, l.sku, l.name, l.quantity, l.unit_price_minor FROM placed, \
-         unnest($32::bigint[], $33::text[], $34::text[], $35::text[], $36::bigint[], $37::bigint[]) \
+         unnest($36::bigint[], $37::text[], $38::text[], $39::text[], $40::bigint[], $41::bigint[]) \
          AS l (line_no, product_id, sku, name, quantity, unit_price_minor)), \
          flying AS (INSERT INTO sagas_in_flight (order_id) SELECT id FROM placed), \
-         logged AS ({INSERT_SAGA_LOG} SELECT $38, id, '', $4, $3, 'order placed', $22 FROM placed \
+         logged AS ({INSERT_SAGA_LOG} SELECT $42, id, '', $4, $3, 'order placed', $22 FROM placed \
          RETURNING order_id) {}",
         *INSERT_ORDER_SQL,
-        OutboxEntry::insert_from("logged", 39)
+        OutboxEntry::insert_from("logged", 43)
     )
 });
 
-/// Inserts an order; [`bind_order`] binds $1 to $31.
+/// Inserts an order; [`bind_order`] binds $1 to $35.
 static INSERT_ORDER_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!("INSERT INTO orders ({ORDER_COLUMNS}) VALUES ({})", platform::db::values_for(ORDER_COLUMNS))
 });
 
-/// Binds the columns of an order, in the order of [`ORDER_COLUMNS`] ($1 to $31).
+/// Binds the columns of an order, in the order of [`ORDER_COLUMNS`] ($1 to $35).
 fn bind_order<'q, DB>(query: platform::db::Query<'q, DB>, order: &'q Order) -> platform::db::Query<'q, DB>
 where
     DB: sqlx::Database,
     &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
     bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
 {
+    let (standard, reduced) = order.tax.as_ref().map_or((None, None), |t| (t.standard, t.reduced));
     query
         .bind(order.id.as_str())
         .bind(order.customer_id.as_str())
@@ -405,8 +422,12 @@ where
         .bind(order.shipping_rate_id.as_str())
         .bind(order.shipping_rate_name.as_str())
         .bind(order.tax.as_ref().map_or("", |t| t.name.as_str()))
-        .bind(order.tax.as_ref().map_or(0, |t| i64::from(t.rate_basis_points)))
-        .bind(order.tax.as_ref().map_or(0, |t| t.amount_minor))
+        .bind(standard.map(|p| i64::from(p.rate_basis_points)))
+        .bind(standard.map_or(0, |p| p.taxable_minor))
+        .bind(standard.map_or(0, |p| p.amount_minor))
+        .bind(reduced.map(|p| i64::from(p.rate_basis_points)))
+        .bind(reduced.map_or(0, |p| p.taxable_minor))
+        .bind(reduced.map_or(0, |p| p.amount_minor))
 }
 
 /// Binds the parameters of [`MOVE_SQL`] (also inside the statement that logs the move with it).

@@ -4,7 +4,7 @@
 use api::mercato::orders::v1::tax_rate_service_server::TaxRateService;
 use api::mercato::orders::v1::{
     DeleteTaxRateRequest, DeleteTaxRateResponse, GetTaxRateRequest, GetTaxRateResponse, ListTaxRatesRequest,
-    ListTaxRatesResponse, SetTaxRateRequest, SetTaxRateResponse, TaxRate as WireRate,
+    ListTaxRatesResponse, ReducedTaxRate, SetTaxRateRequest, SetTaxRateResponse, TaxRate as WireRate,
 };
 use platform::time::{now_micros, timestamp};
 use tonic::{Request, Response, Status as GrpcStatus};
@@ -36,6 +36,7 @@ pub fn rate_to_wire(rate: TaxRate) -> WireRate {
         country: rate.country,
         name: rate.name,
         rate_basis_points: rate.rate_basis_points,
+        reduced_rate: rate.reduced_rate_basis_points.map(|rate_basis_points| ReducedTaxRate { rate_basis_points }),
         create_time: Some(timestamp(rate.create_time)),
         update_time: Some(timestamp(rate.update_time)),
     }
@@ -51,8 +52,13 @@ impl TaxRateService for TaxRatesApi {
         let wire = req.tax_rate.unwrap_or_default();
         let now = now_micros();
         // A new rate is first set now; replacing one keeps its create_time (the store's upsert).
-        let rate = tax::validate(&req.country, &wire.name, wire.rate_basis_points, now, now)
-            .map_err(Error::InvalidArgument)?;
+        let draft = tax::Draft {
+            country: req.country,
+            name: wire.name,
+            rate_basis_points: wire.rate_basis_points,
+            reduced_rate_basis_points: wire.reduced_rate.map(|r| r.rate_basis_points),
+        };
+        let rate = tax::validate(draft, now, now).map_err(Error::InvalidArgument)?;
         let stored = self.store.set_tax_rate(&rate).await?;
         tracing::info!(country = %stored.country, rate = stored.rate_basis_points, "tax rate set");
         Ok(Response::new(SetTaxRateResponse { tax_rate: Some(rate_to_wire(stored)) }))

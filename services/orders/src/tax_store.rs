@@ -6,13 +6,14 @@ use crate::error::Error;
 use crate::store::Store;
 use crate::tax::TaxRate;
 
-const COLUMNS: &str = "country, name, rate_basis_points, create_time, update_time";
+const COLUMNS: &str = "country, name, rate_basis_points, reduced_rate_basis_points, create_time, update_time";
 
 #[derive(sqlx::FromRow)]
 struct Row {
     country: String,
     name: String,
     rate_basis_points: i64,
+    reduced_rate_basis_points: Option<i64>,
     create_time: i64,
     update_time: i64,
 }
@@ -22,8 +23,9 @@ impl From<Row> for TaxRate {
         Self {
             country: row.country,
             name: row.name,
-            // The table's CHECK keeps it within 0..=10000.
+            // The table's CHECKs keep both within 0..=10000.
             rate_basis_points: u32::try_from(row.rate_basis_points).unwrap_or_default(),
+            reduced_rate_basis_points: row.reduced_rate_basis_points.map(|r| u32::try_from(r).unwrap_or_default()),
             create_time: row.create_time,
             update_time: row.update_time,
         }
@@ -31,19 +33,21 @@ impl From<Row> for TaxRate {
 }
 
 impl Store {
-    /// Sets the rate of its country: inserts it, or replaces the name and rate of the one there, keeping when it
+    /// Sets the rate of its country: inserts it, or replaces the name and rates of the one there, keeping when it
     /// was first set. Returns the rate as stored.
     pub async fn set_tax_rate(&self, rate: &TaxRate) -> Result<TaxRate, Error> {
         let sql = format!(
-            "INSERT INTO tax_rates ({COLUMNS}) VALUES ($1, $2, $3, $4, $5) ON CONFLICT (country) DO UPDATE SET \
+            "INSERT INTO tax_rates ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (country) DO UPDATE SET \
              name = excluded.name, rate_basis_points = excluded.rate_basis_points, \
-             update_time = excluded.update_time RETURNING {COLUMNS}"
+             reduced_rate_basis_points = excluded.reduced_rate_basis_points, update_time = excluded.update_time \
+             RETURNING {COLUMNS}"
         );
         let row = with_db!(self.db(), pool => {
             sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql))
                 .bind(&rate.country)
                 .bind(&rate.name)
                 .bind(i64::from(rate.rate_basis_points))
+                .bind(rate.reduced_rate_basis_points.map(i64::from))
                 .bind(rate.create_time)
                 .bind(rate.update_time)
                 .fetch_one(pool)

@@ -369,7 +369,8 @@ async fn a_preview_offers_the_rates_of_the_destination(db: Db) {
 }
 
 async fn the_demo_ships_with_two_rates_once(db: Db) {
-    assert_eq!(orders::seed_demo_into(&db).await.expect("seed"), 2);
+    // Two shipping rates and four countries' tax rates.
+    assert_eq!(orders::seed_demo_into(&db).await.expect("seed"), 6);
     assert_eq!(orders::seed_demo_into(&db).await.expect("seed again"), 0, "a shop with rates keeps its own");
     let server = Server::start(db, Fake::new(), Wiring::Direct).await;
     let ada = server.client("ada", false).await;

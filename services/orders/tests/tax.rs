@@ -11,7 +11,7 @@ use api::mercato::orders::v1::tax_rate_service_client::TaxRateServiceClient;
 use api::mercato::orders::v1::{
     Address, CreateDiscountCodeRequest, CreateOrderRequest, CreateShippingRateRequest, DeleteTaxRateRequest,
     DiscountCode, GetTaxRateRequest, ListTaxRatesRequest, Order, OrderConfirmed, OrderTax, PreviewOrderRequest,
-    SetTaxRateRequest, ShippingRate, TaxRate,
+    ReducedTaxRate, SetTaxRateRequest, ShippingRate, TaxRate,
 };
 use platform::db::Db;
 use tonic::transport::Channel;
@@ -47,7 +47,19 @@ impl Rates {
     }
 
     async fn set(&self, country: &str, name: &str, rate_basis_points: u32) -> Result<TaxRate, Status> {
-        let rate = TaxRate { name: name.into(), rate_basis_points, ..TaxRate::default() };
+        self.set_with(country, name, rate_basis_points, None).await
+    }
+
+    /// Sets a country's rates: the standard one and, if it has one, the reduced one.
+    async fn set_with(
+        &self,
+        country: &str,
+        name: &str,
+        rate_basis_points: u32,
+        reduced: Option<u32>,
+    ) -> Result<TaxRate, Status> {
+        let reduced_rate = reduced.map(|rate_basis_points| ReducedTaxRate { rate_basis_points });
+        let rate = TaxRate { name: name.into(), rate_basis_points, reduced_rate, ..TaxRate::default() };
         let request = self.request(SetTaxRateRequest { country: country.into(), tax_rate: Some(rate) });
         Ok(self.inner.clone().set_tax_rate(request).await?.into_inner().tax_rate.expect("rate"))
     }
@@ -130,10 +142,20 @@ async fn staff_set_rates_and_anyone_reads_them(db: Db) {
     assert!(micros(&changed.update_time) > micros(&set.update_time), "{changed:?}");
     assert_eq!(anyone.get("DE").await.expect("get"), changed);
 
+    // A reduced rate for products in the reduced class, set and taken away with the rest.
+    let reduced = staff.set_with("AT", "USt.", 2000, Some(1000)).await.expect("reduced");
+    assert_eq!(reduced.reduced_rate, Some(ReducedTaxRate { rate_basis_points: 1000 }));
+    assert_eq!(anyone.get("AT").await.expect("get").reduced_rate, reduced.reduced_rate);
+    assert_eq!(staff.set("AT", "USt.", 2000).await.expect("none").reduced_rate, None);
+    assert_eq!(anyone.get("AT").await.expect("get").reduced_rate, None);
+
     // Each wrong field is named, and nothing changes.
-    let wrong = staff.set("Germany", "", 10_001).await.expect_err("wrong");
+    let wrong = staff.set_with("Germany", "", 10_001, Some(10_001)).await.expect_err("wrong");
     let fields: Vec<String> = violations(&wrong).into_iter().map(|(f, _)| f).collect();
-    assert_eq!(fields, ["country", "tax_rate.name", "tax_rate.rate_basis_points"]);
+    assert_eq!(
+        fields,
+        ["country", "tax_rate.name", "tax_rate.rate_basis_points", "tax_rate.reduced_rate.rate_basis_points"]
+    );
     let too_high = staff.set("DE", "VAT", 10_001).await.expect_err("over 100%");
     assert_eq!(
         violations(&too_high),
@@ -231,4 +253,47 @@ async fn orders_show_the_tax_their_total_includes(db: Db) {
     server.stop().await;
 }
 
-on_both_engines!(staff_set_rates_and_anyone_reads_them, orders_show_the_tax_their_total_includes);
+async fn reduced_products_are_taxed_at_the_reduced_rate(db: Db) {
+    let fake = Fake::new();
+    fake.reduce_tax(TEA);
+    let server = Server::start(db, fake.clone(), Wiring::Grpc).await;
+    let ada = server.client("ada", false).await;
+    let staff = Rates::new(&server, &[WRITE]).await;
+    staff.set_with("DE", "MwSt.", 1900, Some(700)).await.expect("set");
+    staff.set("GB", "VAT", 2000).await.expect("set");
+
+    // Tea (reduced) 2 × 5.00 and coffee (standard) 14.50: each part at its rate.
+    let mixed = ada.create(to("DE", &[(TEA, 2), (COFFEE, 1)], "k1")).await.expect("create");
+    // 1450 × 19 / 119 = 231.51; 1000 × 7 / 107 = 65.42
+    assert_eq!(of(&mixed), (vec![tax("MwSt.", 1900, 1450, 232), tax("MwSt.", 700, 1000, 65)], 297));
+
+    // Shipping is shared out as the items are: 29.40 charged, 14.50 : 10.00 of the items.
+    let rates = ShippingRateServiceClient::new(connect(&server.url).await);
+    let standard = ShippingRate {
+        id: "standard".into(),
+        name: "Standard".into(),
+        price: Some(Money { currency: "EUR".into(), amount_minor: 490 }),
+        ..ShippingRate::default()
+    };
+    let request = as_staff(&server, "shipping:write", CreateShippingRateRequest { shipping_rate: Some(standard) });
+    rates.clone().create_shipping_rate(request).await.expect("rate");
+    let shipped = ada.create(to("DE", &[(TEA, 2), (COFFEE, 1)], "k2")).await.expect("create");
+    // 2940 × 1000 / 2450 = 1200 at 7% (78.50 → 79); the rest, 1740, at 19% (277.82)
+    assert_eq!(of(&shipped), (vec![tax("MwSt.", 1900, 1740, 278), tax("MwSt.", 700, 1200, 79)], 357));
+    // Only reduced products: one part, at the reduced rate.
+    let tea = ada.create(to("DE", &[(TEA, 1)], "k3")).await.expect("create");
+    assert_eq!(of(&tea), (vec![tax("MwSt.", 700, 990, 65)], 65));
+    // A country without a reduced rate taxes them at its standard rate.
+    let to_gb = ada.create(to("GB", &[(TEA, 1)], "k4")).await.expect("create");
+    assert_eq!(of(&to_gb), (vec![tax("VAT", 2000, 990, 165)], 165));
+    assert_eq!(ada.get(&shipped.id).await.expect("get"), shipped, "answered as stored");
+    let confirmed: OrderConfirmed = outbox_event(&server.db, &shipped.id, "order.confirmed").await;
+    assert_eq!(confirmed.taxes, shipped.taxes);
+    server.stop().await;
+}
+
+on_both_engines!(
+    staff_set_rates_and_anyone_reads_them,
+    orders_show_the_tax_their_total_includes,
+    reduced_products_are_taxed_at_the_reduced_rate,
+);

@@ -24,7 +24,7 @@ use api::catalog::{
     AdjustInventoryRequest, AdjustInventoryResponse, CommitStockRequest, CommitStockResponse, CreateProductRequest,
     CreateProductResponse, GetInventoryRequest, GetInventoryResponse, GetProductRequest, GetProductResponse,
     ListProductsRequest, ListProductsResponse, Product, ReleaseStockRequest, ReleaseStockResponse, ReserveStockRequest,
-    ReserveStockResponse, UpdateProductRequest, UpdateProductResponse,
+    ReserveStockResponse, TaxClass, UpdateProductRequest, UpdateProductResponse,
 };
 use api::common::Money;
 use api::mercato::cart::v1::cart_service_server::{CartService, CartServiceServer};
@@ -159,10 +159,18 @@ impl Fake {
             name: name.into(),
             price: Price { currency: currency.into(), amount_minor: cents },
             active: true,
+            reduced_tax: false,
         };
         let mut s = self.state();
         s.products.insert(id.into(), offer);
         s.stock.insert(id.into(), (stock, 0));
+    }
+
+    /// Puts product `id` in the reduced tax class.
+    pub fn reduce_tax(&self, id: &str) {
+        if let Some(offer) = self.state().products.get_mut(id) {
+            offer.reduced_tax = true;
+        }
     }
 
     pub fn calls(&self, op: Op) -> u32 {
@@ -416,6 +424,7 @@ impl CatalogService for Remote {
                 name: offer.name,
                 price: Some(Money { currency: offer.price.currency, amount_minor: offer.price.amount_minor }),
                 active: offer.active,
+                tax_class: if offer.reduced_tax { TaxClass::Reduced } else { TaxClass::Standard } as i32,
                 ..Product::default()
             }),
         }))
