@@ -262,6 +262,8 @@ pub enum Fact {
         discount_minor: i64,
         /// What shipping cost (0 when free or not charged; the total includes it).
         shipping_minor: i64,
+        /// The tax the total includes (0 when its country had no rate).
+        tax_minor: i64,
         /// The discount code it used, upper case; empty without one.
         discount_code: String,
         /// Its lines.
@@ -316,6 +318,8 @@ pub struct SalesFigures {
     pub discount_minor: i64,
     /// What confirmed orders paid for shipping.
     pub shipping_minor: i64,
+    /// The tax confirmed orders' totals include.
+    pub tax_minor: i64,
 }
 
 impl SalesFigures {
@@ -331,6 +335,7 @@ impl SalesFigures {
         self.discounted_orders = self.discounted_orders.saturating_add(other.discounted_orders);
         self.discount_minor = self.discount_minor.saturating_add(other.discount_minor);
         self.shipping_minor = self.shipping_minor.saturating_add(other.shipping_minor);
+        self.tax_minor = self.tax_minor.saturating_add(other.tax_minor);
     }
 
     /// Everything given back: refunds and cancellations.
@@ -481,27 +486,30 @@ pub fn effect(fact: &Fact, day: Day) -> Effect {
     };
     let sales = |amount: &Amount, figures: SalesFigures| Some((amount.currency.clone(), figures));
     match fact {
-        Fact::OrderConfirmed { total, discount_minor, shipping_minor, discount_code, lines, from_cart } => Effect {
-            day,
-            sales: sales(
-                total,
-                SalesFigures {
-                    orders: 1,
-                    gross_minor: total.minor,
-                    discounted_orders: i64::from(*discount_minor > 0),
-                    discount_minor: *discount_minor,
-                    shipping_minor: *shipping_minor,
-                    ..SalesFigures::default()
-                },
-            ),
-            products: lines.iter().map(|l| product(l, true)).collect(),
-            labels: labels(lines),
-            funnel: from_cart.then_some(Funnel { carts_started: 0, orders_from_carts: 1 }),
-            code: (!discount_code.is_empty()).then(|| {
-                let figures = CodeFigures { orders: 1, discount_minor: *discount_minor, gross_minor: total.minor };
-                (discount_code.clone(), total.currency.clone(), figures)
-            }),
-        },
+        Fact::OrderConfirmed { total, discount_minor, shipping_minor, tax_minor, discount_code, lines, from_cart } => {
+            Effect {
+                day,
+                sales: sales(
+                    total,
+                    SalesFigures {
+                        orders: 1,
+                        gross_minor: total.minor,
+                        discounted_orders: i64::from(*discount_minor > 0),
+                        discount_minor: *discount_minor,
+                        shipping_minor: *shipping_minor,
+                        tax_minor: *tax_minor,
+                        ..SalesFigures::default()
+                    },
+                ),
+                products: lines.iter().map(|l| product(l, true)).collect(),
+                labels: labels(lines),
+                funnel: from_cart.then_some(Funnel { carts_started: 0, orders_from_carts: 1 }),
+                code: (!discount_code.is_empty()).then(|| {
+                    let figures = CodeFigures { orders: 1, discount_minor: *discount_minor, gross_minor: total.minor };
+                    (discount_code.clone(), total.currency.clone(), figures)
+                }),
+            }
+        }
         Fact::OrderCancelled { refunded, lines } => Effect {
             day,
             sales: sales(
@@ -883,6 +891,7 @@ mod tests {
             total: eur(3_500),
             discount_minor: 0,
             shipping_minor: 0,
+            tax_minor: 0,
             discount_code: String::new(),
             lines: vec![line("a", 2, 3_000), line("b", 1, 500)],
             from_cart: true,
@@ -903,6 +912,7 @@ mod tests {
             total: eur(1),
             discount_minor: 0,
             shipping_minor: 0,
+            tax_minor: 0,
             discount_code: String::new(),
             lines: vec![],
             from_cart: false,
@@ -916,6 +926,7 @@ mod tests {
             total: eur(3_640),
             discount_minor: 350,
             shipping_minor: 490,
+            tax_minor: 581,
             discount_code: "SAVE-10".into(),
             lines: vec![line("a", 1, 3_500)],
             from_cart: false,
@@ -925,6 +936,7 @@ mod tests {
             (sales.orders, sales.gross_minor, sales.discounted_orders, sales.discount_minor, sales.shipping_minor),
             (1, 3_640, 1, 350, 490)
         );
+        assert_eq!(sales.tax_minor, 581, "the tax its total includes");
         let mut day = sales.clone();
         let code = effect(&fact, 7).code.expect("a code");
         assert_eq!(
@@ -935,13 +947,14 @@ mod tests {
             total: eur(3_500),
             discount_minor: 0,
             shipping_minor: 0,
+            tax_minor: 0,
             discount_code: String::new(),
             lines: vec![],
             from_cart: false,
         };
         assert_eq!(effect(&plain, 7).code, None, "an order without a code counts for none");
         day.add(&effect(&plain, 7).sales.expect("sales").1);
-        assert_eq!((day.orders, day.discounted_orders, day.discount_minor), (2, 1, 350));
+        assert_eq!((day.orders, day.discounted_orders, day.discount_minor, day.tax_minor), (2, 1, 350, 581));
     }
 
     #[test]

@@ -127,10 +127,14 @@ pub fn fact(event: &RecordedEvent) -> Result<Fact, Error> {
             let discount_minor = confirmed.discount.map_or(0, |d| d.amount_minor.max(0));
             // Likewise for events from before shipping rates.
             let shipping_minor = confirmed.shipping.map_or(0, |s| s.amount_minor.max(0));
+            // And for tax: none before tax rates, or to a country without one.
+            let tax_minor =
+                confirmed.taxes.iter().filter_map(|t| t.amount.as_ref()).map(|a| a.amount_minor.max(0)).sum();
             Ok(Fact::OrderConfirmed {
                 total: amount(confirmed.total, "total").map_err(bad)?,
                 discount_minor,
                 shipping_minor,
+                tax_minor,
                 discount_code: confirmed.discount_code,
                 lines: lines(confirmed.items).map_err(bad)?,
                 from_cart: confirmed.from_cart,

@@ -51,6 +51,7 @@ fn sales_to_wire(currency: &str, figures: &SalesFigures) -> CurrencySales {
         discounted_orders: figures.discounted_orders,
         discount: money(currency, figures.discount_minor),
         shipping: money(currency, figures.shipping_minor),
+        tax: money(currency, figures.tax_minor),
     }
 }
 
@@ -71,6 +72,7 @@ fn summary_to_wire(currency: &str, figures: &SalesFigures) -> CurrencySummary {
         discounted_orders: figures.discounted_orders,
         discount: money(currency, figures.discount_minor),
         shipping: money(currency, figures.shipping_minor),
+        tax: money(currency, figures.tax_minor),
     }
 }
 

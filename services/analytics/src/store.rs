@@ -39,7 +39,7 @@ macro_rules! apply_totals {
         for rows in totals.sales.iter().collect::<Vec<_>>().chunks(UPSERT_ROWS) {
             let mut upsert = sqlx::QueryBuilder::new(
                 "INSERT INTO daily_sales (day, currency, orders, gross_minor, cancelled_orders, cancelled_minor, \
-                 refunds, refunded_minor, captured_minor, discounted_orders, discount_minor, shipping_minor) ",
+                 refunds, refunded_minor, captured_minor, discounted_orders, discount_minor, shipping_minor, tax_minor) ",
             );
             upsert.push_values(rows, |mut row, ((day, currency), sales)| {
                 row.push_bind(*day)
@@ -53,7 +53,8 @@ macro_rules! apply_totals {
                     .push_bind(sales.captured_minor)
                     .push_bind(sales.discounted_orders)
                     .push_bind(sales.discount_minor)
-                    .push_bind(sales.shipping_minor);
+                    .push_bind(sales.shipping_minor)
+                    .push_bind(sales.tax_minor);
             });
             upsert.push(
                 " ON CONFLICT (day, currency) DO UPDATE SET \
@@ -66,7 +67,8 @@ macro_rules! apply_totals {
                  captured_minor = daily_sales.captured_minor + excluded.captured_minor, \
                  discounted_orders = daily_sales.discounted_orders + excluded.discounted_orders, \
                  discount_minor = daily_sales.discount_minor + excluded.discount_minor, \
-                 shipping_minor = daily_sales.shipping_minor + excluded.shipping_minor",
+                 shipping_minor = daily_sales.shipping_minor + excluded.shipping_minor, \
+                 tax_minor = daily_sales.tax_minor + excluded.tax_minor",
             );
             upsert.build().execute(&mut *$tx).await?;
         }
@@ -175,6 +177,7 @@ struct DailySalesRow {
     discounted_orders: i64,
     discount_minor: i64,
     shipping_minor: i64,
+    tax_minor: i64,
 }
 
 #[derive(sqlx::FromRow)]
@@ -308,7 +311,8 @@ impl Store {
         let rows = with_db!(&self.db, pool => {
             sqlx::query_as::<_, DailySalesRow>(
                 "SELECT day, currency, orders, gross_minor, cancelled_orders, cancelled_minor, refunds, \
-                 refunded_minor, captured_minor, discounted_orders, discount_minor, shipping_minor FROM daily_sales \
+                 refunded_minor, captured_minor, discounted_orders, discount_minor, shipping_minor, tax_minor \
+                 FROM daily_sales \
                  WHERE day >= $1 AND day < $2 AND ($3 = '' OR currency = $3) ORDER BY day, currency",
             )
             .bind(period.from)
@@ -331,6 +335,7 @@ impl Store {
                     discounted_orders: r.discounted_orders,
                     discount_minor: r.discount_minor,
                     shipping_minor: r.shipping_minor,
+                    tax_minor: r.tax_minor,
                 };
                 (r.day, r.currency, figures)
             })

@@ -111,6 +111,7 @@ mod tests {
             total: eur(total),
             discount_minor: 0,
             shipping_minor: 0,
+            tax_minor: 0,
             discount_code: String::new(),
             lines,
             from_cart: true,

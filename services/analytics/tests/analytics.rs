@@ -14,7 +14,7 @@ use api::mercato::analytics::v1::{
     ProductRanking, RebuildAggregatesRequest, SalesInterval,
 };
 use api::mercato::cart::v1::CartItemAdded;
-use api::mercato::orders::v1::{OrderCancelled, OrderConfirmed, OrderItem};
+use api::mercato::orders::v1::{OrderCancelled, OrderConfirmed, OrderItem, OrderTax};
 use api::mercato::payments::v1::PaymentCaptured;
 use api::mercato::refunds::v1::RefundCompleted;
 use platform::db::Db;
@@ -478,6 +478,7 @@ async fn reports_show_what_the_shop_sold(db: Db) {
         discounted_orders: 0,
         discount: money("EUR", 0),
         shipping: money("EUR", 0),
+        tax: money("EUR", 0),
     };
     let usd = CurrencySummary {
         currency: "USD".into(),
@@ -495,6 +496,7 @@ async fn reports_show_what_the_shop_sold(db: Db) {
         discounted_orders: 0,
         discount: money("USD", 0),
         shipping: money("USD", 0),
+        tax: money("USD", 0),
     };
     assert_eq!(
         summary,
@@ -671,12 +673,29 @@ async fn a_rebuild_reproduces_the_reports(db: Db) {
     server.stop().await;
 }
 
-async fn discounts_and_shipping_are_reported_beside_what_orders_cost(db: Db) {
+async fn discounts_shipping_and_tax_are_reported_beside_what_orders_cost(db: Db) {
     let server = Server::start(db).await;
     // The day's row exists before the discounted order adds to it.
     server.publish(confirmed("d2", "2025-03-04", 13, vec![item(MUG, "Mug", 1, "EUR", 1200)], false)).await;
     server.publish(discounted("d1", "2025-03-04", vec![item(MUG, "Mug", 2, "EUR", 1200)], 240)).await;
     server.publish(shipped("d3", "2025-03-04", vec![item(MUG, "Mug", 1, "EUR", 1200)], "", 0, 490)).await;
+    // An order whose total includes tax at two rates.
+    let part = |rate_basis_points, taxable, tax| OrderTax {
+        name: "MwSt.".into(),
+        rate_basis_points,
+        taxable: money("EUR", taxable),
+        amount: money("EUR", tax),
+    };
+    let taxed = OrderConfirmed {
+        order_id: "d4".into(),
+        customer_id: "c".into(),
+        payment_id: "pay-d4".into(),
+        items: vec![item(MUG, "Mug", 2, "EUR", 1200)],
+        total: money("EUR", 2400),
+        taxes: vec![part(1900, 1400, 224), part(700, 1000, 65)],
+        ..OrderConfirmed::default()
+    };
+    server.publish(envelope("ev-confirmed-d4", "order.confirmed", "2025-03-04", 14, taxed.encode_to_vec())).await;
     let owner = server.owner();
     let daily = GetSalesReportRequest {
         from: "2025-03-04".into(),
@@ -688,14 +707,16 @@ async fn discounts_and_shipping_are_reported_beside_what_orders_cost(db: Db) {
     let day = &report.buckets[0].sales[0];
     assert_eq!(
         (day.orders, amount(&day.gross, "EUR"), day.discounted_orders, amount(&day.discount, "EUR")),
-        (3, 2160 + 1200 + 1690, 1, 240),
+        (4, 2160 + 1200 + 1690 + 2400, 1, 240),
         "gross is what the orders cost; the discount is beside it"
     );
     assert_eq!(amount(&day.shipping, "EUR"), 490, "what orders paid for shipping (in gross)");
+    assert_eq!(amount(&day.tax, "EUR"), 224 + 65, "the tax their totals include (in gross)");
     let summary = server.summary(&owner, "2025-03-01", "2025-04-01").await.expect("summary");
     let eur = &summary.currencies[0];
     assert_eq!((eur.discounted_orders, amount(&eur.discount, "EUR"), amount(&eur.shipping, "EUR")), (1, 240, 490));
-    assert_eq!(server.rebuild(&server.operator()).await.expect("rebuild"), 3);
+    assert_eq!(amount(&eur.tax, "EUR"), 289);
+    assert_eq!(server.rebuild(&server.operator()).await.expect("rebuild"), 4);
     assert_eq!(server.sales(&owner, daily).await.expect("sales"), report, "a rebuild finds the same");
     server.stop().await;
 }
@@ -913,7 +934,7 @@ macro_rules! on_both_engines {
 }
 
 on_both_engines!(
-    discounts_and_shipping_are_reported_beside_what_orders_cost,
+    discounts_shipping_and_tax_are_reported_beside_what_orders_cost,
     each_discount_code_is_reported_with_what_it_brought_in,
     reports_show_what_the_shop_sold,
     a_redelivered_event_counts_once,

@@ -114,6 +114,19 @@ fn as_staff<T>(server: &Server, scope: &str, message: T) -> tonic::Request<T> {
     request
 }
 
+/// Creates a shipping rate of `amount_minor` euro cents to every country, as staff holding `shipping:write`.
+async fn ship_everywhere_for(server: &Server, amount_minor: i64) {
+    let standard = ShippingRate {
+        id: "standard".into(),
+        name: "Standard".into(),
+        price: Some(Money { currency: "EUR".into(), amount_minor }),
+        ..ShippingRate::default()
+    };
+    let request = as_staff(server, "shipping:write", CreateShippingRateRequest { shipping_rate: Some(standard) });
+    let mut rates = ShippingRateServiceClient::new(connect(&server.url).await);
+    rates.create_shipping_rate(request).await.expect("rate");
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Scenarios.
 
@@ -206,15 +219,7 @@ async fn orders_show_the_tax_their_total_includes(db: Db) {
     assert_eq!(confirmed.taxes, []);
 
     // Shipping is taxed with the items, after a discount code.
-    let rates = ShippingRateServiceClient::new(connect(&server.url).await);
-    let standard = ShippingRate {
-        id: "standard".into(),
-        name: "Standard".into(),
-        price: Some(Money { currency: "EUR".into(), amount_minor: 490 }),
-        ..ShippingRate::default()
-    };
-    let request = as_staff(&server, "shipping:write", CreateShippingRateRequest { shipping_rate: Some(standard) });
-    rates.clone().create_shipping_rate(request).await.expect("rate");
+    ship_everywhere_for(&server, 490).await;
     let half = DiscountCode { code: "HALF".into(), percent_off: 50, ..DiscountCode::default() };
     let request = as_staff(&server, "discounts:write", CreateDiscountCodeRequest { discount_code: Some(half) });
     DiscountCodeServiceClient::new(connect(&server.url).await).create_discount_code(request).await.expect("code");
@@ -268,15 +273,7 @@ async fn reduced_products_are_taxed_at_the_reduced_rate(db: Db) {
     assert_eq!(of(&mixed), (vec![tax("MwSt.", 1900, 1450, 232), tax("MwSt.", 700, 1000, 65)], 297));
 
     // Shipping is shared out as the items are: 29.40 charged, 14.50 : 10.00 of the items.
-    let rates = ShippingRateServiceClient::new(connect(&server.url).await);
-    let standard = ShippingRate {
-        id: "standard".into(),
-        name: "Standard".into(),
-        price: Some(Money { currency: "EUR".into(), amount_minor: 490 }),
-        ..ShippingRate::default()
-    };
-    let request = as_staff(&server, "shipping:write", CreateShippingRateRequest { shipping_rate: Some(standard) });
-    rates.clone().create_shipping_rate(request).await.expect("rate");
+    ship_everywhere_for(&server, 490).await;
     let shipped = ada.create(to("DE", &[(TEA, 2), (COFFEE, 1)], "k2")).await.expect("create");
     // 2940 × 1000 / 2450 = 1200 at 7% (78.50 → 79); the rest, 1740, at 19% (277.82)
     assert_eq!(of(&shipped), (vec![tax("MwSt.", 1900, 1740, 278), tax("MwSt.", 700, 1200, 79)], 357));
