@@ -369,8 +369,17 @@ impl OrdersApi {
     ///
     /// A refusal counts against the customer's budget ([`discount::MAX_REFUSED_PER_HOUR`]); once it is spent,
     /// every code is refused (RESOURCE_EXHAUSTED) until the hour is over, a good one too, so that whether a
-    /// code exists cannot be learnt by guessing.
-    async fn discount(&self, code: &str, subtotal: &Price, customer_id: &str, now: i64) -> Result<Applied, Error> {
+    /// code exists cannot be learnt by guessing. A refusal of a checkout whose idempotency key `replaying` placed
+    /// an order already does not count: it is a retry of that order (whose own use may have used the code up),
+    /// which the checkout then answers.
+    async fn discount(
+        &self,
+        code: &str,
+        subtotal: &Price,
+        customer_id: &str,
+        now: i64,
+        replaying: Option<&str>,
+    ) -> Result<Applied, Error> {
         let window = discount::refusal_window(now);
         if self.store.refused_codes(customer_id, window).await? >= discount::MAX_REFUSED_PER_HOUR {
             // Whole minutes, rounded up: "in 0 minutes" would invite an immediate retry.
@@ -381,7 +390,14 @@ impl OrdersApi {
         }
         let checked = self.check_code(code, subtotal, customer_id, now).await;
         if let Err(Error::InvalidArgument(_)) = &checked {
-            self.store.count_refused_code(customer_id, window).await?;
+            // Looked up only on a refusal: a checkout with a good code costs no statement more.
+            let replay = match replaying {
+                Some(key) => self.store.id_by_key(customer_id, key).await?.is_some(),
+                None => false,
+            };
+            if !replay {
+                self.store.count_refused_code(customer_id, window).await?;
+            }
         }
         checked
     }
@@ -490,7 +506,7 @@ impl OrderService for OrdersApi {
             let (lines, from_cart) = self.lines(asked, &authorization).await?;
             let (priced, rates, tax_rate) = self.price_with_rates(&lines, from_cart, Some(&address.country)).await?;
             let applied = match &discount_code {
-                Some(code) => self.discount(code, &priced.total, &claims.sub, now).await?,
+                Some(code) => self.discount(code, &priced.total, &claims.sub, now, Some(&key)).await?,
                 None => Applied::default(),
             };
             let items = Price { amount_minor: priced.total.amount_minor - applied.items_off, ..priced.total.clone() };
@@ -597,7 +613,7 @@ impl OrderService for OrdersApi {
         let country = address.as_ref().map(|a| a.country.as_str());
         let (priced, rates, tax_rate) = self.price_with_rates(&lines, from_cart, country).await?;
         let applied = match &discount_code {
-            Some(code) => self.discount(code, &priced.total, &claims.sub, now_micros()).await?,
+            Some(code) => self.discount(code, &priced.total, &claims.sub, now_micros(), None).await?,
             None => Applied::default(),
         };
         let currency = priced.total.currency.clone();

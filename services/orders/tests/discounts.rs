@@ -10,6 +10,7 @@ use api::mercato::orders::v1::{
     CreateDiscountCodeRequest, DiscountCode, GetDiscountCodeRequest, ListDiscountCodesRequest, ListOrdersRequest,
     Order, OrderStatus, UpdateDiscountCodeRequest,
 };
+use orders::discount;
 use orders::domain::LineInput;
 use platform::db::Db;
 use platform::with_db;
@@ -374,7 +375,42 @@ async fn guessing_codes_is_cut_short(db: Db) {
     server.stop().await;
 }
 
+async fn a_retried_checkout_whose_order_used_the_code_up_counts_no_refusal(db: Db) {
+    let fake = Fake::new();
+    let server = Server::start(db.clone(), fake.clone(), Wiring::Direct).await;
+    let staff = Staff::new(&server, &[WRITE]).await;
+    staff.create(DiscountCode { max_redemptions: 1, ..percent("ONCE", 50) }).await.expect("create");
+    staff.create(percent("REAL", 10)).await.expect("create");
+    let ada = server.client("ada", false).await;
+    let order = ada.create(with_code(&[(COFFEE, 1)], "once-1", "ONCE")).await.expect("the code's one use");
+    // Her client retries (a lost answer) more often than the budget allows refusals: each retry answers the order.
+    for _ in 0..=discount::MAX_REFUSED_PER_HOUR {
+        let again = ada.create(with_code(&[(COFFEE, 1)], "once-1", "ONCE")).await.expect("the same order");
+        assert_eq!(again.id, order.id);
+    }
+    let counted: Option<i64> = with_db!(&db, pool => {
+        sqlx::query_scalar("SELECT CAST(refused AS BIGINT) FROM discount_code_refusals WHERE customer_id = 'ada'")
+            .fetch_optional(pool)
+            .await
+            .expect("count")
+    });
+    assert_eq!(counted.unwrap_or(0), 0, "no refusal counted");
+    ada.preview(&[(COFFEE, 1)], "REAL").await.expect("her codes still work");
+    // A new checkout with the used-up code is a refusal as ever, and counts.
+    let refused = ada.create(with_code(&[(COFFEE, 1)], "once-2", "ONCE")).await.expect_err("used up");
+    assert_eq!(refused.code(), Code::InvalidArgument);
+    let counted: i64 = with_db!(&db, pool => {
+        sqlx::query_scalar("SELECT CAST(refused AS BIGINT) FROM discount_code_refusals WHERE customer_id = 'ada'")
+            .fetch_one(pool)
+            .await
+            .expect("count")
+    });
+    assert_eq!(counted, 1);
+    server.stop().await;
+}
+
 on_both_engines!(
+    a_retried_checkout_whose_order_used_the_code_up_counts_no_refusal,
     guessing_codes_is_cut_short,
     staff_manage_codes,
     a_code_takes_its_discount_off_what_is_charged,
