@@ -572,6 +572,18 @@ async fn an_order_shows_the_tax_its_total_includes(storage: Storage) {
     assert_eq!((&untaxed["taxes"], &untaxed["tax"]["amountMinor"]), (&json!([]), &json!("0")), "{untaxed}");
     let id = order["id"].as_str().expect("order id");
     assert_eq!(p.send("GET", &format!("/v1/orders/{id}"), Some(&ada), None).await.json["tax"], order["tax"]);
+
+    // The books: of 58.00 sold, the 6.52 tax is owed to the tax authorities, not sales.
+    let balance = |accounts: &Value, code: &str| {
+        let found = accounts["accounts"].as_array().and_then(|a| a.iter().find(|a| a["code"] == code));
+        found.map_or(Value::Null, |a| a["balance"]["amountMinor"].clone())
+    };
+    let accounts = p
+        .get_until("/v1/ledger/accounts?currency=EUR", &admin, |a| {
+            balance(a, "liabilities:tax:eur") == "-652" && balance(a, "revenue:sales:eur") == "-5148"
+        })
+        .await;
+    assert_eq!(balance(&accounts, "assets:processor:eur"), "5800", "{accounts}");
     assert_books_sound(&p).await;
     p.stop().await;
 }

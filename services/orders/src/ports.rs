@@ -100,6 +100,8 @@ pub struct PaymentRequest {
     pub customer_id: String,
     /// Amount.
     pub amount: Price,
+    /// The tax the amount includes (0: none), for the payment's books.
+    pub tax_minor: i64,
     /// Payment method token.
     pub payment_method: String,
     /// Idempotency key (`order:<id>`).
@@ -358,6 +360,9 @@ impl SagaPorts for GrpcPorts {
             payment_method: request.payment_method.clone(),
             idempotency_key: request.idempotency_key.clone(),
             customer_id: request.customer_id.clone(),
+            // Only when there is some: the payment's fingerprint then is what it was before orders sent tax.
+            tax: (request.tax_minor > 0)
+                .then(|| money(&Price { currency: request.amount.currency.clone(), amount_minor: request.tax_minor })),
         };
         let mut call = self.authed("CreatePayment", message).await?;
         let key = request.idempotency_key.parse().map_err(|_| PortError::Permanent("unusable key".into()))?;

@@ -36,6 +36,7 @@ use crate::error::Error;
 use crate::events;
 use crate::ports::{Commit, PaymentRequest, PortError, RefundRequest, Reservation, SagaPorts, ShipmentCancel};
 use crate::store::{Change, Order, Store};
+use crate::tax;
 
 /// Timing of the saga.
 #[derive(Debug, Clone)]
@@ -399,6 +400,7 @@ impl Saga {
             order_id: order.id.clone(),
             customer_id: order.customer_id.clone(),
             amount: order.total.clone(),
+            tax_minor: order.tax.as_ref().map_or(0, tax::OrderTax::amount_minor),
             payment_method: order.payment_method.clone(),
             idempotency_key: domain::payment_key(&order.id),
         };

@@ -210,7 +210,8 @@ async fn orders_show_the_tax_their_total_includes(db: Db) {
     assert_eq!(minor(&order.total), 2900, "prices include tax");
     // 2900 × 20 / 120 = 483.33
     assert_eq!(of(&order), (vec![tax("VAT", 2000, 2900, 483)], 483));
-    assert_eq!(fake.payments_of(&order.id)[0].amount, 2900, "the payment is the total");
+    let payment = &fake.payments_of(&order.id)[0];
+    assert_eq!((payment.amount, payment.tax), (2900, 483), "the payment is the total, and says its tax");
     assert_eq!(ada.get(&order.id).await.expect("get"), order, "answered as stored");
     // The confirmation carries it to the mail.
     let confirmed: OrderConfirmed = outbox_event(&server.db, &order.id, "order.confirmed").await;

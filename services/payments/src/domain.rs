@@ -90,6 +90,8 @@ pub struct NewPayment {
     pub amount_minor: i64,
     /// Payment method token.
     pub payment_method: String,
+    /// The tax the amount includes, in its currency (0: none).
+    pub tax_minor: i64,
 }
 
 impl NewPayment {
@@ -97,10 +99,13 @@ impl NewPayment {
     /// so that two requests share a fingerprint exactly when they ask for the same charge.
     pub fn fingerprint(&self) -> String {
         let amount = self.amount_minor.to_string();
+        // The tax only when there is some: requests from before it keep their fingerprints.
+        let tax = self.tax_minor.to_string();
+        let taxed = (self.tax_minor != 0).then_some(tax.as_str());
         let fields =
             ["create_payment/v1", &self.customer_id, &self.order_id, &self.currency, &amount, &self.payment_method];
         let mut hasher = Sha256::new();
-        for field in fields {
+        for field in fields.into_iter().chain(taxed) {
             hasher.update((field.len() as u64).to_be_bytes());
             hasher.update(field.as_bytes());
         }
@@ -158,6 +163,8 @@ pub struct PaymentInput<'a> {
     pub amount: Option<(&'a str, i64)>,
     /// `payment_method`.
     pub payment_method: &'a str,
+    /// `tax` as (currency, minor units), if set.
+    pub tax: Option<(&'a str, i64)>,
     /// The idempotency key from metadata, if any.
     pub key_header: Option<&'a str>,
     /// `idempotency_key`.
@@ -174,6 +181,18 @@ pub fn validate_payment(
     check_id(&mut v, "order_id", input.order_id);
     check_money(&mut v, "amount", input.amount);
     check_id(&mut v, "payment_method", input.payment_method);
+    if let Some((tax_currency, tax_minor)) = input.tax {
+        if tax_minor < 0 {
+            v.add("tax.amount_minor", "must not be negative");
+        }
+        if let Some((currency, amount_minor)) = input.amount {
+            if tax_currency != currency {
+                v.add("tax.currency", "must be the amount's currency");
+            } else if tax_minor > amount_minor {
+                v.add("tax.amount_minor", "must be at most the amount");
+            }
+        }
+    }
     let key = idempotency_key(input.key_header, input.key_field).map_err(|e| v.add(e.field, e.description)).ok();
     let violations = v.into_vec();
     match (key, input.amount) {
@@ -184,6 +203,7 @@ pub fn validate_payment(
                 currency: currency.to_owned(),
                 amount_minor,
                 payment_method: input.payment_method.to_owned(),
+                tax_minor: input.tax.map_or(0, |(_, tax)| tax),
             },
             key,
         )),
@@ -254,6 +274,23 @@ pub fn refunds_account(currency: &str) -> String {
     format!("revenue:refunds:{}", currency.to_ascii_lowercase())
 }
 
+/// Ledger account of the tax that sales included, per currency (LIABILITY): owed to the tax authorities.
+pub fn tax_account(currency: &str) -> String {
+    format!("liabilities:tax:{}", currency.to_ascii_lowercase())
+}
+
+/// The tax a refund of `refund_minor` gives back of a payment of `amount_minor` that included `tax_minor`: its
+/// share, rounded half up (as a credit note rounds its own tax). A refund of the whole amount gives the whole tax.
+pub fn refund_tax(amount_minor: i64, tax_minor: i64, refund_minor: i64) -> i64 {
+    if amount_minor <= 0 || tax_minor <= 0 || refund_minor <= 0 {
+        return 0;
+    }
+    let share = (2 * i128::from(refund_minor) * i128::from(tax_minor) + i128::from(amount_minor))
+        / (2 * i128::from(amount_minor));
+    // At most the tax, which fits in an i64.
+    i64::try_from(share).unwrap_or(tax_minor).min(tax_minor)
+}
+
 /// Ledger transaction id of a payment's capture.
 pub fn capture_transaction_id(payment_id: &str) -> String {
     format!("payment:{payment_id}:capture")
@@ -273,6 +310,7 @@ mod tests {
             order_id: "o-1",
             amount: Some(("EUR", 1999)),
             payment_method: "tok_visa",
+            tax: None,
             key_header: None,
             key_field: "k-1",
         }
@@ -292,6 +330,7 @@ mod tests {
             order_id: "",
             amount: Some(("eur", 0)),
             payment_method: "",
+            tax: None,
             key_header: Some("  "),
             key_field: "",
         };
@@ -299,6 +338,32 @@ mod tests {
         assert_eq!(fields, ["order_id", "amount.amount_minor", "amount.currency", "payment_method", "idempotency_key"]);
         let no_amount = PaymentInput { amount: None, ..input() };
         assert_eq!(validate_payment(&no_amount, "c").expect_err("bad")[0].field, "amount");
+    }
+
+    #[test]
+    fn the_tax_is_within_the_amount_and_its_currency() {
+        let taxed = PaymentInput { tax: Some(("EUR", 319)), ..input() };
+        assert_eq!(validate_payment(&taxed, "c").expect("valid").0.tax_minor, 319);
+        assert_eq!(validate_payment(&input(), "c").expect("valid").0.tax_minor, 0, "none unless given");
+        let fields = |tax| -> Vec<String> {
+            let bad = PaymentInput { tax: Some(tax), ..input() };
+            validate_payment(&bad, "c").expect_err("bad").into_iter().map(|v| v.field).collect()
+        };
+        assert_eq!(fields(("USD", 10)), ["tax.currency"]);
+        assert_eq!(fields(("EUR", 2000)), ["tax.amount_minor"]);
+        assert_eq!(fields(("EUR", -1)), ["tax.amount_minor"]);
+    }
+
+    #[test]
+    fn a_refund_gives_back_its_share_of_the_tax() {
+        // 119.00 including 19.00: half back gives 9.50; all of it, 19.00.
+        assert_eq!(refund_tax(11_900, 1_900, 5_950), 950);
+        assert_eq!(refund_tax(11_900, 1_900, 11_900), 1_900);
+        // 10.00 of 53.60 including 6.09: 1.136 → 1.14; 0.01 → 0.001 → 0.00.
+        assert_eq!(refund_tax(5_360, 609, 1_000), 114);
+        assert_eq!(refund_tax(5_360, 609, 1), 0);
+        assert_eq!(refund_tax(5_360, 0, 1_000), 0, "no tax, none back");
+        assert_eq!(refund_tax(i64::MAX, i64::MAX, i64::MAX), i64::MAX, "no overflow");
     }
 
     #[test]
@@ -316,6 +381,19 @@ mod tests {
         assert_eq!(a.fingerprint().len(), 64);
         let other_amount = NewPayment { amount_minor: 2000, ..a.clone() };
         assert_ne!(a.fingerprint(), other_amount.fingerprint());
+        let taxed = NewPayment { tax_minor: 319, ..a.clone() };
+        assert_ne!(a.fingerprint(), taxed.fingerprint());
+        // Without tax, the fingerprint is what it was before payments carried tax (stored ones still match).
+        let before = {
+            let fields = ["create_payment/v1", "cust", "o-1", "EUR", "1999", "tok_visa"];
+            let mut hasher = Sha256::new();
+            for field in fields {
+                hasher.update((field.len() as u64).to_be_bytes());
+                hasher.update(field.as_bytes());
+            }
+            hex(&hasher.finalize())
+        };
+        assert_eq!(a.fingerprint(), before);
         // Length prefixes: moving a character between fields changes the fingerprint.
         let shifted = NewPayment { order_id: "o-1E".into(), currency: "UR".into(), ..a.clone() };
         assert_ne!(a.fingerprint(), shifted.fingerprint());

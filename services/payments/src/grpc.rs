@@ -116,6 +116,7 @@ fn list_filter(req: &ListPaymentsRequest) -> Result<(PaymentFilter, i64), Vec<Fi
 fn payment_to_wire(p: PaymentRow) -> Payment {
     Payment {
         amount: Some(Money { currency: p.currency.clone(), amount_minor: p.amount_minor }),
+        tax: Some(Money { currency: p.currency.clone(), amount_minor: p.tax_minor }),
         refunded_amount: Some(Money { currency: p.currency, amount_minor: p.refunded_minor }),
         status: status_to_wire(p.status),
         id: p.id,
@@ -149,6 +150,7 @@ impl PaymentService for PaymentsApi {
             order_id: &req.order_id,
             amount: req.amount.as_ref().map(|m| (m.currency.as_str(), m.amount_minor)),
             payment_method: &req.payment_method,
+            tax: req.tax.as_ref().map(|m| (m.currency.as_str(), m.amount_minor)),
             key_header: header.as_deref(),
             key_field: &req.idempotency_key,
         };

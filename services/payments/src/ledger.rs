@@ -130,34 +130,55 @@ impl LedgerClient {
         Ok(())
     }
 
-    /// Records the capture of `p`: debit `assets:processor:<cur>`, credit `revenue:sales:<cur>`. Safe to
-    /// repeat: the transaction id is `payment:<id>:capture`.
+    /// The account of the tax sales in `currency` included (opened on first use).
+    async fn tax_account(&self, currency: &str) -> Result<String, Status> {
+        let name = format!("Tax owed on sales ({currency})");
+        self.account(&domain::tax_account(currency), name, AccountType::Liability, currency).await
+    }
+
+    /// Records the capture of `p`: debit `assets:processor:<cur>`, credit `revenue:sales:<cur>` with what it
+    /// did not include in tax and `liabilities:tax:<cur>` with the tax (when it included some). Safe to repeat:
+    /// the transaction id is `payment:<id>:capture`.
     pub async fn post_capture(&self, p: &PaymentRow) -> Result<(), Status> {
         let assets = self.processor_account(&p.currency).await?;
         let sales_name = format!("Sales ({})", p.currency);
         let sales =
             self.account(&domain::sales_account(&p.currency), sales_name, AccountType::Revenue, &p.currency).await?;
+        let mut postings = vec![
+            posting(assets, &p.currency, p.amount_minor),
+            posting(sales, &p.currency, -(p.amount_minor - p.tax_minor)),
+        ];
+        if p.tax_minor > 0 {
+            postings.push(posting(self.tax_account(&p.currency).await?, &p.currency, -p.tax_minor));
+        }
         self.record(
             domain::capture_transaction_id(&p.id),
             format!("Capture of payment {} for order {}", p.id, p.order_id),
-            vec![posting(assets, &p.currency, p.amount_minor), posting(sales, &p.currency, -p.amount_minor)],
+            postings,
             vec![("payment_id", &p.id), ("order_id", &p.order_id)],
         )
         .await
     }
 
-    /// Records refund `r` of `p`: debit the contra-revenue account `revenue:refunds:<cur>`, credit
-    /// `assets:processor:<cur>`. Safe to repeat: the transaction id is `payment:<id>:refund:<refund id>`.
+    /// Records refund `r` of `p`: debit the contra-revenue account `revenue:refunds:<cur>` with what it does not
+    /// give back in tax and `liabilities:tax:<cur>` with its share of the payment's tax ([`domain::refund_tax`]),
+    /// credit `assets:processor:<cur>`. Safe to repeat: the transaction id is `payment:<id>:refund:<refund id>`.
     pub async fn post_refund(&self, p: &PaymentRow, r: &RefundRow) -> Result<(), Status> {
         let refunds_name = format!("Refunds of sales ({})", r.currency);
         let refunds = self
             .account(&domain::refunds_account(&r.currency), refunds_name, AccountType::Revenue, &r.currency)
             .await?;
         let assets = self.processor_account(&r.currency).await?;
+        let tax = domain::refund_tax(p.amount_minor, p.tax_minor, r.amount_minor);
+        let mut postings =
+            vec![posting(refunds, &r.currency, r.amount_minor - tax), posting(assets, &r.currency, -r.amount_minor)];
+        if tax > 0 {
+            postings.push(posting(self.tax_account(&r.currency).await?, &r.currency, tax));
+        }
         self.record(
             domain::refund_transaction_id(&p.id, &r.refund_id),
             format!("Refund {} of payment {} for order {}", r.refund_id, p.id, p.order_id),
-            vec![posting(refunds, &r.currency, r.amount_minor), posting(assets, &r.currency, -r.amount_minor)],
+            postings,
             vec![("payment_id", &p.id), ("order_id", &p.order_id), ("refund_id", &r.refund_id)],
         )
         .await

@@ -158,6 +158,7 @@ impl Payments {
             failure_reason: String::new(),
             processor_reference: String::new(),
             ledger_posted: false,
+            tax_minor: new.tax_minor,
             create_time: now,
             update_time: now,
         };

@@ -19,25 +19,26 @@ use crate::domain::Status;
 use crate::error::Error;
 
 const PAYMENT_COLUMNS: &str = "id, order_id, customer_id, currency, amount_minor, refunded_minor, status, \
-     payment_method, failure_code, failure_reason, processor_reference, ledger_posted, create_time, update_time";
+     payment_method, failure_code, failure_reason, processor_reference, ledger_posted, create_time, update_time, \
+     tax_minor";
 
 const REFUND_COLUMNS: &str = "refund_id, payment_id, currency, amount_minor, state, reason, processor_reference, \
      ledger_posted, create_time, update_time";
 
-/// Inserts a payment; [`bind_payment`] binds $1 to $14.
+/// Inserts a payment; [`bind_payment`] binds $1 to $15.
 static INSERT_PAYMENT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!("INSERT INTO payments ({PAYMENT_COLUMNS}) VALUES ({})", platform::db::values_for(PAYMENT_COLUMNS))
 });
 
-/// PostgreSQL: the payment ($1 to $14), its key's result (state $15 for key $16 of the payment's customer) and
-/// its event ($17 to $23) in one statement.
+/// PostgreSQL: the payment ($1 to $15), its key's result (state $16 for key $17 of the payment's customer) and
+/// its event ($18 to $24) in one statement.
 static INSERT_PAYMENT_WITH_EVENT_SQL: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
         "WITH paid AS ({} RETURNING id), \
-         kept AS (UPDATE idempotency_keys SET state = $15, payment_id = $1, update_time = $14 \
-         WHERE customer_id = $3 AND idempotency_key = $16) {}",
+         kept AS (UPDATE idempotency_keys SET state = $16, payment_id = $1, update_time = $14 \
+         WHERE customer_id = $3 AND idempotency_key = $17) {}",
         *INSERT_PAYMENT_SQL,
-        events::OutboxEntry::insert_from("paid", 17)
+        events::OutboxEntry::insert_from("paid", 18)
     )
 });
 
@@ -64,6 +65,7 @@ where
         .bind(p.ledger_posted)
         .bind(p.create_time)
         .bind(p.update_time)
+        .bind(p.tax_minor)
 }
 
 /// Idempotency key state while its first request runs.
@@ -119,6 +121,8 @@ pub struct PaymentRow {
     pub processor_reference: String,
     /// Whether the capture's ledger transaction is recorded.
     pub ledger_posted: bool,
+    /// The tax the amount includes (0: none), booked as owed rather than as sales.
+    pub tax_minor: i64,
     /// Microseconds since the epoch.
     pub create_time: i64,
     /// Microseconds since the epoch.
@@ -141,6 +145,7 @@ struct RawPayment {
     ledger_posted: bool,
     create_time: i64,
     update_time: i64,
+    tax_minor: i64,
 }
 
 impl TryFrom<RawPayment> for PaymentRow {
@@ -162,6 +167,7 @@ impl TryFrom<RawPayment> for PaymentRow {
             failure_reason: r.failure_reason,
             processor_reference: r.processor_reference,
             ledger_posted: r.ledger_posted,
+            tax_minor: r.tax_minor,
             create_time: r.create_time,
             update_time: r.update_time,
         })

@@ -365,6 +365,7 @@ fn pay(order: &str, amount_minor: i64, method: &str, key: &str) -> CreatePayment
         payment_method: method.into(),
         idempotency_key: key.into(),
         customer_id: String::new(),
+        tax: None,
     }
 }
 
@@ -854,7 +855,53 @@ macro_rules! on_both_engines {
     };
 }
 
+/// A payment whose amount includes tax books the tax as owed, not as sales; each refund gives back its share.
+async fn taxed_sales_owe_their_tax(db: Db) {
+    let (server, _) = Server::simulated(db).await;
+    let alice = server.customer("alice");
+    let taxed = CreatePaymentRequest { tax: eur(1900), ..pay("o-1", 11_900, "tok_visa", "k-1") };
+    let payment = server.create(&alice, taxed.clone()).await.expect("create");
+    assert_eq!((payment.amount.clone(), payment.tax.clone()), (eur(11_900), eur(1900)));
+    assert_eq!(server.create(&alice, taxed).await.expect("replay"), payment);
+    let other_tax = CreatePaymentRequest { tax: eur(1800), ..pay("o-1", 11_900, "tok_visa", "k-1") };
+    assert_eq!(reason(&server.create(&alice, other_tax).await.expect_err("other tax")), "IDEMPOTENCY_KEY_REUSED");
+
+    let account = |code: &str| server.ledger.account_id(code).expect(code);
+    let postings = |id: &str| -> Vec<(String, Option<Money>)> {
+        let tx = server.ledger.transaction(id).expect("posted");
+        tx.postings.into_iter().map(|p| (p.account_id, p.amount)).collect()
+    };
+    let (assets, sales, tax) =
+        (account("assets:processor:eur"), account("revenue:sales:eur"), account("liabilities:tax:eur"));
+    assert_eq!(
+        postings(&format!("payment:{}:capture", payment.id)),
+        [(assets.clone(), eur(11_900)), (sales, eur(-10_000)), (tax.clone(), eur(-1900))]
+    );
+    // Half back gives back half the tax; the rest, the rest of it: nothing is owed on what was refunded.
+    server.refund(&payment.id, "r-1", 5950).await.expect("half");
+    server.refund(&payment.id, "r-2", 5950).await.expect("the rest");
+    let refunds = account("revenue:refunds:eur");
+    for refund in ["r-1", "r-2"] {
+        assert_eq!(
+            postings(&format!("payment:{}:refund:{refund}", payment.id)),
+            [(refunds.clone(), eur(5000)), (assets.clone(), eur(-5950)), (tax.clone(), eur(950))]
+        );
+    }
+    // Without tax, no tax account is posted to.
+    let plain = server.create(&alice, pay("o-2", 500, "tok_visa", "k-2")).await.expect("create");
+    assert_eq!(plain.tax, eur(0));
+    assert_eq!(postings(&format!("payment:{}:capture", plain.id)).len(), 2);
+
+    let wrong = |tax| CreatePaymentRequest { tax: Some(tax), ..pay("o-3", 1000, "tok_visa", "k-3") };
+    let usd = server.create(&alice, wrong(Money { currency: "USD".into(), amount_minor: 10 })).await;
+    assert_eq!(fields(&usd.expect_err("other currency")), ["tax.currency"]);
+    let more = server.create(&alice, wrong(Money { currency: "EUR".into(), amount_minor: 1001 })).await;
+    assert_eq!(fields(&more.expect_err("more than the amount")), ["tax.amount_minor"]);
+    server.stop().await;
+}
+
 on_both_engines!(
+    taxed_sales_owe_their_tax,
     the_rest_is_whatever_is_left,
     approval_captures_and_posts_to_the_ledger,
     declines_fail_with_readable_reasons,

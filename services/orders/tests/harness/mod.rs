@@ -104,6 +104,8 @@ pub struct FakePayment {
     pub id: String,
     pub order_id: String,
     pub amount: i64,
+    /// The tax the amount includes, as orders said.
+    pub tax: i64,
     pub captured: bool,
     pub refunded: i64,
 }
@@ -326,6 +328,7 @@ impl SagaPorts for Fake {
                     id: format!("pay-{}", uuid::Uuid::now_v7().simple()),
                     order_id: request.order_id.clone(),
                     amount: request.amount.amount_minor,
+                    tax: request.tax_minor,
                     captured: request.payment_method != DECLINED,
                     refunded: 0,
                 })
@@ -600,6 +603,7 @@ impl PaymentService for Remote {
                 order_id: req.order_id.clone(),
                 customer_id: req.customer_id.clone(),
                 amount: Price { currency: amount.currency.clone(), amount_minor: amount.amount_minor },
+                tax_minor: req.tax.map_or(0, |t| t.amount_minor),
                 payment_method: req.payment_method.clone(),
                 idempotency_key: key,
             })
