@@ -52,6 +52,12 @@ async fn inventory(p: &TestPlatform, product: &str) -> Value {
     p.send("GET", &format!("/v1/products/{product}/inventory"), None, None).await.json
 }
 
+/// The balance (minor units, as JSON) of the ledger account `code` in a listing of accounts; null without it.
+fn balance(accounts: &Value, code: &str) -> Value {
+    let found = accounts["accounts"].as_array().and_then(|a| a.iter().find(|a| a["code"] == code));
+    found.map_or(Value::Null, |a| a["balance"]["amountMinor"].clone())
+}
+
 async fn assert_books_sound(p: &TestPlatform) {
     let violations = mercato::audit(&p.settings).await.expect("audit runs");
     assert!(violations.is_empty(), "mercato audit found: {violations:#?}");
@@ -189,10 +195,7 @@ async fn three_hundred_buyers_for_a_hundred_units(storage: Storage) {
 
     // Every sale reaches the books: under this load some postings are left to the payments service's retry
     // loop, which books them within seconds.
-    let sales_balance = |accounts: &Value| {
-        let found = accounts["accounts"].as_array().and_then(|a| a.iter().find(|a| a["code"] == "revenue:sales:eur"));
-        found.map_or(Value::Null, |a| a["balance"]["amountMinor"].clone())
-    };
+    let sales_balance = |accounts: &Value| balance(accounts, "revenue:sales:eur");
     let accounts = p.get_until("/v1/ledger/accounts?currency=EUR", &admin, |a| sales_balance(a) == "-250000").await;
     assert_eq!(sales_balance(&accounts), "-250000", "100 sales of 25.00 EUR, credited to revenue");
     assert_books_sound(&p).await;
@@ -574,10 +577,6 @@ async fn an_order_shows_the_tax_its_total_includes(storage: Storage) {
     assert_eq!(p.send("GET", &format!("/v1/orders/{id}"), Some(&ada), None).await.json["tax"], order["tax"]);
 
     // The books: of 58.00 sold, the 6.52 tax is owed to the tax authorities, not sales.
-    let balance = |accounts: &Value, code: &str| {
-        let found = accounts["accounts"].as_array().and_then(|a| a.iter().find(|a| a["code"] == code));
-        found.map_or(Value::Null, |a| a["balance"]["amountMinor"].clone())
-    };
     let accounts = p
         .get_until("/v1/ledger/accounts?currency=EUR", &admin, |a| {
             balance(a, "liabilities:tax:eur") == "-652" && balance(a, "revenue:sales:eur") == "-5148"
@@ -585,6 +584,17 @@ async fn an_order_shows_the_tax_its_total_includes(storage: Storage) {
         .await;
     assert_eq!(balance(&accounts, "assets:processor:eur"), "5800", "{accounts}");
     assert_books_sound(&p).await;
+
+    // The audit finds a payment that booked other tax than its order included.
+    let payments = platform::Db::open(&p.settings, "payments").await.expect("payments database");
+    platform::with_db!(&payments, pool => {
+        sqlx::query("UPDATE payments SET tax_minor = 0 WHERE id = $1").bind(payment_id).execute(pool).await.map(|r| r.rows_affected())
+    })
+    .expect("tamper");
+    payments.close().await;
+    let violations = mercato::audit(&p.settings).await.expect("audit runs");
+    let found = format!("orders: order {id} includes 400 EUR of tax but payment {payment_id} booked 0 EUR as tax");
+    assert_eq!(violations, [found]);
     p.stop().await;
 }
 

@@ -398,7 +398,8 @@ pub async fn audit(settings: &Settings) -> anyhow::Result<Vec<String>> {
 }
 
 /// Checks what no single service can: every confirmed order's stock was committed in the catalog, its
-/// payment was captured, for that order and for the order's total, and deliveries made its shipment.
+/// payment was captured, for that order, the order's total and the tax it includes, and deliveries made its
+/// shipment.
 async fn audit_confirmed_orders(settings: &Settings) -> anyhow::Result<Vec<String>> {
     let db = platform::Db::open(settings, orders::NAME).await?;
     let confirmed = orders::confirmed_orders(&db).await;
@@ -436,6 +437,13 @@ async fn audit_confirmed_orders(settings: &Settings) -> anyhow::Result<Vec<Strin
                 violations.push(format!(
                     "orders: order {} totals {} {} but payment {} captured {} {}",
                     order.id, order.total_minor, order.currency, p.id, p.amount_minor, p.currency
+                ));
+            }
+            // The books owe the tax the order included: the payment booked it apart from sales.
+            Some(p) if p.tax_minor != order.tax_minor => {
+                violations.push(format!(
+                    "orders: order {} includes {} {} of tax but payment {} booked {} {} as tax",
+                    order.id, order.tax_minor, order.currency, p.id, p.tax_minor, p.currency
                 ));
             }
             Some(_) => {}

@@ -487,6 +487,8 @@ pub struct ConfirmedOrder {
     pub currency: String,
     /// Its total in minor units.
     pub total_minor: i64,
+    /// The tax its total includes, in minor units (0: none).
+    pub tax_minor: i64,
     /// When it last changed (its confirmation, or a refund since), microseconds since the epoch.
     pub update_time: i64,
 }
@@ -904,8 +906,8 @@ impl Store {
     pub async fn confirmed(&self) -> Result<Vec<ConfirmedOrder>, Error> {
         let rows = with_db!(&self.db, pool => {
             sqlx::query_as::<_, ConfirmedOrder>(
-                "SELECT id, payment_id, currency, total_minor, update_time FROM orders WHERE status = 'CONFIRMED' \
-                 ORDER BY id",
+                "SELECT id, payment_id, currency, total_minor, tax_minor + reduced_tax_minor AS tax_minor, update_time \
+                 FROM orders WHERE status = 'CONFIRMED' ORDER BY id",
             )
             .fetch_all(pool)
             .await?

@@ -667,6 +667,8 @@ pub struct CapturedPayment {
     pub currency: String,
     /// What was captured, in minor units.
     pub amount_minor: i64,
+    /// The tax it included (0: none), booked as owed.
+    pub tax_minor: i64,
 }
 
 impl Store {
@@ -674,7 +676,7 @@ impl Store {
     pub async fn captured(&self) -> Result<std::collections::HashMap<String, CapturedPayment>, Error> {
         let rows = with_db!(&self.db, pool => {
             sqlx::query_as::<_, CapturedPayment>(
-                "SELECT id, order_id, currency, amount_minor FROM payments \
+                "SELECT id, order_id, currency, amount_minor, tax_minor FROM payments \
                  WHERE status IN ('CAPTURED', 'PARTIALLY_REFUNDED', 'REFUNDED')",
             )
             .fetch_all(pool)
