@@ -121,6 +121,12 @@ fn status_from_wire(status: i32) -> Result<Option<Status>, FieldViolation> {
     }
 }
 
+/// The tax an order's `total` (after its discount, with shipping) includes at `rate` (None: its country has no
+/// rate), its items priced as `priced`.
+fn tax_included(rate: Option<tax::TaxRate>, priced: &domain::Priced, total: &Price) -> Option<OrderTax> {
+    rate.map(|rate| tax::included(&rate, total.amount_minor, priced.total.amount_minor, priced.reduced_tax_minor))
+}
+
 /// All the tax included, in `currency`: zero without.
 fn tax_of(currency: &str, tax: Option<&OrderTax>) -> Price {
     Price { currency: currency.to_owned(), amount_minor: tax.map_or(0, OrderTax::amount_minor) }
@@ -513,9 +519,7 @@ impl OrderService for OrdersApi {
             let shipping = shipping::choose(&rates, rate.as_deref(), &address.country, &items)
                 .map_err(|refusal| Error::invalid(refusal.violation()))?;
             let (discount_minor, total) = settle(&priced.total, applied, shipping.as_ref())?;
-            let tax = tax_rate.map(|rate| {
-                tax::included(&rate, total.amount_minor, priced.total.amount_minor, priced.reduced_tax_minor)
-            });
+            let tax = tax_included(tax_rate, &priced, &total);
             Ok::<_, Error>((priced, discount_minor, shipping, total, tax, from_cart, address))
         };
         let (priced, discount_minor, shipping, total, tax, from_cart, address) = match priced.await {
@@ -629,8 +633,7 @@ impl OrderService for OrdersApi {
         };
         let chosen = shipping.clone().flatten();
         let (discount_minor, total) = settle(&priced.total, applied, chosen.as_ref())?;
-        let included = tax_rate
-            .map(|rate| tax::included(&rate, total.amount_minor, priced.total.amount_minor, priced.reduced_tax_minor));
+        let included = tax_included(tax_rate, &priced, &total);
         // Like shipping, tax is known once the destination is.
         let tax = address.is_some().then(|| money(&tax_of(&total.currency, included.as_ref())));
         let taxes = taxes_to_wire(&total.currency, included.as_ref());

@@ -29,15 +29,11 @@ struct Staff {
 
 impl Staff {
     async fn new(server: &Server, scopes: &[&str]) -> Self {
-        let claims = server.issuer.claims("staff-1", scopes, &["catalog"]);
-        let token = format!("Bearer {}", server.issuer.sign(&claims));
-        Self { inner: DiscountCodeServiceClient::new(connect(&server.url).await), token }
+        Self { inner: DiscountCodeServiceClient::new(connect(&server.url).await), token: server.staff_token(scopes) }
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        request.metadata_mut().insert("authorization", self.token.parse().expect("header"));
-        request
+        authorized(Some(&self.token), message)
     }
 
     async fn create(&self, code: DiscountCode) -> Result<DiscountCode, Status> {
@@ -328,6 +324,18 @@ async fn once_per_customer_and_a_race_for_the_last_use(db: Db) {
 
 /// A customer who had ten codes refused within the hour (previews and checkouts together) gets every code refused
 /// until it is over, a good one too: guessing cannot tell which exist. Others are not held back.
+/// How many discount codes were refused for `customer` in the hour counted last (0 when none ever was).
+async fn refused_codes(db: &Db, customer: &str) -> i64 {
+    let counted: Option<i64> = with_db!(db, pool => {
+        sqlx::query_scalar("SELECT CAST(refused AS BIGINT) FROM discount_code_refusals WHERE customer_id = $1")
+            .bind(customer)
+            .fetch_optional(pool)
+            .await
+            .expect("count")
+    });
+    counted.unwrap_or(0)
+}
+
 async fn guessing_codes_is_cut_short(db: Db) {
     let fake = Fake::new();
     let server = Server::start(db.clone(), fake.clone(), Wiring::Direct).await;
@@ -365,13 +373,7 @@ async fn guessing_codes_is_cut_short(db: Db) {
     });
     ada.preview(&[(COFFEE, 1)], "REAL").await.expect("a new hour");
     ada.preview(&[(COFFEE, 1)], "GUESS-11").await.expect_err("unknown");
-    let counted: i64 = with_db!(&db, pool => {
-        sqlx::query_scalar("SELECT CAST(refused AS BIGINT) FROM discount_code_refusals WHERE customer_id = 'ada'")
-            .fetch_one(pool)
-            .await
-            .expect("count")
-    });
-    assert_eq!(counted, 1, "counted from one again");
+    assert_eq!(refused_codes(&db, "ada").await, 1, "counted from one again");
     server.stop().await;
 }
 
@@ -388,24 +390,12 @@ async fn a_retried_checkout_whose_order_used_the_code_up_counts_no_refusal(db: D
         let again = ada.create(with_code(&[(COFFEE, 1)], "once-1", "ONCE")).await.expect("the same order");
         assert_eq!(again.id, order.id);
     }
-    let counted: Option<i64> = with_db!(&db, pool => {
-        sqlx::query_scalar("SELECT CAST(refused AS BIGINT) FROM discount_code_refusals WHERE customer_id = 'ada'")
-            .fetch_optional(pool)
-            .await
-            .expect("count")
-    });
-    assert_eq!(counted.unwrap_or(0), 0, "no refusal counted");
+    assert_eq!(refused_codes(&db, "ada").await, 0, "no refusal counted");
     ada.preview(&[(COFFEE, 1)], "REAL").await.expect("her codes still work");
     // A new checkout with the used-up code is a refusal as ever, and counts.
     let refused = ada.create(with_code(&[(COFFEE, 1)], "once-2", "ONCE")).await.expect_err("used up");
     assert_eq!(refused.code(), Code::InvalidArgument);
-    let counted: i64 = with_db!(&db, pool => {
-        sqlx::query_scalar("SELECT CAST(refused AS BIGINT) FROM discount_code_refusals WHERE customer_id = 'ada'")
-            .fetch_one(pool)
-            .await
-            .expect("count")
-    });
-    assert_eq!(counted, 1);
+    assert_eq!(refused_codes(&db, "ada").await, 1);
     server.stop().await;
 }
 

@@ -29,8 +29,7 @@ struct Rates {
 
 impl Rates {
     async fn new(server: &Server, scopes: &[&str]) -> Self {
-        let claims = server.issuer.claims("staff-1", scopes, &["catalog"]);
-        let token = Some(format!("Bearer {}", server.issuer.sign(&claims)));
+        let token = Some(server.staff_token(scopes));
         Self { inner: ShippingRateServiceClient::new(connect(&server.url).await), token }
     }
 
@@ -39,11 +38,7 @@ impl Rates {
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        if let Some(token) = &self.token {
-            request.metadata_mut().insert("authorization", token.parse().expect("header"));
-        }
-        request
+        authorized(self.token.as_deref(), message)
     }
 
     async fn create(&self, rate: ShippingRate) -> Result<ShippingRate, Status> {
@@ -115,10 +110,8 @@ fn quote(preview: &PreviewOrderResponse) -> (i64, i64, &str, Vec<(&str, i64)>) {
 
 /// Creates discount code `code` as staff holding `discounts:write`.
 async fn create_code(server: &Server, code: DiscountCode) -> DiscountCode {
-    let claims = server.issuer.claims("staff-2", &["discounts:write"], &["catalog"]);
-    let mut request = tonic::Request::new(CreateDiscountCodeRequest { discount_code: Some(code) });
-    let bearer = format!("Bearer {}", server.issuer.sign(&claims));
-    request.metadata_mut().insert("authorization", bearer.parse().expect("header"));
+    let token = server.staff_token(&["discounts:write"]);
+    let request = authorized(Some(&token), CreateDiscountCodeRequest { discount_code: Some(code) });
     let mut codes = DiscountCodeServiceClient::new(connect(&server.url).await);
     codes.create_discount_code(request).await.expect("code").into_inner().discount_code.expect("code")
 }

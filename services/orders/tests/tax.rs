@@ -29,8 +29,7 @@ struct Rates {
 
 impl Rates {
     async fn new(server: &Server, scopes: &[&str]) -> Self {
-        let claims = server.issuer.claims("staff-1", scopes, &["finance"]);
-        let token = Some(format!("Bearer {}", server.issuer.sign(&claims)));
+        let token = Some(server.staff_token(scopes));
         Self { inner: TaxRateServiceClient::new(connect(&server.url).await), token }
     }
 
@@ -39,11 +38,7 @@ impl Rates {
     }
 
     fn request<T>(&self, message: T) -> tonic::Request<T> {
-        let mut request = tonic::Request::new(message);
-        if let Some(token) = &self.token {
-            request.metadata_mut().insert("authorization", token.parse().expect("header"));
-        }
-        request
+        authorized(self.token.as_deref(), message)
     }
 
     async fn set(&self, country: &str, name: &str, rate_basis_points: u32) -> Result<TaxRate, Status> {
@@ -105,15 +100,6 @@ fn to(country: &str, items: &[(&str, i32)], key: &str) -> CreateOrderRequest {
     }
 }
 
-/// Sends `request` as staff holding `scope`.
-fn as_staff<T>(server: &Server, scope: &str, message: T) -> tonic::Request<T> {
-    let claims = server.issuer.claims("staff-2", &[scope], &["catalog"]);
-    let mut request = tonic::Request::new(message);
-    let bearer = format!("Bearer {}", server.issuer.sign(&claims));
-    request.metadata_mut().insert("authorization", bearer.parse().expect("header"));
-    request
-}
-
 /// Creates a shipping rate of `amount_minor` euro cents to every country, as staff holding `shipping:write`.
 async fn ship_everywhere_for(server: &Server, amount_minor: i64) {
     let standard = ShippingRate {
@@ -122,7 +108,8 @@ async fn ship_everywhere_for(server: &Server, amount_minor: i64) {
         price: Some(Money { currency: "EUR".into(), amount_minor }),
         ..ShippingRate::default()
     };
-    let request = as_staff(server, "shipping:write", CreateShippingRateRequest { shipping_rate: Some(standard) });
+    let token = server.staff_token(&["shipping:write"]);
+    let request = authorized(Some(&token), CreateShippingRateRequest { shipping_rate: Some(standard) });
     let mut rates = ShippingRateServiceClient::new(connect(&server.url).await);
     rates.create_shipping_rate(request).await.expect("rate");
 }
@@ -222,7 +209,8 @@ async fn orders_show_the_tax_their_total_includes(db: Db) {
     // Shipping is taxed with the items, after a discount code.
     ship_everywhere_for(&server, 490).await;
     let half = DiscountCode { code: "HALF".into(), percent_off: 50, ..DiscountCode::default() };
-    let request = as_staff(&server, "discounts:write", CreateDiscountCodeRequest { discount_code: Some(half) });
+    let token = server.staff_token(&["discounts:write"]);
+    let request = authorized(Some(&token), CreateDiscountCodeRequest { discount_code: Some(half) });
     DiscountCodeServiceClient::new(connect(&server.url).await).create_discount_code(request).await.expect("code");
     let shipped = CreateOrderRequest { discount_code: "half".into(), ..to("DE", &[(COFFEE, 2)], "k2") };
     let shipped = ada.create(shipped).await.expect("create");

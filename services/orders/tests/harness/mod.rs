@@ -878,6 +878,11 @@ impl Server {
         self.client_with(platform::auth::Claims { email_verified: true, ..claims }).await
     }
 
+    /// The `authorization` value of staff member `staff-1` holding `scopes`.
+    pub fn staff_token(&self, scopes: &[&str]) -> String {
+        format!("Bearer {}", self.issuer.sign(&self.issuer.claims("staff-1", scopes, &["staff"])))
+    }
+
     pub async fn client_with(&self, claims: platform::auth::Claims) -> Client {
         let token = format!("Bearer {}", self.issuer.sign(&claims));
         self.fake.state().tokens.insert(token.clone(), claims.sub.clone());
@@ -967,6 +972,15 @@ impl Client {
         }
         panic!("order {id} did not become {want:?}");
     }
+}
+
+/// `message` sent with `token` (an `authorization` value such as [`Server::staff_token`]'s), or without one.
+pub fn authorized<T>(token: Option<&str>, message: T) -> Request<T> {
+    let mut request = Request::new(message);
+    if let Some(token) = token {
+        request.metadata_mut().insert("authorization", token.parse().expect("header"));
+    }
+    request
 }
 
 pub fn address() -> Address {
