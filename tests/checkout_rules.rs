@@ -638,6 +638,37 @@ async fn an_order_refunded_in_part_is_cancelled_for_the_rest(storage: Storage) {
     assert_eq!(payment["refundedAmount"]["amountMinor"], "4000", "{payment}");
     let refunded = p.get_until(&path, &ada, |o| o["refunded"]["amountMinor"] == "4000").await;
     assert_eq!(refunded["status"], "ORDER_STATUS_CANCELLED", "and the order shows the whole total: {refunded}");
+
+    // The order's invoice, and a credit note for each refund (from payment.refunded: in a moment), numbered in
+    // order; Ada reads hers, a stranger none.
+    let year = platform::time::date_of_micros(platform::time::now_micros()).0;
+    let invoice_no = format!("INV-{year}-000001");
+    let of_order = format!("/v1/invoices?orderId={id}");
+    let documents = p.get_until(&of_order, &ada, |d| d["invoices"].as_array().is_some_and(|a| a.len() == 3)).await;
+    let listed: Vec<_> = documents["invoices"]
+        .as_array()
+        .expect("invoices")
+        .iter()
+        .map(|d| {
+            (d["number"].clone(), d["kind"].clone(), d["total"]["amountMinor"].clone(), d["correctedInvoice"].clone())
+        })
+        .collect();
+    let note = |n: u32, amount: &str| {
+        (json!(format!("CN-{year}-{n:06}")), json!("INVOICE_KIND_CREDIT_NOTE"), json!(amount), json!(invoice_no))
+    };
+    assert_eq!(
+        listed,
+        [note(2, "3500"), note(1, "500"), (json!(invoice_no), json!("INVOICE_KIND_INVOICE"), json!("4000"), json!(""))],
+        "{documents}"
+    );
+    let invoice = p.send("GET", &format!("/v1/invoices/{invoice_no}"), Some(&ada), None).await;
+    assert_eq!(
+        (invoice.status, &invoice.json["items"], &invoice.json["paymentId"]),
+        (200, &order["items"], &json!(payment_id))
+    );
+    let stranger = p.customer_token("eve-partial@example.com").await;
+    assert_eq!(p.send("GET", &format!("/v1/invoices/{invoice_no}"), Some(&stranger), None).await.status, 404);
+    assert_eq!(p.send("GET", &of_order, None, None).await.status, 401);
     // The catalog restocks from order.cancelled, an event: it may take a moment.
     let mut available = Value::Null;
     for _ in 0..100 {

@@ -45,6 +45,26 @@ pub fn period(
     }
 }
 
+/// The (year, month, day) of a day (H. Hinnant's `civil_from_days`).
+pub fn date_of_day(day: i64) -> (i64, u32, u32) {
+    let z = day + 719_468;
+    let era = z.div_euclid(146_097);
+    let day_of_era = z - era * 146_097;
+    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
+    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
+    let shifted_month = (5 * day_of_year + 2) / 153;
+    let day_of_month = day_of_year - (153 * shifted_month + 2) / 5 + 1;
+    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 };
+    let year = year_of_era + era * 400 + i64::from(month <= 2);
+    // Both are within 1..=31 by construction.
+    (year, u32::try_from(month).unwrap_or(1), u32::try_from(day_of_month).unwrap_or(1))
+}
+
+/// The (year, month, day), in UTC, of a time in microseconds since the epoch.
+pub fn date_of_micros(micros: i64) -> (i64, u32, u32) {
+    date_of_day(micros.div_euclid(86_400_000_000))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -70,5 +90,16 @@ mod tests {
         assert_eq!(micros(&ts), Some(1_700_000_000_123_456), "and back");
         assert_eq!(micros(&before), Some(-1));
         assert_eq!(micros(&prost_types::Timestamp { seconds: i64::MAX, nanos: 0 }), None);
+    }
+
+    #[test]
+    fn times_fall_on_their_utc_dates() {
+        assert_eq!(date_of_micros(0), (1970, 1, 1));
+        // 2026-12-31T23:59:59.999999Z and the next microsecond.
+        assert_eq!(date_of_micros(1_798_761_599_999_999), (2026, 12, 31));
+        assert_eq!(date_of_micros(1_798_761_600_000_000), (2027, 1, 1));
+        // 2024-02-29 (a leap day), and before the epoch.
+        assert_eq!(date_of_micros(1_709_164_800_000_000), (2024, 2, 29));
+        assert_eq!(date_of_micros(-1), (1969, 12, 31));
     }
 }

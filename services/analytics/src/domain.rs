@@ -45,20 +45,7 @@ pub fn day_from_date(year: i64, month: u32, day: u32) -> Day {
     era * 146_097 + day_of_era - 719_468
 }
 
-/// The (year, month, day) of a day (H. Hinnant's `civil_from_days`).
-pub fn date_of_day(day: Day) -> (i64, u32, u32) {
-    let z = day + 719_468;
-    let era = z.div_euclid(146_097);
-    let day_of_era = z - era * 146_097;
-    let year_of_era = (day_of_era - day_of_era / 1460 + day_of_era / 36_524 - day_of_era / 146_096) / 365;
-    let day_of_year = day_of_era - (365 * year_of_era + year_of_era / 4 - year_of_era / 100);
-    let shifted_month = (5 * day_of_year + 2) / 153;
-    let day_of_month = day_of_year - (153 * shifted_month + 2) / 5 + 1;
-    let month = if shifted_month < 10 { shifted_month + 3 } else { shifted_month - 9 };
-    let year = year_of_era + era * 400 + i64::from(month <= 2);
-    // Both are within 1..=31 by construction.
-    (year, u32::try_from(month).unwrap_or(1), u32::try_from(day_of_month).unwrap_or(1))
-}
+pub use platform::time::date_of_day;
 
 /// Whether `year` has a 29 February.
 pub fn is_leap_year(year: i64) -> bool {

@@ -1,6 +1,7 @@
 //! What the orders service publishes, through its outbox: `order.placed`, `order.confirmed`,
 //! `order.failed` and `order.cancelled` (payloads in `mercato.orders.v1`, see events.proto); and what it
-//! consumes: `payment.refunded`, which tells an order how much of it has been given back.
+//! consumes: `payment.refunded`, which tells an order how much of it has been given back, and issues the refund's
+//! credit note.
 
 use api::mercato::orders::v1::{OrderCancelled, OrderConfirmed, OrderFailed, OrderPlaced};
 use api::mercato::payments::v1::PaymentRefunded;
@@ -9,6 +10,7 @@ use prost::Message;
 
 use crate::domain::Price;
 use crate::grpc::{address_to_wire, lines_to_wire, money, taxes_to_wire};
+use crate::invoice_store::Refund;
 use crate::store::{Order, Store};
 
 /// An order was created and its checkout started.
@@ -81,7 +83,8 @@ pub fn cancelled(order: &Order, refunded_minor: i64) -> NewEvent {
 }
 
 /// The service's consumer name (its queue on RabbitMQ). It keeps no inbox: what it records is a cumulative amount
-/// that only rises ([`Store::record_refunded`]), so a redelivered event changes nothing.
+/// that only rises ([`Store::record_refunded`]) and one credit note per refund ([`Store::issue_credit_note`]), so a
+/// redelivered event changes nothing.
 pub const CONSUMER: &str = "orders";
 /// Event type of a payment's refund (payload `mercato.payments.v1.PaymentRefunded`).
 pub const PAYMENT_REFUNDED: &str = "payment.refunded";
@@ -111,6 +114,21 @@ async fn handle(store: &Store, envelope: &EventEnvelope) -> Result<(), String> {
         .map_err(|e| format!("recording the refund of order {}: {e}", refunded.order_id))?;
     if raised {
         tracing::info!(order_id = %refunded.order_id, refunded_minor = so_far, "order refunded");
+    }
+    // Tried on every delivery, not only when the amount rose: a credit note failed before is issued on redelivery,
+    // and one issued already is not issued again.
+    let refund = Refund {
+        refund_id: refunded.refund_id,
+        order_id: refunded.order_id,
+        payment_id: refunded.payment_id,
+        amount_minor: refunded.amount.map_or(0, |m| m.amount_minor),
+    };
+    let issued = store
+        .issue_credit_note(&refund, platform::time::now_micros())
+        .await
+        .map_err(|e| format!("issuing the credit note of refund {}: {e}", refund.refund_id))?;
+    if let Some(number) = issued {
+        tracing::info!(order_id = %refund.order_id, refund_id = %refund.refund_id, %number, "credit note issued");
     }
     Ok(())
 }

@@ -128,7 +128,7 @@ fn tax_included(rate: Option<tax::TaxRate>, priced: &domain::Priced, total: &Pri
 }
 
 /// All the tax included, in `currency`: zero without.
-fn tax_of(currency: &str, tax: Option<&OrderTax>) -> Price {
+pub fn tax_of(currency: &str, tax: Option<&OrderTax>) -> Price {
     Price { currency: currency.to_owned(), amount_minor: tax.map_or(0, OrderTax::amount_minor) }
 }
 

@@ -17,13 +17,16 @@
 //!   which rates serve an order and what it is charged, their SQL, their handlers. Checkout charges one.
 //! - [`tax`], [`tax_store`], [`tax_grpc`]: tax rates by country (`mercato.orders.v1.TaxRateService`): how much tax
 //!   an order's total includes (prices include it), their SQL, their handlers. Checkout reads the destination's.
+//! - [`invoice`], [`invoice_store`], [`invoice_grpc`]: invoices and credit notes (`mercato.orders.v1.InvoiceService`),
+//!   numbered without gaps per kind and year: an order's invoice is written in the transaction that confirms it,
+//!   a refund's credit note when its `payment.refunded` event arrives.
 //! - [`store`]: all SQL, the same on SQLite and PostgreSQL.
 //! - [`ports`]: what it asks of the catalog, the cart, the payments, the deliveries and the users service
 //!   ([`SagaPorts`]).
 //! - [`saga`]: the checkout saga and its recovery.
 //! - [`grpc`]: the handlers of `mercato.orders.v1.OrderService`.
 //! - [`events`]: what it publishes (`order.*`, through the outbox) and consumes (`payment.refunded`: how much of an
-//!   order has been given back).
+//!   order has been given back, and the refund's credit note).
 //! - [`error`]: the crate's one error type and its mapping to gRPC statuses.
 
 pub mod discount;
@@ -33,6 +36,9 @@ pub mod domain;
 pub mod error;
 pub mod events;
 pub mod grpc;
+pub mod invoice;
+pub mod invoice_grpc;
+pub mod invoice_store;
 pub mod ports;
 pub mod saga;
 pub mod shipping;
@@ -47,6 +53,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use api::mercato::orders::v1::discount_code_service_server::DiscountCodeServiceServer;
+use api::mercato::orders::v1::invoice_service_server::InvoiceServiceServer;
 use api::mercato::orders::v1::order_service_server::OrderServiceServer;
 use api::mercato::orders::v1::shipping_rate_service_server::ShippingRateServiceServer;
 use api::mercato::orders::v1::tax_rate_service_server::TaxRateServiceServer;
@@ -129,11 +136,13 @@ pub async fn serve(
     let discounts = discount_grpc::DiscountCodesApi::new(store.clone());
     let shipping_rates = shipping_grpc::ShippingRatesApi::new(store.clone());
     let tax_rates = tax_grpc::TaxRatesApi::new(store.clone());
+    let invoices = invoice_grpc::InvoicesApi::new(store.clone());
     let api = OrdersApi::new(store, saga.clone(), ports);
     let service = GrpcService::new(OrderServiceServer::new(api))
         .with(DiscountCodeServiceServer::new(discounts))
         .with(ShippingRateServiceServer::new(shipping_rates))
         .with(TaxRateServiceServer::new(tax_rates))
+        .with(InvoiceServiceServer::new(invoices))
         .background(|stop| relay.run(stop));
     let served = platform::grpc::serve(service, listener, verifier, shutdown).await;
     // Sagas and the relay stop with the server; what they left resumes on the next start.

@@ -1,8 +1,9 @@
 //! All SQL of the orders service. Every statement is written once, in the subset SQLite and PostgreSQL
 //! share, and run on whichever pool the [`Db`] holds through `with_db!` — except the writes of the checkout's
-//! hot path (placing an order without a discount code, a saga move that does not end the order), which on
-//! PostgreSQL are one data-modifying statement each instead of a transaction of up to six round trips (SQLite
-//! has no data-modifying CTEs). A code's use is counted, and given back, in those transactions.
+//! hot path (placing an order without a discount code, a saga move that neither ends nor confirms the order),
+//! which on PostgreSQL are one data-modifying statement each instead of a transaction of up to six round trips
+//! (SQLite has no data-modifying CTEs). A code's use is counted, and given back, in those transactions; an
+//! invoice is numbered and written in the one that confirms its order ([`crate::invoice_store`]).
 //!
 //! Saga moves are compare-and-set on (status, saga_step): of two runners of one saga only one can move it,
 //! and the loser learns so. Every transaction writes first, so that on SQLite it takes the write lock up
@@ -169,8 +170,8 @@ fn corrupt(what: &str, value: &str) -> Error {
     Error::Database(sqlx::Error::Protocol(format!("unknown {what} {value}")))
 }
 
-/// A part of an order's tax as stored: none without a rate.
-fn tax_part(rate_basis_points: Option<i64>, taxable_minor: i64, amount_minor: i64) -> Option<TaxPart> {
+/// A part of an order's (or an invoice's) tax as stored: none without a rate.
+pub(crate) fn tax_part(rate_basis_points: Option<i64>, taxable_minor: i64, amount_minor: i64) -> Option<TaxPart> {
     // The table's CHECK keeps rates within 0..=10000.
     rate_basis_points.map(|rate| TaxPart {
         rate_basis_points: u32::try_from(rate).unwrap_or_default(),
@@ -705,6 +706,28 @@ impl Store {
             }
             query.fetch_all(pool).await?
         });
+        self.with_lines(rows).await
+    }
+
+    /// The orders with these ids that exist, with their lines, in no particular order.
+    pub async fn orders(&self, ids: &[&str]) -> Result<Vec<Order>, Error> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let placeholders = (1..=ids.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+        let sql = format!("{} WHERE id IN ({placeholders})", *SELECT_ORDER);
+        let rows = with_db!(&self.db, pool => {
+            let mut query = sqlx::query_as::<_, OrderRow>(sqlx::AssertSqlSafe(sql));
+            for id in ids {
+                query = query.bind(*id);
+            }
+            query.fetch_all(pool).await?
+        });
+        self.with_lines(rows).await
+    }
+
+    /// Orders of `rows`, in their order, with their lines (one statement for all).
+    async fn with_lines(&self, rows: Vec<OrderRow>) -> Result<Vec<Order>, Error> {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
@@ -733,7 +756,8 @@ impl Store {
     }
 
     /// Moves order `id` from its (status, step) as `change` says, logging the move and enqueuing
-    /// `event` in the same transaction. False when the order was no longer there (another runner moved it).
+    /// `event` in the same transaction; a move that confirms the order issues its invoice in it too. False when
+    /// the order was no longer there (another runner moved it).
     pub async fn advance(
         &self,
         id: &str,
@@ -746,10 +770,13 @@ impl Store {
         let flight = Flight::of(from_step, change.step);
         // An order that fails or is cancelled gives its discount code's use back, in the same transaction.
         let gives_back = matches!(change.status, Status::Failed | Status::Cancelled);
-        if let (Db::Postgres(pool), false) = (&self.db, gives_back) {
+        // An order confirmed gets its invoice, numbered in the same transaction.
+        let invoiced = from_status == Status::Pending && change.status == Status::Confirmed;
+        if let (Db::Postgres(pool), false) = (&self.db, gives_back || invoiced) {
             // A move is one statement on PostgreSQL: the compare-and-set, its log line, its in-flight row and
             // its event in one round trip instead of up to six (BEGIN, UPDATE, INSERT, DELETE, INSERT,
-            // COMMIT). SQLite has no data-modifying CTEs; the rarer moves that end an order take a transaction.
+            // COMMIT). SQLite has no data-modifying CTEs; the rarer moves that end an order, or confirm it
+            // (its invoice takes the next number of its series), take a transaction.
             let query =
                 bind_move(sqlx::query(move_sql(flight, event.is_some())), id, (from_status, from_step), change, now)
                     .bind(uuid::Uuid::now_v7().to_string())
@@ -781,6 +808,9 @@ impl Store {
                     .await?;
                 if let Some(sql) = flight.sql() {
                     sqlx::query(sql).bind(id).execute(&mut *tx).await?;
+                }
+                if invoiced {
+                    crate::invoice_store::issue_invoice(&mut tx, id, now).await?;
                 }
                 if gives_back {
                     let code = sqlx::query_scalar::<_, String>(

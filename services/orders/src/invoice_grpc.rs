@@ -1,0 +1,171 @@
+//! The gRPC face of invoices and credit notes: `mercato.orders.v1.InvoiceService`. Customers read their own;
+//! staff holding `orders:admin` (support) or `ledger:read` (finance) read every one.
+
+use std::collections::HashMap;
+
+use api::mercato::orders::v1::invoice_service_server::InvoiceService;
+use api::mercato::orders::v1::{
+    GetInvoiceRequest, GetInvoiceResponse, Invoice as WireInvoice, InvoiceKind, ListInvoicesRequest,
+    ListInvoicesResponse,
+};
+use platform::auth::{Claims, caller};
+use platform::error::FieldViolation;
+use platform::time::timestamp;
+use tonic::{Request, Response, Status as GrpcStatus};
+
+use crate::domain::{self, Cursor, Price};
+use crate::error::Error;
+use crate::grpc::{ORDERS_ADMIN, address_to_wire, lines_to_wire, money, tax_of, taxes_to_wire};
+use crate::invoice::{Invoice, Kind};
+use crate::invoice_store::InvoiceQuery;
+use crate::store::{Order, Store};
+
+/// The finance role's scope to read the books, invoices included.
+pub const LEDGER_READ: &str = "ledger:read";
+
+/// Implements `mercato.orders.v1.InvoiceService`.
+#[derive(Debug, Clone)]
+pub struct InvoicesApi {
+    store: Store,
+}
+
+impl InvoicesApi {
+    /// The service over the orders store (already migrated).
+    pub fn new(store: Store) -> Self {
+        Self { store }
+    }
+
+    /// The invoices on the wire, each with what it shares with its order.
+    async fn to_wire(&self, invoices: Vec<Invoice>) -> Result<Vec<WireInvoice>, Error> {
+        let mut ids: Vec<&str> = invoices.iter().map(|i| i.order_id.as_str()).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let orders: HashMap<String, Order> =
+            self.store.orders(&ids).await?.into_iter().map(|o| (o.id.clone(), o)).collect();
+        Ok(invoices
+            .into_iter()
+            .map(|invoice| {
+                let order = orders.get(&invoice.order_id);
+                invoice_to_wire(invoice, order)
+            })
+            .collect())
+    }
+}
+
+/// Whether `claims` may read every customer's documents.
+fn reads_all(claims: &Claims) -> bool {
+    claims.has_scope(ORDERS_ADMIN) || claims.has_scope(LEDGER_READ)
+}
+
+fn kind_to_wire(kind: Kind) -> InvoiceKind {
+    match kind {
+        Kind::Invoice => InvoiceKind::Invoice,
+        Kind::CreditNote => InvoiceKind::CreditNote,
+    }
+}
+
+fn kind_from_wire(kind: i32) -> Result<Option<Kind>, FieldViolation> {
+    match InvoiceKind::try_from(kind) {
+        Ok(InvoiceKind::Unspecified) => Ok(None),
+        Ok(InvoiceKind::Invoice) => Ok(Some(Kind::Invoice)),
+        Ok(InvoiceKind::CreditNote) => Ok(Some(Kind::CreditNote)),
+        Err(_) => Err(FieldViolation::new("kind", "is not an invoice kind")),
+    }
+}
+
+/// A document on the wire; an invoice shows its order's items and charges, a credit note only what it gave back.
+/// (Its order is always there: the table's foreign key keeps it.)
+fn invoice_to_wire(invoice: Invoice, order: Option<&Order>) -> WireInvoice {
+    let charged = order.filter(|_| invoice.kind == Kind::Invoice);
+    WireInvoice {
+        kind: kind_to_wire(invoice.kind) as i32,
+        payment_id: order.map(|o| o.payment_id.clone()).unwrap_or_default(),
+        billing_address: order.map(|o| address_to_wire(&o.address)),
+        items: charged.map(|o| lines_to_wire(&o.lines, &invoice.currency)).unwrap_or_default(),
+        subtotal: charged.map(|o| money(&o.subtotal())),
+        discount: charged.map(|o| money(&o.discount())),
+        shipping: charged.map(|o| money(&o.shipping())),
+        total: Some(money(&Price { currency: invoice.currency.clone(), amount_minor: invoice.total_minor })),
+        taxes: taxes_to_wire(&invoice.currency, invoice.tax.as_ref()),
+        tax: Some(money(&tax_of(&invoice.currency, invoice.tax.as_ref()))),
+        issue_time: Some(timestamp(invoice.issue_time)),
+        number: invoice.number,
+        order_id: invoice.order_id,
+        customer_id: invoice.customer_id,
+        corrected_invoice: invoice.corrected_invoice,
+        refund_id: invoice.refund_id,
+    }
+}
+
+#[tonic::async_trait]
+impl InvoiceService for InvoicesApi {
+    async fn get_invoice(
+        &self,
+        request: Request<GetInvoiceRequest>,
+    ) -> Result<Response<GetInvoiceResponse>, GrpcStatus> {
+        let claims = caller(&request)?.clone();
+        let number = request.into_inner().number.trim().to_ascii_uppercase();
+        if number.is_empty() {
+            return Err(Error::invalid(FieldViolation::new("number", "is required, e.g. INV-2026-000001")).into());
+        }
+        match self.store.invoice(&number).await? {
+            Some(invoice) if invoice.customer_id == claims.sub || reads_all(&claims) => {
+                let invoice = self.to_wire(vec![invoice]).await?.pop();
+                Ok(Response::new(GetInvoiceResponse { invoice }))
+            }
+            // Another customer's document does not exist for this caller.
+            _ => Err(Error::NotFound(format!("no invoice or credit note {number}")).into()),
+        }
+    }
+
+    async fn list_invoices(
+        &self,
+        request: Request<ListInvoicesRequest>,
+    ) -> Result<Response<ListInvoicesResponse>, GrpcStatus> {
+        let claims = caller(&request)?.clone();
+        let req = request.into_inner();
+        let mut violations = Vec::new();
+        let size = domain::page_size(req.page_size).unwrap_or_else(|v| {
+            violations.push(v);
+            domain::DEFAULT_PAGE_SIZE
+        });
+        let after = Cursor::decode(&req.page_token).unwrap_or_else(|v| {
+            violations.push(v);
+            None
+        });
+        let kind = kind_from_wire(req.kind).unwrap_or_else(|v| {
+            violations.push(v);
+            None
+        });
+        let period = platform::time::period(req.start_time.as_ref(), req.end_time.as_ref()).unwrap_or_else(|v| {
+            violations.extend(v);
+            (i64::MIN, i64::MAX)
+        });
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument(violations).into());
+        }
+        let customer_id = if reads_all(&claims) {
+            Some(req.customer_id).filter(|c| !c.is_empty())
+        } else if req.customer_id.is_empty() || req.customer_id == claims.sub {
+            Some(claims.sub.clone())
+        } else {
+            return Err(Error::PermissionDenied(format!(
+                "listing another customer's invoices needs {ORDERS_ADMIN} or {LEDGER_READ}"
+            ))
+            .into());
+        };
+        let query = InvoiceQuery {
+            customer_id,
+            order_id: Some(req.order_id).filter(|o| !o.is_empty()),
+            kind,
+            after,
+            period,
+            limit: size + 1,
+        };
+        let rows = self.store.invoices(&query).await?;
+        let (rows, next_page_token) = platform::paging::page(rows, size, |last| {
+            Cursor { key: last.issue_time, id: last.number.clone() }.encode()
+        });
+        Ok(Response::new(ListInvoicesResponse { invoices: self.to_wire(rows).await?, next_page_token }))
+    }
+}

@@ -1,0 +1,264 @@
+//! The SQL of invoices and credit notes: issuing them, each with the next number of its series in the same
+//! transaction, and reading them.
+//!
+//! A series' last number is a row of `invoice_series`, raised by an upsert in the transaction that writes the
+//! document: concurrent issuers queue on that row (PostgreSQL's row lock, SQLite's write lock), and a transaction
+//! rolled back gives its number back with everything else, so numbers run without gaps.
+
+use platform::db::{BeginWrite, finish, is_unique_violation};
+use platform::with_db;
+
+use crate::domain::Cursor;
+use crate::error::Error;
+use crate::invoice::{self, Invoice, Kind};
+use crate::store::{Store, tax_part};
+use crate::tax::OrderTax;
+
+const COLUMNS: &str = "number, kind, order_id, customer_id, corrected_invoice, refund_id, currency, total_minor, \
+     tax_name, tax_rate_basis_points, tax_taxable_minor, tax_minor, reduced_tax_rate_basis_points, \
+     reduced_taxable_minor, reduced_tax_minor, issue_time";
+
+/// Raises the last number of series $1 (starting it at 1) and answers it with its issue time: $2 (now), or the
+/// previous number's when that is later (its issuer read the clock after this one but took the series first), so
+/// that numbers and issue times rise together.
+const TAKE_NUMBER_SQL: &str = "INSERT INTO invoice_series (series, last_number, last_issue_time) VALUES ($1, 1, $2) \
+     ON CONFLICT (series) DO UPDATE SET last_number = invoice_series.last_number + 1, \
+     last_issue_time = CASE WHEN invoice_series.last_issue_time > excluded.last_issue_time \
+     THEN invoice_series.last_issue_time ELSE excluded.last_issue_time END \
+     RETURNING last_number, last_issue_time";
+
+/// An order's invoice, numbered $1 and issued at $2, from order $3 as it stands (the columns the invoice shares
+/// with the order are the order's, which never change once it is placed).
+const ISSUE_INVOICE_SQL: &str = "INSERT INTO invoices (number, kind, order_id, customer_id, currency, total_minor, \
+     tax_name, tax_rate_basis_points, tax_taxable_minor, tax_minor, reduced_tax_rate_basis_points, \
+     reduced_taxable_minor, reduced_tax_minor, issue_time) \
+     SELECT $1, 'invoice', id, customer_id, currency, total_minor, tax_name, tax_rate_basis_points, \
+     tax_taxable_minor, tax_minor, reduced_tax_rate_basis_points, reduced_taxable_minor, reduced_tax_minor, $2 \
+     FROM orders WHERE id = $3";
+
+#[derive(sqlx::FromRow)]
+struct Row {
+    number: String,
+    kind: String,
+    order_id: String,
+    customer_id: String,
+    corrected_invoice: String,
+    refund_id: String,
+    currency: String,
+    total_minor: i64,
+    tax_name: String,
+    tax_rate_basis_points: Option<i64>,
+    tax_taxable_minor: i64,
+    tax_minor: i64,
+    reduced_tax_rate_basis_points: Option<i64>,
+    reduced_taxable_minor: i64,
+    reduced_tax_minor: i64,
+    issue_time: i64,
+}
+
+impl TryFrom<Row> for Invoice {
+    type Error = Error;
+
+    fn try_from(row: Row) -> Result<Self, Error> {
+        Ok(Self {
+            kind: Kind::parse(&row.kind)
+                .ok_or_else(|| Error::Database(sqlx::Error::Protocol(format!("unknown invoice kind {}", row.kind))))?,
+            tax: (!row.tax_name.is_empty()).then(|| OrderTax {
+                name: row.tax_name,
+                standard: tax_part(row.tax_rate_basis_points, row.tax_taxable_minor, row.tax_minor),
+                reduced: tax_part(row.reduced_tax_rate_basis_points, row.reduced_taxable_minor, row.reduced_tax_minor),
+            }),
+            number: row.number,
+            order_id: row.order_id,
+            customer_id: row.customer_id,
+            corrected_invoice: row.corrected_invoice,
+            refund_id: row.refund_id,
+            currency: row.currency,
+            total_minor: row.total_minor,
+            issue_time: row.issue_time,
+        })
+    }
+}
+
+/// A refund of a payment, as its `payment.refunded` event tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refund {
+    /// The refunds service's id of it.
+    pub refund_id: String,
+    /// The order paid for.
+    pub order_id: String,
+    /// The payment refunded.
+    pub payment_id: String,
+    /// What this refund gave back, in the payment's (the order's) currency.
+    pub amount_minor: i64,
+}
+
+/// What ListInvoices asks of the store.
+#[derive(Debug, Clone, Default)]
+pub struct InvoiceQuery {
+    /// Only this customer's, when set.
+    pub customer_id: Option<String>,
+    /// Only this order's, when set.
+    pub order_id: Option<String>,
+    /// Only this kind, when set.
+    pub kind: Option<Kind>,
+    /// Start after this document (its issue time and number).
+    pub after: Option<Cursor>,
+    /// Only those issued in this period (microseconds, start inclusive, end exclusive).
+    pub period: (i64, i64),
+    /// At most this many rows.
+    pub limit: i64,
+}
+
+/// Issues the invoice of order `order_id` at `now` inside the transaction that confirms it (`tx`): takes the
+/// next number of the year's series and writes the invoice from the order's row.
+pub(crate) async fn issue_invoice<DB>(
+    tx: &mut sqlx::Transaction<'_, DB>,
+    order_id: &str,
+    now: i64,
+) -> Result<(), sqlx::Error>
+where
+    DB: sqlx::Database,
+    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
+    DB::Arguments: sqlx::IntoArguments<DB>,
+    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+    for<'r> (i64, i64): sqlx::FromRow<'r, DB::Row>,
+{
+    let series = invoice::series(Kind::Invoice, now);
+    let (n, issue_time): (i64, i64) =
+        sqlx::query_as(TAKE_NUMBER_SQL).bind(series.as_str()).bind(now).fetch_one(&mut **tx).await?;
+    sqlx::query(ISSUE_INVOICE_SQL)
+        .bind(invoice::number(&series, n))
+        .bind(issue_time)
+        .bind(order_id)
+        .execute(&mut **tx)
+        .await?;
+    Ok(())
+}
+
+impl Store {
+    /// Issues the credit note of `refund` at `now`, numbered next in the year's series, for its share of the
+    /// order's invoice and its tax ([`invoice::credit_note_tax`]). Answers its number; None when there is nothing
+    /// to issue: the order has no invoice (a checkout whose payment was refunded before it was confirmed, an order
+    /// confirmed before invoices were issued), or another payment (not the order's) was refunded, or the refund
+    /// has its credit note already (a redelivered event).
+    pub async fn issue_credit_note(&self, refund: &Refund, now: i64) -> Result<Option<String>, Error> {
+        let select_invoice = format!(
+            "SELECT {COLUMNS} FROM invoices WHERE order_id = $1 AND kind = 'invoice' \
+             AND order_id IN (SELECT id FROM orders WHERE payment_id = $2)"
+        );
+        let insert = format!("INSERT INTO invoices ({COLUMNS}) VALUES ({})", platform::db::values_for(COLUMNS));
+        with_db!(self.db(), pool => {
+            let mut tx = pool.begin_write().await?;
+            let result: Result<Option<String>, Error> = async {
+                let Some(row) = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(select_invoice))
+                    .bind(&refund.order_id)
+                    .bind(&refund.payment_id)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                else {
+                    return Ok(None);
+                };
+                let issued: Option<String> = sqlx::query_scalar(
+                    "SELECT number FROM invoices WHERE refund_id = $1 AND kind = 'credit_note'",
+                )
+                .bind(&refund.refund_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if issued.is_some() {
+                    return Ok(None);
+                }
+                let invoiced = Invoice::try_from(row)?;
+                let amount_minor = refund.amount_minor.clamp(0, invoiced.total_minor);
+                let tax = invoiced.tax.as_ref().map(|t| invoice::credit_note_tax(t, invoiced.total_minor, amount_minor));
+                let (standard, reduced) = tax.as_ref().map_or((None, None), |t| (t.standard, t.reduced));
+                let series = invoice::series(Kind::CreditNote, now);
+                let (n, issue_time): (i64, i64) =
+                    sqlx::query_as(TAKE_NUMBER_SQL).bind(series.as_str()).bind(now).fetch_one(&mut *tx).await?;
+                let number = invoice::number(&series, n);
+                let inserted = sqlx::query(sqlx::AssertSqlSafe(insert))
+                    .bind(&number)
+                    .bind(Kind::CreditNote.as_str())
+                    .bind(&invoiced.order_id)
+                    .bind(&invoiced.customer_id)
+                    .bind(&invoiced.number)
+                    .bind(&refund.refund_id)
+                    .bind(&invoiced.currency)
+                    .bind(amount_minor)
+                    .bind(tax.as_ref().map_or("", |t| t.name.as_str()))
+                    .bind(standard.map(|p| i64::from(p.rate_basis_points)))
+                    .bind(standard.map_or(0, |p| p.taxable_minor))
+                    .bind(standard.map_or(0, |p| p.amount_minor))
+                    .bind(reduced.map(|p| i64::from(p.rate_basis_points)))
+                    .bind(reduced.map_or(0, |p| p.taxable_minor))
+                    .bind(reduced.map_or(0, |p| p.amount_minor))
+                    .bind(issue_time)
+                    .execute(&mut *tx)
+                    .await;
+                match inserted {
+                    // The same refund's event, handled at the same moment elsewhere, issued it first: this
+                    // transaction rolls back with the number it took.
+                    Err(e) if is_unique_violation(&e) => Err(Error::AlreadyExists(refund.refund_id.clone())),
+                    inserted => {
+                        inserted?;
+                        Ok(Some(number))
+                    }
+                }
+            }
+            .await;
+            match finish(tx, result).await {
+                Err(Error::AlreadyExists(_)) => Ok(None),
+                done => done,
+            }
+        })
+    }
+
+    /// The invoice or credit note numbered `number`, if there is one.
+    pub async fn invoice(&self, number: &str) -> Result<Option<Invoice>, Error> {
+        let sql = format!("SELECT {COLUMNS} FROM invoices WHERE number = $1");
+        let row = with_db!(self.db(), pool => {
+            sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql)).bind(number).fetch_optional(pool).await?
+        });
+        row.map(Invoice::try_from).transpose()
+    }
+
+    /// Invoices and credit notes, the latest issued first, after the cursor, filtered as asked.
+    pub async fn invoices(&self, q: &InvoiceQuery) -> Result<Vec<Invoice>, Error> {
+        let mut sql = format!("SELECT {COLUMNS} FROM invoices WHERE issue_time >= $1 AND issue_time < $2");
+        let mut texts = Vec::new();
+        let mut text = |value: &str, column: &str, sql: &mut String| {
+            texts.push(value.to_owned());
+            sql.push_str(&format!(" AND {column} = ${}", texts.len() + 2));
+        };
+        if let Some(customer) = &q.customer_id {
+            text(customer, "customer_id", &mut sql);
+        }
+        if let Some(order) = &q.order_id {
+            text(order, "order_id", &mut sql);
+        }
+        if let Some(kind) = q.kind {
+            text(kind.as_str(), "kind", &mut sql);
+        }
+        if let Some(after) = &q.after {
+            texts.push(after.id.clone());
+            // The cursor's time is bound last, after the limit.
+            let (number, time) = (texts.len() + 2, texts.len() + 4);
+            sql.push_str(&format!(" AND (issue_time < ${time} OR (issue_time = ${time} AND number < ${number}))"));
+        }
+        sql.push_str(&format!(" ORDER BY issue_time DESC, number DESC LIMIT ${}", texts.len() + 3));
+        let rows = with_db!(self.db(), pool => {
+            let mut query = sqlx::query_as::<_, Row>(sqlx::AssertSqlSafe(sql)).bind(q.period.0).bind(q.period.1);
+            for value in &texts {
+                query = query.bind(value.as_str());
+            }
+            query = query.bind(q.limit);
+            if let Some(after) = &q.after {
+                query = query.bind(after.key);
+            }
+            query.fetch_all(pool).await?
+        });
+        rows.into_iter().map(Invoice::try_from).collect()
+    }
+}

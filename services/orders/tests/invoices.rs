@@ -1,0 +1,281 @@
+//! Invoices and credit notes (`InvoiceService`): every confirmed order gets an invoice, every refund of one a
+//! credit note with its share of the tax, each kind numbered without gaps per year; customers read their own,
+//! the finance and support staff every one. Over real gRPC, on SQLite and (when `MERCATO_TEST_DATABASE_URL` is
+//! set) PostgreSQL; the payments' `payment.refunded` events are published on the service's in-process bus as the
+//! payments service's relay would.
+
+mod harness;
+
+use api::common::Money;
+use api::mercato::orders::v1::invoice_service_client::InvoiceServiceClient;
+use api::mercato::orders::v1::tax_rate_service_client::TaxRateServiceClient;
+use api::mercato::orders::v1::{
+    Address, CreateOrderRequest, GetInvoiceRequest, Invoice, InvoiceKind, ListInvoicesRequest, OrderStatus,
+    ReducedTaxRate, SetTaxRateRequest, TaxRate,
+};
+use api::mercato::payments::v1::PaymentRefunded;
+use platform::db::Db;
+use platform::events::{EventBus, EventEnvelope};
+use prost::Message;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+use harness::*;
+
+/// A client of the invoices acting as `who` with `scopes`.
+struct Invoices {
+    inner: InvoiceServiceClient<Channel>,
+    token: String,
+}
+
+impl Invoices {
+    async fn new(server: &Server, who: &str, scopes: &[&str]) -> Self {
+        let token = format!("Bearer {}", server.issuer.sign(&server.issuer.claims(who, scopes, &["customer"])));
+        Self { inner: InvoiceServiceClient::new(connect(&server.url).await), token }
+    }
+
+    async fn get(&self, number: &str) -> Result<Invoice, Status> {
+        let request = authorized(Some(&self.token), GetInvoiceRequest { number: number.into() });
+        Ok(self.inner.clone().get_invoice(request).await?.into_inner().invoice.expect("invoice"))
+    }
+
+    async fn list(&self, request: ListInvoicesRequest) -> Result<(Vec<Invoice>, String), Status> {
+        let page = self.inner.clone().list_invoices(authorized(Some(&self.token), request)).await?.into_inner();
+        Ok((page.invoices, page.next_page_token))
+    }
+
+    /// The numbers of every document listed with `request`, page by page.
+    async fn numbers(&self, request: ListInvoicesRequest) -> Result<Vec<String>, Status> {
+        let mut numbers = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let (page, next) = self.list(ListInvoicesRequest { page_token, ..request.clone() }).await?;
+            numbers.extend(page.into_iter().map(|i| i.number));
+            if next.is_empty() {
+                return Ok(numbers);
+            }
+            page_token = next;
+        }
+    }
+}
+
+/// The year of today's series.
+fn year() -> i64 {
+    platform::time::date_of_micros(platform::time::now_micros()).0
+}
+
+fn invoice_no(n: u32) -> String {
+    format!("INV-{}-{n:06}", year())
+}
+
+fn credit_note_no(n: u32) -> String {
+    format!("CN-{}-{n:06}", year())
+}
+
+fn minor(money: &Option<Money>) -> i64 {
+    money.as_ref().map_or(-1, |m| m.amount_minor)
+}
+
+/// (rate, taxable, amount) of each rate a document's total includes, and all its tax.
+fn taxes(invoice: &Invoice) -> (Vec<(u32, i64, i64)>, i64) {
+    let each = invoice.taxes.iter().map(|t| (t.rate_basis_points, minor(&t.taxable), minor(&t.amount)));
+    (each.collect(), minor(&invoice.tax))
+}
+
+fn to_germany(items: &[(&str, i32)], key: &str) -> CreateOrderRequest {
+    CreateOrderRequest { shipping_address: Some(Address { country: "DE".into(), ..address() }), ..order_of(items, key) }
+}
+
+/// Sets Germany's VAT (19%, 7% reduced) as staff holding `tax:write`.
+async fn tax_germany(server: &Server) {
+    let rate = TaxRate {
+        name: "MwSt.".into(),
+        rate_basis_points: 1900,
+        reduced_rate: Some(ReducedTaxRate { rate_basis_points: 700 }),
+        ..TaxRate::default()
+    };
+    let token = server.staff_token(&["tax:write"]);
+    let request = authorized(Some(&token), SetTaxRateRequest { country: "DE".into(), tax_rate: Some(rate) });
+    TaxRateServiceClient::new(connect(&server.url).await).set_tax_rate(request).await.expect("rate");
+}
+
+/// Publishes the `payment.refunded` event of refund `refund_id` of `amount_minor` of an order's payment.
+async fn refund(server: &Server, order_id: &str, payment_id: &str, refund_id: &str, amount_minor: i64) {
+    let eur = |amount_minor| Some(Money { currency: "EUR".into(), amount_minor });
+    let payload = PaymentRefunded {
+        payment_id: payment_id.into(),
+        order_id: order_id.into(),
+        refund_id: refund_id.into(),
+        amount: eur(amount_minor),
+        refunded_amount: eur(amount_minor),
+        ..PaymentRefunded::default()
+    };
+    let event = EventEnvelope {
+        id: format!("event-{refund_id}"),
+        source: "payments".into(),
+        r#type: "payment.refunded".into(),
+        subject: payment_id.into(),
+        data: payload.encode_to_vec(),
+        ..EventEnvelope::default()
+    };
+    server.bus.publish(event).await.expect("taken");
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Scenarios.
+
+async fn confirmed_orders_are_invoiced_in_order(db: Db) {
+    let server = Server::start(db, Fake::new(), Wiring::Grpc).await;
+    let ada = server.client("ada", false).await;
+    let bob = server.client("bob", false).await;
+    let ada_reads = Invoices::new(&server, "ada", &["orders:read"]).await;
+    let bob_reads = Invoices::new(&server, "bob", &["orders:read"]).await;
+    let finance = Invoices::new(&server, "fin", &["orders:read", "ledger:read"]).await;
+
+    let first = ada.create(order_of(&[(COFFEE, 2), (TEA, 1)], "a1")).await.expect("create");
+    let mut declined = order_of(&[(TEA, 1)], "a2");
+    declined.payment_method = DECLINED.into();
+    let failed = ada.create(declined).await.expect("create");
+    assert_eq!(status(&failed), OrderStatus::Failed);
+    let second = bob.create(order_of(&[(TEA, 1)], "b1")).await.expect("create");
+    let third = ada.create(order_of(&[(COFFEE, 1)], "a3")).await.expect("create");
+
+    // Each confirmed order's invoice, numbered in the order they were confirmed; the failed one has none.
+    let invoice = ada_reads.get(&invoice_no(1)).await.expect("ada's first invoice");
+    assert_eq!(
+        (invoice.kind(), invoice.order_id.as_str(), invoice.customer_id.as_str(), invoice.payment_id.as_str()),
+        (InvoiceKind::Invoice, first.id.as_str(), "ada", first.payment_id.as_str())
+    );
+    assert_eq!(invoice.items, first.items, "the order's items");
+    assert_eq!(
+        (&invoice.subtotal, &invoice.discount, &invoice.shipping, &invoice.total),
+        (&first.subtotal, &first.discount, &first.shipping, &first.total)
+    );
+    assert_eq!(invoice.billing_address, first.shipping_address);
+    assert_eq!(taxes(&invoice), (vec![], 0), "no rate for its country: no tax");
+    assert_eq!((invoice.corrected_invoice.as_str(), invoice.refund_id.as_str()), ("", ""));
+    assert_eq!(ada_reads.get(&invoice_no(1).to_lowercase()).await.expect("any case"), invoice);
+    assert_eq!(bob_reads.get(&invoice_no(2)).await.expect("bob's").order_id, second.id);
+    assert_eq!(ada_reads.get(&invoice_no(3)).await.expect("ada's second").order_id, third.id);
+    assert_eq!(finance.get(&invoice_no(4)).await.expect_err("no fourth").code(), Code::NotFound);
+
+    // Customers read only their own: another's is not there for them, and they list only theirs.
+    assert_eq!(bob_reads.get(&invoice_no(1)).await.expect_err("ada's").code(), Code::NotFound);
+    assert_eq!(ada_reads.numbers(ListInvoicesRequest::default()).await.expect("list"), [invoice_no(3), invoice_no(1)]);
+    let others = ListInvoicesRequest { customer_id: "ada".into(), ..ListInvoicesRequest::default() };
+    assert_eq!(bob_reads.list(others.clone()).await.expect_err("ada's").code(), Code::PermissionDenied);
+
+    // The finance staff read and list every one, a page at a time, by customer or by order.
+    assert_eq!(finance.get(&invoice_no(1)).await.expect("any"), invoice);
+    let all = ListInvoicesRequest { page_size: 2, ..ListInvoicesRequest::default() };
+    let (page, next) = finance.list(all.clone()).await.expect("list");
+    assert_eq!((page.len(), next.is_empty()), (2, false));
+    assert_eq!(finance.numbers(all).await.expect("all"), [invoice_no(3), invoice_no(2), invoice_no(1)]);
+    assert_eq!(finance.numbers(others).await.expect("ada's"), [invoice_no(3), invoice_no(1)]);
+    let of_second = ListInvoicesRequest { order_id: second.id.clone(), ..ListInvoicesRequest::default() };
+    assert_eq!(finance.numbers(of_second).await.expect("by order"), [invoice_no(2)]);
+    let of_failed = ListInvoicesRequest { order_id: failed.id.clone(), ..ListInvoicesRequest::default() };
+    assert_eq!(finance.numbers(of_failed).await.expect("by order"), Vec::<String>::new());
+    let notes = ListInvoicesRequest { kind: InvoiceKind::CreditNote as i32, ..ListInvoicesRequest::default() };
+    assert_eq!(finance.numbers(notes).await.expect("none yet"), Vec::<String>::new());
+    let support = Invoices::new(&server, "sup", &["orders:read", "orders:admin"]).await;
+    assert_eq!(support.get(&invoice_no(2)).await.expect("any").customer_id, "bob");
+
+    // Wrong input is named, field by field.
+    let wrong = ListInvoicesRequest { page_size: -1, page_token: "nonsense".into(), kind: 9, ..Default::default() };
+    let fields: Vec<String> =
+        violations(&finance.list(wrong).await.expect_err("wrong")).into_iter().map(|(f, _)| f).collect();
+    assert_eq!(fields, ["page_size", "page_token", "kind"]);
+    assert_eq!(violations(&finance.get(" ").await.expect_err("no number"))[0].0, "number");
+    // Without orders:read (a service's token, say) nothing is read.
+    let writer = Invoices::new(&server, "ada", &["orders:write"]).await;
+    assert_eq!(writer.get(&invoice_no(1)).await.expect_err("scope").code(), Code::PermissionDenied);
+    server.stop().await;
+}
+
+async fn refunds_get_credit_notes_with_their_share_of_the_tax(db: Db) {
+    let fake = Fake::new();
+    fake.reduce_tax(TEA);
+    let server = Server::start(db, fake, Wiring::Direct).await;
+    tax_germany(&server).await;
+    let ada = server.client("ada", false).await;
+    let ada_reads = Invoices::new(&server, "ada", &["orders:read"]).await;
+
+    // Tea (reduced) 2 × 5.00 and coffee (standard) 14.50: 24.50, of which 2.32 at 19% and 0.65 at 7%.
+    let order = ada.create(to_germany(&[(TEA, 2), (COFFEE, 1)], "k1")).await.expect("create");
+    let invoice = ada_reads.get(&invoice_no(1)).await.expect("invoice");
+    assert_eq!(taxes(&invoice), (vec![(1900, 1450, 232), (700, 1000, 65)], 297));
+    assert_eq!((invoice.taxes.clone(), invoice.tax.clone()), (order.taxes.clone(), order.tax.clone()));
+
+    // Staff give back 10.00: its credit note corrects the invoice, with its share of each part of the tax:
+    // all of it 2.97 × 10 / 24.50 = 1.21 (as the payments' ledger books it); 7%: 0.65 × 10 / 24.50 = 0.27 of
+    // 10.00 × 10 / 24.50 = 4.08; 19%: the rest.
+    refund(&server, &order.id, &order.payment_id, "refund-1", 1000).await;
+    let note = ada_reads.get(&credit_note_no(1)).await.expect("credit note");
+    assert_eq!(
+        (note.kind(), note.order_id.as_str(), note.corrected_invoice.clone(), note.refund_id.as_str()),
+        (InvoiceKind::CreditNote, order.id.as_str(), invoice_no(1), "refund-1")
+    );
+    assert_eq!(minor(&note.total), 1000);
+    assert_eq!(taxes(&note), (vec![(1900, 592, 94), (700, 408, 27)], 121));
+    assert_eq!((note.items.len(), note.subtotal.is_none(), note.shipping.is_none()), (0, true, true));
+    assert_eq!(note.billing_address, order.shipping_address);
+
+    // Redelivered: nothing new. The refund of the rest gets the next number, and the two notes together give
+    // back all the tax the invoice included: 2.97 × 14.50 / 24.50 = 1.76.
+    refund(&server, &order.id, &order.payment_id, "refund-1", 1000).await;
+    refund(&server, &order.id, &order.payment_id, "refund-rest", 1450).await;
+    let rest = ada_reads.get(&credit_note_no(2)).await.expect("second credit note");
+    assert_eq!((minor(&rest.total), rest.refund_id.as_str()), (1450, "refund-rest"));
+    assert_eq!(taxes(&rest), (vec![(1900, 858, 138), (700, 592, 38)], 176));
+    assert_eq!(taxes(&rest).1 + taxes(&note).1, 297);
+
+    // A refund of a payment that is not an invoiced order's (a failed checkout's compensation, or another
+    // payment) gets no credit note.
+    let mut declined = to_germany(&[(TEA, 1)], "k2");
+    declined.payment_method = DECLINED.into();
+    let failed = ada.create(declined).await.expect("create");
+    refund(&server, &failed.id, "pay-of-a-failed-checkout", "refund-2", 500).await;
+    refund(&server, &order.id, "pay-elsewhere", "refund-3", 500).await;
+    let notes = ListInvoicesRequest { kind: InvoiceKind::CreditNote as i32, ..ListInvoicesRequest::default() };
+    assert_eq!(ada_reads.numbers(notes).await.expect("list"), [credit_note_no(2), credit_note_no(1)]);
+    assert_eq!(status(&ada.get(&order.id).await.expect("get")), OrderStatus::Confirmed, "refunds cancel nothing");
+    assert_eq!(ada_reads.get(&invoice_no(1)).await.expect("unchanged"), invoice);
+    server.stop().await;
+}
+
+async fn concurrent_checkouts_take_numbers_without_gaps(db: Db) {
+    let fake = Fake::new();
+    fake.add_product("p-pen", "Pen", "EUR", 200, 100);
+    let server = Server::start(db, fake, Wiring::Direct).await;
+    let finance = Invoices::new(&server, "fin", &["orders:read", "ledger:read"]).await;
+    let mut checkouts = tokio::task::JoinSet::new();
+    for n in 0..12 {
+        let client = server.client(&format!("customer-{n}"), false).await;
+        checkouts.spawn(async move { client.create(order_of(&[("p-pen", 1)], "k")).await.expect("create") });
+    }
+    let mut confirmed = Vec::new();
+    while let Some(order) = checkouts.join_next().await {
+        let order = order.expect("joined");
+        assert_eq!(status(&order), OrderStatus::Confirmed);
+        confirmed.push(order.id);
+    }
+
+    // One number each, none skipped, listed latest first: a later number is never issued earlier.
+    let (listed, _) = finance.list(ListInvoicesRequest { page_size: 100, ..Default::default() }).await.expect("list");
+    let numbers: Vec<String> = listed.iter().map(|i| i.number.clone()).collect();
+    assert_eq!(numbers, (1..=12).rev().map(invoice_no).collect::<Vec<_>>());
+    let times: Vec<_> = listed.iter().map(|i| i.issue_time.map(|t| (t.seconds, t.nanos))).collect();
+    assert!(times.windows(2).all(|w| w[0] >= w[1]), "{times:?}");
+    let mut invoiced: Vec<String> = listed.into_iter().map(|i| i.order_id).collect();
+    invoiced.sort_unstable();
+    confirmed.sort_unstable();
+    assert_eq!(invoiced, confirmed, "an invoice for each order");
+    server.stop().await;
+}
+
+on_both_engines!(
+    confirmed_orders_are_invoiced_in_order,
+    refunds_get_credit_notes_with_their_share_of_the_tax,
+    concurrent_checkouts_take_numbers_without_gaps,
+);
