@@ -613,6 +613,10 @@ async fn an_order_refunded_in_part_is_cancelled_for_the_rest(storage: Storage) {
     let admin = p.admin_token().await;
     let ada = p.customer_token("ada-partial@example.com").await;
     let lamps = product_in_stock(&p, &admin, "LAMP-1", "4000", 5).await;
+    let issuer = json!({"address": {"name": "Lampen GmbH", "line1": "Hauptstr. 1", "city": "Berlin", "postalCode":
+        "10115", "country": "DE"}, "vatId": "DE 123 456 789"});
+    let set = p.send("PUT", "/v1/invoice-issuer", Some(&admin), Some(issuer)).await;
+    assert_eq!((set.status, &set.json["vatId"]), (200, &json!("DE123456789")), "{}", set.json);
     let order = place_order(&p, &ada, "ada-lamp", &lamps, 1, "tok_visa").await;
     assert_eq!(order["status"], "ORDER_STATUS_CONFIRMED", "{order}");
     let (id, payment_id) = (order["id"].as_str().expect("id"), order["paymentId"].as_str().expect("payment"));
@@ -666,6 +670,7 @@ async fn an_order_refunded_in_part_is_cancelled_for_the_rest(storage: Storage) {
         (invoice.status, &invoice.json["items"], &invoice.json["paymentId"]),
         (200, &order["items"], &json!(payment_id))
     );
+    assert_eq!(invoice.json["issuer"]["address"]["name"], "Lampen GmbH", "{}", invoice.json);
     let stranger = p.customer_token("eve-partial@example.com").await;
     assert_eq!(p.send("GET", &format!("/v1/invoices/{invoice_no}"), Some(&stranger), None).await.status, 404);
     assert_eq!(p.send("GET", &of_order, None, None).await.status, 401);

@@ -30,7 +30,16 @@ CREATE TABLE invoices (
     reduced_tax_rate_basis_points BIGINT,
     reduced_taxable_minor BIGINT NOT NULL DEFAULT 0,
     reduced_tax_minor BIGINT NOT NULL DEFAULT 0 CHECK (reduced_tax_minor >= 0),
-    issue_time BIGINT NOT NULL
+    issue_time BIGINT NOT NULL,
+    -- Who issued it, as set then (invoice_issuer); an empty name: not set.
+    issuer_name TEXT NOT NULL DEFAULT '',
+    issuer_line1 TEXT NOT NULL DEFAULT '',
+    issuer_line2 TEXT NOT NULL DEFAULT '',
+    issuer_city TEXT NOT NULL DEFAULT '',
+    issuer_region TEXT NOT NULL DEFAULT '',
+    issuer_postal_code TEXT NOT NULL DEFAULT '',
+    issuer_country TEXT NOT NULL DEFAULT '',
+    issuer_vat_id TEXT NOT NULL DEFAULT ''
 );
 
 -- One invoice per order, one credit note per refund: a redelivered event or a replayed move issues nothing twice.
@@ -40,3 +49,17 @@ CREATE UNIQUE INDEX credit_notes_one_per_refund ON invoices (refund_id) WHERE ki
 CREATE INDEX invoices_by_order ON invoices (order_id);
 CREATE INDEX invoices_by_issue_time ON invoices (issue_time, number);
 CREATE INDEX invoices_by_customer ON invoices (customer_id, issue_time, number);
+
+-- Who issues the shop's invoices (SetInvoiceIssuer): one row at most, copied onto each document as it is issued.
+CREATE TABLE invoice_issuer (
+    id BIGINT PRIMARY KEY CHECK (id = 1),
+    name TEXT NOT NULL,
+    line1 TEXT NOT NULL,
+    line2 TEXT NOT NULL,
+    city TEXT NOT NULL,
+    region TEXT NOT NULL,
+    postal_code TEXT NOT NULL,
+    country TEXT NOT NULL,
+    vat_id TEXT NOT NULL,
+    update_time BIGINT NOT NULL
+);

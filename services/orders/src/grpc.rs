@@ -89,7 +89,8 @@ pub fn address_to_wire(a: &Address) -> WireAddress {
     }
 }
 
-fn address_from_wire(a: WireAddress) -> Address {
+/// An address from the wire (checked before: `platform::address::validate`).
+pub fn address_from_wire(a: WireAddress) -> Address {
     Address {
         name: a.name,
         line1: a.line1,

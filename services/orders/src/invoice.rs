@@ -5,6 +5,9 @@
 //! refund's credit note when the payment's `payment.refunded` event arrives ([`crate::events`]). Each kind is
 //! numbered without gaps in a series per calendar year (UTC), in the transaction that writes the document.
 
+use platform::error::FieldViolation;
+
+use crate::domain::Address;
 use crate::tax::{OrderTax, TaxPart};
 
 /// What a document is.
@@ -56,6 +59,51 @@ pub fn number(series: &str, n: i64) -> String {
     format!("{series}-{n:06}")
 }
 
+/// Who issues the shop's invoices, as each document names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Issuer {
+    /// The legal name (`name`) and postal address.
+    pub address: Address,
+    /// The VAT identification number; empty: none.
+    pub vat_id: String,
+}
+
+/// The demo shop's issuer (`mercato up --demo`): a made-up company, and a VAT id of the right shape.
+pub fn demo_issuer() -> Issuer {
+    Issuer {
+        address: Address {
+            name: "Mercato Demo GmbH".into(),
+            line1: "Beispielstr. 1".into(),
+            line2: String::new(),
+            city: "Berlin".into(),
+            region: String::new(),
+            postal_code: "10115".into(),
+            country: "DE".into(),
+        },
+        vat_id: "DE000000000".into(),
+    }
+}
+
+/// A VAT identification number as kept: without spaces, dots or dashes, in upper case; empty stays empty.
+/// Two letters (the country, "EL" for Greece) and 2 to 12 letters or digits, as the EU's numbers and others
+/// (GB, CH, NO) are written.
+pub fn normalize_vat_id(field: &str, raw: &str) -> Result<String, FieldViolation> {
+    let id: String = raw.chars().filter(|c| !matches!(c, ' ' | '.' | '-')).collect::<String>().to_ascii_uppercase();
+    // Split only ASCII: a byte index may fall inside another character.
+    let well_formed = id.is_ascii() && {
+        let (prefix, rest) = id.split_at(id.len().min(2));
+        prefix.len() == 2
+            && prefix.bytes().all(|b| b.is_ascii_uppercase())
+            && (2..=12).contains(&rest.len())
+            && rest.bytes().all(|b| b.is_ascii_alphanumeric())
+    };
+    if id.is_empty() || well_formed {
+        Ok(id)
+    } else {
+        Err(FieldViolation::new(field, "must be two letters and 2 to 12 letters or digits, e.g. \"DE123456789\""))
+    }
+}
+
 /// An invoice or a credit note as stored; what it shares with its order (items, address, payment) is read
 /// from the order, which never changes those.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -80,6 +128,8 @@ pub struct Invoice {
     pub tax: Option<OrderTax>,
     /// Microseconds since the epoch.
     pub issue_time: i64,
+    /// Who issued it, as set then; None when the shop had not said.
+    pub issuer: Option<Issuer>,
 }
 
 /// `value × numerator / denominator` rounded half up, for non-negative numbers and a positive denominator.
@@ -143,6 +193,16 @@ mod tests {
             assert_eq!(Kind::parse(kind.as_str()), Some(kind));
         }
         assert_eq!(Kind::parse("receipt"), None);
+    }
+
+    #[test]
+    fn vat_ids_are_kept_in_one_spelling_and_checked() {
+        assert_eq!(normalize_vat_id("vat_id", " de 123.456-789 "), Ok("DE123456789".to_owned()));
+        assert_eq!(normalize_vat_id("vat_id", "gb123456789"), Ok("GB123456789".to_owned()));
+        assert_eq!(normalize_vat_id("vat_id", ""), Ok(String::new()), "none");
+        for wrong in ["D", "DE1", "1E12345", "DE1234567890123", "DE12345/6", "DÉ123456"] {
+            assert_eq!(normalize_vat_id("vat_id", wrong).map_err(|v| v.field), Err("vat_id".to_owned()), "{wrong}");
+        }
     }
 
     #[test]

@@ -1,22 +1,24 @@
 //! The gRPC face of invoices and credit notes: `mercato.orders.v1.InvoiceService`. Customers read their own;
-//! staff holding `orders:admin` (support) or `ledger:read` (finance) read every one.
+//! staff holding `orders:admin` (support) or `ledger:read` (finance) read every one. Who issues them is set by
+//! staff holding `tax:write` and read by anyone.
 
 use std::collections::HashMap;
 
 use api::mercato::orders::v1::invoice_service_server::InvoiceService;
 use api::mercato::orders::v1::{
-    GetInvoiceRequest, GetInvoiceResponse, Invoice as WireInvoice, InvoiceKind, ListInvoicesRequest,
-    ListInvoicesResponse,
+    GetInvoiceIssuerRequest, GetInvoiceIssuerResponse, GetInvoiceRequest, GetInvoiceResponse, Invoice as WireInvoice,
+    InvoiceIssuer as WireIssuer, InvoiceKind, ListInvoicesRequest, ListInvoicesResponse, SetInvoiceIssuerRequest,
+    SetInvoiceIssuerResponse,
 };
 use platform::auth::{Claims, caller};
 use platform::error::FieldViolation;
-use platform::time::timestamp;
+use platform::time::{now_micros, timestamp};
 use tonic::{Request, Response, Status as GrpcStatus};
 
 use crate::domain::{self, Cursor, Price};
 use crate::error::Error;
-use crate::grpc::{ORDERS_ADMIN, address_to_wire, lines_to_wire, money, tax_of, taxes_to_wire};
-use crate::invoice::{Invoice, Kind};
+use crate::grpc::{ORDERS_ADMIN, address_from_wire, address_to_wire, lines_to_wire, money, tax_of, taxes_to_wire};
+use crate::invoice::{self, Invoice, Issuer, Kind};
 use crate::invoice_store::InvoiceQuery;
 use crate::store::{Order, Store};
 
@@ -57,6 +59,19 @@ fn reads_all(claims: &Claims) -> bool {
     claims.has_scope(ORDERS_ADMIN) || claims.has_scope(LEDGER_READ)
 }
 
+/// An issuer on the wire, with when it was set (None on a document: it names the issuer as it was then).
+fn issuer_to_wire(issuer: &Issuer, update_time: Option<i64>) -> WireIssuer {
+    WireIssuer {
+        address: Some(address_to_wire(&issuer.address)),
+        vat_id: issuer.vat_id.clone(),
+        update_time: update_time.map(timestamp),
+    }
+}
+
+fn not_set() -> Error {
+    Error::NotFound("the shop has not said who issues its invoices".to_owned())
+}
+
 fn kind_to_wire(kind: Kind) -> InvoiceKind {
     match kind {
         Kind::Invoice => InvoiceKind::Invoice,
@@ -89,6 +104,7 @@ fn invoice_to_wire(invoice: Invoice, order: Option<&Order>) -> WireInvoice {
         taxes: taxes_to_wire(&invoice.currency, invoice.tax.as_ref()),
         tax: Some(money(&tax_of(&invoice.currency, invoice.tax.as_ref()))),
         issue_time: Some(timestamp(invoice.issue_time)),
+        issuer: invoice.issuer.as_ref().map(|issuer| issuer_to_wire(issuer, None)),
         number: invoice.number,
         order_id: invoice.order_id,
         customer_id: invoice.customer_id,
@@ -116,6 +132,32 @@ impl InvoiceService for InvoicesApi {
             // Another customer's document does not exist for this caller.
             _ => Err(Error::NotFound(format!("no invoice or credit note {number}")).into()),
         }
+    }
+
+    async fn get_invoice_issuer(
+        &self,
+        _request: Request<GetInvoiceIssuerRequest>,
+    ) -> Result<Response<GetInvoiceIssuerResponse>, GrpcStatus> {
+        let (issuer, update_time) = self.store.invoice_issuer().await?.ok_or_else(not_set)?;
+        Ok(Response::new(GetInvoiceIssuerResponse { invoice_issuer: Some(issuer_to_wire(&issuer, Some(update_time))) }))
+    }
+
+    async fn set_invoice_issuer(
+        &self,
+        request: Request<SetInvoiceIssuerRequest>,
+    ) -> Result<Response<SetInvoiceIssuerResponse>, GrpcStatus> {
+        let wire = request.into_inner().invoice_issuer.unwrap_or_default();
+        let address = platform::address::validate("invoice_issuer.address", wire.address);
+        let vat_id = invoice::normalize_vat_id("invoice_issuer.vat_id", &wire.vat_id);
+        let issuer = match (address, vat_id) {
+            (Ok(address), Ok(vat_id)) => Issuer { address: address_from_wire(address), vat_id },
+            (address, vat_id) => {
+                let violations = address.err().unwrap_or_default().into_iter().chain(vat_id.err()).collect();
+                return Err(Error::InvalidArgument(violations).into());
+            }
+        };
+        let (issuer, update_time) = self.store.set_invoice_issuer(&issuer, now_micros()).await?;
+        Ok(Response::new(SetInvoiceIssuerResponse { invoice_issuer: Some(issuer_to_wire(&issuer, Some(update_time))) }))
     }
 
     async fn list_invoices(

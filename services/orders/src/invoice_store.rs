@@ -8,15 +8,20 @@
 use platform::db::{BeginWrite, finish, is_unique_violation};
 use platform::with_db;
 
+use crate::domain::Address;
 use crate::domain::Cursor;
 use crate::error::Error;
-use crate::invoice::{self, Invoice, Kind};
+use crate::invoice::{self, Invoice, Issuer, Kind};
 use crate::store::{Store, tax_part};
 use crate::tax::OrderTax;
 
 const COLUMNS: &str = "number, kind, order_id, customer_id, corrected_invoice, refund_id, currency, total_minor, \
      tax_name, tax_rate_basis_points, tax_taxable_minor, tax_minor, reduced_tax_rate_basis_points, \
-     reduced_taxable_minor, reduced_tax_minor, issue_time";
+     reduced_taxable_minor, reduced_tax_minor, issue_time, issuer_name, issuer_line1, issuer_line2, issuer_city, \
+     issuer_region, issuer_postal_code, issuer_country, issuer_vat_id";
+
+/// The columns of `invoice_issuer`, in the order of the `issuer_*` columns of `invoices`.
+const ISSUER_COLUMNS: &str = "name, line1, line2, city, region, postal_code, country, vat_id";
 
 /// Raises the last number of series $1 (starting it at 1) and answers it with its issue time: $2 (now), or the
 /// previous number's when that is later (its issuer read the clock after this one but took the series first), so
@@ -28,13 +33,17 @@ const TAKE_NUMBER_SQL: &str = "INSERT INTO invoice_series (series, last_number, 
      RETURNING last_number, last_issue_time";
 
 /// An order's invoice, numbered $1 and issued at $2, from order $3 as it stands (the columns the invoice shares
-/// with the order are the order's, which never change once it is placed).
+/// with the order are the order's, which never change once it is placed) and the issuer as set now, if set.
 const ISSUE_INVOICE_SQL: &str = "INSERT INTO invoices (number, kind, order_id, customer_id, currency, total_minor, \
      tax_name, tax_rate_basis_points, tax_taxable_minor, tax_minor, reduced_tax_rate_basis_points, \
-     reduced_taxable_minor, reduced_tax_minor, issue_time) \
-     SELECT $1, 'invoice', id, customer_id, currency, total_minor, tax_name, tax_rate_basis_points, \
-     tax_taxable_minor, tax_minor, reduced_tax_rate_basis_points, reduced_taxable_minor, reduced_tax_minor, $2 \
-     FROM orders WHERE id = $3";
+     reduced_taxable_minor, reduced_tax_minor, issue_time, issuer_name, issuer_line1, issuer_line2, issuer_city, \
+     issuer_region, issuer_postal_code, issuer_country, issuer_vat_id) \
+     SELECT $1, 'invoice', o.id, o.customer_id, o.currency, o.total_minor, o.tax_name, o.tax_rate_basis_points, \
+     o.tax_taxable_minor, o.tax_minor, o.reduced_tax_rate_basis_points, o.reduced_taxable_minor, \
+     o.reduced_tax_minor, $2, COALESCE(i.name, ''), COALESCE(i.line1, ''), COALESCE(i.line2, ''), \
+     COALESCE(i.city, ''), COALESCE(i.region, ''), COALESCE(i.postal_code, ''), COALESCE(i.country, ''), \
+     COALESCE(i.vat_id, '') \
+     FROM orders o LEFT JOIN invoice_issuer i ON i.id = 1 WHERE o.id = $3";
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -54,6 +63,51 @@ struct Row {
     reduced_taxable_minor: i64,
     reduced_tax_minor: i64,
     issue_time: i64,
+    issuer_name: String,
+    issuer_line1: String,
+    issuer_line2: String,
+    issuer_city: String,
+    issuer_region: String,
+    issuer_postal_code: String,
+    issuer_country: String,
+    issuer_vat_id: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct IssuerRow {
+    name: String,
+    line1: String,
+    line2: String,
+    city: String,
+    region: String,
+    postal_code: String,
+    country: String,
+    vat_id: String,
+}
+
+/// The issuer as set, with when.
+#[derive(sqlx::FromRow)]
+struct IssuerSetRow {
+    #[sqlx(flatten)]
+    issuer: IssuerRow,
+    update_time: i64,
+}
+
+impl From<IssuerRow> for Issuer {
+    fn from(row: IssuerRow) -> Self {
+        Self {
+            address: Address {
+                name: row.name,
+                line1: row.line1,
+                line2: row.line2,
+                city: row.city,
+                region: row.region,
+                postal_code: row.postal_code,
+                country: row.country,
+            },
+            vat_id: row.vat_id,
+        }
+    }
 }
 
 impl TryFrom<Row> for Invoice {
@@ -67,6 +121,19 @@ impl TryFrom<Row> for Invoice {
                 name: row.tax_name,
                 standard: tax_part(row.tax_rate_basis_points, row.tax_taxable_minor, row.tax_minor),
                 reduced: tax_part(row.reduced_tax_rate_basis_points, row.reduced_taxable_minor, row.reduced_tax_minor),
+            }),
+            // An empty name: the shop had not said who issues its invoices.
+            issuer: (!row.issuer_name.is_empty()).then_some(Issuer {
+                address: Address {
+                    name: row.issuer_name,
+                    line1: row.issuer_line1,
+                    line2: row.issuer_line2,
+                    city: row.issuer_city,
+                    region: row.issuer_region,
+                    postal_code: row.issuer_postal_code,
+                    country: row.issuer_country,
+                },
+                vat_id: row.issuer_vat_id,
             }),
             number: row.number,
             order_id: row.order_id,
@@ -171,6 +238,13 @@ impl Store {
                     return Ok(None);
                 }
                 let invoiced = Invoice::try_from(row)?;
+                let issuer = sqlx::query_as::<_, IssuerRow>(sqlx::AssertSqlSafe(format!(
+                    "SELECT {ISSUER_COLUMNS} FROM invoice_issuer WHERE id = 1"
+                )))
+                .fetch_optional(&mut *tx)
+                .await?
+                .map(Issuer::from);
+                let by = issuer.as_ref().map(|i| &i.address);
                 let amount_minor = refund.amount_minor.clamp(0, invoiced.total_minor);
                 let tax = invoiced.tax.as_ref().map(|t| invoice::credit_note_tax(t, invoiced.total_minor, amount_minor));
                 let (standard, reduced) = tax.as_ref().map_or((None, None), |t| (t.standard, t.reduced));
@@ -195,6 +269,14 @@ impl Store {
                     .bind(reduced.map_or(0, |p| p.taxable_minor))
                     .bind(reduced.map_or(0, |p| p.amount_minor))
                     .bind(issue_time)
+                    .bind(by.map_or("", |a| a.name.as_str()))
+                    .bind(by.map_or("", |a| a.line1.as_str()))
+                    .bind(by.map_or("", |a| a.line2.as_str()))
+                    .bind(by.map_or("", |a| a.city.as_str()))
+                    .bind(by.map_or("", |a| a.region.as_str()))
+                    .bind(by.map_or("", |a| a.postal_code.as_str()))
+                    .bind(by.map_or("", |a| a.country.as_str()))
+                    .bind(issuer.as_ref().map_or("", |i| i.vat_id.as_str()))
                     .execute(&mut *tx)
                     .await;
                 match inserted {
@@ -213,6 +295,42 @@ impl Store {
                 done => done,
             }
         })
+    }
+
+    /// Sets who issues the shop's invoices from now on (`now`); answers it as stored with when it was set.
+    pub async fn set_invoice_issuer(&self, issuer: &Issuer, now: i64) -> Result<(Issuer, i64), Error> {
+        let sql = format!(
+            "INSERT INTO invoice_issuer (id, {ISSUER_COLUMNS}, update_time) VALUES (1, $1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             ON CONFLICT (id) DO UPDATE SET name = excluded.name, line1 = excluded.line1, line2 = excluded.line2, \
+             city = excluded.city, region = excluded.region, postal_code = excluded.postal_code, \
+             country = excluded.country, vat_id = excluded.vat_id, update_time = excluded.update_time"
+        );
+        let a = &issuer.address;
+        with_db!(self.db(), pool => {
+            sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(&a.name)
+                .bind(&a.line1)
+                .bind(&a.line2)
+                .bind(&a.city)
+                .bind(&a.region)
+                .bind(&a.postal_code)
+                .bind(&a.country)
+                .bind(&issuer.vat_id)
+                .bind(now)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
+        Ok((issuer.clone(), now))
+    }
+
+    /// Who issues the shop's invoices, with when it was set; None until it is.
+    pub async fn invoice_issuer(&self) -> Result<Option<(Issuer, i64)>, Error> {
+        let sql = format!("SELECT {ISSUER_COLUMNS}, update_time FROM invoice_issuer WHERE id = 1");
+        let row = with_db!(self.db(), pool => {
+            sqlx::query_as::<_, IssuerSetRow>(sqlx::AssertSqlSafe(sql)).fetch_optional(pool).await?
+        });
+        Ok(row.map(|row| (Issuer::from(row.issuer), row.update_time)))
     }
 
     /// The invoice or credit note numbered `number`, if there is one.

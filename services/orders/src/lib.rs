@@ -151,9 +151,10 @@ pub async fn serve(
     Ok(served?)
 }
 
-/// Gives a shop without shipping rates the demo's ([`shipping::demo_rates`]), and one without tax rates the
-/// demo's ([`tax::demo_rates`]), in the configured database; answers how many rates were added (none when it
-/// has both).
+/// Gives a shop without shipping rates the demo's ([`shipping::demo_rates`]), one without tax rates the
+/// demo's ([`tax::demo_rates`]), and one that has not said who issues its invoices the demo's
+/// ([`invoice::demo_issuer`]), in the configured database; answers how many rates were added (none when it has
+/// both).
 pub async fn seed_demo(settings: &Settings) -> Result<usize, Error> {
     let db = Db::open(settings, NAME).await?;
     let result = seed_demo_into(&db).await;
@@ -181,6 +182,9 @@ pub async fn seed_demo_into(db: &Db) -> Result<usize, Error> {
             store.set_tax_rate(&rate).await?;
             added += 1;
         }
+    }
+    if store.invoice_issuer().await?.is_none() {
+        store.set_invoice_issuer(&invoice::demo_issuer(), now).await?;
     }
     Ok(added)
 }

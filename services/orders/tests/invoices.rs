@@ -10,8 +10,8 @@ use api::common::Money;
 use api::mercato::orders::v1::invoice_service_client::InvoiceServiceClient;
 use api::mercato::orders::v1::tax_rate_service_client::TaxRateServiceClient;
 use api::mercato::orders::v1::{
-    Address, CreateOrderRequest, GetInvoiceRequest, Invoice, InvoiceKind, ListInvoicesRequest, OrderStatus,
-    ReducedTaxRate, SetTaxRateRequest, TaxRate,
+    Address, CreateOrderRequest, GetInvoiceIssuerRequest, GetInvoiceRequest, Invoice, InvoiceIssuer, InvoiceKind,
+    ListInvoicesRequest, OrderStatus, ReducedTaxRate, SetInvoiceIssuerRequest, SetTaxRateRequest, TaxRate,
 };
 use api::mercato::payments::v1::PaymentRefunded;
 use platform::db::Db;
@@ -22,26 +22,41 @@ use tonic::{Code, Status};
 
 use harness::*;
 
-/// A client of the invoices acting as `who` with `scopes`.
+/// A client of the invoices acting as `who` with `scopes` (no token when `who` is empty).
 struct Invoices {
     inner: InvoiceServiceClient<Channel>,
-    token: String,
+    token: Option<String>,
 }
 
 impl Invoices {
     async fn new(server: &Server, who: &str, scopes: &[&str]) -> Self {
-        let token = format!("Bearer {}", server.issuer.sign(&server.issuer.claims(who, scopes, &["customer"])));
+        let token = (!who.is_empty())
+            .then(|| format!("Bearer {}", server.issuer.sign(&server.issuer.claims(who, scopes, &["customer"]))));
         Self { inner: InvoiceServiceClient::new(connect(&server.url).await), token }
     }
 
+    fn request<T>(&self, message: T) -> tonic::Request<T> {
+        authorized(self.token.as_deref(), message)
+    }
+
     async fn get(&self, number: &str) -> Result<Invoice, Status> {
-        let request = authorized(Some(&self.token), GetInvoiceRequest { number: number.into() });
+        let request = self.request(GetInvoiceRequest { number: number.into() });
         Ok(self.inner.clone().get_invoice(request).await?.into_inner().invoice.expect("invoice"))
     }
 
     async fn list(&self, request: ListInvoicesRequest) -> Result<(Vec<Invoice>, String), Status> {
-        let page = self.inner.clone().list_invoices(authorized(Some(&self.token), request)).await?.into_inner();
+        let page = self.inner.clone().list_invoices(self.request(request)).await?.into_inner();
         Ok((page.invoices, page.next_page_token))
+    }
+
+    async fn issuer(&self) -> Result<InvoiceIssuer, Status> {
+        let request = self.request(GetInvoiceIssuerRequest {});
+        Ok(self.inner.clone().get_invoice_issuer(request).await?.into_inner().invoice_issuer.expect("issuer"))
+    }
+
+    async fn set_issuer(&self, issuer: InvoiceIssuer) -> Result<InvoiceIssuer, Status> {
+        let request = self.request(SetInvoiceIssuerRequest { invoice_issuer: Some(issuer) });
+        Ok(self.inner.clone().set_invoice_issuer(request).await?.into_inner().invoice_issuer.expect("issuer"))
     }
 
     /// The numbers of every document listed with `request`, page by page.
@@ -274,8 +289,77 @@ async fn concurrent_checkouts_take_numbers_without_gaps(db: Db) {
     server.stop().await;
 }
 
+async fn every_document_names_its_issuer_as_set_then(db: Db) {
+    let server = Server::start(db, Fake::new(), Wiring::Direct).await;
+    let ada = server.client("ada", false).await;
+    let staff = Invoices::new(&server, "fin", &["orders:read", "ledger:read", "tax:write"]).await;
+    let anyone = Invoices::new(&server, "", &[]).await;
+    assert_eq!(anyone.issuer().await.expect_err("not set yet").code(), Code::NotFound);
+    let before = ada.create(order_of(&[(TEA, 1)], "k1")).await.expect("create");
+    assert_eq!(staff.get(&invoice_no(1)).await.expect("invoice").issuer, None, "not set when it was issued");
+
+    // Staff set it: the VAT id in one spelling, the address checked as every address.
+    let shop = Address {
+        name: "Mercato GmbH".into(),
+        line1: "Hauptstr. 1".into(),
+        city: "Berlin".into(),
+        postal_code: "10115".into(),
+        country: "de".into(),
+        ..Address::default()
+    };
+    let set = staff
+        .set_issuer(InvoiceIssuer {
+            address: Some(shop.clone()),
+            vat_id: "de 123 456 789".into(),
+            ..Default::default()
+        })
+        .await
+        .expect("set");
+    assert_eq!((set.vat_id.as_str(), set.address.as_ref().map(|a| a.country.as_str())), ("DE123456789", Some("DE")));
+    assert!(set.update_time.is_some());
+    assert_eq!(anyone.issuer().await.expect("anyone reads it"), set);
+
+    // The next order's invoice and a credit note name it; the earlier invoice does not change.
+    let after = ada.create(order_of(&[(TEA, 1)], "k2")).await.expect("create");
+    let invoice = staff.get(&invoice_no(2)).await.expect("invoice");
+    assert_eq!(invoice.order_id, after.id);
+    let named = InvoiceIssuer { update_time: None, ..set.clone() };
+    assert_eq!(invoice.issuer.as_ref(), Some(&named));
+    refund(&server, &before.id, &before.payment_id, "refund-1", 100).await;
+    assert_eq!(staff.get(&credit_note_no(1)).await.expect("credit note").issuer.as_ref(), Some(&named));
+    assert_eq!(staff.get(&invoice_no(1)).await.expect("invoice").issuer, None);
+
+    // Set again: later documents name the new one, earlier ones keep theirs.
+    let moved = Address { line1: "Neue Str. 2".into(), ..shop.clone() };
+    staff.set_issuer(InvoiceIssuer { address: Some(moved), ..Default::default() }).await.expect("set again");
+    ada.create(order_of(&[(TEA, 1)], "k3")).await.expect("create");
+    let latest = staff.get(&invoice_no(3)).await.expect("invoice").issuer.expect("issuer");
+    assert_eq!((latest.address.expect("address").line1.as_str(), latest.vat_id.as_str()), ("Neue Str. 2", ""));
+    assert_eq!(staff.get(&invoice_no(2)).await.expect("invoice").issuer, Some(named));
+
+    // Wrong fields are named and nothing changes; only staff holding tax:write set it.
+    let wrong = InvoiceIssuer {
+        address: Some(Address { name: " ".into(), city: String::new(), ..shop.clone() }),
+        vat_id: "123".into(),
+        ..Default::default()
+    };
+    let fields: Vec<String> =
+        violations(&staff.set_issuer(wrong).await.expect_err("wrong")).into_iter().map(|(f, _)| f).collect();
+    assert_eq!(fields, ["invoice_issuer.address.name", "invoice_issuer.address.city", "invoice_issuer.vat_id"]);
+    let missing = staff.set_issuer(InvoiceIssuer::default()).await.expect_err("no address");
+    assert_eq!(violations(&missing)[0].0, "invoice_issuer.address");
+    let customer = Invoices::new(&server, "ada", &["orders:read", "orders:write"]).await;
+    let again = InvoiceIssuer { address: Some(shop), ..Default::default() };
+    assert_eq!(customer.set_issuer(again.clone()).await.expect_err("customer").code(), Code::PermissionDenied);
+    assert_eq!(anyone.set_issuer(again).await.expect_err("anonymous").code(), Code::Unauthenticated);
+    let unchanged = anyone.issuer().await.expect("get").address.expect("address");
+    assert_eq!(unchanged.line1, "Neue Str. 2");
+    server.stop().await;
+}
+
 on_both_engines!(
     confirmed_orders_are_invoiced_in_order,
+    every_document_names_its_issuer_as_set_then,
     refunds_get_credit_notes_with_their_share_of_the_tax,
     concurrent_checkouts_take_numbers_without_gaps,
 );

@@ -365,6 +365,14 @@ async fn the_demo_ships_with_two_rates_once(db: Db) {
     // Two shipping rates and four countries' tax rates.
     assert_eq!(orders::seed_demo_into(&db).await.expect("seed"), 6);
     assert_eq!(orders::seed_demo_into(&db).await.expect("seed again"), 0, "a shop with rates keeps its own");
+    // And who issues its invoices, unless the shop said so itself.
+    let store = orders::store::Store::new(db.clone());
+    let (issuer, _) = store.invoice_issuer().await.expect("read").expect("the demo's issuer");
+    assert_eq!(issuer, orders::invoice::demo_issuer());
+    let own = orders::invoice::Issuer { vat_id: String::new(), ..issuer };
+    store.set_invoice_issuer(&own, 1).await.expect("set");
+    orders::seed_demo_into(&db).await.expect("seed once more");
+    assert_eq!(store.invoice_issuer().await.expect("read"), Some((own, 1)), "the shop's own is kept");
     let server = Server::start(db, Fake::new(), Wiring::Direct).await;
     let ada = server.client("ada", false).await;
     let order = ada.create(order_of(&[(COFFEE, 1)], "d1")).await.expect("create");
