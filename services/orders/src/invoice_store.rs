@@ -333,6 +333,56 @@ impl Store {
         Ok(row.map(|row| (Issuer::from(row.issuer), row.update_time)))
     }
 
+    /// What is wrong with the invoices, in words (for `mercato audit`): an order confirmed since invoicing began
+    /// (the first invoice's issue time) without its invoice, a series whose numbers have gaps, an invoice whose
+    /// credit notes give back more than it charged.
+    pub async fn audit_invoices(&self) -> Result<Vec<String>, Error> {
+        let (uninvoiced, series, overcredited) = with_db!(self.db(), pool => {
+            // The confirming move's log line (a cancellation refused once shipped lands on CONFIRMED too, from
+            // the cancel step).
+            let uninvoiced = sqlx::query_scalar::<_, String>(
+                "SELECT l.order_id FROM saga_log l WHERE l.to_step = 'done' AND l.status = 'CONFIRMED' \
+                 AND l.from_step <> 'cancel' \
+                 AND l.create_time >= (SELECT MIN(issue_time) FROM invoices WHERE kind = 'invoice') \
+                 AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.order_id = l.order_id AND i.kind = 'invoice') \
+                 ORDER BY l.order_id",
+            )
+            .fetch_all(pool)
+            .await?;
+            let series = sqlx::query_as::<_, (String, i64, i64, Option<i64>)>(
+                "SELECT s.series, s.last_number, COUNT(i.number), \
+                 MAX(CAST(substr(i.number, length(s.series) + 2) AS BIGINT)) \
+                 FROM invoice_series s LEFT JOIN invoices i ON i.number LIKE s.series || '-%' \
+                 GROUP BY s.series, s.last_number ORDER BY s.series",
+            )
+            .fetch_all(pool)
+            .await?;
+            let overcredited = sqlx::query_as::<_, (String, String, i64, i64)>(
+                "SELECT i.number, i.currency, i.total_minor, CAST(SUM(c.total_minor) AS BIGINT) FROM invoices i \
+                 JOIN invoices c ON c.corrected_invoice = i.number AND c.kind = 'credit_note' \
+                 WHERE i.kind = 'invoice' GROUP BY i.number, i.currency, i.total_minor \
+                 HAVING SUM(c.total_minor) > i.total_minor ORDER BY i.number",
+            )
+            .fetch_all(pool)
+            .await?;
+            (uninvoiced, series, overcredited)
+        });
+        let mut problems: Vec<String> =
+            uninvoiced.into_iter().map(|id| format!("order {id} was confirmed without an invoice")).collect();
+        problems.extend(series.into_iter().filter(|(_, last, count, max)| count != last || *max != Some(*last)).map(
+            |(series, last, count, max)| {
+                format!(
+                    "invoice series {series} has {count} documents numbered up to {} but took {last} numbers",
+                    max.unwrap_or(0)
+                )
+            },
+        ));
+        problems.extend(overcredited.into_iter().map(|(number, currency, total, credited)| {
+            format!("invoice {number} charged {total} {currency} but its credit notes give back {credited}")
+        }));
+        Ok(problems)
+    }
+
     /// The invoice or credit note numbered `number`, if there is one.
     pub async fn invoice(&self, number: &str) -> Result<Option<Invoice>, Error> {
         let sql = format!("SELECT {COLUMNS} FROM invoices WHERE number = $1");

@@ -198,8 +198,9 @@ pub async fn migrate(settings: &Settings) -> Result<(), Error> {
 }
 
 /// Checks an open orders database (migrated first): lists, in words, orders whose checkout (or
-/// cancellation) has been stuck longer than `stuck_after`, and confirmed or cancelled orders without a
-/// payment id. Empty means all is well. Changes nothing but pending migrations.
+/// cancellation) has been stuck longer than `stuck_after`, confirmed or cancelled orders without a payment id,
+/// and invoices amiss (an order confirmed without one, numbers with gaps, more credited than charged). Empty
+/// means all is well. Changes nothing but pending migrations.
 pub async fn audit(db: &Db, stuck_after: Duration) -> Result<Vec<String>, Error> {
     db.migrate(&MIGRATOR, NAME).await?;
     let stuck_before = platform::time::now_micros() - i64::try_from(stuck_after.as_micros()).unwrap_or(i64::MAX);

@@ -946,8 +946,8 @@ impl Store {
     }
 
     /// What is wrong with the orders on their own, in words: orders stuck in checkout or cancellation since
-    /// before `stuck_before`, sagas the recovery task would miss or resume though done, and confirmed or
-    /// cancelled orders without a payment.
+    /// before `stuck_before`, sagas the recovery task would miss or resume though done, confirmed or
+    /// cancelled orders without a payment, and what [`Store::audit_invoices`] finds.
     pub async fn audit(&self, stuck_before: i64) -> Result<Vec<String>, Error> {
         let (stuck, untracked, unpaid) = with_db!(&self.db, pool => {
             let stuck = sqlx::query_as::<_, (String, String, String, i64)>(
@@ -986,6 +986,7 @@ impl Store {
             }
         }));
         problems.extend(unpaid.into_iter().map(|(id, status)| format!("order {id} is {status} without a payment")));
+        problems.extend(self.audit_invoices().await?);
         Ok(problems)
     }
 }

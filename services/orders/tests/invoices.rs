@@ -357,7 +357,37 @@ async fn every_document_names_its_issuer_as_set_then(db: Db) {
     server.stop().await;
 }
 
+async fn the_audit_finds_invoices_amiss(db: Db) {
+    let server = Server::start(db, Fake::new(), Wiring::Direct).await;
+    let ada = server.client("ada", false).await;
+    let first = ada.create(order_of(&[(TEA, 1)], "k1")).await.expect("create");
+    let second = ada.create(order_of(&[(TEA, 1)], "k2")).await.expect("create");
+    ada.create(order_of(&[(TEA, 1)], "k3")).await.expect("create");
+    refund(&server, &first.id, &first.payment_id, "refund-1", 200).await;
+    let audit = || orders::audit(&server.db, std::time::Duration::from_secs(3600));
+    assert_eq!(audit().await.expect("audit"), Vec::<String>::new(), "all is well");
+
+    // An invoice gone (its order has none, its series a gap); a credit note giving back more than was charged.
+    let db = &server.db;
+    let tamper = |sql: String| async move {
+        platform::with_db!(db, pool => sqlx::query(sqlx::AssertSqlSafe(sql)).execute(pool).await.map(|_| ()))
+            .expect("tamper");
+    };
+    tamper(format!("DELETE FROM invoices WHERE number = '{}'", invoice_no(2))).await;
+    tamper(format!("UPDATE invoices SET total_minor = 600 WHERE number = '{}'", credit_note_no(1))).await;
+    assert_eq!(
+        audit().await.expect("audit"),
+        [
+            format!("order {} was confirmed without an invoice", second.id),
+            format!("invoice series INV-{} has 2 documents numbered up to 3 but took 3 numbers", year()),
+            format!("invoice {} charged 500 EUR but its credit notes give back 600", invoice_no(1)),
+        ]
+    );
+    server.stop().await;
+}
+
 on_both_engines!(
+    the_audit_finds_invoices_amiss,
     confirmed_orders_are_invoiced_in_order,
     every_document_names_its_issuer_as_set_then,
     refunds_get_credit_notes_with_their_share_of_the_tax,
