@@ -671,6 +671,13 @@ async fn an_order_refunded_in_part_is_cancelled_for_the_rest(storage: Storage) {
         (200, &order["items"], &json!(payment_id))
     );
     assert_eq!(invoice.json["issuer"]["address"]["name"], "Lampen GmbH", "{}", invoice.json);
+    // The page to print, in German.
+    let page = p.send("GET", &format!("/v1/invoices/{invoice_no}/document?language=de"), Some(&ada), None).await;
+    let header = |name: &str| page.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or_default().to_owned();
+    assert_eq!((page.status, header("content-type")), (200, "text/html; charset=utf-8".to_owned()));
+    assert_eq!(header("content-disposition"), format!("inline; filename=\"{invoice_no}.html\""));
+    let text = String::from_utf8_lossy(&page.bytes);
+    assert!(text.contains("<h1>Rechnung</h1>") && text.contains("Gesamt</td><td class=\"amount\">EUR 40.00"), "{text}");
     let stranger = p.customer_token("eve-partial@example.com").await;
     assert_eq!(p.send("GET", &format!("/v1/invoices/{invoice_no}"), Some(&stranger), None).await.status, 404);
     assert_eq!(p.send("GET", &of_order, None, None).await.status, 401);

@@ -50,6 +50,16 @@ pub fn format(currency: &str, amount_minor: i64) -> String {
     format!("{code} {sign}{}.{:0width$}", minor / scale, minor % scale)
 }
 
+/// A tax rate in basis points as a percentage without trailing zeros: 1900 is `19%`, 1750 `17.5%`, 725 `7.25%`.
+pub fn format_rate(basis_points: u32) -> String {
+    let (whole, hundredths) = (basis_points / 100, basis_points % 100);
+    match hundredths {
+        0 => format!("{whole}%"),
+        h if h % 10 == 0 => format!("{whole}.{}%", h / 10),
+        h => format!("{whole}.{h:02}%"),
+    }
+}
+
 /// Whether `code` looks like an ISO 4217 currency code as the platform stores them: three upper-case letters.
 pub fn is_currency_code(code: &str) -> bool {
     code.len() == 3 && code.bytes().all(|b| b.is_ascii_uppercase())
@@ -66,6 +76,12 @@ pub fn check_currency(field: &str, code: &str) -> Result<(), crate::error::Field
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tax_rates_read_as_percentages() {
+        let shown: Vec<String> = [1900, 1750, 725, 705, 0, 10_000, 5].into_iter().map(format_rate).collect();
+        assert_eq!(shown, ["19%", "17.5%", "7.25%", "7.05%", "0%", "100%", "0.05%"]);
+    }
 
     fn money(currency: &str, amount_minor: i64) -> String {
         format(currency, amount_minor)

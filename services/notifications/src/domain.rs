@@ -188,15 +188,7 @@ pub fn format_money(money: &Money) -> String {
     platform::money::format(&money.currency, money.amount_minor)
 }
 
-/// A tax rate in basis points as a percentage without trailing zeros: 1900 is `19%`, 1750 `17.5%`, 725 `7.25%`.
-pub fn format_rate(basis_points: u32) -> String {
-    let (whole, hundredths) = (basis_points / 100, basis_points % 100);
-    match hundredths {
-        0 => format!("{whole}%"),
-        h if h % 10 == 0 => format!("{whole}.{}%", h / 10),
-        h => format!("{whole}.{h:02}%"),
-    }
-}
+pub use platform::money::format_rate;
 
 // ---------------------------------------------------------------------------------------------------------
 // SMTP.
@@ -532,12 +524,6 @@ pub struct ListUnsubscribe {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn tax_rates_read_as_percentages() {
-        let shown: Vec<String> = [1900, 1750, 725, 705, 0, 10_000, 5].into_iter().map(format_rate).collect();
-        assert_eq!(shown, ["19%", "17.5%", "7.25%", "7.05%", "0%", "100%", "0.05%"]);
-    }
 
     #[test]
     fn locales_fall_back_to_the_language_then_english() {

@@ -83,6 +83,9 @@ pub enum Error {
     /// A gRPC client channel could not be built.
     #[error(transparent)]
     Channel(#[from] platform::grpc::ChannelError),
+    /// A document's template failed to render (a programming error, logged, not shown).
+    #[error("template: {0}")]
+    Template(#[from] minijinja::Error),
     /// A task the request handed work to panicked or was stopped by shutdown.
     #[error("task: {0}")]
     Task(#[from] tokio::task::JoinError),
@@ -119,6 +122,7 @@ impl From<Error> for Status {
             | Error::Db(_)
             | Error::Serve(_)
             | Error::Channel(_)
+            | Error::Template(_)
             | Error::Task(_)) => platform::error::internal(&internal),
         }
     }

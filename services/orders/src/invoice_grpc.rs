@@ -4,11 +4,13 @@
 
 use std::collections::HashMap;
 
+use api::google::api::HttpBody;
+use api::mercato::options::v1::HttpBodyHeaders;
 use api::mercato::orders::v1::invoice_service_server::InvoiceService;
 use api::mercato::orders::v1::{
-    GetInvoiceIssuerRequest, GetInvoiceIssuerResponse, GetInvoiceRequest, GetInvoiceResponse, Invoice as WireInvoice,
-    InvoiceIssuer as WireIssuer, InvoiceKind, ListInvoicesRequest, ListInvoicesResponse, SetInvoiceIssuerRequest,
-    SetInvoiceIssuerResponse,
+    GetInvoiceDocumentRequest, GetInvoiceIssuerRequest, GetInvoiceIssuerResponse, GetInvoiceRequest,
+    GetInvoiceResponse, Invoice as WireInvoice, InvoiceIssuer as WireIssuer, InvoiceKind, ListInvoicesRequest,
+    ListInvoicesResponse, SetInvoiceIssuerRequest, SetInvoiceIssuerResponse,
 };
 use platform::auth::{Claims, caller};
 use platform::error::FieldViolation;
@@ -19,6 +21,7 @@ use crate::domain::{self, Cursor, Price};
 use crate::error::Error;
 use crate::grpc::{ORDERS_ADMIN, address_from_wire, address_to_wire, lines_to_wire, money, tax_of, taxes_to_wire};
 use crate::invoice::{self, Invoice, Issuer, Kind};
+use crate::invoice_document;
 use crate::invoice_store::InvoiceQuery;
 use crate::store::{Order, Store};
 
@@ -35,6 +38,19 @@ impl InvoicesApi {
     /// The service over the orders store (already migrated).
     pub fn new(store: Store) -> Self {
         Self { store }
+    }
+
+    /// The document numbered `number` (as typed: trimmed, in any case) if `claims` may read it: their own, or
+    /// any for staff who read every one. Another customer's does not exist for them.
+    async fn visible(&self, number: &str, claims: &Claims) -> Result<Invoice, Error> {
+        let number = number.trim().to_ascii_uppercase();
+        if number.is_empty() {
+            return Err(Error::invalid(FieldViolation::new("number", "is required, e.g. INV-2026-000001")));
+        }
+        match self.store.invoice(&number).await? {
+            Some(invoice) if invoice.customer_id == claims.sub || reads_all(claims) => Ok(invoice),
+            _ => Err(Error::NotFound(format!("no invoice or credit note {number}"))),
+        }
     }
 
     /// The invoices on the wire, each with what it shares with its order.
@@ -120,18 +136,33 @@ impl InvoiceService for InvoicesApi {
         request: Request<GetInvoiceRequest>,
     ) -> Result<Response<GetInvoiceResponse>, GrpcStatus> {
         let claims = caller(&request)?.clone();
-        let number = request.into_inner().number.trim().to_ascii_uppercase();
-        if number.is_empty() {
-            return Err(Error::invalid(FieldViolation::new("number", "is required, e.g. INV-2026-000001")).into());
-        }
-        match self.store.invoice(&number).await? {
-            Some(invoice) if invoice.customer_id == claims.sub || reads_all(&claims) => {
-                let invoice = self.to_wire(vec![invoice]).await?.pop();
-                Ok(Response::new(GetInvoiceResponse { invoice }))
-            }
-            // Another customer's document does not exist for this caller.
-            _ => Err(Error::NotFound(format!("no invoice or credit note {number}")).into()),
-        }
+        let invoice = self.visible(&request.into_inner().number, &claims).await?;
+        let invoice = self.to_wire(vec![invoice]).await?.pop();
+        Ok(Response::new(GetInvoiceResponse { invoice }))
+    }
+
+    async fn get_invoice_document(
+        &self,
+        request: Request<GetInvoiceDocumentRequest>,
+    ) -> Result<Response<HttpBody>, GrpcStatus> {
+        let claims = caller(&request)?.clone();
+        let req = request.into_inner();
+        let language = invoice_document::language("language", &req.language).map_err(Error::invalid)?;
+        let invoice = self.visible(&req.number, &claims).await?;
+        let order = self
+            .store
+            .order(&invoice.order_id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("the order of {} is gone", invoice.number)))?;
+        let page = invoice_document::render(&invoice, &order, language)?;
+        // A document never changes, but only its customer and staff may read it: private caches only.
+        let headers = HttpBodyHeaders {
+            cache_control: "private, max-age=86400".to_owned(),
+            etag: platform::media::etag(&format!("{}-{language}", invoice.number)),
+            content_disposition: format!("inline; filename=\"{}.html\"", invoice.number),
+        };
+        let body = platform::media::http_body("text/html; charset=utf-8".to_owned(), page.into_bytes(), &headers);
+        Ok(Response::new(body))
     }
 
     async fn get_invoice_issuer(

@@ -17,9 +17,10 @@
 //!   which rates serve an order and what it is charged, their SQL, their handlers. Checkout charges one.
 //! - [`tax`], [`tax_store`], [`tax_grpc`]: tax rates by country (`mercato.orders.v1.TaxRateService`): how much tax
 //!   an order's total includes (prices include it), their SQL, their handlers. Checkout reads the destination's.
-//! - [`invoice`], [`invoice_store`], [`invoice_grpc`]: invoices and credit notes (`mercato.orders.v1.InvoiceService`),
-//!   numbered without gaps per kind and year: an order's invoice is written in the transaction that confirms it,
-//!   a refund's credit note when its `payment.refunded` event arrives.
+//! - [`invoice`], [`invoice_store`], [`invoice_grpc`], [`invoice_document`]: invoices and credit notes
+//!   (`mercato.orders.v1.InvoiceService`), numbered without gaps per kind and year: an order's invoice is written
+//!   in the transaction that confirms it, a refund's credit note when its `payment.refunded` event arrives; each
+//!   one as an HTML page to print.
 //! - [`store`]: all SQL, the same on SQLite and PostgreSQL.
 //! - [`ports`]: what it asks of the catalog, the cart, the payments, the deliveries and the users service
 //!   ([`SagaPorts`]).
@@ -37,6 +38,7 @@ pub mod error;
 pub mod events;
 pub mod grpc;
 pub mod invoice;
+pub mod invoice_document;
 pub mod invoice_grpc;
 pub mod invoice_store;
 pub mod ports;

@@ -10,8 +10,9 @@ use api::common::Money;
 use api::mercato::orders::v1::invoice_service_client::InvoiceServiceClient;
 use api::mercato::orders::v1::tax_rate_service_client::TaxRateServiceClient;
 use api::mercato::orders::v1::{
-    Address, CreateOrderRequest, GetInvoiceIssuerRequest, GetInvoiceRequest, Invoice, InvoiceIssuer, InvoiceKind,
-    ListInvoicesRequest, OrderStatus, ReducedTaxRate, SetInvoiceIssuerRequest, SetTaxRateRequest, TaxRate,
+    Address, CreateOrderRequest, GetInvoiceDocumentRequest, GetInvoiceIssuerRequest, GetInvoiceRequest, Invoice,
+    InvoiceIssuer, InvoiceKind, ListInvoicesRequest, OrderStatus, ReducedTaxRate, SetInvoiceIssuerRequest,
+    SetTaxRateRequest, TaxRate,
 };
 use api::mercato::payments::v1::PaymentRefunded;
 use platform::db::Db;
@@ -47,6 +48,14 @@ impl Invoices {
     async fn list(&self, request: ListInvoicesRequest) -> Result<(Vec<Invoice>, String), Status> {
         let page = self.inner.clone().list_invoices(self.request(request)).await?.into_inner();
         Ok((page.invoices, page.next_page_token))
+    }
+
+    /// The document's page in `language`: its content type, its `Content-Disposition` and its text.
+    async fn document(&self, number: &str, language: &str) -> Result<(String, String, String), Status> {
+        let request = self.request(GetInvoiceDocumentRequest { number: number.into(), language: language.into() });
+        let body = self.inner.clone().get_invoice_document(request).await?.into_inner();
+        let disposition = platform::media::http_body_headers(&body).content_disposition;
+        Ok((body.content_type, disposition, String::from_utf8(body.data).expect("UTF-8")))
     }
 
     async fn issuer(&self) -> Result<InvoiceIssuer, Status> {
@@ -386,7 +395,78 @@ async fn the_audit_finds_invoices_amiss(db: Db) {
     server.stop().await;
 }
 
+async fn documents_print_as_pages_in_the_customers_language(db: Db) {
+    let fake = Fake::new();
+    fake.reduce_tax(TEA);
+    let server = Server::start(db, fake, Wiring::Direct).await;
+    tax_germany(&server).await;
+    let ada = server.client("ada", false).await;
+    let ada_reads = Invoices::new(&server, "ada", &["orders:read"]).await;
+    let shop = Address {
+        name: "Müller & Söhne GmbH".into(),
+        line1: "Hauptstr. 1".into(),
+        city: "Berlin".into(),
+        postal_code: "10115".into(),
+        country: "DE".into(),
+        ..Address::default()
+    };
+    let staff = Invoices::new(&server, "fin", &["orders:read", "tax:write"]).await;
+    let issuer = InvoiceIssuer { address: Some(shop), vat_id: "DE123456789".into(), ..Default::default() };
+    staff.set_issuer(issuer).await.expect("issuer");
+    let mut request = to_germany(&[(TEA, 2), (COFFEE, 1)], "k1");
+    request.shipping_address.as_mut().expect("address").name = "Ada <script>".into();
+    let order = ada.create(request).await.expect("create");
+    refund(&server, &order.id, &order.payment_id, "refund-1", 1000).await;
+
+    let (content_type, disposition, page) = ada_reads.document(&invoice_no(1), "").await.expect("page");
+    assert_eq!(content_type, "text/html; charset=utf-8");
+    assert_eq!(disposition, format!("inline; filename=\"{}.html\"", invoice_no(1)));
+    let (year, month, day) = platform::time::date_of_micros(platform::time::now_micros());
+    for expected in [
+        "<h1>Invoice</h1>".to_owned(),
+        format!("Number: {}", invoice_no(1)),
+        format!("Date: {year:04}-{month:02}-{day:02}"),
+        format!("Order: {}", order.id),
+        "<strong>Müller &amp; Söhne GmbH</strong>".to_owned(),
+        "VAT ID: DE123456789".to_owned(),
+        "Ada &lt;script&gt;".to_owned(),
+        "<td>Tea</td><td>SKU-p-tea</td><td class=\"amount\">2</td><td class=\"amount\">EUR 5.00</td><td class=\"amount\">EUR 10.00</td>".to_owned(),
+        "Subtotal</td><td class=\"amount\">EUR 24.50".to_owned(),
+        "Total</td><td class=\"amount\">EUR 24.50".to_owned(),
+        "Includes MwSt. 19% of EUR 14.50</td><td class=\"amount\">EUR 2.32".to_owned(),
+        "Includes MwSt. 7% of EUR 10.00</td><td class=\"amount\">EUR 0.65".to_owned(),
+    ] {
+        assert!(page.contains(&expected), "{expected:?} not in {page}");
+    }
+    assert!(!page.contains("<script>"), "escaped: {page}");
+
+    // In German; a credit note shows what it gave back and the invoice it corrects.
+    let (_, _, german) = ada_reads.document(&invoice_no(1).to_lowercase(), "de-AT").await.expect("page");
+    assert!(
+        german.contains("<h1>Rechnung</h1>") && german.contains("Darin enthalten MwSt. 7% auf EUR 10.00"),
+        "{german}"
+    );
+    let (_, _, note) = ada_reads.document(&credit_note_no(1), "en").await.expect("page");
+    for expected in [
+        "<h1>Credit note</h1>".to_owned(),
+        format!("Corrects invoice: {}", invoice_no(1)),
+        "Amount credited</td><td class=\"amount\">EUR 10.00".to_owned(),
+        "Includes MwSt. 7% of EUR 4.08</td><td class=\"amount\">EUR 0.27".to_owned(),
+    ] {
+        assert!(note.contains(&expected), "{expected:?} not in {note}");
+    }
+    assert!(!note.contains("<td>Tea</td>"), "a credit note lists no items: {note}");
+
+    // Another customer's is not there for them; a language the shop does not write is named.
+    let bob_reads = Invoices::new(&server, "bob", &["orders:read"]).await;
+    assert_eq!(bob_reads.document(&invoice_no(1), "").await.expect_err("ada's").code(), Code::NotFound);
+    let french = ada_reads.document(&invoice_no(1), "fr").await.expect_err("french");
+    assert_eq!(violations(&french), [("language".to_owned(), "must be one of en, de".to_owned())]);
+    server.stop().await;
+}
+
 on_both_engines!(
+    documents_print_as_pages_in_the_customers_language,
     the_audit_finds_invoices_amiss,
     confirmed_orders_are_invoiced_in_order,
     every_document_names_its_issuer_as_set_then,
