@@ -90,6 +90,16 @@ async fn events_reach_their_consumers(p: TestPlatform) {
     assert_eq!(confirmation["subject"], format!("Ihre Bestellung {order_id} ist bestätigt"), "{confirmation}");
     assert_eq!(confirmation["recipient"], "grete@example.com");
     assert_eq!(confirmation["status"], "NOTIFICATION_STATUS_LOGGED", "{confirmation}");
+    // The mail gives the number of the order's invoice.
+    let notifications = platform::Db::open(&p.settings, "notifications").await.expect("notifications database");
+    let id = confirmation["id"].as_str().expect("id").to_owned();
+    let body: String = platform::with_db!(&notifications, pool => {
+        sqlx::query_scalar("SELECT body_text FROM notifications WHERE id = $1").bind(&id).fetch_one(pool).await
+    })
+    .expect("the mail's text");
+    notifications.close().await;
+    let year = platform::time::date_of_micros(platform::time::now_micros()).0;
+    assert!(body.contains(&format!("Ihre Rechnung hat die Nummer INV-{year}-000001.")), "{body}");
     // Customers see only their own; the administrator sees everyone's.
     let someone = p.customer_token("someone@example.com").await;
     let theirs = p

@@ -469,8 +469,15 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 (!e.discount_code.is_empty() && discount.amount_minor > 0).then_some((e.discount_code, discount));
             let shipping = (!e.shipping_rate_id.is_empty()).then(|| (e.shipping_rate_name, money(e.shipping)));
             let taxes = e.taxes.into_iter().map(|t| (t.name, t.rate_basis_points, money(t.amount))).collect();
-            let facts =
-                Facts::OrderConfirmed { order_id: e.order_id, total: money(e.total), items, discount, shipping, taxes };
+            let facts = Facts::OrderConfirmed {
+                order_id: e.order_id,
+                total: money(e.total),
+                items,
+                discount,
+                shipping,
+                taxes,
+                invoice_number: e.invoice_number,
+            };
             Plan::mail(customer(e.customer_id), facts).linking(payment)
         }
         domain::ORDER_FAILED => {
@@ -777,7 +784,7 @@ mod tests {
     }
 
     #[test]
-    fn an_order_confirmation_tells_the_tax_its_total_includes() {
+    fn an_order_confirmation_tells_the_tax_its_total_includes_and_its_invoice() {
         use api::mercato::orders::v1::OrderTax;
         let eur = |amount_minor| Some(Money { currency: "EUR".into(), amount_minor });
         let payload = OrderConfirmed {
@@ -785,6 +792,7 @@ mod tests {
             customer_id: "u-1".into(),
             total: eur(2900),
             taxes: vec![OrderTax { name: "VAT".into(), rate_basis_points: 2000, taxable: eur(2900), amount: eur(483) }],
+            invoice_number: "INV-2026-000007".into(),
             ..OrderConfirmed::default()
         };
         let envelope = EventEnvelope {
@@ -800,5 +808,9 @@ mod tests {
         };
         assert_eq!(taxes(&envelope), [("VAT".to_owned(), 2000, 483)]);
         assert_eq!(taxes(&confirmed("", 0)), [], "no rate: no tax line");
+        match plan(&envelope).expect("planned").mail.expect("a mail").facts {
+            Facts::OrderConfirmed { invoice_number, .. } => assert_eq!(invoice_number, "INV-2026-000007"),
+            other => panic!("not an order's mail: {other:?}"),
+        }
     }
 }

@@ -79,6 +79,8 @@ pub enum Facts {
         /// The tax the total includes, by rate: its name, the rate in basis points, the amount; empty when the
         /// order's country had no rate.
         taxes: Vec<(String, u32, Money)>,
+        /// The number of its invoice; empty from a release of the orders service before invoices.
+        invoice_number: String,
     },
     /// `order.failed`.
     OrderFailed {
@@ -299,7 +301,7 @@ impl Facts {
         let link = self.link(storefront);
         match self {
             Facts::Welcome => context! { name },
-            Facts::OrderConfirmed { order_id, total, items, discount, shipping, taxes } => {
+            Facts::OrderConfirmed { order_id, total, items, discount, shipping, taxes, invoice_number } => {
                 let items: Vec<Value> = items
                     .iter()
                     .map(|i| context! { name => i.name.as_str(), quantity => i.quantity, line_total => format_money(&i.line_total) })
@@ -319,7 +321,7 @@ impl Facts {
                         context! { name => tax, rate => format_rate(*rate), amount => format_money(amount) }
                     })
                     .collect();
-                context! { name, order_id, total => format_money(total), items, discount, shipping, taxes }
+                context! { name, order_id, total => format_money(total), items, discount, shipping, taxes, invoice_number }
             }
             Facts::OrderFailed { order_id, reason } => context! { name, order_id, reason },
             Facts::PaymentFailed { order_id, amount, reason } => {
@@ -437,6 +439,7 @@ mod tests {
                 discount: Some(("SUMMER-10".into(), eur(290))),
                 shipping: Some(("Standard".into(), eur(490))),
                 taxes: vec![("VAT".into(), 2000, eur(517))],
+                invoice_number: "INV-2026-000042".into(),
             },
             Facts::OrderFailed { order_id: "o-2".into(), reason: "the card was declined".into() },
             Facts::PaymentFailed { order_id: "o-3".into(), amount: eur(500), reason: "insufficient funds".into() },
@@ -520,6 +523,8 @@ mod tests {
         assert!(en.html.contains("<td>Shipping, Standard</td><td>EUR 4.90</td>"), "{}", en.html);
         assert!(en.html.contains("<td>Includes VAT 20%</td><td>EUR 5.17</td>"), "{}", en.html);
         assert!(en.text.contains("Total: EUR 31.00\nIncludes VAT 20%: EUR 5.17\n\n"), "{}", en.text);
+        assert!(en.text.contains("payment of EUR 31.00.\nYour invoice is number INV-2026-000042.\n"), "{}", en.text);
+        assert!(en.html.contains("Your invoice is number <strong>INV-2026-000042</strong>."), "{}", en.html);
         // Without a code, no discount line; without shipping rates, no shipping line.
         let Facts::OrderConfirmed { order_id, items, .. } = facts.clone() else { panic!("an order") };
         let plain = Facts::OrderConfirmed {
@@ -529,6 +534,7 @@ mod tests {
             discount: None,
             shipping: None,
             taxes: Vec::new(),
+            invoice_number: String::new(),
         };
         let plain = templates.render(&plain, "Ada", "en").expect("renders");
         // Without a tax rate, no tax line.
@@ -537,7 +543,8 @@ mod tests {
                 && !plain.text.contains("Discount")
                 && !plain.text.contains("Shipping")
                 && !plain.text.contains("Includes")
-                && !plain.html.contains("Includes"),
+                && !plain.html.contains("Includes")
+                && !plain.text.contains("invoice"),
             "{}",
             plain.text
         );
@@ -549,10 +556,12 @@ mod tests {
             discount: None,
             shipping: Some(("Pick-up".into(), eur(0))),
             taxes: vec![("MwSt.".into(), 1750, eur(432))],
+            invoice_number: "INV-2026-000043".into(),
         };
         for (locale, line) in [
             ("en", "- Shipping, Pick-up: free\n\nTotal: EUR 29.00\nIncludes MwSt. 17.5%: EUR 4.32\n"),
             ("de", "- Versand, Pick-up: kostenlos\n\nGesamt: EUR 29.00\nDarin enthalten: MwSt. 17.5%: EUR 4.32\n"),
+            ("de", "Ihre Rechnung hat die Nummer INV-2026-000043.\n"),
         ] {
             let email = templates.render(&free, "Ada", locale).expect("renders");
             assert!(email.text.contains(line), "{}", email.text);

@@ -1,5 +1,5 @@
--- Invoices and credit notes (InvoiceService): an invoice for every order, written in the transaction that confirms
--- it; a credit note for every refund of an invoiced order. Numbers run without gaps in a series per kind and
+-- Invoices and credit notes (InvoiceService): an invoice for every order, written once its stock is sold, just
+-- before the move that confirms it; a credit note for every refund of an invoiced order. Numbers run without gaps in a series per kind and
 -- calendar year: a number is taken in the transaction that writes its document (a rolled-back one takes none).
 -- Orders confirmed before this migration have no invoice.
 CREATE TABLE invoice_series (

@@ -37,8 +37,8 @@ pub fn placed(order: &Order) -> NewEvent {
     NewEvent::new(ORDER_PLACED, order.id.clone(), &payload)
 }
 
-/// The `order.confirmed` event of an order paid with its `payment_id`.
-pub fn confirmed(order: &Order) -> NewEvent {
+/// The `order.confirmed` event of an order paid with its `payment_id` and invoiced as `invoice_number`.
+pub fn confirmed(order: &Order, invoice_number: &str) -> NewEvent {
     let payload = OrderConfirmed {
         order_id: order.id.clone(),
         customer_id: order.customer_id.clone(),
@@ -53,6 +53,7 @@ pub fn confirmed(order: &Order) -> NewEvent {
         shipping_rate_id: order.shipping_rate_id.clone(),
         shipping_rate_name: order.shipping_rate_name.clone(),
         taxes: taxes_to_wire(&order.total.currency, order.tax.as_ref()),
+        invoice_number: invoice_number.to_owned(),
     };
     NewEvent::new(ORDER_CONFIRMED, order.id.clone(), &payload)
 }

@@ -1,9 +1,10 @@
 //! Invoices and credit notes, free of I/O: what they are, how they are numbered, and the share of an invoice's
 //! tax a refund gives back.
 //!
-//! An order's invoice is written in the transaction that confirms it ([`crate::store::Store::advance`]); a
-//! refund's credit note when the payment's `payment.refunded` event arrives ([`crate::events`]). Each kind is
-//! numbered without gaps in a series per calendar year (UTC), in the transaction that writes the document.
+//! An order's invoice is written once its stock is sold, just before the move that confirms it
+//! ([`crate::store::Store::issue_invoice`]); a refund's credit note when the payment's `payment.refunded` event
+//! arrives ([`crate::events`]). Each kind is numbered without gaps in a series per calendar year (UTC), in the
+//! transaction that writes the document.
 
 use platform::error::FieldViolation;
 

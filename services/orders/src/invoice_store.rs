@@ -177,35 +177,54 @@ pub struct InvoiceQuery {
     pub limit: i64,
 }
 
-/// Issues the invoice of order `order_id` at `now` inside the transaction that confirms it (`tx`): takes the
-/// next number of the year's series and writes the invoice from the order's row.
-pub(crate) async fn issue_invoice<DB>(
-    tx: &mut sqlx::Transaction<'_, DB>,
-    order_id: &str,
-    now: i64,
-) -> Result<(), sqlx::Error>
-where
-    DB: sqlx::Database,
-    for<'c> &'c mut DB::Connection: sqlx::Executor<'c, Database = DB>,
-    DB::Arguments: sqlx::IntoArguments<DB>,
-    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'r> (i64, i64): sqlx::FromRow<'r, DB::Row>,
-{
-    let series = invoice::series(Kind::Invoice, now);
-    let (n, issue_time): (i64, i64) =
-        sqlx::query_as(TAKE_NUMBER_SQL).bind(series.as_str()).bind(now).fetch_one(&mut **tx).await?;
-    sqlx::query(ISSUE_INVOICE_SQL)
-        .bind(invoice::number(&series, n))
-        .bind(issue_time)
-        .bind(order_id)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
 impl Store {
+    /// Issues the invoice of order `order_id` at `now`, the next number of the year's series, from the order's
+    /// row as it stands, and answers its number; an order invoiced before answers its invoice's number (a saga
+    /// resumed after a crash asks again). The saga asks once the stock is sold, just before the move that
+    /// confirms the order and whose `order.confirmed` carries the number.
+    pub async fn issue_invoice(&self, order_id: &str, now: i64) -> Result<String, Error> {
+        with_db!(self.db(), pool => {
+            let mut tx = pool.begin_write().await?;
+            let result: Result<String, Error> = async {
+                let issued: Option<String> =
+                    sqlx::query_scalar("SELECT number FROM invoices WHERE order_id = $1 AND kind = 'invoice'")
+                        .bind(order_id)
+                        .fetch_optional(&mut *tx)
+                        .await?;
+                if let Some(number) = issued {
+                    return Ok(number);
+                }
+                let series = invoice::series(Kind::Invoice, now);
+                let (n, issue_time): (i64, i64) =
+                    sqlx::query_as(TAKE_NUMBER_SQL).bind(series.as_str()).bind(now).fetch_one(&mut *tx).await?;
+                let number = invoice::number(&series, n);
+                let inserted =
+                    sqlx::query(ISSUE_INVOICE_SQL).bind(&number).bind(issue_time).bind(order_id).execute(&mut *tx).await;
+                match inserted {
+                    // Another runner of the same saga invoiced it meanwhile: this transaction gives its number
+                    // back, and the invoice is theirs (read below).
+                    Err(e) if is_unique_violation(&e) => Err(Error::AlreadyExists(order_id.to_owned())),
+                    Ok(done) if done.rows_affected() == 1 => Ok(number),
+                    Ok(_) => Err(Error::NotFound(format!("order {order_id} to invoice not found"))),
+                    Err(e) => Err(e.into()),
+                }
+            }
+            .await;
+            match finish(tx, result).await {
+                Err(Error::AlreadyExists(_)) => {
+                    let number = sqlx::query_scalar::<_, String>(
+                        "SELECT number FROM invoices WHERE order_id = $1 AND kind = 'invoice'",
+                    )
+                    .bind(order_id)
+                    .fetch_one(pool)
+                    .await?;
+                    Ok(number)
+                }
+                done => done,
+            }
+        })
+    }
+
     /// Issues the credit note of `refund` at `now`, numbered next in the year's series, for its share of the
     /// order's invoice and its tax ([`invoice::credit_note_tax`]). Answers its number; None when there is nothing
     /// to issue: the order has no invoice (a checkout whose payment was refunded before it was confirmed, an order

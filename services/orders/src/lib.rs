@@ -19,8 +19,8 @@
 //!   an order's total includes (prices include it), their SQL, their handlers. Checkout reads the destination's.
 //! - [`invoice`], [`invoice_store`], [`invoice_grpc`], [`invoice_document`]: invoices and credit notes
 //!   (`mercato.orders.v1.InvoiceService`), numbered without gaps per kind and year: an order's invoice is written
-//!   in the transaction that confirms it, a refund's credit note when its `payment.refunded` event arrives; each
-//!   one as an HTML page to print.
+//!   once its stock is sold, just before it is confirmed, a refund's credit note when its `payment.refunded`
+//!   event arrives; each one as an HTML page to print.
 //! - [`store`]: all SQL, the same on SQLite and PostgreSQL.
 //! - [`ports`]: what it asks of the catalog, the cart, the payments, the deliveries and the users service
 //!   ([`SagaPorts`]).

@@ -440,7 +440,10 @@ impl Saga {
         let ports = &self.inner.ports;
         match self.call("commit", &order.id, || ports.commit(&order.id)).await {
             Ok(Commit::Committed) => {
-                let event = events::confirmed(order);
+                // The stock is sold: nothing stops the order now but a crash, after which this step runs again
+                // and finds the invoice issued. Its number goes into order.confirmed, for the mail.
+                let invoice_number = self.inner.store.issue_invoice(&order.id, now_micros()).await?;
+                let event = events::confirmed(order, &invoice_number);
                 let next =
                     self.advance(order, Change::to(Status::Confirmed, Step::Done), Some(event), "stock sold").await?;
                 if matches!(next, Next::Continue) && order.from_cart {

@@ -1,9 +1,8 @@
 //! All SQL of the orders service. Every statement is written once, in the subset SQLite and PostgreSQL
 //! share, and run on whichever pool the [`Db`] holds through `with_db!` — except the writes of the checkout's
-//! hot path (placing an order without a discount code, a saga move that neither ends nor confirms the order),
-//! which on PostgreSQL are one data-modifying statement each instead of a transaction of up to six round trips
-//! (SQLite has no data-modifying CTEs). A code's use is counted, and given back, in those transactions; an
-//! invoice is numbered and written in the one that confirms its order ([`crate::invoice_store`]).
+//! hot path (placing an order without a discount code, a saga move that does not end the order), which on
+//! PostgreSQL are one data-modifying statement each instead of a transaction of up to six round trips (SQLite
+//! has no data-modifying CTEs). A code's use is counted, and given back, in those transactions.
 //!
 //! Saga moves are compare-and-set on (status, saga_step): of two runners of one saga only one can move it,
 //! and the loser learns so. Every transaction writes first, so that on SQLite it takes the write lock up
@@ -756,8 +755,7 @@ impl Store {
     }
 
     /// Moves order `id` from its (status, step) as `change` says, logging the move and enqueuing
-    /// `event` in the same transaction; a move that confirms the order issues its invoice in it too. False when
-    /// the order was no longer there (another runner moved it).
+    /// `event` in the same transaction. False when the order was no longer there (another runner moved it).
     pub async fn advance(
         &self,
         id: &str,
@@ -770,13 +768,10 @@ impl Store {
         let flight = Flight::of(from_step, change.step);
         // An order that fails or is cancelled gives its discount code's use back, in the same transaction.
         let gives_back = matches!(change.status, Status::Failed | Status::Cancelled);
-        // An order confirmed gets its invoice, numbered in the same transaction.
-        let invoiced = from_status == Status::Pending && change.status == Status::Confirmed;
-        if let (Db::Postgres(pool), false) = (&self.db, gives_back || invoiced) {
+        if let (Db::Postgres(pool), false) = (&self.db, gives_back) {
             // A move is one statement on PostgreSQL: the compare-and-set, its log line, its in-flight row and
             // its event in one round trip instead of up to six (BEGIN, UPDATE, INSERT, DELETE, INSERT,
-            // COMMIT). SQLite has no data-modifying CTEs; the rarer moves that end an order, or confirm it
-            // (its invoice takes the next number of its series), take a transaction.
+            // COMMIT). SQLite has no data-modifying CTEs; the rarer moves that end an order take a transaction.
             let query =
                 bind_move(sqlx::query(move_sql(flight, event.is_some())), id, (from_status, from_step), change, now)
                     .bind(uuid::Uuid::now_v7().to_string())
@@ -808,9 +803,6 @@ impl Store {
                     .await?;
                 if let Some(sql) = flight.sql() {
                     sqlx::query(sql).bind(id).execute(&mut *tx).await?;
-                }
-                if invoiced {
-                    crate::invoice_store::issue_invoice(&mut tx, id, now).await?;
                 }
                 if gives_back {
                     let code = sqlx::query_scalar::<_, String>(
