@@ -178,6 +178,55 @@ fn is_admin(claims: &Claims) -> bool {
     claims.has_scope(ORDERS_ADMIN)
 }
 
+/// The page a listing asks for: its size, where it starts and the period it covers.
+pub struct Paging {
+    /// At most this many rows.
+    pub size: i64,
+    /// Start after this row.
+    pub after: Option<domain::Cursor>,
+    /// Microseconds, start inclusive, end exclusive.
+    pub period: (i64, i64),
+}
+
+/// The paging of a listing request, each wrong field added to `violations`.
+pub fn paging(
+    page_size: i32,
+    page_token: &str,
+    (start_time, end_time): (Option<&prost_types::Timestamp>, Option<&prost_types::Timestamp>),
+    violations: &mut Vec<FieldViolation>,
+) -> Paging {
+    let size = domain::page_size(page_size).unwrap_or_else(|v| {
+        violations.push(v);
+        domain::DEFAULT_PAGE_SIZE
+    });
+    let after = domain::Cursor::decode(page_token).unwrap_or_else(|v| {
+        violations.push(v);
+        None
+    });
+    let period = platform::time::period(start_time, end_time).unwrap_or_else(|v| {
+        violations.extend(v);
+        (i64::MIN, i64::MAX)
+    });
+    Paging { size, after, period }
+}
+
+/// Whose rows a listing shows: for a caller who `reads_all`, the customer asked for (everyone when none is);
+/// for anyone else their own, and naming another is PERMISSION_DENIED saying which scope it `needs`.
+pub fn listed_customer(
+    claims: &Claims,
+    requested: String,
+    reads_all: bool,
+    needs: &str,
+) -> Result<Option<String>, Error> {
+    if reads_all {
+        Ok(Some(requested).filter(|c| !c.is_empty()))
+    } else if requested.is_empty() || requested == claims.sub {
+        Ok(Some(claims.sub.clone()))
+    } else {
+        Err(Error::PermissionDenied(format!("listing another customer's {needs}")))
+    }
+}
+
 /// Where a checkout ships to, as the request says.
 #[derive(Debug, Clone)]
 enum Destination {
@@ -674,34 +723,17 @@ impl OrderService for OrdersApi {
         let claims = caller(&request)?.clone();
         let req = request.into_inner();
         let mut violations = Vec::new();
-        let size = domain::page_size(req.page_size).unwrap_or_else(|v| {
-            violations.push(v);
-            domain::DEFAULT_PAGE_SIZE
-        });
-        let after = domain::Cursor::decode(&req.page_token).unwrap_or_else(|v| {
-            violations.push(v);
-            None
-        });
+        let Paging { size, after, period } =
+            paging(req.page_size, &req.page_token, (req.start_time.as_ref(), req.end_time.as_ref()), &mut violations);
         let status = status_from_wire(req.status).unwrap_or_else(|v| {
             violations.push(v);
             None
         });
-        let period = platform::time::period(req.start_time.as_ref(), req.end_time.as_ref()).unwrap_or_else(|v| {
-            violations.extend(v);
-            (i64::MIN, i64::MAX)
-        });
         if !violations.is_empty() {
             return Err(Error::InvalidArgument(violations).into());
         }
-        let customer_id = if is_admin(&claims) {
-            Some(req.customer_id).filter(|c| !c.is_empty())
-        } else if req.customer_id.is_empty() || req.customer_id == claims.sub {
-            Some(claims.sub.clone())
-        } else {
-            return Err(
-                Error::PermissionDenied(format!("listing another customer's orders needs {ORDERS_ADMIN}")).into()
-            );
-        };
+        let needs = format!("orders needs {ORDERS_ADMIN}");
+        let customer_id = listed_customer(&claims, req.customer_id, is_admin(&claims), &needs)?;
         let rows = self.store.list(&ListQuery { customer_id, status, after, period, limit: size + 1 }).await?;
         let (rows, next_page_token) = platform::paging::page(rows, size, |last| last.cursor().encode());
         Ok(Response::new(ListOrdersResponse { orders: rows.into_iter().map(order_to_wire).collect(), next_page_token }))

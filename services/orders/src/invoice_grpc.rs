@@ -17,9 +17,12 @@ use platform::error::FieldViolation;
 use platform::time::{now_micros, timestamp};
 use tonic::{Request, Response, Status as GrpcStatus};
 
-use crate::domain::{self, Cursor, Price};
+use crate::domain::{Cursor, Price};
 use crate::error::Error;
-use crate::grpc::{ORDERS_ADMIN, address_from_wire, address_to_wire, lines_to_wire, money, tax_of, taxes_to_wire};
+use crate::grpc::{
+    ORDERS_ADMIN, Paging, address_from_wire, address_to_wire, lines_to_wire, listed_customer, money, paging, tax_of,
+    taxes_to_wire,
+};
 use crate::invoice::{self, Invoice, Issuer, Kind};
 use crate::invoice_document;
 use crate::invoice_store::InvoiceQuery;
@@ -198,35 +201,17 @@ impl InvoiceService for InvoicesApi {
         let claims = caller(&request)?.clone();
         let req = request.into_inner();
         let mut violations = Vec::new();
-        let size = domain::page_size(req.page_size).unwrap_or_else(|v| {
-            violations.push(v);
-            domain::DEFAULT_PAGE_SIZE
-        });
-        let after = Cursor::decode(&req.page_token).unwrap_or_else(|v| {
-            violations.push(v);
-            None
-        });
+        let Paging { size, after, period } =
+            paging(req.page_size, &req.page_token, (req.start_time.as_ref(), req.end_time.as_ref()), &mut violations);
         let kind = kind_from_wire(req.kind).unwrap_or_else(|v| {
             violations.push(v);
             None
         });
-        let period = platform::time::period(req.start_time.as_ref(), req.end_time.as_ref()).unwrap_or_else(|v| {
-            violations.extend(v);
-            (i64::MIN, i64::MAX)
-        });
         if !violations.is_empty() {
             return Err(Error::InvalidArgument(violations).into());
         }
-        let customer_id = if reads_all(&claims) {
-            Some(req.customer_id).filter(|c| !c.is_empty())
-        } else if req.customer_id.is_empty() || req.customer_id == claims.sub {
-            Some(claims.sub.clone())
-        } else {
-            return Err(Error::PermissionDenied(format!(
-                "listing another customer's invoices needs {ORDERS_ADMIN} or {LEDGER_READ}"
-            ))
-            .into());
-        };
+        let needs = format!("invoices needs {ORDERS_ADMIN} or {LEDGER_READ}");
+        let customer_id = listed_customer(&claims, req.customer_id, reads_all(&claims), &needs)?;
         let query = InvoiceQuery {
             customer_id,
             order_id: Some(req.order_id).filter(|o| !o.is_empty()),

@@ -147,6 +147,24 @@ impl TryFrom<Row> for Invoice {
     }
 }
 
+/// Binds who issued a document (the columns of [`ISSUER_COLUMNS`], in order): empty strings for none.
+fn bind_issuer<'q, DB>(query: platform::db::Query<'q, DB>, issuer: Option<&'q Issuer>) -> platform::db::Query<'q, DB>
+where
+    DB: sqlx::Database,
+    &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+{
+    let address = issuer.map(|i| &i.address);
+    query
+        .bind(address.map_or("", |a| a.name.as_str()))
+        .bind(address.map_or("", |a| a.line1.as_str()))
+        .bind(address.map_or("", |a| a.line2.as_str()))
+        .bind(address.map_or("", |a| a.city.as_str()))
+        .bind(address.map_or("", |a| a.region.as_str()))
+        .bind(address.map_or("", |a| a.postal_code.as_str()))
+        .bind(address.map_or("", |a| a.country.as_str()))
+        .bind(issuer.map_or("", |i| i.vat_id.as_str()))
+}
+
 /// A refund of a payment, as its `payment.refunded` event tells it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Refund {
@@ -263,7 +281,6 @@ impl Store {
                 .fetch_optional(&mut *tx)
                 .await?
                 .map(Issuer::from);
-                let by = issuer.as_ref().map(|i| &i.address);
                 let amount_minor = refund.amount_minor.clamp(0, invoiced.total_minor);
                 let tax = invoiced.tax.as_ref().map(|t| invoice::credit_note_tax(t, invoiced.total_minor, amount_minor));
                 let (standard, reduced) = tax.as_ref().map_or((None, None), |t| (t.standard, t.reduced));
@@ -271,7 +288,7 @@ impl Store {
                 let (n, issue_time): (i64, i64) =
                     sqlx::query_as(TAKE_NUMBER_SQL).bind(series.as_str()).bind(now).fetch_one(&mut *tx).await?;
                 let number = invoice::number(&series, n);
-                let inserted = sqlx::query(sqlx::AssertSqlSafe(insert))
+                let query = sqlx::query(sqlx::AssertSqlSafe(insert))
                     .bind(&number)
                     .bind(Kind::CreditNote.as_str())
                     .bind(&invoiced.order_id)
@@ -287,17 +304,8 @@ impl Store {
                     .bind(reduced.map(|p| i64::from(p.rate_basis_points)))
                     .bind(reduced.map_or(0, |p| p.taxable_minor))
                     .bind(reduced.map_or(0, |p| p.amount_minor))
-                    .bind(issue_time)
-                    .bind(by.map_or("", |a| a.name.as_str()))
-                    .bind(by.map_or("", |a| a.line1.as_str()))
-                    .bind(by.map_or("", |a| a.line2.as_str()))
-                    .bind(by.map_or("", |a| a.city.as_str()))
-                    .bind(by.map_or("", |a| a.region.as_str()))
-                    .bind(by.map_or("", |a| a.postal_code.as_str()))
-                    .bind(by.map_or("", |a| a.country.as_str()))
-                    .bind(issuer.as_ref().map_or("", |i| i.vat_id.as_str()))
-                    .execute(&mut *tx)
-                    .await;
+                    .bind(issue_time);
+                let inserted = bind_issuer(query, issuer.as_ref()).execute(&mut *tx).await;
                 match inserted {
                     // The same refund's event, handled at the same moment elsewhere, issued it first: this
                     // transaction rolls back with the number it took.
@@ -324,21 +332,8 @@ impl Store {
              city = excluded.city, region = excluded.region, postal_code = excluded.postal_code, \
              country = excluded.country, vat_id = excluded.vat_id, update_time = excluded.update_time"
         );
-        let a = &issuer.address;
         with_db!(self.db(), pool => {
-            sqlx::query(sqlx::AssertSqlSafe(sql))
-                .bind(&a.name)
-                .bind(&a.line1)
-                .bind(&a.line2)
-                .bind(&a.city)
-                .bind(&a.region)
-                .bind(&a.postal_code)
-                .bind(&a.country)
-                .bind(&issuer.vat_id)
-                .bind(now)
-                .execute(pool)
-                .await?
-                .rows_affected()
+            bind_issuer(sqlx::query(sqlx::AssertSqlSafe(sql)), Some(issuer)).bind(now).execute(pool).await?.rows_affected()
         });
         Ok((issuer.clone(), now))
     }

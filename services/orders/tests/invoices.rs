@@ -123,6 +123,17 @@ async fn tax_germany(server: &Server) {
     TaxRateServiceClient::new(connect(&server.url).await).set_tax_rate(request).await.expect("rate");
 }
 
+/// A shop selling to Germany (tea in the reduced class), and Ada, a customer who reads her invoices.
+async fn german_shop(db: Db) -> (Server, Client, Invoices) {
+    let fake = Fake::new();
+    fake.reduce_tax(TEA);
+    let server = Server::start(db, fake, Wiring::Direct).await;
+    tax_germany(&server).await;
+    let ada = server.client("ada", false).await;
+    let ada_reads = Invoices::new(&server, "ada", &["orders:read"]).await;
+    (server, ada, ada_reads)
+}
+
 /// Publishes the `payment.refunded` event of refund `refund_id` of `amount_minor` of an order's payment.
 async fn refund(server: &Server, order_id: &str, payment_id: &str, refund_id: &str, amount_minor: i64) {
     let eur = |amount_minor| Some(Money { currency: "EUR".into(), amount_minor });
@@ -224,12 +235,7 @@ async fn confirmed_orders_are_invoiced_in_order(db: Db) {
 }
 
 async fn refunds_get_credit_notes_with_their_share_of_the_tax(db: Db) {
-    let fake = Fake::new();
-    fake.reduce_tax(TEA);
-    let server = Server::start(db, fake, Wiring::Direct).await;
-    tax_germany(&server).await;
-    let ada = server.client("ada", false).await;
-    let ada_reads = Invoices::new(&server, "ada", &["orders:read"]).await;
+    let (server, ada, ada_reads) = german_shop(db).await;
 
     // Tea (reduced) 2 × 5.00 and coffee (standard) 14.50: 24.50, of which 2.32 at 19% and 0.65 at 7%.
     let order = ada.create(to_germany(&[(TEA, 2), (COFFEE, 1)], "k1")).await.expect("create");
@@ -402,12 +408,7 @@ async fn the_audit_finds_invoices_amiss(db: Db) {
 }
 
 async fn documents_print_as_pages_in_the_customers_language(db: Db) {
-    let fake = Fake::new();
-    fake.reduce_tax(TEA);
-    let server = Server::start(db, fake, Wiring::Direct).await;
-    tax_germany(&server).await;
-    let ada = server.client("ada", false).await;
-    let ada_reads = Invoices::new(&server, "ada", &["orders:read"]).await;
+    let (server, ada, ada_reads) = german_shop(db).await;
     let shop = Address {
         name: "Müller & Söhne GmbH".into(),
         line1: "Hauptstr. 1".into(),
