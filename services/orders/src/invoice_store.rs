@@ -8,8 +8,7 @@
 use platform::db::{BeginWrite, finish, is_unique_violation};
 use platform::with_db;
 
-use crate::domain::Address;
-use crate::domain::Cursor;
+use crate::domain::{Address, Cursor};
 use crate::error::Error;
 use crate::invoice::{self, Invoice, Issuer, Kind};
 use crate::store::{Store, tax_part};
