@@ -45,7 +45,18 @@ pub fn period(
     }
 }
 
-/// The (year, month, day) of a day (H. Hinnant's `civil_from_days`).
+/// Days since 1970-01-01 of a date of the proleptic Gregorian calendar (H. Hinnant's `days_from_civil`).
+pub fn day_from_date(year: i64, month: u32, day: u32) -> i64 {
+    let (month, day) = (i64::from(month), i64::from(day));
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
+}
+
+/// The (year, month, day) of a day since the epoch (H. Hinnant's `civil_from_days`).
 pub fn date_of_day(day: i64) -> (i64, u32, u32) {
     let z = day + 719_468;
     let era = z.div_euclid(146_097);
@@ -101,5 +112,10 @@ mod tests {
         // 2024-02-29 (a leap day), and before the epoch.
         assert_eq!(date_of_micros(1_709_164_800_000_000), (2024, 2, 29));
         assert_eq!(date_of_micros(-1), (1969, 12, 31));
+        // And back, by days.
+        for (year, month, day) in [(1970, 1, 1), (2024, 2, 29), (2026, 12, 31), (1969, 12, 31), (2400, 3, 1)] {
+            assert_eq!(date_of_day(day_from_date(year, month, day)), (year, month, day));
+        }
+        assert_eq!(day_from_date(2024, 2, 29), 1_709_164_800 / 86_400);
     }
 }

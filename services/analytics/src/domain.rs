@@ -34,18 +34,7 @@ pub fn day_of_micros(micros: i64) -> Day {
     micros.div_euclid(MICROS_PER_DAY)
 }
 
-/// Days since the epoch of a date of the proleptic Gregorian calendar (H. Hinnant's `days_from_civil`).
-pub fn day_from_date(year: i64, month: u32, day: u32) -> Day {
-    let (month, day) = (i64::from(month), i64::from(day));
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let year_of_era = year - era * 400;
-    let day_of_year = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    era * 146_097 + day_of_era - 719_468
-}
-
-pub use platform::time::date_of_day;
+pub use platform::time::{date_of_day, day_from_date};
 
 /// Whether `year` has a 29 February.
 pub fn is_leap_year(year: i64) -> bool {
