@@ -15,6 +15,16 @@ pub const LANGUAGES: &[&str] = &["en", "de"];
 
 const TEMPLATE: &str = include_str!("../templates/invoice.html");
 
+/// The template, parsed once. A typo in it fails every request (and the tests) instead of leaving a blank on a
+/// customer's invoice; the name's .html turns escaping on: names and addresses are the customers' and staff's words.
+static TEMPLATES: std::sync::LazyLock<Result<Environment<'static>, minijinja::Error>> =
+    std::sync::LazyLock::new(|| {
+        let mut env = Environment::new();
+        env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+        env.add_template("invoice.html", TEMPLATE)?;
+        Ok(env)
+    });
+
 /// The words of a document in one language.
 struct Words {
     invoice: &'static str,
@@ -196,11 +206,7 @@ pub fn render(invoice: &Invoice, order: &Order, language: &str) -> Result<String
         total => money(currency, invoice.total_minor),
         taxes,
     };
-    let mut env = Environment::new();
-    // A typo in the template fails the request instead of leaving a blank on a customer's invoice.
-    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    // The name's .html turns escaping on: names and addresses are the customers' and staff's words.
-    env.add_template("invoice.html", TEMPLATE)?;
+    let env = TEMPLATES.as_ref().map_err(|e| minijinja::Error::new(e.kind(), e.to_string()))?;
     Ok(env.get_template("invoice.html")?.render(page)?)
 }
 

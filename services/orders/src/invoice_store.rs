@@ -31,6 +31,9 @@ const TAKE_NUMBER_SQL: &str = "INSERT INTO invoice_series (series, last_number, 
      THEN invoice_series.last_issue_time ELSE excluded.last_issue_time END \
      RETURNING last_number, last_issue_time";
 
+/// The number of order $1's invoice, if it has one.
+const INVOICE_OF_ORDER_SQL: &str = "SELECT number FROM invoices WHERE order_id = $1 AND kind = 'invoice'";
+
 /// An order's invoice, numbered $1 and issued at $2, from order $3 as it stands (the columns the invoice shares
 /// with the order are the order's, which never change once it is placed) and the issuer as set now, if set.
 const ISSUE_INVOICE_SQL: &str = "INSERT INTO invoices (number, kind, order_id, customer_id, currency, total_minor, \
@@ -204,10 +207,7 @@ impl Store {
             let mut tx = pool.begin_write().await?;
             let result: Result<String, Error> = async {
                 let issued: Option<String> =
-                    sqlx::query_scalar("SELECT number FROM invoices WHERE order_id = $1 AND kind = 'invoice'")
-                        .bind(order_id)
-                        .fetch_optional(&mut *tx)
-                        .await?;
+                    sqlx::query_scalar(INVOICE_OF_ORDER_SQL).bind(order_id).fetch_optional(&mut *tx).await?;
                 if let Some(number) = issued {
                     return Ok(number);
                 }
@@ -229,13 +229,7 @@ impl Store {
             .await;
             match finish(tx, result).await {
                 Err(Error::AlreadyExists(_)) => {
-                    let number = sqlx::query_scalar::<_, String>(
-                        "SELECT number FROM invoices WHERE order_id = $1 AND kind = 'invoice'",
-                    )
-                    .bind(order_id)
-                    .fetch_one(pool)
-                    .await?;
-                    Ok(number)
+                    Ok(sqlx::query_scalar::<_, String>(INVOICE_OF_ORDER_SQL).bind(order_id).fetch_one(pool).await?)
                 }
                 done => done,
             }
