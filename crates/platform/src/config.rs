@@ -100,6 +100,9 @@ pub struct Settings {
     /// `true` or `false`, default `false`): the orders service refuses the checkout of a customer whose access
     /// token does not say the address is verified.
     pub checkout_requires_verified_email: bool,
+    /// Days after the carrier delivered an order that its customer may ask to return items
+    /// (`MERCATO_RETURN_WINDOW_DAYS`, default 30); 0: the shop takes no returns through the API.
+    pub return_window_days: u32,
     /// Origins allowed by CORS (`MERCATO_CORS_ORIGINS`, comma-separated).
     pub cors_origins: Vec<String>,
     /// Client secrets of the services for the client-credentials grant (`MERCATO_<SERVICE>_CLIENT_SECRET`).
@@ -408,6 +411,8 @@ in lower case, e.g. smtp_url = \"smtp://mail:25\" or [catalog] url = \"...\"; a 
                                  days the delivery log keeps a sent notification, 0 for ever [default: 90]
   MERCATO_CHECKOUT_REQUIRES_VERIFIED_EMAIL
                                  true: placing an order needs a verified email address [default: false]
+  MERCATO_RETURN_WINDOW_DAYS     days after delivery a customer may ask to return items, 0 for none
+                                 [default: 30]
   MERCATO_CORS_ORIGINS           comma-separated allowed origins [default: none]
   MERCATO_RATE_LIMITS            gateway budgets per API key, user or client IP, comma-separated
                                  <route>=<count>/<s|min|h>[:<burst>], or off
@@ -681,6 +686,18 @@ impl Settings {
                 },
             };
 
+        let return_window_days = match vars.get("MERCATO_RETURN_WINDOW_DAYS").map(|v| v.trim()) {
+            None | Some("") => DEFAULT_RETURN_WINDOW_DAYS,
+            Some(raw) => match raw.parse::<u32>() {
+                Ok(days) if days <= 3650 => days,
+                _ => {
+                    let problem = format!("{raw:?} is not a number of days from 0 (no returns) to 3650, e.g. 30");
+                    fail("MERCATO_RETURN_WINDOW_DAYS", problem);
+                    DEFAULT_RETURN_WINDOW_DAYS
+                }
+            },
+        };
+
         let cors_origins: Vec<String> = vars
             .get("MERCATO_CORS_ORIGINS")
             .map(|v| v.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect())
@@ -772,6 +789,7 @@ impl Settings {
                 public_api_url,
                 notification_retention,
                 checkout_requires_verified_email,
+                return_window_days,
                 cors_origins,
                 service_secrets,
                 admin_email,
@@ -820,6 +838,10 @@ pub const DEFAULT_MAIL_FROM: &str = "Mercato <no-reply@mercato.localhost>";
 /// How many days notifications' delivery log keeps a notification that is done with, unless
 /// `MERCATO_NOTIFICATION_RETENTION_DAYS` says otherwise.
 pub const DEFAULT_NOTIFICATION_RETENTION_DAYS: u64 = 90;
+
+/// How many days after delivery a customer may ask to return items, when `MERCATO_RETURN_WINDOW_DAYS` does not
+/// say.
+pub const DEFAULT_RETURN_WINDOW_DAYS: u32 = 30;
 
 /// An S3 bucket name as AWS allows it: 3 to 63 lower-case letters, digits, dots and hyphens, starting and
 /// ending with a letter or digit.
@@ -992,6 +1014,17 @@ mod tests {
         assert_eq!(set("0").expect("for ever").notification_retention, None);
         for bad in ["-1", "ninety", "40000"] {
             assert_eq!(set(bad).expect_err(bad).0[0].variable, "MERCATO_NOTIFICATION_RETENTION_DAYS");
+        }
+    }
+
+    #[test]
+    fn returns_are_taken_for_30_days_unless_told_otherwise() {
+        assert_eq!(Settings::from_vars(vars(&[])).expect("defaults").return_window_days, 30);
+        let set = |raw: &str| Settings::from_vars(vars(&[("MERCATO_RETURN_WINDOW_DAYS", raw)]));
+        assert_eq!(set("14").expect("two weeks").return_window_days, 14);
+        assert_eq!(set("0").expect("none").return_window_days, 0);
+        for bad in ["-1", "thirty", "4000"] {
+            assert_eq!(set(bad).expect_err(bad).0[0].variable, "MERCATO_RETURN_WINDOW_DAYS");
         }
     }
 

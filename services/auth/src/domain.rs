@@ -67,6 +67,7 @@ pub const ADMIN_SCOPES: &[&str] = &[
     "analytics:read",
     "analytics:admin",
     "orders:admin",
+    "returns:write",
     "notifications:admin",
     "events:admin",
     "accounts:admin",

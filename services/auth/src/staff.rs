@@ -10,12 +10,12 @@ use crate::domain::{ADMIN_SCOPES, CUSTOMER_SCOPES, MAX_EMAIL_CHARS, ROLE_ADMIN, 
 pub const STAFF_ROLES: &[(&str, &[&str])] = &[
     // Products, prices, images, categories, stock, discount codes and shipping rates.
     ("catalog", &["catalog:write", "inventory:write", "discounts:write", "shipping:write"]),
-    // Every order, and the shipments that carry them.
-    ("fulfilment", &["orders:admin", "shipment:write"]),
+    // Every order, the shipments that carry them, and the returns that come back.
+    ("fulfilment", &["orders:admin", "shipment:write", "returns:write"]),
     // The books, refunds, tax rates and the sales reports.
     ("finance", &["ledger:read", "refund:write", "tax:write", "analytics:read"]),
-    // Tickets, the FAQ and the newsletter, and the customers' profiles and orders to answer them.
-    ("support", &["support:agent", "newsletter:send", "users:admin", "orders:admin"]),
+    // Tickets, the FAQ and the newsletter, the customers' profiles and orders to answer them, and their returns.
+    ("support", &["support:agent", "newsletter:send", "users:admin", "orders:admin", "returns:write"]),
 ];
 
 /// Every role an account can have, in the order they are stored and shown.

@@ -4,13 +4,14 @@
 //! images changed; it carries the images), `inventory.adjusted` (every change of units on hand) and
 //! `inventory.low` (available units fell below [`LOW_STOCK_THRESHOLD`](crate::domain::LOW_STOCK_THRESHOLD)) and
 //! `stock_alert.triggered` (a product a customer waited for can be ordered again; one per alert).
-//! Consumed: `order.cancelled` puts the sold units of a cancelled order back in stock; `order.confirmed` and
+//! Consumed: `order.cancelled` puts the sold units of a cancelled order back in stock, and `return.received` the
+//! units of a return when staff say they can be sold again; `order.confirmed` and
 //! `order.cancelled` tell who bought what (only a buyer may review a product); `user.deleted` erases the
 //! account's reviews, purchases and stock alerts.
 
 use api::auth::UserDeleted;
 use api::catalog::{InventoryAdjusted, InventoryLow, ProductCreated, ProductUpdated, StockAlertTriggered};
-use api::mercato::orders::v1::{OrderCancelled, OrderConfirmed};
+use api::mercato::orders::v1::{OrderCancelled, OrderConfirmed, ReturnReceived};
 use platform::events::{EventBus, EventEnvelope, NewEvent};
 use prost::Message;
 
@@ -94,13 +95,15 @@ pub const CONSUMER: &str = "catalog";
 pub const ORDER_CANCELLED: &str = "order.cancelled";
 /// Event type of a confirmed (paid) order.
 pub const ORDER_CONFIRMED: &str = "order.confirmed";
+/// Event type of a return whose items arrived.
+pub const RETURN_RECEIVED: &str = "return.received";
 /// Event type of a deleted account.
 pub const USER_DELETED: &str = "user.deleted";
 
 /// The event types the consumer takes: what it subscribes to, and its queue's bindings on RabbitMQ, which a
 /// publisher in another process declares too (`AmqpBus::expect_consumer`).
 pub fn event_types() -> Vec<&'static str> {
-    vec![ORDER_CANCELLED, ORDER_CONFIRMED, USER_DELETED]
+    vec![ORDER_CANCELLED, ORDER_CONFIRMED, RETURN_RECEIVED, USER_DELETED]
 }
 
 /// Subscribes the catalog's consumers on `bus`.
@@ -109,6 +112,7 @@ pub fn subscribe(bus: &dyn EventBus, store: Store) {
         match envelope.r#type.as_str() {
             ORDER_CANCELLED => restock(&store, &envelope).await,
             ORDER_CONFIRMED => record_purchase(&store, &envelope).await,
+            RETURN_RECEIVED => restock_return(&store, &envelope).await,
             USER_DELETED => erase_customer(&store, &envelope).await,
             _ => Ok(()),
         }
@@ -172,4 +176,22 @@ async fn restock(store: &Store, envelope: &EventEnvelope) -> Result<(), String> 
         .record_purchase(&cancelled.customer_id, &cancelled.order_id, &products_of(&cancelled.items), true, now)
         .await
         .map_err(|e| format!("cancelling the purchases of order {}: {e}", cancelled.order_id))
+}
+
+async fn restock_return(store: &Store, envelope: &EventEnvelope) -> Result<(), String> {
+    let received = ReturnReceived::decode(envelope.data.as_slice()).map_err(bad_payload)?;
+    if !received.restock {
+        return Ok(());
+    }
+    let items: Vec<(String, i64)> =
+        received.items.iter().map(|item| (item.product_id.clone(), i64::from(item.quantity))).collect();
+    let reason = format!("return {} of order {}", received.return_id, received.order_id);
+    let applied = store
+        .restock(&envelope.id, &items, &reason, platform::time::now_micros())
+        .await
+        .map_err(|e| format!("restocking return {}: {e}", received.return_id))?;
+    if applied {
+        tracing::info!(return_id = %received.return_id, lines = items.len(), "stock of a return put back");
+    }
+    Ok(())
 }

@@ -1,9 +1,14 @@
 //! What the orders service publishes, through its outbox: `order.placed`, `order.confirmed`,
-//! `order.failed` and `order.cancelled` (payloads in `mercato.orders.v1`, see events.proto); and what it
-//! consumes: `payment.refunded`, which tells an order how much of it has been given back, and issues the refund's
-//! credit note.
+//! `order.failed` and `order.cancelled`, and `return.requested`, `return.approved`, `return.rejected` and
+//! `return.received` (payloads in `mercato.orders.v1`, see events.proto); and what it consumes:
+//! `payment.refunded`, which tells an order how much of it has been given back, and issues the refund's credit
+//! note; `shipment.delivered`, which starts an order's return window.
 
-use api::mercato::orders::v1::{OrderCancelled, OrderConfirmed, OrderFailed, OrderPlaced};
+use api::mercato::deliveries::v1::ShipmentDelivered;
+use api::mercato::orders::v1::{
+    OrderCancelled, OrderConfirmed, OrderFailed, OrderPlaced, ReturnApproved, ReturnReceived, ReturnRejected,
+    ReturnRequested,
+};
 use api::mercato::payments::v1::PaymentRefunded;
 use platform::events::{EventBus, EventEnvelope, NewEvent};
 use prost::Message;
@@ -11,6 +16,8 @@ use prost::Message;
 use crate::domain::Price;
 use crate::grpc::{address_to_wire, lines_to_wire, money, taxes_to_wire};
 use crate::invoice_store::Refund;
+use crate::return_grpc::return_items_to_wire;
+use crate::returns::Return;
 use crate::store::{Order, Store};
 
 /// An order was created and its checkout started.
@@ -83,17 +90,75 @@ pub fn cancelled(order: &Order, refunded_minor: i64) -> NewEvent {
     NewEvent::new(ORDER_CANCELLED, order.id.clone(), &payload)
 }
 
+/// A customer asked to return items.
+pub const RETURN_REQUESTED: &str = "return.requested";
+/// Staff approved a return.
+pub const RETURN_APPROVED: &str = "return.approved";
+/// Staff rejected a return.
+pub const RETURN_REJECTED: &str = "return.rejected";
+/// A return's items arrived; the catalog puts them back in stock when asked to.
+pub const RETURN_RECEIVED: &str = "return.received";
+
+fn refund_of(r: &Return) -> Option<api::common::Money> {
+    Some(money(&Price { currency: r.currency.clone(), amount_minor: r.refund_minor }))
+}
+
+/// The `return.requested` event of return `r` of `order`.
+pub fn return_requested(r: &Return, order: &Order) -> NewEvent {
+    let payload = ReturnRequested {
+        return_id: r.id.clone(),
+        order_id: r.order_id.clone(),
+        customer_id: r.customer_id.clone(),
+        items: return_items_to_wire(&r.lines, Some(order)),
+        refund: refund_of(r),
+    };
+    NewEvent::new(RETURN_REQUESTED, r.id.clone(), &payload)
+}
+
+/// The `return.approved` event of return `r`.
+pub fn return_approved(r: &Return) -> NewEvent {
+    let payload =
+        ReturnApproved { return_id: r.id.clone(), order_id: r.order_id.clone(), customer_id: r.customer_id.clone() };
+    NewEvent::new(RETURN_APPROVED, r.id.clone(), &payload)
+}
+
+/// The `return.rejected` event of return `r`.
+pub fn return_rejected(r: &Return) -> NewEvent {
+    let payload = ReturnRejected {
+        return_id: r.id.clone(),
+        order_id: r.order_id.clone(),
+        customer_id: r.customer_id.clone(),
+        reason: r.reject_reason.clone(),
+    };
+    NewEvent::new(RETURN_REJECTED, r.id.clone(), &payload)
+}
+
+/// The `return.received` event of return `r` of `order`.
+pub fn return_received(r: &Return, order: &Order) -> NewEvent {
+    let payload = ReturnReceived {
+        return_id: r.id.clone(),
+        order_id: r.order_id.clone(),
+        customer_id: r.customer_id.clone(),
+        items: return_items_to_wire(&r.lines, Some(order)),
+        restock: r.restocked,
+        refund: refund_of(r),
+    };
+    NewEvent::new(RETURN_RECEIVED, r.id.clone(), &payload)
+}
+
 /// The service's consumer name (its queue on RabbitMQ). It keeps no inbox: what it records is a cumulative amount
-/// that only rises ([`Store::record_refunded`]) and one credit note per refund ([`Store::issue_credit_note`]), so a
-/// redelivered event changes nothing.
+/// that only rises ([`Store::record_refunded`]), one credit note per refund ([`Store::issue_credit_note`]) and an
+/// order's first delivery ([`Store::record_delivery`]), so a redelivered event changes nothing.
 pub const CONSUMER: &str = "orders";
 /// Event type of a payment's refund (payload `mercato.payments.v1.PaymentRefunded`).
 pub const PAYMENT_REFUNDED: &str = "payment.refunded";
+/// Event type of a delivered shipment (payload `mercato.deliveries.v1.ShipmentDelivered`).
+pub const SHIPMENT_DELIVERED: &str = "shipment.delivered";
 
 /// The event types the consumer takes: what it subscribes to, and its queue's bindings on RabbitMQ, which a
 /// publisher in another process declares too (`AmqpBus::expect_consumer`).
 pub fn event_types() -> Vec<&'static str> {
-    vec![PAYMENT_REFUNDED]
+    vec![PAYMENT_REFUNDED, SHIPMENT_DELIVERED]
 }
 
 /// Subscribes the service's consumer on `bus`.
@@ -104,9 +169,29 @@ pub fn subscribe(bus: &dyn EventBus, store: Store) {
 }
 
 async fn handle(store: &Store, envelope: &EventEnvelope) -> Result<(), String> {
-    if envelope.r#type != PAYMENT_REFUNDED {
-        return Ok(());
+    match envelope.r#type.as_str() {
+        PAYMENT_REFUNDED => refunded(store, envelope).await,
+        SHIPMENT_DELIVERED => delivered(store, envelope).await,
+        _ => Ok(()),
     }
+}
+
+async fn delivered(store: &Store, envelope: &EventEnvelope) -> Result<(), String> {
+    let delivered = ShipmentDelivered::decode(envelope.data.as_slice()).map_err(|e| format!("bad payload: {e}"))?;
+    // When the carrier said so (the event's time), not when it reached this consumer.
+    let deliver_time =
+        envelope.time.as_ref().and_then(platform::time::micros).unwrap_or_else(platform::time::now_micros);
+    let news = store
+        .record_delivery(&delivered.order_id, deliver_time)
+        .await
+        .map_err(|e| format!("recording the delivery of order {}: {e}", delivered.order_id))?;
+    if news {
+        tracing::info!(order_id = %delivered.order_id, "order delivered: its return window runs");
+    }
+    Ok(())
+}
+
+async fn refunded(store: &Store, envelope: &EventEnvelope) -> Result<(), String> {
     let refunded = PaymentRefunded::decode(envelope.data.as_slice()).map_err(|e| format!("bad payload: {e}"))?;
     let so_far = refunded.refunded_amount.map_or(0, |m| m.amount_minor);
     let raised = store

@@ -134,7 +134,7 @@ pub struct Invoice {
 }
 
 /// `value × numerator / denominator` rounded half up, for non-negative numbers and a positive denominator.
-fn share(value: i64, numerator: i64, denominator: i64) -> i64 {
+pub(crate) fn share(value: i64, numerator: i64, denominator: i64) -> i64 {
     let exact =
         (2 * i128::from(value) * i128::from(numerator) + i128::from(denominator)) / (2 * i128::from(denominator));
     // At most `value` when numerator ≤ denominator, which fits in an i64.

@@ -21,13 +21,17 @@
 //!   (`mercato.orders.v1.InvoiceService`), numbered without gaps per kind and year: an order's invoice is written
 //!   once its stock is sold, just before it is confirmed, a refund's credit note when its `payment.refunded`
 //!   event arrives; each one as an HTML page to print.
+//! - [`returns`], [`return_store`], [`return_grpc`], [`return_refund`]: returns (`mercato.orders.v1.ReturnService`):
+//!   a customer asks to send back items of a delivered order within the return window, staff approve or reject
+//!   and receive the parcel, which puts the units back in stock (`return.received`) and refunds the items' share.
 //! - [`store`]: all SQL, the same on SQLite and PostgreSQL.
 //! - [`ports`]: what it asks of the catalog, the cart, the payments, the deliveries and the users service
 //!   ([`SagaPorts`]).
 //! - [`saga`]: the checkout saga and its recovery.
 //! - [`grpc`]: the handlers of `mercato.orders.v1.OrderService`.
-//! - [`events`]: what it publishes (`order.*`, through the outbox) and consumes (`payment.refunded`: how much of an
-//!   order has been given back, and the refund's credit note).
+//! - [`events`]: what it publishes (`order.*` and `return.*`, through the outbox) and consumes (`payment.refunded`:
+//!   how much of an order has been given back, and the refund's credit note; `shipment.delivered`: when an order
+//!   was delivered, from which its return window runs).
 //! - [`error`]: the crate's one error type and its mapping to gRPC statuses.
 
 pub mod discount;
@@ -42,6 +46,10 @@ pub mod invoice_document;
 pub mod invoice_grpc;
 pub mod invoice_store;
 pub mod ports;
+pub mod return_grpc;
+pub mod return_refund;
+pub mod return_store;
+pub mod returns;
 pub mod saga;
 pub mod shipping;
 pub mod shipping_grpc;
@@ -57,6 +65,7 @@ use std::time::Duration;
 use api::mercato::orders::v1::discount_code_service_server::DiscountCodeServiceServer;
 use api::mercato::orders::v1::invoice_service_server::InvoiceServiceServer;
 use api::mercato::orders::v1::order_service_server::OrderServiceServer;
+use api::mercato::orders::v1::return_service_server::ReturnServiceServer;
 use api::mercato::orders::v1::shipping_rate_service_server::ShippingRateServiceServer;
 use api::mercato::orders::v1::tax_rate_service_server::TaxRateServiceServer;
 use platform::Settings;
@@ -106,8 +115,11 @@ pub async fn run(
     db.migrate(&MIGRATOR, NAME).await?;
     events::subscribe(bus.as_ref(), store::Store::new(db.clone()));
     let verifier = Arc::new(TokenVerifier::from_auth_service(auth));
-    let options =
-        SagaOptions { requires_verified_email: settings.checkout_requires_verified_email, ..SagaOptions::default() };
+    let options = SagaOptions {
+        requires_verified_email: settings.checkout_requires_verified_email,
+        return_window_days: settings.return_window_days,
+        ..SagaOptions::default()
+    };
     let result = serve(listener, db.clone(), verifier, Arc::new(ports), bus, options, shutdown).await;
     db.close().await;
     result
@@ -133,6 +145,9 @@ pub async fn serve(
     let store = store::Store::new(db.clone());
     let relay = Relay::new(NAME, db, bus);
     let saga_stop = shutdown.child_token();
+    let refunder = Arc::new(return_refund::Refunder::new(store.clone(), ports.clone()));
+    let returns = return_grpc::ReturnsApi::new(store.clone(), refunder.clone(), options.return_window_days);
+    let refund_interval = options.recovery_interval;
     let saga = saga::Saga::new(store.clone(), ports.clone(), relay.handle(), options, saga_stop.clone());
     saga.spawn_recovery();
     let discounts = discount_grpc::DiscountCodesApi::new(store.clone());
@@ -145,7 +160,9 @@ pub async fn serve(
         .with(ShippingRateServiceServer::new(shipping_rates))
         .with(TaxRateServiceServer::new(tax_rates))
         .with(InvoiceServiceServer::new(invoices))
-        .background(|stop| relay.run(stop));
+        .with(ReturnServiceServer::new(returns))
+        .background(|stop| relay.run(stop))
+        .background(move |stop| refunder.run(refund_interval, stop));
     let served = platform::grpc::serve(service, listener, verifier, shutdown).await;
     // Sagas and the relay stop with the server; what they left resumes on the next start.
     saga.shutdown().await;

@@ -119,8 +119,8 @@ pub struct PaymentOutcome {
     pub failure_reason: String,
 }
 
-/// A refund to make: whatever is still refundable of a payment (all of it, or the rest when staff gave part
-/// back already), so a compensation or a cancellation never asks for more than is left.
+/// A refund to make: an amount (a return's), or whatever is still refundable of a payment (all of it, or the
+/// rest when staff gave part back already), so a compensation or a cancellation never asks for more than is left.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RefundRequest {
     /// The captured payment.
@@ -129,6 +129,8 @@ pub struct RefundRequest {
     pub refund_id: String,
     /// Why.
     pub reason: String,
+    /// What to give back; None: the rest of the payment.
+    pub amount: Option<Price>,
 }
 
 /// Everything the orders service needs from the catalog, the cart, the payments, the deliveries and the users
@@ -384,9 +386,9 @@ impl SagaPorts for GrpcPorts {
         let message = RefundPaymentRequest {
             payment_id: request.payment_id.clone(),
             refund_id: request.refund_id.clone(),
-            amount: None,
+            amount: request.amount.as_ref().map(money),
             reason: request.reason.clone(),
-            rest: true,
+            rest: request.amount.is_none(),
         };
         let call = self.authed("RefundPayment", message).await?;
         let answer = self

@@ -54,6 +54,8 @@ pub struct SagaOptions {
     /// Whether a checkout needs the customer's email address verified (the shop's choice,
     /// `MERCATO_CHECKOUT_REQUIRES_VERIFIED_EMAIL`): CreateOrder refuses it otherwise, before anything is held.
     pub requires_verified_email: bool,
+    /// Days after delivery a customer may ask to return items (`MERCATO_RETURN_WINDOW_DAYS`; 0: no returns).
+    pub return_window_days: u32,
 }
 
 impl Default for SagaOptions {
@@ -65,6 +67,7 @@ impl Default for SagaOptions {
             recovery_interval: Duration::from_secs(10),
             stuck_after: Duration::from_secs(30),
             requires_verified_email: false,
+            return_window_days: crate::returns::DEFAULT_WINDOW_DAYS,
         }
     }
 }
@@ -480,7 +483,7 @@ impl Saga {
     }
 
     fn refund_request(order: &Order, refund_id: String, reason: &str) -> RefundRequest {
-        RefundRequest { payment_id: order.payment_id.clone(), refund_id, reason: reason.to_owned() }
+        RefundRequest { payment_id: order.payment_id.clone(), refund_id, reason: reason.to_owned(), amount: None }
     }
 
     async fn refund(&self, order: &mut Order) -> Result<Next, Error> {

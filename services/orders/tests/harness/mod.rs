@@ -354,13 +354,17 @@ impl SagaPorts for Fake {
                         .values_mut()
                         .find(|p| p.id == request.payment_id && p.captured)
                         .ok_or_else(|| PortError::Permanent("no such captured payment".into()))?;
-                    // The rest, as the payments service gives it back.
+                    // The amount asked for, or the rest, as the payments service gives it back.
                     let rest = payment.amount - payment.refunded;
-                    payment.refunded += rest;
-                    if rest > 0 {
-                        s.refunds.insert(request.refund_id.clone(), (request.payment_id.clone(), rest));
+                    let amount = request.amount.as_ref().map_or(rest, |a| a.amount_minor);
+                    if amount > rest {
+                        return Err(PortError::Permanent(format!("only {rest} of the payment is left to refund")));
                     }
-                    rest
+                    payment.refunded += amount;
+                    if amount > 0 {
+                        s.refunds.insert(request.refund_id.clone(), (request.payment_id.clone(), amount));
+                    }
+                    amount
                 }
             }
         };
@@ -628,14 +632,12 @@ impl PaymentService for Remote {
     ) -> Result<Response<RefundPaymentResponse>, Status> {
         require_service(&request)?;
         let req = request.into_inner();
-        if !req.rest || req.amount.is_some() {
-            return Err(Status::invalid_argument("the orders service refunds the rest of a payment"));
+        if req.rest == req.amount.is_some() {
+            return Err(Status::invalid_argument("either the rest of a payment or an amount"));
         }
-        let refunded = self
-            .0
-            .refund(&RefundRequest { payment_id: req.payment_id, refund_id: req.refund_id, reason: req.reason })
-            .await
-            .map_err(to_status)?;
+        let amount = req.amount.map(|m| Price { currency: m.currency, amount_minor: m.amount_minor });
+        let refund = RefundRequest { payment_id: req.payment_id, refund_id: req.refund_id, reason: req.reason, amount };
+        let refunded = self.0.refund(&refund).await.map_err(to_status)?;
         // The fake's payments are all in euros; the orders service reads the amount.
         Ok(Response::new(RefundPaymentResponse {
             refunded: Some(Money { currency: "EUR".into(), amount_minor: refunded }),
@@ -772,6 +774,7 @@ pub fn options() -> SagaOptions {
         recovery_interval: Duration::from_millis(200),
         stuck_after: Duration::from_secs(30),
         requires_verified_email: false,
+        return_window_days: 30,
     }
 }
 
