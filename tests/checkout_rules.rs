@@ -1,7 +1,7 @@
 //! The checkout's hard cases over HTTP, on SQLite and PostgreSQL: an order for more than is in stock, 300
 //! buyers racing for 100 units, a second customer who tries to read or act on the first one's cart, orders,
 //! payments and refunds, a discount code with one use, shipping rates priced with the checkout, the tax an order's
-//! total includes, and a review only a buyer may write. Each ends with `mercato audit` finding the books sound.
+//! total includes, a return of part of a delivered order, and a review only a buyer may write. Each ends with `mercato audit` finding the books sound.
 
 use std::time::Duration;
 
@@ -703,6 +703,104 @@ async fn an_order_refunded_in_part_is_cancelled_for_the_rest_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_order_refunded_in_part_is_cancelled_for_the_rest_on_postgres() {
     an_order_refunded_in_part_is_cancelled_for_the_rest(Storage::Postgres).await;
+}
+
+/// The error reasons (`ErrorInfo`) of an error reply.
+fn reasons(reply: &e2e::Reply) -> Vec<Value> {
+    reply.json["error"]["details"].as_array().map_or_else(Vec::new, |d| d.iter().map(|d| d["reason"].clone()).collect())
+}
+
+async fn a_delivered_order_is_returned_and_refunded_its_share(storage: Storage) {
+    let Some(p) = TestPlatform::start(storage).await else { return };
+    let admin = p.admin_token().await;
+    let ada = p.customer_token("ada-returns@example.com").await;
+    let mugs = product_in_stock(&p, &admin, "MUG-1", "1200", 5).await;
+    let order = place_order(&p, &ada, "ada-mugs", &mugs, 2, "tok_visa").await;
+    assert_eq!(order["status"], "ORDER_STATUS_CONFIRMED", "{order}");
+    let (id, payment_id) = (order["id"].as_str().expect("id"), order["paymentId"].as_str().expect("payment"));
+    let ask = json!({"items": [{"productId": mugs, "quantity": 1}], "reason": "one arrived chipped"});
+    let returns_path = format!("/v1/orders/{id}/returns");
+
+    // Not before the carrier delivered it.
+    let early = p.send("POST", &returns_path, Some(&ada), Some(ask.clone())).await;
+    assert_eq!((early.status, reasons(&early)), (400, vec![json!("ORDER_NOT_DELIVERED")]), "{}", early.json);
+    let shipments = format!("/v1/shipments?orderId={id}");
+    let listed = p.get_until(&shipments, &ada, |l| l["shipments"][0]["status"] == "SHIPMENT_STATUS_PENDING").await;
+    let shipment = listed["shipments"][0]["id"].as_str().expect("shipment id").to_owned();
+    let dispatch = json!({"carrier": "DHL", "trackingNumber": "00340434161234567890"});
+    let shipped = p.send("POST", &format!("/v1/shipments/{shipment}:dispatch"), Some(&admin), Some(dispatch)).await;
+    assert_eq!(shipped.status, 200, "{}", shipped.json);
+    let delivered = json!({"status": "SHIPMENT_STATUS_DELIVERED", "location": "Paris", "carrierEventId": "dhl-1"});
+    let recorded = p.send("POST", &format!("/v1/shipments/{shipment}/events"), Some(&admin), Some(delivered)).await;
+    assert_eq!(recorded.status, 201, "{}", recorded.json);
+
+    // Orders learns of the delivery from shipment.delivered, an event: the request succeeds in a moment.
+    let mut asked = early;
+    for _ in 0..100 {
+        asked = p.send("POST", &returns_path, Some(&ada), Some(ask.clone())).await;
+        if asked.status != 400 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!((asked.status, &asked.json["status"]), (201, &json!("RETURN_STATUS_REQUESTED")), "{}", asked.json);
+    assert_eq!(asked.json["refund"], json!({"currency": "EUR", "amountMinor": "1200"}), "{}", asked.json);
+    assert_eq!(asked.json["items"][0]["name"], "Product MUG-1", "{}", asked.json);
+    let return_id = asked.json["id"].as_str().expect("return id").to_owned();
+    let path = format!("/v1/returns/{return_id}");
+
+    // Only staff decide; a stranger does not see it; staff approve and receive the parcel.
+    let by_ada = p.send("POST", &format!("{path}:approve"), Some(&ada), Some(json!({}))).await;
+    assert_eq!(by_ada.status, 403, "{}", by_ada.json);
+    let stranger = p.customer_token("eve-returns@example.com").await;
+    assert_eq!(p.send("GET", &path, Some(&stranger), None).await.status, 404);
+    assert_eq!(p.send("GET", &path, None, None).await.status, 401);
+    let approved = p.send("POST", &format!("{path}:approve"), Some(&admin), Some(json!({}))).await;
+    assert_eq!(approved.json["status"], "RETURN_STATUS_APPROVED", "{}", approved.json);
+    let received = p.send("POST", &format!("{path}:receive"), Some(&admin), Some(json!({"restock": true}))).await;
+    assert_eq!(received.status, 200, "{}", received.json);
+    assert_eq!(
+        (&received.json["status"], &received.json["refundId"], &received.json["restocked"]),
+        (&json!("RETURN_STATUS_REFUNDED"), &json!(format!("return:{return_id}")), &json!(true)),
+        "{}",
+        received.json
+    );
+
+    // The money: the payment gave 12.00 back, the order shows it, and the refund has its credit note.
+    let payment = p.send("GET", &format!("/v1/payments/{payment_id}"), Some(&ada), None).await.json;
+    assert_eq!(payment["refundedAmount"]["amountMinor"], "1200", "{payment}");
+    p.get_until(&format!("/v1/orders/{id}"), &ada, |o| o["refunded"]["amountMinor"] == "1200").await;
+    let of_order = format!("/v1/invoices?orderId={id}&kind=INVOICE_KIND_CREDIT_NOTE");
+    let notes = p.get_until(&of_order, &ada, |d| d["invoices"].as_array().is_some_and(|a| a.len() == 1)).await;
+    let note = &notes["invoices"][0];
+    assert_eq!(
+        (&note["refundId"], &note["total"]["amountMinor"]),
+        (&json!(format!("return:{return_id}")), &json!("1200"))
+    );
+    // The stock: the mug is back (from return.received, an event).
+    let mut available = Value::Null;
+    for _ in 0..100 {
+        available = inventory(&p, &mugs).await["available"].clone();
+        if available == 4 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(available, 4, "5 - 2 sold + 1 returned");
+    let mine = p.send("GET", "/v1/returns", Some(&ada), None).await;
+    assert_eq!(mine.json["returns"].as_array().map(Vec::len), Some(1), "{}", mine.json);
+    assert_books_sound(&p).await;
+    p.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delivered_order_is_returned_and_refunded_its_share_on_sqlite() {
+    a_delivered_order_is_returned_and_refunded_its_share(Storage::Sqlite).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_delivered_order_is_returned_and_refunded_its_share_on_postgres() {
+    a_delivered_order_is_returned_and_refunded_its_share(Storage::Postgres).await;
 }
 
 /// POSTs `body` as a review of `product` by `token`'s customer until the catalog knows of their purchase (it learns
