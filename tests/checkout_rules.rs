@@ -787,8 +787,31 @@ async fn a_delivered_order_is_returned_and_refunded_its_share(storage: Storage) 
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(available, 4, "5 - 2 sold + 1 returned");
+    // The sales figures count the return's refund (from return.refunded).
+    let summary = p.get_until("/v1/analytics/summary", &admin, |s| s["currencies"][0]["refunds"] == "1").await;
+    let eur = &summary["currencies"][0];
+    assert_eq!(
+        (&eur["refunded"]["amountMinor"], &eur["net"]["amountMinor"]),
+        (&json!("1200"), &json!("1200")),
+        "{summary}"
+    );
     let mine = p.send("GET", "/v1/returns", Some(&ada), None).await;
     assert_eq!(mine.json["returns"].as_array().map(Vec::len), Some(1), "{}", mine.json);
+    // Ada was told: approved (send it back), then received with what is refunded.
+    let subject_of = |list: &Value, event_type: &str| {
+        let found = list["notifications"].as_array().and_then(|n| n.iter().find(|n| n["eventType"] == event_type));
+        found.map(|n| n["subject"].clone())
+    };
+    let mails = p
+        .get_until("/v1/notifications?pageSize=100", &ada, |l| {
+            subject_of(l, "return.approved").is_some() && subject_of(l, "return.received").is_some()
+        })
+        .await;
+    assert_eq!(
+        subject_of(&mails, "return.received"),
+        Some(json!("Your return arrived: we refund EUR 12.00")),
+        "{mails}"
+    );
     assert_books_sound(&p).await;
     p.stop().await;
 }

@@ -6,6 +6,7 @@
 //! | order.cancelled  | mercato.orders.v1.OrderCancelled     | a cancellation: its refund, its units back  |
 //! | payment.captured | mercato.payments.v1.PaymentCaptured  | money captured                              |
 //! | refund.completed | mercato.refunds.v1.RefundCompleted   | a refund                                    |
+//! | return.refunded  | mercato.orders.v1.ReturnRefunded     | a refund (of a return's items)              |
 //! | cart.item_added  | mercato.cart.v1.CartItemAdded        | a cart started when the cart was empty      |
 //!
 //! Each event counts on the UTC day of its envelope's `time`.
@@ -14,7 +15,7 @@ use std::sync::Arc;
 
 use api::common::Money;
 use api::mercato::cart::v1::CartItemAdded;
-use api::mercato::orders::v1::{OrderCancelled, OrderConfirmed, OrderItem};
+use api::mercato::orders::v1::{OrderCancelled, OrderConfirmed, OrderItem, ReturnRefunded};
 use api::mercato::payments::v1::PaymentCaptured;
 use api::mercato::refunds::v1::RefundCompleted;
 use platform::events::{BatchRecorder, EventBus, EventEnvelope, GroupCommit};
@@ -34,12 +35,14 @@ pub const ORDER_CANCELLED: &str = "order.cancelled";
 pub const PAYMENT_CAPTURED: &str = "payment.captured";
 /// Event type of a completed refund.
 pub const REFUND_COMPLETED: &str = "refund.completed";
+/// Event type of a return's refund.
+pub const RETURN_REFUNDED: &str = "return.refunded";
 /// Event type of a product put into a cart.
 pub const CART_ITEM_ADDED: &str = "cart.item_added";
 /// The event types the consumer takes: what it subscribes to, and its queue's bindings on RabbitMQ, which a
 /// publisher in another process declares too (`AmqpBus::expect_consumer`).
 pub fn event_types() -> Vec<&'static str> {
-    vec![ORDER_CONFIRMED, ORDER_CANCELLED, PAYMENT_CAPTURED, REFUND_COMPLETED, CART_ITEM_ADDED]
+    vec![ORDER_CONFIRMED, ORDER_CANCELLED, PAYMENT_CAPTURED, REFUND_COMPLETED, RETURN_REFUNDED, CART_ITEM_ADDED]
 }
 
 /// Most events recorded in one transaction.
@@ -154,6 +157,11 @@ pub fn fact(event: &RecordedEvent) -> Result<Fact, Error> {
         REFUND_COMPLETED => {
             let completed = RefundCompleted::decode(payload).map_err(decode_error)?;
             Ok(Fact::RefundCompleted { amount: amount(completed.amount, "amount").map_err(bad)? })
+        }
+        // Money given back like any refund (made through the payments service, not the refunds service).
+        RETURN_REFUNDED => {
+            let refunded = ReturnRefunded::decode(payload).map_err(decode_error)?;
+            Ok(Fact::RefundCompleted { amount: amount(refunded.refunded, "refunded").map_err(bad)? })
         }
         CART_ITEM_ADDED => {
             let added = CartItemAdded::decode(payload).map_err(decode_error)?;

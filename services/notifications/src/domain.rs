@@ -59,6 +59,12 @@ pub const USER_ROLES_CHANGED: &str = "user.roles_changed";
 pub const USER_DISABLED: &str = "user.disabled";
 /// Event type of an account staff enabled again (its owner is told).
 pub const USER_ENABLED: &str = "user.enabled";
+/// Event type of a return staff approved (the customer sends the items back).
+pub const RETURN_APPROVED: &str = "return.approved";
+/// Event type of a return staff rejected (the customer is told why).
+pub const RETURN_REJECTED: &str = "return.rejected";
+/// Event type of a return whose items arrived (the customer is told what is refunded).
+pub const RETURN_RECEIVED: &str = "return.received";
 /// Event type this service publishes when a notification was delivered.
 pub const NOTIFICATION_SENT: &str = "notification.sent";
 /// Event type this service publishes when every attempt of a notification failed.
@@ -91,9 +97,14 @@ pub const CONSUMED: &[(&str, &str)] = &[
     (USER_ROLES_CHANGED, "mercato.auth.v1.UserRolesChanged"),
     (USER_DISABLED, "mercato.auth.v1.UserDisabled"),
     (USER_ENABLED, "mercato.auth.v1.UserEnabled"),
+    (RETURN_APPROVED, "mercato.orders.v1.ReturnApproved"),
+    (RETURN_REJECTED, "mercato.orders.v1.ReturnRejected"),
+    (RETURN_RECEIVED, "mercato.orders.v1.ReturnReceived"),
     // Webhooks only (see WEBHOOKS_ONLY).
     ("order.placed", "mercato.orders.v1.OrderPlaced"),
     ("order.cancelled", "mercato.orders.v1.OrderCancelled"),
+    ("return.requested", "mercato.orders.v1.ReturnRequested"),
+    ("return.refunded", "mercato.orders.v1.ReturnRefunded"),
     ("payment.captured", "mercato.payments.v1.PaymentCaptured"),
     ("payment.refunded", "mercato.payments.v1.PaymentRefunded"),
     ("product.created", "mercato.catalog.v1.ProductCreated"),
@@ -114,6 +125,8 @@ pub const CONSUMED: &[(&str, &str)] = &[
 pub const WEBHOOKS_ONLY: &[&str] = &[
     "order.placed",
     "order.cancelled",
+    "return.requested",
+    "return.refunded",
     "payment.captured",
     "payment.refunded",
     "product.created",

@@ -27,12 +27,14 @@ const TEMPLATES: &[(&str, &str)] = embedded!(
            "shipment.shipped", "shipment.delivered", "ticket.created", "inventory.low", "stock_alert.triggered", "refund.failed", "ticket.replied", "newsletter.subscription_requested",
            "newsletter.issued", "user.password_reset_requested", "user.email_verification_requested",
            "user.email_change_requested", "user.email_change_confirmed", "user.password_changed", "user.deleted",
-           "user.roles_changed", "user.disabled", "user.enabled"],
+           "user.roles_changed", "user.disabled", "user.enabled", "return.approved", "return.rejected",
+           "return.received"],
     "de": ["user.registered", "order.confirmed", "order.failed", "payment.failed", "refund.completed",
            "shipment.shipped", "shipment.delivered", "ticket.created", "inventory.low", "stock_alert.triggered", "refund.failed", "ticket.replied", "newsletter.subscription_requested",
            "newsletter.issued", "user.password_reset_requested", "user.email_verification_requested",
            "user.email_change_requested", "user.email_change_confirmed", "user.password_changed", "user.deleted",
-           "user.roles_changed", "user.disabled", "user.enabled"],
+           "user.roles_changed", "user.disabled", "user.enabled", "return.approved", "return.rejected",
+           "return.received"],
 );
 
 /// A rendered email.
@@ -227,6 +229,33 @@ pub enum Facts {
         /// Its roles before.
         previous_roles: Vec<String>,
     },
+    /// `return.approved`: the customer sends the items back.
+    ReturnApproved {
+        /// The return, for the parcel.
+        return_id: String,
+        /// Its order.
+        order_id: String,
+    },
+    /// `return.rejected`: staff said no, and why.
+    ReturnRejected {
+        /// The return.
+        return_id: String,
+        /// Its order.
+        order_id: String,
+        /// Why, in staff's words.
+        reason: String,
+    },
+    /// `return.received`: the items arrived; what is refunded.
+    ReturnReceived {
+        /// The return.
+        return_id: String,
+        /// Its order.
+        order_id: String,
+        /// What came back: name and units.
+        items: Vec<(String, i32)>,
+        /// What is given back.
+        refund: Money,
+    },
     /// `user.disabled`: staff disabled the account.
     AccountDisabled,
     /// `user.enabled`: staff enabled it again.
@@ -265,6 +294,9 @@ impl Facts {
             Facts::RolesChanged { .. } => domain::USER_ROLES_CHANGED,
             Facts::AccountDisabled => domain::USER_DISABLED,
             Facts::AccountEnabled => domain::USER_ENABLED,
+            Facts::ReturnApproved { .. } => domain::RETURN_APPROVED,
+            Facts::ReturnRejected { .. } => domain::RETURN_REJECTED,
+            Facts::ReturnReceived { .. } => domain::RETURN_RECEIVED,
         }
     }
 
@@ -360,6 +392,13 @@ impl Facts {
             Facts::PasswordChanged { by_reset } => context! { name, by_reset },
             Facts::AccountDeleted | Facts::AccountDisabled | Facts::AccountEnabled => context! { name },
             Facts::RolesChanged { roles, previous_roles } => context! { name, roles, previous_roles },
+            Facts::ReturnApproved { return_id, order_id } => context! { name, return_id, order_id },
+            Facts::ReturnRejected { return_id, order_id, reason } => context! { name, return_id, order_id, reason },
+            Facts::ReturnReceived { return_id, order_id, items, refund } => {
+                let items: Vec<Value> =
+                    items.iter().map(|(item, quantity)| context! { name => item, quantity }).collect();
+                context! { name, return_id, order_id, items, refund => format_money(refund) }
+            }
         }
     }
 }
@@ -492,7 +531,33 @@ mod tests {
             Facts::EmailChanged { new_email: "ada@example.org".into(), token: "tok-6".into() },
             // Appended: the tests above name some of these by position.
             Facts::BackInStock { product_id: "p-2".into(), product_name: "Gyokuro".into(), price: eur(1890) },
+            Facts::ReturnApproved { return_id: "r-1".into(), order_id: "o-7".into() },
+            Facts::ReturnRejected { return_id: "r-2".into(), order_id: "o-7".into(), reason: "opened".into() },
+            Facts::ReturnReceived {
+                return_id: "r-3".into(),
+                order_id: "o-7".into(),
+                items: vec![("Mug".into(), 2), ("Sencha".into(), 1)],
+                refund: eur(2950),
+            },
         ]
+    }
+
+    #[test]
+    fn a_return_tells_what_staff_decided_and_what_is_refunded() {
+        let templates = Templates::load().expect("templates load");
+        let facts = every_fact();
+        let of = |event_type: &str| facts.iter().find(|f| f.event_type() == event_type).expect("in every_fact");
+        let [approved, rejected, received] =
+            [domain::RETURN_APPROVED, domain::RETURN_REJECTED, domain::RETURN_RECEIVED].map(of);
+        let en = templates.render(approved, "Ada", "en").expect("renders");
+        assert!(en.text.contains("return r-1 of order o-7") && en.text.contains("send the items back"), "{}", en.text);
+        let de = templates.render(rejected, "Ada", "de").expect("renders");
+        assert!(de.text.contains("Grund: opened") && de.html.contains("Grund: opened"), "{}", de.text);
+        let en = templates.render(received, "Ada", "en").expect("renders");
+        assert_eq!(en.subject, "Your return arrived: we refund EUR 29.50");
+        assert!(en.text.contains("- 2 x Mug\n- 1 x Sencha\n") && en.html.contains("<li>2 × Mug</li>"), "{}", en.text);
+        let de = templates.render(received, "Ada", "de").expect("renders");
+        assert!(de.text.contains("Wir erstatten EUR 29.50"), "{}", de.text);
     }
 
     #[test]

@@ -1,13 +1,13 @@
 //! What the orders service publishes, through its outbox: `order.placed`, `order.confirmed`,
-//! `order.failed` and `order.cancelled`, and `return.requested`, `return.approved`, `return.rejected` and
-//! `return.received` (payloads in `mercato.orders.v1`, see events.proto); and what it consumes:
+//! `order.failed` and `order.cancelled`, and `return.requested`, `return.approved`, `return.rejected`,
+//! `return.received` and `return.refunded` (payloads in `mercato.orders.v1`, see events.proto); and what it consumes:
 //! `payment.refunded`, which tells an order how much of it has been given back, and issues the refund's credit
 //! note; `shipment.delivered`, which starts an order's return window.
 
 use api::mercato::deliveries::v1::ShipmentDelivered;
 use api::mercato::orders::v1::{
-    OrderCancelled, OrderConfirmed, OrderFailed, OrderPlaced, ReturnApproved, ReturnReceived, ReturnRejected,
-    ReturnRequested,
+    OrderCancelled, OrderConfirmed, OrderFailed, OrderPlaced, ReturnApproved, ReturnReceived, ReturnRefunded,
+    ReturnRejected, ReturnRequested,
 };
 use api::mercato::payments::v1::PaymentRefunded;
 use platform::events::{EventBus, EventEnvelope, NewEvent};
@@ -98,6 +98,8 @@ pub const RETURN_APPROVED: &str = "return.approved";
 pub const RETURN_REJECTED: &str = "return.rejected";
 /// A return's items arrived; the catalog puts them back in stock when asked to.
 pub const RETURN_RECEIVED: &str = "return.received";
+/// A return's refund was made.
+pub const RETURN_REFUNDED: &str = "return.refunded";
 
 fn refund_of(r: &Return) -> Option<api::common::Money> {
     Some(money(&Price { currency: r.currency.clone(), amount_minor: r.refund_minor }))
@@ -144,6 +146,18 @@ pub fn return_received(r: &Return, order: &Order) -> NewEvent {
         refund: refund_of(r),
     };
     NewEvent::new(RETURN_RECEIVED, r.id.clone(), &payload)
+}
+
+/// The `return.refunded` event of return `r`, refunded by `refund_id` (empty when nothing was left to give back).
+pub fn return_refunded(r: &Return, refund_id: &str) -> NewEvent {
+    let payload = ReturnRefunded {
+        return_id: r.id.clone(),
+        order_id: r.order_id.clone(),
+        customer_id: r.customer_id.clone(),
+        refund_id: refund_id.to_owned(),
+        refunded: refund_of(r),
+    };
+    NewEvent::new(RETURN_REFUNDED, r.id.clone(), &payload)
 }
 
 /// The service's consumer name (its queue on RabbitMQ). It keeps no inbox: what it records is a cumulative amount

@@ -60,7 +60,15 @@ impl Refunder {
     /// refusal when the payments service refused; RECEIVED as it was when it could not be reached.
     async fn refund(&self, received: Return, order: &Order) -> Result<Return, Error> {
         let refund_id = returns::refund_id(&received.id);
-        let refunded = if received.refund_minor == 0 {
+        // After a refusal (the payment was given back by other means since the receipt) no more than is left now;
+        // otherwise the amount as received, exactly: payments answers a repeat of the same refund only when it
+        // asks for the same amount, and a repeat after a lost answer must.
+        let amount_minor = if received.refund_failure.is_empty() {
+            received.refund_minor
+        } else {
+            received.refund_minor.min((order.total.amount_minor - order.refunded_minor).max(0))
+        };
+        let refunded = if amount_minor == 0 {
             // Everything was given back before: nothing to ask for.
             Ok(0)
         } else {
@@ -68,7 +76,7 @@ impl Refunder {
                 payment_id: order.payment_id.clone(),
                 refund_id: refund_id.clone(),
                 reason: format!("return {} of order {}", received.id, order.id),
-                amount: Some(Price { currency: received.currency.clone(), amount_minor: received.refund_minor }),
+                amount: Some(Price { currency: received.currency.clone(), amount_minor }),
             };
             self.ports.refund(&request).await
         };
@@ -76,7 +84,7 @@ impl Refunder {
         match refunded {
             Ok(amount_minor) => {
                 let refund_id = if amount_minor > 0 { refund_id } else { String::new() };
-                self.store.return_refunded(&received.id, &refund_id, amount_minor, now).await?;
+                self.store.return_refunded(&received, &refund_id, amount_minor, now).await?;
                 tracing::info!(return_id = %received.id, refunded_minor = amount_minor, "return refunded");
             }
             Err(PortError::Transient(problem)) => {

@@ -267,22 +267,45 @@ impl Store {
         })
     }
 
-    /// Records the refund of RECEIVED return `id` (`refund_id`, what it gave back) at `now`: it is REFUNDED.
-    pub async fn return_refunded(&self, id: &str, refund_id: &str, refunded_minor: i64, now: i64) -> Result<(), Error> {
+    /// Records the refund of RECEIVED return `received` (`refund_id`, what it gave back) at `now`: it is REFUNDED,
+    /// with its `return.refunded` (written once, by whoever records it first).
+    pub async fn return_refunded(
+        &self,
+        received: &Return,
+        refund_id: &str,
+        refunded_minor: i64,
+        now: i64,
+    ) -> Result<(), Error> {
+        let refunded = Return {
+            status: ReturnStatus::Refunded,
+            refund_id: refund_id.to_owned(),
+            refund_minor: refunded_minor,
+            refund_failure: String::new(),
+            update_time: now,
+            ..received.clone()
+        };
         with_db!(self.db(), pool => {
-            sqlx::query(
-                "UPDATE returns SET status = 'refunded', refund_id = $2, refund_minor = $3, refund_failure = '', \
-                 update_time = $4 WHERE id = $1 AND status = 'received'",
-            )
-            .bind(id)
-            .bind(refund_id)
-            .bind(refunded_minor)
-            .bind(now)
-            .execute(pool)
-            .await?
-            .rows_affected()
-        });
-        Ok(())
+            let mut tx = pool.begin_write().await?;
+            let result: Result<(), Error> = async {
+                let moved = sqlx::query(
+                    "UPDATE returns SET status = 'refunded', refund_id = $2, refund_minor = $3, refund_failure = '', \
+                     update_time = $4 WHERE id = $1 AND status = 'received'",
+                )
+                .bind(&refunded.id)
+                .bind(refund_id)
+                .bind(refunded_minor)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+                if moved == 1 && refunded_minor > 0 {
+                    enqueue(&mut *tx, crate::NAME, &crate::events::return_refunded(&refunded, refund_id)).await?;
+                }
+                Ok(())
+            }
+            .await;
+            finish(tx, result).await
+        })
     }
 
     /// Records why the payments service refused the refund of RECEIVED return `id` (at `now`): it is not retried

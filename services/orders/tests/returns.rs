@@ -112,6 +112,28 @@ async fn deliver(server: &Server, order_id: &str, days_ago: i64) {
     panic!("the delivery of {order_id} was not recorded");
 }
 
+/// Publishes the payment's `payment.refunded` event saying `so_far` has been given back of it.
+async fn refunded_event(server: &Server, order_id: &str, payment_id: &str, so_far: i64) {
+    let eur = |amount_minor| Some(api::common::Money { currency: "EUR".into(), amount_minor });
+    let payload = api::mercato::payments::v1::PaymentRefunded {
+        payment_id: payment_id.into(),
+        order_id: order_id.into(),
+        refund_id: "goodwill".into(),
+        amount: eur(300),
+        refunded_amount: eur(so_far),
+        ..Default::default()
+    };
+    let event = EventEnvelope {
+        id: format!("refunded-{order_id}-{so_far}"),
+        source: "payments".into(),
+        r#type: "payment.refunded".into(),
+        subject: payment_id.into(),
+        data: payload.encode_to_vec(),
+        ..EventEnvelope::default()
+    };
+    server.bus.publish(event).await.expect("taken");
+}
+
 fn amount(r: &Return) -> i64 {
     r.refund.as_ref().map_or(-1, |m| m.amount_minor)
 }
@@ -272,24 +294,30 @@ async fn a_refund_the_payments_service_cannot_make_now_is_made_later(db: Db) {
     assert_eq!((refunded.status(), amount(&refunded)), (ReturnStatus::Refunded, 500));
     assert_eq!(server.fake.refunds_of(&order.payment_id), [(format!("return:{}", waiting.id), 500)]);
 
-    // The payment was given back by other means meanwhile: the payments service refuses, and the return says why
-    // until received again once the books are straight.
+    // Staff gave 3.00 back by other means just before the parcel arrived, and the orders service has not heard
+    // yet: the payments service refuses the return's 5.00, and the return says why; once the payment's event has
+    // told the order, receiving it again refunds what is left.
     let last = ada_returns.create(&order.id, &[(TEA, 1)], "").await.expect("asked");
     staff.approve(&last.id).await.expect("approve");
     let payment = order.payment_id.clone();
-    let saved = {
-        let mut state = server.fake.state();
-        let paid = state.payments.values_mut().find(|p| p.id == payment).expect("payment");
-        let saved = paid.refunded;
-        paid.refunded = paid.amount;
-        saved
-    };
+    server.fake.state().payments.values_mut().find(|p| p.id == payment).expect("payment").refunded += 300;
     let refused = staff.receive(&last.id, true).await.expect("receive");
-    assert_eq!(refused.status(), ReturnStatus::Received);
+    assert_eq!((refused.status(), amount(&refused)), (ReturnStatus::Received, 500));
     assert!(refused.refund_failure.contains("left to refund"), "{}", refused.refund_failure);
-    server.fake.state().payments.values_mut().find(|p| p.id == payment).expect("payment").refunded = saved;
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(ada_returns.get(&last.id).await.expect("get"), refused, "a refused refund is not retried by itself");
+    refunded_event(&server, &order.id, &payment, 800).await;
+    for _ in 0..200 {
+        let seen = ada.get(&order.id).await.expect("order").refunded.map_or(0, |m| m.amount_minor);
+        if seen == 800 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     let again = staff.receive(&last.id, true).await.expect("again");
-    assert_eq!((again.status(), again.refund_failure.as_str(), amount(&again)), (ReturnStatus::Refunded, "", 500));
+    assert_eq!((again.status(), again.refund_failure.as_str(), amount(&again)), (ReturnStatus::Refunded, "", 200));
+    let given_back: i64 = server.fake.refunds_of(&payment).iter().map(|(_, a)| a).sum();
+    assert_eq!(given_back, 700, "the returns' 5.00 and 2.00; the 3.00 went by other means");
     server.stop().await;
 }
 
