@@ -797,6 +797,7 @@ async fn a_delivered_order_is_returned_and_refunded_its_share(storage: Storage) 
     );
     let mine = p.send("GET", "/v1/returns", Some(&ada), None).await;
     assert_eq!(mine.json["returns"].as_array().map(Vec::len), Some(1), "{}", mine.json);
+    assert_books_sound(&p).await;
     // Ada was told: approved (send it back), then received with what is refunded.
     let subject_of = |list: &Value, event_type: &str| {
         let found = list["notifications"].as_array().and_then(|n| n.iter().find(|n| n["eventType"] == event_type));
@@ -812,7 +813,20 @@ async fn a_delivered_order_is_returned_and_refunded_its_share(storage: Storage) 
         Some(json!("Your return arrived: we refund EUR 12.00")),
         "{mails}"
     );
-    assert_books_sound(&p).await;
+
+    // The audit checks the return's refund against the payments service's.
+    let orders_db = platform::Db::open(&p.settings, "orders").await.expect("orders database");
+    platform::with_db!(&orders_db, pool => {
+        sqlx::query("UPDATE returns SET refund_minor = 1300 WHERE id = $1").bind(&return_id).execute(pool).await.map(|r| r.rows_affected())
+    })
+    .expect("tamper");
+    orders_db.close().await;
+    let violations = mercato::audit(&p.settings).await.expect("audit runs");
+    let found = format!(
+        "orders: return {return_id} refunded 1300 EUR of payment {payment_id} but refund return:{return_id} gave back \
+         1200 EUR of payment {payment_id}"
+    );
+    assert_eq!(violations, [found]);
     p.stop().await;
 }
 

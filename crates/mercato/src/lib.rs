@@ -374,7 +374,8 @@ pub async fn backfill_purchases(settings: &Settings) -> anyhow::Result<usize> {
 /// Today: every ledger transaction balances per currency, every stored balance equals the sum of its
 /// postings, every captured payment and refund has its ledger transaction, and no payment is refunded beyond
 /// what was captured, every confirmed order has its stock committed and its payment captured for its total
-/// and (once [`SHIPMENT_IN_FLIGHT`] has passed) a shipment, and no order is stuck in checkout.
+/// and (once [`SHIPMENT_IN_FLIGHT`] has passed) a shipment, no order is stuck in checkout, and every refunded return
+/// was refunded by the payments service, for its amount.
 pub async fn audit(settings: &Settings) -> anyhow::Result<Vec<String>> {
     let mut violations = Vec::new();
     let db = platform::Db::open(settings, ledger::NAME).await?;
@@ -394,6 +395,38 @@ pub async fn audit(settings: &Settings) -> anyhow::Result<Vec<String>> {
     db.close().await;
     violations.extend(found?.into_iter().map(|v| format!("refunds: {v}")));
     violations.extend(audit_confirmed_orders(settings).await?);
+    violations.extend(audit_returns(settings).await?);
+    Ok(violations)
+}
+
+/// Checks that every return the orders service refunded was refunded by the payments service: its refund
+/// completed, of the order's payment, for the return's amount.
+async fn audit_returns(settings: &Settings) -> anyhow::Result<Vec<String>> {
+    let db = platform::Db::open(settings, orders::NAME).await?;
+    let refunded = orders::refunded_returns(&db).await;
+    db.close().await;
+    let db = platform::Db::open(settings, payments::NAME).await?;
+    let completed = payments::completed_refunds(&db).await;
+    db.close().await;
+    let (refunded, completed) = (refunded?, completed?);
+    let mut violations = Vec::new();
+    for r in refunded {
+        let amount = format!("{} {}", r.refund_minor, r.currency);
+        match completed.get(&r.refund_id) {
+            None => violations
+                .push(format!("orders: return {} refunded {amount} but payments made no refund {}", r.id, r.refund_id)),
+            Some(made)
+                if (made.payment_id.as_str(), made.currency.as_str(), made.amount_minor)
+                    != (r.payment_id.as_str(), r.currency.as_str(), r.refund_minor) =>
+            {
+                violations.push(format!(
+                    "orders: return {} refunded {amount} of payment {} but refund {} gave back {} {} of payment {}",
+                    r.id, r.payment_id, r.refund_id, made.amount_minor, made.currency, made.payment_id
+                ));
+            }
+            Some(_) => {}
+        }
+    }
     Ok(violations)
 }
 

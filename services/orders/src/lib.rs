@@ -218,12 +218,20 @@ pub async fn migrate(settings: &Settings) -> Result<(), Error> {
 
 /// Checks an open orders database (migrated first): lists, in words, orders whose checkout (or
 /// cancellation) has been stuck longer than `stuck_after`, confirmed or cancelled orders without a payment id,
-/// and invoices amiss (an order confirmed without one, numbers with gaps, more credited than charged). Empty
+/// invoices amiss (an order confirmed without one, numbers with gaps, more credited than charged), and returns
+/// received longer than `stuck_after` ago whose refund is neither made nor refused. Empty
 /// means all is well. Changes nothing but pending migrations.
 pub async fn audit(db: &Db, stuck_after: Duration) -> Result<Vec<String>, Error> {
     db.migrate(&MIGRATOR, NAME).await?;
     let stuck_before = platform::time::now_micros() - i64::try_from(stuck_after.as_micros()).unwrap_or(i64::MAX);
     store::Store::new(db.clone()).audit(stuck_before).await
+}
+
+/// Every return whose refund was made (migrated first), for an operator's audit: the payments service must have
+/// made each refund, of that payment, for that amount.
+pub async fn refunded_returns(db: &Db) -> Result<Vec<return_store::RefundedReturn>, Error> {
+    db.migrate(&MIGRATOR, NAME).await?;
+    store::Store::new(db.clone()).refunded_returns().await
 }
 
 /// Up to `limit` orders that were confirmed (and may have been cancelled since) after order id `after`, by id,

@@ -112,7 +112,52 @@ macro_rules! fetch_returns {
     }};
 }
 
+/// A return whose refund was made, with what an audit checks against the payments service.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct RefundedReturn {
+    /// The return.
+    pub id: String,
+    /// Its order's payment.
+    pub payment_id: String,
+    /// The refund at the payments service.
+    pub refund_id: String,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// What it gave back.
+    pub refund_minor: i64,
+}
+
 impl Store {
+    /// Returns received before `stuck_before` whose refund is neither made nor refused (the payments service has
+    /// been unreachable since), in words.
+    pub async fn audit_returns(&self, stuck_before: i64) -> Result<Vec<String>, Error> {
+        let stuck = with_db!(self.db(), pool => {
+            sqlx::query_as::<_, (String, String)>(
+                "SELECT id, order_id FROM returns WHERE status = 'received' AND refund_failure = '' \
+                 AND update_time < $1 ORDER BY update_time, id",
+            )
+            .bind(stuck_before)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(stuck
+            .into_iter()
+            .map(|(id, order_id)| format!("return {id} of order {order_id} was received but its refund is not made"))
+            .collect())
+    }
+
+    /// Every return whose refund was made (a refund id: something was given back), for an audit.
+    pub async fn refunded_returns(&self) -> Result<Vec<RefundedReturn>, Error> {
+        Ok(with_db!(self.db(), pool => {
+            sqlx::query_as::<_, RefundedReturn>(
+                "SELECT r.id, o.payment_id, r.refund_id, r.currency, r.refund_minor FROM returns r \
+                 JOIN orders o ON o.id = r.order_id WHERE r.status = 'refunded' AND r.refund_id <> '' ORDER BY r.id",
+            )
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
     /// Records that order `order_id` was delivered at `deliver_time` (the carrier's first delivery counts);
     /// answers whether this was news.
     pub async fn record_delivery(&self, order_id: &str, deliver_time: i64) -> Result<bool, Error> {

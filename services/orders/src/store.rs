@@ -979,6 +979,7 @@ impl Store {
         }));
         problems.extend(unpaid.into_iter().map(|(id, status)| format!("order {id} is {status} without a payment")));
         problems.extend(self.audit_invoices().await?);
+        problems.extend(self.audit_returns(stuck_before).await?);
         Ok(problems)
     }
 }

@@ -321,7 +321,36 @@ async fn a_refund_the_payments_service_cannot_make_now_is_made_later(db: Db) {
     server.stop().await;
 }
 
+async fn a_refund_that_cannot_be_made_for_long_shows_in_the_audit(db: Db) {
+    let server = Server::start(db, Fake::new(), Wiring::Direct).await;
+    let ada = server.client("ada", false).await;
+    let ada_returns = Returns::new(&server, "ada", &["orders:write"]).await;
+    let staff = Returns::new(&server, "sam", STAFF).await;
+    let order = ada.create(order_of(&[(TEA, 1)], "a1")).await.expect("create");
+    deliver(&server, &order.id, 0).await;
+    let asked = ada_returns.create(&order.id, &[(TEA, 1)], "").await.expect("asked");
+    staff.approve(&asked.id).await.expect("approve");
+    server.fake.state().transient.insert(Op::Refund, u32::MAX);
+    assert_eq!(staff.receive(&asked.id, false).await.expect("receive").status(), ReturnStatus::Received);
+    let found = orders::audit(&server.db, std::time::Duration::ZERO).await.expect("audit");
+    assert_eq!(found, [format!("return {} of order {} was received but its refund is not made", asked.id, order.id)]);
+    // Once the payments service answers again, the background task makes it, and the audit is content.
+    server.fake.state().transient.insert(Op::Refund, 0);
+    let mut seen = asked;
+    for _ in 0..100 {
+        seen = ada_returns.get(&seen.id).await.expect("get");
+        if seen.status() == ReturnStatus::Refunded {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert_eq!(seen.status(), ReturnStatus::Refunded);
+    assert!(orders::audit(&server.db, std::time::Duration::ZERO).await.expect("audit").is_empty());
+    server.stop().await;
+}
+
 on_both_engines!(
+    a_refund_that_cannot_be_made_for_long_shows_in_the_audit,
     a_delivered_order_is_returned_in_parts_and_refunded_its_share,
     returns_are_refused_outside_the_window_and_for_what_was_not_ordered,
     a_refund_the_payments_service_cannot_make_now_is_made_later,

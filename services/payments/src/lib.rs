@@ -118,6 +118,13 @@ pub async fn audit_settled(db: &Db, in_flight: std::time::Duration) -> Result<Ve
     store::Store::new(db.clone()).audit(since).await
 }
 
+/// Every refund made (completed), by its id: for an operator's audit, every refunded return's refund is among
+/// them, of its order's payment and for its amount.
+pub async fn completed_refunds(db: &Db) -> Result<std::collections::HashMap<String, store::CompletedRefund>, Error> {
+    db.migrate(&MIGRATOR, NAME).await?;
+    store::Store::new(db.clone()).completed_refunds().await
+}
+
 /// Every payment that was captured (whatever was refunded since), by id: for an operator's audit, every
 /// confirmed order's payment is among them, for its order and its total.
 pub async fn captured_payments(db: &Db) -> Result<std::collections::HashMap<String, store::CapturedPayment>, Error> {

@@ -671,7 +671,33 @@ pub struct CapturedPayment {
     pub tax_minor: i64,
 }
 
+/// A refund the payments service made (completed), for an audit.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct CompletedRefund {
+    /// The refund's id, as the refunds or the orders service named it.
+    pub refund_id: String,
+    /// The payment refunded.
+    pub payment_id: String,
+    /// ISO 4217 code.
+    pub currency: String,
+    /// What it gave back, in minor units.
+    pub amount_minor: i64,
+}
+
 impl Store {
+    /// Every completed refund, by its id.
+    pub async fn completed_refunds(&self) -> Result<std::collections::HashMap<String, CompletedRefund>, Error> {
+        let rows = with_db!(&self.db, pool => {
+            sqlx::query_as::<_, CompletedRefund>(
+                "SELECT refund_id, payment_id, currency, amount_minor FROM refunds_applied WHERE state = $1",
+            )
+            .bind(REFUND_COMPLETED)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(rows.into_iter().map(|r| (r.refund_id.clone(), r)).collect())
+    }
+
     /// Every payment that was captured (captured, partly or fully refunded since), by id.
     pub async fn captured(&self) -> Result<std::collections::HashMap<String, CapturedPayment>, Error> {
         let rows = with_db!(&self.db, pool => {
