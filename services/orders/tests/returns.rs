@@ -228,6 +228,20 @@ async fn a_delivered_order_is_returned_in_parts_and_refunded_its_share(db: Db) {
     let all = staff.list(ListReturnsRequest { order_id: order.id.clone(), ..ListReturnsRequest::default() }).await;
     let ids: Vec<String> = all.expect("list").into_iter().map(|r| r.id).collect();
     assert_eq!(ids, [coffee.id.clone(), rest.id.clone(), first.id.clone()]);
+    let mut paged = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let request = ListReturnsRequest { page_size: 1, page_token, ..ListReturnsRequest::default() };
+        let page = staff.inner.clone().list_returns(staff.request(request)).await.expect("page").into_inner();
+        paged.extend(page.returns.into_iter().map(|r| r.id));
+        if page.next_page_token.is_empty() {
+            break;
+        }
+        page_token = page.next_page_token;
+    }
+    assert_eq!(paged, ids, "a page at a time");
+    let bad_token = ListReturnsRequest { page_token: "x".into(), ..ListReturnsRequest::default() };
+    assert_eq!(violations(&staff.list(bad_token).await.expect_err("bad token"))[0].0, "page_token");
     let rejected_only = ListReturnsRequest { status: ReturnStatus::Rejected as i32, ..ListReturnsRequest::default() };
     let ids: Vec<String> = staff.list(rejected_only).await.expect("list").into_iter().map(|r| r.id).collect();
     assert_eq!(ids, [rest.id]);
