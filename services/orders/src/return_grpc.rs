@@ -15,9 +15,9 @@ use platform::error::FieldViolation;
 use platform::time::{now_micros, timestamp};
 use tonic::{Request, Response, Status as GrpcStatus};
 
-use crate::domain::{self, Cursor, Price, Status};
+use crate::domain::{Cursor, Price, Status};
 use crate::error::Error;
-use crate::grpc::{ORDERS_ADMIN, listed_customer, money};
+use crate::grpc::{ORDERS_ADMIN, Paging, listed_customer, money, paging};
 use crate::return_refund::Refunder;
 use crate::return_store::{NewReturn, ReturnQuery};
 use crate::returns::{self, Return, ReturnLine, ReturnStatus};
@@ -208,14 +208,8 @@ impl ReturnService for ReturnsApi {
         let claims = caller(&request)?.clone();
         let req = request.into_inner();
         let mut violations = Vec::new();
-        let size = domain::page_size(req.page_size).unwrap_or_else(|v| {
-            violations.push(v);
-            domain::DEFAULT_PAGE_SIZE
-        });
-        let after = Cursor::decode(&req.page_token).unwrap_or_else(|v| {
-            violations.push(v);
-            None
-        });
+        // No period: ListReturns takes none.
+        let Paging { size, after, .. } = paging(req.page_size, &req.page_token, (None, None), &mut violations);
         let status = status_from_wire(req.status).unwrap_or_else(|v| {
             violations.push(v);
             None

@@ -14,10 +14,7 @@ use api::mercato::orders::v1::{
     InvoiceIssuer, InvoiceKind, ListInvoicesRequest, OrderConfirmed, OrderStatus, ReducedTaxRate,
     SetInvoiceIssuerRequest, SetTaxRateRequest, TaxRate,
 };
-use api::mercato::payments::v1::PaymentRefunded;
 use platform::db::Db;
-use platform::events::{EventBus, EventEnvelope};
-use prost::Message;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
 
@@ -136,24 +133,7 @@ async fn german_shop(db: Db) -> (Server, Client, Invoices) {
 
 /// Publishes the `payment.refunded` event of refund `refund_id` of `amount_minor` of an order's payment.
 async fn refund(server: &Server, order_id: &str, payment_id: &str, refund_id: &str, amount_minor: i64) {
-    let eur = |amount_minor| Some(Money { currency: "EUR".into(), amount_minor });
-    let payload = PaymentRefunded {
-        payment_id: payment_id.into(),
-        order_id: order_id.into(),
-        refund_id: refund_id.into(),
-        amount: eur(amount_minor),
-        refunded_amount: eur(amount_minor),
-        ..PaymentRefunded::default()
-    };
-    let event = EventEnvelope {
-        id: format!("event-{refund_id}"),
-        source: "payments".into(),
-        r#type: "payment.refunded".into(),
-        subject: payment_id.into(),
-        data: payload.encode_to_vec(),
-        ..EventEnvelope::default()
-    };
-    server.bus.publish(event).await.expect("taken");
+    publish_refunded(server, order_id, payment_id, refund_id, amount_minor, amount_minor).await;
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -69,6 +69,19 @@ impl Returns {
         Ok(self.inner.clone().reject_return(request).await?.into_inner().r#return.expect("return"))
     }
 
+    /// Return `id` once the background task has refunded it (as it stands after 5 s when it has not).
+    async fn refunded_in_time(&self, id: &str) -> Return {
+        let mut seen = self.get(id).await.expect("get");
+        for _ in 0..100 {
+            if seen.status() == ReturnStatus::Refunded {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            seen = self.get(id).await.expect("get");
+        }
+        seen
+    }
+
     async fn receive(&self, id: &str, restock: bool) -> Result<Return, Status> {
         let request = self.request(ReceiveReturnRequest { id: id.into(), restock });
         Ok(self.inner.clone().receive_return(request).await?.into_inner().r#return.expect("return"))
@@ -110,28 +123,6 @@ async fn deliver(server: &Server, order_id: &str, days_ago: i64) {
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
     panic!("the delivery of {order_id} was not recorded");
-}
-
-/// Publishes the payment's `payment.refunded` event saying `so_far` has been given back of it.
-async fn refunded_event(server: &Server, order_id: &str, payment_id: &str, so_far: i64) {
-    let eur = |amount_minor| Some(api::common::Money { currency: "EUR".into(), amount_minor });
-    let payload = api::mercato::payments::v1::PaymentRefunded {
-        payment_id: payment_id.into(),
-        order_id: order_id.into(),
-        refund_id: "goodwill".into(),
-        amount: eur(300),
-        refunded_amount: eur(so_far),
-        ..Default::default()
-    };
-    let event = EventEnvelope {
-        id: format!("refunded-{order_id}-{so_far}"),
-        source: "payments".into(),
-        r#type: "payment.refunded".into(),
-        subject: payment_id.into(),
-        data: payload.encode_to_vec(),
-        ..EventEnvelope::default()
-    };
-    server.bus.publish(event).await.expect("taken");
 }
 
 fn amount(r: &Return) -> i64 {
@@ -297,14 +288,7 @@ async fn a_refund_the_payments_service_cannot_make_now_is_made_later(db: Db) {
     server.fake.state().transient.insert(Op::Refund, 1);
     let received = staff.receive(&waiting.id, true).await.expect("receive");
     assert_eq!((received.status(), received.refund_id.as_str()), (ReturnStatus::Received, ""));
-    let mut refunded = received;
-    for _ in 0..100 {
-        refunded = ada_returns.get(&waiting.id).await.expect("get");
-        if refunded.status() == ReturnStatus::Refunded {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let refunded = ada_returns.refunded_in_time(&waiting.id).await;
     assert_eq!((refunded.status(), amount(&refunded)), (ReturnStatus::Refunded, 500));
     assert_eq!(server.fake.refunds_of(&order.payment_id), [(format!("return:{}", waiting.id), 500)]);
 
@@ -320,7 +304,7 @@ async fn a_refund_the_payments_service_cannot_make_now_is_made_later(db: Db) {
     assert!(refused.refund_failure.contains("left to refund"), "{}", refused.refund_failure);
     tokio::time::sleep(std::time::Duration::from_millis(500)).await;
     assert_eq!(ada_returns.get(&last.id).await.expect("get"), refused, "a refused refund is not retried by itself");
-    refunded_event(&server, &order.id, &payment, 800).await;
+    publish_refunded(&server, &order.id, &payment, "goodwill", 300, 800).await;
     for _ in 0..200 {
         let seen = ada.get(&order.id).await.expect("order").refunded.map_or(0, |m| m.amount_minor);
         if seen == 800 {
@@ -350,15 +334,7 @@ async fn a_refund_that_cannot_be_made_for_long_shows_in_the_audit(db: Db) {
     assert_eq!(found, [format!("return {} of order {} was received but its refund is not made", asked.id, order.id)]);
     // Once the payments service answers again, the background task makes it, and the audit is content.
     server.fake.state().transient.insert(Op::Refund, 0);
-    let mut seen = asked;
-    for _ in 0..100 {
-        seen = ada_returns.get(&seen.id).await.expect("get");
-        if seen.status() == ReturnStatus::Refunded {
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    assert_eq!(seen.status(), ReturnStatus::Refunded);
+    assert_eq!(ada_returns.refunded_in_time(&asked.id).await.status(), ReturnStatus::Refunded);
     assert!(orders::audit(&server.db, std::time::Duration::ZERO).await.expect("audit").is_empty());
     server.stop().await;
 }

@@ -1052,6 +1052,38 @@ pub async fn cancelled_event(db: &Db, order_id: &str) -> api::mercato::orders::v
     outbox_event(db, order_id, "order.cancelled").await
 }
 
+/// Publishes the payments' `payment.refunded` event of refund `refund_id` of `amount_minor` (EUR) of an order's
+/// payment, `so_far` given back of it in all, on the service's bus as the payments' relay would.
+pub async fn publish_refunded(
+    server: &Server,
+    order_id: &str,
+    payment_id: &str,
+    refund_id: &str,
+    amount_minor: i64,
+    so_far: i64,
+) {
+    use platform::events::EventBus;
+    use prost::Message;
+    let eur = |amount_minor| Some(Money { currency: "EUR".into(), amount_minor });
+    let payload = api::mercato::payments::v1::PaymentRefunded {
+        payment_id: payment_id.into(),
+        order_id: order_id.into(),
+        refund_id: refund_id.into(),
+        amount: eur(amount_minor),
+        refunded_amount: eur(so_far),
+        ..Default::default()
+    };
+    let event = platform::events::EventEnvelope {
+        id: format!("event-{refund_id}"),
+        source: "payments".into(),
+        r#type: "payment.refunded".into(),
+        subject: payment_id.into(),
+        data: payload.encode_to_vec(),
+        ..Default::default()
+    };
+    server.bus.publish(event).await.expect("taken");
+}
+
 /// The payload of the event of `event_type` the order wrote to its outbox.
 pub async fn outbox_event<M: prost::Message + Default>(db: &Db, order_id: &str, event_type: &str) -> M {
     // The outbox keeps the payload message in base64.
