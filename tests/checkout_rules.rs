@@ -748,6 +748,18 @@ async fn a_delivered_order_is_returned_and_refunded_its_share(storage: Storage) 
     assert_eq!(asked.json["items"][0]["name"], "Product MUG-1", "{}", asked.json);
     let return_id = asked.json["id"].as_str().expect("return id").to_owned();
     let path = format!("/v1/returns/{return_id}");
+    // An order delivered before an upgrade to returns: the backfill tells orders when, from the deliveries.
+    assert_eq!(mercato::backfill_deliveries(&p.settings).await.expect("backfill"), 0, "orders knew of it");
+    let orders_db = platform::Db::open(&p.settings, "orders").await.expect("orders database");
+    platform::with_db!(&orders_db, pool => {
+        sqlx::query("DELETE FROM order_deliveries WHERE order_id = $1").bind(id).execute(pool).await.map(|r| r.rows_affected())
+    })
+    .expect("forget the delivery");
+    orders_db.close().await;
+    let forgotten = p.send("POST", &returns_path, Some(&ada), Some(ask.clone())).await;
+    assert_eq!(reasons(&forgotten), [json!("ORDER_NOT_DELIVERED")], "{}", forgotten.json);
+    assert_eq!(mercato::backfill_deliveries(&p.settings).await.expect("backfill"), 1);
+    assert_eq!(mercato::backfill_deliveries(&p.settings).await.expect("again"), 0, "again: nothing new");
 
     // Only staff decide; a stranger does not see it; staff approve and receive the parcel.
     let by_ada = p.send("POST", &format!("{path}:approve"), Some(&ada), Some(json!({}))).await;

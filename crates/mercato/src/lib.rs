@@ -369,6 +369,29 @@ pub async fn backfill_purchases(settings: &Settings) -> anyhow::Result<usize> {
     result
 }
 
+/// Tells the orders service when each order the deliveries service delivered so far was delivered, as
+/// `shipment.delivered` has since returns came: an order delivered before an upgrade may be returned within its
+/// window. Reads the deliveries' database and writes the orders'; a delivery the orders service knows stays as it
+/// is, so running it again changes nothing. Returns how many deliveries were news.
+pub async fn backfill_deliveries(settings: &Settings) -> anyhow::Result<usize> {
+    let deliveries_db = platform::Db::open(settings, deliveries::NAME).await?;
+    let delivered = deliveries::delivered_orders(&deliveries_db).await;
+    deliveries_db.close().await;
+    let orders_db = platform::Db::open(settings, orders::NAME).await?;
+    let result = async {
+        let mut news = 0;
+        for (order_id, deliver_time) in delivered? {
+            if orders::record_delivery(&orders_db, &order_id, deliver_time).await? {
+                news += 1;
+            }
+        }
+        anyhow::Ok(news)
+    }
+    .await;
+    orders_db.close().await;
+    result
+}
+
 /// Checks the books against the facts; returns every violation found (none means the books are sound).
 ///
 /// Today: every ledger transaction balances per currency, every stored balance equals the sum of its

@@ -63,6 +63,11 @@ enum Command {
     /// as `up`.
     #[command(after_help = SETTINGS_HELP)]
     BackfillPurchases,
+    /// Once after upgrading to a release with returns: tells the orders service when each order delivered so far
+    /// was delivered, so that it may be returned within the return window (the orders service learns of
+    /// deliveries made since). Running it again changes nothing. Reads the same storage settings as `up`.
+    #[command(after_help = SETTINGS_HELP)]
+    BackfillDeliveries,
     /// Exit 0 if the local process answers /readyz with 200, else 1 (for container health checks, so images
     /// need no curl).
     ///
@@ -153,6 +158,11 @@ async fn run(cli: Cli, settings: Settings) -> anyhow::Result<()> {
         Command::BackfillPurchases => {
             let read = mercato::backfill_purchases(&settings).await?;
             println!("backfill-purchases: the catalog knows the buyers of {read} order(s)");
+            Ok(())
+        }
+        Command::BackfillDeliveries => {
+            let news = mercato::backfill_deliveries(&settings).await?;
+            println!("backfill-deliveries: the orders service learnt of {news} delivered order(s)");
             Ok(())
         }
         Command::Healthcheck { url } => {

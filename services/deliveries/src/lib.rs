@@ -79,6 +79,13 @@ pub async fn orders_with_shipments(db: &Db) -> Result<std::collections::HashSet<
     store::Store::new(db.clone()).order_ids().await
 }
 
+/// Every delivered order (migrated first) with when its shipment was delivered (microseconds), by order id: what
+/// the orders service learns from `shipment.delivered`, for `mercato backfill-deliveries`.
+pub async fn delivered_orders(db: &Db) -> Result<Vec<(String, i64)>, Error> {
+    db.migrate(&MIGRATOR, NAME).await?;
+    store::Store::new(db.clone()).deliveries().await
+}
+
 /// Applies the deliveries service's pending migrations to the configured database.
 pub async fn migrate(settings: &Settings) -> Result<(), Error> {
     let db = Db::open(settings, NAME).await?;

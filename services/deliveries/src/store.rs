@@ -447,6 +447,17 @@ impl Store {
         Ok(ids.into_iter().collect())
     }
 
+    /// Every delivered shipment's order with when it was delivered, by order id.
+    pub async fn deliveries(&self) -> Result<Vec<(String, i64)>, Error> {
+        Ok(with_db!(&self.db, pool => {
+            sqlx::query_as::<_, (String, i64)>(
+                "SELECT order_id, deliver_time FROM shipments WHERE deliver_time IS NOT NULL ORDER BY order_id",
+            )
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
     /// Shipment `id` with its items and history, if it exists.
     pub async fn shipment(&self, id: &str) -> Result<Option<Shipment>, Error> {
         let (row, items, history) = with_db!(&self.db, pool => {

@@ -227,6 +227,13 @@ pub async fn audit(db: &Db, stuck_after: Duration) -> Result<Vec<String>, Error>
     store::Store::new(db.clone()).audit(stuck_before).await
 }
 
+/// Records that order `order_id` was delivered at `deliver_time` (migrated first), as `shipment.delivered` does:
+/// for `mercato backfill-deliveries`. Answers whether it was news (a delivery known stays as it is).
+pub async fn record_delivery(db: &Db, order_id: &str, deliver_time: i64) -> Result<bool, Error> {
+    db.migrate(&MIGRATOR, NAME).await?;
+    store::Store::new(db.clone()).record_delivery(order_id, deliver_time).await
+}
+
 /// Every return whose refund was made (migrated first), for an operator's audit: the payments service must have
 /// made each refund, of that payment, for that amount.
 pub async fn refunded_returns(db: &Db) -> Result<Vec<return_store::RefundedReturn>, Error> {
