@@ -807,6 +807,9 @@ async fn a_delivered_order_is_returned_and_refunded_its_share(storage: Storage) 
         (&json!("1200"), &json!("1200")),
         "{summary}"
     );
+    // And the top products show what came back (from return.received).
+    let top = p.get_until("/v1/analytics/top-products", &admin, |t| t["products"][0]["unitsReturned"] == "1").await;
+    assert_eq!((&top["products"][0]["productId"], &top["products"][0]["units"]), (&json!(mugs), &json!("2")), "{top}");
     let mine = p.send("GET", "/v1/returns", Some(&ada), None).await;
     assert_eq!(mine.json["returns"].as_array().map(Vec::len), Some(1), "{}", mine.json);
     assert_books_sound(&p).await;

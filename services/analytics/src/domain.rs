@@ -264,6 +264,11 @@ pub enum Fact {
         /// What was given back.
         amount: Amount,
     },
+    /// A return's items arrived (`return.received`).
+    ReturnReceived {
+        /// What came back: product, its currency (of the order) and units.
+        lines: Vec<(String, String, i64)>,
+    },
     /// A product was put into a cart (`cart.item_added`).
     CartItemAdded {
         /// Whether the cart was empty before: a new cart.
@@ -355,6 +360,8 @@ pub struct ProductFigures {
     pub units_cancelled: i64,
     /// Line totals of cancelled orders.
     pub cancelled_minor: i64,
+    /// Units sent back (returns received).
+    pub units_returned: i64,
 }
 
 /// The cart funnel: an event's contribution to a day, or the sum over days.
@@ -459,6 +466,7 @@ pub fn effect(fact: &Fact, day: Day) -> Effect {
         sold_minor: if sold { line.line_total.minor } else { 0 },
         units_cancelled: if sold { 0 } else { line.quantity },
         cancelled_minor: if sold { 0 } else { line.line_total.minor },
+        units_returned: 0,
     };
     let sales = |amount: &Amount, figures: SalesFigures| Some((amount.currency.clone(), figures));
     match fact {
@@ -504,6 +512,22 @@ pub fn effect(fact: &Fact, day: Day) -> Effect {
         Fact::RefundCompleted { amount } => Effect {
             day,
             sales: sales(amount, SalesFigures { refunds: 1, refunded_minor: amount.minor, ..SalesFigures::default() }),
+            ..Effect::default()
+        },
+        Fact::ReturnReceived { lines } => Effect {
+            day,
+            products: lines
+                .iter()
+                .map(|(product_id, currency, units)| ProductFigures {
+                    product_id: product_id.clone(),
+                    currency: currency.clone(),
+                    units_sold: 0,
+                    sold_minor: 0,
+                    units_cancelled: 0,
+                    cancelled_minor: 0,
+                    units_returned: *units,
+                })
+                .collect(),
             ..Effect::default()
         },
         Fact::CartItemAdded { cart_was_empty } => Effect {
@@ -584,6 +608,8 @@ pub struct ProductSales {
     pub units: i64,
     /// Line totals sold minus cancelled.
     pub revenue_minor: i64,
+    /// Units sent back.
+    pub units_returned: i64,
 }
 
 /// A ranked product: its net units over every currency, its net revenue per currency (by code).
@@ -599,6 +625,8 @@ pub struct TopProduct {
     pub units: i64,
     /// Net revenue per currency, by code.
     pub revenue: Vec<Amount>,
+    /// Units sent back.
+    pub units_returned: i64,
 }
 
 /// The `limit` best products of `rows`, best first; ties go to the product id. Products with no net units
@@ -612,11 +640,14 @@ pub fn top_products(rows: Vec<ProductSales>, ranking: Ranking, limit: usize) -> 
             name: row.name,
             units: 0,
             revenue: Vec::new(),
+            units_returned: 0,
         });
         product.units += row.units;
+        product.units_returned += row.units_returned;
         product.revenue.push(Amount { currency: row.currency, minor: row.revenue_minor });
     }
-    let mut ranked: Vec<TopProduct> = products.into_values().filter(|p| p.units > 0).collect();
+    // A product only returned in the period is listed too (last, by units): what comes back is worth seeing.
+    let mut ranked: Vec<TopProduct> = products.into_values().filter(|p| p.units > 0 || p.units_returned > 0).collect();
     for product in &mut ranked {
         product.revenue.sort_by(|a, b| a.currency.cmp(&b.currency));
     }
@@ -1007,6 +1038,7 @@ mod tests {
             currency: currency.into(),
             units,
             revenue_minor: revenue,
+            units_returned: 0,
         };
         let rows = vec![
             row("b", "EUR", 3, 300),
@@ -1024,5 +1056,24 @@ mod tests {
         assert_eq!(ids(&by_revenue), [("a".into(), 3), ("b".into(), 3)]);
         let tie = vec![row("z", "EUR", 1, 10), row("y", "EUR", 1, 10)];
         assert_eq!(ids(&top_products(tie, Ranking::Units, 10)), [("y".into(), 1), ("z".into(), 1)]);
+        // Returns are summed over currencies, and a product only sent back in the period is listed, last.
+        let returned = |id: &str, currency: &str, units: i64, units_returned: i64| ProductSales {
+            units_returned,
+            ..row(id, currency, units, units * 100)
+        };
+        let rows = vec![returned("a", "EUR", 4, 1), returned("a", "USD", 1, 1), returned("r", "EUR", 0, 2)];
+        let ranked = top_products(rows, Ranking::Units, 10);
+        let units = ranked.iter().map(|p| (p.product_id.as_str(), p.units, p.units_returned)).collect::<Vec<_>>();
+        assert_eq!(units, [("a", 5, 2), ("r", 0, 2)]);
+    }
+
+    #[test]
+    fn a_received_return_counts_its_units_back_by_product() {
+        let lines = vec![("a".to_owned(), "EUR".to_owned(), 2), ("b".to_owned(), "EUR".to_owned(), 1)];
+        let returned = effect(&Fact::ReturnReceived { lines }, 9);
+        let counts: Vec<_> =
+            returned.products.iter().map(|p| (p.product_id.as_str(), p.units_returned, p.units_sold)).collect();
+        assert_eq!(counts, [("a", 2, 0), ("b", 1, 0)]);
+        assert_eq!(returned.sales, None, "the money comes with return.refunded");
     }
 }

@@ -6,6 +6,7 @@
 //! | order.cancelled  | mercato.orders.v1.OrderCancelled     | a cancellation: its refund, its units back  |
 //! | payment.captured | mercato.payments.v1.PaymentCaptured  | money captured                              |
 //! | refund.completed | mercato.refunds.v1.RefundCompleted   | a refund                                    |
+//! | return.received  | mercato.orders.v1.ReturnReceived     | units sent back, by product                 |
 //! | return.refunded  | mercato.orders.v1.ReturnRefunded     | a refund (of a return's items)              |
 //! | cart.item_added  | mercato.cart.v1.CartItemAdded        | a cart started when the cart was empty      |
 //!
@@ -15,7 +16,7 @@ use std::sync::Arc;
 
 use api::common::Money;
 use api::mercato::cart::v1::CartItemAdded;
-use api::mercato::orders::v1::{OrderCancelled, OrderConfirmed, OrderItem, ReturnRefunded};
+use api::mercato::orders::v1::{OrderCancelled, OrderConfirmed, OrderItem, ReturnReceived, ReturnRefunded};
 use api::mercato::payments::v1::PaymentCaptured;
 use api::mercato::refunds::v1::RefundCompleted;
 use platform::events::{BatchRecorder, EventBus, EventEnvelope, GroupCommit};
@@ -35,6 +36,8 @@ pub const ORDER_CANCELLED: &str = "order.cancelled";
 pub const PAYMENT_CAPTURED: &str = "payment.captured";
 /// Event type of a completed refund.
 pub const REFUND_COMPLETED: &str = "refund.completed";
+/// Event type of a return whose items arrived.
+pub const RETURN_RECEIVED: &str = "return.received";
 /// Event type of a return's refund.
 pub const RETURN_REFUNDED: &str = "return.refunded";
 /// Event type of a product put into a cart.
@@ -42,7 +45,15 @@ pub const CART_ITEM_ADDED: &str = "cart.item_added";
 /// The event types the consumer takes: what it subscribes to, and its queue's bindings on RabbitMQ, which a
 /// publisher in another process declares too (`AmqpBus::expect_consumer`).
 pub fn event_types() -> Vec<&'static str> {
-    vec![ORDER_CONFIRMED, ORDER_CANCELLED, PAYMENT_CAPTURED, REFUND_COMPLETED, RETURN_REFUNDED, CART_ITEM_ADDED]
+    vec![
+        ORDER_CONFIRMED,
+        ORDER_CANCELLED,
+        PAYMENT_CAPTURED,
+        REFUND_COMPLETED,
+        RETURN_RECEIVED,
+        RETURN_REFUNDED,
+        CART_ITEM_ADDED,
+    ]
 }
 
 /// Most events recorded in one transaction.
@@ -157,6 +168,18 @@ pub fn fact(event: &RecordedEvent) -> Result<Fact, Error> {
         REFUND_COMPLETED => {
             let completed = RefundCompleted::decode(payload).map_err(decode_error)?;
             Ok(Fact::RefundCompleted { amount: amount(completed.amount, "amount").map_err(bad)? })
+        }
+        RETURN_RECEIVED => {
+            let received = ReturnReceived::decode(payload).map_err(decode_error)?;
+            let lines = received
+                .items
+                .into_iter()
+                .map(|item| {
+                    let currency = item.unit_price.map(|p| p.currency).unwrap_or_default();
+                    (item.product_id, currency, i64::from(item.quantity))
+                })
+                .collect();
+            Ok(Fact::ReturnReceived { lines })
         }
         // Money given back like any refund (made through the payments service, not the refunds service).
         RETURN_REFUNDED => {

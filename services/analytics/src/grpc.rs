@@ -181,6 +181,7 @@ impl AnalyticsService for AnalyticsApi {
                 sku: p.sku,
                 name: p.name,
                 units: p.units,
+                units_returned: p.units_returned,
                 revenue: p.revenue.into_iter().map(|a| Money { currency: a.currency, amount_minor: a.minor }).collect(),
             })
             .collect();

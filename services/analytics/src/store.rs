@@ -75,7 +75,7 @@ macro_rules! apply_totals {
         for rows in totals.products.iter().collect::<Vec<_>>().chunks(UPSERT_ROWS) {
             let mut upsert = sqlx::QueryBuilder::new(
                 "INSERT INTO daily_product_sales (day, product_id, currency, units_sold, sold_minor, \
-                 units_cancelled, cancelled_minor) ",
+                 units_cancelled, cancelled_minor, units_returned) ",
             );
             upsert.push_values(rows, |mut row, ((day, product_id, currency), counts)| {
                 row.push_bind(*day)
@@ -84,14 +84,16 @@ macro_rules! apply_totals {
                     .push_bind(counts.units_sold)
                     .push_bind(counts.sold_minor)
                     .push_bind(counts.units_cancelled)
-                    .push_bind(counts.cancelled_minor);
+                    .push_bind(counts.cancelled_minor)
+                    .push_bind(counts.units_returned);
             });
             upsert.push(
                 " ON CONFLICT (day, product_id, currency) DO UPDATE SET \
                  units_sold = daily_product_sales.units_sold + excluded.units_sold, \
                  sold_minor = daily_product_sales.sold_minor + excluded.sold_minor, \
                  units_cancelled = daily_product_sales.units_cancelled + excluded.units_cancelled, \
-                 cancelled_minor = daily_product_sales.cancelled_minor + excluded.cancelled_minor",
+                 cancelled_minor = daily_product_sales.cancelled_minor + excluded.cancelled_minor, \
+                 units_returned = daily_product_sales.units_returned + excluded.units_returned",
             );
             upsert.build().execute(&mut *$tx).await?;
         }
@@ -188,6 +190,7 @@ struct ProductSalesRow {
     name: String,
     units: i64,
     revenue_minor: i64,
+    units_returned: i64,
 }
 
 /// The analytics tables.
@@ -393,7 +396,8 @@ impl Store {
             sqlx::query_as::<_, ProductSalesRow>(
                 "SELECT s.product_id, s.currency, COALESCE(p.sku, '') AS sku, COALESCE(p.name, '') AS name, \
                  CAST(SUM(s.units_sold - s.units_cancelled) AS BIGINT) AS units, \
-                 CAST(SUM(s.sold_minor - s.cancelled_minor) AS BIGINT) AS revenue_minor \
+                 CAST(SUM(s.sold_minor - s.cancelled_minor) AS BIGINT) AS revenue_minor, \
+                 CAST(SUM(s.units_returned) AS BIGINT) AS units_returned \
                  FROM daily_product_sales s LEFT JOIN products p ON p.product_id = s.product_id \
                  WHERE s.day >= $1 AND s.day < $2 AND ($3 = '' OR s.currency = $3) \
                  GROUP BY s.product_id, s.currency, p.sku, p.name",
@@ -413,6 +417,7 @@ impl Store {
                 currency: r.currency,
                 units: r.units,
                 revenue_minor: r.revenue_minor,
+                units_returned: r.units_returned,
             })
             .collect())
     }

@@ -32,6 +32,8 @@ pub struct ProductCounts {
     pub units_cancelled: i64,
     /// Line totals of cancelled orders.
     pub cancelled_minor: i64,
+    /// Units sent back.
+    pub units_returned: i64,
 }
 
 /// A product's sku and name as of the event that showed them.
@@ -66,6 +68,7 @@ impl Totals {
             counts.sold_minor = counts.sold_minor.saturating_add(product.sold_minor);
             counts.units_cancelled = counts.units_cancelled.saturating_add(product.units_cancelled);
             counts.cancelled_minor = counts.cancelled_minor.saturating_add(product.cancelled_minor);
+            counts.units_returned = counts.units_returned.saturating_add(product.units_returned);
         }
         for label in &effect.labels {
             let seen = SeenLabel { label: label.clone(), time: event_time, event_id: event_id.to_owned() };
