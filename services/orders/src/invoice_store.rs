@@ -11,7 +11,7 @@ use platform::with_db;
 use crate::domain::{Address, Cursor};
 use crate::error::Error;
 use crate::invoice::{self, Invoice, Issuer, Kind};
-use crate::store::{Store, tax_part};
+use crate::store::{Store, corrupt, tax_part};
 use crate::tax::OrderTax;
 
 const COLUMNS: &str = "number, kind, order_id, customer_id, corrected_invoice, refund_id, currency, total_minor, \
@@ -117,8 +117,7 @@ impl TryFrom<Row> for Invoice {
 
     fn try_from(row: Row) -> Result<Self, Error> {
         Ok(Self {
-            kind: Kind::parse(&row.kind)
-                .ok_or_else(|| Error::Database(sqlx::Error::Protocol(format!("unknown invoice kind {}", row.kind))))?,
+            kind: Kind::parse(&row.kind).ok_or_else(|| corrupt("invoice kind", &row.kind))?,
             tax: (!row.tax_name.is_empty()).then(|| OrderTax {
                 name: row.tax_name,
                 standard: tax_part(row.tax_rate_basis_points, row.tax_taxable_minor, row.tax_minor),

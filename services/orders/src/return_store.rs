@@ -9,7 +9,7 @@ use platform::with_db;
 use crate::domain::Cursor;
 use crate::error::Error;
 use crate::returns::{self, Earlier, Return, ReturnLine, ReturnStatus};
-use crate::store::{Order, Store};
+use crate::store::{Order, Store, corrupt};
 
 const COLUMNS: &str = "id, order_id, customer_id, status, reason, currency, refund_minor, reject_reason, restocked, \
      refund_id, refund_failure, create_time, update_time";
@@ -41,7 +41,7 @@ struct LineRow {
 impl Row {
     fn into_return(self, lines: &[LineRow]) -> Result<Return, Error> {
         Ok(Return {
-            status: ReturnStatus::parse(&self.status)?,
+            status: ReturnStatus::parse(&self.status).ok_or_else(|| corrupt("return status", &self.status))?,
             lines: lines
                 .iter()
                 .filter(|l| l.return_id == self.id)

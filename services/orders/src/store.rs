@@ -165,7 +165,8 @@ impl Order {
     }
 }
 
-fn corrupt(what: &str, value: &str) -> Error {
+/// A stored value no release writes (`what`, as found): the database was changed by hand, or by a newer release.
+pub(crate) fn corrupt(what: &str, value: &str) -> Error {
     Error::Database(sqlx::Error::Protocol(format!("unknown {what} {value}")))
 }
 
