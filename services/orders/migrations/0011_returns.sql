@@ -12,7 +12,7 @@ CREATE TABLE returns (
     id TEXT PRIMARY KEY,
     order_id TEXT NOT NULL REFERENCES orders (id),
     customer_id TEXT NOT NULL,
-    status TEXT NOT NULL CHECK (status IN ('requested', 'approved', 'rejected', 'received', 'refunded')),
+    status TEXT NOT NULL CHECK (status IN ('requested', 'approved', 'rejected', 'received', 'refunded', 'cancelled')),
     -- The customer's words.
     reason TEXT NOT NULL DEFAULT '',
     currency TEXT NOT NULL,

@@ -1,13 +1,13 @@
 //! What the orders service publishes, through its outbox: `order.placed`, `order.confirmed`,
 //! `order.failed` and `order.cancelled`, and `return.requested`, `return.approved`, `return.rejected`,
-//! `return.received` and `return.refunded` (payloads in `mercato.orders.v1`, see events.proto); and what it consumes:
+//! `return.cancelled`, `return.received` and `return.refunded` (payloads in `mercato.orders.v1`, see events.proto); and what it consumes:
 //! `payment.refunded`, which tells an order how much of it has been given back, and issues the refund's credit
 //! note; `shipment.delivered`, which starts an order's return window.
 
 use api::mercato::deliveries::v1::ShipmentDelivered;
 use api::mercato::orders::v1::{
-    OrderCancelled, OrderConfirmed, OrderFailed, OrderPlaced, ReturnApproved, ReturnReceived, ReturnRefunded,
-    ReturnRejected, ReturnRequested,
+    OrderCancelled, OrderConfirmed, OrderFailed, OrderPlaced, ReturnApproved, ReturnCancelled, ReturnReceived,
+    ReturnRefunded, ReturnRejected, ReturnRequested,
 };
 use api::mercato::payments::v1::PaymentRefunded;
 use platform::events::{EventBus, EventEnvelope, NewEvent};
@@ -100,6 +100,8 @@ pub const RETURN_REJECTED: &str = "return.rejected";
 pub const RETURN_RECEIVED: &str = "return.received";
 /// A return's refund was made.
 pub const RETURN_REFUNDED: &str = "return.refunded";
+/// A return was withdrawn before its parcel arrived.
+pub const RETURN_CANCELLED: &str = "return.cancelled";
 
 fn refund_of(r: &Return) -> Option<api::common::Money> {
     Some(money(&Price { currency: r.currency.clone(), amount_minor: r.refund_minor }))
@@ -133,6 +135,13 @@ pub fn return_rejected(r: &Return) -> NewEvent {
         reason: r.reject_reason.clone(),
     };
     NewEvent::new(RETURN_REJECTED, r.id.clone(), &payload)
+}
+
+/// The `return.cancelled` event of return `r`.
+pub fn return_cancelled(r: &Return) -> NewEvent {
+    let payload =
+        ReturnCancelled { return_id: r.id.clone(), order_id: r.order_id.clone(), customer_id: r.customer_id.clone() };
+    NewEvent::new(RETURN_CANCELLED, r.id.clone(), &payload)
 }
 
 /// The `return.received` event of return `r` of `order`.

@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use api::mercato::orders::v1::return_service_server::ReturnService;
 use api::mercato::orders::v1::{
-    ApproveReturnRequest, ApproveReturnResponse, CreateReturnRequest, CreateReturnResponse, GetReturnRequest,
-    GetReturnResponse, ListReturnsRequest, ListReturnsResponse, ReceiveReturnRequest, ReceiveReturnResponse,
-    RejectReturnRequest, RejectReturnResponse, Return as WireReturn, ReturnItem, ReturnStatus as WireStatus,
+    ApproveReturnRequest, ApproveReturnResponse, CancelReturnRequest, CancelReturnResponse, CreateReturnRequest,
+    CreateReturnResponse, GetReturnRequest, GetReturnResponse, ListReturnsRequest, ListReturnsResponse,
+    ReceiveReturnRequest, ReceiveReturnResponse, RejectReturnRequest, RejectReturnResponse, Return as WireReturn,
+    ReturnItem, ReturnStatus as WireStatus,
 };
 use platform::auth::{Claims, caller};
 use platform::error::FieldViolation;
@@ -72,7 +73,8 @@ impl ReturnsApi {
         Ok(self.to_wire(vec![found]).await?.pop())
     }
 
-    /// Staff's decision `to` on return `id`, with `change` applied and its event.
+    /// The move of return `id` to `to` (staff's decision, the customer's withdrawal), with `change` applied and its
+    /// event.
     async fn decide(
         &self,
         id: &str,
@@ -85,6 +87,7 @@ impl ReturnsApi {
         }
         let event = |r: &Return| match to {
             ReturnStatus::Approved => crate::events::return_approved(r),
+            ReturnStatus::Cancelled => crate::events::return_cancelled(r),
             _ => crate::events::return_rejected(r),
         };
         let moved = self.store.move_return(id, to, now_micros(), change, event).await?;
@@ -105,6 +108,7 @@ fn status_to_wire(status: ReturnStatus) -> WireStatus {
         ReturnStatus::Rejected => WireStatus::Rejected,
         ReturnStatus::Received => WireStatus::Received,
         ReturnStatus::Refunded => WireStatus::Refunded,
+        ReturnStatus::Cancelled => WireStatus::Cancelled,
     }
 }
 
@@ -116,6 +120,7 @@ fn status_from_wire(status: i32) -> Result<Option<ReturnStatus>, FieldViolation>
         Ok(WireStatus::Rejected) => Ok(Some(ReturnStatus::Rejected)),
         Ok(WireStatus::Received) => Ok(Some(ReturnStatus::Received)),
         Ok(WireStatus::Refunded) => Ok(Some(ReturnStatus::Refunded)),
+        Ok(WireStatus::Cancelled) => Ok(Some(ReturnStatus::Cancelled)),
         Err(_) => Err(FieldViolation::new("status", "is not a return status")),
     }
 }
@@ -248,6 +253,17 @@ impl ReturnService for ReturnsApi {
         let reason = returns::checked_reason("reason", &req.reason, true).map_err(Error::invalid)?;
         let rejected = self.decide(&req.id, ReturnStatus::Rejected, |r| r.reject_reason = reason).await?;
         Ok(Response::new(RejectReturnResponse { r#return: rejected }))
+    }
+
+    async fn cancel_return(
+        &self,
+        request: Request<CancelReturnRequest>,
+    ) -> Result<Response<CancelReturnResponse>, GrpcStatus> {
+        let claims = caller(&request)?.clone();
+        // Only whoever may see it: another customer's return does not exist for them.
+        let found = self.visible(&request.into_inner().id, &claims).await?;
+        let cancelled = self.decide(&found.id, ReturnStatus::Cancelled, |_| {}).await?;
+        Ok(Response::new(CancelReturnResponse { r#return: cancelled }))
     }
 
     async fn receive_return(

@@ -15,6 +15,8 @@ pub const ORDER_NOT_DELIVERED: &str = "ORDER_NOT_DELIVERED";
 pub const RETURN_WINDOW_CLOSED: &str = "RETURN_WINDOW_CLOSED";
 /// `ErrorInfo` reason when approving or rejecting a return that is no longer REQUESTED.
 pub const RETURN_NOT_REQUESTED: &str = "RETURN_NOT_REQUESTED";
+/// `ErrorInfo` reason when withdrawing a return whose parcel arrived (or that staff rejected).
+pub const RETURN_NOT_OPEN: &str = "RETURN_NOT_OPEN";
 /// `ErrorInfo` reason when receiving a return that was not APPROVED.
 pub const RETURN_NOT_APPROVED: &str = "RETURN_NOT_APPROVED";
 /// Longest reason, the customer's or staff's.
@@ -35,6 +37,8 @@ pub enum ReturnStatus {
     Received,
     /// The items arrived and the refund was made.
     Refunded,
+    /// Withdrawn before the parcel arrived.
+    Cancelled,
 }
 
 impl ReturnStatus {
@@ -46,12 +50,13 @@ impl ReturnStatus {
             Self::Rejected => "rejected",
             Self::Received => "received",
             Self::Refunded => "refunded",
+            Self::Cancelled => "cancelled",
         }
     }
 
     /// From the stored text; None for anything else.
     pub fn parse(stored: &str) -> Option<Self> {
-        [Self::Requested, Self::Approved, Self::Rejected, Self::Received, Self::Refunded]
+        [Self::Requested, Self::Approved, Self::Rejected, Self::Received, Self::Refunded, Self::Cancelled]
             .into_iter()
             .find(|s| s.as_str() == stored)
     }
@@ -138,7 +143,7 @@ pub fn checked_lines(asked: &[(String, i32)], ordered: &[Line]) -> Result<Vec<Re
     if violations.is_empty() { Ok(lines) } else { Err(violations) }
 }
 
-/// The order's earlier returns as a new one sees them: those not rejected (units and refunds).
+/// The order's earlier returns as a new one sees them: those not rejected or cancelled (units and refunds).
 #[derive(Debug, Clone, Default)]
 pub struct Earlier {
     /// Units of each product in them.
@@ -148,10 +153,10 @@ pub struct Earlier {
 }
 
 impl Earlier {
-    /// The earlier returns `returns`, rejected ones left out.
+    /// The earlier returns `returns`, rejected and cancelled ones left out.
     pub fn of(returns: &[Return]) -> Self {
         let mut earlier = Self::default();
-        for r in returns.iter().filter(|r| r.status != ReturnStatus::Rejected) {
+        for r in returns.iter().filter(|r| !matches!(r.status, ReturnStatus::Rejected | ReturnStatus::Cancelled)) {
             earlier.refund_minor += r.refund_minor;
             for line in &r.lines {
                 *earlier.units.entry(line.product_id.clone()).or_default() += line.quantity;
@@ -206,13 +211,18 @@ pub fn refund_of(
     Ok(crate::invoice::share(total_minor, value, subtotal).min(left_to_give))
 }
 
-/// What staff's decision does to a return in `status`: Ok(true) moves it to `to`, Ok(false) leaves it as it is
-/// (asked twice), Err refuses (`reason` and why).
+/// What a move to `to` (staff's decision, the receipt, the customer's withdrawal) does to a return in `status`:
+/// Ok(true) moves it, Ok(false) leaves it as it is (asked twice), Err refuses (`reason` and why).
 pub fn decide(status: ReturnStatus, to: ReturnStatus) -> Result<bool, Error> {
     let refuse = |reason: &'static str, message: String| Err(Error::FailedPrecondition { reason, message });
     match (status, to) {
         (ReturnStatus::Requested, ReturnStatus::Approved | ReturnStatus::Rejected) => Ok(true),
+        (ReturnStatus::Requested | ReturnStatus::Approved, ReturnStatus::Cancelled) => Ok(true),
         (from, to) if from == to => Ok(false),
+        (from, ReturnStatus::Cancelled) => refuse(
+            RETURN_NOT_OPEN,
+            format!("the return is {}: only one whose parcel has not arrived is withdrawn", from.as_str()),
+        ),
         (ReturnStatus::Approved, ReturnStatus::Received) => Ok(true),
         // Received again: the refund is tried again, the receipt stays as it was.
         (ReturnStatus::Received | ReturnStatus::Refunded, ReturnStatus::Received) => Ok(false),
@@ -309,10 +319,13 @@ mod tests {
     }
 
     #[test]
-    fn rejected_returns_free_their_units_and_no_more_units_than_are_left_are_returned() {
+    fn rejected_and_cancelled_returns_free_their_units_and_no_more_units_than_are_left_are_returned() {
         let ordered = [line("tea", 2, 500), line("cup", 1, 1200)];
         let two_teas = [ReturnLine { product_id: "tea".into(), quantity: 2 }];
-        let rejected = Earlier::of(&[returned(ReturnStatus::Rejected, &[("tea", 2)], 1132)]);
+        let rejected = Earlier::of(&[
+            returned(ReturnStatus::Rejected, &[("tea", 2)], 1132),
+            returned(ReturnStatus::Cancelled, &[("tea", 1)], 566),
+        ]);
         assert_eq!(refund_of(&two_teas, &ordered, 2490, &rejected), Ok(1132));
         let taken = Earlier::of(&[returned(ReturnStatus::Requested, &[("tea", 1)], 566)]);
         let bad = refund_of(&two_teas, &ordered, 2490, &taken).expect_err("one left");
@@ -357,6 +370,13 @@ mod tests {
         assert_eq!(reason(decide(Rejected, Approved)), RETURN_NOT_REQUESTED);
         assert_eq!(reason(decide(Requested, Received)), RETURN_NOT_APPROVED);
         assert_eq!(reason(decide(Rejected, Received)), RETURN_NOT_APPROVED);
+        assert_eq!(decide(Requested, Cancelled).ok(), Some(true));
+        assert_eq!(decide(Approved, Cancelled).ok(), Some(true));
+        assert_eq!(decide(Cancelled, Cancelled).ok(), Some(false));
+        assert_eq!(reason(decide(Received, Cancelled)), RETURN_NOT_OPEN);
+        assert_eq!(reason(decide(Rejected, Cancelled)), RETURN_NOT_OPEN);
+        assert_eq!(reason(decide(Cancelled, Approved)), RETURN_NOT_REQUESTED);
+        assert_eq!(reason(decide(Cancelled, Received)), RETURN_NOT_APPROVED);
         assert_eq!(ReturnStatus::parse("received"), Some(Received));
         assert_eq!(ReturnStatus::parse("lost"), None);
     }

@@ -9,8 +9,8 @@ mod harness;
 use api::mercato::deliveries::v1::ShipmentDelivered;
 use api::mercato::orders::v1::return_service_client::ReturnServiceClient;
 use api::mercato::orders::v1::{
-    ApproveReturnRequest, CreateReturnRequest, GetReturnRequest, ListReturnsRequest, OrderStatus, ReceiveReturnRequest,
-    RejectReturnRequest, Return, ReturnItem, ReturnReceived, ReturnRequested, ReturnStatus,
+    ApproveReturnRequest, CancelReturnRequest, CreateReturnRequest, GetReturnRequest, ListReturnsRequest, OrderStatus,
+    ReceiveReturnRequest, RejectReturnRequest, Return, ReturnItem, ReturnReceived, ReturnRequested, ReturnStatus,
 };
 use platform::db::Db;
 use platform::events::{EventBus, EventEnvelope};
@@ -62,6 +62,11 @@ impl Returns {
     async fn approve(&self, id: &str) -> Result<Return, Status> {
         let request = self.request(ApproveReturnRequest { id: id.into() });
         Ok(self.inner.clone().approve_return(request).await?.into_inner().r#return.expect("return"))
+    }
+
+    async fn cancel(&self, id: &str) -> Result<Return, Status> {
+        let request = self.request(CancelReturnRequest { id: id.into() });
+        Ok(self.inner.clone().cancel_return(request).await?.into_inner().r#return.expect("return"))
     }
 
     async fn reject(&self, id: &str, reason: &str) -> Result<Return, Status> {
@@ -268,7 +273,24 @@ async fn returns_are_refused_outside_the_window_and_for_what_was_not_ordered(db:
     assert_eq!(violations(&none)[0].0, "items");
     let fine = ada_returns.create(&order.id, &[(TEA, 2)], "").await.expect("within 14 days");
     assert_eq!(amount(&fine), 1000);
-    let unknown = Returns::new(&server, "sam", STAFF).await.get("no-such-return").await.expect_err("unknown");
+
+    // Ada changes her mind before sending the parcel: withdrawn (by her only), its units free again; a return
+    // already received cannot be withdrawn.
+    let bob_returns = Returns::new(&server, "bob", &["orders:write"]).await;
+    assert_eq!(bob_returns.cancel(&fine.id).await.expect_err("ada's").code(), Code::NotFound);
+    let withdrawn = ada_returns.cancel(&fine.id).await.expect("cancel");
+    assert_eq!(withdrawn.status(), ReturnStatus::Cancelled);
+    assert_eq!(ada_returns.cancel(&fine.id).await.expect("again"), withdrawn);
+    let staff = Returns::new(&server, "sam", STAFF).await;
+    assert_eq!(reason(&staff.approve(&fine.id).await.expect_err("withdrawn")), "RETURN_NOT_REQUESTED");
+    let again = ada_returns.create(&order.id, &[(TEA, 2)], "").await.expect("the units are free");
+    staff.approve(&again.id).await.expect("approve");
+    assert_eq!(staff.receive(&again.id, true).await.expect("receive").status(), ReturnStatus::Refunded);
+    assert_eq!(reason(&ada_returns.cancel(&again.id).await.expect_err("arrived")), "RETURN_NOT_OPEN");
+    let cancelled: api::mercato::orders::v1::ReturnCancelled =
+        outbox_event(&server.db, &fine.id, "return.cancelled").await;
+    assert_eq!(cancelled.order_id, order.id);
+    let unknown = staff.get("no-such-return").await.expect_err("unknown");
     assert_eq!(unknown.code(), Code::NotFound);
     server.stop().await;
 }
