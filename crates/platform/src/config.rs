@@ -80,7 +80,7 @@ pub struct Settings {
     pub s3_credentials: Option<(String, String)>,
     /// Sender of outgoing mail (`MERCATO_MAIL_FROM`), a mailbox such as `Mercato <no-reply@example.com>`.
     pub mail_from: String,
-    /// Where new support tickets, products running low and refused refunds are announced
+    /// Where new support tickets, products running low, refused refunds and returns to decide on are announced
     /// (`MERCATO_SUPPORT_EMAIL`), a mailbox such as `Support <support@example.com>`, and where answers to the
     /// other mails go (their `Reply-To`); none when unset.
     pub support_email: Option<String>,
@@ -402,7 +402,8 @@ in lower case, e.g. smtp_url = \"smtp://mail:25\" or [catalog] url = \"...\"; a 
   MERCATO_S3_ACCESS_KEY_ID       S3 access key id and secret (both or neither)
   MERCATO_S3_SECRET_ACCESS_KEY                                   [default: the AWS credentials chain]
   MERCATO_MAIL_FROM              sender of outgoing mail         [default: Mercato <no-reply@mercato.localhost>]
-  MERCATO_SUPPORT_EMAIL          the shop's mailbox: new tickets, low stock, refused refunds; Reply-To of other mail
+  MERCATO_SUPPORT_EMAIL          the shop's mailbox: new tickets, low stock, refused refunds, returns asked for;
+                                 Reply-To of other mail
                                  [default: none]
   MERCATO_STOREFRONT_URL         the shop's web front, linked from mails carrying a token [default: none]
   MERCATO_PUBLIC_API_URL         the gateway as mail recipients reach it, for one-click unsubscribes

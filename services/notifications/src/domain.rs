@@ -59,6 +59,8 @@ pub const USER_ROLES_CHANGED: &str = "user.roles_changed";
 pub const USER_DISABLED: &str = "user.disabled";
 /// Event type of an account staff enabled again (its owner is told).
 pub const USER_ENABLED: &str = "user.enabled";
+/// Event type of a return a customer asked for (the shop's inbox is told: staff decide).
+pub const RETURN_REQUESTED: &str = "return.requested";
 /// Event type of a return staff approved (the customer sends the items back).
 pub const RETURN_APPROVED: &str = "return.approved";
 /// Event type of a return staff rejected (the customer is told why).
@@ -97,13 +99,13 @@ pub const CONSUMED: &[(&str, &str)] = &[
     (USER_ROLES_CHANGED, "mercato.auth.v1.UserRolesChanged"),
     (USER_DISABLED, "mercato.auth.v1.UserDisabled"),
     (USER_ENABLED, "mercato.auth.v1.UserEnabled"),
+    (RETURN_REQUESTED, "mercato.orders.v1.ReturnRequested"),
     (RETURN_APPROVED, "mercato.orders.v1.ReturnApproved"),
     (RETURN_REJECTED, "mercato.orders.v1.ReturnRejected"),
     (RETURN_RECEIVED, "mercato.orders.v1.ReturnReceived"),
     // Webhooks only (see WEBHOOKS_ONLY).
     ("order.placed", "mercato.orders.v1.OrderPlaced"),
     ("order.cancelled", "mercato.orders.v1.OrderCancelled"),
-    ("return.requested", "mercato.orders.v1.ReturnRequested"),
     ("return.refunded", "mercato.orders.v1.ReturnRefunded"),
     ("return.cancelled", "mercato.orders.v1.ReturnCancelled"),
     ("payment.captured", "mercato.payments.v1.PaymentCaptured"),
@@ -126,7 +128,6 @@ pub const CONSUMED: &[(&str, &str)] = &[
 pub const WEBHOOKS_ONLY: &[&str] = &[
     "order.placed",
     "order.cancelled",
-    "return.requested",
     "return.refunded",
     "return.cancelled",
     "payment.captured",

@@ -4,7 +4,8 @@
 //! (also links its payment to the order and customer), `order.failed`, `payment.failed` and
 //! `refund.completed` (addressed through that link, as its payload names only the payment), `shipment.shipped`
 //! (with the carrier and tracking number), `shipment.delivered`, orders' `return.approved`, `return.rejected` (with
-//! staff's reason) and `return.received` (what came back and what is refunded), `ticket.replied` (to the ticket's customer,
+//! staff's reason) and `return.received` (what came back and what is refunded), `return.requested` (to the shop's
+//! support inbox: a return to decide on), `ticket.replied` (to the ticket's customer,
 //! or to the address a contact form gave), `ticket.created`, the catalog's `inventory.low` and `refund.failed` (to
 //! the shop's support inbox, `MERCATO_SUPPORT_EMAIL`),
 //! the newsletter's `newsletter.subscription_requested` (the confirmation token) and `newsletter.issued` (one
@@ -32,7 +33,9 @@ use api::mercato::auth::v1::{
 use api::mercato::catalog::v1::{InventoryLow, StockAlertTriggered};
 use api::mercato::deliveries::v1::{ShipmentDelivered, ShipmentShipped};
 use api::mercato::notifications::v1::{NotificationChannel, NotificationFailed, NotificationSent};
-use api::mercato::orders::v1::{OrderConfirmed, OrderFailed, ReturnApproved, ReturnReceived, ReturnRejected};
+use api::mercato::orders::v1::{
+    OrderConfirmed, OrderFailed, ReturnApproved, ReturnReceived, ReturnRejected, ReturnRequested,
+};
 use api::mercato::payments::v1::PaymentFailed;
 use api::mercato::refunds::v1::{RefundCompleted, RefundFailed};
 use api::mercato::support::v1::{NewsletterIssued, NewsletterSubscriptionRequested, TicketCreated, TicketReplied};
@@ -524,6 +527,18 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
         domain::SHIPMENT_DELIVERED => {
             let e = ShipmentDelivered::decode(data).map_err(bad)?;
             Plan::mail(customer(e.customer_id), Facts::ShipmentDelivered { order_id: e.order_id })
+        }
+        domain::RETURN_REQUESTED => {
+            let e = ReturnRequested::decode(data).map_err(bad)?;
+            let facts = Facts::ReturnRequested {
+                return_id: e.return_id,
+                order_id: e.order_id,
+                customer_id: e.customer_id,
+                items: e.items.into_iter().map(|i| (i.name, i.quantity)).collect(),
+                refund: money(e.refund),
+                reason: e.reason,
+            };
+            Plan::mail(Addressee::SupportInbox, facts)
         }
         domain::RETURN_APPROVED => {
             let e = ReturnApproved::decode(data).map_err(bad)?;

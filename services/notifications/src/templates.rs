@@ -27,13 +27,13 @@ const TEMPLATES: &[(&str, &str)] = embedded!(
            "shipment.shipped", "shipment.delivered", "ticket.created", "inventory.low", "stock_alert.triggered", "refund.failed", "ticket.replied", "newsletter.subscription_requested",
            "newsletter.issued", "user.password_reset_requested", "user.email_verification_requested",
            "user.email_change_requested", "user.email_change_confirmed", "user.password_changed", "user.deleted",
-           "user.roles_changed", "user.disabled", "user.enabled", "return.approved", "return.rejected",
+           "user.roles_changed", "user.disabled", "user.enabled", "return.requested", "return.approved", "return.rejected",
            "return.received"],
     "de": ["user.registered", "order.confirmed", "order.failed", "payment.failed", "refund.completed",
            "shipment.shipped", "shipment.delivered", "ticket.created", "inventory.low", "stock_alert.triggered", "refund.failed", "ticket.replied", "newsletter.subscription_requested",
            "newsletter.issued", "user.password_reset_requested", "user.email_verification_requested",
            "user.email_change_requested", "user.email_change_confirmed", "user.password_changed", "user.deleted",
-           "user.roles_changed", "user.disabled", "user.enabled", "return.approved", "return.rejected",
+           "user.roles_changed", "user.disabled", "user.enabled", "return.requested", "return.approved", "return.rejected",
            "return.received"],
 );
 
@@ -229,6 +229,21 @@ pub enum Facts {
         /// Its roles before.
         previous_roles: Vec<String>,
     },
+    /// `return.requested`: a return to decide on (to the shop's inbox).
+    ReturnRequested {
+        /// The return.
+        return_id: String,
+        /// Its order.
+        order_id: String,
+        /// The customer who asked.
+        customer_id: String,
+        /// What is to come back: name and units.
+        items: Vec<(String, i32)>,
+        /// What it will give back.
+        refund: Money,
+        /// Why, in the customer's words (may be empty).
+        reason: String,
+    },
     /// `return.approved`: the customer sends the items back.
     ReturnApproved {
         /// The return, for the parcel.
@@ -294,6 +309,7 @@ impl Facts {
             Facts::RolesChanged { .. } => domain::USER_ROLES_CHANGED,
             Facts::AccountDisabled => domain::USER_DISABLED,
             Facts::AccountEnabled => domain::USER_ENABLED,
+            Facts::ReturnRequested { .. } => domain::RETURN_REQUESTED,
             Facts::ReturnApproved { .. } => domain::RETURN_APPROVED,
             Facts::ReturnRejected { .. } => domain::RETURN_REJECTED,
             Facts::ReturnReceived { .. } => domain::RETURN_RECEIVED,
@@ -392,6 +408,11 @@ impl Facts {
             Facts::PasswordChanged { by_reset } => context! { name, by_reset },
             Facts::AccountDeleted | Facts::AccountDisabled | Facts::AccountEnabled => context! { name },
             Facts::RolesChanged { roles, previous_roles } => context! { name, roles, previous_roles },
+            Facts::ReturnRequested { return_id, order_id, customer_id, items, refund, reason } => {
+                let items: Vec<Value> =
+                    items.iter().map(|(item, quantity)| context! { name => item, quantity }).collect();
+                context! { name, return_id, order_id, customer_id, items, refund => format_money(refund), reason }
+            }
             Facts::ReturnApproved { return_id, order_id } => context! { name, return_id, order_id },
             Facts::ReturnRejected { return_id, order_id, reason } => context! { name, return_id, order_id, reason },
             Facts::ReturnReceived { return_id, order_id, items, refund } => {
@@ -531,6 +552,14 @@ mod tests {
             Facts::EmailChanged { new_email: "ada@example.org".into(), token: "tok-6".into() },
             // Appended: the tests above name some of these by position.
             Facts::BackInStock { product_id: "p-2".into(), product_name: "Gyokuro".into(), price: eur(1890) },
+            Facts::ReturnRequested {
+                return_id: "r-0".into(),
+                order_id: "o-7".into(),
+                customer_id: "u-7".into(),
+                items: vec![("Mug".into(), 2)],
+                refund: eur(2400),
+                reason: "too small".into(),
+            },
             Facts::ReturnApproved { return_id: "r-1".into(), order_id: "o-7".into() },
             Facts::ReturnRejected { return_id: "r-2".into(), order_id: "o-7".into(), reason: "opened".into() },
             Facts::ReturnReceived {
@@ -547,8 +576,13 @@ mod tests {
         let templates = Templates::load().expect("templates load");
         let facts = every_fact();
         let of = |event_type: &str| facts.iter().find(|f| f.event_type() == event_type).expect("in every_fact");
-        let [approved, rejected, received] =
-            [domain::RETURN_APPROVED, domain::RETURN_REJECTED, domain::RETURN_RECEIVED].map(of);
+        let [requested, approved, rejected, received] =
+            [domain::RETURN_REQUESTED, domain::RETURN_APPROVED, domain::RETURN_REJECTED, domain::RETURN_RECEIVED]
+                .map(of);
+        let inbox = templates.render(requested, "Support", "en").expect("renders");
+        assert_eq!(inbox.subject, "Return to decide: r-0 of order o-7 (EUR 24.00)");
+        assert!(inbox.text.contains("- 2 x Mug") && inbox.text.contains("Reason: too small"), "{}", inbox.text);
+        assert!(inbox.text.contains("POST /v1/returns/r-0:approve"), "{}", inbox.text);
         let en = templates.render(approved, "Ada", "en").expect("renders");
         assert!(en.text.contains("return r-1 of order o-7") && en.text.contains("send the items back"), "{}", en.text);
         let de = templates.render(rejected, "Ada", "de").expect("renders");

@@ -115,6 +115,7 @@ pub fn return_requested(r: &Return, order: &Order) -> NewEvent {
         customer_id: r.customer_id.clone(),
         items: return_items_to_wire(&r.lines, Some(order)),
         refund: refund_of(r),
+        reason: r.reason.clone(),
     };
     NewEvent::new(RETURN_REQUESTED, r.id.clone(), &payload)
 }
