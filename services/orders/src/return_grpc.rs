@@ -44,10 +44,7 @@ impl ReturnsApi {
 
     /// Return `id` if `claims` may read it: their own, or any for staff.
     async fn visible(&self, id: &str, claims: &Claims) -> Result<Return, Error> {
-        let id = id.trim();
-        if id.is_empty() {
-            return Err(Error::invalid(FieldViolation::new("id", "is required")));
-        }
+        let id = checked_id(id)?;
         match self.store.return_by_id(id).await? {
             Some(found) if found.customer_id == claims.sub || reads_all(claims) => Ok(found),
             _ => Err(Error::NotFound(format!("return {id} not found"))),
@@ -81,10 +78,7 @@ impl ReturnsApi {
         to: ReturnStatus,
         change: impl FnOnce(&mut Return),
     ) -> Result<Option<WireReturn>, Error> {
-        let id = id.trim();
-        if id.is_empty() {
-            return Err(Error::invalid(FieldViolation::new("id", "is required")));
-        }
+        let id = checked_id(id)?;
         let event = |r: &Return| match to {
             ReturnStatus::Approved => crate::events::return_approved(r),
             ReturnStatus::Cancelled => crate::events::return_cancelled(r),
@@ -94,6 +88,12 @@ impl ReturnsApi {
         let moved = moved.ok_or_else(|| Error::NotFound(format!("return {id} not found")))?;
         self.one_to_wire(moved).await
     }
+}
+
+/// A return's id as asked for, trimmed; INVALID_ARGUMENT naming `id` when there is none.
+fn checked_id(id: &str) -> Result<&str, Error> {
+    let id = id.trim();
+    if id.is_empty() { Err(Error::invalid(FieldViolation::new("id", "is required"))) } else { Ok(id) }
 }
 
 /// Whether `claims` may read every customer's returns.
@@ -271,7 +271,7 @@ impl ReturnService for ReturnsApi {
         request: Request<ReceiveReturnRequest>,
     ) -> Result<Response<ReceiveReturnResponse>, GrpcStatus> {
         let req = request.into_inner();
-        let received = self.refunder.receive(req.id.trim(), req.restock).await?;
+        let received = self.refunder.receive(checked_id(&req.id)?, req.restock).await?;
         Ok(Response::new(ReceiveReturnResponse { r#return: self.one_to_wire(received).await? }))
     }
 }

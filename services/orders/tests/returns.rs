@@ -290,6 +290,7 @@ async fn returns_are_refused_outside_the_window_and_for_what_was_not_ordered(db:
     let cancelled: api::mercato::orders::v1::ReturnCancelled =
         outbox_event(&server.db, &fine.id, "return.cancelled").await;
     assert_eq!(cancelled.order_id, order.id);
+    assert_eq!(violations(&staff.receive(" ", true).await.expect_err("no id"))[0].0, "id");
     let unknown = staff.get("no-such-return").await.expect_err("unknown");
     assert_eq!(unknown.code(), Code::NotFound);
     server.stop().await;
