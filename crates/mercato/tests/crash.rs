@@ -1,4 +1,4 @@
-//! The checkout saga survives the process dying between any two steps. `mercato up` (SQLite) is started with
+//! The checkout saga, and the refund of a received return, survive the process dying between any two steps. `mercato up` (SQLite) is started with
 //! a fail point armed (`FAILPOINTS`, compiled into this test build only: see `orders::saga`) that aborts the
 //! whole process at that instant — no graceful shutdown, no flush, as `kill -9` would. Started again on the same
 //! data, the platform must finish or compensate the order on its own, the idempotency key must find it, the
@@ -271,4 +271,113 @@ async fn killed_while_compensating_or_cancelling_the_order_still_ends_right() {
     // Killed once the shipment was cancelled and before the refund; then once the refund was made.
     crash_then_resume("orders::cancel_shipment::answered", Action::Cancel, "tok_visa", "ORDER_STATUS_CANCELLED").await;
     crash_then_resume("orders::cancel::answered", Action::Cancel, "tok_visa", "ORDER_STATUS_CANCELLED").await;
+}
+
+/// Kills the platform at `failpoint` while staff receive a returned unit (the receipt stored, or the refund made
+/// and not yet recorded), starts it again, and checks that the return ends refunded once, the unit is back in
+/// stock, and the books are sound.
+async fn crash_while_refunding_a_return(failpoint: &str) {
+    for engine in engines() {
+        let dir = data_dir("crash-return");
+        let run = uuid::Uuid::now_v7().simple().to_string();
+        let storage = storage(engine, &run[run.len() - 16..]);
+        let case = format!("{failpoint} on {engine:?}");
+        let (mut child, base) = start_up(&dir, &[], &borrowed(&settings(&storage, Some(failpoint))));
+        wait_ready(&base).await;
+        let api = Api::new(base);
+
+        let admin = api.login(ADMIN).await;
+        let product = json!({"sku": "CRASH-2", "name": "Cups", "description": "Cups", "category": "kitchen",
+                             "price": {"currency": "EUR", "amountMinor": "1200"}, "active": true});
+        let (_, made) = api.send("POST", "/v1/products", Some(&admin), Some(product)).await;
+        let product = made["id"].as_str().expect("product id").to_owned();
+        let adjust = json!({"delta": STOCK});
+        api.send("POST", &format!("/v1/products/{product}/inventory:adjust"), Some(&admin), Some(adjust)).await;
+        let register = json!({"email": CUSTOMER.0, "password": CUSTOMER.1, "displayName": "Ada"});
+        assert_eq!(api.send("POST", "/v1/auth/register", None, Some(register)).await.0, 201);
+        let customer = api.login(CUSTOMER).await;
+        let body = order_body(&product, "tok_visa");
+        let (status, order) =
+            api.try_send("POST", "/v1/orders", Some(&customer), Some(KEY), Some(body)).await.expect("answer");
+        assert_eq!((status, order["status"].as_str()), (201, Some("ORDER_STATUS_CONFIRMED")), "{order}");
+        let id = order["id"].as_str().expect("order id").to_owned();
+
+        // Delivered; one cup goes back (its share: 12.00 of 24.00), approved, then received.
+        let mut shipment = Value::Null;
+        for _ in 0..100 {
+            let (_, listed) = api.send("GET", &format!("/v1/shipments?orderId={id}"), Some(&admin), None).await;
+            shipment = listed["shipments"][0]["id"].clone();
+            if shipment.is_string() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let shipment = shipment.as_str().expect("a shipment").to_owned();
+        let dispatch = json!({"carrier": "DHL", "trackingNumber": "1"});
+        api.send("POST", &format!("/v1/shipments/{shipment}:dispatch"), Some(&admin), Some(dispatch)).await;
+        let delivered = json!({"status": "SHIPMENT_STATUS_DELIVERED", "carrierEventId": "d-1"});
+        api.send("POST", &format!("/v1/shipments/{shipment}/events"), Some(&admin), Some(delivered)).await;
+        let ask = json!({"items": [{"productId": product, "quantity": 1}]});
+        let mut asked = (0, Value::Null);
+        for _ in 0..100 {
+            asked = api.send("POST", &format!("/v1/orders/{id}/returns"), Some(&customer), Some(ask.clone())).await;
+            if asked.0 == 201 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(asked.0, 201, "{case}: {}", asked.1);
+        let path = format!("/v1/returns/{}", asked.1["id"].as_str().expect("return id"));
+        assert_eq!(api.send("POST", &format!("{path}:approve"), Some(&admin), Some(json!({}))).await.0, 200);
+        let received =
+            api.try_send("POST", &format!("{path}:receive"), Some(&admin), None, Some(json!({"restock": true}))).await;
+        assert!(received.is_err(), "{case}: the receipt got an answer: {received:?}");
+        let died = support::exited_within(&mut child, Duration::from_secs(30));
+        assert_eq!(died.signal(), Some(6), "{case}: the process should have aborted there, but {died}");
+
+        // Started again: the refund is made (or recorded) on its own, once.
+        let (mut child, base) = start_up(&dir, &[], &borrowed(&settings(&storage, None)));
+        wait_ready(&base).await;
+        let api = Api::new(base);
+        let customer = api.login(CUSTOMER).await;
+        let mut seen = Value::Null;
+        for _ in 0..300 {
+            seen = api.send("GET", &path, Some(&customer), None).await.1;
+            if seen["status"] == "RETURN_STATUS_REFUNDED" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(seen["status"], "RETURN_STATUS_REFUNDED", "{case}: {seen}");
+        assert_eq!(seen["refund"]["amountMinor"], "1200", "{case}: {seen}");
+        let payment_id = order["paymentId"].as_str().expect("payment id");
+        let (_, payment) = api.send("GET", &format!("/v1/payments/{payment_id}"), Some(&customer), None).await;
+        assert_eq!(payment["refundedAmount"]["amountMinor"], "1200", "{case}: refunded once: {payment}");
+        let mut stock = Value::Null;
+        for _ in 0..100 {
+            stock = api.inventory(&product).await;
+            if stock["available"] == STOCK - BOUGHT + 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        assert_eq!(stock["available"], STOCK - BOUGHT + 1, "{case}: the cup is back: {stock}");
+
+        let (code, _) = terminate(&mut child);
+        assert_eq!(code, Some(0));
+        let audit = mercato().arg("audit").env("MERCATO_DATA_DIR", &dir).envs(storage).output().expect("runs");
+        assert!(
+            audit.status.success(),
+            "{case}: the audit found violations:\n{}{}",
+            String::from_utf8_lossy(&audit.stdout),
+            String::from_utf8_lossy(&audit.stderr)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
+
+#[tokio::test]
+async fn killed_while_refunding_a_return_the_refund_is_still_made_once() {
+    crash_while_refunding_a_return("orders::return::received").await;
+    crash_while_refunding_a_return("orders::return::refunded").await;
 }

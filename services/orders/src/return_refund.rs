@@ -44,6 +44,8 @@ impl Refunder {
         let received = received.ok_or_else(not_found)?;
         if received.status == ReturnStatus::Received {
             tracing::info!(return_id = %id, restock = received.restocked, "return received");
+            // The crash tests kill the process here: the receipt is stored, the refund not asked for.
+            fail::fail_point!("orders::return::received", |_| std::process::abort());
             return self.refund(received, &order).await;
         }
         Ok(received)
@@ -83,6 +85,8 @@ impl Refunder {
         let now = now_micros();
         match refunded {
             Ok(amount_minor) => {
+                // And here: the money is given back, our record of it not.
+                fail::fail_point!("orders::return::refunded", |_| std::process::abort());
                 let refund_id = if amount_minor > 0 { refund_id } else { String::new() };
                 self.store.return_refunded(&received, &refund_id, amount_minor, now).await?;
                 tracing::info!(return_id = %received.id, refunded_minor = amount_minor, "return refunded");
@@ -115,15 +119,18 @@ impl Refunder {
         Ok(refunded)
     }
 
-    /// Retries due refunds every `interval` until `stop` is cancelled.
+    /// Retries the refunds left by an earlier process at once (a crash between the receipt and the refund), then
+    /// due refunds every `interval`, until `stop` is cancelled.
     pub async fn run(self: Arc<Self>, interval: Duration, stop: CancellationToken) {
+        let mut older_than = Duration::ZERO;
         loop {
+            if let Err(e) = self.retry_due(older_than).await {
+                tracing::warn!(error = %e, "retrying the refunds of returns");
+            }
+            older_than = interval;
             tokio::select! {
                 () = stop.cancelled() => return,
                 () = tokio::time::sleep(interval) => {}
-            }
-            if let Err(e) = self.retry_due(interval).await {
-                tracing::warn!(error = %e, "retrying the refunds of returns");
             }
         }
     }
