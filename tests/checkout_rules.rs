@@ -58,6 +58,32 @@ fn balance(accounts: &Value, code: &str) -> Value {
     found.map_or(Value::Null, |a| a["balance"]["amountMinor"].clone())
 }
 
+/// Changes one row behind the services' backs in `service`'s database: `sql` with `id` as its $1 (what an audit must
+/// notice, or a state an upgrade leaves). Answers how many rows it changed.
+async fn alter(p: &TestPlatform, service: &str, sql: &'static str, id: &str) -> u64 {
+    let db = platform::Db::open(&p.settings, service).await.expect("the service's database");
+    let changed = platform::with_db!(&db, pool => {
+        sqlx::query(sql).bind(id).execute(pool).await.map(|r| r.rows_affected())
+    })
+    .expect("altered");
+    db.close().await;
+    changed
+}
+
+/// The units of `product` available once they are `want` (the catalog follows events: a moment), or as they are
+/// after 5 s.
+async fn available_soon(p: &TestPlatform, product: &str, want: i64) -> Value {
+    let mut available = Value::Null;
+    for _ in 0..100 {
+        available = inventory(p, product).await["available"].clone();
+        if available == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    available
+}
+
 async fn assert_books_sound(p: &TestPlatform) {
     let violations = mercato::audit(&p.settings).await.expect("audit runs");
     assert!(violations.is_empty(), "mercato audit found: {violations:#?}");
@@ -83,12 +109,7 @@ async fn more_than_in_stock(storage: Storage) {
 
     // The audit checks across services: a confirmed order whose stock the catalog never sold is reported.
     let id = order["id"].as_str().expect("order id");
-    let catalog = platform::Db::open(&p.settings, "catalog").await.expect("catalog database");
-    platform::with_db!(&catalog, pool => {
-        sqlx::query("UPDATE reservations SET status = 'HELD' WHERE id = $1").bind(id).execute(pool).await.map(|r| r.rows_affected())
-    })
-    .expect("tamper");
-    catalog.close().await;
+    alter(&p, "catalog", "UPDATE reservations SET status = 'HELD' WHERE id = $1", id).await;
     let violations = mercato::audit(&p.settings).await.expect("audit runs");
     assert_eq!(violations, [format!("orders: order {id} is confirmed but its stock was not committed")]);
 
@@ -100,12 +121,7 @@ async fn more_than_in_stock(storage: Storage) {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let orders = platform::Db::open(&p.settings, "orders").await.expect("orders database");
-    platform::with_db!(&orders, pool => {
-        sqlx::query("UPDATE orders SET update_time = update_time - 600000000 WHERE id = $1").bind(id).execute(pool).await.map(|r| r.rows_affected())
-    })
-    .expect("backdate");
-    orders.close().await;
+    alter(&p, "orders", "UPDATE orders SET update_time = update_time - 600000000 WHERE id = $1", id).await;
     let shipped_before = mercato::audit(&p.settings).await.expect("audit runs");
     assert_eq!(shipped_before.len(), 1, "its shipment exists: {shipped_before:#?}");
     let deliveries = platform::Db::open(&p.settings, "deliveries").await.expect("deliveries database");
@@ -586,12 +602,7 @@ async fn an_order_shows_the_tax_its_total_includes(storage: Storage) {
     assert_books_sound(&p).await;
 
     // The audit finds a payment that booked other tax than its order included.
-    let payments = platform::Db::open(&p.settings, "payments").await.expect("payments database");
-    platform::with_db!(&payments, pool => {
-        sqlx::query("UPDATE payments SET tax_minor = 0 WHERE id = $1").bind(payment_id).execute(pool).await.map(|r| r.rows_affected())
-    })
-    .expect("tamper");
-    payments.close().await;
+    alter(&p, "payments", "UPDATE payments SET tax_minor = 0 WHERE id = $1", payment_id).await;
     let violations = mercato::audit(&p.settings).await.expect("audit runs");
     let found = format!("orders: order {id} includes 400 EUR of tax but payment {payment_id} booked 0 EUR as tax");
     assert_eq!(violations, [found]);
@@ -682,14 +693,7 @@ async fn an_order_refunded_in_part_is_cancelled_for_the_rest(storage: Storage) {
     assert_eq!(p.send("GET", &format!("/v1/invoices/{invoice_no}"), Some(&stranger), None).await.status, 404);
     assert_eq!(p.send("GET", &of_order, None, None).await.status, 401);
     // The catalog restocks from order.cancelled, an event: it may take a moment.
-    let mut available = Value::Null;
-    for _ in 0..100 {
-        available = inventory(&p, &lamps).await["available"].clone();
-        if available == 5 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let available = available_soon(&p, &lamps, 5).await;
     assert_eq!(available, 5, "the lamp is back in stock");
     assert_books_sound(&p).await;
     p.stop().await;
@@ -750,12 +754,7 @@ async fn a_delivered_order_is_returned_and_refunded_its_share(storage: Storage) 
     let path = format!("/v1/returns/{return_id}");
     // An order delivered before an upgrade to returns: the backfill tells orders when, from the deliveries.
     assert_eq!(mercato::backfill_deliveries(&p.settings).await.expect("backfill"), 0, "orders knew of it");
-    let orders_db = platform::Db::open(&p.settings, "orders").await.expect("orders database");
-    platform::with_db!(&orders_db, pool => {
-        sqlx::query("DELETE FROM order_deliveries WHERE order_id = $1").bind(id).execute(pool).await.map(|r| r.rows_affected())
-    })
-    .expect("forget the delivery");
-    orders_db.close().await;
+    alter(&p, "orders", "DELETE FROM order_deliveries WHERE order_id = $1", id).await;
     let forgotten = p.send("POST", &returns_path, Some(&ada), Some(ask.clone())).await;
     assert_eq!(reasons(&forgotten), [json!("ORDER_NOT_DELIVERED")], "{}", forgotten.json);
     assert_eq!(mercato::backfill_deliveries(&p.settings).await.expect("backfill"), 1);
@@ -790,14 +789,7 @@ async fn a_delivered_order_is_returned_and_refunded_its_share(storage: Storage) 
         (&json!(format!("return:{return_id}")), &json!("1200"))
     );
     // The stock: the mug is back (from return.received, an event).
-    let mut available = Value::Null;
-    for _ in 0..100 {
-        available = inventory(&p, &mugs).await["available"].clone();
-        if available == 4 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let available = available_soon(&p, &mugs, 4).await;
     assert_eq!(available, 4, "5 - 2 sold + 1 returned");
     // The sales figures count the return's refund (from return.refunded).
     let summary = p.get_until("/v1/analytics/summary", &admin, |s| s["currencies"][0]["refunds"] == "1").await;
@@ -830,12 +822,7 @@ async fn a_delivered_order_is_returned_and_refunded_its_share(storage: Storage) 
     );
 
     // The audit checks the return's refund against the payments service's.
-    let orders_db = platform::Db::open(&p.settings, "orders").await.expect("orders database");
-    platform::with_db!(&orders_db, pool => {
-        sqlx::query("UPDATE returns SET refund_minor = 1300 WHERE id = $1").bind(&return_id).execute(pool).await.map(|r| r.rows_affected())
-    })
-    .expect("tamper");
-    orders_db.close().await;
+    alter(&p, "orders", "UPDATE returns SET refund_minor = 1300 WHERE id = $1", &return_id).await;
     let violations = mercato::audit(&p.settings).await.expect("audit runs");
     let found = format!(
         "orders: return {return_id} refunded 1300 EUR of payment {payment_id} but refund return:{return_id} gave back \

@@ -123,6 +123,51 @@ impl Api {
     }
 }
 
+/// A shop before the crash: the admin's token, a product (`sku`, 12.00) with [`STOCK`] units, and the customer's
+/// token.
+async fn open_shop(api: &Api, sku: &str, category: &str) -> (String, String, String) {
+    let admin = api.login(ADMIN).await;
+    let product = json!({"sku": sku, "name": sku, "description": sku, "category": category,
+                         "price": {"currency": "EUR", "amountMinor": "1200"}, "active": true});
+    let (status, made) = api.send("POST", "/v1/products", Some(&admin), Some(product)).await;
+    assert_eq!(status, 201, "{made}");
+    let product = made["id"].as_str().expect("product id").to_owned();
+    let adjust = json!({"delta": STOCK});
+    api.send("POST", &format!("/v1/products/{product}/inventory:adjust"), Some(&admin), Some(adjust)).await;
+    let register = json!({"email": CUSTOMER.0, "password": CUSTOMER.1, "displayName": "Ada"});
+    assert_eq!(api.send("POST", "/v1/auth/register", None, Some(register)).await.0, 201);
+    let customer = api.login(CUSTOMER).await;
+    (admin, product, customer)
+}
+
+/// `product`'s inventory once `settled` says so (events restock it: a moment later), or as it is after 10 s.
+async fn stock_when(api: &Api, product: &str, settled: impl Fn(&Value) -> bool) -> Value {
+    let mut stock = Value::Null;
+    for _ in 0..100 {
+        stock = api.inventory(product).await;
+        if settled(&stock) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    stock
+}
+
+/// Stops the platform gracefully and checks that `mercato audit` finds the books of `dir` and `storage` sound;
+/// then removes `dir`.
+fn stop_and_audit(child: &mut std::process::Child, dir: &std::path::Path, storage: Vec<(String, String)>, case: &str) {
+    let (code, _) = terminate(child);
+    assert_eq!(code, Some(0));
+    let audit = mercato().arg("audit").env("MERCATO_DATA_DIR", dir).envs(storage).output().expect("runs");
+    assert!(
+        audit.status.success(),
+        "{case}: the audit found violations:\n{}{}",
+        String::from_utf8_lossy(&audit.stdout),
+        String::from_utf8_lossy(&audit.stderr)
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
 fn order_body(product: &str, payment_method: &str) -> Value {
     json!({
         "items": [{"productId": product, "quantity": BOUGHT}],
@@ -158,17 +203,7 @@ async fn crash_then_resume_on(engine: Engine, failpoint: &str, action: Action, p
     wait_ready(&base).await;
     let api = Api::new(base);
 
-    let admin = api.login(ADMIN).await;
-    let product = json!({"sku": "CRASH-1", "name": "Beans", "description": "Beans", "category": "coffee",
-                         "price": {"currency": "EUR", "amountMinor": "1200"}, "active": true});
-    let (status, made) = api.send("POST", "/v1/products", Some(&admin), Some(product)).await;
-    assert_eq!(status, 201, "{made}");
-    let product = made["id"].as_str().expect("product id").to_owned();
-    let adjust = json!({"delta": STOCK});
-    api.send("POST", &format!("/v1/products/{product}/inventory:adjust"), Some(&admin), Some(adjust)).await;
-    let register = json!({"email": CUSTOMER.0, "password": CUSTOMER.1, "displayName": "Ada"});
-    assert_eq!(api.send("POST", "/v1/auth/register", None, Some(register)).await.0, 201);
-    let customer = api.login(CUSTOMER).await;
+    let (_, product, customer) = open_shop(&api, "CRASH-1", "coffee").await;
 
     let body = order_body(&product, payment_method);
     let placed = api.try_send("POST", "/v1/orders", Some(&customer), Some(KEY), Some(body.clone())).await;
@@ -218,14 +253,7 @@ async fn crash_then_resume_on(engine: Engine, failpoint: &str, action: Action, p
         "ORDER_STATUS_CANCELLED" => (STOCK, Some("PAYMENT_STATUS_REFUNDED")),
         _ => (STOCK, None),
     };
-    let mut stock = Value::Null;
-    for _ in 0..100 {
-        stock = api.inventory(&product).await;
-        if stock["available"] == on_hand && stock["reserved"] == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let stock = stock_when(&api, &product, |s| s["available"] == on_hand && s["reserved"] == 0).await;
     assert_eq!((stock["available"].as_i64(), stock["reserved"].as_i64()), (Some(on_hand), Some(0)), "{case}: {stock}");
     if let Some(want) = payment_status {
         let payment_id = order["paymentId"].as_str().expect("payment id");
@@ -234,17 +262,7 @@ async fn crash_then_resume_on(engine: Engine, failpoint: &str, action: Action, p
     } else {
         assert_eq!(order["failureReason"], "Your card was declined.", "{case}: {order}");
     }
-
-    let (code, _) = terminate(&mut child);
-    assert_eq!(code, Some(0));
-    let audit = mercato().arg("audit").env("MERCATO_DATA_DIR", &dir).envs(storage).output().expect("runs");
-    assert!(
-        audit.status.success(),
-        "{case}: the audit found violations:\n{}{}",
-        String::from_utf8_lossy(&audit.stdout),
-        String::from_utf8_lossy(&audit.stderr)
-    );
-    let _ = std::fs::remove_dir_all(&dir);
+    stop_and_audit(&mut child, &dir, storage, &case);
 }
 
 const CONFIRMED: &str = "ORDER_STATUS_CONFIRMED";
@@ -286,16 +304,7 @@ async fn crash_while_refunding_a_return(failpoint: &str) {
         wait_ready(&base).await;
         let api = Api::new(base);
 
-        let admin = api.login(ADMIN).await;
-        let product = json!({"sku": "CRASH-2", "name": "Cups", "description": "Cups", "category": "kitchen",
-                             "price": {"currency": "EUR", "amountMinor": "1200"}, "active": true});
-        let (_, made) = api.send("POST", "/v1/products", Some(&admin), Some(product)).await;
-        let product = made["id"].as_str().expect("product id").to_owned();
-        let adjust = json!({"delta": STOCK});
-        api.send("POST", &format!("/v1/products/{product}/inventory:adjust"), Some(&admin), Some(adjust)).await;
-        let register = json!({"email": CUSTOMER.0, "password": CUSTOMER.1, "displayName": "Ada"});
-        assert_eq!(api.send("POST", "/v1/auth/register", None, Some(register)).await.0, 201);
-        let customer = api.login(CUSTOMER).await;
+        let (admin, product, customer) = open_shop(&api, "CRASH-2", "kitchen").await;
         let body = order_body(&product, "tok_visa");
         let (status, order) =
             api.try_send("POST", "/v1/orders", Some(&customer), Some(KEY), Some(body)).await.expect("answer");
@@ -353,26 +362,9 @@ async fn crash_while_refunding_a_return(failpoint: &str) {
         let payment_id = order["paymentId"].as_str().expect("payment id");
         let (_, payment) = api.send("GET", &format!("/v1/payments/{payment_id}"), Some(&customer), None).await;
         assert_eq!(payment["refundedAmount"]["amountMinor"], "1200", "{case}: refunded once: {payment}");
-        let mut stock = Value::Null;
-        for _ in 0..100 {
-            stock = api.inventory(&product).await;
-            if stock["available"] == STOCK - BOUGHT + 1 {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let stock = stock_when(&api, &product, |s| s["available"] == STOCK - BOUGHT + 1).await;
         assert_eq!(stock["available"], STOCK - BOUGHT + 1, "{case}: the cup is back: {stock}");
-
-        let (code, _) = terminate(&mut child);
-        assert_eq!(code, Some(0));
-        let audit = mercato().arg("audit").env("MERCATO_DATA_DIR", &dir).envs(storage).output().expect("runs");
-        assert!(
-            audit.status.success(),
-            "{case}: the audit found violations:\n{}{}",
-            String::from_utf8_lossy(&audit.stdout),
-            String::from_utf8_lossy(&audit.stderr)
-        );
-        let _ = std::fs::remove_dir_all(&dir);
+        stop_and_audit(&mut child, &dir, storage, &case);
     }
 }
 
