@@ -9,8 +9,10 @@ pub mod images;
 pub mod listing;
 pub mod reviews;
 pub mod stock;
+pub mod variants;
 
 pub use listing::{Cursor, ProductOrder, SortField, SortKey};
+pub use variants::ProductOption;
 
 use platform::error::FieldViolation;
 
@@ -53,6 +55,10 @@ pub struct ProductInput {
     pub active: bool,
     /// Which of a country's tax rates applies; None when the request named no tax class there is.
     pub tax_class: Option<TaxClass>,
+    /// The base product's id when this is a variant; empty otherwise.
+    pub variant_of: String,
+    /// What tells it from the other products of its group.
+    pub options: Vec<ProductOption>,
 }
 
 /// Which of a country's tax rates a product's price includes.
@@ -97,6 +103,10 @@ pub struct ProductFields {
     pub active: bool,
     /// Which of a country's tax rates applies.
     pub tax_class: TaxClass,
+    /// The base product's id when this is a variant; empty otherwise ([`variants`] keeps the group rules).
+    pub variant_of: String,
+    /// What tells it from the other products of its group (names and values trimmed).
+    pub options: Vec<ProductOption>,
 }
 
 impl From<ProductFields> for ProductInput {
@@ -109,6 +119,8 @@ impl From<ProductFields> for ProductInput {
             category: f.category,
             active: f.active,
             tax_class: Some(f.tax_class),
+            variant_of: f.variant_of,
+            options: f.options,
         }
     }
 }
@@ -152,6 +164,12 @@ pub fn validate_product(input: ProductInput) -> Result<ProductFields, Vec<FieldV
     if input.tax_class.is_none() {
         v.push(FieldViolation::new("product.tax_class", "must be TAX_CLASS_STANDARD or TAX_CLASS_REDUCED"));
     }
+    if !input.variant_of.is_empty()
+        && let Err(e) = platform::error::check_id("product.variant_of", &input.variant_of)
+    {
+        v.push(e);
+    }
+    v.extend(variants::check_options(&input.options));
     match (input.price, input.tax_class) {
         (Some(price), Some(tax_class)) if v.is_empty() => Ok(ProductFields {
             sku: input.sku,
@@ -161,14 +179,31 @@ pub fn validate_product(input: ProductInput) -> Result<ProductFields, Vec<FieldV
             category: input.category,
             active: input.active,
             tax_class,
+            variant_of: input.variant_of,
+            options: input
+                .options
+                .into_iter()
+                .map(|o| ProductOption { name: o.name.trim().to_owned(), value: o.value.trim().to_owned() })
+                .collect(),
         }),
         _ => Err(v),
     }
 }
 
 /// The field paths an update mask may name.
-pub const UPDATABLE_PATHS: &[&str] =
-    &["sku", "name", "description", "price", "price.currency", "price.amount_minor", "category", "active", "tax_class"];
+pub const UPDATABLE_PATHS: &[&str] = &[
+    "sku",
+    "name",
+    "description",
+    "price",
+    "price.currency",
+    "price.amount_minor",
+    "category",
+    "active",
+    "tax_class",
+    "variant_of",
+    "options",
+];
 
 /// Checks that an update mask names at least one field and only fields that can change.
 pub fn check_update_mask(paths: &[String]) -> Result<(), Vec<FieldViolation>> {
@@ -193,6 +228,8 @@ pub fn apply_update_mask(
             "category" => next.category = input.category.clone(),
             "active" => next.active = input.active,
             "tax_class" => next.tax_class = input.tax_class,
+            "variant_of" => next.variant_of = input.variant_of.clone(),
+            "options" => next.options = input.options.clone(),
             "price" => next.price = input.price.clone(),
             "price.currency" => {
                 if let Some(p) = next.price.as_mut() {
@@ -407,6 +444,7 @@ mod tests {
             category: "coffee".into(),
             active: true,
             tax_class: Some(TaxClass::Standard),
+            ..ProductInput::default()
         }
     }
 
@@ -430,6 +468,8 @@ mod tests {
             category: "Coffee".into(),
             active: true,
             tax_class: None,
+            variant_of: "x".repeat(65),
+            options: vec![ProductOption { name: "Size".into(), value: " ".into() }],
         };
         let v = validate_product(bad).expect_err("invalid");
         assert_eq!(
@@ -441,7 +481,9 @@ mod tests {
                 "product.category",
                 "product.price.currency",
                 "product.price.amount_minor",
-                "product.tax_class"
+                "product.tax_class",
+                "product.variant_of",
+                "product.options[0].value"
             ]
         );
         let no_price = validate_product(ProductInput { price: None, ..good() }).expect_err("no price");
@@ -481,6 +523,23 @@ mod tests {
         assert_eq!(unnamed.tax_class, TaxClass::Reduced, "kept unless named");
         let wrong = apply_update_mask(&current, &ProductInput::default(), &["tax_class".into()]).expect_err("none");
         assert_eq!(fields(&wrong), ["product.tax_class"]);
+    }
+
+    #[test]
+    fn update_mask_moves_a_product_into_a_group_and_out() {
+        let current = validate_product(good()).expect("valid");
+        let size = |value: &str| vec![ProductOption { name: " Size".into(), value: format!("{value} ") }];
+        let input = ProductInput { variant_of: "base-id".into(), options: size("L"), ..ProductInput::default() };
+        let paths = ["variant_of".into(), "options".into()];
+        let grouped = apply_update_mask(&current, &input, &paths).expect("ok");
+        assert_eq!((grouped.variant_of.as_str(), grouped.name.as_str()), ("base-id", current.name.as_str()));
+        assert_eq!(grouped.options, [ProductOption { name: "Size".into(), value: "L".into() }], "trimmed");
+        let relabelled =
+            apply_update_mask(&grouped, &ProductInput { options: size("XL"), ..input.clone() }, &paths[1..])
+                .expect("ok");
+        assert_eq!((relabelled.variant_of.as_str(), relabelled.options[0].value.as_str()), ("base-id", "XL"));
+        let alone = apply_update_mask(&grouped, &ProductInput::default(), &paths[..1]).expect("ok");
+        assert_eq!((alone.variant_of.as_str(), alone.options.len()), ("", 1), "leaves the group, keeps its options");
     }
 
     #[test]

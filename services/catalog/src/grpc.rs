@@ -1,11 +1,13 @@
 //! The gRPC face of the catalog: wire messages in, domain rules, store, wire messages out. Products, images and
 //! stock are served here; categories in [`categories`], the restocking list in [`stock`]; customers' reviews
-//! (`ReviewService`, a service of its own) in [`reviews`]; back-in-stock alerts (`StockAlertService`) in [`alerts`].
+//! (`ReviewService`, a service of its own) in [`reviews`]; back-in-stock alerts (`StockAlertService`) in [`alerts`];
+//! the products of a variant group each product shows in [`variants`].
 
 pub mod alerts;
 mod categories;
 pub mod reviews;
 mod stock;
+mod variants;
 
 use api::catalog::catalog_service_server::CatalogService;
 use api::catalog::{
@@ -15,9 +17,9 @@ use api::catalog::{
     DeleteProductImageResponse, GetInventoryRequest, GetInventoryResponse, GetProductImageContentRequest,
     GetProductRequest, GetProductResponse, Inventory, ListCategoriesRequest, ListCategoriesResponse,
     ListProductsRequest, ListProductsResponse, ListStockLevelsRequest, ListStockLevelsResponse, Product, ProductImage,
-    RatingSummary, ReleaseStockRequest, ReleaseStockResponse, ReserveStockRequest, ReserveStockResponse,
-    TaxClass as WireTaxClass, UpdateCategoryRequest, UpdateCategoryResponse, UpdateProductRequest,
-    UpdateProductResponse,
+    ProductOption as WireOption, RatingSummary, ReleaseStockRequest, ReleaseStockResponse, ReserveStockRequest,
+    ReserveStockResponse, TaxClass as WireTaxClass, UpdateCategoryRequest, UpdateCategoryResponse,
+    UpdateProductRequest, UpdateProductResponse,
 };
 use api::common::Money;
 use api::google::api::HttpBody;
@@ -31,7 +33,9 @@ use platform::time::{now_micros, timestamp};
 use tonic::{Request, Response, Status};
 
 use crate::domain::images;
-use crate::domain::{self, Cursor, Price, ProductInput, ProductOrder, ReservationStatus, Stock, TaxClass, listing};
+use crate::domain::{
+    self, Cursor, Price, ProductInput, ProductOption, ProductOrder, ReservationStatus, Stock, TaxClass, listing,
+};
 use crate::error::Error;
 use crate::store::{ImageRow, ListQuery, ProductRow, Store};
 
@@ -86,6 +90,7 @@ pub(crate) fn image_to_wire(row: ImageRow) -> ProductImage {
 
 /// A stored product as the wire (and the events) show it, without its images ([`CatalogApi::with_images`]).
 pub(crate) fn product_to_wire(row: ProductRow) -> Product {
+    let options = options_to_wire(row.options());
     Product {
         id: row.id,
         sku: row.sku,
@@ -106,7 +111,14 @@ pub(crate) fn product_to_wire(row: ProductRow) -> Product {
             TaxClass::Standard => WireTaxClass::Standard as i32,
             TaxClass::Reduced => WireTaxClass::Reduced as i32,
         },
+        variant_of: row.variant_of.unwrap_or_default(),
+        options,
+        variants: Vec::new(),
     }
+}
+
+pub(crate) fn options_to_wire(options: Vec<ProductOption>) -> Vec<WireOption> {
+    options.into_iter().map(|o| WireOption { name: o.name, value: o.value }).collect()
 }
 
 fn product_from_wire(product: Product) -> ProductInput {
@@ -122,6 +134,8 @@ fn product_from_wire(product: Product) -> ProductInput {
             Ok(WireTaxClass::Reduced) => Some(TaxClass::Reduced),
             Err(_) => None,
         },
+        variant_of: product.variant_of,
+        options: product.options.into_iter().map(|o| ProductOption { name: o.name, value: o.value }).collect(),
     }
 }
 
@@ -196,6 +210,7 @@ impl CatalogService for CatalogApi {
             .store
             .list_products(&ListQuery {
                 include_inactive: req.include_inactive,
+                include_variants: req.include_variants,
                 category: req.category,
                 pattern: platform::db::like_pattern(&req.query),
                 min_price,
@@ -207,7 +222,9 @@ impl CatalogService for CatalogApi {
             .await?;
         let (rows, next_page_token) = platform::paging::page(rows, size, |(_, cursor)| cursor.encode());
         let rows = rows.into_iter().map(|(row, _)| row).collect();
-        Ok(Response::new(ListProductsResponse { products: self.with_images(rows).await?, next_page_token }))
+        let mut products = self.with_images(rows).await?;
+        self.with_variants(&mut products, writer).await?;
+        Ok(Response::new(ListProductsResponse { products, next_page_token }))
     }
 
     async fn get_product(&self, request: Request<GetProductRequest>) -> Result<Response<GetProductResponse>, Status> {
@@ -217,8 +234,9 @@ impl CatalogService for CatalogApi {
         match self.store.product_with_images(&id).await? {
             // Inactive products do not exist for customers.
             Some((row, images)) if row.active || writer => {
-                let product =
+                let mut product =
                     Product { images: images.into_iter().map(image_to_wire).collect(), ..product_to_wire(row) };
+                self.with_variants(std::slice::from_mut(&mut product), writer).await?;
                 Ok(Response::new(GetProductResponse { product: Some(product) }))
             }
             _ => Err(Error::product_not_found(&id).into()),
@@ -236,8 +254,10 @@ impl CatalogService for CatalogApi {
         let id = uuid::Uuid::now_v7().to_string();
         let row = self.store.create_product(&id, fields, now_micros()).await?;
         self.relay.wake();
-        tracing::info!(product_id = %row.id, sku = %row.sku, "product created");
-        Ok(Response::new(CreateProductResponse { product: Some(product_to_wire(row)) }))
+        tracing::info!(product_id = %row.id, sku = %row.sku, variant_of = ?row.variant_of, "product created");
+        let mut product = product_to_wire(row);
+        self.with_variants(std::slice::from_mut(&mut product), true).await?;
+        Ok(Response::new(CreateProductResponse { product: Some(product) }))
     }
 
     async fn update_product(
@@ -256,7 +276,9 @@ impl CatalogService for CatalogApi {
             })
             .await?;
         self.relay.wake();
-        Ok(Response::new(UpdateProductResponse { product: Some(self.one_with_images(row).await?) }))
+        let mut product = self.one_with_images(row).await?;
+        self.with_variants(std::slice::from_mut(&mut product), true).await?;
+        Ok(Response::new(UpdateProductResponse { product: Some(product) }))
     }
 
     async fn get_inventory(

@@ -166,6 +166,7 @@ pub async fn insert_demo(store: &Store) -> Result<usize, Error> {
                 } else {
                     TaxClass::Standard
                 }),
+                ..ProductInput::default()
             })
             .map_err(Error::InvalidArgument)?;
             let id = uuid::Uuid::now_v7().to_string();

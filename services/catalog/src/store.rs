@@ -10,8 +10,8 @@ use platform::db::{BeginWrite, Db, finish, is_foreign_key_violation, is_unique_v
 use platform::with_db;
 
 use crate::domain::{
-    self, Cursor, MAX_STOCK, Price, ProductFields, ProductOrder, ReservationStatus, ReserveItem, SortField, SortKey,
-    Stock, TaxClass,
+    self, Cursor, MAX_STOCK, Price, ProductFields, ProductOption, ProductOrder, ReservationStatus, ReserveItem,
+    SortField, SortKey, Stock, TaxClass, variants,
 };
 use crate::error::{Error, INSUFFICIENT_STOCK, PRODUCT_INACTIVE, RESERVATION_SETTLED, STOCK_LIMIT};
 
@@ -180,9 +180,12 @@ mod images;
 mod postgres;
 mod reviews;
 mod stock;
+#[macro_use]
+mod groups;
 
 pub use alerts::{AlertRow, MAX_ALERTS_PER_CUSTOMER};
 pub use categories::CategoryRow;
+pub use groups::VariantRow;
 pub use images::ImageRow;
 pub use reviews::{ReviewQuery, ReviewRow};
 pub use stock::StockLevelRow;
@@ -197,7 +200,7 @@ pub struct Reserved {
 }
 
 const PRODUCT_COLUMNS: &str = "id, sku, name, description, price_currency, price_amount_minor, category, active, \
-     create_time, update_time, rating_count, rating_sum, tax_class";
+     create_time, update_time, rating_count, rating_sum, tax_class, variant_of, options";
 
 /// A stored product.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
@@ -228,6 +231,10 @@ pub struct ProductRow {
     pub rating_sum: i64,
     /// `standard` or `reduced` ([`TaxClass::as_str`]).
     pub tax_class: String,
+    /// The base product's id when this is a variant.
+    pub variant_of: Option<String>,
+    /// Its options, as [`variants::encode`] writes them.
+    pub options: String,
 }
 
 impl ProductRow {
@@ -246,7 +253,17 @@ impl ProductRow {
             rating_count: 0,
             rating_sum: 0,
             tax_class: fields.tax_class.as_str().to_owned(),
+            variant_of: Some(fields.variant_of).filter(|id| !id.is_empty()),
+            options: variants::encode(&fields.options),
         }
+    }
+
+    /// Its options; none (and an error logged) when the column holds what no release writes.
+    pub fn options(&self) -> Vec<ProductOption> {
+        variants::decode(&self.options).unwrap_or_else(|| {
+            tracing::error!(product_id = %self.id, stored = %self.options, "a product's options are not readable");
+            Vec::new()
+        })
     }
 
     /// The editable fields.
@@ -259,6 +276,8 @@ impl ProductRow {
             category: self.category.clone(),
             active: self.active,
             tax_class: TaxClass::parse(&self.tax_class),
+            variant_of: self.variant_of.clone().unwrap_or_default(),
+            options: self.options(),
         }
     }
 }
@@ -310,6 +329,8 @@ struct ItemRow {
 pub struct ListQuery {
     /// Also return inactive products.
     pub include_inactive: bool,
+    /// Also return variants (else a group is its base).
+    pub include_variants: bool,
     /// Only this category, when not empty.
     pub category: String,
     /// A `LIKE` pattern (lower case, `!`-escaped) on name, description or sku.
@@ -332,7 +353,9 @@ enum Arg {
 }
 
 fn sku_taken(error: sqlx::Error, sku: &str) -> Error {
-    if is_unique_violation(&error) {
+    if groups::is_twin(&error) {
+        Error::AlreadyExists("another product of the group has these options".to_owned())
+    } else if is_unique_violation(&error) {
         Error::AlreadyExists(format!("a product with sku {sku} already exists"))
     } else {
         error.into()
@@ -355,12 +378,14 @@ impl Store {
     pub async fn create_product(&self, id: &str, fields: ProductFields, now: i64) -> Result<ProductRow, Error> {
         let row = ProductRow::new(id, fields, now, now);
         let insert = format!(
-            "INSERT INTO products ({PRODUCT_COLUMNS}, name_key, description_key) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+            "INSERT INTO products ({PRODUCT_COLUMNS}, name_key, description_key, options_key) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18)"
         );
+        let fields = row.fields();
         with_db!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
             let result: Result<_, Error> = async {
+                check_group!(tx, id, &fields);
                 sqlx::query(sqlx::AssertSqlSafe(insert))
                     .bind(&row.id)
                     .bind(&row.sku)
@@ -375,8 +400,11 @@ impl Store {
                     .bind(row.rating_count)
                     .bind(row.rating_sum)
                     .bind(&row.tax_class)
+                    .bind(&row.variant_of)
+                    .bind(&row.options)
                     .bind(platform::db::case_key(&row.name))
                     .bind(platform::db::case_key(&row.description))
+                    .bind(variants::options_key(&fields.options))
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| sku_taken(e, &row.sku))?;
@@ -422,6 +450,9 @@ impl Store {
         };
         if !q.include_inactive {
             sql.push_str(" AND active = TRUE");
+        }
+        if !q.include_variants {
+            sql.push_str(" AND variant_of IS NULL");
         }
         if !q.category.is_empty() {
             let n = arg(Arg::Text(q.category.clone()));
@@ -477,21 +508,27 @@ impl Store {
         loop {
             let current = self.get_product(id).await?.ok_or_else(|| Error::product_not_found(id))?;
             let next = change(&current.fields())?;
+            let key = variants::options_key(&next.options);
             // Strictly later, even within one microsecond: update_time is also the version we compare on.
             let update_time = now.max(current.update_time + 1);
             // The reviews' totals are not the editor's to change; they are shown as read.
             let row = ProductRow {
                 rating_count: current.rating_count,
                 rating_sum: current.rating_sum,
-                ..ProductRow::new(id, next, current.create_time, update_time)
+                ..ProductRow::new(id, next.clone(), current.create_time, update_time)
             };
             let updated = with_db!(&self.db, pool => {
                 let mut tx = pool.begin_write().await?;
                 let result: Result<bool, Error> = async {
+                    // The base first, then the product: two products made variants of each other at once take
+                    // their rows in opposite orders, which PostgreSQL settles by aborting one (a 500 for a move
+                    // that would have been refused anyway).
+                    check_group!(tx, id, &next);
                     let changed = sqlx::query(
                         "UPDATE products SET sku = $1, name = $2, description = $3, price_currency = $4, \
                          price_amount_minor = $5, category = $6, active = $7, update_time = $8, name_key = $11, \
-                         description_key = $12, tax_class = $13 WHERE id = $9 AND update_time = $10",
+                         description_key = $12, tax_class = $13, variant_of = $14, options = $15, options_key = $16 \
+                         WHERE id = $9 AND update_time = $10",
                     )
                     .bind(&row.sku)
                     .bind(&row.name)
@@ -506,6 +543,9 @@ impl Store {
                     .bind(platform::db::case_key(&row.name))
                     .bind(platform::db::case_key(&row.description))
                     .bind(&row.tax_class)
+                    .bind(&row.variant_of)
+                    .bind(&row.options)
+                    .bind(&key)
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| sku_taken(e, &row.sku))?

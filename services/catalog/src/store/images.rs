@@ -71,7 +71,7 @@ struct ProductImageRow {
 /// product without any): what GetProduct shows, in one round trip.
 const PRODUCT_WITH_IMAGES_SQL: &str = "SELECT p.id, p.sku, p.name, p.description, p.price_currency, \
      p.price_amount_minor, p.category, p.active, p.create_time, p.update_time, p.rating_count, p.rating_sum, \
-     p.tax_class, i.id AS image_id, \
+     p.tax_class, p.variant_of, p.options, i.id AS image_id, \
      i.content_type AS image_content_type, i.size_bytes AS image_size_bytes, i.alt_text AS image_alt_text, \
      i.create_time AS image_create_time \
      FROM products p LEFT JOIN product_images i ON i.product_id = p.id WHERE p.id = $1 ORDER BY i.position";

@@ -1,0 +1,137 @@
+//! The SQL of variant groups: the group rules checked inside the transaction that writes a product
+//! ([`check_group!`]), and the groups as GetProduct and ListProducts show them ([`Store::groups_of`]).
+
+use std::collections::HashMap;
+
+use platform::with_db;
+
+use super::Store;
+use crate::error::Error;
+
+/// The product $1 as a base: locked until the transaction ends (so that no one makes it a variant, or gives it
+/// twins, meanwhile), with its own variant_of and its options.
+pub(super) const LOCK_BASE_SQL: &str =
+    "UPDATE products SET update_time = update_time WHERE id = $1 RETURNING variant_of, options";
+
+/// The options of the first variant of product $1, if it has any.
+pub(super) const FIRST_VARIANT_OPTIONS_SQL: &str =
+    "SELECT options FROM products WHERE variant_of = $1 ORDER BY create_time, id LIMIT 1";
+
+/// Another product (not $3) of group $1 with options key $2.
+pub(super) const TWIN_SQL: &str = "SELECT id FROM products WHERE COALESCE(variant_of, id) = $1 \
+     AND options_key = $2 AND options_key <> '' AND id <> $3 LIMIT 1";
+
+/// The name of the unique index that keeps a group's options apart (migration 0014).
+const TWIN_INDEX: &str = "products_variant_options";
+
+/// Whether `error` is the violation of the unique index that keeps a group's options apart: a writer that raced
+/// another past [`check_group!`]'s look-up (both engines name the index in their message).
+pub(super) fn is_twin(error: &sqlx::Error) -> bool {
+    error.as_database_error().is_some_and(|e| e.is_unique_violation() && e.message().contains(TWIN_INDEX))
+}
+
+/// Refuses (returns from the enclosing async block with) the write of product `$id` as `$fields` would have it
+/// when it breaks a group rule (`domain::variants::check_group`: INVALID_ARGUMENT) or takes the options of
+/// another product of its group (ALREADY_EXISTS). Runs inside the write's transaction `$conn`, before the write,
+/// and locks the base it names first (a macro: it runs on either engine's transaction).
+macro_rules! check_group {
+    ($conn:expr, $id:expr, $fields:expr) => {{
+        let id: &str = $id;
+        let fields: &crate::domain::ProductFields = $fields;
+        let decode = |stored: &str| crate::domain::variants::decode(stored).unwrap_or_default();
+        let mut facts = crate::domain::variants::GroupFacts::default();
+        if !fields.variant_of.is_empty() && fields.variant_of != id {
+            // fetch_all, not fetch_optional: the statement must run to completion on SQLite.
+            let base = sqlx::query_as::<_, (Option<String>, String)>(groups::LOCK_BASE_SQL)
+                .bind(&fields.variant_of)
+                .fetch_all(&mut *$conn)
+                .await?;
+            if let Some((variant_of, options)) = base.into_iter().next() {
+                facts.base = Some(variant_of);
+                facts.sibling_options = Some(decode(&options));
+            }
+        }
+        let first_variant = sqlx::query_scalar::<_, String>(groups::FIRST_VARIANT_OPTIONS_SQL)
+            .bind(id)
+            .fetch_optional(&mut *$conn)
+            .await?;
+        if let Some(options) = first_variant {
+            facts.has_variants = true;
+            if fields.variant_of.is_empty() {
+                facts.sibling_options = Some(decode(&options));
+            }
+        }
+        let violations = crate::domain::variants::check_group(id, &fields.variant_of, &fields.options, &facts);
+        if !violations.is_empty() {
+            return Err(Error::InvalidArgument(violations));
+        }
+        if !fields.variant_of.is_empty() || facts.has_variants {
+            let group = if fields.variant_of.is_empty() { id } else { fields.variant_of.as_str() };
+            let twin = sqlx::query_scalar::<_, String>(groups::TWIN_SQL)
+                .bind(group)
+                .bind(crate::domain::variants::options_key(&fields.options))
+                .bind(id)
+                .fetch_optional(&mut *$conn)
+                .await?;
+            if let Some(twin) = twin {
+                return Err(Error::AlreadyExists(format!(
+                    "product {twin} of the group already has the options {}",
+                    crate::domain::variants::describe(&fields.options)
+                )));
+            }
+        }
+    }};
+}
+
+/// A product of a group, as its siblings show it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct VariantRow {
+    /// The group: its base's id.
+    pub group_id: String,
+    /// The product's id.
+    pub id: String,
+    /// Its sku.
+    pub sku: String,
+    /// Its name.
+    pub name: String,
+    /// Its options, as stored.
+    pub options: String,
+    /// Its price's currency.
+    pub price_currency: String,
+    /// Its price in minor units.
+    pub price_amount_minor: i64,
+    /// Whether it is for sale.
+    pub active: bool,
+    /// Units that can be ordered now.
+    pub available: i64,
+}
+
+impl Store {
+    /// Every product of the groups whose bases are `group_ids`, by group: the base first, then the variants in the
+    /// order they were added. One query for them all.
+    pub async fn groups_of(&self, group_ids: &[&str]) -> Result<HashMap<String, Vec<VariantRow>>, Error> {
+        if group_ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let list = platform::db::placeholders(1, group_ids.len());
+        let sql = format!(
+            "SELECT COALESCE(p.variant_of, p.id) AS group_id, p.id, p.sku, p.name, p.options, p.price_currency, \
+             p.price_amount_minor, p.active, i.on_hand - i.reserved AS available \
+             FROM products p JOIN inventory i ON i.product_id = p.id \
+             WHERE p.id IN ({list}) OR p.variant_of IN ({list}) \
+             ORDER BY CASE WHEN p.variant_of IS NULL THEN 0 ELSE 1 END, p.create_time, p.id"
+        );
+        let rows = with_db!(&self.db, pool => {
+            let mut query = sqlx::query_as::<_, VariantRow>(sqlx::AssertSqlSafe(sql));
+            for id in group_ids {
+                query = query.bind(*id);
+            }
+            query.fetch_all(pool).await?
+        });
+        let mut groups: HashMap<String, Vec<VariantRow>> = HashMap::new();
+        for row in rows {
+            groups.entry(row.group_id.clone()).or_default().push(row);
+        }
+        Ok(groups)
+    }
+}
