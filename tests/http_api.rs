@@ -604,6 +604,88 @@ async fn checkout(storage: Storage) {
     p.stop().await;
 }
 
+/// A T-shirt in sizes through the gateway: made as a group, listed once with its choices, refused with the field
+/// that breaks the group's rules, a size renamed by PATCH (the mask is the body's fields), one size bought as any
+/// product.
+async fn variants(storage: Storage) {
+    let Some(p) = TestPlatform::start(storage).await else { return };
+    let admin = p.admin_token().await;
+    let size = |value: &str| json!([{"name": "Size", "value": value}]);
+    let mut medium = product("TEE-M", "T-shirt, M", "apparel", "1900");
+    medium["options"] = size("M");
+    let base = p.send("POST", "/v1/products", Some(&admin), Some(medium)).await;
+    assert_eq!((base.status, &base.json["options"], &base.json["variantOf"]), (201, &size("M"), &json!("")));
+    let base_id = base.json["id"].as_str().expect("id").to_owned();
+    let mut large = product("TEE-L", "T-shirt, L", "apparel", "2100");
+    large["variantOf"] = json!(base_id);
+    large["options"] = size("L");
+    let made = p.send("POST", "/v1/products", Some(&admin), Some(large.clone())).await;
+    assert_eq!((made.status, made.json["variants"].as_array().map(Vec::len)), (201, Some(2)), "{}", made.json);
+    let large_id = made.json["id"].as_str().expect("id").to_owned();
+
+    large["sku"] = json!("TEE-L-2");
+    large["options"] = size("l");
+    let twin = p.send("POST", "/v1/products", Some(&admin), Some(large.clone())).await;
+    assert_eq!(twin.status, 409, "{}", twin.json);
+    large["options"] = json!([{"name": "Colour", "value": "red"}]);
+    let refused = p.send("POST", "/v1/products", Some(&admin), Some(large)).await;
+    assert_eq!(refused.status, 400, "{}", refused.json);
+    assert_eq!(
+        refused.json["error"]["details"][0]["fieldViolations"][0]["field"], "product.options",
+        "{}",
+        refused.json
+    );
+
+    // The shop lists the T-shirt once, with its sizes and what is left of each.
+    let adjust = format!("/v1/products/{large_id}/inventory:adjust");
+    p.send("POST", &adjust, Some(&admin), Some(json!({"delta": 3}))).await;
+    let listed = p.send("GET", "/v1/products?category=apparel", None, None).await;
+    assert_eq!(listed.json["products"].as_array().map(Vec::len), Some(1), "{}", listed.json);
+    let choice = |id: &str, sku: &str, value: &str, cents: &str, available: i64| {
+        json!({"id": id, "sku": sku, "name": format!("T-shirt, {value}"), "options": size(value),
+               "price": {"currency": "EUR", "amountMinor": cents}, "active": true, "available": available})
+    };
+    let sizes = json!([choice(&base_id, "TEE-M", "M", "1900", 0), choice(&large_id, "TEE-L", "L", "2100", 3)]);
+    assert_eq!(listed.json["products"][0]["variants"], sizes, "{}", listed.json);
+    let every = p.send("GET", "/v1/products?category=apparel&includeVariants=true", None, None).await;
+    assert_eq!(every.json["products"].as_array().map(Vec::len), Some(2), "{}", every.json);
+
+    // A PATCH of the options alone changes them and nothing else.
+    let patched =
+        p.send("PATCH", &format!("/v1/products/{large_id}"), Some(&admin), Some(json!({"options": size("XL")}))).await;
+    assert_eq!(patched.status, 200, "{}", patched.json);
+    assert_eq!((&patched.json["options"], &patched.json["variantOf"]), (&size("XL"), &json!(base_id)));
+    assert_eq!(patched.json["name"], "T-shirt, L", "{}", patched.json);
+
+    // A size is bought as any product: its own price and stock.
+    let customer = p.customer_token("tee@example.com").await;
+    p.send("POST", "/v1/cart/items", Some(&customer), Some(json!({"productId": large_id, "quantity": 2}))).await;
+    let address = json!({"name": "Ada", "line1": "1 Main St", "line2": "", "city": "Paris", "region": "", "postalCode": "75001", "country": "FR"});
+    let bearer = format!("Bearer {customer}");
+    let headers = [("authorization", bearer.as_str()), ("idempotency-key", "tee-1")];
+    let body = json!({"shippingAddress": address, "paymentMethod": "tok_visa"});
+    let placed = p.send_with("POST", "/v1/orders", &headers, Some(body)).await;
+    assert_eq!(placed.json["status"], "ORDER_STATUS_CONFIRMED", "{}", placed.json);
+    assert_eq!(placed.json["total"], json!({"currency": "EUR", "amountMinor": "4200"}));
+    assert_eq!(placed.json["items"][0]["sku"], "TEE-L", "{}", placed.json);
+    let shown = p.send("GET", &format!("/v1/products/{base_id}"), None, None).await;
+    assert_eq!(
+        (&shown.json["variants"][1]["available"], &shown.json["variants"][0]["available"]),
+        (&json!(1), &json!(0))
+    );
+    p.stop().await;
+}
+
+#[tokio::test]
+async fn variants_on_sqlite() {
+    variants(Storage::Sqlite).await;
+}
+
+#[tokio::test]
+async fn variants_on_postgres() {
+    variants(Storage::Postgres).await;
+}
+
 /// The shipment of order `order_id` as its customer lists it, once it is in state `status` (the deliveries
 /// service learns of orders through events: waits up to 5 s).
 async fn shipment_of(p: &TestPlatform, token: &str, order_id: &str, status: &str) -> Value {

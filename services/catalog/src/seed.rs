@@ -1,6 +1,6 @@
 //! Demo products, so that a fresh `mercato up` has a shop to browse.
 
-use crate::domain::{self, Price, ProductInput, TaxClass};
+use crate::domain::{self, Price, ProductInput, ProductOption, TaxClass};
 use crate::error::Error;
 use crate::store::Store;
 
@@ -142,6 +142,32 @@ const CATEGORIES: &[(&str, &[Demo])] = &[
     ),
 ];
 
+/// A group of variants: its category, the sku and name every variant's start with, description, price in euro
+/// cents, the option's name, and each variant's value and units on hand (the first is the base).
+type DemoGroup =
+    (&'static str, &'static str, &'static str, &'static str, i64, &'static str, &'static [(&'static str, i64)]);
+
+const GROUPS: &[DemoGroup] = &[
+    (
+        "apparel",
+        "AP-TEE",
+        "Mercato T-shirt",
+        "Organic cotton, 180 g/m², regular fit, with the logo on the chest.",
+        2490,
+        "Size",
+        &[("S", 20), ("M", 35), ("L", 30), ("XL", 12)],
+    ),
+    (
+        "apparel",
+        "AP-TOTE",
+        "Canvas Tote Bag",
+        "Heavy cotton canvas with long handles and an inner pocket.",
+        1590,
+        "Colour",
+        &[("Natural", 40), ("Black", 25)],
+    ),
+];
+
 /// The demo's categories of food and books: taxed at the reduced rate where a country has one.
 const REDUCED_CATEGORIES: &[&str] = &["coffee", "tea", "books"];
 
@@ -176,6 +202,34 @@ pub async fn insert_demo(store: &Store) -> Result<usize, Error> {
                 Err(e) => return Err(e),
             }
             store.adjust_inventory(&id, on_hand, "initial stock", "seed", platform::time::now_micros()).await?;
+            inserted += 1;
+        }
+    }
+    for &(category, sku, name, description, cents, option, variants) in GROUPS {
+        let mut base = String::new();
+        for &(value, on_hand) in variants {
+            let fields = domain::validate_product(ProductInput {
+                sku: format!("{sku}-{}", value.to_uppercase()),
+                name: format!("{name}, {value}"),
+                description: description.to_owned(),
+                price: Some(Price { currency: "EUR".to_owned(), amount_minor: cents }),
+                category: category.to_owned(),
+                active: true,
+                tax_class: Some(TaxClass::Standard),
+                variant_of: base.clone(),
+                options: vec![ProductOption { name: option.to_owned(), value: value.to_owned() }],
+            })
+            .map_err(Error::InvalidArgument)?;
+            let id = uuid::Uuid::now_v7().to_string();
+            match store.create_product(&id, fields, platform::time::now_micros()).await {
+                Ok(_) => {}
+                Err(Error::AlreadyExists(_)) => break,
+                Err(e) => return Err(e),
+            }
+            store.adjust_inventory(&id, on_hand, "initial stock", "seed", platform::time::now_micros()).await?;
+            if base.is_empty() {
+                base = id;
+            }
             inserted += 1;
         }
     }

@@ -801,8 +801,14 @@ async fn seeding_is_idempotent(db: Db) {
     assert!(inserted >= 30, "seeded {inserted}");
     assert_eq!(catalog::seed_demo_into(&db).await.expect("seed again"), 0);
     let server = Server::start(db).await;
-    let all = server.list(ListProductsRequest { page_size: 100, ..Default::default() }, None).await.expect("list");
+    let every = ListProductsRequest { page_size: 100, include_variants: true, ..Default::default() };
+    let all = server.list(every, None).await.expect("list");
     assert_eq!(all.products.len(), inserted);
+    // The T-shirt comes in four sizes, listed once.
+    let shirts = ListProductsRequest { category: "apparel".into(), query: "shirt".into(), ..Default::default() };
+    let shirts = server.list(shirts, None).await.expect("list").products;
+    let sizes: Vec<&str> = shirts.iter().flat_map(|p| &p.variants).map(|v| v.options[0].value.as_str()).collect();
+    assert_eq!((shirts.len(), sizes), (1, vec!["S", "M", "L", "XL"]));
     let categories: HashSet<&str> = all.products.iter().map(|p| p.category.as_str()).collect();
     assert!(categories.len() >= 5, "{categories:?}");
     for p in &all.products {

@@ -3,11 +3,12 @@
 //! with the field that breaks them.
 
 use api::catalog::{
-    CreateProductRequest, ListProductsRequest, Product, ProductCreated, ProductOption, UpdateProductRequest,
+    CreateProductRequest, ListCategoriesRequest, ListProductsRequest, Product, ProductCreated, ProductOption,
+    UpdateProductRequest,
 };
 use platform::db::Db;
 use prost::Message;
-use tonic::{Code, Status};
+use tonic::{Code, Request, Status};
 
 mod harness;
 
@@ -80,6 +81,11 @@ async fn a_group_is_listed_once_and_shows_its_choices(db: Db) {
     };
     assert!(server.list(by_sku(false), None).await.expect("search").products.is_empty());
     assert_eq!(skus(&server.list(by_sku(true), None).await.expect("search").products), ["TEE-L-RED"]);
+    // Categories count what their lists show: the T-shirt once.
+    let request = Request::new(ListCategoriesRequest::default());
+    let categories = server.client.clone().list_categories(request).await.expect("categories").into_inner();
+    let counts: Vec<(&str, i32)> = categories.categories.iter().map(|c| (c.slug.as_str(), c.product_count)).collect();
+    assert_eq!(counts, [("apparel", 1), ("kitchen", 1)]);
 
     // A variant not for sale is hidden from customers' choices, not from the shop's.
     let hidden = try_update(&server, &blue.id, Product::default(), &["active"]).await.expect("deactivate");

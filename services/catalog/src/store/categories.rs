@@ -18,7 +18,7 @@ pub struct CategoryRow {
     pub description: String,
     /// Smaller first.
     pub position: i32,
-    /// Products for sale naming it.
+    /// Products for sale naming it, a group of variants once (as lists show it: its base).
     pub product_count: i64,
     /// Whether an editor described it.
     pub described: bool,
@@ -26,7 +26,8 @@ pub struct CategoryRow {
 
 /// A described category with its count of products for sale, `$1` its slug.
 const ONE_CATEGORY: &str = "SELECT c.slug, c.name, c.description, c.position, \
-     (SELECT COUNT(*) FROM products p WHERE p.category = c.slug AND p.active = TRUE) AS product_count, \
+     (SELECT COUNT(*) FROM products p WHERE p.category = c.slug AND p.active = TRUE AND p.variant_of IS NULL) \
+     AS product_count, \
      TRUE AS described FROM categories c WHERE c.slug = $1";
 
 fn category_not_found(slug: &str) -> Error {
@@ -40,10 +41,11 @@ impl Store {
             sqlx::query_as::<_, CategoryRow>(
                 "SELECT c.slug, c.name, c.description, c.position, COUNT(p.id) AS product_count, TRUE AS described \
                  FROM categories c LEFT JOIN products p ON p.category = c.slug AND p.active = TRUE \
+                 AND p.variant_of IS NULL \
                  GROUP BY c.slug, c.name, c.description, c.position \
                  UNION ALL \
                  SELECT p.category, p.category, '', 0, COUNT(*), FALSE FROM products p \
-                 WHERE p.active = TRUE AND NOT EXISTS (SELECT 1 FROM categories c WHERE c.slug = p.category) \
+                 WHERE p.active = TRUE AND p.variant_of IS NULL AND NOT EXISTS (SELECT 1 FROM categories c WHERE c.slug = p.category) \
                  GROUP BY p.category \
                  ORDER BY described DESC, position, slug",
             )
