@@ -676,6 +676,48 @@ async fn variants(storage: Storage) {
     p.stop().await;
 }
 
+/// A wishlist through the gateway against the real catalog: a product saved (201), listed with its price and
+/// stock now, refused when not for sale, taken off (200, idempotent).
+#[tokio::test]
+async fn a_wishlist_through_the_gateway() {
+    let Some(p) = TestPlatform::start(Storage::Sqlite).await else { return };
+    let admin = p.admin_token().await;
+    let customer = p.customer_token("wishes@example.com").await;
+    let made = p.send("POST", "/v1/products", Some(&admin), Some(product("PEN-1", "Pen", "stationery", "2590"))).await;
+    let pen = made.json["id"].as_str().expect("id").to_owned();
+    p.send("POST", &format!("/v1/products/{pen}/inventory:adjust"), Some(&admin), Some(json!({"delta": 4}))).await;
+    let saved = p.send("POST", "/v1/wishlist/items", Some(&customer), Some(json!({"productId": pen}))).await;
+    assert_eq!(saved.status, 201, "{}", saved.json);
+    let listed = p.send("GET", "/v1/wishlist/items", Some(&customer), None).await;
+    let item = &listed.json["items"][0];
+    assert_eq!(
+        (&item["productId"], &item["name"], &item["price"], &item["forSale"], &item["available"]),
+        (&json!(pen), &json!("Pen"), &json!({"currency": "EUR", "amountMinor": "2590"}), &json!(true), &json!(4)),
+        "{}",
+        listed.json
+    );
+    assert_eq!(item["createTime"], saved.json["createTime"], "{}", listed.json);
+    p.send("PATCH", &format!("/v1/products/{pen}"), Some(&admin), Some(json!({"active": false}))).await;
+    let off = p.send("GET", "/v1/wishlist/items", Some(&customer), None).await;
+    assert_eq!(
+        (&off.json["items"][0]["forSale"], off.json["items"][0].get("price")),
+        (&json!(false), None),
+        "{}",
+        off.json
+    );
+    let refused = p.send("POST", "/v1/wishlist/items", Some(&customer), Some(json!({"productId": pen}))).await;
+    assert_eq!((refused.status, &refused.json["error"]["details"][0]["reason"]), (400, &json!("PRODUCT_INACTIVE")));
+    let anonymous = p.send("GET", "/v1/wishlist/items", None, None).await;
+    assert_eq!(anonymous.status, 401);
+    for _ in 0..2 {
+        let removed = p.send("DELETE", &format!("/v1/wishlist/items/{pen}"), Some(&customer), None).await;
+        assert_eq!(removed.status, 200, "{}", removed.json);
+    }
+    let emptied = p.send("GET", "/v1/wishlist/items", Some(&customer), None).await;
+    assert_eq!(emptied.json, json!({"items": []}));
+    p.stop().await;
+}
+
 #[tokio::test]
 async fn variants_on_sqlite() {
     variants(Storage::Sqlite).await;

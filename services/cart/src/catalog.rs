@@ -69,12 +69,20 @@ impl Catalog {
 
     /// The offers for every line, in the lines' order, looked up concurrently.
     pub async fn offers(&self, lines: &[Line], request_id: Option<&str>) -> Result<Vec<Offer>, Error> {
+        self.offers_of(lines.iter().map(|line| line.product_id.as_str()), request_id).await
+    }
+
+    /// The offers for every product of `product_ids`, in their order, looked up concurrently.
+    pub async fn offers_of<'a>(
+        &self,
+        product_ids: impl Iterator<Item = &'a str>,
+        request_id: Option<&str>,
+    ) -> Result<Vec<Offer>, Error> {
         // Each lookup owns what it needs: futures borrowing from the closure trip up `Send` inference.
-        let lookups: Vec<_> = lines
-            .iter()
-            .map(|line| {
+        let lookups: Vec<_> = product_ids
+            .map(|product_id| {
                 let catalog = self.clone();
-                let product_id = line.product_id.clone();
+                let product_id = product_id.to_owned();
                 let request_id = request_id.map(str::to_owned);
                 async move { catalog.offer(&product_id, request_id.as_deref()).await }
             })

@@ -7,6 +7,8 @@ use tonic::{Code, Status};
 pub const PRODUCT_INACTIVE: &str = "PRODUCT_INACTIVE";
 /// `ErrorInfo` reason when a new product would exceed the products a cart may hold.
 pub const CART_FULL: &str = "CART_FULL";
+/// `ErrorInfo` reason when a new product would exceed the products a wishlist may hold.
+pub const WISHLIST_FULL: &str = "WISHLIST_FULL";
 
 /// Everything that can go wrong in the cart.
 #[derive(Debug, thiserror::Error)]

@@ -47,7 +47,7 @@ impl CartApi {
     }
 }
 
-fn money(price: Price) -> Money {
+pub(crate) fn money(price: Price) -> Money {
     Money { currency: price.currency, amount_minor: price.amount_minor }
 }
 
@@ -74,7 +74,7 @@ fn cart_to_wire(customer_id: &str, update_time: Option<i64>, priced: PricedCart)
 }
 
 /// The caller's customer id (the token's subject) and the request id to pass on to the catalog.
-fn customer<T>(request: &Request<T>) -> Result<(String, Option<String>), Status> {
+pub(crate) fn customer<T>(request: &Request<T>) -> Result<(String, Option<String>), Status> {
     let sub = caller(request)?.sub.clone();
     if sub.is_empty() {
         return Err(Status::unauthenticated("the access token names no subject"));

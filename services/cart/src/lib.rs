@@ -4,6 +4,8 @@
 //! - [`store`]: all SQL, the same on SQLite and PostgreSQL.
 //! - [`catalog`]: what the cart asks the catalog service, over gRPC.
 //! - [`grpc`]: `mercato.cart.v1.CartService` on top of them.
+//! - [`wishlist`], [`wishlist_store`], [`wishlist_grpc`]: the customers' wishlists (`WishlistService`): the rules,
+//!   the SQL, the wire.
 //! - [`error`]: the crate's one error type and its mapping to gRPC statuses.
 
 pub mod catalog;
@@ -12,10 +14,14 @@ pub mod error;
 pub mod events;
 pub mod grpc;
 pub mod store;
+pub mod wishlist;
+pub mod wishlist_grpc;
+pub mod wishlist_store;
 
 use std::sync::Arc;
 
 use api::mercato::cart::v1::cart_service_server::CartServiceServer;
+use api::mercato::cart::v1::wishlist_service_server::WishlistServiceServer;
 use platform::Settings;
 use platform::auth::TokenVerifier;
 use platform::db::Db;
@@ -70,7 +76,9 @@ pub async fn serve(
     let pruner = InboxPruner::new(NAME, db.clone());
     // The relay and the pruner stop with the server; rows the relay did not publish stay in the outbox for the
     // next start.
+    let wishlists = wishlist_grpc::WishlistApi::new(db.clone(), catalog.clone());
     let service = GrpcService::new(CartServiceServer::new(CartApi::new(db, catalog, relay.handle())))
+        .with(WishlistServiceServer::new(wishlists))
         .background(|stop| relay.run(stop))
         .background(|stop| pruner.run(stop));
     Ok(platform::grpc::serve(service, listener, verifier, shutdown).await?)

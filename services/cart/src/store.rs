@@ -64,7 +64,8 @@ pub struct NewLine<'a> {
 /// The cart's tables.
 #[derive(Debug, Clone)]
 pub struct Store {
-    db: Db,
+    /// The cart's database (the wishlist's statements, `wishlist_store.rs`, run on it too).
+    pub(crate) db: Db,
 }
 
 impl Store {
@@ -220,11 +221,11 @@ impl Store {
         })
     }
 
-    /// Erases the cart of `customer_id` (its items and its row) for the event `event_id`, once (false for a
-    /// redelivery): the account was deleted.
+    /// Erases the cart and the wishlist of `customer_id` (their items and rows) for the event `event_id`, once
+    /// (false for a redelivery): the account was deleted.
     pub async fn erase(&self, event_id: &str, customer_id: &str) -> Result<bool, Error> {
         platform::once_per_event!(&self.db, crate::events::CONSUMER, event_id, |tx| {
-            for table in ["cart_items", "carts"] {
+            for table in ["cart_items", "carts", "wishlist_items", "wishlists"] {
                 sqlx::query(sqlx::AssertSqlSafe(format!("DELETE FROM {table} WHERE customer_id = $1")))
                     .bind(customer_id)
                     .execute(&mut *tx)
