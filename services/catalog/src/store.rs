@@ -512,7 +512,7 @@ impl Store {
             // Strictly later, even within one microsecond: update_time is also the version we compare on.
             let update_time = now.max(current.update_time + 1);
             // The reviews' totals are not the editor's to change; they are shown as read.
-            let row = ProductRow {
+            let mut row = ProductRow {
                 rating_count: current.rating_count,
                 rating_sum: current.rating_sum,
                 ..ProductRow::new(id, next.clone(), current.create_time, update_time)
@@ -552,6 +552,19 @@ impl Store {
                     .rows_affected();
                     if changed != 1 {
                         return Ok(false);
+                    }
+                    if current.variant_of != row.variant_of {
+                        // Its reviews count for its new group now, and no longer for the old one.
+                        let groups = [current.variant_of.as_deref().unwrap_or(id), row.variant_of.as_deref().unwrap_or(id)];
+                        let recounted = sqlx::query_as::<_, (String, i64, i64)>(groups::RECOUNT_RATINGS_SQL)
+                            .bind(groups[0])
+                            .bind(groups[1])
+                            .bind(id)
+                            .fetch_all(&mut *tx)
+                            .await?;
+                        if let Some((_, count, sum)) = recounted.into_iter().find(|(recounted, _, _)| recounted == id) {
+                            (row.rating_count, row.rating_sum) = (count, sum);
+                        }
                     }
                     announce_update!(tx, &row);
                     Ok(true)

@@ -2,11 +2,13 @@
 //! sizes and colours, each a product of its own, listed once and shown with its choices; the group rules refused
 //! with the field that breaks them.
 
+use api::auth::UserDeleted;
 use api::catalog::{
     CreateProductRequest, ListCategoriesRequest, ListProductsRequest, Product, ProductCreated, ProductOption,
-    UpdateProductRequest,
+    ProductReview, UpdateProductRequest,
 };
 use platform::db::Db;
+use platform::events::EventBus;
 use prost::Message;
 use tonic::{Code, Request, Status};
 
@@ -162,6 +164,53 @@ async fn group_rules_are_refused_with_the_field_that_breaks_them(db: Db) {
     server.stop().await;
 }
 
+async fn a_group_is_reviewed_as_one(db: Db) {
+    let server = Server::start(db).await;
+    let base = server.create(tee("TEE-M", "", &[("Size", "M")], 1900)).await;
+    let large = server.create(tee("TEE-L", &base.id, &[("Size", "L")], 1900)).await;
+    let mug = server.create(product("MUG-1", "Mug", "kitchen", 900)).await;
+    server.confirmed("o1", "ann", &[&large.id]).await;
+    server.confirmed("o2", "ben", &[&base.id, &mug.id]).await;
+    let (ann, ben) = (server.shopper("ann"), server.shopper("ben"));
+    let fits = server.review(&ann, &large.id, 5, "Fits").await.expect("ann reviews the L she bought");
+    let shrank = server.review(&ben, &base.id, 2, "Shrank").await.expect("ben reviews the M");
+    server.review(&ben, &mug.id, 4, "Solid").await.expect("ben reviews the mug");
+
+    // Every size shows the T-shirt's rating and lists its reviews, each naming the size reviewed.
+    assert_eq!((server.rating(&base.id).await, server.rating(&large.id).await), ((2, 3.5), (2, 3.5)));
+    assert_eq!(server.rating(&mug.id).await, (1, 4.0));
+    let page = server.reviews_of(None, &large.id, 10, "").await.expect("reviews");
+    let of: Vec<(&str, &str)> = page.reviews.iter().map(|r| (r.title.as_str(), r.product_id.as_str())).collect();
+    assert_eq!(of, [("Shrank", base.id.as_str()), ("Fits", large.id.as_str())]);
+    assert_eq!(page.summary.expect("summary").stars, [0, 1, 0, 0, 1]);
+    let best = || ListProductsRequest { order_by: "rating desc".into(), ..ListProductsRequest::default() };
+    assert_eq!(skus(&server.list(best(), None).await.expect("list").products), ["MUG-1", "TEE-M"]);
+
+    // Changed stars count for the group: 1 and 2 stars rank the T-shirt below the mug still, 5 and 5 above it.
+    let stars = |rating| ProductReview { rating, ..ProductReview::default() };
+    server.change(&ann, &large.id, &fits.id, stars(1), &["rating"]).await.expect("ann changes her mind");
+    assert_eq!(server.rating(&large.id).await, (2, 1.5));
+    server.change(&ann, &large.id, &fits.id, stars(5), &["rating"]).await.expect("and back");
+    server.change(&ben, &base.id, &shrank.id, stars(5), &["rating"]).await.expect("ben too");
+    assert_eq!(skus(&server.list(best(), None).await.expect("list").products), ["TEE-M", "MUG-1"]);
+
+    // A size that leaves the group takes its reviews along, and brings them back.
+    let alone = try_update(&server, &large.id, Product::default(), &["variant_of"]).await.expect("leaves");
+    assert_eq!(alone.rating.map(|r| (r.count, r.average)), Some((1, 5.0)), "the answer counts its own");
+    assert_eq!(server.rating(&base.id).await, (1, 5.0));
+    assert_eq!(server.reviews_of(None, &base.id, 10, "").await.expect("reviews").reviews.len(), 1);
+    try_update(&server, &large.id, tee("", &base.id, &[], 1), &["variant_of"]).await.expect("back");
+    assert_eq!((server.rating(&base.id).await, server.rating(&large.id).await), ((2, 5.0), (2, 5.0)));
+
+    // An account deleted, or a review, leave the group's totals.
+    let deleted = UserDeleted { user_id: "ann".into(), ..UserDeleted::default() };
+    server.bus.publish(envelope("ann-deleted", "user.deleted", "ann", &deleted)).await.expect("taken");
+    assert_eq!(server.rating(&large.id).await, (1, 5.0));
+    server.delete(&ben, &base.id, &shrank.id).await.expect("ben deletes his");
+    assert_eq!((server.rating(&base.id).await, server.rating(&mug.id).await), ((0, 0.0), (1, 4.0)));
+    server.stop().await;
+}
+
 async fn racing_editors_never_give_a_group_twins(db: Db) {
     let server = Server::start(db).await;
     let base = server.create(tee("TEE-M", "", &[("Size", "M")], 1900)).await;
@@ -177,5 +226,6 @@ async fn racing_editors_never_give_a_group_twins(db: Db) {
 on_both_engines!(
     a_group_is_listed_once_and_shows_its_choices,
     group_rules_are_refused_with_the_field_that_breaks_them,
+    a_group_is_reviewed_as_one,
     racing_editors_never_give_a_group_twins,
 );

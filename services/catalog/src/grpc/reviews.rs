@@ -17,7 +17,7 @@ use tonic::{Request, Response, Status};
 use super::{can_write, require};
 use crate::domain::reviews::{self, ReviewFields};
 use crate::error::Error;
-use crate::store::{ReviewQuery, ReviewRow, Store};
+use crate::store::{ProductRow, ReviewQuery, ReviewRow, Store};
 
 /// Implements `mercato.catalog.v1.ReviewService`.
 #[derive(Debug, Clone)]
@@ -31,10 +31,10 @@ impl ReviewsApi {
         Self { store: Store::new(db) }
     }
 
-    /// NOT_FOUND unless product `id` exists and the caller may see it (inactive ones only staff).
-    async fn check_visible(&self, id: &str, staff: bool) -> Result<(), Error> {
+    /// Product `id`: NOT_FOUND unless it exists and the caller may see it (inactive ones only staff).
+    async fn visible(&self, id: &str, staff: bool) -> Result<ProductRow, Error> {
         match self.store.get_product(id).await? {
-            Some(row) if row.active || staff => Ok(()),
+            Some(row) if row.active || staff => Ok(row),
             _ => Err(Error::product_not_found(id)),
         }
     }
@@ -82,12 +82,14 @@ impl ReviewService for ReviewsApi {
         require("product_id", &req.product_id)?;
         let (limit, after) =
             platform::paging::id_page(req.page_size, &req.page_token).map_err(Error::InvalidArgument)?;
-        self.check_visible(&req.product_id, staff).await?;
+        let product = self.visible(&req.product_id, staff).await?;
+        // A size of a T-shirt is reviewed as the T-shirt: the reviews of every product of its group.
+        let group = self.store.group_members(&product).await?;
         // One row more than the page tells whether another page follows.
-        let query = ReviewQuery { product_id: Some(&req.product_id), max_rating: 0, after, limit: limit + 1 };
+        let query = ReviewQuery { product_ids: Some(&group), max_rating: 0, after, limit: limit + 1 };
         let rows = self.store.reviews(&query).await?;
         let (rows, next_page_token) = platform::paging::page(rows, limit, |last| last.id.clone());
-        let stars = self.store.star_counts(&req.product_id).await?;
+        let stars = self.store.star_counts(&group).await?;
         Ok(Response::new(ListProductReviewsResponse {
             reviews: rows.into_iter().map(|row| review_to_wire(row, me.as_deref())).collect(),
             next_page_token,
@@ -110,7 +112,7 @@ impl ReviewService for ReviewsApi {
             }
         };
         let (limit, after) = page;
-        let rows = self.store.reviews(&ReviewQuery { product_id: None, max_rating, after, limit: limit + 1 }).await?;
+        let rows = self.store.reviews(&ReviewQuery { product_ids: None, max_rating, after, limit: limit + 1 }).await?;
         let (rows, next_page_token) = platform::paging::page(rows, limit, |last| last.id.clone());
         Ok(Response::new(ListReviewsResponse {
             reviews: rows.into_iter().map(|row| review_to_wire(row, me.as_deref())).collect(),
@@ -127,7 +129,7 @@ impl ReviewService for ReviewsApi {
         let req = request.into_inner();
         require("product_id", &req.product_id)?;
         require("review_id", &req.review_id)?;
-        self.check_visible(&req.product_id, staff).await?;
+        self.visible(&req.product_id, staff).await?;
         let row = self.store.review(&req.product_id, &req.review_id).await?.ok_or_else(|| {
             Error::NotFound(format!("review {} of product {} not found", req.review_id, req.product_id))
         })?;

@@ -1,6 +1,6 @@
 //! The products of a variant group, as each of its products shows them (`Product.variants`).
 
-use api::catalog::{Product, ProductVariant};
+use api::catalog::{Product, ProductVariant, RatingSummary};
 use api::common::Money;
 
 use super::{CatalogApi, options_to_wire};
@@ -22,6 +22,14 @@ impl CatalogApi {
             let Some(group) = groups.get(&group_of(product)).filter(|g| g.len() > 1) else {
                 continue;
             };
+            // A group is rated as one: its totals are kept on its base.
+            if let Some(base) = group.iter().find(|v| v.id == v.group_id) {
+                product.rating = Some(RatingSummary {
+                    count: i32::try_from(base.rating_count).unwrap_or(i32::MAX),
+                    average: crate::domain::reviews::average(base.rating_count, base.rating_sum),
+                    stars: Vec::new(),
+                });
+            }
             product.variants = group.iter().filter(|v| v.active || writer).cloned().map(variant_to_wire).collect();
         }
         Ok(())

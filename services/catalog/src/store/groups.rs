@@ -5,7 +5,7 @@ use std::collections::HashMap;
 
 use platform::with_db;
 
-use super::Store;
+use super::{ProductRow, Store};
 use crate::error::Error;
 
 /// The product $1 as a base: locked until the transaction ends (so that no one makes it a variant, or gives it
@@ -20,6 +20,16 @@ pub(super) const FIRST_VARIANT_OPTIONS_SQL: &str =
 /// Another product (not $3) of group $1 with options key $2.
 pub(super) const TWIN_SQL: &str = "SELECT id FROM products WHERE COALESCE(variant_of, id) = $1 \
      AND options_key = $2 AND options_key <> '' AND id <> $3 LIMIT 1";
+
+/// Counts again the reviews of the groups whose bases are $1, $2 and $3 onto their bases (a variant's own totals
+/// are none: ADD_TO_TOTALS keeps a group's on its base), once a product moved between them; yields each row's
+/// totals.
+pub(super) const RECOUNT_RATINGS_SQL: &str = "UPDATE products SET \
+     rating_count = (SELECT COUNT(*) FROM reviews r JOIN products m ON m.id = r.product_id \
+         WHERE COALESCE(m.variant_of, m.id) = products.id), \
+     rating_sum = (SELECT COALESCE(SUM(r.rating), 0) FROM reviews r JOIN products m ON m.id = r.product_id \
+         WHERE COALESCE(m.variant_of, m.id) = products.id) \
+     WHERE id IN ($1, $2, $3) RETURNING id, rating_count, rating_sum";
 
 /// The name of the unique index that keeps a group's options apart (migration 0014).
 const TWIN_INDEX: &str = "products_variant_options";
@@ -104,9 +114,31 @@ pub struct VariantRow {
     pub active: bool,
     /// Units that can be ordered now.
     pub available: i64,
+    /// How many reviews its group has, when it is the base (a group's totals are kept on its base).
+    pub rating_count: i64,
+    /// Their stars added up, as `rating_count`.
+    pub rating_sum: i64,
 }
 
 impl Store {
+    /// The ids of every product of `product`'s variant group (the base first), or its own alone when it has no
+    /// options (every product of a group has options).
+    pub async fn group_members(&self, product: &ProductRow) -> Result<Vec<String>, Error> {
+        if product.options().is_empty() {
+            return Ok(vec![product.id.clone()]);
+        }
+        let group = product.variant_of.as_deref().unwrap_or(&product.id);
+        Ok(with_db!(&self.db, pool => {
+            sqlx::query_scalar::<_, String>(
+                "SELECT id FROM products WHERE id = $1 OR variant_of = $1 \
+                 ORDER BY CASE WHEN variant_of IS NULL THEN 0 ELSE 1 END, create_time, id",
+            )
+            .bind(group)
+            .fetch_all(pool)
+            .await?
+        }))
+    }
+
     /// Every product of the groups whose bases are `group_ids`, by group: the base first, then the variants in the
     /// order they were added. One query for them all.
     pub async fn groups_of(&self, group_ids: &[&str]) -> Result<HashMap<String, Vec<VariantRow>>, Error> {
@@ -116,7 +148,7 @@ impl Store {
         let list = platform::db::placeholders(1, group_ids.len());
         let sql = format!(
             "SELECT COALESCE(p.variant_of, p.id) AS group_id, p.id, p.sku, p.name, p.options, p.price_currency, \
-             p.price_amount_minor, p.active, i.on_hand - i.reserved AS available \
+             p.price_amount_minor, p.active, i.on_hand - i.reserved AS available, p.rating_count, p.rating_sum \
              FROM products p JOIN inventory i ON i.product_id = p.id \
              WHERE p.id IN ({list}) OR p.variant_of IN ({list}) \
              ORDER BY CASE WHEN p.variant_of IS NULL THEN 0 ELSE 1 END, p.create_time, p.id"

@@ -45,8 +45,8 @@ impl ReviewRow {
 /// Which reviews a listing reads.
 #[derive(Debug, Clone, Copy)]
 pub struct ReviewQuery<'a> {
-    /// Only this product's; every product's when `None`.
-    pub product_id: Option<&'a str>,
+    /// Only these products' (a product's variant group); every product's when `None`.
+    pub product_ids: Option<&'a [String]>,
     /// Only those of at most this many stars; 0 for all.
     pub max_rating: i32,
     /// Start after this review id (empty: from the newest).
@@ -57,9 +57,10 @@ pub struct ReviewQuery<'a> {
 
 const REVIEW_COLUMNS: &str = "id, product_id, customer_id, rating, title, body, author_name, create_time, update_time";
 
-/// Adds $2 reviews and $3 stars to product $1's totals (negative to take them away).
-const ADD_TO_TOTALS: &str =
-    "UPDATE products SET rating_count = rating_count + $2, rating_sum = rating_sum + $3 WHERE id = $1";
+/// Adds $2 reviews and $3 stars to the totals of product $1's group (negative to take them away): they are kept on
+/// the group's base (the product itself when it is no variant), so the group is rated, and sorted by rating, as one.
+const ADD_TO_TOTALS: &str = "UPDATE products SET rating_count = rating_count + $2, rating_sum = rating_sum + $3 \
+     WHERE id = (SELECT COALESCE(p.variant_of, p.id) FROM products p WHERE p.id = $1)";
 
 fn review_not_found(product_id: &str, id: &str) -> Error {
     Error::NotFound(format!("review {id} of product {product_id} not found"))
@@ -186,9 +187,9 @@ impl Store {
     pub async fn reviews(&self, query: &ReviewQuery<'_>) -> Result<Vec<ReviewRow>, Error> {
         let mut sql =
             format!("SELECT {REVIEW_COLUMNS} FROM reviews WHERE ($1 = '' OR id < $1) AND ($2 = 0 OR rating <= $2)");
-        // Only when asked for: then the page is one range of the index on (product_id, id).
-        if query.product_id.is_some() {
-            sql.push_str(" AND product_id = $4");
+        // Only when asked for: then the page is one range of the index on (product_id, id) per product.
+        if let Some(ids) = query.product_ids {
+            sql.push_str(&format!(" AND product_id IN ({})", platform::db::placeholders(4, ids.len().max(1))));
         }
         sql.push_str(" ORDER BY id DESC LIMIT $3");
         Ok(with_db!(&self.db, pool => {
@@ -196,22 +197,34 @@ impl Store {
                 .bind(query.after)
                 .bind(query.max_rating)
                 .bind(query.limit);
-            if let Some(product_id) = query.product_id {
-                select = select.bind(product_id);
+            match query.product_ids {
+                Some([]) => select = select.bind(""),
+                Some(ids) => {
+                    for id in ids {
+                        select = select.bind(id.as_str());
+                    }
+                }
+                None => {}
             }
             select.fetch_all(pool).await?
         }))
     }
 
-    /// How many reviews of product `product_id` gave 1, 2, 3, 4 and 5 stars.
-    pub async fn star_counts(&self, product_id: &str) -> Result<[i64; 5], Error> {
+    /// How many reviews of the products `product_ids` (a product's variant group) gave 1, 2, 3, 4 and 5 stars.
+    pub async fn star_counts(&self, product_ids: &[String]) -> Result<[i64; 5], Error> {
+        let sql = format!(
+            "SELECT rating, COUNT(*) FROM reviews WHERE product_id IN ({}) GROUP BY rating",
+            platform::db::placeholders(1, product_ids.len().max(1))
+        );
         let rows = with_db!(&self.db, pool => {
-            sqlx::query_as::<_, (i32, i64)>(
-                "SELECT rating, COUNT(*) FROM reviews WHERE product_id = $1 GROUP BY rating",
-            )
-            .bind(product_id)
-            .fetch_all(pool)
-            .await?
+            let mut select = sqlx::query_as::<_, (i32, i64)>(sqlx::AssertSqlSafe(sql));
+            if product_ids.is_empty() {
+                select = select.bind("");
+            }
+            for id in product_ids {
+                select = select.bind(id.as_str());
+            }
+            select.fetch_all(pool).await?
         });
         let mut counts = [0; 5];
         for (rating, count) in rows {
@@ -328,13 +341,15 @@ impl Store {
         let erased = with_db!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
             let result: Result<u64, Error> = async {
+                // Out of the totals of each group they reviewed a product of (kept on its base: ADD_TO_TOTALS).
                 sqlx::query(
                     "UPDATE products SET \
-                     rating_count = rating_count - (SELECT COUNT(*) FROM reviews r \
-                         WHERE r.product_id = products.id AND r.customer_id = $1), \
-                     rating_sum = rating_sum - (SELECT COALESCE(SUM(r.rating), 0) FROM reviews r \
-                         WHERE r.product_id = products.id AND r.customer_id = $1) \
-                     WHERE id IN (SELECT product_id FROM reviews WHERE customer_id = $1)",
+                     rating_count = rating_count - (SELECT COUNT(*) FROM reviews r JOIN products m \
+                         ON m.id = r.product_id WHERE COALESCE(m.variant_of, m.id) = products.id AND r.customer_id = $1), \
+                     rating_sum = rating_sum - (SELECT COALESCE(SUM(r.rating), 0) FROM reviews r JOIN products m \
+                         ON m.id = r.product_id WHERE COALESCE(m.variant_of, m.id) = products.id AND r.customer_id = $1) \
+                     WHERE id IN (SELECT COALESCE(m.variant_of, m.id) FROM reviews r JOIN products m \
+                         ON m.id = r.product_id WHERE r.customer_id = $1)",
                 )
                 .bind(customer_id)
                 .execute(&mut *tx)

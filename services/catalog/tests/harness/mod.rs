@@ -28,6 +28,12 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
 use tonic::{Code, Request, Status};
 
+mod reviews;
+
+// Only the review scenarios use these.
+#[allow(unused_imports)]
+pub use reviews::*;
+
 pub type Client = CatalogServiceClient<Channel>;
 
 /// An event as the catalog published it: type, subject and encoded payload.
