@@ -103,6 +103,9 @@ pub struct Settings {
     /// Days after the carrier delivered an order that its customer may ask to return items
     /// (`MERCATO_RETURN_WINDOW_DAYS`, default 30); 0: the shop takes no returns through the API.
     pub return_window_days: u32,
+    /// What a return that leaves some of the order's units behind gives back of its shipping
+    /// (`MERCATO_RETURN_SHIPPING`, `shared` or `whole-order`, default `shared`).
+    pub return_shipping: ReturnShipping,
     /// Origins allowed by CORS (`MERCATO_CORS_ORIGINS`, comma-separated).
     pub cors_origins: Vec<String>,
     /// Client secrets of the services for the client-credentials grant (`MERCATO_<SERVICE>_CLIENT_SECRET`).
@@ -414,6 +417,9 @@ in lower case, e.g. smtp_url = \"smtp://mail:25\" or [catalog] url = \"...\"; a 
                                  true: placing an order needs a verified email address [default: false]
   MERCATO_RETURN_WINDOW_DAYS     days after delivery a customer may ask to return items, 0 for none
                                  [default: 30]
+  MERCATO_RETURN_SHIPPING        shared: every return gives back its share of the shipping paid;
+                                 whole-order: only the return that completes the order's return does
+                                 [default: shared]
   MERCATO_CORS_ORIGINS           comma-separated allowed origins [default: none]
   MERCATO_RATE_LIMITS            gateway budgets per API key, user or client IP, comma-separated
                                  <route>=<count>/<s|min|h>[:<burst>], or off
@@ -687,6 +693,15 @@ impl Settings {
                 },
             };
 
+        let return_shipping = match vars.get("MERCATO_RETURN_SHIPPING").map(|v| v.trim()) {
+            None | Some("" | "shared") => ReturnShipping::Shared,
+            Some("whole-order") => ReturnShipping::WholeOrder,
+            Some(raw) => {
+                fail("MERCATO_RETURN_SHIPPING", format!("{raw:?} is neither shared nor whole-order"));
+                ReturnShipping::Shared
+            }
+        };
+
         let return_window_days = match vars.get("MERCATO_RETURN_WINDOW_DAYS").map(|v| v.trim()) {
             None | Some("") => DEFAULT_RETURN_WINDOW_DAYS,
             Some(raw) => match raw.parse::<u32>() {
@@ -791,6 +806,7 @@ impl Settings {
                 notification_retention,
                 checkout_requires_verified_email,
                 return_window_days,
+                return_shipping,
                 cors_origins,
                 service_secrets,
                 admin_email,
@@ -843,6 +859,19 @@ pub const DEFAULT_NOTIFICATION_RETENTION_DAYS: u64 = 90;
 /// How many days after delivery a customer may ask to return items, when `MERCATO_RETURN_WINDOW_DAYS` does not
 /// say.
 pub const DEFAULT_RETURN_WINDOW_DAYS: u32 = 30;
+
+/// What a return gives back of the shipping an order paid (`MERCATO_RETURN_SHIPPING`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReturnShipping {
+    /// Every return gives back its share of the shipping, in proportion to the value of its items (as of the
+    /// discount): a return of half the order gives back half the shipping.
+    #[default]
+    Shared,
+    /// The shipping is given back only by the return that brings back the order's last units (the whole order
+    /// returned, in one return or several); a return of part of it shares the discount but not the shipping. EU
+    /// law asks a shop to refund the delivery cost when a customer withdraws from the whole contract.
+    WholeOrder,
+}
 
 /// An S3 bucket name as AWS allows it: 3 to 63 lower-case letters, digits, dots and hyphens, starting and
 /// ending with a letter or digit.
@@ -1027,6 +1056,15 @@ mod tests {
         for bad in ["-1", "thirty", "4000"] {
             assert_eq!(set(bad).expect_err(bad).0[0].variable, "MERCATO_RETURN_WINDOW_DAYS");
         }
+    }
+
+    #[test]
+    fn returns_share_shipping_unless_told_to_keep_it_for_the_whole_order() {
+        assert_eq!(Settings::from_vars(vars(&[])).expect("defaults").return_shipping, ReturnShipping::Shared);
+        let set = |raw: &str| Settings::from_vars(vars(&[("MERCATO_RETURN_SHIPPING", raw)]));
+        assert_eq!(set("whole-order").expect("whole order").return_shipping, ReturnShipping::WholeOrder);
+        assert_eq!(set(" shared ").expect("shared").return_shipping, ReturnShipping::Shared);
+        assert_eq!(set("never").expect_err("unknown").0[0].variable, "MERCATO_RETURN_SHIPPING");
     }
 
     /// A settings file with `text` in a directory of its own (kept while the guard lives), and its path.

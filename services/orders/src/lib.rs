@@ -118,6 +118,7 @@ pub async fn run(
     let options = SagaOptions {
         requires_verified_email: settings.checkout_requires_verified_email,
         return_window_days: settings.return_window_days,
+        return_shipping: settings.return_shipping,
         ..SagaOptions::default()
     };
     let result = serve(listener, db.clone(), verifier, Arc::new(ports), bus, options, shutdown).await;
@@ -146,7 +147,8 @@ pub async fn serve(
     let relay = Relay::new(NAME, db, bus);
     let saga_stop = shutdown.child_token();
     let refunder = Arc::new(return_refund::Refunder::new(store.clone(), ports.clone()));
-    let returns = return_grpc::ReturnsApi::new(store.clone(), refunder.clone(), options.return_window_days);
+    let policy = returns::ReturnPolicy { window_days: options.return_window_days, shipping: options.return_shipping };
+    let returns = return_grpc::ReturnsApi::new(store.clone(), refunder.clone(), policy);
     let refund_interval = options.recovery_interval;
     let saga = saga::Saga::new(store.clone(), ports.clone(), relay.handle(), options, saga_stop.clone());
     saga.spawn_recovery();

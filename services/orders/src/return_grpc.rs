@@ -21,7 +21,7 @@ use crate::error::Error;
 use crate::grpc::{ORDERS_ADMIN, Paging, listed_customer, money, paging};
 use crate::return_refund::Refunder;
 use crate::return_store::{NewReturn, ReturnQuery};
-use crate::returns::{self, Return, ReturnLine, ReturnStatus};
+use crate::returns::{self, Return, ReturnLine, ReturnPolicy, ReturnStatus};
 use crate::store::{Order, Store};
 
 /// The scope of staff who decide on returns and receive them.
@@ -32,14 +32,14 @@ pub const RETURNS_WRITE: &str = "returns:write";
 pub struct ReturnsApi {
     store: Store,
     refunder: Arc<Refunder>,
-    window_days: u32,
+    policy: ReturnPolicy,
 }
 
 impl ReturnsApi {
-    /// The service over the orders store (already migrated), refunding through `refunder`, taking returns for
-    /// `window_days` after delivery.
-    pub fn new(store: Store, refunder: Arc<Refunder>, window_days: u32) -> Self {
-        Self { store, refunder, window_days }
+    /// The service over the orders store (already migrated), refunding through `refunder`, taking returns on the
+    /// shop's terms, `policy`.
+    pub fn new(store: Store, refunder: Arc<Refunder>, policy: ReturnPolicy) -> Self {
+        Self { store, refunder, policy }
     }
 
     /// Return `id` if `claims` may read it: their own, or any for staff.
@@ -195,7 +195,7 @@ impl ReturnService for ReturnsApi {
             .into());
         }
         let new = NewReturn { id: uuid::Uuid::now_v7().to_string(), lines, reason };
-        let created = self.store.create_return(&order, new, self.window_days, now_micros()).await?;
+        let created = self.store.create_return(&order, new, &self.policy, now_micros()).await?;
         tracing::info!(return_id = %created.id, %order_id, refund_minor = created.refund_minor, "return requested");
         Ok(Response::new(CreateReturnResponse { r#return: Some(return_to_wire(created, Some(&order))) }))
     }

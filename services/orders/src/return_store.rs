@@ -8,7 +8,7 @@ use platform::with_db;
 
 use crate::domain::Cursor;
 use crate::error::Error;
-use crate::returns::{self, Earlier, Return, ReturnLine, ReturnStatus};
+use crate::returns::{self, Earlier, Return, ReturnLine, ReturnPolicy, ReturnStatus};
 use crate::store::{Order, Store, corrupt};
 
 const COLUMNS: &str = "id, order_id, customer_id, status, reason, currency, refund_minor, reject_reason, restocked, \
@@ -175,15 +175,16 @@ impl Store {
     }
 
     /// Writes the return `new` of `order` at `now`, REQUESTED, with its `return.requested`, when the order was
-    /// delivered within `window_days` and its earlier returns leave the units asked for; its refund is
-    /// [`returns::refund_of`] them.
+    /// delivered within the policy's window and its earlier returns leave the units asked for; its refund is
+    /// [`returns::refund_of`] them, on the policy's terms for shipping.
     pub async fn create_return(
         &self,
         order: &Order,
         new: NewReturn,
-        window_days: u32,
+        policy: &ReturnPolicy,
         now: i64,
     ) -> Result<Return, Error> {
+        let window_days = policy.window_days;
         let select = format!("SELECT {COLUMNS} FROM returns WHERE order_id = $1");
         let insert = format!("INSERT INTO returns ({COLUMNS}) VALUES ({})", platform::db::values_for(COLUMNS));
         with_db!(self.db(), pool => {
@@ -209,8 +210,10 @@ impl Store {
                     });
                 }
                 let earlier = fetch_returns!(tx, select, |query| query.bind(&order.id));
-                let refund_minor = returns::refund_of(&new.lines, &order.lines, order.total.amount_minor, &Earlier::of(&earlier))
-                    .map_err(Error::InvalidArgument)?;
+                let kept = policy.kept_shipping(order.shipping_minor);
+                let refund_minor =
+                    returns::refund_of(&new.lines, &order.lines, order.total.amount_minor, kept, &Earlier::of(&earlier))
+                        .map_err(Error::InvalidArgument)?;
                 let written = Return {
                     id: new.id,
                     order_id: order.id.clone(),

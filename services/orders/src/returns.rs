@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 
+use platform::config::ReturnShipping;
 use platform::error::FieldViolation;
 
 use crate::domain::Line;
@@ -23,6 +24,25 @@ pub const RETURN_NOT_APPROVED: &str = "RETURN_NOT_APPROVED";
 pub const MAX_REASON_CHARS: usize = 1000;
 /// The return window when the shop does not set one (`MERCATO_RETURN_WINDOW_DAYS`).
 pub const DEFAULT_WINDOW_DAYS: u32 = 30;
+
+/// The shop's terms for returns (its settings).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReturnPolicy {
+    /// Days after delivery a return may be asked for (`MERCATO_RETURN_WINDOW_DAYS`); 0: none.
+    pub window_days: u32,
+    /// What a return gives back of the shipping (`MERCATO_RETURN_SHIPPING`).
+    pub shipping: ReturnShipping,
+}
+
+impl ReturnPolicy {
+    /// What a return that leaves some of the order's units behind does not give back of its `shipping_minor`.
+    pub fn kept_shipping(&self, shipping_minor: i64) -> i64 {
+        match self.shipping {
+            ReturnShipping::Shared => 0,
+            ReturnShipping::WholeOrder => shipping_minor.max(0),
+        }
+    }
+}
 
 /// Where a return stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -171,13 +191,15 @@ impl Earlier {
 /// (`items[i].quantity`, in the order `lines` were asked).
 ///
 /// The items' prices with their share of the discount and of shipping, in proportion to their prices (as the
-/// order's tax is shared out): total × value / subtotal, half up. The return that takes back the last units
-/// gives back the rest of the total, so all of an order's returns together give back exactly its total; no
-/// return gives back more than the earlier ones left.
+/// order's tax is shared out): total × value / subtotal, half up; less `kept_shipping_minor` of the total when
+/// the shop keeps the shipping of partial returns ([`ReturnPolicy::kept_shipping`]). The return that takes back
+/// the last units gives back the rest of the total, so all of an order's returns together give back exactly its
+/// total; no return gives back more than the earlier ones left.
 pub fn refund_of(
     lines: &[ReturnLine],
     ordered: &[Line],
     total_minor: i64,
+    kept_shipping_minor: i64,
     earlier: &Earlier,
 ) -> Result<i64, Vec<FieldViolation>> {
     let mut violations = Vec::new();
@@ -208,7 +230,8 @@ pub fn refund_of(
     if subtotal <= 0 {
         return Ok(0);
     }
-    Ok(crate::invoice::share(total_minor, value, subtotal).min(left_to_give))
+    let shared = (total_minor - kept_shipping_minor).max(0);
+    Ok(crate::invoice::share(shared, value, subtotal).min(left_to_give))
 }
 
 /// What a move to `to` (staff's decision, the receipt, the customer's withdrawal) does to a return in `status`:
@@ -300,22 +323,44 @@ mod tests {
         let ordered = [line("tea", 2, 500), line("cup", 1, 1200)];
         let one_tea = [ReturnLine { product_id: "tea".into(), quantity: 1 }];
         // 24.90 × 5 / 22 = 5.659... → 5.66
-        assert_eq!(refund_of(&one_tea, &ordered, 2490, &Earlier::default()), Ok(566));
+        assert_eq!(refund_of(&one_tea, &ordered, 2490, 0, &Earlier::default()), Ok(566));
         let earlier = Earlier::of(&[returned(ReturnStatus::Refunded, &[("tea", 1)], 566)]);
-        assert_eq!(refund_of(&one_tea, &ordered, 2490, &earlier), Ok(566));
+        assert_eq!(refund_of(&one_tea, &ordered, 2490, 0, &earlier), Ok(566));
         // The cup takes the last units: the rest of the total, 24.90 - 2 × 5.66.
         let earlier = Earlier::of(&[
             returned(ReturnStatus::Refunded, &[("tea", 1)], 566),
             returned(ReturnStatus::Approved, &[("tea", 1)], 566),
         ]);
         let cup = [ReturnLine { product_id: "cup".into(), quantity: 1 }];
-        assert_eq!(refund_of(&cup, &ordered, 2490, &earlier), Ok(2490 - 1132));
+        assert_eq!(refund_of(&cup, &ordered, 2490, 0, &earlier), Ok(2490 - 1132));
         // Everything at once: the whole total.
         let all = [
             ReturnLine { product_id: "tea".into(), quantity: 2 },
             ReturnLine { product_id: "cup".into(), quantity: 1 },
         ];
-        assert_eq!(refund_of(&all, &ordered, 2490, &Earlier::default()), Ok(2490));
+        assert_eq!(refund_of(&all, &ordered, 2490, 0, &Earlier::default()), Ok(2490));
+    }
+
+    #[test]
+    fn a_shop_that_keeps_shipping_gives_it_back_only_with_the_whole_order() {
+        // 24.90 paid: 22.00 of items, less 2.00 discount, plus 4.90 shipping; the shop keeps shipping for parts.
+        let ordered = [line("tea", 2, 500), line("cup", 1, 1200)];
+        let policy = ReturnPolicy { window_days: 30, shipping: ReturnShipping::WholeOrder };
+        let kept = policy.kept_shipping(490);
+        let one_tea = [ReturnLine { product_id: "tea".into(), quantity: 1 }];
+        // (24.90 - 4.90) × 5 / 22 = 4.545... → 4.55: the tea's price less its share of the discount.
+        assert_eq!(refund_of(&one_tea, &ordered, 2490, kept, &Earlier::default()), Ok(455));
+        let earlier = Earlier::of(&[returned(ReturnStatus::Refunded, &[("tea", 1)], 455)]);
+        let rest = [
+            ReturnLine { product_id: "tea".into(), quantity: 1 },
+            ReturnLine { product_id: "cup".into(), quantity: 1 },
+        ];
+        assert_eq!(refund_of(&rest, &ordered, 2490, kept, &earlier), Ok(2490 - 455), "the rest, shipping too");
+        let all = [ReturnLine { product_id: "tea".into(), quantity: 2 }, rest[1].clone()];
+        assert_eq!(refund_of(&all, &ordered, 2490, kept, &Earlier::default()), Ok(2490));
+        let shared = ReturnPolicy { shipping: ReturnShipping::Shared, ..policy };
+        assert_eq!(shared.kept_shipping(490), 0);
+        assert_eq!(policy.kept_shipping(-5), 0);
     }
 
     #[test]
@@ -326,9 +371,9 @@ mod tests {
             returned(ReturnStatus::Rejected, &[("tea", 2)], 1132),
             returned(ReturnStatus::Cancelled, &[("tea", 1)], 566),
         ]);
-        assert_eq!(refund_of(&two_teas, &ordered, 2490, &rejected), Ok(1132));
+        assert_eq!(refund_of(&two_teas, &ordered, 2490, 0, &rejected), Ok(1132));
         let taken = Earlier::of(&[returned(ReturnStatus::Requested, &[("tea", 1)], 566)]);
-        let bad = refund_of(&two_teas, &ordered, 2490, &taken).expect_err("one left");
+        let bad = refund_of(&two_teas, &ordered, 2490, 0, &taken).expect_err("one left");
         assert_eq!(fields(&bad), ["items[0].quantity"]);
         assert!(bad[0].description.contains("1 of 2"), "{bad:?}");
     }
@@ -338,11 +383,11 @@ mod tests {
         // Rounding up twice: 1.00 paid for three items of 1.00 less 2.00 discount.
         let ordered = [line("a", 1, 100), line("b", 1, 100), line("c", 1, 100)];
         let a = [ReturnLine { product_id: "a".into(), quantity: 1 }];
-        assert_eq!(refund_of(&a, &ordered, 100, &Earlier::default()), Ok(33));
+        assert_eq!(refund_of(&a, &ordered, 100, 0, &Earlier::default()), Ok(33));
         let earlier = Earlier::of(&[returned(ReturnStatus::Refunded, &[("b", 1), ("c", 1)], 90)]);
-        assert_eq!(refund_of(&a, &ordered, 100, &earlier), Ok(10));
+        assert_eq!(refund_of(&a, &ordered, 100, 0, &earlier), Ok(10));
         let more = Earlier::of(&[returned(ReturnStatus::Refunded, &[("b", 1)], 95)]);
-        assert_eq!(refund_of(&a, &ordered, 100, &more), Ok(5));
+        assert_eq!(refund_of(&a, &ordered, 100, 0, &more), Ok(5));
     }
 
     #[test]

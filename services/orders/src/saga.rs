@@ -56,6 +56,8 @@ pub struct SagaOptions {
     pub requires_verified_email: bool,
     /// Days after delivery a customer may ask to return items (`MERCATO_RETURN_WINDOW_DAYS`; 0: no returns).
     pub return_window_days: u32,
+    /// What a return gives back of the shipping (`MERCATO_RETURN_SHIPPING`).
+    pub return_shipping: platform::config::ReturnShipping,
 }
 
 impl Default for SagaOptions {
@@ -68,6 +70,7 @@ impl Default for SagaOptions {
             stuck_after: Duration::from_secs(30),
             requires_verified_email: false,
             return_window_days: crate::returns::DEFAULT_WINDOW_DAYS,
+            return_shipping: platform::config::ReturnShipping::Shared,
         }
     }
 }

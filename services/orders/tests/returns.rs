@@ -8,10 +8,13 @@ mod harness;
 
 use api::mercato::deliveries::v1::ShipmentDelivered;
 use api::mercato::orders::v1::return_service_client::ReturnServiceClient;
+use api::mercato::orders::v1::shipping_rate_service_client::ShippingRateServiceClient;
 use api::mercato::orders::v1::{
     ApproveReturnRequest, CancelReturnRequest, CreateReturnRequest, GetReturnRequest, ListReturnsRequest, OrderStatus,
     ReceiveReturnRequest, RejectReturnRequest, Return, ReturnItem, ReturnReceived, ReturnRequested, ReturnStatus,
 };
+use api::mercato::orders::v1::{CreateShippingRateRequest, ShippingRate};
+use platform::config::ReturnShipping;
 use platform::db::Db;
 use platform::events::{EventBus, EventEnvelope};
 use platform::with_db;
@@ -296,6 +299,39 @@ async fn returns_are_refused_outside_the_window_and_for_what_was_not_ordered(db:
     server.stop().await;
 }
 
+async fn a_shop_that_keeps_shipping_gives_it_back_with_the_whole_order_only(db: Db) {
+    let options = orders::SagaOptions { return_shipping: ReturnShipping::WholeOrder, ..options() };
+    let issuer = std::sync::Arc::new(platform::testkit::TestIssuer::new().expect("issuer"));
+    let server = Server::start_with(db, Fake::new(), Wiring::Direct, issuer, options).await;
+    let rates = ShippingRateServiceClient::new(connect(&server.url).await);
+    let standard = ShippingRate {
+        id: "standard".into(),
+        name: "Standard".into(),
+        countries: vec!["GB".into()],
+        price: Some(api::common::Money { currency: "EUR".into(), amount_minor: 490 }),
+        ..ShippingRate::default()
+    };
+    let request = authorized(
+        Some(&server.staff_token(&["shipping:write"])),
+        CreateShippingRateRequest { shipping_rate: Some(standard) },
+    );
+    rates.clone().create_shipping_rate(request).await.expect("a rate");
+    let ada = server.client("ada", false).await;
+    let ada_returns = Returns::new(&server, "ada", &["orders:write"]).await;
+
+    // 2 × 14.50 + 5.00 + 4.90 shipping = 38.90.
+    let mut placed = order_of(&[(COFFEE, 2), (TEA, 1)], "k1");
+    placed.shipping_rate_id = "standard".into();
+    let order = ada.create(placed).await.expect("create");
+    assert_eq!(order.total.as_ref().map(|t| t.amount_minor), Some(3890), "{order:?}");
+    deliver(&server, &order.id, 1).await;
+    let coffee = ada_returns.create(&order.id, &[(COFFEE, 1)], "").await.expect("one coffee");
+    assert_eq!(amount(&coffee), 1450, "its price, no share of the shipping");
+    let rest = ada_returns.create(&order.id, &[(COFFEE, 1), (TEA, 1)], "").await.expect("the rest");
+    assert_eq!(amount(&rest), 3890 - 1450, "the whole order is back: the shipping too");
+    server.stop().await;
+}
+
 async fn a_refund_the_payments_service_cannot_make_now_is_made_later(db: Db) {
     let server = Server::start(db, Fake::new(), Wiring::Direct).await;
     let ada = server.client("ada", false).await;
@@ -367,4 +403,5 @@ on_both_engines!(
     a_delivered_order_is_returned_in_parts_and_refunded_its_share,
     returns_are_refused_outside_the_window_and_for_what_was_not_ordered,
     a_refund_the_payments_service_cannot_make_now_is_made_later,
+    a_shop_that_keeps_shipping_gives_it_back_with_the_whole_order_only,
 );

@@ -775,6 +775,7 @@ pub fn options() -> SagaOptions {
         stuck_after: Duration::from_secs(30),
         requires_verified_email: false,
         return_window_days: 30,
+        return_shipping: platform::config::ReturnShipping::Shared,
     }
 }
 
