@@ -189,3 +189,23 @@ impl Drop for BrokerOutage {
 fn rabbitmqctl(command: &str) -> bool {
     std::process::Command::new("rabbitmqctl").arg(command).output().is_ok_and(|o| o.status.success())
 }
+
+/// The fields named by the `google.rpc.BadRequest` detail of `status`, in order: what a test asserts of a refusal.
+/// Panics (the test fails) unless `status` is INVALID_ARGUMENT with such a detail.
+pub fn violated_fields(status: &tonic::Status) -> Vec<String> {
+    use prost::Message;
+    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
+    let details = crate::error::decode_details(status).expect("the status carries details");
+    let any = details.details.iter().find(|d| d.type_url.ends_with("google.rpc.BadRequest")).expect("BadRequest");
+    let bad = api::google::rpc::BadRequest::decode(any.value.as_slice()).expect("a BadRequest detail decodes");
+    bad.field_violations.into_iter().map(|v| v.field).collect()
+}
+
+/// The reason of the `google.rpc.ErrorInfo` detail of `status` (`INSUFFICIENT_STOCK`, say). Panics (the test
+/// fails) unless it carries one.
+pub fn error_reason(status: &tonic::Status) -> String {
+    use prost::Message;
+    let details = crate::error::decode_details(status).expect("the status carries details");
+    let any = details.details.iter().find(|d| d.type_url.ends_with("google.rpc.ErrorInfo")).expect("ErrorInfo");
+    api::google::rpc::ErrorInfo::decode(any.value.as_slice()).expect("an ErrorInfo detail decodes").reason
+}

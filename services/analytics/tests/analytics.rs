@@ -20,6 +20,7 @@ use api::mercato::refunds::v1::RefundCompleted;
 use platform::db::Db;
 use platform::events::{EventBus, EventEnvelope, InProcessBus};
 use platform::testkit::TestIssuer;
+use platform::testkit::violated_fields as bad_fields;
 use prost::Message;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -349,15 +350,6 @@ fn products(response: &GetTopProductsResponse) -> Vec<ProductRow> {
 fn product(id: &str, name: &str, units: i64, revenue: &[(&str, i64)]) -> ProductRow {
     let revenue = revenue.iter().map(|(c, m)| ((*c).to_owned(), *m)).collect();
     (id.into(), format!("SKU-{id}"), name.into(), units, revenue)
-}
-
-/// The fields named by a status's BadRequest detail.
-fn bad_fields(status: &Status) -> Vec<String> {
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    let details = platform::error::decode_details(status).expect("details");
-    let any = details.details.iter().find(|d| d.type_url.ends_with("google.rpc.BadRequest")).expect("BadRequest");
-    let bad = api::google::rpc::BadRequest::decode(any.value.as_slice()).expect("decodes");
-    bad.field_violations.into_iter().map(|v| v.field).collect()
 }
 
 // ---------------------------------------------------------------------------------------------------------

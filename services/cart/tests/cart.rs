@@ -5,12 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use api::mercato::auth::v1::UserDeleted;
 use api::mercato::cart::v1::{AddItemRequest, Cart, CartItem, ClearCartRequest, GetCartRequest};
 use cart::store::{NewLine, Store};
 use platform::db::Db;
-use platform::events::{EventBus, EventEnvelope};
-use prost::Message;
+use platform::events::EventBus;
 use tonic::{Code, Request, Status};
 
 mod harness;
@@ -105,14 +103,7 @@ async fn a_deleted_accounts_cart_is_erased(db: Db) {
     let (ada, bob) = (server.customer("ada"), server.customer("bob"));
     server.add(&ada, COFFEE, 2).await.expect("ada's");
     server.add(&bob, TEA, 1).await.expect("bob's");
-    let deleted = EventEnvelope {
-        id: "ev-deleted".into(),
-        source: "auth".into(),
-        r#type: "user.deleted".into(),
-        subject: "ada".into(),
-        data: UserDeleted { user_id: "ada".into(), ..UserDeleted::default() }.encode_to_vec(),
-        ..EventEnvelope::default()
-    };
+    let deleted = account_deleted("ada");
     server.bus.publish(deleted.clone()).await.expect("taken");
     assert_eq!(
         server.get(&ada).await.expect("cart"),

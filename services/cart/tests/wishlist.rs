@@ -2,13 +2,11 @@
 //! stand-in catalog of `harness/`: products saved and shown as the catalog sells them now, refused with a reason,
 //! at most 100, private, and erased with their account.
 
-use api::mercato::auth::v1::UserDeleted;
 use api::mercato::cart::v1::{
     AddWishlistItemRequest, ListWishlistItemsRequest, RemoveWishlistItemRequest, WishlistItem,
 };
 use platform::db::Db;
-use platform::events::{EventBus, EventEnvelope};
-use prost::Message;
+use platform::events::EventBus;
 use tonic::{Code, Request, Status};
 
 mod harness;
@@ -120,14 +118,7 @@ async fn a_deleted_accounts_wishlist_is_erased(db: Db) {
     let (ada, bob) = (server.customer("ada"), server.customer("bob"));
     save(&server, &ada, COFFEE).await.expect("ada's");
     save(&server, &bob, TEA).await.expect("bob's");
-    let deleted = EventEnvelope {
-        id: "ev-deleted".into(),
-        source: "auth".into(),
-        r#type: "user.deleted".into(),
-        subject: "ada".into(),
-        data: UserDeleted { user_id: "ada".into(), ..UserDeleted::default() }.encode_to_vec(),
-        ..EventEnvelope::default()
-    };
+    let deleted = account_deleted("ada");
     server.bus.publish(deleted).await.expect("taken");
     assert!(saved(&server, &ada).await.is_empty());
     assert_eq!(ids(&saved(&server, &bob).await), [TEA], "others keep theirs");

@@ -180,35 +180,26 @@ pub async fn insert_demo(store: &Store) -> Result<usize, Error> {
     let mut inserted = 0;
     for (category, products) in CATEGORIES {
         for &(sku, name, description, cents, on_hand) in *products {
-            let fields = domain::validate_product(ProductInput {
+            let tax_class = if REDUCED_CATEGORIES.contains(category) { TaxClass::Reduced } else { TaxClass::Standard };
+            let input = ProductInput {
                 sku: sku.to_owned(),
                 name: name.to_owned(),
                 description: description.to_owned(),
                 price: Some(Price { currency: "EUR".to_owned(), amount_minor: cents }),
                 category: (*category).to_owned(),
                 active: true,
-                tax_class: Some(if REDUCED_CATEGORIES.contains(category) {
-                    TaxClass::Reduced
-                } else {
-                    TaxClass::Standard
-                }),
+                tax_class: Some(tax_class),
                 ..ProductInput::default()
-            })
-            .map_err(Error::InvalidArgument)?;
-            let id = uuid::Uuid::now_v7().to_string();
-            match store.create_product(&id, fields, platform::time::now_micros()).await {
-                Ok(_) => {}
-                Err(Error::AlreadyExists(_)) => continue,
-                Err(e) => return Err(e),
+            };
+            if insert_with_stock(store, input, on_hand).await?.is_some() {
+                inserted += 1;
             }
-            store.adjust_inventory(&id, on_hand, "initial stock", "seed", platform::time::now_micros()).await?;
-            inserted += 1;
         }
     }
     for &(category, sku, name, description, cents, option, variants) in GROUPS {
         let mut base = String::new();
         for &(value, on_hand) in variants {
-            let fields = domain::validate_product(ProductInput {
+            let input = ProductInput {
                 sku: format!("{sku}-{}", value.to_uppercase()),
                 name: format!("{name}, {value}"),
                 description: description.to_owned(),
@@ -218,15 +209,9 @@ pub async fn insert_demo(store: &Store) -> Result<usize, Error> {
                 tax_class: Some(TaxClass::Standard),
                 variant_of: base.clone(),
                 options: vec![ProductOption { name: option.to_owned(), value: value.to_owned() }],
-            })
-            .map_err(Error::InvalidArgument)?;
-            let id = uuid::Uuid::now_v7().to_string();
-            match store.create_product(&id, fields, platform::time::now_micros()).await {
-                Ok(_) => {}
-                Err(Error::AlreadyExists(_)) => break,
-                Err(e) => return Err(e),
-            }
-            store.adjust_inventory(&id, on_hand, "initial stock", "seed", platform::time::now_micros()).await?;
+            };
+            // A concurrent seed made the group: it makes the rest of it too.
+            let Some(id) = insert_with_stock(store, input, on_hand).await? else { break };
             if base.is_empty() {
                 base = id;
             }
@@ -234,4 +219,17 @@ pub async fn insert_demo(store: &Store) -> Result<usize, Error> {
         }
     }
     Ok(inserted)
+}
+
+/// Inserts a demo product with `on_hand` units; its id, or `None` when its sku exists (a concurrent seed).
+async fn insert_with_stock(store: &Store, input: ProductInput, on_hand: i64) -> Result<Option<String>, Error> {
+    let fields = domain::validate_product(input).map_err(Error::InvalidArgument)?;
+    let id = uuid::Uuid::now_v7().to_string();
+    match store.create_product(&id, fields, platform::time::now_micros()).await {
+        Ok(_) => {}
+        Err(Error::AlreadyExists(_)) => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    store.adjust_inventory(&id, on_hand, "initial stock", "seed", platform::time::now_micros()).await?;
+    Ok(Some(id))
 }

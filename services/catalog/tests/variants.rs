@@ -41,6 +41,13 @@ async fn try_update(server: &Server, id: &str, product: Product, paths: &[&str])
     Ok(server.client.clone().update_product(request).await?.into_inner().product.unwrap_or_default())
 }
 
+/// A T-shirt in M (the base) and L, and a mug on its own.
+async fn tshirt_and_mug(server: &Server) -> (Product, Product, Product) {
+    let base = server.create(tee("TEE-M", "", &[("Size", "M")], 1900)).await;
+    let large = server.create(tee("TEE-L", &base.id, &[("Size", "L")], 1900)).await;
+    (base, large, server.create(product("MUG-1", "Mug", "kitchen", 900)).await)
+}
+
 /// The skus of a product's `variants`, in the order shown.
 fn choices(product: &Product) -> Vec<&str> {
     product.variants.iter().map(|v| v.sku.as_str()).collect()
@@ -117,9 +124,7 @@ async fn a_group_is_listed_once_and_shows_its_choices(db: Db) {
 
 async fn group_rules_are_refused_with_the_field_that_breaks_them(db: Db) {
     let server = Server::start(db).await;
-    let base = server.create(tee("TEE-M", "", &[("Size", "M")], 1900)).await;
-    let large = server.create(tee("TEE-L", &base.id, &[("Size", "L")], 1900)).await;
-    let plain = server.create(product("MUG-1", "Mug", "kitchen", 900)).await;
+    let (base, large, plain) = tshirt_and_mug(&server).await;
     let refused = |result: Result<Product, Status>| bad_fields(&result.expect_err("refused"));
 
     let missing = uuid::Uuid::now_v7().to_string();
@@ -166,9 +171,7 @@ async fn group_rules_are_refused_with_the_field_that_breaks_them(db: Db) {
 
 async fn a_group_is_reviewed_as_one(db: Db) {
     let server = Server::start(db).await;
-    let base = server.create(tee("TEE-M", "", &[("Size", "M")], 1900)).await;
-    let large = server.create(tee("TEE-L", &base.id, &[("Size", "L")], 1900)).await;
-    let mug = server.create(product("MUG-1", "Mug", "kitchen", 900)).await;
+    let (base, large, mug) = tshirt_and_mug(&server).await;
     server.confirmed("o1", "ann", &[&large.id]).await;
     server.confirmed("o2", "ben", &[&base.id, &mug.id]).await;
     let (ann, ben) = (server.shopper("ann"), server.shopper("ben"));

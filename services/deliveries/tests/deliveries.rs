@@ -14,6 +14,8 @@ use api::mercato::orders::v1::{Address, OrderCancelled, OrderConfirmed, OrderIte
 use platform::db::Db;
 use platform::events::{EventBus, EventEnvelope, InProcessBus};
 use platform::testkit::TestIssuer;
+use platform::testkit::error_reason as reason;
+use platform::testkit::violated_fields as bad_fields;
 use prost::Message;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -247,22 +249,6 @@ fn micros(event: &TrackingEvent) -> i64 {
 
 fn seconds_ago(seconds: i64) -> prost_types::Timestamp {
     platform::time::timestamp(platform::time::now_micros() - seconds * 1_000_000)
-}
-
-/// The fields named by a status's BadRequest detail.
-fn bad_fields(status: &Status) -> Vec<String> {
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    let details = platform::error::decode_details(status).expect("details");
-    let any = details.details.iter().find(|d| d.type_url.ends_with("google.rpc.BadRequest")).expect("BadRequest");
-    let bad = api::google::rpc::BadRequest::decode(any.value.as_slice()).expect("decodes");
-    bad.field_violations.into_iter().map(|v| v.field).collect()
-}
-
-/// The reason of a status's ErrorInfo detail.
-fn reason(status: &Status) -> String {
-    let details = platform::error::decode_details(status).expect("details");
-    let any = details.details.iter().find(|d| d.type_url.ends_with("google.rpc.ErrorInfo")).expect("ErrorInfo");
-    api::google::rpc::ErrorInfo::decode(any.value.as_slice()).expect("decodes").reason
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -17,6 +17,8 @@ use api::mercato::ledger::v1::{
 use platform::db::Db;
 use platform::events::{EventBus, EventEnvelope, InProcessBus};
 use platform::testkit::TestIssuer;
+use platform::testkit::error_reason as reason;
+use platform::testkit::violated_fields as bad_fields;
 use prost::Message;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -161,22 +163,6 @@ fn tx(id: &str, postings: Vec<Posting>) -> RecordTransactionRequest {
         metadata: HashMap::new(),
         reverses_transaction_id: String::new(),
     }
-}
-
-/// The fields named by a status's BadRequest detail.
-fn bad_fields(status: &Status) -> Vec<String> {
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    let details = platform::error::decode_details(status).expect("details");
-    let any = details.details.iter().find(|d| d.type_url.ends_with("google.rpc.BadRequest")).expect("BadRequest");
-    let bad = api::google::rpc::BadRequest::decode(any.value.as_slice()).expect("decodes");
-    bad.field_violations.into_iter().map(|v| v.field).collect()
-}
-
-/// The reason of a status's ErrorInfo detail.
-fn reason(status: &Status) -> String {
-    let details = platform::error::decode_details(status).expect("details");
-    let any = details.details.iter().find(|d| d.type_url.ends_with("google.rpc.ErrorInfo")).expect("ErrorInfo");
-    api::google::rpc::ErrorInfo::decode(any.value.as_slice()).expect("decodes").reason
 }
 
 /// (amount, running balance) of each entry.

@@ -24,6 +24,7 @@ use payments::processor::{ChargeOutcome, PaymentProcessor, ProcessorError, Simul
 use payments::{LedgerClient, StaticToken};
 use platform::db::Db;
 use platform::testkit::TestIssuer;
+use platform::testkit::error_reason as reason;
 use platform::with_db;
 use prost::Message;
 use tokio::net::TcpListener;
@@ -367,13 +368,6 @@ fn pay(order: &str, amount_minor: i64, method: &str, key: &str) -> CreatePayment
         customer_id: String::new(),
         tax: None,
     }
-}
-
-fn reason(status: &Status) -> String {
-    let details = platform::error::decode_details(status).expect("details");
-    let info =
-        details.details.iter().find(|d| d.type_url.ends_with("google.rpc.ErrorInfo")).expect("an ErrorInfo detail");
-    api::google::rpc::ErrorInfo::decode(info.value.as_slice()).expect("ErrorInfo").reason
 }
 
 fn fields(status: &Status) -> Vec<String> {

@@ -24,6 +24,7 @@ use api::mercato::refunds::v1::{
 use platform::db::Db;
 use platform::events::{EventBus, EventEnvelope, InProcessBus};
 use platform::testkit::TestIssuer;
+use platform::testkit::error_reason as reason;
 use prost::Message;
 use refunds::{PaymentsClient, StaticToken};
 use tokio::net::TcpListener;
@@ -333,13 +334,6 @@ fn refund_request(payment_id: &str, amount_minor: i64, key: &str) -> CreateRefun
         reason: "damaged in transit".into(),
         idempotency_key: key.into(),
     }
-}
-
-fn reason(status: &Status) -> String {
-    let details = platform::error::decode_details(status).expect("details");
-    let info =
-        details.details.iter().find(|d| d.type_url.ends_with("google.rpc.ErrorInfo")).expect("an ErrorInfo detail");
-    api::google::rpc::ErrorInfo::decode(info.value.as_slice()).expect("ErrorInfo").reason
 }
 
 fn fields(status: &Status) -> Vec<String> {

@@ -22,6 +22,7 @@ use api::mercato::support::v1::{
 use platform::db::Db;
 use platform::events::{EventBus, EventEnvelope, InProcessBus};
 use platform::testkit::TestIssuer;
+use platform::testkit::violated_fields as bad_fields;
 use prost::Message;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -271,15 +272,6 @@ fn conversation(ticket: &Ticket) -> Vec<(AuthorRole, &str)> {
         .iter()
         .map(|m| (AuthorRole::try_from(m.author_role).expect("a known role"), m.body.as_str()))
         .collect()
-}
-
-/// The fields named by a status's BadRequest detail.
-fn bad_fields(status: &Status) -> Vec<String> {
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    let details = platform::error::decode_details(status).expect("details");
-    let any = details.details.iter().find(|d| d.type_url.ends_with("google.rpc.BadRequest")).expect("BadRequest");
-    let bad = api::google::rpc::BadRequest::decode(any.value.as_slice()).expect("decodes");
-    bad.field_violations.into_iter().map(|v| v.field).collect()
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ use api::mercato::users::v1::{
 use platform::db::Db;
 use platform::events::{EventBus, EventEnvelope, InProcessBus};
 use platform::testkit::TestIssuer;
+use platform::testkit::violated_fields as bad_fields;
 use prost::Message;
 use prost_types::FieldMask;
 use tokio::net::TcpListener;
@@ -185,15 +186,6 @@ fn book(addresses: &[SavedAddress]) -> Vec<(String, String, bool)> {
 
 fn entry(label: &str, city: &str, is_default: bool) -> (String, String, bool) {
     (label.into(), city.into(), is_default)
-}
-
-/// The fields named by a status's BadRequest detail.
-fn bad_fields(status: &Status) -> Vec<String> {
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    let details = platform::error::decode_details(status).expect("details");
-    let any = details.details.iter().find(|d| d.type_url.ends_with("google.rpc.BadRequest")).expect("BadRequest");
-    let bad = api::google::rpc::BadRequest::decode(any.value.as_slice()).expect("decodes");
-    bad.field_violations.into_iter().map(|v| v.field).collect()
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -10,6 +10,8 @@ use api::auth::{GetJwksRequest, LoginRequest, LoginResponse, RefreshRequest, Reg
 use platform::auth::{StaticKeySource, TokenVerifier};
 use platform::events::{EventBus, InProcessBus};
 use platform::grpc::Channel;
+#[allow(unused_imports)]
+pub use platform::testkit::error_reason as reason;
 use platform::{Db, Settings, with_db};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -80,14 +82,6 @@ pub fn violated_fields(status: &Status) -> Vec<String> {
     let any = details.details.iter().find(|d| d.type_url.ends_with("google.rpc.BadRequest")).expect("BadRequest");
     let bad = api::google::rpc::BadRequest::decode(any.value.as_slice()).expect("decodes");
     bad.field_violations.into_iter().map(|v| v.field).collect()
-}
-
-/// The reason of a status's ErrorInfo detail.
-pub fn reason(status: &Status) -> String {
-    use prost::Message;
-    let details = platform::error::decode_details(status).expect("details");
-    let any = details.details.iter().find(|d| d.type_url.ends_with("google.rpc.ErrorInfo")).expect("ErrorInfo");
-    api::google::rpc::ErrorInfo::decode(any.value.as_slice()).expect("decodes").reason
 }
 
 pub fn bearer<T>(message: T, token: &str) -> Request<T> {

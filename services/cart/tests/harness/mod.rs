@@ -33,13 +33,17 @@ use cart::store::Store;
 use platform::db::Db;
 use platform::events::{EventBus, EventEnvelope, InProcessBus};
 use platform::testkit::TestIssuer;
+#[allow(unused_imports)]
+pub use platform::testkit::error_reason as reason;
+#[allow(unused_imports)]
+pub use platform::testkit::violated_fields as bad_fields;
 use prost::Message;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Response, Status};
+use tonic::{Request, Response, Status};
 
 // ---------------------------------------------------------------------------------------------------------
 // The stand-in catalog.
@@ -344,20 +348,16 @@ pub fn micros(cart: &Cart) -> i64 {
     t.seconds * 1_000_000 + i64::from(t.nanos / 1000)
 }
 
-/// The fields named by a status's BadRequest detail.
-pub fn bad_fields(status: &Status) -> Vec<String> {
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    let details = platform::error::decode_details(status).expect("details");
-    let any = details.details.iter().find(|d| d.type_url.ends_with("google.rpc.BadRequest")).expect("BadRequest");
-    let bad = api::google::rpc::BadRequest::decode(any.value.as_slice()).expect("decodes");
-    bad.field_violations.into_iter().map(|v| v.field).collect()
-}
-
-/// The reason of a status's ErrorInfo detail.
-pub fn reason(status: &Status) -> String {
-    let details = platform::error::decode_details(status).expect("details");
-    let any = details.details.iter().find(|d| d.type_url.ends_with("google.rpc.ErrorInfo")).expect("ErrorInfo");
-    api::google::rpc::ErrorInfo::decode(any.value.as_slice()).expect("decodes").reason
+/// `user.deleted` of account `user_id`, as auth publishes it.
+pub fn account_deleted(user_id: &str) -> EventEnvelope {
+    EventEnvelope {
+        id: format!("{user_id}-deleted"),
+        source: "auth".into(),
+        r#type: "user.deleted".into(),
+        subject: user_id.into(),
+        data: api::mercato::auth::v1::UserDeleted { user_id: user_id.into(), ..Default::default() }.encode_to_vec(),
+        ..EventEnvelope::default()
+    }
 }
 
 /// Runs each scenario once on SQLite and once on PostgreSQL.

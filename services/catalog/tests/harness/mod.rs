@@ -26,11 +26,15 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::Channel;
-use tonic::{Code, Request, Status};
+use tonic::{Request, Status};
 
 mod reviews;
 
 // Only the review scenarios use these.
+#[allow(unused_imports)]
+pub use platform::testkit::error_reason as reason;
+#[allow(unused_imports)]
+pub use platform::testkit::violated_fields as bad_fields;
 #[allow(unused_imports)]
 pub use reviews::*;
 
@@ -221,22 +225,6 @@ pub fn product(sku: &str, name: &str, category: &str, cents: i64) -> Product {
         active: true,
         ..Product::default()
     }
-}
-
-/// The fields named by a status's BadRequest detail.
-pub fn bad_fields(status: &Status) -> Vec<String> {
-    assert_eq!(status.code(), Code::InvalidArgument, "{status:?}");
-    let details = platform::error::decode_details(status).expect("details");
-    let any = details.details.iter().find(|d| d.type_url.ends_with("google.rpc.BadRequest")).expect("BadRequest");
-    let bad = api::google::rpc::BadRequest::decode(any.value.as_slice()).expect("decodes");
-    bad.field_violations.into_iter().map(|v| v.field).collect()
-}
-
-/// The reason of a status's ErrorInfo detail.
-pub fn reason(status: &Status) -> String {
-    let details = platform::error::decode_details(status).expect("details");
-    let any = details.details.iter().find(|d| d.type_url.ends_with("google.rpc.ErrorInfo")).expect("ErrorInfo");
-    api::google::rpc::ErrorInfo::decode(any.value.as_slice()).expect("decodes").reason
 }
 
 pub fn stock(inv: &Inventory) -> (i32, i32, i32) {

@@ -17,6 +17,8 @@ use notifications::{DispatchOptions, Mailer};
 use platform::db::Db;
 use platform::events::{EventBus, EventEnvelope, InProcessBus};
 use platform::testkit::TestIssuer;
+#[allow(unused_imports)]
+pub use platform::testkit::violated_fields as bad_fields;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -198,16 +200,6 @@ pub fn confirmed(order_id: &str, customer: &str, payment_id: &str) -> EventEnvel
         ..OrderConfirmed::default()
     };
     envelope("order.confirmed", order_id, &payload)
-}
-
-/// The fields named by a status's BadRequest detail.
-pub fn bad_fields(status: &Status) -> Vec<String> {
-    use prost::Message;
-    assert_eq!(status.code(), tonic::Code::InvalidArgument, "{status:?}");
-    let details = platform::error::decode_details(status).expect("details");
-    let any = details.details.iter().find(|d| d.type_url.ends_with("google.rpc.BadRequest")).expect("BadRequest");
-    let bad = api::google::rpc::BadRequest::decode(any.value.as_slice()).expect("decodes");
-    bad.field_violations.into_iter().map(|v| v.field).collect()
 }
 
 // ---------------------------------------------------------------------------------------------------------

@@ -62,6 +62,8 @@ use orders::{Channels, Credentials, GrpcPorts, SagaOptions};
 use platform::db::Db;
 use platform::events::InProcessBus;
 use platform::testkit::TestIssuer;
+#[allow(unused_imports)]
+pub use platform::testkit::error_reason as reason;
 use platform::with_db;
 use tokio::net::TcpListener;
 use tokio::sync::Notify;
@@ -1012,17 +1014,6 @@ pub fn order_of(items: &[(&str, i32)], key: &str) -> CreateOrderRequest {
 
 pub fn status(order: &Order) -> OrderStatus {
     OrderStatus::try_from(order.status).expect("status")
-}
-
-pub fn reason(status: &Status) -> String {
-    let details = platform::error::decode_details(status).expect("details");
-    let info = details
-        .details
-        .iter()
-        .find(|d| d.type_url.ends_with("ErrorInfo"))
-        .map(|d| <api::google::rpc::ErrorInfo as prost::Message>::decode(d.value.as_slice()).expect("info"))
-        .expect("ErrorInfo");
-    info.reason
 }
 
 /// The field violations of an INVALID_ARGUMENT, as (field, description).
