@@ -258,12 +258,9 @@ impl ProductRow {
         }
     }
 
-    /// Its options; none (and an error logged) when the column holds what no release writes.
+    /// Its options ([`stored_options`]).
     pub fn options(&self) -> Vec<ProductOption> {
-        variants::decode(&self.options).unwrap_or_else(|| {
-            tracing::error!(product_id = %self.id, stored = %self.options, "a product's options are not readable");
-            Vec::new()
-        })
+        stored_options(&self.id, &self.options)
     }
 
     /// The editable fields.
@@ -280,6 +277,15 @@ impl ProductRow {
             options: self.options(),
         }
     }
+}
+
+/// The options product `product_id` has stored as `stored`; none (and an error logged) when the column holds what
+/// no release writes.
+pub fn stored_options(product_id: &str, stored: &str) -> Vec<ProductOption> {
+    variants::decode(stored).unwrap_or_else(|| {
+        tracing::error!(%product_id, %stored, "a product's options are not readable");
+        Vec::new()
+    })
 }
 
 /// A product as a listing found it, with the database's sort text (the lowered name when sorting by name).

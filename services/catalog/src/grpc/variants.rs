@@ -37,7 +37,7 @@ impl CatalogApi {
 }
 
 fn variant_to_wire(row: VariantRow) -> ProductVariant {
-    let options = crate::domain::variants::decode(&row.options).unwrap_or_default();
+    let options = crate::store::stored_options(&row.id, &row.options);
     ProductVariant {
         id: row.id,
         sku: row.sku,

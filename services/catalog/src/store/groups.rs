@@ -13,9 +13,9 @@ use crate::error::Error;
 pub(super) const LOCK_BASE_SQL: &str =
     "UPDATE products SET update_time = update_time WHERE id = $1 RETURNING variant_of, options";
 
-/// The options of the first variant of product $1, if it has any.
+/// The first variant of product $1 (its id and options), if it has any.
 pub(super) const FIRST_VARIANT_OPTIONS_SQL: &str =
-    "SELECT options FROM products WHERE variant_of = $1 ORDER BY create_time, id LIMIT 1";
+    "SELECT id, options FROM products WHERE variant_of = $1 ORDER BY create_time, id LIMIT 1";
 
 /// Another product (not $3) of group $1 with options key $2.
 pub(super) const TWIN_SQL: &str = "SELECT id FROM products WHERE COALESCE(variant_of, id) = $1 \
@@ -48,7 +48,6 @@ macro_rules! check_group {
     ($conn:expr, $id:expr, $fields:expr) => {{
         let id: &str = $id;
         let fields: &crate::domain::ProductFields = $fields;
-        let decode = |stored: &str| crate::domain::variants::decode(stored).unwrap_or_default();
         let mut facts = crate::domain::variants::GroupFacts::default();
         if !fields.variant_of.is_empty() && fields.variant_of != id {
             // fetch_all, not fetch_optional: the statement must run to completion on SQLite.
@@ -58,17 +57,17 @@ macro_rules! check_group {
                 .await?;
             if let Some((variant_of, options)) = base.into_iter().next() {
                 facts.base = Some(variant_of);
-                facts.sibling_options = Some(decode(&options));
+                facts.sibling_options = Some(stored_options(&fields.variant_of, &options));
             }
         }
-        let first_variant = sqlx::query_scalar::<_, String>(groups::FIRST_VARIANT_OPTIONS_SQL)
+        let first_variant = sqlx::query_as::<_, (String, String)>(groups::FIRST_VARIANT_OPTIONS_SQL)
             .bind(id)
             .fetch_optional(&mut *$conn)
             .await?;
-        if let Some(options) = first_variant {
+        if let Some((variant_id, options)) = first_variant {
             facts.has_variants = true;
             if fields.variant_of.is_empty() {
-                facts.sibling_options = Some(decode(&options));
+                facts.sibling_options = Some(stored_options(&variant_id, &options));
             }
         }
         let violations = crate::domain::variants::check_group(id, &fields.variant_of, &fields.options, &facts);
