@@ -780,7 +780,13 @@ async fn a_delivered_order_is_returned_and_refunded_its_share(storage: Storage) 
     // The money: the payment gave 12.00 back, the order shows it, and the refund has its credit note.
     let payment = p.send("GET", &format!("/v1/payments/{payment_id}"), Some(&ada), None).await.json;
     assert_eq!(payment["refundedAmount"]["amountMinor"], "1200", "{payment}");
-    p.get_until(&format!("/v1/orders/{id}"), &ada, |o| o["refunded"]["amountMinor"] == "1200").await;
+    let after = p.get_until(&format!("/v1/orders/{id}"), &ada, |o| o["refunded"]["amountMinor"] == "1200").await;
+    // The order shows the mug that came back; it is still a confirmed sale.
+    assert_eq!(
+        (&after["items"][0]["productId"], &after["items"][0]["returnedQuantity"], &after["status"]),
+        (&json!(mugs), &json!(1), &json!("ORDER_STATUS_CONFIRMED")),
+        "{after}"
+    );
     let of_order = format!("/v1/invoices?orderId={id}&kind=INVOICE_KIND_CREDIT_NOTE");
     let notes = p.get_until(&of_order, &ada, |d| d["invoices"].as_array().is_some_and(|a| a.len() == 1)).await;
     let note = &notes["invoices"][0];

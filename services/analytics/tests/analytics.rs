@@ -49,18 +49,7 @@ impl Server {
         let issuer = Arc::new(TestIssuer::new().expect("issuer"));
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(analytics::serve(listener, db.clone(), issuer.verifier(), shutdown.clone()));
-        let mut attempt = 0;
-        let client = loop {
-            match Channel::from_shared(url.clone()).expect("url").connect().await {
-                Ok(channel) => break AnalyticsServiceClient::new(channel),
-                Err(e) if attempt < 50 => {
-                    attempt += 1;
-                    eprintln!("analytics not up yet: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => panic!("analytics did not come up: {e}"),
-            }
-        };
+        let client = AnalyticsServiceClient::new(platform::testkit::connect_when_up(&url, "analytics").await);
         Self { client, issuer, bus, db, shutdown, task }
     }
 
@@ -173,6 +162,7 @@ fn item(product_id: &str, name: &str, quantity: i32, currency: &str, unit_minor:
         quantity,
         unit_price: money(currency, unit_minor),
         line_total: money(currency, unit_minor * i64::from(quantity)),
+        ..OrderItem::default()
     }
 }
 

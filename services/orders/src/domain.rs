@@ -172,6 +172,8 @@ pub struct Line {
     pub quantity: i32,
     /// Unit price in minor units of the order's currency.
     pub unit_price_minor: i64,
+    /// Units that came back in received returns; 0 when priced or placed.
+    pub returned: i32,
 }
 
 impl Line {
@@ -299,6 +301,7 @@ pub fn price(lines: &[LineInput], offers: &[Offer]) -> Result<Priced, PricingErr
             name: offer.name.clone(),
             quantity: line.quantity,
             unit_price_minor: offer.price.amount_minor,
+            returned: 0,
         });
     }
     Ok(Priced {

@@ -72,6 +72,7 @@ pub fn lines_to_wire(lines: &[Line], currency: &str) -> Vec<OrderItem> {
             quantity: l.quantity,
             unit_price: Some(Money { currency: currency.to_owned(), amount_minor: l.unit_price_minor }),
             line_total: Some(Money { currency: currency.to_owned(), amount_minor: l.total_minor() }),
+            returned_quantity: l.returned,
         })
         .collect()
 }

@@ -273,7 +273,14 @@ mod tests {
     use super::*;
 
     fn line(product_id: &str, quantity: i32, unit_price_minor: i64) -> Line {
-        Line { product_id: product_id.into(), sku: String::new(), name: String::new(), quantity, unit_price_minor }
+        Line {
+            product_id: product_id.into(),
+            sku: String::new(),
+            name: String::new(),
+            quantity,
+            unit_price_minor,
+            returned: 0,
+        }
     }
 
     fn asked(lines: &[(&str, i32)]) -> Vec<(String, i32)> {

@@ -78,7 +78,16 @@ struct LineRow {
     name: String,
     quantity: i64,
     unit_price_minor: i64,
+    returned: i64,
 }
+
+/// An order's lines as [`LineRow`]s, each with the units that came back in received returns (the returns of an
+/// order are few: `returns_by_order` finds them). Followed by the statement's WHERE clause.
+const SELECT_LINES: &str = "SELECT i.order_id, i.product_id, i.sku, i.name, i.quantity, i.unit_price_minor, \
+     CAST(COALESCE((SELECT SUM(rl.quantity) FROM returns r JOIN return_lines rl ON rl.return_id = r.id \
+         WHERE r.order_id = i.order_id AND rl.product_id = i.product_id AND r.status IN ('received', 'refunded')), \
+         0) AS BIGINT) AS returned \
+     FROM order_items i";
 
 /// A stored order with its lines.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,6 +238,7 @@ fn line(row: LineRow) -> Line {
         name: row.name,
         quantity: i32::try_from(row.quantity).unwrap_or(i32::MAX),
         unit_price_minor: row.unit_price_minor,
+        returned: i32::try_from(row.returned).unwrap_or(i32::MAX),
     }
 }
 
@@ -657,12 +667,10 @@ impl Store {
     /// Order `id` with its lines, if it exists.
     pub async fn order(&self, id: &str) -> Result<Option<Order>, Error> {
         let sql = format!("{} WHERE id = $1", *SELECT_ORDER);
+        let lines_sql = format!("{SELECT_LINES} WHERE i.order_id = $1 ORDER BY i.line_no");
         let (row, lines) = with_db!(&self.db, pool => {
             let row = sqlx::query_as::<_, OrderRow>(sqlx::AssertSqlSafe(sql)).bind(id).fetch_optional(pool).await?;
-            let lines = sqlx::query_as::<_, LineRow>(
-                "SELECT order_id, product_id, sku, name, quantity, unit_price_minor FROM order_items \
-                 WHERE order_id = $1 ORDER BY line_no",
-            )
+            let lines = sqlx::query_as::<_, LineRow>(sqlx::AssertSqlSafe(lines_sql))
             .bind(id)
             .fetch_all(pool)
             .await?;
@@ -732,10 +740,7 @@ impl Store {
             return Ok(Vec::new());
         }
         let placeholders = (1..=rows.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
-        let lines_sql = format!(
-            "SELECT order_id, product_id, sku, name, quantity, unit_price_minor FROM order_items \
-             WHERE order_id IN ({placeholders}) ORDER BY order_id, line_no"
-        );
+        let lines_sql = format!("{SELECT_LINES} WHERE i.order_id IN ({placeholders}) ORDER BY i.order_id, i.line_no");
         let line_rows = with_db!(&self.db, pool => {
             let mut query = sqlx::query_as::<_, LineRow>(sqlx::AssertSqlSafe(lines_sql));
             for row in &rows {

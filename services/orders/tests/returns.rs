@@ -10,8 +10,9 @@ use api::mercato::deliveries::v1::ShipmentDelivered;
 use api::mercato::orders::v1::return_service_client::ReturnServiceClient;
 use api::mercato::orders::v1::shipping_rate_service_client::ShippingRateServiceClient;
 use api::mercato::orders::v1::{
-    ApproveReturnRequest, CancelReturnRequest, CreateReturnRequest, GetReturnRequest, ListReturnsRequest, OrderStatus,
-    ReceiveReturnRequest, RejectReturnRequest, Return, ReturnItem, ReturnReceived, ReturnRequested, ReturnStatus,
+    ApproveReturnRequest, CancelReturnRequest, CreateReturnRequest, GetReturnRequest, ListOrdersRequest,
+    ListReturnsRequest, Order, OrderStatus, ReceiveReturnRequest, RejectReturnRequest, Return, ReturnItem,
+    ReturnReceived, ReturnRequested, ReturnStatus,
 };
 use api::mercato::orders::v1::{CreateShippingRateRequest, ShippingRate};
 use platform::config::ReturnShipping;
@@ -137,6 +138,11 @@ fn amount(r: &Return) -> i64 {
     r.refund.as_ref().map_or(-1, |m| m.amount_minor)
 }
 
+/// Each line's product with the units that came back.
+fn returned(order: &Order) -> Vec<(&str, i32)> {
+    order.items.iter().map(|i| (i.product_id.as_str(), i.returned_quantity)).collect()
+}
+
 fn lines(r: &Return) -> Vec<(String, i32, String, i64)> {
     r.items
         .iter()
@@ -171,6 +177,7 @@ async fn a_delivered_order_is_returned_in_parts_and_refunded_its_share(db: Db) {
     assert_eq!(lines(&first), [(COFFEE.to_owned(), 1, "Coffee".to_owned(), 1450)]);
     let requested: ReturnRequested = outbox_event(&server.db, &first.id, "return.requested").await;
     assert_eq!((requested.order_id.as_str(), requested.items.len()), (order.id.as_str(), 1));
+    assert_eq!(returned(&ada.get(&order.id).await.expect("get")), [(COFFEE, 0), (TEA, 0)], "asked, not received");
 
     // Another customer's order and return do not exist for Bob; only staff decide.
     assert_eq!(bob_returns.create(&order.id, &[(COFFEE, 1)], "").await.expect_err("ada's").code(), Code::NotFound);
@@ -201,6 +208,7 @@ async fn a_delivered_order_is_returned_in_parts_and_refunded_its_share(db: Db) {
     assert_eq!(staff.receive(&first.id, false).await.expect("again"), refunded, "received once");
     assert_eq!(server.fake.refunds_of(&order.payment_id).len(), 1, "refunded once");
     assert_eq!(ada_returns.get(&first.id).await.expect("ada reads hers"), refunded);
+    assert_eq!(returned(&ada.get(&order.id).await.expect("get")), [(COFFEE, 1), (TEA, 0)], "the order shows it");
 
     // One coffee is left to return; the rest of the order takes the rest of the total.
     let too_many = ada_returns.create(&order.id, &[(COFFEE, 2)], "").await.expect_err("one left");
@@ -222,6 +230,10 @@ async fn a_delivered_order_is_returned_in_parts_and_refunded_its_share(db: Db) {
     assert!(!received.restock, "staff kept the units out of stock");
     let given_back: i64 = server.fake.refunds_of(&order.payment_id).iter().map(|(_, a)| a).sum();
     assert_eq!(given_back, 2 * 1450);
+    // The order counts the units received back, not the rejected tea; its list entry too.
+    let (listed, _) = ada.list(ListOrdersRequest::default()).await.expect("list");
+    assert_eq!(returned(&listed[0]), [(COFFEE, 2), (TEA, 0)]);
+    assert_eq!(status(&listed[0]), OrderStatus::Confirmed);
 
     // Listed newest first, by state too.
     let all = staff.list(ListReturnsRequest { order_id: order.id.clone(), ..ListReturnsRequest::default() }).await;

@@ -79,18 +79,7 @@ impl Service {
             shutdown.clone(),
         ));
         let url = format!("http://{addr}");
-        let mut attempt = 0;
-        let client = loop {
-            match Channel::from_shared(url.clone()).expect("url").connect().await {
-                Ok(channel) => break NotificationServiceClient::new(channel),
-                Err(e) if attempt < 100 => {
-                    attempt += 1;
-                    eprintln!("notifications not up yet: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => panic!("notifications did not come up: {e}"),
-            }
-        };
+        let client = NotificationServiceClient::new(platform::testkit::connect_when_up(&url, "notifications").await);
         // serve subscribes before it listens: once a call answers, the consumer is on the bus.
         let token = issuer.token("probe", &["notifications:read"], &["customer"]);
         let mut probe = 0;
@@ -193,6 +182,7 @@ pub fn confirmed(order_id: &str, customer: &str, payment_id: &str) -> EventEnvel
             quantity: 2,
             unit_price: Some(eur(1450)),
             line_total: Some(eur(2900)),
+            ..OrderItem::default()
         }],
         total: Some(eur(2900)),
         shipping_address: None,

@@ -793,14 +793,9 @@ pub struct Server {
     pub remote: Option<(CancellationToken, JoinHandle<Result<(), tonic::transport::Error>>)>,
 }
 
+/// A channel to the orders service under test at `url`, once it is up.
 pub async fn connect(url: &str) -> Channel {
-    for _ in 0..100 {
-        if let Ok(channel) = Channel::from_shared(url.to_owned()).expect("url").connect().await {
-            return channel;
-        }
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
-    panic!("{url} did not come up");
+    platform::testkit::connect_when_up(url, "orders").await
 }
 
 impl Server {
