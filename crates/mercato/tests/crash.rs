@@ -153,6 +153,32 @@ async fn stock_when(api: &Api, product: &str, settled: impl Fn(&Value) -> bool) 
     stock
 }
 
+/// Starts the platform on `dir` and `storage`, with `failpoint` armed when given, and waits until it is ready.
+async fn start(
+    dir: &std::path::Path,
+    storage: &[(String, String)],
+    failpoint: Option<&str>,
+) -> (std::process::Child, Api) {
+    let (child, base) = start_up(dir, &[], &borrowed(&settings(storage, failpoint)));
+    wait_ready(&base).await;
+    (child, Api::new(base))
+}
+
+/// Waits for the platform to abort at its fail point (as `kill -9` would stop it), starts it again on the same data
+/// with none armed, and logs the customer in: the new process, its API and the customer's token.
+async fn restart_after_abort(
+    child: &mut std::process::Child,
+    dir: &std::path::Path,
+    storage: &[(String, String)],
+    case: &str,
+) -> (std::process::Child, Api, String) {
+    let died = support::exited_within(child, Duration::from_secs(30));
+    assert_eq!(died.signal(), Some(6), "{case}: the process should have aborted there, but {died}");
+    let (child, api) = start(dir, storage, None).await;
+    let customer = api.login(CUSTOMER).await;
+    (child, api, customer)
+}
+
 /// Stops the platform gracefully and checks that `mercato audit` finds the books of `dir` and `storage` sound;
 /// then removes `dir`.
 fn stop_and_audit(child: &mut std::process::Child, dir: &std::path::Path, storage: Vec<(String, String)>, case: &str) {
@@ -199,9 +225,7 @@ async fn crash_then_resume_on(engine: Engine, failpoint: &str, action: Action, p
     let run = uuid::Uuid::now_v7().simple().to_string();
     let storage = storage(engine, &run[run.len() - 16..]);
     let case = format!("{failpoint} on {engine:?}");
-    let (mut child, base) = start_up(&dir, &[], &borrowed(&settings(&storage, Some(failpoint))));
-    wait_ready(&base).await;
-    let api = Api::new(base);
+    let (mut child, api) = start(&dir, &storage, Some(failpoint)).await;
 
     let (_, product, customer) = open_shop(&api, "CRASH-1", "coffee").await;
 
@@ -217,14 +241,8 @@ async fn crash_then_resume_on(engine: Engine, failpoint: &str, action: Action, p
     } else {
         assert!(placed.is_err(), "{case}: the checkout got an answer: {placed:?}");
     }
-    let died = support::exited_within(&mut child, Duration::from_secs(30));
-    assert_eq!(died.signal(), Some(6), "{case}: the process should have aborted there, but {died}");
-
     // Started again on the same data, with no fail point.
-    let (mut child, base) = start_up(&dir, &[], &borrowed(&settings(&storage, None)));
-    wait_ready(&base).await;
-    let api = Api::new(base);
-    let customer = api.login(CUSTOMER).await;
+    let (mut child, api, customer) = restart_after_abort(&mut child, &dir, &storage, &case).await;
     let mut order = Value::Null;
     for _ in 0..300 {
         let (_, mine) = api.send("GET", "/v1/orders", Some(&customer), None).await;
@@ -300,9 +318,7 @@ async fn crash_while_refunding_a_return(failpoint: &str) {
         let run = uuid::Uuid::now_v7().simple().to_string();
         let storage = storage(engine, &run[run.len() - 16..]);
         let case = format!("{failpoint} on {engine:?}");
-        let (mut child, base) = start_up(&dir, &[], &borrowed(&settings(&storage, Some(failpoint))));
-        wait_ready(&base).await;
-        let api = Api::new(base);
+        let (mut child, api) = start(&dir, &storage, Some(failpoint)).await;
 
         let (admin, product, customer) = open_shop(&api, "CRASH-2", "kitchen").await;
         let body = order_body(&product, "tok_visa");
@@ -341,14 +357,8 @@ async fn crash_while_refunding_a_return(failpoint: &str) {
         let received =
             api.try_send("POST", &format!("{path}:receive"), Some(&admin), None, Some(json!({"restock": true}))).await;
         assert!(received.is_err(), "{case}: the receipt got an answer: {received:?}");
-        let died = support::exited_within(&mut child, Duration::from_secs(30));
-        assert_eq!(died.signal(), Some(6), "{case}: the process should have aborted there, but {died}");
-
         // Started again: the refund is made (or recorded) on its own, once.
-        let (mut child, base) = start_up(&dir, &[], &borrowed(&settings(&storage, None)));
-        wait_ready(&base).await;
-        let api = Api::new(base);
-        let customer = api.login(CUSTOMER).await;
+        let (mut child, api, customer) = restart_after_abort(&mut child, &dir, &storage, &case).await;
         let mut seen = Value::Null;
         for _ in 0..300 {
             seen = api.send("GET", &path, Some(&customer), None).await.1;

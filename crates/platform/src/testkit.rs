@@ -190,6 +190,24 @@ fn rabbitmqctl(command: &str) -> bool {
     std::process::Command::new("rabbitmqctl").arg(command).output().is_ok_and(|o| o.status.success())
 }
 
+/// A channel to the gRPC server a test just started at `url` (`http://127.0.0.1:<port>`), once it accepts
+/// connections: tried every 50 ms for 5 seconds, then the test fails naming `service` and the last error.
+pub async fn connect_when_up(url: &str, service: &str) -> tonic::transport::Channel {
+    let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned()).expect("a server URL");
+    let mut attempt = 0;
+    loop {
+        match endpoint.connect().await {
+            Ok(channel) => return channel,
+            Err(e) if attempt < 100 => {
+                attempt += 1;
+                eprintln!("{service} not up yet: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            Err(e) => panic!("{service} did not come up at {url}: {e}"),
+        }
+    }
+}
+
 /// The fields named by the `google.rpc.BadRequest` detail of `status`, in order: what a test asserts of a refusal.
 /// Panics (the test fails) unless `status` is INVALID_ARGUMENT with such a detail.
 pub fn violated_fields(status: &tonic::Status) -> Vec<String> {

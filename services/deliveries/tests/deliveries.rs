@@ -68,18 +68,7 @@ impl Server {
         deliveries::events::subscribe(bus.as_ref(), deliveries::store::Store::new(db.clone()));
         let task = tokio::spawn(deliveries::serve(listener, db, issuer.verifier(), bus.clone(), shutdown.clone()));
         let url = format!("http://{addr}");
-        let mut attempt = 0;
-        let client = loop {
-            match Channel::from_shared(url.clone()).expect("url").connect().await {
-                Ok(channel) => break DeliveryServiceClient::new(channel),
-                Err(e) if attempt < 50 => {
-                    attempt += 1;
-                    eprintln!("deliveries not up yet: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => panic!("deliveries did not come up: {e}"),
-            }
-        };
+        let client = DeliveryServiceClient::new(platform::testkit::connect_when_up(&url, "deliveries").await);
         Self { client, bus, published, issuer, shutdown, task }
     }
 

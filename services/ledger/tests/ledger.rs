@@ -62,18 +62,7 @@ impl Server {
         );
         let task = tokio::spawn(ledger::serve(listener, db.clone(), issuer.verifier(), bus, shutdown.clone()));
         let url = format!("http://{addr}");
-        let mut attempt = 0;
-        let client = loop {
-            match Channel::from_shared(url.clone()).expect("url").connect().await {
-                Ok(channel) => break LedgerServiceClient::new(channel),
-                Err(e) if attempt < 50 => {
-                    attempt += 1;
-                    eprintln!("ledger not up yet: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => panic!("ledger did not come up: {e}"),
-            }
-        };
+        let client = LedgerServiceClient::new(platform::testkit::connect_when_up(&url, "ledger").await);
         Self { client, recorded, issuer, db, shutdown, task }
     }
 

@@ -13,7 +13,6 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
 
 use api::common::Money;
 use api::mercato::ledger::v1::ledger_service_client::LedgerServiceClient;
@@ -25,7 +24,6 @@ use platform::testkit::TestIssuer;
 use proptest::prelude::*;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
 use tonic::{Code, Request};
 
 /// Accounts per currency in every case.
@@ -95,12 +93,7 @@ async fn check_invariants(db: Db, ops: Vec<Op>) {
     let bus = Arc::new(platform::events::InProcessBus::new());
     let task = tokio::spawn(ledger::serve(listener, db.clone(), issuer.verifier(), bus, shutdown.clone()));
     let token = issuer.token("admin-1", &["ledger:read", "ledger:write"], &["admin"]);
-    let mut client = loop {
-        match Channel::from_shared(url.clone()).expect("url").connect().await {
-            Ok(channel) => break LedgerServiceClient::new(channel),
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
-        }
-    };
+    let mut client = LedgerServiceClient::new(platform::testkit::connect_when_up(&url, "ledger").await);
 
     // accounts[currency] = ids of that currency's accounts.
     let mut accounts: Vec<Vec<String>> = Vec::new();

@@ -250,18 +250,7 @@ impl Server {
             shutdown.clone(),
         ));
         let url = format!("http://{addr}");
-        let mut attempt = 0;
-        let client = loop {
-            match Channel::from_shared(url.clone()).expect("url").connect().await {
-                Ok(channel) => break PaymentServiceClient::new(channel),
-                Err(e) if attempt < 50 => {
-                    attempt += 1;
-                    eprintln!("payments not up yet: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => panic!("payments did not come up: {e}"),
-            }
-        };
+        let client = PaymentServiceClient::new(platform::testkit::connect_when_up(&url, "payments").await);
         Self { client, issuer, ledger, db, shutdown, task, ledger_stop }
     }
 

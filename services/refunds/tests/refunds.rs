@@ -229,18 +229,7 @@ impl Server {
         let shutdown = CancellationToken::new();
         let task = tokio::spawn(refunds::serve(listener, db.clone(), issuer.verifier(), client, bus, shutdown.clone()));
         let url = format!("http://{addr}");
-        let mut attempt = 0;
-        let client = loop {
-            match Channel::from_shared(url.clone()).expect("url").connect().await {
-                Ok(channel) => break RefundServiceClient::new(channel),
-                Err(e) if attempt < 50 => {
-                    attempt += 1;
-                    eprintln!("refunds not up yet: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => panic!("refunds did not come up: {e}"),
-            }
-        };
+        let client = RefundServiceClient::new(platform::testkit::connect_when_up(&url, "refunds").await);
         Self { client, issuer, payments, events, db, shutdown, task, payments_stop }
     }
 

@@ -74,18 +74,7 @@ impl Server {
         let blobs = platform::blob::Blobs::in_directory(blob_dir.path()).expect("blobs");
         let task = tokio::spawn(support::serve(listener, db.clone(), blobs, issuer.verifier(), bus, shutdown.clone()));
         let url = format!("http://{addr}");
-        let mut attempt = 0;
-        let client = loop {
-            match Channel::from_shared(url.clone()).expect("url").connect().await {
-                Ok(channel) => break SupportServiceClient::new(channel),
-                Err(e) if attempt < 50 => {
-                    attempt += 1;
-                    eprintln!("support not up yet: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => panic!("support did not come up: {e}"),
-            }
-        };
+        let client = SupportServiceClient::new(platform::testkit::connect_when_up(&url, "support").await);
         Self { client, published, issuer, blob_dir, db, shutdown, task }
     }
 

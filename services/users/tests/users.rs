@@ -3,7 +3,6 @@
 //! as auth publishes it.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use api::mercato::auth::v1::{EmailChanged, UserDeleted, UserRegistered};
 use api::mercato::orders::v1::Address;
@@ -43,18 +42,7 @@ impl Server {
         users::events::subscribe(bus.as_ref(), users::store::Store::new(db.clone()));
         let task = tokio::spawn(users::serve(listener, db, issuer.verifier(), shutdown.clone()));
         let url = format!("http://{addr}");
-        let mut attempt = 0;
-        let client = loop {
-            match Channel::from_shared(url.clone()).expect("url").connect().await {
-                Ok(channel) => break UserServiceClient::new(channel),
-                Err(e) if attempt < 50 => {
-                    attempt += 1;
-                    eprintln!("users not up yet: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => panic!("users did not come up: {e}"),
-            }
-        };
+        let client = UserServiceClient::new(platform::testkit::connect_when_up(&url, "users").await);
         Self { client, bus, issuer, shutdown, task }
     }
 

@@ -13,7 +13,6 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use api::catalog::catalog_service_server::{CatalogService, CatalogServiceServer};
 use api::catalog::{
@@ -261,18 +260,7 @@ impl Server {
         cart::events::subscribe(bus.as_ref(), Store::new(db.clone()));
         let task = tokio::spawn(cart::serve(listener, db, issuer.verifier(), channel, bus.clone(), shutdown.clone()));
         let url = format!("http://{addr}");
-        let mut attempt = 0;
-        let channel = loop {
-            match Channel::from_shared(url.clone()).expect("url").connect().await {
-                Ok(channel) => break channel,
-                Err(e) if attempt < 50 => {
-                    attempt += 1;
-                    eprintln!("cart not up yet: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => panic!("cart did not come up: {e}"),
-            }
-        };
+        let channel = platform::testkit::connect_when_up(&url, "cart").await;
         let (client, wishlist) = (CartServiceClient::new(channel.clone()), WishlistServiceClient::new(channel));
         Self { client, item_added, issuer, catalog, catalog_stop, catalog_task, shutdown, task, bus, wishlist }
     }

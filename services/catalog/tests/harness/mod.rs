@@ -97,18 +97,7 @@ impl Server {
         let task =
             tokio::spawn(catalog::serve(listener, db.clone(), blobs, issuer.verifier(), bus.clone(), shutdown.clone()));
         let url = format!("http://{addr}");
-        let mut attempt = 0;
-        let channel = loop {
-            match Channel::from_shared(url.clone()).expect("url").connect().await {
-                Ok(channel) => break channel,
-                Err(e) if attempt < 50 => {
-                    attempt += 1;
-                    eprintln!("catalog not up yet: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
-                Err(e) => panic!("catalog did not come up: {e}"),
-            }
-        };
+        let channel = platform::testkit::connect_when_up(&url, "catalog").await;
         let (client, reviews) = (CatalogServiceClient::new(channel.clone()), ReviewServiceClient::new(channel.clone()));
         let alerts = StockAlertServiceClient::new(channel);
         Self { client, published, issuer, db, blob_dir, shutdown, task, bus, reviews, alerts }
