@@ -957,3 +957,41 @@ async fn a_buyer_reviews_what_they_bought_on_sqlite() {
 async fn a_buyer_reviews_what_they_bought_on_postgres() {
     a_buyer_reviews_what_they_bought(Storage::Postgres).await;
 }
+
+/// A shop that moderates reviews (`MERCATO_REVIEW_MODERATION=pre`, through the settings as `mercato up` reads
+/// them): a review waits for staff, who find it in their queue and publish it through the gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_moderating_shop_shows_a_review_once_staff_publish_it() {
+    let settings = [("MERCATO_RATE_LIMITS", "off"), ("MERCATO_REVIEW_MODERATION", "pre")];
+    let Some(p) = TestPlatform::start_with(Storage::Sqlite, &settings).await else { return };
+    let admin = p.admin_token().await;
+    let ada = p.customer_token("ada-moderated@example.com").await;
+    let teapot = product_in_stock(&p, &admin, "TEAPOT-1", "4200", 5).await;
+    let reviews = format!("/v1/products/{teapot}/reviews");
+    let order = place_order(&p, &ada, "ada-teapot", &teapot, 1, "tok_visa").await;
+    assert_eq!(order["status"], "ORDER_STATUS_CONFIRMED", "{order}");
+
+    let written = review_once_bought(&p, &ada, &teapot, json!({"rating": 4, "title": "Pours well"})).await;
+    assert_eq!((written.status, &written.json["state"]), (201, &json!("REVIEW_STATE_PENDING")), "{}", written.json);
+    let id = written.json["id"].as_str().expect("review id");
+    let public = p.send("GET", &reviews, None, None).await;
+    assert_eq!(public.json["reviews"], json!([]), "waiting: {}", public.json);
+    assert_eq!(p.send("GET", &format!("{reviews}/{id}"), None, None).await.status, 404, "not to anyone");
+    let queue = p.send("GET", "/v1/reviews?state=REVIEW_STATE_PENDING", Some(&admin), None).await;
+    assert_eq!(queue.json["reviews"][0]["id"], id, "{}", queue.json);
+
+    let publish = format!("{reviews}/{id}:publish");
+    assert_eq!(p.send("POST", &publish, Some(&ada), Some(json!({}))).await.status, 403, "staff only");
+    let published = p.send("POST", &publish, Some(&admin), Some(json!({}))).await;
+    assert_eq!(
+        (published.status, &published.json["state"]),
+        (200, &json!("REVIEW_STATE_PUBLISHED")),
+        "{}",
+        published.json
+    );
+    let public = p.send("GET", &reviews, None, None).await;
+    assert_eq!(public.json["reviews"][0]["title"], "Pours well", "{}", public.json);
+    let product = p.send("GET", &format!("/v1/products/{teapot}"), None, None).await.json;
+    assert_eq!((&product["rating"]["count"], &product["rating"]["average"]), (&json!(1), &json!(4.0)), "{product}");
+    p.stop().await;
+}

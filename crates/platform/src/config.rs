@@ -106,6 +106,9 @@ pub struct Settings {
     /// What a return that leaves some of the order's units behind gives back of its shipping
     /// (`MERCATO_RETURN_SHIPPING`, `shared` or `whole-order`, default `shared`).
     pub return_shipping: ReturnShipping,
+    /// Whether customers' reviews wait for staff before they show (`MERCATO_REVIEW_MODERATION`, `off` or `pre`,
+    /// default `off`).
+    pub review_moderation: ReviewModeration,
     /// Origins allowed by CORS (`MERCATO_CORS_ORIGINS`, comma-separated).
     pub cors_origins: Vec<String>,
     /// Client secrets of the services for the client-credentials grant (`MERCATO_<SERVICE>_CLIENT_SECRET`).
@@ -702,6 +705,15 @@ impl Settings {
             }
         };
 
+        let review_moderation = match vars.get("MERCATO_REVIEW_MODERATION").map(|v| v.trim()) {
+            None | Some("" | "off") => ReviewModeration::Off,
+            Some("pre") => ReviewModeration::Pre,
+            Some(raw) => {
+                fail("MERCATO_REVIEW_MODERATION", format!("{raw:?} is neither off nor pre"));
+                ReviewModeration::Off
+            }
+        };
+
         let return_window_days = match vars.get("MERCATO_RETURN_WINDOW_DAYS").map(|v| v.trim()) {
             None | Some("") => DEFAULT_RETURN_WINDOW_DAYS,
             Some(raw) => match raw.parse::<u32>() {
@@ -807,6 +819,7 @@ impl Settings {
                 checkout_requires_verified_email,
                 return_window_days,
                 return_shipping,
+                review_moderation,
                 cors_origins,
                 service_secrets,
                 admin_email,
@@ -871,6 +884,18 @@ pub enum ReturnShipping {
     /// returned, in one return or several); a return of part of it shares the discount but not the shipping. EU
     /// law asks a shop to refund the delivery cost when a customer withdraws from the whole contract.
     WholeOrder,
+}
+
+/// Whether customers' reviews wait for staff before they show (`MERCATO_REVIEW_MODERATION`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ReviewModeration {
+    /// A review is published as it is written (or changed): it shows with its product and counts in its rating
+    /// at once; staff delete what breaks the shop's rules afterwards.
+    #[default]
+    Off,
+    /// A review written or changed waits, seen only by its author and staff and counted in no rating, until staff
+    /// publish it (or delete it).
+    Pre,
 }
 
 /// An S3 bucket name as AWS allows it: 3 to 63 lower-case letters, digits, dots and hyphens, starting and
@@ -1065,6 +1090,15 @@ mod tests {
         assert_eq!(set("whole-order").expect("whole order").return_shipping, ReturnShipping::WholeOrder);
         assert_eq!(set(" shared ").expect("shared").return_shipping, ReturnShipping::Shared);
         assert_eq!(set("never").expect_err("unknown").0[0].variable, "MERCATO_RETURN_SHIPPING");
+    }
+
+    #[test]
+    fn reviews_are_published_at_once_unless_the_shop_moderates_them_first() {
+        assert_eq!(Settings::from_vars(vars(&[])).expect("defaults").review_moderation, ReviewModeration::Off);
+        let set = |raw: &str| Settings::from_vars(vars(&[("MERCATO_REVIEW_MODERATION", raw)]));
+        assert_eq!(set(" pre ").expect("pre").review_moderation, ReviewModeration::Pre);
+        assert_eq!(set("off").expect("off").review_moderation, ReviewModeration::Off);
+        assert_eq!(set("post").expect_err("unknown").0[0].variable, "MERCATO_REVIEW_MODERATION");
     }
 
     /// A settings file with `text` in a directory of its own (kept while the guard lives), and its path.

@@ -53,20 +53,22 @@ pub async fn run(
     events::subscribe(bus.as_ref(), store::Store::new(db.clone()));
     let verifier = Arc::new(TokenVerifier::from_auth_service(platform::grpc::service_channel(&settings, "auth")?));
     let blobs = Blobs::open(&settings, NAME)?;
-    let result = serve(listener, db.clone(), blobs, verifier, bus, shutdown).await;
+    let result = serve(listener, db.clone(), blobs, verifier, bus, settings.review_moderation, shutdown).await;
     db.close().await;
     result
 }
 
 /// Migrates `db`, then serves the catalog on `listener` with tokens checked by `verifier`, product images'
-/// bytes in `blobs` (orphans swept hourly), publishing its events on `bus`, pruning its inbox and telling the
-/// customers waiting for products back in stock ([`sweep_stock_alerts`]), until `shutdown` is cancelled.
+/// bytes in `blobs` (orphans swept hourly), publishing its events on `bus`, customers' reviews as they are written
+/// or held for staff (`moderation`), pruning its inbox and telling the customers waiting for products back in
+/// stock ([`sweep_stock_alerts`]), until `shutdown` is cancelled.
 pub async fn serve(
     listener: impl Into<platform::grpc::Listener>,
     db: Db,
     blobs: Blobs,
     verifier: Arc<TokenVerifier>,
     bus: Arc<dyn EventBus>,
+    moderation: platform::config::ReviewModeration,
     shutdown: CancellationToken,
 ) -> Result<(), Error> {
     prepare(&db).await?;
@@ -75,7 +77,7 @@ pub async fn serve(
     let relay = Relay::new(NAME, db.clone(), bus);
     let pruner = InboxPruner::new(NAME, db.clone());
     let api = CatalogApi::new(db.clone(), blobs.clone(), relay.handle());
-    let reviews = grpc::reviews::ReviewsApi::new(db.clone());
+    let reviews = grpc::reviews::ReviewsApi::new(db.clone(), moderation);
     let alerts = grpc::alerts::StockAlertsApi::new(db.clone());
     let (alert_store, alert_relay) = (store::Store::new(db.clone()), relay.handle());
     // The relay, the pruner and the sweeps (stock alerts, orphan images) stop with the server; rows the relay did

@@ -7,9 +7,10 @@ mod harness;
 use api::auth::UserDeleted;
 use api::catalog::{
     CreateProductReviewRequest, GetProductReviewRequest, ListProductReviewsResponse, ListProductsRequest,
-    ListReviewsRequest, ListReviewsResponse, Product, ProductReview, UpdateProductRequest,
+    ListReviewsRequest, ListReviewsResponse, Product, ProductReview, ReviewState, UpdateProductRequest,
 };
 use api::mercato::orders::v1::OrderConfirmed;
+use platform::config::ReviewModeration;
 use platform::db::Db;
 use platform::events::EventBus;
 use tonic::{Code, Request, Status};
@@ -33,8 +34,9 @@ async fn buyers_review_what_they_bought(db: Db) {
     server.confirmed("o-ada", "ada", &[&tea.id, &tea.id]).await;
     let lovely = server.review(&ada, &tea.id, 5, "Lovely").await.expect("a buyer reviews");
     assert_eq!(
-        (lovely.rating, lovely.title.as_str(), lovely.author_name.as_str(), lovely.mine),
-        (5, "Lovely", "Lovely fan", true)
+        (lovely.rating, lovely.title.as_str(), lovely.author_name.as_str(), lovely.mine, lovely.state()),
+        (5, "Lovely", "Lovely fan", true, ReviewState::Published),
+        "a shop that does not moderate publishes it as written"
     );
     let again = server.review(&ada, &tea.id, 1, "Changed my mind").await.expect_err("one review each");
     assert_eq!(again.code(), Code::AlreadyExists, "{again:?}");
@@ -217,7 +219,7 @@ async fn the_best_rated_come_first(db: Db) {
 
     // Staff read every product's reviews, newest first, the lowest rated if they like; a page at a time.
     let all_reviews = |max_rating: i32, page_size: i32, page_token: String, token: String| {
-        let request = ListReviewsRequest { page_size, page_token, max_rating };
+        let request = ListReviewsRequest { page_size, page_token, max_rating, ..ListReviewsRequest::default() };
         let mut reviews = server.reviews.clone();
         async move { Ok::<_, Status>(reviews.list_reviews(with_token(request, &token)).await?.into_inner()) }
     };
@@ -235,7 +237,78 @@ async fn the_best_rated_come_first(db: Db) {
     server.stop().await;
 }
 
+/// A shop that moderates (`MERCATO_REVIEW_MODERATION=pre`): reviews written or changed wait for staff, seen only
+/// by their authors and staff, counted in no rating, until published.
+async fn a_moderating_shop_shows_reviews_once_staff_publish_them(db: Db) {
+    let server = Server::start_with(db, ReviewModeration::Pre).await;
+    let tea = server.create(product("TEA-9", "Genmaicha", "tea", 800)).await;
+    let (ada, bob, editor) = (server.shopper("ada"), server.shopper("bob"), server.editor());
+    server.confirmed("o-ada", "ada", &[&tea.id]).await;
+    server.confirmed("o-bob", "bob", &[&tea.id]).await;
+
+    // Written, it waits: its author and staff see it; customers' lists, the rating and anyone else do not.
+    let lovely = server.review(&ada, &tea.id, 5, "Lovely").await.expect("written");
+    assert_eq!(lovely.state(), ReviewState::Pending);
+    assert_eq!(server.rating(&tea.id).await, (0, 0.0));
+    let public = server.reviews_of(None, &tea.id, 0, "").await.expect("list");
+    assert_eq!((public.reviews.len(), public.summary.map(|s| s.count)), (0, Some(0)));
+    assert_eq!(server.review_as(Some(&ada), &tea.id, &lovely.id).await.expect("hers").state(), ReviewState::Pending);
+    assert_eq!(server.review_as(Some(&editor), &tea.id, &lovely.id).await.expect("staff").title, "Lovely");
+    for stranger in [Some(bob.as_str()), None] {
+        let hidden = server.review_as(stranger, &tea.id, &lovely.id).await.expect_err("waits");
+        assert_eq!(hidden.code(), Code::NotFound);
+    }
+
+    // Staff find what waits, and only they publish.
+    let meh = server.review(&bob, &tea.id, 2, "Meh").await.expect("written");
+    let waiting = |state: ReviewState| {
+        let request = ListReviewsRequest { state: state.into(), ..ListReviewsRequest::default() };
+        let (mut reviews, editor) = (server.reviews.clone(), editor.clone());
+        async move {
+            let page = reviews.list_reviews(with_token(request, &editor)).await.expect("staff list").into_inner();
+            page.reviews.into_iter().map(|r| r.title).collect::<Vec<_>>()
+        }
+    };
+    assert_eq!(waiting(ReviewState::Pending).await, ["Meh", "Lovely"]);
+    assert!(waiting(ReviewState::Published).await.is_empty());
+    let request = ListReviewsRequest { state: 7, ..ListReviewsRequest::default() };
+    let bad = server.reviews.clone().list_reviews(with_token(request, &editor)).await.expect_err("no such state");
+    assert_eq!(bad_fields(&bad), ["state"]);
+    let refused = server.publish(&ada, &tea.id, &lovely.id).await.expect_err("customers do not publish");
+    assert_eq!(refused.code(), Code::PermissionDenied);
+    let published = server.publish(&editor, &tea.id, &lovely.id).await.expect("published");
+    assert_eq!((published.state(), published.rating), (ReviewState::Published, 5));
+    assert_eq!(server.publish(&editor, &tea.id, &lovely.id).await.expect("again"), published, "published once");
+    assert_eq!(server.rating(&tea.id).await, (1, 5.0));
+    let public = server.reviews_of(None, &tea.id, 0, "").await.expect("list");
+    assert_eq!(titles(&public), [("Lovely", false)]);
+    assert_eq!(public.summary.map(|s| s.stars), Some(vec![0, 0, 0, 0, 1]));
+    assert_eq!(waiting(ReviewState::Pending).await, ["Meh"]);
+    let unknown = server.publish(&editor, &tea.id, "no-such-review").await.expect_err("unknown");
+    assert_eq!(unknown.code(), Code::NotFound);
+
+    // A change waits again, out of the rating until published; staff delete what they will not publish.
+    let three = ProductReview { rating: 3, ..ProductReview::default() };
+    let changed = server.change(&ada, &tea.id, &lovely.id, three, &["rating"]).await.expect("changed");
+    assert_eq!(changed.state(), ReviewState::Pending);
+    assert_eq!(server.rating(&tea.id).await, (0, 0.0));
+    assert!(server.reviews_of(None, &tea.id, 0, "").await.expect("list").reviews.is_empty());
+    server.publish(&editor, &tea.id, &lovely.id).await.expect("published again");
+    assert_eq!(server.rating(&tea.id).await, (1, 3.0));
+    server.delete(&editor, &tea.id, &meh.id).await.expect("not published, deleted");
+    assert_eq!(server.rating(&tea.id).await, (1, 3.0), "it never counted");
+    assert!(waiting(ReviewState::Pending).await.is_empty());
+    // An account erased with a review waiting takes nothing from the rating.
+    server.review(&bob, &tea.id, 1, "Still meh").await.expect("written");
+    let deleted = UserDeleted { user_id: "bob".into(), ..UserDeleted::default() };
+    server.bus.publish(envelope("bob-deleted", "user.deleted", "bob", &deleted)).await.expect("taken");
+    assert_eq!(server.rating(&tea.id).await, (1, 3.0));
+    assert!(waiting(ReviewState::Pending).await.is_empty(), "erased");
+    server.stop().await;
+}
+
 on_both_engines!(
+    a_moderating_shop_shows_reviews_once_staff_publish_them,
     buyers_review_what_they_bought,
     cancelled_orders_and_deleted_accounts_count_for_nothing,
     the_best_rated_come_first,

@@ -1,6 +1,8 @@
 //! What a review is (a rating of one to five stars, an optional title and text, the name shown with it), how an
-//! update mask changes one, and how a product's reviews add up to its rating.
+//! update mask changes one, whether it shows at once or waits for staff, and how a product's reviews add up to its
+//! rating.
 
+use platform::config::ReviewModeration;
 use platform::error::FieldViolation;
 
 /// Fewest stars.
@@ -88,6 +90,17 @@ pub fn check_max_rating(max_rating: i32) -> Result<i32, FieldViolation> {
     }
 }
 
+/// Whether a review its author has just written or changed is published: at once, unless the shop moderates
+/// (then it waits for staff, even when they had published it before the change).
+pub fn published_when_written(moderation: ReviewModeration) -> bool {
+    moderation == ReviewModeration::Off
+}
+
+/// What a review of `rating` stars adds to its product's totals: (reviews, stars), nothing while unpublished.
+pub fn counted(published: bool, rating: i32) -> (i64, i64) {
+    if published { (1, i64::from(rating)) } else { (0, 0) }
+}
+
 /// The average of `count` ratings that add up to `sum`, rounded to two decimals (half up); 0 without any.
 pub fn average(count: i64, sum: i64) -> f64 {
     if count <= 0 {
@@ -156,6 +169,14 @@ mod tests {
         for bad in [-1, 6] {
             assert_eq!(check_max_rating(bad).expect_err("bad").field, "max_rating");
         }
+    }
+
+    #[test]
+    fn only_published_reviews_count_and_a_moderating_shop_publishes_none_as_written() {
+        assert!(published_when_written(ReviewModeration::Off));
+        assert!(!published_when_written(ReviewModeration::Pre));
+        assert_eq!(counted(true, 4), (1, 4));
+        assert_eq!(counted(false, 4), (0, 0));
     }
 
     #[test]

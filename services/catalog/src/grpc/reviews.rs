@@ -1,16 +1,18 @@
-//! `mercato.catalog.v1.ReviewService`: anyone reads a product's reviews; a customer who bought it writes one
-//! (`reviews:write`), changes or deletes their own; staff who edit the catalog read every product's (the lowest
-//! rated, say) and delete any.
+//! `mercato.catalog.v1.ReviewService`: anyone reads a product's published reviews; a customer who bought it writes
+//! one (`reviews:write`), changes or deletes their own; staff who edit the catalog read every product's (the lowest
+//! rated, or those waiting for them when the shop moderates), publish and delete any.
 
 use api::catalog::review_service_server::ReviewService;
 use api::catalog::{
     CreateProductReviewRequest, CreateProductReviewResponse, DeleteProductReviewRequest, DeleteProductReviewResponse,
     GetProductReviewRequest, GetProductReviewResponse, ListProductReviewsRequest, ListProductReviewsResponse,
-    ListReviewsRequest, ListReviewsResponse, ProductReview, RatingSummary, UpdateProductReviewRequest,
-    UpdateProductReviewResponse,
+    ListReviewsRequest, ListReviewsResponse, ProductReview, PublishProductReviewRequest, PublishProductReviewResponse,
+    RatingSummary, ReviewState, UpdateProductReviewRequest, UpdateProductReviewResponse,
 };
 use platform::auth::{caller, optional_caller};
+use platform::config::ReviewModeration;
 use platform::db::Db;
+use platform::error::FieldViolation;
 use platform::time::{now_micros, timestamp};
 use tonic::{Request, Response, Status};
 
@@ -23,12 +25,13 @@ use crate::store::{ProductRow, ReviewQuery, ReviewRow, Store};
 #[derive(Debug, Clone)]
 pub struct ReviewsApi {
     store: Store,
+    moderation: ReviewModeration,
 }
 
 impl ReviewsApi {
-    /// The service over a migrated database.
-    pub fn new(db: Db) -> Self {
-        Self { store: Store::new(db) }
+    /// The service over a migrated database, publishing reviews as written or holding them for staff.
+    pub fn new(db: Db, moderation: ReviewModeration) -> Self {
+        Self { store: Store::new(db), moderation }
     }
 
     /// Product `id`: NOT_FOUND unless it exists and the caller may see it (inactive ones only staff).
@@ -51,6 +54,17 @@ fn review_to_wire(row: ReviewRow, caller: Option<&str>) -> ProductReview {
         author_name: row.author_name,
         create_time: Some(timestamp(row.create_time)),
         update_time: Some(timestamp(row.update_time)),
+        state: if row.published { ReviewState::Published } else { ReviewState::Pending }.into(),
+    }
+}
+
+/// The listing's state filter: `Some(true)` only the published, `Some(false)` only those waiting, `None` all.
+fn published_filter(state: i32) -> Result<Option<bool>, FieldViolation> {
+    match ReviewState::try_from(state) {
+        Ok(ReviewState::Unspecified) => Ok(None),
+        Ok(ReviewState::Published) => Ok(Some(true)),
+        Ok(ReviewState::Pending) => Ok(Some(false)),
+        Err(_) => Err(FieldViolation::new("state", "must be REVIEW_STATE_PUBLISHED or REVIEW_STATE_PENDING, or unset")),
     }
 }
 
@@ -86,7 +100,8 @@ impl ReviewService for ReviewsApi {
         // A size of a T-shirt is reviewed as the T-shirt: the reviews of every product of its group.
         let group = self.store.group_members(&product).await?;
         // One row more than the page tells whether another page follows.
-        let query = ReviewQuery { product_ids: Some(&group), max_rating: 0, after, limit: limit + 1 };
+        let query =
+            ReviewQuery { product_ids: Some(&group), max_rating: 0, published: Some(true), after, limit: limit + 1 };
         let rows = self.store.reviews(&query).await?;
         let (rows, next_page_token) = platform::paging::page(rows, limit, |last| last.id.clone());
         let stars = self.store.star_counts(&group).await?;
@@ -104,15 +119,17 @@ impl ReviewService for ReviewsApi {
         let me = optional_caller(&request).map(|c| c.sub.clone());
         let req = request.into_inner();
         let page = platform::paging::id_page(req.page_size, &req.page_token);
-        let (page, max_rating) = match (page, reviews::check_max_rating(req.max_rating)) {
-            (Ok(page), Ok(max_rating)) => (page, max_rating),
-            (page, max_rating) => {
-                let violations = page.err().into_iter().flatten().chain(max_rating.err());
+        let filters = (reviews::check_max_rating(req.max_rating), published_filter(req.state));
+        let (page, max_rating, published) = match (page, filters) {
+            (Ok(page), (Ok(max_rating), Ok(published))) => (page, max_rating, published),
+            (page, (max_rating, published)) => {
+                let violations = page.err().into_iter().flatten().chain(max_rating.err()).chain(published.err());
                 return Err(Error::InvalidArgument(violations.collect()).into());
             }
         };
         let (limit, after) = page;
-        let rows = self.store.reviews(&ReviewQuery { product_ids: None, max_rating, after, limit: limit + 1 }).await?;
+        let query = ReviewQuery { product_ids: None, max_rating, published, after, limit: limit + 1 };
+        let rows = self.store.reviews(&query).await?;
         let (rows, next_page_token) = platform::paging::page(rows, limit, |last| last.id.clone());
         Ok(Response::new(ListReviewsResponse {
             reviews: rows.into_iter().map(|row| review_to_wire(row, me.as_deref())).collect(),
@@ -130,9 +147,15 @@ impl ReviewService for ReviewsApi {
         require("product_id", &req.product_id)?;
         require("review_id", &req.review_id)?;
         self.visible(&req.product_id, staff).await?;
-        let row = self.store.review(&req.product_id, &req.review_id).await?.ok_or_else(|| {
-            Error::NotFound(format!("review {} of product {} not found", req.review_id, req.product_id))
-        })?;
+        // One waiting for staff is seen by them and its author only; to anyone else it does not exist yet.
+        let row = self
+            .store
+            .review(&req.product_id, &req.review_id)
+            .await?
+            .filter(|row| row.published || staff || me.as_deref() == Some(row.customer_id.as_str()))
+            .ok_or_else(|| {
+                Error::NotFound(format!("review {} of product {} not found", req.review_id, req.product_id))
+            })?;
         Ok(Response::new(GetProductReviewResponse { review: Some(review_to_wire(row, me.as_deref())) }))
     }
 
@@ -156,9 +179,10 @@ impl ReviewService for ReviewsApi {
             author_name: fields.author_name,
             create_time: now,
             update_time: now,
+            published: reviews::published_when_written(self.moderation),
         };
         let row = self.store.create_review(&row).await?;
-        tracing::info!(review_id = %row.id, product_id = %row.product_id, rating = row.rating, "review written");
+        tracing::info!(review_id = %row.id, product_id = %row.product_id, rating = row.rating, published = row.published, "review written");
         Ok(Response::new(CreateProductReviewResponse { review: Some(review_to_wire(row, Some(&author))) }))
     }
 
@@ -173,9 +197,10 @@ impl ReviewService for ReviewsApi {
         let paths = req.update_mask.map(|m| m.paths).unwrap_or_default();
         platform::error::check_update_mask(&paths, reviews::UPDATABLE_PATHS).map_err(Error::InvalidArgument)?;
         let input = fields_from_wire(req.review.unwrap_or_default());
+        let published = reviews::published_when_written(self.moderation);
         let row = self
             .store
-            .update_review(&req.product_id, &req.review_id, &author, now_micros(), |current| {
+            .update_review(&req.product_id, &req.review_id, &author, now_micros(), published, |current| {
                 reviews::apply_update_mask(current, &input, &paths).map_err(Error::InvalidArgument)
             })
             .await?;
@@ -196,6 +221,19 @@ impl ReviewService for ReviewsApi {
         let deleted = self.store.delete_review(&req.product_id, &req.review_id, author).await?;
         tracing::info!(review_id = %deleted.id, product_id = %deleted.product_id, by_author = deleted.customer_id == me, "review deleted");
         Ok(Response::new(DeleteProductReviewResponse {}))
+    }
+
+    async fn publish_product_review(
+        &self,
+        request: Request<PublishProductReviewRequest>,
+    ) -> Result<Response<PublishProductReviewResponse>, Status> {
+        let me = caller(&request)?.sub.clone();
+        let req = request.into_inner();
+        require("product_id", &req.product_id)?;
+        require("review_id", &req.review_id)?;
+        let row = self.store.publish_review(&req.product_id, &req.review_id, now_micros()).await?;
+        tracing::info!(review_id = %row.id, product_id = %row.product_id, rating = row.rating, "review published");
+        Ok(Response::new(PublishProductReviewResponse { review: Some(review_to_wire(row, Some(&me))) }))
     }
 }
 

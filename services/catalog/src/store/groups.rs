@@ -21,14 +21,14 @@ pub(super) const FIRST_VARIANT_OPTIONS_SQL: &str =
 pub(super) const TWIN_SQL: &str = "SELECT id FROM products WHERE COALESCE(variant_of, id) = $1 \
      AND options_key = $2 AND options_key <> '' AND id <> $3 LIMIT 1";
 
-/// Counts again the reviews of the groups whose bases are $1, $2 and $3 onto their bases (a variant's own totals
+/// Counts again the published reviews of the groups whose bases are $1, $2 and $3 onto their bases (a variant's own totals
 /// are none: ADD_TO_TOTALS keeps a group's on its base), once a product moved between them; yields each row's
 /// totals.
 pub(super) const RECOUNT_RATINGS_SQL: &str = "UPDATE products SET \
      rating_count = (SELECT COUNT(*) FROM reviews r JOIN products m ON m.id = r.product_id \
-         WHERE COALESCE(m.variant_of, m.id) = products.id), \
+         WHERE COALESCE(m.variant_of, m.id) = products.id AND r.published), \
      rating_sum = (SELECT COALESCE(SUM(r.rating), 0) FROM reviews r JOIN products m ON m.id = r.product_id \
-         WHERE COALESCE(m.variant_of, m.id) = products.id) \
+         WHERE COALESCE(m.variant_of, m.id) = products.id AND r.published) \
      WHERE id IN ($1, $2, $3) RETURNING id, rating_count, rating_sum";
 
 /// The name of the unique index that keeps a group's options apart (migration 0014).

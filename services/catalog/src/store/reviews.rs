@@ -4,7 +4,7 @@ use platform::db::{BeginWrite, finish, is_unique_violation};
 use platform::with_db;
 
 use super::Store;
-use crate::domain::reviews::ReviewFields;
+use crate::domain::reviews::{ReviewFields, counted};
 use crate::error::{Error, NOT_A_BUYER};
 
 /// A stored review.
@@ -26,8 +26,10 @@ pub struct ReviewRow {
     pub author_name: String,
     /// Microseconds since the epoch.
     pub create_time: i64,
-    /// Microseconds since the epoch.
+    /// Microseconds since the epoch; also the version a change compares on (publishing moves it too).
     pub update_time: i64,
+    /// Shown with its product and counted in its group's totals; false while it waits for staff.
+    pub published: bool,
 }
 
 impl ReviewRow {
@@ -49,13 +51,16 @@ pub struct ReviewQuery<'a> {
     pub product_ids: Option<&'a [String]>,
     /// Only those of at most this many stars; 0 for all.
     pub max_rating: i32,
+    /// Only the published (`Some(true)`) or only those waiting (`Some(false)`); all when `None`.
+    pub published: Option<bool>,
     /// Start after this review id (empty: from the newest).
     pub after: &'a str,
     /// At most this many.
     pub limit: i64,
 }
 
-const REVIEW_COLUMNS: &str = "id, product_id, customer_id, rating, title, body, author_name, create_time, update_time";
+const REVIEW_COLUMNS: &str =
+    "id, product_id, customer_id, rating, title, body, author_name, create_time, update_time, published";
 
 /// Adds $2 reviews and $3 stars to the totals of product $1's group (negative to take them away): they are kept on
 /// the group's base (the product itself when it is no variant), so the group is rated, and sorted by rating, as one.
@@ -102,9 +107,9 @@ impl Store {
 
     /// Stores review `review` of a product customers can see: NOT_FOUND without one, FAILED_PRECONDITION
     /// ([`NOT_A_BUYER`]) when its author has no purchase of it that was not cancelled, ALREADY_EXISTS when they
-    /// reviewed it before. The product's totals count it in the same transaction.
+    /// reviewed it before. The product's totals count it in the same transaction when it is published.
     pub async fn create_review(&self, review: &ReviewRow) -> Result<ReviewRow, Error> {
-        let insert = format!("INSERT INTO reviews ({REVIEW_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)");
+        let insert = format!("INSERT INTO reviews ({REVIEW_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
         with_db!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
             let result: Result<(), Error> = async {
@@ -151,6 +156,7 @@ impl Store {
                     .bind(&review.author_name)
                     .bind(review.create_time)
                     .bind(review.update_time)
+                    .bind(review.published)
                     .execute(&mut *tx)
                     .await
                     .map_err(|e| {
@@ -161,12 +167,8 @@ impl Store {
                             e.into()
                         }
                     })?;
-                sqlx::query(ADD_TO_TOTALS)
-                    .bind(&review.product_id)
-                    .bind(1_i64)
-                    .bind(i64::from(review.rating))
-                    .execute(&mut *tx)
-                    .await?;
+                let (reviews, stars) = counted(review.published, review.rating);
+                sqlx::query(ADD_TO_TOTALS).bind(&review.product_id).bind(reviews).bind(stars).execute(&mut *tx).await?;
                 Ok(())
             }
             .await;
@@ -191,6 +193,11 @@ impl Store {
         if let Some(ids) = query.product_ids {
             sql.push_str(&format!(" AND product_id IN ({})", platform::db::placeholders(4, ids.len().max(1))));
         }
+        match query.published {
+            Some(true) => sql.push_str(" AND published"),
+            Some(false) => sql.push_str(" AND NOT published"),
+            None => {}
+        }
         sql.push_str(" ORDER BY id DESC LIMIT $3");
         Ok(with_db!(&self.db, pool => {
             let mut select = sqlx::query_as::<_, ReviewRow>(sqlx::AssertSqlSafe(sql))
@@ -210,10 +217,11 @@ impl Store {
         }))
     }
 
-    /// How many reviews of the products `product_ids` (a product's variant group) gave 1, 2, 3, 4 and 5 stars.
+    /// How many published reviews of the products `product_ids` (a product's variant group) gave 1, 2, 3, 4 and 5
+    /// stars.
     pub async fn star_counts(&self, product_ids: &[String]) -> Result<[i64; 5], Error> {
         let sql = format!(
-            "SELECT rating, COUNT(*) FROM reviews WHERE product_id IN ({}) GROUP BY rating",
+            "SELECT rating, COUNT(*) FROM reviews WHERE product_id IN ({}) AND published GROUP BY rating",
             platform::db::placeholders(1, product_ids.len().max(1))
         );
         let rows = with_db!(&self.db, pool => {
@@ -235,15 +243,17 @@ impl Store {
         Ok(counts)
     }
 
-    /// Changes review `id` of product `product_id`, written by `customer_id`, to what `change` makes of it:
-    /// NOT_FOUND when there is no such review of theirs. Compare-and-set on update_time, so two concurrent
-    /// changes cannot undo each other; the product's totals follow a change of stars in the same transaction.
+    /// Changes review `id` of product `product_id`, written by `customer_id`, to what `change` makes of it,
+    /// `published` after the change or waiting for staff: NOT_FOUND when there is no such review of theirs.
+    /// Compare-and-set on update_time, so two concurrent changes (or a change and staff publishing it) cannot undo
+    /// each other; the product's totals follow in the same transaction.
     pub async fn update_review<F>(
         &self,
         product_id: &str,
         id: &str,
         customer_id: &str,
         now: i64,
+        published: bool,
         change: F,
     ) -> Result<ReviewRow, Error>
     where
@@ -263,14 +273,15 @@ impl Store {
                 author_name: next.author_name,
                 // Strictly later, even within one microsecond: update_time is also the version compared on.
                 update_time: now.max(current.update_time + 1),
+                published,
                 ..current.clone()
             };
             let updated = with_db!(&self.db, pool => {
                 let mut tx = pool.begin_write().await?;
                 let result: Result<bool, Error> = async {
                     let changed = sqlx::query(
-                        "UPDATE reviews SET rating = $1, title = $2, body = $3, author_name = $4, update_time = $5 \
-                         WHERE id = $6 AND update_time = $7",
+                        "UPDATE reviews SET rating = $1, title = $2, body = $3, author_name = $4, update_time = $5, \
+                         published = $8 WHERE id = $6 AND update_time = $7",
                     )
                     .bind(row.rating)
                     .bind(&row.title)
@@ -279,16 +290,18 @@ impl Store {
                     .bind(row.update_time)
                     .bind(id)
                     .bind(current.update_time)
+                    .bind(row.published)
                     .execute(&mut *tx)
                     .await?
                     .rows_affected();
                     if changed != 1 {
                         return Ok(false);
                     }
+                    let (before, after) = (counted(current.published, current.rating), counted(published, row.rating));
                     sqlx::query(ADD_TO_TOTALS)
                         .bind(product_id)
-                        .bind(0_i64)
-                        .bind(i64::from(row.rating - current.rating))
+                        .bind(after.0 - before.0)
+                        .bind(after.1 - before.1)
                         .execute(&mut *tx)
                         .await?;
                     Ok(true)
@@ -320,12 +333,8 @@ impl Store {
                     .fetch_optional(&mut *tx)
                     .await?;
                 if let Some(review) = &deleted {
-                    sqlx::query(ADD_TO_TOTALS)
-                        .bind(product_id)
-                        .bind(-1_i64)
-                        .bind(-i64::from(review.rating))
-                        .execute(&mut *tx)
-                        .await?;
+                    let (reviews, stars) = counted(review.published, review.rating);
+                    sqlx::query(ADD_TO_TOTALS).bind(product_id).bind(-reviews).bind(-stars).execute(&mut *tx).await?;
                 }
                 Ok(deleted)
             }
@@ -335,19 +344,55 @@ impl Store {
         deleted.ok_or_else(|| review_not_found(product_id, id))
     }
 
+    /// Publishes review `id` of product `product_id` at `now`: it counts in its group's totals from the same
+    /// transaction on. NOT_FOUND when there is no such review; a published one is answered as it is. Moves
+    /// update_time, so a change its author was making meanwhile starts again from the published review.
+    pub async fn publish_review(&self, product_id: &str, id: &str, now: i64) -> Result<ReviewRow, Error> {
+        let sql = format!(
+            "UPDATE reviews SET published = TRUE, \
+             update_time = CASE WHEN update_time >= $3 THEN update_time + 1 ELSE $3 END \
+             WHERE id = $1 AND product_id = $2 AND NOT published RETURNING {REVIEW_COLUMNS}"
+        );
+        let published = with_db!(&self.db, pool => {
+            let mut tx = pool.begin_write().await?;
+            let result: Result<Option<ReviewRow>, Error> = async {
+                let published = sqlx::query_as::<_, ReviewRow>(sqlx::AssertSqlSafe(sql))
+                    .bind(id)
+                    .bind(product_id)
+                    .bind(now)
+                    .fetch_optional(&mut *tx)
+                    .await?;
+                if let Some(review) = &published {
+                    let (reviews, stars) = counted(true, review.rating);
+                    sqlx::query(ADD_TO_TOTALS).bind(product_id).bind(reviews).bind(stars).execute(&mut *tx).await?;
+                }
+                Ok(published)
+            }
+            .await;
+            finish(tx, result).await?
+        });
+        match published {
+            Some(review) => Ok(review),
+            None => self.review(product_id, id).await?.ok_or_else(|| review_not_found(product_id, id)),
+        }
+    }
+
     /// Erases what the catalog keeps of customer `customer_id` (`user.deleted`): their reviews, taken out of
     /// their products' totals, their purchases and their stock alerts. Returns how many reviews went; again, none.
     pub async fn erase_customer(&self, customer_id: &str) -> Result<u64, Error> {
         let erased = with_db!(&self.db, pool => {
             let mut tx = pool.begin_write().await?;
             let result: Result<u64, Error> = async {
-                // Out of the totals of each group they reviewed a product of (kept on its base: ADD_TO_TOTALS).
+                // Out of the totals of each group they reviewed a product of (kept on its base: ADD_TO_TOTALS), for
+                // the reviews that were counted (published).
                 sqlx::query(
                     "UPDATE products SET \
                      rating_count = rating_count - (SELECT COUNT(*) FROM reviews r JOIN products m \
-                         ON m.id = r.product_id WHERE COALESCE(m.variant_of, m.id) = products.id AND r.customer_id = $1), \
+                         ON m.id = r.product_id WHERE COALESCE(m.variant_of, m.id) = products.id AND r.customer_id = $1 \
+                         AND r.published), \
                      rating_sum = rating_sum - (SELECT COALESCE(SUM(r.rating), 0) FROM reviews r JOIN products m \
-                         ON m.id = r.product_id WHERE COALESCE(m.variant_of, m.id) = products.id AND r.customer_id = $1) \
+                         ON m.id = r.product_id WHERE COALESCE(m.variant_of, m.id) = products.id AND r.customer_id = $1 \
+                         AND r.published) \
                      WHERE id IN (SELECT COALESCE(m.variant_of, m.id) FROM reviews r JOIN products m \
                          ON m.id = r.product_id WHERE r.customer_id = $1)",
                 )

@@ -6,6 +6,7 @@
 // Each scenario file uses some of the helpers.
 #![allow(dead_code)]
 
+use platform::config::ReviewModeration;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -63,7 +64,13 @@ pub struct Server {
 }
 
 impl Server {
+    /// The catalog on `db`, publishing reviews as they are written (the default).
     pub async fn start(db: Db) -> Self {
+        Self::start_with(db, ReviewModeration::Off).await
+    }
+
+    /// The catalog on `db`, holding reviews for staff when `moderation` says so.
+    pub async fn start_with(db: Db, moderation: ReviewModeration) -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let issuer = Arc::new(TestIssuer::new().expect("issuer"));
@@ -94,8 +101,16 @@ impl Server {
         let blobs = platform::blob::Blobs::in_directory(blob_dir.path()).expect("blobs");
         // The consumer of order.cancelled, as `catalog::run` subscribes it (used once serve has migrated).
         catalog::events::subscribe(bus.as_ref(), catalog::store::Store::new(db.clone()));
-        let task =
-            tokio::spawn(catalog::serve(listener, db.clone(), blobs, issuer.verifier(), bus.clone(), shutdown.clone()));
+        let verifier = issuer.verifier();
+        let task = tokio::spawn(catalog::serve(
+            listener,
+            db.clone(),
+            blobs,
+            verifier,
+            bus.clone(),
+            moderation,
+            shutdown.clone(),
+        ));
         let url = format!("http://{addr}");
         let channel = platform::testkit::connect_when_up(&url, "catalog").await;
         let (client, reviews) = (CatalogServiceClient::new(channel.clone()), ReviewServiceClient::new(channel.clone()));

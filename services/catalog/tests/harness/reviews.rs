@@ -2,8 +2,8 @@
 //! consumes, and the calls of `ReviewService`.
 
 use api::catalog::{
-    CreateProductReviewRequest, DeleteProductReviewRequest, ListProductReviewsRequest, ListProductReviewsResponse,
-    ProductReview, UpdateProductReviewRequest,
+    CreateProductReviewRequest, DeleteProductReviewRequest, GetProductReviewRequest, ListProductReviewsRequest,
+    ListProductReviewsResponse, ProductReview, PublishProductReviewRequest, UpdateProductReviewRequest,
 };
 use api::mercato::orders::v1::{OrderCancelled, OrderConfirmed, OrderItem};
 use platform::events::{EventBus, EventEnvelope};
@@ -125,6 +125,23 @@ impl Server {
         let request = DeleteProductReviewRequest { product_id: product_id.into(), review_id: id.into() };
         self.reviews.clone().delete_product_review(with_token(request, token)).await?;
         Ok(())
+    }
+
+    /// Staff publish a review that waits (`PublishProductReview`).
+    pub async fn publish(&self, token: &str, product_id: &str, id: &str) -> Result<ProductReview, Status> {
+        let request = PublishProductReviewRequest { product_id: product_id.into(), review_id: id.into() };
+        let published = self.reviews.clone().publish_product_review(with_token(request, token)).await?;
+        Ok(published.into_inner().review.expect("review"))
+    }
+
+    /// One review as `token` (or an anonymous caller) reads it.
+    pub async fn review_as(&self, token: Option<&str>, product_id: &str, id: &str) -> Result<ProductReview, Status> {
+        let request = GetProductReviewRequest { product_id: product_id.into(), review_id: id.into() };
+        let request = match token {
+            Some(token) => with_token(request, token),
+            None => Request::new(request),
+        };
+        Ok(self.reviews.clone().get_product_review(request).await?.into_inner().review.expect("review"))
     }
 
     /// A product's rating as GetProduct shows it: (count, average).
