@@ -84,6 +84,9 @@ pub struct Settings {
     /// (`MERCATO_SUPPORT_EMAIL`), a mailbox such as `Support <support@example.com>`, and where answers to the
     /// other mails go (their `Reply-To`); none when unset.
     pub support_email: Option<String>,
+    /// Where customers send returns (`MERCATO_RETURN_ADDRESS`, its lines separated by `;`, e.g. `Mercato Returns;
+    /// Lagerstraße 1;10115 Berlin;Germany`): the approval mail shows it. Empty when unset.
+    pub return_address: Vec<String>,
     /// The shop's web front (`MERCATO_STOREFRONT_URL`, e.g. `https://shop.example.com`, kept without a trailing
     /// `/`): mails carrying a token link to its pages, `/reset-password`, `/newsletter/confirm` and
     /// `/newsletter/unsubscribe`, each with `?token=`; none when unset (the mails carry the token alone).
@@ -663,6 +666,18 @@ impl Settings {
             );
         }
 
+        let return_address: Vec<String> = vars
+            .get("MERCATO_RETURN_ADDRESS")
+            .map(|raw| raw.split(';').map(str::trim).filter(|line| !line.is_empty()).map(str::to_owned).collect())
+            .unwrap_or_default();
+        if return_address.len() > MAX_RETURN_ADDRESS_LINES
+            || return_address.iter().any(|line| line.chars().count() > 100 || line.chars().any(char::is_control))
+        {
+            let problem = "must be at most 8 lines separated by ';', each at most 100 characters, \
+                           e.g. Mercato Returns;Lagerstraße 1;10115 Berlin;Germany";
+            fail("MERCATO_RETURN_ADDRESS", problem.to_owned());
+        }
+
         let mut base_url_of = |variable: &str, example: &str| {
             let raw = vars.get(variable).map(|v| v.trim()).filter(|v| !v.is_empty())?;
             base_url(raw, example).map_err(|problem| fail(variable, format!("{raw:?} {problem}"))).ok()
@@ -820,6 +835,7 @@ impl Settings {
                 return_window_days,
                 return_shipping,
                 review_moderation,
+                return_address,
                 cors_origins,
                 service_secrets,
                 admin_email,
@@ -885,6 +901,9 @@ pub enum ReturnShipping {
     /// law asks a shop to refund the delivery cost when a customer withdraws from the whole contract.
     WholeOrder,
 }
+
+/// Most lines of `MERCATO_RETURN_ADDRESS`.
+const MAX_RETURN_ADDRESS_LINES: usize = 8;
 
 /// Whether customers' reviews wait for staff before they show (`MERCATO_REVIEW_MODERATION`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -1090,6 +1109,16 @@ mod tests {
         assert_eq!(set("whole-order").expect("whole order").return_shipping, ReturnShipping::WholeOrder);
         assert_eq!(set(" shared ").expect("shared").return_shipping, ReturnShipping::Shared);
         assert_eq!(set("never").expect_err("unknown").0[0].variable, "MERCATO_RETURN_SHIPPING");
+    }
+
+    #[test]
+    fn the_return_address_is_lines_separated_by_semicolons() {
+        assert!(Settings::from_vars(vars(&[])).expect("defaults").return_address.is_empty());
+        let set = |raw: &str| Settings::from_vars(vars(&[("MERCATO_RETURN_ADDRESS", raw)]));
+        let address = set(" Mercato Returns; Lagerstraße 1 ;;10115 Berlin ").expect("address").return_address;
+        assert_eq!(address, ["Mercato Returns", "Lagerstraße 1", "10115 Berlin"]);
+        assert_eq!(set(&"x;".repeat(9)).expect_err("too many lines").0[0].variable, "MERCATO_RETURN_ADDRESS");
+        assert_eq!(set(&"x".repeat(101)).expect_err("too long").0[0].variable, "MERCATO_RETURN_ADDRESS");
     }
 
     #[test]

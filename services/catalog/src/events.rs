@@ -3,19 +3,22 @@
 //! Published, each in the transaction of its change: `product.created`, `product.updated` (its fields or its
 //! images changed; it carries the images), `inventory.adjusted` (every change of units on hand) and
 //! `inventory.low` (available units fell below [`LOW_STOCK_THRESHOLD`](crate::domain::LOW_STOCK_THRESHOLD)) and
-//! `stock_alert.triggered` (a product a customer waited for can be ordered again; one per alert).
+//! `stock_alert.triggered` (a product a customer waited for can be ordered again; one per alert) and
+//! `review.submitted` (a review written or changed waits for staff, when the shop moderates reviews).
 //! Consumed: `order.cancelled` puts the sold units of a cancelled order back in stock, and `return.received` the
 //! units of a return when staff say they can be sold again; `order.confirmed` and
 //! `order.cancelled` tell who bought what (only a buyer may review a product); `user.deleted` erases the
 //! account's reviews, purchases and stock alerts.
 
 use api::auth::UserDeleted;
-use api::catalog::{InventoryAdjusted, InventoryLow, ProductCreated, ProductUpdated, StockAlertTriggered};
+use api::catalog::{
+    InventoryAdjusted, InventoryLow, ProductCreated, ProductUpdated, ReviewSubmitted, StockAlertTriggered,
+};
 use api::mercato::orders::v1::{OrderCancelled, OrderConfirmed, ReturnReceived};
 use platform::events::{EventBus, EventEnvelope, NewEvent};
 use prost::Message;
 
-use crate::store::{ImageRow, ProductRow, Store};
+use crate::store::{ImageRow, ProductRow, ReviewRow, Store};
 
 /// Event type of a new product.
 pub const PRODUCT_CREATED: &str = "product.created";
@@ -27,6 +30,23 @@ pub const INVENTORY_ADJUSTED: &str = "inventory.adjusted";
 pub const INVENTORY_LOW: &str = "inventory.low";
 /// Event type of a product a customer waited for that can be ordered again.
 pub const STOCK_ALERT_TRIGGERED: &str = "stock_alert.triggered";
+/// Event type of a review that waits for staff to publish it.
+pub const REVIEW_SUBMITTED: &str = "review.submitted";
+
+/// The `review.submitted` event of `review`, of the product named `product_name`.
+pub fn review_submitted(review: &ReviewRow, product_name: &str) -> NewEvent {
+    let payload = ReviewSubmitted {
+        review_id: review.id.clone(),
+        product_id: review.product_id.clone(),
+        product_name: product_name.to_owned(),
+        customer_id: review.customer_id.clone(),
+        rating: review.rating,
+        title: review.title.clone(),
+        body: review.body.clone(),
+        author_name: review.author_name.clone(),
+    };
+    NewEvent::new(REVIEW_SUBMITTED, review.id.clone(), &payload)
+}
 
 /// The `product.created` event of `row`.
 pub fn product_created(row: &ProductRow) -> NewEvent {

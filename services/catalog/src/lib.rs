@@ -77,7 +77,7 @@ pub async fn serve(
     let relay = Relay::new(NAME, db.clone(), bus);
     let pruner = InboxPruner::new(NAME, db.clone());
     let api = CatalogApi::new(db.clone(), blobs.clone(), relay.handle());
-    let reviews = grpc::reviews::ReviewsApi::new(db.clone(), moderation);
+    let reviews = grpc::reviews::ReviewsApi::new(db.clone(), moderation, relay.handle());
     let alerts = grpc::alerts::StockAlertsApi::new(db.clone());
     let (alert_store, alert_relay) = (store::Store::new(db.clone()), relay.handle());
     // The relay, the pruner and the sweeps (stock alerts, orphan images) stop with the server; rows the relay did

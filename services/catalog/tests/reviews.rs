@@ -110,6 +110,7 @@ async fn buyers_review_what_they_bought(db: Db) {
     assert_eq!(server.delete(&bob, &tea.id, &meh.id).await.expect_err("gone").code(), Code::NotFound);
     server.delete(&server.editor(), &tea.id, &lovely.id).await.expect("moderated");
     assert_eq!(server.rating(&tea.id).await, (0, 0.0));
+    assert!(server.submitted(1).await.is_empty(), "published as written: nothing waits, nobody is told");
     assert!(server.reviews_of(None, &tea.id, 0, "").await.expect("list").reviews.is_empty());
 
     // An editor's change of the product keeps its rating; a product taken off sale hides its reviews from
@@ -249,6 +250,14 @@ async fn a_moderating_shop_shows_reviews_once_staff_publish_them(db: Db) {
     // Written, it waits: its author and staff see it; customers' lists, the rating and anyone else do not.
     let lovely = server.review(&ada, &tea.id, 5, "Lovely").await.expect("written");
     assert_eq!(lovely.state(), ReviewState::Pending);
+    // The shop hears of it (notifications mail `review.submitted` to its inbox).
+    let told = server.submitted(1).await;
+    assert_eq!(
+        told.iter()
+            .map(|s| (s.review_id.as_str(), s.product_name.as_str(), s.rating, s.title.as_str()))
+            .collect::<Vec<_>>(),
+        [(lovely.id.as_str(), "Genmaicha", 5, "Lovely")]
+    );
     assert_eq!(server.rating(&tea.id).await, (0, 0.0));
     let public = server.reviews_of(None, &tea.id, 0, "").await.expect("list");
     assert_eq!((public.reviews.len(), public.summary.map(|s| s.count)), (0, Some(0)));
@@ -291,6 +300,11 @@ async fn a_moderating_shop_shows_reviews_once_staff_publish_them(db: Db) {
     let three = ProductReview { rating: 3, ..ProductReview::default() };
     let changed = server.change(&ada, &tea.id, &lovely.id, three, &["rating"]).await.expect("changed");
     assert_eq!(changed.state(), ReviewState::Pending);
+    let told = server.submitted(3).await;
+    assert_eq!(
+        told.iter().map(|s| (s.title.as_str(), s.rating)).collect::<Vec<_>>(),
+        [("Lovely", 5), ("Meh", 2), ("Lovely", 3)]
+    );
     assert_eq!(server.rating(&tea.id).await, (0, 0.0));
     assert!(server.reviews_of(None, &tea.id, 0, "").await.expect("list").reviews.is_empty());
     server.publish(&editor, &tea.id, &lovely.id).await.expect("published again");

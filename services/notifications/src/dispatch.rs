@@ -48,6 +48,8 @@ pub struct DispatchOptions {
     /// The gateway as mail recipients reach it (`MERCATO_PUBLIC_API_URL`): newsletters offer a one-click
     /// unsubscribe through it.
     pub public_api_url: Option<String>,
+    /// Where customers send returns (`MERCATO_RETURN_ADDRESS`), line by line: the approval mail shows it.
+    pub return_address: Vec<String>,
     /// How long the delivery log keeps a notification that is done with (sent, logged, skipped or failed) after
     /// it was made (`MERCATO_NOTIFICATION_RETENTION_DAYS`): long enough to answer "did the customer get the
     /// mail?", and no longer, since each holds an address and a mail's text; `None`: for ever. PENDING ones
@@ -68,6 +70,7 @@ impl Default for DispatchOptions {
             support_inbox: None,
             storefront_url: None,
             public_api_url: None,
+            return_address: Vec::new(),
             retention: Some(Duration::from_secs(platform::config::DEFAULT_NOTIFICATION_RETENTION_DAYS * 24 * 3600)),
         }
     }

@@ -67,6 +67,8 @@ pub const RETURN_APPROVED: &str = "return.approved";
 pub const RETURN_REJECTED: &str = "return.rejected";
 /// Event type of a return whose items arrived (the customer is told what is refunded).
 pub const RETURN_RECEIVED: &str = "return.received";
+/// Event type of a customer's review that waits for staff to publish it (the shop's inbox is told).
+pub const REVIEW_SUBMITTED: &str = "review.submitted";
 /// Event type this service publishes when a notification was delivered.
 pub const NOTIFICATION_SENT: &str = "notification.sent";
 /// Event type this service publishes when every attempt of a notification failed.
@@ -103,6 +105,7 @@ pub const CONSUMED: &[(&str, &str)] = &[
     (RETURN_APPROVED, "mercato.orders.v1.ReturnApproved"),
     (RETURN_REJECTED, "mercato.orders.v1.ReturnRejected"),
     (RETURN_RECEIVED, "mercato.orders.v1.ReturnReceived"),
+    (REVIEW_SUBMITTED, "mercato.catalog.v1.ReviewSubmitted"),
     // Webhooks only (see WEBHOOKS_ONLY).
     ("order.placed", "mercato.orders.v1.OrderPlaced"),
     ("order.cancelled", "mercato.orders.v1.OrderCancelled"),
@@ -155,8 +158,9 @@ pub const MAIL_ONLY: &[&str] = &[
 ];
 
 /// Consumed event types mailed to the shop's own inbox (`MERCATO_SUPPORT_EMAIL`): new tickets, products running
-/// low and refused refunds. Those mails need no Reply-To pointing back at the inbox.
-pub const TO_THE_SHOP: &[&str] = &[TICKET_CREATED, INVENTORY_LOW, REFUND_FAILED];
+/// low, refused refunds, returns to decide and reviews waiting to be published. Those mails need no Reply-To
+/// pointing back at the inbox.
+pub const TO_THE_SHOP: &[&str] = &[TICKET_CREATED, INVENTORY_LOW, REFUND_FAILED, RETURN_REQUESTED, REVIEW_SUBMITTED];
 
 /// Whether events of `event_type` may go to webhooks (see [`MAIL_ONLY`]).
 pub fn webhooks_may_receive(event_type: &str) -> bool {

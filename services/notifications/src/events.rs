@@ -6,8 +6,8 @@
 //! (with the carrier and tracking number), `shipment.delivered`, orders' `return.approved`, `return.rejected` (with
 //! staff's reason) and `return.received` (what came back and what is refunded), `return.requested` (to the shop's
 //! support inbox: a return to decide on), `ticket.replied` (to the ticket's customer,
-//! or to the address a contact form gave), `ticket.created`, the catalog's `inventory.low` and `refund.failed` (to
-//! the shop's support inbox, `MERCATO_SUPPORT_EMAIL`),
+//! or to the address a contact form gave), `ticket.created`, the catalog's `inventory.low` and `review.submitted` (a
+//! review to publish) and `refund.failed` (to the shop's support inbox, `MERCATO_SUPPORT_EMAIL`),
 //! the newsletter's `newsletter.subscription_requested` (the confirmation token) and `newsletter.issued` (one
 //! subscriber's copy), both to the address they name, and auth's `user.password_reset_requested` (the reset token),
 //! `user.email_verification_requested` (the token that verifies the address) and `user.password_changed`, `user.roles_changed`, `user.disabled` and `user.enabled` (the owner is told), to
@@ -30,7 +30,7 @@ use api::mercato::auth::v1::{
     EmailChangeConfirmed, EmailChangeRequested, EmailChanged, EmailVerificationRequested, PasswordChangeMethod,
     PasswordChanged, PasswordResetRequested, UserDeleted, UserDisabled, UserEnabled, UserRegistered, UserRolesChanged,
 };
-use api::mercato::catalog::v1::{InventoryLow, StockAlertTriggered};
+use api::mercato::catalog::v1::{InventoryLow, ReviewSubmitted, StockAlertTriggered};
 use api::mercato::deliveries::v1::{ShipmentDelivered, ShipmentShipped};
 use api::mercato::notifications::v1::{NotificationChannel, NotificationFailed, NotificationSent};
 use api::mercato::orders::v1::{
@@ -597,6 +597,20 @@ fn plan(envelope: &EventEnvelope) -> Result<Plan, String> {
                 product_name: e.name,
                 available: e.available,
                 threshold: e.threshold,
+            };
+            Plan::mail(Addressee::SupportInbox, facts)
+        }
+        domain::REVIEW_SUBMITTED => {
+            let e = ReviewSubmitted::decode(data).map_err(bad)?;
+            let facts = Facts::ReviewSubmitted {
+                review_id: e.review_id,
+                product_id: e.product_id,
+                product_name: e.product_name,
+                customer_id: e.customer_id,
+                rating: e.rating,
+                title: e.title,
+                body: e.body,
+                author_name: e.author_name,
             };
             Plan::mail(Addressee::SupportInbox, facts)
         }

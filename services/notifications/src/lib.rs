@@ -69,6 +69,7 @@ pub async fn run(
         support_inbox: settings.support_email.clone(),
         storefront_url: settings.storefront_url.clone(),
         public_api_url: settings.public_api_url.clone(),
+        return_address: settings.return_address.clone(),
         retention: settings.notification_retention,
         ..DispatchOptions::default()
     };
@@ -92,7 +93,8 @@ pub async fn serve(
     db.migrate(&MIGRATOR, NAME).await?;
     let templates = templates::Templates::load()?
         .with_storefront(options.storefront_url.clone())
-        .with_public_api(options.public_api_url.clone());
+        .with_public_api(options.public_api_url.clone())
+        .with_return_address(options.return_address.clone());
     let templates = Arc::new(templates);
     let webhooks = channels::Webhooks::new(options.webhook_timeout, options.allow_private_networks)?;
     let store = store::Store::new(db.clone());

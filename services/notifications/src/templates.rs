@@ -28,13 +28,13 @@ const TEMPLATES: &[(&str, &str)] = embedded!(
            "newsletter.issued", "user.password_reset_requested", "user.email_verification_requested",
            "user.email_change_requested", "user.email_change_confirmed", "user.password_changed", "user.deleted",
            "user.roles_changed", "user.disabled", "user.enabled", "return.requested", "return.approved", "return.rejected",
-           "return.received"],
+           "return.received", "review.submitted"],
     "de": ["user.registered", "order.confirmed", "order.failed", "payment.failed", "refund.completed",
            "shipment.shipped", "shipment.delivered", "ticket.created", "inventory.low", "stock_alert.triggered", "refund.failed", "ticket.replied", "newsletter.subscription_requested",
            "newsletter.issued", "user.password_reset_requested", "user.email_verification_requested",
            "user.email_change_requested", "user.email_change_confirmed", "user.password_changed", "user.deleted",
            "user.roles_changed", "user.disabled", "user.enabled", "return.requested", "return.approved", "return.rejected",
-           "return.received"],
+           "return.received", "review.submitted"],
 );
 
 /// A rendered email.
@@ -146,6 +146,25 @@ pub enum Facts {
         available: i64,
         /// The threshold it fell below.
         threshold: i64,
+    },
+    /// `review.submitted`: a customer's review waits for staff to publish it (to the shop's inbox).
+    ReviewSubmitted {
+        /// The review.
+        review_id: String,
+        /// The product reviewed.
+        product_id: String,
+        /// Its name.
+        product_name: String,
+        /// The author (user id).
+        customer_id: String,
+        /// Stars, 1 to 5.
+        rating: i32,
+        /// The headline; may be empty.
+        title: String,
+        /// The text; may be empty.
+        body: String,
+        /// The name shown with it; may be empty.
+        author_name: String,
     },
     /// `stock_alert.triggered`: a product the customer waited for can be ordered again.
     BackInStock {
@@ -296,6 +315,7 @@ impl Facts {
             Facts::TicketCreated { .. } => domain::TICKET_CREATED,
             Facts::InventoryLow { .. } => domain::INVENTORY_LOW,
             Facts::BackInStock { .. } => domain::STOCK_ALERT_TRIGGERED,
+            Facts::ReviewSubmitted { .. } => domain::REVIEW_SUBMITTED,
             Facts::RefundFailed { .. } => domain::REFUND_FAILED,
             Facts::TicketReplied { .. } => domain::TICKET_REPLIED,
             Facts::NewsletterConfirmation { .. } => domain::NEWSLETTER_SUBSCRIPTION_REQUESTED,
@@ -388,6 +408,19 @@ impl Facts {
             Facts::InventoryLow { product_id, sku, product_name, available, threshold } => {
                 context! { name, product_id, sku, product_name, available, threshold }
             }
+            Facts::ReviewSubmitted {
+                review_id,
+                product_id,
+                product_name,
+                customer_id,
+                rating,
+                title,
+                body,
+                author_name,
+            } => {
+                let stars = "★".repeat(usize::try_from(*rating).unwrap_or(0).min(5));
+                context! { name, review_id, product_id, product_name, customer_id, rating, stars, title, body, author_name }
+            }
             Facts::BackInStock { product_id, product_name, price } => {
                 context! { name, product_id, product_name, price => format_money(price) }
             }
@@ -430,6 +463,7 @@ pub struct Templates {
     env: Environment<'static>,
     storefront: Option<String>,
     public_api: Option<String>,
+    return_address: Vec<String>,
 }
 
 /// What a path segment must escape (RFC 3986's pchar, `:` included: the route's verb follows the token).
@@ -445,7 +479,14 @@ impl Templates {
         for (name, source) in TEMPLATES {
             env.add_template(name, source).map_err(|e| Error::Template(format!("{name}: {e}")))?;
         }
-        Ok(Self { env, storefront: None, public_api: None })
+        Ok(Self { env, storefront: None, public_api: None, return_address: Vec::new() })
+    }
+
+    /// Tells customers whose return was approved where to send it: the lines of `return_address`
+    /// (`MERCATO_RETURN_ADDRESS`); none, and the mail asks them to send it back without saying where.
+    pub fn with_return_address(mut self, return_address: Vec<String>) -> Self {
+        self.return_address = return_address;
+        self
     }
 
     /// Links the emails carrying a token to the pages of `storefront` (`MERCATO_STOREFRONT_URL`, no trailing `/`):
@@ -466,7 +507,9 @@ impl Templates {
     /// [`domain::resolve_locale`]).
     pub fn render(&self, facts: &Facts, name: &str, locale: &str) -> Result<Email, Error> {
         let prefix = format!("{}/{}", domain::resolve_locale(locale), facts.event_type());
-        let ctx = facts.context(name, self.storefront.as_deref());
+        // The shop's facts (its return address) beside the event's, for the templates that show them.
+        let ctx =
+            context! { return_address => &self.return_address, ..facts.context(name, self.storefront.as_deref()) };
         let render = |suffix: &str| {
             let template = format!("{prefix}{suffix}");
             self.env
@@ -568,6 +611,16 @@ mod tests {
                 items: vec![("Mug".into(), 2), ("Sencha".into(), 1)],
                 refund: eur(2950),
             },
+            Facts::ReviewSubmitted {
+                review_id: "rv-1".into(),
+                product_id: "p-3".into(),
+                product_name: "Genmaicha".into(),
+                customer_id: "u-8".into(),
+                rating: 4,
+                title: "Toasty".into(),
+                body: "Tastes of rice, in a good way.".into(),
+                author_name: "Ada L.".into(),
+            },
         ]
     }
 
@@ -592,6 +645,39 @@ mod tests {
         assert!(en.text.contains("- 2 x Mug\n- 1 x Sencha\n") && en.html.contains("<li>2 × Mug</li>"), "{}", en.text);
         let de = templates.render(received, "Ada", "de").expect("renders");
         assert!(de.text.contains("Wir erstatten EUR 29.50"), "{}", de.text);
+    }
+
+    #[test]
+    fn an_approved_return_says_where_to_send_it_when_the_shop_gave_its_address() {
+        let facts = every_fact();
+        let approved = facts.iter().find(|f| f.event_type() == domain::RETURN_APPROVED).expect("in every_fact");
+        let without = Templates::load().expect("templates load").render(approved, "Ada", "en").expect("renders");
+        assert!(!without.text.contains("Send them to"), "{}", without.text);
+        let address = vec!["Mercato Returns".to_owned(), "Lagerstraße 1".to_owned(), "10115 Berlin, DE".to_owned()];
+        let templates = Templates::load().expect("templates load").with_return_address(address);
+        let en = templates.render(approved, "Ada", "en").expect("renders");
+        assert!(en.text.contains("Send them to:\n\nMercato Returns\nLagerstraße 1\n10115 Berlin, DE\n"), "{}", en.text);
+        assert!(en.html.contains("Mercato Returns<br>Lagerstraße 1<br>10115 Berlin, DE"), "{}", en.html);
+        let de = templates.render(approved, "Ada", "de").expect("renders");
+        assert!(de.text.contains("Bitte senden Sie sie an:\n\nMercato Returns\n"), "{}", de.text);
+    }
+
+    #[test]
+    fn a_review_waiting_tells_the_shop_what_it_says_and_how_to_publish_it() {
+        let templates = Templates::load().expect("templates load");
+        let facts = every_fact();
+        let waiting = facts.iter().find(|f| f.event_type() == domain::REVIEW_SUBMITTED).expect("in every_fact");
+        let en = templates.render(waiting, "Support", "en").expect("renders");
+        assert_eq!(en.subject, "Review to publish: Genmaicha, 4 of 5 stars");
+        assert!(
+            en.text.contains("★★★★ Toasty\nTastes of rice, in a good way.\n— Ada L. (customer u-8)"),
+            "{}",
+            en.text
+        );
+        assert!(en.text.contains("POST /v1/products/p-3/reviews/rv-1:publish"), "{}", en.text);
+        assert!(en.html.contains("<code>DELETE /v1/products/p-3/reviews/rv-1</code>"), "{}", en.html);
+        let de = templates.render(waiting, "Support", "de").expect("renders");
+        assert_eq!(de.subject, "Bewertung freizugeben: Genmaicha, 4 von 5 Sternen");
     }
 
     #[test]

@@ -9,9 +9,10 @@ use api::mercato::auth::v1::{
     EmailChangeConfirmed, EmailChangeRequested, EmailChanged, EmailVerificationRequested, PasswordChangeMethod,
     PasswordChanged, PasswordResetRequested, UserDisabled, UserEnabled, UserRolesChanged,
 };
-use api::mercato::catalog::v1::InventoryLow;
+use api::mercato::catalog::v1::{InventoryLow, ReviewSubmitted};
 use api::mercato::deliveries::v1::{ShipmentDelivered, ShipmentShipped};
 use api::mercato::notifications::v1::{Notification, NotificationChannel, NotificationStatus};
+use api::mercato::orders::v1::{ReturnApproved, ReturnRequested};
 use api::mercato::refunds::v1::RefundFailed;
 use api::mercato::support::v1::{NewsletterIssued, NewsletterSubscriptionRequested, TicketCreated, TicketReplied};
 use common::{Service, SmtpServer, confirmed, envelope, fast_retries, free_port, registered, smtp_python};
@@ -163,6 +164,22 @@ async fn shipments_mail_the_customer_the_tracking_number_then_the_delivery(db: D
     assert!(on_its_way["html"].as_str().expect("an HTML part").contains("<strong>JJD0001</strong>"));
     let arrived = mail("Your order o-1 was delivered");
     assert_eq!(arrived["to"], "ada@example.com");
+    service.stop().await;
+}
+
+async fn an_approved_return_tells_the_customer_where_to_send_it(db: Db) {
+    let address = vec!["Mercato Returns".to_owned(), "Lagerstraße 1".to_owned(), "10115 Berlin".to_owned()];
+    let options = DispatchOptions { return_address: address, ..fast_retries() };
+    let Some(Mailing { smtp, service, dir: _dir }) = mailing(db, options).await else { return };
+    service.deliver(&registered("u-ada", "ada@example.com", "Ada", "en")).await;
+    let approved = ReturnApproved { return_id: "rt-1".into(), order_id: "o-1".into(), customer_id: "u-ada".into() };
+    service.deliver(&envelope("return.approved", "rt-1", &approved)).await;
+    service.wait_until("the approval is mailed", |all| email_sent(all, "return.approved")).await;
+    let messages = smtp.messages();
+    let approval = |m: &&serde_json::Value| m["subject"] == "Your return is approved: please send the items back";
+    let mail = messages.iter().find(approval).unwrap_or_else(|| panic!("the approval among {messages:#?}"));
+    let text = mail["text"].as_str().expect("text");
+    assert!(text.contains("Send them to:\n\nMercato Returns\nLagerstraße 1\n10115 Berlin\n"), "{text}");
     service.stop().await;
 }
 
@@ -428,7 +445,7 @@ async fn staff_changes_to_an_account_are_mailed_to_its_owner(db: Db) {
 
 /// The shop's inbox (`MERCATO_SUPPORT_EMAIL`) hears of every new ticket, every product running low and every
 /// refused refund.
-async fn new_tickets_low_stock_and_refused_refunds_are_announced_to_the_shops_inbox(db: Db) {
+async fn new_tickets_low_stock_refused_refunds_and_waiting_reviews_are_announced_to_the_shops_inbox(db: Db) {
     let Some(Mailing { smtp, service, dir: _dir }) =
         mailing(db, DispatchOptions { support_inbox: Some("Help Desk <help@shop.example>".into()), ..fast_retries() })
             .await
@@ -461,10 +478,25 @@ async fn new_tickets_low_stock_and_refused_refunds_are_announced_to_the_shops_in
         failure_reason: "the card account is closed".into(),
     };
     service.deliver(&envelope("refund.failed", "r-4", &refused)).await;
+    let waiting = ReviewSubmitted {
+        review_id: "rv-2".into(),
+        product_id: "p-7".into(),
+        product_name: "Sencha".into(),
+        customer_id: "u-ada".into(),
+        rating: 2,
+        title: "Too grassy".into(),
+        body: "Not for me.".into(),
+        author_name: "Ada".into(),
+    };
+    service.deliver(&envelope("review.submitted", "rv-2", &waiting)).await;
+    let asked = ReturnRequested { return_id: "rt-1".into(), order_id: "o-3".into(), ..Default::default() };
+    service.deliver(&envelope("return.requested", "rt-1", &asked)).await;
     service.deliver(&registered("u-hal", "hal@example.com", "Hal", "en")).await;
     service.wait_until("the inbox is told", |all| email_sent(all, "ticket.created")).await;
     service.wait_until("the inbox is told of the stock", |all| email_sent(all, "inventory.low")).await;
     service.wait_until("the inbox is told of the refusal", |all| email_sent(all, "refund.failed")).await;
+    service.wait_until("the inbox is told of the review", |all| email_sent(all, "review.submitted")).await;
+    service.wait_until("the inbox is told of the return", |all| email_sent(all, "return.requested")).await;
     service.wait_until("the customer is welcomed", |all| email_sent(all, "user.registered")).await;
     let messages = smtp.messages();
     let mail = messages.iter().find(|m| m["subject"] == "New ticket: Norway?").expect("the announcement");
@@ -493,6 +525,16 @@ async fn new_tickets_low_stock_and_refused_refunds_are_announced_to_the_shops_in
     let text = refusal["text"].as_str().expect("text");
     assert!(text.contains("r-4") && text.contains("refused: the card account is closed"), "{text}");
     assert!(text.contains("It was asked for because: arrived broken"), "{text}");
+
+    // And a review waiting to be published: what it says, and the calls that publish or delete it.
+    let review = messages.iter().find(|m| m["subject"] == "Review to publish: Sencha, 2 of 5 stars").expect("review");
+    assert_eq!(review["to"], "Help Desk <help@shop.example>");
+    assert!(review["reply_to"].is_null(), "the inbox is not pointed at itself: {review:#?}");
+    let text = review["text"].as_str().expect("text");
+    assert!(text.contains("★★ Too grassy\nNot for me.\n— Ada (customer u-ada)"), "{text}");
+    assert!(text.contains("POST /v1/products/p-7/reviews/rv-2:publish"), "{text}");
+    let asked = messages.iter().find(|m| m["text"].as_str().is_some_and(|t| t.contains("rt-1"))).expect("return");
+    assert!(asked["reply_to"].is_null(), "the inbox is not pointed at itself: {asked:#?}");
     service.stop().await;
 }
 
@@ -504,7 +546,9 @@ async fn without_a_support_inbox_the_shops_mails_are_skipped_saying_why(db: Db) 
     service.deliver(&envelope("inventory.low", "p-1", &low)).await;
     let refused = RefundFailed { refund_id: "r-1".into(), payment_id: "pay-1".into(), ..Default::default() };
     service.deliver(&envelope("refund.failed", "r-1", &refused)).await;
-    let to_the_shop = ["ticket.created", "inventory.low", "refund.failed"];
+    let waiting = ReviewSubmitted { review_id: "rv-1".into(), rating: 5, ..Default::default() };
+    service.deliver(&envelope("review.submitted", "rv-1", &waiting)).await;
+    let to_the_shop = ["ticket.created", "inventory.low", "refund.failed", "review.submitted"];
     let recorded = |all: &[Notification]| to_the_shop.iter().all(|t| all.iter().any(|n| n.event_type == *t));
     let all = service.wait_until("recorded", recorded).await;
     for event_type in to_the_shop {
@@ -543,11 +587,12 @@ on_both_engines!(
     emails_carry_text_and_escaped_html,
     a_server_down_at_first_gets_the_mail_once_it_is_up,
     shipments_mail_the_customer_the_tracking_number_then_the_delivery,
+    an_approved_return_tells_the_customer_where_to_send_it,
     an_agents_answer_reaches_a_contact_form_sender_by_mail,
     newsletter_mails_carry_the_confirmation_and_the_way_out,
     password_mails_go_to_the_accounts_own_address,
     an_email_change_mails_the_new_address_its_code_then_tells_the_old_one,
     staff_changes_to_an_account_are_mailed_to_its_owner,
-    new_tickets_low_stock_and_refused_refunds_are_announced_to_the_shops_inbox,
+    new_tickets_low_stock_refused_refunds_and_waiting_reviews_are_announced_to_the_shops_inbox,
     without_a_support_inbox_the_shops_mails_are_skipped_saying_why,
 );

@@ -13,6 +13,7 @@ use platform::auth::{caller, optional_caller};
 use platform::config::ReviewModeration;
 use platform::db::Db;
 use platform::error::FieldViolation;
+use platform::events::RelayHandle;
 use platform::time::{now_micros, timestamp};
 use tonic::{Request, Response, Status};
 
@@ -26,12 +27,21 @@ use crate::store::{ProductRow, ReviewQuery, ReviewRow, Store};
 pub struct ReviewsApi {
     store: Store,
     moderation: ReviewModeration,
+    relay: RelayHandle,
 }
 
 impl ReviewsApi {
-    /// The service over a migrated database, publishing reviews as written or holding them for staff.
-    pub fn new(db: Db, moderation: ReviewModeration) -> Self {
-        Self { store: Store::new(db), moderation }
+    /// The service over a migrated database, publishing reviews as written or holding them for staff (announced
+    /// by `review.submitted`: `relay` is woken when one waits).
+    pub fn new(db: Db, moderation: ReviewModeration, relay: RelayHandle) -> Self {
+        Self { store: Store::new(db), moderation, relay }
+    }
+
+    /// Wakes the relay when `row` waits for staff: its `review.submitted` is in the outbox.
+    fn announce_if_waiting(&self, row: &ReviewRow) {
+        if !row.published {
+            self.relay.wake();
+        }
     }
 
     /// Product `id`: NOT_FOUND unless it exists and the caller may see it (inactive ones only staff).
@@ -182,6 +192,7 @@ impl ReviewService for ReviewsApi {
             published: reviews::published_when_written(self.moderation),
         };
         let row = self.store.create_review(&row).await?;
+        self.announce_if_waiting(&row);
         tracing::info!(review_id = %row.id, product_id = %row.product_id, rating = row.rating, published = row.published, "review written");
         Ok(Response::new(CreateProductReviewResponse { review: Some(review_to_wire(row, Some(&author))) }))
     }
@@ -204,6 +215,7 @@ impl ReviewService for ReviewsApi {
                 reviews::apply_update_mask(current, &input, &paths).map_err(Error::InvalidArgument)
             })
             .await?;
+        self.announce_if_waiting(&row);
         Ok(Response::new(UpdateProductReviewResponse { review: Some(review_to_wire(row, Some(&author))) }))
     }
 

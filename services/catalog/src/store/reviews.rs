@@ -67,6 +67,22 @@ const REVIEW_COLUMNS: &str =
 const ADD_TO_TOTALS: &str = "UPDATE products SET rating_count = rating_count + $2, rating_sum = rating_sum + $3 \
      WHERE id = (SELECT COALESCE(p.variant_of, p.id) FROM products p WHERE p.id = $1)";
 
+/// In the transaction `$tx` that stored `$review`: when it waits for staff, `review.submitted` (with its product's
+/// name), so the shop hears of it exactly when it was stored.
+macro_rules! submit_if_waiting {
+    ($tx:expr, $review:expr) => {
+        let review: &ReviewRow = $review;
+        if !review.published {
+            let product_name = sqlx::query_scalar::<_, String>("SELECT name FROM products WHERE id = $1")
+                .bind(&review.product_id)
+                .fetch_one(&mut *$tx)
+                .await?;
+            let event = crate::events::review_submitted(review, &product_name);
+            platform::events::enqueue(&mut *$tx, crate::NAME, &event).await?;
+        }
+    };
+}
+
 fn review_not_found(product_id: &str, id: &str) -> Error {
     Error::NotFound(format!("review {id} of product {product_id} not found"))
 }
@@ -107,7 +123,8 @@ impl Store {
 
     /// Stores review `review` of a product customers can see: NOT_FOUND without one, FAILED_PRECONDITION
     /// ([`NOT_A_BUYER`]) when its author has no purchase of it that was not cancelled, ALREADY_EXISTS when they
-    /// reviewed it before. The product's totals count it in the same transaction when it is published.
+    /// reviewed it before. The product's totals count it in the same transaction when it is published; one that waits
+    /// for staff is announced (`review.submitted`) in it.
     pub async fn create_review(&self, review: &ReviewRow) -> Result<ReviewRow, Error> {
         let insert = format!("INSERT INTO reviews ({REVIEW_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)");
         with_db!(&self.db, pool => {
@@ -169,6 +186,7 @@ impl Store {
                     })?;
                 let (reviews, stars) = counted(review.published, review.rating);
                 sqlx::query(ADD_TO_TOTALS).bind(&review.product_id).bind(reviews).bind(stars).execute(&mut *tx).await?;
+                submit_if_waiting!(tx, review);
                 Ok(())
             }
             .await;
@@ -246,7 +264,7 @@ impl Store {
     /// Changes review `id` of product `product_id`, written by `customer_id`, to what `change` makes of it,
     /// `published` after the change or waiting for staff: NOT_FOUND when there is no such review of theirs.
     /// Compare-and-set on update_time, so two concurrent changes (or a change and staff publishing it) cannot undo
-    /// each other; the product's totals follow in the same transaction.
+    /// each other; the product's totals follow in the same transaction, and `review.submitted` when it waits.
     pub async fn update_review<F>(
         &self,
         product_id: &str,
@@ -304,6 +322,7 @@ impl Store {
                         .bind(after.1 - before.1)
                         .execute(&mut *tx)
                         .await?;
+                    submit_if_waiting!(tx, &row);
                     Ok(true)
                 }
                 .await;

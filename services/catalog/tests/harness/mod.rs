@@ -84,6 +84,7 @@ impl Server {
             catalog::events::INVENTORY_ADJUSTED,
             catalog::events::INVENTORY_LOW,
             catalog::events::STOCK_ALERT_TRIGGERED,
+            catalog::events::REVIEW_SUBMITTED,
         ];
         bus.subscribe(
             "test",

@@ -3,7 +3,8 @@
 
 use api::catalog::{
     CreateProductReviewRequest, DeleteProductReviewRequest, GetProductReviewRequest, ListProductReviewsRequest,
-    ListProductReviewsResponse, ProductReview, PublishProductReviewRequest, UpdateProductReviewRequest,
+    ListProductReviewsResponse, ProductReview, PublishProductReviewRequest, ReviewSubmitted,
+    UpdateProductReviewRequest,
 };
 use api::mercato::orders::v1::{OrderCancelled, OrderConfirmed, OrderItem};
 use platform::events::{EventBus, EventEnvelope};
@@ -142,6 +143,25 @@ impl Server {
             None => Request::new(request),
         };
         Ok(self.reviews.clone().get_product_review(request).await?.into_inner().review.expect("review"))
+    }
+
+    /// The reviews announced by `review.submitted` so far (waiting for staff), once there are at least `count`
+    /// (waiting up to two seconds for the relay).
+    pub async fn submitted(&self, count: usize) -> Vec<ReviewSubmitted> {
+        let mut submitted = Vec::new();
+        for _ in 0..100 {
+            let published = self.published.lock().expect("lock").clone();
+            submitted = published
+                .iter()
+                .filter(|(kind, _, _)| kind == catalog::events::REVIEW_SUBMITTED)
+                .map(|(_, _, data)| ReviewSubmitted::decode(data.as_slice()).expect("payload"))
+                .collect();
+            if submitted.len() >= count {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        submitted
     }
 
     /// A product's rating as GetProduct shows it: (count, average).

@@ -37,6 +37,7 @@ pub fn fast_retries() -> DispatchOptions {
         support_inbox: None,
         storefront_url: None,
         public_api_url: None,
+        return_address: Vec::new(),
         retention: None,
     }
 }
