@@ -1,4 +1,5 @@
-"""Grafana dashboards: valid JSON, unique uids, every panel queries a metric Mercato exports.
+"""Grafana dashboards: valid JSON, unique uids, every panel queries a metric Mercato exports, and matches its
+`status` label only on values the sources spell (a panel filtering on a value nobody emits stays empty, silently).
 
 Usage: dashboards.py <dashboards dir>
 """
@@ -28,7 +29,18 @@ def exported_metrics():
     return names
 
 
+def string_literals():
+    literals = set()
+    for top in ("crates", "services"):
+        for folder, _, files in os.walk(os.path.join(ROOT, top)):
+            for name in files:
+                if name.endswith(".rs"):
+                    literals.update(re.findall(r'"([^"\\]*)"', open(os.path.join(folder, name)).read()))
+    return literals
+
+
 KNOWN = exported_metrics() | EXTERNAL
+SPELLED = string_literals()
 FUNCS = {"sum", "by", "rate", "increase", "histogram_quantile", "max", "le", "label_values"}
 directory = sys.argv[1]
 problems, uids = [], set()
@@ -48,6 +60,10 @@ for f in files:
             for n in names - FUNCS:
                 if n not in KNOWN:
                     problems.append(f"{f}: panel {p.get('title')!r} queries unknown metric {n}")
+            # Exact matches on the status of Mercato's own counters (mercato_orders_total{status="CONFIRMED"}).
+            for metric, value in re.findall(r'\b(mercato_[a-z0-9_]*)\{[^}]*\bstatus="([^"]*)"', t["expr"]):
+                if value not in SPELLED:
+                    problems.append(f"{f}: panel {p.get('title')!r} matches {metric} on status {value!r}, which no source spells")
 print(f"{len(files)} dashboards")
 for p in problems:
     print("problem:", p)
