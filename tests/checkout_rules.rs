@@ -810,6 +810,11 @@ async fn a_delivered_order_is_returned_and_refunded_its_share(storage: Storage) 
     assert_eq!((&top["products"][0]["productId"], &top["products"][0]["units"]), (&json!(mugs), &json!("2")), "{top}");
     let mine = p.send("GET", "/v1/returns", Some(&ada), None).await;
     assert_eq!(mine.json["returns"].as_array().map(Vec::len), Some(1), "{}", mine.json);
+    // Operators count returns by what became of them.
+    let metrics = p.metrics_text().await;
+    for status in ["requested", "approved", "received", "refunded"] {
+        assert!(counted(&metrics, "mercato_returns_total", &format!("status=\"{status}\"")), "{status}: {metrics}");
+    }
     assert_books_sound(&p).await;
     // Ada was told: approved (send it back), then received with what is refunded.
     let subject_of = |list: &Value, event_type: &str| {
@@ -846,6 +851,16 @@ async fn a_delivered_order_is_returned_and_refunded_its_share_on_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_delivered_order_is_returned_and_refunded_its_share_on_postgres() {
     a_delivered_order_is_returned_and_refunded_its_share(Storage::Postgres).await;
+}
+
+/// Whether `/metrics` text `metrics` has a sample of counter `name` with label `label` (`status="refunded"`) above 0.
+/// The test process shares one recorder between the platforms its tests start, so only "some" is certain.
+fn counted(metrics: &str, name: &str, label: &str) -> bool {
+    metrics.lines().any(|line| {
+        line.starts_with(&format!("{name}{{"))
+            && line.contains(label)
+            && line.rsplit(' ').next().and_then(|v| v.parse::<f64>().ok()).is_some_and(|v| v > 0.0)
+    })
 }
 
 /// POSTs `body` as a review of `product` by `token`'s customer until the catalog knows of their purchase (it learns
@@ -993,5 +1008,7 @@ async fn a_moderating_shop_shows_a_review_once_staff_publish_it() {
     assert_eq!(public.json["reviews"][0]["title"], "Pours well", "{}", public.json);
     let product = p.send("GET", &format!("/v1/products/{teapot}"), None, None).await.json;
     assert_eq!((&product["rating"]["count"], &product["rating"]["average"]), (&json!(1), &json!(4.0)), "{product}");
+    let metrics = p.metrics_text().await;
+    assert!(counted(&metrics, "mercato_reviews_written_total", "state=\"pending\""), "{metrics}");
     p.stop().await;
 }

@@ -263,6 +263,7 @@ impl Store {
             .await;
             finish(tx, result).await
         })
+        .inspect(|_| count_move(ReturnStatus::Requested))
     }
 
     /// Moves return `id` to `to` as staff decided ([`returns::decide`]) at `now`, with `change` applied to it and
@@ -277,14 +278,15 @@ impl Store {
         event: impl FnOnce(&Return) -> NewEvent,
     ) -> Result<Option<Return>, Error> {
         let select = format!("SELECT {COLUMNS} FROM returns WHERE id = $1");
-        with_db!(self.db(), pool => {
+        // The return as it ends, and whether this call moved it.
+        let (found, moved) = with_db!(self.db(), pool => {
             let mut tx = pool.begin_write().await?;
-            let result: Result<Option<Return>, Error> = async {
+            let result: Result<(Option<Return>, bool), Error> = async {
                 let Some(mut found) = fetch_returns!(tx, select, |query| query.bind(id)).pop() else {
-                    return Ok(None);
+                    return Ok((None, false));
                 };
                 if !returns::decide(found.status, to)? {
-                    return Ok(Some(found));
+                    return Ok((Some(found), false));
                 }
                 let from = found.status;
                 change(&mut found);
@@ -308,11 +310,15 @@ impl Store {
                     return Err(Error::Aborted(format!("return {id} changed meanwhile; try again")));
                 }
                 enqueue(&mut *tx, crate::NAME, &event(&found)).await?;
-                Ok(Some(found))
+                Ok((Some(found), true))
             }
             .await;
             finish(tx, result).await
-        })
+        })?;
+        if moved {
+            count_move(to);
+        }
+        Ok(found)
     }
 
     /// Records the refund of RECEIVED return `received` (`refund_id`, what it gave back) at `now`: it is REFUNDED,
@@ -332,9 +338,9 @@ impl Store {
             update_time: now,
             ..received.clone()
         };
-        with_db!(self.db(), pool => {
+        let moved = with_db!(self.db(), pool => {
             let mut tx = pool.begin_write().await?;
-            let result: Result<(), Error> = async {
+            let result: Result<bool, Error> = async {
                 let moved = sqlx::query(
                     "UPDATE returns SET status = 'refunded', refund_id = $2, refund_minor = $3, refund_failure = '', \
                      update_time = $4 WHERE id = $1 AND status = 'received'",
@@ -349,11 +355,15 @@ impl Store {
                 if moved == 1 && refunded_minor > 0 {
                     enqueue(&mut *tx, crate::NAME, &crate::events::return_refunded(&refunded, refund_id)).await?;
                 }
-                Ok(())
+                Ok(moved == 1)
             }
             .await;
             finish(tx, result).await
-        })
+        })?;
+        if moved {
+            count_move(ReturnStatus::Refunded);
+        }
+        Ok(())
     }
 
     /// Records why the payments service refused the refund of RECEIVED return `id` (at `now`): it is not retried
@@ -434,4 +444,10 @@ impl Store {
             })
         }))
     }
+}
+
+/// Counts a return's move to `to`, once it is committed (`mercato_returns_total{status}`, the status as stored):
+/// how many customers ask, and what becomes of their returns.
+fn count_move(to: ReturnStatus) {
+    metrics::counter!("mercato_returns_total", "status" => to.as_str()).increment(1);
 }

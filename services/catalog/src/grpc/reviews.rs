@@ -68,6 +68,11 @@ fn review_to_wire(row: ReviewRow, caller: Option<&str>) -> ProductReview {
     }
 }
 
+/// The `state` label of the reviews counter: whether customers see a review written.
+fn state_label(published: bool) -> &'static str {
+    if published { "published" } else { "pending" }
+}
+
 /// The listing's state filter: `Some(true)` only the published, `Some(false)` only those waiting, `None` all.
 fn published_filter(state: i32) -> Result<Option<bool>, FieldViolation> {
     match ReviewState::try_from(state) {
@@ -193,6 +198,7 @@ impl ReviewService for ReviewsApi {
         };
         let row = self.store.create_review(&row).await?;
         self.announce_if_waiting(&row);
+        metrics::counter!("mercato_reviews_written_total", "state" => state_label(row.published)).increment(1);
         tracing::info!(review_id = %row.id, product_id = %row.product_id, rating = row.rating, published = row.published, "review written");
         Ok(Response::new(CreateProductReviewResponse { review: Some(review_to_wire(row, Some(&author))) }))
     }
