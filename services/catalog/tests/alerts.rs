@@ -46,24 +46,15 @@ impl Server {
 
     /// The `stock_alert.triggered` events published so far.
     fn told(&self) -> Vec<StockAlertTriggered> {
-        let published = self.published.lock().expect("lock").clone();
-        published
-            .iter()
-            .filter(|(kind, _, _)| kind == catalog::events::STOCK_ALERT_TRIGGERED)
-            .map(|(_, _, data)| StockAlertTriggered::decode(data.as_slice()).expect("payload"))
-            .collect()
+        self.published_of(catalog::events::STOCK_ALERT_TRIGGERED)
     }
 
     /// The events once there are `count` (the sweep runs every two seconds; waits up to ten).
     async fn told_at_least(&self, count: usize) -> Vec<StockAlertTriggered> {
-        for _ in 0..200 {
-            let told = self.told();
-            if told.len() >= count {
-                return told;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("only {:?} told", self.told());
+        let within = Duration::from_secs(10);
+        let told = self.published_at_least(catalog::events::STOCK_ALERT_TRIGGERED, count, within).await;
+        assert!(told.len() >= count, "only {told:?} told");
+        told
     }
 }
 

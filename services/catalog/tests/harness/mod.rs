@@ -6,7 +6,6 @@
 // Each scenario file uses some of the helpers.
 #![allow(dead_code)]
 
-use platform::config::ReviewModeration;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,6 +18,7 @@ use api::catalog::{
     ReserveStockRequest, StockItem,
 };
 use api::common::Money;
+use platform::config::ReviewModeration;
 use platform::db::Db;
 use platform::events::{EventBus, EventEnvelope, InProcessBus};
 use platform::testkit::TestIssuer;
@@ -139,23 +139,35 @@ impl Server {
         self.task.await.expect("join").expect("served cleanly");
     }
 
-    /// The products announced by `product.updated` so far, once there are at least `count` (waiting up to two
-    /// seconds for the relay).
-    pub async fn announced(&self, count: usize) -> Vec<Product> {
-        let mut updates = Vec::new();
-        for _ in 0..100 {
-            let published = self.published.lock().expect("lock").clone();
-            updates = published
-                .iter()
-                .filter(|(kind, _, _)| kind == catalog::events::PRODUCT_UPDATED)
-                .map(|(_, _, data)| ProductUpdated::decode(data.as_slice()).expect("payload").product.expect("product"))
-                .collect();
-            if updates.len() >= count {
-                break;
+    /// The payloads of the `kind` events the catalog published so far, in order.
+    pub fn published_of<M: Message + Default>(&self, kind: &str) -> Vec<M> {
+        let published = self.published.lock().expect("lock").clone();
+        published
+            .iter()
+            .filter(|(published_kind, _, _)| published_kind == kind)
+            .map(|(_, _, data)| M::decode(data.as_slice()).expect("payload"))
+            .collect()
+    }
+
+    /// The payloads of the `kind` events published, once there are at least `count` (the relay publishes a moment
+    /// after the write), waiting up to `within`; fewer when that passes.
+    pub async fn published_at_least<M: Message + Default>(&self, kind: &str, count: usize, within: Duration) -> Vec<M> {
+        let started = std::time::Instant::now();
+        loop {
+            let found = self.published_of::<M>(kind);
+            if found.len() >= count || started.elapsed() >= within {
+                return found;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        updates
+    }
+
+    /// The products announced by `product.updated` so far, once there are at least `count` (waiting up to two
+    /// seconds for the relay).
+    pub async fn announced(&self, count: usize) -> Vec<Product> {
+        let updates: Vec<ProductUpdated> =
+            self.published_at_least(catalog::events::PRODUCT_UPDATED, count, Duration::from_secs(2)).await;
+        updates.into_iter().map(|update| update.product.expect("product")).collect()
     }
 
     pub async fn create(&self, product: Product) -> Product {

@@ -148,20 +148,8 @@ impl Server {
     /// The reviews announced by `review.submitted` so far (waiting for staff), once there are at least `count`
     /// (waiting up to two seconds for the relay).
     pub async fn submitted(&self, count: usize) -> Vec<ReviewSubmitted> {
-        let mut submitted = Vec::new();
-        for _ in 0..100 {
-            let published = self.published.lock().expect("lock").clone();
-            submitted = published
-                .iter()
-                .filter(|(kind, _, _)| kind == catalog::events::REVIEW_SUBMITTED)
-                .map(|(_, _, data)| ReviewSubmitted::decode(data.as_slice()).expect("payload"))
-                .collect();
-            if submitted.len() >= count {
-                break;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-        }
-        submitted
+        let within = std::time::Duration::from_secs(2);
+        self.published_at_least(catalog::events::REVIEW_SUBMITTED, count, within).await
     }
 
     /// A product's rating as GetProduct shows it: (count, average).
