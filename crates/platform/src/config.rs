@@ -671,11 +671,15 @@ impl Settings {
             .map(|raw| raw.split(';').map(str::trim).filter(|line| !line.is_empty()).map(str::to_owned).collect())
             .unwrap_or_default();
         if return_address.len() > MAX_RETURN_ADDRESS_LINES
-            || return_address.iter().any(|line| line.chars().count() > 100 || line.chars().any(char::is_control))
+            || return_address
+                .iter()
+                .any(|line| line.chars().count() > MAX_RETURN_ADDRESS_LINE_CHARS || line.chars().any(char::is_control))
         {
-            let problem = "must be at most 8 lines separated by ';', each at most 100 characters, \
-                           e.g. Mercato Returns;Lagerstraße 1;10115 Berlin;Germany";
-            fail("MERCATO_RETURN_ADDRESS", problem.to_owned());
+            let problem = format!(
+                "must be at most {MAX_RETURN_ADDRESS_LINES} lines separated by ';', each at most \
+                 {MAX_RETURN_ADDRESS_LINE_CHARS} characters, e.g. Mercato Returns;Lagerstraße 1;10115 Berlin;Germany"
+            );
+            fail("MERCATO_RETURN_ADDRESS", problem);
         }
 
         let mut base_url_of = |variable: &str, example: &str| {
@@ -904,6 +908,8 @@ pub enum ReturnShipping {
 
 /// Most lines of `MERCATO_RETURN_ADDRESS`.
 const MAX_RETURN_ADDRESS_LINES: usize = 8;
+/// Longest line of `MERCATO_RETURN_ADDRESS`, in characters.
+const MAX_RETURN_ADDRESS_LINE_CHARS: usize = 100;
 
 /// Whether customers' reviews wait for staff before they show (`MERCATO_REVIEW_MODERATION`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
